@@ -1,0 +1,203 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
+)
+
+// Status is how one attempt ended.
+type Status int
+
+const (
+	// Succeeded: the action is done; no more attempts.
+	Succeeded Status = iota
+	// Retryable: the attempt failed; the engine's retry policy decides when
+	// (or whether) to try again. Outcome.RetryAfter, when set, is a hint
+	// from the receiver (Retry-After) that the engine honours.
+	Retryable
+	// Permanent: the attempt failed and retrying cannot help (HTTP 410,
+	// invalid config); the delivery goes dead at once.
+	Permanent
+)
+
+func (s Status) String() string {
+	switch s {
+	case Succeeded:
+		return "succeeded"
+	case Retryable:
+		return "retryable"
+	case Permanent:
+		return "permanent"
+	}
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// Outcome is the result of one attempt.
+type Outcome struct {
+	Status     Status
+	RetryAfter time.Duration // 0: let the retry policy decide
+	// Code is a short numeric summary for logs and lists: the HTTP status
+	// for webhooks, 0 when there is none (transport error, plugin action).
+	Code int
+	// Error explains a failure in one line; empty on success. It must not
+	// contain secrets.
+	Error string
+	// Detail is the action's own attempt record (for webhooks: every HTTP
+	// try with request and response). It is stored with the attempt and
+	// shown in the delivery log, so it must not contain secrets.
+	Detail json.RawMessage
+}
+
+// Request is one delivery to run.
+type Request struct {
+	DeliveryID string // stable across retries and replays
+	Attempt    int    // 1-based attempt number
+	Rule       string
+	Event      *templates.Event
+	// Payload is what Config.Render returned when the delivery was created.
+	Payload json.RawMessage
+	Test    bool // a test-fire from the rules "test" command
+}
+
+// Action runs deliveries. Implementations are safe for concurrent use.
+type Action interface {
+	Execute(ctx context.Context, req *Request) Outcome
+}
+
+// Meta is what a rendering knows beyond the event itself.
+type Meta = templates.Meta
+
+// Config is one action of one rule, decoded and validated at load.
+//
+// Render is called when a delivery is created; its result is stored and is
+// exactly what the delivery log shows, so it must hold no secrets. Execute
+// is called for every attempt with that stored payload and adds the secrets
+// (auth, signing keys) the Config holds.
+type Config interface {
+	Action
+	Type() string
+	Render(ev *templates.Event, meta Meta) (json.RawMessage, error)
+}
+
+// Masker is an optional Config capability: it returns a payload for
+// display with secrets masked. explain uses it; Render output is already
+// secret-free, so most configs need not implement it.
+type Masker interface {
+	Preview(ev *templates.Event, meta Meta) (json.RawMessage, error)
+}
+
+// Schemer is an optional Factory capability: the JSON Schema of the
+// action's config keys, for `erpflow schema` and editors.
+type Schemer interface {
+	Schema() json.RawMessage
+}
+
+// Closer is an optional Config or Factory capability for releasing
+// resources (idle connections, plugin clients).
+type Closer interface {
+	Close() error
+}
+
+// Factory decodes and validates the config of one action type.
+//
+// node is the YAML mapping of the action without the keys the rules loader
+// handles itself ("type", "retry"); ${ENV} references are already expanded.
+// Errors should be *FieldError (or several joined with errors.Join) so that
+// the rules loader can report file:line:col.
+type Factory interface {
+	Decode(node *yaml.Node) (Config, error)
+}
+
+// FactoryFunc adapts a function to Factory.
+type FactoryFunc func(node *yaml.Node) (Config, error)
+
+// Decode calls f.
+func (f FactoryFunc) Decode(node *yaml.Node) (Config, error) { return f(node) }
+
+// FieldError is a config error at a position of the YAML document.
+// Path is relative to the action ("url", "auth.basic.password").
+type FieldError struct {
+	Line, Column int // 1-based, as yaml.Node reports them
+	Path         string
+	Msg          string
+}
+
+func (e *FieldError) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("%d:%d: %s", e.Line, e.Column, e.Msg)
+	}
+	return fmt.Sprintf("%d:%d: %s: %s", e.Line, e.Column, e.Path, e.Msg)
+}
+
+// Position reports where the error is; the rules loader reads it through an
+// interface of its own so that triggers need not import actions.
+func (e *FieldError) Position() (line, column int) { return e.Line, e.Column }
+
+// Field is the path of the offending key relative to the action.
+func (e *FieldError) Field() string { return e.Path }
+
+// Errorf returns a *FieldError at node.
+func Errorf(node *yaml.Node, path, format string, args ...any) *FieldError {
+	fe := &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)}
+	if node != nil {
+		fe.Line, fe.Column = node.Line, node.Column
+	}
+	return fe
+}
+
+// ErrUnknownType is returned (wrapped) by Registry.Decode for a type that no
+// factory is registered for.
+var ErrUnknownType = errors.New("unknown action type")
+
+// Registry maps action type names to factories. It is safe for concurrent
+// use; the zero value is empty and ready.
+type Registry struct {
+	mu        sync.RWMutex
+	factories map[string]Factory
+}
+
+// Register adds a factory for typ; registering a type twice is an error.
+func (r *Registry) Register(typ string, f Factory) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.factories == nil {
+		r.factories = map[string]Factory{}
+	}
+	if _, dup := r.factories[typ]; dup {
+		return fmt.Errorf("actions: type %q is already registered", typ)
+	}
+	r.factories[typ] = f
+	return nil
+}
+
+// Types lists the registered type names, sorted.
+func (r *Registry) Types() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.factories))
+	for t := range r.factories {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Decode decodes an action of type typ. It implements triggers.ActionDecoder.
+func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
+	r.mu.RLock()
+	f, ok := r.factories[typ]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknownType, typ, r.Types())
+	}
+	return f.Decode(node)
+}

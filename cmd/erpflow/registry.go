@@ -1,0 +1,16 @@
+package main
+
+import (
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+)
+
+// newRegistry returns an action registry with the built-in webhook type.
+// Plugins add their types to it.
+func newRegistry(opts webhook.Options) *actions.Registry {
+	r := &actions.Registry{}
+	if err := r.Register("webhook", webhook.New(opts)); err != nil {
+		panic(err) // only on a programming error: the registry is new
+	}
+	return r
+}

@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/erpflow/erpflow/templates"
+)
+
+// Event is the ERP event; see templates.Event.
+type Event = templates.Event
+
+// State is a delivery's state.
+type State string
+
+const (
+	StatePending   State = "pending"   // waiting for its first attempt
+	StateRunning   State = "running"   // claimed by a worker under a lease
+	StateSucceeded State = "succeeded" // done
+	StateFailed    State = "failed"    // last attempt failed; will retry at RunAt
+	StateDead      State = "dead"      // exhausted or permanently failed
+)
+
+// Delivery is one action to run for one event under one rule.
+type Delivery struct {
+	ID          string          `json:"id" db:"id"` // time-sortable, "dlv_…"
+	Tenant      string          `json:"tenant" db:"tenant"`
+	EventID     string          `json:"event_id" db:"event_id"` // the ERP's event id
+	Entity      string          `json:"entity" db:"entity"`
+	EventName   string          `json:"event" db:"event_name"`
+	Rule        string          `json:"rule" db:"rule"`
+	ActionIndex int             `json:"action_index" db:"action_index"`
+	ActionType  string          `json:"action_type" db:"action_type"`
+	Retry       string          `json:"retry" db:"retry"`     // the retry policy in force, canonical text (triggers.Retry.String)
+	Payload     json.RawMessage `json:"payload" db:"payload"` // what Config.Render returned; no secrets
+	State       State           `json:"state" db:"state"`
+	Attempts    int             `json:"attempts" db:"attempts"`     // attempts started so far (incremented by Claim)
+	RetryBase   int             `json:"-" db:"retry_base"`          // Attempts at the last manual retry/replay; the policy counts from here
+	RunAt       time.Time       `json:"run_at" db:"run_at"`         // when it is due (pending/failed)
+	LastCode    int             `json:"last_code" db:"last_code"`   // last Outcome.Code
+	LastError   string          `json:"last_error" db:"last_error"` // last Outcome.Error
+	Internal    bool            `json:"internal" db:"internal"`     // caused by an internal erpflow.* event: never raises another
+	Test        bool            `json:"test" db:"test"`
+	LeaseOwner  string          `json:"-" db:"lease_owner"`
+	LockedUntil time.Time       `json:"-" db:"locked_until"`
+	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
+}
+
+// Attempt is one try of a delivery.
+type Attempt struct {
+	DeliveryID string          `json:"delivery_id" db:"delivery_id"`
+	N          int             `json:"n" db:"n"` // 1-based
+	StartedAt  time.Time       `json:"started_at" db:"started_at"`
+	Duration   time.Duration   `json:"duration_ns" db:"duration_ns"`
+	Outcome    string          `json:"outcome" db:"outcome"` // actions.Status.String()
+	Code       int             `json:"code" db:"code"`
+	Error      string          `json:"error,omitempty" db:"error"`
+	Detail     json.RawMessage `json:"detail,omitempty" db:"detail"`
+	Test       bool            `json:"test,omitempty" db:"test"`
+}
+
+// EventRecord is an accepted event with the deliveries it created.
+type EventRecord struct {
+	Event      Event
+	Raw        json.RawMessage // the event as JSON, stored verbatim
+	ReceivedAt time.Time
+	Internal   bool
+	Deliveries []Delivery
+}
+
+// InsertResult tells what InsertEvents did with one record.
+type InsertResult struct {
+	// Duplicate is true when (tenant, event id) existed already; then
+	// nothing was written and Deliveries are the ones stored earlier.
+	Duplicate  bool
+	Deliveries []Delivery
+}
+
+// Completion records the end of one attempt of a claimed delivery.
+type Completion struct {
+	ID      string
+	Owner   string // the lease owner that claimed it; fencing
+	Attempt Attempt
+	State   State     // StateSucceeded, StateFailed or StateDead
+	RunAt   time.Time // next due time when StateFailed
+	// Raise, when set, is an internal event (a dead delivery) inserted in
+	// the same transaction, idempotently on (tenant, event id).
+	Raise *EventRecord
+}
+
+// DeliveryFilter selects deliveries. Zero fields do not filter.
+type DeliveryFilter struct {
+	Tenant    string
+	Rule      string
+	EventID   string
+	States    []State
+	Since     time.Time // CreatedAt >= Since
+	Until     time.Time // CreatedAt < Until
+	Cursor    string    // a delivery id: return deliveries older than it
+	Limit     int       // default 100, at most 1000
+	TenantSet bool      // filter by Tenant even when it is "" (tenant-bound tokens of the default tenant)
+}
+
+// RuleRecord is a rule managed through the API, stored in the database.
+type RuleRecord struct {
+	Name      string    `json:"name" db:"name"`
+	Tenant    string    `json:"tenant,omitempty" db:"tenant"` // "" for all tenants
+	Source    string    `json:"source" db:"source"`           // the rule as YAML/JSON, as triggers parses it
+	Enabled   bool      `json:"enabled" db:"enabled"`
+	Version   int64     `json:"version" db:"version"` // increments on every write
+	UpdatedAt time.Time `json:"updated_at" db:"updated_at"`
+}
+
+// QueueStats summarises the queue for metrics.
+type QueueStats struct {
+	Pending       int       // pending + failed
+	Running       int       //
+	Dead          int       //
+	OldestPending time.Time // zero when none
+}
+
+// ErrNotFound is returned (wrapped) by Store lookups that find nothing.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned (wrapped) when a write loses to a concurrent one
+// (rule version mismatch, rule name taken).
+var ErrConflict = errors.New("conflict")
+
+// EventWriter commits accepted events with their deliveries.
+type EventWriter interface {
+	// InsertEvents writes all records and their deliveries in ONE
+	// transaction. A record whose (tenant, event id) exists is not written
+	// again: its result is Duplicate with the stored deliveries.
+	InsertEvents(ctx context.Context, recs []EventRecord) ([]InsertResult, error)
+}
+
+// Queue is the work queue of deliveries.
+type Queue interface {
+	// Claim takes up to limit due deliveries (pending or failed with
+	// RunAt <= now, or running with an expired lease), marks them running
+	// under owner until now+lease, increments Attempts, and returns them.
+	Claim(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]Delivery, error)
+	// Complete applies completions in one transaction. A completion whose
+	// delivery is no longer running under Owner with the same attempt
+	// number (lease lost) is skipped; Complete returns how many applied.
+	Complete(ctx context.Context, cs []Completion) (int, error)
+	// Release puts deliveries still running under owner back to pending,
+	// due now, undoing their Attempts increment (graceful stop).
+	Release(ctx context.Context, owner string, ids []string, now time.Time) error
+}
+
+// DeliveryLog reads and manages deliveries.
+type DeliveryLog interface {
+	ListDeliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error)
+	GetDelivery(ctx context.Context, id string) (Delivery, []Attempt, error)
+	// GetEvent returns an event (by tenant and the ERP's id) with its
+	// deliveries.
+	GetEvent(ctx context.Context, tenant, id string) (EventRecord, error)
+	// Requeue makes matching deliveries (only dead or failed ones, or any
+	// not running when f has exactly one EventID/ID…) due at now, sets
+	// RetryBase = Attempts so the policy starts over, and returns how many.
+	Requeue(ctx context.Context, ids []string, f *DeliveryFilter, now time.Time) (int, error)
+	// Prune deletes up to batch succeeded deliveries (and their attempts)
+	// created before before, and events left without deliveries.
+	Prune(ctx context.Context, before time.Time, batch int) (int, error)
+	Stats(ctx context.Context, now time.Time) (QueueStats, error)
+	// AddAttempt records an attempt of a test-fire (which is not queued).
+	AddAttempt(ctx context.Context, d Delivery, a Attempt) error
+}
+
+// RuleStore keeps rules managed through the API.
+type RuleStore interface {
+	ListRules(ctx context.Context) ([]RuleRecord, error)
+	// PutRule creates (ifVersion 0 and the name is free) or replaces (the
+	// stored version equals ifVersion, or ifVersion < 0 for
+	// unconditional) a rule; it returns the stored record.
+	PutRule(ctx context.Context, r RuleRecord, ifVersion int64) (RuleRecord, error)
+	DeleteRule(ctx context.Context, name string) error
+}
+
+// Store is everything the engine needs from a database. Adapters live in
+// engine/store/sqlite and engine/store/postgres; engine/store opens one
+// from a URL.
+type Store interface {
+	EventWriter
+	Queue
+	DeliveryLog
+	RuleStore
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Waker is an optional Store capability: a channel that receives when new
+// work may be due (LISTEN/NOTIFY on PostgreSQL, so that several processes
+// wake each other). Receiving nothing does not mean no work: the engine
+// still polls at a slow interval.
+type Waker interface {
+	Wakeups() <-chan struct{}
+}
+
+// TxWriter is an optional Store capability for EmitTx: insert events inside
+// the host's own transaction (the transactional outbox).
+type TxWriter interface {
+	InsertEventsTx(ctx context.Context, tx *sql.Tx, recs []EventRecord) ([]InsertResult, error)
+}
