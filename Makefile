@@ -1,0 +1,39 @@
+# erpflow build and test entry points. `make test` is what CI runs.
+GO      ?= go
+PKGS    ?= ./...
+BENCH   ?= .
+# BENCHPKGS: where `make bench` looks for benchmarks.
+BENCHPKGS ?= ./...
+
+.PHONY: all test test-short build generate bench vet fmt-check
+
+all: build
+
+# Full suite against a throwaway PostgreSQL 15 started from the machine's
+# initdb/pg_ctl (as the user postgres when run as root); fails when
+# PostgreSQL cannot start.
+test:
+	./scripts/with-postgres.sh $(GO) test -race -timeout 20m $(PKGS)
+
+# Quick suite without PostgreSQL (its tests skip).
+test-short:
+	env -u TEST_DATABASE_URL -u TEST_PG_RESTART $(GO) test -short -race $(PKGS)
+
+build:
+	$(GO) build ./...
+	$(GO) build -o bin/erpflow ./cmd/erpflow
+
+# Regenerates committed generated code (protobuf for plugins).
+generate:
+	$(GO) generate ./...
+
+# Go benchmarks against SQLite and a throwaway PostgreSQL (fsync on, like a
+# real server).
+bench:
+	PG_FSYNC=on ./scripts/with-postgres.sh $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 30m $(BENCHPKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# with-postgres.sh CMD [ARGS...]
+#
+# Starts a throwaway PostgreSQL server (initdb + pg_ctl from the machine,
+# PostgreSQL 15 preferred), runs CMD with
+#   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:PORT/erpflow_test?sslmode=disable
+#   TEST_PG_RESTART=<shell command that restarts the server, waiting until it is up>
+# in its environment, always stops the server and removes its files, and
+# exits with CMD's status. It fails when PostgreSQL cannot start.
+#
+# As root, the server runs as the user "postgres" (created when missing),
+# because PostgreSQL refuses to run as root.
+#
+# Environment:
+#   PGBIN      directory holding initdb/pg_ctl (default: found automatically)
+#   PG_FSYNC   "on" to keep fsync (default off: the data is thrown away)
+#   PG_KEEP    set to keep the data directory after exit (debugging)
+set -euo pipefail
+
+die() { echo "with-postgres: $*" >&2; exit 1; }
+
+[ $# -ge 1 ] || die "usage: with-postgres.sh CMD [ARGS...]"
+
+find_pgbin() {
+	if [ -n "${PGBIN:-}" ]; then echo "$PGBIN"; return; fi
+	local d
+	for d in /usr/lib/postgresql/15/bin /usr/local/bin /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
+		if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return; fi
+	done
+	if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
+		dirname "$(command -v pg_ctl)"; return
+	fi
+	die "initdb/pg_ctl not found (install PostgreSQL 15 or set PGBIN)"
+}
+PGBIN=$(find_pgbin)
+# pg_ctl/initdb in /usr/local/bin may be symlinks: resolve to the real bin dir
+# so that postgres, psql and pg_isready of the same version are found.
+PGBIN=$(dirname "$(readlink -f "$PGBIN/pg_ctl")")
+
+ISREADY="$PGBIN/pg_isready"
+[ -x "$ISREADY" ] || ISREADY=$(command -v pg_isready || true)
+PSQL="$PGBIN/psql"
+[ -x "$PSQL" ] || PSQL=$(command -v psql || true)
+[ -n "$PSQL" ] || die "psql not found"
+
+RUNAS=()
+PGUSER_OS=$(id -un)
+if [ "$(id -u)" = 0 ]; then
+	PGUSER_OS=postgres
+	if ! id postgres >/dev/null 2>&1; then
+		useradd --system --no-create-home --shell /bin/sh postgres ||
+			die "cannot create user postgres"
+	fi
+fi
+
+# as_pg CMD... runs a command line as the server's OS user.
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then
+		su "$PGUSER_OS" -s /bin/sh -c "$*"
+	else
+		sh -c "$*"
+	fi
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/erpflow-pg.XXXXXX")
+chmod 0755 "$TMP"
+mkdir -p "$TMP/data" "$TMP/sock"
+[ "$(id -u)" = 0 ] && chown -R "$PGUSER_OS" "$TMP"
+DATA="$TMP/data"
+LOG="$TMP/postgres.log"
+
+started=0
+cleanup() {
+	local rc=$?
+	if [ "$started" = 1 ]; then
+		as_pg "'$PGBIN/pg_ctl' stop -D '$DATA' -m immediate -w -t 30" >/dev/null 2>&1 || true
+	fi
+	if [ -z "${PG_KEEP:-}" ]; then
+		rm -rf "$TMP"
+	else
+		echo "with-postgres: kept $TMP" >&2
+	fi
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+as_pg "'$PGBIN/initdb' -D '$DATA' -U postgres -A trust -E UTF8 --no-locale --no-sync" >"$TMP/initdb.log" 2>&1 ||
+	{ cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+
+FSYNC=off
+[ "${PG_FSYNC:-}" = on ] && FSYNC=on
+cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$TMP/sock'
+max_connections = 300
+fsync = $FSYNC
+full_page_writes = $FSYNC
+shared_buffers = 128MB
+log_min_messages = warning
+CONF
+
+# port_free PORT: nothing listens there.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+PORT=""
+for try in 1 2 3 4 5 6 7 8; do
+	p=$(( (RANDOM * 32768 + RANDOM) % 30000 + 20000 ))
+	port_free "$p" || continue
+	if as_pg "'$PGBIN/pg_ctl' start -D '$DATA' -l '$LOG' -w -t 60 -o '-p $p'" >/dev/null 2>&1; then
+		PORT=$p
+		started=1
+		break
+	fi
+	# Lost a race for the port: try another one; anything else is fatal.
+	grep -q -i "address already in use" "$LOG" 2>/dev/null || { cat "$LOG" >&2 || true; die "PostgreSQL did not start"; }
+done
+[ -n "$PORT" ] || { cat "$LOG" >&2 || true; die "PostgreSQL did not start (no free port)"; }
+
+# Wait until it accepts connections (pg_ctl -w already did; belt and braces).
+deadline=$((SECONDS + 60))
+if [ -n "$ISREADY" ]; then
+	until "$ISREADY" -q -h 127.0.0.1 -p "$PORT" -U postgres; do
+		[ $SECONDS -lt $deadline ] || { cat "$LOG" >&2; die "PostgreSQL not ready after 60s"; }
+		sleep 0.2
+	done
+fi
+
+"$PSQL" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+	-c "CREATE DATABASE erpflow_test" || die "cannot create database erpflow_test"
+
+export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/erpflow_test?sslmode=disable"
+# Restart keeps the same port and options (pg_ctl reuses postmaster.opts).
+if [ "$(id -u)" = 0 ]; then
+	export TEST_PG_RESTART="su $PGUSER_OS -s /bin/sh -c \"'$PGBIN/pg_ctl' restart -D '$DATA' -l '$LOG' -m fast -w -t 60\" >/dev/null"
+else
+	export TEST_PG_RESTART="'$PGBIN/pg_ctl' restart -D '$DATA' -l '$LOG' -m fast -w -t 60 >/dev/null"
+fi
+echo "with-postgres: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') at 127.0.0.1:$PORT (data $DATA)" >&2
+
+set +e
+"$@"
+status=$?
+set -e
+exit $status
