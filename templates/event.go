@@ -270,3 +270,29 @@ type Meta struct {
 	Rule       string
 	DeliveryID string
 }
+
+// MarshalJSON encodes the event in its contract form, with "data" exactly
+// as received (see RawData) and zero fields left out.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain struct {
+		ID         string          `json:"id"`
+		Tenant     string          `json:"tenant,omitempty"`
+		Entity     string          `json:"entity"`
+		EntityID   string          `json:"entity_id,omitempty"`
+		Event      string          `json:"event"`
+		OccurredAt *time.Time      `json:"occurred_at,omitempty"`
+		Actor      string          `json:"actor,omitempty"`
+		Data       json.RawMessage `json:"data,omitempty"`
+		Previous   map[string]any  `json:"previous,omitempty"`
+	}
+	p := plain{ID: e.ID, Tenant: e.Tenant, Entity: e.Entity, EntityID: e.EntityID,
+		Event: e.Event, Actor: e.Actor, Previous: e.Previous}
+	if !e.OccurredAt.IsZero() {
+		t := e.OccurredAt
+		p.OccurredAt = &t
+	}
+	if e.Data != nil || len(e.rawData) > 0 {
+		p.Data = e.RawData()
+	}
+	return json.Marshal(p)
+}
