@@ -1,0 +1,624 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Scopes a token may hold.
+const (
+	ScopeEventsWrite     = "events:write"
+	ScopeRulesRead       = "rules:read"
+	ScopeRulesWrite      = "rules:write"
+	ScopeDeliveriesRead  = "deliveries:read"
+	ScopeDeliveriesWrite = "deliveries:write"
+)
+
+// AllScopes lists every scope, in documentation order.
+var AllScopes = []string{ScopeEventsWrite, ScopeRulesRead, ScopeRulesWrite, ScopeDeliveriesRead, ScopeDeliveriesWrite}
+
+// Defaults of the keys whose zero value is not the default.
+const (
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultDatabase       = "sqlite:./erpflow.db"
+	DefaultWorkers        = 32
+	DefaultMaxResponse    = 65536
+	DefaultMaxEventBytes  = 1 << 20
+	DefaultMaxBatchEvents = 1000
+)
+
+// Config is the server configuration. The zero value of every field means
+// its default; Load fills the defaults in.
+type Config struct {
+	// Listen is the HTTP listen address. Default 127.0.0.1:8080.
+	Listen string
+	// Database is "sqlite:PATH" or a postgres:// URL. Default sqlite:./erpflow.db.
+	Database string
+	// Rules are rule files or directories. Default none.
+	Rules []string
+	// Plugins are the action plugins to start. Default none.
+	Plugins []Plugin
+	// Delivery configures workers and the webhook action.
+	Delivery Delivery
+	// Tokens are the API bearer tokens. Default none: no authentication,
+	// and serve refuses a non-loopback listen address.
+	Tokens []Token
+	// Retention prunes old deliveries.
+	Retention Retention
+	// Limits bounds requests.
+	Limits Limits
+	// LogFormat is "text", "json" or "" (text on a terminal, JSON otherwise).
+	LogFormat string
+
+	// File is the file the config was read from ("" for defaults).
+	File string
+}
+
+// Plugin is one action plugin binary.
+type Plugin struct {
+	Name   string // the plugin's name; required
+	Path   string // its executable; required
+	SHA256 string // hex SHA-256 of the executable; default none (not checked)
+}
+
+// Delivery configures the delivery workers and the webhook action type.
+type Delivery struct {
+	// Workers is how many deliveries run at once. Default 32.
+	Workers int
+	// AllowHTTP allows http:// webhook URLs. Default false: https only.
+	AllowHTTP bool
+	// AllowPrivateNetworks turns the SSRF guard off. Default false.
+	AllowPrivateNetworks bool
+	// AllowedNetworks are CIDRs or host names exempt from the SSRF guard.
+	// Default none.
+	AllowedNetworks []string
+	// MaxResponseBody is how many bytes of a response body are kept per
+	// try. Default 65536.
+	MaxResponseBody int64
+	// QuickRetries is how many in-process retries one attempt makes.
+	// Default nil: the webhook action's default (2).
+	QuickRetries *int
+}
+
+// Token is one API bearer token.
+type Token struct {
+	Name   string   // shown in logs instead of the token; required, unique
+	Token  string   // the secret; required, never logged
+	Tenant string   // when set, the token only sees this tenant's objects
+	Scopes []string // at least one of AllScopes
+}
+
+// HasScope reports whether t holds scope.
+func (t Token) HasScope(scope string) bool {
+	for _, s := range t.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// Retention prunes old deliveries.
+type Retention struct {
+	// Succeeded is how long succeeded deliveries are kept. Default 0: forever.
+	Succeeded time.Duration
+}
+
+// Limits bounds request sizes.
+type Limits struct {
+	// MaxEventBytes is the largest accepted event. Default 1 MiB.
+	MaxEventBytes int64
+	// MaxBatchEvents is the most events in one POST /v1/events. Default 1000.
+	MaxBatchEvents int
+}
+
+// Default returns the configuration of a zero-config start.
+func Default() *Config {
+	c := &Config{}
+	c.fillDefaults()
+	return c
+}
+
+func (c *Config) fillDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.Database == "" {
+		c.Database = DefaultDatabase
+	}
+	if c.Delivery.Workers == 0 {
+		c.Delivery.Workers = DefaultWorkers
+	}
+	if c.Delivery.MaxResponseBody == 0 {
+		c.Delivery.MaxResponseBody = DefaultMaxResponse
+	}
+	if c.Limits.MaxEventBytes == 0 {
+		c.Limits.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if c.Limits.MaxBatchEvents == 0 {
+		c.Limits.MaxBatchEvents = DefaultMaxBatchEvents
+	}
+}
+
+// Error is a configuration error at a position of the file.
+type Error struct {
+	File         string
+	Line, Column int
+	Key          string // dotted path of the key, e.g. "tokens[1].scopes[0]"
+	Msg          string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		b.WriteString(":")
+	}
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "%d:%d: ", e.Line, e.Column)
+	} else if e.File != "" {
+		b.WriteString(" ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, src, os.LookupEnv)
+}
+
+// Parse decodes and validates a config document. lookupEnv resolves ${NAME}
+// (nil: os.LookupEnv).
+func Parse(filename string, src []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	d := &decoder{file: filename, env: lookupEnv}
+	c := &Config{File: filename}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(src, &doc); err != nil {
+		return nil, d.yamlErr(err)
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		c.fillDefaults()
+		return c, nil // empty file: all defaults
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		c.fillDefaults()
+		return c, nil
+	}
+	d.top(root, c)
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	c.fillDefaults()
+	return c, nil
+}
+
+type decoder struct {
+	file string
+	env  func(string) (string, bool)
+	errs []error
+}
+
+func (d *decoder) errf(n *yaml.Node, key, format string, args ...any) {
+	e := &Error{File: d.file, Key: key, Msg: fmt.Sprintf(format, args...)}
+	if n != nil {
+		e.Line, e.Column = n.Line, n.Column
+	}
+	d.errs = append(d.errs, e)
+}
+
+func (d *decoder) yamlErr(err error) error {
+	// yaml.v3 reports "yaml: line N: msg"; keep its line.
+	msg := err.Error()
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "yaml: line "); ok {
+		if i := strings.Index(rest, ":"); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return &Error{File: d.file, Line: line, Column: 1, Msg: "malformed YAML: " + msg}
+}
+
+// mapping walks a mapping node, calling f for each key; unknown keys
+// (f returns false) are errors.
+func (d *decoder) mapping(n *yaml.Node, path string, known []string, f func(key string, k, v *yaml.Node)) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errf(n, path, "must be a mapping")
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		kp := join(path, k.Value)
+		if seen[k.Value] {
+			d.errf(k, kp, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		ok := false
+		for _, kn := range known {
+			if kn == k.Value {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			d.errf(k, kp, "unknown key (known: %s)", strings.Join(known, ", "))
+			continue
+		}
+		if v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		f(k.Value, k, v)
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+func (d *decoder) str(n *yaml.Node, path string) string {
+	if isNull(n) {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.errf(n, path, "must be a string")
+		return ""
+	}
+	out, err := expandEnv(n.Value, d.env)
+	if err != nil {
+		d.errf(n, path, "%v", err)
+		return ""
+	}
+	return out
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string) bool {
+	if isNull(n) {
+		return false
+	}
+	s := d.str(n, path)
+	switch strings.ToLower(s) {
+	case "true", "yes", "on":
+		return true
+	case "false", "no", "off":
+		return false
+	}
+	d.errf(n, path, "must be true or false, not %q", s)
+	return false
+}
+
+func (d *decoder) integer(n *yaml.Node, path string, min int64) int64 {
+	if isNull(n) {
+		return 0
+	}
+	s := d.str(n, path)
+	v, err := parseSize(s)
+	if err != nil {
+		d.errf(n, path, "must be a whole number, not %q", s)
+		return 0
+	}
+	if v < min {
+		d.errf(n, path, "must be at least %d", min)
+		return 0
+	}
+	return v
+}
+
+// parseSize reads an integer, optionally with a KiB/MiB/GiB suffix.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return v * mult, nil
+}
+
+func (d *decoder) strings(n *yaml.Node, path string) []string {
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode { // a single value is a list of one
+		return []string{d.str(n, path)}
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errf(n, path, "must be a list of strings")
+		return nil
+	}
+	out := make([]string, 0, len(n.Content))
+	for i, e := range n.Content {
+		out = append(out, d.str(e, fmt.Sprintf("%s[%d]", path, i)))
+	}
+	return out
+}
+
+func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errf(n, path, "must be a list")
+		return
+	}
+	for i, e := range n.Content {
+		if e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
+		f(i, e)
+	}
+}
+
+func (d *decoder) top(n *yaml.Node, c *Config) {
+	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format"}, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "listen":
+			c.Listen = d.str(v, key)
+			if c.Listen != "" {
+				if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+					d.errf(v, key, "must be host:port, e.g. 127.0.0.1:8080 (%v)", err)
+				}
+			}
+		case "database":
+			c.Database = d.str(v, key)
+			if c.Database != "" && !strings.HasPrefix(c.Database, "sqlite:") &&
+				!strings.HasPrefix(c.Database, "postgres://") && !strings.HasPrefix(c.Database, "postgresql://") {
+				d.errf(v, key, "must be sqlite:PATH or postgres://…")
+			}
+		case "rules":
+			c.Rules = d.strings(v, key)
+		case "plugins":
+			names := map[string]bool{}
+			d.list(v, key, func(i int, e *yaml.Node) {
+				p := Plugin{}
+				path := fmt.Sprintf("plugins[%d]", i)
+				d.mapping(e, path, []string{"name", "path", "sha256"}, func(key string, k, v *yaml.Node) {
+					switch key {
+					case "name":
+						p.Name = d.str(v, join(path, key))
+					case "path":
+						p.Path = d.str(v, join(path, key))
+					case "sha256":
+						p.SHA256 = strings.ToLower(d.str(v, join(path, key)))
+						if len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "" {
+							d.errf(v, join(path, key), "must be 64 hexadecimal digits")
+						}
+					}
+				})
+				if p.Name == "" {
+					d.errf(e, join(path, "name"), "required")
+				} else if names[p.Name] {
+					d.errf(e, join(path, "name"), "duplicate plugin name %q", p.Name)
+				}
+				names[p.Name] = true
+				if p.Path == "" {
+					d.errf(e, join(path, "path"), "required")
+				}
+				c.Plugins = append(c.Plugins, p)
+			})
+		case "delivery":
+			d.delivery(v, &c.Delivery)
+		case "tokens":
+			d.tokens(v, c)
+		case "retention":
+			d.mapping(v, key, []string{"succeeded"}, func(key string, k, v *yaml.Node) {
+				s := d.str(v, "retention.succeeded")
+				if s == "" {
+					return
+				}
+				dur, err := time.ParseDuration(s)
+				if err != nil || dur < 0 {
+					d.errf(v, "retention.succeeded", "must be a duration such as 720h, not %q", s)
+					return
+				}
+				c.Retention.Succeeded = dur
+			})
+		case "limits":
+			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events"}, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "max_event_bytes":
+					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
+				case "max_batch_events":
+					c.Limits.MaxBatchEvents = int(d.integer(v, "limits."+key, 1))
+				}
+			})
+		case "log_format":
+			c.LogFormat = d.str(v, key)
+			if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+				d.errf(v, key, "must be text or json, not %q", c.LogFormat)
+			}
+		}
+	})
+}
+
+func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
+	d.mapping(n, "delivery", []string{"workers", "allow_http", "allow_private_networks", "allowed_networks", "max_response_body", "quick_retries"}, func(key string, k, v *yaml.Node) {
+		path := "delivery." + key
+		switch key {
+		case "workers":
+			dl.Workers = int(d.integer(v, path, 1))
+		case "allow_http":
+			dl.AllowHTTP = d.boolean(v, path)
+		case "allow_private_networks":
+			dl.AllowPrivateNetworks = d.boolean(v, path)
+		case "allowed_networks":
+			dl.AllowedNetworks = d.strings(v, path)
+			for i, s := range dl.AllowedNetworks {
+				if s == "" || strings.ContainsAny(s, " \t/") && !isCIDR(s) {
+					d.errf(v, fmt.Sprintf("%s[%d]", path, i), "must be a CIDR (10.0.0.0/8) or a host name, not %q", s)
+				}
+			}
+		case "max_response_body":
+			dl.MaxResponseBody = d.integer(v, path, 1)
+		case "quick_retries":
+			if isNull(v) {
+				return
+			}
+			q := int(d.integer(v, path, 0))
+			dl.QuickRetries = &q
+		}
+	})
+}
+
+func isCIDR(s string) bool {
+	_, _, err := net.ParseCIDR(s)
+	return err == nil
+}
+
+func (d *decoder) tokens(n *yaml.Node, c *Config) {
+	names := map[string]bool{}
+	secrets := map[string]bool{}
+	d.list(n, "tokens", func(i int, e *yaml.Node) {
+		path := fmt.Sprintf("tokens[%d]", i)
+		t := Token{}
+		var scopesNode *yaml.Node
+		d.mapping(e, path, []string{"name", "token", "tenant", "scopes"}, func(key string, k, v *yaml.Node) {
+			switch key {
+			case "name":
+				t.Name = d.str(v, join(path, key))
+			case "token":
+				t.Token = d.str(v, join(path, key))
+			case "tenant":
+				t.Tenant = d.str(v, join(path, key))
+			case "scopes":
+				scopesNode = v
+				t.Scopes = d.strings(v, join(path, key))
+				for j, s := range t.Scopes {
+					if !validScope(s) {
+						at := v
+						if v.Kind == yaml.SequenceNode && j < len(v.Content) {
+							at = v.Content[j]
+						}
+						d.errf(at, fmt.Sprintf("%s.scopes[%d]", path, j), "unknown scope %q (known: %s)", s, strings.Join(AllScopes, ", "))
+					}
+				}
+			}
+		})
+		if t.Name == "" {
+			d.errf(e, join(path, "name"), "required")
+		} else if names[t.Name] {
+			d.errf(e, join(path, "name"), "duplicate token name %q", t.Name)
+		}
+		names[t.Name] = true
+		if t.Token == "" {
+			d.errf(e, join(path, "token"), "required (and must not be empty)")
+		} else if secrets[t.Token] {
+			// Never echo the secret itself.
+			d.errf(e, join(path, "token"), "the same token is configured twice")
+		}
+		secrets[t.Token] = true
+		if len(t.Scopes) == 0 {
+			at := e
+			if scopesNode != nil {
+				at = scopesNode
+			}
+			d.errf(at, join(path, "scopes"), "at least one scope is required (known: %s)", strings.Join(AllScopes, ", "))
+		}
+		c.Tokens = append(c.Tokens, t)
+	})
+}
+
+func validScope(s string) bool {
+	for _, a := range AllScopes {
+		if a == s {
+			return true
+		}
+	}
+	return false
+}
+
+// expandEnv replaces ${NAME} with the variable's value; an unset variable
+// is an error. "$$" is a literal "$".
+func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
+	if !strings.Contains(s, "$") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '$' {
+			b.WriteByte('$')
+			i++
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '{' {
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unterminated ${ in %q", s)
+			}
+			name := s[i+2 : i+2+end]
+			if name == "" {
+				return "", errors.New("empty ${} reference")
+			}
+			v, ok := lookup(name)
+			if !ok {
+				return "", fmt.Errorf("environment variable %s is not set", name)
+			}
+			b.WriteString(v)
+			i += 2 + end
+			continue
+		}
+		b.WriteByte('$')
+	}
+	return b.String(), nil
+}
+
+// IsLoopback reports whether the listen address addr only accepts
+// connections from this machine.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

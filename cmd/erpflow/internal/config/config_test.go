@@ -1,0 +1,135 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	for _, src := range []string{"", "# nothing\n", "~\n"} {
+		c, err := Parse("e.yaml", []byte(src), env(nil))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if c.Listen != "127.0.0.1:8080" || c.Database != "sqlite:./erpflow.db" || c.Delivery.Workers != 32 ||
+			c.Delivery.MaxResponseBody != 65536 || c.Limits.MaxEventBytes != 1<<20 || c.Limits.MaxBatchEvents != 1000 ||
+			len(c.Tokens) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks {
+			t.Fatalf("%q: defaults wrong: %+v", src, c)
+		}
+	}
+	if d := Default(); d.Listen != DefaultListen || d.Database != DefaultDatabase {
+		t.Fatalf("Default: %+v", d)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	src := `
+listen: 0.0.0.0:9090
+database: postgres://u@h/db?sslmode=disable
+rules: [./rules, ./more.yaml]
+plugins:
+  - {name: csvlog, path: ./bin/erpflow-csvlog, sha256: "` + strings.Repeat("ab", 32) + `"}
+delivery:
+  workers: 8
+  allow_http: true
+  allow_private_networks: false
+  allowed_networks: [10.0.0.0/8, hooks.internal]
+  max_response_body: 4KiB
+  quick_retries: 0
+tokens:
+  - {name: erp, token: "${ERP_TOKEN}", scopes: [events:write]}
+  - name: acme-ops
+    token: "x-${ACME}-y"
+    tenant: acme
+    scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
+retention: {succeeded: 720h}
+limits: {max_event_bytes: 2048, max_batch_events: 10}
+log_format: json
+`
+	c, err := Parse("erpflow.yaml", []byte(src), env(map[string]string{"ERP_TOKEN": "s3cret", "ACME": "a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:9090" || !strings.HasPrefix(c.Database, "postgres://") || len(c.Rules) != 2 {
+		t.Fatalf("%+v", c)
+	}
+	if len(c.Plugins) != 1 || c.Plugins[0].Name != "csvlog" || c.Plugins[0].SHA256 != strings.Repeat("ab", 32) {
+		t.Fatalf("plugins %+v", c.Plugins)
+	}
+	if c.Delivery.Workers != 8 || !c.Delivery.AllowHTTP || c.Delivery.MaxResponseBody != 4096 ||
+		c.Delivery.QuickRetries == nil || *c.Delivery.QuickRetries != 0 || len(c.Delivery.AllowedNetworks) != 2 {
+		t.Fatalf("delivery %+v", c.Delivery)
+	}
+	if c.Tokens[0].Token != "s3cret" || c.Tokens[1].Token != "x-a-y" || c.Tokens[1].Tenant != "acme" ||
+		!c.Tokens[1].HasScope(ScopeRulesWrite) || c.Tokens[0].HasScope(ScopeRulesRead) {
+		t.Fatalf("tokens %+v", c.Tokens)
+	}
+	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.LogFormat != "json" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestErrorsNamePosition(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"listn: x\n", "c.yaml:1:1: listn: unknown key"},
+		{"delivery:\n  workers: many\n", `c.yaml:2:12: delivery.workers: must be a whole number, not "many"`},
+		{"delivery:\n  allow_http: maybe\n", "c.yaml:2:15: delivery.allow_http: must be true or false"},
+		{"tokens:\n  - {name: a, token: t, scopes: [events:write, root]}\n", `c.yaml:2:48: tokens[0].scopes[1]: unknown scope "root"`},
+		{"tokens:\n  - {name: a, token: t}\n", "tokens[0].scopes: at least one scope is required"},
+		{"tokens:\n  - {name: a, token: \"${NOPE}\", scopes: [rules:read]}\n", "c.yaml:2:22: tokens[0].token: environment variable NOPE is not set"},
+		{"tokens:\n  - {name: a, token: t, scopes: [rules:read]}\n  - {name: a, token: u, scopes: [rules:read]}\n", `duplicate token name "a"`},
+		{"retention: {succeeded: forever}\n", "c.yaml:1:24: retention.succeeded: must be a duration"},
+		{"database: mysql://x\n", "c.yaml:1:11: database: must be sqlite:PATH or postgres://"},
+		{"listen: 8080\n", "c.yaml:1:9: listen: must be host:port"},
+		{"log_format: xml\n", "log_format: must be text or json"},
+		{"plugins:\n  - {name: p}\n", "plugins[0].path: required"},
+		{"limits: {max_event_bytes: 0}\n", "limits.max_event_bytes: must be at least 1"},
+		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
+		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
+	} {
+		_, err := Parse("c.yaml", []byte(tc.src), env(nil))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func TestSecretNotInErrors(t *testing.T) {
+	src := "tokens:\n  - {name: a, token: hunter2hunter2, scopes: [rules:read]}\n  - {name: b, token: hunter2hunter2, scopes: [rules:read]}\n"
+	_, err := Parse("c.yaml", []byte(src), env(nil))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "erpflow.yaml")
+	if err := os.WriteFile(p, []byte("listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || c.Listen != "127.0.0.1:0" || c.File != p {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("missing file: no error")
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "localhost:1": true, "[::1]:80": true,
+		":8080": false, "0.0.0.0:80": false, "10.1.2.3:80": false, "bad": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("%s: %v", addr, got)
+		}
+	}
+}
