@@ -2,11 +2,18 @@ package engine
 
 import (
 	"context"
-	"database/sql"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/triggers"
 )
 
@@ -73,55 +80,317 @@ type TestResult struct {
 	Attempt  Attempt  `json:"attempt"`
 }
 
+// ErrStopped is returned by Start after Stop.
+var ErrStopped = errors.New("engine: stopped")
+
+// ErrTxUnsupported is returned by EmitTx when the store cannot insert
+// inside the caller's transaction (only the PostgreSQL store can).
+var ErrTxUnsupported = errors.New("engine: EmitTx needs a store that implements engine.TxWriter (PostgreSQL)")
+
 // Engine matches events against rules and runs their actions durably.
 type Engine struct {
 	store Store
 	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	rnd   func() float64 // jitter source, [0, 1)
+
+	rules      atomic.Pointer[ruleSet]
+	ids        idGen
+	policies   policyCache
+	defRetry   string // canonical text of cfg.DefaultRetry
+	defRetryPo triggers.Retry
+
+	// Group commit of emits (see emit.go).
+	emitMu        sync.RWMutex
+	emitClosed    bool
+	emitCh        chan *emitReq
+	committerDone chan struct{}
+
+	wake chan struct{} // capacity 1: new work may be due
+
+	mu       sync.Mutex
+	state    int // 0 new, 1 started, 2 stopping/stopped
+	run      *runner
+	stopDone chan struct{} // closed when Stop finished
+	stopErr  error
+	quit     chan struct{} // closed when Stop begins: ends background loops
+	bg       sync.WaitGroup
+}
+
+// ruleSet is a triggers.Set with what the engine derives from it once per
+// Reload: each action's Config and canonical retry text.
+type ruleSet struct {
+	set  *triggers.Set
+	acts map[*triggers.Rule][]actionInfo
+}
+
+type actionInfo struct {
+	cfg   actions.Config
+	retry string
 }
 
 // New returns an engine over store. Call Reload to give it rules and Start
-// to run deliveries; Emit works before Start (deliveries wait).
-func New(store Store, cfg Config) (*Engine, error) { panic("TODO") }
+// to run deliveries; Emit works before Start (deliveries wait). Call Stop
+// to release its resources even if it was never started.
+func New(store Store, cfg Config) (*Engine, error) {
+	if store == nil {
+		return nil, errors.New("engine: nil store")
+	}
+	switch {
+	case cfg.Workers < 0:
+		return nil, errors.New("engine: Workers must not be negative")
+	case cfg.ClaimBatch < 0:
+		return nil, errors.New("engine: ClaimBatch must not be negative")
+	case cfg.Lease < 0, cfg.PollInterval < 0, cfg.Retention < 0:
+		return nil, errors.New("engine: Lease, PollInterval and Retention must not be negative")
+	case cfg.EmitBatch < 0:
+		return nil, errors.New("engine: EmitBatch must not be negative")
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 32
+	}
+	if cfg.ClaimBatch == 0 {
+		cfg.ClaimBatch = 2 * cfg.Workers
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 5 * time.Minute
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.EmitBatch == 0 {
+		cfg.EmitBatch = 500
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		rand.Read(b[:])
+		cfg.Owner = fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	def := triggers.DefaultRetry
+	if cfg.DefaultRetry != nil {
+		def = *cfg.DefaultRetry
+	}
+	e := &Engine{
+		store:         store,
+		cfg:           cfg,
+		log:           cfg.Logger,
+		now:           cfg.Now,
+		rnd:           mrand.Float64,
+		defRetry:      def.String(),
+		defRetryPo:    def,
+		emitCh:        make(chan *emitReq, 4096),
+		committerDone: make(chan struct{}),
+		wake:          make(chan struct{}, 1),
+		stopDone:      make(chan struct{}),
+		quit:          make(chan struct{}),
+	}
+	if err := e.Reload(nil); err != nil {
+		return nil, err
+	}
+	go e.committer()
+	return e, nil
+}
 
-// Start starts the workers; they run until Stop or ctx ends.
-func (e *Engine) Start(ctx context.Context) error { panic("TODO") }
+// Start starts the workers; they run until Stop or ctx ends (then in-flight
+// deliveries are cancelled and released at once).
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.state {
+	case 1:
+		return errors.New("engine: already started")
+	case 2:
+		return ErrStopped
+	}
+	e.state = 1
+	e.run = newRunner(e)
+	e.run.start()
+	if e.cfg.Retention > 0 {
+		e.bg.Add(1)
+		go e.retentionLoop()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			e.Stop(ctx)
+		case <-e.quit:
+		}
+	}()
+	return nil
+}
 
 // Stop stops claiming, waits for in-flight deliveries until ctx ends, then
-// releases the rest back to the queue.
-func (e *Engine) Stop(ctx context.Context) error { panic("TODO") }
+// cancels the rest and releases them back to the queue (another process,
+// or this one after a restart, runs them). Queued emits are committed
+// before Stop returns; Emit keeps working afterwards (each call its own
+// transaction). Stop is idempotent and safe when Start never ran.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	if e.state == 2 {
+		e.mu.Unlock()
+		select {
+		case <-e.stopDone:
+			return e.stopErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	e.state = 2
+	run := e.run
+	close(e.quit)
+	e.mu.Unlock()
 
-// Emit matches ev against the rules and commits the event with one delivery
-// per (matched rule, action) before returning. Emitting the same (tenant,
-// id) again creates nothing and returns the earlier deliveries.
-func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) { panic("TODO") }
-
-// EmitBatch is Emit for several events, committed in one transaction.
-func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, error) { panic("TODO") }
-
-// EmitTx is Emit inside the caller's transaction (PostgreSQL): the event
-// and its deliveries commit or roll back with the caller's own changes.
-func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, error) {
-	panic("TODO")
+	var err error
+	if run != nil {
+		err = run.stop(ctx)
+	}
+	e.bg.Wait()
+	e.emitMu.Lock()
+	e.emitClosed = true
+	close(e.emitCh)
+	e.emitMu.Unlock()
+	<-e.committerDone
+	e.stopErr = err
+	close(e.stopDone)
+	return err
 }
 
-// Reload replaces the rule set atomically.
-func (e *Engine) Reload(rules []*triggers.Rule) error { panic("TODO") }
+// Reload replaces the rule set atomically. Deliveries already queued keep
+// their rendered payloads; their next attempt uses the new rule's action
+// (found by rule name and action index).
+func (e *Engine) Reload(rules []*triggers.Rule) error {
+	rs := &ruleSet{acts: make(map[*triggers.Rule][]actionInfo, len(rules))}
+	for _, r := range rules {
+		infos := make([]actionInfo, len(r.Actions))
+		for i, a := range r.Actions {
+			cfg, ok := a.Config.(actions.Config)
+			if !ok {
+				return fmt.Errorf("engine: rule %q action %d (%s): config %T does not implement actions.Config", r.Name, i+1, a.Type, a.Config)
+			}
+			infos[i] = actionInfo{cfg: cfg, retry: e.retryText(r, &a)}
+		}
+		rs.acts[r] = infos
+	}
+	set, err := triggers.NewSet(rules, triggers.SetOptions{OnEvalError: e.evalError})
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	rs.set = set
+	e.rules.Store(rs)
+	return nil
+}
+
+func (e *Engine) evalError(rule string, err error) {
+	e.log.Warn("erpflow: rule condition failed", "rule", rule, "err", err)
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.EvalError(rule, err)
+	}
+}
+
+// retryText is the canonical policy of one action: its own, the rule's, or
+// the engine's default.
+func (e *Engine) retryText(r *triggers.Rule, a *triggers.Action) string {
+	if a.Retry != nil {
+		return a.Retry.String()
+	}
+	if r.Retry.Kind != "" && r.Retry.Kind != triggers.RetryDefault {
+		return r.Retry.String()
+	}
+	return e.defRetry
+}
 
 // Rules returns the rule set in force.
-func (e *Engine) Rules() *triggers.Set { panic("TODO") }
+func (e *Engine) Rules() *triggers.Set { return e.rules.Load().set }
 
-// Test runs rule's actions for ev now, whether or not the rule is enabled
-// or matches, records the attempts marked as test, and returns them.
-func (e *Engine) Test(ctx context.Context, rule *triggers.Rule, ev Event) ([]TestResult, error) {
-	panic("TODO")
+// Retry makes one delivery due now (any state but running), with a fresh
+// round of its retry policy.
+func (e *Engine) Retry(ctx context.Context, id string) error {
+	n, err := e.store.Requeue(ctx, []string{id}, nil, e.now())
+	if err != nil {
+		return fmt.Errorf("engine: retry %s: %w", id, err)
+	}
+	if n == 0 {
+		d, _, err := e.store.GetDelivery(ctx, id)
+		if err != nil {
+			return fmt.Errorf("engine: retry %s: %w", id, err)
+		}
+		return fmt.Errorf("engine: retry %s: the delivery is %s: %w", id, d.State, ErrConflict)
+	}
+	e.kick()
+	return nil
 }
-
-// Retry makes one delivery due now (any state but running).
-func (e *Engine) Retry(ctx context.Context, id string) error { panic("TODO") }
 
 // Replay makes every dead or failed delivery matching f due now, with the
 // same ids, and returns how many.
-func (e *Engine) Replay(ctx context.Context, f DeliveryFilter) (int, error) { panic("TODO") }
+func (e *Engine) Replay(ctx context.Context, f DeliveryFilter) (int, error) {
+	n, err := e.store.Requeue(ctx, nil, &f, e.now())
+	if err != nil {
+		return n, fmt.Errorf("engine: replay: %w", err)
+	}
+	if n > 0 {
+		e.kick()
+	}
+	return n, nil
+}
 
 // Store returns the engine's store, for queries.
 func (e *Engine) Store() Store { return e.store }
+
+// kick wakes the claim loop: new work may be due.
+func (e *Engine) kick() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// retentionLoop prunes succeeded deliveries older than cfg.Retention, at
+// start and every 10 minutes, in batches so no transaction grows large.
+func (e *Engine) retentionLoop() {
+	defer e.bg.Done()
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		e.prune()
+		select {
+		case <-e.quit:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) prune() {
+	const batch = 1000
+	before := e.now().Add(-e.cfg.Retention)
+	total := 0
+	for {
+		select {
+		case <-e.quit:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		n, err := e.store.Prune(ctx, before, batch)
+		cancel()
+		total += n
+		if err != nil {
+			e.log.Error("erpflow: pruning old deliveries failed", "err", err)
+			return
+		}
+		if n < batch {
+			break
+		}
+	}
+	if total > 0 {
+		e.log.Info("erpflow: pruned succeeded deliveries", "count", total, "before", before)
+	}
+}

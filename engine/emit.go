@@ -1,0 +1,449 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// Internal events: the entity of a dead delivery's event, and the prefix
+// that marks every internal entity.
+const (
+	internalPrefix = "erpflow."
+	deadEntity     = "erpflow.Delivery"
+	deadEvent      = "dead"
+)
+
+// commitTimeout bounds one group-commit transaction.
+const commitTimeout = 30 * time.Second
+
+// emitReq is one Emit/EmitBatch call waiting for the committer.
+type emitReq struct {
+	recs []EventRecord
+	res  []InsertResult
+	err  error
+	done chan struct{}
+}
+
+// Emit matches ev against the rules and commits the event with one delivery
+// per (matched rule, action) before returning. Emitting the same (tenant,
+// id) again creates nothing and returns the earlier deliveries.
+//
+// Concurrent calls share transactions (group commit): thousands of emits
+// at once cost a few commits. A store error is returned wrapped; the event
+// may then be retried with the same id safely.
+func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
+	rec, err := e.prepare(ctx, &ev)
+	if err != nil {
+		return EmitResult{}, err
+	}
+	res, err := e.commit(ctx, []EventRecord{rec})
+	if err != nil {
+		return EmitResult{}, err
+	}
+	return res[0], nil
+}
+
+// EmitBatch is Emit for several events, committed in one transaction.
+// An event id repeated within evs is a duplicate of its first occurrence.
+func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	recs := make([]EventRecord, 0, len(evs))
+	first := make(map[[2]string]int, len(evs)) // (tenant, id) → index in recs
+	dupOf := make([]int, len(evs))             // -1, or the index of the first occurrence
+	for i := range evs {
+		rec, err := e.prepare(ctx, &evs[i])
+		if err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, err)
+		}
+		k := [2]string{rec.Event.Tenant, rec.Event.ID}
+		if j, ok := first[k]; ok {
+			dupOf[i] = j
+			continue
+		}
+		dupOf[i] = -1
+		first[k] = len(recs)
+		recs = append(recs, rec)
+	}
+	res, err := e.commit(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]EmitResult, len(evs))
+	k := 0
+	for i := range evs {
+		if dupOf[i] >= 0 {
+			r := res[dupOf[i]]
+			r.Duplicate = true
+			out[i] = r
+			continue
+		}
+		out[i] = res[k]
+		k++
+	}
+	return out, nil
+}
+
+// EmitTx is Emit inside the caller's transaction (PostgreSQL): the event
+// and its deliveries commit or roll back with the caller's own changes —
+// the transactional outbox. Workers see the deliveries after the caller
+// commits.
+func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, error) {
+	tw, ok := e.store.(TxWriter)
+	if !ok {
+		return EmitResult{}, ErrTxUnsupported
+	}
+	rec, err := e.prepare(ctx, &ev)
+	if err != nil {
+		return EmitResult{}, err
+	}
+	res, err := tw.InsertEventsTx(ctx, tx, []EventRecord{rec})
+	if err != nil {
+		return EmitResult{}, fmt.Errorf("engine: emit: %w", err)
+	}
+	if len(res) != 1 {
+		return EmitResult{}, fmt.Errorf("engine: emit: store returned %d results for 1 event", len(res))
+	}
+	if raises := e.renderDeadRaises(res[:1]); len(raises) > 0 {
+		if _, err := tw.InsertEventsTx(ctx, tx, raises); err != nil {
+			return EmitResult{}, fmt.Errorf("engine: emit: dead event: %w", err)
+		}
+	}
+	e.accepted(&rec.Event, res[0])
+	e.kick()
+	return toEmitResult(&rec.Event, res[0]), nil
+}
+
+// prepare validates ev, loads its entity when it is thin, matches it, and
+// builds its record with rendered deliveries.
+func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
+	switch {
+	case strings.TrimSpace(ev.ID) == "":
+		return EventRecord{}, &templates.EventError{Field: "id", Msg: "required"}
+	case strings.TrimSpace(ev.Entity) == "":
+		return EventRecord{}, &templates.EventError{Field: "entity", Msg: "required"}
+	case strings.TrimSpace(ev.Event) == "":
+		return EventRecord{}, &templates.EventError{Field: "event", Msg: "required"}
+	}
+	now := e.now()
+	if ev.OccurredAt.IsZero() {
+		ev.OccurredAt = now
+	}
+	if e.cfg.Entities != nil && ev.Data == nil && ev.EntityID != "" {
+		raw, err := e.cfg.Entities.LoadEntity(ctx, ev.Tenant, ev.Entity, ev.EntityID)
+		if err != nil {
+			return EventRecord{}, fmt.Errorf("engine: load %s %s: %w", ev.Entity, ev.EntityID, err)
+		}
+		if len(raw) > 0 && string(raw) != "null" {
+			if err := ev.SetRawData(raw); err != nil {
+				return EventRecord{}, fmt.Errorf("engine: load %s %s: %w", ev.Entity, ev.EntityID, err)
+			}
+		}
+	}
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return EventRecord{}, &templates.EventError{Msg: err.Error()}
+	}
+	internal := strings.HasPrefix(ev.Entity, internalPrefix)
+	return EventRecord{
+		Event:      *ev,
+		Raw:        raw,
+		ReceivedAt: now,
+		Internal:   internal,
+		Deliveries: e.deliveriesFor(ev, internal, now),
+	}, nil
+}
+
+// deliveriesFor matches ev and renders one delivery per (rule, action). A
+// render error makes a dead delivery (its LastError says why) rather than
+// failing the emit: the event is accepted, and the failure is visible in
+// the delivery log and raises its dead event.
+func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) []Delivery {
+	rs := e.rules.Load()
+	var buf [8]*triggers.Rule
+	matched := rs.set.Match(ev, buf[:0])
+	var out []Delivery
+	for _, r := range matched {
+		if !r.Enabled {
+			continue
+		}
+		infos := rs.acts[r]
+		for i, a := range r.Actions {
+			d := Delivery{
+				ID:          e.ids.next(now),
+				Tenant:      ev.Tenant,
+				EventID:     ev.ID,
+				Entity:      ev.Entity,
+				EventName:   ev.Event,
+				Rule:        r.Name,
+				ActionIndex: i,
+				ActionType:  a.Type,
+				Retry:       e.defRetry,
+				State:       StatePending,
+				RunAt:       now,
+				Internal:    internal,
+				CreatedAt:   now,
+				UpdatedAt:   now,
+			}
+			var cfg actions.Config
+			if i < len(infos) {
+				cfg, d.Retry = infos[i].cfg, infos[i].retry
+			}
+			var err error
+			if cfg == nil {
+				err = fmt.Errorf("action type %s has no usable config", a.Type)
+			} else {
+				d.Payload, err = safeRender(cfg, ev, templates.Meta{Rule: r.Name, DeliveryID: d.ID})
+			}
+			if err != nil {
+				d.State = StateDead
+				d.LastError = "render: " + err.Error()
+				d.Payload = json.RawMessage("null")
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// safeRender renders, turning a panic of a (plugin) action into an error.
+func safeRender(cfg actions.Config, ev *Event, meta templates.Meta) (p json.RawMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	p, err = cfg.Render(ev, meta)
+	if err == nil && len(p) == 0 {
+		p = json.RawMessage("null")
+	}
+	return p, err
+}
+
+// commit hands recs to the committer and waits for the transaction.
+func (e *Engine) commit(ctx context.Context, recs []EventRecord) ([]EmitResult, error) {
+	req := &emitReq{recs: recs, done: make(chan struct{})}
+	e.emitMu.RLock()
+	if e.emitClosed {
+		e.emitMu.RUnlock()
+		// After Stop: no committer; one transaction per call.
+		e.commitBatch([]*emitReq{req})
+	} else {
+		select {
+		case e.emitCh <- req:
+			e.emitMu.RUnlock()
+		case <-ctx.Done():
+			e.emitMu.RUnlock()
+			return nil, ctx.Err()
+		}
+		select {
+		case <-req.done:
+		case <-ctx.Done():
+			// The transaction may still commit; emitting the same id
+			// again is safe.
+			return nil, ctx.Err()
+		}
+	}
+	if req.err != nil {
+		return nil, req.err
+	}
+	out := make([]EmitResult, len(recs))
+	for i := range recs {
+		out[i] = toEmitResult(&recs[i].Event, req.res[i])
+	}
+	return out, nil
+}
+
+// committer is the one goroutine that writes emitted events: it takes
+// every request queued (up to EmitBatch events) and commits them in one
+// InsertEvents, so concurrent emits share transactions.
+func (e *Engine) committer() {
+	defer close(e.committerDone)
+	var carry []*emitReq
+	closed := false
+	for {
+		var batch []*emitReq
+		n := 0
+		seen := map[[2]string]bool{}
+		add := func(r *emitReq) bool {
+			// An event id already in this batch waits for the next one,
+			// so that the store sees it as a duplicate of a committed row.
+			for _, rec := range r.recs {
+				if seen[[2]string{rec.Event.Tenant, rec.Event.ID}] {
+					carry = append(carry, r)
+					return false
+				}
+			}
+			for _, rec := range r.recs {
+				seen[[2]string{rec.Event.Tenant, rec.Event.ID}] = true
+			}
+			batch = append(batch, r)
+			n += len(r.recs)
+			return true
+		}
+		pending := carry
+		carry = nil
+		for _, r := range pending {
+			add(r)
+		}
+		if len(batch) == 0 {
+			if closed {
+				return
+			}
+			r, ok := <-e.emitCh
+			if !ok {
+				return
+			}
+			add(r)
+		}
+	drain:
+		for !closed && n < e.cfg.EmitBatch {
+			select {
+			case r, ok := <-e.emitCh:
+				if !ok {
+					closed = true
+					break drain
+				}
+				add(r)
+			default:
+				break drain
+			}
+		}
+		e.commitBatch(batch)
+	}
+}
+
+// commitBatch commits the requests in one transaction and answers them. If
+// the transaction fails and holds several requests, each is tried alone so
+// that one bad event fails only its own caller.
+func (e *Engine) commitBatch(batch []*emitReq) {
+	recs := batch[0].recs
+	if len(batch) > 1 {
+		recs = nil
+		for _, r := range batch {
+			recs = append(recs, r.recs...)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	res, err := e.store.InsertEvents(ctx, recs)
+	cancel()
+	if err == nil && len(res) != len(recs) {
+		err = fmt.Errorf("store returned %d results for %d events", len(res), len(recs))
+	}
+	if err != nil {
+		if len(batch) > 1 {
+			for _, r := range batch {
+				e.commitBatch([]*emitReq{r})
+			}
+			return
+		}
+		batch[0].err = fmt.Errorf("engine: emit: %w", err)
+		close(batch[0].done)
+		return
+	}
+	e.kick()
+	k := 0
+	for _, r := range batch {
+		r.res = res[k : k+len(r.recs)]
+		for i := range r.recs {
+			e.accepted(&r.recs[i].Event, r.res[i])
+		}
+		k += len(r.recs)
+	}
+	raises := e.renderDeadRaises(res)
+	for _, r := range batch {
+		close(r.done)
+	}
+	if len(raises) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		if _, err := e.store.InsertEvents(ctx, raises); err != nil {
+			e.log.Error("erpflow: recording dead events failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+func (e *Engine) accepted(ev *Event, r InsertResult) {
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.EventAccepted(ev, r.Duplicate, len(r.Deliveries))
+	}
+}
+
+// renderDeadRaises returns the dead events of deliveries that were created
+// dead (their payload did not render) by newly inserted events.
+func (e *Engine) renderDeadRaises(res []InsertResult) []EventRecord {
+	var out []EventRecord
+	for _, r := range res {
+		if r.Duplicate {
+			continue
+		}
+		for i := range r.Deliveries {
+			d := &r.Deliveries[i]
+			if d.State == StateDead && !d.Internal {
+				out = append(out, e.deadRecord(d, d.Attempts, d.LastCode, d.LastError))
+			}
+		}
+	}
+	return out
+}
+
+// deadRecord is the internal event raised when d went dead, with the
+// deliveries the rules in force make for it (all internal: they never
+// raise another event).
+func (e *Engine) deadRecord(d *Delivery, attempts, code int, lastErr string) EventRecord {
+	now := e.now()
+	data := map[string]any{
+		"delivery_id": d.ID,
+		"rule":        d.Rule,
+		"action_type": d.ActionType,
+		"tenant":      d.Tenant,
+		"event_id":    d.EventID,
+		"entity":      d.Entity,
+		"event":       d.EventName,
+		"attempts":    attempts,
+		"last_code":   code,
+		"last_error":  lastErr,
+	}
+	var p struct {
+		URL string `json:"url"`
+	}
+	if len(d.Payload) > 0 && json.Unmarshal(d.Payload, &p) == nil && p.URL != "" {
+		data["url"] = p.URL
+	}
+	rawData, _ := json.Marshal(data)
+	ev := Event{
+		ID:         "dead:" + d.ID,
+		Tenant:     d.Tenant,
+		Entity:     deadEntity,
+		EntityID:   d.ID,
+		Event:      deadEvent,
+		OccurredAt: now,
+		Actor:      "erpflow",
+	}
+	_ = ev.SetRawData(rawData) // an object we just marshalled
+	raw, _ := json.Marshal(&ev)
+	return EventRecord{
+		Event:      ev,
+		Raw:        raw,
+		ReceivedAt: now,
+		Internal:   true,
+		Deliveries: e.deliveriesFor(&ev, true, now),
+	}
+}
+
+func toEmitResult(ev *Event, r InsertResult) EmitResult {
+	ds := r.Deliveries
+	if ds == nil {
+		ds = []Delivery{}
+	}
+	return EmitResult{Tenant: ev.Tenant, EventID: ev.ID, Duplicate: r.Duplicate, Deliveries: ds}
+}

@@ -1,0 +1,480 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/templates"
+)
+
+// Tuning of the delivery loop.
+const (
+	completeBatch  = 256                    // most completions in one Complete call
+	storeOpTimeout = 30 * time.Second       // bound of one Claim/Complete/Release
+	minBackoff     = 100 * time.Millisecond // first wait after a store error
+	stopGrace      = 10 * time.Second       // how long Stop waits for cancelled actions to return
+)
+
+// result is a finished attempt on its way to the completer.
+type result struct {
+	c Completion
+	d Delivery // as it is after the attempt (for the Observer)
+}
+
+// job is one claimed delivery on its way to a worker.
+type job struct {
+	d         Delivery
+	claimedAt time.Time // wall clock, for the execute deadline
+}
+
+// runner is the delivery machinery of a started engine: one claim loop,
+// cfg.Workers workers, and one completer that batches results.
+type runner struct {
+	e        *Engine
+	capacity int64 // deliveries held at once: executing + waiting for a worker
+
+	inflight atomic.Int64 // claimed and not yet completed or released
+	freed    chan struct{}
+	stopping atomic.Bool
+
+	claimCtx    context.Context // ends: stop claiming
+	claimCancel context.CancelFunc
+	execCtx     context.Context // ends: cancel running actions
+	execCancel  context.CancelFunc
+
+	jobs      chan job
+	results   chan result
+	flushReq  chan chan struct{}
+	claimDone chan struct{}
+	workers   sync.WaitGroup
+	compQuit  chan struct{}
+	compDone  chan struct{}
+
+	mu       sync.Mutex
+	release  []string  // claimed but not run: give back on stop
+	earliest time.Time // earliest RunAt of a retry this process scheduled
+}
+
+func newRunner(e *Engine) *runner {
+	r := &runner{
+		e:         e,
+		capacity:  int64(e.cfg.Workers + e.cfg.ClaimBatch),
+		freed:     make(chan struct{}, 1),
+		results:   make(chan result, completeBatch),
+		flushReq:  make(chan chan struct{}),
+		claimDone: make(chan struct{}),
+		compQuit:  make(chan struct{}),
+		compDone:  make(chan struct{}),
+	}
+	r.jobs = make(chan job, r.capacity)
+	r.claimCtx, r.claimCancel = context.WithCancel(context.Background())
+	r.execCtx, r.execCancel = context.WithCancel(context.Background())
+	return r
+}
+
+func (r *runner) start() {
+	for range r.e.cfg.Workers {
+		r.workers.Add(1)
+		go r.worker()
+	}
+	go r.completer()
+	go r.claimLoop()
+}
+
+// stop: stop claiming; let in-flight actions finish until ctx ends, then
+// cancel them; record what finished; release what did not.
+func (r *runner) stop(ctx context.Context) error {
+	r.stopping.Store(true)
+	r.claimCancel()
+	<-r.claimDone // closes jobs
+
+	workersDone := make(chan struct{})
+	go func() { r.workers.Wait(); close(workersDone) }()
+	finished := true
+	select {
+	case <-workersDone:
+	case <-ctx.Done():
+		r.execCancel()
+		select {
+		case <-workersDone:
+		case <-time.After(stopGrace):
+			// An action ignores cancellation; its lease expires and
+			// another process runs it again.
+			finished = false
+			r.e.log.Warn("erpflow: actions still running after stop; their deliveries are retried after the lease")
+		}
+	}
+	r.execCancel()
+
+	done := make(chan struct{})
+	r.flushReq <- done
+	<-done
+	if finished {
+		close(r.compQuit)
+		<-r.compDone
+	}
+
+	r.mu.Lock()
+	ids := r.release
+	r.release = nil
+	r.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+	defer cancel()
+	if err := r.e.store.Release(rctx, r.e.cfg.Owner, ids, r.e.now()); err != nil {
+		return fmt.Errorf("engine: release %d deliveries: %w", len(ids), err)
+	}
+	return nil
+}
+
+// claimLoop claims due deliveries while there is room and hands them to
+// workers; with nothing due it sleeps until woken (an emit, a retry, the
+// store's notification, a retry this process scheduled) or PollInterval.
+func (r *runner) claimLoop() {
+	defer close(r.claimDone)
+	defer close(r.jobs)
+	e := r.e
+	var waker <-chan struct{}
+	if w, ok := e.store.(Waker); ok {
+		waker = w.Wakeups()
+	}
+	half := int64(max(1, e.cfg.ClaimBatch/2))
+	backoff := time.Duration(0)
+	lastFull := false
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if r.claimCtx.Err() != nil {
+			return
+		}
+		free := r.capacity - r.inflight.Load()
+		threshold := int64(1)
+		if lastFull {
+			// A backlog: wait for room for a good batch.
+			threshold = half
+		}
+		slotLimited := free < threshold
+		if !slotLimited {
+			limit := min(free, int64(e.cfg.ClaimBatch))
+			now := e.now()
+			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+			ds, err := e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
+			cancel()
+			if err != nil {
+				backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
+				e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
+				if !r.sleep(backoff) {
+					return
+				}
+				continue
+			}
+			if backoff > 0 {
+				e.log.Info("erpflow: claiming deliveries works again")
+				backoff = 0
+			}
+			r.mu.Lock()
+			if !r.earliest.IsZero() && !r.earliest.After(now) {
+				r.earliest = time.Time{}
+			}
+			r.mu.Unlock()
+			if len(ds) > 0 {
+				r.inflight.Add(int64(len(ds)))
+				at := time.Now()
+				for _, d := range ds {
+					r.jobs <- job{d: d, claimedAt: at} // never blocks: capacity
+				}
+			}
+			lastFull = int64(len(ds)) == limit
+			if lastFull {
+				continue
+			}
+		}
+		wait := e.cfg.PollInterval
+		r.mu.Lock()
+		if !r.earliest.IsZero() {
+			wait = min(wait, max(0, r.earliest.Sub(e.now())))
+		}
+		r.mu.Unlock()
+		timer.Reset(wait)
+		var freed <-chan struct{}
+		if slotLimited {
+			freed = r.freed
+		}
+		select {
+		case <-r.claimCtx.Done():
+			return
+		case <-e.wake:
+		case <-waker:
+		case <-freed:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func nextBackoff(cur, limit time.Duration) time.Duration {
+	if cur <= 0 {
+		return minBackoff
+	}
+	return min(cur*2, max(limit, minBackoff))
+}
+
+// sleep waits d or until claiming stops; false when it stopped.
+func (r *runner) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.claimCtx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (r *runner) worker() {
+	defer r.workers.Done()
+	for j := range r.jobs {
+		if r.stopping.Load() {
+			r.giveBack(j.d.ID)
+			continue
+		}
+		c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
+		if interrupted {
+			r.giveBack(j.d.ID)
+			continue
+		}
+		r.results <- result{c: c, d: j.d}
+	}
+}
+
+// giveBack marks a claimed delivery for release at stop.
+func (r *runner) giveBack(id string) {
+	r.mu.Lock()
+	r.release = append(r.release, id)
+	r.mu.Unlock()
+	r.done(1)
+}
+
+func (r *runner) done(n int) {
+	r.inflight.Add(-int64(n))
+	select {
+	case r.freed <- struct{}{}:
+	default:
+	}
+}
+
+// completer records attempts: it takes every completion available (up to
+// completeBatch) and applies them in one Store.Complete.
+func (r *runner) completer() {
+	defer close(r.compDone)
+	batch := make([]result, 0, completeBatch)
+	for {
+		select {
+		case c := <-r.results:
+			batch = append(batch[:0], c)
+		case done := <-r.flushReq:
+			r.drainAndFlush(batch[:0])
+			close(done)
+			continue
+		case <-r.compQuit:
+			r.drainAndFlush(batch[:0])
+			return
+		}
+	more:
+		for len(batch) < completeBatch {
+			select {
+			case c := <-r.results:
+				batch = append(batch, c)
+			default:
+				break more
+			}
+		}
+		r.flush(batch)
+	}
+}
+
+func (r *runner) drainAndFlush(batch []result) {
+	for {
+		select {
+		case c := <-r.results:
+			batch = append(batch, c)
+			if len(batch) == completeBatch {
+				r.flush(batch)
+				batch = batch[:0]
+			}
+		default:
+			if len(batch) > 0 {
+				r.flush(batch)
+			}
+			return
+		}
+	}
+}
+
+// flush applies cs, retrying store errors with backoff: the deliveries
+// stay claimed meanwhile (and are not claimed again by this process). When
+// stopping it gives up after a while; the leases then expire and the
+// deliveries run again (at least once).
+func (r *runner) flush(rs []result) {
+	e := r.e
+	cs := make([]Completion, len(rs))
+	for i := range rs {
+		cs[i] = rs[i].c
+	}
+	backoff := time.Duration(0)
+	giveUp := time.Time{}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		_, err := e.store.Complete(ctx, cs)
+		cancel()
+		if err == nil {
+			if backoff > 0 {
+				e.log.Info("erpflow: recording attempts works again")
+			}
+			break
+		}
+		backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
+		e.log.Error("erpflow: recording attempts failed; retrying", "err", err, "count", len(cs), "in", backoff)
+		if r.stopping.Load() {
+			if giveUp.IsZero() {
+				giveUp = time.Now().Add(stopGrace)
+			} else if time.Now().After(giveUp) {
+				e.log.Error("erpflow: gave up recording attempts at stop; the deliveries run again after their lease", "count", len(cs))
+				r.done(len(cs))
+				return
+			}
+		}
+		time.Sleep(backoff)
+	}
+	var earliest time.Time
+	for i := range cs {
+		c := &cs[i]
+		if c.State == StateFailed && (earliest.IsZero() || c.RunAt.Before(earliest)) {
+			earliest = c.RunAt
+		}
+		if c.Raise != nil && len(c.Raise.Deliveries) > 0 {
+			e.kick() // the dead event's deliveries are due now
+		}
+		if e.cfg.Observer != nil {
+			e.cfg.Observer.AttemptDone(&rs[i].d, &c.Attempt, c.State)
+		}
+	}
+	if !earliest.IsZero() {
+		r.mu.Lock()
+		if r.earliest.IsZero() || earliest.Before(r.earliest) {
+			r.earliest = earliest
+		}
+		r.mu.Unlock()
+		e.kick()
+	}
+	r.done(len(cs))
+}
+
+// execute runs one attempt of d and returns its completion. interrupted is
+// true when Stop cancelled the action: the attempt does not count and the
+// delivery is released instead.
+func (e *Engine) execute(base context.Context, d *Delivery, claimedAt time.Time) (c Completion, interrupted bool) {
+	started := e.now()
+	t0 := time.Now()
+	var o actions.Outcome
+	cfg, why := e.actionFor(d)
+	if cfg == nil {
+		o = actions.Outcome{Status: actions.Permanent, Error: why}
+	} else {
+		// Finish well within the lease, so that no other process claims
+		// the delivery while this attempt may still be sending.
+		ctx, cancel := context.WithDeadline(base, claimedAt.Add(e.cfg.Lease*9/10))
+		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload}
+		var loadErr error
+		if d.ActionType != "webhook" {
+			// Other actions may look at the event itself.
+			req.Event, loadErr = e.loadEvent(ctx, d)
+		}
+		if loadErr != nil {
+			o = actions.Outcome{Status: actions.Retryable, Error: "load event: " + loadErr.Error()}
+		} else {
+			o = safeExecute(ctx, cfg, req)
+		}
+		cancel()
+		if base.Err() != nil && o.Status != actions.Succeeded {
+			return Completion{}, true
+		}
+	}
+	a := Attempt{
+		DeliveryID: d.ID,
+		N:          d.Attempts,
+		StartedAt:  started,
+		Duration:   time.Since(t0),
+		Outcome:    o.Status.String(),
+		Code:       o.Code,
+		Error:      o.Error,
+		Detail:     o.Detail,
+	}
+	p := e.defRetryPo
+	if d.Retry != "" {
+		var err error
+		if p, err = e.policies.get(d.Retry); err != nil {
+			e.log.Warn("erpflow: unreadable retry policy; using the default", "delivery", d.ID, "err", err)
+			p = e.defRetryPo
+		}
+	}
+	now := e.now()
+	next, runAt := nextStep(p, d, o, now, e.rnd)
+	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt}
+	if next == StateDead && !d.Internal {
+		rec := e.deadRecord(d, d.Attempts, o.Code, o.Error)
+		c.Raise = &rec
+	}
+	d.State, d.RunAt, d.LastCode, d.LastError, d.UpdatedAt = next, runAt, o.Code, o.Error, now
+	return c, false
+}
+
+// actionFor finds the action config of d in the rules in force.
+func (e *Engine) actionFor(d *Delivery) (actions.Config, string) {
+	rs := e.rules.Load()
+	r := rs.set.Rule(d.Rule)
+	if r == nil {
+		return nil, fmt.Sprintf("rule %q no longer exists", d.Rule)
+	}
+	infos := rs.acts[r]
+	if d.ActionIndex < 0 || d.ActionIndex >= len(infos) || r.Actions[d.ActionIndex].Type != d.ActionType {
+		return nil, fmt.Sprintf("rule %q changed: its action %d is no longer a %s action", d.Rule, d.ActionIndex+1, d.ActionType)
+	}
+	return infos[d.ActionIndex].cfg, ""
+}
+
+func (e *Engine) loadEvent(ctx context.Context, d *Delivery) (*templates.Event, error) {
+	rec, err := e.store.GetEvent(ctx, d.Tenant, d.EventID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil // pruned: the payload has to do
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &rec.Event, nil
+}
+
+// safeExecute runs the action, turning a panic into a retryable failure.
+func safeExecute(ctx context.Context, cfg actions.Config, req *actions.Request) (o actions.Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			o = actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("action panicked: %v", p)}
+			slog.Error("erpflow: action panicked", "type", cfg.Type(), "delivery", req.DeliveryID, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	return cfg.Execute(ctx, req)
+}
