@@ -4,8 +4,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/erpflow/erpflow/templates"
 )
 
 // ActionDecoder decodes one action's config; *actions.Registry implements
@@ -27,7 +25,10 @@ type Rule struct {
 	Actions     []Action
 	Retry       Retry // the rule's policy (Kind RetryDefault when not set)
 	Source      Source
-	// compiled condition etc. are unexported
+
+	cond     *condition // compiled When; nil when there is none
+	nameCol  int        // position of the name, for duplicate-name errors
+	namePath string
 }
 
 // Source says where a rule came from.
@@ -76,4 +77,3 @@ type Retry struct {
 	Within   time.Duration
 }
 
-var _ = templates.Lookup

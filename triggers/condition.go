@@ -1,0 +1,439 @@
+package triggers
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+	"github.com/expr-lang/expr/vm/runtime"
+
+	"github.com/erpflow/erpflow/templates"
+)
+
+// MaxConditionNodes bounds the size of a condition (expr AST nodes).
+const MaxConditionNodes = 1000
+
+// MaxConditionLength bounds the source text of a condition, in bytes.
+const MaxConditionLength = 16 << 10
+
+// Names of the condition environment. Each has a bit so that a condition
+// fills only what it reads (building the rest would cost allocations on
+// every event).
+const (
+	needEvent uint16 = 1 << iota
+	needData
+	needPrevious
+	needTenant
+	needEntity
+	needEntityID
+	needEventName
+	needID
+	needActor
+	needOccurredAt
+	needAll = 1<<iota - 1
+)
+
+var envVars = []struct {
+	name string
+	bit  uint16
+	zero any // the type the checker sees
+}{
+	{"event", needEvent, map[string]any{}},
+	{"data", needData, map[string]any{}},
+	{"previous", needPrevious, map[string]any{}},
+	{"tenant", needTenant, ""},
+	{"entity", needEntity, ""},
+	{"entity_id", needEntityID, ""},
+	{"event_name", needEventName, ""},
+	{"id", needID, ""},
+	{"actor", needActor, ""},
+	{"occurred_at", needOccurredAt, time.Time{}},
+}
+
+// helper functions that read data and previous: the patcher passes them
+// the environment as a hidden first argument.
+var envHelpers = map[string]bool{"changed": true, "changed_from": true, "changed_to": true, "has": true, "field": true}
+
+// getFunc is the hidden function member access on maps is compiled to:
+// expr's own access goes through reflect and allocates once per access.
+const getFunc = "__get"
+
+var (
+	compileEnv   map[string]any
+	knownNames   []string // env variables and helpers, for did-you-mean
+	exprOptions  []expr.Option
+	emptyMap     = map[string]any{}
+	errNotString = errors.New("path must be a string")
+)
+
+func init() {
+	compileEnv = map[string]any{}
+	for _, v := range envVars {
+		compileEnv[v.name] = v.zero
+		knownNames = append(knownNames, v.name)
+	}
+	for h := range envHelpers {
+		knownNames = append(knownNames, h)
+	}
+	slices.Sort(knownNames[len(envVars):])
+	exprOptions = []expr.Option{
+		expr.Env(compileEnv),
+		expr.AsBool(),
+		expr.MaxNodes(MaxConditionNodes),
+		expr.Function("changed", func(p ...any) (any, error) {
+			a, b := pathValues(p[0], p[1])
+			return !valuesEqual(a, b), nil
+		}, new(func(any, string) bool)),
+		expr.Function("changed_from", func(p ...any) (any, error) {
+			prev, cur := pathValues(p[0], p[1])
+			return !valuesEqual(prev, cur) && valuesEqual(prev, p[2]), nil
+		}, new(func(any, string, any) bool)),
+		expr.Function("changed_to", func(p ...any) (any, error) {
+			prev, cur := pathValues(p[0], p[1])
+			return !valuesEqual(prev, cur) && valuesEqual(cur, p[2]), nil
+		}, new(func(any, string, any) bool)),
+		expr.Function("has", func(p ...any) (any, error) {
+			data, _ := envMap(p[0], "data")
+			_, ok := templates.Lookup(data, p[1].(string))
+			return ok, nil
+		}, new(func(any, string) bool)),
+		expr.Function("field", func(p ...any) (any, error) {
+			data, _ := envMap(p[0], "data")
+			v, _ := templates.Lookup(data, p[1].(string))
+			return v, nil
+		}, new(func(any, string) any)),
+		expr.Function(getFunc, func(p ...any) (any, error) {
+			if m, ok := p[0].(map[string]any); ok {
+				return m[p[1].(string)], nil
+			}
+			if p[0] == nil {
+				return nil, nil
+			}
+			return runtime.Fetch(p[0], p[1]), nil
+		}, new(func(any, string) any)),
+	}
+}
+
+func envMap(env any, name string) (map[string]any, bool) {
+	m, _ := env.(map[string]any)
+	v, ok := m[name].(map[string]any)
+	return v, ok
+}
+
+func pathValues(env, path any) (prev, cur any) {
+	p, _ := path.(string)
+	pm, _ := envMap(env, "previous")
+	dm, _ := envMap(env, "data")
+	prev, _ = templates.Lookup(pm, p)
+	cur, _ = templates.Lookup(dm, p)
+	return prev, cur
+}
+
+// patcher rewrites a condition before it is checked: helpers get the
+// environment, map member access goes through getFunc, and it records
+// which environment names the condition reads.
+type patcher struct {
+	need uint16
+}
+
+func (p *patcher) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.IdentifierNode:
+		if n.Value == "$env" {
+			p.need = needAll
+			return
+		}
+		for _, v := range envVars {
+			if v.name == n.Value {
+				p.need |= v.bit
+			}
+		}
+	case *ast.CallNode:
+		id, ok := n.Callee.(*ast.IdentifierNode)
+		if !ok || !envHelpers[id.Value] {
+			return
+		}
+		if len(n.Arguments) > 0 {
+			if e, ok := n.Arguments[0].(*ast.IdentifierNode); ok && e.Value == "$env" && e.Location().From < 0 {
+				return // already patched
+			}
+		}
+		env := &ast.IdentifierNode{Value: "$env"}
+		env.SetLocation(file.Location{From: -1, To: -1})
+		n.Arguments = append([]ast.Node{env}, n.Arguments...)
+		p.need |= needData | needPrevious
+	case *ast.MemberNode:
+		if n.Method {
+			return
+		}
+		if _, ok := n.Property.(*ast.StringNode); !ok {
+			return
+		}
+		if t := n.Node.Type(); t != nil && t.Kind() != reflect.Map && t.Kind() != reflect.Interface {
+			return
+		}
+		if n.Optional {
+			// a?.b must short-circuit the rest of the chain; keep expr's own
+			// code for it.
+			return
+		}
+		call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: getFunc}, Arguments: []ast.Node{n.Node, n.Property}}
+		ast.Patch(node, call)
+	}
+}
+
+// condition is a compiled `when`.
+type condition struct {
+	src  string
+	prog *vm.Program
+	need uint16
+}
+
+// condError is a compile error of a condition, positioned inside its text.
+type condError struct {
+	line, col, offset int // line 1-based, col and offset 0-based runes
+	msg               string
+}
+
+func compileCondition(src string) (*condition, *condError) {
+	if len(src) > MaxConditionLength {
+		return nil, &condError{line: 1, msg: fmt.Sprintf("condition is %d bytes long, more than %d", len(src), MaxConditionLength)}
+	}
+	p := &patcher{}
+	opts := append(exprOptions[:len(exprOptions):len(exprOptions)], expr.Patch(p))
+	prog, err := compileSafe(src, opts)
+	if err != nil {
+		ce := &condError{line: 1, msg: err.Error()}
+		var fe *file.Error
+		if errors.As(err, &fe) {
+			ce.line, ce.col, ce.offset, ce.msg = fe.Line, fe.Column, fe.From, fe.Message
+			if ce.line < 1 {
+				ce.line = 1
+			}
+		}
+		ce.msg = friendlyExprMessage(ce.msg)
+		return nil, ce
+	}
+	return &condition{src: src, prog: prog, need: p.need}, nil
+}
+
+func compileSafe(src string, opts []expr.Option) (prog *vm.Program, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid condition: %v", r)
+		}
+	}()
+	return expr.Compile(src, opts...)
+}
+
+func friendlyExprMessage(msg string) string {
+	if name, ok := strings.CutPrefix(msg, "unknown name "); ok {
+		name = strings.TrimSpace(name)
+		hint := suggest(name, knownNames)
+		if hint == "" {
+			hint = fmt.Sprintf(" (entity fields are under data, e.g. data.%s; known names: %s)", name, strings.Join(knownNames, ", "))
+		}
+		return fmt.Sprintf("unknown name %q%s", name, hint)
+	}
+	msg = strings.ReplaceAll(msg, getFunc, "member access")
+	if strings.Contains(msg, "expected bool") || strings.Contains(msg, "AsBool") {
+		return "condition must be a boolean expression: " + msg
+	}
+	return msg
+}
+
+// evalState is what one goroutine needs to evaluate conditions: a VM and
+// the environment maps, reused through statePool.
+type evalState struct {
+	vm   vm.VM
+	env  map[string]any
+	evm  map[string]any
+	ev   *templates.Event
+	have uint16
+}
+
+var statePool = sync.Pool{New: func() any {
+	return &evalState{env: make(map[string]any, len(envVars)), evm: make(map[string]any, 12)}
+}}
+
+func getState(ev *templates.Event) *evalState {
+	st := statePool.Get().(*evalState)
+	st.ev, st.have = ev, 0
+	return st
+}
+
+func putState(st *evalState) {
+	clear(st.env) // drop references to the event's data
+	clear(st.evm)
+	st.ev = nil
+	statePool.Put(st)
+}
+
+func orEmpty(m map[string]any) map[string]any {
+	if m == nil {
+		return emptyMap
+	}
+	return m
+}
+
+// fill puts into the environment what need asks for and is not there yet.
+func (st *evalState) fill(need uint16) {
+	missing := need &^ st.have
+	if missing == 0 {
+		return
+	}
+	ev := st.ev
+	env := st.env
+	if missing&needData != 0 {
+		env["data"] = orEmpty(ev.Data)
+	}
+	if missing&needPrevious != 0 {
+		env["previous"] = orEmpty(ev.Previous)
+	}
+	if missing&needTenant != 0 {
+		env["tenant"] = ev.Tenant
+	}
+	if missing&needEntity != 0 {
+		env["entity"] = ev.Entity
+	}
+	if missing&needEntityID != 0 {
+		env["entity_id"] = ev.EntityID
+	}
+	if missing&needEventName != 0 {
+		env["event_name"] = ev.Event
+	}
+	if missing&needID != 0 {
+		env["id"] = ev.ID
+	}
+	if missing&needActor != 0 {
+		env["actor"] = ev.Actor
+	}
+	if missing&needOccurredAt != 0 {
+		env["occurred_at"] = ev.OccurredAt
+	}
+	if missing&needEvent != 0 {
+		m := st.evm
+		m["id"], m["tenant"], m["entity"], m["entity_id"] = ev.ID, ev.Tenant, ev.Entity, ev.EntityID
+		m["event"], m["occurred_at"], m["actor"] = ev.Event, ev.OccurredAt, ev.Actor
+		m["data"], m["previous"] = orEmpty(ev.Data), orEmpty(ev.Previous)
+		env["event"] = m
+	}
+	st.have |= missing
+}
+
+// eval runs the condition. A run-time error (wrong types, nil where a
+// number was expected) is returned; panics are turned into errors.
+func (c *condition) eval(st *evalState) (ok bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok, err = false, fmt.Errorf("condition panicked: %v", r)
+		}
+	}()
+	st.fill(c.need)
+	out, err := st.vm.Run(c.prog, st.env)
+	if err != nil {
+		return false, conditionRunError(err)
+	}
+	b, isBool := out.(bool)
+	if !isBool {
+		return false, fmt.Errorf("condition returned %T, not a boolean", out)
+	}
+	return b, nil
+}
+
+func conditionRunError(err error) error {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return fmt.Errorf("condition failed: %s", strings.ReplaceAll(fe.Message, getFunc, "member access"))
+	}
+	return fmt.Errorf("condition failed: %w", err)
+}
+
+// Values of events are compared as their canonical text: strings as they
+// are, numbers without trailing zeros (5, 5.0 and 5e0 are all "5"),
+// booleans as true/false, absent and null as "", lists and objects as
+// JSON with sorted keys.
+
+// valuesEqual compares two event values; it does not allocate for strings,
+// numbers, booleans and nil.
+func valuesEqual(a, b any) bool {
+	if as, ok := a.(string); ok {
+		if bs, ok := b.(string); ok {
+			return as == bs
+		}
+	}
+	var ba, bb [40]byte
+	ta, _ := appendCanon(ba[:0], a)
+	tb, _ := appendCanon(bb[:0], b)
+	return string(ta) == string(tb)
+}
+
+// matchesText reports whether the canonical text of v is s.
+func matchesText(v any, s string) bool {
+	if vs, ok := v.(string); ok {
+		return vs == s
+	}
+	var buf [40]byte
+	t, _ := appendCanon(buf[:0], v)
+	return string(t) == s
+}
+
+func canonText(v any) string {
+	t, _ := appendCanon(nil, v)
+	return string(t)
+}
+
+func appendCanon(buf []byte, v any) ([]byte, bool) {
+	switch x := v.(type) {
+	case nil:
+		return buf, true
+	case string:
+		return append(buf, x...), true
+	case bool:
+		return strconv.AppendBool(buf, x), true
+	case int:
+		return strconv.AppendInt(buf, int64(x), 10), true
+	case int64:
+		return strconv.AppendInt(buf, x, 10), true
+	case int32:
+		return strconv.AppendInt(buf, int64(x), 10), true
+	case uint:
+		return strconv.AppendUint(buf, uint64(x), 10), true
+	case uint64:
+		return strconv.AppendUint(buf, x, 10), true
+	case float64:
+		return appendFloat(buf, x), true
+	case float32:
+		return appendFloat(buf, float64(x)), true
+	case json.Number:
+		if f, err := x.Float64(); err == nil {
+			return appendFloat(buf, f), true
+		}
+		return append(buf, x...), true
+	case time.Time:
+		return x.AppendFormat(buf, time.RFC3339Nano), true
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return append(buf, fmt.Sprint(v)...), false
+	}
+	return append(buf, b...), false
+}
+
+func appendFloat(buf []byte, f float64) []byte {
+	if f == math.Trunc(f) && math.Abs(f) < 1e15 {
+		return strconv.AppendInt(buf, int64(f), 10)
+	}
+	return strconv.AppendFloat(buf, f, 'g', -1, 64)
+}

@@ -1,0 +1,360 @@
+package triggers
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/erpflow/erpflow/templates"
+)
+
+// LoadOptions configures loading. Zero values mean defaults.
+type LoadOptions struct {
+	// Actions decodes action configs. Default: none (any action type is
+	// an error).
+	Actions ActionDecoder
+	// LookupEnv resolves ${NAME} in strings. Default os.LookupEnv.
+	LookupEnv func(name string) (string, bool)
+	// DisabledByDefault makes rules without an `enabled` key disabled (rules
+	// created through the API). Default false: enabled.
+	DisabledByDefault bool
+}
+
+// SetOptions configures a Set. Zero values mean defaults.
+type SetOptions struct {
+	// OnEvalError is told about a condition that failed at run time (the
+	// rule did not match). It is called from the goroutine calling Match
+	// and must be safe for concurrent use. Default: ignored.
+	OnEvalError func(rule string, err error)
+}
+
+// DefaultRetry is the policy of rules that name none.
+var DefaultRetry = Retry{Kind: RetryDefault}
+
+// Wildcard, as an entity or event name of a trigger, matches every entity
+// or event.
+const Wildcard = "*"
+
+// Set is an immutable, indexed set of rules, safe for concurrent matching.
+//
+// Rules are indexed by (entity, event), so matching an event looks only at
+// the rules whose trigger names its entity and event (or any event, or the
+// wildcard entity). To reload rules, build a new Set and swap it in with an
+// atomic.Pointer[Set]: matches in flight finish on the old Set. The rules
+// given to NewSet must not be modified afterwards.
+type Set struct {
+	rules    []*Rule
+	byName   map[string]*Rule
+	byEntity map[string]*bucket
+	wildcard *bucket // rules of entity "*", and the lookup for entities no rule names
+	opts     SetOptions
+}
+
+// bucket holds the candidate rules of one entity, in Set order.
+type bucket struct {
+	byEvent  map[string][]*Rule
+	anyEvent []*Rule // rules of this entity for any event (events not in byEvent)
+}
+
+// Explanation says whether a rule matched an event and, if not, why.
+type Explanation struct {
+	Rule    *Rule
+	Matched bool
+	Reason  string
+}
+
+// NewSet indexes rules. Rule names must be unique. A rule built in Go
+// rather than loaded gets its condition compiled here, and its trigger and
+// retry policy checked.
+func NewSet(rules []*Rule, opts SetOptions) (*Set, error) {
+	s := &Set{byName: make(map[string]*Rule, len(rules)), byEntity: map[string]*bucket{}, opts: opts}
+	var errs []error
+	for _, r := range rules {
+		if r == nil {
+			errs = append(errs, errors.New("triggers: nil rule"))
+			continue
+		}
+		if _, dup := s.byName[r.Name]; dup {
+			errs = append(errs, fmt.Errorf("triggers: duplicate rule name %q", r.Name))
+			continue
+		}
+		if err := prepare(r); err != nil {
+			errs = append(errs, fmt.Errorf("triggers: rule %q: %w", r.Name, err))
+			continue
+		}
+		s.byName[r.Name] = r
+		s.rules = append(s.rules, r)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	s.index()
+	return s, nil
+}
+
+// prepare checks a rule and compiles its condition when needed.
+func prepare(r *Rule) error {
+	if r.Name == "" {
+		return errors.New("name is empty")
+	}
+	if len(r.On.Entities) == 0 {
+		return errors.New("trigger names no entity")
+	}
+	if r.On.Field == "" && (r.On.From != nil || r.On.To != nil) {
+		return errors.New("trigger has from/to without field")
+	}
+	if err := r.Retry.Validate(); err != nil {
+		return fmt.Errorf("retry: %w", err)
+	}
+	for i, a := range r.Actions {
+		if a.Retry != nil {
+			if err := a.Retry.Validate(); err != nil {
+				return fmt.Errorf("actions[%d].retry: %w", i, err)
+			}
+		}
+	}
+	if strings.TrimSpace(r.When) == "" {
+		r.cond = nil
+		return nil
+	}
+	if r.cond == nil || r.cond.src != r.When {
+		c, cerr := compileCondition(r.When)
+		if cerr != nil {
+			return fmt.Errorf("when: %d:%d: %s", cerr.line, cerr.col+1, cerr.msg)
+		}
+		r.cond = c
+	}
+	return nil
+}
+
+func (s *Set) index() {
+	type raw struct {
+		byEvent  map[string][]*Rule
+		anyEvent []*Rule
+	}
+	raws := map[string]*raw{}
+	get := func(e string) *raw {
+		if raws[e] == nil {
+			raws[e] = &raw{byEvent: map[string][]*Rule{}}
+		}
+		return raws[e]
+	}
+	for _, r := range s.rules {
+		if !r.Enabled {
+			continue
+		}
+		for _, ent := range r.On.Entities {
+			rw := get(ent)
+			if len(r.On.Events) == 0 {
+				rw.anyEvent = append(rw.anyEvent, r)
+				continue
+			}
+			for _, e := range r.On.Events {
+				rw.byEvent[e] = append(rw.byEvent[e], r)
+			}
+		}
+	}
+	order := make(map[*Rule]int, len(s.rules))
+	for i, r := range s.rules {
+		order[r] = i
+	}
+	merge := func(lists ...[]*Rule) []*Rule {
+		var out []*Rule
+		for _, l := range lists {
+			out = append(out, l...)
+		}
+		slices.SortFunc(out, func(a, b *Rule) int { return order[a] - order[b] })
+		return slices.Clip(slices.Compact(out))
+	}
+	wild := raws[Wildcard]
+	if wild == nil {
+		wild = &raw{byEvent: map[string][]*Rule{}}
+	}
+	s.wildcard = &bucket{byEvent: map[string][]*Rule{}, anyEvent: merge(wild.anyEvent)}
+	for ev, l := range wild.byEvent {
+		s.wildcard.byEvent[ev] = merge(l, wild.anyEvent)
+	}
+	for ent, rw := range raws {
+		if ent == Wildcard {
+			continue
+		}
+		b := &bucket{byEvent: map[string][]*Rule{}, anyEvent: merge(rw.anyEvent, wild.anyEvent)}
+		for ev, l := range rw.byEvent {
+			b.byEvent[ev] = merge(l, rw.anyEvent, wild.byEvent[ev], wild.anyEvent)
+		}
+		for ev, l := range wild.byEvent {
+			if _, done := b.byEvent[ev]; !done {
+				b.byEvent[ev] = merge(rw.anyEvent, l, wild.anyEvent)
+			}
+		}
+		s.byEntity[ent] = b
+	}
+}
+
+// candidates are the enabled rules whose entity and event fit ev.
+func (s *Set) candidates(ev *templates.Event) []*Rule {
+	b := s.byEntity[ev.Entity]
+	if b == nil {
+		b = s.wildcard
+	}
+	if l, ok := b.byEvent[ev.Event]; ok {
+		return l
+	}
+	return b.anyEvent
+}
+
+// Rules returns the rules in the order given to NewSet. The slice must not
+// be modified.
+func (s *Set) Rules() []*Rule { return s.rules }
+
+// Rule returns the rule called name, nil when there is none.
+func (s *Set) Rule(name string) *Rule { return s.byName[name] }
+
+// Len is the number of rules.
+func (s *Set) Len() int { return len(s.rules) }
+
+// Match appends to dst the enabled rules that ev fires — tenant, trigger
+// and condition — in Set order, and returns it. A condition that fails at
+// run time does not match and is reported to SetOptions.OnEvalError. It is
+// safe for concurrent use and does not allocate beyond growing dst.
+func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
+	var st *evalState
+	for _, r := range s.candidates(ev) {
+		if !r.tenantOK(ev.Tenant) || !r.On.fieldChangeOK(ev) {
+			continue
+		}
+		if r.cond != nil {
+			if st == nil {
+				st = getState(ev)
+			}
+			ok, err := r.cond.eval(st)
+			if err != nil {
+				if s.opts.OnEvalError != nil {
+					s.opts.OnEvalError(r.Name, err)
+				}
+				continue
+			}
+			if !ok {
+				continue
+			}
+		}
+		dst = append(dst, r)
+	}
+	if st != nil {
+		putState(st)
+	}
+	return dst
+}
+
+// Explain says for every rule of the set, in order, whether ev fires it
+// and, if not, why.
+func (s *Set) Explain(ev *templates.Event) []Explanation {
+	out := make([]Explanation, len(s.rules))
+	for i, r := range s.rules {
+		ok, why := r.Matches(ev)
+		out[i] = Explanation{Rule: r, Matched: ok, Reason: why}
+	}
+	return out
+}
+
+// Matches reports whether ev fires r and, when it does not, the first
+// reason why: disabled, tenant, entity, event, field change, from, to, or
+// the condition (false, or its run-time error).
+func (r *Rule) Matches(ev *templates.Event) (bool, string) {
+	if !r.Enabled {
+		return false, "rule is disabled"
+	}
+	if !r.tenantOK(ev.Tenant) {
+		return false, fmt.Sprintf("tenant %q is not one of %s", ev.Tenant, quoteList(r.Tenants))
+	}
+	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
+		return false, fmt.Sprintf("entity %q is not %s", ev.Entity, quoteList(r.On.Entities))
+	}
+	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
+		return false, fmt.Sprintf("event %q is not %s", ev.Event, quoteList(r.On.Events))
+	}
+	if why := r.On.fieldChangeReason(ev); why != "" {
+		return false, why
+	}
+	if r.cond == nil && strings.TrimSpace(r.When) != "" {
+		if err := prepare(r); err != nil {
+			return false, err.Error()
+		}
+	}
+	if r.cond != nil {
+		st := getState(ev)
+		ok, err := r.cond.eval(st)
+		putState(st)
+		if err != nil {
+			return false, "condition error: " + err.Error()
+		}
+		if !ok {
+			return false, fmt.Sprintf("condition is false: %s", strings.TrimSpace(r.When))
+		}
+	}
+	return true, ""
+}
+
+func quoteList(l []string) string {
+	if len(l) == 1 {
+		return fmt.Sprintf("%q", l[0])
+	}
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "one of [" + strings.Join(q, ", ") + "]"
+}
+
+func (r *Rule) tenantOK(t string) bool {
+	if len(r.Tenants) == 0 {
+		return true
+	}
+	for _, x := range r.Tenants {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldChangeOK is the allocation-free check of the field-change form.
+func (t *Trigger) fieldChangeOK(ev *templates.Event) bool {
+	if t.Field == "" {
+		return true
+	}
+	if ev.Previous == nil {
+		return false
+	}
+	prev, _ := templates.Lookup(ev.Previous, t.Field)
+	cur, _ := templates.Lookup(ev.Data, t.Field)
+	if valuesEqual(prev, cur) {
+		return false
+	}
+	if t.From != nil && !matchesText(prev, *t.From) {
+		return false
+	}
+	if t.To != nil && !matchesText(cur, *t.To) {
+		return false
+	}
+	return true
+}
+
+func (t *Trigger) fieldChangeReason(ev *templates.Event) string {
+	if t.fieldChangeOK(ev) {
+		return ""
+	}
+	if ev.Previous == nil {
+		return fmt.Sprintf("field %q: the event has no previous, so no change can be seen", t.Field)
+	}
+	prev, _ := templates.Lookup(ev.Previous, t.Field)
+	cur, _ := templates.Lookup(ev.Data, t.Field)
+	if valuesEqual(prev, cur) {
+		return fmt.Sprintf("field %q did not change (%q before and after)", t.Field, canonText(cur))
+	}
+	if t.From != nil && !matchesText(prev, *t.From) {
+		return fmt.Sprintf("field %q changed from %q, not from %q", t.Field, canonText(prev), *t.From)
+	}
+	return fmt.Sprintf("field %q changed to %q, not to %q", t.Field, canonText(cur), *t.To)
+}

@@ -1,0 +1,233 @@
+package triggers
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+// yaml node helpers shared by the loader.
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return "null"
+		}
+		return "a scalar"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "a document"
+}
+
+// resolve follows aliases.
+func resolve(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// keyValue is one entry of a mapping node.
+type keyValue struct {
+	key, val *yaml.Node
+}
+
+func pathJoin(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// expandEnv expands ${NAME} in every scalar value below n, in place.
+// "$${" is a literal "${". Unset variables are errors at their position.
+func (l *loader) expandEnv(n *yaml.Node, seen map[*yaml.Node]bool) {
+	if n == nil || seen[n] {
+		return
+	}
+	seen[n] = true
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			l.expandEnv(c, seen)
+		}
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			l.expandEnv(n.Content[i], seen)
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "$") {
+			return
+		}
+		out, ok := l.expandString(n)
+		if !ok {
+			return
+		}
+		if out != n.Value {
+			n.Value = out
+			if n.Style == 0 {
+				// Let yaml re-resolve the tag of a plain scalar from the
+				// expanded text (enabled: ${FLAG} becomes a bool).
+				n.Tag = ""
+			}
+		}
+	}
+}
+
+func (l *loader) expandString(n *yaml.Node) (string, bool) {
+	s := n.Value
+	var b strings.Builder
+	ok := true
+	for i := 0; i < len(s); {
+		if strings.HasPrefix(s[i:], "$${") {
+			b.WriteString("${")
+			i += 3
+			continue
+		}
+		if !strings.HasPrefix(s[i:], "${") {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		end := strings.IndexByte(s[i:], '}')
+		line, col := l.scalarOffsetPos(n, i)
+		if end < 0 {
+			l.errAt(line, col, l.curPath, `unterminated "${" (write "$${" for a literal "${")`)
+			return "", false
+		}
+		name := s[i+2 : i+end]
+		if !validEnvName(name) {
+			l.errAt(line, col, l.curPath, fmt.Sprintf(`invalid variable name %q in "${…}"`, name))
+			ok = false
+			i += end + 1
+			continue
+		}
+		v, found := l.lookupEnv(name)
+		if !found {
+			l.errAt(line, col, l.curPath, fmt.Sprintf("environment variable %s is not set", name))
+			ok = false
+		}
+		b.WriteString(v)
+		i += end + 1
+	}
+	return b.String(), ok
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+func (l *loader) lookupEnv(name string) (string, bool) {
+	if l.opts.LookupEnv != nil {
+		return l.opts.LookupEnv(name)
+	}
+	return os.LookupEnv(name)
+}
+
+// scalarOffsetPos is the source position of byte offset off of a scalar's
+// value, exact for single-line scalars and the start of the scalar
+// otherwise.
+func (l *loader) scalarOffsetPos(n *yaml.Node, off int) (int, int) {
+	if strings.Contains(n.Value, "\n") || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return n.Line, n.Column
+	}
+	col := n.Column + utf8.RuneCountInString(n.Value[:off])
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+		col++
+	}
+	return n.Line, col
+}
+
+// sourceLine returns line (1-based) of the source, "" when out of range.
+func (l *loader) sourceLine(line int) string {
+	if l.lines == nil {
+		l.lines = strings.Split(string(l.src), "\n")
+	}
+	if line < 1 || line > len(l.lines) {
+		return ""
+	}
+	return strings.TrimRight(l.lines[line-1], "\r")
+}
+
+func indentOf(s string) int {
+	return len(s) - len(strings.TrimLeft(s, " "))
+}
+
+// exprPos maps a position inside the expression held by scalar n (line
+// 1-based, column 0-based in runes, offset in runes, as expr reports them)
+// onto the YAML source.
+func (l *loader) exprPos(n *yaml.Node, line, col, offset int) (int, int) {
+	switch {
+	case n.Style&yaml.LiteralStyle != 0:
+		// Lines of a literal block map one to one onto source lines after
+		// the "|" header; the block's indentation is that of its first
+		// non-blank line.
+		indent := 0
+		for i := n.Line + 1; i <= n.Line+200; i++ {
+			s := l.sourceLine(i)
+			if strings.TrimSpace(s) != "" {
+				indent = indentOf(s)
+				break
+			}
+		}
+		return n.Line + line, indent + col + 1
+	case n.Style&yaml.FoldedStyle != 0:
+		return l.foldedPos(n.Line+1, offset)
+	default:
+		// Plain and quoted scalars: exact on the first line; a scalar
+		// folded over several lines continues on the following ones.
+		q := 0
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+			q = 1
+		}
+		first := []rune(l.sourceLine(n.Line))
+		start := n.Column - 1 + q
+		if start > len(first) {
+			start = len(first)
+		}
+		rest := len([]rune(strings.TrimRight(string(first[start:]), " ")))
+		if offset <= rest || line <= 1 && col < rest {
+			return n.Line, n.Column + q + offset
+		}
+		return l.foldedPos(n.Line+1, offset-rest-1)
+	}
+}
+
+// foldedPos walks source lines from start, each contributing its trimmed
+// text plus one separator, until offset falls inside one.
+func (l *loader) foldedPos(start, offset int) (int, int) {
+	for i := start; i < start+500; i++ {
+		s := l.sourceLine(i)
+		t := strings.TrimSpace(s)
+		if t == "" {
+			continue
+		}
+		n := utf8.RuneCountInString(t)
+		if offset <= n {
+			return i, indentOf(s) + offset + 1
+		}
+		offset -= n + 1
+		if offset < 0 {
+			offset = 0
+		}
+	}
+	return start, 1
+}
