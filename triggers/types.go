@@ -76,4 +76,3 @@ type Retry struct {
 	Max      time.Duration
 	Within   time.Duration
 }
-
