@@ -1,0 +1,341 @@
+package enginetest
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// testSecret signs test webhooks (so that they carry webhook-id).
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// storeKind is one store the suite runs against.
+type storeKind struct {
+	name string
+	// newDB returns a fresh, empty database's address: a SQLite file path
+	// or a postgres:// URL.
+	newDB func(t testing.TB) string
+}
+
+// kinds lists the stores: SQLite always, PostgreSQL when configured.
+func kinds(t testing.TB) []storeKind {
+	ks := []storeKind{{name: "sqlite", newDB: func(t testing.TB) string {
+		return filepath.Join(t.TempDir(), "erpflow.db")
+	}}}
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		ks = append(ks, storeKind{name: "postgres", newDB: func(t testing.TB) string { return newPGDatabase(t, u) }})
+	}
+	return ks
+}
+
+// forEachStore runs fn as a subtest per store.
+func forEachStore(t *testing.T, fn func(t *testing.T, k storeKind)) {
+	for _, k := range kinds(t) {
+		t.Run(k.name, func(t *testing.T) { fn(t, k) })
+	}
+	if os.Getenv("TEST_DATABASE_URL") == "" {
+		t.Log("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
+	}
+}
+
+var pgSeq atomic.Int64
+
+// newPGDatabase creates a database on the test server for one test and
+// drops it afterwards.
+func newPGDatabase(t testing.TB, base string) string {
+	t.Helper()
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("enginetest_%d_%d", os.Getpid(), pgSeq.Add(1))
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		admin.Close()
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// openStore opens the store at db (a path or a postgres:// URL).
+func openStore(ctx context.Context, db string) (engine.Store, error) {
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+		return openPostgres(ctx, db)
+	}
+	return sqlite.Open(ctx, db, sqlite.Options{})
+}
+
+func mustOpen(t testing.TB, db string) engine.Store {
+	t.Helper()
+	st, err := openStore(context.Background(), db)
+	if err != nil {
+		t.Fatalf("open store %s: %v", db, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// registry returns the real action types: the webhook, allowed to call
+// loopback over plain HTTP, with no in-process quick retries (so that one
+// engine attempt is one HTTP request).
+func registry() *actions.Registry {
+	zero := 0
+	r := &actions.Registry{}
+	if err := r.Register("webhook", webhook.New(webhook.Options{
+		AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero,
+	})); err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// parseRules parses a rules YAML document.
+func parseRules(t testing.TB, src string) []*triggers.Rule {
+	t.Helper()
+	rules, err := triggers.Parse("test.yaml", []byte(src), triggers.LoadOptions{Actions: registry()})
+	if err != nil {
+		t.Fatalf("rules: %v\n%s", err, src)
+	}
+	return rules
+}
+
+// hookRule is a rule that posts SalesOrder events to url.
+func hookRule(name, url, retry string) string {
+	if retry == "" {
+		retry = "none"
+	}
+	return fmt.Sprintf(`
+  - name: %s
+    on: {entity: SalesOrder}
+    retry: %s
+    actions:
+      - type: webhook
+        url: %s
+        secret: %s
+`, name, retry, url, testSecret)
+}
+
+// fakeClock is a settable clock for Config.Now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	if t.After(c.t) {
+		c.t = t
+	}
+	c.mu.Unlock()
+}
+
+// newEngine returns a started engine over st with rules; it stops at the
+// end of the test.
+func newEngine(t testing.TB, st engine.Store, rules []*triggers.Rule, cfg engine.Config) *engine.Engine {
+	t.Helper()
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 20 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	e, err := engine.New(st, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		e.Stop(ctx)
+	})
+	return e
+}
+
+// testLogger logs warnings and errors through t.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// receiver is a real HTTP server that records webhooks by webhook-id.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	counts   map[string]int
+	bodies   map[string][]byte
+	total    atomic.Int64
+	inflight atomic.Int64
+	maxIn    atomic.Int64
+	// status decides the response: n is how often this id arrived
+	// (1 the first time). Default 200.
+	status func(id string, n int) int
+	block  chan struct{} // when set, requests wait for it to close
+	notify chan string   // when set, receives each id (non-blocking)
+}
+
+func newReceiver(t testing.TB) *receiver {
+	rv := &receiver{counts: map[string]int{}, bodies: map[string][]byte{}}
+	rv.Server = httptest.NewServer(http.HandlerFunc(rv.serve))
+	t.Cleanup(rv.Close)
+	return rv
+}
+
+func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
+	n := rv.inflight.Add(1)
+	defer rv.inflight.Add(-1)
+	for {
+		m := rv.maxIn.Load()
+		if n <= m || rv.maxIn.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	body, _ := io.ReadAll(r.Body)
+	id := r.Header.Get("webhook-id")
+	rv.mu.Lock()
+	rv.counts[id]++
+	c := rv.counts[id]
+	if c == 1 {
+		rv.bodies[id] = body
+	}
+	status, block, notify := rv.status, rv.block, rv.notify
+	rv.mu.Unlock()
+	rv.total.Add(1)
+	if notify != nil {
+		select {
+		case notify <- id:
+		default:
+		}
+	}
+	if block != nil {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	code := 200
+	if status != nil {
+		code = status(id, c)
+	}
+	w.WriteHeader(code)
+}
+
+// count returns how often id arrived.
+func (rv *receiver) count(id string) int {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.counts[id]
+}
+
+// snapshot returns a copy of the counts.
+func (rv *receiver) snapshot() map[string]int {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	m := make(map[string]int, len(rv.counts))
+	for k, v := range rv.counts {
+		m[k] = v
+	}
+	return m
+}
+
+func (rv *receiver) distinct() int {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return len(rv.counts)
+}
+
+func (rv *receiver) body(id string) []byte {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return rv.bodies[id]
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// deliveryState polls a delivery until want holds.
+func waitDelivery(t testing.TB, st engine.Store, id string, what string, want func(d engine.Delivery) bool) engine.Delivery {
+	t.Helper()
+	var d engine.Delivery
+	waitFor(t, 30*time.Second, "delivery "+id+" "+what, func() bool {
+		var err error
+		d, _, err = st.GetDelivery(context.Background(), id)
+		if err != nil {
+			t.Fatalf("get delivery %s: %v", id, err)
+		}
+		return want(d)
+	})
+	return d
+}
+
+// order returns a SalesOrder event.
+func order(id string) engine.Event {
+	ev := engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", EntityID: "SO-" + id, Event: "released", Actor: "erp"}
+	if err := ev.SetRawData(json.RawMessage(`{"number":"` + id + `","total":12.5}`)); err != nil {
+		panic(err)
+	}
+	return ev
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
