@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// Metrics are the Prometheus metrics of a server. It implements
+// engine.Observer: pass it as engine.Config.Observer.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	events     *prometheus.CounterVec
+	deliveries prometheus.Counter
+	attempts   *prometheus.CounterVec
+	finished   *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+	evalErrors *prometheus.CounterVec
+}
+
+var _ engine.Observer = (*Metrics)(nil)
+
+// NewMetrics returns metrics registered in a registry of their own, with
+// the Go runtime and process collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.events = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_events_received_total",
+		Help: "Events accepted by Emit; duplicate=\"true\" for repeated (tenant, id).",
+	}, []string{"duplicate"})
+	m.deliveries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "erpflow_deliveries_created_total",
+		Help: "Deliveries created: one per matched (rule, action).",
+	})
+	m.attempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_attempts_total",
+		Help: "Delivery attempts by action type and outcome (succeeded, retryable, permanent).",
+	}, []string{"action_type", "outcome"})
+	m.finished = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_deliveries_total",
+		Help: "Attempt results by the state the delivery went to (succeeded, failed = will retry, dead).",
+	}, []string{"state"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "erpflow_attempt_duration_seconds",
+		Help:    "Duration of delivery attempts.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"action_type"})
+	m.evalErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_condition_errors_total",
+		Help: "Rule conditions that failed at run time (the rule did not match).",
+	}, []string{"rule"})
+	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// EventAccepted implements engine.Observer.
+func (m *Metrics) EventAccepted(ev *engine.Event, duplicate bool, deliveries int) {
+	if duplicate {
+		m.events.WithLabelValues("true").Inc()
+		return
+	}
+	m.events.WithLabelValues("false").Inc()
+	m.deliveries.Add(float64(deliveries))
+}
+
+// AttemptDone implements engine.Observer.
+func (m *Metrics) AttemptDone(d *engine.Delivery, a *engine.Attempt, next engine.State) {
+	if a.Test {
+		return
+	}
+	m.attempts.WithLabelValues(d.ActionType, a.Outcome).Inc()
+	m.finished.WithLabelValues(string(next)).Inc()
+	m.latency.WithLabelValues(d.ActionType).Observe(a.Duration.Seconds())
+}
+
+// EvalError implements engine.Observer.
+func (m *Metrics) EvalError(rule string, err error) { m.evalErrors.WithLabelValues(rule).Inc() }
+
+// WatchQueue adds gauges read from store.Stats at every scrape: queue depth
+// by state and the age of the oldest pending delivery.
+func (m *Metrics) WatchQueue(store engine.Store) {
+	m.reg.MustRegister(&queueCollector{store: store,
+		depth: prometheus.NewDesc("erpflow_queue_depth", "Deliveries by state: pending (incl. failed awaiting retry), running, dead.", []string{"state"}, nil),
+		age:   prometheus.NewDesc("erpflow_oldest_pending_age_seconds", "Age of the oldest due delivery not yet done; 0 when none.", nil, nil),
+		up:    prometheus.NewDesc("erpflow_store_up", "1 when the queue statistics could be read.", nil, nil),
+	})
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry is where the metrics live, for adding more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+type queueCollector struct {
+	store          engine.Store
+	depth, age, up *prometheus.Desc
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.depth; ch <- c.age; ch <- c.up }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	now := time.Now()
+	st, err := c.store.Stats(ctx, now)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Pending), "pending")
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Running), "running")
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Dead), "dead")
+	age := 0.0
+	if !st.OldestPending.IsZero() && now.After(st.OldestPending) {
+		age = now.Sub(st.OldestPending).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
+}

@@ -1,0 +1,380 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/templates"
+)
+
+// maxRuleBody bounds a rule body.
+const maxRuleBody = 1 << 20
+
+// visibleRule returns the rule named in the path if the caller may see it;
+// otherwise it writes a 404.
+func (s *Server) visibleRule(w http.ResponseWriter, r *http.Request) (*ruleEntry, bool) {
+	name := r.PathValue("name")
+	e := s.rules.get(name)
+	if e == nil || !principalFrom(r.Context()).seesRule(e.tens) {
+		writeError(w, notFound("rule", name))
+		return nil, false
+	}
+	return e, true
+}
+
+// editableRule is visibleRule for an API rule; file rules are read-only.
+func (s *Server) editableRule(w http.ResponseWriter, r *http.Request) (*ruleEntry, bool) {
+	e, ok := s.visibleRule(w, r)
+	if !ok {
+		return nil, false
+	}
+	if e.api == nil {
+		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s and is read-only through the API; edit the file and reload", e.rule.Name, e.rule.Source.File))
+		return nil, false
+	}
+	return e, true
+}
+
+func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	q := r.URL.Query()
+	out := []ruleView{}
+	for _, e := range s.rules.list() {
+		if !p.seesRule(e.tens) {
+			continue
+		}
+		v := e.view()
+		if src := q.Get("source"); src != "" && v.Source != src {
+			continue
+		}
+		if t := q.Get("tenant"); t != "" && !(len(v.Tenants) == 0 || contains(v.Tenants, t)) {
+			continue
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.visibleRule(w, r)
+	if !ok {
+		return
+	}
+	v := e.view()
+	if e.api != nil {
+		w.Header().Set("ETag", etag(e.api.rec.Version))
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func etag(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
+
+// ifMatch reads the If-Match header (an ETag from GET) or ?version=; it
+// returns -1 when neither is given.
+func ifMatch(r *http.Request) (int64, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" {
+		h = r.URL.Query().Get("version")
+	}
+	if h == "" || h == "*" {
+		return -1, nil
+	}
+	v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
+	if err != nil || v <= 0 {
+		return 0, badRequest("If-Match", "must be a rule version as returned in ETag, e.g. \"3\"")
+	}
+	return v, nil
+}
+
+// entryView returns the view of rule name after a change.
+func (s *Server) entryView(name string) any {
+	if e := s.rules.get(name); e != nil {
+		return e.view()
+	}
+	return map[string]string{"name": name}
+}
+
+func (s *Server) respondRule(w http.ResponseWriter, status int, rec engine.RuleRecord) {
+	w.Header().Set("ETag", etag(rec.Version))
+	writeJSON(w, status, s.entryView(rec.Name))
+}
+
+func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	b, err := readBody(w, r, maxRuleBody)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	body, err := parseBody(b, "")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rule, err := s.rules.validate(p, body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if e := s.rules.get(rule.Name); e != nil {
+		if !p.seesRule(e.tens) {
+			// Do not reveal other tenants' rule names beyond "taken".
+			writeError(w, errf(http.StatusConflict, "conflict", "name", "the rule name %q is taken", rule.Name))
+			return
+		}
+		writeError(w, errf(http.StatusConflict, "conflict", "name", "a rule named %q exists already", rule.Name))
+		return
+	}
+	enabled, _ := body.enabledKey()
+	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
+		Name: rule.Name, Tenant: tenantOf(p, rule), Source: string(body.src), Enabled: enabled,
+	}, 0)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/rules/"+rec.Name)
+	s.respondRule(w, http.StatusCreated, rec)
+}
+
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	e, ok := s.editableRule(w, r)
+	if !ok {
+		return
+	}
+	ver, err := ifMatch(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if ver < 0 {
+		ver = e.api.rec.Version
+	}
+	b, err := readBody(w, r, maxRuleBody)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	body, err := parseBody(b, e.api.rec.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.replaceRule(w, r, p, e, body, ver)
+}
+
+func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principal, e *ruleEntry, body *ruleBody, ver int64) {
+	rule, err := s.rules.validate(p, body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	enabled, has := body.enabledKey()
+	if !has {
+		enabled = e.api.rec.Enabled
+	}
+	tenant := tenantOf(p, rule)
+	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
+		Name: e.api.rec.Name, Tenant: tenant, Source: string(body.src), Enabled: enabled,
+	}, ver)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	s.respondRule(w, http.StatusOK, rec)
+}
+
+func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	e, ok := s.editableRule(w, r)
+	if !ok {
+		return
+	}
+	ver, err := ifMatch(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if ver < 0 {
+		ver = e.api.rec.Version
+	}
+	b, err := readBody(w, r, maxRuleBody)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var patch map[string]any
+	if err := yaml.Unmarshal(b, &patch); err != nil || patch == nil {
+		writeError(w, badRequest("", "the body must be an object of the rule keys to change"))
+		return
+	}
+	if n, ok := patch["name"]; ok && n != e.api.rec.Name {
+		writeError(w, badRequest("name", "a rule cannot be renamed; duplicate it under the new name and delete this one"))
+		return
+	}
+	merged, err := mergePatch(e.api.rec.Source, patch)
+	if err != nil {
+		writeError(w, internal(err))
+		return
+	}
+	body, err := parseBody(merged, e.api.rec.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, has := patch["enabled"]; !has {
+		delete(body.top, "enabled") // the stored state stays
+	}
+	s.replaceRule(w, r, p, e, body, ver)
+}
+
+func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
+	e, ok := s.editableRule(w, r)
+	if !ok {
+		return
+	}
+	if err := s.rules.delete(r.Context(), e.api.rec.Name); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) enableRule(on bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		e, ok := s.editableRule(w, r)
+		if !ok {
+			return
+		}
+		rec := e.api.rec
+		if rec.Enabled == on {
+			s.respondRule(w, http.StatusOK, rec)
+			return
+		}
+		rec.Enabled = on
+		stored, err := s.rules.put(r.Context(), rec, rec.Version)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.respondRule(w, http.StatusOK, stored)
+	}
+}
+
+func (s *Server) duplicateRule(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	e, ok := s.visibleRule(w, r)
+	if !ok {
+		return
+	}
+	if e.api == nil {
+		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s; copy it in the file", e.rule.Name, e.rule.Source.File))
+		return
+	}
+	b, err := readBody(w, r, 4096)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req struct {
+		Name string `json:"name"`
+	}
+	if len(strings.TrimSpace(string(b))) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, badRequest("name", "the body must be {\"name\": \"new-name\"} or empty: %v", err))
+			return
+		}
+	}
+	if req.Name == "" {
+		req.Name = e.api.rec.Name + "-copy"
+	}
+	if s.rules.get(req.Name) != nil {
+		writeError(w, errf(http.StatusConflict, "conflict", "name", "a rule named %q exists already", req.Name))
+		return
+	}
+	var top map[string]any
+	if err := yaml.Unmarshal([]byte(e.api.rec.Source), &top); err != nil || top == nil {
+		writeError(w, internal(fmt.Errorf("rule %q: stored source is not a mapping", e.api.rec.Name)))
+		return
+	}
+	top["name"] = req.Name
+	delete(top, "enabled")
+	src, err := yaml.Marshal(top)
+	if err != nil {
+		writeError(w, internal(err))
+		return
+	}
+	body, err := parseBody(src, req.Name)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := s.rules.validate(p, body); err != nil {
+		writeError(w, err)
+		return
+	}
+	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
+		Name: req.Name, Tenant: e.api.rec.Tenant, Source: string(src), Enabled: false,
+	}, 0)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/rules/"+rec.Name)
+	s.respondRule(w, http.StatusCreated, rec)
+}
+
+// testRule runs the rule's actions for a sample event now, enabled or not.
+func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	e, ok := s.visibleRule(w, r)
+	if !ok {
+		return
+	}
+	if e.rule == nil {
+		writeError(w, errf(http.StatusConflict, "invalid_rule", "", "rule %q does not load: %v", e.api.rec.Name, e.api.err))
+		return
+	}
+	b, err := readBody(w, r, s.opts.MaxEventBytes)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ev, err := templates.DecodeEvent(b)
+	if err != nil {
+		writeError(w, emitError(err))
+		return
+	}
+	if p.Bound {
+		if ev.Tenant == "" {
+			ev.Tenant = p.Tenant
+		} else if ev.Tenant != p.Tenant {
+			writeError(w, errf(http.StatusForbidden, "forbidden", "tenant", "token %q may only use events of tenant %q", p.Name, p.Tenant))
+			return
+		}
+	}
+	res, err := s.eng.Test(r.Context(), e.rule, ev)
+	if err != nil {
+		writeError(w, internal(fmt.Errorf("testing rule %q: %w", e.rule.Name, err)))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rule": e.rule.Name, "results": nonNil(res)})
+}

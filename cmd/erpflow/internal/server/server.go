@@ -1,0 +1,227 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// Options configures a Server. Zero values mean defaults.
+type Options struct {
+	// Engine runs the rules; required. The Server owns its rule set.
+	Engine *engine.Engine
+	// Actions decodes action configs of rules (the action registry);
+	// required for rules with actions.
+	Actions triggers.ActionDecoder
+	// RulePaths are rule files or directories, reloaded by ReloadFiles.
+	// Default none.
+	RulePaths []string
+	// LookupEnv resolves ${NAME} in rules. Default os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// Tokens are the bearer tokens. Default none: no authentication.
+	Tokens []config.Token
+	// MaxEventBytes is the largest accepted event. Default 1 MiB.
+	MaxEventBytes int64
+	// MaxBatchEvents is the most events in one request. Default 1000.
+	MaxBatchEvents int
+	// Metrics, when set, is served at /metrics.
+	Metrics *Metrics
+	// Logger receives request and reload logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the HTTP API. It implements http.Handler.
+type Server struct {
+	opts  Options
+	eng   *engine.Engine
+	store engine.Store
+	auth  *authenticator
+	rules *ruleManager
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// maxBatchBody caps a batch request body whatever the per-event limit.
+const maxBatchBody = 64 << 20
+
+// New loads the file rules and the API rules into the engine and returns
+// the API. A bad rule file is an error naming file:line:col.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Engine == nil {
+		return nil, errors.New("server: Options.Engine is required")
+	}
+	if opts.MaxEventBytes <= 0 {
+		opts.MaxEventBytes = config.DefaultMaxEventBytes
+	}
+	if opts.MaxBatchEvents <= 0 {
+		opts.MaxBatchEvents = config.DefaultMaxBatchEvents
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	s := &Server{
+		opts:  opts,
+		eng:   opts.Engine,
+		store: opts.Engine.Store(),
+		auth:  newAuthenticator(opts.Tokens),
+		log:   opts.Logger,
+	}
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv}, opts.RulePaths, opts.Logger)
+	files, err := s.rules.loadFiles()
+	if err != nil {
+		return nil, err
+	}
+	s.rules.files = files
+	if err := s.rules.refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+// ReloadFiles reads the rule files again and applies them atomically; on
+// error the rules in force stay and the error names file:line:col.
+func (s *Server) ReloadFiles(ctx context.Context) (int, error) {
+	n, err := s.rules.ReloadFiles(ctx)
+	if err != nil {
+		s.log.Error("rules reload failed; the previous rules stay in force", "error", err)
+		return 0, err
+	}
+	s.log.Info("rules reloaded", "file_rules", n)
+	return n, nil
+}
+
+// RefreshRules reads the API rules from the database and applies them if
+// any changed.
+func (s *Server) RefreshRules(ctx context.Context) error { return s.rules.Refresh(ctx) }
+
+// WatchRules calls RefreshRules every interval until ctx ends: several
+// processes on one database pick up each other's rule changes this way.
+func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
+	s.rules.watch(ctx, interval)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	lvl := slog.LevelDebug
+	if rec.status >= 500 {
+		lvl = slog.LevelError
+	} else if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" {
+		lvl = slog.LevelInfo
+	}
+	// The Authorization header is never logged; only the token's name.
+	s.log.Log(r.Context(), lvl, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+		"duration", time.Since(start).Round(time.Microsecond), "token", rec.who)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	who    string
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		m.Handle("GET /metrics", s.opts.Metrics.Handler())
+	}
+	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+
+	m.HandleFunc("POST /v1/events", s.require(config.ScopeEventsWrite, s.postEvents))
+	m.HandleFunc("GET /v1/events/{id}", s.require(config.ScopeDeliveriesRead, s.getEvent))
+
+	m.HandleFunc("GET /v1/rules", s.require(config.ScopeRulesRead, s.listRules))
+	m.HandleFunc("POST /v1/rules", s.require(config.ScopeRulesWrite, s.createRule))
+	m.HandleFunc("POST /v1/rules:reload", s.require(config.ScopeRulesWrite, s.reloadRules))
+	m.HandleFunc("GET /v1/rules/{name}", s.require(config.ScopeRulesRead, s.getRule))
+	m.HandleFunc("PUT /v1/rules/{name}", s.require(config.ScopeRulesWrite, s.putRule))
+	m.HandleFunc("PATCH /v1/rules/{name}", s.require(config.ScopeRulesWrite, s.patchRule))
+	m.HandleFunc("DELETE /v1/rules/{name}", s.require(config.ScopeRulesWrite, s.deleteRule))
+	m.HandleFunc("POST /v1/rules/{name}/duplicate", s.require(config.ScopeRulesWrite, s.duplicateRule))
+	m.HandleFunc("POST /v1/rules/{name}/enable", s.require(config.ScopeRulesWrite, s.enableRule(true)))
+	m.HandleFunc("POST /v1/rules/{name}/disable", s.require(config.ScopeRulesWrite, s.enableRule(false)))
+	m.HandleFunc("POST /v1/rules/{name}/test", s.require(config.ScopeRulesWrite, s.testRule))
+
+	m.HandleFunc("GET /v1/deliveries", s.require(config.ScopeDeliveriesRead, s.listDeliveries))
+	m.HandleFunc("GET /v1/deliveries/{id}", s.require(config.ScopeDeliveriesRead, s.getDelivery))
+	m.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(config.ScopeDeliveriesWrite, s.retryDelivery))
+	m.HandleFunc("POST /v1/deliveries:replay", s.require(config.ScopeDeliveriesWrite, s.replayDeliveries))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errf(http.StatusNotFound, "not_found", "", "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	s.mux = m
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeError(w, errf(http.StatusServiceUnavailable, "unavailable", "", "database unreachable: %v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readBody reads at most limit bytes of the request body; more is a 413.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errf(http.StatusRequestEntityTooLarge, "too_large", "", "the request body is larger than %d bytes", limit)
+		}
+		return nil, badRequest("", "reading the request body: %v", err)
+	}
+	return b, nil
+}
+
+func (s *Server) reloadRules(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	if p.Bound {
+		writeError(w, errf(http.StatusForbidden, "forbidden", "", "reloading rule files needs a token not bound to a tenant"))
+		return
+	}
+	n, err := s.ReloadFiles(r.Context())
+	if err != nil {
+		ae := ruleError(err)
+		ae.Code = "invalid_rules"
+		ae.Message = fmt.Sprintf("the rules were not reloaded; the previous rules stay in force: %v", err)
+		writeError(w, ae)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"file_rules": n, "paths": nonNil(s.opts.RulePaths)})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
