@@ -1,0 +1,310 @@
+package webhook
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/templates"
+)
+
+// config is one decoded webhook action. Immutable; safe for concurrent use.
+type config struct {
+	f             *Factory
+	client        *client
+	url           *templates.Template
+	urlSecret     bool // the URL holds secret-looking query values: stored masked, re-rendered at send
+	method        string
+	body          templates.Body
+	contentType   string
+	headers       map[string]*templates.Template // canonical names
+	secretHeaders map[string]bool                // canonical names whose values are masked
+	auth          string                         // Authorization value; "" for none
+	authMasked    string
+	secrets       [][]byte
+	timeout       time.Duration
+}
+
+var (
+	_ actions.Config = (*config)(nil)
+	_ actions.Masker = (*config)(nil)
+)
+
+// Type implements actions.Config.
+func (c *config) Type() string { return "webhook" }
+
+// Payload is the stored form of a webhook delivery (what Render returns
+// and Execute sends). It holds no secrets.
+type Payload struct {
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    *string           `json:"body,omitempty"`
+}
+
+const masked = "****"
+
+func (c *config) payload(ev *templates.Event, meta actions.Meta) Payload {
+	p := Payload{Method: c.method, URL: c.url.Render(ev, meta)}
+	if c.urlSecret {
+		p.URL = MaskURL(p.URL)
+	}
+	if c.body.Mode != templates.BodyNone {
+		b := string(c.body.AppendRender(nil, ev, meta))
+		p.Body = &b
+	}
+	p.Headers = make(map[string]string, len(c.headers)+1)
+	if p.Body != nil {
+		p.Headers["Content-Type"] = c.contentType
+	}
+	for name, t := range c.headers {
+		if c.secretHeaders[name] {
+			p.Headers[name] = masked
+			continue
+		}
+		p.Headers[name] = t.Render(ev, meta)
+	}
+	return p
+}
+
+// Render implements actions.Config: the request to send, without secrets.
+func (c *config) Render(ev *templates.Event, meta actions.Meta) (json.RawMessage, error) {
+	if ev == nil {
+		return nil, errors.New("webhook: no event")
+	}
+	return json.Marshal(c.payload(ev, meta))
+}
+
+// Preview implements actions.Masker: the request as it would be sent, with
+// the headers erpflow adds at send time and secrets masked.
+func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessage, error) {
+	if ev == nil {
+		return nil, errors.New("webhook: no event")
+	}
+	p := c.payload(ev, meta)
+	p.Headers["User-Agent"] = c.f.userAgent
+	if c.auth != "" {
+		p.Headers["Authorization"] = c.authMasked
+	}
+	if len(c.secrets) > 0 {
+		id := meta.DeliveryID
+		if id == "" {
+			id = "<delivery id>"
+		}
+		p.Headers[HeaderID] = id
+		p.Headers[HeaderTimestamp] = "<unix time of sending>"
+		sigs := make([]string, len(c.secrets))
+		for i := range sigs {
+			sigs[i] = "v1,<signature>"
+		}
+		p.Headers[HeaderSignature] = strings.Join(sigs, " ")
+	}
+	return json.Marshal(p)
+}
+
+// Execute implements actions.Action: it sends the stored payload with
+// auth and signature headers, with quick retries, and reports the attempt.
+func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outcome {
+	var p Payload
+	if err := json.Unmarshal(req.Payload, &p); err != nil {
+		return actions.Outcome{Status: actions.Permanent, Error: "webhook: stored payload is not valid: " + err.Error()}
+	}
+	target := p.URL
+	if c.urlSecret {
+		if req.Event == nil {
+			return actions.Outcome{Status: actions.Permanent, Error: "webhook: the URL holds secrets and the event is not available to render it"}
+		}
+		target = c.url.Render(req.Event, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID})
+	}
+	var body []byte
+	if p.Body != nil {
+		body = []byte(*p.Body)
+	}
+
+	h := make(http.Header, len(p.Headers)+6)
+	for k, v := range p.Headers {
+		h[http.CanonicalHeaderKey(k)] = []string{v}
+	}
+	for name := range c.secretHeaders {
+		t, ok := c.headers[name]
+		if !ok {
+			continue
+		}
+		if req.Event == nil && !t.Constant() {
+			return actions.Outcome{Status: actions.Permanent, Error: "webhook: header " + name + " is secret and the event is not available to render it"}
+		}
+		ev := req.Event
+		if ev == nil {
+			ev = &templates.Event{}
+		}
+		h.Set(name, t.Render(ev, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID}))
+	}
+	if c.auth != "" {
+		h.Set("Authorization", c.auth)
+	}
+	h.Set("User-Agent", c.f.userAgent)
+	if body != nil && h.Get("Content-Type") == "" {
+		h.Set("Content-Type", c.contentType)
+	}
+	if len(c.secrets) > 0 {
+		id := req.DeliveryID
+		if id == "" {
+			id = newMsgID()
+		}
+		ts := strconv.FormatInt(c.f.now().Unix(), 10)
+		h[HeaderID] = []string{id}
+		h[HeaderTimestamp] = []string{ts}
+		h[HeaderSignature] = []string{signKeys(c.secrets, id, ts, body)}
+	}
+
+	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestHeaders: c.maskHeaders(h), RequestBody: p.Body}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	tries := &tryRecorder{}
+	ctx = context.WithValue(ctx, recorderKey{}, tries)
+
+	var rawBody any
+	if body != nil {
+		rawBody = body
+	}
+	rreq, err := retryablehttp.NewRequestWithContext(ctx, p.Method, target, rawBody)
+	if err != nil {
+		msg := "webhook: cannot build request: " + redactText(errorText(err))
+		rec.Error = msg
+		return c.outcome(actions.Outcome{Status: actions.Permanent, Error: msg}, rec, tries)
+	}
+	rreq.Header = h
+
+	start := time.Now()
+	resp, err := c.client.retry.Do(rreq)
+	var out actions.Outcome
+	if err != nil {
+		out = c.transportFailure(ctx, err)
+	} else {
+		out = c.readResponse(resp, rec)
+	}
+	rec.DurationMS = ms(time.Since(start))
+	if out.Error != "" && rec.Error == "" {
+		rec.Error = out.Error
+	}
+	return c.outcome(out, rec, tries)
+}
+
+func (c *config) outcome(out actions.Outcome, rec *Record, tries *tryRecorder) actions.Outcome {
+	rec.Tries = tries.list()
+	if rec.Tries == nil {
+		rec.Tries = []Try{}
+	}
+	rec.QuickRetries = max(len(rec.Tries)-1, 0)
+	if len(rec.Tries) > 1 && out.Error != "" {
+		out.Error += fmt.Sprintf(" (%d tries)", len(rec.Tries))
+	}
+	rec.Error = out.Error
+	b, err := json.Marshal(rec)
+	if err == nil {
+		out.Detail = b
+	}
+	return out
+}
+
+func (c *config) transportFailure(ctx context.Context, err error) actions.Outcome {
+	msg := redactText(errorText(err))
+	switch {
+	case isBlocked(err):
+		var be *BlockedAddressError
+		errors.As(err, &be)
+		return actions.Outcome{Status: actions.Permanent, Error: be.Error()}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("timeout after %s", c.timeout)}
+	case isCertError(err):
+		return actions.Outcome{Status: actions.Retryable, Error: "TLS certificate not accepted: " + msg}
+	}
+	return actions.Outcome{Status: actions.Retryable, Error: msg}
+}
+
+// readResponse classifies the final response and records it, reading at
+// most MaxResponseBody bytes into memory.
+func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome {
+	defer resp.Body.Close()
+	rec.Status = resp.StatusCode
+	rec.ResponseHeaders = flatten(resp.Header)
+	limit := c.f.maxBody
+	kept, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	n := int64(len(kept))
+	if int64(len(kept)) > limit {
+		kept = kept[:limit]
+		rec.ResponseBodyTruncated = true
+		rest, err2 := io.Copy(io.Discard, io.LimitReader(resp.Body, discardLimit))
+		n += rest
+		if rest == discardLimit {
+			rec.ResponseBodyPartial = true
+		}
+		err = err2
+	}
+	rec.ResponseBody = string(kept)
+	rec.ResponseBodyLength = n
+	out := actions.Outcome{Code: resp.StatusCode}
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code <= 299:
+		out.Status = actions.Succeeded
+		if err != nil && !errors.Is(err, io.EOF) {
+			// The receiver accepted it; a broken body after a 2xx does
+			// not make the delivery fail.
+			rec.Error = "reading response body: " + redactText(errorText(err))
+		}
+		return out
+	case code == http.StatusGone:
+		out.Status = actions.Permanent
+		out.Error = "HTTP 410 Gone: the receiver asks to stop sending"
+		return out
+	case code >= 300 && code <= 399:
+		rec.Location = MaskURL(resp.Header.Get("Location"))
+		out.Status = actions.Retryable
+		out.Error = fmt.Sprintf("HTTP %d redirect to %s not followed (redirects are refused; update the url)", code, rec.Location)
+	default:
+		out.Status = actions.Retryable
+		out.Error = "HTTP " + strings.TrimSpace(resp.Status)
+	}
+	if ra, ok := retryAfter(resp.Header, c.f.now()); ok {
+		out.RetryAfter = ra
+	}
+	return out
+}
+
+func (c *config) maskHeaders(h http.Header) map[string]string {
+	m := flatten(h)
+	for k := range m {
+		ck := http.CanonicalHeaderKey(k)
+		switch {
+		case ck == "Authorization":
+			if c.authMasked != "" {
+				m[k] = c.authMasked
+			} else {
+				m[k] = masked
+			}
+		case ck == "Webhook-Signature":
+			m[k] = "v1," + masked
+		case c.secretHeaders[ck]:
+			m[k] = masked
+		}
+	}
+	return m
+}
+
+func newMsgID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "msg_" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,86 @@
+package webhook_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+)
+
+func TestDecodeErrors(t *testing.T) {
+	f := webhook.New(webhook.Options{})
+	for _, tc := range []struct {
+		src  string
+		want []string // "line:col: path: message fragment"
+	}{
+		{"url: http://erp.example/hook", []string{"1:6: url: http:// URLs are refused"}},
+		{"url: https://erp.example/hook?t={typ}", []string{"1:33: url: unknown placeholder {typ} (did you mean {type}?)"}},
+		{"url: \"https://erp.example/{dat.x}\"", []string{"1:27: url: unknown placeholder {dat.x}"}},
+		{"url: https://{tenant}.example/", []string{"1:14: url: placeholders are not allowed"}},
+		{"url: https://u:p@erp.example/", []string{"url: credentials in the URL"}},
+		{"url: https://erp.example/\nmethd: PUT", []string{"2:1: methd: unknown key (did you mean \"method\"?)"}},
+		{"url: https://erp.example/\nmethod: FETCH", []string{"2:9: method: unknown method"}},
+		{"url: https://erp.example/\nbody: full", []string{"2:7: body: unknown body mode"}},
+		{"url: https://erp.example/\nbody: template", []string{"template: body: template needs a template"}},
+		{"url: https://erp.example/\nsecret: abc", []string{"2:9: secret: invalid webhook secret: must start with \"whsec_\""}},
+		{"url: https://erp.example/\nsecret: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, whsec_!!]", []string{"2:50: secret[1]: invalid webhook secret"}},
+		{"url: https://erp.example/\nauth: {basic: {user: x}}", []string{"auth.basic.user: unknown key (did you mean \"username\"?)", "auth.basic.username: required"}},
+		{"url: https://erp.example/\nauth: {oauth: {token: x}}", []string{"auth.oauth: unknown auth kind"}},
+		{"url: https://erp.example/\nauth: {bearer: {token: \"\"}}", []string{"auth.bearer.token: must not be empty"}},
+		{"url: https://erp.example/\ntimeout: forever", []string{"2:10: timeout: must be a duration"}},
+		{"url: https://erp.example/\ntimeout: 1h", []string{"timeout: must be more than 0 and at most 10m0s"}},
+		{"url: https://erp.example/\nheaders: {webhook-id: x, \"bad name\": y, X-A: \"{nope}\"}", []string{"headers.webhook-id: Webhook-Id cannot be set", "headers.bad name: invalid header name", "2:47: headers.X-A: unknown placeholder {nope}"}},
+		{"url: https://erp.example/\ntemplate: '{\"a\": \"{data.x}\", \"b\": {id}}'", []string{"template: malformed JSON"}},
+		{"url: https://erp.example/\ntemplate:\n  a: \"{evnt}\"", []string{"3:7: template.a: unknown placeholder {evnt} (did you mean {event}?)"}},
+		{"url: https://erp.example/\ntemplate: |\n  {\"a\": 1,\n   \"b\": \"{bad}\"}", []string{"4:10: template: unknown placeholder {bad}"}},
+		{"url: https://erp.example/\nbody: envelope\ntemplate: '{}'", []string{"template: only used with body: template"}},
+		{"url: https://erp.example/\nca_file: /nonexistent/ca.pem", []string{"2:10: ca_file:"}},
+		{"method: GET", []string{"url: required"}},
+	} {
+		_, err := f.Decode(decodeNode(t, tc.src))
+		if err == nil {
+			t.Errorf("%q: accepted", tc.src)
+			continue
+		}
+		var fe *actions.FieldError
+		if !errors.As(err, &fe) {
+			t.Errorf("%q: not a FieldError: %v", tc.src, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%q:\n got %v\nwant %q", tc.src, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), "MfKQ9r8") {
+			t.Errorf("error quotes a secret: %v", err)
+		}
+	}
+}
+
+func TestDecodeAllowHTTP(t *testing.T) {
+	f := webhook.New(webhook.Options{AllowHTTP: true})
+	cfg := mustDecode(t, f, "url: http://mysite.example/webhook?id={id}&type={type}\nmethod: GET")
+	payload, err := cfg.Render(salesOrder(t), actions.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(payload), `{"method":"GET","url":"http://mysite.example/webhook?id=SO1000\u0026type=SalesOrder"}`; got != want {
+		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}
+
+func TestSchemaIsJSON(t *testing.T) {
+	var v map[string]any
+	if err := json.Unmarshal(webhook.New(webhook.Options{}).Schema(), &v); err != nil {
+		t.Fatal(err)
+	}
+	props := v["properties"].(map[string]any)
+	for _, k := range []string{"url", "method", "body", "template", "headers", "auth", "secret", "timeout", "ca_file"} {
+		if _, ok := props[k]; !ok {
+			t.Errorf("schema lacks %s", k)
+		}
+	}
+}

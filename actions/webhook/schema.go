@@ -1,0 +1,34 @@
+package webhook
+
+import "encoding/json"
+
+// Schema implements actions.Schemer: the JSON Schema of a webhook action's
+// keys (without "type" and "retry", which the rules format defines).
+func (f *Factory) Schema() json.RawMessage { return json.RawMessage(schemaJSON) }
+
+const schemaJSON = `{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "title": "webhook action",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["url"],
+  "properties": {
+    "url": {"type": "string", "description": "https:// URL; {id}, {type}, {entity}, {event}, {event_id}, {tenant}, {actor}, {occurred_at}, {rule}, {delivery_id}, {data.PATH}, {previous.PATH} placeholders in path and query (not in scheme or host)"},
+    "method": {"enum": ["POST", "PUT", "PATCH", "GET", "DELETE"], "default": "POST"},
+    "body": {"enum": ["entity", "envelope", "none", "template"], "description": "default: entity (none for GET and DELETE; template when template is set)"},
+    "template": {"description": "JSON body template (JSON text or YAML mapping); a string that is exactly \"{data.x}\" inserts the JSON value", "type": ["string", "object", "array"]},
+    "headers": {"type": "object", "additionalProperties": {"type": "string"}, "description": "extra headers; values may hold placeholders"},
+    "secret_headers": {"type": "array", "items": {"type": "string"}, "description": "headers whose values are masked in stored payloads and logs (Authorization, Cookie and names with token/secret/password/api-key/signature always are)"},
+    "auth": {
+      "type": "object",
+      "oneOf": [
+        {"required": ["basic"], "additionalProperties": false, "properties": {"basic": {"type": "object", "additionalProperties": false, "required": ["username"], "properties": {"username": {"type": "string"}, "password": {"type": "string"}}}}},
+        {"required": ["bearer"], "additionalProperties": false, "properties": {"bearer": {"type": "object", "additionalProperties": false, "required": ["token"], "properties": {"token": {"type": "string"}}}}}
+      ]
+    },
+    "secret": {"description": "Standard Webhooks signing secret whsec_<base64>, or a list of them during rotation", "oneOf": [{"type": "string", "pattern": "^whsec_"}, {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^whsec_"}}]},
+    "timeout": {"type": ["string", "integer"], "description": "whole attempt including quick retries, e.g. 15s (default), at most 10m; an integer is seconds"},
+    "ca_file": {"type": "string", "description": "PEM bundle of CAs that verify this receiver (on-premise receivers)"},
+    "content_type": {"type": "string", "default": "application/json"}
+  }
+}`

@@ -1,0 +1,278 @@
+package webhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Options configures the webhook action type. Zero values mean defaults.
+type Options struct {
+	AllowHTTP            bool          // default false: https:// only (http:// URLs are refused at load)
+	AllowPrivateNetworks bool          // default false: SSRF guard on
+	AllowedNetworks      []string      // CIDRs, IPs or host names exempt from the SSRF guard; default none
+	MaxResponseBody      int64         // bytes of response body kept per attempt; default 65536
+	QuickRetries         *int          // in-process retries per attempt; default 2 (0 disables)
+	MaxRetryAfter        time.Duration // longest Retry-After waited for in-process; default 30s (longer ones end the attempt and go to the engine)
+	MaxConnsPerHost      int           // concurrent connections per destination host; default 64
+	FollowRedirects      bool          // default false: a 3xx is a failed attempt (Location recorded)
+	Logger               *slog.Logger  // default: discard
+	// QuickRetryWait is the first wait between quick retries, doubling up
+	// to 2s. Default 250ms.
+	QuickRetryWait time.Duration
+	// RootCAs verifies receivers' certificates for actions without a
+	// ca_file. Default: the system pool.
+	RootCAs *x509.CertPool
+	// Resolve maps "host:port" to the "ip:port" actually dialled, like
+	// curl --resolve (split-horizon DNS, tests). TLS still verifies the
+	// original host name and the SSRF guard still checks the IP. Default none.
+	Resolve map[string]string
+	// Version is the product version sent as User-Agent "erpflow/<Version>".
+	// Default "dev".
+	Version string
+	// Now returns the current time (signature timestamps). Default time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultMaxResponseBody = 64 << 10
+	defaultQuickRetries    = 2
+	defaultMaxRetryAfter   = 30 * time.Second
+	defaultMaxConnsPerHost = 64
+	defaultTimeout         = 15 * time.Second
+	maxTimeout             = 10 * time.Minute
+	// discardLimit bounds how much of an oversized response body is read
+	// (and thrown away) to learn its length.
+	discardLimit = 64 << 20
+)
+
+// Factory is the webhook action type: it decodes `type: webhook` actions
+// and owns the HTTP transports they share. Safe for concurrent use.
+type Factory struct {
+	opts         Options
+	guard        *guard
+	guardErr     error
+	quickRetries int
+	maxBody      int64
+	userAgent    string
+	now          func() time.Time
+
+	mu      sync.Mutex
+	clients map[[32]byte]*client // by CA bundle (zero key: default pool)
+}
+
+// New returns the webhook action type for an actions.Registry.
+func New(opts Options) *Factory {
+	f := &Factory{opts: opts, clients: map[[32]byte]*client{}}
+	f.guard, f.guardErr = newGuard(opts.AllowPrivateNetworks, opts.AllowedNetworks)
+	if f.guard == nil {
+		f.guard = &guard{}
+	}
+	f.quickRetries = defaultQuickRetries
+	if opts.QuickRetries != nil {
+		f.quickRetries = max(*opts.QuickRetries, 0)
+	}
+	f.maxBody = opts.MaxResponseBody
+	if f.maxBody <= 0 {
+		f.maxBody = defaultMaxResponseBody
+	}
+	if f.opts.MaxRetryAfter <= 0 {
+		f.opts.MaxRetryAfter = defaultMaxRetryAfter
+	}
+	if f.opts.QuickRetryWait <= 0 {
+		f.opts.QuickRetryWait = 250 * time.Millisecond
+	}
+	if f.opts.MaxConnsPerHost <= 0 {
+		f.opts.MaxConnsPerHost = defaultMaxConnsPerHost
+	}
+	v := opts.Version
+	if v == "" {
+		v = "dev"
+	}
+	f.userAgent = "erpflow/" + v
+	f.now = opts.Now
+	if f.now == nil {
+		f.now = time.Now
+	}
+	return f
+}
+
+// Close closes idle connections of every transport. Configs decoded by f
+// keep working (new connections are opened as needed).
+func (f *Factory) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.clients {
+		c.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// client is one shared transport (per CA bundle) with its retrying client.
+type client struct {
+	transport *http.Transport
+	retry     *retryablehttp.Client
+}
+
+// clientFor returns the shared client for a CA bundle (nil pool: default).
+func (f *Factory) clientFor(pemHash [32]byte, pool *x509.CertPool) *client {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.clients[pemHash]; ok {
+		return c
+	}
+	if pool == nil {
+		pool = f.opts.RootCAs
+	}
+	n := f.opts.MaxConnsPerHost
+	tr := &http.Transport{
+		Proxy:                 nil, // a proxy would dial for us and bypass the SSRF guard
+		DialContext:           f.guard.dialer(f.opts.Resolve),
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   n,
+		MaxConnsPerHost:       n,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}
+	hc := &http.Client{
+		// The wrapper records every try; it deliberately does not
+		// implement CloseIdleConnections, so retryablehttp's habit of
+		// closing idle connections after a failed request does not drop
+		// the pool shared by every other delivery.
+		Transport: recordingTransport{base: tr},
+	}
+	if f.opts.FollowRedirects {
+		hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("stopped after 5 redirects")
+			}
+			if req.URL.Scheme != "https" && !f.opts.AllowHTTP {
+				return errors.New("refusing to follow a redirect to a non-https URL")
+			}
+			return nil
+		}
+	} else {
+		hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+	rc := &retryablehttp.Client{
+		HTTPClient:   hc,
+		RetryWaitMin: f.opts.QuickRetryWait,
+		RetryWaitMax: 2 * time.Second,
+		RetryMax:     f.quickRetries,
+		CheckRetry:   f.checkRetry,
+		Backoff:      f.backoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	if f.opts.Logger != nil {
+		rc.Logger = redactingLogger{f.opts.Logger}
+	}
+	c := &client{transport: tr, retry: rc}
+	f.clients[pemHash] = c
+	return c
+}
+
+// quickRetryStatus says whether a status is worth retrying at once.
+func quickRetryStatus(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+func (f *Factory) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, nil
+	}
+	if err != nil {
+		// Configuration problems do not go away in a second.
+		if isBlocked(err) || isCertError(err) {
+			return false, nil
+		}
+		return true, nil
+	}
+	if !quickRetryStatus(resp.StatusCode) {
+		return false, nil
+	}
+	if ra, ok := retryAfter(resp.Header, f.now()); ok {
+		if ra > f.opts.MaxRetryAfter {
+			return false, nil // the engine waits that long, not a worker
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < ra {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (f *Factory) backoff(lo, hi time.Duration, n int, resp *http.Response) time.Duration {
+	if resp != nil {
+		if ra, ok := retryAfter(resp.Header, f.now()); ok {
+			// Clamped: retryablehttp's DefaultBackoff would wait any
+			// Retry-After, however long.
+			return min(ra, f.opts.MaxRetryAfter)
+		}
+	}
+	d := lo << min(n, 10)
+	if d > hi || d <= 0 {
+		d = hi
+	}
+	// ±20% jitter so that many deliveries to one host do not retry in step.
+	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
+}
+
+// retryAfter parses a Retry-After header (seconds or HTTP date).
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := h.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if s < 0 {
+			return 0, false
+		}
+		if s > 1<<31 {
+			s = 1 << 31
+		}
+		return time.Duration(s) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	if d := t.Sub(now); d > 0 {
+		return d.Round(time.Second), true
+	}
+	return 0, true
+}
+
+func isCertError(err error) bool {
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
+}
+
+func hashPEM(b []byte) [32]byte {
+	if len(b) == 0 {
+		return [32]byte{}
+	}
+	return sha256.Sum256(b)
+}
