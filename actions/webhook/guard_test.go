@@ -25,8 +25,8 @@ func TestBlockedReason(t *testing.T) {
 func TestMaskURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"https://h/x?id=1&token=abc&api_key=k&sig=s": "https://h/x?id=1&token=****&api_key=****&sig=****",
-		"https://u:p@h/x":                            "https://****@h/x",
-		"https://h/x?id=1":                           "https://h/x?id=1",
+		"https://u:p@h/x":  "https://****@h/x",
+		"https://h/x?id=1": "https://h/x?id=1",
 	} {
 		if got := MaskURL(in); got != want {
 			t.Errorf("%s: %s, want %s", in, got, want)

@@ -33,9 +33,9 @@ type Record struct {
 	ResponseBody    string            `json:"response_body,omitempty"`
 	// ResponseBodyLength is the body's full length in bytes (at least this
 	// much when ResponseBodyPartial: reading stopped at 64 MiB).
-	ResponseBodyLength    int64 `json:"response_body_length,omitempty"`
-	ResponseBodyTruncated bool  `json:"response_body_truncated,omitempty"`
-	ResponseBodyPartial   bool  `json:"response_body_partial,omitempty"`
+	ResponseBodyLength    int64  `json:"response_body_length,omitempty"`
+	ResponseBodyTruncated bool   `json:"response_body_truncated,omitempty"`
+	ResponseBodyPartial   bool   `json:"response_body_partial,omitempty"`
 	Location              string `json:"location,omitempty"` // of an unfollowed redirect
 
 	DurationMS   float64 `json:"duration_ms"`

@@ -444,8 +444,11 @@ func TestSSRFGuard(t *testing.T) {
 	}
 	for name, mod := range map[string]func(*webhook.Options){
 		"allow_private_networks": func(o *webhook.Options) { o.AllowPrivateNetworks = true },
-		"allowed cidr":           func(o *webhook.Options) { o.AllowPrivateNetworks = false; o.AllowedNetworks = []string{"127.0.0.0/8", "::1"} },
-		"allowed host":           func(o *webhook.Options) { o.AllowPrivateNetworks = false; o.AllowedNetworks = []string{"localhost"} },
+		"allowed cidr": func(o *webhook.Options) {
+			o.AllowPrivateNetworks = false
+			o.AllowedNetworks = []string{"127.0.0.0/8", "::1"}
+		},
+		"allowed host": func(o *webhook.Options) { o.AllowPrivateNetworks = false; o.AllowedNetworks = []string{"localhost"} },
 	} {
 		f := testFactory(t, rc, mod)
 		// The test certificate names 127.0.0.1 and example.com; Resolve
