@@ -1,0 +1,35 @@
+// Package plugin runs erpflow's custom actions as hashicorp/go-plugin
+// subprocesses over gRPC, and serves the engine itself as such a plugin.
+//
+// # Writing an action plugin
+//
+// A plugin is a main package that implements Action and calls Serve:
+//
+//	func main() { plugin.Serve(myAction{}) }
+//
+// Describe names the action type and its config's JSON Schema; Validate
+// checks a config when rules load; Execute runs one attempt and returns
+// Success(), Retry(err, after) or Permanent(err). Authors never touch gRPC:
+// the contract is proto/v1/action.proto (package erpflow.plugin.v1), whose
+// generated code is committed.
+//
+// # Running plugins
+//
+// Start launches the plugins of the server config (with AutoMTLS and, when
+// a sha256 is given, a checksum check), asks each for its type and
+// registers it in an actions.Registry, so rules use `type: <their type>`.
+// Configs are validated at load against the plugin's schema and its
+// Validate, with file:line:col errors. String values with {placeholders}
+// are rendered when a delivery is created; schema properties marked
+// "x-secret": true or "writeOnly": true are kept out of stored payloads
+// and added back only for Execute. The host key `timeout` (default 30s)
+// bounds every attempt. A plugin that crashes fails its attempt as
+// retryable and is restarted with backoff; Host.Close kills them all.
+//
+// # The engine as a plugin
+//
+// StartEngine runs `erpflow plugin-engine` (or any binary calling
+// ServeEngine) and returns an EngineClient with Emit, Reload, Delivery and
+// Deliveries; an engine.EntityLoader given by the host is called back over
+// the go-plugin broker to enrich thin events.
+package plugin

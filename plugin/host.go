@@ -1,0 +1,499 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/erpflow/erpflow/actions"
+	pb "github.com/erpflow/erpflow/plugin/proto/v1"
+)
+
+// Spec names one plugin binary to run (the server config's `plugins:`).
+type Spec struct {
+	// Name names the plugin in logs and errors. Default: the base name of
+	// Path.
+	Name string `yaml:"name" json:"name"`
+	// Path is the plugin executable. Required.
+	Path string `yaml:"path" json:"path"`
+	// SHA256 is the hex SHA-256 of the executable; when set, a binary
+	// whose checksum differs is refused. Default: not checked.
+	SHA256 string `yaml:"sha256" json:"sha256,omitempty"`
+}
+
+// Error is a plugin failing to start or to describe itself.
+type Error struct {
+	Plugin string // Spec.Name
+	Path   string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("plugin %q (%s): %v", e.Plugin, e.Path, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Typed causes inside *Error, for callers that branch.
+var (
+	// ErrChecksum: the binary's SHA-256 differs from Spec.SHA256.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrHandshake: the binary is not an erpflow plugin of this protocol
+	// version.
+	ErrHandshake = errors.New("handshake failed")
+	// ErrClosed: the Host was closed.
+	ErrClosed = errors.New("plugin host closed")
+)
+
+// startTimeout bounds the start of one plugin process (exec + handshake).
+const startTimeout = 20 * time.Second
+
+// Host runs action plugins and keeps them running.
+type Host struct {
+	procs []*proc
+}
+
+// Start starts every plugin in specs, asks each for its action type and
+// registers that type in reg. On any error it stops the plugins it
+// started and returns an *Error naming the plugin and its path. logger
+// receives the plugins' logs (default slog.Default()).
+func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slog.Logger) (*Host, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	h := &Host{}
+	for _, s := range specs {
+		if s.Name == "" {
+			s.Name = filepath.Base(s.Path)
+		}
+		p := &proc{spec: s, log: logger.With("plugin", s.Name)}
+		if err := p.init(ctx); err != nil {
+			_ = h.Close()
+			return nil, err
+		}
+		h.procs = append(h.procs, p)
+	}
+	for _, p := range h.procs {
+		if err := reg.Register(p.desc.Type, &factory{p: p}); err != nil {
+			_ = h.Close()
+			return nil, &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
+		}
+		p.log.Info("plugin started", "type", p.desc.Type, "version", p.desc.Version, "pid", p.pid())
+	}
+	return h, nil
+}
+
+// Types returns the action types the plugins provide, in Spec order.
+func (h *Host) Types() []string {
+	out := make([]string, len(h.procs))
+	for i, p := range h.procs {
+		out[i] = p.desc.Type
+	}
+	return out
+}
+
+// Close kills every plugin process and waits for them to exit. Actions of
+// the plugins fail as retryable afterwards.
+func (h *Host) Close() error {
+	var wg sync.WaitGroup
+	for _, p := range h.procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.close() }()
+	}
+	wg.Wait()
+	return nil
+}
+
+// pids returns the process ids of the running plugins (tests).
+func (h *Host) pids() []int {
+	var out []int
+	for _, p := range h.procs {
+		if pid := p.pid(); pid > 0 {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// proc is one plugin: its description and its current process, restarted
+// with backoff when it dies.
+type proc struct {
+	spec     Spec
+	log      *slog.Logger
+	checksum []byte
+
+	// Fixed at the first start: the registered type keeps them.
+	desc        Description
+	schema      *jsonschema.Schema
+	secretPaths map[string]bool
+
+	mu        sync.Mutex
+	cur       *instance
+	starting  chan struct{} // closed when a restart in progress ends
+	closed    bool
+	failures  int       // consecutive crashes or failed starts
+	nextStart time.Time // no restart before
+	allPIDs   []int     // every process started (tests)
+}
+
+// instance is one running plugin process.
+type instance struct {
+	client  *goplugin.Client
+	rpc     pb.ActionPluginClient
+	started time.Time
+	pid     int
+}
+
+func (p *proc) errorf(err error) *Error {
+	return &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
+}
+
+// init checks the spec, starts the process and reads the description.
+func (p *proc) init(ctx context.Context) error {
+	if p.spec.Path == "" {
+		return p.errorf(errors.New("path is required"))
+	}
+	if p.spec.SHA256 != "" {
+		sum, err := hex.DecodeString(strings.TrimSpace(p.spec.SHA256))
+		if err != nil || len(sum) != sha256.Size {
+			return p.errorf(fmt.Errorf("sha256 must be 64 hex digits, got %q", p.spec.SHA256))
+		}
+		p.checksum = sum
+	}
+	inst, d, err := p.start(ctx)
+	if err != nil {
+		return err
+	}
+	if d.Type == "" {
+		inst.client.Kill()
+		return p.errorf(errors.New("plugin describes no action type"))
+	}
+	p.desc = Description{Type: d.Type, Version: d.Version, ConfigSchema: json.RawMessage(d.ConfigSchema)}
+	if strings.TrimSpace(d.ConfigSchema) != "" {
+		if p.schema, p.secretPaths, err = compileSchema(d.Type, []byte(d.ConfigSchema)); err != nil {
+			inst.client.Kill()
+			return p.errorf(fmt.Errorf("its config schema is invalid: %w", err))
+		}
+	}
+	p.cur = inst
+	return nil
+}
+
+// start runs a new process and describes it.
+func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, error) {
+	fi, err := os.Stat(p.spec.Path)
+	if err != nil {
+		return nil, nil, p.errorf(fmt.Errorf("binary not found: %w", err))
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return nil, nil, p.errorf(errors.New("not an executable file"))
+	}
+	hl := newHCLog(p.log, "")
+	cfg := &goplugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		Plugins:          goplugin.PluginSet{actionPluginName: &actionPlugin{}},
+		Cmd:              exec.Command(p.spec.Path),
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Managed:          true,
+		Logger:           hl,
+		StartTimeout:     startTimeout,
+		SyncStdout:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stdout") }},
+		SyncStderr:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stderr") }},
+	}
+	if p.checksum != nil {
+		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: p.checksum, Hash: sha256.New()}
+	}
+	client := goplugin.NewClient(cfg)
+	rpcClient, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, nil, p.errorf(p.explainStart(err))
+	}
+	raw, err := rpcClient.Dispense(actionPluginName)
+	if err != nil {
+		client.Kill()
+		return nil, nil, p.errorf(fmt.Errorf("%w: %v", ErrHandshake, err))
+	}
+	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now()}
+	if rc := client.ReattachConfig(); rc != nil {
+		inst.pid = rc.Pid
+	}
+	dctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	d, err := inst.rpc.Describe(dctx, &pb.DescribeRequest{})
+	if err != nil {
+		client.Kill()
+		return nil, nil, p.errorf(fmt.Errorf("describe: %w", err))
+	}
+	p.mu.Lock()
+	p.allPIDs = append(p.allPIDs, inst.pid)
+	p.mu.Unlock()
+	return inst, d, nil
+}
+
+// explainStart turns go-plugin's start errors into ones that say what to
+// do.
+func (p *proc) explainStart(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
+		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, fileSHA256(p.spec.Path), p.spec.SHA256)
+	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
+		return fmt.Errorf("%w: plugin protocol version differs (erpflow speaks %d): %s", ErrHandshake, ProtocolVersion, msg)
+	case strings.Contains(msg, "exited before we could connect"),
+		strings.Contains(msg, "Unrecognized remote plugin message"),
+		strings.Contains(msg, "timeout while waiting for plugin to start"):
+		return fmt.Errorf("%w: not an erpflow action plugin of protocol %d, or it failed at start (%s); build it with plugin.Serve from github.com/erpflow/erpflow/plugin", ErrHandshake, ProtocolVersion, msg)
+	case strings.Contains(msg, "Unsupported plugin protocol"):
+		return fmt.Errorf("%w: the plugin does not speak gRPC: %s", ErrHandshake, msg)
+	}
+	return err
+}
+
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unreadable"
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "unreadable"
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// backoff is the wait before restart number n (1-based) after consecutive
+// failures: the first restart is immediate, then 250ms doubling to 30s.
+func backoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := 250 * time.Millisecond
+	for i := 2; i < n && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}
+
+// instance returns the running process, restarting a dead one when its
+// backoff has passed. One caller restarts; the others wait for it.
+func (p *proc) instance(ctx context.Context) (*instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if p.closed {
+			return nil, ErrClosed
+		}
+		if p.cur != nil && !p.cur.client.Exited() {
+			return p.cur, nil
+		}
+		if p.cur != nil { // exited without us noticing a failed call
+			p.failLocked(p.cur)
+		}
+		if p.starting == nil {
+			break
+		}
+		ch := p.starting
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.mu.Lock()
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	if wait := time.Until(p.nextStart); wait > 0 {
+		return nil, fmt.Errorf("plugin %q is restarting (next try in %s after %d failures)", p.spec.Name, wait.Round(time.Millisecond), p.failures)
+	}
+	done := make(chan struct{})
+	p.starting = done
+	p.mu.Unlock()
+	inst, d, err := p.start(ctx)
+	p.mu.Lock()
+	p.starting = nil
+	close(done)
+	if err == nil && d.Type != p.desc.Type {
+		inst.client.Kill()
+		err = p.errorf(fmt.Errorf("restarted plugin describes type %q, not %q: restart erpflow to change a plugin's type", d.Type, p.desc.Type))
+	}
+	if err == nil && p.closed {
+		inst.client.Kill()
+		err = ErrClosed
+	}
+	if err != nil {
+		p.failures++
+		p.nextStart = time.Now().Add(backoff(p.failures + 1))
+		p.log.Error("plugin restart failed", "error", err, "failures", p.failures)
+		return nil, err
+	}
+	p.cur = inst
+	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
+	return inst, nil
+}
+
+// fail marks inst broken (it crashed or stopped answering): it is killed
+// and the next call starts a new process after the backoff.
+func (p *proc) fail(inst *instance, cause error) {
+	p.mu.Lock()
+	broken := p.cur == inst
+	if broken {
+		p.failLocked(inst)
+	}
+	p.mu.Unlock()
+	if broken {
+		p.log.Error("plugin failed; restarting", "error", cause, "pid", inst.pid, "failures", p.failures)
+	}
+}
+
+func (p *proc) failLocked(inst *instance) {
+	p.cur = nil
+	if time.Since(inst.started) > time.Minute {
+		p.failures = 0 // it ran well for a while: this is a fresh problem
+	}
+	p.failures++
+	p.nextStart = time.Now().Add(backoff(p.failures))
+	go inst.client.Kill()
+}
+
+func (p *proc) close() {
+	p.mu.Lock()
+	p.closed = true
+	inst := p.cur
+	p.cur = nil
+	p.mu.Unlock()
+	if inst != nil {
+		inst.client.Kill()
+	}
+}
+
+func (p *proc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil {
+		return 0
+	}
+	return p.cur.pid
+}
+
+func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.ValidateResponse, error) {
+	inst, err := p.instance(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
+	}
+	resp, err := inst.rpc.Validate(ctx, req)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.fail(inst, err)
+		}
+		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
+	}
+	return resp, nil
+}
+
+// execute calls the plugin. Every failure to get an answer is retryable:
+// the delivery stays queued and nothing is lost.
+func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.ExecuteRequest) actions.Outcome {
+	inst, err := p.instance(ctx)
+	if err != nil {
+		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q unavailable: %v", p.spec.Name, err)}
+	}
+	resp, err := inst.rpc.Execute(ctx, req)
+	if err != nil {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			go p.probe(inst)
+			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q did not answer within the timeout of %s", p.spec.Name, timeout)}
+		case ctx.Err() != nil:
+			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q: canceled: %v", p.spec.Name, ctx.Err())}
+		}
+		p.fail(inst, err)
+		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q crashed or failed during the attempt (%v); it is restarted", p.spec.Name, grpcMessage(err))}
+	}
+	return outcomeFromPB(resp.Outcome)
+}
+
+// probe checks a plugin that let a call time out: one that no longer
+// answers a ping is restarted; one that is merely slow keeps running.
+func (p *proc) probe(inst *instance) {
+	rc, err := inst.client.Client()
+	if err == nil {
+		done := make(chan error, 1)
+		go func() { done <- rc.Ping() }()
+		select {
+		case err = <-done:
+		case <-time.After(5 * time.Second):
+			err = errors.New("no answer to ping within 5s")
+		}
+	}
+	if err != nil {
+		p.fail(inst, fmt.Errorf("health check after a timeout: %w", err))
+	}
+}
+
+func grpcMessage(err error) string {
+	s := err.Error()
+	if i := strings.Index(s, "desc = "); i >= 0 {
+		return s[i+len("desc = "):]
+	}
+	return s
+}
+
+// compileSchema compiles a plugin's JSON Schema and finds its secret
+// properties ("x-secret": true or "writeOnly": true), by JSON pointer of
+// the config.
+func compileSchema(typ string, src []byte) (*jsonschema.Schema, map[string]bool, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(src))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := jsonschema.NewCompiler()
+	url := "erpflow-plugin://" + typ + "/schema.json"
+	if err := c.AddResource(url, doc); err != nil {
+		return nil, nil, err
+	}
+	sch, err := c.Compile(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets := map[string]bool{}
+	findSecrets(doc, "", secrets, 0)
+	return sch, secrets, nil
+}
+
+func findSecrets(schema any, ptr string, out map[string]bool, depth int) {
+	m, ok := schema.(map[string]any)
+	if !ok || depth > 32 {
+		return
+	}
+	props, _ := m["properties"].(map[string]any)
+	for name, ps := range props {
+		p := ptr + "/" + escapePointer(name)
+		pm, _ := ps.(map[string]any)
+		if pm == nil {
+			continue
+		}
+		if pm["x-secret"] == true || pm["writeOnly"] == true {
+			out[p] = true
+			continue
+		}
+		findSecrets(pm, p, out, depth+1)
+	}
+}

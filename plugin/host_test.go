@@ -1,0 +1,389 @@
+package plugin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/templates"
+)
+
+func startEcho(t *testing.T) (*Host, *actions.Registry, *logBuffer) {
+	t.Helper()
+	logger, logs := testLogger()
+	reg := &actions.Registry{}
+	h, err := Start(context.Background(), []Spec{{Name: "echo-plugin", Path: bin(t, "echo")}}, reg, logger)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h, reg, logs
+}
+
+// decode decodes an action's YAML with the registry (as the rules loader
+// does: without "type").
+func decode(t *testing.T, reg *actions.Registry, typ, src string) (actions.Config, error) {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	c, err := reg.Decode(typ, doc.Content[0])
+	if err != nil {
+		return nil, err
+	}
+	return c.(actions.Config), nil
+}
+
+func mustDecode(t *testing.T, reg *actions.Registry, typ, src string) actions.Config {
+	t.Helper()
+	c, err := decode(t, reg, typ, src)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return c
+}
+
+func sampleEvent(t *testing.T) *templates.Event {
+	t.Helper()
+	ev, err := templates.DecodeEvent([]byte(`{"id":"evt-1","tenant":"acme","entity":"SalesOrder","entity_id":"SO1000","event":"status_changed","occurred_at":"2024-09-11T23:41:12Z","data":{"status":"RELEASED","customer":{"name":"Bikes Inc"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &ev
+}
+
+func TestStartMissingBinary(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "no-such-plugin")
+	_, err := Start(context.Background(), []Spec{{Name: "ghost", Path: path}}, &actions.Registry{}, nil)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Plugin != "ghost" || pe.Path != path {
+		t.Fatalf("want *Error naming ghost and %s, got %v", path, err)
+	}
+	if !errors.Is(err, os.ErrNotExist) || !contains(err.Error(), "ghost", path, "not found") {
+		t.Fatalf("unclear error: %v", err)
+	}
+}
+
+func TestStartChecksum(t *testing.T) {
+	path := bin(t, "echo")
+	wrong := strings.Repeat("ab", 32)
+	reg := &actions.Registry{}
+	_, err := Start(context.Background(), []Spec{{Name: "echo", Path: path, SHA256: wrong}}, reg, nil)
+	if !errors.Is(err, ErrChecksum) || !contains(err.Error(), `"echo"`, path, wrong) {
+		t.Fatalf("want a checksum error naming the plugin, path and sums, got %v", err)
+	}
+	if len(reg.Types()) != 0 {
+		t.Fatalf("a refused plugin registered types %v", reg.Types())
+	}
+
+	_, err = Start(context.Background(), []Spec{{Path: path, SHA256: "xyz"}}, reg, nil)
+	if err == nil || !contains(err.Error(), "64 hex digits") {
+		t.Fatalf("malformed sha256: %v", err)
+	}
+
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	h, err := Start(context.Background(), []Spec{{Path: path, SHA256: hex.EncodeToString(sum[:])}}, reg, nil)
+	if err != nil {
+		t.Fatalf("right checksum refused: %v", err)
+	}
+	defer h.Close()
+	if got := reg.Types(); len(got) != 1 || got[0] != "echo" {
+		t.Fatalf("types %v", got)
+	}
+}
+
+func TestHandshakeMismatch(t *testing.T) {
+	for _, tc := range []struct{ bin, want string }{
+		{"wrongversion", "protocol version"},
+		{"wrongcookie", "not an erpflow action plugin"},
+	} {
+		t.Run(tc.bin, func(t *testing.T) {
+			path := bin(t, tc.bin)
+			_, err := Start(context.Background(), []Spec{{Name: tc.bin, Path: path}}, &actions.Registry{}, nil)
+			if !errors.Is(err, ErrHandshake) || !contains(err.Error(), tc.bin, path, tc.want) {
+				t.Fatalf("want a handshake error naming %s and %q, got %v", path, tc.want, err)
+			}
+		})
+	}
+	t.Run("not a plugin", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "script")
+		if err := os.WriteFile(path, []byte("#!/bin/sh\necho hello\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Start(context.Background(), []Spec{{Path: path}}, &actions.Registry{}, nil)
+		if !errors.Is(err, ErrHandshake) || !contains(err.Error(), `"script"`, path) {
+			t.Fatalf("want a handshake error, got %v", err)
+		}
+	})
+}
+
+func TestDuplicateType(t *testing.T) {
+	reg := &actions.Registry{}
+	path := bin(t, "echo")
+	_, err := Start(context.Background(), []Spec{{Name: "a", Path: path}, {Name: "b", Path: path}}, reg, nil)
+	if err == nil || !contains(err.Error(), `"b"`, "already registered") {
+		t.Fatalf("want duplicate type error, got %v", err)
+	}
+}
+
+func TestDecodeErrorsHavePositions(t *testing.T) {
+	_, reg, _ := startEcho(t)
+	for _, tc := range []struct {
+		name, src string
+		line, col int
+		path, msg string
+	}{
+		{"schema type", "message: hi\nhang: 5\n", 2, 7, "hang", "boolean"},
+		{"unknown key", "message: hi\nmesage: x\n", 2, 1, "mesage", "unknown key"},
+		{"required", "hang: true\n", 1, 1, "", "message"},
+		{"nested list item", "message: hi\ntags:\n  - a\n  - 7\n", 4, 5, "tags.1", "string"},
+		{"plugin validate", "message: forbidden\n", 1, 10, "message", `must not be "forbidden"`},
+		{"placeholder", "message: 'order {dta.x}'\n", 1, 10, "message", "unknown placeholder"},
+		{"timeout", "message: hi\ntimeout: soon\n", 2, 10, "timeout", "positive duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decode(t, reg, "echo", tc.src)
+			var fe *actions.FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("want *actions.FieldError, got %T %v", err, err)
+			}
+			if fe.Line != tc.line || fe.Column != tc.col || fe.Path != tc.path || !strings.Contains(fe.Msg, tc.msg) {
+				t.Fatalf("got %d:%d %q %q, want %d:%d %q …%s…", fe.Line, fe.Column, fe.Path, fe.Msg, tc.line, tc.col, tc.path, tc.msg)
+			}
+		})
+	}
+}
+
+func TestExecuteRoundTripKeepsSecretsOutOfPayload(t *testing.T) {
+	_, reg, logs := startEcho(t)
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	cfg := mustDecode(t, reg, "echo", "message: 'order {id} of {data.customer.name} is {data.status}'\ntoken: s3cret-token\nout: "+out+"\ntimeout: 5s\n")
+	if cfg.Type() != "echo" {
+		t.Fatalf("type %q", cfg.Type())
+	}
+	ev := sampleEvent(t)
+	payload, err := cfg.Render(ev, actions.Meta{Rule: "r1", DeliveryID: "dlv_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(payload), "s3cret") || strings.Contains(string(payload), "timeout") {
+		t.Fatalf("payload holds a secret or host key: %s", payload)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p["message"] != "order SO1000 of Bikes Inc is RELEASED" {
+		t.Fatalf("rendered payload %s", payload)
+	}
+
+	o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_1", Attempt: 2, Rule: "r1", Event: ev, Payload: payload, Test: true})
+	if o.Status != actions.Succeeded {
+		t.Fatalf("outcome %+v", o)
+	}
+	var detail map[string]any
+	if err := json.Unmarshal(o.Detail, &detail); err != nil || detail["message"] != p["message"] {
+		t.Fatalf("detail %s (%v)", o.Detail, err)
+	}
+	recs := readRecords(t, out)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	r := recs[0]
+	if r.ID != "dlv_1" || r.Attempt != 2 || r.Rule != "r1" || !r.Test {
+		t.Fatalf("delivery fields %+v", r)
+	}
+	if r.Config["token"] != "s3cret-token" || r.Config["message"] != p["message"] {
+		t.Fatalf("plugin got config %v", r.Config)
+	}
+	if r.Event["entity_id"] != "SO1000" {
+		t.Fatalf("plugin got event %v", r.Event)
+	}
+	// The plugin's own log line reaches our logger, with the plugin's name.
+	eventually(t, 10*time.Second, "the plugin's log line", func() bool {
+		return contains(logs.String(), "executed", "plugin=echo-plugin", "delivery=dlv_1")
+	})
+	if strings.Contains(logs.String(), "s3cret") {
+		t.Fatal("a secret reached the log")
+	}
+
+	// No event (a delivery without one): the plugin gets {}.
+	o = cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_2", Attempt: 1, Payload: payload})
+	if o.Status != actions.Succeeded {
+		t.Fatalf("outcome %+v", o)
+	}
+	if recs = readRecords(t, out); len(recs) != 2 || len(recs[1].Event) != 0 {
+		t.Fatalf("records %+v", recs)
+	}
+}
+
+func TestFailureOutcomes(t *testing.T) {
+	_, reg, _ := startEcho(t)
+	for _, tc := range []struct {
+		fail  string
+		want  actions.Status
+		after time.Duration
+	}{{"retry", actions.Retryable, 2 * time.Second}, {"permanent", actions.Permanent, 0}} {
+		cfg := mustDecode(t, reg, "echo", "message: nope\nfail: "+tc.fail+"\n")
+		payload, _ := cfg.Render(sampleEvent(t), actions.Meta{})
+		o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload})
+		if o.Status != tc.want || o.RetryAfter != tc.after || o.Error != "asked to fail: nope" {
+			t.Fatalf("%s: outcome %+v", tc.fail, o)
+		}
+	}
+}
+
+type record struct {
+	ID      string         `json:"id"`
+	Attempt int            `json:"attempt"`
+	Rule    string         `json:"rule"`
+	Test    bool           `json:"test"`
+	Event   map[string]any `json:"event"`
+	Config  map[string]any `json:"config"`
+	PID     int            `json:"pid"`
+}
+
+func readRecords(t *testing.T, path string) []record {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []record
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r record
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestCrashIsRetryableAndRestarts(t *testing.T) {
+	h, reg, logs := startEcho(t)
+	dir := t.TempDir()
+	crash := filepath.Join(dir, "crash-now")
+	out := filepath.Join(dir, "out.jsonl")
+	cfg := mustDecode(t, reg, "echo", "message: hi\ncrash_file: "+crash+"\nout: "+out+"\n")
+	payload, _ := cfg.Render(sampleEvent(t), actions.Meta{})
+	first := h.pids()
+	if len(first) != 1 {
+		t.Fatalf("pids %v", first)
+	}
+	if err := os.WriteFile(crash, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_c", Attempt: 1, Payload: payload})
+	if o.Status != actions.Retryable || !strings.Contains(o.Error, "crashed") {
+		t.Fatalf("crash outcome %+v", o)
+	}
+	waitGone(t, first[0])
+
+	o = cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_c", Attempt: 2, Payload: payload})
+	if o.Status != actions.Succeeded {
+		t.Fatalf("after restart: %+v", o)
+	}
+	recs := readRecords(t, out)
+	if len(recs) != 1 || recs[0].Attempt != 2 || recs[0].PID == first[0] {
+		t.Fatalf("records %+v (first pid %d)", recs, first[0])
+	}
+	if now := h.pids(); len(now) != 1 || now[0] != recs[0].PID {
+		t.Fatalf("pids after restart %v, plugin says %d", now, recs[0].PID)
+	}
+	if !contains(logs.String(), "plugin failed; restarting", "plugin restarted") {
+		t.Fatalf("logs:\n%s", logs)
+	}
+	// A new config decodes against the restarted process too.
+	mustDecode(t, reg, "echo", "message: again\n")
+}
+
+func TestHungPluginBoundedByTimeout(t *testing.T) {
+	_, reg, _ := startEcho(t)
+	hang := mustDecode(t, reg, "echo", "message: hi\nhang: true\ntimeout: 300ms\n")
+	payload, _ := hang.Render(sampleEvent(t), actions.Meta{})
+	done := make(chan actions.Outcome, 1)
+	go func() {
+		done <- hang.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_h", Attempt: 1, Payload: payload})
+	}()
+	var o actions.Outcome
+	select {
+	case o = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Execute of a hung plugin did not return")
+	}
+	if o.Status != actions.Retryable || !strings.Contains(o.Error, "within the timeout of 300ms") {
+		t.Fatalf("outcome %+v", o)
+	}
+	// The plugin still serves other deliveries.
+	ok := mustDecode(t, reg, "echo", "message: fine\n")
+	payload, _ = ok.Render(sampleEvent(t), actions.Meta{})
+	if o := ok.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_ok", Attempt: 1, Payload: payload}); o.Status != actions.Succeeded {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+func TestCloseLeavesNoProcesses(t *testing.T) {
+	reg := &actions.Registry{}
+	logger, _ := testLogger()
+	h, err := Start(context.Background(), []Spec{{Name: "one", Path: bin(t, "echo")}}, reg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Crash once so that a restarted process exists as well.
+	crash := filepath.Join(t.TempDir(), "crash")
+	cfg := mustDecode(t, reg, "echo", "message: hi\ncrash_file: "+crash+"\n")
+	payload, _ := cfg.Render(nil, actions.Meta{})
+	_ = os.WriteFile(crash, nil, 0o600)
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload}); o.Status != actions.Retryable {
+		t.Fatalf("outcome %+v", o)
+	}
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 2, Payload: payload}); o.Status != actions.Succeeded {
+		t.Fatalf("outcome %+v", o)
+	}
+	var all []int
+	for _, p := range h.procs {
+		p.mu.Lock()
+		all = append(all, p.allPIDs...)
+		p.mu.Unlock()
+	}
+	if len(all) != 2 {
+		t.Fatalf("pids %v", all)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range all {
+		waitGone(t, pid)
+	}
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 3, Payload: payload}); o.Status != actions.Retryable || !strings.Contains(o.Error, "closed") {
+		t.Fatalf("after Close: %+v", o)
+	}
+}
+
+// waitGone polls until no process has pid.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	eventually(t, 15*time.Second, "process to exit", func() bool {
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	})
+}
+
+var _ = io.Discard

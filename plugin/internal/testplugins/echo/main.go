@@ -1,0 +1,102 @@
+// Command echo is an action plugin for erpflow's own tests: it records
+// what it receives, and can crash, hang or fail on demand.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/erpflow/erpflow/plugin"
+)
+
+type echo struct{}
+
+type config struct {
+	Message   string `json:"message"`
+	Token     string `json:"token"`
+	CrashFile string `json:"crash_file"` // exit at Execute when this file exists (and remove it)
+	Hang      bool   `json:"hang"`       // never answer, ignoring the context
+	Fail      string `json:"fail"`       // "retry" or "permanent"
+	Out       string `json:"out"`        // append what was received to this file
+}
+
+func (echo) Describe() plugin.Description {
+	return plugin.Description{
+		Type:    "echo",
+		Version: "1.0.0",
+		ConfigSchema: json.RawMessage(`{
+			"type": "object",
+			"properties": {
+				"message": {"type": "string"},
+				"token": {"type": "string", "x-secret": true},
+				"crash_file": {"type": "string"},
+				"hang": {"type": "boolean"},
+				"fail": {"enum": ["retry", "permanent"]},
+				"out": {"type": "string"},
+				"tags": {"type": "array", "items": {"type": "string"}}
+			},
+			"required": ["message"],
+			"additionalProperties": false
+		}`),
+	}
+}
+
+func (echo) Validate(raw json.RawMessage) error {
+	var c config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	if c.Message == "forbidden" {
+		return errors.Join(plugin.Invalid("message", "must not be %q", c.Message))
+	}
+	return nil
+}
+
+func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
+	var c config
+	if err := json.Unmarshal(d.Config, &c); err != nil {
+		return plugin.Permanent(err)
+	}
+	if c.CrashFile != "" {
+		if _, err := os.Stat(c.CrashFile); err == nil {
+			_ = os.Remove(c.CrashFile)
+			os.Exit(3)
+		}
+	}
+	if c.Hang {
+		select {} // a plugin that ignores its context
+	}
+	if c.Out != "" {
+		rec, _ := json.Marshal(map[string]any{
+			"id": d.ID, "attempt": d.Attempt, "rule": d.Rule, "test": d.Test,
+			"event": d.Event, "config": d.Config, "pid": os.Getpid(),
+		})
+		f, err := os.OpenFile(c.Out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return plugin.Retry(err, 0)
+		}
+		_, err = f.Write(append(rec, '\n'))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return plugin.Retry(err, 0)
+		}
+	}
+	plugin.Logger().Info("executed", "delivery", d.ID, "attempt", d.Attempt)
+	switch c.Fail {
+	case "retry":
+		return plugin.Retry(fmt.Errorf("asked to fail: %s", c.Message), 2*time.Second)
+	case "permanent":
+		return plugin.Permanent(fmt.Errorf("asked to fail: %s", c.Message))
+	}
+	out := plugin.Success()
+	out.Detail, _ = json.Marshal(map[string]any{"message": c.Message, "pid": os.Getpid()})
+	return out
+}
+
+func main() { plugin.Serve(echo{}) }
