@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erpflow/erpflow/actions/webhook"
+)
+
+func init() {
+	commands["receive"] = command{summary: "a local webhook receiver for debugging: prints requests, verifies signatures, can fail on purpose", run: runReceive}
+}
+
+// multiFlag collects a repeatable flag (also comma-separated).
+type multiFlag []string
+
+func (m *multiFlag) String() string { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*m = append(*m, p)
+		}
+	}
+	return nil
+}
+
+func runReceive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:9000", "address to listen on")
+	var secrets multiFlag
+	fs.Var(&secrets, "secret", "signing secret whsec_… to verify webhook-signature with (repeat for rotation)")
+	fail := fs.Int("fail", 0, "answer the first N requests with --status")
+	status := fs.Int("status", http.StatusServiceUnavailable, "status for the failed requests")
+	retryAfter := fs.Int("retry-after", -1, "Retry-After seconds sent with failed requests (default none)")
+	maxBody := fs.Int64("max-body", 10<<20, "largest request body read, in bytes")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: erpflow receive [--listen 127.0.0.1:9000] [--secret whsec_…] [--fail N] [--status CODE]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	if *status < 100 || *status > 599 {
+		fmt.Fprintf(stderr, "erpflow receive: --status %d is not an HTTP status\n", *status)
+		return 2
+	}
+	for _, s := range secrets {
+		if _, err := webhook.ParseSecret(s); err != nil {
+			fmt.Fprintf(stderr, "erpflow receive: --secret: %v\n", err)
+			return 2
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "erpflow receive: %v\n", err)
+		return 1
+	}
+	rv := &receiver{out: stdout, secrets: secrets, fail: *fail, status: *status, retryAfter: *retryAfter, maxBody: *maxBody}
+	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "erpflow receive: listening on http://%s/ (Ctrl-C to stop)\n", ln.Addr())
+	if len(secrets) == 0 {
+		fmt.Fprintln(stdout, "erpflow receive: no --secret: signatures are shown but not verified")
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return 0
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "erpflow receive: %v\n", err)
+		return 1
+	}
+}
+
+type receiver struct {
+	out        io.Writer
+	secrets    []string
+	fail       int
+	status     int
+	retryAfter int
+	maxBody    int64
+
+	mu sync.Mutex
+	n  int
+}
+
+func (rv *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, rv.maxBody+1))
+	tooBig := int64(len(body)) > rv.maxBody
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	rv.n++
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "\n--- #%d %s %s %s (from %s) %s\n", rv.n, r.Method, r.URL.RequestURI(), r.Proto, r.RemoteAddr, time.Now().UTC().Format(time.RFC3339))
+	names := make([]string, 0, len(r.Header))
+	for k := range r.Header {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range r.Header[k] {
+			fmt.Fprintf(&b, "%s: %s\n", k, v)
+		}
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(&b, "(reading the body failed: %v)\n", err)
+	case tooBig:
+		fmt.Fprintf(&b, "(body larger than --max-body %d bytes; not shown)\n", rv.maxBody)
+	case len(body) == 0:
+		fmt.Fprintln(&b, "(no body)")
+	default:
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, body, "", "  ") == nil {
+			b.Write(pretty.Bytes())
+			b.WriteByte('\n')
+		} else {
+			b.Write(body)
+			b.WriteByte('\n')
+		}
+	}
+	if r.Header.Get(webhook.HeaderSignature) != "" || len(rv.secrets) > 0 {
+		switch {
+		case len(rv.secrets) == 0:
+			fmt.Fprintln(&b, "signature: not verified (start with --secret whsec_… to check it)")
+		case tooBig || err != nil:
+			fmt.Fprintln(&b, "signature: not verified (body not read completely)")
+		default:
+			if verr := webhook.Verify(rv.secrets, r.Header, body, webhook.VerifyOptions{}); verr != nil {
+				fmt.Fprintf(&b, "signature: INVALID (%v)\n", verr)
+			} else {
+				fmt.Fprintln(&b, "signature: valid")
+			}
+		}
+	}
+	code := http.StatusOK
+	if rv.n <= rv.fail {
+		code = rv.status
+		if rv.retryAfter >= 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(rv.retryAfter))
+		}
+		fmt.Fprintf(&b, "=> %d %s (failing on purpose: %d of %d)\n", code, http.StatusText(code), rv.n, rv.fail)
+	} else {
+		fmt.Fprintf(&b, "=> %d %s\n", code, http.StatusText(code))
+	}
+	rv.out.Write(b.Bytes())
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "{\"received\":%d}\n", rv.n)
+}
