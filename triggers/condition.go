@@ -61,20 +61,60 @@ var envVars = []struct {
 	{"occurred_at", needOccurredAt, time.Time{}},
 }
 
-// helper functions that read data and previous: the patcher passes them
-// the environment as a hidden first argument.
-var envHelpers = map[string]bool{"changed": true, "changed_from": true, "changed_to": true, "has": true, "field": true}
+// helpers are the functions designers call, with their number of
+// arguments. The patcher rewrites each call into calls of hidden
+// functions that take the environment as first argument; those live in
+// the environment itself with signatures expr calls without reflection or
+// allocation (func(any, any) any/bool).
+var helpers = map[string]int{"changed": 1, "changed_from": 2, "changed_to": 2, "has": 1, "field": 1}
 
-// getFunc is the hidden function member access on maps is compiled to:
-// expr's own access goes through reflect and allocates once per access.
-const getFunc = "__get"
+// Hidden functions (not for designers; names start with "__").
+const (
+	getFunc     = "__get"     // map member access: expr's own goes through reflect and allocates
+	changedFunc = "__changed" // (env, path) bool
+	prevFunc    = "__prev"    // (env, path) previous value
+	curFunc     = "__cur"     // (env, path) current value
+	hasFunc     = "__has"     // (env, path) bool
+	eqFunc      = "__eq"      // (a, b) bool, values compared as canonical text
+)
+
+var hiddenFuncs = map[string]any{
+	getFunc: func(m, key any) any {
+		if mm, ok := m.(map[string]any); ok {
+			k, _ := key.(string)
+			return mm[k]
+		}
+		if m == nil {
+			return nil
+		}
+		return runtime.Fetch(m, key)
+	},
+	changedFunc: func(env, path any) bool {
+		prev, cur := pathValues(env, path)
+		return !valuesEqual(prev, cur)
+	},
+	prevFunc: func(env, path any) any {
+		prev, _ := pathValues(env, path)
+		return prev
+	},
+	curFunc: func(env, path any) any {
+		_, cur := pathValues(env, path)
+		return cur
+	},
+	hasFunc: func(env, path any) bool {
+		data, _ := envMap(env, "data")
+		p, _ := path.(string)
+		_, ok := templates.Lookup(data, p)
+		return ok
+	},
+	eqFunc: func(a, b any) bool { return valuesEqual(a, b) },
+}
 
 var (
-	compileEnv   map[string]any
-	knownNames   []string // env variables and helpers, for did-you-mean
-	exprOptions  []expr.Option
-	emptyMap     = map[string]any{}
-	errNotString = errors.New("path must be a string")
+	compileEnv  map[string]any
+	knownNames  []string // env variables and helpers, for did-you-mean
+	exprOptions []expr.Option
+	emptyMap    = map[string]any{}
 )
 
 func init() {
@@ -83,45 +123,25 @@ func init() {
 		compileEnv[v.name] = v.zero
 		knownNames = append(knownNames, v.name)
 	}
-	for h := range envHelpers {
+	for h := range helpers {
 		knownNames = append(knownNames, h)
 	}
 	slices.Sort(knownNames[len(envVars):])
+	for name, fn := range hiddenFuncs {
+		compileEnv[name] = fn
+	}
+	// The helpers as designers see them, so that the checker reports
+	// wrong calls in their terms; the patcher replaces every correct call.
+	notPatched := func() { panic("triggers: helper call was not rewritten") }
+	compileEnv["changed"] = func(string) bool { notPatched(); return false }
+	compileEnv["has"] = func(string) bool { notPatched(); return false }
+	compileEnv["field"] = func(string) any { notPatched(); return nil }
+	compileEnv["changed_to"] = func(string, any) bool { notPatched(); return false }
+	compileEnv["changed_from"] = func(string, any) bool { notPatched(); return false }
 	exprOptions = []expr.Option{
 		expr.Env(compileEnv),
 		expr.AsBool(),
 		expr.MaxNodes(MaxConditionNodes),
-		expr.Function("changed", func(p ...any) (any, error) {
-			a, b := pathValues(p[0], p[1])
-			return !valuesEqual(a, b), nil
-		}, new(func(any, string) bool)),
-		expr.Function("changed_from", func(p ...any) (any, error) {
-			prev, cur := pathValues(p[0], p[1])
-			return !valuesEqual(prev, cur) && valuesEqual(prev, p[2]), nil
-		}, new(func(any, string, any) bool)),
-		expr.Function("changed_to", func(p ...any) (any, error) {
-			prev, cur := pathValues(p[0], p[1])
-			return !valuesEqual(prev, cur) && valuesEqual(cur, p[2]), nil
-		}, new(func(any, string, any) bool)),
-		expr.Function("has", func(p ...any) (any, error) {
-			data, _ := envMap(p[0], "data")
-			_, ok := templates.Lookup(data, p[1].(string))
-			return ok, nil
-		}, new(func(any, string) bool)),
-		expr.Function("field", func(p ...any) (any, error) {
-			data, _ := envMap(p[0], "data")
-			v, _ := templates.Lookup(data, p[1].(string))
-			return v, nil
-		}, new(func(any, string) any)),
-		expr.Function(getFunc, func(p ...any) (any, error) {
-			if m, ok := p[0].(map[string]any); ok {
-				return m[p[1].(string)], nil
-			}
-			if p[0] == nil {
-				return nil, nil
-			}
-			return runtime.Fetch(p[0], p[1]), nil
-		}, new(func(any, string) any)),
 	}
 }
 
@@ -140,11 +160,16 @@ func pathValues(env, path any) (prev, cur any) {
 	return prev, cur
 }
 
-// patcher rewrites a condition before it is checked: helpers get the
-// environment, map member access goes through getFunc, and it records
-// which environment names the condition reads.
+// patcher rewrites a condition before it is checked: helper calls become
+// hidden-function calls given the environment, map member access goes
+// through getFunc, and it records which environment names the condition
+// reads.
 type patcher struct {
 	need uint16
+}
+
+func call(name string, args ...ast.Node) *ast.CallNode {
+	return &ast.CallNode{Callee: &ast.IdentifierNode{Value: name}, Arguments: args}
 }
 
 func (p *patcher) Visit(node *ast.Node) {
@@ -161,18 +186,40 @@ func (p *patcher) Visit(node *ast.Node) {
 		}
 	case *ast.CallNode:
 		id, ok := n.Callee.(*ast.IdentifierNode)
-		if !ok || !envHelpers[id.Value] {
+		if !ok {
 			return
 		}
-		if len(n.Arguments) > 0 {
-			if e, ok := n.Arguments[0].(*ast.IdentifierNode); ok && e.Value == "$env" && e.Location().From < 0 {
-				return // already patched
-			}
+		want, isHelper := helpers[id.Value]
+		if !isHelper {
+			return
 		}
-		env := &ast.IdentifierNode{Value: "$env"}
-		env.SetLocation(file.Location{From: -1, To: -1})
-		n.Arguments = append([]ast.Node{env}, n.Arguments...)
+		if len(n.Arguments) != want {
+			return // the checker reports it
+		}
+		path := n.Arguments[0]
+		if t := path.Type(); t == nil || t.Kind() != reflect.String && t.Kind() != reflect.Interface {
+			return // the checker reports it
+		}
+		env := func() ast.Node { return &ast.IdentifierNode{Value: "$env"} }
+		var repl ast.Node
+		switch id.Value {
+		case "changed":
+			repl = call(changedFunc, env(), path)
+		case "has":
+			repl = call(hasFunc, env(), path)
+		case "field":
+			repl = call(curFunc, env(), path)
+		case "changed_to", "changed_from":
+			which := curFunc
+			if id.Value == "changed_from" {
+				which = prevFunc
+			}
+			repl = &ast.BinaryNode{Operator: "&&",
+				Left:  call(changedFunc, env(), path),
+				Right: call(eqFunc, call(which, env(), path), n.Arguments[1])}
+		}
 		p.need |= needData | needPrevious
+		ast.Patch(node, repl)
 	case *ast.MemberNode:
 		if n.Method {
 			return
@@ -188,8 +235,7 @@ func (p *patcher) Visit(node *ast.Node) {
 			// code for it.
 			return
 		}
-		call := &ast.CallNode{Callee: &ast.IdentifierNode{Value: getFunc}, Arguments: []ast.Node{n.Node, n.Property}}
-		ast.Patch(node, call)
+		ast.Patch(node, call(getFunc, n.Node, n.Property))
 	}
 }
 
@@ -222,7 +268,7 @@ func compileCondition(src string) (*condition, *condError) {
 				ce.line = 1
 			}
 		}
-		ce.msg = friendlyExprMessage(ce.msg)
+		ce.msg = friendlyExprMessage(strings.TrimSpace(ce.msg))
 		return nil, ce
 	}
 	return &condition{src: src, prog: prog, need: p.need}, nil
@@ -246,12 +292,15 @@ func friendlyExprMessage(msg string) string {
 		}
 		return fmt.Sprintf("unknown name %q%s", name, hint)
 	}
-	msg = strings.ReplaceAll(msg, getFunc, "member access")
+	msg = hiddenNames.Replace(msg)
 	if strings.Contains(msg, "expected bool") || strings.Contains(msg, "AsBool") {
 		return "condition must be a boolean expression: " + msg
 	}
 	return msg
 }
+
+var hiddenNames = strings.NewReplacer(getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
+	curFunc, "field", hasFunc, "has", eqFunc, "comparison")
 
 // evalState is what one goroutine needs to evaluate conditions: a VM and
 // the environment maps, reused through statePool.
@@ -264,17 +313,26 @@ type evalState struct {
 }
 
 var statePool = sync.Pool{New: func() any {
-	return &evalState{env: make(map[string]any, len(envVars)), evm: make(map[string]any, 12)}
+	st := &evalState{env: make(map[string]any, len(envVars)+len(hiddenFuncs)), evm: make(map[string]any, 12)}
+	return st
 }}
 
 func getState(ev *templates.Event) *evalState {
 	st := statePool.Get().(*evalState)
 	st.ev, st.have = ev, 0
+	if len(st.env) == 0 {
+		for k, fn := range hiddenFuncs {
+			st.env[k] = fn
+		}
+	}
 	return st
 }
 
 func putState(st *evalState) {
-	clear(st.env) // drop references to the event's data
+	// drop references to the event's data
+	for _, v := range envVars {
+		delete(st.env, v.name)
+	}
 	clear(st.evm)
 	st.ev = nil
 	statePool.Put(st)
@@ -355,7 +413,7 @@ func (c *condition) eval(st *evalState) (ok bool, err error) {
 func conditionRunError(err error) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
-		return fmt.Errorf("condition failed: %s", strings.ReplaceAll(fe.Message, getFunc, "member access"))
+		return fmt.Errorf("condition failed: %s", hiddenNames.Replace(fe.Message))
 	}
 	return fmt.Errorf("condition failed: %w", err)
 }

@@ -139,7 +139,7 @@ func ParseRule(filename string, src []byte, opts LoadOptions) (*Rule, error) {
 		return nil, l.errs.err()
 	}
 	r := l.decodeRule(root, "")
-	if err := l.errs.err(); err != nil {
+	if err := l.errs.err(); err != nil || r == nil {
 		return nil, err
 	}
 	return r, nil
@@ -152,6 +152,9 @@ type loader struct {
 	opts    LoadOptions
 	errs    Errors
 	curPath string
+	// pathPrefix is the path of the document root: "" for a rules file
+	// (whose paths start with "rules"), and for a single rule.
+	pathPrefix string
 	names   map[string]*Rule
 }
 
@@ -194,7 +197,7 @@ func (l *loader) document() *yaml.Node {
 	if len(doc.Content) == 0 {
 		return nil
 	}
-	l.expandEnv(&doc, map[*yaml.Node]bool{})
+	l.expandEnv(&doc, l.pathPrefix, map[*yaml.Node]bool{})
 	return resolve(doc.Content[0])
 }
 
@@ -239,8 +242,9 @@ func (l *loader) parseFile() []*Rule {
 	var rules []*Rule
 	for i, rn := range rulesNode.Content {
 		path := fmt.Sprintf("rules[%d]", i)
+		before := len(l.errs)
 		r := l.decodeRule(resolve(rn), path)
-		if r == nil {
+		if r == nil || r.Name == "" {
 			continue
 		}
 		if prev, dup := l.names[r.Name]; dup {
@@ -248,7 +252,9 @@ func (l *loader) parseFile() []*Rule {
 			continue
 		}
 		l.names[r.Name] = r
-		rules = append(rules, r)
+		if len(l.errs) == before {
+			rules = append(rules, r)
+		}
 	}
 	return rules
 }
@@ -438,10 +444,8 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	if !haveActions {
 		l.errorf(n, path, "missing key actions (at least one action)")
 	}
-	if len(l.errs) > before {
-		return nil
-	}
-	return r
+	_ = before
+	return r // callers check l.errs: a rule with errors still has its name, for duplicate checks
 }
 
 func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {

@@ -195,6 +195,7 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 				l.errorf(kv.val, p, "expected {initial: 5s, max: 1h, within: 24h}, found %s", kindName(kv.val))
 				return Retry{}, false
 			}
+			before := len(l.errs)
 			for _, e := range l.mapping(kv.val, p, exponentialKeys) {
 				d, err := parseDelay(e.val.Value)
 				if e.val.Kind != yaml.ScalarNode {
@@ -214,6 +215,7 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 					r.Within = d
 				}
 			}
+			ok = ok && len(l.errs) == before
 		}
 		if !ok {
 			return Retry{}, false

@@ -266,7 +266,7 @@ func (r *Rule) Matches(ev *templates.Event) (bool, string) {
 		return false, "rule is disabled"
 	}
 	if !r.tenantOK(ev.Tenant) {
-		return false, fmt.Sprintf("tenant %q is not one of %s", ev.Tenant, quoteList(r.Tenants))
+		return false, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
 	}
 	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
 		return false, fmt.Sprintf("entity %q is not %s", ev.Entity, quoteList(r.On.Entities))

@@ -50,21 +50,27 @@ func pathJoin(prefix, key string) string {
 
 // expandEnv expands ${NAME} in every scalar value below n, in place.
 // "$${" is a literal "${". Unset variables are errors at their position.
-func (l *loader) expandEnv(n *yaml.Node, seen map[*yaml.Node]bool) {
+// path is the field path of n, for error messages.
+func (l *loader) expandEnv(n *yaml.Node, path string, seen map[*yaml.Node]bool) {
 	if n == nil || seen[n] {
 		return
 	}
 	seen[n] = true
 	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
+	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			l.expandEnv(c, seen)
+			l.expandEnv(c, path, seen)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			l.expandEnv(c, fmt.Sprintf("%s[%d]", path, i), seen)
 		}
 	case yaml.MappingNode:
 		for i := 1; i < len(n.Content); i += 2 {
-			l.expandEnv(n.Content[i], seen)
+			l.expandEnv(n.Content[i], pathJoin(path, n.Content[i-1].Value), seen)
 		}
 	case yaml.ScalarNode:
+		l.curPath = path
 		if !strings.Contains(n.Value, "$") {
 			return
 		}

@@ -1,0 +1,124 @@
+package triggers
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
+)
+
+// nopDecoder accepts every action config.
+type nopDecoder struct{}
+
+func (nopDecoder) Decode(string, *yaml.Node) (any, error) { return nil, nil }
+
+// rules10k is 10,000 rules over 100 entity types and 10 events each: an
+// event of one entity and event name has 10 candidate rules.
+func rules10k() []byte {
+	var b strings.Builder
+	b.WriteString("rules:\n")
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&b, `  - name: rule-%d
+    on: {entity: Entity%d, event: event%d}
+    when: data.amount > %d && data.status == "open"
+    actions:
+      - type: webhook
+        url: https://example.com/hook/%d
+`, i, i%100, (i/100)%10, i%50, i)
+	}
+	return []byte(b.String())
+}
+
+func benchSet(b *testing.B) *Set {
+	rules, err := Parse("bench.yaml", rules10k(), LoadOptions{Actions: nopDecoder{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := NewSet(rules, SetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkLoad10k(b *testing.B) {
+	src := rules10k()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(src)))
+	for b.Loop() {
+		rules, err := Parse("bench.yaml", src, LoadOptions{Actions: nopDecoder{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := NewSet(rules, SetOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkMatch10k(b *testing.B) {
+	s := benchSet(b)
+	ev := &templates.Event{ID: "1", Tenant: "acme", Entity: "Entity42", Event: "event3",
+		Data: map[string]any{"amount": 500, "status": "open"}}
+	dst := make([]*Rule, 0, 16)
+	if n := len(s.Match(ev, dst)); n != 10 {
+		b.Fatalf("matched %d rules, want 10", n)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		dst = s.Match(ev, dst[:0])
+	}
+}
+
+func BenchmarkMatch10kParallel(b *testing.B) {
+	s := benchSet(b)
+	ev := &templates.Event{ID: "1", Tenant: "acme", Entity: "Entity42", Event: "event3",
+		Data: map[string]any{"amount": 500, "status": "open"}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		dst := make([]*Rule, 0, 16)
+		for pb.Next() {
+			dst = s.Match(ev, dst[:0])
+		}
+	})
+}
+
+func BenchmarkCondition(b *testing.B) {
+	rules := mustParse(b, `
+rules:
+  - name: c
+    on: {entity: SalesOrder}
+    when: data.amount > 100 && data.customer.country == "US" && changed("status") && tenant == "acme"
+    actions: [{type: log}]
+`)
+	ev := &templates.Event{ID: "1", Tenant: "acme", Entity: "SalesOrder", Event: "updated",
+		Data:     map[string]any{"amount": 500, "status": "RELEASED", "customer": map[string]any{"country": "US"}},
+		Previous: map[string]any{"status": "DRAFT"}}
+	c := rules[0].cond
+	st := getState(ev)
+	if ok, err := c.eval(st); !ok || err != nil {
+		b.Fatal(ok, err)
+	}
+	b.Run("eval", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ok, _ := c.eval(st); !ok {
+				b.Fatal("no match")
+			}
+		}
+	})
+	// per new event the environment is filled again: boxing the strings a
+	// condition reads (here tenant) costs one small allocation each.
+	b.Run("new-event", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			st.have = 0
+			if ok, _ := c.eval(st); !ok {
+				b.Fatal("no match")
+			}
+		}
+	})
+}
