@@ -116,6 +116,9 @@ func registry() *actions.Registry {
 	})); err != nil {
 		panic(err)
 	}
+	if err := r.Register("note", noteFactory()); err != nil {
+		panic(err)
+	}
 	return r
 }
 
@@ -339,3 +342,14 @@ func order(id string) engine.Event {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// retryAfterHandler answers 429 with Retry-After: 3600, recording the id.
+func retryAfterHandler(rv *receiver) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rv.mu.Lock()
+		rv.counts[r.Header.Get("webhook-id")]++
+		rv.mu.Unlock()
+		w.Header().Set("Retry-After", "3600")
+		w.WriteHeader(429)
+	})
+}
