@@ -359,16 +359,18 @@ func (e *Engine) commitBatch(batch []*emitReq) {
 		}
 		k += len(r.recs)
 	}
-	raises := e.renderDeadRaises(res)
-	for _, r := range batch {
-		close(r.done)
-	}
-	if len(raises) > 0 {
+	// Deliveries created dead (their payload did not render) raise their
+	// dead events before the callers hear back. The events are already
+	// committed: a failure here is logged, not returned.
+	if raises := e.renderDeadRaises(res); len(raises) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		if _, err := e.store.InsertEvents(ctx, raises); err != nil {
 			e.log.Error("erpflow: recording dead events failed", "err", err)
 		}
 		cancel()
+	}
+	for _, r := range batch {
+		close(r.done)
 	}
 }
 
