@@ -1,0 +1,928 @@
+// Package sqlcore is the SQL shared by the SQLite and PostgreSQL stores:
+// both speak the same schema (INSERT … ON CONFLICT, RETURNING, row values),
+// and differ in time encoding, claiming, batch completion, notification
+// and migration locking, which a Dialect supplies.
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/templates"
+	"github.com/jmoiron/sqlx"
+)
+
+// Dialect is what differs between databases.
+type Dialect interface {
+	// Bind is the sqlx bind type (sqlx.QUESTION, sqlx.DOLLAR).
+	Bind() int
+	// MaxParams bounds the parameters of one statement.
+	MaxParams() int
+	// Time encodes a time parameter (nil for the zero time).
+	Time(t time.Time) any
+	// Claim claims due deliveries (see engine.Queue.Claim).
+	Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error)
+	// CompleteUpdate applies the state changes of cs inside tx, fenced, and
+	// reports which applied.
+	CompleteUpdate(ctx context.Context, tx Querier, cs []engine.Completion, now time.Time) ([]bool, error)
+	// Notify tells other processes that new work is due (inside tx: it
+	// fires on commit). May do nothing.
+	Notify(ctx context.Context, tx Querier) error
+}
+
+// Core implements engine.Store over a Dialect.
+type Core struct {
+	W *sqlx.DB // writes (SQLite: one connection)
+	R *sqlx.DB // reads (may be W)
+	D Dialect
+	// Woken, when set, is called after a transaction whose Wake was set
+	// (by Dialect.Notify) committed.
+	Woken func()
+}
+
+// Tx is a write transaction of Core.Tx.
+type Tx struct {
+	*sql.Tx
+	// Wake asks for Core.Woken after commit.
+	Wake bool
+}
+
+// Q rebinds a query written with ? placeholders.
+func (c *Core) Q(q string) string { return sqlx.Rebind(c.D.Bind(), q) }
+
+func (c *Core) t(t time.Time) any { return c.D.Time(t) }
+
+// Tx runs fn in a write transaction.
+func (c *Core) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	stx, err := c.W.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	tx := &Tx{Tx: stx}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if tx.Wake && c.Woken != nil {
+		c.Woken()
+	}
+	return nil
+}
+
+// placeholders returns "(?, ?, …), (…)" for rows × cols.
+func placeholders(rows, cols int) string {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
+	var b strings.Builder
+	b.Grow(rows * (len(one) + 2))
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(one)
+	}
+	return b.String()
+}
+
+// chunk is how many rows of cols columns fit in one statement.
+func (c *Core) chunk(cols int) int {
+	n := c.D.MaxParams() / cols
+	if n > 1000 {
+		n = 1000
+	}
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+type key struct{ tenant, id string }
+
+// InsertEvents implements engine.EventWriter.
+func (c *Core) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	var res []engine.InsertResult
+	err := c.Tx(ctx, func(tx *Tx) error {
+		var err error
+		res, err = c.InsertEventsIn(ctx, tx, recs)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert events: %w", err)
+	}
+	return res, nil
+}
+
+const eventCols = "tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw"
+
+// InsertEventsIn inserts recs inside tx (see engine.EventWriter): a record
+// repeating an earlier one of the batch, or one stored before, is a
+// duplicate with the stored deliveries.
+func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	res := make([]engine.InsertResult, len(recs))
+	first := make(map[key]int, len(recs))
+	dupOf := make([]int, len(recs))
+	var uniq []int
+	now := time.Now().UTC()
+	for i := range recs {
+		k := key{recs[i].Event.Tenant, recs[i].Event.ID}
+		if j, ok := first[k]; ok {
+			dupOf[i] = j
+			continue
+		}
+		first[k] = i
+		dupOf[i] = -1
+		uniq = append(uniq, i)
+	}
+	// Writers that lock keys in one order cannot deadlock each other.
+	sort.Slice(uniq, func(a, b int) bool {
+		ka, kb := &recs[uniq[a]].Event, &recs[uniq[b]].Event
+		if ka.Tenant != kb.Tenant {
+			return ka.Tenant < kb.Tenant
+		}
+		return ka.ID < kb.ID
+	})
+
+	// Events, in chunks; RETURNING tells which were new.
+	inserted := make(map[key]bool, len(uniq))
+	per := c.chunk(9)
+	for lo := 0; lo < len(uniq); lo += per {
+		hi := min(lo+per, len(uniq))
+		args := make([]any, 0, (hi-lo)*9)
+		for _, i := range uniq[lo:hi] {
+			r := &recs[i]
+			raw := []byte(r.Raw)
+			if len(raw) == 0 {
+				b, err := json.Marshal(&r.Event)
+				if err != nil {
+					return nil, fmt.Errorf("event %q: %w", r.Event.ID, err)
+				}
+				raw = b
+			}
+			recv := r.ReceivedAt
+			if recv.IsZero() {
+				recv = now
+			}
+			args = append(args, r.Event.Tenant, r.Event.ID, r.Event.Entity, r.Event.EntityID,
+				r.Event.Event, c.t(r.Event.OccurredAt), c.t(recv), r.Internal, raw)
+		}
+		q := "INSERT INTO events (" + eventCols + ") VALUES " + placeholders(hi-lo, 9) +
+			" ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id"
+		rows, err := tx.QueryContext(ctx, c.Q(q), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.tenant, &k.id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			inserted[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+
+	// Deliveries of the new events.
+	var dls []engine.Delivery
+	var stored []key
+	for _, i := range uniq {
+		r := &recs[i]
+		k := key{r.Event.Tenant, r.Event.ID}
+		if !inserted[k] {
+			stored = append(stored, k)
+			res[i].Duplicate = true
+			continue
+		}
+		ds := make([]engine.Delivery, len(r.Deliveries))
+		for j, d := range r.Deliveries {
+			ds[j] = normalize(d, r, now)
+		}
+		res[i].Deliveries = ds
+		dls = append(dls, ds...)
+	}
+	if err := c.insertDeliveries(ctx, tx, dls); err != nil {
+		return nil, err
+	}
+	if len(dls) > 0 {
+		if err := c.D.Notify(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+
+	// Deliveries stored earlier for the duplicates.
+	if len(stored) > 0 {
+		byKey, err := c.deliveriesOf(ctx, tx, stored)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range uniq {
+			if res[i].Duplicate {
+				res[i].Deliveries = byKey[key{recs[i].Event.Tenant, recs[i].Event.ID}]
+			}
+		}
+	}
+	for i, j := range dupOf {
+		if j >= 0 {
+			res[i] = engine.InsertResult{Duplicate: true, Deliveries: res[j].Deliveries}
+		}
+	}
+	return res, nil
+}
+
+// normalize fills what the engine left zero and rounds times to what the
+// database keeps, so that results equal what a later read returns.
+func normalize(d engine.Delivery, r *engine.EventRecord, now time.Time) engine.Delivery {
+	if d.Tenant == "" {
+		d.Tenant = r.Event.Tenant
+	}
+	if d.EventID == "" {
+		d.EventID = r.Event.ID
+	}
+	if d.Entity == "" {
+		d.Entity = r.Event.Entity
+	}
+	if d.EventName == "" {
+		d.EventName = r.Event.Event
+	}
+	if r.Internal {
+		d.Internal = true
+	}
+	if d.State == "" {
+		d.State = engine.StatePending
+	}
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = r.ReceivedAt
+		if d.CreatedAt.IsZero() {
+			d.CreatedAt = now
+		}
+	}
+	if d.UpdatedAt.IsZero() {
+		d.UpdatedAt = d.CreatedAt
+	}
+	if d.RunAt.IsZero() {
+		d.RunAt = d.CreatedAt
+	}
+	d.RunAt, d.CreatedAt, d.UpdatedAt, d.LockedUntil = Round(d.RunAt), Round(d.CreatedAt), Round(d.UpdatedAt), Round(d.LockedUntil)
+	return d
+}
+
+// dueAt is when a delivery in state s can be claimed: run_at when it
+// waits, the lease's end when running, never when done or a test.
+func dueAt(d *engine.Delivery) time.Time {
+	if d.Test {
+		return time.Time{}
+	}
+	switch d.State {
+	case engine.StatePending, engine.StateFailed:
+		return d.RunAt
+	case engine.StateRunning:
+		return d.LockedUntil
+	}
+	return time.Time{}
+}
+
+const nDeliveryCols = 23
+
+func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
+	payload := []byte(d.Payload)
+	if payload == nil {
+		payload = []byte{}
+	}
+	return append(args, d.ID, d.Tenant, d.EventID, d.Entity, d.EventName, d.Rule,
+		d.ActionIndex, d.ActionType, d.Retry, payload, string(d.State), d.Attempts,
+		d.RetryBase, c.t(d.RunAt), d.LastCode, d.LastError, d.Internal, d.Test,
+		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), c.t(dueAt(d)))
+}
+
+func (c *Core) insertDeliveries(ctx context.Context, tx Querier, dls []engine.Delivery) error {
+	per := c.chunk(nDeliveryCols)
+	for lo := 0; lo < len(dls); lo += per {
+		hi := min(lo+per, len(dls))
+		args := make([]any, 0, (hi-lo)*nDeliveryCols)
+		for i := lo; i < hi; i++ {
+			args = c.deliveryArgs(args, &dls[i])
+		}
+		q := "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at) VALUES " + placeholders(hi-lo, nDeliveryCols)
+		if _, err := tx.ExecContext(ctx, c.Q(q), args...); err != nil {
+			return fmt.Errorf("insert deliveries: %w", err)
+		}
+	}
+	return nil
+}
+
+// deliveriesOf loads the deliveries of events, by event, ordered by id.
+func (c *Core) deliveriesOf(ctx context.Context, q Querier, events []key) (map[key][]engine.Delivery, error) {
+	out := make(map[key][]engine.Delivery, len(events))
+	per := c.chunk(2)
+	for lo := 0; lo < len(events); lo += per {
+		hi := min(lo+per, len(events))
+		args := make([]any, 0, (hi-lo)*2)
+		for _, k := range events[lo:hi] {
+			args = append(args, k.tenant, k.id)
+		}
+		rows, err := q.QueryContext(ctx, c.Q("SELECT "+DeliveryCols("")+" FROM deliveries WHERE (tenant, event_id) IN (VALUES "+
+			placeholders(hi-lo, 2)+") ORDER BY id"), args...)
+		if err != nil {
+			return nil, err
+		}
+		ds, err := ScanDeliveries(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			k := key{d.Tenant, d.EventID}
+			out[k] = append(out[k], d)
+		}
+	}
+	return out, nil
+}
+
+// Claim implements engine.Queue.
+func (c *Core) Claim(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Delivery, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	now = Round(now)
+	ds, err := c.D.Claim(ctx, owner, limit, now, Round(now.Add(lease)))
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if !ds[i].RunAt.Equal(ds[j].RunAt) {
+			return ds[i].RunAt.Before(ds[j].RunAt)
+		}
+		return ds[i].ID < ds[j].ID
+	})
+	return ds, nil
+}
+
+// CompleteEach is a CompleteUpdate that runs one prepared UPDATE per
+// completion: right for SQLite, where a statement costs no round trip.
+func (c *Core) CompleteEach(ctx context.Context, tx Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
+	stmt, err := tx.(interface {
+		PrepareContext(ctx context.Context, q string) (*sql.Stmt, error)
+	}).PrepareContext(ctx, c.Q(`UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), due_at = ?,
+		last_code = ?, last_error = ?, lease_owner = '', locked_until = NULL, updated_at = ?
+		WHERE id = ? AND lease_owner = ? AND state = 'running' AND attempts = ?`))
+	if err != nil {
+		return nil, err
+	}
+	defer stmt.Close()
+	ok := make([]bool, len(cs))
+	for i := range cs {
+		cp := &cs[i]
+		runAt, due := c.runAndDue(cp)
+		// run_at keeps its value unless the completion sets a new one.
+		r, err := stmt.ExecContext(ctx, string(cp.State), c.t(runAt), c.t(due), cp.Attempt.Code, cp.Attempt.Error,
+			c.t(Finished(cp, now)), cp.ID, cp.Owner, cp.Attempt.N)
+		if err != nil {
+			return nil, err
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return nil, err
+		}
+		ok[i] = n == 1
+	}
+	return ok, nil
+}
+
+// runAndDue returns the run_at to store (zero: keep) and the due_at of a
+// completion.
+func (c *Core) runAndDue(cp *engine.Completion) (runAt, due time.Time) {
+	if cp.State == engine.StateFailed || cp.State == engine.StatePending {
+		return Round(cp.RunAt), Round(cp.RunAt)
+	}
+	return time.Time{}, time.Time{}
+}
+
+// Finished is when a completion's attempt ended (its updated_at): the
+// engine's clock, so that fake clocks in tests stay consistent.
+func Finished(cp *engine.Completion, now time.Time) time.Time {
+	if cp.Attempt.StartedAt.IsZero() {
+		return Round(now)
+	}
+	return Round(cp.Attempt.StartedAt.Add(cp.Attempt.Duration))
+}
+
+// RunAndDue is runAndDue for dialects.
+func (c *Core) RunAndDue(cp *engine.Completion) (runAt, due time.Time) { return c.runAndDue(cp) }
+
+// Complete implements engine.Queue.
+func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error) {
+	if len(cs) == 0 {
+		return 0, nil
+	}
+	for i := range cs {
+		switch cs[i].State {
+		case engine.StateSucceeded, engine.StateFailed, engine.StateDead:
+		default:
+			return 0, fmt.Errorf("complete %s: state %q is not succeeded, failed or dead", cs[i].ID, cs[i].State)
+		}
+	}
+	now := time.Now().UTC()
+	applied := 0
+	err := c.Tx(ctx, func(tx *Tx) error {
+		ok, err := c.D.CompleteUpdate(ctx, tx, cs, now)
+		if err != nil {
+			return err
+		}
+		var atts []engine.Attempt
+		var raise []engine.EventRecord
+		applied = 0
+		for i := range cs {
+			if !ok[i] {
+				continue
+			}
+			applied++
+			a := cs[i].Attempt
+			a.DeliveryID = cs[i].ID
+			atts = append(atts, a)
+			if cs[i].Raise != nil {
+				raise = append(raise, *cs[i].Raise)
+			}
+		}
+		if err := c.insertAttempts(ctx, tx, atts, false); err != nil {
+			return err
+		}
+		if len(raise) > 0 {
+			if _, err := c.InsertEventsIn(ctx, tx, raise); err != nil {
+				return fmt.Errorf("raise: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("complete: %w", err)
+	}
+	return applied, nil
+}
+
+func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Attempt, replace bool) error {
+	const n = 9
+	per := c.chunk(n)
+	for lo := 0; lo < len(atts); lo += per {
+		hi := min(lo+per, len(atts))
+		args := make([]any, 0, (hi-lo)*n)
+		for i := lo; i < hi; i++ {
+			a := &atts[i]
+			var detail any
+			if len(a.Detail) > 0 {
+				detail = []byte(a.Detail)
+			}
+			args = append(args, a.DeliveryID, a.N, c.t(a.StartedAt), int64(a.Duration), a.Outcome,
+				a.Code, a.Error, detail, a.Test)
+		}
+		q := "INSERT INTO attempts (" + attemptCols + ") VALUES " + placeholders(hi-lo, n) +
+			" ON CONFLICT (delivery_id, n) DO NOTHING"
+		if replace {
+			q = "INSERT INTO attempts (" + attemptCols + ") VALUES " + placeholders(hi-lo, n) +
+				` ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,
+				duration_ns = excluded.duration_ns, outcome = excluded.outcome, code = excluded.code,
+				error = excluded.error, detail = excluded.detail, test = excluded.test`
+		}
+		if _, err := tx.ExecContext(ctx, c.Q(q), args...); err != nil {
+			return fmt.Errorf("insert attempts: %w", err)
+		}
+	}
+	return nil
+}
+
+// Release implements engine.Queue. With no ids it releases every delivery
+// running under owner.
+func (c *Core) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
+	now = Round(now)
+	set := `UPDATE deliveries SET state = 'pending', attempts = attempts - 1, run_at = ?, due_at = ?,
+		lease_owner = '', locked_until = NULL, updated_at = ?
+		WHERE state = 'running' AND lease_owner = ?`
+	err := c.Tx(ctx, func(tx *Tx) error {
+		if len(ids) == 0 {
+			_, err := tx.ExecContext(ctx, c.Q(set), c.t(now), c.t(now), c.t(now), owner)
+			return err
+		}
+		per := c.chunk(1) - 4
+		for lo := 0; lo < len(ids); lo += per {
+			hi := min(lo+per, len(ids))
+			args := []any{c.t(now), c.t(now), c.t(now), owner}
+			for _, id := range ids[lo:hi] {
+				args = append(args, id)
+			}
+			if _, err := tx.ExecContext(ctx, c.Q(set+" AND id IN ("+list(hi-lo)+")"), args...); err != nil {
+				return err
+			}
+		}
+		return c.D.Notify(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	return nil
+}
+
+// list returns "?, ?, …" (n of them).
+func list(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+// where builds the WHERE clause of a filter (without cursor/limit).
+func (c *Core) where(f *engine.DeliveryFilter, states []engine.State) (string, []any) {
+	var conds []string
+	var args []any
+	if f.Tenant != "" || f.TenantSet {
+		conds = append(conds, "tenant = ?")
+		args = append(args, f.Tenant)
+	}
+	if f.Rule != "" {
+		conds = append(conds, "rule = ?")
+		args = append(args, f.Rule)
+	}
+	if f.EventID != "" {
+		conds = append(conds, "event_id = ?")
+		args = append(args, f.EventID)
+	}
+	if len(states) > 0 {
+		conds = append(conds, "state IN ("+list(len(states))+")")
+		for _, s := range states {
+			args = append(args, string(s))
+		}
+	}
+	if !f.Since.IsZero() {
+		conds = append(conds, "created_at >= ?")
+		args = append(args, c.t(f.Since))
+	}
+	if !f.Until.IsZero() {
+		conds = append(conds, "created_at < ?")
+		args = append(args, c.t(f.Until))
+	}
+	if len(conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// ListDeliveries implements engine.DeliveryLog: newest first (by id), after
+// f.Cursor.
+func (c *Core) ListDeliveries(ctx context.Context, f engine.DeliveryFilter) ([]engine.Delivery, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	w, args := c.where(&f, f.States)
+	if f.Cursor != "" {
+		if w == "" {
+			w = " WHERE id < ?"
+		} else {
+			w += " AND id < ?"
+		}
+		args = append(args, f.Cursor)
+	}
+	args = append(args, limit)
+	rows, err := c.R.QueryContext(ctx, c.Q("SELECT "+DeliveryCols("")+" FROM deliveries"+w+" ORDER BY id DESC LIMIT ?"), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	ds, err := ScanDeliveries(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	return ds, nil
+}
+
+// GetDelivery implements engine.DeliveryLog.
+func (c *Core) GetDelivery(ctx context.Context, id string) (engine.Delivery, []engine.Attempt, error) {
+	rows, err := c.R.QueryContext(ctx, c.Q("SELECT "+DeliveryCols("")+" FROM deliveries WHERE id = ?"), id)
+	if err != nil {
+		return engine.Delivery{}, nil, fmt.Errorf("get delivery %s: %w", id, err)
+	}
+	ds, err := ScanDeliveries(rows)
+	if err != nil {
+		return engine.Delivery{}, nil, fmt.Errorf("get delivery %s: %w", id, err)
+	}
+	if len(ds) == 0 {
+		return engine.Delivery{}, nil, fmt.Errorf("delivery %s: %w", id, engine.ErrNotFound)
+	}
+	rows, err = c.R.QueryContext(ctx, c.Q("SELECT "+attemptCols+" FROM attempts WHERE delivery_id = ? ORDER BY n"), id)
+	if err != nil {
+		return engine.Delivery{}, nil, fmt.Errorf("get delivery %s: %w", id, err)
+	}
+	atts, err := scanAttempts(rows)
+	if err != nil {
+		return engine.Delivery{}, nil, fmt.Errorf("get delivery %s: %w", id, err)
+	}
+	return ds[0], atts, nil
+}
+
+// GetEvent implements engine.DeliveryLog.
+func (c *Core) GetEvent(ctx context.Context, tenant, id string) (engine.EventRecord, error) {
+	var rec engine.EventRecord
+	var entity, entityID, name string
+	var occurred, received Time
+	var raw []byte
+	err := c.R.QueryRowContext(ctx, c.Q("SELECT "+eventCols+" FROM events WHERE tenant = ? AND id = ?"), tenant, id).
+		Scan(&rec.Event.Tenant, &rec.Event.ID, &entity, &entityID, &name, &occurred, &received, &rec.Internal, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, fmt.Errorf("event %q of tenant %q: %w", id, tenant, engine.ErrNotFound)
+	}
+	if err != nil {
+		return rec, fmt.Errorf("get event: %w", err)
+	}
+	rec.Raw = json.RawMessage(raw)
+	rec.ReceivedAt = received.T
+	if ev, err := templates.DecodeEvent(raw); err == nil {
+		rec.Event = ev
+	}
+	// The columns are authoritative (an internal event's JSON may be loose).
+	rec.Event.Tenant, rec.Event.ID = tenant, id
+	rec.Event.Entity, rec.Event.EntityID, rec.Event.Event = entity, entityID, name
+	if rec.Event.OccurredAt.IsZero() {
+		rec.Event.OccurredAt = occurred.T
+	}
+	byKey, err := c.deliveriesOf(ctx, c.R, []key{{tenant, id}})
+	if err != nil {
+		return rec, fmt.Errorf("get event: %w", err)
+	}
+	rec.Deliveries = byKey[key{tenant, id}]
+	return rec, nil
+}
+
+// Requeue implements engine.DeliveryLog. Deliveries named by ids are
+// requeued in any state but running; those matching f only when dead or
+// failed (f.Cursor and f.Limit are ignored: all of them).
+func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilter, now time.Time) (int, error) {
+	now = Round(now)
+	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, retry_base = attempts,
+		lease_owner = '', locked_until = NULL, updated_at = ?`
+	total := 0
+	err := c.Tx(ctx, func(tx *Tx) error {
+		total = 0
+		if len(ids) > 0 {
+			per := c.chunk(1) - 3
+			for lo := 0; lo < len(ids); lo += per {
+				hi := min(lo+per, len(ids))
+				args := []any{c.t(now), c.t(now), c.t(now)}
+				for _, id := range ids[lo:hi] {
+					args = append(args, id)
+				}
+				r, err := tx.ExecContext(ctx, c.Q(set+" WHERE state <> 'running' AND id IN ("+list(hi-lo)+")"), args...)
+				if err != nil {
+					return err
+				}
+				n, _ := r.RowsAffected()
+				total += int(n)
+			}
+		}
+		if f != nil {
+			states := []engine.State{engine.StateDead, engine.StateFailed}
+			if len(f.States) > 0 {
+				states = states[:0]
+				for _, s := range f.States {
+					if s == engine.StateDead || s == engine.StateFailed {
+						states = append(states, s)
+					}
+				}
+			}
+			if len(states) > 0 {
+				w, args := c.where(f, states)
+				r, err := tx.ExecContext(ctx, c.Q(set+w), append([]any{c.t(now), c.t(now), c.t(now)}, args...)...)
+				if err != nil {
+					return err
+				}
+				n, _ := r.RowsAffected()
+				total += int(n)
+			}
+		}
+		if total > 0 {
+			return c.D.Notify(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("requeue: %w", err)
+	}
+	return total, nil
+}
+
+// Prune implements engine.DeliveryLog.
+func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	n := 0
+	err := c.Tx(ctx, func(tx *Tx) error {
+		// Attempts go with their delivery (ON DELETE CASCADE).
+		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM deliveries WHERE id IN
+			(SELECT id FROM deliveries WHERE state = 'succeeded' AND created_at < ? ORDER BY created_at LIMIT ?)`),
+			c.t(before), batch)
+		if err != nil {
+			return err
+		}
+		m, _ := r.RowsAffected()
+		n = int(m)
+		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
+			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
+				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
+			 LIMIT ?)`), c.t(before), batch)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune: %w", err)
+	}
+	return n, nil
+}
+
+// Stats implements engine.DeliveryLog. OldestPending is the run_at of the
+// longest-due waiting delivery.
+func (c *Core) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
+	var st engine.QueueStats
+	rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
+		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state`))
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return st, fmt.Errorf("stats: %w", err)
+		}
+		switch engine.State(s) {
+		case engine.StatePending, engine.StateFailed:
+			st.Pending += n
+		case engine.StateRunning:
+			st.Running += n
+		case engine.StateDead:
+			st.Dead += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	var oldest Time
+	if err := c.R.QueryRowContext(ctx, c.Q(`SELECT MIN(due_at) FROM deliveries
+		WHERE due_at <= ? AND state IN ('pending', 'failed')`), c.t(now)).Scan(&oldest); err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	st.OldestPending = oldest.T
+	return st, nil
+}
+
+// AddAttempt implements engine.DeliveryLog: the delivery row is stored as
+// given (replacing one with the same id) together with the attempt.
+func (c *Core) AddAttempt(ctx context.Context, d engine.Delivery, a engine.Attempt) error {
+	if d.State == "" {
+		d.State = engine.StateSucceeded
+	}
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = a.StartedAt
+	}
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = time.Now()
+	}
+	if d.UpdatedAt.IsZero() {
+		d.UpdatedAt = d.CreatedAt
+	}
+	if d.RunAt.IsZero() {
+		d.RunAt = d.CreatedAt
+	}
+	a.DeliveryID = d.ID
+	var sets []string
+	for _, col := range deliveryCols[1:] {
+		sets = append(sets, col+" = excluded."+col)
+	}
+	sets = append(sets, "due_at = excluded.due_at")
+	err := c.Tx(ctx, func(tx *Tx) error {
+		q := "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at) VALUES " + placeholders(1, nDeliveryCols) +
+			" ON CONFLICT (id) DO UPDATE SET " + strings.Join(sets, ", ")
+		if _, err := tx.ExecContext(ctx, c.Q(q), c.deliveryArgs(nil, &d)...); err != nil {
+			return err
+		}
+		return c.insertAttempts(ctx, tx, []engine.Attempt{a}, true)
+	})
+	if err != nil {
+		return fmt.Errorf("add attempt: %w", err)
+	}
+	return nil
+}
+
+// ListRules implements engine.RuleStore.
+func (c *Core) ListRules(ctx context.Context) ([]engine.RuleRecord, error) {
+	rows, err := c.R.QueryContext(ctx, "SELECT name, tenant, source, enabled, version, updated_at FROM rules ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.RuleRecord
+	for rows.Next() {
+		var r engine.RuleRecord
+		var upd Time
+		if err := rows.Scan(&r.Name, &r.Tenant, &r.Source, &r.Enabled, &r.Version, &upd); err != nil {
+			return nil, fmt.Errorf("list rules: %w", err)
+		}
+		r.UpdatedAt = upd.T
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list rules: %w", err)
+	}
+	return out, nil
+}
+
+// PutRule implements engine.RuleStore.
+func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64) (engine.RuleRecord, error) {
+	if r.Name == "" {
+		return r, errors.New("put rule: empty name")
+	}
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = time.Now()
+	}
+	r.UpdatedAt = Round(r.UpdatedAt)
+	var q string
+	var args []any
+	switch {
+	case ifVersion == 0:
+		q = `INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, 1, ?)
+			ON CONFLICT (name) DO NOTHING RETURNING version`
+		args = []any{r.Name, r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
+	case ifVersion < 0:
+		q = `INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, 1, ?)
+			ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant, source = excluded.source,
+			enabled = excluded.enabled, version = rules.version + 1, updated_at = excluded.updated_at
+			RETURNING version`
+		args = []any{r.Name, r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
+	default:
+		q = `UPDATE rules SET tenant = ?, source = ?, enabled = ?, version = version + 1, updated_at = ?
+			WHERE name = ? AND version = ? RETURNING version`
+		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion}
+	}
+	err := c.Tx(ctx, func(tx *Tx) error {
+		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&r.Version)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if ifVersion == 0 {
+			return fmt.Errorf("rule %q exists: %w", r.Name, engine.ErrConflict)
+		}
+		var v int64
+		err = tx.QueryRowContext(ctx, c.Q("SELECT version FROM rules WHERE name = ?"), r.Name).Scan(&v)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("rule %q: %w", r.Name, engine.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("rule %q is at version %d, not %d: %w", r.Name, v, ifVersion, engine.ErrConflict)
+	})
+	if err != nil {
+		return engine.RuleRecord{}, fmt.Errorf("put rule: %w", err)
+	}
+	return r, nil
+}
+
+// DeleteRule implements engine.RuleStore.
+func (c *Core) DeleteRule(ctx context.Context, name string) error {
+	r, err := c.W.ExecContext(ctx, c.Q("DELETE FROM rules WHERE name = ?"), name)
+	if err != nil {
+		return fmt.Errorf("delete rule %q: %w", name, err)
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return fmt.Errorf("delete rule %q: %w", name, engine.ErrNotFound)
+	}
+	return nil
+}
+
+// Ping implements engine.Store.
+func (c *Core) Ping(ctx context.Context) error {
+	if err := c.W.PingContext(ctx); err != nil {
+		return err
+	}
+	if c.R != c.W {
+		return c.R.PingContext(ctx)
+	}
+	return nil
+}
+
+// Close closes the pools.
+func (c *Core) Close() error {
+	err := c.W.Close()
+	if c.R != c.W {
+		err = errors.Join(err, c.R.Close())
+	}
+	return err
+}

@@ -1,0 +1,170 @@
+package sqlite
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/internal/sqlcore"
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+func init() { sqlx.BindDriver("sqlite", sqlx.QUESTION) }
+
+// Options tunes a Store. The zero value means the defaults.
+type Options struct {
+	// ReadConns is the size of the read pool. Default 4.
+	ReadConns int
+	// BusyTimeout is how long a write waits for another process holding
+	// the database lock. Default 5s.
+	BusyTimeout time.Duration
+}
+
+// Store is an engine.Store in one SQLite file.
+type Store struct {
+	*sqlcore.Core
+	wake     chan struct{}
+	closeOne sync.Once
+}
+
+var (
+	_ engine.Store = (*Store)(nil)
+	_ engine.Waker = (*Store)(nil)
+)
+
+// Open opens (creating it when missing) the database file at path and
+// applies pending migrations. path ":memory:" gives a private in-memory
+// database (one connection; for tests and trials).
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, fmt.Errorf("sqlite: empty path")
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 5 * time.Second
+	}
+	mem := path == ":memory:"
+	w, err := sqlx.Open("sqlite", dsn(path, opts, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// One writer: the pool queues writers, SQLite never sees two.
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	r := w
+	if !mem {
+		r, err = sqlx.Open("sqlite", dsn(path, opts, true))
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		}
+		r.SetMaxOpenConns(opts.ReadConns)
+		r.SetMaxIdleConns(opts.ReadConns)
+	}
+	s := &Store{wake: make(chan struct{}, 1)}
+	s.Core = &sqlcore.Core{W: w, R: r, D: dialect{s}, Woken: s.woken}
+	if err := s.migrate(ctx); err != nil {
+		s.Core.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func dsn(path string, opts Options, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		// Read-then-write transactions take the write lock up front:
+		// deferred ones fail with SQLITE_BUSY under contention.
+		q.Set("_txlock", "immediate")
+	}
+	if path == ":memory:" {
+		return ":memory:?" + q.Encode()
+	}
+	return "file:" + escapePath(path) + "?" + q.Encode()
+}
+
+// escapePath keeps a file path intact inside a file: URI.
+func escapePath(p string) string {
+	r := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
+	return r.Replace(p)
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := sqlcore.LoadMigrations(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	// The immediate transaction is the lock: a second process waits.
+	return sqlcore.Migrate(ctx, s.W.DB, ms, sqlx.QUESTION, nil)
+}
+
+// Wakeups implements engine.Waker: it receives after this store committed
+// new due work (inserted, released or requeued deliveries). Other
+// processes' writes are not seen: the engine's polling covers them.
+func (s *Store) Wakeups() <-chan struct{} { return s.wake }
+
+// Close closes the database.
+func (s *Store) Close() error {
+	var err error
+	s.closeOne.Do(func() { err = s.Core.Close() })
+	return err
+}
+
+type dialect struct{ s *Store }
+
+func (dialect) Bind() int { return sqlx.QUESTION }
+
+// MaxParams stays below SQLITE_MAX_VARIABLE_NUMBER (32766).
+func (dialect) MaxParams() int { return 32000 }
+
+func (dialect) Time(t time.Time) any { return sqlcore.Micros(t) }
+
+func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
+	rows, err := d.s.W.QueryContext(ctx, `UPDATE deliveries SET state = 'running', attempts = attempts + 1,
+		lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
+		WHERE id IN (SELECT id FROM deliveries WHERE due_at <= ? ORDER BY due_at LIMIT ?)
+		RETURNING `+sqlcore.DeliveryCols(""),
+		owner, until.UnixMicro(), until.UnixMicro(), now.UnixMicro(), now.UnixMicro(), limit)
+	if err != nil {
+		return nil, err
+	}
+	return sqlcore.ScanDeliveries(rows)
+}
+
+func (d dialect) CompleteUpdate(ctx context.Context, tx sqlcore.Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
+	return d.s.CompleteEach(ctx, tx, cs, now)
+}
+
+// Notify asks for a wakeup of this process's engine after commit.
+func (d dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
+	if t, ok := tx.(*sqlcore.Tx); ok {
+		t.Wake = true
+	}
+	return nil
+}
+
+func (s *Store) woken() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}

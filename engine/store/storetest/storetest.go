@@ -1,0 +1,1058 @@
+// Package storetest is the one test suite every engine.Store must pass.
+// Each adapter runs it against a real database:
+//
+//	func TestStore(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) engine.Store { … a fresh, empty store … })
+//	}
+//
+// RunShared checks what several stores on one database (several
+// processes) must guarantee: no delivery claimed twice while its lease
+// holds.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// Opener returns a fresh, empty store; the test closes it.
+type Opener func(t *testing.T) engine.Store
+
+// SharedOpener returns n stores on one fresh database, as n processes
+// would open it.
+type SharedOpener func(t *testing.T, n int) []engine.Store
+
+// t0 is the suite's clock origin: not UTC, with microseconds, so that the
+// time round trip is tested.
+var t0 = time.Date(2031, 3, 4, 5, 6, 7, 123456000, time.FixedZone("UTC+3", 3*3600))
+
+var seq atomic.Int64
+
+// newID returns a time-sortable delivery id, like the engine's.
+func newID() string { return fmt.Sprintf("dlv_%016d", seq.Add(1)) }
+
+// rec builds an event record with n deliveries due at runAt.
+func rec(tenant, id string, n int, runAt time.Time) engine.EventRecord {
+	ev := engine.Event{ID: id, Tenant: tenant, Entity: "SalesOrder", EntityID: "SO-" + id,
+		Event: "updated", OccurredAt: t0.Add(-time.Minute)}
+	raw := fmt.Sprintf(`{"id":%q,"tenant":%q,"entity":"SalesOrder","entity_id":"SO-%s","event":"updated","occurred_at":%q,"data":{"z":1,"a":[1.50, 2e3],"s":"é\u00e9"}}`,
+		id, tenant, id, ev.OccurredAt.Format(time.RFC3339Nano))
+	r := engine.EventRecord{Event: ev, Raw: json.RawMessage(raw), ReceivedAt: t0}
+	for i := 0; i < n; i++ {
+		r.Deliveries = append(r.Deliveries, engine.Delivery{
+			ID: newID(), Tenant: tenant, EventID: id, Entity: "SalesOrder", EventName: "updated",
+			Rule: "rule-" + fmt.Sprint(i%2), ActionIndex: i, ActionType: "webhook", Retry: "schedule: [5m, 10m]",
+			// Key order and spacing must survive: the log shows what was sent.
+			Payload: json.RawMessage(fmt.Sprintf(`{"url":"https://x.example/%d", "body":{"z":1,  "a":"%s"}}`, i, id)),
+			State:   engine.StatePending, RunAt: runAt, CreatedAt: t0, UpdatedAt: t0,
+		})
+	}
+	return r
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type valErr[T any] struct {
+	v   T
+	err error
+}
+
+// mv(f()).get(t) is f's value, failing t on f's error.
+func mv[T any](v T, err error) valErr[T] { return valErr[T]{v, err} }
+
+func (r valErr[T]) get(t *testing.T) T {
+	t.Helper()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.v
+}
+
+type valErr2[A, B any] struct {
+	a   A
+	b   B
+	err error
+}
+
+func mv2[A, B any](a A, b B, err error) valErr2[A, B] { return valErr2[A, B]{a, b, err} }
+
+func (r valErr2[A, B]) get(t *testing.T) (A, B) {
+	t.Helper()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.a, r.b
+}
+
+func noErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func insert(t *testing.T, s engine.Store, recs ...engine.EventRecord) []engine.InsertResult {
+	t.Helper()
+	return mv(s.InsertEvents(ctxT(t), recs)).get(t)
+}
+
+func ids(ds []engine.Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.ID
+	}
+	return out
+}
+
+func sortedIDs(ds []engine.Delivery) []string {
+	out := ids(ds)
+	sort.Strings(out)
+	return out
+}
+
+// sameDelivery compares the stored fields of two deliveries, times by
+// instant.
+func sameDelivery(t *testing.T, what string, got, want engine.Delivery) {
+	t.Helper()
+	if !bytes.Equal(got.Payload, want.Payload) {
+		t.Errorf("%s: payload %s, want exactly %s", what, got.Payload, want.Payload)
+	}
+	for _, c := range []struct {
+		name string
+		g, w time.Time
+	}{{"RunAt", got.RunAt, want.RunAt}, {"CreatedAt", got.CreatedAt, want.CreatedAt},
+		{"UpdatedAt", got.UpdatedAt, want.UpdatedAt}, {"LockedUntil", got.LockedUntil, want.LockedUntil}} {
+		if !c.g.Equal(c.w) {
+			t.Errorf("%s: %s %v, want %v", what, c.name, c.g, c.w)
+		}
+	}
+	g, w := got, want
+	g.Payload, w.Payload = nil, nil
+	g.RunAt, w.RunAt, g.CreatedAt, w.CreatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	g.UpdatedAt, w.UpdatedAt, g.LockedUntil, w.LockedUntil = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("%s:\n got  %+v\n want %+v", what, g, w)
+	}
+}
+
+// Run runs the suite; open must return a fresh, empty store each call.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, engine.Store)
+	}{
+		{"InsertAndRead", testInsertAndRead},
+		{"InsertIdempotent", testInsertIdempotent},
+		{"InsertBatchRepeats", testInsertBatchRepeats},
+		{"InsertLargeBatch", testInsertLargeBatch},
+		{"TimeRoundTrip", testTimeRoundTrip},
+		{"Claim", testClaim},
+		{"ClaimConcurrent", testClaimConcurrent},
+		{"LeaseExpiry", testLeaseExpiry},
+		{"CompleteFailedRetries", testCompleteFailed},
+		{"CompleteRaise", testCompleteRaise},
+		{"CompleteBatch", testCompleteBatch},
+		{"Release", testRelease},
+		{"ListDeliveries", testList},
+		{"Requeue", testRequeue},
+		{"Prune", testPrune},
+		{"Stats", testStats},
+		{"AddAttempt", testAddAttempt},
+		{"Rules", testRules},
+		{"Waker", testWaker},
+		{"NotFound", testNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() { s.Close() })
+			tc.fn(t, s)
+		})
+	}
+}
+
+func testInsertAndRead(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	noErr(t, s.Ping(ctx))
+	r1 := rec("acme", "ev1", 2, t0)
+	r2 := rec("", "ev1", 1, t0) // same id, other tenant: another event
+	r0 := rec("acme", "ev0", 0, t0)
+	res := insert(t, s, r1, r2, r0)
+	if len(res) != 3 {
+		t.Fatalf("%d results, want 3", len(res))
+	}
+	for i, r := range []engine.EventRecord{r1, r2, r0} {
+		if res[i].Duplicate {
+			t.Errorf("result %d: duplicate on first insert", i)
+		}
+		if len(res[i].Deliveries) != len(r.Deliveries) {
+			t.Fatalf("result %d: %d deliveries, want %d", i, len(res[i].Deliveries), len(r.Deliveries))
+		}
+		for j := range r.Deliveries {
+			sameDelivery(t, "insert result", res[i].Deliveries[j], r.Deliveries[j])
+		}
+	}
+
+	got := mv(s.GetEvent(ctx, "acme", "ev1")).get(t)
+	if !bytes.Equal(got.Raw, r1.Raw) {
+		t.Errorf("raw %s, want exactly %s", got.Raw, r1.Raw)
+	}
+	if got.Event.ID != "ev1" || got.Event.Tenant != "acme" || got.Event.Entity != "SalesOrder" ||
+		got.Event.EntityID != "SO-ev1" || got.Event.Event != "updated" || !got.Event.OccurredAt.Equal(r1.Event.OccurredAt) {
+		t.Errorf("event %+v", got.Event)
+	}
+	if got.Event.Data["z"] == nil {
+		t.Errorf("event data not decoded: %+v", got.Event.Data)
+	}
+	if !got.ReceivedAt.Equal(t0) || got.Internal {
+		t.Errorf("received %v internal %v", got.ReceivedAt, got.Internal)
+	}
+	if !reflect.DeepEqual(sortedIDs(got.Deliveries), sortedIDs(r1.Deliveries)) {
+		t.Errorf("event deliveries %v, want %v", ids(got.Deliveries), ids(r1.Deliveries))
+	}
+	other := mv(s.GetEvent(ctx, "", "ev1")).get(t)
+	if len(other.Deliveries) != 1 || other.Deliveries[0].ID != r2.Deliveries[0].ID {
+		t.Errorf("default tenant's ev1 deliveries %v", ids(other.Deliveries))
+	}
+	empty := mv(s.GetEvent(ctx, "acme", "ev0")).get(t)
+	if len(empty.Deliveries) != 0 {
+		t.Errorf("ev0 has deliveries %v", ids(empty.Deliveries))
+	}
+
+	for _, want := range r1.Deliveries {
+		d, atts, err := s.GetDelivery(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameDelivery(t, "GetDelivery", d, want)
+		if len(atts) != 0 {
+			t.Errorf("new delivery has attempts %+v", atts)
+		}
+	}
+}
+
+func testInsertIdempotent(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 2, t0)
+	first := insert(t, s, r)
+	again := rec("acme", "ev1", 3, t0) // new delivery ids: must not be stored
+	again.Raw = json.RawMessage(`{"id":"ev1","changed":true}`)
+	res := insert(t, s, again, rec("acme", "ev2", 1, t0))
+	if !res[0].Duplicate {
+		t.Fatal("second insert of (acme, ev1) is not a duplicate")
+	}
+	if res[1].Duplicate {
+		t.Fatal("ev2 is a duplicate")
+	}
+	if !reflect.DeepEqual(sortedIDs(res[0].Deliveries), sortedIDs(first[0].Deliveries)) {
+		t.Errorf("duplicate returned %v, want the stored %v", ids(res[0].Deliveries), ids(first[0].Deliveries))
+	}
+	for i := range res[0].Deliveries {
+		sameDelivery(t, "stored delivery", res[0].Deliveries[i], r.Deliveries[i])
+	}
+	ev := mv(s.GetEvent(ctx, "acme", "ev1")).get(t)
+	if !bytes.Equal(ev.Raw, r.Raw) {
+		t.Errorf("duplicate overwrote the event: %s", ev.Raw)
+	}
+	all := mv(s.ListDeliveries(ctx, engine.DeliveryFilter{Limit: 1000})).get(t)
+	if len(all) != 3 {
+		t.Errorf("%d deliveries stored, want 3", len(all))
+	}
+}
+
+func testInsertBatchRepeats(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	a := rec("acme", "evA", 2, t0)
+	a2 := rec("acme", "evA", 1, t0)
+	b := rec("acme", "evB", 1, t0)
+	res := insert(t, s, a, b, a2)
+	if res[0].Duplicate || res[1].Duplicate || !res[2].Duplicate {
+		t.Fatalf("duplicate flags %v %v %v, want false false true", res[0].Duplicate, res[1].Duplicate, res[2].Duplicate)
+	}
+	if !reflect.DeepEqual(ids(res[2].Deliveries), ids(res[0].Deliveries)) {
+		t.Errorf("repeat returned %v, want the first's %v", ids(res[2].Deliveries), ids(res[0].Deliveries))
+	}
+	if n := len(mv(s.ListDeliveries(ctx, engine.DeliveryFilter{})).get(t)); n != 3 {
+		t.Errorf("%d deliveries stored, want 3", n)
+	}
+}
+
+func testInsertLargeBatch(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	var recs []engine.EventRecord
+	for i := 0; i < 1500; i++ {
+		recs = append(recs, rec("t", fmt.Sprintf("big%04d", i), 2, t0))
+	}
+	res := insert(t, s, recs...)
+	for i, r := range res {
+		if r.Duplicate || len(r.Deliveries) != 2 {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+	}
+	res = insert(t, s, recs...)
+	for i, r := range res {
+		if !r.Duplicate || len(r.Deliveries) != 2 || r.Deliveries[0].ID != recs[i].Deliveries[0].ID {
+			t.Fatalf("repeat result %d: duplicate %v deliveries %v", i, r.Duplicate, ids(r.Deliveries))
+		}
+	}
+	st := mv(s.Stats(ctx, t0)).get(t)
+	if st.Pending != 3000 {
+		t.Errorf("pending %d, want 3000", st.Pending)
+	}
+}
+
+func testTimeRoundTrip(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 1, t0.Add(1500*time.Microsecond))
+	r.Deliveries[0].CreatedAt = time.Date(1999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+	r.Deliveries[0].UpdatedAt = time.Date(2100, 1, 1, 0, 0, 0, 1000, time.FixedZone("W", -7*3600))
+	insert(t, s, r)
+	d, _ := mv2(s.GetDelivery(ctx, r.Deliveries[0].ID)).get(t)
+	sameDelivery(t, "round trip", d, r.Deliveries[0])
+	if d.RunAt.Location() != time.UTC || d.CreatedAt.Location() != time.UTC {
+		t.Errorf("times not in UTC: %v %v", d.RunAt.Location(), d.CreatedAt.Location())
+	}
+	if !d.LockedUntil.IsZero() {
+		t.Errorf("LockedUntil %v, want zero", d.LockedUntil)
+	}
+}
+
+
+func testClaim(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	early := rec("acme", "early", 2, t0)
+	late := rec("acme", "late", 1, t0.Add(time.Hour))
+	insert(t, s, late, early)
+
+	if ds := mv(s.Claim(ctx, "w1", 10, t0.Add(-time.Second), time.Minute)).get(t); len(ds) != 0 {
+		t.Fatalf("claimed %v before they were due", ids(ds))
+	}
+	ds := mv(s.Claim(ctx, "w1", 1, t0, 2*time.Hour)).get(t)
+	if len(ds) != 1 {
+		t.Fatalf("claimed %d with limit 1", len(ds))
+	}
+	ds = append(ds, mv(s.Claim(ctx, "w1", 10, t0, 2*time.Hour)).get(t)...)
+	if !reflect.DeepEqual(sortedIDs(ds), sortedIDs(early.Deliveries)) {
+		t.Fatalf("claimed %v, want the due ones %v", ids(ds), ids(early.Deliveries))
+	}
+	for _, d := range ds {
+		if d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "w1" ||
+			!d.LockedUntil.Equal(t0.Add(2*time.Hour)) {
+			t.Errorf("claimed %s: state %s attempts %d owner %q locked %v", d.ID, d.State, d.Attempts, d.LeaseOwner, d.LockedUntil)
+		}
+		if !bytes.Equal(d.Payload, early.Deliveries[d.ActionIndex].Payload) {
+			t.Errorf("claimed payload %s", d.Payload)
+		}
+		got, _ := mv2(s.GetDelivery(ctx, d.ID)).get(t)
+		if got.State != engine.StateRunning || got.Attempts != 1 {
+			t.Errorf("stored %s: %s attempts %d", d.ID, got.State, got.Attempts)
+		}
+	}
+	if more := mv(s.Claim(ctx, "w2", 10, t0.Add(30*time.Second), time.Minute)).get(t); len(more) != 0 {
+		t.Fatalf("claimed %v again while leased", ids(more))
+	}
+	// The late one, in due order.
+	ds = mv(s.Claim(ctx, "w2", 10, t0.Add(time.Hour), 5*time.Hour)).get(t)
+	if len(ds) != 1 || ds[0].ID != late.Deliveries[0].ID {
+		t.Fatalf("claimed %v at +1h, want %s", ids(ds), late.Deliveries[0].ID)
+	}
+
+	// Succeed one: attempt recorded, never claimed again.
+	d := ds[0]
+	a := engine.Attempt{N: 1, StartedAt: t0.Add(time.Hour), Duration: 1234567 * time.Nanosecond, Outcome: "success",
+		Code: 200, Detail: json.RawMessage(`{"status":200,  "b":"ok"}`)}
+	n := mv(s.Complete(ctx, []engine.Completion{{ID: d.ID, Owner: "w2", Attempt: a, State: engine.StateSucceeded}})).get(t)
+	if n != 1 {
+		t.Fatalf("Complete applied %d, want 1", n)
+	}
+	got, atts := mv2(s.GetDelivery(ctx, d.ID)).get(t)
+	if got.State != engine.StateSucceeded || got.LastCode != 200 || got.LeaseOwner != "" || got.Attempts != 1 {
+		t.Errorf("after success: %+v", got)
+	}
+	if len(atts) != 1 || atts[0].N != 1 || atts[0].DeliveryID != d.ID || atts[0].Code != 200 || atts[0].Outcome != "success" ||
+		atts[0].Duration != a.Duration || !atts[0].StartedAt.Equal(a.StartedAt) || !bytes.Equal(atts[0].Detail, a.Detail) {
+		t.Errorf("attempts %+v", atts)
+	}
+	if again := mv(s.Claim(ctx, "w3", 10, t0.Add(100*time.Hour), time.Minute)).get(t); len(again) != 2 || sortedIDs(again)[0] == d.ID || sortedIDs(again)[1] == d.ID {
+		t.Errorf("claim after lease expiry got %v (the succeeded one must not come back)", ids(again))
+	}
+}
+
+// claimAll drains due deliveries from stores concurrently and fails when
+// one is handed out twice.
+func claimAll(t *testing.T, stores []engine.Store, goroutinesPer, batch int, want int) {
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	seen := map[string]string{}
+	var dupErr atomic.Value
+	var wg sync.WaitGroup
+	errs := make(chan error, len(stores)*goroutinesPer)
+	for si, s := range stores {
+		for g := 0; g < goroutinesPer; g++ {
+			wg.Add(1)
+			owner := fmt.Sprintf("s%d-g%d", si, g)
+			go func() {
+				defer wg.Done()
+				for empty := 0; empty < 3; {
+					ds, err := s.Claim(ctx, owner, batch, t0, time.Hour)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if len(ds) == 0 {
+						empty++
+						continue
+					}
+					empty = 0
+					mu.Lock()
+					for _, d := range ds {
+						if prev, ok := seen[d.ID]; ok {
+							dupErr.Store(fmt.Sprintf("%s claimed by %s and %s", d.ID, prev, owner))
+						}
+						seen[d.ID] = owner
+					}
+					mu.Unlock()
+					// Complete half of them so claims and completes interleave.
+					var cs []engine.Completion
+					for i, d := range ds {
+						if i%2 == 0 {
+							cs = append(cs, engine.Completion{ID: d.ID, Owner: owner, State: engine.StateSucceeded,
+								Attempt: engine.Attempt{N: d.Attempts, StartedAt: t0, Outcome: "success", Code: 200}})
+						}
+					}
+					if n, err := s.Complete(ctx, cs); err != nil || n != len(cs) {
+						errs <- fmt.Errorf("complete: %d of %d applied, %v", n, len(cs), err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if v := dupErr.Load(); v != nil {
+		t.Fatal(v)
+	}
+	if len(seen) != want {
+		t.Fatalf("claimed %d distinct deliveries, want %d", len(seen), want)
+	}
+}
+
+func seed(t *testing.T, s engine.Store, events, per int) {
+	var recs []engine.EventRecord
+	for i := 0; i < events; i++ {
+		recs = append(recs, rec("acme", fmt.Sprintf("c%05d", i), per, t0.Add(-time.Duration(i)*time.Millisecond)))
+	}
+	insert(t, s, recs...)
+}
+
+func testClaimConcurrent(t *testing.T, s engine.Store) {
+	seed(t, s, 300, 2)
+	claimAll(t, []engine.Store{s}, 6, 7, 600)
+}
+
+func testLeaseExpiry(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 1, t0)
+	insert(t, s, r)
+	id := r.Deliveries[0].ID
+	a := mv(s.Claim(ctx, "dead-worker", 10, t0, time.Minute)).get(t)
+	if len(a) != 1 {
+		t.Fatalf("claimed %d", len(a))
+	}
+	if b := mv(s.Claim(ctx, "w2", 10, t0.Add(59*time.Second), time.Minute)).get(t); len(b) != 0 {
+		t.Fatalf("claimed %v while the lease holds", ids(b))
+	}
+	b := mv(s.Claim(ctx, "w2", 10, t0.Add(61*time.Second), time.Minute)).get(t)
+	if len(b) != 1 || b[0].ID != id || b[0].Attempts != 2 || b[0].LeaseOwner != "w2" {
+		t.Fatalf("after expiry claimed %+v, want %s at attempt 2 by w2", b, id)
+	}
+	// The first worker wakes up: its completion is fenced off.
+	stale := engine.Completion{ID: id, Owner: "dead-worker", State: engine.StateSucceeded,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}}
+	if n := mv(s.Complete(ctx, []engine.Completion{stale})).get(t); n != 0 {
+		t.Fatalf("stale completion applied (%d)", n)
+	}
+	// Same owner but an older attempt number is stale too.
+	stale.Owner, stale.Attempt.N = "w2", 1
+	if n := mv(s.Complete(ctx, []engine.Completion{stale})).get(t); n != 0 {
+		t.Fatalf("completion of attempt 1 applied at attempt 2")
+	}
+	ok := engine.Completion{ID: id, Owner: "w2", State: engine.StateFailed, RunAt: t0.Add(time.Hour),
+		Attempt: engine.Attempt{N: 2, StartedAt: t0.Add(61 * time.Second), Duration: time.Second, Outcome: "failure", Code: 503, Error: "HTTP 503"}}
+	if n := mv(s.Complete(ctx, []engine.Completion{ok})).get(t); n != 1 {
+		t.Fatalf("current completion applied %d", n)
+	}
+	d, atts := mv2(s.GetDelivery(ctx, id)).get(t)
+	if d.State != engine.StateFailed || d.Attempts != 2 || d.LastCode != 503 || d.LastError != "HTTP 503" || !d.RunAt.Equal(t0.Add(time.Hour)) {
+		t.Errorf("after failure %+v", d)
+	}
+	if len(atts) != 1 || atts[0].N != 2 {
+		t.Errorf("attempts %+v, want only attempt 2 (attempt 1's worker died)", atts)
+	}
+	// A repeated completion (lease no longer held) is skipped.
+	if n := mv(s.Complete(ctx, []engine.Completion{ok})).get(t); n != 0 {
+		t.Fatalf("repeated completion applied")
+	}
+}
+
+func testCompleteFailed(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 1, t0)
+	insert(t, s, r)
+	now := t0
+	for n := 1; n <= 3; n++ {
+		ds := mv(s.Claim(ctx, "w", 10, now, time.Minute)).get(t)
+		if len(ds) != 1 || ds[0].Attempts != n {
+			t.Fatalf("attempt %d: claimed %+v", n, ds)
+		}
+		if !ds[0].RunAt.Equal(now) {
+			t.Errorf("attempt %d: RunAt %v, want %v", n, ds[0].RunAt, now)
+		}
+		next := now.Add(time.Duration(n) * 5 * time.Minute)
+		c := engine.Completion{ID: ds[0].ID, Owner: "w", State: engine.StateFailed, RunAt: next,
+			Attempt: engine.Attempt{N: n, StartedAt: now, Duration: time.Millisecond, Outcome: "failure", Code: 500, Error: fmt.Sprint("boom ", n)}}
+		if n == 3 {
+			c.State, c.RunAt = engine.StateDead, time.Time{}
+		}
+		if got := mv(s.Complete(ctx, []engine.Completion{c})).get(t); got != 1 {
+			t.Fatalf("attempt %d not applied", n)
+		}
+		if n < 3 {
+			if early := mv(s.Claim(ctx, "w", 10, next.Add(-time.Microsecond), time.Minute)).get(t); len(early) != 0 {
+				t.Fatalf("retry claimed before its run_at")
+			}
+		}
+		now = next
+	}
+	if ds := mv(s.Claim(ctx, "w", 10, now.Add(1000*time.Hour), time.Minute)).get(t); len(ds) != 0 {
+		t.Fatalf("dead delivery claimed")
+	}
+	d, atts := mv2(s.GetDelivery(ctx, r.Deliveries[0].ID)).get(t)
+	if d.State != engine.StateDead || d.Attempts != 3 || d.LastError != "boom 3" {
+		t.Errorf("dead delivery %+v", d)
+	}
+	if len(atts) != 3 {
+		t.Fatalf("%d attempts, want 3", len(atts))
+	}
+	for i, a := range atts {
+		if a.N != i+1 || a.Error != fmt.Sprint("boom ", i+1) {
+			t.Errorf("attempt %d: %+v", i, a)
+		}
+	}
+}
+
+func deadEvent(id, cause string) *engine.EventRecord {
+	r := rec("acme", id, 1, t0)
+	r.Internal = true
+	r.Event.Entity, r.Event.Event = "erpflow.Delivery", "dead"
+	r.Raw = json.RawMessage(fmt.Sprintf(`{"id":%q,"tenant":"acme","entity":"erpflow.Delivery","entity_id":%q,"event":"dead","data":{}}`, id, cause))
+	for i := range r.Deliveries {
+		r.Deliveries[i].Entity, r.Deliveries[i].EventName = "erpflow.Delivery", "dead"
+		r.Deliveries[i].Rule = "alert"
+	}
+	return &r
+}
+
+func testCompleteRaise(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 1, t0)
+	insert(t, s, r)
+	ds := mv(s.Claim(ctx, "w", 1, t0, time.Minute)).get(t)
+	raise := deadEvent("dead-"+ds[0].ID, ds[0].ID)
+	c := engine.Completion{ID: ds[0].ID, Owner: "w", State: engine.StateDead, Raise: raise,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "permanent", Code: 410}}
+	if n := mv(s.Complete(ctx, []engine.Completion{c})).get(t); n != 1 {
+		t.Fatal("not applied")
+	}
+	ev := mv(s.GetEvent(ctx, "acme", raise.Event.ID)).get(t)
+	if !ev.Internal || ev.Event.Entity != "erpflow.Delivery" || len(ev.Deliveries) != 1 || !ev.Deliveries[0].Internal {
+		t.Fatalf("raised event %+v", ev)
+	}
+	// A stale repeat does not raise again, and the raised delivery is due.
+	if n := mv(s.Complete(ctx, []engine.Completion{c})).get(t); n != 0 {
+		t.Fatal("stale completion applied")
+	}
+	got := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	if len(got) != 1 || got[0].ID != raise.Deliveries[0].ID {
+		t.Fatalf("claimed %v, want the raised delivery", ids(got))
+	}
+	// Raising an event id that exists inserts nothing (idempotent).
+	r2 := rec("acme", "ev2", 1, t0)
+	insert(t, s, r2)
+	ds = mv(s.Claim(ctx, "w", 1, t0, time.Minute)).get(t)
+	again := deadEvent(raise.Event.ID, ds[0].ID)
+	c = engine.Completion{ID: ds[0].ID, Owner: "w", State: engine.StateDead, Raise: again,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "permanent", Code: 410}}
+	if n := mv(s.Complete(ctx, []engine.Completion{c})).get(t); n != 1 {
+		t.Fatal("not applied")
+	}
+	ev = mv(s.GetEvent(ctx, "acme", raise.Event.ID)).get(t)
+	if len(ev.Deliveries) != 1 || ev.Deliveries[0].ID != raise.Deliveries[0].ID {
+		t.Fatalf("raise repeated: deliveries %v", ids(ev.Deliveries))
+	}
+	if _, _, err := s.GetDelivery(ctx, again.Deliveries[0].ID); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("duplicate raise stored a delivery: %v", err)
+	}
+}
+
+func testCompleteBatch(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	seed(t, s, 50, 2)
+	ds := mv(s.Claim(ctx, "w", 100, t0, time.Minute)).get(t)
+	if len(ds) != 100 {
+		t.Fatalf("claimed %d, want 100", len(ds))
+	}
+	var cs []engine.Completion
+	for i, d := range ds {
+		c := engine.Completion{ID: d.ID, Owner: "w", Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Duration(i), Outcome: "x", Code: 200 + i%3}}
+		switch i % 3 {
+		case 0:
+			c.State = engine.StateSucceeded
+		case 1:
+			c.State, c.RunAt = engine.StateFailed, t0.Add(time.Duration(i)*time.Second)
+		case 2:
+			c.State = engine.StateDead
+		}
+		if i%10 == 9 {
+			c.Owner = "thief" // fenced off
+		}
+		cs = append(cs, c)
+	}
+	n := mv(s.Complete(ctx, cs)).get(t)
+	if n != 90 {
+		t.Fatalf("applied %d, want 90", n)
+	}
+	for i, c := range cs {
+		d, atts := mv2(s.GetDelivery(ctx, c.ID)).get(t)
+		if c.Owner == "thief" {
+			if d.State != engine.StateRunning || len(atts) != 0 {
+				t.Errorf("fenced %s changed: %s, %d attempts", c.ID, d.State, len(atts))
+			}
+			continue
+		}
+		if d.State != c.State || d.LastCode != 200+i%3 || len(atts) != 1 || atts[0].Duration != time.Duration(i) {
+			t.Errorf("%s: state %s code %d attempts %+v", c.ID, d.State, d.LastCode, atts)
+		}
+		if c.State == engine.StateFailed && !d.RunAt.Equal(c.RunAt) {
+			t.Errorf("%s: run_at %v, want %v", c.ID, d.RunAt, c.RunAt)
+		}
+	}
+}
+
+func testRelease(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 3, t0)
+	insert(t, s, r)
+	ds := mv(s.Claim(ctx, "w", 10, t0, time.Hour)).get(t)
+	if len(ds) != 3 {
+		t.Fatalf("claimed %d", len(ds))
+	}
+	noErr(t, s.Release(ctx, "other", ids(ds), t0)) // not its owner: no effect
+	noErr(t, s.Release(ctx, "w", ids(ds[:2]), t0.Add(time.Second)))
+	again := mv(s.Claim(ctx, "w2", 10, t0.Add(time.Second), time.Hour)).get(t)
+	if !reflect.DeepEqual(sortedIDs(again), sortedIDs(ds[:2])) {
+		t.Fatalf("after release claimed %v, want %v", ids(again), ids(ds[:2]))
+	}
+	for _, d := range again {
+		if d.Attempts != 1 {
+			t.Errorf("%s attempts %d after release and claim, want 1", d.ID, d.Attempts)
+		}
+	}
+	noErr(t, s.Release(ctx, "w", nil, t0.Add(2*time.Second))) // all of w's
+	last := mv(s.Claim(ctx, "w3", 10, t0.Add(2*time.Second), time.Hour)).get(t)
+	if len(last) != 1 || last[0].ID != ds[2].ID {
+		t.Fatalf("release of all claimed %v", ids(last))
+	}
+}
+
+func testList(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	var all []engine.Delivery
+	for i := 0; i < 12; i++ {
+		tenant := []string{"acme", "", "globex"}[i%3]
+		r := rec(tenant, fmt.Sprintf("ev%02d", i), 2, t0)
+		for j := range r.Deliveries {
+			r.Deliveries[j].CreatedAt = t0.Add(time.Duration(i) * time.Minute)
+		}
+		insert(t, s, r)
+		all = append(all, r.Deliveries...)
+	}
+	// Newest first, paged by cursor.
+	var got []string
+	cursor := ""
+	for page := 0; ; page++ {
+		ds := mv(s.ListDeliveries(ctx, engine.DeliveryFilter{Limit: 5, Cursor: cursor})).get(t)
+		if len(ds) == 0 {
+			break
+		}
+		if page > 10 {
+			t.Fatal("pagination does not end")
+		}
+		got = append(got, ids(ds)...)
+		cursor = ds[len(ds)-1].ID
+	}
+	want := ids(all)
+	sort.Sort(sort.Reverse(sort.StringSlice(want)))
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("paged list\n got  %v\n want %v", got, want)
+	}
+	count := func(f engine.DeliveryFilter) int {
+		return len(mv(s.ListDeliveries(ctx, f)).get(t))
+	}
+	checks := []struct {
+		name string
+		f    engine.DeliveryFilter
+		want int
+	}{
+		{"default limit", engine.DeliveryFilter{}, 24},
+		{"tenant", engine.DeliveryFilter{Tenant: "acme"}, 8},
+		{"default tenant", engine.DeliveryFilter{TenantSet: true}, 8},
+		{"rule", engine.DeliveryFilter{Rule: "rule-1"}, 12},
+		{"event", engine.DeliveryFilter{EventID: "ev03"}, 2},
+		{"tenant+rule", engine.DeliveryFilter{Tenant: "globex", Rule: "rule-0"}, 4},
+		{"since", engine.DeliveryFilter{Since: t0.Add(10 * time.Minute)}, 4},
+		{"until", engine.DeliveryFilter{Until: t0.Add(time.Minute)}, 2},
+		{"range", engine.DeliveryFilter{Since: t0.Add(time.Minute), Until: t0.Add(3 * time.Minute)}, 4},
+		{"states", engine.DeliveryFilter{States: []engine.State{engine.StatePending}}, 24},
+		{"no state", engine.DeliveryFilter{States: []engine.State{engine.StateDead, engine.StateSucceeded}}, 0},
+		{"limit", engine.DeliveryFilter{Limit: 3}, 3},
+	}
+	for _, c := range checks {
+		if n := count(c.f); n != c.want {
+			t.Errorf("%s: %d deliveries, want %d", c.name, n, c.want)
+		}
+	}
+	ds := mv(s.ListDeliveries(ctx, engine.DeliveryFilter{EventID: "ev03", Tenant: ""})).get(t)
+	for _, d := range ds {
+		if d.EventID != "ev03" {
+			t.Errorf("event filter returned %s", d.EventID)
+		}
+	}
+}
+
+func testRequeue(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	seed(t, s, 4, 2) // 8 deliveries, rules rule-0/rule-1
+	ds := mv(s.Claim(ctx, "w", 8, t0, time.Hour)).get(t)
+	if len(ds) != 8 {
+		t.Fatalf("claimed %d", len(ds))
+	}
+	state := map[string]engine.State{}
+	var cs []engine.Completion
+	for i, d := range ds[:6] {
+		st := []engine.State{engine.StateSucceeded, engine.StateFailed, engine.StateDead}[i%3]
+		state[d.ID] = st
+		cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: st, RunAt: t0.Add(time.Hour),
+			Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "x"}})
+	}
+	mv(s.Complete(ctx, cs)).get(t)
+	running := ds[6].ID
+
+	later := t0.Add(10 * time.Minute)
+	// By id: any state but running.
+	n := mv(s.Requeue(ctx, []string{ds[0].ID, running}, nil, later)).get(t)
+	if n != 1 {
+		t.Fatalf("requeue by id: %d, want 1 (running is skipped)", n)
+	}
+	d, _ := mv2(s.GetDelivery(ctx, ds[0].ID)).get(t)
+	if d.State != engine.StatePending || !d.RunAt.Equal(later) || d.RetryBase != 1 || d.Attempts != 1 {
+		t.Errorf("requeued %+v", d)
+	}
+	if d, _ := mv2(s.GetDelivery(ctx, running)).get(t); d.State != engine.StateRunning {
+		t.Errorf("running delivery requeued: %s", d.State)
+	}
+	// By filter: only dead and failed.
+	n = mv(s.Requeue(ctx, nil, &engine.DeliveryFilter{Tenant: "acme"}, later)).get(t)
+	want := 0
+	for _, st := range state {
+		if st == engine.StateDead || st == engine.StateFailed {
+			want++
+		}
+	}
+	if n != want {
+		t.Fatalf("requeue by filter: %d, want %d", n, want)
+	}
+	for id, st := range state {
+		d, _ := mv2(s.GetDelivery(ctx, id)).get(t)
+		if st != engine.StateSucceeded && (d.State != engine.StatePending || d.RetryBase != d.Attempts) {
+			t.Errorf("%s (%s) after replay: %+v", id, st, d)
+		}
+		if st == engine.StateSucceeded && id != ds[0].ID && d.State != engine.StateSucceeded {
+			t.Errorf("succeeded %s replayed by filter", id)
+		}
+	}
+	// They are due at later, with the same ids.
+	again := mv(s.Claim(ctx, "w2", 100, later, time.Minute)).get(t)
+	if len(again) != want+1 {
+		t.Fatalf("claimed %d after requeue, want %d", len(again), want+1)
+	}
+	for _, d := range again {
+		if d.Attempts != 2 || d.RetryBase != 1 {
+			t.Errorf("%s: attempts %d base %d", d.ID, d.Attempts, d.RetryBase)
+		}
+	}
+	// A filter that names a state keeps to dead/failed within it.
+	if n := mv(s.Requeue(ctx, nil, &engine.DeliveryFilter{States: []engine.State{engine.StateSucceeded}}, later)).get(t); n != 0 {
+		t.Errorf("requeue of succeeded by filter: %d", n)
+	}
+}
+
+func testPrune(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	old := rec("acme", "old", 3, t0)
+	oldPending := rec("acme", "oldpending", 1, t0.Add(time.Hour))
+	young := rec("acme", "young", 1, t0)
+	for i := range young.Deliveries {
+		young.Deliveries[i].CreatedAt = t0.Add(48 * time.Hour)
+	}
+	insert(t, s, old, oldPending, young)
+	ds := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	var cs []engine.Completion
+	for _, d := range ds {
+		cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: engine.StateSucceeded,
+			Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}})
+	}
+	if n := mv(s.Complete(ctx, cs)).get(t); n != 4 {
+		t.Fatalf("completed %d, want 4", n)
+	}
+	before := t0.Add(24 * time.Hour)
+	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 2 {
+		t.Fatalf("pruned %d with batch 2", n)
+	}
+	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 1 {
+		t.Fatalf("second prune: %d, want 1", n)
+	}
+	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 0 {
+		t.Fatalf("third prune: %d, want 0", n)
+	}
+	for _, d := range old.Deliveries {
+		if _, _, err := s.GetDelivery(ctx, d.ID); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("pruned %s still there: %v", d.ID, err)
+		}
+	}
+	if _, err := s.GetEvent(ctx, "acme", "old"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("event without deliveries kept: %v", err)
+	}
+	for _, id := range []string{oldPending.Deliveries[0].ID, young.Deliveries[0].ID} {
+		if _, _, err := s.GetDelivery(ctx, id); err != nil {
+			t.Errorf("%s pruned: %v", id, err)
+		}
+	}
+	if _, err := s.GetEvent(ctx, "acme", "oldpending"); err != nil {
+		t.Errorf("event with a pending delivery pruned: %v", err)
+	}
+	_, atts := mv2(s.GetDelivery(ctx, young.Deliveries[0].ID)).get(t)
+	if len(atts) != 1 {
+		t.Errorf("young delivery's attempts: %d", len(atts))
+	}
+}
+
+func testStats(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	st := mv(s.Stats(ctx, t0)).get(t)
+	if st != (engine.QueueStats{}) {
+		t.Fatalf("empty store stats %+v", st)
+	}
+	insert(t, s, rec("acme", "a", 3, t0.Add(-time.Minute)), rec("acme", "b", 2, t0.Add(time.Hour)))
+	ds := mv(s.Claim(ctx, "w", 2, t0, time.Minute)).get(t)
+	mv(s.Complete(ctx, []engine.Completion{{ID: ds[0].ID, Owner: "w", State: engine.StateDead,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "x"}}})).get(t)
+	st = mv(s.Stats(ctx, t0)).get(t)
+	if st.Pending != 3 || st.Running != 1 || st.Dead != 1 || !st.OldestPending.Equal(t0.Add(-time.Minute)) {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func testAddAttempt(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	d := engine.Delivery{ID: newID(), Tenant: "acme", EventID: "sample", Entity: "SalesOrder", EventName: "updated",
+		Rule: "r", ActionType: "webhook", Payload: json.RawMessage(`{"b": 2,"a":1}`), State: engine.StateFailed,
+		Attempts: 1, RunAt: t0, LastCode: 500, LastError: "HTTP 500", Test: true, CreatedAt: t0, UpdatedAt: t0}
+	a := engine.Attempt{N: 1, StartedAt: t0, Duration: 5 * time.Millisecond, Outcome: "failure", Code: 500,
+		Error: "HTTP 500", Detail: json.RawMessage(`{"response":{"status":500}}`), Test: true}
+	noErr(t, s.AddAttempt(ctx, d, a))
+	got, atts := mv2(s.GetDelivery(ctx, d.ID)).get(t)
+	sameDelivery(t, "test delivery", got, d)
+	if len(atts) != 1 || !atts[0].Test || atts[0].Code != 500 || !bytes.Equal(atts[0].Detail, a.Detail) {
+		t.Fatalf("attempts %+v", atts)
+	}
+	if ds := mv(s.Claim(ctx, "w", 10, t0.Add(time.Hour), time.Minute)).get(t); len(ds) != 0 {
+		t.Fatalf("test delivery queued: %v", ids(ds))
+	}
+	// Fired again under the same id: replaced, with a second attempt.
+	d.State, d.Attempts, d.LastCode, d.LastError = engine.StateSucceeded, 2, 200, ""
+	a2 := engine.Attempt{N: 2, StartedAt: t0.Add(time.Second), Outcome: "success", Code: 200, Test: true}
+	noErr(t, s.AddAttempt(ctx, d, a2))
+	got, atts = mv2(s.GetDelivery(ctx, d.ID)).get(t)
+	sameDelivery(t, "test delivery again", got, d)
+	if len(atts) != 2 || atts[0].N != 1 || atts[1].N != 2 {
+		t.Fatalf("attempts %+v", atts)
+	}
+}
+
+func testRules(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	if rs := mv(s.ListRules(ctx)).get(t); len(rs) != 0 {
+		t.Fatalf("rules in a new store: %+v", rs)
+	}
+	r := engine.RuleRecord{Name: "orders", Tenant: "acme", Source: "name: orders\non: {entity: SalesOrder}\n", Enabled: true, UpdatedAt: t0}
+	got := mv(s.PutRule(ctx, r, 0)).get(t)
+	if got.Version != 1 || got.Name != "orders" || !got.UpdatedAt.Equal(t0) {
+		t.Fatalf("created %+v", got)
+	}
+	if _, err := s.PutRule(ctx, r, 0); !errors.Is(err, engine.ErrConflict) {
+		t.Fatalf("create of a taken name: %v, want ErrConflict", err)
+	}
+	r.Source, r.Enabled = "changed", false
+	got = mv(s.PutRule(ctx, r, 1)).get(t)
+	if got.Version != 2 {
+		t.Fatalf("update: version %d", got.Version)
+	}
+	if _, err := s.PutRule(ctx, r, 1); !errors.Is(err, engine.ErrConflict) {
+		t.Fatalf("stale update: %v, want ErrConflict", err)
+	}
+	if _, err := s.PutRule(ctx, engine.RuleRecord{Name: "nope", Source: "x"}, 3); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("update of a missing rule: %v, want ErrNotFound", err)
+	}
+	got = mv(s.PutRule(ctx, r, -1)).get(t)
+	if got.Version != 3 {
+		t.Fatalf("unconditional: version %d", got.Version)
+	}
+	b := mv(s.PutRule(ctx, engine.RuleRecord{Name: "a-first", Source: "y", Enabled: true}, -1)).get(t)
+	if b.Version != 1 || b.UpdatedAt.IsZero() {
+		t.Fatalf("unconditional create %+v", b)
+	}
+	rs := mv(s.ListRules(ctx)).get(t)
+	if len(rs) != 2 || rs[0].Name != "a-first" || rs[1].Name != "orders" || rs[1].Source != "changed" ||
+		rs[1].Enabled || rs[1].Version != 3 || rs[1].Tenant != "acme" {
+		t.Fatalf("list %+v", rs)
+	}
+	noErr(t, s.DeleteRule(ctx, "orders"))
+	if err := s.DeleteRule(ctx, "orders"); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("delete twice: %v, want ErrNotFound", err)
+	}
+	if rs := mv(s.ListRules(ctx)).get(t); len(rs) != 1 {
+		t.Fatalf("after delete %+v", rs)
+	}
+}
+
+func testWaker(t *testing.T, s engine.Store) {
+	w, ok := s.(engine.Waker)
+	if !ok {
+		t.Skip("store has no Waker")
+	}
+	ch := w.Wakeups()
+	// Drain what earlier work signalled.
+	for drained := false; !drained; {
+		select {
+		case <-ch:
+		default:
+			drained = true
+		}
+	}
+	insert(t, s, rec("acme", "wake", 1, t0))
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no wakeup after inserting a delivery")
+	}
+}
+
+func testNotFound(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	if _, _, err := s.GetDelivery(ctx, "dlv_missing"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("GetDelivery: %v", err)
+	}
+	if _, err := s.GetEvent(ctx, "acme", "missing"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("GetEvent: %v", err)
+	}
+	if n := mv(s.Requeue(ctx, []string{"dlv_missing"}, nil, t0)).get(t); n != 0 {
+		t.Errorf("requeue of a missing id: %d", n)
+	}
+	if n := mv(s.Complete(ctx, []engine.Completion{{ID: "dlv_missing", Owner: "w", State: engine.StateSucceeded,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0}}})).get(t); n != 0 {
+		t.Errorf("complete of a missing id: %d", n)
+	}
+}
+
+// RunShared checks several stores on one database, as several processes.
+func RunShared(t *testing.T, open SharedOpener) {
+	t.Run("ClaimAcrossStores", func(t *testing.T) {
+		ss := open(t, 3)
+		for _, s := range ss {
+			t.Cleanup(func() { s.Close() })
+		}
+		seed(t, ss[0], 500, 2)
+		claimAll(t, ss, 2, 10, 1000)
+	})
+	t.Run("InsertSameEventAcrossStores", func(t *testing.T) {
+		ss := open(t, 4)
+		for _, s := range ss {
+			t.Cleanup(func() { s.Close() })
+		}
+		ctx := ctxT(t)
+		var wg sync.WaitGroup
+		results := make([][]engine.InsertResult, len(ss))
+		errs := make([]error, len(ss))
+		for i, s := range ss {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var recs []engine.EventRecord
+				for j := 0; j < 50; j++ {
+					recs = append(recs, rec("acme", fmt.Sprintf("race%02d", j), 1, t0))
+				}
+				results[i], errs[i] = s.InsertEvents(ctx, recs)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := 0; j < 50; j++ {
+			fresh := 0
+			var want string
+			for i := range ss {
+				r := results[i][j]
+				if !r.Duplicate {
+					fresh++
+				}
+				if len(r.Deliveries) != 1 {
+					t.Fatalf("store %d event %d: %d deliveries", i, j, len(r.Deliveries))
+				}
+				if want == "" {
+					want = r.Deliveries[0].ID
+				} else if r.Deliveries[0].ID != want {
+					t.Fatalf("event %d: stores disagree on its delivery: %s vs %s", j, r.Deliveries[0].ID, want)
+				}
+			}
+			if fresh != 1 {
+				t.Fatalf("event %d inserted %d times", j, fresh)
+			}
+		}
+		if n := len(mv(ss[1].ListDeliveries(ctx, engine.DeliveryFilter{Limit: 1000})).get(t)); n != 50 {
+			t.Fatalf("%d deliveries, want 50", n)
+		}
+	})
+}
