@@ -1,0 +1,36 @@
+// Package triggers is erpflow's rules language: it loads rules from YAML
+// (or JSON), compiles their conditions, and matches events against them.
+//
+// A rule is a trigger (which entity and event wake it, optionally "field F
+// changed from A to B"), an optional tenant list, an optional condition
+// written in expr-lang/expr, one or more actions and a retry policy:
+//
+//	rules:
+//	  - name: so-released
+//	    on: {entity: SalesOrder, event: updated, field: status, to: RELEASED}
+//	    when: data.total > 1000
+//	    actions:
+//	      - type: webhook
+//	        url: https://erp.example/hooks/so
+//	    retry: {schedule: [5m, 10m]}
+//
+// Loading (Parse, ParseRule, LoadPaths) decodes through yaml.Node, so every
+// problem is reported with file:line:column and a field path, and all
+// problems of a load come back together as Errors. ${ENV} references in
+// strings are expanded at load. Action configs are decoded by an
+// ActionDecoder (the actions.Registry), which gets each action's mapping
+// without "type" and "retry".
+//
+// Conditions are compiled once, at load. Evaluation reuses pooled VMs and
+// environments and fills only the names a condition reads, so matching an
+// event allocates nothing in the common case. A condition that fails at
+// run time does not match and is reported to SetOptions.OnEvalError.
+//
+// A Set indexes rules by (entity, event): Match looks only at candidate
+// rules. Sets are immutable; the engine keeps the current one in an
+// atomic.Pointer[Set] and reloads rules by building a new Set and swapping
+// it in, so matches in flight see either the old or the new rules.
+//
+// The format is documented in docs/rules.md; JSONSchema describes it for
+// editors.
+package triggers
