@@ -155,7 +155,7 @@ type loader struct {
 	// pathPrefix is the path of the document root: "" for a rules file
 	// (whose paths start with "rules"), and for a single rule.
 	pathPrefix string
-	names   map[string]*Rule
+	names      map[string]*Rule
 }
 
 func newLoader(file string, src []byte, opts LoadOptions) *loader {

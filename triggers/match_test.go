@@ -62,7 +62,9 @@ func TestTriggerForms(t *testing.T) {
     on: {entity: "*", event: merged}
     actions: [{type: log}]
 `, SetOptions{})
-	so := func(ev string, data, prev map[string]any) *templates.Event { return event("SalesOrder", ev, data, prev) }
+	so := func(ev string, data, prev map[string]any) *templates.Event {
+		return event("SalesOrder", ev, data, prev)
+	}
 	tests := []struct {
 		name string
 		ev   *templates.Event
