@@ -191,6 +191,15 @@ func (r *Registry) Types() []string {
 	return out
 }
 
+// Factory returns the factory registered for typ, for optional
+// capabilities such as Schemer.
+func (r *Registry) Factory(typ string) (Factory, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	f, ok := r.factories[typ]
+	return f, ok
+}
+
 // Decode decodes an action of type typ. It implements triggers.ActionDecoder.
 func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
 	r.mu.RLock()
