@@ -102,6 +102,9 @@ func isSecretParam(name string) bool { return secretParam.MatchString(name) }
 
 // MaskURL masks userinfo and secret-looking query values of a URL.
 func MaskURL(raw string) string {
+	if !needsMask(raw) {
+		return raw
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
@@ -136,6 +139,24 @@ func MaskURL(raw string) string {
 		}
 	}
 	return out
+}
+
+// needsMask is MaskURL's cheap pre-check (no parsing, no allocation).
+func needsMask(raw string) bool {
+	head, query, _ := strings.Cut(raw, "?")
+	if strings.Contains(head, "@") {
+		return true
+	}
+	query, _, _ = strings.Cut(query, "#")
+	for query != "" {
+		var p string
+		p, query, _ = strings.Cut(query, "&")
+		k, _, ok := strings.Cut(p, "=")
+		if ok && (strings.Contains(k, "%") || isSecretParam(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 var urlInText = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"']+`)

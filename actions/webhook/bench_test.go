@@ -1,0 +1,93 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+)
+
+// One local receiver for both benchmarks, so they measure the same thing:
+// a plain-HTTP loopback server that reads the body and answers 200.
+var (
+	benchOnce sync.Once
+	benchURL  string
+)
+
+func benchReceiver() string {
+	benchOnce.Do(func() {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			w.Write([]byte(`{"ok":true}`))
+		}))
+		benchURL = srv.URL // lives for the whole benchmark binary
+	})
+	return benchURL
+}
+
+const benchParallelism = 16 // goroutines per GOMAXPROCS
+
+// BenchmarkBareHTTP is the baseline: a net/http client loop posting the
+// same JSON body with a pooled transport.
+func BenchmarkBareHTTP(b *testing.B) {
+	url := benchReceiver() + "/hook"
+	body := []byte(salesOrder(b).RawData())
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	b.SetParallelism(benchParallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+// BenchmarkWebhook is the webhook action doing a delivery's full work per
+// request: Render (stored payload) and Execute (signing with a secret,
+// quick-retry client, attempt record with the response captured).
+func BenchmarkWebhook(b *testing.B) {
+	url := benchReceiver() + "/hook?id={id}"
+	f := webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true})
+	defer f.Close()
+	cfg := mustDecode(b, f, "url: "+url+"\nsecret: "+secretA+"\nheaders: {X-Tenant: \"{tenant}\"}")
+	ev := salesOrder(b)
+	b.SetParallelism(benchParallelism)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			payload, err := cfg.Render(ev, actions.Meta{Rule: "bench", DeliveryID: "dlv_bench"})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			out := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_bench", Attempt: 1, Rule: "bench", Event: ev, Payload: payload})
+			if out.Status != actions.Succeeded {
+				b.Errorf("%+v", out)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
