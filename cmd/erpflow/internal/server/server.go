@@ -225,3 +225,10 @@ func nonNil[T any](s []T) []T {
 	}
 	return s
 }
+
+// RulesInForce lists the names of the rules in force.
+func (s *Server) RulesInForce() []string {
+	s.rules.vmu.RLock()
+	defer s.rules.vmu.RUnlock()
+	return append([]string(nil), s.rules.order...)
+}

@@ -1,0 +1,351 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/sqlite"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// dbKind is one database the tests run against.
+type dbKind struct {
+	name string
+	open func(t testing.TB) (engine.Store, string) // a fresh store and its address
+}
+
+func dbKinds(t *testing.T) []dbKind {
+	ks := []dbKind{{name: "sqlite", open: func(t testing.TB) (engine.Store, string) {
+		path := filepath.Join(t.TempDir(), "erpflow.db")
+		return openAt(t, path), path
+	}}}
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		ks = append(ks, dbKind{name: "postgres", open: func(t testing.TB) (engine.Store, string) {
+			db := newPGDatabase(t, u)
+			return openAt(t, db), db
+		}})
+	} else {
+		t.Log("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
+	}
+	return ks
+}
+
+// forEachDB runs fn per database.
+func forEachDB(t *testing.T, fn func(t *testing.T, k dbKind)) {
+	for _, k := range dbKinds(t) {
+		t.Run(k.name, func(t *testing.T) { fn(t, k) })
+	}
+}
+
+func openAt(t testing.TB, addr string) engine.Store {
+	t.Helper()
+	st, err := openStore(context.Background(), addr)
+	if err != nil {
+		t.Fatalf("open %s: %v", addr, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func openStore(ctx context.Context, addr string) (engine.Store, error) {
+	if strings.HasPrefix(addr, "postgres://") || strings.HasPrefix(addr, "postgresql://") {
+		return openPostgres(ctx, addr)
+	}
+	return sqlite.Open(ctx, addr, sqlite.Options{})
+}
+
+var pgSeq atomic.Int64
+
+func newPGDatabase(t testing.TB, base string) string {
+	t.Helper()
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("servertest_%d_%d", os.Getpid(), pgSeq.Add(1))
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		admin.Close()
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func testRegistry() *actions.Registry {
+	zero := 0
+	r := &actions.Registry{}
+	if err := r.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})); err != nil {
+		panic(err)
+	}
+	return r
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// env is a server over a real engine and store, behind a real HTTP server.
+type env struct {
+	t       testing.TB
+	store   engine.Store
+	eng     *engine.Engine
+	srv     *Server
+	http    *httptest.Server
+	metrics *Metrics
+}
+
+type envOpts struct {
+	tokens    []config.Token
+	rulePaths []string
+	store     engine.Store
+	maxEvent  int64
+	maxBatch  int
+}
+
+func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
+	t.Helper()
+	m := NewMetrics()
+	m.WatchQueue(st)
+	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: testLogger(t), Observer: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(context.Background(), Options{
+		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, Tokens: o.tokens,
+		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, Metrics: m, Logger: testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		eng.Stop(ctx)
+	})
+	return &env{t: t, store: st, eng: eng, srv: srv, http: hs, metrics: m}
+}
+
+// resp is an HTTP answer.
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("answer is not a JSON object (%d): %s", r.status, r.body)
+	}
+	return m
+}
+
+// errField returns error.code and error.field of an error answer.
+func (r resp) errInfo(t testing.TB) (code, field, msg string) {
+	t.Helper()
+	e, ok := r.json(t)["error"].(map[string]any)
+	if !ok {
+		t.Fatalf("not an error answer (%d): %s", r.status, r.body)
+	}
+	code, _ = e["code"].(string)
+	field, _ = e["field"].(string)
+	msg, _ = e["message"].(string)
+	return
+}
+
+func (e *env) do(method, path, token string, body any, hdr ...string) resp {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, e.http.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return resp{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// must checks the status of an answer.
+func must(t testing.TB, r resp, status int) resp {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
+	}
+	return r
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitState polls GET /v1/deliveries/{id} until the delivery has state.
+func (e *env) waitState(id, token string, state engine.State) map[string]any {
+	e.t.Helper()
+	var last map[string]any
+	waitFor(e.t, "delivery "+id+" to be "+string(state), func() bool {
+		r := e.do("GET", "/v1/deliveries/"+id, token, nil)
+		if r.status != 200 {
+			return false
+		}
+		last = r.json(e.t)
+		d := last["delivery"].(map[string]any)
+		return d["state"] == string(state)
+	})
+	return last
+}
+
+// receiver records webhooks and verifies their signatures.
+type receiver struct {
+	*httptest.Server
+	mu       sync.Mutex
+	reqs     []recvd
+	status   atomic.Int64 // response status; default 200
+	received chan recvd
+}
+
+type recvd struct {
+	path     string
+	id       string
+	body     []byte
+	verified error
+}
+
+func newReceiver(t testing.TB) *receiver {
+	rv := &receiver{received: make(chan recvd, 100)}
+	rv.status.Store(200)
+	rv.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		rc := recvd{path: r.URL.Path, id: r.Header.Get("webhook-id"), body: b,
+			verified: webhook.Verify([]string{testSecret}, r.Header, b, webhook.VerifyOptions{})}
+		rv.mu.Lock()
+		rv.reqs = append(rv.reqs, rc)
+		rv.mu.Unlock()
+		select {
+		case rv.received <- rc:
+		default:
+		}
+		w.WriteHeader(int(rv.status.Load()))
+	}))
+	t.Cleanup(rv.Close)
+	return rv
+}
+
+func (rv *receiver) count() int {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return len(rv.reqs)
+}
+
+// ruleJSON is a webhook rule on SalesOrder for the receiver.
+func ruleJSON(name, url string, extra map[string]any) map[string]any {
+	r := map[string]any{
+		"name":    name,
+		"on":      map[string]any{"entity": "SalesOrder"},
+		"retry":   "none",
+		"actions": []any{map[string]any{"type": "webhook", "url": url, "secret": testSecret}},
+	}
+	for k, v := range extra {
+		r[k] = v
+	}
+	return r
+}
+
+func orderEvent(id, tenant string) map[string]any {
+	ev := map[string]any{"id": id, "entity": "SalesOrder", "entity_id": id, "event": "status_changed",
+		"data": map[string]any{"number": id, "status": "RELEASED"}}
+	if tenant != "" {
+		ev["tenant"] = tenant
+	}
+	return ev
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.(fmt.Stringer).String()
+}
