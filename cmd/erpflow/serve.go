@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/plugin"
+)
+
+func init() {
+	commands["serve"] = command{summary: "run the engine with its HTTP API (zero-config: SQLite ./erpflow.db on 127.0.0.1:8080)", run: runServe}
+}
+
+// ruleRefreshInterval is how often API rules are re-read from the database,
+// so that several serve processes sharing one database agree.
+const ruleRefreshInterval = 5 * time.Second
+
+// shutdownTimeout bounds the graceful stop: in-flight requests and
+// deliveries get this long, then deliveries are released to the queue.
+const shutdownTimeout = 30 * time.Second
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfgFile, listen, database, logFormat string
+		rules                                stringList
+	)
+	fs.StringVar(&cfgFile, "config", "", "server config file (YAML); every key optional")
+	fs.Var(&rules, "rules", "rules file or directory (repeatable; added to the config's rules)")
+	fs.StringVar(&listen, "listen", "", "listen address (default 127.0.0.1:8080)")
+	fs.StringVar(&database, "database", "", "sqlite:PATH or postgres://… (default sqlite:./erpflow.db)")
+	fs.StringVar(&logFormat, "log-format", "", "text or json (default: text on a terminal, json otherwise)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: erpflow serve [--config FILE] [--rules PATH]... [--listen ADDR] [--database URL] [--log-format text|json]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	cfg := config.Default()
+	if cfgFile != "" {
+		var err error
+		if cfg, err = config.Load(cfgFile); err != nil {
+			fmt.Fprintf(stderr, "erpflow serve: %v\n", err)
+			return 1
+		}
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	if database != "" {
+		cfg.Database = database
+	}
+	cfg.Rules = append(cfg.Rules, rules...)
+	if logFormat != "" {
+		if logFormat != "text" && logFormat != "json" {
+			fmt.Fprintf(stderr, "erpflow serve: --log-format must be text or json, not %q\n", logFormat)
+			return 2
+		}
+		cfg.LogFormat = logFormat
+	}
+	logger := newLogger(cfg.LogFormat, stderr)
+	if err := serve(ctx, cfg, logger); err != nil {
+		fmt.Fprintf(stderr, "erpflow serve: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// serve runs until ctx ends (SIGINT/SIGTERM), then stops gracefully.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	if len(cfg.Tokens) == 0 && !config.IsLoopback(cfg.Listen) {
+		return fmt.Errorf("refusing to listen on %s without authentication: it is not a loopback address and no tokens are configured; "+
+			"add tokens to the config (tokens: [{name, token, scopes}]) or listen on 127.0.0.1", cfg.Listen)
+	}
+	reg := newRegistry(webhook.Options{
+		AllowHTTP:            cfg.Delivery.AllowHTTP,
+		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
+		AllowedNetworks:      cfg.Delivery.AllowedNetworks,
+		MaxResponseBody:      cfg.Delivery.MaxResponseBody,
+		QuickRetries:         cfg.Delivery.QuickRetries,
+		Logger:               logger.With("component", "webhook"),
+	})
+	if len(cfg.Plugins) > 0 {
+		specs := make([]plugin.Spec, len(cfg.Plugins))
+		for i, p := range cfg.Plugins {
+			specs[i] = plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256}
+		}
+		host, err := plugin.Start(ctx, specs, reg, logger.With("component", "plugin"))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := host.Close(); err != nil {
+				logger.Warn("closing plugins", "error", err)
+			}
+		}()
+		logger.Info("plugins started", "types", host.Types())
+	}
+
+	st, err := openDatabase(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("opening the database: %w", err)
+	}
+	defer st.Close()
+
+	metrics := server.NewMetrics()
+	metrics.WatchQueue(st)
+	eng, err := engine.New(st, engine.Config{
+		Workers:   cfg.Delivery.Workers,
+		Retention: cfg.Retention.Succeeded,
+		Logger:    logger.With("component", "engine"),
+		Observer:  metrics,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, server.Options{
+		Engine:         eng,
+		Actions:        reg,
+		RulePaths:      cfg.Rules,
+		Tokens:         cfg.Tokens,
+		MaxEventBytes:  cfg.Limits.MaxEventBytes,
+		MaxBatchEvents: cfg.Limits.MaxBatchEvents,
+		Metrics:        metrics,
+		Logger:         logger,
+	})
+	if err != nil {
+		return fmt.Errorf("loading rules: %w", err)
+	}
+
+	// The engine and the rule watcher outlive ctx until the HTTP server
+	// has stopped, so that requests in flight can finish.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	if err := eng.Start(runCtx); err != nil {
+		return err
+	}
+	go srv.WatchRules(runCtx, ruleRefreshInterval)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		stopEngine(eng, logger)
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", redactURL(cfg.Database),
+		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", Version)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for running := true; running; {
+		select {
+		case <-hup:
+			// ReloadFiles logs the outcome; a bad file keeps the old rules.
+			_, _ = srv.ReloadFiles(runCtx)
+		case err := <-serveErr:
+			stopEngine(eng, logger)
+			return fmt.Errorf("http server: %w", err)
+		case <-ctx.Done():
+			running = false
+		}
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		logger.Warn("http shutdown", "error", err)
+	}
+	stopEngine(eng, logger)
+	stopRun()
+	logger.Info("stopped")
+	return nil
+}
+
+func stopEngine(eng *engine.Engine, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := eng.Stop(ctx); err != nil {
+		logger.Warn("engine stop", "error", err)
+	}
+}
+
+// redactURL hides a password in a database URL.
+func redactURL(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if c := strings.Index(rest[:at], ":"); c >= 0 {
+				return s[:i+3] + rest[:c] + ":***" + rest[at:]
+			}
+		}
+	}
+	return s
+}
+
+// openDatabase opens "sqlite:PATH" or a postgres:// URL.
+func openDatabase(ctx context.Context, url string) (engine.Store, error) {
+	if path, ok := strings.CutPrefix(url, "sqlite:"); ok {
+		return sqlite.Open(ctx, path, sqlite.Options{})
+	}
+	return nil, fmt.Errorf("database %s: only sqlite:PATH is supported by this build", redactURL(url))
+}
