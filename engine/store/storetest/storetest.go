@@ -332,7 +332,6 @@ func testTimeRoundTrip(t *testing.T, s engine.Store) {
 	}
 }
 
-
 func testClaim(t *testing.T, s engine.Store) {
 	ctx := ctxT(t)
 	early := rec("acme", "early", 2, t0)

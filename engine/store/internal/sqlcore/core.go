@@ -45,6 +45,29 @@ type Core struct {
 	// Woken, when set, is called after a transaction whose Wake was set
 	// (by Dialect.Notify) committed.
 	Woken func()
+	// Transient, when set, tells errors worth retrying at once on another
+	// connection (a pooled connection that died with a server restart).
+	Transient func(error) bool
+}
+
+// Retry runs fn again while it fails with a transient error: after a
+// database restart every pooled connection fails once before the pool
+// dials fresh ones. It gives up after about a second.
+func (c *Core) Retry(ctx context.Context, fn func() error) error {
+	var err error
+	for i := 0; i < 12; i++ {
+		if err = fn(); err == nil || c.Transient == nil || !c.Transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if i >= 3 {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(i-2) * 25 * time.Millisecond):
+			}
+		}
+	}
+	return err
 }
 
 // Tx is a write transaction of Core.Tx.
@@ -61,6 +84,10 @@ func (c *Core) t(t time.Time) any { return c.D.Time(t) }
 
 // Tx runs fn in a write transaction.
 func (c *Core) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	return c.Retry(ctx, func() error { return c.tx(ctx, fn) })
+}
+
+func (c *Core) tx(ctx context.Context, fn func(tx *Tx) error) error {
 	stx, err := c.W.BeginTx(ctx, nil)
 	if err != nil {
 		return err
