@@ -157,7 +157,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	if err := eng.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewServer(validating(t, srv))
 	t.Cleanup(func() {
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
