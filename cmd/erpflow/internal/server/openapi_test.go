@@ -115,9 +115,9 @@ func validating(t testing.TB, h http.Handler) http.Handler {
 				Request: r, PathParams: params, Route: route,
 				Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true},
 			},
-			Status: res.StatusCode,
-			Header: res.Header,
-			Body:   io.NopCloser(bytes.NewReader(body)),
+			Status:  res.StatusCode,
+			Header:  res.Header,
+			Body:    io.NopCloser(bytes.NewReader(body)),
 			Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 		}
 		if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
