@@ -26,12 +26,16 @@ var (
 	triggerKeys = []string{"entity", "entities", "event", "events", "field", "from", "to"}
 )
 
-// LoadPaths loads the rules of files and directories. A directory
-// contributes every *.yaml and *.yml file below it (hidden files and
-// directories skipped), in lexical order; a file named explicitly is read
-// whatever its extension. Every problem of every file is reported in one
-// Errors value; duplicate rule names across files are errors too.
-func LoadPaths(paths []string, opts LoadOptions) ([]*Rule, error) {
+// Files lists the rules files of paths as LoadPaths reads them: a file
+// named explicitly whatever its extension, and every *.yaml and *.yml file
+// below a directory (hidden files and directories skipped), in lexical
+// order, each once. Paths that cannot be read are errors.
+func Files(paths []string) ([]string, error) {
+	files, errs := listFiles(paths)
+	return files, errs.err()
+}
+
+func listFiles(paths []string) ([]string, Errors) {
 	var files []string
 	seen := map[string]bool{}
 	var errs Errors
@@ -78,6 +82,14 @@ func LoadPaths(paths []string, opts LoadOptions) ([]*Rule, error) {
 			add(f)
 		}
 	}
+	return files, errs
+}
+
+// LoadPaths loads the rules of the files and directories in paths (see
+// Files). Every problem of every file is reported in one Errors value;
+// duplicate rule names across files are errors too.
+func LoadPaths(paths []string, opts LoadOptions) ([]*Rule, error) {
+	files, errs := listFiles(paths)
 	var rules []*Rule
 	names := map[string]*Rule{}
 	for _, f := range files {
