@@ -78,3 +78,15 @@ func TestShared(t *testing.T) {
 		return ss
 	})
 }
+
+func BenchmarkInsertEvents(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchInsertEvents(b, s)
+}
+
+func BenchmarkClaimComplete(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchClaimComplete(b, s)
+}

@@ -59,3 +59,21 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("after reopen: %v %v", rs, err)
 	}
 }
+
+func BenchmarkInsertEvents(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchInsertEvents(b, s)
+}
+
+func BenchmarkClaimComplete(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchClaimComplete(b, s)
+}

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	_ "github.com/lib/pq"  // driver "postgres"
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// BareQueueLoop measures the ceiling of a batched queue on the database at
+// dbURL: it fills a scratch table with n rows, then times one loop that
+// claims and deletes them batch at a time, each batch its own transaction
+// (FOR UPDATE SKIP LOCKED on PostgreSQL, DELETE … LIMIT … RETURNING on
+// SQLite), and drops the table. It returns rows per second.
+func BareQueueLoop(ctx context.Context, dbURL string, n, batch int) (perSecond float64, err error) {
+	if n <= 0 || batch <= 0 {
+		return 0, fmt.Errorf("bare queue loop: n and batch must be positive")
+	}
+	table := fmt.Sprintf("erpflow_bare_%d_%d", os.Getpid(), rand.Uint32())
+	var db *sql.DB
+	var create, fill, take string
+	switch Kind(dbURL) {
+	case "postgres":
+		db, err = sql.Open("postgres", dbURL)
+		// A logged table like the real one: UNLOGGED would flatter the loop.
+		create = "CREATE TABLE " + table + " (id BIGSERIAL PRIMARY KEY, run_at TIMESTAMPTZ NOT NULL DEFAULT now(), payload TEXT NOT NULL)"
+		fill = "INSERT INTO " + table + " (payload) SELECT 'job ' || g FROM generate_series(1, $1) g"
+		take = `WITH c AS (SELECT id FROM ` + table + ` WHERE run_at <= now() ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+			DELETE FROM ` + table + ` t USING c WHERE t.id = c.id RETURNING t.id, t.payload`
+	case "sqlite":
+		var path string
+		if path, err = SQLitePath(dbURL); err != nil {
+			return 0, err
+		}
+		if path == ":memory:" {
+			return 0, fmt.Errorf("bare queue loop: needs a database file, not :memory:")
+		}
+		db, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if db != nil {
+			db.SetMaxOpenConns(1)
+		}
+		create = "CREATE TABLE " + table + " (id INTEGER PRIMARY KEY, run_at INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL)"
+		fill = "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?) INSERT INTO " + table + " (payload) SELECT 'job ' || i FROM g"
+		take = "DELETE FROM " + table + " WHERE id IN (SELECT id FROM " + table + " WHERE run_at <= ? ORDER BY run_at, id LIMIT ?) RETURNING id, payload"
+	default:
+		return 0, fmt.Errorf("%q: %w", Redact(dbURL), ErrBadURL)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bare queue loop: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, create); err != nil {
+		return 0, fmt.Errorf("bare queue loop: %w", err)
+	}
+	defer db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE "+table)
+	if _, err := db.ExecContext(ctx, fill, n); err != nil {
+		return 0, fmt.Errorf("bare queue loop: %w", err)
+	}
+	if Kind(dbURL) == "postgres" {
+		db.ExecContext(ctx, "ANALYZE "+table)
+	}
+	start := time.Now()
+	done := 0
+	for done < n {
+		var rows *sql.Rows
+		if Kind(dbURL) == "postgres" {
+			rows, err = db.QueryContext(ctx, take, batch)
+		} else {
+			rows, err = db.QueryContext(ctx, take, time.Now().UnixMicro(), batch)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("bare queue loop: %w", err)
+		}
+		got := 0
+		for rows.Next() {
+			var id int64
+			var payload string
+			if err := rows.Scan(&id, &payload); err != nil {
+				rows.Close()
+				return 0, fmt.Errorf("bare queue loop: %w", err)
+			}
+			got++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, fmt.Errorf("bare queue loop: %w", err)
+		}
+		if got == 0 {
+			return 0, fmt.Errorf("bare queue loop: queue empty after %d of %d rows", done, n)
+		}
+		done += got
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
