@@ -2,12 +2,11 @@ package server
 
 import (
 	"context"
-	"errors"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
 )
 
-// openPostgres opens the PostgreSQL store once engine/store provides it.
 func openPostgres(ctx context.Context, u string) (engine.Store, error) {
-	return nil, errors.New("postgres store not available yet")
+	return postgres.Open(ctx, u, postgres.Options{})
 }
