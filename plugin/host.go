@@ -168,12 +168,8 @@ func (p *proc) init(ctx context.Context) error {
 	if p.spec.Path == "" {
 		return p.errorf(errors.New("path is required"))
 	}
-	if p.spec.SHA256 != "" {
-		sum, err := hex.DecodeString(strings.TrimSpace(p.spec.SHA256))
-		if err != nil || len(sum) != sha256.Size {
-			return p.errorf(fmt.Errorf("sha256 must be 64 hex digits, got %q", p.spec.SHA256))
-		}
-		p.checksum = sum
+	if err := p.parseChecksum(); err != nil {
+		return err
 	}
 	inst, d, err := p.start(ctx)
 	if err != nil {
@@ -191,6 +187,19 @@ func (p *proc) init(ctx context.Context) error {
 		}
 	}
 	p.cur = inst
+	return nil
+}
+
+// parseChecksum reads Spec.SHA256.
+func (p *proc) parseChecksum() error {
+	if p.spec.SHA256 == "" {
+		return nil
+	}
+	sum, err := hex.DecodeString(strings.TrimSpace(p.spec.SHA256))
+	if err != nil || len(sum) != sha256.Size {
+		return p.errorf(fmt.Errorf("sha256 must be 64 hex digits, got %q", p.spec.SHA256))
+	}
+	p.checksum = sum
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 func startEcho(t *testing.T) (*Host, *actions.Registry, *logBuffer) {
@@ -387,3 +388,35 @@ func waitGone(t *testing.T, pid int) {
 }
 
 var _ = io.Discard
+
+func TestRulesLoaderReportsPluginConfigErrors(t *testing.T) {
+	_, reg, _ := startEcho(t)
+	src := "rules:\n" +
+		"  - name: notify\n" +
+		"    on: {entity: SalesOrder, event: released}\n" +
+		"    actions:\n" +
+		"      - type: echo\n" +
+		"        message: 'order {id}'\n" +
+		"        hang: maybe\n" +
+		"        mesage: typo\n"
+	_, err := triggers.Parse("rules.yaml", []byte(src), triggers.LoadOptions{Actions: reg})
+	if err == nil {
+		t.Fatal("invalid plugin config loaded")
+	}
+	for _, want := range []string{
+		"rules.yaml:7:15: rules[0].actions[0].hang: ",
+		"rules.yaml:8:9: rules[0].actions[0].mesage: unknown key",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	ok := strings.Replace(strings.Replace(src, "        hang: maybe\n", "        timeout: 5s\n", 1), "        mesage: typo\n", "", 1)
+	rules, err := triggers.Parse("rules.yaml", []byte(ok), triggers.LoadOptions{Actions: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, isCfg := rules[0].Actions[0].Config.(actions.Config); !isCfg || cfg.Type() != "echo" {
+		t.Fatalf("action config %#v", rules[0].Actions[0].Config)
+	}
+}

@@ -28,6 +28,7 @@ func TestMain(m *testing.M) {
 			"echo":         "./internal/testplugins/echo",
 			"wrongversion": "./internal/testplugins/wrongversion",
 			"wrongcookie":  "./internal/testplugins/wrongcookie",
+			"engine":       "./internal/testplugins/engine",
 			"email":        "../examples/plugins/email",
 			"csvlog":       "../examples/plugins/csvlog",
 			"erpflow":      "../cmd/erpflow",

@@ -24,6 +24,78 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CloseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseRequest) Reset() {
+	*x = CloseRequest{}
+	mi := &file_engine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseRequest) ProtoMessage() {}
+
+func (x *CloseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
+func (*CloseRequest) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{0}
+}
+
+type CloseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseResponse) Reset() {
+	*x = CloseResponse{}
+	mi := &file_engine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseResponse) ProtoMessage() {}
+
+func (x *CloseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_engine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
+func (*CloseResponse) Descriptor() ([]byte, []int) {
+	return file_engine_proto_rawDescGZIP(), []int{1}
+}
+
 type OpenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// options is the JSON of plugin.EngineOptions.
@@ -37,7 +109,7 @@ type OpenRequest struct {
 
 func (x *OpenRequest) Reset() {
 	*x = OpenRequest{}
-	mi := &file_engine_proto_msgTypes[0]
+	mi := &file_engine_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +121,7 @@ func (x *OpenRequest) String() string {
 func (*OpenRequest) ProtoMessage() {}
 
 func (x *OpenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[0]
+	mi := &file_engine_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +134,7 @@ func (x *OpenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRequest.ProtoReflect.Descriptor instead.
 func (*OpenRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{0}
+	return file_engine_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *OpenRequest) GetOptions() []byte {
@@ -87,7 +159,7 @@ type OpenResponse struct {
 
 func (x *OpenResponse) Reset() {
 	*x = OpenResponse{}
-	mi := &file_engine_proto_msgTypes[1]
+	mi := &file_engine_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +171,7 @@ func (x *OpenResponse) String() string {
 func (*OpenResponse) ProtoMessage() {}
 
 func (x *OpenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[1]
+	mi := &file_engine_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +184,7 @@ func (x *OpenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResponse.ProtoReflect.Descriptor instead.
 func (*OpenResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{1}
+	return file_engine_proto_rawDescGZIP(), []int{3}
 }
 
 type EmitRequest struct {
@@ -125,7 +197,7 @@ type EmitRequest struct {
 
 func (x *EmitRequest) Reset() {
 	*x = EmitRequest{}
-	mi := &file_engine_proto_msgTypes[2]
+	mi := &file_engine_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -137,7 +209,7 @@ func (x *EmitRequest) String() string {
 func (*EmitRequest) ProtoMessage() {}
 
 func (x *EmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[2]
+	mi := &file_engine_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -150,7 +222,7 @@ func (x *EmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitRequest.ProtoReflect.Descriptor instead.
 func (*EmitRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{2}
+	return file_engine_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EmitRequest) GetEvent() []byte {
@@ -170,7 +242,7 @@ type EmitResponse struct {
 
 func (x *EmitResponse) Reset() {
 	*x = EmitResponse{}
-	mi := &file_engine_proto_msgTypes[3]
+	mi := &file_engine_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +254,7 @@ func (x *EmitResponse) String() string {
 func (*EmitResponse) ProtoMessage() {}
 
 func (x *EmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[3]
+	mi := &file_engine_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +267,7 @@ func (x *EmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitResponse.ProtoReflect.Descriptor instead.
 func (*EmitResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{3}
+	return file_engine_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EmitResponse) GetResult() []byte {
@@ -217,7 +289,7 @@ type ReloadRequest struct {
 
 func (x *ReloadRequest) Reset() {
 	*x = ReloadRequest{}
-	mi := &file_engine_proto_msgTypes[4]
+	mi := &file_engine_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +301,7 @@ func (x *ReloadRequest) String() string {
 func (*ReloadRequest) ProtoMessage() {}
 
 func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[4]
+	mi := &file_engine_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +314,7 @@ func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadRequest.ProtoReflect.Descriptor instead.
 func (*ReloadRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{4}
+	return file_engine_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReloadRequest) GetFilename() string {
@@ -269,7 +341,7 @@ type ReloadResponse struct {
 
 func (x *ReloadResponse) Reset() {
 	*x = ReloadResponse{}
-	mi := &file_engine_proto_msgTypes[5]
+	mi := &file_engine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +353,7 @@ func (x *ReloadResponse) String() string {
 func (*ReloadResponse) ProtoMessage() {}
 
 func (x *ReloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[5]
+	mi := &file_engine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +366,7 @@ func (x *ReloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadResponse.ProtoReflect.Descriptor instead.
 func (*ReloadResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{5}
+	return file_engine_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReloadResponse) GetRules() int32 {
@@ -313,7 +385,7 @@ type GetDeliveryRequest struct {
 
 func (x *GetDeliveryRequest) Reset() {
 	*x = GetDeliveryRequest{}
-	mi := &file_engine_proto_msgTypes[6]
+	mi := &file_engine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +397,7 @@ func (x *GetDeliveryRequest) String() string {
 func (*GetDeliveryRequest) ProtoMessage() {}
 
 func (x *GetDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[6]
+	mi := &file_engine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +410,7 @@ func (x *GetDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*GetDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{6}
+	return file_engine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetDeliveryRequest) GetId() string {
@@ -359,7 +431,7 @@ type GetDeliveryResponse struct {
 
 func (x *GetDeliveryResponse) Reset() {
 	*x = GetDeliveryResponse{}
-	mi := &file_engine_proto_msgTypes[7]
+	mi := &file_engine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +443,7 @@ func (x *GetDeliveryResponse) String() string {
 func (*GetDeliveryResponse) ProtoMessage() {}
 
 func (x *GetDeliveryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[7]
+	mi := &file_engine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +456,7 @@ func (x *GetDeliveryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeliveryResponse.ProtoReflect.Descriptor instead.
 func (*GetDeliveryResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{7}
+	return file_engine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetDeliveryResponse) GetDelivery() []byte {
@@ -411,7 +483,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_engine_proto_msgTypes[8]
+	mi := &file_engine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +495,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[8]
+	mi := &file_engine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +508,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{8}
+	return file_engine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDeliveriesRequest) GetFilter() []byte {
@@ -456,7 +528,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_engine_proto_msgTypes[9]
+	mi := &file_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +540,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[9]
+	mi := &file_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +553,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{9}
+	return file_engine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []byte {
@@ -502,7 +574,7 @@ type LoadEntityRequest struct {
 
 func (x *LoadEntityRequest) Reset() {
 	*x = LoadEntityRequest{}
-	mi := &file_engine_proto_msgTypes[10]
+	mi := &file_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +586,7 @@ func (x *LoadEntityRequest) String() string {
 func (*LoadEntityRequest) ProtoMessage() {}
 
 func (x *LoadEntityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[10]
+	mi := &file_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +599,7 @@ func (x *LoadEntityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEntityRequest.ProtoReflect.Descriptor instead.
 func (*LoadEntityRequest) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{10}
+	return file_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LoadEntityRequest) GetTenant() string {
@@ -561,7 +633,7 @@ type LoadEntityResponse struct {
 
 func (x *LoadEntityResponse) Reset() {
 	*x = LoadEntityResponse{}
-	mi := &file_engine_proto_msgTypes[11]
+	mi := &file_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +645,7 @@ func (x *LoadEntityResponse) String() string {
 func (*LoadEntityResponse) ProtoMessage() {}
 
 func (x *LoadEntityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_engine_proto_msgTypes[11]
+	mi := &file_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +658,7 @@ func (x *LoadEntityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadEntityResponse.ProtoReflect.Descriptor instead.
 func (*LoadEntityResponse) Descriptor() ([]byte, []int) {
-	return file_engine_proto_rawDescGZIP(), []int{11}
+	return file_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LoadEntityResponse) GetEntity() []byte {
@@ -600,7 +672,9 @@ var File_engine_proto protoreflect.FileDescriptor
 
 const file_engine_proto_rawDesc = "" +
 	"\n" +
-	"\fengine.proto\x12\x11erpflow.plugin.v1\"L\n" +
+	"\fengine.proto\x12\x11erpflow.plugin.v1\"\x0e\n" +
+	"\fCloseRequest\"\x0f\n" +
+	"\rCloseResponse\"L\n" +
 	"\vOpenRequest\x12\x18\n" +
 	"\aoptions\x18\x01 \x01(\fR\aoptions\x12#\n" +
 	"\rentity_loader\x18\x02 \x01(\rR\fentityLoader\"\x0e\n" +
@@ -630,13 +704,14 @@ const file_engine_proto_rawDesc = "" +
 	"\x06entity\x18\x02 \x01(\tR\x06entity\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\tR\x02id\",\n" +
 	"\x12LoadEntityResponse\x12\x16\n" +
-	"\x06entity\x18\x01 \x01(\fR\x06entity2\xb4\x03\n" +
+	"\x06entity\x18\x01 \x01(\fR\x06entity2\x80\x04\n" +
 	"\fEnginePlugin\x12G\n" +
 	"\x04Open\x12\x1e.erpflow.plugin.v1.OpenRequest\x1a\x1f.erpflow.plugin.v1.OpenResponse\x12G\n" +
 	"\x04Emit\x12\x1e.erpflow.plugin.v1.EmitRequest\x1a\x1f.erpflow.plugin.v1.EmitResponse\x12M\n" +
 	"\x06Reload\x12 .erpflow.plugin.v1.ReloadRequest\x1a!.erpflow.plugin.v1.ReloadResponse\x12\\\n" +
 	"\vGetDelivery\x12%.erpflow.plugin.v1.GetDeliveryRequest\x1a&.erpflow.plugin.v1.GetDeliveryResponse\x12e\n" +
-	"\x0eListDeliveries\x12(.erpflow.plugin.v1.ListDeliveriesRequest\x1a).erpflow.plugin.v1.ListDeliveriesResponse2i\n" +
+	"\x0eListDeliveries\x12(.erpflow.plugin.v1.ListDeliveriesRequest\x1a).erpflow.plugin.v1.ListDeliveriesResponse\x12J\n" +
+	"\x05Close\x12\x1f.erpflow.plugin.v1.CloseRequest\x1a .erpflow.plugin.v1.CloseResponse2i\n" +
 	"\fEntityLoader\x12Y\n" +
 	"\n" +
 	"LoadEntity\x12$.erpflow.plugin.v1.LoadEntityRequest\x1a%.erpflow.plugin.v1.LoadEntityResponseB5Z3github.com/erpflow/erpflow/plugin/proto/v1;pluginv1b\x06proto3"
@@ -653,36 +728,40 @@ func file_engine_proto_rawDescGZIP() []byte {
 	return file_engine_proto_rawDescData
 }
 
-var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_engine_proto_goTypes = []any{
-	(*OpenRequest)(nil),            // 0: erpflow.plugin.v1.OpenRequest
-	(*OpenResponse)(nil),           // 1: erpflow.plugin.v1.OpenResponse
-	(*EmitRequest)(nil),            // 2: erpflow.plugin.v1.EmitRequest
-	(*EmitResponse)(nil),           // 3: erpflow.plugin.v1.EmitResponse
-	(*ReloadRequest)(nil),          // 4: erpflow.plugin.v1.ReloadRequest
-	(*ReloadResponse)(nil),         // 5: erpflow.plugin.v1.ReloadResponse
-	(*GetDeliveryRequest)(nil),     // 6: erpflow.plugin.v1.GetDeliveryRequest
-	(*GetDeliveryResponse)(nil),    // 7: erpflow.plugin.v1.GetDeliveryResponse
-	(*ListDeliveriesRequest)(nil),  // 8: erpflow.plugin.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil), // 9: erpflow.plugin.v1.ListDeliveriesResponse
-	(*LoadEntityRequest)(nil),      // 10: erpflow.plugin.v1.LoadEntityRequest
-	(*LoadEntityResponse)(nil),     // 11: erpflow.plugin.v1.LoadEntityResponse
+	(*CloseRequest)(nil),           // 0: erpflow.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),          // 1: erpflow.plugin.v1.CloseResponse
+	(*OpenRequest)(nil),            // 2: erpflow.plugin.v1.OpenRequest
+	(*OpenResponse)(nil),           // 3: erpflow.plugin.v1.OpenResponse
+	(*EmitRequest)(nil),            // 4: erpflow.plugin.v1.EmitRequest
+	(*EmitResponse)(nil),           // 5: erpflow.plugin.v1.EmitResponse
+	(*ReloadRequest)(nil),          // 6: erpflow.plugin.v1.ReloadRequest
+	(*ReloadResponse)(nil),         // 7: erpflow.plugin.v1.ReloadResponse
+	(*GetDeliveryRequest)(nil),     // 8: erpflow.plugin.v1.GetDeliveryRequest
+	(*GetDeliveryResponse)(nil),    // 9: erpflow.plugin.v1.GetDeliveryResponse
+	(*ListDeliveriesRequest)(nil),  // 10: erpflow.plugin.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil), // 11: erpflow.plugin.v1.ListDeliveriesResponse
+	(*LoadEntityRequest)(nil),      // 12: erpflow.plugin.v1.LoadEntityRequest
+	(*LoadEntityResponse)(nil),     // 13: erpflow.plugin.v1.LoadEntityResponse
 }
 var file_engine_proto_depIdxs = []int32{
-	0,  // 0: erpflow.plugin.v1.EnginePlugin.Open:input_type -> erpflow.plugin.v1.OpenRequest
-	2,  // 1: erpflow.plugin.v1.EnginePlugin.Emit:input_type -> erpflow.plugin.v1.EmitRequest
-	4,  // 2: erpflow.plugin.v1.EnginePlugin.Reload:input_type -> erpflow.plugin.v1.ReloadRequest
-	6,  // 3: erpflow.plugin.v1.EnginePlugin.GetDelivery:input_type -> erpflow.plugin.v1.GetDeliveryRequest
-	8,  // 4: erpflow.plugin.v1.EnginePlugin.ListDeliveries:input_type -> erpflow.plugin.v1.ListDeliveriesRequest
-	10, // 5: erpflow.plugin.v1.EntityLoader.LoadEntity:input_type -> erpflow.plugin.v1.LoadEntityRequest
-	1,  // 6: erpflow.plugin.v1.EnginePlugin.Open:output_type -> erpflow.plugin.v1.OpenResponse
-	3,  // 7: erpflow.plugin.v1.EnginePlugin.Emit:output_type -> erpflow.plugin.v1.EmitResponse
-	5,  // 8: erpflow.plugin.v1.EnginePlugin.Reload:output_type -> erpflow.plugin.v1.ReloadResponse
-	7,  // 9: erpflow.plugin.v1.EnginePlugin.GetDelivery:output_type -> erpflow.plugin.v1.GetDeliveryResponse
-	9,  // 10: erpflow.plugin.v1.EnginePlugin.ListDeliveries:output_type -> erpflow.plugin.v1.ListDeliveriesResponse
-	11, // 11: erpflow.plugin.v1.EntityLoader.LoadEntity:output_type -> erpflow.plugin.v1.LoadEntityResponse
-	6,  // [6:12] is the sub-list for method output_type
-	0,  // [0:6] is the sub-list for method input_type
+	2,  // 0: erpflow.plugin.v1.EnginePlugin.Open:input_type -> erpflow.plugin.v1.OpenRequest
+	4,  // 1: erpflow.plugin.v1.EnginePlugin.Emit:input_type -> erpflow.plugin.v1.EmitRequest
+	6,  // 2: erpflow.plugin.v1.EnginePlugin.Reload:input_type -> erpflow.plugin.v1.ReloadRequest
+	8,  // 3: erpflow.plugin.v1.EnginePlugin.GetDelivery:input_type -> erpflow.plugin.v1.GetDeliveryRequest
+	10, // 4: erpflow.plugin.v1.EnginePlugin.ListDeliveries:input_type -> erpflow.plugin.v1.ListDeliveriesRequest
+	0,  // 5: erpflow.plugin.v1.EnginePlugin.Close:input_type -> erpflow.plugin.v1.CloseRequest
+	12, // 6: erpflow.plugin.v1.EntityLoader.LoadEntity:input_type -> erpflow.plugin.v1.LoadEntityRequest
+	3,  // 7: erpflow.plugin.v1.EnginePlugin.Open:output_type -> erpflow.plugin.v1.OpenResponse
+	5,  // 8: erpflow.plugin.v1.EnginePlugin.Emit:output_type -> erpflow.plugin.v1.EmitResponse
+	7,  // 9: erpflow.plugin.v1.EnginePlugin.Reload:output_type -> erpflow.plugin.v1.ReloadResponse
+	9,  // 10: erpflow.plugin.v1.EnginePlugin.GetDelivery:output_type -> erpflow.plugin.v1.GetDeliveryResponse
+	11, // 11: erpflow.plugin.v1.EnginePlugin.ListDeliveries:output_type -> erpflow.plugin.v1.ListDeliveriesResponse
+	1,  // 12: erpflow.plugin.v1.EnginePlugin.Close:output_type -> erpflow.plugin.v1.CloseResponse
+	13, // 13: erpflow.plugin.v1.EntityLoader.LoadEntity:output_type -> erpflow.plugin.v1.LoadEntityResponse
+	7,  // [7:14] is the sub-list for method output_type
+	0,  // [0:7] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -699,7 +778,7 @@ func file_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_engine_proto_rawDesc), len(file_engine_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

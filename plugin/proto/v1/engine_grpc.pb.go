@@ -27,6 +27,7 @@ const (
 	EnginePlugin_Reload_FullMethodName         = "/erpflow.plugin.v1.EnginePlugin/Reload"
 	EnginePlugin_GetDelivery_FullMethodName    = "/erpflow.plugin.v1.EnginePlugin/GetDelivery"
 	EnginePlugin_ListDeliveries_FullMethodName = "/erpflow.plugin.v1.EnginePlugin/ListDeliveries"
+	EnginePlugin_Close_FullMethodName          = "/erpflow.plugin.v1.EnginePlugin/Close"
 )
 
 // EnginePluginClient is the client API for EnginePlugin service.
@@ -45,6 +46,10 @@ type EnginePluginClient interface {
 	Reload(ctx context.Context, in *ReloadRequest, opts ...grpc.CallOption) (*ReloadResponse, error)
 	GetDelivery(ctx context.Context, in *GetDeliveryRequest, opts ...grpc.CallOption) (*GetDeliveryResponse, error)
 	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
+	// Close stops the workers (waiting for in-flight deliveries until the
+	// call's deadline, then releasing them to the queue) and closes the
+	// store. The host kills the process afterwards.
+	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
 }
 
 type enginePluginClient struct {
@@ -105,6 +110,16 @@ func (c *enginePluginClient) ListDeliveries(ctx context.Context, in *ListDeliver
 	return out, nil
 }
 
+func (c *enginePluginClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CloseResponse)
+	err := c.cc.Invoke(ctx, EnginePlugin_Close_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EnginePluginServer is the server API for EnginePlugin service.
 // All implementations must embed UnimplementedEnginePluginServer
 // for forward compatibility.
@@ -121,6 +136,10 @@ type EnginePluginServer interface {
 	Reload(context.Context, *ReloadRequest) (*ReloadResponse, error)
 	GetDelivery(context.Context, *GetDeliveryRequest) (*GetDeliveryResponse, error)
 	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
+	// Close stops the workers (waiting for in-flight deliveries until the
+	// call's deadline, then releasing them to the queue) and closes the
+	// store. The host kills the process afterwards.
+	Close(context.Context, *CloseRequest) (*CloseResponse, error)
 	mustEmbedUnimplementedEnginePluginServer()
 }
 
@@ -145,6 +164,9 @@ func (UnimplementedEnginePluginServer) GetDelivery(context.Context, *GetDelivery
 }
 func (UnimplementedEnginePluginServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
+}
+func (UnimplementedEnginePluginServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
 }
 func (UnimplementedEnginePluginServer) mustEmbedUnimplementedEnginePluginServer() {}
 func (UnimplementedEnginePluginServer) testEmbeddedByValue()                      {}
@@ -257,6 +279,24 @@ func _EnginePlugin_ListDeliveries_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EnginePlugin_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CloseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnginePluginServer).Close(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EnginePlugin_Close_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnginePluginServer).Close(ctx, req.(*CloseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EnginePlugin_ServiceDesc is the grpc.ServiceDesc for EnginePlugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -283,6 +323,10 @@ var EnginePlugin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListDeliveries",
 			Handler:    _EnginePlugin_ListDeliveries_Handler,
+		},
+		{
+			MethodName: "Close",
+			Handler:    _EnginePlugin_Close_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,179 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// erpEntities is the host's entity store: what a Go ERP would load from
+// its own database.
+type erpEntities struct {
+	mu    sync.Mutex
+	calls []string
+	data  map[string]string
+}
+
+func (e *erpEntities) LoadEntity(_ context.Context, tenant, entity, id string) (json.RawMessage, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.calls = append(e.calls, tenant+"/"+entity+"/"+id)
+	b, ok := e.data[entity+"/"+id]
+	if !ok {
+		return nil, engine.ErrNotFound
+	}
+	return json.RawMessage(b), nil
+}
+
+type receiver struct {
+	srv    *httptest.Server
+	bodies chan string
+}
+
+func startReceiver(t *testing.T) *receiver {
+	r := &receiver{bodies: make(chan string, 10)}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, _ := io.ReadAll(req.Body)
+		r.bodies <- req.URL.Path + " " + string(b)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+const salesOrderRules = `rules:
+  - name: velosity-salesorder-released
+    on: {entity: SalesOrder, event: released}
+    actions:
+      - type: webhook
+        url: %URL%/velosity/salesorder
+        body: entity
+    retry: none
+`
+
+func TestEnginePluginRoundTripWithEnrichment(t *testing.T) {
+	path := bin(t, "engine")
+	testEngineRoundTrip(t, path, nil)
+}
+
+func testEngineRoundTrip(t *testing.T, path string, args []string) {
+	ctx := context.Background()
+	recv := startReceiver(t)
+	ents := &erpEntities{data: map[string]string{
+		"SalesOrder/AB194631": `{"salesOrderID":"AB194631","status":"RELEASED","customer":"Bikes Inc"}`,
+	}}
+	logger, _ := testLogger()
+	c, err := StartEngine(ctx, path, EngineConfig{
+		Options: EngineOptions{
+			Database:             "sqlite:" + filepath.Join(t.TempDir(), "erpflow.db"),
+			AllowHTTP:            true, // the receiver is an httptest server
+			AllowPrivateNetworks: true,
+		},
+		Entities: ents,
+		Args:     args,
+		Logger:   logger,
+	})
+	if err != nil {
+		t.Fatalf("StartEngine: %v", err)
+	}
+	pid := c.PID()
+	defer func() {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := c.Close(cctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		waitGone(t, pid)
+	}()
+
+	// Bad rules: the file:line:col error crosses the process boundary.
+	_, err = c.Reload(ctx, "erp.yaml", []byte("rules:\n  - name: x\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: ftp://x\n"))
+	if err == nil || !strings.Contains(err.Error(), "erp.yaml:6:") {
+		t.Fatalf("bad rules: %v", err)
+	}
+	n, err := c.Reload(ctx, "erp.yaml", []byte(strings.ReplaceAll(salesOrderRules, "%URL%", recv.srv.URL)))
+	if err != nil || n != 1 {
+		t.Fatalf("Reload: %d, %v", n, err)
+	}
+
+	// A thin event: the engine asks the host for the entity.
+	res, err := c.Emit(ctx, engine.Event{ID: "evt-1", Tenant: "acme", Entity: "SalesOrder", EntityID: "AB194631", Event: "released"})
+	if err != nil {
+		t.Fatalf("Emit: %v", err)
+	}
+	if res.Duplicate || len(res.Deliveries) != 1 {
+		t.Fatalf("emit result %+v", res)
+	}
+	id := res.Deliveries[0].ID
+	select {
+	case got := <-recv.bodies:
+		if got != `/velosity/salesorder {"salesOrderID":"AB194631","status":"RELEASED","customer":"Bikes Inc"}` {
+			t.Fatalf("receiver got %s", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook arrived")
+	}
+	if strings.Join(ents.calls, ",") != "acme/SalesOrder/AB194631" {
+		t.Fatalf("loader calls %v", ents.calls)
+	}
+	var d engine.Delivery
+	var atts []engine.Attempt
+	eventually(t, 15*time.Second, "delivery to succeed", func() bool {
+		d, atts, err = c.Delivery(ctx, id)
+		return err == nil && d.State == engine.StateSucceeded
+	})
+	if len(atts) != 1 || atts[0].Code != 200 || d.Rule != "velosity-salesorder-released" {
+		t.Fatalf("delivery %+v attempts %+v", d, atts)
+	}
+	list, err := c.Deliveries(ctx, engine.DeliveryFilter{Tenant: "acme"})
+	if err != nil || len(list) != 1 || list[0].ID != id {
+		t.Fatalf("Deliveries: %v %+v", err, list)
+	}
+
+	// Same id again: nothing new, the loader is not asked again.
+	res2, err := c.Emit(ctx, engine.Event{ID: "evt-1", Tenant: "acme", Entity: "SalesOrder", EntityID: "AB194631", Event: "released"})
+	if err != nil || !res2.Duplicate || len(res2.Deliveries) != 1 || res2.Deliveries[0].ID != id {
+		t.Fatalf("duplicate emit: %+v %v", res2, err)
+	}
+
+	// The host's loader error reaches the caller of Emit; nothing is stored.
+	_, err = c.Emit(ctx, engine.Event{ID: "evt-2", Tenant: "acme", Entity: "SalesOrder", EntityID: "missing", Event: "released"})
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("emit with a failing loader: %v", err)
+	}
+	// An invalid event names its field.
+	_, err = c.Emit(ctx, engine.Event{ID: "evt-3", Entity: "SalesOrder"})
+	if err == nil || !strings.Contains(err.Error(), "event") {
+		t.Fatalf("invalid event: %v", err)
+	}
+	_, _, err = c.Delivery(ctx, "dlv_nope")
+	if !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("missing delivery: %v", err)
+	}
+}
+
+func TestStartEngineErrors(t *testing.T) {
+	ctx := context.Background()
+	_, err := StartEngine(ctx, filepath.Join(t.TempDir(), "nope"), EngineConfig{})
+	if err == nil || !strings.Contains(err.Error(), "binary not found") {
+		t.Fatalf("missing binary: %v", err)
+	}
+	// An action plugin is not an engine: the handshake cookies differ.
+	_, err = StartEngine(ctx, bin(t, "echo"), EngineConfig{})
+	if !errors.Is(err, ErrHandshake) {
+		t.Fatalf("action plugin as engine: %v", err)
+	}
+	_, err = StartEngine(ctx, bin(t, "engine"), EngineConfig{Options: EngineOptions{Database: "mysql://x"}})
+	if err == nil || !strings.Contains(err.Error(), "sqlite") {
+		t.Fatalf("bad database: %v", err)
+	}
+}
