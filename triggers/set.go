@@ -259,20 +259,20 @@ func (s *Set) Explain(ev *templates.Event) []Explanation {
 }
 
 // Matches reports whether ev fires r and, when it does not, the first
-// reason why: disabled, tenant, entity, event, field change, from, to, or
+// reason why: disabled, entity, event, tenant, field change, from, to, or
 // the condition (false, or its run-time error).
 func (r *Rule) Matches(ev *templates.Event) (bool, string) {
 	if !r.Enabled {
 		return false, "rule is disabled"
-	}
-	if !r.tenantOK(ev.Tenant) {
-		return false, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
 	}
 	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
 		return false, fmt.Sprintf("entity %q is not %s", ev.Entity, quoteList(r.On.Entities))
 	}
 	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
 		return false, fmt.Sprintf("event %q is not %s", ev.Event, quoteList(r.On.Events))
+	}
+	if !r.tenantOK(ev.Tenant) {
+		return false, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
 	}
 	if why := r.On.fieldChangeReason(ev); why != "" {
 		return false, why

@@ -148,17 +148,17 @@ func printExplain(w io.Writer, ev *templates.Event, rules []explainRule) {
 			matched++
 		}
 	}
-	fmt.Fprintf(w, "\n%d of %d rules matched\n", matched, len(rules))
+	fmt.Fprintf(w, "\n%d of %d rules matched\n\n", matched, len(rules))
 	for _, r := range rules {
 		where := ""
 		if r.File != "" {
 			where = fmt.Sprintf(" (%s:%d)", r.File, r.Line)
 		}
 		if !r.Matched {
-			fmt.Fprintf(w, "\nrule %s%s: not matched: %s\n", r.Rule, where, r.Reason)
+			fmt.Fprintf(w, "rule %s%s: not matched: %s\n", r.Rule, where, r.Reason)
 			continue
 		}
-		fmt.Fprintf(w, "\nrule %s%s: MATCHED\n", r.Rule, where)
+		fmt.Fprintf(w, "rule %s%s: MATCHED\n", r.Rule, where)
 		for i, a := range r.Actions {
 			fmt.Fprintf(w, "  action %d: %s (retry %s)\n", i+1, a.Type, a.Retry)
 			if a.Error != "" {
@@ -170,6 +170,7 @@ func printExplain(w io.Writer, ev *templates.Event, rules []explainRule) {
 			}
 			fmt.Fprintln(w, indent(prettyJSON(a.Payload), "    "))
 		}
+		fmt.Fprintln(w)
 	}
 }
 

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+)
+
+const examplesEvents = "../../examples/events"
+
+type webhookPayload struct {
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers"`
+	Body    *string           `json:"body"`
+}
+
+func explainJSON(t *testing.T, event string) (map[string]explainRule, string) {
+	t.Helper()
+	code, out, errOut := runCmd(t, "explain", "--rules", examplesRules, "-o", "json", filepath.Join(examplesEvents, event))
+	if code != 0 {
+		t.Fatalf("explain %s: exit %d\n%s", event, code, errOut)
+	}
+	var rules []explainRule
+	if err := json.Unmarshal([]byte(out), &rules); err != nil {
+		t.Fatalf("explain -o json: %v\n%s", err, out)
+	}
+	m := map[string]explainRule{}
+	for _, r := range rules {
+		m[r.Rule] = r
+		if !r.Matched && r.Reason == "" {
+			t.Errorf("%s: not matched without a reason", r.Rule)
+		}
+	}
+	return m, out
+}
+
+func matchedNames(m map[string]explainRule) []string {
+	var out []string
+	for name, r := range m {
+		if r.Matched {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func payloadOf(t *testing.T, r explainRule, i int) webhookPayload {
+	t.Helper()
+	if len(r.Actions) <= i {
+		t.Fatalf("%s: %d actions", r.Rule, len(r.Actions))
+	}
+	a := r.Actions[i]
+	if a.Error != "" {
+		t.Fatalf("%s: action error %s", r.Rule, a.Error)
+	}
+	var p webhookPayload
+	if err := json.Unmarshal(a.Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExplainExamples(t *testing.T) {
+	setExampleEnv(t)
+
+	t.Run("velosity", func(t *testing.T) {
+		m, _ := explainJSON(t, "velosity.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"velosity-salesorder-released"}) {
+			t.Fatalf("matched %v", got)
+		}
+		p := payloadOf(t, m["velosity-salesorder-released"], 0)
+		if p.Method != "POST" || p.URL != "https://yourdomain.example/velosity/salesorder" || p.Headers["Content-Type"] != "application/json" {
+			t.Errorf("request = %+v", p)
+		}
+		// The body is the sales order exactly as the ERP sent it.
+		var ev struct {
+			Data json.RawMessage `json:"data"`
+		}
+		src, _ := os.ReadFile(filepath.Join(examplesEvents, "velosity.json"))
+		if err := json.Unmarshal(src, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if p.Body == nil || *p.Body != string(ev.Data) {
+			t.Errorf("body is not the event's data verbatim:\n%v", p.Body)
+		}
+		if !strings.Contains(*p.Body, `"discountPercent": 0.00000`) || !strings.Contains(*p.Body, `"status": "RELEASED"`) {
+			t.Error("body lost the ERP's formatting")
+		}
+		if m["velosity-salesorder-released"].Actions[0].Retry != "default" {
+			t.Errorf("retry = %s", m["velosity-salesorder-released"].Actions[0].Retry)
+		}
+	})
+
+	t.Run("ongoing-wms", func(t *testing.T) {
+		m, out := explainJSON(t, "ongoing-wms.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"ongoing-order-picked-automation", "ongoing-order-picked-go-1042"}) {
+			t.Fatalf("matched %v", got)
+		}
+		regular := payloadOf(t, m["ongoing-order-picked-go-1042"], 0)
+		var body map[string]any
+		if err := json.Unmarshal([]byte(*regular.Body), &body); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{"event": "OrderPicked", "goodsOwnerId": "goods-owner-1042", "orderId": "12345", "orderNumber": "SO-12345", "pickedAt": "2024-10-01T09:30:00Z"}
+		if !reflect.DeepEqual(body, want) {
+			t.Errorf("body = %v", body)
+		}
+		if regular.Headers["Authorization"] != "Basic ****" {
+			t.Errorf("Authorization = %q", regular.Headers["Authorization"])
+		}
+		if m["ongoing-order-picked-go-1042"].Actions[0].Retry != "one-day" || m["ongoing-order-picked-automation"].Actions[0].Retry != "none" {
+			t.Error("retry policies")
+		}
+		if strings.Contains(out, "ongoing-pass-123") {
+			t.Error("the password appears in explain's output")
+		}
+		// Another goods owner: only the automation webhook.
+		dir := t.TempDir()
+		src, _ := os.ReadFile(filepath.Join(examplesEvents, "ongoing-wms.json"))
+		other := strings.Replace(string(src), `"goods-owner-1042"`, `"goods-owner-7"`, 1)
+		os.WriteFile(filepath.Join(dir, "ev.json"), []byte(other), 0o644)
+		code, out, _ := runCmd(t, "explain", "--rules", examplesRules, filepath.Join(dir, "ev.json"))
+		if code != 0 || !strings.Contains(out, `rule ongoing-order-picked-go-1042 (`+examplesRules+`/ongoing-wms.yaml:12): not matched: tenant "goods-owner-7" is not "goods-owner-1042"`) ||
+			!strings.Contains(out, "rule ongoing-order-picked-automation ("+examplesRules+"/ongoing-wms.yaml:32): MATCHED") {
+			t.Errorf("other goods owner:\n%s", out)
+		}
+	})
+
+	t.Run("gofive-venio", func(t *testing.T) {
+		m, _ := explainJSON(t, "gofive-venio.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"venio-customer"}) {
+			t.Fatalf("matched %v", got)
+		}
+		p := payloadOf(t, m["venio-customer"], 0)
+		var env map[string]any
+		if err := json.Unmarshal([]byte(*p.Body), &env); err != nil {
+			t.Fatal(err)
+		}
+		if env["webhookName"] != "venio-customer" || env["topic"] != "Customer" || env["event"] != "Merge" || env["modifiedBy"] != "EMP-0042" {
+			t.Errorf("envelope = %v", env)
+		}
+		if data, _ := env["data"].(map[string]any); data["FromCustomerCode"] != "C-000211" {
+			t.Errorf("envelope data = %v", env["data"])
+		}
+	})
+
+	t.Run("job-management", func(t *testing.T) {
+		m, out := explainJSON(t, "job-management.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"jobs-job-events"}) {
+			t.Fatalf("matched %v", got)
+		}
+		r := m["jobs-job-events"]
+		p := payloadOf(t, r, 0)
+		if !strings.HasPrefix(p.URL, "https://") || p.Headers["Authorization"] != "Basic ****" {
+			t.Errorf("request = %+v", p)
+		}
+		if r.Actions[0].Retry != "schedule:5m0s,10m0s" {
+			t.Errorf("retry = %s", r.Actions[0].Retry)
+		}
+		if strings.Contains(out, "jobs-pass-456") {
+			t.Error("the password appears in explain's output")
+		}
+		if why := m["jobs-estimate-events"].Reason; why != `entity "Job" is not "Estimate"` {
+			t.Errorf("estimate reason = %q", why)
+		}
+	})
+
+	t.Run("kladana", func(t *testing.T) {
+		m, _ := explainJSON(t, "kladana.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"kladana-transaction-changed"}) {
+			t.Fatalf("matched %v", got)
+		}
+		p := payloadOf(t, m["kladana-transaction-changed"], 0)
+		if p.URL != "https://mysite.example/webhook?id=1111-22dddw-2w3ed-222e30&type=CustomerOrder" || p.Body != nil {
+			t.Errorf("request = %+v", p)
+		}
+	})
+}
+
+func TestExplainText(t *testing.T) {
+	setExampleEnv(t)
+	code, out, errOut := runCmd(t, "explain", "--rules", examplesRules+"/velosity.yaml", "--rules", examplesRules+"/kladana.yaml", filepath.Join(examplesEvents, "velosity.json"))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"event velosity-evt-0001: SalesOrder updated AB194631-130F-4EA2-A7C9-345B2959C120 (tenant one-vision)\n1 of 2 rules matched\n",
+		"rule velosity-salesorder-released (" + examplesRules + "/velosity.yaml:8): MATCHED\n  action 1: webhook (retry default)\n    POST https://yourdomain.example/velosity/salesorder\n    Content-Type: application/json\n",
+		"\n    {\n      \"salesOrderID\": \"AB194631-130F-4EA2-A7C9-345B2959C120\",\n",
+		"rule kladana-transaction-changed (" + examplesRules + "/kladana.yaml:10): not matched: entity \"SalesOrder\" is not one of [\"CustomerOrder\", ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Field-change form: the same order without a status change.
+	dir := t.TempDir()
+	src, _ := os.ReadFile(filepath.Join(examplesEvents, "velosity.json"))
+	same := strings.Replace(string(src), `"status": "DRAFT"`, `"status": "RELEASED"`, 1)
+	os.WriteFile(filepath.Join(dir, "ev.json"), []byte(same), 0o644)
+	_, out, _ = runCmd(t, "explain", "--rules", examplesRules+"/velosity.yaml", filepath.Join(dir, "ev.json"))
+	if !strings.Contains(out, `not matched: field "status" did not change ("RELEASED" before and after)`) {
+		t.Errorf("unchanged status:\n%s", out)
+	}
+}
+
+func TestExplainBadInput(t *testing.T) {
+	setExampleEnv(t)
+	dir := t.TempDir()
+	ev := filepath.Join(dir, "ev.json")
+	os.WriteFile(ev, []byte(`{"id":"1","entity":"X","event":"e","colour":"red"}`), 0o644)
+	code, _, errOut := runCmd(t, "explain", "--rules", examplesRules, ev)
+	if code != 1 || !strings.Contains(errOut, "event.colour: unknown field") {
+		t.Errorf("unknown event field: exit %d, %s", code, errOut)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("rules:\n  - name: x\n    on: {entity: X}\n    when: nope\n    actions: [{type: webhook, url: \"https://x.example\"}]\n"), 0o644)
+	code, _, errOut = runCmd(t, "explain", "--rules", bad, filepath.Join(examplesEvents, "kladana.json"))
+	if code != 1 || !strings.Contains(errOut, bad+`:4:11: rules[0].when: unknown name "nope"`) {
+		t.Errorf("bad rules: exit %d, %s", code, errOut)
+	}
+	if code, _, _ := runCmd(t, "explain", filepath.Join(examplesEvents, "kladana.json")); code != 2 {
+		t.Errorf("no --rules: exit %d, want 2", code)
+	}
+}

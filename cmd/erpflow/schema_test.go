@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/triggers"
+)
+
+func TestSchemaValidatesExamples(t *testing.T) {
+	code, out, errOut := runCmd(t, "schema")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader([]byte(out)))
+	if err != nil {
+		t.Fatalf("schema is not JSON: %v", err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(triggers.SchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile(triggers.SchemaID)
+	if err != nil {
+		t.Fatalf("schema does not compile: %v", err)
+	}
+	toJSON := func(src []byte) any {
+		var v any
+		if err := yaml.Unmarshal(src, &v); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(v)
+		d, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	files, _ := filepath.Glob(examplesRules + "/*.yaml")
+	if len(files) != 5 {
+		t.Fatalf("%d example files", len(files))
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.Validate(toJSON(src)); err != nil {
+			t.Errorf("%s does not match the schema: %v", f, err)
+		}
+	}
+	// The webhook's own keys are checked, next to type and retry.
+	for _, bad := range []string{
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', metod: POST}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', body: json}]}]",
+	} {
+		if err := schema.Validate(toJSON([]byte(bad))); err == nil {
+			t.Errorf("accepted: %s", bad)
+		}
+	}
+	ok := "rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', retry: none, auth: {bearer: {token: t}}}]}]"
+	if err := schema.Validate(toJSON([]byte(ok))); err != nil {
+		t.Errorf("rejected: %s: %v", ok, err)
+	}
+}

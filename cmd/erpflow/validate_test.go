@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const examplesRules = "../../examples/rules"
+
+// setExampleEnv sets the variables the example rules reference.
+func setExampleEnv(t *testing.T) {
+	t.Setenv("ONGOING_WEBHOOK_USER", "ongoing-user")
+	t.Setenv("ONGOING_WEBHOOK_PASSWORD", "ongoing-pass-123")
+	t.Setenv("JOBS_WEBHOOK_USER", "jobs-user")
+	t.Setenv("JOBS_WEBHOOK_PASSWORD", "jobs-pass-456")
+}
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestValidateExamples(t *testing.T) {
+	setExampleEnv(t)
+	code, out, errOut := runCmd(t, "validate", examplesRules)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	want := []string{
+		examplesRules + "/gofive-venio.yaml: 6 rules OK",
+		examplesRules + "/job-management.yaml: 3 rules OK",
+		examplesRules + "/kladana.yaml: 1 rule OK",
+		examplesRules + "/ongoing-wms.yaml: 2 rules OK",
+		examplesRules + "/velosity.yaml: 1 rule OK",
+	}
+	if got := strings.TrimSpace(out); got != strings.Join(want, "\n") {
+		t.Errorf("output:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	// Files one by one too.
+	code, out, _ = runCmd(t, "validate", examplesRules+"/velosity.yaml", examplesRules+"/kladana.yaml")
+	if code != 0 || out != examplesRules+"/velosity.yaml: 1 rule OK\n"+examplesRules+"/kladana.yaml: 1 rule OK\n" {
+		t.Errorf("exit %d, output:\n%s", code, out)
+	}
+}
+
+func TestValidateMissingEnv(t *testing.T) {
+	// Without the variables the examples that need them fail, at their
+	// positions.
+	for _, v := range []string{"ONGOING_WEBHOOK_USER", "ONGOING_WEBHOOK_PASSWORD", "JOBS_WEBHOOK_USER", "JOBS_WEBHOOK_PASSWORD"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	code, _, errOut := runCmd(t, "validate", examplesRules+"/job-management.yaml")
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	want := examplesRules + "/job-management.yaml:22:23: rules[0].actions[0].auth.basic.username: environment variable JOBS_WEBHOOK_USER is not set\n" +
+		examplesRules + "/job-management.yaml:23:23: rules[0].actions[0].auth.basic.password: environment variable JOBS_WEBHOOK_PASSWORD is not set\n" +
+		"2 problems in 1 file\n"
+	if errOut != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", errOut, want)
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	src := `rules:
+  - name: so-released
+    on: {entity: SalesOrder, field: status, to: RELEASED}
+    when: amout > 1000
+    actions:
+      - type: webhook
+        url: http://plain.example/hook
+        metod: POST
+  - name: so-released
+    on: {entity: SalesOrder}
+    actions: [{type: webhok}]
+`
+	if err := os.WriteFile(bad, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("rules:\n  - name: ok\n    on: {entity: X}\n    actions: [{type: webhook, url: \"https://x.example/\"}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, "validate", dir)
+	if code != 1 || out != "" {
+		t.Fatalf("exit %d, stdout %q", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	wantPrefixes := []string{
+		bad + `:4:11: rules[0].when: unknown name "amout"`,
+		bad + ":7:14: rules[0].actions[0].url: ",
+		bad + `:8:9: rules[0].actions[0].metod: unknown key (did you mean "method"?)`,
+		bad + `:9:11: rules[1].name: duplicate rule name "so-released"`,
+		bad + `:11:22: rules[1].actions[0].type: unknown action type "webhok"`,
+		"5 problems in 1 file",
+	}
+	if len(lines) != len(wantPrefixes) {
+		t.Fatalf("stderr:\n%s", errOut)
+	}
+	for i, p := range wantPrefixes {
+		if !strings.HasPrefix(lines[i], p) {
+			t.Errorf("line %d: %q\nwant prefix %q", i, lines[i], p)
+		}
+	}
+	if !strings.Contains(lines[1], "http") {
+		t.Errorf("http:// URL error does not say why: %s", lines[1])
+	}
+	// --allow-http accepts the http:// URL; the other problems remain.
+	code, _, errOut = runCmd(t, "validate", "--allow-http", bad)
+	if code != 1 || strings.Contains(errOut, ":7:14:") || !strings.Contains(errOut, "4 problems") {
+		t.Errorf("--allow-http: exit %d\n%s", code, errOut)
+	}
+	if code, _, _ := runCmd(t, "validate"); code != 2 {
+		t.Errorf("no arguments: exit %d, want 2", code)
+	}
+}
