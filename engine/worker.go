@@ -252,6 +252,13 @@ func (r *runner) worker() {
 			r.giveBack(j.d.ID)
 			continue
 		}
+		if time.Since(j.claimedAt) > r.e.cfg.Lease*9/10 {
+			// Waited so long that the lease is (nearly) over: it may be
+			// claimed again already. Leave it to that claim.
+			r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
+			r.done(1)
+			continue
+		}
 		c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
 		if interrupted {
 			r.giveBack(j.d.ID)
