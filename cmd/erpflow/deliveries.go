@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 )
 
@@ -214,13 +218,88 @@ func printDelivery(w io.Writer, dd client.DeliveryDetail) {
 	if len(dd.Attempts) == 0 {
 		fmt.Fprintln(w, "  (none yet)")
 	}
-	fmt.Fprintln(w, "\npayload:")
-	printJSON(w, d.Payload)
+	printPayload(w, d.Payload)
 	for _, a := range dd.Attempts {
-		if len(a.Detail) == 0 {
-			continue
+		printAttemptDetail(w, a.N, a.Detail)
+	}
+}
+
+// printPayload shows a webhook payload as a request; other actions' as JSON.
+func printPayload(w io.Writer, raw json.RawMessage) {
+	var p webhook.Payload
+	if json.Unmarshal(raw, &p) != nil || p.URL == "" {
+		fmt.Fprintln(w, "\npayload:")
+		printJSON(w, raw)
+		return
+	}
+	fmt.Fprintln(w, "\nrequest (payload):")
+	fmt.Fprintf(w, "  %s %s\n", p.Method, p.URL)
+	printHeaders(w, "  ", p.Headers)
+	if p.Body != nil {
+		printBody(w, "  ", *p.Body)
+	}
+}
+
+// printAttemptDetail shows a webhook attempt record: every try's status,
+// the response headers and body; other actions' details as JSON.
+func printAttemptDetail(w io.Writer, n int, raw json.RawMessage) {
+	if len(raw) == 0 {
+		return
+	}
+	var r webhook.Record
+	if json.Unmarshal(raw, &r) != nil || r.URL == "" {
+		fmt.Fprintf(w, "\nattempt %d detail:\n", n)
+		printJSON(w, raw)
+		return
+	}
+	fmt.Fprintf(w, "\nattempt %d: %s %s", n, r.Method, r.URL)
+	if r.Status != 0 {
+		fmt.Fprintf(w, " -> %d %s", r.Status, http.StatusText(r.Status))
+	}
+	fmt.Fprintf(w, " (%.1f ms", r.DurationMS)
+	if len(r.Tries) > 1 {
+		fmt.Fprintf(w, ", %d tries", len(r.Tries))
+	}
+	fmt.Fprintln(w, ")")
+	if r.Error != "" {
+		fmt.Fprintf(w, "  error: %s\n", r.Error)
+	}
+	if len(r.RequestHeaders) > 0 {
+		fmt.Fprintln(w, "  request headers:")
+		printHeaders(w, "    ", r.RequestHeaders)
+	}
+	if len(r.ResponseHeaders) > 0 {
+		fmt.Fprintln(w, "  response headers:")
+		printHeaders(w, "    ", r.ResponseHeaders)
+	}
+	if r.ResponseBody != "" {
+		fmt.Fprintln(w, "  response body:")
+		printBody(w, "    ", r.ResponseBody)
+		if r.ResponseBodyTruncated {
+			fmt.Fprintf(w, "    (truncated; %d bytes in all)\n", r.ResponseBodyLength)
 		}
-		fmt.Fprintf(w, "\nattempt %d (requests and responses):\n", a.N)
-		printJSON(w, a.Detail)
+	}
+}
+
+func printHeaders(w io.Writer, indent string, h map[string]string) {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s%s: %s\n", indent, k, h[k])
+	}
+}
+
+// printBody prints a body, indented JSON when it is JSON.
+func printBody(w io.Writer, indent, body string) {
+	var buf bytes.Buffer
+	if json.Indent(&buf, []byte(body), indent, "  ") == nil {
+		fmt.Fprintf(w, "%s%s\n", indent, buf.String())
+		return
+	}
+	for _, line := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
+		fmt.Fprintf(w, "%s%s\n", indent, line)
 	}
 }

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests in this file drive the real erpflow binary, built once per
+// test run, through its HTTP API and its CLI: the README quickstart.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+// erpflowBin builds the binary once (into a temporary directory removed by
+// TestMain).
+func erpflowBin(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary: skipped with -short")
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "erpflow-bin-")
+		if binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "erpflow")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// syncBuf is a goroutine-safe output buffer.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is a running erpflow process.
+type proc struct {
+	cmd    *exec.Cmd
+	out    *syncBuf // stdout and stderr
+	exited chan struct{}
+	err    error
+}
+
+func start(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(erpflowBin(t), args...), out: &syncBuf{}, exited: make(chan struct{})}
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("output of erpflow %s:\n%s", strings.Join(args, " "), p.out.String())
+		}
+	})
+	return p
+}
+
+// waitOutput polls the process output until re matches, and returns the
+// submatches.
+func (p *proc) waitOutput(t *testing.T, re string) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := rx.FindStringSubmatch(p.out.String()); m != nil {
+			return m
+		}
+		select {
+		case <-p.exited:
+			if m := rx.FindStringSubmatch(p.out.String()); m != nil {
+				return m
+			}
+			t.Fatalf("process exited (%v) before printing %q:\n%s", p.err, re, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %q in:\n%s", re, p.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("process did not exit:\n%s", p.out.String())
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// cli runs the binary to completion and returns its exit code and output.
+func cli(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(erpflowBin(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatal(err)
+		}
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+func mustCLI(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	code, out := cli(t, env, args...)
+	if code != 0 {
+		t.Fatalf("erpflow %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func getJSON(t *testing.T, url string, out any) int {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if out != nil {
+		json.Unmarshal(b, out)
+	}
+	return res.StatusCode
+}
+
+func pollUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+const quickSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// TestServeQuickstart is the README quickstart, on the real binary: serve
+// and receive run, a rule is added, an event emitted, the delivery arrives
+// signed and `deliveries show` shows it; SIGHUP reloads rule files (a bad
+// file keeps the old rules); SIGTERM stops with exit code 0.
+func TestServeQuickstart(t *testing.T) {
+	dir := t.TempDir()
+	rulesDir := filepath.Join(dir, "rules")
+	os.Mkdir(rulesDir, 0o755)
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `
+listen: 127.0.0.1:0
+database: sqlite:./erpflow.db
+rules: [./rules]
+delivery:
+  allow_http: true              # the local receiver is plain HTTP
+  allowed_networks: [127.0.0.1/32]
+`)
+	rcv := start(t, dir, nil, "receive", "--listen", "127.0.0.1:0", "--secret", quickSecret)
+	rcvURL := rcv.waitOutput(t, `listening on (http://127\.0\.0\.1:\d+)/`)[1]
+
+	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	env := []string{"ERPFLOW_SERVER=" + base}
+	if getJSON(t, base+"/readyz", nil) != 200 {
+		t.Fatal("not ready")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "erpflow.db")); err != nil {
+		t.Fatalf("no SQLite file in the working directory: %v", err)
+	}
+
+	// A rule through the CLI: YAML, enabled on creation.
+	writeTestFile(t, filepath.Join(dir, "rule.yaml"), fmt.Sprintf(`name: so-released
+description: Sales order released
+enabled: true
+on: {entity: SalesOrder, event: status_changed, field: status, to: RELEASED}
+actions:
+  - type: webhook
+    url: %s/velosity/salesorder
+    secret: %s
+`, rcvURL, quickSecret))
+	out := mustCLI(t, env, "rules", "create", filepath.Join(dir, "rule.yaml"))
+	if !strings.Contains(out, "so-released") || !strings.Contains(out, "enabled:      true") {
+		t.Fatalf("rules create:\n%s", out)
+	}
+	if out := mustCLI(t, env, "rules", "list"); !regexp.MustCompile(`so-released\s+true\s+api v1`).MatchString(out) {
+		t.Fatalf("rules list:\n%s", out)
+	}
+
+	// Emit.
+	writeTestFile(t, filepath.Join(dir, "event.json"), `{"id":"evt-1","tenant":"acme","entity":"SalesOrder","entity_id":"SO1000",
+  "event":"status_changed","data":{"number":"SO1000","status":"RELEASED"},"previous":{"number":"SO1000","status":"DRAFT"}}`)
+	out = mustCLI(t, env, "emit", filepath.Join(dir, "event.json"))
+	m := regexp.MustCompile(`evt-1\s+acme\s+false\s+(dlv_\w+)\s+so-released\s+webhook`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("emit:\n%s", out)
+	}
+	id := m[1]
+
+	// It arrives, signed, with the delivery id as webhook-id.
+	rcv.waitOutput(t, `(?s)POST /velosity/salesorder.*Webhook-Id: `+id+`.*"status": "RELEASED".*signature: valid`)
+
+	// The delivery log.
+	pollUntil(t, "the delivery to succeed", func() bool {
+		var d struct {
+			Delivery struct{ State string } `json:"delivery"`
+		}
+		getJSON(t, base+"/v1/deliveries/"+id, &d)
+		return d.Delivery.State == "succeeded"
+	})
+	out = mustCLI(t, env, "deliveries", "show", id)
+	for _, want := range []string{"id:", id, "so-released", "succeeded", "attempts:", `"number": "SO1000"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("deliveries show lacks %q:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^1\s+\S+ \S+\s+\S+\s+succeeded\s+200\s`).MatchString(out) {
+		t.Fatalf("deliveries show: no attempt row:\n%s", out)
+	}
+	if out := mustCLI(t, env, "deliveries", "list", "--rule", "so-released"); !strings.Contains(out, id) {
+		t.Fatalf("deliveries list:\n%s", out)
+	}
+
+	// SIGHUP reloads the rule files.
+	writeTestFile(t, filepath.Join(rulesDir, "customers.yaml"), fmt.Sprintf(`rules:
+  - name: customer-merged
+    on: {entity: Customer, event: Merge}
+    actions:
+      - {type: webhook, url: "%s/venio"}
+`, rcvURL))
+	srv.cmd.Process.Signal(syscall.SIGHUP)
+	pollUntil(t, "the file rule after SIGHUP", func() bool { return getJSON(t, base+"/v1/rules/customer-merged", nil) == 200 })
+	writeTestFile(t, filepath.Join(rulesDir, "customers.yaml"), "rules:\n  - name: customer-merged\n    on: {entity: Customer}\n    when: data.x ==\n    actions: []\n")
+	srv.cmd.Process.Signal(syscall.SIGHUP)
+	srv.waitOutput(t, `rules reload failed.*customers\.yaml:4:`)
+	if getJSON(t, base+"/v1/rules/customer-merged", nil) != 200 {
+		t.Fatal("a bad file dropped the rules in force")
+	}
+
+	// SIGTERM: graceful stop, exit code 0.
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("serve exited with %d after SIGTERM:\n%s", code, srv.out.String())
+	}
+	if !strings.Contains(srv.out.String(), `"msg":"stopped"`) {
+		t.Fatalf("no clean stop in the log:\n%s", srv.out.String())
+	}
+	rcv.cmd.Process.Signal(syscall.SIGTERM)
+	rcv.wait(t)
+}
+
+// TestServeAuth: with tokens the CLI needs one; without tokens serve
+// refuses a public address; tokens never reach the log.
+func TestServeAuth(t *testing.T) {
+	dir := t.TempDir()
+	code, out := cli(t, nil, "serve", "--listen", "0.0.0.0:0", "--database", "sqlite:"+filepath.Join(dir, "x.db"))
+	if code != 1 || !strings.Contains(out, "refusing to listen on 0.0.0.0:0") {
+		t.Fatalf("public address without tokens: exit %d\n%s", code, out)
+	}
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `
+listen: 127.0.0.1:0
+database: sqlite:./erpflow.db
+tokens:
+  - {name: ops, token: "${OPS_TOKEN}", scopes: [rules:read, deliveries:read]}
+`)
+	const tok = "ops-secret-token-4242"
+	srv := start(t, dir, []string{"OPS_TOKEN=" + tok}, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	env := []string{"ERPFLOW_SERVER=" + base}
+	code, out = cli(t, env, "rules", "list")
+	if code != 1 || !strings.Contains(out, "bearer token") || !strings.Contains(out, "--token") {
+		t.Fatalf("no token: exit %d\n%s", code, out)
+	}
+	mustCLI(t, append(env, "ERPFLOW_TOKEN="+tok), "rules", "list")
+	mustCLI(t, env, "deliveries", "list", "--token", tok)
+	code, out = cli(t, append(env, "ERPFLOW_TOKEN="+tok), "emit", "-")
+	if code == 0 {
+		t.Fatalf("emit with a read-only token: %s", out)
+	}
+	srv.cmd.Process.Signal(syscall.SIGINT)
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("exit %d after SIGINT", code)
+	}
+	if strings.Contains(srv.out.String(), tok) {
+		t.Fatalf("the token was logged:\n%s", srv.out.String())
+	}
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
