@@ -19,7 +19,7 @@ import (
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
 	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/engine/store"
 	"github.com/erpflow/erpflow/plugin"
 )
 
@@ -142,7 +142,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		logger.Info("plugins started", "types", host.Types())
 	}
 
-	st, err := openDatabase(ctx, cfg.Database)
+	st, err := store.Open(ctx, cfg.Database, store.Options{})
 	if err != nil {
 		return fmt.Errorf("opening the database: %w", err)
 	}
@@ -195,7 +195,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", redactURL(cfg.Database),
+	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),
 		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", Version)
 
 	hup := make(chan os.Signal, 1)
@@ -231,25 +231,4 @@ func stopEngine(eng *engine.Engine, logger *slog.Logger) {
 	if err := eng.Stop(ctx); err != nil {
 		logger.Warn("engine stop", "error", err)
 	}
-}
-
-// redactURL hides a password in a database URL.
-func redactURL(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		rest := s[i+3:]
-		if at := strings.Index(rest, "@"); at >= 0 {
-			if c := strings.Index(rest[:at], ":"); c >= 0 {
-				return s[:i+3] + rest[:c] + ":***" + rest[at:]
-			}
-		}
-	}
-	return s
-}
-
-// openDatabase opens "sqlite:PATH" or a postgres:// URL.
-func openDatabase(ctx context.Context, url string) (engine.Store, error) {
-	if path, ok := strings.CutPrefix(url, "sqlite:"); ok {
-		return sqlite.Open(ctx, path, sqlite.Options{})
-	}
-	return nil, fmt.Errorf("database %s: only sqlite:PATH is supported by this build", redactURL(url))
 }
