@@ -177,3 +177,9 @@ func TestStartEngineErrors(t *testing.T) {
 		t.Fatalf("bad database: %v", err)
 	}
 }
+
+// The erpflow binary's hidden plugin-engine command (PostgreSQL-capable
+// store opener, the CLI's registry) serves the same contract.
+func TestErpflowBinaryAsEnginePlugin(t *testing.T) {
+	testEngineRoundTrip(t, bin(t, "erpflow"), nil)
+}
