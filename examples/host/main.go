@@ -261,7 +261,7 @@ type receiver struct {
 
 type request struct {
 	method, uri string
-	order                  struct {
+	order       struct {
 		SalesOrderID string `json:"salesOrderID"`
 		Status       string `json:"status"`
 	}
