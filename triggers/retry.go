@@ -108,14 +108,7 @@ func ParseRetry(s string) (Retry, error) {
 			if err != nil {
 				return Retry{}, err
 			}
-			switch k {
-			case "initial":
-				r.Initial = d
-			case "max":
-				r.Max = d
-			case "within":
-				r.Within = d
-			default:
+			if !r.setExponential(k, d) {
 				return Retry{}, fmt.Errorf("exponential: unknown parameter %q (known: initial, max, within)", k)
 			}
 		}
@@ -141,6 +134,22 @@ func parseDelay(s string) (time.Duration, error) {
 }
 
 var exponentialKeys = []string{"initial", "max", "within"}
+
+// setExponential sets one parameter of an exponential policy; false for
+// an unknown key.
+func (r *Retry) setExponential(key string, d time.Duration) bool {
+	switch key {
+	case "initial":
+		r.Initial = d
+	case "max":
+		r.Max = d
+	case "within":
+		r.Within = d
+	default:
+		return false
+	}
+	return true
+}
 
 // decodeRetry reads `retry:` in any of its forms: a word or canonical text,
 // {schedule: [5m, 10m]}, {exponential: {initial, max, within}}.
@@ -206,14 +215,7 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 					ok = false
 					continue
 				}
-				switch e.key.Value {
-				case "initial":
-					r.Initial = d
-				case "max":
-					r.Max = d
-				case "within":
-					r.Within = d
-				}
+				r.setExponential(e.key.Value, d)
 			}
 			ok = ok && len(l.errs) == before
 		}
