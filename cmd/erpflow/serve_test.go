@@ -2,19 +2,24 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/lib/pq"
 )
 
 // The tests in this file drive the real erpflow binary, built once per
@@ -202,12 +207,60 @@ const quickSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // signed and `deliveries show` shows it; SIGHUP reloads rule files (a bad
 // file keeps the old rules); SIGTERM stops with exit code 0.
 func TestServeQuickstart(t *testing.T) {
+	for _, db := range testDatabases(t) {
+		t.Run(db.name, func(t *testing.T) { quickstart(t, db.url(t)) })
+	}
+}
+
+type testDB struct {
+	name string
+	url  func(t *testing.T) string
+}
+
+// testDatabases: SQLite in the working directory, and a fresh PostgreSQL
+// database when TEST_DATABASE_URL is set.
+func testDatabases(t *testing.T) []testDB {
+	dbs := []testDB{{"sqlite", func(*testing.T) string { return "sqlite:./erpflow.db" }}}
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		dbs = append(dbs, testDB{"postgres", func(t *testing.T) string { return newPGDatabase(t, u) }})
+	} else {
+		t.Log("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
+	}
+	return dbs
+}
+
+var pgSeq atomic.Int64
+
+func newPGDatabase(t *testing.T, base string) string {
+	t.Helper()
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("clitest_%d_%d", os.Getpid(), pgSeq.Add(1))
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		admin.Close()
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Close()
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func quickstart(t *testing.T, database string) {
 	dir := t.TempDir()
 	rulesDir := filepath.Join(dir, "rules")
 	os.Mkdir(rulesDir, 0o755)
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `
 listen: 127.0.0.1:0
-database: sqlite:./erpflow.db
+database: `+database+`
 rules: [./rules]
 delivery:
   allow_http: true              # the local receiver is plain HTTP
@@ -222,7 +275,7 @@ delivery:
 	if getJSON(t, base+"/readyz", nil) != 200 {
 		t.Fatal("not ready")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "erpflow.db")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "erpflow.db")); strings.HasPrefix(database, "sqlite:") && err != nil {
 		t.Fatalf("no SQLite file in the working directory: %v", err)
 	}
 
@@ -347,5 +400,37 @@ func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServeSharedPostgres: two serve processes on one PostgreSQL database
+// pick up each other's API rule changes (refreshed every 5 s) and share
+// the delivery log.
+func TestServeSharedPostgres(t *testing.T) {
+	u := os.Getenv("TEST_DATABASE_URL")
+	if u == "" {
+		t.Skip("TEST_DATABASE_URL not set: two processes need a shared PostgreSQL")
+	}
+	db := newPGDatabase(t, u)
+	dir := t.TempDir()
+	a := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", db, "--log-format", "json")
+	baseA := a.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	b := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", db, "--log-format", "json")
+	baseB := b.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	writeTestFile(t, filepath.Join(dir, "r.json"), `{"name":"shared","enabled":true,"on":{"entity":"SalesOrder"},"retry":"none",
+  "actions":[{"type":"webhook","url":"https://hooks.example.com/x"}]}`)
+	mustCLI(t, []string{"ERPFLOW_SERVER=" + baseA}, "rules", "create", filepath.Join(dir, "r.json"))
+	pollUntil(t, "process B to see the rule created on A", func() bool { return getJSON(t, baseB+"/v1/rules/shared", nil) == 200 })
+	mustCLI(t, []string{"ERPFLOW_SERVER=" + baseB}, "rules", "disable", "shared")
+	pollUntil(t, "process A to see the rule disabled on B", func() bool {
+		var r struct{ Enabled bool }
+		getJSON(t, baseA+"/v1/rules/shared", &r)
+		return !r.Enabled
+	})
+	for _, p := range []*proc{a, b} {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		if code := p.wait(t); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
 	}
 }
