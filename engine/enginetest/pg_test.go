@@ -2,12 +2,12 @@ package enginetest
 
 import (
 	"context"
-	"errors"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
 )
 
-// openPostgres opens the PostgreSQL store (engineer C's engine/store/postgres).
+// openPostgres opens the PostgreSQL store.
 func openPostgres(ctx context.Context, u string) (engine.Store, error) {
-	return nil, errors.New("postgres store not available yet")
+	return postgres.Open(ctx, u, postgres.Options{})
 }
