@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/erpflow/erpflow/actions"
@@ -18,14 +20,22 @@ import (
 var (
 	benchOnce sync.Once
 	benchURL  string
+	// benchConns counts connections, reported per benchmark: reuse matters.
+	benchConns atomic.Int64
 )
 
 func benchReceiver() string {
 	benchOnce.Do(func() {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.Copy(io.Discard, r.Body)
 			w.Write([]byte(`{"ok":true}`))
 		}))
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				benchConns.Add(1)
+			}
+		}
+		srv.Start()
 		benchURL = srv.URL // lives for the whole benchmark binary
 	})
 	return benchURL
@@ -40,6 +50,7 @@ func BenchmarkBareHTTP(b *testing.B) {
 	body := []byte(salesOrder(b).RawData())
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
+	conns0 := benchConns.Load()
 	b.SetParallelism(benchParallelism)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -61,6 +72,7 @@ func BenchmarkBareHTTP(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	b.ReportMetric(float64(benchConns.Load()-conns0), "conns")
 }
 
 // BenchmarkWebhook is the webhook action doing a delivery's full work per
@@ -72,6 +84,7 @@ func BenchmarkWebhook(b *testing.B) {
 	defer f.Close()
 	cfg := mustDecode(b, f, "url: "+url+"\nsecret: "+secretA+"\nheaders: {X-Tenant: \"{tenant}\"}")
 	ev := salesOrder(b)
+	conns0 := benchConns.Load()
 	b.SetParallelism(benchParallelism)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -90,4 +103,5 @@ func BenchmarkWebhook(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+	b.ReportMetric(float64(benchConns.Load()-conns0), "conns")
 }

@@ -83,7 +83,8 @@ func (c *config) Render(ev *templates.Event, meta actions.Meta) (json.RawMessage
 	if ev == nil {
 		return nil, errors.New("webhook: no event")
 	}
-	return json.Marshal(c.payload(ev, meta))
+	p := c.payload(ev, meta)
+	return encodePayload(&p), nil
 }
 
 // Preview implements actions.Masker: the request as it would be sent, with
@@ -110,14 +111,14 @@ func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessag
 		}
 		p.Headers[HeaderSignature] = strings.Join(sigs, " ")
 	}
-	return json.Marshal(p)
+	return encodePayload(&p), nil
 }
 
 // Execute implements actions.Action: it sends the stored payload with
 // auth and signature headers, with quick retries, and reports the attempt.
 func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outcome {
 	var p Payload
-	if err := json.Unmarshal(req.Payload, &p); err != nil {
+	if err := decodePayload(req.Payload, &p); err != nil {
 		return actions.Outcome{Status: actions.Permanent, Error: "webhook: stored payload is not valid: " + err.Error()}
 	}
 	target := p.URL
@@ -211,10 +212,7 @@ func (c *config) outcome(out actions.Outcome, rec *Record, tries *tryRecorder) a
 		out.Error += fmt.Sprintf(" (%d tries)", len(rec.Tries))
 	}
 	rec.Error = out.Error
-	b, err := json.Marshal(rec)
-	if err == nil {
-		out.Detail = b
-	}
+	out.Detail, _ = rec.MarshalJSON()
 	return out
 }
 

@@ -67,7 +67,7 @@ func TestDecodeAllowHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(payload), `{"method":"GET","url":"http://mysite.example/webhook?id=SO1000\u0026type=SalesOrder"}`; got != want {
+	if got, want := string(payload), `{"method":"GET","url":"http://mysite.example/webhook?id=SO1000&type=SalesOrder"}`; got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
 }

@@ -79,7 +79,7 @@ secret: `+secretA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"method":"POST","url":"https://erp.example/hook?id=SO1000\u0026type=SalesOrder","headers":{"Content-Type":"application/json","X-Source":"erp acme"},"body":"{\"salesOrderID\": \"AB194631\", \"status\": \"RELEASED\", \"discountPercent\": 0.00000, \"number\": \"SO1000\", \"total\": 12.50}"}`
+	want := `{"method":"POST","url":"https://erp.example/hook?id=SO1000&type=SalesOrder","headers":{"Content-Type":"application/json","X-Source":"erp acme"},"body":"{\"salesOrderID\": \"AB194631\", \"status\": \"RELEASED\", \"discountPercent\": 0.00000, \"number\": \"SO1000\", \"total\": 12.50}"}`
 	if string(payload) != want {
 		t.Fatalf("payload\n got %s\nwant %s", payload, want)
 	}
@@ -334,10 +334,7 @@ func TestAny2xxSucceeds(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	release := make(chan struct{})
 	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
+		<-release // answers only after the test is over
 	})
 	defer close(release)
 	zero := 0

@@ -1,0 +1,288 @@
+package webhook
+
+import (
+	"encoding/json"
+	"math"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+)
+
+// The attempt path encodes a Record and decodes a Payload for every
+// request; encoding/json's reflection was the largest cost next to the
+// network, so both shapes have hand-written codecs here (decoding falls
+// back to encoding/json for anything unusual).
+
+// decodePayload parses a stored payload.
+func decodePayload(b []byte, p *Payload) error {
+	if fastDecodePayload(string(b), p) {
+		return nil
+	}
+	*p = Payload{}
+	return json.Unmarshal(b, p)
+}
+
+func fastDecodePayload(s string, p *Payload) bool {
+	i := 0
+	ws := func() {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
+			i++
+		}
+	}
+	str := func() (string, bool) {
+		ws()
+		if i >= len(s) || s[i] != '"' {
+			return "", false
+		}
+		start, esc := i, false
+		for i++; i < len(s); i++ {
+			switch s[i] {
+			case '\\':
+				esc = true
+				i++
+			case '"':
+				i++
+				if !esc {
+					return s[start+1 : i-1], true
+				}
+				v, err := strconv.Unquote(s[start:i])
+				return v, err == nil
+			}
+		}
+		return "", false
+	}
+	punct := func(c byte) bool {
+		ws()
+		if i < len(s) && s[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	if !punct('{') {
+		return false
+	}
+	for first := true; ; first = false {
+		if punct('}') {
+			ws()
+			return i == len(s) && p.Method != "" && p.URL != ""
+		}
+		if !first && !punct(',') {
+			return false
+		}
+		key, ok := str()
+		if !ok || !punct(':') {
+			return false
+		}
+		switch key {
+		case "method", "url", "body":
+			v, ok := str()
+			if !ok {
+				return false
+			}
+			switch key {
+			case "method":
+				p.Method = v
+			case "url":
+				p.URL = v
+			default:
+				p.Body = &v
+			}
+		case "headers":
+			if !punct('{') {
+				return false
+			}
+			p.Headers = make(map[string]string, 4)
+			for hf := true; ; hf = false {
+				if punct('}') {
+					break
+				}
+				if !hf && !punct(',') {
+					return false
+				}
+				k, ok := str()
+				if !ok || !punct(':') {
+					return false
+				}
+				v, ok := str()
+				if !ok {
+					return false
+				}
+				p.Headers[k] = v
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func appendStringMap(dst []byte, m map[string]string) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+		dst = append(dst, ':')
+		dst = appendJSONString(dst, m[k])
+	}
+	return append(dst, '}')
+}
+
+func appendFloat(dst []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(dst, '0')
+	}
+	return strconv.AppendFloat(dst, f, 'f', -1, 64)
+}
+
+// MarshalJSON encodes the record (same shape as its struct tags say).
+func (r *Record) MarshalJSON() ([]byte, error) {
+	n := 512 + len(r.ResponseBody) + len(r.URL)
+	if r.RequestBody != nil {
+		n += len(*r.RequestBody) + len(*r.RequestBody)/8
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"method":`...)
+	b = appendJSONString(b, r.Method)
+	b = append(b, `,"url":`...)
+	b = appendJSONString(b, r.URL)
+	b = append(b, `,"request_headers":`...)
+	b = appendStringMap(b, r.RequestHeaders)
+	if r.RequestBody != nil {
+		b = append(b, `,"request_body":`...)
+		b = appendJSONString(b, *r.RequestBody)
+	}
+	if r.Status != 0 {
+		b = append(b, `,"status":`...)
+		b = strconv.AppendInt(b, int64(r.Status), 10)
+	}
+	if len(r.ResponseHeaders) > 0 {
+		b = append(b, `,"response_headers":`...)
+		b = appendStringMap(b, r.ResponseHeaders)
+	}
+	if r.ResponseBody != "" {
+		b = append(b, `,"response_body":`...)
+		b = appendJSONString(b, r.ResponseBody)
+	}
+	if r.ResponseBodyLength != 0 {
+		b = append(b, `,"response_body_length":`...)
+		b = strconv.AppendInt(b, r.ResponseBodyLength, 10)
+	}
+	if r.ResponseBodyTruncated {
+		b = append(b, `,"response_body_truncated":true`...)
+	}
+	if r.ResponseBodyPartial {
+		b = append(b, `,"response_body_partial":true`...)
+	}
+	if r.Location != "" {
+		b = append(b, `,"location":`...)
+		b = appendJSONString(b, r.Location)
+	}
+	b = append(b, `,"duration_ms":`...)
+	b = appendFloat(b, r.DurationMS)
+	if r.Error != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, r.Error)
+	}
+	b = append(b, `,"tries":[`...)
+	for i, t := range r.Tries {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		if t.Status != 0 {
+			b = append(b, `"status":`...)
+			b = strconv.AppendInt(b, int64(t.Status), 10)
+			b = append(b, ',')
+		}
+		if t.Error != "" {
+			b = append(b, `"error":`...)
+			b = appendJSONString(b, t.Error)
+			b = append(b, ',')
+		}
+		b = append(b, `"duration_ms":`...)
+		b = appendFloat(b, t.DurationMS)
+		b = append(b, '}')
+	}
+	b = append(b, `],"quick_retries":`...)
+	b = strconv.AppendInt(b, int64(r.QuickRetries), 10)
+	return append(b, '}'), nil
+}
+
+// encodePayload is Render's encoder (the shape Payload's tags describe).
+func encodePayload(p *Payload) []byte {
+	n := 64 + len(p.URL)
+	if p.Body != nil {
+		n += len(*p.Body) + len(*p.Body)/8
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"method":`...)
+	b = appendJSONString(b, p.Method)
+	b = append(b, `,"url":`...)
+	b = appendJSONString(b, p.URL)
+	if len(p.Headers) > 0 {
+		b = append(b, `,"headers":`...)
+		b = appendStringMap(b, p.Headers)
+	}
+	if p.Body != nil {
+		b = append(b, `,"body":`...)
+		b = appendJSONString(b, *p.Body)
+	}
+	return append(b, '}')
+}
