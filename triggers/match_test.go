@@ -206,6 +206,9 @@ func TestConditionEnvironment(t *testing.T) {
 		`previous.status in ["DRAFT", "APPROVED"] && len(data.lines) == 1 && upper(data.status) == "RELEASED"`,
 		`(data.discount ?? 0) == 0 && occurred_at.IsZero()`,
 		`$env.tenant == "acme"`,
+		`any(data.lines, .sku == "A1") && data.status matches "^REL" && data.status startsWith "R"`,
+		`occurred_at.Hour() == 0 && tenant in ["acme", "globex"] && (data.total ?? 0) > 5`,
+		`let t = data.total; t > 1000 and t < 2000`,
 	} {
 		rules := mustParse(t, "rules:\n  - name: c\n    on: {entity: SalesOrder}\n    when: '"+strings.ReplaceAll(cond, "'", "''")+"'\n    actions: [{type: log}]\n")
 		if ok, why := rules[0].Matches(ev); !ok {

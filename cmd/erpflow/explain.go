@@ -50,7 +50,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.Var(&rulePaths, "rules", "rules file or directory (repeatable)")
 	output := fs.String("o", "text", "output: text or json")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow explain --rules PATH [--rules PATH] [-o text|json] [--allow-http] EVENT.json|-")
+		fmt.Fprintln(stderr, "usage: erpflow explain --rules PATH [--rules PATH] [-o text|json] [--allow-http] [--plugin EXE] EVENT.json|-")
 		fmt.Fprintln(stderr, "  For each rule: MATCHED, or why not; for matched rules, what each action would send (secrets masked).")
 		fs.PrintDefaults()
 	}
@@ -62,7 +62,13 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fs.Usage()
 		return 2
 	}
-	rules, err := triggers.LoadPaths(rulePaths, rf.loadOptions())
+	reg, closePlugins, err := rf.registry(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "erpflow explain: %v\n", err)
+		return 1
+	}
+	defer closePlugins()
+	rules, err := triggers.LoadPaths(rulePaths, triggers.LoadOptions{Actions: reg})
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

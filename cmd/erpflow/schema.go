@@ -8,7 +8,6 @@ import (
 	"io"
 
 	"github.com/erpflow/erpflow/actions"
-	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/triggers"
 )
 
@@ -19,9 +18,11 @@ func init() {
 func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("schema", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	var plugins stringList
+	fs.Var(&plugins, "plugin", "also describe the action types of this plugin executable (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow schema > rules.schema.json")
-		fmt.Fprintln(stderr, "  Prints the JSON Schema (draft 2020-12) of rules files, with the keys of the built-in action types.")
+		fmt.Fprintln(stderr, "usage: erpflow schema [--plugin EXE] > rules.schema.json")
+		fmt.Fprintln(stderr, "  Prints the JSON Schema (draft 2020-12) of rules files, with the keys of the webhook action and of the plugins' action types.")
 		fmt.Fprintln(stderr, "  For VS Code's YAML extension: add  # yaml-language-server: $schema=./rules.schema.json  at the top of a rules file.")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -31,7 +32,14 @@ func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	stdout.Write(rulesSchema(newRegistry(webhook.Options{})))
+	rf := ruleFlags{plugins: plugins}
+	reg, closePlugins, err := rf.registry(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "erpflow schema: %v\n", err)
+		return 1
+	}
+	defer closePlugins()
+	stdout.Write(rulesSchema(reg))
 	return 0
 }
 

@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/plugin"
 	"github.com/erpflow/erpflow/triggers"
 )
 
@@ -19,16 +22,31 @@ func init() {
 type ruleFlags struct {
 	allowHTTP            bool
 	allowPrivateNetworks bool
+	plugins              stringList
 }
 
 func (f *ruleFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.allowHTTP, "allow-http", false, "accept http:// webhook URLs (refused by default)")
 	fs.BoolVar(&f.allowPrivateNetworks, "allow-private-networks", false, "accept webhook URLs on private networks (refused by default)")
+	fs.Var(&f.plugins, "plugin", "action plugin executable whose action types rules may use (repeatable)")
 }
 
-func (f *ruleFlags) loadOptions() triggers.LoadOptions {
-	reg := newRegistry(webhook.Options{AllowHTTP: f.allowHTTP, AllowPrivateNetworks: f.allowPrivateNetworks})
-	return triggers.LoadOptions{Actions: reg}
+// registry returns the action registry: webhook plus the plugins' types.
+// close stops the plugins.
+func (f *ruleFlags) registry(ctx context.Context) (reg *actions.Registry, close func(), err error) {
+	reg = newRegistry(webhook.Options{AllowHTTP: f.allowHTTP, AllowPrivateNetworks: f.allowPrivateNetworks})
+	if len(f.plugins) == 0 {
+		return reg, func() {}, nil
+	}
+	specs := make([]plugin.Spec, len(f.plugins))
+	for i, p := range f.plugins {
+		specs[i] = plugin.Spec{Path: p}
+	}
+	host, err := plugin.Start(ctx, specs, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return nil, nil, err
+	}
+	return reg, func() { host.Close() }, nil
 }
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -37,7 +55,7 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	var rf ruleFlags
 	rf.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow validate [--allow-http] [--allow-private-networks] PATH...")
+		fmt.Fprintln(stderr, "usage: erpflow validate [--allow-http] [--allow-private-networks] [--plugin EXE] PATH...")
 		fmt.Fprintln(stderr, "  PATH is a rules file or a directory of *.yaml/*.yml files.")
 		fmt.Fprintln(stderr, "  Exit 0 with one line per file when every rule is valid, 1 with every problem otherwise.")
 		fs.PrintDefaults()
@@ -55,7 +73,13 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		printLoadErrors(stderr, err)
 		return 1
 	}
-	rules, err := triggers.LoadPaths(files, rf.loadOptions())
+	reg, closePlugins, err := rf.registry(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "erpflow validate: %v\n", err)
+		return 1
+	}
+	defer closePlugins()
+	rules, err := triggers.LoadPaths(files, triggers.LoadOptions{Actions: reg})
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

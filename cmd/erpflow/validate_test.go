@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -121,5 +122,53 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 	if code, _, _ := runCmd(t, "validate"); code != 2 {
 		t.Errorf("no arguments: exit %d, want 2", code)
+	}
+}
+
+// TestValidateWithPlugin loads rules that use a plugin's action type; the
+// plugin is the real csvlog example, built here.
+func TestValidateWithPlugin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a plugin binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "erpflow-csvlog")
+	build := exec.Command("go", "build", "-o", bin, "../../examples/plugins/csvlog")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the plugin: %v\n%s", err, out)
+	}
+	rules := filepath.Join(dir, "rules.yaml")
+	src := `rules:
+  - name: log-orders
+    on: {entity: Order}
+    actions:
+      - type: csvlog
+        path: orders.csv
+        columns: ["{id}", "{event}"]
+      - type: webhook
+        url: https://x.example/
+  - name: bad
+    on: {entity: Order}
+    actions:
+      - type: csvlog
+        pth: x.csv
+        columns: ["{id}"]
+`
+	if err := os.WriteFile(rules, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCmd(t, "validate", "--plugin", bin, rules)
+	if code != 1 || !strings.Contains(errOut, rules+":14:9: rules[1].actions[0].pth: unknown key") {
+		t.Errorf("exit %d:\n%s", code, errOut)
+	}
+	// Without the plugin its type is unknown.
+	code, _, errOut = runCmd(t, "validate", rules)
+	if code != 1 || !strings.Contains(errOut, rules+`:5:15: rules[0].actions[0].type: unknown action type "csvlog"`) {
+		t.Errorf("exit %d:\n%s", code, errOut)
+	}
+	os.WriteFile(rules, []byte(src[:strings.Index(src, "  - name: bad")]), 0o644)
+	code, out, errOut := runCmd(t, "validate", "--plugin", bin, rules)
+	if code != 0 || out != rules+": 1 rule OK\n" {
+		t.Errorf("exit %d: %s%s", code, out, errOut)
 	}
 }
