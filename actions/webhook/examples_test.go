@@ -1,0 +1,224 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// The hosts the example rules send to, all served by one local TLS receiver
+// whose certificate names them; Options.Resolve points them at it.
+var exampleHosts = []string{"yourdomain.example", "yourserver.example", "integration.example", "crm.example", "mysite.example"}
+
+var exampleEnv = map[string]string{
+	"JOBS_WEBHOOK_USER": "jobs-hook", "JOBS_WEBHOOK_PASSWORD": "s3cret!",
+	"ONGOING_WEBHOOK_USER": "ongoing", "ONGOING_WEBHOOK_PASSWORD": "pw-1042",
+}
+
+// exampleReceiver starts a TLS receiver with a certificate for exampleHosts.
+func exampleReceiver(t *testing.T) (*httptest.Server, *x509.CertPool, chan received) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "erpflow example receiver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: exampleHosts, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	got := make(chan received, 100)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- received{Method: r.Method, URL: r.Host + r.URL.RequestURI(), Header: r.Header.Clone(), Body: b}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, pool, got
+}
+
+// TestExamplesEndToEnd loads every examples/rules file with the real
+// registry, matches its sample event, renders and delivers each matched
+// action over TLS, and checks the request against its seed page.
+func TestExamplesEndToEnd(t *testing.T) {
+	srv, pool, got := exampleReceiver(t)
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	resolve := map[string]string{}
+	for _, h := range exampleHosts {
+		resolve[h+":443"] = addr
+	}
+	f := webhook.New(webhook.Options{RootCAs: pool, Resolve: resolve, AllowPrivateNetworks: true, Version: "test"})
+	defer f.Close()
+	reg := &actions.Registry{}
+	if err := reg.Register("webhook", f); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join("..", "..", "examples")
+
+	deliverExample := func(t *testing.T, name string) map[string]received {
+		t.Helper()
+		file := filepath.Join(root, "rules", name+".yaml")
+		src, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := triggers.Parse(file, src, triggers.LoadOptions{Actions: reg, LookupEnv: func(k string) (string, bool) {
+			v, ok := exampleEnv[k]
+			return v, ok
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err := triggers.NewSet(rules, triggers.SetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(root, "events", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := templates.DecodeEvent(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]received{}
+		matched := set.Match(&ev, nil)
+		if len(matched) == 0 {
+			t.Fatalf("%s: the sample event matches no rule", name)
+		}
+		for _, r := range matched {
+			for i, a := range r.Actions {
+				cfg := a.Config.(actions.Config)
+				dlv := "dlv_" + r.Name
+				payload, err := cfg.Render(&ev, actions.Meta{Rule: r.Name, DeliveryID: dlv})
+				if err != nil {
+					t.Fatal(err)
+				}
+				o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: dlv, Attempt: 1, Rule: r.Name, Event: &ev, Payload: payload})
+				if o.Status != actions.Succeeded || o.Code != 204 {
+					t.Fatalf("%s action %d: %+v", r.Name, i, o)
+				}
+				rq := <-got
+				if ua := rq.Header.Get("User-Agent"); ua != "erpflow/test" {
+					t.Errorf("User-Agent %q", ua)
+				}
+				out[r.Name] = rq
+				for _, v := range []string{exampleEnv["JOBS_WEBHOOK_PASSWORD"], exampleEnv["ONGOING_WEBHOOK_PASSWORD"]} {
+					if strings.Contains(string(payload), v) || strings.Contains(string(o.Detail), v) {
+						t.Errorf("%s: secret %q stored", r.Name, v)
+					}
+				}
+			}
+		}
+		return out
+	}
+	eventData := func(t *testing.T, name string) []byte {
+		raw, _ := os.ReadFile(filepath.Join(root, "events", name+".json"))
+		var top struct{ Data json.RawMessage }
+		if err := json.Unmarshal(raw, &top); err != nil {
+			t.Fatal(err)
+		}
+		return top.Data
+	}
+
+	t.Run("kladana", func(t *testing.T) {
+		rq := deliverExample(t, "kladana")["kladana-transaction-changed"]
+		if rq.URL != "mysite.example/webhook?id=1111-22dddw-2w3ed-222e30&type=CustomerOrder" {
+			t.Fatalf("URL %s", rq.URL)
+		}
+		if len(rq.Body) != 0 || rq.Header.Get("Content-Type") != "" {
+			t.Fatalf("a notification has no body: %q %q", rq.Body, rq.Header.Get("Content-Type"))
+		}
+	})
+	t.Run("velosity", func(t *testing.T) {
+		rq := deliverExample(t, "velosity")["velosity-salesorder-released"]
+		if rq.Method != "POST" || rq.URL != "yourdomain.example/velosity/salesorder" || rq.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("%s %s %s", rq.Method, rq.URL, rq.Header.Get("Content-Type"))
+		}
+		// The sales order exactly as the ERP sent it (byte for byte: key
+		// order, 0.00000, nested customer).
+		if want := eventData(t, "velosity"); !bytes.Equal(rq.Body, want) {
+			t.Fatalf("body\n got %s\nwant %s", rq.Body, want)
+		}
+	})
+	t.Run("gofive-venio", func(t *testing.T) {
+		rq := deliverExample(t, "gofive-venio")["venio-customer"]
+		var env map[string]json.RawMessage
+		if err := json.Unmarshal(rq.Body, &env); err != nil {
+			t.Fatal(err)
+		}
+		for k, want := range map[string]string{"webhookName": `"venio-customer"`, "topic": `"Customer"`, "event": `"Merge"`, "modifiedBy": `"EMP-0042"`} {
+			if string(env[k]) != want {
+				t.Errorf("%s = %s, want %s", k, env[k], want)
+			}
+		}
+		if !bytes.Equal(env["data"], eventData(t, "gofive-venio")) {
+			t.Errorf("data %s", env["data"])
+		}
+		var keys []string
+		for k := range env {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		if strings.Join(keys, ",") != "data,entityId,event,id,modifiedBy,occurredAt,tenant,topic,webhookName" {
+			t.Errorf("envelope keys %v", keys)
+		}
+	})
+	t.Run("job-management", func(t *testing.T) {
+		rq := deliverExample(t, "job-management")["jobs-job-events"]
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte("jobs-hook:s3cret!"))
+		if a := rq.Header.Get("Authorization"); a != want {
+			t.Fatalf("Authorization %q, want %q", a, want)
+		}
+		if rq.URL != "crm.example/hooks/jobs" || !json.Valid(rq.Body) {
+			t.Fatalf("%s %s", rq.URL, rq.Body)
+		}
+	})
+	t.Run("ongoing-wms", func(t *testing.T) {
+		reqs := deliverExample(t, "ongoing-wms")
+		regular, automation := reqs["ongoing-order-picked-go-1042"], reqs["ongoing-order-picked-automation"]
+		if got, want := string(regular.Body), `{"event":"OrderPicked","goodsOwnerId":"goods-owner-1042","orderId":"12345","orderNumber":"SO-12345","pickedAt":"2024-10-01T09:30:00Z"}`; got != want {
+			t.Fatalf("regular webhook body\n got %s\nwant %s", got, want)
+		}
+		if regular.URL != "yourserver.example/api/OngoingOrderPicked" || automation.URL != "yourserver.example/api/automation/OngoingOrderPicked" {
+			t.Fatalf("URLs %s %s", regular.URL, automation.URL)
+		}
+		want := "Basic " + base64.StdEncoding.EncodeToString([]byte("ongoing:pw-1042"))
+		if regular.Header.Get("Authorization") != want || automation.Header.Get("Authorization") != want {
+			t.Fatal("basic auth missing")
+		}
+	})
+}
