@@ -383,7 +383,6 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	}
 	r := &Rule{Enabled: !l.opts.DisabledByDefault, Retry: DefaultRetry,
 		Source: Source{File: l.file, Line: n.Line}}
-	before := len(l.errs)
 	var haveName, haveOn, haveActions bool
 	r.nameCol = n.Column
 	r.namePath = path
@@ -456,8 +455,9 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	if !haveActions {
 		l.errorf(n, path, "missing key actions (at least one action)")
 	}
-	_ = before
-	return r // callers check l.errs: a rule with errors still has its name, for duplicate checks
+	// Callers check l.errs: a rule with errors is returned too, so that its
+	// name still counts in duplicate checks.
+	return r
 }
 
 func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
