@@ -290,7 +290,7 @@ actions:
     secret: %s
 `, rcvURL, quickSecret))
 	out := mustCLI(t, env, "rules", "create", filepath.Join(dir, "rule.yaml"))
-	if !strings.Contains(out, "so-released") || !strings.Contains(out, "enabled:      true") {
+	if !strings.Contains(out, "so-released") || !regexp.MustCompile(`enabled:\s+true`).MatchString(out) {
 		t.Fatalf("rules create:\n%s", out)
 	}
 	if out := mustCLI(t, env, "rules", "list"); !regexp.MustCompile(`so-released\s+true\s+api v1`).MatchString(out) {

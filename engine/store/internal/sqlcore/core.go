@@ -726,7 +726,8 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 			}
 			if len(states) > 0 {
 				w, args := c.where(f, states)
-				r, err := tx.ExecContext(ctx, c.Q(set+w), append([]any{c.t(now), c.t(now), c.t(now)}, args...)...)
+				// Test-fire deliveries are records, not work: never replayed.
+				r, err := tx.ExecContext(ctx, c.Q(set+w+" AND NOT test"), append([]any{c.t(now), c.t(now), c.t(now)}, args...)...)
 				if err != nil {
 					return err
 				}
