@@ -136,9 +136,12 @@ func (f *Factory) clientFor(pemHash [32]byte, pool *x509.CertPool) *client {
 	}
 	n := f.opts.MaxConnsPerHost
 	tr := &http.Transport{
-		Proxy:                 nil, // a proxy would dial for us and bypass the SSRF guard
-		DialContext:           f.guard.dialer(f.opts.Resolve),
-		ForceAttemptHTTP2:     true,
+		Proxy:             nil, // a proxy would dial for us and bypass the SSRF guard
+		DialContext:       f.guard.dialer(f.opts.Resolve),
+		ForceAttemptHTTP2: true,
+		// Record exactly what the receiver sent (and never inflate a
+		// compressed response past the body limit's intent).
+		DisableCompression:    true,
 		MaxIdleConns:          0,
 		MaxIdleConnsPerHost:   n,
 		MaxConnsPerHost:       n,
