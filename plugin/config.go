@@ -36,12 +36,27 @@ const validateTimeout = 10 * time.Second
 // factory decodes the configs of one plugin's action type.
 type factory struct{ p *proc }
 
-// Schema implements actions.Schemer: the plugin's JSON Schema.
+// Schema implements actions.Schemer: the plugin's JSON Schema with the
+// host's own key "timeout" added.
 func (f *factory) Schema() json.RawMessage {
-	if len(f.p.desc.ConfigSchema) == 0 {
-		return json.RawMessage(`{"type":"object"}`)
+	var m map[string]any
+	if json.Unmarshal(f.p.desc.ConfigSchema, &m) != nil || m == nil {
+		m = map[string]any{"type": "object"}
 	}
-	return f.p.desc.ConfigSchema
+	props, _ := m["properties"].(map[string]any)
+	if props == nil {
+		props = map[string]any{}
+		m["properties"] = props
+	}
+	props["timeout"] = map[string]any{
+		"type":        "string",
+		"description": "how long one attempt may take, e.g. 10s (default 30s); handled by erpflow",
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return f.p.desc.ConfigSchema
+	}
+	return b
 }
 
 // Decode implements actions.Factory: YAML → JSON, the host's own keys

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -394,31 +393,9 @@ func StartEngine(ctx context.Context, path string, cfg EngineConfig) (*EngineCli
 	if _, err := os.Stat(path); err != nil {
 		return nil, p.errorf(fmt.Errorf("binary not found: %w", err))
 	}
-	ccfg := &goplugin.ClientConfig{
-		HandshakeConfig:  engineHandshake,
-		Plugins:          goplugin.PluginSet{enginePluginName: &enginePlugin{}},
-		Cmd:              exec.Command(path, args...),
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		Managed:          true,
-		Logger:           newHCLog(p.log, ""),
-		StartTimeout:     startTimeout,
-		SyncStdout:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stdout") }},
-		SyncStderr:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stderr") }},
-	}
-	if p.checksum != nil {
-		ccfg.SecureConfig = &goplugin.SecureConfig{Checksum: p.checksum, Hash: sha256.New()}
-	}
-	client := goplugin.NewClient(ccfg)
-	rc, err := client.Client()
+	client, raw, err := p.launch(engineHandshake, enginePluginName, &enginePlugin{}, exec.Command(path, args...))
 	if err != nil {
-		client.Kill()
-		return nil, p.errorf(p.explainStart(err))
-	}
-	raw, err := rc.Dispense(enginePluginName)
-	if err != nil {
-		client.Kill()
-		return nil, p.errorf(fmt.Errorf("%w: %v", ErrHandshake, err))
+		return nil, err
 	}
 	conn := raw.(*engineConn)
 	c := &EngineClient{client: client, rpc: conn.rpc}

@@ -212,32 +212,9 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return nil, nil, p.errorf(errors.New("not an executable file"))
 	}
-	hl := newHCLog(p.log, "")
-	cfg := &goplugin.ClientConfig{
-		HandshakeConfig:  Handshake,
-		Plugins:          goplugin.PluginSet{actionPluginName: &actionPlugin{}},
-		Cmd:              exec.Command(p.spec.Path),
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		Managed:          true,
-		Logger:           hl,
-		StartTimeout:     startTimeout,
-		SyncStdout:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stdout") }},
-		SyncStderr:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stderr") }},
-	}
-	if p.checksum != nil {
-		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: p.checksum, Hash: sha256.New()}
-	}
-	client := goplugin.NewClient(cfg)
-	rpcClient, err := client.Client()
+	client, raw, err := p.launch(Handshake, actionPluginName, &actionPlugin{}, exec.Command(p.spec.Path))
 	if err != nil {
-		client.Kill()
-		return nil, nil, p.errorf(p.explainStart(err))
-	}
-	raw, err := rpcClient.Dispense(actionPluginName)
-	if err != nil {
-		client.Kill()
-		return nil, nil, p.errorf(fmt.Errorf("%w: %v", ErrHandshake, err))
+		return nil, nil, err
 	}
 	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now()}
 	if rc := client.ReattachConfig(); rc != nil {
@@ -254,6 +231,39 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	p.allPIDs = append(p.allPIDs, inst.pid)
 	p.mu.Unlock()
 	return inst, d, nil
+}
+
+// launch starts the process of cmd and dispenses the plugin name: one
+// go-plugin client with gRPC only, AutoMTLS, the checksum check when set,
+// and the plugin's logs and output routed into p.log.
+func (p *proc) launch(hs goplugin.HandshakeConfig, name string, gp goplugin.Plugin, cmd *exec.Cmd) (*goplugin.Client, any, error) {
+	cfg := &goplugin.ClientConfig{
+		HandshakeConfig:  hs,
+		Plugins:          goplugin.PluginSet{name: gp},
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Managed:          true,
+		Logger:           newHCLog(p.log, ""),
+		StartTimeout:     startTimeout,
+		SyncStdout:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stdout") }},
+		SyncStderr:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stderr") }},
+	}
+	if p.checksum != nil {
+		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: p.checksum, Hash: sha256.New()}
+	}
+	client := goplugin.NewClient(cfg)
+	rpcClient, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, nil, p.errorf(p.explainStart(err))
+	}
+	raw, err := rpcClient.Dispense(name)
+	if err != nil {
+		client.Kill()
+		return nil, nil, p.errorf(fmt.Errorf("%w: %v", ErrHandshake, err))
+	}
+	return client, raw, nil
 }
 
 // explainStart turns go-plugin's start errors into ones that say what to

@@ -420,3 +420,21 @@ func TestRulesLoaderReportsPluginConfigErrors(t *testing.T) {
 		t.Fatalf("action config %#v", rules[0].Actions[0].Config)
 	}
 }
+
+func TestFactorySchemaAddsTimeout(t *testing.T) {
+	_, reg, _ := startEcho(t)
+	f, ok := reg.Factory("echo")
+	if !ok {
+		t.Fatal("no factory")
+	}
+	var m struct {
+		Properties           map[string]map[string]any `json:"properties"`
+		AdditionalProperties bool                      `json:"additionalProperties"`
+	}
+	if err := json.Unmarshal(f.(actions.Schemer).Schema(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Properties["timeout"]["type"] != "string" || m.Properties["token"]["x-secret"] != true || m.AdditionalProperties {
+		t.Fatalf("schema %+v", m)
+	}
+}

@@ -13,8 +13,24 @@ import (
 	"time"
 )
 
-// bins holds the plugin binaries TestMain builds, by name.
-var bins = map[string]string{}
+// pkgs are the binaries tests run, by name; bin builds them on first use
+// into a directory TestMain removes.
+var pkgs = map[string]string{
+	"echo":         "./internal/testplugins/echo",
+	"wrongversion": "./internal/testplugins/wrongversion",
+	"wrongcookie":  "./internal/testplugins/wrongcookie",
+	"engine":       "./internal/testplugins/engine",
+	"email":        "../examples/plugins/email",
+	"csvlog":       "../examples/plugins/csvlog",
+	"erpflow":      "../cmd/erpflow",
+}
+
+var (
+	binDir  string
+	binMu   sync.Mutex
+	built   = map[string]string{}
+	binErrs = map[string]error{}
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "erpflow-plugin-test-")
@@ -22,54 +38,32 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		pkgs := map[string]string{
-			"echo":         "./internal/testplugins/echo",
-			"wrongversion": "./internal/testplugins/wrongversion",
-			"wrongcookie":  "./internal/testplugins/wrongcookie",
-			"engine":       "./internal/testplugins/engine",
-			"email":        "../examples/plugins/email",
-			"csvlog":       "../examples/plugins/csvlog",
-			"erpflow":      "../cmd/erpflow",
-		}
-		var names, args []string
-		for name, pkg := range pkgs {
-			if _, err := os.Stat(pkg); err != nil {
-				continue // not written yet
-			}
-			names = append(names, name)
-			args = append(args, pkg)
-		}
-		// One `go build` per binary, run in sequence: the machine is small.
-		for i, name := range names {
-			out := filepath.Join(dir, name)
-			cmd := exec.Command("go", "build", "-o", out, args[i])
-			if b, err := cmd.CombinedOutput(); err != nil {
-				if name == "erpflow" {
-					// The command depends on every package; while others
-					// are mid-edit it may not build: its tests skip.
-					fmt.Fprintf(os.Stderr, "building %s failed, its tests skip:\n%s\n", name, b)
-					continue
-				}
-				fmt.Fprintf(os.Stderr, "building %s: %v\n%s\n", name, err, b)
-				return 1
-			}
-			bins[name] = out
-		}
-		return m.Run()
-	}()
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// bin returns a built binary or skips.
+// bin returns the path of a built binary, building it with `go build` the
+// first time (one build at a time: the machine is small).
 func bin(t testing.TB, name string) string {
 	t.Helper()
-	p, ok := bins[name]
-	if !ok {
-		t.Skipf("binary %s was not built", name)
+	binMu.Lock()
+	defer binMu.Unlock()
+	if p, ok := built[name]; ok {
+		return p
 	}
-	return p
+	if err := binErrs[name]; err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(binDir, name)
+	b, err := exec.Command("go", "build", "-o", out, pkgs[name]).CombinedOutput()
+	if err != nil {
+		binErrs[name] = fmt.Errorf("building %s: %v\n%s", name, err, b)
+		t.Fatal(binErrs[name])
+	}
+	built[name] = out
+	return out
 }
 
 // logBuffer collects slog records for assertions.
