@@ -144,6 +144,10 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if d.Test {
+		writeError(w, errf(http.StatusConflict, "conflict", "", "delivery %q is a test-fire record; test the rule again instead", d.ID))
+		return
+	}
 	if err := s.eng.Retry(r.Context(), d.ID); err != nil {
 		if errors.Is(err, engine.ErrConflict) {
 			writeError(w, errf(http.StatusConflict, "conflict", "", "delivery %q is running; retry it when the attempt ends", d.ID))
