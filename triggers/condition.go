@@ -14,6 +14,10 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
+	"github.com/expr-lang/expr/optimizer"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"github.com/expr-lang/expr/vm/runtime"
@@ -252,13 +256,49 @@ type condError struct {
 	msg               string
 }
 
+// compiled caches conditions by source text: programs are immutable and
+// safe to share, and reloading rules (every API change, every refresh)
+// then costs no recompilation of unchanged conditions.
+var compiled struct {
+	sync.Mutex
+	m map[string]*condition
+}
+
+// maxCompiledCache bounds the cache; when full it starts over.
+const maxCompiledCache = 50000
+
 func compileCondition(src string) (*condition, *condError) {
+	compiled.Lock()
+	c, ok := compiled.m[src]
+	compiled.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, cerr := compileConditionUncached(src)
+	if cerr != nil {
+		return nil, cerr
+	}
+	compiled.Lock()
+	if compiled.m == nil || len(compiled.m) >= maxCompiledCache {
+		compiled.m = make(map[string]*condition)
+	}
+	compiled.m[src] = c
+	compiled.Unlock()
+	return c, nil
+}
+
+func resetCompiledCache() {
+	compiled.Lock()
+	compiled.m = nil
+	compiled.Unlock()
+}
+
+func compileConditionUncached(src string) (*condition, *condError) {
 	if len(src) > MaxConditionLength {
 		return nil, &condError{line: 1, msg: fmt.Sprintf("condition is %d bytes long, more than %d", len(src), MaxConditionLength)}
 	}
 	p := &patcher{}
-	opts := append(exprOptions[:len(exprOptions):len(exprOptions)], expr.Patch(p))
-	prog, err := compileSafe(src, opts)
+	prog, err := compileSafe(src, p)
 	if err != nil {
 		ce := &condError{line: 1, msg: err.Error()}
 		var fe *file.Error
@@ -274,13 +314,51 @@ func compileCondition(src string) (*condition, *condError) {
 	return &condition{src: src, prog: prog, need: p.need}, nil
 }
 
-func compileSafe(src string, opts []expr.Option) (prog *vm.Program, err error) {
+// exprConfig is the compile configuration, built once: creating it (the
+// builtins, the environment's types) costs as much as compiling a small
+// condition. Compiling mutates its type cache, hence the mutex.
+var (
+	compileMu  sync.Mutex
+	exprConfig *conf.Config
+)
+
+// compileSafe does what expr.Compile does with exprOptions plus the
+// patcher, on the shared configuration; a panic becomes an error.
+func compileSafe(src string, p *patcher) (prog *vm.Program, err error) {
+	compileMu.Lock()
+	defer compileMu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("invalid condition: %v", r)
 		}
 	}()
-	return expr.Compile(src, opts...)
+	if exprConfig == nil {
+		c := conf.CreateNew()
+		for _, op := range exprOptions {
+			op(c)
+		}
+		for name := range c.Disabled {
+			delete(c.Builtins, name)
+		}
+		exprConfig = c
+	}
+	c := exprConfig
+	c.Visitors = []ast.Visitor{p}
+	defer func() { c.Visitors = nil }()
+	tree, err := checker.ParseCheck(src, c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Optimize {
+		if err := optimizer.Optimize(&tree.Node, c); err != nil {
+			var fe *file.Error
+			if errors.As(err, &fe) {
+				return nil, fe.Bind(tree.Source)
+			}
+			return nil, err
+		}
+	}
+	return compiler.Compile(tree, c)
 }
 
 func friendlyExprMessage(msg string) string {
