@@ -401,3 +401,41 @@ func TestMatchDoesNotAllocate(t *testing.T) {
 		t.Errorf("Match allocates %.1f times per event", allocs)
 	}
 }
+
+// TestConcurrentLoads parses rules from several goroutines at once (the
+// server reloads API rules while files load): conditions share one
+// compile configuration and a cache (run with -race).
+func TestConcurrentLoads(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var b strings.Builder
+			b.WriteString("rules:\n")
+			for i := 0; i < 20; i++ {
+				fmt.Fprintf(&b, "  - name: r%d\n    on: {entity: X}\n    when: data.n == %d && changed(\"s%d\")\n    actions: [{type: log}]\n", i, g*100+i%5, i)
+			}
+			rules, err := Parse("c.yaml", []byte(b.String()), testOpts(nil))
+			if err != nil {
+				errs <- err
+				return
+			}
+			s, err := NewSet(rules, SetOptions{})
+			if err != nil {
+				errs <- err
+				return
+			}
+			got := s.Match(event("X", "e", map[string]any{"n": g*100 + 3, "s3": 1, "s8": 1}, map[string]any{}), nil)
+			if names(got) != "r3,r8" {
+				errs <- fmt.Errorf("goroutine %d matched %s", g, names(got))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
