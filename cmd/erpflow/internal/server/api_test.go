@@ -268,6 +268,12 @@ func TestRuleTest(t *testing.T) {
 	if got := <-rv.received; got.path != "/t" || got.verified != nil {
 		t.Fatalf("received %+v", got)
 	}
+	// The test-fire is in the log, marked test, and is not retried.
+	tid := res[0].(map[string]any)["delivery"].(map[string]any)["id"].(string)
+	if d := must(t, e.do("GET", "/v1/deliveries/"+tid, "", nil), 200).json(t)["delivery"].(map[string]any); d["test"] != true {
+		t.Fatalf("test delivery: %v", d)
+	}
+	must(t, e.do("POST", "/v1/deliveries/"+tid+"/retry", "", nil), 409)
 	must(t, e.do("POST", "/v1/rules/t1/test", "", `{"id":"x"}`), 400)
 	must(t, e.do("POST", "/v1/rules/nope/test", "", orderEvent("sample", "")), 404)
 }

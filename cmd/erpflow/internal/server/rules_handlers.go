@@ -152,16 +152,17 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 	s.respondRule(w, http.StatusCreated, rec)
 }
 
-func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
-	p := principalFrom(r.Context())
+// beginEdit is the start of PUT and PATCH: the editable rule, the version
+// the change is based on (If-Match, else the one in force) and the body.
+func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, int64, []byte, bool) {
 	e, ok := s.editableRule(w, r)
 	if !ok {
-		return
+		return nil, 0, nil, false
 	}
 	ver, err := ifMatch(r)
 	if err != nil {
 		writeError(w, err)
-		return
+		return nil, 0, nil, false
 	}
 	if ver < 0 {
 		ver = e.api.rec.Version
@@ -169,6 +170,14 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 	b, err := readBody(w, r, maxRuleBody)
 	if err != nil {
 		writeError(w, err)
+		return nil, 0, nil, false
+	}
+	return e, ver, b, true
+}
+
+func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
+	e, ver, b, ok := s.beginEdit(w, r)
+	if !ok {
 		return
 	}
 	body, err := parseBody(b, e.api.rec.Name)
@@ -176,7 +185,7 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.replaceRule(w, r, p, e, body, ver)
+	s.replaceRule(w, r, principalFrom(r.Context()), e, body, ver)
 }
 
 func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principal, e *ruleEntry, body *ruleBody, ver int64) {
@@ -201,22 +210,8 @@ func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principa
 }
 
 func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
-	p := principalFrom(r.Context())
-	e, ok := s.editableRule(w, r)
+	e, ver, b, ok := s.beginEdit(w, r)
 	if !ok {
-		return
-	}
-	ver, err := ifMatch(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if ver < 0 {
-		ver = e.api.rec.Version
-	}
-	b, err := readBody(w, r, maxRuleBody)
-	if err != nil {
-		writeError(w, err)
 		return
 	}
 	var patch map[string]any
@@ -241,7 +236,7 @@ func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
 	if _, has := patch["enabled"]; !has {
 		delete(body.top, "enabled") // the stored state stays
 	}
-	s.replaceRule(w, r, p, e, body, ver)
+	s.replaceRule(w, r, principalFrom(r.Context()), e, body, ver)
 }
 
 func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
