@@ -290,10 +290,19 @@ func (r *Rule) Matches(ev *templates.Event) (bool, string) {
 			return false, "condition error: " + err.Error()
 		}
 		if !ok {
-			return false, fmt.Sprintf("condition is false: %s", strings.TrimSpace(r.When))
+			return false, "condition is false: " + oneLine(r.When, 200)
 		}
 	}
 	return true, ""
+}
+
+// oneLine folds white space and cuts s to at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
 }
 
 func quoteList(l []string) string {

@@ -134,19 +134,26 @@ func TestExplainExamples(t *testing.T) {
 
 	t.Run("gofive-venio", func(t *testing.T) {
 		m, _ := explainJSON(t, "gofive-venio.json")
-		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"venio-customer"}) {
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"venio-integration"}) {
 			t.Fatalf("matched %v", got)
 		}
-		p := payloadOf(t, m["venio-customer"], 0)
+		p := payloadOf(t, m["venio-integration"], 0)
 		var env map[string]any
 		if err := json.Unmarshal([]byte(*p.Body), &env); err != nil {
 			t.Fatal(err)
 		}
-		if env["webhookName"] != "venio-customer" || env["topic"] != "Customer" || env["event"] != "Merge" || env["modifiedBy"] != "EMP-0042" {
+		if env["webhookName"] != "venio-integration" || env["topic"] != "Customer" || env["event"] != "Merge" || env["modifiedBy"] != "EMP-0042" {
 			t.Errorf("envelope = %v", env)
 		}
 		if data, _ := env["data"].(map[string]any); data["FromCustomerCode"] != "C-000211" {
 			t.Errorf("envelope data = %v", env["data"])
+		}
+		// A topic/event pair the page does not list: the condition says no.
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "ev.json"), []byte(`{"id":"v2","entity":"User","event":"Create","data":{}}`), 0o644)
+		code, out, _ := runCmd(t, "explain", "--rules", examplesRules+"/gofive-venio.yaml", filepath.Join(dir, "ev.json"))
+		if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:11): not matched: condition is false: entity == \"Customer\"") {
+			t.Errorf("User Create:\n%s", out)
 		}
 	})
 
