@@ -1,6 +1,8 @@
 package triggers
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/erpflow/erpflow/templates"
@@ -19,6 +21,7 @@ func FuzzParseRules(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	addFiles(f, "../examples/rules/*.yaml")
 	f.Fuzz(func(t *testing.T, src []byte) {
 		opts := testOpts(map[string]string{"H": "h.example"})
 		rules, err := Parse("fuzz.yaml", src, opts)
@@ -53,6 +56,7 @@ func FuzzDecodeEvent(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	addFiles(f, "../examples/events/*.json")
 	rules := mustParse(f, `rules:
   - name: any
     on: {entity: "*"}
@@ -78,4 +82,16 @@ func FuzzDecodeEvent(f *testing.F) {
 		s.Explain(&ev)
 		_ = ev.RawData()
 	})
+}
+
+// addFiles adds the files matching pattern to the seed corpus.
+func addFiles(f *testing.F, pattern string) {
+	files, _ := filepath.Glob(pattern)
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 }

@@ -40,11 +40,11 @@ type Source struct {
 
 // Trigger says which events wake a rule.
 type Trigger struct {
-	Entities []string // at least one
-	Events   []string // empty: any event of those entities
+	Entities []string // at least one; Wildcard ("*") matches every entity. Compared exactly (case-sensitive).
+	Events   []string // empty: any event of those entities. Compared exactly.
 	Field    string   // dotted path; "" for no field-change condition
-	From     *string  // nil: any previous value (but it must change)
-	To       *string  // nil: any new value
+	From     *string  // nil: any previous value (but it must change); compared with the canonical text of the value ("" for absent)
+	To       *string  // nil: any new value; compared like From
 }
 
 // Action is one action of a rule.
