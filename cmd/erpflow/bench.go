@@ -1,0 +1,385 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+func init() {
+	commands["bench"] = command{summary: "measure delivery throughput and latency against a local receiver", run: runBench}
+}
+
+// benchOpts are the bench's flags.
+type benchOpts struct {
+	database      string
+	events        int
+	rules         int
+	extraRules    int
+	receiverDelay time.Duration
+	workers       int
+	rate          int
+	latencyFor    time.Duration
+	emitters      int
+	cpuProfile    string
+	storeTiming   bool
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var o benchOpts
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.database, "database", "", "database URL: sqlite:PATH or postgres://… (default: a temporary SQLite file)")
+	fs.IntVar(&o.events, "events", 20000, "events emitted in the throughput run")
+	fs.IntVar(&o.rules, "rules", 10, "rules matching every event (each one webhook: deliveries = events × rules)")
+	fs.IntVar(&o.extraRules, "extra-rules", 0, "additional rules that match nothing")
+	fs.DurationVar(&o.receiverDelay, "receiver-delay", 0, "how long the receiver takes to answer each webhook")
+	fs.IntVar(&o.workers, "workers", 64, "engine workers (and the bare HTTP loop's concurrency)")
+	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
+	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
+	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine runs to this file")
+	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: erpflow bench [--database URL] [--events N] [--rules N] [--extra-rules N] [--receiver-delay D] [--workers N] [--rate N]")
+		fmt.Fprintln(stderr, "\nRuns the engine against a local HTTP receiver: (1) throughput: emit --events events")
+		fmt.Fprintln(stderr, "concurrently and time until every delivery is received and recorded; (2) latency:")
+		fmt.Fprintln(stderr, "emit at --rate events/s and report emit-to-receive percentiles; (3) ceilings on the")
+		fmt.Fprintln(stderr, "same database and receiver: a bare batched queue loop and a bare HTTP POST loop.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
+		fmt.Fprintln(stderr, "erpflow bench: --events, --rules, --workers, --rate and --emitters must be positive; no arguments")
+		fs.Usage()
+		return 2
+	}
+	if err := bench(ctx, o, stdout); err != nil {
+		fmt.Fprintln(stderr, "erpflow bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// benchReceiver is the local webhook endpoint: it counts deliveries and,
+// for the latency run, records emit-to-receive times (the emit time
+// travels in the event's data as "t", unix nanoseconds).
+type benchReceiver struct {
+	delay    time.Duration
+	received atomic.Int64
+	bare     atomic.Int64
+	mu       sync.Mutex
+	lat      []time.Duration
+	record   atomic.Bool
+}
+
+func (b *benchReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if r.URL.Path == "/bare" {
+		b.bare.Add(1)
+	} else {
+		b.received.Add(1)
+		if b.record.Load() {
+			if t, ok := emitTime(body); ok {
+				d := time.Since(time.Unix(0, t))
+				b.mu.Lock()
+				b.lat = append(b.lat, d)
+				b.mu.Unlock()
+			}
+		}
+	}
+	if b.delay > 0 {
+		time.Sleep(b.delay)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// emitTime finds "t":<int> in a body.
+func emitTime(body []byte) (int64, bool) {
+	i := bytes.Index(body, []byte(`"t":`))
+	if i < 0 {
+		return 0, false
+	}
+	rest := body[i+4:]
+	j := 0
+	for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+		j++
+	}
+	t, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	return t, err == nil
+}
+
+func bench(ctx context.Context, o benchOpts, out io.Writer) error {
+	dbURL := o.database
+	if dbURL == "" {
+		dir, err := os.MkdirTemp("", "erpflow-bench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		dbURL = "sqlite:" + filepath.Join(dir, "bench.db")
+	}
+
+	rv := &benchReceiver{delay: o.receiverDelay}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+
+	st0, err := store.Open(ctx, dbURL, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st0.Close()
+	var st engine.Store = st0
+	if o.storeTiming {
+		ts := &timingStore{Store: st0}
+		st = ts
+		defer ts.dump(out)
+	}
+
+	reg := newRegistry(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, MaxConnsPerHost: o.workers})
+	var src strings.Builder
+	src.WriteString("rules:\n")
+	for i := range o.rules {
+		fmt.Fprintf(&src, "  - name: bench-%d\n    on: {entity: BenchOrder, event: created}\n    retry: none\n    actions:\n      - type: webhook\n        url: %s/hook/%d/{entity_id}\n        body: entity\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n", i, url, i)
+	}
+	for i := range o.extraRules {
+		fmt.Fprintf(&src, "  - name: other-%d\n    on: {entity: Other%d}\n    actions:\n      - type: webhook\n        url: %s/never\n", i, i, url)
+	}
+	rules, err := triggers.Parse("bench.yaml", []byte(src.String()), triggers.LoadOptions{Actions: reg})
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(st, engine.Config{
+		Workers: o.workers,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	if err := eng.Reload(rules); err != nil {
+		return err
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		eng.Stop(sctx)
+	}()
+
+	deliveries := o.events * o.rules
+	fmt.Fprintf(out, "erpflow bench: %s, %d events × %d rules (+%d not matching) = %d deliveries, %d workers, receiver delay %s\n",
+		store.Redact(dbURL), o.events, o.rules, o.extraRules, deliveries, o.workers, o.receiverDelay)
+
+	// (1) Throughput.
+	start := time.Now()
+	var seq atomic.Int64
+	var emitErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range o.emitters {
+		wg.Go(func() {
+			for {
+				i := seq.Add(1)
+				if i > int64(o.events) || emitErr.Load() != nil {
+					return
+				}
+				if _, err := eng.Emit(ctx, benchEvent("tp", i)); err != nil {
+					emitErr.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if p := emitErr.Load(); p != nil {
+		return fmt.Errorf("emit: %w", *p)
+	}
+	emitted := time.Since(start)
+	if err := waitRecorded(ctx, st, rv, int64(deliveries)); err != nil {
+		return err
+	}
+	total := time.Since(start)
+	tput := float64(deliveries) / total.Seconds()
+	fmt.Fprintf(out, "throughput: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s\n",
+		o.events, emitted.Round(time.Millisecond), float64(o.events)/emitted.Seconds(), deliveries, total.Round(time.Millisecond), tput)
+
+	// (2) Latency at a steady rate.
+	n := int(float64(o.rate) * o.latencyFor.Seconds())
+	if n < 1 {
+		n = 1
+	}
+	before := rv.received.Load()
+	rv.record.Store(true)
+	interval := time.Second / time.Duration(o.rate)
+	lstart := time.Now()
+	var lwg sync.WaitGroup
+	sem := make(chan struct{}, 1024)
+	for i := 1; i <= n; i++ {
+		// Open loop: event i is due at start + i×interval, however late
+		// earlier ones were.
+		if d := time.Until(lstart.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		sem <- struct{}{}
+		lwg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := eng.Emit(ctx, benchEvent("lat", int64(i))); err != nil {
+				emitErr.Store(&err)
+			}
+		})
+	}
+	lwg.Wait()
+	if p := emitErr.Load(); p != nil {
+		return fmt.Errorf("emit: %w", *p)
+	}
+	if err := waitRecorded(ctx, st, rv, before+int64(n*o.rules)); err != nil {
+		return err
+	}
+	rv.record.Store(false)
+	actualRate := float64(n) / time.Since(lstart).Seconds()
+	rv.mu.Lock()
+	lat := slices.Clone(rv.lat)
+	rv.mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	fmt.Fprintf(out, "latency at %d events/s (%.0f achieved) for %s, %d deliveries: p50 %s  p95 %s  p99 %s  max %s\n",
+		o.rate, actualRate, o.latencyFor, len(lat), ms(pct(0.50)), ms(pct(0.95)), ms(pct(0.99)), ms(pct(1)))
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	eng.Stop(sctx)
+	cancel()
+
+	// (3) Ceilings on the same database and receiver.
+	qn := min(max(deliveries, 10000), 100000)
+	qrate, err := store.BareQueueLoop(ctx, dbURL, qn, 100)
+	if err != nil {
+		return fmt.Errorf("bare queue loop: %w", err)
+	}
+	fmt.Fprintf(out, "ceiling: bare batched queue loop (%d jobs, batch 100, no HTTP): %.0f jobs/s; engine at %.0f%%\n", qn, qrate, 100*tput/qrate)
+	hn := min(max(deliveries, 10000), 100000)
+	hrate, err := bareHTTP(ctx, url+"/bare", hn, o.workers)
+	if err != nil {
+		return fmt.Errorf("bare HTTP loop: %w", err)
+	}
+	fmt.Fprintf(out, "ceiling: bare HTTP POST loop (%d requests, %d concurrent, no database): %.0f requests/s; engine at %.0f%%\n", hn, o.workers, hrate, 100*tput/hrate)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+// benchEvent is event i of a run; its data carries the emit time.
+func benchEvent(prefix string, i int64) engine.Event {
+	id := prefix + strconv.FormatInt(i, 10)
+	now := time.Now()
+	ev := engine.Event{ID: id, Entity: "BenchOrder", EntityID: id, Event: "created", OccurredAt: now}
+	ev.SetRawData(json.RawMessage(`{"number":"` + id + `","total":125.5,"t":` + strconv.FormatInt(now.UnixNano(), 10) + `}`))
+	return ev
+}
+
+// waitRecorded waits until the receiver has seen want deliveries and the
+// store has nothing pending or running (every attempt recorded).
+func waitRecorded(ctx context.Context, st engine.Store, rv *benchReceiver, want int64) error {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		if rv.received.Load() >= want {
+			s, err := st.Stats(ctx, time.Now())
+			if err != nil {
+				return err
+			}
+			if s.Pending == 0 && s.Running == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out: %d of %d deliveries received", rv.received.Load(), want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// bareHTTP posts n small bodies to url from conc goroutines and returns
+// requests per second: the ceiling of the receiver and the HTTP stack.
+func bareHTTP(ctx context.Context, url string, n, conc int) (float64, error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	body := []byte(`{"number":"bare","total":125.5}`)
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) && firstErr.Load() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					firstErr.Store(&err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return 0, *p
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

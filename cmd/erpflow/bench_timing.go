@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// timingStore is the bench's store with a tally of the engine's calls
+// (--store-timing): how many, how many items per call, how long.
+type timingStore struct {
+	engine.Store
+	mu sync.Mutex
+	m  map[string]*[3]int64 // calls, items, ns
+}
+
+func (t *timingStore) rec(op string, items int, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]*[3]int64{}
+	}
+	a := t.m[op]
+	if a == nil {
+		a = &[3]int64{}
+		t.m[op] = a
+	}
+	a[0]++
+	a[1] += int64(items)
+	a[2] += int64(d)
+}
+
+func (t *timingStore) dump(w io.Writer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range []string{"insert", "claim", "complete", "stats"} {
+		a := t.m[k]
+		if a == nil {
+			continue
+		}
+		fmt.Fprintf(w, "store %-8s %6d calls, %6.1f items/call, %7.2fms/call, %s in all\n",
+			k, a[0], float64(a[1])/float64(a[0]), float64(a[2])/float64(a[0])/1e6, time.Duration(a[2]).Round(time.Millisecond))
+	}
+}
+
+func (t *timingStore) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	s := time.Now()
+	r, err := t.Store.InsertEvents(ctx, recs)
+	t.rec("insert", len(recs), time.Since(s))
+	return r, err
+}
+func (t *timingStore) Claim(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Delivery, error) {
+	s := time.Now()
+	r, err := t.Store.Claim(ctx, owner, limit, now, lease)
+	t.rec("claim", len(r), time.Since(s))
+	return r, err
+}
+func (t *timingStore) Complete(ctx context.Context, cs []engine.Completion) (int, error) {
+	s := time.Now()
+	r, err := t.Store.Complete(ctx, cs)
+	t.rec("complete", len(cs), time.Since(s))
+	return r, err
+}
+func (t *timingStore) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
+	s := time.Now()
+	r, err := t.Store.Stats(ctx, now)
+	t.rec("stats", 1, time.Since(s))
+	return r, err
+}
