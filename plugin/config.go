@@ -64,7 +64,7 @@ func (f *factory) Schema() json.RawMessage {
 func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	node = resolveAlias(node)
 	if node == nil || node.Kind != yaml.MappingNode {
-		return nil, actions.Errorf(node, "", "the config of a %s action must be a mapping", f.p.desc.Type)
+		return nil, actions.Errorf(node, "", "the config of action type %q must be a mapping", f.p.desc.Type)
 	}
 	conv := &yamlJSON{values: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	v, err := conv.convert(node, "", 0)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,6 +59,13 @@ const salesOrderRules = `rules:
         url: %URL%/velosity/salesorder
         body: entity
     retry: none
+  - name: audit-with-a-plugin
+    on: {entity: SalesOrder, event: released}
+    actions:
+      - type: echo
+        message: 'order {id}: {data.status}'
+        token: ${ECHO_TOKEN}
+        out: %OUT%
 `
 
 func TestEnginePluginRoundTripWithEnrichment(t *testing.T) {
@@ -72,11 +80,15 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 		"SalesOrder/AB194631": `{"salesOrderID":"AB194631","status":"RELEASED","customer":"Bikes Inc"}`,
 	}}
 	logger, _ := testLogger()
+	out := filepath.Join(t.TempDir(), "echo.jsonl")
+	t.Setenv("ECHO_TOKEN", "tok-123") // expanded by the rules loader in the engine process
 	c, err := StartEngine(ctx, path, EngineConfig{
 		Options: EngineOptions{
 			Database:             "sqlite:" + filepath.Join(t.TempDir(), "erpflow.db"),
 			AllowHTTP:            true, // the receiver is an httptest server
 			AllowPrivateNetworks: true,
+			// An action plugin run by the engine process.
+			Plugins: []Spec{{Name: "echo", Path: bin(t, "echo")}},
 		},
 		Entities: ents,
 		Args:     args,
@@ -100,8 +112,9 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 	if err == nil || !strings.Contains(err.Error(), "erp.yaml:6:") {
 		t.Fatalf("bad rules: %v", err)
 	}
-	n, err := c.Reload(ctx, "erp.yaml", []byte(strings.ReplaceAll(salesOrderRules, "%URL%", recv.srv.URL)))
-	if err != nil || n != 1 {
+	rules := strings.NewReplacer("%URL%", recv.srv.URL, "%OUT%", out).Replace(salesOrderRules)
+	n, err := c.Reload(ctx, "erp.yaml", []byte(rules))
+	if err != nil || n != 2 {
 		t.Fatalf("Reload: %d, %v", n, err)
 	}
 
@@ -110,10 +123,13 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 	if err != nil {
 		t.Fatalf("Emit: %v", err)
 	}
-	if res.Duplicate || len(res.Deliveries) != 1 {
+	if res.Duplicate || len(res.Deliveries) != 2 {
 		t.Fatalf("emit result %+v", res)
 	}
 	id := res.Deliveries[0].ID
+	if res.Deliveries[0].ActionType != "webhook" {
+		id = res.Deliveries[1].ID
+	}
 	select {
 	case got := <-recv.bodies:
 		if got != `/velosity/salesorder {"salesOrderID":"AB194631","status":"RELEASED","customer":"Bikes Inc"}` {
@@ -134,14 +150,24 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 	if len(atts) != 1 || atts[0].Code != 200 || d.Rule != "velosity-salesorder-released" {
 		t.Fatalf("delivery %+v attempts %+v", d, atts)
 	}
-	list, err := c.Deliveries(ctx, engine.DeliveryFilter{Tenant: "acme"})
+	list, err := c.Deliveries(ctx, engine.DeliveryFilter{Tenant: "acme", Rule: "velosity-salesorder-released"})
 	if err != nil || len(list) != 1 || list[0].ID != id {
 		t.Fatalf("Deliveries: %v %+v", err, list)
+	}
+	// The plugin action ran in the engine's own plugin process, with the
+	// secret from the environment and the enriched data.
+	eventually(t, 15*time.Second, "the echo plugin's record", func() bool {
+		b, _ := os.ReadFile(out)
+		return len(b) > 0
+	})
+	recs := readRecords(t, out)
+	if len(recs) != 1 || recs[0].Config["message"] != "order AB194631: RELEASED" || recs[0].Config["token"] != "tok-123" {
+		t.Fatalf("echo records %+v", recs)
 	}
 
 	// Same id again: nothing new, the loader is not asked again.
 	res2, err := c.Emit(ctx, engine.Event{ID: "evt-1", Tenant: "acme", Entity: "SalesOrder", EntityID: "AB194631", Event: "released"})
-	if err != nil || !res2.Duplicate || len(res2.Deliveries) != 1 || res2.Deliveries[0].ID != id {
+	if err != nil || !res2.Duplicate || len(res2.Deliveries) != 2 {
 		t.Fatalf("duplicate emit: %+v %v", res2, err)
 	}
 

@@ -37,6 +37,11 @@ func startEcho(t *testing.T) (*Host, *actions.Registry, *logBuffer) {
 // does: without "type").
 func decode(t *testing.T, reg *actions.Registry, typ, src string) (actions.Config, error) {
 	t.Helper()
+	return decodeTB(t, reg, typ, src)
+}
+
+func decodeTB(t testing.TB, reg *actions.Registry, typ, src string) (actions.Config, error) {
+	t.Helper()
 	var doc yaml.Node
 	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
 		t.Fatal(err)

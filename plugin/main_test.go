@@ -48,22 +48,30 @@ func TestMain(m *testing.M) {
 // first time (one build at a time: the machine is small).
 func bin(t testing.TB, name string) string {
 	t.Helper()
+	p, err := buildBin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func buildBin(name string) (string, error) {
 	binMu.Lock()
 	defer binMu.Unlock()
 	if p, ok := built[name]; ok {
-		return p
+		return p, nil
 	}
 	if err := binErrs[name]; err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	out := filepath.Join(binDir, name)
 	b, err := exec.Command("go", "build", "-o", out, pkgs[name]).CombinedOutput()
 	if err != nil {
 		binErrs[name] = fmt.Errorf("building %s: %v\n%s", name, err, b)
-		t.Fatal(binErrs[name])
+		return "", binErrs[name]
 	}
 	built[name] = out
-	return out
+	return out, nil
 }
 
 // logBuffer collects slog records for assertions.
