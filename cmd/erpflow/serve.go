@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
@@ -221,6 +222,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	stopEngine(eng, logger)
 	stopRun()
+	for _, typ := range reg.Types() {
+		if f, ok := reg.Factory(typ); ok {
+			if c, ok := f.(actions.Closer); ok {
+				c.Close()
+			}
+		}
+	}
 	logger.Info("stopped")
 	return nil
 }
