@@ -169,7 +169,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		h[HeaderSignature] = []string{signKeys(c.secrets, id, ts, body)}
 	}
 
-	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestHeaders: c.maskHeaders(h), RequestBody: p.Body}
+	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, reqH: h, mask: c.maskFor}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	tries := &tryRecorder{}
@@ -236,7 +236,7 @@ func (c *config) transportFailure(ctx context.Context, err error) actions.Outcom
 func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome {
 	defer resp.Body.Close()
 	rec.Status = resp.StatusCode
-	rec.ResponseHeaders = flatten(resp.Header)
+	rec.respH = resp.Header
 	limit := c.f.maxBody
 	kept, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	n := int64(len(kept))
@@ -281,24 +281,20 @@ func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome 
 	return out
 }
 
-func (c *config) maskHeaders(h http.Header) map[string]string {
-	m := flatten(h)
-	for k := range m {
-		ck := http.CanonicalHeaderKey(k)
-		switch {
-		case ck == "Authorization":
-			if c.authMasked != "" {
-				m[k] = c.authMasked
-			} else {
-				m[k] = masked
-			}
-		case ck == "Webhook-Signature":
-			m[k] = "v1," + masked
-		case c.secretHeaders[ck]:
-			m[k] = masked
+// maskFor says what a request header's value is recorded as, when masked.
+func (c *config) maskFor(name string) (string, bool) {
+	switch {
+	case http.CanonicalHeaderKey(name) == "Authorization":
+		if c.authMasked != "" {
+			return c.authMasked, true
 		}
+		return masked, true
+	case name == HeaderSignature || http.CanonicalHeaderKey(name) == "Webhook-Signature":
+		return "v1," + masked, true
+	case c.secretHeaders[http.CanonicalHeaderKey(name)]:
+		return masked, true
 	}
-	return m
+	return "", false
 }
 
 func newMsgID() string {

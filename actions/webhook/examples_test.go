@@ -175,12 +175,19 @@ func TestExamplesEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("gofive-venio", func(t *testing.T) {
-		rq := deliverExample(t, "gofive-venio")["venio-customer"]
+		reqs := deliverExample(t, "gofive-venio")
+		if len(reqs) != 1 {
+			t.Fatalf("%d rules matched, want the one integration webhook", len(reqs))
+		}
+		var rule string
+		var rq received
+		for rule, rq = range reqs {
+		}
 		var env map[string]json.RawMessage
 		if err := json.Unmarshal(rq.Body, &env); err != nil {
 			t.Fatal(err)
 		}
-		for k, want := range map[string]string{"webhookName": `"venio-customer"`, "topic": `"Customer"`, "event": `"Merge"`, "modifiedBy": `"EMP-0042"`} {
+		for k, want := range map[string]string{"webhookName": `"` + rule + `"`, "topic": `"Customer"`, "event": `"Merge"`, "modifiedBy": `"EMP-0042"`} {
 			if string(env[k]) != want {
 				t.Errorf("%s = %s, want %s", k, env[k], want)
 			}

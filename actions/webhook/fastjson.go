@@ -3,8 +3,10 @@ package webhook
 import (
 	"encoding/json"
 	"math"
-	"sort"
+	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -116,6 +118,14 @@ func fastDecodePayload(s string, p *Payload) bool {
 	}
 }
 
+// plainASCII marks the ASCII bytes a JSON string holds as they are.
+var plainASCII = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string (invalid UTF-8 becomes U+FFFD).
 func appendJSONString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
@@ -124,7 +134,7 @@ func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if plainASCII[c] {
 				i++
 				continue
 			}
@@ -167,11 +177,12 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 func appendStringMap(dst []byte, m map[string]string) []byte {
-	keys := make([]string, 0, len(m))
+	var arr [16]string
+	keys := arr[:0]
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	dst = append(dst, '{')
 	for i, k := range keys {
 		if i > 0 {
@@ -180,6 +191,37 @@ func appendStringMap(dst []byte, m map[string]string) []byte {
 		dst = appendJSONString(dst, k)
 		dst = append(dst, ':')
 		dst = appendJSONString(dst, m[k])
+	}
+	return append(dst, '}')
+}
+
+// appendHeader writes h as a JSON object of "Name": "v1, v2", sorted, with
+// values replaced where mask says so.
+func appendHeader(dst []byte, h http.Header, mask func(string) (string, bool)) []byte {
+	var arr [24]string
+	keys := arr[:0]
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, k)
+		dst = append(dst, ':')
+		if mask != nil {
+			if m, ok := mask(k); ok {
+				dst = appendJSONString(dst, m)
+				continue
+			}
+		}
+		if v := h[k]; len(v) == 1 {
+			dst = appendJSONString(dst, v[0])
+		} else {
+			dst = appendJSONString(dst, strings.Join(v, ", "))
+		}
 	}
 	return append(dst, '}')
 }
@@ -203,7 +245,11 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 	b = append(b, `,"url":`...)
 	b = appendJSONString(b, r.URL)
 	b = append(b, `,"request_headers":`...)
-	b = appendStringMap(b, r.RequestHeaders)
+	if r.reqH != nil {
+		b = appendHeader(b, r.reqH, r.mask)
+	} else {
+		b = appendStringMap(b, r.RequestHeaders)
+	}
 	if r.RequestBody != nil {
 		b = append(b, `,"request_body":`...)
 		b = appendJSONString(b, *r.RequestBody)
@@ -212,7 +258,10 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 		b = append(b, `,"status":`...)
 		b = strconv.AppendInt(b, int64(r.Status), 10)
 	}
-	if len(r.ResponseHeaders) > 0 {
+	if len(r.respH) > 0 {
+		b = append(b, `,"response_headers":`...)
+		b = appendHeader(b, r.respH, nil)
+	} else if len(r.ResponseHeaders) > 0 {
 		b = append(b, `,"response_headers":`...)
 		b = appendStringMap(b, r.ResponseHeaders)
 	}

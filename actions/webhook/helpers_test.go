@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -58,6 +59,7 @@ func newReceiver(t testing.TB, respond func(n int, w http.ResponseWriter, r *htt
 		}
 		w.WriteHeader(http.StatusOK)
 	}))
+	rc.Config.ErrorLog = log.New(io.Discard, "", 0) // refused TLS handshakes are expected in some tests
 	t.Cleanup(rc.Close)
 	return rc
 }

@@ -42,6 +42,11 @@ type Record struct {
 	Error        string  `json:"error,omitempty"`
 	Tries        []Try   `json:"tries"`
 	QuickRetries int     `json:"quick_retries"`
+
+	// While an attempt runs the headers stay in http.Header form and are
+	// written (masked) straight into the JSON, without building the maps.
+	reqH, respH http.Header
+	mask        func(canonicalName string) (string, bool)
 }
 
 type recorderKey struct{}
@@ -199,15 +204,4 @@ func (r redactingLogger) Debug(msg string, kv ...any) {
 }
 func (r redactingLogger) Warn(msg string, kv ...any) {
 	r.l.Log(context.Background(), slog.LevelWarn, msg, r.clean(kv)...)
-}
-
-func flatten(h http.Header) map[string]string {
-	if len(h) == 0 {
-		return nil
-	}
-	m := make(map[string]string, len(h))
-	for k, v := range h {
-		m[k] = strings.Join(v, ", ")
-	}
-	return m
 }

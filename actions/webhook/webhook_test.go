@@ -3,8 +3,6 @@ package webhook_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -488,7 +486,6 @@ func TestResolveOverrideStillGuarded(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	rc := newReceiver(t, nil)
-	rc.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
 	f := testFactory(t, nil, nil)                   // system roots only
 	_, out := deliver(t, mustDecode(t, f, "url: "+rc.URL+"/tls"), salesOrder(t), "d")
 	if out.Status != actions.Retryable {
