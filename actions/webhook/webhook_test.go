@@ -486,7 +486,7 @@ func TestResolveOverrideStillGuarded(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	rc := newReceiver(t, nil)
-	f := testFactory(t, nil, nil)                   // system roots only
+	f := testFactory(t, nil, nil) // system roots only
 	_, out := deliver(t, mustDecode(t, f, "url: "+rc.URL+"/tls"), salesOrder(t), "d")
 	if out.Status != actions.Retryable {
 		t.Fatalf("%+v", out)
