@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -434,3 +435,57 @@ func TestServeSharedPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestServePlugin: serve starts the plugins of its config (checksum
+// verified) and rules use their action types; a wrong checksum stops the
+// start with a message naming the plugin.
+func TestServePlugin(t *testing.T) {
+	erpflowBin(t)
+	dir := t.TempDir()
+	echo := filepath.Join(dir, "erpflow-echo")
+	if out, err := exec.Command("go", "build", "-o", echo, "github.com/erpflow/erpflow/plugin/internal/testplugins/echo").CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := fmt.Sprintf("%x", sha256.Sum256(bin))
+
+	writeTestFile(t, filepath.Join(dir, "bad.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./bad.db\nplugins:\n  - {name: echo, path: ./erpflow-echo, sha256: \""+strings.Repeat("0", 64)+"\"}\n")
+	bad := start(t, dir, nil, "serve", "--config", "bad.yaml")
+	if code := bad.wait(t); code != 1 || !strings.Contains(bad.out.String(), `plugin "echo"`) {
+		t.Fatalf("wrong checksum: exit %d\n%s", code, bad.out.String())
+	}
+
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\nplugins:\n  - {name: echo, path: ./erpflow-echo, sha256: \""+sum+"\"}\n")
+	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	env := []string{"ERPFLOW_SERVER=" + base}
+	out := filepath.Join(dir, "echo.out")
+	writeTestFile(t, filepath.Join(dir, "rule.json"), `{"name":"echoed","enabled":true,"on":{"entity":"Job","event":"Created"},
+  "actions":[{"type":"echo","message":"hello","out":`+strconvQuote(out)+`}]}`)
+	mustCLI(t, env, "rules", "create", filepath.Join(dir, "rule.json"))
+	writeTestFile(t, filepath.Join(dir, "ev.json"), `{"id":"job-1","entity":"Job","event":"Created","data":{"no":1}}`)
+	id := regexp.MustCompile(`dlv_\w+`).FindString(mustCLI(t, env, "emit", filepath.Join(dir, "ev.json")))
+	if id == "" {
+		t.Fatal("no delivery")
+	}
+	pollUntil(t, "the plugin to record the delivery", func() bool {
+		b, _ := os.ReadFile(out)
+		return strings.Contains(string(b), id)
+	})
+	pollUntil(t, "the delivery to succeed", func() bool {
+		var d struct {
+			Delivery struct{ State string } `json:"delivery"`
+		}
+		getJSON(t, base+"/v1/deliveries/"+id, &d)
+		return d.Delivery.State == "succeeded"
+	})
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
