@@ -65,6 +65,7 @@ func ServeEngine(cfg EngineServer) {
 		cfg.Logger = Logger()
 	}
 	srv := &engineServer{cfg: cfg}
+	exitWithParent()
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: engineHandshake,
 		Plugins:         goplugin.PluginSet{enginePluginName: &enginePlugin{server: srv}},

@@ -1,13 +1,16 @@
 package plugin
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -384,12 +387,56 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 	}
 }
 
-// waitGone polls until no process has pid.
+// waitGone polls until no process has pid (a zombie counts as gone: it
+// has exited and only waits for a parent, maybe init, to reap it).
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
-	eventually(t, 15*time.Second, "process to exit", func() bool {
-		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	eventually(t, 15*time.Second, fmt.Sprintf("process %d to exit", pid), func() bool {
+		if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			return true
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return os.IsNotExist(err)
+		}
+		// "pid (comm) S …": the state follows the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 	})
+}
+
+// A plugin whose host was killed (SIGKILL: no chance to end its plugins)
+// exits by itself instead of living on as an orphan.
+func TestPluginExitsWhenHostIsKilled(t *testing.T) {
+	path := bin(t, "echo")
+	// sh stands in for erpflow: it starts the plugin as go-plugin would
+	// (the handshake cookie in the environment) and is then killed.
+	cmd := exec.Command("sh", "-c", `"$0" & echo "pid $!"; wait`, path)
+	cmd.Env = append(os.Environ(), Handshake.MagicCookieKey+"="+Handshake.MagicCookieValue, "PLUGIN_PROTOCOL_VERSIONS=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	pid := 0
+	for pid == 0 && sc.Scan() {
+		fmt.Sscanf(sc.Text(), "pid %d", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("no plugin pid")
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) }) // if the test fails
+	// Wait until the plugin serves (its handshake line), then kill the host.
+	if !sc.Scan() || !strings.Contains(sc.Text(), "grpc") {
+		t.Fatalf("handshake line %q", sc.Text())
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	waitGone(t, pid)
 }
 
 var _ = io.Discard
