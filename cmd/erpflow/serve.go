@@ -118,6 +118,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("refusing to listen on %s without authentication: it is not a loopback address and no tokens are configured; "+
 			"add tokens to the config (tokens: [{name, token, scopes}]) or listen on 127.0.0.1", cfg.Listen)
 	}
+	// SIGHUP reloads rule files; caught from the start so that an early
+	// one does not end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	reg := newRegistry(webhook.Options{
 		AllowHTTP:            cfg.Delivery.AllowHTTP,
 		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
@@ -191,6 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // bounds slow request bodies
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
@@ -199,9 +205,6 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),
 		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", Version)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for running := true; running; {
 		select {
 		case <-hup:
