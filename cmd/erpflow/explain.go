@@ -50,7 +50,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.Var(&rulePaths, "rules", "rules file or directory (repeatable)")
 	output := fs.String("o", "text", "output: text or json")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow explain --rules PATH [--rules PATH] [-o text|json] [--allow-http] [--plugin EXE] EVENT.json|-")
+		fmt.Fprintln(stderr, "usage: erpflow explain --rules PATH [--rules PATH] [--config FILE] [-o text|json] [--allow-http] [--plugin EXE] EVENT.json|-")
 		fmt.Fprintln(stderr, "  For each rule: MATCHED, or why not; for matched rules, what each action would send (secrets masked).")
 		fs.PrintDefaults()
 	}
@@ -58,17 +58,17 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	if err != nil {
 		return 2
 	}
-	if len(pos) != 1 || len(rulePaths) == 0 || (*output != "text" && *output != "json") {
+	if len(pos) != 1 || (len(rulePaths) == 0 && rf.configFile == "") || (*output != "text" && *output != "json") {
 		fs.Usage()
 		return 2
 	}
-	reg, closePlugins, err := rf.registry(ctx)
+	env, err := rf.setup(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "erpflow explain: %v\n", err)
 		return 1
 	}
-	defer closePlugins()
-	rules, err := triggers.LoadPaths(rulePaths, triggers.LoadOptions{Actions: reg})
+	defer env.close()
+	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), triggers.LoadOptions{Actions: env.reg})
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

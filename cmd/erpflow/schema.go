@@ -33,13 +33,13 @@ func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	rf := ruleFlags{plugins: plugins}
-	reg, closePlugins, err := rf.registry(ctx)
+	env, err := rf.setup(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "erpflow schema: %v\n", err)
 		return 1
 	}
-	defer closePlugins()
-	stdout.Write(rulesSchema(reg))
+	defer env.close()
+	stdout.Write(rulesSchema(env.reg))
 	return 0
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
 	"github.com/erpflow/erpflow/plugin"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -20,33 +21,63 @@ func init() {
 
 // ruleFlags are the flags of the commands that load rules locally.
 type ruleFlags struct {
+	configFile           string
 	allowHTTP            bool
 	allowPrivateNetworks bool
 	plugins              stringList
 }
 
 func (f *ruleFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.configFile, "config", "", "server config file: its rules paths, plugins and delivery settings apply")
 	fs.BoolVar(&f.allowHTTP, "allow-http", false, "accept http:// webhook URLs (refused by default)")
 	fs.BoolVar(&f.allowPrivateNetworks, "allow-private-networks", false, "accept webhook URLs on private networks (refused by default)")
 	fs.Var(&f.plugins, "plugin", "action plugin executable whose action types rules may use (repeatable)")
 }
 
-// registry returns the action registry: webhook plus the plugins' types.
-// close stops the plugins.
-func (f *ruleFlags) registry(ctx context.Context) (reg *actions.Registry, close func(), err error) {
-	reg = newRegistry(webhook.Options{AllowHTTP: f.allowHTTP, AllowPrivateNetworks: f.allowPrivateNetworks})
-	if len(f.plugins) == 0 {
-		return reg, func() {}, nil
+// ruleEnv is what loading rules locally needs: the action registry
+// (webhook plus plugins) and the rules paths of the server config.
+type ruleEnv struct {
+	reg         *actions.Registry
+	configRules []string
+	host        *plugin.Host
+}
+
+func (e *ruleEnv) close() {
+	if e.host != nil {
+		e.host.Close()
 	}
-	specs := make([]plugin.Spec, len(f.plugins))
-	for i, p := range f.plugins {
-		specs[i] = plugin.Spec{Path: p}
+}
+
+// setup reads the server config when given and starts the plugins.
+func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
+	opts := webhook.Options{AllowHTTP: f.allowHTTP, AllowPrivateNetworks: f.allowPrivateNetworks}
+	var specs []plugin.Spec
+	env := &ruleEnv{}
+	if f.configFile != "" {
+		cfg, err := config.Load(f.configFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.AllowHTTP = opts.AllowHTTP || cfg.Delivery.AllowHTTP
+		opts.AllowPrivateNetworks = opts.AllowPrivateNetworks || cfg.Delivery.AllowPrivateNetworks
+		opts.AllowedNetworks = cfg.Delivery.AllowedNetworks
+		for _, p := range cfg.Plugins {
+			specs = append(specs, plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256})
+		}
+		env.configRules = cfg.Rules
 	}
-	host, err := plugin.Start(ctx, specs, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		return nil, nil, err
+	for _, p := range f.plugins {
+		specs = append(specs, plugin.Spec{Path: p})
 	}
-	return reg, func() { host.Close() }, nil
+	env.reg = newRegistry(opts)
+	if len(specs) > 0 {
+		host, err := plugin.Start(ctx, specs, env.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			return nil, err
+		}
+		env.host = host
+	}
+	return env, nil
 }
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,8 +86,8 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	var rf ruleFlags
 	rf.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow validate [--allow-http] [--allow-private-networks] [--plugin EXE] PATH...")
-		fmt.Fprintln(stderr, "  PATH is a rules file or a directory of *.yaml/*.yml files.")
+		fmt.Fprintln(stderr, "usage: erpflow validate [--config FILE] [--allow-http] [--allow-private-networks] [--plugin EXE] PATH...")
+		fmt.Fprintln(stderr, "  PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the server config's rules.")
 		fmt.Fprintln(stderr, "  Exit 0 with one line per file when every rule is valid, 1 with every problem otherwise.")
 		fs.PrintDefaults()
 	}
@@ -64,22 +95,23 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		return 2
 	}
-	if len(paths) == 0 {
+	if len(paths) == 0 && rf.configFile == "" {
 		fs.Usage()
 		return 2
 	}
+	env, err := rf.setup(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "erpflow validate: %v\n", err)
+		return 1
+	}
+	defer env.close()
+	paths = append(env.configRules, paths...)
 	files, err := triggers.Files(paths)
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1
 	}
-	reg, closePlugins, err := rf.registry(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "erpflow validate: %v\n", err)
-		return 1
-	}
-	defer closePlugins()
-	rules, err := triggers.LoadPaths(files, triggers.LoadOptions{Actions: reg})
+	rules, err := triggers.LoadPaths(files, triggers.LoadOptions{Actions: env.reg})
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

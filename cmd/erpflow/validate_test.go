@@ -172,3 +172,27 @@ func TestValidateWithPlugin(t *testing.T) {
 		t.Errorf("exit %d: %s%s", code, out, errOut)
 	}
 }
+
+// TestValidateConfig takes the rules paths and delivery settings from the
+// server config.
+func TestValidateConfig(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "plain.yaml")
+	os.WriteFile(rules, []byte("rules:\n  - name: plain\n    on: {entity: X}\n    actions: [{type: webhook, url: \"http://intranet.example/hook\"}]\n"), 0o644)
+	strict := filepath.Join(dir, "strict.yaml")
+	os.WriteFile(strict, []byte("rules: ["+filepath.ToSlash(rules)+"]\n"), 0o644)
+	lax := filepath.Join(dir, "lax.yaml")
+	os.WriteFile(lax, []byte("rules: ["+filepath.ToSlash(rules)+"]\ndelivery: {allow_http: true}\n"), 0o644)
+
+	if code, _, errOut := runCmd(t, "validate", "--config", strict); code != 1 || !strings.Contains(errOut, rules+":4:36: rules[0].actions[0].url: http:// URLs are refused") {
+		t.Errorf("strict config: exit %d\n%s", code, errOut)
+	}
+	if code, out, errOut := runCmd(t, "validate", "--config", lax); code != 0 || out != rules+": 1 rule OK\n" {
+		t.Errorf("allow_http config: exit %d\n%s%s", code, out, errOut)
+	}
+	ev := filepath.Join(dir, "ev.json")
+	os.WriteFile(ev, []byte(`{"id":"1","entity":"X","event":"e","occurred_at":"2024-01-01T00:00:00Z"}`), 0o644)
+	if code, out, errOut := runCmd(t, "explain", "--config", lax, ev); code != 0 || !strings.Contains(out, "POST http://intranet.example/hook") {
+		t.Errorf("explain with config: exit %d\n%s%s", code, out, errOut)
+	}
+}
