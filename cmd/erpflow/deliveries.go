@@ -99,10 +99,11 @@ func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return reportErr(stderr, "deliveries list", err)
 		}
 		tw := newTable(stdout)
-		fmt.Fprintln(tw, "ID\tCREATED\tTENANT\tEVENT\tRULE\tACTION\tSTATE\tATTEMPTS\tCODE\tLAST ERROR")
+		fmt.Fprintln(tw, "ID\tCREATED\tTENANT\tEVENT\tRULE\tACTION\tURL\tSTATE\tATTEMPTS\tCODE\tLAST ERROR")
 		for _, d := range l.Deliveries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s/%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, fmtTime(d.CreatedAt), orDash(d.Tenant),
-				d.EventID, d.Entity, d.EventName, d.Rule, d.ActionType, d.State, d.Attempts, codeText(d.LastCode), orDash(oneLine(d.LastError, 60)))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s/%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, fmtTime(d.CreatedAt), orDash(d.Tenant),
+				d.EventID, d.Entity, d.EventName, d.Rule, d.ActionType, orDash(oneLine(payloadURL(d.Payload), 60)), d.State, d.Attempts,
+				codeText(d.LastCode), orDash(oneLine(d.LastError, 60)))
 		}
 		tw.Flush()
 		if l.NextCursor != "" {
@@ -302,4 +303,13 @@ func printBody(w io.Writer, indent, body string) {
 	for _, line := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
 		fmt.Fprintf(w, "%s%s\n", indent, line)
 	}
+}
+
+// payloadURL is the URL a webhook delivery calls ("" for other actions).
+func payloadURL(raw json.RawMessage) string {
+	var p struct {
+		URL string `json:"url"`
+	}
+	_ = json.Unmarshal(raw, &p)
+	return p.URL
 }
