@@ -376,9 +376,10 @@ func (p *proc) fail(inst *instance, cause error) {
 	if broken {
 		p.failLocked(inst)
 	}
+	failures := p.failures
 	p.mu.Unlock()
 	if broken {
-		p.log.Error("plugin failed; restarting", "error", cause, "pid", inst.pid, "failures", p.failures)
+		p.log.Error("plugin failed; restarting", "error", cause, "pid", inst.pid, "failures", failures)
 	}
 }
 

@@ -494,3 +494,58 @@ func TestFactorySchemaAddsTimeout(t *testing.T) {
 		t.Fatalf("schema %+v", m)
 	}
 }
+
+// Many attempts in flight when the plugin dies: each ends succeeded or
+// retryable (none hangs, none is lost), and exactly one new process takes
+// over.
+func TestConcurrentAttemptsAcrossACrash(t *testing.T) {
+	h, reg, _ := startEcho(t)
+	dir := t.TempDir()
+	crash := filepath.Join(dir, "crash")
+	crashing := mustDecode(t, reg, "echo", "message: boom\ncrash_file: "+crash+"\n")
+	normal := mustDecode(t, reg, "echo", "message: fine\n")
+	cp, _ := crashing.Render(nil, actions.Meta{})
+	np, _ := normal.Render(nil, actions.Meta{})
+	if err := os.WriteFile(crash, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	outs := make(chan actions.Outcome, n)
+	for i := range n {
+		go func() {
+			cfg, p := normal, np
+			if i == n/2 {
+				cfg, p = crashing, cp
+			}
+			outs <- cfg.Execute(context.Background(), &actions.Request{DeliveryID: fmt.Sprint("d", i), Attempt: 1, Payload: p})
+		}()
+	}
+	retryable := 0
+	for range n {
+		select {
+		case o := <-outs:
+			switch o.Status {
+			case actions.Succeeded:
+			case actions.Retryable:
+				retryable++
+			default:
+				t.Fatalf("outcome %+v", o)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("an attempt did not return")
+		}
+	}
+	if retryable == 0 {
+		t.Fatal("the crashing attempt was not retryable")
+	}
+	eventually(t, 15*time.Second, "attempts to succeed again", func() bool {
+		return normal.Execute(context.Background(), &actions.Request{DeliveryID: "after", Attempt: 1, Payload: np}).Status == actions.Succeeded
+	})
+	p := h.procs[0]
+	p.mu.Lock()
+	pids := append([]int(nil), p.allPIDs...)
+	p.mu.Unlock()
+	if len(pids) != 2 {
+		t.Fatalf("processes started: %v", pids)
+	}
+}
