@@ -250,6 +250,10 @@ func TestParseRuleJSON(t *testing.T) {
 	if err == nil || err.Error() != `rule.json:1:69: unknown key "whn" (did you mean "when"?) (known: name, description, enabled, tenants, on, when, actions, retry)` {
 		t.Errorf("err = %v", err)
 	}
+	_, err = ParseRule("rule.json", []byte("{\n  \"name\": \"so\",\n  \"on\": {\"entity\": \"X\"},\n  \"when\": \"data.x > 1 && tenat == \\\"a\\\"\",\n  \"actions\": [{\"type\": \"log\"}]\n}"), testOpts(nil))
+	if err == nil || err.Error() != `rule.json:4:26: when: unknown name "tenat" (did you mean "tenant"?)` {
+		t.Errorf("err = %v", err)
+	}
 	if _, err := ParseRule("rule.json", []byte(``), testOpts(nil)); err == nil {
 		t.Error("empty document accepted")
 	}
