@@ -510,5 +510,10 @@ func (c *EngineClient) Close(ctx context.Context) error {
 	return nil
 }
 
+// Exited reports whether the engine process has ended (it crashed or was
+// killed); calls then fail, and the host may StartEngine again: what Emit
+// accepted is in the store.
+func (c *EngineClient) Exited() bool { return c.client.Exited() }
+
 // PID is the engine process's id.
 func (c *EngineClient) PID() int { return c.pid }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -208,4 +209,46 @@ func TestStartEngineErrors(t *testing.T) {
 // store opener, the CLI's registry) serves the same contract.
 func TestErpflowBinaryAsEnginePlugin(t *testing.T) {
 	testEngineRoundTrip(t, bin(t, "erpflow"), nil)
+}
+
+// A crash of the engine process stays out of the host: calls fail with a
+// clear error, and a new engine on the same database has everything that
+// Emit accepted.
+func TestEnginePluginCrashKeepsAcceptedEvents(t *testing.T) {
+	ctx := context.Background()
+	path := bin(t, "engine")
+	db := "sqlite:" + filepath.Join(t.TempDir(), "erpflow.db")
+	rules := []byte("rules:\n  - name: r\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: https://erp-receiver.invalid/hook\n")
+	logger, _ := testLogger()
+	c, err := StartEngine(ctx, path, EngineConfig{Options: EngineOptions{Database: db}, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Reload(ctx, "r.yaml", rules); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Emit(ctx, engine.Event{ID: "e1", Entity: "SalesOrder", EntityID: "SO1", Event: "created"})
+	if err != nil || len(res.Deliveries) != 1 {
+		t.Fatalf("emit %+v %v", res, err)
+	}
+	pid := c.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil { // our own child
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "the client to see the exit", c.Exited)
+	if _, err := c.Emit(ctx, engine.Event{ID: "e2", Entity: "SalesOrder", Event: "created"}); err == nil || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("emit after crash: %v", err)
+	}
+	_ = c.Close(ctx)
+	waitGone(t, pid)
+
+	c2, err := StartEngine(ctx, path, EngineConfig{Options: EngineOptions{Database: db}, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close(ctx)
+	d, _, err := c2.Delivery(ctx, res.Deliveries[0].ID)
+	if err != nil || d.EventID != "e1" {
+		t.Fatalf("delivery after restart: %+v %v", d, err)
+	}
 }
