@@ -32,7 +32,7 @@ type config struct {
 	secretHeaders map[string]bool                // canonical names whose values are masked
 	auth          string                         // Authorization value; "" for none
 	authMasked    string
-	secrets       [][]byte
+	secrets       []*signer
 	timeout       time.Duration
 }
 
@@ -166,7 +166,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		ts := strconv.FormatInt(c.f.now().Unix(), 10)
 		h[HeaderID] = []string{id}
 		h[HeaderTimestamp] = []string{ts}
-		h[HeaderSignature] = []string{signKeys(c.secrets, id, ts, body)}
+		h[HeaderSignature] = []string{signAll(c.secrets, id, ts, body)}
 	}
 
 	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, reqH: h, mask: c.maskFor}

@@ -520,7 +520,7 @@ func (d *decoder) decodeSecret(c *config, n *yaml.Node) {
 			d.errf(e, path, "%v (generate one with: echo whsec_$(head -c 32 /dev/urandom | base64))", err)
 			continue
 		}
-		c.secrets = append(c.secrets, k)
+		c.secrets = append(c.secrets, newSigner(k))
 	}
 }
 

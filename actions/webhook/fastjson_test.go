@@ -59,3 +59,25 @@ func TestDecodePayloadFallback(t *testing.T) {
 		t.Fatal("truncated payload accepted")
 	}
 }
+
+func FuzzUnescapeJSON(f *testing.F) {
+	for _, s := range []string{`a\"b`, `\u00e9\ud83d\ude00`, `\ud83d`, `\ud83dx`, `\/\b\f\n\r\t`, `\u12`, `\x`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := unescapeJSON(s)
+		var want string
+		err := json.Unmarshal([]byte(`"`+s+`"`), &want)
+		if ok != (err == nil) {
+			// encoding/json accepts raw invalid UTF-8 and DEL etc.; both
+			// must agree on what a valid escape is.
+			if err == nil && !ok {
+				t.Fatalf("%q: rejected, encoding/json gives %q", s, want)
+			}
+			return
+		}
+		if ok && got != want {
+			t.Fatalf("%q: got %q, want %q", s, got, want)
+		}
+	})
+}

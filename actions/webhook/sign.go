@@ -6,9 +6,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -68,6 +71,45 @@ func signKeys(keys [][]byte, id, ts string, body []byte) string {
 			buf = append(buf, ' ')
 		}
 		buf = appendSignature(buf, k, id, ts, body)
+	}
+	return string(buf)
+}
+
+// signer signs with one key, reusing HMAC states (hmac.New hashes the
+// key pads every time). Safe for concurrent use.
+type signer struct {
+	key  []byte
+	pool sync.Pool
+}
+
+func newSigner(key []byte) *signer {
+	s := &signer{key: key}
+	s.pool.New = func() any { return hmac.New(sha256.New, s.key) }
+	return s
+}
+
+func (s *signer) append(dst []byte, id, ts string, body []byte) []byte {
+	m := s.pool.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, id)
+	m.Write([]byte{'.'})
+	io.WriteString(m, ts)
+	m.Write([]byte{'.'})
+	m.Write(body)
+	var sum [sha256.Size]byte
+	dst = append(dst, "v1,"...)
+	dst = base64.StdEncoding.AppendEncode(dst, m.Sum(sum[:0]))
+	s.pool.Put(m)
+	return dst
+}
+
+func signAll(signers []*signer, id, ts string, body []byte) string {
+	buf := make([]byte, 0, len(signers)*48)
+	for i, s := range signers {
+		if i > 0 {
+			buf = append(buf, ' ')
+		}
+		buf = s.append(buf, id, ts, body)
 	}
 	return string(buf)
 }
