@@ -112,7 +112,8 @@ type Engine struct {
 	mu       sync.Mutex
 	state    int // 0 new, 1 started, 2 stopping/stopped
 	run      *runner
-	stopDone chan struct{} // closed when Stop finished
+	active   atomic.Pointer[runner] // the started runner, for emits to hand work to
+	stopDone chan struct{}          // closed when Stop finished
 	stopErr  error
 	quit     chan struct{} // closed when Stop begins: ends background loops
 	bg       sync.WaitGroup
@@ -213,6 +214,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.state = 1
 	e.run = newRunner(e)
 	e.run.start()
+	e.active.Store(e.run)
 	if e.cfg.Retention > 0 {
 		e.bg.Add(1)
 		go e.retentionLoop()
@@ -248,16 +250,19 @@ func (e *Engine) Stop(ctx context.Context) error {
 	close(e.quit)
 	e.mu.Unlock()
 
-	var err error
-	if run != nil {
-		err = run.stop(ctx)
-	}
-	e.bg.Wait()
+	// Commit the emits queued so far first: the committer may hand their
+	// deliveries to this process's workers, which must still run.
 	e.emitMu.Lock()
 	e.emitClosed = true
 	close(e.emitCh)
 	e.emitMu.Unlock()
 	<-e.committerDone
+	e.active.Store(nil)
+	var err error
+	if run != nil {
+		err = run.stop(ctx)
+	}
+	e.bg.Wait()
 	e.stopErr = err
 	close(e.stopDone)
 	return err

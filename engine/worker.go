@@ -17,6 +17,7 @@ import (
 // Tuning of the delivery loop.
 const (
 	completeBatch  = 256                    // most completions in one Complete call
+	completeLinger = 5 * time.Millisecond   // how long the completer gathers a batch
 	storeOpTimeout = 30 * time.Second       // bound of one Claim/Complete/Release
 	minBackoff     = 100 * time.Millisecond // first wait after a store error
 	stopGrace      = 10 * time.Second       // how long Stop waits for cancelled actions to return
@@ -268,6 +269,94 @@ func (r *runner) worker() {
 	}
 }
 
+// reserve takes up to n slots of capacity and returns how many it took.
+func (r *runner) reserve(n int) int {
+	for {
+		cur := r.inflight.Load()
+		free := r.capacity - cur
+		if free <= 0 || n <= 0 {
+			return 0
+		}
+		k := min(int64(n), free)
+		if r.inflight.CompareAndSwap(cur, cur+k) {
+			return int(k)
+		}
+	}
+}
+
+// preclaim marks as many pending deliveries of recs as there are free
+// slots as claimed by this process (running, attempt 1, under a lease),
+// reserving the slots, and returns how many it marked.
+func (r *runner) preclaim(recs []EventRecord) int {
+	if r.stopping.Load() {
+		return 0
+	}
+	want := 0
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			if recs[i].Deliveries[j].State == StatePending {
+				want++
+			}
+		}
+	}
+	got := r.reserve(want)
+	if got == 0 {
+		return 0
+	}
+	e := r.e
+	until := e.now().Add(e.cfg.Lease)
+	left := got
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			d := &recs[i].Deliveries[j]
+			if left == 0 {
+				return got
+			}
+			if d.State == StatePending {
+				d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = StateRunning, 1, e.cfg.Owner, until
+				left--
+			}
+		}
+	}
+	return got
+}
+
+// unclaim turns deliveries preclaim marked back into plain pending ones
+// after a failed insert.
+func unclaim(recs []EventRecord) {
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			d := &recs[i].Deliveries[j]
+			if d.State == StateRunning {
+				d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = StatePending, 0, "", time.Time{}
+			}
+		}
+	}
+}
+
+// dispatchInserted hands the preclaimed deliveries of the records that
+// were inserted (not duplicates) to the workers, and frees the slots of
+// the rest. The committer runs it, and Stop stops the committer before
+// the runner, so jobs is still open.
+func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int) {
+	at := time.Now()
+	sent := 0
+	for i := range recs {
+		if res[i].Duplicate {
+			continue
+		}
+		for j := range recs[i].Deliveries {
+			if d := recs[i].Deliveries[j]; d.State == StateRunning {
+				r.jobs <- job{d: d, claimedAt: at}
+				sent++
+			}
+		}
+	}
+	if sent < reserved {
+		r.done(reserved - sent)
+	}
+}
+
 // giveBack marks a claimed delivery for release at stop.
 func (r *runner) giveBack(id string) {
 	r.mu.Lock()
@@ -301,15 +390,19 @@ func (r *runner) completer() {
 			r.drainAndFlush(batch[:0])
 			return
 		}
+		// Gather what arrives within a moment: one transaction for many
+		// attempts costs far less than many small ones.
+		linger := time.NewTimer(completeLinger)
 	more:
 		for len(batch) < completeBatch {
 			select {
 			case c := <-r.results:
 				batch = append(batch, c)
-			default:
+			case <-linger.C:
 				break more
 			}
 		}
+		linger.Stop()
 		r.flush(batch)
 	}
 }
