@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"errors"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -34,5 +36,20 @@ func TestMaskURL(t *testing.T) {
 	}
 	if got := redactText(`Post "https://h/x?password=pw": EOF`); strings.Contains(got, "pw\"") {
 		t.Errorf("redactText: %s", got)
+	}
+}
+
+func TestRedactingLogger(t *testing.T) {
+	var buf strings.Builder
+	l := redactingLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	l.Error("request failed", "error", errors.New(`Post "https://u:pw@h/x?token=abc": EOF`), "url", "https://h/x?api_key=k")
+	out := buf.String()
+	for _, secret := range []string{"pw", "abc", "api_key=k"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("log leaks %q: %s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "token=****") {
+		t.Fatalf("log: %s", out)
 	}
 }

@@ -193,15 +193,14 @@ func (r redactingLogger) clean(kv []any) []any {
 	return out
 }
 
-func (r redactingLogger) Error(msg string, kv ...any) {
-	r.l.Log(context.Background(), slog.LevelError, msg, r.clean(kv)...)
+func (r redactingLogger) log(level slog.Level, msg string, kv []any) {
+	if !r.l.Enabled(context.Background(), level) {
+		return // retryablehttp logs every request at debug level
+	}
+	r.l.Log(context.Background(), level, msg, r.clean(kv)...)
 }
-func (r redactingLogger) Info(msg string, kv ...any) {
-	r.l.Log(context.Background(), slog.LevelInfo, msg, r.clean(kv)...)
-}
-func (r redactingLogger) Debug(msg string, kv ...any) {
-	r.l.Log(context.Background(), slog.LevelDebug, msg, r.clean(kv)...)
-}
-func (r redactingLogger) Warn(msg string, kv ...any) {
-	r.l.Log(context.Background(), slog.LevelWarn, msg, r.clean(kv)...)
-}
+
+func (r redactingLogger) Error(msg string, kv ...any) { r.log(slog.LevelError, msg, kv) }
+func (r redactingLogger) Info(msg string, kv ...any)  { r.log(slog.LevelInfo, msg, kv) }
+func (r redactingLogger) Debug(msg string, kv ...any) { r.log(slog.LevelDebug, msg, kv) }
+func (r redactingLogger) Warn(msg string, kv ...any)  { r.log(slog.LevelWarn, msg, kv) }
