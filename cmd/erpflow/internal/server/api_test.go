@@ -371,3 +371,71 @@ func TestHealthAndMetrics(t *testing.T) {
 		must(t, e.do("GET", "/readyz", "", nil), 503)
 	}
 }
+
+// TestRulesEdgeCases: list filters, PATCH removing a key, oversized and
+// malformed bodies, and a stored rule that does not load here.
+func TestRulesEdgeCases(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "r.yaml"), "rules:\n  - name: f1\n    on: {entity: Customer}\n    actions:\n      - {type: webhook, url: \"https://example.com/h\"}\n")
+	e := newEnv(t, st, envOpts{rulePaths: []string{dir}})
+	rv := newReceiver(t)
+	must(t, e.do("POST", "/v1/rules", "", ruleJSON("a1", rv.URL, map[string]any{"tenants": []string{"acme"}, "when": "data.total > 1"})), 201)
+	must(t, e.do("POST", "/v1/rules", "", ruleJSON("a2", rv.URL, map[string]any{"tenants": []string{"globex", "initech"}})), 201)
+
+	names := func(path string) []string {
+		var out []string
+		for _, x := range must(t, e.do("GET", path, "", nil), 200).json(t)["rules"].([]any) {
+			out = append(out, x.(map[string]any)["name"].(string))
+		}
+		return out
+	}
+	if got := fmt.Sprint(names("/v1/rules?source=api")); got != "[a1 a2]" {
+		t.Fatalf("source=api: %s", got)
+	}
+	if got := fmt.Sprint(names("/v1/rules?source=file")); got != "[f1]" {
+		t.Fatalf("source=file: %s", got)
+	}
+	if got := fmt.Sprint(names("/v1/rules?tenant=initech")); got != "[a2 f1]" {
+		t.Fatalf("tenant=initech: %s", got)
+	}
+	// A rule for two tenants keeps both.
+	if v := must(t, e.do("GET", "/v1/rules/a2", "", nil), 200).json(t); fmt.Sprint(v["tenants"]) != "[globex initech]" {
+		t.Fatalf("a2: %v", v)
+	}
+	// PATCH with null removes a key.
+	if v := must(t, e.do("PATCH", "/v1/rules/a1", "", `{"when": null}`), 200).json(t); v["when"] != nil {
+		t.Fatalf("when not removed: %v", v)
+	}
+	must(t, e.do("PATCH", "/v1/rules/a1", "", `{"name": "renamed"}`), 400)
+	must(t, e.do("PATCH", "/v1/rules/a1", "", `[1,2]`), 400)
+	must(t, e.do("PUT", "/v1/rules/a1", "", ruleJSON("a1", rv.URL, nil), "If-Match", "yesterday"), 400)
+	must(t, e.do("POST", "/v1/rules", "", "name: [unclosed"), 400)
+	must(t, e.do("POST", "/v1/rules", "", ""), 400)
+	must(t, e.do("POST", "/v1/rules", "", `{"on":{"entity":"A"},"actions":[{"type":"webhook","url":"https://x.example"}]}`), 400) // no name
+	must(t, e.do("POST", "/v1/rules", "", strings.Repeat("#", 2<<20)), 413)
+	must(t, e.do("POST", "/v1/rules/a1/duplicate", "", `{"nome": "x"}`), 400)
+	must(t, e.do("POST", "/v1/rules/f1/duplicate", "", nil), 409)
+
+	// A rule stored by another process with an action type this one lacks.
+	if _, err := st.PutRule(t.Context(), engine.RuleRecord{Name: "alien", Enabled: true,
+		Source: `{"name":"alien","on":{"entity":"SalesOrder"},"actions":[{"type":"sms","to":"123"}]}`}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.RefreshRules(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	v := must(t, e.do("GET", "/v1/rules/alien", "", nil), 200).json(t)
+	if msg, _ := v["error"].(string); !strings.Contains(msg, "sms") {
+		t.Fatalf("alien: %v", v)
+	}
+	must(t, e.do("POST", "/v1/rules/alien/test", "", orderEvent("x", "")), 409)
+	r := must(t, e.do("POST", "/v1/events", "", orderEvent("al1", "")), 202).json(t)
+	for _, d := range r["deliveries"].([]any) {
+		if d.(map[string]any)["rule"] == "alien" {
+			t.Fatal("a rule that does not load matched")
+		}
+	}
+	// Other rules still work and the broken one can be deleted.
+	must(t, e.do("DELETE", "/v1/rules/alien", "", nil), 204)
+}
