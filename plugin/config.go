@@ -128,6 +128,8 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	return c, nil
 }
 
+var _ actions.Masker = (*config)(nil)
+
 // config is one decoded plugin action.
 type config struct {
 	p       *proc
@@ -218,6 +220,20 @@ func (c *config) render(v any, p string, ev *templates.Event, meta actions.Meta)
 		}
 	}
 	return v
+}
+
+// Preview implements actions.Masker: the config as the plugin will get it,
+// with every secret shown as "********" (so `erpflow explain` shows that
+// it is set without showing it).
+func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessage, error) {
+	if ev == nil {
+		ev = &templates.Event{}
+	}
+	v := c.render(c.cfg, "", ev, meta).(map[string]any)
+	for p := range c.secrets {
+		setPointer(v, p, "********")
+	}
+	return json.Marshal(v)
 }
 
 // withSecrets puts the secrets back into a stored payload.

@@ -203,6 +203,11 @@ func TestExecuteRoundTripKeepsSecretsOutOfPayload(t *testing.T) {
 		t.Fatalf("rendered payload %s", payload)
 	}
 
+	preview, err := cfg.(actions.Masker).Preview(ev, actions.Meta{})
+	if err != nil || !contains(string(preview), `"token":"********"`, `"message":"order SO1000 of Bikes Inc is RELEASED"`) || strings.Contains(string(preview), "s3cret") {
+		t.Fatalf("preview %s (%v)", preview, err)
+	}
+
 	o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_1", Attempt: 2, Rule: "r1", Event: ev, Payload: payload, Test: true})
 	if o.Status != actions.Succeeded {
 		t.Fatalf("outcome %+v", o)
