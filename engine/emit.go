@@ -370,7 +370,9 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved)
 	}
-	e.kick()
+	if countPending(recs) > 0 {
+		e.kick() // work for the claim loop; preclaimed ones are running already
+	}
 	k := 0
 	for _, r := range batch {
 		r.res = res[k : k+len(r.recs)]
@@ -460,6 +462,19 @@ func (e *Engine) deadRecord(d *Delivery, attempts, code int, lastErr string) Eve
 		Internal:   true,
 		Deliveries: e.deliveriesFor(&ev, true, now),
 	}
+}
+
+// countPending counts the deliveries of recs waiting to be claimed.
+func countPending(recs []EventRecord) int {
+	n := 0
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			if recs[i].Deliveries[j].State == StatePending {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func toEmitResult(ev *Event, r InsertResult) EmitResult {

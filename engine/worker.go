@@ -164,12 +164,21 @@ func (r *runner) claimLoop() {
 			threshold = half
 		}
 		slotLimited := free < threshold
+		var limit int64
 		if !slotLimited {
-			limit := min(free, int64(e.cfg.ClaimBatch))
+			// Reserve the slots first: emits may hand deliveries to the
+			// workers meanwhile, and the total must stay within capacity.
+			limit = int64(r.reserve(int(min(free, int64(e.cfg.ClaimBatch)))))
+			slotLimited = limit == 0
+		}
+		if !slotLimited {
 			now := e.now()
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 			ds, err := e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
 			cancel()
+			if unused := limit - int64(len(ds)); unused > 0 {
+				r.inflight.Add(-unused)
+			}
 			if err != nil {
 				backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
 				e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
@@ -188,7 +197,6 @@ func (r *runner) claimLoop() {
 			}
 			r.mu.Unlock()
 			if len(ds) > 0 {
-				r.inflight.Add(int64(len(ds)))
 				at := time.Now()
 				for _, d := range ds {
 					r.jobs <- job{d: d, claimedAt: at} // never blocks: capacity
@@ -291,15 +299,7 @@ func (r *runner) preclaim(recs []EventRecord) int {
 	if r.stopping.Load() {
 		return 0
 	}
-	want := 0
-	for i := range recs {
-		for j := range recs[i].Deliveries {
-			if recs[i].Deliveries[j].State == StatePending {
-				want++
-			}
-		}
-	}
-	got := r.reserve(want)
+	got := r.reserve(countPending(recs))
 	if got == 0 {
 		return 0
 	}
