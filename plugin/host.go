@@ -88,6 +88,18 @@ func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slo
 		}
 		h.procs = append(h.procs, p)
 	}
+	// Check every type first so that a conflict registers none of them.
+	taken := map[string]bool{}
+	for _, t := range reg.Types() {
+		taken[t] = true
+	}
+	for _, p := range h.procs {
+		if taken[p.desc.Type] {
+			_ = h.Close()
+			return nil, p.errorf(fmt.Errorf("action type %q is already registered (by erpflow or another plugin)", p.desc.Type))
+		}
+		taken[p.desc.Type] = true
+	}
 	for _, p := range h.procs {
 		if err := reg.Register(p.desc.Type, &factory{p: p}); err != nil {
 			_ = h.Close()

@@ -150,6 +150,9 @@ func TestDuplicateType(t *testing.T) {
 	if err == nil || !contains(err.Error(), `"b"`, "already registered") {
 		t.Fatalf("want duplicate type error, got %v", err)
 	}
+	if len(reg.Types()) != 0 {
+		t.Fatalf("a failed Start registered %v", reg.Types())
+	}
 }
 
 func TestDecodeErrorsHavePositions(t *testing.T) {
