@@ -362,6 +362,8 @@ func TestHealthAndMetrics(t *testing.T) {
 		`erpflow_queue_depth{state="pending"} 0`,
 		`erpflow_oldest_pending_age_seconds 0`,
 		`erpflow_store_up 1`,
+		`erpflow_http_requests_total{code="202",route="POST /v1/events"} 1`,
+		`erpflow_http_request_duration_seconds_count{route="POST /v1/rules"} 1`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,8 @@ type Metrics struct {
 	finished   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	evalErrors *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	reqLatency *prometheus.HistogramVec
 }
 
 var _ engine.Observer = (*Metrics)(nil)
@@ -56,7 +59,16 @@ func NewMetrics() *Metrics {
 		Name: "erpflow_condition_errors_total",
 		Help: "Rule conditions that failed at run time (the rule did not match).",
 	}, []string{"rule"})
-	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors,
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_http_requests_total",
+		Help: "API requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	m.reqLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "erpflow_http_request_duration_seconds",
+		Help:    "API request latency by route pattern.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"route"})
+	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors, m.requests, m.reqLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -83,6 +95,16 @@ func (m *Metrics) AttemptDone(d *engine.Delivery, a *engine.Attempt, next engine
 
 // EvalError implements engine.Observer.
 func (m *Metrics) EvalError(rule string, err error) { m.evalErrors.WithLabelValues(rule).Inc() }
+
+// request records one API request; route is the ServeMux pattern ("" for
+// unknown paths, counted as "other" to bound the label values).
+func (m *Metrics) request(route string, code int, d time.Duration) {
+	if route == "" || route == "/" {
+		route = "other"
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.reqLatency.WithLabelValues(route).Observe(d.Seconds())
+}
 
 // WatchQueue adds gauges read from store.Stats at every scrape: queue depth
 // by state and the age of the oldest pending delivery.

@@ -118,6 +118,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	s.mux.ServeHTTP(rec, r)
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.request(r.Pattern, rec.status, time.Since(start))
+	}
 	lvl := slog.LevelDebug
 	if rec.status >= 500 {
 		lvl = slog.LevelError
