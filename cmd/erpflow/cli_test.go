@@ -95,12 +95,16 @@ func TestRulesAndDeliveriesCLI(t *testing.T) {
 		t.Fatalf("bad rule:\n%s", out)
 	}
 	runCLI(t, 0, append([]string{"rules", "enable", "jobs"}, s...)...)
+	os.WriteFile(rule, []byte("name: jobs\ndescription: job events\non: {entity: Job, events: [Created, Assigned]}\nretry: none\nactions:\n  - type: webhook\n    url: "+rv.URL+"/jobs\n"), 0o600)
+	if out := runCLI(t, 0, append([]string{"rules", "update", "jobs", rule}, s...)...); !strings.Contains(out, "job events") || !regexp.MustCompile(`enabled:\s+true`).MatchString(out) {
+		t.Fatalf("update:\n%s", out)
+	}
 	out = runCLI(t, 0, append([]string{"rules", "duplicate", "jobs", "jobs-b"}, s...)...)
 	if !strings.Contains(out, "jobs-b") || !regexp.MustCompile(`enabled:\s+false`).MatchString(out) {
 		t.Fatalf("duplicate:\n%s", out)
 	}
 	out = runCLI(t, 0, append([]string{"rules", "list"}, s...)...)
-	if !regexp.MustCompile(`(?m)^jobs\s+true\s+api v2\s+\(all\)\s+Job Created,Assigned\s+webhook`).MatchString(out) ||
+	if !regexp.MustCompile(`(?m)^jobs\s+true\s+api v3\s+\(all\)\s+Job Created,Assigned\s+webhook`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^jobs-b\s+false`).MatchString(out) {
 		t.Fatalf("list:\n%s", out)
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 func init() {
-	commands["rules"] = command{summary: "manage the rules of a running server: list, get, create, enable, disable, duplicate, test, delete, reload", run: runRules}
+	commands["rules"] = command{summary: "manage the rules of a running server: list, get, create, update, enable, disable, duplicate, test, delete, reload", run: runRules}
 }
 
 const rulesUsage = `usage: erpflow rules <subcommand> [flags]
@@ -21,6 +21,7 @@ const rulesUsage = `usage: erpflow rules <subcommand> [flags]
   list                       rules in force (file rules are read-only)
   get NAME                   one rule
   create FILE|-              add a rule (YAML or JSON; created disabled unless it says enabled: true)
+  update NAME FILE|-         replace an API rule (its enabled state stays unless the file says)
   enable NAME | disable NAME switch a rule on or off
   duplicate NAME [NEW]       copy a rule (disabled; default name NAME-copy)
   test NAME EVENT.json|-     run the rule's actions for a sample event now and show the attempts
@@ -53,7 +54,7 @@ func runRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return reportErr(stderr, "rules", err)
 	}
 	need := map[string][2]int{"list": {0, 0}, "get": {1, 1}, "create": {1, 1}, "enable": {1, 1}, "disable": {1, 1},
-		"duplicate": {1, 2}, "test": {2, 2}, "delete": {1, 1}, "reload": {0, 0}}
+		"duplicate": {1, 2}, "test": {2, 2}, "update": {2, 2}, "delete": {1, 1}, "reload": {0, 0}}
 	n, ok := need[sub]
 	if !ok {
 		fmt.Fprintf(stderr, "erpflow rules: unknown subcommand %q\n\n%s", sub, rulesUsage)
@@ -73,11 +74,12 @@ func runRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case "create":
 		var body []byte
 		if body, err = readInput(pos[0]); err == nil {
-			ct := "application/yaml"
-			if t := strings.TrimSpace(string(body)); strings.HasPrefix(t, "{") {
-				ct = "application/json"
-			}
-			err = c.Do(ctx, http.MethodPost, "/v1/rules", nil, body, ct, &raw)
+			err = c.Do(ctx, http.MethodPost, "/v1/rules", nil, body, ruleContentType(body), &raw)
+		}
+	case "update":
+		var body []byte
+		if body, err = readInput(pos[1]); err == nil {
+			err = c.Do(ctx, http.MethodPut, path(), nil, body, ruleContentType(body), &raw)
 		}
 	case "enable", "disable":
 		err = c.Post(ctx, path()+"/"+sub, nil, &raw)
@@ -151,6 +153,13 @@ func runRules(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		printRule(stdout, r)
 	}
 	return 0
+}
+
+func ruleContentType(body []byte) string {
+	if strings.HasPrefix(strings.TrimSpace(string(body)), "{") {
+		return "application/json"
+	}
+	return "application/yaml"
 }
 
 func printRules(w io.Writer, rules []client.Rule) {
