@@ -388,6 +388,8 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 		if _, err := e.store.InsertEvents(ctx, raises); err != nil {
 			e.log.Error("erpflow: recording dead events failed", "err", err)
+		} else if countPending(raises) > 0 {
+			e.kick()
 		}
 		cancel()
 	}
