@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/erpflow/erpflow/actions"
-	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/engine/store/sqlite"
 	pb "github.com/erpflow/erpflow/plugin/proto/v1"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
@@ -29,9 +26,9 @@ import (
 // EngineOptions configures the engine running as a plugin. They travel to
 // the subprocess as JSON. Zero values mean defaults.
 type EngineOptions struct {
-	// Database is the store: "sqlite:PATH", or what the serving binary's
-	// OpenStore accepts (erpflow: postgres://… too). Default
-	// "sqlite:erpflow.db" in the working directory.
+	// Database is the store: "sqlite:PATH" or "postgres://…" for the
+	// erpflow binary (what the serving binary's OpenStore accepts).
+	// Default "sqlite:erpflow.db" in the working directory.
 	Database string `json:"database,omitempty"`
 	// Workers is how many actions run at once. Default 32.
 	Workers int `json:"workers,omitempty"`
@@ -43,14 +40,15 @@ type EngineOptions struct {
 	Plugins []Spec `json:"plugins,omitempty"`
 }
 
-// EngineServer configures ServeEngine. Zero values mean defaults.
+// EngineServer configures ServeEngine. The store and the action types are
+// the serving binary's choice (erpflow's plugin-engine command: every
+// store, the webhook action), so that this package, which plugin authors
+// import too, does not link a database driver into every plugin.
 type EngineServer struct {
-	// OpenStore opens the store for EngineOptions.Database. Default: SQLite
-	// ("sqlite:PATH") only.
+	// OpenStore opens the store for EngineOptions.Database. Required.
 	OpenStore func(ctx context.Context, url string) (engine.Store, error)
 	// Registry builds the action registry (plugins are added to it).
-	// Default: the built-in webhook type with AllowHTTP and
-	// AllowPrivateNetworks from the options.
+	// Required.
 	Registry func(opts EngineOptions) (*actions.Registry, error)
 	// Logger receives the engine's logs; they reach the host's logger
 	// through go-plugin. Default: JSON records on stderr (see Logger).
@@ -133,11 +131,10 @@ func (s *engineServer) Open(ctx context.Context, req *pb.OpenRequest) (*pb.OpenR
 	if opts.Database == "" {
 		opts.Database = "sqlite:erpflow.db"
 	}
-	open := s.cfg.OpenStore
-	if open == nil {
-		open = openSQLite
+	if s.cfg.OpenStore == nil || s.cfg.Registry == nil {
+		return nil, status.Error(codes.Internal, "this engine plugin binary sets no OpenStore or Registry in plugin.EngineServer")
 	}
-	st, err := open(ctx, opts.Database)
+	st, err := s.cfg.OpenStore(ctx, opts.Database)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "database: %v", err)
 	}
@@ -153,11 +150,7 @@ func (s *engineServer) Open(ctx context.Context, req *pb.OpenRequest) (*pb.OpenR
 		_ = st.Close()
 		return nil, status.Errorf(code, format, args...)
 	}
-	newReg := s.cfg.Registry
-	if newReg == nil {
-		newReg = defaultRegistry
-	}
-	reg, err := newReg(opts)
+	reg, err := s.cfg.Registry(opts)
 	if err != nil {
 		return fail(codes.InvalidArgument, "actions: %v", err)
 	}
@@ -185,23 +178,6 @@ func (s *engineServer) Open(ctx context.Context, req *pb.OpenRequest) (*pb.OpenR
 	}
 	s.eng, s.store, s.reg = eng, st, reg
 	return &pb.OpenResponse{}, nil
-}
-
-func openSQLite(ctx context.Context, url string) (engine.Store, error) {
-	path, ok := strings.CutPrefix(url, "sqlite:")
-	if !ok {
-		return nil, fmt.Errorf("%q: this engine plugin supports only sqlite:PATH", url)
-	}
-	return sqlite.Open(ctx, path, sqlite.Options{})
-}
-
-func defaultRegistry(opts EngineOptions) (*actions.Registry, error) {
-	reg := &actions.Registry{}
-	err := reg.Register("webhook", webhook.New(webhook.Options{
-		AllowHTTP:            opts.AllowHTTP,
-		AllowPrivateNetworks: opts.AllowPrivateNetworks,
-	}))
-	return reg, err
 }
 
 func (s *engineServer) Close(ctx context.Context, _ *pb.CloseRequest) (*pb.CloseResponse, error) {
