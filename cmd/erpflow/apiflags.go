@@ -46,6 +46,25 @@ func (f *apiFlags) client() (*client.Client, error) {
 	return &client.Client{Server: f.server, Token: tok}, nil
 }
 
+// subcommand starts a command with subcommands ("rules list …"): it
+// returns the subcommand and a flag set with the API flags registered, or
+// a nil flag set and the exit code when there is nothing to run (help).
+func subcommand(name, usage string, args []string, stderr io.Writer) (string, *flag.FlagSet, *apiFlags, int) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return "", nil, nil, 2
+		}
+		return "", nil, nil, 0
+	}
+	fs := flag.NewFlagSet(name+" "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	af := &apiFlags{}
+	af.register(fs)
+	return args[0], fs, af, 0
+}
+
 // parseInterleaved parses flags and positional arguments in any order.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,19 +33,10 @@ flags: --server URL (env ERPFLOW_SERVER), --token T (env ERPFLOW_TOKEN), -o tabl
 `
 
 func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, deliveriesUsage)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+	sub, fs, af, code := subcommand("deliveries", deliveriesUsage, args, stderr)
+	if fs == nil {
+		return code
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("deliveries "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, deliveriesUsage) }
-	var af apiFlags
-	af.register(fs)
 	var rule, status, tenant, event, since, until, cursor string
 	var limit int
 	tenantSet := false

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,19 +31,10 @@ flags: --server URL (env ERPFLOW_SERVER), --token T (env ERPFLOW_TOKEN), -o tabl
 `
 
 func runRules(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stderr, rulesUsage)
-		if len(args) == 0 {
-			return 2
-		}
-		return 0
+	sub, fs, af, code := subcommand("rules", rulesUsage, args, stderr)
+	if fs == nil {
+		return code
 	}
-	sub := args[0]
-	fs := flag.NewFlagSet("rules "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var af apiFlags
-	af.register(fs)
-	fs.Usage = func() { fmt.Fprint(stderr, rulesUsage) }
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return 2

@@ -3,24 +3,21 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/testdb"
 )
 
 // The tests in this file drive the real erpflow binary, built once per
@@ -230,30 +227,7 @@ func testDatabases(t *testing.T) []testDB {
 	return dbs
 }
 
-var pgSeq atomic.Int64
-
-func newPGDatabase(t *testing.T, base string) string {
-	t.Helper()
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("clitest_%d_%d", os.Getpid(), pgSeq.Add(1))
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func newPGDatabase(t testing.TB, base string) string { return testdb.New(t, base, "clitest") }
 
 func quickstart(t *testing.T, database string) {
 	dir := t.TempDir()

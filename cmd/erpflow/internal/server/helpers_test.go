@@ -3,14 +3,12 @@ package server
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq"
-
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/testdb"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
 )
@@ -76,30 +73,7 @@ func openStore(ctx context.Context, addr string) (engine.Store, error) {
 	return sqlite.Open(ctx, addr, sqlite.Options{})
 }
 
-var pgSeq atomic.Int64
-
-func newPGDatabase(t testing.TB, base string) string {
-	t.Helper()
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("servertest_%d_%d", os.Getpid(), pgSeq.Add(1))
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+func newPGDatabase(t testing.TB, base string) string { return testdb.New(t, base, "servertest") }
 
 func testRegistry() *actions.Registry {
 	zero := 0
