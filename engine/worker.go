@@ -437,7 +437,7 @@ func (r *runner) flush(rs []result) {
 	}
 	backoff := time.Duration(0)
 	giveUp := time.Time{}
-	for {
+	for failures := 1; ; failures++ {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 		_, err := e.store.Complete(ctx, cs)
 		cancel()
@@ -446,6 +446,24 @@ func (r *runner) flush(rs []result) {
 				e.log.Info("erpflow: recording attempts works again")
 			}
 			break
+		}
+		// The database answers but refuses this batch: one completion may
+		// be unwritable. Record the others one by one; drop one that still
+		// fails (its lease expires and it runs again) rather than block
+		// every worker behind it.
+		if failures >= 3 && r.storeUp() {
+			if len(rs) > 1 {
+				e.log.Error("erpflow: recording a batch of attempts keeps failing; recording them one by one", "err", err, "count", len(rs))
+				for i := range rs {
+					r.flush(rs[i : i+1])
+				}
+				return
+			}
+			if failures >= 5 {
+				e.log.Error("erpflow: cannot record an attempt; the delivery runs again after its lease", "delivery", cs[0].ID, "err", err)
+				r.done(1)
+				return
+			}
 		}
 		backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
 		e.log.Error("erpflow: recording attempts failed; retrying", "err", err, "count", len(cs), "in", backoff)
@@ -482,6 +500,13 @@ func (r *runner) flush(rs []result) {
 		e.kick()
 	}
 	r.done(len(cs))
+}
+
+// storeUp reports whether the database answers at all.
+func (r *runner) storeUp() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return r.e.store.Ping(ctx) == nil
 }
 
 // execute runs one attempt of d and returns its completion. interrupted is

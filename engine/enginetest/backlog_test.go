@@ -59,13 +59,7 @@ func TestBacklogBounded(t *testing.T) {
 		st := &countingStore{Store: real}
 		rv := newReceiver(t)
 		rules := parseRules(t, "rules:"+hookRule("backlog", rv.URL, "default"))
-		e, err := engine.New(st, engine.Config{Workers: 8, ClaimBatch: 16, PollInterval: 20 * time.Millisecond, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Reload(rules); err != nil {
-			t.Fatal(err)
-		}
+		e := newIdleEngine(t, st, rules, engine.Config{Workers: 8, ClaimBatch: 16})
 		ctx := context.Background()
 		evs := make([]engine.Event, 0, 1000)
 		for i := 0; i < n; i++ {

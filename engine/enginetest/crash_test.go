@@ -136,14 +136,7 @@ func TestMultiInstance(t *testing.T) {
 		children = append(children, startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_LEASE=5m"))
 	}
 	st := mustOpen(t, db)
-	e, err := engine.New(st, engine.Config{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop(context.Background())
-	if err := e.Reload(parseRules(t, rules)); err != nil {
-		t.Fatal(err)
-	}
+	e := newIdleEngine(t, st, parseRules(t, rules), engine.Config{})
 	// Emit while the workers run, from several goroutines.
 	var wg sync.WaitGroup
 	for g := range 4 {

@@ -70,14 +70,7 @@ func TestEmitIdempotent(t *testing.T) {
 		st := mustOpen(t, k.newDB(t))
 		rv := newReceiver(t)
 		rules := parseRules(t, "rules:"+hookRule("a", rv.URL, "")+hookRule("b", rv.URL, ""))
-		e, err := engine.New(st, engine.Config{Logger: testLogger(t)}) // not started: deliveries wait
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e.Stop(context.Background())
-		if err := e.Reload(rules); err != nil {
-			t.Fatal(err)
-		}
+		e := newIdleEngine(t, st, rules, engine.Config{})
 		ctx := context.Background()
 		first, err := e.Emit(ctx, order("same"))
 		if err != nil {

@@ -176,6 +176,16 @@ func (c *fakeClock) Set(t time.Time) {
 // end of the test.
 func newEngine(t testing.TB, st engine.Store, rules []*triggers.Rule, cfg engine.Config) *engine.Engine {
 	t.Helper()
+	e := newIdleEngine(t, st, rules, cfg)
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// newIdleEngine is newEngine not started: emitted deliveries wait.
+func newIdleEngine(t testing.TB, st engine.Store, rules []*triggers.Rule, cfg engine.Config) *engine.Engine {
+	t.Helper()
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 20 * time.Millisecond
 	}
@@ -187,9 +197,6 @@ func newEngine(t testing.TB, st engine.Store, rules []*triggers.Rule, cfg engine
 		t.Fatal(err)
 	}
 	if err := e.Reload(rules); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

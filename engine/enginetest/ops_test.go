@@ -81,14 +81,7 @@ func TestRuleRemoved(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := mustOpen(t, k.newDB(t))
 		rv := newReceiver(t)
-		e, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer e.Stop(context.Background())
-		if err := e.Reload(parseRules(t, "rules:"+hookRule("gone-soon", rv.URL, "default"))); err != nil {
-			t.Fatal(err)
-		}
+		e := newIdleEngine(t, st, parseRules(t, "rules:"+hookRule("gone-soon", rv.URL, "default")), engine.Config{})
 		res, err := e.Emit(context.Background(), order("rm"))
 		if err != nil {
 			t.Fatal(err)

@@ -18,13 +18,7 @@ func TestStopReleasesInFlight(t *testing.T) {
 		rv := newReceiver(t)
 		rv.block = make(chan struct{})
 		rules := parseRules(t, "rules:"+hookRule("slow", rv.URL, "default"))
-		e, err := engine.New(st, engine.Config{Workers: 4, ClaimBatch: 4, PollInterval: 20 * time.Millisecond, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Reload(rules); err != nil {
-			t.Fatal(err)
-		}
+		e := newIdleEngine(t, st, rules, engine.Config{Workers: 4, ClaimBatch: 4})
 		ctx := context.Background()
 		var ids []string
 		for i := range 6 {
@@ -74,13 +68,7 @@ func TestStopWaitsForInFlight(t *testing.T) {
 		rv := newReceiver(t)
 		rv.block = make(chan struct{})
 		rules := parseRules(t, "rules:"+hookRule("slow", rv.URL, "default"))
-		e, err := engine.New(st, engine.Config{Workers: 2, PollInterval: 20 * time.Millisecond, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Reload(rules); err != nil {
-			t.Fatal(err)
-		}
+		e := newIdleEngine(t, st, rules, engine.Config{Workers: 2})
 		ctx := context.Background()
 		if err := e.Start(ctx); err != nil {
 			t.Fatal(err)
