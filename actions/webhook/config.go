@@ -118,7 +118,8 @@ func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessag
 // auth and signature headers, with quick retries, and reports the attempt.
 func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outcome {
 	var p Payload
-	if err := decodePayload(req.Payload, &p); err != nil {
+	rawBody, err := decodePayload(req.Payload, &p)
+	if err != nil {
 		return actions.Outcome{Status: actions.Permanent, Error: "webhook: stored payload is not valid: " + err.Error()}
 	}
 	target := p.URL
@@ -169,17 +170,17 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		h[HeaderSignature] = []string{signAll(c.secrets, id, ts, body)}
 	}
 
-	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, reqH: h, mask: c.maskFor}
+	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	tries := &tryRecorder{}
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
 
-	var rawBody any
+	var reqBody any
 	if body != nil {
-		rawBody = body
+		reqBody = body
 	}
-	rreq, err := retryablehttp.NewRequestWithContext(ctx, p.Method, target, rawBody)
+	rreq, err := retryablehttp.NewRequestWithContext(ctx, p.Method, target, reqBody)
 	if err != nil {
 		msg := "webhook: cannot build request: " + redactText(errorText(err))
 		rec.Error = msg
@@ -282,16 +283,17 @@ func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome 
 }
 
 // maskFor says what a request header's value is recorded as, when masked.
+// Names are as Execute sets them: canonical, or the lower-case webhook-*.
 func (c *config) maskFor(name string) (string, bool) {
 	switch {
-	case http.CanonicalHeaderKey(name) == "Authorization":
+	case name == "Authorization":
 		if c.authMasked != "" {
 			return c.authMasked, true
 		}
 		return masked, true
-	case name == HeaderSignature || http.CanonicalHeaderKey(name) == "Webhook-Signature":
+	case name == HeaderSignature:
 		return "v1," + masked, true
-	case c.secretHeaders[http.CanonicalHeaderKey(name)]:
+	case c.secretHeaders[name]:
 		return masked, true
 	}
 	return "", false

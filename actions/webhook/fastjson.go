@@ -16,16 +16,19 @@ import (
 // network, so both shapes have hand-written codecs here (decoding falls
 // back to encoding/json for anything unusual).
 
-// decodePayload parses a stored payload.
-func decodePayload(b []byte, p *Payload) error {
-	if fastDecodePayload(string(b), p) {
-		return nil
+// decodePayload parses a stored payload. rawBody is the body still
+// JSON-escaped when the fast path could take it from the payload as is
+// ("" otherwise): the attempt record reuses it instead of escaping again.
+func decodePayload(b []byte, p *Payload) (rawBody string, err error) {
+	if raw, ok := fastDecodePayload(string(b), p); ok {
+		return raw, nil
 	}
 	*p = Payload{}
-	return json.Unmarshal(b, p)
+	return "", json.Unmarshal(b, p)
 }
 
-func fastDecodePayload(s string, p *Payload) bool {
+func fastDecodePayload(s string, p *Payload) (rawBody string, ok bool) {
+	var lastRaw string
 	i := 0
 	ws := func() {
 		for i < len(s) && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
@@ -39,16 +42,19 @@ func fastDecodePayload(s string, p *Payload) bool {
 		}
 		start, esc := i, false
 		for i++; i < len(s); i++ {
-			switch s[i] {
-			case '\\':
+			switch c := s[i]; {
+			case c == '\\':
 				esc = true
 				i++
-			case '"':
+			case c < 0x20:
+				return "", false
+			case c == '"':
 				i++
+				lastRaw = s[start+1 : i-1]
 				if !esc {
-					return s[start+1 : i-1], true
+					return lastRaw, true
 				}
-				return unescapeJSON(s[start+1 : i-1])
+				return unescapeJSON(lastRaw)
 			}
 		}
 		return "", false
@@ -62,25 +68,25 @@ func fastDecodePayload(s string, p *Payload) bool {
 		return false
 	}
 	if !punct('{') {
-		return false
+		return "", false
 	}
 	for first := true; ; first = false {
 		if punct('}') {
 			ws()
-			return i == len(s) && p.Method != "" && p.URL != ""
+			return rawBody, i == len(s) && p.Method != "" && p.URL != ""
 		}
 		if !first && !punct(',') {
-			return false
+			return "", false
 		}
 		key, ok := str()
 		if !ok || !punct(':') {
-			return false
+			return "", false
 		}
 		switch key {
 		case "method", "url", "body":
 			v, ok := str()
 			if !ok {
-				return false
+				return "", false
 			}
 			switch key {
 			case "method":
@@ -89,10 +95,11 @@ func fastDecodePayload(s string, p *Payload) bool {
 				p.URL = v
 			default:
 				p.Body = &v
+				rawBody = lastRaw
 			}
 		case "headers":
 			if !punct('{') {
-				return false
+				return "", false
 			}
 			p.Headers = make(map[string]string, 4)
 			for hf := true; ; hf = false {
@@ -100,20 +107,20 @@ func fastDecodePayload(s string, p *Payload) bool {
 					break
 				}
 				if !hf && !punct(',') {
-					return false
+					return "", false
 				}
 				k, ok := str()
 				if !ok || !punct(':') {
-					return false
+					return "", false
 				}
 				v, ok := str()
 				if !ok {
-					return false
+					return "", false
 				}
 				p.Headers[k] = v
 			}
 		default:
-			return false
+			return "", false
 		}
 	}
 }
@@ -337,7 +344,11 @@ func (r *Record) MarshalJSON() ([]byte, error) {
 	} else {
 		b = appendStringMap(b, r.RequestHeaders)
 	}
-	if r.RequestBody != nil {
+	if r.rawReqBody != "" {
+		b = append(b, `,"request_body":"`...)
+		b = append(b, r.rawReqBody...)
+		b = append(b, '"')
+	} else if r.RequestBody != nil {
 		b = append(b, `,"request_body":`...)
 		b = appendJSONString(b, *r.RequestBody)
 	}

@@ -47,6 +47,8 @@ type Record struct {
 	// written (masked) straight into the JSON, without building the maps.
 	reqH, respH http.Header
 	mask        func(canonicalName string) (string, bool)
+	rawReqBody  string // RequestBody still JSON-escaped, as in the stored payload
+
 }
 
 type recorderKey struct{}
