@@ -88,3 +88,13 @@ func FuzzUnescapeJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestFastPathTakesRenderOutput(t *testing.T) {
+	body := "{\"a\": \"x\\\"y\", \"b\": \"\u00e9\u2028<&>\"}"
+	p := Payload{Method: "POST", URL: "https://h/x?a=1&b=2", Headers: map[string]string{"Content-Type": "application/json", "X-A": "v"}, Body: &body}
+	var got Payload
+	raw, ok := fastDecodePayload(string(encodePayload(&p)), &got)
+	if !ok || raw == "" || *got.Body != body || got.Headers["X-A"] != "v" {
+		t.Fatalf("fast path not taken: ok=%v raw=%q got=%+v", ok, raw, got)
+	}
+}
