@@ -172,12 +172,7 @@ func (c *config) splitValue(x any, p string, conv *yamlJSON, errs *[]error) any 
 		if strings.Contains(t, "{") {
 			tpl, err := templates.ParseText(t)
 			if err != nil {
-				msg := err.Error()
-				var te *templates.Error
-				if errors.As(err, &te) {
-					msg = te.Msg
-				}
-				*errs = append(*errs, actions.Errorf(conv.values[p], pointerToDotted(p), "%s", msg))
+				*errs = append(*errs, templateError(conv.values[p], pointerToDotted(p), err))
 				return t
 			}
 			if !tpl.Constant() {
@@ -186,6 +181,29 @@ func (c *config) splitValue(x any, p string, conv *yamlJSON, errs *[]error) any 
 		}
 	}
 	return x
+}
+
+// templateError places a template error at its offset in the scalar n
+// when the scalar is on one line (plain or quoted); otherwise at n.
+func templateError(n *yaml.Node, path string, err error) *actions.FieldError {
+	fe := actions.Errorf(n, path, "%v", err)
+	var te *templates.Error
+	if !errors.As(err, &te) || n == nil {
+		return fe
+	}
+	fe.Msg = te.Msg
+	if strings.Contains(n.Value, "\n") {
+		return fe
+	}
+	switch n.Style {
+	case 0:
+		fe.Column += te.Offset
+	case yaml.SingleQuotedStyle, yaml.DoubleQuotedStyle:
+		if !strings.ContainsAny(n.Value, "'\\\"") { // no escapes shift the offset
+			fe.Column += 1 + te.Offset
+		}
+	}
+	return fe
 }
 
 func (c *config) Type() string { return c.p.desc.Type }

@@ -167,7 +167,8 @@ func TestDecodeErrorsHavePositions(t *testing.T) {
 		{"required", "hang: true\n", 1, 1, "", "message"},
 		{"nested list item", "message: hi\ntags:\n  - a\n  - 7\n", 4, 5, "tags.1", "string"},
 		{"plugin validate", "message: forbidden\n", 1, 10, "message", `must not be "forbidden"`},
-		{"placeholder", "message: 'order {dta.x}'\n", 1, 10, "message", "unknown placeholder"},
+		{"placeholder", "message: 'order {dta.x}'\n", 1, 17, "message", "unknown placeholder"},
+		{"placeholder, plain", "message: order {rul}\n", 1, 16, "message", "did you mean {rule}"},
 		{"timeout", "message: hi\ntimeout: soon\n", 2, 10, "timeout", "positive duration"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
