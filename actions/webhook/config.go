@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -189,6 +190,11 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	rreq.Header = h
 
 	start := time.Now()
+	release, err := c.f.acquire(ctx, canonicalHostPort(rreq.URL))
+	if err != nil {
+		rec.DurationMS = ms(time.Since(start))
+		return c.outcome(c.transportFailure(ctx, fmt.Errorf("waiting for a free connection slot to %s: %w", rreq.URL.Host, err)), rec, tries)
+	}
 	resp, err := c.client.retry.Do(rreq)
 	var out actions.Outcome
 	if err != nil {
@@ -196,6 +202,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	} else {
 		out = c.readResponse(resp, rec)
 	}
+	release()
 	rec.DurationMS = ms(time.Since(start))
 	if out.Error != "" && rec.Error == "" {
 		rec.Error = out.Error
@@ -297,6 +304,18 @@ func (c *config) maskFor(name string) (string, bool) {
 		return masked, true
 	}
 	return "", false
+}
+
+// canonicalHostPort is the key requests to one destination share.
+func canonicalHostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Hostname()) + ":" + port
 }
 
 func newMsgID() string {

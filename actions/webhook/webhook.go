@@ -24,7 +24,7 @@ type Options struct {
 	MaxResponseBody      int64         // bytes of response body kept per attempt; default 65536
 	QuickRetries         *int          // in-process retries per attempt; default 2 (0 disables)
 	MaxRetryAfter        time.Duration // longest Retry-After waited for in-process; default 30s (longer ones end the attempt and go to the engine)
-	MaxConnsPerHost      int           // concurrent connections per destination host; default 64
+	MaxConnsPerHost      int           // concurrent requests (and connections) per destination host; default 64
 	FollowRedirects      bool          // default false: a 3xx is a failed attempt (Location recorded)
 	Logger               *slog.Logger  // default: discard
 	// QuickRetryWait is the first wait between quick retries, doubling up
@@ -69,6 +69,26 @@ type Factory struct {
 
 	mu      sync.Mutex
 	clients map[[32]byte]*client // by CA bundle (zero key: default pool)
+
+	// hosts bounds concurrent requests per destination host:port. The
+	// transport's MaxConnsPerHost alone would not with HTTP/2, where one
+	// connection carries many requests.
+	hosts sync.Map // "host:port" -> chan struct{}
+}
+
+// acquire waits for a request slot for hostport; release gives it back.
+func (f *Factory) acquire(ctx context.Context, hostport string) (release func(), err error) {
+	v, ok := f.hosts.Load(hostport)
+	if !ok {
+		v, _ = f.hosts.LoadOrStore(hostport, make(chan struct{}, f.opts.MaxConnsPerHost))
+	}
+	sem := v.(chan struct{})
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // New returns the webhook action type for an actions.Registry.

@@ -543,3 +543,46 @@ func TestConcurrentDeliveries(t *testing.T) {
 		t.Fatalf("%d requests", n)
 	}
 }
+
+func TestConcurrencyPerHostBounded(t *testing.T) {
+	const limit = 3
+	var mu sync.Mutex
+	inFlight, peak := 0, 0
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 10)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		arrived <- struct{}{}
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	})
+	f := testFactory(t, rc, func(o *webhook.Options) { o.MaxConnsPerHost = limit })
+	cfg := mustDecode(t, f, "url: "+rc.URL+"/c")
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, out := deliver(t, cfg, salesOrder(t), "d"); out.Status != actions.Succeeded {
+				t.Errorf("%+v", out)
+			}
+		}()
+	}
+	// Once `limit` requests are held by the receiver, let them all go.
+	for range limit {
+		<-arrived
+	}
+	close(release)
+	wg.Wait()
+	if peak != limit {
+		t.Fatalf("peak concurrency %d, want %d", peak, limit)
+	}
+	if n := len(rc.requests()); n != 10 {
+		t.Fatalf("%d requests", n)
+	}
+}
