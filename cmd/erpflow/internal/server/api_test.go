@@ -348,6 +348,12 @@ func TestHealthAndMetrics(t *testing.T) {
 	e := newEnv(t, st, envOpts{})
 	rv := newReceiver(t)
 	must(t, e.do("GET", "/healthz", "", nil), 200)
+	if r := must(t, e.do("GET", "/v1/events", "", nil), 405); r.header.Get("Allow") != "POST" {
+		t.Fatalf("405 Allow: %v", r.header)
+	}
+	if code, _, _ := must(t, e.do("GET", "/v1/nothing", "", nil), 404).errInfo(t); code != "not_found" {
+		t.Fatal(code)
+	}
 	must(t, e.do("GET", "/readyz", "", nil), 200)
 	must(t, e.do("POST", "/v1/rules", "", ruleJSON("m", rv.URL, map[string]any{"enabled": true})), 201)
 	id := must(t, e.do("POST", "/v1/events", "", orderEvent("m1", "")), 202).json(t)["deliveries"].([]any)[0].(map[string]any)["id"].(string)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
@@ -177,6 +178,19 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/deliveries:replay", s.require(config.ScopeDeliveriesWrite, s.replayDeliveries))
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = method
+			if _, pattern := m.Handler(probe); pattern != "/" {
+				allow = append(allow, method)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, errf(http.StatusMethodNotAllowed, "method_not_allowed", "", "%s %s: allowed methods are %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
 		writeError(w, errf(http.StatusNotFound, "not_found", "", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	s.mux = m
