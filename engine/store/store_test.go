@@ -105,20 +105,19 @@ func TestBareQueueLoop(t *testing.T) {
 	}
 }
 
+// benchBare runs one loop over b.N jobs (setup not timed by the loop
+// itself, which reports its own rate).
 func benchBare(b *testing.B, u string) {
-	var rate float64
-	for i := 0; i < b.N; i++ {
-		r, err := store.BareQueueLoop(context.Background(), u, 20000, 100)
-		if err != nil {
-			b.Fatal(err)
-		}
-		rate += r
+	n := max(b.N, 100)
+	rate, err := store.BareQueueLoop(context.Background(), u, n, 100)
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(rate/float64(b.N), "jobs/s")
+	b.ReportMetric(rate, "jobs/s")
 }
 
 // BenchmarkBareQueueLoop is the ceiling the engine is measured against:
-// 20,000 jobs claimed and deleted 100 per transaction.
+// b.N jobs claimed and deleted 100 per transaction.
 func BenchmarkBareQueueLoop(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) { benchBare(b, "sqlite:"+filepath.Join(b.TempDir(), "bare.db")) })
 	b.Run("postgres", func(b *testing.B) {

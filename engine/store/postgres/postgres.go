@@ -155,11 +155,13 @@ func (dialect) MaxParams() int { return 60000 }
 
 func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
+// claimSQL claims in one statement. ANY(ARRAY(…)) keeps the update on
+// the primary key whatever the planner thinks of the table's size.
 var claimSQL = `WITH c AS (
 		SELECT id FROM deliveries WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 	UPDATE deliveries d SET state = 'running', attempts = d.attempts + 1, lease_owner = $3,
 		locked_until = $4, due_at = $4, updated_at = $1
-	FROM c WHERE d.id = c.id
+	WHERE d.id = ANY(ARRAY(SELECT id FROM c))
 	RETURNING ` + sqlcore.DeliveryCols("d.")
 
 func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
@@ -175,17 +177,28 @@ func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until 
 	return ds, err
 }
 
-// completeSQL applies a batch of completions in one statement: arrays in,
-// fenced on owner, state and attempt number.
-const completeSQL = `UPDATE deliveries d SET state = v.state,
-		run_at = COALESCE(NULLIF(v.run_at, '')::timestamptz, d.run_at),
-		due_at = NULLIF(v.run_at, '')::timestamptz,
-		last_code = v.code, last_error = v.err, lease_owner = '', locked_until = NULL,
-		updated_at = v.fin::timestamptz
-	FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[], $8::text[])
-		AS v(id, owner, n, state, run_at, code, err, fin)
-	WHERE d.id = v.id AND d.lease_owner = v.owner AND d.state = 'running' AND d.attempts = v.n
-	RETURNING d.id`
+// completeSQL applies a batch of completions and writes their attempts in
+// one statement: arrays in, fenced on owner, state and attempt number.
+const completeSQL = `WITH v AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::text[],
+			$8::text[], $9::text[], $10::bigint[], $11::text[], $12::bytea[], $13::bool[])
+		AS v(id, owner, n, state, run_at, code, err, fin, started, dur, outcome, detail, test)
+	), u AS (
+		UPDATE deliveries d SET state = v.state,
+			run_at = COALESCE(NULLIF(v.run_at, '')::timestamptz, d.run_at),
+			due_at = NULLIF(v.run_at, '')::timestamptz,
+			last_code = v.code, last_error = v.err, lease_owner = '', locked_until = NULL,
+			updated_at = v.fin::timestamptz
+		FROM v
+		WHERE d.id = v.id AND d.lease_owner = v.owner AND d.state = 'running' AND d.attempts = v.n
+		RETURNING d.id, v.n
+	), a AS (
+		INSERT INTO attempts (delivery_id, n, started_at, duration_ns, outcome, code, error, detail, test)
+		SELECT v.id, v.n, v.started::timestamptz, v.dur, v.outcome, v.code, v.err, NULLIF(v.detail, ''::bytea), v.test
+		FROM v JOIN u ON u.id = v.id AND u.n = v.n
+		ON CONFLICT (delivery_id, n) DO NOTHING
+	)
+	SELECT id FROM u`
 
 func ts(t time.Time) string {
 	if t.IsZero() {
@@ -194,11 +207,15 @@ func ts(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-func (d dialect) CompleteUpdate(ctx context.Context, tx sqlcore.Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
+func (dialect) AtomicComplete() bool { return true }
+
+func (d dialect) CompleteUpdate(ctx context.Context, q sqlcore.Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
 	n := len(cs)
-	ids, owners, states, runAts, errs, fins := make([]string, n), make([]string, n), make([]string, n),
-		make([]string, n), make([]string, n), make([]string, n)
-	atts, codes := make([]int64, n), make([]int64, n)
+	ids, owners, states, runAts, errs, fins, starts, outcomes := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	atts, codes, durs := make([]int64, n), make([]int64, n), make([]int64, n)
+	details := make(pq.ByteaArray, n)
+	tests := make([]bool, n)
 	first := make(map[string]int, n)
 	for i := range cs {
 		c := &cs[i]
@@ -206,12 +223,19 @@ func (d dialect) CompleteUpdate(ctx context.Context, tx sqlcore.Querier, cs []en
 			first[c.ID] = i
 		}
 		runAt, _ := d.s.RunAndDue(c)
+		fin := sqlcore.Finished(c, now)
+		start := c.Attempt.StartedAt
+		if start.IsZero() {
+			start = fin
+		}
 		ids[i], owners[i], states[i], runAts[i] = c.ID, c.Owner, string(c.State), ts(runAt)
-		errs[i], fins[i] = text(c.Attempt.Error), ts(sqlcore.Finished(c, now))
-		atts[i], codes[i] = int64(c.Attempt.N), int64(c.Attempt.Code)
+		errs[i], fins[i], starts[i], outcomes[i] = text(c.Attempt.Error), ts(fin), ts(start), text(c.Attempt.Outcome)
+		atts[i], codes[i], durs[i] = int64(c.Attempt.N), int64(c.Attempt.Code), int64(c.Attempt.Duration)
+		details[i], tests[i] = c.Attempt.Detail, c.Attempt.Test
 	}
-	rows, err := tx.QueryContext(ctx, completeSQL, pq.Array(ids), pq.Array(owners), pq.Array(atts),
-		pq.Array(states), pq.Array(runAts), pq.Array(codes), pq.Array(errs), pq.Array(fins))
+	rows, err := q.QueryContext(ctx, completeSQL, pq.Array(ids), pq.Array(owners), pq.Array(atts),
+		pq.Array(states), pq.Array(runAts), pq.Array(codes), pq.Array(errs), pq.Array(fins),
+		pq.Array(starts), pq.Array(durs), pq.Array(outcomes), details, pq.Array(tests))
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +249,101 @@ func (d dialect) CompleteUpdate(ctx context.Context, tx sqlcore.Querier, cs []en
 		ok[first[id]] = true
 	}
 	return ok, rows.Err()
+}
+
+// writeSQL inserts events, and the deliveries of those that were new, in
+// one statement, and notifies when it wrote deliveries.
+var writeSQL = `WITH e AS (
+		INSERT INTO events (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw)
+		SELECT x.tenant, x.id, x.entity, x.entity_id, x.event_name, NULLIF(x.occurred_at, '')::timestamptz,
+			x.received_at::timestamptz, x.internal, x.raw
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bytea[])
+			AS x(tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw)
+		ON CONFLICT (tenant, id) DO NOTHING
+		RETURNING tenant, id
+	), d AS (
+		INSERT INTO deliveries (` + sqlcore.DeliveryCols("") + `, due_at)
+		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
+			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
+			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
+			y.created_at::timestamptz, y.updated_at::timestamptz, NULLIF(y.due_at, '')::timestamptz
+		FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int[],
+			$17::text[], $18::text[], $19::bytea[], $20::text[], $21::int[], $22::int[], $23::text[], $24::int[],
+			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[])
+			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
+				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
+				locked_until, created_at, updated_at, due_at)
+		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
+		RETURNING 1
+	)
+	SELECT tenant, id FROM e
+	UNION ALL
+	SELECT NULL, NULL FROM (SELECT pg_notify('` + Channel + `', '') FROM (SELECT 1 FROM d LIMIT 1) one) n`
+
+func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent) ([]bool, error) {
+	n := len(evs)
+	eTenant, eID, eEntity, eEntityID, eName, eOcc, eRecv := make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	eInternal := make([]bool, n)
+	eRaw := make(pq.ByteaArray, n)
+	var m int
+	for _, ev := range evs {
+		m += len(ev.Deliveries)
+	}
+	var (
+		id, tenant, eventID, entity, name, rule, atype, retry = make([]string, 0, m), make([]string, 0, m),
+			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
+			make([]string, 0, m), make([]string, 0, m)
+		state, lastErr, owner, runAt, locked, created, updated, due = make([]string, 0, m), make([]string, 0, m),
+			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
+			make([]string, 0, m), make([]string, 0, m)
+		aidx, attempts, base, code = make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m)
+		internal, test             = make([]bool, 0, m), make([]bool, 0, m)
+		payload                    = make(pq.ByteaArray, 0, m)
+	)
+	index := make(map[[2]string]int, n)
+	for i, ev := range evs {
+		e := &ev.Rec.Event
+		index[[2]string{e.Tenant, e.ID}] = i
+		eTenant[i], eID[i], eEntity[i], eEntityID[i], eName[i] = e.Tenant, e.ID, e.Entity, e.EntityID, e.Event
+		eOcc[i], eRecv[i], eInternal[i], eRaw[i] = ts(sqlcore.Round(e.OccurredAt)), ts(sqlcore.Round(ev.ReceivedAt)), ev.Rec.Internal, ev.Raw
+		for k := range ev.Deliveries {
+			dl := &ev.Deliveries[k]
+			p := []byte(dl.Payload)
+			if p == nil {
+				p = []byte{}
+			}
+			id, tenant, eventID, entity = append(id, dl.ID), append(tenant, dl.Tenant), append(eventID, dl.EventID), append(entity, dl.Entity)
+			name, rule, atype, retry = append(name, dl.EventName), append(rule, dl.Rule), append(atype, dl.ActionType), append(retry, dl.Retry)
+			payload, state, lastErr, owner = append(payload, p), append(state, string(dl.State)), append(lastErr, text(dl.LastError)), append(owner, dl.LeaseOwner)
+			runAt, locked, created, updated = append(runAt, ts(dl.RunAt)), append(locked, ts(dl.LockedUntil)), append(created, ts(dl.CreatedAt)), append(updated, ts(dl.UpdatedAt))
+			due = append(due, ts(sqlcore.DueAt(dl)))
+			aidx, attempts, base, code = append(aidx, int64(dl.ActionIndex)), append(attempts, int64(dl.Attempts)), append(base, int64(dl.RetryBase)), append(code, int64(dl.LastCode))
+			internal, test = append(internal, dl.Internal), append(test, dl.Test)
+		}
+	}
+	rows, err := q.QueryContext(ctx, writeSQL,
+		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
+		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
+		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
+		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
+		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
+		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(due))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	inserted := make([]bool, n)
+	for rows.Next() {
+		var t, i sql.NullString
+		if err := rows.Scan(&t, &i); err != nil {
+			return nil, err
+		}
+		if t.Valid {
+			inserted[index[[2]string{t.String, i.String}]] = true
+		}
+	}
+	return inserted, rows.Err()
 }
 
 // text drops NUL bytes, which PostgreSQL text cannot hold.

@@ -3,9 +3,11 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,4 +91,160 @@ func BenchmarkClaimComplete(b *testing.B) {
 	s := open(b, freshSchema(b))
 	defer s.Close()
 	storetest.BenchClaimComplete(b, s)
+}
+
+func record(id string) engine.EventRecord {
+	now := time.Now().UTC()
+	return engine.EventRecord{
+		Event:      engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", Event: "updated"},
+		Raw:        []byte(`{"id":"` + id + `","entity":"SalesOrder","event":"updated"}`),
+		ReceivedAt: now,
+		Deliveries: []engine.Delivery{{ID: "dlv_" + id, Rule: "r", ActionType: "webhook",
+			Payload: []byte(`{"b":1, "a":2}`), State: engine.StatePending, RunAt: now, CreatedAt: now}},
+	}
+}
+
+// wait receives from ch or fails after a generous deadline.
+func wait(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no wakeup: %s", what)
+	}
+}
+
+// Another process's insert wakes this one's workers (LISTEN/NOTIFY).
+func TestWakeupAcrossStores(t *testing.T) {
+	u := freshSchema(t)
+	a, b := open(t, u), open(t, u)
+	defer a.Close()
+	defer b.Close()
+	ch := b.Wakeups()
+	wait(t, ch, "the listener's first wakeup once it listens")
+	if _, err := a.InsertEvents(context.Background(), []engine.EventRecord{record("w1")}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ch, "after another store inserted a delivery")
+}
+
+// InsertEventsTx commits and rolls back with the host's transaction.
+func TestInsertEventsTx(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	host, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	ctx := context.Background()
+	if _, err := host.ExecContext(ctx, "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	emit := func(id string, commit bool) {
+		tx, err := host.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, "INSERT INTO orders VALUES ($1, 'RELEASED')", id); err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.InsertEventsTx(ctx, tx, []engine.EventRecord{record(id)})
+		if err != nil || len(res) != 1 || res[0].Duplicate || len(res[0].Deliveries) != 1 {
+			t.Fatalf("InsertEventsTx: %+v %v", res, err)
+		}
+		// Not visible to others before the host commits.
+		if _, _, err := s.GetDelivery(ctx, "dlv_"+id); !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("delivery visible before commit: %v", err)
+		}
+		if commit {
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emit("kept", true)
+	emit("dropped", false)
+	if _, _, err := s.GetDelivery(ctx, "dlv_kept"); err != nil {
+		t.Errorf("committed delivery: %v", err)
+	}
+	if _, _, err := s.GetDelivery(ctx, "dlv_dropped"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("rolled back delivery: %v", err)
+	}
+	if _, err := s.GetEvent(ctx, "acme", "dropped"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("rolled back event: %v", err)
+	}
+	ds, err := s.Claim(ctx, "w", 10, time.Now().Add(time.Second), time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].ID != "dlv_kept" {
+		t.Fatalf("claimed %+v %v", ds, err)
+	}
+}
+
+// Migrations run once when several processes open a new database at once.
+func TestConcurrentMigrations(t *testing.T) {
+	u := freshSchema(t)
+	errs := make(chan error, 5)
+	for i := 0; i < 5; i++ {
+		go func() {
+			s, err := postgres.Open(context.Background(), u, postgres.Options{MaxConns: 2})
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 5; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("schema_migrations rows %d, %v", n, err)
+	}
+}
+
+// After the server restarts, the pool and the listener reconnect by
+// themselves: the next calls succeed and wakeups resume.
+func TestServerRestart(t *testing.T) {
+	restart := os.Getenv("TEST_PG_RESTART")
+	if restart == "" {
+		t.Skip("TEST_PG_RESTART not set: run `make test`")
+	}
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	ch := s.Wakeups()
+	wait(t, ch, "first listen")
+	ctx := context.Background()
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("before")}); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, ch, "insert before restart")
+	// Fill the pool with idle connections that the restart will kill.
+	for i := 0; i < 4; i++ {
+		if _, err := s.ListDeliveries(ctx, engine.DeliveryFilter{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("sh", "-c", restart).CombinedOutput(); err != nil {
+		t.Fatalf("restart: %v\n%s", err, out)
+	}
+	// The listener reconnects and signals (notifications may be lost).
+	wait(t, ch, "listener reconnect")
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("after")}); err != nil {
+		t.Fatalf("insert after restart: %v", err)
+	}
+	ds, err := s.Claim(ctx, "w", 10, time.Now().Add(time.Second), time.Minute)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("claim after restart: %d, %v", len(ds), err)
+	}
+	wait(t, ch, "insert after restart")
 }

@@ -29,13 +29,33 @@ type Dialect interface {
 	Time(t time.Time) any
 	// Claim claims due deliveries (see engine.Queue.Claim).
 	Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error)
-	// CompleteUpdate applies the state changes of cs inside tx, fenced, and
-	// reports which applied.
-	CompleteUpdate(ctx context.Context, tx Querier, cs []engine.Completion, now time.Time) ([]bool, error)
+	// CompleteUpdate applies the state changes of cs, fenced, writes the
+	// attempt rows of those that applied, and reports which applied.
+	CompleteUpdate(ctx context.Context, q Querier, cs []engine.Completion, now time.Time) ([]bool, error)
 	// Notify tells other processes that new work is due (inside tx: it
 	// fires on commit). May do nothing.
 	Notify(ctx context.Context, tx Querier) error
 }
+
+// NewEvent is an event to write, with its deliveries ready to store.
+type NewEvent struct {
+	Rec        *engine.EventRecord
+	Raw        []byte
+	ReceivedAt time.Time
+	Deliveries []engine.Delivery
+}
+
+// BatchWriter is an optional Dialect capability: write events, and the
+// deliveries of those that are new, in one statement (so no transaction is
+// needed around it); notify when deliveries were written. It reports
+// which events were new.
+type BatchWriter interface {
+	WriteEvents(ctx context.Context, q Querier, evs []NewEvent) (inserted []bool, err error)
+}
+
+// Atomic is an optional Dialect capability: CompleteUpdate is one
+// statement, needing no transaction of its own.
+type Atomic interface{ AtomicComplete() bool }
 
 // Core implements engine.Store over a Dialect.
 type Core struct {
@@ -52,18 +72,19 @@ type Core struct {
 
 // Retry runs fn again while it fails with a transient error: after a
 // database restart every pooled connection fails once before the pool
-// dials fresh ones. It gives up after about a second.
+// dials fresh ones, and the server refuses connections while it starts.
+// It gives up after about four seconds.
 func (c *Core) Retry(ctx context.Context, fn func() error) error {
 	var err error
-	for i := 0; i < 12; i++ {
+	for i := 0; i < 16; i++ {
 		if err = fn(); err == nil || c.Transient == nil || !c.Transient(err) || ctx.Err() != nil {
 			return err
 		}
-		if i >= 3 {
+		if i >= 2 {
 			select {
 			case <-ctx.Done():
 				return err
-			case <-time.After(time.Duration(i-2) * 25 * time.Millisecond):
+			case <-time.After(min(time.Duration(i-1)*50*time.Millisecond, 500*time.Millisecond)):
 			}
 		}
 	}
@@ -140,11 +161,18 @@ func (c *Core) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]e
 		return nil, nil
 	}
 	var res []engine.InsertResult
-	err := c.Tx(ctx, func(tx *Tx) error {
-		var err error
-		res, err = c.InsertEventsIn(ctx, tx, recs)
-		return err
-	})
+	var err error
+	if _, ok := c.D.(BatchWriter); ok {
+		err = c.Retry(ctx, func() error {
+			res, err = c.InsertEventsIn(ctx, c.W, recs)
+			return err
+		})
+	} else {
+		err = c.Tx(ctx, func(tx *Tx) error {
+			res, err = c.InsertEventsIn(ctx, tx, recs)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("insert events: %w", err)
 	}
@@ -181,74 +209,45 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 		return ka.ID < kb.ID
 	})
 
-	// Events, in chunks; RETURNING tells which were new.
-	inserted := make(map[key]bool, len(uniq))
-	per := c.chunk(9)
-	for lo := 0; lo < len(uniq); lo += per {
-		hi := min(lo+per, len(uniq))
-		args := make([]any, 0, (hi-lo)*9)
-		for _, i := range uniq[lo:hi] {
-			r := &recs[i]
-			raw := []byte(r.Raw)
-			if len(raw) == 0 {
-				b, err := json.Marshal(&r.Event)
-				if err != nil {
-					return nil, fmt.Errorf("event %q: %w", r.Event.ID, err)
-				}
-				raw = b
-			}
-			recv := r.ReceivedAt
-			if recv.IsZero() {
-				recv = now
-			}
-			args = append(args, r.Event.Tenant, r.Event.ID, r.Event.Entity, r.Event.EntityID,
-				r.Event.Event, c.t(r.Event.OccurredAt), c.t(recv), r.Internal, raw)
-		}
-		q := "INSERT INTO events (" + eventCols + ") VALUES " + placeholders(hi-lo, 9) +
-			" ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id"
-		rows, err := tx.QueryContext(ctx, c.Q(q), args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.tenant, &k.id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			inserted[k] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-
-	// Deliveries of the new events.
-	var dls []engine.Delivery
-	var stored []key
-	for _, i := range uniq {
+	evs := make([]NewEvent, len(uniq))
+	for n, i := range uniq {
 		r := &recs[i]
-		k := key{r.Event.Tenant, r.Event.ID}
-		if !inserted[k] {
-			stored = append(stored, k)
-			res[i].Duplicate = true
-			continue
+		raw := []byte(r.Raw)
+		if len(raw) == 0 {
+			b, err := json.Marshal(&r.Event)
+			if err != nil {
+				return nil, fmt.Errorf("event %q: %w", r.Event.ID, err)
+			}
+			raw = b
+		}
+		recv := r.ReceivedAt
+		if recv.IsZero() {
+			recv = now
 		}
 		ds := make([]engine.Delivery, len(r.Deliveries))
 		for j, d := range r.Deliveries {
 			ds[j] = normalize(d, r, now)
 		}
-		res[i].Deliveries = ds
-		dls = append(dls, ds...)
+		evs[n] = NewEvent{Rec: r, Raw: raw, ReceivedAt: recv, Deliveries: ds}
 	}
-	if err := c.insertDeliveries(ctx, tx, dls); err != nil {
+	var inserted []bool
+	var err error
+	if bw, ok := c.D.(BatchWriter); ok {
+		inserted, err = bw.WriteEvents(ctx, tx, evs)
+	} else {
+		inserted, err = c.writeEvents(ctx, tx, evs)
+	}
+	if err != nil {
 		return nil, err
 	}
-	if len(dls) > 0 {
-		if err := c.D.Notify(ctx, tx); err != nil {
-			return nil, err
+	var stored []key
+	for n, i := range uniq {
+		if !inserted[n] {
+			stored = append(stored, key{recs[i].Event.Tenant, recs[i].Event.ID})
+			res[i].Duplicate = true
+			continue
 		}
+		res[i].Deliveries = evs[n].Deliveries
 	}
 
 	// Deliveries stored earlier for the duplicates.
@@ -269,6 +268,57 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 		}
 	}
 	return res, nil
+}
+
+// writeEvents is the generic BatchWriter: multi-row INSERTs of events,
+// then of the new events' deliveries.
+func (c *Core) writeEvents(ctx context.Context, tx Querier, evs []NewEvent) ([]bool, error) {
+	isNew := make(map[key]bool, len(evs))
+	per := c.chunk(9)
+	for lo := 0; lo < len(evs); lo += per {
+		hi := min(lo+per, len(evs))
+		args := make([]any, 0, (hi-lo)*9)
+		for _, ev := range evs[lo:hi] {
+			e := &ev.Rec.Event
+			args = append(args, e.Tenant, e.ID, e.Entity, e.EntityID, e.Event, c.t(e.OccurredAt),
+				c.t(ev.ReceivedAt), ev.Rec.Internal, ev.Raw)
+		}
+		q := "INSERT INTO events (" + eventCols + ") VALUES " + placeholders(hi-lo, 9) +
+			" ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id"
+		rows, err := tx.QueryContext(ctx, c.Q(q), args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.tenant, &k.id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			isNew[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	inserted := make([]bool, len(evs))
+	var dls []engine.Delivery
+	for n, ev := range evs {
+		if isNew[key{ev.Rec.Event.Tenant, ev.Rec.Event.ID}] {
+			inserted[n] = true
+			dls = append(dls, ev.Deliveries...)
+		}
+	}
+	if err := c.insertDeliveries(ctx, tx, dls); err != nil {
+		return nil, err
+	}
+	if len(dls) > 0 {
+		if err := c.D.Notify(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	return inserted, nil
 }
 
 // normalize fills what the engine left zero and rounds times to what the
@@ -307,6 +357,9 @@ func normalize(d engine.Delivery, r *engine.EventRecord, now time.Time) engine.D
 	d.RunAt, d.CreatedAt, d.UpdatedAt, d.LockedUntil = Round(d.RunAt), Round(d.CreatedAt), Round(d.UpdatedAt), Round(d.LockedUntil)
 	return d
 }
+
+// DueAt is dueAt for dialects.
+func DueAt(d *engine.Delivery) time.Time { return dueAt(d) }
 
 // dueAt is when a delivery in state s can be claimed: run_at when it
 // waits, the lease's end when running, never when done or a test.
@@ -426,7 +479,18 @@ func (c *Core) CompleteEach(ctx context.Context, tx Querier, cs []engine.Complet
 		}
 		ok[i] = n == 1
 	}
-	return ok, nil
+	var atts []engine.Attempt
+	for i := range cs {
+		if ok[i] {
+			a := cs[i].Attempt
+			a.DeliveryID = cs[i].ID
+			if a.StartedAt.IsZero() {
+				a.StartedAt = Finished(&cs[i], now)
+			}
+			atts = append(atts, a)
+		}
+	}
+	return ok, c.insertAttempts(ctx, tx, atts, false)
 }
 
 // runAndDue returns the run_at to store (zero: keep) and the due_at of a
@@ -463,29 +527,43 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 		}
 	}
 	now := time.Now().UTC()
+	raise := false
+	for i := range cs {
+		raise = raise || cs[i].Raise != nil
+	}
+	count := func(ok []bool) int {
+		n := 0
+		for _, b := range ok {
+			if b {
+				n++
+			}
+		}
+		return n
+	}
+	if a, isAtomic := c.D.(Atomic); isAtomic && a.AtomicComplete() && !raise {
+		var ok []bool
+		err := c.Retry(ctx, func() error {
+			var err error
+			ok, err = c.D.CompleteUpdate(ctx, c.W, cs, now)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("complete: %w", err)
+		}
+		return count(ok), nil
+	}
 	applied := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
 		ok, err := c.D.CompleteUpdate(ctx, tx, cs, now)
 		if err != nil {
 			return err
 		}
-		var atts []engine.Attempt
+		applied = count(ok)
 		var raise []engine.EventRecord
-		applied = 0
 		for i := range cs {
-			if !ok[i] {
-				continue
-			}
-			applied++
-			a := cs[i].Attempt
-			a.DeliveryID = cs[i].ID
-			atts = append(atts, a)
-			if cs[i].Raise != nil {
+			if ok[i] && cs[i].Raise != nil {
 				raise = append(raise, *cs[i].Raise)
 			}
-		}
-		if err := c.insertAttempts(ctx, tx, atts, false); err != nil {
-			return err
 		}
 		if len(raise) > 0 {
 			if _, err := c.InsertEventsIn(ctx, tx, raise); err != nil {
@@ -600,9 +678,9 @@ func (c *Core) where(f *engine.DeliveryFilter, states []engine.State) (string, [
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// ListDeliveries implements engine.DeliveryLog: newest first (by id), after
+// listDeliveries implements engine.DeliveryLog: newest first (by id), after
 // f.Cursor.
-func (c *Core) ListDeliveries(ctx context.Context, f engine.DeliveryFilter) ([]engine.Delivery, error) {
+func (c *Core) listDeliveries(ctx context.Context, f engine.DeliveryFilter) ([]engine.Delivery, error) {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = 100
@@ -631,8 +709,8 @@ func (c *Core) ListDeliveries(ctx context.Context, f engine.DeliveryFilter) ([]e
 	return ds, nil
 }
 
-// GetDelivery implements engine.DeliveryLog.
-func (c *Core) GetDelivery(ctx context.Context, id string) (engine.Delivery, []engine.Attempt, error) {
+// getDelivery implements engine.DeliveryLog.
+func (c *Core) getDelivery(ctx context.Context, id string) (engine.Delivery, []engine.Attempt, error) {
 	rows, err := c.R.QueryContext(ctx, c.Q("SELECT "+DeliveryCols("")+" FROM deliveries WHERE id = ?"), id)
 	if err != nil {
 		return engine.Delivery{}, nil, fmt.Errorf("get delivery %s: %w", id, err)
@@ -655,8 +733,8 @@ func (c *Core) GetDelivery(ctx context.Context, id string) (engine.Delivery, []e
 	return ds[0], atts, nil
 }
 
-// GetEvent implements engine.DeliveryLog.
-func (c *Core) GetEvent(ctx context.Context, tenant, id string) (engine.EventRecord, error) {
+// getEvent implements engine.DeliveryLog.
+func (c *Core) getEvent(ctx context.Context, tenant, id string) (engine.EventRecord, error) {
 	var rec engine.EventRecord
 	var entity, entityID, name string
 	var occurred, received Time
@@ -693,7 +771,8 @@ func (c *Core) GetEvent(ctx context.Context, tenant, id string) (engine.EventRec
 // failed (f.Cursor and f.Limit are ignored: all of them).
 func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilter, now time.Time) (int, error) {
 	now = Round(now)
-	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, retry_base = attempts,
+	// Test-fire deliveries (due_at always NULL) are records, not work.
+	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = CASE WHEN test THEN due_at ELSE ? END, retry_base = attempts,
 		lease_owner = '', locked_until = NULL, updated_at = ?`
 	total := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
@@ -774,9 +853,9 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 	return n, nil
 }
 
-// Stats implements engine.DeliveryLog. OldestPending is the run_at of the
+// stats implements engine.DeliveryLog. OldestPending is the run_at of the
 // longest-due waiting delivery.
-func (c *Core) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
+func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
 	var st engine.QueueStats
 	rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
 		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state`))
@@ -849,8 +928,8 @@ func (c *Core) AddAttempt(ctx context.Context, d engine.Delivery, a engine.Attem
 	return nil
 }
 
-// ListRules implements engine.RuleStore.
-func (c *Core) ListRules(ctx context.Context) ([]engine.RuleRecord, error) {
+// listRules implements engine.RuleStore.
+func (c *Core) listRules(ctx context.Context) ([]engine.RuleRecord, error) {
 	rows, err := c.R.QueryContext(ctx, "SELECT name, tenant, source, enabled, version, updated_at FROM rules ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
@@ -923,8 +1002,8 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 	return r, nil
 }
 
-// DeleteRule implements engine.RuleStore.
-func (c *Core) DeleteRule(ctx context.Context, name string) error {
+// deleteRule implements engine.RuleStore.
+func (c *Core) deleteRule(ctx context.Context, name string) error {
 	r, err := c.W.ExecContext(ctx, c.Q("DELETE FROM rules WHERE name = ?"), name)
 	if err != nil {
 		return fmt.Errorf("delete rule %q: %w", name, err)
@@ -953,4 +1032,43 @@ func (c *Core) Close() error {
 		err = errors.Join(err, c.R.Close())
 	}
 	return err
+}
+
+// The reads below retry transient errors like the writes (Retry).
+
+// ListDeliveries implements engine.DeliveryLog: newest first (by id),
+// after f.Cursor.
+func (c *Core) ListDeliveries(ctx context.Context, f engine.DeliveryFilter) (ds []engine.Delivery, err error) {
+	err = c.Retry(ctx, func() error { ds, err = c.listDeliveries(ctx, f); return err })
+	return ds, err
+}
+
+// GetDelivery implements engine.DeliveryLog.
+func (c *Core) GetDelivery(ctx context.Context, id string) (d engine.Delivery, atts []engine.Attempt, err error) {
+	err = c.Retry(ctx, func() error { d, atts, err = c.getDelivery(ctx, id); return err })
+	return d, atts, err
+}
+
+// GetEvent implements engine.DeliveryLog.
+func (c *Core) GetEvent(ctx context.Context, tenant, id string) (rec engine.EventRecord, err error) {
+	err = c.Retry(ctx, func() error { rec, err = c.getEvent(ctx, tenant, id); return err })
+	return rec, err
+}
+
+// Stats implements engine.DeliveryLog. OldestPending is the run_at of the
+// longest-due waiting delivery.
+func (c *Core) Stats(ctx context.Context, now time.Time) (st engine.QueueStats, err error) {
+	err = c.Retry(ctx, func() error { st, err = c.stats(ctx, now); return err })
+	return st, err
+}
+
+// ListRules implements engine.RuleStore.
+func (c *Core) ListRules(ctx context.Context) (rs []engine.RuleRecord, err error) {
+	err = c.Retry(ctx, func() error { rs, err = c.listRules(ctx); return err })
+	return rs, err
+}
+
+// DeleteRule implements engine.RuleStore.
+func (c *Core) DeleteRule(ctx context.Context, name string) error {
+	return c.Retry(ctx, func() error { return c.deleteRule(ctx, name) })
 }
