@@ -24,6 +24,7 @@ type apiRule struct {
 	rec  engine.RuleRecord
 	rule *triggers.Rule // nil when err != nil
 	err  error
+	def  map[string]any // the stored rule as shown, secrets masked; read-only
 }
 
 // ruleManager owns the engine's rule set: file rules plus API rules.
@@ -99,6 +100,7 @@ func (m *ruleManager) refresh(ctx context.Context, force bool) error {
 		changed = true
 		ar := &apiRule{rec: rec}
 		ar.rule, ar.err = m.parseRecord(rec)
+		ar.def = definition(rec)
 		if ar.err != nil {
 			m.logger.Warn("API rule does not load; it is left out", "rule", rec.Name, "error", ar.err)
 		}
@@ -389,18 +391,25 @@ func (e *ruleEntry) view() ruleView {
 	v.Name, v.Enabled, v.Version = rec.Name, rec.Enabled, rec.Version
 	t := rec.UpdatedAt
 	v.UpdatedAt = &t
-	var def map[string]any
-	if yaml.Unmarshal([]byte(rec.Source), &def) == nil && def != nil {
-		def["enabled"] = rec.Enabled
-		if rec.Tenant != "" {
-			def["tenants"] = []any{rec.Tenant}
-		}
-		v.Definition = maskSecrets(def).(map[string]any)
-	}
+	v.Definition = e.api.def
 	if e.api.err != nil {
 		v.Error = e.api.err.Error()
 	}
 	return v
+}
+
+// definition is the stored rule as the API shows it: the record's enabled
+// state and tenant in force, literal secrets masked.
+func definition(rec engine.RuleRecord) map[string]any {
+	var def map[string]any
+	if yaml.Unmarshal([]byte(rec.Source), &def) != nil || def == nil {
+		return nil
+	}
+	def["enabled"] = rec.Enabled
+	if rec.Tenant != "" {
+		def["tenants"] = []any{rec.Tenant}
+	}
+	return maskSecrets(def).(map[string]any)
 }
 
 // secretKeys are keys whose literal values are masked in rule definitions
