@@ -176,6 +176,12 @@ func TestTenantBinding(t *testing.T) {
 	// The all-tenants rule is not acme's to see or change.
 	must(t, e.do("GET", "/v1/rules/all-tenants", acme, nil), 404)
 	must(t, e.do("POST", "/v1/rules/all-tenants/disable", acme, nil), 404)
+	// A rule it replaces stays its own whatever the body says.
+	must(t, e.do("POST", "/v1/rules", acme, ruleJSON("mine", rv.URL, nil)), 201)
+	v := must(t, e.do("PUT", "/v1/rules/mine", acme, ruleJSON("mine", rv.URL, map[string]any{"tenants": []string{"globex"}})), 200).json(t)
+	if fmt.Sprint(v["tenants"]) != "[acme]" {
+		t.Fatalf("tenants after PUT: %v", v["tenants"])
+	}
 	// Batch: one foreign event rejects the whole batch, naming it.
 	br := must(t, e.do("POST", "/v1/events", acme, map[string]any{"events": []any{orderEvent("b1", ""), orderEvent("b2", "globex")}}), 403)
 	if _, field, _ := br.errInfo(t); field != "events[1].tenant" {
