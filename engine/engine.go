@@ -100,6 +100,7 @@ type Engine struct {
 	policies   policyCache
 	defRetry   string // canonical text of cfg.DefaultRetry
 	defRetryPo triggers.Retry
+	evalLogged sync.Map // rule name → time.Time of its last logged condition error
 
 	// Group commit of emits (see emit.go).
 	emitMu        sync.RWMutex
@@ -293,11 +294,19 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 	return nil
 }
 
+// evalError is told about a condition that failed at run time (the rule
+// did not match). Every one reaches the Observer; the log gets at most one
+// a minute per rule, as a broken condition fails for every event.
 func (e *Engine) evalError(rule string, err error) {
-	e.log.Warn("erpflow: rule condition failed", "rule", rule, "err", err)
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.EvalError(rule, err)
 	}
+	now := time.Now()
+	if last, ok := e.evalLogged.Load(rule); ok && now.Sub(last.(time.Time)) < time.Minute {
+		return
+	}
+	e.evalLogged.Store(rule, now)
+	e.log.Warn("erpflow: rule condition failed; the rule did not match", "rule", rule, "err", err)
 }
 
 // retryText is the canonical policy of one action: its own, the rule's, or
