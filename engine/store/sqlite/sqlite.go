@@ -80,6 +80,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
+	if err := s.Prepare(ctx, sqlcore.CompleteEachSQL, claimSQL); err != nil {
+		s.Core.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -138,11 +142,13 @@ func (dialect) MaxParams() int { return 32000 }
 
 func (dialect) Time(t time.Time) any { return sqlcore.Micros(t) }
 
-func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
-	rows, err := d.s.W.QueryContext(ctx, `UPDATE deliveries SET state = 'running', attempts = attempts + 1,
+var claimSQL = `UPDATE deliveries SET state = 'running', attempts = attempts + 1,
 		lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
 		WHERE id IN (SELECT id FROM deliveries WHERE due_at <= ? ORDER BY due_at LIMIT ?)
-		RETURNING `+sqlcore.DeliveryCols(""),
+		RETURNING ` + sqlcore.DeliveryCols("")
+
+func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
+	rows, err := d.s.Query(ctx, d.s.W, claimSQL,
 		owner, until.UnixMicro(), until.UnixMicro(), now.UnixMicro(), now.UnixMicro(), limit)
 	if err != nil {
 		return nil, err

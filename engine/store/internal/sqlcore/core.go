@@ -68,6 +68,8 @@ type Core struct {
 	// Transient, when set, tells errors worth retrying at once on another
 	// connection (a pooled connection that died with a server restart).
 	Transient func(error) bool
+
+	stmts stmts
 }
 
 // Retry runs fn again while it fails with a transient error: after a
@@ -274,33 +276,19 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 // then of the new events' deliveries.
 func (c *Core) writeEvents(ctx context.Context, tx Querier, evs []NewEvent) ([]bool, error) {
 	isNew := make(map[key]bool, len(evs))
-	per := c.chunk(9)
-	for lo := 0; lo < len(evs); lo += per {
-		hi := min(lo+per, len(evs))
-		args := make([]any, 0, (hi-lo)*9)
-		for _, ev := range evs[lo:hi] {
-			e := &ev.Rec.Event
-			args = append(args, e.Tenant, e.ID, e.Entity, e.EntityID, e.Event, c.t(e.OccurredAt),
-				c.t(ev.ReceivedAt), ev.Rec.Internal, ev.Raw)
-		}
-		q := "INSERT INTO events (" + eventCols + ") VALUES " + placeholders(hi-lo, 9) +
-			" ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id"
-		rows, err := tx.QueryContext(ctx, c.Q(q), args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.tenant, &k.id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			isNew[k] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+	err := c.insert(ctx, tx, eventsInsert, len(evs), func(i int, args []any) []any {
+		ev := &evs[i]
+		e := &ev.Rec.Event
+		return append(args, e.Tenant, e.ID, e.Entity, e.EntityID, e.Event, c.t(e.OccurredAt),
+			c.t(ev.ReceivedAt), ev.Rec.Internal, ev.Raw)
+	}, func(rows *sql.Rows) error {
+		var k key
+		err := rows.Scan(&k.tenant, &k.id)
+		isNew[k] = true
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	inserted := make([]bool, len(evs))
 	var dls []engine.Delivery
@@ -389,18 +377,24 @@ func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), c.t(dueAt(d)))
 }
 
+var (
+	eventsInsert = multiRow{head: "INSERT INTO events (" + eventCols + ")",
+		tail: " ON CONFLICT (tenant, id) DO NOTHING RETURNING tenant, id", cols: 9}
+	deliveriesInsert = multiRow{head: "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at)", cols: nDeliveryCols}
+	attemptsInsert   = multiRow{head: "INSERT INTO attempts (" + attemptCols + ")",
+		tail: " ON CONFLICT (delivery_id, n) DO NOTHING", cols: 9}
+	attemptsUpsert = multiRow{head: "INSERT INTO attempts (" + attemptCols + ")",
+		tail: ` ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,
+			duration_ns = excluded.duration_ns, outcome = excluded.outcome, code = excluded.code,
+			error = excluded.error, detail = excluded.detail, test = excluded.test`, cols: 9}
+)
+
 func (c *Core) insertDeliveries(ctx context.Context, tx Querier, dls []engine.Delivery) error {
-	per := c.chunk(nDeliveryCols)
-	for lo := 0; lo < len(dls); lo += per {
-		hi := min(lo+per, len(dls))
-		args := make([]any, 0, (hi-lo)*nDeliveryCols)
-		for i := lo; i < hi; i++ {
-			args = c.deliveryArgs(args, &dls[i])
-		}
-		q := "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at) VALUES " + placeholders(hi-lo, nDeliveryCols)
-		if _, err := tx.ExecContext(ctx, c.Q(q), args...); err != nil {
-			return fmt.Errorf("insert deliveries: %w", err)
-		}
+	err := c.insert(ctx, tx, deliveriesInsert, len(dls), func(i int, args []any) []any {
+		return c.deliveryArgs(args, &dls[i])
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("insert deliveries: %w", err)
 	}
 	return nil
 }
@@ -451,24 +445,27 @@ func (c *Core) Claim(ctx context.Context, owner string, limit int, now time.Time
 	return ds, nil
 }
 
+// CompleteEachSQL is the statement of CompleteEach (for Prepare).
+const CompleteEachSQL = completeEachSQL
+
+const completeEachSQL = `UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), due_at = ?,
+		last_code = ?, last_error = ?, lease_owner = '', locked_until = NULL, updated_at = ?
+		WHERE id = ? AND lease_owner = ? AND state = 'running' AND attempts = ?`
+
 // CompleteEach is a CompleteUpdate that runs one prepared UPDATE per
 // completion: right for SQLite, where a statement costs no round trip.
 func (c *Core) CompleteEach(ctx context.Context, tx Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
-	stmt, err := tx.(interface {
-		PrepareContext(ctx context.Context, q string) (*sql.Stmt, error)
-	}).PrepareContext(ctx, c.Q(`UPDATE deliveries SET state = ?, run_at = COALESCE(?, run_at), due_at = ?,
-		last_code = ?, last_error = ?, lease_owner = '', locked_until = NULL, updated_at = ?
-		WHERE id = ? AND lease_owner = ? AND state = 'running' AND attempts = ?`))
-	if err != nil {
-		return nil, err
+	query := c.Q(completeEachSQL)
+	exec := func(args ...any) (sql.Result, error) { return c.Exec(ctx, tx, query, args...) }
+	if st := c.cached(ctx, tx, query); st != nil {
+		exec = func(args ...any) (sql.Result, error) { return st.ExecContext(ctx, args...) }
 	}
-	defer stmt.Close()
 	ok := make([]bool, len(cs))
 	for i := range cs {
 		cp := &cs[i]
 		runAt, due := c.runAndDue(cp)
 		// run_at keeps its value unless the completion sets a new one.
-		r, err := stmt.ExecContext(ctx, string(cp.State), c.t(runAt), c.t(due), cp.Attempt.Code, cp.Attempt.Error,
+		r, err := exec(string(cp.State), c.t(runAt), c.t(due), cp.Attempt.Code, cp.Attempt.Error,
 			c.t(Finished(cp, now)), cp.ID, cp.Owner, cp.Attempt.N)
 		if err != nil {
 			return nil, err
@@ -579,31 +576,21 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 }
 
 func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Attempt, replace bool) error {
-	const n = 9
-	per := c.chunk(n)
-	for lo := 0; lo < len(atts); lo += per {
-		hi := min(lo+per, len(atts))
-		args := make([]any, 0, (hi-lo)*n)
-		for i := lo; i < hi; i++ {
-			a := &atts[i]
-			var detail any
-			if len(a.Detail) > 0 {
-				detail = []byte(a.Detail)
-			}
-			args = append(args, a.DeliveryID, a.N, c.t(a.StartedAt), int64(a.Duration), a.Outcome,
-				a.Code, a.Error, detail, a.Test)
+	m := attemptsInsert
+	if replace {
+		m = attemptsUpsert
+	}
+	err := c.insert(ctx, tx, m, len(atts), func(i int, args []any) []any {
+		a := &atts[i]
+		var detail any
+		if len(a.Detail) > 0 {
+			detail = []byte(a.Detail)
 		}
-		q := "INSERT INTO attempts (" + attemptCols + ") VALUES " + placeholders(hi-lo, n) +
-			" ON CONFLICT (delivery_id, n) DO NOTHING"
-		if replace {
-			q = "INSERT INTO attempts (" + attemptCols + ") VALUES " + placeholders(hi-lo, n) +
-				` ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,
-				duration_ns = excluded.duration_ns, outcome = excluded.outcome, code = excluded.code,
-				error = excluded.error, detail = excluded.detail, test = excluded.test`
-		}
-		if _, err := tx.ExecContext(ctx, c.Q(q), args...); err != nil {
-			return fmt.Errorf("insert attempts: %w", err)
-		}
+		return append(args, a.DeliveryID, a.N, c.t(a.StartedAt), int64(a.Duration), a.Outcome,
+			a.Code, a.Error, detail, a.Test)
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("insert attempts: %w", err)
 	}
 	return nil
 }
@@ -1027,6 +1014,7 @@ func (c *Core) Ping(ctx context.Context) error {
 
 // Close closes the pools.
 func (c *Core) Close() error {
+	c.closeStmts()
 	err := c.W.Close()
 	if c.R != c.W {
 		err = errors.Join(err, c.R.Close())

@@ -1,0 +1,159 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+)
+
+// rowSizes are the row counts of multi-row statements: a batch is split
+// into chunks of these sizes, so that few distinct statements exist and
+// each can stay prepared (SQLite spends a quarter of an insert parsing
+// otherwise).
+var rowSizes = []int{256, 64, 16, 4, 1}
+
+// split returns chunk sizes from rowSizes summing to n, none holding more
+// than maxParams parameters of cols columns.
+func (c *Core) split(n, cols int) []int {
+	var out []int
+	for _, size := range rowSizes {
+		if size*cols > c.D.MaxParams() && size > 1 {
+			continue
+		}
+		for n >= size {
+			out = append(out, size)
+			n -= size
+		}
+	}
+	return out
+}
+
+// multiRow is an INSERT of many rows: head + "VALUES (…), (…)" + tail.
+type multiRow struct {
+	head, tail string
+	cols       int
+}
+
+func (m multiRow) sql(c *Core, rows int) string {
+	return c.Q(m.head + " VALUES " + placeholders(rows, m.cols) + m.tail)
+}
+
+// stmts caches prepared statements of the write pool (SQLite: its one
+// connection). They must be prepared before a transaction holds that
+// connection, so Core.Prepare prepares the known ones at open; a
+// transaction then binds them with Tx.StmtContext.
+type stmts struct {
+	mu sync.RWMutex
+	m  map[string]*sql.Stmt
+}
+
+// Prepare prepares the statements of every multi-row insert and of qs on
+// the write pool, for reuse inside transactions. Call it once at open.
+func (c *Core) Prepare(ctx context.Context, qs ...string) error {
+	var all []string
+	for _, m := range []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsUpsert} {
+		for _, size := range rowSizes {
+			if size*m.cols <= c.D.MaxParams() {
+				all = append(all, m.sql(c, size))
+			}
+		}
+	}
+	for _, q := range qs {
+		all = append(all, c.Q(q))
+	}
+	c.stmts.mu.Lock()
+	defer c.stmts.mu.Unlock()
+	if c.stmts.m == nil {
+		c.stmts.m = map[string]*sql.Stmt{}
+	}
+	for _, q := range all {
+		st, err := c.W.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		c.stmts.m[q] = st
+	}
+	return nil
+}
+
+func (c *Core) cached(ctx context.Context, q Querier, query string) *sql.Stmt {
+	c.stmts.mu.RLock()
+	st := c.stmts.m[query]
+	c.stmts.mu.RUnlock()
+	if st == nil {
+		return nil
+	}
+	switch q := q.(type) {
+	case *Tx:
+		return q.StmtContext(ctx, st)
+	case *sql.DB:
+		if q == c.W.DB {
+			return st
+		}
+	}
+	if q == Querier(c.W) {
+		return st
+	}
+	return nil
+}
+
+// Exec runs query on q, through a prepared statement when one is cached.
+func (c *Core) Exec(ctx context.Context, q Querier, query string, args ...any) (sql.Result, error) {
+	if st := c.cached(ctx, q, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return q.ExecContext(ctx, query, args...)
+}
+
+// Query is Exec for statements returning rows.
+func (c *Core) Query(ctx context.Context, q Querier, query string, args ...any) (*sql.Rows, error) {
+	if st := c.cached(ctx, q, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return q.QueryContext(ctx, query, args...)
+}
+
+// closeStmts closes the cached statements.
+func (c *Core) closeStmts() {
+	c.stmts.mu.Lock()
+	defer c.stmts.mu.Unlock()
+	for _, st := range c.stmts.m {
+		st.Close()
+	}
+	c.stmts.m = nil
+}
+
+// insert writes n rows with m, args(i, dst) appending row i's values; each
+// chunk's rows go to scan when scan is set (m.tail has RETURNING).
+func (c *Core) insert(ctx context.Context, q Querier, m multiRow, n int, args func(i int, dst []any) []any, scan func(*sql.Rows) error) error {
+	i := 0
+	for _, size := range c.split(n, m.cols) {
+		a := make([]any, 0, size*m.cols)
+		for j := i; j < i+size; j++ {
+			a = args(j, a)
+		}
+		i += size
+		query := m.sql(c, size)
+		if scan == nil {
+			if _, err := c.Exec(ctx, q, query, a...); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := c.Query(ctx, q, query, a...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				rows.Close()
+				return err
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
