@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -48,7 +50,15 @@ func (s *actionServer) Validate(_ context.Context, req *pb.ValidateRequest) (*pb
 	return resp, nil
 }
 
-func (s *actionServer) Execute(ctx context.Context, req *pb.ExecuteRequest) (*pb.ExecuteResponse, error) {
+func (s *actionServer) Execute(ctx context.Context, req *pb.ExecuteRequest) (resp *pb.ExecuteResponse, err error) {
+	// A panic in the author's code fails this attempt (retryable) instead
+	// of taking the process and every other attempt in flight with it.
+	defer func() {
+		if r := recover(); r != nil {
+			Logger().Error("Execute panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			resp = &pb.ExecuteResponse{Outcome: outcomeToPB(Retry(fmt.Errorf("plugin panicked: %v", r), 0))}
+		}
+	}()
 	ev := json.RawMessage(req.Event)
 	if len(ev) == 0 {
 		ev = json.RawMessage("{}")

@@ -268,6 +268,23 @@ func TestFailureOutcomes(t *testing.T) {
 	}
 }
 
+func TestPanicInPluginIsRetryableAndKeepsTheProcess(t *testing.T) {
+	h, reg, logs := startEcho(t)
+	pid := h.pids()[0]
+	cfg := mustDecode(t, reg, "echo", "message: oops\nfail: panic\n")
+	payload, _ := cfg.Render(nil, actions.Meta{})
+	o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload})
+	if o.Status != actions.Retryable || o.Error != "plugin panicked: asked to panic: oops" {
+		t.Fatalf("outcome %+v", o)
+	}
+	if now := h.pids(); len(now) != 1 || now[0] != pid {
+		t.Fatalf("the process changed: %d -> %v", pid, now)
+	}
+	eventually(t, 10*time.Second, "the panic in the log", func() bool {
+		return contains(logs.String(), "Execute panicked", "asked to panic")
+	})
+}
+
 type record struct {
 	ID      string         `json:"id"`
 	Attempt int            `json:"attempt"`

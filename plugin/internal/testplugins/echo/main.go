@@ -20,7 +20,7 @@ type config struct {
 	Token     string `json:"token"`
 	CrashFile string `json:"crash_file"` // exit at Execute when this file exists (and remove it)
 	Hang      bool   `json:"hang"`       // never answer, ignoring the context
-	Fail      string `json:"fail"`       // "retry" or "permanent"
+	Fail      string `json:"fail"`       // "retry", "permanent" or "panic"
 	Out       string `json:"out"`        // append what was received to this file
 }
 
@@ -35,7 +35,7 @@ func (echo) Describe() plugin.Description {
 				"token": {"type": "string", "x-secret": true},
 				"crash_file": {"type": "string"},
 				"hang": {"type": "boolean"},
-				"fail": {"enum": ["retry", "permanent"]},
+				"fail": {"enum": ["retry", "permanent", "panic"]},
 				"out": {"type": "string"},
 				"tags": {"type": "array", "items": {"type": "string"}}
 			},
@@ -93,6 +93,8 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 		return plugin.Retry(fmt.Errorf("asked to fail: %s", c.Message), 2*time.Second)
 	case "permanent":
 		return plugin.Permanent(fmt.Errorf("asked to fail: %s", c.Message))
+	case "panic":
+		panic("asked to panic: " + c.Message)
 	}
 	out := plugin.Success()
 	out.Detail, _ = json.Marshal(map[string]any{"message": c.Message, "pid": os.Getpid()})
