@@ -238,6 +238,9 @@ func TestExecuteRoundTripKeepsSecretsOutOfPayload(t *testing.T) {
 	eventually(t, 10*time.Second, "the plugin's log line", func() bool {
 		return contains(logs.String(), "executed", "plugin=echo-plugin", "delivery=dlv_1")
 	})
+	eventually(t, 10*time.Second, "the plugin's stdout line", func() bool {
+		return contains(logs.String(), `msg="plain stdout line for dlv_1" plugin=echo-plugin stream=stdout`)
+	})
 	if strings.Contains(logs.String(), "s3cret") {
 		t.Fatal("a secret reached the log")
 	}

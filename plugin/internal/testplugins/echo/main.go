@@ -88,6 +88,7 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 		}
 	}
 	plugin.Logger().Info("executed", "delivery", d.ID, "attempt", d.Attempt)
+	fmt.Println("plain stdout line for", d.ID) // synced to erpflow's log
 	switch c.Fail {
 	case "retry":
 		return plugin.Retry(fmt.Errorf("asked to fail: %s", c.Message), 2*time.Second)
