@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -135,9 +134,15 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		body = []byte(*p.Body)
 	}
 
+	// One backing array for the header values: fewer allocations per send.
 	h := make(http.Header, len(p.Headers)+6)
+	vals := make([]string, 0, len(p.Headers)+6)
+	set := func(name, v string) {
+		vals = append(vals, v)
+		h[name] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	for k, v := range p.Headers {
-		h[http.CanonicalHeaderKey(k)] = []string{v}
+		set(http.CanonicalHeaderKey(k), v)
 	}
 	for name := range c.secretHeaders {
 		t, ok := c.headers[name]
@@ -151,14 +156,14 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		if ev == nil {
 			ev = &templates.Event{}
 		}
-		h.Set(name, t.Render(ev, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID}))
+		set(name, t.Render(ev, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID}))
 	}
 	if c.auth != "" {
-		h.Set("Authorization", c.auth)
+		set("Authorization", c.auth)
 	}
-	h.Set("User-Agent", c.f.userAgent)
-	if body != nil && h.Get("Content-Type") == "" {
-		h.Set("Content-Type", c.contentType)
+	set("User-Agent", c.f.userAgent)
+	if body != nil && len(h["Content-Type"]) == 0 {
+		set("Content-Type", c.contentType)
 	}
 	if len(c.secrets) > 0 {
 		id := req.DeliveryID
@@ -166,15 +171,16 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 			id = newMsgID()
 		}
 		ts := strconv.FormatInt(c.f.now().Unix(), 10)
-		h[HeaderID] = []string{id}
-		h[HeaderTimestamp] = []string{ts}
-		h[HeaderSignature] = []string{signAll(c.secrets, id, ts, body)}
+		set(HeaderID, id)
+		set(HeaderTimestamp, ts)
+		set(HeaderSignature, signAll(c.secrets, id, ts, body))
 	}
 
-	rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor}
+	at := &attempt{}
+	rec, tries := &at.rec, &at.tries
+	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	tries := &tryRecorder{}
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
 
 	var reqBody any
@@ -190,8 +196,8 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	rreq.Header = h
 
 	start := time.Now()
-	release, err := c.f.acquire(ctx, canonicalHostPort(rreq.URL))
-	if err != nil {
+	sem := c.f.hostSlots(rreq.URL.Host)
+	if err := acquire(ctx, sem); err != nil {
 		rec.DurationMS = ms(time.Since(start))
 		return c.outcome(c.transportFailure(ctx, fmt.Errorf("waiting for a free connection slot to %s: %w", rreq.URL.Host, err)), rec, tries)
 	}
@@ -202,7 +208,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	} else {
 		out = c.readResponse(resp, rec)
 	}
-	release()
+	<-sem
 	rec.DurationMS = ms(time.Since(start))
 	if out.Error != "" && rec.Error == "" {
 		rec.Error = out.Error
@@ -306,16 +312,10 @@ func (c *config) maskFor(name string) (string, bool) {
 	return "", false
 }
 
-// canonicalHostPort is the key requests to one destination share.
-func canonicalHostPort(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = "443"
-		if u.Scheme == "http" {
-			port = "80"
-		}
-	}
-	return strings.ToLower(u.Hostname()) + ":" + port
+// attempt holds what one Execute records, allocated together.
+type attempt struct {
+	rec   Record
+	tries tryRecorder
 }
 
 func newMsgID() string {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -91,10 +90,12 @@ func newSigner(key []byte) *signer {
 func (s *signer) append(dst []byte, id, ts string, body []byte) []byte {
 	m := s.pool.Get().(hash.Hash)
 	m.Reset()
-	io.WriteString(m, id)
-	m.Write([]byte{'.'})
-	io.WriteString(m, ts)
-	m.Write([]byte{'.'})
+	var prefix [128]byte // "id.ts." without allocating for usual ids
+	p := append(prefix[:0], id...)
+	p = append(p, '.')
+	p = append(p, ts...)
+	p = append(p, '.')
+	m.Write(p)
 	m.Write(body)
 	var sum [sha256.Size]byte
 	dst = append(dst, "v1,"...)

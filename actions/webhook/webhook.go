@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,18 +77,23 @@ type Factory struct {
 	hosts sync.Map // "host:port" -> chan struct{}
 }
 
-// acquire waits for a request slot for hostport; release gives it back.
-func (f *Factory) acquire(ctx context.Context, hostport string) (release func(), err error) {
-	v, ok := f.hosts.Load(hostport)
+// hostSlots returns the semaphore of a destination ("host:port" as in the
+// URL; one without a port shares with its default port's spelling only).
+func (f *Factory) hostSlots(host string) chan struct{} {
+	v, ok := f.hosts.Load(host)
 	if !ok {
-		v, _ = f.hosts.LoadOrStore(hostport, make(chan struct{}, f.opts.MaxConnsPerHost))
+		v, _ = f.hosts.LoadOrStore(strings.ToLower(host), make(chan struct{}, f.opts.MaxConnsPerHost))
 	}
-	sem := v.(chan struct{})
+	return v.(chan struct{})
+}
+
+// acquire takes a slot of sem, or fails when ctx ends first.
+func acquire(ctx context.Context, sem chan struct{}) error {
 	select {
 	case sem <- struct{}{}:
-		return func() { <-sem }, nil
+		return nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
 
