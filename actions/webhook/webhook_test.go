@@ -586,3 +586,30 @@ func TestConcurrencyPerHostBounded(t *testing.T) {
 		t.Fatalf("%d requests", n)
 	}
 }
+
+func TestRetryAfterForms(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/date":
+			w.Header().Set("Retry-After", now.Add(90*time.Second).Format(http.TimeFormat))
+			w.WriteHeader(http.StatusInternalServerError)
+		case "/429":
+			if n == 2 { // the first /429 request is n == 2, after /date
+				w.Header().Set("Retry-After", "0")
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	})
+	f := testFactory(t, rc, func(o *webhook.Options) { o.Now = func() time.Time { return now } })
+	_, out := deliver(t, mustDecode(t, f, "url: "+rc.URL+"/date"), salesOrder(t), "d")
+	if out.Status != actions.Retryable || out.RetryAfter != 90*time.Second {
+		t.Fatalf("HTTP-date Retry-After: %+v", out)
+	}
+	_, out = deliver(t, mustDecode(t, f, "url: "+rc.URL+"/429"), salesOrder(t), "d")
+	if rec := record(t, out); out.Status != actions.Succeeded || len(rec.Tries) != 2 || rec.Tries[0].Status != 429 {
+		t.Fatalf("429 then 200: %+v %+v", out, rec.Tries)
+	}
+}
