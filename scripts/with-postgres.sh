@@ -62,7 +62,13 @@ as_pg() {
 	fi
 }
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/erpflow-pg.XXXXXX")
+# As root the server's user must reach the directory: use /tmp, not a
+# TMPDIR that may sit under /root.
+if [ "$(id -u)" = 0 ]; then
+	TMP=$(mktemp -d /tmp/erpflow-pg.XXXXXX)
+else
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/erpflow-pg.XXXXXX")
+fi
 chmod 0755 "$TMP"
 mkdir -p "$TMP/data" "$TMP/sock"
 [ "$(id -u)" = 0 ] && chown -R "$PGUSER_OS" "$TMP"
@@ -98,6 +104,8 @@ max_connections = 300
 fsync = $FSYNC
 full_page_writes = $FSYNC
 shared_buffers = 128MB
+# no parallel query: small /dev/shm in containers, steadier tests
+max_parallel_workers_per_gather = 0
 log_min_messages = warning
 CONF
 
