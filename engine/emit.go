@@ -24,6 +24,10 @@ const (
 // commitTimeout bounds one group-commit transaction.
 const commitTimeout = 30 * time.Second
 
+// emitLinger is the longest the committer waits for emits being prepared
+// to join a transaction.
+const emitLinger = time.Millisecond
+
 // emitReq is one Emit/EmitBatch call waiting for the committer.
 type emitReq struct {
 	recs []EventRecord
@@ -40,8 +44,10 @@ type emitReq struct {
 // at once cost a few commits. A store error is returned wrapped; the event
 // may then be retried with the same id safely.
 func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
+	e.preparing.Add(1)
 	rec, err := e.prepare(ctx, &ev)
 	if err != nil {
+		e.preparing.Add(-1)
 		return EmitResult{}, err
 	}
 	res, err := e.commit(ctx, []EventRecord{rec})
@@ -60,9 +66,11 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 	recs := make([]EventRecord, 0, len(evs))
 	first := make(map[[2]string]int, len(evs)) // (tenant, id) → index in recs
 	dupOf := make([]int, len(evs))             // -1, or the index of the first occurrence
+	e.preparing.Add(1)
 	for i := range evs {
 		rec, err := e.prepare(ctx, &evs[i])
 		if err != nil {
+			e.preparing.Add(-1)
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
 		k := [2]string{rec.Event.Tenant, rec.Event.ID}
@@ -230,19 +238,24 @@ func safeRender(cfg actions.Config, ev *Event, meta templates.Meta) (p json.RawM
 }
 
 // commit hands recs to the committer and waits for the transaction.
+// The caller counted itself in e.preparing; commit uncounts it once the
+// request is queued.
 func (e *Engine) commit(ctx context.Context, recs []EventRecord) ([]EmitResult, error) {
 	req := &emitReq{recs: recs, done: make(chan struct{})}
 	e.emitMu.RLock()
 	if e.emitClosed {
 		e.emitMu.RUnlock()
+		e.preparing.Add(-1)
 		// After Stop: no committer; one transaction per call.
 		e.commitBatch([]*emitReq{req}, false)
 	} else {
 		select {
 		case e.emitCh <- req:
 			e.emitMu.RUnlock()
+			e.preparing.Add(-1)
 		case <-ctx.Done():
 			e.emitMu.RUnlock()
+			e.preparing.Add(-1)
 			return nil, ctx.Err()
 		}
 		select {
@@ -305,6 +318,10 @@ func (e *Engine) committer() {
 			}
 			add(r)
 		}
+		// Take what is queued; while other emits are still being prepared
+		// (matched and rendered), wait a moment for them: one transaction
+		// for many events costs far less than one each.
+		var linger *time.Timer
 	drain:
 		for !closed && n < e.cfg.EmitBatch {
 			select {
@@ -314,9 +331,28 @@ func (e *Engine) committer() {
 					break drain
 				}
 				add(r)
+				continue
 			default:
+			}
+			if e.preparing.Load() == 0 {
+				break
+			}
+			if linger == nil {
+				linger = time.NewTimer(emitLinger)
+			}
+			select {
+			case r, ok := <-e.emitCh:
+				if !ok {
+					closed = true
+					break drain
+				}
+				add(r)
+			case <-linger.C:
 				break drain
 			}
+		}
+		if linger != nil {
+			linger.Stop()
 		}
 		e.commitBatch(batch, true)
 	}

@@ -106,6 +106,7 @@ type Engine struct {
 	emitMu        sync.RWMutex
 	emitClosed    bool
 	emitCh        chan *emitReq
+	preparing     atomic.Int64 // emits being prepared, not yet queued
 	committerDone chan struct{}
 
 	wake chan struct{} // capacity 1: new work may be due
