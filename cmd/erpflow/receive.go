@@ -3,13 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,8 +56,10 @@ func runReceive(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	status := fs.Int("status", http.StatusServiceUnavailable, "status for the failed requests")
 	retryAfter := fs.Int("retry-after", -1, "Retry-After seconds sent with failed requests (default none)")
 	maxBody := fs.Int64("max-body", 10<<20, "largest request body read, in bytes")
+	useTLS := fs.Bool("tls", false, "serve https with a fresh self-signed certificate for localhost/127.0.0.1/::1")
+	certOut := fs.String("cert-out", "", "with --tls: write the certificate (PEM) here, for a rule's ca_file (default: a file in the temp directory)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow receive [--listen 127.0.0.1:9000] [--secret whsec_…] [--fail N] [--status CODE]")
+		fmt.Fprintln(stderr, "usage: erpflow receive [--listen 127.0.0.1:9000] [--secret whsec_…] [--fail N] [--status CODE] [--tls [--cert-out FILE]]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,9 +84,21 @@ func runReceive(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "erpflow receive: %v\n", err)
 		return 1
 	}
+	scheme := "http"
+	if *useTLS {
+		pemFile, cfg, err := selfSignedTLS(*certOut)
+		if err != nil {
+			ln.Close()
+			fmt.Fprintf(stderr, "erpflow receive: --tls: %v\n", err)
+			return 1
+		}
+		ln = tls.NewListener(ln, cfg)
+		scheme = "https"
+		fmt.Fprintf(stdout, "erpflow receive: TLS certificate in %s (use it as the rule's ca_file)\n", pemFile)
+	}
 	rv := &receiver{out: stdout, secrets: secrets, fail: *fail, status: *status, retryAfter: *retryAfter, maxBody: *maxBody}
-	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "erpflow receive: listening on http://%s/ (Ctrl-C to stop)\n", ln.Addr())
+	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	fmt.Fprintf(stdout, "erpflow receive: listening on %s://%s/ (Ctrl-C to stop)\n", scheme, ln.Addr())
 	if len(secrets) == 0 {
 		fmt.Fprintln(stdout, "erpflow receive: no --secret: signatures are shown but not verified")
 	}
@@ -170,4 +194,50 @@ func (rv *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	fmt.Fprintf(w, "{\"received\":%d}\n", rv.n)
+}
+
+// selfSignedTLS makes a certificate for the loopback names and writes it
+// (PEM) to path, or to a new file in the temp directory when path is "".
+func selfSignedTLS(path string) (string, *tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return "", nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "erpflow receive"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(30 * 24 * time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		// Self-signed and a CA, so that the file works as a ca_file.
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if path == "" {
+		f, err := os.CreateTemp("", "erpflow-receive-*.pem")
+		if err != nil {
+			return "", nil, err
+		}
+		path = f.Name()
+		f.Close()
+	}
+	if err := os.WriteFile(path, certPEM, 0o644); err != nil {
+		return "", nil, err
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		MinVersion:   tls.VersionTLS12,
+	}
+	return path, cfg, nil
 }

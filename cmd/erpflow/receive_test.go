@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -107,5 +108,57 @@ func TestReceive(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
 		}
+	}
+}
+
+func TestReceiveTLS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pemFile := filepath.Join(t.TempDir(), "receive.pem")
+	pr, pw := io.Pipe()
+	out := &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"receive", "--listen", "127.0.0.1:0", "--tls", "--cert-out", pemFile}, io.MultiWriter(pw, out), io.Discard)
+		pw.Close()
+	}()
+	br := bufio.NewReader(pr)
+	var base string
+	for base == "" {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%v; output so far: %s", err, out.String())
+		}
+		if _, after, ok := strings.Cut(line, "listening on "); ok {
+			base = strings.Fields(after)[0]
+		}
+	}
+	go io.Copy(io.Discard, br)
+	if !strings.HasPrefix(base, "https://") {
+		t.Fatalf("base %q", base)
+	}
+
+	// https only (no AllowHTTP): the certificate file is the rule's ca_file.
+	f := webhook.New(webhook.Options{AllowPrivateNetworks: true})
+	defer f.Close()
+	var node yaml.Node
+	if err := yaml.Unmarshal([]byte("url: "+base+"tls\nca_file: "+pemFile), &node); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.Decode(node.Content[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &templates.Event{ID: "e1", Entity: "Job", EntityID: "J-7", Event: "created", Data: map[string]any{"title": "Roof"}}
+	payload, _ := cfg.Render(ev, actions.Meta{})
+	if o := cfg.Execute(ctx, &actions.Request{DeliveryID: "dlv_tls", Event: ev, Payload: payload}); o.Status != actions.Succeeded {
+		t.Fatalf("%+v", o)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if text := out.String(); !strings.Contains(text, "--- #1 POST /tls") {
+		t.Fatalf("output:\n%s", text)
 	}
 }
