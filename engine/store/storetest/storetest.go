@@ -897,6 +897,13 @@ func testAddAttempt(t *testing.T, s engine.Store) {
 	if ds := mv(s.Claim(ctx, "w", 10, t0.Add(time.Hour), time.Minute)).get(t); len(ds) != 0 {
 		t.Fatalf("test delivery queued: %v", ids(ds))
 	}
+	// Nor does a retry or replay queue it.
+	if n := mv(s.Requeue(ctx, []string{d.ID}, &engine.DeliveryFilter{}, t0)).get(t); n != 0 {
+		t.Fatalf("test delivery requeued (%d)", n)
+	}
+	if ds := mv(s.Claim(ctx, "w", 10, t0.Add(time.Hour), time.Minute)).get(t); len(ds) != 0 {
+		t.Fatalf("test delivery queued after requeue: %v", ids(ds))
+	}
 	// Fired again under the same id: replaced, with a second attempt.
 	d.State, d.Attempts, d.LastCode, d.LastError = engine.StateSucceeded, 2, 200, ""
 	a2 := engine.Attempt{N: 2, StartedAt: t0.Add(time.Second), Outcome: "success", Code: 200, Test: true}

@@ -755,11 +755,11 @@ func (c *Core) getEvent(ctx context.Context, tenant, id string) (engine.EventRec
 
 // Requeue implements engine.DeliveryLog. Deliveries named by ids are
 // requeued in any state but running; those matching f only when dead or
-// failed (f.Cursor and f.Limit are ignored: all of them).
+// failed (f.Cursor and f.Limit are ignored: all of them). Test-fire
+// deliveries are records, not work: never requeued.
 func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilter, now time.Time) (int, error) {
 	now = Round(now)
-	// Test-fire deliveries (due_at always NULL) are records, not work.
-	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = CASE WHEN test THEN due_at ELSE ? END, retry_base = attempts,
+	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, retry_base = attempts,
 		lease_owner = '', locked_until = NULL, updated_at = ?`
 	total := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
@@ -772,7 +772,7 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 				for _, id := range ids[lo:hi] {
 					args = append(args, id)
 				}
-				r, err := tx.ExecContext(ctx, c.Q(set+" WHERE state <> 'running' AND id IN ("+list(hi-lo)+")"), args...)
+				r, err := tx.ExecContext(ctx, c.Q(set+" WHERE state <> 'running' AND NOT test AND id IN ("+list(hi-lo)+")"), args...)
 				if err != nil {
 					return err
 				}
