@@ -368,6 +368,10 @@ func appendScalar(dst []byte, v any) []byte {
 func appendEscaped(dst []byte, s string, esc escaping) []byte {
 	switch esc {
 	case escPath:
+		if s == "." || s == ".." {
+			// A whole segment of dots would walk up the receiver's path.
+			return append(dst, strings.Repeat("%2E", len(s))...)
+		}
 		return append(dst, url.PathEscape(s)...)
 	case escQuery:
 		return append(dst, url.QueryEscape(s)...)

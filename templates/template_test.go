@@ -42,6 +42,20 @@ func TestURLEscapingByPosition(t *testing.T) {
 	}
 }
 
+func TestURLDotSegments(t *testing.T) {
+	tp, err := ParseURL("https://h.example/a/{data.x}/b?q={data.x}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v, want := range map[string]string{
+		"..": "https://h.example/a/%2E%2E/b?q=..", ".": "https://h.example/a/%2E/b?q=.", "../x": "https://h.example/a/..%2Fx/b?q=..%2Fx",
+	} {
+		if got := tp.Render(&Event{Data: map[string]any{"x": v}}, Meta{}); got != want {
+			t.Errorf("%q: got %s, want %s", v, got, want)
+		}
+	}
+}
+
 func TestURLPlaceholderInHostRefused(t *testing.T) {
 	for _, s := range []string{"https://{tenant}.example.com/x", "https://example.com:{id}/", "{data.url}", "https://u:{id}@h/"} {
 		_, err := ParseURL(s)
