@@ -101,8 +101,9 @@ func (t *Template) Constant() bool {
 }
 
 // ParseText parses a text template (a header value). Placeholders are
-// written {name}; "{{" is a literal "{". Rendered values have CR and LF
-// replaced by spaces so that they cannot inject header lines.
+// written {name}; "{{" is a literal "{". Rendered values have control
+// characters (CR and LF included) replaced by spaces so that they cannot
+// inject header lines.
 func ParseText(s string) (*Template, error) {
 	segs, err := parse(s, 0, func(int) escaping { return escText })
 	if err != nil {
@@ -378,8 +379,8 @@ func appendEscaped(dst []byte, s string, esc escaping) []byte {
 	case escText:
 		for i := 0; i < len(s); i++ {
 			c := s[i]
-			if c == '\r' || c == '\n' || c == 0 {
-				c = ' '
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				c = ' ' // CR/LF would inject header lines; other controls are invalid there
 			}
 			dst = append(dst, c)
 		}

@@ -86,9 +86,9 @@ func TestTextTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := kladanaEvent()
-	ev.Event = "up\r\ndated"
+	ev.Event = "up\r\nda\x01ted"
 	got := tp.Render(ev, Meta{})
-	if want := `{literal}} up  dated by u7 DRAFT->|["a","b"]`; got != want {
+	if want := `{literal}} up  da ted by u7 DRAFT->|["a","b"]`; got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
