@@ -393,6 +393,10 @@ func (d *decoder) decodeHeaders(c *config, n *yaml.Node) {
 			d.at(v, k, path, err)
 			continue
 		}
+		if strings.IndexFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) >= 0 {
+			d.errf(v, path, "header value holds a control character")
+			continue
+		}
 		c.headers[name] = t
 		if secretHeaderName(name) {
 			c.secretHeaders[name] = true

@@ -39,6 +39,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"url: https://erp.example/\nbody: envelope\ntemplate: '{}'", []string{"template: only used with body: template"}},
 		{"url: https://erp.example/\nca_file: /nonexistent/ca.pem", []string{"2:10: ca_file:"}},
 		{"method: GET", []string{"url: required"}},
+		{"url: https://erp.example/\nheaders: {X-A: \"a\\nb\"}", []string{"2:16: headers.X-A: header value holds a control character"}},
+		{"url: https://erp.example/\ntimeout: 0", []string{"timeout: must be more than 0"}},
 	} {
 		_, err := f.Decode(decodeNode(t, tc.src))
 		if err == nil {
@@ -83,4 +85,10 @@ func TestSchemaIsJSON(t *testing.T) {
 			t.Errorf("schema lacks %s", k)
 		}
 	}
+}
+
+func TestDecodeTimeoutSeconds(t *testing.T) {
+	// A bare integer is seconds; the stored payload does not show it but a
+	// config that decodes proves it was accepted.
+	mustDecode(t, webhook.New(webhook.Options{}), "url: https://erp.example/\ntimeout: 30")
 }
