@@ -41,7 +41,7 @@ type runner struct {
 	e        *Engine
 	capacity int64 // deliveries held at once: executing + waiting for a worker
 
-	inflight atomic.Int64 // claimed and not yet completed or released
+	inflight atomic.Int64 // claimed and not yet run to the end (or released)
 	freed    chan struct{}
 	stopping atomic.Bool
 
@@ -273,7 +273,11 @@ func (r *runner) worker() {
 			r.giveBack(j.d.ID)
 			continue
 		}
+		// The slot frees once the result is queued for recording: a slow
+		// Complete does not hold up claiming (the queue is bounded, so a
+		// stuck one does, eventually).
 		r.results <- result{c: c, d: j.d}
+		r.done(1)
 	}
 }
 
@@ -461,7 +465,6 @@ func (r *runner) flush(rs []result) {
 			}
 			if failures >= 5 {
 				e.log.Error("erpflow: cannot record an attempt; the delivery runs again after its lease", "delivery", cs[0].ID, "err", err)
-				r.done(1)
 				return
 			}
 		}
@@ -472,7 +475,6 @@ func (r *runner) flush(rs []result) {
 				giveUp = time.Now().Add(stopGrace)
 			} else if time.Now().After(giveUp) {
 				e.log.Error("erpflow: gave up recording attempts at stop; the deliveries run again after their lease", "count", len(cs))
-				r.done(len(cs))
 				return
 			}
 		}
@@ -499,7 +501,6 @@ func (r *runner) flush(rs []result) {
 		r.mu.Unlock()
 		e.kick()
 	}
-	r.done(len(cs))
 }
 
 // storeUp reports whether the database answers at all.

@@ -55,7 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.rules, "rules", 10, "rules matching every event (each one webhook: deliveries = events × rules)")
 	fs.IntVar(&o.extraRules, "extra-rules", 0, "additional rules that match nothing")
 	fs.DurationVar(&o.receiverDelay, "receiver-delay", 0, "how long the receiver takes to answer each webhook")
-	fs.IntVar(&o.workers, "workers", 64, "engine workers (and the bare HTTP loop's concurrency)")
+	fs.IntVar(&o.workers, "workers", 128, "engine workers (and the bare HTTP loop's concurrency)")
 	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
