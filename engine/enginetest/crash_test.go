@@ -178,6 +178,9 @@ func TestPostgresRestart(t *testing.T) {
 		t.Skip("restarts the database")
 	}
 	base, restart := os.Getenv("TEST_DATABASE_URL"), os.Getenv("TEST_PG_RESTART")
+	if u := os.Getenv("TEST_PG_RESTART_URL"); u != "" {
+		base = u // the server TEST_PG_RESTART restarts, used by no other test
+	}
 	if base == "" || restart == "" {
 		t.Skip("TEST_DATABASE_URL/TEST_PG_RESTART not set: needs a restartable PostgreSQL")
 	}

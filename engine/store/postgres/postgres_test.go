@@ -214,10 +214,12 @@ func TestConcurrentMigrations(t *testing.T) {
 // After the server restarts, the pool and the listener reconnect by
 // themselves: the next calls succeed and wakeups resume.
 func TestServerRestart(t *testing.T) {
-	restart := os.Getenv("TEST_PG_RESTART")
-	if restart == "" {
-		t.Skip("TEST_PG_RESTART not set: run `make test`")
+	restart, base := os.Getenv("TEST_PG_RESTART"), os.Getenv("TEST_PG_RESTART_URL")
+	if restart == "" || base == "" {
+		t.Skip("TEST_PG_RESTART/TEST_PG_RESTART_URL not set: run `make test`")
 	}
+	// The restartable server: restarting it disturbs no other test.
+	t.Setenv("TEST_DATABASE_URL", base)
 	u := freshSchema(t)
 	s := open(t, u)
 	defer s.Close()
