@@ -314,6 +314,12 @@ func testInsertLargeBatch(t *testing.T, s engine.Store) {
 	if st.Pending != 3000 {
 		t.Errorf("pending %d, want 3000", st.Pending)
 	}
+	if n := len(mv(s.ListDeliveries(ctx, engine.DeliveryFilter{})).get(t)); n != 100 {
+		t.Errorf("list with no limit: %d, want the default 100", n)
+	}
+	if n := len(mv(s.ListDeliveries(ctx, engine.DeliveryFilter{Limit: 5000})).get(t)); n != 1000 {
+		t.Errorf("list with limit 5000: %d, want at most 1000", n)
+	}
 }
 
 func testTimeRoundTrip(t *testing.T, s engine.Store) {

@@ -312,12 +312,8 @@ func (c *Core) writeEvents(ctx context.Context, tx Querier, evs []NewEvent) ([]b
 // normalize fills what the engine left zero and rounds times to what the
 // database keeps, so that results equal what a later read returns.
 func normalize(d engine.Delivery, r *engine.EventRecord, now time.Time) engine.Delivery {
-	if d.Tenant == "" {
-		d.Tenant = r.Event.Tenant
-	}
-	if d.EventID == "" {
-		d.EventID = r.Event.ID
-	}
+	// A delivery belongs to its event: the keys are the event's.
+	d.Tenant, d.EventID = r.Event.Tenant, r.Event.ID
 	if d.Entity == "" {
 		d.Entity = r.Event.Entity
 	}
