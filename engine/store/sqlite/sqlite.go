@@ -2,7 +2,9 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -34,6 +36,9 @@ type Store struct {
 	*sqlcore.Core
 	wake     chan struct{}
 	closeOne sync.Once
+	ckpt     *sql.DB       // checkpoints the WAL off the write path
+	stop     chan struct{} // ends the checkpointer
+	stopped  chan struct{}
 }
 
 var (
@@ -84,7 +89,39 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
+	if !mem {
+		s.ckpt, err = sql.Open("sqlite", dsn(path, opts, false))
+		if err != nil {
+			s.Core.Close()
+			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		}
+		s.ckpt.SetMaxOpenConns(1)
+		s.stop, s.stopped = make(chan struct{}), make(chan struct{})
+		go s.checkpointer()
+	}
 	return s, nil
+}
+
+// checkpointInterval is how often the WAL is copied back into the
+// database file.
+const checkpointInterval = 200 * time.Millisecond
+
+// checkpointer copies the WAL into the database file in the background.
+// The writer's own automatic checkpoints are off: one would stall the
+// writer — and every Emit queued behind it — for the checkpoint's fsync.
+// PASSIVE checkpoints never wait for the writer or readers.
+func (s *Store) checkpointer() {
+	defer close(s.stopped)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			_, _ = s.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 func dsn(path string, opts Options, readOnly bool) string {
@@ -99,6 +136,10 @@ func dsn(path string, opts Options, readOnly bool) string {
 		// Read-then-write transactions take the write lock up front:
 		// deferred ones fail with SQLITE_BUSY under contention.
 		q.Set("_txlock", "immediate")
+		if path != ":memory:" {
+			// The checkpointer does it (see Store.checkpointer).
+			q.Add("_pragma", "wal_autocheckpoint(0)")
+		}
 	}
 	if path == ":memory:" {
 		return ":memory:?" + q.Encode()
@@ -129,7 +170,14 @@ func (s *Store) Wakeups() <-chan struct{} { return s.wake }
 // Close closes the database.
 func (s *Store) Close() error {
 	var err error
-	s.closeOne.Do(func() { err = s.Core.Close() })
+	s.closeOne.Do(func() {
+		if s.stop != nil {
+			close(s.stop)
+			<-s.stopped
+			err = s.ckpt.Close()
+		}
+		err = errors.Join(err, s.Core.Close())
+	})
 	return err
 }
 

@@ -815,9 +815,11 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 	}
 	n := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
-		// Attempts go with their delivery (ON DELETE CASCADE).
+		// Attempts go with their delivery (ON DELETE CASCADE). Ids sort by
+		// creation time, so the (state, id) index yields the oldest first
+		// and no index of its own on created_at is kept up to date.
 		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM deliveries WHERE id IN
-			(SELECT id FROM deliveries WHERE state = 'succeeded' AND created_at < ? ORDER BY created_at LIMIT ?)`),
+			(SELECT id FROM deliveries WHERE state = 'succeeded' AND created_at < ? ORDER BY id LIMIT ?)`),
 			c.t(before), batch)
 		if err != nil {
 			return err

@@ -47,7 +47,6 @@ CREATE INDEX deliveries_event ON deliveries (tenant, event_id);
 CREATE INDEX deliveries_tenant ON deliveries (tenant, id);
 CREATE INDEX deliveries_rule ON deliveries (rule, id);
 CREATE INDEX deliveries_state ON deliveries (state, id);
-CREATE INDEX deliveries_created ON deliveries (created_at) WHERE state = 'succeeded';
 
 CREATE TABLE attempts (
 	delivery_id TEXT    NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
