@@ -107,8 +107,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 const checkpointInterval = 200 * time.Millisecond
 
 // checkpointer copies the WAL into the database file in the background.
-// The writer's own automatic checkpoints are off: one would stall the
-// writer — and every Emit queued behind it — for the checkpoint's fsync.
+// The writer's own automatic checkpoints (every 1,000 pages by default)
+// would stall the writer — and every Emit queued behind it — for the
+// checkpoint's fsync.
 // PASSIVE checkpoints never wait for the writer or readers.
 func (s *Store) checkpointer() {
 	defer close(s.stopped)
@@ -137,8 +138,11 @@ func dsn(path string, opts Options, readOnly bool) string {
 		// deferred ones fail with SQLITE_BUSY under contention.
 		q.Set("_txlock", "immediate")
 		if path != ":memory:" {
-			// The checkpointer does it (see Store.checkpointer).
-			q.Add("_pragma", "wal_autocheckpoint(0)")
+			// The checkpointer does it (see Store.checkpointer); the
+			// writer checkpoints itself only if that falls far behind
+			// (10,000 pages, ~40 MB of WAL).
+			q.Add("_pragma", "wal_autocheckpoint(10000)")
+			q.Add("_pragma", "journal_size_limit(67108864)")
 		}
 	}
 	if path == ":memory:" {
