@@ -854,6 +854,14 @@ func testPrune(t *testing.T, s engine.Store) {
 			t.Errorf("pruned %s still there: %v", d.ID, err)
 		}
 	}
+	// Their attempts went with them: a delivery stored again under a
+	// pruned id has only its own.
+	again := old.Deliveries[0]
+	again.State, again.Test = engine.StateSucceeded, true
+	noErr(t, s.AddAttempt(ctx, again, engine.Attempt{N: 2, StartedAt: t0, Outcome: "success", Test: true}))
+	if _, atts := mv2(s.GetDelivery(ctx, again.ID)).get(t); len(atts) != 1 || atts[0].N != 2 {
+		t.Errorf("pruned delivery's attempts kept: %+v", atts)
+	}
 	if _, err := s.GetEvent(ctx, "acme", "old"); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("event without deliveries kept: %v", err)
 	}

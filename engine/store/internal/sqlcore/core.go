@@ -815,17 +815,42 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 	}
 	n := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
-		// Attempts go with their delivery (ON DELETE CASCADE). Ids sort by
-		// creation time, so the (state, id) index yields the oldest first
-		// and no index of its own on created_at is kept up to date.
-		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM deliveries WHERE id IN
-			(SELECT id FROM deliveries WHERE state = 'succeeded' AND created_at < ? ORDER BY id LIMIT ?)`),
-			c.t(before), batch)
+		n = 0
+		// Ids sort by creation time, so the (state, id) index yields the
+		// oldest first and no index of its own on created_at is kept up to
+		// date.
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries
+			WHERE state = 'succeeded' AND created_at < ? ORDER BY id LIMIT ?`), c.t(before), batch)
 		if err != nil {
 			return err
 		}
-		m, _ := r.RowsAffected()
-		n = int(m)
+		var ids []any
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		per := c.chunk(1)
+		for lo := 0; lo < len(ids); lo += per {
+			part := ids[lo:min(lo+per, len(ids))]
+			// Attempts first: they have no foreign key to cascade.
+			if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM attempts WHERE delivery_id IN ("+list(len(part))+")"), part...); err != nil {
+				return err
+			}
+			r, err := tx.ExecContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+")"), part...)
+			if err != nil {
+				return err
+			}
+			m, _ := r.RowsAffected()
+			n += int(m)
+		}
 		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
 				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
