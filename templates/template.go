@@ -236,39 +236,11 @@ func placeholder(name string) (segment, error) {
 }
 
 func suggest(name string) string {
-	best, bestD := "", 3
-	for _, n := range placeholderNames {
-		if d := levenshtein(name, n); d < bestD {
-			best, bestD = n, d
-		}
-	}
+	best := Closest(name, placeholderNames)
 	if best == "data" || best == "previous" {
 		return best + ".…"
 	}
 	return best
-}
-
-func levenshtein(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Render renders the template for ev.

@@ -537,41 +537,8 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func didYouMean(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if len(s) >= 3 && strings.HasPrefix(k, strings.ToLower(s)) {
-			return k
-		}
-		if d := editDistance(strings.ToLower(s), k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
+// didYouMean returns the known key closest to s, or "".
+func didYouMean(s string, known []string) string { return templates.Closest(s, known) }
 
 // sortedKeys returns a map's keys in order (stable JSON and previews).
 func sortedKeys[V any](m map[string]V) []string {
