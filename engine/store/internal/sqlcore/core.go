@@ -734,6 +734,9 @@ func (c *Core) getEvent(ctx context.Context, tenant, id string) (engine.EventRec
 	rec.ReceivedAt = received.T
 	if ev, err := templates.DecodeEvent(raw); err == nil {
 		rec.Event = ev
+	} else {
+		// Not a strict event (an internal one, say): take what decodes.
+		_ = json.Unmarshal(raw, &rec.Event)
 	}
 	// The columns are authoritative (an internal event's JSON may be loose).
 	rec.Event.Tenant, rec.Event.ID = tenant, id
