@@ -17,7 +17,7 @@ test:
 
 # Quick suite without PostgreSQL (its tests skip).
 test-short:
-	env -u TEST_DATABASE_URL -u TEST_PG_RESTART $(GO) test -short -race $(PKGS)
+	env -u TEST_DATABASE_URL -u TEST_PG_RESTART -u TEST_PG_RESTART_URL $(GO) test -short -race $(PKGS)
 
 build:
 	$(GO) build ./...
