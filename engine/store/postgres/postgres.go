@@ -74,8 +74,13 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			})
 		})
 	}
+	if err == nil {
+		// Prepared once per connection: no parse, plan or extra round trip
+		// per batch.
+		err = s.Retry(ctx, func() error { return s.Prepare(ctx, false, claimSQL, completeSQL, writeSQL) })
+	}
 	if err != nil {
-		db.Close()
+		s.Core.Close()
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return s, nil
@@ -167,7 +172,7 @@ var claimSQL = `WITH c AS (
 func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
 	var ds []engine.Delivery
 	err := d.s.Retry(ctx, func() error {
-		rows, err := d.s.W.QueryContext(ctx, claimSQL, now, limit, owner, until)
+		rows, err := d.s.Query(ctx, d.s.W, claimSQL, now, limit, owner, until)
 		if err != nil {
 			return err
 		}
@@ -233,7 +238,7 @@ func (d dialect) CompleteUpdate(ctx context.Context, q sqlcore.Querier, cs []eng
 		atts[i], codes[i], durs[i] = int64(c.Attempt.N), int64(c.Attempt.Code), int64(c.Attempt.Duration)
 		details[i], tests[i] = c.Attempt.Detail, c.Attempt.Test
 	}
-	rows, err := q.QueryContext(ctx, completeSQL, pq.Array(ids), pq.Array(owners), pq.Array(atts),
+	rows, err := d.s.Query(ctx, q, completeSQL, pq.Array(ids), pq.Array(owners), pq.Array(atts),
 		pq.Array(states), pq.Array(runAts), pq.Array(codes), pq.Array(errs), pq.Array(fins),
 		pq.Array(starts), pq.Array(durs), pq.Array(outcomes), details, pq.Array(tests))
 	if err != nil {
@@ -322,7 +327,7 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 			internal, test = append(internal, dl.Internal), append(test, dl.Test)
 		}
 	}
-	rows, err := q.QueryContext(ctx, writeSQL,
+	rows, err := d.s.Query(ctx, q, writeSQL,
 		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
 		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
 		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),

@@ -85,7 +85,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
-	if err := s.Prepare(ctx, sqlcore.CompleteEachSQL, claimSQL); err != nil {
+	if err := s.Prepare(ctx, true, sqlcore.CompleteEachSQL, claimSQL); err != nil {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}

@@ -47,11 +47,16 @@ type stmts struct {
 	m  map[string]*sql.Stmt
 }
 
-// Prepare prepares the statements of every multi-row insert and of qs on
-// the write pool, for reuse inside transactions. Call it once at open.
-func (c *Core) Prepare(ctx context.Context, qs ...string) error {
+// Prepare prepares qs and, when multi, the statements of every multi-row
+// insert on the write pool, for reuse (inside transactions too). Call it
+// once at open.
+func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 	var all []string
-	for _, m := range []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsUpsert} {
+	var ms []multiRow
+	if multi {
+		ms = []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsUpsert}
+	}
+	for _, m := range ms {
 		for _, size := range rowSizes {
 			if size*m.cols <= c.D.MaxParams() {
 				all = append(all, m.sql(c, size))
