@@ -276,11 +276,10 @@ func (e *Engine) commit(ctx context.Context, recs []EventRecord) ([]EmitResult, 
 	return out, nil
 }
 
-// committer is the one goroutine that writes emitted events: it takes
-// every request queued (up to EmitBatch events) and commits them in one
-// InsertEvents, so concurrent emits share transactions.
+// committer writes emitted events: it takes every request queued (up to
+// EmitBatch events) and commits them in one InsertEvents, so concurrent
+// emits share transactions. One runs per Engine.writers.
 func (e *Engine) committer() {
-	defer close(e.committerDone)
 	var carry []*emitReq
 	closed := false
 	for {

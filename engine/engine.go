@@ -80,6 +80,9 @@ type TestResult struct {
 	Attempt  Attempt  `json:"attempt"`
 }
 
+// serverWriters is Engine.writers for a database server.
+const serverWriters = 3
+
 // ErrStopped is returned by Start after Stop.
 var ErrStopped = errors.New("engine: stopped")
 
@@ -110,6 +113,12 @@ type Engine struct {
 	committerDone chan struct{}
 
 	wake chan struct{} // capacity 1: new work may be due
+
+	// writers is how many claim loops and emit committers run side by
+	// side: 1 for a single-writer database (SQLite), more for a server
+	// (a store that can write in the host's transactions is one), where
+	// concurrent transactions overlap their commits.
+	writers int
 
 	mu       sync.Mutex
 	state    int // 0 new, 1 started, 2 stopping/stopped
@@ -195,10 +204,21 @@ func New(store Store, cfg Config) (*Engine, error) {
 		stopDone:      make(chan struct{}),
 		quit:          make(chan struct{}),
 	}
+	e.writers = 1
+	if _, ok := store.(TxWriter); ok {
+		e.writers = serverWriters
+	}
 	if err := e.Reload(nil); err != nil {
 		return nil, err
 	}
-	go e.committer()
+	var committers sync.WaitGroup
+	for range e.writers {
+		committers.Go(e.committer)
+	}
+	go func() {
+		committers.Wait()
+		close(e.committerDone)
+	}()
 	return e, nil
 }
 

@@ -86,7 +86,15 @@ func (r *runner) start() {
 		go r.worker()
 	}
 	go r.completer()
-	go r.claimLoop()
+	var claimers sync.WaitGroup
+	for range r.e.writers {
+		claimers.Go(r.claimLoop)
+	}
+	go func() {
+		claimers.Wait()
+		close(r.jobs)
+		close(r.claimDone)
+	}()
 }
 
 // stop: stop claiming; let in-flight actions finish until ctx ends, then
@@ -141,8 +149,6 @@ func (r *runner) stop(ctx context.Context) error {
 // workers; with nothing due it sleeps until woken (an emit, a retry, the
 // store's notification, a retry this process scheduled) or PollInterval.
 func (r *runner) claimLoop() {
-	defer close(r.claimDone)
-	defer close(r.jobs)
 	e := r.e
 	var waker <-chan struct{}
 	if w, ok := e.store.(Waker); ok {

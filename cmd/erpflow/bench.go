@@ -318,9 +318,13 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
 
+// runID keeps event ids of runs on the same database apart (an id seen
+// before would be a duplicate: no deliveries).
+var runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+
 // benchEvent is event i of a run; its data carries the emit time.
 func benchEvent(prefix string, i int64) engine.Event {
-	id := prefix + strconv.FormatInt(i, 10)
+	id := prefix + "-" + runID + "-" + strconv.FormatInt(i, 10)
 	now := time.Now()
 	ev := engine.Event{ID: id, Entity: "BenchOrder", EntityID: id, Event: "created", OccurredAt: now}
 	ev.SetRawData(json.RawMessage(`{"number":"` + id + `","total":125.5,"t":` + strconv.FormatInt(now.UnixNano(), 10) + `}`))
