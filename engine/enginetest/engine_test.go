@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/engine"
 )
@@ -145,5 +146,31 @@ func TestEmitValidation(t *testing.T) {
 	}
 	if _, err := e.Store().GetEvent(context.Background(), "", "1"); !errors.Is(err, engine.ErrNotFound) {
 		t.Fatalf("invalid event stored? %v", err)
+	}
+}
+
+// TestConfigAndLifecycle: bad settings are refused; Start twice is an
+// error; Reload refuses an action whose config the engine cannot run.
+func TestConfigAndLifecycle(t *testing.T) {
+	st := mustOpen(t, kinds(t)[0].newDB(t))
+	for _, cfg := range []engine.Config{{Workers: -1}, {ClaimBatch: -1}, {Lease: -time.Second}, {PollInterval: -1}, {EmitBatch: -1}, {Retention: -1}} {
+		if _, err := engine.New(st, cfg); err == nil {
+			t.Fatalf("New(%+v): no error", cfg)
+		}
+	}
+	if _, err := engine.New(nil, engine.Config{}); err == nil {
+		t.Fatal("New(nil store): no error")
+	}
+	e := newEngine(t, st, nil, engine.Config{})
+	if err := e.Start(context.Background()); err == nil {
+		t.Fatal("second Start: no error")
+	}
+	rules := parseRules(t, "rules:"+noteRule)
+	rules[0].Actions[0].Config = "not an action"
+	if err := e.Reload(rules); err == nil || !strings.Contains(err.Error(), "noted") {
+		t.Fatalf("Reload with a bad config: %v", err)
+	}
+	if e.Rules() == nil {
+		t.Fatal("no rule set")
 	}
 }
