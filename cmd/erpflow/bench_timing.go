@@ -15,23 +15,24 @@ import (
 type timingStore struct {
 	engine.Store
 	mu sync.Mutex
-	m  map[string]*[3]int64 // calls, items, ns
+	m  map[string]*[4]int64 // calls, items, ns, max ns
 }
 
 func (t *timingStore) rec(op string, items int, d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
-		t.m = map[string]*[3]int64{}
+		t.m = map[string]*[4]int64{}
 	}
 	a := t.m[op]
 	if a == nil {
-		a = &[3]int64{}
+		a = &[4]int64{}
 		t.m[op] = a
 	}
 	a[0]++
 	a[1] += int64(items)
 	a[2] += int64(d)
+	a[3] = max(a[3], int64(d))
 }
 
 func (t *timingStore) dump(w io.Writer) {
@@ -42,8 +43,9 @@ func (t *timingStore) dump(w io.Writer) {
 		if a == nil {
 			continue
 		}
-		fmt.Fprintf(w, "store %-8s %6d calls, %6.1f items/call, %7.2fms/call, %s in all\n",
-			k, a[0], float64(a[1])/float64(a[0]), float64(a[2])/float64(a[0])/1e6, time.Duration(a[2]).Round(time.Millisecond))
+		fmt.Fprintf(w, "store %-8s %6d calls, %6.1f items/call, %7.2fms/call (longest %s), %s in all\n",
+			k, a[0], float64(a[1])/float64(a[0]), float64(a[2])/float64(a[0])/1e6,
+			time.Duration(a[3]).Round(10*time.Microsecond), time.Duration(a[2]).Round(time.Millisecond))
 	}
 }
 
