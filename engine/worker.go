@@ -182,9 +182,9 @@ func (r *runner) claimLoop() {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 			ds, err := e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
 			cancel()
-			if unused := limit - int64(len(ds)); unused > 0 {
-				r.inflight.Add(-unused)
-			}
+			// Give back what was not used (or count what a store returned
+			// beyond the limit).
+			r.inflight.Add(int64(len(ds)) - limit)
 			if err != nil {
 				backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
 				e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
