@@ -174,3 +174,22 @@ func TestConfigAndLifecycle(t *testing.T) {
 		t.Fatal("no rule set")
 	}
 }
+
+// TestEmitStoreError: when the database cannot take the event, Emit says
+// so (the caller retries) and the engine keeps working for later emits.
+func TestEmitStoreError(t *testing.T) {
+	db := kinds(t)[0].newDB(t)
+	st, err := openStore(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newIdleEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
+	st.Close()
+	if _, err := e.Emit(context.Background(), order("lost?")); err == nil || !strings.Contains(err.Error(), "engine: emit") {
+		t.Fatalf("emit on a closed store: %v", err)
+	}
+	rs, err := e.EmitBatch(context.Background(), []engine.Event{order("a"), order("b")})
+	if err == nil {
+		t.Fatalf("batch on a closed store: %+v", rs)
+	}
+}
