@@ -43,6 +43,10 @@ type emitReq struct {
 // Concurrent calls share transactions (group commit): thousands of emits
 // at once cost a few commits. A store error is returned wrapped; the event
 // may then be retried with the same id safely.
+//
+// The deliveries are returned as committed: pending, or already running
+// (attempt 1) when this process's idle workers took them at once, or dead
+// when their payload could not be rendered.
 func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
 	e.preparing.Add(1)
 	rec, err := e.prepare(ctx, &ev)
