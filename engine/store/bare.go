@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 
 	_ "github.com/lib/pq"  // driver "postgres"
@@ -40,7 +41,8 @@ func BareQueueLoop(ctx context.Context, dbURL string, n, batch int) (perSecond f
 		if path == ":memory:" {
 			return 0, fmt.Errorf("bare queue loop: needs a database file, not :memory:")
 		}
-		db, err = sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+		db, err = sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 		if db != nil {
 			db.SetMaxOpenConns(1)
 		}
