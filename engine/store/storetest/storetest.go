@@ -164,6 +164,7 @@ func Run(t *testing.T, open Opener) {
 		{"Claim", testClaim},
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"LeaseExpiry", testLeaseExpiry},
+		{"InsertClaimed", testInsertClaimed},
 		{"CompleteFailedRetries", testCompleteFailed},
 		{"CompleteRaise", testCompleteRaise},
 		{"CompleteBatch", testCompleteBatch},
@@ -516,6 +517,34 @@ func testLeaseExpiry(t *testing.T, s engine.Store) {
 	// A repeated completion (lease no longer held) is skipped.
 	if n := mv(s.Complete(ctx, []engine.Completion{ok})).get(t); n != 0 {
 		t.Fatalf("repeated completion applied")
+	}
+}
+
+// The engine may insert deliveries already claimed by itself (handed
+// straight to idle workers): they are leased like claimed ones.
+func testInsertClaimed(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	r := rec("acme", "ev1", 2, t0)
+	for i := range r.Deliveries {
+		d := &r.Deliveries[i]
+		d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = engine.StateRunning, 1, "me", t0.Add(time.Minute)
+	}
+	res := mv(s.InsertEvents(ctx, []engine.EventRecord{r})).get(t)
+	if d := res[0].Deliveries[0]; d.State != engine.StateRunning || d.LeaseOwner != "me" || !d.LockedUntil.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("inserted %+v", d)
+	}
+	if ds := mv(s.Claim(ctx, "other", 10, t0.Add(30*time.Second), time.Minute)).get(t); len(ds) != 0 {
+		t.Fatalf("claimed %v while inserted under a lease", ids(ds))
+	}
+	ok := engine.Completion{ID: r.Deliveries[0].ID, Owner: "me", State: engine.StateSucceeded,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}}
+	if n := mv(s.Complete(ctx, []engine.Completion{ok})).get(t); n != 1 {
+		t.Fatalf("completion of an inserted-claimed delivery applied %d", n)
+	}
+	// The other one's process died: it is claimed after the lease.
+	ds := mv(s.Claim(ctx, "other", 10, t0.Add(2*time.Minute), time.Minute)).get(t)
+	if len(ds) != 1 || ds[0].ID != r.Deliveries[1].ID || ds[0].Attempts != 2 {
+		t.Fatalf("after the lease claimed %+v", ds)
 	}
 }
 
