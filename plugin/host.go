@@ -19,6 +19,8 @@ import (
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/erpflow/erpflow/actions"
 	pb "github.com/erpflow/erpflow/plugin/proto/v1"
@@ -432,7 +434,7 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 	}
 	resp, err := inst.rpc.Validate(ctx, req)
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !cutOff(ctx, err) {
 			p.fail(inst, err)
 		}
 		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
@@ -450,7 +452,7 @@ func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.Execu
 	resp, err := inst.rpc.Execute(ctx, req)
 	if err != nil {
 		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case cutOff(ctx, err):
 			go p.probe(inst)
 			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q did not answer within the timeout of %s", p.spec.Name, timeout)}
 		case ctx.Err() != nil:
@@ -460,6 +462,37 @@ func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.Execu
 		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q crashed or failed during the attempt (%v); it is restarted", p.spec.Name, grpcMessage(err))}
 	}
 	return outcomeFromPB(resp.Outcome)
+}
+
+// cutOff reports whether a call's error means it was cut off at ctx's
+// deadline. ctx.Err() alone does not tell: gRPC sends the deadline to the
+// plugin (grpc-timeout), whose server resets the stream (RST_STREAM CANCEL)
+// when it passes, and that reset can reach us before this process has run
+// ctx's own timer — under load ctx.Err() is then still nil, and the
+// error is "stream terminated by RST_STREAM" with code DeadlineExceeded
+// (or Canceled). Taking that for a crash would kill a healthy plugin.
+func cutOff(ctx context.Context, err error) bool {
+	switch ctx.Err() {
+	case context.DeadlineExceeded:
+		return true
+	case nil:
+	default:
+		return false // the caller canceled
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.DeadlineExceeded:
+		return true
+	case codes.Canceled:
+		// Only the plugin's gRPC server cancels a stream from its side
+		// while the process lives (a crash is Unavailable), and it does
+		// so only at the deadline we sent it.
+		return true
+	}
+	return !time.Now().Before(dl)
 }
 
 // probe checks a plugin that let a call time out: one that no longer

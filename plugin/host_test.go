@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/actions"
@@ -353,8 +355,14 @@ func TestCrashIsRetryableAndRestarts(t *testing.T) {
 	mustDecode(t, reg, "echo", "message: again\n")
 }
 
+// A plugin that ignores its context is cut off at the action's timeout;
+// the attempt is retryable and the process, which still answers health
+// checks, keeps running. However gRPC reports the cut (our own deadline,
+// or the plugin's server resetting the stream at the deadline it was sent
+// — see cutOff), the outcome is the same timeout.
 func TestHungPluginBoundedByTimeout(t *testing.T) {
-	_, reg, _ := startEcho(t)
+	h, reg, _ := startEcho(t)
+	pid := h.pids()[0]
 	hang := mustDecode(t, reg, "echo", "message: hi\nhang: true\ntimeout: 300ms\n")
 	payload, _ := hang.Render(sampleEvent(t), actions.Meta{})
 	done := make(chan actions.Outcome, 1)
@@ -370,11 +378,57 @@ func TestHungPluginBoundedByTimeout(t *testing.T) {
 	if o.Status != actions.Retryable || !strings.Contains(o.Error, "within the timeout of 300ms") {
 		t.Fatalf("outcome %+v", o)
 	}
-	// The plugin still serves other deliveries.
+	// The plugin still serves other deliveries, from the same process: a
+	// timeout is not taken for a crash.
 	ok := mustDecode(t, reg, "echo", "message: fine\n")
 	payload, _ = ok.Render(sampleEvent(t), actions.Meta{})
-	if o := ok.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_ok", Attempt: 1, Payload: payload}); o.Status != actions.Succeeded {
+	o = ok.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_ok", Attempt: 1, Payload: payload})
+	if o.Status != actions.Succeeded {
 		t.Fatalf("outcome %+v", o)
+	}
+	var detail struct{ PID int }
+	if err := json.Unmarshal(o.Detail, &detail); err != nil || detail.PID != pid {
+		t.Fatalf("served by pid %d (%v), want the first process %d", detail.PID, err, pid)
+	}
+}
+
+// lateTimer is a context whose deadline has passed but whose timer has
+// not run yet (ctx.Err() still nil): what a loaded machine shows for a
+// moment, and when the plugin's stream reset arrives in that moment.
+type lateTimer struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c lateTimer) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func TestCutOffClassifiesEveryFormOfTheTimeout(t *testing.T) {
+	pending, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	expired, cancel2 := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel2()
+	canceled, cancel3 := context.WithCancel(context.Background())
+	cancel3()
+	late := lateTimer{Context: context.Background(), deadline: time.Now().Add(-time.Millisecond)}
+	rst := "stream terminated by RST_STREAM with error code: CANCEL"
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{"our deadline", expired, status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true},
+		{"server reset after the deadline, timer late", late, status.Error(codes.DeadlineExceeded, rst), true},
+		{"server reset read as canceled, timer late", late, status.Error(codes.Canceled, rst), true},
+		{"server reset before our timer", pending, status.Error(codes.Canceled, rst), true},
+		{"connection lost after the deadline, timer late", late, status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{"crash before the deadline", pending, status.Error(codes.Unavailable, "error reading from server: EOF"), false},
+		{"canceled by the caller", canceled, status.Error(codes.Canceled, "context canceled"), false},
+		{"no deadline", context.Background(), status.Error(codes.Canceled, rst), false},
+	} {
+		if got := cutOff(tc.ctx, tc.err); got != tc.want {
+			t.Errorf("%s: cutOff = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 
