@@ -1,5 +1,6 @@
 // Package plugin runs erpflow's custom actions as hashicorp/go-plugin
-// subprocesses over gRPC, and serves the engine itself as such a plugin.
+// subprocesses over gRPC: the contract, the SDK plugin authors import, and
+// the host that loads the plugins.
 //
 // # Writing an action plugin
 //
@@ -28,8 +29,6 @@
 //
 // # The engine as a plugin
 //
-// StartEngine runs `erpflow plugin-engine` (or any binary calling
-// ServeEngine) and returns an EngineClient with Emit, Reload, Delivery and
-// Deliveries; an engine.EntityLoader given by the host is called back over
-// the go-plugin broker to enrich thin events.
+// Running the engine itself as a plugin is package engineplugin; it is
+// kept out of this package so that plugin binaries do not link the engine.
 package plugin

@@ -31,7 +31,7 @@ func ExampleRetry() {
 // then decode (validated by the plugin), render without secrets, and
 // execute in the plugin process.
 func ExampleStart() {
-	path, err := buildBin("echo") // an action plugin built with plugin.Serve
+	path, err := bins.Build("echo") // an action plugin built with plugin.Serve
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -3,12 +3,9 @@ package plugin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -23,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/plugin/internal/glue"
 	pb "github.com/erpflow/erpflow/plugin/proto/v1"
 )
 
@@ -54,16 +52,13 @@ func (e *Error) Unwrap() error { return e.Err }
 // Typed causes inside *Error, for callers that branch.
 var (
 	// ErrChecksum: the binary's SHA-256 differs from Spec.SHA256.
-	ErrChecksum = errors.New("checksum mismatch")
+	ErrChecksum = glue.ErrChecksum
 	// ErrHandshake: the binary is not an erpflow plugin of this protocol
 	// version.
-	ErrHandshake = errors.New("handshake failed")
+	ErrHandshake = glue.ErrHandshake
 	// ErrClosed: the Host was closed.
 	ErrClosed = errors.New("plugin host closed")
 )
-
-// startTimeout bounds the start of one plugin process (exec + handshake).
-const startTimeout = 20 * time.Second
 
 // Host runs action plugins and keeps them running.
 type Host struct {
@@ -206,12 +201,9 @@ func (p *proc) init(ctx context.Context) error {
 
 // parseChecksum reads Spec.SHA256.
 func (p *proc) parseChecksum() error {
-	if p.spec.SHA256 == "" {
-		return nil
-	}
-	sum, err := hex.DecodeString(strings.TrimSpace(p.spec.SHA256))
-	if err != nil || len(sum) != sha256.Size {
-		return p.errorf(fmt.Errorf("sha256 must be 64 hex digits, got %q", p.spec.SHA256))
+	sum, err := glue.ParseChecksum(p.spec.SHA256)
+	if err != nil {
+		return p.errorf(err)
 	}
 	p.checksum = sum
 	return nil
@@ -226,15 +218,23 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
 		return nil, nil, p.errorf(errors.New("not an executable file"))
 	}
-	client, raw, err := p.launch(Handshake, actionPluginName, &actionPlugin{}, exec.Command(p.spec.Path))
+	client, raw, err := glue.Start(glue.Launch{
+		Handshake: Handshake,
+		Name:      actionPluginName,
+		Plugin:    &actionPlugin{},
+		Cmd:       exec.Command(p.spec.Path),
+		Log:       p.log,
+		Checksum:  p.checksum,
+		SHA256:    p.spec.SHA256,
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, p.errorf(err)
 	}
 	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now()}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
-	dctx, cancel := context.WithTimeout(ctx, startTimeout)
+	dctx, cancel := context.WithTimeout(ctx, glue.StartTimeout)
 	defer cancel()
 	d, err := inst.rpc.Describe(dctx, &pb.DescribeRequest{})
 	if err != nil {
@@ -245,71 +245,6 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	p.allPIDs = append(p.allPIDs, inst.pid)
 	p.mu.Unlock()
 	return inst, d, nil
-}
-
-// launch starts the process of cmd and dispenses the plugin name: one
-// go-plugin client with gRPC only, AutoMTLS, the checksum check when set,
-// and the plugin's logs and output routed into p.log.
-func (p *proc) launch(hs goplugin.HandshakeConfig, name string, gp goplugin.Plugin, cmd *exec.Cmd) (*goplugin.Client, any, error) {
-	cfg := &goplugin.ClientConfig{
-		HandshakeConfig:  hs,
-		Plugins:          goplugin.PluginSet{name: gp},
-		Cmd:              cmd,
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		AutoMTLS:         true,
-		Managed:          true,
-		Logger:           newHCLog(p.log, ""),
-		StartTimeout:     startTimeout,
-		SyncStdout:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stdout") }},
-		SyncStderr:       &lineLogger{log: func(l string) { p.log.Info(l, "stream", "stderr") }},
-	}
-	if p.checksum != nil {
-		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: p.checksum, Hash: sha256.New()}
-	}
-	client := goplugin.NewClient(cfg)
-	rpcClient, err := client.Client()
-	if err != nil {
-		client.Kill()
-		return nil, nil, p.errorf(p.explainStart(err))
-	}
-	raw, err := rpcClient.Dispense(name)
-	if err != nil {
-		client.Kill()
-		return nil, nil, p.errorf(fmt.Errorf("%w: %v", ErrHandshake, err))
-	}
-	return client, raw, nil
-}
-
-// explainStart turns go-plugin's start errors into ones that say what to
-// do.
-func (p *proc) explainStart(err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
-		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, fileSHA256(p.spec.Path), p.spec.SHA256)
-	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
-		return fmt.Errorf("%w: plugin protocol version differs (erpflow speaks %d): %s", ErrHandshake, ProtocolVersion, msg)
-	case strings.Contains(msg, "exited before we could connect"),
-		strings.Contains(msg, "Unrecognized remote plugin message"),
-		strings.Contains(msg, "timeout while waiting for plugin to start"):
-		return fmt.Errorf("%w: not an erpflow action plugin of protocol %d, or it failed at start (%s); build it with plugin.Serve from github.com/erpflow/erpflow/plugin", ErrHandshake, ProtocolVersion, msg)
-	case strings.Contains(msg, "Unsupported plugin protocol"):
-		return fmt.Errorf("%w: the plugin does not speak gRPC: %s", ErrHandshake, msg)
-	}
-	return err
-}
-
-func fileSHA256(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return "unreadable"
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "unreadable"
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // backoff is the wait before restart number n (1-based) after consecutive

@@ -470,25 +470,6 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 	}
 }
 
-// waitGone polls until no process has pid (a zombie counts as gone: it
-// has exited and only waits for a parent, maybe init, to reap it).
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	eventually(t, 15*time.Second, fmt.Sprintf("process %d to exit", pid), func() bool {
-		if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
-			return true
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return os.IsNotExist(err)
-		}
-		// "pid (comm) S …": the state follows the last ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
-	})
-}
-
 // A plugin whose host was killed (SIGKILL: no chance to end its plugins)
 // exits by itself instead of living on as an orphan.
 func TestPluginExitsWhenHostIsKilled(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/plugin/internal/glue"
 	"github.com/erpflow/erpflow/templates"
 )
 
@@ -129,7 +130,7 @@ func configErrors(err error) []*ConfigError {
 // returns only when erpflow ends the plugin. Started by hand (not by
 // erpflow) it prints an explanation and exits with status 1.
 func Serve(impl Action) {
-	exitWithParent()
+	glue.ExitWithParent()
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         goplugin.PluginSet{actionPluginName: &actionPlugin{impl: impl}},
@@ -141,25 +142,6 @@ func Serve(impl Action) {
 // redirects os.Stderr into the synced stream (which erpflow logs as plain
 // lines): go-plugin parses the JSON lines written here into log records.
 var logOutput = os.Stderr
-
-// exitWithParent ends the plugin once the process that started it is gone.
-// erpflow kills its plugins when it stops, but not when it is itself
-// killed with SIGKILL; the plugin would then live on, reparented.
-func exitWithParent() {
-	ppid := os.Getppid()
-	if ppid <= 1 {
-		return
-	}
-	go func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for range t.C {
-			if os.Getppid() != ppid {
-				os.Exit(0)
-			}
-		}
-	}()
-}
 
 // Logger returns a logger for plugin authors: its records reach erpflow's
 // log with their level and attributes (stderr in the JSON form go-plugin

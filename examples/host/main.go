@@ -32,7 +32,7 @@ import (
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
-	"github.com/erpflow/erpflow/plugin"
+	"github.com/erpflow/erpflow/plugin/engineplugin"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -111,8 +111,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	if *mode == "plugin" || *mode == "both" {
-		c, err := plugin.StartEngine(ctx, *erpflowBin, plugin.EngineConfig{
-			Options: plugin.EngineOptions{
+		c, err := engineplugin.StartEngine(ctx, *erpflowBin, engineplugin.EngineConfig{
+			Options: engineplugin.EngineOptions{
 				Database:             "sqlite:" + filepath.Join(*dir, "plugin.db"),
 				AllowHTTP:            true, // demo receiver only
 				AllowPrivateNetworks: true,

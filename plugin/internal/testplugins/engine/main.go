@@ -12,11 +12,11 @@ import (
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
-	"github.com/erpflow/erpflow/plugin"
+	"github.com/erpflow/erpflow/plugin/engineplugin"
 )
 
 func main() {
-	plugin.ServeEngine(plugin.EngineServer{
+	engineplugin.ServeEngine(engineplugin.EngineServer{
 		OpenStore: func(ctx context.Context, url string) (engine.Store, error) {
 			path, ok := strings.CutPrefix(url, "sqlite:")
 			if !ok {
@@ -24,7 +24,7 @@ func main() {
 			}
 			return sqlite.Open(ctx, path, sqlite.Options{})
 		},
-		Registry: func(o plugin.EngineOptions) (*actions.Registry, error) {
+		Registry: func(o engineplugin.EngineOptions) (*actions.Registry, error) {
 			reg := &actions.Registry{}
 			err := reg.Register("webhook", webhook.New(webhook.Options{
 				AllowHTTP:            o.AllowHTTP,

@@ -1,4 +1,4 @@
-package plugin
+package engineplugin
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/plugin"
 )
 
 // erpEntities is the host's entity store: what a Go ERP would load from
@@ -89,7 +90,7 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 			AllowHTTP:            true, // the receiver is an httptest server
 			AllowPrivateNetworks: true,
 			// An action plugin run by the engine process.
-			Plugins: []Spec{{Name: "echo", Path: bin(t, "echo")}},
+			Plugins: []plugin.Spec{{Name: "echo", Path: bin(t, "echo")}},
 		},
 		Entities: ents,
 		Args:     args,
@@ -196,7 +197,7 @@ func TestStartEngineErrors(t *testing.T) {
 	}
 	// An action plugin is not an engine: the handshake cookies differ.
 	_, err = StartEngine(ctx, bin(t, "echo"), EngineConfig{})
-	if !errors.Is(err, ErrHandshake) {
+	if !errors.Is(err, plugin.ErrHandshake) {
 		t.Fatalf("action plugin as engine: %v", err)
 	}
 	_, err = StartEngine(ctx, bin(t, "engine"), EngineConfig{Options: EngineOptions{Database: "mysql://x"}})

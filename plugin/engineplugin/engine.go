@@ -1,4 +1,4 @@
-package plugin
+package engineplugin
 
 import (
 	"context"
@@ -18,10 +18,24 @@ import (
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/plugin"
+	"github.com/erpflow/erpflow/plugin/internal/glue"
 	pb "github.com/erpflow/erpflow/plugin/proto/v1"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
 )
+
+// Handshake is the go-plugin handshake of the engine served as a plugin; its
+// cookie differs from plugin.Handshake's, so that an action plugin cannot
+// be started as an engine nor the other way round.
+var Handshake = goplugin.HandshakeConfig{
+	ProtocolVersion:  plugin.ProtocolVersion,
+	MagicCookieKey:   "ERPFLOW_ENGINE_PLUGIN",
+	MagicCookieValue: "5d1e0b7a-erpflow-engine-plugin",
+}
+
+// enginePluginName names the engine in the go-plugin PluginSet.
+const enginePluginName = "engine"
 
 // EngineOptions configures the engine running as a plugin. They travel to
 // the subprocess as JSON. Zero values mean defaults.
@@ -37,13 +51,13 @@ type EngineOptions struct {
 	// AllowPrivateNetworks turns the webhook SSRF guard off. Default false.
 	AllowPrivateNetworks bool `json:"allow_private_networks,omitempty"`
 	// Plugins are action plugins the engine process runs. Default none.
-	Plugins []Spec `json:"plugins,omitempty"`
+	Plugins []plugin.Spec `json:"plugins,omitempty"`
 }
 
 // EngineServer configures ServeEngine. The store and the action types are
 // the serving binary's choice (erpflow's plugin-engine command: every
-// store, the webhook action), so that this package, which plugin authors
-// import too, does not link a database driver into every plugin.
+// store, the webhook action), so that this package does not link every
+// database driver into every host.
 type EngineServer struct {
 	// OpenStore opens the store for EngineOptions.Database. Required.
 	OpenStore func(ctx context.Context, url string) (engine.Store, error)
@@ -60,12 +74,12 @@ type EngineServer struct {
 // the plugin, after stopping the engine and closing the store.
 func ServeEngine(cfg EngineServer) {
 	if cfg.Logger == nil {
-		cfg.Logger = Logger()
+		cfg.Logger = plugin.Logger()
 	}
 	srv := &engineServer{cfg: cfg}
-	exitWithParent()
+	glue.ExitWithParent()
 	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig: engineHandshake,
+		HandshakeConfig: Handshake,
 		Plugins:         goplugin.PluginSet{enginePluginName: &enginePlugin{server: srv}},
 		GRPCServer:      goplugin.DefaultGRPCServer,
 	})
@@ -103,7 +117,7 @@ type engineServer struct {
 	eng    *engine.Engine
 	store  engine.Store
 	reg    *actions.Registry
-	host   *Host
+	host   *plugin.Host
 	loader *grpc.ClientConn
 }
 
@@ -132,7 +146,7 @@ func (s *engineServer) Open(ctx context.Context, req *pb.OpenRequest) (*pb.OpenR
 		opts.Database = "sqlite:erpflow.db"
 	}
 	if s.cfg.OpenStore == nil || s.cfg.Registry == nil {
-		return nil, status.Error(codes.Internal, "this engine plugin binary sets no OpenStore or Registry in plugin.EngineServer")
+		return nil, status.Error(codes.Internal, "this engine plugin binary sets no OpenStore or Registry in engineplugin.EngineServer")
 	}
 	st, err := s.cfg.OpenStore(ctx, opts.Database)
 	if err != nil {
@@ -155,7 +169,7 @@ func (s *engineServer) Open(ctx context.Context, req *pb.OpenRequest) (*pb.OpenR
 		return fail(codes.InvalidArgument, "actions: %v", err)
 	}
 	if len(opts.Plugins) > 0 {
-		if s.host, err = Start(ctx, opts.Plugins, reg, s.cfg.Logger); err != nil {
+		if s.host, err = plugin.Start(ctx, opts.Plugins, reg, s.cfg.Logger); err != nil {
 			return fail(codes.InvalidArgument, "%v", err)
 		}
 	}
@@ -363,16 +377,25 @@ func StartEngine(ctx context.Context, path string, cfg EngineConfig) (*EngineCli
 	if args == nil {
 		args = []string{"plugin-engine"}
 	}
-	p := &proc{spec: Spec{Name: "erpflow-engine", Path: path, SHA256: cfg.SHA256}, log: cfg.Logger.With("plugin", "erpflow-engine")}
-	if err := p.parseChecksum(); err != nil {
-		return nil, err
+	errorf := func(err error) error { return &plugin.Error{Plugin: "erpflow-engine", Path: path, Err: err} }
+	sum, err := glue.ParseChecksum(cfg.SHA256)
+	if err != nil {
+		return nil, errorf(err)
 	}
 	if _, err := os.Stat(path); err != nil {
-		return nil, p.errorf(fmt.Errorf("binary not found: %w", err))
+		return nil, errorf(fmt.Errorf("binary not found: %w", err))
 	}
-	client, raw, err := p.launch(engineHandshake, enginePluginName, &enginePlugin{}, exec.Command(path, args...))
+	client, raw, err := glue.Start(glue.Launch{
+		Handshake: Handshake,
+		Name:      enginePluginName,
+		Plugin:    &enginePlugin{},
+		Cmd:       exec.Command(path, args...),
+		Log:       cfg.Logger.With("plugin", "erpflow-engine"),
+		Checksum:  sum,
+		SHA256:    cfg.SHA256,
+	})
 	if err != nil {
-		return nil, err
+		return nil, errorf(err)
 	}
 	conn := raw.(*engineConn)
 	c := &EngineClient{client: client, rpc: conn.rpc}
@@ -396,7 +419,7 @@ func StartEngine(ctx context.Context, path string, cfg EngineConfig) (*EngineCli
 	}
 	if _, err := c.rpc.Open(ctx, req); err != nil {
 		client.Kill()
-		return nil, p.errorf(fmt.Errorf("open: %w", rpcError(err)))
+		return nil, errorf(fmt.Errorf("open: %w", rpcError(err)))
 	}
 	return c, nil
 }

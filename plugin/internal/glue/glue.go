@@ -1,0 +1,139 @@
+// Package glue starts go-plugin processes the way erpflow does, for both
+// the action-plugin host (package plugin) and the engine plugin (package
+// engineplugin): gRPC only, AutoMTLS, an optional checksum, logs routed
+// into slog, and start errors that say what to do.
+package glue
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	goplugin "github.com/hashicorp/go-plugin"
+)
+
+// ProtocolVersion is the version of the plugin contract (proto package
+// erpflow.plugin.v1).
+const ProtocolVersion = 1
+
+// StartTimeout bounds the start of one plugin process (exec + handshake).
+const StartTimeout = 20 * time.Second
+
+// Typed causes of start failures (re-exported by package plugin).
+var (
+	ErrChecksum  = errors.New("checksum mismatch")
+	ErrHandshake = errors.New("handshake failed")
+)
+
+// Launch describes one process to start.
+type Launch struct {
+	Handshake goplugin.HandshakeConfig
+	Name      string          // the plugin's name in the PluginSet
+	Plugin    goplugin.Plugin // its client side
+	Cmd       *exec.Cmd
+	Log       *slog.Logger // receives go-plugin's and the plugin's logs
+	Checksum  []byte       // from ParseChecksum; nil: not checked
+	SHA256    string       // the configured checksum, for the mismatch message
+}
+
+// Start starts the process and dispenses the plugin. Errors are the
+// causes; callers wrap them with the plugin's name and path.
+func Start(l Launch) (*goplugin.Client, any, error) {
+	cfg := &goplugin.ClientConfig{
+		HandshakeConfig:  l.Handshake,
+		Plugins:          goplugin.PluginSet{l.Name: l.Plugin},
+		Cmd:              l.Cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Managed:          true,
+		Logger:           newHCLog(l.Log, ""),
+		StartTimeout:     StartTimeout,
+		SyncStdout:       &lineLogger{log: func(s string) { l.Log.Info(s, "stream", "stdout") }},
+		SyncStderr:       &lineLogger{log: func(s string) { l.Log.Info(s, "stream", "stderr") }},
+	}
+	if l.Checksum != nil {
+		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: l.Checksum, Hash: sha256.New()}
+	}
+	client := goplugin.NewClient(cfg)
+	rpcClient, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, nil, explainStart(err, l.Cmd.Path, l.SHA256)
+	}
+	raw, err := rpcClient.Dispense(l.Name)
+	if err != nil {
+		client.Kill()
+		return nil, nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+	}
+	return client, raw, nil
+}
+
+// ParseChecksum reads a configured hex SHA-256; "" means not checked.
+func ParseChecksum(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	sum, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("sha256 must be 64 hex digits, got %q", s)
+	}
+	return sum, nil
+}
+
+// explainStart turns go-plugin's start errors into ones that say what to
+// do.
+func explainStart(err error, path, configured string) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
+		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, fileSHA256(path), configured)
+	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
+		return fmt.Errorf("%w: plugin protocol version differs (erpflow speaks %d): %s", ErrHandshake, ProtocolVersion, msg)
+	case strings.Contains(msg, "exited before we could connect"),
+		strings.Contains(msg, "Unrecognized remote plugin message"),
+		strings.Contains(msg, "timeout while waiting for plugin to start"):
+		return fmt.Errorf("%w: not an erpflow action plugin of protocol %d, or it failed at start (%s); build it with plugin.Serve from github.com/erpflow/erpflow/plugin", ErrHandshake, ProtocolVersion, msg)
+	case strings.Contains(msg, "Unsupported plugin protocol"):
+		return fmt.Errorf("%w: the plugin does not speak gRPC: %s", ErrHandshake, msg)
+	}
+	return err
+}
+
+func fileSHA256(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unreadable"
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "unreadable"
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ExitWithParent ends a plugin process once the process that started it
+// is gone. erpflow kills its plugins when it stops, but not when it is
+// itself killed with SIGKILL; the plugin would then live on, reparented.
+func ExitWithParent() {
+	ppid := os.Getppid()
+	if ppid <= 1 {
+		return
+	}
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for range t.C {
+			if os.Getppid() != ppid {
+				os.Exit(0)
+			}
+		}
+	}()
+}
