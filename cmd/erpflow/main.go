@@ -17,6 +17,8 @@ import (
 // itself in init.
 type command struct {
 	summary string
+	// hidden commands are run by programs, not people: usage omits them.
+	hidden bool
 	// run returns the process exit code; errors it prints itself.
 	run func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
@@ -60,8 +62,10 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: erpflow <command> [flags] [args]")
 	fmt.Fprintln(w, "\ncommands:")
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {

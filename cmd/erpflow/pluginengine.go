@@ -14,12 +14,14 @@ import (
 )
 
 // plugin-engine is started by Go ERP hosts through
-// engineplugin.StartEngine, not by people: it serves the engine over go-plugin (gRPC on a private, mutually
+// engineplugin.StartEngine, not by people (so `erpflow help` does not list
+// it): it serves the engine over go-plugin (gRPC on a private, mutually
 // authenticated connection) until the host ends it.
 func init() {
 	commands["plugin-engine"] = command{
 		summary: "serve the engine to a Go host over go-plugin (started by engineplugin.StartEngine)",
 		run:     runPluginEngine,
+		hidden:  true,
 	}
 }
 
