@@ -98,7 +98,7 @@ func (*CloseResponse) Descriptor() ([]byte, []int) {
 
 type OpenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// options is the JSON of plugin.EngineOptions.
+	// options is the JSON of engineplugin.EngineOptions.
 	Options []byte `protobuf:"bytes,1,opt,name=options,proto3" json:"options,omitempty"`
 	// entity_loader is the GRPCBroker id of the host's EntityLoader service;
 	// 0 when the host has none.
