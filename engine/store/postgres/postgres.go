@@ -160,13 +160,17 @@ func (dialect) MaxParams() int { return 60000 }
 
 func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
-// claimSQL claims in one statement. ANY(ARRAY(…)) keeps the update on
-// the primary key whatever the planner thinks of the table's size.
+// claimSQL claims in one statement: it picks and locks due rows of the
+// narrow queue table (the wide deliveries table has no index on due_at,
+// so that its updates are HOT), then updates deliveries, whose trigger
+// moves the queue rows to the lease's end. ANY(ARRAY(…)) keeps the update
+// on the primary key whatever the planner thinks of the table's size; the
+// due_at test fences against a queue row out of step within the statement.
 var claimSQL = `WITH c AS (
-		SELECT id FROM deliveries WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+		SELECT id FROM queue WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)
 	UPDATE deliveries d SET state = 'running', attempts = d.attempts + 1, lease_owner = $3,
 		locked_until = $4, due_at = $4, updated_at = $1
-	WHERE d.id = ANY(ARRAY(SELECT id FROM c))
+	WHERE d.id = ANY(ARRAY(SELECT id FROM c)) AND d.due_at <= $1
 	RETURNING ` + sqlcore.DeliveryCols("d.")
 
 func (d dialect) Claim(ctx context.Context, owner string, limit int, now, until time.Time) ([]engine.Delivery, error) {
@@ -363,4 +367,51 @@ func text(s string) string {
 func (dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_notify('"+Channel+"', '')")
 	return err
+}
+
+// statsSQL counts the queue by state and finds the longest-due waiting
+// delivery through the queue table's index (deliveries has no index on
+// due_at nor state, so that claims and completions update it HOT; the
+// counts read the table).
+const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM deliveries
+		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state
+	UNION ALL
+	SELECT NULL, 0, (SELECT MIN(q.due_at) FROM queue q JOIN deliveries d ON d.id = q.id
+		WHERE q.due_at <= $1 AND d.state IN ('pending', 'failed'))`
+
+// Stats implements engine.DeliveryLog. OldestPending is the run_at of the
+// longest-due waiting delivery.
+func (s *Store) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
+	var st engine.QueueStats
+	err := s.Retry(ctx, func() error {
+		st = engine.QueueStats{}
+		rows, err := s.Core.R.QueryContext(ctx, statsSQL, sqlcore.Timestamp(now))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var state sql.NullString
+			var n int
+			var oldest sqlcore.Time
+			if err := rows.Scan(&state, &n, &oldest); err != nil {
+				return err
+			}
+			switch engine.State(state.String) {
+			case engine.StatePending, engine.StateFailed:
+				st.Pending += n
+			case engine.StateRunning:
+				st.Running += n
+			case engine.StateDead:
+				st.Dead += n
+			case "":
+				st.OldestPending = oldest.T
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	return st, nil
 }
