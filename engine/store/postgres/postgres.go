@@ -397,14 +397,9 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (engine.QueueStats, er
 			if err := rows.Scan(&state, &n, &oldest); err != nil {
 				return err
 			}
-			switch engine.State(state.String) {
-			case engine.StatePending, engine.StateFailed:
-				st.Pending += n
-			case engine.StateRunning:
-				st.Running += n
-			case engine.StateDead:
-				st.Dead += n
-			case "":
+			if state.Valid {
+				sqlcore.Count(&st, engine.State(state.String), n)
+			} else {
 				st.OldestPending = oldest.T
 			}
 		}

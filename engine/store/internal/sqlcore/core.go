@@ -866,6 +866,18 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 	return n, nil
 }
 
+// Count adds n deliveries in state s to the counts of st.
+func Count(st *engine.QueueStats, s engine.State, n int) {
+	switch s {
+	case engine.StatePending, engine.StateFailed:
+		st.Pending += n
+	case engine.StateRunning:
+		st.Running += n
+	case engine.StateDead:
+		st.Dead += n
+	}
+}
+
 // stats implements engine.DeliveryLog. OldestPending is the run_at of the
 // longest-due waiting delivery.
 func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
@@ -882,14 +894,7 @@ func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, err
 		if err := rows.Scan(&s, &n); err != nil {
 			return st, fmt.Errorf("stats: %w", err)
 		}
-		switch engine.State(s) {
-		case engine.StatePending, engine.StateFailed:
-			st.Pending += n
-		case engine.StateRunning:
-			st.Running += n
-		case engine.StateDead:
-			st.Dead += n
-		}
+		Count(&st, engine.State(s), n)
 	}
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("stats: %w", err)
