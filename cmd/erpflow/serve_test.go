@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/testdb"
+	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
 // The tests in this file drive the real erpflow binary, built once per
@@ -227,7 +227,9 @@ func testDatabases(t *testing.T) []testDB {
 	return dbs
 }
 
-func newPGDatabase(t testing.TB, base string) string { return testdb.New(t, base, "clitest") }
+func newPGDatabase(t testing.TB, base string) string {
+	return storetest.NewPostgresDatabase(t, base, "clitest")
+}
 
 func quickstart(t *testing.T, database string) {
 	dir := t.TempDir()

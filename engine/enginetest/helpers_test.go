@@ -2,14 +2,12 @@ package enginetest
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +23,7 @@ import (
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/engine/store/storetest"
 	"github.com/erpflow/erpflow/triggers"
 )
 
@@ -60,31 +59,10 @@ func forEachStore(t *testing.T, fn func(t *testing.T, k storeKind)) {
 	}
 }
 
-var pgSeq atomic.Int64
-
 // newPGDatabase creates a database on the test server for one test and
 // drops it afterwards.
 func newPGDatabase(t testing.TB, base string) string {
-	t.Helper()
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	name := fmt.Sprintf("enginetest_%d_%d", os.Getpid(), pgSeq.Add(1))
-	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
-		admin.Close()
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
-		admin.Close()
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return storetest.NewPostgresDatabase(t, base, "enginetest")
 }
 
 // openStore opens the store at db (a path or a postgres:// URL).

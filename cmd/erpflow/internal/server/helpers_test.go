@@ -20,9 +20,9 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/testdb"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -73,7 +73,9 @@ func openStore(ctx context.Context, addr string) (engine.Store, error) {
 	return sqlite.Open(ctx, addr, sqlite.Options{})
 }
 
-func newPGDatabase(t testing.TB, base string) string { return testdb.New(t, base, "servertest") }
+func newPGDatabase(t testing.TB, base string) string {
+	return storetest.NewPostgresDatabase(t, base, "servertest")
+}
 
 func testRegistry() *actions.Registry {
 	zero := 0

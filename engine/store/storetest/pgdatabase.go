@@ -1,6 +1,4 @@
-// Package testdb gives tests of the erpflow command a fresh PostgreSQL
-// database on the server named by TEST_DATABASE_URL.
-package testdb
+package storetest
 
 import (
 	"database/sql"
@@ -13,20 +11,18 @@ import (
 	_ "github.com/lib/pq" // the postgres driver
 )
 
-var seq atomic.Int64
+var pgSeq atomic.Int64
 
-// URL returns TEST_DATABASE_URL, or "" when it is not set.
-func URL() string { return os.Getenv("TEST_DATABASE_URL") }
-
-// New creates an empty database on the server at base for one test and
-// drops it when the test ends; it returns the database's URL.
-func New(t testing.TB, base, prefix string) string {
+// NewPostgresDatabase creates an empty database on the PostgreSQL server at
+// base (usually TEST_DATABASE_URL) for one test, drops it when the test
+// ends, and returns its URL. prefix names the database after the suite.
+func NewPostgresDatabase(t testing.TB, base, prefix string) string {
 	t.Helper()
 	admin, err := sql.Open("postgres", base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), seq.Add(1))
+	name := fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), pgSeq.Add(1))
 	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
 		admin.Close()
 		t.Fatalf("create database: %v", err)
