@@ -21,6 +21,7 @@ const (
 	storeOpTimeout = 30 * time.Second       // bound of one Claim/Complete/Release
 	minBackoff     = 100 * time.Millisecond // first wait after a store error
 	stopGrace      = 10 * time.Second       // how long Stop waits for cancelled actions to return
+	handoffExtra   = 4                      // hand-overs may queue this many times Workers beyond claims
 )
 
 // result is a finished attempt on its way to the completer.
@@ -33,15 +34,28 @@ type result struct {
 type job struct {
 	d         Delivery
 	claimedAt time.Time // wall clock, for the execute deadline
+	claimed   bool      // by the claim loop (not handed over by an emit)
 }
 
 // runner is the delivery machinery of a started engine: one claim loop,
 // cfg.Workers workers, and one completer that batches results.
+//
+// New deliveries reach the workers two ways: the claim loop claims due
+// ones from the store, and emits hand theirs over directly (inserted
+// already leased, see commitBatch), which costs the store no claim. Emits
+// may fill more of the in-memory queue (handoffCap) than claims
+// (claimCap): while events arrive faster than they are delivered the
+// workers run on hand-overs and the store is spared the claims, except
+// for a guaranteed share (claimShare) that keeps retries and older
+// backlog moving.
 type runner struct {
-	e        *Engine
-	capacity int64 // deliveries held at once: executing + waiting for a worker
+	e          *Engine
+	claimCap   int64 // deliveries held at once (executing + waiting) above which the claim loop waits
+	handoffCap int64 // the same for hand-overs from emits; the most held at once
+	claimShare int64 // claimed deliveries the claim loop may always hold, whatever hand-overs hold
 
-	inflight atomic.Int64 // claimed and not yet run to the end (or released)
+	inflight atomic.Int64 // claimed or handed over, not yet run to the end (or released)
+	claimed  atomic.Int64 // the part of inflight that the claim loop claimed
 	freed    chan struct{}
 	stopping atomic.Bool
 
@@ -64,17 +78,22 @@ type runner struct {
 }
 
 func newRunner(e *Engine) *runner {
+	w, b := int64(e.cfg.Workers), int64(e.cfg.ClaimBatch)
 	r := &runner{
-		e:         e,
-		capacity:  int64(e.cfg.Workers + e.cfg.ClaimBatch),
-		freed:     make(chan struct{}, 1),
-		results:   make(chan result, completeBatch),
-		flushReq:  make(chan chan struct{}),
-		claimDone: make(chan struct{}),
-		compQuit:  make(chan struct{}),
-		compDone:  make(chan struct{}),
+		e:          e,
+		claimCap:   w + b,
+		handoffCap: w + b + handoffExtra*w,
+		claimShare: max(1, b/2),
+		freed:      make(chan struct{}, 1),
+		results:    make(chan result, completeBatch),
+		flushReq:   make(chan chan struct{}),
+		claimDone:  make(chan struct{}),
+		compQuit:   make(chan struct{}),
+		compDone:   make(chan struct{}),
 	}
-	r.jobs = make(chan job, r.capacity)
+	// Never blocks a sender: the reservations keep inflight within
+	// handoffCap, or claimCap + claimShare for the claim loop.
+	r.jobs = make(chan job, max(r.handoffCap, r.claimCap+r.claimShare))
 	r.claimCtx, r.claimCancel = context.WithCancel(context.Background())
 	r.execCtx, r.execCancel = context.WithCancel(context.Background())
 	return r
@@ -163,18 +182,19 @@ func (r *runner) claimLoop() {
 		if r.claimCtx.Err() != nil {
 			return
 		}
-		free := r.capacity - r.inflight.Load()
+		free := r.claimRoom()
 		threshold := int64(1)
 		if lastFull {
 			// A backlog: wait for room for a good batch.
-			threshold = half
+			threshold = min(half, r.claimShare)
 		}
 		slotLimited := free < threshold
 		var limit int64
 		if !slotLimited {
 			// Reserve the slots first: emits may hand deliveries to the
-			// workers meanwhile, and the total must stay within capacity.
-			limit = int64(r.reserve(int(min(free, int64(e.cfg.ClaimBatch)))))
+			// workers meanwhile, and the total must stay within bounds.
+			limit = int64(r.reserve(int(min(free, int64(e.cfg.ClaimBatch))), r.claimLimit()))
+			r.claimed.Add(limit)
 			slotLimited = limit == 0
 		}
 		if !slotLimited {
@@ -185,6 +205,7 @@ func (r *runner) claimLoop() {
 			// Give back what was not used (or count what a store returned
 			// beyond the limit).
 			r.inflight.Add(int64(len(ds)) - limit)
+			r.claimed.Add(int64(len(ds)) - limit)
 			if err != nil {
 				backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
 				e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
@@ -205,7 +226,7 @@ func (r *runner) claimLoop() {
 			if len(ds) > 0 {
 				at := time.Now()
 				for _, d := range ds {
-					r.jobs <- job{d: d, claimedAt: at} // never blocks: capacity
+					r.jobs <- job{d: d, claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
 			lastFull = int64(len(ds)) == limit
@@ -263,6 +284,9 @@ func (r *runner) sleep(d time.Duration) bool {
 func (r *runner) worker() {
 	defer r.workers.Done()
 	for j := range r.jobs {
+		if j.claimed {
+			r.claimed.Add(-1) // running now: makes room for claims beside hand-overs
+		}
 		if r.stopping.Load() {
 			r.giveBack(j.d.ID)
 			continue
@@ -287,11 +311,22 @@ func (r *runner) worker() {
 	}
 }
 
-// reserve takes up to n slots of capacity and returns how many it took.
-func (r *runner) reserve(n int) int {
+// claimRoom is how many deliveries the claim loop may claim now: room
+// below claimCap, or what is left of its guaranteed share.
+func (r *runner) claimRoom() int64 {
+	return max(r.claimCap-r.inflight.Load(), r.claimShare-r.claimed.Load())
+}
+
+// claimLimit is the bound of inflight for the claim loop's reservation.
+func (r *runner) claimLimit() int64 {
+	return min(max(r.claimCap, r.inflight.Load()+r.claimShare-r.claimed.Load()), int64(cap(r.jobs)))
+}
+
+// reserve takes up to n slots below limit and returns how many it took.
+func (r *runner) reserve(n int, limit int64) int {
 	for {
 		cur := r.inflight.Load()
-		free := r.capacity - cur
+		free := limit - cur
 		if free <= 0 || n <= 0 {
 			return 0
 		}
@@ -309,7 +344,7 @@ func (r *runner) preclaim(recs []EventRecord) int {
 	if r.stopping.Load() {
 		return 0
 	}
-	got := r.reserve(countPending(recs))
+	got := r.reserve(countPending(recs), r.handoffCap)
 	if got == 0 {
 		return 0
 	}

@@ -15,6 +15,7 @@ type countingStore struct {
 	engine.Store
 	mu             sync.Mutex
 	claims         int
+	claimed        int // deliveries all claims returned
 	maxLimit       int
 	maxClaimed     int
 	outstanding    int
@@ -26,6 +27,7 @@ func (c *countingStore) Claim(ctx context.Context, owner string, limit int, now 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.claims++
+	c.claimed += len(ds)
 	c.maxLimit = max(c.maxLimit, limit)
 	c.maxClaimed = max(c.maxClaimed, len(ds))
 	c.outstanding += len(ds)
