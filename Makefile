@@ -5,7 +5,7 @@ BENCH   ?= .
 # BENCHPKGS: where `make bench` looks for benchmarks.
 BENCHPKGS ?= ./...
 
-.PHONY: all test test-short build generate bench vet fmt-check
+.PHONY: all test test-short build generate bench bench-engine vet fmt-check
 
 all: build
 
@@ -31,6 +31,22 @@ generate:
 # real server).
 bench:
 	PG_FSYNC=on ./scripts/with-postgres.sh $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 30m $(BENCHPKGS)
+
+# PostgreSQL as a production server would run it: fsync on, and the
+# settings docs/storage.md recommends for a write-heavy database.
+define PG_BENCH_CONF
+shared_buffers = 1GB
+max_wal_size = 8GB
+checkpoint_timeout = 15min
+endef
+export PG_BENCH_CONF
+
+# `erpflow bench` on the embedded SQLite default, then on a throwaway
+# PostgreSQL configured like production (fsync on). BENCH_FLAGS passes
+# flags, e.g. BENCH_FLAGS='--rules 1'.
+bench-engine: build
+	./bin/erpflow bench $(BENCH_FLAGS)
+	PG_FSYNC=on PG_CONF="$$PG_BENCH_CONF" ./scripts/with-postgres.sh sh -c './bin/erpflow bench --database "$$TEST_DATABASE_URL" $(BENCH_FLAGS)'
 
 vet:
 	$(GO) vet $(PKGS)

@@ -18,6 +18,8 @@
 # Environment:
 #   PGBIN      directory holding initdb/pg_ctl (default: found automatically)
 #   PG_FSYNC   "on" to keep fsync (default off: the data is thrown away)
+#   PG_CONF    extra postgresql.conf lines for the main server, e.g. the
+#              production-like settings `make bench-pg` passes
 #   PG_KEEP    set to keep the data directory after exit (debugging)
 set -euo pipefail
 
@@ -121,6 +123,9 @@ shared_buffers = $2
 max_parallel_workers_per_gather = 0
 log_min_messages = warning
 CONF
+	if [ "$1" = main ] && [ -n "${PG_CONF:-}" ]; then
+		printf '%s\n' "$PG_CONF" >>"$data/postgresql.conf"
+	fi
 	PORT=""
 	local try p
 	for try in 1 2 3 4 5 6 7 8; do

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -44,6 +46,8 @@ type benchOpts struct {
 	emitters      int
 	cpuProfile    string
 	storeTiming   bool
+	backlog       int
+	reuse         bool
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -61,6 +65,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine runs to this file")
 	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
+	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
+	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: erpflow bench [--database URL] [--events N] [--rules N] [--extra-rules N] [--receiver-delay D] [--workers N] [--rate N]")
 		fmt.Fprintln(stderr, "\nRuns the engine against a local HTTP receiver: (1) throughput: emit --events events")
@@ -75,7 +81,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
+	if fs.NArg() > 0 || o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
 		fmt.Fprintln(stderr, "erpflow bench: --events, --rules, --workers, --rate and --emitters must be positive; no arguments")
 		fs.Usage()
 		return 2
@@ -156,6 +162,14 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	defer srv.Close()
 	url := "http://" + ln.Addr().String()
 
+	if store.Kind(dbURL) == "postgres" && !o.reuse {
+		fresh, drop, err := freshSchema(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer drop()
+		dbURL = fresh
+	}
 	st0, err := store.Open(ctx, dbURL, store.Options{})
 	if err != nil {
 		return err
@@ -191,6 +205,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if err := eng.Reload(rules); err != nil {
 		return err
 	}
+	if o.backlog > 0 {
+		return benchBacklog(ctx, eng, st, rv, o, out)
+	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -205,11 +222,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if err := eng.Start(ctx); err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		eng.Stop(sctx)
-	}()
+	defer stopEngine(eng, slog.New(slog.DiscardHandler))
 
 	deliveries := o.events * o.rules
 	fmt.Fprintf(out, "erpflow bench: %s, %d events × %d rules (+%d not matching) = %d deliveries, %d workers, receiver delay %s\n",
@@ -272,6 +285,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 			}
 		})
 	}
+	// The rate the emits were issued at (a slow emit delays the next
+	// ones only when 1024 are outstanding).
+	actualRate := float64(n) / time.Since(lstart).Seconds()
 	lwg.Wait()
 	if p := emitErr.Load(); p != nil {
 		return fmt.Errorf("emit: %w", *p)
@@ -280,7 +296,6 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		return err
 	}
 	rv.record.Store(false)
-	actualRate := float64(n) / time.Since(lstart).Seconds()
 	rv.mu.Lock()
 	lat := slices.Clone(rv.lat)
 	rv.mu.Unlock()
@@ -329,6 +344,34 @@ func benchEvent(prefix string, i int64) engine.Event {
 	ev := engine.Event{ID: id, Entity: "BenchOrder", EntityID: id, Event: "created", OccurredAt: now}
 	ev.SetRawData(json.RawMessage(`{"number":"` + id + `","total":125.5,"t":` + strconv.FormatInt(now.UnixNano(), 10) + `}`))
 	return ev
+}
+
+// freshSchema creates an empty schema on the PostgreSQL database at dbURL
+// and returns a URL whose search_path is that schema, and a function that
+// drops it.
+func freshSchema(ctx context.Context, dbURL string) (string, func(), error) {
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		return "", nil, err
+	}
+	name := fmt.Sprintf("erpflow_bench_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		db.Close()
+		return "", nil, fmt.Errorf("create a schema for the bench (or pass --reuse): %w", err)
+	}
+	u, err := neturl.Parse(dbURL)
+	if err != nil {
+		db.Close()
+		return "", nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	drop := func() {
+		db.ExecContext(context.WithoutCancel(ctx), "DROP SCHEMA "+name+" CASCADE")
+		db.Close()
+	}
+	return u.String(), drop, nil
 }
 
 // waitRecorded waits until the receiver has seen want deliveries and the

@@ -25,12 +25,18 @@ type command struct {
 
 var commands = map[string]command{}
 
+// longRunning commands get the server GC setting (gc.go).
+var longRunning = map[string]bool{"serve": true, "bench": true, "plugin-engine": true}
+
 // exitError carries an exit code through a returned error.
 type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
+	if len(os.Args) > 1 && longRunning[os.Args[1]] {
+		tuneGC()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
