@@ -369,15 +369,17 @@ func (dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
 	return err
 }
 
-// statsSQL counts the queue by state and finds the longest-due waiting
-// delivery through the queue table's index (deliveries has no index on
-// due_at nor state, so that claims and completions update it HOT; the
-// counts read the table).
+// statsSQL counts deliveries by state (a scan of deliveries, which has no
+// index on state so that claims and completions update it HOT) and finds
+// the longest-due waiting delivery by walking the queue table's due_at
+// index: the first due row that is pending or failed (running rows wait
+// there for their lease's end) ends the walk.
 const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM deliveries
 		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state
 	UNION ALL
-	SELECT NULL, 0, (SELECT MIN(q.due_at) FROM queue q JOIN deliveries d ON d.id = q.id
-		WHERE q.due_at <= $1 AND d.state IN ('pending', 'failed'))`
+	SELECT NULL, 0, (SELECT q.due_at FROM queue q
+		WHERE q.due_at <= $1 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = q.id AND d.state IN ('pending', 'failed'))
+		ORDER BY q.due_at LIMIT 1)`
 
 // Stats implements engine.DeliveryLog. OldestPending is the run_at of the
 // longest-due waiting delivery.

@@ -922,6 +922,16 @@ func testStats(t *testing.T, s engine.Store) {
 	if st.Pending != 3 || st.Running != 1 || st.Dead != 1 || !st.OldestPending.Equal(t0.Add(-time.Minute)) {
 		t.Fatalf("stats %+v", st)
 	}
+	// A running delivery whose lease ended before the oldest pending one
+	// was due is claimable, but not waiting: OldestPending ignores it.
+	insert(t, s, rec("acme", "c", 1, t0.Add(-20*time.Minute)))
+	if ds := mv(s.Claim(ctx, "w", 1, t0.Add(-10*time.Minute), time.Minute)).get(t); len(ds) != 1 {
+		t.Fatalf("claimed %d, want the one due 20 minutes ago", len(ds))
+	}
+	st = mv(s.Stats(ctx, t0)).get(t)
+	if st.Pending != 3 || st.Running != 2 || !st.OldestPending.Equal(t0.Add(-time.Minute)) {
+		t.Fatalf("stats with an expired lease %+v, want 3 pending, 2 running, oldest pending due %s", st, t0.Add(-time.Minute))
+	}
 }
 
 func testAddAttempt(t *testing.T, s engine.Store) {
