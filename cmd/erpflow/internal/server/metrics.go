@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,14 +107,23 @@ func (m *Metrics) request(route string, code int, d time.Duration) {
 	m.reqLatency.WithLabelValues(route).Observe(d.Seconds())
 }
 
-// WatchQueue adds gauges read from store.Stats at every scrape: queue depth
-// by state and the age of the oldest pending delivery.
+// Queue statistics are read at most once per queueStatsMaxAge, whatever
+// the number of scrapers: on PostgreSQL the per-state counts scan the
+// deliveries table, seconds over tens of millions of rows.
+const (
+	queueStatsMaxAge  = 15 * time.Second
+	queueStatsTimeout = time.Minute // one read; the first scrape waits at most firstStatsWait
+	firstStatsWait    = 5 * time.Second
+)
+
+// WatchQueue adds gauges read from store.Stats: queue depth by state, the
+// age of the oldest pending delivery, and how old those figures are. A
+// scrape never waits for the database except the first: when the figures
+// are older than 15 s it reports them and starts reading new ones in the
+// background, so a slow count neither times a scrape out nor runs twice
+// at once.
 func (m *Metrics) WatchQueue(store engine.Store) {
-	m.reg.MustRegister(&queueCollector{store: store,
-		depth: prometheus.NewDesc("erpflow_queue_depth", "Deliveries by state: pending (incl. failed awaiting retry), running, dead.", []string{"state"}, nil),
-		age:   prometheus.NewDesc("erpflow_oldest_pending_age_seconds", "Age of the oldest due delivery not yet done; 0 when none.", nil, nil),
-		up:    prometheus.NewDesc("erpflow_store_up", "1 when the queue statistics could be read.", nil, nil),
-	})
+	m.reg.MustRegister(newQueueCollector(store, time.Now))
 }
 
 // Handler serves the metrics in the Prometheus text format.
@@ -125,22 +135,78 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 type queueCollector struct {
-	store          engine.Store
-	depth, age, up *prometheus.Desc
+	store                engine.Store
+	now                  func() time.Time
+	depth, age, up, read *prometheus.Desc
+
+	mu         sync.Mutex
+	stats      engine.QueueStats
+	readAt     time.Time // when stats were read; zero: never
+	err        error     // of the latest read
+	refreshing bool
+	first      chan struct{} // closed when the first read ends
 }
 
-func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.depth; ch <- c.age; ch <- c.up }
+func newQueueCollector(store engine.Store, now func() time.Time) *queueCollector {
+	return &queueCollector{store: store, now: now, first: make(chan struct{}),
+		depth: prometheus.NewDesc("erpflow_queue_depth", "Deliveries by state: pending (incl. failed awaiting retry), running, dead.", []string{"state"}, nil),
+		age:   prometheus.NewDesc("erpflow_oldest_pending_age_seconds", "Age of the oldest due delivery not yet done; 0 when none.", nil, nil),
+		up:    prometheus.NewDesc("erpflow_store_up", "1 when the latest read of the queue statistics succeeded.", nil, nil),
+		read:  prometheus.NewDesc("erpflow_queue_stats_age_seconds", "How long ago the queue statistics were read (they are read at most every 15 s).", nil, nil),
+	}
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.depth
+	ch <- c.age
+	ch <- c.up
+	ch <- c.read
+}
+
+// refresh reads the statistics once; only one runs at a time.
+func (c *queueCollector) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), queueStatsTimeout)
+	defer cancel()
+	st, err := c.store.Stats(ctx, c.now())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.stats, c.readAt = st, c.now()
+	}
+	c.err = err
+	c.refreshing = false
+	select {
+	case <-c.first:
+	default:
+		close(c.first)
+	}
+}
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	now := time.Now()
-	st, err := c.store.Stats(ctx, now)
-	if err != nil {
+	now := c.now()
+	c.mu.Lock()
+	if !c.refreshing && (c.readAt.IsZero() || now.Sub(c.readAt) >= queueStatsMaxAge) {
+		c.refreshing = true
+		go c.refresh()
+	}
+	never := c.readAt.IsZero()
+	c.mu.Unlock()
+	if never {
+		// Nothing to report yet: wait a little for the first read.
+		select {
+		case <-c.first:
+		case <-time.After(firstStatsWait):
+		}
+	}
+	c.mu.Lock()
+	st, readAt, err := c.stats, c.readAt, c.err
+	c.mu.Unlock()
+	if err != nil || readAt.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.read, prometheus.GaugeValue, max(0, now.Sub(readAt).Seconds()))
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Pending), "pending")
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Running), "running")
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Dead), "dead")
