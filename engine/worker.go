@@ -22,6 +22,7 @@ const (
 	minBackoff     = 100 * time.Millisecond // first wait after a store error
 	stopGrace      = 10 * time.Second       // how long Stop waits for cancelled actions to return
 	handoffExtra   = 4                      // hand-overs may queue this many times Workers beyond claims
+	maxWaitShare   = 10                     // no hand-overs while jobs wait longer than Lease/maxWaitShare for a worker
 )
 
 // result is a finished attempt on its way to the completer.
@@ -54,10 +55,11 @@ type runner struct {
 	handoffCap int64 // the same for hand-overs from emits; the most held at once
 	claimShare int64 // claimed deliveries the claim loop may always hold, whatever hand-overs hold
 
-	inflight atomic.Int64 // claimed or handed over, not yet run to the end (or released)
-	claimed  atomic.Int64 // the part of inflight that the claim loop claimed
-	freed    chan struct{}
-	stopping atomic.Bool
+	inflight  atomic.Int64 // claimed or handed over, not yet run to the end (or released)
+	claimed   atomic.Int64 // the part of inflight that the claim loop claimed
+	queueWait atomic.Int64 // how long the latest job waited for a worker (ns)
+	freed     chan struct{}
+	stopping  atomic.Bool
 
 	claimCtx    context.Context // ends: stop claiming
 	claimCancel context.CancelFunc
@@ -287,6 +289,7 @@ func (r *runner) worker() {
 		if j.claimed {
 			r.claimed.Add(-1) // running now: makes room for claims beside hand-overs
 		}
+		r.queueWait.Store(int64(time.Since(j.claimedAt)))
 		if r.stopping.Load() {
 			r.giveBack(j.d.ID)
 			continue
@@ -340,8 +343,13 @@ func (r *runner) reserve(n int, limit int64) int {
 // preclaim marks as many pending deliveries of recs as there are free
 // slots as claimed by this process (running, attempt 1, under a lease),
 // reserving the slots, and returns how many it marked.
+//
+// It takes none while jobs wait long for a worker (slow actions): a
+// hand-over waits in memory under its lease, and a long queue of them
+// would eat into the time the lease leaves for running; claims, bounded
+// by claimCap, take over until the queue is quick again.
 func (r *runner) preclaim(recs []EventRecord) int {
-	if r.stopping.Load() {
+	if r.stopping.Load() || time.Duration(r.queueWait.Load()) > r.e.cfg.Lease/maxWaitShare {
 		return 0
 	}
 	got := r.reserve(countPending(recs), r.handoffCap)
