@@ -45,7 +45,7 @@ type emitReq struct {
 // may then be retried with the same id safely.
 //
 // The deliveries are returned as committed: pending, or already running
-// (attempt 1) when this process's idle workers took them at once, or dead
+// (attempt 1) when they were handed to this process's workers at once, or dead
 // when their payload could not be rendered.
 func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
 	e.preparing.Add(1)
@@ -365,11 +365,12 @@ func (e *Engine) committer() {
 // the transaction fails and holds several requests, each is tried alone so
 // that one bad event fails only its own caller.
 //
-// direct (the committer only) lets this process's idle workers take the
-// new deliveries straight away: they are inserted already claimed (running
-// under this owner's lease, attempt 1) and handed to the workers after the
-// commit, which saves a claim transaction per batch and its latency. A
-// crash before they run leaves them to expire and be claimed like any.
+// direct (the committer only) lets this process's workers take the new
+// deliveries straight away, as far as the runner's hand-over room allows
+// (runner.preclaim): they are inserted already claimed (running under this
+// owner's lease, attempt 1) and handed to the workers after the commit,
+// which saves a claim transaction per batch and its latency. A crash
+// before they run leaves them to expire and be claimed like any.
 func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	recs := batch[0].recs
 	if len(batch) > 1 {
