@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
@@ -39,12 +38,9 @@ func benchBacklog(ctx context.Context, eng *engine.Engine, st engine.Store, rv *
 
 	runtime.GC()
 	before := sampleMemory()
-	var (
-		mu   sync.Mutex
-		peak = before
-		stop = make(chan struct{})
-		done = make(chan struct{})
-	)
+	// The sampler owns peak until it closes done.
+	peak := before
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		t := time.NewTicker(100 * time.Millisecond)
@@ -55,9 +51,7 @@ func benchBacklog(ctx context.Context, eng *engine.Engine, st engine.Store, rv *
 				return
 			case <-t.C:
 				m := sampleMemory()
-				mu.Lock()
 				peak.heap, peak.rss = max(peak.heap, m.heap), max(peak.rss, m.rss)
-				mu.Unlock()
 			}
 		}
 	}()
@@ -94,10 +88,12 @@ func residentBytes() uint64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb * 1024
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok { // "VmRSS:   140000 kB"
+			if f := strings.Fields(rest); len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb * 1024
+			}
 		}
 	}
 	return 0
