@@ -394,6 +394,40 @@ func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep
 	return r, nil
 }
 
+// repairScopes writes the record's tenant into the stored source of API
+// rules whose source says otherwise: rows written before the scope was
+// kept in the source too, when a later edit could lose it (parseRecord
+// enforces the column at load meanwhile). A rule changed concurrently is
+// left to that change. It returns how many rules it rewrote.
+func (m *ruleManager) repairScopes(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	var todo []engine.RuleRecord
+	for _, ar := range m.api {
+		if ar.rec.Tenant == "" {
+			continue // the source is the scope
+		}
+		if rec := withRecordScope(ar.rec, ar.scope()); rec.Source != ar.rec.Source {
+			todo = append(todo, rec)
+		}
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, rec := range todo {
+		rec.UpdatedAt = time.Time{}
+		if _, err := m.store.PutRule(ctx, rec, rec.Version); err != nil {
+			if errors.Is(err, engine.ErrConflict) || errors.Is(err, engine.ErrNotFound) {
+				continue
+			}
+			return n, fmt.Errorf("rule %q: %w", rec.Name, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, m.Refresh(ctx)
+}
+
 // put stores rec (ifVersion as in RuleStore.PutRule) and applies it.
 func (m *ruleManager) put(ctx context.Context, rec engine.RuleRecord, ifVersion int64) (engine.RuleRecord, error) {
 	stored, err := m.store.PutRule(ctx, rec, ifVersion)

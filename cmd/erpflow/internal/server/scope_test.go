@@ -328,6 +328,57 @@ func TestRuleScopeMatrix(t *testing.T) {
 	}
 }
 
+// TestRuleScopeRepair: rows older versions stored with the tenant only in
+// the record's column are rewritten at start so that their source names
+// it; the tenant column forced the scope at load already. A rule for
+// several tenants (no column) and one that is not a mapping stay as they
+// are.
+func TestRuleScopeRepair(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		rv := newReceiver(t)
+		def := func(name string, extra map[string]any) string {
+			b, _ := json.Marshal(ruleJSON(name, rv.URL, extra))
+			return string(b)
+		}
+		rows := []engine.RuleRecord{
+			{Name: "silent", Tenant: "acme", Source: def("silent", nil), Enabled: true},
+			{Name: "foreign", Tenant: "acme", Source: def("foreign", map[string]any{"tenants": []string{"globex"}}), Enabled: true},
+			{Name: "yaml", Tenant: "acme", Source: "name: yaml\non: {entity: SalesOrder}\nactions:\n  - {type: webhook, url: \"" + rv.URL + "\"}\n", Enabled: true},
+			{Name: "two", Source: def("two", map[string]any{"tenants": []string{"acme", "initech"}}), Enabled: true},
+			{Name: "broken", Tenant: "acme", Source: "[not, a, mapping]"},
+		}
+		for _, r := range rows {
+			if _, err := st.PutRule(t.Context(), r, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s := &scopeEnv{env: newEnv(t, st, envOpts{tokens: matrixTokens()}), rv: rv}
+		for _, tc := range []struct {
+			name    string
+			version int64
+			source  []string
+		}{{"silent", 2, []string{"acme"}}, {"foreign", 2, []string{"acme"}}, {"yaml", 2, []string{"acme"}}, {"two", 1, []string{"acme", "initech"}}} {
+			rec, _ := s.stored(t, tc.name)
+			if rec.Version != tc.version || !slices.Equal(sourceTenants(t, rec.Source), tc.source) {
+				t.Errorf("%s: version %d, source %s", tc.name, rec.Version, rec.Source)
+			}
+		}
+		if rec, _ := s.stored(t, "yaml"); !strings.HasPrefix(rec.Source, rows[2].Source) {
+			t.Errorf("the YAML source moved: %q", rec.Source)
+		}
+		if rec, _ := s.stored(t, "broken"); rec.Version != 1 || rec.Source != rows[4].Source {
+			t.Errorf("broken: %+v", rec)
+		}
+		// The repro of #10.1 on a repaired row.
+		must(t, s.do("PATCH", "/v1/rules/silent", adminTok, map[string]any{"description": "reviewed"}), 200)
+		if _, rules := s.emit(t, "globex"); slices.Contains(rules, "silent") || slices.Contains(rules, "foreign") {
+			t.Fatalf("a globex event matched acme's rules: %v", rules)
+		}
+		must(t, s.do("GET", "/v1/rules/silent", acmeTok, nil), 200)
+	})
+}
+
 // TestWithScope: the scope is written into a stored source without moving
 // the lines of the body as sent, whatever its form.
 func TestWithScope(t *testing.T) {
