@@ -168,6 +168,21 @@ func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, 
 	if ver < 0 {
 		ver = e.api.rec.Version
 	}
+	if ver != e.api.rec.Version {
+		// Another process may have changed the rule: edit what is stored
+		// (its source, its tenants), not what this one last read.
+		if err := s.rules.Refresh(r.Context()); err != nil {
+			writeError(w, internal(err))
+			return nil, 0, nil, false
+		}
+		if e, ok = s.editableRule(w, r); !ok {
+			return nil, 0, nil, false
+		}
+		if ver != e.api.rec.Version {
+			writeError(w, errf(http.StatusConflict, "conflict", "If-Match", "rule %q is at version %d, not %d", e.api.rec.Name, e.api.rec.Version, ver))
+			return nil, 0, nil, false
+		}
+	}
 	b, err := readBody(w, r, maxRuleBody)
 	if err != nil {
 		writeError(w, err)

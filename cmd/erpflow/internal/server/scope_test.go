@@ -430,3 +430,24 @@ func TestWithScope(t *testing.T) {
 		})
 	}
 }
+
+// TestRuleScopeAcrossProcesses: a process that has not yet read another's
+// change to a rule's tenants does not undo it when it is sent an edit of
+// the new version.
+func TestRuleScopeAcrossProcesses(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, addr := k.open(t)
+		a := &scopeEnv{env: newEnv(t, st, envOpts{tokens: matrixTokens()}), rv: newReceiver(t)}
+		b := newEnv(t, openAt(t, addr), envOpts{tokens: matrixTokens()})
+		must(t, a.do("POST", "/v1/rules", adminTok, a.rule("shared", map[string]any{"enabled": true, "tenants": []string{"acme", "globex"}})), 201)
+		if err := b.srv.RefreshRules(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		// b narrows it to acme (version 2); a has not read that.
+		must(t, b.do("PATCH", "/v1/rules/shared", adminTok, map[string]any{"tenants": []string{"acme"}}), 200)
+		// a is sent a replacement of version 2 that does not name tenants.
+		must(t, a.do("PUT", "/v1/rules/shared", adminTok, a.rule("shared", nil), "If-Match", `"2"`), 200)
+		a.check(t, "shared", scopeOutcome{scope: []string{"acme"}}, true)
+		must(t, a.do("PATCH", "/v1/rules/shared", adminTok, map[string]any{"description": "x"}, "If-Match", `"2"`), 409)
+	})
+}
