@@ -81,10 +81,11 @@ func TestAuthMatrix(t *testing.T) {
 				}
 			}},
 		{name: "create rule", method: "POST", path: fixed("/v1/rules"), body: func() any {
-			return ruleJSON(uniq("created"), rv.URL, map[string]any{"tenants": []string{"acme"}})
+			return ruleJSON(uniq("created"), rv.URL, nil)
 		}, scope: config.ScopeRulesWrite, right: acme, ok: 201, other: 201,
 			check: func(t *testing.T, r, o resp) {
-				// Whatever the body says, the rule is scoped to the token's tenant.
+				// A body naming no tenants: the rule is scoped to the token's
+				// tenant (naming another is a 403: TestRuleScopeMatrix).
 				rt, ot := r.json(t)["tenants"].([]any), o.json(t)["tenants"].([]any)
 				if len(rt) != 1 || rt[0] != "acme" || len(ot) != 1 || ot[0] != "globex" {
 					t.Fatalf("tenants: acme %v, globex %v", rt, ot)
@@ -176,9 +177,13 @@ func TestTenantBinding(t *testing.T) {
 	// The all-tenants rule is not acme's to see or change.
 	must(t, e.do("GET", "/v1/rules/all-tenants", acme, nil), 404)
 	must(t, e.do("POST", "/v1/rules/all-tenants/disable", acme, nil), 404)
-	// A rule it replaces stays its own whatever the body says.
+	// A rule it replaces stays its own: naming another tenant is refused.
 	must(t, e.do("POST", "/v1/rules", acme, ruleJSON("mine", rv.URL, nil)), 201)
-	v := must(t, e.do("PUT", "/v1/rules/mine", acme, ruleJSON("mine", rv.URL, map[string]any{"tenants": []string{"globex"}})), 200).json(t)
+	pr := must(t, e.do("PUT", "/v1/rules/mine", acme, ruleJSON("mine", rv.URL, map[string]any{"tenants": []string{"globex"}})), 403)
+	if code, field, _ := pr.errInfo(t); code != "forbidden" || field != "tenants" {
+		t.Fatalf("PUT naming globex: %s", pr.body)
+	}
+	v := must(t, e.do("PUT", "/v1/rules/mine", acme, ruleJSON("mine", rv.URL, nil)), 200).json(t)
 	if fmt.Sprint(v["tenants"]) != "[acme]" {
 		t.Fatalf("tenants after PUT: %v", v["tenants"])
 	}

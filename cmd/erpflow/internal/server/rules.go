@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -154,13 +156,7 @@ func (m *ruleManager) apply(files []*triggers.Rule, api map[string]*apiRule) err
 			continue
 		}
 		ar := api[n]
-		e := &ruleEntry{rule: ar.rule, api: ar}
-		if ar.rule != nil {
-			e.tens = ar.rule.Tenants
-		} else if ar.rec.Tenant != "" {
-			e.tens = []string{ar.rec.Tenant}
-		}
-		byKey[n] = e
+		byKey[n] = &ruleEntry{rule: ar.rule, api: ar, tens: ar.scope()}
 		order = append(order, n)
 	}
 	sort.Strings(order)
@@ -201,11 +197,26 @@ func (m *ruleManager) parseRecord(rec engine.RuleRecord) (*triggers.Rule, error)
 		return nil, fmt.Errorf("stored rule %q is named %q in its source", rec.Name, r.Name)
 	}
 	r.Enabled = rec.Enabled
+	// The tenant column wins over the source: rows written before the
+	// scope was kept in the source too may lack it there.
 	if rec.Tenant != "" {
 		r.Tenants = []string{rec.Tenant}
 	}
 	r.Source = triggers.Source{API: true}
 	return r, nil
+}
+
+// scope is the tenant scope the API rule has now (nil: every tenant): the
+// record's tenant when set, else the tenants of its source.
+func (ar *apiRule) scope() []string {
+	switch {
+	case ar.rule != nil:
+		return ar.rule.Tenants // parseRecord applied the record's tenant
+	case ar.rec.Tenant != "":
+		return []string{ar.rec.Tenant}
+	}
+	t, _ := tenantsIn(ar.def) // a rule that does not load: as written
+	return t
 }
 
 // ruleBody is a rule body received through the API.
@@ -238,25 +249,77 @@ func parseBody(b []byte, name string) (*ruleBody, error) {
 	if name == "" {
 		return nil, badRequest("name", "required")
 	}
-	// Add the name without moving any line: at the start of a JSON object,
-	// at the end of a YAML mapping.
-	t := bytes.TrimSpace(b)
-	nameJSON, _ := json.Marshal(name)
-	if t[0] == '{' {
-		i := bytes.IndexByte(b, '{')
-		sep := ","
-		if len(top) == 0 {
-			sep = ""
-		}
-		var out []byte
-		out = append(out, b[:i+1]...)
-		out = append(out, `"name":`+string(nameJSON)+sep...)
-		body.src = append(out, b[i+1:]...)
-	} else {
-		body.src = append(append(append([]byte{}, bytes.TrimRight(b, "\n")...), "\nname: "...), append(nameJSON, '\n')...)
-	}
+	body.src = addKey(b, len(top), "name", name)
 	body.top["name"] = name
 	return body, nil
+}
+
+// addKey adds key: value to the mapping src (n keys, key not among them)
+// without moving any line: at the start of a JSON object, at the end of a
+// YAML mapping.
+func addKey(src []byte, n int, key string, value any) []byte {
+	k, _ := json.Marshal(key)
+	v, _ := json.Marshal(value)
+	kv := append(append(k, ": "...), v...) // JSON, and YAML too
+	if t := bytes.TrimSpace(src); len(t) > 0 && t[0] == '{' {
+		i := bytes.IndexByte(src, '{')
+		if n > 0 {
+			kv = append(kv, ',')
+		}
+		return append(append(append([]byte{}, src[:i+1]...), kv...), src[i+1:]...)
+	}
+	out := append(append([]byte{}, bytes.TrimRight(src, "\n")...), '\n')
+	return append(append(out, kv...), '\n')
+}
+
+// tenantsIn returns the top-level tenants written in a rule (a string is a
+// list of one) and whether it has the key.
+func tenantsIn(top map[string]any) ([]string, bool) {
+	v, ok := top["tenants"]
+	switch t := v.(type) {
+	case string:
+		return []string{t}, ok
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, x := range t {
+			out = append(out, fmt.Sprint(x))
+		}
+		return out, ok
+	}
+	return nil, ok
+}
+
+// withScope returns src (whose top-level keys are top) with its tenants
+// set to scope, removed for every tenant: src itself when it says so
+// already, the key added without moving lines when it has none, else the
+// mapping re-encoded. The tenant scope lives in the stored source so that
+// every later edit, which merges into or replaces the source, starts from
+// it.
+func withScope(src []byte, top map[string]any, scope []string) ([]byte, error) {
+	have, ok := tenantsIn(top)
+	if slices.Equal(have, scope) && ok == (len(scope) > 0) {
+		return src, nil
+	}
+	if !ok {
+		out := addKey(src, len(top), "tenants", scope)
+		var check map[string]any
+		if yaml.Unmarshal(out, &check) == nil {
+			if got, _ := tenantsIn(check); slices.Equal(got, scope) {
+				return out, nil
+			}
+		}
+		// A source addKey cannot extend (several documents, say).
+	}
+	m := make(map[string]any, len(top)+1)
+	for k, v := range top {
+		m[k] = v
+	}
+	if len(scope) > 0 {
+		m["tenants"] = scope
+	} else {
+		delete(m, "tenants")
+	}
+	return yaml.Marshal(m)
 }
 
 // enabledKey reports the body's "enabled" value, if it has one.
@@ -265,31 +328,104 @@ func (b *ruleBody) enabledKey() (bool, bool) {
 	return v, ok
 }
 
-// tenantOf decides the stored tenant of a rule: a bound token's own, or the
-// body's single tenant.
-func tenantOf(p *principal, r *triggers.Rule) string {
-	if p.Bound {
-		return p.Tenant
-	}
-	if len(r.Tenants) == 1 {
-		return r.Tenants[0]
+// tenantOf is the record's tenant column for a scope: its tenant when it
+// has exactly one, else "".
+func tenantOf(scope []string) string {
+	if len(scope) == 1 {
+		return scope[0]
 	}
 	return ""
 }
 
+// withRecordScope returns rec with scope in its tenant column and its
+// source; a source that is not a mapping (the rule does not load) stays.
+func withRecordScope(rec engine.RuleRecord, scope []string) engine.RuleRecord {
+	rec.Tenant = tenantOf(scope)
+	var top map[string]any
+	if yaml.Unmarshal([]byte(rec.Source), &top) != nil || top == nil {
+		return rec
+	}
+	if src, err := withScope([]byte(rec.Source), top, scope); err == nil {
+		rec.Source = string(src)
+	}
+	return rec
+}
+
 // validate parses body as a new version of an API rule, as p would store
-// it; errors name the field and line:col of the body.
-func (m *ruleManager) validate(p *principal, body *ruleBody) (*triggers.Rule, error) {
+// it; errors name the field and line:col of the body. It decides the
+// rule's tenant scope and writes it into body.src: a tenant-bound token's
+// rules are always exactly its tenant (naming another is a 403), an
+// unbound token's are what the request sets (explicit: the request has the
+// key tenants) or else keep, the scope the rule has now (nil: every
+// tenant, as for a new rule).
+func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep []string) (*triggers.Rule, error) {
 	opts := m.opts
 	opts.DisabledByDefault = true
 	r, err := triggers.ParseRule("body", body.src, opts)
 	if err != nil {
 		return nil, ruleError(err)
 	}
-	if p.Bound {
-		r.Tenants = []string{p.Tenant}
+	scope := keep
+	switch {
+	case p.Bound:
+		scope = []string{p.Tenant}
+		if explicit && !slices.Equal(r.Tenants, scope) {
+			return nil, errf(http.StatusForbidden, "forbidden", "tenants",
+				"token %q is bound to tenant %q: tenants must be [%q] or left out", p.Name, p.Tenant, p.Tenant)
+		}
+	case explicit:
+		scope = r.Tenants
+	}
+	if !explicit { // an explicit scope is in the body as the request wrote it
+		src, err := withScope(body.src, body.top, scope)
+		if err != nil {
+			return nil, internal(fmt.Errorf("rule %q: writing its tenants: %w", r.Name, err))
+		}
+		if !bytes.Equal(src, body.src) {
+			if r, err = triggers.ParseRule("body", src, opts); err != nil {
+				return nil, ruleError(err)
+			}
+			body.src = src
+		}
+	}
+	if !slices.Equal(r.Tenants, scope) { // a bug: refuse rather than store it
+		return nil, internal(fmt.Errorf("rule %q: its source names tenants %q, not %q", r.Name, r.Tenants, scope))
 	}
 	return r, nil
+}
+
+// repairScopes writes the record's tenant into the stored source of API
+// rules whose source says otherwise: rows written before the scope was
+// kept in the source too, when a later edit could lose it (parseRecord
+// enforces the column at load meanwhile). A rule changed concurrently is
+// left to that change. It returns how many rules it rewrote.
+func (m *ruleManager) repairScopes(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	var todo []engine.RuleRecord
+	for _, ar := range m.api {
+		if ar.rec.Tenant == "" {
+			continue // the source is the scope
+		}
+		if rec := withRecordScope(ar.rec, ar.scope()); rec.Source != ar.rec.Source {
+			todo = append(todo, rec)
+		}
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, rec := range todo {
+		rec.UpdatedAt = time.Time{}
+		if _, err := m.store.PutRule(ctx, rec, rec.Version); err != nil {
+			if errors.Is(err, engine.ErrConflict) || errors.Is(err, engine.ErrNotFound) {
+				continue
+			}
+			return n, fmt.Errorf("rule %q: %w", rec.Name, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, m.Refresh(ctx)
 }
 
 // put stores rec (ifVersion as in RuleStore.PutRule) and applies it.

@@ -126,7 +126,8 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	rule, err := s.rules.validate(p, body)
+	_, explicit := body.top["tenants"]
+	rule, err := s.rules.validate(p, body, explicit, nil)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -142,7 +143,7 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 	}
 	enabled, _ := body.enabledKey()
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
-		Name: rule.Name, Tenant: tenantOf(p, rule), Source: string(body.src), Enabled: enabled,
+		Name: rule.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: enabled,
 	}, 0)
 	if err != nil {
 		writeError(w, err)
@@ -167,6 +168,21 @@ func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, 
 	if ver < 0 {
 		ver = e.api.rec.Version
 	}
+	if ver != e.api.rec.Version {
+		// Another process may have changed the rule: edit what is stored
+		// (its source, its tenants), not what this one last read.
+		if err := s.rules.Refresh(r.Context()); err != nil {
+			writeError(w, internal(err))
+			return nil, 0, nil, false
+		}
+		if e, ok = s.editableRule(w, r); !ok {
+			return nil, 0, nil, false
+		}
+		if ver != e.api.rec.Version {
+			writeError(w, errf(http.StatusConflict, "conflict", "If-Match", "rule %q is at version %d, not %d", e.api.rec.Name, e.api.rec.Version, ver))
+			return nil, 0, nil, false
+		}
+	}
 	b, err := readBody(w, r, maxRuleBody)
 	if err != nil {
 		writeError(w, err)
@@ -185,11 +201,14 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.replaceRule(w, r, principalFrom(r.Context()), e, body, ver)
+	_, explicit := body.top["tenants"]
+	s.replaceRule(w, r, principalFrom(r.Context()), e, body, explicit, ver)
 }
 
-func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principal, e *ruleEntry, body *ruleBody, ver int64) {
-	rule, err := s.rules.validate(p, body)
+// replaceRule stores body as the new version of e; explicit: the request
+// sets tenants, else the rule keeps its scope.
+func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principal, e *ruleEntry, body *ruleBody, explicit bool, ver int64) {
+	rule, err := s.rules.validate(p, body, explicit, e.api.scope())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -198,9 +217,8 @@ func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principa
 	if !has {
 		enabled = e.api.rec.Enabled
 	}
-	tenant := tenantOf(p, rule)
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
-		Name: e.api.rec.Name, Tenant: tenant, Source: string(body.src), Enabled: enabled,
+		Name: e.api.rec.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: enabled,
 	}, ver)
 	if err != nil {
 		writeError(w, err)
@@ -236,7 +254,8 @@ func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
 	if _, has := patch["enabled"]; !has {
 		delete(body.top, "enabled") // the stored state stays
 	}
-	s.replaceRule(w, r, principalFrom(r.Context()), e, body, ver)
+	_, explicit := patch["tenants"]
+	s.replaceRule(w, r, principalFrom(r.Context()), e, body, explicit, ver)
 }
 
 func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
@@ -263,6 +282,7 @@ func (s *Server) enableRule(on bool) http.HandlerFunc {
 			return
 		}
 		rec.Enabled = on
+		rec = withRecordScope(rec, e.api.scope())
 		stored, err := s.rules.put(r.Context(), rec, rec.Version)
 		if err != nil {
 			writeError(w, err)
@@ -322,12 +342,13 @@ func (s *Server) duplicateRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if _, err := s.rules.validate(p, body); err != nil {
+	rule, err := s.rules.validate(p, body, false, e.api.scope())
+	if err != nil {
 		writeError(w, err)
 		return
 	}
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
-		Name: req.Name, Tenant: e.api.rec.Tenant, Source: string(src), Enabled: false,
+		Name: req.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: false,
 	}, 0)
 	if err != nil {
 		writeError(w, err)

@@ -88,6 +88,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.rules.refresh(ctx, true); err != nil {
 		return nil, err
 	}
+	if n, err := s.rules.repairScopes(ctx); err != nil {
+		s.log.Warn("writing API rules' tenants into their stored source failed; their tenant column still applies", "error", err)
+	} else if n > 0 {
+		s.log.Info("API rules of older versions now name their tenant in their stored source", "rules", n)
+	}
 	s.routes()
 	return s, nil
 }
