@@ -71,3 +71,38 @@ func TestEmitTxNeedsPostgres(t *testing.T) {
 		t.Fatalf("EmitTx on SQLite: %v", err)
 	}
 }
+
+// TestEmitTxConflict (PostgreSQL): EmitTx refuses an id reused with other
+// content like Emit does, and takes the same content as a duplicate.
+func TestEmitTxConflict(t *testing.T) {
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("TEST_DATABASE_URL not set: EmitTx needs PostgreSQL")
+	}
+	db := newPGDatabase(t, base)
+	st := mustOpen(t, db)
+	e := newIdleEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
+	host, err := sql.Open("postgres", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	ctx := context.Background()
+	if _, err := e.Emit(ctx, order("tx1")); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := host.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if r, err := e.EmitTx(ctx, tx, order("tx1")); err != nil || !r.Duplicate {
+		t.Fatalf("same content: %+v %v", r, err)
+	}
+	changed := order("tx1")
+	changed.Actor = "someone else"
+	var ce *engine.EventConflictError
+	if _, err := e.EmitTx(ctx, tx, changed); !errors.As(err, &ce) || ce.Field != "actor" {
+		t.Fatalf("other content: %v, want a conflict on actor", err)
+	}
+}
