@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -138,4 +139,49 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 		check(t, e)
 	})
+}
+
+// TestActionsPerRule: limits.actions_per_rule bounds API rules (a 400
+// naming the first action too many, with its line and column) and rule
+// files (the server does not start; a reload keeps the rules in force).
+func TestActionsPerRule(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "rules.yaml")
+	rule := func(name string, n int) string {
+		return "rules:\n  - name: " + name + "\n    on: {entity: SalesOrder}\n    actions:\n" +
+			strings.Repeat("      - {type: webhook, url: \"https://example.com/\"}\n", n)
+	}
+	writeFile(t, file, rule("two", 2))
+	e := newEnv(t, st, envOpts{rulePaths: []string{file}, actionsPerRule: 2})
+
+	three := ruleJSON("three", "https://example.com/", nil)
+	a := three["actions"].([]any)[0]
+	three["actions"] = []any{a, a, a}
+	r := must(t, e.do("POST", "/v1/rules", "", three), 400)
+	code, field, msg := r.errInfo(t)
+	if code != "invalid_rule" || field != "actions[2]" || !strings.Contains(msg, "a rule has 3 actions, more than the limit of 2") {
+		t.Fatalf("API rule over the limit: %s", r.body)
+	}
+	must(t, e.do("GET", "/v1/rules/three", "", nil), 404)
+
+	writeFile(t, file, rule("two", 3))
+	r = must(t, e.do("POST", "/v1/rules:reload", "", nil), 400)
+	if _, _, msg := r.errInfo(t); !strings.Contains(msg, file+":7:9: rules[0].actions[2]: a rule has 3 actions, more than the limit of 2") {
+		t.Fatalf("reload over the limit: %s", r.body)
+	}
+	must(t, e.do("GET", "/v1/rules/two", "", nil), 200)
+
+	// The default is 16.
+	_, err := New(context.Background(), Options{Engine: e.eng, Actions: testRegistry(), RulePaths: []string{writeRules(t, rule("many", 17))}, Logger: testLogger(t)})
+	if err == nil || !strings.Contains(err.Error(), "rules[0].actions[16]: a rule has 17 actions, more than the limit of 16") {
+		t.Fatalf("17 actions by default: %v", err)
+	}
+}
+
+func writeRules(t *testing.T, src string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rules.yaml")
+	writeFile(t, p, src)
+	return p
 }
