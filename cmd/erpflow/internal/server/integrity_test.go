@@ -96,6 +96,7 @@ func TestDatabaseOutage(t *testing.T) {
 			{"POST", "/v1/events", `{"events":[{"id":"o2","entity":"SalesOrder","event":"released"}]}`},
 			{"GET", "/v1/deliveries", ""},
 			{"GET", "/v1/events/o1", ""},
+			{"POST", "/v1/rules", `{"name":"r","on":{"entity":"SalesOrder"},"actions":[{"type":"webhook","url":"https://example.com/"}]}`},
 		} {
 			var body any
 			if req.body != "" {
