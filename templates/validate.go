@@ -66,6 +66,34 @@ func validateNames(ev *Event) error {
 // validateValue checks that every string and key in v (decoded JSON or
 // Go values a host built) is valid UTF-8.
 func validateValue(v any, path string) error {
+	if validUTF8(v) {
+		return nil // the usual case, without building paths
+	}
+	return locateUTF8(v, path)
+}
+
+func validUTF8(v any) bool {
+	switch t := v.(type) {
+	case string:
+		return utf8.ValidString(t)
+	case map[string]any:
+		for k, x := range t {
+			if !utf8.ValidString(k) || !validUTF8(x) {
+				return false
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if !validUTF8(x) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// locateUTF8 names the invalid string or key of v.
+func locateUTF8(v any, path string) error {
 	switch t := v.(type) {
 	case string:
 		if !utf8.ValidString(t) {
@@ -76,13 +104,13 @@ func validateValue(v any, path string) error {
 			if !utf8.ValidString(k) {
 				return &EventError{Field: cutPath(path), Msg: "an object key is not valid UTF-8: " + strconv.Quote(k)}
 			}
-			if err := validateValue(x, path+"."+k); err != nil {
+			if err := locateUTF8(x, path+"."+k); err != nil {
 				return err
 			}
 		}
 	case []any:
 		for i, x := range t {
-			if err := validateValue(x, path+"["+strconv.Itoa(i)+"]"); err != nil {
+			if err := locateUTF8(x, path+"["+strconv.Itoa(i)+"]"); err != nil {
 				return err
 			}
 		}

@@ -91,3 +91,33 @@ func TestValidateEventGoValues(t *testing.T) {
 		t.Fatalf("valid event: %v", err)
 	}
 }
+
+// benchEvent is a typical event: a sales order of about 1 KB.
+var benchEvent = []byte(`{"id":"evt-100234","tenant":"acme","entity":"SalesOrder","entity_id":"SO100234","event":"status_changed",
+"occurred_at":"2024-09-11T23:41:12Z","actor":"u17","data":{"number":"SO100234","status":"RELEASED","customer":{"id":"C-77","name":"Müller GmbH","city":"Köln"},
+"lines":[{"sku":"A-1","qty":3,"price":12.5},{"sku":"B-2","qty":1,"price":99.99},{"sku":"C-3","qty":10,"price":0.5}],"total":137.49,"currency":"EUR",
+"notes":"Bitte vor 10 Uhr liefern — Rampe 3","tags":["priority","b2b"]},"previous":{"status":"DRAFT"}}`)
+
+// BenchmarkDecodeEvent measures decoding with the integrity checks (the
+// UTF-8 scan of the body and the name checks).
+func BenchmarkDecodeEvent(b *testing.B) {
+	b.SetBytes(int64(len(benchEvent)))
+	for b.Loop() {
+		if _, err := DecodeEvent(benchEvent); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkValidateEvent is what engine.Emit adds per event.
+func BenchmarkValidateEvent(b *testing.B) {
+	ev, err := DecodeEvent(benchEvent)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := ValidateEvent(&ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
