@@ -38,7 +38,9 @@ type emitReq struct {
 
 // Emit matches ev against the rules and commits the event with one delivery
 // per (matched rule, action) before returning. Emitting the same (tenant,
-// id) again creates nothing and returns the earlier deliveries.
+// id) again creates nothing and returns the earlier deliveries; emitting
+// it with different content (see EventConflictError) is an error. An
+// invalid event (see templates.ValidateEvent) is a *templates.EventError.
 //
 // Concurrent calls share transactions (group commit): thousands of emits
 // at once cost a few commits. A store error is returned wrapped; the event
@@ -48,6 +50,7 @@ type emitReq struct {
 // (attempt 1) when they were handed to this process's workers at once, or dead
 // when their payload could not be rendered.
 func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
+	s := e.sentOf(&ev)
 	e.preparing.Add(1)
 	rec, err := e.prepare(ctx, &ev)
 	if err != nil {
@@ -58,11 +61,19 @@ func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
 	if err != nil {
 		return EmitResult{}, err
 	}
+	if res[0].Duplicate {
+		if err := e.checkStored(ctx, &rec.Event, s, 0); err != nil {
+			return EmitResult{}, err
+		}
+	}
 	return res[0], nil
 }
 
 // EmitBatch is Emit for several events, committed in one transaction.
 // An event id repeated within evs is a duplicate of its first occurrence.
+// An event that reuses a stored (or an earlier one's) id with different
+// content makes the call fail with an *EventConflictError naming its
+// Index; the other events of the batch are committed all the same.
 func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, error) {
 	if len(evs) == 0 {
 		return nil, nil
@@ -70,8 +81,10 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 	recs := make([]EventRecord, 0, len(evs))
 	first := make(map[[2]string]int, len(evs)) // (tenant, id) → index in recs
 	dupOf := make([]int, len(evs))             // -1, or the index of the first occurrence
+	sents := make([]sent, len(evs))
 	e.preparing.Add(1)
 	for i := range evs {
+		sents[i] = e.sentOf(&evs[i])
 		rec, err := e.prepare(ctx, &evs[i])
 		if err != nil {
 			e.preparing.Add(-1)
@@ -94,10 +107,18 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 	k := 0
 	for i := range evs {
 		if dupOf[i] >= 0 {
+			if err := conflict(&recs[dupOf[i]].Event, &evs[i], sents[i], i); err != nil {
+				return nil, err
+			}
 			r := res[dupOf[i]]
 			r.Duplicate = true
 			out[i] = r
 			continue
+		}
+		if res[k].Duplicate {
+			if err := e.checkStored(ctx, &evs[i], sents[i], i); err != nil {
+				return nil, err
+			}
 		}
 		out[i] = res[k]
 		k++
@@ -114,6 +135,7 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, 
 	if !ok {
 		return EmitResult{}, ErrTxUnsupported
 	}
+	s := e.sentOf(&ev)
 	rec, err := e.prepare(ctx, &ev)
 	if err != nil {
 		return EmitResult{}, err
@@ -124,6 +146,11 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, 
 	}
 	if len(res) != 1 {
 		return EmitResult{}, fmt.Errorf("engine: emit: store returned %d results for 1 event", len(res))
+	}
+	if res[0].Duplicate {
+		if err := e.checkStored(ctx, &rec.Event, s, 0); err != nil {
+			return EmitResult{}, err
+		}
 	}
 	if raises := e.renderDeadRaises(res[:1]); len(raises) > 0 {
 		if _, err := tw.InsertEventsTx(ctx, tx, raises); err != nil {
@@ -160,6 +187,10 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 				return EventRecord{}, fmt.Errorf("engine: load %s %s: %w", ev.Entity, ev.EntityID, err)
 			}
 		}
+	}
+	// What stores keep faithfully: see templates.ValidateEvent.
+	if err := templates.ValidateEvent(ev); err != nil {
+		return EventRecord{}, err
 	}
 	raw, err := json.Marshal(ev)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxEventSize is the default upper bound for one encoded event (1 MiB).
@@ -83,13 +84,17 @@ var eventFields = map[string]bool{
 }
 
 // DecodeEvent decodes one event from JSON, strictly: unknown top-level
-// fields, wrong types, trailing data and missing required fields (id,
-// entity, event) are errors of type *EventError naming the field. A missing
-// occurred_at stays zero (the engine stamps the receive time).
+// fields, wrong types, trailing data, missing required fields (id, entity,
+// event) and what ValidateEvent refuses (invalid UTF-8 anywhere, NUL in or
+// overlong names) are errors of type *EventError naming the field. A
+// missing occurred_at stays zero (the engine stamps the receive time).
 func DecodeEvent(b []byte) (Event, error) {
 	var ev Event
 	if len(b) > MaxEventSize {
 		return ev, &EventError{Msg: fmt.Sprintf("event is %d bytes, more than the limit of %d", len(b), MaxEventSize)}
+	}
+	if !utf8.Valid(b) {
+		return ev, invalidUTF8(b, "")
 	}
 	var top map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -157,6 +162,9 @@ func DecodeEvent(b []byte) (Event, error) {
 			return Event{}, &EventError{Field: "previous", Msg: err.Error()}
 		}
 		ev.Previous = m
+	}
+	if err := validateNames(&ev); err != nil {
+		return Event{}, err
 	}
 	return ev, nil
 }

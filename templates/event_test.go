@@ -7,9 +7,7 @@ import (
 )
 
 func TestDecodeEventStrict(t *testing.T) {
-	cases := []struct {
-		name, in, field, msg string
-	}{
+	runDecodeCases(t, []decodeCase{
 		{"malformed", `{"id":`, "", "malformed JSON"},
 		{"not object", `[1]`, "", "malformed JSON"},
 		{"unknown field", `{"id":"1","entity":"SalesOrder","event":"x","amount":3}`, "amount", "unknown field"},
@@ -21,7 +19,17 @@ func TestDecodeEventStrict(t *testing.T) {
 		{"data not object", `{"id":"1","entity":"E","event":"x","data":[1]}`, "data", "JSON object"},
 		{"trailing", `{"id":"1","entity":"E","event":"x"} {}`, "", "after the event"},
 		{"id number", `{"id":1,"entity":"E","event":"x"}`, "id", "must be a string"},
-	}
+	})
+}
+
+// decodeCase is an input DecodeEvent refuses: the field and a part of the
+// message it names.
+type decodeCase struct {
+	name, in, field, msg string
+}
+
+func runDecodeCases(t *testing.T, cases []decodeCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := DecodeEvent([]byte(c.in))

@@ -570,6 +570,14 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		l.errorf(n, path, "a rule needs at least one action")
 		return
 	}
+	maxActions := l.opts.MaxActions
+	if maxActions <= 0 {
+		maxActions = DefaultMaxActions
+	}
+	if len(n.Content) > maxActions {
+		l.errorf(n.Content[maxActions], fmt.Sprintf("%s[%d]", path, maxActions), "a rule has %d actions, more than the limit of %d", len(n.Content), maxActions)
+		return
+	}
 	for j, an := range n.Content {
 		an = resolve(an)
 		p := fmt.Sprintf("%s[%d]", path, j)

@@ -70,7 +70,7 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 				"tenants":     withDesc(stringOrList, "tenants the rule applies to; omit for every tenant"),
 				"on":          obj{"$ref": "#/$defs/trigger"},
 				"when":        obj{"type": []any{"string", "null"}, "description": "condition (expr-lang): data, previous, event, tenant, entity, entity_id, event_name, id, actor, occurred_at; changed(path), changed_from(path, v), changed_to(path, v), has(path), field(path)"},
-				"actions":     obj{"type": "array", "minItems": 1, "items": obj{"$ref": "#/$defs/action"}},
+				"actions":     obj{"type": "array", "minItems": 1, "maxItems": DefaultMaxActions, "items": obj{"$ref": "#/$defs/action"}},
 				"retry":       obj{"$ref": "#/$defs/retry"},
 			},
 		},

@@ -19,7 +19,13 @@ type LoadOptions struct {
 	// DisabledByDefault makes rules without an `enabled` key disabled (rules
 	// created through the API). Default false: enabled.
 	DisabledByDefault bool
+	// MaxActions bounds the actions of one rule: each matching event
+	// writes one delivery per action. Default 0: DefaultMaxActions (16).
+	MaxActions int
 }
+
+// DefaultMaxActions is the default of LoadOptions.MaxActions.
+const DefaultMaxActions = 16
 
 // SetOptions configures a Set. Zero values mean defaults.
 type SetOptions struct {

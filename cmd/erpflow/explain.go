@@ -68,7 +68,7 @@ func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	defer env.close()
-	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), triggers.LoadOptions{Actions: env.reg})
+	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

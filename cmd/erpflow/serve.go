@@ -172,6 +172,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Tokens:         cfg.Tokens,
 		MaxEventBytes:  cfg.Limits.MaxEventBytes,
 		MaxBatchEvents: cfg.Limits.MaxBatchEvents,
+		ActionsPerRule: cfg.Limits.ActionsPerRule,
 		Metrics:        metrics,
 		Logger:         logger,
 	})

@@ -40,6 +40,12 @@ type ruleEnv struct {
 	reg         *actions.Registry
 	configRules []string
 	host        *plugin.Host
+	maxActions  int // limits.actions_per_rule of the config (0: the default)
+}
+
+// loadOptions are the rule load options of the config's limits.
+func (e *ruleEnv) loadOptions() triggers.LoadOptions {
+	return triggers.LoadOptions{Actions: e.reg, MaxActions: e.maxActions}
 }
 
 func (e *ruleEnv) close() {
@@ -65,6 +71,7 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 			specs = append(specs, plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256})
 		}
 		env.configRules = cfg.Rules
+		env.maxActions = cfg.Limits.ActionsPerRule
 	}
 	for _, p := range f.plugins {
 		specs = append(specs, plugin.Spec{Path: p})
@@ -111,7 +118,7 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		printLoadErrors(stderr, err)
 		return 1
 	}
-	rules, err := triggers.LoadPaths(files, triggers.LoadOptions{Actions: env.reg})
+	rules, err := triggers.LoadPaths(files, env.loadOptions())
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return 1

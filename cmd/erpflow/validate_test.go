@@ -195,4 +195,14 @@ func TestValidateConfig(t *testing.T) {
 	if code, out, errOut := runCmd(t, "explain", "--config", lax, ev); code != 0 || !strings.Contains(out, "POST http://intranet.example/hook") {
 		t.Errorf("explain with config: exit %d\n%s%s", code, out, errOut)
 	}
+	// limits.actions_per_rule applies to validate as to serve.
+	tight := filepath.Join(dir, "tight.yaml")
+	os.WriteFile(tight, []byte("rules: ["+filepath.ToSlash(rules)+"]\ndelivery: {allow_http: true}\nlimits: {actions_per_rule: 1}\n"), 0o644)
+	os.WriteFile(rules, []byte("rules:\n  - name: plain\n    on: {entity: X}\n    actions: [{type: webhook, url: \"http://a.example/\"}, {type: webhook, url: \"http://b.example/\"}]\n"), 0o644)
+	if code, _, errOut := runCmd(t, "validate", "--config", tight); code != 1 || !strings.Contains(errOut, rules+":4:58: rules[0].actions[1]: a rule has 2 actions, more than the limit of 1") {
+		t.Errorf("actions_per_rule: exit %d\n%s", code, errOut)
+	}
+	if code, out, errOut := runCmd(t, "validate", "--config", lax); code != 0 {
+		t.Errorf("2 actions within the default limit: exit %d\n%s%s", code, out, errOut)
+	}
 }

@@ -185,8 +185,9 @@ func TestEmitStoreError(t *testing.T) {
 	}
 	e := newIdleEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
 	st.Close()
-	if _, err := e.Emit(context.Background(), order("lost?")); err == nil || !strings.Contains(err.Error(), "engine: emit") {
-		t.Fatalf("emit on a closed store: %v", err)
+	if _, err := e.Emit(context.Background(), order("lost?")); err == nil || !strings.Contains(err.Error(), "engine: emit") ||
+		!errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("emit on a closed store: %v, want engine.ErrUnavailable", err)
 	}
 	rs, err := e.EmitBatch(context.Background(), []engine.Event{order("a"), order("b")})
 	if err == nil {

@@ -30,3 +30,14 @@ func transient(err error) bool {
 	}
 	return false
 }
+
+// unavailable reports errors of a database that cannot work now besides
+// the transient ones: gone (dropped, or not created yet), out of
+// connections, memory or disk, or a statement timeout.
+func unavailable(err error) bool {
+	if e := pq.As(err); e != nil {
+		code := string(e.Code)
+		return code == "3D000" || code == "57P04" || code == "57014" || strings.HasPrefix(code, "53")
+	}
+	return false
+}

@@ -64,7 +64,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	db.SetMaxIdleConns(opts.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	s := &Store{url: url, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	s.Core = &sqlcore.Core{W: db, R: db, D: dialect{s}, Transient: transient}
+	s.Core = &sqlcore.Core{W: db, R: db, D: dialect{s}, Transient: transient, Unavailable: unavailable}
 	ms, err := sqlcore.LoadMigrations(migrations, "migrations")
 	if err == nil {
 		err = s.Retry(ctx, func() error {

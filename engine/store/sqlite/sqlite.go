@@ -14,7 +14,8 @@ import (
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/internal/sqlcore"
 	"github.com/jmoiron/sqlx"
-	_ "modernc.org/sqlite" // driver "sqlite"
+	"modernc.org/sqlite" // driver "sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
@@ -80,7 +81,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		r.SetMaxIdleConns(opts.ReadConns)
 	}
 	s := &Store{wake: make(chan struct{}, 1)}
-	s.Core = &sqlcore.Core{W: w, R: r, D: dialect{s}, Woken: s.woken}
+	s.Core = &sqlcore.Core{W: w, R: r, D: dialect{s}, Woken: s.woken, Unavailable: unavailable}
 	if err := s.migrate(ctx); err != nil {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
@@ -225,4 +226,19 @@ func (s *Store) woken() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// unavailable reports errors of a database file that cannot work now:
+// locked by another writer beyond the busy timeout, unreadable or
+// unopenable, or a full disk.
+func unavailable(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN:
+		return true
+	}
+	return false
 }

@@ -32,6 +32,7 @@ const (
 	DefaultMaxResponse    = 65536
 	DefaultMaxEventBytes  = 1 << 20
 	DefaultMaxBatchEvents = 1000
+	DefaultActionsPerRule = 16
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -117,6 +118,11 @@ type Limits struct {
 	MaxEventBytes int64
 	// MaxBatchEvents is the most events in one POST /v1/events. Default 1000.
 	MaxBatchEvents int
+
+	// ActionsPerRule is the most actions one rule may have (rule files and
+	// API rules): every matching event writes a delivery per action.
+	// Default 16.
+	ActionsPerRule int
 }
 
 // Default returns the configuration of a zero-config start.
@@ -144,6 +150,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.MaxBatchEvents == 0 {
 		c.Limits.MaxBatchEvents = DefaultMaxBatchEvents
+	}
+	if c.Limits.ActionsPerRule == 0 {
+		c.Limits.ActionsPerRule = DefaultActionsPerRule
 	}
 }
 
@@ -457,12 +466,14 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				c.Retention.Succeeded = dur
 			})
 		case "limits":
-			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events"}, func(key string, k, v *yaml.Node) {
+			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule"}, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "max_event_bytes":
 					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
 				case "max_batch_events":
 					c.Limits.MaxBatchEvents = int(d.integer(v, "limits."+key, 1))
+				case "actions_per_rule":
+					c.Limits.ActionsPerRule = int(d.integer(v, "limits."+key, 1))
 				}
 			})
 		case "log_format":

@@ -24,7 +24,7 @@ func TestDefaults(t *testing.T) {
 			t.Fatalf("%q: defaults wrong: %+v", src, c)
 		}
 	}
-	if d := Default(); d.Listen != DefaultListen || d.Database != DefaultDatabase {
+	if d := Default(); d.Listen != DefaultListen || d.Database != DefaultDatabase || d.Limits.ActionsPerRule != DefaultActionsPerRule {
 		t.Fatalf("Default: %+v", d)
 	}
 }
@@ -50,7 +50,7 @@ tokens:
     tenant: acme
     scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
 retention: {succeeded: 720h}
-limits: {max_event_bytes: 2048, max_batch_events: 10}
+limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4}
 log_format: json
 `
 	c, err := Parse("erpflow.yaml", []byte(src), env(map[string]string{"ERP_TOKEN": "s3cret", "ACME": "a"}))
@@ -71,7 +71,7 @@ log_format: json
 		!c.Tokens[1].HasScope(ScopeRulesWrite) || c.Tokens[0].HasScope(ScopeRulesRead) {
 		t.Fatalf("tokens %+v", c.Tokens)
 	}
-	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.LogFormat != "json" {
+	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.Limits.ActionsPerRule != 4 || c.LogFormat != "json" {
 		t.Fatalf("%+v", c)
 	}
 }
@@ -91,6 +91,7 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"log_format: xml\n", "log_format: must be text or json"},
 		{"plugins:\n  - {name: p}\n", "plugins[0].path: required"},
 		{"limits: {max_event_bytes: 0}\n", "limits.max_event_bytes: must be at least 1"},
+		{"limits:\n  actions_per_rule: 0\n", "c.yaml:2:21: limits.actions_per_rule: must be at least 1"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
 	} {

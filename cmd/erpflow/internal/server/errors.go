@@ -19,6 +19,8 @@ type apiError struct {
 	Message string        `json:"message"`
 	Field   string        `json:"field,omitempty"`
 	Details []errorDetail `json:"details,omitempty"`
+	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
+	RetryAfter int `json:"-"`
 }
 
 // errorDetail is one of several problems (rule validation).
@@ -77,10 +79,19 @@ func storeError(err error, what, id string) *apiError {
 	return internal(err)
 }
 
+// unavailableRetry is the Retry-After of a 503 when the database is down:
+// long enough not to hammer it, short enough for a restart.
+const unavailableRetry = 5
+
 func internal(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	if errors.Is(err, engine.ErrUnavailable) {
+		// Not the client's fault and not for ever: clients retry later.
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: unavailableRetry,
+			Message: "the database is unavailable, try again later: " + err.Error()}
 	}
 	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 }
@@ -95,5 +106,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, err error) {
 	ae := internal(err)
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
 	writeJSON(w, ae.Status, map[string]any{"error": ae})
 }

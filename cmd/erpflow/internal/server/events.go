@@ -75,7 +75,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	if !batch {
 		res, err := s.eng.Emit(r.Context(), evs[0])
 		if err != nil {
-			writeError(w, emitError(err))
+			writeError(w, emitError(err, false))
 			return
 		}
 		writeJSON(w, http.StatusAccepted, res)
@@ -83,7 +83,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.eng.EmitBatch(r.Context(), evs)
 	if err != nil {
-		writeError(w, emitError(err))
+		writeError(w, emitError(err, true))
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"results": res})
@@ -96,7 +96,20 @@ func orEvent(f string) string {
 	return f
 }
 
-func emitError(err error) error {
+func emitError(err error, batch bool) error {
+	var ce *engine.EventConflictError
+	if errors.As(err, &ce) {
+		f := "id"
+		if batch {
+			f = fmt.Sprintf("events[%d].id", ce.Index)
+		}
+		ae := errf(http.StatusConflict, "conflict", f, "%s: event id %q of tenant %q was accepted before with a different %s; "+
+			"use a new id for a new event (sending the same content again is safe)", f, ce.ID, ce.Tenant, ce.Field)
+		if batch {
+			ae.Message += "; the other events of the batch were accepted"
+		}
+		return ae
+	}
 	var ee *templates.EventError
 	if errors.As(err, &ee) {
 		return badRequest(ee.Field, "%v", err)

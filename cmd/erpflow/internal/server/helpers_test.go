@@ -113,6 +113,8 @@ type envOpts struct {
 	store     engine.Store
 	maxEvent  int64
 	maxBatch  int
+	// actionsPerRule is Options.ActionsPerRule (0: the default).
+	actionsPerRule int
 	// noValidate skips the OpenAPI check of responses (benchmarks).
 	noValidate bool
 }
@@ -127,7 +129,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	}
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, Tokens: o.tokens,
-		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, Metrics: m, Logger: testLogger(t),
+		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule, Metrics: m, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

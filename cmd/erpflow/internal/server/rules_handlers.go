@@ -376,7 +376,7 @@ func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := templates.DecodeEvent(b)
 	if err != nil {
-		writeError(w, emitError(err))
+		writeError(w, emitError(err, false))
 		return
 	}
 	if p.Bound {

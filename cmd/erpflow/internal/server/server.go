@@ -34,6 +34,9 @@ type Options struct {
 	MaxEventBytes int64
 	// MaxBatchEvents is the most events in one request. Default 1000.
 	MaxBatchEvents int
+	// ActionsPerRule is the most actions of one rule (files and API).
+	// Default 16.
+	ActionsPerRule int
 	// Metrics, when set, is served at /metrics.
 	Metrics *Metrics
 	// Logger receives request and reload logs. Default slog.Default().
@@ -79,7 +82,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		auth:  newAuthenticator(opts.Tokens),
 		log:   opts.Logger,
 	}
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv}, opts.RulePaths, opts.Logger)
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.RulePaths, opts.Logger)
 	files, err := s.rules.loadFiles()
 	if err != nil {
 		return nil, err

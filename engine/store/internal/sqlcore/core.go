@@ -68,6 +68,10 @@ type Core struct {
 	// Transient, when set, tells errors worth retrying at once on another
 	// connection (a pooled connection that died with a server restart).
 	Transient func(error) bool
+	// Unavailable, when set, tells errors of a database that cannot work
+	// now (besides Transient ones, which are so when retries run out); they
+	// come back wrapped in engine.ErrUnavailable.
+	Unavailable func(error) bool
 
 	stmts stmts
 }
@@ -75,8 +79,13 @@ type Core struct {
 // Retry runs fn again while it fails with a transient error: after a
 // database restart every pooled connection fails once before the pool
 // dials fresh ones, and the server refuses connections while it starts.
-// It gives up after about four seconds.
+// It gives up after about four seconds; an error of a database that is
+// down then comes back wrapped in engine.ErrUnavailable.
 func (c *Core) Retry(ctx context.Context, fn func() error) error {
+	return c.unavailable(c.retry(ctx, fn))
+}
+
+func (c *Core) retry(ctx context.Context, fn func() error) error {
 	var err error
 	for i := 0; i < 16; i++ {
 		if err = fn(); err == nil || c.Transient == nil || !c.Transient(err) || ctx.Err() != nil {
@@ -89,6 +98,20 @@ func (c *Core) Retry(ctx context.Context, fn func() error) error {
 			case <-time.After(min(time.Duration(i-1)*50*time.Millisecond, 500*time.Millisecond)):
 			}
 		}
+	}
+	return err
+}
+
+// unavailable wraps err in engine.ErrUnavailable when the database could
+// not do the work for now: closed, unreachable, timed out.
+func (c *Core) unavailable(err error) error {
+	if err == nil || errors.Is(err, engine.ErrUnavailable) {
+		return err
+	}
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.Contains(err.Error(), "sql: database is closed") || // database/sql's errDBClosed is not exported
+		c.Transient != nil && c.Transient(err) || c.Unavailable != nil && c.Unavailable(err) {
+		return fmt.Errorf("%w: %w", engine.ErrUnavailable, err)
 	}
 	return err
 }
