@@ -62,7 +62,10 @@ type Request struct {
 	DeliveryID string // stable across retries and replays
 	Attempt    int    // 1-based attempt number
 	Rule       string
-	Event      *templates.Event
+	// Event is the delivery's event; the engine may leave it nil for a
+	// Config whose NeedsEvent is false, or when the event is no longer
+	// stored.
+	Event *templates.Event
 	// Payload is what Config.Render returned when the delivery was created.
 	Payload json.RawMessage
 	Test    bool // a test-fire from the rules "test" command
@@ -93,6 +96,21 @@ type Config interface {
 // secret-free, so most configs need not implement it.
 type Masker interface {
 	Preview(ev *templates.Event, meta Meta) (json.RawMessage, error)
+}
+
+// EventUser is an optional Config capability for actions that know whether
+// Execute needs Request.Event. The engine loads the stored event for each
+// attempt only when NeedsEvent says so; a Config without it always gets
+// the event (plugins may look at it).
+type EventUser interface {
+	NeedsEvent() bool
+}
+
+// NeedsEvent reports whether Execute of c needs Request.Event: true unless
+// c implements EventUser and says otherwise.
+func NeedsEvent(c Config) bool {
+	eu, ok := c.(EventUser)
+	return !ok || eu.NeedsEvent()
 }
 
 // Schemer is an optional Factory capability: the JSON Schema of the

@@ -575,8 +575,9 @@ func (e *Engine) execute(base context.Context, d *Delivery, claimedAt time.Time)
 		ctx, cancel := context.WithDeadline(base, claimedAt.Add(e.cfg.Lease*9/10))
 		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload}
 		var loadErr error
-		if d.ActionType != "webhook" {
-			// Other actions may look at the event itself.
+		if actions.NeedsEvent(cfg) {
+			// Plugins, and webhooks whose secret URL or headers are
+			// rendered at send time; other webhooks send the payload.
 			req.Event, loadErr = e.loadEvent(ctx, d)
 		}
 		if loadErr != nil {

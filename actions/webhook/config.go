@@ -34,12 +34,21 @@ type config struct {
 	authMasked    string
 	secrets       []*signer
 	timeout       time.Duration
+	// needsEvent: a secret URL or secret header has placeholders, so it is
+	// rendered from the event at send time (the payload holds it masked).
+	needsEvent bool
+	known      secretValues // secret values known at load, longest first
 }
 
 var (
-	_ actions.Config = (*config)(nil)
-	_ actions.Masker = (*config)(nil)
+	_ actions.Config    = (*config)(nil)
+	_ actions.Masker    = (*config)(nil)
+	_ actions.EventUser = (*config)(nil)
 )
+
+// NeedsEvent implements actions.EventUser: only secret parts with
+// placeholders need the event; everything else is in the stored payload.
+func (c *config) NeedsEvent() bool { return c.needsEvent }
 
 // Type implements actions.Config.
 func (c *config) Type() string { return "webhook" }
@@ -54,6 +63,9 @@ type Payload struct {
 }
 
 const masked = "****"
+
+// noEvent renders templates without placeholders when no event is given.
+var noEvent templates.Event
 
 func (c *config) payload(ev *templates.Event, meta actions.Meta) Payload {
 	p := Payload{Method: c.method, URL: c.url.Render(ev, meta)}
@@ -122,12 +134,21 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	if err != nil {
 		return actions.Outcome{Status: actions.Permanent, Error: "webhook: stored payload is not valid: " + err.Error()}
 	}
-	target := p.URL
-	if c.urlSecret {
-		if req.Event == nil {
-			return actions.Outcome{Status: actions.Permanent, Error: "webhook: the URL holds secrets and the event is not available to render it"}
+	ev := req.Event
+	if ev == nil {
+		if c.needsEvent {
+			return actions.Outcome{Status: actions.Permanent, Error: "webhook: the event is not available (no longer stored?) and this rule renders its secret query values or headers from it when sending"}
 		}
-		target = c.url.Render(req.Event, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID})
+		ev = &noEvent // the secret parts are constant
+	}
+	meta := actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID}
+	target := p.URL
+	secrets := c.known
+	if c.urlSecret {
+		target = c.url.Render(ev, meta)
+		if c.needsEvent {
+			secrets = secrets.addQuery(target)
+		}
 	}
 	var body []byte
 	if p.Body != nil {
@@ -149,14 +170,11 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		if !ok {
 			continue
 		}
-		if req.Event == nil && !t.Constant() {
-			return actions.Outcome{Status: actions.Permanent, Error: "webhook: header " + name + " is secret and the event is not available to render it"}
+		v := t.Render(ev, meta)
+		set(name, v)
+		if !t.Constant() {
+			secrets = secrets.add(v)
 		}
-		ev := req.Event
-		if ev == nil {
-			ev = &templates.Event{}
-		}
-		set(name, t.Render(ev, actions.Meta{Rule: req.Rule, DeliveryID: req.DeliveryID}))
 	}
 	if c.auth != "" {
 		set("Authorization", c.auth)
@@ -173,12 +191,22 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		ts := strconv.FormatInt(c.f.now().Unix(), 10)
 		set(HeaderID, id)
 		set(HeaderTimestamp, ts)
-		set(HeaderSignature, signAll(c.secrets, id, ts, body))
+		sig := signAll(c.secrets, id, ts, body)
+		set(HeaderSignature, sig)
+		for rest := sig; rest != ""; {
+			var one string
+			one, rest, _ = strings.Cut(rest, " ")
+			secrets = secrets.add(one)
+		}
+	}
+	if len(secrets) > len(c.known) {
+		// A copy: c.known is clipped, so the appends above reallocated.
+		secrets = secrets.sorted()
 	}
 
 	at := &attempt{}
 	rec, tries := &at.rec, &at.tries
-	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor}
+	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor, secrets: secrets}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
@@ -225,6 +253,7 @@ func (c *config) outcome(out actions.Outcome, rec *Record, tries *tryRecorder) a
 	if len(rec.Tries) > 1 && out.Error != "" {
 		out.Error += fmt.Sprintf(" (%d tries)", len(rec.Tries))
 	}
+	rec.scrubRecord(&out)
 	rec.Error = out.Error
 	out.Detail, _ = rec.MarshalJSON()
 	return out

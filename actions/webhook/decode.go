@@ -233,6 +233,7 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 	if len(d.errs) > 0 {
 		return nil, errors.Join(d.errs...)
 	}
+	c.finishSecrets()
 	c.client = f.clientFor(pemHash, pool)
 	return c, nil
 }
@@ -525,7 +526,35 @@ func (d *decoder) decodeSecret(c *config, n *yaml.Node) {
 			continue
 		}
 		c.secrets = append(c.secrets, newSigner(k))
+		c.known = c.known.add(strings.TrimSpace(s)).add(base64.StdEncoding.EncodeToString(k))
 	}
+}
+
+// finishSecrets works out which secret parts are rendered at send time
+// (needing the event) and collects the secret values known at load.
+func (c *config) finishSecrets() {
+	var none templates.Event
+	meta := templates.Meta{}
+	if c.urlSecret {
+		if c.url.Constant() {
+			c.known = c.known.addQuery(c.url.Render(&none, meta))
+		} else {
+			c.needsEvent = true
+		}
+	}
+	for name := range c.secretHeaders {
+		if t, ok := c.headers[name]; ok {
+			if t.Constant() {
+				c.known = c.known.add(t.Render(&none, meta))
+			} else {
+				c.needsEvent = true
+			}
+		}
+	}
+	if c.auth != "" {
+		c.known = c.known.addAuth(c.auth)
+	}
+	c.known = c.known.sorted()
 }
 
 func contains(list []string, s string) bool {

@@ -35,6 +35,7 @@ var exampleHosts = []string{"yourdomain.example", "yourserver.example", "integra
 var exampleEnv = map[string]string{
 	"JOBS_WEBHOOK_USER": "jobs-hook", "JOBS_WEBHOOK_PASSWORD": "s3cret!",
 	"ONGOING_WEBHOOK_USER": "ongoing", "ONGOING_WEBHOOK_PASSWORD": "pw-1042",
+	"KLADANA_TOKEN": "kl-tok-93fQ2",
 }
 
 // exampleReceiver starts a TLS receiver with a certificate for exampleHosts.
@@ -72,7 +73,8 @@ func exampleReceiver(t *testing.T) (*httptest.Server, *x509.CertPool, chan recei
 
 // TestExamplesEndToEnd loads every examples/rules file with the real
 // registry, matches its sample event, renders and delivers each matched
-// action over TLS, and checks the request against its seed page.
+// action over TLS as the engine's workers do (the event only to actions
+// that need it), and checks the request against its seed page.
 func TestExamplesEndToEnd(t *testing.T) {
 	srv, pool, got := exampleReceiver(t)
 	addr := strings.TrimPrefix(srv.URL, "https://")
@@ -88,13 +90,10 @@ func TestExamplesEndToEnd(t *testing.T) {
 	}
 	root := filepath.Join("..", "..", "examples")
 
-	deliverExample := func(t *testing.T, name string) map[string]received {
+	// deliverSource delivers the rules src for the sample event of name.
+	deliverSource := func(t *testing.T, name string, src []byte) map[string]received {
 		t.Helper()
 		file := filepath.Join(root, "rules", name+".yaml")
-		src, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
 		rules, err := triggers.Parse(file, src, triggers.LoadOptions{Actions: reg, LookupEnv: func(k string) (string, bool) {
 			v, ok := exampleEnv[k]
 			return v, ok
@@ -127,7 +126,11 @@ func TestExamplesEndToEnd(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: dlv, Attempt: 1, Rule: r.Name, Event: &ev, Payload: payload})
+				req := &actions.Request{DeliveryID: dlv, Attempt: 1, Rule: r.Name, Payload: payload}
+				if actions.NeedsEvent(cfg) {
+					req.Event = &ev
+				}
+				o := cfg.Execute(context.Background(), req)
 				if o.Status != actions.Succeeded || o.Code != 204 {
 					t.Fatalf("%s action %d: %+v", r.Name, i, o)
 				}
@@ -136,7 +139,7 @@ func TestExamplesEndToEnd(t *testing.T) {
 					t.Errorf("User-Agent %q", ua)
 				}
 				out[r.Name] = rq
-				for _, v := range []string{exampleEnv["JOBS_WEBHOOK_PASSWORD"], exampleEnv["ONGOING_WEBHOOK_PASSWORD"]} {
+				for _, v := range []string{exampleEnv["JOBS_WEBHOOK_PASSWORD"], exampleEnv["ONGOING_WEBHOOK_PASSWORD"], exampleEnv["KLADANA_TOKEN"]} {
 					if strings.Contains(string(payload), v) || strings.Contains(string(o.Detail), v) {
 						t.Errorf("%s: secret %q stored", r.Name, v)
 					}
@@ -144,6 +147,14 @@ func TestExamplesEndToEnd(t *testing.T) {
 			}
 		}
 		return out
+	}
+	deliverExample := func(t *testing.T, name string) map[string]received {
+		t.Helper()
+		src, err := os.ReadFile(filepath.Join(root, "rules", name+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return deliverSource(t, name, src)
 	}
 	eventData := func(t *testing.T, name string) []byte {
 		raw, _ := os.ReadFile(filepath.Join(root, "events", name+".json"))
@@ -173,6 +184,19 @@ func TestExamplesEndToEnd(t *testing.T) {
 		}
 		if len(rq.Body) != 0 || rq.Header.Get("Content-Type") != "" {
 			t.Fatalf("a notification has no body: %q %q", rq.Body, rq.Header.Get("Content-Type"))
+		}
+	})
+	t.Run("kladana-token", func(t *testing.T) {
+		// The Kladana rule for a receiver that wants a token in the URL
+		// next to the placeholders: sent with the token, stored without.
+		src, err := os.ReadFile(filepath.Join(root, "rules", "kladana.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = bytes.Replace(src, []byte("type={type}\n"), []byte("type={type}&token=${KLADANA_TOKEN}\n"), 1)
+		_, rq := only(t, deliverSource(t, "kladana", src))
+		if rq.URL != "mysite.example/webhook?id=1111-22dddw-2w3ed-222e30&type=CustomerOrder&token=kl-tok-93fQ2" {
+			t.Fatalf("URL %s", rq.URL)
 		}
 	})
 	t.Run("velosity", func(t *testing.T) {

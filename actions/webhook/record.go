@@ -21,7 +21,8 @@ type Try struct {
 
 // Record is the attempt record stored in actions.Outcome.Detail. Secrets
 // are masked: credentials and secret-looking query values in the URL, the
-// Authorization and webhook-signature headers and headers marked secret.
+// Authorization and webhook-signature headers and headers marked secret,
+// and every secret value of the request wherever the response echoes it.
 type Record struct {
 	Method         string            `json:"method"`
 	URL            string            `json:"url"`
@@ -48,7 +49,7 @@ type Record struct {
 	reqH, respH http.Header
 	mask        func(canonicalName string) (string, bool)
 	rawReqBody  string // RequestBody still JSON-escaped, as in the stored payload
-
+	secrets     secretValues
 }
 
 type recorderKey struct{}
