@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // InUseError is returned by Open when another Store, in this process or
@@ -33,18 +32,24 @@ func (e *InUseError) Error() string {
 // for the message of the next one. The kernel drops the lock when the
 // process exits, however it ends. The caller keeps the file referenced
 // until Close: a collected *os.File closes, and the lock goes with it.
+//
+// Where flock is missing (not unix) it takes no lock and returns nil: the
+// file is not guarded, and no leases are expired at open.
 func lockFile(path string) (*os.File, error) {
+	if !canLock {
+		return nil, nil
+	}
 	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(f); err != nil {
 		var pid int
 		if b, rerr := os.ReadFile(path + ".lock"); rerr == nil {
 			pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLocked) {
 			return nil, &InUseError{Path: path, PID: pid}
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
