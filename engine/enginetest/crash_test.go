@@ -126,21 +126,28 @@ func TestCrashSafety(t *testing.T) {
 	})
 }
 
+// subprocessPG returns a fresh PostgreSQL database for a test of several
+// engine processes, or skips it (with -short, or without PostgreSQL: why).
+func subprocessPG(t *testing.T, why string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("subprocess test")
+	}
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("TEST_DATABASE_URL not set: " + why)
+	}
+	return newPGDatabase(t, base)
+}
+
 // TestSurvivorTakesOver (PostgreSQL): two engine processes share a
 // backlog; one is killed with SIGKILL and not restarted. The survivor
 // delivers everything, including what the dead one held, within 45 s of
 // the kill (the default 30 s lease, which the dead process no longer
 // renews), and only what the dead one held may arrive twice.
 func TestSurvivorTakesOver(t *testing.T) {
-	if testing.Short() {
-		t.Skip("subprocess test")
-	}
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("TEST_DATABASE_URL not set: two processes need PostgreSQL")
-	}
+	db := subprocessPG(t, "two processes need PostgreSQL")
 	const n = 3000
-	db := newPGDatabase(t, base)
 	rv := newReceiver(t)
 	rules := "rules:" + hookRule("survivor", rv.URL, "default")
 	st := mustOpen(t, db)
@@ -185,15 +192,8 @@ func TestSurvivorTakesOver(t *testing.T) {
 // TestMultiInstance (PostgreSQL): three engine processes share one
 // database; 10,000 deliveries are each delivered exactly once.
 func TestMultiInstance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("subprocess test")
-	}
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("TEST_DATABASE_URL not set: multi-instance needs PostgreSQL")
-	}
+	db := subprocessPG(t, "multi-instance needs PostgreSQL")
 	const n = 10000
-	db := newPGDatabase(t, base)
 	rv := newReceiver(t)
 	rules := "rules:" + hookRule("shared", rv.URL, "default")
 	var children []*child
