@@ -99,13 +99,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 // expireLeases makes every running delivery due now. Only the lock's
 // holder calls it, so their owners are dead processes: their claims need
-// not wait out the lease. They stay running (a claim takes them as it
-// takes an expired lease, counting the lost attempt) so that a completion
-// of the dead owner could not apply anyway.
+// not wait out the lease. The lease ends at the claim (updated_at, on the
+// clock of the engine that claimed, whatever clock the next one uses).
+// They stay running (a claim takes them as it takes an expired lease,
+// counting the lost attempt).
 func (s *Store) expireLeases(ctx context.Context) error {
-	now := sqlcore.Micros(sqlcore.Round(time.Now()))
-	_, err := s.W.ExecContext(ctx, `UPDATE deliveries SET locked_until = ?, due_at = ?
-		WHERE state = 'running' AND due_at > ?`, now, now, now)
+	_, err := s.W.ExecContext(ctx, `UPDATE deliveries SET locked_until = updated_at, due_at = updated_at
+		WHERE state = 'running' AND NOT test`)
 	if err != nil {
 		return fmt.Errorf("expire leases of earlier processes: %w", err)
 	}
