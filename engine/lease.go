@@ -87,8 +87,9 @@ func (r *runner) stopRenewing() {
 // failed renewal is logged and left to the next beat: two more come
 // before a lease renewed last time ends.
 func (r *runner) renew() {
-	// Taken before the snapshot: a job missing from it was held later, and
-	// its claimedAt (taken after hold) is later than start.
+	// Taken before the snapshot: a job missing from it was held after
+	// start, a moment after its claimedAt at most (well within the margin
+	// of leaseHeld).
 	start := time.Now()
 	r.leaseMu.Lock()
 	ids := make([]string, 0, len(r.held))

@@ -34,7 +34,7 @@ type result struct {
 // job is one claimed delivery on its way to a worker.
 type job struct {
 	d         Delivery
-	claimedAt time.Time // wall clock, after hold: for leaseHeld
+	claimedAt time.Time // wall clock, for leaseHeld
 	claimed   bool      // by the claim loop (not handed over by an emit)
 }
 
@@ -239,11 +239,9 @@ func (r *runner) claimLoop() {
 			}
 			r.mu.Unlock()
 			if len(ds) > 0 {
-				for _, d := range ds {
-					r.hold(d.ID)
-				}
 				at := time.Now()
 				for _, d := range ds {
+					r.hold(d.ID)
 					r.jobs <- job{d: d, claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
@@ -409,16 +407,6 @@ func unclaim(recs []EventRecord) {
 // the rest. The committer runs it, and Stop stops the committer before
 // the runner, so jobs is still open.
 func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int) {
-	for i := range recs {
-		if res[i].Duplicate {
-			continue
-		}
-		for j := range recs[i].Deliveries {
-			if d := &recs[i].Deliveries[j]; d.State == StateRunning {
-				r.hold(d.ID)
-			}
-		}
-	}
 	at := time.Now()
 	sent := 0
 	for i := range recs {
@@ -427,6 +415,7 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		}
 		for j := range recs[i].Deliveries {
 			if d := recs[i].Deliveries[j]; d.State == StateRunning {
+				r.hold(d.ID)
 				r.jobs <- job{d: d, claimedAt: at}
 				sent++
 			}
