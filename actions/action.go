@@ -113,6 +113,15 @@ func NeedsEvent(c Config) bool {
 	return !ok || eu.NeedsEvent()
 }
 
+// Timeouter is an optional Config capability: the longest one Execute
+// of this config runs (its `timeout`). The engine lets an attempt run that
+// long, keeping the delivery's lease renewed, and cancels it a little
+// later should the action overrun; for a Config without it, the limit is
+// 10 minutes (the longest webhook timeout).
+type Timeouter interface {
+	Timeout() time.Duration
+}
+
 // Schemer is an optional Factory capability: the JSON Schema of the
 // action's config keys, for `erpflow schema` and editors.
 type Schemer interface {

@@ -24,9 +24,11 @@ type Config struct {
 	Workers int
 	// ClaimBatch is how many due deliveries one claim takes. Default 2×Workers.
 	ClaimBatch int
-	// Lease is how long a claimed delivery stays reserved for this process;
-	// a delivery whose worker died is claimed again after it. It must be
-	// longer than the slowest action timeout. Default 5m.
+	// Lease is how long a process's claim of a delivery survives without
+	// renewal: the engine renews the leases of the deliveries it holds
+	// every Lease/3 (an attempt may run as long as its action's timeout),
+	// so after a crash the deliveries it held are claimed again by another
+	// process at most Lease later. Default 30s.
 	Lease time.Duration
 	// PollInterval is the slowest the engine looks for due work when
 	// nothing wakes it. Default 1s.
@@ -166,7 +168,7 @@ func New(store Store, cfg Config) (*Engine, error) {
 		cfg.ClaimBatch = 2 * cfg.Workers
 	}
 	if cfg.Lease == 0 {
-		cfg.Lease = 5 * time.Minute
+		cfg.Lease = 30 * time.Second
 	}
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = time.Second

@@ -151,6 +151,10 @@ type Queue interface {
 	// Release puts deliveries still running under owner back to pending,
 	// due now, undoing their Attempts increment (graceful stop).
 	Release(ctx context.Context, owner string, ids []string, now time.Time) error
+	// Renew extends to until the leases of those of ids still running
+	// under owner (a running attempt keeps its delivery's lease alive) and
+	// returns how many it extended.
+	Renew(ctx context.Context, owner string, ids []string, until time.Time) (int, error)
 }
 
 // DeliveryLog reads and manages deliveries.

@@ -34,7 +34,7 @@ type result struct {
 // job is one claimed delivery on its way to a worker.
 type job struct {
 	d         Delivery
-	claimedAt time.Time // wall clock, for the execute deadline
+	claimedAt time.Time // wall clock, for leaseHeld
 	claimed   bool      // by the claim loop (not handed over by an emit)
 }
 
@@ -77,6 +77,13 @@ type runner struct {
 	mu       sync.Mutex
 	release  []string  // claimed but not run: give back on stop
 	earliest time.Time // earliest RunAt of a retry this process scheduled
+
+	// Lease renewal (lease.go).
+	leaseMu   sync.Mutex
+	held      map[string]struct{} // deliveries this process holds
+	renewed   atomic.Int64        // wall clock (ns) when the latest successful renewal began
+	renewQuit chan struct{}
+	renewDone chan struct{}
 }
 
 func newRunner(e *Engine) *runner {
@@ -92,6 +99,9 @@ func newRunner(e *Engine) *runner {
 		claimDone:  make(chan struct{}),
 		compQuit:   make(chan struct{}),
 		compDone:   make(chan struct{}),
+		held:       make(map[string]struct{}),
+		renewQuit:  make(chan struct{}),
+		renewDone:  make(chan struct{}),
 	}
 	// Never blocks a sender: the reservations keep inflight within
 	// handoffCap, or claimCap + claimShare for the claim loop.
@@ -107,6 +117,7 @@ func (r *runner) start() {
 		go r.worker()
 	}
 	go r.completer()
+	go r.renewLoop()
 	var claimers sync.WaitGroup
 	for range r.e.writers {
 		claimers.Go(r.claimLoop)
@@ -151,6 +162,8 @@ func (r *runner) stop(ctx context.Context) error {
 		<-r.compDone
 	}
 
+	// Nothing runs any more (or what still does is left to its lease).
+	r.stopRenewing()
 	r.mu.Lock()
 	ids := r.release
 	r.release = nil
@@ -228,6 +241,7 @@ func (r *runner) claimLoop() {
 			if len(ds) > 0 {
 				at := time.Now()
 				for _, d := range ds {
+					r.hold(d.ID)
 					r.jobs <- job{d: d, claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
@@ -294,14 +308,15 @@ func (r *runner) worker() {
 			r.giveBack(j.d.ID)
 			continue
 		}
-		if time.Since(j.claimedAt) > r.e.cfg.Lease*9/10 {
-			// Waited so long that the lease is (nearly) over: it may be
-			// claimed again already. Leave it to that claim.
+		if !r.leaseHeld(&j) {
+			// Renewals failed so long that the lease is (nearly) over: it
+			// may be claimed again already. Leave it to that claim.
 			r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
+			r.unhold(j.d.ID)
 			r.done(1)
 			continue
 		}
-		c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
+		c, interrupted := r.e.execute(r.execCtx, &j.d)
 		if interrupted {
 			r.giveBack(j.d.ID)
 			continue
@@ -400,6 +415,7 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		}
 		for j := range recs[i].Deliveries {
 			if d := recs[i].Deliveries[j]; d.State == StateRunning {
+				r.hold(d.ID)
 				r.jobs <- job{d: d, claimedAt: at}
 				sent++
 			}
@@ -412,6 +428,9 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 
 // giveBack marks a claimed delivery for release at stop.
 func (r *runner) giveBack(id string) {
+	// Renewing stops: should stopping take long, another process may run
+	// it (the release at the end of stop is fenced on the lease).
+	r.unhold(id)
 	r.mu.Lock()
 	r.release = append(r.release, id)
 	r.mu.Unlock()
@@ -488,6 +507,14 @@ func (r *runner) flush(rs []result) {
 	for i := range rs {
 		cs[i] = rs[i].c
 	}
+	// Held until recorded (or given up): the lease covers the retries.
+	defer func() {
+		ids := make([]string, len(cs))
+		for i := range cs {
+			ids[i] = cs[i].ID
+		}
+		r.unhold(ids...)
+	}()
 	backoff := time.Duration(0)
 	giveUp := time.Time{}
 	for failures := 1; ; failures++ {
@@ -562,7 +589,7 @@ func (r *runner) storeUp() bool {
 // execute runs one attempt of d and returns its completion. interrupted is
 // true when Stop cancelled the action: the attempt does not count and the
 // delivery is released instead.
-func (e *Engine) execute(base context.Context, d *Delivery, claimedAt time.Time) (c Completion, interrupted bool) {
+func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, interrupted bool) {
 	started := e.now()
 	t0 := time.Now()
 	var o actions.Outcome
@@ -570,9 +597,9 @@ func (e *Engine) execute(base context.Context, d *Delivery, claimedAt time.Time)
 	if cfg == nil {
 		o = actions.Outcome{Status: actions.Permanent, Error: why}
 	} else {
-		// Finish well within the lease, so that no other process claims
-		// the delivery while this attempt may still be sending.
-		ctx, cancel := context.WithDeadline(base, claimedAt.Add(e.cfg.Lease*9/10))
+		// The action's own timeout bounds the attempt, not the lease: the
+		// runner renews the lease while the attempt runs (lease.go).
+		ctx, cancel := context.WithTimeout(base, attemptTimeout(cfg))
 		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload}
 		var loadErr error
 		if actions.NeedsEvent(cfg) {

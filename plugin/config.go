@@ -302,6 +302,10 @@ func setPointer(obj map[string]any, p string, v any) {
 	}
 }
 
+// Timeout implements actions.Timeouter: the `timeout` key (default
+// DefaultTimeout).
+func (c *config) Timeout() time.Duration { return c.timeout }
+
 // Execute runs one attempt through the plugin, bounded by the timeout.
 func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outcome {
 	cfg, err := c.withSecrets(req.Payload)

@@ -244,6 +244,9 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	return c.outcome(out, rec, tries)
 }
 
+// Timeout implements actions.Timeouter: the `timeout` key (default 15s).
+func (c *config) Timeout() time.Duration { return c.timeout }
+
 func (c *config) outcome(out actions.Outcome, rec *Record, tries *tryRecorder) actions.Outcome {
 	rec.Tries = tries.list()
 	if rec.Tries == nil {

@@ -412,6 +412,30 @@ func TestServeSharedPostgres(t *testing.T) {
 	}
 }
 
+// TestServeSQLiteOneProcess: a second serve on the SQLite file of a
+// running one is refused with a message naming the file and the owner's
+// pid, and changes nothing; once the first stops, the file opens again.
+func TestServeSQLiteOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	a := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:./erpflow.db", "--log-format", "json")
+	a.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)
+	code, out := cli(t, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:"+filepath.Join(dir, "erpflow.db"))
+	want := fmt.Sprintf("database %s is in use by another erpflow process (pid %d)", filepath.Join(dir, "erpflow.db"), a.cmd.Process.Pid)
+	if code != 1 || !strings.Contains(out, want) {
+		t.Fatalf("second serve: exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t); code != 0 {
+		t.Fatalf("first serve exited with %d", code)
+	}
+	b := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:./erpflow.db", "--log-format", "json")
+	b.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	if code := b.wait(t); code != 0 {
+		t.Fatalf("serve after the first stopped exited with %d", code)
+	}
+}
+
 // TestServePlugin: serve starts the plugins of its config (checksum
 // verified) and rules use their action types; a wrong checksum stops the
 // start with a message naming the plugin.

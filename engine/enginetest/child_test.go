@@ -32,6 +32,7 @@ import (
 //	                    printing "acked <id>" once each is committed
 //	ENGINETEST_WORKERS  engine Workers
 //	ENGINETEST_LEASE    engine Lease
+//	ENGINETEST_OWNER    engine Owner
 //
 // It prints "started" when the engine runs and stops gracefully on
 // SIGTERM.
@@ -63,6 +64,7 @@ func childMain() int {
 	cfg := engine.Config{Logger: log, PollInterval: 50 * time.Millisecond}
 	cfg.Workers, _ = strconv.Atoi(os.Getenv("ENGINETEST_WORKERS"))
 	cfg.Lease, _ = time.ParseDuration(os.Getenv("ENGINETEST_LEASE"))
+	cfg.Owner = os.Getenv("ENGINETEST_OWNER")
 	e, err := engine.New(st, cfg)
 	if err != nil {
 		return fail(err)

@@ -75,7 +75,25 @@ func openStore(ctx context.Context, db string) (engine.Store, error) {
 
 func mustOpen(t testing.TB, db string) engine.Store {
 	t.Helper()
-	st, err := openStore(context.Background(), db)
+	return mustOpenWith(t, db, sqlite.Options{})
+}
+
+// mustOpenBeside opens db beside the engine process that owns it (a
+// child): on SQLite without the file's process lock, for watching only.
+func mustOpenBeside(t testing.TB, db string) engine.Store {
+	t.Helper()
+	return mustOpenWith(t, db, sqlite.Options{NoLock: true})
+}
+
+func mustOpenWith(t testing.TB, db string, opts sqlite.Options) engine.Store {
+	t.Helper()
+	var st engine.Store
+	var err error
+	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
+		st, err = openPostgres(context.Background(), db)
+	} else {
+		st, err = sqlite.Open(context.Background(), db, opts)
+	}
 	if err != nil {
 		t.Fatalf("open store %s: %v", db, err)
 	}

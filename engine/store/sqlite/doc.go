@@ -7,7 +7,10 @@
 // the writer. Every write is a batch in one transaction, so the engine's
 // group commit costs one fsync per batch, not per event.
 //
-// Several processes may open the same file (the CLI beside a running
-// server); they take turns through SQLite's lock with a busy timeout.
-// Several engine processes should share PostgreSQL instead.
+// One Store owns a file at a time: Open takes an exclusive lock on a
+// sidecar file (path+".lock") and refuses a second Store with an
+// *InUseError, so an engine that starts on a file knows that the
+// deliveries left running there belong to dead processes and runs them at
+// once. Several engine processes share PostgreSQL instead. Options.NoLock
+// opens a file beside its owner (readers; tests).
 package sqlite

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,11 @@ type Options struct {
 	// BusyTimeout is how long a write waits for another process holding
 	// the database lock. Default 5s.
 	BusyTimeout time.Duration
+	// NoLock opens a file without taking its process lock (see Open), and
+	// releases no leases: for tools that read a database an engine owns,
+	// and tests that open one file several times. No engine may run on
+	// such a store beside the lock's holder. Default false: lock.
+	NoLock bool
 }
 
 // Store is an engine.Store in one SQLite file.
@@ -38,6 +44,7 @@ type Store struct {
 	wake     chan struct{}
 	closeOne sync.Once
 	ckpt     *sql.DB       // checkpoints the WAL off the write path
+	lock     *os.File      // the process lock (see lockFile), held until Close
 	stop     chan struct{} // ends the checkpointer
 	stopped  chan struct{}
 }
@@ -50,6 +57,12 @@ var (
 // Open opens (creating it when missing) the database file at path and
 // applies pending migrations. path ":memory:" gives a private in-memory
 // database (one connection; for tests and trials).
+//
+// One Store owns a file at a time: Open takes an exclusive lock on
+// path+".lock" (unless opts.NoLock) and fails with an *InUseError while
+// another Store, in any process, holds it. Holding the lock, it makes the
+// deliveries left running by earlier processes (killed ones, as a clean
+// stop releases its own) due at once instead of after their leases.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, fmt.Errorf("sqlite: empty path")
@@ -61,6 +74,46 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		opts.BusyTimeout = 5 * time.Second
 	}
 	mem := path == ":memory:"
+	var lock *os.File
+	if !mem && !opts.NoLock {
+		var err error
+		if lock, err = lockFile(path); err != nil {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
+	}
+	s, err := open(ctx, path, opts, mem)
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	s.lock = lock
+	if lock != nil {
+		if err := s.expireLeases(ctx); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+		}
+	}
+	return s, nil
+}
+
+// expireLeases makes every running delivery due now. Only the lock's
+// holder calls it, so their owners are dead processes: their claims need
+// not wait out the lease. The lease ends at the claim (updated_at, on the
+// clock of the engine that claimed, whatever clock the next one uses).
+// They stay running (a claim takes them as it takes an expired lease,
+// counting the lost attempt).
+func (s *Store) expireLeases(ctx context.Context) error {
+	_, err := s.W.ExecContext(ctx, `UPDATE deliveries SET locked_until = updated_at, due_at = updated_at
+		WHERE state = 'running' AND NOT test`)
+	if err != nil {
+		return fmt.Errorf("expire leases of earlier processes: %w", err)
+	}
+	return nil
+}
+
+func open(ctx context.Context, path string, opts Options, mem bool) (*Store, error) {
 	w, err := sqlx.Open("sqlite", dsn(path, opts, false))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -182,6 +235,9 @@ func (s *Store) Close() error {
 			err = s.ckpt.Close()
 		}
 		err = errors.Join(err, s.Core.Close())
+		if s.lock != nil {
+			err = errors.Join(err, s.lock.Close())
+		}
 	})
 	return err
 }

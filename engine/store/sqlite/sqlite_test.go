@@ -2,8 +2,12 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
@@ -37,7 +41,11 @@ func TestShared(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "shared.db")
 		var ss []engine.Store
 		for i := 0; i < n; i++ {
-			ss = append(ss, open(t, path))
+			s, err := sqlite.Open(context.Background(), path, sqlite.Options{NoLock: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss = append(ss, s)
 		}
 		return ss
 	})
@@ -76,4 +84,64 @@ func BenchmarkClaimComplete(b *testing.B) {
 	}
 	defer s.Close()
 	storetest.BenchClaimComplete(b, s)
+}
+
+// One Store owns a file: a second Open fails with an *InUseError naming
+// the holder until the first closes; NoLock opens beside it.
+func TestOneStorePerFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "erpflow.db")
+	s := open(t, path)
+	_, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	var inUse *sqlite.InUseError
+	if !errors.As(err, &inUse) || inUse.Path != path || inUse.PID != os.Getpid() {
+		t.Fatalf("second open: %v, want an InUseError of %s held by pid %d", err, path, os.Getpid())
+	}
+	if want := "database " + path + " is already open in this process"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("second open: %q, want it to say %q", err, want)
+	}
+	reader, err := sqlite.Open(context.Background(), path, sqlite.Options{NoLock: true})
+	if err != nil {
+		t.Fatalf("NoLock open beside the owner: %v", err)
+	}
+	if _, err := reader.ListRules(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reader.Close()
+	s.Close()
+	open(t, path).Close() // the lock went with Close
+}
+
+// A process killed mid-delivery leaves deliveries running under its lease;
+// the next Store to own the file makes them due at once (a NoLock one,
+// which may run beside a live owner, does not).
+func TestOpenExpiresDeadLeases(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "erpflow.db")
+	ctx := context.Background()
+	now := time.Now()
+	s := open(t, path)
+	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
+	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := s.Claim(ctx, "killed", 10, now, time.Hour); err != nil || len(ds) != 1 {
+		t.Fatalf("claim: %v %v", ds, err)
+	}
+	s.Close() // as the kernel drops the lock of a killed process
+
+	reader, err := sqlite.Open(ctx, path, sqlite.Options{NoLock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := reader.Claim(ctx, "reader", 10, time.Now(), time.Minute); err != nil || len(ds) != 0 {
+		t.Fatalf("a NoLock open expired the lease: claimed %v (%v)", ds, err)
+	}
+	reader.Close()
+
+	s = open(t, path)
+	defer s.Close()
+	ds, err := s.Claim(ctx, "next", 10, time.Now(), time.Minute)
+	if err != nil || len(ds) != 1 || ds[0].ID != "dlv_1" || ds[0].Attempts != 2 {
+		t.Fatalf("after reopening claimed %+v (%v), want dlv_1 at attempt 2 at once", ds, err)
+	}
 }

@@ -165,6 +165,7 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"InsertClaimed", testInsertClaimed},
+		{"LeaseRenew", testLeaseRenew},
 		{"CompleteFailedRetries", testCompleteFailed},
 		{"CompleteRaise", testCompleteRaise},
 		{"CompleteBatch", testCompleteBatch},
@@ -545,6 +546,60 @@ func testInsertClaimed(t *testing.T, s engine.Store) {
 	ds := mv(s.Claim(ctx, "other", 10, t0.Add(2*time.Minute), time.Minute)).get(t)
 	if len(ds) != 1 || ds[0].ID != r.Deliveries[1].ID || ds[0].Attempts != 2 {
 		t.Fatalf("after the lease claimed %+v", ds)
+	}
+}
+
+// A process renews the leases it holds (claimed and inserted-claimed):
+// only its own running deliveries move, no other process claims them
+// while renewed, and once renewals stop (the process died) any process
+// claims them after the lease.
+func testLeaseRenew(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	claimed, other, handed := rec("acme", "ev1", 2, t0), rec("acme", "ev2", 1, t0), rec("acme", "ev3", 1, t0)
+	h := &handed.Deliveries[0]
+	h.State, h.Attempts, h.LeaseOwner, h.LockedUntil = engine.StateRunning, 1, "me", t0.Add(time.Minute)
+	insert(t, s, claimed, other, handed)
+	mine := mv(s.Claim(ctx, "me", 2, t0, time.Minute)).get(t)
+	theirs := mv(s.Claim(ctx, "them", 10, t0, time.Minute)).get(t)
+	if len(mine) != 2 || len(theirs) != 1 {
+		t.Fatalf("claimed %d and %d", len(mine), len(theirs))
+	}
+	// Completed since the renewal's snapshot: not renewed.
+	done := engine.Completion{ID: mine[1].ID, Owner: "me", State: engine.StateSucceeded,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}}
+	if n := mv(s.Complete(ctx, []engine.Completion{done})).get(t); n != 1 {
+		t.Fatalf("completion applied %d", n)
+	}
+	held := []string{mine[0].ID, mine[1].ID, h.ID, theirs[0].ID, "dlv_unknown"}
+	now := t0.Add(50 * time.Second)
+	if n := mv(s.Renew(ctx, "me", held, now.Add(time.Minute))).get(t); n != 2 {
+		t.Fatalf("renewed %d leases, want 2 (the claimed and the inserted-claimed running ones of me)", n)
+	}
+	if n := mv(s.Renew(ctx, "me", nil, now.Add(time.Minute))).get(t); n != 0 {
+		t.Fatalf("renewed %d of none", n)
+	}
+	// Past the first lease: only the other process's delivery is due.
+	got := mv(s.Claim(ctx, "w2", 10, t0.Add(90*time.Second), time.Minute)).get(t)
+	if len(got) != 1 || got[0].ID != theirs[0].ID {
+		t.Fatalf("claimed %v while renewed, want only %s (not renewed)", ids(got), theirs[0].ID)
+	}
+	for _, id := range []string{mine[0].ID, h.ID} {
+		d, _ := mv2(s.GetDelivery(ctx, id)).get(t)
+		if d.State != engine.StateRunning || d.LeaseOwner != "me" || !d.LockedUntil.Equal(now.Add(time.Minute)) {
+			t.Errorf("renewed %s: state %s owner %q locked until %v", id, d.State, d.LeaseOwner, d.LockedUntil)
+		}
+	}
+	if d, _ := mv2(s.GetDelivery(ctx, mine[1].ID)).get(t); d.State != engine.StateSucceeded || !d.LockedUntil.IsZero() {
+		t.Errorf("completed delivery after renewal: %+v", d)
+	}
+	// Renewals stop: after the renewed lease anyone claims them.
+	got = mv(s.Claim(ctx, "w2", 10, now.Add(time.Minute+time.Second), time.Minute)).get(t)
+	if !reflect.DeepEqual(sortedIDs(got), sortedIDs([]engine.Delivery{mine[0], *h})) {
+		t.Fatalf("after the renewed lease claimed %v, want %s and %s", ids(got), mine[0].ID, h.ID)
+	}
+	// The old owner's renewal no longer applies.
+	if n := mv(s.Renew(ctx, "me", held, now.Add(time.Hour))).get(t); n != 0 {
+		t.Fatalf("renewed %d leases lost to another owner", n)
 	}
 }
 

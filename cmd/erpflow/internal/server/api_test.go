@@ -201,7 +201,7 @@ func TestRulesSurviveRestart(t *testing.T) {
 		st, addr := k.open(t)
 		rv := newReceiver(t)
 		a := newEnv(t, st, envOpts{})
-		b := newEnv(t, openAt(t, addr), envOpts{})
+		b := newEnv(t, openBeside(t, addr), envOpts{})
 		must(t, a.do("POST", "/v1/rules", "", ruleJSON("shared", rv.URL, map[string]any{"enabled": true})), 201)
 		must(t, b.do("GET", "/v1/rules/shared", "", nil), 404) // not yet refreshed
 		if err := b.srv.RefreshRules(t.Context()); err != nil {
@@ -214,7 +214,7 @@ func TestRulesSurviveRestart(t *testing.T) {
 		if len(r["deliveries"].([]any)) != 1 {
 			t.Fatalf("b did not match the shared rule: %v", r)
 		}
-		c := newEnv(t, openAt(t, addr), envOpts{})
+		c := newEnv(t, openBeside(t, addr), envOpts{})
 		must(t, c.do("GET", "/v1/rules/shared", "", nil), 200)
 	})
 }

@@ -66,6 +66,21 @@ func openAt(t testing.TB, addr string) engine.Store {
 	return st
 }
 
+// openBeside opens addr as another process would; on SQLite, which one
+// process owns, without the file's lock.
+func openBeside(t testing.TB, addr string) engine.Store {
+	t.Helper()
+	if strings.HasPrefix(addr, "postgres://") || strings.HasPrefix(addr, "postgresql://") {
+		return openAt(t, addr)
+	}
+	st, err := sqlite.Open(context.Background(), addr, sqlite.Options{NoLock: true})
+	if err != nil {
+		t.Fatalf("open %s: %v", addr, err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 func openStore(ctx context.Context, addr string) (engine.Store, error) {
 	if strings.HasPrefix(addr, "postgres://") || strings.HasPrefix(addr, "postgresql://") {
 		return openPostgres(ctx, addr)

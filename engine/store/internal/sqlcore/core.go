@@ -645,6 +645,38 @@ func (c *Core) Release(ctx context.Context, owner string, ids []string, now time
 	return nil
 }
 
+// Renew implements engine.Queue: one UPDATE per chunk of ids (one in
+// practice: a runner holds far fewer deliveries than a statement takes).
+func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time.Time) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	until = Round(until)
+	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE state = 'running' AND lease_owner = ?`
+	total := 0
+	per := c.chunk(1) - 3
+	for lo := 0; lo < len(ids); lo += per {
+		hi := min(lo+per, len(ids))
+		args := []any{c.t(until), c.t(until), owner}
+		for _, id := range ids[lo:hi] {
+			args = append(args, id)
+		}
+		err := c.Retry(ctx, func() error {
+			r, err := c.W.ExecContext(ctx, c.Q(set+" AND id IN ("+list(hi-lo)+")"), args...)
+			if err != nil {
+				return err
+			}
+			n, _ := r.RowsAffected()
+			total += int(n)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("renew leases: %w", err)
+		}
+	}
+	return total, nil
+}
+
 // list returns "?, ?, …" (n of them).
 func list(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
 
