@@ -438,7 +438,7 @@ func TestRuleScopeAcrossProcesses(t *testing.T) {
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		st, addr := k.open(t)
 		a := &scopeEnv{env: newEnv(t, st, envOpts{tokens: matrixTokens()}), rv: newReceiver(t)}
-		b := newEnv(t, openAt(t, addr), envOpts{tokens: matrixTokens()})
+		b := newEnv(t, openBeside(t, addr), envOpts{tokens: matrixTokens()})
 		must(t, a.do("POST", "/v1/rules", adminTok, a.rule("shared", map[string]any{"enabled": true, "tenants": []string{"acme", "globex"}})), 201)
 		if err := b.srv.RefreshRules(t.Context()); err != nil {
 			t.Fatal(err)
