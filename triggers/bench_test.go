@@ -125,7 +125,7 @@ rules:
 		Data:     map[string]any{"amount": 500, "status": "RELEASED", "customer": map[string]any{"country": "US"}},
 		Previous: map[string]any{"status": "DRAFT"}}
 	c := rules[0].cond
-	st := getState(ev)
+	st := getState(ev, defaultLimits)
 	if ok, err := c.eval(st); !ok || err != nil {
 		b.Fatal(ok, err)
 	}
