@@ -32,6 +32,9 @@ const (
 	DefaultMaxResponse    = 65536
 	DefaultMaxEventBytes  = 1 << 20
 	DefaultMaxBatchEvents = 1000
+
+	DefaultConditionMemory = 1 << 20
+	DefaultConditionTime   = 50 * time.Millisecond
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -111,12 +114,19 @@ type Retention struct {
 	Succeeded time.Duration
 }
 
-// Limits bounds request sizes.
+// Limits bounds request sizes and what rule conditions may cost.
 type Limits struct {
 	// MaxEventBytes is the largest accepted event. Default 1 MiB.
 	MaxEventBytes int64
 	// MaxBatchEvents is the most events in one POST /v1/events. Default 1000.
 	MaxBatchEvents int
+
+	// ConditionMemory is the most bytes of strings and collections one
+	// evaluation of a rule's condition may build. Default 1 MiB.
+	ConditionMemory int64
+	// ConditionTime is the longest one evaluation of a rule's condition
+	// may run. Default 50ms.
+	ConditionTime time.Duration
 }
 
 // Default returns the configuration of a zero-config start.
@@ -144,6 +154,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.MaxBatchEvents == 0 {
 		c.Limits.MaxBatchEvents = DefaultMaxBatchEvents
+	}
+	if c.Limits.ConditionMemory == 0 {
+		c.Limits.ConditionMemory = DefaultConditionMemory
+	}
+	if c.Limits.ConditionTime == 0 {
+		c.Limits.ConditionTime = DefaultConditionTime
 	}
 }
 
@@ -338,6 +354,20 @@ func (d *decoder) integer(n *yaml.Node, path string, min int64) int64 {
 	return v
 }
 
+// duration reads a positive duration such as 50ms.
+func (d *decoder) duration(n *yaml.Node, path string) time.Duration {
+	s := d.str(n, path)
+	if s == "" {
+		return 0
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		d.errf(n, path, "must be a positive duration such as 50ms, not %q", s)
+		return 0
+	}
+	return dur
+}
+
 // parseSize reads an integer, optionally with a KiB/MiB/GiB suffix.
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
@@ -457,12 +487,16 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				c.Retention.Succeeded = dur
 			})
 		case "limits":
-			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events"}, func(key string, k, v *yaml.Node) {
+			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "condition_memory", "condition_time"}, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "max_event_bytes":
 					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
 				case "max_batch_events":
 					c.Limits.MaxBatchEvents = int(d.integer(v, "limits."+key, 1))
+				case "condition_memory":
+					c.Limits.ConditionMemory = d.integer(v, "limits."+key, 1)
+				case "condition_time":
+					c.Limits.ConditionTime = d.duration(v, "limits."+key)
 				}
 			})
 		case "log_format":
