@@ -144,7 +144,7 @@ func guardCompileEnv(env map[string]any) {
 type guard struct {
 	lim   *ConditionLimits
 	used  int64     // bytes counted in this evaluation
-	start time.Time // when the evaluation began (guarded conditions only)
+	start time.Time // when the evaluation began; zero until a guard runs for an unguarded condition
 	ticks uint
 	rd    clockReader
 }
@@ -154,6 +154,7 @@ func (st *evalState) begin(c *condition) {
 	g := &st.guard
 	g.used, g.ticks = 0, 0
 	st.vm.MemoryBudget = uint(g.lim.Memory / elemBytes)
+	g.start = time.Time{}
 	if c.guarded {
 		g.start = g.lim.now()
 	}
@@ -167,7 +168,13 @@ func (g *guard) charge(n int64) {
 }
 
 func (g *guard) checkTime() {
-	if g.lim.now().Sub(g.start) > g.lim.Time {
+	now := g.lim.now()
+	if g.start.IsZero() {
+		// a guard reached by a way the patcher did not see ($env.repeat)
+		g.start = now
+		return
+	}
+	if now.Sub(g.start) > g.lim.Time {
 		panic(&LimitError{Kind: LimitTime, Limit: g.lim.Time.String()})
 	}
 }

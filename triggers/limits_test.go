@@ -137,6 +137,8 @@ func TestConditionMemoryLimit(t *testing.T) {
 		`len(map(data.list, # + #)) > 0 && len(map(data.list, # + #)) > 0`,
 		`len(toPairs(groupBy(data.list, #))) + len(keys(groupBy(data.list, #))) + len(sort(data.list)) + len(sort(data.list)) > 0`,
 		`len(1..10000000) > 0`,
+		// the guarded repeat, reached as a method of $env
+		`len($env.repeat(data.c, 2000000)) > 0`,
 	} {
 		t.Run(cond[:20], func(t *testing.T) {
 			// a clock that stands still: only memory can stop these
