@@ -264,7 +264,8 @@ func (s *Set) Explain(ev *templates.Event) []Explanation {
 
 // Matches reports whether ev fires r and, when it does not, the first
 // reason why: disabled, entity, event, tenant, field change, from, to, or
-// the condition (false, or its run-time error).
+// the condition (false, or its run-time error). The condition runs within
+// the default ConditionLimits.
 func (r *Rule) Matches(ev *templates.Event) (bool, string) {
 	return r.matches(ev, defaultLimits)
 }
