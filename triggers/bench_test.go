@@ -175,6 +175,9 @@ func BenchmarkCostlyCondition(b *testing.B) {
 		{"reduce", `len(reduce(data.strs, #acc + #, "")) > 0`},
 		{"map", `len(map(data.strs, # + #)) + len(map(data.strs, # + #)) > 0`},
 		{"sort", `len(sort(data.list)) + len(sort(data.list)) > 0`},
+		// as many linear operations as 1,000 nodes hold
+		{"sum-x140", strings.Repeat(`sum(data.list) < 0 || `, 140) + "false"},
+		{"lastIndexOf-x120", strings.Repeat(`lastIndexOf(data.s, "c") > 0 || `, 120) + "false"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			rules, err := Parse("b.yaml", []byte(condRule(tc.cond)), LoadOptions{Actions: nopDecoder{}})

@@ -117,13 +117,15 @@ var guardedBuiltins = map[string]any{
 const notBound = "triggers: guard function called outside an evaluation"
 
 // chargedBuiltins build values whose size is only known afterwards (at
-// most a small multiple of their input); their result is counted once
-// built, and they look at the clock.
+// most a small multiple of their input), or go over their whole input
+// (max…, len counts a string's runes); their result is counted once built,
+// and they look at the clock.
 var chargedBuiltins = map[string]bool{
 	"string": true, "toBase64": true, "fromBase64": true, "fromJSON": true,
 	"keys": true, "values": true, "toPairs": true, "fromPairs": true, "uniq": true,
 	"reverse": true, "concat": true, "flatten": true, "sort": true,
-	"max": true, "min": true, "mean": true, "median": true,
+	"max": true, "min": true, "mean": true, "median": true, "len": true,
+	"indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
 }
 
 // guardCompileEnv adds the guards' signatures to the compile environment.

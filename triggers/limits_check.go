@@ -71,7 +71,8 @@ func (p *patcher) builtin(node *ast.Node, n *ast.BuiltinNode) {
 			p.guarded = true
 		}
 	}
-	if chargedBuiltins[n.Name] {
+	// sum and count without a predicate still loop over their input.
+	if chargedBuiltins[n.Name] || predicateBuiltins[n.Name] && len(n.Arguments) == 1 {
 		p.guarded = true
 		ast.Patch(node, call(chargedFunc, n))
 	}
