@@ -190,6 +190,8 @@ func TestConditionTimeLimit(t *testing.T) {
 		// one in is one look at the clock
 		{`-1 in data.list || -2 in data.list || -3 in data.list`, 30 * time.Millisecond},
 		{`data.list == data.list && data.list == data.list && data.list == data.list`, 30 * time.Millisecond},
+		{`sum(data.list) < 0 || sum(data.list) < 0 || sum(data.list) < 0`, 30 * time.Millisecond},
+		{`lastIndexOf(data.s, "c") > 0 || lastIndexOf(data.s, "c") > 0 || lastIndexOf(data.s, "c") > 0`, 30 * time.Millisecond},
 	} {
 		cond := tc.cond
 		t.Run(cond[:15], func(t *testing.T) {
@@ -225,6 +227,8 @@ func TestGuardedBuiltins(t *testing.T) {
 		`sum(data.nums, # * 2) == 6 && reduce(data.nums, #acc + #, 0) == 3 && map(data.nums, # + 1)[1] == 3`,
 		`count(data.nums, # > 0) == 2 && groupBy(data.nums, # % 2)[1][0] == 1 && sortBy(data.nums, -#)[0] == 2`,
 		`data.s matches "^a" && !(data.s matches "c")`,
+		`indexOf("abc", "c") == 2 && lastIndexOf("aca", "a") == 2 && trim(" a ") == "a" && int("12") == 12 && float("1.5") == 1.5`,
+		`sum([1, 2]) == 3 && count([true, false]) == 1 && len("héllo") == 5 && len(data.list) == 2`,
 	} {
 		rules := mustParse(t, condRule(cond))
 		if ok, why := rules[0].Matches(ev); !ok {
