@@ -31,7 +31,8 @@ type ConditionLimits struct {
 	// Time is the longest one evaluation may run. Default 50ms.
 	Time time.Duration
 
-	now func() time.Time // the clock; tests set a fake one. Default time.Now.
+	now      func() time.Time // the clock; tests set a fake one. Default time.Now.
+	vmBudget uint             // Memory in elements, for expr's VM
 }
 
 func (l ConditionLimits) withDefaults() *ConditionLimits {
@@ -44,6 +45,7 @@ func (l ConditionLimits) withDefaults() *ConditionLimits {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	l.vmBudget = uint(max(l.Memory/elemBytes, 1))
 	return &l
 }
 
@@ -155,7 +157,7 @@ type guard struct {
 func (st *evalState) begin(c *condition) {
 	g := &st.guard
 	g.used, g.ticks = 0, 0
-	st.vm.MemoryBudget = uint(g.lim.Memory / elemBytes)
+	st.vm.MemoryBudget = g.lim.vmBudget
 	g.start = time.Time{}
 	if c.guarded {
 		g.start = g.lim.now()
