@@ -137,6 +137,8 @@ func TestConditionMemoryLimit(t *testing.T) {
 		`len(map(data.list, # + #)) > 0 && len(map(data.list, # + #)) > 0`,
 		`len(toPairs(groupBy(data.list, #))) + len(keys(groupBy(data.list, #))) + len(sort(data.list)) + len(sort(data.list)) > 0`,
 		`len(1..10000000) > 0`,
+		`len(fromJSON(toJSON(data.list))) + len(fromJSON(toJSON(data.list))) > 0`,
+		`len(fromBase64(toBase64(data.big + data.big))) > 0`,
 		// the guarded repeat, reached as a method of $env
 		`len($env.repeat(data.c, 2000000)) > 0`,
 	} {
@@ -229,6 +231,7 @@ func TestGuardedBuiltins(t *testing.T) {
 		`data.s matches "^a" && !(data.s matches "c")`,
 		`indexOf("abc", "c") == 2 && lastIndexOf("aca", "a") == 2 && trim(" a ") == "a" && int("12") == 12 && float("1.5") == 1.5`,
 		`sum([1, 2]) == 3 && count([true, false]) == 1 && len("héllo") == 5 && len(data.list) == 2`,
+		`fromJSON("{\"a\": [1]}").a[0] == 1 && toBase64("héllo") == "aMOpbGxv" && fromBase64("aMOpbGxv") == "héllo"`,
 	} {
 		rules := mustParse(t, condRule(cond))
 		if ok, why := rules[0].Matches(ev); !ok {
