@@ -52,6 +52,9 @@ type Config struct {
 	// Entities, when set, loads full entities for thin events (an event
 	// with no data whose rules send the entity). Default none.
 	Entities EntityLoader
+	// ConditionLimits bound each evaluation of a rule's condition; one
+	// past them is a condition error (EvalError). Default 1 MiB, 50ms.
+	ConditionLimits triggers.ConditionLimits
 }
 
 // Observer is told what the engine does, for metrics. Calls must be cheap
@@ -308,7 +311,7 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 		}
 		rs.acts[r] = infos
 	}
-	set, err := triggers.NewSet(rules, triggers.SetOptions{OnEvalError: e.evalError})
+	set, err := triggers.NewSet(rules, triggers.SetOptions{OnEvalError: e.evalError, Limits: e.cfg.ConditionLimits})
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}

@@ -125,7 +125,7 @@ rules:
 		Data:     map[string]any{"amount": 500, "status": "RELEASED", "customer": map[string]any{"country": "US"}},
 		Previous: map[string]any{"status": "DRAFT"}}
 	c := rules[0].cond
-	st := getState(ev)
+	st := getState(ev, defaultLimits)
 	if ok, err := c.eval(st); !ok || err != nil {
 		b.Fatal(ok, err)
 	}
@@ -148,4 +148,50 @@ rules:
 			}
 		}
 	})
+}
+
+// BenchmarkCostlyCondition evaluates conditions written to be costly on a
+// large event, each stopped at the default limits (1 MiB, 50ms): the time
+// and memory per op are the worst case of one such rule per event.
+func BenchmarkCostlyCondition(b *testing.B) {
+	list := make([]any, 100_000)
+	for i := range list {
+		list[i] = i
+	}
+	strs := make([]any, 50_000)
+	for i := range strs {
+		strs[i] = "y"
+	}
+	data := map[string]any{"c": "a", "list": list, "strs": strs, "s": strings.Repeat("ab", 450_000),
+		"big": strings.Repeat("x", 200_000)}
+	ev := &templates.Event{ID: "1", Tenant: "acme", Entity: "X", Event: "e", Data: data}
+	for _, tc := range []struct{ name, cond string }{
+		{"replace", `len(replace(replace(repeat(data.c, 999999), data.c, data.c + data.c + data.c + data.c), data.c, data.c + data.c + data.c + data.c)) > 0`},
+		{"regexp", `data.s matches "(?:a?){100}(?:a){100}c$"`},
+		{"regexp-small", `data.s matches "a.*c"`},
+		{"predicate", `any(data.list, # == -1 && # == -2 && # == -3 && # == -4 && # == -5 && # == -6)`},
+		{"in", `-1 in data.list || -2 in data.list || -3 in data.list || -4 in data.list || -5 in data.list`},
+		{"doubling", `let a = data.big + data.big; let b = a + a; len(b + b) > 0`},
+		{"reduce", `len(reduce(data.strs, #acc + #, "")) > 0`},
+		{"map", `len(map(data.strs, # + #)) + len(map(data.strs, # + #)) > 0`},
+		{"sort", `len(sort(data.list)) + len(sort(data.list)) > 0`},
+		// as many linear operations as 1,000 nodes hold
+		{"sum-x140", strings.Repeat(`sum(data.list) < 0 || `, 140) + "false"},
+		{"lastIndexOf-x120", strings.Repeat(`lastIndexOf(data.s, "c") > 0 || `, 120) + "false"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			rules, err := Parse("b.yaml", []byte(condRule(tc.cond)), LoadOptions{Actions: nopDecoder{}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := NewSet(rules, SetOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Match(ev, nil)
+			}
+		})
+	}
 }

@@ -142,6 +142,7 @@ func init() {
 	compileEnv["field"] = func(string) any { notPatched(); return nil }
 	compileEnv["changed_to"] = func(string, any) bool { notPatched(); return false }
 	compileEnv["changed_from"] = func(string, any) bool { notPatched(); return false }
+	guardCompileEnv(compileEnv)
 	exprOptions = []expr.Option{
 		expr.Env(compileEnv),
 		expr.AsBool(),
@@ -169,7 +170,9 @@ func pathValues(env, path any) (prev, cur any) {
 // through getFunc, and it records which environment names the condition
 // reads.
 type patcher struct {
-	need uint16
+	need    uint16
+	guarded bool // it inserted guard calls
+	limitChecks
 }
 
 func call(name string, args ...ast.Node) *ast.CallNode {
@@ -188,9 +191,18 @@ func (p *patcher) Visit(node *ast.Node) {
 				p.need |= v.bit
 			}
 		}
+	case *ast.BinaryNode:
+		p.binary(node, n)
+	case *ast.BuiltinNode:
+		p.builtin(node, n)
 	case *ast.CallNode:
 		id, ok := n.Callee.(*ast.IdentifierNode)
 		if !ok {
+			return
+		}
+		if _, ok := guardedBuiltins[id.Value]; ok {
+			p.guarded = true
+			p.constantCall(n, id.Value)
 			return
 		}
 		want, isHelper := helpers[id.Value]
@@ -245,9 +257,10 @@ func (p *patcher) Visit(node *ast.Node) {
 
 // condition is a compiled `when`.
 type condition struct {
-	src  string
-	prog *vm.Program
-	need uint16
+	src     string
+	prog    *vm.Program
+	need    uint16
+	guarded bool // calls guard functions, which look at the clock
 }
 
 // condError is a compile error of a condition, positioned inside its text.
@@ -311,7 +324,7 @@ func compileConditionUncached(src string) (*condition, *condError) {
 		ce.msg = friendlyExprMessage(strings.TrimSpace(ce.msg))
 		return nil, ce
 	}
-	return &condition{src: src, prog: prog, need: p.need}, nil
+	return &condition{src: src, prog: prog, need: p.need, guarded: p.guarded}, nil
 }
 
 // exprConfig is the compile configuration, built once: creating it (the
@@ -346,6 +359,9 @@ func compileSafe(src string, p *patcher) (prog *vm.Program, err error) {
 	c.Visitors = []ast.Visitor{p}
 	defer func() { c.Visitors = nil }()
 	tree, err := checker.ParseCheck(src, c)
+	if p.err != nil {
+		return nil, p.err.Bind(file.NewSource(src))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -378,31 +394,34 @@ func friendlyExprMessage(msg string) string {
 }
 
 var hiddenNames = strings.NewReplacer(getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
-	curFunc, "field", hasFunc, "has", eqFunc, "comparison")
+	curFunc, "field", hasFunc, "has", eqFunc, "comparison", tickAlloc, "predicate", tickFunc, "predicate", addFunc, "+", matchesFunc, "matches",
+	inFunc, "in", equalFunc, "==", chargedFunc, "builtin")
 
 // evalState is what one goroutine needs to evaluate conditions: a VM and
 // the environment maps, reused through statePool.
 type evalState struct {
-	vm   vm.VM
-	env  map[string]any
-	evm  map[string]any
-	ev   *templates.Event
-	have uint16
+	vm    vm.VM
+	env   map[string]any
+	evm   map[string]any
+	ev    *templates.Event
+	have  uint16
+	guard guard
 }
 
 var statePool = sync.Pool{New: func() any {
-	st := &evalState{env: make(map[string]any, len(envVars)+len(hiddenFuncs)), evm: make(map[string]any, 12)}
+	st := &evalState{env: make(map[string]any, len(envVars)+len(hiddenFuncs)+16), evm: make(map[string]any, 12)}
+	for k, fn := range hiddenFuncs {
+		st.env[k] = fn
+	}
+	st.bindGuards(st.env)
 	return st
 }}
 
-func getState(ev *templates.Event) *evalState {
+// getState takes an evalState for ev from the pool; lim are the limits
+// of its evaluations.
+func getState(ev *templates.Event, lim *ConditionLimits) *evalState {
 	st := statePool.Get().(*evalState)
-	st.ev, st.have = ev, 0
-	if len(st.env) == 0 {
-		for k, fn := range hiddenFuncs {
-			st.env[k] = fn
-		}
-	}
+	st.ev, st.have, st.guard.lim = ev, 0, lim
 	return st
 }
 
@@ -413,6 +432,7 @@ func putState(st *evalState) {
 	}
 	clear(st.evm)
 	st.ev = nil
+	st.guard.rd = clockReader{}
 	statePool.Put(st)
 }
 
@@ -477,9 +497,10 @@ func (c *condition) eval(st *evalState) (ok bool, err error) {
 		}
 	}()
 	st.fill(c.need)
+	st.begin(c)
 	out, err := st.vm.Run(c.prog, st.env)
 	if err != nil {
-		return false, conditionRunError(err)
+		return false, conditionRunError(err, st.guard.lim)
 	}
 	b, isBool := out.(bool)
 	if !isBool {
@@ -488,9 +509,19 @@ func (c *condition) eval(st *evalState) (ok bool, err error) {
 	return b, nil
 }
 
-func conditionRunError(err error) error {
+// vmBudgetExceeded is the panic of expr's VM past vm.MemoryBudget.
+const vmBudgetExceeded = "memory budget exceeded"
+
+func conditionRunError(err error, lim *ConditionLimits) error {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return fmt.Errorf("condition %w", le)
+	}
 	var fe *file.Error
 	if errors.As(err, &fe) {
+		if fe.Message == vmBudgetExceeded {
+			return fmt.Errorf("condition %w", &LimitError{Kind: LimitMemory, Limit: fmt.Sprintf("%d bytes", lim.Memory)})
+		}
 		return fmt.Errorf("condition failed: %s", hiddenNames.Replace(fe.Message))
 	}
 	return fmt.Errorf("condition failed: %w", err)

@@ -33,6 +33,8 @@ type SetOptions struct {
 	// rule did not match). It is called from the goroutine calling Match
 	// and must be safe for concurrent use. Default: ignored.
 	OnEvalError func(rule string, err error)
+	// Limits bound each evaluation of a condition. Default 1 MiB and 50ms.
+	Limits ConditionLimits
 }
 
 // DefaultRetry is the policy of rules that name none.
@@ -55,6 +57,7 @@ type Set struct {
 	byEntity map[string]*bucket
 	wildcard *bucket // rules of entity "*", and the lookup for entities no rule names
 	opts     SetOptions
+	limits   *ConditionLimits
 }
 
 // bucket holds the candidate rules of one entity, in Set order.
@@ -74,7 +77,8 @@ type Explanation struct {
 // rather than loaded gets its condition compiled here, and its trigger and
 // retry policy checked.
 func NewSet(rules []*Rule, opts SetOptions) (*Set, error) {
-	s := &Set{byName: make(map[string]*Rule, len(rules)), byEntity: map[string]*bucket{}, opts: opts}
+	s := &Set{byName: make(map[string]*Rule, len(rules)), byEntity: map[string]*bucket{}, opts: opts,
+		limits: opts.Limits.withDefaults()}
 	var errs []error
 	for _, r := range rules {
 		if r == nil {
@@ -232,7 +236,7 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 		}
 		if r.cond != nil {
 			if st == nil {
-				st = getState(ev)
+				st = getState(ev, s.limits)
 			}
 			ok, err := r.cond.eval(st)
 			if err != nil {
@@ -258,7 +262,7 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 func (s *Set) Explain(ev *templates.Event) []Explanation {
 	out := make([]Explanation, len(s.rules))
 	for i, r := range s.rules {
-		ok, why := r.Matches(ev)
+		ok, why := r.matches(ev, s.limits)
 		out[i] = Explanation{Rule: r, Matched: ok, Reason: why}
 	}
 	return out
@@ -266,8 +270,13 @@ func (s *Set) Explain(ev *templates.Event) []Explanation {
 
 // Matches reports whether ev fires r and, when it does not, the first
 // reason why: disabled, entity, event, tenant, field change, from, to, or
-// the condition (false, or its run-time error).
+// the condition (false, or its run-time error). The condition runs within
+// the default ConditionLimits.
 func (r *Rule) Matches(ev *templates.Event) (bool, string) {
+	return r.matches(ev, defaultLimits)
+}
+
+func (r *Rule) matches(ev *templates.Event, lim *ConditionLimits) (bool, string) {
 	if !r.Enabled {
 		return false, "rule is disabled"
 	}
@@ -289,7 +298,7 @@ func (r *Rule) Matches(ev *templates.Event) (bool, string) {
 		}
 	}
 	if r.cond != nil {
-		st := getState(ev)
+		st := getState(ev, lim)
 		ok, err := r.cond.eval(st)
 		putState(st)
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 	"github.com/erpflow/erpflow/plugin"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 func init() {
@@ -161,6 +162,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Retention: cfg.Retention.Succeeded,
 		Logger:    logger.With("component", "engine"),
 		Observer:  metrics,
+		ConditionLimits: triggers.ConditionLimits{
+			Memory: cfg.Limits.ConditionMemory,
+			Time:   cfg.Limits.ConditionTime,
+		},
 	})
 	if err != nil {
 		return err

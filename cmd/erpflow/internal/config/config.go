@@ -33,6 +33,9 @@ const (
 	DefaultMaxEventBytes  = 1 << 20
 	DefaultMaxBatchEvents = 1000
 	DefaultActionsPerRule = 16
+
+	DefaultConditionMemory = 1 << 20
+	DefaultConditionTime   = 50 * time.Millisecond
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -112,7 +115,7 @@ type Retention struct {
 	Succeeded time.Duration
 }
 
-// Limits bounds request sizes.
+// Limits bounds request sizes and what rule conditions may cost.
 type Limits struct {
 	// MaxEventBytes is the largest accepted event. Default 1 MiB.
 	MaxEventBytes int64
@@ -123,6 +126,12 @@ type Limits struct {
 	// API rules): every matching event writes a delivery per action.
 	// Default 16.
 	ActionsPerRule int
+	// ConditionMemory is the most bytes of strings and collections one
+	// evaluation of a rule's condition may build. Default 1 MiB.
+	ConditionMemory int64
+	// ConditionTime is the longest one evaluation of a rule's condition
+	// may run. Default 50ms.
+	ConditionTime time.Duration
 }
 
 // Default returns the configuration of a zero-config start.
@@ -153,6 +162,12 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.ActionsPerRule == 0 {
 		c.Limits.ActionsPerRule = DefaultActionsPerRule
+	}
+	if c.Limits.ConditionMemory == 0 {
+		c.Limits.ConditionMemory = DefaultConditionMemory
+	}
+	if c.Limits.ConditionTime == 0 {
+		c.Limits.ConditionTime = DefaultConditionTime
 	}
 }
 
@@ -347,6 +362,20 @@ func (d *decoder) integer(n *yaml.Node, path string, min int64) int64 {
 	return v
 }
 
+// duration reads a positive duration such as 50ms.
+func (d *decoder) duration(n *yaml.Node, path string) time.Duration {
+	s := d.str(n, path)
+	if s == "" {
+		return 0
+	}
+	dur, err := time.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		d.errf(n, path, "must be a positive duration such as 50ms, not %q", s)
+		return 0
+	}
+	return dur
+}
+
 // parseSize reads an integer, optionally with a KiB/MiB/GiB suffix.
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
@@ -466,7 +495,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				c.Retention.Succeeded = dur
 			})
 		case "limits":
-			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule"}, func(key string, k, v *yaml.Node) {
+			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule", "condition_memory", "condition_time"}, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "max_event_bytes":
 					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
@@ -474,6 +503,10 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 					c.Limits.MaxBatchEvents = int(d.integer(v, "limits."+key, 1))
 				case "actions_per_rule":
 					c.Limits.ActionsPerRule = int(d.integer(v, "limits."+key, 1))
+				case "condition_memory":
+					c.Limits.ConditionMemory = d.integer(v, "limits."+key, 1)
+				case "condition_time":
+					c.Limits.ConditionTime = d.duration(v, "limits."+key)
 				}
 			})
 		case "log_format":

@@ -20,7 +20,8 @@ func TestDefaults(t *testing.T) {
 		}
 		if c.Listen != "127.0.0.1:8080" || c.Database != "sqlite:./erpflow.db" || c.Delivery.Workers != 32 ||
 			c.Delivery.MaxResponseBody != 65536 || c.Limits.MaxEventBytes != 1<<20 || c.Limits.MaxBatchEvents != 1000 ||
-			len(c.Tokens) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks {
+			len(c.Tokens) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks ||
+			c.Limits.ConditionMemory != 1<<20 || c.Limits.ConditionTime != 50*time.Millisecond {
 			t.Fatalf("%q: defaults wrong: %+v", src, c)
 		}
 	}
@@ -50,7 +51,7 @@ tokens:
     tenant: acme
     scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
 retention: {succeeded: 720h}
-limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4}
+limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms}
 log_format: json
 `
 	c, err := Parse("erpflow.yaml", []byte(src), env(map[string]string{"ERP_TOKEN": "s3cret", "ACME": "a"}))
@@ -74,6 +75,9 @@ log_format: json
 	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.Limits.ActionsPerRule != 4 || c.LogFormat != "json" {
 		t.Fatalf("%+v", c)
 	}
+	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond {
+		t.Fatalf("limits %+v", c.Limits)
+	}
 }
 
 func TestErrorsNamePosition(t *testing.T) {
@@ -92,6 +96,9 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"plugins:\n  - {name: p}\n", "plugins[0].path: required"},
 		{"limits: {max_event_bytes: 0}\n", "limits.max_event_bytes: must be at least 1"},
 		{"limits:\n  actions_per_rule: 0\n", "c.yaml:2:21: limits.actions_per_rule: must be at least 1"},
+		{"limits: {condition_memory: 0}\n", "c.yaml:1:28: limits.condition_memory: must be at least 1"},
+		{"limits: {condition_time: 5}\n", `c.yaml:1:26: limits.condition_time: must be a positive duration such as 50ms, not "5"`},
+		{"limits: {condition_time: -1s}\n", "limits.condition_time: must be a positive duration"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
 	} {

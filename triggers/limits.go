@@ -1,0 +1,454 @@
+package triggers
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/expr-lang/expr/vm/runtime"
+)
+
+// Defaults of ConditionLimits.
+const (
+	DefaultConditionMemory = 1 << 20
+	DefaultConditionTime   = 50 * time.Millisecond
+)
+
+// ConditionLimits bounds one evaluation of one condition. A condition
+// that goes past a limit is stopped: the rule does not match and the
+// evaluation is a condition error (SetOptions.OnEvalError), with a
+// *LimitError in its chain.
+type ConditionLimits struct {
+	// Memory is the most bytes of strings and collections one evaluation
+	// may build; a collection counts 16 bytes per element. Default 1 MiB.
+	Memory int64
+	// Time is the longest one evaluation may run. Default 50ms.
+	Time time.Duration
+
+	now      func() time.Time // the clock; tests set a fake one. Default time.Now.
+	vmBudget uint             // Memory in elements, for expr's VM
+}
+
+func (l ConditionLimits) withDefaults() *ConditionLimits {
+	if l.Memory <= 0 {
+		l.Memory = DefaultConditionMemory
+	}
+	if l.Time <= 0 {
+		l.Time = DefaultConditionTime
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	l.vmBudget = uint(max(l.Memory/elemBytes, 1))
+	return &l
+}
+
+var defaultLimits = ConditionLimits{}.withDefaults()
+
+// Kinds of LimitError.
+const (
+	LimitMemory = "memory"
+	LimitTime   = "time"
+)
+
+// LimitError says that a condition evaluation was stopped by its limits.
+type LimitError struct {
+	Kind  string // LimitMemory or LimitTime
+	Limit string // the limit that was reached, e.g. "1048576 bytes" or "50ms"
+}
+
+func (e *LimitError) Error() string {
+	if e.Kind == LimitTime {
+		return fmt.Sprintf("stopped after its time limit (%s)", e.Limit)
+	}
+	return fmt.Sprintf("stopped at its memory limit (%s of strings and collections)", e.Limit)
+}
+
+// Static limits, checked when a condition compiles.
+const (
+	// maxPatternInsts bounds the compiled program of a matches pattern:
+	// RE2 runs in time linear in the input, times the program size.
+	maxPatternInsts = 500
+	// maxConstantBytes bounds what the constant parts of a condition may
+	// build (repeat, replace and + of constants): the default memory
+	// limit, which they would exceed on every event.
+	maxConstantBytes = DefaultConditionMemory
+	// elemBytes is what one collection element counts against Memory.
+	elemBytes = 16
+	// tickEvery is how many predicate iterations go between two looks at
+	// the clock; a predicate body holds no loop, so that is little work.
+	tickEvery = 16
+	// readerAbove is the subject length from which matches reads through
+	// a reader that looks at the clock every readerCheckEvery runes.
+	readerAbove      = 1 << 12
+	readerCheckEvery = 256
+)
+
+// Names of the guard functions the patcher inserts (hidden, like the
+// helpers' functions).
+const (
+	tickFunc    = "__tick"      // () bool: counts a predicate iteration
+	tickAlloc   = "__tickAlloc" // () bool: counts an iteration that adds an element
+	addFunc     = "__add"       // (a, b) any: + that counts strings it builds
+	matchesFunc = "__matches"   // (s, *regexp.Regexp) bool
+	inFunc      = "__in"        // (x, collection) bool
+	equalFunc   = "__equal"     // (a, b) bool: == of values that may be collections
+	chargedFunc = "__charged"   // (v) any: counts what a builtin built
+)
+
+// guardedBuiltins are the builtins replaced by versions that count what
+// they would build before building it, with their signatures for the
+// checker. The calls go through reflection: fine for these rare ones.
+var guardedBuiltins = map[string]any{
+	"repeat":     func(string, int) string { panic(notBound) },
+	"replace":    func(string, string, string, ...int) string { panic(notBound) },
+	"join":       func(any, ...string) string { panic(notBound) },
+	"split":      func(string, string, ...int) []string { panic(notBound) },
+	"splitAfter": func(string, string, ...int) []string { panic(notBound) },
+	"upper":      func(string) string { panic(notBound) },
+	"lower":      func(string) string { panic(notBound) },
+	"toJSON":     func(any) string { panic(notBound) },
+	"fromJSON":   func(string) any { panic(notBound) },
+	"toBase64":   func(string) string { panic(notBound) },
+	"fromBase64": func(string) string { panic(notBound) },
+}
+
+const notBound = "triggers: guard function called outside an evaluation"
+
+// chargedBuiltins build values whose size is only known afterwards (at
+// most a small multiple of their input), or go over their whole input
+// (max…, len counts a string's runes); their result is counted once built,
+// and they look at the clock.
+var chargedBuiltins = map[string]bool{
+	"string": true, "keys": true, "values": true, "toPairs": true, "fromPairs": true, "uniq": true,
+	"reverse": true, "concat": true, "flatten": true, "sort": true,
+	"max": true, "min": true, "mean": true, "median": true, "len": true,
+	"indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
+}
+
+// guardCompileEnv adds the guards' signatures to the compile environment.
+func guardCompileEnv(env map[string]any) {
+	for name, fn := range guardedBuiltins {
+		env[name] = fn
+	}
+	env[tickFunc] = func() bool { panic(notBound) }
+	env[tickAlloc] = func() bool { panic(notBound) }
+	env[addFunc] = func(any, any) any { panic(notBound) }
+	env[matchesFunc] = func(any, any) bool { panic(notBound) }
+	env[inFunc] = func(any, any) bool { panic(notBound) }
+	env[equalFunc] = func(any, any) bool { panic(notBound) }
+	env[chargedFunc] = func(any) any { panic(notBound) }
+}
+
+// guard is the per-evaluation accounting of an evalState.
+type guard struct {
+	lim   *ConditionLimits
+	used  int64     // bytes counted in this evaluation
+	start time.Time // when the evaluation began; zero until a guard runs for an unguarded condition
+	ticks uint
+	rd    clockReader
+}
+
+// begin resets the accounting for one evaluation.
+func (st *evalState) begin(c *condition) {
+	g := &st.guard
+	g.used, g.ticks = 0, 0
+	st.vm.MemoryBudget = g.lim.vmBudget
+	g.start = time.Time{}
+	if c.guarded {
+		g.start = g.lim.now()
+	}
+}
+
+func (g *guard) charge(n int64) {
+	if n < 0 || n > g.lim.Memory-g.used {
+		panic(&LimitError{Kind: LimitMemory, Limit: fmt.Sprintf("%d bytes", g.lim.Memory)})
+	}
+	g.used += n
+}
+
+func (g *guard) checkTime() {
+	now := g.lim.now()
+	if g.start.IsZero() {
+		// a guard reached by a way the patcher did not see ($env.repeat)
+		g.start = now
+		return
+	}
+	if now.Sub(g.start) > g.lim.Time {
+		panic(&LimitError{Kind: LimitTime, Limit: g.lim.Time.String()})
+	}
+}
+
+// bindGuards puts into env the guard functions bound to st.
+func (st *evalState) bindGuards(env map[string]any) {
+	g := &st.guard
+	tick := func() bool {
+		g.ticks++
+		if g.ticks%tickEvery == 0 {
+			g.checkTime()
+		}
+		return true
+	}
+	env[tickFunc] = tick
+	env[tickAlloc] = func() bool {
+		g.charge(elemBytes)
+		return tick()
+	}
+	env[addFunc] = func(a, b any) any {
+		if as, ok := a.(string); ok {
+			if bs, ok := b.(string); ok {
+				g.charge(int64(len(as)) + int64(len(bs)))
+				return as + bs
+			}
+		}
+		return runtime.Add(a, b)
+	}
+	env[matchesFunc] = func(s, re any) bool {
+		if s == nil {
+			return false
+		}
+		str, ok := s.(string)
+		if !ok {
+			panic(fmt.Sprintf("matches needs a string, not %T", s))
+		}
+		g.checkTime()
+		r := re.(*regexp.Regexp)
+		if len(str) <= readerAbove {
+			return r.MatchString(str)
+		}
+		g.rd = clockReader{s: str, g: g}
+		return r.MatchReader(&g.rd)
+	}
+	env[inFunc] = func(x, c any) bool {
+		g.checkTime()
+		return runtime.In(x, c)
+	}
+	env[equalFunc] = func(a, b any) bool {
+		g.checkTime()
+		return runtime.Equal(a, b)
+	}
+	env[chargedFunc] = func(v any) any {
+		g.checkTime()
+		g.charge(sizeOf(v))
+		return v
+	}
+	env["repeat"] = func(s string, n int) string {
+		if n < 0 {
+			panic(fmt.Sprintf("invalid argument for repeat (expected positive integer, got %d)", n))
+		}
+		g.checkTime()
+		if len(s) > 0 && int64(n) > g.lim.Memory/int64(len(s)) {
+			g.charge(g.lim.Memory + 1)
+		}
+		g.charge(int64(len(s)) * int64(n))
+		return strings.Repeat(s, n)
+	}
+	env["replace"] = func(s, old, new string, n ...int) string {
+		g.checkTime()
+		count := strings.Count(s, old)
+		if len(n) > 0 && n[0] >= 0 && n[0] < count {
+			count = n[0]
+		}
+		g.charge(int64(len(s)) + int64(count)*int64(len(new)-len(old)))
+		if len(n) > 0 {
+			return strings.Replace(s, old, new, n[0])
+		}
+		return strings.ReplaceAll(s, old, new)
+	}
+	env["join"] = func(list any, sep ...string) string {
+		g.checkTime()
+		glue := strings.Join(sep, "")
+		var parts []string
+		switch l := list.(type) {
+		case []string:
+			parts = l
+		case []any:
+			size := int64(len(l)) * elemBytes
+			for i, e := range l {
+				s, ok := e.(string)
+				if !ok {
+					panic(fmt.Sprintf("join: element %d is %T, not a string", i, e))
+				}
+				size += int64(len(s))
+			}
+			g.charge(size)
+			parts = make([]string, len(l))
+			for i, e := range l {
+				parts[i] = e.(string)
+			}
+		default:
+			panic(fmt.Sprintf("invalid argument for join (type %T)", list))
+		}
+		size := int64(len(glue)) * int64(max(len(parts)-1, 0))
+		for _, p := range parts {
+			size += int64(len(p))
+		}
+		g.charge(size)
+		return strings.Join(parts, glue)
+	}
+	split := func(after bool) func(string, string, ...int) []string {
+		return func(s, sep string, n ...int) []string {
+			g.checkTime()
+			count := strings.Count(s, sep) + 1
+			limit := -1
+			if len(n) > 0 {
+				limit = n[0]
+				if limit >= 0 && limit < count {
+					count = limit
+				}
+			}
+			g.charge(int64(count) * elemBytes)
+			if after {
+				return strings.SplitAfterN(s, sep, limit)
+			}
+			return strings.SplitN(s, sep, limit)
+		}
+	}
+	env["split"] = split(false)
+	env["splitAfter"] = split(true)
+	caseMap := func(f func(string) string) func(string) string {
+		return func(s string) string {
+			g.checkTime()
+			g.charge(int64(len(s)))
+			out := f(s)
+			if len(out) > len(s) {
+				g.charge(int64(len(out) - len(s)))
+			}
+			return out
+		}
+	}
+	env["upper"] = caseMap(strings.ToUpper)
+	env["lower"] = caseMap(strings.ToLower)
+	env["toJSON"] = func(v any) string {
+		g.checkTime()
+		compact, err := json.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		size := indentedSize(compact)
+		g.charge(size)
+		var buf bytes.Buffer
+		buf.Grow(int(size))
+		if err := json.Indent(&buf, compact, "", "  "); err != nil {
+			panic(err)
+		}
+		return buf.String()
+	}
+	env["fromJSON"] = func(s string) any {
+		g.checkTime()
+		// what it builds is at least as large as the text, often larger
+		g.charge(int64(len(s)))
+		var v any
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			panic(err)
+		}
+		return v
+	}
+	env["toBase64"] = func(s string) string {
+		g.checkTime()
+		g.charge(int64(base64.StdEncoding.EncodedLen(len(s))))
+		return base64.StdEncoding.EncodeToString([]byte(s))
+	}
+	env["fromBase64"] = func(s string) string {
+		g.checkTime()
+		g.charge(int64(base64.StdEncoding.DecodedLen(len(s))))
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			panic(err)
+		}
+		return string(b)
+	}
+}
+
+// sizeOf is what a built value counts: bytes of a string, elemBytes per
+// element of a collection.
+func sizeOf(v any) int64 {
+	switch x := v.(type) {
+	case string:
+		return int64(len(x))
+	case []any:
+		return int64(len(x)) * elemBytes
+	case map[string]any:
+		return int64(len(x)) * elemBytes
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map:
+		return int64(rv.Len()) * elemBytes
+	}
+	return 0
+}
+
+// indentedSize is the length of compact JSON once indented by two spaces
+// per level, as expr's toJSON does (json.MarshalIndent), computed without
+// building it: deep nesting makes the indentation grow with the square of
+// the depth.
+func indentedSize(b []byte) int64 {
+	size := int64(len(b))
+	depth := int64(0)
+	inString, escaped := false, false
+	for i, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if i+1 < len(b) && (b[i+1] == '}' || b[i+1] == ']') {
+				continue
+			}
+			size += 1 + 2*depth
+		case '}', ']':
+			depth--
+			if i > 0 && (b[i-1] == '{' || b[i-1] == '[') {
+				continue
+			}
+			size += 1 + 2*depth
+		case ',':
+			size += 1 + 2*depth
+		case ':':
+			size++
+		}
+	}
+	return size
+}
+
+// clockReader feeds a long subject to a regexp and looks at the clock
+// every readerCheckEvery runes: RE2 is linear, but over 1 MiB with a
+// large pattern linear is seconds.
+type clockReader struct {
+	s string
+	i int
+	n int
+	g *guard
+}
+
+func (r *clockReader) ReadRune() (rune, int, error) {
+	if r.i >= len(r.s) {
+		return 0, 0, io.EOF
+	}
+	r.n++
+	if r.n%readerCheckEvery == 0 {
+		r.g.checkTime()
+	}
+	c, size := utf8.DecodeRuneInString(r.s[r.i:])
+	r.i += size
+	return c, size, nil
+}
