@@ -241,7 +241,7 @@ func (c *config) render(v any, p string, ev *templates.Event, meta actions.Meta)
 }
 
 // Preview implements actions.Masker: the config as the plugin will get it,
-// with every secret shown as "********" (so `erpflow explain` shows that
+// with every secret shown as actions.Mask (so `erpflow explain` shows that
 // it is set without showing it).
 func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessage, error) {
 	if ev == nil {
@@ -249,7 +249,7 @@ func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessag
 	}
 	v := c.render(c.cfg, "", ev, meta).(map[string]any)
 	for p := range c.secrets {
-		setPointer(v, p, "********")
+		setPointer(v, p, actions.Mask)
 	}
 	return json.Marshal(v)
 }
