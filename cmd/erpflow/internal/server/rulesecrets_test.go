@@ -136,25 +136,31 @@ func expectSecrets(t *testing.T, ch chan rsGot, n int, bearer string) {
 	}
 }
 
+// rsSetup is a server with tokens and a receiver, holding the rules
+// sec-yaml (acme's, posted as YAML) and sec-json (every tenant's, posted
+// as JSON); the answers to the POSTs show no secret.
+func rsSetup(t *testing.T, k dbKind) (*env, *httptest.Server, chan rsGot) {
+	t.Setenv(rsEnvName, rsEnvValue)
+	st, _ := k.open(t)
+	e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+	rv, got := rsReceiver(t)
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(secretRule("sec-json", rv.URL)), &m); err != nil {
+		t.Fatal(err)
+	}
+	jsonSrc, _ := json.Marshal(m)
+	noSecrets(t, "POST (YAML)", must(t, e.do("POST", "/v1/rules", acmeTok, secretRule("sec-yaml", rv.URL), "Content-Type", "application/yaml"), 201).body)
+	noSecrets(t, "POST (JSON)", must(t, e.do("POST", "/v1/rules", adminTok, jsonSrc), 201).body)
+	return e, rv, got
+}
+
 // TestRuleReadsMaskSecrets: rules with every kind of secret, created as
 // YAML and as JSON, are shown by GET (single and list) and by the answers
 // to writes with each secret masked and ${ENV} as written; another
 // tenant's token gets 404 and sees nothing.
 func TestRuleReadsMaskSecrets(t *testing.T) {
-	t.Setenv(rsEnvName, rsEnvValue)
 	forEachDB(t, func(t *testing.T, k dbKind) {
-		st, _ := k.open(t)
-		e := newEnv(t, st, envOpts{tokens: matrixTokens()})
-		rv, _ := rsReceiver(t)
-		yamlSrc := secretRule("sec-yaml", rv.URL)
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(secretRule("sec-json", rv.URL)), &m); err != nil {
-			t.Fatal(err)
-		}
-		jsonSrc, _ := json.Marshal(m)
-		noSecrets(t, "POST (YAML)", must(t, e.do("POST", "/v1/rules", acmeTok, yamlSrc, "Content-Type", "application/yaml"), 201).body)
-		noSecrets(t, "POST (JSON)", must(t, e.do("POST", "/v1/rules", adminTok, jsonSrc), 201).body)
-
+		e, rv, _ := rsSetup(t, k)
 		for name, tok := range map[string]string{"sec-yaml": acmeTok, "sec-json": adminTok} {
 			r := must(t, e.do("GET", "/v1/rules/"+name, tok, nil), 200)
 			noSecrets(t, "GET "+name, r.body)
@@ -209,19 +215,13 @@ func TestRuleReadsMaskSecrets(t *testing.T) {
 // nothing is stored, or for an action whose url changed, is a 400 that
 // changes nothing.
 func TestRuleMaskRoundTrip(t *testing.T) {
-	t.Setenv(rsEnvName, rsEnvValue)
 	forEachDB(t, func(t *testing.T, k dbKind) {
-		st, _ := k.open(t)
-		e := newEnv(t, st, envOpts{tokens: matrixTokens()})
-		rv, got := rsReceiver(t)
+		e, _, got := rsSetup(t, k)
 		var seq atomic.Int64
 		emit := func() {
 			t.Helper()
 			must(t, e.do("POST", "/v1/events", acmeTok, orderEvent(fmt.Sprintf("SO%d", seq.Add(1)), "acme")), 202)
 		}
-		must(t, e.do("POST", "/v1/rules", acmeTok, secretRule("sec-yaml", rv.URL), "Content-Type", "application/yaml"), 201)
-		must(t, e.do("POST", "/v1/rules", adminTok, secretRule("sec-json", rv.URL)), 201)
-
 		// GET → PUT the masked definition: as JSON, and as YAML.
 		g := must(t, e.do("GET", "/v1/rules/sec-yaml", acmeTok, nil), 200)
 		def := g.json(t)["definition"].(map[string]any)
