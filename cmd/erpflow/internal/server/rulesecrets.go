@@ -216,7 +216,8 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 		if value != actions.Mask {
 			return value
 		}
-		field := fmt.Sprintf("actions[%d].%s", i, path)
+		a := deref(mapValue(root, "actions")).Content[i]
+		d := errorDetail{Field: fmt.Sprintf("actions[%d].%s", i, path), Line: a.Line, Column: a.Column}
 		var kept string
 		ok := i < len(old) && old[i].typ == cur[i].typ
 		if ok {
@@ -224,9 +225,11 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 		}
 		switch {
 		case !ok:
-			details = append(details, errorDetail{Field: field, Message: fmt.Sprintf("%q stands for a stored secret, but the stored rule has none here: send the value itself", actions.Mask)})
+			d.Message = fmt.Sprintf("%q stands for a stored secret, but the stored rule has none here: send the value itself", actions.Mask)
+			details = append(details, d)
 		case old[i].url != cur[i].url:
-			details = append(details, errorDetail{Field: field, Message: fmt.Sprintf("%q stands for the stored secret, but the action's url changed: send the secret again", actions.Mask)})
+			d.Message = fmt.Sprintf("%q stands for the stored secret, but the action's url changed: send the secret again", actions.Mask)
+			details = append(details, d)
 		default:
 			return kept
 		}
@@ -235,7 +238,7 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 	if len(details) > 0 {
 		msgs := make([]string, len(details))
 		for i, d := range details {
-			msgs[i] = d.Field + ": " + d.Message
+			msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message) // at the action
 		}
 		return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: details[0].Field, Message: strings.Join(msgs, "\n"), Details: details}
 	}

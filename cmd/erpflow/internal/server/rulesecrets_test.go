@@ -256,7 +256,7 @@ func TestRuleMaskRoundTrip(t *testing.T) {
 			t.Helper()
 			r := must(t, e.do(method, path, acmeTok, body), 400)
 			code, f, m := r.errInfo(t)
-			if code != "invalid_rule" || f != field || !strings.Contains(m, msg) {
+			if code != "invalid_rule" || f != field || !strings.Contains(m, msg) || !strings.HasPrefix(m, "body:") {
 				t.Errorf("%s %s: %s %s %s", method, path, code, f, m)
 			}
 		}
