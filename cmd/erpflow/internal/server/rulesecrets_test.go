@@ -335,3 +335,23 @@ func TestRuleOfUnknownTypeMasksByName(t *testing.T) {
 		}
 	}
 }
+
+// TestKeptSecretsKeepTheBodyText: a PUT with masks is stored as the
+// client wrote it (comments, order, quoting) but for the secrets put back.
+func TestKeptSecretsKeepTheBodyText(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	e := newEnv(t, st, envOpts{})
+	const first = "name: kept\non: {entity: SalesOrder}\nactions:\n  - type: webhook\n    url: http://h.example/x?id={id}&token=tk-Ab12\n    auth: {bearer: {token: 'be''ar-Cd34'}}\n"
+	must(t, e.do("POST", "/v1/rules", "", first), 201)
+	const edit = "# edited\nname: kept\ndescription: \"with a comment\"\non: {entity: SalesOrder}\nactions:\n  - type: webhook  # the same action\n    url: http://h.example/x?id={id}&token=****\n    auth: {bearer: {token: '****'}}\n"
+	must(t, e.do("PUT", "/v1/rules/kept", "", edit), 200)
+	recs, err := st.ListRules(t.Context())
+	if err != nil || len(recs) != 1 {
+		t.Fatal(recs, err)
+	}
+	want := strings.NewReplacer("token=****", `token=tk-Ab12`, "'****'", `"be'ar-Cd34"`).Replace(edit)
+	want = strings.Replace(want, "url: http://h.example/x?id={id}&token=tk-Ab12", `url: "http://h.example/x?id={id}&token=tk-Ab12"`, 1)
+	if got := recs[0].Source; got != want {
+		t.Fatalf("stored\n%s\nwant\n%s", got, want)
+	}
+}
