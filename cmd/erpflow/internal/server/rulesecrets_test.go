@@ -193,6 +193,17 @@ func TestRuleReadsMaskSecrets(t *testing.T) {
 			noSecrets(t, "GET /v1/rules?source=api", must(t, e.do("GET", "/v1/rules?source=api&tenant=acme", tok, nil), 200).body)
 		}
 
+		// The database keeps ${NAME}, not its value.
+		recs, err := e.store.ListRules(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if strings.Contains(r.Source, rsEnvValue) || !strings.Contains(r.Source, "${"+rsEnvName+"}") {
+				t.Errorf("stored source of %s:\n%s", r.Name, r.Source)
+			}
+		}
+
 		// Another tenant: the acme rule is not there at all.
 		r := must(t, e.do("GET", "/v1/rules/sec-yaml", globexTok, nil), 404)
 		noSecrets(t, "GET by another tenant", r.body)
