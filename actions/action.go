@@ -128,6 +128,24 @@ type Schemer interface {
 	Schema() json.RawMessage
 }
 
+// Mask is what a secret value is shown as wherever erpflow shows a config
+// or a request: rule definitions, payloads, attempt records.
+const Mask = "****"
+
+// SecretMasker is an optional Factory capability: it says which values of
+// the action's config are secrets, so that the API can show a stored rule
+// with them masked and keep them when an edit sends the mask back.
+//
+// MaskSecrets calls fn for every secret value in node, the action's
+// mapping as written (with "type" and "retry"; ${ENV} not expanded), and
+// puts what fn returns in its place. A value may be part of a string (a
+// query parameter of a URL). path names the value's place in the config,
+// the same in every version of it: "auth.bearer.token", "secret[1]",
+// "url?token". A Factory without it has its values masked by key name.
+type SecretMasker interface {
+	MaskSecrets(node *yaml.Node, fn func(path, value string) string)
+}
+
 // Closer is an optional Config or Factory capability for releasing
 // resources (idle connections, plugin clients).
 type Closer interface {

@@ -241,7 +241,7 @@ func (c *config) render(v any, p string, ev *templates.Event, meta actions.Meta)
 }
 
 // Preview implements actions.Masker: the config as the plugin will get it,
-// with every secret shown as "********" (so `erpflow explain` shows that
+// with every secret shown as actions.Mask (so `erpflow explain` shows that
 // it is set without showing it).
 func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessage, error) {
 	if ev == nil {
@@ -249,7 +249,7 @@ func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessag
 	}
 	v := c.render(c.cfg, "", ev, meta).(map[string]any)
 	for p := range c.secrets {
-		setPointer(v, p, "********")
+		setPointer(v, p, actions.Mask)
 	}
 	return json.Marshal(v)
 }
@@ -520,4 +520,37 @@ func dottedToPointer(d string) string {
 		toks[i] = escapePointer(t)
 	}
 	return "/" + strings.Join(toks, "/")
+}
+
+var _ actions.SecretMasker = (*factory)(nil)
+
+// MaskSecrets implements actions.SecretMasker: every value under a
+// property the plugin's schema marks "x-secret" or "writeOnly", named by
+// its dotted path ("smtp.password").
+func (f *factory) MaskSecrets(node *yaml.Node, fn func(path, value string) string) {
+	var walk func(n *yaml.Node, ptr string, secret bool, depth int)
+	walk = func(n *yaml.Node, ptr string, secret bool, depth int) {
+		n = resolveAlias(n)
+		if n == nil || depth > 64 {
+			return
+		}
+		secret = secret || f.p.secretPaths[ptr]
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				walk(n.Content[i+1], ptr+"/"+escapePointer(n.Content[i].Value), secret, depth+1)
+			}
+		case yaml.SequenceNode:
+			for i, e := range n.Content {
+				walk(e, ptr+"/"+strconv.Itoa(i), secret, depth+1)
+			}
+		case yaml.ScalarNode:
+			if secret && n.ShortTag() != "!!null" {
+				if v := fn(pointerToDotted(ptr), n.Value); v != n.Value {
+					n.Value, n.Tag = v, "!!str" // the mask is no number
+				}
+			}
+		}
+	}
+	walk(node, "", false, 0)
 }

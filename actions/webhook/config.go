@@ -62,7 +62,7 @@ type Payload struct {
 	Body    *string           `json:"body,omitempty"`
 }
 
-const masked = "****"
+const masked = actions.Mask
 
 // noEvent renders templates without placeholders when no event is given.
 var noEvent templates.Event

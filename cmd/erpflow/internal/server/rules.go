@@ -102,7 +102,7 @@ func (m *ruleManager) refresh(ctx context.Context, force bool) error {
 		changed = true
 		ar := &apiRule{rec: rec}
 		ar.rule, ar.err = m.parseRecord(rec)
-		ar.def = definition(rec)
+		ar.def = m.definition(rec)
 		if ar.err != nil {
 			m.logger.Warn("API rule does not load; it is left out", "rule", rec.Name, "error", ar.err)
 		}
@@ -535,62 +535,17 @@ func (e *ruleEntry) view() ruleView {
 }
 
 // definition is the stored rule as the API shows it: the record's enabled
-// state and tenant in force, literal secrets masked.
-func definition(rec engine.RuleRecord) map[string]any {
-	var def map[string]any
-	if yaml.Unmarshal([]byte(rec.Source), &def) != nil || def == nil {
+// state and tenant in force, secrets masked.
+func (m *ruleManager) definition(rec engine.RuleRecord) map[string]any {
+	def := m.maskedDefinition(rec.Source)
+	if def == nil {
 		return nil
 	}
 	def["enabled"] = rec.Enabled
 	if rec.Tenant != "" {
 		def["tenants"] = []any{rec.Tenant}
 	}
-	return maskSecrets(def).(map[string]any)
-}
-
-// secretKeys are keys whose literal values are masked in rule definitions
-// shown by the API. Values that are ${ENV} references are shown as written.
-var secretKeys = map[string]bool{"secret": true, "password": true, "token": true, "bearer": true, "secrets": true, "api_key": true}
-
-func maskSecrets(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		for k, x := range t {
-			if secretKeys[strings.ToLower(k)] {
-				t[k] = maskValue(x)
-				continue
-			}
-			t[k] = maskSecrets(x)
-		}
-		return t
-	case []any:
-		for i, x := range t {
-			t[i] = maskSecrets(x)
-		}
-		return t
-	}
-	return v
-}
-
-func maskValue(v any) any {
-	switch t := v.(type) {
-	case string:
-		if strings.HasPrefix(t, "${") && strings.HasSuffix(t, "}") {
-			return t
-		}
-		return "********"
-	case []any:
-		for i, x := range t {
-			t[i] = maskValue(x)
-		}
-		return t
-	case map[string]any:
-		for k, x := range t {
-			t[k] = maskValue(x)
-		}
-		return t
-	}
-	return "********"
+	return def
 }
 
 // mergePatch merges the top-level keys of patch into the stored source and

@@ -126,6 +126,10 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.rules.keepSecrets(body, ""); err != nil {
+		writeError(w, err)
+		return
+	}
 	_, explicit := body.top["tenants"]
 	rule, err := s.rules.validate(p, body, explicit, nil)
 	if err != nil {
@@ -208,6 +212,10 @@ func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 // replaceRule stores body as the new version of e; explicit: the request
 // sets tenants, else the rule keeps its scope.
 func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principal, e *ruleEntry, body *ruleBody, explicit bool, ver int64) {
+	if err := s.rules.keepSecrets(body, e.api.rec.Source); err != nil {
+		writeError(w, err)
+		return
+	}
 	rule, err := s.rules.validate(p, body, explicit, e.api.scope())
 	if err != nil {
 		writeError(w, err)
