@@ -77,6 +77,15 @@ type runner struct {
 	mu       sync.Mutex
 	release  []string  // claimed but not run: give back on stop
 	earliest time.Time // earliest RunAt of a retry this process scheduled
+
+	// Per-destination fairness (fair.go).
+	fmu       sync.Mutex
+	dests     map[string]*destState
+	uncounted int  // parked jobs not counted in inflight
+	fclosed   bool // stopping: parked jobs are given back
+	backs     chan sendBack
+	backsQuit chan struct{}
+	backsDone chan struct{}
 }
 
 func newRunner(e *Engine) *runner {
@@ -92,10 +101,15 @@ func newRunner(e *Engine) *runner {
 		claimDone:  make(chan struct{}),
 		compQuit:   make(chan struct{}),
 		compDone:   make(chan struct{}),
+		dests:      map[string]*destState{},
+		backsQuit:  make(chan struct{}),
+		backsDone:  make(chan struct{}),
 	}
 	// Never blocks a sender: the reservations keep inflight within
 	// handoffCap, or claimCap + claimShare for the claim loop.
 	r.jobs = make(chan job, max(r.handoffCap, r.claimCap+r.claimShare))
+	// Every job in memory may be sent back at once.
+	r.backs = make(chan sendBack, cap(r.jobs)+int(r.claimCap))
 	r.claimCtx, r.claimCancel = context.WithCancel(context.Background())
 	r.execCtx, r.execCancel = context.WithCancel(context.Background())
 	return r
@@ -107,6 +121,7 @@ func (r *runner) start() {
 		go r.worker()
 	}
 	go r.completer()
+	go r.releaser()
 	var claimers sync.WaitGroup
 	for range r.e.writers {
 		claimers.Go(r.claimLoop)
@@ -142,6 +157,9 @@ func (r *runner) stop(ctx context.Context) error {
 		}
 	}
 	r.execCancel()
+	parked := r.parkedJobs()
+	close(r.backsQuit)
+	<-r.backsDone
 
 	done := make(chan struct{})
 	r.flushReq <- done
@@ -152,7 +170,7 @@ func (r *runner) stop(ctx context.Context) error {
 	}
 
 	r.mu.Lock()
-	ids := r.release
+	ids := append(r.release, parked...)
 	r.release = nil
 	r.mu.Unlock()
 	if len(ids) == 0 {
@@ -191,6 +209,11 @@ func (r *runner) claimLoop() {
 			threshold = min(half, r.claimShare)
 		}
 		slotLimited := free < threshold
+		if slotLimited {
+			r.refresh() // a hung destination's parked jobs may hold the room
+			free = r.claimRoom()
+			slotLimited = free < threshold
+		}
 		var limit int64
 		if !slotLimited {
 			// Reserve the slots first: emits may hand deliveries to the
@@ -294,24 +317,41 @@ func (r *runner) worker() {
 			r.giveBack(j.d.ID)
 			continue
 		}
-		if time.Since(j.claimedAt) > r.e.cfg.Lease*9/10 {
-			// Waited so long that the lease is (nearly) over: it may be
-			// claimed again already. Leave it to that claim.
-			r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
-			r.done(1)
+		dest := r.destinationOf(&j.d)
+		if dest == "" {
+			r.run(j)
 			continue
 		}
-		c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
-		if interrupted {
-			r.giveBack(j.d.ID)
-			continue
+		// A saturated destination's job waits parked (or in the store),
+		// not in this worker.
+		started, ok := r.admit(dest, j)
+		for ok {
+			t0 := time.Now()
+			r.run(j)
+			j, started, ok = r.finish(dest, started, time.Since(t0))
 		}
-		// The slot frees once the result is queued for recording: a slow
-		// Complete does not hold up claiming (the queue is bounded, so a
-		// stuck one does, eventually).
-		r.results <- result{c: c, d: j.d}
-		r.done(1)
 	}
+}
+
+// run runs one attempt of j and hands its result to the completer.
+func (r *runner) run(j job) {
+	if time.Since(j.claimedAt) > r.e.cfg.Lease*9/10 {
+		// Waited so long that the lease is (nearly) over: it may be
+		// claimed again already. Leave it to that claim.
+		r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
+		r.done(1)
+		return
+	}
+	c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
+	if interrupted {
+		r.giveBack(j.d.ID)
+		return
+	}
+	// The slot frees once the result is queued for recording: a slow
+	// Complete does not hold up claiming (the queue is bounded, so a
+	// stuck one does, eventually).
+	r.results <- result{c: c, d: j.d}
+	r.done(1)
 }
 
 // claimRoom is how many deliveries the claim loop may claim now: room

@@ -1,0 +1,302 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+)
+
+// Per-destination fairness: at most limit(dest) attempts to one
+// destination run at once, so that a slow or hanging receiver holds a few
+// workers, not all of them. A worker that takes a job whose destination is
+// at its limit does not wait: it parks the job in the destination's FIFO
+// and takes the next job; the worker that finishes an attempt to that
+// destination runs the next parked one. Beyond a small bound the job goes
+// back to the store, due a little later, and waits in the queue.
+const (
+	parkPerSlot = 2                      // a slow destination parks at most this many jobs per slot of its limit
+	fastDest    = 50 * time.Millisecond  // attempts quicker than this on average: the destination is fast
+	minDefer    = 100 * time.Millisecond // first delay of jobs sent back for a saturated destination
+	maxDefer    = 5 * time.Second        // the delay doubles up to this while the destination stays saturated
+)
+
+// destState is what the runner knows of one destination. Guarded by
+// runner.fmu.
+type destState struct {
+	running []time.Time // start times of the attempts running now
+	parked  []job       // FIFO of jobs waiting for a slot
+	// counted: the parked jobs count in inflight. They do while the
+	// destination is fast, so that its backlog holds back claims (instead
+	// of being claimed only to be sent back); a slow one's do not, so
+	// that they cannot fill the claim capacity other destinations need.
+	counted bool
+	avg     time.Duration // moving average of attempt durations; 0: none finished yet
+	delay   time.Duration // how much later jobs sent back are due; 0 while not saturated
+	grown   time.Time     // when delay last grew
+}
+
+// fast reports whether parked jobs of d start soon: attempts have been
+// quick and none running now has been slow.
+func (d *destState) fast(now time.Time) bool {
+	if d.avg == 0 || d.avg >= fastDest {
+		return false
+	}
+	return len(d.running) == 0 || now.Sub(d.running[0]) < fastDest
+}
+
+// sendBack is a job going back to the store, due after delay.
+type sendBack struct {
+	id    string
+	delay time.Duration
+}
+
+// destinationOf returns the destination key of j ("" for none: not capped).
+func (r *runner) destinationOf(d *Delivery) string {
+	cfg, _ := r.e.actionFor(d)
+	if ds, ok := cfg.(actions.Destinationer); ok {
+		return ds.Destination(d.Payload)
+	}
+	return ""
+}
+
+// limit is the concurrency cap of a destination. Per-destination limits
+// (and rate limits that also wait in the queue) plug in here.
+func (r *runner) limit(string) int { return r.e.cfg.DestinationConcurrency }
+
+// admit takes a slot of dest for j and reports true with the slot's start
+// time, or parks j or sends it back to the store and reports false. j
+// counts in inflight.
+func (r *runner) admit(dest string, j job) (time.Time, bool) {
+	now := time.Now()
+	r.fmu.Lock()
+	if r.fclosed {
+		r.fmu.Unlock()
+		r.giveBack(j.d.ID)
+		return time.Time{}, false
+	}
+	d := r.dests[dest]
+	if d == nil {
+		d = &destState{}
+		r.dests[dest] = d
+	}
+	if len(d.running) < r.limit(dest) {
+		d.running = append(d.running, now)
+		r.fmu.Unlock()
+		return now, true
+	}
+	r.reclassify(d, dest, now)
+	lim := r.limit(dest)
+	switch {
+	case d.counted:
+		d.parked = append(d.parked, j)
+	case len(d.parked) < parkPerSlot*lim && r.uncounted < int(r.claimCap):
+		d.parked = append(d.parked, j)
+		r.uncounted++
+		r.done(1) // waits outside inflight
+	default:
+		r.sendBack(d, j.d.ID, now)
+		r.done(1)
+	}
+	r.fmu.Unlock()
+	return time.Time{}, false
+}
+
+// finish frees the slot of an attempt of dest that started at started and
+// took took, and returns the next parked job to run in it, if any (its
+// slot taken at the returned time, counted in inflight).
+func (r *runner) finish(dest string, started time.Time, took time.Duration) (job, time.Time, bool) {
+	now := time.Now()
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	d := r.dests[dest]
+	for i, t := range d.running {
+		if t.Equal(started) {
+			d.running = append(d.running[:i], d.running[i+1:]...)
+			break
+		}
+	}
+	if d.avg == 0 {
+		d.avg = max(took, 1)
+	} else {
+		d.avg += (took - d.avg) / 8
+	}
+	if r.fclosed || r.stopping.Load() {
+		return job{}, time.Time{}, false // stop gives the parked ones back
+	}
+	r.reclassify(d, dest, now)
+	for len(d.parked) > 0 && len(d.running) < r.limit(dest) {
+		j := d.parked[0]
+		d.parked[0] = job{}
+		d.parked = d.parked[1:]
+		if !d.counted {
+			r.uncounted--
+			r.inflight.Add(1)
+		}
+		if time.Since(j.claimedAt) > r.e.cfg.Lease/2 {
+			// Parked so long that too little of its lease is left to
+			// run it: back to the queue, due now, for a fresh lease.
+			r.queueBack(j.d.ID, 0)
+			r.done(1)
+			continue
+		}
+		d.running = append(d.running, now)
+		return j, now, true
+	}
+	if len(d.parked) == 0 {
+		d.delay = 0
+	}
+	return job{}, time.Time{}, false
+}
+
+// reclassify updates whether d's parked jobs count in inflight, and sends
+// back those beyond a slow destination's bound. r.fmu is held.
+func (r *runner) reclassify(d *destState, dest string, now time.Time) {
+	fast := d.fast(now)
+	if fast == d.counted {
+		return
+	}
+	d.counted = fast
+	n := len(d.parked)
+	if fast {
+		r.uncounted -= n
+		r.inflight.Add(int64(n))
+		return
+	}
+	keep := min(n, parkPerSlot*r.limit(dest))
+	for i := keep; i < n; i++ {
+		r.sendBack(d, d.parked[i].d.ID, now)
+		d.parked[i] = job{}
+	}
+	d.parked = d.parked[:keep]
+	r.uncounted += keep
+	r.done(n)
+}
+
+// refresh reclassifies every destination with counted parked jobs: one
+// whose receiver stopped answering becomes slow only when looked at, and
+// while its parked jobs fill the claim capacity nothing else looks.
+func (r *runner) refresh() {
+	now := time.Now()
+	r.fmu.Lock()
+	for dest, d := range r.dests {
+		if d.counted && len(d.parked) > 0 {
+			r.reclassify(d, dest, now)
+		}
+	}
+	r.fmu.Unlock()
+}
+
+// sendBack queues id to go back to the store after d's growing delay.
+// r.fmu is held.
+func (r *runner) sendBack(d *destState, id string, now time.Time) {
+	switch {
+	case d.delay == 0:
+		d.delay, d.grown = minDefer, now
+	case now.Sub(d.grown) >= d.delay:
+		d.delay, d.grown = min(2*d.delay, maxDefer), now
+	}
+	r.queueBack(id, d.delay)
+}
+
+// queueBack hands id to the releaser. The queue holds at most every job
+// in memory, so it does not block for long.
+func (r *runner) queueBack(id string, delay time.Duration) {
+	r.backs <- sendBack{id: id, delay: delay}
+}
+
+// parkedJobs empties every destination's FIFO and closes admission (stop).
+func (r *runner) parkedJobs() []string {
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	r.fclosed = true
+	var ids []string
+	for _, d := range r.dests {
+		for _, j := range d.parked {
+			ids = append(ids, j.d.ID)
+		}
+		if d.counted {
+			r.done(len(d.parked))
+		}
+		d.parked = nil
+	}
+	r.uncounted = 0
+	return ids
+}
+
+// releaser returns sent-back jobs to the store in batches, due after
+// their delay; the claim loop is told when the earliest is due.
+func (r *runner) releaser() {
+	defer close(r.backsDone)
+	batch := make([]sendBack, 0, completeBatch)
+	for {
+		select {
+		case b := <-r.backs:
+			batch = append(batch[:0], b)
+		case <-r.backsQuit:
+			batch = batch[:0]
+			for {
+				select {
+				case b := <-r.backs:
+					batch = append(batch, b)
+					continue
+				default:
+				}
+				break
+			}
+			r.releaseBatch(batch)
+			return
+		}
+		linger := time.NewTimer(completeLinger)
+	more:
+		for len(batch) < completeBatch {
+			select {
+			case b := <-r.backs:
+				batch = append(batch, b)
+			case <-linger.C:
+				break more
+			}
+		}
+		linger.Stop()
+		r.releaseBatch(batch)
+	}
+}
+
+// releaseBatch releases bs, one Release per distinct delay. Release
+// undoes the attempt count: a job sent back was never attempted.
+func (r *runner) releaseBatch(bs []sendBack) {
+	if len(bs) == 0 {
+		return
+	}
+	e := r.e
+	byDelay := map[time.Duration][]string{}
+	for _, b := range bs {
+		// unhold: b.id is no longer held by this process.
+		byDelay[b.delay] = append(byDelay[b.delay], b.id)
+	}
+	now := e.now()
+	for delay, ids := range byDelay {
+		at := now.Add(delay)
+		var err error
+		for try := range 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+			err = e.store.Release(ctx, e.cfg.Owner, ids, at)
+			cancel()
+			if err == nil {
+				break
+			}
+			time.Sleep(minBackoff << try)
+		}
+		if err != nil {
+			// The leases expire and the deliveries are claimed again.
+			e.log.Error("erpflow: returning deliveries of a saturated destination to the queue failed; they run again after their lease", "count", len(ids), "err", err)
+			continue
+		}
+		r.mu.Lock()
+		if r.earliest.IsZero() || at.Before(r.earliest) {
+			r.earliest = at
+		}
+		r.mu.Unlock()
+	}
+	e.kick()
+}
