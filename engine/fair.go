@@ -16,15 +16,15 @@ import (
 // back to the store, due a little later, and waits in the queue.
 const (
 	parkPerSlot = 2                      // a slow destination parks at most this many jobs per slot of its limit
-	fastDest    = 50 * time.Millisecond  // attempts quicker than this on average: the destination is fast
-	minDefer    = 100 * time.Millisecond // first delay of jobs sent back for a saturated destination
-	maxDefer    = 5 * time.Second        // the delay doubles up to this while the destination stays saturated
+	parkHorizon = time.Second            // a fast one parks as many as it is expected to start within this
+	minDefer    = 100 * time.Millisecond // least delay of a job sent back for a saturated destination
+	maxDefer    = 5 * time.Second        // most delay: about when a slot is expected to free up, within these bounds
 )
 
 // destState is what the runner knows of one destination. Guarded by
 // runner.fmu.
 type destState struct {
-	running []time.Time // start times of the attempts running now
+	running []time.Time // start times of the attempts running now, oldest first
 	parked  []job       // FIFO of jobs waiting for a slot
 	// counted: the parked jobs count in inflight. They do while the
 	// destination is fast, so that its backlog holds back claims (instead
@@ -32,17 +32,20 @@ type destState struct {
 	// that they cannot fill the claim capacity other destinations need.
 	counted bool
 	avg     time.Duration // moving average of attempt durations; 0: none finished yet
-	delay   time.Duration // how much later jobs sent back are due; 0 while not saturated
-	grown   time.Time     // when delay last grew
 }
 
-// fast reports whether parked jobs of d start soon: attempts have been
-// quick and none running now has been slow.
-func (d *destState) fast(now time.Time) bool {
-	if d.avg == 0 || d.avg >= fastDest {
-		return false
+// estimate is how long an attempt to d takes: the moving average, or the
+// age of the oldest running attempt when longer (a receiver that stopped
+// answering); parkHorizon before any finished.
+func (d *destState) estimate(now time.Time) time.Duration {
+	est := d.avg
+	if est == 0 {
+		est = parkHorizon
 	}
-	return len(d.running) == 0 || now.Sub(d.running[0]) < fastDest
+	if len(d.running) > 0 {
+		est = max(est, now.Sub(d.running[0]))
+	}
+	return max(est, time.Microsecond)
 }
 
 // sendBack is a job going back to the store, due after delay.
@@ -80,22 +83,25 @@ func (r *runner) admit(dest string, j job) (time.Time, bool) {
 		d = &destState{}
 		r.dests[dest] = d
 	}
-	if len(d.running) < r.limit(dest) {
+	lim := r.limit(dest)
+	if len(d.running) < lim {
 		d.running = append(d.running, now)
 		r.fmu.Unlock()
 		return now, true
 	}
-	r.reclassify(d, dest, now)
-	lim := r.limit(dest)
+	bound := r.reclassify(d, lim, now)
 	switch {
+	case len(d.parked) >= bound:
+		r.queueBack(j.d.ID, d.deferDelay(lim, now))
+		r.done(1)
 	case d.counted:
 		d.parked = append(d.parked, j)
-	case len(d.parked) < parkPerSlot*lim && r.uncounted < int(r.claimCap):
+	case r.uncounted < int(r.claimCap): // bounds memory when many destinations hang
 		d.parked = append(d.parked, j)
 		r.uncounted++
 		r.done(1) // waits outside inflight
 	default:
-		r.sendBack(d, j.d.ID, now)
+		r.queueBack(j.d.ID, d.deferDelay(lim, now))
 		r.done(1)
 	}
 	r.fmu.Unlock()
@@ -124,8 +130,9 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 	if r.fclosed || r.stopping.Load() {
 		return job{}, time.Time{}, false // stop gives the parked ones back
 	}
-	r.reclassify(d, dest, now)
-	for len(d.parked) > 0 && len(d.running) < r.limit(dest) {
+	lim := r.limit(dest)
+	r.reclassify(d, lim, now)
+	for len(d.parked) > 0 && len(d.running) < lim {
 		j := d.parked[0]
 		d.parked[0] = job{}
 		d.parked = d.parked[1:]
@@ -143,34 +150,52 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 		d.running = append(d.running, now)
 		return j, now, true
 	}
-	if len(d.parked) == 0 {
-		d.delay = 0
-	}
 	return job{}, time.Time{}, false
 }
 
-// reclassify updates whether d's parked jobs count in inflight, and sends
-// back those beyond a slow destination's bound. r.fmu is held.
-func (r *runner) reclassify(d *destState, dest string, now time.Time) {
-	fast := d.fast(now)
-	if fast == d.counted {
-		return
+// reclassify sets how many jobs d may park and whether they count in
+// inflight: as many as are expected to start within parkHorizon, counted
+// (a fast destination), or, when that is no more than parkPerSlot per
+// slot, that many, not counted (a slow one). Jobs beyond the bound go back
+// to the store. It returns the bound. r.fmu is held.
+func (r *runner) reclassify(d *destState, lim int, now time.Time) int {
+	est := d.estimate(now)
+	bound := int(min(int64(lim)*int64(parkHorizon)/int64(est), int64(cap(r.jobs))))
+	fast := bound > parkPerSlot*lim
+	if !fast {
+		bound = parkPerSlot * lim
 	}
-	d.counted = fast
-	n := len(d.parked)
-	if fast {
-		r.uncounted -= n
-		r.inflight.Add(int64(n))
-		return
+	if fast != d.counted {
+		d.counted = fast
+		if fast {
+			r.uncounted -= len(d.parked)
+			r.inflight.Add(int64(len(d.parked)))
+		} else {
+			r.uncounted += len(d.parked)
+			r.done(len(d.parked))
+		}
 	}
-	keep := min(n, parkPerSlot*r.limit(dest))
-	for i := keep; i < n; i++ {
-		r.sendBack(d, d.parked[i].d.ID, now)
-		d.parked[i] = job{}
+	if n := len(d.parked); n > bound {
+		delay := d.deferDelay(lim, now)
+		for i := bound; i < n; i++ {
+			r.queueBack(d.parked[i].d.ID, delay)
+			d.parked[i] = job{}
+		}
+		d.parked = d.parked[:bound]
+		if d.counted {
+			r.done(n - bound)
+		} else {
+			r.uncounted -= n - bound
+		}
 	}
-	d.parked = d.parked[:keep]
-	r.uncounted += keep
-	r.done(n)
+	return bound
+}
+
+// deferDelay is how much later a job sent back for d is due: about when
+// a slot is expected to be free for it.
+func (d *destState) deferDelay(lim int, now time.Time) time.Duration {
+	est := d.estimate(now)
+	return min(max(est*time.Duration(len(d.parked)/lim+1), minDefer), maxDefer)
 }
 
 // refresh reclassifies every destination with counted parked jobs: one
@@ -181,22 +206,10 @@ func (r *runner) refresh() {
 	r.fmu.Lock()
 	for dest, d := range r.dests {
 		if d.counted && len(d.parked) > 0 {
-			r.reclassify(d, dest, now)
+			r.reclassify(d, r.limit(dest), now)
 		}
 	}
 	r.fmu.Unlock()
-}
-
-// sendBack queues id to go back to the store after d's growing delay.
-// r.fmu is held.
-func (r *runner) sendBack(d *destState, id string, now time.Time) {
-	switch {
-	case d.delay == 0:
-		d.delay, d.grown = minDefer, now
-	case now.Sub(d.grown) >= d.delay:
-		d.delay, d.grown = min(2*d.delay, maxDefer), now
-	}
-	r.queueBack(id, d.delay)
 }
 
 // queueBack hands id to the releaser. The queue holds at most every job

@@ -2,7 +2,13 @@ package enginetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,4 +117,66 @@ func TestHangingDestinationDoesNotHoldUpOthers(t *testing.T) {
 			t.Errorf("the hanging receiver saw %d requests at once; the destination cap is %d", m, limit)
 		}
 	})
+}
+
+// BenchmarkHealthyBesideHanging: the scenario of issue #10.5. With the
+// default 32 workers, 160 deliveries go to a receiver that never answers
+// (5 s timeout), then b.N deliveries of another tenant to a healthy
+// receiver; p99-ms is the emit-to-receive latency of the healthy ones
+// (run with -benchtime 50x for the issue's figure).
+func BenchmarkHealthyBesideHanging(b *testing.B) {
+	for _, k := range kinds(b) {
+		b.Run(k.name, func(b *testing.B) {
+			st := mustOpen(b, k.newDB(b))
+			hung := newReceiver(b)
+			release := make(chan struct{})
+			hung.block = release
+			defer close(release)
+			var mu sync.Mutex
+			emitted := map[string]time.Time{}
+			var lat []time.Duration
+			healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var body struct{ Number string }
+				if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+					b.Error(err)
+				}
+				mu.Lock()
+				if t, ok := emitted[body.Number]; ok {
+					lat = append(lat, time.Since(t))
+					delete(emitted, body.Number) // a redelivery is not measured twice
+				}
+				mu.Unlock()
+			}))
+			defer healthy.Close()
+			src := strings.Replace(fairRules(b, hung.URL, healthy.URL), "timeout: 2m", "timeout: 5s", 1)
+			e := newEngine(b, st, parseRules(b, src), engine.Config{})
+			ctx := context.Background()
+			run := time.Now().Format("150405.000000") + "-"
+			for i := range 160 {
+				if _, err := e.Emit(ctx, tenantOrder("slow", run+"h"+itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, 30*time.Second, "the hanging receiver to hold requests", func() bool { return hung.inflight.Load() > 0 })
+			b.ResetTimer()
+			for i := range b.N {
+				id := run + "f" + itoa(i)
+				mu.Lock()
+				emitted[id] = time.Now()
+				mu.Unlock()
+				if _, err := e.Emit(ctx, tenantOrder("fast", id)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, 5*time.Minute, "the healthy deliveries", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(lat) == b.N
+			})
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[(len(lat)*99+99)/100-1])/1e6, "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)-1])/1e6, "max-ms")
+		})
+	}
 }
