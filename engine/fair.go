@@ -16,7 +16,7 @@ import (
 // back to the store, due a little later, and waits in the queue.
 const (
 	parkPerSlot = 2                      // a slow destination parks at most this many jobs per slot of its limit
-	parkHorizon = time.Second            // a fast one parks as many as it is expected to start within this
+	slowDest    = 500 * time.Millisecond // attempts (or the oldest running one) this long: the destination is slow
 	minDefer    = 100 * time.Millisecond // least delay of a job sent back for a saturated destination
 	maxDefer    = 5 * time.Second        // most delay: about when a slot is expected to free up, within these bounds
 )
@@ -27,20 +27,21 @@ type destState struct {
 	running []time.Time // start times of the attempts running now, oldest first
 	parked  []job       // FIFO of jobs waiting for a slot
 	// counted: the parked jobs count in inflight. They do while the
-	// destination is fast, so that its backlog holds back claims (instead
-	// of being claimed only to be sent back); a slow one's do not, so
-	// that they cannot fill the claim capacity other destinations need.
+	// destination is fast, so that its backlog holds back claims and
+	// hand-overs like jobs waiting for a worker do (instead of being
+	// claimed only to be sent back); a slow one's do not, so that they
+	// cannot fill the claim capacity other destinations need.
 	counted bool
 	avg     time.Duration // moving average of attempt durations; 0: none finished yet
 }
 
 // estimate is how long an attempt to d takes: the moving average, or the
 // age of the oldest running attempt when longer (a receiver that stopped
-// answering); parkHorizon before any finished.
+// answering); slowDest before any finished.
 func (d *destState) estimate(now time.Time) time.Duration {
 	est := d.avg
 	if est == 0 {
-		est = parkHorizon
+		est = slowDest
 	}
 	if len(d.running) > 0 {
 		est = max(est, now.Sub(d.running[0]))
@@ -122,9 +123,11 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 			break
 		}
 	}
-	if d.avg == 0 {
-		d.avg = max(took, 1)
-	} else {
+	switch {
+	case took == 0: // did not run: no sample
+	case d.avg == 0:
+		d.avg = took
+	default:
 		d.avg += (took - d.avg) / 8
 	}
 	if r.fclosed || r.stopping.Load() {
@@ -153,15 +156,13 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 	return job{}, time.Time{}, false
 }
 
-// reclassify sets how many jobs d may park and whether they count in
-// inflight: as many as are expected to start within parkHorizon, counted
-// (a fast destination), or, when that is no more than parkPerSlot per
-// slot, that many, not counted (a slow one). Jobs beyond the bound go back
-// to the store. It returns the bound. r.fmu is held.
+// reclassify sets whether d's parked jobs count in inflight (a fast
+// destination: as many as the inflight bounds allow) or not (a slow one:
+// parkPerSlot per slot of its limit; jobs beyond go back to the store),
+// and returns how many d may park. r.fmu is held.
 func (r *runner) reclassify(d *destState, lim int, now time.Time) int {
-	est := d.estimate(now)
-	bound := int(min(int64(lim)*int64(parkHorizon)/int64(est), int64(cap(r.jobs))))
-	fast := bound > parkPerSlot*lim
+	fast := d.estimate(now) < slowDest
+	bound := cap(r.jobs)
 	if !fast {
 		bound = parkPerSlot * lim
 	}
@@ -200,7 +201,7 @@ func (d *destState) deferDelay(lim int, now time.Time) time.Duration {
 
 // refresh reclassifies every destination with counted parked jobs: one
 // whose receiver stopped answering becomes slow only when looked at, and
-// while its parked jobs fill the claim capacity nothing else looks.
+// while its parked jobs fill the claim capacity nothing else may look.
 func (r *runner) refresh() {
 	now := time.Now()
 	r.fmu.Lock()

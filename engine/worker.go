@@ -319,7 +319,9 @@ func (r *runner) worker() {
 		}
 		dest := r.destinationOf(&j.d)
 		if dest == "" {
-			r.run(j)
+			if res, ran := r.attempt(j); ran {
+				r.record(res)
+			}
 			continue
 		}
 		// A saturated destination's job waits parked (or in the store),
@@ -327,30 +329,44 @@ func (r *runner) worker() {
 		started, ok := r.admit(dest, j)
 		for ok {
 			t0 := time.Now()
-			r.run(j)
-			j, started, ok = r.finish(dest, started, time.Since(t0))
+			res, ran := r.attempt(j)
+			took := time.Duration(0)
+			if ran {
+				took = time.Since(t0)
+			}
+			// The destination's slot frees before the result is queued:
+			// a slow Complete does not make the receiver look slow.
+			j, started, ok = r.finish(dest, started, took)
+			if ran {
+				r.record(res)
+			}
 		}
 	}
 }
 
-// run runs one attempt of j and hands its result to the completer.
-func (r *runner) run(j job) {
+// attempt runs one attempt of j; ran is false when it did not run to the
+// end (skipped, or interrupted by Stop and given back).
+func (r *runner) attempt(j job) (res result, ran bool) {
 	if time.Since(j.claimedAt) > r.e.cfg.Lease*9/10 {
 		// Waited so long that the lease is (nearly) over: it may be
 		// claimed again already. Leave it to that claim.
 		r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
 		r.done(1)
-		return
+		return result{}, false
 	}
 	c, interrupted := r.e.execute(r.execCtx, &j.d, j.claimedAt)
 	if interrupted {
 		r.giveBack(j.d.ID)
-		return
+		return result{}, false
 	}
-	// The slot frees once the result is queued for recording: a slow
-	// Complete does not hold up claiming (the queue is bounded, so a
-	// stuck one does, eventually).
-	r.results <- result{c: c, d: j.d}
+	return result{c: c, d: j.d}, true
+}
+
+// record hands a finished attempt to the completer. The slot frees once
+// the result is queued for recording: a slow Complete does not hold up
+// claiming (the queue is bounded, so a stuck one does, eventually).
+func (r *runner) record(res result) {
+	r.results <- res
 	r.done(1)
 }
 
