@@ -180,3 +180,43 @@ func BenchmarkHealthyBesideHanging(b *testing.B) {
 		})
 	}
 }
+
+// TestStopReleasesParked: Stop gives back the deliveries waiting for a
+// saturated destination (parked in memory) like any other claimed one
+// that did not run: all pending again, no attempt counted.
+func TestStopReleasesParked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		hung := newReceiver(t)
+		release := make(chan struct{})
+		defer close(release)
+		hung.block = release
+		const limit = 2
+		rules := parseRules(t, fairRules(t, hung.URL, hung.URL))
+		e := newEngine(t, st, rules, engine.Config{Workers: 8, DestinationConcurrency: limit})
+		ctx := context.Background()
+		const n = 40
+		for i := range n {
+			if _, err := e.Emit(ctx, tenantOrder("slow", "s"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
+			return hung.inflight.Load() == limit
+		})
+		stopCtx, cancel := context.WithCancel(ctx)
+		cancel() // cancel the hanging attempts at once
+		if err := e.Stop(stopCtx); err != nil {
+			t.Fatal(err)
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{})
+		if len(ds) != n {
+			t.Fatalf("%d deliveries; want %d", len(ds), n)
+		}
+		for _, d := range ds {
+			if d.State != engine.StatePending || d.Attempts != 0 {
+				t.Errorf("after stop, delivery %s is %s with %d attempts; want pending with 0", d.ID, d.State, d.Attempts)
+			}
+		}
+	})
+}
