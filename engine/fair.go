@@ -261,18 +261,7 @@ func (r *runner) releaser() {
 			r.releaseBatch(batch)
 			return
 		}
-		linger := time.NewTimer(completeLinger)
-	more:
-		for len(batch) < completeBatch {
-			select {
-			case b := <-r.backs:
-				batch = append(batch, b)
-			case <-linger.C:
-				break more
-			}
-		}
-		linger.Stop()
-		r.releaseBatch(batch)
+		r.releaseBatch(gather(r.backs, batch))
 	}
 }
 

@@ -499,21 +499,25 @@ func (r *runner) completer() {
 			r.drainAndFlush(batch[:0])
 			return
 		}
-		// Gather what arrives within a moment: one transaction for many
-		// attempts costs far less than many small ones.
-		linger := time.NewTimer(completeLinger)
-	more:
-		for len(batch) < completeBatch {
-			select {
-			case c := <-r.results:
-				batch = append(batch, c)
-			case <-linger.C:
-				break more
-			}
-		}
-		linger.Stop()
-		r.flush(batch)
+		r.flush(gather(r.results, batch))
 	}
+}
+
+// gather adds to batch what arrives on ch within completeLinger, up to
+// completeBatch: one transaction for many items costs far less than many
+// small ones.
+func gather[T any](ch <-chan T, batch []T) []T {
+	linger := time.NewTimer(completeLinger)
+	defer linger.Stop()
+	for len(batch) < completeBatch {
+		select {
+		case v := <-ch:
+			batch = append(batch, v)
+		case <-linger.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (r *runner) drainAndFlush(batch []result) {
