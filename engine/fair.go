@@ -249,14 +249,8 @@ func (r *runner) releaser() {
 			batch = append(batch[:0], b)
 		case <-r.backsQuit:
 			batch = batch[:0]
-			for {
-				select {
-				case b := <-r.backs:
-					batch = append(batch, b)
-					continue
-				default:
-				}
-				break
+			for len(r.backs) > 0 {
+				batch = append(batch, <-r.backs)
 			}
 			r.releaseBatch(batch)
 			return
