@@ -122,6 +122,17 @@ type Timeouter interface {
 	Timeout() time.Duration
 }
 
+// Destinationer is an optional Config capability: the destination a
+// delivery's attempts go to, as a stable key (for webhooks
+// "scheme://host:port", lowercase, default port filled in). The engine
+// caps how many attempts run at once per destination, so that one slow or
+// hanging receiver cannot occupy every worker. payload is what Render
+// returned for the delivery. Deliveries of configs without it are not
+// capped.
+type Destinationer interface {
+	Destination(payload json.RawMessage) string
+}
+
 // Schemer is an optional Factory capability: the JSON Schema of the
 // action's config keys, for `erpflow schema` and editors.
 type Schemer interface {

@@ -33,6 +33,11 @@ type Config struct {
 	// PollInterval is the slowest the engine looks for due work when
 	// nothing wakes it. Default 1s.
 	PollInterval time.Duration
+	// DestinationConcurrency is how many attempts to one destination (a
+	// webhook's scheme://host:port) run at once, so that a slow or hanging
+	// receiver holds a few workers, not all: the rest of its deliveries
+	// wait without occupying workers. Default max(4, Workers/4).
+	DestinationConcurrency int
 	// EmitBatch is the most events committed in one transaction when many
 	// Emit calls arrive at once (group commit). Default 500.
 	EmitBatch int
@@ -163,9 +168,14 @@ func New(store Store, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: Lease, PollInterval and Retention must not be negative")
 	case cfg.EmitBatch < 0:
 		return nil, errors.New("engine: EmitBatch must not be negative")
+	case cfg.DestinationConcurrency < 0:
+		return nil, errors.New("engine: DestinationConcurrency must not be negative")
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 32
+	}
+	if cfg.DestinationConcurrency == 0 {
+		cfg.DestinationConcurrency = max(4, cfg.Workers/4)
 	}
 	if cfg.ClaimBatch == 0 {
 		cfg.ClaimBatch = 2 * cfg.Workers

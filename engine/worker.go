@@ -84,6 +84,15 @@ type runner struct {
 	renewed   atomic.Int64        // wall clock (ns) when the latest successful renewal began
 	renewQuit chan struct{}
 	renewDone chan struct{}
+
+	// Per-destination fairness (fair.go).
+	fmu       sync.Mutex
+	dests     map[string]*destState
+	uncounted int  // parked jobs not counted in inflight
+	fclosed   bool // stopping: parked jobs are given back
+	backs     chan sendBack
+	backsQuit chan struct{}
+	backsDone chan struct{}
 }
 
 func newRunner(e *Engine) *runner {
@@ -102,10 +111,15 @@ func newRunner(e *Engine) *runner {
 		held:       make(map[string]struct{}),
 		renewQuit:  make(chan struct{}),
 		renewDone:  make(chan struct{}),
+		dests:      map[string]*destState{},
+		backsQuit:  make(chan struct{}),
+		backsDone:  make(chan struct{}),
 	}
 	// Never blocks a sender: the reservations keep inflight within
 	// handoffCap, or claimCap + claimShare for the claim loop.
 	r.jobs = make(chan job, max(r.handoffCap, r.claimCap+r.claimShare))
+	// Every job in memory may be sent back at once.
+	r.backs = make(chan sendBack, cap(r.jobs)+int(r.claimCap))
 	r.claimCtx, r.claimCancel = context.WithCancel(context.Background())
 	r.execCtx, r.execCancel = context.WithCancel(context.Background())
 	return r
@@ -118,6 +132,7 @@ func (r *runner) start() {
 	}
 	go r.completer()
 	go r.renewLoop()
+	go r.releaser()
 	var claimers sync.WaitGroup
 	for range r.e.writers {
 		claimers.Go(r.claimLoop)
@@ -153,6 +168,9 @@ func (r *runner) stop(ctx context.Context) error {
 		}
 	}
 	r.execCancel()
+	parked := r.parkedJobs()
+	close(r.backsQuit)
+	<-r.backsDone
 
 	done := make(chan struct{})
 	r.flushReq <- done
@@ -165,7 +183,7 @@ func (r *runner) stop(ctx context.Context) error {
 	// Nothing runs any more (or what still does is left to its lease).
 	r.stopRenewing()
 	r.mu.Lock()
-	ids := r.release
+	ids := append(r.release, parked...)
 	r.release = nil
 	r.mu.Unlock()
 	if len(ids) == 0 {
@@ -204,6 +222,11 @@ func (r *runner) claimLoop() {
 			threshold = min(half, r.claimShare)
 		}
 		slotLimited := free < threshold
+		if slotLimited {
+			r.refresh() // a hung destination's parked jobs may hold the room
+			free = r.claimRoom()
+			slotLimited = free < threshold
+		}
 		var limit int64
 		if !slotLimited {
 			// Reserve the slots first: emits may hand deliveries to the
@@ -308,25 +331,58 @@ func (r *runner) worker() {
 			r.giveBack(j.d.ID)
 			continue
 		}
-		if !r.leaseHeld(&j) {
-			// Renewals failed so long that the lease is (nearly) over: it
-			// may be claimed again already. Leave it to that claim.
-			r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
-			r.unhold(j.d.ID)
-			r.done(1)
+		dest := r.destinationOf(&j.d)
+		if dest == "" {
+			if res, ran := r.attempt(j); ran {
+				r.record(res)
+			}
 			continue
 		}
-		c, interrupted := r.e.execute(r.execCtx, &j.d)
-		if interrupted {
-			r.giveBack(j.d.ID)
-			continue
+		// A saturated destination's job waits parked (or in the store),
+		// not in this worker.
+		started, ok := r.admit(dest, j)
+		for ok {
+			t0 := time.Now()
+			res, ran := r.attempt(j)
+			took := time.Duration(0)
+			if ran {
+				took = time.Since(t0)
+			}
+			// The destination's slot frees before the result is queued:
+			// a slow Complete does not make the receiver look slow.
+			j, started, ok = r.finish(dest, started, took)
+			if ran {
+				r.record(res)
+			}
 		}
-		// The slot frees once the result is queued for recording: a slow
-		// Complete does not hold up claiming (the queue is bounded, so a
-		// stuck one does, eventually).
-		r.results <- result{c: c, d: j.d}
-		r.done(1)
 	}
+}
+
+// attempt runs one attempt of j; ran is false when it did not run to the
+// end (skipped, or interrupted by Stop and given back).
+func (r *runner) attempt(j job) (res result, ran bool) {
+	if !r.leaseHeld(&j) {
+		// Renewals failed so long that the lease is (nearly) over: it
+		// may be claimed again already. Leave it to that claim.
+		r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
+		r.unhold(j.d.ID)
+		r.done(1)
+		return result{}, false
+	}
+	c, interrupted := r.e.execute(r.execCtx, &j.d)
+	if interrupted {
+		r.giveBack(j.d.ID)
+		return result{}, false
+	}
+	return result{c: c, d: j.d}, true
+}
+
+// record hands a finished attempt to the completer. The slot frees once
+// the result is queued for recording: a slow Complete does not hold up
+// claiming (the queue is bounded, so a stuck one does, eventually).
+func (r *runner) record(res result) {
+	r.results <- res
+	r.done(1)
 }
 
 // claimRoom is how many deliveries the claim loop may claim now: room
@@ -462,21 +518,25 @@ func (r *runner) completer() {
 			r.drainAndFlush(batch[:0])
 			return
 		}
-		// Gather what arrives within a moment: one transaction for many
-		// attempts costs far less than many small ones.
-		linger := time.NewTimer(completeLinger)
-	more:
-		for len(batch) < completeBatch {
-			select {
-			case c := <-r.results:
-				batch = append(batch, c)
-			case <-linger.C:
-				break more
-			}
-		}
-		linger.Stop()
-		r.flush(batch)
+		r.flush(gather(r.results, batch))
 	}
+}
+
+// gather adds to batch what arrives on ch within completeLinger, up to
+// completeBatch: one transaction for many items costs far less than many
+// small ones.
+func gather[T any](ch <-chan T, batch []T) []T {
+	linger := time.NewTimer(completeLinger)
+	defer linger.Stop()
+	for len(batch) < completeBatch {
+		select {
+		case v := <-ch:
+			batch = append(batch, v)
+		case <-linger.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (r *runner) drainAndFlush(batch []result) {

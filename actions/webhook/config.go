@@ -24,7 +24,9 @@ type config struct {
 	f             *Factory
 	client        *client
 	url           *templates.Template
-	urlSecret     bool // the URL holds secret-looking query values: stored masked, re-rendered at send
+	urlSecret     bool   // the URL holds secret-looking query values: stored masked, re-rendered at send
+	origin        string // "scheme://host[:port]" of the URL as written
+	dest          string // origin normalised: the Destination of its deliveries
 	method        string
 	body          templates.Body
 	contentType   string

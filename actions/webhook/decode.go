@@ -271,6 +271,8 @@ func (d *decoder) decodeURL(c *config, n, key *yaml.Node, s string) {
 	}
 	c.url = t
 	c.urlSecret = MaskURL(sample) != sample
+	c.origin, _ = payloadOrigin([]byte(`"url":"` + sample + `"`))
+	c.dest = destinationOf(c.origin)
 }
 
 func (d *decoder) decodeTemplate(c *config, n, key *yaml.Node) {

@@ -25,7 +25,7 @@ type Options struct {
 	MaxResponseBody      int64         // bytes of response body kept per attempt; default 65536
 	QuickRetries         *int          // in-process retries per attempt; default 2 (0 disables)
 	MaxRetryAfter        time.Duration // longest Retry-After waited for in-process; default 30s (longer ones end the attempt and go to the engine)
-	MaxConnsPerHost      int           // concurrent requests (and connections) per destination host; default 64
+	MaxConnsPerHost      int           // concurrent requests (and connections) per destination host; default 64. A backstop that waits in the worker: keep it at or above engine.Config.DestinationConcurrency
 	FollowRedirects      bool          // default false: a 3xx is a failed attempt (Location recorded)
 	Logger               *slog.Logger  // default: discard
 	// QuickRetryWait is the first wait between quick retries, doubling up

@@ -73,3 +73,9 @@ func (t *timingStore) Stats(ctx context.Context, now time.Time) (engine.QueueSta
 	t.rec("stats", 1, time.Since(s))
 	return r, err
 }
+func (t *timingStore) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
+	s := time.Now()
+	err := t.Store.Release(ctx, owner, ids, now)
+	t.rec("release", len(ids), time.Since(s))
+	return err
+}

@@ -130,6 +130,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		AllowedNetworks:      cfg.Delivery.AllowedNetworks,
 		MaxResponseBody:      cfg.Delivery.MaxResponseBody,
 		QuickRetries:         cfg.Delivery.QuickRetries,
+		MaxConnsPerHost:      max(64, cfg.Delivery.Workers), // never waits in a worker: the engine caps per destination
 		Logger:               logger.With("component", "webhook"),
 	})
 	if len(cfg.Plugins) > 0 {
@@ -158,10 +159,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	metrics := server.NewMetrics()
 	metrics.WatchQueue(st)
 	eng, err := engine.New(st, engine.Config{
-		Workers:   cfg.Delivery.Workers,
-		Retention: cfg.Retention.Succeeded,
-		Logger:    logger.With("component", "engine"),
-		Observer:  metrics,
+		Workers:                cfg.Delivery.Workers,
+		DestinationConcurrency: cfg.Delivery.DestinationConcurrency,
+		Retention:              cfg.Retention.Succeeded,
+		Logger:                 logger.With("component", "engine"),
+		Observer:               metrics,
 		ConditionLimits: triggers.ConditionLimits{
 			Memory: cfg.Limits.ConditionMemory,
 			Time:   cfg.Limits.ConditionTime,

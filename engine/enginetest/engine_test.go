@@ -153,7 +153,7 @@ func TestEmitValidation(t *testing.T) {
 // error; Reload refuses an action whose config the engine cannot run.
 func TestConfigAndLifecycle(t *testing.T) {
 	st := mustOpen(t, kinds(t)[0].newDB(t))
-	for _, cfg := range []engine.Config{{Workers: -1}, {ClaimBatch: -1}, {Lease: -time.Second}, {PollInterval: -1}, {EmitBatch: -1}, {Retention: -1}} {
+	for _, cfg := range []engine.Config{{Workers: -1}, {ClaimBatch: -1}, {Lease: -time.Second}, {PollInterval: -1}, {EmitBatch: -1}, {Retention: -1}, {DestinationConcurrency: -1}} {
 		if _, err := engine.New(st, cfg); err == nil {
 			t.Fatalf("New(%+v): no error", cfg)
 		}

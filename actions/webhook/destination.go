@@ -1,0 +1,69 @@
+package webhook
+
+import (
+	"encoding/json"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/erpflow/erpflow/actions"
+)
+
+var _ actions.Destinationer = (*config)(nil)
+
+// Destination implements actions.Destinationer: "scheme://host:port" of
+// the URL an attempt of payload is sent to. The host of a webhook URL
+// holds no placeholders, so it is the config's own, unless the rule
+// changed after the delivery was created: the stored URL is what Execute
+// sends to (masking leaves the host intact), so it decides.
+func (c *config) Destination(payload json.RawMessage) string {
+	if c.urlSecret {
+		return c.dest // Execute re-renders the config's URL
+	}
+	if o, ok := payloadOrigin(payload); ok && o != c.origin {
+		if d := destinationOf(o); d != "" {
+			return d
+		}
+	}
+	return c.dest
+}
+
+// payloadOrigin returns "scheme://host[:port]" of the url field of a
+// stored payload as written, without decoding the payload. encodePayload
+// writes url as the second key and neither a scheme nor a host holds
+// characters that JSON escapes, so the first `"url":"` is the field.
+func payloadOrigin(p []byte) (string, bool) {
+	const key = `"url":"`
+	i := strings.Index(string(p), key)
+	if i < 0 {
+		return "", false
+	}
+	s := string(p[i+len(key):])
+	j := strings.Index(s, "://")
+	if j <= 0 {
+		return "", false
+	}
+	end := strings.IndexAny(s[j+3:], `/?#"\`)
+	if end < 0 {
+		return "", false
+	}
+	return s[:j+3+end], true
+}
+
+// destinationOf normalises an origin: lowercase scheme and host, the
+// scheme's default port filled in; "" when it does not parse.
+func destinationOf(origin string) string {
+	u, err := url.Parse(origin)
+	if err != nil || u.Hostname() == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = "443"
+		if scheme == "http" {
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}

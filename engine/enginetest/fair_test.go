@@ -1,0 +1,222 @@
+package enginetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// fairRules: tenant "slow" posts to hung (with a long timeout, so that
+// its requests hang until the test lets them go), tenant "fast" to healthy.
+func fairRules(t testing.TB, hung, healthy string) string {
+	return fmt.Sprintf(`rules:
+  - name: to-hung
+    tenants: [slow]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - type: webhook
+        url: %s/hook
+        timeout: 2m
+        secret: %s
+  - name: to-healthy
+    tenants: [fast]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - type: webhook
+        url: %s/hook
+        secret: %s
+`, hung, testSecret, healthy, testSecret)
+}
+
+// tenantOrder is order(id) of tenant.
+func tenantOrder(tenant, id string) engine.Event {
+	ev := order(id)
+	ev.Tenant = tenant
+	return ev
+}
+
+// TestHangingDestinationDoesNotHoldUpOthers: 160 deliveries to a receiver
+// that never answers, then another tenant's 50 to a healthy one. The
+// healthy ones all arrive while the hanging receiver still holds its
+// requests, and it never sees more than the destination cap at once; the
+// rest of its deliveries wait in memory or in the queue, not in workers.
+// Once it answers, every delivery succeeds with exactly one attempt:
+// being sent back to the queue is not an attempt.
+func TestHangingDestinationDoesNotHoldUpOthers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		hung, healthy := newReceiver(t), newReceiver(t)
+		release := make(chan struct{})
+		hung.block = release
+		released := false
+		defer func() {
+			if !released {
+				close(release)
+			}
+		}()
+		const workers, limit = 16, 4
+		rules := parseRules(t, fairRules(t, hung.URL, healthy.URL))
+		e := newEngine(t, st, rules, engine.Config{Workers: workers, DestinationConcurrency: limit})
+		ctx := context.Background()
+		const nHung, nHealthy = 160, 50
+		for i := range nHung {
+			if _, err := e.Emit(ctx, tenantOrder("slow", "h"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
+			return hung.inflight.Load() >= limit
+		})
+		for i := range nHealthy {
+			if _, err := e.Emit(ctx, tenantOrder("fast", "f"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the healthy tenant's deliveries", func() bool {
+			return healthy.distinct() == nHealthy
+		})
+		if n := hung.inflight.Load(); n == 0 {
+			t.Fatal("the hanging receiver let go of its requests before the healthy ones arrived")
+		}
+		if m := hung.maxIn.Load(); m > limit {
+			t.Fatalf("the hanging receiver saw %d requests at once; the destination cap is %d", m, limit)
+		}
+
+		close(release)
+		released = true
+		waitAllSucceeded(t, st, nHung+nHealthy, 60*time.Second)
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+			_, atts, err := st.GetDelivery(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Attempts != 1 || len(atts) != 1 {
+				t.Errorf("delivery %s (%s): %d attempts counted, %d recorded; want 1 each", d.ID, d.Tenant, d.Attempts, len(atts))
+			}
+		}
+		for id, n := range hung.snapshot() {
+			if n != 1 {
+				t.Errorf("the hanging receiver got %s %d times", id, n)
+			}
+		}
+		if got := hung.distinct(); got != nHung {
+			t.Errorf("the hanging receiver got %d distinct deliveries; want %d", got, nHung)
+		}
+		if m := hung.maxIn.Load(); m > limit {
+			t.Errorf("the hanging receiver saw %d requests at once; the destination cap is %d", m, limit)
+		}
+	})
+}
+
+// BenchmarkHealthyBesideHanging: the scenario of issue #10.5. With the
+// default 32 workers, 160 deliveries go to a receiver that never answers
+// (5 s timeout), then b.N deliveries of another tenant to a healthy
+// receiver; p99-ms is the emit-to-receive latency of the healthy ones
+// (run with -benchtime 50x for the issue's figure).
+func BenchmarkHealthyBesideHanging(b *testing.B) {
+	for _, k := range kinds(b) {
+		b.Run(k.name, func(b *testing.B) {
+			st := mustOpen(b, k.newDB(b))
+			hung := newReceiver(b)
+			release := make(chan struct{})
+			hung.block = release
+			defer close(release)
+			var mu sync.Mutex
+			emitted := map[string]time.Time{}
+			var lat []time.Duration
+			healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var body struct{ Number string }
+				if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+					b.Error(err)
+				}
+				mu.Lock()
+				if t, ok := emitted[body.Number]; ok {
+					lat = append(lat, time.Since(t))
+					delete(emitted, body.Number) // a redelivery is not measured twice
+				}
+				mu.Unlock()
+			}))
+			defer healthy.Close()
+			src := strings.Replace(fairRules(b, hung.URL, healthy.URL), "timeout: 2m", "timeout: 5s", 1)
+			e := newEngine(b, st, parseRules(b, src), engine.Config{})
+			ctx := context.Background()
+			run := time.Now().Format("150405.000000") + "-"
+			for i := range 160 {
+				if _, err := e.Emit(ctx, tenantOrder("slow", run+"h"+itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, 30*time.Second, "the hanging receiver to hold requests", func() bool { return hung.inflight.Load() > 0 })
+			b.ResetTimer()
+			for i := range b.N {
+				id := run + "f" + itoa(i)
+				mu.Lock()
+				emitted[id] = time.Now()
+				mu.Unlock()
+				if _, err := e.Emit(ctx, tenantOrder("fast", id)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			waitFor(b, 5*time.Minute, "the healthy deliveries", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(lat) == b.N
+			})
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[(len(lat)*99+99)/100-1])/1e6, "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)-1])/1e6, "max-ms")
+		})
+	}
+}
+
+// TestStopReleasesParked: Stop gives back the deliveries waiting for a
+// saturated destination (parked in memory) like any other claimed one
+// that did not run: all pending again, no attempt counted.
+func TestStopReleasesParked(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		hung := newReceiver(t)
+		release := make(chan struct{})
+		defer close(release)
+		hung.block = release
+		const limit = 2
+		rules := parseRules(t, fairRules(t, hung.URL, hung.URL))
+		e := newEngine(t, st, rules, engine.Config{Workers: 8, DestinationConcurrency: limit})
+		ctx := context.Background()
+		const n = 40
+		for i := range n {
+			if _, err := e.Emit(ctx, tenantOrder("slow", "s"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
+			return hung.inflight.Load() == limit
+		})
+		stopCtx, cancel := context.WithCancel(ctx)
+		cancel() // cancel the hanging attempts at once
+		if err := e.Stop(stopCtx); err != nil {
+			t.Fatal(err)
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{})
+		if len(ds) != n {
+			t.Fatalf("%d deliveries; want %d", len(ds), n)
+		}
+		for _, d := range ds {
+			if d.State != engine.StatePending || d.Attempts != 0 {
+				t.Errorf("after stop, delivery %s is %s with %d attempts; want pending with 0", d.ID, d.State, d.Attempts)
+			}
+		}
+	})
+}
