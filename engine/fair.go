@@ -85,7 +85,7 @@ func (r *runner) admit(dest string, j job) (time.Time, bool) {
 		r.dests[dest] = d
 	}
 	lim := r.limit(dest)
-	if len(d.running) < lim {
+	if r.mayRun(d, lim, now) {
 		d.running = append(d.running, now)
 		r.fmu.Unlock()
 		return now, true
@@ -135,7 +135,7 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 	}
 	lim := r.limit(dest)
 	r.reclassify(d, lim, now)
-	for len(d.parked) > 0 && len(d.running) < lim {
+	for len(d.parked) > 0 && r.mayRun(d, lim, now) {
 		j := d.parked[0]
 		d.parked[0] = job{}
 		d.parked = d.parked[1:]
@@ -154,6 +154,22 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 		return j, now, true
 	}
 	return job{}, time.Time{}, false
+}
+
+// mayRun reports whether one more attempt to d may start now: below its
+// limit, or beyond it while d is fast and the workers it would borrow are
+// idle. Borrowing keeps one busy, quick receiver (an ERP with a single
+// integration) from being held to a fraction of the workers nobody else
+// needs, while at least lim workers stay free for other destinations; a
+// destination that turns slow (its oldest attempt running slowDest) stops
+// borrowing at once, so a receiver that hangs holds at most the workers
+// it borrowed while it was quick, until their attempts time out.
+// r.fmu is held.
+func (r *runner) mayRun(d *destState, lim int, now time.Time) bool {
+	if len(d.running) < lim {
+		return true
+	}
+	return d.avg > 0 && d.estimate(now) < slowDest && int(r.busy.Load()) < r.e.cfg.Workers-lim
 }
 
 // reclassify sets whether d's parked jobs count in inflight (a fast

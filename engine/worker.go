@@ -88,8 +88,9 @@ type runner struct {
 	// Per-destination fairness (fair.go).
 	fmu       sync.Mutex
 	dests     map[string]*destState
-	uncounted int  // parked jobs not counted in inflight
-	fclosed   bool // stopping: parked jobs are given back
+	uncounted int          // parked jobs not counted in inflight
+	busy      atomic.Int64 // workers running an attempt (fast destinations may borrow idle ones)
+	fclosed   bool         // stopping: parked jobs are given back
 	backs     chan sendBack
 	backsQuit chan struct{}
 	backsDone chan struct{}
@@ -361,6 +362,8 @@ func (r *runner) worker() {
 // attempt runs one attempt of j; ran is false when it did not run to the
 // end (skipped, or interrupted by Stop and given back).
 func (r *runner) attempt(j job) (res result, ran bool) {
+	r.busy.Add(1)
+	defer r.busy.Add(-1)
 	if !r.leaseHeld(&j) {
 		// Renewals failed so long that the lease is (nearly) over: it
 		// may be claimed again already. Leave it to that claim.
