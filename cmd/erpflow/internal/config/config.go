@@ -47,6 +47,10 @@ type Config struct {
 	Database string
 	// Rules are rule files or directories. Default none.
 	Rules []string
+	// APIRuleEnv are the environment variables that rules written through
+	// the API may reference as ${NAME}. Default none: API rules cannot
+	// use ${…} (rule files may use any variable: the operator wrote them).
+	APIRuleEnv []string
 	// Plugins are the action plugins to start. Default none.
 	Plugins []Plugin
 	// Delivery configures workers and the webhook action.
@@ -414,6 +418,59 @@ func (d *decoder) strings(n *yaml.Node, path string) []string {
 	return out
 }
 
+// envNames reads a list of environment variable names, as written: a
+// ${…} here would be expanded from the environment, which is not a name.
+func (d *decoder) envNames(n *yaml.Node, path string) []string {
+	if isNull(n) {
+		return nil
+	}
+	elems := []*yaml.Node{n} // a single name is a list of one
+	if n.Kind == yaml.SequenceNode {
+		elems = n.Content
+	} else if n.Kind != yaml.ScalarNode {
+		d.errf(n, path, "must be a list of environment variable names")
+		return nil
+	}
+	out := make([]string, 0, len(elems))
+	for i, e := range elems {
+		p := path
+		if n.Kind == yaml.SequenceNode {
+			p = fmt.Sprintf("%s[%d]", path, i)
+		}
+		if e.Kind != yaml.ScalarNode || isNull(e) || !validEnvName(e.Value) {
+			d.errf(e, p, "must be an environment variable name (letters, digits and _, not starting with a digit), not %s", describe(e))
+			continue
+		}
+		out = append(out, e.Value)
+	}
+	return out
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r != '_' && (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') && (i == 0 || r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// describe quotes a scalar's text and names any other node's kind.
+func describe(n *yaml.Node) string {
+	switch {
+	case isNull(n):
+		return "null"
+	case n.Kind == yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	}
+	return "a mapping"
+}
+
 func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 	if isNull(n) {
 		return
@@ -431,7 +488,7 @@ func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 }
 
 func (d *decoder) top(n *yaml.Node, c *Config) {
-	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
 			c.Listen = d.str(v, key)
@@ -448,6 +505,8 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			}
 		case "rules":
 			c.Rules = d.strings(v, key)
+		case "api_rule_env":
+			c.APIRuleEnv = d.envNames(v, key)
 		case "plugins":
 			names := map[string]bool{}
 			d.list(v, key, func(i int, e *yaml.Node) {
