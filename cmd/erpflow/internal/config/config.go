@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -433,11 +434,14 @@ func (d *decoder) envNames(n *yaml.Node, path string) []string {
 	}
 	out := make([]string, 0, len(elems))
 	for i, e := range elems {
+		if e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
 		p := path
 		if n.Kind == yaml.SequenceNode {
 			p = fmt.Sprintf("%s[%d]", path, i)
 		}
-		if e.Kind != yaml.ScalarNode || isNull(e) || !validEnvName(e.Value) {
+		if e.Kind != yaml.ScalarNode || isNull(e) || !envNameRE.MatchString(e.Value) {
 			d.errf(e, p, "must be an environment variable name (letters, digits and _, not starting with a digit), not %s", describe(e))
 			continue
 		}
@@ -446,17 +450,8 @@ func (d *decoder) envNames(n *yaml.Node, path string) []string {
 	return out
 }
 
-func validEnvName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, r := range s {
-		if r != '_' && (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') && (i == 0 || r < '0' || r > '9') {
-			return false
-		}
-	}
-	return true
-}
+// envNameRE is a name ${NAME} may reference in a rule.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // describe quotes a scalar's text and names any other node's kind.
 func describe(n *yaml.Node) string {
