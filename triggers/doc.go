@@ -17,7 +17,10 @@
 // Loading (Parse, ParseRule, LoadPaths) decodes through yaml.Node, so every
 // problem is reported with file:line:column and a field path, and all
 // problems of a load come back together as Errors. ${ENV} references in
-// strings are expanded at load. Action configs are decoded by an
+// strings are expanded at load from the process environment
+// (LoadOptions.LookupEnv); a host loading rules from people who must not
+// read that environment restricts the names with LoadOptions.AllowEnv.
+// Action configs are decoded by an
 // ActionDecoder (the actions.Registry), which gets each action's mapping
 // without "type" and "retry".
 //

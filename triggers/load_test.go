@@ -2,8 +2,10 @@ package triggers
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +179,51 @@ func TestEnvExpansion(t *testing.T) {
 	_, err = Parse("e.yaml", []byte(src), testOpts(map[string]string{"ON": "true"}))
 	if err == nil || strings.Count(err.Error(), "is not set") != 3 {
 		t.Errorf("want 3 unset-variable errors, got:\n%v", err)
+	}
+}
+
+// TestAllowEnv: with LoadOptions.AllowEnv, a reference it refuses is an
+// error at its position with the refusal's text and is never looked up;
+// the names it allows and "$${" work as without it.
+func TestAllowEnv(t *testing.T) {
+	src := `rules:
+  - name: r
+    on: {entity: X}
+    actions:
+      - type: webhook
+        url: https://${HOST}/hook?x=$${SECRET}&y=${SECRET}
+`
+	var looked []string
+	opts := testOpts(nil)
+	opts.LookupEnv = func(k string) (string, bool) {
+		looked = append(looked, k)
+		return map[string]string{"HOST": "erp.example", "SECRET": "s3cret"}[k], true
+	}
+	opts.AllowEnv = func(name string) error {
+		if name == "HOST" {
+			return nil
+		}
+		return fmt.Errorf("${%s} is not allowed here", name)
+	}
+	_, err := Parse("e.yaml", []byte(src), opts)
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 1 {
+		t.Fatalf("want one error, got %v", err)
+	}
+	if e := errs[0]; e.Line != 6 || e.Column != 50 || e.Path != "rules[0].actions[0].url" || e.Msg != "${SECRET} is not allowed here" {
+		t.Errorf("error %d:%d %s: %s", e.Line, e.Column, e.Path, e.Msg)
+	}
+	if strings.Contains(err.Error(), "s3cret") || slices.Contains(looked, "SECRET") {
+		t.Errorf("the refused variable was read (looked up %q): %v", looked, err)
+	}
+
+	src = strings.Replace(src, "&y=${SECRET}", "", 1)
+	rules, err := Parse("e.yaml", []byte(src), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rules[0].Actions[0].Config.(*testAction).Keys["url"]; got != "https://erp.example/hook?x=${SECRET}" {
+		t.Errorf("url = %q", got)
 	}
 }
 

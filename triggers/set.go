@@ -16,6 +16,14 @@ type LoadOptions struct {
 	Actions ActionDecoder
 	// LookupEnv resolves ${NAME} in strings. Default os.LookupEnv.
 	LookupEnv func(name string) (string, bool)
+	// AllowEnv, when set, is asked about every ${NAME} before LookupEnv:
+	// a non-nil error rejects the reference, reported at its position
+	// with the error's text, and the variable is never read. Hosts that
+	// load rules written by people who must not read the process's
+	// environment set it (the server does for rules written through its
+	// API). Default nil: every variable (rule files: the operator wrote
+	// them).
+	AllowEnv func(name string) error
 	// DisabledByDefault makes rules without an `enabled` key disabled (rules
 	// created through the API). Default false: enabled.
 	DisabledByDefault bool

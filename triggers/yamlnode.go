@@ -117,6 +117,14 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 			i += end + 1
 			continue
 		}
+		if l.opts.AllowEnv != nil {
+			if err := l.opts.AllowEnv(name); err != nil {
+				l.errAt(line, col, l.curPath, err.Error())
+				ok = false
+				i += end + 1
+				continue
+			}
+		}
 		v, found := l.lookupEnv(name)
 		if !found {
 			l.errAt(line, col, l.curPath, fmt.Sprintf("environment variable %s is not set", name))

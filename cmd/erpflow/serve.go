@@ -176,6 +176,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Engine:         eng,
 		Actions:        reg,
 		RulePaths:      cfg.Rules,
+		APIRuleEnv:     cfg.APIRuleEnv,
 		Tokens:         cfg.Tokens,
 		MaxEventBytes:  cfg.Limits.MaxEventBytes,
 		MaxBatchEvents: cfg.Limits.MaxBatchEvents,

@@ -373,6 +373,35 @@ tokens:
 	}
 }
 
+// TestServeAPIRuleEnv: the config's api_rule_env reaches the server: an
+// API rule may name a listed variable and not another one of the
+// server's environment.
+func TestServeAPIRuleEnv(t *testing.T) {
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\napi_rule_env: [PARTNER_TOKEN]\n")
+	srv := start(t, dir, []string{"PARTNER_TOKEN=partner-Lq20", "DB_PASSWORD=dbpw-Xe71"}, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	for _, tc := range []struct {
+		name, ref string
+		status    int
+	}{{"partner", "PARTNER_TOKEN", 201}, {"leak", "DB_PASSWORD", 400}} {
+		rule := `{"name":"` + tc.name + `","on":{"entity":"Job"},"actions":[{"type":"webhook","url":"https://hooks.example.com/x?k=${` + tc.ref + `}"}]}`
+		res, err := http.Post(base+"/v1/rules", "application/json", strings.NewReader(rule))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.status || tc.status == 400 && !strings.Contains(string(b), "${DB_PASSWORD} is not available to rules written through the API") {
+			t.Errorf("rule naming ${%s}: %d %s", tc.ref, res.StatusCode, b)
+		}
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
 func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,10 @@ type Config struct {
 	Database string
 	// Rules are rule files or directories. Default none.
 	Rules []string
+	// APIRuleEnv are the environment variables that rules written through
+	// the API may reference as ${NAME}. Default none: API rules cannot
+	// use ${…} (rule files may use any variable: the operator wrote them).
+	APIRuleEnv []string
 	// Plugins are the action plugins to start. Default none.
 	Plugins []Plugin
 	// Delivery configures workers and the webhook action.
@@ -418,6 +423,53 @@ func (d *decoder) strings(n *yaml.Node, path string) []string {
 	return out
 }
 
+// envNames reads a list of environment variable names, as written: a
+// ${…} here would be expanded from the environment, which is not a name.
+func (d *decoder) envNames(n *yaml.Node, path string) []string {
+	if isNull(n) {
+		return nil
+	}
+	elems := []*yaml.Node{n} // a single name is a list of one
+	if n.Kind == yaml.SequenceNode {
+		elems = n.Content
+	} else if n.Kind != yaml.ScalarNode {
+		d.errf(n, path, "must be a list of environment variable names")
+		return nil
+	}
+	out := make([]string, 0, len(elems))
+	for i, e := range elems {
+		if e.Kind == yaml.AliasNode {
+			e = e.Alias
+		}
+		p := path
+		if n.Kind == yaml.SequenceNode {
+			p = fmt.Sprintf("%s[%d]", path, i)
+		}
+		if e.Kind != yaml.ScalarNode || isNull(e) || !envNameRE.MatchString(e.Value) {
+			d.errf(e, p, "must be an environment variable name (letters, digits and _, not starting with a digit), not %s", describe(e))
+			continue
+		}
+		out = append(out, e.Value)
+	}
+	return out
+}
+
+// envNameRE is a name ${NAME} may reference in a rule.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// describe quotes a scalar's text and names any other node's kind.
+func describe(n *yaml.Node) string {
+	switch {
+	case isNull(n):
+		return "null"
+	case n.Kind == yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	}
+	return "a mapping"
+}
+
 func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 	if isNull(n) {
 		return
@@ -435,7 +487,7 @@ func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 }
 
 func (d *decoder) top(n *yaml.Node, c *Config) {
-	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
 			c.Listen = d.str(v, key)
@@ -452,6 +504,8 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			}
 		case "rules":
 			c.Rules = d.strings(v, key)
+		case "api_rule_env":
+			c.APIRuleEnv = d.envNames(v, key)
 		case "plugins":
 			names := map[string]bool{}
 			d.list(v, key, func(i int, e *yaml.Node) {

@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 		}
 		if c.Listen != "127.0.0.1:8080" || c.Database != "sqlite:./erpflow.db" || c.Delivery.Workers != 32 ||
 			c.Delivery.MaxResponseBody != 65536 || c.Limits.MaxEventBytes != 1<<20 || c.Limits.MaxBatchEvents != 1000 ||
-			len(c.Tokens) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks ||
+			len(c.Tokens) != 0 || len(c.APIRuleEnv) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks ||
 			c.Limits.ConditionMemory != 1<<20 || c.Limits.ConditionTime != 50*time.Millisecond {
 			t.Fatalf("%q: defaults wrong: %+v", src, c)
 		}
@@ -35,6 +35,7 @@ func TestFullConfig(t *testing.T) {
 listen: 0.0.0.0:9090
 database: postgres://u@h/db?sslmode=disable
 rules: [./rules, ./more.yaml]
+api_rule_env: [PARTNER_HOOK_TOKEN, _x2]
 plugins:
   - {name: csvlog, path: ./bin/erpflow-csvlog, sha256: "` + strings.Repeat("ab", 32) + `"}
 delivery:
@@ -78,6 +79,43 @@ log_format: json
 	}
 	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond {
 		t.Fatalf("limits %+v", c.Limits)
+	}
+	if len(c.APIRuleEnv) != 2 || c.APIRuleEnv[0] != "PARTNER_HOOK_TOKEN" || c.APIRuleEnv[1] != "_x2" {
+		t.Fatalf("api_rule_env %q", c.APIRuleEnv)
+	}
+}
+
+// TestAPIRuleEnv: api_rule_env takes names as written (one, a list, or
+// nothing); anything else is an error at its position.
+func TestAPIRuleEnv(t *testing.T) {
+	for src, want := range map[string][]string{
+		"api_rule_env: HOOK_TOKEN\n":      {"HOOK_TOKEN"},
+		"api_rule_env: []\n":              {},
+		"api_rule_env:\n":                 nil,
+		"api_rule_env:\n  - A\n  - b_1\n": {"A", "b_1"},
+	} {
+		c, err := Parse("c.yaml", []byte(src), env(map[string]string{"A": "expanded"}))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if len(c.APIRuleEnv) != len(want) || len(want) > 0 && c.APIRuleEnv[0] != want[0] {
+			t.Errorf("%q: api_rule_env %q, want %q", src, c.APIRuleEnv, want)
+		}
+	}
+	const rule = "must be an environment variable name (letters, digits and _, not starting with a digit), not "
+	for _, tc := range []struct{ src, want string }{
+		{"api_rule_env: [OK, 2FA]\n", `c.yaml:1:20: api_rule_env[1]: ` + rule + `"2FA"`},
+		{"api_rule_env: [\"${A}\"]\n", `c.yaml:1:16: api_rule_env[0]: ` + rule + `"${A}"`},
+		{"api_rule_env:\n  - PG-PASSWORD\n", `c.yaml:2:5: api_rule_env[0]: ` + rule + `"PG-PASSWORD"`},
+		{"api_rule_env: [\"\"]\n", `api_rule_env[0]: ` + rule + `""`},
+		{"api_rule_env: [[A]]\n", `c.yaml:1:16: api_rule_env[0]: ` + rule + "a list"},
+		{"api_rule_env: {A: 1}\n", `c.yaml:1:15: api_rule_env: must be a list of environment variable names`},
+		{"api_rule_env: [A, ~]\n", `api_rule_env[1]: ` + rule + "null"},
+	} {
+		_, err := Parse("c.yaml", []byte(tc.src), env(map[string]string{"A": "expanded"}))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "expanded") {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
 	}
 }
 

@@ -132,19 +132,26 @@ type envOpts struct {
 	actionsPerRule int
 	// noValidate skips the OpenAPI check of responses (benchmarks).
 	noValidate bool
+	// apiRuleEnv is Options.APIRuleEnv.
+	apiRuleEnv []string
+	// logger receives the server's and engine's logs (nil: the test's).
+	logger *slog.Logger
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	t.Helper()
 	m := NewMetrics()
 	m.WatchQueue(st)
-	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: testLogger(t), Observer: m})
+	if o.logger == nil {
+		o.logger = testLogger(t)
+	}
+	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: o.logger, Observer: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, err := New(context.Background(), Options{
-		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, Tokens: o.tokens,
-		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule, Metrics: m, Logger: testLogger(t),
+		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
+		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule, Metrics: m, Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,9 @@ type ruleManager struct {
 	paths  []string
 	logger *slog.Logger
 
+	// apiOpts load the rules written through the API: see apiRuleOptions.
+	apiOpts triggers.LoadOptions
+
 	mu    sync.Mutex // serialises changes of the rule set
 	files []*triggers.Rule
 	api   map[string]*apiRule
@@ -54,8 +57,25 @@ type ruleEntry struct {
 	tens []string       // tenants of the rule
 }
 
-func newRuleManager(eng *engine.Engine, opts triggers.LoadOptions, paths []string, logger *slog.Logger) *ruleManager {
-	return &ruleManager{eng: eng, store: eng.Store(), opts: opts, paths: paths, logger: logger, api: map[string]*apiRule{}}
+func newRuleManager(eng *engine.Engine, opts triggers.LoadOptions, apiEnv []string, paths []string, logger *slog.Logger) *ruleManager {
+	return &ruleManager{eng: eng, store: eng.Store(), opts: opts, apiOpts: apiRuleOptions(opts, apiEnv), paths: paths, logger: logger, api: map[string]*apiRule{}}
+}
+
+// apiRuleOptions are the load options of rules written through the API,
+// when written and whenever loaded from the database: disabled unless
+// they say otherwise, and ${NAME} only for the names in allowed (the
+// config's api_rule_env), so that whoever holds rules:write cannot send
+// the server's environment (database password, tokens) anywhere.
+func apiRuleOptions(opts triggers.LoadOptions, allowed []string) triggers.LoadOptions {
+	allowed = slices.Clone(allowed)
+	opts.DisabledByDefault = true
+	opts.AllowEnv = func(name string) error {
+		if slices.Contains(allowed, name) {
+			return nil
+		}
+		return fmt.Errorf("${%s} is not available to rules written through the API (the server config's api_rule_env lists the variables they may use)", name)
+	}
+	return opts
 }
 
 // loadFiles reads the rule files; a nil paths list gives no rules.
@@ -187,9 +207,7 @@ func (m *ruleManager) list() []*ruleEntry {
 // parseRecord parses a stored API rule: the record's Enabled and Tenant
 // are authoritative over the source's.
 func (m *ruleManager) parseRecord(rec engine.RuleRecord) (*triggers.Rule, error) {
-	opts := m.opts
-	opts.DisabledByDefault = true
-	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), opts)
+	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), m.apiOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -359,9 +377,7 @@ func withRecordScope(rec engine.RuleRecord, scope []string) engine.RuleRecord {
 // key tenants) or else keep, the scope the rule has now (nil: every
 // tenant, as for a new rule).
 func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep []string) (*triggers.Rule, error) {
-	opts := m.opts
-	opts.DisabledByDefault = true
-	r, err := triggers.ParseRule("body", body.src, opts)
+	r, err := triggers.ParseRule("body", body.src, m.apiOpts)
 	if err != nil {
 		return nil, ruleError(err)
 	}
@@ -382,7 +398,7 @@ func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep
 			return nil, internal(fmt.Errorf("rule %q: writing its tenants: %w", r.Name, err))
 		}
 		if !bytes.Equal(src, body.src) {
-			if r, err = triggers.ParseRule("body", src, opts); err != nil {
+			if r, err = triggers.ParseRule("body", src, m.apiOpts); err != nil {
 				return nil, ruleError(err)
 			}
 			body.src = src

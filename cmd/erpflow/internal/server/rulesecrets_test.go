@@ -142,7 +142,7 @@ func expectSecrets(t *testing.T, ch chan rsGot, n int, bearer string) {
 func rsSetup(t *testing.T, k dbKind) (*env, *httptest.Server, chan rsGot) {
 	t.Setenv(rsEnvName, rsEnvValue)
 	st, _ := k.open(t)
-	e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), apiRuleEnv: []string{rsEnvName}})
 	rv, got := rsReceiver(t)
 	var m map[string]any
 	if err := yaml.Unmarshal([]byte(secretRule("sec-json", rv.URL)), &m); err != nil {

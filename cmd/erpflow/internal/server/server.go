@@ -28,6 +28,11 @@ type Options struct {
 	RulePaths []string
 	// LookupEnv resolves ${NAME} in rules. Default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	// APIRuleEnv are the only variables rules written through the API may
+	// reference as ${NAME}: whoever holds rules:write must not be able to
+	// send the server's environment anywhere. Default none (rule files
+	// may use any variable).
+	APIRuleEnv []string
 	// Tokens are the bearer tokens. Default none: no authentication.
 	Tokens []config.Token
 	// MaxEventBytes is the largest accepted event. Default 1 MiB.
@@ -82,7 +87,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		auth:  newAuthenticator(opts.Tokens),
 		log:   opts.Logger,
 	}
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.RulePaths, opts.Logger)
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
 	files, err := s.rules.loadFiles()
 	if err != nil {
 		return nil, err
