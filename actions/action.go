@@ -133,6 +133,15 @@ type Destinationer interface {
 	Destination(payload json.RawMessage) string
 }
 
+// FileUser is an optional Factory capability: the keys of its config
+// whose values name files on the machine that the action reads (a
+// webhook's ca_file). Loaders of rules written by people who must not
+// make the process read its disk refuse them (triggers.LoadOptions
+// NoServerFiles).
+type FileUser interface {
+	FileKeys() []string
+}
+
 // Schemer is an optional Factory capability: the JSON Schema of the
 // action's config keys, for `erpflow schema` and editors.
 type Schemer interface {
@@ -257,6 +266,18 @@ func (r *Registry) Factory(typ string) (Factory, bool) {
 }
 
 // Decode decodes an action of type typ. It implements triggers.ActionDecoder.
+// FileKeys returns the config keys of action type typ that name files on
+// the machine (FileUser), none for types without them.
+func (r *Registry) FileKeys(typ string) []string {
+	r.mu.RLock()
+	f := r.factories[typ]
+	r.mu.RUnlock()
+	if fu, ok := f.(FileUser); ok {
+		return fu.FileKeys()
+	}
+	return nil
+}
+
 func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
 	r.mu.RLock()
 	f, ok := r.factories[typ]

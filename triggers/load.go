@@ -623,6 +623,9 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 				continue
 			}
 		}
+		if l.refusesFiles(a.Type, rest, p) {
+			continue
+		}
 		cfg, err := l.decodeAction(a.Type, rest)
 		if err != nil {
 			l.actionErrors(err, p, typeNode)
@@ -631,6 +634,26 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		a.Config = cfg
 		r.Actions = append(r.Actions, a)
 	}
+}
+
+// refusesFiles reports (as errors at their positions) the keys of an
+// action of type typ that name files on this machine, when the options
+// say rules may not.
+func (l *loader) refusesFiles(typ string, n *yaml.Node, path string) bool {
+	fk, ok := l.opts.Actions.(interface{ FileKeys(typ string) []string })
+	if !l.opts.NoServerFiles || !ok {
+		return false
+	}
+	refused := false
+	for _, key := range fk.FileKeys(typ) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := resolve(n.Content[i]); k.Kind == yaml.ScalarNode && k.Value == key {
+				l.errorf(k, path+"."+key, "names a file on the server, which only rule files may (their operator wrote them); rules written through the API cannot")
+				refused = true
+			}
+		}
+	}
+	return refused
 }
 
 // decodeAction calls the decoder, turning a panic into an error: a broken

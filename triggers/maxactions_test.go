@@ -30,3 +30,28 @@ func TestMaxActions(t *testing.T) {
 		t.Fatalf("JSON rule over the limit: %v", err)
 	}
 }
+
+// fileDecoder is testDecoder whose "log" actions read the file named by
+// their key "file".
+type fileDecoder struct{ testDecoder }
+
+func (fileDecoder) FileKeys(typ string) []string {
+	if typ == "log" {
+		return []string{"file"}
+	}
+	return nil
+}
+
+// TestNoServerFiles: with NoServerFiles, an action key naming a file on
+// the machine is a load error at the key; without it the rule loads.
+func TestNoServerFiles(t *testing.T) {
+	src := "rules:\n  - name: r\n    on: {entity: X}\n    actions:\n      - type: log\n        file: /etc/passwd\n"
+	if _, err := Parse("a.yaml", []byte(src), LoadOptions{Actions: fileDecoder{}}); err != nil {
+		t.Fatalf("a rule file: %v", err)
+	}
+	_, err := Parse("a.yaml", []byte(src), LoadOptions{Actions: fileDecoder{}, NoServerFiles: true})
+	want := "a.yaml:6:9: rules[0].actions[0].file: names a file on the server"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("got %v, want %s…", err, want)
+	}
+}

@@ -24,6 +24,13 @@ type LoadOptions struct {
 	// API). Default nil: every variable (rule files: the operator wrote
 	// them).
 	AllowEnv func(name string) error
+	// NoServerFiles refuses action keys that name a file on this machine
+	// (a webhook's ca_file: the process would read it), as the action
+	// types report them through the ActionDecoder's optional
+	// FileKeys(typ string) []string. Hosts that load rules written by
+	// people who must not make the process read its disk set it (the
+	// server does for rules written through its API). Default false.
+	NoServerFiles bool
 	// DisabledByDefault makes rules without an `enabled` key disabled (rules
 	// created through the API). Default false: enabled.
 	DisabledByDefault bool

@@ -69,6 +69,7 @@ func newRuleManager(eng *engine.Engine, opts triggers.LoadOptions, apiEnv []stri
 func apiRuleOptions(opts triggers.LoadOptions, allowed []string) triggers.LoadOptions {
 	allowed = slices.Clone(allowed)
 	opts.DisabledByDefault = true
+	opts.NoServerFiles = true // nor read its disk (a webhook's ca_file)
 	opts.AllowEnv = func(name string) error {
 		if slices.Contains(allowed, name) {
 			return nil
