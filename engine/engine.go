@@ -53,7 +53,8 @@ type Config struct {
 	// with no data whose rules send the entity). Default none.
 	Entities EntityLoader
 	// ConditionLimits bound each evaluation of a rule's condition; one
-	// past them is a condition error (EvalError). Default 1 MiB, 50ms.
+	// past them is a condition error (EvalError) and its rule cools down
+	// (triggers.CooldownError). Default 1 MiB, 50ms, 1m.
 	ConditionLimits triggers.ConditionLimits
 }
 
@@ -322,10 +323,19 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 
 // evalError is told about a condition that failed at run time (the rule
 // did not match). Every one reaches the Observer; the log gets at most one
-// a minute per rule, as a broken condition fails for every event.
+// a minute per rule, as a broken condition fails for every event, and one
+// per cool-down of a condition stopped at its limit.
 func (e *Engine) evalError(rule string, err error) {
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.EvalError(rule, err)
+	}
+	var ce *triggers.CooldownError
+	if errors.As(err, &ce) {
+		if !ce.Skipped {
+			e.log.Warn("erpflow: rule condition stopped at its limit; the rule is skipped until its cool-down ends",
+				"rule", rule, "until", ce.Until, "err", err)
+		}
+		return
 	}
 	now := time.Now()
 	if last, ok := e.evalLogged.Load(rule); ok && now.Sub(last.(time.Time)) < time.Minute {
