@@ -52,6 +52,10 @@ type Config struct {
 	// Entities, when set, loads full entities for thin events (an event
 	// with no data whose rules send the entity). Default none.
 	Entities EntityLoader
+	// DeliveriesPerEvent is the most deliveries one event creates: past
+	// it, whole rules are dropped (see capFanOut), logged and told to a
+	// DropObserver. Default 1000.
+	DeliveriesPerEvent int
 	// ConditionLimits bound each evaluation of a rule's condition; one
 	// past them is a condition error (EvalError) and its rule cools down
 	// (triggers.CooldownError). Default 1 MiB, 50ms, 1m.
@@ -104,12 +108,13 @@ type Engine struct {
 	now   func() time.Time
 	rnd   func() float64 // jitter source, [0, 1)
 
-	rules      atomic.Pointer[ruleSet]
-	ids        idGen
-	policies   policyCache
-	defRetry   string // canonical text of cfg.DefaultRetry
-	defRetryPo triggers.Retry
-	evalLogged sync.Map // rule name → time.Time of its last logged condition error
+	rules        atomic.Pointer[ruleSet]
+	ids          idGen
+	policies     policyCache
+	defRetry     string // canonical text of cfg.DefaultRetry
+	defRetryPo   triggers.Retry
+	evalLogged   sync.Map // rule name → time.Time of its last logged condition error
+	fanOutLogged sync.Map // tenant → time.Time of its last logged fan-out drop
 
 	// Group commit of emits (see emit.go).
 	emitMu        sync.RWMutex
@@ -164,6 +169,8 @@ func New(store Store, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: Lease, PollInterval and Retention must not be negative")
 	case cfg.EmitBatch < 0:
 		return nil, errors.New("engine: EmitBatch must not be negative")
+	case cfg.DeliveriesPerEvent < 0:
+		return nil, errors.New("engine: DeliveriesPerEvent must not be negative")
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 32
@@ -179,6 +186,9 @@ func New(store Store, cfg Config) (*Engine, error) {
 	}
 	if cfg.EmitBatch == 0 {
 		cfg.EmitBatch = 500
+	}
+	if cfg.DeliveriesPerEvent == 0 {
+		cfg.DeliveriesPerEvent = DefaultDeliveriesPerEvent
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -333,7 +343,7 @@ func (e *Engine) evalError(rule string, err error) {
 	if errors.As(err, &ce) {
 		if !ce.Skipped {
 			e.log.Warn("erpflow: rule condition stopped at its limit; the rule is skipped until its cool-down ends",
-				"rule", rule, "until", ce.Until, "err", err)
+				"rule", rule, "err", err, "until", ce.Until)
 		}
 		return
 	}

@@ -130,6 +130,8 @@ type envOpts struct {
 	maxBatch  int
 	// actionsPerRule is Options.ActionsPerRule (0: the default).
 	actionsPerRule int
+	// rulesPerTenant is Options.RulesPerTenant (0: the default).
+	rulesPerTenant int
 	// noValidate skips the OpenAPI check of responses (benchmarks).
 	noValidate bool
 }
@@ -144,7 +146,8 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	}
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, Tokens: o.tokens,
-		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule, Metrics: m, Logger: testLogger(t),
+		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
+		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
