@@ -3,12 +3,14 @@ package enginetest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // dropObserver is an observer that is also a DropObserver.
@@ -109,5 +111,44 @@ func TestDeliveriesPerEventNegative(t *testing.T) {
 	st := mustOpen(t, kinds(t)[0].newDB(t))
 	if _, err := engine.New(st, engine.Config{DeliveriesPerEvent: -1}); err == nil {
 		t.Fatal("DeliveriesPerEvent -1 accepted")
+	}
+}
+
+// A rule whose condition is stopped at its limit cools down: the events
+// after it skip it (each skip an EvalError for the Observer) and the log
+// has one warning for the cool-down, not one per event; the event's other
+// rules deliver. Before the cool-down each event evaluated it again.
+func TestConditionCooldownEngine(t *testing.T) {
+	st := mustOpen(t, kinds(t)[0].newDB(t))
+	rv := newReceiver(t)
+	var logs lockedBuffer
+	obs := &dropObserver{}
+	rules := parseRules(t, "rules:"+hookRule("kept", rv.URL, "none")+`
+  - name: costly
+    on: {entity: SalesOrder}
+    when: len(repeat(data.number, 2000)) > 0
+    actions:
+      - type: note
+`)
+	e := newEngine(t, st, rules, engine.Config{Observer: obs,
+		Logger:          slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		ConditionLimits: triggers.ConditionLimits{Memory: 1024}})
+	for i := range 3 {
+		res, err := e.Emit(context.Background(), order(fmt.Sprint("c", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Deliveries) != 1 || res.Deliveries[0].Rule != "kept" {
+			t.Fatalf("deliveries %+v", res.Deliveries)
+		}
+	}
+	waitAllSucceeded(t, st, 3, 30*time.Second)
+	if n := obs.get(func(o *observer) int { return o.evalErrs }); n != 3 {
+		t.Errorf("%d condition errors observed, want 3", n)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "rule condition stopped at its limit"); n != 1 || strings.Count(out, "rule=costly") != 1 ||
+		!strings.Contains(out, "the rule cools down: its condition is not evaluated until") {
+		t.Errorf("log, want one cool-down warning:\n%s", out)
 	}
 }
