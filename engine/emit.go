@@ -157,7 +157,7 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, 
 			return EmitResult{}, fmt.Errorf("engine: emit: dead event: %w", err)
 		}
 	}
-	e.accepted(&rec.Event, res[0])
+	e.accepted(&rec, res[0])
 	e.kick()
 	return toEmitResult(&rec.Event, res[0]), nil
 }
@@ -197,23 +197,25 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 		return EventRecord{}, &templates.EventError{Msg: err.Error()}
 	}
 	internal := strings.HasPrefix(ev.Entity, internalPrefix)
-	return EventRecord{
+	rec := EventRecord{
 		Event:      *ev,
 		Raw:        raw,
 		ReceivedAt: now,
 		Internal:   internal,
-		Deliveries: e.deliveriesFor(ev, internal, now),
-	}, nil
+	}
+	rec.Deliveries, rec.dropped = e.deliveriesFor(ev, internal, now)
+	return rec, nil
 }
 
-// deliveriesFor matches ev and renders one delivery per (rule, action). A
-// render error makes a dead delivery (its LastError says why) rather than
-// failing the emit: the event is accepted, and the failure is visible in
-// the delivery log and raises its dead event.
-func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) []Delivery {
+// deliveriesFor matches ev and renders one delivery per (rule, action), at
+// most Config.DeliveriesPerEvent (see capFanOut). A render error makes a
+// dead delivery (its LastError says why) rather than failing the emit: the
+// event is accepted, and the failure is visible in the delivery log and
+// raises its dead event.
+func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) ([]Delivery, *fanOutDrop) {
 	rs := e.rules.Load()
 	var buf [8]*triggers.Rule
-	matched := rs.set.Match(ev, buf[:0])
+	matched, dropped := e.capFanOut(rs.set.Match(ev, buf[:0]))
 	var out []Delivery
 	for _, r := range matched {
 		if !r.Enabled {
@@ -255,7 +257,7 @@ func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) []Delive
 			out = append(out, d)
 		}
 	}
-	return out
+	return out, dropped
 }
 
 // safeRender renders, turning a panic of a (plugin) action into an error.
@@ -448,7 +450,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	for _, r := range batch {
 		r.res = res[k : k+len(r.recs)]
 		for i := range r.recs {
-			e.accepted(&r.recs[i].Event, r.res[i])
+			e.accepted(&r.recs[i], r.res[i])
 		}
 		k += len(r.recs)
 	}
@@ -457,10 +459,15 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	// committed: a failure here is logged, not returned.
 	if raises := e.renderDeadRaises(res); len(raises) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		if _, err := e.store.InsertEvents(ctx, raises); err != nil {
+		if rres, err := e.store.InsertEvents(ctx, raises); err != nil {
 			e.log.Error("erpflow: recording dead events failed", "err", err)
-		} else if countPending(raises) > 0 {
-			e.kick()
+		} else {
+			for i := range min(len(rres), len(raises)) {
+				e.reportDropped(&raises[i], rres[i])
+			}
+			if countPending(raises) > 0 {
+				e.kick()
+			}
 		}
 		cancel()
 	}
@@ -469,10 +476,11 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	}
 }
 
-func (e *Engine) accepted(ev *Event, r InsertResult) {
+func (e *Engine) accepted(rec *EventRecord, r InsertResult) {
 	if e.cfg.Observer != nil {
-		e.cfg.Observer.EventAccepted(ev, r.Duplicate, len(r.Deliveries))
+		e.cfg.Observer.EventAccepted(&rec.Event, r.Duplicate, len(r.Deliveries))
 	}
+	e.reportDropped(rec, r)
 }
 
 // renderDeadRaises returns the dead events of deliveries that were created
@@ -528,13 +536,14 @@ func (e *Engine) deadRecord(d *Delivery, attempts, code int, lastErr string) Eve
 	}
 	_ = ev.SetRawData(rawData) // an object we just marshalled
 	raw, _ := json.Marshal(&ev)
-	return EventRecord{
+	rec := EventRecord{
 		Event:      ev,
 		Raw:        raw,
 		ReceivedAt: now,
 		Internal:   true,
-		Deliveries: e.deliveriesFor(&ev, true, now),
 	}
+	rec.Deliveries, rec.dropped = e.deliveriesFor(&ev, true, now)
+	return rec
 }
 
 // countPending counts the deliveries of recs waiting to be claimed.

@@ -57,8 +57,13 @@ type Config struct {
 	// Entities, when set, loads full entities for thin events (an event
 	// with no data whose rules send the entity). Default none.
 	Entities EntityLoader
+	// DeliveriesPerEvent is the most deliveries one event creates: past
+	// it, whole rules are dropped (see capFanOut), logged and told to a
+	// DropObserver. Default 1000.
+	DeliveriesPerEvent int
 	// ConditionLimits bound each evaluation of a rule's condition; one
-	// past them is a condition error (EvalError). Default 1 MiB, 50ms.
+	// past them is a condition error (EvalError) and its rule cools down
+	// (triggers.CooldownError). Default 1 MiB, 50ms, 1m.
 	ConditionLimits triggers.ConditionLimits
 }
 
@@ -108,12 +113,13 @@ type Engine struct {
 	now   func() time.Time
 	rnd   func() float64 // jitter source, [0, 1)
 
-	rules      atomic.Pointer[ruleSet]
-	ids        idGen
-	policies   policyCache
-	defRetry   string // canonical text of cfg.DefaultRetry
-	defRetryPo triggers.Retry
-	evalLogged sync.Map // rule name → time.Time of its last logged condition error
+	rules        atomic.Pointer[ruleSet]
+	ids          idGen
+	policies     policyCache
+	defRetry     string // canonical text of cfg.DefaultRetry
+	defRetryPo   triggers.Retry
+	evalLogged   sync.Map // rule name → time.Time of its last logged condition error
+	fanOutLogged sync.Map // tenant → time.Time of its last logged fan-out drop
 
 	// Group commit of emits (see emit.go).
 	emitMu        sync.RWMutex
@@ -170,6 +176,8 @@ func New(store Store, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: EmitBatch must not be negative")
 	case cfg.DestinationConcurrency < 0:
 		return nil, errors.New("engine: DestinationConcurrency must not be negative")
+	case cfg.DeliveriesPerEvent < 0:
+		return nil, errors.New("engine: DeliveriesPerEvent must not be negative")
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 32
@@ -188,6 +196,9 @@ func New(store Store, cfg Config) (*Engine, error) {
 	}
 	if cfg.EmitBatch == 0 {
 		cfg.EmitBatch = 500
+	}
+	if cfg.DeliveriesPerEvent == 0 {
+		cfg.DeliveriesPerEvent = DefaultDeliveriesPerEvent
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -332,10 +343,19 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 
 // evalError is told about a condition that failed at run time (the rule
 // did not match). Every one reaches the Observer; the log gets at most one
-// a minute per rule, as a broken condition fails for every event.
+// a minute per rule, as a broken condition fails for every event, and one
+// per cool-down of a condition stopped at its limit.
 func (e *Engine) evalError(rule string, err error) {
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.EvalError(rule, err)
+	}
+	var ce *triggers.CooldownError
+	if errors.As(err, &ce) {
+		if !ce.Skipped {
+			e.log.Warn("erpflow: rule condition stopped at its limit; the rule is skipped until its cool-down ends",
+				"rule", rule, "err", err, "until", ce.Until)
+		}
+		return
 	}
 	now := time.Now()
 	if last, ok := e.evalLogged.Load(rule); ok && now.Sub(last.(time.Time)) < time.Minute {

@@ -70,6 +70,8 @@ type EventRecord struct {
 	ReceivedAt time.Time
 	Internal   bool
 	Deliveries []Delivery
+
+	dropped *fanOutDrop // what capFanOut left out; nil: nothing
 }
 
 // InsertResult tells what InsertEvents did with one record.

@@ -27,7 +27,8 @@
 // Conditions are compiled once, at load. Evaluation reuses pooled VMs and
 // environments and fills only the names a condition reads, so matching an
 // event allocates nothing in the common case. A condition that fails at
-// run time does not match and is reported to SetOptions.OnEvalError.
+// run time does not match and is reported to SetOptions.OnEvalError; one
+// stopped by its limits makes its rule cool down (CooldownError).
 //
 // A Set indexes rules by (entity, event): Match looks only at candidate
 // rules. Sets are immutable; the engine keeps the current one in an

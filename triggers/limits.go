@@ -31,6 +31,11 @@ type ConditionLimits struct {
 	Memory int64
 	// Time is the longest one evaluation may run. Default 50ms.
 	Time time.Duration
+	// Cooldown is how long Match skips a rule whose condition a limit
+	// stopped, without evaluating it (see CooldownError): such a rule
+	// would cost up to Time on every event. Default 1m; negative: no
+	// cool-down.
+	Cooldown time.Duration
 
 	now      func() time.Time // the clock; tests set a fake one. Default time.Now.
 	vmBudget uint             // Memory in elements, for expr's VM
@@ -42,6 +47,9 @@ func (l ConditionLimits) withDefaults() *ConditionLimits {
 	}
 	if l.Time <= 0 {
 		l.Time = DefaultConditionTime
+	}
+	if l.Cooldown == 0 {
+		l.Cooldown = DefaultConditionCooldown
 	}
 	if l.now == nil {
 		l.now = time.Now

@@ -98,7 +98,7 @@ func (ls *limitSet) matchLimited(t *testing.T, ev *templates.Event, kind string)
 	}
 	// Explain (erpflow explain, the API's explain) stops it too.
 	for _, x := range ls.Explain(ev) {
-		if x.Rule.Name == "c" && (x.Matched || !strings.Contains(x.Reason, "condition stopped")) {
+		if x.Rule.Name == "c" && (x.Matched || !strings.Contains(x.Reason, "condition is cooling down until")) {
 			t.Errorf("explain: %v %q", x.Matched, x.Reason)
 		}
 	}

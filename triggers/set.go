@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/erpflow/erpflow/templates"
 )
@@ -48,7 +49,8 @@ type SetOptions struct {
 	// rule did not match). It is called from the goroutine calling Match
 	// and must be safe for concurrent use. Default: ignored.
 	OnEvalError func(rule string, err error)
-	// Limits bound each evaluation of a condition. Default 1 MiB and 50ms.
+	// Limits bound each evaluation of a condition, and how long a rule
+	// whose condition they stopped is skipped. Default 1 MiB, 50ms, 1m.
 	Limits ConditionLimits
 }
 
@@ -73,6 +75,8 @@ type Set struct {
 	wildcard *bucket // rules of entity "*", and the lookup for entities no rule names
 	opts     SetOptions
 	limits   *ConditionLimits
+	cool     map[*Rule]*cooling // rules with a condition; nil when cool-downs are off
+	cooled   atomic.Bool        // a cool-down began: Match looks at cool
 }
 
 // bucket holds the candidate rules of one entity, in Set order.
@@ -115,6 +119,7 @@ func NewSet(rules []*Rule, opts SetOptions) (*Set, error) {
 		return nil, errors.Join(errs...)
 	}
 	s.index()
+	s.initCooldowns()
 	return s, nil
 }
 
@@ -241,23 +246,29 @@ func (s *Set) Len() int { return len(s.rules) }
 
 // Match appends to dst the enabled rules that ev fires — tenant, trigger
 // and condition — in Set order, and returns it. A condition that fails at
-// run time does not match and is reported to SetOptions.OnEvalError. It is
+// run time does not match and is reported to SetOptions.OnEvalError; one
+// stopped by a limit makes its rule cool down (see CooldownError). It is
 // safe for concurrent use and does not allocate beyond growing dst.
 func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 	var st *evalState
+	cooled := s.cooled.Load()
 	for _, r := range s.candidates(ev) {
 		if !r.tenantOK(ev.Tenant) || !r.On.fieldChangeOK(ev) {
 			continue
 		}
 		if r.cond != nil {
+			if cooled {
+				if ce := s.coolingDown(r); ce != nil {
+					s.evalError(r, ce)
+					continue
+				}
+			}
 			if st == nil {
 				st = getState(ev, s.limits)
 			}
 			ok, err := r.cond.eval(st)
 			if err != nil {
-				if s.opts.OnEvalError != nil {
-					s.opts.OnEvalError(r.Name, err)
-				}
+				s.evalError(r, s.evalFailed(r, err))
 				continue
 			}
 			if !ok {
@@ -272,12 +283,23 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 	return dst
 }
 
+func (s *Set) evalError(r *Rule, err error) {
+	if s.opts.OnEvalError != nil {
+		s.opts.OnEvalError(r.Name, err)
+	}
+}
+
 // Explain says for every rule of the set, in order, whether ev fires it
-// and, if not, why.
+// and, if not, why; a rule cooling down is not evaluated ("condition is
+// cooling down until …"). It begins no cool-down.
 func (s *Set) Explain(ev *templates.Event) []Explanation {
 	out := make([]Explanation, len(s.rules))
 	for i, r := range s.rules {
-		ok, why := r.matches(ev, s.limits)
+		var ce *CooldownError
+		if s.cooled.Load() {
+			ce = s.coolingDown(r)
+		}
+		ok, why := r.matches(ev, s.limits, ce)
 		out[i] = Explanation{Rule: r, Matched: ok, Reason: why}
 	}
 	return out
@@ -288,10 +310,11 @@ func (s *Set) Explain(ev *templates.Event) []Explanation {
 // the condition (false, or its run-time error). The condition runs within
 // the default ConditionLimits.
 func (r *Rule) Matches(ev *templates.Event) (bool, string) {
-	return r.matches(ev, defaultLimits)
+	return r.matches(ev, defaultLimits, nil)
 }
 
-func (r *Rule) matches(ev *templates.Event, lim *ConditionLimits) (bool, string) {
+// matches is Matches within lim; a rule cooling down (ce) is not evaluated.
+func (r *Rule) matches(ev *templates.Event, lim *ConditionLimits, ce *CooldownError) (bool, string) {
 	if !r.Enabled {
 		return false, "rule is disabled"
 	}
@@ -311,6 +334,9 @@ func (r *Rule) matches(ev *templates.Event, lim *ConditionLimits) (bool, string)
 		if err := prepare(r); err != nil {
 			return false, err.Error()
 		}
+	}
+	if ce != nil {
+		return false, ce.Error()
 	}
 	if r.cond != nil {
 		st := getState(ev, lim)

@@ -165,9 +165,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Logger:                 logger.With("component", "engine"),
 		Observer:               metrics,
 		ConditionLimits: triggers.ConditionLimits{
-			Memory: cfg.Limits.ConditionMemory,
-			Time:   cfg.Limits.ConditionTime,
+			Memory:   cfg.Limits.ConditionMemory,
+			Time:     cfg.Limits.ConditionTime,
+			Cooldown: cfg.Limits.ConditionCooldown,
 		},
+		DeliveriesPerEvent: cfg.Limits.DeliveriesPerEvent,
 	})
 	if err != nil {
 		return err
@@ -181,6 +183,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		MaxEventBytes:  cfg.Limits.MaxEventBytes,
 		MaxBatchEvents: cfg.Limits.MaxBatchEvents,
 		ActionsPerRule: cfg.Limits.ActionsPerRule,
+		RulesPerTenant: cfg.Limits.RulesPerTenant,
 		Metrics:        metrics,
 		Logger:         logger,
 	})

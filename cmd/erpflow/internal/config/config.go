@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -35,8 +36,12 @@ const (
 	DefaultMaxBatchEvents = 1000
 	DefaultActionsPerRule = 16
 
-	DefaultConditionMemory = 1 << 20
-	DefaultConditionTime   = 50 * time.Millisecond
+	DefaultConditionMemory   = 1 << 20
+	DefaultConditionTime     = 50 * time.Millisecond
+	DefaultConditionCooldown = time.Minute
+
+	DefaultRulesPerTenant     = 1000
+	DefaultDeliveriesPerEvent = 1000
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -141,6 +146,19 @@ type Limits struct {
 	// ConditionTime is the longest one evaluation of a rule's condition
 	// may run. Default 50ms.
 	ConditionTime time.Duration
+	// ConditionCooldown is how long a rule whose condition was stopped at
+	// a limit is skipped without evaluation. Default 1m; negative (off in
+	// the file): no cool-down.
+	ConditionCooldown time.Duration
+
+	// RulesPerTenant is the most rules stored through the API per tenant
+	// scope: a rule of one tenant counts under it, a rule of every tenant
+	// or of several under "". Default 1000.
+	RulesPerTenant int
+	// DeliveriesPerEvent is the most deliveries one event may create; the
+	// engine drops the rules past it (engine.Config.DeliveriesPerEvent).
+	// At least ActionsPerRule. Default 1000.
+	DeliveriesPerEvent int
 }
 
 // Default returns the configuration of a zero-config start.
@@ -177,6 +195,15 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.ConditionTime == 0 {
 		c.Limits.ConditionTime = DefaultConditionTime
+	}
+	if c.Limits.ConditionCooldown == 0 {
+		c.Limits.ConditionCooldown = DefaultConditionCooldown
+	}
+	if c.Limits.RulesPerTenant == 0 {
+		c.Limits.RulesPerTenant = DefaultRulesPerTenant
+	}
+	if c.Limits.DeliveriesPerEvent == 0 {
+		c.Limits.DeliveriesPerEvent = DefaultDeliveriesPerEvent
 	}
 }
 
@@ -553,7 +580,9 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				c.Retention.Succeeded = dur
 			})
 		case "limits":
-			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule", "condition_memory", "condition_time"}, func(key string, k, v *yaml.Node) {
+			var perEvent *yaml.Node
+			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule", "condition_memory", "condition_time",
+				"condition_cooldown", "rules_per_tenant", "deliveries_per_event"}, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "max_event_bytes":
 					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
@@ -565,8 +594,30 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 					c.Limits.ConditionMemory = d.integer(v, "limits."+key, 1)
 				case "condition_time":
 					c.Limits.ConditionTime = d.duration(v, "limits."+key)
+				case "condition_cooldown":
+					switch s := d.str(v, "limits."+key); s {
+					case "off":
+						c.Limits.ConditionCooldown = -1
+					case "":
+					default:
+						dur, err := time.ParseDuration(s)
+						if err != nil || dur <= 0 {
+							d.errf(v, "limits."+key, "must be a positive duration such as 1m, or off, not %q", s)
+						}
+						c.Limits.ConditionCooldown = max(dur, 0)
+					}
+				case "rules_per_tenant":
+					c.Limits.RulesPerTenant = int(d.integer(v, "limits."+key, 1))
+				case "deliveries_per_event":
+					c.Limits.DeliveriesPerEvent = int(d.integer(v, "limits."+key, 1))
+					perEvent = v
 				}
 			})
+			// a rule is kept or dropped whole: its actions must fit
+			perRule := cmp.Or(c.Limits.ActionsPerRule, DefaultActionsPerRule)
+			if n := c.Limits.DeliveriesPerEvent; perEvent != nil && n > 0 && n < perRule {
+				d.errf(perEvent, "limits.deliveries_per_event", "must be at least limits.actions_per_rule (%d), not %d", perRule, n)
+			}
 		case "log_format":
 			c.LogFormat = d.str(v, key)
 			if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {

@@ -21,7 +21,8 @@ func TestDefaults(t *testing.T) {
 		if c.Listen != "127.0.0.1:8080" || c.Database != "sqlite:./erpflow.db" || c.Delivery.Workers != 32 ||
 			c.Delivery.MaxResponseBody != 65536 || c.Limits.MaxEventBytes != 1<<20 || c.Limits.MaxBatchEvents != 1000 ||
 			len(c.Tokens) != 0 || len(c.APIRuleEnv) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks ||
-			c.Limits.ConditionMemory != 1<<20 || c.Limits.ConditionTime != 50*time.Millisecond {
+			c.Limits.ConditionMemory != 1<<20 || c.Limits.ConditionTime != 50*time.Millisecond ||
+			c.Limits.ConditionCooldown != time.Minute || c.Limits.RulesPerTenant != 1000 || c.Limits.DeliveriesPerEvent != 1000 {
 			t.Fatalf("%q: defaults wrong: %+v", src, c)
 		}
 	}
@@ -53,7 +54,8 @@ tokens:
     tenant: acme
     scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
 retention: {succeeded: 720h}
-limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms}
+limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms,
+  condition_cooldown: 5m, rules_per_tenant: 50, deliveries_per_event: 4}
 log_format: json
 `
 	c, err := Parse("erpflow.yaml", []byte(src), env(map[string]string{"ERP_TOKEN": "s3cret", "ACME": "a"}))
@@ -77,7 +79,8 @@ log_format: json
 	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.Limits.ActionsPerRule != 4 || c.LogFormat != "json" {
 		t.Fatalf("%+v", c)
 	}
-	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond {
+	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond ||
+		c.Limits.ConditionCooldown != 5*time.Minute || c.Limits.RulesPerTenant != 50 || c.Limits.DeliveriesPerEvent != 4 {
 		t.Fatalf("limits %+v", c.Limits)
 	}
 	if len(c.APIRuleEnv) != 2 || c.APIRuleEnv[0] != "PARTNER_HOOK_TOKEN" || c.APIRuleEnv[1] != "_x2" {
@@ -139,6 +142,13 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"limits: {condition_memory: 0}\n", "c.yaml:1:28: limits.condition_memory: must be at least 1"},
 		{"limits: {condition_time: 5}\n", `c.yaml:1:26: limits.condition_time: must be a positive duration such as 50ms, not "5"`},
 		{"limits: {condition_time: -1s}\n", "limits.condition_time: must be a positive duration"},
+		{"limits: {condition_cooldown: never}\n", `c.yaml:1:30: limits.condition_cooldown: must be a positive duration such as 1m, or off, not "never"`},
+		{"limits: {condition_cooldown: 0s}\n", "c.yaml:1:30: limits.condition_cooldown: must be a positive duration"},
+		{"limits:\n  rules_per_tenant: 0\n", "c.yaml:2:21: limits.rules_per_tenant: must be at least 1"},
+		{"limits: {rules_per_tenant: lots}\n", `c.yaml:1:28: limits.rules_per_tenant: must be a whole number, not "lots"`},
+		{"limits: {deliveries_per_event: 0}\n", "c.yaml:1:32: limits.deliveries_per_event: must be at least 1"},
+		{"limits: {deliveries_per_event: 10}\n", "c.yaml:1:32: limits.deliveries_per_event: must be at least limits.actions_per_rule (16), not 10"},
+		{"limits:\n  deliveries_per_event: 3\n  actions_per_rule: 4\n", "c.yaml:2:25: limits.deliveries_per_event: must be at least limits.actions_per_rule (4), not 3"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
 	} {
@@ -146,6 +156,15 @@ func TestErrorsNamePosition(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
 		}
+	}
+}
+
+// condition_cooldown: off turns cool-downs off (negative, as in
+// triggers.ConditionLimits).
+func TestConditionCooldownOff(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("limits: {condition_cooldown: off}\n"), env(nil))
+	if err != nil || c.Limits.ConditionCooldown >= 0 {
+		t.Fatalf("%v %+v", err, c)
 	}
 }
 

@@ -130,6 +130,8 @@ type envOpts struct {
 	maxBatch  int
 	// actionsPerRule is Options.ActionsPerRule (0: the default).
 	actionsPerRule int
+	// rulesPerTenant is Options.RulesPerTenant (0: the default).
+	rulesPerTenant int
 	// noValidate skips the OpenAPI check of responses (benchmarks).
 	noValidate bool
 	// apiRuleEnv is Options.APIRuleEnv.
@@ -151,7 +153,8 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	}
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
-		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule, Metrics: m, Logger: o.logger,
+		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
+		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger,
 	})
 	if err != nil {
 		t.Fatal(err)

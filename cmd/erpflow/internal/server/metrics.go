@@ -25,11 +25,15 @@ type Metrics struct {
 	finished   *prometheus.CounterVec
 	latency    *prometheus.HistogramVec
 	evalErrors *prometheus.CounterVec
+	dropped    *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	reqLatency *prometheus.HistogramVec
 }
 
-var _ engine.Observer = (*Metrics)(nil)
+var (
+	_ engine.Observer     = (*Metrics)(nil)
+	_ engine.DropObserver = (*Metrics)(nil)
+)
 
 // NewMetrics returns metrics registered in a registry of their own, with
 // the Go runtime and process collectors.
@@ -58,8 +62,12 @@ func NewMetrics() *Metrics {
 	}, []string{"action_type"})
 	m.evalErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "erpflow_condition_errors_total",
-		Help: "Rule conditions that failed at run time (the rule did not match).",
+		Help: "Rule conditions that failed at run time or were skipped cooling down (the rule did not match).",
 	}, []string{"rule"})
+	m.dropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_deliveries_dropped_total",
+		Help: "Deliveries not created, by reason (fan_out: the event matched more than limits.deliveries_per_event).",
+	}, []string{"reason"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "erpflow_http_requests_total",
 		Help: "API requests by route pattern and status code.",
@@ -69,7 +77,8 @@ func NewMetrics() *Metrics {
 		Help:    "API request latency by route pattern.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"route"})
-	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors, m.requests, m.reqLatency,
+	m.dropped.WithLabelValues(engine.DropFanOut) // shown from the start, at 0
+	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors, m.dropped, m.requests, m.reqLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -96,6 +105,11 @@ func (m *Metrics) AttemptDone(d *engine.Delivery, a *engine.Attempt, next engine
 
 // EvalError implements engine.Observer.
 func (m *Metrics) EvalError(rule string, err error) { m.evalErrors.WithLabelValues(rule).Inc() }
+
+// DeliveriesDropped implements engine.DropObserver.
+func (m *Metrics) DeliveriesDropped(ev *engine.Event, reason string, n int) {
+	m.dropped.WithLabelValues(reason).Add(float64(n))
+}
 
 // request records one API request; route is the ServeMux pattern ("" for
 // unknown paths, counted as "other" to bound the label values).

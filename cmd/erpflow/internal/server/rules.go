@@ -44,6 +44,9 @@ type ruleManager struct {
 	files []*triggers.Rule
 	api   map[string]*apiRule
 
+	perTenant int        // Options.RulesPerTenant
+	reserveMu sync.Mutex // held from counting a scope's rules to storing one more
+
 	// view is what the API reads: rebuilt after every change.
 	vmu   sync.RWMutex
 	byKey map[string]*ruleEntry
@@ -443,6 +446,38 @@ func (m *ruleManager) repairScopes(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	return n, m.Refresh(ctx)
+}
+
+// reserve is the room for one more API rule in the tenant scope whose
+// record's tenant column is tenant: a rule of one tenant counts under it,
+// a rule of every tenant or of several under "". The count is of the rules
+// stored, read anew (other processes share the database), under a lock
+// the caller holds until it has stored the rule: call release. A full
+// scope is a 409 naming the limit and the count.
+func (m *ruleManager) reserve(ctx context.Context, tenant string) (release func(), err error) {
+	m.reserveMu.Lock()
+	if err := m.Refresh(ctx); err != nil {
+		m.reserveMu.Unlock()
+		return nil, internal(err)
+	}
+	m.mu.Lock()
+	n := 0
+	for _, ar := range m.api {
+		if ar.rec.Tenant == tenant {
+			n++
+		}
+	}
+	m.mu.Unlock()
+	if n < m.perTenant {
+		return m.reserveMu.Unlock, nil
+	}
+	m.reserveMu.Unlock()
+	who := fmt.Sprintf("tenant %q", tenant)
+	if tenant == "" {
+		who = "the scope of every tenant (and of several tenants)"
+	}
+	return nil, errf(http.StatusConflict, "rule_limit", "tenants",
+		"%s has %d rules stored through the API, the most limits.rules_per_tenant (%d) allows: delete one first", who, n, m.perTenant)
 }
 
 // put stores rec (ifVersion as in RuleStore.PutRule) and applies it.

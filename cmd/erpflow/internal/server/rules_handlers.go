@@ -145,6 +145,12 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errf(http.StatusConflict, "conflict", "name", "a rule named %q exists already", rule.Name))
 		return
 	}
+	release, err := s.rules.reserve(r.Context(), tenantOf(rule.Tenants))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	enabled, _ := body.enabledKey()
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
 		Name: rule.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: enabled,
@@ -220,6 +226,14 @@ func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principa
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t := tenantOf(rule.Tenants); t != e.api.rec.Tenant { // moving to another scope
+		release, err := s.rules.reserve(r.Context(), t)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		defer release()
 	}
 	enabled, has := body.enabledKey()
 	if !has {
@@ -355,6 +369,12 @@ func (s *Server) duplicateRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	release, err := s.rules.reserve(r.Context(), tenantOf(rule.Tenants))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	defer release()
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
 		Name: req.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: false,
 	}, 0)

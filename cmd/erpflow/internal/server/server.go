@@ -42,6 +42,9 @@ type Options struct {
 	// ActionsPerRule is the most actions of one rule (files and API).
 	// Default 16.
 	ActionsPerRule int
+	// RulesPerTenant is the most rules stored through the API per tenant
+	// scope (see ruleManager.reserve). Default 1000.
+	RulesPerTenant int
 	// Metrics, when set, is served at /metrics.
 	Metrics *Metrics
 	// Logger receives request and reload logs. Default slog.Default().
@@ -74,6 +77,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.MaxBatchEvents <= 0 {
 		opts.MaxBatchEvents = config.DefaultMaxBatchEvents
 	}
+	if opts.RulesPerTenant <= 0 {
+		opts.RulesPerTenant = config.DefaultRulesPerTenant
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -88,6 +94,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		log:   opts.Logger,
 	}
 	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	s.rules.perTenant = opts.RulesPerTenant
 	files, err := s.rules.loadFiles()
 	if err != nil {
 		return nil, err

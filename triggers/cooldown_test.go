@@ -1,0 +1,192 @@
+package triggers
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// costly is a condition stopped at the memory limit when data.n is large
+// and true at once when it is small.
+const costly = `len(repeat(data.c, data.n)) >= 0`
+
+func costlyEvent(n int) map[string]any { return map[string]any{"c": "a", "n": n} }
+
+func (c *fakeClock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// takeErrs returns the condition errors recorded since the last call.
+func (ls *limitSet) takeErrs() []error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	errs := ls.errs
+	ls.errs = nil
+	return errs
+}
+
+// A rule whose condition a limit stopped is skipped without evaluation
+// for the cool-down, each skip a condition error saying until when; then
+// it is evaluated again. Before the cool-down every event paid the limit.
+func TestConditionCooldown(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	ls := newLimitSet(t, costly, ConditionLimits{now: clock.now})
+	cheap, big := event("X", "e", costlyEvent(3), nil), event("X", "e", costlyEvent(2_000_000), nil)
+	if got := names(ls.Match(cheap, nil)); got != "c,other" {
+		t.Fatalf("cheap event matched %q", got)
+	}
+
+	// stopped at its limit: the cool-down begins
+	if got := names(ls.Match(big, nil)); got != "other" {
+		t.Fatalf("matched %q", got)
+	}
+	errs := ls.takeErrs()
+	var ce *CooldownError
+	var le *LimitError
+	if len(errs) != 1 || !errors.As(errs[0], &ce) || ce.Skipped || !errors.As(errs[0], &le) || le.Kind != LimitMemory {
+		t.Fatalf("errors %v, want one CooldownError that begins, with the LimitError", errs)
+	}
+	until := t0.Add(DefaultConditionCooldown)
+	if !ce.Until.Equal(until) || !strings.Contains(errs[0].Error(), "stopped at its memory limit") ||
+		!strings.Contains(errs[0].Error(), "not evaluated until 2026-01-02T03:05:05Z") {
+		t.Errorf("error %q, until %v", errs[0], ce.Until)
+	}
+
+	// cooling down: not evaluated, though the cheap event would match
+	clock.set(until.Add(-time.Nanosecond))
+	for range 3 {
+		if got := names(ls.Match(cheap, nil)); got != "other" {
+			t.Fatalf("cooling down: matched %q", got)
+		}
+	}
+	errs = ls.takeErrs()
+	if len(errs) != 3 {
+		t.Fatalf("%d condition errors while cooling down, want 3 (each skip counts)", len(errs))
+	}
+	for _, err := range errs {
+		if !errors.As(err, &ce) || !ce.Skipped || !ce.Until.Equal(until) || !errors.As(err, &le) {
+			t.Errorf("skip error %v", err)
+		}
+	}
+	want := "condition is cooling down until 2026-01-02T03:05:05Z: it was stopped at its memory limit (1048576 bytes of strings and collections)"
+	if errs[0].Error() != want {
+		t.Errorf("skip error\n %q\nwant %q", errs[0], want)
+	}
+	for _, x := range ls.Explain(cheap) {
+		if x.Rule.Name == "c" && (x.Matched || x.Reason != want) {
+			t.Errorf("explain: %v %q", x.Matched, x.Reason)
+		}
+	}
+	if len(ls.takeErrs()) != 0 {
+		t.Error("Explain reported condition errors")
+	}
+
+	// over: evaluated again
+	clock.set(until)
+	if got := names(ls.Match(cheap, nil)); got != "c,other" {
+		t.Errorf("after the cool-down: matched %q", got)
+	}
+	if errs := ls.takeErrs(); len(errs) != 0 {
+		t.Errorf("after the cool-down: %v", errs)
+	}
+	// and stopped again: a new cool-down
+	ls.Match(big, nil)
+	if errs := ls.takeErrs(); len(errs) != 1 || !errors.As(errs[0], &ce) || ce.Skipped || !ce.Until.Equal(until.Add(DefaultConditionCooldown)) {
+		t.Errorf("second cool-down: %v", errs)
+	}
+
+	// A new Set of the same rules (a reload) starts with none.
+	fresh, err := NewSet(ls.Rules(), SetOptions{Limits: ConditionLimits{now: clock.now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(fresh.Match(cheap, nil)); got != "c,other" {
+		t.Errorf("reloaded set: matched %q", got)
+	}
+}
+
+// Only limits begin a cool-down: a condition that fails otherwise (here a
+// comparison of a string with a number) fails only the events it fails
+// on. And a negative Cooldown turns cool-downs off.
+func TestCooldownOnlyForLimits(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	ls := newLimitSet(t, `data.amount > 5`, ConditionLimits{now: clock.now, Cooldown: time.Hour})
+	ls.Match(event("X", "e", map[string]any{"amount": "many"}, nil), nil)
+	var ce *CooldownError
+	if errs := ls.takeErrs(); len(errs) != 1 || errors.As(errs[0], &ce) {
+		t.Fatalf("errors %v", errs)
+	}
+	if got := names(ls.Match(event("X", "e", map[string]any{"amount": 6}, nil), nil)); got != "c,other" {
+		t.Errorf("matched %q", got)
+	}
+
+	off := newLimitSet(t, costly, ConditionLimits{now: clock.now, Cooldown: -1})
+	for range 2 {
+		off.Match(event("X", "e", costlyEvent(2_000_000), nil), nil)
+	}
+	errs := off.takeErrs()
+	var le *LimitError
+	if len(errs) != 2 || errors.As(errs[1], &ce) || !errors.As(errs[1], &le) {
+		t.Fatalf("cool-down off: errors %v, want two LimitErrors", errs)
+	}
+	if got := names(off.Match(event("X", "e", costlyEvent(1), nil), nil)); got != "c,other" {
+		t.Errorf("cool-down off: matched %q", got)
+	}
+}
+
+// Many goroutines stopped at once begin one cool-down; then all skip.
+// Skipping allocates nothing, like the fast path.
+func TestCooldownConcurrent(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	ls := newLimitSet(t, costly, ConditionLimits{now: clock.now})
+	big := event("X", "e", costlyEvent(2_000_000), nil)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				ls.Match(big, nil)
+			}
+		})
+	}
+	wg.Wait()
+	began, skipped := 0, 0
+	for _, err := range ls.takeErrs() {
+		var ce *CooldownError
+		var le *LimitError
+		switch {
+		case errors.As(err, &ce) && ce.Skipped:
+			skipped++
+		case errors.As(err, &ce):
+			began++
+		case !errors.As(err, &le):
+			t.Errorf("error %v", err)
+		}
+	}
+	if began != 1 || skipped == 0 {
+		t.Errorf("%d cool-downs began, %d skips; want 1 and some", began, skipped)
+	}
+	if raceEnabled {
+		return
+	}
+	var reported atomic.Int64
+	s, err := NewSet(ls.Rules(), SetOptions{Limits: ConditionLimits{now: clock.now},
+		OnEvalError: func(string, error) { reported.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Match(big, nil)
+	cheap := event("X", "e", costlyEvent(1), nil)
+	dst := make([]*Rule, 0, 4)
+	if allocs := testing.AllocsPerRun(100, func() { dst = s.Match(cheap, dst[:0]) }); allocs != 0 || names(dst) != "other" {
+		t.Errorf("Match of a rule cooling down allocates %.1f times, matched %q", allocs, names(dst))
+	}
+	if reported.Load() != 102 {
+		t.Errorf("%d condition errors, want 102", reported.Load())
+	}
+}
