@@ -269,8 +269,8 @@ func (b *ruleBody) hideKept(err *apiError) *apiError {
 	}
 	var forms []string
 	for _, v := range b.kept {
-		q := strconv.Quote(v)
-		forms = append(forms, v, strings.TrimSpace(v), q[1:len(q)-1], strings.Trim(string(quote(v)), `"`),
+		q, j := strconv.Quote(v), quote(v)
+		forms = append(forms, v, strings.TrimSpace(v), q[1:len(q)-1], string(j[1:len(j)-1]),
 			url.QueryEscape(v), url.PathEscape(v))
 	}
 	// Longest first, so that no shorter form leaves part of a longer one.
