@@ -138,6 +138,8 @@ type envOpts struct {
 	apiRuleEnv []string
 	// logger receives the server's and engine's logs (nil: the test's).
 	logger *slog.Logger
+	// register adds action types to testRegistry's.
+	register func(*actions.Registry)
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
@@ -151,8 +153,12 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := testRegistry()
+	if o.register != nil {
+		o.register(reg)
+	}
 	srv, err := New(context.Background(), Options{
-		Engine: eng, Actions: testRegistry(), RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
+		Engine: eng, Actions: reg, RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
 		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
 		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger,
 	})

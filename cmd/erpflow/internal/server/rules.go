@@ -245,6 +245,9 @@ func (ar *apiRule) scope() []string {
 type ruleBody struct {
 	src []byte         // the source to parse and store
 	top map[string]any // its top-level keys
+	// kept are the stored secrets keepSecrets put back into src, which no
+	// error text may show (hideKept).
+	kept []string
 }
 
 // parseBody reads a rule body (JSON or YAML) and returns its top-level
@@ -253,6 +256,9 @@ func parseBody(b []byte, name string) (*ruleBody, error) {
 	var top map[string]any
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, badRequest("", "the request body must be a rule (JSON or YAML)")
+	}
+	if err := refuseAliases(b); err != nil { // before keepSecrets can fill an anchored mask
+		return nil, err
 	}
 	if err := yaml.Unmarshal(b, &top); err != nil {
 		return nil, &apiError{Status: 400, Code: "invalid_rule", Message: "malformed rule body: " + strings.TrimPrefix(err.Error(), "yaml: ")}
@@ -383,7 +389,7 @@ func withRecordScope(rec engine.RuleRecord, scope []string) engine.RuleRecord {
 func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep []string) (*triggers.Rule, error) {
 	r, err := triggers.ParseRule("body", body.src, m.apiOpts)
 	if err != nil {
-		return nil, ruleError(err)
+		return nil, body.hideKept(ruleError(err))
 	}
 	scope := keep
 	switch {
@@ -403,7 +409,7 @@ func (m *ruleManager) validate(p *principal, body *ruleBody, explicit bool, keep
 		}
 		if !bytes.Equal(src, body.src) {
 			if r, err = triggers.ParseRule("body", src, m.apiOpts); err != nil {
-				return nil, ruleError(err)
+				return nil, body.hideKept(ruleError(err))
 			}
 			body.src = src
 		}

@@ -254,6 +254,10 @@ func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := refuseAliases(b); err != nil {
+		writeError(w, err)
+		return
+	}
 	var patch map[string]any
 	if err := yaml.Unmarshal(b, &patch); err != nil || patch == nil {
 		writeError(w, badRequest("", "the body must be an object of the rule keys to change"))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"reflect"
 	"regexp"
 	"sort"
@@ -212,16 +213,17 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 	cur := m.actionsOf(ruleNode(body.src)) // a copy: its secrets get masked
 	before := scalarValues(root, map[*yaml.Node]string{})
 	var details []errorDetail
+	var kept []string
 	m.walkSecrets(root, func(i int, path, value string) string {
 		if value != actions.Mask {
 			return value
 		}
 		a := deref(mapValue(root, "actions")).Content[i]
 		d := errorDetail{Field: fmt.Sprintf("actions[%d].%s", i, path), Line: a.Line, Column: a.Column}
-		var kept string
+		var v string
 		ok := i < len(old) && old[i].typ == cur[i].typ
 		if ok {
-			kept, ok = old[i].values[path]
+			v, ok = old[i].values[path]
 		}
 		switch {
 		case !ok:
@@ -231,7 +233,8 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 			d.Message = fmt.Sprintf("%q stands for the stored secret, but the action's url changed: send the secret again", actions.Mask)
 			details = append(details, d)
 		default:
-			return kept
+			kept = append(kept, v)
+			return v
 		}
 		return value
 	})
@@ -252,7 +255,38 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 	}
 	// Only actions changed; body.top may leave out keys on purpose (PATCH).
 	body.src, body.top["actions"] = src, top["actions"]
+	body.kept = kept
 	return nil
+}
+
+// hideKept masks, in the texts of err, the stored secrets keepSecrets put
+// back into b: a check may quote a field's value (a plugin's own, say, or
+// one that depends on another field), and the writer sent only the mask.
+// The value is masked as written, quoted (%q, JSON) and URL-escaped.
+func (b *ruleBody) hideKept(err *apiError) *apiError {
+	if len(b.kept) == 0 || err == nil {
+		return err
+	}
+	var forms []string
+	for _, v := range b.kept {
+		q, j := strconv.Quote(v), quote(v)
+		forms = append(forms, v, strings.TrimSpace(v), q[1:len(q)-1], string(j[1:len(j)-1]),
+			url.QueryEscape(v), url.PathEscape(v))
+	}
+	// Longest first, so that no shorter form leaves part of a longer one.
+	sort.Slice(forms, func(i, j int) bool { return len(forms[i]) > len(forms[j]) })
+	var pairs []string
+	for _, f := range forms {
+		if f != "" {
+			pairs = append(pairs, f, actions.Mask)
+		}
+	}
+	r := strings.NewReplacer(pairs...)
+	err.Message = r.Replace(err.Message)
+	for i := range err.Details {
+		err.Details[i].Message = r.Replace(err.Details[i].Message)
+	}
+	return err
 }
 
 // scalarValues records the value of every scalar node below n.
