@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -217,4 +218,49 @@ func TestStaleViewNeverHitsNewerRule(t *testing.T) {
 			t.Fatalf("the newer rule changed: %+v", recs)
 		}
 	})
+}
+
+// TestFileRuleShadowingAPIRule: a file rule that takes the name of an API
+// rule does not take over that rule's deliveries (nor its own secrets go
+// with them); a file rule reloaded unchanged keeps its deliveries.
+func TestFileRuleShadowingAPIRule(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	file := filepath.Join(t.TempDir(), "rules.yaml")
+	h := newHookLog(t)
+	fileRule := func(name, path string) string {
+		return fmt.Sprintf("rules:\n  - name: %s\n    on: {entity: SalesOrder}\n    retry: {schedule: [1h]}\n    actions:\n"+
+			"      - {type: webhook, url: %q, auth: {bearer: {token: FILE-BEARER}}}\n", name, h.URL+path)
+	}
+	writeFile(t, file, fileRule("from-file", "/file/fail"))
+	e := newEnv(t, st, envOpts{rulePaths: []string{file}})
+	must(t, e.do("POST", "/v1/rules", "", ruleJSON("shadowed", h.URL+"/api/fail",
+		map[string]any{"enabled": true, "retry": map[string]any{"schedule": []string{"1h"}}})), 201)
+	ds := must(t, e.do("POST", "/v1/events", "", orderEvent("SO-5", "acme")), 202).json(t)["deliveries"].([]any)
+	ids := map[string]string{}
+	for _, d := range ds {
+		d := d.(map[string]any)
+		ids[d["rule"].(string)] = d["id"].(string)
+	}
+	for _, id := range ids {
+		e.waitState(id, "", engine.StateFailed)
+	}
+	writeFile(t, file, fileRule("from-file", "/file/fail")+strings.TrimPrefix(fileRule("shadowed", "/file/shadow"), "rules:\n"))
+	must(t, e.do("POST", "/v1/rules:reload", "", nil), 200)
+	for _, id := range ids {
+		must(t, e.do("POST", "/v1/deliveries/"+id+"/retry", "", nil), 202)
+	}
+	if state, msg := e.settled(t, ids["shadowed"], "", 2); state != "dead" || !strings.Contains(msg, "a different rule now has its name") {
+		t.Fatalf("the API rule's delivery after the file rule took its name: %s, %q", state, msg)
+	}
+	if state, msg := e.settled(t, ids["from-file"], "", 2); state != "failed" || !strings.Contains(msg, "500") {
+		t.Fatalf("the file rule's delivery after a reload: %s, %q; want a second attempt", state, msg)
+	}
+	for _, r := range h.requests() {
+		if strings.HasPrefix(r.uri, "/api/") && r.header.Get("Authorization") != "" {
+			t.Fatalf("the API rule's delivery carried the file rule's auth: %s", r.uri)
+		}
+		if strings.HasPrefix(r.uri, "/file/shadow") {
+			t.Fatalf("a request went to the shadowing file rule's URL")
+		}
+	}
 }
