@@ -186,9 +186,10 @@ type RuleStore interface {
 	// PutRule creates (ifVersion 0 and the name is free) or replaces (the
 	// stored version equals ifVersion, or ifVersion < 0 for
 	// unconditional) a rule; it returns the stored record. A created rule
-	// gets a new ID (r.ID is ignored); a replaced one keeps its ID, and
-	// when r.ID is set the stored rule must have it (else ErrConflict: the
-	// rule was deleted and another created under its name).
+	// gets a new ID (r.ID is ignored); a replaced one keeps its ID. When
+	// r.ID is set the stored rule must have it (else ErrConflict: the rule
+	// was deleted and another created under its name; ErrNotFound when
+	// none has the name) and nothing is created.
 	PutRule(ctx context.Context, r RuleRecord, ifVersion int64) (RuleRecord, error)
 	// DeleteRule deletes the rule named name; when ifID is set, only if
 	// it has that ID (else ErrNotFound: the rule meant is gone).

@@ -1104,6 +1104,9 @@ func testRules(t *testing.T, s engine.Store) {
 		t.Fatalf("put with its own id: %+v", got)
 	}
 	noErr(t, s.DeleteRule(ctx, "orders", again.ID))
+	if _, err := s.PutRule(ctx, again, -1); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("unconditional put with the id of a deleted rule: %v, want ErrNotFound (not created again)", err)
+	}
 }
 
 func testWaker(t *testing.T, s engine.Store) {

@@ -1051,19 +1051,19 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 		q = `INSERT INTO rules (name, rule_id, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (name) DO NOTHING RETURNING rule_id, version`
 		args = []any{r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
-	case ifVersion < 0:
-		// The ID stays on conflict; with ifID, only the rule of that ID is
-		// replaced.
+	case ifVersion < 0 && ifID == "":
+		// Created, or replaced keeping its ID.
 		q = `INSERT INTO rules (name, rule_id, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant, source = excluded.source,
 			enabled = excluded.enabled, version = rules.version + 1, updated_at = excluded.updated_at
-			WHERE ? = '' OR rules.rule_id = ?
 			RETURNING rule_id, version`
-		args = []any{r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), ifID, ifID}
+		args = []any{r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
 	default:
+		// Replaced only when it is the rule meant: its version (unless
+		// ifVersion < 0) and its ID (when given); never created.
 		q = `UPDATE rules SET tenant = ?, source = ?, enabled = ?, version = version + 1, updated_at = ?
-			WHERE name = ? AND version = ? AND (? = '' OR rule_id = ?) RETURNING rule_id, version`
-		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion, ifID, ifID}
+			WHERE name = ? AND (? < 0 OR version = ?) AND (? = '' OR rule_id = ?) RETURNING rule_id, version`
+		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion, ifVersion, ifID, ifID}
 	}
 	err := c.Tx(ctx, func(tx *Tx) error {
 		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&r.ID, &r.Version)
