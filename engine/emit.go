@@ -230,6 +230,7 @@ func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) ([]Deliv
 				Entity:      ev.Entity,
 				EventName:   ev.Event,
 				Rule:        r.Name,
+				RuleID:      r.ID,
 				ActionIndex: i,
 				ActionType:  a.Type,
 				Retry:       e.defRetry,

@@ -32,6 +32,7 @@ type Delivery struct {
 	Entity      string          `json:"entity" db:"entity"`
 	EventName   string          `json:"event" db:"event_name"`
 	Rule        string          `json:"rule" db:"rule"`
+	RuleID      string          `json:"rule_id,omitempty" db:"rule_id"` // the identity of the rule that created it (triggers.Rule.ID); "" before it was recorded
 	ActionIndex int             `json:"action_index" db:"action_index"`
 	ActionType  string          `json:"action_type" db:"action_type"`
 	Retry       string          `json:"retry" db:"retry"`     // the retry policy in force, canonical text (triggers.Retry.String)
@@ -110,6 +111,7 @@ type DeliveryFilter struct {
 // RuleRecord is a rule managed through the API, stored in the database.
 type RuleRecord struct {
 	Name      string    `json:"name" db:"name"`
+	ID        string    `json:"id" db:"rule_id"`              // never reused: PutRule assigns a new one when it creates the rule
 	Tenant    string    `json:"tenant,omitempty" db:"tenant"` // "" for all tenants
 	Source    string    `json:"source" db:"source"`           // the rule as YAML/JSON, as triggers parses it
 	Enabled   bool      `json:"enabled" db:"enabled"`
@@ -183,9 +185,15 @@ type RuleStore interface {
 	ListRules(ctx context.Context) ([]RuleRecord, error)
 	// PutRule creates (ifVersion 0 and the name is free) or replaces (the
 	// stored version equals ifVersion, or ifVersion < 0 for
-	// unconditional) a rule; it returns the stored record.
+	// unconditional) a rule; it returns the stored record. A created rule
+	// gets a new ID (r.ID is ignored); a replaced one keeps its ID. When
+	// r.ID is set the stored rule must have it (else ErrConflict: the rule
+	// was deleted and another created under its name; ErrNotFound when
+	// none has the name) and nothing is created.
 	PutRule(ctx context.Context, r RuleRecord, ifVersion int64) (RuleRecord, error)
-	DeleteRule(ctx context.Context, name string) error
+	// DeleteRule deletes the rule named name; when ifID is set, only if
+	// it has that ID (else ErrNotFound: the rule meant is gone).
+	DeleteRule(ctx context.Context, name, ifID string) error
 }
 
 // Store is everything the engine needs from a database. Adapters live in

@@ -43,6 +43,7 @@ func (e *Engine) Test(ctx context.Context, rule *triggers.Rule, ev Event) ([]Tes
 			Entity:      ev.Entity,
 			EventName:   ev.Event,
 			Rule:        rule.Name,
+			RuleID:      rule.ID,
 			ActionIndex: i,
 			ActionType:  a.Type,
 			Retry:       e.retryText(rule, a),

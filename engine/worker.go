@@ -709,12 +709,22 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 	return c, false
 }
 
-// actionFor finds the action config of d in the rules in force.
+// actionFor finds the action config of d in the rules in force: only in
+// the rule that created d (same ID; rows from before IDs were kept match
+// by name) and only while that rule still applies to d's tenant, so that a
+// rule created under a deleted one's name never sends its deliveries with
+// its own secrets, URL or tenant scope.
 func (e *Engine) actionFor(d *Delivery) (actions.Config, string) {
 	rs := e.rules.Load()
 	r := rs.set.Rule(d.Rule)
 	if r == nil {
 		return nil, fmt.Sprintf("rule %q no longer exists", d.Rule)
+	}
+	if d.RuleID != "" && r.ID != d.RuleID {
+		return nil, fmt.Sprintf("rule %q was deleted; a different rule now has its name (rerun the event to run the new rule)", d.Rule)
+	}
+	if !r.AppliesTo(d.Tenant) {
+		return nil, fmt.Sprintf("rule %q no longer applies to tenant %q", d.Rule, d.Tenant)
 	}
 	infos := rs.acts[r]
 	if d.ActionIndex < 0 || d.ActionIndex >= len(infos) || r.Actions[d.ActionIndex].Type != d.ActionType {

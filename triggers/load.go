@@ -137,6 +137,11 @@ func Parse(filename string, src []byte, opts LoadOptions) ([]*Rule, error) {
 	return rules, nil
 }
 
+// FileRuleID is the ID of the rule named name in a rules file: the same
+// for every load, so that a rule's deliveries survive reloads, and unlike
+// any API rule's ("rul_…"), so that neither takes over the other's.
+func FileRuleID(name string) string { return "file:" + name }
+
 // ParseRule decodes one rule: a mapping with the keys of one entry of a
 // rules file's list. JSON is accepted too (it is YAML). Error paths are
 // relative to the rule ("when", "actions[0].url").
@@ -264,6 +269,7 @@ func (l *loader) parseFile() []*Rule {
 			continue
 		}
 		l.names[r.Name] = r
+		r.ID = FileRuleID(r.Name)
 		if len(l.errs) == before {
 			rules = append(rules, r)
 		}

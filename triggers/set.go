@@ -372,6 +372,10 @@ func quoteList(l []string) string {
 	return "one of [" + strings.Join(q, ", ") + "]"
 }
 
+// AppliesTo reports whether the rule is for tenant t (its Tenants are
+// empty, or name t).
+func (r *Rule) AppliesTo(t string) bool { return r.tenantOK(t) }
+
 func (r *Rule) tenantOK(t string) bool {
 	if len(r.Tenants) == 0 {
 		return true

@@ -15,8 +15,15 @@ type ActionDecoder interface {
 }
 
 // Rule is one automation: trigger, optional condition, actions, retry.
+//
+// ID is set by whoever builds the rule: FileRuleID for rules files, the
+// stored record's id for rules written through the API. A delivery runs
+// only while the rule of its name has the ID it was created under, so a
+// rule deleted and created again (or replaced by another source) never
+// sends the old rule's deliveries; "" skips that check.
 type Rule struct {
 	Name        string
+	ID          string // identity, never another rule's (see below)
 	Description string
 	Enabled     bool
 	Tenants     []string // empty: every tenant

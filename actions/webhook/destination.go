@@ -28,6 +28,31 @@ func (c *config) Destination(payload json.RawMessage) string {
 	return c.dest
 }
 
+// sameOrigin reports whether a stored payload (whose decoded URL is
+// stored) is for the origin of the config's URL: the secrets of the rule
+// as it is now (auth, secret headers, signing keys) go to that origin only.
+// The common case costs a search and a string compare.
+func (c *config) sameOrigin(payload json.RawMessage, stored string) bool {
+	if o, ok := payloadOrigin(payload); ok && o == c.origin {
+		return true
+	}
+	d := destinationOf(originOf(stored))
+	return d != "" && d == c.dest
+}
+
+// originOf is "scheme://host[:port]" of a URL, or the URL when it has no
+// "://".
+func originOf(u string) string {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return u
+	}
+	if end := strings.IndexAny(u[i+3:], "/?#"); end >= 0 {
+		return u[:i+3+end]
+	}
+	return u
+}
+
 // payloadOrigin returns "scheme://host[:port]" of the url field of a
 // stored payload as written, without decoding the payload. encodePayload
 // writes url as the second key and neither a scheme nor a host holds

@@ -205,9 +205,10 @@ func TestConcurrentMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var n int
-	if err := db.QueryRow("SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("schema_migrations rows %d, %v", n, err)
+	// Each migration applied once: as many rows as distinct versions.
+	var n, versions int
+	if err := db.QueryRow("SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&n, &versions); err != nil || n != versions || n < 2 {
+		t.Fatalf("schema_migrations rows %d, versions %d, %v", n, versions, err)
 	}
 }
 
@@ -249,4 +250,45 @@ func TestServerRestart(t *testing.T) {
 		t.Fatalf("claim after restart: %d, %v", len(ds), err)
 	}
 	wait(t, ch, "insert after restart")
+}
+
+// TestMigrateRuleIDs: a database from before rule ids (migration 1 only)
+// gets an id for every stored rule, each its own, and keeps its
+// deliveries with no rule id (they run by name).
+func TestMigrateRuleIDs(t *testing.T) {
+	u := freshSchema(t)
+	init, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{string(init),
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, '0001_init', '2026-01-01T00:00:00Z')`,
+		`INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES ('a', 'acme', 'name: a', true, 4, now()), ('b', '', 'name: b', false, 1, now())`,
+		`INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
+			VALUES ('dlv_old', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'failed', now(), now(), now(), now())`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	s := open(t, u)
+	defer s.Close()
+	ctx := context.Background()
+	rs, err := s.ListRules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || len(rs[0].ID) != 36 || rs[0].ID[:4] != "rul_" || len(rs[1].ID) != 36 || rs[0].ID == rs[1].ID || rs[0].Version != 4 {
+		t.Fatalf("rules after the migration: %+v", rs)
+	}
+	d, _, err := s.GetDelivery(ctx, "dlv_old")
+	if err != nil || d.RuleID != "" || d.Rule != "a" {
+		t.Fatalf("old delivery %+v, %v", d, err)
+	}
 }

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -143,5 +144,53 @@ func TestOpenExpiresDeadLeases(t *testing.T) {
 	ds, err := s.Claim(ctx, "next", 10, time.Now(), time.Minute)
 	if err != nil || len(ds) != 1 || ds[0].ID != "dlv_1" || ds[0].Attempts != 2 {
 		t.Fatalf("after reopening claimed %+v (%v), want dlv_1 at attempt 2 at once", ds, err)
+	}
+}
+
+// TestMigrateRuleIDs: a database from before rule ids (migration 1 only)
+// gets an id for every stored rule, each its own, and keeps its
+// deliveries with no rule id (they run by name).
+func TestMigrateRuleIDs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	init, err := os.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{string(init),
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
+		`INSERT INTO schema_migrations VALUES (1, '0001_init', '2026-01-01T00:00:00Z')`,
+		`INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES ('a', 'acme', 'name: a', 1, 4, 1), ('b', '', 'name: b', 0, 1, 1)`,
+		`INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
+			VALUES ('dlv_old', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'failed', 1, 1, 1, 1)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%v\n%s", err, q)
+		}
+	}
+	db.Close()
+	s := open(t, path)
+	defer s.Close()
+	ctx := context.Background()
+	rs, err := s.ListRules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || !strings.HasPrefix(rs[0].ID, "rul_") || len(rs[0].ID) != 36 || !strings.HasPrefix(rs[1].ID, "rul_") ||
+		rs[0].ID == rs[1].ID || rs[0].Version != 4 {
+		t.Fatalf("rules after the migration: %+v", rs)
+	}
+	d, _, err := s.GetDelivery(ctx, "dlv_old")
+	if err != nil || d.RuleID != "" || d.Rule != "a" {
+		t.Fatalf("old delivery %+v, %v", d, err)
+	}
+	// The id stays on edits.
+	r := rs[0]
+	got, err := s.PutRule(ctx, r, r.Version)
+	if err != nil || got.ID != r.ID {
+		t.Fatalf("edit: %+v, %v", got, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,8 @@ func rec(tenant, id string, n int, runAt time.Time) engine.EventRecord {
 		r.Deliveries = append(r.Deliveries, engine.Delivery{
 			ID: newID(), Tenant: tenant, EventID: id, Entity: "SalesOrder", EventName: "updated",
 			Rule: "rule-" + fmt.Sprint(i%2), ActionIndex: i, ActionType: "webhook", Retry: "schedule: [5m, 10m]",
+			// rule-1's deliveries have no rule id, as rows written before it was kept.
+			RuleID: [2]string{"rul_0123456789abcdef", ""}[i%2],
 			// Key order and spacing must survive: the log shows what was sent.
 			Payload: json.RawMessage(fmt.Sprintf(`{"url":"https://x.example/%d", "body":{"z":1,  "a":"%s"}}`, i, id)),
 			State:   engine.StatePending, RunAt: runAt, CreatedAt: t0, UpdatedAt: t0,
@@ -1028,18 +1031,23 @@ func testRules(t *testing.T, s engine.Store) {
 	if rs := mv(s.ListRules(ctx)).get(t); len(rs) != 0 {
 		t.Fatalf("rules in a new store: %+v", rs)
 	}
-	r := engine.RuleRecord{Name: "orders", Tenant: "acme", Source: "name: orders\non: {entity: SalesOrder}\n", Enabled: true, UpdatedAt: t0}
+	r := engine.RuleRecord{Name: "orders", ID: "rul_ignored", Tenant: "acme", Source: "name: orders\non: {entity: SalesOrder}\n", Enabled: true, UpdatedAt: t0}
 	got := mv(s.PutRule(ctx, r, 0)).get(t)
 	if got.Version != 1 || got.Name != "orders" || !got.UpdatedAt.Equal(t0) {
 		t.Fatalf("created %+v", got)
 	}
+	if !strings.HasPrefix(got.ID, "rul_") || got.ID == r.ID {
+		t.Fatalf("created with id %q, want a new rul_… id", got.ID)
+	}
+	id := got.ID
 	if _, err := s.PutRule(ctx, r, 0); !errors.Is(err, engine.ErrConflict) {
 		t.Fatalf("create of a taken name: %v, want ErrConflict", err)
 	}
+	r.ID = id
 	r.Source, r.Enabled = "changed", false
 	got = mv(s.PutRule(ctx, r, 1)).get(t)
-	if got.Version != 2 {
-		t.Fatalf("update: version %d", got.Version)
+	if got.Version != 2 || got.ID != id {
+		t.Fatalf("update: version %d id %q, want 2 %q", got.Version, got.ID, id)
 	}
 	if _, err := s.PutRule(ctx, r, 1); !errors.Is(err, engine.ErrConflict) {
 		t.Fatalf("stale update: %v, want ErrConflict", err)
@@ -1047,25 +1055,57 @@ func testRules(t *testing.T, s engine.Store) {
 	if _, err := s.PutRule(ctx, engine.RuleRecord{Name: "nope", Source: "x"}, 3); !errors.Is(err, engine.ErrNotFound) {
 		t.Fatalf("update of a missing rule: %v, want ErrNotFound", err)
 	}
+	r.ID = ""
 	got = mv(s.PutRule(ctx, r, -1)).get(t)
-	if got.Version != 3 {
-		t.Fatalf("unconditional: version %d", got.Version)
+	if got.Version != 3 || got.ID != id {
+		t.Fatalf("unconditional: version %d id %q, want 3 %q", got.Version, got.ID, id)
 	}
 	b := mv(s.PutRule(ctx, engine.RuleRecord{Name: "a-first", Source: "y", Enabled: true}, -1)).get(t)
-	if b.Version != 1 || b.UpdatedAt.IsZero() {
+	if b.Version != 1 || b.UpdatedAt.IsZero() || !strings.HasPrefix(b.ID, "rul_") || b.ID == id {
 		t.Fatalf("unconditional create %+v", b)
 	}
 	rs := mv(s.ListRules(ctx)).get(t)
 	if len(rs) != 2 || rs[0].Name != "a-first" || rs[1].Name != "orders" || rs[1].Source != "changed" ||
-		rs[1].Enabled || rs[1].Version != 3 || rs[1].Tenant != "acme" {
+		rs[1].Enabled || rs[1].Version != 3 || rs[1].Tenant != "acme" || rs[0].ID != b.ID || rs[1].ID != id {
 		t.Fatalf("list %+v", rs)
 	}
-	noErr(t, s.DeleteRule(ctx, "orders"))
-	if err := s.DeleteRule(ctx, "orders"); !errors.Is(err, engine.ErrNotFound) {
+	if err := s.DeleteRule(ctx, "orders", b.ID); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("delete with another rule's id: %v, want ErrNotFound", err)
+	}
+	noErr(t, s.DeleteRule(ctx, "orders", id))
+	if err := s.DeleteRule(ctx, "orders", ""); !errors.Is(err, engine.ErrNotFound) {
 		t.Fatalf("delete twice: %v, want ErrNotFound", err)
 	}
 	if rs := mv(s.ListRules(ctx)).get(t); len(rs) != 1 {
 		t.Fatalf("after delete %+v", rs)
+	}
+
+	// Deleted and created again under its name: a new rule, which no
+	// write meant for the old one (its id) may change or delete.
+	again := mv(s.PutRule(ctx, engine.RuleRecord{Name: "orders", Tenant: "globex", Source: "new"}, 0)).get(t)
+	if again.ID == id || again.Version != 1 {
+		t.Fatalf("re-created %+v: want a new id, version 1", again)
+	}
+	stale := engine.RuleRecord{Name: "orders", ID: id, Tenant: "acme", Source: "stale"}
+	for _, v := range []int64{1, -1} {
+		if _, err := s.PutRule(ctx, stale, v); !errors.Is(err, engine.ErrConflict) || strings.Contains(err.Error(), "globex") {
+			t.Fatalf("put (version %d) with the deleted rule's id: %v, want ErrConflict", v, err)
+		}
+	}
+	if err := s.DeleteRule(ctx, "orders", id); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("delete with the deleted rule's id: %v, want ErrNotFound", err)
+	}
+	rs = mv(s.ListRules(ctx)).get(t)
+	if len(rs) != 2 || rs[1].ID != again.ID || rs[1].Source != "new" || rs[1].Tenant != "globex" || rs[1].Version != 1 {
+		t.Fatalf("the re-created rule changed: %+v", rs)
+	}
+	again.Source = "edited"
+	if got := mv(s.PutRule(ctx, again, 1)).get(t); got.ID != again.ID || got.Version != 2 {
+		t.Fatalf("put with its own id: %+v", got)
+	}
+	noErr(t, s.DeleteRule(ctx, "orders", again.ID))
+	if _, err := s.PutRule(ctx, again, -1); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("unconditional put with the id of a deleted rule: %v, want ErrNotFound (not created again)", err)
 	}
 }
 

@@ -119,7 +119,7 @@ func (m *ruleManager) refresh(ctx context.Context, force bool) error {
 	changed := force || len(recs) != len(m.api)
 	next := make(map[string]*apiRule, len(recs))
 	for _, rec := range recs {
-		if old := m.api[rec.Name]; old != nil && old.rec.Version == rec.Version && old.rec.UpdatedAt.Equal(rec.UpdatedAt) {
+		if old := m.api[rec.Name]; old != nil && old.rec.ID == rec.ID && old.rec.Version == rec.Version && old.rec.UpdatedAt.Equal(rec.UpdatedAt) {
 			next[rec.Name] = old
 			continue
 		}
@@ -225,6 +225,7 @@ func (m *ruleManager) parseRecord(rec engine.RuleRecord) (*triggers.Rule, error)
 		r.Tenants = []string{rec.Tenant}
 	}
 	r.Source = triggers.Source{API: true}
+	r.ID = rec.ID
 	return r, nil
 }
 
@@ -486,7 +487,9 @@ func (m *ruleManager) reserve(ctx context.Context, tenant string) (release func(
 		"%s has %d rules stored through the API, the most limits.rules_per_tenant (%d) allows: delete one first", who, n, m.perTenant)
 }
 
-// put stores rec (ifVersion as in RuleStore.PutRule) and applies it.
+// put stores rec (ifVersion as in RuleStore.PutRule) and applies it; a
+// replacement has rec.ID of the rule read, so that it never changes a rule
+// created under the name since.
 func (m *ruleManager) put(ctx context.Context, rec engine.RuleRecord, ifVersion int64) (engine.RuleRecord, error) {
 	stored, err := m.store.PutRule(ctx, rec, ifVersion)
 	if err != nil {
@@ -498,8 +501,11 @@ func (m *ruleManager) put(ctx context.Context, rec engine.RuleRecord, ifVersion 
 	return stored, nil
 }
 
-func (m *ruleManager) delete(ctx context.Context, name string) error {
-	if err := m.store.DeleteRule(ctx, name); err != nil {
+// delete deletes the API rule rec read: only that rule (its ID), never
+// one created under its name since (a 404 then).
+func (m *ruleManager) delete(ctx context.Context, rec engine.RuleRecord) error {
+	name := rec.Name
+	if err := m.store.DeleteRule(ctx, name, rec.ID); err != nil {
 		return storeError(err, "rule", name)
 	}
 	if err := m.Refresh(ctx); err != nil {

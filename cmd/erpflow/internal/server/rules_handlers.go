@@ -240,7 +240,7 @@ func (s *Server) replaceRule(w http.ResponseWriter, r *http.Request, p *principa
 		enabled = e.api.rec.Enabled
 	}
 	rec, err := s.rules.put(r.Context(), engine.RuleRecord{
-		Name: e.api.rec.Name, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: enabled,
+		Name: e.api.rec.Name, ID: e.api.rec.ID, Tenant: tenantOf(rule.Tenants), Source: string(body.src), Enabled: enabled,
 	}, ver)
 	if err != nil {
 		writeError(w, err)
@@ -289,7 +289,7 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.rules.delete(r.Context(), e.api.rec.Name); err != nil {
+	if err := s.rules.delete(r.Context(), e.api.rec); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -6,7 +6,9 @@ package sqlcore
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -383,7 +385,7 @@ func dueAt(d *engine.Delivery) time.Time {
 	return time.Time{}
 }
 
-const nDeliveryCols = 23
+const nDeliveryCols = 24
 
 func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	payload := []byte(d.Payload)
@@ -393,7 +395,7 @@ func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	return append(args, d.ID, d.Tenant, d.EventID, d.Entity, d.EventName, d.Rule,
 		d.ActionIndex, d.ActionType, d.Retry, payload, string(d.State), d.Attempts,
 		d.RetryBase, c.t(d.RunAt), d.LastCode, d.LastError, d.Internal, d.Test,
-		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), c.t(dueAt(d)))
+		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, c.t(dueAt(d)))
 }
 
 var (
@@ -1003,7 +1005,7 @@ func (c *Core) AddAttempt(ctx context.Context, d engine.Delivery, a engine.Attem
 
 // listRules implements engine.RuleStore.
 func (c *Core) listRules(ctx context.Context) ([]engine.RuleRecord, error) {
-	rows, err := c.R.QueryContext(ctx, "SELECT name, tenant, source, enabled, version, updated_at FROM rules ORDER BY name")
+	rows, err := c.R.QueryContext(ctx, "SELECT name, rule_id, tenant, source, enabled, version, updated_at FROM rules ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list rules: %w", err)
 	}
@@ -1012,7 +1014,7 @@ func (c *Core) listRules(ctx context.Context) ([]engine.RuleRecord, error) {
 	for rows.Next() {
 		var r engine.RuleRecord
 		var upd Time
-		if err := rows.Scan(&r.Name, &r.Tenant, &r.Source, &r.Enabled, &r.Version, &upd); err != nil {
+		if err := rows.Scan(&r.Name, &r.ID, &r.Tenant, &r.Source, &r.Enabled, &r.Version, &upd); err != nil {
 			return nil, fmt.Errorf("list rules: %w", err)
 		}
 		r.UpdatedAt = upd.T
@@ -1024,6 +1026,14 @@ func (c *Core) listRules(ctx context.Context) ([]engine.RuleRecord, error) {
 	return out, nil
 }
 
+// newRuleID returns a rule identity that is never reused: "rul_" and 128
+// random bits.
+func newRuleID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics on failure)
+	return "rul_" + hex.EncodeToString(b[:])
+}
+
 // PutRule implements engine.RuleStore.
 func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64) (engine.RuleRecord, error) {
 	if r.Name == "" {
@@ -1033,26 +1043,30 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 		r.UpdatedAt = time.Now()
 	}
 	r.UpdatedAt = Round(r.UpdatedAt)
+	ifID := r.ID
 	var q string
 	var args []any
 	switch {
 	case ifVersion == 0:
-		q = `INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, 1, ?)
-			ON CONFLICT (name) DO NOTHING RETURNING version`
-		args = []any{r.Name, r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
-	case ifVersion < 0:
-		q = `INSERT INTO rules (name, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, 1, ?)
+		q = `INSERT INTO rules (name, rule_id, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?)
+			ON CONFLICT (name) DO NOTHING RETURNING rule_id, version`
+		args = []any{r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
+	case ifVersion < 0 && ifID == "":
+		// Created, or replaced keeping its ID.
+		q = `INSERT INTO rules (name, rule_id, tenant, source, enabled, version, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?)
 			ON CONFLICT (name) DO UPDATE SET tenant = excluded.tenant, source = excluded.source,
 			enabled = excluded.enabled, version = rules.version + 1, updated_at = excluded.updated_at
-			RETURNING version`
-		args = []any{r.Name, r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
+			RETURNING rule_id, version`
+		args = []any{r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)}
 	default:
+		// Replaced only when it is the rule meant: its version (unless
+		// ifVersion < 0) and its ID (when given); never created.
 		q = `UPDATE rules SET tenant = ?, source = ?, enabled = ?, version = version + 1, updated_at = ?
-			WHERE name = ? AND version = ? RETURNING version`
-		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion}
+			WHERE name = ? AND (? < 0 OR version = ?) AND (? = '' OR rule_id = ?) RETURNING rule_id, version`
+		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion, ifVersion, ifID, ifID}
 	}
 	err := c.Tx(ctx, func(tx *Tx) error {
-		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&r.Version)
+		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&r.ID, &r.Version)
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -1060,12 +1074,18 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 			return fmt.Errorf("rule %q exists: %w", r.Name, engine.ErrConflict)
 		}
 		var v int64
-		err = tx.QueryRowContext(ctx, c.Q("SELECT version FROM rules WHERE name = ?"), r.Name).Scan(&v)
+		var id string
+		err = tx.QueryRowContext(ctx, c.Q("SELECT version, rule_id FROM rules WHERE name = ?"), r.Name).Scan(&v, &id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("rule %q: %w", r.Name, engine.ErrNotFound)
 		}
 		if err != nil {
 			return err
+		}
+		if ifID != "" && id != ifID {
+			// The rule this write was meant for is gone; say nothing of
+			// the new one (it may be another tenant's).
+			return fmt.Errorf("rule %q was deleted and a new rule created under its name since it was read; read it again: %w", r.Name, engine.ErrConflict)
 		}
 		return fmt.Errorf("rule %q is at version %d, not %d: %w", r.Name, v, ifVersion, engine.ErrConflict)
 	})
@@ -1076,8 +1096,8 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 }
 
 // deleteRule implements engine.RuleStore.
-func (c *Core) deleteRule(ctx context.Context, name string) error {
-	r, err := c.W.ExecContext(ctx, c.Q("DELETE FROM rules WHERE name = ?"), name)
+func (c *Core) deleteRule(ctx context.Context, name, ifID string) error {
+	r, err := c.W.ExecContext(ctx, c.Q("DELETE FROM rules WHERE name = ? AND (? = '' OR rule_id = ?)"), name, ifID, ifID)
 	if err != nil {
 		return fmt.Errorf("delete rule %q: %w", name, err)
 	}
@@ -1143,6 +1163,6 @@ func (c *Core) ListRules(ctx context.Context) (rs []engine.RuleRecord, err error
 }
 
 // DeleteRule implements engine.RuleStore.
-func (c *Core) DeleteRule(ctx context.Context, name string) error {
-	return c.Retry(ctx, func() error { return c.deleteRule(ctx, name) })
+func (c *Core) DeleteRule(ctx context.Context, name, ifID string) error {
+	return c.Retry(ctx, func() error { return c.deleteRule(ctx, name, ifID) })
 }

@@ -96,7 +96,7 @@ var deliveryCols = []string{
 	"id", "tenant", "event_id", "entity", "event_name", "rule", "action_index",
 	"action_type", "retry", "payload", "state", "attempts", "retry_base",
 	"run_at", "last_code", "last_error", "internal", "test", "lease_owner",
-	"locked_until", "created_at", "updated_at",
+	"locked_until", "created_at", "updated_at", "rule_id",
 }
 
 // DeliveryCols returns the delivery columns, each prefixed with prefix
@@ -125,7 +125,7 @@ func ScanDeliveries(rows *sql.Rows) ([]engine.Delivery, error) {
 		if err := rows.Scan(&d.ID, &d.Tenant, &d.EventID, &d.Entity, &d.EventName,
 			&d.Rule, &d.ActionIndex, &d.ActionType, &d.Retry, &payload, &state,
 			&d.Attempts, &d.RetryBase, &runAt, &d.LastCode, &d.LastError,
-			&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated); err != nil {
+			&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID); err != nil {
 			return nil, err
 		}
 		if payload != nil {
