@@ -109,7 +109,27 @@ const (
 	inFunc      = "__in"        // (x, collection) bool
 	equalFunc   = "__equal"     // (a, b) bool: == of values that may be collections
 	chargedFunc = "__charged"   // (v) any: counts what a builtin built
+	tickedFunc  = "__ticked"    // (v) any: looks at the clock after a builtin measured beforehand
 )
+
+// measuredBuiltins walk or copy the whole of their first arguments, as the
+// tree they expand to: those are measured before the builtin runs (see
+// guard.measure), by the guard function named here, which counts the
+// size (or only walks, for measureWalk).
+var measuredBuiltins = map[string]string{
+	"flatten": measureFuncs[measureElems], "median": measureFuncs[measureElems],
+	"string": measureFuncs[measureText],
+	"max":    measureFuncs[measureWalk], "min": measureFuncs[measureWalk], "mean": measureFuncs[measureWalk],
+	"sum": measureFuncs[measureWalk], "count": measureFuncs[measureWalk],
+	// shallow copies: their arguments' lengths
+	"concat": topFunc, "sort": topFunc, "reverse": topFunc, "keys": topFunc, "values": topFunc,
+	"toPairs": topFunc, "fromPairs": topFunc,
+}
+
+// Guard functions that measure a builtin's argument: (v) any, v itself.
+var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__measureText", measureWalk: "__measureWalk"}
+
+const topFunc = "__top" // counts elemBytes per element of a collection (not deeper)
 
 // guardedBuiltins are the builtins replaced by versions that count what
 // they would build before building it, with their signatures for the
@@ -126,6 +146,7 @@ var guardedBuiltins = map[string]any{
 	"fromJSON":   func(string) any { panic(notBound) },
 	"toBase64":   func(string) string { panic(notBound) },
 	"fromBase64": func(string) string { panic(notBound) },
+	"uniq":       func(any) []any { panic(notBound) },
 }
 
 const notBound = "triggers: guard function called outside an evaluation"
@@ -135,10 +156,7 @@ const notBound = "triggers: guard function called outside an evaluation"
 // (max…, len counts a string's runes); their result is counted once built,
 // and they look at the clock.
 var chargedBuiltins = map[string]bool{
-	"string": true, "keys": true, "values": true, "toPairs": true, "fromPairs": true, "uniq": true,
-	"reverse": true, "concat": true, "flatten": true, "sort": true,
-	"max": true, "min": true, "mean": true, "median": true, "len": true,
-	"indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
+	"len": true, "indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
 }
 
 // guardCompileEnv adds the guards' signatures to the compile environment.
@@ -153,6 +171,13 @@ func guardCompileEnv(env map[string]any) {
 	env[inFunc] = func(any, any) bool { panic(notBound) }
 	env[equalFunc] = func(any, any) bool { panic(notBound) }
 	env[chargedFunc] = func(any) any { panic(notBound) }
+	env[tickedFunc] = func(any) any { panic(notBound) }
+	env[topFunc] = func(any) any { panic(notBound) }
+	for _, name := range measureFuncs {
+		if name != "" {
+			env[name] = func(any) any { panic(notBound) }
+		}
+	}
 }
 
 // guard is the per-evaluation accounting of an evalState.
@@ -236,16 +261,71 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[inFunc] = func(x, c any) bool {
 		g.checkTime()
+		if isCollection(c) {
+			g.measure(c, measureWalk) // In compares x with each element, deeply
+		}
 		return runtime.In(x, c)
 	}
 	env[equalFunc] = func(a, b any) bool {
 		g.checkTime()
+		if isCollection(a) && isCollection(b) {
+			g.measure(a, measureWalk)
+			g.measure(b, measureWalk)
+		}
 		return runtime.Equal(a, b)
 	}
 	env[chargedFunc] = func(v any) any {
 		g.checkTime()
 		g.charge(sizeOf(v))
 		return v
+	}
+	env[tickedFunc] = func(v any) any {
+		g.checkTime()
+		return v
+	}
+	env[topFunc] = func(v any) any {
+		g.checkTime()
+		if isCollection(v) {
+			g.charge(sizeOf(v))
+		}
+		return v
+	}
+	for mode, name := range measureFuncs {
+		if name == "" {
+			continue
+		}
+		env[name] = func(v any) any {
+			if isCollection(v) || mode == measureText {
+				g.charge(g.measure(v, mode))
+			}
+			return v
+		}
+	}
+	env["uniq"] = func(list any) []any {
+		g.checkTime()
+		v := reflect.ValueOf(list)
+		if v.Kind() != reflect.Array && v.Kind() != reflect.Slice {
+			panic(fmt.Sprintf("cannot uniq %s", v.Kind()))
+		}
+		g.charge(int64(v.Len()) * elemBytes)
+		g.measure(list, measureWalk) // bounds each comparison below
+		ret := []any{}
+	next:
+		for i := 0; i < v.Len(); i++ {
+			e := v.Index(i).Interface()
+			deep := isCollection(e)
+			for _, r := range ret {
+				// as many comparisons as the square of the length
+				if g.ticks++; deep || g.ticks%tickEvery == 0 {
+					g.checkTime()
+				}
+				if runtime.Equal(e, r) {
+					continue next
+				}
+			}
+			ret = append(ret, e)
+		}
+		return ret
 	}
 	env["repeat"] = func(s string, n int) string {
 		if n < 0 {
@@ -336,12 +416,15 @@ func (st *evalState) bindGuards(env map[string]any) {
 	env["lower"] = caseMap(strings.ToLower)
 	env["toJSON"] = func(v any) string {
 		g.checkTime()
+		// measured before marshalling: v may share sub-collections
+		estimate := g.measure(v, measureJSON)
+		g.charge(estimate)
 		compact, err := json.Marshal(v)
 		if err != nil {
 			panic(err)
 		}
 		size := indentedSize(compact)
-		g.charge(size)
+		g.charge(max(size-estimate, 0))
 		var buf bytes.Buffer
 		buf.Grow(int(size))
 		if err := json.Indent(&buf, compact, "", "  "); err != nil {
@@ -392,6 +475,21 @@ func sizeOf(v any) int64 {
 		return int64(rv.Len()) * elemBytes
 	}
 	return 0
+}
+
+// isCollection: a slice, array or map, which builtins may walk deeply.
+func isCollection(v any) bool {
+	switch v.(type) {
+	case nil, string, bool, float64, int:
+		return false
+	case []any, map[string]any:
+		return true
+	}
+	switch reflect.ValueOf(v).Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map:
+		return true
+	}
+	return false
 }
 
 // indentedSize is the length of compact JSON once indented by two spaces
