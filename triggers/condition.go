@@ -493,7 +493,7 @@ func (st *evalState) fill(need uint16) {
 func (c *condition) eval(st *evalState) (ok bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ok, err = false, fmt.Errorf("condition panicked: %v", r)
+			ok, err = false, fmt.Errorf("condition panicked: %s", cutMessage(fmt.Sprint(r)))
 		}
 	}()
 	st.fill(c.need)
@@ -522,9 +522,21 @@ func conditionRunError(err error, lim *ConditionLimits) error {
 		if fe.Message == vmBudgetExceeded {
 			return fmt.Errorf("condition %w", &LimitError{Kind: LimitMemory, Limit: fmt.Sprintf("%d bytes", lim.Memory)})
 		}
-		return fmt.Errorf("condition failed: %s", hiddenNames.Replace(fe.Message))
+		return fmt.Errorf("condition failed: %s", cutMessage(hiddenNames.Replace(fe.Message)))
 	}
 	return fmt.Errorf("condition failed: %w", err)
+}
+
+// maxErrorMessage bounds the message of a condition error: it may quote
+// event data (strconv quotes a 1 MiB string it cannot parse), and it is
+// logged and shown by explain.
+const maxErrorMessage = 512
+
+func cutMessage(msg string) string {
+	if len(msg) <= maxErrorMessage {
+		return msg
+	}
+	return strings.ToValidUTF8(msg[:maxErrorMessage], "") + fmt.Sprintf("… (%d bytes)", len(msg))
 }
 
 // Values of events are compared as their canonical text: strings as they

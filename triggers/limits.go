@@ -131,6 +131,19 @@ var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__m
 
 const topFunc = "__top" // counts elemBytes per element of a collection (not deeper)
 
+// parsingBuiltins parse their string arguments, and fail on a long one
+// with an error that quotes it, once per layout tried (a 1 MiB string made
+// date allocate 23 MiB): their arguments go through shortFunc.
+var parsingBuiltins = map[string]bool{"date": true, "duration": true, "timezone": true, "int": true, "float": true}
+
+const (
+	shortFunc = "__short" // (v) any: v, unless a string longer than maxParsedString
+	// maxParsedString is the longest string date, duration, timezone, int
+	// and float take: the longest date layout with its zone is under 100
+	// bytes.
+	maxParsedString = 256
+)
+
 // guardedBuiltins are the builtins replaced by versions that count what
 // they would build before building it, with their signatures for the
 // checker. The calls go through reflection: fine for these rare ones.
@@ -151,12 +164,10 @@ var guardedBuiltins = map[string]any{
 
 const notBound = "triggers: guard function called outside an evaluation"
 
-// chargedBuiltins build values whose size is only known afterwards (at
-// most a small multiple of their input), or go over their whole input
-// (max…, len counts a string's runes); their result is counted once built,
-// and they look at the clock.
+// chargedBuiltins go over a whole string (len counts its runes); their
+// result is counted once built, and they look at the clock.
 var chargedBuiltins = map[string]bool{
-	"len": true, "indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
+	"len": true, "indexOf": true, "lastIndexOf": true, "trim": true,
 }
 
 // guardCompileEnv adds the guards' signatures to the compile environment.
@@ -172,6 +183,7 @@ func guardCompileEnv(env map[string]any) {
 	env[equalFunc] = func(any, any) bool { panic(notBound) }
 	env[chargedFunc] = func(any) any { panic(notBound) }
 	env[tickedFunc] = func(any) any { panic(notBound) }
+	env[shortFunc] = func(any) any { panic(notBound) }
 	env[topFunc] = func(any) any { panic(notBound) }
 	for _, name := range measureFuncs {
 		if name != "" {
@@ -281,6 +293,12 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[tickedFunc] = func(v any) any {
 		g.checkTime()
+		return v
+	}
+	env[shortFunc] = func(v any) any {
+		if s, ok := v.(string); ok && len(s) > maxParsedString {
+			panic(fmt.Sprintf("a string of %d bytes cannot be a date, duration, time zone or number (at most %d)", len(s), maxParsedString))
+		}
 		return v
 	}
 	env[topFunc] = func(v any) any {

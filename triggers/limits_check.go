@@ -72,6 +72,13 @@ func (p *patcher) builtin(node *ast.Node, n *ast.BuiltinNode) {
 			p.guarded = true
 		}
 	}
+	if parsingBuiltins[n.Name] {
+		for i, a := range n.Arguments {
+			n.Arguments[i] = call(shortFunc, a)
+		}
+		p.guarded = true
+		return
+	}
 	if measure, ok := measuredBuiltins[n.Name]; ok && (!predicateBuiltins[n.Name] || len(n.Arguments) == 1) {
 		// sum and count without a predicate still loop over their input
 		// (nested lists included)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // dagLets is the review's condition of issue #10: levels let-bound lists
@@ -65,5 +66,59 @@ func TestConditionSharedListsLimit(t *testing.T) {
 				t.Errorf("allocated %d MiB", d>>20)
 			}
 		})
+	}
+}
+
+// Builtins over big event data (a 1 MiB event: a 1 MiB string, 65k
+// element lists) stay within the limits before they build or walk: uniq
+// compares every pair (minutes for 65k distinct elements) and now looks
+// at the clock; concat counts its arguments before copying them; date,
+// duration, int and float refuse strings no date or number is that long
+// (each failed layout quoted the 1 MiB string: 23 MiB per evaluation).
+func TestConditionBigEventLimits(t *testing.T) {
+	nums := make([]any, 65_000)
+	for i := range nums {
+		nums[i] = float64(i)
+	}
+	data := map[string]any{"s": strings.Repeat("x", 1<<20), "nums": nums}
+	for _, tc := range []struct {
+		cond, kind, msg string
+		step            time.Duration
+	}{
+		{cond: `len(uniq(data.nums)) > 0`, kind: LimitTime, step: 100 * time.Microsecond},
+		{cond: `len(concat(data.nums, data.nums, data.nums, data.nums, data.nums)) > 0`, kind: LimitMemory},
+		{cond: `date(data.s) > now()`, msg: "a string of 1048576 bytes cannot be a date, duration, time zone or number (at most 256)"},
+		{cond: `duration(data.s) > duration("1h")`, msg: "a string of 1048576 bytes cannot be"},
+		{cond: `int(data.s) > 0 || float(data.s) > 0`, msg: "a string of 1048576 bytes cannot be"},
+	} {
+		t.Run(tc.cond, func(t *testing.T) {
+			clock := &fakeClock{t: time.Unix(0, 0), step: tc.step}
+			ls := newLimitSet(t, tc.cond, ConditionLimits{now: clock.now})
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			if tc.kind != "" {
+				ls.matchLimited(t, event("X", "e", data, nil), tc.kind)
+			} else if got := names(ls.Match(event("X", "e", data, nil), nil)); got != "other" || len(ls.errs) != 1 || !strings.Contains(ls.errs[0].Error(), tc.msg) {
+				t.Errorf("matched %q, errors %v", got, ls.errs)
+			}
+			runtime.ReadMemStats(&after)
+			if d := after.TotalAlloc - before.TotalAlloc; d > 4<<20 {
+				t.Errorf("allocated %d MiB", d>>20)
+			}
+		})
+	}
+}
+
+// A condition error is cut: one quoting event data (strconv quoting a
+// string it could not parse) would be logged and shown by explain whole.
+func TestCutMessage(t *testing.T) {
+	long := "parsing \"" + strings.Repeat("é", 100_000) + "\""
+	got := cutMessage(long)
+	if len(got) > maxErrorMessage+20 || !utf8.ValidString(got) || !strings.HasSuffix(got, "… (200010 bytes)") {
+		t.Errorf("%.600q", got)
+	}
+	if cutMessage("short") != "short" {
+		t.Error("short message changed")
 	}
 }
