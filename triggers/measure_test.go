@@ -122,3 +122,22 @@ func TestCutMessage(t *testing.T) {
 		t.Error("short message changed")
 	}
 }
+
+// fromJSON counts an element per value of the text before decoding it: an
+// empty list is 3 bytes of text and 40 decoded. Before, it counted only
+// the text, and 600 KB of "[]," decoded to 10 MiB.
+func TestFromJSONCountsValues(t *testing.T) {
+	text := "[" + strings.Repeat("[],", 200_000) + "1]"
+	ls := newLimitSet(t, `len(fromJSON(data.s)) > 0`, ConditionLimits{})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ls.matchLimited(t, event("X", "e", map[string]any{"s": text}, nil), LimitMemory)
+	runtime.ReadMemStats(&after)
+	if d := after.TotalAlloc - before.TotalAlloc; d > 4<<20 {
+		t.Errorf("allocated %d MiB", d>>20)
+	}
+	if n := jsonValues(`{"a,[{": [1, {"b": "\",["}], "c": []}`); n != 6 {
+		t.Errorf("jsonValues: %d, want 6", n)
+	}
+}
