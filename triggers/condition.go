@@ -230,9 +230,15 @@ func (p *patcher) Visit(node *ast.Node) {
 			if id.Value == "changed_from" {
 				which = prevFunc
 			}
+			want := n.Arguments[1]
+			if !isLiteral(want) {
+				// compared as its JSON text
+				want = call(measureFuncs[measureJSON], want)
+				p.guarded = true
+			}
 			repl = &ast.BinaryNode{Operator: "&&",
 				Left:  call(changedFunc, env(), path),
-				Right: call(eqFunc, call(which, env(), path), n.Arguments[1])}
+				Right: call(eqFunc, call(which, env(), path), want)}
 		}
 		p.need |= needData | needPrevious
 		ast.Patch(node, repl)
@@ -393,7 +399,9 @@ func friendlyExprMessage(msg string) string {
 	return msg
 }
 
-var hiddenNames = strings.NewReplacer(getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
+var hiddenNames = strings.NewReplacer(tickedFunc, "builtin", topFunc, "builtin", shortFunc, "builtin",
+	measureFuncs[measureElems], "builtin", measureFuncs[measureText], "builtin", measureFuncs[measureJSON], "builtin",
+	measureFuncs[measureWalk], "builtin", getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
 	curFunc, "field", hasFunc, "has", eqFunc, "comparison", tickAlloc, "predicate", tickFunc, "predicate", addFunc, "+", matchesFunc, "matches",
 	inFunc, "in", equalFunc, "==", chargedFunc, "builtin")
 

@@ -127,7 +127,8 @@ var measuredBuiltins = map[string]string{
 }
 
 // Guard functions that measure a builtin's argument: (v) any, v itself.
-var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__measureText", measureWalk: "__measureWalk"}
+var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__measureText", measureJSON: "__measureJSON",
+	measureWalk: "__measureWalk"}
 
 const topFunc = "__top" // counts elemBytes per element of a collection (not deeper)
 
@@ -273,7 +274,7 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[inFunc] = func(x, c any) bool {
 		g.checkTime()
-		if isCollection(c) {
+		if k := reflect.ValueOf(c).Kind(); k == reflect.Slice || k == reflect.Array {
 			g.measure(c, measureWalk) // In compares x with each element, deeply
 		}
 		return runtime.In(x, c)

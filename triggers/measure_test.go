@@ -45,6 +45,8 @@ func TestConditionSharedListsLimit(t *testing.T) {
 		{10, "1", "sum(L) > 0", LimitTime, true},
 		{10, "1", "mean(L) > 0", LimitTime, true},
 		{10, "[1]", "L == [L] || L == flatten([L])", LimitTime, true},
+		// compared as JSON text with the field's value
+		{10, "event.id", `changed_to("s", L)`, LimitMemory, false},
 		{10, "1", "[l8, l8, l8, l8] in [1, L]", LimitTime, true},
 		// reduce doubles a shared list on each element
 		{1, "1", "len(flatten(reduce(1..40, [#acc, #acc], [1]))) > 0", LimitMemory, false},
@@ -60,7 +62,7 @@ func TestConditionSharedListsLimit(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&before)
-			ls.matchLimited(t, event("X", "e", data, nil), tc.kind)
+			ls.matchLimited(t, event("X", "e", data, map[string]any{"s": "y"}), tc.kind)
 			runtime.ReadMemStats(&after)
 			if d := after.TotalAlloc - before.TotalAlloc; d > 8<<20 {
 				t.Errorf("allocated %d MiB", d>>20)
@@ -139,5 +141,19 @@ func TestFromJSONCountsValues(t *testing.T) {
 	}
 	if n := jsonValues(`{"a,[{": [1, {"b": "\",["}], "c": []}`); n != 6 {
 		t.Errorf("jsonValues: %d, want 6", n)
+	}
+}
+
+// changed_to and changed_from with a computed value still compare it as
+// before (its JSON text), once measured.
+func TestChangedToComputed(t *testing.T) {
+	ev := event("X", "e", map[string]any{"n": 2.0, "l": []any{"a", 1.0}, "want": 2}, map[string]any{"n": 1, "l": []any{}})
+	for _, cond := range []string{
+		`changed_to("n", data.want) && changed_from("n", data.want - 1) && changed_to("l", ["a", 1]) && !changed_to("l", ["a"])`,
+	} {
+		rules := mustParse(t, condRule(cond))
+		if ok, why := rules[0].Matches(ev); !ok {
+			t.Errorf("%s: %s", cond, why)
+		}
 	}
 }
