@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -44,14 +45,63 @@ func (o *evalErrors) take() []error {
 // evaluate the condition. Before, every reload began afresh and each
 // event paid the limit again.
 func TestCooldownSurvivesReload(t *testing.T) {
+	eng, obs, emit := costlyEngine(t, `len(repeat(data.c, data.n)) >= 0`)
+	var ce *triggers.CooldownError
+	if n := emit("big", 2_000_000); n != 0 {
+		t.Fatalf("big event: %d deliveries", n)
+	}
+	if errs := obs.take(); len(errs) != 1 || !errors.As(errs[0], &ce) || ce.Skipped {
+		t.Fatalf("big event: errors %v, want the cool-down to begin", errs)
+	}
+	for i, enabled := range []string{"false", "true"} {
+		if err := eng.Reload(eng.load(enabled)); err != nil {
+			t.Fatal(err)
+		}
+		if n := emit("cheap"+enabled, 1); n != 0 {
+			t.Errorf("after reload %d: %d deliveries, want none (cooling down)", i+1, n)
+		}
+		if errs := obs.take(); len(errs) != 1 || !errors.As(errs[0], &ce) || !ce.Skipped {
+			t.Errorf("after reload %d: errors %v, want a skip", i+1, errs)
+		}
+	}
+}
+
+// The review's condition of issue #10 (eleven let-bound lists, each the
+// previous one four times: 4^11 elements once flattened, from 230
+// characters) is stopped at its memory limit on the way events are
+// emitted, having built little. Before, each event took 2 s and 1.75 GB.
+func TestSharedListsConditionOnEmit(t *testing.T) {
+	cond := "let a=[event.id,event.id,event.id,event.id]; let b=[a,a,a,a]; let c=[b,b,b,b]; let d=[c,c,c,c]; " +
+		"let e=[d,d,d,d]; let f=[e,e,e,e]; let g=[f,f,f,f]; let h=[g,g,g,g]; let i=[h,h,h,h]; let j=[i,i,i,i]; " +
+		"let k=[j,j,j,j]; len(flatten(k)) > 0"
+	_, obs, emit := costlyEngine(t, cond)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	n := emit("e1", 1)
+	runtime.ReadMemStats(&after)
+	var le *triggers.LimitError
+	if errs := obs.take(); n != 0 || len(errs) != 1 || !errors.As(errs[0], &le) || le.Kind != triggers.LimitMemory {
+		t.Fatalf("%d deliveries, errors %v; want none and a memory LimitError", n, errs)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Errorf("emit allocated %d MiB", d>>20)
+	}
+}
+
+// costlyEngine is an engine on a SQLite file with rule "costly" of
+// condition cond on entity X, and rule "other" on entity Y; emit emits an
+// event of entity X with data {c: "a", n: n} and returns its deliveries.
+func costlyEngine(t *testing.T, cond string) (*reloader, *evalErrors, func(id string, n int) int) {
+	t.Helper()
 	ctx := context.Background()
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	reg := &actions.Registry{}
 	reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true}))
 	load := func(otherEnabled string) []*triggers.Rule {
@@ -60,7 +110,7 @@ func TestCooldownSurvivesReload(t *testing.T) {
 rules:
   - name: costly
     on: {entity: X}
-    when: 'len(repeat(data.c, data.n)) >= 0'
+    when: '`+cond+`'
     actions: [{type: webhook, url: `+srv.URL+`}]
   - name: other
     on: {entity: Y}
@@ -83,7 +133,7 @@ rules:
 	if err := eng.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Stop(ctx)
+	t.Cleanup(func() { eng.Stop(ctx) })
 	emit := func(id string, n int) int {
 		t.Helper()
 		ev := engine.Event{ID: id, Entity: "X", EntityID: "1", Event: "updated"}
@@ -95,22 +145,10 @@ rules:
 		}
 		return len(res.Deliveries)
 	}
-	var ce *triggers.CooldownError
-	if n := emit("big", 2_000_000); n != 0 {
-		t.Fatalf("big event: %d deliveries", n)
-	}
-	if errs := obs.take(); len(errs) != 1 || !errors.As(errs[0], &ce) || ce.Skipped {
-		t.Fatalf("big event: errors %v, want the cool-down to begin", errs)
-	}
-	for i, enabled := range []string{"false", "true"} {
-		if err := eng.Reload(load(enabled)); err != nil {
-			t.Fatal(err)
-		}
-		if n := emit("cheap"+enabled, 1); n != 0 {
-			t.Errorf("after reload %d: %d deliveries, want none (cooling down)", i+1, n)
-		}
-		if errs := obs.take(); len(errs) != 1 || !errors.As(errs[0], &ce) || !ce.Skipped {
-			t.Errorf("after reload %d: errors %v, want a skip", i+1, errs)
-		}
-	}
+	return &reloader{eng, load}, obs, emit
+}
+
+type reloader struct {
+	*engine.Engine
+	load func(otherEnabled string) []*triggers.Rule
 }
