@@ -519,22 +519,12 @@ func isCollection(v any) bool {
 func indentedSize(b []byte) int64 {
 	size := int64(len(b))
 	depth := int64(0)
-	inString, escaped := false, false
+	var text jsonText
 	for i, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
+		if text.inString(c) {
 			continue
 		}
 		switch c {
-		case '"':
-			inString = true
 		case '{', '[':
 			depth++
 			if i+1 < len(b) && (b[i+1] == '}' || b[i+1] == ']') {
@@ -560,28 +550,33 @@ func indentedSize(b []byte) int64 {
 // holds: its commas and opening brackets outside strings.
 func jsonValues(s string) int64 {
 	n := int64(0)
-	inString, escaped := false, false
+	var text jsonText
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case ',', '[', '{':
+		if c := s[i]; !text.inString(c) && (c == ',' || c == '[' || c == '{') {
 			n++
 		}
 	}
 	return n
+}
+
+// jsonText follows JSON text byte by byte, to tell its strings apart.
+type jsonText struct{ in, escaped bool }
+
+// inString reports whether c, the next byte, is part of a string, its
+// quotes included.
+func (t *jsonText) inString(c byte) bool {
+	switch {
+	case !t.in:
+		t.in = c == '"'
+	case t.escaped:
+		t.escaped = false
+	case c == '\\':
+		t.escaped = true
+	case c == '"':
+		t.in = false
+		return true
+	}
+	return t.in
 }
 
 // clockReader feeds a long subject to a regexp and looks at the clock
