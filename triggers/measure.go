@@ -1,7 +1,9 @@
 package triggers
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"strconv"
 	"unicode/utf8"
@@ -92,9 +94,13 @@ func (m *measurer) walk(v any) {
 	case bool:
 		m.leaf(5)
 	case float64:
-		m.leaf(int64(len(strconv.AppendFloat(m.num[:0], x, 'g', -1, 64))) + 2) // JSON may spell it 2 longer
+		m.leaf(m.float(x))
 	case int:
 		m.leaf(int64(len(strconv.AppendInt(m.num[:0], int64(x), 10))))
+	case int64:
+		m.leaf(int64(len(strconv.AppendInt(m.num[:0], x, 10))))
+	case json.Number:
+		m.leaf(int64(len(x)))
 	default:
 		m.other(x)
 	}
@@ -133,6 +139,16 @@ func (m *measurer) other(v any) {
 			m.add(int64(len(fmt.Sprint(v))) + 2)
 		}
 	}
+}
+
+// float is the length of x as fmt's %v or, for JSON, as encoding/json
+// spells it (1e20 in full).
+func (m *measurer) float(x float64) int64 {
+	format := byte('g')
+	if abs := math.Abs(x); m.mode == measureJSON && (abs == 0 || abs >= 1e-6 && abs < 1e21) {
+		format = 'f'
+	}
+	return int64(len(strconv.AppendFloat(m.num[:0], x, format, -1, 64)))
 }
 
 func (m *measurer) down() {

@@ -1,6 +1,7 @@
 package triggers
 
 import (
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
@@ -154,6 +155,25 @@ func TestChangedToComputed(t *testing.T) {
 		rules := mustParse(t, condRule(cond))
 		if ok, why := rules[0].Matches(ev); !ok {
 			t.Errorf("%s: %s", cond, why)
+		}
+	}
+}
+
+// measure's sizes of text and JSON are at least what fmt and
+// encoding/json write.
+func TestMeasureSizes(t *testing.T) {
+	g := &guard{lim: ConditionLimits{}.withDefaults()}
+	for _, v := range []any{
+		[]any{"a<b>&\"\\\n\x01é\u2028", 1.5, 1e21, 1e20, -1e-6, 1e-7, 0.1, 12, int64(-3), json.Number("1.50"), nil, true,
+			map[string]any{"k": []any{}, "<": map[string]any{}}, []string{"x"}, time.Unix(0, 0).UTC(), "\xff"},
+	} {
+		text, _ := json.Marshal(v)
+		if got := g.measure(v, measureJSON); got < int64(len(text)) {
+			t.Errorf("JSON: %d, want at least %d (%s)", got, len(text), text)
+		}
+		s := fmt.Sprint(v)
+		if got := g.measure(v, measureText); got < int64(len(s)) {
+			t.Errorf("text: %d, want at least %d (%s)", got, len(s), s)
 		}
 	}
 }
