@@ -318,7 +318,9 @@ func (e *Engine) Stop(ctx context.Context) error {
 
 // Reload replaces the rule set atomically. Deliveries already queued keep
 // their rendered payloads; their next attempt uses the new rule's action
-// (found by rule name and action index).
+// (found by rule name and action index). A rule cooling down (see
+// triggers.CooldownError) keeps cooling down unless its name, tenants or
+// condition changed.
 func (e *Engine) Reload(rules []*triggers.Rule) error {
 	rs := &ruleSet{acts: make(map[*triggers.Rule][]actionInfo, len(rules))}
 	for _, r := range rules {
@@ -332,7 +334,11 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 		}
 		rs.acts[r] = infos
 	}
-	set, err := triggers.NewSet(rules, triggers.SetOptions{OnEvalError: e.evalError, Limits: e.cfg.ConditionLimits})
+	var prev *triggers.Set // its cool-downs carry over
+	if old := e.rules.Load(); old != nil {
+		prev = old.set
+	}
+	set, err := triggers.NewSet(rules, triggers.SetOptions{OnEvalError: e.evalError, Limits: e.cfg.ConditionLimits, Previous: prev})
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}

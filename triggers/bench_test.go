@@ -179,6 +179,12 @@ func BenchmarkCostlyCondition(b *testing.B) {
 		// as many linear operations as 1,000 nodes hold
 		{"sum-x140", strings.Repeat(`sum(data.list) < 0 || `, 140) + "false"},
 		{"lastIndexOf-x120", strings.Repeat(`lastIndexOf(data.s, "c") > 0 || `, 120) + "false"},
+		// let-bound lists sharing sub-lists (the review's repros of issue #10)
+		{"shared-flatten", dagLets(11, "event.id", "len(flatten(L)) > 0")},
+		{"shared-string", dagLets(11, "event.id", `string(L) != ""`)},
+		{"shared-toJSON", dagLets(7, "data.big", `toJSON(L) != ""`)},
+		{"shared-equal", dagLets(11, "[1]", "L == [L] || L == flatten([L])")},
+		{"uniq", `len(uniq(data.list)) > 0`},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			rules, err := Parse("b.yaml", []byte(condRule(tc.cond)), LoadOptions{Actions: nopDecoder{}})

@@ -230,9 +230,15 @@ func (p *patcher) Visit(node *ast.Node) {
 			if id.Value == "changed_from" {
 				which = prevFunc
 			}
+			want := n.Arguments[1]
+			if !isLiteral(want) {
+				// compared as its JSON text
+				want = call(measureFuncs[measureJSON], want)
+				p.guarded = true
+			}
 			repl = &ast.BinaryNode{Operator: "&&",
 				Left:  call(changedFunc, env(), path),
-				Right: call(eqFunc, call(which, env(), path), n.Arguments[1])}
+				Right: call(eqFunc, call(which, env(), path), want)}
 		}
 		p.need |= needData | needPrevious
 		ast.Patch(node, repl)
@@ -393,7 +399,9 @@ func friendlyExprMessage(msg string) string {
 	return msg
 }
 
-var hiddenNames = strings.NewReplacer(getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
+var hiddenNames = strings.NewReplacer(tickedFunc, "builtin", topFunc, "builtin", shortFunc, "builtin",
+	measureFuncs[measureElems], "builtin", measureFuncs[measureText], "builtin", measureFuncs[measureJSON], "builtin",
+	measureFuncs[measureWalk], "builtin", getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
 	curFunc, "field", hasFunc, "has", eqFunc, "comparison", tickAlloc, "predicate", tickFunc, "predicate", addFunc, "+", matchesFunc, "matches",
 	inFunc, "in", equalFunc, "==", chargedFunc, "builtin")
 
@@ -493,7 +501,7 @@ func (st *evalState) fill(need uint16) {
 func (c *condition) eval(st *evalState) (ok bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ok, err = false, fmt.Errorf("condition panicked: %v", r)
+			ok, err = false, fmt.Errorf("condition panicked: %s", cutMessage(fmt.Sprint(r)))
 		}
 	}()
 	st.fill(c.need)
@@ -522,9 +530,21 @@ func conditionRunError(err error, lim *ConditionLimits) error {
 		if fe.Message == vmBudgetExceeded {
 			return fmt.Errorf("condition %w", &LimitError{Kind: LimitMemory, Limit: fmt.Sprintf("%d bytes", lim.Memory)})
 		}
-		return fmt.Errorf("condition failed: %s", hiddenNames.Replace(fe.Message))
+		return fmt.Errorf("condition failed: %s", cutMessage(hiddenNames.Replace(fe.Message)))
 	}
 	return fmt.Errorf("condition failed: %w", err)
+}
+
+// maxErrorMessage bounds the message of a condition error: it may quote
+// event data (strconv quotes a 1 MiB string it cannot parse), and it is
+// logged and shown by explain.
+const maxErrorMessage = 512
+
+func cutMessage(msg string) string {
+	if len(msg) <= maxErrorMessage {
+		return msg
+	}
+	return strings.ToValidUTF8(msg[:maxErrorMessage], "") + fmt.Sprintf("… (%d bytes)", len(msg))
 }
 
 // Values of events are compared as their canonical text: strings as they

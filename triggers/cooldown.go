@@ -3,6 +3,7 @@ package triggers
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -45,10 +46,21 @@ type cooling struct {
 }
 
 // initCooldowns gives every rule with a condition its cool-down state,
-// unless cool-downs are off.
-func (s *Set) initCooldowns() {
+// unless cool-downs are off: that of prev's rule of the same name,
+// tenants and condition if there is one (shared, so that an evaluation
+// still running on prev cools the rule down here too), else a new one.
+func (s *Set) initCooldowns(prev *Set) {
+	s.cooled = new(atomic.Bool)
 	if s.limits.Cooldown <= 0 {
 		return
+	}
+	var old map[string]*cooling
+	if prev != nil && prev.cool != nil {
+		s.cooled = prev.cooled
+		old = make(map[string]*cooling, len(prev.cool))
+		for r, c := range prev.cool {
+			old[cooldownKey(r)] = c
+		}
 	}
 	n := 0
 	for _, r := range s.rules {
@@ -59,10 +71,22 @@ func (s *Set) initCooldowns() {
 	states := make([]cooling, n)
 	s.cool = make(map[*Rule]*cooling, n)
 	for _, r := range s.rules {
-		if r.cond != nil {
-			s.cool[r] = &states[len(s.cool)]
+		if r.cond == nil {
+			continue
 		}
+		c := old[cooldownKey(r)]
+		if c == nil {
+			c = &states[0]
+			states = states[1:]
+		}
+		s.cool[r] = c
 	}
+}
+
+// cooldownKey is what a rule's cool-down carries over by: a changed
+// condition or tenant scope starts afresh.
+func cooldownKey(r *Rule) string {
+	return r.Name + "\x00" + strings.Join(r.Tenants, "\x00") + "\x00\x00" + r.When
 }
 
 // coolingDown returns the error of r's skipped evaluations while r cools

@@ -190,3 +190,62 @@ func TestCooldownConcurrent(t *testing.T) {
 		t.Errorf("%d condition errors, want 102", reported.Load())
 	}
 }
+
+// A reload (a new Set given the one it replaces) keeps the cool-down of
+// a rule whose name, tenants and condition did not change, even when
+// other rules changed; a changed condition or scope starts afresh.
+// Before, enabling and disabling any rule ended every cool-down.
+func TestCooldownSurvivesReload(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := &fakeClock{t: t0}
+	lim := ConditionLimits{now: clock.now}
+	ls := newLimitSet(t, costly, lim)
+	cheap, big := event("X", "e", costlyEvent(3), nil), event("X", "e", costlyEvent(2_000_000), nil)
+	ls.Match(big, nil)
+	if errs := ls.takeErrs(); len(errs) != 1 {
+		t.Fatalf("errors %v", errs)
+	}
+	reload := func(prev *Set, rules []*Rule) *Set {
+		t.Helper()
+		s, err := NewSet(rules, SetOptions{Limits: lim, Previous: prev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// another rule disabled, as a rules:write token may do at will
+	rules := mustParse(t, condRule(costly)+"  - name: other\n    on: {entity: X}\n    enabled: false\n    actions: [{type: log}]\n")
+	s := reload(ls.Set, rules)
+	var ce *CooldownError
+	if ok, why := s.Explain(cheap)[0].Matched, s.Explain(cheap)[0].Reason; ok || !strings.HasPrefix(why, "condition is cooling down until 2026-01-02T03:05:05Z") {
+		t.Errorf("after a reload: %v %q", ok, why)
+	}
+	var got []error
+	s2, err := NewSet(rules, SetOptions{Limits: lim, Previous: s, OnEvalError: func(_ string, err error) { got = append(got, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := names(s2.Match(cheap, nil)); m != "" || len(got) != 1 || !errors.As(got[0], &ce) || !ce.Skipped {
+		t.Errorf("after two reloads: matched %q, errors %v", m, got)
+	}
+
+	// the old Set's evaluations still in flight cool the new one down too
+	clock.set(t0.Add(DefaultConditionCooldown))
+	s3 := reload(s2, rules)
+	ls.Match(big, nil)
+	if ok, why := s3.Explain(cheap)[0].Matched, s3.Explain(cheap)[0].Reason; ok || !strings.Contains(why, "cooling down") {
+		t.Errorf("cool-down begun on the old Set: %v %q", ok, why)
+	}
+
+	// a changed condition, a changed scope: evaluated
+	changed := mustParse(t, condRule(costly+" || false"))
+	if m := names(reload(s3, changed).Match(cheap, nil)); m != "c" {
+		t.Errorf("changed condition: matched %q", m)
+	}
+	scoped := mustParse(t, condRule(costly))
+	scoped[0].Tenants = []string{"acme"}
+	cheap.Tenant = "acme"
+	if m := names(reload(s3, scoped).Match(cheap, nil)); m != "c" {
+		t.Errorf("changed tenants: matched %q", m)
+	}
+}

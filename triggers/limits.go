@@ -109,6 +109,40 @@ const (
 	inFunc      = "__in"        // (x, collection) bool
 	equalFunc   = "__equal"     // (a, b) bool: == of values that may be collections
 	chargedFunc = "__charged"   // (v) any: counts what a builtin built
+	tickedFunc  = "__ticked"    // (v) any: looks at the clock after a builtin measured beforehand
+)
+
+// measuredBuiltins walk or copy the whole of their first arguments, as the
+// tree they expand to: those are measured before the builtin runs (see
+// guard.measure), by the guard function named here, which counts the
+// size (or only walks, for measureWalk).
+var measuredBuiltins = map[string]string{
+	"flatten": measureFuncs[measureElems], "median": measureFuncs[measureElems],
+	"string": measureFuncs[measureText],
+	"max":    measureFuncs[measureWalk], "min": measureFuncs[measureWalk], "mean": measureFuncs[measureWalk],
+	"sum": measureFuncs[measureWalk], "count": measureFuncs[measureWalk],
+	// shallow copies: their arguments' lengths
+	"concat": topFunc, "sort": topFunc, "reverse": topFunc, "keys": topFunc, "values": topFunc,
+	"toPairs": topFunc, "fromPairs": topFunc,
+}
+
+// Guard functions that measure a builtin's argument: (v) any, v itself.
+var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__measureText", measureJSON: "__measureJSON",
+	measureWalk: "__measureWalk"}
+
+const topFunc = "__top" // counts elemBytes per element of a collection (not deeper)
+
+// parsingBuiltins parse their string arguments, and fail on a long one
+// with an error that quotes it, once per layout tried (a 1 MiB string made
+// date allocate 23 MiB): their arguments go through shortFunc.
+var parsingBuiltins = map[string]bool{"date": true, "duration": true, "timezone": true, "int": true, "float": true}
+
+const (
+	shortFunc = "__short" // (v) any: v, unless a string longer than maxParsedString
+	// maxParsedString is the longest string date, duration, timezone, int
+	// and float take: the longest date layout with its zone is under 100
+	// bytes.
+	maxParsedString = 256
 )
 
 // guardedBuiltins are the builtins replaced by versions that count what
@@ -126,19 +160,15 @@ var guardedBuiltins = map[string]any{
 	"fromJSON":   func(string) any { panic(notBound) },
 	"toBase64":   func(string) string { panic(notBound) },
 	"fromBase64": func(string) string { panic(notBound) },
+	"uniq":       func(any) []any { panic(notBound) },
 }
 
 const notBound = "triggers: guard function called outside an evaluation"
 
-// chargedBuiltins build values whose size is only known afterwards (at
-// most a small multiple of their input), or go over their whole input
-// (max…, len counts a string's runes); their result is counted once built,
-// and they look at the clock.
+// chargedBuiltins go over a whole string (len counts its runes); their
+// result is counted once built, and they look at the clock.
 var chargedBuiltins = map[string]bool{
-	"string": true, "keys": true, "values": true, "toPairs": true, "fromPairs": true, "uniq": true,
-	"reverse": true, "concat": true, "flatten": true, "sort": true,
-	"max": true, "min": true, "mean": true, "median": true, "len": true,
-	"indexOf": true, "lastIndexOf": true, "trim": true, "float": true, "int": true,
+	"len": true, "indexOf": true, "lastIndexOf": true, "trim": true,
 }
 
 // guardCompileEnv adds the guards' signatures to the compile environment.
@@ -153,6 +183,14 @@ func guardCompileEnv(env map[string]any) {
 	env[inFunc] = func(any, any) bool { panic(notBound) }
 	env[equalFunc] = func(any, any) bool { panic(notBound) }
 	env[chargedFunc] = func(any) any { panic(notBound) }
+	env[tickedFunc] = func(any) any { panic(notBound) }
+	env[shortFunc] = func(any) any { panic(notBound) }
+	env[topFunc] = func(any) any { panic(notBound) }
+	for _, name := range measureFuncs {
+		if name != "" {
+			env[name] = func(any) any { panic(notBound) }
+		}
+	}
 }
 
 // guard is the per-evaluation accounting of an evalState.
@@ -236,16 +274,77 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[inFunc] = func(x, c any) bool {
 		g.checkTime()
+		if k := reflect.ValueOf(c).Kind(); isCollection(x) && (k == reflect.Slice || k == reflect.Array) {
+			g.measure(c, measureWalk) // In compares x with each element, deeply
+		}
 		return runtime.In(x, c)
 	}
 	env[equalFunc] = func(a, b any) bool {
 		g.checkTime()
+		if isCollection(a) && isCollection(b) {
+			g.measure(a, measureWalk)
+			g.measure(b, measureWalk)
+		}
 		return runtime.Equal(a, b)
 	}
 	env[chargedFunc] = func(v any) any {
 		g.checkTime()
 		g.charge(sizeOf(v))
 		return v
+	}
+	env[tickedFunc] = func(v any) any {
+		g.checkTime()
+		return v
+	}
+	env[shortFunc] = func(v any) any {
+		if s, ok := v.(string); ok && len(s) > maxParsedString {
+			panic(fmt.Sprintf("a string of %d bytes cannot be a date, duration, time zone or number (at most %d)", len(s), maxParsedString))
+		}
+		return v
+	}
+	env[topFunc] = func(v any) any {
+		g.checkTime()
+		if isCollection(v) {
+			g.charge(sizeOf(v))
+		}
+		return v
+	}
+	for mode, name := range measureFuncs {
+		if name == "" {
+			continue
+		}
+		env[name] = func(v any) any {
+			if isCollection(v) || mode == measureText {
+				g.charge(g.measure(v, mode))
+			}
+			return v
+		}
+	}
+	env["uniq"] = func(list any) []any {
+		g.checkTime()
+		v := reflect.ValueOf(list)
+		if v.Kind() != reflect.Array && v.Kind() != reflect.Slice {
+			panic(fmt.Sprintf("cannot uniq %s", v.Kind()))
+		}
+		g.charge(int64(v.Len()) * elemBytes)
+		g.measure(list, measureWalk) // bounds each comparison below
+		ret := []any{}
+	next:
+		for i := 0; i < v.Len(); i++ {
+			e := v.Index(i).Interface()
+			deep := isCollection(e)
+			for _, r := range ret {
+				// as many comparisons as the square of the length
+				if g.ticks++; deep || g.ticks%tickEvery == 0 {
+					g.checkTime()
+				}
+				if runtime.Equal(e, r) {
+					continue next
+				}
+			}
+			ret = append(ret, e)
+		}
+		return ret
 	}
 	env["repeat"] = func(s string, n int) string {
 		if n < 0 {
@@ -336,12 +435,15 @@ func (st *evalState) bindGuards(env map[string]any) {
 	env["lower"] = caseMap(strings.ToLower)
 	env["toJSON"] = func(v any) string {
 		g.checkTime()
+		// measured before marshalling: v may share sub-collections
+		estimate := g.measure(v, measureJSON)
+		g.charge(estimate)
 		compact, err := json.Marshal(v)
 		if err != nil {
 			panic(err)
 		}
 		size := indentedSize(compact)
-		g.charge(size)
+		g.charge(max(size-estimate, 0))
 		var buf bytes.Buffer
 		buf.Grow(int(size))
 		if err := json.Indent(&buf, compact, "", "  "); err != nil {
@@ -351,8 +453,9 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env["fromJSON"] = func(s string) any {
 		g.checkTime()
-		// what it builds is at least as large as the text, often larger
-		g.charge(int64(len(s)))
+		// what it builds: the text, and an element per value (an empty
+		// list is 2 bytes of text, 40 built)
+		g.charge(int64(len(s)) + jsonValues(s)*elemBytes)
 		var v any
 		if err := json.Unmarshal([]byte(s), &v); err != nil {
 			panic(err)
@@ -394,6 +497,21 @@ func sizeOf(v any) int64 {
 	return 0
 }
 
+// isCollection: a slice, array or map, which builtins may walk deeply.
+func isCollection(v any) bool {
+	switch v.(type) {
+	case nil, string, bool, float64, int:
+		return false
+	case []any, map[string]any:
+		return true
+	}
+	switch reflect.ValueOf(v).Kind() {
+	case reflect.Slice, reflect.Array, reflect.Map:
+		return true
+	}
+	return false
+}
+
 // indentedSize is the length of compact JSON once indented by two spaces
 // per level, as expr's toJSON does (json.MarshalIndent), computed without
 // building it: deep nesting makes the indentation grow with the square of
@@ -401,22 +519,12 @@ func sizeOf(v any) int64 {
 func indentedSize(b []byte) int64 {
 	size := int64(len(b))
 	depth := int64(0)
-	inString, escaped := false, false
+	var text jsonText
 	for i, c := range b {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
+		if text.inString(c) {
 			continue
 		}
 		switch c {
-		case '"':
-			inString = true
 		case '{', '[':
 			depth++
 			if i+1 < len(b) && (b[i+1] == '}' || b[i+1] == ']') {
@@ -436,6 +544,39 @@ func indentedSize(b []byte) int64 {
 		}
 	}
 	return size
+}
+
+// jsonValues is about how many values of a collection the JSON text s
+// holds: its commas and opening brackets outside strings.
+func jsonValues(s string) int64 {
+	n := int64(0)
+	var text jsonText
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !text.inString(c) && (c == ',' || c == '[' || c == '{') {
+			n++
+		}
+	}
+	return n
+}
+
+// jsonText follows JSON text byte by byte, to tell its strings apart.
+type jsonText struct{ in, escaped bool }
+
+// inString reports whether c, the next byte, is part of a string, its
+// quotes included.
+func (t *jsonText) inString(c byte) bool {
+	switch {
+	case !t.in:
+		t.in = c == '"'
+	case t.escaped:
+		t.escaped = false
+	case c == '\\':
+		t.escaped = true
+	case c == '"':
+		t.in = false
+		return true
+	}
+	return t.in
 }
 
 // clockReader feeds a long subject to a regexp and looks at the clock

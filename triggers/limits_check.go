@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"time"
 
 	"github.com/expr-lang/expr/ast"
@@ -71,10 +72,35 @@ func (p *patcher) builtin(node *ast.Node, n *ast.BuiltinNode) {
 			p.guarded = true
 		}
 	}
-	// sum and count without a predicate still loop over their input.
-	if chargedBuiltins[n.Name] || predicateBuiltins[n.Name] && len(n.Arguments) == 1 {
+	if parsingBuiltins[n.Name] {
+		for i, a := range n.Arguments {
+			n.Arguments[i] = call(shortFunc, a)
+		}
+		p.guarded = true
+		return
+	}
+	if measure, ok := measuredBuiltins[n.Name]; ok && (!predicateBuiltins[n.Name] || len(n.Arguments) == 1) {
+		// sum and count without a predicate still loop over their input
+		// (nested lists included)
+		p.measureArgs(n, measure)
+		p.guarded = true
+		ast.Patch(node, call(tickedFunc, n))
+		return
+	}
+	if chargedBuiltins[n.Name] {
 		p.guarded = true
 		ast.Patch(node, call(chargedFunc, n))
+	}
+}
+
+// measureArgs makes the builtin n measure its arguments first (max and
+// the like flatten all of theirs).
+func (p *patcher) measureArgs(n *ast.BuiltinNode, measure string) {
+	for i, a := range n.Arguments {
+		if isScalar(a.Type()) && measure != measureFuncs[measureText] {
+			continue
+		}
+		n.Arguments[i] = call(measure, a)
 	}
 }
 
@@ -136,7 +162,11 @@ func (p *patcher) binary(node *ast.Node, n *ast.BinaryNode) {
 		ast.Patch(node, call(matchesFunc, n.Left, &ast.ConstantNode{Value: re}))
 	case "in":
 		switch r := n.Right.(type) {
-		case *ast.ArrayNode, *ast.ConstantNode:
+		case *ast.ArrayNode:
+			if !slices.ContainsFunc(r.Nodes, func(e ast.Node) bool { return !isLiteral(e) }) {
+				return // written in the condition: small
+			}
+		case *ast.ConstantNode:
 			return // written in the condition: small
 		case *ast.BinaryNode:
 			if r.Operator == ".." {

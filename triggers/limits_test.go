@@ -231,6 +231,9 @@ func TestGuardedBuiltins(t *testing.T) {
 		`count(data.nums, # > 0) == 2 && groupBy(data.nums, # % 2)[1][0] == 1 && sortBy(data.nums, -#)[0] == 2`,
 		`data.s matches "^a" && !(data.s matches "c")`,
 		`indexOf("abc", "c") == 2 && lastIndexOf("aca", "a") == 2 && trim(" a ") == "a" && int("12") == 12 && float("1.5") == 1.5`,
+		`uniq([1, 2, 1, [1], [1]]) == [1, 2, [1]] && len(uniq(data.list)) == 2 && concat([1], data.nums, []) == [1, 1, 2]`,
+		`flatten([[1, [2]], 3]) == [1, 2, 3] && string([1, "a"]) == "[1 a]" && string(1.5) == "1.5" && median([[1, 2], 3]) == 2`,
+		`max([1, [5]], 2) == 5 && min(data.nums) == 1 && mean([[2], 4]) == 3 && reverse(data.nums) == [2, 1] && sort([2, 1], "desc") == [2, 1]`,
 		`sum([1, 2]) == 3 && count([true, false]) == 1 && len("héllo") == 5 && len(data.list) == 2`,
 		`fromJSON("{\"a\": [1]}").a[0] == 1 && toBase64("héllo") == "aMOpbGxv" && fromBase64("aMOpbGxv") == "héllo"`,
 	} {

@@ -52,6 +52,11 @@ type SetOptions struct {
 	// Limits bound each evaluation of a condition, and how long a rule
 	// whose condition they stopped is skipped. Default 1 MiB, 50ms, 1m.
 	Limits ConditionLimits
+	// Previous is the Set this one replaces (a reload): a rule of the same
+	// name, tenants and condition keeps its cool-down, which would
+	// otherwise end with every reload (any rule change). Default nil: no
+	// rule cools down.
+	Previous *Set
 }
 
 // DefaultRetry is the policy of rules that name none.
@@ -76,7 +81,7 @@ type Set struct {
 	opts     SetOptions
 	limits   *ConditionLimits
 	cool     map[*Rule]*cooling // rules with a condition; nil when cool-downs are off
-	cooled   atomic.Bool        // a cool-down began: Match looks at cool
+	cooled   *atomic.Bool       // a cool-down began: Match looks at cool; shared with the Sets it carries cool-downs to
 }
 
 // bucket holds the candidate rules of one entity, in Set order.
@@ -119,7 +124,7 @@ func NewSet(rules []*Rule, opts SetOptions) (*Set, error) {
 		return nil, errors.Join(errs...)
 	}
 	s.index()
-	s.initCooldowns()
+	s.initCooldowns(opts.Previous)
 	return s, nil
 }
 
