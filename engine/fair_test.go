@@ -14,8 +14,8 @@ func TestMayRunBorrowsIdleWorkersWhileQuick(t *testing.T) {
 	e := &Engine{cfg: Config{Workers: 8, DestinationConcurrency: 2, Lease: time.Minute, Owner: "me"}, now: time.Now}
 	r := newRunner(e)
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	quick := func(ages ...time.Duration) *destState {
-		d := &destState{avg: 20 * time.Millisecond}
+	quick := func(ages ...time.Duration) *slotState {
+		d := &slotState{avg: 20 * time.Millisecond}
 		for _, a := range ages {
 			d.running = append(d.running, now.Add(-a))
 		}
@@ -23,17 +23,17 @@ func TestMayRunBorrowsIdleWorkersWhileQuick(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		d    *destState
+		d    *slotState
 		busy int64
 		want bool
 	}{
-		{"below its cap", &destState{running: []time.Time{now}}, 7, true},
+		{"below its cap", &slotState{running: []time.Time{now}}, 7, true},
 		{"at its cap, quick, workers idle", quick(time.Millisecond, time.Millisecond), 2, true},
 		{"quick, borrowing up to workers minus cap", quick(time.Millisecond, time.Millisecond), 5, true},
 		{"quick, but only its cap of workers left idle", quick(time.Millisecond, time.Millisecond), 6, false},
-		{"no attempt finished yet", &destState{running: []time.Time{now, now}}, 2, false},
+		{"no attempt finished yet", &slotState{running: []time.Time{now, now}}, 2, false},
 		{"quick on average, oldest attempt hanging", quick(slowDest, time.Millisecond), 2, false},
-		{"slow on average", &destState{avg: time.Second, running: []time.Time{now, now}}, 2, false},
+		{"slow on average", &slotState{avg: time.Second, running: []time.Time{now, now}}, 2, false},
 	} {
 		r.busy.Store(tc.busy)
 		if got := r.mayRun(tc.d, 2, now); got != tc.want {

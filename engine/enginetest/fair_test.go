@@ -220,3 +220,95 @@ func TestStopReleasesParked(t *testing.T) {
 		}
 	})
 }
+
+// TestTenantWithHangingDestinationsDoesNotHoldUpOthers: the review's
+// scenario of issue #10 (finding 4). With 8 workers (destination cap 4,
+// tenant cap 4) tenant "evil" sends each of its 10 events to two receivers
+// that never answer, so its two destinations' caps alone would take every
+// worker. Tenant "good"'s deliveries to a healthy receiver all arrive
+// while the hanging ones still hold their requests, and the two hanging
+// ports together never see more than the tenant cap at once. Once they
+// answer, every delivery succeeds with exactly one attempt.
+func TestTenantWithHangingDestinationsDoesNotHoldUpOthers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		// One receiver behind two ports: two destinations, one count of
+		// the requests they hold together.
+		hung, healthy := newReceiver(t), newReceiver(t)
+		hung2 := httptest.NewServer(http.HandlerFunc(hung.serve))
+		t.Cleanup(hung2.Close)
+		release := make(chan struct{})
+		hung.block = release
+		released := false
+		defer func() {
+			if !released {
+				close(release)
+			}
+		}()
+		const workers, tenantCap = 8, 4 // the defaults for 8 workers: max(4, 8/4), max(4, 8/2)
+		rules := parseRules(t, fmt.Sprintf(`rules:
+  - name: evil
+    tenants: [evil]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - {type: webhook, url: %s/a, timeout: 10m, secret: %s}
+      - {type: webhook, url: %s/b, timeout: 10m, secret: %s}
+  - name: good
+    tenants: [good]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - {type: webhook, url: %s/hook, secret: %s}
+`, hung.URL, testSecret, hung2.URL, testSecret, healthy.URL, testSecret))
+		e := newEngine(t, st, rules, engine.Config{Workers: workers})
+		ctx := context.Background()
+		const nEvil, nGood = 10, 10
+		for i := range nEvil {
+			if _, err := e.Emit(ctx, tenantOrder("evil", "e"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the hanging receivers to hold the tenant's cap of requests", func() bool {
+			return hung.inflight.Load() >= tenantCap
+		})
+		for i := range nGood {
+			if _, err := e.Emit(ctx, tenantOrder("good", "g"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the good tenant's deliveries", func() bool {
+			return healthy.distinct() == nGood
+		})
+		if n := hung.inflight.Load(); n == 0 {
+			t.Fatal("the hanging receivers let go of their requests before the good tenant's arrived")
+		}
+		if m := hung.maxIn.Load(); m > tenantCap {
+			t.Fatalf("the hanging tenant ran %d attempts at once; its cap is %d", m, tenantCap)
+		}
+
+		close(release)
+		released = true
+		waitAllSucceeded(t, st, 2*nEvil+nGood, 60*time.Second)
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+			_, atts, err := st.GetDelivery(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Attempts != 1 || len(atts) != 1 {
+				t.Errorf("delivery %s (%s): %d attempts counted, %d recorded; want 1 each", d.ID, d.Tenant, d.Attempts, len(atts))
+			}
+		}
+		for id, n := range hung.snapshot() {
+			if n != 1 {
+				t.Errorf("the hanging receivers got %s %d times", id, n)
+			}
+		}
+		if got := hung.distinct(); got != 2*nEvil {
+			t.Errorf("the hanging receivers got %d distinct deliveries; want %d", got, 2*nEvil)
+		}
+		if m := hung.maxIn.Load(); m > tenantCap {
+			t.Errorf("the hanging tenant ran %d attempts at once; its cap is %d", m, tenantCap)
+		}
+	})
+}
