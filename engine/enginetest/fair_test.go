@@ -312,3 +312,75 @@ func TestTenantWithHangingDestinationsDoesNotHoldUpOthers(t *testing.T) {
 		}
 	})
 }
+
+// TestPluginActionsCountAgainstTheTenantCap: actions without a destination
+// (a plugin's; here the tests' note type) are not capped per destination,
+// but count against their tenant's cap. Tenant "plug"'s 12 notes that do
+// not return until released hold at most the tenant cap (4 of 8 workers);
+// tenant "good"'s webhooks all arrive meanwhile; after release every
+// delivery succeeds with one attempt.
+func TestPluginActionsCountAgainstTheTenantCap(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		healthy := newReceiver(t)
+		release := make(chan struct{})
+		notes.mu.Lock()
+		notes.hold = release
+		notes.mu.Unlock()
+		notes.maxHeld.Store(0)
+		released := false
+		defer func() {
+			if !released {
+				close(release)
+			}
+			notes.mu.Lock()
+			notes.hold = nil
+			notes.mu.Unlock()
+		}()
+		const workers, tenantCap = 8, 4
+		rules := parseRules(t, fmt.Sprintf(`rules:
+  - name: %s
+    tenants: [plug]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - type: note
+  - name: good
+    tenants: [good]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - {type: webhook, url: %s/hook, secret: %s}
+`, heldRule, healthy.URL, testSecret))
+		e := newEngine(t, st, rules, engine.Config{Workers: workers})
+		ctx := context.Background()
+		const nPlug, nGood = 12, 10
+		for i := range nPlug {
+			if _, err := e.Emit(ctx, tenantOrder("plug", "p"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the held notes to take the tenant's cap of workers", func() bool {
+			return notes.held.Load() >= tenantCap
+		})
+		for i := range nGood {
+			if _, err := e.Emit(ctx, tenantOrder("good", "g"+itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 30*time.Second, "the good tenant's deliveries", func() bool {
+			return healthy.distinct() == nGood
+		})
+		if m := notes.maxHeld.Load(); m > tenantCap {
+			t.Fatalf("tenant plug ran %d notes at once; its cap is %d", m, tenantCap)
+		}
+		close(release)
+		released = true
+		waitAllSucceeded(t, st, nPlug+nGood, 60*time.Second)
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+			if d.Attempts != 1 {
+				t.Errorf("delivery %s (%s): %d attempts; want 1", d.ID, d.Tenant, d.Attempts)
+			}
+		}
+	})
+}
