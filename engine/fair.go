@@ -26,12 +26,11 @@ const (
 // slotState is what the runner knows of one destination or one tenant.
 // Guarded by runner.fmu.
 type slotState struct {
-	tenant  bool        // a tenant's (key is its name), not a destination's
-	key     string      // the destination or tenant
+	tenant  bool        // a tenant's, not a destination's
 	running []time.Time // start times of the attempts running now, oldest first
 	parked  []job       // FIFO of jobs waiting for a slot
 	// counted: the parked jobs count in inflight. They do while the
-	// destination is fast, so that its backlog holds back claims and
+	// destination (tenant) is fast, so that its backlog holds back claims and
 	// hand-overs like jobs waiting for a worker do (instead of being
 	// claimed only to be sent back); a slow one's do not, so that they
 	// cannot fill the claim capacity other destinations need.
@@ -116,12 +115,12 @@ func (r *runner) limit(s *slotState) int {
 func (r *runner) slots(j *job) (dest, tenant *slotState) {
 	if j.dest != "" {
 		if dest = r.dests[j.dest]; dest == nil {
-			dest = &slotState{key: j.dest}
+			dest = &slotState{}
 			r.dests[j.dest] = dest
 		}
 	}
 	if tenant = r.tenants[j.d.Tenant]; tenant == nil {
-		tenant = &slotState{tenant: true, key: j.d.Tenant}
+		tenant = &slotState{tenant: true}
 		r.tenants[j.d.Tenant] = tenant
 	}
 	return dest, tenant
