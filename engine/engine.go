@@ -38,6 +38,12 @@ type Config struct {
 	// receiver holds a few workers, not all: the rest of its deliveries
 	// wait without occupying workers. Default max(4, Workers/4).
 	DestinationConcurrency int
+	// TenantConcurrency is how many attempts of one tenant run at once,
+	// whatever their destinations, so that a tenant with several slow or
+	// hanging receivers holds part of the workers, not all; a tenant whose
+	// receivers answer quickly may use idle workers beyond it. Default
+	// max(4, Workers/2).
+	TenantConcurrency int
 	// EmitBatch is the most events committed in one transaction when many
 	// Emit calls arrive at once (group commit). Default 500.
 	EmitBatch int
@@ -176,6 +182,8 @@ func New(store Store, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: EmitBatch must not be negative")
 	case cfg.DestinationConcurrency < 0:
 		return nil, errors.New("engine: DestinationConcurrency must not be negative")
+	case cfg.TenantConcurrency < 0:
+		return nil, errors.New("engine: TenantConcurrency must not be negative")
 	case cfg.DeliveriesPerEvent < 0:
 		return nil, errors.New("engine: DeliveriesPerEvent must not be negative")
 	}
@@ -184,6 +192,9 @@ func New(store Store, cfg Config) (*Engine, error) {
 	}
 	if cfg.DestinationConcurrency == 0 {
 		cfg.DestinationConcurrency = max(4, cfg.Workers/4)
+	}
+	if cfg.TenantConcurrency == 0 {
+		cfg.TenantConcurrency = max(4, cfg.Workers/2)
 	}
 	if cfg.ClaimBatch == 0 {
 		cfg.ClaimBatch = 2 * cfg.Workers

@@ -7,27 +7,30 @@ import (
 	"github.com/erpflow/erpflow/actions"
 )
 
-// Per-destination fairness: at most limit(dest) attempts to one
-// destination run at once, so that a slow or hanging receiver holds a few
-// workers, not all of them. A worker that takes a job whose destination is
-// at its limit does not wait: it parks the job in the destination's FIFO
-// and takes the next job; the worker that finishes an attempt to that
-// destination runs the next parked one. Beyond a small bound the job goes
-// back to the store, due a little later, and waits in the queue.
+// Fairness: at most limit(dest) attempts to one destination and
+// TenantConcurrency attempts of one tenant run at once, so that a slow or
+// hanging receiver holds a few workers, and a tenant with several of them
+// at most its cap, not all of them. A worker that takes a job whose
+// destination or tenant is at its limit does not wait: it parks the job in
+// the FIFO of the one that is full and takes the next job; the worker that
+// finishes an attempt of that destination or tenant runs the next parked
+// one. Beyond a small bound the job goes back to the store, due a little
+// later, and waits in the queue.
 const (
-	parkPerSlot = 2                      // a slow destination parks at most this many jobs per slot of its limit
-	slowDest    = 500 * time.Millisecond // attempts (or the oldest running one) this long: the destination is slow
+	parkPerSlot = 2                      // a slow destination or tenant parks at most this many jobs per slot of its limit
+	slowDest    = 500 * time.Millisecond // attempts (or the oldest running one) this long: the destination (tenant) is slow
 	minDefer    = 100 * time.Millisecond // least delay of a job sent back for a saturated destination
 	maxDefer    = 5 * time.Second        // most delay: about when a slot is expected to free up, within these bounds
 )
 
-// destState is what the runner knows of one destination. Guarded by
-// runner.fmu.
-type destState struct {
+// slotState is what the runner knows of one destination or one tenant.
+// Guarded by runner.fmu.
+type slotState struct {
+	tenant  bool        // a tenant's, not a destination's
 	running []time.Time // start times of the attempts running now, oldest first
 	parked  []job       // FIFO of jobs waiting for a slot
 	// counted: the parked jobs count in inflight. They do while the
-	// destination is fast, so that its backlog holds back claims and
+	// destination (tenant) is fast, so that its backlog holds back claims and
 	// hand-overs like jobs waiting for a worker do (instead of being
 	// claimed only to be sent back); a slow one's do not, so that they
 	// cannot fill the claim capacity other destinations need.
@@ -38,7 +41,7 @@ type destState struct {
 // estimate is how long an attempt to d takes: the moving average, or the
 // age of the oldest running attempt when longer (a receiver that stopped
 // answering); slowDest before any finished.
-func (d *destState) estimate(now time.Time) time.Duration {
+func (d *slotState) estimate(now time.Time) time.Duration {
 	est := d.avg
 	if est == 0 {
 		est = slowDest
@@ -49,74 +52,17 @@ func (d *destState) estimate(now time.Time) time.Duration {
 	return max(est, time.Microsecond)
 }
 
-// sendBack is a job going back to the store, due after delay.
-type sendBack struct {
-	id    string
-	delay time.Duration
+// quick reports whether d's attempts are known to be quick: one finished,
+// and neither their average nor the oldest running one takes slowDest.
+func (d *slotState) quick(now time.Time) bool {
+	return d.avg > 0 && d.estimate(now) < slowDest
 }
 
-// destinationOf returns the destination key of j ("" for none: not capped).
-func (r *runner) destinationOf(d *Delivery) string {
-	cfg, _ := r.e.actionFor(d)
-	if ds, ok := cfg.(actions.Destinationer); ok {
-		return ds.Destination(d.Payload)
-	}
-	return ""
-}
+// start takes a slot of d at now.
+func (d *slotState) start(now time.Time) { d.running = append(d.running, now) }
 
-// limit is the concurrency cap of a destination. Per-destination limits
-// (and rate limits that also wait in the queue) plug in here.
-func (r *runner) limit(string) int { return r.e.cfg.DestinationConcurrency }
-
-// admit takes a slot of dest for j and reports true with the slot's start
-// time, or parks j or sends it back to the store and reports false. j
-// counts in inflight.
-func (r *runner) admit(dest string, j job) (time.Time, bool) {
-	now := time.Now()
-	r.fmu.Lock()
-	if r.fclosed {
-		r.fmu.Unlock()
-		r.giveBack(j.d.ID)
-		return time.Time{}, false
-	}
-	d := r.dests[dest]
-	if d == nil {
-		d = &destState{}
-		r.dests[dest] = d
-	}
-	lim := r.limit(dest)
-	if r.mayRun(d, lim, now) {
-		d.running = append(d.running, now)
-		r.fmu.Unlock()
-		return now, true
-	}
-	bound := r.reclassify(d, lim, now)
-	switch {
-	case len(d.parked) >= bound:
-		r.queueBack(j.d.ID, d.deferDelay(lim, now))
-		r.done(1)
-	case d.counted:
-		d.parked = append(d.parked, j)
-	case r.uncounted < int(r.claimCap): // bounds memory when many destinations hang
-		d.parked = append(d.parked, j)
-		r.uncounted++
-		r.done(1) // waits outside inflight
-	default:
-		r.queueBack(j.d.ID, d.deferDelay(lim, now))
-		r.done(1)
-	}
-	r.fmu.Unlock()
-	return time.Time{}, false
-}
-
-// finish frees the slot of an attempt of dest that started at started and
-// took took, and returns the next parked job to run in it, if any (its
-// slot taken at the returned time, counted in inflight).
-func (r *runner) finish(dest string, started time.Time, took time.Duration) (job, time.Time, bool) {
-	now := time.Now()
-	r.fmu.Lock()
-	defer r.fmu.Unlock()
-	d := r.dests[dest]
+// end frees the slot taken at started and adds took to the average.
+func (d *slotState) end(started time.Time, took time.Duration) {
 	for i, t := range d.running {
 		if t.Equal(started) {
 			d.running = append(d.running[:i], d.running[i+1:]...)
@@ -130,30 +76,191 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 	default:
 		d.avg += (took - d.avg) / 8
 	}
+}
+
+// sendBack is a job going back to the store, due after delay.
+type sendBack struct {
+	id    string
+	delay time.Duration
+}
+
+// ready is a parked job whose slots are taken, for an idle worker: the
+// worker that freed them runs another.
+type ready struct {
+	j       job
+	started time.Time
+}
+
+// destinationOf returns the destination key of j ("" for none: not capped).
+func (r *runner) destinationOf(d *Delivery) string {
+	cfg, _ := r.e.actionFor(d)
+	if ds, ok := cfg.(actions.Destinationer); ok {
+		return ds.Destination(d.Payload)
+	}
+	return ""
+}
+
+// limit is the concurrency cap of a destination or tenant.
+// Per-destination limits (and rate limits that also wait in the queue)
+// plug in here.
+func (r *runner) limit(s *slotState) int {
+	if s.tenant {
+		return r.e.cfg.TenantConcurrency
+	}
+	return r.e.cfg.DestinationConcurrency
+}
+
+// slots returns the states of j's destination (nil for none) and tenant.
+// r.fmu is held.
+func (r *runner) slots(j *job) (dest, tenant *slotState) {
+	if j.dest != "" {
+		if dest = r.dests[j.dest]; dest == nil {
+			dest = &slotState{}
+			r.dests[j.dest] = dest
+		}
+	}
+	if tenant = r.tenants[j.d.Tenant]; tenant == nil {
+		tenant = &slotState{tenant: true}
+		r.tenants[j.d.Tenant] = tenant
+	}
+	return dest, tenant
+}
+
+// blocker returns the destination or tenant that has no room for j now,
+// or nil after taking a slot of both for it. r.fmu is held.
+func (r *runner) blocker(j *job, now time.Time) *slotState {
+	d, t := r.slots(j)
+	if d != nil && !r.mayRun(d, r.limit(d), now) {
+		return d
+	}
+	if !r.tenantMayRun(t, d, now) {
+		return t
+	}
+	if d != nil {
+		d.start(now)
+	}
+	t.start(now)
+	return nil
+}
+
+// admit takes the slots of j's destination and tenant and reports true
+// with their start time, or parks j or sends it back to the store and
+// reports false. j counts in inflight.
+func (r *runner) admit(j job) (time.Time, bool) {
+	now := time.Now()
+	r.fmu.Lock()
+	if r.fclosed {
+		r.fmu.Unlock()
+		r.giveBack(j.d.ID)
+		return time.Time{}, false
+	}
+	s := r.blocker(&j, now)
+	if s != nil {
+		r.park(s, j, now)
+	}
+	r.fmu.Unlock()
+	return now, s == nil
+}
+
+// park puts j, counted in inflight, in s's FIFO, or sends it back to the
+// store when s has as many parked as it may. r.fmu is held.
+func (r *runner) park(s *slotState, j job, now time.Time) {
+	lim := r.limit(s)
+	bound := r.reclassify(s, lim, now)
+	switch {
+	case len(s.parked) >= bound:
+		r.queueBack(j.d.ID, s.deferDelay(lim, now))
+		r.done(1)
+	case s.counted:
+		s.parked = append(s.parked, j)
+	case r.uncounted < int(r.claimCap): // bounds memory when many destinations hang
+		s.parked = append(s.parked, j)
+		r.uncounted++
+		r.done(1) // waits outside inflight
+	default:
+		r.queueBack(j.d.ID, s.deferDelay(lim, now))
+		r.done(1)
+	}
+}
+
+// finish frees the slots of j's attempt that started at started and took
+// took, and returns the next parked job to run in this worker, if any (its
+// slots taken at the returned time, counted in inflight). It looks at the
+// FIFOs of both j's destination and its tenant, since both have a slot
+// free; should both have a job to run, the second goes to an idle worker.
+func (r *runner) finish(j job, started time.Time, took time.Duration) (job, time.Time, bool) {
+	now := time.Now()
+	r.fmu.Lock()
+	defer r.fmu.Unlock()
+	d, t := r.slots(&j)
+	if d != nil {
+		d.end(started, took)
+	}
+	t.end(started, took)
 	if r.fclosed || r.stopping.Load() {
 		return job{}, time.Time{}, false // stop gives the parked ones back
 	}
-	lim := r.limit(dest)
-	r.reclassify(d, lim, now)
-	for len(d.parked) > 0 && r.mayRun(d, lim, now) {
-		j := d.parked[0]
-		d.parked[0] = job{}
-		d.parked = d.parked[1:]
-		if !d.counted {
+	var next []job
+	for _, s := range []*slotState{d, t} {
+		if s == nil {
+			continue
+		}
+		if n, ok := r.unpark(s, now); ok {
+			next = append(next, n)
+		}
+	}
+	if len(next) == 0 {
+		return job{}, time.Time{}, false
+	}
+	for _, n := range next[1:] {
+		r.ready <- ready{j: n, started: now} // never blocks: holds every job in memory
+	}
+	return next[0], now, true
+}
+
+// unpark takes the first job parked at s that may run now, its slots
+// taken, counted in inflight. A job whose other destination or tenant is
+// full moves to that one's FIFO: it must not hold up the jobs behind it.
+// r.fmu is held.
+func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
+	r.reclassify(s, r.limit(s), now)
+	for len(s.parked) > 0 {
+		j := s.parked[0]
+		b := r.blocker(&j, now)
+		if b == s {
+			break
+		}
+		s.parked[0] = job{}
+		s.parked = s.parked[1:]
+		if !s.counted {
 			r.uncounted--
 			r.inflight.Add(1)
 		}
-		if time.Since(j.claimedAt) > r.e.cfg.Lease/2 {
+		switch {
+		case time.Since(j.claimedAt) > r.e.cfg.Lease/2:
 			// Parked so long that too little of its lease is left to
 			// run it: back to the queue, due now, for a fresh lease.
+			if b == nil {
+				r.unstart(&j, now)
+			}
 			r.queueBack(j.d.ID, 0)
 			r.done(1)
-			continue
+		case b != nil:
+			r.park(b, j, now)
+		default:
+			return j, true
 		}
-		d.running = append(d.running, now)
-		return j, now, true
 	}
-	return job{}, time.Time{}, false
+	return job{}, false
+}
+
+// unstart gives back the slots blocker took for j at now. r.fmu is held.
+func (r *runner) unstart(j *job, now time.Time) {
+	d, t := r.slots(j)
+	if d != nil {
+		d.end(now, 0)
+	}
+	t.end(now, 0)
 }
 
 // mayRun reports whether one more attempt to d may start now: below its
@@ -165,18 +272,38 @@ func (r *runner) finish(dest string, started time.Time, took time.Duration) (job
 // borrowing at once, so a receiver that hangs holds at most the workers
 // it borrowed while it was quick, until their attempts time out.
 // r.fmu is held.
-func (r *runner) mayRun(d *destState, lim int, now time.Time) bool {
+func (r *runner) mayRun(d *slotState, lim int, now time.Time) bool {
 	if len(d.running) < lim {
 		return true
 	}
-	return d.avg > 0 && d.estimate(now) < slowDest && int(r.busy.Load()) < r.e.cfg.Workers-lim
+	return d.quick(now) && int(r.busy.Load()) < r.e.cfg.Workers-lim
+}
+
+// tenantMayRun reports whether one more attempt of tenant t, to d (nil
+// for none), may start now: below the tenant cap, or beyond it while d (t
+// itself for a job without a destination) is quick and the workers it
+// would borrow are idle, as for a destination. The reserve left idle is
+// the smaller of the two caps: a single tenant sending to one quick
+// receiver (every event of tenant "") borrows as many workers as the
+// destination would alone, while tenants with slow or hanging receivers
+// are held to their cap. r.fmu is held.
+func (r *runner) tenantMayRun(t, d *slotState, now time.Time) bool {
+	lim := r.limit(t)
+	if len(t.running) < lim {
+		return true
+	}
+	q, reserve := t, lim
+	if d != nil {
+		q, reserve = d, min(lim, r.limit(d))
+	}
+	return q.quick(now) && int(r.busy.Load()) < r.e.cfg.Workers-reserve
 }
 
 // reclassify sets whether d's parked jobs count in inflight (a fast
-// destination: as many as the inflight bounds allow) or not (a slow one:
-// parkPerSlot per slot of its limit; jobs beyond go back to the store),
-// and returns how many d may park. r.fmu is held.
-func (r *runner) reclassify(d *destState, lim int, now time.Time) int {
+// destination or tenant: as many as the inflight bounds allow) or not (a
+// slow one: parkPerSlot per slot of its limit; jobs beyond go back to the
+// store), and returns how many d may park. r.fmu is held.
+func (r *runner) reclassify(d *slotState, lim int, now time.Time) int {
 	fast := d.estimate(now) < slowDest
 	bound := cap(r.jobs)
 	if !fast {
@@ -210,20 +337,23 @@ func (r *runner) reclassify(d *destState, lim int, now time.Time) int {
 
 // deferDelay is how much later a job sent back for d is due: about when
 // a slot is expected to be free for it.
-func (d *destState) deferDelay(lim int, now time.Time) time.Duration {
+func (d *slotState) deferDelay(lim int, now time.Time) time.Duration {
 	est := d.estimate(now)
 	return min(max(est*time.Duration(len(d.parked)/lim+1), minDefer), maxDefer)
 }
 
-// refresh reclassifies every destination with counted parked jobs: one
-// whose receiver stopped answering becomes slow only when looked at, and
-// while its parked jobs fill the claim capacity nothing else may look.
+// refresh reclassifies every destination and tenant with counted parked
+// jobs: one whose receiver stopped answering becomes slow only when looked
+// at, and while its parked jobs fill the claim capacity nothing else may
+// look.
 func (r *runner) refresh() {
 	now := time.Now()
 	r.fmu.Lock()
-	for dest, d := range r.dests {
-		if d.counted && len(d.parked) > 0 {
-			r.reclassify(d, r.limit(dest), now)
+	for _, m := range []map[string]*slotState{r.dests, r.tenants} {
+		for _, s := range m {
+			if s.counted && len(s.parked) > 0 {
+				r.reclassify(s, r.limit(s), now)
+			}
 		}
 	}
 	r.fmu.Unlock()
@@ -235,20 +365,28 @@ func (r *runner) queueBack(id string, delay time.Duration) {
 	r.backs <- sendBack{id: id, delay: delay}
 }
 
-// parkedJobs empties every destination's FIFO and closes admission (stop).
+// parkedJobs empties every FIFO, and the jobs ready for a worker, and
+// closes admission (stop, once the workers have returned).
 func (r *runner) parkedJobs() []string {
 	r.fmu.Lock()
 	defer r.fmu.Unlock()
 	r.fclosed = true
 	var ids []string
-	for _, d := range r.dests {
-		for _, j := range d.parked {
-			ids = append(ids, j.d.ID)
+	for _, m := range []map[string]*slotState{r.dests, r.tenants} {
+		for _, s := range m {
+			for _, j := range s.parked {
+				ids = append(ids, j.d.ID)
+			}
+			if s.counted {
+				r.done(len(s.parked))
+			}
+			s.parked = nil
 		}
-		if d.counted {
-			r.done(len(d.parked))
-		}
-		d.parked = nil
+	}
+	for len(r.ready) > 0 {
+		rj := <-r.ready
+		ids = append(ids, rj.j.d.ID)
+		r.done(1)
 	}
 	r.uncounted = 0
 	return ids

@@ -36,6 +36,7 @@ type job struct {
 	d         Delivery
 	claimedAt time.Time // wall clock, for leaseHeld
 	claimed   bool      // by the claim loop (not handed over by an emit)
+	dest      string    // its destination ("" for none), once a worker took it
 }
 
 // runner is the delivery machinery of a started engine: one claim loop,
@@ -85,9 +86,11 @@ type runner struct {
 	renewQuit chan struct{}
 	renewDone chan struct{}
 
-	// Per-destination fairness (fair.go).
+	// Per-destination and per-tenant fairness (fair.go).
 	fmu       sync.Mutex
-	dests     map[string]*destState
+	dests     map[string]*slotState
+	tenants   map[string]*slotState
+	ready     chan ready   // parked jobs admitted by a worker busy with another
 	uncounted int          // parked jobs not counted in inflight
 	busy      atomic.Int64 // workers running an attempt (fast destinations may borrow idle ones)
 	fclosed   bool         // stopping: parked jobs are given back
@@ -112,7 +115,8 @@ func newRunner(e *Engine) *runner {
 		held:       make(map[string]struct{}),
 		renewQuit:  make(chan struct{}),
 		renewDone:  make(chan struct{}),
-		dests:      map[string]*destState{},
+		dests:      map[string]*slotState{},
+		tenants:    map[string]*slotState{},
 		backsQuit:  make(chan struct{}),
 		backsDone:  make(chan struct{}),
 	}
@@ -121,6 +125,7 @@ func newRunner(e *Engine) *runner {
 	r.jobs = make(chan job, max(r.handoffCap, r.claimCap+r.claimShare))
 	// Every job in memory may be sent back at once.
 	r.backs = make(chan sendBack, cap(r.jobs)+int(r.claimCap))
+	r.ready = make(chan ready, cap(r.backs))
 	r.claimCtx, r.claimCancel = context.WithCancel(context.Background())
 	r.execCtx, r.execCancel = context.WithCancel(context.Background())
 	return r
@@ -323,25 +328,36 @@ func (r *runner) sleep(d time.Duration) bool {
 
 func (r *runner) worker() {
 	defer r.workers.Done()
-	for j := range r.jobs {
-		if j.claimed {
-			r.claimed.Add(-1) // running now: makes room for claims beside hand-overs
-		}
-		r.queueWait.Store(int64(time.Since(j.claimedAt)))
-		if r.stopping.Load() {
-			r.giveBack(j.d.ID)
-			continue
-		}
-		dest := r.destinationOf(&j.d)
-		if dest == "" {
-			if res, ran := r.attempt(j); ran {
-				r.record(res)
+	for {
+		var (
+			j       job
+			started time.Time
+			ok      bool
+		)
+		select {
+		case rj := <-r.ready: // admitted already
+			j, started, ok = rj.j, rj.started, true
+			if r.stopping.Load() {
+				r.giveBack(j.d.ID)
+				continue
 			}
-			continue
+		case j, ok = <-r.jobs:
+			if !ok {
+				return
+			}
+			if j.claimed {
+				r.claimed.Add(-1) // running now: makes room for claims beside hand-overs
+			}
+			r.queueWait.Store(int64(time.Since(j.claimedAt)))
+			if r.stopping.Load() {
+				r.giveBack(j.d.ID)
+				continue
+			}
+			// A job whose destination or tenant is saturated waits parked
+			// (or in the store), not in this worker.
+			j.dest = r.destinationOf(&j.d)
+			started, ok = r.admit(j)
 		}
-		// A saturated destination's job waits parked (or in the store),
-		// not in this worker.
-		started, ok := r.admit(dest, j)
 		for ok {
 			t0 := time.Now()
 			res, ran := r.attempt(j)
@@ -349,9 +365,10 @@ func (r *runner) worker() {
 			if ran {
 				took = time.Since(t0)
 			}
-			// The destination's slot frees before the result is queued:
-			// a slow Complete does not make the receiver look slow.
-			j, started, ok = r.finish(dest, started, took)
+			// The slots free before the result is queued: a slow Complete
+			// does not make the receiver look slow.
+			prev := j
+			j, started, ok = r.finish(prev, started, took)
 			if ran {
 				r.record(res)
 			}

@@ -161,6 +161,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	eng, err := engine.New(st, engine.Config{
 		Workers:                cfg.Delivery.Workers,
 		DestinationConcurrency: cfg.Delivery.DestinationConcurrency,
+		TenantConcurrency:      cfg.Delivery.TenantConcurrency,
 		Retention:              cfg.Retention.Succeeded,
 		Logger:                 logger.With("component", "engine"),
 		Observer:               metrics,

@@ -46,6 +46,99 @@ func tenantOrder(tenant, id string) engine.Event {
 	return ev
 }
 
+// goodRule is the rule of tenant "good": each event to healthy.
+func goodRule(healthy string) string {
+	return fmt.Sprintf(`  - name: good
+    tenants: [good]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - {type: webhook, url: %s/hook, secret: %s}
+`, healthy, testSecret)
+}
+
+// emitOrders emits n orders of tenant, numbered prefix0, prefix1, ...
+func emitOrders(t *testing.T, e *engine.Engine, tenant, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := e.Emit(context.Background(), tenantOrder(tenant, prefix+itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkOnceEach checks, once every delivery succeeded, that each was
+// attempted once (counted and recorded), and that rv got n distinct
+// deliveries, each once: being parked or sent back is not an attempt.
+func checkOnceEach(t *testing.T, st engine.Store, rv *receiver, n int) {
+	t.Helper()
+	for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+		_, atts, err := st.GetDelivery(context.Background(), d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Attempts != 1 || len(atts) != 1 {
+			t.Errorf("delivery %s (%s): %d attempts counted, %d recorded; want 1 each", d.ID, d.Tenant, d.Attempts, len(atts))
+		}
+	}
+	for id, k := range rv.snapshot() {
+		if k != 1 {
+			t.Errorf("the hanging receiver got %s %d times", id, k)
+		}
+	}
+	if got := rv.distinct(); got != n {
+		t.Errorf("the hanging receiver got %d distinct deliveries; want %d", got, n)
+	}
+}
+
+// besideHanging is the scenario of the fairness tests: hangTenant's
+// deliveries go to hung, which holds every request until released, then
+// goodTenant's to healthy. The healthy ones all arrive while hung still
+// holds requests, and until then hung never held more than limit at once.
+// Once it answers, every delivery succeeds with exactly one attempt: being
+// parked or sent back to the queue is not an attempt.
+type besideHanging struct {
+	hung, healthy          *receiver
+	hangTenant, goodTenant string
+	nHang, perEvent        int // hangTenant's events, and its deliveries to hung per event
+	nGood                  int // goodTenant's events (one delivery each)
+	limit                  int // the most requests hung may hold at once
+}
+
+func (c besideHanging) run(t *testing.T, st engine.Store, e *engine.Engine) {
+	t.Helper()
+	release := make(chan struct{})
+	c.hung.block = release
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	emitOrders(t, e, c.hangTenant, "h", c.nHang)
+	waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
+		return c.hung.inflight.Load() >= int64(c.limit)
+	})
+	emitOrders(t, e, c.goodTenant, "g", c.nGood)
+	waitFor(t, 30*time.Second, "the healthy tenant's deliveries", func() bool {
+		return c.healthy.distinct() == c.nGood
+	})
+	if n := c.hung.inflight.Load(); n == 0 {
+		t.Fatal("the hanging receiver let go of its requests before the healthy ones arrived")
+	}
+	if m := c.hung.maxIn.Load(); m > int64(c.limit) {
+		t.Fatalf("the hanging receiver saw %d requests at once; the cap is %d", m, c.limit)
+	}
+
+	close(release)
+	released = true
+	nHung := c.nHang * c.perEvent
+	waitAllSucceeded(t, st, nHung+c.nGood, 60*time.Second)
+	// Not maxIn again: once released the receiver is quick, and a quick
+	// destination may borrow idle workers beyond its cap.
+	checkOnceEach(t, st, c.hung, nHung)
+}
+
 // TestHangingDestinationDoesNotHoldUpOthers: 160 deliveries to a receiver
 // that never answers, then another tenant's 50 to a healthy one. The
 // healthy ones all arrive while the hanging receiver still holds its
@@ -57,65 +150,11 @@ func TestHangingDestinationDoesNotHoldUpOthers(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := mustOpen(t, k.newDB(t))
 		hung, healthy := newReceiver(t), newReceiver(t)
-		release := make(chan struct{})
-		hung.block = release
-		released := false
-		defer func() {
-			if !released {
-				close(release)
-			}
-		}()
 		const workers, limit = 16, 4
 		rules := parseRules(t, fairRules(t, hung.URL, healthy.URL))
 		e := newEngine(t, st, rules, engine.Config{Workers: workers, DestinationConcurrency: limit})
-		ctx := context.Background()
-		const nHung, nHealthy = 160, 50
-		for i := range nHung {
-			if _, err := e.Emit(ctx, tenantOrder("slow", "h"+itoa(i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
-			return hung.inflight.Load() >= limit
-		})
-		for i := range nHealthy {
-			if _, err := e.Emit(ctx, tenantOrder("fast", "f"+itoa(i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-		waitFor(t, 30*time.Second, "the healthy tenant's deliveries", func() bool {
-			return healthy.distinct() == nHealthy
-		})
-		if n := hung.inflight.Load(); n == 0 {
-			t.Fatal("the hanging receiver let go of its requests before the healthy ones arrived")
-		}
-		if m := hung.maxIn.Load(); m > limit {
-			t.Fatalf("the hanging receiver saw %d requests at once; the destination cap is %d", m, limit)
-		}
-
-		close(release)
-		released = true
-		waitAllSucceeded(t, st, nHung+nHealthy, 60*time.Second)
-		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
-			_, atts, err := st.GetDelivery(ctx, d.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Attempts != 1 || len(atts) != 1 {
-				t.Errorf("delivery %s (%s): %d attempts counted, %d recorded; want 1 each", d.ID, d.Tenant, d.Attempts, len(atts))
-			}
-		}
-		for id, n := range hung.snapshot() {
-			if n != 1 {
-				t.Errorf("the hanging receiver got %s %d times", id, n)
-			}
-		}
-		if got := hung.distinct(); got != nHung {
-			t.Errorf("the hanging receiver got %d distinct deliveries; want %d", got, nHung)
-		}
-		if m := hung.maxIn.Load(); m > limit {
-			t.Errorf("the hanging receiver saw %d requests at once; the destination cap is %d", m, limit)
-		}
+		besideHanging{hung: hung, healthy: healthy, hangTenant: "slow", goodTenant: "fast",
+			nHang: 160, perEvent: 1, nGood: 50, limit: limit}.run(t, st, e)
 	})
 }
 
@@ -196,11 +235,7 @@ func TestStopReleasesParked(t *testing.T) {
 		e := newEngine(t, st, rules, engine.Config{Workers: 8, DestinationConcurrency: limit})
 		ctx := context.Background()
 		const n = 40
-		for i := range n {
-			if _, err := e.Emit(ctx, tenantOrder("slow", "s"+itoa(i))); err != nil {
-				t.Fatal(err)
-			}
-		}
+		emitOrders(t, e, "slow", "s", n)
 		waitFor(t, 30*time.Second, "the hanging receiver to hold its cap of requests", func() bool {
 			return hung.inflight.Load() == limit
 		})
@@ -216,6 +251,95 @@ func TestStopReleasesParked(t *testing.T) {
 		for _, d := range ds {
 			if d.State != engine.StatePending || d.Attempts != 0 {
 				t.Errorf("after stop, delivery %s is %s with %d attempts; want pending with 0", d.ID, d.State, d.Attempts)
+			}
+		}
+	})
+}
+
+// TestTenantWithHangingDestinationsDoesNotHoldUpOthers: the review's
+// scenario of issue #10 (finding 4). With 8 workers (destination cap 4,
+// tenant cap 4) tenant "evil" sends each of its 10 events to two receivers
+// that never answer, so its two destinations' caps alone would take every
+// worker. Tenant "good"'s deliveries to a healthy receiver all arrive
+// while the hanging ones still hold their requests, and the two hanging
+// ports together never see more than the tenant cap at once. Once they
+// answer, every delivery succeeds with exactly one attempt.
+func TestTenantWithHangingDestinationsDoesNotHoldUpOthers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		// One receiver behind two ports: two destinations, one count of
+		// the requests they hold together.
+		hung, healthy := newReceiver(t), newReceiver(t)
+		hung2 := httptest.NewServer(http.HandlerFunc(hung.serve))
+		t.Cleanup(hung2.Close)
+		const workers, tenantCap = 8, 4 // the defaults for 8 workers: max(4, 8/4), max(4, 8/2)
+		rules := parseRules(t, fmt.Sprintf(`rules:
+  - name: evil
+    tenants: [evil]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - {type: webhook, url: %s/a, timeout: 10m, secret: %s}
+      - {type: webhook, url: %s/b, timeout: 10m, secret: %s}
+`, hung.URL, testSecret, hung2.URL, testSecret)+goodRule(healthy.URL))
+		e := newEngine(t, st, rules, engine.Config{Workers: workers})
+		besideHanging{hung: hung, healthy: healthy, hangTenant: "evil", goodTenant: "good",
+			nHang: 10, perEvent: 2, nGood: 10, limit: tenantCap}.run(t, st, e)
+	})
+}
+
+// TestPluginActionsCountAgainstTheTenantCap: actions without a destination
+// (a plugin's; here the tests' note type) are not capped per destination,
+// but count against their tenant's cap. Tenant "plug"'s 12 notes that do
+// not return until released hold at most the tenant cap (4 of 8 workers);
+// tenant "good"'s webhooks all arrive meanwhile; after release every
+// delivery succeeds with one attempt.
+func TestPluginActionsCountAgainstTheTenantCap(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		healthy := newReceiver(t)
+		release := make(chan struct{})
+		notes.mu.Lock()
+		notes.hold = release
+		notes.mu.Unlock()
+		notes.maxHeld.Store(0)
+		released := false
+		defer func() {
+			if !released {
+				close(release)
+			}
+			notes.mu.Lock()
+			notes.hold = nil
+			notes.mu.Unlock()
+		}()
+		const workers, tenantCap = 8, 4
+		rules := parseRules(t, fmt.Sprintf(`rules:
+  - name: %s
+    tenants: [plug]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - type: note
+`, heldRule)+goodRule(healthy.URL))
+		e := newEngine(t, st, rules, engine.Config{Workers: workers})
+		const nPlug, nGood = 12, 10
+		emitOrders(t, e, "plug", "p", nPlug)
+		waitFor(t, 30*time.Second, "the held notes to take the tenant's cap of workers", func() bool {
+			return notes.held.Load() >= tenantCap
+		})
+		emitOrders(t, e, "good", "g", nGood)
+		waitFor(t, 30*time.Second, "the good tenant's deliveries", func() bool {
+			return healthy.distinct() == nGood
+		})
+		if m := notes.maxHeld.Load(); m > tenantCap {
+			t.Fatalf("tenant plug ran %d notes at once; its cap is %d", m, tenantCap)
+		}
+		close(release)
+		released = true
+		waitAllSucceeded(t, st, nPlug+nGood, 60*time.Second)
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+			if d.Attempts != 1 {
+				t.Errorf("delivery %s (%s): %d attempts; want 1", d.ID, d.Tenant, d.Attempts)
 			}
 		}
 	})

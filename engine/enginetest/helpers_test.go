@@ -241,12 +241,7 @@ func newReceiver(t testing.TB) *receiver {
 func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	n := rv.inflight.Add(1)
 	defer rv.inflight.Add(-1)
-	for {
-		m := rv.maxIn.Load()
-		if n <= m || rv.maxIn.CompareAndSwap(m, n) {
-			break
-		}
-	}
+	raiseMax(&rv.maxIn, n)
 	body, _ := io.ReadAll(r.Body)
 	id := r.Header.Get("webhook-id")
 	rv.mu.Lock()
@@ -276,6 +271,16 @@ func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		code = status(id, c)
 	}
 	w.WriteHeader(code)
+}
+
+// raiseMax raises m to n if n is greater.
+func raiseMax(m *atomic.Int64, n int64) {
+	for {
+		cur := m.Load()
+		if n <= cur || m.CompareAndSwap(cur, n) {
+			return
+		}
+	}
 }
 
 // count returns how often id arrived.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"gopkg.in/yaml.v3"
 
@@ -21,7 +22,15 @@ type note struct{ book *noteBook }
 type noteBook struct {
 	mu     sync.Mutex
 	events map[string]*templates.Event // delivery id → the event it got
+	// Notes of rule heldRule wait for hold to close (when set), counted
+	// in held (maxHeld: the most at once).
+	hold    chan struct{}
+	held    atomic.Int64
+	maxHeld atomic.Int64
 }
+
+// heldRule names the rule whose notes wait for noteBook.hold.
+const heldRule = "held-notes"
 
 var notes = &noteBook{events: map[string]*templates.Event{}}
 
@@ -53,6 +62,17 @@ func (note) Render(ev *templates.Event, meta templates.Meta) (json.RawMessage, e
 func (n note) Execute(ctx context.Context, req *actions.Request) actions.Outcome {
 	n.book.mu.Lock()
 	n.book.events[req.DeliveryID] = req.Event
+	hold := n.book.hold
 	n.book.mu.Unlock()
+	if req.Rule == heldRule && hold != nil {
+		k := n.book.held.Add(1)
+		defer n.book.held.Add(-1)
+		raiseMax(&n.book.maxHeld, k)
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return actions.Outcome{Status: actions.Retryable, Error: ctx.Err().Error()}
+		}
+	}
 	return actions.Outcome{Status: actions.Succeeded}
 }

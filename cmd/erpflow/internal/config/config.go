@@ -90,6 +90,10 @@ type Delivery struct {
 	// (scheme://host:port) run at once; the rest wait without occupying
 	// workers. Default 0: max(4, Workers/4).
 	DestinationConcurrency int
+	// TenantConcurrency is how many deliveries of one tenant run at once,
+	// whatever their destinations; the rest wait without occupying
+	// workers. Default 0: max(4, Workers/2).
+	TenantConcurrency int
 	// AllowHTTP allows http:// webhook URLs. Default false: https only.
 	AllowHTTP bool
 	// AllowPrivateNetworks turns the SSRF guard off. Default false.
@@ -628,13 +632,15 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 }
 
 func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
-	d.mapping(n, "delivery", []string{"workers", "destination_concurrency", "allow_http", "allow_private_networks", "allowed_networks", "max_response_body", "quick_retries"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "delivery", []string{"workers", "destination_concurrency", "tenant_concurrency", "allow_http", "allow_private_networks", "allowed_networks", "max_response_body", "quick_retries"}, func(key string, k, v *yaml.Node) {
 		path := "delivery." + key
 		switch key {
 		case "workers":
 			dl.Workers = int(d.integer(v, path, 1))
 		case "destination_concurrency":
 			dl.DestinationConcurrency = int(d.integer(v, path, 1))
+		case "tenant_concurrency":
+			dl.TenantConcurrency = int(d.integer(v, path, 1))
 		case "allow_http":
 			dl.AllowHTTP = d.boolean(v, path)
 		case "allow_private_networks":

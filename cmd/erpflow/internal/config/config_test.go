@@ -42,6 +42,7 @@ plugins:
 delivery:
   workers: 8
   destination_concurrency: 3
+  tenant_concurrency: 5
   allow_http: true
   allow_private_networks: false
   allowed_networks: [10.0.0.0/8, hooks.internal]
@@ -68,7 +69,7 @@ log_format: json
 	if len(c.Plugins) != 1 || c.Plugins[0].Name != "csvlog" || c.Plugins[0].SHA256 != strings.Repeat("ab", 32) {
 		t.Fatalf("plugins %+v", c.Plugins)
 	}
-	if c.Delivery.Workers != 8 || c.Delivery.DestinationConcurrency != 3 || !c.Delivery.AllowHTTP || c.Delivery.MaxResponseBody != 4096 ||
+	if c.Delivery.Workers != 8 || c.Delivery.DestinationConcurrency != 3 || c.Delivery.TenantConcurrency != 5 || !c.Delivery.AllowHTTP || c.Delivery.MaxResponseBody != 4096 ||
 		c.Delivery.QuickRetries == nil || *c.Delivery.QuickRetries != 0 || len(c.Delivery.AllowedNetworks) != 2 {
 		t.Fatalf("delivery %+v", c.Delivery)
 	}
@@ -127,6 +128,7 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"listn: x\n", "c.yaml:1:1: listn: unknown key"},
 		{"delivery:\n  workers: many\n", `c.yaml:2:12: delivery.workers: must be a whole number, not "many"`},
 		{"delivery:\n  destination_concurrency: 0\n", "c.yaml:2:28: delivery.destination_concurrency: must be at least 1"},
+		{"delivery:\n  tenant_concurrency: 0\n", "c.yaml:2:23: delivery.tenant_concurrency: must be at least 1"},
 		{"delivery:\n  allow_http: maybe\n", "c.yaml:2:15: delivery.allow_http: must be true or false"},
 		{"tokens:\n  - {name: a, token: t, scopes: [events:write, root]}\n", `c.yaml:2:48: tokens[0].scopes[1]: unknown scope "root"`},
 		{"tokens:\n  - {name: a, token: t}\n", "tokens[0].scopes: at least one scope is required"},
