@@ -209,6 +209,11 @@ func (r *runner) finish(j job, started time.Time, took time.Duration) (job, time
 			next = append(next, n)
 		}
 	}
+	if len(t.running) == 0 && len(t.parked) == 0 {
+		// Tenants come from events: forget an idle one, so that events
+		// of ever new tenants cannot grow the map without bound.
+		delete(r.tenants, j.d.Tenant)
+	}
 	if len(next) == 0 {
 		return job{}, time.Time{}, false
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -133,4 +134,27 @@ func TestFinishRunsWhatBothFreedSlotsAllow(t *testing.T) {
 			t.Fatal("3 was not handed to an idle worker although its destination and tenant have room")
 		}
 	})
+}
+
+// TestIdleTenantsAreForgotten: a tenant's slot state goes once nothing of
+// it runs or waits, so events of ever new tenants cannot grow the runner's
+// memory without bound.
+func TestIdleTenantsAreForgotten(t *testing.T) {
+	e := &Engine{cfg: Config{Workers: 8, DestinationConcurrency: 2, TenantConcurrency: 4, Lease: time.Minute, Owner: "me"}, now: time.Now}
+	r := newRunner(e)
+	for i := range 100 {
+		j := job{d: Delivery{ID: "d", Tenant: "t" + strconv.Itoa(i)}, dest: "https://x:443", claimedAt: time.Now()}
+		r.inflight.Add(1)
+		started, ok := r.admit(j)
+		if !ok {
+			t.Fatalf("job of tenant %d not admitted", i)
+		}
+		if _, _, more := r.finish(j, started, time.Millisecond); more {
+			t.Fatalf("nothing was parked, yet finish returned a job")
+		}
+		r.done(1)
+	}
+	if n := len(r.tenants); n != 0 {
+		t.Fatalf("%d idle tenants kept, want 0", n)
+	}
 }
