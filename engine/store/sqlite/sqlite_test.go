@@ -112,6 +112,21 @@ func TestOneStorePerFile(t *testing.T) {
 	open(t, path).Close() // the lock went with Close
 }
 
+// claimOne stores an event with one delivery, due at now, and claims it
+// for owner with an hour's lease.
+func claimOne(t *testing.T, s *sqlite.Store, owner string, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
+	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := s.Claim(ctx, owner, 10, now, time.Hour); err != nil || len(ds) != 1 {
+		t.Fatalf("claim: %v %v", ds, err)
+	}
+}
+
 // TestOneStorePerFileByAnyName: the lock belongs to the file, not to the
 // name it is opened by. Before, a second Open through a symlink, a
 // symlinked directory or a relative path took another lock (path+".lock"
@@ -134,14 +149,7 @@ func TestOneStorePerFileByAnyName(t *testing.T) {
 	s := open(t, link)
 	ctx := context.Background()
 	now := time.Now()
-	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
-	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
-		t.Fatal(err)
-	}
-	if ds, err := s.Claim(ctx, "owner", 10, now, time.Hour); err != nil || len(ds) != 1 {
-		t.Fatalf("claim: %v %v", ds, err)
-	}
+	claimOne(t, s, "owner", now)
 	t.Chdir(other)
 	for _, name := range []string{path, filepath.Join(linkedDir, "erpflow.db"), "link.db", "./data/../link.db"} {
 		second, err := sqlite.Open(ctx, name, sqlite.Options{})
@@ -169,14 +177,7 @@ func TestOpenExpiresDeadLeases(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	s := open(t, path)
-	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
-	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
-		t.Fatal(err)
-	}
-	if ds, err := s.Claim(ctx, "killed", 10, now, time.Hour); err != nil || len(ds) != 1 {
-		t.Fatalf("claim: %v %v", ds, err)
-	}
+	claimOne(t, s, "killed", now)
 	s.Close() // as the kernel drops the lock of a killed process
 
 	reader, err := sqlite.Open(ctx, path, sqlite.Options{NoLock: true})
