@@ -52,6 +52,7 @@ func TestPostEventsIntegrity(t *testing.T) {
 			{"duplicate in data", ev("d6", `,"data":{"total":1,"lines":[],"total":2}`), "data.total", "duplicate key"},
 			{"batch duplicate", `{"events":[` + ev("b0", "") + `,` + ev("b1", `,"data":{"lines":[{"sku":"A","sku":"B"}]}`) + `]}`,
 				"events[1].data.lines[0].sku", "events[1].data.lines[0].sku: duplicate key"},
+			{"batch list twice", `{"events":[` + ev("b0", "") + `],"events":[` + ev("b1", "") + `]}`, "events", "events: duplicate key"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := must(t, e.do("POST", "/v1/events", "", tc.body), 400)
