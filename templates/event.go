@@ -53,15 +53,25 @@ func (e *Event) RawData() json.RawMessage {
 }
 
 // SetRawData replaces Data with the decoded form of raw and keeps raw as the
-// bytes RawData returns. raw must be a JSON object.
+// bytes RawData returns. raw must be a JSON object, with no key twice in an
+// object and no \u escape of a lone UTF-16 surrogate (an *EventError on
+// "data…" says where).
 func (e *Event) SetRawData(raw json.RawMessage) error {
 	m, err := decodeObject(raw)
 	if err != nil {
 		return err
 	}
+	if err := checkJSON(raw, "data"); err != nil {
+		return err
+	}
+	e.setRawData(m, raw)
+	return nil
+}
+
+// setRawData sets the data decoded and checked by the caller.
+func (e *Event) setRawData(m map[string]any, raw json.RawMessage) {
 	e.Data = m
 	e.rawData = append(json.RawMessage(nil), raw...)
-	return nil
 }
 
 // EventError is returned by DecodeEvent for invalid input. Field names the
@@ -85,8 +95,9 @@ var eventFields = map[string]bool{
 
 // DecodeEvent decodes one event from JSON, strictly: unknown top-level
 // fields, wrong types, trailing data, missing required fields (id, entity,
-// event) and what ValidateEvent refuses (invalid UTF-8 anywhere, NUL in or
-// overlong names) are errors of type *EventError naming the field. A
+// event), a key twice in any object, \u escapes of lone UTF-16 surrogates
+// anywhere and what ValidateEvent refuses (invalid UTF-8 anywhere, NUL in
+// or overlong names) are errors of type *EventError naming the field. A
 // missing occurred_at stays zero (the engine stamps the receive time).
 func DecodeEvent(b []byte) (Event, error) {
 	var ev Event
@@ -106,6 +117,11 @@ func DecodeEvent(b []byte) (Event, error) {
 	}
 	if top == nil {
 		return ev, &EventError{Msg: "expected a JSON object"}
+	}
+	// The whole document, so that names, data and previous are checked
+	// in one pass (data is not checked again by SetRawData).
+	if err := checkJSON(b, ""); err != nil {
+		return ev, err
 	}
 	for k := range top {
 		if !eventFields[k] {
@@ -152,9 +168,11 @@ func DecodeEvent(b []byte) (Event, error) {
 		}
 	}
 	if raw, ok := top["data"]; ok && string(raw) != "null" {
-		if err := ev.SetRawData(raw); err != nil {
+		m, err := decodeObject(raw)
+		if err != nil {
 			return Event{}, &EventError{Field: "data", Msg: err.Error()}
 		}
+		ev.setRawData(m, raw)
 	}
 	if raw, ok := top["previous"]; ok && string(raw) != "null" {
 		m, err := decodeObject(raw)

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -107,6 +108,81 @@ func (s secretValues) scrub(text string) string {
 	return text
 }
 
+// scrubEscaped masks the secret values that text holds inside JSON string
+// literals written with escapes other than Go's: "tok\/en" (PHP),
+// "\u002b" or "\u00fc" (encoders escaping non-ASCII, Python's included),
+// in any mix and hex case. Listing every escaped form of every secret
+// cannot cover the mixes, so each literal holding a backslash is decoded
+// and, when its value holds a secret, written again masked. Text that
+// is not JSON is read the same way: what decodes as a JSON string in it
+// is checked.
+func (s secretValues) scrubEscaped(text string) string {
+	if !strings.Contains(text, `\`) {
+		return text
+	}
+	var (
+		out  strings.Builder
+		enc  bytes.Buffer
+		done int // text[:done] is in out
+	)
+	for i := 0; ; {
+		q := strings.IndexByte(text[i:], '"')
+		if q < 0 {
+			break
+		}
+		start := i + q
+		end, escaped := literalEnd(text, start+1)
+		if end < 0 {
+			break // cut off: scrubTail's part
+		}
+		i = end + 1
+		if !escaped {
+			continue
+		}
+		var v string
+		if json.Unmarshal([]byte(text[start:end+1]), &v) != nil {
+			i = start + 1 // not a string literal: the quote may open one
+			continue
+		}
+		m := s.scrub(v)
+		if m == v {
+			continue
+		}
+		enc.Reset()
+		e := json.NewEncoder(&enc)
+		e.SetEscapeHTML(false)
+		_ = e.Encode(m) // a string: cannot fail
+		out.WriteString(text[done:start])
+		out.Write(bytes.TrimSuffix(enc.Bytes(), []byte("\n")))
+		done = end + 1
+	}
+	if done == 0 {
+		return text
+	}
+	out.WriteString(text[done:])
+	return out.String()
+}
+
+// literalEnd returns the index of the quote closing the string literal
+// whose content starts at text[i] (-1 when text ends first), and whether
+// the literal holds a backslash.
+func literalEnd(text string, i int) (int, bool) {
+	escaped := false
+	for i < len(text) {
+		j := strings.IndexAny(text[i:], `"\`)
+		if j < 0 {
+			return -1, escaped
+		}
+		i += j
+		if text[i] == '"' {
+			return i, escaped
+		}
+		escaped = true
+		i += 2
+	}
+	return -1, escaped
+}
+
 // scrubTail masks a secret cut off at the end of a truncated body.
 func (s secretValues) scrubTail(text string) string {
 	for _, v := range s {
@@ -127,7 +203,7 @@ func (rec *Record) scrubRecord(out *actions.Outcome) {
 	if len(s) == 0 {
 		return
 	}
-	rec.ResponseBody = s.scrub(rec.ResponseBody)
+	rec.ResponseBody = s.scrubEscaped(s.scrub(rec.ResponseBody))
 	if rec.ResponseBodyTruncated {
 		rec.ResponseBody = s.scrubTail(rec.ResponseBody)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -162,4 +164,33 @@ func TestEchoedSecretCutOrRedirected(t *testing.T) {
 		t.Fatalf("%+v", out)
 	}
 	noSecrets(t, out, key)
+}
+
+// TestEchoedSecretsInOtherEscapings: receivers echo in the JSON escaping of
+// their encoder, not Go's: PHP writes "tok\/en", Python "\u00fc", others
+// "\u002B". Before, only the raw and Go-escaped forms were masked and
+// these were stored. Strings without a secret stay byte for byte.
+func TestEchoedSecretsInOtherEscapings(t *testing.T) {
+	const token, key = "tok/en+abc/def", "kü/7+<&>9"
+	php := func(v string) string { return strings.ReplaceAll(v, "/", `\/`) }
+	ascii := func(v string) string { q := strconv.QuoteToASCII(v); return q[1 : len(q)-1] }
+	mixed := strings.NewReplacer("+", `\u002B`, "<", `\u003C`, "&", `\u0026`, ">", `\u003e`).Replace
+	forms := []string{php("Bearer " + token), php(token), ascii(key), mixed(php(ascii(key))), mixed(token)}
+	const plain = `"path":"a\/b","note":"caf\u00e9","odd":"\q"`
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"auth":"%s","token":"%s","key":"%s","mixed":"%s","plus":"%s",%s}`, php(r.Header.Get("Authorization")),
+			php(token), ascii(r.Header.Get("X-Api-Key")), mixed(php(ascii(r.Header.Get("X-Api-Key")))), mixed(token), plain)
+	})
+	f := testFactory(t, rc, nil)
+	cfg := mustDecode(t, f, "url: "+rc.URL+"/e\nauth: {bearer: {token: "+token+"}}\nheaders: {X-Api-Key: \""+key+"\"}")
+	_, out := deliver(t, cfg, salesOrder(t), "d1")
+	if out.Status != actions.Succeeded {
+		t.Fatalf("%+v", out)
+	}
+	noSecrets(t, out, append(forms, token, key)...)
+	rec := record(t, out)
+	want := `{"auth":"****","token":"****","key":"****","mixed":"****","plus":"****",` + plain + `}`
+	if rec.ResponseBody != want {
+		t.Fatalf("body %s\nwant %s", rec.ResponseBody, want)
+	}
 }

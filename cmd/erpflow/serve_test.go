@@ -443,7 +443,8 @@ func TestServeSharedPostgres(t *testing.T) {
 
 // TestServeSQLiteOneProcess: a second serve on the SQLite file of a
 // running one is refused with a message naming the file and the owner's
-// pid, and changes nothing; once the first stops, the file opens again.
+// pid, and changes nothing, also when it names the file by a symlink;
+// once the first stops, the file opens again.
 func TestServeSQLiteOneProcess(t *testing.T) {
 	dir := t.TempDir()
 	a := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:./erpflow.db", "--log-format", "json")
@@ -452,6 +453,17 @@ func TestServeSQLiteOneProcess(t *testing.T) {
 	want := fmt.Sprintf("database %s is in use by another erpflow process (pid %d)", filepath.Join(dir, "erpflow.db"), a.cmd.Process.Pid)
 	if code != 1 || !strings.Contains(out, want) {
 		t.Fatalf("second serve: exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+	// Through a symlink too: the lock goes with the file, not its name.
+	link := filepath.Join(t.TempDir(), "link.db")
+	if err := os.Symlink(filepath.Join(dir, "erpflow.db"), link); err != nil {
+		t.Fatal(err)
+	}
+	// Started, not run: before, it served beside the first and never exited.
+	viaLink := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:"+link)
+	want = fmt.Sprintf("database %s is in use by another erpflow process (pid %d)", link, a.cmd.Process.Pid)
+	if code := viaLink.wait(t); code != 1 || !strings.Contains(viaLink.out.String(), want) {
+		t.Fatalf("serve through a symlink: exit %d, want 1 and %q:\n%s", code, want, viaLink.out.String())
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
 	if code := a.wait(t); code != 0 {

@@ -202,3 +202,34 @@ func TestEmitNULInData(t *testing.T) {
 		}
 	})
 }
+
+// TestEmitRefusesAmbiguousRawData: raw data from Go (SetRawData, an
+// EntityLoader) with a key twice or a lone surrogate escape is refused
+// with an *EventError naming the place, and nothing is stored. Before, the
+// loaded {"total":1,"total":250} matched as 250 while its bytes, sent on,
+// say 1 to a parser keeping the first key.
+func TestEmitRefusesAmbiguousRawData(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		e := newIdleEngine(t, st, parseRules(t, "rules:"+hookRule("a", rv.URL, "")), engine.Config{Entities: loader{
+			"SalesOrder/dup": `{"total":1,"lines":[],"total":250}`,
+			"SalesOrder/sur": `{"lines":[{"sku":"A\ud800"}]}`,
+		}})
+		ctx := context.Background()
+		for id, field := range map[string]string{"dup": "data.total", "sur": "data.lines[0].sku"} {
+			_, err := e.Emit(ctx, engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", EntityID: id, Event: "updated"})
+			var ee *templates.EventError
+			if !errors.As(err, &ee) || ee.Field != field {
+				t.Fatalf("%s: err = %v, want an EventError on %s", id, err, field)
+			}
+			if _, err := st.GetEvent(ctx, "acme", id); !errors.Is(err, engine.ErrNotFound) {
+				t.Fatalf("%s stored: %v", id, err)
+			}
+		}
+		ev := order("set")
+		if err := ev.SetRawData(json.RawMessage(`{"a":{"b":1,"b":2}}`)); err == nil || !strings.Contains(err.Error(), "data.a.b: duplicate key") {
+			t.Fatalf("SetRawData: %v", err)
+		}
+	})
+}

@@ -58,9 +58,10 @@ var (
 // applies pending migrations. path ":memory:" gives a private in-memory
 // database (one connection; for tests and trials).
 //
-// One Store owns a file at a time: Open takes an exclusive lock on
-// path+".lock" (unless opts.NoLock) and fails with an *InUseError while
-// another Store, in any process, holds it. Holding the lock, it makes the
+// One Store owns a file at a time: Open takes an exclusive lock on the
+// file's sidecar ".lock" (beside the file path resolves to, so that a
+// symlink to it takes the same lock; unless opts.NoLock) and fails with an
+// *InUseError while another Store, in any process, holds it. Holding the lock, it makes the
 // deliveries left running by earlier processes (killed ones, as a clean
 // stop releases its own) due at once instead of after their leases.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,63 @@ func TestOneStorePerFile(t *testing.T) {
 	open(t, path).Close() // the lock went with Close
 }
 
+// claimOne stores an event with one delivery, due at now, and claims it
+// for owner with an hour's lease.
+func claimOne(t *testing.T, s *sqlite.Store, owner string, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
+	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := s.Claim(ctx, owner, 10, now, time.Hour); err != nil || len(ds) != 1 {
+		t.Fatalf("claim: %v %v", ds, err)
+	}
+}
+
+// TestOneStorePerFileByAnyName: the lock belongs to the file, not to the
+// name it is opened by. Before, a second Open through a symlink, a
+// symlinked directory or a relative path took another lock (path+".lock"
+// of that name), and then made the first owner's running deliveries due.
+func TestOneStorePerFileByAnyName(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no flock: files are not guarded")
+	}
+	dir, other := t.TempDir(), t.TempDir()
+	path := filepath.Join(dir, "erpflow.db")
+	link := filepath.Join(other, "link.db")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	linkedDir := filepath.Join(other, "data")
+	if err := os.Symlink(dir, linkedDir); err != nil {
+		t.Fatal(err)
+	}
+	// The link dangles until the first Open creates the file through it.
+	s := open(t, link)
+	ctx := context.Background()
+	now := time.Now()
+	claimOne(t, s, "owner", now)
+	t.Chdir(other)
+	for _, name := range []string{path, filepath.Join(linkedDir, "erpflow.db"), "link.db", "./data/../link.db"} {
+		second, err := sqlite.Open(ctx, name, sqlite.Options{})
+		var inUse *sqlite.InUseError
+		if !errors.As(err, &inUse) || inUse.Path != name || inUse.PID != os.Getpid() {
+			if err == nil {
+				second.Close()
+			}
+			t.Fatalf("open %s beside the owner: %v, want an InUseError", name, err)
+		}
+	}
+	// The owner's lease is untouched: nothing is due before it ends.
+	if ds, err := s.Claim(ctx, "other", 10, now.Add(time.Minute), time.Hour); err != nil || len(ds) != 0 {
+		t.Fatalf("claim under the owner's lease: %v %v", ds, err)
+	}
+	s.Close()
+	open(t, path).Close()
+}
+
 // A process killed mid-delivery leaves deliveries running under its lease;
 // the next Store to own the file makes them due at once (a NoLock one,
 // which may run beside a live owner, does not).
@@ -120,14 +178,7 @@ func TestOpenExpiresDeadLeases(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	s := open(t, path)
-	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
-	d := engine.Delivery{ID: "dlv_1", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now}
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: []engine.Delivery{d}}}); err != nil {
-		t.Fatal(err)
-	}
-	if ds, err := s.Claim(ctx, "killed", 10, now, time.Hour); err != nil || len(ds) != 1 {
-		t.Fatalf("claim: %v %v", ds, err)
-	}
+	claimOne(t, s, "killed", now)
 	s.Close() // as the kernel drops the lock of a killed process
 
 	reader, err := sqlite.Open(ctx, path, sqlite.Options{NoLock: true})

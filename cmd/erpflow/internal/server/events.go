@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/erpflow/erpflow/engine"
@@ -123,14 +124,18 @@ func splitEvents(body []byte) ([]json.RawMessage, bool, error) {
 	if len(t) == 0 {
 		return nil, false, badRequest("", "the request body must be an event or {\"events\":[…]}")
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(t, &top); err != nil || top == nil {
+	top, dup := objectFields(t)
+	if top == nil {
 		// Let DecodeEvent describe what is wrong.
 		return []json.RawMessage{t}, false, nil
 	}
 	raw, ok := top["events"]
 	if !ok {
 		return []json.RawMessage{t}, false, nil
+	}
+	if dup == "events" {
+		// json.Unmarshal would keep the last list and drop the others.
+		return nil, true, badRequest("events", "events: duplicate key (an object may hold a key once)")
 	}
 	if len(top) != 1 {
 		for k := range top {
@@ -144,6 +149,40 @@ func splitEvents(body []byte) ([]json.RawMessage, bool, error) {
 		return nil, true, badRequest("events", "must be a list of events")
 	}
 	return raws, true, nil
+}
+
+// objectFields returns the fields of the JSON object t and the first key
+// written twice in it ("" when none), or nil when t is not one JSON
+// object.
+func objectFields(t []byte) (map[string]json.RawMessage, string) {
+	dec := json.NewDecoder(bytes.NewReader(t))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, ""
+	}
+	top := map[string]json.RawMessage{}
+	dup := ""
+	for dec.More() {
+		tok, err := dec.Token()
+		k, ok := tok.(string)
+		if err != nil || !ok {
+			return nil, ""
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, ""
+		}
+		if _, seen := top[k]; seen && dup == "" {
+			dup = k
+		}
+		top[k] = v
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, ""
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, "" // trailing data
+	}
+	return top, dup
 }
 
 // eventView is GET /v1/events/{id}.

@@ -39,6 +39,20 @@ func TestPostEventsIntegrity(t *testing.T) {
 			{"batch NUL", `{"events":[` + ev("b0", "") + `,` + ev(`b\u0000`, "") + `]}`, "events[1].id", "events[1].id: contains NUL"},
 			{"id long", ev(strings.Repeat("i", 257), ""), "id", "longer than the limit of 256 bytes"},
 			{"event long", `{"id":"l1","entity":"SalesOrder","event":"` + strings.Repeat("e", 129) + `"}`, "event", "limit of 128 bytes"},
+			// encoding/json decodes a lone UTF-16 surrogate escape to U+FFFD
+			// and keeps the last of a key written twice. Before: "s\ud800"
+			// was accepted, "s\udc00" answered 202 duplicate (both "s\uFFFD"),
+			// and "id":"y","id":"z" was event z.
+			{"id high", ev(`s\ud800`, ""), "id", `id: invalid UTF-16 escape (lone surrogate \ud800)`},
+			{"id low", ev(`s\udc00`, ""), "id", `id: invalid UTF-16 escape (lone surrogate \udc00)`},
+			{"surrogate in data", ev("d3", `,"data":{"customer":{"name":"M\udc00ller"}}`), "data.customer.name", "lone surrogate"},
+			{"surrogate in key", ev("d4", `,"data":{"k\ud800":1}`), "data", "an object key has an invalid UTF-16 escape"},
+			{"surrogate in previous", ev("d5", `,"previous":{"s":"\udfff"}`), "previous.s", "lone surrogate"},
+			{"duplicate id", ev("y", `,"id":"z"`), "id", "id: duplicate key"},
+			{"duplicate in data", ev("d6", `,"data":{"total":1,"lines":[],"total":2}`), "data.total", "duplicate key"},
+			{"batch duplicate", `{"events":[` + ev("b0", "") + `,` + ev("b1", `,"data":{"lines":[{"sku":"A","sku":"B"}]}`) + `]}`,
+				"events[1].data.lines[0].sku", "events[1].data.lines[0].sku: duplicate key"},
+			{"batch list twice", `{"events":[` + ev("b0", "") + `],"events":[` + ev("b1", "") + `]}`, "events", "events: duplicate key"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := must(t, e.do("POST", "/v1/events", "", tc.body), 400)
@@ -48,9 +62,15 @@ func TestPostEventsIntegrity(t *testing.T) {
 				}
 			})
 		}
-		for _, id := range []string{"inv%EF%BF%BD", "b0", "b1", "d1"} {
+		for _, id := range []string{"inv%EF%BF%BD", "b0", "b1", "d1", "s%EF%BF%BD", "y", "z", "d3", "d4", "d5", "d6"} {
 			must(t, e.do("GET", "/v1/events/"+id+"?tenant=acme", "", nil), 404)
 		}
+		// A valid surrogate pair is one character, distinct from the next.
+		must(t, e.do("POST", "/v1/events", "", ev(`s\ud83d\ude00`, "")), 202)
+		if r := must(t, e.do("POST", "/v1/events", "", ev(`s\ud83d\ude01`, "")), 202).json(t); r["duplicate"] == true {
+			t.Fatalf("a different pair is a duplicate: %v", r)
+		}
+		must(t, e.do("GET", "/v1/events/s%F0%9F%98%80?tenant=acme", "", nil), 200)
 
 		// NUL inside data: accepted and kept byte for byte on both stores.
 		must(t, e.do("POST", "/v1/events", "", ev("nul", `,"data":{"note":"a\u0000b"}`)), 202)

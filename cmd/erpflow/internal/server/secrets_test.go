@@ -61,3 +61,35 @@ func TestDeliveryShowsNoEchoedSecrets(t *testing.T) {
 		}
 	})
 }
+
+// TestDeliveryMasksSecretsInOtherEscapings: a PHP receiver echoing the
+// bearer token as json_encode writes it ("tok\/en") had it stored in the
+// attempt's response body; delivered by the workers, GET shows it masked.
+func TestDeliveryMasksSecretsInOtherEscapings(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		e := newEnv(t, st, envOpts{})
+		const token = "tok/Vb71+Qa/9"
+		php := strings.NewReplacer("/", `\/`, "+", `\u002b`).Replace
+		rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(w, `{"you_sent":"`+php(r.Header.Get("Authorization"))+`","token":"`+php(token)+`"}`)
+		}))
+		t.Cleanup(rv.Close)
+		rule := ruleJSON("php", rv.URL+"/hook", map[string]any{"enabled": true})
+		rule["actions"].([]any)[0].(map[string]any)["auth"] = map[string]any{"bearer": map[string]any{"token": token}}
+		must(t, e.do("POST", "/v1/rules", "", rule), 201)
+		r := must(t, e.do("POST", "/v1/events", "", orderEvent("SO1000", "acme")), 202).json(t)
+		id := r["deliveries"].([]any)[0].(map[string]any)["id"].(string)
+		e.waitState(id, "", engine.StateSucceeded)
+		body := string(must(t, e.do("GET", "/v1/deliveries/"+id, "", nil), 200).body)
+		if !strings.Contains(body, `you_sent\":\"****\"`) {
+			t.Fatalf("the echo is not shown masked: %s", body)
+		}
+		for _, s := range []string{token, php(token), `tok\\/Vb71`} {
+			if strings.Contains(body, s) {
+				t.Errorf("GET /v1/deliveries/%s shows the secret as %q:\n%s", id, s, body)
+			}
+		}
+	})
+}
