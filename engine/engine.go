@@ -155,8 +155,9 @@ type Engine struct {
 // ruleSet is a triggers.Set with what the engine derives from it once per
 // Reload: each action's Config and canonical retry text.
 type ruleSet struct {
-	set  *triggers.Set
-	acts map[*triggers.Rule][]actionInfo
+	set    *triggers.Set
+	acts   map[*triggers.Rule][]actionInfo
+	loaded time.Time // e.now() at Reload
 }
 
 type actionInfo struct {
@@ -333,7 +334,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 // triggers.CooldownError) keeps cooling down unless its name, tenants or
 // condition changed.
 func (e *Engine) Reload(rules []*triggers.Rule) error {
-	rs := &ruleSet{acts: make(map[*triggers.Rule][]actionInfo, len(rules))}
+	rs := &ruleSet{acts: make(map[*triggers.Rule][]actionInfo, len(rules)), loaded: e.now()}
 	for _, r := range rules {
 		infos := make([]actionInfo, len(r.Actions))
 		for i, a := range r.Actions {

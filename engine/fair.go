@@ -93,7 +93,7 @@ type ready struct {
 
 // destinationOf returns the destination key of j ("" for none: not capped).
 func (r *runner) destinationOf(d *Delivery) string {
-	cfg, _ := r.e.actionFor(d)
+	cfg, _, _ := r.e.actionFor(d)
 	if ds, ok := cfg.(actions.Destinationer); ok {
 		return ds.Destination(d.Payload)
 	}

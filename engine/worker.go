@@ -673,10 +673,18 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 	started := e.now()
 	t0 := time.Now()
 	var o actions.Outcome
-	cfg, why := e.actionFor(d)
-	if cfg == nil {
+	cfg, why, stale := e.actionFor(d)
+	switch {
+	case cfg == nil && stale:
+		// Created after this process last loaded its rules: another
+		// process (several share one PostgreSQL) may have created or
+		// replaced the rule, and this one reads the change within
+		// seconds. Try again then rather than give the delivery up.
+		o = actions.Outcome{Status: actions.Retryable, RetryAfter: staleRulesRetry,
+			Error: why + " in this process's rules, which are older than the delivery; retrying once they are read again"}
+	case cfg == nil:
 		o = actions.Outcome{Status: actions.Permanent, Error: why}
-	} else {
+	default:
 		// The action's own timeout bounds the attempt, not the lease: the
 		// runner renews the lease while the attempt runs (lease.go).
 		ctx, cancel := context.WithTimeout(base, attemptTimeout(cfg))
@@ -726,28 +734,36 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 	return c, false
 }
 
+// staleRulesRetry is how soon an attempt is retried whose rule this
+// process does not have as the delivery expects (see actionFor): about
+// when a server re-reads the rules stored through its API.
+const staleRulesRetry = 5 * time.Second
+
 // actionFor finds the action config of d in the rules in force: only in
 // the rule that created d (same ID; rows from before IDs were kept match
 // by name) and only while that rule still applies to d's tenant, so that a
 // rule created under a deleted one's name never sends its deliveries with
-// its own secrets, URL or tenant scope.
-func (e *Engine) actionFor(d *Delivery) (actions.Config, string) {
+// its own secrets, URL or tenant scope. With no config, why says what is
+// wrong and stale whether the rules in force were loaded before d was
+// created, so may lag behind the ones that created it.
+func (e *Engine) actionFor(d *Delivery) (cfg actions.Config, why string, stale bool) {
 	rs := e.rules.Load()
+	stale = d.CreatedAt.After(rs.loaded)
 	r := rs.set.Rule(d.Rule)
 	if r == nil {
-		return nil, fmt.Sprintf("rule %q no longer exists", d.Rule)
+		return nil, fmt.Sprintf("rule %q no longer exists", d.Rule), stale
 	}
 	if d.RuleID != "" && r.ID != d.RuleID {
-		return nil, fmt.Sprintf("rule %q was deleted; a different rule now has its name (rerun the event to run the new rule)", d.Rule)
+		return nil, fmt.Sprintf("rule %q was deleted; a different rule now has its name (a new event runs the new rule)", d.Rule), stale
 	}
 	if !r.AppliesTo(d.Tenant) {
-		return nil, fmt.Sprintf("rule %q no longer applies to tenant %q", d.Rule, d.Tenant)
+		return nil, fmt.Sprintf("rule %q no longer applies to tenant %q", d.Rule, d.Tenant), stale
 	}
 	infos := rs.acts[r]
 	if d.ActionIndex < 0 || d.ActionIndex >= len(infos) || r.Actions[d.ActionIndex].Type != d.ActionType {
-		return nil, fmt.Sprintf("rule %q changed: its action %d is no longer a %s action", d.Rule, d.ActionIndex+1, d.ActionType)
+		return nil, fmt.Sprintf("rule %q changed: its action %d is no longer a %s action", d.Rule, d.ActionIndex+1, d.ActionType), stale
 	}
-	return infos[d.ActionIndex].cfg, ""
+	return infos[d.ActionIndex].cfg, "", false
 }
 
 func (e *Engine) loadEvent(ctx context.Context, d *Delivery) (*templates.Event, error) {

@@ -138,7 +138,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	}
 	if !c.sameOrigin(req.Payload, p.URL) {
 		return actions.Outcome{Status: actions.Permanent, Error: fmt.Sprintf(
-			"webhook: the rule's URL changed to another origin (%s) since this delivery was created for %s; nothing was sent, its secrets go to the new URL only: rerun the event or emit a new one",
+			"webhook: the rule's URL changed to another origin (%s) since this delivery was created for %s; nothing was sent, its secrets go to the new URL only: a new event goes there",
 			c.dest, destinationOf(originOf(p.URL)))}
 	}
 	ev := req.Event

@@ -82,3 +82,44 @@ func TestDeliveryBoundToItsRule(t *testing.T) {
 		}
 	})
 }
+
+// TestDeliveryNewerThanTheRules: a process whose rules are older than a
+// delivery (another process sharing the database created its rule a
+// moment ago, and this one reads the change within seconds) does not give
+// the delivery up: the attempt is retried, nothing is sent meanwhile, and
+// once the rule is loaded here the delivery succeeds.
+func TestDeliveryNewerThanTheRules(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		rules := parseRules(t, "rules:"+hookRule("orders", rv.URL+"/hook", "default"))
+		// This process loaded its rules before the rule existed.
+		lagging := newIdleEngine(t, st, nil, engine.Config{Owner: "lagging"})
+		// Another process (sharing the store) has the new rule and emits.
+		other := newIdleEngine(t, st, rules, engine.Config{Owner: "other"})
+		res, err := other.Emit(context.Background(), order("o1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := res.Deliveries[0].ID
+		if err := lagging.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		d := waitDelivery(t, st, id, "attempted", func(d engine.Delivery) bool { return d.Attempts > 0 && d.State != engine.StateRunning })
+		if d.State != engine.StateFailed || !strings.Contains(d.LastError, "older than the delivery") {
+			t.Fatalf("delivery %s: %q; want failed, to be retried once the rules are read again", d.State, d.LastError)
+		}
+		if n := rv.total.Load(); n != 0 {
+			t.Fatalf("the receiver got %d requests", n)
+		}
+		if err := lagging.Reload(rules); err != nil {
+			t.Fatal(err)
+		}
+		d = waitDelivery(t, st, id, "delivered", func(d engine.Delivery) bool {
+			return d.State == engine.StateSucceeded || d.State == engine.StateDead
+		})
+		if d.State != engine.StateSucceeded || rv.count(id) != 1 {
+			t.Fatalf("delivery %s (%q), %d requests; want succeeded after 1", d.State, d.LastError, rv.count(id))
+		}
+	})
+}
