@@ -42,6 +42,7 @@ type benchOpts struct {
 	receiverDelay time.Duration
 	workers       int
 	destConc      int
+	tenantConc    int
 	rate          int
 	latencyFor    time.Duration
 	emitters      int
@@ -62,6 +63,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.DurationVar(&o.receiverDelay, "receiver-delay", 0, "how long the receiver takes to answer each webhook")
 	fs.IntVar(&o.workers, "workers", 128, "engine workers (and the bare HTTP loop's concurrency)")
 	fs.IntVar(&o.destConc, "destination-concurrency", 0, "attempts at once per destination (default max(4, workers/4)); the bench has one destination")
+	fs.IntVar(&o.tenantConc, "tenant-concurrency", 0, "attempts at once per tenant (default max(4, workers/2)); the bench has one tenant")
 	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
@@ -83,8 +85,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 2
 	}
-	if fs.NArg() > 0 || o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
-		fmt.Fprintln(stderr, "erpflow bench: --events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency not negative; no arguments")
+	if fs.NArg() > 0 || o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
+		fmt.Fprintln(stderr, "erpflow bench: --events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative; no arguments")
 		fs.Usage()
 		return 2
 	}
@@ -200,6 +202,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	eng, err := engine.New(st, engine.Config{
 		Workers:                o.workers,
 		DestinationConcurrency: o.destConc,
+		TenantConcurrency:      o.tenantConc,
 		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
