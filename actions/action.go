@@ -265,7 +265,6 @@ func (r *Registry) Factory(typ string) (Factory, bool) {
 	return f, ok
 }
 
-// Decode decodes an action of type typ. It implements triggers.ActionDecoder.
 // FileKeys returns the config keys of action type typ that name files on
 // the machine (FileUser), none for types without them.
 func (r *Registry) FileKeys(typ string) []string {
@@ -278,6 +277,7 @@ func (r *Registry) FileKeys(typ string) []string {
 	return nil
 }
 
+// Decode decodes an action of type typ. It implements triggers.ActionDecoder.
 func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
 	r.mu.RLock()
 	f, ok := r.factories[typ]

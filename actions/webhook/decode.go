@@ -82,12 +82,12 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	return n.Value, true
 }
 
-// Decode implements actions.Factory: it validates every key of a webhook
-// action and reports all problems, each as an *actions.FieldError.
 // FileKeys implements actions.FileUser: ca_file is read from this
 // machine's disk.
 func (f *Factory) FileKeys() []string { return []string{"ca_file"} }
 
+// Decode implements actions.Factory: it validates every key of a webhook
+// action and reports all problems, each as an *actions.FieldError.
 func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 	if f.guardErr != nil {
 		return nil, f.guardErr

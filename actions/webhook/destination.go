@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"net/url"
@@ -58,21 +59,23 @@ func originOf(u string) string {
 // writes url as the second key and neither a scheme nor a host holds
 // characters that JSON escapes, so the first `"url":"` is the field.
 func payloadOrigin(p []byte) (string, bool) {
+	// Searched as bytes: converting p would copy the whole payload (body
+	// and all) on every call, once per attempt and per claimed delivery.
 	const key = `"url":"`
-	i := strings.Index(string(p), key)
+	i := bytes.Index(p, []byte(key))
 	if i < 0 {
 		return "", false
 	}
-	s := string(p[i+len(key):])
-	j := strings.Index(s, "://")
+	s := p[i+len(key):]
+	j := bytes.Index(s, []byte("://"))
 	if j <= 0 {
 		return "", false
 	}
-	end := strings.IndexAny(s[j+3:], `/?#"\`)
+	end := bytes.IndexAny(s[j+3:], `/?#"\`)
 	if end < 0 {
 		return "", false
 	}
-	return s[:j+3+end], true
+	return string(s[:j+3+end]), true
 }
 
 // destinationOf normalises an origin: lowercase scheme and host, the

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"net/textproto"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -96,15 +95,8 @@ func maskQuery(raw string, fn func(path, value string) string) string {
 	seen := map[string]int{}
 	changed := false
 	for i, p := range parts {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			continue
-		}
-		name, err := url.QueryUnescape(k)
-		if err != nil {
-			name = k
-		}
-		if !isSecretParam(name) {
+		k, name, v, secret := secretQueryPart(p)
+		if !secret {
 			continue
 		}
 		path := "url?" + name

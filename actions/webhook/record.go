@@ -108,6 +108,18 @@ var secretParam = regexp.MustCompile(`(?i)(token|key|secret|signature|sig|passwo
 // isSecretParam says whether a query parameter's value looks like a secret.
 func isSecretParam(name string) bool { return secretParam.MatchString(name) }
 
+// secretQueryPart splits one "k=v" part of a raw query and reports whether
+// its value is secret: it has a value and its name, unescaped, looks like
+// a secret. name is k unescaped (k itself when that fails).
+func secretQueryPart(p string) (k, name, v string, secret bool) {
+	k, v, ok := strings.Cut(p, "=")
+	name, err := url.QueryUnescape(k)
+	if err != nil {
+		name = k
+	}
+	return k, name, v, ok && isSecretParam(name)
+}
+
 // MaskURL masks userinfo and secret-looking query values of a URL.
 func MaskURL(raw string) string {
 	if !needsMask(raw) {
@@ -125,12 +137,7 @@ func MaskURL(raw string) string {
 	if u.RawQuery != "" {
 		parts := strings.Split(u.RawQuery, "&")
 		for i, p := range parts {
-			k, _, ok := strings.Cut(p, "=")
-			name, err := url.QueryUnescape(k)
-			if err != nil {
-				name = k
-			}
-			if ok && isSecretParam(name) {
+			if k, _, _, secret := secretQueryPart(p); secret {
 				parts[i] = k + "=****"
 				changed = true
 			}

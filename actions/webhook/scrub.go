@@ -45,17 +45,9 @@ func (s secretValues) addQuery(raw string) secretValues {
 		return s
 	}
 	query, _, _ = strings.Cut(query, "#")
-	for query != "" {
-		var p string
-		p, query, _ = strings.Cut(query, "&")
-		k, v, ok := strings.Cut(p, "=")
-		if !ok {
-			continue
-		}
-		if name, err := url.QueryUnescape(k); err == nil {
-			k = name
-		}
-		if !isSecretParam(k) {
+	for p := range strings.SplitSeq(query, "&") {
+		_, _, v, secret := secretQueryPart(p)
+		if !secret {
 			continue
 		}
 		s = s.add(v)
