@@ -375,12 +375,22 @@ func (e *Engine) evalError(rule string, err error) {
 		}
 		return
 	}
-	now := time.Now()
-	if last, ok := e.evalLogged.Load(rule); ok && now.Sub(last.(time.Time)) < time.Minute {
+	if !logDue(&e.evalLogged, rule) {
 		return
 	}
-	e.evalLogged.Store(rule, now)
 	e.log.Warn("erpflow: rule condition failed; the rule did not match", "rule", rule, "err", err)
+}
+
+// logDue reports whether a message of key, logged at most once a minute
+// per key through seen (key → time.Time of its last), is due now, and if
+// so records now as its last.
+func logDue(seen *sync.Map, key string) bool {
+	now := time.Now()
+	if last, ok := seen.Load(key); ok && now.Sub(last.(time.Time)) < time.Minute {
+		return false
+	}
+	seen.Store(key, now)
+	return true
 }
 
 // retryText is the canonical policy of one action: its own, the rule's, or

@@ -200,13 +200,19 @@ func (r *runner) finish(j job, started time.Time, took time.Duration) (job, time
 	if r.fclosed || r.stopping.Load() {
 		return job{}, time.Time{}, false // stop gives the parked ones back
 	}
-	var next []job
-	for _, s := range []*slotState{d, t} {
+	var next job
+	found := false
+	for _, s := range [...]*slotState{d, t} {
 		if s == nil {
 			continue
 		}
-		if n, ok := r.unpark(s, now); ok {
-			next = append(next, n)
+		n, ok := r.unpark(s, now)
+		switch {
+		case !ok:
+		case found:
+			r.ready <- ready{j: n, started: now} // never blocks: holds every job in memory
+		default:
+			next, found = n, true
 		}
 	}
 	if len(t.running) == 0 && len(t.parked) == 0 {
@@ -214,13 +220,10 @@ func (r *runner) finish(j job, started time.Time, took time.Duration) (job, time
 		// of ever new tenants cannot grow the map without bound.
 		delete(r.tenants, j.d.Tenant)
 	}
-	if len(next) == 0 {
+	if !found {
 		return job{}, time.Time{}, false
 	}
-	for _, n := range next[1:] {
-		r.ready <- ready{j: n, started: now} // never blocks: holds every job in memory
-	}
-	return next[0], now, true
+	return next, now, true
 }
 
 // unpark takes the first job parked at s that may run now, its slots

@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"time"
-
 	"github.com/erpflow/erpflow/triggers"
 )
 
@@ -78,11 +76,9 @@ func (e *Engine) reportDropped(rec *EventRecord, r InsertResult) {
 	if o, ok := e.cfg.Observer.(DropObserver); ok {
 		o.DeliveriesDropped(&rec.Event, DropFanOut, d.matched-d.kept)
 	}
-	now := time.Now()
-	if last, ok := e.fanOutLogged.Load(rec.Event.Tenant); ok && now.Sub(last.(time.Time)) < time.Minute {
+	if !logDue(&e.fanOutLogged, rec.Event.Tenant) {
 		return
 	}
-	e.fanOutLogged.Store(rec.Event.Tenant, now)
 	e.log.Warn("erpflow: event matched more deliveries than one event may create; the rules past the limit made none",
 		"tenant", rec.Event.Tenant, "event_id", rec.Event.ID, "entity", rec.Event.Entity, "event", rec.Event.Event,
 		"limit", e.cfg.DeliveriesPerEvent, "matched", d.matched, "created", d.kept,

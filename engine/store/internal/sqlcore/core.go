@@ -628,16 +628,8 @@ func (c *Core) Release(ctx context.Context, owner string, ids []string, now time
 			_, err := tx.ExecContext(ctx, c.Q(set), c.t(now), c.t(now), c.t(now), owner)
 			return err
 		}
-		per := c.chunk(1) - 4
-		for lo := 0; lo < len(ids); lo += per {
-			hi := min(lo+per, len(ids))
-			args := []any{c.t(now), c.t(now), c.t(now), owner}
-			for _, id := range ids[lo:hi] {
-				args = append(args, id)
-			}
-			if _, err := tx.ExecContext(ctx, c.Q(set+" AND id IN ("+list(hi-lo)+")"), args...); err != nil {
-				return err
-			}
+		if _, err := c.byIDs(ids, set, []any{c.t(now), c.t(now), c.t(now), owner}, execIn(ctx, tx)); err != nil {
+			return err
 		}
 		return c.D.Notify(ctx, tx)
 	})
@@ -655,28 +647,45 @@ func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time
 	}
 	until = Round(until)
 	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE state = 'running' AND lease_owner = ?`
+	// Each chunk retried on its own: no transaction spans them.
+	total, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (r sql.Result, err error) {
+		err = c.Retry(ctx, func() error {
+			r, err = c.W.ExecContext(ctx, q, args...)
+			return err
+		})
+		return r, err
+	})
+	if err != nil {
+		return total, fmt.Errorf("renew leases: %w", err)
+	}
+	return total, nil
+}
+
+// byIDs runs stmt restricted to "AND id IN (…)" once per chunk of ids,
+// with lead's arguments before the chunk's, through exec, and returns the
+// rows affected in all (those of the chunks done when it fails).
+func (c *Core) byIDs(ids []string, stmt string, lead []any, exec func(q string, args []any) (sql.Result, error)) (int, error) {
 	total := 0
-	per := c.chunk(1) - 3
+	per := c.chunk(1) - len(lead)
 	for lo := 0; lo < len(ids); lo += per {
 		hi := min(lo+per, len(ids))
-		args := []any{c.t(until), c.t(until), owner}
+		args := append(make([]any, 0, len(lead)+hi-lo), lead...)
 		for _, id := range ids[lo:hi] {
 			args = append(args, id)
 		}
-		err := c.Retry(ctx, func() error {
-			r, err := c.W.ExecContext(ctx, c.Q(set+" AND id IN ("+list(hi-lo)+")"), args...)
-			if err != nil {
-				return err
-			}
-			n, _ := r.RowsAffected()
-			total += int(n)
-			return nil
-		})
+		r, err := exec(c.Q(stmt+" AND id IN ("+list(hi-lo)+")"), args)
 		if err != nil {
-			return total, fmt.Errorf("renew leases: %w", err)
+			return total, err
 		}
+		n, _ := r.RowsAffected()
+		total += int(n)
 	}
 	return total, nil
+}
+
+// execIn is byIDs' exec in tx.
+func execIn(ctx context.Context, tx *Tx) func(string, []any) (sql.Result, error) {
+	return func(q string, args []any) (sql.Result, error) { return tx.ExecContext(ctx, q, args...) }
 }
 
 // list returns "?, ?, …" (n of them).
@@ -821,20 +830,11 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 	err := c.Tx(ctx, func(tx *Tx) error {
 		total = 0
 		if len(ids) > 0 {
-			per := c.chunk(1) - 3
-			for lo := 0; lo < len(ids); lo += per {
-				hi := min(lo+per, len(ids))
-				args := []any{c.t(now), c.t(now), c.t(now)}
-				for _, id := range ids[lo:hi] {
-					args = append(args, id)
-				}
-				r, err := tx.ExecContext(ctx, c.Q(set+" WHERE state <> 'running' AND NOT test AND id IN ("+list(hi-lo)+")"), args...)
-				if err != nil {
-					return err
-				}
-				n, _ := r.RowsAffected()
-				total += int(n)
+			n, err := c.byIDs(ids, set+" WHERE state <> 'running' AND NOT test", []any{c.t(now), c.t(now), c.t(now)}, execIn(ctx, tx))
+			if err != nil {
+				return err
 			}
+			total += n
 		}
 		if f != nil {
 			states := []engine.State{engine.StateDead, engine.StateFailed}
