@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -239,11 +238,7 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 		return value
 	})
 	if len(details) > 0 {
-		msgs := make([]string, len(details))
-		for i, d := range details {
-			msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message) // at the action
-		}
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: details[0].Field, Message: strings.Join(msgs, "\n"), Details: details}
+		return detailsError(details) // each at its action
 	}
 	src, err := rewriteScalars(body.src, root, before)
 	if err != nil {
