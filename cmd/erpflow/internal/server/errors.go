@@ -66,6 +66,17 @@ func ruleError(err error) *apiError {
 	return ae
 }
 
+// detailsError is the 400 invalid_rule listing details, each at its
+// line:col of the body, the first one's field as the error's.
+func detailsError(details []errorDetail) *apiError {
+	msgs := make([]string, len(details))
+	for i, d := range details {
+		msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message)
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: details[0].Field,
+		Message: strings.Join(msgs, "\n"), Details: details}
+}
+
 var errLine = regexp.MustCompile(`^[^:]*:(\d+):(\d+):? (?:([A-Za-z0-9_.\[\]-]+): )?(.*)$`)
 
 // storeError maps store errors to HTTP errors.

@@ -2,10 +2,7 @@ package server
 
 import (
 	"bytes"
-	"fmt"
-	"net/http"
 	"strconv"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -42,12 +39,7 @@ func refuseAliases(b []byte) error {
 	if len(found) > maxAliasDetails {
 		found = found[:maxAliasDetails]
 	}
-	msgs := make([]string, len(found))
-	for i, d := range found {
-		msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message)
-	}
-	return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: found[0].Field,
-		Message: strings.Join(msgs, "\n"), Details: found}
+	return detailsError(found)
 }
 
 // findAliases appends the anchors, aliases and merge keys at or below n

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -174,10 +173,11 @@ type storedAction struct {
 // actionsOf returns the type and url (secrets masked) of each action of
 // rule, and the secret values by path; rule's secrets end up masked.
 func (m *ruleManager) actionsOf(rule *yaml.Node) []storedAction {
-	var out []storedAction
-	if list := deref(mapValue(rule, "actions")); list != nil && list.Kind == yaml.SequenceNode {
-		out = make([]storedAction, len(list.Content))
+	list := deref(mapValue(rule, "actions"))
+	if list == nil || list.Kind != yaml.SequenceNode {
+		return nil
 	}
+	out := make([]storedAction, len(list.Content))
 	m.walkSecrets(rule, func(i int, path, value string) string {
 		if out[i].values == nil {
 			out[i].values = map[string]string{}
@@ -185,8 +185,7 @@ func (m *ruleManager) actionsOf(rule *yaml.Node) []storedAction {
 		out[i].values[path] = value
 		return actions.Mask
 	})
-	for i := range out {
-		a := deref(mapValue(rule, "actions")).Content[i]
+	for i, a := range list.Content {
 		out[i].typ, out[i].url = scalar(mapValue(a, "type")), scalar(mapValue(a, "url"))
 	}
 	return out
@@ -214,11 +213,12 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 	before := scalarValues(root, map[*yaml.Node]string{})
 	var details []errorDetail
 	var kept []string
+	list := deref(mapValue(root, "actions")) // walkSecrets calls fn only when it is a list
 	m.walkSecrets(root, func(i int, path, value string) string {
 		if value != actions.Mask {
 			return value
 		}
-		a := deref(mapValue(root, "actions")).Content[i]
+		a := list.Content[i]
 		d := errorDetail{Field: fmt.Sprintf("actions[%d].%s", i, path), Line: a.Line, Column: a.Column}
 		var v string
 		ok := i < len(old) && old[i].typ == cur[i].typ
@@ -239,11 +239,7 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 		return value
 	})
 	if len(details) > 0 {
-		msgs := make([]string, len(details))
-		for i, d := range details {
-			msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message) // at the action
-		}
-		return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: details[0].Field, Message: strings.Join(msgs, "\n"), Details: details}
+		return detailsError(details) // each at its action
 	}
 	src, err := rewriteScalars(body.src, root, before)
 	if err != nil {
