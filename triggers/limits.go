@@ -187,9 +187,7 @@ func guardCompileEnv(env map[string]any) {
 	env[shortFunc] = func(any) any { panic(notBound) }
 	env[topFunc] = func(any) any { panic(notBound) }
 	for _, name := range measureFuncs {
-		if name != "" {
-			env[name] = func(any) any { panic(notBound) }
-		}
+		env[name] = func(any) any { panic(notBound) }
 	}
 }
 
@@ -310,9 +308,6 @@ func (st *evalState) bindGuards(env map[string]any) {
 		return v
 	}
 	for mode, name := range measureFuncs {
-		if name == "" {
-			continue
-		}
 		env[name] = func(v any) any {
 			if isCollection(v) || mode == measureText {
 				g.charge(g.measure(v, mode))
