@@ -272,8 +272,10 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[inFunc] = func(x, c any) bool {
 		g.checkTime()
-		if k := reflect.ValueOf(c).Kind(); isCollection(x) && (k == reflect.Slice || k == reflect.Array) {
-			g.measure(c, measureWalk) // In compares x with each element, deeply
+		if isCollection(x) {
+			if k := reflect.ValueOf(c).Kind(); k == reflect.Slice || k == reflect.Array {
+				g.measure(c, measureWalk) // In compares x with each element, deeply
+			}
 		}
 		return runtime.In(x, c)
 	}
