@@ -2,6 +2,7 @@ package triggers
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,5 +248,37 @@ func TestCooldownSurvivesReload(t *testing.T) {
 	cheap.Tenant = "acme"
 	if m := names(reload(s3, scoped).Match(cheap, nil)); m != "c" {
 		t.Errorf("changed tenants: matched %q", m)
+	}
+}
+
+// A Set keeps the cool-downs of the Set it replaces, not that Set: else
+// every reload would keep all the Sets before it (their rules and
+// compiled conditions) alive for as long as the engine runs.
+func TestReloadDoesNotKeepPrevious(t *testing.T) {
+	rules := mustParse(t, condRule(costly))
+	prev, err := NewSet(rules, SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collected := make(chan struct{})
+	runtime.AddCleanup(prev, func(ch chan struct{}) { close(ch) }, collected)
+	s, err := NewSet(rules, SetOptions{Previous: prev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-collected:
+			runtime.KeepAlive(s)
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the previous Set is still reachable from the new one")
+		}
+		runtime.Gosched()
 	}
 }

@@ -187,9 +187,7 @@ func guardCompileEnv(env map[string]any) {
 	env[shortFunc] = func(any) any { panic(notBound) }
 	env[topFunc] = func(any) any { panic(notBound) }
 	for _, name := range measureFuncs {
-		if name != "" {
-			env[name] = func(any) any { panic(notBound) }
-		}
+		env[name] = func(any) any { panic(notBound) }
 	}
 }
 
@@ -274,8 +272,10 @@ func (st *evalState) bindGuards(env map[string]any) {
 	}
 	env[inFunc] = func(x, c any) bool {
 		g.checkTime()
-		if k := reflect.ValueOf(c).Kind(); isCollection(x) && (k == reflect.Slice || k == reflect.Array) {
-			g.measure(c, measureWalk) // In compares x with each element, deeply
+		if isCollection(x) {
+			if k := reflect.ValueOf(c).Kind(); k == reflect.Slice || k == reflect.Array {
+				g.measure(c, measureWalk) // In compares x with each element, deeply
+			}
 		}
 		return runtime.In(x, c)
 	}
@@ -310,9 +310,6 @@ func (st *evalState) bindGuards(env map[string]any) {
 		return v
 	}
 	for mode, name := range measureFuncs {
-		if name == "" {
-			continue
-		}
 		env[name] = func(v any) any {
 			if isCollection(v) || mode == measureText {
 				g.charge(g.measure(v, mode))

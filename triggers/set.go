@@ -125,6 +125,7 @@ func NewSet(rules []*Rule, opts SetOptions) (*Set, error) {
 	}
 	s.index()
 	s.initCooldowns(opts.Previous)
+	s.opts.Previous = nil // its cool-downs are shared now; keeping it would keep every Set before it
 	return s, nil
 }
 
