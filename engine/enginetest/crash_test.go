@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
 // allDeliveries lists every delivery in the store.
@@ -248,11 +249,13 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	base, restart := os.Getenv("TEST_DATABASE_URL"), os.Getenv("TEST_PG_RESTART")
 	if u := os.Getenv("TEST_PG_RESTART_URL"); u != "" {
-		base = u // the server TEST_PG_RESTART restarts, used by no other test
+		base = u // the server TEST_PG_RESTART restarts, not the shared one
 	}
 	if base == "" || restart == "" {
 		t.Skip("TEST_DATABASE_URL/TEST_PG_RESTART not set: needs a restartable PostgreSQL")
 	}
+	// The store package's restart test restarts that server too.
+	storetest.LockRestartServer(t, base)
 	db := newPGDatabase(t, base)
 	rv := newReceiver(t)
 	st := mustOpen(t, db)

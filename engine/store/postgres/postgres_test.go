@@ -219,7 +219,8 @@ func TestServerRestart(t *testing.T) {
 	if restart == "" || base == "" {
 		t.Skip("TEST_PG_RESTART/TEST_PG_RESTART_URL not set: run `make test`")
 	}
-	// The restartable server: restarting it disturbs no other test.
+	// The restartable server, which the engine's crash tests restart too.
+	storetest.LockRestartServer(t, base)
 	t.Setenv("TEST_DATABASE_URL", base)
 	u := freshSchema(t)
 	s := open(t, u)
