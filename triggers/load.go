@@ -125,8 +125,9 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// Parse decodes a rules file: a mapping with a `rules:` list. filename is
-// used in error positions only. On error it returns Errors with every
+// Parse decodes a rules file: a mapping with a `rules:` list, or a single
+// rule (a mapping with a rule's keys and no rules key). filename is used
+// in error positions only. On error it returns Errors with every
 // problem of the document and no rules.
 func Parse(filename string, src []byte, opts LoadOptions) ([]*Rule, error) {
 	l := newLoader(filename, src, opts)
@@ -173,6 +174,16 @@ type loader struct {
 	// (whose paths start with "rules"), and for a single rule.
 	pathPrefix string
 	names      map[string]*Rule
+	// unknown are the values holding an unset ${NAME} (LoadOptions.UnsetEnv):
+	// problems reported at them are dropped.
+	unknown []unknownValue
+}
+
+// unknownValue is the position and field path of a scalar whose value is
+// not known.
+type unknownValue struct {
+	line, col int
+	path      string
 }
 
 func newLoader(file string, src []byte, opts LoadOptions) *loader {
@@ -180,6 +191,11 @@ func newLoader(file string, src []byte, opts LoadOptions) *loader {
 }
 
 func (l *loader) errAt(line, col int, path, msg string) {
+	for _, u := range l.unknown {
+		if u.line == line && u.col == col || path != "" && u.path == path {
+			return
+		}
+	}
 	l.errs = append(l.errs, &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg})
 }
 
@@ -238,15 +254,18 @@ func (l *loader) parseFile() []*Rule {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		l.errorf(root, "", "expected a mapping with a rules: list, found %s", kindName(root))
+		l.errorf(root, "", "expected a mapping with a rules: list, or one rule, found %s", kindName(root))
 		return nil
+	}
+	if isSingleRule(root) {
+		return l.addRule(nil, root, "")
 	}
 	var rulesNode *yaml.Node
 	for _, kv := range l.mapping(root, "", fileKeys) {
 		rulesNode = kv.val
 	}
 	if rulesNode == nil {
-		l.errorf(root, "", "missing key rules")
+		l.errorf(root, "", "missing key rules (or write one rule: name, on, actions)")
 		return nil
 	}
 	if rulesNode.Kind == yaml.ScalarNode && rulesNode.ShortTag() == "!!null" {
@@ -258,21 +277,44 @@ func (l *loader) parseFile() []*Rule {
 	}
 	var rules []*Rule
 	for i, rn := range rulesNode.Content {
-		path := fmt.Sprintf("rules[%d]", i)
-		before := len(l.errs)
-		r := l.decodeRule(resolve(rn), path)
-		if r == nil || r.Name == "" {
+		rules = l.addRule(rules, resolve(rn), fmt.Sprintf("rules[%d]", i))
+	}
+	return rules
+}
+
+// isSingleRule reports whether a document's root mapping is one rule
+// rather than a rules file: it has no rules key and some key of a rule.
+func isSingleRule(root *yaml.Node) bool {
+	single := false
+	for i := 0; i < len(root.Content); i += 2 {
+		k := resolve(root.Content[i])
+		if k.Kind != yaml.ScalarNode {
 			continue
 		}
-		if prev, dup := l.names[r.Name]; dup {
-			l.errAt(r.Source.Line, r.nameCol, r.namePath, fmt.Sprintf("duplicate rule name %q (first defined at line %d)", r.Name, prev.Source.Line))
-			continue
+		if k.Value == "rules" {
+			return false
 		}
-		l.names[r.Name] = r
-		r.ID = FileRuleID(r.Name)
-		if len(l.errs) == before {
-			rules = append(rules, r)
-		}
+		single = single || contains(ruleKeys, k.Value)
+	}
+	return single
+}
+
+// addRule decodes the rule n at path and appends it to rules when it has
+// no errors.
+func (l *loader) addRule(rules []*Rule, n *yaml.Node, path string) []*Rule {
+	before := len(l.errs)
+	r := l.decodeRule(n, path)
+	if r == nil || r.Name == "" {
+		return rules
+	}
+	if prev, dup := l.names[r.Name]; dup {
+		l.errAt(r.Source.Line, r.nameCol, r.namePath, fmt.Sprintf("duplicate rule name %q (first defined at line %d)", r.Name, prev.Source.Line))
+		return rules
+	}
+	l.names[r.Name] = r
+	r.ID = FileRuleID(r.Name)
+	if len(l.errs) == before {
+		rules = append(rules, r)
 	}
 	return rules
 }
