@@ -661,13 +661,17 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 			continue
 		}
 		if l.opts.Actions == nil {
-			l.errorf(typeNode, p+".type", "unknown action type %q (no action types are registered)", a.Type)
+			if !l.unknownType(typeNode, p, a.Type, nil) {
+				l.errorf(typeNode, p+".type", "unknown action type %q (no action types are registered)", a.Type)
+			}
 			continue
 		}
 		if lister, ok := l.opts.Actions.(interface{ Types() []string }); ok {
 			types := lister.Types()
 			if !contains(types, a.Type) {
-				l.errorf(typeNode, p+".type", "unknown action type %q%s (known: %s)", a.Type, suggest(a.Type, types), strings.Join(types, ", "))
+				if !l.unknownType(typeNode, p, a.Type, types) {
+					l.errorf(typeNode, p+".type", "unknown action type %q%s (known: %s)", a.Type, suggest(a.Type, types), strings.Join(types, ", "))
+				}
 				continue
 			}
 		}
@@ -682,6 +686,18 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		a.Config = cfg
 		r.Actions = append(r.Actions, a)
 	}
+}
+
+// unknownType passes an action type not known here to
+// LoadOptions.UnknownActions, unless that is not set or the type is a
+// likely typo of a known one; it reports whether it did.
+func (l *loader) unknownType(n *yaml.Node, path, typ string, known []string) bool {
+	if l.opts.UnknownActions == nil || suggest(typ, known) != "" {
+		return false
+	}
+	l.opts.UnknownActions(&Error{File: l.file, Line: n.Line, Column: n.Column, Path: path + ".type",
+		Msg: fmt.Sprintf("action type %q is not known here (no plugin provides it): its keys are not checked, and serve refuses it unless a plugin does", typ)})
+	return true
 }
 
 // refusesFiles reports (as errors at their positions) the keys of an

@@ -133,3 +133,26 @@ func TestUnsetEnvNotes(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// With UnknownActions an action type no plugin provides here is a note;
+// a likely typo of a known type stays an error.
+func TestUnknownActionNotes(t *testing.T) {
+	src := "rules:\n  - name: r\n    on: {entity: erpflow.Delivery, event: dead}\n    actions:\n      - type: email\n        to: [x@example.com]\n"
+	var notes []string
+	opts := testOpts(nil)
+	opts.UnknownActions = func(e *Error) { notes = append(notes, e.Error()) }
+	rules, err := Parse("so.yaml", []byte(src), opts)
+	if err != nil || len(rules) != 1 {
+		t.Fatalf("rules %v, error %v", rules, err)
+	}
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], `so.yaml:5:15: rules[0].actions[0].type: action type "email" is not known here`) {
+		t.Fatalf("notes %q", notes)
+	}
+	_, err = Parse("so.yaml", []byte(strings.Replace(src, "email", "webhok", 1)), opts)
+	if err == nil || !strings.Contains(err.Error(), `unknown action type "webhok" (did you mean "webhook"?)`) {
+		t.Fatalf("error %v", err)
+	}
+	if _, err := Parse("so.yaml", []byte(src), testOpts(nil)); err == nil || !strings.Contains(err.Error(), `unknown action type "email"`) {
+		t.Fatalf("error %v", err)
+	}
+}
