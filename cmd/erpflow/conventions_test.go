@@ -81,6 +81,8 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		"serve --log-format xml":     "--log-format must be text or json",
 		"completion nosuchshell":     `unknown command "nosuchshell"`,
 		"secret extra":               `unknown command "extra"`,
+		"help nosuch":                `no help for "nosuch"`,
+		"help rules nosuch":          `no help for "rules nosuch"`,
 		"rules get a b --server x:1": "accepts 1 arg(s), received 2",
 	} {
 		code, out, errb := runOut(strings.Fields(args)...)
