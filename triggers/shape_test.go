@@ -156,3 +156,23 @@ func TestUnknownActionNotes(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// The JSON Schema takes both shapes too.
+func TestSchemaSingleRule(t *testing.T) {
+	s := compileSchema(t, nil)
+	one := "name: a\non: {entity: X}\nactions: [{type: webhook, url: 'https://x.example'}]\n"
+	if err := s.Validate(yamlToJSON(t, []byte(one))); err != nil {
+		t.Fatalf("a single rule: %v", err)
+	}
+	for _, bad := range []string{
+		one + "enabeld: true\n",      // a typo
+		"name: a\non: {entity: X}\n", // no actions
+		"rules: []\nname: a\n",       // both shapes at once
+		one + "rules: [{name: b}]\n", // likewise
+		"rule:\n  - name: a\n",       // neither
+	} {
+		if s.Validate(yamlToJSON(t, []byte(bad))) == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+}

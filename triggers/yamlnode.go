@@ -135,6 +135,8 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 		default:
 			l.errAt(line, col, l.curPath, fmt.Sprintf("environment variable %s is not set", name))
 			ok = false
+			// what the value then fails follows from this
+			l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
 		}
 		b.WriteString(v)
 		i += end + 1

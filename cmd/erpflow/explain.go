@@ -75,6 +75,7 @@ func runExplain(c *cobra.Command, rf *ruleFlags, rulePaths []string, out *output
 	}
 	defer env.close()
 	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
+	printNotes(c.ErrOrStderr(), env.notes)
 	if err != nil {
 		printLoadErrors(c.ErrOrStderr(), err)
 		return exitError{1}
