@@ -116,3 +116,19 @@ func TestRulesCreateRulesFile(t *testing.T) {
 		t.Fatalf("rules list:\n%s", out)
 	}
 }
+
+// validate notes an unset variable; serve still refuses it, at its place.
+func TestServeRefusesUnsetVariables(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules")
+	os.Mkdir(rules, 0o755)
+	writeTestFile(t, filepath.Join(rules, "so.yaml"), "name: so\non: {entity: SalesOrder}\nactions:\n  - type: webhook\n    url: https://x.example/so\n    secret: ${SO_SECRET_NOT_SET}\n")
+	os.Unsetenv("SO_SECRET_NOT_SET")
+	if code, out, errOut := runCmd(t, "validate", rules); code != 0 || !strings.Contains(errOut, "so.yaml:6:13: note: ${SO_SECRET_NOT_SET} is not set; serve will refuse it") {
+		t.Fatalf("validate: exit %d\n%s%s", code, out, errOut)
+	}
+	srv := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:"+filepath.Join(dir, "e.db"), "--rules", rules)
+	if code := srv.wait(t); code == 0 || !strings.Contains(srv.out.String(), "so.yaml:6:13: actions[0].secret: environment variable SO_SECRET_NOT_SET is not set") {
+		t.Fatalf("serve: exit %d\n%s", code, srv.out.String())
+	}
+}
