@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr/ast"
@@ -344,7 +345,8 @@ func rootPath(root string, keys []any) (readPath, bool) {
 }
 
 // near reports whether a and b differ only in case or by one edit (of
-// names of at least 3 letters): a likely typo worth a "did you mean".
+// names of at least 3 letters): a likely typo worth a "did you mean". It
+// does not allocate: Explain asks it of every rule.
 func near(a, b string) bool {
 	if a == b {
 		return false
@@ -352,30 +354,55 @@ func near(a, b string) bool {
 	if strings.EqualFold(a, b) {
 		return true
 	}
-	if utf8.RuneCountInString(a) < 3 || utf8.RuneCountInString(b) < 3 {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	if len(b)-len(a) > utf8.UTFMax || utf8.RuneCountInString(a) < 3 {
 		return false
 	}
-	return oneEdit(strings.ToLower(a), strings.ToLower(b))
+	return oneEdit(a, b)
 }
 
 // oneEdit reports whether a becomes b by one insertion, deletion or
-// substitution of a rune.
+// substitution of a rune, case ignored.
 func oneEdit(a, b string) bool {
-	ra, rb := []rune(a), []rune(b)
-	if len(ra) > len(rb) {
-		ra, rb = rb, ra
+	na, nb := utf8.RuneCountInString(a), utf8.RuneCountInString(b)
+	if na > nb {
+		a, b, na, nb = b, a, nb, na
 	}
-	if len(rb)-len(ra) > 1 {
+	if nb-na > 1 {
 		return false
 	}
-	i := 0
-	for i < len(ra) && ra[i] == rb[i] {
-		i++
+	// the common prefix
+	for a != "" {
+		ra, sa := utf8.DecodeRuneInString(a)
+		rb, sb := utf8.DecodeRuneInString(b)
+		if !equalFoldRune(ra, rb) {
+			break
+		}
+		a, b = a[sa:], b[sb:]
 	}
-	if len(ra) == len(rb) {
-		return string(ra[i+1:]) == string(rb[i+1:])
+	if b == "" {
+		return true
 	}
-	return string(ra[i:]) == string(rb[i+1:])
+	_, sb := utf8.DecodeRuneInString(b)
+	if na == nb { // substitution: the rest after one rune each
+		_, sa := utf8.DecodeRuneInString(a)
+		return strings.EqualFold(a[sa:], b[sb:])
+	}
+	return strings.EqualFold(a, b[sb:]) // insertion into a
+}
+
+func equalFoldRune(a, b rune) bool {
+	if a == b {
+		return true
+	}
+	for r := unicode.SimpleFold(a); r != a; r = unicode.SimpleFold(r) {
+		if r == b {
+			return true
+		}
+	}
+	return false
 }
 
 // nearName returns the first name in names near s, "" when none is.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -366,11 +367,11 @@ func (r *Rule) explain(ev *templates.Event, lim *ConditionLimits, ce *CooldownEr
 func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) {
 	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
 		x.DidYouMean = nearName(ev.Entity, r.On.Entities)
-		return PartEntity, fmt.Sprintf("entity %q is not %s%s", ev.Entity, quoteList(r.On.Entities), didYouMean(x.DidYouMean))
+		return PartEntity, "entity " + strconv.Quote(ev.Entity) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
 	}
 	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
 		x.DidYouMean = nearName(ev.Event, r.On.Events)
-		return PartEvent, fmt.Sprintf("event %q is not %s%s", ev.Event, quoteList(r.On.Events), didYouMean(x.DidYouMean))
+		return PartEvent, "event " + strconv.Quote(ev.Event) + " is not " + quoteList(r.On.Events) + didYouMean(x.DidYouMean)
 	}
 	if !r.tenantOK(ev.Tenant) {
 		return PartTenant, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
@@ -427,11 +428,11 @@ func oneLine(s string, n int) string {
 
 func quoteList(l []string) string {
 	if len(l) == 1 {
-		return fmt.Sprintf("%q", l[0])
+		return strconv.Quote(l[0])
 	}
 	q := make([]string, len(l))
 	for i, s := range l {
-		q[i] = fmt.Sprintf("%q", s)
+		q[i] = strconv.Quote(s)
 	}
 	return "one of [" + strings.Join(q, ", ") + "]"
 }
