@@ -121,18 +121,16 @@ func (p readPath) value(ev *templates.Event) Value {
 	v := Value{Path: p.String()}
 	var cur any
 	switch p.root {
-	case "data":
-		if ev.Data == nil {
+	case "data", "previous":
+		m := ev.Data
+		if p.root == "previous" {
+			m = ev.Previous
+		}
+		if m == nil {
 			v.Missing = true
 			return v
 		}
-		cur = ev.Data
-	case "previous":
-		if ev.Previous == nil {
-			v.Missing = true
-			return v
-		}
-		cur = ev.Previous
+		cur = m
 	case "tenant":
 		cur = ev.Tenant
 	case "entity":
