@@ -29,7 +29,7 @@ func Print(w io.Writer, res *Result) {
 	if ev.Tenant != "" {
 		fmt.Fprintf(w, " (tenant %s)", ev.Tenant)
 	}
-	fmt.Fprintf(w, "\n%d of %s matched\n", res.Matched, plural(len(res.Rules), "rule", "rules"))
+	fmt.Fprintf(w, "\n%d of %d rules matched\n", res.Matched, len(res.Rules))
 	if names := res.WouldHave(); len(names) > 0 {
 		fmt.Fprintf(w, "%s would have matched: %s\n", plural(len(names), "disabled rule", "disabled rules"), strings.Join(names, ", "))
 	}
