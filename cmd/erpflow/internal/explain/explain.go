@@ -3,7 +3,6 @@ package explain
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
@@ -217,11 +216,4 @@ func (r *Result) WouldHave() []string {
 		}
 	}
 	return out
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return strconv.Itoa(n) + " " + one
-	}
-	return strconv.Itoa(n) + " " + many
 }
