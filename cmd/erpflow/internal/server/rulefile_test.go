@@ -22,7 +22,7 @@ func ruleFileYAML(url string, names ...string) string {
 	return b.String()
 }
 
-func ruleNames(t *testing.T, r resp) []string {
+func createdNames(t *testing.T, r resp) []string {
 	t.Helper()
 	var l struct {
 		Rules []struct{ Name string } `json:"rules"`
@@ -64,7 +64,7 @@ func TestCreateRulesFile(t *testing.T) {
 		yamlHdr := []string{"Content-Type", "application/yaml"}
 
 		r := must(t, e.do("POST", "/v1/rules", acmeTok, ruleFileYAML(rv.URL, "a1", "a2"), yamlHdr...), 201)
-		if got := ruleNames(t, r); !slices.Equal(got, []string{"a1", "a2"}) {
+		if got := createdNames(t, r); !slices.Equal(got, []string{"a1", "a2"}) {
 			t.Fatalf("created %v: %s", got, r.body)
 		}
 		for _, n := range []string{"a1", "a2"} {
@@ -77,7 +77,7 @@ func TestCreateRulesFile(t *testing.T) {
 		must(t, e.do("POST", "/v1/events", acmeTok, `{"id":"e1","tenant":"acme","entity":"SalesOrder","entity_id":"1","event":"updated","data":{}}`), 202)
 		waitFor(t, "both webhooks", func() bool { return rv.count() == 2 })
 		// Another tenant sees none of them and cannot take their names.
-		if got := ruleNames(t, must(t, e.do("GET", "/v1/rules", globexTok, nil), 200)); len(got) != 0 {
+		if got := createdNames(t, must(t, e.do("GET", "/v1/rules", globexTok, nil), 200)); len(got) != 0 {
 			t.Fatalf("globex sees %v", got)
 		}
 		r = must(t, e.do("POST", "/v1/rules", globexTok, ruleFileYAML(rv.URL, "g1", "a2"), yamlHdr...), 409)
