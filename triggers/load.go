@@ -174,8 +174,9 @@ type loader struct {
 	// (whose paths start with "rules"), and for a single rule.
 	pathPrefix string
 	names      map[string]*Rule
-	// unknown are the values holding an unset ${NAME} (LoadOptions.UnsetEnv):
-	// problems reported at them are dropped.
+	// unknown are the values holding an unset ${NAME}: problems reported
+	// at them follow from it (a note with LoadOptions.UnsetEnv, else one
+	// error) and are dropped.
 	unknown []unknownValue
 }
 

@@ -11,8 +11,8 @@ import (
 	"github.com/erpflow/erpflow/engine"
 )
 
-// ruleFileYAML is a rules file of the given rule names for the receiver;
-// extra is added to the rule named bad.
+// ruleFileYAML is a rules file of enabled webhook rules of the given names
+// for the receiver, 8 lines each after a 2-line head.
 func ruleFileYAML(url string, names ...string) string {
 	var b strings.Builder
 	b.WriteString("# a rules file as validate reads it\nrules:\n")
