@@ -260,6 +260,27 @@ func Merge(a, b *Catalog) (*Catalog, error) {
 	return build(all)
 }
 
+// Combine returns a catalog with the entities of first and those of
+// second that first does not declare; shadowed lists the entities of
+// second left out. Hosts use it where a running system must keep going
+// with the operator's files winning over a catalog written through an
+// API.
+func Combine(first, second *Catalog) (c *Catalog, shadowed []string) {
+	all := first.All()
+	for _, e := range second.All() {
+		if _, dup := first.Entity(e.Name); dup {
+			shadowed = append(shadowed, e.Name)
+			continue
+		}
+		all = append(all, e)
+	}
+	c, err := build(all)
+	if err != nil { // only over MaxEntities: keep first alone
+		return first, second.Entities()
+	}
+	return c, shadowed
+}
+
 func build(entities []*Entity) (*Catalog, error) {
 	if len(entities) > MaxEntities {
 		return nil, &Error{Msg: fmt.Sprintf("%d entities, more than the limit of %d", len(entities), MaxEntities)}
@@ -626,10 +647,11 @@ func (p *parser) schemaError(err error, root *yaml.Node, path string) {
 		}
 	}
 	msg := err.Error()
-	// Other compile errors name a location "…#/json/pointer".
-	if _, frag, ok := strings.Cut(msg, "#/"); ok {
+	// Other compile errors name a location ".json#/json/pointer" of the
+	// schema resource.
+	if _, frag, ok := strings.Cut(msg, ".json#/"); ok {
 		ptr := frag
-		if i := strings.IndexAny(ptr, " '\""); i >= 0 {
+		if i := strings.IndexAny(ptr, " '\")"); i >= 0 {
 			ptr = ptr[:i]
 		}
 		node, npath := nodeAt(root, path, strings.Split(ptr, "/"))

@@ -211,7 +211,9 @@ func (m *ruleManager) list() []*ruleEntry {
 // parseRecord parses a stored API rule: the record's Enabled and Tenant
 // are authoritative over the source's.
 func (m *ruleManager) parseRecord(rec engine.RuleRecord) (*triggers.Rule, error) {
-	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), m.apiOpts)
+	opts := m.apiOpts
+	opts.Catalog = nil // checked when written: a later catalog must not take stored rules out
+	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), opts)
 	if err != nil {
 		return nil, err
 	}
