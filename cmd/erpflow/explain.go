@@ -94,6 +94,12 @@ func runExplain(c *cobra.Command, rf *ruleFlags, rulePaths []string, out *output
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
+	if env.catalog != nil {
+		// The server would refuse or count this event at the door.
+		if mode, err := env.catalog.Validate(&ev); err != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "%s: does not fit the catalog (validation %s): %v\n", input, mode, err)
+		}
+	}
 	res := explain(set, &ev)
 	if ok, err := out.structured(c.OutOrStdout(), res); ok {
 		return err
