@@ -2,11 +2,17 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/triggers"
 )
 
 const examplesCatalog = "../../examples/catalog"
@@ -108,5 +114,62 @@ func TestServeCatalog(t *testing.T) {
 	}
 	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 27 {
 		t.Fatalf("catalog: %+v", cat)
+	}
+}
+
+// TestSchemaCatalogAndConfig: schema --catalog makes the catalog's names
+// enums (the examples still validate, a misspelt entity does not);
+// schema config prints the config schema.
+func TestSchemaCatalogAndConfig(t *testing.T) {
+	out := mustCLI(t, nil, "schema", "--catalog", examplesCatalog)
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(out))
+	if err != nil {
+		t.Fatalf("not JSON: %v\n%.300s", err, out)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(triggers.SchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile(triggers.SchemaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	validate := func(src string) error {
+		var v any
+		if err := yaml.Unmarshal([]byte(src), &v); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(v)
+		inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		return s.Validate(inst)
+	}
+	files, _ := filepath.Glob(examplesRules + "/*.yaml")
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate(string(src)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, bad := range []string{
+		"rules: [{name: a, on: {entity: Ordr}, actions: [{type: webhook, url: 'https://x'}]}]",
+		"rules: [{name: a, on: {entity: Order, events: [pickd]}, actions: [{type: webhook, url: 'https://x'}]}]",
+	} {
+		if validate(bad) == nil {
+			t.Errorf("%s validates", bad)
+		}
+	}
+	if err := validate("rules: [{name: a, on: {entity: '*', events: [picked, Merge]}, actions: [{type: webhook, url: 'https://x'}]}]"); err != nil {
+		t.Error(err)
+	}
+
+	out = mustCLI(t, nil, "schema", "config")
+	if !strings.Contains(out, `"catalog"`) || !strings.Contains(out, `"$id": "https://erpflow.dev/schemas/config.json"`) {
+		t.Fatalf("config schema:\n%.300s", out)
+	}
+	if code, out := cli(t, nil, "schema", "configs"); code != 2 || !strings.Contains(out, `unknown schema "configs"`) {
+		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }
