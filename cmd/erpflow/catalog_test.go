@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 const examplesCatalog = "../../examples/catalog"
@@ -171,5 +173,35 @@ func TestSchemaCatalogAndConfig(t *testing.T) {
 	}
 	if code, out := cli(t, nil, "schema", "configs"); code != 2 || !strings.Contains(out, `unknown schema "configs"`) {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestBenchCatalogValidation: --catalog-validation validates every event
+// against a catalog that fits the bench's events (and would not fit
+// others); bad values are usage errors.
+func TestBenchCatalogValidation(t *testing.T) {
+	cat, err := catalog.Parse("bench", []byte(fmt.Sprintf(benchCatalog, "reject")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := benchEvent("x", 1)
+	if _, err := cat.Validate(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.SetRawData(json.RawMessage(`{"number":"1","total":"12","t":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.Validate(&ev); err == nil || !strings.Contains(err.Error(), "data.total: expected number, got string") {
+		t.Fatalf("got %v", err)
+	}
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	code, out, errOut := runCmd(t, "bench", "--events", "100", "--rules", "1", "--rate", "100", "--latency-duration", "100ms", "--workers", "4", "--catalog-validation", "reject")
+	if code != 0 || !strings.Contains(out, "catalog validation reject") || !strings.Contains(out, "100 deliveries received and recorded") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, "bench", "--catalog-validation", "strict"); code != 2 || !strings.Contains(errOut, "--catalog-validation must be reject, warn or off") {
+		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
