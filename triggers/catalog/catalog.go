@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // Limits of one catalog. A catalog is written by the operator (files) or
@@ -64,52 +65,14 @@ type Catalog struct {
 	names    []string // sorted
 }
 
-// Error is one problem of a catalog document at a position.
-type Error struct {
-	File   string // "" for a document without a name (an API body)
-	Line   int    // 1-based; 0 when unknown
-	Column int    // 1-based
-	Path   string // "catalog[0].data.properties.amount.type"; "" for the document
-	Msg    string
-}
+// Error is one problem of a catalog document at a position, as the rules
+// loader reports them: File ("" for a document without a name, an API
+// body), Line and Column (1-based), Path ("catalog[0].data.type") and Msg.
+type Error = triggers.Error
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File + ":")
-	}
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d:", e.Line, e.Column)
-	}
-	if b.Len() > 0 {
-		b.WriteByte(' ')
-	}
-	if e.Path != "" {
-		b.WriteString(e.Path + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
-
-// Errors is every problem of one load, one per line.
-type Errors []*Error
-
-func (es Errors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
-		s[i] = e.Error()
-	}
-	return strings.Join(s, "\n")
-}
-
-// Unwrap lets errors.As find each *Error.
-func (es Errors) Unwrap() []error {
-	out := make([]error, len(es))
-	for i, e := range es {
-		out[i] = e
-	}
-	return out
-}
+// Errors is every problem of one load, one "file:line:col: path: message"
+// per line.
+type Errors = triggers.Errors
 
 // DuplicateError is a catalog entity declared twice (in two files, or by
 // the API and a file).

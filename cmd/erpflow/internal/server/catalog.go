@@ -133,21 +133,6 @@ func (cs *catalogState) reloadFiles() (undo func(), err error) {
 	}, nil
 }
 
-func (cs *catalogState) watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := cs.refresh(ctx); err != nil && ctx.Err() == nil {
-				cs.log.Warn("refreshing the catalog", "error", err)
-			}
-		}
-	}
-}
-
 // catalogView is GET /v1/catalog and the answer of PUT.
 type catalogView struct {
 	Version  int64             `json:"version"` // of the catalog written through the API; 0 when none

@@ -49,25 +49,8 @@ func writeCatalogFile(t *testing.T) string {
 
 func counter(t testing.TB, reg *prometheus.Registry, name, labels string) (float64, bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, lp := range m.GetLabel() {
-				ls = append(ls, lp.GetName()+`="`+lp.GetValue()+`"`)
-			}
-			if strings.Join(ls, ",") == labels {
-				return m.GetCounter().GetValue(), true
-			}
-		}
-	}
-	return 0, false
+	m := findMetric(t, reg, name, labels)
+	return m.GetCounter().GetValue(), m != nil
 }
 
 func entityNames(t *testing.T, r resp) string {

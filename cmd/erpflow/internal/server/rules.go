@@ -516,23 +516,6 @@ func (m *ruleManager) delete(ctx context.Context, rec engine.RuleRecord) error {
 	return nil
 }
 
-// watch refreshes API rules every interval until ctx ends, so that rules
-// changed by another process sharing the database take effect here.
-func (m *ruleManager) watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
-				m.logger.Warn("refreshing API rules", "error", err)
-			}
-		}
-	}
-}
-
 // ruleView is a rule as the API shows it.
 type ruleView struct {
 	Name        string         `json:"name"`

@@ -152,10 +152,21 @@ func (s *Server) RefreshRules(ctx context.Context) error {
 }
 
 // WatchRules calls RefreshRules every interval until ctx ends: several
-// processes on one database pick up each other's rule changes this way.
+// processes on one database pick up each other's rule and catalog changes
+// this way.
 func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
-	go s.catalog.watch(ctx, interval)
-	s.rules.watch(ctx, interval)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.RefreshRules(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing API rules and the catalog", "error", err)
+			}
+		}
+	}
 }
 
 // ServeHTTP implements http.Handler.
