@@ -103,37 +103,6 @@ func entityList(es []string) string {
 	return fmt.Sprintf("entities %q", es)
 }
 
-// nearName returns the name of names that s differs from only in case or
-// by one edit, "" when none.
-func nearName(s string, names []string) string {
-	for _, n := range names {
-		if strings.EqualFold(s, n) || oneEdit(strings.ToLower(s), strings.ToLower(n)) {
-			return n
-		}
-	}
-	return ""
-}
-
-// oneEdit reports whether a and b differ by exactly one insertion,
-// deletion or substitution of a rune.
-func oneEdit(a, b string) bool {
-	ra, rb := []rune(a), []rune(b)
-	if len(ra) < len(rb) {
-		ra, rb = rb, ra
-	}
-	if len(ra)-len(rb) > 1 {
-		return false
-	}
-	i := 0
-	for i < len(rb) && ra[i] == rb[i] {
-		i++
-	}
-	if len(ra) == len(rb) {
-		return i < len(ra) && string(ra[i+1:]) == string(rb[i+1:])
-	}
-	return string(ra[i+1:]) == string(rb[i:])
-}
-
 // triggerValue finds the node of value under the trigger key starting
 // with prefix (entity/entities, event/events, field) for its position.
 func (l *loader) triggerValue(refs catalogRefs, prefix, value string) (*yaml.Node, string) {
@@ -156,22 +125,36 @@ func (l *loader) triggerValue(refs catalogRefs, prefix, value string) (*yaml.Nod
 	return n, refs.onPath
 }
 
-// conditionHelpers take a data path as their first argument.
-var conditionHelpers = map[string]bool{"changed": true, "changed_from": true, "changed_to": true, "has": true, "field": true}
-
-// checkConditionPaths checks the member chains rooted at data and
-// previous (data.a.b, data["a"], data.lines[0]) and the paths given to
-// the helpers. Chains with a computed index are checked up to it.
+// checkConditionPaths checks the paths a condition reads below data and
+// previous (readPaths: data.a.b, data["a"], data.lines[0], event.data.a,
+// and the path arguments of the helpers). Chains with a computed index
+// are left out.
 func (l *loader) checkConditionPaths(n *yaml.Node, path, src string, check func(string) string) {
 	tree, err := parser.Parse(src)
 	if err != nil {
 		return // compileCondition reported it
 	}
-	c := &chainCollector{inner: map[ast.Node]bool{}}
+	c := &pathCollector{inner: map[ast.Node]bool{}}
 	ast.Walk(&tree.Node, c)
 	runes := []rune(src)
-	report := func(at ast.Node, msg string) {
-		off := at.Location().From
+	seen := map[string]bool{}
+	for _, f := range c.found {
+		if c.inner[f.node] || f.path.root != "data" && f.path.root != "previous" {
+			continue
+		}
+		if _, helper := f.node.(*ast.CallNode); helper {
+			continue // the helper's data path is checked (found at its argument)
+		}
+		p, ok := dottedPath(f.path)
+		if !ok || seen[p] {
+			continue
+		}
+		seen[p] = true
+		msg := check(p)
+		if msg == "" {
+			continue
+		}
+		off := rootNode(f.node).Location().From
 		line, col := 1, 0
 		for i := 0; i < off && i < len(runes); i++ {
 			if runes[i] == '\n' {
@@ -183,93 +166,36 @@ func (l *loader) checkConditionPaths(n *yaml.Node, path, src string, check func(
 		ln, cl := l.exprPos(n, line, col, off)
 		l.errAt(ln, cl, path, msg)
 	}
-	seen := map[string]bool{}
-	for _, m := range c.chains {
-		if c.inner[m.node] {
-			continue
-		}
-		p := m.root + "." + strings.Join(m.segs, ".")
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		if msg := check(p); msg != "" {
-			report(m.at, msg)
-		}
-	}
-	for _, h := range c.helpers {
-		if msg := check("data." + h.path); msg != "" {
-			report(h.at, msg)
-		}
-	}
 }
 
-type chain struct {
-	node ast.Node // the member node
-	at   ast.Node // the root identifier, for the position
-	root string
-	segs []string
+// dottedPath writes p as the catalog asks about it: data.lines.0.sku;
+// false when a key cannot be written so (it holds a dot).
+func dottedPath(p readPath) (string, bool) {
+	var b strings.Builder
+	b.WriteString(p.root)
+	for _, k := range p.keys {
+		s := fmt.Sprint(k)
+		if s == "" || strings.Contains(s, ".") {
+			return "", false
+		}
+		b.WriteString("." + s)
+	}
+	return b.String(), true
 }
 
-type helperPath struct {
-	at   ast.Node
-	path string
-}
-
-type chainCollector struct {
-	chains  []chain
-	helpers []helperPath
-	inner   map[ast.Node]bool // member nodes inside a longer static chain
-}
-
-func (c *chainCollector) Visit(node *ast.Node) {
-	switch n := (*node).(type) {
-	case *ast.MemberNode:
-		root, at, segs, ok := staticChain(n)
-		if !ok || root != "data" && root != "previous" || len(segs) == 0 {
-			return
-		}
-		c.chains = append(c.chains, chain{node: n, at: at, root: root, segs: segs})
-		if inner, ok := n.Node.(*ast.MemberNode); ok {
-			c.inner[inner] = true
-		}
-	case *ast.CallNode:
-		id, ok := n.Callee.(*ast.IdentifierNode)
-		if !ok || !conditionHelpers[id.Value] || len(n.Arguments) == 0 {
-			return
-		}
-		if s, ok := n.Arguments[0].(*ast.StringNode); ok && checkFieldPath(s.Value) == "" {
-			c.helpers = append(c.helpers, helperPath{at: s, path: s.Value})
+// rootNode is the identifier a member chain starts at (where an error
+// about the chain points), or n itself.
+func rootNode(n ast.Node) ast.Node {
+	for {
+		switch x := n.(type) {
+		case *ast.MemberNode:
+			n = x.Node
+		case *ast.ChainNode:
+			n = x.Node
+		default:
+			return n
 		}
 	}
-}
-
-// staticChain reads data.a["b"][0] as ("data", [a b 0]); ok false when a
-// link is computed or the chain is a method call.
-func staticChain(n *ast.MemberNode) (root string, at ast.Node, segs []string, ok bool) {
-	if n.Method {
-		return "", nil, nil, false
-	}
-	var seg string
-	switch p := n.Property.(type) {
-	case *ast.StringNode:
-		seg = p.Value
-	case *ast.IntegerNode:
-		seg = fmt.Sprint(p.Value)
-	default:
-		return "", nil, nil, false
-	}
-	if seg == "" || strings.Contains(seg, ".") {
-		return "", nil, nil, false // not expressible as a dotted path
-	}
-	switch x := n.Node.(type) {
-	case *ast.IdentifierNode:
-		return x.Value, x, []string{seg}, true
-	case *ast.MemberNode:
-		root, at, segs, ok = staticChain(x)
-		return root, at, append(segs, seg), ok
-	}
-	return "", nil, nil, false
 }
 
 // checkTemplatePaths checks {data.x} and {previous.x} placeholders in

@@ -213,6 +213,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 
 	m.HandleFunc("POST /v1/events", s.require(config.ScopeEventsWrite, s.postEvents))
+	m.HandleFunc("POST /v1/events:explain", s.require(config.ScopeRulesRead, s.explainEvent))
 	m.HandleFunc("GET /v1/events/{id}", s.require(config.ScopeDeliveriesRead, s.getEvent))
 
 	m.HandleFunc("GET /v1/rules", s.require(config.ScopeRulesRead, s.listRules))
