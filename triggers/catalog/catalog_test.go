@@ -207,3 +207,21 @@ func TestMerge(t *testing.T) {
 		t.Fatal(m, err)
 	}
 }
+
+func TestCombine(t *testing.T) {
+	files := mustParse(t, "catalog:\n  - {entity: A, events: [x], data: {}}\n")
+	api, err := Parse("", []byte("catalog:\n  - {entity: A, events: [y], data: {}}\n  - {entity: B, events: [z], data: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, shadowed := Combine(files, api)
+	if strings.Join(c.Entities(), ",") != "A,B" || strings.Join(shadowed, ",") != "A" {
+		t.Fatalf("entities %v shadowed %v", c.Entities(), shadowed)
+	}
+	if ev, _ := c.Events("A"); strings.Join(ev, ",") != "x" {
+		t.Fatalf("the files' A lost: %v", ev)
+	}
+	if c, shadowed := Combine(nil, nil); c.Len() != 0 || shadowed != nil {
+		t.Fatal(c, shadowed)
+	}
+}

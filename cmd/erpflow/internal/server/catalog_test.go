@@ -256,3 +256,47 @@ func mustEngine(t *testing.T, st engine.Store) *engine.Engine {
 	}
 	return eng
 }
+
+// TestCatalogReload: catalog files are read again with the rule files; a
+// catalog the rules do not fit, or a broken one, leaves the previous
+// catalog and rules in force.
+func TestCatalogReload(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	cat := writeCatalogFile(t)
+	rules := t.TempDir()
+	rule := "rules:\n  - name: amounts\n    on: {entity: SalesOrder, event: created}\n    when: data.amount > 1\n    actions:\n      - {type: webhook, url: \"https://example.com/x\"}\n"
+	writeFile := func(path, src string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(filepath.Join(rules, "r.yaml"), rule)
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), catalogPaths: []string{cat}, rulePaths: []string{rules}})
+	file := filepath.Join(cat, "orders.yaml")
+
+	// The rule does not fit the new catalog file: nothing changes.
+	writeFile(file, strings.Replace(fileCatalog, "amount:", "total:", 1))
+	r := must(t, e.do("POST", "/v1/rules:reload", adminTok, nil), 400)
+	if _, _, msg := r.errInfo(t); !strings.Contains(msg, "data.amount is not in the catalog's schema") {
+		t.Fatal(msg)
+	}
+	r = must(t, e.do("GET", "/v1/catalog", adminTok, nil), 200)
+	if !strings.Contains(string(r.body), `"amount"`) {
+		t.Fatalf("the refused catalog is in force: %s", r.body)
+	}
+	// A broken catalog file: nothing changes either.
+	writeFile(file, "catalog:\n  - {entity: SalesOrder}\n")
+	r = must(t, e.do("POST", "/v1/rules:reload", adminTok, nil), 400)
+	if _, _, msg := r.errInfo(t); !strings.Contains(msg, file+":2:5: catalog[0]: missing key events") {
+		t.Fatal(msg)
+	}
+	// Both changed together: in force.
+	writeFile(file, strings.Replace(fileCatalog, "amount:", "total:", 1))
+	writeFile(filepath.Join(rules, "r.yaml"), strings.Replace(rule, "data.amount", "data.total", 1))
+	must(t, e.do("POST", "/v1/rules:reload", adminTok, nil), 200)
+	r = must(t, e.do("GET", "/v1/catalog", adminTok, nil), 200)
+	if !strings.Contains(string(r.body), `"total"`) {
+		t.Fatalf("the new catalog is not in force: %s", r.body)
+	}
+}
