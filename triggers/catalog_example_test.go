@@ -35,6 +35,6 @@ rules:
 `), triggers.LoadOptions{Actions: anyAction{}, Catalog: cat})
 	fmt.Println(err)
 	// Output:
-	// rules.yaml:4:32: rules[0].on.event: unknown event "pickd" of entity "Order" (did you mean "picked"?) (the catalog has: created, picked)
+	// rules.yaml:4:32: rules[0].on.event: unknown event "pickd" of entity "Order" (did you mean "picked"?); the catalog has: created, picked
 	// rules.yaml:5:11: rules[0].when: data.amout is not in the catalog's schema of entity "Order" (did you mean data.amount?)
 }

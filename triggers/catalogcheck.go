@@ -62,7 +62,7 @@ func (l *loader) checkCatalog(r *Rule, refs catalogRefs) {
 	for _, ev := range r.On.Events {
 		if !contains(events, ev) {
 			n, p := l.triggerValue(refs, "event", ev)
-			l.errorf(n, p, "unknown event %q of %s%s (the catalog has: %s)", ev, entityList(known), suggest(ev, events), strings.Join(events, ", "))
+			l.errorf(n, p, "unknown event %q of %s%s; the catalog has: %s", ev, entityList(known), suggest(ev, events), strings.Join(events, ", "))
 		}
 	}
 	check := func(path string) string {
