@@ -283,7 +283,7 @@ func (p *parser) source(n *yaml.Node) string {
 
 func (p *parser) parse(src []byte) []*Entity {
 	if len(src) > MaxBytes {
-		p.errs = append(p.errs, &Error{File: p.file, Msg: fmt.Sprintf("the catalog is %d bytes, more than the limit of %d", len(src), MaxBytes)})
+		p.errs = append(p.errs, &Error{File: p.file, Msg: fmt.Sprintf("the catalog is larger than the limit of %d bytes", MaxBytes)})
 		return nil
 	}
 	if !utf8.Valid(src) {

@@ -80,7 +80,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing data", "catalog:\n  - {entity: A, events: [x]}\n", "c.yaml:2:5: catalog[0]: missing key data"},
 		{"empty events", "catalog:\n  - {entity: A, events: [], data: {}}\n", "expected a non-empty list of event names"},
 		{"invalid utf8", "catalog:\n  - {entity: \"A\xff\", events: [x], data: {}}\n", "c.yaml:2:16: invalid UTF-8"},
-		{"oversized", "catalog: []\n#" + strings.Repeat("x", MaxBytes), "more than the limit of 1048576"},
+		{"oversized", "catalog: []\n#" + strings.Repeat("x", MaxBytes), "larger than the limit of 1048576 bytes"},
 		{"remote ref", "catalog:\n  - {entity: A, events: [x], data: {$ref: \"file:///etc/passwd\"}}\n", "only local $ref"},
 		{"too deep", deep, "nested more than 32 levels deep"},
 		{"alias", "catalog:\n  - {entity: A, events: &e [x], data: {}}\n", "aliases"},

@@ -174,37 +174,3 @@ func containsAny(list []string, xs ...string) bool {
 	}
 	return false
 }
-
-// Paths lists the paths the data schema of entity declares ("data.amount",
-// "data.customer.city"), to depth levels, for suggestions and editors.
-func (c *Catalog) Paths(entity string, levels int) []string {
-	e, ok := c.Entity(entity)
-	if !ok || e.data == nil {
-		return nil
-	}
-	var out []string
-	var walk func(set []*jsonschema.Schema, prefix string, d int)
-	walk = func(set []*jsonschema.Schema, prefix string, d int) {
-		if d > levels || len(out) > 1000 {
-			return
-		}
-		names := map[string][]*jsonschema.Schema{}
-		for _, s := range set {
-			for n, x := range s.Properties {
-				names[n] = append(names[n], x)
-			}
-		}
-		keys := make([]string, 0, len(names))
-		for n := range names {
-			keys = append(keys, n)
-		}
-		sort.Strings(keys)
-		for _, n := range keys {
-			p := prefix + "." + n
-			out = append(out, p)
-			walk(expand(names[n]), p, d+1)
-		}
-	}
-	walk(expand([]*jsonschema.Schema{e.data}), "data", 1)
-	return out
-}
