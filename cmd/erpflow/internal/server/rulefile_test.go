@@ -121,6 +121,9 @@ func TestCreateRulesFile(t *testing.T) {
 		if _, ok := (&scopeEnv{env: e}).stored(t, "c1"); ok {
 			t.Fatal("c1 was created past the limit")
 		}
+		if recs, _ := st.ListRules(t.Context()); len(recs) != 2 {
+			t.Fatalf("stored %d rules, want a1 and a2 only", len(recs))
+		}
 
 		// A bound token cannot create another tenant's rules from a file.
 		other := strings.Replace(ruleFileYAML(rv.URL, "d1"), "    retry: none\n", "    retry: none\n    tenants: [globex]\n", 1)
@@ -129,11 +132,18 @@ func TestCreateRulesFile(t *testing.T) {
 			t.Fatalf("forbidden %s", r.body)
 		}
 
-		// Malformed: an empty list, a list that is not one.
+		// Malformed: broken YAML, invalid UTF-8, too large, an empty list,
+		// a list that is not one.
+		must(t, e.do("POST", "/v1/rules", acmeTok, "rules: [\n", yamlHdr...), 400)
+		must(t, e.do("POST", "/v1/rules", acmeTok, "rules:\n  - name: \xff\xfe\n", yamlHdr...), 400)
+		must(t, e.do("POST", "/v1/rules", acmeTok, ruleFileYAML(rv.URL, "big")+"# "+strings.Repeat("x", maxRuleBody)+"\n", yamlHdr...), 413)
 		must(t, e.do("POST", "/v1/rules", acmeTok, "rules: []\n", yamlHdr...), 400)
 		r = must(t, e.do("POST", "/v1/rules", acmeTok, "rules: {name: x}\n", yamlHdr...), 400)
 		if eb := apiErr(t, r); eb.Error.Details[0].Field != "rules" {
 			t.Fatalf("not a list %s", r.body)
+		}
+		if recs, _ := st.ListRules(t.Context()); len(recs) != 2 {
+			t.Fatalf("bad bodies stored rules: %d", len(recs))
 		}
 
 		// PUT takes a file of exactly one rule.
