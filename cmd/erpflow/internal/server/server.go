@@ -58,6 +58,7 @@ type Server struct {
 	store engine.Store
 	auth  *authenticator
 	rules *ruleManager
+	env   envSeen // the ${NAME} values rules read: explain masks them
 	log   *slog.Logger
 	mux   *http.ServeMux
 }
@@ -93,7 +94,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		auth:  newAuthenticator(opts.Tokens),
 		log:   opts.Logger,
 	}
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: s.env.wrap(opts.LookupEnv), MaxActions: opts.ActionsPerRule}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
 	s.rules.perTenant = opts.RulesPerTenant
 	files, err := s.rules.loadFiles()
 	if err != nil {
