@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -114,11 +115,24 @@ func printYAML(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// blockStyle turns JSON's flow style into YAML's block style.
+// yaml11Typed are the plain scalars that YAML 1.1 readers (PyYAML, Ruby,
+// yaml.v2 and the tools on it) read as something other than a string,
+// and that yaml.v3 writes unquoted because YAML 1.2 reads them as strings:
+// booleans (the "Norway problem": country: NO), sexagesimal numbers
+// (1:20), the merge key.
+var yaml11Typed = regexp.MustCompile(`^(?:[yY]|yes|Yes|YES|[nN]|no|No|NO|on|On|ON|off|Off|OFF|<<|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)$`)
+
+// blockStyle turns JSON's flow style into YAML's block style; string
+// values that a YAML 1.1 reader would take for something else stay quoted
+// (keys only "<<": the rules' own on: key reads better plain).
 func blockStyle(n *yaml.Node) {
 	n.Style &^= yaml.FlowStyle | yaml.DoubleQuotedStyle
-	for _, c := range n.Content {
+	for i, c := range n.Content {
 		blockStyle(c)
+		isKey := n.Kind == yaml.MappingNode && i%2 == 0
+		if c.Kind == yaml.ScalarNode && c.ShortTag() == "!!str" && yaml11Typed.MatchString(c.Value) && (!isKey || c.Value == "<<") {
+			c.Style = yaml.DoubleQuotedStyle
+		}
 	}
 }
 
