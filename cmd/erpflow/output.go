@@ -14,9 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unicode"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/text/width"
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
@@ -178,10 +179,11 @@ func (t *table) write(w io.Writer, wide bool) {
 	}
 	width := make([]int, len(idx))
 	for j, i := range idx {
-		width[j] = utf8.RuneCountInString(t.cols[i].name)
+		width[j] = textWidth(t.cols[i].name)
 		for _, r := range t.rows {
 			if i < len(r) {
-				width[j] = max(width[j], utf8.RuneCountInString(r[i]))
+				r[i] = cellText(r[i])
+				width[j] = max(width[j], textWidth(r[i]))
 			}
 		}
 	}
@@ -194,7 +196,7 @@ func (t *table) write(w io.Writer, wide bool) {
 			s := cut(cells(i), width[j])
 			b.WriteString(s)
 			if j < len(idx)-1 {
-				b.WriteString(strings.Repeat(" ", width[j]-utf8.RuneCountInString(s)+2))
+				b.WriteString(strings.Repeat(" ", width[j]-textWidth(s)+2))
 			}
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
@@ -231,13 +233,61 @@ func fit(width, idx []int, cols []column, total int) {
 	}
 }
 
-// cut shortens s to n runes, ending in "…" when it was longer.
+// cut shortens s to n columns of a terminal, ending in "…" when it was
+// longer.
 func cut(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
+	if textWidth(s) <= n {
 		return s
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	w := 0
+	for i, r := range s {
+		rw := runeWidth(r)
+		if w+rw > n-1 {
+			return s[:i] + "…"
+		}
+		w += rw
+	}
+	return s
+}
+
+// textWidth is how many terminal columns s takes: East Asian wide and
+// full-width characters two, combining marks and zero-width characters
+// none.
+func textWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeWidth(r)
+	}
+	return n
+}
+
+func runeWidth(r rune) int {
+	switch {
+	case r == 0x200B || r == 0x200C || r == 0x200D || r == 0x2060 || r == 0xFEFF ||
+		r >= 0xFE00 && r <= 0xFE0F || unicode.In(r, unicode.Mn, unicode.Me):
+		return 0
+	case r >= 0x1F300 && r <= 0x1FAFF: // emoji pictographs: wide in terminals
+		return 2
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
+}
+
+// cellText is s on one line: control characters (a newline in an error
+// message, a tab) would break the table's rows and columns.
+func cellText(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // fields prints "name: value" lines aligned (one record, not a table).
