@@ -50,6 +50,13 @@ the same output (POST /v1/events:explain; the token needs rules:read).`,
 			if fromFiles && (c.Flags().Changed("server") || c.Flags().Changed("token")) {
 				return usageErrorf("explain reads rule files (--rules, --config) or asks a server (--server, --token), not both")
 			}
+			if !fromFiles {
+				for _, f := range []string{"allow-http", "allow-private-networks", "plugin"} {
+					if c.Flags().Changed(f) {
+						return usageErrorf("--%s applies to rule files (--rules, --config); without them explain asks the server, whose settings apply", f)
+					}
+				}
+			}
 			var res *explain.Result
 			var err error
 			if fromFiles {

@@ -229,3 +229,16 @@ func TestExplainBadInput(t *testing.T) {
 		t.Errorf("no --rules, no server: exit %d, %s", code, errOut)
 	}
 }
+
+// The flags of rule files without --rules or --config are a usage error,
+// not silently dropped while the server's rules are explained.
+func TestExplainFileFlagsWithoutFiles(t *testing.T) {
+	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
+	ev := filepath.Join(examplesEvents, "kladana.json")
+	for _, args := range [][]string{{"--allow-http"}, {"--allow-private-networks"}, {"--plugin", "./bin/x"}} {
+		code, _, errOut := runCmd(t, append(append([]string{"explain"}, args...), ev)...)
+		if code != 2 || !strings.Contains(errOut, args[0]+" applies to rule files") {
+			t.Errorf("explain %v: exit %d, %s", args, code, errOut)
+		}
+	}
+}
