@@ -153,9 +153,19 @@ func serverExplain(ctx context.Context, cl *client.Client, event []byte, only st
 	}
 	if len(res.Event) == 0 || res.Rules == nil {
 		// Something answered 2xx, but not an erpflow server.
-		return nil, fmt.Errorf("the server at %s did not answer POST /v1/events:explain as erpflow does; is it an erpflow server?", serverOf(cl))
+		return nil, fmt.Errorf("the server at %s did not answer POST /v1/events:explain as erpflow does; is it an erpflow server?", shownServer(cl))
 	}
 	return &res, nil
+}
+
+// shownServer is the server's URL as printed where it is not an error of
+// the call: a password in it is shown as "xxxxx".
+func shownServer(cl *client.Client) string {
+	s := serverOf(cl)
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 func serverOf(cl *client.Client) string {
@@ -168,13 +178,19 @@ func serverOf(cl *client.Client) string {
 // splitBatch returns the events of an emit body: its "events" when it is
 // a batch, else the body itself.
 func splitBatch(body []byte) []json.RawMessage {
+	events, _ := splitBatchOf(body)
+	return events
+}
+
+// splitBatchOf is splitBatch, and whether body is a batch.
+func splitBatchOf(body []byte) ([]json.RawMessage, bool) {
 	var batch struct {
 		Events []json.RawMessage `json:"events"`
 	}
 	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' && json.Unmarshal(t, &batch) == nil && batch.Events != nil {
-		return batch.Events
+		return batch.Events, true
 	}
-	return []json.RawMessage{body}
+	return []json.RawMessage{body}, false
 }
 
 // dryRun is emit --dry-run: each event of body explained by the server;
@@ -211,11 +227,18 @@ const maxNoMatchHints = 3
 // noMatchLine says in one line why event (a file's, input) created no
 // delivery: the disabled rules that would have fired and how to enable
 // one, else a pointer to explain.
-func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input string) string {
+//
+// For an event of a batch it points to emit --dry-run, which explains the
+// events of a batch (explain takes one event).
+func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input string, batch bool) string {
 	if input == "-" {
 		input = "EVENT.json"
 	}
-	pointer := fmt.Sprintf("0 rules matched — see erpflow explain --server %s %s", serverOf(cl), input)
+	cmd := "explain"
+	if batch {
+		cmd = "emit --dry-run"
+	}
+	pointer := fmt.Sprintf("0 rules matched — see erpflow %s --server %s %s", cmd, shownServer(cl), input)
 	res, err := serverExplain(ctx, cl, event, "")
 	var ce *client.Error
 	switch {
