@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 )
 
@@ -240,5 +241,14 @@ func TestExplainFileFlagsWithoutFiles(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, args[0]+" applies to rule files") {
 			t.Errorf("explain %v: exit %d, %s", args, code, errOut)
 		}
+	}
+}
+
+// The no-match hint names the server without the password of its URL.
+func TestNoMatchHintHidesPassword(t *testing.T) {
+	cl := &client.Client{Server: "http://ops:pa55word@127.0.0.1:1", Token: "tok-secret"}
+	line := noMatchLine(t.Context(), cl, []byte(`{"id":"e","entity":"X","event":"e"}`), "ev.json", false)
+	if strings.Contains(line, "pa55word") || strings.Contains(line, "tok-secret") || !strings.Contains(line, "http://ops:xxxxx@127.0.0.1:1") {
+		t.Errorf("hint: %s", line)
 	}
 }
