@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -136,6 +138,15 @@ func explainOnServer(c *cobra.Command, af *apiFlags, only, input string) (*expla
 	}
 	res, err := serverExplain(c.Context(), cl, body, only)
 	if err != nil {
+		var ce *client.Error
+		var ne net.Error
+		if !errors.As(err, &ce) && errors.As(err, &ne) && !c.Flags().Changed("server") {
+			if _, serr := os.Stat("erpflow.yaml"); serr == nil {
+				// No --server and none answers, but a config is here
+				// (erpflow init's): the user likely meant its rules.
+				err = fmt.Errorf("%w\n(no --rules or --config: explain asks a server; for the rules of ./erpflow.yaml: erpflow explain --config erpflow.yaml %s)", err, input)
+			}
+		}
 		return nil, apiError(c, err)
 	}
 	return res, nil

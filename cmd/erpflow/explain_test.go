@@ -252,3 +252,18 @@ func TestNoMatchHintHidesPassword(t *testing.T) {
 		t.Errorf("hint: %s", line)
 	}
 }
+
+// Without --rules, --config or a server, in a folder with erpflow.yaml
+// (erpflow init's), the error says how to explain against its rules.
+func TestExplainHintsConfigHere(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errb := runOut("init", dir); code != 0 {
+		t.Fatal(errb)
+	}
+	t.Chdir(dir)
+	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
+	code, _, errb := runOut("explain", "--token", "x", filepath.Join("events", "example.json"))
+	if code != 1 || !strings.Contains(errb, "erpflow explain --config erpflow.yaml "+filepath.Join("events", "example.json")) {
+		t.Errorf("exit %d: %s", code, errb)
+	}
+}
