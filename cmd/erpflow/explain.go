@@ -266,7 +266,29 @@ func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input str
 	if len(names) > 1 {
 		what = fmt.Sprintf("%d disabled rules would have", len(names))
 	}
-	return fmt.Sprintf("0 rules matched; %s: %s — erpflow rules enable %s", what, joinNames(names, 5), names[0])
+	return fmt.Sprintf("0 rules matched; %s: %s — %s", what, joinNames(names, 5), howToEnable(res))
+}
+
+// howToEnable says how to enable the first disabled rule that would have
+// matched, an API rule when there is one: `erpflow rules enable NAME`; a
+// rule file's rules are read-only through the API (enable refuses them),
+// so for those it names the file.
+func howToEnable(res *explain.Result) string {
+	var file *explain.Rule
+	for i := range res.Rules {
+		r := &res.Rules[i]
+		switch {
+		case !r.WouldMatch:
+		case r.Source != "file":
+			return "erpflow rules enable " + r.Name
+		case file == nil:
+			file = r
+		}
+	}
+	if file.File == "" {
+		return "set enabled: true in its rules file, then erpflow rules reload"
+	}
+	return fmt.Sprintf("set enabled: true at %s:%d, then erpflow rules reload", file.File, file.Line)
 }
 
 // joinNames lists names, at most n of them.

@@ -267,3 +267,22 @@ func TestExplainHintsConfigHere(t *testing.T) {
 		t.Errorf("exit %d: %s", code, errb)
 	}
 }
+
+// The no-match hint enables an API rule with rules enable, and says
+// where to enable a file's rule (rules enable refuses those).
+func TestHowToEnable(t *testing.T) {
+	file := explain.Rule{Name: "f", Source: "file", File: "/etc/erpflow/rules/a.yaml", Line: 12, WouldMatch: true}
+	api := explain.Rule{Name: "a", Source: "api", WouldMatch: true}
+	for _, c := range []struct {
+		rules []explain.Rule
+		want  string
+	}{
+		{[]explain.Rule{file}, "set enabled: true at /etc/erpflow/rules/a.yaml:12, then erpflow rules reload"},
+		{[]explain.Rule{file, api}, "erpflow rules enable a"},
+		{[]explain.Rule{{Name: "x", Source: "api"}, api}, "erpflow rules enable a"},
+	} {
+		if got := howToEnable(&explain.Result{Rules: c.rules}); got != c.want {
+			t.Errorf("%v: %q, want %q", c.rules, got, c.want)
+		}
+	}
+}
