@@ -47,5 +47,6 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(err))
 		return
 	}
+	s.env.mask(res)
 	writeJSON(w, http.StatusOK, res)
 }
