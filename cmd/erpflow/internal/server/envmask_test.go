@@ -20,6 +20,7 @@ func TestExplainMasksEnvValues(t *testing.T) {
 	rv := newReceiver(t)
 	rules := `rules:
   - name: env-everywhere
+    tenants: [acme]
     on: {entity: SalesOrder}
     when: data.code != "${EXPLAIN_CODE}"
     actions:
@@ -29,6 +30,7 @@ func TestExplainMasksEnvValues(t *testing.T) {
         body: template
         template: '{"key":"${EXPLAIN_BODY_KEY}","id":"{entity_id}"}'
   - name: env-false
+    tenants: [acme]
     on: {entity: SalesOrder}
     when: data.code == "${EXPLAIN_CODE}"
     actions: [{type: webhook, url: RV/x}]
