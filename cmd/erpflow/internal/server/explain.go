@@ -17,6 +17,10 @@ import (
 // tenant-bound token's event is of its tenant (another tenant is a 403)
 // and it sees the rules that apply to that tenant (its own and those of
 // every tenant), as the deliveries they create are its to see.
+//
+// The answer says whether the event fits the catalog in force, as ingest
+// would judge it (the catalog is the installation's, the same for every
+// token). An event ingest would refuse is explained as if accepted.
 func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	body, err := readBody(w, r, s.opts.MaxEventBytes)
@@ -42,7 +46,7 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		keep = func(rule *triggers.Rule) bool { return rule.Name == name }
 	}
-	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep})
+	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: s.catalog.cur.Load()})
 	if err != nil {
 		writeError(w, internal(err))
 		return
