@@ -133,7 +133,9 @@ func TestExplainCatalogServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answer struct{ Error struct{ Field, Message string } }
+	var answer struct {
+		Error struct{ Field, Message string }
+	}
 	json.NewDecoder(res.Body).Decode(&answer)
 	res.Body.Close()
 	if res.StatusCode != 400 || answer.Error.Field != "data.orderId" || !strings.HasPrefix(answer.Error.Message, "data.orderId: expected integer, got string") {
