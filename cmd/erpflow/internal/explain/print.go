@@ -11,10 +11,10 @@ import (
 	"unicode"
 )
 
-// Print writes res as text: a header with the counts, then each rule,
-// MATCHED or why not (with what its condition read), and for matched
-// rules and disabled rules that would have matched what each action would
-// send.
+// Print writes res as text: a header with whether the event fits the
+// catalog and the counts, then each rule, MATCHED or why not (with what
+// its condition read), and for matched rules and disabled rules that would
+// have matched what each action would send.
 func Print(w io.Writer, res *Result) {
 	var ev struct {
 		ID       string `json:"id"`
@@ -36,7 +36,11 @@ func Print(w io.Writer, res *Result) {
 	if ev.Tenant != "" {
 		fmt.Fprintf(w, " (tenant %s)", ev.Tenant)
 	}
-	fmt.Fprintf(w, "\n%d of %d rules matched\n", res.Matched, len(res.Rules))
+	fmt.Fprintln(w)
+	if res.Catalog != nil {
+		printCatalog(w, res.Catalog)
+	}
+	fmt.Fprintf(w, "%d of %d rules matched%s\n", res.Matched, len(res.Rules), undelivered(res))
 	if names := res.WouldHave(); len(names) > 0 {
 		fmt.Fprintf(w, "%s would have matched: %s\n", plural(len(names), "disabled rule", "disabled rules"), strings.Join(names, ", "))
 	}

@@ -18,6 +18,10 @@ import (
 // and it sees exactly the rules it may GET: those scoped to its tenant
 // alone. Rules of every tenant, or shared with other tenants, are the
 // operator's: their conditions, files and URLs are not a tenant's to read.
+//
+// The answer says whether the event fits the catalog in force, as ingest
+// would judge it (the catalog is the installation's, the same for every
+// token). An event ingest would refuse is explained as if accepted.
 func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	body, err := readBody(w, r, s.opts.MaxEventBytes)
@@ -43,7 +47,7 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		keep = func(rule *triggers.Rule) bool { return rule.Name == name }
 	}
-	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep})
+	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: s.catalog.cur.Load()})
 	if err != nil {
 		writeError(w, internal(err))
 		return
