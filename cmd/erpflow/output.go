@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -331,6 +332,16 @@ func (f *apiFlags) client() (*client.Client, error) {
 	}
 	if srv == "" {
 		srv = client.DefaultServer
+	}
+	if !strings.Contains(srv, "://") {
+		srv = "http://" + srv // host:port, as kubectl and curl take it
+	}
+	if u, err := url.Parse(srv); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		shown := srv
+		if err == nil && u.User != nil {
+			shown = u.Redacted()
+		}
+		return nil, usageErrorf("the server %q is not an http:// or https:// URL (--server or $ERPFLOW_SERVER)", shown)
 	}
 	if tok == "" {
 		tok = os.Getenv("ERPFLOW_TOKEN")

@@ -56,3 +56,29 @@ func TestExplainMasksEnvValues(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesAPIMasksEnvValues: GET /v1/rules shows a file rule's condition
+// and description with ${NAME}, not the value loading put there.
+func TestRulesAPIMasksEnvValues(t *testing.T) {
+	t.Setenv("RULES_API_CODE", "cond-s3cret-value")
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	rules := `rules:
+  - name: env-when
+    description: "compares with ${RULES_API_CODE}"
+    on: {entity: SalesOrder}
+    when: data.code == "${RULES_API_CODE}"
+    actions: [{type: webhook, url: "https://erp.example/x"}]
+`
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := dbKinds(t)[0].open(t)
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulePaths: []string{path}})
+	for _, url := range []string{"/v1/rules", "/v1/rules/env-when"} {
+		body := string(must(t, e.do("GET", url, adminTok, ""), 200).body)
+		if strings.Contains(body, "cond-s3cret-value") || !strings.Contains(body, `data.code == \"${RULES_API_CODE}\"`) ||
+			!strings.Contains(body, "compares with ${RULES_API_CODE}") {
+			t.Errorf("GET %s: %s", url, body)
+		}
+	}
+}
