@@ -385,7 +385,7 @@ func dueAt(d *engine.Delivery) time.Time {
 	return time.Time{}
 }
 
-const nDeliveryCols = 24
+const nDeliveryCols = 25
 
 func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	payload := []byte(d.Payload)
@@ -395,7 +395,7 @@ func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	return append(args, d.ID, d.Tenant, d.EventID, d.Entity, d.EventName, d.Rule,
 		d.ActionIndex, d.ActionType, d.Retry, payload, string(d.State), d.Attempts,
 		d.RetryBase, c.t(d.RunAt), d.LastCode, d.LastError, d.Internal, d.Test,
-		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, c.t(dueAt(d)))
+		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, d.Rerun, c.t(dueAt(d)))
 }
 
 var (
@@ -707,6 +707,10 @@ func (c *Core) where(f *engine.DeliveryFilter, states []engine.State) (string, [
 		conds = append(conds, "event_id = ?")
 		args = append(args, f.EventID)
 	}
+	if f.Rerun != "" {
+		conds = append(conds, "rerun = ?")
+		args = append(args, f.Rerun)
+	}
 	if len(states) > 0 {
 		conds = append(conds, "state IN ("+list(len(states))+")")
 		for _, s := range states {
@@ -926,8 +930,11 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 // Count adds n deliveries in state s to the counts of st.
 func Count(st *engine.QueueStats, s engine.State, n int) {
 	switch s {
-	case engine.StatePending, engine.StateFailed:
+	case engine.StatePending:
 		st.Pending += n
+	case engine.StateFailed:
+		st.Pending += n
+		st.Failed += n
 	case engine.StateRunning:
 		st.Running += n
 	case engine.StateDead:
