@@ -62,3 +62,13 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 // live attempt stream): it polls the store for attempts of every
 // process, and this wakes it early for its own.
 func (e *Engine) AttemptsRecorded() <-chan struct{} { return e.recorded }
+
+// ReplayCount is how many deliveries Replay(ctx, f) would make due now;
+// it changes nothing (a dry run).
+func (e *Engine) ReplayCount(ctx context.Context, f DeliveryFilter) (int, error) {
+	n, err := e.store.CountRequeue(ctx, &f)
+	if err != nil {
+		return 0, fmt.Errorf("engine: replay dry run: %w", err)
+	}
+	return n, nil
+}

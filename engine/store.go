@@ -163,8 +163,8 @@ type AttemptFilter struct {
 	Limit     int // default 100, at most 1000
 }
 
-// AttemptRecord is a finished attempt of a queued delivery (test-fires
-// are not listed) with its delivery as it is now.
+// AttemptRecord is a finished attempt with its delivery as it is now
+// (a test-fire's too: Delivery.Test).
 type AttemptRecord struct {
 	// Seq orders attempts by when they were recorded, across processes
 	// sharing a database; attempts recorded before the column existed
@@ -254,6 +254,11 @@ type DeliveryLog interface {
 	ListEvents(ctx context.Context, f EventFilter) ([]EventSummary, error)
 	// ListAttempts lists finished attempts in Seq order (see AttemptFilter).
 	ListAttempts(ctx context.Context, f AttemptFilter) ([]AttemptRecord, error)
+	// AttemptSeq returns the highest attempt Seq recorded (0: none).
+	AttemptSeq(ctx context.Context) (int64, error)
+	// CountRequeue counts the deliveries Requeue(ctx, nil, f, …) would
+	// requeue now, changing nothing.
+	CountRequeue(ctx context.Context, f *DeliveryFilter) (int, error)
 	// AddAttempt records an attempt of a test-fire (which is not queued).
 	AddAttempt(ctx context.Context, d Delivery, a Attempt) error
 }

@@ -20,6 +20,7 @@ var eventTests = []struct {
 	{"AddDeliveries", testAddDeliveries},
 	{"ListAttempts", testListAttempts},
 	{"TenantStats", testTenantStats},
+	{"CountRequeue", testCountRequeue},
 }
 
 func summaryKeys(ss []engine.EventSummary) []string {
@@ -156,10 +157,17 @@ func testListAttempts(t *testing.T, s engine.Store) {
 			Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Millisecond, Outcome: "x", Code: 500 - i}}})).get(t)
 		order = append(order, d.ID)
 	}
-	// A test-fire record is not a queued attempt.
+	seq := mv(s.AttemptSeq(ctx)).get(t)
+	// A test-fire record, when it has a seq, is listed as one (Delivery.Test).
 	noErr(t, s.AddAttempt(ctx, engine.Delivery{ID: newID(), Tenant: "acme", EventID: "t", Entity: "SalesOrder", EventName: "updated",
-		Rule: "r", ActionType: "webhook", Test: true}, engine.Attempt{N: 1, StartedAt: t0, Outcome: "success"}))
+		Rule: "r", ActionType: "webhook", Test: true}, engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Test: true}))
 	all := mv(s.ListAttempts(ctx, engine.AttemptFilter{})).get(t)
+	if n := len(all); n > 3 && all[n-1].Delivery.Test {
+		all = all[:n-1]
+	}
+	if len(all) == 0 || all[len(all)-1].Seq != seq {
+		t.Fatalf("AttemptSeq %d, attempts %+v", seq, all)
+	}
 	var got []string
 	for i, a := range all {
 		got = append(got, a.Attempt.DeliveryID)
@@ -179,6 +187,9 @@ func testListAttempts(t *testing.T, s engine.Store) {
 	}
 	if through := mv(s.ListAttempts(ctx, engine.AttemptFilter{Through: all[1].Seq})).get(t); len(through) != 2 {
 		t.Errorf("through seq %d: %d attempts, want 2", all[1].Seq, len(through))
+	}
+	if seq := mv(s.AttemptSeq(ctx)).get(t); seq < all[len(all)-1].Seq {
+		t.Errorf("AttemptSeq %d after the test-fire, want at least %d", seq, all[len(all)-1].Seq)
 	}
 	if g := mv(s.ListAttempts(ctx, engine.AttemptFilter{Tenant: "globex"})).get(t); len(g) != 1 || g[0].Delivery.Tenant != "globex" {
 		t.Errorf("globex's attempts: %+v", g)
@@ -214,5 +225,42 @@ func testTenantStats(t *testing.T, s engine.Store) {
 	}
 	if none := mv(s.TenantStats(ctx, "nobody", t0)).get(t); none != (engine.QueueStats{}) {
 		t.Errorf("stats of a tenant with nothing: %+v", none)
+	}
+}
+
+func testCountRequeue(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	if n := mv(s.AttemptSeq(ctx)).get(t); n != 0 {
+		t.Fatalf("AttemptSeq of an empty store: %d", n)
+	}
+	insert(t, s, rec("acme", "a", 3, t0), rec("globex", "b", 1, t0))
+	ds := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	var cs []engine.Completion
+	for i, d := range ds {
+		st := []engine.State{engine.StateDead, engine.StateFailed, engine.StateSucceeded, engine.StateDead}[i]
+		cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: st, RunAt: t0.Add(time.Hour),
+			Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "x"}})
+	}
+	mv(s.Complete(ctx, cs)).get(t)
+	for _, c := range []struct {
+		f    engine.DeliveryFilter
+		want int
+	}{
+		{engine.DeliveryFilter{}, 3},
+		{engine.DeliveryFilter{Tenant: "acme"}, 2},
+		{engine.DeliveryFilter{States: []engine.State{engine.StateDead}}, 2},
+		{engine.DeliveryFilter{States: []engine.State{engine.StateSucceeded}}, 0},
+	} {
+		n := mv(s.CountRequeue(ctx, &c.f)).get(t)
+		if n != c.want {
+			t.Errorf("CountRequeue(%+v) = %d, want %d", c.f, n, c.want)
+		}
+		// Requeue agrees, and the count changed nothing.
+		if again := mv(s.CountRequeue(ctx, &c.f)).get(t); again != n {
+			t.Errorf("CountRequeue changed its answer: %d then %d", n, again)
+		}
+	}
+	if n := mv(s.Requeue(ctx, nil, &engine.DeliveryFilter{}, t0)).get(t); n != 3 {
+		t.Errorf("Requeue took %d, CountRequeue said 3", n)
 	}
 }

@@ -841,16 +841,7 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 			total += n
 		}
 		if f != nil {
-			states := []engine.State{engine.StateDead, engine.StateFailed}
-			if len(f.States) > 0 {
-				states = states[:0]
-				for _, s := range f.States {
-					if s == engine.StateDead || s == engine.StateFailed {
-						states = append(states, s)
-					}
-				}
-			}
-			if len(states) > 0 {
+			if states := requeueStates(f); len(states) > 0 {
 				w, args := c.where(f, states)
 				// Test-fire deliveries are records, not work: never replayed.
 				r, err := tx.ExecContext(ctx, c.Q(set+w+" AND NOT test"), append([]any{c.t(now), c.t(now), c.t(now)}, args...)...)
@@ -870,6 +861,21 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 		return 0, fmt.Errorf("requeue: %w", err)
 	}
 	return total, nil
+}
+
+// requeueStates are the states a filtered Requeue takes: dead and
+// failed, or those of f.States among them.
+func requeueStates(f *engine.DeliveryFilter) []engine.State {
+	if len(f.States) == 0 {
+		return []engine.State{engine.StateDead, engine.StateFailed}
+	}
+	var states []engine.State
+	for _, s := range f.States {
+		if s == engine.StateDead || s == engine.StateFailed {
+			states = append(states, s)
+		}
+	}
+	return states
 }
 
 // Prune implements engine.DeliveryLog.

@@ -115,11 +115,11 @@ func (c *Core) ListEvents(ctx context.Context, f engine.EventFilter) (out []engi
 	return out, nil
 }
 
-// ListAttempts implements engine.DeliveryLog: attempts of queued
-// deliveries (not test-fires) with a seq, in seq order, each with its
-// delivery.
+// ListAttempts implements engine.DeliveryLog: attempts with a seq, in
+// seq order, each with its delivery. Test-fire records are listed too, so
+// that a reader following seq sees no gap where one was recorded.
 func (c *Core) ListAttempts(ctx context.Context, f engine.AttemptFilter) (out []engine.AttemptRecord, err error) {
-	conds := []string{"a.seq > ?", "NOT d.test"}
+	conds := []string{"a.seq > ?"}
 	args := []any{f.After}
 	if f.Through > 0 {
 		conds, args = append(conds, "a.seq <= ?"), append(args, f.Through)
@@ -209,4 +209,34 @@ func (c *Core) TenantStats(ctx context.Context, tenant string, now time.Time) (s
 		return st, fmt.Errorf("tenant stats: %w", err)
 	}
 	return st, nil
+}
+
+// AttemptSeq implements engine.DeliveryLog.
+func (c *Core) AttemptSeq(ctx context.Context) (seq int64, err error) {
+	err = c.Retry(ctx, func() error {
+		var n sql.NullInt64
+		err := c.R.QueryRowContext(ctx, "SELECT MAX(seq) FROM attempts").Scan(&n)
+		seq = n.Int64
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("attempt seq: %w", err)
+	}
+	return seq, nil
+}
+
+// CountRequeue implements engine.DeliveryLog.
+func (c *Core) CountRequeue(ctx context.Context, f *engine.DeliveryFilter) (n int, err error) {
+	states := requeueStates(f)
+	if len(states) == 0 {
+		return 0, nil
+	}
+	w, args := c.where(f, states)
+	err = c.Retry(ctx, func() error {
+		return c.R.QueryRowContext(ctx, c.Q("SELECT COUNT(*) FROM deliveries"+w+" AND NOT test"), args...).Scan(&n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count requeue: %w", err)
+	}
+	return n, nil
 }
