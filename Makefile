@@ -21,7 +21,7 @@ test-short:
 
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/erpflow ./cmd/erpflow
+	$(GO) build -buildvcs=auto -o bin/erpflow ./cmd/erpflow
 
 # Regenerates committed generated code (protobuf for plugins).
 generate:

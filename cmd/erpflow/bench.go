@@ -1,12 +1,12 @@
 package main
 
 import (
+	"github.com/spf13/cobra"
+
 	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,7 +30,7 @@ import (
 )
 
 func init() {
-	commands["bench"] = command{summary: "measure delivery throughput and latency against a local receiver", run: runBench}
+	commandBuilders = append(commandBuilders, newBenchCmd)
 }
 
 // benchOpts are the bench's flags.
@@ -52,10 +52,25 @@ type benchOpts struct {
 	reuse         bool
 }
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func newBenchCmd() *cobra.Command {
 	var o benchOpts
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "Measure delivery throughput and latency against a local receiver",
+		Long: `Runs the engine against a local HTTP receiver: (1) throughput: emit --events
+events concurrently and time until every delivery is received and recorded;
+(2) latency: emit at --rate events/s and report emit-to-receive percentiles;
+(3) ceilings on the same database and receiver: a bare batched queue loop
+and a bare HTTP POST loop.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
+				return usageErrorf("--events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative")
+			}
+			return bench(c.Context(), o, c.OutOrStdout())
+		},
+	}
+	fs := c.Flags()
 	fs.StringVar(&o.database, "database", "", "database URL: sqlite:PATH or postgres://… (default: a temporary SQLite file)")
 	fs.IntVar(&o.events, "events", 20000, "events emitted in the throughput run")
 	fs.IntVar(&o.rules, "rules", 10, "rules matching every event (each one webhook: deliveries = events × rules)")
@@ -71,30 +86,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
 	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow bench [--database URL] [--events N] [--rules N] [--extra-rules N] [--receiver-delay D] [--workers N] [--rate N]")
-		fmt.Fprintln(stderr, "\nRuns the engine against a local HTTP receiver: (1) throughput: emit --events events")
-		fmt.Fprintln(stderr, "concurrently and time until every delivery is received and recorded; (2) latency:")
-		fmt.Fprintln(stderr, "emit at --rate events/s and report emit-to-receive percentiles; (3) ceilings on the")
-		fmt.Fprintln(stderr, "same database and receiver: a bare batched queue loop and a bare HTTP POST loop.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 || o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
-		fmt.Fprintln(stderr, "erpflow bench: --events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative; no arguments")
-		fs.Usage()
-		return 2
-	}
-	if err := bench(ctx, o, stdout); err != nil {
-		fmt.Fprintln(stderr, "erpflow bench:", err)
-		return 1
-	}
-	return 0
+	return c
 }
 
 // benchReceiver is the local webhook endpoint: it counts deliveries and,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,162 +10,197 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 )
 
 func init() {
-	commands["deliveries"] = command{summary: "the delivery log of a running server: list, show, retry, replay", run: runDeliveries}
+	commandBuilders = append(commandBuilders, newDeliveriesCmd)
 }
 
-const deliveriesUsage = `usage: erpflow deliveries <subcommand> [flags]
+// deliveryFilter are the filter flags of deliveries list and replay.
+type deliveryFilter struct {
+	rule, status, tenant, event, since, until string
+}
 
-  list [--rule R] [--status S[,S]] [--tenant T] [--event ID] [--since T] [--until T] [--limit N] [--cursor C]
-  show ID                    one delivery: its payload and every attempt
-  retry ID                   make one delivery due now
-  replay [--rule R] [--status dead,failed] [--tenant T] [--event ID] [--since T] [--until T]
-                             make every matching dead/failed delivery due again
+func (f *deliveryFilter) register(c *cobra.Command) {
+	fs := c.Flags()
+	fs.StringVar(&f.rule, "rule", "", "only this rule")
+	fs.StringVar(&f.status, "status", "", "only these states (comma-separated: pending,running,succeeded,failed,dead)")
+	fs.StringVar(&f.tenant, "tenant", "", "only this tenant (--tenant= for the default tenant)")
+	fs.StringVar(&f.event, "event", "", "only deliveries of this event id")
+	fs.StringVar(&f.since, "since", "", "created at or after (RFC 3339 or a duration ago, e.g. 24h)")
+	fs.StringVar(&f.until, "until", "", "created before (RFC 3339 or a duration ago)")
+}
 
-Times are RFC 3339 (2024-09-11T23:41:12Z) or a duration ago (24h).
-flags: --server URL (env ERPFLOW_SERVER), --token T (env ERPFLOW_TOKEN), -o table|json
-`
+func newDeliveriesCmd() *cobra.Command {
+	var af apiFlags
+	g := group("deliveries", "The delivery log of a running server: list, show, retry, replay",
+		newDeliveriesListCmd(&af), newDeliveriesShowCmd(&af), newDeliveriesRetryCmd(&af), newDeliveriesReplayCmd(&af))
+	g.Long = "The delivery log of a running server.\n\nTimes are RFC 3339 (2024-09-11T23:41:12Z) or a duration ago (24h)."
+	addAPIFlags(g, &af, true)
+	return g
+}
 
-func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sub, fs, af, code := subcommand("deliveries", deliveriesUsage, args, stderr)
-	if fs == nil {
-		return code
-	}
-	var rule, status, tenant, event, since, until, cursor string
+func newDeliveriesListCmd(af *apiFlags) *cobra.Command {
+	var f deliveryFilter
 	var limit int
-	tenantSet := false
-	if sub == "list" || sub == "replay" {
-		fs.StringVar(&rule, "rule", "", "only this rule")
-		fs.StringVar(&status, "status", "", "only these states (comma-separated)")
-		fs.Func("tenant", "only this tenant", func(s string) error { tenant, tenantSet = s, true; return nil })
-		fs.StringVar(&event, "event", "", "only deliveries of this event id")
-		fs.StringVar(&since, "since", "", "created at or after (RFC 3339 or a duration ago)")
-		fs.StringVar(&until, "until", "", "created before")
-	}
-	if sub == "list" {
-		fs.IntVar(&limit, "limit", 50, "most deliveries to show")
-		fs.StringVar(&cursor, "cursor", "", "continue after this delivery id (next_cursor)")
-	}
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
-		return 2
-	}
-	c, err := af.client()
-	if err != nil {
-		return reportErr(stderr, "deliveries", err)
-	}
-	switch sub {
-	case "list":
-		if len(pos) != 0 {
-			fs.Usage()
-			return 2
-		}
-		q := url.Values{}
-		for k, v := range map[string]string{"rule": rule, "status": status, "event_id": event, "since": since, "until": until, "cursor": cursor} {
-			if v != "" {
-				q.Set(k, v)
+	var cursor string
+	c := &cobra.Command{
+		Use:     "list [flags]",
+		Aliases: []string{"ls"},
+		Short:   "List deliveries, newest first",
+		Example: "  erpflow deliveries list --status dead --since 24h\n  erpflow deliveries list --rule so-released -o wide",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
 			}
-		}
-		if tenantSet {
-			q.Set("tenant", tenant)
-		}
-		q.Set("limit", strconv.Itoa(limit))
-		var raw json.RawMessage
-		if err := c.Get(ctx, "/v1/deliveries", q, &raw); err != nil {
-			return reportErr(stderr, "deliveries list", err)
-		}
-		if af.output == "json" {
-			printJSON(stdout, raw)
-			return 0
-		}
-		var l client.DeliveryList
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return reportErr(stderr, "deliveries list", err)
-		}
-		tw := newTable(stdout)
-		fmt.Fprintln(tw, "ID\tCREATED\tTENANT\tEVENT\tRULE\tACTION\tURL\tSTATE\tATTEMPTS\tCODE\tLAST ERROR")
-		for _, d := range l.Deliveries {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s/%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, fmtTime(d.CreatedAt), orDash(d.Tenant),
-				d.EventID, d.Entity, d.EventName, d.Rule, d.ActionType, orDash(oneLine(payloadURL(d.Payload), 60)), d.State, d.Attempts,
-				codeText(d.LastCode), orDash(oneLine(d.LastError, 60)))
-		}
-		tw.Flush()
-		if l.NextCursor != "" {
-			fmt.Fprintf(stdout, "\nmore: --cursor %s\n", l.NextCursor)
-		}
-	case "show":
-		if len(pos) != 1 {
-			fs.Usage()
-			return 2
-		}
-		var raw json.RawMessage
-		if err := c.Get(ctx, "/v1/deliveries/"+client.PathEscape(pos[0]), nil, &raw); err != nil {
-			return reportErr(stderr, "deliveries show", err)
-		}
-		if af.output == "json" {
-			printJSON(stdout, raw)
-			return 0
-		}
-		var dd client.DeliveryDetail
-		if err := json.Unmarshal(raw, &dd); err != nil {
-			return reportErr(stderr, "deliveries show", err)
-		}
-		printDelivery(stdout, dd)
-	case "retry":
-		if len(pos) != 1 {
-			fs.Usage()
-			return 2
-		}
-		var raw json.RawMessage
-		if err := c.Post(ctx, "/v1/deliveries/"+client.PathEscape(pos[0])+"/retry", nil, &raw); err != nil {
-			return reportErr(stderr, "deliveries retry", err)
-		}
-		if af.output == "json" {
-			printJSON(stdout, raw)
-			return 0
-		}
-		fmt.Fprintf(stdout, "delivery %s queued\n", pos[0])
-	case "replay":
-		if len(pos) != 0 {
-			fs.Usage()
-			return 2
-		}
-		req := map[string]any{}
-		for k, v := range map[string]string{"rule": rule, "event_id": event, "since": since, "until": until} {
-			if v != "" {
-				req[k] = v
+			q := url.Values{}
+			for k, v := range map[string]string{"rule": f.rule, "status": f.status, "event_id": f.event, "since": f.since, "until": f.until, "cursor": cursor} {
+				if v != "" {
+					q.Set(k, v)
+				}
 			}
-		}
-		if tenantSet {
-			req["tenant"] = tenant
-		}
-		if status != "" {
-			req["status"] = strings.Split(status, ",")
-		}
-		body, _ := json.Marshal(req)
-		var out struct {
-			Queued int `json:"queued"`
-		}
-		var raw json.RawMessage
-		if err := c.Post(ctx, "/v1/deliveries:replay", body, &raw); err != nil {
-			return reportErr(stderr, "deliveries replay", err)
-		}
-		if af.output == "json" {
-			printJSON(stdout, raw)
-			return 0
-		}
-		_ = json.Unmarshal(raw, &out)
-		fmt.Fprintf(stdout, "%d deliveries queued again\n", out.Queued)
-	default:
-		fmt.Fprintf(stderr, "erpflow deliveries: unknown subcommand %q\n\n%s", sub, deliveriesUsage)
-		return 2
+			if c.Flags().Changed("tenant") {
+				q.Set("tenant", f.tenant)
+			}
+			q.Set("limit", strconv.Itoa(limit))
+			var raw json.RawMessage
+			if err := cl.Get(c.Context(), "/v1/deliveries", q, &raw); err != nil {
+				return apiError(c, err)
+			}
+			out := c.OutOrStdout()
+			if ok, err := af.structured(out, raw); ok {
+				return err
+			}
+			var l client.DeliveryList
+			if err := json.Unmarshal(raw, &l); err != nil {
+				return err
+			}
+			// 80 columns hold the id, age, event, rule, state and code;
+			// -o wide adds the rest.
+			t := newTable(column{name: "ID", fixed: true}, column{name: "AGE", fixed: true}, column{name: "CREATED", wideOnly: true},
+				column{name: "TENANT", wideOnly: true}, column{name: "EVENT"}, column{name: "RULE", fixed: true}, column{name: "ACTION", wideOnly: true},
+				column{name: "URL", wideOnly: true}, column{name: "STATE", fixed: true}, column{name: "ATTEMPTS", wideOnly: true},
+				column{name: "CODE", fixed: true}, column{name: "LAST ERROR", wideOnly: true})
+			now := time.Now()
+			for _, d := range l.Deliveries {
+				t.add(d.ID, age(now, d.CreatedAt), fmtTime(d.CreatedAt), orDash(d.Tenant), d.EventID+" "+d.Entity+"/"+d.EventName, d.Rule,
+					d.ActionType, orDash(payloadURL(d.Payload)), string(d.State), strconv.Itoa(d.Attempts), codeText(d.LastCode),
+					orDash(oneLine(d.LastError, 200)))
+			}
+			t.write(out, af.wide())
+			if l.NextCursor != "" {
+				fmt.Fprintf(out, "\nmore: --cursor %s\n", l.NextCursor)
+			}
+			return nil
+		},
 	}
-	return 0
+	f.register(c)
+	c.Flags().IntVar(&limit, "limit", 50, "most deliveries to show (at most 1000)")
+	c.Flags().StringVar(&cursor, "cursor", "", "continue after this delivery id (the \"more:\" line of the previous page)")
+	return c
+}
+
+func newDeliveriesShowCmd(af *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "One delivery: its payload and every attempt with its response",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			var raw json.RawMessage
+			if err := cl.Get(c.Context(), "/v1/deliveries/"+client.PathEscape(args[0]), nil, &raw); err != nil {
+				return apiError(c, err)
+			}
+			out := c.OutOrStdout()
+			if ok, err := af.structured(out, raw); ok {
+				return err
+			}
+			var dd client.DeliveryDetail
+			if err := json.Unmarshal(raw, &dd); err != nil {
+				return err
+			}
+			printDelivery(out, dd)
+			return nil
+		},
+	}
+}
+
+func newDeliveriesRetryCmd(af *apiFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "retry ID",
+		Short: "Make one delivery due now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			var raw json.RawMessage
+			if err := cl.Post(c.Context(), "/v1/deliveries/"+client.PathEscape(args[0])+"/retry", nil, &raw); err != nil {
+				return apiError(c, err)
+			}
+			if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "delivery %s queued\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newDeliveriesReplayCmd(af *apiFlags) *cobra.Command {
+	var f deliveryFilter
+	c := &cobra.Command{
+		Use:     "replay [flags]",
+		Short:   "Make every matching dead/failed delivery due again",
+		Example: "  erpflow deliveries replay --rule so-released --status dead --since 24h",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			req := map[string]any{}
+			for k, v := range map[string]string{"rule": f.rule, "event_id": f.event, "since": f.since, "until": f.until} {
+				if v != "" {
+					req[k] = v
+				}
+			}
+			if c.Flags().Changed("tenant") {
+				req["tenant"] = f.tenant
+			}
+			if f.status != "" {
+				req["status"] = strings.Split(f.status, ",")
+			}
+			body, _ := json.Marshal(req)
+			var raw json.RawMessage
+			if err := cl.Post(c.Context(), "/v1/deliveries:replay", body, &raw); err != nil {
+				return apiError(c, err)
+			}
+			if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+				return err
+			}
+			var out struct {
+				Queued int `json:"queued"`
+			}
+			_ = json.Unmarshal(raw, &out)
+			fmt.Fprintf(c.OutOrStdout(), "%d deliveries queued again\n", out.Queued)
+			return nil
+		},
+	}
+	f.register(c)
+	return c
 }
 
 func codeText(c int) string {
@@ -178,34 +212,29 @@ func codeText(c int) string {
 
 func printDelivery(w io.Writer, dd client.DeliveryDetail) {
 	d := dd.Delivery
-	tw := newTable(w)
-	fmt.Fprintf(tw, "id:\t%s\n", d.ID)
-	fmt.Fprintf(tw, "created:\t%s\n", fmtTime(d.CreatedAt))
-	fmt.Fprintf(tw, "tenant:\t%s\n", orDash(d.Tenant))
-	fmt.Fprintf(tw, "event:\t%s (%s %s)\n", d.EventID, d.Entity, d.EventName)
-	fmt.Fprintf(tw, "rule:\t%s, action %d (%s)\n", d.Rule, d.ActionIndex, d.ActionType)
-	fmt.Fprintf(tw, "state:\t%s\n", d.State)
-	fmt.Fprintf(tw, "attempts:\t%d\n", d.Attempts)
+	kv := []string{"id", d.ID, "created", fmtTime(d.CreatedAt), "tenant", orDash(d.Tenant),
+		"event", fmt.Sprintf("%s (%s %s)", d.EventID, d.Entity, d.EventName),
+		"rule", fmt.Sprintf("%s, action %d (%s)", d.Rule, d.ActionIndex, d.ActionType),
+		"state", string(d.State), "attempts", strconv.Itoa(d.Attempts)}
 	if d.State == "pending" || d.State == "failed" {
-		fmt.Fprintf(tw, "next attempt:\t%s\n", fmtTime(d.RunAt))
+		kv = append(kv, "next attempt", fmtTime(d.RunAt))
 	}
-	fmt.Fprintf(tw, "retry policy:\t%s\n", orDash(d.Retry))
-	fmt.Fprintf(tw, "last response:\t%s\n", codeText(d.LastCode))
+	kv = append(kv, "retry policy", orDash(d.Retry), "last response", codeText(d.LastCode))
 	if d.LastError != "" {
-		fmt.Fprintf(tw, "last error:\t%s\n", d.LastError)
+		kv = append(kv, "last error", d.LastError)
 	}
 	if d.Test {
-		fmt.Fprintf(tw, "test:\ttrue\n")
+		kv = append(kv, "test", "true")
 	}
-	tw.Flush()
+	fields(w, kv...)
 
 	fmt.Fprintln(w, "\nattempts:")
-	tw = newTable(w)
-	fmt.Fprintln(tw, "N\tSTARTED\tDURATION\tOUTCOME\tCODE\tERROR")
+	t := newTable(column{name: "N", fixed: true}, column{name: "STARTED", fixed: true}, column{name: "DURATION", fixed: true},
+		column{name: "OUTCOME", fixed: true}, column{name: "CODE", fixed: true}, column{name: "ERROR"})
 	for _, a := range dd.Attempts {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", a.N, fmtTime(a.StartedAt), a.Duration, a.Outcome, codeText(a.Code), orDash(oneLine(a.Error, 80)))
+		t.add(strconv.Itoa(a.N), fmtTime(a.StartedAt), a.Duration.String(), a.Outcome, codeText(a.Code), orDash(oneLine(a.Error, 200)))
 	}
-	tw.Flush()
+	t.write(w, false)
 	if len(dd.Attempts) == 0 {
 		fmt.Fprintln(w, "  (none yet)")
 	}

@@ -2,14 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
@@ -17,7 +17,7 @@ import (
 )
 
 func init() {
-	commands["explain"] = command{summary: "show which rules an event matches (and why not) and what each action would send", run: runExplain}
+	commandBuilders = append(commandBuilders, newExplainCmd)
 }
 
 // previewDeliveryID is the delivery id explain renders with.
@@ -41,64 +41,65 @@ type explainAction struct {
 	Error   string          `json:"error,omitempty"`
 }
 
-func runExplain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newExplainCmd() *cobra.Command {
 	var rf ruleFlags
-	rf.register(fs)
-	var rulePaths stringList
-	fs.Var(&rulePaths, "rules", "rules file or directory (repeatable)")
-	output := fs.String("o", "text", "output: text or json")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow explain --rules PATH [--rules PATH] [--config FILE] [-o text|json] [--allow-http] [--plugin EXE] EVENT.json|-")
-		fmt.Fprintln(stderr, "  For each rule: MATCHED, or why not; for matched rules, what each action would send (secrets masked).")
-		fs.PrintDefaults()
+	var rulePaths []string
+	var out output
+	c := &cobra.Command{
+		Use:   "explain --rules PATH [flags] EVENT.json|-",
+		Short: "Show which rules an event matches (and why not) and what each action would send",
+		Long: `For each rule: MATCHED, or why not; for matched rules, what each action
+would send (secrets masked). Nothing is sent.`,
+		Example: "  erpflow explain --rules examples/rules/velosity.yaml examples/events/velosity.json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := out.check(); err != nil {
+				return err
+			}
+			if len(rulePaths) == 0 && rf.configFile == "" {
+				return usageErrorf("give --rules PATH or --config FILE")
+			}
+			return runExplain(c, &rf, rulePaths, &out, args[0])
+		},
 	}
-	pos, err := parseInterleaved(fs, args)
+	rf.register(c.Flags())
+	c.Flags().StringArrayVar(&rulePaths, "rules", nil, "rules file or directory (repeatable)")
+	addOutputFlag(c, &out, false)
+	return c
+}
+
+func runExplain(c *cobra.Command, rf *ruleFlags, rulePaths []string, out *output, input string) error {
+	env, err := rf.setup(c.Context())
 	if err != nil {
-		return 2
-	}
-	if len(pos) != 1 || (len(rulePaths) == 0 && rf.configFile == "") || (*output != "text" && *output != "json") {
-		fs.Usage()
-		return 2
-	}
-	env, err := rf.setup(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "erpflow explain: %v\n", err)
-		return 1
+		return err
 	}
 	defer env.close()
 	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
 	if err != nil {
-		printLoadErrors(stderr, err)
-		return 1
+		printLoadErrors(c.ErrOrStderr(), err)
+		return exitError{1}
 	}
 	set, err := triggers.NewSet(rules, triggers.SetOptions{})
 	if err != nil {
-		fmt.Fprintf(stderr, "erpflow explain: %v\n", err)
-		return 1
+		return err
 	}
-	raw, err := readInput(pos[0])
+	raw, err := readInput(c, input)
 	if err != nil {
-		fmt.Fprintf(stderr, "erpflow explain: %v\n", err)
-		return 1
+		return err
 	}
 	ev, err := templates.DecodeEvent(raw)
 	if err != nil {
-		fmt.Fprintf(stderr, "erpflow explain: %s: %v\n", pos[0], err)
-		return 1
+		return fmt.Errorf("%s: %w", input, err)
 	}
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
-	out := explain(set, &ev)
-	if *output == "json" {
-		b, _ := json.MarshalIndent(out, "", "  ")
-		stdout.Write(append(b, '\n'))
-		return 0
+	res := explain(set, &ev)
+	if ok, err := out.structured(c.OutOrStdout(), res); ok {
+		return err
 	}
-	printExplain(stdout, &ev, out)
-	return 0
+	printExplain(c.OutOrStdout(), &ev, res)
+	return nil
 }
 
 func explain(set *triggers.Set, ev *templates.Event) []explainRule {

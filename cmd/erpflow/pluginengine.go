@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
@@ -18,21 +18,21 @@ import (
 // it): it serves the engine over go-plugin (gRPC on a private, mutually
 // authenticated connection) until the host ends it.
 func init() {
-	commands["plugin-engine"] = command{
-		summary: "serve the engine to a Go host over go-plugin (started by engineplugin.StartEngine)",
-		run:     runPluginEngine,
-		hidden:  true,
-	}
+	commandBuilders = append(commandBuilders, func() *cobra.Command {
+		return &cobra.Command{
+			Use:    "plugin-engine",
+			Short:  "Serve the engine to a Go host over go-plugin (started by engineplugin.StartEngine)",
+			Long:   "Started by a Go host with engineplugin.StartEngine (github.com/erpflow/erpflow/plugin/engineplugin);\nthe host passes the options (database, workers, plugins) over the connection.",
+			Hidden: true,
+			Args:   cobra.NoArgs,
+			RunE:   runPluginEngine,
+		}
+	})
 }
 
-func runPluginEngine(_ context.Context, args []string, _, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(stderr, "usage: erpflow plugin-engine\n\nStarted by a Go host with engineplugin.StartEngine (github.com/erpflow/erpflow/plugin/engineplugin);\nthe host passes the options (database, workers, plugins) over the connection.")
-		return 0
-	}
+func runPluginEngine(*cobra.Command, []string) error {
 	if os.Getenv("ERPFLOW_ENGINE_PLUGIN") == "" {
-		fmt.Fprintln(stderr, "erpflow plugin-engine: this command is started by a Go host through engineplugin.StartEngine; to run a server use `erpflow serve`")
-		return 2
+		return usageErrorf("this command is started by a Go host through engineplugin.StartEngine; to run a server use `erpflow serve`")
 	}
 	engineplugin.ServeEngine(engineplugin.EngineServer{
 		OpenStore: func(ctx context.Context, url string) (engine.Store, error) {
@@ -42,9 +42,9 @@ func runPluginEngine(_ context.Context, args []string, _, stderr io.Writer) int 
 			return newRegistry(webhook.Options{
 				AllowHTTP:            o.AllowHTTP,
 				AllowPrivateNetworks: o.AllowPrivateNetworks,
-				Version:              Version,
+				Version:              moduleVersion(),
 			}), nil
 		},
 	})
-	return 0
+	return nil
 }

@@ -14,8 +14,8 @@ func TestPluginEngineHiddenFromHelp(t *testing.T) {
 	if code := run(context.Background(), []string{"help"}, &out, &errb); code != 0 {
 		t.Fatalf("help: exit %d", code)
 	}
-	if strings.Contains(errb.String(), "plugin-engine") || !strings.Contains(errb.String(), "  serve ") {
-		t.Fatalf("help lists:\n%s", errb.String())
+	if strings.Contains(out.String(), "plugin-engine") || !strings.Contains(out.String(), "  serve ") {
+		t.Fatalf("help lists:\n%s", out.String())
 	}
 	t.Setenv("ERPFLOW_ENGINE_PLUGIN", "")
 	errb.Reset()

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -26,77 +25,84 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/erpflow/erpflow/actions/webhook"
 )
 
 func init() {
-	commands["receive"] = command{summary: "a local webhook receiver for debugging: prints requests, verifies signatures, can fail on purpose", run: runReceive}
+	commandBuilders = append(commandBuilders, newReceiveCmd)
 }
 
-// multiFlag collects a repeatable flag (also comma-separated).
-type multiFlag []string
-
-func (m *multiFlag) String() string { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(s string) error {
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			*m = append(*m, p)
-		}
-	}
-	return nil
+// receiveOptions are the flags of receive.
+type receiveOptions struct {
+	listen     string
+	secrets    []string
+	fail       int
+	status     int
+	retryAfter int
+	maxBody    int64
+	tls        bool
+	certOut    string
 }
 
-func runReceive(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:9000", "address to listen on")
-	var secrets multiFlag
-	fs.Var(&secrets, "secret", "signing secret whsec_… to verify webhook-signature with (repeat for rotation)")
-	fail := fs.Int("fail", 0, "answer the first N requests with --status")
-	status := fs.Int("status", http.StatusServiceUnavailable, "status for the failed requests")
-	retryAfter := fs.Int("retry-after", -1, "Retry-After seconds sent with failed requests (default none)")
-	maxBody := fs.Int64("max-body", 10<<20, "largest request body read, in bytes")
-	useTLS := fs.Bool("tls", false, "serve https with a fresh self-signed certificate for localhost/127.0.0.1/::1")
-	certOut := fs.String("cert-out", "", "with --tls: write the certificate (PEM) here, for a rule's ca_file (default: a file in the temp directory)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow receive [--listen 127.0.0.1:9000] [--secret whsec_…] [--fail N] [--status CODE] [--tls [--cert-out FILE]]")
-		fs.PrintDefaults()
+func newReceiveCmd() *cobra.Command {
+	var o receiveOptions
+	c := &cobra.Command{
+		Use:   "receive [flags]",
+		Short: "A local webhook receiver for debugging: prints requests, verifies signatures, can fail on purpose",
+		Example: `  erpflow receive --secret whsec_…           verify signatures
+  erpflow receive --fail 3 --status 503       fail the first 3 requests`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if o.status < 100 || o.status > 599 {
+				return usageErrorf("--status %d is not an HTTP status", o.status)
+			}
+			var secrets []string
+			for _, s := range o.secrets {
+				for _, p := range strings.Split(s, ",") {
+					if p = strings.TrimSpace(p); p != "" {
+						if _, err := webhook.ParseSecret(p); err != nil {
+							return usageErrorf("--secret: %v", err)
+						}
+						secrets = append(secrets, p)
+					}
+				}
+			}
+			o.secrets = secrets
+			return runReceive(c.Context(), &o, c.OutOrStdout())
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return 2
-	}
-	if *status < 100 || *status > 599 {
-		fmt.Fprintf(stderr, "erpflow receive: --status %d is not an HTTP status\n", *status)
-		return 2
-	}
-	for _, s := range secrets {
-		if _, err := webhook.ParseSecret(s); err != nil {
-			fmt.Fprintf(stderr, "erpflow receive: --secret: %v\n", err)
-			return 2
-		}
-	}
-	ln, err := net.Listen("tcp", *listen)
+	f := c.Flags()
+	f.StringVar(&o.listen, "listen", "127.0.0.1:9000", "address to listen on")
+	f.StringArrayVar(&o.secrets, "secret", nil, "signing secret whsec_… to verify webhook-signature with (repeat, or comma-separate, for rotation)")
+	f.IntVar(&o.fail, "fail", 0, "answer the first N requests with --status")
+	f.IntVar(&o.status, "status", http.StatusServiceUnavailable, "status for the failed requests")
+	f.IntVar(&o.retryAfter, "retry-after", -1, "Retry-After seconds sent with failed requests (default none)")
+	f.Int64Var(&o.maxBody, "max-body", 10<<20, "largest request body read, in bytes")
+	f.BoolVar(&o.tls, "tls", false, "serve https with a fresh self-signed certificate for localhost/127.0.0.1/::1")
+	f.StringVar(&o.certOut, "cert-out", "", "with --tls: write the certificate (PEM) here, for a rule's ca_file (default: a file in the temp directory)")
+	return c
+}
+
+func runReceive(ctx context.Context, o *receiveOptions, stdout io.Writer) error {
+	secrets := o.secrets
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "erpflow receive: %v\n", err)
-		return 1
+		return err
 	}
 	scheme := "http"
-	if *useTLS {
-		pemFile, cfg, err := selfSignedTLS(*certOut)
+	if o.tls {
+		pemFile, cfg, err := selfSignedTLS(o.certOut)
 		if err != nil {
 			ln.Close()
-			fmt.Fprintf(stderr, "erpflow receive: --tls: %v\n", err)
-			return 1
+			return fmt.Errorf("--tls: %w", err)
 		}
 		ln = tls.NewListener(ln, cfg)
 		scheme = "https"
 		fmt.Fprintf(stdout, "erpflow receive: TLS certificate in %s (use it as the rule's ca_file)\n", pemFile)
 	}
-	rv := &receiver{out: stdout, secrets: secrets, fail: *fail, status: *status, retryAfter: *retryAfter, maxBody: *maxBody}
+	rv := &receiver{out: stdout, secrets: secrets, fail: o.fail, status: o.status, retryAfter: o.retryAfter, maxBody: o.maxBody}
 	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	fmt.Fprintf(stdout, "erpflow receive: listening on %s://%s/ (Ctrl-C to stop)\n", scheme, ln.Addr())
 	if len(secrets) == 0 {
@@ -109,13 +115,12 @@ func runReceive(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-		return 0
+		return nil
 	case err := <-errc:
 		if errors.Is(err, http.ErrServerClosed) {
-			return 0
+			return nil
 		}
-		fmt.Fprintf(stderr, "erpflow receive: %v\n", err)
-		return 1
+		return err
 	}
 }
 

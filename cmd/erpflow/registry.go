@@ -9,7 +9,7 @@ import (
 // Plugins add their types to it.
 func newRegistry(opts webhook.Options) *actions.Registry {
 	if opts.Version == "" {
-		opts.Version = Version // User-Agent: erpflow/<version>
+		opts.Version = moduleVersion() // User-Agent: erpflow/<version>
 	}
 	r := &actions.Registry{}
 	if err := r.Register("webhook", webhook.New(opts)); err != nil {

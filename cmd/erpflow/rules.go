@@ -1,148 +1,193 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 )
 
 func init() {
-	commands["rules"] = command{summary: "manage the rules of a running server: list, get, create, update, enable, disable, duplicate, test, delete, reload", run: runRules}
+	commandBuilders = append(commandBuilders, newRulesCmd)
 }
 
-const rulesUsage = `usage: erpflow rules <subcommand> [flags]
-
-  list                       rules in force (file rules are read-only)
-  get NAME                   one rule
-  create FILE|-              add a rule (YAML or JSON; created disabled unless it says enabled: true)
-  update NAME FILE|-         replace an API rule (its enabled state stays unless the file says)
-  enable NAME | disable NAME switch a rule on or off
-  duplicate NAME [NEW]       copy a rule (disabled; default name NAME-copy)
-  test NAME EVENT.json|-     run the rule's actions for a sample event now and show the attempts
-  delete NAME                remove an API rule
-  reload                     re-read the server's rule files
-
-flags: --server URL (env ERPFLOW_SERVER), --token T (env ERPFLOW_TOKEN), -o table|json
-`
-
-func runRules(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sub, fs, af, code := subcommand("rules", rulesUsage, args, stderr)
-	if fs == nil {
-		return code
+func newRulesCmd() *cobra.Command {
+	var af apiFlags
+	// call is one rule subcommand: a request, then its answer printed.
+	call := func(use, short string, args cobra.PositionalArgs, req func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error),
+		print func(c *cobra.Command, args []string, raw json.RawMessage) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  args,
+			ValidArgsFunction: func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+				if len(args) > 0 || !strings.Contains(use, "NAME") {
+					return nil, cobra.ShellCompDirectiveDefault
+				}
+				return completeRuleNames(c, &af), cobra.ShellCompDirectiveNoFileComp
+			},
+			RunE: func(c *cobra.Command, args []string) error {
+				cl, err := af.client()
+				if err != nil {
+					return err
+				}
+				raw, err := req(c, cl, args)
+				if err != nil {
+					return apiError(c, err)
+				}
+				if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+					return err
+				}
+				return print(c, args, raw)
+			},
+		}
 	}
-	pos, err := parseInterleaved(fs, args[1:])
-	if err != nil {
-		return 2
+	path := func(name string) string { return "/v1/rules/" + client.PathEscape(name) }
+	get := func(p string) func(*cobra.Command, *client.Client, []string) (json.RawMessage, error) {
+		return func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+			var raw json.RawMessage
+			err := cl.Get(c.Context(), p, nil, &raw)
+			return raw, err
+		}
 	}
-	c, err := af.client()
-	if err != nil {
-		return reportErr(stderr, "rules", err)
-	}
-	need := map[string][2]int{"list": {0, 0}, "get": {1, 1}, "create": {1, 1}, "enable": {1, 1}, "disable": {1, 1},
-		"duplicate": {1, 2}, "test": {2, 2}, "update": {2, 2}, "delete": {1, 1}, "reload": {0, 0}}
-	n, ok := need[sub]
-	if !ok {
-		fmt.Fprintf(stderr, "erpflow rules: unknown subcommand %q\n\n%s", sub, rulesUsage)
-		return 2
-	}
-	if len(pos) < n[0] || len(pos) > n[1] {
-		fmt.Fprintf(stderr, "erpflow rules %s: wrong number of arguments\n\n%s", sub, rulesUsage)
-		return 2
-	}
-	path := func() string { return "/v1/rules/" + client.PathEscape(pos[0]) }
-	var raw json.RawMessage
-	switch sub {
-	case "list":
-		err = c.Get(ctx, "/v1/rules", nil, &raw)
-	case "get":
-		err = c.Get(ctx, path(), nil, &raw)
-	case "create":
-		var body []byte
-		if body, err = readInput(pos[0]); err == nil {
-			err = c.Do(ctx, http.MethodPost, "/v1/rules", nil, body, ruleContentType(body), &raw)
-		}
-	case "update":
-		var body []byte
-		if body, err = readInput(pos[1]); err == nil {
-			err = c.Do(ctx, http.MethodPut, path(), nil, body, ruleContentType(body), &raw)
-		}
-	case "enable", "disable":
-		err = c.Post(ctx, path()+"/"+sub, nil, &raw)
-	case "duplicate":
-		var body []byte
-		if len(pos) == 2 {
-			body, _ = json.Marshal(map[string]string{"name": pos[1]})
-		}
-		err = c.Post(ctx, path()+"/duplicate", body, &raw)
-	case "test":
-		var body []byte
-		if body, err = readInput(pos[1]); err == nil {
-			err = c.Post(ctx, path()+"/test", body, &raw)
-		}
-	case "delete":
-		err = c.Do(ctx, http.MethodDelete, path(), nil, nil, "", nil)
-		if err == nil {
-			fmt.Fprintf(stdout, "rule %s deleted\n", pos[0])
-			return 0
-		}
-	case "reload":
-		err = c.Post(ctx, "/v1/rules:reload", nil, &raw)
-	}
-	if err != nil {
-		return reportErr(stderr, "rules "+sub, err)
-	}
-	if af.output == "json" {
-		printJSON(stdout, raw)
-		return 0
-	}
-	switch sub {
-	case "list":
-		var l struct {
-			Rules []client.Rule `json:"rules"`
-		}
-		if err := json.Unmarshal(raw, &l); err != nil {
-			return reportErr(stderr, "rules list", err)
-		}
-		printRules(stdout, l.Rules)
-	case "test":
-		var tr client.TestResults
-		if err := json.Unmarshal(raw, &tr); err != nil {
-			return reportErr(stderr, "rules test", err)
-		}
-		tw := newTable(stdout)
-		fmt.Fprintln(tw, "ACTION\tTYPE\tOUTCOME\tCODE\tDURATION\tERROR")
-		for _, r := range tr.Results {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", r.Delivery.ActionIndex, r.Delivery.ActionType, r.Attempt.Outcome,
-				r.Attempt.Code, r.Attempt.Duration, orDash(oneLine(r.Attempt.Error, 80)))
-		}
-		tw.Flush()
-		for _, r := range tr.Results {
-			fmt.Fprintf(stdout, "\naction %d payload:\n", r.Delivery.ActionIndex)
-			printJSON(stdout, r.Delivery.Payload)
-			if len(r.Attempt.Detail) > 0 {
-				fmt.Fprintf(stdout, "action %d attempt detail:\n", r.Delivery.ActionIndex)
-				printJSON(stdout, r.Attempt.Detail)
+	send := func(method string, pathOf func([]string) string, file int) func(*cobra.Command, *client.Client, []string) (json.RawMessage, error) {
+		return func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+			body, err := readInput(c, args[file])
+			if err != nil {
+				return nil, err
 			}
+			var raw json.RawMessage
+			err = cl.Do(c.Context(), method, pathOf(args), nil, body, ruleContentType(body), &raw)
+			return raw, err
 		}
-	case "reload":
-		var rr struct {
-			FileRules int `json:"file_rules"`
+	}
+	post := func(suffix string) func(*cobra.Command, *client.Client, []string) (json.RawMessage, error) {
+		return func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+			var raw json.RawMessage
+			err := cl.Post(c.Context(), path(args[0])+suffix, nil, &raw)
+			return raw, err
 		}
-		_ = json.Unmarshal(raw, &rr)
-		fmt.Fprintf(stdout, "reloaded: %d file rules in force\n", rr.FileRules)
-	default: // get, create, enable, disable, duplicate: one rule
+	}
+	one := func(c *cobra.Command, _ []string, raw json.RawMessage) error {
 		var r client.Rule
 		if err := json.Unmarshal(raw, &r); err != nil {
-			return reportErr(stderr, "rules "+sub, err)
+			return err
 		}
-		printRule(stdout, r)
+		printRule(c.OutOrStdout(), r)
+		return nil
 	}
-	return 0
+	list := call("list", "Rules in force (file rules are read-only)", cobra.NoArgs, get("/v1/rules"),
+		func(c *cobra.Command, _ []string, raw json.RawMessage) error {
+			var l struct {
+				Rules []client.Rule `json:"rules"`
+			}
+			if err := json.Unmarshal(raw, &l); err != nil {
+				return err
+			}
+			printRules(c.OutOrStdout(), l.Rules, af.wide())
+			return nil
+		})
+	list.Aliases = []string{"ls"}
+	g := group("rules", "Manage the rules of a running server: list, get, create, update, enable, disable, duplicate, test, delete, reload",
+		list,
+		call("get NAME", "Show one rule", cobra.ExactArgs(1), func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+			return get(path(args[0]))(c, cl, args)
+		}, one),
+		call("create FILE|-", "Add a rule (YAML or JSON; created disabled unless it says enabled: true)", cobra.ExactArgs(1),
+			send(http.MethodPost, func([]string) string { return "/v1/rules" }, 0), one),
+		call("update NAME FILE|-", "Replace an API rule (its enabled state stays unless the file says)", cobra.ExactArgs(2),
+			send(http.MethodPut, func(a []string) string { return path(a[0]) }, 1), one),
+		call("enable NAME", "Switch a rule on", cobra.ExactArgs(1), post("/enable"), one),
+		call("disable NAME", "Switch a rule off", cobra.ExactArgs(1), post("/disable"), one),
+		call("duplicate NAME [NEW]", "Copy a rule (disabled; default name NAME-copy)", cobra.RangeArgs(1, 2),
+			func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+				var body []byte
+				if len(args) == 2 {
+					body, _ = json.Marshal(map[string]string{"name": args[1]})
+				}
+				var raw json.RawMessage
+				err := cl.Post(c.Context(), path(args[0])+"/duplicate", body, &raw)
+				return raw, err
+			}, one),
+		call("test NAME EVENT.json|-", "Run the rule's actions for a sample event now and show the attempts", cobra.ExactArgs(2),
+			send(http.MethodPost, func(a []string) string { return path(a[0]) + "/test" }, 1),
+			func(c *cobra.Command, _ []string, raw json.RawMessage) error {
+				var tr client.TestResults
+				if err := json.Unmarshal(raw, &tr); err != nil {
+					return err
+				}
+				printTestResults(c.OutOrStdout(), tr)
+				return nil
+			}),
+		call("delete NAME", "Remove an API rule", cobra.ExactArgs(1),
+			func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
+				return nil, cl.Do(c.Context(), http.MethodDelete, path(args[0]), nil, nil, "", nil)
+			},
+			func(c *cobra.Command, args []string, _ json.RawMessage) error {
+				fmt.Fprintf(c.OutOrStdout(), "rule %s deleted\n", args[0])
+				return nil
+			}),
+		call("reload", "Re-read the server's rule files", cobra.NoArgs,
+			func(c *cobra.Command, cl *client.Client, _ []string) (json.RawMessage, error) {
+				var raw json.RawMessage
+				err := cl.Post(c.Context(), "/v1/rules:reload", nil, &raw)
+				return raw, err
+			},
+			func(c *cobra.Command, _ []string, raw json.RawMessage) error {
+				var rr struct {
+					FileRules int `json:"file_rules"`
+				}
+				_ = json.Unmarshal(raw, &rr)
+				fmt.Fprintf(c.OutOrStdout(), "reloaded: %d file rules in force\n", rr.FileRules)
+				return nil
+			}),
+	)
+	addAPIFlags(g, &af, true)
+	return g
+}
+
+// completeRuleNames lists the server's rule names for shell completion;
+// nothing when the server cannot be reached.
+func completeRuleNames(c *cobra.Command, af *apiFlags) []string {
+	cl, err := af.client()
+	if err != nil {
+		return nil
+	}
+	var l struct {
+		Rules []client.Rule `json:"rules"`
+	}
+	if cl.Get(c.Context(), "/v1/rules", nil, &l) != nil {
+		return nil
+	}
+	names := make([]string, len(l.Rules))
+	for i, r := range l.Rules {
+		names[i] = r.Name
+	}
+	return names
+}
+
+func printTestResults(w io.Writer, tr client.TestResults) {
+	t := newTable(column{name: "ACTION", fixed: true}, column{name: "TYPE", fixed: true}, column{name: "OUTCOME", fixed: true},
+		column{name: "CODE", fixed: true}, column{name: "DURATION", fixed: true}, column{name: "ERROR"})
+	for _, r := range tr.Results {
+		t.add(strconv.Itoa(r.Delivery.ActionIndex), r.Delivery.ActionType, r.Attempt.Outcome,
+			strconv.Itoa(r.Attempt.Code), r.Attempt.Duration.String(), orDash(oneLine(r.Attempt.Error, 200)))
+	}
+	t.write(w, false)
+	for _, r := range tr.Results {
+		fmt.Fprintf(w, "\naction %d payload:\n", r.Delivery.ActionIndex)
+		printJSON(w, r.Delivery.Payload)
+		if len(r.Attempt.Detail) > 0 {
+			fmt.Fprintf(w, "action %d attempt detail:\n", r.Delivery.ActionIndex)
+			printJSON(w, r.Attempt.Detail)
+		}
+	}
 }
 
 func ruleContentType(body []byte) string {
@@ -152,13 +197,13 @@ func ruleContentType(body []byte) string {
 	return "application/yaml"
 }
 
-func printRules(w io.Writer, rules []client.Rule) {
-	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tENABLED\tSOURCE\tTENANTS\tON\tACTIONS")
+func printRules(w io.Writer, rules []client.Rule, wide bool) {
+	t := newTable(column{name: "NAME", fixed: true}, column{name: "ENABLED", fixed: true}, column{name: "SOURCE"}, column{name: "TENANTS"},
+		column{name: "ON"}, column{name: "ACTIONS"})
 	for _, r := range rules {
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", r.Name, r.Enabled, ruleSource(r), tenantsText(r.Tenants), onText(r), actionsText(r))
+		t.add(r.Name, strconv.FormatBool(r.Enabled), ruleSource(r), tenantsText(r.Tenants), onText(r), actionsText(r))
 	}
-	tw.Flush()
+	t.write(w, wide)
 }
 
 func ruleSource(r client.Rule) string {
@@ -207,26 +252,22 @@ func actionsText(r client.Rule) string {
 }
 
 func printRule(w io.Writer, r client.Rule) {
-	tw := newTable(w)
-	fmt.Fprintf(tw, "name:\t%s\n", r.Name)
+	kv := []string{"name", r.Name}
 	if r.Description != "" {
-		fmt.Fprintf(tw, "description:\t%s\n", r.Description)
+		kv = append(kv, "description", r.Description)
 	}
-	fmt.Fprintf(tw, "enabled:\t%v\n", r.Enabled)
-	fmt.Fprintf(tw, "source:\t%s\n", ruleSource(r))
-	fmt.Fprintf(tw, "tenants:\t%s\n", tenantsText(r.Tenants))
-	fmt.Fprintf(tw, "on:\t%s\n", onText(r))
+	kv = append(kv, "enabled", strconv.FormatBool(r.Enabled), "source", ruleSource(r), "tenants", tenantsText(r.Tenants), "on", onText(r))
 	if r.When != "" {
-		fmt.Fprintf(tw, "when:\t%s\n", r.When)
+		kv = append(kv, "when", r.When)
 	}
-	fmt.Fprintf(tw, "actions:\t%s\n", actionsText(r))
+	kv = append(kv, "actions", actionsText(r))
 	if r.Retry != "" {
-		fmt.Fprintf(tw, "retry:\t%s\n", r.Retry)
+		kv = append(kv, "retry", r.Retry)
 	}
 	if r.Error != "" {
-		fmt.Fprintf(tw, "error:\t%s\n", r.Error)
+		kv = append(kv, "error", r.Error)
 	}
-	tw.Flush()
+	fields(w, kv...)
 	if r.Definition != nil {
 		fmt.Fprintln(w, "\ndefinition:")
 		printJSON(w, r.Definition)

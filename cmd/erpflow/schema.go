@@ -1,46 +1,42 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
-	"io"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/triggers"
 )
 
 func init() {
-	commands["schema"] = command{summary: "print the JSON Schema of rules files (for editors and CI)", run: runSchema}
+	commandBuilders = append(commandBuilders, newSchemaCmd)
 }
 
-func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("schema", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var plugins stringList
-	fs.Var(&plugins, "plugin", "also describe the action types of this plugin executable (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow schema [--plugin EXE] > rules.schema.json")
-		fmt.Fprintln(stderr, "  Prints the JSON Schema (draft 2020-12) of rules files, with the keys of the webhook action and of the plugins' action types.")
-		fmt.Fprintln(stderr, "  For VS Code's YAML extension: add  # yaml-language-server: $schema=./rules.schema.json  at the top of a rules file.")
+func newSchemaCmd() *cobra.Command {
+	var plugins []string
+	c := &cobra.Command{
+		Use:   "schema [--plugin EXE]... > rules.schema.json",
+		Short: "Print the JSON Schema of rules files (for editors and CI)",
+		Long: `Print the JSON Schema (draft 2020-12) of rules files, with the keys of the
+webhook action and of the plugins' action types.
+
+For VS Code's YAML extension, add this line at the top of a rules file:
+  # yaml-language-server: $schema=./rules.schema.json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			rf := ruleFlags{plugins: plugins}
+			env, err := rf.setup(c.Context())
+			if err != nil {
+				return err
+			}
+			defer env.close()
+			c.OutOrStdout().Write(rulesSchema(env.reg))
+			return nil
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return 2
-	}
-	rf := ruleFlags{plugins: plugins}
-	env, err := rf.setup(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "erpflow schema: %v\n", err)
-		return 1
-	}
-	defer env.close()
-	stdout.Write(rulesSchema(env.reg))
-	return 0
+	c.Flags().StringArrayVar(&plugins, "plugin", nil, "also describe the action types of this plugin executable (repeatable)")
+	return c
 }
 
 // rulesSchema is the rules schema with the schemas of reg's action types

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,9 +9,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
@@ -26,7 +25,7 @@ import (
 )
 
 func init() {
-	commands["serve"] = command{summary: "run the engine with its HTTP API (zero-config: SQLite ./erpflow.db on 127.0.0.1:8080)", run: runServe}
+	commandBuilders = append(commandBuilders, newServeCmd)
 }
 
 // ruleRefreshInterval is how often API rules are re-read from the database,
@@ -37,65 +36,66 @@ const ruleRefreshInterval = 5 * time.Second
 // deliveries get this long, then deliveries are released to the queue.
 const shutdownTimeout = 30 * time.Second
 
-type stringList []string
+// defaultConfigFile is read by serve when --config is not given and it
+// exists in the working directory (erpflow init writes it).
+const defaultConfigFile = "erpflow.yaml"
 
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newServeCmd() *cobra.Command {
 	var (
 		cfgFile, listen, database, logFormat string
-		rules                                stringList
+		rules                                []string
 	)
-	fs.StringVar(&cfgFile, "config", "", "server config file (YAML); every key optional")
-	fs.Var(&rules, "rules", "rules file or directory (repeatable; added to the config's rules)")
-	fs.StringVar(&listen, "listen", "", "listen address (default 127.0.0.1:8080)")
-	fs.StringVar(&database, "database", "", "sqlite:PATH or postgres://… (default sqlite:./erpflow.db)")
-	fs.StringVar(&logFormat, "log-format", "", "text or json (default: text on a terminal, json otherwise)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow serve [--config FILE] [--rules PATH]... [--listen ADDR] [--database URL] [--log-format text|json]")
-		fs.PrintDefaults()
+	c := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "Run the engine with its HTTP API (zero-config: SQLite ./erpflow.db on 127.0.0.1:8080)",
+		Long: `Run the engine with its HTTP API until SIGINT/SIGTERM; SIGHUP re-reads the rule files.
+
+Without --config, ./erpflow.yaml is read when it exists (erpflow init writes
+one); without either, serve uses SQLite ./erpflow.db and listens on
+127.0.0.1:8080.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if logFormat != "" && logFormat != "text" && logFormat != "json" {
+				return usageErrorf("--log-format must be text or json, not %q", logFormat)
+			}
+			cfg := config.Default()
+			source := "defaults (no --config, no ./" + defaultConfigFile + ")"
+			if cfgFile == "" {
+				if _, err := os.Stat(defaultConfigFile); err == nil {
+					cfgFile = defaultConfigFile
+					source = "./" + defaultConfigFile + " (found in the working directory)"
+				}
+			} else {
+				source = cfgFile
+			}
+			if cfgFile != "" {
+				var err error
+				if cfg, err = config.Load(cfgFile); err != nil {
+					return err
+				}
+			}
+			if listen != "" {
+				cfg.Listen = listen
+			}
+			if database != "" {
+				cfg.Database = database
+			}
+			cfg.Rules = append(cfg.Rules, rules...)
+			if logFormat != "" {
+				cfg.LogFormat = logFormat
+			}
+			logger := newLogger(cfg.LogFormat, c.ErrOrStderr())
+			logger.Info("erpflow starting", "config", source, "version", moduleVersion())
+			return serve(c.Context(), cfg, logger)
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return 2
-	}
-	cfg := config.Default()
-	if cfgFile != "" {
-		var err error
-		if cfg, err = config.Load(cfgFile); err != nil {
-			fmt.Fprintf(stderr, "erpflow serve: %v\n", err)
-			return 1
-		}
-	}
-	if listen != "" {
-		cfg.Listen = listen
-	}
-	if database != "" {
-		cfg.Database = database
-	}
-	cfg.Rules = append(cfg.Rules, rules...)
-	if logFormat != "" {
-		if logFormat != "text" && logFormat != "json" {
-			fmt.Fprintf(stderr, "erpflow serve: --log-format must be text or json, not %q\n", logFormat)
-			return 2
-		}
-		cfg.LogFormat = logFormat
-	}
-	logger := newLogger(cfg.LogFormat, stderr)
-	if err := serve(ctx, cfg, logger); err != nil {
-		fmt.Fprintf(stderr, "erpflow serve: %v\n", err)
-		return 1
-	}
-	return 0
+	f := c.Flags()
+	f.StringVar(&cfgFile, "config", "", "server config file (YAML); every key optional (default ./"+defaultConfigFile+" when it exists)")
+	f.StringArrayVar(&rules, "rules", nil, "rules file or directory (repeatable; added to the config's rules)")
+	f.StringVar(&listen, "listen", "", "listen address (default 127.0.0.1:8080)")
+	f.StringVar(&database, "database", "", "sqlite:PATH or postgres://… (default sqlite:./erpflow.db)")
+	f.StringVar(&logFormat, "log-format", "", "text or json (default: text on a terminal, json otherwise)")
+	return c
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
@@ -216,7 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),
-		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", Version)
+		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", moduleVersion())
 
 	for running := true; running; {
 		select {

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
@@ -16,7 +18,7 @@ import (
 )
 
 func init() {
-	commands["validate"] = command{summary: "check rules files: every problem with file:line:col", run: runValidate}
+	commandBuilders = append(commandBuilders, newValidateCmd)
 }
 
 // ruleFlags are the flags of the commands that load rules locally.
@@ -24,14 +26,14 @@ type ruleFlags struct {
 	configFile           string
 	allowHTTP            bool
 	allowPrivateNetworks bool
-	plugins              stringList
+	plugins              []string
 }
 
-func (f *ruleFlags) register(fs *flag.FlagSet) {
+func (f *ruleFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.configFile, "config", "", "server config file: its rules paths, plugins and delivery settings apply")
 	fs.BoolVar(&f.allowHTTP, "allow-http", false, "accept http:// webhook URLs (refused by default)")
 	fs.BoolVar(&f.allowPrivateNetworks, "allow-private-networks", false, "accept webhook URLs on private networks (refused by default)")
-	fs.Var(&f.plugins, "plugin", "action plugin executable whose action types rules may use (repeatable)")
+	fs.StringArrayVar(&f.plugins, "plugin", nil, "action plugin executable whose action types rules may use (repeatable)")
 }
 
 // ruleEnv is what loading rules locally needs: the action registry
@@ -87,41 +89,45 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 	return env, nil
 }
 
-func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newValidateCmd() *cobra.Command {
 	var rf ruleFlags
-	rf.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: erpflow validate [--config FILE] [--allow-http] [--allow-private-networks] [--plugin EXE] PATH...")
-		fmt.Fprintln(stderr, "  PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the server config's rules.")
-		fmt.Fprintln(stderr, "  Exit 0 with one line per file when every rule is valid, 1 with every problem otherwise.")
-		fs.PrintDefaults()
+	c := &cobra.Command{
+		Use:   "validate [flags] PATH...",
+		Short: "Check rules files: every problem with file:line:col",
+		Long: `Check rules files without running anything.
+
+PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the
+server config's rules. Exit 0 with one line per file when every rule is
+valid, 1 with every problem otherwise.`,
+		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml",
+		RunE: func(c *cobra.Command, paths []string) error {
+			if len(paths) == 0 && rf.configFile == "" {
+				return usageErrorf("give a rules file or directory, or --config")
+			}
+			return runValidate(c, &rf, paths)
+		},
 	}
-	paths, err := parseInterleaved(fs, args)
+	rf.register(c.Flags())
+	return c
+}
+
+func runValidate(c *cobra.Command, rf *ruleFlags, paths []string) error {
+	stdout, stderr := c.OutOrStdout(), c.ErrOrStderr()
+	env, err := rf.setup(c.Context())
 	if err != nil {
-		return 2
-	}
-	if len(paths) == 0 && rf.configFile == "" {
-		fs.Usage()
-		return 2
-	}
-	env, err := rf.setup(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "erpflow validate: %v\n", err)
-		return 1
+		return err
 	}
 	defer env.close()
 	paths = append(env.configRules, paths...)
 	files, err := triggers.Files(paths)
 	if err != nil {
 		printLoadErrors(stderr, err)
-		return 1
+		return exitError{1}
 	}
 	rules, err := triggers.LoadPaths(files, env.loadOptions())
 	if err != nil {
 		printLoadErrors(stderr, err)
-		return 1
+		return exitError{1}
 	}
 	count := map[string]int{}
 	for _, r := range rules {
@@ -135,7 +141,7 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		fmt.Fprintf(stdout, "%s: %d rule%s OK\n", f, n, s)
 	}
-	return 0
+	return nil
 }
 
 // printLoadErrors prints one line per problem and a count.

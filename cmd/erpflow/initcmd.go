@@ -1,0 +1,192 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	commandBuilders = append(commandBuilders, newInitCmd, newSecretCmd)
+}
+
+// newSecret returns a fresh Standard Webhooks signing secret: "whsec_" and
+// 32 random bytes in base64 (the specification allows 24 to 64).
+func newSecret() (string, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(key), nil
+}
+
+func newSecretCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "secret",
+		Short: "Print a new webhook signing secret (whsec_…, 32 random bytes)",
+		Long: `Print a new Standard Webhooks signing secret: "whsec_" and 32 random bytes
+in base64. Give it to the receiver and put it in a rule's secret: key (or
+better, in an environment variable the rule reads as ${NAME}).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			s, err := newSecret()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.OutOrStdout(), s)
+			return nil
+		},
+	}
+}
+
+func newInitCmd() *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "init [DIR]",
+		Short: "Write a commented erpflow.yaml, a rules folder with an example rule, and a fresh signing secret",
+		Long: `Write a starting point into DIR (default: the working directory):
+
+  erpflow.yaml          the server config, every key commented; serve reads it
+  rules/example.yaml    one rule: SalesOrder status changed to RELEASED → a
+                        signed webhook to a local receiver
+  events/example.json   an event that fires it
+
+Existing files are left alone unless --force is given.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			secret, err := newSecret()
+			if err != nil {
+				return err
+			}
+			files := []struct{ name, text string }{
+				{"erpflow.yaml", initConfig},
+				{filepath.Join("rules", "example.yaml"), strings.ReplaceAll(initRule, "WHSEC", secret)},
+				{filepath.Join("events", "example.json"), initEvent},
+			}
+			if !force {
+				var exist []string
+				for _, f := range files {
+					if _, err := os.Stat(filepath.Join(dir, f.name)); err == nil {
+						exist = append(exist, filepath.Join(dir, f.name))
+					} else if !errors.Is(err, fs.ErrNotExist) {
+						return err
+					}
+				}
+				if len(exist) > 0 {
+					return fmt.Errorf("would overwrite %s; nothing written (--force overwrites)", strings.Join(exist, ", "))
+				}
+			}
+			out := c.OutOrStdout()
+			for _, f := range files {
+				p := filepath.Join(dir, f.name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					return err
+				}
+				// The rule holds the secret: readable by its owner only.
+				if err := os.WriteFile(p, []byte(f.text), 0o600); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "wrote", p)
+			}
+			cd := ""
+			if dir != "." {
+				cd = "cd " + dir + " && "
+			}
+			fmt.Fprintf(out, `
+The example rule signs its webhooks with a new secret:
+  %s
+
+Try it, each in its own terminal:
+  %serpflow receive --secret %s
+  %serpflow serve                    # reads ./erpflow.yaml
+  %serpflow emit events/example.json
+`, secret, cd, secret, cd, cd)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&force, "force", false, "overwrite existing files")
+	return c
+}
+
+const initConfig = `# erpflow server config, read by "erpflow serve" from the working directory
+# (or give --config FILE). Every key is optional; the values shown commented
+# out are the defaults. Reference: docs/api.md (server config).
+# Editors: erpflow schema config > config.schema.json gives completion.
+
+# Where the HTTP API listens. Without tokens, only a loopback address.
+# listen: 127.0.0.1:8080
+
+# sqlite:PATH (one serve process per file) or postgres://user@host/db
+# (several serve processes may share it).
+# database: sqlite:./erpflow.db
+
+# Rules files or folders (*.yaml). Rules can also be managed through the API
+# ("erpflow rules create FILE"); those live in the database.
+rules: [./rules]
+
+delivery:
+  # workers: 32                      # attempts running at once
+  # max_response_body: 65536         # bytes of each response kept in the log
+  #
+  # Local development only: lets the example rule reach "erpflow receive"
+  # on this machine over plain http. Remove both lines for production, where
+  # webhooks go to https:// public addresses only.
+  allow_http: true
+  allowed_networks: [127.0.0.1/32]
+
+# API tokens. Without any, the API is open on loopback only. Each token has
+# scopes and may be bound to one tenant (a tenant's own portal).
+# tokens:
+#   - {name: erp, token: "${ERP_TOKEN}", scopes: [events:write]}
+#   - {name: ops, token: "${OPS_TOKEN}", scopes: [rules:read, rules:write, deliveries:read, deliveries:write]}
+#   - {name: acme, token: "${ACME_TOKEN}", tenant: acme, scopes: [rules:read, deliveries:read]}
+
+# How long the delivery log keeps succeeded deliveries.
+# retention: {succeeded: 720h}
+`
+
+const initRule = `# An example rule: when a SalesOrder's status changes to RELEASED, send the
+# order to a local receiver as a signed webhook. Check it (with the
+# config's settings: this rule needs its allow_http) with
+#   erpflow validate --config erpflow.yaml
+# and see what it would send with
+#   erpflow explain --config erpflow.yaml events/example.json
+# Reference: docs/rules.md.
+rules:
+  - name: so-released
+    description: Sales order released → signed webhook
+    on:
+      entity: SalesOrder
+      field: status          # fires when status changed...
+      to: RELEASED           # ...to RELEASED
+    when: data.total > 0     # an expr condition over the event
+    actions:
+      - type: webhook
+        url: http://127.0.0.1:9000/salesorders/{entity_id}
+        body: entity         # the order's data, as the ERP sent it
+        # The receiver checks webhook-signature with this secret. For real
+        # receivers keep it out of files: secret: ${SO_SECRET}
+        secret: WHSEC
+    retry: {schedule: [5s, 1m, 10m]}
+`
+
+const initEvent = `{
+  "id": "evt-example-1",
+  "entity": "SalesOrder",
+  "entity_id": "SO1000",
+  "event": "updated",
+  "data": {"number": "SO1000", "status": "RELEASED", "total": 1250.5, "customer": {"name": "Acme Corp"}},
+  "previous": {"number": "SO1000", "status": "DRAFT", "total": 1250.5, "customer": {"name": "Acme Corp"}}
+}
+`
