@@ -88,14 +88,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode >= 300 {
-		var env struct {
-			Error *Error `json:"error"`
-		}
-		if json.Unmarshal(b, &env) == nil && env.Error != nil {
-			env.Error.Status = resp.StatusCode
-			return env.Error
-		}
-		return &Error{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(b))}
+		return answerError(resp.StatusCode, b)
 	}
 	if out == nil || len(b) == 0 {
 		return nil
@@ -108,6 +101,18 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decoding the answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// answerError is the *Error of a non-2xx answer with body b.
+func answerError(status int, b []byte) error {
+	var env struct {
+		Error *Error `json:"error"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Error != nil {
+		env.Error.Status = status
+		return env.Error
+	}
+	return &Error{Status: status, Code: "http", Message: strings.TrimSpace(string(b))}
 }
 
 // Get is Do with GET.
