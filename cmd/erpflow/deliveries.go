@@ -353,8 +353,18 @@ func printAttemptLine(w io.Writer, af *apiFlags, data string) error {
 	if err := json.Unmarshal([]byte(data), &a); err != nil {
 		return fmt.Errorf("a message of the stream is not an attempt: %w", err)
 	}
-	line := fmt.Sprintf("%s  %s  %s  %s/%s %s  #%d  %s  %s  %s", a.StartedAt.Local().Format("15:04:05"), a.DeliveryID, a.Rule,
-		a.Entity, a.Event, a.EventID, a.Attempt, a.State, codeText(a.Code), time.Duration(a.DurationMS*float64(time.Millisecond)).Round(time.Millisecond))
+	// 80 columns hold the time, delivery, rule, event id, attempt, state,
+	// code and duration; -o wide adds the entity, event and URL, and the
+	// whole error.
+	event := a.EventID
+	if af.wide() {
+		event = a.Entity + "/" + a.Event + " " + a.EventID
+	}
+	line := fmt.Sprintf("%s  %s  %s  %s  #%d  %s  %s  %.0fms", a.StartedAt.Local().Format("15:04:05"), a.DeliveryID, a.Rule,
+		event, a.Attempt, a.State, codeText(a.Code), a.DurationMS)
+	if af.wide() && a.URL != "" {
+		line += "  " + a.URL
+	}
 	if a.Error != "" {
 		line += "  " + oneLine(a.Error, 500)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"time"
 
@@ -120,16 +121,33 @@ func newEventsShowCmd(af *apiFlags) *cobra.Command {
 			fields(out, "id", ev.ID, "tenant", orDash(ev.Tenant), "received", fmtTime(ev.ReceivedAt), "internal", strconv.FormatBool(ev.Internal))
 			fmt.Fprintln(out, "\nevent:")
 			printBody(out, "  ", string(ev.Event))
-			fmt.Fprintln(out, "\ndeliveries:")
-			t := newTable(column{name: "ID", fixed: true}, column{name: "RULE"}, column{name: "ACTION", wideOnly: true},
-				column{name: "STATE", fixed: true}, column{name: "ATTEMPTS", wideOnly: true}, column{name: "CODE", fixed: true},
-				column{name: "RERUN", fixed: true})
-			for _, d := range ev.Deliveries {
-				t.add(d.ID, d.Rule, d.ActionType, string(d.State), strconv.Itoa(d.Attempts), codeText(d.LastCode), orDash(d.Rerun))
-			}
-			t.write(out, af.wide())
 			if len(ev.Deliveries) == 0 {
-				fmt.Fprintln(out, "  (none: no rule matched; `erpflow events rerun "+ev.ID+"` runs it against the rules in force now)")
+				fmt.Fprintln(out, "\ndeliveries: none (no rule matched; `erpflow events rerun "+ev.ID+"` runs it against the rules in force now)")
+				return nil
+			}
+			// One table for the emit's deliveries, one per rerun.
+			var order []string
+			byRerun := map[string][]int{}
+			for i, d := range ev.Deliveries {
+				if _, ok := byRerun[d.Rerun]; !ok {
+					order = append(order, d.Rerun)
+				}
+				byRerun[d.Rerun] = append(byRerun[d.Rerun], i)
+			}
+			sort.SliceStable(order, func(i, j int) bool { return order[i] < order[j] }) // "" (the emit) first; rerun ids sort by time
+			for _, rr := range order {
+				if rr == "" {
+					fmt.Fprintln(out, "\ndeliveries:")
+				} else {
+					fmt.Fprintf(out, "\ndeliveries of rerun %s:\n", rr)
+				}
+				t := newTable(column{name: "ID", fixed: true}, column{name: "RULE"}, column{name: "ACTION", wideOnly: true},
+					column{name: "STATE", fixed: true}, column{name: "ATTEMPTS", wideOnly: true}, column{name: "CODE", fixed: true})
+				for _, i := range byRerun[rr] {
+					d := ev.Deliveries[i]
+					t.add(d.ID, d.Rule, d.ActionType, string(d.State), strconv.Itoa(d.Attempts), codeText(d.LastCode))
+				}
+				t.write(out, af.wide())
 			}
 			return nil
 		},
