@@ -1,6 +1,10 @@
--- Stored events are listed newest first (GET /v1/events): per tenant, per
--- entity, or all (events_received). Events are written once, never
+-- Stored events are listed newest first by (received_at, tenant, id)
+-- (GET /v1/events): all, per tenant or per entity, each walking an index
+-- in that order. events_received gives way to the full key, which also
+-- serves retention's received_at range. Events are written once, never
 -- updated: these indexes cost one entry per event.
+CREATE INDEX events_received_key ON events (received_at, tenant, id);
+DROP INDEX events_received;
 CREATE INDEX events_tenant_received ON events (tenant, received_at, id);
 CREATE INDEX events_entity_received ON events (entity, received_at);
 

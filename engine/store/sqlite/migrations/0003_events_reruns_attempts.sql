@@ -1,5 +1,10 @@
--- Stored events are listed newest first (GET /v1/events): per tenant, per
--- entity, or all (events_received).
+-- Stored events are listed newest first by (received_at, tenant, id)
+-- (GET /v1/events): all, per tenant or per entity, each walking an index
+-- in that order (without the full key SQLite sorts every event for the
+-- first page). events_received gives way to it; retention's received_at
+-- range uses it as well.
+CREATE INDEX events_received_key ON events (received_at, tenant, id);
+DROP INDEX events_received;
 CREATE INDEX events_tenant_received ON events (tenant, received_at, id);
 CREATE INDEX events_entity_received ON events (entity, received_at);
 
