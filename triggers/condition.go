@@ -267,6 +267,9 @@ type condition struct {
 	prog    *vm.Program
 	need    uint16
 	guarded bool // calls guard functions, which look at the clock
+
+	pathsOnce sync.Once
+	paths     []readPath // what it reads, for Explain: see readPaths
 }
 
 // condError is a compile error of a condition, positioned inside its text.

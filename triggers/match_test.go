@@ -153,7 +153,7 @@ func TestExplainReasons(t *testing.T) {
 `, SetOptions{})
 	ev := event("SalesOrder", "updated", map[string]any{"status": "DRAFT", "total": 50}, map[string]any{"status": "DRAFT", "total": 10})
 	want := map[string]string{
-		"off":               "rule is disabled",
+		"off":               "rule is disabled (it would have matched)",
 		"other-tenant":      `tenant "acme" is not "globex"`,
 		"other-entity":      `entity "SalesOrder" is not "Invoice"`,
 		"other-event":       `event "updated" is not one of ["created", "deleted"]`,

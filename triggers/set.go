@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -94,8 +95,24 @@ type bucket struct {
 type Explanation struct {
 	Rule    *Rule
 	Matched bool
-	Reason  string
+	// Reason says in words why the rule did not match; "" when it did.
+	Reason string
+	// Part is the first part of the rule the event failed; "" when it
+	// matched. A disabled rule is checked as if it were enabled: its Part
+	// is PartDisabled when nothing else failed (it would have matched),
+	// else the part that failed.
+	Part Part
+	// DidYouMean is, when Part is PartEntity or PartEvent, the rule's
+	// name that the event's differs from only in case or by one edit
+	// ("SalesOrder" for "salesorder"); "" when none is that close.
+	DidYouMean string
+	// Values are the paths of the event the condition reads, with their
+	// values, when the condition ran (whatever its result).
+	Values []Value
 }
+
+// WouldMatch reports whether the rule is disabled and would have matched.
+func (x *Explanation) WouldMatch() bool { return x.Part == PartDisabled }
 
 // NewSet indexes rules. Rule names must be unique. A rule built in Go
 // rather than loaded gets its condition compiled here, and its trigger and
@@ -296,66 +313,108 @@ func (s *Set) evalError(r *Rule, err error) {
 }
 
 // Explain says for every rule of the set, in order, whether ev fires it
-// and, if not, why; a rule cooling down is not evaluated ("condition is
-// cooling down until …"). It begins no cool-down.
+// and, if not, which part failed and why (see Explanation); a rule
+// cooling down is not evaluated ("condition is cooling down until …").
+// It begins no cool-down.
 func (s *Set) Explain(ev *templates.Event) []Explanation {
 	out := make([]Explanation, len(s.rules))
 	for i, r := range s.rules {
-		var ce *CooldownError
-		if s.cooled.Load() {
-			ce = s.coolingDown(r)
-		}
-		ok, why := r.matches(ev, s.limits, ce)
-		out[i] = Explanation{Rule: r, Matched: ok, Reason: why}
+		out[i] = s.ExplainRule(ev, r)
 	}
 	return out
 }
 
-// Matches reports whether ev fires r and, when it does not, the first
-// reason why: disabled, entity, event, tenant, field change, from, to, or
-// the condition (false, or its run-time error). The condition runs within
-// the default ConditionLimits.
-func (r *Rule) Matches(ev *templates.Event) (bool, string) {
-	return r.matches(ev, defaultLimits, nil)
+// ExplainRule is Explain for the one rule r of the set (a rule of
+// another set is explained without its cool-down).
+func (s *Set) ExplainRule(ev *templates.Event, r *Rule) Explanation {
+	var ce *CooldownError
+	if s.cooled.Load() {
+		ce = s.coolingDown(r)
+	}
+	return r.explain(ev, s.limits, ce)
 }
 
-// matches is Matches within lim; a rule cooling down (ce) is not evaluated.
-func (r *Rule) matches(ev *templates.Event, lim *ConditionLimits, ce *CooldownError) (bool, string) {
-	if !r.Enabled {
-		return false, "rule is disabled"
+// Matches reports whether ev fires r and, when it does not, the first
+// reason why: entity, event, tenant, field change, from, to, the
+// condition (false, or its run-time error), or that the rule is disabled.
+// The condition runs within the default ConditionLimits.
+func (r *Rule) Matches(ev *templates.Event) (bool, string) {
+	x := r.explain(ev, defaultLimits, nil)
+	return x.Matched, x.Reason
+}
+
+// explain checks ev against r, as if r were enabled, within lim; a rule
+// cooling down (ce) is not evaluated.
+func (r *Rule) explain(ev *templates.Event, lim *ConditionLimits, ce *CooldownError) Explanation {
+	x := Explanation{Rule: r}
+	x.Part, x.Reason = r.checkTrigger(ev, &x)
+	if x.Part == "" {
+		r.checkCondition(ev, lim, ce, &x)
 	}
+	switch {
+	case r.Enabled:
+	case x.Part == "":
+		x.Part, x.Reason = PartDisabled, "rule is disabled (it would have matched)"
+	default:
+		x.Reason = "rule is disabled, and " + x.Reason
+	}
+	x.Matched = x.Part == ""
+	return x
+}
+
+// checkTrigger checks the parts before the condition: entity, event,
+// tenant, field change.
+func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) {
 	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
-		return false, fmt.Sprintf("entity %q is not %s", ev.Entity, quoteList(r.On.Entities))
+		x.DidYouMean = nearName(ev.Entity, r.On.Entities)
+		return PartEntity, "entity " + strconv.Quote(ev.Entity) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
 	}
 	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
-		return false, fmt.Sprintf("event %q is not %s", ev.Event, quoteList(r.On.Events))
+		x.DidYouMean = nearName(ev.Event, r.On.Events)
+		return PartEvent, "event " + strconv.Quote(ev.Event) + " is not " + quoteList(r.On.Events) + didYouMean(x.DidYouMean)
 	}
 	if !r.tenantOK(ev.Tenant) {
-		return false, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
+		return PartTenant, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
 	}
 	if why := r.On.fieldChangeReason(ev); why != "" {
-		return false, why
+		return PartField, why
 	}
+	return "", ""
+}
+
+func didYouMean(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", name)
+}
+
+// checkCondition runs the condition, unless it cools down, and records
+// what it read.
+func (r *Rule) checkCondition(ev *templates.Event, lim *ConditionLimits, ce *CooldownError, x *Explanation) {
 	if r.cond == nil && strings.TrimSpace(r.When) != "" {
 		if err := prepare(r); err != nil {
-			return false, err.Error()
+			x.Part, x.Reason = PartCondition, err.Error()
+			return
 		}
 	}
 	if ce != nil {
-		return false, ce.Error()
+		x.Part, x.Reason = PartCooldown, ce.Error()
+		return
 	}
-	if r.cond != nil {
-		st := getState(ev, lim)
-		ok, err := r.cond.eval(st)
-		putState(st)
-		if err != nil {
-			return false, "condition error: " + err.Error()
-		}
-		if !ok {
-			return false, "condition is false: " + oneLine(r.When, 200)
-		}
+	if r.cond == nil {
+		return
 	}
-	return true, ""
+	st := getState(ev, lim)
+	ok, err := r.cond.eval(st)
+	putState(st)
+	x.Values = r.cond.values(ev)
+	switch {
+	case err != nil:
+		x.Part, x.Reason = PartCondition, "condition error: "+err.Error()
+	case !ok:
+		x.Part, x.Reason = PartCondition, "condition is false: "+oneLine(r.When, 200)
+	}
 }
 
 // oneLine folds white space and cuts s to at most n bytes.
@@ -369,11 +428,11 @@ func oneLine(s string, n int) string {
 
 func quoteList(l []string) string {
 	if len(l) == 1 {
-		return fmt.Sprintf("%q", l[0])
+		return strconv.Quote(l[0])
 	}
 	q := make([]string, len(l))
 	for i, s := range l {
-		q[i] = fmt.Sprintf("%q", s)
+		q[i] = strconv.Quote(s)
 	}
 	return "one of [" + strings.Join(q, ", ") + "]"
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/engine"
 )
 
@@ -15,10 +17,16 @@ func init() {
 
 func newEmitCmd() *cobra.Command {
 	var af apiFlags
+	var dry bool
 	c := &cobra.Command{
-		Use:     "emit EVENT.json|-",
-		Short:   `Send an event (or {"events":[…]}) to a running server`,
-		Example: "  erpflow emit examples/events/velosity.json\n  echo '{\"id\":\"e1\",\"entity\":\"Order\",\"event\":\"created\"}' | erpflow emit -",
+		Use:   "emit EVENT.json|-",
+		Short: `Send an event (or {"events":[…]}) to a running server`,
+		Long: `Send an event (or {"events":[…]}) to a running server and list the
+deliveries it created. When an event creates none, a line on stderr says
+why: the disabled rules that would have fired, or where to look
+(erpflow explain). With --dry-run nothing is sent: the server explains the
+event instead, as erpflow explain does.`,
+		Example: "  erpflow emit examples/events/velosity.json\n  echo '{\"id\":\"e1\",\"entity\":\"Order\",\"event\":\"created\"}' | erpflow emit -\n  erpflow emit --dry-run examples/events/velosity.json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			cl, err := af.client()
@@ -29,13 +37,12 @@ func newEmitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if dry {
+				return dryRun(c, cl, &af.output, body)
+			}
 			var raw json.RawMessage
 			if err := cl.Post(c.Context(), "/v1/events", body, &raw); err != nil {
 				return apiError(c, err)
-			}
-			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
 			}
 			var results []engine.EmitResult
 			var batch struct {
@@ -49,6 +56,11 @@ func newEmitCmd() *cobra.Command {
 					return err
 				}
 				results = []engine.EmitResult{one}
+			}
+			defer sayWhyNoDelivery(c, cl, body, results, args[0])
+			out := c.OutOrStdout()
+			if ok, err := af.structured(out, raw); ok {
+				return err
 			}
 			t := newTable(column{name: "EVENT"}, column{name: "TENANT"}, column{name: "DUP", fixed: true},
 				column{name: "DELIVERY", fixed: true}, column{name: "RULE", fixed: true}, column{name: "ACTION"}, column{name: "STATE", fixed: true})
@@ -65,5 +77,28 @@ func newEmitCmd() *cobra.Command {
 		},
 	}
 	addAPIFlags(c, &af, false)
+	c.Flags().BoolVar(&dry, "dry-run", false, "send nothing: explain the event against the server's rules instead")
 	return c
+}
+
+// sayWhyNoDelivery writes to stderr, for each new event (not a duplicate)
+// that created no delivery, one line saying why (noMatchLine); for a batch
+// the first few, naming the event.
+func sayWhyNoDelivery(c *cobra.Command, cl *client.Client, body []byte, results []engine.EmitResult, input string) {
+	events := splitBatch(body)
+	n := 0
+	for i, r := range results {
+		if len(r.Deliveries) > 0 || r.Duplicate || i >= len(events) {
+			continue
+		}
+		if n++; n > maxNoMatchHints {
+			fmt.Fprintf(c.ErrOrStderr(), "(more events created no delivery)\n")
+			return
+		}
+		line := noMatchLine(c.Context(), cl, events[i], input)
+		if len(results) > 1 {
+			line = "event " + r.EventID + ": " + line
+		}
+		fmt.Fprintln(c.ErrOrStderr(), line)
+	}
 }

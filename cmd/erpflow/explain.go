@@ -2,16 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"sort"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -20,210 +23,215 @@ func init() {
 	commandBuilders = append(commandBuilders, newExplainCmd)
 }
 
-// previewDeliveryID is the delivery id explain renders with.
-const previewDeliveryID = "dlv_preview"
-
-// explainRule is one rule of explain's JSON output.
-type explainRule struct {
-	Rule    string          `json:"rule"`
-	File    string          `json:"file,omitempty"`
-	Line    int             `json:"line,omitempty"`
-	Enabled bool            `json:"enabled"`
-	Matched bool            `json:"matched"`
-	Reason  string          `json:"reason,omitempty"`
-	Actions []explainAction `json:"actions,omitempty"`
-}
-
-type explainAction struct {
-	Type    string          `json:"type"`
-	Retry   string          `json:"retry"`
-	Payload json.RawMessage `json:"payload,omitempty"`
-	Error   string          `json:"error,omitempty"`
-}
-
 func newExplainCmd() *cobra.Command {
 	var rf ruleFlags
 	var rulePaths []string
-	var out output
+	var af apiFlags
+	var only string
 	c := &cobra.Command{
-		Use:   "explain --rules PATH [flags] EVENT.json|-",
+		Use:   "explain [--rules PATH | --config FILE | --server URL] [flags] EVENT.json|-",
 		Short: "Show which rules an event matches (and why not) and what each action would send",
-		Long: `For each rule: MATCHED, or why not; for matched rules, what each action
-would send (secrets masked). Nothing is sent.`,
-		Example: "  erpflow explain --rules examples/rules/velosity.yaml examples/events/velosity.json",
-		Args:    cobra.ExactArgs(1),
+		Long: `For each rule: MATCHED, or the part that failed and why (with the values
+its condition read); for matched rules, and disabled rules that would have
+matched, what each action would send (secrets masked). Nothing is sent.
+
+With --rules or --config it explains against those rule files. Otherwise
+it asks a running server (--server, default $ERPFLOW_SERVER) to explain
+against the rules in force there — rule files and API rules alike — with
+the same output (POST /v1/events:explain; the token needs rules:read).`,
+		Example: "  erpflow explain --rules examples/rules/velosity.yaml examples/events/velosity.json\n" +
+			"  erpflow explain --server http://127.0.0.1:8080 examples/events/velosity.json",
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if err := out.check(); err != nil {
+			if err := af.check(); err != nil {
 				return err
 			}
-			if len(rulePaths) == 0 && rf.configFile == "" {
-				return usageErrorf("give --rules PATH or --config FILE")
+			fromFiles := len(rulePaths) > 0 || rf.configFile != ""
+			if fromFiles && (c.Flags().Changed("server") || c.Flags().Changed("token")) {
+				return usageErrorf("explain reads rule files (--rules, --config) or asks a server (--server, --token), not both")
 			}
-			return runExplain(c, &rf, rulePaths, &out, args[0])
+			var res *explain.Result
+			var err error
+			if fromFiles {
+				res, err = explainFiles(c, &rf, rulePaths, only, args[0])
+			} else {
+				res, err = explainOnServer(c, &af, only, args[0])
+			}
+			if err != nil {
+				return err
+			}
+			return printExplain(c.OutOrStdout(), &af.output, res)
 		},
 	}
 	rf.register(c.Flags())
-	c.Flags().StringArrayVar(&rulePaths, "rules", nil, "rules file or directory (repeatable)")
-	addOutputFlag(c, &out, false)
+	c.Flags().StringArrayVar(&rulePaths, "rules", nil, "rules file or directory (repeatable); without --rules or --config, the server's rules")
+	c.Flags().StringVar(&only, "rule", "", "explain only the rule of this name")
+	addAPIFlags(c, &af, false)
 	return c
 }
 
-func runExplain(c *cobra.Command, rf *ruleFlags, rulePaths []string, out *output, input string) error {
+// printExplain prints an explanation as -o asks: the endpoint's JSON (or
+// YAML), or text.
+func printExplain(w io.Writer, out *output, res *explain.Result) error {
+	if ok, err := out.structured(w, res); ok {
+		return err
+	}
+	explain.Print(w, res)
+	return nil
+}
+
+// explainFiles explains the event in the file input against rule files.
+func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, input string) (*explain.Result, error) {
 	env, err := rf.setup(c.Context())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer env.close()
 	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
 	if err != nil {
 		printLoadErrors(c.ErrOrStderr(), err)
-		return exitError{1}
+		return nil, exitError{1}
 	}
 	set, err := triggers.NewSet(rules, triggers.SetOptions{})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	var keep func(*triggers.Rule) bool
+	if only != "" {
+		if set.Rule(only) == nil {
+			return nil, fmt.Errorf("no rule named %q in the rule files", only)
+		}
+		keep = func(r *triggers.Rule) bool { return r.Name == only }
 	}
 	raw, err := readInput(c, input)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev, err := templates.DecodeEvent(raw)
 	if err != nil {
-		return fmt.Errorf("%s: %w", input, err)
+		return nil, fmt.Errorf("%s: %w", input, err)
 	}
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
-	res := explain(set, &ev)
-	if ok, err := out.structured(c.OutOrStdout(), res); ok {
+	return explain.Explain(set, &ev, explain.Options{Keep: keep})
+}
+
+// explainOnServer has the server explain the event in the file input.
+func explainOnServer(c *cobra.Command, af *apiFlags, only, input string) (*explain.Result, error) {
+	cl, err := af.client()
+	if err != nil {
+		return nil, err
+	}
+	body, err := readInput(c, input)
+	if err != nil {
+		return nil, err
+	}
+	res, err := serverExplain(c.Context(), cl, body, only)
+	if err != nil {
+		return nil, apiError(c, err)
+	}
+	return res, nil
+}
+
+// serverExplain calls POST /v1/events:explain.
+func serverExplain(ctx context.Context, cl *client.Client, event []byte, only string) (*explain.Result, error) {
+	var q url.Values
+	if only != "" {
+		q = url.Values{"rule": {only}}
+	}
+	var res explain.Result
+	if err := cl.Do(ctx, "POST", "/v1/events:explain", q, event, "", &res); err != nil {
+		return nil, err
+	}
+	if len(res.Event) == 0 || res.Rules == nil {
+		// Something answered 2xx, but not an erpflow server.
+		return nil, fmt.Errorf("the server at %s did not answer POST /v1/events:explain as erpflow does; is it an erpflow server?", serverOf(cl))
+	}
+	return &res, nil
+}
+
+func serverOf(cl *client.Client) string {
+	if cl.Server == "" {
+		return client.DefaultServer
+	}
+	return cl.Server
+}
+
+// splitBatch returns the events of an emit body: its "events" when it is
+// a batch, else the body itself.
+func splitBatch(body []byte) []json.RawMessage {
+	var batch struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' && json.Unmarshal(t, &batch) == nil && batch.Events != nil {
+		return batch.Events
+	}
+	return []json.RawMessage{body}
+}
+
+// dryRun is emit --dry-run: each event of body explained by the server;
+// nothing is emitted.
+func dryRun(c *cobra.Command, cl *client.Client, out *output, body []byte) error {
+	events := splitBatch(body)
+	results := make([]*explain.Result, 0, len(events))
+	for i, ev := range events {
+		res, err := serverExplain(c.Context(), cl, ev, "")
+		if err != nil {
+			if len(events) > 1 {
+				fmt.Fprintf(c.ErrOrStderr(), "%s: events[%d]:\n", c.CommandPath(), i)
+			}
+			return apiError(c, err)
+		}
+		results = append(results, res)
+	}
+	if len(results) == 1 {
+		return printExplain(c.OutOrStdout(), out, results[0])
+	}
+	if ok, err := out.structured(c.OutOrStdout(), map[string]any{"results": results}); ok {
 		return err
 	}
-	printExplain(c.OutOrStdout(), &ev, res)
+	for _, res := range results {
+		explain.Print(c.OutOrStdout(), res)
+	}
 	return nil
 }
 
-func explain(set *triggers.Set, ev *templates.Event) []explainRule {
-	var out []explainRule
-	for _, x := range set.Explain(ev) {
-		r := x.Rule
-		er := explainRule{Rule: r.Name, File: r.Source.File, Line: r.Source.Line, Enabled: r.Enabled, Matched: x.Matched, Reason: x.Reason}
-		if x.Matched {
-			for _, a := range r.Actions {
-				retry := r.Retry
-				if a.Retry != nil {
-					retry = *a.Retry
-				}
-				ea := explainAction{Type: a.Type, Retry: retry.String()}
-				payload, err := preview(a.Config, ev, templates.Meta{Rule: r.Name, DeliveryID: previewDeliveryID})
-				if err != nil {
-					ea.Error = err.Error()
-				} else {
-					ea.Payload = payload
-				}
-				er.Actions = append(er.Actions, ea)
-			}
-		}
-		out = append(out, er)
+// maxNoMatchHints bounds the explain calls emit makes for the events of
+// a batch that created no delivery.
+const maxNoMatchHints = 3
+
+// noMatchLine says in one line why event (a file's, input) created no
+// delivery: the disabled rules that would have fired and how to enable
+// one, else a pointer to explain.
+func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input string) string {
+	if input == "-" {
+		input = "EVENT.json"
 	}
-	return out
+	pointer := fmt.Sprintf("0 rules matched — see erpflow explain --server %s %s", serverOf(cl), input)
+	res, err := serverExplain(ctx, cl, event, "")
+	var ce *client.Error
+	switch {
+	case errors.As(err, &ce) && ce.Status == 403:
+		return pointer + " (with a token that has rules:read)"
+	case err != nil:
+		return pointer
+	}
+	names := res.WouldHave()
+	if len(names) == 0 {
+		return pointer
+	}
+	what := "1 disabled rule would have"
+	if len(names) > 1 {
+		what = fmt.Sprintf("%d disabled rules would have", len(names))
+	}
+	return fmt.Sprintf("0 rules matched; %s: %s — erpflow rules enable %s", what, joinNames(names, 5), names[0])
 }
 
-// preview renders what an action would send, secrets masked when the
-// action can mask them.
-func preview(cfg any, ev *templates.Event, meta templates.Meta) (json.RawMessage, error) {
-	if m, ok := cfg.(actions.Masker); ok {
-		return m.Preview(ev, meta)
+// joinNames lists names, at most n of them.
+func joinNames(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
 	}
-	c, ok := cfg.(actions.Config)
-	if !ok {
-		return nil, fmt.Errorf("action config %T cannot render", cfg)
-	}
-	return c.Render(ev, meta)
-}
-
-func printExplain(w io.Writer, ev *templates.Event, rules []explainRule) {
-	fmt.Fprintf(w, "event %s: %s %s", ev.ID, ev.Entity, ev.Event)
-	if ev.EntityID != "" {
-		fmt.Fprintf(w, " %s", ev.EntityID)
-	}
-	if ev.Tenant != "" {
-		fmt.Fprintf(w, " (tenant %s)", ev.Tenant)
-	}
-	matched := 0
-	for _, r := range rules {
-		if r.Matched {
-			matched++
-		}
-	}
-	fmt.Fprintf(w, "\n%d of %d rules matched\n\n", matched, len(rules))
-	for _, r := range rules {
-		where := ""
-		if r.File != "" {
-			where = fmt.Sprintf(" (%s:%d)", r.File, r.Line)
-		}
-		if !r.Matched {
-			fmt.Fprintf(w, "rule %s%s: not matched: %s\n", r.Rule, where, r.Reason)
-			continue
-		}
-		fmt.Fprintf(w, "rule %s%s: MATCHED\n", r.Rule, where)
-		for i, a := range r.Actions {
-			fmt.Fprintf(w, "  action %d: %s (retry %s)\n", i+1, a.Type, a.Retry)
-			if a.Error != "" {
-				fmt.Fprintf(w, "    error: %s\n", a.Error)
-				continue
-			}
-			if a.Type == "webhook" && printWebhook(w, a.Payload) {
-				continue
-			}
-			fmt.Fprintln(w, indent(prettyJSON(a.Payload), "    "))
-		}
-		fmt.Fprintln(w)
-	}
-}
-
-// printWebhook prints a webhook payload as a request; false when the
-// payload is not one.
-func printWebhook(w io.Writer, payload json.RawMessage) bool {
-	var p struct {
-		Method  string            `json:"method"`
-		URL     string            `json:"url"`
-		Headers map[string]string `json:"headers"`
-		Body    *string           `json:"body"`
-	}
-	if json.Unmarshal(payload, &p) != nil || p.Method == "" {
-		return false
-	}
-	fmt.Fprintf(w, "    %s %s\n", p.Method, p.URL)
-	names := make([]string, 0, len(p.Headers))
-	for k := range p.Headers {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		fmt.Fprintf(w, "    %s: %s\n", k, p.Headers[k])
-	}
-	if p.Body == nil {
-		fmt.Fprintln(w, "    (no body)")
-		return true
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, indent(prettyJSON([]byte(*p.Body)), "    "))
-	return true
-}
-
-// prettyJSON indents JSON text; other text is returned as it is.
-func prettyJSON(b []byte) string {
-	var buf bytes.Buffer
-	if json.Indent(&buf, b, "", "  ") == nil {
-		return buf.String()
-	}
-	return string(b)
-}
-
-func indent(s, prefix string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = prefix + l
-	}
-	return strings.Join(lines, "\n")
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
 }

@@ -8,38 +8,33 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 )
 
 const examplesEvents = "../../examples/events"
 
-type webhookPayload struct {
-	Method  string            `json:"method"`
-	URL     string            `json:"url"`
-	Headers map[string]string `json:"headers"`
-	Body    *string           `json:"body"`
-}
-
-func explainJSON(t *testing.T, event string) (map[string]explainRule, string) {
+func explainJSON(t *testing.T, event string) (map[string]explain.Rule, string) {
 	t.Helper()
 	code, out, errOut := runCmd(t, "explain", "--rules", examplesRules, "-o", "json", filepath.Join(examplesEvents, event))
 	if code != 0 {
 		t.Fatalf("explain %s: exit %d\n%s", event, code, errOut)
 	}
-	var rules []explainRule
-	if err := json.Unmarshal([]byte(out), &rules); err != nil {
+	var res explain.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("explain -o json: %v\n%s", err, out)
 	}
-	m := map[string]explainRule{}
-	for _, r := range rules {
-		m[r.Rule] = r
-		if !r.Matched && r.Reason == "" {
-			t.Errorf("%s: not matched without a reason", r.Rule)
+	m := map[string]explain.Rule{}
+	for _, r := range res.Rules {
+		m[r.Name] = r
+		if !r.Matched && (r.Reason == "" || r.Failed == "") {
+			t.Errorf("%s: not matched without a reason", r.Name)
 		}
 	}
 	return m, out
 }
 
-func matchedNames(m map[string]explainRule) []string {
+func matchedNames(m map[string]explain.Rule) []string {
 	var out []string
 	for name, r := range m {
 		if r.Matched {
@@ -50,20 +45,16 @@ func matchedNames(m map[string]explainRule) []string {
 	return out
 }
 
-func payloadOf(t *testing.T, r explainRule, i int) webhookPayload {
+func payloadOf(t *testing.T, r explain.Rule, i int) explain.Action {
 	t.Helper()
 	if len(r.Actions) <= i {
-		t.Fatalf("%s: %d actions", r.Rule, len(r.Actions))
+		t.Fatalf("%s: %d actions", r.Name, len(r.Actions))
 	}
 	a := r.Actions[i]
-	if a.Error != "" {
-		t.Fatalf("%s: action error %s", r.Rule, a.Error)
+	if a.Error != "" || a.Method == "" {
+		t.Fatalf("%s: action %+v", r.Name, a)
 	}
-	var p webhookPayload
-	if err := json.Unmarshal(a.Payload, &p); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return a
 }
 
 func TestExplainExamples(t *testing.T) {
@@ -232,7 +223,9 @@ func TestExplainBadInput(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, bad+`:4:11: rules[0].when: unknown name "nope"`) {
 		t.Errorf("bad rules: exit %d, %s", code, errOut)
 	}
-	if code, _, _ := runCmd(t, "explain", filepath.Join(examplesEvents, "kladana.json")); code != 2 {
-		t.Errorf("no --rules: exit %d, want 2", code)
+	// Without --rules or --config: the server's rules; none listening.
+	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
+	if code, _, errOut := runCmd(t, "explain", filepath.Join(examplesEvents, "kladana.json")); code != 1 || !strings.Contains(errOut, "http://127.0.0.1:1") {
+		t.Errorf("no --rules, no server: exit %d, %s", code, errOut)
 	}
 }

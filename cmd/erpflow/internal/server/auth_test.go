@@ -73,6 +73,7 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	cases := []tcase{
 		{name: "emit", method: "POST", path: fixed("/v1/events"), body: func() any { return orderEvent(uniq("e"), "acme") }, scope: config.ScopeEventsWrite, right: acme, ok: 202, other: 403},
+		{name: "explain", method: "POST", path: fixed("/v1/events:explain"), body: orderEvent("explained", "acme"), scope: config.ScopeRulesRead, right: acme, ok: 200, other: 403},
 		{name: "get event", method: "GET", path: fixed("/v1/events/acme-ev?tenant=acme"), scope: config.ScopeDeliveriesRead, right: acme, ok: 200, other: 404},
 		{name: "list rules", method: "GET", path: fixed("/v1/rules"), scope: config.ScopeRulesRead, right: acme, ok: 200, other: 200,
 			check: func(t *testing.T, r, o resp) {

@@ -52,24 +52,10 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errf(http.StatusRequestEntityTooLarge, "too_large", field(""), "%s: the event is %d bytes, more than the limit of %d", orEvent(field("")), len(raw), s.opts.MaxEventBytes))
 			return
 		}
-		ev, err := templates.DecodeEvent(raw)
+		ev, err := decodeEvent(p, raw, field)
 		if err != nil {
-			var ee *templates.EventError
-			if errors.As(err, &ee) {
-				f := field(ee.Field)
-				writeError(w, badRequest(f, "%s: %s", orEvent(f), ee.Msg))
-				return
-			}
-			writeError(w, badRequest(field(""), "%v", err))
+			writeError(w, err)
 			return
-		}
-		if p.Bound {
-			if ev.Tenant == "" {
-				ev.Tenant = p.Tenant
-			} else if ev.Tenant != p.Tenant {
-				writeError(w, errf(http.StatusForbidden, "forbidden", field("tenant"), "%s: token %q may only emit events of tenant %q", field("tenant"), p.Name, p.Tenant))
-				return
-			}
 		}
 		evs[i] = ev
 	}
@@ -88,6 +74,30 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"results": res})
+}
+
+// decodeEvent decodes one event of a request as p may send it: errors
+// name the field (field maps an event's field to the request's), an event
+// of another tenant than a bound token's is a 403, and an event naming no
+// tenant gets the bound token's.
+func decodeEvent(p *principal, raw []byte, field func(string) string) (engine.Event, error) {
+	ev, err := templates.DecodeEvent(raw)
+	if err != nil {
+		var ee *templates.EventError
+		if errors.As(err, &ee) {
+			f := field(ee.Field)
+			return ev, badRequest(f, "%s: %s", orEvent(f), ee.Msg)
+		}
+		return ev, badRequest(field(""), "%v", err)
+	}
+	if p.Bound {
+		if ev.Tenant == "" {
+			ev.Tenant = p.Tenant
+		} else if ev.Tenant != p.Tenant {
+			return ev, errf(http.StatusForbidden, "forbidden", field("tenant"), "%s: token %q may only emit events of tenant %q", field("tenant"), p.Name, p.Tenant)
+		}
+	}
+	return ev, nil
 }
 
 func orEvent(f string) string {

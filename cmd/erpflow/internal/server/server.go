@@ -194,6 +194,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 
 	m.HandleFunc("POST /v1/events", s.require(config.ScopeEventsWrite, s.postEvents))
+	m.HandleFunc("POST /v1/events:explain", s.require(config.ScopeRulesRead, s.explainEvent))
 	m.HandleFunc("GET /v1/events", s.require(config.ScopeDeliveriesRead, s.listEvents))
 	m.HandleFunc("GET /v1/events/{id}", s.require(config.ScopeDeliveriesRead, s.getEvent))
 	m.HandleFunc("POST /v1/events/{id}", s.require(config.ScopeEventsWrite, s.rerunEvent)) // {id}:rerun
