@@ -294,8 +294,8 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 					q.Set(k, v)
 				}
 			}
-			if c.Flags().Changed("tenant") {
-				q.Set("tenant", tenant)
+			for k, v := range tenantQuery(c, tenant) {
+				q[k] = v
 			}
 			ctx, out, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
 			last, delay := from, 2*time.Second

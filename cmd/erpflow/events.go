@@ -26,6 +26,34 @@ func newEventsCmd() *cobra.Command {
 	return g
 }
 
+// callAPI calls the server. With -o json or yaml it prints the answer as
+// the server sent it and returns false; else it decodes the answer into v
+// and returns true: the caller prints it as a table.
+func callAPI(c *cobra.Command, af *apiFlags, method, path string, q url.Values, body []byte, v any) (bool, error) {
+	cl, err := af.client()
+	if err != nil {
+		return false, err
+	}
+	var raw json.RawMessage
+	if err := cl.Do(c.Context(), method, path, q, body, "", &raw); err != nil {
+		return false, apiError(c, err)
+	}
+	if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+		return false, err
+	}
+	return true, json.Unmarshal(raw, v)
+}
+
+// tenantQuery is ?tenant= when --tenant was given (even empty: the
+// default tenant).
+func tenantQuery(c *cobra.Command, tenant string) url.Values {
+	q := url.Values{}
+	if c.Flags().Changed("tenant") {
+		q.Set("tenant", tenant)
+	}
+	return q
+}
+
 func newEventsListCmd(af *apiFlags) *cobra.Command {
 	var entity, event, since, until, tenant, cursor string
 	var limit int
@@ -36,10 +64,6 @@ func newEventsListCmd(af *apiFlags) *cobra.Command {
 		Example: "  erpflow events list --entity SalesOrder --since 24h\n  erpflow events list --event released -o wide",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := af.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			for k, v := range map[string]string{"entity": entity, "event": event, "since": since, "until": until, "cursor": cursor} {
 				if v != "" {
@@ -50,18 +74,11 @@ func newEventsListCmd(af *apiFlags) *cobra.Command {
 				q.Set("tenant", tenant)
 			}
 			q.Set("limit", strconv.Itoa(limit))
-			var raw json.RawMessage
-			if err := cl.Get(c.Context(), "/v1/events", q, &raw); err != nil {
-				return apiError(c, err)
+			var l client.EventList
+			if table, err := callAPI(c, af, "GET", "/v1/events", q, nil, &l); !table {
+				return err
 			}
 			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
-			var l client.EventList
-			if err := json.Unmarshal(raw, &l); err != nil {
-				return err
-			}
 			t := newTable(column{name: "ID", fixed: true}, column{name: "AGE", fixed: true}, column{name: "RECEIVED", wideOnly: true},
 				column{name: "TENANT"}, column{name: "EVENT"}, column{name: "ENTITY ID", wideOnly: true},
 				column{name: "DELIVERIES", fixed: true})
@@ -98,26 +115,11 @@ func newEventsShowCmd(af *apiFlags) *cobra.Command {
 		Short: "One stored event: its JSON and its deliveries (with the reruns they came from)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := af.client()
-			if err != nil {
+			var ev client.EventDetail
+			if table, err := callAPI(c, af, "GET", "/v1/events/"+client.PathEscape(args[0]), tenantQuery(c, tenant), nil, &ev); !table {
 				return err
-			}
-			q := url.Values{}
-			if c.Flags().Changed("tenant") {
-				q.Set("tenant", tenant)
-			}
-			var raw json.RawMessage
-			if err := cl.Get(c.Context(), "/v1/events/"+client.PathEscape(args[0]), q, &raw); err != nil {
-				return apiError(c, err)
 			}
 			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
-			var ev client.EventDetail
-			if err := json.Unmarshal(raw, &ev); err != nil {
-				return err
-			}
 			fields(out, "id", ev.ID, "tenant", orDash(ev.Tenant), "received", fmtTime(ev.ReceivedAt), "internal", strconv.FormatBool(ev.Internal))
 			fmt.Fprintln(out, "\nevent:")
 			printBody(out, "  ", string(ev.Event))
@@ -167,26 +169,11 @@ func newEventsRerunCmd(af *apiFlags) *cobra.Command {
 		Example: "  erpflow events rerun SO1000 --tenant acme",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := af.client()
-			if err != nil {
+			var r client.RerunResult
+			if table, err := callAPI(c, af, "POST", "/v1/events/"+client.PathEscape(args[0])+":rerun", tenantQuery(c, tenant), []byte{}, &r); !table {
 				return err
-			}
-			q := url.Values{}
-			if c.Flags().Changed("tenant") {
-				q.Set("tenant", tenant)
-			}
-			var raw json.RawMessage
-			if err := cl.Do(c.Context(), "POST", "/v1/events/"+client.PathEscape(args[0])+":rerun", q, []byte{}, "", &raw); err != nil {
-				return apiError(c, err)
 			}
 			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
-			var r client.RerunResult
-			if err := json.Unmarshal(raw, &r); err != nil {
-				return err
-			}
 			if len(r.Deliveries) == 0 {
 				fmt.Fprintf(out, "event %s: 0 rules matched; nothing created\n", r.EventID)
 				if r.Hint != "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -25,22 +24,12 @@ func newStatusCmd() *cobra.Command {
 			"token sees its tenant's counts.",
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := af.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.Get(c.Context(), "/v1/status", nil, &raw); err != nil {
-				return apiError(c, err)
-			}
-			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
 			var st client.Status
-			if err := json.Unmarshal(raw, &st); err != nil {
+			if table, err := callAPI(c, &af, "GET", "/v1/status", nil, nil, &st); !table {
 				return err
 			}
+			cl, _ := af.client() // callAPI checked it
+			out := c.OutOrStdout()
 			kv := []string{"server", cl.Server, "version", orDash(st.Version), "store", orDash(st.Store),
 				"uptime", (time.Duration(st.UptimeSeconds) * time.Second).String(), "rules", strconv.Itoa(st.Rules)}
 			if st.Tenant != nil {

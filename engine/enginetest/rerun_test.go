@@ -4,49 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 )
-
-// signedHook is a receiver that keeps each request's path, body and
-// whether its Standard Webhooks signature verifies with testSecret.
-type signedHook struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []hookRequest
-}
-
-type hookRequest struct {
-	path, id string
-	body     []byte
-	verified error
-}
-
-func newSignedHook(t *testing.T) *signedHook {
-	h := &signedHook{}
-	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		err := webhook.Verify([]string{testSecret}, r.Header, body, webhook.VerifyOptions{Tolerance: -1})
-		h.mu.Lock()
-		h.got = append(h.got, hookRequest{path: r.URL.Path, id: r.Header.Get("webhook-id"), body: body, verified: err})
-		h.mu.Unlock()
-	}))
-	t.Cleanup(h.Close)
-	return h
-}
-
-func (h *signedHook) requests() []hookRequest {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return append([]hookRequest(nil), h.got...)
-}
 
 // TestRerun: a stored event run again against the rules in force now
 // creates new deliveries (new ids, marked with the rerun) through the real
@@ -57,10 +19,10 @@ func (h *signedHook) requests() []hookRequest {
 func TestRerun(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := mustOpen(t, k.newDB(t))
-		h := newSignedHook(t)
+		rv := newReceiver(t)
 		rule := func(name, extra string) string {
 			return "\n  - name: " + name + "\n    on: {entity: SalesOrder}\n" + extra +
-				"    retry: none\n    actions:\n      - type: webhook\n        url: " + h.URL + "/" + name +
+				"    retry: none\n    actions:\n      - type: webhook\n        url: " + rv.URL + "/" + name +
 				"\n        secret: " + testSecret + "\n"
 		}
 		first := parseRules(t, "rules:"+rule("first", "")+rule("later", "    enabled: false\n"))
@@ -104,14 +66,10 @@ func TestRerun(t *testing.T) {
 		if !rules["first"] || !rules["later"] {
 			t.Fatalf("rerun matched %v, want first and later", rules)
 		}
-		byID := map[string]hookRequest{}
-		for _, r := range h.requests() {
-			byID[r.id] = r
-		}
 		for _, d := range rr.Deliveries {
-			r, ok := byID[d.ID]
-			if !ok {
-				t.Fatalf("the receiver never got %s (got %d requests)", d.ID, len(h.requests()))
+			r, ok := rv.firstOf(d.ID)
+			if !ok || rv.count(d.ID) != 1 {
+				t.Fatalf("the receiver got %s %d times", d.ID, rv.count(d.ID))
 			}
 			if r.verified != nil || r.path != "/"+d.Rule {
 				t.Errorf("%s: path %s, signature %v", d.ID, r.path, r.verified)
@@ -120,12 +78,12 @@ func TestRerun(t *testing.T) {
 				Number string  `json:"number"`
 				Total  float64 `json:"total"`
 			}
-			if err := json.Unmarshal(r.body, &body); err != nil || body.Number != "so1" || body.Total != 12.5 {
-				t.Errorf("%s: body %s", d.ID, r.body)
+			if err := json.Unmarshal(rv.body(d.ID), &body); err != nil || body.Number != "so1" || body.Total != 12.5 {
+				t.Errorf("%s: body %s", d.ID, rv.body(d.ID))
 			}
 		}
-		if len(h.requests()) != 3 {
-			t.Errorf("the receiver got %d requests, want 1 emit + 2 rerun", len(h.requests()))
+		if n := rv.total.Load(); n != 3 {
+			t.Errorf("the receiver got %d requests, want 1 emit + 2 rerun", n)
 		}
 		// The rerun's deliveries are filterable.
 		ds, err := st.ListDeliveries(ctx, engine.DeliveryFilter{Rerun: rr.Rerun})

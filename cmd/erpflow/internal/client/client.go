@@ -48,14 +48,7 @@ func (e *Error) Error() string {
 // Do sends method path with body (nil for none) and decodes a JSON answer
 // into out (nil to discard). Non-2xx answers are *Error.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body []byte, contentType string, out any) error {
-	base := c.Server
-	if base == "" {
-		base = DefaultServer
-	}
-	u := strings.TrimRight(base, "/") + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
+	base, u := c.endpoint(path, query)
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -101,6 +94,19 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decoding the answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// endpoint returns the server's base URL and the URL of path?query.
+func (c *Client) endpoint(path string, query url.Values) (base, u string) {
+	base = c.Server
+	if base == "" {
+		base = DefaultServer
+	}
+	u = strings.TrimRight(base, "/") + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	return base, u
 }
 
 // answerError is the *Error of a non-2xx answer with body b.

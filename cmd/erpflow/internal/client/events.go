@@ -88,14 +88,7 @@ type Message struct {
 // server's reconnection delay when it sends one. A non-2xx answer is an
 // *Error. The request has no timeout: a stream is long.
 func (c *Client) Stream(ctx context.Context, path string, query url.Values, lastID string, retry func(time.Duration), fn func(Message) error) error {
-	base := c.Server
-	if base == "" {
-		base = DefaultServer
-	}
-	u := strings.TrimRight(base, "/") + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
+	base, u := c.endpoint(path, query)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err

@@ -77,11 +77,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
-		writeError(w, err)
-		return
-	}
-	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
+	if f.Since, f.Until, err = parseRange(q.Get("since"), q.Get("until")); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -191,11 +187,7 @@ func (s *Server) replayDeliveries(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Since, err = parseTime("since", req.Since); err != nil {
-		writeError(w, err)
-		return
-	}
-	if f.Until, err = parseTime("until", req.Until); err != nil {
+	if f.Since, f.Until, err = parseRange(req.Since, req.Until); err != nil {
 		writeError(w, err)
 		return
 	}

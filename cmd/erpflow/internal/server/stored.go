@@ -39,6 +39,16 @@ func parseLimit(q url.Values) (int, error) {
 	return n, nil
 }
 
+// parseRange reads the since and until parameters (see parseTime).
+func parseRange(since, until string) (time.Time, time.Time, error) {
+	s, err := parseTime("since", since)
+	if err != nil {
+		return s, time.Time{}, err
+	}
+	u, err := parseTime("until", until)
+	return s, u, err
+}
+
 // eventCursor encodes where a page of events ended: received_at (unix
 // microseconds), tenant and id, the last two base64url so that any
 // character survives.
@@ -78,19 +88,14 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	f := engine.EventFilter{Entity: q.Get("entity"), Event: q.Get("event"), Tenant: q.Get("tenant"), TenantSet: q.Has("tenant")}
 	var err error
-	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
-		writeError(w, err)
-		return
+	f.Since, f.Until, err = parseRange(q.Get("since"), q.Get("until"))
+	if err == nil {
+		f.After, err = parseEventCursor(q.Get("cursor"))
 	}
-	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
-		writeError(w, err)
-		return
+	if err == nil {
+		f.Limit, err = parseLimit(q)
 	}
-	if f.After, err = parseEventCursor(q.Get("cursor")); err != nil {
-		writeError(w, err)
-		return
-	}
-	if f.Limit, err = parseLimit(q); err != nil {
+	if err != nil {
 		writeError(w, err)
 		return
 	}

@@ -91,23 +91,11 @@ func (c *Core) ListEvents(ctx context.Context, f engine.EventFilter) (out []engi
 	q := c.Q(`SELECT e.tenant, e.id, e.entity, e.entity_id, e.event_name, e.occurred_at, e.received_at, e.internal,
 		(SELECT COUNT(*) FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
 		FROM events e` + w + ` ORDER BY e.received_at DESC, e.tenant DESC, e.id DESC LIMIT ?`)
-	err = c.Retry(ctx, func() error {
-		out = out[:0]
-		rows, err := c.R.QueryContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s engine.EventSummary
-			var occurred, received Time
-			if err := rows.Scan(&s.Tenant, &s.ID, &s.Entity, &s.EntityID, &s.Event, &occurred, &received, &s.Internal, &s.Deliveries); err != nil {
-				return err
-			}
-			s.OccurredAt, s.ReceivedAt = occurred.T, received.T
-			out = append(out, s)
-		}
-		return rows.Err()
+	out, err = readAll(ctx, c, q, args, func(rows *sql.Rows) (s engine.EventSummary, err error) {
+		var occurred, received Time
+		err = rows.Scan(&s.Tenant, &s.ID, &s.Entity, &s.EntityID, &s.Event, &occurred, &received, &s.Internal, &s.Deliveries)
+		s.OccurredAt, s.ReceivedAt = occurred.T, received.T
+		return s, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
@@ -137,6 +125,32 @@ func (c *Core) ListAttempts(ctx context.Context, f engine.AttemptFilter) (out []
 	q := c.Q("SELECT a.seq, " + prefixed("a.", attemptCols) + ", " + DeliveryCols("d.") +
 		" FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE " + strings.Join(conds, " AND ") +
 		" ORDER BY a.seq LIMIT ?")
+	out, err = readAll(ctx, c, q, args, func(rows *sql.Rows) (r engine.AttemptRecord, err error) {
+		var started Time
+		var dur int64
+		var detail []byte
+		dst := []any{&r.Seq, &r.Attempt.DeliveryID, &r.Attempt.N, &started, &dur, &r.Attempt.Outcome,
+			&r.Attempt.Code, &r.Attempt.Error, &detail, &r.Attempt.Test}
+		d, finish := deliveryScan(&r.Delivery)
+		if err := rows.Scan(append(dst, d...)...); err != nil {
+			return r, err
+		}
+		finish()
+		r.Attempt.StartedAt, r.Attempt.Duration = started.T, time.Duration(dur)
+		if len(detail) > 0 {
+			r.Attempt.Detail = json.RawMessage(detail)
+		}
+		return r, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list attempts: %w", err)
+	}
+	return out, nil
+}
+
+// readAll runs a read query, retrying transient errors, and scans every
+// row with scan.
+func readAll[T any](ctx context.Context, c *Core, q string, args []any, scan func(*sql.Rows) (T, error)) (out []T, err error) {
 	err = c.Retry(ctx, func() error {
 		out = out[:0]
 		rows, err := c.R.QueryContext(ctx, q, args...)
@@ -145,29 +159,15 @@ func (c *Core) ListAttempts(ctx context.Context, f engine.AttemptFilter) (out []
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var r engine.AttemptRecord
-			var started Time
-			var dur int64
-			var detail []byte
-			dst := []any{&r.Seq, &r.Attempt.DeliveryID, &r.Attempt.N, &started, &dur, &r.Attempt.Outcome,
-				&r.Attempt.Code, &r.Attempt.Error, &detail, &r.Attempt.Test}
-			d, scan := deliveryScan(&r.Delivery)
-			if err := rows.Scan(append(dst, d...)...); err != nil {
+			v, err := scan(rows)
+			if err != nil {
 				return err
 			}
-			scan()
-			r.Attempt.StartedAt, r.Attempt.Duration = started.T, time.Duration(dur)
-			if len(detail) > 0 {
-				r.Attempt.Detail = json.RawMessage(detail)
-			}
-			out = append(out, r)
+			out = append(out, v)
 		}
 		return rows.Err()
 	})
-	if err != nil {
-		return nil, fmt.Errorf("list attempts: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // prefixed prefixes every column of a "a, b, c" list.
