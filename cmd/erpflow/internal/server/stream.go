@@ -386,6 +386,11 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 			if err != nil || len(recs) == 0 {
 				break
 			}
+			select {
+			case <-st.done:
+				return
+			default:
+			}
 			for i := range recs {
 				after = recs[i].Seq
 				if recs[i].Delivery.Test {

@@ -2,8 +2,10 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -159,7 +161,8 @@ func streamGoroutines() int {
 func TestStreamAttempts(t *testing.T) {
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		st, _ := k.open(t)
-		e := newEnv(t, st, envOpts{tokens: storedTokens()})
+		logs := &lockedWriter{w: &bytes.Buffer{}}
+		e := newEnv(t, st, envOpts{tokens: storedTokens(), logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		rv := newReceiver(t)
 		rv.status.Store(500)
 		must(t, e.do("POST", "/v1/rules", tokAcme, ruleJSON("acme-hook", rv.URL+"/acme", map[string]any{"enabled": true, "retry": map[string]any{"schedule": []string{"1h"}}})), 201)
@@ -229,6 +232,9 @@ func TestStreamAttempts(t *testing.T) {
 		// ?access_token= is for the stream only.
 		if r := e.do("GET", "/v1/deliveries?access_token="+tokAdmin, "", nil); r.status != 401 {
 			t.Errorf("access_token on another endpoint: %d", r.status)
+		}
+		if l := logs.String(); !strings.Contains(l, "/v1/deliveries:stream") || strings.Contains(l, tokAcme) || strings.Contains(l, "access_token") {
+			t.Errorf("the log names the stream's token, or no stream request:\n%s", l)
 		}
 	})
 }
