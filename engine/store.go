@@ -304,3 +304,23 @@ type Waker interface {
 type TxWriter interface {
 	InsertEventsTx(ctx context.Context, tx *sql.Tx, recs []EventRecord) ([]InsertResult, error)
 }
+
+// CatalogRecord is the event catalog written through the API (PUT
+// /v1/catalog): one per installation, shared by every process of a
+// database.
+type CatalogRecord struct {
+	Source    string    // the catalog document as written (YAML or JSON); "" when none was written
+	Version   int64     // increments on every write; 0 when none was written
+	UpdatedAt time.Time // zero when none was written
+}
+
+// CatalogStore is an optional Store capability (both built-in stores have
+// it): the catalog written through the API.
+type CatalogStore interface {
+	// GetCatalog returns the stored catalog; version 0 when none.
+	GetCatalog(ctx context.Context) (CatalogRecord, error)
+	// PutCatalog stores source when the stored version equals ifVersion
+	// (0: none stored yet; < 0: unconditional), else ErrConflict, and
+	// returns the new record.
+	PutCatalog(ctx context.Context, source string, ifVersion int64) (CatalogRecord, error)
+}

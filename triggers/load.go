@@ -390,6 +390,8 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	r := &Rule{Enabled: !l.opts.DisabledByDefault, Retry: DefaultRetry,
 		Source: Source{File: l.file, Line: n.Line}}
 	var haveName, haveOn, haveActions bool
+	var refs catalogRefs // what checkCatalog looks at
+	before := len(l.errs)
 	r.nameCol = n.Column
 	r.namePath = path
 	for _, kv := range l.mapping(n, path, ruleKeys) {
@@ -422,6 +424,7 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 			r.Tenants, _ = l.strList(kv.val, p)
 		case "on":
 			haveOn = true
+			refs.on, refs.onPath = kv.val, p
 			l.decodeTrigger(r, kv.val, p)
 		case "when":
 			if isNull(kv.val) {
@@ -435,6 +438,7 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 				continue
 			}
 			r.When = s
+			refs.when, refs.whenPath = kv.val, p
 			c, cerr := compileCondition(s)
 			if cerr != nil {
 				line, col := l.exprPos(kv.val, cerr.line, cerr.col, cerr.offset)
@@ -444,6 +448,7 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 			r.cond = c
 		case "actions":
 			haveActions = true
+			refs.actions, refs.actionsPath = kv.val, p
 			l.decodeActions(r, kv.val, p)
 		case "retry":
 			rt, ok := l.decodeRetry(kv.val, p)
@@ -460,6 +465,9 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	}
 	if !haveActions {
 		l.errorf(n, path, "missing key actions (at least one action)")
+	}
+	if l.opts.Catalog != nil && len(l.errs) == before {
+		l.checkCatalog(r, refs)
 	}
 	// Callers check l.errs: a rule with errors is returned too, so that its
 	// name still counts in duplicate checks.

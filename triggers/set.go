@@ -39,6 +39,11 @@ type LoadOptions struct {
 	// MaxActions bounds the actions of one rule: each matching event
 	// writes one delivery per action. Default 0: DefaultMaxActions (16).
 	MaxActions int
+	// Catalog, when set, checks rules against an event catalog (see
+	// package triggers/catalog): entity and event names, and the data and
+	// previous paths of conditions, field triggers and action templates.
+	// Default nil: not checked.
+	Catalog Catalog
 }
 
 // DefaultMaxActions is the default of LoadOptions.MaxActions.

@@ -27,6 +27,7 @@ import (
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 func init() {
@@ -50,6 +51,10 @@ type benchOpts struct {
 	storeTiming   bool
 	backlog       int
 	reuse         bool
+	// catalogValidation is the validation mode of a catalog matching the
+	// bench's events, checked before every Emit as POST /v1/events does;
+	// "off" (the default) loads no catalog.
+	catalogValidation string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -66,6 +71,11 @@ and a bare HTTP POST loop.`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
 				return usageErrorf("--events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative")
+			}
+			switch catalog.Mode(o.catalogValidation) {
+			case catalog.ModeReject, catalog.ModeWarn, catalog.ModeOff:
+			default:
+				return usageErrorf("--catalog-validation must be reject, warn or off, not %q", o.catalogValidation)
 			}
 			return bench(c.Context(), o, c.OutOrStdout())
 		},
@@ -85,6 +95,7 @@ and a bare HTTP POST loop.`,
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine runs to this file")
 	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
 	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
+	fs.StringVar(&o.catalogValidation, "catalog-validation", "off", "validate every event against a catalog matching the bench's events before it is emitted, as the server's ingest does: reject, warn or off (no catalog)")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
 	return c
 }
@@ -187,7 +198,15 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	for i := range o.extraRules {
 		fmt.Fprintf(&src, "  - name: other-%d\n    on: {entity: Other%d}\n    actions:\n      - type: webhook\n        url: %s/never\n", i, i, url)
 	}
-	rules, err := triggers.Parse("bench.yaml", []byte(src.String()), triggers.LoadOptions{Actions: reg})
+	lo := triggers.LoadOptions{Actions: reg}
+	var cat *catalog.Catalog
+	if o.catalogValidation != string(catalog.ModeOff) {
+		if cat, err = catalog.Parse("bench-catalog.yaml", []byte(fmt.Sprintf(benchCatalog, o.catalogValidation))); err != nil {
+			return err
+		}
+		lo.Catalog = cat
+	}
+	rules, err := triggers.Parse("bench.yaml", []byte(src.String()), lo)
 	if err != nil {
 		return err
 	}
@@ -201,6 +220,17 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		return err
 	}
 	if err := eng.Reload(rules); err != nil {
+		return err
+	}
+	// emit is what POST /v1/events does after decoding: the catalog check,
+	// then Emit.
+	emit := func(ctx context.Context, ev engine.Event) error {
+		if cat != nil {
+			if _, err := cat.Validate(&ev); err != nil {
+				return fmt.Errorf("the bench's event does not fit its catalog: %w", err)
+			}
+		}
+		_, err := eng.Emit(ctx, ev)
 		return err
 	}
 	if o.backlog > 0 {
@@ -223,8 +253,8 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	defer stopEngine(eng, slog.New(slog.DiscardHandler))
 
 	deliveries := o.events * o.rules
-	fmt.Fprintf(out, "erpflow bench: %s, %d events × %d rules (+%d not matching) = %d deliveries, %d workers, receiver delay %s\n",
-		store.Redact(dbURL), o.events, o.rules, o.extraRules, deliveries, o.workers, o.receiverDelay)
+	fmt.Fprintf(out, "erpflow bench: %s, %d events × %d rules (+%d not matching) = %d deliveries, %d workers, receiver delay %s, catalog validation %s\n",
+		store.Redact(dbURL), o.events, o.rules, o.extraRules, deliveries, o.workers, o.receiverDelay, o.catalogValidation)
 
 	// (1) Throughput.
 	start := time.Now()
@@ -238,7 +268,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 				if i > int64(o.events) || emitErr.Load() != nil {
 					return
 				}
-				if _, err := eng.Emit(ctx, benchEvent("tp", i)); err != nil {
+				if err := emit(ctx, benchEvent("tp", i)); err != nil {
 					emitErr.Store(&err)
 					return
 				}
@@ -278,7 +308,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		sem <- struct{}{}
 		lwg.Go(func() {
 			defer func() { <-sem }()
-			if _, err := eng.Emit(ctx, benchEvent("lat", int64(i))); err != nil {
+			if err := emit(ctx, benchEvent("lat", int64(i))); err != nil {
 				emitErr.Store(&err)
 			}
 		})
@@ -334,6 +364,21 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float6
 // runID keeps event ids of runs on the same database apart (an id seen
 // before would be a duplicate: no deliveries).
 var runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+
+// benchCatalog describes benchEvent's events; %s is the validation mode.
+const benchCatalog = `catalog:
+  - entity: BenchOrder
+    events: [created]
+    validation: %s
+    data:
+      type: object
+      required: [number, total, t]
+      additionalProperties: false
+      properties:
+        number: {type: string, minLength: 1}
+        total: {type: number, minimum: 0}
+        t: {type: integer}
+`
 
 // benchEvent is event i of a run; its data carries the emit time.
 func benchEvent(prefix string, i int64) engine.Event {

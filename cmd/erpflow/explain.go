@@ -114,6 +114,12 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
+	if env.catalog != nil {
+		// The server would refuse or count this event at the door.
+		if mode, err := env.catalog.Validate(&ev); err != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "%s: does not fit the catalog (validation %s): %v\n", input, mode, err)
+		}
+	}
 	return explain.Explain(set, &ev, explain.Options{Keep: keep})
 }
 

@@ -179,6 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Engine:         eng,
 		Actions:        reg,
 		RulePaths:      cfg.Rules,
+		CatalogPaths:   cfg.Catalog,
 		APIRuleEnv:     cfg.APIRuleEnv,
 		Tokens:         cfg.Tokens,
 		MaxEventBytes:  cfg.Limits.MaxEventBytes,

@@ -15,6 +15,7 @@ import (
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
 	"github.com/erpflow/erpflow/plugin"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 func init() {
@@ -27,6 +28,7 @@ type ruleFlags struct {
 	allowHTTP            bool
 	allowPrivateNetworks bool
 	plugins              []string
+	catalog              []string
 }
 
 func (f *ruleFlags) register(fs *pflag.FlagSet) {
@@ -34,6 +36,7 @@ func (f *ruleFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.allowHTTP, "allow-http", false, "accept http:// webhook URLs (refused by default)")
 	fs.BoolVar(&f.allowPrivateNetworks, "allow-private-networks", false, "accept webhook URLs on private networks (refused by default)")
 	fs.StringArrayVar(&f.plugins, "plugin", nil, "action plugin executable whose action types rules may use (repeatable)")
+	fs.StringArrayVar(&f.catalog, "catalog", nil, "event catalog file or directory: rules are checked against its entities, events and schemas (repeatable; adds to the config's catalog)")
 }
 
 // ruleEnv is what loading rules locally needs: the action registry
@@ -42,12 +45,18 @@ type ruleEnv struct {
 	reg         *actions.Registry
 	configRules []string
 	host        *plugin.Host
-	maxActions  int // limits.actions_per_rule of the config (0: the default)
+	maxActions  int              // limits.actions_per_rule of the config (0: the default)
+	catalog     *catalog.Catalog // --catalog and the config's catalog; nil when none
 }
 
-// loadOptions are the rule load options of the config's limits.
+// loadOptions are the rule load options of the config's limits and the
+// catalog.
 func (e *ruleEnv) loadOptions() triggers.LoadOptions {
-	return triggers.LoadOptions{Actions: e.reg, MaxActions: e.maxActions}
+	o := triggers.LoadOptions{Actions: e.reg, MaxActions: e.maxActions}
+	if e.catalog != nil {
+		o.Catalog = e.catalog
+	}
+	return o
 }
 
 func (e *ruleEnv) close() {
@@ -60,6 +69,7 @@ func (e *ruleEnv) close() {
 func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 	opts := webhook.Options{AllowHTTP: f.allowHTTP, AllowPrivateNetworks: f.allowPrivateNetworks}
 	var specs []plugin.Spec
+	var catalogs []string
 	env := &ruleEnv{}
 	if f.configFile != "" {
 		cfg, err := config.Load(f.configFile)
@@ -74,6 +84,14 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 		}
 		env.configRules = cfg.Rules
 		env.maxActions = cfg.Limits.ActionsPerRule
+		catalogs = cfg.Catalog
+	}
+	if catalogs = append(catalogs, f.catalog...); len(catalogs) > 0 {
+		c, err := catalog.LoadPaths(catalogs)
+		if err != nil {
+			return nil, fmt.Errorf("catalog:\n%w", err)
+		}
+		env.catalog = c
 	}
 	for _, p := range f.plugins {
 		specs = append(specs, plugin.Spec{Path: p})
@@ -97,9 +115,11 @@ func newValidateCmd() *cobra.Command {
 		Long: `Check rules files without running anything.
 
 PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the
-server config's rules. Exit 0 with one line per file when every rule is
-valid, 1 with every problem otherwise.`,
-		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml",
+server config's rules. With --catalog (or the config's catalog:) rules are
+also checked against the event catalog: entity and event names, and the
+data/previous paths of conditions, field triggers and templates. Exit 0 with
+one line per file when every rule is valid, 1 with every problem otherwise.`,
+		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml\n  erpflow validate --catalog examples/catalog/velosity.yaml examples/rules/velosity.yaml",
 		RunE: func(c *cobra.Command, paths []string) error {
 			if len(paths) == 0 && rf.configFile == "" {
 				return usageErrorf("give a rules file or directory, or --config")

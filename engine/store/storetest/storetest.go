@@ -179,6 +179,7 @@ func Run(t *testing.T, open Opener) {
 		{"Stats", testStats},
 		{"AddAttempt", testAddAttempt},
 		{"Rules", testRules},
+		{"Catalog", testCatalog},
 		{"Waker", testWaker},
 		{"NotFound", testNotFound},
 	}

@@ -54,6 +54,10 @@ type Config struct {
 	Database string
 	// Rules are rule files or directories. Default none.
 	Rules []string
+	// Catalog are event catalog files or directories (YAML or JSON; see
+	// package triggers/catalog): rules are checked against them at load,
+	// and events of their entities are validated at ingest. Default none.
+	Catalog []string
 	// APIRuleEnv are the environment variables that rules written through
 	// the API may reference as ${NAME}. Default none: API rules cannot
 	// use ${…} (rule files may use any variable: the operator wrote them).
@@ -526,7 +530,7 @@ func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 }
 
 func (d *decoder) top(n *yaml.Node, c *Config) {
-	d.mapping(n, "", []string{"listen", "database", "rules", "plugins", "delivery", "tokens", "retention", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "", []string{"listen", "database", "rules", "catalog", "plugins", "delivery", "tokens", "retention", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
 			c.Listen = d.str(v, key)
@@ -543,6 +547,8 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			}
 		case "rules":
 			c.Rules = d.strings(v, key)
+		case "catalog":
+			c.Catalog = d.strings(v, key)
 		case "api_rule_env":
 			c.APIRuleEnv = d.envNames(v, key)
 		case "plugins":

@@ -57,6 +57,10 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		if err := s.validateEvent(&ev, field); err != nil {
+			writeError(w, err)
+			return
+		}
 		evs[i] = ev
 	}
 	if !batch {

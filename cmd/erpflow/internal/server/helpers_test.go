@@ -140,6 +140,8 @@ type envOpts struct {
 	logger *slog.Logger
 	// register adds action types to testRegistry's.
 	register func(*actions.Registry)
+	// catalogPaths is Options.CatalogPaths.
+	catalogPaths []string
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
@@ -160,7 +162,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: reg, RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
 		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
-		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger,
+		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger, CatalogPaths: o.catalogPaths,
 	})
 	if err != nil {
 		t.Fatal(err)

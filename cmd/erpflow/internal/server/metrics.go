@@ -28,6 +28,7 @@ type Metrics struct {
 	dropped    *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	reqLatency *prometheus.HistogramVec
+	invalid    *prometheus.CounterVec
 }
 
 var (
@@ -77,8 +78,12 @@ func NewMetrics() *Metrics {
 		Help:    "API request latency by route pattern.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"route"})
+	m.invalid = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "erpflow_events_invalid_total",
+		Help: "Events accepted that do not fit the catalog (validation: warn), by catalog entity and event (\"unknown\" for an event the catalog does not list).",
+	}, []string{"entity", "event"})
 	m.dropped.WithLabelValues(engine.DropFanOut) // shown from the start, at 0
-	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors, m.dropped, m.requests, m.reqLatency,
+	m.reg.MustRegister(m.events, m.deliveries, m.attempts, m.finished, m.latency, m.evalErrors, m.dropped, m.requests, m.reqLatency, m.invalid,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +110,10 @@ func (m *Metrics) AttemptDone(d *engine.Delivery, a *engine.Attempt, next engine
 
 // EvalError implements engine.Observer.
 func (m *Metrics) EvalError(rule string, err error) { m.evalErrors.WithLabelValues(rule).Inc() }
+
+// eventInvalid counts an event accepted although it does not fit the
+// catalog; entity and event are catalog names (bounded label values).
+func (m *Metrics) eventInvalid(entity, event string) { m.invalid.WithLabelValues(entity, event).Inc() }
 
 // DeliveriesDropped implements engine.DropObserver.
 func (m *Metrics) DeliveriesDropped(ev *engine.Event, reason string, n int) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/erpflow/erpflow/engine"
 )
@@ -86,6 +87,17 @@ func TestQueueMetricsCached(t *testing.T) {
 // contain labels ("" for none).
 func gauge(t testing.TB, reg *prometheus.Registry, name, labels string) float64 {
 	t.Helper()
+	m := findMetric(t, reg, name, labels)
+	if m == nil {
+		t.Fatalf("no %s{%s}", name, labels)
+	}
+	return m.GetGauge().GetValue()
+}
+
+// findMetric returns the metric name{labels} of reg, nil when it has
+// none; labels is `a="x",b="y"` in label-name order.
+func findMetric(t testing.TB, reg *prometheus.Registry, name, labels string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -100,12 +112,11 @@ func gauge(t testing.TB, reg *prometheus.Registry, name, labels string) float64 
 				ls = append(ls, lp.GetName()+`="`+lp.GetValue()+`"`)
 			}
 			if strings.Join(ls, ",") == labels {
-				return m.GetGauge().GetValue()
+				return m
 			}
 		}
 	}
-	t.Fatalf("no %s{%s}", name, labels)
-	return 0
+	return nil
 }
 
 // insertPending stores an event with one pending delivery due at runAt.

@@ -211,7 +211,9 @@ func (m *ruleManager) list() []*ruleEntry {
 // parseRecord parses a stored API rule: the record's Enabled and Tenant
 // are authoritative over the source's.
 func (m *ruleManager) parseRecord(rec engine.RuleRecord) (*triggers.Rule, error) {
-	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), m.apiOpts)
+	opts := m.apiOpts
+	opts.Catalog = nil // checked when written: a later catalog must not take stored rules out
+	r, err := triggers.ParseRule("rule "+rec.Name, []byte(rec.Source), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -512,23 +514,6 @@ func (m *ruleManager) delete(ctx context.Context, rec engine.RuleRecord) error {
 		return internal(fmt.Errorf("rule %q is deleted but the rule set was not reloaded: %w", name, err))
 	}
 	return nil
-}
-
-// watch refreshes API rules every interval until ctx ends, so that rules
-// changed by another process sharing the database take effect here.
-func (m *ruleManager) watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
-				m.logger.Warn("refreshing API rules", "error", err)
-			}
-		}
-	}
 }
 
 // ruleView is a rule as the API shows it.

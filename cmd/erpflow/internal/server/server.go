@@ -26,6 +26,11 @@ type Options struct {
 	// RulePaths are rule files or directories, reloaded by ReloadFiles.
 	// Default none.
 	RulePaths []string
+	// CatalogPaths are event catalog files or directories, reloaded by
+	// ReloadFiles: rules are checked against them (and the catalog written
+	// through PUT /v1/catalog) at load, events validated at ingest.
+	// Default none.
+	CatalogPaths []string
 	// LookupEnv resolves ${NAME} in rules. Default os.LookupEnv.
 	LookupEnv func(string) (string, bool)
 	// APIRuleEnv are the only variables rules written through the API may
@@ -66,8 +71,10 @@ type Server struct {
 	store engine.Store
 	auth  *authenticator
 	rules *ruleManager
-	log   *slog.Logger
-	mux   *http.ServeMux
+	// catalog is the event catalog in force (files and API).
+	catalog *catalogState
+	log     *slog.Logger
+	mux     *http.ServeMux
 
 	started time.Time   // for GET /v1/status
 	streams streamState // GET /v1/deliveries:stream
@@ -109,7 +116,12 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		started: time.Now(),
 	}
 	s.streams.init(s)
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	cat, err := newCatalogState(ctx, opts.CatalogPaths, s.store, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s.catalog = cat
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
 	s.rules.perTenant = opts.RulesPerTenant
 	files, err := s.rules.loadFiles()
 	if err != nil {
@@ -131,8 +143,14 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 // ReloadFiles reads the rule files again and applies them atomically; on
 // error the rules in force stay and the error names file:line:col.
 func (s *Server) ReloadFiles(ctx context.Context) (int, error) {
+	undo, err := s.catalog.reloadFiles()
+	if err != nil {
+		s.log.Error("rules reload failed; the previous rules stay in force", "error", err)
+		return 0, err
+	}
 	n, err := s.rules.ReloadFiles(ctx)
 	if err != nil {
+		undo()
 		s.log.Error("rules reload failed; the previous rules stay in force", "error", err)
 		return 0, err
 	}
@@ -142,12 +160,29 @@ func (s *Server) ReloadFiles(ctx context.Context) (int, error) {
 
 // RefreshRules reads the API rules from the database and applies them if
 // any changed.
-func (s *Server) RefreshRules(ctx context.Context) error { return s.rules.Refresh(ctx) }
+func (s *Server) RefreshRules(ctx context.Context) error {
+	if err := s.catalog.refresh(ctx); err != nil {
+		return err
+	}
+	return s.rules.Refresh(ctx)
+}
 
 // WatchRules calls RefreshRules every interval until ctx ends: several
-// processes on one database pick up each other's rule changes this way.
+// processes on one database pick up each other's rule and catalog changes
+// this way.
 func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
-	s.rules.watch(ctx, interval)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.RefreshRules(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing API rules and the catalog", "error", err)
+			}
+		}
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -211,6 +246,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/rules/{name}/enable", s.require(config.ScopeRulesWrite, s.enableRule(true)))
 	m.HandleFunc("POST /v1/rules/{name}/disable", s.require(config.ScopeRulesWrite, s.enableRule(false)))
 	m.HandleFunc("POST /v1/rules/{name}/test", s.require(config.ScopeRulesWrite, s.testRule))
+
+	m.HandleFunc("GET /v1/catalog", s.require(config.ScopeRulesRead, s.getCatalog))
+	m.HandleFunc("PUT /v1/catalog", s.require(config.ScopeRulesWrite, s.putCatalog))
 
 	m.HandleFunc("GET /v1/deliveries", s.require(config.ScopeDeliveriesRead, s.listDeliveries))
 	m.HandleFunc("GET /v1/deliveries/{id}", s.require(config.ScopeDeliveriesRead, s.getDelivery))

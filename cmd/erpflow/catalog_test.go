@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
+)
+
+const examplesCatalog = "../../examples/catalog"
+
+// TestValidateCatalog runs validate --catalog on the binary: the examples
+// fit their catalogs, and a misspelt data path is refused at file:line:col
+// with a did-you-mean.
+func TestValidateCatalog(t *testing.T) {
+	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "JOBS_WEBHOOK_USER=u", "JOBS_WEBHOOK_PASSWORD=p"}
+	out := mustCLI(t, env, "validate", "--catalog", examplesCatalog, examplesRules)
+	if !strings.Contains(out, "velosity.yaml: 1 rule OK") || !strings.Contains(out, "kladana.yaml: 1 rule OK") {
+		t.Fatalf("output:\n%s", out)
+	}
+
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "orders.yaml")
+	writeTestFile(t, rules, `rules:
+  - name: big-orders
+    on: {entity: Order, event: picked}
+    when: data.pickedLine > 2
+    actions:
+      - type: webhook
+        url: https://example.com/orders/{data.orderNumbr}
+`)
+	code, out := cli(t, nil, "validate", "--catalog", examplesCatalog+"/ongoing-wms.yaml", rules)
+	for _, want := range []string{
+		rules + `:4:11: rules[0].when: data.pickedLine is not in the catalog's schema of entity "Order" (did you mean data.pickedLines?)`,
+		rules + `:7:41: rules[0].actions[0].url: {data.orderNumbr} is not in the catalog's schema of entity "Order" (did you mean data.orderNumber?)`,
+		"2 problems in 1 file",
+	} {
+		if code != 1 || !strings.Contains(out, want) {
+			t.Errorf("exit %d, want 1 and %q in:\n%s", code, want, out)
+		}
+	}
+	// Without the catalog the same file is valid.
+	mustCLI(t, nil, "validate", rules)
+
+	// A broken catalog is an error naming file:line:col.
+	bad := filepath.Join(dir, "catalog.yaml")
+	writeTestFile(t, bad, "catalog:\n  - entity: Order\n    events: [picked]\n    data: {type: objekt}\n")
+	code, out = cli(t, nil, "validate", "--catalog", bad, rules)
+	if code != 1 || !strings.Contains(out, bad+":4:18: catalog[0].data.type: invalid schema") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestExplainCatalog: explain --catalog checks the rules and says when the
+// event itself would not fit.
+func TestExplainCatalog(t *testing.T) {
+	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p"}
+	out := mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", "../../examples/events/ongoing-wms.json")
+	if strings.Contains(out, "does not fit") || !strings.Contains(out, "2 of 2 rules matched") {
+		t.Fatalf("output:\n%s", out)
+	}
+	ev, err := os.ReadFile("../../examples/events/ongoing-wms.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	badEv := filepath.Join(t.TempDir(), "bad.json")
+	writeTestFile(t, badEv, strings.Replace(string(ev), `"orderId": 12345`, `"orderId": "12345"`, 1))
+	out = mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", badEv)
+	if !strings.Contains(out, badEv+": does not fit the catalog (validation reject): data.orderId: expected integer, got string") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// TestServeCatalog: serve with catalog: in its config refuses an event
+// that does not fit (validation reject) and takes one that does.
+func TestServeCatalog(t *testing.T) {
+	dir := t.TempDir()
+	ev, err := os.ReadFile("../../examples/events/ongoing-wms.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(examplesCatalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\ncatalog: ["+abs+"]\n")
+	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	post := func(body string) int {
+		t.Helper()
+		res, err := http.Post(base+"/v1/events", "application/json", bytes.NewReader([]byte(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := post(strings.Replace(string(ev), `"orderId": 12345`, `"orderId": "12345"`, 1)); got != 400 {
+		t.Fatalf("an order that does not fit: %d, want 400", got)
+	}
+	if got := post(string(ev)); got != 202 {
+		t.Fatalf("the example order: %d, want 202", got)
+	}
+	var cat struct {
+		Entities []struct{ Entity string }
+	}
+	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 27 {
+		t.Fatalf("catalog: %+v", cat)
+	}
+}
+
+// TestSchemaCatalogAndConfig: schema --catalog makes the catalog's names
+// enums (the examples still validate, a misspelt entity does not);
+// schema config prints the config schema.
+func TestSchemaCatalogAndConfig(t *testing.T) {
+	out := mustCLI(t, nil, "schema", "--catalog", examplesCatalog)
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(out))
+	if err != nil {
+		t.Fatalf("not JSON: %v\n%.300s", err, out)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource(triggers.SchemaID, doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile(triggers.SchemaID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	validate := func(src string) error {
+		var v any
+		if err := yaml.Unmarshal([]byte(src), &v); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(v)
+		inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		return s.Validate(inst)
+	}
+	files, _ := filepath.Glob(examplesRules + "/*.yaml")
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validate(string(src)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, bad := range []string{
+		"rules: [{name: a, on: {entity: Ordr}, actions: [{type: webhook, url: 'https://x'}]}]",
+		"rules: [{name: a, on: {entity: Order, events: [pickd]}, actions: [{type: webhook, url: 'https://x'}]}]",
+	} {
+		if validate(bad) == nil {
+			t.Errorf("%s validates", bad)
+		}
+	}
+	if err := validate("rules: [{name: a, on: {entity: '*', events: [picked, Merge]}, actions: [{type: webhook, url: 'https://x'}]}]"); err != nil {
+		t.Error(err)
+	}
+
+	out = mustCLI(t, nil, "schema", "config")
+	if !strings.Contains(out, `"catalog"`) || !strings.Contains(out, `"$id": "https://erpflow.dev/schemas/config.json"`) {
+		t.Fatalf("config schema:\n%.300s", out)
+	}
+	if code, out := cli(t, nil, "schema", "configs"); code != 2 || !strings.Contains(out, `unknown schema "configs"`) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestBenchCatalogValidation: --catalog-validation validates every event
+// against a catalog that fits the bench's events (and would not fit
+// others); bad values are usage errors.
+func TestBenchCatalogValidation(t *testing.T) {
+	cat, err := catalog.Parse("bench", []byte(fmt.Sprintf(benchCatalog, "reject")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := benchEvent("x", 1)
+	if _, err := cat.Validate(&ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.SetRawData(json.RawMessage(`{"number":"1","total":"12","t":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.Validate(&ev); err == nil || !strings.Contains(err.Error(), "data.total: expected number, got string") {
+		t.Fatalf("got %v", err)
+	}
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	code, out, errOut := runCmd(t, "bench", "--events", "100", "--rules", "1", "--rate", "100", "--latency-duration", "100ms", "--workers", "4", "--catalog-validation", "reject")
+	if code != 0 || !strings.Contains(out, "catalog validation reject") || !strings.Contains(out, "100 deliveries received and recorded") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, "bench", "--catalog-validation", "strict"); code != 2 || !strings.Contains(errOut, "--catalog-validation must be reject, warn or off") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
