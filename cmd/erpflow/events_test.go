@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -358,5 +359,38 @@ func TestDeliveriesTail(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("tail did not stop when its context ended")
+	}
+}
+
+// TestServeEndsStreamsOnShutdown: the real binary with a live attempt
+// stream open stops cleanly on SIGTERM: the stream ends, and the HTTP
+// server's graceful shutdown does not wait out its deadline for it.
+func TestServeEndsStreamsOnShutdown(t *testing.T) {
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./e.db\nlimits: {streams: 1}\n")
+	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	res, err := http.Get(base + "/v1/deliveries:stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	first := make([]byte, 64)
+	if n, err := res.Body.Read(first); err != nil || !strings.HasPrefix(string(first[:n]), "retry:") {
+		t.Fatalf("stream: %d %q %v", res.StatusCode, first[:n], err)
+	}
+	// limits.streams: 1 — a second is refused.
+	if code := getJSON(t, base+"/v1/deliveries:stream", nil); code != 503 {
+		t.Fatalf("a second stream with limits.streams 1: %d", code)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		t.Fatalf("the stream ended with %v, want its end", err)
+	}
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("serve exited %d:\n%s", code, srv.out.String())
+	}
+	if out := srv.out.String(); strings.Contains(out, "http shutdown") || !strings.Contains(out, `"msg":"stopped"`) {
+		t.Fatalf("serve did not stop cleanly:\n%s", out)
 	}
 }
