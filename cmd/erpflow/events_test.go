@@ -197,7 +197,7 @@ func TestStatusCLI(t *testing.T) {
 	id := regexp.MustCompile(`dlv_\w+`).FindString(runCLI(t, 0, append([]string{"emit", e.event(t, "S1")}, s...)...))
 	pollUntil(t, "the delivery to go dead", func() bool { return e.deliveryState(t, id) == "dead" })
 	out := runCLI(t, 0, append([]string{"status"}, s...)...)
-	for _, re := range []string{`(?m)^version:\s+v9\.9\.9$`, `(?m)^store:\s+sqlite$`, `(?m)^rules:\s+1$`, `(?m)^uptime:\s+\S+$`,
+	for _, re := range []string{`(?m)^version:\s+v9\.9\.9$`, `(?m)^store:\s+sqlite$`, `(?m)^rules:\s+1 \(1 enabled\)$`, `(?m)^uptime:\s+\S+$`,
 		`(?m)^PENDING\s+RUNNING\s+FAILED\s+DEAD\s+OLDEST WAITING$`, `(?m)^0\s+0\s+0\s+1\s+-$`} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Fatalf("status lacks %s:\n%s", re, out)

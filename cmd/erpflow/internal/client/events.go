@@ -42,6 +42,7 @@ type Status struct {
 	StartedAt     time.Time `json:"started_at"`
 	UptimeSeconds int64     `json:"uptime_seconds"`
 	Rules         int       `json:"rules"`
+	RulesEnabled  int       `json:"rules_enabled"`
 	Tenant        *string   `json:"tenant,omitempty"`
 	Queue         struct {
 		Pending       int        `json:"pending"`

@@ -223,10 +223,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		qv.OldestWaiting = &t
 		qv.OldestAgeSec = max(0, now.Sub(t).Seconds())
 	}
-	rules := 0
+	rules, enabled := 0, 0
 	for _, rl := range s.eng.Rules().Rules() {
 		if p.seesRule(rl.Tenants) {
 			rules++
+			if rl.Enabled {
+				enabled++
+			}
 		}
 	}
 	out := map[string]any{
@@ -235,6 +238,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		"started_at":     s.started.UTC(),
 		"uptime_seconds": int64(now.Sub(s.started).Seconds()),
 		"rules":          rules,
+		"rules_enabled":  enabled,
 		"queue":          qv,
 	}
 	if scoped {

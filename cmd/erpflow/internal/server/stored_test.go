@@ -219,7 +219,7 @@ func TestStatus(t *testing.T) {
 
 	all := must(t, e.do("GET", "/v1/status", tokAdmin, nil), 200).json(t)
 	q := all["queue"].(map[string]any)
-	if all["version"] != "v1.2.3" || all["store"] != "sqlite" || all["rules"] != float64(2) || all["tenant"] != nil ||
+	if all["version"] != "v1.2.3" || all["store"] != "sqlite" || all["rules"] != float64(2) || all["rules_enabled"] != float64(2) || all["tenant"] != nil ||
 		q["failed"] != float64(1) || q["dead"] != float64(1) || q["pending"] != float64(0) || q["running"] != float64(0) {
 		t.Fatalf("status %v", all)
 	}
