@@ -139,7 +139,8 @@ func value(v triggers.Value) Value {
 		return out
 	}
 	out.Text = v.JSON(200)
-	if j := v.JSON(0); len(j) <= maxValueJSON && json.Valid([]byte(j)) {
+	// JSON(max) encodes no more than it shows: a cut value is not valid
+	if j := v.JSON(maxValueJSON); len(j) <= maxValueJSON && json.Valid([]byte(j)) {
 		out.Value = json.RawMessage(j)
 	}
 	return out

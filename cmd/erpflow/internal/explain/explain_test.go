@@ -130,3 +130,23 @@ func TestExplainKeepAndValues(t *testing.T) {
 		t.Errorf("JSON: %.300s", b)
 	}
 }
+
+// The text form writes no control character of the event (a terminal
+// escape sequence in an event id would be run by the terminal).
+func TestPrintEscapesControlCharacters(t *testing.T) {
+	set := load(t, `rules:
+  - name: log
+    on: {entity: SalesOrder}
+    actions: [{type: webhook, url: "https://erp.example/{entity_id}", body: none}]
+`)
+	ev := &templates.Event{ID: "e\x1b[31mRED", Entity: "SalesOrder", EntityID: "SO\x07", Event: "updated\x1b]0;x"}
+	res, err := Explain(set, ev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	Print(&b, res)
+	if strings.ContainsAny(b.String(), "\x1b\x07") {
+		t.Errorf("control characters written:\n%q", b.String())
+	}
+}

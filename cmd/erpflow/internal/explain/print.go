@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Print writes res as text: a header with the counts, then each rule,
@@ -23,6 +24,11 @@ func Print(w io.Writer, res *Result) {
 		Event    string `json:"event"`
 	}
 	_ = json.Unmarshal(res.Event, &ev) // a header without names is still an answer
+	// The event's names are the caller's text: control characters (a
+	// terminal's escape sequences) are shown escaped, not written.
+	for _, p := range []*string{&ev.ID, &ev.Tenant, &ev.Entity, &ev.EntityID, &ev.Event} {
+		*p = printable(*p)
+	}
 	fmt.Fprintf(w, "event %s: %s %s", ev.ID, ev.Entity, ev.Event)
 	if ev.EntityID != "" {
 		fmt.Fprintf(w, " %s", ev.EntityID)
@@ -116,4 +122,13 @@ func plural(n int, one, many string) string {
 		return strconv.Itoa(n) + " " + one
 	}
 	return strconv.Itoa(n) + " " + many
+}
+
+// printable is s, or s quoted (control characters escaped) when it holds
+// any.
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }

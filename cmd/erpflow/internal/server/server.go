@@ -73,6 +73,7 @@ type Server struct {
 	rules *ruleManager
 	// catalog is the event catalog in force (files and API).
 	catalog *catalogState
+	env     envSeen // the ${NAME} values rules read: explain masks them
 	log     *slog.Logger
 	mux     *http.ServeMux
 
@@ -121,7 +122,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.catalog = cat
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: s.env.wrap(opts.LookupEnv), MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
 	s.rules.perTenant = opts.RulesPerTenant
 	files, err := s.rules.loadFiles()
 	if err != nil {
