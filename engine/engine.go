@@ -134,7 +134,8 @@ type Engine struct {
 	preparing     atomic.Int64 // emits being prepared, not yet queued
 	committerDone chan struct{}
 
-	wake chan struct{} // capacity 1: new work may be due
+	wake     chan struct{} // capacity 1: new work may be due
+	recorded chan struct{} // capacity 1: attempts were recorded (AttemptsRecorded)
 
 	// writers is how many claim loops and emit committers run side by
 	// side: 1 for a single-writer database (SQLite), more for a server
@@ -239,6 +240,7 @@ func New(store Store, cfg Config) (*Engine, error) {
 		emitCh:        make(chan *emitReq, 4096),
 		committerDone: make(chan struct{}),
 		wake:          make(chan struct{}, 1),
+		recorded:      make(chan struct{}, 1),
 		stopDone:      make(chan struct{}),
 		quit:          make(chan struct{}),
 	}

@@ -45,6 +45,7 @@ type Delivery struct {
 	LastError   string          `json:"last_error" db:"last_error"` // last Outcome.Error
 	Internal    bool            `json:"internal" db:"internal"`     // caused by an internal erpflow.* event: never raises another
 	Test        bool            `json:"test" db:"test"`
+	Rerun       string          `json:"rerun,omitempty" db:"rerun"` // the rerun that created it ("rrn_…", see Engine.Rerun); "" for an emitted event's
 	LeaseOwner  string          `json:"-" db:"lease_owner"`
 	LockedUntil time.Time       `json:"-" db:"locked_until"`
 	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
@@ -103,9 +104,74 @@ type DeliveryFilter struct {
 	States    []State
 	Since     time.Time // CreatedAt >= Since
 	Until     time.Time // CreatedAt < Until
+	Rerun     string    // only the deliveries of this rerun
 	Cursor    string    // a delivery id: return deliveries older than it
 	Limit     int       // default 100, at most 1000
 	TenantSet bool      // filter by Tenant even when it is "" (tenant-bound tokens of the default tenant)
+}
+
+// EventFilter selects stored events for ListEvents. Zero fields do not
+// filter.
+type EventFilter struct {
+	Tenant    string
+	TenantSet bool // filter by Tenant even when it is ""
+	Entity    string
+	Event     string       // the event name
+	Since     time.Time    // ReceivedAt >= Since
+	Until     time.Time    // ReceivedAt < Until
+	After     *EventCursor // return events older than it (the last of the previous page)
+	Limit     int          // default 100, at most 1000
+}
+
+// EventCursor is where a page of ListEvents ended: events sort newest
+// first by (ReceivedAt, Tenant, ID).
+type EventCursor struct {
+	ReceivedAt time.Time
+	Tenant     string
+	ID         string
+}
+
+// EventSummary is a stored event as ListEvents returns it: without its
+// data, with the number of deliveries it has (created by its emit and its
+// reruns).
+type EventSummary struct {
+	Tenant     string    `json:"tenant"`
+	ID         string    `json:"id"`
+	Entity     string    `json:"entity"`
+	EntityID   string    `json:"entity_id"`
+	Event      string    `json:"event"`
+	OccurredAt time.Time `json:"occurred_at"`
+	ReceivedAt time.Time `json:"received_at"`
+	Internal   bool      `json:"internal"`
+	Deliveries int       `json:"deliveries"`
+}
+
+// Cursor is the cursor of the page that ends with s.
+func (s *EventSummary) Cursor() EventCursor {
+	return EventCursor{ReceivedAt: s.ReceivedAt, Tenant: s.Tenant, ID: s.ID}
+}
+
+// AttemptFilter selects finished attempts for ListAttempts. Zero fields do
+// not filter.
+type AttemptFilter struct {
+	After     int64 // Seq > After
+	Through   int64 // Seq <= Through; 0: no upper bound
+	Tenant    string
+	TenantSet bool // filter by Tenant even when it is ""
+	Rule      string
+	Entity    string
+	Limit     int // default 100, at most 1000
+}
+
+// AttemptRecord is a finished attempt with its delivery as it is now
+// (a test-fire's too: Delivery.Test).
+type AttemptRecord struct {
+	// Seq orders attempts by when they were recorded, across processes
+	// sharing a database; attempts recorded before the column existed
+	// have none and are not listed.
+	Seq      int64
+	Attempt  Attempt
+	Delivery Delivery
 }
 
 // RuleRecord is a rule managed through the API, stored in the database.
@@ -124,6 +190,7 @@ type QueueStats struct {
 	Pending       int       // pending + failed
 	Running       int       //
 	Dead          int       //
+	Failed        int       // failed, waiting to retry (also counted in Pending)
 	OldestPending time.Time // zero when none
 }
 
@@ -140,6 +207,11 @@ type EventWriter interface {
 	// transaction. A record whose (tenant, event id) exists is not written
 	// again: its result is Duplicate with the stored deliveries.
 	InsertEvents(ctx context.Context, recs []EventRecord) ([]InsertResult, error)
+	// AddDeliveries writes ds, new deliveries of the stored event (tenant,
+	// id), in one transaction and wakes the workers of every process; it
+	// returns them as stored. An unknown event is ErrNotFound and writes
+	// nothing.
+	AddDeliveries(ctx context.Context, tenant, id string, ds []Delivery) ([]Delivery, error)
 }
 
 // Queue is the work queue of deliveries.
@@ -176,6 +248,17 @@ type DeliveryLog interface {
 	// created before before, and events left without deliveries.
 	Prune(ctx context.Context, before time.Time, batch int) (int, error)
 	Stats(ctx context.Context, now time.Time) (QueueStats, error)
+	// TenantStats is Stats for the deliveries of one tenant.
+	TenantStats(ctx context.Context, tenant string, now time.Time) (QueueStats, error)
+	// ListEvents lists stored events, newest first (see EventFilter).
+	ListEvents(ctx context.Context, f EventFilter) ([]EventSummary, error)
+	// ListAttempts lists finished attempts in Seq order (see AttemptFilter).
+	ListAttempts(ctx context.Context, f AttemptFilter) ([]AttemptRecord, error)
+	// AttemptSeq returns the highest attempt Seq recorded (0: none).
+	AttemptSeq(ctx context.Context) (int64, error)
+	// CountRequeue counts the deliveries Requeue(ctx, nil, f, …) would
+	// requeue now, changing nothing.
+	CountRequeue(ctx context.Context, f *DeliveryFilter) (int, error)
 	// AddAttempt records an attempt of a test-fire (which is not queued).
 	AddAttempt(ctx context.Context, d Delivery, a Attempt) error
 }

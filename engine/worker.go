@@ -636,6 +636,10 @@ func (r *runner) flush(rs []result) {
 		}
 		time.Sleep(backoff)
 	}
+	select {
+	case e.recorded <- struct{}{}:
+	default:
+	}
 	var earliest time.Time
 	for i := range cs {
 		c := &cs[i]

@@ -2,6 +2,7 @@ package triggers
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,18 +58,16 @@ func (v Value) String() string {
 
 // JSON is the value as JSON text, cut to about max bytes ("…" marks the
 // cut, which leaves it no longer valid JSON); max <= 0 does not cut.
+//
+// With max > 0 it encodes no more of the value than it shows: a condition
+// reading a large list (len(data.lines)) costs Explain about max bytes per
+// rule, not the list's size.
 func (v Value) JSON(max int) string {
 	var s string
-	switch x := v.Value.(type) {
-	case time.Time:
-		s = strconv.Quote(x.UTC().Format(time.RFC3339Nano))
-	default:
-		b, err := json.Marshal(x)
-		if err != nil {
-			s = strconv.Quote(canonText(x))
-		} else {
-			s = string(b)
-		}
+	if max > 0 {
+		s = string(appendJSON(nil, v.Value, max))
+	} else {
+		s = string(appendJSON(nil, v.Value, -1))
 	}
 	if max > 0 && len(s) > max {
 		cut := max
@@ -78,6 +77,66 @@ func (v Value) JSON(max int) string {
 		s = s[:cut] + "…"
 	}
 	return s
+}
+
+// appendJSON appends v to b as json.Marshal writes it (time.Time as an
+// RFC 3339 string, what JSON cannot encode as its text quoted), stopping
+// once b is longer than limit (limit < 0: no limit).
+func appendJSON(b []byte, v any, limit int) []byte {
+	over := func() bool { return limit >= 0 && len(b) > limit }
+	if over() {
+		return b
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if over() {
+				return b
+			}
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSON(b, k, limit)
+			b = append(b, ':')
+			b = appendJSON(b, x[k], limit)
+		}
+		return append(b, '}')
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if over() {
+				return b
+			}
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSON(b, e, limit)
+		}
+		return append(b, ']')
+	case string:
+		if room := limit - len(b); limit >= 0 && len(x) > room+1 {
+			cut := room + 1 // still longer than the room once quoted
+			for cut < len(x) && !utf8.RuneStart(x[cut]) {
+				cut++
+			}
+			x = x[:cut]
+		}
+		e, _ := json.Marshal(x)
+		return append(b, e...)
+	case time.Time:
+		return strconv.AppendQuote(b, x.UTC().Format(time.RFC3339Nano))
+	}
+	e, err := json.Marshal(v)
+	if err != nil {
+		return strconv.AppendQuote(b, canonText(v))
+	}
+	return append(b, e...)
 }
 
 // readPath is a path a condition reads: root is "data", "previous" or a

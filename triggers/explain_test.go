@@ -1,9 +1,13 @@
 package triggers
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/erpflow/erpflow/templates"
 )
 
 func TestExplainParts(t *testing.T) {
@@ -155,5 +159,41 @@ func TestExplainValuesBounded(t *testing.T) {
 	paths := readPaths(strings.Join(conds, " || "))
 	if len(paths) != MaxExplainValues {
 		t.Errorf("%d paths", len(paths))
+	}
+}
+
+// TestExplainReasonsCutEventValues: a reason quotes at most about 200
+// bytes of the event's values (field changes, entity, event, tenant): the
+// event is the caller's, and 300 rules quoting all of a 900 kB status made
+// an explanation of 270 MB.
+func TestExplainReasonsCutEventValues(t *testing.T) {
+	big := strings.Repeat("é", 450_000)
+	to := "RELEASED"
+	rules := []*Rule{
+		{Name: "field", Enabled: true, On: Trigger{Entities: []string{"Order"}, Field: "status", To: &to}},
+		{Name: "same", Enabled: true, On: Trigger{Entities: []string{"Order"}, Field: "lines"}},
+		{Name: "entity", Enabled: true, On: Trigger{Entities: []string{"Invoice"}}},
+	}
+	set, err := NewSet(rules, SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := []any{}
+	for i := range 20_000 {
+		lines = append(lines, map[string]any{"sku": fmt.Sprint(i)})
+	}
+	ev := &templates.Event{ID: "e", Entity: "Order" + big, Event: "x",
+		Data: map[string]any{"status": big, "lines": lines}, Previous: map[string]any{"status": "DRAFT", "lines": lines}}
+	for _, x := range set.Explain(ev) {
+		if len(x.Reason) > 400 || !utf8.ValidString(x.Reason) || !strings.Contains(x.Reason, "…") {
+			t.Errorf("%s: reason of %d bytes: %.300s", x.Rule.Name, len(x.Reason), x.Reason)
+		}
+	}
+	ev.Entity = "Order"
+	if x := set.ExplainRule(ev, rules[0]); !strings.HasPrefix(x.Reason, `field "status" changed to "éé`) || !strings.HasSuffix(x.Reason, `é"…, not to "RELEASED"`) {
+		t.Errorf("field: %.300s", x.Reason)
+	}
+	if x := set.ExplainRule(ev, rules[1]); len(x.Reason) > 400 || !strings.HasPrefix(x.Reason, `field "lines" did not change ("[{\"sku\":\"0\"}`) {
+		t.Errorf("same: %d bytes: %.300s", len(x.Reason), x.Reason)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/erpflow/erpflow/templates"
 )
@@ -384,14 +385,14 @@ func (r *Rule) explain(ev *templates.Event, lim *ConditionLimits, ce *CooldownEr
 func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) {
 	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
 		x.DidYouMean = nearName(ev.Entity, r.On.Entities)
-		return PartEntity, "entity " + strconv.Quote(ev.Entity) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
+		return PartEntity, "entity " + quoteCut(ev.Entity, maxReasonValue) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
 	}
 	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
 		x.DidYouMean = nearName(ev.Event, r.On.Events)
-		return PartEvent, "event " + strconv.Quote(ev.Event) + " is not " + quoteList(r.On.Events) + didYouMean(x.DidYouMean)
+		return PartEvent, "event " + quoteCut(ev.Event, maxReasonValue) + " is not " + quoteList(r.On.Events) + didYouMean(x.DidYouMean)
 	}
 	if !r.tenantOK(ev.Tenant) {
-		return PartTenant, fmt.Sprintf("tenant %q is not %s", ev.Tenant, quoteList(r.Tenants))
+		return PartTenant, "tenant " + quoteCut(ev.Tenant, maxReasonValue) + " is not " + quoteList(r.Tenants)
 	}
 	if why := r.On.fieldChangeReason(ev); why != "" {
 		return PartField, why
@@ -438,9 +439,43 @@ func (r *Rule) checkCondition(ev *templates.Event, lim *ConditionLimits, ce *Coo
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > n {
-		s = s[:n] + "…"
+		s = cutText(s, n) + "…"
 	}
 	return s
+}
+
+// maxReasonValue is the most bytes of an event's value a Reason quotes:
+// the event is the caller's, and a reason per rule quoting all of a large
+// value made an explanation of it hundreds of megabytes.
+const maxReasonValue = 200
+
+// quoteCut is s quoted, cut to about n bytes ("…" after the quote marks
+// the cut).
+func quoteCut(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(cutText(s, n)) + "…"
+}
+
+// quoteValue is the canonical text of an event's value, quoted and cut
+// to about maxReasonValue bytes; it encodes no more of a large value.
+func quoteValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return quoteCut(x, maxReasonValue)
+	case map[string]any, []any:
+		return quoteCut(string(appendJSON(nil, x, maxReasonValue)), maxReasonValue)
+	}
+	return quoteCut(canonText(v), maxReasonValue)
+}
+
+// cutText is s cut to at most n bytes at a rune boundary.
+func cutText(s string, n int) string {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func quoteList(l []string) string {
@@ -502,10 +537,10 @@ func (t *Trigger) fieldChangeReason(ev *templates.Event) string {
 	prev, _ := templates.Lookup(ev.Previous, t.Field)
 	cur, _ := templates.Lookup(ev.Data, t.Field)
 	if valuesEqual(prev, cur) {
-		return fmt.Sprintf("field %q did not change (%q before and after)", t.Field, canonText(cur))
+		return fmt.Sprintf("field %q did not change (%s before and after)", t.Field, quoteValue(cur))
 	}
 	if t.From != nil && !matchesText(prev, *t.From) {
-		return fmt.Sprintf("field %q changed from %q, not from %q", t.Field, canonText(prev), *t.From)
+		return fmt.Sprintf("field %q changed from %s, not from %q", t.Field, quoteValue(prev), *t.From)
 	}
-	return fmt.Sprintf("field %q changed to %q, not to %q", t.Field, canonText(cur), *t.To)
+	return fmt.Sprintf("field %q changed to %s, not to %q", t.Field, quoteValue(cur), *t.To)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 	"github.com/erpflow/erpflow/triggers"
 	"github.com/erpflow/erpflow/triggers/catalog"
 )
@@ -61,24 +63,111 @@ func TestValidateCatalog(t *testing.T) {
 	}
 }
 
-// TestExplainCatalog: explain --catalog checks the rules and says when the
-// event itself would not fit.
+// TestExplainCatalog: explain --catalog checks the rules and says whether
+// the event fits the catalog: in one line near the top, and, for an event
+// ingest would refuse, that nothing would be delivered.
 func TestExplainCatalog(t *testing.T) {
 	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ONGOING_WEBHOOK_SECRET=" + quickSecret}
 	out := mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", "../../examples/events/ongoing-wms.json")
-	if strings.Contains(out, "does not fit") || !strings.Contains(out, "2 of 2 rules matched") {
+	if !strings.Contains(out, "\ncatalog: fits Order\n2 of 2 rules matched\n") {
 		t.Fatalf("output:\n%s", out)
 	}
+	badEv := badOrderEvent(t)
+	out = mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", badEv)
+	if !strings.Contains(out, "\ncatalog: REJECTED at ingest: data.orderId: expected integer, got string\n"+
+		"2 of 2 rules matched as if accepted, but ingest refuses this event (validation reject of Order): nothing would be delivered\n") {
+		t.Fatalf("output:\n%s", out)
+	}
+	// Without a catalog, no catalog line.
+	if out = mustCLI(t, env, "explain", "--rules", examplesRules+"/ongoing-wms.yaml", badEv); strings.Contains(out, "catalog") {
+		t.Fatalf("output:\n%s", out)
+	}
+}
+
+// badOrderEvent is the example Ongoing order with an orderId the catalog
+// refuses.
+func badOrderEvent(t *testing.T) string {
+	t.Helper()
 	ev, err := os.ReadFile("../../examples/events/ongoing-wms.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	badEv := filepath.Join(t.TempDir(), "bad.json")
-	writeTestFile(t, badEv, strings.Replace(string(ev), `"orderId": 12345`, `"orderId": "12345"`, 1))
-	out = mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", badEv)
-	if !strings.Contains(out, badEv+": does not fit the catalog (validation reject): data.orderId: expected integer, got string") {
-		t.Fatalf("output:\n%s", out)
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	writeTestFile(t, bad, strings.Replace(string(ev), `"orderId": 12345`, `"orderId": "12345"`, 1))
+	return bad
+}
+
+// TestExplainCatalogServer: explain against a serve process with a
+// catalog prints what explain against the same files and catalog prints,
+// catalog line included; ingest then refuses the event with the same
+// error; a local --catalog with the server is a usage error.
+func TestExplainCatalogServer(t *testing.T) {
+	dir := t.TempDir()
+	cat, err := filepath.Abs(examplesCatalog + "/ongoing-wms.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
+	rules, err := filepath.Abs(examplesRules + "/ongoing-wms.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ONGOING_WEBHOOK_SECRET=" + quickSecret, "ERPFLOW_TOKEN="}
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\ncatalog: ["+cat+"]\nrules: ["+rules+"]\n")
+	srv := start(t, dir, env, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	bad := badOrderEvent(t)
+
+	fromFiles := mustCLI(t, env, "explain", "--catalog", cat, "--rules", rules, bad)
+	fromServer := mustCLI(t, env, "explain", "--server", base, bad)
+	if fromFiles != fromServer || !strings.Contains(fromServer, "\ncatalog: REJECTED at ingest: data.orderId: expected integer, got string\n") {
+		t.Fatalf("files:\n%s\nserver:\n%s", fromFiles, fromServer)
+	}
+	files := decodeExplain(t, mustCLI(t, env, "explain", "-o", "json", "--catalog", cat, "--rules", rules, bad))
+	server := decodeExplain(t, mustCLI(t, env, "explain", "-o", "json", "--server", base, bad))
+	a, _ := json.Marshal(files.Catalog)
+	b, _ := json.Marshal(server.Catalog)
+	if string(a) != string(b) || server.Catalog == nil || !server.Catalog.WouldReject || server.Matched != 2 {
+		t.Fatalf("catalog parts: %s\n%s (matched %d)", a, b, server.Matched)
+	}
+	res, err := http.Post(base+"/v1/events", "application/json", strings.NewReader(mustRead(t, bad)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct {
+		Error struct{ Field, Message string }
+	}
+	json.NewDecoder(res.Body).Decode(&answer)
+	res.Body.Close()
+	if res.StatusCode != 400 || answer.Error.Field != "data.orderId" || !strings.HasPrefix(answer.Error.Message, "data.orderId: expected integer, got string") {
+		t.Fatalf("ingest: %d %+v", res.StatusCode, answer)
+	}
+
+	// The server uses its own catalog: a local one is a usage error,
+	// with --server or with the server from the environment.
+	for _, args := range [][]string{
+		{"explain", "--server", base, "--catalog", cat, bad},
+		{"explain", "--catalog", cat, bad},
+	} {
+		cmd := exec.Command(erpflowBin(t), args...)
+		cmd.Env = append(os.Environ(), "ERPFLOW_SERVER="+base)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		first, _, _ := strings.Cut(stderr.String(), "\n")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) != 0 ||
+			first != "erpflow explain: --catalog applies to explaining against files; the server uses its own catalog" {
+			t.Errorf("%v: %v\nstdout %q\nstderr %s", args, err, out, stderr.String())
+		}
+	}
+}
+
+func decodeExplain(t *testing.T, out string) *explain.Result {
+	t.Helper()
+	var res explain.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return &res
 }
 
 // TestServeCatalog: serve with catalog: in its config refuses an event

@@ -91,6 +91,12 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 			t.Errorf("erpflow %s: exit %d, want 2 and %q first\nstdout:\n%s\nstderr:\n%s", args, code, msg, out, errb)
 		}
 	}
+	// A server given as host:port is http://host:port.
+	t.Setenv("ERPFLOW_SERVER", "127.0.0.1:1")
+	if code, _, errb := runOut("rules", "list"); code != 1 || !strings.Contains(errb, "http://127.0.0.1:1") {
+		t.Errorf("ERPFLOW_SERVER=127.0.0.1:1: exit %d\n%s", code, errb)
+	}
+	t.Setenv("ERPFLOW_SERVER", "")
 	// A command that ran and failed exits 1 without usage.
 	code, _, errb := runOut("rules", "list", "--server", "http://127.0.0.1:1")
 	if code != 1 || strings.Contains(errb, "Usage:") || !strings.HasPrefix(errb, "erpflow rules list: ") {

@@ -1,17 +1,21 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/actions/webhook"
@@ -39,8 +43,9 @@ func (f *deliveryFilter) register(c *cobra.Command) {
 
 func newDeliveriesCmd() *cobra.Command {
 	var af apiFlags
-	g := group("deliveries", "The delivery log of a running server: list, show, retry, replay",
-		newDeliveriesListCmd(&af), newDeliveriesShowCmd(&af), newDeliveriesRetryCmd(&af), newDeliveriesReplayCmd(&af))
+	g := group("deliveries", "The delivery log of a running server: list, show, retry, replay, tail",
+		newDeliveriesListCmd(&af), newDeliveriesShowCmd(&af), newDeliveriesRetryCmd(&af), newDeliveriesReplayCmd(&af),
+		newDeliveriesTailCmd(&af))
 	g.Long = "The delivery log of a running server.\n\nTimes are RFC 3339 (2024-09-11T23:41:12Z) or a duration ago (24h)."
 	addAPIFlags(g, &af, true)
 	return g
@@ -161,10 +166,14 @@ func newDeliveriesRetryCmd(af *apiFlags) *cobra.Command {
 
 func newDeliveriesReplayCmd(af *apiFlags) *cobra.Command {
 	var f deliveryFilter
+	var dryRun, yes bool
 	c := &cobra.Command{
-		Use:     "replay [flags]",
-		Short:   "Make every matching dead/failed delivery due again",
-		Example: "  erpflow deliveries replay --rule so-released --status dead --since 24h",
+		Use:   "replay [flags]",
+		Short: "Make every matching dead/failed delivery due again",
+		Long: "Make every matching dead/failed delivery due again, with the same ids.\n\n" +
+			"Without a filter every dead and failed delivery is replayed: on a terminal erpflow asks\n" +
+			"first (\"Replay N deliveries? [y/N]\"); otherwise it needs --yes. --dry-run only counts.",
+		Example: "  erpflow deliveries replay --rule so-released --status dead --since 24h\n  erpflow deliveries replay --dry-run",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, err := af.client()
@@ -183,24 +192,187 @@ func newDeliveriesReplayCmd(af *apiFlags) *cobra.Command {
 			if f.status != "" {
 				req["status"] = strings.Split(f.status, ",")
 			}
-			body, _ := json.Marshal(req)
-			var raw json.RawMessage
-			if err := cl.Post(c.Context(), "/v1/deliveries:replay", body, &raw); err != nil {
-				return apiError(c, err)
+			out := c.OutOrStdout()
+			replay := func(dry bool) (int, json.RawMessage, error) {
+				r := req
+				if dry {
+					r = map[string]any{"dry_run": true}
+					for k, v := range req {
+						r[k] = v
+					}
+				}
+				body, _ := json.Marshal(r)
+				var raw json.RawMessage
+				if err := cl.Post(c.Context(), "/v1/deliveries:replay", body, &raw); err != nil {
+					return 0, nil, apiError(c, err)
+				}
+				var n struct {
+					Queued     int `json:"queued"`
+					WouldQueue int `json:"would_queue"`
+				}
+				_ = json.Unmarshal(raw, &n)
+				return n.Queued + n.WouldQueue, raw, nil
 			}
-			if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+			if dryRun {
+				n, raw, err := replay(true)
+				if err != nil {
+					return err
+				}
+				if ok, err := af.structured(out, raw); ok {
+					return err
+				}
+				fmt.Fprintf(out, "%d deliveries would be queued again (dry run: nothing changed)\n", n)
+				return nil
+			}
+			if len(req) == 0 && !yes {
+				// Every dead and failed delivery: ask first.
+				if !stdinTerminal(c.InOrStdin()) {
+					return usageErrorf("replaying every dead and failed delivery needs --yes when stdin is not a terminal (or give a filter; --dry-run counts them)")
+				}
+				n, _, err := replay(true)
+				if err != nil {
+					return err
+				}
+				if n == 0 {
+					fmt.Fprintln(out, "0 deliveries to replay")
+					return nil
+				}
+				fmt.Fprintf(c.ErrOrStderr(), "Replay %d deliveries? [y/N] ", n)
+				answer, _ := bufio.NewReader(c.InOrStdin()).ReadString('\n')
+				if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+					fmt.Fprintln(c.ErrOrStderr(), "nothing replayed")
+					return exitError{1}
+				}
+			}
+			_, raw, err := replay(false)
+			if err != nil {
 				return err
 			}
-			var out struct {
+			if ok, err := af.structured(out, raw); ok {
+				return err
+			}
+			var res struct {
 				Queued int `json:"queued"`
 			}
-			_ = json.Unmarshal(raw, &out)
-			fmt.Fprintf(c.OutOrStdout(), "%d deliveries queued again\n", out.Queued)
+			_ = json.Unmarshal(raw, &res)
+			fmt.Fprintf(out, "%d deliveries queued again\n", res.Queued)
 			return nil
 		},
 	}
 	f.register(c)
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "only count what would be replayed")
+	c.Flags().BoolVarP(&yes, "yes", "y", false, "replay without asking, even with no filter")
 	return c
+}
+
+// stdinTerminal reports whether r is a terminal, where someone can answer
+// a question (a variable: tests answer as one).
+var stdinTerminal = func(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	// Not a mode test: /dev/null is a character device too.
+	return ok && isatty.IsTerminal(f.Fd())
+}
+
+func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
+	var rule, state, entity, tenant, from string
+	c := &cobra.Command{
+		Use:   "tail [flags]",
+		Short: "Follow finished attempts live, one line each, until Ctrl-C",
+		Long: "Follow finished attempts live (of every process sharing the server's database), one\n" +
+			"line each, until Ctrl-C. A dropped connection is resumed where it ended (Last-Event-ID).\n" +
+			"-o json prints one JSON object per line.",
+		Example: "  erpflow deliveries tail\n  erpflow deliveries tail --rule so-released --state failed,dead",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cl, err := af.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"rule": rule, "state": state, "entity": entity} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			for k, v := range tenantQuery(c, tenant) {
+				q[k] = v
+			}
+			ctx, out, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
+			last, delay := from, 2*time.Second
+			for {
+				err := cl.Stream(ctx, "/v1/deliveries:stream", q, last,
+					func(d time.Duration) { delay = min(max(d, 100*time.Millisecond), time.Minute) },
+					func(m client.Message) error {
+						if m.Event != "attempt" {
+							return nil
+						}
+						last = m.ID
+						return printAttemptLine(out, af, m.Data)
+					})
+				if ctx.Err() != nil {
+					return nil // Ctrl-C
+				}
+				var ce *client.Error
+				if errors.As(err, &ce) && ce.Status < 500 {
+					return apiError(c, err) // no token, bad filter: reconnecting will not help
+				}
+				if err == nil {
+					err = errors.New("the server ended the stream")
+				}
+				fmt.Fprintf(stderr, "%s: %v; reconnecting in %s\n", c.CommandPath(), err, delay)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(delay):
+				}
+			}
+		},
+	}
+	fs := c.Flags()
+	fs.StringVar(&rule, "rule", "", "only this rule")
+	fs.StringVar(&state, "state", "", "only attempts leaving the delivery in these states (comma-separated: succeeded,failed,dead)")
+	fs.StringVar(&entity, "entity", "", "only this entity type")
+	fs.StringVar(&tenant, "tenant", "", "only this tenant (a tenant-bound token sees its own)")
+	fs.StringVar(&from, "from", "", "start after this message id (the seq of an attempt) instead of now")
+	return c
+}
+
+// printAttemptLine prints one attempt of the stream: a line cut to the
+// terminal (all of it with -o wide), or the JSON object (-o json), or a
+// YAML document (-o yaml).
+func printAttemptLine(w io.Writer, af *apiFlags, data string) error {
+	switch af.format {
+	case formatJSON:
+		fmt.Fprintln(w, data)
+		return nil
+	case formatYAML:
+		fmt.Fprintln(w, "---")
+		return printYAML(w, json.RawMessage(data))
+	}
+	var a client.Attempt
+	if err := json.Unmarshal([]byte(data), &a); err != nil {
+		return fmt.Errorf("a message of the stream is not an attempt: %w", err)
+	}
+	// 80 columns hold the time, delivery, rule, event id, attempt, state,
+	// code and duration; -o wide adds the entity, event and URL, and the
+	// whole error.
+	event := a.EventID
+	if af.wide() {
+		event = a.Entity + "/" + a.Event + " " + a.EventID
+	}
+	line := fmt.Sprintf("%s  %s  %s  %s  #%d  %s  %s  %.0fms", a.StartedAt.Local().Format("15:04:05"), a.DeliveryID, a.Rule,
+		event, a.Attempt, a.State, codeText(a.Code), a.DurationMS)
+	if af.wide() && a.URL != "" {
+		line += "  " + a.URL
+	}
+	if a.Error != "" {
+		line += "  " + oneLine(a.Error, 500)
+	}
+	if !af.wide() {
+		line = cut(line, terminalWidth())
+	}
+	fmt.Fprintln(w, line)
+	return nil
 }
 
 func codeText(c int) string {

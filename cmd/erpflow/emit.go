@@ -85,7 +85,7 @@ event instead, as erpflow explain does.`,
 // that created no delivery, one line saying why (noMatchLine); for a batch
 // the first few, naming the event.
 func sayWhyNoDelivery(c *cobra.Command, cl *client.Client, body []byte, results []engine.EmitResult, input string) {
-	events := splitBatch(body)
+	events, batch := splitBatchOf(body)
 	n := 0
 	for i, r := range results {
 		if len(r.Deliveries) > 0 || r.Duplicate || i >= len(events) {
@@ -95,7 +95,7 @@ func sayWhyNoDelivery(c *cobra.Command, cl *client.Client, body []byte, results 
 			fmt.Fprintf(c.ErrOrStderr(), "(more events created no delivery)\n")
 			return
 		}
-		line := noMatchLine(c.Context(), cl, events[i], input)
+		line := noMatchLine(c.Context(), cl, events[i], input, batch)
 		if len(results) > 1 {
 			line = "event " + r.EventID + ": " + line
 		}

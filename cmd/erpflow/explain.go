@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -38,7 +40,12 @@ matched, what each action would send (secrets masked). Nothing is sent.
 With --rules or --config it explains against those rule files. Otherwise
 it asks a running server (--server, default $ERPFLOW_SERVER) to explain
 against the rules in force there — rule files and API rules alike — with
-the same output (POST /v1/events:explain; the token needs rules:read).`,
+the same output (POST /v1/events:explain; the token needs rules:read).
+
+When there is an event catalog (--catalog or the config's catalog: with
+files, the server's own otherwise), it also says whether the event fits
+it: an event the server would refuse at ingest is explained as if
+accepted, with the note that nothing would be delivered.`,
 		Example: "  erpflow explain --rules examples/rules/velosity.yaml examples/events/velosity.json\n" +
 			"  erpflow explain --server http://127.0.0.1:8080 examples/events/velosity.json",
 		Args: cobra.ExactArgs(1),
@@ -49,6 +56,16 @@ the same output (POST /v1/events:explain; the token needs rules:read).`,
 			fromFiles := len(rulePaths) > 0 || rf.configFile != ""
 			if fromFiles && (c.Flags().Changed("server") || c.Flags().Changed("token")) {
 				return usageErrorf("explain reads rule files (--rules, --config) or asks a server (--server, --token), not both")
+			}
+			if !fromFiles {
+				for _, f := range []string{"allow-http", "allow-private-networks", "plugin"} {
+					if c.Flags().Changed(f) {
+						return usageErrorf("--%s applies to rule files (--rules, --config); without them explain asks the server, whose settings apply", f)
+					}
+				}
+			}
+			if !fromFiles && c.Flags().Changed("catalog") {
+				return usageErrorf("--catalog applies to explaining against files; the server uses its own catalog")
 			}
 			var res *explain.Result
 			var err error
@@ -115,13 +132,7 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
-	if env.catalog != nil {
-		// The server would refuse or count this event at the door.
-		if mode, err := env.catalog.Validate(&ev); err != nil {
-			fmt.Fprintf(c.ErrOrStderr(), "%s: does not fit the catalog (validation %s): %v\n", input, mode, err)
-		}
-	}
-	return explain.Explain(set, &ev, explain.Options{Keep: keep})
+	return explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: env.catalog})
 }
 
 // explainOnServer has the server explain the event in the file input.
@@ -136,6 +147,15 @@ func explainOnServer(c *cobra.Command, af *apiFlags, only, input string) (*expla
 	}
 	res, err := serverExplain(c.Context(), cl, body, only)
 	if err != nil {
+		var ce *client.Error
+		var ne net.Error
+		if !errors.As(err, &ce) && errors.As(err, &ne) && !c.Flags().Changed("server") {
+			if _, serr := os.Stat("erpflow.yaml"); serr == nil {
+				// No --server and none answers, but a config is here
+				// (erpflow init's): the user likely meant its rules.
+				err = fmt.Errorf("%w\n(no --rules or --config: explain asks a server; for the rules of ./erpflow.yaml: erpflow explain --config erpflow.yaml %s)", err, input)
+			}
+		}
 		return nil, apiError(c, err)
 	}
 	return res, nil
@@ -153,9 +173,19 @@ func serverExplain(ctx context.Context, cl *client.Client, event []byte, only st
 	}
 	if len(res.Event) == 0 || res.Rules == nil {
 		// Something answered 2xx, but not an erpflow server.
-		return nil, fmt.Errorf("the server at %s did not answer POST /v1/events:explain as erpflow does; is it an erpflow server?", serverOf(cl))
+		return nil, fmt.Errorf("the server at %s did not answer POST /v1/events:explain as erpflow does; is it an erpflow server?", shownServer(cl))
 	}
 	return &res, nil
+}
+
+// shownServer is the server's URL as printed where it is not an error of
+// the call: a password in it is shown as "xxxxx".
+func shownServer(cl *client.Client) string {
+	s := serverOf(cl)
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 func serverOf(cl *client.Client) string {
@@ -168,13 +198,19 @@ func serverOf(cl *client.Client) string {
 // splitBatch returns the events of an emit body: its "events" when it is
 // a batch, else the body itself.
 func splitBatch(body []byte) []json.RawMessage {
+	events, _ := splitBatchOf(body)
+	return events
+}
+
+// splitBatchOf is splitBatch, and whether body is a batch.
+func splitBatchOf(body []byte) ([]json.RawMessage, bool) {
 	var batch struct {
 		Events []json.RawMessage `json:"events"`
 	}
 	if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' && json.Unmarshal(t, &batch) == nil && batch.Events != nil {
-		return batch.Events
+		return batch.Events, true
 	}
-	return []json.RawMessage{body}
+	return []json.RawMessage{body}, false
 }
 
 // dryRun is emit --dry-run: each event of body explained by the server;
@@ -211,11 +247,18 @@ const maxNoMatchHints = 3
 // noMatchLine says in one line why event (a file's, input) created no
 // delivery: the disabled rules that would have fired and how to enable
 // one, else a pointer to explain.
-func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input string) string {
+//
+// For an event of a batch it points to emit --dry-run, which explains the
+// events of a batch (explain takes one event).
+func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input string, batch bool) string {
 	if input == "-" {
 		input = "EVENT.json"
 	}
-	pointer := fmt.Sprintf("0 rules matched — see erpflow explain --server %s %s", serverOf(cl), input)
+	cmd := "explain"
+	if batch {
+		cmd = "emit --dry-run"
+	}
+	pointer := fmt.Sprintf("0 rules matched — see erpflow %s --server %s %s", cmd, shownServer(cl), input)
 	res, err := serverExplain(ctx, cl, event, "")
 	var ce *client.Error
 	switch {
@@ -232,7 +275,29 @@ func noMatchLine(ctx context.Context, cl *client.Client, event []byte, input str
 	if len(names) > 1 {
 		what = fmt.Sprintf("%d disabled rules would have", len(names))
 	}
-	return fmt.Sprintf("0 rules matched; %s: %s — erpflow rules enable %s", what, joinNames(names, 5), names[0])
+	return fmt.Sprintf("0 rules matched; %s: %s — %s", what, joinNames(names, 5), howToEnable(res))
+}
+
+// howToEnable says how to enable the first disabled rule that would have
+// matched, an API rule when there is one: `erpflow rules enable NAME`; a
+// rule file's rules are read-only through the API (enable refuses them),
+// so for those it names the file.
+func howToEnable(res *explain.Result) string {
+	var file *explain.Rule
+	for i := range res.Rules {
+		r := &res.Rules[i]
+		switch {
+		case !r.WouldMatch:
+		case r.Source != "file":
+			return "erpflow rules enable " + r.Name
+		case file == nil:
+			file = r
+		}
+	}
+	if file.File == "" {
+		return "set enabled: true in its rules file, then erpflow rules reload"
+	}
+	return fmt.Sprintf("set enabled: true at %s:%d, then erpflow rules reload", file.File, file.Line)
 }
 
 // joinNames lists names, at most n of them.

@@ -195,7 +195,7 @@ func TestExplainServerCLI(t *testing.T) {
 	batch := filepath.Join(f.dir, "batch.json")
 	write(t, batch, `{"events":[{"id":"b-1","tenant":"acme","entity":"Order","event":"x"},{"id":"b-2","tenant":"acme","entity":"Order","event":"y"}]}`)
 	_, _, errb = runCmd(t, append([]string{"emit", batch}, admin...)...)
-	if lines := strings.Split(strings.TrimSpace(errb), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "event b-1: 0 rules matched — see") || !strings.HasPrefix(lines[1], "event b-2: ") {
+	if lines := strings.Split(strings.TrimSpace(errb), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[0], "event b-1: 0 rules matched — see erpflow emit --dry-run --server "+base+" "+batch) || !strings.HasPrefix(lines[1], "event b-2: ") {
 		t.Errorf("emit of a batch: %q", errb)
 	}
 	write(t, batch, strings.ReplaceAll(mustRead(t, batch), `"b-`, `"c-`))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 )
 
@@ -227,5 +228,61 @@ func TestExplainBadInput(t *testing.T) {
 	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
 	if code, _, errOut := runCmd(t, "explain", filepath.Join(examplesEvents, "kladana.json")); code != 1 || !strings.Contains(errOut, "http://127.0.0.1:1") {
 		t.Errorf("no --rules, no server: exit %d, %s", code, errOut)
+	}
+}
+
+// The flags of rule files without --rules or --config are a usage error,
+// not silently dropped while the server's rules are explained.
+func TestExplainFileFlagsWithoutFiles(t *testing.T) {
+	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
+	ev := filepath.Join(examplesEvents, "kladana.json")
+	for _, args := range [][]string{{"--allow-http"}, {"--allow-private-networks"}, {"--plugin", "./bin/x"}} {
+		code, _, errOut := runCmd(t, append(append([]string{"explain"}, args...), ev)...)
+		if code != 2 || !strings.Contains(errOut, args[0]+" applies to rule files") {
+			t.Errorf("explain %v: exit %d, %s", args, code, errOut)
+		}
+	}
+}
+
+// The no-match hint names the server without the password of its URL.
+func TestNoMatchHintHidesPassword(t *testing.T) {
+	cl := &client.Client{Server: "http://ops:pa55word@127.0.0.1:1", Token: "tok-secret"}
+	line := noMatchLine(t.Context(), cl, []byte(`{"id":"e","entity":"X","event":"e"}`), "ev.json", false)
+	if strings.Contains(line, "pa55word") || strings.Contains(line, "tok-secret") || !strings.Contains(line, "http://ops:xxxxx@127.0.0.1:1") {
+		t.Errorf("hint: %s", line)
+	}
+}
+
+// Without --rules, --config or a server, in a folder with erpflow.yaml
+// (erpflow init's), the error says how to explain against its rules.
+func TestExplainHintsConfigHere(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, errb := runOut("init", dir); code != 0 {
+		t.Fatal(errb)
+	}
+	t.Chdir(dir)
+	t.Setenv("ERPFLOW_SERVER", "http://127.0.0.1:1")
+	code, _, errb := runOut("explain", "--token", "x", filepath.Join("events", "example.json"))
+	if code != 1 || !strings.Contains(errb, "erpflow explain --config erpflow.yaml "+filepath.Join("events", "example.json")) {
+		t.Errorf("exit %d: %s", code, errb)
+	}
+}
+
+// The no-match hint enables an API rule with rules enable, and says
+// where to enable a file's rule (rules enable refuses those).
+func TestHowToEnable(t *testing.T) {
+	file := explain.Rule{Name: "f", Source: "file", File: "/etc/erpflow/rules/a.yaml", Line: 12, WouldMatch: true}
+	api := explain.Rule{Name: "a", Source: "api", WouldMatch: true}
+	for _, c := range []struct {
+		rules []explain.Rule
+		want  string
+	}{
+		{[]explain.Rule{file}, "set enabled: true at /etc/erpflow/rules/a.yaml:12, then erpflow rules reload"},
+		{[]explain.Rule{file, api}, "erpflow rules enable a"},
+		{[]explain.Rule{{Name: "x", Source: "api"}, api}, "erpflow rules enable a"},
+	} {
+		if got := howToEnable(&explain.Result{Rules: c.rules}); got != c.want {
+			t.Errorf("%v: %q, want %q", c.rules, got, c.want)
+		}
 	}
 }

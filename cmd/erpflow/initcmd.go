@@ -77,7 +77,9 @@ Existing files are left alone unless --force is given.`,
 			if !force {
 				var exist []string
 				for _, f := range files {
-					if _, err := os.Stat(filepath.Join(dir, f.name)); err == nil {
+					// Lstat: a dangling symlink is there too (writing
+					// through it would create its target).
+					if _, err := os.Lstat(filepath.Join(dir, f.name)); err == nil {
 						exist = append(exist, filepath.Join(dir, f.name))
 					} else if !errors.Is(err, fs.ErrNotExist) {
 						return err
@@ -93,8 +95,7 @@ Existing files are left alone unless --force is given.`,
 				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 					return err
 				}
-				// The rule holds the secret: readable by its owner only.
-				if err := os.WriteFile(p, []byte(f.text), 0o600); err != nil {
+				if err := writeNew(p, []byte(f.text), force); err != nil {
 					return err
 				}
 				fmt.Fprintln(out, "wrote", p)
@@ -190,3 +191,41 @@ const initEvent = `{
   "previous": {"number": "SO1000", "status": "DRAFT", "total": 1250.5, "customer": {"name": "Acme Corp"}}
 }
 `
+
+// writeNew writes a file of init: readable by its owner only (the rule
+// holds the secret), also when it replaces one (--force: a new file is
+// renamed over the old, so that a symlink is replaced, never written
+// through, and an old file's wider mode does not stay); without replace,
+// a file that appeared since the check is left alone.
+func writeNew(path string, text []byte, replace bool) error {
+	if !replace {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(text); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%s is a directory; nothing written there", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}

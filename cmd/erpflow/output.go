@@ -9,13 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unicode"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/text/width"
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
@@ -114,11 +117,24 @@ func printYAML(w io.Writer, v any) error {
 	return enc.Close()
 }
 
-// blockStyle turns JSON's flow style into YAML's block style.
+// yaml11Typed are the plain scalars that YAML 1.1 readers (PyYAML, Ruby,
+// yaml.v2 and the tools on it) read as something other than a string,
+// and that yaml.v3 writes unquoted because YAML 1.2 reads them as strings:
+// booleans (the "Norway problem": country: NO), sexagesimal numbers
+// (1:20), the merge key.
+var yaml11Typed = regexp.MustCompile(`^(?:[yY]|yes|Yes|YES|[nN]|no|No|NO|on|On|ON|off|Off|OFF|<<|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?)$`)
+
+// blockStyle turns JSON's flow style into YAML's block style; string
+// values that a YAML 1.1 reader would take for something else stay quoted
+// (keys only "<<": the rules' own on: key reads better plain).
 func blockStyle(n *yaml.Node) {
 	n.Style &^= yaml.FlowStyle | yaml.DoubleQuotedStyle
-	for _, c := range n.Content {
+	for i, c := range n.Content {
 		blockStyle(c)
+		isKey := n.Kind == yaml.MappingNode && i%2 == 0
+		if c.Kind == yaml.ScalarNode && c.ShortTag() == "!!str" && yaml11Typed.MatchString(c.Value) && (!isKey || c.Value == "<<") {
+			c.Style = yaml.DoubleQuotedStyle
+		}
 	}
 }
 
@@ -164,10 +180,11 @@ func (t *table) write(w io.Writer, wide bool) {
 	}
 	width := make([]int, len(idx))
 	for j, i := range idx {
-		width[j] = utf8.RuneCountInString(t.cols[i].name)
+		width[j] = textWidth(t.cols[i].name)
 		for _, r := range t.rows {
 			if i < len(r) {
-				width[j] = max(width[j], utf8.RuneCountInString(r[i]))
+				r[i] = cellText(r[i])
+				width[j] = max(width[j], textWidth(r[i]))
 			}
 		}
 	}
@@ -180,7 +197,7 @@ func (t *table) write(w io.Writer, wide bool) {
 			s := cut(cells(i), width[j])
 			b.WriteString(s)
 			if j < len(idx)-1 {
-				b.WriteString(strings.Repeat(" ", width[j]-utf8.RuneCountInString(s)+2))
+				b.WriteString(strings.Repeat(" ", width[j]-textWidth(s)+2))
 			}
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
@@ -217,13 +234,61 @@ func fit(width, idx []int, cols []column, total int) {
 	}
 }
 
-// cut shortens s to n runes, ending in "…" when it was longer.
+// cut shortens s to n columns of a terminal, ending in "…" when it was
+// longer.
 func cut(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
+	if textWidth(s) <= n {
 		return s
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	w := 0
+	for i, r := range s {
+		rw := runeWidth(r)
+		if w+rw > n-1 {
+			return s[:i] + "…"
+		}
+		w += rw
+	}
+	return s
+}
+
+// textWidth is how many terminal columns s takes: East Asian wide and
+// full-width characters two, combining marks and zero-width characters
+// none.
+func textWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeWidth(r)
+	}
+	return n
+}
+
+func runeWidth(r rune) int {
+	switch {
+	case r == 0x200B || r == 0x200C || r == 0x200D || r == 0x2060 || r == 0xFEFF ||
+		r >= 0xFE00 && r <= 0xFE0F || unicode.In(r, unicode.Mn, unicode.Me):
+		return 0
+	case r >= 0x1F300 && r <= 0x1FAFF: // emoji pictographs: wide in terminals
+		return 2
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
+}
+
+// cellText is s on one line: control characters (a newline in an error
+// message, a tab) would break the table's rows and columns.
+func cellText(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // fields prints "name: value" lines aligned (one record, not a table).
@@ -267,6 +332,16 @@ func (f *apiFlags) client() (*client.Client, error) {
 	}
 	if srv == "" {
 		srv = client.DefaultServer
+	}
+	if !strings.Contains(srv, "://") {
+		srv = "http://" + srv // host:port, as kubectl and curl take it
+	}
+	if u, err := url.Parse(srv); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		shown := srv
+		if err == nil && u.User != nil {
+			shown = u.Redacted()
+		}
+		return nil, usageErrorf("the server %q is not an http:// or https:// URL (--server or $ERPFLOW_SERVER)", shown)
 	}
 	if tok == "" {
 		tok = os.Getenv("ERPFLOW_TOKEN")

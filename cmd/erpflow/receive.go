@@ -55,6 +55,9 @@ func newReceiveCmd() *cobra.Command {
   erpflow receive --fail 3 --status 503       fail the first 3 requests`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if o.fail < 0 || o.maxBody <= 0 {
+				return usageErrorf("--fail must not be negative and --max-body must be positive")
+			}
 			if o.status < 100 || o.status > 599 {
 				return usageErrorf("--status %d is not an HTTP status", o.status)
 			}

@@ -188,6 +188,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		RulesPerTenant: cfg.Limits.RulesPerTenant,
 		Metrics:        metrics,
 		Logger:         logger,
+		Version:        moduleVersion(),
+		StoreKind:      store.Kind(cfg.Database),
+		MaxStreams:     cfg.Limits.Streams,
 	})
 	if err != nil {
 		return fmt.Errorf("loading rules: %w", err)
@@ -214,6 +217,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Live attempt streams never go idle: Shutdown ends them.
+	hs.RegisterOnShutdown(srv.EndStreams)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),

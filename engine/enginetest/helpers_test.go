@@ -221,6 +221,7 @@ type receiver struct {
 	mu       sync.Mutex
 	counts   map[string]int
 	bodies   map[string][]byte
+	first    map[string]firstRequest // path and signature check of each id's first request
 	total    atomic.Int64
 	inflight atomic.Int64
 	maxIn    atomic.Int64
@@ -232,7 +233,7 @@ type receiver struct {
 }
 
 func newReceiver(t testing.TB) *receiver {
-	rv := &receiver{counts: map[string]int{}, bodies: map[string][]byte{}}
+	rv := &receiver{counts: map[string]int{}, bodies: map[string][]byte{}, first: map[string]firstRequest{}}
 	rv.Server = httptest.NewServer(http.HandlerFunc(rv.serve))
 	t.Cleanup(rv.Close)
 	return rv
@@ -249,6 +250,8 @@ func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	c := rv.counts[id]
 	if c == 1 {
 		rv.bodies[id] = body
+		rv.first[id] = firstRequest{path: r.URL.Path,
+			verified: webhook.Verify([]string{testSecret}, r.Header, body, webhook.VerifyOptions{Tolerance: -1})}
 	}
 	status, block, notify := rv.status, rv.block, rv.notify
 	rv.mu.Unlock()
@@ -271,6 +274,20 @@ func (rv *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		code = status(id, c)
 	}
 	w.WriteHeader(code)
+}
+
+// firstRequest is what a receiver keeps of an id's first request.
+type firstRequest struct {
+	path     string
+	verified error // webhook.Verify with testSecret
+}
+
+// firstOf returns the path and signature check of id's first request.
+func (rv *receiver) firstOf(id string) (firstRequest, bool) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	f, ok := rv.first[id]
+	return f, ok
 }
 
 // raiseMax raises m to n if n is greater.

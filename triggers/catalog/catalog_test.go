@@ -191,6 +191,38 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// Every problem of an event is listed, sorted by path, the first being
+// the error's own; the list is bounded.
+func TestValidateProblems(t *testing.T) {
+	c := mustParse(t, orders)
+	_, err := c.Validate(event(t, `{"id":"1","entity":"Order","event":"created","data":{"status":1,"amount":"5","name":false}}`))
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("%v", err)
+	}
+	want := []Problem{{"data.amount", "expected number, got string"}, {"data.name", "expected string, got boolean"}, {"data.status", "expected string, got number"}}
+	if len(ve.Problems) != 3 || ve.More != 2 || ve.Problems[0].Path != ve.Path || ve.Problems[0].Msg != ve.Msg {
+		t.Fatalf("%+v", ve)
+	}
+	for i, p := range want {
+		if ve.Problems[i] != p {
+			t.Errorf("problem %d: %+v, want %+v", i, ve.Problems[i], p)
+		}
+	}
+	if err.Error() != "data.amount: expected number, got string (and 2 more)" {
+		t.Errorf("%q", err.Error())
+	}
+
+	var lines []string
+	for i := 0; i < MaxProblems+5; i++ {
+		lines = append(lines, `{"sku":1}`)
+	}
+	_, err = c.Validate(event(t, `{"id":"1","entity":"Order","event":"created","data":{"amount":1,"lines":[`+strings.Join(lines, ",")+`]}}`))
+	if !errors.As(err, &ve) || len(ve.Problems) != MaxProblems || ve.More != MaxProblems+4 {
+		t.Fatalf("%d problems, %d more: %v", len(ve.Problems), ve.More, err)
+	}
+}
+
 func TestMerge(t *testing.T) {
 	a := mustParse(t, "catalog:\n  - {entity: A, events: [x], data: {}}\n")
 	b, err := Parse("", []byte("catalog:\n  - {entity: A, events: [y], data: {}}\n"))

@@ -16,6 +16,9 @@ import (
 
 var printer = message.NewPrinter(language.English)
 
+// MaxProblems bounds ValidationError.Problems.
+const MaxProblems = 20
+
 // ValidationError says why an event does not fit the catalog. Path names
 // the failing part of the event: "event" for an unknown event name,
 // "data.amount", "previous.lines[2].sku".
@@ -24,7 +27,16 @@ type ValidationError struct {
 	Event  string
 	Path   string
 	Msg    string
-	More   int // further problems not described
+	More   int // further problems, not in Path and Msg
+	// Problems are the problems found, sorted by path: the first is Path
+	// and Msg, at most MaxProblems (More counts them all).
+	Problems []Problem
+}
+
+// Problem is one failing part of an event.
+type Problem struct {
+	Path string `json:"path"`
+	Msg  string `json:"message"`
 }
 
 func (e *ValidationError) Error() string {
@@ -59,8 +71,8 @@ func (e *Entity) Check(ev *templates.Event) error {
 		if s := templates.Closest(ev.Event, e.Events); s != "" {
 			hint = fmt.Sprintf(" (did you mean %q?)", s)
 		}
-		return &ValidationError{Entity: e.Name, Event: ev.Event, Path: "event",
-			Msg: fmt.Sprintf("unknown event %q of entity %q%s (the catalog has: %s)", ev.Event, e.Name, hint, strings.Join(e.Events, ", "))}
+		return newValidationError(e.Name, ev.Event, []Problem{{Path: "event",
+			Msg: fmt.Sprintf("unknown event %q of entity %q%s (the catalog has: %s)", ev.Event, e.Name, hint, strings.Join(e.Events, ", "))}})
 	}
 	if e.data != nil {
 		var data any = ev.Data
@@ -88,10 +100,9 @@ func (e *Entity) Check(ev *templates.Event) error {
 func (e *Entity) validationError(ev *templates.Event, root string, err error) error {
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
-		return &ValidationError{Entity: e.Name, Event: ev.Event, Path: root, Msg: err.Error()}
+		return newValidationError(e.Name, ev.Event, []Problem{{Path: root, Msg: err.Error()}})
 	}
-	type leaf struct{ path, msg string }
-	var leaves []leaf
+	var leaves []Problem
 	var walk func(v *jsonschema.ValidationError)
 	walk = func(v *jsonschema.ValidationError) {
 		if len(v.Causes) > 0 {
@@ -101,14 +112,20 @@ func (e *Entity) validationError(ev *templates.Event, root string, err error) er
 			return
 		}
 		p, m := describe(root, v)
-		leaves = append(leaves, leaf{p, m})
+		leaves = append(leaves, Problem{Path: p, Msg: m})
 	}
 	walk(ve)
-	sort.SliceStable(leaves, func(i, j int) bool { return leaves[i].path < leaves[j].path })
-	out := &ValidationError{Entity: e.Name, Event: ev.Event, Path: root, Msg: "does not match the catalog's schema"}
-	if len(leaves) > 0 {
-		out.Path, out.Msg, out.More = leaves[0].path, leaves[0].msg, len(leaves)-1
+	sort.SliceStable(leaves, func(i, j int) bool { return leaves[i].Path < leaves[j].Path })
+	if len(leaves) == 0 {
+		leaves = []Problem{{Path: root, Msg: "does not match the catalog's schema"}}
 	}
+	return newValidationError(e.Name, ev.Event, leaves)
+}
+
+// newValidationError describes problems (at least one) in one error.
+func newValidationError(entity, event string, problems []Problem) *ValidationError {
+	out := &ValidationError{Entity: entity, Event: event, Path: problems[0].Path, Msg: problems[0].Msg, More: len(problems) - 1}
+	out.Problems = problems[:min(len(problems), MaxProblems):min(len(problems), MaxProblems)]
 	return out
 }
 

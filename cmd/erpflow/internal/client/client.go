@@ -110,14 +110,7 @@ func (e *NotErpflowError) Error() string {
 // Do sends method path with body (nil for none) and decodes a JSON answer
 // into out (nil to discard). Non-2xx answers are *Error.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body []byte, contentType string, out any) error {
-	base := c.Server
-	if base == "" {
-		base = DefaultServer
-	}
-	u := strings.TrimRight(base, "/") + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
+	base, u := c.endpoint(path, query)
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -149,19 +142,11 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		return fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
 	}
-	if resp.Header.Get(APIHeader) == "" {
-		ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-		return &NotErpflowError{Server: base, Status: resp.StatusCode, ContentType: ct}
+	if err := notErpflow(base, resp); err != nil {
+		return err
 	}
 	if resp.StatusCode >= 300 {
-		var env struct {
-			Error *Error `json:"error"`
-		}
-		if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
-			env.Error.Status = resp.StatusCode
-			return env.Error
-		}
-		return &Error{Status: resp.StatusCode, Code: "http", Message: oneLine(string(b), 200)}
+		return answerError(resp.StatusCode, b)
 	}
 	if out == nil || len(b) == 0 {
 		return nil
@@ -174,6 +159,40 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decoding the answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// endpoint returns the server's base URL and the URL of path?query.
+func (c *Client) endpoint(path string, query url.Values) (base, u string) {
+	base = c.Server
+	if base == "" {
+		base = DefaultServer
+	}
+	u = strings.TrimRight(base, "/") + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	return base, u
+}
+
+// notErpflow is a *NotErpflowError when resp lacks APIHeader.
+func notErpflow(base string, resp *http.Response) error {
+	if resp.Header.Get(APIHeader) != "" {
+		return nil
+	}
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return &NotErpflowError{Server: base, Status: resp.StatusCode, ContentType: ct}
+}
+
+// answerError is the *Error of a non-2xx answer with body b.
+func answerError(status int, b []byte) error {
+	var env struct {
+		Error *Error `json:"error"`
+	}
+	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
+		env.Error.Status = status
+		return env.Error
+	}
+	return &Error{Status: status, Code: "http", Message: oneLine(string(b), 200)}
 }
 
 // Get is Do with GET.

@@ -42,6 +42,7 @@ const (
 
 	DefaultRulesPerTenant     = 1000
 	DefaultDeliveriesPerEvent = 1000
+	DefaultStreams            = 64
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -167,6 +168,10 @@ type Limits struct {
 	// engine drops the rules past it (engine.Config.DeliveriesPerEvent).
 	// At least ActionsPerRule. Default 1000.
 	DeliveriesPerEvent int
+	// Streams is the most live attempt streams (GET /v1/deliveries:stream)
+	// one server keeps open at once; one more is refused with 503.
+	// Default 64.
+	Streams int
 }
 
 // Default returns the configuration of a zero-config start.
@@ -212,6 +217,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.DeliveriesPerEvent == 0 {
 		c.Limits.DeliveriesPerEvent = DefaultDeliveriesPerEvent
+	}
+	if c.Limits.Streams == 0 {
+		c.Limits.Streams = DefaultStreams
 	}
 }
 
@@ -592,7 +600,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		case "limits":
 			var perEvent *yaml.Node
 			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule", "condition_memory", "condition_time",
-				"condition_cooldown", "rules_per_tenant", "deliveries_per_event"}, func(key string, k, v *yaml.Node) {
+				"condition_cooldown", "rules_per_tenant", "deliveries_per_event", "streams"}, func(key string, k, v *yaml.Node) {
 				switch key {
 				case "max_event_bytes":
 					c.Limits.MaxEventBytes = d.integer(v, "limits."+key, 1)
@@ -621,6 +629,8 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				case "deliveries_per_event":
 					c.Limits.DeliveriesPerEvent = int(d.integer(v, "limits."+key, 1))
 					perEvent = v
+				case "streams":
+					c.Limits.Streams = int(d.integer(v, "limits."+key, 1))
 				}
 			})
 			// a rule is kept or dropped whole: its actions must fit

@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 			c.Delivery.MaxResponseBody != 65536 || c.Limits.MaxEventBytes != 1<<20 || c.Limits.MaxBatchEvents != 1000 ||
 			len(c.Tokens) != 0 || len(c.APIRuleEnv) != 0 || c.Delivery.AllowHTTP || c.Delivery.AllowPrivateNetworks ||
 			c.Limits.ConditionMemory != 1<<20 || c.Limits.ConditionTime != 50*time.Millisecond ||
-			c.Limits.ConditionCooldown != time.Minute || c.Limits.RulesPerTenant != 1000 || c.Limits.DeliveriesPerEvent != 1000 {
+			c.Limits.ConditionCooldown != time.Minute || c.Limits.RulesPerTenant != 1000 || c.Limits.DeliveriesPerEvent != 1000 || c.Limits.Streams != 64 {
 			t.Fatalf("%q: defaults wrong: %+v", src, c)
 		}
 	}
@@ -56,7 +56,7 @@ tokens:
     scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
 retention: {succeeded: 720h}
 limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms,
-  condition_cooldown: 5m, rules_per_tenant: 50, deliveries_per_event: 4}
+  condition_cooldown: 5m, rules_per_tenant: 50, deliveries_per_event: 4, streams: 3}
 log_format: json
 `
 	c, err := Parse("erpflow.yaml", []byte(src), env(map[string]string{"ERP_TOKEN": "s3cret", "ACME": "a"}))
@@ -81,7 +81,7 @@ log_format: json
 		t.Fatalf("%+v", c)
 	}
 	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond ||
-		c.Limits.ConditionCooldown != 5*time.Minute || c.Limits.RulesPerTenant != 50 || c.Limits.DeliveriesPerEvent != 4 {
+		c.Limits.ConditionCooldown != 5*time.Minute || c.Limits.RulesPerTenant != 50 || c.Limits.DeliveriesPerEvent != 4 || c.Limits.Streams != 3 {
 		t.Fatalf("limits %+v", c.Limits)
 	}
 	if len(c.APIRuleEnv) != 2 || c.APIRuleEnv[0] != "PARTNER_HOOK_TOKEN" || c.APIRuleEnv[1] != "_x2" {
@@ -149,6 +149,7 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"limits:\n  rules_per_tenant: 0\n", "c.yaml:2:21: limits.rules_per_tenant: must be at least 1"},
 		{"limits: {rules_per_tenant: lots}\n", `c.yaml:1:28: limits.rules_per_tenant: must be a whole number, not "lots"`},
 		{"limits: {deliveries_per_event: 0}\n", "c.yaml:1:32: limits.deliveries_per_event: must be at least 1"},
+		{"limits: {streams: 0}\n", "c.yaml:1:19: limits.streams: must be at least 1"},
 		{"limits: {deliveries_per_event: 10}\n", "c.yaml:1:32: limits.deliveries_per_event: must be at least limits.actions_per_rule (16), not 10"},
 		{"limits:\n  deliveries_per_event: 3\n  actions_per_rule: 4\n", "c.yaml:2:25: limits.deliveries_per_event: must be at least limits.actions_per_rule (4), not 3"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},

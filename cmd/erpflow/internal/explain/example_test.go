@@ -1,6 +1,7 @@
 package explain_test
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/erpflow/erpflow/actions"
@@ -8,6 +9,7 @@ import (
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 // A rule that would fire but is disabled, and one whose entity is
@@ -55,4 +57,39 @@ func ExampleExplain() {
 	//     }
 	//
 	// rule invoices (rules.yaml:10): not matched: entity "SalesOrder" is not "salesorder" (did you mean "salesorder"?)
+}
+
+// With the event catalog, the answer says whether ingest would take the
+// event: here it would refuse it, so the rule that matches would send
+// nothing.
+func ExampleExplain_catalog() {
+	reg := &actions.Registry{}
+	_ = reg.Register("webhook", webhook.New(webhook.Options{Version: "test"}))
+	rules, _ := triggers.Parse("rules.yaml", []byte(`rules:
+  - name: big-orders
+    on: {entity: SalesOrder}
+    actions: [{type: webhook, url: "https://erp.example/orders", body: none}]
+`), triggers.LoadOptions{Actions: reg})
+	set, _ := triggers.NewSet(rules, triggers.SetOptions{})
+	cat, _ := catalog.Parse("catalog.yaml", []byte(`catalog:
+  - entity: SalesOrder
+    events: [updated]
+    validation: reject
+    data: {type: object, properties: {amount: {type: number}}}
+`))
+	ev, _ := templates.DecodeEvent([]byte(`{"id":"ev1","entity":"SalesOrder","event":"updated","data":{"amount":"120"}}`))
+	res, _ := explain.Explain(set, &ev, explain.Options{Catalog: cat})
+	fmt.Println(res.Catalog.WouldReject, res.Catalog.Errors[0].Path)
+	explain.Print(os.Stdout, res)
+	// Output:
+	// true data.amount
+	// event ev1: SalesOrder updated
+	// catalog: REJECTED at ingest: data.amount: expected number, got string
+	// 1 of 1 rules matched as if accepted, but ingest refuses this event (validation reject of SalesOrder): nothing would be delivered
+	//
+	// rule big-orders (rules.yaml:2): MATCHED
+	//   action 1: webhook (retry default)
+	//     POST https://erp.example/orders
+	//     User-Agent: erpflow/test
+	//     (no body)
 }

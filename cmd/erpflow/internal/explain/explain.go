@@ -7,6 +7,7 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 // PreviewDeliveryID is the delivery id actions are rendered with.
@@ -25,6 +26,11 @@ type Result struct {
 	// Event is the event as understood: decoded, its occurred_at stamped
 	// when it had none, its tenant the token's when it named none.
 	Event json.RawMessage `json:"event"`
+	// Catalog says whether the event fits the event catalog, as ingest
+	// judges it; nil when there is no catalog. When ingest would refuse
+	// the event, the rules are still explained as if it had been
+	// accepted, but nothing would be delivered.
+	Catalog *Catalog `json:"catalog,omitempty"`
 	// Matched counts the rules the event fires.
 	Matched int `json:"matched"`
 	// DisabledWouldMatch counts the disabled rules that would have fired.
@@ -91,6 +97,9 @@ type Options struct {
 	// actions say so in their Error instead (explain that rule alone).
 	// Default DefaultMaxRenderedBytes (8 MiB).
 	MaxRenderedBytes int
+	// Catalog is the event catalog that ingest checks events against.
+	// Default nil: no catalog, Result.Catalog is nil.
+	Catalog *catalog.Catalog
 }
 
 // Explain explains ev against the rules of set that opts keeps. It changes
@@ -104,7 +113,7 @@ func Explain(set *triggers.Set, ev *templates.Event, opts Options) (*Result, err
 	if budget <= 0 {
 		budget = DefaultMaxRenderedBytes
 	}
-	res := &Result{Event: raw, Rules: make([]Rule, 0, set.Len())}
+	res := &Result{Event: raw, Catalog: checkCatalog(opts.Catalog, ev), Rules: make([]Rule, 0, set.Len())}
 	for _, r := range set.Rules() {
 		if opts.Keep != nil && !opts.Keep(r) {
 			continue
@@ -139,7 +148,8 @@ func value(v triggers.Value) Value {
 		return out
 	}
 	out.Text = v.JSON(200)
-	if j := v.JSON(0); len(j) <= maxValueJSON && json.Valid([]byte(j)) {
+	// JSON(max) encodes no more than it shows: a cut value is not valid
+	if j := v.JSON(maxValueJSON); len(j) <= maxValueJSON && json.Valid([]byte(j)) {
 		out.Value = json.RawMessage(j)
 	}
 	return out

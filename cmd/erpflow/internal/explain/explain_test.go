@@ -12,6 +12,7 @@ import (
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/catalog"
 )
 
 // csvAction stands for a plugin's action type: it renders a payload of
@@ -128,5 +129,103 @@ func TestExplainKeepAndValues(t *testing.T) {
 	b, _ := json.Marshal(res)
 	if !json.Valid(b) || strings.Contains(string(b), `"value":"xxx`) {
 		t.Errorf("JSON: %.300s", b)
+	}
+}
+
+// The text form writes no control character of the event (a terminal
+// escape sequence in an event id would be run by the terminal).
+func TestPrintEscapesControlCharacters(t *testing.T) {
+	set := load(t, `rules:
+  - name: log
+    on: {entity: SalesOrder}
+    actions: [{type: webhook, url: "https://erp.example/{entity_id}", body: none}]
+`)
+	ev := &templates.Event{ID: "e\x1b[31mRED", Entity: "SalesOrder", EntityID: "SO\x07", Event: "updated\x1b]0;x"}
+	res, err := Explain(set, ev, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	Print(&b, res)
+	if strings.ContainsAny(b.String(), "\x1b\x07") {
+		t.Errorf("control characters written:\n%q", b.String())
+	}
+}
+
+const testCatalog = `catalog:
+  - entity: SalesOrder
+    events: [updated]
+    validation: reject
+    data: {type: object, properties: {amount: {type: number}, status: {type: string}}}
+  - entity: Invoice
+    events: [posted]
+    data: {type: object, properties: {total: {type: number}}}
+  - entity: Note
+    events: [added]
+    validation: off
+    data: {type: object, properties: {text: {type: string}}}
+`
+
+// The catalog part says what ingest would do with the event; an event it
+// would refuse is still explained as if accepted, and the text says that
+// nothing would be delivered.
+func TestExplainCatalog(t *testing.T) {
+	set := load(t, `rules:
+  - name: all
+    on: {entity: "*"}
+    actions: [{type: webhook, url: "https://erp.example/x"}]
+`)
+	cat, err := catalog.Parse("catalog.yaml", []byte(testCatalog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, entity, event string
+		data                map[string]any
+		want                Catalog
+		line                string
+	}{
+		{"fits", "SalesOrder", "updated", map[string]any{"amount": 1}, Catalog{Entity: "SalesOrder", Known: true, Mode: "reject", Valid: true},
+			"catalog: fits SalesOrder\n1 of 1 rules matched\n"},
+		{"reject", "SalesOrder", "updated", map[string]any{"amount": "1", "status": 2},
+			Catalog{Entity: "SalesOrder", Known: true, Mode: "reject", Errors: []catalog.Problem{{Path: "data.amount", Msg: "expected number, got string"}, {Path: "data.status", Msg: "expected string, got number"}}, WouldReject: true},
+			"catalog: REJECTED at ingest: data.amount: expected number, got string\n  data.status: expected string, got number\n" +
+				"1 of 1 rules matched as if accepted, but ingest refuses this event (validation reject of SalesOrder): nothing would be delivered\n"},
+		{"unknown event", "SalesOrder", "updatd", nil,
+			Catalog{Entity: "SalesOrder", Known: true, Mode: "reject", Errors: []catalog.Problem{{Path: "event", Msg: `unknown event "updatd" of entity "SalesOrder" (did you mean "updated"?) (the catalog has: updated)`}}, WouldReject: true},
+			`catalog: REJECTED at ingest: event: unknown event "updatd"`},
+		{"warn", "Invoice", "posted", map[string]any{"total": "x"},
+			Catalog{Entity: "Invoice", Known: true, Mode: "warn", Errors: []catalog.Problem{{Path: "data.total", Msg: "expected number, got string"}}},
+			"catalog: does not fit Invoice (validation warn: accepted, counted and logged): data.total: expected number, got string\n1 of 1 rules matched\n"},
+		{"off", "Note", "added", map[string]any{"text": 1},
+			Catalog{Entity: "Note", Known: true, Mode: "off", Errors: []catalog.Problem{{Path: "data.text", Msg: "expected string, got number"}}},
+			"catalog: does not fit Note (validation off: accepted unchecked): data.text: expected string, got number\n"},
+		{"unknown entity", "salesorder", "updated", nil, Catalog{Entity: "salesorder", DidYouMean: "SalesOrder", Valid: true},
+			"catalog: entity \"salesorder\" is not in the catalog (accepted; did you mean \"SalesOrder\"?)\n1 of 1 rules matched\n"},
+	} {
+		ev := &templates.Event{ID: "e1", Entity: c.entity, Event: c.event, Data: c.data}
+		res, err := Explain(set, ev, Options{Catalog: cat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := json.Marshal(res.Catalog)
+		want, _ := json.Marshal(c.want)
+		if string(got) != string(want) || res.Matched != 1 || res.Rules[0].Actions == nil {
+			t.Errorf("%s: %s (matched %d), want %s", c.name, got, res.Matched, want)
+		}
+		var out strings.Builder
+		Print(&out, res)
+		if !strings.Contains(out.String(), c.line) {
+			t.Errorf("%s: text lacks %q:\n%s", c.name, c.line, out.String())
+		}
+	}
+
+	// No catalog: no catalog part, no line.
+	res, _ := Explain(set, soEvent, Options{Catalog: nil})
+	b, _ := json.Marshal(res)
+	var out strings.Builder
+	Print(&out, res)
+	if res.Catalog != nil || strings.Contains(string(b), `"catalog"`) || strings.Contains(out.String(), "catalog") {
+		t.Errorf("without a catalog: %s\n%s", b, out.String())
 	}
 }

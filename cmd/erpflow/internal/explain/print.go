@@ -8,12 +8,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
-// Print writes res as text: a header with the counts, then each rule,
-// MATCHED or why not (with what its condition read), and for matched
-// rules and disabled rules that would have matched what each action would
-// send.
+// Print writes res as text: a header with whether the event fits the
+// catalog and the counts, then each rule, MATCHED or why not (with what
+// its condition read), and for matched rules and disabled rules that would
+// have matched what each action would send.
 func Print(w io.Writer, res *Result) {
 	var ev struct {
 		ID       string `json:"id"`
@@ -23,6 +24,11 @@ func Print(w io.Writer, res *Result) {
 		Event    string `json:"event"`
 	}
 	_ = json.Unmarshal(res.Event, &ev) // a header without names is still an answer
+	// The event's names are the caller's text: control characters (a
+	// terminal's escape sequences) are shown escaped, not written.
+	for _, p := range []*string{&ev.ID, &ev.Tenant, &ev.Entity, &ev.EntityID, &ev.Event} {
+		*p = printable(*p)
+	}
 	fmt.Fprintf(w, "event %s: %s %s", ev.ID, ev.Entity, ev.Event)
 	if ev.EntityID != "" {
 		fmt.Fprintf(w, " %s", ev.EntityID)
@@ -30,7 +36,11 @@ func Print(w io.Writer, res *Result) {
 	if ev.Tenant != "" {
 		fmt.Fprintf(w, " (tenant %s)", ev.Tenant)
 	}
-	fmt.Fprintf(w, "\n%d of %d rules matched\n", res.Matched, len(res.Rules))
+	fmt.Fprintln(w)
+	if res.Catalog != nil {
+		printCatalog(w, res.Catalog)
+	}
+	fmt.Fprintf(w, "%d of %d rules matched%s\n", res.Matched, len(res.Rules), undelivered(res))
 	if names := res.WouldHave(); len(names) > 0 {
 		fmt.Fprintf(w, "%s would have matched: %s\n", plural(len(names), "disabled rule", "disabled rules"), strings.Join(names, ", "))
 	}
@@ -116,4 +126,13 @@ func plural(n int, one, many string) string {
 		return strconv.Itoa(n) + " " + one
 	}
 	return strconv.Itoa(n) + " " + many
+}
+
+// printable is s, or s quoted (control characters escaped) when it holds
+// any.
+func printable(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -348,7 +348,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	e := newEnv(t, st, envOpts{})
 	rv := newReceiver(t)
 	must(t, e.do("GET", "/healthz", "", nil), 200)
-	if r := must(t, e.do("GET", "/v1/events", "", nil), 405); r.header.Get("Allow") != "POST" {
+	if r := must(t, e.do("DELETE", "/v1/events", "", nil), 405); r.header.Get("Allow") != "GET, POST" {
 		t.Fatalf("405 Allow: %v", r.header)
 	}
 	if code, _, _ := must(t, e.do("GET", "/v1/nothing", "", nil), 404).errInfo(t); code != "not_found" {

@@ -135,17 +135,43 @@ func (cs *catalogState) reloadFiles() (undo func(), err error) {
 
 // catalogView is GET /v1/catalog and the answer of PUT.
 type catalogView struct {
-	Version  int64             `json:"version"` // of the catalog written through the API; 0 when none
-	Files    []string          `json:"files"`   // the config's catalog paths
+	Version int64 `json:"version"` // of the catalog written through the API; 0 when none
+	// Files are the config's catalog paths; nil (left out) for
+	// tenant-bound tokens.
+	Files    *[]string         `json:"files,omitempty"`
 	Entities []*catalog.Entity `json:"entities"`
 	Warnings []string          `json:"warnings,omitempty"`
 }
 
-func (s *Server) catalogView() catalogView {
-	s.catalog.mu.Lock()
-	v := s.catalog.apiRec.Version
-	s.catalog.mu.Unlock()
-	return catalogView{Version: v, Files: nonNil(s.catalog.paths), Entities: nonNil(s.catalog.cur.Load().All())}
+// catalogView is the catalog in force as p may see it.
+func (s *Server) catalogView(p *principal) catalogView {
+	cs := s.catalog
+	cs.mu.Lock() // one consistent version, files and catalog in force
+	v, files, cur := cs.apiRec.Version, cs.files, cs.cur.Load()
+	cs.mu.Unlock()
+	entities := nonNil(cur.All())
+	if p.Bound {
+		// Paths on the server's disk are the installation's: a tenant
+		// learns only whether an entity comes from a file or the API.
+		return catalogView{Version: v, Entities: withoutPaths(entities, files)}
+	}
+	paths := nonNil(cs.paths)
+	return catalogView{Version: v, Files: &paths, Entities: entities}
+}
+
+// withoutPaths returns copies of entities whose Source is "file" (an
+// entity of files) or "api".
+func withoutPaths(entities []*catalog.Entity, files *catalog.Catalog) []*catalog.Entity {
+	out := make([]*catalog.Entity, len(entities))
+	for i, e := range entities {
+		c := *e
+		c.Source = "api"
+		if f, ok := files.Entity(e.Name); ok && f == e {
+			c.Source = "file"
+		}
+		out[i] = &c
+	}
+	return out
 }
 
 func (s *Server) getCatalog(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +179,7 @@ func (s *Server) getCatalog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(err))
 		return
 	}
-	v := s.catalogView()
+	v := s.catalogView(principalFrom(r.Context()))
 	w.Header().Set("ETag", etag(v.Version))
 	writeJSON(w, http.StatusOK, v)
 }
@@ -218,7 +244,8 @@ func (s *Server) putCatalog(w http.ResponseWriter, r *http.Request) {
 	}
 	cs.apiRec, cs.api = rec, c
 	cs.cur.Store(combined)
-	v := catalogView{Version: rec.Version, Files: nonNil(cs.paths), Entities: nonNil(combined.All()),
+	paths := nonNil(cs.paths)
+	v := catalogView{Version: rec.Version, Files: &paths, Entities: nonNil(combined.All()),
 		Warnings: s.rules.misfits(combined)}
 	w.Header().Set("ETag", etag(rec.Version))
 	writeJSON(w, http.StatusOK, v)

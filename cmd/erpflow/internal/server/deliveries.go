@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,36 +67,23 @@ func scopeFilter(p *principal, f *engine.DeliveryFilter, tenantGiven bool) bool 
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	q := r.URL.Query()
-	for k := range q {
-		switch k {
-		case "rule", "tenant", "status", "event_id", "since", "until", "cursor", "limit":
-		default:
-			writeError(w, badRequest(k, "unknown parameter (known: rule, tenant, status, event_id, since, until, cursor, limit)"))
-			return
-		}
+	if err := checkParams(q, "rule", "tenant", "status", "event_id", "rerun", "since", "until", "cursor", "limit"); err != nil {
+		writeError(w, err)
+		return
 	}
-	f := engine.DeliveryFilter{Rule: q.Get("rule"), Tenant: q.Get("tenant"), EventID: q.Get("event_id"), Cursor: q.Get("cursor")}
+	f := engine.DeliveryFilter{Rule: q.Get("rule"), Tenant: q.Get("tenant"), EventID: q.Get("event_id"), Rerun: q.Get("rerun"), Cursor: q.Get("cursor")}
 	var err error
 	if f.States, err = parseStates("status", q["status"]); err != nil {
 		writeError(w, err)
 		return
 	}
-	if f.Since, err = parseTime("since", q.Get("since")); err != nil {
+	if f.Since, f.Until, err = parseRange(q.Get("since"), q.Get("until")); err != nil {
 		writeError(w, err)
 		return
 	}
-	if f.Until, err = parseTime("until", q.Get("until")); err != nil {
+	if f.Limit, err = parseLimit(q); err != nil {
 		writeError(w, err)
 		return
-	}
-	f.Limit = 100
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, badRequest("limit", "must be a number from 1 to 1000"))
-			return
-		}
-		f.Limit = n
 	}
 	out := map[string]any{"deliveries": []engine.Delivery{}}
 	if !scopeFilter(p, &f, q.Has("tenant")) {
@@ -167,6 +153,8 @@ type replayRequest struct {
 	Status  []string `json:"status"`
 	Since   string   `json:"since"`
 	Until   string   `json:"until"`
+	// DryRun counts what would be requeued and changes nothing.
+	DryRun bool `json:"dry_run"`
 }
 
 func (s *Server) replayDeliveries(w http.ResponseWriter, r *http.Request) {
@@ -199,24 +187,33 @@ func (s *Server) replayDeliveries(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Since, err = parseTime("since", req.Since); err != nil {
+	if f.Since, f.Until, err = parseRange(req.Since, req.Until); err != nil {
 		writeError(w, err)
 		return
 	}
-	if f.Until, err = parseTime("until", req.Until); err != nil {
-		writeError(w, err)
-		return
+	key, replay := "queued", s.eng.Replay
+	if req.DryRun {
+		key, replay = "would_queue", s.eng.ReplayCount
 	}
 	if !scopeFilter(p, &f, req.Tenant != nil) {
-		writeJSON(w, http.StatusOK, map[string]int{"queued": 0})
+		writeJSON(w, http.StatusOK, replayAnswer(key, 0, req.DryRun))
 		return
 	}
-	n, err := s.eng.Replay(r.Context(), f)
+	n, err := replay(r.Context(), f)
 	if err != nil {
 		writeError(w, internal(fmt.Errorf("replay: %w", err)))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"queued": n})
+	writeJSON(w, http.StatusOK, replayAnswer(key, n, req.DryRun))
+}
+
+// replayAnswer is {"queued": n}, or {"would_queue": n, "dry_run": true}.
+func replayAnswer(key string, n int, dryRun bool) map[string]any {
+	out := map[string]any{key: n}
+	if dryRun {
+		out["dry_run"] = true
+	}
+	return out
 }
 
 // jsonField names the field of a JSON decoding error when it can.

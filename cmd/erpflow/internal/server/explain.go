@@ -15,8 +15,13 @@ import (
 //
 // The event is read as POST /v1/events reads it, with the same errors; a
 // tenant-bound token's event is of its tenant (another tenant is a 403)
-// and it sees the rules that apply to that tenant (its own and those of
-// every tenant), as the deliveries they create are its to see.
+// and it sees exactly the rules it may GET: those scoped to its tenant
+// alone. Rules of every tenant, or shared with other tenants, are the
+// operator's: their conditions, files and URLs are not a tenant's to read.
+//
+// The answer says whether the event fits the catalog in force, as ingest
+// would judge it (the catalog is the installation's, the same for every
+// token). An event ingest would refuse is explained as if accepted.
 func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	body, err := readBody(w, r, s.opts.MaxEventBytes)
@@ -33,7 +38,7 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		ev.OccurredAt = time.Now().UTC() // as Emit stamps the time received
 	}
 	set := s.eng.Rules()
-	visible := func(rule *triggers.Rule) bool { return !p.Bound || rule.AppliesTo(p.Tenant) }
+	visible := func(rule *triggers.Rule) bool { return p.seesRule(rule.Tenants) }
 	keep := visible
 	if name := r.URL.Query().Get("rule"); name != "" {
 		if rule := set.Rule(name); rule == nil || !visible(rule) {
@@ -42,10 +47,11 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		keep = func(rule *triggers.Rule) bool { return rule.Name == name }
 	}
-	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep})
+	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: s.catalog.cur.Load()})
 	if err != nil {
 		writeError(w, internal(err))
 		return
 	}
+	s.env.mask(res)
 	writeJSON(w, http.StatusOK, res)
 }

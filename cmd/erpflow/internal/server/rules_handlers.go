@@ -50,7 +50,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 		if !p.seesRule(e.tens) {
 			continue
 		}
-		v := e.view()
+		v := s.view(e)
 		if src := q.Get("source"); src != "" && v.Source != src {
 			continue
 		}
@@ -60,6 +60,17 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
+}
+
+// view is e as the API shows it, with the values of ${NAME} references
+// in its condition and description shown as ${NAME} again: loading
+// expanded them, and a condition may compare with a secret.
+func (s *Server) view(e *ruleEntry) ruleView {
+	v := e.view()
+	if r := s.env.replacer(); r != nil {
+		v.When, v.Description = r.Replace(v.When), r.Replace(v.Description)
+	}
+	return v
 }
 
 func contains(list []string, s string) bool {
@@ -76,7 +87,7 @@ func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := e.view()
+	v := s.view(e)
 	if e.api != nil {
 		w.Header().Set("ETag", etag(e.api.rec.Version))
 	}
@@ -105,7 +116,7 @@ func ifMatch(r *http.Request) (int64, error) {
 // entryView returns the view of rule name after a change.
 func (s *Server) entryView(name string) any {
 	if e := s.rules.get(name); e != nil {
-		return e.view()
+		return s.view(e)
 	}
 	return map[string]string{"name": name}
 }

@@ -55,6 +55,14 @@ type Options struct {
 	Metrics *Metrics
 	// Logger receives request and reload logs. Default slog.Default().
 	Logger *slog.Logger
+	// Version is the server's version, shown by GET /v1/status. Default "".
+	Version string
+	// StoreKind names the database for GET /v1/status ("sqlite",
+	// "postgres"; never its address). Default "".
+	StoreKind string
+	// MaxStreams is the most live attempt streams open at once; one more
+	// is refused with 503. Default 64.
+	MaxStreams int
 }
 
 // Server is the HTTP API. It implements http.Handler.
@@ -66,8 +74,12 @@ type Server struct {
 	rules *ruleManager
 	// catalog is the event catalog in force (files and API).
 	catalog *catalogState
+	env     envSeen // the ${NAME} values rules read: explain masks them
 	log     *slog.Logger
 	mux     *http.ServeMux
+
+	started time.Time   // for GET /v1/status
+	streams streamState // GET /v1/deliveries:stream
 }
 
 // maxBatchBody caps a batch request body whatever the per-event limit.
@@ -94,19 +106,24 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.LookupEnv == nil {
 		opts.LookupEnv = os.LookupEnv
 	}
-	s := &Server{
-		opts:  opts,
-		eng:   opts.Engine,
-		store: opts.Engine.Store(),
-		auth:  newAuthenticator(opts.Tokens),
-		log:   opts.Logger,
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = config.DefaultStreams
 	}
+	s := &Server{
+		opts:    opts,
+		eng:     opts.Engine,
+		store:   opts.Engine.Store(),
+		auth:    newAuthenticator(opts.Tokens),
+		log:     opts.Logger,
+		started: time.Now(),
+	}
+	s.streams.init(s)
 	cat, err := newCatalogState(ctx, opts.CatalogPaths, s.store, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
 	s.catalog = cat
-	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: opts.LookupEnv, MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: s.env.wrap(opts.LookupEnv), MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
 	s.rules.perTenant = opts.RulesPerTenant
 	files, err := s.rules.loadFiles()
 	if err != nil {
@@ -216,7 +233,10 @@ func (s *Server) routes() {
 
 	m.HandleFunc("POST /v1/events", s.require(config.ScopeEventsWrite, s.postEvents))
 	m.HandleFunc("POST /v1/events:explain", s.require(config.ScopeRulesRead, s.explainEvent))
+	m.HandleFunc("GET /v1/events", s.require(config.ScopeDeliveriesRead, s.listEvents))
 	m.HandleFunc("GET /v1/events/{id}", s.require(config.ScopeDeliveriesRead, s.getEvent))
+	m.HandleFunc("POST /v1/events/{id}", s.require(config.ScopeEventsWrite, s.rerunEvent)) // {id}:rerun
+	m.HandleFunc("GET /v1/status", s.require(config.ScopeDeliveriesRead, s.status))
 
 	m.HandleFunc("GET /v1/rules", s.require(config.ScopeRulesRead, s.listRules))
 	m.HandleFunc("POST /v1/rules", s.require(config.ScopeRulesWrite, s.createRule))
@@ -237,6 +257,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/deliveries/{id}", s.require(config.ScopeDeliveriesRead, s.getDelivery))
 	m.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(config.ScopeDeliveriesWrite, s.retryDelivery))
 	m.HandleFunc("POST /v1/deliveries:replay", s.require(config.ScopeDeliveriesWrite, s.replayDeliveries))
+	m.HandleFunc("GET /v1/deliveries:stream", queryToken(s.require(config.ScopeDeliveriesRead, s.streamAttempts)))
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string

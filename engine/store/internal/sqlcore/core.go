@@ -386,7 +386,7 @@ func dueAt(d *engine.Delivery) time.Time {
 	return time.Time{}
 }
 
-const nDeliveryCols = 24
+const nDeliveryCols = 25
 
 func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	payload := []byte(d.Payload)
@@ -396,7 +396,7 @@ func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	return append(args, d.ID, d.Tenant, d.EventID, d.Entity, d.EventName, d.Rule,
 		d.ActionIndex, d.ActionType, d.Retry, payload, string(d.State), d.Attempts,
 		d.RetryBase, c.t(d.RunAt), d.LastCode, d.LastError, d.Internal, d.Test,
-		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, c.t(dueAt(d)))
+		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, d.Rerun, c.t(dueAt(d)))
 }
 
 var (
@@ -708,6 +708,10 @@ func (c *Core) where(f *engine.DeliveryFilter, states []engine.State) (string, [
 		conds = append(conds, "event_id = ?")
 		args = append(args, f.EventID)
 	}
+	if f.Rerun != "" {
+		conds = append(conds, "rerun = ?")
+		args = append(args, f.Rerun)
+	}
 	if len(states) > 0 {
 		conds = append(conds, "state IN ("+list(len(states))+")")
 		for _, s := range states {
@@ -838,16 +842,7 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 			total += n
 		}
 		if f != nil {
-			states := []engine.State{engine.StateDead, engine.StateFailed}
-			if len(f.States) > 0 {
-				states = states[:0]
-				for _, s := range f.States {
-					if s == engine.StateDead || s == engine.StateFailed {
-						states = append(states, s)
-					}
-				}
-			}
-			if len(states) > 0 {
+			if states := requeueStates(f); len(states) > 0 {
 				w, args := c.where(f, states)
 				// Test-fire deliveries are records, not work: never replayed.
 				r, err := tx.ExecContext(ctx, c.Q(set+w+" AND NOT test"), append([]any{c.t(now), c.t(now), c.t(now)}, args...)...)
@@ -867,6 +862,21 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 		return 0, fmt.Errorf("requeue: %w", err)
 	}
 	return total, nil
+}
+
+// requeueStates are the states a filtered Requeue takes: dead and
+// failed, or those of f.States among them.
+func requeueStates(f *engine.DeliveryFilter) []engine.State {
+	if len(f.States) == 0 {
+		return []engine.State{engine.StateDead, engine.StateFailed}
+	}
+	var states []engine.State
+	for _, s := range f.States {
+		if s == engine.StateDead || s == engine.StateFailed {
+			states = append(states, s)
+		}
+	}
+	return states
 }
 
 // Prune implements engine.DeliveryLog.
@@ -927,8 +937,11 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 // Count adds n deliveries in state s to the counts of st.
 func Count(st *engine.QueueStats, s engine.State, n int) {
 	switch s {
-	case engine.StatePending, engine.StateFailed:
+	case engine.StatePending:
 		st.Pending += n
+	case engine.StateFailed:
+		st.Pending += n
+		st.Failed += n
 	case engine.StateRunning:
 		st.Running += n
 	case engine.StateDead:

@@ -96,7 +96,7 @@ var deliveryCols = []string{
 	"id", "tenant", "event_id", "entity", "event_name", "rule", "action_index",
 	"action_type", "retry", "payload", "state", "attempts", "retry_base",
 	"run_at", "last_code", "last_error", "internal", "test", "lease_owner",
-	"locked_until", "created_at", "updated_at", "rule_id",
+	"locked_until", "created_at", "updated_at", "rule_id", "rerun",
 }
 
 // DeliveryCols returns the delivery columns, each prefixed with prefix
@@ -119,23 +119,33 @@ func ScanDeliveries(rows *sql.Rows) ([]engine.Delivery, error) {
 	var out []engine.Delivery
 	for rows.Next() {
 		var d engine.Delivery
-		var payload []byte
-		var state string
-		var runAt, locked, created, updated Time
-		if err := rows.Scan(&d.ID, &d.Tenant, &d.EventID, &d.Entity, &d.EventName,
-			&d.Rule, &d.ActionIndex, &d.ActionType, &d.Retry, &payload, &state,
-			&d.Attempts, &d.RetryBase, &runAt, &d.LastCode, &d.LastError,
-			&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID); err != nil {
+		dst, finish := deliveryScan(&d)
+		if err := rows.Scan(dst...); err != nil {
 			return nil, err
 		}
+		finish()
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// deliveryScan returns the scan destinations of DeliveryCols into d, and
+// what completes d after the scan.
+func deliveryScan(d *engine.Delivery) ([]any, func()) {
+	var payload []byte
+	var state string
+	var runAt, locked, created, updated Time
+	dst := []any{&d.ID, &d.Tenant, &d.EventID, &d.Entity, &d.EventName,
+		&d.Rule, &d.ActionIndex, &d.ActionType, &d.Retry, &payload, &state,
+		&d.Attempts, &d.RetryBase, &runAt, &d.LastCode, &d.LastError,
+		&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID, &d.Rerun}
+	return dst, func() {
 		if payload != nil {
 			d.Payload = json.RawMessage(payload)
 		}
 		d.State = engine.State(state)
 		d.RunAt, d.LockedUntil, d.CreatedAt, d.UpdatedAt = runAt.T, locked.T, created.T, updated.T
-		out = append(out, d)
 	}
-	return out, rows.Err()
 }
 
 // attemptCols are the columns of an attempt, in scanAttempts order.
