@@ -72,6 +72,11 @@ func TestNotAnErpflowServer(t *testing.T) {
 			if !errors.As(err, &ne) || err.Error() != other.URL+" is not an erpflow server "+tc.want+"; give the address of erpflow serve with --server or ERPFLOW_SERVER" {
 				t.Fatalf("error %v", err)
 			}
+			// An event stream (deliveries tail) likewise.
+			err = c.Stream(context.Background(), "/v1/deliveries:stream", nil, "", nil, func(client.Message) error { return nil })
+			if !errors.As(err, &ne) {
+				t.Fatalf("stream error %v", err)
+			}
 		})
 	}
 }
