@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,7 +45,20 @@ func TestDeadWebhookSendsEmailThroughPlugin(t *testing.T) {
 	}
 	defer h.Close()
 
+	// The email rule is the one of examples/rules, pointed at the test's
+	// mail server.
+	example, err := os.ReadFile(filepath.Join("..", "examples", "rules", "ongoing-wms-email.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	host, port, _ := net.SplitHostPort(smtpSrv.addr)
+	emailRule, ok := strings.CutPrefix(string(example)[strings.Index(string(example), "\nrules:\n")+1:], "rules:\n")
+	if !ok || !strings.Contains(emailRule, "        host: smtp.example.com\n") {
+		t.Fatalf("examples/rules/ongoing-wms-email.yaml has changed:\n%s", example)
+	}
+	emailRule = strings.Replace(emailRule, "        host: smtp.example.com\n",
+		"        host: "+host+"\n        port: "+port+"\n        ca_file: "+smtpSrv.caFile+"\n", 1)
+	emailRule = strings.Replace(emailRule, "username: erpflow\n", "username: erp\n", 1) // the test server's user
 	rules := `rules:
   - name: ongoing-order-picked
     on: {entity: Order, event: picked}
@@ -52,22 +66,7 @@ func TestDeadWebhookSendsEmailThroughPlugin(t *testing.T) {
     actions:
       - type: webhook
         url: ` + failing.URL + `/api/OngoingOrderPicked
-  - name: email-when-a-webhook-dies
-    on: {entity: erpflow.Delivery, event: dead}
-    actions:
-      - type: email
-        host: ` + host + `
-        port: ` + port + `
-        username: erp
-        password: ${SMTP_PASSWORD}
-        from: erpflow@example.com
-        to: [warehouse@example.com]
-        subject: 'Webhook {data.rule} failed for {data.entity} {data.event_id}'
-        body: |
-          Delivery {data.delivery_id} is dead after {data.attempts} attempt(s).
-          Last error: {data.last_error}
-        ca_file: ` + smtpSrv.caFile + `
-`
+` + emailRule
 	env := map[string]string{"SMTP_PASSWORD": "p4ss-w0rd"}
 	rs, err := triggers.Parse("ongoing.yaml", []byte(rules), triggers.LoadOptions{
 		Actions:   reg,
@@ -128,7 +127,7 @@ func TestDeadWebhookSendsEmailThroughPlugin(t *testing.T) {
 	// The email delivery's stored payload holds no password.
 	var ds []engine.Delivery
 	eventually(t, 15*time.Second, "the email delivery to succeed", func() bool {
-		ds, err = st.ListDeliveries(ctx, engine.DeliveryFilter{Rule: "email-when-a-webhook-dies"})
+		ds, err = st.ListDeliveries(ctx, engine.DeliveryFilter{Rule: "ongoing-email-when-a-webhook-dies"})
 		return err == nil && len(ds) == 1 && ds[0].State == engine.StateSucceeded
 	})
 	if strings.Contains(string(ds[0].Payload), "p4ss") || !strings.Contains(string(ds[0].Payload), webhookID) {

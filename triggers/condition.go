@@ -19,6 +19,7 @@ import (
 	"github.com/expr-lang/expr/conf"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/optimizer"
+	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 	"github.com/expr-lang/expr/vm/runtime"
 
@@ -367,12 +368,20 @@ func compileSafe(src string, p *patcher) (prog *vm.Program, err error) {
 	c := exprConfig
 	c.Visitors = []ast.Visitor{p}
 	defer func() { c.Visitors = nil }()
-	tree, err := checker.ParseCheck(src, c)
+	tree, err := parser.ParseWithConfig(src, c)
+	if err != nil {
+		return nil, err
+	}
+	root := tree.Node // as written: the patcher replaces nodes
+	_, err = new(checker.Checker).PatchAndCheck(tree, c)
 	if p.err != nil {
 		return nil, p.err.Bind(file.NewSource(src))
 	}
 	if err != nil {
 		return nil, err
+	}
+	if fe := notACondition(root, src); fe != nil {
+		return nil, fe
 	}
 	if c.Optimize {
 		if err := optimizer.Optimize(&tree.Node, c); err != nil {

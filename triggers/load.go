@@ -125,8 +125,9 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// Parse decodes a rules file: a mapping with a `rules:` list. filename is
-// used in error positions only. On error it returns Errors with every
+// Parse decodes a rules file: a mapping with a `rules:` list, or a single
+// rule (a mapping with a rule's keys and no rules key). filename is used
+// in error positions only. On error it returns Errors with every
 // problem of the document and no rules.
 func Parse(filename string, src []byte, opts LoadOptions) ([]*Rule, error) {
 	l := newLoader(filename, src, opts)
@@ -173,6 +174,17 @@ type loader struct {
 	// (whose paths start with "rules"), and for a single rule.
 	pathPrefix string
 	names      map[string]*Rule
+	// unknown are the values holding an unset ${NAME}: problems reported
+	// at them follow from it (a note with LoadOptions.UnsetEnv, else one
+	// error) and are dropped.
+	unknown []unknownValue
+}
+
+// unknownValue is the position and field path of a scalar whose value is
+// not known.
+type unknownValue struct {
+	line, col int
+	path      string
 }
 
 func newLoader(file string, src []byte, opts LoadOptions) *loader {
@@ -180,6 +192,11 @@ func newLoader(file string, src []byte, opts LoadOptions) *loader {
 }
 
 func (l *loader) errAt(line, col int, path, msg string) {
+	for _, u := range l.unknown {
+		if u.line == line && u.col == col || path != "" && u.path == path {
+			return
+		}
+	}
 	l.errs = append(l.errs, &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg})
 }
 
@@ -238,15 +255,18 @@ func (l *loader) parseFile() []*Rule {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		l.errorf(root, "", "expected a mapping with a rules: list, found %s", kindName(root))
+		l.errorf(root, "", "expected a mapping with a rules: list, or one rule, found %s", kindName(root))
 		return nil
+	}
+	if isSingleRule(root) {
+		return l.addRule(nil, root, "")
 	}
 	var rulesNode *yaml.Node
 	for _, kv := range l.mapping(root, "", fileKeys) {
 		rulesNode = kv.val
 	}
 	if rulesNode == nil {
-		l.errorf(root, "", "missing key rules")
+		l.errorf(root, "", "missing key rules (or write one rule: name, on, actions)")
 		return nil
 	}
 	if rulesNode.Kind == yaml.ScalarNode && rulesNode.ShortTag() == "!!null" {
@@ -258,21 +278,44 @@ func (l *loader) parseFile() []*Rule {
 	}
 	var rules []*Rule
 	for i, rn := range rulesNode.Content {
-		path := fmt.Sprintf("rules[%d]", i)
-		before := len(l.errs)
-		r := l.decodeRule(resolve(rn), path)
-		if r == nil || r.Name == "" {
+		rules = l.addRule(rules, resolve(rn), fmt.Sprintf("rules[%d]", i))
+	}
+	return rules
+}
+
+// isSingleRule reports whether a document's root mapping is one rule
+// rather than a rules file: it has no rules key and some key of a rule.
+func isSingleRule(root *yaml.Node) bool {
+	single := false
+	for i := 0; i < len(root.Content); i += 2 {
+		k := resolve(root.Content[i])
+		if k.Kind != yaml.ScalarNode {
 			continue
 		}
-		if prev, dup := l.names[r.Name]; dup {
-			l.errAt(r.Source.Line, r.nameCol, r.namePath, fmt.Sprintf("duplicate rule name %q (first defined at line %d)", r.Name, prev.Source.Line))
-			continue
+		if k.Value == "rules" {
+			return false
 		}
-		l.names[r.Name] = r
-		r.ID = FileRuleID(r.Name)
-		if len(l.errs) == before {
-			rules = append(rules, r)
-		}
+		single = single || contains(ruleKeys, k.Value)
+	}
+	return single
+}
+
+// addRule decodes the rule n at path and appends it to rules when it has
+// no errors.
+func (l *loader) addRule(rules []*Rule, n *yaml.Node, path string) []*Rule {
+	before := len(l.errs)
+	r := l.decodeRule(n, path)
+	if r == nil || r.Name == "" {
+		return rules
+	}
+	if prev, dup := l.names[r.Name]; dup {
+		l.errAt(r.Source.Line, r.nameCol, r.namePath, fmt.Sprintf("duplicate rule name %q (first defined at line %d)", r.Name, prev.Source.Line))
+		return rules
+	}
+	l.names[r.Name] = r
+	r.ID = FileRuleID(r.Name)
+	if len(l.errs) == before {
+		rules = append(rules, r)
 	}
 	return rules
 }
@@ -627,13 +670,17 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 			continue
 		}
 		if l.opts.Actions == nil {
-			l.errorf(typeNode, p+".type", "unknown action type %q (no action types are registered)", a.Type)
+			if !l.unknownType(typeNode, p, a.Type, nil) {
+				l.errorf(typeNode, p+".type", "unknown action type %q (no action types are registered)", a.Type)
+			}
 			continue
 		}
 		if lister, ok := l.opts.Actions.(interface{ Types() []string }); ok {
 			types := lister.Types()
 			if !contains(types, a.Type) {
-				l.errorf(typeNode, p+".type", "unknown action type %q%s (known: %s)", a.Type, suggest(a.Type, types), strings.Join(types, ", "))
+				if !l.unknownType(typeNode, p, a.Type, types) {
+					l.errorf(typeNode, p+".type", "unknown action type %q%s (known: %s)", a.Type, suggest(a.Type, types), strings.Join(types, ", "))
+				}
 				continue
 			}
 		}
@@ -648,6 +695,18 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		a.Config = cfg
 		r.Actions = append(r.Actions, a)
 	}
+}
+
+// unknownType passes an action type not known here to
+// LoadOptions.UnknownActions, unless that is not set or the type is a
+// likely typo of a known one; it reports whether it did.
+func (l *loader) unknownType(n *yaml.Node, path, typ string, known []string) bool {
+	if l.opts.UnknownActions == nil || suggest(typ, known) != "" {
+		return false
+	}
+	l.opts.UnknownActions(&Error{File: l.file, Line: n.Line, Column: n.Column, Path: path + ".type",
+		Msg: fmt.Sprintf("action type %q is not known here (no plugin provides it): its keys are not checked, and serve refuses it unless a plugin does", typ)})
+	return true
 }
 
 // refusesFiles reports (as errors at their positions) the keys of an

@@ -22,7 +22,7 @@ func TestParseErrorsPositions(t *testing.T) {
 		{"unknown rule key", head + act + "    enabeld: true\n",
 			`so.yaml:5:5: rules[0]: unknown key "enabeld" (did you mean "enabled"?) (known: name, description, enabled, tenants, on, when, actions, retry)`},
 		{"unknown top key", "rule:\n  - name: x\n",
-			`so.yaml:1:1: unknown key "rule" (did you mean "rules"?) (known: rules)` + "\n" + `so.yaml:1:1: missing key rules`},
+			`so.yaml:1:1: unknown key "rule" (did you mean "rules"?) (known: rules)` + "\n" + `so.yaml:1:1: missing key rules (or write one rule: name, on, actions)`},
 		{"top-level typo in when", head + act + "    when: amout > 5\n",
 			`so.yaml:5:11: rules[0].when: unknown name "amout" (entity fields are under data, e.g. data.amout; known names: event, data, previous, tenant, entity, entity_id, event_name, id, actor, occurred_at, changed, changed_from, changed_to, field, has)`},
 		{"did you mean env name", head + act + "    when: tenat == \"acme\"\n",

@@ -8,7 +8,8 @@ import (
 // SchemaID is the $id of the rules file schema.
 const SchemaID = "https://erpflow.dev/schemas/rules.json"
 
-// JSONSchema returns the JSON Schema (draft 2020-12) of a rules file, for
+// JSONSchema returns the JSON Schema (draft 2020-12) of a rules file (or a
+// single rule document), for
 // editors' YAML language servers and for checking rules in CI. actionSchemas
 // maps action types to the JSON Schema of their keys (actions.Schemer);
 // those types get their keys checked, other types are accepted with any
@@ -103,14 +104,19 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 	}
 	defs["action"] = action
 	schema := obj{
-		"$schema":              "https://json-schema.org/draft/2020-12/schema",
-		"$id":                  SchemaID,
-		"title":                "erpflow rules file",
-		"type":                 "object",
-		"additionalProperties": false,
-		"required":             []any{"rules"},
-		"properties": obj{
-			"rules": obj{"type": []any{"array", "null"}, "items": obj{"$ref": "#/$defs/rule"}},
+		"$schema": "https://json-schema.org/draft/2020-12/schema",
+		"$id":     SchemaID,
+		"title":   "erpflow rules file, or a single rule",
+		"type":    "object",
+		"anyOf": []any{
+			obj{
+				"additionalProperties": false,
+				"required":             []any{"rules"},
+				"properties": obj{
+					"rules": obj{"type": []any{"array", "null"}, "items": obj{"$ref": "#/$defs/rule"}},
+				},
+			},
+			obj{"$ref": "#/$defs/rule"},
 		},
 		"$defs": defs,
 	}

@@ -27,6 +27,18 @@ type LoadOptions struct {
 	// API). Default nil: every variable (rule files: the operator wrote
 	// them).
 	AllowEnv func(name string) error
+	// UnsetEnv, when set, makes an unset ${NAME} a note passed to it
+	// instead of an error: the value is expanded empty and not checked
+	// further (a problem reported at that value is dropped, since the
+	// value is not known). Checking rules without the production
+	// environment (erpflow validate) sets it. Default nil: an error.
+	UnsetEnv func(note *Error)
+	// UnknownActions, when set, makes an action type the Actions decoder
+	// does not know, and that is no likely typo of one it knows, a note
+	// passed to it instead of an error; the action is left out of the
+	// rule. Checking rules without the plugins that provide their types
+	// (erpflow validate without plugins) sets it. Default nil: an error.
+	UnknownActions func(note *Error)
 	// NoServerFiles refuses action keys that name a file on this machine
 	// (a webhook's ca_file: the process would read it), as the action
 	// types report them through the ActionDecoder's optional

@@ -126,9 +126,17 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 			}
 		}
 		v, found := l.lookupEnv(name)
-		if !found {
+		switch {
+		case found:
+		case l.opts.UnsetEnv != nil:
+			l.opts.UnsetEnv(&Error{File: l.file, Line: line, Column: col, Path: l.curPath,
+				Msg: fmt.Sprintf("${%s} is not set; serve will refuse it", name)})
+			l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
+		default:
 			l.errAt(line, col, l.curPath, fmt.Sprintf("environment variable %s is not set", name))
 			ok = false
+			// what the value then fails follows from this
+			l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
 		}
 		b.WriteString(v)
 		i += end + 1

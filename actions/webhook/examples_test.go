@@ -36,6 +36,18 @@ var exampleEnv = map[string]string{
 	"JOBS_WEBHOOK_USER": "jobs-hook", "JOBS_WEBHOOK_PASSWORD": "s3cret!",
 	"ONGOING_WEBHOOK_USER": "ongoing", "ONGOING_WEBHOOK_PASSWORD": "pw-1042",
 	"KLADANA_TOKEN": "kl-tok-93fQ2",
+	// Every example webhook signs: one secret per seed page.
+	"VELOSITY_WEBHOOK_SECRET": "whsec_S1/EWDAs5p5si5l6PWz9Rjhd4a1dGUYf",
+	"ONGOING_WEBHOOK_SECRET":  "whsec_AB6O5b854fNS9EhK6qRNcNBbP635IRJf",
+	"VENIO_WEBHOOK_SECRET":    "whsec_adiZoZhdlUrZgfKlRLg8XOwkiX3l5vbX",
+	"JOBS_WEBHOOK_SECRET":     "whsec_Vm3T88yMdbz+XIqeivKWXaz1LLv9OIkh",
+	"KLADANA_WEBHOOK_SECRET":  "whsec_TVqw9hSPduXgu8MiJPrXlDQr+QuXPTFN",
+}
+
+// exampleSecret is the signing secret of the example rules of a seed page.
+var exampleSecret = map[string]string{
+	"velosity": "VELOSITY_WEBHOOK_SECRET", "ongoing-wms": "ONGOING_WEBHOOK_SECRET", "gofive-venio": "VENIO_WEBHOOK_SECRET",
+	"job-management": "JOBS_WEBHOOK_SECRET", "kladana": "KLADANA_WEBHOOK_SECRET",
 }
 
 // exampleReceiver starts a TLS receiver with a certificate for exampleHosts.
@@ -135,6 +147,9 @@ func TestExamplesEndToEnd(t *testing.T) {
 					t.Fatalf("%s action %d: %+v", r.Name, i, o)
 				}
 				rq := <-got
+				if err := webhook.Verify([]string{exampleEnv[exampleSecret[name]]}, rq.Header, rq.Body, webhook.VerifyOptions{}); err != nil {
+					t.Errorf("%s: the request is not signed with %s: %v", r.Name, exampleSecret[name], err)
+				}
 				if ua := rq.Header.Get("User-Agent"); ua != "erpflow/test" {
 					t.Errorf("User-Agent %q", ua)
 				}

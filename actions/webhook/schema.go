@@ -26,7 +26,7 @@ const schemaJSON = `{
         {"required": ["bearer"], "additionalProperties": false, "properties": {"bearer": {"type": "object", "additionalProperties": false, "required": ["token"], "properties": {"token": {"type": "string"}}}}}
       ]
     },
-    "secret": {"description": "Standard Webhooks signing secret whsec_<base64>, or a list of them during rotation", "oneOf": [{"type": "string", "pattern": "^whsec_"}, {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^whsec_"}}]},
+    "secret": {"description": "Standard Webhooks signing secret whsec_<base64> (or a ${VAR} holding one), or a list of them during rotation", "oneOf": [{"type": "string", "pattern": "^(whsec_|\\$\\{)"}, {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^(whsec_|\\$\\{)"}}]},
     "timeout": {"type": ["string", "integer"], "description": "whole attempt including quick retries, e.g. 15s (default), at most 10m; an integer is seconds"},
     "ca_file": {"type": "string", "description": "PEM bundle of CAs that verify this receiver (on-premise receivers)"},
     "content_type": {"type": "string", "default": "application/json"}

@@ -67,7 +67,7 @@ func TestValidateCatalog(t *testing.T) {
 // the event fits the catalog: in one line near the top, and, for an event
 // ingest would refuse, that nothing would be delivered.
 func TestExplainCatalog(t *testing.T) {
-	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p"}
+	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ONGOING_WEBHOOK_SECRET=" + quickSecret}
 	out := mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", "../../examples/events/ongoing-wms.json")
 	if !strings.Contains(out, "\ncatalog: fits Order\n2 of 2 rules matched\n") {
 		t.Fatalf("output:\n%s", out)
@@ -111,7 +111,7 @@ func TestExplainCatalogServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ERPFLOW_TOKEN="}
+	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ONGOING_WEBHOOK_SECRET=" + quickSecret, "ERPFLOW_TOKEN="}
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\ncatalog: ["+cat+"]\nrules: ["+rules+"]\n")
 	srv := start(t, dir, env, "serve", "--config", "erpflow.yaml", "--log-format", "json")
 	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]

@@ -105,6 +105,7 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 	}
 	defer env.close()
 	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
+	printNotes(c.ErrOrStderr(), env.notes)
 	if err != nil {
 		printLoadErrors(c.ErrOrStderr(), err)
 		return nil, exitError{1}

@@ -311,7 +311,7 @@ func TestExplainBinary(t *testing.T) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err = cmd.Output()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || len(out) != 0 || !strings.Contains(stderr.String(), "is it an erpflow server?") {
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || len(out) != 0 || !strings.Contains(stderr.String(), rv.URL+" is not an erpflow server (HTTP 200, ") {
 		t.Errorf("explain against the receiver: %v\nstdout %q\nstderr %s", err, out, stderr.String())
 	}
 }

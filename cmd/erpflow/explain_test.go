@@ -118,8 +118,8 @@ func TestExplainExamples(t *testing.T) {
 		other := strings.Replace(string(src), `"goods-owner-1042"`, `"goods-owner-7"`, 1)
 		os.WriteFile(filepath.Join(dir, "ev.json"), []byte(other), 0o644)
 		code, out, _ := runCmd(t, "explain", "--rules", examplesRules, filepath.Join(dir, "ev.json"))
-		if code != 0 || !strings.Contains(out, `rule ongoing-order-picked-go-1042 (`+examplesRules+`/ongoing-wms.yaml:12): not matched: tenant "goods-owner-7" is not "goods-owner-1042"`) ||
-			!strings.Contains(out, "rule ongoing-order-picked-automation ("+examplesRules+"/ongoing-wms.yaml:32): MATCHED") {
+		if code != 0 || !strings.Contains(out, `rule ongoing-order-picked-go-1042 (`+examplesRules+`/ongoing-wms.yaml:14): not matched: tenant "goods-owner-7" is not "goods-owner-1042"`) ||
+			!strings.Contains(out, "rule ongoing-order-picked-automation ("+examplesRules+"/ongoing-wms.yaml:35): MATCHED") {
 			t.Errorf("other goods owner:\n%s", out)
 		}
 	})
@@ -144,7 +144,7 @@ func TestExplainExamples(t *testing.T) {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "ev.json"), []byte(`{"id":"v2","entity":"User","event":"Create","data":{}}`), 0o644)
 		code, out, _ := runCmd(t, "explain", "--rules", examplesRules+"/gofive-venio.yaml", filepath.Join(dir, "ev.json"))
-		if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:11): not matched: condition is false: entity == \"Customer\"") {
+		if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:13): not matched: condition is false: entity == \"Customer\"") {
 			t.Errorf("User Create:\n%s", out)
 		}
 	})
@@ -190,9 +190,9 @@ func TestExplainText(t *testing.T) {
 	}
 	for _, want := range []string{
 		"event velosity-evt-0001: SalesOrder updated AB194631-130F-4EA2-A7C9-345B2959C120 (tenant one-vision)\n1 of 2 rules matched\n",
-		"rule velosity-salesorder-released (" + examplesRules + "/velosity.yaml:8): MATCHED\n  action 1: webhook (retry default)\n    POST https://yourdomain.example/velosity/salesorder\n    Content-Type: application/json\n",
+		"rule velosity-salesorder-released (" + examplesRules + "/velosity.yaml:11): MATCHED\n  action 1: webhook (retry default)\n    POST https://yourdomain.example/velosity/salesorder\n    Content-Type: application/json\n",
 		"\n    {\n      \"salesOrderID\": \"AB194631-130F-4EA2-A7C9-345B2959C120\",\n",
-		"rule kladana-transaction-changed (" + examplesRules + "/kladana.yaml:10): not matched: entity \"SalesOrder\" is not one of [\"CustomerOrder\", ",
+		"rule kladana-transaction-changed (" + examplesRules + "/kladana.yaml:11): not matched: entity \"SalesOrder\" is not one of [\"CustomerOrder\", ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

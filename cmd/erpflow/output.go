@@ -349,6 +349,14 @@ func (f *apiFlags) client() (*client.Client, error) {
 	return &client.Client{Server: srv, Token: tok}, nil
 }
 
+// bodySource names a body read by readInput in error positions.
+func bodySource(name string) string {
+	if name == "-" {
+		return "stdin"
+	}
+	return name
+}
+
 // readInput reads a file, or stdin for "-".
 func readInput(c *cobra.Command, name string) ([]byte, error) {
 	if name == "-" {
@@ -365,12 +373,7 @@ func apiError(c *cobra.Command, err error) error {
 		return err
 	}
 	stderr := c.ErrOrStderr()
-	fmt.Fprintf(stderr, "%s: %s\n", c.CommandPath(), ce.Message)
-	for _, d := range ce.Details {
-		if d.Line > 0 {
-			fmt.Fprintf(stderr, "  %d:%d: %s: %s\n", d.Line, d.Column, d.Field, d.Message)
-		}
-	}
+	fmt.Fprintf(stderr, "%s: %s\n", c.CommandPath(), ce) // each problem once, with its field
 	if ce.Status == 401 {
 		fmt.Fprintln(stderr, "  (give a token with --token or ERPFLOW_TOKEN)")
 	}

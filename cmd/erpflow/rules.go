@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,6 +65,10 @@ func newRulesCmd() *cobra.Command {
 			}
 			var raw json.RawMessage
 			err = cl.Do(c.Context(), method, pathOf(args), nil, body, ruleContentType(body), &raw)
+			var ce *client.Error
+			if errors.As(err, &ce) {
+				ce.Source = bodySource(args[file]) // positions are in that file
+			}
 			return raw, err
 		}
 	}
@@ -80,6 +85,17 @@ func newRulesCmd() *cobra.Command {
 			return err
 		}
 		printRule(c.OutOrStdout(), r)
+		return nil
+	}
+	// created is one rule, or the rules of a rules file.
+	created := func(c *cobra.Command, args []string, raw json.RawMessage) error {
+		var l struct {
+			Rules []client.Rule `json:"rules"`
+		}
+		if json.Unmarshal(raw, &l) != nil || l.Rules == nil {
+			return one(c, args, raw)
+		}
+		printRules(c.OutOrStdout(), l.Rules, af.wide())
 		return nil
 	}
 	list := call("list", "Rules in force (file rules are read-only)", cobra.NoArgs, get("/v1/rules"),
@@ -99,8 +115,8 @@ func newRulesCmd() *cobra.Command {
 		call("get NAME", "Show one rule", cobra.ExactArgs(1), func(c *cobra.Command, cl *client.Client, args []string) (json.RawMessage, error) {
 			return get(path(args[0]))(c, cl, args)
 		}, one),
-		call("create FILE|-", "Add a rule (YAML or JSON; created disabled unless it says enabled: true)", cobra.ExactArgs(1),
-			send(http.MethodPost, func([]string) string { return "/v1/rules" }, 0), one),
+		call("create FILE|-", "Add a rule, or every rule of a rules file: all or none (YAML or JSON; created disabled unless they say enabled: true)", cobra.ExactArgs(1),
+			send(http.MethodPost, func([]string) string { return "/v1/rules" }, 0), created),
 		call("update NAME FILE|-", "Replace an API rule (its enabled state stays unless the file says)", cobra.ExactArgs(2),
 			send(http.MethodPut, func(a []string) string { return path(a[0]) }, 1), one),
 		call("enable NAME", "Switch a rule on", cobra.ExactArgs(1), post("/enable"), one),

@@ -97,6 +97,12 @@ func withCatalogEnums(schema []byte, cat *catalog.Catalog) ([]byte, error) {
 			}
 		}
 	}
+	// The engine's own events are valid with any catalog: rules on them
+	// (an email when a delivery dies) must still validate.
+	entities = append(entities, "erpflow.Delivery")
+	if !seen["dead"] {
+		events = append(events, "dead")
+	}
 	events = append(events, "*")
 	enum := func(names []any, desc string) map[string]any {
 		one := map[string]any{"enum": names}

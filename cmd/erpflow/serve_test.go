@@ -90,7 +90,14 @@ type proc struct {
 
 func start(t *testing.T, dir string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(erpflowBin(t), args...), out: &syncBuf{}, exited: make(chan struct{})}
+	return startCmd(t, exec.Command(erpflowBin(t), args...), dir, env)
+}
+
+// startCmd starts cmd in dir with env added to the environment.
+func startCmd(t *testing.T, cmd *exec.Cmd, dir string, env []string) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &proc{cmd: cmd, out: &syncBuf{}, exited: make(chan struct{})}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -47,17 +49,26 @@ type ruleEnv struct {
 	host        *plugin.Host
 	maxActions  int              // limits.actions_per_rule of the config (0: the default)
 	catalog     *catalog.Catalog // --catalog and the config's catalog; nil when none
+	// notes are what loading noted instead of refusing (printNotes).
+	notes triggers.Errors
 }
 
 // loadOptions are the rule load options of the config's limits and the
-// catalog.
+// catalog. Without plugins, an action type that is no typo of a known one
+// is a note: the examples and rules using a plugin's type load on any
+// machine.
 func (e *ruleEnv) loadOptions() triggers.LoadOptions {
 	o := triggers.LoadOptions{Actions: e.reg, MaxActions: e.maxActions}
 	if e.catalog != nil {
 		o.Catalog = e.catalog
 	}
+	if e.host == nil {
+		o.UnknownActions = e.note
+	}
 	return o
 }
+
+func (e *ruleEnv) note(n *triggers.Error) { e.notes = append(e.notes, n) }
 
 func (e *ruleEnv) close() {
 	if e.host != nil {
@@ -109,6 +120,7 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 
 func newValidateCmd() *cobra.Command {
 	var rf ruleFlags
+	var strictEnv bool
 	c := &cobra.Command{
 		Use:   "validate [flags] PATH...",
 		Short: "Check rules files: every problem with file:line:col",
@@ -118,20 +130,27 @@ PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the
 server config's rules. With --catalog (or the config's catalog:) rules are
 also checked against the event catalog: entity and event names, and the
 data/previous paths of conditions, field triggers and templates. Exit 0 with
-one line per file when every rule is valid, 1 with every problem otherwise.`,
-		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml\n  erpflow validate --catalog examples/catalog/velosity.yaml examples/rules/velosity.yaml",
+one line per file when every rule is valid, 1 with every problem otherwise.
+
+Production secrets are not needed: an unset ${VAR} is a note
+("file:line:col: note: ${VAR} is not set; serve will refuse it") and the
+value holding it is not checked further; --strict-env makes it an error.
+Without --plugin or a config's plugins, an action type that is no typo of
+a known one is a note too (its keys are not checked).`,
+		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml\n  erpflow validate --strict-env rules/\n  erpflow validate --catalog examples/catalog/velosity.yaml examples/rules/velosity.yaml",
 		RunE: func(c *cobra.Command, paths []string) error {
 			if len(paths) == 0 && rf.configFile == "" {
 				return usageErrorf("give a rules file or directory, or --config")
 			}
-			return runValidate(c, &rf, paths)
+			return runValidate(c, &rf, strictEnv, paths)
 		},
 	}
 	rf.register(c.Flags())
+	c.Flags().BoolVar(&strictEnv, "strict-env", false, "an unset ${VAR} is an error, as serve makes it (default: a note)")
 	return c
 }
 
-func runValidate(c *cobra.Command, rf *ruleFlags, paths []string) error {
+func runValidate(c *cobra.Command, rf *ruleFlags, strictEnv bool, paths []string) error {
 	stdout, stderr := c.OutOrStdout(), c.ErrOrStderr()
 	env, err := rf.setup(c.Context())
 	if err != nil {
@@ -144,7 +163,12 @@ func runValidate(c *cobra.Command, rf *ruleFlags, paths []string) error {
 		printLoadErrors(stderr, err)
 		return exitError{1}
 	}
-	rules, err := triggers.LoadPaths(files, env.loadOptions())
+	opts := env.loadOptions()
+	if !strictEnv {
+		opts.UnsetEnv = env.note
+	}
+	rules, err := triggers.LoadPaths(files, opts)
+	printNotes(stderr, env.notes)
 	if err != nil {
 		printLoadErrors(stderr, err)
 		return exitError{1}
@@ -162,6 +186,21 @@ func runValidate(c *cobra.Command, rf *ruleFlags, paths []string) error {
 		fmt.Fprintf(stdout, "%s: %d rule%s OK\n", f, n, s)
 	}
 	return nil
+}
+
+// printNotes prints "file:line:col: note: message" lines, sorted, each once.
+func printNotes(w io.Writer, notes triggers.Errors) {
+	slices.SortStableFunc(notes, func(a, b *triggers.Error) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	last := ""
+	for _, n := range notes {
+		line := fmt.Sprintf("%s:%d:%d: note: %s", n.File, n.Line, n.Column, n.Msg)
+		if line != last {
+			fmt.Fprintln(w, line)
+		}
+		last = line
+	}
 }
 
 // printLoadErrors prints one line per problem and a count.

@@ -18,7 +18,14 @@ func setExampleEnv(t *testing.T) {
 	t.Setenv("ONGOING_WEBHOOK_PASSWORD", "ongoing-pass-123")
 	t.Setenv("JOBS_WEBHOOK_USER", "jobs-user")
 	t.Setenv("JOBS_WEBHOOK_PASSWORD", "jobs-pass-456")
+	for _, v := range exampleSecrets {
+		t.Setenv(v, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	}
+	t.Setenv("SMTP_PASSWORD", "smtp-pass-789")
 }
+
+// exampleSecrets are the variables of the example rules' signing secrets.
+var exampleSecrets = []string{"VELOSITY_WEBHOOK_SECRET", "ONGOING_WEBHOOK_SECRET", "VENIO_WEBHOOK_SECRET", "JOBS_WEBHOOK_SECRET", "KLADANA_WEBHOOK_SECRET"}
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -37,6 +44,7 @@ func TestValidateExamples(t *testing.T) {
 		examplesRules + "/gofive-venio.yaml: 1 rule OK",
 		examplesRules + "/job-management.yaml: 3 rules OK",
 		examplesRules + "/kladana.yaml: 1 rule OK",
+		examplesRules + "/ongoing-wms-email.yaml: 1 rule OK",
 		examplesRules + "/ongoing-wms.yaml: 2 rules OK",
 		examplesRules + "/velosity.yaml: 1 rule OK",
 	}
@@ -51,21 +59,43 @@ func TestValidateExamples(t *testing.T) {
 }
 
 func TestValidateMissingEnv(t *testing.T) {
-	// Without the variables the examples that need them fail, at their
-	// positions.
-	for _, v := range []string{"ONGOING_WEBHOOK_USER", "ONGOING_WEBHOOK_PASSWORD", "JOBS_WEBHOOK_USER", "JOBS_WEBHOOK_PASSWORD"} {
+	// Without the variables (a fresh clone) the examples validate, with a
+	// note at each variable; --strict-env makes them errors, as serve does.
+	for _, v := range append([]string{"ONGOING_WEBHOOK_USER", "ONGOING_WEBHOOK_PASSWORD", "JOBS_WEBHOOK_USER", "JOBS_WEBHOOK_PASSWORD", "SMTP_PASSWORD"}, exampleSecrets...) {
 		t.Setenv(v, "")
 		os.Unsetenv(v)
 	}
-	code, _, errOut := runCmd(t, "validate", examplesRules+"/job-management.yaml")
-	if code != 1 {
-		t.Fatalf("exit %d", code)
+	code, out, errOut := runCmd(t, "validate", examplesRules+"/job-management.yaml")
+	want := examplesRules + "/job-management.yaml:21:17: note: ${JOBS_WEBHOOK_SECRET} is not set; serve will refuse it\n" +
+		examplesRules + "/job-management.yaml:24:23: note: ${JOBS_WEBHOOK_USER} is not set; serve will refuse it\n" +
+		examplesRules + "/job-management.yaml:25:23: note: ${JOBS_WEBHOOK_PASSWORD} is not set; serve will refuse it\n"
+	if code != 0 || errOut != want || out != examplesRules+"/job-management.yaml: 3 rules OK\n" {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant:\n%s", code, out, errOut, want)
 	}
-	want := examplesRules + "/job-management.yaml:22:23: rules[0].actions[0].auth.basic.username: environment variable JOBS_WEBHOOK_USER is not set\n" +
-		examplesRules + "/job-management.yaml:23:23: rules[0].actions[0].auth.basic.password: environment variable JOBS_WEBHOOK_PASSWORD is not set\n" +
-		"2 problems in 1 file\n"
-	if errOut != want {
-		t.Errorf("stderr:\n%s\nwant:\n%s", errOut, want)
+	code, out, errOut = runCmd(t, "validate", examplesRules)
+	if code != 0 || strings.Count(out, " OK\n") != 6 || !strings.Contains(errOut, "ongoing-wms-email.yaml:19:15: note: action type \"email\" is not known here") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+
+	code, _, errOut = runCmd(t, "validate", "--strict-env", examplesRules+"/job-management.yaml")
+	want = examplesRules + "/job-management.yaml:21:17: rules[0].actions[0].secret: environment variable JOBS_WEBHOOK_SECRET is not set\n" +
+		examplesRules + "/job-management.yaml:24:23: rules[0].actions[0].auth.basic.username: environment variable JOBS_WEBHOOK_USER is not set\n" +
+		examplesRules + "/job-management.yaml:25:23: rules[0].actions[0].auth.basic.password: environment variable JOBS_WEBHOOK_PASSWORD is not set\n" +
+		"3 problems in 1 file\n"
+	if code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
+	}
+
+	// Other problems are still errors next to the notes.
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "rule.yaml")
+	os.WriteFile(bad, []byte("name: r\non: {entity: X}\nwhen: data.flag\nactions:\n  - type: webhook\n    url: https://x.example\n    secret: ${HOOK_SECRET}\n"), 0o600)
+	code, _, errOut = runCmd(t, "validate", bad)
+	want = bad + ":7:13: note: ${HOOK_SECRET} is not set; serve will refuse it\n" +
+		bad + ":3:7: when: condition must be a boolean expression: data.flag is a value, not a condition; compare it, e.g. data.flag == \"RELEASED\" (a true/false field: data.flag == true)\n" +
+		"1 problem in 1 file\n"
+	if code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
 	}
 }
 
@@ -161,9 +191,10 @@ func TestValidateWithPlugin(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, rules+":14:9: rules[1].actions[0].pth: unknown key") {
 		t.Errorf("exit %d:\n%s", code, errOut)
 	}
-	// Without the plugin its type is unknown.
+	// Without the plugin its type is not known: a note, its keys unchecked.
 	code, _, errOut = runCmd(t, "validate", rules)
-	if code != 1 || !strings.Contains(errOut, rules+`:5:15: rules[0].actions[0].type: unknown action type "csvlog"`) {
+	if code != 0 || !strings.Contains(errOut, rules+`:5:15: note: action type "csvlog" is not known here (no plugin provides it)`) ||
+		strings.Count(errOut, "note:") != 2 {
 		t.Errorf("exit %d:\n%s", code, errOut)
 	}
 	os.WriteFile(rules, []byte(src[:strings.Index(src, "  - name: bad")]), 0o644)

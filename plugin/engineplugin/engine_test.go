@@ -114,6 +114,15 @@ func testEngineRoundTrip(t *testing.T, path string, args []string) {
 	if err == nil || !strings.Contains(err.Error(), "erp.yaml:6:") {
 		t.Fatalf("bad rules: %v", err)
 	}
+	// A single rule document is a rules file of one rule; its errors
+	// name the rule's keys.
+	_, err = c.Reload(ctx, "one.yaml", []byte("name: one\non: {entity: Other}\nwhen: data.status\nactions: [{type: webhook, url: 'https://x.example'}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "one.yaml:3:7: when: condition must be a boolean expression") {
+		t.Fatalf("bad single rule: %v", err)
+	}
+	if n, err := c.Reload(ctx, "one.yaml", []byte("name: one\non: {entity: Other}\nactions: [{type: webhook, url: 'https://x.example'}]\n")); err != nil || n != 1 {
+		t.Fatalf("single rule: %d, %v", n, err)
+	}
 	rules := strings.NewReplacer("%URL%", recv.srv.URL, "%OUT%", out).Replace(salesOrderRules)
 	n, err := c.Reload(ctx, "erp.yaml", []byte(rules))
 	if err != nil || n != 2 {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,22 +28,83 @@ type Client struct {
 	HTTP *http.Client
 }
 
+// APIHeader is the header every answer of an erpflow server carries: the
+// client refuses answers without it, so that pointing it at another
+// program (a webhook receiver answering 200 to anything) fails clearly
+// instead of looking like a success.
+const APIHeader = "Erpflow-Api"
+
 // Error is an error answered by the server.
 type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-	Details []struct {
-		Field   string `json:"field,omitempty"`
-		Line    int    `json:"line,omitempty"`
-		Column  int    `json:"column,omitempty"`
-		Message string `json:"message"`
-	} `json:"details,omitempty"`
+	Status  int      `json:"-"`
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Field   string   `json:"field,omitempty"`
+	Details []Detail `json:"details,omitempty"`
+	// Source names the body sent (a file name) in positions instead of
+	// "body". Callers that sent a file set it. Default "body".
+	Source string `json:"-"`
 }
 
+// Detail is one of several problems, at a line:col of the body sent.
+type Detail struct {
+	Field   string `json:"field,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Message string `json:"message"`
+}
+
+// Error is every problem once: the details, one a line, as
+// "source:line:col: field: message" under a line with the HTTP status;
+// else "field: message (HTTP status code)".
 func (e *Error) Error() string {
-	return fmt.Sprintf("%s (HTTP %d %s)", e.Message, e.Status, e.Code)
+	status := fmt.Sprintf("HTTP %d %s", e.Status, e.Code)
+	if len(e.Details) == 0 {
+		msg := e.Message
+		if e.Source != "" {
+			msg = strings.ReplaceAll(msg, "body:", e.Source+":")
+		}
+		if e.Field != "" && !strings.HasPrefix(msg, e.Field+":") && !strings.Contains(msg, ": "+e.Field+":") {
+			msg = e.Field + ": " + msg
+		}
+		return fmt.Sprintf("%s (%s)", msg, status)
+	}
+	src := e.Source
+	if src == "" {
+		src = "body"
+	}
+	s := "s"
+	if len(e.Details) == 1 {
+		s = ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problem%s (%s):", len(e.Details), s, status)
+	for _, d := range e.Details {
+		b.WriteString("\n")
+		if d.Line > 0 {
+			fmt.Fprintf(&b, "%s:%d:%d: ", src, d.Line, d.Column)
+		}
+		if d.Field != "" {
+			b.WriteString(d.Field + ": ")
+		}
+		b.WriteString(d.Message)
+	}
+	return b.String()
+}
+
+// NotErpflowError is an answer that did not come from an erpflow server.
+type NotErpflowError struct {
+	Server      string // the base URL called
+	Status      int
+	ContentType string // "" when none
+}
+
+func (e *NotErpflowError) Error() string {
+	ct := e.ContentType
+	if ct == "" {
+		ct = "no content type"
+	}
+	return fmt.Sprintf("%s is not an erpflow server (HTTP %d, %s); give the address of erpflow serve with --server or ERPFLOW_SERVER", e.Server, e.Status, ct)
 }
 
 // Do sends method path with body (nil for none) and decodes a JSON answer
@@ -80,6 +142,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		return fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
 	}
+	if err := notErpflow(base, resp); err != nil {
+		return err
+	}
 	if resp.StatusCode >= 300 {
 		return answerError(resp.StatusCode, b)
 	}
@@ -109,16 +174,25 @@ func (c *Client) endpoint(path string, query url.Values) (base, u string) {
 	return base, u
 }
 
+// notErpflow is a *NotErpflowError when resp lacks APIHeader.
+func notErpflow(base string, resp *http.Response) error {
+	if resp.Header.Get(APIHeader) != "" {
+		return nil
+	}
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	return &NotErpflowError{Server: base, Status: resp.StatusCode, ContentType: ct}
+}
+
 // answerError is the *Error of a non-2xx answer with body b.
 func answerError(status int, b []byte) error {
 	var env struct {
 		Error *Error `json:"error"`
 	}
-	if json.Unmarshal(b, &env) == nil && env.Error != nil {
+	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
 		env.Error.Status = status
 		return env.Error
 	}
-	return &Error{Status: status, Code: "http", Message: strings.TrimSpace(string(b))}
+	return &Error{Status: status, Code: "http", Message: oneLine(string(b), 200)}
 }
 
 // Get is Do with GET.
@@ -132,6 +206,15 @@ func (c *Client) Post(ctx context.Context, path string, body []byte, out any) er
 		body = []byte{}
 	}
 	return c.Do(ctx, http.MethodPost, path, nil, body, "", out)
+}
+
+// oneLine is s on one line, cut to at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }
 
 // PathEscape escapes one path segment.

@@ -110,6 +110,9 @@ func (c *Client) Stream(ctx context.Context, path string, query url.Values, last
 		return fmt.Errorf("calling the erpflow server at %s: %w", base, err)
 	}
 	defer resp.Body.Close()
+	if err := notErpflow(base, resp); err != nil {
+		return err
+	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return answerError(resp.StatusCode, b)

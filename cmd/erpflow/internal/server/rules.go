@@ -464,29 +464,45 @@ func (m *ruleManager) repairScopes(ctx context.Context) (int, error) {
 // the caller holds until it has stored the rule: call release. A full
 // scope is a 409 naming the limit and the count.
 func (m *ruleManager) reserve(ctx context.Context, tenant string) (release func(), err error) {
+	return m.reserveN(ctx, map[string]int{tenant: 1})
+}
+
+// reserveN is reserve for need[tenant] more rules in each tenant scope.
+func (m *ruleManager) reserveN(ctx context.Context, need map[string]int) (release func(), err error) {
 	m.reserveMu.Lock()
 	if err := m.Refresh(ctx); err != nil {
 		m.reserveMu.Unlock()
 		return nil, internal(err)
 	}
 	m.mu.Lock()
-	n := 0
+	have := map[string]int{}
 	for _, ar := range m.api {
-		if ar.rec.Tenant == tenant {
-			n++
-		}
+		have[ar.rec.Tenant]++
 	}
 	m.mu.Unlock()
-	if n < m.perTenant {
-		return m.reserveMu.Unlock, nil
+	tenants := make([]string, 0, len(need))
+	for t := range need {
+		tenants = append(tenants, t)
 	}
-	m.reserveMu.Unlock()
-	who := fmt.Sprintf("tenant %q", tenant)
-	if tenant == "" {
-		who = "the scope of every tenant (and of several tenants)"
+	sort.Strings(tenants)
+	for _, tenant := range tenants {
+		n, more := have[tenant], need[tenant]
+		if n+more <= m.perTenant {
+			continue
+		}
+		m.reserveMu.Unlock()
+		who := fmt.Sprintf("tenant %q", tenant)
+		if tenant == "" {
+			who = "the scope of every tenant (and of several tenants)"
+		}
+		if more > 1 {
+			return nil, errf(http.StatusConflict, "rule_limit", "tenants",
+				"%s has %d rules stored through the API; %d more would pass the most limits.rules_per_tenant (%d) allows: no rule was created", who, n, more, m.perTenant)
+		}
+		return nil, errf(http.StatusConflict, "rule_limit", "tenants",
+			"%s has %d rules stored through the API, the most limits.rules_per_tenant (%d) allows: delete one first", who, n, m.perTenant)
 	}
-	return nil, errf(http.StatusConflict, "rule_limit", "tenants",
-		"%s has %d rules stored through the API, the most limits.rules_per_tenant (%d) allows: delete one first", who, n, m.perTenant)
+	return m.reserveMu.Unlock, nil
 }
 
 // put stores rec (ifVersion as in RuleStore.PutRule) and applies it; a

@@ -11,6 +11,7 @@ import (
 
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // maxRuleBody bounds a rule body.
@@ -132,17 +133,16 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if items, ok := rulesFileItems(b); ok {
+		s.createRuleFile(w, r, p, b, items)
+		return
+	}
 	body, err := parseBody(b, "")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if err := s.rules.keepSecrets(body, ""); err != nil {
-		writeError(w, err)
-		return
-	}
-	_, explicit := body.top["tenants"]
-	rule, err := s.rules.validate(p, body, explicit, nil)
+	rule, err := s.rules.prepareNew(p, body)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -172,6 +172,15 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/rules/"+rec.Name)
 	s.respondRule(w, http.StatusCreated, rec)
+}
+
+// prepareNew validates body as a new rule written by p.
+func (m *ruleManager) prepareNew(p *principal, body *ruleBody) (*triggers.Rule, error) {
+	if err := m.keepSecrets(body, ""); err != nil {
+		return nil, err
+	}
+	_, explicit := body.top["tenants"]
+	return m.validate(p, body, explicit, nil)
 }
 
 // beginEdit is the start of PUT and PATCH: the editable rule, the version
@@ -215,6 +224,11 @@ func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, 
 func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
 	e, ver, b, ok := s.beginEdit(w, r)
 	if !ok {
+		return
+	}
+	b, err := s.rules.singleRuleBody(b)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	body, err := parseBody(b, e.api.rec.Name)

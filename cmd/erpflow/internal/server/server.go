@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/triggers"
@@ -190,6 +191,7 @@ func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	w.Header().Set(client.APIHeader, "1") // tells the CLI it reached erpflow, not some other program
 	s.mux.ServeHTTP(rec, r)
 	if s.opts.Metrics != nil {
 		s.opts.Metrics.request(r.Pattern, rec.status, time.Since(start))

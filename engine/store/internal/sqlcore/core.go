@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -1106,6 +1107,45 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 		return engine.RuleRecord{}, fmt.Errorf("put rule: %w", err)
 	}
 	return r, nil
+}
+
+// CreateRules creates every rule of recs in one transaction, or none: a
+// name taken already is ErrConflict naming every taken name.
+func (c *Core) CreateRules(ctx context.Context, recs []engine.RuleRecord) ([]engine.RuleRecord, error) {
+	now := Round(time.Now())
+	out := make([]engine.RuleRecord, len(recs))
+	err := c.Tx(ctx, func(tx *Tx) error {
+		var taken []string
+		for i, r := range recs {
+			if r.Name == "" {
+				return errors.New("empty name")
+			}
+			if r.UpdatedAt.IsZero() {
+				r.UpdatedAt = now
+			}
+			r.UpdatedAt = Round(r.UpdatedAt)
+			err := tx.QueryRowContext(ctx, c.Q(`INSERT INTO rules (name, rule_id, tenant, source, enabled, version, updated_at)
+				VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (name) DO NOTHING RETURNING rule_id, version`),
+				r.Name, newRuleID(), r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt)).Scan(&r.ID, &r.Version)
+			if errors.Is(err, sql.ErrNoRows) {
+				taken = append(taken, strconv.Quote(r.Name))
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out[i] = r
+		}
+		if len(taken) > 0 {
+			// Rolled back: none is created.
+			return fmt.Errorf("rules %s exist: %w", strings.Join(taken, ", "), engine.ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create rules: %w", err)
+	}
+	return out, nil
 }
 
 // deleteRule implements engine.RuleStore.

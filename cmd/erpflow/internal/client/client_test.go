@@ -1,0 +1,124 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store"
+)
+
+// erpflowServer is a real server (engine + SQLite) behind a real HTTP
+// server.
+func erpflowServer(t *testing.T) string {
+	t.Helper()
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := &actions.Registry{}
+	if err := reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true})); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(context.Background(), server.Options{Engine: eng, Actions: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+// An answer from a program that is not erpflow is an error naming the
+// status and content type, whatever its status: never a success.
+func TestNotAnErpflowServer(t *testing.T) {
+	for _, tc := range []struct {
+		name, ct, body string
+		status         int
+		want           string
+	}{
+		{"text 200", "text/plain; charset=utf-8", "ok\n", 200, "(HTTP 200, text/plain)"},
+		{"a receiver's JSON", "application/json", `{"received":1}`, 200, "(HTTP 200, application/json)"},
+		{"JSON error of another shape", "application/json", `{"error":"nope"}`, 400, "(HTTP 400, application/json)"},
+		{"no content", "", "", 204, "(HTTP 204, no content type)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if tc.ct != "" {
+					w.Header().Set("Content-Type", tc.ct)
+				}
+				w.WriteHeader(tc.status)
+				w.Write([]byte(tc.body))
+			}))
+			defer other.Close()
+			c := &client.Client{Server: other.URL}
+			var out map[string]any
+			err := c.Post(context.Background(), "/v1/events", []byte(`{}`), &out)
+			var ne *client.NotErpflowError
+			if !errors.As(err, &ne) || err.Error() != other.URL+" is not an erpflow server "+tc.want+"; give the address of erpflow serve with --server or ERPFLOW_SERVER" {
+				t.Fatalf("error %v", err)
+			}
+			// An event stream (deliveries tail) likewise.
+			err = c.Stream(context.Background(), "/v1/deliveries:stream", nil, "", nil, func(client.Message) error { return nil })
+			if !errors.As(err, &ne) {
+				t.Fatalf("stream error %v", err)
+			}
+		})
+	}
+}
+
+// Errors of a real server keep their context: the field, the file sent
+// instead of "body", each problem once.
+func TestErrorsKeepContext(t *testing.T) {
+	c := &client.Client{Server: erpflowServer(t)}
+	ctx := context.Background()
+	post := func(body string) *client.Error {
+		t.Helper()
+		err := c.Do(ctx, http.MethodPost, "/v1/rules", nil, []byte(body), "application/yaml", nil)
+		var ce *client.Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("error %v", err)
+		}
+		return ce
+	}
+
+	ce := post("on: {entity: X}\nactions: [{type: webhook, url: 'https://x.example'}]\n")
+	if got := ce.Error(); got != "name: required (HTTP 400 invalid)" {
+		t.Fatalf("got %q", got)
+	}
+
+	ce = post("name: so\non: {entity: X}\nwhen: data.status\nactions: [{type: webhok, url: 'https://x.example'}]\n")
+	ce.Source = "rule.yaml"
+	want := "2 problems (HTTP 400 invalid_rule):\n" +
+		"rule.yaml:3:7: when: condition must be a boolean expression: data.status is a value, not a condition; compare it, e.g. data.status == \"RELEASED\" (a true/false field: data.status == true)\n" +
+		"rule.yaml:4:18: actions[0].type: unknown action type \"webhok\" (did you mean \"webhook\"?) (known: webhook)"
+	if got := ce.Error(); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+
+	ce = post("rules:\n  - on: {entity: X}\n    actions: [{type: webhook, url: 'https://x.example'}]\n")
+	ce.Source = "rules.yaml"
+	if got := ce.Error(); got != "1 problem (HTTP 400 invalid_rule):\nrules.yaml:2:5: rules[0]: missing key name" {
+		t.Fatalf("got %q", got)
+	}
+
+	// A success still decodes.
+	var out struct{ Rules []any }
+	if err := c.Get(ctx, "/v1/rules", nil, &out); err != nil {
+		t.Fatal(err)
+	}
+}
