@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -104,7 +106,16 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 		return nil, err
 	}
 	defer env.close()
-	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), env.loadOptions())
+	// Explaining needs no production secrets: an unset ${NAME} is a note,
+	// and the rule renders with a stand-in value shown as ${NAME}.
+	opts := env.loadOptions()
+	stand := standIns{}
+	opts.LookupEnv = stand.lookup
+	opts.UnsetEnv = func(n *triggers.Error) {
+		n.Msg = strings.Replace(n.Msg, "serve will refuse it", "explained with a stand-in value; serve will refuse it", 1)
+		env.note(n)
+	}
+	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), opts)
 	printNotes(c.ErrOrStderr(), env.notes)
 	if err != nil {
 		printLoadErrors(c.ErrOrStderr(), err)
@@ -132,7 +143,44 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
-	return explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: env.catalog})
+	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: env.catalog})
+	if err != nil || len(stand) == 0 {
+		return res, err
+	}
+	return stand.unmask(res)
+}
+
+// standIns are the values explain gives unset ${NAME} references: each a
+// valid signing secret (whsec_ and 32 letters and digits, which are
+// base64 of 24 bytes) that needs no escaping in a URL or JSON, so that
+// the rendered request can show ${NAME} where it went.
+type standIns map[string]string // value → name
+
+func (s standIns) lookup(name string) (string, bool) {
+	if v, ok := os.LookupEnv(name); ok {
+		return v, true
+	}
+	sum := sha256.Sum256([]byte("erpflow explain stand-in " + name))
+	v := "whsec_" + hex.EncodeToString(sum[:16])
+	s[v] = name
+	return v, false
+}
+
+// unmask shows each stand-in in res as ${NAME}.
+func (s standIns) unmask(res *explain.Result) (*explain.Result, error) {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	var pairs []string
+	for v, name := range s {
+		pairs = append(pairs, v, "${"+name+"}")
+	}
+	var out explain.Result
+	if err := json.Unmarshal([]byte(strings.NewReplacer(pairs...).Replace(string(b))), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // explainOnServer has the server explain the event in the file input.

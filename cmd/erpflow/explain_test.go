@@ -286,3 +286,41 @@ func TestHowToEnable(t *testing.T) {
 		}
 	}
 }
+
+// Explaining from files needs no production secrets: an unset ${NAME} is
+// a note, and the request renders with ${NAME} where its value would be,
+// signed as it would be.
+func TestExplainFilesWithUnsetVariables(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "r.yaml")
+	os.WriteFile(rules, []byte(`name: hook
+on: {entity: SalesOrder}
+actions:
+  - type: webhook
+    url: https://hooks.example/services/${EXPLAIN_UNSET_PATH}/{entity_id}
+    secret: ${EXPLAIN_UNSET_SECRET}
+`), 0o600)
+	ev := filepath.Join(dir, "e.json")
+	os.WriteFile(ev, []byte(`{"id":"e1","entity":"SalesOrder","entity_id":"SO1","event":"updated"}`), 0o600)
+	code, out, errb := runOut("explain", "--rules", rules, ev)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errb)
+	}
+	for _, want := range []string{"POST https://hooks.example/services/${EXPLAIN_UNSET_PATH}/SO1", "webhook-signature: v1,<signature>"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, v := range []string{"EXPLAIN_UNSET_PATH", "EXPLAIN_UNSET_SECRET"} {
+		if !strings.Contains(errb, "note: ${"+v+"} is not set") {
+			t.Errorf("no note for %s:\n%s", v, errb)
+		}
+	}
+	if strings.Contains(out+errb, "whsec_") {
+		t.Errorf("a stand-in value is shown:\n%s%s", out, errb)
+	}
+	// serve still refuses the unset variables.
+	if code, _, errb := runOut("validate", "--strict-env", rules); code != 1 || !strings.Contains(errb, "EXPLAIN_UNSET_SECRET is not set") {
+		t.Errorf("validate --strict-env: exit %d\n%s", code, errb)
+	}
+}
