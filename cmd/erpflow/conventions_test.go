@@ -175,6 +175,10 @@ func TestInit(t *testing.T) {
 	if code, out, errb := runOut("validate", "--config", "erpflow.yaml"); code != 0 || !strings.Contains(out, "1 rule OK") {
 		t.Fatalf("validate: exit %d\n%s%s", code, out, errb)
 	}
+	// In the project, validate alone checks its rules with its settings.
+	if code, out, errb := runOut("validate"); code != 0 || out != "rules/example.yaml: 1 rule OK\n" || !strings.Contains(errb, "./erpflow.yaml") {
+		t.Fatalf("validate in the project: exit %d\n%s%s", code, out, errb)
+	}
 	code, out, errb = runOut("explain", "--config", "erpflow.yaml", filepath.Join("events", "example.json"))
 	if code != 0 || !strings.Contains(out, "1 of 1 rules matched") || strings.Contains(out, secret) {
 		t.Fatalf("explain: exit %d\n%s%s", code, out, errb)

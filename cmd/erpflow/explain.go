@@ -115,7 +115,7 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 		n.Msg = strings.Replace(n.Msg, "serve will refuse it", "explained with a stand-in value; serve will refuse it", 1)
 		env.note(n)
 	}
-	rules, err := triggers.LoadPaths(append(env.configRules, rulePaths...), opts)
+	rules, err := triggers.LoadPaths(env.rulePaths(rulePaths), opts)
 	printNotes(c.ErrOrStderr(), env.notes)
 	if err != nil {
 		printLoadErrors(c.ErrOrStderr(), err)

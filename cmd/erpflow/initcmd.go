@@ -158,9 +158,8 @@ delivery:
 `
 
 const initRule = `# An example rule: when a SalesOrder's status changes to RELEASED, send the
-# order to a local receiver as a signed webhook. Check it (with the
-# config's settings: this rule needs its allow_http) with
-#   erpflow validate --config erpflow.yaml
+# order to a local receiver as a signed webhook. Check it with
+#   erpflow validate          (with ./erpflow.yaml's settings, as serve)
 # and see what it would send with
 #   erpflow explain --config erpflow.yaml events/example.json
 # Reference: docs/rules.md.

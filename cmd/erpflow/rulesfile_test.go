@@ -9,7 +9,8 @@ import (
 )
 
 // The README's own single-rule file (its quick tour writes it with a
-// heredoc) validates as it is, with the tour's dev config.
+// heredoc) validates as it is, with the settings of the tour's
+// ./erpflow.yaml, which validate reads as serve does.
 func TestValidateREADMERule(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -19,18 +20,21 @@ func TestValidateREADMERule(t *testing.T) {
 	if m == nil {
 		t.Fatal("README.md has no `cat > rule.yaml <<'YAML'` block")
 	}
-	dev := regexp.MustCompile(`printf '([^']*)' > dev\.yaml`).FindSubmatch(readme)
-	if dev == nil {
-		t.Fatal("README.md has no dev.yaml")
+	dev := regexp.MustCompile(`printf '([^']*)' > erpflow\.yaml`).FindSubmatch(readme)
+	if dev == nil || !strings.Contains(string(readme), "./erpflow validate rule.yaml") {
+		t.Fatal("README.md has no erpflow.yaml, or does not validate rule.yaml")
 	}
 	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "rule.yaml"), string(m[1])+"\n")
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), strings.ReplaceAll(string(dev[1]), `\n`, "\n"))
+	outside := t.TempDir()
 	rule := filepath.Join(dir, "rule.yaml")
-	writeTestFile(t, rule, string(m[1])+"\n")
-	writeTestFile(t, filepath.Join(dir, "dev.yaml"), strings.ReplaceAll(string(dev[1]), `\n`, "\n"))
-	code, out, errOut := runCmd(t, "validate", "--config", filepath.Join(dir, "dev.yaml"), rule)
-	if code != 0 || out != rule+": 1 rule OK\n" || errOut != "" {
+	t.Chdir(dir)
+	code, out, errOut := runCmd(t, "validate", "rule.yaml")
+	if code != 0 || out != "rule.yaml: 1 rule OK\n" || errOut != "(with the settings of ./erpflow.yaml)\n" {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
+	t.Chdir(outside)
 	// Without the config its plain-HTTP URL is what is wrong, at its place.
 	code, _, errOut = runCmd(t, "validate", rule)
 	if code != 1 || !strings.HasPrefix(errOut, rule+":6:10: actions[0].url: http:// URLs are refused") {

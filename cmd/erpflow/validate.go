@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -51,6 +52,18 @@ type ruleEnv struct {
 	catalog     *catalog.Catalog // --catalog and the config's catalog; nil when none
 	// notes are what loading noted instead of refusing (printNotes).
 	notes triggers.Errors
+	// implicitConfig: without --config, ./erpflow.yaml gave the settings
+	// (as serve takes them); its rules count only when no path is given.
+	implicitConfig bool
+}
+
+// rulePaths are the paths to load: the config's rules and those given;
+// of an implicit ./erpflow.yaml, its rules only when none are given.
+func (e *ruleEnv) rulePaths(given []string) []string {
+	if e.implicitConfig && len(given) > 0 {
+		return given
+	}
+	return append(e.configRules, given...)
 }
 
 // loadOptions are the rule load options of the config's limits and the
@@ -82,8 +95,15 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 	var specs []plugin.Spec
 	var catalogs []string
 	env := &ruleEnv{}
-	if f.configFile != "" {
-		cfg, err := config.Load(f.configFile)
+	cfgFile := f.configFile
+	if cfgFile == "" {
+		// serve's settings: the rules checked here are the rules it would load.
+		if _, err := os.Stat(defaultConfigFile); err == nil {
+			cfgFile, env.implicitConfig = defaultConfigFile, true
+		}
+	}
+	if cfgFile != "" {
+		cfg, err := config.Load(cfgFile)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +147,9 @@ func newValidateCmd() *cobra.Command {
 		Long: `Check rules files without running anything.
 
 PATH is a rules file or a directory of *.yaml/*.yml files; --config adds the
-server config's rules. With --catalog (or the config's catalog:) rules are
+server config's rules. Without --config, the settings of ./erpflow.yaml
+apply when it exists, as serve takes them (delivery, plugins, limits,
+catalog), and its rules are checked when no PATH is given. With --catalog (or the config's catalog:) rules are
 also checked against the event catalog: entity and event names, and the
 data/previous paths of conditions, field triggers and templates. Exit 0 with
 one line per file when every rule is valid, 1 with every problem otherwise.
@@ -140,7 +162,9 @@ a known one is a note too (its keys are not checked).`,
 		Example: "  erpflow validate examples/rules\n  erpflow validate --config erpflow.yaml\n  erpflow validate --strict-env rules/\n  erpflow validate --catalog examples/catalog/velosity.yaml examples/rules/velosity.yaml",
 		RunE: func(c *cobra.Command, paths []string) error {
 			if len(paths) == 0 && rf.configFile == "" {
-				return usageErrorf("give a rules file or directory, or --config")
+				if _, err := os.Stat(defaultConfigFile); err != nil {
+					return usageErrorf("give a rules file or directory, or --config (there is no ./%s)", defaultConfigFile)
+				}
 			}
 			return runValidate(c, &rf, strictEnv, paths)
 		},
@@ -157,7 +181,10 @@ func runValidate(c *cobra.Command, rf *ruleFlags, strictEnv bool, paths []string
 		return err
 	}
 	defer env.close()
-	paths = append(env.configRules, paths...)
+	if env.implicitConfig {
+		fmt.Fprintf(stderr, "(with the settings of ./%s)\n", defaultConfigFile)
+	}
+	paths = env.rulePaths(paths)
 	files, err := triggers.Files(paths)
 	if err != nil {
 		printLoadErrors(stderr, err)
