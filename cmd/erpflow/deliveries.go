@@ -62,32 +62,18 @@ func newDeliveriesListCmd(af *apiFlags) *cobra.Command {
 		Example: "  erpflow deliveries list --status dead --since 24h\n  erpflow deliveries list --rule so-released -o wide",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cl, err := af.client()
-			if err != nil {
-				return err
-			}
-			q := url.Values{}
+			q := tenantQuery(c, f.tenant)
 			for k, v := range map[string]string{"rule": f.rule, "status": f.status, "event_id": f.event, "since": f.since, "until": f.until, "cursor": cursor} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
-			if c.Flags().Changed("tenant") {
-				q.Set("tenant", f.tenant)
-			}
 			q.Set("limit", strconv.Itoa(limit))
-			var raw json.RawMessage
-			if err := cl.Get(c.Context(), "/v1/deliveries", q, &raw); err != nil {
-				return apiError(c, err)
+			var l client.DeliveryList
+			if table, err := callAPI(c, af, http.MethodGet, "/v1/deliveries", q, nil, &l); !table {
+				return err
 			}
 			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
-			var l client.DeliveryList
-			if err := json.Unmarshal(raw, &l); err != nil {
-				return err
-			}
 			// 80 columns hold the id, age, event, rule, state and code;
 			// -o wide adds the rest.
 			t := newTable(column{name: "ID", fixed: true}, column{name: "AGE", fixed: true}, column{name: "CREATED", wideOnly: true},
@@ -119,23 +105,11 @@ func newDeliveriesShowCmd(af *apiFlags) *cobra.Command {
 		Short: "One delivery: its payload and every attempt with its response",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := af.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.Get(c.Context(), "/v1/deliveries/"+client.PathEscape(args[0]), nil, &raw); err != nil {
-				return apiError(c, err)
-			}
-			out := c.OutOrStdout()
-			if ok, err := af.structured(out, raw); ok {
-				return err
-			}
 			var dd client.DeliveryDetail
-			if err := json.Unmarshal(raw, &dd); err != nil {
+			if table, err := callAPI(c, af, http.MethodGet, "/v1/deliveries/"+client.PathEscape(args[0]), nil, nil, &dd); !table {
 				return err
 			}
-			printDelivery(out, dd)
+			printDelivery(c.OutOrStdout(), dd)
 			return nil
 		},
 	}
@@ -147,15 +121,8 @@ func newDeliveriesRetryCmd(af *apiFlags) *cobra.Command {
 		Short: "Make one delivery due now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cl, err := af.client()
-			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := cl.Post(c.Context(), "/v1/deliveries/"+client.PathEscape(args[0])+"/retry", nil, &raw); err != nil {
-				return apiError(c, err)
-			}
-			if ok, err := af.structured(c.OutOrStdout(), raw); ok {
+			var ignored json.RawMessage
+			if table, err := callAPI(c, af, http.MethodPost, "/v1/deliveries/"+client.PathEscape(args[0])+"/retry", nil, nil, &ignored); !table {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "delivery %s queued\n", args[0])
