@@ -594,6 +594,10 @@ func (p *parser) schema(n *yaml.Node, path, entity, which string) (json.RawMessa
 		p.schemaError(err, n, path)
 		return nil, nil, false
 	}
+	if schemaCost(s, MaxSchemaCost) > MaxSchemaCost {
+		p.errorf(n, path, "the schema is too costly to validate: with its $ref expanded it has more than %d subschemas", MaxSchemaCost)
+		return nil, nil, false
+	}
 	return raw, s, true
 }
 
