@@ -28,6 +28,11 @@ const (
 	streamBuffer    = 256              // messages waiting per stream before it is dropped as too slow
 	streamWriteWait = 30 * time.Second // the longest one write to a client may block
 	streamPage      = 500              // attempts read per query
+	// streamResume bounds how far back Last-Event-ID resumes, in seq: a
+	// resume reads the store by seq with the stream's filters, and one
+	// from 0 with a filter matching nothing would read every attempt ever
+	// recorded, on each connect.
+	streamResume = 10000
 )
 
 // streamState is the live attempt streams of one Server.
@@ -47,6 +52,7 @@ type streamState struct {
 
 	// The timings; tests shorten them.
 	poll, settle, heartbeat time.Duration
+	resume                  int64 // streamResume
 }
 
 func (st *streamState) init(s *Server) {
@@ -55,6 +61,7 @@ func (st *streamState) init(s *Server) {
 	st.poke = make(chan struct{}, 1)
 	st.done = make(chan struct{})
 	st.poll, st.settle, st.heartbeat = streamPoll, streamSettle, streamHeartbeat
+	st.resume = streamResume
 }
 
 // streamSub is one open stream.
@@ -377,6 +384,12 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 	}
 	send := func(m *streamMsg) bool {
 		return write(fmt.Appendf(nil, "id: %d\nevent: attempt\ndata: %s\n\n", m.view.Seq, m.data))
+	}
+	if last >= 0 && through-last > st.resume {
+		last = through - st.resume
+		if !write(fmt.Appendf(nil, ": resumed at %d, the most this stream goes back; older attempts: GET /v1/deliveries\n\n", last)) {
+			return
+		}
 	}
 	if last >= 0 && last < through {
 		// Resumed: what was missed, read from the store, then live.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -401,5 +402,37 @@ func TestStreamFeedGapsAndSlowClients(t *testing.T) {
 	}
 	if st.cursor != many[len(many)-1].Seq {
 		t.Errorf("cursor %d", st.cursor)
+	}
+}
+
+// TestStreamResumeBounded: Last-Event-ID resumes at most streams.resume
+// attempts back (a resume from 0 with a filter matching nothing read every
+// attempt ever recorded, on each connect), and says where it resumed.
+func TestStreamResumeBounded(t *testing.T) {
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens()})
+	e.srv.streams.resume = 1
+	rv := newReceiver(t)
+	must(t, e.do("POST", "/v1/rules", tokAcme, ruleJSON("acme-hook", rv.URL+"/acme", map[string]any{"enabled": true})), 201)
+	live := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAdmin)
+	var ids []string
+	for _, id := range []string{"R1", "R2", "R3"} {
+		ids = append(ids, firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent(id, "")), 202)))
+		live.next(t)
+	}
+	live.cancel()
+	// The live stream has ended: the next one's feed starts at the latest
+	// attempt, and resuming from 0 goes back one attempt only.
+	waitFor(t, "the feed to stop", func() bool {
+		e.srv.streams.mu.Lock()
+		defer e.srv.streams.mu.Unlock()
+		return !e.srv.streams.running
+	})
+	s := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAdmin, "Last-Event-ID", "0")
+	if s.status != 200 {
+		t.Fatalf("stream: %d %s", s.status, s.body)
+	}
+	if _, v := s.next(t); v["delivery_id"] != ids[2] {
+		t.Fatalf("resumed with %v, want only the last attempt %s", v, ids[2])
 	}
 }
