@@ -65,3 +65,25 @@ func TestParseRecursiveSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A recursive $ref that applies twice to one value doubles the cost at
+// every level of the event's data: 22 levels took 43 s.
+func TestParseRefusesBranchingRecursion(t *testing.T) {
+	for _, n := range []string{
+		"{type: object, properties: {c: {anyOf: [{$ref: '#/$defs/n'}, {$ref: '#/$defs/n'}]}}}",
+		"{type: object, properties: {c: {$ref: '#/$defs/n'}}, additionalProperties: {$ref: '#/$defs/n'}}",
+		"{type: object, properties: {c: {$ref: '#/$defs/n'}, d: {properties: {c: {$ref: '#/$defs/n'}}}}, allOf: [{properties: {d: {$ref: '#/$defs/n'}}}]}",
+	} {
+		src := "catalog:\n  - entity: Order\n    events: [created]\n    data:\n      $ref: '#/$defs/n'\n      $defs:\n        n: " + n + "\n"
+		_, err := Parse("rec.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), "recursive $ref applies more than once") {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	// Left and right: two ways back, each for its own value.
+	src := "catalog:\n  - entity: Order\n    events: [created]\n    data:\n      $ref: '#/$defs/n'\n      $defs:\n" +
+		"        n: {type: object, properties: {left: {$ref: '#/$defs/n'}, right: {$ref: '#/$defs/n'}, kids: {items: {$ref: '#/$defs/n'}}}}\n"
+	if _, err := Parse("tree.yaml", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+}
