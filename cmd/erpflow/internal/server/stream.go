@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,7 +123,11 @@ type attemptView struct {
 	RunAt      *time.Time   `json:"run_at,omitempty"` // the next attempt, when failed
 }
 
-func newStreamMsg(r *engine.AttemptRecord) *streamMsg {
+// newStreamMsg encodes r; mask (nil: none) shows the values of the
+// ${NAME} references rules read as ${NAME} in the URL and the error (a
+// Slack URL's path, a key in a query), as explain does: a tenant's
+// token must not read the server's environment through its stream.
+func newStreamMsg(r *engine.AttemptRecord, mask *strings.Replacer) *streamMsg {
 	d, a := &r.Delivery, &r.Attempt
 	v := attemptView{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
 		Entity: d.Entity, Event: d.EventName, Action: d.ActionType, Rerun: d.Rerun, Attempt: a.N,
@@ -133,6 +138,9 @@ func newStreamMsg(r *engine.AttemptRecord) *streamMsg {
 	}
 	if len(d.Payload) > 0 && json.Unmarshal(d.Payload, &p) == nil {
 		v.URL = p.URL
+	}
+	if mask != nil {
+		v.URL, v.Error = mask.Replace(v.URL), mask.Replace(v.Error)
 	}
 	// The delivery is read as it is now: its state is this attempt's
 	// outcome while no later attempt began.
@@ -263,12 +271,13 @@ func (st *streamState) take(recs []engine.AttemptRecord, now time.Time) []engine
 // fanOut hands records to the streams that want them, dropping a stream
 // whose buffer is full. Holds st.mu.
 func (st *streamState) fanOut(recs []engine.AttemptRecord) {
+	mask := st.s.env.replacer()
 	for i := range recs {
 		st.cursor = recs[i].Seq
 		if recs[i].Delivery.Test {
 			continue // a test-fire's record, not an attempt of the queue
 		}
-		m := newStreamMsg(&recs[i])
+		m := newStreamMsg(&recs[i], mask)
 		for sub := range st.subs {
 			if !sub.filter.match(&m.view) {
 				continue
@@ -409,7 +418,7 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 				if recs[i].Delivery.Test {
 					continue
 				}
-				if m := newStreamMsg(&recs[i]); f.match(&m.view) && !send(m) {
+				if m := newStreamMsg(&recs[i], s.env.replacer()); f.match(&m.view) && !send(m) {
 					return
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -434,5 +435,31 @@ func TestStreamResumeBounded(t *testing.T) {
 	}
 	if _, v := s.next(t); v["delivery_id"] != ids[2] {
 		t.Fatalf("resumed with %v, want only the last attempt %s", v, ids[2])
+	}
+}
+
+// TestStreamMasksEnvValues: a file rule's URL built from ${NAME} is shown
+// with ${NAME} in the stream, live and resumed, as explain shows it: a
+// tenant's token does not read the server's environment through it.
+func TestStreamMasksEnvValues(t *testing.T) {
+	t.Setenv("STREAM_HOOK_PATH", "T000/B000/streamhooksecret")
+	rv := newReceiver(t)
+	rules := "rules:\n  - name: env-hook\n    tenants: [acme]\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: " +
+		rv.URL + "/hooks/${STREAM_HOOK_PATH}\n"
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path}})
+	live := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAcme)
+	must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202)
+	m, v := live.next(t)
+	resumed := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAcme, "Last-Event-ID", "0")
+	rm, _ := resumed.next(t)
+	for _, data := range []string{m.data, rm.data} {
+		if strings.Contains(data, "streamhooksecret") || !strings.Contains(data, "/hooks/${STREAM_HOOK_PATH}") {
+			t.Fatalf("message %s (live %v)", data, v)
+		}
 	}
 }
