@@ -463,3 +463,26 @@ func TestStreamMasksEnvValues(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveriesMaskEnvValues: GET /v1/deliveries and /v1/deliveries/{id}
+// show a URL built from ${NAME} as ${NAME} too (payload, attempt detail).
+func TestDeliveriesMaskEnvValues(t *testing.T) {
+	t.Setenv("DLV_HOOK_PATH", "T000/B000/dlvhooksecret")
+	rv := newReceiver(t)
+	rules := "rules:\n  - name: env-hook\n    tenants: [acme]\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: " +
+		rv.URL + "/hooks/${DLV_HOOK_PATH}\n"
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path}})
+	id := firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202))
+	e.waitState(id, tokAcme, engine.StateSucceeded)
+	for _, p := range []string{"/v1/deliveries/" + id, "/v1/deliveries"} {
+		body := string(must(t, e.do("GET", p, tokAcme, nil), 200).body)
+		if strings.Contains(body, "dlvhooksecret") || !strings.Contains(body, "/hooks/${DLV_HOOK_PATH}") {
+			t.Errorf("GET %s: %s", p, body)
+		}
+	}
+}
