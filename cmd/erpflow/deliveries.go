@@ -283,6 +283,12 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 				if errors.As(err, &ce) && ce.Status < 500 {
 					return apiError(c, err) // no token, bad filter: reconnecting will not help
 				}
+				// Not erpflow (another program at that address): neither will
+				// it, unless a proxy says its upstream is away for now.
+				var ne *client.NotErpflowError
+				if errors.As(err, &ne) && ne.Status != http.StatusBadGateway && ne.Status != http.StatusServiceUnavailable && ne.Status != http.StatusGatewayTimeout {
+					return apiError(c, err)
+				}
 				if err == nil {
 					err = errors.New("the server ended the stream")
 				}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The README's own single-rule file (its quick tour writes it with a
@@ -134,5 +137,25 @@ func TestServeRefusesUnsetVariables(t *testing.T) {
 	srv := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:"+filepath.Join(dir, "e.db"), "--rules", rules)
 	if code := srv.wait(t); code == 0 || !strings.Contains(srv.out.String(), "so.yaml:6:13: actions[0].secret: environment variable SO_SECRET_NOT_SET is not set") {
 		t.Fatalf("serve: exit %d\n%s", code, srv.out.String())
+	}
+}
+
+// deliveries tail pointed at a program that is not erpflow fails as the
+// other commands do; it kept reconnecting every 2 s for ever.
+func TestTailAtAReceiver(t *testing.T) {
+	dir := t.TempDir()
+	rcv := start(t, dir, nil, "receive", "--listen", "127.0.0.1:0")
+	url := rcv.waitOutput(t, `listening on (http://127\.0\.0\.1:\d+)/`)[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, erpflowBin(t), "deliveries", "tail")
+	cmd.Env = append(os.Environ(), "ERPFLOW_SERVER="+url)
+	out, _ := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("tail still running after 20s:\n%s", out)
+	}
+	want := "erpflow deliveries tail: " + url + " is not an erpflow server (HTTP 200, application/json); give the address of erpflow serve with --server or ERPFLOW_SERVER\n"
+	if code := cmd.ProcessState.ExitCode(); code != 1 || string(out) != want {
+		t.Fatalf("exit %d\n%s\nwant\n%s", code, out, want)
 	}
 }

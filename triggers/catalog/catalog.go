@@ -594,6 +594,13 @@ func (p *parser) schema(n *yaml.Node, path, entity, which string) (json.RawMessa
 		p.schemaError(err, n, path)
 		return nil, nil, false
 	}
+	if cost, branching := schemaCost(s, MaxSchemaCost); cost > MaxSchemaCost {
+		p.errorf(n, path, "the schema is too costly to validate: with its $ref expanded it has more than %d subschemas", MaxSchemaCost)
+		return nil, nil, false
+	} else if branching {
+		p.errorf(n, path, "the schema is too costly to validate: a recursive $ref applies more than once to one value (its cost would double at every level of the event's data)")
+		return nil, nil, false
+	}
 	return raw, s, true
 }
 

@@ -245,3 +245,23 @@ func TestMigrateRuleIDs(t *testing.T) {
 		t.Fatalf("edit: %+v, %v", got, err)
 	}
 }
+
+// The writer numbers attempts (seq) in its batch insert: no trigger writes
+// every attempt row a second time on the hot path.
+func TestAttemptSeqWithoutTrigger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seq.db")
+	s := open(t, path)
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'attempts'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d triggers on attempts", n)
+	}
+}

@@ -19,6 +19,7 @@ var eventTests = []struct {
 	{"ListEvents", testListEvents},
 	{"AddDeliveries", testAddDeliveries},
 	{"ListAttempts", testListAttempts},
+	{"AttemptSeqBatch", testAttemptSeqBatch},
 	{"TenantStats", testTenantStats},
 	{"CountRequeue", testCountRequeue},
 }
@@ -262,5 +263,39 @@ func testCountRequeue(t *testing.T, s engine.Store) {
 	}
 	if n := mv(s.Requeue(ctx, nil, &engine.DeliveryFilter{}, t0)).get(t); n != 3 {
 		t.Errorf("Requeue took %d, CountRequeue said 3", n)
+	}
+}
+
+// testAttemptSeqBatch: the attempts of one Complete batch get distinct,
+// consecutive seqs after every earlier one, and the next batch follows.
+func testAttemptSeqBatch(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	insert(t, s, rec("acme", "a", 3, t0), rec("acme", "b", 2, t0))
+	ds := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	if len(ds) != 5 {
+		t.Fatalf("claimed %d", len(ds))
+	}
+	before := mv(s.AttemptSeq(ctx)).get(t)
+	complete := func(ds []engine.Delivery) {
+		var cs []engine.Completion
+		for _, d := range ds {
+			cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: engine.StateSucceeded,
+				Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Millisecond, Outcome: "succeeded", Code: 200}})
+		}
+		mv(s.Complete(ctx, cs)).get(t)
+	}
+	complete(ds[:3])
+	complete(ds[3:])
+	all := mv(s.ListAttempts(ctx, engine.AttemptFilter{After: before})).get(t)
+	if len(all) != 5 {
+		t.Fatalf("%d attempts after seq %d, want 5", len(all), before)
+	}
+	for i, a := range all {
+		if a.Seq != before+int64(i)+1 {
+			t.Errorf("attempt %d: seq %d, want %d", i, a.Seq, before+int64(i)+1)
+		}
+	}
+	if seq := mv(s.AttemptSeq(ctx)).get(t); seq != before+5 {
+		t.Errorf("AttemptSeq %d, want %d", seq, before+5)
 	}
 }

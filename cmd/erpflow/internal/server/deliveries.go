@@ -95,6 +95,9 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(err))
 		return
 	}
+	for i := range ds {
+		s.maskDelivery(&ds[i], nil)
+	}
 	out["deliveries"] = nonNil(ds)
 	if len(ds) == f.Limit {
 		out["next_cursor"] = ds[len(ds)-1].ID
@@ -122,7 +125,28 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.maskDelivery(&d, as)
 	writeJSON(w, http.StatusOK, map[string]any{"delivery": d, "attempts": nonNil(as)})
+}
+
+// maskDelivery shows the values of the ${NAME} references rules read as
+// ${NAME} in d's payload and error and in its attempts' errors and
+// details (the request's URL and headers), as explain does.
+func (s *Server) maskDelivery(d *engine.Delivery, as []engine.Attempt) {
+	r := s.env.replacer()
+	if r == nil {
+		return
+	}
+	if len(d.Payload) > 0 {
+		d.Payload = maskJSON(d.Payload, r)
+	}
+	d.LastError = r.Replace(d.LastError)
+	for i := range as {
+		as[i].Error = r.Replace(as[i].Error)
+		if len(as[i].Detail) > 0 {
+			as[i].Detail = maskJSON(as[i].Detail, r)
+		}
+	}
 }
 
 func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {

@@ -224,8 +224,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		qv.OldestAgeSec = max(0, now.Sub(t).Seconds())
 	}
 	rules, enabled := 0, 0
+	sees := p
+	if scoped && !p.Bound {
+		// ?tenant=: the rules that tenant's token sees, as the queue is its.
+		sees = &principal{Bound: true, Tenant: tenant}
+	}
 	for _, rl := range s.eng.Rules().Rules() {
-		if p.seesRule(rl.Tenants) {
+		if sees.seesRule(rl.Tenants) {
 			rules++
 			if rl.Enabled {
 				enabled++

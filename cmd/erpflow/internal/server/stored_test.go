@@ -236,7 +236,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("globex's status %v", globex)
 	}
 	must(t, e.do("GET", "/v1/status?tenant=acme", tokGlobex, nil), 403)
-	if one := must(t, e.do("GET", "/v1/status?tenant=globex", tokAdmin, nil), 200).json(t); one["queue"].(map[string]any)["dead"] != float64(1) || one["tenant"] != "globex" {
+	if one := must(t, e.do("GET", "/v1/status?tenant=globex", tokAdmin, nil), 200).json(t); one["queue"].(map[string]any)["dead"] != float64(1) || one["tenant"] != "globex" || one["rules"] != float64(1) {
 		t.Errorf("admin's status of globex %v", one)
 	}
 	badParam(t, e.do("GET", "/v1/status?verbose=1", tokAdmin, nil), "verbose")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,11 @@ const (
 	streamBuffer    = 256              // messages waiting per stream before it is dropped as too slow
 	streamWriteWait = 30 * time.Second // the longest one write to a client may block
 	streamPage      = 500              // attempts read per query
+	// streamResume bounds how far back Last-Event-ID resumes, in seq: a
+	// resume reads the store by seq with the stream's filters, and one
+	// from 0 with a filter matching nothing would read every attempt ever
+	// recorded, on each connect.
+	streamResume = 10000
 )
 
 // streamState is the live attempt streams of one Server.
@@ -47,6 +53,7 @@ type streamState struct {
 
 	// The timings; tests shorten them.
 	poll, settle, heartbeat time.Duration
+	resume                  int64 // streamResume
 }
 
 func (st *streamState) init(s *Server) {
@@ -55,6 +62,7 @@ func (st *streamState) init(s *Server) {
 	st.poke = make(chan struct{}, 1)
 	st.done = make(chan struct{})
 	st.poll, st.settle, st.heartbeat = streamPoll, streamSettle, streamHeartbeat
+	st.resume = streamResume
 }
 
 // streamSub is one open stream.
@@ -115,7 +123,11 @@ type attemptView struct {
 	RunAt      *time.Time   `json:"run_at,omitempty"` // the next attempt, when failed
 }
 
-func newStreamMsg(r *engine.AttemptRecord) *streamMsg {
+// newStreamMsg encodes r; mask (nil: none) shows the values of the
+// ${NAME} references rules read as ${NAME} in the URL and the error (a
+// Slack URL's path, a key in a query), as explain does: a tenant's
+// token must not read the server's environment through its stream.
+func newStreamMsg(r *engine.AttemptRecord, mask *strings.Replacer) *streamMsg {
 	d, a := &r.Delivery, &r.Attempt
 	v := attemptView{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
 		Entity: d.Entity, Event: d.EventName, Action: d.ActionType, Rerun: d.Rerun, Attempt: a.N,
@@ -126,6 +138,9 @@ func newStreamMsg(r *engine.AttemptRecord) *streamMsg {
 	}
 	if len(d.Payload) > 0 && json.Unmarshal(d.Payload, &p) == nil {
 		v.URL = p.URL
+	}
+	if mask != nil {
+		v.URL, v.Error = mask.Replace(v.URL), mask.Replace(v.Error)
 	}
 	// The delivery is read as it is now: its state is this attempt's
 	// outcome while no later attempt began.
@@ -256,12 +271,13 @@ func (st *streamState) take(recs []engine.AttemptRecord, now time.Time) []engine
 // fanOut hands records to the streams that want them, dropping a stream
 // whose buffer is full. Holds st.mu.
 func (st *streamState) fanOut(recs []engine.AttemptRecord) {
+	mask := st.s.env.replacer()
 	for i := range recs {
 		st.cursor = recs[i].Seq
 		if recs[i].Delivery.Test {
 			continue // a test-fire's record, not an attempt of the queue
 		}
-		m := newStreamMsg(&recs[i])
+		m := newStreamMsg(&recs[i], mask)
 		for sub := range st.subs {
 			if !sub.filter.match(&m.view) {
 				continue
@@ -378,6 +394,12 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 	send := func(m *streamMsg) bool {
 		return write(fmt.Appendf(nil, "id: %d\nevent: attempt\ndata: %s\n\n", m.view.Seq, m.data))
 	}
+	if last >= 0 && through-last > st.resume {
+		last = through - st.resume
+		if !write(fmt.Appendf(nil, ": resumed at %d, the most this stream goes back; older attempts: GET /v1/deliveries\n\n", last)) {
+			return
+		}
+	}
 	if last >= 0 && last < through {
 		// Resumed: what was missed, read from the store, then live.
 		for after := last; after < through; {
@@ -396,7 +418,7 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 				if recs[i].Delivery.Test {
 					continue
 				}
-				if m := newStreamMsg(&recs[i]); f.match(&m.view) && !send(m) {
+				if m := newStreamMsg(&recs[i], s.env.replacer()); f.match(&m.view) && !send(m) {
 					return
 				}
 			}

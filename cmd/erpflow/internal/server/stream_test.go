@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -401,5 +403,86 @@ func TestStreamFeedGapsAndSlowClients(t *testing.T) {
 	}
 	if st.cursor != many[len(many)-1].Seq {
 		t.Errorf("cursor %d", st.cursor)
+	}
+}
+
+// TestStreamResumeBounded: Last-Event-ID resumes at most streams.resume
+// attempts back (a resume from 0 with a filter matching nothing read every
+// attempt ever recorded, on each connect), and says where it resumed.
+func TestStreamResumeBounded(t *testing.T) {
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens()})
+	e.srv.streams.resume = 1
+	rv := newReceiver(t)
+	must(t, e.do("POST", "/v1/rules", tokAcme, ruleJSON("acme-hook", rv.URL+"/acme", map[string]any{"enabled": true})), 201)
+	live := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAdmin)
+	var ids []string
+	for _, id := range []string{"R1", "R2", "R3"} {
+		ids = append(ids, firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent(id, "")), 202)))
+		live.next(t)
+	}
+	live.cancel()
+	// The live stream has ended: the next one's feed starts at the latest
+	// attempt, and resuming from 0 goes back one attempt only.
+	waitFor(t, "the feed to stop", func() bool {
+		e.srv.streams.mu.Lock()
+		defer e.srv.streams.mu.Unlock()
+		return !e.srv.streams.running
+	})
+	s := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAdmin, "Last-Event-ID", "0")
+	if s.status != 200 {
+		t.Fatalf("stream: %d %s", s.status, s.body)
+	}
+	if _, v := s.next(t); v["delivery_id"] != ids[2] {
+		t.Fatalf("resumed with %v, want only the last attempt %s", v, ids[2])
+	}
+}
+
+// TestStreamMasksEnvValues: a file rule's URL built from ${NAME} is shown
+// with ${NAME} in the stream, live and resumed, as explain shows it: a
+// tenant's token does not read the server's environment through it.
+func TestStreamMasksEnvValues(t *testing.T) {
+	t.Setenv("STREAM_HOOK_PATH", "T000/B000/streamhooksecret")
+	rv := newReceiver(t)
+	rules := "rules:\n  - name: env-hook\n    tenants: [acme]\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: " +
+		rv.URL + "/hooks/${STREAM_HOOK_PATH}\n"
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path}})
+	live := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAcme)
+	must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202)
+	m, v := live.next(t)
+	resumed := openStream(t, e.http.URL, "/v1/deliveries:stream", tokAcme, "Last-Event-ID", "0")
+	rm, _ := resumed.next(t)
+	for _, data := range []string{m.data, rm.data} {
+		if strings.Contains(data, "streamhooksecret") || !strings.Contains(data, "/hooks/${STREAM_HOOK_PATH}") {
+			t.Fatalf("message %s (live %v)", data, v)
+		}
+	}
+}
+
+// TestDeliveriesMaskEnvValues: GET /v1/deliveries and /v1/deliveries/{id}
+// show a URL built from ${NAME} as ${NAME} too (payload, attempt detail).
+func TestDeliveriesMaskEnvValues(t *testing.T) {
+	t.Setenv("DLV_HOOK_PATH", "T000/B000/dlvhooksecret")
+	rv := newReceiver(t)
+	rules := "rules:\n  - name: env-hook\n    tenants: [acme]\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: " +
+		rv.URL + "/hooks/${DLV_HOOK_PATH}\n"
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path}})
+	id := firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202))
+	e.waitState(id, tokAcme, engine.StateSucceeded)
+	for _, p := range []string{"/v1/deliveries/" + id, "/v1/deliveries"} {
+		body := string(must(t, e.do("GET", p, tokAcme, nil), 200).body)
+		if strings.Contains(body, "dlvhooksecret") || !strings.Contains(body, "/hooks/${DLV_HOOK_PATH}") {
+			t.Errorf("GET %s: %s", p, body)
+		}
 	}
 }

@@ -405,6 +405,11 @@ var (
 	deliveriesInsert = multiRow{head: "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at)", cols: nDeliveryCols}
 	attemptsInsert   = multiRow{head: "INSERT INTO attempts (" + attemptCols + ")",
 		tail: " ON CONFLICT (delivery_id, n) DO NOTHING", cols: 9}
+	// attemptsSeqInsert writes finished attempts with their seq (the live
+	// stream's order) for a single-writer store: the writer numbers them
+	// in the batch, no trigger or second write per row.
+	attemptsSeqInsert = multiRow{head: "INSERT INTO attempts (" + attemptCols + ", seq)",
+		tail: " ON CONFLICT (delivery_id, n) DO NOTHING", cols: 10}
 	attemptsUpsert = multiRow{head: "INSERT INTO attempts (" + attemptCols + ")",
 		tail: ` ON CONFLICT (delivery_id, n) DO UPDATE SET started_at = excluded.started_at,
 			duration_ns = excluded.duration_ns, outcome = excluded.outcome, code = excluded.code,
@@ -509,7 +514,37 @@ func (c *Core) CompleteEach(ctx context.Context, tx Querier, cs []engine.Complet
 			atts = append(atts, a)
 		}
 	}
-	return ok, c.insertAttempts(ctx, tx, atts, false)
+	return ok, c.insertSeqAttempts(ctx, tx, atts)
+}
+
+// insertSeqAttempts inserts finished attempts numbered in seq order after
+// the largest seq (one writer: the transaction sees every earlier one, and
+// the numbers commit in order). Test-fire records get none.
+func (c *Core) insertSeqAttempts(ctx context.Context, tx Querier, atts []engine.Attempt) error {
+	if len(atts) == 0 {
+		return nil
+	}
+	var last int64
+	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM attempts WHERE seq IS NOT NULL").Scan(&last); err != nil {
+		return fmt.Errorf("insert attempts: seq: %w", err)
+	}
+	err := c.insert(ctx, tx, attemptsSeqInsert, len(atts), func(i int, args []any) []any {
+		a := &atts[i]
+		var detail, seq any
+		if len(a.Detail) > 0 {
+			detail = []byte(a.Detail)
+		}
+		if !a.Test {
+			last++
+			seq = last
+		}
+		return append(args, a.DeliveryID, a.N, c.t(a.StartedAt), int64(a.Duration), a.Outcome,
+			a.Code, a.Error, detail, a.Test, seq)
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("insert attempts: %w", err)
+	}
+	return nil
 }
 
 // runAndDue returns the run_at to store (zero: keep) and the due_at of a
