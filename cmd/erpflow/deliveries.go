@@ -265,15 +265,21 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 				q[k] = v
 			}
 			ctx, out, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
-			last, delay := from, 2*time.Second
+			// The server's retry: sets the base delay; failures in a row
+			// double it up to a minute; a Retry-After wins.
+			last, base, failures := from, 2*time.Second, 0
 			for {
+				got := false
 				err := cl.Stream(ctx, "/v1/deliveries:stream", q, last,
-					func(d time.Duration) { delay = min(max(d, 100*time.Millisecond), time.Minute) },
+					func(d time.Duration) { base = min(max(d, 100*time.Millisecond), time.Minute) },
 					func(m client.Message) error {
+						got = true
+						if m.ID != "" {
+							last = m.ID // attempts, and the position the stream starts at
+						}
 						if m.Event != "attempt" {
 							return nil
 						}
-						last = m.ID
 						return printAttemptLine(out, af, m.Data)
 					})
 				if ctx.Err() != nil {
@@ -291,6 +297,14 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 				}
 				if err == nil {
 					err = errors.New("the server ended the stream")
+				}
+				if got {
+					failures = 0
+				}
+				delay := min(base<<min(failures, 5), time.Minute)
+				failures++
+				if errors.As(err, &ce) && ce.RetryAfter > 0 {
+					delay = min(ce.RetryAfter, 5*time.Minute)
 				}
 				fmt.Fprintf(stderr, "%s: %v; reconnecting in %s\n", c.CommandPath(), err, delay)
 				select {

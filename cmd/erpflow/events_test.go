@@ -394,3 +394,72 @@ func TestServeEndsStreamsOnShutdown(t *testing.T) {
 		t.Fatalf("serve did not stop cleanly:\n%s", out)
 	}
 }
+
+// positionWriter reports when the stream's position message passes.
+type positionWriter struct {
+	http.ResponseWriter
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *positionWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	if strings.Contains(string(b), "event: position") {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return n, err
+}
+
+func (w *positionWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
+
+// TestTailResumesFromWhereItStarted: a tail whose connection drops before
+// any attempt arrived resumes from where the stream stood when it
+// connected (the position message), so an attempt made while it was away
+// is printed, not lost.
+func TestTailResumesFromWhereItStarted(t *testing.T) {
+	e := newOpsEnv(t)
+	target, _ := url.Parse(e.base)
+	var down atomic.Bool
+	positioned := make(chan struct{})
+	var first sync.Once
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/deliveries:stream" {
+			if down.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			started := false
+			first.Do(func() { started = true })
+			if started {
+				w = &positionWriter{ResponseWriter: w, seen: positioned}
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(proxy.Close)
+	s := []string{"--server", e.base}
+	runCLI(t, 0, append([]string{"rules", "create", e.ruleFile(t, "tailed")}, s...)...)
+	runCLI(t, 0, append([]string{"rules", "enable", "tailed"}, s...)...)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuf
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, []string{"deliveries", "tail", "--server", proxy.URL}, &out, &errb) }()
+	select {
+	case <-positioned:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the stream sent no position message:\n%s", errb.String())
+	}
+	down.Store(true)
+	proxy.CloseClientConnections()
+	pollUntil(t, "tail to notice", func() bool { return strings.Contains(errb.String(), "reconnecting") })
+	id := regexp.MustCompile(`dlv_\w+`).FindString(runCLI(t, 0, append([]string{"emit", e.event(t, "P1")}, s...)...))
+	pollUntil(t, "the delivery", func() bool { return e.deliveryState(t, id) == "succeeded" })
+	down.Store(false)
+	pollUntil(t, "tail to print the attempt made while it was away", func() bool { return strings.Contains(out.String(), id) })
+	cancel()
+	<-exited
+}

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,6 +45,8 @@ type Error struct {
 	// Source names the body sent (a file name) in positions instead of
 	// "body". Callers that sent a file set it. Default "body".
 	Source string `json:"-"`
+	// RetryAfter is the answer's Retry-After (seconds), 0 when absent.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // Detail is one of several problems, at a line:col of the body sent.
@@ -146,7 +149,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		return answerError(resp.StatusCode, b)
+		return answerError(resp, b)
 	}
 	if out == nil || len(b) == 0 {
 		return nil
@@ -183,16 +186,20 @@ func notErpflow(base string, resp *http.Response) error {
 	return &NotErpflowError{Server: base, Status: resp.StatusCode, ContentType: ct}
 }
 
-// answerError is the *Error of a non-2xx answer with body b.
-func answerError(status int, b []byte) error {
+// answerError is the *Error of a non-2xx answer resp with body b.
+func answerError(resp *http.Response, b []byte) error {
+	e := &Error{Status: resp.StatusCode, Code: "http", Message: oneLine(string(b), 200)}
 	var env struct {
 		Error *Error `json:"error"`
 	}
 	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Message != "" {
-		env.Error.Status = status
-		return env.Error
+		e = env.Error
+		e.Status = resp.StatusCode
 	}
-	return &Error{Status: status, Code: "http", Message: oneLine(string(b), 200)}
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		e.RetryAfter = time.Duration(n) * time.Second
+	}
+	return e
 }
 
 // Get is Do with GET.

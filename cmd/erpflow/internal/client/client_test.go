@@ -122,3 +122,25 @@ func TestErrorsKeepContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An erpflow answer's Retry-After reaches the caller (tail waits for it).
+func TestErrorRetryAfter(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(client.APIHeader, "1")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"unavailable","message":"64 live streams are open"}}`))
+	}))
+	defer srv.Close()
+	c := &client.Client{Server: srv.URL}
+	for name, call := range map[string]func() error{
+		"Do":     func() error { return c.Get(context.Background(), "/v1/status", nil, nil) },
+		"Stream": func() error { return c.Stream(context.Background(), "/v1/deliveries:stream", nil, "", nil, nil) },
+	} {
+		var ce *client.Error
+		if err := call(); !errors.As(err, &ce) || ce.Status != 503 || ce.RetryAfter != 7*time.Second || ce.Message != "64 live streams are open" {
+			t.Errorf("%s: %#v", name, err)
+		}
+	}
+}

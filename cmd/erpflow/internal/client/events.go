@@ -115,7 +115,7 @@ func (c *Client) Stream(ctx context.Context, path string, query url.Values, last
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return answerError(resp.StatusCode, b)
+		return answerError(resp, b)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		return &Error{Status: resp.StatusCode, Code: "http", Message: fmt.Sprintf("%s answered %s, not an event stream: is it an erpflow server?", base, ct)}

@@ -424,6 +424,14 @@ func (s *Server) streamAttempts(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	if last < through {
+		// Where the stream now stands, as an id: a client whose connection
+		// drops before its first attempt resumes from here, missing nothing
+		// (EventSource keeps the id; this event type needs no listener).
+		if !write(fmt.Appendf(nil, "id: %d\nevent: position\ndata: {\"seq\":%d}\n\n", through, through)) {
+			return
+		}
+	}
 	beat := time.NewTicker(st.heartbeat)
 	defer beat.Stop()
 	for {
