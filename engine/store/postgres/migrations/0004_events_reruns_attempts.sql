@@ -18,5 +18,12 @@ CREATE INDEX deliveries_rerun ON deliveries (rerun) WHERE rerun <> '';
 -- /v1/deliveries:stream) across processes: a reader follows it with a
 -- cursor. Rows of a concurrent transaction may commit out of seq order;
 -- the reader waits a moment at a gap (see the server's attempt feed).
-ALTER TABLE attempts ADD COLUMN seq BIGSERIAL;
-CREATE INDEX attempts_seq ON attempts (seq);
+-- Not BIGSERIAL: that numbers every existing row, rewriting the whole
+-- attempts table under an exclusive lock. Added bare, the column costs
+-- nothing on a big table; attempts recorded before it have no seq (they
+-- are in the delivery log, not in the live stream).
+CREATE SEQUENCE attempts_seq_seq;
+ALTER TABLE attempts ADD COLUMN seq BIGINT;
+ALTER TABLE attempts ALTER COLUMN seq SET DEFAULT nextval('attempts_seq_seq');
+ALTER SEQUENCE attempts_seq_seq OWNED BY attempts.seq;
+CREATE INDEX attempts_seq ON attempts (seq) WHERE seq IS NOT NULL;
