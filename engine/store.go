@@ -263,6 +263,18 @@ type DeliveryLog interface {
 	AddAttempt(ctx context.Context, d Delivery, a Attempt) error
 }
 
+// WriteWatcher is an optional capability of stores on which several
+// writers commit attempts out of Seq order (PostgreSQL). A follower of Seq
+// that meets a gap takes a token of the writes in progress; once they have
+// all ended, the gap's Seq is committed or never will be (a rollback),
+// however long the commit took.
+type WriteWatcher interface {
+	// WritesInProgress names the transactions in progress now.
+	WritesInProgress(ctx context.Context) (token string, err error)
+	// WritesEnded reports whether every transaction of token has ended.
+	WritesEnded(ctx context.Context, token string) (bool, error)
+}
+
 // RuleStore keeps rules managed through the API.
 type RuleStore interface {
 	ListRules(ctx context.Context) ([]RuleRecord, error)

@@ -138,6 +138,28 @@ func (s *Store) signal() {
 }
 
 // Close stops listening and closes the pool.
+// WritesInProgress implements engine.WriteWatcher: the current snapshot,
+// whose in-progress list holds every transaction that may yet commit an
+// attempt with a lower seq.
+func (s *Store) WritesInProgress(ctx context.Context) (string, error) {
+	var snap string
+	if err := s.R.QueryRowContext(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+		return "", fmt.Errorf("snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// WritesEnded implements engine.WriteWatcher.
+func (s *Store) WritesEnded(ctx context.Context, token string) (bool, error) {
+	var ended bool
+	err := s.R.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT 1 FROM pg_snapshot_xip($1::pg_snapshot) AS x
+		WHERE pg_xact_status(x) = 'in progress')`, token).Scan(&ended)
+	if err != nil {
+		return false, fmt.Errorf("snapshot %s: %w", token, err)
+	}
+	return ended, nil
+}
+
 func (s *Store) Close() error {
 	var err error
 	s.closeOne.Do(func() {

@@ -25,6 +25,7 @@ import (
 const (
 	streamPoll      = time.Second      // how often the feed looks for other processes' attempts
 	streamSettle    = 2 * time.Second  // how long the feed waits at a gap in seq (a transaction committing out of order)
+	streamSettleMax = time.Minute      // with a WriteWatcher: the longest wait at a gap if the store cannot tell
 	streamHeartbeat = 15 * time.Second // a comment line that keeps proxies and clients from timing out
 	streamBuffer    = 256              // messages waiting per stream before it is dropped as too slow
 	streamWriteWait = 30 * time.Second // the longest one write to a client may block
@@ -47,12 +48,19 @@ type streamState struct {
 	cursor  int64 // the last seq handed to the streams
 	gapAt   int64 // the seq missing at the gap the feed waits at
 	gapSeen time.Time
+	// With a WriteWatcher (PostgreSQL): the writes in progress once the
+	// gap was seen, and whether they have all ended since.
+	watcher  engine.WriteWatcher
+	gapToken string
+	gapEnded bool
 	poke    chan struct{} // capacity 1: a stream ended (the feed may stop)
 	done    chan struct{} // closed by EndStreams
 	endOnce sync.Once
 
-	// The timings; tests shorten them.
-	poll, settle, heartbeat time.Duration
+	// The timings; tests shorten them. settle is how long a gap is waited
+	// for without a WriteWatcher; with one, until the writes in progress
+	// when it was seen have ended, at most settleMax.
+	poll, settle, settleMax, heartbeat time.Duration
 	resume                  int64 // streamResume
 }
 
@@ -61,7 +69,10 @@ func (st *streamState) init(s *Server) {
 	st.subs = map[*streamSub]struct{}{}
 	st.poke = make(chan struct{}, 1)
 	st.done = make(chan struct{})
-	st.poll, st.settle, st.heartbeat = streamPoll, streamSettle, streamHeartbeat
+	st.poll, st.settle, st.settleMax, st.heartbeat = streamPoll, streamSettle, streamSettleMax, streamHeartbeat
+	if s.store != nil {
+		st.watcher, _ = s.store.(engine.WriteWatcher)
+	}
 	st.resume = streamResume
 }
 
@@ -233,10 +244,15 @@ func (st *streamState) feed() {
 			st.mu.Unlock()
 			return
 		}
+		gap, token, ended := st.gapAt, st.gapToken, st.gapEnded
+		waiting := err == nil && st.watcher != nil && gap == st.cursor+1
 		st.mu.Unlock()
 		wait := st.poll
 		if full {
 			wait = 0 // more are waiting
+		}
+		if waiting && !ended && st.watchGap(ctx, gap, token) {
+			wait = 0 // read again: the gap's seq is there now, or never will be
 		}
 		if !timer.Stop() {
 			select {
@@ -250,22 +266,54 @@ func (st *streamState) feed() {
 
 // take returns the leading records of recs that follow st.cursor without
 // a gap in seq. At a gap (a lower seq whose transaction has not committed
-// yet, or never will: a rolled-back or conflicting insert) it stops until
-// the gap has been there for st.settle, then goes past it. Holds st.mu.
+// yet, or never will: a rolled-back or conflicting insert) it stops: with
+// a WriteWatcher until the writes in progress when the gap was seen have
+// ended (read after that, the gap is for good) or st.settleMax has
+// passed; without one (SQLite, whose one writer leaves no gaps) until the
+// gap has been there for st.settle. Then it goes past it. Holds st.mu.
 func (st *streamState) take(recs []engine.AttemptRecord, now time.Time) []engine.AttemptRecord {
 	next := st.cursor + 1
 	for i := range recs {
 		if recs[i].Seq != next {
 			if st.gapAt != next {
-				st.gapAt, st.gapSeen = next, now
+				st.gapAt, st.gapSeen, st.gapToken, st.gapEnded = next, now, "", false
 			}
-			if now.Sub(st.gapSeen) < st.settle {
+			age := now.Sub(st.gapSeen)
+			hold := age < st.settle
+			if st.watcher != nil {
+				hold = !st.gapEnded && age < st.settleMax
+			}
+			if hold {
 				return recs[:i]
 			}
 		}
 		next = recs[i].Seq + 1
 	}
 	return recs
+}
+
+// watchGap asks the WriteWatcher about the gap at seq gap: the first time
+// it takes the token of the writes in progress; each time, whether they
+// have ended. It reports whether they have (the feed then reads again at
+// once).
+func (st *streamState) watchGap(ctx context.Context, gap int64, token string) bool {
+	var err error
+	if token == "" {
+		if token, err = st.watcher.WritesInProgress(ctx); err != nil {
+			return false // settleMax still ends the wait
+		}
+	}
+	ended, err := st.watcher.WritesEnded(ctx, token)
+	if err != nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.gapAt != gap {
+		return false // the gap filled meanwhile
+	}
+	st.gapToken, st.gapEnded = token, ended
+	return ended
 }
 
 // fanOut hands records to the streams that want them, dropping a stream
