@@ -53,15 +53,15 @@ type streamState struct {
 	watcher  engine.WriteWatcher
 	gapToken string
 	gapEnded bool
-	poke    chan struct{} // capacity 1: a stream ended (the feed may stop)
-	done    chan struct{} // closed by EndStreams
-	endOnce sync.Once
+	poke     chan struct{} // capacity 1: a stream ended (the feed may stop)
+	done     chan struct{} // closed by EndStreams
+	endOnce  sync.Once
 
 	// The timings; tests shorten them. settle is how long a gap is waited
 	// for without a WriteWatcher; with one, until the writes in progress
 	// when it was seen have ended, at most settleMax.
 	poll, settle, settleMax, heartbeat time.Duration
-	resume                  int64 // streamResume
+	resume                             int64 // streamResume
 }
 
 func (st *streamState) init(s *Server) {
