@@ -82,3 +82,44 @@ func TestRulesAPIMasksEnvValues(t *testing.T) {
 		}
 	}
 }
+
+// TestFilePathsHiddenFromTenants: a tenant-bound token sees a file rule of
+// its tenant with the file's name only, not where the server keeps it
+// (GET /v1/rules, explain, the read-only 409); the operator sees the path.
+func TestFilePathsHiddenFromTenants(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "srv-secret-dir")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "acme.yaml")
+	if err := os.WriteFile(path, []byte(`rules:
+  - name: acme-file
+    tenants: [acme]
+    on: {entity: SalesOrder}
+    actions: [{type: webhook, url: "https://erp.example/x"}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := dbKinds(t)[0].open(t)
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulePaths: []string{path}})
+	for _, c := range []struct {
+		method, url string
+		body        any
+	}{
+		{"GET", "/v1/rules", nil},
+		{"GET", "/v1/rules/acme-file", nil},
+		{"POST", "/v1/events:explain", explainEventBody("acme")},
+		{"PATCH", "/v1/rules/acme-file", map[string]any{"description": "x"}},
+		{"POST", "/v1/rules/acme-file/duplicate", nil},
+	} {
+		body := string(e.do(c.method, c.url, acmeTok, c.body).body)
+		if strings.Contains(body, "srv-secret-dir") || !strings.Contains(body, "acme.yaml") {
+			t.Errorf("acme %s %s: %s", c.method, c.url, body)
+		}
+		if c.method == "GET" {
+			if admin := string(e.do(c.method, c.url, adminTok, c.body).body); !strings.Contains(admin, "srv-secret-dir") {
+				t.Errorf("admin %s %s lacks the path: %s", c.method, c.url, admin)
+			}
+		}
+	}
+}

@@ -53,5 +53,8 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.env.mask(res)
+	for i := range res.Rules {
+		res.Rules[i].File = shownFile(p, res.Rules[i].File)
+	}
 	writeJSON(w, http.StatusOK, res)
 }

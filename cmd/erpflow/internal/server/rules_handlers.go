@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -36,7 +37,7 @@ func (s *Server) editableRule(w http.ResponseWriter, r *http.Request) (*ruleEntr
 		return nil, false
 	}
 	if e.api == nil {
-		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s and is read-only through the API; edit the file and reload", e.rule.Name, e.rule.Source.File))
+		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s and is read-only through the API; edit the file and reload", e.rule.Name, shownFile(principalFrom(r.Context()), e.rule.Source.File)))
 		return nil, false
 	}
 	return e, true
@@ -50,7 +51,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 		if !p.seesRule(e.tens) {
 			continue
 		}
-		v := s.view(e)
+		v := s.view(p, e)
 		if src := q.Get("source"); src != "" && v.Source != src {
 			continue
 		}
@@ -62,15 +63,25 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
 }
 
-// view is e as the API shows it, with the values of ${NAME} references
+// view is e as the API shows p it, with the values of ${NAME} references
 // in its condition and description shown as ${NAME} again: loading
 // expanded them, and a condition may compare with a secret.
-func (s *Server) view(e *ruleEntry) ruleView {
+func (s *Server) view(p *principal, e *ruleEntry) ruleView {
 	v := e.view()
+	v.File = shownFile(p, v.File)
 	if r := s.env.replacer(); r != nil {
 		v.When, v.Description = r.Replace(v.When), r.Replace(v.Description)
 	}
 	return v
+}
+
+// shownFile is a rule file's path as p may see it: a tenant-bound token
+// gets the file's name only, not where the server keeps it.
+func shownFile(p *principal, path string) string {
+	if p != nil && p.Bound && path != "" {
+		return filepath.Base(path)
+	}
+	return path
 }
 
 func contains(list []string, s string) bool {
@@ -87,7 +98,7 @@ func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v := s.view(e)
+	v := s.view(principalFrom(r.Context()), e)
 	if e.api != nil {
 		w.Header().Set("ETag", etag(e.api.rec.Version))
 	}
@@ -116,7 +127,7 @@ func ifMatch(r *http.Request) (int64, error) {
 // entryView returns the view of rule name after a change.
 func (s *Server) entryView(name string) any {
 	if e := s.rules.get(name); e != nil {
-		return s.view(e)
+		return s.view(nil, e) // after a write: an API rule, no file
 	}
 	return map[string]string{"name": name}
 }
@@ -350,7 +361,7 @@ func (s *Server) duplicateRule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e.api == nil {
-		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s; copy it in the file", e.rule.Name, e.rule.Source.File))
+		writeError(w, errf(http.StatusConflict, "read_only", "", "rule %q comes from the file %s; copy it in the file", e.rule.Name, shownFile(p, e.rule.Source.File)))
 		return
 	}
 	b, err := readBody(w, r, 4096)
