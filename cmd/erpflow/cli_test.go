@@ -25,30 +25,38 @@ import (
 // driving the CLI commands in-process.
 func cliEnv(t *testing.T, tokens []config.Token) string {
 	t.Helper()
+	return startCLIServer(t, server.Options{Tokens: tokens})
+}
+
+// startCLIServer serves the API with o (its Engine and Actions filled in:
+// SQLite in a temp dir, webhooks allowed to loopback over http, no quick
+// retries) and returns its URL.
+func startCLIServer(t *testing.T, o server.Options) string {
+	t.Helper()
 	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	zero := 0
-	reg := newRegistry(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})
-	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond})
+	o.Actions = newRegistry(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})
+	if o.Engine, err = engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), server.Options{Engine: eng, Actions: reg, Tokens: tokens})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(context.Background()); err != nil {
+	if err := o.Engine.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
+		srv.EndStreams()
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		eng.Stop(ctx)
+		o.Engine.Stop(ctx)
 	})
 	return hs.URL
 }

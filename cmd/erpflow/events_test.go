@@ -18,10 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
-	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/engine/store"
 )
 
 // opsEnv is a real server (engine + SQLite, a version and store kind for
@@ -46,33 +43,7 @@ func newOpsEnv(t *testing.T) *opsEnv {
 		w.WriteHeader(int(e.status.Load()))
 	}))
 	t.Cleanup(e.rv.Close)
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	zero := 0
-	reg := newRegistry(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})
-	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(context.Background(), server.Options{Engine: eng, Actions: reg, Version: "v9.9.9", StoreKind: "sqlite"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		srv.EndStreams()
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		eng.Stop(ctx)
-	})
-	e.base = hs.URL
+	e.base = startCLIServer(t, server.Options{Version: "v9.9.9", StoreKind: "sqlite"})
 	return e
 }
 
@@ -294,27 +265,38 @@ func TestReplayRefusedByBinary(t *testing.T) {
 // TestDeliveriesTail: tail prints one line per attempt the server makes;
 // when its connection drops it reconnects with Last-Event-ID and prints
 // what it missed, once; Ctrl-C (the context) ends it with exit 0.
-func TestDeliveriesTail(t *testing.T) {
-	e := newOpsEnv(t)
-	target, _ := url.Parse(e.base)
-	var down atomic.Bool
-	var mu sync.Mutex
-	var lastIDs []string
+// streamProxy is a proxy to base whose stream can be taken down (503)
+// and whose stream requests are passed to onStream first (which may wrap
+// the writer).
+func streamProxy(t *testing.T, base string, down *atomic.Bool, onStream func(http.ResponseWriter, *http.Request) http.ResponseWriter) *httptest.Server {
+	target, _ := url.Parse(base)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.FlushInterval = -1
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/deliveries:stream" {
-			mu.Lock()
-			lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
-			mu.Unlock()
 			if down.Load() {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				return
 			}
+			w = onStream(w, r)
 		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(proxy.Close)
+	return proxy
+}
+
+func TestDeliveriesTail(t *testing.T) {
+	e := newOpsEnv(t)
+	var down atomic.Bool
+	var mu sync.Mutex
+	var lastIDs []string
+	proxy := streamProxy(t, e.base, &down, func(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+		mu.Lock()
+		lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
+		mu.Unlock()
+		return w
+	})
 	s := []string{"--server", e.base}
 	runCLI(t, 0, append([]string{"rules", "create", e.ruleFile(t, "tailed")}, s...)...)
 	runCLI(t, 0, append([]string{"rules", "enable", "tailed"}, s...)...)
@@ -418,27 +400,17 @@ func (w *positionWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
 // is printed, not lost.
 func TestTailResumesFromWhereItStarted(t *testing.T) {
 	e := newOpsEnv(t)
-	target, _ := url.Parse(e.base)
 	var down atomic.Bool
 	positioned := make(chan struct{})
 	var first sync.Once
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/deliveries:stream" {
-			if down.Load() {
-				w.WriteHeader(http.StatusServiceUnavailable)
-				return
-			}
-			started := false
-			first.Do(func() { started = true })
-			if started {
-				w = &positionWriter{ResponseWriter: w, seen: positioned}
-			}
+	proxy := streamProxy(t, e.base, &down, func(w http.ResponseWriter, _ *http.Request) http.ResponseWriter {
+		started := false
+		first.Do(func() { started = true })
+		if started {
+			return &positionWriter{ResponseWriter: w, seen: positioned}
 		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(proxy.Close)
+		return w
+	})
 	s := []string{"--server", e.base}
 	runCLI(t, 0, append([]string{"rules", "create", e.ruleFile(t, "tailed")}, s...)...)
 	runCLI(t, 0, append([]string{"rules", "enable", "tailed"}, s...)...)
