@@ -8,6 +8,8 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
 )
 
 // Catalog is what the loader asks an event catalog (LoadOptions.Catalog);
@@ -235,9 +237,10 @@ func (l *loader) checkTemplatePaths(n *yaml.Node, path string, check func(string
 			}
 			name := strings.TrimSpace(s[i+1 : i+1+end])
 			if (strings.HasPrefix(name, "data.") || strings.HasPrefix(name, "previous.")) && utf8.ValidString(name) && checkFieldPath(name) == "" {
-				if msg := check(name); msg != "" {
+				dotted, _ := templates.DottedPath(name)
+				if msg := check(dotted); msg != "" && dotted != "" {
 					line, col := l.scalarOffsetPos(n, i)
-					l.errAt(line, col, path, strings.Replace(msg, name, "{"+name+"}", 1))
+					l.errAt(line, col, path, strings.Replace(msg, dotted, "{"+name+"}", 1))
 				}
 			}
 			i += end + 1

@@ -63,6 +63,10 @@ func TestCatalogChecksRules(t *testing.T) {
 		{"wildcard", rule("{entity: '*'}", "data.anything > 1", okURL), ""},
 		{"field trigger", rule("{entity: Order, field: stauts, to: done}", "", okURL), `rules[0].on.field: data.stauts is not in`},
 		{"url placeholder", rule("{entity: Order, event: created}", "", "https://example.com/{data.amout}"), `rules.yaml:6:34: rules[0].actions[0].url: {data.amout} is not in the catalog's schema of entity "Order" (did you mean data.amount?)`},
+		{"url placeholder with an index", rule("{entity: Order, event: created}", "", "https://example.com/{data.lines[0].sku}/{data.lines.0.sku}"), ""},
+		{"url placeholder with an index, misspelt", rule("{entity: Order, event: created}", "", "https://example.com/{data.lines[0].skux}"), `rules.yaml:6:34: rules[0].actions[0].url: {data.lines[0].skux} is not in the catalog's schema of entity "Order" (did you mean data.lines.0.sku?)`},
+		{"field trigger with an index", rule("{entity: Order, field: 'lines[0].sku', to: x}", "", okURL), ""},
+		{"field trigger with an index, misspelt", rule("{entity: Order, field: 'lines[0].skux', to: x}", "", okURL), `rules[0].on.field: data.lines.0.skux is not in`},
 		{"two entities", rule("{entities: [Order, Invoice], event: posted}", "data.total > 1", okURL), ""},
 		{"two entities unknown path", rule("{entities: [Order, Invoice], event: posted}", "data.totl > 1", okURL), `entities ["Order" "Invoice"]`},
 	} {

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
 )
 
 // MaxRuleNameLength bounds rule names (they are URL path segments).
@@ -553,7 +555,12 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 				l.errorf(kv.val, p, "%s", err)
 				continue
 			}
-			t.Field = s
+			dotted, ok := templates.DottedPath(s)
+			if !ok {
+				l.errorf(kv.val, p, "%q: an index is [N] or .N (lines[0].sku, lines.0.sku)", s)
+				continue
+			}
+			t.Field = dotted
 		case "from", "to":
 			if kv.val.Kind != yaml.ScalarNode {
 				l.errorf(kv.val, p, "expected a scalar value, found %s", kindName(kv.val))
