@@ -131,6 +131,13 @@ func TestCreateRulesFile(t *testing.T) {
 		if eb := apiErr(t, r); eb.Error.Field != "rules[0].tenants" {
 			t.Fatalf("forbidden %s", r.body)
 		}
+		// ... naming the line:col of tenants in the file as sent, its
+		// message once (not "rules[0]: ..." under the field rules[0].tenants).
+		want := strings.Count(other[:strings.Index(other, "tenants:")], "\n") + 1
+		if eb := apiErr(t, r); len(eb.Error.Details) != 1 || eb.Error.Details[0].Field != "rules[0].tenants" ||
+			eb.Error.Details[0].Line != want || eb.Error.Details[0].Column != 14 || strings.HasPrefix(eb.Error.Details[0].Message, "rules[0]") {
+			t.Fatalf("forbidden (want tenants at line %d) %s", want, r.body)
+		}
 
 		// Malformed: broken YAML, invalid UTF-8, too large, an empty list,
 		// a list that is not one.
