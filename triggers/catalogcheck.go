@@ -235,6 +235,9 @@ func (l *loader) checkTemplatePaths(n *yaml.Node, path string, check func(string
 			if end < 0 {
 				return
 			}
+			if strings.IndexByte(s[i+1:i+1+end], '{') >= 0 {
+				continue // a JSON object's brace: the placeholder is inside
+			}
 			name := strings.TrimSpace(s[i+1 : i+1+end])
 			if (strings.HasPrefix(name, "data.") || strings.HasPrefix(name, "previous.")) && utf8.ValidString(name) && checkFieldPath(name) == "" {
 				dotted, _ := templates.DottedPath(name)

@@ -113,3 +113,22 @@ actions:
 		}
 	}
 }
+
+// A body template may be JSON text; its placeholders sit inside the
+// object's braces (the check took "{" of the object for a placeholder's
+// and skipped them all).
+func TestCatalogChecksJSONTextTemplate(t *testing.T) {
+	src := `name: r
+on: {entity: Order, event: created}
+actions:
+  - type: webhook
+    url: https://example.com/x
+    body: template
+    template: '{"amount": "{data.amout}", "c": {"city": "{data.customer.city}"}}'
+`
+	_, err := triggers.ParseRule("rule.yaml", []byte(src), catalogOptions(t))
+	want := `rule.yaml:7:28: actions[0].template: {data.amout} is not in the catalog's schema of entity "Order" (did you mean data.amount?)`
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "city") {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
