@@ -1,6 +1,7 @@
 package triggers
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -243,7 +244,14 @@ func (l *loader) checkTemplatePaths(n *yaml.Node, path string, check func(string
 				dotted, _ := templates.DottedPath(name)
 				if msg := check(dotted); msg != "" && dotted != "" {
 					line, col := l.scalarOffsetPos(n, i)
-					l.errAt(line, col, path, strings.Replace(msg, dotted, "{"+name+"}", 1))
+					msg = strings.Replace(msg, dotted, "{"+name+"}", 1)
+					if bytes.Contains(l.src, []byte(s[i:i+end+2])) {
+						// written so, not made by an unset ${NAME} of the
+						// same string: reported even then (errAt drops it)
+						l.errs = append(l.errs, &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg})
+					} else {
+						l.errAt(line, col, path, msg)
+					}
 				}
 			}
 			i += end + 1

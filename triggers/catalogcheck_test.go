@@ -132,3 +132,24 @@ actions:
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
 }
+
+// validate runs without production secrets: an unset ${NAME} in a URL is
+// a note, and must not hide a misspelt placeholder of the same URL, which
+// serve (with the variable set) refuses.
+func TestCatalogCheckNextToUnsetEnv(t *testing.T) {
+	src := `name: r
+on: {entity: Order, event: created}
+actions:
+  - type: webhook
+    url: https://example.com/${HOOK_PATH}/{data.amout}{data.${HOOK_PATH}}
+`
+	opts := catalogOptions(t)
+	opts.LookupEnv = func(string) (string, bool) { return "", false }
+	var notes []string
+	opts.UnsetEnv = func(e *triggers.Error) { notes = append(notes, e.Error()) }
+	_, err := triggers.ParseRule("rule.yaml", []byte(src), opts)
+	if err == nil || !strings.Contains(err.Error(), `actions[0].url: {data.amout} is not in the catalog's schema of entity "Order"`) ||
+		strings.Count(err.Error(), "not in the catalog") != 1 || len(notes) != 2 {
+		t.Fatalf("error %v, notes %q", err, notes)
+	}
+}
