@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -193,4 +194,18 @@ func TestStoreCreateRulesAllOrNothing(t *testing.T) {
 			t.Fatalf("created %+v, %v", got, err)
 		}
 	})
+}
+
+// A tenant-bound token's file of more rules than its tenant may still
+// have is refused by count first, before its rules are compiled (the
+// body limit lets through 10,000 small rules).
+func TestCreateRulesFileOverLimitRefusedFirst(t *testing.T) {
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulesPerTenant: 3})
+	rv := newReceiver(t)
+	src := ruleFileYAML(rv.URL, "a1", "a2", "a3", "a4") + "  - name: a5\n    on: {entity: SalesOrder}\n    when: data.status\n    actions: [{type: webhook, url: x}]\n"
+	r := must(t, e.do("POST", "/v1/rules", acmeTok, src, "Content-Type", "application/yaml"), 409)
+	if eb := apiErr(t, r); eb.Error.Code != "rule_limit" || eb.Error.Message != `the file has 5 rules, more than limits.rules_per_tenant (3) allows tenant "acme": no rule was created` {
+		t.Fatalf("%s", r.body)
+	}
 }
