@@ -121,6 +121,8 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 			if err := l.opts.AllowEnv(name); err != nil {
 				l.errAt(line, col, l.curPath, err.Error())
 				ok = false
+				// what the value then fails follows from this
+				l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
 				i += end + 1
 				continue
 			}
