@@ -24,3 +24,24 @@ func TestAllowEnvRefusalReportedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An error after a ${NAME} in the same string points where the source
+// has it, whatever the length of the variable's value (it moved by the
+// value's length minus the reference's).
+func TestErrorPositionAfterEnvReference(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"https://example.com/${P}/{data.amout}", `rule.yaml:5:35: actions[0].url: {data.amout} is not in the catalog's schema`},
+		{"'https://example.com/${P}/{data.amout}'", `rule.yaml:5:36: actions[0].url: {data.amout} is not in the catalog's schema`},
+		{"https://example.com/${P}/$${X}", `rule.yaml:5:37: actions[0].url: unknown placeholder {X}`},
+	} {
+		for _, v := range []string{"", "a", "a-much-longer-value"} {
+			src := "name: r\non: {entity: Order, event: created}\nactions:\n  - type: webhook\n    url: " + c.url + "\n"
+			opts := catalogOptions(t)
+			opts.LookupEnv = func(string) (string, bool) { return v, true }
+			_, err := triggers.ParseRule("rule.yaml", []byte(src), opts)
+			if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+				t.Errorf("%s with P=%q: got %v\nwant %s", c.url, v, err, c.want)
+			}
+		}
+	}
+}

@@ -180,6 +180,8 @@ type loader struct {
 	// at them follow from it (a note with LoadOptions.UnsetEnv, else one
 	// error) and are dropped.
 	unknown []unknownValue
+	// expanded are the scalars whose ${NAME} were expanded.
+	expanded map[*yaml.Node]*expansion
 }
 
 // unknownValue is the position and field path of a scalar whose value is
@@ -766,6 +768,9 @@ func (l *loader) actionErrors(err error, path string, typeNode *yaml.Node) {
 		p := path
 		msg := pe.Error()
 		msg = strings.TrimPrefix(msg, fmt.Sprintf("%d:%d: ", line, col))
+		if l.expanded != nil {
+			col = l.writtenCol(line, col)
+		}
 		if f, ok := pe.(interface{ Field() string }); ok && f.Field() != "" {
 			p = path + "." + f.Field()
 			msg = strings.TrimPrefix(msg, f.Field()+": ")
