@@ -219,6 +219,11 @@ func placeholder(name string) (segment, error) {
 			if strings.ContainsAny(path, "{} \t\r\n") {
 				return segment{}, fmt.Errorf("invalid character in placeholder {%s}", raw)
 			}
+			dotted, ok := DottedPath(path)
+			if !ok {
+				return segment{}, fmt.Errorf("invalid index in placeholder {%s}: an index is [N] or .N, e.g. {%slines[0].sku}", raw, p.prefix)
+			}
+			path = dotted
 			return segment{f: p.f, lit: path, name: raw}, nil
 		}
 	}
@@ -426,4 +431,35 @@ func appendJSONStringContent(dst []byte, s string) []byte {
 		i += size
 	}
 	return append(dst, s[start:]...)
+}
+
+// DottedPath writes the indexes of a path as the event's lookup reads
+// them: "lines[0].sku" is "lines.0.sku", as a condition writes it. false
+// when a bracket is not a plain [N] index.
+func DottedPath(path string) (string, bool) {
+	if !strings.ContainsAny(path, "[]") {
+		return path, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch c {
+		case ']':
+			return "", false
+		case '[':
+			end := strings.IndexByte(path[i:], ']')
+			if end < 0 {
+				return "", false
+			}
+			if _, ok := atoi(path[i+1 : i+end]); !ok || i == 0 {
+				return "", false
+			}
+			b.WriteByte('.')
+			b.WriteString(path[i+1 : i+end])
+			i += end
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
 }

@@ -236,3 +236,31 @@ func BenchmarkRenderURL(b *testing.B) {
 		buf = u.AppendRender(buf[:0], ev, Meta{})
 	}
 }
+
+// A condition indexes arrays as data.lines[0].sku; a placeholder written
+// so rendered nothing (it looked up a key "lines[0]") and loaded without
+// complaint.
+func TestPlaceholderBracketIndex(t *testing.T) {
+	tp, err := ParseText("{data.customer.tags[1]}/{data.customer.tags.0}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tp.Render(kladanaEvent(), Meta{}); got != "b/a" {
+		t.Fatalf("got %q, want %q", got, "b/a")
+	}
+	jt, err := ParseJSON(`{"t": "{data.customer.tags[1]}"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(jt.Render(kladanaEvent(), Meta{})); !strings.Contains(got, `"b"`) {
+		t.Fatalf("JSON template rendered %s", got)
+	}
+	for _, bad := range []string{"{data.tags[x]}", "{data.tags[]}", "{data.tags]0[}", "{previous.tags[0}"} {
+		if _, err := ParseText(bad); err == nil || !strings.Contains(err.Error(), "invalid index") {
+			t.Errorf("%s: got %v, want an invalid index error", bad, err)
+		}
+	}
+	if p, ok := DottedPath("lines[0][12].sku"); !ok || p != "lines.0.12.sku" {
+		t.Errorf("DottedPath = %q, %v", p, ok)
+	}
+}

@@ -66,10 +66,15 @@ func notACondition(root ast.Node, src string) *file.Error {
 		return nil
 	}
 	v := strings.Join(strings.Fields(src), " ")
+	what, cmp := v, v
+	switch root.(type) {
+	case *ast.BinaryNode, *ast.ConditionalNode, *ast.UnaryNode, *ast.SequenceNode, *ast.VariableDeclaratorNode:
+		cmp = "(" + v + ")" // compared whole: a ternary binds less than ==
+	}
 	if len(v) > 40 {
-		v = "the value"
+		what, cmp = "the expression", "(…)"
 	}
 	e := &file.Error{Location: file.Location{From: 0, To: len(src)}, Message: fmt.Sprintf(
-		"condition must be a boolean expression: %s is a value, not a condition; compare it, e.g. %s == \"RELEASED\" (a true/false field: %s == true)", v, v, v)}
+		"condition must be a boolean expression: %s is a value, not a condition; compare it, e.g. %s == \"RELEASED\" (a true/false field: %s == true)", what, cmp, cmp)}
 	return e.Bind(file.NewSource(src))
 }

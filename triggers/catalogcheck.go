@@ -1,6 +1,7 @@
 package triggers
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -8,6 +9,8 @@ import (
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
 )
 
 // Catalog is what the loader asks an event catalog (LoadOptions.Catalog);
@@ -233,11 +236,22 @@ func (l *loader) checkTemplatePaths(n *yaml.Node, path string, check func(string
 			if end < 0 {
 				return
 			}
+			if strings.IndexByte(s[i+1:i+1+end], '{') >= 0 {
+				continue // a JSON object's brace: the placeholder is inside
+			}
 			name := strings.TrimSpace(s[i+1 : i+1+end])
 			if (strings.HasPrefix(name, "data.") || strings.HasPrefix(name, "previous.")) && utf8.ValidString(name) && checkFieldPath(name) == "" {
-				if msg := check(name); msg != "" {
+				dotted, _ := templates.DottedPath(name)
+				if msg := check(dotted); msg != "" && dotted != "" {
 					line, col := l.scalarOffsetPos(n, i)
-					l.errAt(line, col, path, strings.Replace(msg, name, "{"+name+"}", 1))
+					msg = strings.Replace(msg, dotted, "{"+name+"}", 1)
+					if bytes.Contains(l.src, []byte(s[i:i+end+2])) {
+						// written so, not made by an unset ${NAME} of the
+						// same string: reported even then (errAt drops it)
+						l.errs = append(l.errs, &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg})
+					} else {
+						l.errAt(line, col, path, msg)
+					}
 				}
 			}
 			i += end + 1

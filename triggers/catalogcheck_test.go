@@ -63,6 +63,10 @@ func TestCatalogChecksRules(t *testing.T) {
 		{"wildcard", rule("{entity: '*'}", "data.anything > 1", okURL), ""},
 		{"field trigger", rule("{entity: Order, field: stauts, to: done}", "", okURL), `rules[0].on.field: data.stauts is not in`},
 		{"url placeholder", rule("{entity: Order, event: created}", "", "https://example.com/{data.amout}"), `rules.yaml:6:34: rules[0].actions[0].url: {data.amout} is not in the catalog's schema of entity "Order" (did you mean data.amount?)`},
+		{"url placeholder with an index", rule("{entity: Order, event: created}", "", "https://example.com/{data.lines[0].sku}/{data.lines.0.sku}"), ""},
+		{"url placeholder with an index, misspelt", rule("{entity: Order, event: created}", "", "https://example.com/{data.lines[0].skux}"), `rules.yaml:6:34: rules[0].actions[0].url: {data.lines[0].skux} is not in the catalog's schema of entity "Order" (did you mean data.lines.0.sku?)`},
+		{"field trigger with an index", rule("{entity: Order, field: 'lines[0].sku', to: x}", "", okURL), ""},
+		{"field trigger with an index, misspelt", rule("{entity: Order, field: 'lines[0].skux', to: x}", "", okURL), `rules[0].on.field: data.lines.0.skux is not in`},
 		{"two entities", rule("{entities: [Order, Invoice], event: posted}", "data.total > 1", okURL), ""},
 		{"two entities unknown path", rule("{entities: [Order, Invoice], event: posted}", "data.totl > 1", okURL), `entities ["Order" "Invoice"]`},
 	} {
@@ -107,5 +111,45 @@ actions:
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)
 		}
+	}
+}
+
+// A body template may be JSON text; its placeholders sit inside the
+// object's braces (the check took "{" of the object for a placeholder's
+// and skipped them all).
+func TestCatalogChecksJSONTextTemplate(t *testing.T) {
+	src := `name: r
+on: {entity: Order, event: created}
+actions:
+  - type: webhook
+    url: https://example.com/x
+    body: template
+    template: '{"amount": "{data.amout}", "c": {"city": "{data.customer.city}"}}'
+`
+	_, err := triggers.ParseRule("rule.yaml", []byte(src), catalogOptions(t))
+	want := `rule.yaml:7:28: actions[0].template: {data.amout} is not in the catalog's schema of entity "Order" (did you mean data.amount?)`
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "city") {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+}
+
+// validate runs without production secrets: an unset ${NAME} in a URL is
+// a note, and must not hide a misspelt placeholder of the same URL, which
+// serve (with the variable set) refuses.
+func TestCatalogCheckNextToUnsetEnv(t *testing.T) {
+	src := `name: r
+on: {entity: Order, event: created}
+actions:
+  - type: webhook
+    url: https://example.com/${HOOK_PATH}/{data.amout}{data.${HOOK_PATH}}
+`
+	opts := catalogOptions(t)
+	opts.LookupEnv = func(string) (string, bool) { return "", false }
+	var notes []string
+	opts.UnsetEnv = func(e *triggers.Error) { notes = append(notes, e.Error()) }
+	_, err := triggers.ParseRule("rule.yaml", []byte(src), opts)
+	if err == nil || !strings.Contains(err.Error(), `actions[0].url: {data.amout} is not in the catalog's schema of entity "Order"`) ||
+		strings.Count(err.Error(), "not in the catalog") != 1 || len(notes) != 2 {
+		t.Fatalf("error %v, notes %q", err, notes)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/templates"
 )
 
 // MaxRuleNameLength bounds rule names (they are URL path segments).
@@ -178,6 +180,8 @@ type loader struct {
 	// at them follow from it (a note with LoadOptions.UnsetEnv, else one
 	// error) and are dropped.
 	unknown []unknownValue
+	// expanded are the scalars whose ${NAME} were expanded.
+	expanded map[*yaml.Node]*expansion
 }
 
 // unknownValue is the position and field path of a scalar whose value is
@@ -553,7 +557,12 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 				l.errorf(kv.val, p, "%s", err)
 				continue
 			}
-			t.Field = s
+			dotted, ok := templates.DottedPath(s)
+			if !ok {
+				l.errorf(kv.val, p, "%q: an index is [N] or .N (lines[0].sku, lines.0.sku)", s)
+				continue
+			}
+			t.Field = dotted
 		case "from", "to":
 			if kv.val.Kind != yaml.ScalarNode {
 				l.errorf(kv.val, p, "expected a scalar value, found %s", kindName(kv.val))
@@ -759,6 +768,9 @@ func (l *loader) actionErrors(err error, path string, typeNode *yaml.Node) {
 		p := path
 		msg := pe.Error()
 		msg = strings.TrimPrefix(msg, fmt.Sprintf("%d:%d: ", line, col))
+		if l.expanded != nil {
+			col = l.writtenCol(line, col)
+		}
 		if f, ok := pe.(interface{ Field() string }); ok && f.Field() != "" {
 			p = path + "." + f.Field()
 			msg = strings.TrimPrefix(msg, f.Field()+": ")

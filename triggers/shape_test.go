@@ -91,6 +91,19 @@ func TestConditionMustBeBoolean(t *testing.T) {
 		t.Fatalf("error\n%v\nwant\n%s", err, want)
 	}
 
+	// The example compares the whole condition (a ternary binds less
+	// than ==), and a long one is not called "the value is a value".
+	for src, want := range map[string]string{
+		"data.ok ? data.a : data.b":                                       `e.g. (data.ok ? data.a : data.b) == "RELEASED" (a true/false field: (data.ok ? data.a : data.b) == true)`,
+		"data.customer.addresses.billing.city.name.upper.value":           `the expression is a value, not a condition; compare it, e.g. (…) == "RELEASED"`,
+		"data.customer.addresses.billing.city.name.upper.value ?? 'none'": `the expression is a value`,
+	} {
+		_, err := Parse("so.yaml", []byte("rules:\n  - name: r\n    on: {entity: X}\n    when: \""+src+"\"\n    actions: [{type: log}]\n"), testOpts(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v\nwant %s", src, err, want)
+		}
+	}
+
 	// The truthy check the docs recommend matches a true flag only.
 	rules := mustParse(t, "rules:\n  - name: r\n    on: {entity: X}\n    when: data.flag == true\n    actions: [{type: log}]\n")
 	set, err := NewSet(rules, SetOptions{})

@@ -89,18 +89,31 @@ func (l *loader) expandEnv(n *yaml.Node, path string, seen map[*yaml.Node]bool) 
 	}
 }
 
+// expansion is a scalar whose ${NAME} were expanded: its value as
+// written, and for each byte offset of the expanded value the offset in
+// the written one (a variable's value maps to its "${"), so that errors
+// about the value point into the source.
+type expansion struct {
+	node *yaml.Node
+	orig string
+	offs []int
+}
+
 func (l *loader) expandString(n *yaml.Node) (string, bool) {
 	s := n.Value
 	var b strings.Builder
+	var offs []int
 	ok := true
 	for i := 0; i < len(s); {
 		if strings.HasPrefix(s[i:], "$${") {
 			b.WriteString("${")
+			offs = append(offs, i, i+2)
 			i += 3
 			continue
 		}
 		if !strings.HasPrefix(s[i:], "${") {
 			b.WriteByte(s[i])
+			offs = append(offs, i)
 			i++
 			continue
 		}
@@ -121,6 +134,8 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 			if err := l.opts.AllowEnv(name); err != nil {
 				l.errAt(line, col, l.curPath, err.Error())
 				ok = false
+				// what the value then fails follows from this
+				l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
 				i += end + 1
 				continue
 			}
@@ -139,9 +154,45 @@ func (l *loader) expandString(n *yaml.Node) (string, bool) {
 			l.unknown = append(l.unknown, unknownValue{n.Line, n.Column, l.curPath})
 		}
 		b.WriteString(v)
+		for range len(v) {
+			offs = append(offs, i)
+		}
 		i += end + 1
 	}
+	if out := b.String(); ok && out != s {
+		if l.expanded == nil {
+			l.expanded = map[*yaml.Node]*expansion{}
+		}
+		offs = append(offs, len(s))
+		offs[0] = 0 // an error at the scalar itself stays there
+		l.expanded[n] = &expansion{node: n, orig: s, offs: offs}
+	}
 	return b.String(), ok
+}
+
+// writtenCol maps the column col of line, computed from an expanded
+// single-line scalar's value, to the column in the source.
+func (l *loader) writtenCol(line, col int) int {
+	best, bestBase := (*expansion)(nil), 0
+	for _, x := range l.expanded {
+		n := x.node
+		if n.Line != line || strings.Contains(x.orig, "\n") || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+			continue
+		}
+		base := n.Column
+		if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+			base++
+		}
+		// the scalar starting closest before col (a flow mapping holds
+		// several on one line)
+		if off := col - base; off >= 0 && off < len(x.offs) && (best == nil || base > bestBase) {
+			best, bestBase = x, base
+		}
+	}
+	if best == nil {
+		return col
+	}
+	return bestBase + best.offs[col-bestBase]
 }
 
 func validEnvName(s string) bool {
@@ -171,7 +222,11 @@ func (l *loader) scalarOffsetPos(n *yaml.Node, off int) (int, int) {
 	if strings.Contains(n.Value, "\n") || n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 		return n.Line, n.Column
 	}
-	col := n.Column + utf8.RuneCountInString(n.Value[:off])
+	value := n.Value
+	if x := l.expanded[n]; x != nil && off < len(x.offs) {
+		value, off = x.orig, x.offs[off]
+	}
+	col := n.Column + utf8.RuneCountInString(value[:off])
 	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
 		col++
 	}

@@ -528,7 +528,7 @@ func (d *decoder) decodeSecret(c *config, n *yaml.Node) {
 		k, err := ParseSecret(s)
 		if err != nil {
 			// The error never quotes the secret.
-			d.errf(e, path, "%v (generate one with: echo whsec_$(head -c 32 /dev/urandom | base64))", err)
+			d.errf(e, path, "%v (generate one with: erpflow secret)", err)
 			continue
 		}
 		c.secrets = append(c.secrets, newSigner(k))

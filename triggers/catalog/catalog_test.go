@@ -257,3 +257,36 @@ func TestCombine(t *testing.T) {
 		t.Fatal(c, shadowed)
 	}
 }
+
+// Valid paths that a schema declares through unevaluatedProperties, an
+// if, or dependentSchemas were refused as misspelt.
+func TestCheckPathUnevaluatedIfDependent(t *testing.T) {
+	c := mustParse(t, `catalog:
+  - entity: P
+    events: [created]
+    data:
+      type: object
+      properties:
+        obj: {type: object, properties: {a: {type: string}}, unevaluatedProperties: true}
+        cls: {type: object, properties: {a: {type: string}}, unevaluatedProperties: false}
+        ext: {type: object, properties: {a: {type: string}}, unevaluatedProperties: {type: object, properties: {v: {type: number}}}}
+        dep: {type: object, properties: {kind: {type: string}}, dependentSchemas: {kind: {properties: {extra: {type: string}}}}}
+        cond:
+          type: object
+          if: {properties: {kind: {const: a}}}
+          then: {properties: {aa: {type: string}}}
+          else: {properties: {bb: {type: string}}}
+`)
+	for _, x := range []struct {
+		path string
+		ok   bool
+	}{
+		{"data.obj.b", true}, {"data.cls.b", false}, {"data.ext.b.v", true}, {"data.ext.b.w", false},
+		{"data.dep.extra", true}, {"data.dep.extr", false},
+		{"data.cond.kind", true}, {"data.cond.aa", true}, {"data.cond.bb", true}, {"data.cond.cc", false},
+	} {
+		if ok, _ := c.CheckPath("P", x.path); ok != x.ok {
+			t.Errorf("%s: got %v, want %v", x.path, ok, x.ok)
+		}
+	}
+}

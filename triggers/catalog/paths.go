@@ -17,8 +17,8 @@ const maxExpand = 256
 // CheckPath reports whether path ("data.customer.city", "previous.status",
 // "data.lines.0.sku") can exist in an event of entity according to its
 // schemas, looking through properties, patternProperties,
-// additionalProperties, items, prefixItems, $ref, allOf, anyOf, oneOf and
-// if/then/else. A schema that says nothing about the fields at a level
+// additionalProperties, unevaluatedProperties, items, prefixItems, $ref,
+// allOf, anyOf, oneOf, if/then/else and dependentSchemas. A schema that says nothing about the fields at a level
 // (no properties, no items) allows any path below it; one that lists
 // properties allows only those, unless additionalProperties is true or a
 // schema. For a path that cannot exist, suggestion is the closest path
@@ -81,8 +81,12 @@ func expand(set []*jsonschema.Schema) []*jsonschema.Schema {
 				add(x)
 			}
 		}
+		add(s.If)
 		add(s.Then)
 		add(s.Else)
+		for _, x := range s.DependentSchemas {
+			add(x)
+		}
 	}
 	for _, s := range set {
 		add(s)
@@ -115,6 +119,14 @@ func step(set []*jsonschema.Schema, seg string) (next []*jsonschema.Schema, open
 		for re, x := range s.PatternProperties {
 			if re.MatchString(seg) {
 				next = append(next, x)
+			}
+		}
+		if up := s.UnevaluatedProperties; up != nil {
+			structured = true
+			if up.Bool != nil {
+				open = open || *up.Bool
+			} else {
+				next = append(next, up)
 			}
 		}
 		switch ap := s.AdditionalProperties.(type) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -131,6 +132,13 @@ func TestCreateRulesFile(t *testing.T) {
 		if eb := apiErr(t, r); eb.Error.Field != "rules[0].tenants" {
 			t.Fatalf("forbidden %s", r.body)
 		}
+		// ... naming the line:col of tenants in the file as sent, its
+		// message once (not "rules[0]: ..." under the field rules[0].tenants).
+		want := strings.Count(other[:strings.Index(other, "tenants:")], "\n") + 1
+		if eb := apiErr(t, r); len(eb.Error.Details) != 1 || eb.Error.Details[0].Field != "rules[0].tenants" ||
+			eb.Error.Details[0].Line != want || eb.Error.Details[0].Column != 14 || strings.HasPrefix(eb.Error.Details[0].Message, "rules[0]") {
+			t.Fatalf("forbidden (want tenants at line %d) %s", want, r.body)
+		}
 
 		// Malformed: broken YAML, invalid UTF-8, too large, an empty list,
 		// a list that is not one.
@@ -186,4 +194,18 @@ func TestStoreCreateRulesAllOrNothing(t *testing.T) {
 			t.Fatalf("created %+v, %v", got, err)
 		}
 	})
+}
+
+// A tenant-bound token's file of more rules than its tenant may still
+// have is refused by count first, before its rules are compiled (the
+// body limit lets through 10,000 small rules).
+func TestCreateRulesFileOverLimitRefusedFirst(t *testing.T) {
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulesPerTenant: 3})
+	rv := newReceiver(t)
+	src := ruleFileYAML(rv.URL, "a1", "a2", "a3", "a4") + "  - name: a5\n    on: {entity: SalesOrder}\n    when: data.status\n    actions: [{type: webhook, url: x}]\n"
+	r := must(t, e.do("POST", "/v1/rules", acmeTok, src, "Content-Type", "application/yaml"), 409)
+	if eb := apiErr(t, r); eb.Error.Code != "rule_limit" || eb.Error.Message != `the file has 5 rules, more than limits.rules_per_tenant (3) allows tenant "acme": no rule was created` {
+		t.Fatalf("%s", r.body)
+	}
 }
