@@ -58,12 +58,88 @@ func isCondition(n ast.Node) bool {
 	return false
 }
 
+// exprText writes n as a rule author would: data.a.b, not expr's
+// member access(data, "a").
+func exprText(n ast.Node) string {
+	switch m := n.(type) {
+	case *ast.IdentifierNode:
+		return m.Value
+	case *ast.ChainNode:
+		return exprText(m.Node)
+	case *ast.StringNode:
+		return fmt.Sprintf("%q", m.Value)
+	case *ast.MemberNode:
+		return member(exprText(m.Node), m.Property)
+	case *ast.CallNode:
+		// the checker has patched map member access into getFunc calls
+		if id, ok := m.Callee.(*ast.IdentifierNode); ok && id.Value == getFunc && len(m.Arguments) == 2 {
+			return member(exprText(m.Arguments[0]), m.Arguments[1])
+		}
+	}
+	return n.String()
+}
+
+func member(of string, prop ast.Node) string {
+	if p, ok := prop.(*ast.StringNode); ok {
+		return of + "." + p.Value
+	}
+	return of + "[" + exprText(prop) + "]"
+}
+
 func isBoolType(t reflect.Type) bool { return t != nil && t.Kind() == reflect.Bool }
 
-// notACondition is the error for a condition whose root is a value.
-func notACondition(root ast.Node, src string) *file.Error {
-	if isCondition(root) {
+// valueOperand returns the part of n that must be a condition and is a
+// value, or nil: n itself, or (looking through !, not, and, or, &&, ||,
+// the branches of a ternary and the bodies of all/any/none/one) one of
+// its operands. `not data.flag` and `x > 0 and data.status` type-check
+// like `data.flag`, and fail only when an event comes.
+func valueOperand(n ast.Node) ast.Node {
+	switch m := n.(type) {
+	case *ast.UnaryNode:
+		if m.Operator == "!" || m.Operator == "not" {
+			return valueOperand(m.Node)
+		}
+	case *ast.BinaryNode:
+		switch m.Operator {
+		case "and", "or", "&&", "||":
+			if v := valueOperand(m.Left); v != nil {
+				return v
+			}
+			return valueOperand(m.Right)
+		}
+	case *ast.ConditionalNode:
+		if valueOperand(m.Exp1) != nil || valueOperand(m.Exp2) != nil {
+			return n // compared whole, as the message shows
+		}
+		return valueOperand(m.Cond)
+	case *ast.BuiltinNode:
+		switch m.Name {
+		case "all", "any", "none", "one":
+			if len(m.Arguments) == 2 {
+				if p, ok := m.Arguments[1].(*ast.PredicateNode); ok {
+					return valueOperand(p.Node)
+				}
+			}
+		}
+	}
+	if isCondition(n) {
 		return nil
+	}
+	return n
+}
+
+// notACondition is the error for a condition that is, or has an operand
+// that is, a value.
+func notACondition(root ast.Node, src string) *file.Error {
+	part := valueOperand(root)
+	if part == nil {
+		return nil
+	}
+	if part != root {
+		v := exprText(part)
+		e := &file.Error{Location: file.Location{From: 0, To: len(src)}, Message: fmt.Sprintf(
+			"condition must be a boolean expression: %s in it is a value, not a condition; compare it, e.g. %s == \"RELEASED\" (a true/false field: %s == true)", v, v, v)}
+		return e.Bind(file.NewSource(src))
 	}
 	v := strings.Join(strings.Fields(src), " ")
 	what, cmp := v, v

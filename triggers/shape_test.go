@@ -54,13 +54,13 @@ func TestParseSingleRuleDocument(t *testing.T) {
 // load with its position and a hint, whatever the data holds.
 func TestConditionMustBeBoolean(t *testing.T) {
 	ok := []string{
-		`data.flag == true`, `data.status == "RELEASED"`, `!data.flag`, `not data.flag`,
+		`data.flag == true`, `data.status == "RELEASED"`, `!(data.flag == true)`, `not has("x")`,
 		`data.a > 1 && data.b < 2`, `data.a > 1 or has("b")`, `data.s in ["A", "B"]`, `data.s not in ["A"]`,
 		`data.s matches "^A"`, `data.s contains "x"`, `data.s startsWith "x"`, `data.s endsWith "x"`,
 		`true`, `false`, `all(data.items, .qty > 0)`, `any(data.items, .qty > 0)`, `none(data.items, .qty > 0)`,
 		`one(data.items, .qty > 0)`, `hasPrefix(data.s, "x")`, `changed("status")`, `changed_to("status", "A")`,
 		`changed_from("status", "A")`, `has("x")`, `data.a > 1 ? data.b == 2 : false`, `(data.flag == true)`,
-		`let x = data.a; x > 1`,
+		`let x = data.a; x > 1`, `data.a > 1 ? true : false`, `not (data.a > 1 and has("b"))`,
 	}
 	for _, src := range ok {
 		if _, cerr := compileConditionUncached(src); cerr != nil {
@@ -70,7 +70,8 @@ func TestConditionMustBeBoolean(t *testing.T) {
 	refused := []string{
 		`data.status`, `data.flag`, `data`, `tenant`, `"RELEASED"`, `1`, `nil`, `data.a ?? false`,
 		`data.a > 1 ? data.flag : false`, `field("flag")`, `data?.flag`, `data.items[0]`, `upper(data.s)`,
-		`first(data.items)`,
+		`first(data.items)`, `!data.flag`, `not data.flag`, `data.a > 0 and data.status`, `has("x") || data.flag`,
+		`all(data.lines, .sku)`, `data.s ? true : false`, `not (data.a > 1 and data.b)`,
 	}
 	for _, src := range refused {
 		_, cerr := compileConditionUncached(src)
@@ -92,8 +93,11 @@ func TestConditionMustBeBoolean(t *testing.T) {
 	}
 
 	// The example compares the whole condition (a ternary binds less
-	// than ==), and a long one is not called "the value is a value".
+	// than ==), and a long one is not called "the value is a value"; a
+	// value among conditions is named.
 	for src, want := range map[string]string{
+		"data.a > 0 and data.status": `condition must be a boolean expression: data.status in it is a value, not a condition; compare it, e.g. data.status == "RELEASED"`,
+		"not data.flag":              `data.flag in it is a value, not a condition; compare it, e.g. data.flag == "RELEASED" (a true/false field: data.flag == true)`,
 		"data.ok ? data.a : data.b":                                       `e.g. (data.ok ? data.a : data.b) == "RELEASED" (a true/false field: (data.ok ? data.a : data.b) == true)`,
 		"data.customer.addresses.billing.city.name.upper.value":           `the expression is a value, not a condition; compare it, e.g. (…) == "RELEASED"`,
 		"data.customer.addresses.billing.city.name.upper.value ?? 'none'": `the expression is a value`,
