@@ -96,8 +96,8 @@ func TestConditionMustBeBoolean(t *testing.T) {
 	// than ==), and a long one is not called "the value is a value"; a
 	// value among conditions is named.
 	for src, want := range map[string]string{
-		"data.a > 0 and data.status": `condition must be a boolean expression: data.status in it is a value, not a condition; compare it, e.g. data.status == "RELEASED"`,
-		"not data.flag":              `data.flag in it is a value, not a condition; compare it, e.g. data.flag == "RELEASED" (a true/false field: data.flag == true)`,
+		"data.a > 0 and data.status":                                      `condition must be a boolean expression: data.status in it is a value, not a condition; compare it, e.g. data.status == "RELEASED"`,
+		"not data.flag":                                                   `data.flag in it is a value, not a condition; compare it, e.g. data.flag == "RELEASED" (a true/false field: data.flag == true)`,
 		"data.ok ? data.a : data.b":                                       `e.g. (data.ok ? data.a : data.b) == "RELEASED" (a true/false field: (data.ok ? data.a : data.b) == true)`,
 		"data.customer.addresses.billing.city.name.upper.value":           `the expression is a value, not a condition; compare it, e.g. (…) == "RELEASED"`,
 		"data.customer.addresses.billing.city.name.upper.value ?? 'none'": `the expression is a value`,
