@@ -144,13 +144,16 @@ func (m *ruleManager) singleRuleBody(b []byte) ([]byte, error) {
 // createRuleFile creates every rule of a rules file: all, or none with
 // every reason (each invalid field, each taken name, the limit).
 func (s *Server) createRuleFile(w http.ResponseWriter, r *http.Request, p *principal, b []byte, items []*yaml.Node) {
-	if p.Bound && len(items) > s.rules.perTenant {
-		// Every rule of a bound token's file goes to its tenant: a file of
-		// more rules than a tenant may have is refused before they are
-		// parsed and compiled (10,000 small rules, under the body limit,
-		// took 1.5 s and 250 MB before their count was looked at).
-		writeError(w, errf(http.StatusConflict, "rule_limit", "rules",
-			"the file has %d rules, more than limits.rules_per_tenant (%d) allows tenant %q: no rule was created", len(items), s.rules.perTenant, p.Tenant))
+	if len(items) > s.rules.perTenant {
+		// One request creates at most as many rules as one tenant may
+		// have; refused before they are parsed and compiled (10,000 small
+		// rules, under the body limit, took 1.5 s and 250 MB before their
+		// count was looked at).
+		msg := fmt.Sprintf("the file has %d rules; one request creates at most limits.rules_per_tenant (%d): no rule was created", len(items), s.rules.perTenant)
+		if p.Bound {
+			msg = fmt.Sprintf("the file has %d rules, more than limits.rules_per_tenant (%d) allows tenant %q: no rule was created", len(items), s.rules.perTenant, p.Tenant)
+		}
+		writeError(w, errf(http.StatusConflict, "rule_limit", "rules", "%s", msg))
 		return
 	}
 	if err := s.rules.checkRulesFile(b, items); err != nil {

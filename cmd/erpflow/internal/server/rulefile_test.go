@@ -208,4 +208,13 @@ func TestCreateRulesFileOverLimitRefusedFirst(t *testing.T) {
 	if eb := apiErr(t, r); eb.Error.Code != "rule_limit" || eb.Error.Message != `the file has 5 rules, more than limits.rules_per_tenant (3) allows tenant "acme": no rule was created` {
 		t.Fatalf("%s", r.body)
 	}
+	// A token without a tenant (its rules may go to many tenants) is held
+	// to the same count per request.
+	r = must(t, e.do("POST", "/v1/rules", adminTok, src, "Content-Type", "application/yaml"), 409)
+	if eb := apiErr(t, r); eb.Error.Code != "rule_limit" || eb.Error.Message != `the file has 5 rules; one request creates at most limits.rules_per_tenant (3): no rule was created` {
+		t.Fatalf("%s", r.body)
+	}
+	if got := must(t, e.do("GET", "/v1/rules?source=api", adminTok, nil), 200); strings.Contains(string(got.body), `"a1"`) {
+		t.Fatalf("a rule was created: %s", got.body)
+	}
 }
