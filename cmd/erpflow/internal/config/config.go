@@ -182,45 +182,19 @@ func Default() *Config {
 }
 
 func (c *Config) fillDefaults() {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.Database == "" {
-		c.Database = DefaultDatabase
-	}
-	if c.Delivery.Workers == 0 {
-		c.Delivery.Workers = DefaultWorkers
-	}
-	if c.Delivery.MaxResponseBody == 0 {
-		c.Delivery.MaxResponseBody = DefaultMaxResponse
-	}
-	if c.Limits.MaxEventBytes == 0 {
-		c.Limits.MaxEventBytes = DefaultMaxEventBytes
-	}
-	if c.Limits.MaxBatchEvents == 0 {
-		c.Limits.MaxBatchEvents = DefaultMaxBatchEvents
-	}
-	if c.Limits.ActionsPerRule == 0 {
-		c.Limits.ActionsPerRule = DefaultActionsPerRule
-	}
-	if c.Limits.ConditionMemory == 0 {
-		c.Limits.ConditionMemory = DefaultConditionMemory
-	}
-	if c.Limits.ConditionTime == 0 {
-		c.Limits.ConditionTime = DefaultConditionTime
-	}
-	if c.Limits.ConditionCooldown == 0 {
-		c.Limits.ConditionCooldown = DefaultConditionCooldown
-	}
-	if c.Limits.RulesPerTenant == 0 {
-		c.Limits.RulesPerTenant = DefaultRulesPerTenant
-	}
-	if c.Limits.DeliveriesPerEvent == 0 {
-		c.Limits.DeliveriesPerEvent = DefaultDeliveriesPerEvent
-	}
-	if c.Limits.Streams == 0 {
-		c.Limits.Streams = DefaultStreams
-	}
+	c.Listen = cmp.Or(c.Listen, DefaultListen)
+	c.Database = cmp.Or(c.Database, DefaultDatabase)
+	c.Delivery.Workers = cmp.Or(c.Delivery.Workers, DefaultWorkers)
+	c.Delivery.MaxResponseBody = cmp.Or(c.Delivery.MaxResponseBody, DefaultMaxResponse)
+	c.Limits.MaxEventBytes = cmp.Or(c.Limits.MaxEventBytes, DefaultMaxEventBytes)
+	c.Limits.MaxBatchEvents = cmp.Or(c.Limits.MaxBatchEvents, DefaultMaxBatchEvents)
+	c.Limits.ActionsPerRule = cmp.Or(c.Limits.ActionsPerRule, DefaultActionsPerRule)
+	c.Limits.ConditionMemory = cmp.Or(c.Limits.ConditionMemory, DefaultConditionMemory)
+	c.Limits.ConditionTime = cmp.Or(c.Limits.ConditionTime, DefaultConditionTime)
+	c.Limits.ConditionCooldown = cmp.Or(c.Limits.ConditionCooldown, DefaultConditionCooldown)
+	c.Limits.RulesPerTenant = cmp.Or(c.Limits.RulesPerTenant, DefaultRulesPerTenant)
+	c.Limits.DeliveriesPerEvent = cmp.Or(c.Limits.DeliveriesPerEvent, DefaultDeliveriesPerEvent)
+	c.Limits.Streams = cmp.Or(c.Limits.Streams, DefaultStreams)
 }
 
 // Error is a configuration error at a position of the file.
