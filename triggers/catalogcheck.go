@@ -3,6 +3,7 @@ package triggers
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -39,7 +40,7 @@ type catalogRefs struct {
 // the rule is a catalog entity.
 func (l *loader) checkCatalog(r *Rule, refs catalogRefs) {
 	cat := l.opts.Catalog
-	if refs.on == nil || contains(r.On.Entities, Wildcard) {
+	if refs.on == nil || slices.Contains(r.On.Entities, Wildcard) {
 		return
 	}
 	names := cat.Entities()
@@ -63,7 +64,7 @@ func (l *loader) checkCatalog(r *Rule, refs catalogRefs) {
 		return
 	}
 	for _, ev := range r.On.Events {
-		if !contains(events, ev) {
+		if !slices.Contains(events, ev) {
 			n, p := l.triggerValue(refs, "event", ev)
 			l.errorf(n, p, "unknown event %q of %s%s; the catalog has: %s", ev, entityList(known), suggest(ev, events), strings.Join(events, ", "))
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -299,7 +300,7 @@ func isSingleRule(root *yaml.Node) bool {
 		if k.Value == "rules" {
 			return false
 		}
-		single = single || contains(ruleKeys, k.Value)
+		single = single || slices.Contains(ruleKeys, k.Value)
 	}
 	return single
 }
@@ -344,22 +345,13 @@ func (l *loader) mapping(n *yaml.Node, path string, known []string) []keyValue {
 			continue
 		}
 		seen[k.Value] = true
-		if known != nil && !contains(known, k.Value) {
+		if known != nil && !slices.Contains(known, k.Value) {
 			l.errorf(k, path, "unknown key %q%s (known: %s)", k.Value, suggest(k.Value, known), strings.Join(known, ", "))
 			continue
 		}
 		out = append(out, keyValue{k, v})
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func isNull(n *yaml.Node) bool {
@@ -411,7 +403,7 @@ func (l *loader) strList(n *yaml.Node, path string) ([]string, bool) {
 			ok = false
 			continue
 		}
-		if !contains(out, s) {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}
@@ -545,7 +537,7 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 			}
 			eventKey = kv.key
 			t.Events, _ = l.strList(kv.val, p)
-			if contains(t.Events, "*") {
+			if slices.Contains(t.Events, "*") {
 				t.Events = nil // "*" is any event
 			}
 		case "field":
@@ -686,7 +678,7 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		}
 		if lister, ok := l.opts.Actions.(interface{ Types() []string }); ok {
 			types := lister.Types()
-			if !contains(types, a.Type) {
+			if !slices.Contains(types, a.Type) {
 				if !l.unknownType(typeNode, p, a.Type, types) {
 					l.errorf(typeNode, p+".type", "unknown action type %q%s (known: %s)", a.Type, suggest(a.Type, types), strings.Join(types, ", "))
 				}

@@ -383,11 +383,11 @@ func (r *Rule) explain(ev *templates.Event, lim *ConditionLimits, ce *CooldownEr
 // checkTrigger checks the parts before the condition: entity, event,
 // tenant, field change.
 func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) {
-	if !contains(r.On.Entities, ev.Entity) && !contains(r.On.Entities, Wildcard) {
+	if !slices.Contains(r.On.Entities, ev.Entity) && !slices.Contains(r.On.Entities, Wildcard) {
 		x.DidYouMean = nearName(ev.Entity, r.On.Entities)
 		return PartEntity, "entity " + quoteCut(ev.Entity, maxReasonValue) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
 	}
-	if len(r.On.Events) > 0 && !contains(r.On.Events, ev.Event) {
+	if len(r.On.Events) > 0 && !slices.Contains(r.On.Events, ev.Event) {
 		x.DidYouMean = nearName(ev.Event, r.On.Events)
 		return PartEvent, "event " + quoteCut(ev.Event, maxReasonValue) + " is not " + quoteList(r.On.Events) + didYouMean(x.DidYouMean)
 	}

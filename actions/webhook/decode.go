@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 			d.errf(k, k.Value, "duplicate key")
 			continue
 		}
-		if !contains(knownKeys, k.Value) {
+		if !slices.Contains(knownKeys, k.Value) {
 			msg := "unknown key"
 			if s := didYouMean(k.Value, knownKeys); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
@@ -463,7 +464,7 @@ func (d *decoder) decodeAuth(c *config, n *yaml.Node) {
 	for i := 0; i+1 < len(v.Content); i += 2 {
 		k := v.Content[i]
 		path := "auth." + kind.Value + "." + k.Value
-		if !contains(want, k.Value) {
+		if !slices.Contains(want, k.Value) {
 			msg := "unknown key"
 			if s := didYouMean(k.Value, want); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
@@ -561,15 +562,6 @@ func (c *config) finishSecrets() {
 		c.known = c.known.addAuth(c.auth)
 	}
 	c.known = c.known.sorted()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // didYouMean returns the known key closest to s, or "".

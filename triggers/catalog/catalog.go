@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -421,7 +422,7 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string) [][2]*yaml.N
 			p.errorf(k, path, "keys must be strings, found %s", kindName(k))
 		case seen[k.Value]:
 			p.errorf(k, kp, "duplicate key")
-		case known != nil && !contains(known, k.Value):
+		case known != nil && !slices.Contains(known, k.Value):
 			hint := ""
 			if s := templates.Closest(k.Value, known); s != "" {
 				hint = fmt.Sprintf(" (did you mean %q?)", s)
@@ -433,15 +434,6 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string) [][2]*yaml.N
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func join(path, key string) string {
@@ -542,7 +534,7 @@ func (p *parser) events(n *yaml.Node, path string) []string {
 		if !ok {
 			continue
 		}
-		if contains(out, s) {
+		if slices.Contains(out, s) {
 			p.errorf(it, ip, "event %q is listed twice", s)
 			continue
 		}

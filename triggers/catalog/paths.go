@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,7 +181,7 @@ func scalarOnly(set []*jsonschema.Schema) bool {
 
 func containsAny(list []string, xs ...string) bool {
 	for _, x := range xs {
-		if contains(list, x) {
+		if slices.Contains(list, x) {
 			return true
 		}
 	}

@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -66,7 +67,7 @@ func (c *Catalog) Validate(ev *templates.Event) (Mode, error) {
 // Check validates ev against e whatever e's mode: its event name, data,
 // and previous (when the event has one).
 func (e *Entity) Check(ev *templates.Event) error {
-	if !contains(e.Events, ev.Event) {
+	if !slices.Contains(e.Events, ev.Event) {
 		hint := ""
 		if s := templates.Closest(ev.Event, e.Events); s != "" {
 			hint = fmt.Sprintf(" (did you mean %q?)", s)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,7 +56,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 		if src := q.Get("source"); src != "" && v.Source != src {
 			continue
 		}
-		if t := q.Get("tenant"); t != "" && !(len(v.Tenants) == 0 || contains(v.Tenants, t)) {
+		if t := q.Get("tenant"); t != "" && !(len(v.Tenants) == 0 || slices.Contains(v.Tenants, t)) {
 			continue
 		}
 		out = append(out, v)
@@ -82,15 +83,6 @@ func shownFile(p *principal, path string) string {
 		return filepath.Base(path)
 	}
 	return path
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
