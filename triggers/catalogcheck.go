@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
 // Catalog is what the loader asks an event catalog (LoadOptions.Catalog);
@@ -116,7 +117,7 @@ func (l *loader) triggerValue(refs catalogRefs, prefix, value string) (*yaml.Nod
 		if !strings.HasPrefix(k.Value, prefix) {
 			continue
 		}
-		p := pathJoin(refs.onPath, k.Value)
+		p := yamlx.Join(refs.onPath, k.Value)
 		if v.Kind == yaml.SequenceNode {
 			for j, it := range v.Content {
 				if it = resolve(it); it.Value == value {
@@ -221,7 +222,7 @@ func (l *loader) checkTemplatePaths(n *yaml.Node, path string, check func(string
 			if depth <= 1 && (k.Value == "type" || k.Value == "retry") {
 				continue
 			}
-			l.checkTemplatePaths(n.Content[i+1], pathJoin(path, k.Value), check, depth+1)
+			l.checkTemplatePaths(n.Content[i+1], yamlx.Join(path, k.Value), check, depth+1)
 		}
 	case yaml.ScalarNode:
 		s := n.Value

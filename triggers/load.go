@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
 // MaxRuleNameLength bounds rule names (they are URL path segments).
@@ -260,7 +261,7 @@ func (l *loader) parseFile() []*Rule {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		l.errorf(root, "", "expected a mapping with a rules: list, or one rule, found %s", kindName(root))
+		l.errorf(root, "", "expected a mapping with a rules: list, or one rule, found %s", yamlx.KindName(root))
 		return nil
 	}
 	if isSingleRule(root) {
@@ -278,7 +279,7 @@ func (l *loader) parseFile() []*Rule {
 		return nil
 	}
 	if rulesNode.Kind != yaml.SequenceNode {
-		l.errorf(rulesNode, "rules", "expected a list of rules, found %s", kindName(rulesNode))
+		l.errorf(rulesNode, "rules", "expected a list of rules, found %s", yamlx.KindName(rulesNode))
 		return nil
 	}
 	var rules []*Rule
@@ -333,7 +334,7 @@ func (l *loader) mapping(n *yaml.Node, path string, known []string) []keyValue {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
 		if k.Kind != yaml.ScalarNode {
-			l.errorf(k, path, "keys must be strings, found %s", kindName(k))
+			l.errorf(k, path, "keys must be strings, found %s", yamlx.KindName(k))
 			continue
 		}
 		if k.Value == "<<" {
@@ -341,7 +342,7 @@ func (l *loader) mapping(n *yaml.Node, path string, known []string) []keyValue {
 			continue
 		}
 		if seen[k.Value] {
-			l.errorf(k, pathJoin(path, k.Value), "duplicate key")
+			l.errorf(k, yamlx.Join(path, k.Value), "duplicate key")
 			continue
 		}
 		seen[k.Value] = true
@@ -362,7 +363,7 @@ func isNull(n *yaml.Node) bool {
 // text; null, lists and mappings are errors.
 func (l *loader) str(n *yaml.Node, path string) (string, bool) {
 	if n.Kind != yaml.ScalarNode || isNull(n) {
-		l.errorf(n, path, "expected a string, found %s", kindName(n))
+		l.errorf(n, path, "expected a string, found %s", yamlx.KindName(n))
 		return "", false
 	}
 	return n.Value, true
@@ -378,7 +379,7 @@ func (l *loader) strList(n *yaml.Node, path string) ([]string, bool) {
 	case n.Kind == yaml.ScalarNode && !isNull(n):
 		items = []*yaml.Node{n}
 	default:
-		l.errorf(n, path, "expected a list of strings, found %s", kindName(n))
+		l.errorf(n, path, "expected a list of strings, found %s", yamlx.KindName(n))
 		return nil, false
 	}
 	if len(items) == 0 {
@@ -423,7 +424,7 @@ func (l *loader) boolean(n *yaml.Node, path string) (bool, bool) {
 
 func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	if n.Kind != yaml.MappingNode {
-		l.errorf(n, path, "expected a rule mapping (name, on, actions, …), found %s", kindName(n))
+		l.errorf(n, path, "expected a rule mapping (name, on, actions, …), found %s", yamlx.KindName(n))
 		return nil
 	}
 	r := &Rule{Enabled: !l.opts.DisabledByDefault, Retry: DefaultRetry,
@@ -434,7 +435,7 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 	r.nameCol = n.Column
 	r.namePath = path
 	for _, kv := range l.mapping(n, path, ruleKeys) {
-		p := pathJoin(path, kv.key.Value)
+		p := yamlx.Join(path, kv.key.Value)
 		switch kv.key.Value {
 		case "name":
 			haveName = true
@@ -515,13 +516,13 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 
 func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 	if n.Kind != yaml.MappingNode {
-		l.errorf(n, path, "expected a mapping {entity, event, field, from, to}, found %s", kindName(n))
+		l.errorf(n, path, "expected a mapping {entity, event, field, from, to}, found %s", yamlx.KindName(n))
 		return
 	}
 	var t Trigger
 	var entityKey, eventKey, fromKey, toKey *yaml.Node
 	for _, kv := range l.mapping(n, path, triggerKeys) {
-		p := pathJoin(path, kv.key.Value)
+		p := yamlx.Join(path, kv.key.Value)
 		switch k := kv.key.Value; k {
 		case "entity", "entities":
 			if entityKey != nil {
@@ -557,7 +558,7 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 			t.Field = dotted
 		case "from", "to":
 			if kv.val.Kind != yaml.ScalarNode {
-				l.errorf(kv.val, p, "expected a scalar value, found %s", kindName(kv.val))
+				l.errorf(kv.val, p, "expected a scalar value, found %s", yamlx.KindName(kv.val))
 				continue
 			}
 			v := canonicalYAMLScalar(kv.val)
@@ -574,7 +575,7 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 	if t.Field == "" {
 		for _, k := range []*yaml.Node{fromKey, toKey} {
 			if k != nil {
-				l.errorf(k, pathJoin(path, k.Value), "%s needs field (the field whose change fires the rule)", k.Value)
+				l.errorf(k, yamlx.Join(path, k.Value), "%s needs field (the field whose change fires the rule)", k.Value)
 			}
 		}
 	}
@@ -621,7 +622,7 @@ func canonicalYAMLScalar(n *yaml.Node) string {
 
 func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 	if n.Kind != yaml.SequenceNode {
-		l.errorf(n, path, "expected a list of actions, found %s", kindName(n))
+		l.errorf(n, path, "expected a list of actions, found %s", yamlx.KindName(n))
 		return
 	}
 	if len(n.Content) == 0 {
@@ -640,7 +641,7 @@ func (l *loader) decodeActions(r *Rule, n *yaml.Node, path string) {
 		an = resolve(an)
 		p := fmt.Sprintf("%s[%d]", path, j)
 		if an.Kind != yaml.MappingNode {
-			l.errorf(an, p, "expected an action mapping with a type, found %s", kindName(an))
+			l.errorf(an, p, "expected an action mapping with a type, found %s", yamlx.KindName(an))
 			continue
 		}
 		a := Action{Line: an.Line, Column: an.Column}

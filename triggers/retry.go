@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
 // MaxScheduleLength bounds the delays of a schedule policy.
@@ -176,20 +178,20 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 			return Retry{}, false
 		}
 		kv := kvs[0]
-		p := pathJoin(path, kv.key.Value)
+		p := yamlx.Join(path, kv.key.Value)
 		ok := true
 		var r Retry
 		if kv.key.Value == "schedule" {
 			r.Kind = RetrySchedule
 			if kv.val.Kind != yaml.SequenceNode {
-				l.errorf(kv.val, p, "expected a list of delays like [5m, 10m], found %s", kindName(kv.val))
+				l.errorf(kv.val, p, "expected a list of delays like [5m, 10m], found %s", yamlx.KindName(kv.val))
 				return Retry{}, false
 			}
 			for i, dn := range kv.val.Content {
 				dn = resolve(dn)
 				d, err := parseDelay(dn.Value)
 				if dn.Kind != yaml.ScalarNode {
-					err = fmt.Errorf("expected a duration, found %s", kindName(dn))
+					err = fmt.Errorf("expected a duration, found %s", yamlx.KindName(dn))
 				}
 				if err != nil {
 					l.errorf(dn, fmt.Sprintf("%s[%d]", p, i), "%s", err.Error())
@@ -201,17 +203,17 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 		} else {
 			r.Kind = RetryExponential
 			if kv.val.Kind != yaml.MappingNode {
-				l.errorf(kv.val, p, "expected {initial: 5s, max: 1h, within: 24h}, found %s", kindName(kv.val))
+				l.errorf(kv.val, p, "expected {initial: 5s, max: 1h, within: 24h}, found %s", yamlx.KindName(kv.val))
 				return Retry{}, false
 			}
 			before := len(l.errs)
 			for _, e := range l.mapping(kv.val, p, exponentialKeys) {
 				d, err := parseDelay(e.val.Value)
 				if e.val.Kind != yaml.ScalarNode {
-					err = fmt.Errorf("expected a duration, found %s", kindName(e.val))
+					err = fmt.Errorf("expected a duration, found %s", yamlx.KindName(e.val))
 				}
 				if err != nil {
-					l.errorf(e.val, pathJoin(p, e.key.Value), "%s", err.Error())
+					l.errorf(e.val, yamlx.Join(p, e.key.Value), "%s", err.Error())
 					ok = false
 					continue
 				}
@@ -228,6 +230,6 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 		}
 		return r, true
 	}
-	l.errorf(n, path, "expected none, default, one-day, {schedule: [5m, 10m]} or {exponential: {initial, max, within}}, found %s", kindName(n))
+	l.errorf(n, path, "expected none, default, one-day, {schedule: [5m, 10m]} or {exponential: {initial, max, within}}, found %s", yamlx.KindName(n))
 	return Retry{}, false
 }

@@ -7,26 +7,11 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
 // yaml node helpers shared by the loader.
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "null"
-		}
-		return "a scalar"
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	return "a document"
-}
 
 // resolve follows aliases.
 func resolve(n *yaml.Node) *yaml.Node {
@@ -39,13 +24,6 @@ func resolve(n *yaml.Node) *yaml.Node {
 // keyValue is one entry of a mapping node.
 type keyValue struct {
 	key, val *yaml.Node
-}
-
-func pathJoin(prefix, key string) string {
-	if prefix == "" {
-		return key
-	}
-	return prefix + "." + key
 }
 
 // expandEnv expands ${NAME} in every scalar value below n, in place.
@@ -67,7 +45,7 @@ func (l *loader) expandEnv(n *yaml.Node, path string, seen map[*yaml.Node]bool) 
 		}
 	case yaml.MappingNode:
 		for i := 1; i < len(n.Content); i += 2 {
-			l.expandEnv(n.Content[i], pathJoin(path, n.Content[i-1].Value), seen)
+			l.expandEnv(n.Content[i], yamlx.Join(path, n.Content[i-1].Value), seen)
 		}
 	case yaml.ScalarNode:
 		l.curPath = path

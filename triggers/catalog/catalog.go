@@ -20,6 +20,7 @@ import (
 
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
 // Limits of one catalog. A catalog is written by the operator (files) or
@@ -313,7 +314,7 @@ func (p *parser) parse(src []byte) []*Entity {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		p.errorf(root, "", "expected a mapping with a catalog: list, found %s", kindName(root))
+		p.errorf(root, "", "expected a mapping with a catalog: list, found %s", yamlx.KindName(root))
 		return nil
 	}
 	var list *yaml.Node
@@ -325,7 +326,7 @@ func (p *parser) parse(src []byte) []*Entity {
 		return nil
 	}
 	if list.Kind != yaml.SequenceNode {
-		p.errorf(list, "catalog", "expected a list of entities, found %s", kindName(list))
+		p.errorf(list, "catalog", "expected a list of entities, found %s", yamlx.KindName(list))
 		return nil
 	}
 	if len(list.Content) > MaxEntities {
@@ -394,21 +395,6 @@ func hasAlias(n *yaml.Node, depth int) bool {
 	return false
 }
 
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "null"
-		}
-		return "a scalar"
-	}
-	return "a document"
-}
-
 // mapping returns the key/value pairs of n, reporting unknown and
 // duplicate keys.
 func (p *parser) mapping(n *yaml.Node, path string, known []string) [][2]*yaml.Node {
@@ -416,10 +402,10 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string) [][2]*yaml.N
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		kp := join(path, k.Value)
+		kp := yamlx.Join(path, k.Value)
 		switch {
 		case k.Kind != yaml.ScalarNode:
-			p.errorf(k, path, "keys must be strings, found %s", kindName(k))
+			p.errorf(k, path, "keys must be strings, found %s", yamlx.KindName(k))
 		case seen[k.Value]:
 			p.errorf(k, kp, "duplicate key")
 		case known != nil && !slices.Contains(known, k.Value):
@@ -436,16 +422,9 @@ func (p *parser) mapping(n *yaml.Node, path string, known []string) [][2]*yaml.N
 	return out
 }
 
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
 func (p *parser) str(n *yaml.Node, path string) (string, bool) {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" || n.Value == "" {
-		p.errorf(n, path, "expected a non-empty string, found %s", kindName(n))
+		p.errorf(n, path, "expected a non-empty string, found %s", yamlx.KindName(n))
 		return "", false
 	}
 	if len(n.Value) > templates.MaxNameLength {
@@ -457,7 +436,7 @@ func (p *parser) str(n *yaml.Node, path string) (string, bool) {
 
 func (p *parser) entity(n *yaml.Node, path string) *Entity {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, path, "expected an entity mapping {entity, events, data}, found %s", kindName(n))
+		p.errorf(n, path, "expected an entity mapping {entity, events, data}, found %s", yamlx.KindName(n))
 		return nil
 	}
 	before := len(p.errs)
@@ -465,7 +444,7 @@ func (p *parser) entity(n *yaml.Node, path string) *Entity {
 	var dataNode, prevNode, eventsNode *yaml.Node
 	for _, kv := range p.mapping(n, path, entryKeys) {
 		k, v := kv[0], kv[1]
-		kp := join(path, k.Value)
+		kp := yamlx.Join(path, k.Value)
 		switch k.Value {
 		case "entity":
 			e.Name, _ = p.str(v, kp)
@@ -473,7 +452,7 @@ func (p *parser) entity(n *yaml.Node, path string) *Entity {
 			if v.Kind == yaml.ScalarNode {
 				e.Description = v.Value
 			} else {
-				p.errorf(v, kp, "expected a string, found %s", kindName(v))
+				p.errorf(v, kp, "expected a string, found %s", yamlx.KindName(v))
 			}
 		case "events":
 			eventsNode = v
@@ -520,7 +499,7 @@ func (p *parser) entity(n *yaml.Node, path string) *Entity {
 
 func (p *parser) events(n *yaml.Node, path string) []string {
 	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
-		p.errorf(n, path, "expected a non-empty list of event names, found %s", kindName(n))
+		p.errorf(n, path, "expected a non-empty list of event names, found %s", yamlx.KindName(n))
 		return nil
 	}
 	if len(n.Content) > MaxEventsPerEntity {
@@ -647,7 +626,7 @@ func nodeAt(root *yaml.Node, path string, toks []string) (*yaml.Node, string) {
 					break
 				}
 			}
-			path = join(path, t)
+			path = yamlx.Join(path, t)
 		case yaml.SequenceNode:
 			var idx int
 			if _, err := fmt.Sscanf(t, "%d", &idx); err == nil && idx >= 0 && idx < len(n.Content) {
