@@ -144,10 +144,10 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 		ev.OccurredAt = time.Now().UTC() // as the engine stamps the receive time
 	}
 	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: env.catalog})
-	if err != nil || len(stand) == 0 {
-		return res, err
+	if err == nil && len(stand) > 0 {
+		stand.unmask(res)
 	}
-	return stand.unmask(res)
+	return res, err
 }
 
 // standIns are the values explain gives unset ${NAME} references: each a
@@ -167,20 +167,12 @@ func (s standIns) lookup(name string) (string, bool) {
 }
 
 // unmask shows each stand-in in res as ${NAME}.
-func (s standIns) unmask(res *explain.Result) (*explain.Result, error) {
-	b, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
+func (s standIns) unmask(res *explain.Result) {
 	var pairs []string
 	for v, name := range s {
 		pairs = append(pairs, v, "${"+name+"}")
 	}
-	var out explain.Result
-	if err := json.Unmarshal([]byte(strings.NewReplacer(pairs...).Replace(string(b))), &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	res.Replace(strings.NewReplacer(pairs...))
 }
 
 // explainOnServer has the server explain the event in the file input.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
 	"github.com/erpflow/erpflow/engine"
 )
 
@@ -138,13 +139,13 @@ func (s *Server) maskDelivery(d *engine.Delivery, as []engine.Attempt) {
 		return
 	}
 	if len(d.Payload) > 0 {
-		d.Payload = maskJSON(d.Payload, r)
+		d.Payload = explain.ReplaceJSON(d.Payload, r)
 	}
 	d.LastError = r.Replace(d.LastError)
 	for i := range as {
 		as[i].Error = r.Replace(as[i].Error)
 		if len(as[i].Detail) > 0 {
-			as[i].Detail = maskJSON(as[i].Detail, r)
+			as[i].Detail = explain.ReplaceJSON(as[i].Detail, r)
 		}
 	}
 }

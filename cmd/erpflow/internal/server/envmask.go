@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -74,62 +73,7 @@ func (e *envSeen) replacer() *strings.Replacer {
 // mask shows the recorded values in res's reasons and rendered actions as
 // ${NAME}.
 func (e *envSeen) mask(res *explain.Result) {
-	r := e.replacer()
-	if r == nil {
-		return
+	if r := e.replacer(); r != nil {
+		res.Replace(r)
 	}
-	for i := range res.Rules {
-		x := &res.Rules[i]
-		x.Reason = r.Replace(x.Reason)
-		for j := range x.Actions {
-			a := &x.Actions[j]
-			a.URL, a.Error = r.Replace(a.URL), r.Replace(a.Error)
-			for k, v := range a.Headers {
-				a.Headers[k] = r.Replace(v)
-			}
-			if a.Body != nil {
-				b := r.Replace(*a.Body)
-				a.Body = &b
-			}
-			if len(a.Payload) > 0 {
-				a.Payload = maskJSON(a.Payload, r)
-			}
-		}
-	}
-}
-
-// maskJSON applies r to the strings of raw (and to numbers, which become
-// strings when masked): raw stays valid JSON.
-func maskJSON(raw json.RawMessage, r *strings.Replacer) json.RawMessage {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var v any
-	if d.Decode(&v) != nil {
-		return json.RawMessage(`"(not shown: the payload is not JSON)"`)
-	}
-	var walk func(any) any
-	walk = func(v any) any {
-		switch x := v.(type) {
-		case string:
-			return r.Replace(x)
-		case json.Number:
-			if m := r.Replace(string(x)); m != string(x) {
-				return m
-			}
-		case map[string]any:
-			for k, e := range x {
-				x[k] = walk(e)
-			}
-		case []any:
-			for i, e := range x {
-				x[i] = walk(e)
-			}
-		}
-		return v
-	}
-	b, err := json.Marshal(walk(v))
-	if err != nil {
-		return json.RawMessage(`"(not shown: the payload is not JSON)"`)
-	}
-	return b
 }
