@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -62,12 +61,7 @@ func newDeliveriesListCmd(af *apiFlags) *cobra.Command {
 		Example: "  erpflow deliveries list --status dead --since 24h\n  erpflow deliveries list --rule so-released -o wide",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := tenantQuery(c, f.tenant)
-			for k, v := range map[string]string{"rule": f.rule, "status": f.status, "event_id": f.event, "since": f.since, "until": f.until, "cursor": cursor} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
+			q := tenantQuery(c, f.tenant, map[string]string{"rule": f.rule, "status": f.status, "event_id": f.event, "since": f.since, "until": f.until, "cursor": cursor})
 			q.Set("limit", strconv.Itoa(limit))
 			var l client.DeliveryList
 			if table, err := callAPI(c, af, http.MethodGet, "/v1/deliveries", q, nil, &l); !table {
@@ -255,15 +249,7 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			for k, v := range map[string]string{"rule": rule, "state": state, "entity": entity} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
-			for k, v := range tenantQuery(c, tenant) {
-				q[k] = v
-			}
+			q := tenantQuery(c, tenant, map[string]string{"rule": rule, "state": state, "entity": entity})
 			ctx, out, stderr := c.Context(), c.OutOrStdout(), c.ErrOrStderr()
 			// The server's retry: sets the base delay; failures in a row
 			// double it up to a minute; a Retry-After wins.

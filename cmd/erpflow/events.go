@@ -45,11 +45,18 @@ func callAPI(c *cobra.Command, af *apiFlags, method, path string, q url.Values, 
 }
 
 // tenantQuery is ?tenant= when --tenant was given (even empty: the
-// default tenant).
-func tenantQuery(c *cobra.Command, tenant string) url.Values {
+// default tenant), and each of params that is not empty.
+func tenantQuery(c *cobra.Command, tenant string, params ...map[string]string) url.Values {
 	q := url.Values{}
 	if c.Flags().Changed("tenant") {
 		q.Set("tenant", tenant)
+	}
+	for _, m := range params {
+		for k, v := range m {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
 	}
 	return q
 }
@@ -64,15 +71,7 @@ func newEventsListCmd(af *apiFlags) *cobra.Command {
 		Example: "  erpflow events list --entity SalesOrder --since 24h\n  erpflow events list --event released -o wide",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for k, v := range map[string]string{"entity": entity, "event": event, "since": since, "until": until, "cursor": cursor} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
-			if c.Flags().Changed("tenant") {
-				q.Set("tenant", tenant)
-			}
+			q := tenantQuery(c, tenant, map[string]string{"entity": entity, "event": event, "since": since, "until": until, "cursor": cursor})
 			q.Set("limit", strconv.Itoa(limit))
 			var l client.EventList
 			if table, err := callAPI(c, af, "GET", "/v1/events", q, nil, &l); !table {
