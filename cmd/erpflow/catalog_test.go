@@ -14,7 +14,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"gopkg.in/yaml.v3"
 
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
+	"github.com/erpflow/erpflow/engine/explain"
 	"github.com/erpflow/erpflow/triggers"
 	"github.com/erpflow/erpflow/triggers/catalog"
 )

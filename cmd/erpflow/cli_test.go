@@ -16,7 +16,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 )
@@ -25,13 +25,13 @@ import (
 // driving the CLI commands in-process.
 func cliEnv(t *testing.T, tokens []config.Token) string {
 	t.Helper()
-	return startCLIServer(t, server.Options{Tokens: tokens})
+	return startCLIServer(t, httpapi.Options{Tokens: tokens})
 }
 
 // startCLIServer serves the API with o (its Engine and Actions filled in:
 // SQLite in a temp dir, webhooks allowed to loopback over http, no quick
 // retries) and returns its URL.
-func startCLIServer(t *testing.T, o server.Options) string {
+func startCLIServer(t *testing.T, o httpapi.Options) string {
 	t.Helper()
 	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{})
 	if err != nil {
@@ -43,7 +43,7 @@ func startCLIServer(t *testing.T, o server.Options) string {
 	if o.Engine, err = engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), o)
+	srv, err := httpapi.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

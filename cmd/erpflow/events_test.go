@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // opsEnv is a real server (engine + SQLite, a version and store kind for
@@ -43,7 +43,7 @@ func newOpsEnv(t *testing.T) *opsEnv {
 		w.WriteHeader(int(e.status.Load()))
 	}))
 	t.Cleanup(e.rv.Close)
-	e.base = startCLIServer(t, server.Options{Version: "v9.9.9", StoreKind: "sqlite"})
+	e.base = startCLIServer(t, httpapi.Options{Version: "v9.9.9", StoreKind: "sqlite"})
 	return e
 }
 

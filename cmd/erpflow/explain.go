@@ -18,7 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
+	"github.com/erpflow/erpflow/engine/explain"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
 )

@@ -15,7 +15,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
+	"github.com/erpflow/erpflow/engine/explain"
 )
 
 const (

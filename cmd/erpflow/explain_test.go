@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/explain"
+	"github.com/erpflow/erpflow/engine/explain"
 )
 
 const examplesEvents = "../../examples/events"

@@ -17,7 +17,7 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 	"github.com/erpflow/erpflow/plugin"
@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer st.Close()
 
-	metrics := server.NewMetrics()
+	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
 	eng, err := engine.New(st, engine.Config{
 		Workers:                cfg.Delivery.Workers,
@@ -175,7 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(ctx, server.Options{
+	srv, err := httpapi.New(ctx, httpapi.Options{
 		Engine:         eng,
 		Actions:        reg,
 		RulePaths:      cfg.Rules,

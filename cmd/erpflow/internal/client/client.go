@@ -3,6 +3,8 @@
 package client
 
 import (
+	"github.com/erpflow/erpflow/engine/httpapi"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,7 +35,7 @@ type Client struct {
 // client refuses answers without it, so that pointing it at another
 // program (a webhook receiver answering 200 to anything) fails clearly
 // instead of looking like a success.
-const APIHeader = "Erpflow-Api"
+const APIHeader = httpapi.APIHeader
 
 // Error is an error answered by the server.
 type Error struct {

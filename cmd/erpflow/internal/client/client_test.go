@@ -12,7 +12,7 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
-	"github.com/erpflow/erpflow/cmd/erpflow/internal/server"
+	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 )
@@ -34,7 +34,7 @@ func erpflowServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), server.Options{Engine: eng, Actions: reg})
+	srv, err := httpapi.New(context.Background(), httpapi.Options{Engine: eng, Actions: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

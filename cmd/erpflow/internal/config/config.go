@@ -7,24 +7,27 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
-// Scopes a token may hold.
+// Scopes a token may hold: the HTTP API's (package httpapi).
 const (
-	ScopeEventsWrite     = "events:write"
-	ScopeRulesRead       = "rules:read"
-	ScopeRulesWrite      = "rules:write"
-	ScopeDeliveriesRead  = "deliveries:read"
-	ScopeDeliveriesWrite = "deliveries:write"
+	ScopeEventsWrite     = httpapi.ScopeEventsWrite
+	ScopeRulesRead       = httpapi.ScopeRulesRead
+	ScopeRulesWrite      = httpapi.ScopeRulesWrite
+	ScopeDeliveriesRead  = httpapi.ScopeDeliveriesRead
+	ScopeDeliveriesWrite = httpapi.ScopeDeliveriesWrite
 )
 
 // AllScopes lists every scope, in documentation order.
-var AllScopes = []string{ScopeEventsWrite, ScopeRulesRead, ScopeRulesWrite, ScopeDeliveriesRead, ScopeDeliveriesWrite}
+var AllScopes = httpapi.AllScopes
 
 // Defaults of the keys whose zero value is not the default.
 const (
@@ -32,17 +35,17 @@ const (
 	DefaultDatabase       = "sqlite:./erpflow.db"
 	DefaultWorkers        = 32
 	DefaultMaxResponse    = 65536
-	DefaultMaxEventBytes  = 1 << 20
-	DefaultMaxBatchEvents = 1000
+	DefaultMaxEventBytes  = httpapi.DefaultMaxEventBytes
+	DefaultMaxBatchEvents = httpapi.DefaultMaxBatchEvents
 	DefaultActionsPerRule = 16
 
 	DefaultConditionMemory   = 1 << 20
 	DefaultConditionTime     = 50 * time.Millisecond
 	DefaultConditionCooldown = time.Minute
 
-	DefaultRulesPerTenant     = 1000
+	DefaultRulesPerTenant     = httpapi.DefaultRulesPerTenant
 	DefaultDeliveriesPerEvent = 1000
-	DefaultStreams            = 64
+	DefaultStreams            = httpapi.DefaultStreams
 )
 
 // Config is the server configuration. The zero value of every field means
@@ -114,23 +117,8 @@ type Delivery struct {
 	QuickRetries *int
 }
 
-// Token is one API bearer token.
-type Token struct {
-	Name   string   // shown in logs instead of the token; required, unique
-	Token  string   // the secret; required, never logged
-	Tenant string   // when set, the token only sees this tenant's objects
-	Scopes []string // at least one of AllScopes
-}
-
-// HasScope reports whether t holds scope.
-func (t Token) HasScope(scope string) bool {
-	for _, s := range t.Scopes {
-		if s == scope {
-			return true
-		}
-	}
-	return false
-}
+// Token is one API bearer token (the HTTP API's type).
+type Token = httpapi.Token
 
 // Retention prunes old deliveries.
 type Retention struct {
@@ -712,14 +700,7 @@ func (d *decoder) tokens(n *yaml.Node, c *Config) {
 	})
 }
 
-func validScope(s string) bool {
-	for _, a := range AllScopes {
-		if a == s {
-			return true
-		}
-	}
-	return false
-}
+func validScope(s string) bool { return slices.Contains(AllScopes, s) }
 
 // expandEnv replaces ${NAME} with the variable's value; an unset variable
 // is an error. "$$" is a literal "$".

@@ -1,0 +1,124 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// apiError is the JSON error body: {"error":{"code","message","field"}}.
+type apiError struct {
+	Status  int           `json:"-"`
+	Code    string        `json:"code"`
+	Message string        `json:"message"`
+	Field   string        `json:"field,omitempty"`
+	Details []errorDetail `json:"details,omitempty"`
+	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
+	RetryAfter int `json:"-"`
+}
+
+// errorDetail is one of several problems (rule validation).
+type errorDetail struct {
+	Field   string `json:"field,omitempty"`
+	Line    int    `json:"line,omitempty"`
+	Column  int    `json:"column,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func errf(status int, code, field, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func badRequest(field, format string, args ...any) *apiError {
+	return errf(http.StatusBadRequest, "invalid", field, format, args...)
+}
+
+func notFound(what, id string) *apiError {
+	return errf(http.StatusNotFound, "not_found", "", "%s %q not found", what, id)
+}
+
+// ruleError turns a rules load error into a 400 naming the field and
+// the line:col of the body. triggers reports one "file:line:col: path: msg"
+// line per problem.
+func ruleError(err error) *apiError {
+	ae := &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Message: err.Error()}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		m := errLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		d := errorDetail{Field: m[3], Message: m[4]}
+		d.Line, _ = strconv.Atoi(m[1])
+		d.Column, _ = strconv.Atoi(m[2])
+		ae.Details = append(ae.Details, d)
+	}
+	if len(ae.Details) > 0 {
+		ae.Field = ae.Details[0].Field
+	}
+	return ae
+}
+
+// detailsError is the 400 invalid_rule listing details, each at its
+// line:col of the body, the first one's field as the error's.
+func detailsError(details []errorDetail) *apiError {
+	msgs := make([]string, len(details))
+	for i, d := range details {
+		msgs[i] = fmt.Sprintf("body:%d:%d: %s: %s", d.Line, d.Column, d.Field, d.Message)
+	}
+	return &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Field: details[0].Field,
+		Message: strings.Join(msgs, "\n"), Details: details}
+}
+
+var errLine = regexp.MustCompile(`^[^:]*:(\d+):(\d+):? (?:([A-Za-z0-9_.\[\]-]+): )?(.*)$`)
+
+// storeError maps store errors to HTTP errors.
+func storeError(err error, what, id string) *apiError {
+	switch {
+	case errors.Is(err, engine.ErrNotFound):
+		return notFound(what, id)
+	case errors.Is(err, engine.ErrConflict):
+		return errf(http.StatusConflict, "conflict", "", "%s %q was changed concurrently or already exists: %v", what, id, err)
+	}
+	return internal(err)
+}
+
+// unavailableRetry is the Retry-After of a 503 when the database is down:
+// long enough not to hammer it, short enough for a restart.
+const unavailableRetry = 5
+
+func internal(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	if errors.Is(err, engine.ErrUnavailable) {
+		// Not the client's fault and not for ever: clients retry later.
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: unavailableRetry,
+			Message: "the database is unavailable, try again later: " + err.Error()}
+	}
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	ae := internal(err)
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
+	writeJSON(w, ae.Status, map[string]any{"error": ae})
+}

@@ -1,0 +1,331 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// Options configures a Server. Zero values mean defaults.
+type Options struct {
+	// Engine runs the rules; required. The Server owns its rule set.
+	Engine *engine.Engine
+	// Actions decodes action configs of rules (the action registry);
+	// required for rules with actions.
+	Actions triggers.ActionDecoder
+	// RulePaths are rule files or directories, reloaded by ReloadFiles.
+	// Default none.
+	RulePaths []string
+	// CatalogPaths are event catalog files or directories, reloaded by
+	// ReloadFiles: rules are checked against them (and the catalog written
+	// through PUT /v1/catalog) at load, events validated at ingest.
+	// Default none.
+	CatalogPaths []string
+	// LookupEnv resolves ${NAME} in rules. Default os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// APIRuleEnv are the only variables rules written through the API may
+	// reference as ${NAME}: whoever holds rules:write must not be able to
+	// send the server's environment anywhere. Default none (rule files
+	// may use any variable).
+	APIRuleEnv []string
+	// Tokens are the bearer tokens. Default none: no authentication.
+	Tokens []Token
+	// MaxEventBytes is the largest accepted event. Default 1 MiB.
+	MaxEventBytes int64
+	// MaxBatchEvents is the most events in one request. Default 1000.
+	MaxBatchEvents int
+	// ActionsPerRule is the most actions of one rule (files and API).
+	// Default 16.
+	ActionsPerRule int
+	// RulesPerTenant is the most rules stored through the API per tenant
+	// scope (see ruleManager.reserve). Default 1000.
+	RulesPerTenant int
+	// Metrics, when set, is served at /metrics.
+	Metrics *Metrics
+	// Logger receives request and reload logs. Default slog.Default().
+	Logger *slog.Logger
+	// Version is the server's version, shown by GET /v1/status. Default "".
+	Version string
+	// StoreKind names the database for GET /v1/status ("sqlite",
+	// "postgres"; never its address). Default "".
+	StoreKind string
+	// MaxStreams is the most live attempt streams open at once; one more
+	// is refused with 503. Default 64.
+	MaxStreams int
+}
+
+// Server is the HTTP API. It implements http.Handler.
+type Server struct {
+	opts  Options
+	eng   *engine.Engine
+	store engine.Store
+	auth  *authenticator
+	rules *ruleManager
+	// catalog is the event catalog in force (files and API).
+	catalog *catalogState
+	env     envSeen // the ${NAME} values rules read: explain masks them
+	log     *slog.Logger
+	mux     *http.ServeMux
+
+	started time.Time   // for GET /v1/status
+	streams streamState // GET /v1/deliveries:stream
+}
+
+// maxBatchBody caps a batch request body whatever the per-event limit.
+const maxBatchBody = 64 << 20
+
+// New loads the file rules and the API rules into the engine and returns
+// the API. A bad rule file is an error naming file:line:col.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Engine == nil {
+		return nil, errors.New("server: Options.Engine is required")
+	}
+	if opts.MaxEventBytes <= 0 {
+		opts.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if opts.MaxBatchEvents <= 0 {
+		opts.MaxBatchEvents = DefaultMaxBatchEvents
+	}
+	if opts.RulesPerTenant <= 0 {
+		opts.RulesPerTenant = DefaultRulesPerTenant
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultStreams
+	}
+	s := &Server{
+		opts:    opts,
+		eng:     opts.Engine,
+		store:   opts.Engine.Store(),
+		auth:    newAuthenticator(opts.Tokens),
+		log:     opts.Logger,
+		started: time.Now(),
+	}
+	s.streams.init(s)
+	cat, err := newCatalogState(ctx, opts.CatalogPaths, s.store, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s.catalog = cat
+	s.rules = newRuleManager(opts.Engine, triggers.LoadOptions{Actions: opts.Actions, LookupEnv: s.env.wrap(opts.LookupEnv), MaxActions: opts.ActionsPerRule, Catalog: cat}, opts.APIRuleEnv, opts.RulePaths, opts.Logger)
+	s.rules.perTenant = opts.RulesPerTenant
+	files, err := s.rules.loadFiles()
+	if err != nil {
+		return nil, err
+	}
+	s.rules.files = files
+	if err := s.rules.refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	if n, err := s.rules.repairScopes(ctx); err != nil {
+		s.log.Warn("writing API rules' tenants into their stored source failed; their tenant column still applies", "error", err)
+	} else if n > 0 {
+		s.log.Info("API rules of older versions now name their tenant in their stored source", "rules", n)
+	}
+	s.routes()
+	return s, nil
+}
+
+// ReloadFiles reads the rule files again and applies them atomically; on
+// error the rules in force stay and the error names file:line:col.
+func (s *Server) ReloadFiles(ctx context.Context) (int, error) {
+	undo, err := s.catalog.reloadFiles()
+	if err != nil {
+		s.log.Error("rules reload failed; the previous rules stay in force", "error", err)
+		return 0, err
+	}
+	n, err := s.rules.ReloadFiles(ctx)
+	if err != nil {
+		undo()
+		s.log.Error("rules reload failed; the previous rules stay in force", "error", err)
+		return 0, err
+	}
+	s.log.Info("rules reloaded", "file_rules", n)
+	return n, nil
+}
+
+// RefreshRules reads the API rules from the database and applies them if
+// any changed.
+func (s *Server) RefreshRules(ctx context.Context) error {
+	if err := s.catalog.refresh(ctx); err != nil {
+		return err
+	}
+	return s.rules.Refresh(ctx)
+}
+
+// WatchRules calls RefreshRules every interval until ctx ends: several
+// processes on one database pick up each other's rule and catalog changes
+// this way.
+func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.RefreshRules(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing API rules and the catalog", "error", err)
+			}
+		}
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	w.Header().Set(APIHeader, "1") // tells the CLI it reached erpflow, not some other program
+	s.mux.ServeHTTP(rec, r)
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.request(r.Pattern, rec.status, time.Since(start))
+	}
+	lvl := slog.LevelDebug
+	if rec.status >= 500 {
+		lvl = slog.LevelError
+	} else if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" {
+		lvl = slog.LevelInfo
+	}
+	// The Authorization header is never logged; only the token's name.
+	s.log.Log(r.Context(), lvl, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+		"duration", time.Since(start).Round(time.Microsecond), "token", rec.who)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	who    string
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		m.Handle("GET /metrics", s.opts.Metrics.Handler())
+	}
+	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+
+	m.HandleFunc("POST /v1/events", s.require(ScopeEventsWrite, s.postEvents))
+	m.HandleFunc("POST /v1/events:explain", s.require(ScopeRulesRead, s.explainEvent))
+	m.HandleFunc("GET /v1/events", s.require(ScopeDeliveriesRead, s.listEvents))
+	m.HandleFunc("GET /v1/events/{id}", s.require(ScopeDeliveriesRead, s.getEvent))
+	m.HandleFunc("POST /v1/events/{id}", s.require(ScopeEventsWrite, s.rerunEvent)) // {id}:rerun
+	m.HandleFunc("GET /v1/status", s.require(ScopeDeliveriesRead, s.status))
+
+	m.HandleFunc("GET /v1/rules", s.require(ScopeRulesRead, s.listRules))
+	m.HandleFunc("POST /v1/rules", s.require(ScopeRulesWrite, s.createRule))
+	m.HandleFunc("POST /v1/rules:reload", s.require(ScopeRulesWrite, s.reloadRules))
+	m.HandleFunc("GET /v1/rules/{name}", s.require(ScopeRulesRead, s.getRule))
+	m.HandleFunc("PUT /v1/rules/{name}", s.require(ScopeRulesWrite, s.putRule))
+	m.HandleFunc("PATCH /v1/rules/{name}", s.require(ScopeRulesWrite, s.patchRule))
+	m.HandleFunc("DELETE /v1/rules/{name}", s.require(ScopeRulesWrite, s.deleteRule))
+	m.HandleFunc("POST /v1/rules/{name}/duplicate", s.require(ScopeRulesWrite, s.duplicateRule))
+	m.HandleFunc("POST /v1/rules/{name}/enable", s.require(ScopeRulesWrite, s.enableRule(true)))
+	m.HandleFunc("POST /v1/rules/{name}/disable", s.require(ScopeRulesWrite, s.enableRule(false)))
+	m.HandleFunc("POST /v1/rules/{name}/test", s.require(ScopeRulesWrite, s.testRule))
+
+	m.HandleFunc("GET /v1/catalog", s.require(ScopeRulesRead, s.getCatalog))
+	m.HandleFunc("PUT /v1/catalog", s.require(ScopeRulesWrite, s.putCatalog))
+
+	m.HandleFunc("GET /v1/deliveries", s.require(ScopeDeliveriesRead, s.listDeliveries))
+	m.HandleFunc("GET /v1/deliveries/{id}", s.require(ScopeDeliveriesRead, s.getDelivery))
+	m.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(ScopeDeliveriesWrite, s.retryDelivery))
+	m.HandleFunc("POST /v1/deliveries:replay", s.require(ScopeDeliveriesWrite, s.replayDeliveries))
+	m.HandleFunc("GET /v1/deliveries:stream", queryToken(s.require(ScopeDeliveriesRead, s.streamAttempts)))
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = method
+			if _, pattern := m.Handler(probe); pattern != "/" {
+				allow = append(allow, method)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, errf(http.StatusMethodNotAllowed, "method_not_allowed", "", "%s %s: allowed methods are %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+			return
+		}
+		writeError(w, errf(http.StatusNotFound, "not_found", "", "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	s.mux = m
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeError(w, errf(http.StatusServiceUnavailable, "unavailable", "", "database unreachable: %v", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readBody reads at most limit bytes of the request body; more is a 413.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errf(http.StatusRequestEntityTooLarge, "too_large", "", "the request body is larger than %d bytes", limit)
+		}
+		return nil, badRequest("", "reading the request body: %v", err)
+	}
+	return b, nil
+}
+
+func (s *Server) reloadRules(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	if p.Bound {
+		writeError(w, errf(http.StatusForbidden, "forbidden", "", "reloading rule files needs a token not bound to a tenant"))
+		return
+	}
+	n, err := s.ReloadFiles(r.Context())
+	if err != nil {
+		ae := ruleError(err)
+		ae.Code = "invalid_rules"
+		ae.Message = fmt.Sprintf("the rules were not reloaded; the previous rules stay in force: %v", err)
+		writeError(w, ae)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"file_rules": n, "paths": nonNil(s.opts.RulePaths)})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// RulesInForce lists the names of the rules in force.
+func (s *Server) RulesInForce() []string {
+	s.rules.vmu.RLock()
+	defer s.rules.vmu.RUnlock()
+	return append([]string(nil), s.rules.order...)
+}
