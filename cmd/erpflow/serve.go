@@ -17,6 +17,7 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/engine/console"
 	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
@@ -195,6 +196,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("loading rules: %w", err)
 	}
+	ui, err := console.New(console.Options{API: srv, Logger: logger.With("component", "console")})
+	if err != nil {
+		return err
+	}
 
 	// The engine and the rule watcher outlive ctx until the HTTP server
 	// has stopped, so that requests in flight can finish.
@@ -211,7 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           ui.WithAPI(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute, // bounds slow request bodies
 		IdleTimeout:       2 * time.Minute,
@@ -222,7 +227,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),
-		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", moduleVersion())
+		"console", "http://"+ln.Addr().String()+"/ui/", "rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", moduleVersion())
 
 	for running := true; running; {
 		select {
@@ -262,3 +267,4 @@ func stopEngine(eng *engine.Engine, logger *slog.Logger) {
 		logger.Warn("engine stop", "error", err)
 	}
 }
+

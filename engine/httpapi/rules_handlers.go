@@ -189,14 +189,29 @@ func (m *ruleManager) prepareNew(p *principal, body *ruleBody) (*triggers.Rule, 
 // beginEdit is the start of PUT and PATCH: the editable rule, the version
 // the change is based on (If-Match, else the one in force) and the body.
 func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, int64, []byte, bool) {
-	e, ok := s.editableRule(w, r)
+	e, ver, ok := s.editableAt(w, r)
 	if !ok {
 		return nil, 0, nil, false
+	}
+	b, err := readBody(w, r, maxRuleBody)
+	if err != nil {
+		writeError(w, err)
+		return nil, 0, nil, false
+	}
+	return e, ver, b, true
+}
+
+// editableAt is the editable rule at the version the change is based on:
+// If-Match (409 when the rule is at another), else the one in force.
+func (s *Server) editableAt(w http.ResponseWriter, r *http.Request) (*ruleEntry, int64, bool) {
+	e, ok := s.editableRule(w, r)
+	if !ok {
+		return nil, 0, false
 	}
 	ver, err := ifMatch(r)
 	if err != nil {
 		writeError(w, err)
-		return nil, 0, nil, false
+		return nil, 0, false
 	}
 	if ver < 0 {
 		ver = e.api.rec.Version
@@ -206,22 +221,17 @@ func (s *Server) beginEdit(w http.ResponseWriter, r *http.Request) (*ruleEntry, 
 		// (its source, its tenants), not what this one last read.
 		if err := s.rules.Refresh(r.Context()); err != nil {
 			writeError(w, internal(err))
-			return nil, 0, nil, false
+			return nil, 0, false
 		}
 		if e, ok = s.editableRule(w, r); !ok {
-			return nil, 0, nil, false
+			return nil, 0, false
 		}
 		if ver != e.api.rec.Version {
 			writeError(w, errf(http.StatusConflict, "conflict", "If-Match", "rule %q is at version %d, not %d", e.api.rec.Name, e.api.rec.Version, ver))
-			return nil, 0, nil, false
+			return nil, 0, false
 		}
 	}
-	b, err := readBody(w, r, maxRuleBody)
-	if err != nil {
-		writeError(w, err)
-		return nil, 0, nil, false
-	}
-	return e, ver, b, true
+	return e, ver, true
 }
 
 func (s *Server) putRule(w http.ResponseWriter, r *http.Request) {
@@ -326,7 +336,9 @@ func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) enableRule(on bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		e, ok := s.editableRule(w, r)
+		// If-Match makes the toggle conditional, as an edit (the console's
+		// switch sends the version it showed).
+		e, _, ok := s.editableAt(w, r)
 		if !ok {
 			return
 		}

@@ -1,0 +1,123 @@
+// erpflow console: the token, page loading and live updates. Everything
+// else is htmx attributes in the server's HTML. No eval, no inline code:
+// the page's Content-Security-Policy allows scripts from this server only.
+(function () {
+  'use strict';
+  var KEY = 'erpflow.token';
+  var prefix = document.body.dataset.prefix;
+  var main = document.getElementById('main');
+
+  function token() {
+    try { return sessionStorage.getItem(KEY) || ''; } catch (e) { return ''; }
+  }
+
+  // Every request of htmx carries the token as a header (never a cookie).
+  document.addEventListener('htmx:configRequest', function (e) {
+    var t = token();
+    if (t) { e.detail.headers['Authorization'] = 'Bearer ' + t; }
+  });
+
+  document.addEventListener('submit', function (e) {
+    var f = e.target;
+    if (f.id !== 'signin') { return; }
+    e.preventDefault();
+    var v = f.elements.token.value.trim();
+    if (!v) { return; }
+    sessionStorage.setItem(KEY, v);
+    location.reload();
+  });
+
+  var signout = document.getElementById('signout');
+  if (token()) { signout.hidden = false; }
+  signout.addEventListener('click', function () {
+    sessionStorage.removeItem(KEY);
+    location.assign(prefix + '/');
+  });
+
+  // Confirmation of buttons that delete or replay: data-confirm instead of
+  // hx-confirm keeps the wording in the server's HTML.
+  document.addEventListener('htmx:confirm', function (e) {
+    var q = e.detail.elt.getAttribute('data-confirm');
+    if (q && !window.confirm(q)) { e.preventDefault(); }
+  });
+
+  // Live: an element with data-live="<stream query>" follows the attempt
+  // stream; each attempt's delivery row is fetched again (data-row="<row
+  // URL with {id}>") and replaces its row, or is added on top of the
+  // element's tbody when it is new and the row URL answers one.
+  var source = null;
+  var pending = {};
+  function closeLive() {
+    if (source) { source.close(); source = null; }
+  }
+  function openLive(el) {
+    closeLive();
+    var q = el.getAttribute('data-live') || '';
+    var t = token();
+    var url = prefix + '/live' + (q ? '?' + q : '');
+    if (t) { url += (q ? '&' : '?') + 'access_token=' + encodeURIComponent(t); }
+    source = new EventSource(url);
+    var status = document.getElementById('live-status');
+    source.addEventListener('open', function () { if (status) { status.textContent = 'Live'; status.className = 'live on'; } });
+    source.addEventListener('error', function () { if (status) { status.textContent = 'Reconnecting…'; status.className = 'live off'; } });
+    source.addEventListener('attempt', function (m) {
+      var a;
+      try { a = JSON.parse(m.data); } catch (err) { return; }
+      if (!a.delivery_id || pending[a.delivery_id]) { return; }
+      pending[a.delivery_id] = true;
+      window.setTimeout(function () { refreshRow(el, a.delivery_id); }, 150);
+    });
+  }
+  function refreshRow(el, id) {
+    delete pending[id];
+    var tmpl = el.getAttribute('data-row');
+    if (!tmpl) { return; }
+    var url = tmpl.replace('{id}', encodeURIComponent(id));
+    var headers = { 'HX-Request': 'true' };
+    var t = token();
+    if (t) { headers['Authorization'] = 'Bearer ' + t; }
+    fetch(url, { headers: headers, credentials: 'omit' }).then(function (r) {
+      if (r.status !== 200) { return null; }
+      return r.text();
+    }).then(function (html) {
+      if (!html) { return; }
+      var tpl = document.createElement('template');
+      tpl.innerHTML = html.trim();
+      var rows = tpl.content.querySelectorAll('tr');
+      if (!rows.length) { return; }
+      var old = document.getElementById('dlv-' + id);
+      var tbody = el.querySelector('tbody');
+      var detail = document.getElementById('detail-' + id);
+      if (old) {
+        old.replaceWith(rows[0]);
+      } else if (tbody) {
+        var frag = document.createDocumentFragment();
+        rows.forEach(function (r) { frag.appendChild(r); });
+        tbody.insertBefore(frag, tbody.firstChild);
+        var empty = el.querySelector('.empty');
+        if (empty) { empty.remove(); }
+      }
+      htmx.process(document.getElementById('dlv-' + id));
+      // An open attempt list is refreshed as well.
+      if (detail && !detail.hidden) { htmx.trigger(detail, 'refresh'); }
+    });
+  }
+
+  function afterSwap() {
+    main.removeAttribute('aria-busy');
+    var live = main.querySelector('[data-live]');
+    if (live) { openLive(live); } else { closeLive(); }
+    var h = main.querySelector('h1');
+    if (h && document.activeElement === document.body) { h.setAttribute('tabindex', '-1'); }
+  }
+  document.addEventListener('htmx:afterSettle', function (e) {
+    if (e.detail.target === main) { afterSwap(); }
+  });
+  window.addEventListener('pagehide', closeLive);
+
+  function load() {
+    main.setAttribute('aria-busy', 'true');
+    htmx.ajax('GET', main.dataset.src, { target: main, swap: 'innerHTML' });
+  }
+  if (window.htmx) { load(); } else { document.addEventListener('DOMContentLoaded', load); }
+})();
