@@ -16,8 +16,8 @@ import (
 
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
-	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine/store"
 )
 

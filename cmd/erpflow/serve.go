@@ -17,9 +17,9 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/config"
+	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/console"
 	"github.com/erpflow/erpflow/engine/httpapi"
-	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
 	"github.com/erpflow/erpflow/plugin"
 	"github.com/erpflow/erpflow/triggers"
@@ -267,4 +267,3 @@ func stopEngine(eng *engine.Engine, logger *slog.Logger) {
 		logger.Warn("engine stop", "error", err)
 	}
 }
-

@@ -12,8 +12,8 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
-	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 	"github.com/erpflow/erpflow/engine/store"
 )
 
