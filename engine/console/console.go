@@ -218,6 +218,12 @@ func (c *Console) routes() {
 		http.Redirect(w, r, p+"/", http.StatusFound)
 	})
 	m.HandleFunc("GET "+p+"/live", c.live)
+	// The sign-in form is handled by the page's script; should the form
+	// ever be posted (no script), the token goes in a POST body, never a
+	// URL, and is refused here.
+	m.HandleFunc("POST "+p+"/signin", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "sign-in needs the console's script: enable JavaScript for this address", http.StatusBadRequest)
+	})
 
 	m.HandleFunc("GET "+p+"/rules", c.page(c.rulesList))
 	m.HandleFunc("POST "+p+"/rules/{name}/enable", c.action(c.ruleSwitch(true)))

@@ -36,15 +36,18 @@ type dbKind struct {
 	open func(t testing.TB) engine.Store
 }
 
+// openSQLite opens a store on a new SQLite file.
+func openSQLite(t testing.TB) engine.Store {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 func forEachDB(t *testing.T, fn func(t *testing.T, k dbKind)) {
-	ks := []dbKind{{name: "sqlite", open: func(t testing.TB) engine.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}}}
+	ks := []dbKind{{name: "sqlite", open: openSQLite}}
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		ks = append(ks, dbKind{name: "postgres", open: func(t testing.TB) engine.Store {
 			st, err := postgres.Open(context.Background(), storetest.NewPostgresDatabase(t, u, "consoletest"), postgres.Options{})
@@ -346,13 +349,14 @@ func (b *browser) text(sel string) string {
 	return s
 }
 
-// eval evaluates a JavaScript expression in the page (the DevTools
-// protocol, not the page's own script: CSP does not apply to it).
+// eval evaluates a JavaScript expression in the page, awaiting a promise
+// (through the DevTools protocol, not the page's own script: CSP does
+// not apply to it).
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserWait)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
 		b.t.Fatalf("evaluating %s: %v", expr, err)
 	}
@@ -364,8 +368,20 @@ func (b *browser) waitFor(what, cond string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, browserWait)
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
-		b.t.Fatalf("waiting for %s (%s): %v\npage text:\n%s", what, cond, err, b.pageText())
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond)))
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			b.t.Fatalf("waiting for %s (%s): %v\npage text:\n%s", what, cond, err, b.pageText())
+		}
+		// The page navigated (a reload after signing in) while polling:
+		// poll the new one.
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -401,7 +417,7 @@ func (b *browser) signIn(base, token string) {
 	b.do(chromedp.Navigate(base+"/ui/"),
 		chromedp.WaitVisible(chromedp.CSS("#signin-token")),
 		chromedp.SendKeys(chromedp.CSS("#signin-token"), token),
-		chromedp.Submit(chromedp.CSS("#signin")),
+		chromedp.Click(chromedp.CSS("#signin button[type=submit]")),
 	)
 	b.waitFor("signed in", `!!document.querySelector('#main') && !document.querySelector('#main').hasAttribute('aria-busy') && !document.querySelector('#signin')`)
 }
