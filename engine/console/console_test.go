@@ -139,7 +139,7 @@ func TestTenantPortal(t *testing.T) {
 
 		b := newBrowser(t, 1280, 800)
 		b.allowConsoleError("401") // the sign-in page is a 401 answer
-	b.allowConsoleError("404") // the fetch of globex's rule below
+		b.allowConsoleError("404") // the fetch of globex's rule below
 		b.signIn(s.URL, "tok-acme")
 		b.open(s.URL, "/ui/rules")
 		b.waitText("#rules", "acme-orders")
