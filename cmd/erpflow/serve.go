@@ -196,9 +196,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("loading rules: %w", err)
 	}
-	ui, err := console.New(console.Options{API: srv, Logger: logger.With("component", "console")})
-	if err != nil {
-		return err
+	var handler http.Handler = srv
+	if !cfg.Console.Disabled {
+		ui, err := console.New(console.Options{API: srv, Title: cfg.Console.Title, Logger: logger.With("component", "console")})
+		if err != nil {
+			return err
+		}
+		handler = ui.WithAPI()
 	}
 
 	// The engine and the rule watcher outlive ctx until the HTTP server
@@ -216,7 +220,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           ui.WithAPI(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       2 * time.Minute, // bounds slow request bodies
 		IdleTimeout:       2 * time.Minute,
@@ -227,7 +231,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	logger.Info("erpflow serving", "addr", "http://"+ln.Addr().String(), "database", store.Redact(cfg.Database),
-		"console", "http://"+ln.Addr().String()+"/ui/", "rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", moduleVersion())
+		"rules", len(srv.RulesInForce()), "auth", len(cfg.Tokens) > 0, "version", moduleVersion())
+	if !cfg.Console.Disabled {
+		logger.Info("console: open it in a browser", "url", "http://"+ln.Addr().String()+"/ui/")
+	}
 
 	for running := true; running; {
 		select {

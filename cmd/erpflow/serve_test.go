@@ -537,3 +537,50 @@ func TestServePlugin(t *testing.T) {
 }
 
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// TestServeConsole: serve serves the console at /ui/ and redirects /
+// there, with the title the config gives; `console: {enabled: false}`
+// turns both off.
+func TestServeConsole(t *testing.T) {
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\nconsole: {title: ACME webhooks}\n")
+	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	srv.waitOutput(t, `"url":"`+regexp.QuoteMeta(base)+`/ui/"`)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noFollow.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/ui/" {
+		t.Fatalf("GET / = %d %q", res.StatusCode, res.Header.Get("Location"))
+	}
+	res, err = http.Get(base + "/ui/rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), "<title>ACME webhooks</title>") || res.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET /ui/rules = %d\n%s", res.StatusCode, b)
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.wait(t)
+
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\nconsole: {enabled: false}\n")
+	srv = start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base = srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	for _, p := range []string{"/", "/ui/", "/ui/rules"} {
+		res, err := noFollow.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Fatalf("console disabled: GET %s = %d, want 404", p, res.StatusCode)
+		}
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	srv.wait(t)
+}

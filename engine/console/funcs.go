@@ -38,6 +38,7 @@ func (c *Console) funcs() template.FuncMap {
 			}
 			return "?" + q.Encode()
 		},
+		"title":    func() string { return c.opts.Title },
 		"ts":       formatTime,
 		"ago":      ago,
 		"ms":       func(ns int64) string { return fmt.Sprintf("%.1f ms", float64(ns)/1e6) },

@@ -74,6 +74,8 @@ type Config struct {
 	Tokens []Token
 	// Retention prunes old deliveries.
 	Retention Retention
+	// Console configures the web console at /ui/.
+	Console Console
 	// Limits bounds requests.
 	Limits Limits
 	// LogFormat is "text", "json" or "" (text on a terminal, JSON otherwise).
@@ -119,6 +121,16 @@ type Delivery struct {
 
 // Token is one API bearer token (the HTTP API's type).
 type Token = httpapi.Token
+
+// Console configures the web console (package console).
+type Console struct {
+	// Disabled turns the console off (`console: {enabled: false}`): /ui/
+	// and / answer 404 like any unknown path. Default false: served.
+	Disabled bool
+	// Title names the installation in the console's header (a tenant
+	// portal may want the ERP's name). Default "erpflow".
+	Title string
+}
 
 // Retention prunes old deliveries.
 type Retention struct {
@@ -492,7 +504,7 @@ func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 }
 
 func (d *decoder) top(n *yaml.Node, c *Config) {
-	d.mapping(n, "", []string{"listen", "database", "rules", "catalog", "plugins", "delivery", "tokens", "retention", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "", []string{"listen", "database", "rules", "catalog", "plugins", "delivery", "tokens", "retention", "console", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
 			c.Listen = d.str(v, key)
@@ -558,6 +570,15 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 					return
 				}
 				c.Retention.Succeeded = dur
+			})
+		case "console":
+			d.mapping(v, key, []string{"enabled", "title"}, func(key string, k, v *yaml.Node) {
+				switch key {
+				case "enabled":
+					c.Console.Disabled = !d.boolean(v, "console.enabled")
+				case "title":
+					c.Console.Title = d.str(v, "console.title")
+				}
 			})
 		case "limits":
 			var perEvent *yaml.Node
