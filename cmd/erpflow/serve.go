@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -204,6 +206,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		}
 		handler = ui.WithAPI()
 	}
+	if len(cfg.Tokens) == 0 {
+		handler = loopbackHostOnly(handler)
+	}
 
 	// The engine and the rule watcher outlive ctx until the HTTP server
 	// has stopped, so that requests in flight can finish.
@@ -273,4 +278,27 @@ func stopEngine(eng *engine.Engine, logger *slog.Logger) {
 	if err := eng.Stop(ctx); err != nil {
 		logger.Warn("engine stop", "error", err)
 	}
+}
+
+// loopbackHostOnly guards a server without tokens, which listens on
+// loopback only, against DNS rebinding: a web page whose own host name
+// resolves to 127.0.0.1 could otherwise use a visitor's browser to read
+// and change everything. Browsers send the name the page used as Host, so
+// only requests addressed to a loopback name or address are served.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			host = net.JoinHostPort(strings.Trim(host, "[]"), "0")
+		}
+		if !config.IsLoopback(host) {
+			msg := fmt.Sprintf("this server has no tokens and answers only requests addressed to a loopback name (127.0.0.1, ::1, localhost), not %q: configure tokens to serve other names", r.Host)
+			b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": "misdirected", "message": msg, "field": "Host"}})
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			w.Write(append(b, '\n'))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
