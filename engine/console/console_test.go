@@ -163,6 +163,17 @@ func TestTenantPortal(t *testing.T) {
 		}
 		b.screenshot("rules-tenant")
 
+		// An ERP's link with the token in its fragment signs in, and the
+		// token leaves the address bar.
+		b.do(chromedp.Navigate(s.URL + "/ui/rules#token=tok-globex"))
+		b.waitText("#rules", "globex-orders")
+		if loc := eval[string](b, `location.href`); strings.Contains(loc, "tok-globex") {
+			t.Fatalf("the token stayed in the address bar: %s", loc)
+		}
+		if strings.Contains(b.pageText(), "acme-orders") {
+			t.Fatal("globex's link shows acme's rule")
+		}
+
 		// Signing out forgets the token: the sign-in form again.
 		b.do(chromedp.Click(chromedp.CSS("#signout")))
 		b.do(chromedp.WaitVisible(chromedp.CSS("#signin-token")))

@@ -11,6 +11,22 @@
     try { return sessionStorage.getItem(KEY) || ''; } catch (e) { return ''; }
   }
 
+  // A link into the console may carry the token in its fragment
+  // (…/ui/rules#token=…), which browsers never send to a server: an ERP
+  // links its customers to their tenant's view this way. It moves into
+  // this tab's sessionStorage and out of the address bar and history.
+  function tokenFromFragment() {
+    var m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (!m) { return false; }
+    try { sessionStorage.setItem(KEY, decodeURIComponent(m[1])); } catch (e) { return false; }
+    history.replaceState(null, '', location.pathname + location.search);
+    return true;
+  }
+  tokenFromFragment();
+  window.addEventListener('hashchange', function () {
+    if (tokenFromFragment()) { location.reload(); }
+  });
+
   // Every request of htmx carries the token as a header (never a cookie).
   document.addEventListener('htmx:configRequest', function (e) {
     var t = token();
