@@ -400,7 +400,7 @@ func (a attemptView) Took() string {
 }
 
 // Payload is the delivery's payload, indented.
-func (d deliveryDetail) Payload() string { return prettyJSON(d.D.Payload) }
+func (d deliveryDetail) Payload() string { return readableJSON(d.D.Payload) }
 
 // Body is a webhook's request body as the payload has it, indented when
 // it is JSON ("" when the payload has none).
@@ -411,5 +411,45 @@ func (d deliveryDetail) Body() string {
 	if json.Unmarshal(d.D.Payload, &p) != nil || p.Body == nil {
 		return ""
 	}
-	return prettyJSON(*p.Body)
+	return readableJSON(*p.Body)
+}
+
+// readableJSON is prettyJSON with the escapes JSON encoders use for <, >
+// and & (\u003c, \u003e, \u0026) shown as the characters they stand
+// for: html/template escapes the text for the page.
+func readableJSON(v any) string {
+	s := prettyJSON(v)
+	if !strings.Contains(s, `\u00`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			b.WriteByte(s[i])
+			continue
+		}
+		// An escape: \uXXXX or \c.
+		if i+5 < len(s) && s[i+1] == 'u' {
+			switch strings.ToLower(s[i+2 : i+6]) {
+			case "003c":
+				b.WriteByte('<')
+				i += 5
+				continue
+			case "003e":
+				b.WriteByte('>')
+				i += 5
+				continue
+			case "0026":
+				b.WriteByte('&')
+				i += 5
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+		if i+1 < len(s) {
+			b.WriteByte(s[i+1])
+			i++
+		}
+	}
+	return b.String()
 }

@@ -64,6 +64,25 @@ func (b *browser) waitRow(id string, texts ...string) {
 	}
 }
 
+// follow opens the page a link of the current page leads to (its path
+// on base), as a click on it would.
+func (b *browser) follow(base, sel string) {
+	b.t.Helper()
+	j, _ := json.Marshal(sel)
+	href := eval[string](b, fmt.Sprintf(`document.querySelector(%s).getAttribute('href')`, j))
+	b.open(base, href)
+}
+
+// useToken signs the tab in with token as the sign-in form does (the
+// token in sessionStorage), from a page of the console's origin that
+// loads no script, so that no request is made without it.
+func (b *browser) useToken(base, token string) {
+	b.t.Helper()
+	b.do(chromedp.Navigate(base + "/ui/assets/console.css"))
+	j, _ := json.Marshal(token)
+	eval[bool](b, fmt.Sprintf(`(sessionStorage.setItem('erpflow.token', %s), true)`, j))
+}
+
 // acceptConfirms makes the page's confirmation questions (data-confirm)
 // answer yes, as a user clicking OK.
 func (b *browser) acceptConfirms() {
@@ -216,7 +235,7 @@ func TestEventsRerun(t *testing.T) {
 		b.open(s.URL, "/ui/events?entity=Invoice")
 		b.waitText("#events", "INV-9")
 		b.waitText("#events", "Invoice / posted")
-		b.do(chromedp.Click(chromedp.CSS(`#events a[href*="INV-9"]`)))
+		b.follow(s.URL, `#events a[href*="INV-9"]`)
 		b.waitText(".event-json", `"total": 120.5`)
 		b.waitText("#log", "No deliveries")
 
@@ -236,7 +255,7 @@ func TestEventsRerun(t *testing.T) {
 			t.Fatalf("the event's deliveries after the re-run: %+v", ev.Deliveries)
 		}
 		id := ev.Deliveries[0].ID
-		b.do(chromedp.Click(chromedp.CSS(`#rerun-result a`)))
+		b.follow(s.URL, `#rerun-result a`)
 		b.waitText("#dlv-"+id, "succeeded")
 		b.waitText("#detail-"+id, "Attempt 1")
 		if rcv.count() != 1 {
@@ -320,7 +339,7 @@ func TestLogHistoryTenantScope(t *testing.T) {
 
 		b := newBrowser(t, 1280, 800)
 		b.allowConsoleError("404")
-		b.signIn(s.URL, acme)
+		b.useToken(s.URL, acme)
 		b.open(s.URL, "/ui/deliveries")
 		b.waitText("#dlv-"+acmeIDs[0], "succeeded")
 		noGlobex("the Log History", b.pageText())
@@ -331,7 +350,8 @@ func TestLogHistoryTenantScope(t *testing.T) {
 		noGlobex("the Events screen", b.pageText())
 		b.open(s.URL, "/ui/events/GLOBEX-1?tenant=globex")
 		b.waitText("#main", "Not found")
-		noGlobex("globex's event page", b.pageText())
+		// The error names the event asked for; nothing else of globex.
+		noGlobex("globex's event page", strings.ReplaceAll(b.pageText(), "GLOBEX-1", ""))
 		b.open(s.URL, "/ui/")
 		b.waitText("#activity", "100.0%")
 		noGlobex("the overview", b.pageText())
@@ -348,12 +368,12 @@ func TestLogHistoryTenantScope(t *testing.T) {
 			if code != http.StatusNotFound {
 				t.Errorf("globex's attempts with acme's token: %d", code)
 			}
-			noGlobex("globex's attempts", body)
+			noGlobex("globex's attempts", strings.ReplaceAll(body, id, ""))
 			code, body = s.uiDo("GET", "/ui/deliveries/"+id, acme, nil)
 			if code != http.StatusNotFound {
 				t.Errorf("globex's delivery page with acme's token: %d", code)
 			}
-			noGlobex("globex's delivery page", body)
+			noGlobex("globex's delivery page", strings.ReplaceAll(body, id, ""))
 		}
 		_, body := s.uiDo("POST", "/ui/deliveries/"+gxDead+"/retry", acme, url.Values{})
 		if !strings.Contains(body, "Not retried") {
@@ -460,7 +480,7 @@ func TestLogHistoryEscaping(t *testing.T) {
 		b.open(s.URL, "/ui/events")
 		b.waitText("#events", "EV-1")
 		check("the Events screen")
-		b.do(chromedp.Click(chromedp.CSS(`#events a.mono`)))
+		b.follow(s.URL, `#events a.mono`)
 		b.waitText(".event-json", `<script>window.__xss=4</script>`)
 		b.waitText("#dlv-"+id, "succeeded")
 		check("the event's page")

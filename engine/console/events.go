@@ -122,7 +122,7 @@ func (c *Console) eventPage(x *exchange) {
 	for i := len(ev.Deliveries) - 1; i >= 0; i-- {
 		rows = append(rows, newDeliveryRow(ev.Deliveries[i]))
 	}
-	x.render(http.StatusOK, "event", map[string]any{"E": ev, "JSON": prettyJSON(ev.Event), "Rows": rows})
+	x.render(http.StatusOK, "event", map[string]any{"E": ev, "JSON": readableJSON(ev.Event), "Rows": rows})
 }
 
 // eventRerun runs the stored event against the rules in force now and
