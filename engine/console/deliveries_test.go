@@ -184,7 +184,17 @@ func TestFailingReceiverReplay(t *testing.T) {
 			t.Fatalf("delivery %s: %s after %d attempts, want dead after 2", id, st, n)
 		}
 
+		// The overview names the failing destination.
+		b.open(s.URL, "/ui/")
+		b.waitText("#failing", rcv.URL)
+		b.waitText("#failing", "503")
+		b.waitText("#failing", "flaky")
+		b.screenshot("overview-failing")
+
 		rcv.status.Store(200)
+		b.open(s.URL, "/ui/deliveries?rule=flaky")
+		b.waitText("#live-status", "Live")
+		b.waitRow(id, "dead")
 		b.do(chromedp.Click(chromedp.CSS(`#replay button[type=submit]`)))
 		b.waitText("#replay-result", "1 deliveries would be queued")
 		if st, _ := s.delivery(id); st != "dead" {
