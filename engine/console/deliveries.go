@@ -168,23 +168,17 @@ func (c *Console) deliveriesList(x *exchange) {
 	if row != "" {
 		p.RowURL += "?" + row
 	}
-	a := x.call(http.MethodGet, "/v1/deliveries?"+f.api().Encode(), nil)
-	if a.Status == http.StatusBadRequest {
-		e := a.Error()
-		p.Err, p.ErrField = e.Message, e.Field
+	var ds deliveriesAnswer
+	filterErr, ok := x.getFiltered("/v1/deliveries?"+f.api().Encode(), &ds)
+	if !ok {
+		return
+	}
+	if filterErr != nil {
+		p.Err, p.ErrField = filterErr.Message, filterErr.Field
 		if p.ErrField == "status" {
 			p.ErrField = "state"
 		}
 		x.render(http.StatusOK, "deliveries", p)
-		return
-	}
-	if !a.OK() {
-		x.fail(a)
-		return
-	}
-	var ds deliveriesAnswer
-	if err := a.decode(&ds); err != nil {
-		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
 		return
 	}
 	for _, d := range ds.Deliveries {
@@ -202,6 +196,25 @@ func (c *Console) deliveriesList(x *exchange) {
 		}
 	}
 	x.render(http.StatusOK, "deliveries", p)
+}
+
+// getFiltered is get for a list with a filter from the page: the API's
+// 400 about the filter is returned (to be shown next to it) instead of
+// rendered. ok is false when an error was rendered.
+func (x *exchange) getFiltered(path string, v any) (filterErr *apiError, ok bool) {
+	a := x.call(http.MethodGet, path, nil)
+	switch {
+	case a.Status == http.StatusBadRequest:
+		return a.Error(), true
+	case !a.OK():
+		x.fail(a)
+		return nil, false
+	}
+	if err := a.decode(v); err != nil {
+		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
+		return nil, false
+	}
+	return nil, true
 }
 
 // delivery reads the delivery in the path with its attempts, rendering

@@ -42,17 +42,10 @@ func (s *stack) emit(token string, ev map[string]any) []string {
 	return ids
 }
 
-// delivery reads a delivery through the API (as the admin).
+// delivery reads a delivery through the API (no token: loopback).
 func (s *stack) delivery(id string) (state string, attempts int) {
 	s.t.Helper()
-	var d struct {
-		Delivery struct {
-			State    string `json:"state"`
-			Attempts int    `json:"attempts"`
-		} `json:"delivery"`
-	}
-	s.mustDo("GET", "/v1/deliveries/"+id, "", nil, &d)
-	return d.Delivery.State, d.Delivery.Attempts
+	return s.deliveryAs("", id)
 }
 
 // waitRow waits until the Log History row of delivery id shows all of
@@ -105,7 +98,14 @@ func TestJobManagementFlow(t *testing.T) {
 		b.open(s.URL, "/ui/rules")
 		b.waitText("#rules", "order-shipped")
 		b.do(chromedp.Click(chromedp.CSS(`#rule-order-shipped input.switch`)))
-		b.waitFor("the switch on", `document.querySelector('#rule-order-shipped input.switch').checked`)
+		b.waitText("#flash", "enabled")
+		var r struct {
+			Enabled bool `json:"enabled"`
+		}
+		s.mustDo("GET", "/v1/rules/order-shipped", "", nil, &r)
+		if !r.Enabled {
+			t.Fatal("the switch showed on but the rule is disabled in the API")
+		}
 
 		b.open(s.URL, "/ui/deliveries")
 		b.waitText("#live-status", "Live")

@@ -76,20 +76,14 @@ func (c *Console) eventsList(x *exchange) {
 			p.Newest += "?" + filter.Encode()
 		}
 	}
-	a := x.call(http.MethodGet, "/v1/events?"+api.Encode(), nil)
-	if a.Status == http.StatusBadRequest {
-		e := a.Error()
-		p.Err, p.ErrField = e.Message, e.Field
-		x.render(http.StatusOK, "events", p)
-		return
-	}
-	if !a.OK() {
-		x.fail(a)
-		return
-	}
 	var ev eventsAnswer
-	if err := a.decode(&ev); err != nil {
-		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
+	filterErr, ok := x.getFiltered("/v1/events?"+api.Encode(), &ev)
+	if !ok {
+		return
+	}
+	if filterErr != nil {
+		p.Err, p.ErrField = filterErr.Message, filterErr.Field
+		x.render(http.StatusOK, "events", p)
 		return
 	}
 	p.Events = ev.Events
