@@ -23,7 +23,7 @@ const benchDeliveries = 100000
 // fillDeliveries stores n finished deliveries (90% succeeded, 10% dead)
 // of events of two entities and four rules, in batches of 1,000 events of
 // 5 deliveries, straight through the store.
-func fillDeliveries(b *testing.B, st engine.Store, n int) {
+func fillDeliveries(b testing.TB, st engine.Store, n int) {
 	ctx := context.Background()
 	start := time.Now().Add(-24 * time.Hour)
 	seq := 0
