@@ -101,6 +101,7 @@ type DeliveryFilter struct {
 	Tenant    string
 	Rule      string
 	EventID   string
+	Entity    string // the event's entity
 	States    []State
 	Since     time.Time // CreatedAt >= Since
 	Until     time.Time // CreatedAt < Until

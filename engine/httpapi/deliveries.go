@@ -68,11 +68,11 @@ func scopeFilter(p *principal, f *engine.DeliveryFilter, tenantGiven bool) bool 
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	q := r.URL.Query()
-	if err := checkParams(q, "rule", "tenant", "status", "event_id", "rerun", "since", "until", "cursor", "limit"); err != nil {
+	if err := checkParams(q, "rule", "tenant", "status", "event_id", "entity", "rerun", "since", "until", "cursor", "limit"); err != nil {
 		writeError(w, err)
 		return
 	}
-	f := engine.DeliveryFilter{Rule: q.Get("rule"), Tenant: q.Get("tenant"), EventID: q.Get("event_id"), Rerun: q.Get("rerun"), Cursor: q.Get("cursor")}
+	f := engine.DeliveryFilter{Rule: q.Get("rule"), Tenant: q.Get("tenant"), EventID: q.Get("event_id"), Entity: q.Get("entity"), Rerun: q.Get("rerun"), Cursor: q.Get("cursor")}
 	var err error
 	if f.States, err = parseStates("status", q["status"]); err != nil {
 		writeError(w, err)

@@ -235,6 +235,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/events/{id}", s.require(ScopeDeliveriesRead, s.getEvent))
 	m.HandleFunc("POST /v1/events/{id}", s.require(ScopeEventsWrite, s.rerunEvent)) // {id}:rerun
 	m.HandleFunc("GET /v1/status", s.require(ScopeDeliveriesRead, s.status))
+	m.HandleFunc("GET /v1/activity", s.require(ScopeDeliveriesRead, s.activity))
 
 	m.HandleFunc("GET /v1/rules", s.require(ScopeRulesRead, s.listRules))
 	m.HandleFunc("POST /v1/rules", s.require(ScopeRulesWrite, s.createRule))

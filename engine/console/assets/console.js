@@ -104,16 +104,24 @@
       var old = document.getElementById('dlv-' + id);
       var tbody = el.querySelector('tbody');
       var detail = document.getElementById('detail-' + id);
+      var added = [];
       if (old) {
+        // The row is replaced, its detail row (open or not) is kept: the
+        // new row's expand button says whether it is open.
+        var btn = rows[0].querySelector('[aria-expanded]');
+        if (btn && detail && !detail.hidden) { btn.setAttribute('aria-expanded', 'true'); }
         old.replaceWith(rows[0]);
+        added.push(rows[0]);
       } else if (tbody) {
         var frag = document.createDocumentFragment();
-        rows.forEach(function (r) { frag.appendChild(r); });
+        rows.forEach(function (r) { frag.appendChild(r); added.push(r); });
         tbody.insertBefore(frag, tbody.firstChild);
         var empty = el.querySelector('.empty');
         if (empty) { empty.remove(); }
       }
-      htmx.process(document.getElementById('dlv-' + id));
+      // Every added row (a new delivery's detail row too) gets its htmx
+      // attributes processed.
+      added.forEach(function (r) { htmx.process(r); });
       // An open attempt list is refreshed as well.
       if (detail && !detail.hidden) { htmx.trigger(detail, 'refresh'); }
     });
@@ -136,4 +144,22 @@
     htmx.ajax('GET', main.dataset.src, { target: main, swap: 'innerHTML' });
   }
   if (window.htmx) { load(); } else { document.addEventListener('DOMContentLoaded', load); }
+})();
+
+// --- Log History (deliveries, events, overview) ---
+// A row's expand button (data-expand="<detail row id>", a real button
+// with aria-expanded) shows or hides its detail row, which loads the
+// delivery's payload and attempts on its htmx "refresh" event.
+(function () {
+  'use strict';
+  document.addEventListener('click', function (e) {
+    var b = e.target.closest && e.target.closest('button[data-expand]');
+    if (!b) { return; }
+    var d = document.getElementById(b.getAttribute('data-expand'));
+    if (!d) { return; }
+    var open = b.getAttribute('aria-expanded') !== 'true';
+    b.setAttribute('aria-expanded', open ? 'true' : 'false');
+    d.hidden = !open;
+    if (open) { htmx.trigger(d, 'refresh'); }
+  });
 })();

@@ -743,6 +743,10 @@ func (c *Core) where(f *engine.DeliveryFilter, states []engine.State) (string, [
 		conds = append(conds, "event_id = ?")
 		args = append(args, f.EventID)
 	}
+	if f.Entity != "" {
+		conds = append(conds, "entity = ?")
+		args = append(args, f.Entity)
+	}
 	if f.Rerun != "" {
 		conds = append(conds, "rerun = ?")
 		args = append(args, f.Rerun)

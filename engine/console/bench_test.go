@@ -1,0 +1,111 @@
+package console_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
+	"github.com/erpflow/erpflow/engine/store/sqlite"
+	"github.com/erpflow/erpflow/engine/store/storetest"
+)
+
+// benchDeliveries is how many deliveries BenchmarkLogHistoryPage stores.
+const benchDeliveries = 100000
+
+// fillDeliveries stores n finished deliveries (90% succeeded, 10% dead)
+// of events of two entities and four rules, in batches of 1,000 events of
+// 5 deliveries, straight through the store.
+func fillDeliveries(b testing.TB, st engine.Store, n int) {
+	ctx := context.Background()
+	start := time.Now().Add(-24 * time.Hour)
+	seq := 0
+	for made := 0; made < n; {
+		var recs []engine.EventRecord
+		for e := 0; e < 1000 && made < n; e++ {
+			evID := fmt.Sprintf("EV-%07d", made/5)
+			at := start.Add(time.Duration(made) * 500 * time.Millisecond)
+			entity := [2]string{"Order", "Invoice"}[(made/5)%2]
+			raw := fmt.Sprintf(`{"id":%q,"entity":%q,"entity_id":"X1","event":"updated","data":{"n":%d}}`, evID, entity, made)
+			r := engine.EventRecord{Event: engine.Event{ID: evID, Entity: entity, EntityID: "X1", Event: "updated", OccurredAt: at},
+				Raw: json.RawMessage(raw), ReceivedAt: at}
+			for i := 0; i < 5 && made < n; i++ {
+				seq++
+				st := engine.StateSucceeded
+				code := 200
+				if seq%10 == 0 {
+					st, code = engine.StateDead, 503
+				}
+				r.Deliveries = append(r.Deliveries, engine.Delivery{
+					ID: fmt.Sprintf("dlv_%013d%013d", at.UnixMilli(), seq), EventID: evID, Entity: entity, EventName: "updated",
+					Rule: fmt.Sprintf("rule-%d", i%4), ActionIndex: i, ActionType: "webhook", Retry: "none",
+					Payload: json.RawMessage(fmt.Sprintf(`{"method":"POST","url":"https://erp.example/hooks/%d","headers":{"Content-Type":"application/json"},"body":"{\"n\":%d}"}`, i, made)),
+					State:   st, Attempts: 1, LastCode: code, RunAt: at, CreatedAt: at, UpdatedAt: at,
+				})
+				made++
+			}
+			recs = append(recs, r)
+		}
+		if _, err := st.InsertEvents(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLogHistoryPage measures the server time of the first Log
+// History page (50 rows, rendered from GET /v1/deliveries in-process)
+// with 100,000 deliveries stored, unfiltered and filtered by rule, state
+// and entity: what `GET /ui/deliveries` with HX-Request costs.
+func BenchmarkLogHistoryPage(b *testing.B) {
+	forEachDBBench(b, func(b *testing.B, k dbKind) {
+		s := newStack(b, k.open(b), stackOpts{})
+		fillDeliveries(b, s.store, benchDeliveries)
+		h := s.http.Config.Handler
+		for _, q := range []string{"", "?rule=rule-2", "?state=dead", "?entity=Invoice", "?entity=Invoice&state=dead&since=48h"} {
+			b.Run("query="+q, func(b *testing.B) {
+				req := httptest.NewRequest(http.MethodGet, "/ui/deliveries"+q, nil)
+				req.Header.Set("HX-Request", "true")
+				for b.Loop() {
+					w := httptest.NewRecorder()
+					h.ServeHTTP(w, req)
+					if w.Code != 200 {
+						b.Fatalf("%s: %d %s", q, w.Code, w.Body)
+					}
+				}
+			})
+		}
+	})
+}
+
+// forEachDBBench is forEachDB for benchmarks: SQLite, and PostgreSQL
+// when TEST_DATABASE_URL is set.
+func forEachDBBench(b *testing.B, fn func(b *testing.B, k dbKind)) {
+	ks := []dbKind{{name: "sqlite", open: func(t testing.TB) engine.Store {
+		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}}}
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		ks = append(ks, dbKind{name: "postgres", open: func(t testing.TB) engine.Store {
+			st, err := postgres.Open(context.Background(), storetest.NewPostgresDatabase(t, u, "consolebench"), postgres.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st
+		}})
+	}
+	for _, k := range ks {
+		b.Run(k.name, func(b *testing.B) { fn(b, k) })
+	}
+}
