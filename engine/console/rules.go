@@ -30,6 +30,7 @@ type rulesPage struct {
 	Next     string // URL of the next page, "" on the last
 	Prev     string
 	From, To int
+	Flash    string // after a rule's page deleted it
 }
 
 // rulesList is the Webhooks list: every rule the token sees, filtered
@@ -42,6 +43,9 @@ func (c *Console) rulesList(x *exchange) {
 		return
 	}
 	p := rulesPage{All: len(all.Rules), Q: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Source: q.Get("source")}
+	if d := q.Get("deleted"); d != "" {
+		p.Flash = "Rule " + d + " deleted."
+	}
 	var match []ruleView
 	for _, r := range all.Rules {
 		if ruleMatches(&r, p.Q, p.State, p.Source) {
