@@ -98,6 +98,34 @@ func (p problemsData) Invalid() bool { return len(p.Problems) > 0 || p.Message !
 // yamlLine finds "line N:" in a YAML parser's message.
 var yamlLine = regexp.MustCompile(`\bline (\d+): (.*)$`)
 
+// keyLine is the line of the top-level key in a rule's YAML text (0: not
+// found), for problems the API names by field only.
+func keyLine(src, key string) int {
+	if key == "" || strings.ContainsAny(key, ".[") {
+		return 0
+	}
+	for i, l := range strings.Split(src, "\n") {
+		if strings.HasPrefix(l, key+":") || strings.HasPrefix(l, `"`+key+`":`) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// problemsAt is problemsOf for the editor's text src: a problem the API
+// names by a top-level field only is put at that key's line.
+func problemsAt(a *answer, src string) problemsData {
+	d := problemsOf(a)
+	e := a.Error()
+	if d.Message != "" && a.Status == http.StatusBadRequest {
+		if n := keyLine(src, e.Field); n > 0 {
+			msg := strings.TrimPrefix(d.Message, e.Field+": ")
+			d.Problems, d.Message = []problem{{Line: n, Column: 1, Field: e.Field, Message: msg}}, ""
+		}
+	}
+	return d
+}
+
 // problemsOf turns the API's error answer into the editor's problem list.
 func problemsOf(a *answer) problemsData {
 	e := a.Error()
@@ -138,7 +166,7 @@ func (c *Console) ruleValidate(x *exchange) {
 	case a.Status == http.StatusUnauthorized:
 		x.fail(a)
 	default:
-		p := problemsOf(a)
+		p := problemsAt(a, src)
 		p.OOB = false // the request's own target
 		x.render(http.StatusOK, "rule-problems", p)
 	}
@@ -162,7 +190,8 @@ func (c *Console) ruleSave(x *exchange) {
 	if v := x.r.FormValue("version"); v != "" && v != "0" {
 		hdr = append(hdr, "If-Match", strconv.Quote(v))
 	}
-	a := x.call(http.MethodPut, ruleAPI(name, ""), x.r.FormValue("source"), hdr...)
+	src := x.r.FormValue("source")
+	a := x.call(http.MethodPut, ruleAPI(name, ""), src, hdr...)
 	switch {
 	case a.OK():
 		var r ruleView
@@ -177,7 +206,7 @@ func (c *Console) ruleSave(x *exchange) {
 		x.render(http.StatusOK, "rule-saved", saveResult{Conflict: true, Rule: ruleView{Name: name},
 			Message: "Not saved: the rule was changed elsewhere since you loaded it (" + a.Error().Message + ")."})
 	case a.Status == http.StatusBadRequest || a.Status == http.StatusConflict || a.Status == http.StatusForbidden || a.Status == http.StatusRequestEntityTooLarge:
-		p := problemsOf(a)
+		p := problemsAt(a, src)
 		x.render(http.StatusOK, "rule-saved", saveResult{Rule: ruleView{Name: name}, Problems: p,
 			Message: "Not saved: the API refused the rule (HTTP " + strconv.Itoa(a.Status) + "); nothing was changed."})
 	default:
@@ -275,7 +304,8 @@ func yamlScalar(s string) string {
 // ruleCreate stores the Add screen's text as a new rule (disabled) and
 // goes to its page.
 func (c *Console) ruleCreate(x *exchange) {
-	a := x.call(http.MethodPost, "/v1/rules", x.r.FormValue("source"), "Content-Type", "application/yaml")
+	src := x.r.FormValue("source")
+	a := x.call(http.MethodPost, "/v1/rules", src, "Content-Type", "application/yaml")
 	switch {
 	case a.OK():
 		var r struct {
@@ -292,7 +322,7 @@ func (c *Console) ruleCreate(x *exchange) {
 	case a.Status == http.StatusUnauthorized:
 		x.fail(a)
 	default:
-		x.render(http.StatusOK, "rule-saved", saveResult{Problems: problemsOf(a),
+		x.render(http.StatusOK, "rule-saved", saveResult{Problems: problemsAt(a, src),
 			Message: "Not created: the API refused the rule (HTTP " + strconv.Itoa(a.Status) + "); nothing was stored."})
 	}
 }

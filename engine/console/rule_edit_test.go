@@ -232,8 +232,9 @@ func TestVelosityFlow(t *testing.T) {
 // "line 4" with the API's message while typing, the editor is marked
 // invalid, and Save is refused by the API: nothing is stored. A bad
 // indentation in an existing rule's editor is shown at its line, and the
-// stored rule stays as it was; a malformed sample event is refused by
-// Explain and Send test with the API's message, nothing sent.
+// stored rule stays as it was; a save of a rule changed elsewhere since
+// is refused (409) with a link to reload; a malformed sample event is
+// refused by Explain and Send test with the API's message, nothing sent.
 func TestYAMLTypoShownAtLine(t *testing.T) {
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
@@ -268,6 +269,20 @@ func TestYAMLTypoShownAtLine(t *testing.T) {
 		s.mustDo("GET", "/v1/rules/picked", "", nil, &r)
 		if r.Version != 1 || r.url(t) != rcv.URL+"/p" {
 			t.Fatalf("a refused edit changed the rule: version %d url %s", r.Version, r.url(t))
+		}
+
+		// Changed elsewhere since the page loaded it: Save is refused with
+		// If-Match, the page says so and offers to reload; the other
+		// change stays.
+		s.mustDo("POST", "/v1/rules/picked/enable", "", nil, nil)
+		setValue(b, "#source", strings.Replace(ruleYAML("picked", "Order", "picked", rcv.URL+"/p"), "/p\n", "/mine\n", 1))
+		b.waitText("#problems", "No problems found")
+		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
+		b.waitText("#save-message", "changed elsewhere")
+		b.waitFor("the reload link", `!!document.querySelector('#save-message a[href="/ui/rules/picked"]')`)
+		s.mustDo("GET", "/v1/rules/picked", "", nil, &r)
+		if r.Version != 2 || !r.Enabled || r.url(t) != rcv.URL+"/p" {
+			t.Fatalf("a stale save changed the rule: version %d enabled %v url %s", r.Version, r.Enabled, r.url(t))
 		}
 
 		// A malformed sample event: the API's message, nothing sent.
