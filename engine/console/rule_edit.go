@@ -331,31 +331,11 @@ func (c *Console) ruleCreate(x *exchange) {
 // the version the page showed; it answers the page's header as it is now
 // (and the editor's version, which the switch moved on).
 func (c *Console) ruleDetailSwitch(x *exchange) {
-	name := x.r.PathValue("name")
-	verb := "disable"
-	if x.r.FormValue("on") == "true" {
-		verb = "enable"
-	}
-	var hdr []string
-	if v := x.r.FormValue("version"); v != "" {
-		hdr = []string{"If-Match", strconv.Quote(v)}
-	}
-	a := x.call(http.MethodPost, ruleAPI(name, "/"+verb), nil, hdr...)
-	msg := ""
-	switch {
-	case a.OK():
-		msg = "Rule " + name + " " + verb + "d."
-	case a.Status == http.StatusConflict:
-		msg = "Not changed: " + a.Error().Message + ". The page shows the rule as it is now; reload it before editing."
-	default:
-		x.fail(a)
+	r, msg, moved, ok := x.switchRule(x.r.PathValue("name"), x.r.FormValue("on") == "true", "The page shows the rule as it is now; reload it before editing.")
+	if !ok {
 		return
 	}
-	var r ruleView
-	if !x.get(ruleAPI(name, ""), nil, &r) {
-		return
-	}
-	x.render(http.StatusOK, "rule-switched", map[string]any{"Editor": ruleEditor{Rule: r, Version: r.Version, CanWrite: true}, "Flash": msg, "Moved": a.OK()})
+	x.render(http.StatusOK, "rule-switched", map[string]any{"Editor": ruleEditor{Rule: r, Version: r.Version, CanWrite: true}, "Flash": msg, "Moved": moved})
 }
 
 // ruleDuplicate copies the rule under the name asked for and goes to the

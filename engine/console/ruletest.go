@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/explain"
 )
@@ -35,20 +36,6 @@ type eventAnswer struct {
 type testFireAnswer struct {
 	Rule    string              `json:"rule"`
 	Results []engine.TestResult `json:"results"`
-}
-
-// webhookRecord is the detail of a webhook attempt (actions/webhook's
-// Record; secrets masked by the action).
-type webhookRecord struct {
-	Method          string            `json:"method"`
-	URL             string            `json:"url"`
-	RequestHeaders  map[string]string `json:"request_headers"`
-	RequestBody     *string           `json:"request_body"`
-	Status          int               `json:"status"`
-	ResponseHeaders map[string]string `json:"response_headers"`
-	ResponseBody    string            `json:"response_body"`
-	DurationMS      float64           `json:"duration_ms"`
-	Error           string            `json:"error"`
 }
 
 // testPage is the Test screen of a rule.
@@ -129,18 +116,8 @@ type shownAction struct {
 // the part that failed and why, the values read and the rendered actions.
 func (c *Console) ruleExplain(x *exchange) {
 	name := x.r.PathValue("name")
-	a := x.call(http.MethodPost, "/v1/events:explain?"+url.Values{"rule": {name}}.Encode(), x.r.FormValue("event"))
-	if !a.OK() {
-		if a.Status == http.StatusUnauthorized || a.Status == http.StatusNotFound {
-			x.fail(a)
-			return
-		}
-		x.render(http.StatusOK, "rule-explain", explainResult{Error: sampleError(a)})
-		return
-	}
 	var res explain.Result
-	if err := a.decode(&res); err != nil {
-		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
+	if !x.postSample("/v1/events:explain?"+url.Values{"rule": {name}}.Encode(), &res, "rule-explain", func(msg string) any { return explainResult{Error: msg} }) {
 		return
 	}
 	d := explainResult{Catalog: res.Catalog}
@@ -162,6 +139,27 @@ func (c *Console) ruleExplain(x *exchange) {
 	x.render(http.StatusOK, "rule-explain", d)
 }
 
+// postSample posts the form's sample event to the API path and decodes
+// the answer into v. A refused event is rendered as template tmpl with
+// refused(the API's message); a 401 or 404 (a rule the token does not
+// see) as the API's error. It reports whether v was read.
+func (x *exchange) postSample(path string, v any, tmpl string, refused func(string) any) bool {
+	a := x.call(http.MethodPost, path, x.r.FormValue("event"))
+	switch {
+	case a.Status == http.StatusUnauthorized || a.Status == http.StatusNotFound:
+		x.fail(a)
+		return false
+	case !a.OK():
+		x.render(http.StatusOK, tmpl, refused(sampleError(a)))
+		return false
+	}
+	if err := a.decode(v); err != nil {
+		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
+		return false
+	}
+	return true
+}
+
 // sampleError is the API's refusal of the sample event, naming the field.
 func sampleError(a *answer) string {
 	e := a.Error()
@@ -180,32 +178,22 @@ type sendResult struct {
 
 type sentAttempt struct {
 	engine.TestResult
-	Detail *webhookRecord // nil for an action that is not a webhook
-	Raw    string         // the detail of another action type, as JSON
+	Detail *webhook.Record // nil for an action that is not a webhook
+	Raw    string          // the detail of another action type, as JSON
 }
 
 // ruleSend test-fires the rule for the sample event: its actions run now,
 // enabled or not, and each attempt is shown.
 func (c *Console) ruleSend(x *exchange) {
 	name := x.r.PathValue("name")
-	a := x.call(http.MethodPost, ruleAPI(name, "/test"), x.r.FormValue("event"))
-	if !a.OK() {
-		if a.Status == http.StatusUnauthorized || a.Status == http.StatusNotFound {
-			x.fail(a)
-			return
-		}
-		x.render(http.StatusOK, "rule-sent", sendResult{Error: sampleError(a)})
-		return
-	}
 	var res testFireAnswer
-	if err := a.decode(&res); err != nil {
-		x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
+	if !x.postSample(ruleAPI(name, "/test"), &res, "rule-sent", func(msg string) any { return sendResult{Error: msg} }) {
 		return
 	}
 	var d sendResult
 	for _, r := range res.Results {
 		s := sentAttempt{TestResult: r}
-		var w webhookRecord
+		var w webhook.Record
 		if len(r.Attempt.Detail) > 0 {
 			if r.Delivery.ActionType == "webhook" && json.Unmarshal(r.Attempt.Detail, &w) == nil {
 				s.Detail = &w

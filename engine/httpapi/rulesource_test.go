@@ -79,13 +79,8 @@ func TestRuleSourceYAML(t *testing.T) {
 		// that does not exist.
 		must(t, e.do("POST", "/v1/rules", acmeTok, ruleJSON("acme-only", "https://example.com/a", nil)), 201)
 		must(t, e.do("GET", "/v1/rules/acme-only?format=yaml", acmeTok, nil), 200)
-		a := must(t, e.do("GET", "/v1/rules/acme-only?format=yaml", globexTok, nil), 404)
-		b := must(t, e.do("GET", "/v1/rules/no-such?format=yaml", globexTok, nil), 404)
-		_, _, ma := a.errInfo(t)
-		_, _, mb := b.errInfo(t)
-		if strings.Replace(ma, "acme-only", "no-such", 1) != mb {
-			t.Fatalf("the 404s differ: %q vs %q", ma, mb)
-		}
+		sameNotFound(t, must(t, e.do("GET", "/v1/rules/acme-only?format=yaml", globexTok, nil), 404), "acme-only",
+			must(t, e.do("GET", "/v1/rules/no-such?format=yaml", globexTok, nil), 404), "no-such")
 	})
 }
 
@@ -142,13 +137,8 @@ func TestValidateRule(t *testing.T) {
 		must(t, e.do("POST", "/v1/rules:validate", acmeTok, ruleJSON("acme-rule", "https://example.com", nil)), 409)
 
 		// Another tenant: the same 404 as a rule that does not exist.
-		a := must(t, e.do("POST", "/v1/rules:validate?name=acme-rule", globexTok, yml), 404)
-		b := must(t, e.do("POST", "/v1/rules:validate?name=no-such-rule", globexTok, yml), 404)
-		_, _, ma := a.errInfo(t)
-		_, _, mb := b.errInfo(t)
-		if strings.Replace(ma, "acme-rule", "no-such-rule", 1) != mb {
-			t.Fatalf("the 404s differ: %q vs %q", ma, mb)
-		}
+		sameNotFound(t, must(t, e.do("POST", "/v1/rules:validate?name=acme-rule", globexTok, yml), 404), "acme-rule",
+			must(t, e.do("POST", "/v1/rules:validate?name=no-such-rule", globexTok, yml), 404), "no-such-rule")
 		// A file rule is read-only.
 		must(t, e.do("POST", "/v1/rules:validate?name=from-file", adminTok, "name: from-file\non: {entity: X}\nactions: [{type: webhook, url: \"https://example.com\"}]\n"), 409)
 		if n := count(); n != 1 {
@@ -161,4 +151,16 @@ func TestValidateRule(t *testing.T) {
 			t.Fatalf("validate changed acme-rule: version %d", ver)
 		}
 	})
+}
+
+// sameNotFound fails unless the 404 about another tenant's rule (named
+// hidden) says exactly what the 404 about a rule that does not exist
+// (named none) says.
+func sameNotFound(t *testing.T, hiddenAns resp, hidden string, noneAns resp, none string) {
+	t.Helper()
+	_, _, ma := hiddenAns.errInfo(t)
+	_, _, mb := noneAns.errInfo(t)
+	if strings.Replace(ma, hidden, none, 1) != mb {
+		t.Fatalf("the 404s differ: %q vs %q", ma, mb)
+	}
 }
