@@ -525,3 +525,37 @@ func TestRuleScreensEscape(t *testing.T) {
 		noXSS("explain")
 	})
 }
+
+// TestRuleScreensReadOnlyToken: a token without rules:write sees a rule's
+// YAML read-only, without Save, Delete, Duplicate or the switch, and its
+// Test screen explains but offers no Send test.
+func TestRuleScreensReadOnlyToken(t *testing.T) {
+	const reader = "tok-reader-0123456789"
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		s := newStack(t, k.open(t), stackOpts{tokens: []httpapi.Token{
+			{Name: "admin", Token: acmeToken, Scopes: httpapi.AllScopes},
+			{Name: "reader", Token: reader, Scopes: []string{httpapi.ScopeRulesRead, httpapi.ScopeDeliveriesRead}},
+		}})
+		s.mustDo("POST", "/v1/rules", acmeToken, ruleYAML("watched", "Order", "picked", "https://example.com/w"), nil)
+		b := newBrowser(t, 1280, 800)
+		b.allowConsoleError("401") // the first load, before signing in
+		signIn(b, s.URL, reader)
+		b.open(s.URL, "/ui/rules/watched")
+		waitAfterNav(b, "the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('name: watched')`)
+		if !eval[bool](b, `document.querySelector('#source').readOnly`) {
+			t.Fatal("a read-only token's editor is editable")
+		}
+		for _, sel := range []string{"#rule-save", "#rule-delete", "#rule-enabled", "details.dup"} {
+			if eval[bool](b, fmt.Sprintf(`!!document.querySelector(%q)`, sel)) {
+				t.Fatalf("a token without rules:write is offered %s", sel)
+			}
+		}
+		b.open(s.URL, "/ui/rules/watched/test")
+		waitAfterNav(b, "the Test screen", `!!document.querySelector('#test-explain')`)
+		if eval[bool](b, `!!document.querySelector('#test-send')`) {
+			t.Fatal("a token without rules:write is offered Send test")
+		}
+		b.do(chromedp.Click(chromedp.CSS("#test-explain")))
+		b.waitText("#explain-verdict", "would match")
+	})
+}
