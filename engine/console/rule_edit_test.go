@@ -250,6 +250,11 @@ func TestYAMLTypoShownAtLine(t *testing.T) {
 			t.Fatalf("the problem list does not name the key: %s", text)
 		}
 		b.waitFor("the editor marked invalid", `document.querySelector('#source').getAttribute('aria-invalid') === 'true'`)
+		// The problem's "line 4" puts the cursor at the start of line 4.
+		b.do(chromedp.Click(chromedp.CSS(`#problems button[data-line="4"]`)))
+		if pos, want := eval[int](b, `document.activeElement.id === 'source' ? document.querySelector('#source').selectionStart : -1`), strings.Index(typo, "acions:"); pos != want {
+			t.Fatalf("the cursor is at %d after clicking the problem, want %d (line 4)", pos, want)
+		}
 		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
 		b.waitText("#save-message", "Not created")
 		if code := s.do("GET", "/v1/rules/typo", "", nil, nil); code != 404 {

@@ -43,8 +43,8 @@ func (c *Console) rulesList(x *exchange) {
 		return
 	}
 	p := rulesPage{All: len(all.Rules), Q: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Source: q.Get("source")}
-	if d := q.Get("deleted"); d != "" {
-		p.Flash = "Rule " + d + " deleted."
+	if d := q.Get("deleted"); d != "" && !slices.ContainsFunc(all.Rules, func(r ruleView) bool { return r.Name == d }) {
+		p.Flash = "Rule " + d + " deleted." // only of a rule that is gone: a link cannot make it say anything else
 	}
 	var match []ruleView
 	for _, r := range all.Rules {
