@@ -30,6 +30,7 @@ type rulesPage struct {
 	Next     string // URL of the next page, "" on the last
 	Prev     string
 	From, To int
+	Flash    string // after a rule's page deleted it
 }
 
 // rulesList is the Webhooks list: every rule the token sees, filtered
@@ -42,6 +43,9 @@ func (c *Console) rulesList(x *exchange) {
 		return
 	}
 	p := rulesPage{All: len(all.Rules), Q: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Source: q.Get("source")}
+	if d := q.Get("deleted"); d != "" && !slices.ContainsFunc(all.Rules, func(r ruleView) bool { return r.Name == d }) {
+		p.Flash = "Rule " + d + " deleted." // only of a rule that is gone: a link cannot make it say anything else
+	}
 	var match []ruleView
 	for _, r := range all.Rules {
 		if ruleMatches(&r, p.Q, p.State, p.Source) {
@@ -116,30 +120,41 @@ func (x *exchange) lastDelivery(rule string) *engine.Delivery {
 // and answers the row as it is now.
 func (c *Console) ruleSwitch(on bool) func(x *exchange) {
 	return func(x *exchange) {
-		name := x.r.PathValue("name")
-		verb := "disable"
-		if on {
-			verb = "enable"
-		}
-		var hdr []string
-		if v := x.r.FormValue("version"); v != "" {
-			hdr = []string{"If-Match", strconv.Quote(v)}
-		}
-		a := x.call(http.MethodPost, "/v1/rules/"+url.PathEscape(name)+"/"+verb, nil, hdr...)
-		msg := ""
-		switch {
-		case a.OK():
-			msg = "Rule " + name + " " + verb + "d."
-		case a.Status == http.StatusConflict:
-			msg = "Not changed: " + a.Error().Message + ". The row shows the rule as it is now."
-		default:
-			x.fail(a)
+		r, msg, _, ok := x.switchRule(x.r.PathValue("name"), on, "The row shows the rule as it is now.")
+		if !ok {
 			return
 		}
-		var r ruleView
-		if !x.get("/v1/rules/"+url.PathEscape(name), nil, &r) {
-			return
-		}
-		x.render(http.StatusOK, "rule-row", map[string]any{"Row": ruleRow{Rule: r, Last: x.lastDelivery(name)}, "Flash": msg})
+		x.render(http.StatusOK, "rule-row", map[string]any{"Row": ruleRow{Rule: r, Last: x.lastDelivery(r.Name)}, "Flash": msg})
 	}
+}
+
+// switchRule turns rule name on or off if it is still at the version the
+// page showed (the form's version, as If-Match), and reads it as it is
+// now: the flash message (a refusal ends with stale), whether it changed,
+// and false when it rendered an error instead.
+func (x *exchange) switchRule(name string, on bool, stale string) (ruleView, string, bool, bool) {
+	verb := "disable"
+	if on {
+		verb = "enable"
+	}
+	var hdr []string
+	if v := x.r.FormValue("version"); v != "" {
+		hdr = []string{"If-Match", strconv.Quote(v)}
+	}
+	a := x.call(http.MethodPost, "/v1/rules/"+url.PathEscape(name)+"/"+verb, nil, hdr...)
+	msg := ""
+	switch {
+	case a.OK():
+		msg = "Rule " + name + " " + verb + "d."
+	case a.Status == http.StatusConflict:
+		msg = "Not changed: " + a.Error().Message + ". " + stale
+	default:
+		x.fail(a)
+		return ruleView{}, "", false, false
+	}
+	var r ruleView
+	if !x.get("/v1/rules/"+url.PathEscape(name), nil, &r) {
+		return ruleView{}, "", false, false
+	}
+	return r, msg, a.OK(), true
 }

@@ -47,7 +47,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Fatal("served document differs")
 	}
 	routes := []string{
-		"POST /v1/events", "POST /v1/events:explain", "GET /v1/events/{id}", "GET /v1/rules", "POST /v1/rules", "POST /v1/rules:reload",
+		"POST /v1/events", "POST /v1/events:explain", "GET /v1/events/{id}", "GET /v1/rules", "POST /v1/rules", "POST /v1/rules:reload", "POST /v1/rules:validate",
 		"GET /v1/rules/{name}", "PUT /v1/rules/{name}", "PATCH /v1/rules/{name}", "DELETE /v1/rules/{name}",
 		"POST /v1/rules/{name}/duplicate", "POST /v1/rules/{name}/enable", "POST /v1/rules/{name}/disable",
 		"POST /v1/rules/{name}/test", "GET /v1/deliveries", "GET /v1/deliveries/{id}", "POST /v1/deliveries/{id}/retry",

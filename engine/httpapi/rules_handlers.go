@@ -90,6 +90,10 @@ func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if wantsYAML(r) {
+		s.writeRuleYAML(w, e)
+		return
+	}
 	v := s.view(principalFrom(r.Context()), e)
 	if e.api != nil {
 		w.Header().Set("ETag", etag(e.api.rec.Version))

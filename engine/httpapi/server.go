@@ -240,6 +240,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/rules", s.require(ScopeRulesRead, s.listRules))
 	m.HandleFunc("POST /v1/rules", s.require(ScopeRulesWrite, s.createRule))
 	m.HandleFunc("POST /v1/rules:reload", s.require(ScopeRulesWrite, s.reloadRules))
+	m.HandleFunc("POST /v1/rules:validate", s.require(ScopeRulesWrite, s.validateRule))
 	m.HandleFunc("GET /v1/rules/{name}", s.require(ScopeRulesRead, s.getRule))
 	m.HandleFunc("PUT /v1/rules/{name}", s.require(ScopeRulesWrite, s.putRule))
 	m.HandleFunc("PATCH /v1/rules/{name}", s.require(ScopeRulesWrite, s.patchRule))

@@ -161,5 +161,30 @@
     b.setAttribute('aria-expanded', open ? 'true' : 'false');
     d.hidden = !open;
     if (open) { htmx.trigger(d, 'refresh'); }
+// --- Rule screens (rule_edit.html): the editor's problem list. ---
+(function () {
+  'use strict';
+  // The server's problem list says whether the editor's text is valid:
+  // the editor (data-for) gets aria-invalid accordingly.
+  document.addEventListener('htmx:afterSettle', function () {
+    var box = document.getElementById('problems');
+    if (!box) { return; }
+    var ed = document.getElementById(box.getAttribute('data-for'));
+    if (ed) { ed.setAttribute('aria-invalid', box.getAttribute('data-invalid') === 'true' ? 'true' : 'false'); }
+  });
+  // A problem's "line L, column C" button puts the cursor there.
+  document.addEventListener('click', function (e) {
+    var b = e.target.closest && e.target.closest('#problems button[data-line]');
+    if (!b) { return; }
+    var ed = document.getElementById(document.getElementById('problems').getAttribute('data-for'));
+    if (!ed) { return; }
+    var line = parseInt(b.getAttribute('data-line'), 10) || 1;
+    var col = parseInt(b.getAttribute('data-column'), 10) || 1;
+    var lines = ed.value.split('\n');
+    var pos = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) { pos += lines[i].length + 1; }
+    pos += Math.min(col - 1, (lines[line - 1] || '').length);
+    ed.focus();
+    ed.setSelectionRange(pos, pos);
   });
 })();
