@@ -161,6 +161,9 @@
     b.setAttribute('aria-expanded', open ? 'true' : 'false');
     d.hidden = !open;
     if (open) { htmx.trigger(d, 'refresh'); }
+  });
+})();
+
 // --- Rule screens (rule_edit.html): the editor's problem list. ---
 (function () {
   'use strict';
