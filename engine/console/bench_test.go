@@ -6,15 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/engine/store/postgres"
-	"github.com/erpflow/erpflow/engine/store/sqlite"
-	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
 // benchDeliveries is how many deliveries BenchmarkLogHistoryPage stores.
@@ -84,28 +79,9 @@ func BenchmarkLogHistoryPage(b *testing.B) {
 	})
 }
 
-// forEachDBBench is forEachDB for benchmarks: SQLite, and PostgreSQL
-// when TEST_DATABASE_URL is set.
+// forEachDBBench is forEachDB for benchmarks.
 func forEachDBBench(b *testing.B, fn func(b *testing.B, k dbKind)) {
-	ks := []dbKind{{name: "sqlite", open: func(t testing.TB) engine.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}}}
-	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
-		ks = append(ks, dbKind{name: "postgres", open: func(t testing.TB) engine.Store {
-			st, err := postgres.Open(context.Background(), storetest.NewPostgresDatabase(t, u, "consolebench"), postgres.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			return st
-		}})
-	}
-	for _, k := range ks {
+	for _, k := range dbKinds(b) {
 		b.Run(k.name, func(b *testing.B) { fn(b, k) })
 	}
 }

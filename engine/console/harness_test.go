@@ -47,6 +47,13 @@ func openSQLite(t testing.TB) engine.Store {
 }
 
 func forEachDB(t *testing.T, fn func(t *testing.T, k dbKind)) {
+	for _, k := range dbKinds(t) {
+		t.Run(k.name, func(t *testing.T) { fn(t, k) })
+	}
+}
+
+// dbKinds are the databases to run against.
+func dbKinds(t testing.TB) []dbKind {
 	ks := []dbKind{{name: "sqlite", open: openSQLite}}
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		ks = append(ks, dbKind{name: "postgres", open: func(t testing.TB) engine.Store {
@@ -60,9 +67,7 @@ func forEachDB(t *testing.T, fn func(t *testing.T, k dbKind)) {
 	} else {
 		t.Log("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
 	}
-	for _, k := range ks {
-		t.Run(k.name, func(t *testing.T) { fn(t, k) })
-	}
+	return ks
 }
 
 type tWriter struct{ t testing.TB }
@@ -385,12 +390,30 @@ func (b *browser) waitFor(what, cond string) {
 	}
 }
 
+// waitPage waits until the page's content is in (the shell's script
+// takes aria-busy off #main then) and cond holds, across navigations.
+func (b *browser) waitPage(what, cond string) {
+	b.t.Helper()
+	b.waitFor(what, `!!document.querySelector('#main') && !document.querySelector('#main').hasAttribute('aria-busy') && (`+cond+`)`)
+}
+
+// waitPageText is waitText on a page that may still be loading.
+func (b *browser) waitPageText(sel, s string) {
+	b.t.Helper()
+	b.waitPage(fmt.Sprintf("%q in %s", s, sel), textCond(sel, s))
+}
+
+// textCond is a JavaScript condition: the element sel matches contains s.
+func textCond(sel, s string) string {
+	j, _ := json.Marshal(sel)
+	k, _ := json.Marshal(s)
+	return fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.innerText.includes(%s); })()`, j, k)
+}
+
 // waitText waits until the element sel matches contains s.
 func (b *browser) waitText(sel, s string) {
 	b.t.Helper()
-	j, _ := json.Marshal(sel)
-	k, _ := json.Marshal(s)
-	b.waitFor(fmt.Sprintf("%q in %s", s, sel), fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.innerText.includes(%s); })()`, j, k))
+	b.waitFor(fmt.Sprintf("%q in %s", s, sel), textCond(sel, s))
 }
 
 // pageText is the visible text of the page, for failure messages.
@@ -408,7 +431,7 @@ func (b *browser) pageText() string {
 func (b *browser) open(base, path string) {
 	b.t.Helper()
 	b.do(chromedp.Navigate(base + path))
-	b.waitFor("the page's content", `!!document.querySelector('#main') && !document.querySelector('#main').hasAttribute('aria-busy')`)
+	b.waitPage("the page's content", "true")
 }
 
 // signIn signs in with token through the sign-in form.
@@ -419,7 +442,7 @@ func (b *browser) signIn(base, token string) {
 		chromedp.SendKeys(chromedp.CSS("#signin-token"), token),
 		chromedp.Click(chromedp.CSS("#signin button[type=submit]")),
 	)
-	b.waitFor("signed in", `!!document.querySelector('#main') && !document.querySelector('#main').hasAttribute('aria-busy') && !document.querySelector('#signin')`)
+	b.waitPage("signed in", `!document.querySelector('#signin')`)
 }
 
 // screenshot saves a PNG of the page as docs/img/NAME.png when

@@ -1,17 +1,13 @@
 package console_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -45,53 +41,8 @@ func setValue(b *browser, sel, value string) {
 	b.t.Helper()
 	s, _ := json.Marshal(sel)
 	v, _ := json.Marshal(value)
-	waitAfterNav(b, sel, fmt.Sprintf(`!!document.querySelector(%s)`, s))
+	b.waitPage(sel, fmt.Sprintf(`!!document.querySelector(%s)`, s))
 	eval[bool](b, fmt.Sprintf(`(() => { const e = document.querySelector(%s); e.value = %s; e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true; })()`, s, v))
-}
-
-// waitAfterNav is waitFor across a navigation (a link, a form, an
-// HX-Redirect): while the old page goes and the new one loads, the
-// condition's evaluation may fail; it is tried again until browserWait
-// has passed.
-func waitAfterNav(b *browser, what, cond string) {
-	b.t.Helper()
-	deadline := time.Now().Add(browserWait)
-	for {
-		ctx, cancel := context.WithTimeout(b.ctx, time.Until(deadline))
-		// The content is in and htmx has set it up: the shell's script
-		// takes aria-busy off #main then.
-		ready := `!!document.querySelector('#main') && !document.querySelector('#main').hasAttribute('aria-busy') && (` + cond + `)`
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](ready, chromedp.WithPollingInterval(50*time.Millisecond)))
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) || b.ctx.Err() != nil {
-			b.t.Fatalf("waiting for %s (%s): %v\npage text:\n%s", what, cond, err, b.pageText())
-		}
-	}
-}
-
-// waitTextAfterNav is waitText across a navigation.
-func waitTextAfterNav(b *browser, sel, text string) {
-	b.t.Helper()
-	j, _ := json.Marshal(sel)
-	k, _ := json.Marshal(text)
-	waitAfterNav(b, fmt.Sprintf("%q in %s", text, sel), fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.innerText.includes(%s); })()`, j, k))
-}
-
-// signIn is browser.signIn, but with a click on the form's button: its
-// submit event is what the console's script handles (chromedp.Submit calls
-// form.submit(), which fires none), and waiting across the reload the
-// script then makes.
-func signIn(b *browser, base, token string) {
-	b.t.Helper()
-	b.do(chromedp.Navigate(base+"/ui/"),
-		chromedp.WaitVisible(chromedp.CSS("#signin-token")),
-		chromedp.SendKeys(chromedp.CSS("#signin-token"), token),
-		chromedp.Click(chromedp.CSS(`#signin button[type=submit]`)),
-	)
-	waitAfterNav(b, "signed in", `!document.querySelector('#signin')`)
 }
 
 // editorText is the editor's text.
@@ -128,7 +79,7 @@ func TestVelosityFlow(t *testing.T) {
 		b := newBrowser(t, 1280, 800)
 		b.open(s.URL, "/ui/rules")
 		b.do(chromedp.Click(chromedp.CSS(`a[href="/ui/rules/new"]`)))
-		waitAfterNav(b, "the Add screen", `!!document.querySelector('select#new-entity')`)
+		b.waitPage("the Add screen", `!!document.querySelector('select#new-entity')`)
 		setValue(b, "#new-entity", "SalesOrder")
 		// The catalog's events of SalesOrder come with the entity.
 		b.waitFor("the entity's events", `!!document.querySelector('select#new-event option[value="updated"]')`)
@@ -137,13 +88,13 @@ func TestVelosityFlow(t *testing.T) {
 		setValue(b, "#new-url", rcv.URL+"/so")
 		b.screenshot("rule-add")
 		b.do(chromedp.Click(chromedp.CSS("#new-continue")))
-		waitAfterNav(b, "the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('entity: SalesOrder')`)
+		b.waitPage("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('entity: SalesOrder')`)
 		if src := editorText(b); !strings.Contains(src, "event: updated") || !strings.Contains(src, "url: "+rcv.URL+"/so") {
 			t.Fatalf("the skeleton lacks the choices:\n%s", src)
 		}
 		b.waitText("#main", "New webhooks start deactivated")
 		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
-		waitTextAfterNav(b, "#rule-notice", "start deactivated")
+		b.waitPageText("#rule-notice", "start deactivated")
 		var r apiRule
 		s.mustDo("GET", "/v1/rules/so-updated", "", nil, &r)
 		if r.Enabled || r.Version != 1 {
@@ -173,7 +124,7 @@ func TestVelosityFlow(t *testing.T) {
 		b.do(chromedp.Click(chromedp.CSS("details.dup summary")))
 		b.waitFor("the copy's name", `document.querySelector('#dup-name').value === 'so-updated-copy'`)
 		b.do(chromedp.Click(chromedp.CSS("#dup-submit")))
-		waitTextAfterNav(b, "#rule-notice", "Copied from so-updated")
+		b.waitPageText("#rule-notice", "Copied from so-updated")
 		b.waitText("#rule-head h1", "so-updated-copy")
 		var cp apiRule
 		s.mustDo("GET", "/v1/rules/so-updated-copy", "", nil, &cp)
@@ -183,7 +134,7 @@ func TestVelosityFlow(t *testing.T) {
 
 		// Switch the rule on from its page (with the version it showed).
 		b.open(s.URL, "/ui/rules/so-updated")
-		waitAfterNav(b, "the editor", `!!document.querySelector('#source')`)
+		b.waitPage("the editor", `!!document.querySelector('#source')`)
 		if src := editorText(b); strings.Contains(src, secret) || !strings.Contains(src, `secret: "****"`) {
 			t.Fatalf("the editor shows the secret, or no mask for it:\n%s", src)
 		}
@@ -200,7 +151,7 @@ func TestVelosityFlow(t *testing.T) {
 
 		// Test: the latest stored SalesOrder event is the sample.
 		b.do(chromedp.Click(chromedp.CSS("#rule-test-link")))
-		waitAfterNav(b, "the sample event", `!!document.querySelector('#sample') && document.querySelector('#sample').value.includes('SO-1001')`)
+		b.waitPage("the sample event", `!!document.querySelector('#sample') && document.querySelector('#sample').value.includes('SO-1001')`)
 		b.waitText("#sample-from", "latest stored event")
 		b.do(chromedp.Click(chromedp.CSS("#test-explain")))
 		b.waitText("#explain-verdict", "matched")
@@ -365,37 +316,12 @@ func TestFileRuleReadOnlyAndDelete(t *testing.T) {
 		accept <- true
 		b.do(chromedp.Click(chromedp.CSS("#rule-delete")))
 		<-handled
-		waitTextAfterNav(b, "#flash", "Rule doomed deleted.")
+		b.waitPageText("#flash", "Rule doomed deleted.")
 		b.waitText("#main", "Rules")
 		if code := s.do("GET", "/v1/rules/doomed", "", nil, nil); code != 404 {
 			t.Fatalf("after delete GET answered %d", code)
 		}
 	})
-}
-
-// consoleDo is a console request as the console's script makes it
-// (HX-Request, the token as a header); it returns the status and body.
-func consoleDo(t testing.TB, s *stack, method, path, token string, form url.Values) (int, string) {
-	t.Helper()
-	var body io.Reader
-	if form != nil {
-		body = strings.NewReader(form.Encode())
-	}
-	req, _ := http.NewRequest(method, s.URL+path, body)
-	req.Header.Set("HX-Request", "true")
-	if form != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
 }
 
 const (
@@ -425,7 +351,7 @@ func TestRuleScreensOtherTenant(t *testing.T) {
 		b := newBrowser(t, 1280, 800)
 		b.allowConsoleError("404") // the pages answer 404 on purpose
 		b.allowConsoleError("401") // the first load, before signing in
-		signIn(b, s.URL, globexToken)
+		b.signIn(s.URL, globexToken)
 		for _, p := range []string{"/ui/rules/acme-hook", "/ui/rules/acme-hook/test"} {
 			b.open(s.URL, p)
 			b.waitText("#main", "Not found")
@@ -447,11 +373,11 @@ func TestRuleScreensOtherTenant(t *testing.T) {
 			{"POST", "/ui/rules/acme-hook/explain", url.Values{"event": {ev}}},
 			{"POST", "/ui/rules/acme-hook/send", url.Values{"event": {ev}}},
 		} {
-			code, body := consoleDo(t, s, c.method, c.path, globexToken, c.form)
+			code, body := s.uiDo(c.method, c.path, globexToken, c.form)
 			if c.path == "/ui/rules/validate?name=acme-hook" {
 				// The problem list shows the API's 404, as for a rule that
 				// does not exist.
-				_, none := consoleDo(t, s, c.method, "/ui/rules/validate?name=no-such-rule", globexToken, c.form)
+				_, none := s.uiDo(c.method, "/ui/rules/validate?name=no-such-rule", globexToken, c.form)
 				if strings.Replace(body, "acme-hook", "no-such-rule", -1) != none {
 					t.Fatalf("validate reveals acme's rule:\n%s\nvs\n%s", body, none)
 				}
@@ -477,7 +403,7 @@ func TestRuleScreensOtherTenant(t *testing.T) {
 		b.open(s.URL, "/ui/rules/new?"+url.Values{"entity": {"Order"}, "event": {"picked"}, "name": {"globex-hook"}, "url": {rcv.URL + "/g"}, "continue": {"1"}}.Encode())
 		b.waitFor("the editor", `!!document.querySelector('#source')`)
 		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
-		waitTextAfterNav(b, "#rule-notice", "start deactivated")
+		b.waitPageText("#rule-notice", "start deactivated")
 		var g apiRule
 		s.mustDo("GET", "/v1/rules/globex-hook", globexToken, nil, &g)
 		if len(g.Tenants) != 1 || g.Tenants[0] != "globex" {
@@ -544,9 +470,9 @@ func TestRuleScreensReadOnlyToken(t *testing.T) {
 		s.mustDo("POST", "/v1/rules", acmeToken, ruleYAML("watched", "Order", "picked", "https://example.com/w"), nil)
 		b := newBrowser(t, 1280, 800)
 		b.allowConsoleError("401") // the first load, before signing in
-		signIn(b, s.URL, reader)
+		b.signIn(s.URL, reader)
 		b.open(s.URL, "/ui/rules/watched")
-		waitAfterNav(b, "the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('name: watched')`)
+		b.waitPage("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('name: watched')`)
 		if !eval[bool](b, `document.querySelector('#source').readOnly`) {
 			t.Fatal("a read-only token's editor is editable")
 		}
@@ -556,7 +482,7 @@ func TestRuleScreensReadOnlyToken(t *testing.T) {
 			}
 		}
 		b.open(s.URL, "/ui/rules/watched/test")
-		waitAfterNav(b, "the Test screen", `!!document.querySelector('#test-explain')`)
+		b.waitPage("the Test screen", `!!document.querySelector('#test-explain')`)
 		if eval[bool](b, `!!document.querySelector('#test-send')`) {
 			t.Fatal("a token without rules:write is offered Send test")
 		}
