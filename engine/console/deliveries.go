@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/erpflow/erpflow/actions/webhook"
 	"net/http"
 	"net/url"
 	"slices"
@@ -353,35 +354,11 @@ func (c *Console) deliveriesReplay(x *exchange) {
 	x.render(http.StatusOK, "replay-result", d)
 }
 
-// webhookTry is one HTTP try of a webhook attempt.
-type webhookTry struct {
-	Status     int     `json:"status"`
-	Error      string  `json:"error"`
-	DurationMS float64 `json:"duration_ms"`
-}
-
-// webhookDetail is a webhook attempt's detail as the API answers it
-// (secrets masked by the webhook action).
-type webhookDetail struct {
-	Method                string            `json:"method"`
-	URL                   string            `json:"url"`
-	RequestHeaders        map[string]string `json:"request_headers"`
-	RequestBody           *string           `json:"request_body"`
-	Status                int               `json:"status"`
-	ResponseHeaders       map[string]string `json:"response_headers"`
-	ResponseBody          string            `json:"response_body"`
-	ResponseBodyLength    int64             `json:"response_body_length"`
-	ResponseBodyTruncated bool              `json:"response_body_truncated"`
-	Location              string            `json:"location"`
-	Error                 string            `json:"error"`
-	Tries                 []webhookTry      `json:"tries"`
-}
-
 // attemptView is one attempt in the expanded row.
 type attemptView struct {
 	engine.Attempt
-	Web   *webhookDetail // a webhook's request and response
-	Other string         // another action's detail, as JSON
+	Web   *webhook.Record // a webhook's request and response
+	Other string          // another action's detail, as JSON
 }
 
 type deliveryDetail struct {
@@ -395,7 +372,7 @@ func newDeliveryDetail(d *deliveryAnswer) deliveryDetail {
 		a := d.Attempts[i]
 		v := attemptView{Attempt: a}
 		if len(a.Detail) > 0 {
-			var w webhookDetail
+			var w webhook.Record
 			if d.Delivery.ActionType == "webhook" && json.Unmarshal(a.Detail, &w) == nil && w.Method != "" {
 				v.Web = &w
 			} else {
