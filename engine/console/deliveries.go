@@ -3,13 +3,13 @@ package console
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/erpflow/erpflow/actions/webhook"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 )
 
