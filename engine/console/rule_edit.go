@@ -64,16 +64,22 @@ func (c *Console) ruleDetail(x *exchange) {
 	case x.r.URL.Query().Get("duplicated") != "":
 		d.Notice = "Copied from " + x.r.URL.Query().Get("duplicated") + ". The copy starts deactivated."
 	}
-	a := x.call(http.MethodGet, ruleAPI(name, "?format=yaml"), nil, "Accept", "application/yaml")
-	if a.OK() {
-		d.Source = string(a.Body)
-		if v, err := strconv.ParseInt(strings.Trim(a.Header.Get("ETag"), `"`), 10, 64); err == nil {
-			d.Version = v // the version of this text
-		}
-	} else {
-		d.Problem = a.Error().Message
-	}
+	x.loadSource(&d)
 	x.render(http.StatusOK, "rule-edit", d)
+}
+
+// loadSource puts the rule's stored YAML (secrets masked) and its version
+// into the editor.
+func (x *exchange) loadSource(d *ruleEditor) {
+	a := x.call(http.MethodGet, ruleAPI(d.Rule.Name, "?format=yaml"), nil, "Accept", "application/yaml")
+	if !a.OK() {
+		d.Problem = a.Error().Message
+		return
+	}
+	d.Source = string(a.Body)
+	if v, err := strconv.ParseInt(strings.Trim(a.Header.Get("ETag"), `"`), 10, 64); err == nil {
+		d.Version = v // the version of this text
+	}
 }
 
 // problem is one problem of the editor's text, at its line and column.
@@ -199,9 +205,12 @@ func (c *Console) ruleSave(x *exchange) {
 			x.render(http.StatusBadGateway, "error", errorData{Title: "Unexpected answer", Message: err.Error()})
 			return
 		}
-		x.render(http.StatusOK, "rule-saved", saveResult{Saved: true, Rule: r, Message: "saved (version " + strconv.FormatInt(r.Version, 10) + ")",
-			Problems: problemsData{Checked: true, OK: "No problems found.", OOB: true},
-			Editor:   ruleEditor{Rule: r, Version: r.Version, CanWrite: true}})
+		// The editor then shows the rule as stored: a secret just typed
+		// is masked as on every other page, not left on the screen.
+		ed := ruleEditor{Rule: r, Version: r.Version, CanWrite: true}
+		x.loadSource(&ed)
+		x.render(http.StatusOK, "rule-saved", saveResult{Saved: true, Rule: r, Message: "saved (version " + strconv.FormatInt(ed.Version, 10) + ")",
+			Problems: problemsData{Checked: true, OK: "No problems found.", OOB: true}, Editor: ed})
 	case a.Status == http.StatusConflict && a.Error().Field == "If-Match":
 		x.render(http.StatusOK, "rule-saved", saveResult{Conflict: true, Rule: ruleView{Name: name},
 			Message: "Not saved: the rule was changed elsewhere since you loaded it (" + a.Error().Message + ")."})

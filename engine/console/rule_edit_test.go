@@ -115,6 +115,15 @@ func TestVelosityFlow(t *testing.T) {
 		if r.Version != 2 || r.url(t) != rcv.URL+"/so2" || r.Enabled {
 			t.Fatalf("after the edit: version %d url %s enabled %v", r.Version, r.url(t), r.Enabled)
 		}
+		// The editor now holds the rule as stored: the secret just typed
+		// masked, the "created" notice gone.
+		b.waitFor("the stored text in the editor", `document.querySelector('#source').value.includes('secret: "****"')`)
+		if src := editorText(b); strings.Contains(src, secret) {
+			t.Fatalf("after saving, the editor still shows the secret:\n%s", src)
+		}
+		if txt := b.text("#main"); strings.Contains(txt, "start deactivated") {
+			t.Fatal("the 'created' notice stays after a save")
+		}
 		b.screenshot("rule-edit")
 		if href := eval[string](b, `document.querySelector('#rule-log-link').getAttribute('href')`); href != "/ui/deliveries?rule=so-updated" {
 			t.Fatalf("Log History links to %q", href)
