@@ -209,6 +209,11 @@ func TestEscaping(t *testing.T) {
 	}
 }
 
+// overflow is how many pixels the page, or a box that scrolls sideways
+// in it, is wider than the screen (0: nothing to scroll sideways).
+const overflow = `Math.max(document.documentElement.scrollWidth - window.innerWidth,
+	...[...document.querySelectorAll('.scroll')].map(e => e.scrollWidth - e.clientWidth))`
+
 // TestPhoneWidth: the rules page fits a phone's width (no sideways
 // scrolling of the page; wide tables scroll in their own box), and the
 // switch works from the keyboard.
@@ -218,11 +223,36 @@ func TestPhoneWidth(t *testing.T) {
 	b := newBrowser(t, 390, 844)
 	b.open(s.URL, "/ui/rules")
 	b.waitText("#rules", "a-rule-with-a-rather-long-name")
-	if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+	if w := eval[int](b, overflow); w > 0 {
 		t.Fatalf("the page is %dpx wider than a 390px phone", w)
 	}
 	// Keyboard: focus the switch and press Space.
 	b.do(chromedp.Focus(chromedp.CSS(`#rules input.switch`)), chromedp.KeyEvent(" "))
 	b.waitFor("the switch on", `document.querySelector('#rules input.switch').checked && document.querySelector('#flash').innerText.includes('enabled')`)
 	b.screenshot("rules-phone")
+
+	// Every other screen fits too, with a delivery and an event to show.
+	rcv := newReceiver(t)
+	s.mustDo("POST", "/v1/rules", "", signedRule("long-rule-name-for-phones", "SalesOrder", "updated", rcv.URL+"/a/rather/long/path/for/a/phone/screen", "none"), nil)
+	s.mustDo("POST", "/v1/rules/long-rule-name-for-phones/enable", "", nil, nil)
+	ids := s.emit("", map[string]any{"id": "evt-phone-0001", "entity": "SalesOrder", "entity_id": "SO-0001", "event": "updated",
+		"data": map[string]any{"status": "RELEASED", "note": strings.Repeat("long-unbroken-text", 20)}})
+	if s.waitSettled("", ids[0]) != "succeeded" {
+		t.Fatal("the delivery did not succeed")
+	}
+	for _, page := range []string{"/ui/", "/ui/deliveries", "/ui/deliveries/" + ids[0], "/ui/events", "/ui/events/evt-phone-0001",
+		"/ui/rules/long-rule-name-for-phones", "/ui/rules/long-rule-name-for-phones/test", "/ui/rules/new"} {
+		b.open(s.URL, page)
+		b.waitPage(page, `!!document.querySelector('#main h1')`)
+		if w := eval[int](b, overflow); w > 0 {
+			t.Errorf("%s is %dpx wider than a 390px phone", page, w)
+		}
+	}
+	b.open(s.URL, "/ui/deliveries")
+	b.do(chromedp.Click(chromedp.CSS(`#dlv-` + ids[0] + ` button[data-expand]`)))
+	b.waitText("#detail-"+ids[0], "Attempt 1")
+	if w := eval[int](b, overflow); w > 0 {
+		t.Errorf("an expanded Log History row is %dpx wider than a 390px phone", w)
+	}
+	b.screenshot("log-history-phone")
 }

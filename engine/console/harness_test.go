@@ -284,7 +284,13 @@ func newBrowser(t testing.TB, width, height int) *browser {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &browser{t: t, ctx: ctx}
-	if err := chromedp.Do(ctx); err != nil {
+	// The viewport is set, not only the window: a headless window has a
+	// minimum width wider than a phone.
+	var emulate []chromedp.EmulateViewportOption
+	if width < 700 {
+		emulate = append(emulate, chromedp.EmulateMobile)
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), int64(height), emulate...)); err != nil {
 		cancel()
 		cancelAlloc()
 		t.Fatalf("starting %s: %v", path, err)
