@@ -241,7 +241,7 @@ func TestPhoneWidth(t *testing.T) {
 		t.Fatal("the delivery did not succeed")
 	}
 	for _, page := range []string{"/ui/", "/ui/deliveries", "/ui/deliveries/" + ids[0], "/ui/events", "/ui/events/evt-phone-0001",
-		"/ui/rules/long-rule-name-for-phones", "/ui/rules/long-rule-name-for-phones/test", "/ui/rules/new"} {
+		"/ui/rules/long-rule-name-for-phones", "/ui/rules/long-rule-name-for-phones/test", "/ui/rules:new"} {
 		b.open(s.URL, page)
 		b.waitPage(page, `!!document.querySelector('#main h1')`)
 		if w := eval[int](b, overflow); w > 0 {

@@ -11,10 +11,12 @@ import (
 )
 
 // ruleRoutes are a rule's screens: add, edit, duplicate, delete, test.
+// The Add screen is /rules:new, as ':' is never in a rule's name (a rule
+// may be called "new").
 func (c *Console) ruleRoutes(m *http.ServeMux) {
 	p := c.opts.Prefix
-	m.HandleFunc("GET "+p+"/rules/new", c.page(c.ruleNew))
-	m.HandleFunc("POST "+p+"/rules/new", c.action(c.ruleCreate))
+	m.HandleFunc("GET "+p+"/rules:new", c.page(c.ruleNew))
+	m.HandleFunc("POST "+p+"/rules:new", c.action(c.ruleCreate))
 	m.HandleFunc("POST "+p+"/rules/validate", c.action(c.ruleValidate))
 	m.HandleFunc("GET "+p+"/rules/{name}", c.page(c.ruleDetail))
 	m.HandleFunc("PUT "+p+"/rules/{name}", c.action(c.ruleSave))

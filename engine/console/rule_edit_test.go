@@ -78,7 +78,7 @@ func TestVelosityFlow(t *testing.T) {
 
 		b := newBrowser(t, 1280, 800)
 		b.open(s.URL, "/ui/rules")
-		b.do(chromedp.Click(chromedp.CSS(`a[href="/ui/rules/new"]`)))
+		b.do(chromedp.Click(chromedp.CSS(`a[href="/ui/rules:new"]`)))
 		b.waitPage("the Add screen", `!!document.querySelector('select#new-entity')`)
 		setValue(b, "#new-entity", "SalesOrder")
 		// The catalog's events of SalesOrder come with the entity.
@@ -200,7 +200,7 @@ func TestYAMLTypoShownAtLine(t *testing.T) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
 		b := newBrowser(t, 1280, 800)
-		b.open(s.URL, "/ui/rules/new?"+url.Values{"entity": {"Order"}, "event": {"picked"}, "name": {"typo"}, "url": {rcv.URL}, "continue": {"1"}}.Encode())
+		b.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Order"}, "event": {"picked"}, "name": {"typo"}, "url": {rcv.URL}, "continue": {"1"}}.Encode())
 		b.waitFor("the editor", `!!document.querySelector('#source')`)
 		typo := "name: typo\non:\n  entity: Order\nacions:\n  - type: webhook\n    url: " + rcv.URL + "\n"
 		setValue(b, "#source", typo)
@@ -409,7 +409,7 @@ func TestRuleScreensOtherTenant(t *testing.T) {
 		}
 
 		// The Add screen creates globex's rule in globex.
-		b.open(s.URL, "/ui/rules/new?"+url.Values{"entity": {"Order"}, "event": {"picked"}, "name": {"globex-hook"}, "url": {rcv.URL + "/g"}, "continue": {"1"}}.Encode())
+		b.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Order"}, "event": {"picked"}, "name": {"globex-hook"}, "url": {rcv.URL + "/g"}, "continue": {"1"}}.Encode())
 		b.waitFor("the editor", `!!document.querySelector('#source')`)
 		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
 		b.waitPageText("#rule-notice", "start deactivated")

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -61,4 +62,18 @@ func TestRulesSwitch(t *testing.T) {
 			t.Fatalf("search for 'merged' lists %d rules, want 1", n)
 		}
 	})
+}
+
+// TestRuleNamedNew: a rule may be called "new" (or "test"): its page is
+// its page, and the Add screen is elsewhere.
+func TestRuleNamedNew(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{})
+	s.mustDo("POST", "/v1/rules", "", ruleYAML("new", "Order", "picked", "https://example.com/new"), nil)
+	s.mustDo("POST", "/v1/rules", "", ruleYAML("test", "Order", "picked", "https://example.com/test"), nil)
+	for name, want := range map[string]string{"/ui/rules/new": "https://example.com/new", "/ui/rules/test": "https://example.com/test", "/ui/rules:new": "Add rule"} {
+		code, body := s.uiDo("GET", name, "", nil)
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s = %d, want %q in:\n%s", name, code, want, body)
+		}
+	}
 }
