@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // exchange is one request to the console and the API calls made for it.
@@ -100,7 +102,7 @@ func (x *exchange) call(method, path string, body any, header ...string) *answer
 		}
 		rd = bytes.NewReader(j)
 	}
-	req, err := http.NewRequestWithContext(x.r.Context(), method, path, rd)
+	req, err := http.NewRequestWithContext(httpapi.InProcess(x.r.Context()), method, path, rd)
 	if err != nil {
 		return &answer{Status: http.StatusInternalServerError, Body: []byte(`{"error":{"code":"internal","message":"building the request"}}`)}
 	}
@@ -181,7 +183,7 @@ func (x *exchange) render(status int, name string, data any) { x.c.write(x.w, st
 // logs. Relaying keeps the browser on the console's own origin and paths,
 // wherever a host mounts the API.
 func (c *Console) live(w http.ResponseWriter, r *http.Request) {
-	req := r.Clone(r.Context())
+	req := r.Clone(httpapi.InProcess(r.Context()))
 	u := *r.URL
 	u.Path = "/v1/deliveries:stream"
 	u.RawPath = ""

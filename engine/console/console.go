@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 )
 
 //go:embed assets templates
@@ -101,6 +102,47 @@ func securityHeaders(h http.Header) {
 
 // ServeHTTP implements http.Handler.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		// One line per request of the browser; the API calls made for it
+		// are logged at debug level (httpapi.InProcess). Assets are not
+		// logged above debug, and never the query (the live stream's
+		// may hold a token).
+		lvl := slog.LevelInfo
+		if strings.HasPrefix(r.URL.Path, c.opts.Prefix+"/assets/") {
+			lvl = slog.LevelDebug
+		}
+		if st.status >= 500 {
+			lvl = slog.LevelError
+		}
+		c.log.Log(r.Context(), lvl, "console", "method", r.Method, "path", r.URL.Path, "status", st.status,
+			"duration", time.Since(start).Round(time.Microsecond))
+	}()
+	c.serve(st, r)
+}
+
+// statusWriter records the status of an answer; it passes Flush on, for
+// the live stream.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (c *Console) serve(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !sameOriginRequest(r) {
 		// Every change comes from the console's own script, which sends

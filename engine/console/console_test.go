@@ -1,11 +1,17 @@
 package console_test
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -255,4 +261,73 @@ func TestPhoneWidth(t *testing.T) {
 		t.Errorf("an expanded Log History row is %dpx wider than a 390px phone", w)
 	}
 	b.screenshot("log-history-phone")
+}
+
+// TestOneLogLinePerPage: a page view is one log line at info level,
+// whatever the API calls made for it (a rules page makes one per rule),
+// and the live stream's token never reaches the log.
+func TestOneLogLinePerPage(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s := newStack(t, openSQLite(t), stackOpts{tokens: testTokens, logger: log})
+	for i := range 3 {
+		s.mustDo("POST", "/v1/rules", "tok-admin", ruleYAML(fmt.Sprintf("r%d", i), "Order", "picked", "https://example.com/x"), nil)
+	}
+	buf.Reset()
+	if code, body := s.uiDo("GET", "/ui/rules", "tok-admin", nil); code != 200 {
+		t.Fatalf("rules page: %d %s", code, body)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"msg":"console"`) || !strings.Contains(lines[0], `"path":"/ui/rules"`) {
+		t.Fatalf("a page view logged %d lines at info level, want the console's one:\n%s", len(lines), buf.String())
+	}
+
+	// The live stream relays ?access_token=: neither the console nor the
+	// API logs it.
+	buf.Reset()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+"/ui/live?access_token=tok-admin", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("live: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	cancel()
+	res.Body.Close()
+	deadline := time.Now().Add(browserWait)
+	for !strings.Contains(buf.String(), `"path":"/ui/live"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the live stream's end was not logged:\n%s", buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(buf.String(), "tok-admin") {
+		t.Fatalf("the token reached the log:\n%s", buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }

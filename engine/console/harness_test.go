@@ -89,6 +89,9 @@ type stack struct {
 }
 
 type stackOpts struct {
+	// logger receives the engine's, the API's and the console's logs
+	// (nil: the test's, warnings and errors only).
+	logger       *slog.Logger
 	tokens       []httpapi.Token
 	rulePaths    []string
 	catalogPaths []string
@@ -96,7 +99,10 @@ type stackOpts struct {
 
 func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := o.logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -185,6 +185,18 @@ func (s *Server) WatchRules(ctx context.Context, interval time.Duration) {
 	}
 }
 
+type inProcessKey struct{}
+
+// InProcess marks ctx as the context of requests that a handler of this
+// process makes to the API on behalf of a request of its own (the console
+// rendering a page): they are logged at debug level, as parts of the
+// request that the caller logs, so that one page view is one log line.
+func InProcess(ctx context.Context) context.Context {
+	return context.WithValue(ctx, inProcessKey{}, true)
+}
+
+func inProcess(ctx context.Context) bool { return ctx.Value(inProcessKey{}) != nil }
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -197,7 +209,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lvl := slog.LevelDebug
 	if rec.status >= 500 {
 		lvl = slog.LevelError
-	} else if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" {
+	} else if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" && !inProcess(r.Context()) {
 		lvl = slog.LevelInfo
 	}
 	// The Authorization header is never logged; only the token's name.
