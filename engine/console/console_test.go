@@ -220,6 +220,15 @@ func TestEscaping(t *testing.T) {
 const overflow = `Math.max(document.documentElement.scrollWidth - window.innerWidth,
 	...[...document.querySelectorAll('.scroll')].map(e => e.scrollWidth - e.clientWidth))`
 
+// unlabelled lists the page's visible form controls and buttons that have
+// no accessible name: no <label for>, no wrapping label, no aria-label or
+// aria-labelledby, and (buttons, links) no text.
+const unlabelled = `[...document.querySelectorAll('#main input:not([type=hidden]), #main select, #main textarea, #main button, #main a, header button, header a')]
+	.filter(e => e.offsetParent !== null)
+	.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby')
+		&& !((e.tagName === 'BUTTON' || e.tagName === 'A') && e.textContent.trim()))
+	.map(e => e.outerHTML.slice(0, 120))`
+
 // TestPhoneWidth: the rules page fits a phone's width (no sideways
 // scrolling of the page; wide tables scroll in their own box), and the
 // switch works from the keyboard.
@@ -252,6 +261,9 @@ func TestPhoneWidth(t *testing.T) {
 		b.waitPage(page, `!!document.querySelector('#main h1')`)
 		if w := eval[int](b, overflow); w > 0 {
 			t.Errorf("%s is %dpx wider than a 390px phone", page, w)
+		}
+		if bad := eval[[]string](b, unlabelled); len(bad) > 0 {
+			t.Errorf("%s has controls without a label: %v", page, bad)
 		}
 	}
 	b.open(s.URL, "/ui/deliveries")
