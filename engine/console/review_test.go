@@ -1,0 +1,74 @@
+package console_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestReplayQueuesWhatWasCounted: the replay's confirm button replays
+// the deliveries it counted. Changing the form after counting (another
+// rule, no rule) does not widen the replay to deliveries nobody counted.
+func TestReplayQueuesWhatWasCounted(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		s := newStack(t, k.open(t), stackOpts{})
+		down := newReceiver(t)
+		down.status.Store(503)
+		for _, name := range []string{"counted", "other"} {
+			s.mustDo("POST", "/v1/rules", "", "name: "+name+"\non: {entity: Order, event: shipped}\nactions:\n  - type: webhook\n    url: "+down.URL+"/"+name+"\nretry: none\n", nil)
+			s.mustDo("POST", "/v1/rules/"+name+"/enable", "", nil, nil)
+		}
+		ids := s.emit("", map[string]any{"id": "RP-1", "entity": "Order", "entity_id": "O-1", "event": "shipped", "data": map[string]any{}})
+		if len(ids) != 2 {
+			t.Fatalf("deliveries: %v", ids)
+		}
+		for _, id := range ids {
+			if st := s.waitSettled("", id); st != "dead" {
+				t.Fatalf("delivery %s is %s, want dead", id, st)
+			}
+		}
+		down.status.Store(200)
+
+		b := newBrowser(t, 1280, 800)
+		b.open(s.URL, "/ui/deliveries")
+		b.waitText("#replay-h", "Replay")
+		b.do(chromedp.SetValue(chromedp.CSS(`#replay input[name=rule]`), "counted"))
+		b.do(chromedp.Click(chromedp.CSS(`#replay button[type=submit]`)))
+		b.waitText("#replay-result", "1 deliveries would be queued")
+		// The form changes after the count: the confirm button still
+		// replays what it counted.
+		eval[bool](b, `(document.querySelector("#replay input[name=rule]").value = "") === ""`)
+		b.do(chromedp.Click(chromedp.CSS(`#replay-confirm`)))
+		b.waitText("#replay-result", "deliveries queued")
+		if got := b.text("#replay-result"); got != "1 deliveries queued." {
+			t.Errorf("the confirm button counted 1 and answered %q", got)
+		}
+		var counted, other string
+		for _, id := range ids {
+			var d struct {
+				Delivery struct {
+					Rule string `json:"rule"`
+				} `json:"delivery"`
+			}
+			s.mustDo("GET", "/v1/deliveries/"+id, "", nil, &d)
+			if d.Delivery.Rule == "counted" {
+				counted = id
+			} else {
+				other = id
+			}
+		}
+		if st := s.waitSettled("", counted); st != "succeeded" {
+			t.Errorf("the counted delivery is %s after the replay, want succeeded", st)
+		}
+		if st, n := s.delivery(other); st != "dead" || n != 1 {
+			t.Errorf("a delivery nobody counted was replayed: %s after %d attempts", st, n)
+		}
+
+		// A bad time in the replay form: the message names the field.
+		if _, body := s.uiDo("POST", "/ui/deliveries/replay", "", url.Values{"since": {"yesterday"}}); !strings.Contains(body, "since: ") {
+			t.Errorf("a bad since in the replay form answered %q", body)
+		}
+	})
+}
