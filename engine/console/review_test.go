@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"html"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -71,4 +73,37 @@ func TestReplayQueuesWhatWasCounted(t *testing.T) {
 			t.Errorf("a bad since in the replay form answered %q", body)
 		}
 	})
+}
+
+// TestEventIDsWithURLCharacters: an event id is the ERP's text. Events
+// whose ids hold '/', '?', '#', '%', dot segments or non-ASCII letters
+// have their page in the console (the Events screen links there) and
+// their page's Re-run reaches them. (Ids "." and ".." cannot: no URL
+// path holds them, in the API either; see the review's report.)
+func TestEventIDsWithURLCharacters(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{})
+	ids := []string{"SO/1", "a?b#c%d", "x/../y", "x/./y", "%2F", "Bestellung-ü", "..x"}
+	for _, id := range ids {
+		s.emit("", map[string]any{"id": id, "entity": "Order", "entity_id": "O-1", "event": "shipped", "data": map[string]any{}})
+	}
+	code, list := s.uiDo("GET", "/ui/events", "", nil)
+	if code != http.StatusOK {
+		t.Fatalf("the Events screen: HTTP %d", code)
+	}
+	for _, id := range ids {
+		// The link the Events screen has for the event.
+		href := "/ui/events/" + url.PathEscape(id)
+		if !strings.Contains(list, `href="`+html.EscapeString(href)+`"`) {
+			t.Errorf("the Events screen has no link %s for event %q", href, id)
+			continue
+		}
+		code, body := s.uiDo("GET", href, "", nil)
+		if code != http.StatusOK || !strings.Contains(body, `<h1>Event <span class="mono">`+html.EscapeString(id)+`</span>`) {
+			t.Errorf("the page of event %q (%s): HTTP %d\n%.300s", id, href, code, body)
+		}
+		code, body = s.uiDo("POST", href+"/rerun", "", url.Values{})
+		if code != http.StatusOK || strings.Contains(body, "Not re-run") {
+			t.Errorf("re-running event %q (%s): HTTP %d %.300s", id, href, code, body)
+		}
+	}
 }
