@@ -50,8 +50,8 @@ func (c *Console) ruleTest(x *exchange) {
 	x.render(http.StatusOK, "rule-test", d)
 }
 
-// sampleEvent is the newest stored event of the rule's entity the token
-// sees, as JSON, and where it came from; else a template event.
+// sampleEvent is the newest stored event of the rule's entity (and first
+// tenant) the token sees, as JSON, and where it came from; else a template event.
 func (x *exchange) sampleEvent(r ruleView) (string, string) {
 	entity, event := "", ""
 	if r.On != nil && len(r.On.Entities) > 0 {
@@ -63,6 +63,11 @@ func (x *exchange) sampleEvent(r ruleView) (string, string) {
 	q := url.Values{"limit": {"1"}}
 	if entity != "" && entity != "*" {
 		q.Set("entity", entity)
+	}
+	if len(r.Tenants) > 0 {
+		// An event of a tenant the rule applies to (the first, as the
+		// template event has), not a newer one of a tenant it never sees.
+		q.Set("tenant", r.Tenants[0])
 	}
 	var list eventsAnswer
 	if a := x.call(http.MethodGet, "/v1/events?"+q.Encode(), nil); a.OK() && a.decode(&list) == nil && len(list.Events) > 0 {
