@@ -121,3 +121,50 @@ func TestRuleTestSampleOfTheRulesTenant(t *testing.T) {
 		t.Errorf("the Test screen of acme's rule offers another sample: HTTP %d\n%s", code, body)
 	}
 }
+
+// TestEveryScreenFitsAPhone: at 390 px wide no screen scrolls the page
+// sideways, with long unbroken values of the ERP and the receiver (ids,
+// URLs, JSON, response headers): wide parts scroll or wrap in their box.
+func TestEveryScreenFitsAPhone(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{})
+	rcv := newReceiver(t)
+	long := strings.Repeat("Z", 120)
+	s.mustDo("POST", "/v1/rules", "", signedRule("a-rule-with-a-rather-long-name-"+strings.Repeat("x", 60), "Order", "shipped", rcv.URL+"/webhooks/"+long, "none"), nil)
+	name := "a-rule-with-a-rather-long-name-" + strings.Repeat("x", 60)
+	s.mustDo("POST", "/v1/rules/"+name+"/enable", "", nil, nil)
+	id := "SO-" + long
+	dl := s.emit("", map[string]any{"id": id, "entity": "Order", "entity_id": long, "event": "shipped", "data": map[string]any{"note": long, long: long}})
+	if len(dl) != 1 {
+		t.Fatalf("deliveries: %v", dl)
+	}
+	s.waitSettled("", dl[0])
+
+	b := newBrowser(t, 390, 844)
+	fits := func(screen string) {
+		t.Helper()
+		if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+			t.Errorf("%s is %dpx wider than a 390px phone", screen, w)
+			t.Log(eval[string](b, `[...document.querySelectorAll('#main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && ![...e.children].some(c => c.getBoundingClientRect().right > window.innerWidth + 1)).slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.parentElement.tagName+'.'+e.parentElement.className)).join('\n')`))
+		}
+	}
+	for _, p := range []struct{ path, sel, text string }{
+		{"/ui/", "#queue", "pending"},
+		{"/ui/rules", "#rules", "a-rule"},
+		{"/ui/rules/" + name, "#main", "a-rule"},
+		{"/ui/rules/" + name + "/test", "#main", id},
+		{"/ui/rules/new", "#main", "Add"},
+		{"/ui/deliveries", "#dlv-" + dl[0], "succeeded"},
+		{"/ui/deliveries/" + dl[0], "#main", "Attempt 1"},
+		{"/ui/events", "#events", "SO-"},
+		{"/ui/events/" + url.PathEscape(id), "#main", "Deliveries"},
+	} {
+		b.open(s.URL, p.path)
+		b.waitPageText(p.sel, p.text)
+		fits(p.path)
+	}
+	// The Log History with a row expanded.
+	b.open(s.URL, "/ui/deliveries")
+	b.do(chromedp.Click(chromedp.CSS(`#dlv-` + dl[0] + ` button[data-expand]`)))
+	b.waitText("#detail-"+dl[0], "Attempt 1")
+	fits("the Log History with a row expanded")
+}
