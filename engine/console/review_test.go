@@ -168,3 +168,29 @@ func TestEveryScreenFitsAPhone(t *testing.T) {
 	b.waitText("#detail-"+dl[0], "Attempt 1")
 	fits("the Log History with a row expanded")
 }
+
+// TestDeleteIsConditional: Delete on a rule's page deletes the rule only
+// if nobody changed it since the page loaded it (If-Match); else it says
+// so and the rule stays. Reloaded, the page deletes it.
+func TestDeleteIsConditional(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{})
+	s.mustDo("POST", "/v1/rules", "", ruleYAML("doomed", "Order", "shipped", "http://127.0.0.1:1/x"), nil)
+	b := newBrowser(t, 1280, 800)
+	b.open(s.URL, "/ui/rules/doomed")
+	b.waitFor("the delete button", `!!document.querySelector('#rule-delete')`)
+	s.mustDo("POST", "/v1/rules/doomed/enable", "", nil, nil) // elsewhere, meanwhile
+	b.acceptConfirms()
+	b.do(chromedp.Click(chromedp.CSS("#rule-delete")))
+	b.waitText("#head-result", "Not deleted")
+	if code := s.do("GET", "/v1/rules/doomed", "", nil, nil); code != http.StatusOK {
+		t.Fatalf("the rule changed elsewhere was deleted: HTTP %d", code)
+	}
+	b.open(s.URL, "/ui/rules/doomed")
+	b.waitFor("the delete button", `!!document.querySelector('#rule-delete')`)
+	b.acceptConfirms()
+	b.do(chromedp.Click(chromedp.CSS("#rule-delete")))
+	b.waitPageText("#flash", "Rule doomed deleted.")
+	if code := s.do("GET", "/v1/rules/doomed", "", nil, nil); code != http.StatusNotFound {
+		t.Errorf("after Delete the rule answers HTTP %d", code)
+	}
+}

@@ -39,3 +39,34 @@ func TestRuleNamesThatAreDotSegments(t *testing.T) {
 		t.Errorf("%d rules besides base were stored", n)
 	}
 }
+
+// TestDeleteRuleIfMatch: DELETE with If-Match deletes the rule only at
+// that version; a stale one is a 409 naming If-Match and deletes nothing;
+// another tenant's token gets 404 whatever the version and deletes
+// nothing.
+func TestDeleteRuleIfMatch(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		const acme, globex = "tok-acme-0123456789", "tok-globex-0123456789"
+		e := newEnv(t, st, envOpts{tokens: []Token{
+			{Name: "acme", Token: acme, Tenant: "acme", Scopes: AllScopes},
+			{Name: "globex", Token: globex, Tenant: "globex", Scopes: AllScopes},
+		}})
+		must(t, e.do("POST", "/v1/rules", acme, ruleJSON("acme-hook", "http://127.0.0.1:1/x", nil)), http.StatusCreated)
+		must(t, e.do("POST", "/v1/rules/acme-hook/enable", acme, nil), http.StatusOK) // version 2
+		for _, tok := range []string{globex} {
+			for _, v := range []string{`"1"`, `"2"`} {
+				if r := e.do("DELETE", "/v1/rules/acme-hook", tok, nil, "If-Match", v); r.status != http.StatusNotFound {
+					t.Errorf("globex deleting acme's rule with If-Match %s: HTTP %d %s", v, r.status, r.body)
+				}
+			}
+		}
+		r := must(t, e.do("DELETE", "/v1/rules/acme-hook", acme, nil, "If-Match", `"1"`), http.StatusConflict)
+		if code, field, _ := r.errInfo(t); code != "conflict" || field != "If-Match" {
+			t.Errorf("a stale If-Match: %s, field %s", code, field)
+		}
+		must(t, e.do("GET", "/v1/rules/acme-hook", acme, nil), http.StatusOK)
+		must(t, e.do("DELETE", "/v1/rules/acme-hook", acme, nil, "If-Match", `"2"`), http.StatusNoContent)
+		must(t, e.do("GET", "/v1/rules/acme-hook", acme, nil), http.StatusNotFound)
+	})
+}
