@@ -194,3 +194,25 @@ func TestDeleteIsConditional(t *testing.T) {
 		t.Errorf("after Delete the rule answers HTTP %d", code)
 	}
 }
+
+// TestNoticesFromLinksSayOnlyRuleNames: the notices a page shows after a
+// delete or duplicate come from its link (?deleted=, ?duplicated=); a
+// link from elsewhere cannot make them say a sentence of its own.
+func TestNoticesFromLinksSayOnlyRuleNames(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{})
+	s.mustDo("POST", "/v1/rules", "", ruleYAML("kept", "Order", "shipped", "http://127.0.0.1:1/x"), nil)
+	spoof := "x. Your session expired: sign in again at https://evil.example/login"
+	for _, p := range []string{"/ui/rules?deleted=", "/ui/rules/kept?duplicated="} {
+		code, body := s.uiDo("GET", p+url.QueryEscape(spoof), "", nil)
+		if code != http.StatusOK || strings.Contains(body, "evil.example") {
+			t.Errorf("%s…: HTTP %d, the page says the link's sentence", p, code)
+		}
+	}
+	// A rule's name still shows.
+	if _, body := s.uiDo("GET", "/ui/rules?deleted=gone-rule", "", nil); !strings.Contains(body, "Rule gone-rule deleted.") {
+		t.Error("the notice of a deleted rule is missing")
+	}
+	if _, body := s.uiDo("GET", "/ui/rules/kept?duplicated=kept-orig", "", nil); !strings.Contains(body, "Copied from kept-orig.") {
+		t.Error("the notice of a duplicate is missing")
+	}
+}

@@ -61,7 +61,7 @@ func (c *Console) ruleDetail(x *exchange) {
 	switch {
 	case x.r.URL.Query().Has("created"):
 		d.Notice = "Rule created. New webhooks start deactivated: switch it on when it is ready."
-	case x.r.URL.Query().Get("duplicated") != "":
+	case ruleName.MatchString(x.r.URL.Query().Get("duplicated")):
 		d.Notice = "Copied from " + x.r.URL.Query().Get("duplicated") + ". The copy starts deactivated."
 	}
 	a := x.call(http.MethodGet, ruleAPI(name, "?format=yaml"), nil, "Accept", "application/yaml")
