@@ -122,8 +122,8 @@ func TestRuleTestSampleOfTheRulesTenant(t *testing.T) {
 	}
 }
 
-// TestEveryScreenFitsAPhone: at 390 px wide no screen scrolls the page
-// sideways, with long unbroken values of the ERP and the receiver (ids,
+// TestEveryScreenFitsAPhone: at 390 px wide (and at 1280×800) no screen
+// scrolls the page sideways, with long unbroken values of the ERP and the receiver (ids,
 // URLs, JSON, response headers): wide parts scroll or wrap in their box.
 func TestEveryScreenFitsAPhone(t *testing.T) {
 	s := newStack(t, openSQLite(t), stackOpts{})
@@ -139,34 +139,36 @@ func TestEveryScreenFitsAPhone(t *testing.T) {
 	}
 	s.waitSettled("", dl[0])
 
-	b := newBrowser(t, 390, 844)
-	fits := func(screen string) {
-		t.Helper()
-		if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
-			t.Errorf("%s is %dpx wider than a 390px phone", screen, w)
-			t.Log(eval[string](b, `[...document.querySelectorAll('#main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && ![...e.children].some(c => c.getBoundingClientRect().right > window.innerWidth + 1)).slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.parentElement.tagName+'.'+e.parentElement.className)).join('\n')`))
+	for _, size := range [][2]int{{390, 844}, {1280, 800}} {
+		b := newBrowser(t, size[0], size[1])
+		fits := func(screen string) {
+			t.Helper()
+			if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+				t.Errorf("%s is %dpx wider than the window (%dpx)", screen, w, size[0])
+				t.Log(eval[string](b, `[...document.querySelectorAll('#main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && ![...e.children].some(c => c.getBoundingClientRect().right > window.innerWidth + 1)).slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.parentElement.tagName+'.'+e.parentElement.className)).join('\n')`))
+			}
 		}
+		for _, p := range []struct{ path, sel, text string }{
+			{"/ui/", "#queue", "pending"},
+			{"/ui/rules", "#rules", "a-rule"},
+			{"/ui/rules/" + name, "#main", "a-rule"},
+			{"/ui/rules/" + name + "/test", "#main", id},
+			{"/ui/rules/new", "#main", "Add"},
+			{"/ui/deliveries", "#dlv-" + dl[0], "succeeded"},
+			{"/ui/deliveries/" + dl[0], "#main", "Attempt 1"},
+			{"/ui/events", "#events", "SO-"},
+			{"/ui/events/" + url.PathEscape(id), "#main", "Deliveries"},
+		} {
+			b.open(s.URL, p.path)
+			b.waitPageText(p.sel, p.text)
+			fits(p.path)
+		}
+		// The Log History with a row expanded.
+		b.open(s.URL, "/ui/deliveries")
+		b.do(chromedp.Click(chromedp.CSS(`#dlv-` + dl[0] + ` button[data-expand]`)))
+		b.waitText("#detail-"+dl[0], "Attempt 1")
+		fits("the Log History with a row expanded")
 	}
-	for _, p := range []struct{ path, sel, text string }{
-		{"/ui/", "#queue", "pending"},
-		{"/ui/rules", "#rules", "a-rule"},
-		{"/ui/rules/" + name, "#main", "a-rule"},
-		{"/ui/rules/" + name + "/test", "#main", id},
-		{"/ui/rules/new", "#main", "Add"},
-		{"/ui/deliveries", "#dlv-" + dl[0], "succeeded"},
-		{"/ui/deliveries/" + dl[0], "#main", "Attempt 1"},
-		{"/ui/events", "#events", "SO-"},
-		{"/ui/events/" + url.PathEscape(id), "#main", "Deliveries"},
-	} {
-		b.open(s.URL, p.path)
-		b.waitPageText(p.sel, p.text)
-		fits(p.path)
-	}
-	// The Log History with a row expanded.
-	b.open(s.URL, "/ui/deliveries")
-	b.do(chromedp.Click(chromedp.CSS(`#dlv-` + dl[0] + ` button[data-expand]`)))
-	b.waitText("#detail-"+dl[0], "Attempt 1")
-	fits("the Log History with a row expanded")
 }
 
 // TestDeleteIsConditional: Delete on a rule's page deletes the rule only
