@@ -109,15 +109,17 @@ func TestEventIDsWithURLCharacters(t *testing.T) {
 }
 
 // TestRuleTestSampleOfTheRulesTenant: the Test screen of a rule bound to
-// one tenant offers that tenant's latest event of the rule's entity, not
-// a newer one of another tenant the rule never sees.
+// one tenant offers that tenant's latest event of the rule's entity and
+// event, not a newer one of another tenant the rule never sees, nor a
+// newer one of another event name.
 func TestRuleTestSampleOfTheRulesTenant(t *testing.T) {
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", "name: acme-hook\ntenants: [acme]\non: {entity: Order, event: shipped}\nactions:\n  - type: webhook\n    url: http://127.0.0.1:1/x\n", nil)
 	s.emit("", map[string]any{"id": "ACME-7", "tenant": "acme", "entity": "Order", "entity_id": "A7", "event": "shipped", "data": map[string]any{}})
+	s.emit("", map[string]any{"id": "ACME-CANCEL-9", "tenant": "acme", "entity": "Order", "entity_id": "A9", "event": "cancelled", "data": map[string]any{}})
 	s.emit("", map[string]any{"id": "GLOBEX-8", "tenant": "globex", "entity": "Order", "entity_id": "G8", "event": "shipped", "data": map[string]any{}})
 	code, body := s.uiDo("GET", "/ui/rules/acme-hook/test", "", nil)
-	if code != http.StatusOK || !strings.Contains(body, "ACME-7") || strings.Contains(body, "GLOBEX-8") {
+	if code != http.StatusOK || !strings.Contains(body, "ACME-7") || strings.Contains(body, "GLOBEX-8") || strings.Contains(body, "ACME-CANCEL-9") {
 		t.Errorf("the Test screen of acme's rule offers another sample: HTTP %d\n%s", code, body)
 	}
 }
