@@ -89,8 +89,10 @@ func (f logFilter) api() url.Values {
 	return v
 }
 
-// stream is the filter as GET /v1/deliveries:stream's query (the stream
-// has no since or cursor: the row URL applies them).
+// stream is the filter as GET /v1/deliveries:stream's query. The stream
+// has no since or cursor, and is not filtered by state: an attempt that
+// takes a delivery out of the states shown must reach the page too, whose
+// row URL (which applies them all) then answers 204 and the row goes.
 func (f logFilter) stream() string {
 	v := url.Values{}
 	if f.Rule != "" {
@@ -98,9 +100,6 @@ func (f logFilter) stream() string {
 	}
 	if f.Entity != "" {
 		v.Set("entity", f.Entity)
-	}
-	if len(f.States) > 0 {
-		v.Set("state", strings.Join(f.States, ","))
 	}
 	return v.Encode()
 }
