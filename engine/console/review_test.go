@@ -226,13 +226,7 @@ func TestNoticesFromLinksSayOnlyRuleNames(t *testing.T) {
 // retry succeeds, it leaves the page (as a reload would show), live.
 func TestLiveLogHistoryFilteredByState(t *testing.T) {
 	s := newStack(t, openSQLite(t), stackOpts{})
-	rcv := newReceiver(t)
-	rcv.status.Store(503)
-	s.mustDo("POST", "/v1/rules", "", signedRule("flaky", "Order", "shipped", rcv.URL+"/flaky", "{schedule: [1s]}"), nil)
-	s.mustDo("POST", "/v1/rules/flaky/enable", "", nil, nil)
-	b := newBrowser(t, 1280, 800)
-	b.open(s.URL, "/ui/deliveries?state=failed")
-	b.waitText("#live-status", "Live")
+	rcv, b := s.flakyLogHistory("/ui/deliveries?state=failed")
 	id := s.emit("", map[string]any{"id": "ST-1", "entity": "Order", "entity_id": "O-1", "event": "shipped", "data": map[string]any{}})[0]
 	b.waitRow(id, "failed", "503")
 	rcv.status.Store(200)
