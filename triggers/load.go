@@ -451,6 +451,8 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 				l.errorf(kv.val, p, "is %d characters long, more than %d", len(s), MaxRuleNameLength)
 			case !ruleNameRE.MatchString(s):
 				l.errorf(kv.val, p, "%q may contain only letters, digits, '.', '_' and '-' (it is used in URLs)", s)
+			case s == "." || s == "..":
+				l.errorf(kv.val, p, "%q cannot be a rule name: URLs resolve it as a path segment", s)
 			default:
 				r.Name = s
 			}

@@ -65,7 +65,7 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 			"additionalProperties": false,
 			"required":             []any{"name", "on", "actions"},
 			"properties": obj{
-				"name":        obj{"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "maxLength": MaxRuleNameLength, "description": "unique name (letters, digits, '.', '_', '-')"},
+				"name":        obj{"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "maxLength": MaxRuleNameLength, "description": "unique name (letters, digits, '.', '_', '-'; not . or ..)"},
 				"description": obj{"type": []any{"string", "null"}},
 				"enabled":     obj{"type": "boolean", "default": true},
 				"tenants":     withDesc(stringOrList, "tenants the rule applies to; omit for every tenant"),

@@ -89,8 +89,10 @@ func (f logFilter) api() url.Values {
 	return v
 }
 
-// stream is the filter as GET /v1/deliveries:stream's query (the stream
-// has no since or cursor: the row URL applies them).
+// stream is the filter as GET /v1/deliveries:stream's query. The stream
+// has no since or cursor, and is not filtered by state: an attempt that
+// takes a delivery out of the states shown must reach the page too, whose
+// row URL (which applies them all) then answers 204 and the row goes.
 func (f logFilter) stream() string {
 	v := url.Values{}
 	if f.Rule != "" {
@@ -98,9 +100,6 @@ func (f logFilter) stream() string {
 	}
 	if f.Entity != "" {
 		v.Set("entity", f.Entity)
-	}
-	if len(f.States) > 0 {
-		v.Set("state", strings.Join(f.States, ","))
 	}
 	return v.Encode()
 }
@@ -175,10 +174,7 @@ func (c *Console) deliveriesList(x *exchange) {
 		return
 	}
 	if filterErr != nil {
-		p.Err, p.ErrField = filterErr.Message, filterErr.Field
-		if p.ErrField == "status" {
-			p.ErrField = "state"
-		}
+		p.Err, p.ErrField = filterErr.Message, fieldName(filterErr.Field)
 		x.render(http.StatusOK, "deliveries", p)
 		return
 	}
@@ -290,15 +286,23 @@ type msgData struct {
 }
 
 // replayData is the replay form's answer: the count first, then what was
-// queued.
+// queued. The confirm button posts the filter that was counted (hidden
+// fields), not the form as it is when it is clicked.
 type replayData struct {
-	Err     string
-	Count   int
-	Done    bool // replayed (else a dry run)
-	Rule    string
-	States  []string
-	Since   string
-	Confirm string // hx-vals of the confirm button
+	Err    string
+	Count  int
+	Done   bool // replayed (else a dry run)
+	Rule   string
+	States []string
+	Since  string // as counted: a duration is resolved to the time it meant
+}
+
+// fieldName is the replay form's name of the API's field.
+func fieldName(f string) string {
+	if f == "status" {
+		return "state"
+	}
+	return f
 }
 
 // deliveriesReplay is the replay form: without confirm it asks the API
@@ -320,6 +324,11 @@ func (c *Console) deliveriesReplay(x *exchange) {
 		body["rule"] = d.Rule
 	}
 	if d.Since != "" {
+		// "24h" is resolved once, here: the confirm form replays from the
+		// time the count was made from, not 24 hours before the click.
+		if dur, err := time.ParseDuration(d.Since); err == nil && dur > 0 {
+			d.Since = time.Now().Add(-dur).UTC().Format(time.RFC3339Nano)
+		}
 		body["since"] = d.Since
 	}
 	if len(d.States) > 0 {
@@ -333,6 +342,9 @@ func (c *Console) deliveriesReplay(x *exchange) {
 	if a.Status == http.StatusBadRequest {
 		e := a.Error()
 		d.Err = e.Message
+		if e.Field != "" && !strings.HasPrefix(d.Err, e.Field) {
+			d.Err = fieldName(e.Field) + ": " + d.Err
+		}
 		x.render(http.StatusOK, "replay-result", d)
 		return
 	}
@@ -350,7 +362,6 @@ func (c *Console) deliveriesReplay(x *exchange) {
 		return
 	}
 	d.Count = n.Queued + n.WouldQueue
-	d.Confirm = `{"confirm": "1"}`
 	x.render(http.StatusOK, "replay-result", d)
 }
 

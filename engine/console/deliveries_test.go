@@ -162,6 +162,20 @@ func TestJobManagementFlow(t *testing.T) {
 	})
 }
 
+// flakyLogHistory enables rule flaky (Order shipped, one retry after 1s)
+// to a receiver answering 503, and opens the Log History page, live.
+func (s *stack) flakyLogHistory(page string) (*receiver, *browser) {
+	s.t.Helper()
+	rcv := newReceiver(s.t)
+	rcv.status.Store(503)
+	s.mustDo("POST", "/v1/rules", "", signedRule("flaky", "Order", "shipped", rcv.URL+"/flaky", "{schedule: [1s]}"), nil)
+	s.mustDo("POST", "/v1/rules/flaky/enable", "", nil, nil)
+	b := newBrowser(s.t, 1280, 800)
+	b.open(s.URL, page)
+	b.waitText("#live-status", "Live")
+	return rcv, b
+}
+
 // TestFailingReceiverReplay: a receiver answering 503 makes the attempts
 // show as failed, then dead, live; once it heals, the replay form shows
 // the count first, then replays, and the row turns succeeded; Retry
@@ -169,14 +183,7 @@ func TestJobManagementFlow(t *testing.T) {
 func TestFailingReceiverReplay(t *testing.T) {
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
-		rcv := newReceiver(t)
-		rcv.status.Store(503)
-		s.mustDo("POST", "/v1/rules", "", signedRule("flaky", "Order", "shipped", rcv.URL+"/flaky", "{schedule: [1s]}"), nil)
-		s.mustDo("POST", "/v1/rules/flaky/enable", "", nil, nil)
-
-		b := newBrowser(t, 1280, 800)
-		b.open(s.URL, "/ui/deliveries?rule=flaky")
-		b.waitText("#live-status", "Live")
+		rcv, b := s.flakyLogHistory("/ui/deliveries?rule=flaky")
 		id := s.emit("", map[string]any{"id": "SHP-2", "entity": "Order", "entity_id": "O-2", "event": "shipped", "data": map[string]any{}})[0]
 		b.waitRow(id, "failed", "503", "1")
 		b.waitRow(id, "dead", "503", "2")

@@ -63,7 +63,7 @@ func (c *Console) ruleDetail(x *exchange) {
 	switch {
 	case x.r.URL.Query().Has("created"):
 		d.Notice = "Rule created. New webhooks start deactivated: switch it on when it is ready."
-	case x.r.URL.Query().Get("duplicated") != "":
+	case ruleName.MatchString(x.r.URL.Query().Get("duplicated")):
 		d.Notice = "Copied from " + x.r.URL.Query().Get("duplicated") + ". The copy starts deactivated."
 	}
 	x.loadSource(&d)
@@ -368,17 +368,23 @@ func (c *Console) ruleDuplicate(x *exchange) {
 	}
 }
 
-// ruleDelete deletes the rule (the page asked to confirm) and goes back to
-// the list.
+// ruleDelete deletes the rule (the page asked to confirm) if it is still
+// at the version the page showed, and goes back to the list.
 func (c *Console) ruleDelete(x *exchange) {
 	name := x.r.PathValue("name")
-	a := x.call(http.MethodDelete, ruleAPI(name, ""), nil)
+	var hdr []string
+	if v := x.r.FormValue("version"); v != "" && v != "0" {
+		hdr = []string{"If-Match", strconv.Quote(v)} // the version the page showed
+	}
+	a := x.call(http.MethodDelete, ruleAPI(name, ""), nil, hdr...)
 	switch {
 	case a.OK():
 		x.w.Header().Set("HX-Redirect", c.path("/rules")+"?"+url.Values{"deleted": {name}}.Encode())
 		x.render(http.StatusOK, "rule-note", "Deleted.")
 	case a.Status == http.StatusNotFound || a.Status == http.StatusUnauthorized:
 		x.fail(a)
+	case a.Status == http.StatusConflict && a.Error().Field == "If-Match":
+		x.render(http.StatusOK, "rule-note", "Not deleted: the rule was changed elsewhere since this page loaded it ("+a.Error().Message+"). Reload the page to see it as it is now.")
 	default:
 		x.render(http.StatusOK, "rule-note", "Not deleted: "+a.Error().Message)
 	}

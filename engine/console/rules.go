@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +44,7 @@ func (c *Console) rulesList(x *exchange) {
 		return
 	}
 	p := rulesPage{All: len(all.Rules), Q: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Source: q.Get("source")}
-	if d := q.Get("deleted"); d != "" && !slices.ContainsFunc(all.Rules, func(r ruleView) bool { return r.Name == d }) {
+	if d := q.Get("deleted"); ruleName.MatchString(d) && !slices.ContainsFunc(all.Rules, func(r ruleView) bool { return r.Name == d }) {
 		p.Flash = "Rule " + d + " deleted." // only of a rule that is gone: a link cannot make it say anything else
 	}
 	var match []ruleView
@@ -79,6 +80,11 @@ func (c *Console) rulesList(x *exchange) {
 	}
 	x.render(http.StatusOK, "rules", p)
 }
+
+// ruleName is what a rule's name may be (triggers' rule names): notices
+// taken from a link (?deleted=, ?duplicated=) show only such a name, so
+// that a link from elsewhere cannot make a page say its own sentence.
+var ruleName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 
 // ruleMatches applies the list's search (name, description, entities,
 // events, URLs; case-insensitive) and filters.

@@ -50,8 +50,9 @@ func (c *Console) ruleTest(x *exchange) {
 	x.render(http.StatusOK, "rule-test", d)
 }
 
-// sampleEvent is the newest stored event of the rule's entity the token
-// sees, as JSON, and where it came from; else a template event.
+// sampleEvent is the newest stored event of the rule's entity and event
+// (else of its entity), of its first tenant, the token sees, as JSON, and
+// where it came from; else a template event.
 func (x *exchange) sampleEvent(r ruleView) (string, string) {
 	entity, event := "", ""
 	if r.On != nil && len(r.On.Entities) > 0 {
@@ -64,8 +65,28 @@ func (x *exchange) sampleEvent(r ruleView) (string, string) {
 	if entity != "" && entity != "*" {
 		q.Set("entity", entity)
 	}
+	if len(r.Tenants) > 0 {
+		// An event of a tenant the rule applies to (the first, as the
+		// template event has), not a newer one of a tenant it never sees.
+		q.Set("tenant", r.Tenants[0])
+	}
+	// The newest of the rule's event when it names one (a newer event of
+	// another name would not trigger it), else of the entity.
+	queries := []url.Values{q}
+	if event != "" && event != "*" {
+		qe := url.Values{"event": {event}}
+		for k, v := range q {
+			qe[k] = v
+		}
+		queries = []url.Values{qe, q}
+	}
 	var list eventsAnswer
-	if a := x.call(http.MethodGet, "/v1/events?"+q.Encode(), nil); a.OK() && a.decode(&list) == nil && len(list.Events) > 0 {
+	for _, q := range queries {
+		if a := x.call(http.MethodGet, "/v1/events?"+q.Encode(), nil); a.OK() && a.decode(&list) == nil && len(list.Events) > 0 {
+			break
+		}
+	}
+	if len(list.Events) > 0 {
 		s := list.Events[0]
 		var ev eventAnswer
 		p := "/v1/events/" + url.PathEscape(s.ID) + "?" + url.Values{"tenant": {s.Tenant}}.Encode()

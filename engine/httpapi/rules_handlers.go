@@ -327,7 +327,9 @@ func (s *Server) patchRule(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteRule(w http.ResponseWriter, r *http.Request) {
-	e, ok := s.editableRule(w, r)
+	// If-Match makes the deletion conditional, as an edit (the console's
+	// Delete sends the version its page showed).
+	e, _, ok := s.editableAt(w, r)
 	if !ok {
 		return
 	}

@@ -93,6 +93,14 @@
     var t = token();
     if (t) { headers['Authorization'] = 'Bearer ' + t; }
     fetch(url, { headers: headers, credentials: 'omit' }).then(function (r) {
+      // 204: the delivery does not (or no longer) belong on this page (it
+      // left the state filtered for): its row, if shown, goes.
+      if (r.status === 204) {
+        ['dlv-', 'detail-'].forEach(function (p) {
+          var e = document.getElementById(p + id);
+          if (e && el.contains(e)) { e.remove(); }
+        });
+      }
       if (r.status !== 200) { return null; }
       return r.text();
     }).then(function (html) {
