@@ -155,7 +155,7 @@ func TestEveryScreenFitsAPhone(t *testing.T) {
 			{"/ui/rules", "#rules", "a-rule"},
 			{"/ui/rules/" + name, "#main", "a-rule"},
 			{"/ui/rules/" + name + "/test", "#main", id},
-			{"/ui/rules/new", "#main", "Add"},
+			{"/ui/rules:new", "#main", "Add"},
 			{"/ui/deliveries", "#dlv-" + dl[0], "succeeded"},
 			{"/ui/deliveries/" + dl[0], "#main", "Attempt 1"},
 			{"/ui/events", "#events", "SO-"},
