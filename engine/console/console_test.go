@@ -231,7 +231,8 @@ const unlabelled = `[...document.querySelectorAll('#main input:not([type=hidden]
 
 // TestPhoneWidth: the rules page fits a phone's width (no sideways
 // scrolling of the page; wide tables scroll in their own box), and the
-// switch works from the keyboard.
+// switch works from the keyboard. TestEveryScreenFitsAPhone does the
+// other screens.
 func TestPhoneWidth(t *testing.T) {
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("a-rule-with-a-rather-long-name", "SalesOrder", "status_changed", "https://very-long-host-name.example.com/webhooks/erp/salesorders/released"), nil)
@@ -246,33 +247,6 @@ func TestPhoneWidth(t *testing.T) {
 	b.waitFor("the switch on", `document.querySelector('#rules input.switch').checked && document.querySelector('#flash').innerText.includes('enabled')`)
 	b.screenshot("rules-phone")
 
-	// Every other screen fits too, with a delivery and an event to show.
-	rcv := newReceiver(t)
-	s.mustDo("POST", "/v1/rules", "", signedRule("long-rule-name-for-phones", "SalesOrder", "updated", rcv.URL+"/a/rather/long/path/for/a/phone/screen", "none"), nil)
-	s.mustDo("POST", "/v1/rules/long-rule-name-for-phones/enable", "", nil, nil)
-	ids := s.emit("", map[string]any{"id": "evt-phone-0001", "entity": "SalesOrder", "entity_id": "SO-0001", "event": "updated",
-		"data": map[string]any{"status": "RELEASED", "note": strings.Repeat("long-unbroken-text", 20)}})
-	if s.waitSettled("", ids[0]) != "succeeded" {
-		t.Fatal("the delivery did not succeed")
-	}
-	for _, page := range []string{"/ui/", "/ui/deliveries", "/ui/deliveries/" + ids[0], "/ui/events", "/ui/events/evt-phone-0001",
-		"/ui/rules/long-rule-name-for-phones", "/ui/rules/long-rule-name-for-phones/test", "/ui/rules:new"} {
-		b.open(s.URL, page)
-		b.waitPage(page, `!!document.querySelector('#main h1')`)
-		if w := eval[int](b, overflow); w > 0 {
-			t.Errorf("%s is %dpx wider than a 390px phone", page, w)
-		}
-		if bad := eval[[]string](b, unlabelled); len(bad) > 0 {
-			t.Errorf("%s has controls without a label: %v", page, bad)
-		}
-	}
-	b.open(s.URL, "/ui/deliveries")
-	b.do(chromedp.Click(chromedp.CSS(`#dlv-` + ids[0] + ` button[data-expand]`)))
-	b.waitText("#detail-"+ids[0], "Attempt 1")
-	if w := eval[int](b, overflow); w > 0 {
-		t.Errorf("an expanded Log History row is %dpx wider than a 390px phone", w)
-	}
-	b.screenshot("log-history-phone")
 }
 
 // TestOneLogLinePerPage: a page view is one log line at info level,

@@ -145,7 +145,10 @@ func TestEveryScreenFitsAPhone(t *testing.T) {
 		b := newBrowser(t, size[0], size[1])
 		fits := func(screen string) {
 			t.Helper()
-			if w := eval[int](b, `document.documentElement.scrollWidth - window.innerWidth`); w > 0 {
+			if bad := eval[[]string](b, unlabelled); len(bad) > 0 {
+				t.Errorf("%s has controls without a label: %v", screen, bad)
+			}
+			if w := eval[int](b, overflow); w > 0 {
 				t.Errorf("%s is %dpx wider than the window (%dpx)", screen, w, size[0])
 				t.Log(eval[string](b, `[...document.querySelectorAll('#main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && ![...e.children].some(c => c.getBoundingClientRect().right > window.innerWidth + 1)).slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right) + ' ' + (e.parentElement.tagName+'.'+e.parentElement.className)).join('\n')`))
 			}
