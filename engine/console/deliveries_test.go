@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -502,4 +503,34 @@ func TestLogHistoryEscaping(t *testing.T) {
 		b.waitText("#dlv-"+id, "succeeded")
 		check("the event's page")
 	})
+}
+
+// TestLiveAfterStreamRefused: when the server refuses the page's stream
+// (503: limits.streams reached) the Log History says so, tries again
+// later, and once a stream is free it is live again and shows new
+// attempts.
+func TestLiveAfterStreamRefused(t *testing.T) {
+	s := newStack(t, openSQLite(t), stackOpts{maxStreams: 1})
+	rcv := newReceiver(t)
+	s.mustDo("POST", "/v1/rules", "", signedRule("picked", "Order", "picked", rcv.URL+"/picked", "none"), nil)
+	s.mustDo("POST", "/v1/rules/picked/enable", "", nil, nil)
+
+	// Another client holds the only stream.
+	ctx, release := context.WithCancel(context.Background())
+	defer release()
+	req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+"/v1/deliveries:stream", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("holding the stream: %v %v", err, res)
+	}
+	defer res.Body.Close()
+
+	b := newBrowser(t, 1280, 800)
+	b.allowConsoleError("503")
+	b.open(s.URL, "/ui/deliveries")
+	b.waitText("#live-status", "Reconnecting")
+	release()
+	b.waitText("#live-status", "Live")
+	ids := s.emit("", map[string]any{"id": "evt-after-503", "entity": "Order", "entity_id": "O-1", "event": "picked", "data": map[string]any{}})
+	b.waitRow(ids[0], "succeeded", "200")
 }

@@ -89,6 +89,8 @@ type stack struct {
 }
 
 type stackOpts struct {
+	// maxStreams is httpapi.Options.MaxStreams (0: the default).
+	maxStreams int
 	// logger receives the engine's, the API's and the console's logs
 	// (nil: the test's, warnings and errors only).
 	logger       *slog.Logger
@@ -114,7 +116,7 @@ func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
 	}
 	api, err := httpapi.New(context.Background(), httpapi.Options{
 		Engine: eng, Actions: reg, Tokens: o.tokens, RulePaths: o.rulePaths, CatalogPaths: o.catalogPaths, Logger: log,
-		Version: "v0.0.0-test", StoreKind: "test",
+		Version: "v0.0.0-test", StoreKind: "test", MaxStreams: o.maxStreams,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,7 @@
   // URL with {id}>") and replaces its row, or is added on top of the
   // element's tbody when it is new and the row URL answers one.
   var source = null;
+  var backoff = 0; // ms before the next reload after a closed stream
   var pending = {};
   function closeLive() {
     if (source) { source.close(); source = null; }
@@ -74,8 +75,22 @@
     if (t) { url += (q ? '&' : '?') + 'access_token=' + encodeURIComponent(t); }
     source = new EventSource(url);
     var status = document.getElementById('live-status');
-    source.addEventListener('open', function () { if (status) { status.textContent = 'Live'; status.className = 'live on'; } });
-    source.addEventListener('error', function () { if (status) { status.textContent = 'Reconnecting…'; status.className = 'live off'; } });
+    var es = source;
+    source.addEventListener('open', function () {
+      backoff = 0;
+      if (status) { status.textContent = 'Live'; status.className = 'live on'; }
+    });
+    source.addEventListener('error', function () {
+      if (status) { status.textContent = 'Reconnecting…'; status.className = 'live off'; }
+      // A network error makes the EventSource reconnect by itself (with
+      // Last-Event-ID); an HTTP error (503: the server's stream limit)
+      // closes it for good. Then the page's content is loaded again,
+      // later and later (2 s doubling to a minute), which opens a new
+      // stream and misses nothing.
+      if (es.readyState !== EventSource.CLOSED || es !== source) { return; }
+      backoff = Math.min(backoff ? backoff * 2 : 2000, 60000);
+      window.setTimeout(function () { if (es === source) { load(); } }, backoff);
+    });
     source.addEventListener('attempt', function (m) {
       var a;
       try { a = JSON.parse(m.data); } catch (err) { return; }
