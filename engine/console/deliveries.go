@@ -11,6 +11,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // deliveriesPerPage is the Log History's page size.
@@ -117,15 +118,8 @@ func (f logFilter) matches(d *engine.Delivery) bool {
 		return false // newer than an older page shows
 	}
 	if f.Since != "" {
-		since, err := time.Parse(time.RFC3339Nano, f.Since)
-		if err != nil {
-			dur, err := time.ParseDuration(f.Since)
-			if err != nil {
-				return false
-			}
-			since = time.Now().Add(-dur)
-		}
-		if d.CreatedAt.Before(since) {
+		since, ok := httpapi.ParseTime(f.Since, time.Now())
+		if !ok || d.CreatedAt.Before(since) {
 			return false
 		}
 	}
@@ -326,8 +320,8 @@ func (c *Console) deliveriesReplay(x *exchange) {
 	if d.Since != "" {
 		// "24h" is resolved once, here: the confirm form replays from the
 		// time the count was made from, not 24 hours before the click.
-		if dur, err := time.ParseDuration(d.Since); err == nil && dur > 0 {
-			d.Since = time.Now().Add(-dur).UTC().Format(time.RFC3339Nano)
+		if t, ok := httpapi.ParseTime(d.Since, time.Now()); ok {
+			d.Since = t.UTC().Format(time.RFC3339Nano)
 		}
 		body["since"] = d.Since
 	}

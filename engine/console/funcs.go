@@ -38,15 +38,16 @@ func (c *Console) funcs() template.FuncMap {
 			}
 			return "?" + q.Encode()
 		},
-		"title":    func() string { return c.opts.Title },
-		"ts":       formatTime,
-		"ago":      ago,
-		"ms":       func(ns int64) string { return fmt.Sprintf("%.1f ms", float64(ns)/1e6) },
-		"pretty":   prettyJSON,
-		"join":     strings.Join,
-		"stateCSS": stateClass,
-		"codeCSS":  codeClass,
-		"add":      func(a, b int) int { return a + b },
+		"title":      func() string { return c.opts.Title },
+		"ts":         formatTime,
+		"actionURLs": actionURLs,
+		"ago":        ago,
+		"ms":         func(ns int64) string { return fmt.Sprintf("%.1f ms", float64(ns)/1e6) },
+		"pretty":     prettyJSON,
+		"join":       strings.Join,
+		"stateCSS":   stateClass,
+		"codeCSS":    codeClass,
+		"add":        func(a, b int) int { return a + b },
 		"pct": func(f float64) string {
 			return fmt.Sprintf("%.1f%%", f*100)
 		},

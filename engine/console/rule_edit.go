@@ -103,9 +103,6 @@ type problemsData struct {
 // Invalid reports whether the editor's text has problems.
 func (p problemsData) Invalid() bool { return len(p.Problems) > 0 || p.Message != "" }
 
-// yamlLine finds "line N:" in a YAML parser's message.
-var yamlLine = regexp.MustCompile(`\bline (\d+): (.*)$`)
-
 // keyLine is the line of the top-level key in a rule's YAML text (0: not
 // found), for problems the API names by field only.
 func keyLine(src, key string) int {
@@ -142,14 +139,9 @@ func problemsOf(a *answer) problemsData {
 		d.Problems = append(d.Problems, problem{Line: det.Line, Column: det.Column, Field: det.Field, Message: det.Message})
 	}
 	if len(d.Problems) == 0 {
-		if m := yamlLine.FindStringSubmatch(e.Message); m != nil && a.Status == http.StatusBadRequest {
-			n, _ := strconv.Atoi(m[1])
-			d.Problems = []problem{{Line: n, Field: e.Field, Message: m[2]}}
-		} else {
-			d.Message = e.Message
-			if e.Field != "" && !strings.HasPrefix(e.Message, e.Field) {
-				d.Message = e.Field + ": " + e.Message
-			}
+		d.Message = e.Message
+		if e.Field != "" && !strings.HasPrefix(e.Message, e.Field) {
+			d.Message = e.Field + ": " + e.Message
 		}
 	}
 	return d

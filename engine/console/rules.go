@@ -105,7 +105,7 @@ func ruleMatches(r *ruleView, q, state, source string) bool {
 		hay = append(hay, r.On.Events...)
 		hay = append(hay, r.On.Field)
 	}
-	hay = append(hay, r.URLs()...)
+	hay = append(hay, actionURLs(*r)...)
 	hay = append(hay, r.Tenants...)
 	return slices.ContainsFunc(hay, func(s string) bool { return strings.Contains(strings.ToLower(s), q) })
 }

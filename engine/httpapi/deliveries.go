@@ -39,14 +39,23 @@ func parseTime(field, v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+	if t, ok := ParseTime(v, time.Now()); ok {
 		return t, nil
 	}
-	// A duration means "that long ago": since=24h.
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
-		return time.Now().Add(-d), nil
-	}
 	return time.Time{}, badRequest(field, "must be an RFC 3339 time (2024-09-11T23:41:12Z) or a duration ago (24h), not %q", v)
+}
+
+// ParseTime reads a time parameter (since, until) as the API does: an
+// RFC 3339 time, or a positive duration meaning that long before now
+// (since=24h).
+func ParseTime(v string, now time.Time) (time.Time, bool) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, true
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return now.Add(-d), true
+	}
+	return time.Time{}, false
 }
 
 // scopeFilter applies the caller's tenant binding to a filter; it returns

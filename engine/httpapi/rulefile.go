@@ -174,11 +174,8 @@ func (s *Server) createRuleFile(w http.ResponseWriter, r *http.Request, p *princ
 			writeError(w, atItem(err, i, item))
 			return
 		}
-		if e := s.rules.get(rule.Name); e != nil {
-			d := errorDetail{Field: fmt.Sprintf("rules[%d].name", i), Message: fmt.Sprintf("a rule named %q exists already", rule.Name)}
-			if !p.seesRule(e.tens) {
-				d.Message = fmt.Sprintf("the rule name %q is taken", rule.Name)
-			}
+		if msg := s.rules.nameTaken(p, rule.Name); msg != "" {
+			d := errorDetail{Field: fmt.Sprintf("rules[%d].name", i), Message: msg}
 			if n := mapValue(item, "name"); n != nil {
 				d.Line, d.Column = n.Line, n.Column
 			}

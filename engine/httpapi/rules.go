@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -255,6 +257,9 @@ type ruleBody struct {
 
 // parseBody reads a rule body (JSON or YAML) and returns its top-level
 // keys; name, when given, is put in when the body has none.
+// yamlLine is the line a YAML syntax error names.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
 func parseBody(b []byte, name string) (*ruleBody, error) {
 	var top map[string]any
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -264,7 +269,14 @@ func parseBody(b []byte, name string) (*ruleBody, error) {
 		return nil, err
 	}
 	if err := yaml.Unmarshal(b, &top); err != nil {
-		return nil, &apiError{Status: 400, Code: "invalid_rule", Message: "malformed rule body: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		e := &apiError{Status: 400, Code: "invalid_rule", Message: "malformed rule body: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			// The line as a detail, as for every other problem of a body:
+			// editors (the console's) point at it.
+			n, _ := strconv.Atoi(m[1])
+			e.Details = []errorDetail{{Line: n, Message: m[2]}}
+		}
+		return nil, e
 	}
 	if top == nil {
 		return nil, badRequest("", "the rule body must be an object")
@@ -532,8 +544,9 @@ func (m *ruleManager) delete(ctx context.Context, rec engine.RuleRecord) error {
 	return nil
 }
 
-// ruleView is a rule as the API shows it.
-type ruleView struct {
+// RuleView is a rule as the API shows it (GET /v1/rules and every answer
+// that returns a rule); clients such as the console and the CLI decode it.
+type RuleView struct {
 	Name        string         `json:"name"`
 	Description string         `json:"description,omitempty"`
 	Enabled     bool           `json:"enabled"`
@@ -544,15 +557,16 @@ type ruleView struct {
 	Line        int            `json:"line,omitempty"`
 	Version     int64          `json:"version,omitempty"`
 	UpdatedAt   *time.Time     `json:"updated_at,omitempty"`
-	On          *triggerView   `json:"on,omitempty"`
+	On          *TriggerView   `json:"on,omitempty"`
 	When        string         `json:"when,omitempty"`
-	Actions     []actionView   `json:"actions,omitempty"`
+	Actions     []ActionView   `json:"actions,omitempty"`
 	Retry       string         `json:"retry,omitempty"`
 	Definition  map[string]any `json:"definition,omitempty"`
 	Error       string         `json:"error,omitempty"`
 }
 
-type triggerView struct {
+// TriggerView is a rule's trigger in a RuleView.
+type TriggerView struct {
 	Entities []string `json:"entities"`
 	Events   []string `json:"events,omitempty"`
 	Field    string   `json:"field,omitempty"`
@@ -560,21 +574,22 @@ type triggerView struct {
 	To       *string  `json:"to,omitempty"`
 }
 
-type actionView struct {
+// ActionView is one action of a rule in a RuleView.
+type ActionView struct {
 	Type  string `json:"type"`
 	Retry string `json:"retry,omitempty"`
 }
 
-func (e *ruleEntry) view() ruleView {
-	v := ruleView{Tenants: e.tens}
+func (e *ruleEntry) view() RuleView {
+	v := RuleView{Tenants: e.tens}
 	if v.Tenants == nil {
 		v.Tenants = []string{}
 	}
 	if r := e.rule; r != nil {
 		v.Name, v.Description, v.Enabled, v.When = r.Name, r.Description, r.Enabled, r.When
-		v.On = &triggerView{Entities: r.On.Entities, Events: r.On.Events, Field: r.On.Field, From: r.On.From, To: r.On.To}
+		v.On = &TriggerView{Entities: r.On.Entities, Events: r.On.Events, Field: r.On.Field, From: r.On.From, To: r.On.To}
 		for _, a := range r.Actions {
-			av := actionView{Type: a.Type}
+			av := ActionView{Type: a.Type}
 			if a.Retry != nil {
 				av.Retry = a.Retry.String()
 			}

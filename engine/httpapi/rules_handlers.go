@@ -47,7 +47,7 @@ func (s *Server) editableRule(w http.ResponseWriter, r *http.Request) (*ruleEntr
 func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	q := r.URL.Query()
-	out := []ruleView{}
+	out := []RuleView{}
 	for _, e := range s.rules.list() {
 		if !p.seesRule(e.tens) {
 			continue
@@ -67,7 +67,7 @@ func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 // view is e as the API shows p it, with the values of ${NAME} references
 // in its condition and description shown as ${NAME} again: loading
 // expanded them, and a condition may compare with a secret.
-func (s *Server) view(p *principal, e *ruleEntry) ruleView {
+func (s *Server) view(p *principal, e *ruleEntry) RuleView {
 	v := e.view()
 	v.File = shownFile(p, v.File)
 	if r := s.env.replacer(); r != nil {
@@ -154,13 +154,8 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if e := s.rules.get(rule.Name); e != nil {
-		if !p.seesRule(e.tens) {
-			// Do not reveal other tenants' rule names beyond "taken".
-			writeError(w, errf(http.StatusConflict, "conflict", "name", "the rule name %q is taken", rule.Name))
-			return
-		}
-		writeError(w, errf(http.StatusConflict, "conflict", "name", "a rule named %q exists already", rule.Name))
+	if msg := s.rules.nameTaken(p, rule.Name); msg != "" {
+		writeError(w, errf(http.StatusConflict, "conflict", "name", "%s", msg))
 		return
 	}
 	release, err := s.rules.reserve(r.Context(), tenantOf(rule.Tenants))
@@ -179,6 +174,19 @@ func (s *Server) createRule(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/v1/rules/"+rec.Name)
 	s.respondRule(w, http.StatusCreated, rec)
+}
+
+// nameTaken says why name cannot be given to a new rule of p ("" when it
+// can). Another tenant's rule names are not revealed beyond "taken".
+func (m *ruleManager) nameTaken(p *principal, name string) string {
+	e := m.get(name)
+	switch {
+	case e == nil:
+		return ""
+	case !p.seesRule(e.tens):
+		return fmt.Sprintf("the rule name %q is taken", name)
+	}
+	return fmt.Sprintf("a rule named %q exists already", name)
 }
 
 // prepareNew validates body as a new rule written by p.

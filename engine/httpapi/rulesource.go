@@ -214,12 +214,8 @@ func (s *Server) validateRule(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		if e := s.rules.get(rule.Name); e != nil {
-			msg := "a rule named %q exists already"
-			if !p.seesRule(e.tens) {
-				msg = "the rule name %q is taken" // as POST says it
-			}
-			writeError(w, errf(http.StatusConflict, "conflict", "name", msg, rule.Name))
+		if msg := s.rules.nameTaken(p, rule.Name); msg != "" {
+			writeError(w, errf(http.StatusConflict, "conflict", "name", "%s", msg))
 			return
 		}
 	} else {

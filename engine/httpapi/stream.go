@@ -91,7 +91,7 @@ type streamFilter struct {
 	states    []engine.State
 }
 
-func (f *streamFilter) match(v *attemptView) bool {
+func (f *streamFilter) match(v *StreamAttempt) bool {
 	if f.tenantSet && v.Tenant != f.tenant || f.rule != "" && v.Rule != f.rule || f.entity != "" && v.Entity != f.entity {
 		return false
 	}
@@ -108,12 +108,13 @@ func (f *streamFilter) match(v *attemptView) bool {
 
 // streamMsg is one attempt, encoded once for every stream.
 type streamMsg struct {
-	view attemptView
+	view StreamAttempt
 	data []byte
 }
 
-// attemptView is the data of one message.
-type attemptView struct {
+// StreamAttempt is the data of one "attempt" message of
+// GET /v1/deliveries:stream.
+type StreamAttempt struct {
 	Seq        int64        `json:"seq"` // also the message's id
 	DeliveryID string       `json:"delivery_id"`
 	EventID    string       `json:"event_id"`
@@ -140,7 +141,7 @@ type attemptView struct {
 // token must not read the server's environment through its stream.
 func newStreamMsg(r *engine.AttemptRecord, mask *strings.Replacer) *streamMsg {
 	d, a := &r.Delivery, &r.Attempt
-	v := attemptView{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
+	v := StreamAttempt{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
 		Entity: d.Entity, Event: d.EventName, Action: d.ActionType, Rerun: d.Rerun, Attempt: a.N,
 		StartedAt: a.StartedAt.UTC(), DurationMS: float64(a.Duration) / float64(time.Millisecond),
 		Outcome: a.Outcome, Code: a.Code, Error: a.Error}

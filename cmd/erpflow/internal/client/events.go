@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // EventList is GET /v1/events.
@@ -55,26 +56,7 @@ type Status struct {
 }
 
 // Attempt is one message of GET /v1/deliveries:stream.
-type Attempt struct {
-	Seq        int64        `json:"seq"`
-	DeliveryID string       `json:"delivery_id"`
-	EventID    string       `json:"event_id"`
-	Tenant     string       `json:"tenant"`
-	Rule       string       `json:"rule"`
-	Entity     string       `json:"entity"`
-	Event      string       `json:"event"`
-	Action     string       `json:"action"`
-	URL        string       `json:"url,omitempty"`
-	Rerun      string       `json:"rerun,omitempty"`
-	Attempt    int          `json:"attempt"`
-	StartedAt  time.Time    `json:"started_at"`
-	DurationMS float64      `json:"duration_ms"`
-	Outcome    string       `json:"outcome"`
-	Code       int          `json:"code"`
-	Error      string       `json:"error,omitempty"`
-	State      engine.State `json:"state"`
-	RunAt      *time.Time   `json:"run_at,omitempty"`
-}
+type Attempt = httpapi.StreamAttempt
 
 // Message is one server-sent event.
 type Message struct {

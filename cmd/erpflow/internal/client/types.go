@@ -5,35 +5,11 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // Rule is a rule as GET /v1/rules shows it.
-type Rule struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	Enabled     bool     `json:"enabled"`
-	Tenants     []string `json:"tenants"`
-	Source      string   `json:"source"`
-	ReadOnly    bool     `json:"read_only"`
-	File        string   `json:"file,omitempty"`
-	Line        int      `json:"line,omitempty"`
-	Version     int64    `json:"version,omitempty"`
-	On          *struct {
-		Entities []string `json:"entities"`
-		Events   []string `json:"events,omitempty"`
-		Field    string   `json:"field,omitempty"`
-		From     *string  `json:"from,omitempty"`
-		To       *string  `json:"to,omitempty"`
-	} `json:"on,omitempty"`
-	When    string `json:"when,omitempty"`
-	Actions []struct {
-		Type  string `json:"type"`
-		Retry string `json:"retry,omitempty"`
-	} `json:"actions,omitempty"`
-	Retry      string         `json:"retry,omitempty"`
-	Definition map[string]any `json:"definition,omitempty"`
-	Error      string         `json:"error,omitempty"`
-}
+type Rule = httpapi.RuleView
 
 // DeliveryList is GET /v1/deliveries.
 type DeliveryList struct {
