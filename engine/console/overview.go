@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // statusAnswer is GET /v1/status as the overview reads it.
@@ -18,32 +20,6 @@ type statusAnswer struct {
 		Dead          int        `json:"dead"`
 		OldestWaiting *time.Time `json:"oldest_waiting"`
 	} `json:"queue"`
-}
-
-// activityAnswer is GET /v1/activity.
-type activityAnswer struct {
-	Since        time.Time      `json:"since"`
-	Until        time.Time      `json:"until"`
-	Covered      bool           `json:"covered"`
-	AttemptsRead int            `json:"attempts_read"`
-	Attempts     map[string]int `json:"attempts"`
-	Results      map[string]int `json:"results"`
-	SuccessRate  *float64       `json:"success_rate"`
-	PerMinute    []struct {
-		Minute    time.Time `json:"minute"`
-		Succeeded int       `json:"succeeded"`
-		Failed    int       `json:"failed"`
-		Dead      int       `json:"dead"`
-	} `json:"per_minute"`
-	Failing []struct {
-		Destination string    `json:"destination"`
-		Failures    int       `json:"failures"`
-		Attempts    int       `json:"attempts"`
-		LastCode    int       `json:"last_code"`
-		LastError   string    `json:"last_error"`
-		LastAt      time.Time `json:"last_at"`
-		Rule        string    `json:"rule"`
-	} `json:"failing_destinations"`
 }
 
 // minuteBar is one minute of the overview's chart: stacked rectangles,
@@ -69,7 +45,7 @@ const (
 
 type overviewPage struct {
 	S      statusAnswer
-	A      activityAnswer
+	A      httpapi.Activity
 	Bars   []minuteBar
 	Width  int
 	Peak   int

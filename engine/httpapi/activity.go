@@ -22,18 +22,33 @@ const activityMaxSpan = 100000
 // activityChunk is how far back (in Seq numbers) one read of the walk goes.
 const activityChunk = 2000
 
-// activityMinute is one minute of GET /v1/activity: the attempts that
+// Activity is the answer of GET /v1/activity.
+type Activity struct {
+	Since         time.Time            `json:"since"`
+	Until         time.Time            `json:"until"`
+	WindowSeconds int64                `json:"window_seconds"`
+	Covered       bool                 `json:"covered"`       // every attempt of the window was read
+	AttemptsRead  int                  `json:"attempts_read"` // the attempts the figures are of
+	Attempts      map[string]int       `json:"attempts"`      // by outcome: succeeded, retryable, permanent
+	Results       map[string]int       `json:"results"`       // by the state the delivery went to: succeeded, failed, dead
+	SuccessRate   *float64             `json:"success_rate"`  // succeeded attempts / attempts; nil when none
+	PerMinute     []ActivityMinute     `json:"per_minute"`
+	Failing       []FailingDestination `json:"failing_destinations"`
+	Tenant        *string              `json:"tenant,omitempty"` // when the figures are of one tenant
+}
+
+// ActivityMinute is one minute of GET /v1/activity: the attempts that
 // started in it, by the state their delivery went to.
-type activityMinute struct {
+type ActivityMinute struct {
 	Minute    time.Time `json:"minute"`
 	Succeeded int       `json:"succeeded"`
 	Failed    int       `json:"failed"`
 	Dead      int       `json:"dead"`
 }
 
-// failingDestination is a destination whose latest attempt in the window
+// FailingDestination is a destination whose latest attempt in the window
 // failed.
-type failingDestination struct {
+type FailingDestination struct {
 	Destination string    `json:"destination"` // scheme://host[:port]
 	Failures    int       `json:"failures"`    // failed attempts in the window
 	Attempts    int       `json:"attempts"`    // all attempts in the window
@@ -79,17 +94,17 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mask := s.env.replacer()
-	minutes := make([]activityMinute, int(window/time.Minute))
+	minutes := make([]ActivityMinute, int(window/time.Minute))
 	for i := range minutes {
 		minutes[i].Minute = since.Add(time.Duration(i) * time.Minute)
 	}
 	outcomes := map[string]int{"succeeded": 0, "retryable": 0, "permanent": 0}
 	results := map[string]int{"succeeded": 0, "failed": 0, "dead": 0}
-	dests := map[string]*failingDestination{}
+	dests := map[string]*FailingDestination{}
 	var latest = map[string]bool{} // destination → its latest attempt failed
 	// recs are newest first.
 	for i := range recs {
-		m := newStreamMsg(&recs[i], mask).view
+		m := streamAttempt(&recs[i], mask) // as the stream shows it, not encoded
 		outcomes[m.Outcome]++
 		results[string(m.State)]++
 		if k := int(m.StartedAt.Sub(since) / time.Minute); k >= 0 && k < len(minutes) {
@@ -108,7 +123,7 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 		}
 		fd := dests[dest]
 		if fd == nil {
-			fd = &failingDestination{Destination: dest, LastCode: m.Code, LastError: m.Error, LastAt: m.StartedAt, Rule: m.Rule}
+			fd = &FailingDestination{Destination: dest, LastCode: m.Code, LastError: m.Error, LastAt: m.StartedAt, Rule: m.Rule}
 			dests[dest] = fd
 			latest[dest] = m.Outcome != "succeeded"
 		}
@@ -117,7 +132,7 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 			fd.Failures++
 		}
 	}
-	failing := []failingDestination{}
+	failing := []FailingDestination{}
 	for d, fd := range dests {
 		if latest[d] {
 			failing = append(failing, *fd)
@@ -129,24 +144,14 @@ func (s *Server) activity(w http.ResponseWriter, r *http.Request) {
 		}
 		return failing[i].Destination < failing[j].Destination
 	})
-	out := map[string]any{
-		"since":                since,
-		"until":                end,
-		"window_seconds":       int64(window / time.Second),
-		"covered":              covered,
-		"attempts_read":        len(recs),
-		"attempts":             outcomes,
-		"results":              results,
-		"per_minute":           minutes,
-		"failing_destinations": failing,
-	}
+	out := Activity{Since: since, Until: end, WindowSeconds: int64(window / time.Second), Covered: covered,
+		AttemptsRead: len(recs), Attempts: outcomes, Results: results, PerMinute: minutes, Failing: failing}
 	if n := len(recs); n > 0 {
-		out["success_rate"] = float64(outcomes["succeeded"]) / float64(n)
-	} else {
-		out["success_rate"] = nil
+		rate := float64(outcomes["succeeded"]) / float64(n)
+		out.SuccessRate = &rate
 	}
 	if f.TenantSet {
-		out["tenant"] = f.Tenant
+		out.Tenant = &f.Tenant
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -140,6 +140,13 @@ type StreamAttempt struct {
 // Slack URL's path, a key in a query), as explain does: a tenant's
 // token must not read the server's environment through its stream.
 func newStreamMsg(r *engine.AttemptRecord, mask *strings.Replacer) *streamMsg {
+	v := streamAttempt(r, mask)
+	data, _ := json.Marshal(&v) // plain fields: cannot fail
+	return &streamMsg{view: v, data: data}
+}
+
+// streamAttempt is the message of an attempt record, URL and error masked.
+func streamAttempt(r *engine.AttemptRecord, mask *strings.Replacer) StreamAttempt {
 	d, a := &r.Delivery, &r.Attempt
 	v := StreamAttempt{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
 		Entity: d.Entity, Event: d.EventName, Action: d.ActionType, Rerun: d.Rerun, Attempt: a.N,
@@ -170,8 +177,7 @@ func newStreamMsg(r *engine.AttemptRecord, mask *strings.Replacer) *streamMsg {
 	default:
 		v.State = engine.StateFailed
 	}
-	data, _ := json.Marshal(&v) // plain fields: cannot fail
-	return &streamMsg{view: v, data: data}
+	return v
 }
 
 // subscribe adds a stream; it returns the seq the feed is at: the stream
