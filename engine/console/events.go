@@ -1,13 +1,12 @@
 package console
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // eventRoutes are the Events screen's: stored events, one with its
@@ -27,14 +26,7 @@ type eventsAnswer struct {
 	NextCursor string                `json:"next_cursor"`
 }
 
-type eventAnswer struct {
-	Tenant     string            `json:"tenant"`
-	ID         string            `json:"id"`
-	Event      json.RawMessage   `json:"event"`
-	ReceivedAt time.Time         `json:"received_at"`
-	Internal   bool              `json:"internal"`
-	Deliveries []engine.Delivery `json:"deliveries"`
-}
+type eventAnswer = httpapi.EventView
 
 type rerunAnswer struct {
 	Rerun      string `json:"rerun"`

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/templates"
@@ -199,12 +200,12 @@ func objectFields(t []byte) (map[string]json.RawMessage, string) {
 	return top, dup
 }
 
-// eventView is GET /v1/events/{id}.
-type eventView struct {
+// EventView is GET /v1/events/{id}: a stored event with its deliveries.
+type EventView struct {
 	Tenant     string            `json:"tenant"`
 	ID         string            `json:"id"`
 	Event      json.RawMessage   `json:"event"`
-	ReceivedAt string            `json:"received_at"`
+	ReceivedAt time.Time         `json:"received_at"` // UTC
 	Internal   bool              `json:"internal"`
 	Deliveries []engine.Delivery `json:"deliveries"`
 }
@@ -229,9 +230,9 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	if len(raw) == 0 {
 		raw, _ = json.Marshal(rec.Event)
 	}
-	writeJSON(w, http.StatusOK, eventView{
+	writeJSON(w, http.StatusOK, EventView{
 		Tenant: rec.Event.Tenant, ID: rec.Event.ID, Event: raw,
-		ReceivedAt: rec.ReceivedAt.UTC().Format("2006-01-02T15:04:05.999999999Z07:00"),
+		ReceivedAt: rec.ReceivedAt.UTC(),
 		Internal:   rec.Internal, Deliveries: nonNil(rec.Deliveries),
 	})
 }

@@ -1,9 +1,6 @@
 package client
 
 import (
-	"encoding/json"
-	"time"
-
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/httpapi"
 )
@@ -24,14 +21,7 @@ type DeliveryDetail struct {
 }
 
 // EventDetail is GET /v1/events/{id}.
-type EventDetail struct {
-	Tenant     string            `json:"tenant"`
-	ID         string            `json:"id"`
-	Event      json.RawMessage   `json:"event"`
-	ReceivedAt time.Time         `json:"received_at"`
-	Internal   bool              `json:"internal"`
-	Deliveries []engine.Delivery `json:"deliveries"`
-}
+type EventDetail = httpapi.EventView
 
 // TestResults is POST /v1/rules/{name}/test.
 type TestResults struct {
