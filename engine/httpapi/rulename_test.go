@@ -70,3 +70,43 @@ func TestDeleteRuleIfMatch(t *testing.T) {
 		must(t, e.do("GET", "/v1/rules/acme-hook", acme, nil), http.StatusNotFound)
 	})
 }
+
+// TestSwitchRuleIfMatch: enable and disable take If-Match as an edit
+// does: another tenant's token gets the 404 of a rule it does not see at
+// any version, a stale version is a 409 that changes nothing, the version
+// in force switches the rule.
+func TestSwitchRuleIfMatch(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		const acme, globex = "tok-acme-0123456789", "tok-globex-0123456789"
+		e := newEnv(t, st, envOpts{tokens: []Token{
+			{Name: "acme", Token: acme, Tenant: "acme", Scopes: AllScopes},
+			{Name: "globex", Token: globex, Tenant: "globex", Scopes: AllScopes},
+		}})
+		must(t, e.do("POST", "/v1/rules", acme, ruleJSON("acme-hook", "http://127.0.0.1:1/x", nil)), http.StatusCreated) // version 1, disabled
+		enabled := func() bool {
+			return must(t, e.do("GET", "/v1/rules/acme-hook", acme, nil), http.StatusOK).json(t)["enabled"] == true
+		}
+		for _, v := range []string{`"1"`, `"2"`} {
+			if r := e.do("POST", "/v1/rules/acme-hook/enable", globex, nil, "If-Match", v); r.status != http.StatusNotFound {
+				t.Errorf("globex enabling acme's rule with If-Match %s: HTTP %d %s", v, r.status, r.body)
+			}
+		}
+		if enabled() {
+			t.Fatal("another tenant's token enabled the rule")
+		}
+		r := must(t, e.do("POST", "/v1/rules/acme-hook/enable", acme, nil, "If-Match", `"2"`), http.StatusConflict)
+		if code, field, _ := r.errInfo(t); code != "conflict" || field != "If-Match" {
+			t.Errorf("a stale If-Match: %s, field %s", code, field)
+		}
+		if enabled() {
+			t.Fatal("a stale If-Match enabled the rule")
+		}
+		must(t, e.do("POST", "/v1/rules/acme-hook/enable", acme, nil, "If-Match", `"1"`), http.StatusOK)
+		if !enabled() {
+			t.Fatal("If-Match of the version in force did not enable the rule")
+		}
+		must(t, e.do("POST", "/v1/rules/acme-hook/disable", acme, nil, "If-Match", `"1"`), http.StatusConflict)
+		must(t, e.do("POST", "/v1/rules/acme-hook/disable", acme, nil, "If-Match", `"2"`), http.StatusOK)
+	})
+}
