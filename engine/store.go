@@ -52,6 +52,18 @@ type Delivery struct {
 	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
 }
 
+// URL is the url its payload names: a webhook's, as it is sent (no
+// secrets); "" for an action whose payload has none.
+func (d *Delivery) URL() string {
+	var p struct {
+		URL string `json:"url"`
+	}
+	if len(d.Payload) == 0 || json.Unmarshal(d.Payload, &p) != nil {
+		return ""
+	}
+	return p.URL
+}
+
 // Attempt is one try of a delivery.
 type Attempt struct {
 	DeliveryID string          `json:"delivery_id" db:"delivery_id"`

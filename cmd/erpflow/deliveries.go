@@ -77,7 +77,7 @@ func newDeliveriesListCmd(af *apiFlags) *cobra.Command {
 			now := time.Now()
 			for _, d := range l.Deliveries {
 				t.add(d.ID, age(now, d.CreatedAt), fmtTime(d.CreatedAt), orDash(d.Tenant), d.EventID+" "+d.Entity+"/"+d.EventName, d.Rule,
-					d.ActionType, orDash(payloadURL(d.Payload)), string(d.State), strconv.Itoa(d.Attempts), codeText(d.LastCode),
+					d.ActionType, orDash(d.URL()), string(d.State), strconv.Itoa(d.Attempts), codeText(d.LastCode),
 					orDash(oneLine(d.LastError, 200)))
 			}
 			t.write(out, af.wide())
@@ -467,13 +467,4 @@ func printBody(w io.Writer, indent, body string) {
 	for _, line := range strings.Split(strings.TrimRight(body, "\n"), "\n") {
 		fmt.Fprintf(w, "%s%s\n", indent, line)
 	}
-}
-
-// payloadURL is the URL a webhook delivery calls ("" for other actions).
-func payloadURL(raw json.RawMessage) string {
-	var p struct {
-		URL string `json:"url"`
-	}
-	_ = json.Unmarshal(raw, &p)
-	return p.URL
 }

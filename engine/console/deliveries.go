@@ -132,13 +132,7 @@ type deliveryRow struct {
 	URL string // the webhook's URL; "" for other actions
 }
 
-func newDeliveryRow(d engine.Delivery) deliveryRow {
-	var p struct {
-		URL string `json:"url"`
-	}
-	_ = json.Unmarshal(d.Payload, &p)
-	return deliveryRow{D: d, URL: p.URL}
-}
+func newDeliveryRow(d engine.Delivery) deliveryRow { return deliveryRow{D: d, URL: d.URL()} }
 
 type deliveriesPage struct {
 	F        logFilter

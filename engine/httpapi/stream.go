@@ -151,13 +151,7 @@ func streamAttempt(r *engine.AttemptRecord, mask *strings.Replacer) StreamAttemp
 	v := StreamAttempt{Seq: r.Seq, DeliveryID: d.ID, EventID: d.EventID, Tenant: d.Tenant, Rule: d.Rule,
 		Entity: d.Entity, Event: d.EventName, Action: d.ActionType, Rerun: d.Rerun, Attempt: a.N,
 		StartedAt: a.StartedAt.UTC(), DurationMS: float64(a.Duration) / float64(time.Millisecond),
-		Outcome: a.Outcome, Code: a.Code, Error: a.Error}
-	var p struct {
-		URL string `json:"url"`
-	}
-	if len(d.Payload) > 0 && json.Unmarshal(d.Payload, &p) == nil {
-		v.URL = p.URL
-	}
+		Outcome: a.Outcome, Code: a.Code, Error: a.Error, URL: d.URL()}
 	if mask != nil {
 		v.URL, v.Error = mask.Replace(v.URL), mask.Replace(v.Error)
 	}
