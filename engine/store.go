@@ -22,6 +22,10 @@ const (
 	StateSucceeded State = "succeeded" // done
 	StateFailed    State = "failed"    // last attempt failed; will retry at RunAt
 	StateDead      State = "dead"      // exhausted or permanently failed
+	// StateHeld waits for an earlier delivery of the same ordered chain
+	// (an ordered rule's action for one tenant, entity and entity_id) to
+	// succeed or go dead; then it becomes pending.
+	StateHeld State = "held"
 )
 
 // Delivery is one action to run for one event under one rule.
@@ -46,6 +50,12 @@ type Delivery struct {
 	Internal    bool            `json:"internal" db:"internal"`     // caused by an internal erpflow.* event: never raises another
 	Test        bool            `json:"test" db:"test"`
 	Rerun       string          `json:"rerun,omitempty" db:"rerun"` // the rerun that created it ("rrn_…", see Engine.Rerun); "" for an emitted event's
+	// OrderKey names the ordered chain of an ordered rule's delivery (see
+	// StateHeld); "" when unordered.
+	OrderKey string `json:"order_key,omitempty" db:"order_key"`
+	// Coalesced are the ids of the events a debounce coalesced into this
+	// delivery (the first MaxCoalesced), its own event (EventID) last.
+	Coalesced []string `json:"coalesced,omitempty" db:"coalesced"`
 	LeaseOwner  string          `json:"-" db:"lease_owner"`
 	LockedUntil time.Time       `json:"-" db:"locked_until"`
 	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
@@ -84,6 +94,13 @@ type EventRecord struct {
 	ReceivedAt time.Time
 	Internal   bool
 	Deliveries []Delivery
+	// Timers are the timers the event arms (schedule and debounce rules),
+	// written with it when it is new: each replaces the pending timer of
+	// its (rule, tenant, entity, entity_id), or is created.
+	Timers []Timer
+	// TrackLatest makes the event the latest of its entity on the pending
+	// schedule timers of (tenant, entity, entity_id), when it is new.
+	TrackLatest bool
 
 	dropped *fanOutDrop // what capFanOut left out; nil: nothing
 }
@@ -312,6 +329,7 @@ type Store interface {
 	Queue
 	DeliveryLog
 	RuleStore
+	TimerStore
 	Ping(ctx context.Context) error
 	Close() error
 }

@@ -33,6 +33,16 @@ type Rule struct {
 	Retry       Retry // the rule's policy (Kind RetryDefault when not set)
 	Source      Source
 
+	// Schedule, when set, defers the actions: a matching event schedules
+	// a timer instead of deliveries (see Schedule). nil: act at once.
+	Schedule *Schedule
+	// Debounce, when set, coalesces the rule's matching events per entity
+	// (see Debounce). nil: one run per event.
+	Debounce *Debounce
+	// Ordered makes the deliveries of each action of the rule for one
+	// (tenant, entity, entity_id) run one at a time, in emit order.
+	Ordered bool
+
 	cond     *condition // compiled When; nil when there is none
 	nameCol  int        // position of the name, for duplicate-name errors
 	namePath string
@@ -52,6 +62,42 @@ type Trigger struct {
 	Field    string   // dotted path; "" for no field-change condition
 	From     *string  // nil: any previous value (but it must change); compared with the canonical text of the value ("" for absent)
 	To       *string  // nil: any new value; compared like From
+
+	// Cron, when set, makes the rule a clock: it has no entity or event,
+	// and matches only its own ticks (events of entity TickEntity, event
+	// TickEvent, whose data.rule is the rule's name). A 5-field
+	// expression or @hourly, @daily, @weekly, @monthly, @yearly.
+	Cron string
+	// Timezone is the IANA zone of Cron ("" is UTC).
+	Timezone string
+
+	cron *cronSchedule // parsed Cron; nil when Cron is ""
+}
+
+// The tick event a cron rule raises, and matches.
+const (
+	TickEntity = "erpflow.Schedule"
+	TickEvent  = "tick"
+)
+
+// Schedule defers a rule's actions to a time computed from the event that
+// matched: Delay after the date at After, Delay before the date at
+// Before, or (neither) Delay after the event was received.
+type Schedule struct {
+	After    string        // dotted path of a date in the event ("data.due_date"); "" when not relative to a date
+	Before   string        // dotted path of a date; "" when not relative to a date (at most one of After and Before)
+	Delay    time.Duration // >= 0
+	Timezone string        // IANA zone in which a date without a time (YYYY-MM-DD) is midnight; "" is UTC
+
+	loc *time.Location // Timezone, loaded
+}
+
+// Debounce coalesces a burst of matching events of one entity: the
+// actions run once, with the latest event, when no further matching event
+// arrived for Quiet, or at the latest Max after the first one.
+type Debounce struct {
+	Quiet time.Duration // > 0
+	Max   time.Duration // >= Quiet; default (when the rule does not say) DefaultDebounceMax(Quiet)
 }
 
 // Action is one action of a rule.

@@ -297,13 +297,13 @@ var writeSQL = `WITH e AS (
 		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
 			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
 			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, NULLIF(y.due_at, '')::timestamptz
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, NULLIF(y.due_at, '')::timestamptz
 		FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int[],
 			$17::text[], $18::text[], $19::bytea[], $20::text[], $21::int[], $22::int[], $23::text[], $24::int[],
-			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[])
+			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[])
 			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
 				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
-				locked_until, created_at, updated_at, rule_id, due_at, rerun)
+				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced)
 		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 		RETURNING 1
 	)
@@ -325,7 +325,7 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 		id, tenant, eventID, entity, name, rule, atype, retry = make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m)
-		ruleID, rerun                                               = make([]string, 0, m), make([]string, 0, m)
+		ruleID, rerun, okey, coal                                   = make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
 		state, lastErr, owner, runAt, locked, created, updated, due = make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m)
@@ -353,6 +353,7 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 			aidx, attempts, base, code = append(aidx, int64(dl.ActionIndex)), append(attempts, int64(dl.Attempts)), append(base, int64(dl.RetryBase)), append(code, int64(dl.LastCode))
 			internal, test, ruleID = append(internal, dl.Internal), append(test, dl.Test), append(ruleID, dl.RuleID)
 			rerun = append(rerun, dl.Rerun)
+			okey, coal = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced))
 		}
 	}
 	rows, err := d.s.Query(ctx, q, writeSQL,
@@ -361,7 +362,7 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
 		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
 		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
-		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun))
+		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal))
 	if err != nil {
 		return nil, err
 	}

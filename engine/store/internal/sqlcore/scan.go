@@ -96,7 +96,7 @@ var deliveryCols = []string{
 	"id", "tenant", "event_id", "entity", "event_name", "rule", "action_index",
 	"action_type", "retry", "payload", "state", "attempts", "retry_base",
 	"run_at", "last_code", "last_error", "internal", "test", "lease_owner",
-	"locked_until", "created_at", "updated_at", "rule_id", "rerun",
+	"locked_until", "created_at", "updated_at", "rule_id", "rerun", "order_key", "coalesced",
 }
 
 // DeliveryCols returns the delivery columns, each prefixed with prefix
@@ -135,11 +135,13 @@ func deliveryScan(d *engine.Delivery) ([]any, func()) {
 	var payload []byte
 	var state string
 	var runAt, locked, created, updated Time
+	var coalesced string
 	dst := []any{&d.ID, &d.Tenant, &d.EventID, &d.Entity, &d.EventName,
 		&d.Rule, &d.ActionIndex, &d.ActionType, &d.Retry, &payload, &state,
 		&d.Attempts, &d.RetryBase, &runAt, &d.LastCode, &d.LastError,
-		&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID, &d.Rerun}
+		&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID, &d.Rerun, &d.OrderKey, &coalesced}
 	return dst, func() {
+		d.Coalesced = SplitIDs(coalesced)
 		if payload != nil {
 			d.Payload = json.RawMessage(payload)
 		}
@@ -174,3 +176,26 @@ func scanAttempts(rows *sql.Rows) ([]engine.Attempt, error) {
 }
 
 func rebind(bind int, q string) string { return sqlx.Rebind(bind, q) }
+
+// JoinIDs encodes ids for a list column (timers.events, .deliveries,
+// deliveries.coalesced): JSON strings joined by ',', so that SQL appends
+// one with "list || ',' || item" and a reader wraps it in brackets.
+func JoinIDs(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(ids) // strings: never fails
+	return string(b[1 : len(b)-1])
+}
+
+// SplitIDs decodes a list column (see JoinIDs); nil for "".
+func SplitIDs(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var ids []string
+	if json.Unmarshal([]byte("["+s+"]"), &ids) != nil {
+		return nil
+	}
+	return ids
+}
