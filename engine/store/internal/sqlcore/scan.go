@@ -199,3 +199,44 @@ func SplitIDs(s string) []string {
 	}
 	return ids
 }
+
+// timerCols are the columns of a timer, in timerScan order.
+var timerCols = []string{
+	"id", "kind", "rule", "rule_id", "tenant", "entity", "entity_id", "event_id",
+	"latest_id", "fire_at", "first_at", "state", "reason", "events", "count",
+	"deliveries", "spec", "version", "lease_owner", "locked_until", "created_at", "updated_at",
+}
+
+// TimerCols returns the timer columns, each prefixed with prefix.
+func TimerCols(prefix string) string {
+	var b strings.Builder
+	for i, c := range timerCols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(prefix)
+		b.WriteString(c)
+	}
+	return b.String()
+}
+
+// ScanTimers reads all rows of a query selecting TimerCols.
+func ScanTimers(rows *sql.Rows) ([]engine.Timer, error) {
+	defer rows.Close()
+	var out []engine.Timer
+	for rows.Next() {
+		var t engine.Timer
+		var kind, state, events, dls string
+		var fire, first, locked, created, updated Time
+		if err := rows.Scan(&t.ID, &kind, &t.Rule, &t.RuleID, &t.Tenant, &t.Entity, &t.EntityID, &t.EventID,
+			&t.LatestID, &fire, &first, &state, &t.Reason, &events, &t.Count,
+			&dls, &t.Spec, &t.Version, &t.LeaseOwner, &locked, &created, &updated); err != nil {
+			return nil, err
+		}
+		t.Kind, t.State = engine.TimerKind(kind), engine.TimerState(state)
+		t.Events, t.Deliveries = SplitIDs(events), SplitIDs(dls)
+		t.FireAt, t.FirstAt, t.LockedUntil, t.CreatedAt, t.UpdatedAt = fire.T, first.T, locked.T, created.T, updated.T
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
