@@ -123,6 +123,10 @@ type Completion struct {
 	// Raise, when set, is an internal event (a dead delivery) inserted in
 	// the same transaction, idempotently on (tenant, event id).
 	Raise *EventRecord
+	// OrderKey is the delivery's ordered chain ("" when unordered): when
+	// it succeeds or goes dead, the chain's next held delivery becomes
+	// pending in the same transaction.
+	OrderKey string
 }
 
 // DeliveryFilter selects deliveries. Zero fields do not filter.
@@ -271,7 +275,7 @@ type DeliveryLog interface {
 	// deliveries.
 	GetEvent(ctx context.Context, tenant, id string) (EventRecord, error)
 	// Requeue makes matching deliveries (only dead or failed ones, or any
-	// not running when f has exactly one EventID/ID…) due at now, sets
+	// not running or held when named by ids) due at now, sets
 	// RetryBase = Attempts so the policy starts over, and returns how many.
 	Requeue(ctx context.Context, ids []string, f *DeliveryFilter, now time.Time) (int, error)
 	// Prune deletes up to batch succeeded deliveries (and their attempts)
