@@ -55,11 +55,11 @@ type Delivery struct {
 	OrderKey string `json:"order_key,omitempty" db:"order_key"`
 	// Coalesced are the ids of the events a debounce coalesced into this
 	// delivery (the first MaxCoalesced), its own event (EventID) last.
-	Coalesced []string `json:"coalesced,omitempty" db:"coalesced"`
-	LeaseOwner  string          `json:"-" db:"lease_owner"`
-	LockedUntil time.Time       `json:"-" db:"locked_until"`
-	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
+	Coalesced   []string  `json:"coalesced,omitempty" db:"coalesced"`
+	LeaseOwner  string    `json:"-" db:"lease_owner"`
+	LockedUntil time.Time `json:"-" db:"locked_until"`
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
 }
 
 // URL is the url its payload names: a webhook's, as it is sent (no

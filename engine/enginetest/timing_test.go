@@ -200,7 +200,7 @@ type evalCounter struct {
 	e  []string
 }
 
-func (o *evalCounter) EventAccepted(*engine.Event, bool, int)                       {}
+func (o *evalCounter) EventAccepted(*engine.Event, bool, int)                      {}
 func (o *evalCounter) AttemptDone(*engine.Delivery, *engine.Attempt, engine.State) {}
 func (o *evalCounter) EvalError(rule string, err error) {
 	o.mu.Lock()
