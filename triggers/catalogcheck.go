@@ -30,8 +30,8 @@ type Catalog interface {
 
 // catalogRefs are the nodes of a rule that checkCatalog looks at.
 type catalogRefs struct {
-	on, when, actions             *yaml.Node
-	onPath, whenPath, actionsPath string
+	on, when, actions, schedule                 *yaml.Node
+	onPath, whenPath, actionsPath, schedulePath string
 }
 
 // checkCatalog reports what a rule names that the catalog does not have.
