@@ -63,7 +63,7 @@ func TestExplainExamples(t *testing.T) {
 
 	t.Run("velosity", func(t *testing.T) {
 		m, _ := explainJSON(t, "velosity.json")
-		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"velosity-salesorder-released"}) {
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"so-status", "velosity-salesorder-released"}) {
 			t.Fatalf("matched %v", got)
 		}
 		p := payloadOf(t, m["velosity-salesorder-released"], 0)
