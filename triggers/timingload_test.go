@@ -1,6 +1,9 @@
 package triggers
 
 import (
+	"fmt"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +267,53 @@ func TestCronRuleMatchesOwnTicks(t *testing.T) {
 	}
 	if x := set.ExplainRule(tick("digest", "x"), set.Rule("digest")); !x.Matched {
 		t.Errorf("digest does not match its tick: %s", x.Reason)
+	}
+}
+
+// TestDocsTimingExamples loads every YAML example of docs/rules.md's
+// "Time, bursts and order" section: the reference shows only rules that
+// load.
+func TestDocsTimingExamples(t *testing.T) {
+	src, err := os.ReadFile("../docs/rules.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(src), "\n## Time, bursts and order\n")
+	if !ok {
+		t.Fatal("docs/rules.md has no section Time, bursts and order")
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	blocks := strings.Split(sec, "```yaml\n")[1:]
+	if len(blocks) != 5 {
+		t.Fatalf("%d YAML examples, want one per form (5)", len(blocks))
+	}
+	for i, b := range blocks {
+		b, _, _ = strings.Cut(b, "```")
+		doc := "rules:\n" + regexp.MustCompile(`(?m)^`).ReplaceAllString(b, "  ")
+		if _, err := Parse(fmt.Sprintf("rules.md example %d", i+1), []byte(doc), testOpts(nil)); err != nil {
+			t.Errorf("example %d:\n%s\n%v", i+1, b, err)
+		}
+	}
+}
+
+// TestCronDSTAsDocumented: the DST rule docs/rules.md states, in
+// Europe/Berlin (spring forward 2026-03-29 02:00 → 03:00; fall back
+// 2026-10-25 03:00 → 02:00).
+func TestCronDSTAsDocumented(t *testing.T) {
+	r := &Rule{Name: "r", On: Trigger{Cron: "30 2 * * *", Timezone: "Europe/Berlin"}}
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	// Skipped: 02:30 does not exist on 2026-03-29; it fires at 03:00 CEST (01:00 UTC).
+	got := r.NextTick(time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC))
+	if want := time.Date(2026, 3, 29, 3, 0, 0, 0, berlin); !got.Equal(want) {
+		t.Errorf("spring: %s, want %s", got, want)
+	}
+	// Repeated: 02:30 happens twice on 2026-10-25; it fires once, at the
+	// first (CEST, 00:30 UTC), and the next tick is the day after.
+	first := r.NextTick(time.Date(2026, 10, 24, 12, 0, 0, 0, time.UTC))
+	if want := time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC); !first.Equal(want) {
+		t.Errorf("autumn: %s, want %s", first, want)
+	}
+	if next := r.NextTick(first); !next.Equal(time.Date(2026, 10, 26, 1, 30, 0, 0, time.UTC)) {
+		t.Errorf("after the autumn tick: %s, want 2026-10-26 02:30 CET", next)
 	}
 }
