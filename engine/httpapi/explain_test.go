@@ -459,4 +459,28 @@ func TestExplainTiming(t *testing.T) {
 		}
 	}
 	must(t, e.do("POST", "/v1/events:explain?rule=invoice-overdue", globexTok, map[string]any{"id": "g-1", "entity": "Invoice", "event": "created"}), 404)
+
+	// GET /v1/rules/{name} shows the timing keys (and a cron rule's
+	// trigger with no entities: [] in the documented shape).
+	var od2 RuleView
+	if err := json.Unmarshal(must(t, e.do("GET", "/v1/rules/invoice-overdue", acmeTok, nil), 200).body, &od2); err != nil {
+		t.Fatal(err)
+	}
+	if od2.Schedule == nil || od2.Schedule.After != "data.due_date" || od2.Schedule.Delay != "72h0m0s" || !od2.Ordered || od2.Debounce != nil {
+		t.Errorf("invoice-overdue view: %+v %+v", od2, od2.Schedule)
+	}
+	var cs RuleView
+	json.Unmarshal(must(t, e.do("GET", "/v1/rules/customer-sync", acmeTok, nil), 200).body, &cs)
+	if cs.Debounce == nil || cs.Debounce.Quiet != "30s" || cs.Debounce.Max != "5m0s" || cs.Schedule != nil || cs.Ordered {
+		t.Errorf("customer-sync view: %+v", cs)
+	}
+	var gd RuleView
+	r := must(t, e.do("GET", "/v1/rules/globex-digest", globexTok, nil), 200)
+	json.Unmarshal(r.body, &gd)
+	if gd.On == nil || gd.On.Cron != "0 8 * * MON-FRI" || gd.On.Timezone != "Europe/Berlin" || !strings.Contains(string(r.body), `"entities":[]`) {
+		t.Errorf("globex-digest view: %s", r.body)
+	}
+	must(t, e.do("GET", "/v1/rules/globex-digest", acmeTok, nil), 404)
+	must(t, e.do("GET", "/v1/rules/invoice-overdue", globexTok, nil), 404)
+	must(t, e.do("GET", "/v1/rules", acmeTok, nil), 200) // the list, checked against openapi.json
 }
