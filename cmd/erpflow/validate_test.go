@@ -278,7 +278,7 @@ func TestValidateTimingErrors(t *testing.T) {
 	if err := os.WriteFile(good, []byte("rules:\n  - name: overdue\n    on: {entity: Invoice, events: [created, updated]}\n    schedule: {after: data.duedate, delay: 72h}\n    actions: [{type: webhook, url: \"https://x.example/\"}]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errOut = runCmd(t, "validate", "--catalog", "../../examples/catalog/invoicing.yaml", good)
+	code, _, errOut = runCmd(t, "validate", "--catalog", "../../examples/catalog/time-bursts-order.yaml", good)
 	want = good + `:4:23: rules[0].schedule.after: path "data.duedate" is not in the Invoice schema (did you mean "data.due_date")` + "\n1 problem in 1 file\n"
 	if code != 1 || errOut != want {
 		t.Errorf("--catalog: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)

@@ -94,14 +94,14 @@ func scheduleTiming(s *triggers.Schedule, ev *templates.Event, entity string, no
 	default:
 		from = fmt.Sprintf("%s after the event is received", short(s.Delay))
 	}
-	when := "firing at " + stamp(at, loc)
+	past := ""
 	if !at.After(now) {
-		when += " (in the past: it fires at once)"
+		past = "; that is past, so it fires at once"
 	}
+	text := fmt.Sprintf("schedules a timer for %s firing at %s (%s) instead of delivering now%s; its condition is checked again then against the entity's latest event, and a later matching event of %s replaces the timer",
+		entity, stamp(at, loc), from, past, entity)
 	at = at.UTC()
-	return Timing{Kind: TimingSchedule, FireAt: &at,
-		Text: fmt.Sprintf("schedules a timer for %s %s (%s) instead of delivering now; its condition is checked again then against the entity's latest event, and a later matching event of %s replaces the timer",
-			entity, when, from, entity)}
+	return Timing{Kind: TimingSchedule, FireAt: &at, Text: text}
 }
 
 // cronTiming says that r matches only its ticks, and when the next is.

@@ -113,7 +113,7 @@ func TestExplainSchedule(t *testing.T) {
 	// A due date already past: the timer fires at once.
 	late := now.Add(30 * 24 * time.Hour)
 	m, _ = explainAt(t, ev, late)
-	if x := oneTiming(t, m["invoice-overdue"], TimingSchedule); !strings.Contains(x.Text, "firing at 2026-03-04T00:00:00+01:00 (in the past: it fires at once)") {
+	if x := oneTiming(t, m["invoice-overdue"], TimingSchedule); !strings.Contains(x.Text, "firing at 2026-03-04T00:00:00+01:00 (72h after data.due_date = 2026-03-01) instead of delivering now; that is past, so it fires at once; its condition") {
 		t.Errorf("past: %q", x.Text)
 	}
 }
