@@ -317,3 +317,30 @@ func TestCronDSTAsDocumented(t *testing.T) {
 		t.Errorf("after the autumn tick: %s, want 2026-10-26 02:30 CET", next)
 	}
 }
+
+// TestLatestTick: the latest tick not after now, however long the server
+// was down (a minutely rule down for 200 days: not a tick 69 days in, as
+// a walk bounded at 100,000 steps from since gave), and none when since
+// is past every tick.
+func TestLatestTick(t *testing.T) {
+	now := time.Date(2026, 6, 10, 12, 34, 56, 0, time.UTC)
+	for _, c := range []struct {
+		cron  string
+		since time.Time
+		want  time.Time
+	}{
+		{"* * * * *", now.Add(-200 * 24 * time.Hour), time.Date(2026, 6, 10, 12, 34, 0, 0, time.UTC)},
+		{"* * * * *", now.Add(-90 * time.Second), time.Date(2026, 6, 10, 12, 34, 0, 0, time.UTC)},
+		{"* * * * *", now.Add(-30 * time.Second), time.Time{}},                     // 12:34:26 to 12:34:56 holds no tick
+		{"* * * * *", time.Date(2026, 6, 10, 12, 34, 0, 0, time.UTC), time.Time{}}, // since is exclusive
+		{"0 8 * * MON-FRI", now.Add(-400 * 24 * time.Hour), time.Date(2026, 6, 10, 8, 0, 0, 0, time.UTC)},
+		{"0 0 1 1 *", now.Add(-3 * 365 * 24 * time.Hour), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"0 0 1 1 *", time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), time.Time{}},
+		{"0 0 29 2 *", now.Add(-5 * 365 * 24 * time.Hour), time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC)},
+	} {
+		r := &Rule{Name: "r", On: Trigger{Cron: c.cron}}
+		if got := r.LatestTick(c.since, now); !got.Equal(c.want) {
+			t.Errorf("%q since %s: %s, want %s", c.cron, c.since, got, c.want)
+		}
+	}
+}
