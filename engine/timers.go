@@ -11,11 +11,9 @@ import (
 	"github.com/erpflow/erpflow/triggers"
 )
 
-// Tuning of the timer loop.
-const (
-	timerBatch = 256              // most timers claimed at once
-	timerLease = 30 * time.Second // how long a claimed timer is this process's to fire
-)
+// timerBatch is the most timers one claim takes. A claimed timer is this
+// process's to fire for Config.Lease.
+const timerBatch = 256
 
 // timerID is a new time-sortable timer id, "tmr_…".
 func (e *Engine) timerID(now time.Time) string {
@@ -215,7 +213,7 @@ func (e *Engine) FireDueTimers(ctx context.Context) (int, error) {
 	}
 	now := e.now()
 	cctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
-	ts, err := e.store.ClaimTimers(cctx, e.cfg.Owner, timerBatch, now, timerLease)
+	ts, err := e.store.ClaimTimers(cctx, e.cfg.Owner, timerBatch, now, e.cfg.Lease)
 	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("engine: %w", err)

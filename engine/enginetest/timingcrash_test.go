@@ -117,7 +117,9 @@ rules:
     retry: {schedule: [500ms, 500ms, 500ms]}
     actions: [{type: webhook, url: "%[1]s/so/{entity_id}/{data.n}", secret: %[2]s}]
 `, srv.URL, testSecret)
-		first := startChild(t, db, rules, "ENGINETEST_EMIT_TIMING=1")
+		// A short lease: on PostgreSQL what the killed process held is
+		// taken over once its lease ends.
+		first := startChild(t, db, rules, "ENGINETEST_EMIT_TIMING=1", "ENGINETEST_LEASE=5s")
 		select {
 		case <-first.emitted:
 		case <-time.After(60 * time.Second):
@@ -134,7 +136,7 @@ rules:
 			t.Fatalf("pending timers after the kill = %d, want 8 (5 schedules, 3 debounces)", len(pending))
 		}
 		restarted := time.Now()
-		second := startChild(t, db, rules)
+		second := startChild(t, db, rules, "ENGINETEST_LEASE=5s")
 		waitFor(t, 60*time.Second, "5 reminders, 3 syncs and 15 ordered deliveries", func() bool {
 			return len(rv.firstWith("/remind/")) == 5 && len(rv.firstWith("/sync/")) == 3 && len(rv.firstWith("/so/")) == 15
 		})
