@@ -191,14 +191,15 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 		}
 	}
 	var ok []bool
+	var dls []engine.Delivery // as written (the last try's)
 	err := c.Tx(ctx, func(tx *Tx) error {
 		ok = make([]bool, len(ends))
+		dls = nil
 		q := c.Q(`UPDATE timers SET state = ?, reason = ?, fire_at = COALESCE(?, fire_at),
 			deadline = COALESCE(?, deadline), deliveries = ?,
 			version = version + CASE WHEN ? = 'pending' THEN 1 ELSE 0 END,
 			lease_owner = '', locked_until = NULL, updated_at = ?
 			WHERE id = ? AND lease_owner = ? AND version = ? AND state = 'pending'`)
-		var dls []engine.Delivery
 		for i := range ends {
 			e := &ends[i]
 			var fire any
@@ -216,11 +217,10 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 			}
 			if n, _ := r.RowsAffected(); n == 1 {
 				ok[i] = true
-				for j := range e.Deliveries {
-					d := e.Deliveries[j]
-					d = normalize(d, &engine.EventRecord{Event: engine.Event{Tenant: d.Tenant, ID: d.EventID}, ReceivedAt: now}, now)
-					e.Deliveries[j] = d
-					dls = append(dls, d)
+				// Copies: a retried transaction starts from the ends
+				// as given.
+				for _, d := range e.Deliveries {
+					dls = append(dls, normalize(d, &engine.EventRecord{Event: engine.Event{Tenant: d.Tenant, ID: d.EventID}, ReceivedAt: now}, now))
 				}
 			}
 		}
@@ -237,22 +237,22 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 		if err := c.chainNew(ctx, tx, ptrs); err != nil {
 			return err
 		}
-		// Write the states chainNew settled back to the callers' copies.
-		byID := make(map[string]engine.State, len(dls))
-		for _, d := range dls {
-			byID[d.ID] = d.State
-		}
-		for i := range ends {
-			for j := range ends[i].Deliveries {
-				if s, found := byID[ends[i].Deliveries[j].ID]; found {
-					ends[i].Deliveries[j].State = s
-				}
-			}
-		}
 		return c.D.Notify(ctx, tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("end timers: %w", err)
+	}
+	// The callers' deliveries as stored (states chainNew settled).
+	byID := make(map[string]engine.Delivery, len(dls))
+	for _, d := range dls {
+		byID[d.ID] = d
+	}
+	for i := range ends {
+		for j := range ends[i].Deliveries {
+			if d, found := byID[ends[i].Deliveries[j].ID]; found {
+				ends[i].Deliveries[j] = d
+			}
+		}
 	}
 	return ok, nil
 }
