@@ -196,14 +196,17 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 	if err != nil {
 		return EventRecord{}, &templates.EventError{Msg: err.Error()}
 	}
-	internal := strings.HasPrefix(ev.Entity, internalPrefix)
+	// A cron rule's tick is erpflow's own event, but its deliveries are
+	// ordinary work: they raise dead events like any (a tick cannot loop).
+	internal := strings.HasPrefix(ev.Entity, internalPrefix) && ev.Entity != triggers.TickEntity
 	rec := EventRecord{
 		Event:      *ev,
 		Raw:        raw,
 		ReceivedAt: now,
 		Internal:   internal,
 	}
-	rec.Deliveries, rec.dropped = e.deliveriesFor(ev, internal, now)
+	rec.Deliveries, rec.Timers, rec.dropped = e.deliveriesFor(ev, internal, now, false)
+	rec.TrackLatest = !internal && e.rules.Load().schedules(ev.Entity)
 	return rec, nil
 }
 
@@ -211,54 +214,84 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 // most Config.DeliveriesPerEvent (see capFanOut). A render error makes a
 // dead delivery (its LastError says why) rather than failing the emit: the
 // event is accepted, and the failure is visible in the delivery log and
-// raises its dead event.
-func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time) ([]Delivery, *fanOutDrop) {
+// raises its dead event. A deferred rule (schedule, debounce) arms a timer
+// instead, unless immediate (a rerun runs its actions at once).
+func (e *Engine) deliveriesFor(ev *Event, internal bool, now time.Time, immediate bool) ([]Delivery, []Timer, *fanOutDrop) {
 	rs := e.rules.Load()
 	var buf [8]*triggers.Rule
 	matched, dropped := e.capFanOut(rs.set.Match(ev, buf[:0]))
 	var out []Delivery
+	var timers []Timer
 	for _, r := range matched {
 		if !r.Enabled {
 			continue
 		}
-		infos := rs.acts[r]
-		for i, a := range r.Actions {
-			d := Delivery{
-				ID:          e.ids.next(now),
-				Tenant:      ev.Tenant,
-				EventID:     ev.ID,
-				Entity:      ev.Entity,
-				EventName:   ev.Event,
-				Rule:        r.Name,
-				RuleID:      r.ID,
-				ActionIndex: i,
-				ActionType:  a.Type,
-				Retry:       e.defRetry,
-				State:       StatePending,
-				RunAt:       now,
-				Internal:    internal,
-				CreatedAt:   now,
-				UpdatedAt:   now,
+		if r.Deferred() && !immediate {
+			if t, ok := e.armFor(r, ev, now); ok {
+				timers = append(timers, t)
 			}
-			var cfg actions.Config
-			if i < len(infos) {
-				cfg, d.Retry = infos[i].cfg, infos[i].retry
-			}
-			var err error
-			if cfg == nil {
-				err = fmt.Errorf("action type %s has no usable config", a.Type)
-			} else {
-				d.Payload, err = safeRender(cfg, ev, templates.Meta{Rule: r.Name, DeliveryID: d.ID})
-			}
-			if err != nil {
-				d.State = StateDead
-				d.LastError = "render: " + err.Error()
-				d.Payload = json.RawMessage("null")
-			}
-			out = append(out, d)
+			continue
 		}
+		out = append(out, e.render(rs, r, ev, internal, now)...)
 	}
-	return out, dropped
+	return out, timers, dropped
+}
+
+// render makes r's deliveries for ev: one per action, ordered ones held
+// in their chains (see StateHeld), and dead ones where the payload does
+// not render.
+func (e *Engine) render(rs *ruleSet, r *triggers.Rule, ev *Event, internal bool, now time.Time) []Delivery {
+	var out []Delivery
+	infos := rs.acts[r]
+	for i, a := range r.Actions {
+		d := Delivery{
+			ID:          e.ids.next(now),
+			Tenant:      ev.Tenant,
+			EventID:     ev.ID,
+			Entity:      ev.Entity,
+			EventName:   ev.Event,
+			Rule:        r.Name,
+			RuleID:      r.ID,
+			ActionIndex: i,
+			ActionType:  a.Type,
+			Retry:       e.defRetry,
+			State:       StatePending,
+			RunAt:       now,
+			Internal:    internal,
+			CreatedAt:   now,
+			UpdatedAt:   now,
+		}
+		var cfg actions.Config
+		if i < len(infos) {
+			cfg, d.Retry = infos[i].cfg, infos[i].retry
+		}
+		var err error
+		if cfg == nil {
+			err = fmt.Errorf("action type %s has no usable config", a.Type)
+		} else {
+			d.Payload, err = safeRender(cfg, ev, templates.Meta{Rule: r.Name, DeliveryID: d.ID})
+		}
+		switch {
+		case err != nil:
+			d.State = StateDead
+			d.LastError = "render: " + err.Error()
+			d.Payload = json.RawMessage("null")
+		case r.Ordered:
+			// The store makes it pending when its chain has no
+			// delivery open.
+			d.OrderKey, d.State = orderKey(r, i, ev), StateHeld
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// orderKey names the ordered chain of r's action i for ev's entity: an
+// encoding in which no two (rule, action, tenant, entity, entity id)
+// coincide, so that no tenant's chain holds up another's.
+func orderKey(r *triggers.Rule, i int, ev *Event) string {
+	b, _ := json.Marshal([]any{r.Name, i, ev.Tenant, ev.Entity, ev.EntityID}) // strings and an int: never fails
+	return string(b)
 }
 
 // safeRender renders, turning a panic of a (plugin) action into an error.
@@ -444,9 +477,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved)
 	}
-	if countPending(recs) > 0 {
+	if countPending(recs) > 0 || hasHeld(recs) {
 		e.kick() // work for the claim loop; preclaimed ones are running already
 	}
+	e.timersArmed(recs)
 	k := 0
 	for _, r := range batch {
 		r.res = res[k : k+len(r.recs)]
@@ -543,7 +577,7 @@ func (e *Engine) deadRecord(d *Delivery, attempts, code int, lastErr string) Eve
 		ReceivedAt: now,
 		Internal:   true,
 	}
-	rec.Deliveries, rec.dropped = e.deliveriesFor(&ev, true, now)
+	rec.Deliveries, rec.Timers, rec.dropped = e.deliveriesFor(&ev, true, now, false)
 	return rec
 }
 
@@ -558,6 +592,19 @@ func countPending(recs []EventRecord) int {
 		}
 	}
 	return n
+}
+
+// hasHeld reports whether recs have ordered deliveries, which the store
+// may have made pending.
+func hasHeld(recs []EventRecord) bool {
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			if recs[i].Deliveries[j].State == StateHeld {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func toEmitResult(ev *Event, r InsertResult) EmitResult {

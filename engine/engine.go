@@ -134,8 +134,10 @@ type Engine struct {
 	preparing     atomic.Int64 // emits being prepared, not yet queued
 	committerDone chan struct{}
 
-	wake     chan struct{} // capacity 1: new work may be due
-	recorded chan struct{} // capacity 1: attempts were recorded (AttemptsRecorded)
+	wake      chan struct{} // capacity 1: new work may be due
+	timerWake chan struct{} // capacity 1: a timer may be due sooner than the timer loop looks
+	cronDirty atomic.Bool   // the rules changed since cron timers were armed
+	recorded  chan struct{} // capacity 1: attempts were recorded (AttemptsRecorded)
 
 	// writers is how many claim loops and emit committers run side by
 	// side: 1 for a single-writer database (SQLite), more for a server
@@ -159,6 +161,9 @@ type ruleSet struct {
 	set    *triggers.Set
 	acts   map[*triggers.Rule][]actionInfo
 	loaded time.Time // e.now() at Reload
+
+	scheduled   map[string]bool // entities a schedule rule names
+	scheduleAll bool            // a schedule rule names the wildcard entity
 }
 
 type actionInfo struct {
@@ -240,6 +245,7 @@ func New(store Store, cfg Config) (*Engine, error) {
 		emitCh:        make(chan *emitReq, 4096),
 		committerDone: make(chan struct{}),
 		wake:          make(chan struct{}, 1),
+		timerWake:     make(chan struct{}, 1),
 		recorded:      make(chan struct{}, 1),
 		stopDone:      make(chan struct{}),
 		quit:          make(chan struct{}),
@@ -281,6 +287,8 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.bg.Add(1)
 		go e.retentionLoop()
 	}
+	e.bg.Add(1)
+	go e.timerLoop()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -357,7 +365,10 @@ func (e *Engine) Reload(rules []*triggers.Rule) error {
 		return fmt.Errorf("engine: %w", err)
 	}
 	rs.set = set
+	rs.indexSchedules()
 	e.rules.Store(rs)
+	e.cronDirty.Store(true)
+	e.kickTimers()
 	return nil
 }
 

@@ -27,7 +27,9 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 	}
 	now := e.now()
 	ev := rec.Event
-	rec.Deliveries, rec.dropped = e.deliveriesFor(&ev, rec.Internal, now)
+	// Schedule and debounce rules run at once: a rerun is an explicit
+	// request to act on this event now.
+	rec.Deliveries, _, rec.dropped = e.deliveriesFor(&ev, rec.Internal, now, true)
 	res := RerunResult{Tenant: tenant, EventID: id, Rerun: "rrn_" + strings.TrimPrefix(e.ids.next(now), "dlv_"), Deliveries: []Delivery{}}
 	for i := range rec.Deliveries {
 		rec.Deliveries[i].Rerun = res.Rerun

@@ -55,11 +55,11 @@ type Delivery struct {
 	OrderKey string `json:"order_key,omitempty" db:"order_key"`
 	// Coalesced are the ids of the events a debounce coalesced into this
 	// delivery (the first MaxCoalesced), its own event (EventID) last.
-	Coalesced []string `json:"coalesced,omitempty" db:"coalesced"`
-	LeaseOwner  string          `json:"-" db:"lease_owner"`
-	LockedUntil time.Time       `json:"-" db:"locked_until"`
-	CreatedAt   time.Time       `json:"created_at" db:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at" db:"updated_at"`
+	Coalesced   []string  `json:"coalesced,omitempty" db:"coalesced"`
+	LeaseOwner  string    `json:"-" db:"lease_owner"`
+	LockedUntil time.Time `json:"-" db:"locked_until"`
+	CreatedAt   time.Time `json:"created_at" db:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
 }
 
 // URL is the url its payload names: a webhook's, as it is sent (no
@@ -123,6 +123,10 @@ type Completion struct {
 	// Raise, when set, is an internal event (a dead delivery) inserted in
 	// the same transaction, idempotently on (tenant, event id).
 	Raise *EventRecord
+	// OrderKey is the delivery's ordered chain ("" when unordered): when
+	// it succeeds or goes dead, the chain's next held delivery becomes
+	// pending in the same transaction.
+	OrderKey string
 }
 
 // DeliveryFilter selects deliveries. Zero fields do not filter.
@@ -271,7 +275,7 @@ type DeliveryLog interface {
 	// deliveries.
 	GetEvent(ctx context.Context, tenant, id string) (EventRecord, error)
 	// Requeue makes matching deliveries (only dead or failed ones, or any
-	// not running when f has exactly one EventID/ID…) due at now, sets
+	// not running or held when named by ids) due at now, sets
 	// RetryBase = Attempts so the policy starts over, and returns how many.
 	Requeue(ctx context.Context, ids []string, f *DeliveryFilter, now time.Time) (int, error)
 	// Prune deletes up to batch succeeded deliveries (and their attempts)

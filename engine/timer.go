@@ -111,10 +111,10 @@ type TimerStore interface {
 	// none).
 	NextTimer(ctx context.Context) (time.Time, error)
 	// ArmCron makes sure every timer of ts (cron timers, by rule and
-	// tenant) is pending: a missing one is created, one whose Spec
-	// differs is re-armed at its FireAt. Cron timers of rules not in
-	// rules (by name) are cancelled with reason.
-	ArmCron(ctx context.Context, ts []Timer, rules []string, reason string, now time.Time) error
+	// tenant) is pending: a missing one is created, one whose Spec or
+	// RuleID differs is re-armed at its FireAt, one as it should be is
+	// left alone (its FireAt may be a tick missed while no process ran).
+	ArmCron(ctx context.Context, ts []Timer, now time.Time) error
 
 	// ListTimers lists timers newest first (by id), after f.Cursor.
 	ListTimers(ctx context.Context, f TimerFilter) ([]Timer, error)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -729,7 +730,14 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 	}
 	now := e.now()
 	next, runAt := nextStep(p, d, o, now, e.rnd)
-	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt}
+	if next == StateDead && d.OrderKey != "" {
+		// The chain's next delivery runs now: say so where the dead one
+		// is looked at, so that replaying it is a conscious choice.
+		a.Error = strings.TrimSpace(a.Error + " (skipped over in order: the next delivery of " +
+			d.Entity + " runs now; a replay runs this one outside the order)")
+		o.Error = a.Error
+	}
+	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt, OrderKey: d.OrderKey}
 	if next == StateDead && !d.Internal {
 		rec := e.deadRecord(d, d.Attempts, o.Code, o.Error)
 		c.Raise = &rec

@@ -190,7 +190,7 @@ func (c *Core) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]e
 	}
 	var res []engine.InsertResult
 	var err error
-	if _, ok := c.D.(BatchWriter); ok {
+	if _, ok := c.D.(BatchWriter); ok && !needsTx(recs) {
 		err = c.Retry(ctx, func() error {
 			res, err = c.InsertEventsIn(ctx, c.W, recs)
 			return err
@@ -268,6 +268,9 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err != nil {
 		return nil, err
 	}
+	if err := c.afterInsert(ctx, tx, evs, inserted); err != nil {
+		return nil, err
+	}
 	var stored []key
 	for n, i := range uniq {
 		if !inserted[n] {
@@ -296,6 +299,61 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 		}
 	}
 	return res, nil
+}
+
+// needsTx reports whether writing recs takes more than the events and
+// deliveries (timers, latest events, ordered chains): then a BatchWriter's
+// one statement needs a transaction around it.
+func needsTx(recs []engine.EventRecord) bool {
+	for i := range recs {
+		if len(recs[i].Timers) > 0 || recs[i].TrackLatest {
+			return true
+		}
+		for j := range recs[i].Deliveries {
+			if recs[i].Deliveries[j].OrderKey != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// afterInsert writes what comes with the new events of evs besides their
+// rows and deliveries: the timers they arm, the latest event of entities
+// with schedule timers, and the places of ordered deliveries in their
+// chains (updating the states in evs).
+func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+	var ordered []*engine.Delivery
+	extra := false
+	for n := range evs {
+		if !inserted[n] {
+			continue
+		}
+		extra = extra || len(evs[n].Rec.Timers) > 0 || evs[n].Rec.TrackLatest
+		for j := range evs[n].Deliveries {
+			if d := &evs[n].Deliveries[j]; d.OrderKey != "" && d.State == engine.StateHeld {
+				ordered = append(ordered, d)
+			}
+		}
+	}
+	if !extra && len(ordered) == 0 {
+		return nil
+	}
+	// The latest event first: a timer armed by the same event sets its
+	// own latest.
+	if err := c.trackLatest(ctx, tx, evs, inserted); err != nil {
+		return err
+	}
+	if err := c.armTimers(ctx, tx, evs, inserted); err != nil {
+		return err
+	}
+	if err := c.chainNew(ctx, tx, ordered); err != nil {
+		return err
+	}
+	if len(ordered) > 0 {
+		return c.D.Notify(ctx, tx)
+	}
+	return nil
 }
 
 // writeEvents is the generic BatchWriter: multi-row INSERTs of events,
@@ -581,9 +639,10 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 		}
 	}
 	now := time.Now().UTC()
-	raise := false
+	raise, ordered := false, false
 	for i := range cs {
 		raise = raise || cs[i].Raise != nil
+		ordered = ordered || cs[i].OrderKey != "" && cs[i].State != engine.StateFailed
 	}
 	count := func(ok []bool) int {
 		n := 0
@@ -594,7 +653,7 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 		}
 		return n
 	}
-	if a, isAtomic := c.D.(Atomic); isAtomic && a.AtomicComplete() && !raise {
+	if a, isAtomic := c.D.(Atomic); isAtomic && a.AtomicComplete() && !raise && !ordered {
 		var ok []bool
 		err := c.Retry(ctx, func() error {
 			var err error
@@ -624,7 +683,19 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 				return fmt.Errorf("raise: %w", err)
 			}
 		}
-		return nil
+		var ends []chainEnd
+		var at time.Time
+		for i := range cs {
+			if ok[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+				ends = append(ends, chainEnd{cs[i].OrderKey, cs[i].ID})
+				// The engine's clock (tests use fake ones): the next one
+				// is due when this one finished.
+				if f := Finished(&cs[i], now); f.After(at) {
+					at = f
+				}
+			}
+		}
+		return c.chainAdvance(ctx, tx, ends, at)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("complete: %w", err)
@@ -874,7 +945,7 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 	err := c.Tx(ctx, func(tx *Tx) error {
 		total = 0
 		if len(ids) > 0 {
-			n, err := c.byIDs(ids, set+" WHERE state <> 'running' AND NOT test", []any{c.t(now), c.t(now), c.t(now)}, execIn(ctx, tx))
+			n, err := c.byIDs(ids, set+" WHERE state NOT IN ('running', 'held') AND NOT test", []any{c.t(now), c.t(now), c.t(now)}, execIn(ctx, tx))
 			if err != nil {
 				return err
 			}
@@ -960,6 +1031,15 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 			}
 			m, _ := r.RowsAffected()
 			n += int(m)
+		}
+		// Chains with nothing open, and timers that ended.
+		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE key IN
+			(SELECT key FROM chains WHERE head = '' LIMIT ?)`), batch); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM timers WHERE id IN
+			(SELECT id FROM timers WHERE state <> 'pending' AND updated_at < ? LIMIT ?)`), c.t(before), batch); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS

@@ -49,6 +49,13 @@ func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine
 		if err := c.insertDeliveries(ctx, tx, out); err != nil {
 			return err
 		}
+		ptrs := make([]*engine.Delivery, len(out))
+		for i := range out {
+			ptrs[i] = &out[i]
+		}
+		if err := c.chainNew(ctx, tx, ptrs); err != nil {
+			return err
+		}
 		return c.D.Notify(ctx, tx)
 	})
 	if err != nil {

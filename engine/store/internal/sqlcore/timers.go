@@ -2,28 +2,303 @@ package sqlcore
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"sort"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/jmoiron/sqlx"
 )
+
+// timerKey is the identity of a pending timer.
+type timerKey struct{ tenant, entity, entityID, rule string }
+
+// armCols are the columns an armed timer is written with.
+const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, latest_id, latest_at, " +
+	"fire_at, first_at, deadline, state, events, count, spec, version, created_at, updated_at"
+
+// armSQL arms a timer: created, or the pending one of its key re-armed in
+// place. A re-armed timer takes the new event and fire time (a debounce's
+// no later than its deadline, which the first event set), lists the new
+// event ids after the earlier ones (up to MaxCoalesced, roughly: the
+// reader cuts), and gets a new version and no lease, so that a firing in
+// progress of its previous version applies nothing.
+var armSQL = `INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, 20) + `
+	ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
+		kind = excluded.kind, rule_id = excluded.rule_id, event_id = excluded.event_id,
+		latest_id = excluded.latest_id, latest_at = excluded.latest_at,
+		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.deadline < excluded.fire_at
+			THEN timers.deadline ELSE excluded.fire_at END,
+		deadline = CASE WHEN excluded.kind = 'debounce' THEN timers.deadline ELSE excluded.deadline END,
+		events = CASE WHEN timers.count >= ` + fmt.Sprint(engine.MaxCoalesced) + ` THEN timers.events
+			WHEN timers.events = '' THEN excluded.events
+			ELSE timers.events || ',' || excluded.events END,
+		count = timers.count + excluded.count,
+		spec = excluded.spec, version = timers.version + 1, lease_owner = '', locked_until = NULL,
+		updated_at = excluded.updated_at`
+
+// armTimers writes the timers of the new events among evs, in their
+// transaction: per key, the batch's events are merged first (the last
+// one wins), as one statement may not update a row twice.
+func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+	var order []timerKey
+	merged := map[timerKey]*engine.Timer{}
+	for n := range evs {
+		if !inserted[n] {
+			continue
+		}
+		for _, t := range evs[n].Rec.Timers {
+			k := timerKey{t.Tenant, t.Entity, t.EntityID, t.Rule}
+			m := merged[k]
+			if m == nil {
+				t := t
+				if t.Events == nil {
+					t.Events = []string{t.EventID}
+				}
+				if t.Count == 0 {
+					t.Count = 1
+				}
+				merged[k] = &t
+				order = append(order, k)
+				continue
+			}
+			// A later event of the same batch re-arms it.
+			m.EventID, m.LatestID, m.Kind, m.RuleID, m.Spec = t.EventID, t.LatestID, t.Kind, t.RuleID, t.Spec
+			m.FireAt, m.UpdatedAt = t.FireAt, t.UpdatedAt
+			if m.Kind == engine.TimerDebounce && m.FireAt.After(m.FirstAt.Add(m.MaxWait)) {
+				m.FireAt = m.FirstAt.Add(m.MaxWait)
+			}
+			if len(m.Events) < engine.MaxCoalesced {
+				m.Events = append(m.Events, t.EventID)
+			}
+			m.Count++
+		}
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	// One lock order for every writer.
+	sort.Slice(order, func(i, j int) bool {
+		a, b := order[i], order[j]
+		if a.tenant != b.tenant {
+			return a.tenant < b.tenant
+		}
+		if a.entity != b.entity {
+			return a.entity < b.entity
+		}
+		if a.entityID != b.entityID {
+			return a.entityID < b.entityID
+		}
+		return a.rule < b.rule
+	})
+	q := c.Q(armSQL)
+	for _, k := range order {
+		t := merged[k]
+		if _, err := c.Exec(ctx, tx, q, c.armArgs(t)...); err != nil {
+			return fmt.Errorf("arm timer of rule %q for %s %s: %w", t.Rule, t.Entity, t.EntityID, err)
+		}
+	}
+	return nil
+}
+
+// armArgs are the armCols values of t.
+func (c *Core) armArgs(t *engine.Timer) []any {
+	first := t.FirstAt
+	if first.IsZero() {
+		first = t.CreatedAt
+	}
+	deadline := t.FireAt
+	if t.Kind == engine.TimerDebounce && t.MaxWait > 0 {
+		deadline = first.Add(t.MaxWait)
+		if t.FireAt.After(deadline) {
+			t.FireAt = deadline
+		}
+	}
+	latestAt := any(nil)
+	if t.LatestID != "" {
+		latestAt = c.t(t.UpdatedAt)
+	}
+	count := t.Count
+	if count == 0 {
+		count = 1
+	}
+	return []any{t.ID, string(t.Kind), t.Rule, t.RuleID, t.Tenant, t.Entity, t.EntityID, t.EventID,
+		t.LatestID, latestAt, c.t(Round(t.FireAt)), c.t(Round(first)), c.t(Round(deadline)), string(engine.TimerPending),
+		JoinIDs(t.Events), count, t.Spec, 1, c.t(Round(t.CreatedAt)), c.t(Round(t.UpdatedAt))}
+}
+
+// trackLatest makes each new event of evs that asks for it the latest
+// event of its entity on the entity's pending schedule timers (unless a
+// later one is there already).
+func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+	q := c.Q(`UPDATE timers SET latest_id = ?, latest_at = ?
+		WHERE tenant = ? AND entity = ? AND entity_id = ? AND state = 'pending' AND kind = 'schedule'
+			AND (latest_at IS NULL OR latest_at <= ?)`)
+	for n := range evs {
+		if !inserted[n] || !evs[n].Rec.TrackLatest {
+			continue
+		}
+		e := &evs[n].Rec.Event
+		at := c.t(Round(evs[n].ReceivedAt))
+		if _, err := c.Exec(ctx, tx, q, e.ID, at, e.Tenant, e.Entity, e.EntityID, at); err != nil {
+			return fmt.Errorf("latest event of %s %s: %w", e.Entity, e.EntityID, err)
+		}
+	}
+	return nil
+}
 
 // ClaimTimers implements engine.TimerStore.
 func (c *Core) ClaimTimers(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Timer, error) {
-	return nil, errors.New("claim timers: not implemented yet")
+	if limit <= 0 {
+		return nil, nil
+	}
+	now = Round(now)
+	lock := ""
+	if c.D.Bind() == sqlx.DOLLAR { // PostgreSQL: skip the rows another process is claiming
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	q := c.Q(`UPDATE timers SET lease_owner = ?, locked_until = ?
+		WHERE id IN (SELECT id FROM timers WHERE state = 'pending' AND fire_at <= ?
+			AND (locked_until IS NULL OR locked_until <= ?) ORDER BY fire_at LIMIT ?` + lock + `)
+		RETURNING ` + TimerCols(""))
+	var ts []engine.Timer
+	err := c.Retry(ctx, func() error {
+		rows, err := c.W.QueryContext(ctx, q, owner, c.t(now.Add(lease)), c.t(now), c.t(now), limit)
+		if err != nil {
+			return err
+		}
+		ts, err = ScanTimers(rows)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim timers: %w", err)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].FireAt.Before(ts[j].FireAt) })
+	return ts, nil
 }
 
 // EndTimers implements engine.TimerStore.
 func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.Time) ([]bool, error) {
-	return nil, errors.New("end timers: not implemented yet")
+	if len(ends) == 0 {
+		return nil, nil
+	}
+	now = Round(now)
+	for i := range ends {
+		switch ends[i].State {
+		case engine.TimerFired, engine.TimerCancelled, engine.TimerPending:
+		default:
+			return nil, fmt.Errorf("end timer %s: state %q", ends[i].ID, ends[i].State)
+		}
+	}
+	var ok []bool
+	err := c.Tx(ctx, func(tx *Tx) error {
+		ok = make([]bool, len(ends))
+		q := c.Q(`UPDATE timers SET state = ?, reason = ?, fire_at = COALESCE(?, fire_at),
+			deadline = COALESCE(?, deadline), deliveries = ?,
+			version = version + CASE WHEN ? = 'pending' THEN 1 ELSE 0 END,
+			lease_owner = '', locked_until = NULL, updated_at = ?
+			WHERE id = ? AND lease_owner = ? AND version = ? AND state = 'pending'`)
+		var dls []engine.Delivery
+		for i := range ends {
+			e := &ends[i]
+			var fire any
+			if e.State == engine.TimerPending && !e.FireAt.IsZero() {
+				fire = c.t(Round(e.FireAt))
+			}
+			ids := make([]string, len(e.Deliveries))
+			for j := range e.Deliveries {
+				ids[j] = e.Deliveries[j].ID
+			}
+			r, err := c.Exec(ctx, tx, q, string(e.State), e.Reason, fire, fire, JoinIDs(ids), string(e.State),
+				c.t(now), e.ID, e.Owner, e.Version)
+			if err != nil {
+				return err
+			}
+			if n, _ := r.RowsAffected(); n == 1 {
+				ok[i] = true
+				for j := range e.Deliveries {
+					d := e.Deliveries[j]
+					d = normalize(d, &engine.EventRecord{Event: engine.Event{Tenant: d.Tenant, ID: d.EventID}, ReceivedAt: now}, now)
+					e.Deliveries[j] = d
+					dls = append(dls, d)
+				}
+			}
+		}
+		if len(dls) == 0 {
+			return nil
+		}
+		if err := c.insertDeliveries(ctx, tx, dls); err != nil {
+			return err
+		}
+		ptrs := make([]*engine.Delivery, len(dls))
+		for i := range dls {
+			ptrs[i] = &dls[i]
+		}
+		if err := c.chainNew(ctx, tx, ptrs); err != nil {
+			return err
+		}
+		// Write the states chainNew settled back to the callers' copies.
+		byID := make(map[string]engine.State, len(dls))
+		for _, d := range dls {
+			byID[d.ID] = d.State
+		}
+		for i := range ends {
+			for j := range ends[i].Deliveries {
+				if s, found := byID[ends[i].Deliveries[j].ID]; found {
+					ends[i].Deliveries[j].State = s
+				}
+			}
+		}
+		return c.D.Notify(ctx, tx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("end timers: %w", err)
+	}
+	return ok, nil
 }
 
 // NextTimer implements engine.TimerStore.
 func (c *Core) NextTimer(ctx context.Context) (time.Time, error) {
-	return time.Time{}, nil
+	var next Time
+	err := c.Retry(ctx, func() error {
+		return c.R.QueryRowContext(ctx, "SELECT MIN(fire_at) FROM timers WHERE state = 'pending'").Scan(&next)
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("next timer: %w", err)
+	}
+	return next.T, nil
 }
 
 // ArmCron implements engine.TimerStore.
-func (c *Core) ArmCron(ctx context.Context, ts []engine.Timer, rules []string, reason string, now time.Time) error {
-	return errors.New("arm cron: not implemented yet")
+func (c *Core) ArmCron(ctx context.Context, ts []engine.Timer, now time.Time) error {
+	if len(ts) == 0 {
+		return nil
+	}
+	now = Round(now)
+	q := c.Q(`INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, 20) + `
+		ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
+			spec = excluded.spec, rule_id = excluded.rule_id, fire_at = excluded.fire_at,
+			deadline = excluded.deadline, version = timers.version + 1,
+			lease_owner = '', locked_until = NULL, updated_at = excluded.updated_at
+		WHERE timers.spec <> excluded.spec OR timers.rule_id <> excluded.rule_id`)
+	err := c.Tx(ctx, func(tx *Tx) error {
+		for i := range ts {
+			t := ts[i]
+			t.Kind, t.Events, t.Count = engine.TimerCron, nil, 1
+			if t.CreatedAt.IsZero() {
+				t.CreatedAt = now
+			}
+			if t.UpdatedAt.IsZero() {
+				t.UpdatedAt = now
+			}
+			if _, err := c.Exec(ctx, tx, q, c.armArgs(&t)...); err != nil {
+				return fmt.Errorf("cron timer of rule %q: %w", t.Rule, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("arm cron timers: %w", err)
+	}
+	return nil
 }

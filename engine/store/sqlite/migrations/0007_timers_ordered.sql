@@ -17,6 +17,7 @@ CREATE TABLE timers (
 	latest_at    INTEGER,
 	fire_at      INTEGER NOT NULL,
 	first_at     INTEGER NOT NULL,
+	deadline     INTEGER NOT NULL, -- debounce: first_at + max, the latest it fires; else fire_at
 	state        TEXT        NOT NULL,
 	reason       TEXT        NOT NULL DEFAULT '',
 	events       TEXT        NOT NULL DEFAULT '', -- JSON strings joined by ',' (a JSON array without its brackets)
@@ -34,16 +35,21 @@ CREATE INDEX timers_due ON timers (fire_at) WHERE state = 'pending';
 CREATE INDEX timers_tenant ON timers (tenant, id);
 CREATE INDEX timers_rule ON timers (rule, id);
 
--- Ordered delivery (an ordered rule): deliveries of one chain (rule,
--- action, tenant, entity, entity_id) run one at a time in id order. The
--- chain's row names its head, the one delivery of the chain that may run
--- ('' when none is open); the others wait as 'held' (due_at NULL: not in
--- the queue). Writers of a chain serialise on its row. order_key never
--- changes after insert, so its index keeps claims and completions HOT.
+-- Ordered delivery (an ordered rule): the deliveries of one chain (rule,
+-- action, tenant, entity, entity_id) run one at a time. A chain's row
+-- names its head, the one delivery of the chain that may run ('' when
+-- none is open); the others wait as 'held' (due_at NULL: not claimable)
+-- with a row in held, the narrow index the next head is taken from, in
+-- id order. Writers of a chain serialise on its row. No index of
+-- deliveries covers state: claims and completions stay HOT.
 ALTER TABLE deliveries ADD COLUMN order_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE deliveries ADD COLUMN coalesced TEXT NOT NULL DEFAULT '';
-CREATE INDEX deliveries_order ON deliveries (order_key, id) WHERE order_key <> '';
 CREATE TABLE chains (
 	key  TEXT NOT NULL PRIMARY KEY,
 	head TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE held (
+	key TEXT NOT NULL,
+	id  TEXT NOT NULL,
+	PRIMARY KEY (key, id)
 );

@@ -1,0 +1,362 @@
+package enginetest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// invoice is an Invoice event of tenant acme.
+func invoice(id, entityID, event, data string) engine.Event {
+	ev := engine.Event{ID: id, Tenant: "acme", Entity: "Invoice", EntityID: entityID, Event: event}
+	if err := ev.SetRawData(json.RawMessage(data)); err != nil {
+		panic(err)
+	}
+	return ev
+}
+
+// oneRule parses one webhook rule on entity (events: any) posting to url.
+func oneRule(t testing.TB, name, entity, when, url string) *triggers.Rule {
+	t.Helper()
+	w := ""
+	if when != "" {
+		w = "\n    when: " + when
+	}
+	return parseRules(t, fmt.Sprintf(`
+rules:
+  - name: %s
+    on: {entity: %s}%s
+    retry: none
+    actions:
+      - type: webhook
+        url: %s
+        secret: %s
+`, name, entity, w, url, testSecret))[0]
+}
+
+// timersOf lists the timers of rule.
+func timersOf(t testing.TB, st engine.Store, rule string) []engine.Timer {
+	t.Helper()
+	ts, err := st.ListTimers(context.Background(), engine.TimerFilter{Rule: rule, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// fireDue fires the timers due now and returns how many it claimed.
+func fireDue(t testing.TB, e *engine.Engine) int {
+	t.Helper()
+	n, err := e.FireDueTimers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestScheduleAfterDate(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		clock := newClock() // 2026-03-01 09:00 UTC
+		r := oneRule(t, "invoice-overdue", "Invoice", `data.status != "PAID"`, rv.URL+"/overdue/{entity_id}")
+		r.Schedule = &triggers.Schedule{After: "data.due_date", Delay: 72 * time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+
+		res, err := e.Emit(ctx, invoice("i1", "INV-1", "created", `{"status":"OPEN","due_date":"2026-03-10"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Deliveries) != 0 {
+			t.Fatalf("a schedule rule made deliveries at once: %+v", res.Deliveries)
+		}
+		ts := timersOf(t, st, "invoice-overdue")
+		if len(ts) != 1 || ts[0].State != engine.TimerPending || !ts[0].FireAt.Equal(time.Date(2026, 3, 13, 0, 0, 0, 0, time.UTC)) {
+			t.Fatalf("timers = %+v, want one pending at 2026-03-13", ts)
+		}
+		// A later matching event replaces it: a new fire time from the
+		// new data, one timer.
+		if _, err := e.Emit(ctx, invoice("i2", "INV-1", "updated", `{"status":"OPEN","due_date":"2026-03-20"}`)); err != nil {
+			t.Fatal(err)
+		}
+		ts = timersOf(t, st, "invoice-overdue")
+		if len(ts) != 1 || !ts[0].FireAt.Equal(time.Date(2026, 3, 23, 0, 0, 0, 0, time.UTC)) || ts[0].EventID != "i2" || ts[0].Count != 2 {
+			t.Fatalf("after a second event: timers = %+v, want one at 2026-03-23 from i2", ts)
+		}
+		// Not due yet.
+		clock.Set(time.Date(2026, 3, 22, 23, 59, 0, 0, time.UTC))
+		if n := fireDue(t, e); n != 0 {
+			t.Fatalf("fired %d timers before their time", n)
+		}
+		clock.Set(time.Date(2026, 3, 23, 0, 0, 0, 0, time.UTC))
+		if n := fireDue(t, e); n != 1 {
+			t.Fatalf("fired %d timers at their time, want 1", n)
+		}
+		ts = timersOf(t, st, "invoice-overdue")
+		if len(ts) != 1 || ts[0].State != engine.TimerFired || len(ts[0].Deliveries) != 1 {
+			t.Fatalf("after firing: %+v", ts)
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "invoice-overdue"})
+		if len(ds) != 1 || ds[0].EventID != "i2" || ds[0].ID != ts[0].Deliveries[0] {
+			t.Fatalf("deliveries = %+v, want one for i2 (%v)", ds, ts[0].Deliveries)
+		}
+		if !strings.HasSuffix(ds[0].URL(), "/overdue/INV-1") {
+			t.Fatalf("url = %q", ds[0].URL())
+		}
+		// Firing again does nothing: it is fired.
+		if n := fireDue(t, e); n != 0 {
+			t.Fatalf("fired %d timers twice", n)
+		}
+	})
+}
+
+func TestScheduleRechecksLatestEvent(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		clock := newClock()
+		// Only "created" events arm it; the "paid" event does not match
+		// the trigger, but it is the entity's latest at fire time.
+		r := oneRule(t, "invoice-overdue", "Invoice", `data.status != "PAID"`, rv.URL+"/overdue")
+		r.On.Events = []string{"created"}
+		r.Schedule = &triggers.Schedule{Delay: 24 * time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		for _, ev := range []engine.Event{
+			invoice("a1", "INV-A", "created", `{"status":"OPEN"}`),
+			invoice("b1", "INV-B", "created", `{"status":"OPEN"}`),
+		} {
+			if _, err := e.Emit(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clock.Set(clock.Now().Add(time.Hour))
+		if _, err := e.Emit(ctx, invoice("a2", "INV-A", "paid", `{"status":"PAID"}`)); err != nil {
+			t.Fatal(err)
+		}
+		clock.Set(clock.Now().Add(24 * time.Hour))
+		if n := fireDue(t, e); n != 2 {
+			t.Fatalf("fired %d timers, want 2", n)
+		}
+		byEntity := map[string]engine.Timer{}
+		for _, tm := range timersOf(t, st, "invoice-overdue") {
+			byEntity[tm.EntityID] = tm
+		}
+		a, b := byEntity["INV-A"], byEntity["INV-B"]
+		if a.State != engine.TimerCancelled || !strings.Contains(a.Reason, `"a2"`) || !strings.Contains(a.Reason, "condition") {
+			t.Fatalf("INV-A (paid since): %+v, want cancelled naming the latest event a2", a)
+		}
+		if b.State != engine.TimerFired {
+			t.Fatalf("INV-B (still open): %+v, want fired", b)
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "invoice-overdue"})
+		if len(ds) != 1 || ds[0].EventID != "b1" {
+			t.Fatalf("deliveries = %+v, want one for b1", ds)
+		}
+	})
+}
+
+func TestScheduleBadDateIsAConditionError(t *testing.T) {
+	st := mustOpen(t, kinds(t)[0].newDB(t))
+	clock := newClock()
+	r := oneRule(t, "overdue", "Invoice", "", "http://127.0.0.1:1/x")
+	r.Schedule = &triggers.Schedule{After: "data.due_date", Delay: time.Hour}
+	obs := &evalCounter{}
+	e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now, Observer: obs})
+	for i, data := range []string{`{"due_date":"next week"}`, `{"status":"OPEN"}`, `{"due_date":5}`} {
+		if _, err := e.Emit(context.Background(), invoice(fmt.Sprint("x", i), "INV-1", "created", data)); err != nil {
+			t.Fatalf("emit %s: %v (the event is accepted all the same)", data, err)
+		}
+	}
+	if ts := timersOf(t, st, "overdue"); len(ts) != 0 {
+		t.Fatalf("timers armed from bad dates: %+v", ts)
+	}
+	if got := obs.errs(); len(got) != 3 || !strings.Contains(got[0], "not a date") || !strings.Contains(got[1], "not in the event") {
+		t.Fatalf("eval errors = %q", got)
+	}
+	// A date in the past fires at once.
+	if _, err := e.Emit(context.Background(), invoice("x9", "INV-2", "created", `{"due_date":"2020-01-01T00:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := fireDue(t, e); n != 1 {
+		t.Fatalf("a timer in the past fired %d, want 1 at once", n)
+	}
+}
+
+// evalCounter is an Observer recording condition errors.
+type evalCounter struct {
+	mu sync.Mutex
+	e  []string
+}
+
+func (o *evalCounter) EventAccepted(*engine.Event, bool, int)                      {}
+func (o *evalCounter) AttemptDone(*engine.Delivery, *engine.Attempt, engine.State) {}
+func (o *evalCounter) EvalError(rule string, err error) {
+	o.mu.Lock()
+	o.e = append(o.e, err.Error())
+	o.mu.Unlock()
+}
+func (o *evalCounter) errs() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.e)
+}
+
+func TestDebounce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		clock := newClock()
+		r := oneRule(t, "customer-sync", "Customer", "", rv.URL+"/sync")
+		r.Debounce = &triggers.Debounce{Quiet: 30 * time.Second, Max: 5 * time.Minute}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		customer := func(id, entityID string, n int) engine.Event {
+			ev := invoice(id, entityID, "updated", fmt.Sprintf(`{"n":%d}`, n))
+			ev.Entity = "Customer"
+			return ev
+		}
+		start := clock.Now()
+		// C1: a burst of 5 within 20 s, then quiet.
+		for i := range 5 {
+			clock.Set(start.Add(time.Duration(i) * 5 * time.Second))
+			if _, err := e.Emit(ctx, customer(fmt.Sprint("c1-", i), "C1", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// C2: an event every 20 s for 6 minutes: max fires it 5 min
+		// after its first.
+		for i := range 19 {
+			clock.Set(start.Add(20*time.Second + time.Duration(i)*20*time.Second))
+			if _, err := e.Emit(ctx, customer(fmt.Sprint("c2-", i), "C2", i)); err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				// 20 s after C1's last event: not quiet long enough.
+				if n := fireDue(t, e); n != 0 {
+					t.Fatalf("fired %d before the quiet period ended", n)
+				}
+			}
+			if i == 3 { // 80 s: C1 quiet for 60 s
+				if n := fireDue(t, e); n != 1 {
+					t.Fatalf("C1 after its quiet period: fired %d, want 1", n)
+				}
+			}
+			if i == 15 { // 320 s: C2's max since its first
+				if n := fireDue(t, e); n != 1 {
+					t.Fatalf("C2 at its max: fired %d, want 1 (now %v): %+v", n, clock.Now(), timersOf(t, st, "customer-sync"))
+				}
+			}
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "customer-sync"})
+		byEvent := map[string]engine.Delivery{}
+		for _, d := range ds {
+			byEvent[d.EventID] = d
+		}
+		if len(ds) != 2 {
+			t.Fatalf("deliveries = %d, want 2 (one per burst): %+v", len(ds), ds)
+		}
+		c1 := byEvent["c1-4"]
+		if want := []string{"c1-0", "c1-1", "c1-2", "c1-3", "c1-4"}; !slices.Equal(c1.Coalesced, want) {
+			t.Fatalf("C1 delivery coalesced %v, want %v (with the latest event c1-4)", c1.Coalesced, want)
+		}
+		c2 := byEvent["c2-15"]
+		if len(c2.Coalesced) != 16 || c2.Coalesced[15] != "c2-15" {
+			t.Fatalf("C2 delivery: event %q coalesced %v, want c2-0…c2-15", c2.EventID, c2.Coalesced)
+		}
+		// C2's later events armed a new timer.
+		pending := 0
+		for _, tm := range timersOf(t, st, "customer-sync") {
+			if tm.State == engine.TimerPending {
+				pending++
+				if tm.EntityID != "C2" || tm.Count != 3 {
+					t.Fatalf("pending timer %+v, want C2 with 3 events", tm)
+				}
+			}
+		}
+		if pending != 1 {
+			t.Fatalf("pending timers = %d, want 1", pending)
+		}
+	})
+}
+
+func TestOrderedDelivery(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		// The receiver fails each SO-1 delivery's first attempt: the chain
+		// waits for its retry, SO-2's chain does not.
+		var mu sync.Mutex
+		var got []string // entity:n in arrival order
+		attempts := map[string]int{}
+		hook := newHookServer(t, func(entityID, number string) int {
+			mu.Lock()
+			defer mu.Unlock()
+			key := entityID + ":" + number
+			attempts[key]++
+			if entityID == "SO-1" && attempts[key] == 1 {
+				return 503
+			}
+			got = append(got, key)
+			return 200
+		})
+		r := oneRule(t, "so-status", "SalesOrder", "", hook+"/{entity_id}/{data.number}")
+		r.Ordered = true
+		r.Retry = triggers.Retry{Kind: triggers.RetrySchedule, Schedule: []time.Duration{50 * time.Millisecond, 50 * time.Millisecond}}
+		e := newEngine(t, st, []*triggers.Rule{r}, engine.Config{})
+		ctx := context.Background()
+		for i := range 5 {
+			for _, so := range []string{"SO-1", "SO-2"} {
+				ev := order(fmt.Sprint(so, "-", i))
+				ev.EntityID = so
+				_ = ev.SetRawData(json.RawMessage(fmt.Sprintf(`{"number":"%d"}`, i)))
+				if _, err := e.Emit(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		waitAllSucceeded(t, st, 10, 30*time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, so := range []string{"SO-1", "SO-2"} {
+			var seq []string
+			for _, g := range got {
+				if strings.HasPrefix(g, so+":") {
+					seq = append(seq, strings.TrimPrefix(g, so+":"))
+				}
+			}
+			if !slices.Equal(seq, []string{"0", "1", "2", "3", "4"}) {
+				t.Fatalf("%s arrived as %v, want 0…4 in order (all: %v)", so, seq, got)
+			}
+		}
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "so-status"}) {
+			if d.State != engine.StateSucceeded || d.OrderKey == "" {
+				t.Fatalf("delivery %+v", d)
+			}
+		}
+	})
+}
+
+// newHookServer is a receiver that answers fn(first, second path segment).
+func newHookServer(t testing.TB, fn func(a, b string) int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+		for len(parts) < 2 {
+			parts = append(parts, "")
+		}
+		w.WriteHeader(fn(parts[0], parts[1]))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
