@@ -39,11 +39,10 @@ func timerEvent(tenant, id, entity, entityID, rule string, kind engine.TimerKind
 	tm := engine.Timer{
 		ID: newTimerID(), Kind: kind, Rule: rule, RuleID: "rul_" + rule, Tenant: tenant,
 		Entity: entity, EntityID: entityID, EventID: id, FireAt: fireAt, FirstAt: t0,
-		State: engine.TimerPending, Count: 1, CreatedAt: t0, UpdatedAt: t0,
+		State: engine.TimerPending, Count: 1, Events: []string{id}, CreatedAt: t0, UpdatedAt: t0,
 	}
 	if kind == engine.TimerDebounce {
-		tm.Events = []string{id}
-		tm.MaxWait = time.Hour
+		tm.MaxWait = 24 * time.Hour // not before fireAt
 	}
 	r.Timers = []engine.Timer{tm}
 	return r
