@@ -3,6 +3,7 @@ package httpapi
 import (
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 var timerSeq atomic.Int64
@@ -244,6 +246,73 @@ func TestTimerGetAndCancel(t *testing.T) {
 		must(t, e.do("DELETE", "/v1/timers/tmr_unknown", adminTok, nil), 404)
 		if got, _ := st.GetTimer(t.Context(), burst.ID); got.Reason != "cancelled through the API by token acme" || got.Version != burst.Version+1 {
 			t.Errorf("refused DELETEs changed the timer: %+v", got)
+		}
+	})
+}
+
+// TestTimerFiredShowsDeliveries: a debounce rule's events arm one timer
+// (GET /v1/timers shows it pending with the events it coalesced); once it
+// fires, GET /v1/timers/{id} shows it fired with the delivery it created,
+// which lists the coalesced events. Another tenant sees none of it.
+func TestTimerFiredShowsDeliveries(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		rv := newReceiver(t)
+		file := filepath.Join(t.TempDir(), "rules.yaml")
+		writeFile(t, file, "rules:\n  - name: customer-sync\n    on: {entity: Customer}\n    retry: none\n    actions:\n"+
+			"      - type: webhook\n        url: "+rv.URL+"/sync\n        secret: "+testSecret+"\n")
+		e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulePaths: []string{file}})
+		// The rule debounced, as `debounce: {quiet: …}` loads it: the engine
+		// arms and fires timers of the rules it runs.
+		r := *e.eng.Rules().Rule("customer-sync")
+		r.Debounce = &triggers.Debounce{Quiet: 50 * time.Millisecond, Max: 10 * time.Second}
+		if err := e.eng.Reload([]*triggers.Rule{&r}); err != nil {
+			t.Fatal(err)
+		}
+
+		// One batch: both events arm the timer before it can fire, however
+		// slow the machine.
+		var evs []any
+		for _, id := range []string{"c1-a", "c1-b"} {
+			evs = append(evs, map[string]any{"id": id, "entity": "Customer", "entity_id": "C-1", "event": "updated", "data": map[string]any{"name": id}})
+		}
+		for _, res := range must(t, e.do("POST", "/v1/events", acmeTok, map[string]any{"events": evs}), 202).json(t)["results"].([]any) {
+			if ds := res.(map[string]any)["deliveries"].([]any); len(ds) != 0 {
+				t.Fatalf("a debounced event delivered at once: %v", ds)
+			}
+		}
+		var tm map[string]any
+		waitFor(t, "the timer to fire", func() bool {
+			l := must(t, e.do("GET", "/v1/timers?rule=customer-sync", acmeTok, nil), 200).json(t)["timers"].([]any)
+			if len(l) != 1 {
+				t.Fatalf("timers of customer-sync: %v", l)
+			}
+			tm = l[0].(map[string]any)
+			return tm["state"] == "fired"
+		})
+		if tm["kind"] != "debounce" || tm["tenant"] != "acme" || tm["count"] != float64(2) || fmt.Sprint(tm["events"]) != "[c1-a c1-b]" {
+			t.Fatalf("the fired timer: %v", tm)
+		}
+		id := tm["id"].(string)
+		m := must(t, e.do("GET", "/v1/timers/"+id, acmeTok, nil), 200).json(t)
+		ds := m["deliveries"].([]any)
+		if len(ds) != 1 || fmt.Sprint(m["timer"].(map[string]any)["deliveries"]) != "["+ds[0].(map[string]any)["id"].(string)+"]" {
+			t.Fatalf("GET of the fired timer: %v", m)
+		}
+		d := ds[0].(map[string]any)
+		if d["rule"] != "customer-sync" || d["event_id"] != "c1-b" || fmt.Sprint(d["coalesced"]) != "[c1-a c1-b]" {
+			t.Fatalf("the timer's delivery: %v", d)
+		}
+		e.waitState(d["id"].(string), acmeTok, engine.StateSucceeded)
+		if rv.count() != 1 {
+			t.Fatalf("%d webhooks, want 1", rv.count())
+		}
+		// Fired: not cancellable; another tenant sees nothing of it.
+		must(t, e.do("DELETE", "/v1/timers/"+id, acmeTok, nil), 409)
+		must(t, e.do("GET", "/v1/timers/"+id, globexTok, nil), 404)
+		must(t, e.do("DELETE", "/v1/timers/"+id, globexTok, nil), 404)
+		if l, _ := timerList(t, must(t, e.do("GET", "/v1/timers", globexTok, nil), 200)); len(l) != 0 {
+			t.Fatalf("globex lists %v", l)
 		}
 	})
 }
