@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -359,4 +360,52 @@ func newHookServer(t testing.TB, fn func(a, b string) int) string {
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestTimersFireOnceAcrossProcesses: two engines on one PostgreSQL fire
+// the same due timers at once; each timer makes its deliveries once.
+func TestTimersFireOnceAcrossProcesses(t *testing.T) {
+	if os.Getenv("TEST_DATABASE_URL") == "" {
+		t.Skip("TEST_DATABASE_URL not set: two engines share one PostgreSQL")
+	}
+	db := newPGDatabase(t, os.Getenv("TEST_DATABASE_URL"))
+	clock := newClock()
+	newOne := func(owner string) (engine.Store, *engine.Engine) {
+		st := mustOpen(t, db)
+		r := oneRule(t, "remind", "Invoice", "", "http://127.0.0.1:1/remind")
+		r.Schedule = &triggers.Schedule{Delay: time.Minute}
+		return st, newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now, Owner: owner})
+	}
+	st, a := newOne("a")
+	_, b := newOne("b")
+	const n = 600
+	var evs []engine.Event
+	for i := range n {
+		evs = append(evs, invoice(fmt.Sprint("e", i), fmt.Sprint("INV-", i), "created", `{}`))
+	}
+	if _, err := a.EmitBatch(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(clock.Now().Add(time.Minute))
+	var wg sync.WaitGroup
+	for _, e := range []*engine.Engine{a, b, a, b} {
+		wg.Go(func() {
+			for fireDue(t, e) > 0 {
+			}
+		})
+	}
+	wg.Wait()
+	ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "remind"})
+	seen := map[string]int{}
+	for _, d := range ds {
+		seen[d.EventID]++
+	}
+	if len(ds) != n || len(seen) != n {
+		t.Fatalf("%d deliveries for %d events, want one each", len(ds), len(seen))
+	}
+	for _, tm := range timersOf(t, st, "remind") {
+		if tm.State != engine.TimerFired || len(tm.Deliveries) != 1 {
+			t.Fatalf("timer %+v", tm)
+		}
+	}
 }
