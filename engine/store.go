@@ -225,6 +225,7 @@ type QueueStats struct {
 	Running       int       //
 	Dead          int       //
 	Failed        int       // failed, waiting to retry (also counted in Pending)
+	Held          int       // ordered deliveries waiting for an earlier one of their entity (not in Pending)
 	OldestPending time.Time // zero when none
 }
 

@@ -19,7 +19,7 @@ const deliveriesPerPage = 50
 
 // deliveryStates are the states the Log History filters by, in the order
 // its filter shows them.
-var deliveryStates = []string{"pending", "running", "succeeded", "failed", "dead"}
+var deliveryStates = []string{"pending", "running", "succeeded", "failed", "dead", "held"}
 
 // deliveryRoutes are the Log History's: the list, a delivery's attempts,
 // retry and replay.

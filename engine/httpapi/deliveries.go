@@ -14,7 +14,7 @@ import (
 
 var validStates = map[engine.State]bool{
 	engine.StatePending: true, engine.StateRunning: true, engine.StateSucceeded: true,
-	engine.StateFailed: true, engine.StateDead: true,
+	engine.StateFailed: true, engine.StateDead: true, engine.StateHeld: true,
 }
 
 func parseStates(field string, vals []string) ([]engine.State, error) {

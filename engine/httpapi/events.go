@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
@@ -94,6 +95,12 @@ func decodeEvent(p *principal, raw []byte, field func(string) string) (engine.Ev
 			return ev, badRequest(f, "%s: %s", orEvent(f), ee.Msg)
 		}
 		return ev, badRequest(field(""), "%v", err)
+	}
+	if strings.HasPrefix(ev.Entity, "erpflow.") {
+		// erpflow's own events (a dead delivery, a cron rule's tick): one
+		// posted from outside could fire the rules that act on them (a
+		// cron rule's webhook, on demand, in any tenant).
+		return ev, badRequest(field("entity"), "%s: entity %q is reserved: entities starting with \"erpflow.\" are erpflow's own events", field("entity"), ev.Entity)
 	}
 	if p.Bound {
 		if ev.Tenant == "" {

@@ -233,6 +233,7 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Pending), "pending")
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Running), "running")
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Dead), "dead")
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(st.Held), "held")
 	age := 0.0
 	if !st.OldestPending.IsZero() && now.After(st.OldestPending) {
 		age = now.Sub(st.OldestPending).Seconds()

@@ -184,6 +184,7 @@ type queueView struct {
 	Running       int        `json:"running"`
 	Failed        int        `json:"failed"` // waiting to retry
 	Dead          int        `json:"dead"`
+	Held          int        `json:"held"` // ordered deliveries waiting for an earlier one of their entity
 	OldestWaiting *time.Time `json:"oldest_waiting,omitempty"` // when the longest-due waiting delivery became due
 	OldestAgeSec  float64    `json:"oldest_waiting_age_seconds"`
 }
@@ -217,7 +218,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(err))
 		return
 	}
-	qv := queueView{Pending: st.Pending - st.Failed, Running: st.Running, Failed: st.Failed, Dead: st.Dead}
+	qv := queueView{Pending: st.Pending - st.Failed, Running: st.Running, Failed: st.Failed, Dead: st.Dead, Held: st.Held}
 	if !st.OldestPending.IsZero() {
 		t := st.OldestPending.UTC()
 		qv.OldestWaiting = &t

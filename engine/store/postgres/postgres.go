@@ -400,7 +400,7 @@ func (dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
 // index: the first due row that is pending or failed (running rows wait
 // there for their lease's end) ends the walk.
 const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM deliveries
-		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state
+		WHERE state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state
 	UNION ALL
 	SELECT NULL, 0, (SELECT q.due_at FROM queue q
 		WHERE q.due_at <= $1 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = q.id AND d.state IN ('pending', 'failed'))

@@ -1065,6 +1065,8 @@ func Count(st *engine.QueueStats, s engine.State, n int) {
 		st.Running += n
 	case engine.StateDead:
 		st.Dead += n
+	case engine.StateHeld:
+		st.Held += n
 	}
 }
 
@@ -1073,7 +1075,7 @@ func Count(st *engine.QueueStats, s engine.State, n int) {
 func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
 	var st engine.QueueStats
 	rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
-		WHERE state IN ('pending', 'failed', 'running', 'dead') GROUP BY state`))
+		WHERE state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state`))
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}

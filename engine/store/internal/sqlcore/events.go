@@ -188,7 +188,7 @@ func (c *Core) TenantStats(ctx context.Context, tenant string, now time.Time) (s
 	err = c.Retry(ctx, func() error {
 		st = engine.QueueStats{}
 		rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
-			WHERE tenant = ? AND state IN ('pending', 'failed', 'running', 'dead') GROUP BY state`), tenant)
+			WHERE tenant = ? AND state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state`), tenant)
 		if err != nil {
 			return err
 		}
