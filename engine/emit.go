@@ -159,6 +159,7 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, 
 	}
 	e.accepted(&rec, res[0])
 	e.kick()
+	e.timersArmed([]EventRecord{rec})
 	return toEmitResult(&rec.Event, res[0]), nil
 }
 

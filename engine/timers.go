@@ -11,11 +11,9 @@ import (
 	"github.com/erpflow/erpflow/triggers"
 )
 
-// Tuning of the timer loop.
-const (
-	timerBatch = 256              // most timers claimed at once
-	timerLease = 30 * time.Second // how long a claimed timer is this process's to fire
-)
+// timerBatch is the most timers one claim takes. A claimed timer is this
+// process's to fire for Config.Lease.
+const timerBatch = 256
 
 // timerID is a new time-sortable timer id, "tmr_…".
 func (e *Engine) timerID(now time.Time) string {
@@ -133,12 +131,6 @@ func (e *Engine) timerLoop() {
 // timerRound arms cron timers when the rules changed, fires every due
 // timer, and returns how long to wait for the next.
 func (e *Engine) timerRound() (time.Duration, error) {
-	if e.cronDirty.Swap(false) {
-		if err := e.armCron(); err != nil {
-			e.cronDirty.Store(true)
-			return 0, err
-		}
-	}
 	for {
 		select {
 		case <-e.quit:
@@ -206,15 +198,22 @@ func cronSpec(r *triggers.Rule) string {
 	return r.On.Cron + " " + r.On.Timezone
 }
 
-// FireDueTimers claims the timers due now (at most one batch) and fires
+// FireDueTimers arms the cron timers of the rules in force when they
+// changed, then claims the timers due now (at most one batch) and fires
 // them: a schedule or debounce timer creates its rule's deliveries or is
 // cancelled, a cron timer raises its tick and moves on to the next. It
 // returns how many it claimed. The timer loop of a started engine calls
 // it; tests and tools may call it directly.
 func (e *Engine) FireDueTimers(ctx context.Context) (int, error) {
+	if e.cronDirty.Swap(false) {
+		if err := e.armCron(); err != nil {
+			e.cronDirty.Store(true)
+			return 0, err
+		}
+	}
 	now := e.now()
 	cctx, cancel := context.WithTimeout(ctx, storeOpTimeout)
-	ts, err := e.store.ClaimTimers(cctx, e.cfg.Owner, timerBatch, now, timerLease)
+	ts, err := e.store.ClaimTimers(cctx, e.cfg.Owner, timerBatch, now, e.cfg.Lease)
 	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("engine: %w", err)

@@ -30,8 +30,8 @@ type Catalog interface {
 
 // catalogRefs are the nodes of a rule that checkCatalog looks at.
 type catalogRefs struct {
-	on, when, actions             *yaml.Node
-	onPath, whenPath, actionsPath string
+	on, when, actions, schedule                 *yaml.Node
+	onPath, whenPath, actionsPath, schedulePath string
 }
 
 // checkCatalog reports what a rule names that the catalog does not have.
@@ -49,6 +49,10 @@ func (l *loader) checkCatalog(r *Rule, refs catalogRefs) {
 	var events []string
 	all := true
 	for _, e := range r.On.Entities {
+		if strings.HasPrefix(e, "erpflow.") {
+			all = false // erpflow's own events (TickEntity): not the catalog's
+			continue
+		}
 		evs, ok := cat.Events(e)
 		if ok {
 			known = append(known, e)
@@ -93,12 +97,49 @@ func (l *loader) checkCatalog(r *Rule, refs catalogRefs) {
 			l.errorf(n, p, "%s", msg)
 		}
 	}
+	if s := r.Schedule; s != nil && refs.schedule != nil {
+		l.checkSchedulePath(refs, s, known)
+	}
 	if refs.when != nil {
 		l.checkConditionPaths(refs.when, refs.whenPath, r.When, check)
 	}
 	if refs.actions != nil {
 		l.checkTemplatePaths(refs.actions, refs.actionsPath, check, 0)
 	}
+}
+
+// checkSchedulePath checks a schedule's after or before path against the
+// data schemas of the rule's entities (it may exist in any of them, as a
+// condition's paths may).
+func (l *loader) checkSchedulePath(refs catalogRefs, s *Schedule, known []string) {
+	key, path := "after", s.After
+	if s.Before != "" {
+		key, path = "before", s.Before
+	}
+	if path == "" || path == "occurred_at" {
+		return
+	}
+	var sugg string
+	for i, e := range known {
+		ok, sg := l.opts.Catalog.CheckPath(e, path)
+		if ok {
+			return
+		}
+		if i == 0 {
+			sugg = sg
+		}
+	}
+	n, p := refs.schedule, refs.schedulePath
+	for i := 0; i+1 < len(refs.schedule.Content); i += 2 {
+		if k := resolve(refs.schedule.Content[i]); k.Value == key {
+			n, p = resolve(refs.schedule.Content[i+1]), yamlx.Join(refs.schedulePath, key)
+		}
+	}
+	msg := fmt.Sprintf("path %q is not in the %s schema", path, strings.Join(known, " or "))
+	if sugg != "" {
+		msg += fmt.Sprintf(" (did you mean %q)", sugg)
+	}
+	l.errorf(n, p, "%s", msg)
 }
 
 func entityList(es []string) string {

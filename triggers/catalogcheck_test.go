@@ -153,3 +153,41 @@ actions:
 		t.Fatalf("error %v, notes %q", err, notes)
 	}
 }
+
+// TestCatalogChecksSchedulePath: a schedule's date path must be in the
+// entity's data schema; occurred_at and erpflow's own tick entity are
+// not the catalog's to judge.
+func TestCatalogChecksSchedulePath(t *testing.T) {
+	c, err := catalog.Parse("catalog.yaml", []byte(`catalog:
+  - entity: Invoice
+    events: [created, updated]
+    data: {type: object, properties: {due_date: {type: string}, status: {type: string}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := catalogOptions(t)
+	opts.Catalog = c
+	const act = "    actions: [{type: webhook, url: \"https://crm.example/{id}\"}]\n"
+	for _, tc := range []struct{ name, src, want string }{
+		{"fits", "rules:\n  - name: r\n    on: {entity: Invoice}\n    schedule: {after: data.due_date, delay: 72h}\n" + act, ""},
+		{"occurred_at", "rules:\n  - name: r\n    on: {entity: Invoice}\n    schedule: {before: occurred_at}\n" + act, ""},
+		{"misspelt after", "rules:\n  - name: r\n    on: {entity: Invoice, events: [created, updated]}\n    schedule: {after: data.duedate, delay: 72h}\n" + act,
+			`rules.yaml:4:23: rules[0].schedule.after: path "data.duedate" is not in the Invoice schema (did you mean "data.due_date")`},
+		{"misspelt before", "rules:\n  - name: r\n    on: {entity: Invoice}\n    schedule:\n      delay: 24h\n      before: data.paid_on\n" + act,
+			`rules.yaml:6:15: rules[0].schedule.before: path "data.paid_on" is not in the Invoice schema`},
+		{"cron rule", "rules:\n  - name: r\n    on: {cron: \"@daily\"}\n" + act, ""},
+		{"tick listener", "rules:\n  - name: r\n    on: {entity: erpflow.Schedule, event: tick}\n    when: data.rule == \"x\"\n" + act, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := triggers.Parse("rules.yaml", []byte(tc.src), opts)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != tc.want {
+				t.Errorf("error:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+}

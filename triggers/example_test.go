@@ -63,7 +63,7 @@ func ExampleParse_errors() {
 	_, err := triggers.Parse("rules/so.yaml", src, triggers.LoadOptions{Actions: logAction{}})
 	fmt.Println(err)
 	// Output:
-	// rules/so.yaml:3:30: rules[0].on: unknown key "evnt" (did you mean "event"?) (known: entity, entities, event, events, field, from, to)
+	// rules/so.yaml:3:30: rules[0].on: unknown key "evnt" (did you mean "event"?) (known: entity, entities, event, events, field, from, to, cron, timezone)
 	// rules/so.yaml:4:11: rules[0].when: unknown name "amount" (entity fields are under data, e.g. data.amount; known names: event, data, previous, tenant, entity, entity_id, event_name, id, actor, occurred_at, changed, changed_from, changed_to, field, has)
 }
 

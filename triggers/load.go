@@ -26,8 +26,8 @@ var ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 
 var (
 	fileKeys    = []string{"rules"}
-	ruleKeys    = []string{"name", "description", "enabled", "tenants", "on", "when", "actions", "retry"}
-	triggerKeys = []string{"entity", "entities", "event", "events", "field", "from", "to"}
+	ruleKeys    = []string{"name", "description", "enabled", "tenants", "on", "when", "actions", "retry", "schedule", "debounce", "ordered"}
+	triggerKeys = []string{"entity", "entities", "event", "events", "field", "from", "to", "cron", "timezone"}
 )
 
 // Files lists the rules files of paths as LoadPaths reads them: a file
@@ -431,6 +431,7 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 		Source: Source{File: l.file, Line: n.Line}}
 	var haveName, haveOn, haveActions bool
 	var refs catalogRefs // what checkCatalog looks at
+	var timing timingKeys
 	before := len(l.errs)
 	r.nameCol = n.Column
 	r.namePath = path
@@ -497,8 +498,23 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 			if ok {
 				r.Retry = rt
 			}
+		case "schedule":
+			timing.schedule = kv.key
+			refs.schedule, refs.schedulePath = kv.val, p
+			if s, ok := l.decodeSchedule(kv.val, p); ok {
+				r.Schedule = s
+			}
+		case "debounce":
+			timing.debounce = kv.key
+			if d, ok := l.decodeDebounce(kv.val, p); ok {
+				r.Debounce = d
+			}
+		case "ordered":
+			r.Ordered, _ = l.boolean(kv.val, p)
 		}
 	}
+	timing.cron = r.On.Cron != ""
+	l.checkTimingKeys(r, timing, path)
 	if !haveName {
 		l.errorf(n, path, "missing key name")
 	}
@@ -518,13 +534,23 @@ func (l *loader) decodeRule(n *yaml.Node, path string) *Rule {
 
 func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 	if n.Kind != yaml.MappingNode {
-		l.errorf(n, path, "expected a mapping {entity, event, field, from, to}, found %s", yamlx.KindName(n))
+		l.errorf(n, path, "expected a mapping {entity, event, field, from, to} or {cron, timezone}, found %s", yamlx.KindName(n))
 		return
 	}
 	var t Trigger
-	var entityKey, eventKey, fromKey, toKey *yaml.Node
+	var entityKey, eventKey, fromKey, toKey, cronNode, tzKey, tzNode *yaml.Node
+	var eventKeys []keyValue // the keys a cron trigger does not have
 	for _, kv := range l.mapping(n, path, triggerKeys) {
 		p := yamlx.Join(path, kv.key.Value)
+		switch kv.key.Value {
+		case "cron":
+			cronNode = kv.val
+			continue
+		case "timezone":
+			tzKey, tzNode = kv.key, kv.val
+			continue
+		}
+		eventKeys = append(eventKeys, kv)
 		switch k := kv.key.Value; k {
 		case "entity", "entities":
 			if entityKey != nil {
@@ -570,6 +596,14 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 				toKey, t.To = kv.key, &v
 			}
 		}
+	}
+	if cronNode != nil {
+		l.decodeCron(&t, cronNode, tzNode, eventKeys, path)
+		r.On = t
+		return
+	}
+	if tzKey != nil {
+		l.errorf(tzKey, yamlx.Join(path, "timezone"), "timezone needs cron (it is the zone of a cron expression; a schedule's zone is schedule.timezone)")
 	}
 	if entityKey == nil {
 		l.errorf(n, path, "missing key entity (or entities)")

@@ -20,7 +20,7 @@ func TestParseErrorsPositions(t *testing.T) {
 		want string // the whole error text
 	}{
 		{"unknown rule key", head + act + "    enabeld: true\n",
-			`so.yaml:5:5: rules[0]: unknown key "enabeld" (did you mean "enabled"?) (known: name, description, enabled, tenants, on, when, actions, retry)`},
+			`so.yaml:5:5: rules[0]: unknown key "enabeld" (did you mean "enabled"?) (known: name, description, enabled, tenants, on, when, actions, retry, schedule, debounce, ordered)`},
 		{"unknown top key", "rule:\n  - name: x\n",
 			`so.yaml:1:1: unknown key "rule" (did you mean "rules"?) (known: rules)` + "\n" + `so.yaml:1:1: missing key rules (or write one rule: name, on, actions)`},
 		{"top-level typo in when", head + act + "    when: amout > 5\n",
@@ -294,7 +294,7 @@ func TestParseRuleJSON(t *testing.T) {
 		t.Errorf("rule = %+v", r)
 	}
 	_, err = ParseRule("rule.json", []byte(`{"name": "so", "on": {"entity": "X"}, "actions": [{"type": "log"}], "whn": "x"}`), testOpts(nil))
-	if err == nil || err.Error() != `rule.json:1:69: unknown key "whn" (did you mean "when"?) (known: name, description, enabled, tenants, on, when, actions, retry)` {
+	if err == nil || err.Error() != `rule.json:1:69: unknown key "whn" (did you mean "when"?) (known: name, description, enabled, tenants, on, when, actions, retry, schedule, debounce, ordered)` {
 		t.Errorf("err = %v", err)
 	}
 	_, err = ParseRule("rule.json", []byte("{\n  \"name\": \"so\",\n  \"on\": {\"entity\": \"X\"},\n  \"when\": \"data.x > 1 && tenat == \\\"a\\\"\",\n  \"actions\": [{\"type\": \"log\"}]\n}"), testOpts(nil))

@@ -52,13 +52,43 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 				"field":    obj{"type": "string", "minLength": 1, "description": "dotted path inside data; the rule fires only when previous.<field> and data.<field> differ"},
 				"from":     obj{"type": []any{"string", "number", "boolean", "null"}, "description": "the field's value before the change"},
 				"to":       obj{"type": []any{"string", "number", "boolean", "null"}, "description": "the field's value after the change"},
+				"cron": obj{"type": "string", "minLength": 1, "examples": []any{"0 8 * * MON-FRI", "@daily"},
+					"description": "a clock instead of events: 5 fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly; the rule raises and matches its own tick event " + TickEntity + "/" + TickEvent + " (data: rule, scheduled_at), and has no entity, event or field"},
+				"timezone": obj{"type": "string", "minLength": 1, "description": "IANA zone of cron (Europe/Berlin); default UTC. Evaluated on the local wall clock: a time the spring change skips fires at the end of the gap, a repeated time fires once"},
 			},
 			"oneOf": []any{
-				obj{"required": []any{"entity"}, "not": obj{"required": []any{"entities"}}},
-				obj{"required": []any{"entities"}, "not": obj{"required": []any{"entity"}}},
+				obj{"required": []any{"entity"}, "not": obj{"anyOf": []any{obj{"required": []any{"entities"}}, obj{"required": []any{"cron"}}}}},
+				obj{"required": []any{"entities"}, "not": obj{"anyOf": []any{obj{"required": []any{"entity"}}, obj{"required": []any{"cron"}}}}},
+				obj{"required": []any{"cron"}, "not": obj{"anyOf": []any{
+					obj{"required": []any{"entity"}}, obj{"required": []any{"entities"}}, obj{"required": []any{"event"}}, obj{"required": []any{"events"}},
+					obj{"required": []any{"field"}}, obj{"required": []any{"from"}}, obj{"required": []any{"to"}},
+				}}},
 			},
 			"not":               obj{"required": []any{"event", "events"}},
-			"dependentRequired": obj{"from": []any{"field"}, "to": []any{"field"}},
+			"dependentRequired": obj{"from": []any{"field"}, "to": []any{"field"}, "timezone": []any{"cron"}},
+		},
+		"schedule": obj{
+			"type":                 "object",
+			"description":          "defer the actions: a matching event schedules a timer per (rule, tenant, entity, entity_id), replacing the entity's pending one; at fire time the condition is checked again against the entity's latest event. {after: data.due_date, delay: 72h}, {before: data.due_date, delay: 24h}, or {delay: 24h} (after the event)",
+			"additionalProperties": false,
+			"minProperties":        1,
+			"properties": obj{
+				"after":    obj{"type": "string", "pattern": `^(occurred_at|(data|previous)\..+)$`, "description": "dotted path of a date (RFC 3339 or YYYY-MM-DD) in the event: fire delay after it"},
+				"before":   obj{"type": "string", "pattern": `^(occurred_at|(data|previous)\..+)$`, "description": "dotted path of a date (RFC 3339 or YYYY-MM-DD) in the event: fire delay before it"},
+				"delay":    obj{"$ref": "#/$defs/duration", "description": "0s to 43800h (5 years); default 0s"},
+				"timezone": obj{"type": "string", "minLength": 1, "description": "IANA zone in which a YYYY-MM-DD date is midnight; default UTC"},
+			},
+			"not": obj{"required": []any{"after", "before"}},
+		},
+		"debounce": obj{
+			"description": "coalesce bursts per (rule, tenant, entity, entity_id): run once with the latest event when no matching event arrived for quiet, or at the latest max after the first. A duration (the quiet period; max is 10 times it, at most 168h) or {quiet, max}",
+			"oneOf": []any{
+				obj{"$ref": "#/$defs/duration"},
+				obj{"type": "object", "additionalProperties": false, "required": []any{"quiet"}, "properties": obj{
+					"quiet": obj{"$ref": "#/$defs/duration", "description": "more than 0, at most 24h"},
+					"max":   obj{"$ref": "#/$defs/duration", "description": "at least quiet, at most 168h; default 10 times quiet"},
+				}},
+			},
 		},
 		"rule": obj{
 			"type":                 "object",
@@ -73,7 +103,13 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 				"when":        obj{"type": []any{"string", "null"}, "description": "condition (expr-lang): data, previous, event, tenant, entity, entity_id, event_name, id, actor, occurred_at; changed(path), changed_from(path, v), changed_to(path, v), has(path), field(path)"},
 				"actions":     obj{"type": "array", "minItems": 1, "maxItems": DefaultMaxActions, "items": obj{"$ref": "#/$defs/action"}},
 				"retry":       obj{"$ref": "#/$defs/retry"},
+				"schedule":    obj{"$ref": "#/$defs/schedule"},
+				"debounce":    obj{"$ref": "#/$defs/debounce"},
+				"ordered":     obj{"type": "boolean", "default": false, "description": "deliver each action's webhooks for one (tenant, entity, entity_id) one at a time, in emit order; a delivery waiting for its retry holds the later ones of that entity"},
 			},
+			"not":  obj{"required": []any{"schedule", "debounce"}},
+			"if":   obj{"required": []any{"on"}, "properties": obj{"on": obj{"required": []any{"cron"}}}},
+			"then": obj{"not": obj{"anyOf": []any{obj{"required": []any{"schedule"}}, obj{"required": []any{"debounce"}}}}},
 		},
 	}
 	types := make([]string, 0, len(actionSchemas))

@@ -110,6 +110,44 @@ func TestExamplesMatchSchema(t *testing.T) {
 	}
 }
 
+// TestSchemaTimingKeys: the keys of issue #13 (schedule, debounce,
+// ordered, on.cron/timezone) and the combinations the loader refuses.
+func TestSchemaTimingKeys(t *testing.T) {
+	s := compileSchema(t, nil)
+	const act = "actions: [{type: webhook}]"
+	good := `rules:
+  - {name: a, on: {entity: Invoice, events: [created]}, schedule: {after: data.due_date, delay: 72h}, ` + act + `}
+  - {name: b, on: {entity: Invoice}, schedule: {before: data.due_date, delay: 24h, timezone: Europe/Berlin}, ` + act + `}
+  - {name: c, on: {entity: Order}, schedule: {delay: 24h}, ` + act + `}
+  - {name: d, on: {cron: "0 8 * * MON-FRI", timezone: Europe/Berlin}, ` + act + `}
+  - {name: e, on: {entity: Customer}, debounce: {quiet: 30s, max: 5m}, ` + act + `}
+  - {name: f, on: {entity: Customer}, debounce: 30s, ordered: true, ` + act + `}
+  - {name: g, on: {cron: "@daily"}, ordered: false, ` + act + `}
+`
+	if err := s.Validate(yamlToJSON(t, []byte(good))); err != nil {
+		t.Errorf("valid file rejected: %v", err)
+	}
+	for name, bad := range map[string]string{
+		"after and before":      "rules: [{name: a, on: {entity: X}, schedule: {after: data.a, before: data.b}, " + act + "}]",
+		"after not a path":      "rules: [{name: a, on: {entity: X}, schedule: {after: due_date}, " + act + "}]",
+		"empty schedule":        "rules: [{name: a, on: {entity: X}, schedule: {}, " + act + "}]",
+		"schedule key":          "rules: [{name: a, on: {entity: X}, schedule: {dealy: 1h}, " + act + "}]",
+		"delay words":           "rules: [{name: a, on: {entity: X}, schedule: {delay: 3 days}, " + act + "}]",
+		"debounce no quiet":     "rules: [{name: a, on: {entity: X}, debounce: {max: 5m}, " + act + "}]",
+		"schedule + debounce":   "rules: [{name: a, on: {entity: X}, schedule: {delay: 1h}, debounce: 30s, " + act + "}]",
+		"cron and entity":       "rules: [{name: a, on: {cron: '@daily', entity: X}, " + act + "}]",
+		"cron and event":        "rules: [{name: a, on: {cron: '@daily', event: x}, " + act + "}]",
+		"timezone without cron": "rules: [{name: a, on: {entity: X, timezone: UTC}, " + act + "}]",
+		"cron with schedule":    "rules: [{name: a, on: {cron: '@daily'}, schedule: {delay: 1h}, " + act + "}]",
+		"cron with debounce":    "rules: [{name: a, on: {cron: '@daily'}, debounce: 1m, " + act + "}]",
+		"ordered not bool":      "rules: [{name: a, on: {entity: X}, ordered: 'yes', " + act + "}]",
+	} {
+		if err := s.Validate(yamlToJSON(t, []byte(bad))); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
 func TestSchemaIsDeterministic(t *testing.T) {
 	m := map[string]json.RawMessage{"log": json.RawMessage(logSchema), "b": json.RawMessage(`{}`), "a": json.RawMessage(`{"type":"object"}`)}
 	first := JSONSchema(m)

@@ -169,8 +169,11 @@ func prepare(r *Rule) error {
 	if r.Name == "" {
 		return errors.New("name is empty")
 	}
-	if len(r.On.Entities) == 0 {
-		return errors.New("trigger names no entity")
+	if len(r.On.Entities) == 0 && r.On.Cron == "" {
+		return errors.New("trigger names no entity (nor cron)")
+	}
+	if err := prepareTiming(r); err != nil {
+		return err
 	}
 	if r.On.Field == "" && (r.On.From != nil || r.On.To != nil) {
 		return errors.New("trigger has from/to without field")
@@ -213,6 +216,11 @@ func (s *Set) index() {
 	}
 	for _, r := range s.rules {
 		if !r.Enabled {
+			continue
+		}
+		if r.On.Cron != "" {
+			rw := get(TickEntity)
+			rw.byEvent[TickEvent] = append(rw.byEvent[TickEvent], r)
 			continue
 		}
 		for _, ent := range r.On.Entities {
@@ -295,6 +303,9 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 	cooled := s.cooled.Load()
 	for _, r := range s.candidates(ev) {
 		if !r.tenantOK(ev.Tenant) || !r.On.fieldChangeOK(ev) {
+			continue
+		}
+		if r.On.Cron != "" && !r.ownTick(ev) {
 			continue
 		}
 		if r.cond != nil {
@@ -383,6 +394,9 @@ func (r *Rule) explain(ev *templates.Event, lim *ConditionLimits, ce *CooldownEr
 // checkTrigger checks the parts before the condition: entity, event,
 // tenant, field change.
 func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) {
+	if r.On.Cron != "" {
+		return r.checkTick(ev)
+	}
 	if !slices.Contains(r.On.Entities, ev.Entity) && !slices.Contains(r.On.Entities, Wildcard) {
 		x.DidYouMean = nearName(ev.Entity, r.On.Entities)
 		return PartEntity, "entity " + quoteCut(ev.Entity, maxReasonValue) + " is not " + quoteList(r.On.Entities) + didYouMean(x.DidYouMean)
@@ -398,6 +412,31 @@ func (r *Rule) checkTrigger(ev *templates.Event, x *Explanation) (Part, string) 
 		return PartField, why
 	}
 	return "", ""
+}
+
+// checkTick is checkTrigger for a cron rule: it matches only its own
+// ticks, of its tenants.
+func (r *Rule) checkTick(ev *templates.Event) (Part, string) {
+	if ev.Entity != TickEntity {
+		return PartEntity, "entity " + quoteCut(ev.Entity, maxReasonValue) + " is not " + strconv.Quote(TickEntity) + ": a cron rule matches only its own ticks"
+	}
+	if ev.Event != TickEvent {
+		return PartEvent, "event " + quoteCut(ev.Event, maxReasonValue) + " is not " + strconv.Quote(TickEvent) + ": a cron rule matches only its own ticks"
+	}
+	if !r.ownTick(ev) {
+		s, _ := ev.Data["rule"].(string)
+		return PartEvent, "tick of cron rule " + quoteCut(s, maxReasonValue) + ", not of this rule"
+	}
+	if !r.tenantOK(ev.Tenant) {
+		return PartTenant, "tenant " + quoteCut(ev.Tenant, maxReasonValue) + " is not " + quoteList(r.Tenants)
+	}
+	return "", ""
+}
+
+// ownTick reports whether ev's data names r as the cron rule that ticked.
+func (r *Rule) ownTick(ev *templates.Event) bool {
+	s, ok := ev.Data["rule"].(string)
+	return ok && s == r.Name
 }
 
 func didYouMean(name string) string {

@@ -146,9 +146,32 @@ func (r *Rule) NextTick(t time.Time) time.Time {
 // looking no further back than since (exclusive); zero when none. A
 // server that was down fires the ticks it missed once, as the latest.
 func (r *Rule) LatestTick(since, now time.Time) time.Time {
+	// Walking forward from since would take a tick per step: a
+	// minutely rule down for a year is half a million steps (and a
+	// bound on them returned a tick far from the latest). Walk from
+	// windows before now that grow until one holds a tick.
+	for _, back := range latestTickWindows {
+		from := now.Add(-back)
+		if !from.After(since) {
+			return r.lastTickIn(since, now)
+		}
+		if last := r.lastTickIn(from, now); !last.IsZero() {
+			return last
+		}
+	}
+	return r.lastTickIn(since, now)
+}
+
+// latestTickWindows are the windows before now that LatestTick looks
+// in, shortest first.
+var latestTickWindows = []time.Duration{time.Hour, 25 * time.Hour, 32 * 24 * time.Hour, 367 * 24 * time.Hour}
+
+// lastTickIn is the last tick of r in (from, now]; zero when none (or
+// past a bound of steps, which the windows of LatestTick keep far).
+func (r *Rule) lastTickIn(from, now time.Time) time.Time {
 	var last time.Time
-	t := since
-	for range 100000 {
+	t := from
+	for range 1 << 20 {
 		n := r.NextTick(t)
 		if n.IsZero() || n.After(now) {
 			return last

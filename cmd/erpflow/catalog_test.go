@@ -203,7 +203,7 @@ func TestServeCatalog(t *testing.T) {
 	var cat struct {
 		Entities []struct{ Entity string }
 	}
-	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 27 {
+	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 31 {
 		t.Fatalf("catalog: %+v", cat)
 	}
 }

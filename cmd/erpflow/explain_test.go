@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/engine/explain"
@@ -167,6 +168,25 @@ func TestExplainExamples(t *testing.T) {
 		}
 		if why := m["jobs-estimate-events"].Reason; why != `entity "Job" is not "Estimate"` {
 			t.Errorf("estimate reason = %q", why)
+		}
+	})
+
+	t.Run("time-bursts-order", func(t *testing.T) {
+		m, _ := explainJSON(t, "time-bursts-order.json")
+		if got := matchedNames(m); !reflect.DeepEqual(got, []string{"invoice-overdue"}) {
+			t.Fatalf("matched %v", got)
+		}
+		// 72h after midnight of 2026-03-01 in Berlin: 2026-03-03 23:00 UTC.
+		x := m["invoice-overdue"].Timing
+		if len(x) != 1 || x[0].Kind != "schedule" || x[0].FireAt == nil || !x[0].FireAt.Equal(time.Date(2026, 3, 3, 23, 0, 0, 0, time.UTC)) {
+			t.Errorf("invoice-overdue timing: %+v", x)
+		}
+		if d := m["morning-digest"]; d.Matched || len(d.Timing) != 1 || d.Timing[0].Kind != "cron" || d.Timing[0].FireAt == nil {
+			t.Errorf("morning-digest: %+v", d)
+		}
+		code, out, _ := runCmd(t, "explain", "--rules", examplesRules+"/time-bursts-order.yaml", filepath.Join(examplesEvents, "time-bursts-order.json"))
+		if code != 0 || !strings.Contains(out, "rule invoice-overdue ("+examplesRules+"/time-bursts-order.yaml:11): MATCHED\n  saw data.status = \"OPEN\"\n  schedule: schedules a timer for Invoice 2026-0042 firing at 2026-03-04T00:00:00+01:00 (72h after data.due_date = 2026-03-01)") {
+			t.Errorf("exit %d, text:\n%s", code, out)
 		}
 	})
 

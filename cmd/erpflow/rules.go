@@ -243,6 +243,13 @@ func onText(r client.Rule) string {
 	if r.On == nil {
 		return "-"
 	}
+	if r.On.Cron != "" {
+		s := "cron " + r.On.Cron
+		if r.On.Timezone != "" {
+			s += " " + r.On.Timezone
+		}
+		return s
+	}
 	s := strings.Join(r.On.Entities, ",")
 	if len(r.On.Events) > 0 {
 		s += " " + strings.Join(r.On.Events, ",")

@@ -99,9 +99,11 @@ func withCatalogEnums(schema []byte, cat *catalog.Catalog) ([]byte, error) {
 	}
 	// The engine's own events are valid with any catalog: rules on them
 	// (an email when a delivery dies) must still validate.
-	entities = append(entities, "erpflow.Delivery")
-	if !seen["dead"] {
-		events = append(events, "dead")
+	entities = append(entities, "erpflow.Delivery", triggers.TickEntity)
+	for _, ev := range []string{"dead", triggers.TickEvent} {
+		if !seen[ev] {
+			events = append(events, ev)
+		}
 	}
 	events = append(events, "*")
 	enum := func(names []any, desc string) map[string]any {

@@ -46,6 +46,7 @@ func TestValidateExamples(t *testing.T) {
 		examplesRules + "/kladana.yaml: 1 rule OK",
 		examplesRules + "/ongoing-wms-email.yaml: 1 rule OK",
 		examplesRules + "/ongoing-wms.yaml: 2 rules OK",
+		examplesRules + "/time-bursts-order.yaml: 5 rules OK",
 		examplesRules + "/velosity.yaml: 1 rule OK",
 	}
 	if got := strings.TrimSpace(out); got != strings.Join(want, "\n") {
@@ -73,7 +74,7 @@ func TestValidateMissingEnv(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant:\n%s", code, out, errOut, want)
 	}
 	code, out, errOut = runCmd(t, "validate", examplesRules)
-	if code != 0 || strings.Count(out, " OK\n") != 6 || !strings.Contains(errOut, "ongoing-wms-email.yaml:19:15: note: action type \"email\" is not known here") {
+	if code != 0 || strings.Count(out, " OK\n") != 7 || !strings.Contains(errOut, "ongoing-wms-email.yaml:19:15: note: action type \"email\" is not known here") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 
@@ -235,5 +236,51 @@ func TestValidateConfig(t *testing.T) {
 	}
 	if code, out, errOut := runCmd(t, "validate", "--config", lax); code != 0 {
 		t.Errorf("2 actions within the default limit: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestValidateTimingErrors: validate reports the errors of schedule,
+// debounce and on.cron at file:line:col with their paths, and with a
+// catalog a schedule's date path that is not in the entity's schema.
+func TestValidateTimingErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "timing.yaml")
+	src := `rules:
+  - name: overdue
+    on: {entity: Invoice, event: created}
+    schedule: {after: data.duedate, delay: -72h}
+    actions: [{type: webhook, url: "https://x.example/"}]
+  - name: digest
+    on: {cron: "0 25 * * *", entity: Invoice}
+    actions: [{type: webhook, url: "https://x.example/"}]
+  - name: sync
+    on: {entity: Customer, timezone: Europe/Berlin}
+    debounce: {quiet: 1m, max: 10s}
+    actions: [{type: webhook, url: "https://x.example/"}]
+`
+	if err := os.WriteFile(bad, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, "validate", bad)
+	want := bad + ":4:44: rules[0].schedule.delay: -72h0m0s is negative: to act before a date, use before (before: data.due_date, delay: 72h0m0s)\n" +
+		bad + `:7:16: rules[1].on.cron: "0 25 * * *" is not a cron expression: end of range (25) above maximum (23): 25` + "\n" +
+		bad + ":7:30: rules[1].on.entity: a cron trigger has no entity: it raises its own tick event erpflow.Schedule/tick\n" +
+		bad + ":10:28: rules[2].on.timezone: timezone needs cron (it is the zone of a cron expression; a schedule's zone is schedule.timezone)\n" +
+		bad + ":11:32: rules[2].debounce.max: 10s is shorter than quiet (1m0s): max bounds the wait after the first event, so it is at least quiet\n" +
+		"5 problems in 1 file\n"
+	if code != 1 || out != "" || errOut != want {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant:\n%s", code, out, errOut, want)
+	}
+
+	// With the examples' catalog, a misspelt date path is refused at its
+	// value, with the path that exists.
+	good := filepath.Join(dir, "overdue.yaml")
+	if err := os.WriteFile(good, []byte("rules:\n  - name: overdue\n    on: {entity: Invoice, events: [created, updated]}\n    schedule: {after: data.duedate, delay: 72h}\n    actions: [{type: webhook, url: \"https://x.example/\"}]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runCmd(t, "validate", "--catalog", "../../examples/catalog/time-bursts-order.yaml", good)
+	want = good + `:4:23: rules[0].schedule.after: path "data.duedate" is not in the Invoice schema (did you mean "data.due_date")` + "\n1 problem in 1 file\n"
+	if code != 1 || errOut != want {
+		t.Errorf("--catalog: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
 	}
 }

@@ -30,6 +30,8 @@ import (
 //	ENGINETEST_EMIT     "prefix:from:to": emit events prefix<i> for i in
 //	                    [from, to) (batches of 50 from 4 goroutines),
 //	                    printing "acked <id>" once each is committed
+//	ENGINETEST_EMIT_TIMING  when set: emit timingEvents, one at a time, in
+//	                    order, then print "emitted"
 //	ENGINETEST_WORKERS  engine Workers
 //	ENGINETEST_LEASE    engine Lease
 //	ENGINETEST_OWNER    engine Owner
@@ -84,6 +86,19 @@ func childMain() int {
 		outMu.Unlock()
 	}
 	say("started")
+	if os.Getenv("ENGINETEST_EMIT_TIMING") != "" {
+		for _, ev := range timingEvents() {
+			for {
+				if _, err := e.Emit(ctx, ev); err != nil {
+					log.Warn("emit failed; retrying", "err", err)
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				break
+			}
+		}
+		say("emitted")
+	}
 	if spec := os.Getenv("ENGINETEST_EMIT"); spec != "" {
 		parts := strings.Split(spec, ":")
 		from, _ := strconv.Atoi(parts[1])

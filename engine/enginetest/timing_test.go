@@ -409,3 +409,92 @@ func TestTimersFireOnceAcrossProcesses(t *testing.T) {
 		}
 	}
 }
+
+// cronRule is a cron rule posting its ticks to url.
+func cronRule(t testing.TB, name, cron, tz, url string) *triggers.Rule {
+	t.Helper()
+	return parseRules(t, fmt.Sprintf(`
+rules:
+  - name: %s
+    on: {cron: %q, timezone: %s}
+    retry: none
+    actions:
+      - type: webhook
+        url: %s
+        secret: %s
+`, name, cron, tz, url, testSecret))[0]
+}
+
+func TestCronTicks(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		db := k.newDB(t)
+		st := mustOpen(t, db)
+		clock := newClock()
+		// Monday 2 March 2026, 06:00 UTC = 07:00 in Berlin.
+		clock.t = time.Date(2026, 3, 2, 6, 0, 0, 0, time.UTC)
+		r := cronRule(t, "morning-digest", "0 8 * * MON-FRI", "Europe/Berlin", "http://127.0.0.1:1/digest")
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		if n := fireDue(t, e); n != 0 {
+			t.Fatalf("fired %d before 08:00", n)
+		}
+		ts := timersOf(t, st, "morning-digest")
+		if len(ts) != 1 || ts[0].Kind != engine.TimerCron || !ts[0].FireAt.Equal(time.Date(2026, 3, 2, 7, 0, 0, 0, time.UTC)) {
+			t.Fatalf("cron timers = %+v, want one at 07:00Z (08:00 CET)", ts)
+		}
+		clock.Set(time.Date(2026, 3, 2, 7, 0, 0, 0, time.UTC))
+		if n := fireDue(t, e); n != 1 {
+			t.Fatalf("fired %d at 08:00, want 1", n)
+		}
+		ticks := func() []engine.EventSummary {
+			evs, err := st.ListEvents(ctx, engine.EventFilter{Entity: triggers.TickEntity, Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return evs
+		}
+		if evs := ticks(); len(evs) != 1 || evs[0].ID != fmt.Sprintf("tick:morning-digest:%d", time.Date(2026, 3, 2, 7, 0, 0, 0, time.UTC).Unix()) || evs[0].Deliveries != 1 {
+			t.Fatalf("ticks = %+v", evs)
+		}
+		rec, err := st.GetEvent(ctx, "", ticks()[0].ID)
+		if err != nil || rec.Event.Data["rule"] != "morning-digest" || rec.Event.Data["scheduled_at"] != "2026-03-02T07:00:00Z" {
+			t.Fatalf("tick event %+v, %v", rec.Event, err)
+		}
+		// The server is down Tuesday to Friday noon: one tick on start,
+		// for the latest missed one (Friday 08:00), not four.
+		ctxStop, cancel := context.WithTimeout(ctx, 5*time.Second)
+		e.Stop(ctxStop)
+		cancel()
+		clock.Set(time.Date(2026, 3, 6, 12, 0, 0, 0, time.UTC))
+		e2 := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		if n := fireDue(t, e2); n != 1 {
+			t.Fatalf("after the restart fired %d, want 1", n)
+		}
+		if n := fireDue(t, e2); n != 0 {
+			t.Fatalf("fired %d more", n)
+		}
+		evs := ticks()
+		if len(evs) != 2 || evs[0].ID != fmt.Sprintf("tick:morning-digest:%d", time.Date(2026, 3, 6, 7, 0, 0, 0, time.UTC).Unix()) {
+			t.Fatalf("ticks after the restart = %+v, want Monday's and Friday's", evs)
+		}
+		// Next: Monday 9 March 07:00Z; across the DST change (29 March)
+		// the tick stays at 08:00 Berlin time: 06:00Z.
+		ts = timersOf(t, st, "morning-digest")
+		if len(ts) != 1 || !ts[0].FireAt.Equal(time.Date(2026, 3, 9, 7, 0, 0, 0, time.UTC)) {
+			t.Fatalf("next tick %+v", ts)
+		}
+		clock.Set(time.Date(2026, 3, 27, 12, 0, 0, 0, time.UTC))
+		fireDue(t, e2)
+		ts = timersOf(t, st, "morning-digest")
+		if len(ts) != 1 || !ts[0].FireAt.Equal(time.Date(2026, 3, 30, 6, 0, 0, 0, time.UTC)) {
+			t.Fatalf("after the DST change: next tick %+v, want 2026-03-30T06:00Z", ts)
+		}
+		// A tick raised again (another process, a crash before its timer
+		// moved on) creates nothing new: its id is deterministic.
+		res, err := e2.Emit(ctx, engine.Event{ID: evs[0].ID, Entity: triggers.TickEntity, EntityID: "morning-digest", Event: triggers.TickEvent,
+			OccurredAt: time.Date(2026, 3, 6, 7, 0, 0, 0, time.UTC), Actor: "erpflow", Data: map[string]any{"rule": "morning-digest", "scheduled_at": "2026-03-06T07:00:00Z"}})
+		if err != nil || !res.Duplicate {
+			t.Fatalf("raising Friday's tick again: %+v, %v", res, err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package explain
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
@@ -59,6 +60,11 @@ type Rule struct {
 	DidYouMean string `json:"did_you_mean,omitempty"`
 	// Values are what the condition read from the event, when it ran.
 	Values []Value `json:"values,omitempty"`
+	// Timing says what the rule's schedule, debounce, ordered or cron
+	// would do with the event (when its actions would run, and for which
+	// entity): for matched rules and disabled rules that would have
+	// matched, and for a cron rule always (its next tick).
+	Timing []Timing `json:"timing,omitempty"`
 	// Actions are rendered for matched rules and for disabled rules that
 	// would have matched.
 	Actions []Action `json:"actions,omitempty"`
@@ -100,6 +106,10 @@ type Options struct {
 	// Catalog is the event catalog that ingest checks events against.
 	// Default nil: no catalog, Result.Catalog is nil.
 	Catalog *catalog.Catalog
+	// Now is when the event is taken as received: timers relative to the
+	// event, debounces and the next cron tick are computed from it.
+	// Default zero: time.Now().
+	Now time.Time
 }
 
 // Explain explains ev against the rules of set that opts keeps. It changes
@@ -112,6 +122,10 @@ func Explain(set *triggers.Set, ev *templates.Event, opts Options) (*Result, err
 	budget := opts.MaxRenderedBytes
 	if budget <= 0 {
 		budget = DefaultMaxRenderedBytes
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
 	}
 	res := &Result{Event: raw, Catalog: checkCatalog(opts.Catalog, ev), Rules: make([]Rule, 0, set.Len())}
 	for _, r := range set.Rules() {
@@ -133,6 +147,7 @@ func Explain(set *triggers.Set, ev *templates.Event, opts Options) (*Result, err
 		case out.WouldMatch:
 			res.DisabledWouldMatch++
 		}
+		out.Timing = timings(r, ev, now, x.Matched || out.WouldMatch)
 		if x.Matched || out.WouldMatch {
 			out.Actions = renderActions(r, ev, &budget)
 		}

@@ -65,6 +65,9 @@ func Print(w io.Writer, res *Result) {
 				fmt.Fprintf(w, "  saw %s = %s\n", v.Path, v.Text)
 			}
 		}
+		for _, t := range r.Timing {
+			fmt.Fprintf(w, "  %s: %s\n", t.Kind, t.Text)
+		}
 		if !r.Matched && !r.WouldMatch {
 			continue
 		}

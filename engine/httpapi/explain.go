@@ -34,8 +34,9 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	now := time.Now()
 	if ev.OccurredAt.IsZero() {
-		ev.OccurredAt = time.Now().UTC() // as Emit stamps the time received
+		ev.OccurredAt = now.UTC() // as Emit stamps the time received
 	}
 	set := s.eng.Rules()
 	visible := func(rule *triggers.Rule) bool { return p.seesRule(rule.Tenants) }
@@ -47,7 +48,7 @@ func (s *Server) explainEvent(w http.ResponseWriter, r *http.Request) {
 		}
 		keep = func(rule *triggers.Rule) bool { return rule.Name == name }
 	}
-	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: s.catalog.cur.Load()})
+	res, err := explain.Explain(set, &ev, explain.Options{Keep: keep, Catalog: s.catalog.cur.Load(), Now: now})
 	if err != nil {
 		writeError(w, internal(err))
 		return

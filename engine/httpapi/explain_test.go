@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/explain"
@@ -381,3 +382,105 @@ func newDiscardRecorder() *discardRecorder { return &discardRecorder{h: http.Hea
 func (d *discardRecorder) Header() http.Header         { return d.h }
 func (d *discardRecorder) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardRecorder) WriteHeader(code int)        { d.status = code }
+
+// timingRules are rules with schedule, debounce, ordered and cron, of
+// tenant acme (and one cron rule of globex).
+const timingRules = `rules:
+  - name: invoice-overdue
+    tenants: [acme]
+    on: {entity: Invoice, event: created}
+    schedule: {after: data.due_date, delay: 72h}
+    ordered: true
+    actions: [{type: webhook, url: RV/overdue}]
+  - name: customer-sync
+    tenants: [acme]
+    on: {entity: Invoice, event: created}
+    debounce: {quiet: 30s, max: 5m}
+    actions: [{type: webhook, url: RV/sync}]
+  - name: acme-digest
+    tenants: [acme]
+    on: {cron: "@daily"}
+    actions: [{type: webhook, url: RV/digest}]
+  - name: globex-digest
+    tenants: [globex]
+    on: {cron: "0 8 * * MON-FRI", timezone: Europe/Berlin}
+    actions: [{type: webhook, url: RV/digest}]
+`
+
+// TestExplainTiming: the answer says when a deferred rule would run and
+// that a cron rule matches only its ticks, in the documented shape (the
+// server's responses are checked against openapi.json); another tenant's
+// token sees none of it.
+func TestExplainTiming(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	rv := newReceiver(t)
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(timingRules, "RV", rv.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &explainEnv{env: newEnv(t, st, envOpts{tokens: matrixTokens(), rulePaths: []string{path}}), rv: rv, rules: path}
+	ev := map[string]any{"id": "inv-1", "entity": "Invoice", "entity_id": "42", "event": "created",
+		"data": map[string]any{"due_date": "2030-03-01"}}
+	res, _ := e.explain(t, acmeTok, "", ev)
+	m := byName(res)
+	if got := ruleNames(res); !slices.Equal(got, []string{"acme-digest", "customer-sync", "invoice-overdue"}) {
+		t.Fatalf("acme sees %v", got)
+	}
+	od := m["invoice-overdue"]
+	if len(od.Timing) != 2 || od.Timing[0].Kind != "schedule" || od.Timing[0].FireAt == nil ||
+		!od.Timing[0].FireAt.Equal(time.Date(2030, 3, 4, 0, 0, 0, 0, time.UTC)) || od.Timing[1].Kind != "ordered" {
+		t.Errorf("invoice-overdue timing: %+v", od.Timing)
+	}
+	if cs := m["customer-sync"]; len(cs.Timing) != 1 || cs.Timing[0].Kind != "debounce" || cs.Timing[0].Latest == nil ||
+		cs.Timing[0].Latest.Sub(*cs.Timing[0].FireAt) != 4*time.Minute+30*time.Second {
+		t.Errorf("customer-sync timing: %+v", cs.Timing)
+	}
+	if d := m["acme-digest"]; d.Matched || len(d.Timing) != 1 || d.Timing[0].Kind != "cron" || d.Timing[0].FireAt == nil ||
+		!strings.Contains(d.Timing[0].Text, "matches only its own ticks") {
+		t.Errorf("acme-digest: %+v", d)
+	}
+
+	// A missing date: no timer, and why.
+	delete(ev["data"].(map[string]any), "due_date")
+	res, _ = e.explain(t, acmeTok, "?rule=invoice-overdue", ev)
+	if x := res.Rules[0].Timing[0]; x.FireAt != nil || x.Error == "" || !strings.HasPrefix(x.Text, "no timer: data.due_date is not in the event") {
+		t.Errorf("missing date: %+v", x)
+	}
+
+	// globex: its own cron rule only, nothing of acme's.
+	res, raw := e.explain(t, globexTok, "", map[string]any{"id": "t-1", "entity": "erpflow.Schedule", "event": "tick",
+		"data": map[string]any{"rule": "globex-digest", "scheduled_at": "2030-03-04T07:00:00Z"}})
+	if got := ruleNames(res); !slices.Equal(got, []string{"globex-digest"}) || !res.Rules[0].Matched || res.Rules[0].Timing[0].Kind != "cron" {
+		t.Errorf("globex: %+v", res.Rules)
+	}
+	for _, name := range []string{"invoice-overdue", "customer-sync", "acme-digest"} {
+		if strings.Contains(string(raw.body), name) {
+			t.Errorf("globex's answer names %s", name)
+		}
+	}
+	must(t, e.do("POST", "/v1/events:explain?rule=invoice-overdue", globexTok, map[string]any{"id": "g-1", "entity": "Invoice", "event": "created"}), 404)
+
+	// GET /v1/rules/{name} shows the timing keys (and a cron rule's
+	// trigger with no entities: [] in the documented shape).
+	var od2 RuleView
+	if err := json.Unmarshal(must(t, e.do("GET", "/v1/rules/invoice-overdue", acmeTok, nil), 200).body, &od2); err != nil {
+		t.Fatal(err)
+	}
+	if od2.Schedule == nil || od2.Schedule.After != "data.due_date" || od2.Schedule.Delay != "72h0m0s" || !od2.Ordered || od2.Debounce != nil {
+		t.Errorf("invoice-overdue view: %+v %+v", od2, od2.Schedule)
+	}
+	var cs RuleView
+	json.Unmarshal(must(t, e.do("GET", "/v1/rules/customer-sync", acmeTok, nil), 200).body, &cs)
+	if cs.Debounce == nil || cs.Debounce.Quiet != "30s" || cs.Debounce.Max != "5m0s" || cs.Schedule != nil || cs.Ordered {
+		t.Errorf("customer-sync view: %+v", cs)
+	}
+	var gd RuleView
+	r := must(t, e.do("GET", "/v1/rules/globex-digest", globexTok, nil), 200)
+	json.Unmarshal(r.body, &gd)
+	if gd.On == nil || gd.On.Cron != "0 8 * * MON-FRI" || gd.On.Timezone != "Europe/Berlin" || !strings.Contains(string(r.body), `"entities":[]`) {
+		t.Errorf("globex-digest view: %s", r.body)
+	}
+	must(t, e.do("GET", "/v1/rules/globex-digest", acmeTok, nil), 404)
+	must(t, e.do("GET", "/v1/rules/invoice-overdue", globexTok, nil), 404)
+	must(t, e.do("GET", "/v1/rules", acmeTok, nil), 200) // the list, checked against openapi.json
+}

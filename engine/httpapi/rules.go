@@ -561,17 +561,37 @@ type RuleView struct {
 	When        string         `json:"when,omitempty"`
 	Actions     []ActionView   `json:"actions,omitempty"`
 	Retry       string         `json:"retry,omitempty"`
+	Schedule    *ScheduleView  `json:"schedule,omitempty"` // timing keys (docs/rules.md, Time, bursts and order); absent when not set
+	Debounce    *DebounceView  `json:"debounce,omitempty"`
+	Ordered     bool           `json:"ordered,omitempty"`
 	Definition  map[string]any `json:"definition,omitempty"`
 	Error       string         `json:"error,omitempty"`
 }
 
 // TriggerView is a rule's trigger in a RuleView.
 type TriggerView struct {
-	Entities []string `json:"entities"`
+	Entities []string `json:"entities"` // empty for a cron rule
 	Events   []string `json:"events,omitempty"`
 	Field    string   `json:"field,omitempty"`
 	From     *string  `json:"from,omitempty"`
 	To       *string  `json:"to,omitempty"`
+	Cron     string   `json:"cron,omitempty"`     // a clock: the rule matches only its own ticks
+	Timezone string   `json:"timezone,omitempty"` // the zone of Cron ("" is UTC)
+}
+
+// ScheduleView is a rule's schedule in a RuleView; durations as Go
+// writes them (72h0m0s).
+type ScheduleView struct {
+	After    string `json:"after,omitempty"`
+	Before   string `json:"before,omitempty"`
+	Delay    string `json:"delay"`
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// DebounceView is a rule's debounce in a RuleView.
+type DebounceView struct {
+	Quiet string `json:"quiet"`
+	Max   string `json:"max"`
 }
 
 // ActionView is one action of a rule in a RuleView.
@@ -587,7 +607,18 @@ func (e *ruleEntry) view() RuleView {
 	}
 	if r := e.rule; r != nil {
 		v.Name, v.Description, v.Enabled, v.When = r.Name, r.Description, r.Enabled, r.When
-		v.On = &TriggerView{Entities: r.On.Entities, Events: r.On.Events, Field: r.On.Field, From: r.On.From, To: r.On.To}
+		v.On = &TriggerView{Entities: r.On.Entities, Events: r.On.Events, Field: r.On.Field, From: r.On.From, To: r.On.To,
+			Cron: r.On.Cron, Timezone: r.On.Timezone}
+		if v.On.Entities == nil {
+			v.On.Entities = []string{}
+		}
+		if sc := r.Schedule; sc != nil {
+			v.Schedule = &ScheduleView{After: sc.After, Before: sc.Before, Delay: sc.Delay.String(), Timezone: sc.Timezone}
+		}
+		if d := r.Debounce; d != nil {
+			v.Debounce = &DebounceView{Quiet: d.Quiet.String(), Max: d.Max.String()}
+		}
+		v.Ordered = r.Ordered
 		for _, a := range r.Actions {
 			av := ActionView{Type: a.Type}
 			if a.Retry != nil {

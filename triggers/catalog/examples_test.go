@@ -19,7 +19,7 @@ import (
 func TestExamples(t *testing.T) {
 	dir := filepath.Join("..", "..", "examples")
 	files, err := filepath.Glob(filepath.Join(dir, "catalog", "*.yaml"))
-	if err != nil || len(files) != 5 {
+	if err != nil || len(files) != 6 {
 		t.Fatalf("%d example catalogs (%v), want one per seed page", len(files), err)
 	}
 	reg := &actions.Registry{}

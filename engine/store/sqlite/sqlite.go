@@ -99,7 +99,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// expireLeases makes every running delivery due now. Only the lock's
+// expireLeases makes every running delivery, and every claimed timer,
+// due now. Only the lock's
 // holder calls it, so their owners are dead processes: their claims need
 // not wait out the lease. The lease ends at the claim (updated_at, on the
 // clock of the engine that claimed, whatever clock the next one uses).
@@ -110,6 +111,11 @@ func (s *Store) expireLeases(ctx context.Context) error {
 		WHERE state = 'running' AND NOT test`)
 	if err != nil {
 		return fmt.Errorf("expire leases of earlier processes: %w", err)
+	}
+	// Their timers too: due ones fire at once.
+	if _, err := s.W.ExecContext(ctx, `UPDATE timers SET lease_owner = '', locked_until = NULL
+		WHERE state = 'pending' AND locked_until IS NOT NULL`); err != nil {
+		return fmt.Errorf("expire timer leases of earlier processes: %w", err)
 	}
 	return nil
 }
