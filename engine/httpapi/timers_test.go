@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/triggers"
 )
 
 var timerSeq atomic.Int64
@@ -259,16 +258,9 @@ func TestTimerFiredShowsDeliveries(t *testing.T) {
 		st, _ := k.open(t)
 		rv := newReceiver(t)
 		file := filepath.Join(t.TempDir(), "rules.yaml")
-		writeFile(t, file, "rules:\n  - name: customer-sync\n    on: {entity: Customer}\n    retry: none\n    actions:\n"+
-			"      - type: webhook\n        url: "+rv.URL+"/sync\n        secret: "+testSecret+"\n")
+		writeFile(t, file, "rules:\n  - name: customer-sync\n    on: {entity: Customer}\n    debounce: {quiet: 50ms, max: 10s}\n"+
+			"    retry: none\n    actions:\n      - type: webhook\n        url: "+rv.URL+"/sync\n        secret: "+testSecret+"\n")
 		e := newEnv(t, st, envOpts{tokens: matrixTokens(), rulePaths: []string{file}})
-		// The rule debounced, as `debounce: {quiet: …}` loads it: the engine
-		// arms and fires timers of the rules it runs.
-		r := *e.eng.Rules().Rule("customer-sync")
-		r.Debounce = &triggers.Debounce{Quiet: 50 * time.Millisecond, Max: 10 * time.Second}
-		if err := e.eng.Reload([]*triggers.Rule{&r}); err != nil {
-			t.Fatal(err)
-		}
 
 		// One batch: both events arm the timer before it can fire, however
 		// slow the machine.
@@ -313,6 +305,74 @@ func TestTimerFiredShowsDeliveries(t *testing.T) {
 		must(t, e.do("DELETE", "/v1/timers/"+id, globexTok, nil), 404)
 		if l, _ := timerList(t, must(t, e.do("GET", "/v1/timers", globexTok, nil), 200)); len(l) != 0 {
 			t.Fatalf("globex lists %v", l)
+		}
+	})
+}
+
+// TestScheduleTimerThroughAPI: an API rule with a schedule; its events
+// arm one timer per entity, re-armed in place by the next (a new fire
+// time from the new data); DELETE cancels it, and the entity's next event
+// arms a new one.
+func TestScheduleTimerThroughAPI(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		rv := newReceiver(t)
+		e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+		must(t, e.do("POST", "/v1/rules", acmeTok, ruleJSON("invoice-overdue", rv.URL+"/overdue", map[string]any{
+			"on": map[string]any{"entity": "Invoice"}, "enabled": true, "when": `data.status != "PAID"`,
+			"schedule": map[string]any{"after": "data.due_date", "delay": "72h"},
+		})), 201)
+		emit := func(id, due string) {
+			t.Helper()
+			ev := map[string]any{"id": id, "entity": "Invoice", "entity_id": "INV-1", "event": "updated",
+				"data": map[string]any{"status": "OPEN", "due_date": due}}
+			if ds := must(t, e.do("POST", "/v1/events", acmeTok, ev), 202).json(t)["deliveries"].([]any); len(ds) != 0 {
+				t.Fatalf("a scheduled rule delivered at once: %v", ds)
+			}
+		}
+		pending := func() []any {
+			t.Helper()
+			return must(t, e.do("GET", "/v1/timers?rule=invoice-overdue&entity=Invoice&entity_id=INV-1&state=pending", acmeTok, nil), 200).json(t)["timers"].([]any)
+		}
+
+		emit("inv-1", "2031-01-10")
+		l := pending()
+		if len(l) != 1 {
+			t.Fatalf("pending timers: %v", l)
+		}
+		tm := l[0].(map[string]any)
+		id := tm["id"].(string)
+		if tm["kind"] != "schedule" || tm["tenant"] != "acme" || tm["event_id"] != "inv-1" || tm["fire_at"] != "2031-01-13T00:00:00Z" {
+			t.Fatalf("the armed timer: %v", tm)
+		}
+		emit("inv-2", "2031-02-01")
+		l = pending()
+		if len(l) != 1 {
+			t.Fatalf("pending timers after the second event: %v", l)
+		}
+		tm = l[0].(map[string]any)
+		if tm["id"] != id || tm["event_id"] != "inv-2" || tm["fire_at"] != "2031-02-04T00:00:00Z" || tm["count"] != float64(2) {
+			t.Fatalf("the re-armed timer: %v", tm)
+		}
+		if l, _ := timerList(t, must(t, e.do("GET", "/v1/timers", globexTok, nil), 200)); len(l) != 0 {
+			t.Fatalf("globex lists %v", l)
+		}
+
+		tm = must(t, e.do("DELETE", "/v1/timers/"+id, acmeTok, nil), 200).json(t)["timer"].(map[string]any)
+		if tm["state"] != "cancelled" || tm["reason"] != "cancelled through the API by token acme" {
+			t.Fatalf("DELETE: %v", tm)
+		}
+		if l := pending(); len(l) != 0 {
+			t.Fatalf("pending after DELETE: %v", l)
+		}
+		emit("inv-3", "2031-03-01")
+		l = pending()
+		if len(l) != 1 || l[0].(map[string]any)["id"] == id || l[0].(map[string]any)["event_id"] != "inv-3" {
+			t.Fatalf("after the next event: %v", l)
+		}
+		ids, _ := timerList(t, must(t, e.do("GET", "/v1/timers?rule=invoice-overdue", acmeTok, nil), 200))
+		if len(ids) != 2 || ids[1] != id {
+			t.Fatalf("the rule's timers, newest first: %v (the cancelled one %s)", ids, id)
 		}
 	})
 }
