@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -158,5 +159,54 @@ func TestTimersCLI(t *testing.T) {
 	}
 	if code, out := cli(t, env, "timers", "cancel", glob.ID); code != 1 || !strings.Contains(out, "is cancelled, not pending") {
 		t.Fatalf("a second cancel through the binary: exit %d\n%s", code, out)
+	}
+}
+
+// TestTimersCLIFired: a debounce rule created with `rules create`; the
+// events emitted arm its timer, which fires: `timers list` shows it
+// fired, `timers show` the events it coalesced and the delivery it
+// created, and `timers cancel` refuses it naming its state.
+func TestTimersCLIFired(t *testing.T) {
+	e := newOpsEnv(t)
+	s := []string{"--server", e.base}
+	rule := filepath.Join(t.TempDir(), "sync.yaml")
+	writeTestFile(t, rule, "name: customer-sync\non: {entity: Customer}\ndebounce: {quiet: 50ms, max: 10s}\nretry: none\nactions:\n"+
+		"  - type: webhook\n    url: "+e.rv.URL+"/sync\n    secret: "+quickSecret+"\n")
+	runCLI(t, 0, append([]string{"rules", "create", rule}, s...)...)
+	runCLI(t, 0, append([]string{"rules", "enable", "customer-sync"}, s...)...)
+	// One batch: both events arm the timer before it can fire.
+	batch := filepath.Join(t.TempDir(), "burst.json")
+	writeTestFile(t, batch, `{"events":[{"id":"c1-a","tenant":"acme","entity":"Customer","entity_id":"C-1","event":"updated","data":{"n":1}},`+
+		`{"id":"c1-b","tenant":"acme","entity":"Customer","entity_id":"C-1","event":"updated","data":{"n":2}}]}`)
+	runCLI(t, 0, append([]string{"emit", batch}, s...)...)
+
+	var id string
+	pollUntil(t, "the timer to fire", func() bool {
+		out := runCLI(t, 0, append([]string{"timers", "list", "--rule", "customer-sync", "--state", "fired"}, s...)...)
+		id = regexp.MustCompile(`(?m)^(tmr_\w+)\s+customer-sync\s+Customer/C-1\s+fired\s+\d+s ago$`).FindString(out)
+		return id != ""
+	})
+	id = strings.Fields(id)[0]
+	var dlv string
+	pollUntil(t, "its delivery to succeed", func() bool {
+		out := runCLI(t, 0, append([]string{"timers", "show", id}, s...)...)
+		m := regexp.MustCompile(`(?m)^deliveries:\nID\s+ACTION\s+STATE\s+CODE\n(dlv_\w+)\s+0 webhook\s+succeeded\s+200$`).FindStringSubmatch(out)
+		if m == nil {
+			return false
+		}
+		for _, re := range []string{`(?m)^state:\s+fired$`, `(?m)^reason:\s+\S`, `(?m)^events counted:\s+2$`, "(?m)^coalesced events:\n  c1-a\n  c1-b$"} {
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Fatalf("timers show lacks %s:\n%s", re, out)
+			}
+		}
+		checkFits(t, "timers show", out)
+		dlv = m[1]
+		return true
+	})
+	if !e.received(dlv) {
+		t.Fatalf("the receiver did not get %s", dlv)
+	}
+	if out := runCLI(t, 1, append([]string{"timers", "cancel", id}, s...)...); !strings.Contains(out, "is fired, not pending") {
+		t.Fatalf("cancel of a fired timer:\n%s", out)
 	}
 }
