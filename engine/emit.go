@@ -207,7 +207,7 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 		Internal:   internal,
 	}
 	rec.Deliveries, rec.Timers, rec.dropped = e.deliveriesFor(ev, internal, now, false)
-	rec.TrackLatest = !internal && e.rules.Load().schedules(ev.Entity)
+	rec.TrackLatest = !internal && e.rules.Load().tracksLatest(ev.Entity, rec.Timers)
 	return rec, nil
 }
 

@@ -162,8 +162,7 @@ type ruleSet struct {
 	acts   map[*triggers.Rule][]actionInfo
 	loaded time.Time // e.now() at Reload
 
-	scheduled   map[string]bool // entities a schedule rule names
-	scheduleAll bool            // a schedule rule names the wildcard entity
+	scheduled map[string][]string // entity (or "*") → the schedule rules naming it
 }
 
 type actionInfo struct {

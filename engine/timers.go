@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,24 +50,30 @@ func (e *Engine) armFor(r *triggers.Rule, ev *Event, now time.Time) (Timer, bool
 	return t, true
 }
 
-// schedules reports whether a schedule rule of the set may match events
-// of entity (their events are then tracked as the entity's latest).
-func (rs *ruleSet) schedules(entity string) bool {
-	return rs.scheduleAll || rs.scheduled[entity]
+// tracksLatest reports whether an event of entity that armed timers must
+// also be recorded as its entity's latest on pending schedule timers:
+// when a schedule rule of the set may match events of entity and the
+// event did not re-arm that rule's timer itself (which records it).
+func (rs *ruleSet) tracksLatest(entity string, armed []Timer) bool {
+	for _, list := range [][]string{rs.scheduled[entity], rs.scheduled[triggers.Wildcard]} {
+		for _, name := range list {
+			if !slices.ContainsFunc(armed, func(t Timer) bool { return t.Rule == name && t.Kind == TimerSchedule }) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // indexSchedules fills rs.scheduled from its rules.
 func (rs *ruleSet) indexSchedules() {
-	rs.scheduled = map[string]bool{}
+	rs.scheduled = map[string][]string{}
 	for _, r := range rs.set.Rules() {
 		if !r.Enabled || r.Schedule == nil {
 			continue
 		}
 		for _, ent := range r.On.Entities {
-			if ent == triggers.Wildcard {
-				rs.scheduleAll = true
-			}
-			rs.scheduled[ent] = true
+			rs.scheduled[ent] = append(rs.scheduled[ent], r.Name)
 		}
 	}
 }

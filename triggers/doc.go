@@ -30,6 +30,14 @@
 // run time does not match and is reported to SetOptions.OnEvalError; one
 // stopped by its limits makes its rule cool down (CooldownError).
 //
+// A rule may also say when its actions run: schedule (a timer from a date
+// in the event, or from the event itself), debounce (once per burst of an
+// entity's events), ordered (one entity's deliveries one at a time), or
+// on.cron instead of an entity (a clock whose ticks are events of
+// TickEntity/TickEvent that only the rule itself matches). This package
+// parses and checks them and computes their times (ParseCron,
+// Rule.NextTick, Schedule.FireAt); the engine keeps the timers.
+//
 // A Set indexes rules by (entity, event): Match looks only at candidate
 // rules. Sets are immutable; the engine keeps the current one in an
 // atomic.Pointer[Set] and reloads rules by building a new Set and swapping

@@ -95,7 +95,9 @@ func TestTimingSurvivesCrash(t *testing.T) {
 		rv := &arrivals{ids: map[string]int{}, seen: map[string]bool{},
 			// Each sales order's second change fails once: its chain
 			// waits for the retry.
-			fail: func(path string, n int) bool { return strings.HasPrefix(path, "/so/") && strings.HasSuffix(path, "/1") && n == 1 }}
+			fail: func(path string, n int) bool {
+				return strings.HasPrefix(path, "/so/") && strings.HasSuffix(path, "/1") && n == 1
+			}}
 		srv := httptest.NewServer(rv)
 		defer srv.Close()
 		db := k.newDB(t)

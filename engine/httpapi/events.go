@@ -59,6 +59,14 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		if strings.HasPrefix(ev.Entity, "erpflow.") {
+			// erpflow's own events (a dead delivery, a cron rule's tick): one
+			// posted from outside could fire the rules that act on them (a
+			// cron rule's webhook, on demand, in any tenant). Explaining one
+			// (POST /v1/events:explain) sends nothing, so it may.
+			writeError(w, badRequest(field("entity"), "%s: entity %q is reserved: entities starting with \"erpflow.\" are erpflow's own events", field("entity"), ev.Entity))
+			return
+		}
 		if err := s.validateEvent(&ev, field); err != nil {
 			writeError(w, err)
 			return
@@ -95,12 +103,6 @@ func decodeEvent(p *principal, raw []byte, field func(string) string) (engine.Ev
 			return ev, badRequest(f, "%s: %s", orEvent(f), ee.Msg)
 		}
 		return ev, badRequest(field(""), "%v", err)
-	}
-	if strings.HasPrefix(ev.Entity, "erpflow.") {
-		// erpflow's own events (a dead delivery, a cron rule's tick): one
-		// posted from outside could fire the rules that act on them (a
-		// cron rule's webhook, on demand, in any tenant).
-		return ev, badRequest(field("entity"), "%s: entity %q is reserved: entities starting with \"erpflow.\" are erpflow's own events", field("entity"), ev.Entity)
 	}
 	if p.Bound {
 		if ev.Tenant == "" {

@@ -184,7 +184,7 @@ type queueView struct {
 	Running       int        `json:"running"`
 	Failed        int        `json:"failed"` // waiting to retry
 	Dead          int        `json:"dead"`
-	Held          int        `json:"held"` // ordered deliveries waiting for an earlier one of their entity
+	Held          int        `json:"held"`                     // ordered deliveries waiting for an earlier one of their entity
 	OldestWaiting *time.Time `json:"oldest_waiting,omitempty"` // when the longest-due waiting delivery became due
 	OldestAgeSec  float64    `json:"oldest_waiting_age_seconds"`
 }

@@ -17,14 +17,15 @@ type timerKey struct{ tenant, entity, entityID, rule string }
 const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, latest_id, latest_at, " +
 	"fire_at, first_at, deadline, state, events, count, spec, version, created_at, updated_at"
 
-// armSQL arms a timer: created, or the pending one of its key re-armed in
-// place. A re-armed timer takes the new event and fire time (a debounce's
-// no later than its deadline, which the first event set), lists the new
-// event ids after the earlier ones (up to MaxCoalesced, roughly: the
-// reader cuts), and gets a new version and no lease, so that a firing in
-// progress of its previous version applies nothing.
-var armSQL = `INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, 20) + `
-	ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
+// armUpsert arms timers: each created, or the pending one of its key
+// re-armed in place. A re-armed timer takes the new event and fire time (a
+// debounce's no later than its deadline, which the first event set), lists
+// the new event ids after the earlier ones (up to MaxCoalesced, roughly:
+// the reader cuts), and gets a new version and no lease, so that a firing
+// in progress of its previous version applies nothing. Rows of one
+// statement have distinct keys (armTimers merges a batch's first).
+var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
+	tail: ` ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
 		kind = excluded.kind, rule_id = excluded.rule_id, event_id = excluded.event_id,
 		latest_id = excluded.latest_id, latest_at = excluded.latest_at,
 		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.deadline < excluded.fire_at
@@ -35,7 +36,7 @@ var armSQL = `INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, 20
 			ELSE timers.events || ',' || excluded.events END,
 		count = timers.count + excluded.count,
 		spec = excluded.spec, version = timers.version + 1, lease_owner = '', locked_until = NULL,
-		updated_at = excluded.updated_at`
+		updated_at = excluded.updated_at`}
 
 // armTimers writes the timers of the new events among evs, in their
 // transaction: per key, the batch's events are merged first (the last
@@ -91,12 +92,11 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 		}
 		return a.rule < b.rule
 	})
-	q := c.Q(armSQL)
-	for _, k := range order {
-		t := merged[k]
-		if _, err := c.Exec(ctx, tx, q, c.armArgs(t)...); err != nil {
-			return fmt.Errorf("arm timer of rule %q for %s %s: %w", t.Rule, t.Entity, t.EntityID, err)
-		}
+	err := c.insert(ctx, tx, armUpsert, len(order), func(i int, args []any) []any {
+		return append(args, c.armArgs(merged[order[i]])...)
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("arm timers: %w", err)
 	}
 	return nil
 }
@@ -275,7 +275,7 @@ func (c *Core) ArmCron(ctx context.Context, ts []engine.Timer, now time.Time) er
 		return nil
 	}
 	now = Round(now)
-	q := c.Q(`INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, 20) + `
+	q := c.Q(`INSERT INTO timers (` + armCols + `) VALUES ` + placeholders(1, armUpsert.cols) + `
 		ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
 			spec = excluded.spec, rule_id = excluded.rule_id, fire_at = excluded.fire_at,
 			deadline = excluded.deadline, version = timers.version + 1,
