@@ -33,6 +33,14 @@ func cliEnv(t *testing.T, tokens []config.Token) string {
 // retries) and returns its URL.
 func startCLIServer(t *testing.T, o httpapi.Options) string {
 	t.Helper()
+	base, _ := startCLIServerStore(t, o)
+	return base
+}
+
+// startCLIServerStore is startCLIServer, also returning the server's
+// store (for what a test arranges in the database directly).
+func startCLIServerStore(t *testing.T, o httpapi.Options) (string, engine.Store) {
+	t.Helper()
 	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +66,7 @@ func startCLIServer(t *testing.T, o httpapi.Options) string {
 		defer cancel()
 		o.Engine.Stop(ctx)
 	})
-	return hs.URL
+	return hs.URL, st
 }
 
 // runCLI runs one command in-process.

@@ -51,6 +51,7 @@ func TestAuthMatrix(t *testing.T) {
 	em := must(t, e.do("POST", "/v1/events", admin, orderEvent("acme-ev", "acme")), 202).json(t)
 	acmeDelivery := em["deliveries"].([]any)[0].(map[string]any)["id"].(string)
 	e.waitState(acmeDelivery, admin, engine.StateSucceeded)
+	acmeTimer := armTimer(t, st, "acme", "acme-hook", "Invoice", "INV-matrix", engine.TimerSchedule)
 
 	type tcase struct {
 		name   string
@@ -116,6 +117,16 @@ func TestAuthMatrix(t *testing.T) {
 			return "/v1/deliveries/" + acmeDelivery + "/retry"
 		}, scope: ScopeDeliveriesWrite, right: acme, ok: 202, other: 404},
 		{name: "replay deliveries", method: "POST", path: fixed("/v1/deliveries:replay"), body: map[string]any{"status": []string{"dead"}}, scope: ScopeDeliveriesWrite, right: acme, ok: 200, other: 200},
+		{name: "list timers", method: "GET", path: fixed("/v1/timers"), scope: ScopeDeliveriesRead, right: acme, ok: 200, other: 200,
+			check: func(t *testing.T, r, o resp) {
+				if !strings.Contains(string(r.body), acmeTimer.ID) || strings.Contains(string(o.body), acmeTimer.ID) {
+					t.Fatalf("acme sees: %s\nglobex sees: %s", r.body, o.body)
+				}
+			}},
+		{name: "get timer", method: "GET", path: fixed("/v1/timers/" + acmeTimer.ID), scope: ScopeDeliveriesRead, right: acme, ok: 200, other: 404},
+		{name: "cancel timer", method: "DELETE", path: func(t *testing.T) string {
+			return "/v1/timers/" + armTimer(t, st, "acme", "acme-hook", "Invoice", uniq("INV"), engine.TimerSchedule).ID
+		}, scope: ScopeDeliveriesWrite, right: acme, ok: 200, other: 404},
 		{name: "healthz", method: "GET", path: fixed("/healthz"), right: admin, ok: 200, other: 200},
 		{name: "readyz", method: "GET", path: fixed("/readyz"), right: admin, ok: 200, other: 200},
 		{name: "metrics", method: "GET", path: fixed("/metrics"), right: admin, ok: 200, other: 200},

@@ -54,6 +54,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		"POST /v1/deliveries:replay", "GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
 		"GET /v1/catalog", "PUT /v1/catalog",
 		"GET /v1/events", "POST /v1/events/{id}:rerun", "GET /v1/deliveries:stream", "GET /v1/status", "GET /v1/activity",
+		"GET /v1/timers", "GET /v1/timers/{id}", "DELETE /v1/timers/{id}",
 	}
 	n := 0
 	for _, pi := range doc.Paths.Map() {

@@ -271,6 +271,10 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/deliveries:replay", s.require(ScopeDeliveriesWrite, s.replayDeliveries))
 	m.HandleFunc("GET /v1/deliveries:stream", queryToken(s.require(ScopeDeliveriesRead, s.streamAttempts)))
 
+	m.HandleFunc("GET /v1/timers", s.require(ScopeDeliveriesRead, s.listTimers))
+	m.HandleFunc("GET /v1/timers/{id}", s.require(ScopeDeliveriesRead, s.getTimer))
+	m.HandleFunc("DELETE /v1/timers/{id}", s.require(ScopeDeliveriesWrite, s.cancelTimer))
+
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
 		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {

@@ -183,7 +183,7 @@ func Run(t *testing.T, open Opener) {
 		{"Waker", testWaker},
 		{"NotFound", testNotFound},
 	}
-	for _, tc := range append(tests, eventTests...) {
+	for _, tc := range append(append(tests, eventTests...), timerLogTests...) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
 			t.Cleanup(func() { s.Close() })

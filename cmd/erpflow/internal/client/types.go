@@ -28,3 +28,16 @@ type TestResults struct {
 	Rule    string              `json:"rule"`
 	Results []engine.TestResult `json:"results"`
 }
+
+// TimerList is GET /v1/timers.
+type TimerList struct {
+	Timers     []engine.Timer `json:"timers"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// TimerDetail is GET /v1/timers/{id}; DELETE /v1/timers/{id} answers
+// its Timer alone.
+type TimerDetail struct {
+	Timer      engine.Timer      `json:"timer"`
+	Deliveries []engine.Delivery `json:"deliveries"`
+}
