@@ -45,13 +45,13 @@ type Timer struct {
 	// LatestID is the entity's latest stored event when the timer is a
 	// schedule (any event of the entity, matching or not); "" otherwise.
 	LatestID string     `json:"latest_event_id,omitempty"`
-	FireAt   time.Time  `json:"fire_at"`
+	FireAt   time.Time  `json:"fire_at"` // a debounce's never later than FirstAt + its rule's max
 	FirstAt  time.Time  `json:"first_at"` // when the first event that armed it arrived (debounce: Max counts from here)
 	State    TimerState `json:"state"`
 	Reason   string     `json:"reason,omitempty"` // why it was cancelled, or what firing did
-	// Events are the ids of the events it coalesced (debounce), at most
-	// MaxCoalesced (the first ones); Count counts every event that armed
-	// it.
+	// Events are the ids of the events that armed it (a debounce's: the
+	// ones it coalesced), at most MaxCoalesced (the first ones); Count
+	// counts every event that armed it.
 	Events     []string  `json:"events,omitempty"`
 	Count      int       `json:"count"`
 	Deliveries []string  `json:"deliveries,omitempty"` // created when it fired

@@ -112,8 +112,8 @@ func newTimersCancelCmd(af *apiFlags) *cobra.Command {
 		Short: "Cancel a pending timer: it will not fire",
 		Long: "Cancel a pending timer: it will not fire, and its reason names the token that cancelled\n" +
 			"it. A timer that fired or was cancelled already is an error naming its state (exit 1).\n" +
-			"The entity's next matching event arms a new timer. A cron timer comes back when the rules\n" +
-			"are next loaded: to stop a cron rule, disable it (erpflow rules disable NAME).",
+			"The entity's next matching event arms a new timer. A cron timer is refused: it is its\n" +
+			"rule's clock; to stop a cron rule, disable it (erpflow rules disable NAME).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			var td client.TimerDetail

@@ -150,6 +150,12 @@ func (s *Server) cancelTimer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if t.Kind == engine.TimerCron {
+		// The rule arms its clock again whenever rules are loaded: a
+		// cancel would last until then, which nobody means.
+		writeError(w, errf(http.StatusConflict, "conflict", "", "timer %q is the clock of cron rule %q and is not cancelled on its own: disable the rule to stop its ticks", t.ID, t.Rule))
+		return
+	}
 	p := principalFrom(r.Context())
 	got, err := s.store.CancelTimer(r.Context(), t.ID, "cancelled through the API by token "+p.Name, time.Now())
 	if err != nil {

@@ -243,6 +243,16 @@ func TestTimerGetAndCancel(t *testing.T) {
 		}
 		must(t, e.do("DELETE", "/v1/timers/"+burst.ID, globexTok, nil), 404)
 		must(t, e.do("DELETE", "/v1/timers/tmr_unknown", adminTok, nil), 404)
+		// A cron rule's clock is refused: the rule arms it again whenever
+		// rules are loaded; disabling the rule stops it.
+		clock := armTimer(t, st, "acme", "morning-digest", "erpflow.Schedule", "morning-digest", engine.TimerCron)
+		r = must(t, e.do("DELETE", "/v1/timers/"+clock.ID, acmeTok, nil), 409)
+		if _, _, msg := r.errInfo(t); !strings.Contains(msg, "disable the rule") {
+			t.Errorf("DELETE of a cron timer: %s", r.body)
+		}
+		if got, _ := st.GetTimer(t.Context(), clock.ID); got.State != engine.TimerPending || got.Version != clock.Version {
+			t.Errorf("a refused DELETE changed the cron timer: %+v", got)
+		}
 		if got, _ := st.GetTimer(t.Context(), burst.ID); got.Reason != "cancelled through the API by token acme" || got.Version != burst.Version+1 {
 			t.Errorf("refused DELETEs changed the timer: %+v", got)
 		}
