@@ -45,7 +45,7 @@ type Timer struct {
 	// LatestID is the entity's latest stored event when the timer is a
 	// schedule (any event of the entity, matching or not); "" otherwise.
 	LatestID string     `json:"latest_event_id,omitempty"`
-	FireAt   time.Time  `json:"fire_at"` // a debounce's never later than FirstAt + its rule's max
+	FireAt   time.Time  `json:"fire_at"`  // a debounce's never later than FirstAt + its rule's max
 	FirstAt  time.Time  `json:"first_at"` // when the first event that armed it arrived (debounce: Max counts from here)
 	State    TimerState `json:"state"`
 	Reason   string     `json:"reason,omitempty"` // why it was cancelled, or what firing did
