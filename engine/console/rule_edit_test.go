@@ -499,3 +499,23 @@ func TestRuleScreensReadOnlyToken(t *testing.T) {
 		b.waitText("#explain-verdict", "would match")
 	})
 }
+
+// TestRuleTestShowsTiming: the Test screen's Explain of a schedule rule
+// says when its timer would fire, and that its condition is checked
+// again then; of an ordered rule, that it runs one at a time.
+func TestRuleTestShowsTiming(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		s := newStack(t, k.open(t), stackOpts{})
+		src := "name: overdue\nenabled: true\non: {entity: Invoice, event: created}\nschedule: {after: data.due_date, delay: 72h}\nordered: true\n" +
+			"when: data.status != \"PAID\"\nactions:\n  - type: webhook\n    url: https://crm.example/overdue\n"
+		s.mustDo("POST", "/v1/rules", "", src, nil)
+		b := newBrowser(t, 1280, 800)
+		b.open(s.URL, "/ui/rules/overdue/test")
+		b.waitFor("the sample", `!!document.querySelector('#sample')`)
+		setValue(b, "#sample", `{"id":"i1","entity":"Invoice","entity_id":"INV-1","event":"created","data":{"status":"OPEN","due_date":"2030-03-01"}}`)
+		b.do(chromedp.Click(chromedp.CSS("#test-explain")))
+		b.waitText("#explain-verdict", "matched")
+		b.waitText("#explain-timing", "2030-03-04")
+		b.waitText("#explain-timing", "ordered")
+	})
+}
