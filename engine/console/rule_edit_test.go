@@ -517,5 +517,12 @@ func TestRuleTestShowsTiming(t *testing.T) {
 		b.waitText("#explain-verdict", "matched")
 		b.waitText("#explain-timing", "2030-03-04")
 		b.waitText("#explain-timing", "ordered")
+
+		// A cron rule shows its clock in the list and on its page.
+		s.mustDo("POST", "/v1/rules", "", "name: digest\non: {cron: \"0 8 * * MON-FRI\", timezone: Europe/Berlin}\nactions:\n  - type: webhook\n    url: https://reports.example/digest\n", nil)
+		b.open(s.URL, "/ui/rules?q=MON-FRI")
+		b.waitText("#main", "0 8 * * MON-FRI Europe/Berlin")
+		b.open(s.URL, "/ui/rules/digest")
+		b.waitText("#rule-head", "cron 0 8 * * MON-FRI Europe/Berlin")
 	})
 }

@@ -103,7 +103,7 @@ func ruleMatches(r *ruleView, q, state, source string) bool {
 	if r.On != nil {
 		hay = append(hay, r.On.Entities...)
 		hay = append(hay, r.On.Events...)
-		hay = append(hay, r.On.Field)
+		hay = append(hay, r.On.Field, r.On.Cron)
 	}
 	hay = append(hay, actionURLs(*r)...)
 	hay = append(hay, r.Tenants...)
