@@ -226,7 +226,13 @@ func (s *Schedule) FireAt(ev *templates.Event, received time.Time) (time.Time, e
 	default:
 		return time.Time{}, &FireAtError{Path: path, Msg: fmt.Sprintf("is %s, not a date (RFC 3339 or YYYY-MM-DD)", typeName(v))}
 	}
-	return t.Add(sign * s.Delay), nil
+	at := t.Add(sign * s.Delay)
+	if y := at.UTC().Year(); y < 1 || y > 9999 {
+		// Stores keep it, but RFC 3339 (the API's JSON, the CLI) cannot
+		// write it: one such timer would break the tenant's timer list.
+		return time.Time{}, &FireAtError{Path: path, Msg: fmt.Sprintf("%s gives a fire time outside the years 1 to 9999", quoteCut(fmt.Sprint(v), 40))}
+	}
+	return at, nil
 }
 
 // ParseDate reads an RFC 3339 timestamp, or a date YYYY-MM-DD as midnight

@@ -1044,6 +1044,10 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
 				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
+			 AND NOT EXISTS
+				(SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
+					AND t.entity_id = e.entity_id AND t.state = 'pending'
+					AND (t.event_id = e.id OR t.latest_id = e.id))
 			 LIMIT ?)`), c.t(before), batch)
 		return err
 	})

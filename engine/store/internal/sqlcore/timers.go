@@ -78,6 +78,24 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 	if len(order) == 0 {
 		return nil
 	}
+	// A schedule timer's latest event is its entity's last event of the
+	// batch, which may come after the one that armed it (trackLatest ran
+	// before the timer was written here, so it could not record it).
+	type entityKey struct{ tenant, entity, entityID string }
+	last := map[entityKey]string{}
+	for n := range evs {
+		if inserted[n] {
+			e := &evs[n].Rec.Event
+			last[entityKey{e.Tenant, e.Entity, e.EntityID}] = e.ID
+		}
+	}
+	for _, m := range merged {
+		if m.Kind == engine.TimerSchedule {
+			if id, ok := last[entityKey{m.Tenant, m.Entity, m.EntityID}]; ok {
+				m.LatestID = id
+			}
+		}
+	}
 	// One lock order for every writer.
 	sort.Slice(order, func(i, j int) bool {
 		a, b := order[i], order[j]

@@ -1,0 +1,154 @@
+package enginetest
+
+// Review of issue #13: each test here failed before the fix committed
+// with it.
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// TestReviewScheduleLatestWithinOneBatch: a schedule rule re-checks its
+// condition against the entity's latest event. When the event that arms
+// the timer and a later event of the same entity are written in one
+// batch (EmitBatch, POST /v1/events with several, or concurrent emits
+// group-committed together), the later one must be the latest: the
+// invoice paid right after it was created is not overdue.
+func TestReviewScheduleLatestWithinOneBatch(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		r := oneRule(t, "overdue", "Invoice", `data.status != "PAID"`, "http://127.0.0.1:1/overdue")
+		r.On.Events = []string{"created"}
+		r.Schedule = &triggers.Schedule{Delay: 24 * time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		// INV-1: a fresh timer and its entity's next event in one batch.
+		// INV-2: a pending timer re-armed in a batch followed by a later
+		// event of the entity.
+		if _, err := e.Emit(ctx, invoice("b0", "INV-2", "created", `{"status":"OPEN"}`)); err != nil {
+			t.Fatal(err)
+		}
+		clock.Set(clock.Now().Add(time.Minute))
+		if _, err := e.EmitBatch(ctx, []engine.Event{
+			invoice("a1", "INV-1", "created", `{"status":"OPEN"}`),
+			invoice("a2", "INV-1", "paid", `{"status":"PAID"}`),
+			invoice("b1", "INV-2", "created", `{"status":"OPEN"}`),
+			invoice("b2", "INV-2", "paid", `{"status":"PAID"}`),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tm := range timersOf(t, st, "overdue") {
+			want := map[string]string{"INV-1": "a2", "INV-2": "b2"}[tm.EntityID]
+			if tm.LatestID != want {
+				t.Errorf("timer of %s: latest event %q, want %q (the batch's last event of the entity)", tm.EntityID, tm.LatestID, want)
+			}
+		}
+		clock.Set(clock.Now().Add(25 * time.Hour))
+		if n := fireDue(t, e); n != 2 {
+			t.Fatalf("claimed %d timers, want 2", n)
+		}
+		for _, tm := range timersOf(t, st, "overdue") {
+			if tm.State != engine.TimerCancelled {
+				t.Errorf("timer of %s is %s (%s), want cancelled: its invoice was paid", tm.EntityID, tm.State, tm.Reason)
+			}
+		}
+		if ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "overdue"}); len(ds) != 0 {
+			t.Fatalf("paid invoices got overdue webhooks: %+v", ds)
+		}
+	})
+}
+
+// TestReviewPruneKeepsEventsOfPendingTimers: retention removes events
+// left without deliveries, but a schedule or debounce rule's event has
+// none until its timer fires. A timer due after the retention period
+// (a due date 60 days out, retention 30 days) must still fire.
+func TestReviewPruneKeepsEventsOfPendingTimers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock() // 2026-03-01 09:00 UTC
+		rv := newReceiver(t)
+		r := oneRule(t, "overdue", "Invoice", `data.status != "PAID"`, rv.URL+"/overdue")
+		r.Schedule = &triggers.Schedule{After: "data.due_date", Delay: 72 * time.Hour}
+		d := oneRule(t, "sync", "Customer", "", rv.URL+"/sync")
+		d.Debounce = &triggers.Debounce{Quiet: time.Hour, Max: 168 * time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r, d}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		if _, err := e.Emit(ctx, invoice("i1", "INV-1", "created", `{"status":"OPEN","due_date":"2026-05-01"}`)); err != nil {
+			t.Fatal(err)
+		}
+		cust := engine.Event{ID: "c1", Tenant: "acme", Entity: "Customer", EntityID: "C-1", Event: "updated"}
+		_ = cust.SetRawData(json.RawMessage(`{"name":"x"}`))
+		if _, err := e.Emit(ctx, cust); err != nil {
+			t.Fatal(err)
+		}
+		// An unrelated old event with no deliveries is pruned, as before.
+		other := invoice("o1", "INV-9", "created", `{"status":"PAID","due_date":"2026-05-01"}`)
+		other.Entity = "Payment"
+		if _, err := e.Emit(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		// Retention of one hour, pruned a day later: both events are
+		// older than it, and have no deliveries yet.
+		clock.Set(clock.Now().Add(30 * time.Minute))
+		if _, err := st.Prune(ctx, clock.Now().Add(24*time.Hour), 1000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetEvent(ctx, "acme", "o1"); err == nil {
+			t.Errorf("an old event without deliveries or timers was not pruned")
+		}
+		for _, id := range []string{"i1", "c1"} {
+			if _, err := st.GetEvent(ctx, "acme", id); err != nil {
+				t.Errorf("event %s of a pending timer was pruned: %v", id, err)
+			}
+		}
+		clock.Set(time.Date(2026, 5, 4, 0, 0, 1, 0, time.UTC))
+		if n := fireDue(t, e); n != 2 {
+			t.Fatalf("claimed %d timers, want 2", n)
+		}
+		for _, rule := range []string{"overdue", "sync"} {
+			ts := timersOf(t, st, rule)
+			if len(ts) != 1 || ts[0].State != engine.TimerFired {
+				t.Errorf("timer of %s: %+v, want fired", rule, ts)
+			}
+		}
+	})
+}
+
+// TestReviewScheduleFarFutureDate: a date the event carries is the
+// sender's: "9999-12-31" plus a delay is past year 9999, which JSON
+// (RFC 3339) cannot write, so GET /v1/timers and erpflow timers list
+// would fail for the whole tenant. Such a fire time is a condition error
+// of that event, as an unparsable date is; no timer.
+func TestReviewScheduleFarFutureDate(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		r := oneRule(t, "overdue", "Invoice", "", "http://127.0.0.1:1/x")
+		r.Schedule = &triggers.Schedule{After: "data.due_date", Delay: 72 * time.Hour}
+		obs := &evalCounter{}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now, Observer: obs})
+		ctx := context.Background()
+		for i, date := range []string{"9999-12-31", "9999-12-30T12:00:00-23:00"} {
+			if _, err := e.Emit(ctx, invoice("f"+itoa(i), "INV-"+itoa(i), "created", `{"due_date":"`+date+`"}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ts := timersOf(t, st, "overdue")
+		if _, err := json.Marshal(ts); err != nil {
+			t.Errorf("the timers do not encode as JSON (GET /v1/timers fails): %v", err)
+		}
+		if len(ts) != 0 {
+			t.Errorf("timers armed past year 9999: %d", len(ts))
+		}
+		if got := obs.errs(); len(got) != 2 || !strings.Contains(got[0], "9999") {
+			t.Errorf("condition errors = %q, want two naming the date", got)
+		}
+	})
+}
