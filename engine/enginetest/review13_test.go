@@ -152,3 +152,42 @@ func TestReviewScheduleFarFutureDate(t *testing.T) {
 		}
 	})
 }
+
+// TestReviewBatchOrderIsEmitOrder: the store sorts a batch's events by id
+// (one lock order), but "the latest event" of a timer is the latest
+// emitted, not the greatest id. Events of one invoice emitted z-first
+// then a-second in one batch: the timer takes a-second's due date, and a
+// debounce fires with a-second.
+func TestReviewBatchOrderIsEmitOrder(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock() // 2026-03-01 09:00 UTC
+		r := oneRule(t, "overdue", "Invoice", "", "http://127.0.0.1:1/overdue")
+		r.Schedule = &triggers.Schedule{After: "data.due_date", Delay: 72 * time.Hour}
+		d := oneRule(t, "sync", "Customer", "", "http://127.0.0.1:1/sync")
+		d.Debounce = &triggers.Debounce{Quiet: time.Minute, Max: time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r, d}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		c1 := engine.Event{ID: "y-first", Tenant: "acme", Entity: "Customer", EntityID: "C-1", Event: "updated"}
+		_ = c1.SetRawData(json.RawMessage(`{"n":1}`))
+		c2 := c1
+		c2.ID = "b-second"
+		_ = c2.SetRawData(json.RawMessage(`{"n":2}`))
+		if _, err := e.EmitBatch(ctx, []engine.Event{
+			invoice("z-first", "INV-1", "created", `{"due_date":"2026-03-20"}`),
+			invoice("a-second", "INV-1", "updated", `{"due_date":"2026-03-10"}`),
+			c1, c2,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ts := timersOf(t, st, "overdue")
+		if len(ts) != 1 || ts[0].EventID != "a-second" || ts[0].LatestID != "a-second" ||
+			!ts[0].FireAt.Equal(time.Date(2026, 3, 13, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("schedule timer = %+v, want armed by a-second, firing 2026-03-13", ts)
+		}
+		ds := timersOf(t, st, "sync")
+		if len(ds) != 1 || ds[0].EventID != "b-second" || strings.Join(ds[0].Events, ",") != "y-first,b-second" {
+			t.Errorf("debounce timer = %+v, want latest b-second, events y-first,b-second", ds)
+		}
+	})
+}

@@ -43,6 +43,7 @@ type Dialect interface {
 // NewEvent is an event to write, with its deliveries ready to store.
 type NewEvent struct {
 	Rec        *engine.EventRecord
+	Seq        int // its place in the caller's batch (evs are sorted by key): emit order
 	Raw        []byte
 	ReceivedAt time.Time
 	Deliveries []engine.Delivery
@@ -256,7 +257,7 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 		for j, d := range r.Deliveries {
 			ds[j] = normalize(d, r, now)
 		}
-		evs[n] = NewEvent{Rec: r, Raw: raw, ReceivedAt: recv, Deliveries: ds}
+		evs[n] = NewEvent{Rec: r, Seq: i, Raw: raw, ReceivedAt: recv, Deliveries: ds}
 	}
 	var inserted []bool
 	var err error

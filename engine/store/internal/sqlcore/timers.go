@@ -44,7 +44,7 @@ var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
 	var order []timerKey
 	merged := map[timerKey]*engine.Timer{}
-	for n := range evs {
+	for _, n := range emitOrder(evs) {
 		if !inserted[n] {
 			continue
 		}
@@ -83,7 +83,7 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 	// before the timer was written here, so it could not record it).
 	type entityKey struct{ tenant, entity, entityID string }
 	last := map[entityKey]string{}
-	for n := range evs {
+	for _, n := range emitOrder(evs) {
 		if inserted[n] {
 			e := &evs[n].Rec.Event
 			last[entityKey{e.Tenant, e.Entity, e.EntityID}] = e.ID
@@ -119,6 +119,18 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 	return nil
 }
 
+// emitOrder lists the indexes of evs in the order they were emitted (evs
+// are sorted by key for the locks): the later of two events of one
+// entity is its latest.
+func emitOrder(evs []NewEvent) []int {
+	ord := make([]int, len(evs))
+	for n := range ord {
+		ord[n] = n
+	}
+	sort.SliceStable(ord, func(a, b int) bool { return evs[ord[a]].Seq < evs[ord[b]].Seq })
+	return ord
+}
+
 // armArgs are the armCols values of t.
 func (c *Core) armArgs(t *engine.Timer) []any {
 	first := t.FirstAt
@@ -152,7 +164,7 @@ func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inse
 	q := c.Q(`UPDATE timers SET latest_id = ?, latest_at = ?
 		WHERE tenant = ? AND entity = ? AND entity_id = ? AND state = 'pending' AND kind = 'schedule'
 			AND (latest_at IS NULL OR latest_at <= ?)`)
-	for n := range evs {
+	for _, n := range emitOrder(evs) {
 		if !inserted[n] || !evs[n].Rec.TrackLatest {
 			continue
 		}
