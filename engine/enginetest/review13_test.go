@@ -191,3 +191,70 @@ func TestReviewBatchOrderIsEmitOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestReviewPruneKeepsAChainAnEmitOpens (PostgreSQL): retention deletes
+// chains with nothing open (head ''). An emit that opens such a chain
+// concurrently (its transaction set the head, not yet committed) must
+// keep it: with the row deleted, the chain's next delivery finds no head
+// and runs at once, beside the one still open (out of order).
+func TestReviewPruneKeepsAChainAnEmitOpens(t *testing.T) {
+	st, host := hostDB(t)
+	r := oneRule(t, "so-status", "SalesOrder", "", "http://127.0.0.1:1/so")
+	r.Ordered = true
+	e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{})
+	ctx := context.Background()
+	ev := func(id string) engine.Event {
+		x := order(id)
+		x.EntityID = "SO-1"
+		return x
+	}
+	// The chain's first delivery succeeds: nothing open (head '').
+	if _, err := e.Emit(ctx, ev("o1")); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := st.Claim(ctx, "w", 10, time.Now(), time.Minute)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %v %+v", err, claimed)
+	}
+	if n, err := st.Complete(ctx, []engine.Completion{{ID: claimed[0].ID, Owner: "w", State: engine.StateSucceeded,
+		OrderKey: claimed[0].OrderKey, Attempt: engine.Attempt{N: 1, StartedAt: time.Now(), Outcome: "succeeded", Code: 200}}}); err != nil || n != 1 {
+		t.Fatalf("complete: %d %v", n, err)
+	}
+	// An emit in the host's transaction opens the chain again …
+	tx, err := host.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	res2, err := e.EmitTx(ctx, tx, ev("o2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// … while retention runs: it waits for the chain's row.
+	pruned := make(chan error, 1)
+	go func() {
+		_, err := st.Prune(ctx, time.Now().Add(time.Hour), 1000)
+		pruned <- err
+	}()
+	waitFor(t, 10*time.Second, "prune waiting for the chain's row lock", func() bool {
+		var n int
+		err := host.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%chains%'`).Scan(&n)
+		return err == nil && n > 0
+	})
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pruned; err != nil {
+		t.Fatal(err)
+	}
+	res3, err := e.Emit(ctx, ev("o3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, _, _ := st.GetDelivery(ctx, res2.Deliveries[0].ID)
+	d3, _, _ := st.GetDelivery(ctx, res3.Deliveries[0].ID)
+	if d2.State != engine.StatePending || d3.State != engine.StateHeld {
+		t.Fatalf("o2's delivery is %s, o3's %s: want pending (the chain's head) and held", d2.State, d3.State)
+	}
+}

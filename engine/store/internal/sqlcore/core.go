@@ -1033,8 +1033,12 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 			m, _ := r.RowsAffected()
 			n += int(m)
 		}
-		// Chains with nothing open, and timers that ended.
-		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE key IN
+		// Chains with nothing open, and timers that ended. head = '' is
+		// tested on the row deleted too: on PostgreSQL a row the
+		// subquery found open-free may have been given a head by an emit
+		// this statement waited for, and only the target's own condition
+		// is checked again on the row as committed.
+		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE head = '' AND key IN
 			(SELECT key FROM chains WHERE head = '' LIMIT ?)`), batch); err != nil {
 			return err
 		}
