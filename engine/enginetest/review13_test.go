@@ -193,7 +193,7 @@ func TestReviewBatchOrderIsEmitOrder(t *testing.T) {
 }
 
 // TestReviewPruneKeepsAChainAnEmitOpens (PostgreSQL): retention deletes
-// chains with nothing open (head ”). An emit that opens such a chain
+// chains with nothing open (an empty head). An emit that opens such a chain
 // concurrently (its transaction set the head, not yet committed) must
 // keep it: with the row deleted, the chain's next delivery finds no head
 // and runs at once, beside the one still open (out of order).
