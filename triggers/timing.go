@@ -52,7 +52,12 @@ func ParseCron(expr, tz string) (*cronSchedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a cron expression: %s", e, strings.TrimPrefix(err.Error(), "failed to parse "))
 	}
-	return &cronSchedule{sched: s, loc: loc}, nil
+	c := &cronSchedule{sched: s, loc: loc}
+	if c.next(time.Now()).IsZero() {
+		// 30 February: the engine would arm no clock, silently.
+		return nil, fmt.Errorf("%q never ticks: no date within five years matches it", e)
+	}
+	return c, nil
 }
 
 // LoadTimezone loads an IANA zone; "" and "UTC" are UTC. "Local" is
