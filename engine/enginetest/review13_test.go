@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,4 +258,46 @@ func TestReviewPruneKeepsAChainAnEmitOpens(t *testing.T) {
 	if d2.State != engine.StatePending || d3.State != engine.StateHeld {
 		t.Fatalf("o2's delivery is %s, o3's %s: want pending (the chain's head) and held", d2.State, d3.State)
 	}
+}
+
+// claimCounter is a real store that counts the timer claims made on it.
+type claimCounter struct {
+	engine.Store
+	claims atomic.Int64
+}
+
+func (c *claimCounter) ClaimTimers(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Timer, error) {
+	c.claims.Add(1)
+	return c.Store.ClaimTimers(ctx, owner, limit, now, lease)
+}
+
+// TestReviewTimerLoopWaitsForALeasedTimer: a due timer that another
+// process holds (it is firing it, or it crashed while firing and its
+// lease has not run out) cannot be claimed; the timer loop must not spin
+// on it, claiming in a tight loop until the lease ends (a CPU and a
+// database connection busy for up to Config.Lease in every process).
+// Over twenty poll intervals a loop that waits makes about twenty claims.
+func TestReviewTimerLoopWaitsForALeasedTimer(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		r := oneRule(t, "later", "Invoice", "", "http://127.0.0.1:1/x")
+		r.Schedule = &triggers.Schedule{Delay: time.Millisecond}
+		ctx := context.Background()
+		e0 := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{})
+		if _, err := e0.Emit(ctx, invoice("l1", "INV-1", "created", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the timer due", func() bool {
+			ts, err := st.ClaimTimers(ctx, "crashed-process", 10, time.Now(), time.Hour)
+			return err == nil && len(ts) == 1
+		})
+		cs := &claimCounter{Store: st}
+		const poll = 50 * time.Millisecond
+		e := newEngine(t, cs, []*triggers.Rule{r}, engine.Config{PollInterval: poll})
+		_ = e
+		time.Sleep(20 * poll) // the window claims are counted over: the subject of the test
+		if n := cs.claims.Load(); n > 60 {
+			t.Fatalf("%d timer claims in 20 poll intervals: the loop spins on a timer another process holds", n)
+		}
+	})
 }
