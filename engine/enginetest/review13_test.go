@@ -301,3 +301,50 @@ func TestReviewTimerLoopWaitsForALeasedTimer(t *testing.T) {
 		}
 	})
 }
+
+// TestReviewDebounceReplacingAScheduleTimer: a rule edited from schedule
+// to debounce (same name) re-arms the entity's pending schedule timer in
+// place. The debounce's max must count from its own first event, not
+// keep the schedule's fire time (days away) as its deadline.
+func TestReviewDebounceReplacingAScheduleTimer(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		r := oneRule(t, "sync", "Invoice", "", "http://127.0.0.1:1/x")
+		r.Schedule = &triggers.Schedule{Delay: 30 * 24 * time.Hour}
+		e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now})
+		ctx := context.Background()
+		if _, err := e.Emit(ctx, invoice("s1", "INV-1", "created", `{}`)); err != nil {
+			t.Fatal(err)
+		}
+		d := oneRule(t, "sync", "Invoice", "", "http://127.0.0.1:1/x")
+		d.Debounce = &triggers.Debounce{Quiet: time.Minute, Max: 10 * time.Minute}
+		if err := e.Reload([]*triggers.Rule{d}); err != nil {
+			t.Fatal(err)
+		}
+		start := clock.Now().Add(time.Hour)
+		clock.Set(start)
+		// An event every 30 s: quiet never passes; max (10 min after the
+		// first) must fire it.
+		for i := range 25 {
+			if _, err := e.Emit(ctx, invoice("d"+itoa(i), "INV-1", "updated", `{}`)); err != nil {
+				t.Fatal(err)
+			}
+			fireDue(t, e)
+			clock.Set(clock.Now().Add(30 * time.Second))
+		}
+		var fired []engine.Timer
+		for _, tm := range timersOf(t, st, "sync") {
+			if tm.State == engine.TimerFired {
+				fired = append(fired, tm)
+			}
+		}
+		if len(fired) == 0 {
+			ts := timersOf(t, st, "sync")
+			t.Fatalf("no debounce fired within 12 min of a burst (max 10 min): %+v", ts)
+		}
+		if !fired[len(fired)-1].FirstAt.Equal(start) {
+			t.Errorf("the debounce's first event is at %v, want %v", fired[len(fired)-1].FirstAt, start)
+		}
+	})
+}

@@ -22,19 +22,23 @@ const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, l
 // debounce's no later than its deadline, which the first event set), lists
 // the new event ids after the earlier ones (up to MaxCoalesced, roughly:
 // the reader cuts), and gets a new version and no lease, so that a firing
-// in progress of its previous version applies nothing. Rows of one
+// in progress of its previous version applies nothing. A timer of another
+// kind (its rule was edited from schedule to debounce, or back) starts
+// afresh: a debounce's first event and deadline are its own. Rows of one
 // statement have distinct keys (armTimers merges a batch's first).
 var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 	tail: ` ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
 		kind = excluded.kind, rule_id = excluded.rule_id, event_id = excluded.event_id,
 		latest_id = excluded.latest_id, latest_at = excluded.latest_at,
-		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.deadline < excluded.fire_at
+		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.kind = 'debounce' AND timers.deadline < excluded.fire_at
 			THEN timers.deadline ELSE excluded.fire_at END,
-		deadline = CASE WHEN excluded.kind = 'debounce' THEN timers.deadline ELSE excluded.deadline END,
-		events = CASE WHEN timers.count >= ` + fmt.Sprint(engine.MaxCoalesced) + ` THEN timers.events
+		deadline = CASE WHEN excluded.kind = 'debounce' AND timers.kind = 'debounce' THEN timers.deadline ELSE excluded.deadline END,
+		first_at = CASE WHEN timers.kind = excluded.kind THEN timers.first_at ELSE excluded.first_at END,
+		events = CASE WHEN timers.kind <> excluded.kind THEN excluded.events
+			WHEN timers.count >= ` + fmt.Sprint(engine.MaxCoalesced) + ` THEN timers.events
 			WHEN timers.events = '' THEN excluded.events
 			ELSE timers.events || ',' || excluded.events END,
-		count = timers.count + excluded.count,
+		count = CASE WHEN timers.kind = excluded.kind THEN timers.count + excluded.count ELSE excluded.count END,
 		spec = excluded.spec, version = timers.version + 1, lease_owner = '', locked_until = NULL,
 		updated_at = excluded.updated_at`}
 
