@@ -124,8 +124,15 @@ func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 		return hi.Truncate(time.Second)
 	}
 	// Repeated (autumn): time.Date may pick either; take the earlier.
-	if earlier := at.Add(-time.Hour); earlier.In(loc).Hour() == wall.Hour() && earlier.In(loc).Minute() == wall.Minute() {
-		return earlier
+	// The clocks went back by the difference of the offsets around it
+	// (an hour mostly; 30 minutes on Lord Howe Island, two hours at
+	// Troll).
+	_, offAt := at.Zone()
+	_, offBefore := at.Add(-3 * time.Hour).Zone()
+	if back := time.Duration(offBefore-offAt) * time.Second; back > 0 {
+		if e := at.Add(-back).In(loc); e.Hour() == wall.Hour() && e.Minute() == wall.Minute() && e.Day() == wall.Day() {
+			return at.Add(-back)
+		}
 	}
 	return at
 }
