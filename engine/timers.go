@@ -138,12 +138,14 @@ func (e *Engine) timerLoop() {
 // timerRound arms cron timers when the rules changed, fires every due
 // timer, and returns how long to wait for the next.
 func (e *Engine) timerRound() (time.Duration, error) {
+	var claimedAt time.Time
 	for {
 		select {
 		case <-e.quit:
 			return 0, nil
 		default:
 		}
+		claimedAt = e.now()
 		n, err := e.FireDueTimers(context.Background())
 		if err != nil {
 			return 0, err
@@ -159,7 +161,11 @@ func (e *Engine) timerRound() (time.Duration, error) {
 		return 0, err
 	}
 	wait := e.cfg.PollInterval
-	if !next.IsZero() {
+	// A timer that was due when the last claim ran and that it did not
+	// take is leased: another process is firing it (or crashed doing
+	// so), or this one could not decide it. Its lease ends in its own
+	// time: looking again at once would spin until then.
+	if !next.IsZero() && next.After(claimedAt) {
 		wait = min(wait, max(0, next.Sub(e.now())))
 	}
 	return wait, nil

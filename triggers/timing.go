@@ -52,7 +52,12 @@ func ParseCron(expr, tz string) (*cronSchedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a cron expression: %s", e, strings.TrimPrefix(err.Error(), "failed to parse "))
 	}
-	return &cronSchedule{sched: s, loc: loc}, nil
+	c := &cronSchedule{sched: s, loc: loc}
+	if c.next(time.Now()).IsZero() {
+		// 30 February: the engine would arm no clock, silently.
+		return nil, fmt.Errorf("%q never ticks: no date within five years matches it", e)
+	}
+	return c, nil
 }
 
 // LoadTimezone loads an IANA zone; "" and "UTC" are UTC. "Local" is
@@ -119,8 +124,15 @@ func wallToInstant(wall time.Time, loc *time.Location) time.Time {
 		return hi.Truncate(time.Second)
 	}
 	// Repeated (autumn): time.Date may pick either; take the earlier.
-	if earlier := at.Add(-time.Hour); earlier.In(loc).Hour() == wall.Hour() && earlier.In(loc).Minute() == wall.Minute() {
-		return earlier
+	// The clocks went back by the difference of the offsets around it
+	// (an hour mostly; 30 minutes on Lord Howe Island, two hours at
+	// Troll).
+	_, offAt := at.Zone()
+	_, offBefore := at.Add(-3 * time.Hour).Zone()
+	if back := time.Duration(offBefore-offAt) * time.Second; back > 0 {
+		if e := at.Add(-back).In(loc); e.Hour() == wall.Hour() && e.Minute() == wall.Minute() && e.Day() == wall.Day() {
+			return at.Add(-back)
+		}
 	}
 	return at
 }
@@ -226,7 +238,13 @@ func (s *Schedule) FireAt(ev *templates.Event, received time.Time) (time.Time, e
 	default:
 		return time.Time{}, &FireAtError{Path: path, Msg: fmt.Sprintf("is %s, not a date (RFC 3339 or YYYY-MM-DD)", typeName(v))}
 	}
-	return t.Add(sign * s.Delay), nil
+	at := t.Add(sign * s.Delay)
+	if y := at.UTC().Year(); y < 1 || y > 9999 {
+		// Stores keep it, but RFC 3339 (the API's JSON, the CLI) cannot
+		// write it: one such timer would break the tenant's timer list.
+		return time.Time{}, &FireAtError{Path: path, Msg: fmt.Sprintf("%s gives a fire time outside the years 1 to 9999", quoteCut(fmt.Sprint(v), 40))}
+	}
+	return at, nil
 }
 
 // ParseDate reads an RFC 3339 timestamp, or a date YYYY-MM-DD as midnight

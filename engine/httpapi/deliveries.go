@@ -170,6 +170,10 @@ func (s *Server) retryDelivery(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.eng.Retry(r.Context(), d.ID); err != nil {
 		if errors.Is(err, engine.ErrConflict) {
+			if d.State == engine.StateHeld {
+				writeError(w, errf(http.StatusConflict, "conflict", "", "delivery %q is held: it runs in order once the earlier deliveries of its entity ended (retry the one that is failing)", d.ID))
+				return
+			}
 			writeError(w, errf(http.StatusConflict, "conflict", "", "delivery %q is running; retry it when the attempt ends", d.ID))
 			return
 		}

@@ -43,6 +43,7 @@ type Dialect interface {
 // NewEvent is an event to write, with its deliveries ready to store.
 type NewEvent struct {
 	Rec        *engine.EventRecord
+	Seq        int // its place in the caller's batch (evs are sorted by key): emit order
 	Raw        []byte
 	ReceivedAt time.Time
 	Deliveries []engine.Delivery
@@ -256,7 +257,7 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 		for j, d := range r.Deliveries {
 			ds[j] = normalize(d, r, now)
 		}
-		evs[n] = NewEvent{Rec: r, Raw: raw, ReceivedAt: recv, Deliveries: ds}
+		evs[n] = NewEvent{Rec: r, Seq: i, Raw: raw, ReceivedAt: recv, Deliveries: ds}
 	}
 	var inserted []bool
 	var err error
@@ -1032,8 +1033,12 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 			m, _ := r.RowsAffected()
 			n += int(m)
 		}
-		// Chains with nothing open, and timers that ended.
-		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE key IN
+		// Chains with nothing open, and timers that ended. head = '' is
+		// tested on the row deleted too: on PostgreSQL a row the
+		// subquery found open-free may have been given a head by an emit
+		// this statement waited for, and only the target's own condition
+		// is checked again on the row as committed.
+		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE head = '' AND key IN
 			(SELECT key FROM chains WHERE head = '' LIMIT ?)`), batch); err != nil {
 			return err
 		}
@@ -1044,6 +1049,10 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
 				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
+			 AND NOT EXISTS
+				(SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
+					AND t.entity_id = e.entity_id AND t.state = 'pending'
+					AND (t.event_id = e.id OR t.latest_id = e.id))
 			 LIMIT ?)`), c.t(before), batch)
 		return err
 	})

@@ -22,19 +22,23 @@ const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, l
 // debounce's no later than its deadline, which the first event set), lists
 // the new event ids after the earlier ones (up to MaxCoalesced, roughly:
 // the reader cuts), and gets a new version and no lease, so that a firing
-// in progress of its previous version applies nothing. Rows of one
+// in progress of its previous version applies nothing. A timer of another
+// kind (its rule was edited from schedule to debounce, or back) starts
+// afresh: a debounce's first event and deadline are its own. Rows of one
 // statement have distinct keys (armTimers merges a batch's first).
 var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 	tail: ` ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
 		kind = excluded.kind, rule_id = excluded.rule_id, event_id = excluded.event_id,
 		latest_id = excluded.latest_id, latest_at = excluded.latest_at,
-		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.deadline < excluded.fire_at
+		fire_at = CASE WHEN excluded.kind = 'debounce' AND timers.kind = 'debounce' AND timers.deadline < excluded.fire_at
 			THEN timers.deadline ELSE excluded.fire_at END,
-		deadline = CASE WHEN excluded.kind = 'debounce' THEN timers.deadline ELSE excluded.deadline END,
-		events = CASE WHEN timers.count >= ` + fmt.Sprint(engine.MaxCoalesced) + ` THEN timers.events
+		deadline = CASE WHEN excluded.kind = 'debounce' AND timers.kind = 'debounce' THEN timers.deadline ELSE excluded.deadline END,
+		first_at = CASE WHEN timers.kind = excluded.kind THEN timers.first_at ELSE excluded.first_at END,
+		events = CASE WHEN timers.kind <> excluded.kind THEN excluded.events
+			WHEN timers.count >= ` + fmt.Sprint(engine.MaxCoalesced) + ` THEN timers.events
 			WHEN timers.events = '' THEN excluded.events
 			ELSE timers.events || ',' || excluded.events END,
-		count = timers.count + excluded.count,
+		count = CASE WHEN timers.kind = excluded.kind THEN timers.count + excluded.count ELSE excluded.count END,
 		spec = excluded.spec, version = timers.version + 1, lease_owner = '', locked_until = NULL,
 		updated_at = excluded.updated_at`}
 
@@ -44,7 +48,7 @@ var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
 	var order []timerKey
 	merged := map[timerKey]*engine.Timer{}
-	for n := range evs {
+	for _, n := range emitOrder(evs) {
 		if !inserted[n] {
 			continue
 		}
@@ -78,6 +82,24 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 	if len(order) == 0 {
 		return nil
 	}
+	// A schedule timer's latest event is its entity's last event of the
+	// batch, which may come after the one that armed it (trackLatest ran
+	// before the timer was written here, so it could not record it).
+	type entityKey struct{ tenant, entity, entityID string }
+	last := map[entityKey]string{}
+	for _, n := range emitOrder(evs) {
+		if inserted[n] {
+			e := &evs[n].Rec.Event
+			last[entityKey{e.Tenant, e.Entity, e.EntityID}] = e.ID
+		}
+	}
+	for _, m := range merged {
+		if m.Kind == engine.TimerSchedule {
+			if id, ok := last[entityKey{m.Tenant, m.Entity, m.EntityID}]; ok {
+				m.LatestID = id
+			}
+		}
+	}
 	// One lock order for every writer.
 	sort.Slice(order, func(i, j int) bool {
 		a, b := order[i], order[j]
@@ -99,6 +121,18 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 		return fmt.Errorf("arm timers: %w", err)
 	}
 	return nil
+}
+
+// emitOrder lists the indexes of evs in the order they were emitted (evs
+// are sorted by key for the locks): the later of two events of one
+// entity is its latest.
+func emitOrder(evs []NewEvent) []int {
+	ord := make([]int, len(evs))
+	for n := range ord {
+		ord[n] = n
+	}
+	sort.SliceStable(ord, func(a, b int) bool { return evs[ord[a]].Seq < evs[ord[b]].Seq })
+	return ord
 }
 
 // armArgs are the armCols values of t.
@@ -134,7 +168,7 @@ func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inse
 	q := c.Q(`UPDATE timers SET latest_id = ?, latest_at = ?
 		WHERE tenant = ? AND entity = ? AND entity_id = ? AND state = 'pending' AND kind = 'schedule'
 			AND (latest_at IS NULL OR latest_at <= ?)`)
-	for n := range evs {
+	for _, n := range emitOrder(evs) {
 		if !inserted[n] || !evs[n].Rec.TrackLatest {
 			continue
 		}
