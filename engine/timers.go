@@ -323,6 +323,12 @@ func (e *Engine) fire(ctx context.Context, t *Timer, now time.Time) (TimerEnd, b
 			e.log.Warn("erpflow: loading a timer's event failed; it fires once the store answers", "timer", t.ID, "err", err)
 			return end, false
 		}
+		if until := rs.set.CoolingUntil(r); !until.IsZero() {
+			// Its condition is not evaluated now (it hit a limit): look
+			// again once it is.
+			end.State, end.FireAt, end.Reason = TimerPending, until, ""
+			return end, true
+		}
 		if ok, reason := rs.set.Holds(r, &rec.Event); !ok {
 			return cancel("the condition no longer holds for the latest event %q (%s): %s", latest, rec.Event.Event, reason)
 		}

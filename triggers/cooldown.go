@@ -128,3 +128,16 @@ func (s *Set) evalFailed(r *Rule, err error) error {
 	s.cooled.Store(true)
 	return &CooldownError{Until: skip.Until, Cause: err}
 }
+
+// CoolingUntil returns when r's cool-down ends, zero when r is not
+// cooling down: a timer due meanwhile waits for it rather than judging
+// the rule by a condition that is not evaluated.
+func (s *Set) CoolingUntil(r *Rule) time.Time {
+	if !s.cooled.Load() {
+		return time.Time{}
+	}
+	if ce := s.coolingDown(r); ce != nil {
+		return ce.Until
+	}
+	return time.Time{}
+}

@@ -498,3 +498,32 @@ func TestCronTicks(t *testing.T) {
 		}
 	})
 }
+
+// TestScheduleWaitsOutACooldown: a schedule timer due while its rule's
+// condition cools down (another event's evaluation hit a limit) waits for
+// the cool-down's end instead of being cancelled by a condition that was
+// not evaluated.
+func TestScheduleWaitsOutACooldown(t *testing.T) {
+	st := mustOpen(t, kinds(t)[0].newDB(t))
+	r := oneRule(t, "remind", "Invoice", `data.big == "" || len(repeat(data.big, 2000)) > 0`, "http://127.0.0.1:1/remind")
+	r.Schedule = &triggers.Schedule{}
+	e := newIdleEngine(t, st, []*triggers.Rule{r}, engine.Config{ConditionLimits: triggers.ConditionLimits{Memory: 1024}})
+	ctx := context.Background()
+	if _, err := e.Emit(ctx, invoice("a1", "INV-A", "created", `{"big":""}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Emit(ctx, invoice("b1", "INV-B", "created", `{"big":"x"}`)); err != nil { // stopped at the limit: the rule cools down
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if n := fireDue(t, e); n != 1 {
+		t.Fatalf("fired %d, want INV-A's timer", n)
+	}
+	ts := timersOf(t, st, "remind")
+	if len(ts) != 1 || ts[0].EntityID != "INV-A" || ts[0].State != engine.TimerPending || ts[0].FireAt.Before(before.Add(30*time.Second)) {
+		t.Fatalf("timers %+v, want INV-A's pending until the cool-down ends", ts)
+	}
+	if ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "remind"}); len(ds) != 0 {
+		t.Fatalf("deliveries %+v", ds)
+	}
+}
