@@ -134,10 +134,11 @@ type Engine struct {
 	preparing     atomic.Int64 // emits being prepared, not yet queued
 	committerDone chan struct{}
 
-	wake      chan struct{} // capacity 1: new work may be due
-	timerWake chan struct{} // capacity 1: a timer may be due sooner than the timer loop looks
-	cronDirty atomic.Bool   // the rules changed since cron timers were armed
-	recorded  chan struct{} // capacity 1: attempts were recorded (AttemptsRecorded)
+	wake        chan struct{} // capacity 1: new work may be due
+	timerWake   chan struct{} // capacity 1: a timer may be due sooner than the timer loop looks
+	cronDirty   atomic.Bool   // the rules changed since cron timers were armed
+	timerWakeAt atomic.Int64  // when the timer loop looks next (unix ns, engine clock); 0: not known
+	recorded    chan struct{} // capacity 1: attempts were recorded (AttemptsRecorded)
 
 	// writers is how many claim loops and emit committers run side by
 	// side: 1 for a single-writer database (SQLite), more for a server

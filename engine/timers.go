@@ -78,13 +78,16 @@ func (rs *ruleSet) indexSchedules() {
 	}
 }
 
-// timersArmed wakes the timer loop when recs armed a timer due sooner
-// than it would look next.
+// timersArmed wakes the timer loop when recs armed a timer due before it
+// looks next.
 func (e *Engine) timersArmed(recs []EventRecord) {
-	soon := e.now().Add(e.cfg.PollInterval)
+	// The loop looks again at wakeAt anyway: only a timer due before
+	// then needs it sooner (a burst of debounced events would otherwise
+	// wake it for every batch, to claim nothing).
+	wakeAt := e.timerWakeAt.Load()
 	for i := range recs {
 		for j := range recs[i].Timers {
-			if recs[i].Timers[j].FireAt.Before(soon) {
+			if wakeAt == 0 || recs[i].Timers[j].FireAt.UnixNano() < wakeAt {
 				e.kickTimers()
 				return
 			}
@@ -131,6 +134,7 @@ func (e *Engine) timerLoop() {
 			default:
 			}
 		}
+		e.timerWakeAt.Store(e.now().Add(wait).UnixNano())
 		t.Reset(wait)
 	}
 }

@@ -54,7 +54,7 @@ func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 	var all []string
 	var ms []multiRow
 	if multi {
-		ms = []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsSeqInsert, attemptsUpsert, armUpsert}
+		ms = []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsSeqInsert, attemptsUpsert, armUpsert, chainsUpsert}
 	}
 	for _, m := range ms {
 		for _, size := range rowSizes {

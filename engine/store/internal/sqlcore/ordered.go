@@ -2,6 +2,7 @@ package sqlcore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"sort"
 	"time"
@@ -38,15 +39,18 @@ func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery)
 	sort.Strings(keys)
 	heads := make(map[string]string, len(keys))
 	// ON CONFLICT DO UPDATE reads the latest committed row under its
-	// lock: a head set or cleared by a concurrent writer is seen.
-	q := c.Q(`INSERT INTO chains (key, head) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET
-		head = CASE WHEN chains.head = '' THEN excluded.head ELSE chains.head END RETURNING head`)
-	for _, k := range keys {
-		var h string
-		if err := tx.QueryRowContext(ctx, q, k, first[k]).Scan(&h); err != nil {
-			return fmt.Errorf("ordered chain: %w", err)
-		}
+	// lock: a head set or cleared by a concurrent writer is seen. Rows
+	// are locked in key order.
+	err := c.insert(ctx, tx, chainsUpsert, len(keys), func(i int, args []any) []any {
+		return append(args, keys[i], first[keys[i]])
+	}, func(rows *sql.Rows) error {
+		var k, h string
+		err := rows.Scan(&k, &h)
 		heads[k] = h
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ordered chain: %w", err)
 	}
 	var run []any
 	var held []engine.Delivery
@@ -64,15 +68,23 @@ func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery)
 	if err := c.insertHeld(ctx, tx, held); err != nil {
 		return err
 	}
-	if len(run) > 0 {
-		// Due when they were created (their run_at).
+	// Due when they were created (their run_at).
+	per := c.chunk(1)
+	for lo := 0; lo < len(run); lo += per {
+		part := run[lo:min(lo+per, len(run))]
 		if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET state = 'pending', due_at = run_at
-			WHERE state = 'held' AND id IN (`+list(len(run))+`)`), run...); err != nil {
+			WHERE state = 'held' AND id IN (`+list(len(part))+`)`), part...); err != nil {
 			return fmt.Errorf("ordered chain: %w", err)
 		}
 	}
 	return nil
 }
+
+// chainsUpsert opens chains: a chain without a head gets the row's id as
+// its head; every row returns its chain's head as it is now.
+var chainsUpsert = multiRow{head: "INSERT INTO chains (key, head)", cols: 2,
+	tail: ` ON CONFLICT (key) DO UPDATE SET head = CASE WHEN chains.head = '' THEN excluded.head ELSE chains.head END
+		RETURNING key, head`}
 
 func (c *Core) insertHeld(ctx context.Context, tx Querier, ds []engine.Delivery) error {
 	per := c.chunk(2)
