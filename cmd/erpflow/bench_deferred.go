@@ -96,7 +96,7 @@ func hookRules(reg *actions.Registry, url string, specs ...[3]string) ([]*trigge
 type benchData struct {
 	Phase  string `json:"phase,omitempty"`
 	Seq    int    `json:"seq"`
-	FireAt string `json:"fire_at,omitempty"`
+	FireAt string `json:"fire_at,omitempty"` // the lag run's schedule is relative to it
 }
 
 // dataEvent is an event of entity with the given id and data.
@@ -501,21 +501,35 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 	if err := eng.Start(ctx); err != nil {
 		return err
 	}
-	base := time.Now().Add(time.Second)
-	fireAt := make(map[string]time.Time, o.lagTimers)
+	// The first timer fires a second after arming begins, plus twice as
+	// long as arming them all should take at the rate just measured, so
+	// that (almost) every timer is stored before it is due. One armed
+	// after its fire time is due from its commit: its lag counts from
+	// then, as the engine could not have fired it sooner.
+	armStart := time.Now()
+	base := armStart.Add(time.Second + time.Duration(2*float64(o.lagTimers)/timerRate*float64(time.Second)))
+	due := make(map[string]time.Time, o.lagTimers)
+	late := 0
 	for lo := 0; lo < o.lagTimers; lo += 500 {
 		evs = evs[:0]
 		for i := lo; i < min(lo+500, o.lagTimers); i++ {
 			at := base.Add(time.Duration(i) * o.lagSpread / time.Duration(o.lagTimers)).UTC()
 			id := "lag-" + runID + "-" + strconv.Itoa(i)
-			fireAt[id] = at.Truncate(time.Microsecond)
+			due[id] = at.Truncate(time.Microsecond)
 			evs = append(evs, dataEvent(id, "BenchLag", id, "created", benchData{Seq: i, FireAt: at.Format(time.RFC3339Nano)}))
 		}
 		if _, err := eng.EmitBatch(ctx, evs); err != nil {
 			return fmt.Errorf("emit: %w", err)
 		}
+		committed := time.Now()
+		for _, ev := range evs {
+			if due[ev.ID].Before(committed) {
+				due[ev.ID] = committed
+				late++
+			}
+		}
 	}
-	armed := time.Since(base.Add(-time.Second))
+	armed := time.Since(armStart)
 	if err := waitLag(ctx, st, lag, o.lagTimers, o.lagSpread); err != nil {
 		return err
 	}
@@ -527,7 +541,7 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 			return err
 		}
 		for _, d := range ds {
-			if at, ok := fireAt[d.EventID]; ok {
+			if at, ok := due[d.EventID]; ok {
 				created = append(created, d.CreatedAt.Sub(at))
 			}
 		}
@@ -536,9 +550,9 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 		}
 		cursor = ds[len(ds)-1].ID
 	}
-	arrived := lag.lags()
-	fmt.Fprintf(out, "lag run (%d ordinary deliveries deleted first in %s; %d timers armed in %s, beside %d pending): delivery created_at − fire_at over %d: %s; arrival at the receiver − fire_at over %d: %s\n",
-		deleted, deleteTook.Round(time.Millisecond), o.lagTimers, armed.Round(time.Millisecond), o.timers,
+	arrived := lag.lags(due)
+	fmt.Fprintf(out, "lag run (%d ordinary deliveries deleted first in %s; %d timers armed in %s, %d of them after their fire time (due from their commit), beside %d pending): delivery created_at − fire_at over %d: %s; arrival at the receiver − fire_at over %d: %s\n",
+		deleted, deleteTook.Round(time.Millisecond), o.lagTimers, armed.Round(time.Millisecond), late, o.timers,
 		len(created), percentiles(created), len(arrived), percentiles(arrived))
 	p99 := pct(created, 0.99)
 	fmt.Fprintf(out, "firing lag p99 %s (target <= 1s: %s)\n", ms(p99), verdict(len(created) == o.lagTimers && p99 <= time.Second))
@@ -548,36 +562,45 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 	return nil
 }
 
-// lagChecker is the receiver's side of the lag run: arrival minus the
-// fire time the event's data names, per distinct webhook.
+// lagChecker is the receiver's side of the lag run: when each distinct
+// lag webhook first arrived, by event id (the url's entity id).
 type lagChecker struct {
-	mu   sync.Mutex
-	seen map[string]bool
-	lag  []time.Duration
+	mu      sync.Mutex
+	seen    map[string]bool
+	arrived map[string]time.Time
 }
 
-func newLagChecker() *lagChecker { return &lagChecker{seen: map[string]bool{}} }
+func newLagChecker() *lagChecker {
+	return &lagChecker{seen: map[string]bool{}, arrived: map[string]time.Time{}}
+}
 
-func (c *lagChecker) see(r *http.Request, body []byte, at time.Time) {
+func (c *lagChecker) see(r *http.Request, _ []byte, at time.Time) {
 	if !strings.HasPrefix(r.URL.Path, "/lag/") || !firstArrival(&c.mu, c.seen, r) {
 		return
 	}
-	var d benchData
-	_ = json.Unmarshal(body, &d)
-	fire, err := time.Parse(time.RFC3339Nano, d.FireAt)
+	_, id := lastTwo(r.URL.Path)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err == nil {
-		c.lag = append(c.lag, at.Sub(fire))
-	} else {
-		c.lag = append(c.lag, -1<<63) // counted, and shows as the minimum
-	}
+	c.arrived[id] = at
+	c.mu.Unlock()
 }
 
-func (c *lagChecker) lags() []time.Duration {
+func (c *lagChecker) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.lag)
+	return len(c.arrived)
+}
+
+// lags are the arrivals minus when their timers were due.
+func (c *lagChecker) lags(due map[string]time.Time) []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []time.Duration
+	for id, at := range c.arrived {
+		if d, ok := due[id]; ok {
+			out = append(out, at.Sub(d))
+		}
+	}
+	return out
 }
 
 // waitLag waits until n lag webhooks arrived and every delivery is
@@ -585,7 +608,7 @@ func (c *lagChecker) lags() []time.Duration {
 func waitLag(ctx context.Context, st engine.Store, c *lagChecker, n int, spread time.Duration) error {
 	deadline := time.Now().Add(spread + 5*time.Minute)
 	for {
-		if len(c.lags()) >= n {
+		if c.count() >= n {
 			s, err := st.Stats(ctx, time.Now())
 			if err != nil {
 				return err
@@ -595,7 +618,7 @@ func waitLag(ctx context.Context, st engine.Store, c *lagChecker, n int, spread 
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out: %d of %d lag webhooks received", len(c.lags()), n)
+			return fmt.Errorf("timed out: %d of %d lag webhooks received", c.count(), n)
 		}
 		select {
 		case <-ctx.Done():
