@@ -51,6 +51,16 @@ type benchOpts struct {
 	storeTiming   bool
 	backlog       int
 	reuse         bool
+	// Issue #13's modes (bench_deferred.go): each replaces the runs above.
+	ordered       bool
+	debounce      bool
+	timers        int
+	entities      int // --ordered and --debounce; 0: the mode's default
+	perEntity     int
+	debounceQuiet time.Duration
+	debounceMax   time.Duration
+	lagTimers     int
+	lagSpread     time.Duration
 	// catalogValidation is the validation mode of a catalog matching the
 	// bench's events, checked before every Emit as POST /v1/events does;
 	// "off" (the default) loads no catalog.
@@ -69,6 +79,9 @@ events concurrently and time until every delivery is received and recorded;
 and a bare HTTP POST loop.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if err := checkDeferredFlags(&o); err != nil {
+				return err
+			}
 			if o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
 				return usageErrorf("--events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative")
 			}
@@ -97,6 +110,15 @@ and a bare HTTP POST loop.`,
 	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
 	fs.StringVar(&o.catalogValidation, "catalog-validation", "off", "validate every event against a catalog matching the bench's events before it is emitted, as the server's ingest does: reject, warn or off (no catalog)")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
+	fs.BoolVar(&o.ordered, "ordered", false, "instead of the runs above: the throughput run with the rules unordered, then ordered (fresh events over --entities), the receiver checking each entity's order")
+	fs.BoolVar(&o.debounce, "debounce", false, "instead of the runs above: --per-entity events to each of --entities entities in bursts into a debounce rule; exactly one webhook per entity, with its latest event")
+	fs.IntVar(&o.timers, "timers", 0, "instead of the runs above: arm this many schedule timers (delay 1h) and queue as many ordinary deliveries with the engine stopped (rates, memory, disk), then measure firing lag with --lag-timers")
+	fs.IntVar(&o.entities, "entities", 0, "distinct entity ids of --ordered (default 1000) and --debounce (default 10000)")
+	fs.IntVar(&o.perEntity, "per-entity", 100, "--debounce: events per entity")
+	fs.DurationVar(&o.debounceQuiet, "debounce-quiet", time.Second, "--debounce: the rule's quiet period")
+	fs.DurationVar(&o.debounceMax, "debounce-max", 10*time.Second, "--debounce: the rule's max wait")
+	fs.IntVar(&o.lagTimers, "lag-timers", 2000, "--timers: timers armed to fire while the engine runs, for the lag")
+	fs.DurationVar(&o.lagSpread, "lag-spread", 10*time.Second, "--timers: the lag timers' fire times spread over this long, from a second after they are armed")
 	return c
 }
 
@@ -110,6 +132,9 @@ type benchReceiver struct {
 	mu       sync.Mutex
 	lat      []time.Duration
 	record   atomic.Bool
+	// hook, when set, sees every webhook (not /bare) as it arrives: the
+	// deferred modes check order and contents with it.
+	hook atomic.Pointer[func(r *http.Request, body []byte, at time.Time)]
 }
 
 func (b *benchReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -117,6 +142,9 @@ func (b *benchReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/bare" {
 		b.bare.Add(1)
 	} else {
+		if h := b.hook.Load(); h != nil {
+			(*h)(r, body, time.Now())
+		}
 		b.received.Add(1)
 		if b.record.Load() {
 			if t, ok := emitTime(body); ok {
@@ -235,6 +263,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	if o.backlog > 0 {
 		return benchBacklog(ctx, eng, st, rv, o, out)
+	}
+	if o.ordered || o.debounce || o.timers > 0 {
+		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)
 	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)

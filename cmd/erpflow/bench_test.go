@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/engine/store/storetest"
 )
@@ -103,5 +107,126 @@ func TestBenchPostgresFreshSchema(t *testing.T) {
 	}
 	if left != 0 || tables != 0 {
 		t.Fatalf("after the bench: %d bench schemas and %d tables in public, want none", left, tables)
+	}
+}
+
+// TestBenchDeferred runs each of issue #13's modes tiny and checks that
+// every figure is there and that the checks the receiver makes passed.
+func TestBenchDeferred(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"ordered", []string{"--ordered", "--events", "300", "--entities", "30", "--rules", "2"}, []string{
+			`--ordered: .* 300 events × 2 rules = 600 deliveries per run, events round-robin over 30 entities, 8 workers`,
+			`\nunordered: emitted 300 events in .*; 600 deliveries received and recorded in .*: \d+ deliveries/s; \d+ arrivals out of entity order`,
+			`\nordered: emitted 300 events in .*; 600 deliveries received and recorded in .*: \d+ deliveries/s; 0 arrivals out of entity order\n`,
+			`ordered/unordered throughput: [\d.]+ \(target >= 0.80: (met|NOT met)\); per-entity order at the receiver: 0 violations over 60 chains \(met\)`,
+		}},
+		{"debounce", []string{"--debounce", "--entities", "40", "--per-entity", "10", "--debounce-quiet", "200ms", "--debounce-max", "2s"}, []string{
+			`--debounce: .* 40 entities × 10 events = 400 events in per-entity bursts into a debounce rule \(quiet 200ms, max 2s\)`,
+			`emitted 400 events in .* \(\d+ events/s\)`,
+			`webhooks: 40 received in .* \(\d+ webhooks/s; .*\); entities with exactly one: 40 of 40, with the latest event's data \(seq 9\): 40; a delivery lists 10 coalesced events`,
+			`exactly 40 webhooks with the latest data: met`,
+		}},
+		{"timers", []string{"--timers", "1500", "--lag-timers", "50", "--lag-spread", "500ms", "--store-timing"}, []string{
+			`--timers: .* 1500 events into a schedule rule \(delay 1h\) and 1500 into an ordinary rule`,
+			`schedule rule: 1500 timers armed in .* \(\d+ events/s, [\d.]+µs each\); ordinary rule: 1500 deliveries queued in .* \(\d+ events/s, [\d.]+µs each\)`,
+			`scheduling cost: [\d.]+× an ordinary delivery insert \(target <= 2: (met|NOT met)\)`,
+			`memory: process RSS [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB while arming\), [\d.]+ MB after a GC; Go heap in use [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB\), [\d.]+ MB after a GC`,
+			`disk: SQLite file and WAL [\d.]+ MB → [\d.]+ MB \(\+[\d.]+ MB\)`,
+			`lag run \(1500 ordinary deliveries deleted first in .*; 50 timers armed in .*, \d+ of them after their fire time \(due from their commit\), beside 1500 pending\): delivery created_at − fire_at over 50: p50 [\d.-]+ms  p99 [\d.-]+ms  max [\d.-]+ms; arrival at the receiver − fire_at over 50: p50`,
+			`firing lag p99 [\d.-]+ms \(target <= 1s: (met|NOT met)\)`,
+			`store claim timers +\d+ calls`,
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			args := append([]string{"bench", "--workers", "8", "--emitters", "8"}, c.args...)
+			if code := run(context.Background(), args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+			}
+			for _, re := range c.want {
+				if !regexp.MustCompile(re).MatchString(out.String()) {
+					t.Errorf("output lacks %s:\n%s", re, out.String())
+				}
+			}
+		})
+	}
+}
+
+// TestBenchDeferredBadFlags: the modes are exclusive, and their numbers
+// must make sense.
+func TestBenchDeferredBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--ordered", "--debounce"},
+		{"--timers", "10", "--backlog", "10"},
+		{"--debounce", "--per-entity", "0"},
+		{"--debounce", "--debounce-quiet", "2s", "--debounce-max", "1s"},
+		{"--timers", "-1"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"bench"}, args...), &out, &errOut); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut.String())
+		}
+	}
+}
+
+// TestBenchTimersPostgres: on PostgreSQL --timers reports the database's
+// and the bench schema's growth.
+func TestBenchTimersPostgres(t *testing.T) {
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
+	}
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	db := storetest.NewPostgresDatabase(t, base, "erpflow_bench_test")
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"bench", "--database", db, "--timers", "1200", "--lag-timers", "40",
+		"--lag-spread", "400ms", "--workers", "4"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+	}
+	for _, re := range []string{
+		`disk: pg_database_size [\d.]+ MB → [\d.]+ MB \(\+[\d.-]+ MB\); the bench's tables and indexes [\d.]+ MB → [\d.]+ MB \(\+[\d.]+ MB\)`,
+		`lag run \(1200 ordinary deliveries deleted first in .*; 40 timers armed`,
+		`firing lag p99 [\d.-]+ms`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("output lacks %s:\n%s", re, out.String())
+		}
+	}
+}
+
+// The receiver's order check counts a first arrival whose sequence
+// number is not above its chain's last one, and ignores repeats of a
+// webhook id (a re-sent attempt).
+func TestOrderCheckerCatchesDisorder(t *testing.T) {
+	c := &orderChecker{seen: map[string]bool{}, last: map[string]int{}, outOfOrder: map[string]int{}, example: map[string]string{}}
+	arrive := func(id, path string, seq int) {
+		r := httptest.NewRequest(http.MethodPost, path, nil)
+		r.Header.Set("Webhook-Id", id)
+		c.see(r, []byte(fmt.Sprintf(`{"phase":"ordered","seq":%d}`, seq)), time.Now())
+	}
+	arrive("d1", "/ord/0/E1", 0)
+	arrive("d2", "/ord/0/E1", 2)
+	arrive("d2", "/ord/0/E1", 2) // the same webhook again: not a violation
+	arrive("d3", "/ord/0/E2", 1) // another entity's chain
+	arrive("d4", "/ord/1/E1", 1) // another rule's chain
+	if n := c.outOfOrder["ordered"]; n != 0 {
+		t.Fatalf("%d violations in order, want 0 (%s)", n, c.example["ordered"])
+	}
+	arrive("d5", "/ord/0/E1", 1)
+	if n := c.outOfOrder["ordered"]; n != 1 || c.example["ordered"] != "rule 0, entity E1: #1 after #2" {
+		t.Fatalf("after #1 behind #2: %d violations (%q), want 1", n, c.example["ordered"])
+	}
+	if u := c.unique.Load(); u != 5 {
+		t.Fatalf("%d distinct webhooks, want 5", u)
 	}
 }

@@ -38,12 +38,12 @@ func (t *timingStore) rec(op string, items int, d time.Duration) {
 func (t *timingStore) dump(w io.Writer) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, k := range []string{"insert", "claim", "complete", "stats"} {
+	for _, k := range []string{"insert", "claim", "complete", "stats", "claim timers", "end timers", "next timer"} {
 		a := t.m[k]
 		if a == nil {
 			continue
 		}
-		fmt.Fprintf(w, "store %-8s %6d calls, %6.1f items/call, %7.2fms/call (longest %s), %s in all\n",
+		fmt.Fprintf(w, "store %-12s %6d calls, %6.1f items/call, %7.2fms/call (longest %s), %s in all\n",
 			k, a[0], float64(a[1])/float64(a[0]), float64(a[2])/float64(a[0])/1e6,
 			time.Duration(a[3]).Round(10*time.Microsecond), time.Duration(a[2]).Round(time.Millisecond))
 	}
@@ -78,4 +78,22 @@ func (t *timingStore) Release(ctx context.Context, owner string, ids []string, n
 	err := t.Store.Release(ctx, owner, ids, now)
 	t.rec("release", len(ids), time.Since(s))
 	return err
+}
+func (t *timingStore) ClaimTimers(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Timer, error) {
+	s := time.Now()
+	r, err := t.Store.ClaimTimers(ctx, owner, limit, now, lease)
+	t.rec("claim timers", len(r), time.Since(s))
+	return r, err
+}
+func (t *timingStore) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.Time) ([]bool, error) {
+	s := time.Now()
+	r, err := t.Store.EndTimers(ctx, ends, now)
+	t.rec("end timers", len(ends), time.Since(s))
+	return r, err
+}
+func (t *timingStore) NextTimer(ctx context.Context) (time.Time, error) {
+	s := time.Now()
+	r, err := t.Store.NextTimer(ctx)
+	t.rec("next timer", 1, time.Since(s))
+	return r, err
 }

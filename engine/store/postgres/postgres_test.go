@@ -93,6 +93,20 @@ func BenchmarkClaimComplete(b *testing.B) {
 	storetest.BenchClaimComplete(b, s)
 }
 
+// BenchmarkArmTimer and BenchmarkInsertDelivery compare what a schedule
+// rule and an ordinary rule cost per event at emit (issue #13: at most 2×).
+func BenchmarkArmTimer(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchArmTimer(b, s)
+}
+
+func BenchmarkInsertDelivery(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchInsertDelivery(b, s)
+}
+
 func record(id string) engine.EventRecord {
 	now := time.Now().UTC()
 	return engine.EventRecord{

@@ -88,6 +88,26 @@ func BenchmarkClaimComplete(b *testing.B) {
 	storetest.BenchClaimComplete(b, s)
 }
 
+// BenchmarkArmTimer and BenchmarkInsertDelivery compare what a schedule
+// rule and an ordinary rule cost per event at emit (issue #13: at most 2×).
+func BenchmarkArmTimer(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchArmTimer(b, s)
+}
+
+func BenchmarkInsertDelivery(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchInsertDelivery(b, s)
+}
+
 // One Store owns a file: a second Open fails with an *InUseError naming
 // the holder until the first closes; NoLock opens beside it.
 func TestOneStorePerFile(t *testing.T) {
