@@ -347,6 +347,15 @@ type Waker interface {
 	Wakeups() <-chan struct{}
 }
 
+// ChainHandover is an optional Store capability for ordered chains:
+// Complete, claiming for owner (running under a lease until now+lease,
+// the attempt counted) up to limit of the held deliveries that the
+// completions release, which it returns, so that the caller's workers run
+// them without a claim; the others become pending as with Complete.
+type ChainHandover interface {
+	CompleteAndClaim(ctx context.Context, cs []Completion, owner string, limit int, lease time.Duration) (int, []Delivery, error)
+}
+
 // TxWriter is an optional Store capability for EmitTx: insert events inside
 // the host's own transaction (the transactional outbox).
 type TxWriter interface {

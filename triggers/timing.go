@@ -221,13 +221,14 @@ func (s *Schedule) FireAt(ev *templates.Event, received time.Time) (time.Time, e
 	var t time.Time
 	switch x := v.(type) {
 	case string:
-		loc := s.loc
+		loc := s.loc // loaded when the rule was prepared (NewSet)
 		if loc == nil {
+			// Not prepared: load it, without caching it (concurrent
+			// emits share the rule).
 			var err error
 			if loc, err = LoadTimezone(s.Timezone); err != nil {
 				return time.Time{}, &FireAtError{Path: path, Msg: err.Error()}
 			}
-			s.loc = loc
 		}
 		var err error
 		if t, err = ParseDate(x, loc); err != nil {

@@ -67,6 +67,20 @@ func (t *timingStore) Complete(ctx context.Context, cs []engine.Completion) (int
 	t.rec("complete", len(cs), time.Since(s))
 	return r, err
 }
+// CompleteAndClaim forwards engine.ChainHandover, so that a timed run
+// hands ordered chains over as an untimed one does.
+func (t *timingStore) CompleteAndClaim(ctx context.Context, cs []engine.Completion, owner string, limit int, lease time.Duration) (int, []engine.Delivery, error) {
+	hc, ok := t.Store.(engine.ChainHandover)
+	if !ok {
+		n, err := t.Complete(ctx, cs)
+		return n, nil, err
+	}
+	s := time.Now()
+	n, ds, err := hc.CompleteAndClaim(ctx, cs, owner, limit, lease)
+	t.rec("complete", len(cs), time.Since(s))
+	return n, ds, err
+}
+
 func (t *timingStore) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
 	s := time.Now()
 	r, err := t.Store.Stats(ctx, now)

@@ -527,3 +527,71 @@ func TestScheduleWaitsOutACooldown(t *testing.T) {
 		t.Fatalf("deliveries %+v", ds)
 	}
 }
+
+// handoverStore is the real store with a count of the deliveries claims
+// returned and of those chain hand-overs returned.
+type handoverStore struct {
+	engine.Store
+	mu              sync.Mutex
+	claimed, handed int
+}
+
+func (h *handoverStore) Claim(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Delivery, error) {
+	ds, err := h.Store.Claim(ctx, owner, limit, now, lease)
+	h.mu.Lock()
+	h.claimed += len(ds)
+	h.mu.Unlock()
+	return ds, err
+}
+
+func (h *handoverStore) CompleteAndClaim(ctx context.Context, cs []engine.Completion, owner string, limit int, lease time.Duration) (int, []engine.Delivery, error) {
+	n, ds, err := h.Store.(engine.ChainHandover).CompleteAndClaim(ctx, cs, owner, limit, lease)
+	h.mu.Lock()
+	h.handed += len(ds)
+	h.mu.Unlock()
+	return n, ds, err
+}
+
+// TestOrderedChainHandsOver: the delivery an ordered chain's completion
+// releases goes straight to the process's workers, claimed in the same
+// transaction, not through another claim; order holds.
+func TestOrderedChainHandsOver(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := &handoverStore{Store: mustOpen(t, k.newDB(t))}
+		var mu sync.Mutex
+		var got []string
+		hook := newHookServer(t, func(_, n string) int {
+			mu.Lock()
+			got = append(got, n)
+			mu.Unlock()
+			return 200
+		})
+		r := oneRule(t, "so-status", "SalesOrder", "", hook+"/{entity_id}/{data.number}")
+		r.Ordered = true
+		e := newEngine(t, st, []*triggers.Rule{r}, engine.Config{})
+		const n = 30
+		var evs []engine.Event
+		for i := range n {
+			ev := order(fmt.Sprint("h", i))
+			ev.EntityID = "SO-1"
+			_ = ev.SetRawData(json.RawMessage(fmt.Sprintf(`{"number":"%d"}`, i)))
+			evs = append(evs, ev)
+		}
+		if _, err := e.EmitBatch(context.Background(), evs); err != nil {
+			t.Fatal(err)
+		}
+		waitAllSucceeded(t, st, n, 30*time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		for i, g := range got {
+			if g != fmt.Sprint(i) {
+				t.Fatalf("arrivals %v, want 0…%d in order", got, n-1)
+			}
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.handed != n-1 || st.claimed != 1 {
+			t.Fatalf("claimed %d and handed over %d, want the head claimed and the %d others handed over", st.claimed, st.handed, n-1)
+		}
+	})
+}

@@ -629,6 +629,11 @@ func (c *Core) RunAndDue(cp *engine.Completion) (runAt, due time.Time) { return 
 
 // Complete implements engine.Queue.
 func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error) {
+	return c.complete(ctx, cs, nil)
+}
+
+// complete is Complete, handing over released chain heads per hand.
+func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *handover) (int, error) {
 	if len(cs) == 0 {
 		return 0, nil
 	}
@@ -668,6 +673,9 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 	}
 	applied := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
+		if hand != nil {
+			hand.got = hand.got[:0] // a retried transaction starts again
+		}
 		ok, err := c.D.CompleteUpdate(ctx, tx, cs, now)
 		if err != nil {
 			return err
@@ -696,7 +704,7 @@ func (c *Core) Complete(ctx context.Context, cs []engine.Completion) (int, error
 				}
 			}
 		}
-		return c.chainAdvance(ctx, tx, ends, at)
+		return c.chainAdvance(ctx, tx, ends, at, hand)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("complete: %w", err)

@@ -110,7 +110,7 @@ type chainEnd struct{ key, id string }
 // delivery (lowest id), which becomes pending and due at now. A delivery
 // that is not its chain's head (a replayed dead one, which runs outside
 // the order) moves nothing.
-func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, now time.Time) error {
+func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, now time.Time, hand *handover) error {
 	if len(ends) == 0 {
 		return nil
 	}
@@ -197,6 +197,28 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM held WHERE (key, id) IN (VALUES "+vals+")"), pairs...); err != nil {
 			return fmt.Errorf("ordered chain: held: %w", err)
 		}
+		// The first ones straight to the caller's workers, claimed
+		// (see engine.ChainHandover); the rest pending and due now.
+		if hand != nil && len(hand.got) < hand.limit {
+			n := min(hand.limit-len(hand.got), len(ids))
+			until := Round(now.Add(hand.lease))
+			args := append([]any{hand.owner, c.t(until), c.t(until), c.t(now)}, ids[:n]...)
+			rows, err := tx.QueryContext(ctx, c.Q(`UPDATE deliveries SET state = 'running', attempts = attempts + 1,
+				lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
+				WHERE state = 'held' AND id IN (`+list(n)+`) RETURNING `+DeliveryCols("")), args...)
+			if err != nil {
+				return fmt.Errorf("ordered chain: hand over: %w", err)
+			}
+			ds, err := ScanDeliveries(rows)
+			if err != nil {
+				return fmt.Errorf("ordered chain: hand over: %w", err)
+			}
+			hand.got = append(hand.got, ds...)
+			ids = ids[n:]
+		}
+		if len(ids) == 0 {
+			continue
+		}
 		args := append([]any{c.t(now), c.t(now), c.t(now)}, ids...)
 		if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, updated_at = ?
 			WHERE state = 'held' AND id IN (`+list(len(ids))+`)`), args...); err != nil {
@@ -204,4 +226,27 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		}
 	}
 	return c.D.Notify(ctx, tx)
+}
+
+// handover asks chainAdvance to claim up to limit released deliveries
+// for owner, and collects them.
+type handover struct {
+	owner string
+	limit int
+	lease time.Duration
+	got   []engine.Delivery
+}
+
+// CompleteAndClaim implements engine.ChainHandover.
+func (c *Core) CompleteAndClaim(ctx context.Context, cs []engine.Completion, owner string, limit int, lease time.Duration) (int, []engine.Delivery, error) {
+	if limit <= 0 {
+		n, err := c.Complete(ctx, cs)
+		return n, nil, err
+	}
+	h := &handover{owner: owner, limit: limit, lease: lease}
+	n, err := c.complete(ctx, cs, h)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, h.got, nil
 }
