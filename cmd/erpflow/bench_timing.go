@@ -67,6 +67,7 @@ func (t *timingStore) Complete(ctx context.Context, cs []engine.Completion) (int
 	t.rec("complete", len(cs), time.Since(s))
 	return r, err
 }
+
 // CompleteAndClaim forwards engine.ChainHandover, so that a timed run
 // hands ordered chains over as an untimed one does.
 func (t *timingStore) CompleteAndClaim(ctx context.Context, cs []engine.Completion, owner string, limit int, lease time.Duration) (int, []engine.Delivery, error) {
