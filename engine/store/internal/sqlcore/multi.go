@@ -3,6 +3,7 @@ package sqlcore
 import (
 	"context"
 	"database/sql"
+	"github.com/jmoiron/sqlx"
 	"sync"
 )
 
@@ -13,9 +14,20 @@ import (
 var rowSizes = []int{256, 64, 16, 4, 1}
 
 // split returns chunk sizes from rowSizes summing to n, none holding more
-// than maxParams parameters of cols columns.
+// than maxParams parameters of cols columns (on PostgreSQL: as few chunks
+// as chunk allows).
 func (c *Core) split(n, cols int) []int {
 	var out []int
+	if c.D.Bind() == sqlx.DOLLAR {
+		// PostgreSQL parses every statement anyway (lib/pq prepares
+		// unnamed ones): fewer, larger statements save round trips.
+		per := c.chunk(cols)
+		for n > 0 {
+			out = append(out, min(n, per))
+			n -= min(n, per)
+		}
+		return out
+	}
 	for _, size := range rowSizes {
 		if size*cols > c.D.MaxParams() && size > 1 {
 			continue
