@@ -261,12 +261,6 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		_, err := eng.Emit(ctx, ev)
 		return err
 	}
-	if o.backlog > 0 {
-		return benchBacklog(ctx, eng, st, rv, o, out)
-	}
-	if o.ordered || o.debounce || o.timers > 0 {
-		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)
-	}
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
@@ -277,6 +271,12 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.backlog > 0 {
+		return benchBacklog(ctx, eng, st, rv, o, out)
+	}
+	if o.ordered || o.debounce || o.timers > 0 {
+		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)
 	}
 	if err := eng.Start(ctx); err != nil {
 		return err

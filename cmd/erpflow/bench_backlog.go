@@ -38,31 +38,14 @@ func benchBacklog(ctx context.Context, eng *engine.Engine, st engine.Store, rv *
 
 	runtime.GC()
 	before := sampleMemory()
-	// The sampler owns peak until it closes done.
-	peak := before
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				m := sampleMemory()
-				peak.heap, peak.rss = max(peak.heap, m.heap), max(peak.rss, m.rss)
-			}
-		}
-	}()
+	stopPeak := samplePeak(before)
 	drain := time.Now()
 	if err := eng.Start(ctx); err != nil {
 		return err
 	}
 	defer stopEngine(eng, slog.New(slog.DiscardHandler))
 	err := waitRecorded(ctx, st, rv, int64(deliveries))
-	close(stop)
-	<-done
+	peak := stopPeak()
 	if err != nil {
 		return err
 	}
@@ -74,6 +57,32 @@ func benchBacklog(ctx context.Context, eng *engine.Engine, st engine.Store, rv *
 }
 
 type memSample struct{ heap, rss uint64 }
+
+// samplePeak samples memory every 100ms from now on, starting from
+// first; the function it returns stops it and returns the peak.
+func samplePeak(first memSample) (stop func() memSample) {
+	peak := first // the sampler's until it closes done
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				m := sampleMemory()
+				peak.heap, peak.rss = max(peak.heap, m.heap), max(peak.rss, m.rss)
+			}
+		}
+	}()
+	return func() memSample {
+		close(quit)
+		<-done
+		return peak
+	}
+}
 
 func sampleMemory() memSample {
 	var ms runtime.MemStats

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,17 +56,6 @@ func checkDeferredFlags(o *benchOpts) error {
 
 // benchDeferred runs the deferred mode o asks for. eng is not started.
 func benchDeferred(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, url string, rv *benchReceiver, reg *actions.Registry, o benchOpts, out io.Writer) error {
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
 	defer stopEngine(eng, slog.New(slog.DiscardHandler))
 	switch {
 	case o.ordered:
@@ -431,22 +419,7 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 	}
 	runtime.GC()
 	mem0 := sampleMemory()
-	peak := mem0
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				m := sampleMemory()
-				peak.heap, peak.rss = max(peak.heap, m.heap), max(peak.rss, m.rss)
-			}
-		}
-	}()
+	stopPeak := samplePeak(mem0)
 	const batch = 1000
 	var took [2]time.Duration // timers, deliveries
 	evs := make([]engine.Event, 0, batch)
@@ -459,15 +432,13 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 			}
 			s := time.Now()
 			if _, err := eng.EmitBatch(ctx, evs); err != nil {
-				close(stop)
-				<-done
+				stopPeak()
 				return fmt.Errorf("emit: %w", err)
 			}
 			took[k] += time.Since(s)
 		}
 	}
-	close(stop)
-	<-done
+	peak := stopPeak()
 	memArmed := sampleMemory()
 	runtime.GC()
 	memGC := sampleMemory()

@@ -75,14 +75,7 @@ func TestBenchBacklog(t *testing.T) {
 // TestBenchPostgresFreshSchema: on PostgreSQL the bench works in a schema
 // of its own and drops it, leaving the database as it found it.
 func TestBenchPostgresFreshSchema(t *testing.T) {
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
-	}
-	if testing.Short() {
-		t.Skip("runs the engine")
-	}
-	db := storetest.NewPostgresDatabase(t, base, "erpflow_bench_test")
+	db := benchPostgres(t)
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--database", db, "--events", "50", "--rules", "2",
 		"--rate", "100", "--latency-duration", "100ms", "--workers", "4"}, &out, &errOut)
@@ -179,14 +172,7 @@ func TestBenchDeferredBadFlags(t *testing.T) {
 // TestBenchTimersPostgres: on PostgreSQL --timers reports the database's
 // and the bench schema's growth.
 func TestBenchTimersPostgres(t *testing.T) {
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
-	}
-	if testing.Short() {
-		t.Skip("runs the engine")
-	}
-	db := storetest.NewPostgresDatabase(t, base, "erpflow_bench_test")
+	db := benchPostgres(t)
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--database", db, "--timers", "1200", "--lag-timers", "40",
 		"--lag-spread", "400ms", "--workers", "4"}, &out, &errOut)
@@ -229,4 +215,18 @@ func TestOrderCheckerCatchesDisorder(t *testing.T) {
 	if u := c.unique.Load(); u != 5 {
 		t.Fatalf("%d distinct webhooks, want 5", u)
 	}
+}
+
+// benchPostgres is a fresh database on the test server for a bench run,
+// or skips the test.
+func benchPostgres(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("TEST_DATABASE_URL not set: PostgreSQL variant skipped")
+	}
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	return storetest.NewPostgresDatabase(t, base, "erpflow_bench_test")
 }
