@@ -177,6 +177,9 @@ type dialect struct{ s *Store }
 
 func (dialect) Bind() int { return sqlx.DOLLAR }
 
+// SkipLocked: several processes claim at once.
+func (dialect) SkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+
 // MaxParams stays below the protocol's 65535 parameters.
 func (dialect) MaxParams() int { return 60000 }
 

@@ -253,6 +253,9 @@ type dialect struct{ s *Store }
 
 func (dialect) Bind() int { return sqlx.QUESTION }
 
+// SkipLocked: one writer claims at a time.
+func (dialect) SkipLocked() string { return "" }
+
 // MaxParams stays below SQLITE_MAX_VARIABLE_NUMBER (32766).
 func (dialect) MaxParams() int { return 32000 }
 

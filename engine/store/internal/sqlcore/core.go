@@ -38,6 +38,9 @@ type Dialect interface {
 	// Notify tells other processes that new work is due (inside tx: it
 	// fires on commit). May do nothing.
 	Notify(ctx context.Context, tx Querier) error
+	// SkipLocked ends a SELECT of rows to claim: " FOR UPDATE SKIP
+	// LOCKED" where several writers claim at once, "" for one writer.
+	SkipLocked() string
 }
 
 // NewEvent is an event to write, with its deliveries ready to store.
@@ -78,6 +81,7 @@ type Core struct {
 	Unavailable func(error) bool
 
 	stmts stmts
+	multi bool // multi-row statements are prepared in rowSizes (Prepare)
 }
 
 // Retry runs fn again while it fails with a transient error: after a

@@ -3,7 +3,6 @@ package sqlcore
 import (
 	"context"
 	"database/sql"
-	"github.com/jmoiron/sqlx"
 	"sync"
 )
 
@@ -13,14 +12,16 @@ import (
 // otherwise).
 var rowSizes = []int{256, 64, 16, 4, 1}
 
-// split returns chunk sizes from rowSizes summing to n, none holding more
-// than maxParams parameters of cols columns (on PostgreSQL: as few chunks
-// as chunk allows).
+// split returns chunk sizes summing to n, none holding more than
+// maxParams parameters of cols columns: from rowSizes when the multi-row
+// statements are prepared in those sizes (Prepare with multi), else as
+// few chunks as chunk allows.
 func (c *Core) split(n, cols int) []int {
 	var out []int
-	if c.D.Bind() == sqlx.DOLLAR {
-		// PostgreSQL parses every statement anyway (lib/pq prepares
-		// unnamed ones): fewer, larger statements save round trips.
+	if !c.multi {
+		// No prepared sizes to fit: every statement is parsed anyway
+		// (lib/pq prepares unnamed ones), so fewer, larger ones save
+		// round trips.
 		per := c.chunk(cols)
 		for n > 0 {
 			out = append(out, min(n, per))
@@ -65,6 +66,7 @@ type stmts struct {
 func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 	var all []string
 	var ms []multiRow
+	c.multi = multi
 	if multi {
 		ms = []multiRow{eventsInsert, deliveriesInsert, attemptsInsert, attemptsSeqInsert, attemptsUpsert, armUpsert, chainsUpsert}
 	}

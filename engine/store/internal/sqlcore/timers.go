@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
-	"github.com/jmoiron/sqlx"
 )
 
 // timerKey is the identity of a pending timer.
@@ -187,13 +186,9 @@ func (c *Core) ClaimTimers(ctx context.Context, owner string, limit int, now tim
 		return nil, nil
 	}
 	now = Round(now)
-	lock := ""
-	if c.D.Bind() == sqlx.DOLLAR { // PostgreSQL: skip the rows another process is claiming
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
 	q := c.Q(`UPDATE timers SET lease_owner = ?, locked_until = ?
 		WHERE id IN (SELECT id FROM timers WHERE state = 'pending' AND fire_at <= ?
-			AND (locked_until IS NULL OR locked_until <= ?) ORDER BY fire_at LIMIT ?` + lock + `)
+			AND (locked_until IS NULL OR locked_until <= ?) ORDER BY fire_at LIMIT ?` + c.D.SkipLocked() + `)
 		RETURNING ` + TimerCols(""))
 	var ts []engine.Timer
 	err := c.Retry(ctx, func() error {
