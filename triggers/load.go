@@ -570,17 +570,8 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 				t.Events = nil // "*" is any event
 			}
 		case "field":
-			s, ok := l.str(kv.val, p)
+			dotted, ok := l.dottedPath(kv.val, p, checkFieldPath, "lines[0].sku, lines.0.sku")
 			if !ok {
-				continue
-			}
-			if err := checkFieldPath(s); err != "" {
-				l.errorf(kv.val, p, "%s", err)
-				continue
-			}
-			dotted, ok := templates.DottedPath(s)
-			if !ok {
-				l.errorf(kv.val, p, "%q: an index is [N] or .N (lines[0].sku, lines.0.sku)", s)
 				continue
 			}
 			t.Field = dotted
@@ -616,6 +607,26 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 		}
 	}
 	r.On = t
+}
+
+// dottedPath decodes a path value at n: a string that check accepts
+// (check returns the problem, "" for none), with indexes as [N] or .N
+// (example shows both), as a dotted path; errors are reported at n.
+func (l *loader) dottedPath(n *yaml.Node, path string, check func(string) string, example string) (string, bool) {
+	s, ok := l.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if msg := check(s); msg != "" {
+		l.errorf(n, path, "%s", msg)
+		return "", false
+	}
+	dotted, ok := templates.DottedPath(s)
+	if !ok {
+		l.errorf(n, path, "%q: an index is [N] or .N (%s)", s, example)
+		return "", false
+	}
+	return dotted, true
 }
 
 func checkFieldPath(s string) string {

@@ -8,7 +8,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers/internal/yamlx"
 )
 
@@ -177,17 +176,8 @@ func (l *loader) decodeSchedule(n *yaml.Node, path string) (*Schedule, bool) {
 				continue
 			}
 			dateKey = kv.key
-			v, ok := l.str(kv.val, p)
+			dotted, ok := l.dottedPath(kv.val, p, checkDatePath, "lines[0].date, lines.0.date")
 			if !ok {
-				continue
-			}
-			if msg := checkDatePath(v); msg != "" {
-				l.errorf(kv.val, p, "%s", msg)
-				continue
-			}
-			dotted, ok := templates.DottedPath(v)
-			if !ok {
-				l.errorf(kv.val, p, "%q: an index is [N] or .N (lines[0].date, lines.0.date)", v)
 				continue
 			}
 			if k == "after" {
