@@ -19,8 +19,12 @@ type idGen struct {
 	rnd    [10]byte // big-endian 80-bit random part of the last id
 }
 
-// next returns a new id for time now.
-func (g *idGen) next(now time.Time) string {
+// next returns a new delivery id for time now.
+func (g *idGen) next(now time.Time) string { return g.nextAs("dlv_", now) }
+
+// nextAs returns a new id for time now with prefix ("tmr_", "rrn_"…):
+// one sequence for every kind, so all sort by creation.
+func (g *idGen) nextAs(prefix string, now time.Time) string {
 	ms := uint64(now.UnixMilli())
 	g.mu.Lock()
 	if ms <= g.lastMS {
@@ -45,7 +49,7 @@ func (g *idGen) next(now time.Time) string {
 	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 	copy(b[6:], g.rnd[:])
 	g.mu.Unlock()
-	return "dlv_" + encodeULID(&b)
+	return prefix + encodeULID(&b)
 }
 
 // encodeULID encodes 128 bits as 26 Crockford base32 characters (the first

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"strings"
 )
 
 // RerunResult is what Rerun created.
@@ -30,7 +29,7 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 	// Schedule and debounce rules run at once: a rerun is an explicit
 	// request to act on this event now.
 	rec.Deliveries, _, rec.dropped = e.deliveriesFor(&ev, rec.Internal, now, true)
-	res := RerunResult{Tenant: tenant, EventID: id, Rerun: "rrn_" + strings.TrimPrefix(e.ids.next(now), "dlv_"), Deliveries: []Delivery{}}
+	res := RerunResult{Tenant: tenant, EventID: id, Rerun: e.ids.nextAs("rrn_", now), Deliveries: []Delivery{}}
 	for i := range rec.Deliveries {
 		rec.Deliveries[i].Rerun = res.Rerun
 	}

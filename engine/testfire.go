@@ -31,7 +31,7 @@ func (e *Engine) Test(ctx context.Context, rule *triggers.Rule, ev Event) ([]Tes
 		ev.OccurredAt = now
 	}
 	if strings.TrimSpace(ev.ID) == "" {
-		ev.ID = "test_" + strings.TrimPrefix(e.ids.next(now), "dlv_")
+		ev.ID = e.ids.nextAs("test_", now)
 	}
 	out := make([]TestResult, 0, len(rule.Actions))
 	for i := range rule.Actions {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/erpflow/erpflow/triggers"
@@ -18,7 +17,7 @@ const timerBatch = 256
 
 // timerID is a new time-sortable timer id, "tmr_…".
 func (e *Engine) timerID(now time.Time) string {
-	return "tmr_" + strings.TrimPrefix(e.ids.next(now), "dlv_")
+	return e.ids.nextAs("tmr_", now)
 }
 
 // armFor is the timer a deferred rule r arms for ev, received at now;
