@@ -448,7 +448,7 @@ func (r *runner) reserve(n int, limit int64) int {
 // would eat into the time the lease leaves for running; claims, bounded
 // by claimCap, take over until the queue is quick again.
 func (r *runner) preclaim(recs []EventRecord) int {
-	if r.stopping.Load() || time.Duration(r.queueWait.Load()) > r.e.cfg.Lease/maxWaitShare {
+	if r.stopping.Load() || !r.queueQuick() {
 		return 0
 	}
 	got := r.reserve(countPending(recs), r.handoffCap)
@@ -471,6 +471,12 @@ func (r *runner) preclaim(recs []EventRecord) int {
 		}
 	}
 	return got
+}
+
+// queueQuick reports whether jobs get a worker quickly enough for
+// hand-overs (see preclaim): a hand-over waits in memory under its lease.
+func (r *runner) queueQuick() bool {
+	return time.Duration(r.queueWait.Load()) <= r.e.cfg.Lease/maxWaitShare
 }
 
 // unclaim turns deliveries preclaim marked back into plain pending ones
@@ -694,7 +700,7 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 	r.handMu.Lock()
 	defer r.handMu.Unlock()
 	reserved := 0
-	if !r.handClosed && time.Duration(r.queueWait.Load()) <= e.cfg.Lease/maxWaitShare {
+	if !r.handClosed && r.queueQuick() {
 		reserved = r.reserve(ends, r.handoffCap)
 	}
 	_, got, err := hc.CompleteAndClaim(ctx, cs, e.cfg.Owner, reserved, e.cfg.Lease)
