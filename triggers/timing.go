@@ -343,20 +343,3 @@ func (s *Set) CronRules() []*Rule {
 	}
 	return out
 }
-
-// Schedules reports whether an enabled schedule rule may match events of
-// entity (a timer re-checks its condition against the entity's latest
-// event, so stores track it only for such entities).
-func (s *Set) Schedules(entity string) bool {
-	for _, r := range s.rules {
-		if !r.Enabled || r.Schedule == nil {
-			continue
-		}
-		for _, e := range r.On.Entities {
-			if e == entity || e == Wildcard {
-				return true
-			}
-		}
-	}
-	return false
-}
