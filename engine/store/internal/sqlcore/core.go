@@ -344,13 +344,16 @@ func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inse
 	if !extra && len(ordered) == 0 {
 		return nil
 	}
-	// The latest event first: a timer armed by the same event sets its
-	// own latest.
-	if err := c.trackLatest(ctx, tx, evs, inserted); err != nil {
-		return err
-	}
-	if err := c.armTimers(ctx, tx, evs, inserted); err != nil {
-		return err
+	if extra {
+		// The latest event first: a timer armed by the same event sets
+		// its own latest.
+		ord := emitOrder(evs)
+		if err := c.trackLatest(ctx, tx, evs, inserted, ord); err != nil {
+			return err
+		}
+		if err := c.armTimers(ctx, tx, evs, inserted, ord); err != nil {
+			return err
+		}
 	}
 	if err := c.chainNew(ctx, tx, ordered); err != nil {
 		return err

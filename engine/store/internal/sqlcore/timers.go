@@ -44,13 +44,20 @@ var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 // armTimers writes the timers of the new events among evs, in their
 // transaction: per key, the batch's events are merged first (the last
 // one wins), as one statement may not update a row twice.
-func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool, ord []int) error {
 	var order []timerKey
 	merged := map[timerKey]*engine.Timer{}
-	for _, n := range emitOrder(evs) {
+	// The last event of each entity in the batch: a schedule timer's
+	// latest, which may come after the one that armed it (trackLatest ran
+	// before the timer was written here, so it could not record it).
+	type entityKey struct{ tenant, entity, entityID string }
+	last := map[entityKey]string{}
+	for _, n := range ord {
 		if !inserted[n] {
 			continue
 		}
+		e := &evs[n].Rec.Event
+		last[entityKey{e.Tenant, e.Entity, e.EntityID}] = e.ID
 		for _, t := range evs[n].Rec.Timers {
 			k := timerKey{t.Tenant, t.Entity, t.EntityID, t.Rule}
 			m := merged[k]
@@ -80,17 +87,6 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 	}
 	if len(order) == 0 {
 		return nil
-	}
-	// A schedule timer's latest event is its entity's last event of the
-	// batch, which may come after the one that armed it (trackLatest ran
-	// before the timer was written here, so it could not record it).
-	type entityKey struct{ tenant, entity, entityID string }
-	last := map[entityKey]string{}
-	for _, n := range emitOrder(evs) {
-		if inserted[n] {
-			e := &evs[n].Rec.Event
-			last[entityKey{e.Tenant, e.Entity, e.EntityID}] = e.ID
-		}
 	}
 	for _, m := range merged {
 		if m.Kind == engine.TimerSchedule {
@@ -163,11 +159,11 @@ func (c *Core) armArgs(t *engine.Timer) []any {
 // trackLatest makes each new event of evs that asks for it the latest
 // event of its entity on the entity's pending schedule timers (unless a
 // later one is there already).
-func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool, ord []int) error {
 	q := c.Q(`UPDATE timers SET latest_id = ?, latest_at = ?
 		WHERE tenant = ? AND entity = ? AND entity_id = ? AND state = 'pending' AND kind = 'schedule'
 			AND (latest_at IS NULL OR latest_at <= ?)`)
-	for _, n := range emitOrder(evs) {
+	for _, n := range ord {
 		if !inserted[n] || !evs[n].Rec.TrackLatest {
 			continue
 		}
