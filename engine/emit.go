@@ -478,7 +478,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved)
 	}
-	if countPending(recs) > 0 || hasHeld(recs) {
+	if anyPending(res) {
 		e.kick() // work for the claim loop; preclaimed ones are running already
 	}
 	e.timersArmed(recs)
@@ -595,12 +595,28 @@ func countPending(recs []EventRecord) int {
 	return n
 }
 
-// hasHeld reports whether recs have ordered deliveries, which the store
-// may have made pending.
-func hasHeld(recs []EventRecord) bool {
+func countHeld(recs []EventRecord) int {
+	n := 0
 	for i := range recs {
 		for j := range recs[i].Deliveries {
 			if recs[i].Deliveries[j].State == StateHeld {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// anyPending reports whether the deliveries of res, as stored, include a
+// pending one (the store may have made a held one pending, the head of
+// its chain).
+func anyPending(res []InsertResult) bool {
+	for i := range res {
+		if res[i].Duplicate {
+			continue
+		}
+		for j := range res[i].Deliveries {
+			if res[i].Deliveries[j].State == StatePending {
 				return true
 			}
 		}

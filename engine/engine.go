@@ -289,6 +289,10 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.bg.Add(1)
 	go e.timerLoop()
+	if _, ok := e.store.(ChainRepairer); ok {
+		e.bg.Add(1)
+		go e.chainRepairLoop()
+	}
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -460,6 +464,36 @@ func (e *Engine) kick() {
 	select {
 	case e.wake <- struct{}{}:
 	default:
+	}
+}
+
+// chainRepairInterval is how often the engine looks for ordered chains
+// that a stopped process left without a head (see ChainRepairer).
+const chainRepairInterval = 10 * time.Second
+
+// chainRepairLoop runs ChainRepairer.RepairChains at start and every
+// chainRepairInterval.
+func (e *Engine) chainRepairLoop() {
+	defer e.bg.Done()
+	r := e.store.(ChainRepairer)
+	t := time.NewTicker(chainRepairInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		n, err := r.RepairChains(ctx)
+		cancel()
+		switch {
+		case err != nil:
+			e.log.Error("erpflow: repairing ordered chains failed; retrying", "err", err, "in", chainRepairInterval)
+		case n > 0:
+			e.log.Info("erpflow: ordered chains given their next delivery after a stop", "count", n)
+			e.kick()
+		}
+		select {
+		case <-e.quit:
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -356,6 +356,24 @@ type ChainHandover interface {
 	CompleteAndClaim(ctx context.Context, cs []Completion, owner string, limit int, lease time.Duration) (int, []Delivery, error)
 }
 
+// HeadPreclaimer is an optional Store capability for ordered chains: a
+// held delivery given to InsertEvents with a LeaseOwner and LockedUntil
+// (preclaimed by an emit, as pending ones are) that becomes its chain's
+// head is stored running under that lease with its attempt counted; one
+// that stays held is stored without them. The results carry the states
+// as stored.
+type HeadPreclaimer interface{ PreclaimsHeads() }
+
+// ChainRepairer is an optional Store capability for ordered chains whose
+// writers lock busy chains only after committing (PostgreSQL): a process
+// that stops between its commit and that look can leave a chain with held
+// deliveries but no head. RepairChains gives such chains their next
+// delivery and returns how many it repaired; the engine calls it at start
+// and every few seconds.
+type ChainRepairer interface {
+	RepairChains(ctx context.Context) (int, error)
+}
+
 // TxWriter is an optional Store capability for EmitTx: insert events inside
 // the host's own transaction (the transactional outbox).
 type TxWriter interface {

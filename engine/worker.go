@@ -451,11 +451,16 @@ func (r *runner) preclaim(recs []EventRecord) int {
 	if r.stopping.Load() || !r.queueQuick() {
 		return 0
 	}
-	got := r.reserve(countPending(recs), r.handoffCap)
+	e := r.e
+	_, heads := e.store.(HeadPreclaimer)
+	want := countPending(recs)
+	if heads {
+		want += countHeld(recs)
+	}
+	got := r.reserve(want, r.handoffCap)
 	if got == 0 {
 		return 0
 	}
-	e := r.e
 	until := e.now().Add(e.cfg.Lease)
 	left := got
 	for i := range recs {
@@ -464,8 +469,13 @@ func (r *runner) preclaim(recs []EventRecord) int {
 			if left == 0 {
 				return got
 			}
-			if d.State == StatePending {
+			switch {
+			case d.State == StatePending:
 				d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = StateRunning, 1, e.cfg.Owner, until
+				left--
+			case d.State == StateHeld && heads:
+				// Running if the store makes it its chain's head.
+				d.LeaseOwner, d.LockedUntil = e.cfg.Owner, until
 				left--
 			}
 		}
@@ -485,8 +495,11 @@ func unclaim(recs []EventRecord) {
 	for i := range recs {
 		for j := range recs[i].Deliveries {
 			d := &recs[i].Deliveries[j]
-			if d.State == StateRunning {
+			switch d.State {
+			case StateRunning:
 				d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = StatePending, 0, "", time.Time{}
+			case StateHeld:
+				d.LeaseOwner, d.LockedUntil = "", time.Time{}
 			}
 		}
 	}
@@ -503,8 +516,10 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		if res[i].Duplicate {
 			continue
 		}
-		for j := range recs[i].Deliveries {
-			if d := recs[i].Deliveries[j]; d.State == StateRunning {
+		// As stored: a preclaimed held one runs if it became its
+		// chain's head (see HeadPreclaimer).
+		for j := range res[i].Deliveries {
+			if d := res[i].Deliveries[j]; d.State == StateRunning && d.LeaseOwner == r.e.cfg.Owner {
 				r.hold(d.ID)
 				r.jobs <- job{d: d, claimedAt: at}
 				sent++

@@ -82,6 +82,18 @@ func (t *timingStore) CompleteAndClaim(ctx context.Context, cs []engine.Completi
 	return n, ds, err
 }
 
+// PreclaimsHeads forwards engine.HeadPreclaimer: the bench wraps only the
+// built-in stores, which both are.
+func (t *timingStore) PreclaimsHeads() {}
+
+// RepairChains forwards engine.ChainRepairer.
+func (t *timingStore) RepairChains(ctx context.Context) (int, error) {
+	if r, ok := t.Store.(engine.ChainRepairer); ok {
+		return r.RepairChains(ctx)
+	}
+	return 0, nil
+}
+
 func (t *timingStore) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
 	s := time.Now()
 	r, err := t.Store.Stats(ctx, now)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -77,7 +78,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err == nil {
 		// Prepared once per connection: no parse, plan or extra round trip
 		// per batch.
-		err = s.Retry(ctx, func() error { return s.Prepare(ctx, false, claimSQL, completeSQL, writeSQL) })
+		err = s.Retry(ctx, func() error {
+			return s.Prepare(ctx, false, claimSQL, completeSQL, completeChainSQL, writeSQL, writeChainsSQL)
+		})
 	}
 	if err != nil {
 		s.Core.Close()
@@ -234,6 +237,79 @@ const completeSQL = `WITH v AS (
 	)
 	SELECT id FROM u`
 
+// completeChainSQL is completeSQL advancing the ordered chains whose
+// heads ended (succeeded or dead; failed ones keep their place) in the
+// same statement (see sqlcore.ChainCompleter): their rows are locked in
+// key order, each next head is the lowest id in held (as this statement
+// sees it: a delivery an emit adds concurrently without a lock is found
+// by chainCheck), pending and due at $14 — or, the first $15 of them,
+// claimed for $16 until $17 (handed over to that process's workers). Rows
+// are ('u', id) of each applied completion, ('r', id) of each head handed
+// over, ('p', id) of each other released head and ('i', key) of each
+// chain left without a head.
+var completeChainSQL = strings.NewReplacer(
+	"RETURNING d.id, v.n\n", "RETURNING d.id, v.n, d.order_key, d.state\n",
+	"\n\tSELECT id FROM u", `, ends AS (
+		SELECT order_key AS key, id FROM u WHERE order_key <> '' AND state <> 'failed'
+	), cl AS (
+		SELECT cr.key FROM chains cr JOIN ends ON ends.key = cr.key AND ends.id = cr.head
+		ORDER BY cr.key FOR UPDATE OF cr
+	), nx AS (
+		SELECT hd.key, min(hd.id) AS id FROM held hd WHERE hd.key IN (SELECT key FROM cl) GROUP BY hd.key
+	), ch AS (
+		UPDATE chains c SET head = COALESCE(nx.id, '') FROM cl LEFT JOIN nx ON nx.key = cl.key
+		WHERE c.key = cl.key RETURNING c.key, c.head
+	), dh AS (
+		DELETE FROM held h USING nx WHERE h.key = nx.key AND h.id = nx.id
+	), ho AS (
+		SELECT id FROM nx ORDER BY id LIMIT $15
+	), rel AS (
+		UPDATE deliveries d SET state = CASE WHEN h.id IS NULL THEN 'pending' ELSE 'running' END,
+			attempts = d.attempts + CASE WHEN h.id IS NULL THEN 0 ELSE 1 END,
+			lease_owner = CASE WHEN h.id IS NULL THEN d.lease_owner ELSE $16 END,
+			locked_until = CASE WHEN h.id IS NULL THEN d.locked_until ELSE $17::timestamptz END,
+			run_at = CASE WHEN h.id IS NULL THEN $14::timestamptz ELSE d.run_at END,
+			due_at = CASE WHEN h.id IS NULL THEN $14::timestamptz ELSE $17::timestamptz END,
+			updated_at = $14::timestamptz
+		FROM nx LEFT JOIN ho h ON h.id = nx.id
+		WHERE d.id = nx.id AND d.state = 'held'
+		RETURNING d.id, d.state
+	)
+	SELECT 'u', id FROM u
+	UNION ALL
+	SELECT CASE WHEN state = 'running' THEN 'r' ELSE 'p' END, id FROM rel
+	UNION ALL
+	SELECT 'i', key FROM ch WHERE head = ''`).Replace(completeSQL)
+
+// CompleteChained implements sqlcore.ChainCompleter.
+func (d dialect) CompleteChained(ctx context.Context, q sqlcore.Querier, cs []engine.Completion, now, at time.Time, hand sqlcore.Handover) (r sqlcore.ChainedResult, err error) {
+	first, args := d.completeArgs(cs, now)
+	until := ts(sqlcore.Round(now.Add(hand.Lease)))
+	rows, err := d.s.Query(ctx, q, completeChainSQL, append(args, ts(sqlcore.Round(at)), max(hand.Limit, 0), hand.Owner, until)...)
+	if err != nil {
+		return r, err
+	}
+	defer rows.Close()
+	r.OK = make([]bool, len(cs))
+	for rows.Next() {
+		var kind, v string
+		if err := rows.Scan(&kind, &v); err != nil {
+			return r, err
+		}
+		switch kind {
+		case "u":
+			r.OK[first[v]] = true
+		case "r":
+			r.Handed = append(r.Handed, v)
+		case "p":
+			r.Released = append(r.Released, v)
+		case "i":
+			r.Idle = append(r.Idle, v)
+		}
+	}
+	return r, rows.Err()
+}
+
 func ts(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -244,6 +320,26 @@ func ts(t time.Time) string {
 func (dialect) AtomicComplete() bool { return true }
 
 func (d dialect) CompleteUpdate(ctx context.Context, q sqlcore.Querier, cs []engine.Completion, now time.Time) ([]bool, error) {
+	first, args := d.completeArgs(cs, now)
+	rows, err := d.s.Query(ctx, q, completeSQL, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ok := make([]bool, len(cs))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ok[first[id]] = true
+	}
+	return ok, rows.Err()
+}
+
+// completeArgs returns completeSQL's arguments for cs, and the index in cs
+// of each id's first completion.
+func (d dialect) completeArgs(cs []engine.Completion, now time.Time) (map[string]int, []any) {
 	n := len(cs)
 	ids, owners, states, runAts, errs, fins, starts, outcomes := make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -251,7 +347,14 @@ func (d dialect) CompleteUpdate(ctx context.Context, q sqlcore.Querier, cs []eng
 	details := make(pq.ByteaArray, n)
 	tests := make([]bool, n)
 	first := make(map[string]int, n)
-	for i := range cs {
+	// In id order: the update locks rows in the order of v (a nested
+	// loop over it), as Renew does, so the two cannot deadlock.
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return cs[order[a]].ID < cs[order[b]].ID })
+	for p, i := range order {
 		c := &cs[i]
 		if _, ok := first[c.ID]; !ok {
 			first[c.ID] = i
@@ -262,27 +365,14 @@ func (d dialect) CompleteUpdate(ctx context.Context, q sqlcore.Querier, cs []eng
 		if start.IsZero() {
 			start = fin
 		}
-		ids[i], owners[i], states[i], runAts[i] = c.ID, c.Owner, string(c.State), ts(runAt)
-		errs[i], fins[i], starts[i], outcomes[i] = text(c.Attempt.Error), ts(fin), ts(start), text(c.Attempt.Outcome)
-		atts[i], codes[i], durs[i] = int64(c.Attempt.N), int64(c.Attempt.Code), int64(c.Attempt.Duration)
-		details[i], tests[i] = c.Attempt.Detail, c.Attempt.Test
+		ids[p], owners[p], states[p], runAts[p] = c.ID, c.Owner, string(c.State), ts(runAt)
+		errs[p], fins[p], starts[p], outcomes[p] = text(c.Attempt.Error), ts(fin), ts(start), text(c.Attempt.Outcome)
+		atts[p], codes[p], durs[p] = int64(c.Attempt.N), int64(c.Attempt.Code), int64(c.Attempt.Duration)
+		details[p], tests[p] = c.Attempt.Detail, c.Attempt.Test
 	}
-	rows, err := d.s.Query(ctx, q, completeSQL, pq.Array(ids), pq.Array(owners), pq.Array(atts),
+	return first, []any{pq.Array(ids), pq.Array(owners), pq.Array(atts),
 		pq.Array(states), pq.Array(runAts), pq.Array(codes), pq.Array(errs), pq.Array(fins),
-		pq.Array(starts), pq.Array(durs), pq.Array(outcomes), details, pq.Array(tests))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	ok := make([]bool, n)
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ok[first[id]] = true
-	}
-	return ok, rows.Err()
+		pq.Array(starts), pq.Array(durs), pq.Array(outcomes), details, pq.Array(tests)}
 }
 
 // writeSQL inserts events, and the deliveries of those that were new, in
@@ -314,7 +404,96 @@ var writeSQL = `WITH e AS (
 	UNION ALL
 	SELECT NULL, NULL FROM (SELECT pg_notify('` + Channel + `', '') FROM (SELECT 1 FROM d LIMIT 1) one) n`
 
+// writeChainsSQL is writeSQL for batches with deliveries of ordered
+// chains (state held, order_key set), which it places in their chains in
+// the same statement (see sqlcore.ChainWriter). Without $37, every chain
+// of the batch is upserted in key order (locked), a chain without a head
+// getting its lowest new delivery as head, inserted pending; the others
+// are inserted held and listed in held. With $37 (optimistic), chains
+// that have a head as this statement sees them (b) are not locked: their
+// new deliveries only join held, and their keys are returned for
+// chainCheck. A chain it locks may then have held deliveries that such an
+// emit added while its head was ending (a); the earliest of them becomes
+// the head (pending, due at $38) if earlier than the new ones. Rows are
+// ('e', tenant, id) of each new event, ('h', id) of each new head, ('b',
+// key) of each busy chain, and the notify's.
+var writeChainsSQL = strings.NewReplacer(
+	`), d AS (
+		INSERT INTO deliveries (`+sqlcore.DeliveryCols("")+`, due_at)
+		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
+			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
+			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, NULLIF(y.due_at, '')::timestamptz
+		FROM unnest(`, `), y AS (
+		SELECT y.* FROM unnest(`,
+	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
+		RETURNING 1
+	)
+	SELECT tenant, id FROM e
+	UNION ALL
+	SELECT NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '') FROM (SELECT 1 FROM d LIMIT 1) one) n`,
+	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
+	), o AS (
+		SELECT order_key AS key, min(id) AS id FROM y WHERE order_key <> '' AND state = 'held' GROUP BY order_key
+	), b AS (
+		SELECT ch.key FROM chains ch WHERE $37 AND ch.key IN (SELECT key FROM o) AND ch.head <> ''
+	), a AS (
+		SELECT hd.key, min(hd.id) AS id FROM held hd
+		WHERE $37 AND hd.key IN (SELECT key FROM o) AND hd.key NOT IN (SELECT key FROM b) GROUP BY hd.key
+	), c AS (
+		INSERT INTO chains (key, head)
+		SELECT o.key, LEAST(o.id, a.id) FROM o LEFT JOIN a ON a.key = o.key
+		WHERE o.key NOT IN (SELECT key FROM b) ORDER BY o.key
+		ON CONFLICT (key) DO UPDATE SET head = CASE WHEN chains.head = '' THEN excluded.head ELSE chains.head END
+		RETURNING key, head
+	), d AS (
+		INSERT INTO deliveries (`+sqlcore.DeliveryCols("")+`, due_at)
+		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
+			y.retry, y.payload,
+			CASE WHEN c.head = y.id THEN CASE WHEN y.lease_owner <> '' THEN 'running' ELSE 'pending' END ELSE y.state END,
+			CASE WHEN c.head = y.id AND y.lease_owner <> '' THEN 1 ELSE y.attempts END, y.retry_base,
+			y.run_at::timestamptz, y.last_code, y.last_error, y.internal, y.test,
+			CASE WHEN k.held THEN '' ELSE y.lease_owner END,
+			CASE WHEN k.held THEN NULL ELSE NULLIF(y.locked_until, '')::timestamptz END,
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced,
+			CASE WHEN c.head = y.id THEN CASE WHEN y.lease_owner <> '' THEN NULLIF(y.locked_until, '')::timestamptz ELSE y.run_at::timestamptz END
+				ELSE NULLIF(y.due_at, '')::timestamptz END
+		FROM y LEFT JOIN c ON c.key = y.order_key AND y.state = 'held',
+			LATERAL (SELECT y.state = 'held' AND c.head IS DISTINCT FROM y.id AS held) k
+		RETURNING state
+	), h AS (
+		INSERT INTO held (key, id) SELECT y.order_key, y.id FROM y
+		WHERE y.order_key <> '' AND y.state = 'held' AND NOT EXISTS (SELECT 1 FROM c WHERE c.key = y.order_key AND c.head = y.id)
+		ON CONFLICT DO NOTHING
+	), ad AS (
+		UPDATE deliveries x SET state = 'pending', run_at = $38::timestamptz, due_at = $38::timestamptz, updated_at = $38::timestamptz
+		FROM c JOIN a ON a.key = c.key AND a.id = c.head
+		WHERE x.id = c.head AND x.state = 'held'
+		RETURNING 1
+	), ah AS (
+		DELETE FROM held hh USING c JOIN a ON a.key = c.key AND a.id = c.head
+		WHERE hh.key = c.key AND hh.id = c.head
+	)
+	SELECT 'e', tenant, id FROM e
+	UNION ALL
+	SELECT 'h', NULL, head FROM c JOIN o ON o.key = c.key AND o.id = c.head
+	UNION ALL
+	SELECT 'b', NULL, key FROM b
+	UNION ALL
+	SELECT 'n', NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '')
+		FROM (SELECT 1 FROM d WHERE state = 'pending' UNION ALL SELECT 1 FROM ad LIMIT 1) one) n`).Replace(writeSQL)
+
+// PreclaimsHeads implements engine.HeadPreclaimer (see writeChainsSQL).
+func (*Store) PreclaimsHeads() {}
+
+// WriteEvents implements sqlcore.BatchWriter.
 func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent) ([]bool, error) {
+	ins, _, err := d.WriteChained(ctx, q, evs, false)
+	return ins, err
+}
+
+// WriteChained implements sqlcore.ChainWriter.
+func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent, optimistic bool) ([]bool, []string, error) {
 	n := len(evs)
 	eTenant, eID, eEntity, eEntityID, eName, eOcc, eRecv := make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -359,28 +538,79 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 			okey, coal = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced))
 		}
 	}
-	rows, err := d.s.Query(ctx, q, writeSQL,
+	args := []any{
 		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
 		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
 		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
 		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
 		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
-		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal))
+		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal)}
+	chained := false
+	for i := range okey {
+		if okey[i] != "" && state[i] == string(engine.StateHeld) {
+			chained = true
+			break
+		}
+	}
+	inserted := make([]bool, n)
+	if !chained {
+		rows, err := d.s.Query(ctx, q, writeSQL, args...)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var t, i sql.NullString
+			if err := rows.Scan(&t, &i); err != nil {
+				return nil, nil, err
+			}
+			if t.Valid {
+				inserted[index[[2]string{t.String, i.String}]] = true
+			}
+		}
+		return inserted, nil, rows.Err()
+	}
+	args = append(args, optimistic, ts(sqlcore.Round(time.Now().UTC())))
+	rows, err := d.s.Query(ctx, q, writeChainsSQL, args...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer rows.Close()
-	inserted := make([]bool, n)
+	heads := map[string]bool{}
+	var busy []string
 	for rows.Next() {
+		var kind string
 		var t, i sql.NullString
-		if err := rows.Scan(&t, &i); err != nil {
-			return nil, err
+		if err := rows.Scan(&kind, &t, &i); err != nil {
+			return nil, nil, err
 		}
-		if t.Valid {
+		switch kind {
+		case "e":
 			inserted[index[[2]string{t.String, i.String}]] = true
+		case "h":
+			heads[i.String] = true
+		case "b":
+			busy = append(busy, i.String)
 		}
 	}
-	return inserted, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	for n := range evs {
+		for k := range evs[n].Deliveries {
+			dl := &evs[n].Deliveries[k]
+			switch {
+			case dl.State != engine.StateHeld || dl.OrderKey == "":
+			case heads[dl.ID] && dl.LeaseOwner != "":
+				dl.State, dl.Attempts = engine.StateRunning, 1 // preclaimed (engine.HeadPreclaimer)
+			case heads[dl.ID]:
+				dl.State = engine.StatePending
+			default:
+				dl.LeaseOwner, dl.LockedUntil = "", time.Time{}
+			}
+		}
+	}
+	return inserted, busy, nil
 }
 
 // text drops NUL bytes, which PostgreSQL text cannot hold.

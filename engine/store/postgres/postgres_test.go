@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"sort"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -305,5 +306,101 @@ func TestMigrateRuleIDs(t *testing.T) {
 	d, _, err := s.GetDelivery(ctx, "dlv_old")
 	if err != nil || d.RuleID != "" || d.Rule != "a" {
 		t.Fatalf("old delivery %+v, %v", d, err)
+	}
+}
+
+// orderedRecord is record with its delivery held in the ordered chain
+// key, preclaimed by owner when set.
+func orderedRecord(id, key, owner string) engine.EventRecord {
+	r := record(id)
+	d := &r.Deliveries[0]
+	d.State, d.OrderKey = engine.StateHeld, key
+	if owner != "" {
+		d.LeaseOwner, d.LockedUntil = owner, time.Now().Add(time.Minute)
+	}
+	return r
+}
+
+// A chain left with held deliveries but no head (what a completion that
+// read held before an emit committed leaves, when the process stops
+// before its look after the commit): the next emit to the chain makes the
+// earliest held one the head instead of its own, and RepairChains gives a
+// chain that gets no emit its head.
+func TestOrderedOrphans(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	orphan := func(key string, n int) []string {
+		t.Helper()
+		var out []string
+		for i := range n {
+			r := orderedRecord(fmt.Sprintf("%s-%d", key, i), key, "")
+			if _, err := s.InsertEvents(ctx, []engine.EventRecord{r}); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r.Deliveries[0].ID)
+		}
+		// The head ended, and its completion saw none held.
+		if _, err := db.ExecContext(ctx, `UPDATE deliveries SET state = 'succeeded', due_at = NULL WHERE id = $1;`, out[0]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, `UPDATE chains SET head = '' WHERE key = $1`, key); err != nil {
+			t.Fatal(err)
+		}
+		return out[1:]
+	}
+	state := func(id string) engine.State {
+		t.Helper()
+		d, _, err := s.GetDelivery(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.State
+	}
+
+	held := orphan("adopt", 3)
+	r := orderedRecord("adopt-new", "adopt", "me")
+	res, err := s.InsertEvents(ctx, []engine.EventRecord{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res[0].Deliveries[0]; got.State != engine.StateHeld || got.LeaseOwner != "" {
+		t.Fatalf("the new delivery of a chain with earlier held ones: %s (owner %q), want held", got.State, got.LeaseOwner)
+	}
+	if st := state(held[0]); st != engine.StatePending {
+		t.Fatalf("the earliest held one: %s, want pending (the chain's head)", st)
+	}
+	if st := state(held[1]); st != engine.StateHeld {
+		t.Fatalf("the second held one: %s, want still held", st)
+	}
+
+	stuck := orphan("repair", 2)
+	if n, err := s.RepairChains(ctx); err != nil || n != 1 {
+		t.Fatalf("RepairChains = %d, %v; want 1 (the chain without emits)", n, err)
+	}
+	if st := state(stuck[0]); st != engine.StatePending {
+		t.Fatalf("the repaired chain's next: %s, want pending", st)
+	}
+	ds, err := s.Claim(ctx, "w", 10, time.Now().Add(time.Second), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.ID)
+	}
+	sort.Strings(got)
+	if want := []string{held[0], stuck[0]}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("claimable %v, want the two heads %v", got, want)
+	}
+	if n, err := s.RepairChains(ctx); err != nil || n != 0 {
+		t.Fatalf("RepairChains again = %d, %v; want 0", n, err)
 	}
 }

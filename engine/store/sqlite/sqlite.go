@@ -232,6 +232,9 @@ func (s *Store) migrate(ctx context.Context) error {
 // processes' writes are not seen: the engine's polling covers them.
 func (s *Store) Wakeups() <-chan struct{} { return s.wake }
 
+// PreclaimsHeads implements engine.HeadPreclaimer (see sqlcore's chainNew).
+func (*Store) PreclaimsHeads() {}
+
 // Close closes the database.
 func (s *Store) Close() error {
 	var err error

@@ -173,6 +173,8 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteRaise", testCompleteRaise},
 		{"CompleteBatch", testCompleteBatch},
 		{"Release", testRelease},
+		{"OrderedChains", testOrderedChains},
+		{"OrderedChainsConcurrent", testOrderedChainsConcurrent},
 		{"ListDeliveries", testList},
 		{"Requeue", testRequeue},
 		{"Prune", testPrune},

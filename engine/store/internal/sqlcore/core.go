@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,42 @@ type NewEvent struct {
 // which events were new.
 type BatchWriter interface {
 	WriteEvents(ctx context.Context, q Querier, evs []NewEvent) (inserted []bool, err error)
+}
+
+// ChainWriter is an optional capability of a BatchWriter: WriteChained is
+// WriteEvents placing the new deliveries of ordered chains in their chains
+// too (see chainNew), updating their states in evs, in its one statement.
+// With optimistic set, it adds to chains that have a head without locking
+// them and returns their keys (busy), which the caller must pass to
+// chainCheck once it committed.
+type ChainWriter interface {
+	WriteChained(ctx context.Context, q Querier, evs []NewEvent, optimistic bool) (inserted []bool, busy []string, err error)
+}
+
+// ChainCompleter is an optional Dialect capability: CompleteUpdate and,
+// for the completions that end heads of ordered chains (succeeded or
+// dead), chainAdvance in one statement, which a concurrent emit adding to
+// a busy chain does not wait for (see ChainWriter). Of the next heads, it
+// claims up to hand.Limit for hand.Owner and makes the others pending and
+// due at at.
+type ChainCompleter interface {
+	CompleteChained(ctx context.Context, q Querier, cs []engine.Completion, now, at time.Time, hand Handover) (ChainedResult, error)
+}
+
+// Handover is who claims the heads a completion releases (Limit 0: none).
+type Handover struct {
+	Owner string
+	Limit int
+	Lease time.Duration
+}
+
+// ChainedResult is what CompleteChained did: which completions applied
+// (OK, by index), the heads it claimed (Handed) and made pending
+// (Released), and the chains it left without a head (Idle, for
+// chainCheck).
+type ChainedResult struct {
+	OK                     []bool
+	Handed, Released, Idle []string
 }
 
 // Atomic is an optional Dialect capability: CompleteUpdate is one
@@ -195,20 +232,25 @@ func (c *Core) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]e
 	}
 	var res []engine.InsertResult
 	var err error
-	if _, ok := c.D.(BatchWriter); ok && !needsTx(recs) {
+	_, chains := c.D.(ChainWriter)
+	var busy []string
+	if _, ok := c.D.(BatchWriter); ok && !needsTx(recs, chains) {
 		err = c.Retry(ctx, func() error {
-			res, err = c.InsertEventsIn(ctx, c.W, recs)
+			busy = busy[:0]
+			res, err = c.insertEventsIn(ctx, c.W, recs, &busy)
 			return err
 		})
 	} else {
 		err = c.Tx(ctx, func(tx *Tx) error {
-			res, err = c.InsertEventsIn(ctx, tx, recs)
+			busy = busy[:0] // a retried transaction starts again
+			res, err = c.insertEventsIn(ctx, tx, recs, &busy)
 			return err
 		})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("insert events: %w", err)
 	}
+	c.chainCheck(ctx, busy, time.Now().UTC())
 	return res, nil
 }
 
@@ -218,6 +260,13 @@ const eventCols = "tenant, id, entity, entity_id, event_name, occurred_at, recei
 // repeating an earlier one of the batch, or one stored before, is a
 // duplicate with the stored deliveries.
 func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	return c.insertEventsIn(ctx, tx, recs, nil)
+}
+
+// insertEventsIn is InsertEventsIn; with busy non-nil, a ChainWriter adds
+// ordered deliveries to busy chains without locking them, appending their
+// keys to *busy for chainCheck.
+func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.EventRecord, busy *[]string) ([]engine.InsertResult, error) {
 	res := make([]engine.InsertResult, len(recs))
 	first := make(map[key]int, len(recs))
 	dupOf := make([]int, len(recs))
@@ -265,7 +314,14 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	}
 	var inserted []bool
 	var err error
-	if bw, ok := c.D.(BatchWriter); ok {
+	cw, chained := c.D.(ChainWriter)
+	if bw, batch := c.D.(BatchWriter); chained {
+		var b []string
+		inserted, b, err = cw.WriteChained(ctx, tx, evs, busy != nil)
+		if busy != nil {
+			*busy = append(*busy, b...)
+		}
+	} else if batch {
 		inserted, err = bw.WriteEvents(ctx, tx, evs)
 	} else {
 		inserted, err = c.writeEvents(ctx, tx, evs)
@@ -273,7 +329,7 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err != nil {
 		return nil, err
 	}
-	if err := c.afterInsert(ctx, tx, evs, inserted); err != nil {
+	if err := c.afterInsert(ctx, tx, evs, inserted, !chained); err != nil {
 		return nil, err
 	}
 	var stored []key
@@ -309,10 +365,13 @@ func (c *Core) InsertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 // needsTx reports whether writing recs takes more than the events and
 // deliveries (timers, latest events, ordered chains): then a BatchWriter's
 // one statement needs a transaction around it.
-func needsTx(recs []engine.EventRecord) bool {
+func needsTx(recs []engine.EventRecord, writesChains bool) bool {
 	for i := range recs {
 		if len(recs[i].Timers) > 0 || recs[i].TrackLatest {
 			return true
+		}
+		if writesChains {
+			continue
 		}
 		for j := range recs[i].Deliveries {
 			if recs[i].Deliveries[j].OrderKey != "" {
@@ -327,7 +386,7 @@ func needsTx(recs []engine.EventRecord) bool {
 // rows and deliveries: the timers they arm, the latest event of entities
 // with schedule timers, and the places of ordered deliveries in their
 // chains (updating the states in evs).
-func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool, chains bool) error {
 	var ordered []*engine.Delivery
 	extra := false
 	for n := range evs {
@@ -336,6 +395,9 @@ func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inse
 		}
 		extra = extra || len(evs[n].Rec.Timers) > 0 || evs[n].Rec.TrackLatest
 		for j := range evs[n].Deliveries {
+			if !chains {
+				break // the BatchWriter placed them
+			}
 			if d := &evs[n].Deliveries[j]; d.OrderKey != "" && d.State == engine.StateHeld {
 				ordered = append(ordered, d)
 			}
@@ -678,11 +740,17 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 		}
 		return count(ok), nil
 	}
+	if cc, ok := c.D.(ChainCompleter); ok && !raise {
+		return c.completeChained(ctx, cc, cs, now, hand)
+	}
 	applied := 0
+	var recheck []string
+	var at time.Time
 	err := c.Tx(ctx, func(tx *Tx) error {
 		if hand != nil {
 			hand.got = hand.got[:0] // a retried transaction starts again
 		}
+		recheck = recheck[:0]
 		ok, err := c.D.CompleteUpdate(ctx, tx, cs, now)
 		if err != nil {
 			return err
@@ -695,12 +763,12 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 			}
 		}
 		if len(raise) > 0 {
-			if _, err := c.InsertEventsIn(ctx, tx, raise); err != nil {
+			if _, err := c.insertEventsIn(ctx, tx, raise, &recheck); err != nil {
 				return fmt.Errorf("raise: %w", err)
 			}
 		}
 		var ends []chainEnd
-		var at time.Time
+		at = time.Time{}
 		for i := range cs {
 			if ok[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
 				ends = append(ends, chainEnd{cs[i].OrderKey, cs[i].ID})
@@ -711,11 +779,17 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 				}
 			}
 		}
-		return c.chainAdvance(ctx, tx, ends, at, hand)
+		idle, err := c.chainAdvance(ctx, tx, ends, at, hand)
+		recheck = append(recheck, idle...)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("complete: %w", err)
 	}
+	if at.IsZero() {
+		at = now
+	}
+	c.chainCheck(ctx, recheck, at)
 	return applied, nil
 }
 
@@ -769,9 +843,14 @@ func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time
 		return 0, nil
 	}
 	until = Round(until)
-	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE state = 'running' AND lease_owner = ?`
+	// Rows that another statement locks (a completion, on PostgreSQL) are
+	// skipped rather than waited for: they are ending, and waiting made
+	// renewals and completions deadlock. A skipped lease still running is
+	// renewed at the next beat.
+	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'running' AND lease_owner = ?`
 	// Each chunk retried on its own: no transaction spans them.
 	total, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (r sql.Result, err error) {
+		q += c.D.SkipLocked() + ")"
 		err = c.Retry(ctx, func() error {
 			r, err = c.W.ExecContext(ctx, q, args...)
 			return err
@@ -1363,4 +1442,67 @@ func (c *Core) ListRules(ctx context.Context) (rs []engine.RuleRecord, err error
 // DeleteRule implements engine.RuleStore.
 func (c *Core) DeleteRule(ctx context.Context, name, ifID string) error {
 	return c.Retry(ctx, func() error { return c.deleteRule(ctx, name, ifID) })
+}
+
+// completeChained is complete through a ChainCompleter: one statement,
+// then the released heads claimed for hand (as far as its limit goes) in
+// a second, and chainCheck.
+func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engine.Completion, now time.Time, hand *handover) (int, error) {
+	var at time.Time
+	for i := range cs {
+		if cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+			// The engine's clock (tests use fake ones): the next one is
+			// due when this one finished.
+			if f := Finished(&cs[i], now); f.After(at) {
+				at = f
+			}
+		}
+	}
+	if at.IsZero() {
+		at = now
+	}
+	var h Handover
+	if hand != nil {
+		h = Handover{Owner: hand.owner, Limit: hand.limit, Lease: hand.lease}
+	}
+	var r ChainedResult
+	err := c.Retry(ctx, func() error {
+		var err error
+		r, err = cc.CompleteChained(ctx, c.W, cs, now, at, h)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("complete: %w", err)
+	}
+	applied := 0
+	for _, b := range r.OK {
+		if b {
+			applied++
+		}
+	}
+	if len(r.Handed) > 0 {
+		// Claimed for this process by the statement: read them for its
+		// workers. Should the read fail, their leases run out and any
+		// process claims them.
+		if got, err := c.readIDs(ctx, r.Handed); err == nil {
+			hand.got = got
+		}
+	}
+	if len(r.Released) > 0 {
+		// Wake the claim loops (of every process). A failure leaves them
+		// to the loops' polling.
+		_ = c.D.Notify(ctx, c.W)
+	}
+	c.chainCheck(ctx, r.Idle, at)
+	return applied, nil
+}
+
+// readIDs reads the deliveries of ids.
+func (c *Core) readIDs(ctx context.Context, ids []string) ([]engine.Delivery, error) {
+	slices.Sort(ids)
+	rows, err := c.W.QueryContext(ctx, c.Q(`SELECT `+DeliveryCols("")+` FROM deliveries WHERE id IN (`+list(len(ids))+`) ORDER BY id`), anys(ids)...)
+	if err != nil {
+		return nil, err
+	}
+	return ScanDeliveries(rows)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -12,13 +13,23 @@ import (
 
 // Ordered chains (migration 0007): a chain's row in chains names its head,
 // the one delivery that may run; the others are held, listed in held.
-// Every statement below locks chain rows first, in key order, so that the
-// writers of one chain serialise and never deadlock.
+// The statements that give a chain a head or clear it lock its row first,
+// in key order, so that they serialise and never deadlock.
+//
+// On PostgreSQL (ChainWriter), an emit adding to a chain that has a head
+// (a busy chain) locks nothing: it only adds to held. Locking busy chains made emits and completions of
+// the same entities wait for each other's commits, which halved ordered
+// throughput on PostgreSQL. The cost is a race with the completion of the
+// head, which may read held before the emit commits and leave the chain
+// without a head: so both sides look again after they commit (chainCheck;
+// one of the two looks sees the other's commit), and RepairChains finds
+// what a crash between commit and look left.
 
 // chainNew places new deliveries of ordered chains (OrderKey set, state
 // held as the engine makes them): where a chain has no head, its first
 // new delivery (lowest id) becomes the head and pending; the rest wait in
-// held. It updates the states in dls.
+// held. It updates the states in dls. (A ChainWriter does this in its
+// WriteEvents.)
 func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery) error {
 	first := map[string]string{} // key → lowest new id
 	var keys []string
@@ -52,29 +63,46 @@ func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery)
 	if err != nil {
 		return fmt.Errorf("ordered chain: %w", err)
 	}
-	var run []any
+	var run, claimed, unleased []any
 	var held []engine.Delivery
 	for _, d := range dls {
 		if d.OrderKey == "" || d.State != engine.StateHeld {
 			continue
 		}
-		if heads[d.OrderKey] == d.ID {
+		switch {
+		case heads[d.OrderKey] == d.ID && d.LeaseOwner != "":
+			// Preclaimed by the emit (engine.HeadPreclaimer): running.
+			d.State, d.Attempts = engine.StateRunning, 1
+			claimed = append(claimed, d.ID)
+		case heads[d.OrderKey] == d.ID:
 			d.State = engine.StatePending
 			run = append(run, d.ID)
-			continue
+		default:
+			if d.LeaseOwner != "" {
+				d.LeaseOwner, d.LockedUntil = "", time.Time{}
+				unleased = append(unleased, d.ID)
+			}
+			held = append(held, *d)
 		}
-		held = append(held, *d)
 	}
 	if err := c.insertHeld(ctx, tx, held); err != nil {
 		return err
 	}
-	// Due when they were created (their run_at).
-	per := c.chunk(1)
-	for lo := 0; lo < len(run); lo += per {
-		part := run[lo:min(lo+per, len(run))]
-		if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET state = 'pending', due_at = run_at
-			WHERE state = 'held' AND id IN (`+list(len(part))+`)`), part...); err != nil {
-			return fmt.Errorf("ordered chain: %w", err)
+	for _, u := range []struct {
+		ids []any
+		set string
+	}{
+		{run, "state = 'pending', due_at = run_at"}, // due when they were created
+		{claimed, "state = 'running', attempts = 1, due_at = locked_until"},
+		{unleased, "lease_owner = '', locked_until = NULL"},
+	} {
+		per := c.chunk(1)
+		for lo := 0; lo < len(u.ids); lo += per {
+			part := u.ids[lo:min(lo+per, len(u.ids))]
+			if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET `+u.set+`
+				WHERE state = 'held' AND id IN (`+list(len(part))+`)`), part...); err != nil {
+				return fmt.Errorf("ordered chain: %w", err)
+			}
 		}
 	}
 	return nil
@@ -109,10 +137,11 @@ type chainEnd struct{ key, id string }
 // chainAdvance moves the chains whose head ended on to their next held
 // delivery (lowest id), which becomes pending and due at now. A delivery
 // that is not its chain's head (a replayed dead one, which runs outside
-// the order) moves nothing.
-func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, now time.Time, hand *handover) error {
+// the order) moves nothing. It returns the chains left without a head,
+// which the caller passes to chainCheck after it commits.
+func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, now time.Time, hand *handover) ([]string, error) {
 	if len(ends) == 0 {
-		return nil
+		return nil, nil
 	}
 	sort.Slice(ends, func(i, j int) bool { return ends[i].key < ends[j].key })
 	// 1. Clear the heads that ended, locking their rows.
@@ -124,31 +153,48 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		for _, e := range ends[lo:hi] {
 			args = append(args, e.key, e.id)
 		}
-		rows, err := tx.QueryContext(ctx, c.Q("UPDATE chains SET head = '' WHERE (key, head) IN (VALUES "+
-			placeholders(hi-lo, 2)+") RETURNING key"), args...)
+		// The rows are locked in key order first where writers run
+		// concurrently: the UPDATE alone locks them in the order of its
+		// plan, and emits lock them in key order.
+		rows, err := tx.QueryContext(ctx, c.Q("UPDATE chains SET head = '' WHERE key IN (SELECT key FROM chains WHERE (key, head) IN (VALUES "+
+			placeholders(hi-lo, 2)+")"+c.lockInOrder("key")+") RETURNING key"), args...)
 		if err != nil {
-			return fmt.Errorf("ordered chain: advance: %w", err)
+			return nil, fmt.Errorf("ordered chain: advance: %w", err)
 		}
-		for rows.Next() {
-			var k string
-			if err := rows.Scan(&k); err != nil {
-				rows.Close()
-				return fmt.Errorf("ordered chain: advance: %w", err)
-			}
-			freed = append(freed, k)
+		ks, err := scanKeys(rows)
+		if err != nil {
+			return nil, fmt.Errorf("ordered chain: advance: %w", err)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("ordered chain: advance: %w", err)
-		}
+		freed = append(freed, ks...)
 	}
+	return c.chainRelease(ctx, tx, freed, now, hand)
+}
+
+// scanKeys reads rows of one text column and closes them.
+func scanKeys(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var ks []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		ks = append(ks, k)
+	}
+	return ks, rows.Err()
+}
+
+// chainRelease gives the chains of freed, whose rows tx locked and whose
+// heads are cleared, their next held delivery as head, pending and due at
+// now (or handed over per hand); it returns the chains that have none.
+func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now time.Time, hand *handover) ([]string, error) {
 	if len(freed) == 0 {
-		return nil
+		return nil, nil
 	}
 	// 2. Their next held deliveries, read in a new statement (so, on
 	// PostgreSQL, after every writer that held a chain row committed).
 	next := map[string]string{}
-	per = c.chunk(1)
+	per := c.chunk(1)
 	for lo := 0; lo < len(freed); lo += per {
 		part := freed[lo:min(lo+per, len(freed))]
 		args := make([]any, len(part))
@@ -157,23 +203,29 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		}
 		rows, err := tx.QueryContext(ctx, c.Q("SELECT key, MIN(id) FROM held WHERE key IN ("+list(len(part))+") GROUP BY key"), args...)
 		if err != nil {
-			return fmt.Errorf("ordered chain: next: %w", err)
+			return nil, fmt.Errorf("ordered chain: next: %w", err)
 		}
 		for rows.Next() {
 			var k, id string
 			if err := rows.Scan(&k, &id); err != nil {
 				rows.Close()
-				return fmt.Errorf("ordered chain: next: %w", err)
+				return nil, fmt.Errorf("ordered chain: next: %w", err)
 			}
 			next[k] = id
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("ordered chain: next: %w", err)
+			return nil, fmt.Errorf("ordered chain: next: %w", err)
+		}
+	}
+	var idle []string
+	for _, k := range freed {
+		if _, ok := next[k]; !ok {
+			idle = append(idle, k)
 		}
 	}
 	if len(next) == 0 {
-		return nil
+		return idle, nil
 	}
 	// 3. They become the heads, pending and due now.
 	keys := make([]string, 0, len(next))
@@ -192,10 +244,10 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		}
 		vals := placeholders(len(part), 2)
 		if _, err := tx.ExecContext(ctx, c.Q("UPDATE chains SET head = v.column2 FROM (VALUES "+vals+") AS v WHERE chains.key = v.column1"), pairs...); err != nil {
-			return fmt.Errorf("ordered chain: head: %w", err)
+			return nil, fmt.Errorf("ordered chain: head: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM held WHERE (key, id) IN (VALUES "+vals+")"), pairs...); err != nil {
-			return fmt.Errorf("ordered chain: held: %w", err)
+			return nil, fmt.Errorf("ordered chain: held: %w", err)
 		}
 		// The first ones straight to the caller's workers, claimed
 		// (see engine.ChainHandover); the rest pending and due now.
@@ -207,11 +259,11 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 				lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
 				WHERE state = 'held' AND id IN (`+list(n)+`) RETURNING `+DeliveryCols("")), args...)
 			if err != nil {
-				return fmt.Errorf("ordered chain: hand over: %w", err)
+				return nil, fmt.Errorf("ordered chain: hand over: %w", err)
 			}
 			ds, err := ScanDeliveries(rows)
 			if err != nil {
-				return fmt.Errorf("ordered chain: hand over: %w", err)
+				return nil, fmt.Errorf("ordered chain: hand over: %w", err)
 			}
 			hand.got = append(hand.got, ds...)
 			ids = ids[n:]
@@ -222,10 +274,10 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		args := append([]any{c.t(now), c.t(now), c.t(now)}, ids...)
 		if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, updated_at = ?
 			WHERE state = 'held' AND id IN (`+list(len(ids))+`)`), args...); err != nil {
-			return fmt.Errorf("ordered chain: release: %w", err)
+			return nil, fmt.Errorf("ordered chain: release: %w", err)
 		}
 	}
-	return c.D.Notify(ctx, tx)
+	return idle, c.D.Notify(ctx, tx)
 }
 
 // handover asks chainAdvance to claim up to limit released deliveries
@@ -249,4 +301,115 @@ func (c *Core) CompleteAndClaim(ctx context.Context, cs []engine.Completion, own
 		return 0, nil, err
 	}
 	return n, h.got, nil
+}
+
+// chainCheck looks, after a commit, at the chains of keys that the commit
+// added to without a lock (see chainNew) or left without a head (see
+// chainAdvance), and repairs those that have held deliveries but no head.
+// An error is not returned: the work is committed, and RepairChains finds
+// what this could not repair.
+func (c *Core) chainCheck(ctx context.Context, keys []string, now time.Time) {
+	if len(keys) == 0 || !c.concurrentWriters() {
+		return // one writer at a time: no commit can pass another's look
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	var stuck []string
+	per := c.chunk(1)
+	for lo := 0; lo < len(keys); lo += per {
+		part := keys[lo:min(lo+per, len(keys))]
+		rows, err := c.W.QueryContext(ctx, c.Q(`SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
+			WHERE h.key IN (`+list(len(part))+`) AND COALESCE(ch.head, '') = ''`), anys(part)...)
+		if err != nil {
+			return
+		}
+		ks, err := scanKeys(rows)
+		if err != nil {
+			return
+		}
+		stuck = append(stuck, ks...)
+	}
+	_, _ = c.chainRepair(ctx, stuck, now)
+}
+
+// chainRepair gives the chains of keys that have no head (or no row)
+// their next held delivery as head, in a transaction of its own; it
+// returns how many it gave one.
+func (c *Core) chainRepair(ctx context.Context, keys []string, now time.Time) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	sort.Strings(keys)
+	n := 0
+	err := c.Tx(ctx, func(tx *Tx) error {
+		n = 0
+		// Lock the rows (creating missing ones) whose head is still
+		// empty as committed: a head given meanwhile is left alone.
+		var freed []string
+		err := c.insert(ctx, tx, chainsLock, len(keys), func(i int, args []any) []any {
+			return append(args, keys[i], "")
+		}, func(rows *sql.Rows) error {
+			var k string
+			err := rows.Scan(&k)
+			freed = append(freed, k)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ordered chain: repair: %w", err)
+		}
+		idle, err := c.chainRelease(ctx, tx, freed, now, nil)
+		n = len(freed) - len(idle)
+		return err
+	})
+	return n, err
+}
+
+// chainsLock locks chain rows whose head is empty, inserting missing ones
+// (Prune deletes idle chains), and returns their keys.
+var chainsLock = multiRow{head: "INSERT INTO chains (key, head)", cols: 2,
+	tail: ` ON CONFLICT (key) DO UPDATE SET head = '' WHERE chains.head = '' RETURNING key`}
+
+// RepairChains implements engine.ChainRepairer: it repairs up to 1000
+// chains that have held deliveries but no head (a process stopped between
+// committing and chainCheck), and returns how many.
+func (c *Core) RepairChains(ctx context.Context) (int, error) {
+	if !c.concurrentWriters() {
+		return 0, nil // nothing locks after its commit (see chainCheck)
+	}
+	rows, err := c.R.QueryContext(ctx, `SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
+		WHERE COALESCE(ch.head, '') = '' LIMIT 1000`)
+	if err != nil {
+		return 0, fmt.Errorf("repair chains: %w", err)
+	}
+	keys, err := scanKeys(rows)
+	if err != nil {
+		return 0, fmt.Errorf("repair chains: %w", err)
+	}
+	n, err := c.chainRepair(ctx, keys, time.Now().UTC())
+	if err != nil {
+		return n, fmt.Errorf("repair chains: %w", err)
+	}
+	return n, nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// concurrentWriters reports whether transactions of several writers run
+// at once (PostgreSQL), rather than one at a time (SQLite).
+func (c *Core) concurrentWriters() bool { return c.D.SkipLocked() != "" }
+
+// lockInOrder ends a subquery selecting rows to update: on dialects whose
+// writers run concurrently, it locks them ordered by col, so that writers
+// locking the same rows in that order cannot deadlock.
+func (c *Core) lockInOrder(col string) string {
+	if !c.concurrentWriters() {
+		return ""
+	}
+	return " ORDER BY " + col + " FOR UPDATE"
 }
