@@ -317,4 +317,3 @@ func TestTLSDecodeErrors(t *testing.T) {
 	mustDecode(t, f, u+"tls: {client_cert: "+cert+", client_key: "+key+", ca_file: "+caFile+", server_name: erp.internal}")
 	mustDecode(t, f, u+"ca_file: "+caFile+"\ntls: {client_cert: "+cert+", client_key: "+key+"}")
 }
-
