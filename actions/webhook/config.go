@@ -288,7 +288,10 @@ func (c *config) retryUnauthorized(ctx context.Context, rreq *retryablehttp.Requ
 	again.Header = rreq.Header.Clone()
 	again.Header.Set("Authorization", "Bearer "+fresh)
 	rec.reqH = again.Header
-	rec.secrets = rec.secrets.addAuth("Bearer " + fresh).sorted()
+	if more := rec.secrets.addAuth("Bearer " + fresh); len(more) > len(rec.secrets) {
+		// A new array (rec.secrets is clipped): c.known is never sorted in place.
+		rec.secrets = more.sorted()
+	}
 	return c.client.retry.Do(again)
 }
 
