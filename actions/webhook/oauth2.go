@@ -91,7 +91,7 @@ func (c *tokenCache) token(ctx context.Context) (string, error) {
 	select {
 	case <-fl.done:
 	case <-ctx.Done():
-		return "", fmt.Errorf("waiting for a token from %s: %w", c.conf.TokenURL, ctx.Err())
+		return "", fmt.Errorf("waiting for a token from %s: %w", MaskURL(c.conf.TokenURL), ctx.Err())
 	}
 	if fl.err != nil {
 		return "", fl.err
@@ -107,12 +107,12 @@ func (c *tokenCache) fetch(fl *tokenFlight) {
 		err = errors.New("the response has no access_token")
 	}
 	if err != nil {
-		err = fmt.Errorf("fetching an OAuth2 token from %s: %s", c.conf.TokenURL, tokenErrorText(err))
+		err = fmt.Errorf("fetching an OAuth2 token from %s: %s", MaskURL(c.conf.TokenURL), tokenErrorText(err))
 	}
 	c.mu.Lock()
 	if err == nil {
 		c.tok = tok
-		c.log("fetched an OAuth2 token", "token_url", c.conf.TokenURL, "client_id", c.conf.ClientID, "expiry", tok.Expiry)
+		c.log("fetched an OAuth2 token", "token_url", MaskURL(c.conf.TokenURL), "client_id", c.conf.ClientID, "expiry", tok.Expiry)
 	}
 	c.flight = nil
 	fl.tok, fl.err = tok, err
