@@ -63,6 +63,8 @@ type DestinationLimit struct {
 	// Breaker replaces Config.Breaker for these destinations. Default
 	// nil: Config.Breaker.
 	Breaker *CircuitBreaker
+	// BreakerOff never pauses these destinations. Default false.
+	BreakerOff bool
 }
 
 // CircuitBreaker configures the pausing of failing destinations.
@@ -92,7 +94,9 @@ func (b CircuitBreaker) withDefaults() CircuitBreaker {
 }
 
 // Matches reports whether l applies to destination dest
-// ("scheme://host:port").
+// ("scheme://host:port"). A match with a scheme and no port means the
+// scheme's default port; "*.example.com" and "*.example.com:8443" match
+// subdomains.
 func (l *DestinationLimit) Matches(dest string) bool {
 	m := strings.ToLower(strings.TrimSpace(l.Match))
 	u, err := url.Parse(dest)
@@ -100,12 +104,22 @@ func (l *DestinationLimit) Matches(dest string) bool {
 		return false
 	}
 	host := u.Hostname()
-	switch {
-	case strings.Contains(m, "://"):
-		return strings.TrimSuffix(m, "/") == dest
-	case strings.HasPrefix(m, "*."):
-		return strings.HasSuffix(host, m[1:])
-	case strings.Contains(m, ":"):
+	if scheme, rest, ok := strings.Cut(m, "://"); ok {
+		if scheme != u.Scheme {
+			return false
+		}
+		m = rest
+		if !strings.Contains(m, ":") {
+			m += ":" + map[string]string{"https": "443", "http": "80"}[scheme]
+		}
+	}
+	if sub, ok := strings.CutPrefix(m, "*."); ok {
+		if h, port, hasPort := strings.Cut(sub, ":"); hasPort {
+			return strings.HasSuffix(host, "."+h) && port == u.Port()
+		}
+		return strings.HasSuffix(host, "."+sub)
+	}
+	if strings.Contains(m, ":") {
 		return m == u.Host
 	}
 	return m == host
@@ -131,7 +145,7 @@ type DestinationState struct {
 	Interval    time.Duration `json:"-"` // between probes now
 	ResumedAt   time.Time     `json:"resumed_at,omitzero"`
 	Pauses      int           `json:"pauses"` // how often it was paused
-	UpdatedAt   time.Time     `json:"updated_at"`
+	UpdatedAt   time.Time     `json:"updated_at,omitzero"`
 }
 
 // Destination states.
@@ -156,10 +170,13 @@ type DestinationStore interface {
 	ResumeDestination(ctx context.Context, dest string, now time.Time) (DestinationState, bool, error)
 	// ListDestinations returns every destination ever paused.
 	ListDestinations(ctx context.Context) ([]DestinationState, error)
-	// WakeDeferred makes the pending deliveries due exactly at at due at
-	// now (those a paused destination deferred to its probe) and returns
-	// how many.
-	WakeDeferred(ctx context.Context, at, now time.Time) (int, error)
+	// WaitFor releases ids (claimed by owner; the attempts not counted),
+	// due at at, as waiting for paused dest, so that WakeDestination finds
+	// them.
+	WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error
+	// WakeDestination makes the deliveries waiting for dest due at now and
+	// returns how many.
+	WakeDestination(ctx context.Context, dest string, now time.Time) (int, error)
 }
 
 // destInfo is what this process knows of one destination. Guarded by
@@ -171,12 +188,68 @@ type destInfo struct {
 	paused    bool
 	nextProbe time.Time
 	interval  time.Duration
-	probing   bool // this process runs the probe now
+	probeID   string // the delivery this process probes with, until nextProbe; "" for none
 	resumedAt time.Time
 	slowUntil time.Time
-	tokens    float64
-	filled    time.Time // when tokens was computed
+	buckets   map[float64]*bucket // by rate: the limit's and each action rate_limit's
+	seen      time.Time           // the last gate or observe
 	limit     *DestinationLimit
+}
+
+// probing reports whether this process runs a probe of it now: taken, and
+// its time not over (a probe that was never attempted — sent back, its
+// lease lost — must not hold the destination beyond it).
+func (in *destInfo) probing(now time.Time) bool {
+	return in.probeID != "" && now.Before(in.nextProbe)
+}
+
+// bucket is a token bucket whose tokens may go below zero: a delivery
+// over the limit reserves the token it will use at its due time, so that
+// deliveries held back come due one after the other, not all at once.
+type bucket struct {
+	rate, burst float64
+	tokens      float64
+	filled      time.Time
+	reserved    map[string]time.Time // delivery → when its reserved token is its
+}
+
+// maxReserve bounds how far ahead a bucket reserves tokens (and so how
+// many reservations it keeps): a delivery beyond it waits that long and
+// competes again.
+const maxReserve = time.Minute
+
+// take reports whether delivery id may run now, or when it should come
+// back.
+func (b *bucket) take(id string, now time.Time) (bool, time.Time) {
+	if at, ok := b.reserved[id]; ok && !now.Before(at.Add(-10*time.Millisecond)) {
+		delete(b.reserved, id)
+		return true, time.Time{}
+	}
+	if b.filled.IsZero() {
+		b.tokens, b.filled = b.burst, now
+	}
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.filled).Seconds()*b.rate)
+	b.filled = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, time.Time{}
+	}
+	wait := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+	if wait > maxReserve {
+		return false, now.Add(maxReserve)
+	}
+	b.tokens--
+	at := now.Add(max(wait, time.Millisecond))
+	if b.reserved == nil {
+		b.reserved = map[string]time.Time{}
+	}
+	b.reserved[id] = at
+	return false, at
+}
+
+// idle reports whether the bucket holds no reservation and is full.
+func (b *bucket) idle(now time.Time) bool {
+	return len(b.reserved) == 0 && b.tokens+now.Sub(b.filled).Seconds()*b.rate >= b.burst
 }
 
 // destinations is the engine's per-destination state.
@@ -214,6 +287,8 @@ func (e *Engine) limitFor(dest string) *DestinationLimit {
 func (e *Engine) breakerFor(l *DestinationLimit) *CircuitBreaker {
 	var b *CircuitBreaker
 	switch {
+	case l != nil && l.BreakerOff:
+		return nil
 	case l != nil && l.Breaker != nil:
 		b = l.Breaker
 	case e.cfg.Breaker != nil:
@@ -225,81 +300,97 @@ func (e *Engine) breakerFor(l *DestinationLimit) *CircuitBreaker {
 	return &c
 }
 
-// gate decides whether an attempt to dest may start now. It returns
-// (true, zero, _) to run it, or (false, at, paused) to send it back to the
-// queue, due at at; paused when it waits for the destination's probe.
-// actionRate is the job's action's own rate limit (0: none).
-func (d *destinations) gate(ctx context.Context, dest string, actionRate float64, now time.Time) (ok bool, at time.Time, paused bool) {
+// gate decides whether the attempt of delivery id to dest may start now.
+// It returns (true, zero, _) to run it, or (false, at, paused) to send it
+// back to the queue, due at at; paused when it waits for the
+// destination's probe. actionRate is the delivery's action's own rate
+// limit (0: none).
+func (d *destinations) gate(ctx context.Context, dest, id string, actionRate float64, now time.Time) (ok bool, at time.Time, paused bool) {
 	if dest == "" || d == nil {
 		return true, time.Time{}, false
 	}
 	d.mu.Lock()
 	in := d.info(dest)
+	in.seen = now
 	if now.Before(in.slowUntil) {
 		d.mu.Unlock()
 		return false, in.slowUntil, false
 	}
 	if in.paused {
-		if in.probing || now.Before(in.nextProbe) {
-			// Due at the next probe exactly: a successful probe wakes
-			// every delivery due then at once (WakeDeferred).
+		if in.probing(now) || now.Before(in.nextProbe) {
 			at := in.nextProbe
 			d.mu.Unlock()
 			return false, at, true
 		}
+		in.probeID = ""
 		interval := min(max(in.interval, time.Second)*2, d.e.breakerFor(in.limit).ProbeMax)
 		next := now.Add(interval)
 		d.mu.Unlock()
-		took := false
+		took := true // without a DestinationStore the breaker is this process's alone
 		if s, ok := d.e.store.(DestinationStore); ok {
 			var err error
-			took, err = s.TakeProbe(ctx, dest, now, next, interval)
-			if err != nil {
+			if took, err = s.TakeProbe(ctx, dest, now, next, interval); err != nil {
 				d.e.log.Error("erpflow: taking a paused destination's probe failed", "destination", dest, "err", err)
 			}
 		}
-		d.mu.Lock()
 		if took {
-			in.probing, in.nextProbe, in.interval = true, next, interval
+			d.mu.Lock()
+			in.probeID, in.nextProbe, in.interval = id, next, interval
 			d.mu.Unlock()
 			return true, time.Time{}, false // the probe: no rate limit applies
 		}
-		d.mu.Unlock()
-		// Another process took the probe: wait for it at the probe time
-		// it set, which its success wakes (WakeDeferred).
-		at := d.storedProbe(ctx, dest, now.Add(probeWait))
+		// Another process took the probe (or the pause is not stored):
+		// wait for the probe time as stored.
+		at, stillPaused := d.storedProbe(ctx, dest, now.Add(probeWait))
 		d.mu.Lock()
-		if in.paused && !in.probing {
-			in.nextProbe = at
+		defer d.mu.Unlock()
+		if !stillPaused {
+			in.paused = false // resumed, or the pause never reached the store
+			return true, time.Time{}, false
 		}
-		d.mu.Unlock()
+		in.nextProbe = at
 		return false, at, true
 	}
-	rate, burst := actionRate, 0.0
-	if l := in.limit; l != nil && l.Rate > 0 {
-		if rate == 0 || l.Rate < rate {
-			rate = l.Rate
+	var wait time.Time
+	for _, r := range [2]float64{d.limitRate(in), actionRate} {
+		if r <= 0 {
+			continue
 		}
-		burst = float64(l.Burst)
-	}
-	if rate > 0 {
-		if burst <= 0 {
-			burst = max(1, rate)
+		if ok, at := in.bucket(r).take(id, now); !ok && at.After(wait) {
+			wait = at
 		}
-		if in.filled.IsZero() {
-			in.tokens, in.filled = burst, now
-		}
-		in.tokens = min(burst, in.tokens+now.Sub(in.filled).Seconds()*rate)
-		in.filled = now
-		if in.tokens < 1 {
-			wait := time.Duration((1 - in.tokens) / rate * float64(time.Second))
-			d.mu.Unlock()
-			return false, now.Add(max(wait, time.Millisecond)), false
-		}
-		in.tokens--
 	}
 	d.mu.Unlock()
+	if !wait.IsZero() {
+		return false, wait, false
+	}
 	return true, time.Time{}, false
+}
+
+// limitRate is the rate of in's DestinationLimit, 0 for none.
+func (d *destinations) limitRate(in *destInfo) float64 {
+	if in.limit != nil {
+		return in.limit.Rate
+	}
+	return 0
+}
+
+// bucket returns the bucket of rate r: with the limit's burst for the
+// limit's own rate, else max(1, r).
+func (in *destInfo) bucket(r float64) *bucket {
+	b := in.buckets[r]
+	if b == nil {
+		burst := max(1, r)
+		if l := in.limit; l != nil && l.Rate == r && l.Burst > 0 {
+			burst = float64(l.Burst)
+		}
+		b = &bucket{rate: r, burst: burst}
+		if in.buckets == nil {
+			in.buckets = map[float64]*bucket{}
+		}
+		in.buckets[r] = b
+	}
+	return b
 }
 
 // isPaused reports whether dest is paused, as this process knows.
@@ -313,22 +404,49 @@ func (d *destinations) isPaused(dest string) bool {
 	return in != nil && in.paused
 }
 
-// storedProbe is dest's next probe time as stored, or def.
-func (d *destinations) storedProbe(ctx context.Context, dest string, def time.Time) time.Time {
+// storedProbe is dest's next probe time as stored and whether the store
+// holds it paused; (def, true) when the store cannot tell.
+func (d *destinations) storedProbe(ctx context.Context, dest string, def time.Time) (time.Time, bool) {
 	s, ok := d.e.store.(DestinationStore)
 	if !ok {
-		return def
+		return def, true
 	}
 	all, err := s.ListDestinations(ctx)
 	if err != nil {
-		return def
+		return def, true
 	}
 	for _, st := range all {
-		if st.Destination == dest && st.State == DestinationPaused && !st.NextProbeAt.IsZero() {
-			return st.NextProbeAt
+		if st.Destination != dest {
+			continue
 		}
+		if st.State != DestinationPaused {
+			return time.Time{}, false
+		}
+		if at := def.Add(-probeWait); st.NextProbeAt.Before(at) {
+			return at, true // due: another process probes now
+		}
+		return st.NextProbeAt, true
 	}
-	return def
+	return time.Time{}, false
+}
+
+// waitsForProbe reports whether delivery id to dest must wait for the
+// probe: dest is paused and id is not its probe.
+func (d *destinations) waitsForProbe(dest, id string) bool {
+	if d == nil || dest == "" {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	in := d.m[dest]
+	return in != nil && in.paused && in.probeID != id
+}
+
+// probeTime is paused dest's next probe time as this process knows it.
+func (d *destinations) probeTime(dest string) time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.info(dest).nextProbe
 }
 
 // concurrency is dest's concurrency cap now: its limit's or def, ramping
@@ -371,6 +489,7 @@ func (d *destinations) observe(dest string, c *Completion, now time.Time) {
 	}
 	d.mu.Lock()
 	in := d.info(dest)
+	in.seen = now
 	if c.Attempt.Code == 429 {
 		until := now.Add(min(max(c.retryAfter, defaultSlow), maxSlow))
 		if until.After(in.slowUntil) {
@@ -382,13 +501,17 @@ func (d *destinations) observe(dest string, c *Completion, now time.Time) {
 		d.mu.Unlock()
 		return
 	}
-	probe := in.probing
-	in.probing = false
+	// Only the probe's own outcome decides a paused destination: an
+	// attempt that started before the pause and ends now does not.
+	probe := in.probeID != "" && in.probeID == c.ID
+	if probe {
+		in.probeID = ""
+	}
 	if !breakerFailure(c) {
 		in.failures = 0
-		wasPaused := in.paused
+		resume := in.paused && probe
 		d.mu.Unlock()
-		if wasPaused && probe {
+		if resume {
 			d.resume(dest, now)
 		}
 		return
@@ -411,7 +534,9 @@ func (d *destinations) observe(dest string, c *Completion, now time.Time) {
 }
 
 // pause records st in the store and, if this process paused it, raises
-// erpflow.Destination/paused.
+// erpflow.Destination/paused. A store that cannot record it leaves the
+// destination active here too: a pause nobody can probe or resume must
+// not hold it.
 func (d *destinations) pause(st DestinationState) {
 	e := d.e
 	paused := true
@@ -421,7 +546,11 @@ func (d *destinations) pause(st DestinationState) {
 		paused, err = s.PauseDestination(ctx, st)
 		cancel()
 		if err != nil {
-			e.log.Error("erpflow: pausing a destination failed", "destination", st.Destination, "err", err)
+			e.log.Error("erpflow: pausing a destination failed; it stays active", "destination", st.Destination, "err", err)
+			d.mu.Lock()
+			in := d.info(st.Destination)
+			in.paused, in.failures = false, 0
+			d.mu.Unlock()
 			return
 		}
 	}
@@ -444,14 +573,14 @@ func (d *destinations) pause(st DestinationState) {
 
 // resume makes dest active after a successful probe: in the store (the
 // process whose call resumes it raises erpflow.Destination/resumed), and
-// wakes the deliveries deferred to its probe.
+// wakes the deliveries waiting for it.
 func (d *destinations) resume(dest string, now time.Time) {
 	e := d.e
 	d.mu.Lock()
 	in := d.info(dest)
-	deferredTo := in.nextProbe
 	in.paused, in.failures, in.resumedAt, in.interval = false, 0, now, 0
 	d.mu.Unlock()
+	d.wake(dest)
 	s, ok := e.store.(DestinationStore)
 	if !ok {
 		return
@@ -462,14 +591,6 @@ func (d *destinations) resume(dest string, now time.Time) {
 	if err != nil {
 		e.log.Error("erpflow: resuming a destination failed", "destination", dest, "err", err)
 		return
-	}
-	// Through the releaser, after the deliveries it is sending back now.
-	if r := e.active.Load(); r != nil {
-		r.backs <- sendBack{wake: deferredTo}
-	} else if n, err := s.WakeDeferred(ctx, deferredTo, now); err != nil {
-		e.log.Error("erpflow: waking a resumed destination's deliveries failed; they run at their probe time", "destination", dest, "err", err)
-	} else if n > 0 {
-		e.kick()
 	}
 	if !resumed {
 		return
@@ -487,9 +608,30 @@ func (d *destinations) resume(dest string, now time.Time) {
 	})
 }
 
+// wake makes the deliveries waiting for dest due now: through the
+// releaser while the engine runs, so that deliveries it is sending back to
+// dest right now are released first.
+func (d *destinations) wake(dest string) {
+	e := d.e
+	if r := e.active.Load(); r != nil {
+		r.backs <- sendBack{wakeDest: dest}
+		return
+	}
+	if s, ok := e.store.(DestinationStore); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		defer cancel()
+		if _, err := s.WakeDestination(ctx, dest, e.now()); err != nil {
+			e.log.Error("erpflow: waking a destination's deliveries failed; they run at their probe time", "destination", dest, "err", err)
+		}
+	}
+}
+
 // raiseDestination inserts the internal event erpflow.Destination/name
 // with the deliveries of the rules that match it.
 func (e *Engine) raiseDestination(name, dest, id string, data map[string]any) {
+	if e.store == nil {
+		return // a bare engine (unit tests) has nowhere to record it
+	}
 	now := e.now()
 	raw, _ := json.Marshal(data)
 	ev := Event{ID: id, Entity: destinationEntity, EntityID: dest, Event: name, OccurredAt: now, Actor: "erpflow"}
@@ -508,8 +650,14 @@ func (e *Engine) raiseDestination(name, dest, id string, data map[string]any) {
 	}
 }
 
-// refresh reads the paused destinations from the store: pauses, forced
-// probes and resumes by other processes (or the API).
+// idleAfter is how long a destination's entry stays in memory unused
+// (not paused, no failures, no limit state): the map holds only
+// destinations in use.
+const idleAfter = 10 * time.Minute
+
+// refresh reads the paused destinations from the store — pauses, forced
+// probes and resumes by other processes (or the API) — and forgets
+// destinations unused for idleAfter.
 func (d *destinations) refresh(ctx context.Context) error {
 	s, ok := d.e.store.(DestinationStore)
 	if !ok {
@@ -519,24 +667,44 @@ func (d *destinations) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var wakes []time.Time
+	now := d.e.now()
+	var wakes []string
 	d.mu.Lock()
+	stored := make(map[string]bool, len(all))
 	for _, st := range all {
+		stored[st.Destination] = true
 		in := d.info(st.Destination)
 		paused := st.State == DestinationPaused
 		switch {
-		case paused && !in.probing:
-			in.paused, in.nextProbe, in.interval = true, st.NextProbeAt, st.Interval
+		case paused && !in.paused:
+			in.paused, in.nextProbe, in.interval, in.probeID = true, st.NextProbeAt, st.Interval, ""
+		case paused && !in.probing(now) && st.NextProbeAt.Before(in.nextProbe):
+			// Its probe moved earlier (the API's :resume in another
+			// process): what waits for it comes due, and one is the probe.
+			in.nextProbe, in.interval = st.NextProbeAt, st.Interval
+			wakes = append(wakes, st.Destination)
 		case !paused && in.paused:
-			// Another process's probe resumed it: wake what this one
-			// sent back to its probe time since that process woke it.
-			wakes = append(wakes, in.nextProbe)
-			in.paused, in.failures, in.resumedAt = false, 0, st.ResumedAt
+			// Another process's probe resumed it: wake what this one sent
+			// back to it since that process woke it.
+			in.paused, in.failures, in.resumedAt, in.probeID = false, 0, st.ResumedAt, ""
+			wakes = append(wakes, st.Destination)
+		}
+	}
+	for dest, in := range d.m {
+		if in.paused || in.failures > 0 || in.slowUntil.After(now) || now.Sub(in.seen) < idleAfter || stored[dest] && in.paused {
+			continue
+		}
+		busy := false
+		for _, b := range in.buckets {
+			busy = busy || !b.idle(now)
+		}
+		if !busy {
+			delete(d.m, dest)
 		}
 	}
 	d.mu.Unlock()
-	if r := d.e.active.Load(); r != nil && len(wakes) > 0 {
-		r.wakeDeferred(wakes, d.e.now())
+	for _, dest := range wakes {
+		d.wake(dest)
 	}
 	return nil
 }
@@ -586,19 +754,19 @@ func (e *Engine) ProbeDestination(ctx context.Context, dest string) (bool, error
 		if st.Destination != dest || st.State != DestinationPaused {
 			continue
 		}
-		// Moving the probe to now: the next claim of one of its
-		// deliveries takes it.
+		// The probe due now (moved from its time, which has not come:
+		// TakeProbe's "due" is checked against that time).
 		if _, err := s.TakeProbe(ctx, dest, st.NextProbeAt, now, st.Interval); err != nil {
-			return false, err
-		}
-		if _, err := s.WakeDeferred(ctx, st.NextProbeAt, now); err != nil {
 			return false, err
 		}
 		d := e.dests
 		d.mu.Lock()
 		in := d.info(dest)
-		in.paused, in.nextProbe, in.probing = true, now, false
+		in.paused, in.nextProbe, in.probeID = true, now, ""
 		d.mu.Unlock()
+		// What waits for it comes due: one is the probe, the rest wait
+		// again. Other processes do the same when they read the new time.
+		d.wake(dest)
 		e.kick()
 		return true, nil
 	}

@@ -27,7 +27,7 @@ func BenchmarkDestinationGate(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					now := time.Now()
-					if run, _, _ := e.dests.gate(ctx, "https://api.example.com:443", 0, now); !run {
+					if run, _, _ := e.dests.gate(ctx, "https://api.example.com:443", "dlv_1", 0, now); !run {
 						b.Fatal("gated")
 					}
 					e.dests.observe("https://api.example.com:443", ok, now)

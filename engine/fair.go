@@ -84,11 +84,11 @@ type sendBack struct {
 	id    string
 	delay time.Duration
 	at    time.Time // when set, due exactly then (a paused destination's probe time) instead of after delay
-	dest  string    // with at: the paused destination; due now instead if it resumed meanwhile
-	// wake, when set, makes this no job but a mark: the deliveries due
-	// exactly then (a resumed destination's) become due now, after the
-	// jobs sent back before it were released.
-	wake time.Time
+	dest  string    // with at: the paused destination it waits for; due now instead if it resumed meanwhile
+	// wakeDest, when set, makes this no job but a mark: the deliveries
+	// waiting for that destination become due now, after the jobs sent
+	// back before it were released.
+	wakeDest string
 }
 
 // ready is a parked job whose slots are taken, for an idle worker: the
@@ -158,7 +158,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 	// Rate limits, 429 slow-downs and paused destinations send the job
 	// back to the queue, not counted as an attempt.
 	if r.e.dests != nil && j.dest != "" { // (unit tests build bare engines)
-		if ok, at, paused := r.e.dests.gate(r.execCtx, j.dest, r.actionRate(&j.d), r.e.now()); !ok {
+		if ok, at, paused := r.e.dests.gate(r.execCtx, j.dest, j.d.ID, r.actionRate(&j.d), r.e.now()); !ok {
 			pausedDest := ""
 			if paused {
 				pausedDest = j.dest
@@ -265,6 +265,11 @@ func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
 			r.inflight.Add(1)
 		}
 		switch {
+		case b == nil && r.e.dests.waitsForProbe(j.dest, j.d.ID):
+			// Paused while it waited here: it waits for the probe.
+			r.unstart(&j, now)
+			r.queueBackAt(j.d.ID, j.dest, r.e.dests.probeTime(j.dest))
+			r.done(1)
 		case time.Since(j.claimedAt) > r.e.cfg.Lease/2:
 			// Parked so long that too little of its lease is left to
 			// run it: back to the queue, due now, for a fresh lease.
@@ -465,28 +470,38 @@ func (r *runner) releaseBatch(bs []sendBack) {
 	}
 	e := r.e
 	now := e.now()
-	byTime := map[time.Time][]string{}
-	var wakes []time.Time
+	type waitKey struct {
+		at   time.Time
+		dest string // a paused destination's, "" for none
+	}
+	byTime := map[waitKey][]string{}
+	var wakes []string
 	for _, b := range bs {
-		if !b.wake.IsZero() {
-			wakes = append(wakes, b.wake)
+		if b.wakeDest != "" {
+			wakes = append(wakes, b.wakeDest)
 			continue
 		}
-		at := b.at
+		k := waitKey{at: b.at, dest: b.dest}
 		switch {
-		case at.IsZero():
-			at = now.Add(b.delay)
-		case b.dest != "" && !e.dests.isPaused(b.dest):
-			at = now // resumed since the job was sent back
+		case k.at.IsZero():
+			k.at = now.Add(b.delay)
+		case k.dest != "" && !e.dests.isPaused(k.dest):
+			k = waitKey{at: now} // resumed since the job was sent back
 		}
-		byTime[at] = append(byTime[at], b.id)
+		byTime[k] = append(byTime[k], b.id)
 	}
-	defer r.wakeDeferred(wakes, now)
-	for at, ids := range byTime {
+	defer r.wakeDestinations(wakes)
+	ds, _ := e.store.(DestinationStore)
+	for k, ids := range byTime {
+		at := k.at
 		var err error
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-			err = e.store.Release(ctx, e.cfg.Owner, ids, at)
+			if k.dest != "" && ds != nil {
+				err = ds.WaitFor(ctx, e.cfg.Owner, ids, k.dest, at)
+			} else {
+				err = e.store.Release(ctx, e.cfg.Owner, ids, at)
+			}
 			cancel()
 			if err == nil {
 				break
@@ -510,19 +525,19 @@ func (r *runner) releaseBatch(bs []sendBack) {
 	e.kick()
 }
 
-// wakeDeferred makes the deliveries due exactly at each of ats due now
-// (see sendBack.wake).
-func (r *runner) wakeDeferred(ats []time.Time, now time.Time) {
+// wakeDestinations makes the deliveries waiting for each of dests due
+// now (see sendBack.wakeDest).
+func (r *runner) wakeDestinations(dests []string) {
 	s, ok := r.e.store.(DestinationStore)
 	if !ok {
 		return
 	}
-	for _, at := range ats {
+	for _, dest := range dests {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-		n, err := s.WakeDeferred(ctx, at, now)
+		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {
-			r.e.log.Error("erpflow: waking a resumed destination's deliveries failed; they run at their probe time", "err", err)
+			r.e.log.Error("erpflow: waking a destination's deliveries failed; they run at its probe time", "destination", dest, "err", err)
 		} else if n > 0 {
 			r.e.kick()
 		}

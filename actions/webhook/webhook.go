@@ -237,9 +237,13 @@ func (f *Factory) logWarn(msg string, args ...any) {
 }
 
 // quickRetryStatus says whether a status is worth retrying at once.
+// quickRetryStatus reports whether a response is retried within the
+// attempt. Not a 429: the engine slows the whole destination down for its
+// Retry-After (docs/delivery.md), and the wait is in the queue, not in a
+// worker.
 func quickRetryStatus(code int) bool {
 	switch code {
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
 	return false

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -42,14 +43,30 @@ func testDestinations(t *testing.T, s engine.Store) {
 	if took := mv(ds.TakeProbe(ctx, dest, probe, next, 2*time.Minute)).get(t); took {
 		t.Fatal("took the same probe twice")
 	}
-	// Deliveries deferred to the probe time (and one due just after it).
-	deferred, other := rec("acme", "ev1", 2, next), rec("acme", "ev2", 1, next.Add(time.Microsecond))
-	insert(t, s, deferred, other)
-	if n := mv(ds.WakeDeferred(ctx, next, probe)).get(t); n != 2 {
-		t.Fatalf("woke %d, want the 2 due exactly at the probe time", n)
+	// Deliveries that wait for it (claimed, then sent back to the probe
+	// time), and one due then that does not.
+	waiting, other := rec("acme", "ev1", 2, t0), rec("acme", "ev2", 1, next)
+	insert(t, s, waiting, other)
+	claimed := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	if len(claimed) != 2 {
+		t.Fatalf("claimed %d, want the 2 due", len(claimed))
 	}
-	if got := mv(s.Claim(ctx, "w", 10, probe, time.Minute)).get(t); len(got) != 2 {
-		t.Fatalf("claimable after the wake: %d, want 2", len(got))
+	noErr(t, ds.WaitFor(ctx, "w", ids(claimed), dest, next))
+	for _, d := range claimed {
+		got, _, err := s.GetDelivery(ctx, d.ID)
+		noErr(t, err)
+		if got.State != engine.StatePending || got.Attempts != 0 || !got.RunAt.Equal(next) {
+			t.Fatalf("waiting: %s, attempts %d, run at %v; want pending, 0, the probe time", got.State, got.Attempts, got.RunAt)
+		}
+	}
+	if n := mv(ds.WakeDestination(ctx, dest, probe)).get(t); n != 2 {
+		t.Fatalf("woke %d, want the 2 waiting", n)
+	}
+	if got := mv(s.Claim(ctx, "w", 10, probe, time.Minute)).get(t); fmt.Sprint(sortedIDs(got)) != fmt.Sprint(sortedIDs(claimed)) {
+		t.Fatalf("claimable after the wake: %v, want the 2 that waited (not the other, due later)", ids(got))
+	}
+	if n := mv(ds.WakeDestination(ctx, dest, probe)).get(t); n != 0 {
+		t.Fatalf("a second wake woke %d", n)
 	}
 	before, resumed, err := ds.ResumeDestination(ctx, dest, probe)
 	noErr(t, err)

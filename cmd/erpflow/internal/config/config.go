@@ -675,7 +675,7 @@ func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
 				dl.Destinations = append(dl.Destinations, d.destination(e, fmt.Sprintf("%s[%d]", path, i)))
 			})
 		case "circuit_breaker":
-			if v.Kind == yaml.ScalarNode && (v.Value == "off" || v.Value == "false") {
+			if breakerOff(v) {
 				dl.BreakerOff = true
 				return
 			}
@@ -693,8 +693,13 @@ func (d *decoder) destination(n *yaml.Node, path string) engine.DestinationLimit
 		switch key {
 		case "match":
 			l.Match, matchNode = d.str(v, p), v
-			if m := strings.TrimSpace(l.Match); m == "" || strings.ContainsAny(m, " /?#") && !strings.Contains(m, "://") {
-				d.errf(v, p, "must be a host (api.example.com), host:port, scheme://host:port or *.example.com, not %q", l.Match)
+			m := strings.TrimSpace(l.Match)
+			_, rest, hasScheme := strings.Cut(m, "://")
+			if !hasScheme {
+				rest = m
+			}
+			if rest == "" || strings.ContainsAny(rest, " /?#@") {
+				d.errf(v, p, "must be a host (api.example.com), host:port, scheme://host[:port] or *.example.com, without a path, not %q", l.Match)
 			}
 		case "rate":
 			r, err := actions.ParseRate(d.str(v, p))
@@ -707,13 +712,33 @@ func (d *decoder) destination(n *yaml.Node, path string) engine.DestinationLimit
 		case "concurrency":
 			l.Concurrency = int(d.integer(v, p, 1))
 		case "circuit_breaker":
+			if breakerOff(v) {
+				l.BreakerOff = true
+				return
+			}
 			l.Breaker = d.breaker(v, p)
 		}
 	})
 	if matchNode == nil {
 		d.errf(n, path+".match", "required")
 	}
+	if l.Burst > 0 && l.Rate == 0 {
+		d.errf(n, path+".burst", "has no effect without rate")
+	}
 	return l
+}
+
+// breakerOff reports whether a circuit_breaker value turns it off: off,
+// false or no.
+func breakerOff(v *yaml.Node) bool {
+	if v.Kind != yaml.ScalarNode {
+		return false
+	}
+	switch strings.ToLower(v.Value) {
+	case "off", "false", "no":
+		return true
+	}
+	return false
 }
 
 // breaker decodes a circuit_breaker mapping.

@@ -229,14 +229,16 @@ func TestDestinationConfigErrors(t *testing.T) {
 		"delivery:\n  circuit_breaker: {failures: 0}":                                       "delivery.circuit_breaker.failures",
 		"delivery:\n  circuit_breaker: {probe_min: 1h, probe_max: 1m}":                      "delivery.circuit_breaker.probe_max: must not be less than probe_min",
 		"delivery:\n  destinations:\n    - {match: x.example, circuit_breaker: {fails: 3}}": "delivery.destinations[0].circuit_breaker.fails: unknown key",
+		"delivery:\n  destinations:\n    - {match: \"https://x.example/v1\"}":               "delivery.destinations[0].match: must be a host",
+		"delivery:\n  destinations:\n    - {match: x.example, burst: 5}":                    "delivery.destinations[0].burst: has no effect without rate",
 	} {
 		_, err := Parse("erpflow.yaml", []byte(src), env(nil))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s:\n got %v\nwant %q", src, err, want)
 		}
 	}
-	c, err := Parse("erpflow.yaml", []byte("delivery:\n  circuit_breaker: off\n"), env(nil))
-	if err != nil || !c.Delivery.BreakerOff {
+	c, err := Parse("erpflow.yaml", []byte("delivery:\n  circuit_breaker: off\n  destinations:\n    - {match: x.example, circuit_breaker: no}\n"), env(nil))
+	if err != nil || !c.Delivery.BreakerOff || !c.Delivery.Destinations[0].BreakerOff {
 		t.Fatalf("circuit_breaker: off: %v, %+v", err, c.Delivery)
 	}
 }

@@ -109,22 +109,61 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 	return out, rows.Err()
 }
 
-// WakeDeferred implements engine.DestinationStore.
-func (c *Core) WakeDeferred(ctx context.Context, at, now time.Time) (int, error) {
+// WaitFor implements engine.DestinationStore: Release of ids due at at,
+// and their rows in destination_waits, in one transaction.
+func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
+	at = Round(at)
+	set := `UPDATE deliveries SET state = 'pending', attempts = attempts - 1, run_at = ?, due_at = ?,
+		lease_owner = '', locked_until = NULL, updated_at = ?
+		WHERE state = 'running' AND lease_owner = ?`
+	err := c.Tx(ctx, func(tx *Tx) error {
+		if _, err := c.byIDs(ids, set, []any{c.t(at), c.t(at), c.t(at), owner}, execIn(ctx, tx)); err != nil {
+			return err
+		}
+		per := c.chunk(2)
+		for lo := 0; lo < len(ids); lo += per {
+			hi := min(lo+per, len(ids))
+			args := make([]any, 0, 2*(hi-lo))
+			for _, id := range ids[lo:hi] {
+				args = append(args, dest, id)
+			}
+			if _, err := tx.ExecContext(ctx, c.Q("INSERT INTO destination_waits (destination, id) VALUES "+placeholders(hi-lo, 2)+
+				" ON CONFLICT DO NOTHING"), args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for destination: %w", err)
+	}
+	return nil
+}
+
+// WakeDestination implements engine.DestinationStore.
+func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
 	var n int64
+	now = Round(now)
 	err := c.Tx(ctx, func(tx *Tx) error {
 		r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
-			WHERE state = 'pending' AND due_at = ?`), c.t(Round(now)), c.t(Round(now)), c.t(Round(now)), c.t(Round(at)))
+			WHERE state = 'pending' AND id IN (SELECT id FROM destination_waits WHERE destination = ?)`),
+			c.t(now), c.t(now), c.t(now), dest)
 		if err != nil {
 			return err
 		}
-		if n, err = r.RowsAffected(); err != nil || n == 0 {
+		if n, err = r.RowsAffected(); err != nil {
 			return err
+		}
+		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?`), dest); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
 		}
 		return c.D.Notify(ctx, tx)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("wake deferred deliveries: %w", err)
+		return 0, fmt.Errorf("wake a destination's deliveries: %w", err)
 	}
 	return int(n), nil
 }

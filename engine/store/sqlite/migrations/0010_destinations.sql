@@ -18,3 +18,12 @@ CREATE TABLE destinations (
 	updated_at    INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX destinations_id ON destinations (id);
+
+-- The deliveries waiting for a paused destination's probe, so that its
+-- resume (by any process) makes exactly them due at once. Written only
+-- while a destination is paused; emptied when it resumes.
+CREATE TABLE destination_waits (
+	destination TEXT NOT NULL,
+	id          TEXT NOT NULL,
+	PRIMARY KEY (destination, id)
+);
