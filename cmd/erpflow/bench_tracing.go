@@ -78,6 +78,7 @@ func benchTracing(ctx context.Context, st engine.Store, rules []*triggers.Rule, 
 	fmt.Fprintf(out, "erpflow bench --trace-sample: %s, %d events × %d rules = %d deliveries per run, %d workers, %d emitters; runs in mirrored order, each configuration twice\n",
 		store.Redact(dbURL), o.events, o.rules, deliveries, o.workers, o.emitters)
 	spent := make([]time.Duration, len(runs))
+	cpus := make([]time.Duration, len(runs)) // the process's CPU time: less swayed than wall time by other load on the machine
 	for n, i := range order {
 		run := runs[i]
 		var tp *sdktrace.TracerProvider
@@ -108,6 +109,7 @@ func benchTracing(ctx context.Context, st engine.Store, rules []*triggers.Rule, 
 		}
 		reqs0, bytes0 := sink.requests.Load(), sink.bytes.Load()
 		before := rv.received.Load()
+		cpu0 := processCPU()
 		start := time.Now()
 		err = emitAll(ctx, eng, o, fmt.Sprintf("tr%d", n), run.parent)
 		emitted := time.Since(start)
@@ -121,6 +123,7 @@ func benchTracing(ctx context.Context, st engine.Store, rules []*triggers.Rule, 
 			tp.Shutdown(sctx) // flushes: the export counts below are the run's
 			cancel()
 		}
+		cpu := processCPU() - cpu0 // with the flush: exporting is part of the cost
 		if err != nil {
 			return fmt.Errorf("%s run: %w", run.name, err)
 		}
@@ -129,20 +132,25 @@ func benchTracing(ctx context.Context, st engine.Store, rules []*triggers.Rule, 
 			name = "warm-up (off, not counted)"
 		} else {
 			spent[i] += total
+			cpus[i] += cpu
 		}
 		export := ""
 		if run.spans {
 			export = fmt.Sprintf("; %d OTLP exports, %.1f MB", sink.requests.Load()-reqs0, float64(sink.bytes.Load()-bytes0)/1e6)
 		}
-		fmt.Fprintf(out, "%s: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s%s\n",
+		fmt.Fprintf(out, "%s: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s, CPU %.1fµs/delivery%s\n",
 			name, o.events, emitted.Round(time.Millisecond), float64(o.events)/emitted.Seconds(),
-			deliveries, total.Round(time.Millisecond), float64(deliveries)/total.Seconds(), export)
+			deliveries, total.Round(time.Millisecond), float64(deliveries)/total.Seconds(), perDelivery(cpu, deliveries), export)
 	}
 	base := float64(2*deliveries) / spent[0].Seconds()
 	for i, run := range runs {
 		tput := float64(2*deliveries) / spent[i].Seconds()
-		fmt.Fprintf(out, "tracing %-22s %.0f deliveries/s over its 2 runs: %.3f of off (overhead %+.1f%%)\n",
-			run.name+":", tput, tput/base, 100*(base/tput-1))
+		cpuLine := ""
+		if cpus[0] > 0 {
+			cpuLine = fmt.Sprintf("; CPU %.1fµs/delivery: %+.1f%%", perDelivery(cpus[i], 2*deliveries), 100*(cpus[i].Seconds()/cpus[0].Seconds()-1))
+		}
+		fmt.Fprintf(out, "tracing %-22s %.0f deliveries/s over its 2 runs: %.3f of off (wall-time overhead %+.1f%%)%s\n",
+			run.name+":", tput, tput/base, 100*(base/tput-1), cpuLine)
 	}
 	return nil
 }
@@ -178,4 +186,9 @@ func emitAll(ctx context.Context, eng *engine.Engine, o benchOpts, prefix string
 		return fmt.Errorf("emit: %w", *p)
 	}
 	return nil
+}
+
+// perDelivery is d per delivery in microseconds.
+func perDelivery(d time.Duration, n int) float64 {
+	return float64(d.Microseconds()) / float64(n)
 }
