@@ -287,3 +287,11 @@ func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
 	}
 	return f.Decode(node)
 }
+
+// RateLimiter is an optional Config capability: the most attempts per
+// second its deliveries may make to their destination (0: no limit). The
+// engine applies the stricter of it and the server's limit for the
+// destination.
+type RateLimiter interface {
+	RateLimit() float64
+}

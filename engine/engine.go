@@ -40,6 +40,12 @@ type Config struct {
 	// receiver holds a few workers, not all: the rest of its deliveries
 	// wait without occupying workers. Default max(4, Workers/4).
 	DestinationConcurrency int
+	// Destinations are per-destination limits (rate, burst, concurrency,
+	// breaker), the first matching entry applying. Default none.
+	Destinations []DestinationLimit
+	// Breaker pauses destinations that keep failing (see
+	// DestinationLimit). Default nil: off (erpflow serve turns it on).
+	Breaker *CircuitBreaker
 	// TenantConcurrency is how many attempts of one tenant run at once,
 	// whatever their destinations, so that a tenant with several slow or
 	// hanging receivers holds part of the workers, not all; a tenant whose
@@ -160,6 +166,7 @@ type Engine struct {
 	run      *runner
 	active   atomic.Pointer[runner] // the started runner, for emits to hand work to
 	stopDone chan struct{}          // closed when Stop finished
+	dests    *destinations
 	stopErr  error
 	quit     chan struct{} // closed when Stop begins: ends background loops
 	bg       sync.WaitGroup
@@ -260,6 +267,7 @@ func New(store Store, cfg Config) (*Engine, error) {
 		stopDone:      make(chan struct{}),
 		quit:          make(chan struct{}),
 	}
+	e.dests = newDestinations(e)
 	e.writers = 1
 	if _, ok := store.(TxWriter); ok {
 		e.writers = serverWriters
@@ -299,6 +307,10 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.bg.Add(1)
 	go e.timerLoop()
+	if _, ok := e.store.(DestinationStore); ok {
+		e.bg.Add(1)
+		go e.destinationLoop()
+	}
 	if _, ok := e.store.(ChainRepairer); ok {
 		e.bg.Add(1)
 		go e.chainRepairLoop()

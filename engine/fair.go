@@ -27,6 +27,7 @@ const (
 // Guarded by runner.fmu.
 type slotState struct {
 	tenant  bool        // a tenant's, not a destination's
+	name    string      // the destination's
 	running []time.Time // start times of the attempts running now, oldest first
 	parked  []job       // FIFO of jobs waiting for a slot
 	// counted: the parked jobs count in inflight. They do while the
@@ -82,6 +83,12 @@ func (d *slotState) end(started time.Time, took time.Duration) {
 type sendBack struct {
 	id    string
 	delay time.Duration
+	at    time.Time // when set, due exactly then (a paused destination's probe time) instead of after delay
+	dest  string    // with at: the paused destination; due now instead if it resumed meanwhile
+	// wake, when set, makes this no job but a mark: the deliveries due
+	// exactly then (a resumed destination's) become due now, after the
+	// jobs sent back before it were released.
+	wake time.Time
 }
 
 // ready is a parked job whose slots are taken, for an idle worker: the
@@ -100,14 +107,14 @@ func (r *runner) destinationOf(d *Delivery) string {
 	return ""
 }
 
-// limit is the concurrency cap of a destination or tenant.
-// Per-destination limits (and rate limits that also wait in the queue)
-// plug in here.
+// limit is the concurrency cap of a destination or tenant: a
+// destination's own (DestinationLimit.Concurrency), ramping up after a
+// resume.
 func (r *runner) limit(s *slotState) int {
 	if s.tenant {
 		return r.e.cfg.TenantConcurrency
 	}
-	return r.e.cfg.DestinationConcurrency
+	return r.e.dests.concurrency(s.name, r.e.cfg.DestinationConcurrency, time.Now())
 }
 
 // slots returns the states of j's destination (nil for none) and tenant.
@@ -115,7 +122,7 @@ func (r *runner) limit(s *slotState) int {
 func (r *runner) slots(j *job) (dest, tenant *slotState) {
 	if j.dest != "" {
 		if dest = r.dests[j.dest]; dest == nil {
-			dest = &slotState{}
+			dest = &slotState{name: j.dest}
 			r.dests[j.dest] = dest
 		}
 	}
@@ -148,6 +155,19 @@ func (r *runner) blocker(j *job, now time.Time) *slotState {
 // reports false. j counts in inflight.
 func (r *runner) admit(j job) (time.Time, bool) {
 	now := time.Now()
+	// Rate limits, 429 slow-downs and paused destinations send the job
+	// back to the queue, not counted as an attempt.
+	if r.e.dests != nil && j.dest != "" { // (unit tests build bare engines)
+		if ok, at, paused := r.e.dests.gate(r.execCtx, j.dest, r.actionRate(&j.d), r.e.now()); !ok {
+			pausedDest := ""
+			if paused {
+				pausedDest = j.dest
+			}
+			r.queueBackAt(j.d.ID, pausedDest, at)
+			r.done(1)
+			return time.Time{}, false
+		}
+	}
 	r.fmu.Lock()
 	if r.fclosed {
 		r.fmu.Unlock()
@@ -373,6 +393,22 @@ func (r *runner) queueBack(id string, delay time.Duration) {
 	r.backs <- sendBack{id: id, delay: delay}
 }
 
+// queueBackAt is queueBack due at at; dest is the paused destination it
+// waits for, if any.
+func (r *runner) queueBackAt(id, dest string, at time.Time) {
+	r.backs <- sendBack{id: id, at: at, dest: dest}
+}
+
+// actionRate is the rate limit of d's action (actions.RateLimiter), 0 for
+// none.
+func (r *runner) actionRate(d *Delivery) float64 {
+	cfg, _, _ := r.e.actionFor(d)
+	if rl, ok := cfg.(actions.RateLimiter); ok {
+		return rl.RateLimit()
+	}
+	return 0
+}
+
 // parkedJobs empties every FIFO, and the jobs ready for a worker, and
 // closes admission (stop, once the workers have returned).
 func (r *runner) parkedJobs() []string {
@@ -428,13 +464,25 @@ func (r *runner) releaseBatch(bs []sendBack) {
 		return
 	}
 	e := r.e
-	byDelay := map[time.Duration][]string{}
-	for _, b := range bs {
-		byDelay[b.delay] = append(byDelay[b.delay], b.id)
-	}
 	now := e.now()
-	for delay, ids := range byDelay {
-		at := now.Add(delay)
+	byTime := map[time.Time][]string{}
+	var wakes []time.Time
+	for _, b := range bs {
+		if !b.wake.IsZero() {
+			wakes = append(wakes, b.wake)
+			continue
+		}
+		at := b.at
+		switch {
+		case at.IsZero():
+			at = now.Add(b.delay)
+		case b.dest != "" && !e.dests.isPaused(b.dest):
+			at = now // resumed since the job was sent back
+		}
+		byTime[at] = append(byTime[at], b.id)
+	}
+	defer r.wakeDeferred(wakes, now)
+	for at, ids := range byTime {
 		var err error
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
@@ -460,4 +508,23 @@ func (r *runner) releaseBatch(bs []sendBack) {
 		r.mu.Unlock()
 	}
 	e.kick()
+}
+
+// wakeDeferred makes the deliveries due exactly at each of ats due now
+// (see sendBack.wake).
+func (r *runner) wakeDeferred(ats []time.Time, now time.Time) {
+	s, ok := r.e.store.(DestinationStore)
+	if !ok {
+		return
+	}
+	for _, at := range ats {
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		n, err := s.WakeDeferred(ctx, at, now)
+		cancel()
+		if err != nil {
+			r.e.log.Error("erpflow: waking a resumed destination's deliveries failed; they run at their probe time", "err", err)
+		} else if n > 0 {
+			r.e.kick()
+		}
+	}
 }

@@ -132,6 +132,9 @@ type Completion struct {
 	// it succeeds or goes dead, the chain's next held delivery becomes
 	// pending in the same transaction.
 	OrderKey string
+	// retryAfter is the receiver's Retry-After (0: none), for the
+	// destination's slow-down; not stored.
+	retryAfter time.Duration
 }
 
 // DeliveryFilter selects deliveries. Zero fields do not filter.

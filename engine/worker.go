@@ -376,6 +376,9 @@ func (r *runner) worker() {
 			// The slots free before the result is queued: a slow Complete
 			// does not make the receiver look slow.
 			prev := j
+			if ran {
+				r.e.dests.observe(prev.dest, &res.c, r.e.now())
+			}
 			j, started, ok = r.finish(prev, started, took)
 			if ran {
 				r.record(res)
@@ -810,7 +813,7 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 			d.Entity + " runs now; a replay runs this one outside the order)")
 		o.Error = a.Error
 	}
-	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt, OrderKey: d.OrderKey}
+	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt, OrderKey: d.OrderKey, retryAfter: o.RetryAfter}
 	if next == StateDead && !d.Internal {
 		rec := e.deadRecord(d, d.Attempts, o.Code, o.Error)
 		c.Raise = &rec

@@ -202,3 +202,46 @@ func BenchmarkWebhookVsBare(b *testing.B) {
 	b.ReportMetric(hookRate, "webhook-req/s")
 	b.ReportMetric(hookRate/bareRate, "ratio")
 }
+
+// BenchmarkWebhookAuth compares a static bearer token with an OAuth2
+// token from the shared cache (fetched once): the cache lookup per
+// delivery should cost next to nothing.
+func BenchmarkWebhookAuth(b *testing.B) {
+	url := benchReceiver() + "/hook?id={id}"
+	var tokenRequests atomic.Int64
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tokenRequests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"access_token":"bench-token-123","token_type":"Bearer","expires_in":3600}`))
+	}))
+	defer idp.Close()
+	for _, tc := range []struct{ name, auth string }{
+		{"bearer", "{bearer: {token: bench-token-123}}"},
+		{"oauth2", "{oauth2: {token_url: " + idp.URL + "/token, client_id: c, client_secret: s-123456}}"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			f := webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true})
+			defer f.Close()
+			cfg := mustDecode(b, f, "url: "+url+"\nauth: "+tc.auth)
+			before := tokenRequests.Load()
+			ev := salesOrder(b)
+			b.SetParallelism(benchParallelism)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					payload, _ := cfg.Render(ev, actions.Meta{Rule: "bench", DeliveryID: "dlv_bench"})
+					out := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "dlv_bench", Attempt: 1, Rule: "bench", Event: ev, Payload: payload})
+					if out.Status != actions.Succeeded {
+						b.Errorf("%+v", out)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			if n := tokenRequests.Load() - before; n > 1 {
+				b.Fatalf("%d token requests for one factory, want at most 1", n)
+			}
+		})
+	}
+}

@@ -34,6 +34,8 @@ type config struct {
 	secretHeaders map[string]bool                // canonical names whose values are masked
 	auth          string                         // Authorization value; "" for none
 	authMasked    string
+	oauth         *oauthSettings // auth: {oauth2: …}; nil for none
+	tokens        *tokenCache    // the grant's shared token cache, with oauth
 	secrets       []*signer
 	timeout       time.Duration
 	// needsEvent: a secret URL or secret header has placeholders, so it is
@@ -109,7 +111,7 @@ func (c *config) Preview(ev *templates.Event, meta actions.Meta) (json.RawMessag
 	}
 	p := c.payload(ev, meta)
 	p.Headers["User-Agent"] = c.f.userAgent
-	if c.auth != "" {
+	if c.auth != "" || c.oauth != nil {
 		p.Headers["Authorization"] = c.authMasked
 	}
 	if len(c.secrets) > 0 {
@@ -186,6 +188,23 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	if c.auth != "" {
 		set("Authorization", c.auth)
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	start := time.Now()
+	var token string // the OAuth2 access token sent
+	if c.tokens != nil {
+		var err error
+		if token, err = c.tokens.token(ctx); err != nil {
+			// Retryable: the identity provider may be back by the next
+			// attempt. The error names the token endpoint, not the secret.
+			msg := "webhook: " + secrets.scrub(err.Error())
+			rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor,
+				secrets: secrets, Error: msg, DurationMS: ms(time.Since(start))}
+			return c.outcome(actions.Outcome{Status: actions.Retryable, Error: msg}, rec, &tryRecorder{})
+		}
+		set("Authorization", "Bearer "+token)
+		secrets = secrets.addAuth("Bearer " + token)
+	}
 	set("User-Agent", c.f.userAgent)
 	if body != nil && len(h["Content-Type"]) == 0 {
 		set("Content-Type", c.contentType)
@@ -215,8 +234,6 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	at := &attempt{}
 	rec, tries := &at.rec, &at.tries
 	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor, secrets: secrets}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
 
 	var reqBody any
@@ -231,13 +248,15 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	}
 	rreq.Header = h
 
-	start := time.Now()
 	sem := c.f.hostSlots(rreq.URL.Host)
 	if err := acquire(ctx, sem); err != nil {
 		rec.DurationMS = ms(time.Since(start))
 		return c.outcome(c.transportFailure(ctx, fmt.Errorf("waiting for a free connection slot to %s: %w", rreq.URL.Host, err)), rec, tries)
 	}
 	resp, err := c.client.retry.Do(rreq)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && c.tokens != nil {
+		resp, err = c.retryUnauthorized(ctx, rreq, resp, token, rec)
+	}
 	var out actions.Outcome
 	if err != nil {
 		out = c.transportFailure(ctx, err)
@@ -250,6 +269,31 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		rec.Error = out.Error
 	}
 	return c.outcome(out, rec, tries)
+}
+
+// retryUnauthorized answers a receiver's 401 to an OAuth2 token: the token
+// is dropped from the shared cache (unless another delivery has already
+// replaced it) and the request is sent once more with a fresh one. The
+// body is the stored payload's, so it can be sent again. When no token
+// can be had, the 401 stands.
+func (c *config) retryUnauthorized(ctx context.Context, rreq *retryablehttp.Request, resp *http.Response, token string, rec *Record) (*http.Response, error) {
+	c.tokens.invalidate(token)
+	fresh, err := c.tokens.token(ctx)
+	if err != nil {
+		c.f.logWarn("a receiver refused the OAuth2 token and no new one could be had", "url", rec.URL, "error", rec.secrets.scrub(err.Error()))
+		return resp, nil
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	again := rreq.WithContext(ctx)
+	again.Header = rreq.Header.Clone()
+	again.Header.Set("Authorization", "Bearer "+fresh)
+	rec.reqH = again.Header
+	if more := rec.secrets.addAuth("Bearer " + fresh); len(more) > len(rec.secrets) {
+		// A new array (rec.secrets is clipped): c.known is never sorted in place.
+		rec.secrets = more.sorted()
+	}
+	return c.client.retry.Do(again)
 }
 
 // Timeout implements actions.Timeouter: the `timeout` key (default 15s).
@@ -279,6 +323,8 @@ func (c *config) transportFailure(ctx context.Context, err error) actions.Outcom
 		return actions.Outcome{Status: actions.Permanent, Error: be.Error()}
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
 		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("timeout after %s", c.timeout)}
+	case isTLSRefused(err):
+		return actions.Outcome{Status: actions.Retryable, Error: "the receiver refused the TLS handshake (" + msg + "): it wants a client certificate it trusts (tls.client_cert and tls.client_key)"}
 	case isCertError(err):
 		return actions.Outcome{Status: actions.Retryable, Error: "TLS certificate not accepted: " + msg}
 	}

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -22,7 +20,7 @@ import (
 	"github.com/erpflow/erpflow/templates"
 )
 
-var knownKeys = []string{"url", "method", "body", "template", "headers", "secret_headers", "auth", "secret", "timeout", "ca_file", "content_type"}
+var knownKeys = []string{"url", "method", "body", "template", "headers", "secret_headers", "auth", "secret", "timeout", "ca_file", "tls", "content_type"}
 
 var methods = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "GET": true, "DELETE": true}
 
@@ -83,9 +81,9 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	return n.Value, true
 }
 
-// FileKeys implements actions.FileUser: ca_file is read from this
-// machine's disk.
-func (f *Factory) FileKeys() []string { return []string{"ca_file"} }
+// FileKeys implements actions.FileUser: ca_file and the files under tls
+// are read from this machine's disk.
+func (f *Factory) FileKeys() []string { return []string{"ca_file", "tls"} }
 
 // Decode implements actions.Factory: it validates every key of a webhook
 // action and reports all problems, each as an *actions.FieldError.
@@ -215,31 +213,19 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 			}
 		}
 	}
-	// ca_file
-	var pemHash [32]byte
-	var pool *x509.CertPool
-	if n, ok := keys["ca_file"]; ok {
-		if s, ok := d.str(n, "ca_file"); ok {
-			b, err := os.ReadFile(s)
-			if err != nil {
-				d.errf(n, "ca_file", "%v", err)
-			} else {
-				pool = x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(b) {
-					d.errf(n, "ca_file", "%s holds no PEM certificate", s)
-				}
-				pemHash = hashPEM(b)
-			}
-		}
-	}
-	if _, has := c.headers["Authorization"]; has && c.auth != "" {
+	// ca_file and tls
+	ts := d.decodeTLS(keys["ca_file"], keys["tls"])
+	if _, has := c.headers["Authorization"]; has && (c.auth != "" || c.oauth != nil) {
 		d.errf(keys["auth"], "auth", "both auth and an Authorization header are set; keep one")
 	}
 	if len(d.errs) > 0 {
 		return nil, errors.Join(d.errs...)
 	}
 	c.finishSecrets()
-	c.client = f.clientFor(pemHash, pool)
+	c.client = f.clientFor(ts)
+	if c.oauth != nil {
+		c.tokens = f.tokenCacheFor(c.oauth, c.client, ts.key)
+	}
 	return c, nil
 }
 
@@ -441,10 +427,14 @@ func secretHeaderName(name string) bool {
 
 func (d *decoder) decodeAuth(c *config, n *yaml.Node) {
 	if n.Kind != yaml.MappingNode || len(n.Content) != 2 {
-		d.errf(n, "auth", "must be {basic: {username, password}} or {bearer: {token}}")
+		d.errf(n, "auth", "must be {basic: {username, password}}, {bearer: {token}} or {oauth2: {token_url, client_id, client_secret, …}}")
 		return
 	}
 	kind, v := n.Content[0], n.Content[1]
+	if kind.Value == "oauth2" {
+		d.decodeOAuth2(c, v)
+		return
+	}
 	fields := map[string]*yaml.Node{}
 	var want []string
 	switch kind.Value {
@@ -453,7 +443,7 @@ func (d *decoder) decodeAuth(c *config, n *yaml.Node) {
 	case "bearer":
 		want = []string{"token"}
 	default:
-		msg := fmt.Sprintf("unknown auth kind %q (known: basic, bearer)", kind.Value)
+		msg := fmt.Sprintf("unknown auth kind %q (known: basic, bearer, oauth2)", kind.Value)
 		d.errf(kind, "auth."+kind.Value, "%s", msg)
 		return
 	}

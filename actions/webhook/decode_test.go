@@ -80,7 +80,7 @@ func TestSchemaIsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	props := v["properties"].(map[string]any)
-	for _, k := range []string{"url", "method", "body", "template", "headers", "auth", "secret", "timeout", "ca_file"} {
+	for _, k := range []string{"url", "method", "body", "template", "headers", "auth", "secret", "timeout", "ca_file", "tls"} {
 		if _, ok := props[k]; !ok {
 			t.Errorf("schema lacks %s", k)
 		}

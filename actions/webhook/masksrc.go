@@ -13,7 +13,7 @@ import (
 var _ actions.SecretMasker = (*Factory)(nil)
 
 // MaskSecrets implements actions.SecretMasker: the signing secrets, the
-// auth password or token, the values of secret headers (by name or listed
+// auth password, token or OAuth2 client secret, the values of secret headers (by name or listed
 // in secret_headers) and the secret-looking query values of the url.
 func (f *Factory) MaskSecrets(node *yaml.Node, fn func(path, value string) string) {
 	node = deref(node)
@@ -48,7 +48,10 @@ func (f *Factory) MaskSecrets(node *yaml.Node, fn func(path, value string) strin
 				continue
 			}
 			for j := 0; j+1 < len(v.Content); j += 2 {
-				if k := v.Content[j].Value; k != "username" {
+				// Of oauth2 only the client secret: the token URL, client
+				// id, scopes and audience are no credentials and stay
+				// readable.
+				if k := v.Content[j].Value; kind == "oauth2" && k == "client_secret" || kind != "oauth2" && k != "username" {
 					maskScalar(v.Content[j+1], "auth."+kind+"."+k, fn)
 				}
 			}

@@ -45,3 +45,25 @@ headers: {X-Api-Token: h1, X-Custom: h2, X-Plain: visible}
 		t.Errorf("masked:\n%s", out)
 	}
 }
+
+// TestMaskSecretsOAuth2: of auth.oauth2 only the client secret is masked;
+// the tls keys name files, not secrets.
+func TestMaskSecretsOAuth2(t *testing.T) {
+	src := `type: webhook
+url: https://h.example/x
+auth: {oauth2: {token_url: https://idp.example/token, client_id: erp, client_secret: cs-1, scopes: [a], audience: api}}
+tls: {client_cert: /etc/erpflow/c.pem, client_key: /etc/erpflow/c.key}
+`
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	New(Options{}).MaskSecrets(doc.Content[0], func(path, value string) string {
+		seen = append(seen, path+"="+value)
+		return actions.Mask
+	})
+	if want := []string{"auth.oauth2.client_secret=cs-1"}; !slices.Equal(seen, want) {
+		t.Fatalf("paths\n got %v\nwant %v", seen, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -69,7 +70,8 @@ type Factory struct {
 	now          func() time.Time
 
 	mu      sync.Mutex
-	clients map[[32]byte]*client // by CA bundle (zero key: default pool)
+	clients map[[32]byte]*client     // by TLS settings (zero key: default)
+	tokens  map[[32]byte]*tokenCache // by OAuth2 grant (tokenCacheFor)
 
 	// hosts bounds concurrent requests per destination host:port. The
 	// transport's MaxConnsPerHost alone would not with HTTP/2, where one
@@ -99,7 +101,7 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 
 // New returns the webhook action type for an actions.Registry.
 func New(opts Options) *Factory {
-	f := &Factory{opts: opts, clients: map[[32]byte]*client{}}
+	f := &Factory{opts: opts, clients: map[[32]byte]*client{}, tokens: map[[32]byte]*tokenCache{}}
 	f.guard, f.guardErr = newGuard(opts.AllowPrivateNetworks, opts.AllowedNetworks)
 	if f.guard == nil {
 		f.guard = &guard{}
@@ -144,19 +146,33 @@ func (f *Factory) Close() error {
 	return nil
 }
 
-// client is one shared transport (per CA bundle) with its retrying client.
+// client is one shared transport (per TLS settings) with its retrying
+// client.
 type client struct {
 	transport *http.Transport
 	retry     *retryablehttp.Client
 }
 
-// clientFor returns the shared client for a CA bundle (nil pool: default).
-func (f *Factory) clientFor(pemHash [32]byte, pool *x509.CertPool) *client {
+// tlsSettings are an action's TLS keys as loaded: ca_file (or tls.ca_file),
+// tls.client_cert/client_key and tls.server_name. The zero value is the
+// default (Options.RootCAs, no client certificate, the URL's host name).
+type tlsSettings struct {
+	pool       *x509.CertPool    // nil: Options.RootCAs
+	certs      []tls.Certificate // client certificate for mutual TLS
+	serverName string            // SNI and verified name; "": the URL's host
+	key        [32]byte          // hash of the files' contents and serverName; zero: default
+}
+
+// clientFor returns the shared client for a TLS configuration: actions
+// with the same settings (same file contents) share a transport and its
+// connections, actions with different ones never do.
+func (f *Factory) clientFor(ts *tlsSettings) *client {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.clients[pemHash]; ok {
+	if c, ok := f.clients[ts.key]; ok {
 		return c
 	}
+	pool := ts.pool
 	if pool == nil {
 		pool = f.opts.RootCAs
 	}
@@ -174,7 +190,7 @@ func (f *Factory) clientFor(pemHash [32]byte, pool *x509.CertPool) *client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: ts.certs, ServerName: ts.serverName},
 	}
 	hc := &http.Client{
 		// The wrapper records every try; it deliberately does not
@@ -209,8 +225,15 @@ func (f *Factory) clientFor(pemHash [32]byte, pool *x509.CertPool) *client {
 		rc.Logger = redactingLogger{f.opts.Logger}
 	}
 	c := &client{transport: tr, retry: rc}
-	f.clients[pemHash] = c
+	f.clients[ts.key] = c
 	return c
+}
+
+// logWarn logs to Options.Logger, if set.
+func (f *Factory) logWarn(msg string, args ...any) {
+	if f.opts.Logger != nil {
+		f.opts.Logger.Warn(msg, args...)
+	}
 }
 
 // quickRetryStatus says whether a status is worth retrying at once.
@@ -296,12 +319,34 @@ func isCertError(err error) bool {
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError
 	var ci x509.CertificateInvalidError
-	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci)
+	return errors.As(err, &ua) || errors.As(err, &hn) || errors.As(err, &ci) || isTLSRefused(err)
 }
 
-func hashPEM(b []byte) [32]byte {
-	if len(b) == 0 {
-		return [32]byte{}
+// isTLSRefused says whether the receiver ended the TLS handshake with an
+// alert about certificates: it wants a client certificate (mutual TLS)
+// and got none, or one it does not trust.
+func isTLSRefused(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil && strings.Contains(oe.Err.Error(), "certificate")
+}
+
+// tlsKey hashes the parts of a TLS configuration (file contents, the
+// server name), each length-prefixed; all empty is the zero key.
+func tlsKey(parts ...[]byte) [32]byte {
+	empty := true
+	h := sha256.New()
+	for _, p := range parts {
+		empty = empty && len(p) == 0
+		var n [8]byte
+		for i := range n {
+			n[i] = byte(len(p) >> (8 * i))
+		}
+		h.Write(n[:])
+		h.Write(p)
 	}
-	return sha256.Sum256(b)
+	var key [32]byte
+	if !empty {
+		copy(key[:], h.Sum(nil))
+	}
+	return key
 }

@@ -60,13 +60,20 @@ func TestSchemaValidatesExamples(t *testing.T) {
 		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', metod: POST}]}]",
 		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook}]}]",
 		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', body: json}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', tls: {client_cert: c.pem}}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', tls: {cert: c.pem}}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', auth: {oauth2: {token_url: 'https://i/t', client_id: c}}}]}]",
 	} {
 		if err := schema.Validate(toJSON([]byte(bad))); err == nil {
 			t.Errorf("accepted: %s", bad)
 		}
 	}
-	ok := "rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', retry: none, auth: {bearer: {token: t}}}]}]"
-	if err := schema.Validate(toJSON([]byte(ok))); err != nil {
-		t.Errorf("rejected: %s: %v", ok, err)
+	for _, ok := range []string{
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', retry: none, auth: {bearer: {token: t}}}]}]",
+		"rules: [{name: a, on: {entity: X}, actions: [{type: webhook, url: 'https://x', auth: {oauth2: {token_url: 'https://i/t', client_id: c, client_secret: s, scopes: [a, b], audience: x, auth_style: params}}, tls: {client_cert: c.pem, client_key: c.key, ca_file: ca.pem, server_name: h.internal}}]}]",
+	} {
+		if err := schema.Validate(toJSON([]byte(ok))); err != nil {
+			t.Errorf("rejected: %s: %v", ok, err)
+		}
 	}
 }

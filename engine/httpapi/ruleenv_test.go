@@ -290,26 +290,31 @@ func TestStoredAPIRuleEnvNotExpanded(t *testing.T) {
 }
 
 // TestAPIRuleCannotReadServerFiles: a rule written through the API cannot
-// make the server read a file of its disk (a webhook's ca_file): the
+// make the server read a file of its disk (a webhook's ca_file or tls): the
 // answer would tell whether the file exists, is readable and holds PEM.
 // The same key in a rule file still loads.
 func TestAPIRuleCannotReadServerFiles(t *testing.T) {
 	st, _ := dbKinds(t)[0].open(t)
 	e := newEnv(t, st, envOpts{tokens: matrixTokens()})
-	src := "name: files\non: {entity: SalesOrder}\nactions:\n  - type: webhook\n    url: https://hooks.example/in\n    ca_file: /etc/shadow\n"
-	for _, tok := range []string{acmeTok, adminTok} {
-		r := e.do("POST", "/v1/rules", tok, src, "Content-Type", "application/yaml")
-		if r.status != 400 {
-			t.Fatalf("POST of a rule naming ca_file: status %d, want 400: %s", r.status, r.body)
-		}
-		code, field, msg := r.errInfo(t)
-		want := "body:6:5: actions[0].ca_file: names a file on the server, which only rule files may"
-		if code != "invalid_rule" || field != "actions[0].ca_file" || !strings.HasPrefix(msg, want) ||
-			strings.Contains(msg, "PEM") || strings.Contains(msg, "no such file") || strings.Contains(msg, "permission") {
-			t.Errorf("answered %s %s %q, want invalid_rule actions[0].ca_file %q…", code, field, msg, want)
-		}
-		if recs, _ := st.ListRules(t.Context()); len(recs) != 0 {
-			t.Errorf("a rejected POST stored %d rules", len(recs))
+	for _, key := range []struct{ name, yaml string }{
+		{"ca_file", "ca_file: /etc/shadow"},
+		{"tls", "tls: {client_cert: /etc/ssl/c.pem, client_key: /etc/shadow}"}, // mutual TLS files (issue #14)
+	} {
+		src := "name: files\non: {entity: SalesOrder}\nactions:\n  - type: webhook\n    url: https://hooks.example/in\n    " + key.yaml + "\n"
+		for _, tok := range []string{acmeTok, adminTok} {
+			r := e.do("POST", "/v1/rules", tok, src, "Content-Type", "application/yaml")
+			if r.status != 400 {
+				t.Fatalf("POST of a rule naming %s: status %d, want 400: %s", key.name, r.status, r.body)
+			}
+			code, field, msg := r.errInfo(t)
+			want := "body:6:5: actions[0]." + key.name + ": names a file on the server, which only rule files may"
+			if code != "invalid_rule" || field != "actions[0]."+key.name || !strings.HasPrefix(msg, want) ||
+				strings.Contains(msg, "PEM") || strings.Contains(msg, "no such file") || strings.Contains(msg, "permission") {
+				t.Errorf("answered %s %s %q, want invalid_rule actions[0].%s %q…", code, field, msg, key.name, want)
+			}
+			if recs, _ := st.ListRules(t.Context()); len(recs) != 0 {
+				t.Errorf("a rejected POST stored %d rules", len(recs))
+			}
 		}
 	}
 }

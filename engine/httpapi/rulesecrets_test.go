@@ -366,3 +366,29 @@ func TestKeptSecretsKeepTheBodyText(t *testing.T) {
 		t.Fatalf("stored\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestOAuth2ClientSecretMasked: the API shows an OAuth2 client secret as
+// the mask, the rest of the grant as written, and a PUT sending the mask
+// back keeps the stored secret (issue #14).
+func TestOAuth2ClientSecretMasked(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	e := newEnv(t, st, envOpts{})
+	const src = "name: gw\non: {entity: SalesOrder}\nactions:\n  - type: webhook\n    url: https://gw.example/in\n    auth: {oauth2: {token_url: 'https://idp.example/token', client_id: erp-app, client_secret: cs-Zk81Qw, scopes: [orders.write]}}\n"
+	must(t, e.do("POST", "/v1/rules", "", src), 201)
+	r := e.do("GET", "/v1/rules/gw", "", "")
+	must(t, r, 200)
+	body := string(r.body)
+	if strings.Contains(body, "cs-Zk81Qw") || !strings.Contains(body, `"client_secret":"****"`) {
+		t.Fatalf("client secret not masked: %s", body)
+	}
+	for _, s := range []string{"erp-app", "https://idp.example/token", "orders.write"} {
+		if !strings.Contains(body, s) {
+			t.Fatalf("%q is not shown: %s", s, body)
+		}
+	}
+	must(t, e.do("PUT", "/v1/rules/gw", "", strings.Replace(src, "cs-Zk81Qw", "'****'", 1)), 200)
+	recs, err := st.ListRules(t.Context())
+	if err != nil || len(recs) != 1 || !strings.Contains(recs[0].Source, "cs-Zk81Qw") {
+		t.Fatalf("stored after a PUT with the mask: %v %v", recs, err)
+	}
+}

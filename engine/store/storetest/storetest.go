@@ -181,6 +181,7 @@ func Run(t *testing.T, open Opener) {
 		{"Release", testRelease},
 		{"OrderedChains", testOrderedChains},
 		{"OrderedChainsConcurrent", testOrderedChainsConcurrent},
+		{"Destinations", testDestinations},
 		{"ListDeliveries", testList},
 		{"Requeue", testRequeue},
 		{"Prune", testPrune},

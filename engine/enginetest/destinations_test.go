@@ -1,0 +1,210 @@
+package enginetest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/triggers"
+)
+
+// destReceiver is a receiver that answers 200 while up, 503 while down,
+// and counts the requests per path prefix.
+type destReceiver struct {
+	url  string
+	up   atomic.Bool
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func newDestReceiver(t *testing.T) *destReceiver {
+	r := &destReceiver{hits: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := strings.Split(strings.Trim(req.URL.Path, "/"), "/")[0]
+		r.mu.Lock()
+		r.hits[p]++
+		r.mu.Unlock()
+		if p == "alerts" || r.up.Load() {
+			w.WriteHeader(200)
+			return
+		}
+		w.WriteHeader(503)
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+func (r *destReceiver) count(p string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hits[p]
+}
+
+// TestBreakerPausesProbesAndResumes: after Failures consecutive failed
+// attempts the destination pauses (once: one paused event, to a rule on
+// another destination); its deliveries are not attempted and keep their
+// retries while it is paused; once the receiver is back, the probe at
+// ProbeMin succeeds, the destination resumes (one resumed event) and
+// every deferred delivery runs, each with one attempt.
+func TestBreakerPausesProbesAndResumes(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		rv := newDestReceiver(t)
+		alerts := newHookServer(t, func(string, string) int { return 200 }) // another destination
+		rules := parseRules(t, fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%[1]s/orders/{entity_id}"}]
+  - name: down-alert
+    on: {entity: erpflow.Destination, events: [paused, resumed]}
+    actions: [{type: webhook, url: "%[2]s/alerts/{event}"}]
+`, rv.url, alerts))
+		e := newEngine(t, st, rules, engine.Config{Now: clock.Now,
+			Breaker: &engine.CircuitBreaker{Failures: 3, ProbeMin: time.Minute, ProbeMax: time.Hour}})
+		ctx := context.Background()
+		emit := func(id string) {
+			t.Helper()
+			if _, err := e.Emit(ctx, order(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range 3 {
+			emit(fmt.Sprint("f", i))
+		}
+		waitFor(t, 20*time.Second, "the destination paused", func() bool {
+			ds, err := e.Destinations(ctx)
+			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
+		})
+		ds, _ := e.Destinations(ctx)
+		if d := ds[0]; d.Failures != 3 || d.LastCode != 503 || !d.NextProbeAt.Equal(d.PausedAt.Add(time.Minute)) || d.Pauses != 1 {
+			t.Fatalf("paused state %+v", d)
+		}
+		// While paused: new deliveries wait for the probe, unattempted.
+		emit("w1")
+		emit("w2")
+		waitFor(t, 20*time.Second, "the new deliveries deferred to the probe", func() bool {
+			n := 0
+			for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending}}) {
+				if d.Attempts == 0 && d.RunAt.Equal(ds[0].NextProbeAt) {
+					n++
+				}
+			}
+			return n == 2
+		})
+		if got := rv.count("orders"); got != 3 {
+			t.Fatalf("the receiver got %d attempts while paused, want the 3 before", got)
+		}
+		rv.up.Store(true)
+		clock.Set(ds[0].NextProbeAt.Add(time.Second))
+		waitFor(t, 20*time.Second, "the deferred deliveries delivered after the probe", func() bool {
+			n := 0
+			for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}}) {
+				if d.Attempts != 1 {
+					t.Fatalf("delivery %s took %d attempts, want 1: deferrals are no attempts", d.ID, d.Attempts)
+				}
+				n++
+			}
+			return n == 2
+		})
+		waitFor(t, 20*time.Second, "the paused and resumed events delivered", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "down-alert", States: []engine.State{engine.StateSucceeded}})) == 2
+		})
+		ds, _ = e.Destinations(ctx)
+		if len(ds) != 1 || ds[0].State != engine.DestinationActive || ds[0].ResumedAt.IsZero() {
+			t.Fatalf("after the probe %+v", ds)
+		}
+		var names []string
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "down-alert"}) {
+			names = append(names, d.EventName)
+		}
+		if got := strings.Join(sortStrings(names), ","); got != "paused,resumed" {
+			t.Fatalf("destination events %s, want one paused and one resumed", got)
+		}
+	})
+}
+
+// TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
+// and a clock that does not move, two deliveries run and the others wait
+// in the queue unattempted; each second of the clock lets one more run.
+func TestRateLimitWaitsInQueue(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		var hits atomic.Int64
+		hook := newHookServer(t, func(string, string) int { hits.Add(1); return 200 })
+		r := oneRule(t, "orders", "SalesOrder", "", hook+"/o/{entity_id}")
+		e := newEngine(t, st, []*triggers.Rule{r}, engine.Config{Now: clock.Now,
+			Destinations: []engine.DestinationLimit{{Match: "127.0.0.1", Rate: 1, Burst: 2}}})
+		ctx := context.Background()
+		for i := range 5 {
+			if _, err := e.Emit(ctx, order(fmt.Sprint("r", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waiting := func() int {
+			n := 0
+			for _, d := range allDeliveries(t, st, engine.DeliveryFilter{States: []engine.State{engine.StatePending}}) {
+				if d.Attempts == 0 && d.RunAt.After(clock.Now()) {
+					n++
+				}
+			}
+			return n
+		}
+		waitFor(t, 20*time.Second, "two delivered and three waiting", func() bool { return hits.Load() == 2 && waiting() == 3 })
+		clock.Set(clock.Now().Add(time.Second))
+		waitFor(t, 20*time.Second, "one more after a second", func() bool { return hits.Load() == 3 && waiting() == 2 })
+		clock.Set(clock.Now().Add(10 * time.Second))
+		waitAllSucceeded(t, st, 5, 20*time.Second)
+		if hits.Load() != 5 {
+			t.Fatalf("the receiver got %d requests for 5 deliveries", hits.Load())
+		}
+	})
+}
+
+// TestDestinationLimitMatches: the forms of delivery.destinations' match.
+func TestDestinationLimitMatches(t *testing.T) {
+	for _, c := range []struct {
+		match, dest string
+		want        bool
+	}{
+		{"api.example.com", "https://api.example.com:443", true},
+		{"api.example.com", "http://api.example.com:8080", true},
+		{"API.example.com", "https://api.example.com:443", true},
+		{"api.example.com", "https://x.api.example.com:443", false},
+		{"*.example.com", "https://x.api.example.com:443", true},
+		{"*.example.com", "https://example.com:443", false},
+		{"api.example.com:8443", "https://api.example.com:8443", true},
+		{"api.example.com:8443", "https://api.example.com:443", false},
+		{"https://api.example.com:443", "https://api.example.com:443", true},
+		{"https://api.example.com:443", "http://api.example.com:443", false},
+		{"", "https://api.example.com:443", false},
+	} {
+		l := engine.DestinationLimit{Match: c.match}
+		if got := l.Matches(c.dest); got != c.want {
+			t.Errorf("%q matches %q = %v, want %v", c.match, c.dest, got, c.want)
+		}
+	}
+}
+
+func sortStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,146 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// Destinations' breaker states (migration 0010): engine.DestinationStore.
+// Every statement decides its transition on the row as committed (one
+// conditional UPDATE or upsert), so that of several processes exactly one
+// pauses, takes a probe or resumes.
+
+const destinationCols = "destination, id, state, failures, last_code, last_error, paused_at, next_probe_at, interval_ms, resumed_at, pauses, updated_at"
+
+// PauseDestination implements engine.DestinationStore.
+func (c *Core) PauseDestination(ctx context.Context, st engine.DestinationState) (bool, error) {
+	var n int64
+	err := c.Retry(ctx, func() error {
+		r, err := c.W.ExecContext(ctx, c.Q(`INSERT INTO destinations (`+destinationCols+`)
+			VALUES (?, ?, 'paused', ?, ?, ?, ?, ?, ?, NULL, 1, ?)
+			ON CONFLICT (destination) DO UPDATE SET state = 'paused', failures = excluded.failures,
+				last_code = excluded.last_code, last_error = excluded.last_error, paused_at = excluded.paused_at,
+				next_probe_at = excluded.next_probe_at, interval_ms = excluded.interval_ms,
+				pauses = destinations.pauses + 1, updated_at = excluded.updated_at
+			WHERE destinations.state <> 'paused'`),
+			st.Destination, engine.DestinationID(st.Destination), st.Failures, st.LastCode, st.LastError,
+			c.t(Round(st.PausedAt)), c.t(Round(st.NextProbeAt)), st.Interval.Milliseconds(), c.t(Round(st.UpdatedAt)))
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("pause destination: %w", err)
+	}
+	return n == 1, nil
+}
+
+// TakeProbe implements engine.DestinationStore.
+func (c *Core) TakeProbe(ctx context.Context, dest string, now, next time.Time, interval time.Duration) (bool, error) {
+	var n int64
+	err := c.Retry(ctx, func() error {
+		r, err := c.W.ExecContext(ctx, c.Q(`UPDATE destinations SET next_probe_at = ?, interval_ms = ?, updated_at = ?
+			WHERE destination = ? AND state = 'paused' AND next_probe_at <= ?`),
+			c.t(Round(next)), interval.Milliseconds(), c.t(Round(now)), dest, c.t(Round(now)))
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("take probe: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ResumeDestination implements engine.DestinationStore.
+func (c *Core) ResumeDestination(ctx context.Context, dest string, now time.Time) (engine.DestinationState, bool, error) {
+	var before engine.DestinationState
+	resumed := false
+	err := c.Tx(ctx, func(tx *Tx) error {
+		resumed = false
+		var err error
+		before, err = c.destination(ctx, tx, dest)
+		if err != nil || before.State != engine.DestinationPaused {
+			return err
+		}
+		r, err := tx.ExecContext(ctx, c.Q(`UPDATE destinations SET state = 'active', failures = 0, resumed_at = ?,
+			next_probe_at = NULL, interval_ms = 0, updated_at = ? WHERE destination = ? AND state = 'paused'`),
+			c.t(Round(now)), c.t(Round(now)), dest)
+		if err != nil {
+			return err
+		}
+		n, err := r.RowsAffected()
+		resumed = n == 1
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return before, false, nil
+	}
+	if err != nil {
+		return before, false, fmt.Errorf("resume destination: %w", err)
+	}
+	return before, resumed, nil
+}
+
+// ListDestinations implements engine.DestinationStore.
+func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState, error) {
+	rows, err := c.R.QueryContext(ctx, `SELECT `+destinationCols+` FROM destinations ORDER BY destination`)
+	if err != nil {
+		return nil, fmt.Errorf("list destinations: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.DestinationState
+	for rows.Next() {
+		st, err := scanDestination(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list destinations: %w", err)
+		}
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// WakeDeferred implements engine.DestinationStore.
+func (c *Core) WakeDeferred(ctx context.Context, at, now time.Time) (int, error) {
+	var n int64
+	err := c.Tx(ctx, func(tx *Tx) error {
+		r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
+			WHERE state = 'pending' AND due_at = ?`), c.t(Round(now)), c.t(Round(now)), c.t(Round(now)), c.t(Round(at)))
+		if err != nil {
+			return err
+		}
+		if n, err = r.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return c.D.Notify(ctx, tx)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wake deferred deliveries: %w", err)
+	}
+	return int(n), nil
+}
+
+func (c *Core) destination(ctx context.Context, q Querier, dest string) (engine.DestinationState, error) {
+	row := q.QueryRowContext(ctx, c.Q(`SELECT `+destinationCols+` FROM destinations WHERE destination = ?`), dest)
+	return scanDestination(row)
+}
+
+func scanDestination(row interface{ Scan(...any) error }) (engine.DestinationState, error) {
+	var st engine.DestinationState
+	var paused, probe, resumed, updated Time
+	var ms int64
+	err := row.Scan(&st.Destination, &st.ID, &st.State, &st.Failures, &st.LastCode, &st.LastError,
+		&paused, &probe, &ms, &resumed, &st.Pauses, &updated)
+	st.PausedAt, st.NextProbeAt, st.ResumedAt, st.UpdatedAt = paused.T, probe.T, resumed.T, updated.T
+	st.Interval = time.Duration(ms) * time.Millisecond
+	return st, err
+}
