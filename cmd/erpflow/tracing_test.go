@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,4 +161,74 @@ func TestTracingOTLPGRPC(t *testing.T) {
 		t.Fatalf("%d export requests, want 1", len(sink.got))
 	}
 	exported(t, sink.got[0], "over-grpc")
+}
+
+// TestServeTracing: erpflow serve with OTEL_TRACES_EXPORTER=otlp exports
+// the spans of an event posted with a traceparent to the OTLP/HTTP
+// endpoint of the environment, in the event's trace, and the receiver's
+// webhook carries that trace on; spans left are flushed at SIGTERM.
+func TestServeTracing(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	var mu sync.Mutex
+	spans := map[string]string{} // span name → its trace id (hex)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		req := &coltrace.ExportTraceServiceRequest{}
+		if proto.Unmarshal(b, req) != nil {
+			http.Error(w, "bad", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		for _, rs := range req.GetResourceSpans() {
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					spans[s.GetName()] = fmt.Sprintf("%x", s.GetTraceId())
+				}
+			}
+		}
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer sink.Close()
+	got := make(chan string, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Traceparent")
+	}))
+	defer recv.Close()
+
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "rules.yaml"), "rules:\n  - name: traced\n    on: {entity: SalesOrder}\n    retry: none\n    actions:\n      - type: webhook\n        url: "+recv.URL+"/hook\n")
+	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\nrules: [./rules.yaml]\ndelivery: {allow_http: true, allow_private_networks: true}\n")
+	srv := start(t, dir, []string{"OTEL_TRACES_EXPORTER=otlp", "OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.URL, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"},
+		"serve", "--config", "erpflow.yaml", "--log-format", "json")
+	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
+	req, _ := http.NewRequest("POST", base+"/v1/events", strings.NewReader(`{"id":"ev1","entity":"SalesOrder","entity_id":"SO1","event":"released","data":{"n":1}}`))
+	req.Header.Set("Traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Fatalf("POST /v1/events: %d", res.StatusCode)
+	}
+	select {
+	case tp := <-got:
+		if !strings.HasPrefix(tp, "00-"+traceID+"-") {
+			t.Fatalf("the receiver got traceparent %q, want trace %s", tp, traceID)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no webhook")
+	}
+	srv.cmd.Process.Signal(syscall.SIGTERM)
+	if code := srv.wait(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, name := range []string{"POST /v1/events", "erpflow.match", "erpflow.commit", "erpflow.attempt"} {
+		if spans[name] != traceID {
+			t.Errorf("span %q: trace %q, want %s (exported: %v)", name, spans[name], traceID, spans)
+		}
+	}
 }
