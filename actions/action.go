@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -294,4 +297,31 @@ func (r *Registry) Decode(typ string, node *yaml.Node) (any, error) {
 // destination.
 type RateLimiter interface {
 	RateLimit() float64
+}
+
+// ParseRate reads a rate limit: "50/s", "600/m", "3600/h", or a number of
+// attempts per second. It must be more than 0 and at most 1e6/s.
+func ParseRate(s string) (float64, error) {
+	num, unit, hasUnit := strings.Cut(strings.TrimSpace(s), "/")
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("rate %q: want a number of attempts per s, m or h, such as 50/s", s)
+	}
+	per := 1.0
+	if hasUnit {
+		switch strings.TrimSpace(unit) {
+		case "s", "sec", "second":
+		case "m", "min", "minute":
+			per = 60
+		case "h", "hour":
+			per = 3600
+		default:
+			return 0, fmt.Errorf("rate %q: the unit after / must be s, m or h", s)
+		}
+	}
+	r := n / per
+	if r <= 0 || r > 1e6 {
+		return 0, fmt.Errorf("rate %q: must be more than 0 and at most 1000000/s", s)
+	}
+	return r, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -263,9 +264,16 @@ func (d *destinations) gate(ctx context.Context, dest string, actionRate float64
 			d.mu.Unlock()
 			return true, time.Time{}, false // the probe: no rate limit applies
 		}
-		in.nextProbe = now.Add(probeWait) // another process probes; see again after it
 		d.mu.Unlock()
-		return false, now.Add(probeWait), true
+		// Another process took the probe: wait for it at the probe time
+		// it set, which its success wakes (WakeDeferred).
+		at := d.storedProbe(ctx, dest, now.Add(probeWait))
+		d.mu.Lock()
+		if in.paused && !in.probing {
+			in.nextProbe = at
+		}
+		d.mu.Unlock()
+		return false, at, true
 	}
 	rate, burst := actionRate, 0.0
 	if l := in.limit; l != nil && l.Rate > 0 {
@@ -303,6 +311,24 @@ func (d *destinations) isPaused(dest string) bool {
 	defer d.mu.Unlock()
 	in := d.m[dest]
 	return in != nil && in.paused
+}
+
+// storedProbe is dest's next probe time as stored, or def.
+func (d *destinations) storedProbe(ctx context.Context, dest string, def time.Time) time.Time {
+	s, ok := d.e.store.(DestinationStore)
+	if !ok {
+		return def
+	}
+	all, err := s.ListDestinations(ctx)
+	if err != nil {
+		return def
+	}
+	for _, st := range all {
+		if st.Destination == dest && st.State == DestinationPaused && !st.NextProbeAt.IsZero() {
+			return st.NextProbeAt
+		}
+	}
+	return def
 }
 
 // concurrency is dest's concurrency cap now: its limit's or def, ramping
@@ -493,8 +519,8 @@ func (d *destinations) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var wakes []time.Time
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, st := range all {
 		in := d.info(st.Destination)
 		paused := st.State == DestinationPaused
@@ -502,8 +528,15 @@ func (d *destinations) refresh(ctx context.Context) error {
 		case paused && !in.probing:
 			in.paused, in.nextProbe, in.interval = true, st.NextProbeAt, st.Interval
 		case !paused && in.paused:
+			// Another process's probe resumed it: wake what this one
+			// sent back to its probe time since that process woke it.
+			wakes = append(wakes, in.nextProbe)
 			in.paused, in.failures, in.resumedAt = false, 0, st.ResumedAt
 		}
+	}
+	d.mu.Unlock()
+	if r := d.e.active.Load(); r != nil && len(wakes) > 0 {
+		r.wakeDeferred(wakes, d.e.now())
 	}
 	return nil
 }
@@ -570,4 +603,62 @@ func (e *Engine) ProbeDestination(ctx context.Context, dest string) (bool, error
 		return true, nil
 	}
 	return false, nil
+}
+
+// DestinationView is a destination as the API shows it: its stored
+// breaker state and what this process knows and applies.
+type DestinationView struct {
+	DestinationState
+	Rate        float64   `json:"rate,omitempty"`      // attempts per second allowed (delivery.destinations); 0: none
+	Burst       int       `json:"burst,omitempty"`     //
+	Concurrency int       `json:"concurrency"`         // attempts at once now (ramping after a resume)
+	SlowUntil   time.Time `json:"slow_until,omitzero"` // a 429's Retry-After holds it until then
+}
+
+// DestinationViews returns every destination this process has sent to
+// or the store holds a state of, by destination.
+func (e *Engine) DestinationViews(ctx context.Context) ([]DestinationView, error) {
+	stored, err := e.Destinations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byDest := map[string]*DestinationView{}
+	var order []string
+	add := func(dest string) *DestinationView {
+		v := byDest[dest]
+		if v == nil {
+			v = &DestinationView{DestinationState: DestinationState{ID: DestinationID(dest), Destination: dest, State: DestinationActive}}
+			byDest[dest] = v
+			order = append(order, dest)
+		}
+		return v
+	}
+	for _, st := range stored {
+		add(st.Destination).DestinationState = st
+	}
+	now := e.now()
+	d := e.dests
+	d.mu.Lock()
+	for dest, in := range d.m {
+		v := add(dest)
+		v.Failures = max(v.Failures, in.failures)
+		if in.slowUntil.After(now) {
+			v.SlowUntil = in.slowUntil
+		}
+		if l := in.limit; l != nil {
+			v.Rate, v.Burst = l.Rate, l.Burst
+		}
+	}
+	d.mu.Unlock()
+	out := make([]DestinationView, 0, len(order))
+	for _, dest := range order {
+		v := byDest[dest]
+		if l := e.limitFor(dest); l != nil {
+			v.Rate, v.Burst = l.Rate, l.Burst
+		}
+		v.Concurrency = d.concurrency(dest, e.cfg.DestinationConcurrency, time.Now())
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b DestinationView) int { return strings.Compare(a.Destination, b.Destination) })
+	return out, nil
 }

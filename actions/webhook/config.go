@@ -38,6 +38,7 @@ type config struct {
 	tokens        *tokenCache    // the grant's shared token cache, with oauth
 	secrets       []*signer
 	timeout       time.Duration
+	rateLimit     float64 // attempts per second to the destination; 0: none (actions.RateLimiter)
 	// needsEvent: a secret URL or secret header has placeholders, so it is
 	// rendered from the event at send time (the payload holds it masked).
 	needsEvent bool
@@ -53,6 +54,9 @@ var (
 // NeedsEvent implements actions.EventUser: only secret parts with
 // placeholders need the event; everything else is in the stored payload.
 func (c *config) NeedsEvent() bool { return c.needsEvent }
+
+// RateLimit implements actions.RateLimiter: rate_limit.
+func (c *config) RateLimit() float64 { return c.rateLimit }
 
 // Type implements actions.Config.
 func (c *config) Type() string { return "webhook" }

@@ -20,7 +20,7 @@ import (
 	"github.com/erpflow/erpflow/templates"
 )
 
-var knownKeys = []string{"url", "method", "body", "template", "headers", "secret_headers", "auth", "secret", "timeout", "ca_file", "tls", "content_type"}
+var knownKeys = []string{"url", "method", "body", "template", "headers", "secret_headers", "auth", "secret", "timeout", "ca_file", "tls", "content_type", "rate_limit"}
 
 var methods = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "GET": true, "DELETE": true}
 
@@ -210,6 +210,16 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 				d.errf(n, "timeout", "must be more than 0 and at most %s", maxTimeout)
 			default:
 				c.timeout = t
+			}
+		}
+	}
+	// rate_limit
+	if n, ok := keys["rate_limit"]; ok {
+		if s, ok := d.str(n, "rate_limit"); ok {
+			if r, err := actions.ParseRate(s); err != nil {
+				d.errf(n, "rate_limit", "%v", err)
+			} else {
+				c.rateLimit = r
 			}
 		}
 	}

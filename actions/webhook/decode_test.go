@@ -32,6 +32,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"url: https://erp.example/\nauth: {bearer: {token: \"\"}}", []string{"auth.bearer.token: must not be empty"}},
 		{"url: https://erp.example/\ntimeout: forever", []string{"2:10: timeout: must be a duration"}},
 		{"url: https://erp.example/\ntimeout: 1h", []string{"timeout: must be more than 0 and at most 10m0s"}},
+		{"url: https://erp.example/\nrate_limit: fast", []string{"2:13: rate_limit: rate \"fast\": want a number of attempts per s, m or h"}},
+		{"url: https://erp.example/\nrate_limit: 5/d", []string{"2:13: rate_limit: rate \"5/d\": the unit after / must be s, m or h"}},
+		{"url: https://erp.example/\nrate_limit: 0/s", []string{"rate_limit: rate \"0/s\": must be more than 0"}},
 		{"url: https://erp.example/\nheaders: {webhook-id: x, \"bad name\": y, X-A: \"{nope}\"}", []string{"headers.webhook-id: Webhook-Id cannot be set", "headers.bad name: invalid header name", "2:47: headers.X-A: unknown placeholder {nope}"}},
 		{"url: https://erp.example/\ntemplate: '{\"a\": \"{data.x}\", \"b\": {id}}'", []string{"template: malformed JSON"}},
 		{"url: https://erp.example/\ntemplate:\n  a: \"{evnt}\"", []string{"3:7: template.a: unknown placeholder {evnt} (did you mean {event}?)"}},
@@ -91,4 +94,19 @@ func TestDecodeTimeoutSeconds(t *testing.T) {
 	// A bare integer is seconds; the stored payload does not show it but a
 	// config that decodes proves it was accepted.
 	mustDecode(t, webhook.New(webhook.Options{}), "url: https://erp.example/\ntimeout: 30")
+}
+
+// TestRateLimitKey: rate_limit in its forms is the action's RateLimit.
+func TestRateLimitKey(t *testing.T) {
+	f := webhook.New(webhook.Options{})
+	for src, want := range map[string]float64{"50/s": 50, "600/m": 10, "3600/h": 1, "2.5": 2.5, "\"120 / min\"": 2} {
+		cfg := mustDecode(t, f, "url: https://erp.example/\nrate_limit: "+src)
+		rl, ok := cfg.(actions.RateLimiter)
+		if !ok || rl.RateLimit() != want {
+			t.Errorf("rate_limit: %s = %v, want %v", src, rl.RateLimit(), want)
+		}
+	}
+	if rl := mustDecode(t, f, "url: https://erp.example/").(actions.RateLimiter); rl.RateLimit() != 0 {
+		t.Errorf("no rate_limit: %v, want 0", rl.RateLimit())
+	}
 }

@@ -35,6 +35,7 @@ const schemaJSON = `{
       ]
     },
     "secret": {"description": "Standard Webhooks signing secret whsec_<base64> (or a ${VAR} holding one), or a list of them during rotation", "oneOf": [{"type": "string", "pattern": "^(whsec_|\\$\\{)"}, {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^(whsec_|\\$\\{)"}}]},
+    "rate_limit": {"type": ["string", "number"], "description": "most attempts per second to this webhook's destination, e.g. 50/s, 600/m; the server's delivery.destinations limit applies too (the stricter wins). Over it, deliveries wait in the queue"},
     "timeout": {"type": ["string", "integer"], "description": "whole attempt including quick retries, e.g. 15s (default), at most 10m; an integer is seconds"},
     "ca_file": {"type": "string", "description": "PEM bundle of CAs that verify this receiver (on-premise receivers); same as tls.ca_file"},
     "tls": {"type": "object", "additionalProperties": false, "description": "TLS to the receiver; files are read when the rules load (again on SIGHUP)", "properties": {

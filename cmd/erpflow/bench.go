@@ -44,6 +44,8 @@ type benchOpts struct {
 	workers       int
 	destConc      int
 	tenantConc    int
+	destRate      float64 // --destination-rate: a rate limit on the bench's destination; 0: none
+	breaker       bool    // --breaker: the circuit breaker on (serve's default)
 	rate          int
 	latencyFor    time.Duration
 	emitters      int
@@ -111,6 +113,8 @@ and a bare HTTP POST loop.`,
 	fs.IntVar(&o.workers, "workers", 128, "engine workers (and the bare HTTP loop's concurrency)")
 	fs.IntVar(&o.destConc, "destination-concurrency", 0, "attempts at once per destination (default max(4, workers/4)); the bench has one destination")
 	fs.IntVar(&o.tenantConc, "tenant-concurrency", 0, "attempts at once per tenant (default max(4, workers/2)); the bench has one tenant")
+	fs.Float64Var(&o.destRate, "destination-rate", 0, "a rate limit (attempts per second) on the bench's destination, as delivery.destinations sets one (default none); set it above the throughput to measure the limiter's cost")
+	fs.BoolVar(&o.breaker, "breaker", false, "turn the circuit breaker on, as erpflow serve does by default (its cost when nothing fails)")
 	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
@@ -251,12 +255,19 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if len(o.traceSample) > 0 {
 		return benchTracing(ctx, st, rules, dbURL, rv, o, out)
 	}
-	eng, err := engine.New(st, engine.Config{
+	ecfg := engine.Config{
 		Workers:                o.workers,
 		DestinationConcurrency: o.destConc,
 		TenantConcurrency:      o.tenantConc,
 		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if o.destRate > 0 {
+		ecfg.Destinations = []engine.DestinationLimit{{Match: "127.0.0.1", Rate: o.destRate, Burst: int(o.destRate)}}
+	}
+	if o.breaker {
+		ecfg.Breaker = &engine.CircuitBreaker{}
+	}
+	eng, err := engine.New(st, ecfg)
 	if err != nil {
 		return err
 	}

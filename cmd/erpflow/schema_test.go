@@ -43,7 +43,7 @@ func TestSchemaValidatesExamples(t *testing.T) {
 		return d
 	}
 	files, _ := filepath.Glob(examplesRules + "/*.yaml")
-	if len(files) != 7 {
+	if len(files) != 8 {
 		t.Fatalf("%d example files", len(files))
 	}
 	for _, f := range files {

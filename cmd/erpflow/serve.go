@@ -173,8 +173,17 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
+	breaker := cfg.Delivery.CircuitBreaker
+	switch {
+	case cfg.Delivery.BreakerOff:
+		breaker = nil
+	case breaker == nil:
+		breaker = &engine.CircuitBreaker{} // on, with its defaults
+	}
 	eng, err := engine.New(st, engine.Config{
 		Workers:                cfg.Delivery.Workers,
+		Destinations:           cfg.Delivery.Destinations,
+		Breaker:                breaker,
 		DestinationConcurrency: cfg.Delivery.DestinationConcurrency,
 		TenantConcurrency:      cfg.Delivery.TenantConcurrency,
 		Retention:              cfg.Retention.Succeeded,
@@ -191,6 +200,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	metrics.WatchDestinations(eng)
 	srv, err := httpapi.New(ctx, httpapi.Options{
 		Engine:         eng,
 		Actions:        reg,

@@ -41,6 +41,7 @@ func TestValidateExamples(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
 	want := []string{
+		examplesRules + "/destination-alerts.yaml: 2 rules OK",
 		examplesRules + "/gofive-venio.yaml: 1 rule OK",
 		examplesRules + "/job-management.yaml: 3 rules OK",
 		examplesRules + "/kladana.yaml: 1 rule OK",
@@ -74,7 +75,7 @@ func TestValidateMissingEnv(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant:\n%s", code, out, errOut, want)
 	}
 	code, out, errOut = runCmd(t, "validate", examplesRules)
-	if code != 0 || strings.Count(out, " OK\n") != 7 || !strings.Contains(errOut, "ongoing-wms-email.yaml:19:15: note: action type \"email\" is not known here") {
+	if code != 0 || strings.Count(out, " OK\n") != 8 || !strings.Contains(errOut, "ongoing-wms-email.yaml:19:15: note: action type \"email\" is not known here") {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
@@ -316,4 +317,37 @@ func (s *syncBuffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+// TestOverviewPausedDestinations: the overview lists the destinations the
+// circuit breaker paused, with their last error and next probe; a
+// tenant's session sees none (destinations are shared).
+func TestOverviewPausedDestinations(t *testing.T) {
+	st := openSQLite(t)
+	s := newStack(t, st, stackOpts{tokens: testTokens})
+	now := time.Now().UTC()
+	if _, err := st.(engine.DestinationStore).PauseDestination(context.Background(), engine.DestinationState{
+		Destination: "https://wms.example:443", Failures: 20, LastCode: 503, LastError: "HTTP 503 Service Unavailable",
+		PausedAt: now.Add(-5 * time.Minute), NextProbeAt: now.Add(time.Minute), Interval: time.Minute, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, 1280, 800)
+	b.allowConsoleError("401")
+	b.signIn(s.URL, "tok-admin")
+	b.open(s.URL, "/ui/")
+	b.waitText("#paused", "https://wms.example:443")
+	for _, want := range []string{"HTTP 503 Service Unavailable", "5m ago", "20"} {
+		if !strings.Contains(b.text("#paused"), want) {
+			t.Fatalf("the paused list lacks %q:\n%s", want, b.text("#paused"))
+		}
+	}
+	b.screenshot("overview-paused")
+	b = newBrowser(t, 1280, 800)
+	b.allowConsoleError("401")
+	b.signIn(s.URL, "tok-acme")
+	b.open(s.URL, "/ui/")
+	b.waitPage("the overview", `!!document.querySelector('#activity')`)
+	if n := eval[int](b, `document.querySelectorAll('#paused').length`); n != 0 {
+		t.Fatal("a tenant's overview lists the shared destinations")
+	}
 }

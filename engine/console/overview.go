@@ -2,7 +2,9 @@ package console
 
 import (
 	"fmt"
+	"github.com/erpflow/erpflow/engine"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/erpflow/erpflow/engine/httpapi"
@@ -46,6 +48,9 @@ const (
 type overviewPage struct {
 	S      statusAnswer
 	A      httpapi.Activity
+	Paused struct {
+		Destinations []engine.DestinationView `json:"destinations"`
+	}
 	Bars   []minuteBar
 	Width  int
 	Peak   int
@@ -57,7 +62,8 @@ type overviewPage struct {
 // minute over the last hour, success rate and failing destinations.
 func (c *Console) overview(x *exchange) {
 	var p overviewPage
-	if !x.get("/v1/status", nil, &p.S) || !x.get("/v1/activity", nil, &p.A) {
+	if !x.get("/v1/status", nil, &p.S) || !x.get("/v1/activity", nil, &p.A) ||
+		!x.get("/v1/destinations", url.Values{"state": {engine.DestinationPaused}}, &p.Paused) {
 		return
 	}
 	for _, m := range p.A.PerMinute {

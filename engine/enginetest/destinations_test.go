@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,4 +208,79 @@ func sortStrings(s []string) []string {
 		}
 	}
 	return out
+}
+
+// TestBreakerSharedAcrossProcesses: two engines on one PostgreSQL. One
+// pauses the destination; the other holds its deliveries too (after at
+// most its own count of failures, until it reads the pause), and one
+// probe resumes it for both: one paused and one resumed event in all.
+func TestBreakerSharedAcrossProcesses(t *testing.T) {
+	if os.Getenv("TEST_DATABASE_URL") == "" {
+		t.Skip("TEST_DATABASE_URL not set: two engines share one PostgreSQL")
+	}
+	db := newPGDatabase(t, os.Getenv("TEST_DATABASE_URL"))
+	clock := newClock()
+	rv := newDestReceiver(t)
+	alerts := newHookServer(t, func(string, string) int { return 200 })
+	src := fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%[1]s/orders/{entity_id}"}]
+  - name: down-alert
+    on: {entity: erpflow.Destination}
+    actions: [{type: webhook, url: "%[2]s/alerts/{event}"}]
+`, rv.url, alerts)
+	cfg := func(owner string) engine.Config {
+		return engine.Config{Now: clock.Now, Owner: owner, Breaker: &engine.CircuitBreaker{Failures: 3, ProbeMin: time.Minute}}
+	}
+	st := mustOpen(t, db)
+	a := newEngine(t, st, parseRules(t, src), cfg("a"))
+	b := newEngine(t, mustOpen(t, db), parseRules(t, src), cfg("b"))
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := a.Emit(ctx, order(fmt.Sprint("a", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "a paused the destination", func() bool {
+		ds, err := b.Destinations(ctx)
+		return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
+	})
+	for i := range 10 {
+		if _, err := b.Emit(ctx, order(fmt.Sprint("b", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "b's deliveries held for the probe", func() bool {
+		held := 0
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders"}) {
+			if d.State == engine.StatePending && d.Attempts == 0 {
+				held++
+			}
+		}
+		return held+(rv.count("orders")-3) == 10 && held > 0
+	})
+	if extra := rv.count("orders") - 3; extra > 3 {
+		t.Fatalf("b attempted %d deliveries to the paused destination, more than its own count of 3 failures", extra)
+	}
+	rv.up.Store(true)
+	ds, _ := a.Destinations(ctx)
+	clock.Set(ds[0].NextProbeAt.Add(time.Second))
+	waitFor(t, 30*time.Second, "every held delivery delivered after one probe", func() bool {
+		n := 0
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending, engine.StateRunning}}) {
+			_ = d
+			n++
+		}
+		return n == 0
+	})
+	waitFor(t, 30*time.Second, "one paused and one resumed event", func() bool {
+		var names []string
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "down-alert", States: []engine.State{engine.StateSucceeded}}) {
+			names = append(names, d.EventName)
+		}
+		return strings.Join(sortStrings(names), ",") == "paused,resumed"
+	})
 }

@@ -52,6 +52,7 @@ func TestAuthMatrix(t *testing.T) {
 	acmeDelivery := em["deliveries"].([]any)[0].(map[string]any)["id"].(string)
 	e.waitState(acmeDelivery, admin, engine.StateSucceeded)
 	acmeTimer := armTimer(t, st, "acme", "acme-hook", "Invoice", "INV-matrix", engine.TimerSchedule)
+	pausedDest := pauseDestination(t, st, "https://crm.example:443")
 
 	type tcase struct {
 		name   string
@@ -127,6 +128,17 @@ func TestAuthMatrix(t *testing.T) {
 		{name: "cancel timer", method: "DELETE", path: func(t *testing.T) string {
 			return "/v1/timers/" + armTimer(t, st, "acme", "acme-hook", "Invoice", uniq("INV"), engine.TimerSchedule).ID
 		}, scope: ScopeDeliveriesWrite, right: acme, ok: 200, other: 404},
+		{name: "list destinations", method: "GET", path: fixed("/v1/destinations"), scope: ScopeDeliveriesRead, right: admin, ok: 200, other: 200,
+			check: func(t *testing.T, r, o resp) {
+				// Shared by every tenant: a tenant-bound token sees none.
+				if !strings.Contains(string(r.body), pausedDest.ID) || strings.Contains(string(o.body), "dst_") {
+					t.Fatalf("admin %s\nglobex %s", r.body, o.body)
+				}
+			}},
+		{name: "get destination", method: "GET", path: fixed("/v1/destinations/" + pausedDest.ID), scope: ScopeDeliveriesRead, right: admin, ok: 200, other: 404},
+		{name: "resume destination", method: "POST", path: func(t *testing.T) string {
+			return "/v1/destinations/" + pauseDestination(t, st, "https://"+uniq("d")+".example:443").ID + ":resume"
+		}, scope: ScopeDeliveriesWrite, right: admin, ok: 202, other: 404},
 		{name: "healthz", method: "GET", path: fixed("/healthz"), right: admin, ok: 200, other: 200},
 		{name: "readyz", method: "GET", path: fixed("/readyz"), right: admin, ok: 200, other: 200},
 		{name: "metrics", method: "GET", path: fixed("/metrics"), right: admin, ok: 200, other: 200},

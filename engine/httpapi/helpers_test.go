@@ -158,6 +158,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.WatchDestinations(eng)
 	reg := testRegistry()
 	if o.register != nil {
 		o.register(reg)

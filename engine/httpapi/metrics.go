@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -239,4 +240,55 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		age = now.Sub(st.OldestPending).Seconds()
 	}
 	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age)
+}
+
+// maxDestinationSeries bounds the destinations /metrics reports: paused
+// ones first, then those with the most failed attempts in a row.
+const maxDestinationSeries = 200
+
+// WatchDestinations adds per-destination gauges read from
+// e.DestinationViews at each scrape: erpflow_destination_paused and
+// erpflow_destination_consecutive_failures, for at most 200 destinations
+// (paused ones first), so that the series stay bounded.
+func (m *Metrics) WatchDestinations(e *engine.Engine) {
+	m.reg.MustRegister(&destinationCollector{e: e,
+		paused:   prometheus.NewDesc("erpflow_destination_paused", "1 while the circuit breaker holds the destination's deliveries until a probe succeeds.", []string{"destination"}, nil),
+		failures: prometheus.NewDesc("erpflow_destination_consecutive_failures", "Failed attempts in a row to the destination.", []string{"destination"}, nil),
+	})
+}
+
+type destinationCollector struct {
+	e                *engine.Engine
+	paused, failures *prometheus.Desc
+}
+
+func (c *destinationCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.paused
+	ch <- c.failures
+}
+
+func (c *destinationCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueStatsTimeout)
+	defer cancel()
+	ds, err := c.e.DestinationViews(ctx)
+	if err != nil {
+		return
+	}
+	slices.SortStableFunc(ds, func(a, b engine.DestinationView) int {
+		if (a.State == engine.DestinationPaused) != (b.State == engine.DestinationPaused) {
+			if a.State == engine.DestinationPaused {
+				return -1
+			}
+			return 1
+		}
+		return b.Failures - a.Failures
+	})
+	for _, d := range ds[:min(len(ds), maxDestinationSeries)] {
+		p := 0.0
+		if d.State == engine.DestinationPaused {
+			p = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.paused, prometheus.GaugeValue, p, d.Destination)
+		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(d.Failures), d.Destination)
+	}
 }

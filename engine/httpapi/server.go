@@ -275,6 +275,10 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/timers/{id}", s.require(ScopeDeliveriesRead, s.getTimer))
 	m.HandleFunc("DELETE /v1/timers/{id}", s.require(ScopeDeliveriesWrite, s.cancelTimer))
 
+	m.HandleFunc("GET /v1/destinations", s.require(ScopeDeliveriesRead, s.listDestinations))
+	m.HandleFunc("GET /v1/destinations/{id}", s.require(ScopeDeliveriesRead, s.getDestination))
+	m.HandleFunc("POST /v1/destinations/{id}", s.require(ScopeDeliveriesWrite, s.resumeDestination)) // {id}:resume
+
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
 		for _, method := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {

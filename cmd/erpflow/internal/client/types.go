@@ -41,3 +41,14 @@ type TimerDetail struct {
 	Timer      engine.Timer      `json:"timer"`
 	Deliveries []engine.Delivery `json:"deliveries"`
 }
+
+// DestinationList is GET /v1/destinations.
+type DestinationList struct {
+	Destinations []engine.DestinationView `json:"destinations"`
+}
+
+// DestinationDetail is GET /v1/destinations/{id} and its :resume.
+type DestinationDetail struct {
+	Destination engine.DestinationView `json:"destination"`
+	Probe       string                 `json:"probe,omitempty"`
+}

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/engine"
 	"net"
 	"os"
 	"regexp"
@@ -117,6 +119,15 @@ type Delivery struct {
 	// QuickRetries is how many in-process retries one attempt makes.
 	// Default nil: the webhook action's default (2).
 	QuickRetries *int
+	// Destinations are per-destination limits (delivery.destinations),
+	// the first matching entry applying. Default none.
+	Destinations []engine.DestinationLimit
+	// CircuitBreaker pauses destinations that keep failing
+	// (delivery.circuit_breaker). Default: on, with engine.CircuitBreaker's
+	// defaults; `circuit_breaker: off` turns it off.
+	CircuitBreaker *engine.CircuitBreaker
+	// BreakerOff is `circuit_breaker: off`. Default false.
+	BreakerOff bool
 }
 
 // Token is one API bearer token (the HTTP API's type).
@@ -631,7 +642,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 }
 
 func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
-	d.mapping(n, "delivery", []string{"workers", "destination_concurrency", "tenant_concurrency", "allow_http", "allow_private_networks", "allowed_networks", "max_response_body", "quick_retries"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "delivery", []string{"workers", "destination_concurrency", "tenant_concurrency", "allow_http", "allow_private_networks", "allowed_networks", "max_response_body", "quick_retries", "destinations", "circuit_breaker"}, func(key string, k, v *yaml.Node) {
 		path := "delivery." + key
 		switch key {
 		case "workers":
@@ -659,8 +670,70 @@ func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
 			}
 			q := int(d.integer(v, path, 0))
 			dl.QuickRetries = &q
+		case "destinations":
+			d.list(v, path, func(i int, e *yaml.Node) {
+				dl.Destinations = append(dl.Destinations, d.destination(e, fmt.Sprintf("%s[%d]", path, i)))
+			})
+		case "circuit_breaker":
+			if v.Kind == yaml.ScalarNode && (v.Value == "off" || v.Value == "false") {
+				dl.BreakerOff = true
+				return
+			}
+			dl.CircuitBreaker = d.breaker(v, path)
 		}
 	})
+}
+
+// destination decodes one entry of delivery.destinations.
+func (d *decoder) destination(n *yaml.Node, path string) engine.DestinationLimit {
+	var l engine.DestinationLimit
+	var matchNode *yaml.Node
+	d.mapping(n, path, []string{"match", "rate", "burst", "concurrency", "circuit_breaker"}, func(key string, k, v *yaml.Node) {
+		p := path + "." + key
+		switch key {
+		case "match":
+			l.Match, matchNode = d.str(v, p), v
+			if m := strings.TrimSpace(l.Match); m == "" || strings.ContainsAny(m, " /?#") && !strings.Contains(m, "://") {
+				d.errf(v, p, "must be a host (api.example.com), host:port, scheme://host:port or *.example.com, not %q", l.Match)
+			}
+		case "rate":
+			r, err := actions.ParseRate(d.str(v, p))
+			if err != nil {
+				d.errf(v, p, "%v", err)
+			}
+			l.Rate = r
+		case "burst":
+			l.Burst = int(d.integer(v, p, 1))
+		case "concurrency":
+			l.Concurrency = int(d.integer(v, p, 1))
+		case "circuit_breaker":
+			l.Breaker = d.breaker(v, p)
+		}
+	})
+	if matchNode == nil {
+		d.errf(n, path+".match", "required")
+	}
+	return l
+}
+
+// breaker decodes a circuit_breaker mapping.
+func (d *decoder) breaker(n *yaml.Node, path string) *engine.CircuitBreaker {
+	b := &engine.CircuitBreaker{}
+	d.mapping(n, path, []string{"failures", "probe_min", "probe_max"}, func(key string, k, v *yaml.Node) {
+		p := path + "." + key
+		switch key {
+		case "failures":
+			b.Failures = int(d.integer(v, p, 1))
+		case "probe_min":
+			b.ProbeMin = d.duration(v, p)
+		case "probe_max":
+			b.ProbeMax = d.duration(v, p)
+		}
+	})
+	if b.ProbeMin > 0 && b.ProbeMax > 0 && b.ProbeMax < b.ProbeMin {
+		d.errf(n, path+".probe_max", "must not be less than probe_min (%s)", b.ProbeMin)
+	}
+	return b
 }
 
 func isCIDR(s string) bool {

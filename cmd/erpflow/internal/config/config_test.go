@@ -48,6 +48,12 @@ delivery:
   allowed_networks: [10.0.0.0/8, hooks.internal]
   max_response_body: 4KiB
   quick_retries: 0
+  destinations:
+    - {match: api.example.com, rate: 50/s, burst: 10, concurrency: 8}
+    - match: "*.crm.example"
+      rate: 600/m
+      circuit_breaker: {failures: 5, probe_min: 30s, probe_max: 10m}
+  circuit_breaker: {failures: 20, probe_min: 1m, probe_max: 1h}
 tokens:
   - {name: erp, token: "${ERP_TOKEN}", scopes: [events:write]}
   - name: acme-ops
@@ -72,6 +78,13 @@ log_format: json
 	if c.Delivery.Workers != 8 || c.Delivery.DestinationConcurrency != 3 || c.Delivery.TenantConcurrency != 5 || !c.Delivery.AllowHTTP || c.Delivery.MaxResponseBody != 4096 ||
 		c.Delivery.QuickRetries == nil || *c.Delivery.QuickRetries != 0 || len(c.Delivery.AllowedNetworks) != 2 {
 		t.Fatalf("delivery %+v", c.Delivery)
+	}
+	if ds := c.Delivery.Destinations; len(ds) != 2 || ds[0].Match != "api.example.com" || ds[0].Rate != 50 || ds[0].Burst != 10 || ds[0].Concurrency != 8 ||
+		ds[1].Rate != 10 || ds[1].Breaker == nil || ds[1].Breaker.Failures != 5 || ds[1].Breaker.ProbeMin != 30*time.Second || ds[1].Breaker.ProbeMax != 10*time.Minute {
+		t.Fatalf("destinations %+v", c.Delivery.Destinations)
+	}
+	if b := c.Delivery.CircuitBreaker; b == nil || b.Failures != 20 || b.ProbeMin != time.Minute || b.ProbeMax != time.Hour || c.Delivery.BreakerOff {
+		t.Fatalf("circuit_breaker %+v", b)
 	}
 	if c.Tokens[0].Token != "s3cret" || c.Tokens[1].Token != "x-a-y" || c.Tokens[1].Tenant != "acme" ||
 		!c.Tokens[1].HasScope(ScopeRulesWrite) || c.Tokens[0].HasScope(ScopeRulesRead) {
@@ -201,5 +214,29 @@ func TestIsLoopback(t *testing.T) {
 		if got := IsLoopback(addr); got != want {
 			t.Errorf("%s: %v", addr, got)
 		}
+	}
+}
+
+// TestDestinationConfigErrors: bad delivery.destinations and
+// circuit_breaker entries are errors at their keys; "off" turns the
+// breaker off.
+func TestDestinationConfigErrors(t *testing.T) {
+	for src, want := range map[string]string{
+		"delivery:\n  destinations:\n    - {rate: 5/s}":                                     "delivery.destinations[0].match: required",
+		"delivery:\n  destinations:\n    - {match: \"a b\"}":                                "delivery.destinations[0].match: must be a host",
+		"delivery:\n  destinations:\n    - {match: x.example, rate: fast}":                  "delivery.destinations[0].rate: rate \"fast\"",
+		"delivery:\n  destinations:\n    - {match: x.example, limit: 3}":                    "delivery.destinations[0].limit: unknown key",
+		"delivery:\n  circuit_breaker: {failures: 0}":                                       "delivery.circuit_breaker.failures",
+		"delivery:\n  circuit_breaker: {probe_min: 1h, probe_max: 1m}":                      "delivery.circuit_breaker.probe_max: must not be less than probe_min",
+		"delivery:\n  destinations:\n    - {match: x.example, circuit_breaker: {fails: 3}}": "delivery.destinations[0].circuit_breaker.fails: unknown key",
+	} {
+		_, err := Parse("erpflow.yaml", []byte(src), env(nil))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s:\n got %v\nwant %q", src, err, want)
+		}
+	}
+	c, err := Parse("erpflow.yaml", []byte("delivery:\n  circuit_breaker: off\n"), env(nil))
+	if err != nil || !c.Delivery.BreakerOff {
+		t.Fatalf("circuit_breaker: off: %v, %+v", err, c.Delivery)
 	}
 }
