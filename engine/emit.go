@@ -49,15 +49,26 @@ type emitReq struct {
 // The deliveries are returned as committed: pending, or already running
 // (attempt 1) when they were handed to this process's workers at once, or dead
 // when their payload could not be rendered.
-func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
+//
+// The span context of ctx (a traceparent the HTTP API received, or the
+// host's span) is the parent of the emit's spans and is stored with its
+// deliveries: their attempts belong to that trace (docs/tracing.md).
+func (e *Engine) Emit(ctx context.Context, ev Event) (_ EmitResult, err error) {
+	ctx, root := e.startEmit(ctx, 1)
+	defer func() { endSpan(root, err) }()
 	s := e.sentOf(&ev)
 	e.preparing.Add(1)
+	match := e.startMatch(ctx, &ev)
 	rec, err := e.prepare(ctx, &ev)
+	endMatch(match, &rec, err)
 	if err != nil {
 		e.preparing.Add(-1)
 		return EmitResult{}, err
 	}
+	stampTrace(&rec, traceOf(ctx))
+	span := e.startCommit(ctx, []EventRecord{rec})
 	res, err := e.commit(ctx, []EventRecord{rec})
+	endSpan(span, err)
 	if err != nil {
 		return EmitResult{}, err
 	}
@@ -74,10 +85,13 @@ func (e *Engine) Emit(ctx context.Context, ev Event) (EmitResult, error) {
 // An event that reuses a stored (or an earlier one's) id with different
 // content makes the call fail with an *EventConflictError naming its
 // Index; the other events of the batch are committed all the same.
-func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, error) {
+func (e *Engine) EmitBatch(ctx context.Context, evs []Event) (_ []EmitResult, err error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
+	ctx, root := e.startEmit(ctx, len(evs))
+	defer func() { endSpan(root, err) }()
+	tr := traceOf(ctx)
 	recs := make([]EventRecord, 0, len(evs))
 	first := make(map[[2]string]int, len(evs)) // (tenant, id) → index in recs
 	dupOf := make([]int, len(evs))             // -1, or the index of the first occurrence
@@ -85,11 +99,14 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 	e.preparing.Add(1)
 	for i := range evs {
 		sents[i] = e.sentOf(&evs[i])
+		match := e.startMatch(ctx, &evs[i])
 		rec, err := e.prepare(ctx, &evs[i])
+		endMatch(match, &rec, err)
 		if err != nil {
 			e.preparing.Add(-1)
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
+		stampTrace(&rec, tr)
 		k := [2]string{rec.Event.Tenant, rec.Event.ID}
 		if j, ok := first[k]; ok {
 			dupOf[i] = j
@@ -99,7 +116,9 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 		first[k] = len(recs)
 		recs = append(recs, rec)
 	}
+	span := e.startCommit(ctx, recs)
 	res, err := e.commit(ctx, recs)
+	endSpan(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -130,17 +149,24 @@ func (e *Engine) EmitBatch(ctx context.Context, evs []Event) ([]EmitResult, erro
 // and its deliveries commit or roll back with the caller's own changes —
 // the transactional outbox. Workers see the deliveries after the caller
 // commits.
-func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (EmitResult, error) {
+func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (_ EmitResult, err error) {
 	tw, ok := e.store.(TxWriter)
 	if !ok {
 		return EmitResult{}, ErrTxUnsupported
 	}
+	ctx, root := e.startEmit(ctx, 1)
+	defer func() { endSpan(root, err) }()
 	s := e.sentOf(&ev)
+	match := e.startMatch(ctx, &ev)
 	rec, err := e.prepare(ctx, &ev)
+	endMatch(match, &rec, err)
 	if err != nil {
 		return EmitResult{}, err
 	}
+	stampTrace(&rec, traceOf(ctx))
+	span := e.startCommit(ctx, []EventRecord{rec})
 	res, err := tw.InsertEventsTx(ctx, tx, []EventRecord{rec})
+	endSpan(span, err)
 	if err != nil {
 		return EmitResult{}, fmt.Errorf("engine: emit: %w", err)
 	}
@@ -579,6 +605,7 @@ func (e *Engine) deadRecord(d *Delivery, attempts, code int, lastErr string) Eve
 		Internal:   true,
 	}
 	rec.Deliveries, rec.Timers, rec.dropped = e.deliveriesFor(&ev, true, now, false)
+	stampTrace(&rec, d.Trace) // the dead event's actions continue its trace
 	return rec
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -77,6 +79,11 @@ type Config struct {
 	// past them is a condition error (EvalError) and its rule cools down
 	// (triggers.CooldownError). Default 1 MiB, 50ms, 1m.
 	ConditionLimits triggers.ConditionLimits
+	// TracerProvider, when set, gives the engine's spans: emit, match,
+	// store commit and each delivery attempt (docs/tracing.md). Default
+	// nil: no spans, but the trace context of an emit is still stored
+	// with its deliveries and sent to receivers as traceparent.
+	TracerProvider trace.TracerProvider
 }
 
 // Observer is told what the engine does, for metrics. Calls must be cheap
@@ -124,6 +131,8 @@ type Engine struct {
 	log   *slog.Logger
 	now   func() time.Time
 	rnd   func() float64 // jitter source, [0, 1)
+
+	tracer trace.Tracer // nil: no spans (see Config.TracerProvider)
 
 	rules        atomic.Pointer[ruleSet]
 	ids          idGen
@@ -247,6 +256,7 @@ func New(store Store, cfg Config) (*Engine, error) {
 		log:           cfg.Logger,
 		now:           cfg.Now,
 		rnd:           mrand.Float64,
+		tracer:        newTracer(cfg.TracerProvider),
 		defRetry:      def.String(),
 		defRetryPo:    def,
 		emitCh:        make(chan *emitReq, 4096),

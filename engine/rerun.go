@@ -30,6 +30,7 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 	// request to act on this event now.
 	rec.Deliveries, _, rec.dropped = e.deliveriesFor(&ev, rec.Internal, now, true)
 	res := RerunResult{Tenant: tenant, EventID: id, Rerun: e.ids.nextAs("rrn_", now), Deliveries: []Delivery{}}
+	stampTrace(&rec, traceOf(ctx)) // the rerun's caller's trace, if any
 	for i := range rec.Deliveries {
 		rec.Deliveries[i].Rerun = res.Rerun
 	}

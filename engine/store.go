@@ -55,7 +55,12 @@ type Delivery struct {
 	OrderKey string `json:"order_key,omitempty" db:"order_key"`
 	// Coalesced are the ids of the events a debounce coalesced into this
 	// delivery (the first MaxCoalesced), its own event (EventID) last.
-	Coalesced   []string  `json:"coalesced,omitempty" db:"coalesced"`
+	Coalesced []string `json:"coalesced,omitempty" db:"coalesced"`
+	// Trace is the trace context of the emit that created it: its W3C
+	// traceparent, then a space and its tracestate when it has one; ""
+	// when the emit carried none. Its attempts are spans of that trace,
+	// and the webhook sends it on as traceparent (docs/tracing.md).
+	Trace       string    `json:"trace,omitempty" db:"trace"`
 	LeaseOwner  string    `json:"-" db:"lease_owner"`
 	LockedUntil time.Time `json:"-" db:"locked_until"`
 	CreatedAt   time.Time `json:"created_at" db:"created_at"`

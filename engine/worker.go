@@ -775,7 +775,11 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 		if loadErr != nil {
 			o = actions.Outcome{Status: actions.Retryable, Error: "load event: " + loadErr.Error()}
 		} else {
-			o = safeExecute(ctx, cfg, req)
+			// The attempt continues the emit's trace (Delivery.Trace),
+			// however much later and in whichever process it runs.
+			actx, span := e.startAttempt(ctx, d, cfg)
+			o = safeExecute(actx, cfg, req)
+			endAttempt(span, &o)
 		}
 		cancel()
 		if base.Err() != nil && o.Status != actions.Succeeded {

@@ -213,6 +213,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	if body != nil && len(h["Content-Type"]) == 0 {
 		set("Content-Type", c.contentType)
 	}
+	setTraceHeaders(ctx, h)
 	if len(c.secrets) > 0 {
 		id := req.DeliveryID
 		if id == "" {

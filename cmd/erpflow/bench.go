@@ -63,6 +63,10 @@ type benchOpts struct {
 	debounceMax   time.Duration
 	lagTimers     int
 	lagSpread     time.Duration
+	// traceSample, when set, replaces the runs above with the tracing
+	// runs (bench_tracing.go): off, propagation only, and spans exported
+	// with each of these sampler ratios.
+	traceSample []float64
 	// catalogValidation is the validation mode of a catalog matching the
 	// bench's events, checked before every Emit as POST /v1/events does;
 	// "off" (the default) loads no catalog.
@@ -86,6 +90,11 @@ and a bare HTTP POST loop.`,
 			}
 			if o.backlog < 0 || o.events <= 0 || o.rules <= 0 || o.workers <= 0 || o.destConc < 0 || o.tenantConc < 0 || o.rate <= 0 || o.extraRules < 0 || o.emitters <= 0 {
 				return usageErrorf("--events, --rules, --workers, --rate and --emitters must be positive, --destination-concurrency and --tenant-concurrency not negative")
+			}
+			for _, p := range o.traceSample {
+				if p < 0 || p > 1 {
+					return usageErrorf("--trace-sample ratios must be between 0 and 1, not %g", p)
+				}
 			}
 			switch catalog.Mode(o.catalogValidation) {
 			case catalog.ModeReject, catalog.ModeWarn, catalog.ModeOff:
@@ -113,6 +122,7 @@ and a bare HTTP POST loop.`,
 	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
 	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
 	fs.StringVar(&o.catalogValidation, "catalog-validation", "off", "validate every event against a catalog matching the bench's events before it is emitted, as the server's ingest does: reject, warn or off (no catalog)")
+	fs.Float64SliceVar(&o.traceSample, "trace-sample", nil, "instead of the runs above: the throughput run with tracing off, with propagation only (every event carries a traceparent, no spans), and with spans exported over OTLP/HTTP to a local sink at each of these sampler ratios (e.g. 1.0,0.01); reports each one's overhead")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
 	fs.BoolVar(&o.ordered, "ordered", false, "instead of the runs above: the throughput run with the rules unordered, then ordered (fresh events over --entities), the receiver checking each entity's order")
 	fs.BoolVar(&o.debounce, "debounce", false, "instead of the runs above: --per-entity events to each of --entities entities in bursts into a debounce rule; exactly one webhook per entity, with its latest event")
@@ -241,6 +251,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	rules, err := triggers.Parse("bench.yaml", []byte(src.String()), lo)
 	if err != nil {
 		return err
+	}
+	if len(o.traceSample) > 0 {
+		return benchTracing(ctx, st, rules, dbURL, rv, o, out)
 	}
 	ecfg := engine.Config{
 		Workers:                o.workers,

@@ -159,6 +159,18 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer st.Close()
 
+	tp, stopTracing, err := setupTracing(ctx, os.Getenv, moduleVersion(), logger.With("component", "tracing"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), tracingShutdownTimeout)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			logger.Warn("tracing: flushing spans at stop failed", "err", err)
+		}
+	}()
+
 	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
 	breaker := cfg.Delivery.CircuitBreaker
@@ -183,6 +195,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			Cooldown: cfg.Limits.ConditionCooldown,
 		},
 		DeliveriesPerEvent: cfg.Limits.DeliveriesPerEvent,
+		TracerProvider:     tp,
 	})
 	if err != nil {
 		return err

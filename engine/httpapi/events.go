@@ -16,6 +16,10 @@ import (
 
 // postEvents accepts one event or {"events":[…]}.
 func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
+	w, r, end := s.traceIngest(w, r)
+	if end != nil {
+		defer end()
+	}
 	p := principalFrom(r.Context())
 	limit := s.opts.MaxEventBytes * int64(s.opts.MaxBatchEvents)
 	if limit > maxBatchBody || limit <= 0 {

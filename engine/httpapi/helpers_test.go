@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
@@ -141,6 +143,8 @@ type envOpts struct {
 	register func(*actions.Registry)
 	// catalogPaths is Options.CatalogPaths.
 	catalogPaths []string
+	// tracer is engine.Config.TracerProvider (nil: no spans).
+	tracer trace.TracerProvider
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
@@ -150,7 +154,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	if o.logger == nil {
 		o.logger = testLogger(t)
 	}
-	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: o.logger, Observer: m})
+	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: o.logger, Observer: m, TracerProvider: o.tracer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,13 +390,13 @@ var writeSQL = `WITH e AS (
 		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
 			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
 			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, NULLIF(y.due_at, '')::timestamptz
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz
 		FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int[],
 			$17::text[], $18::text[], $19::bytea[], $20::text[], $21::int[], $22::int[], $23::text[], $24::int[],
-			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[])
+			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[])
 			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
 				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
-				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced)
+				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced, trace)
 		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 		RETURNING 1
 	)
@@ -406,15 +406,15 @@ var writeSQL = `WITH e AS (
 
 // writeChainsSQL is writeSQL for batches with deliveries of ordered
 // chains (state held, order_key set), which it places in their chains in
-// the same statement (see sqlcore.ChainWriter). Without $37, every chain
+// the same statement (see sqlcore.ChainWriter). Without $38, every chain
 // of the batch is upserted in key order (locked), a chain without a head
 // getting its lowest new delivery as head, inserted pending; the others
-// are inserted held and listed in held. With $37 (optimistic), chains
+// are inserted held and listed in held. With $38 (optimistic), chains
 // that have a head as this statement sees them (b) are not locked: their
 // new deliveries only join held, and their keys are returned for
 // chainCheck. A chain it locks may then have held deliveries that such an
 // emit added while its head was ending (a); the earliest of them becomes
-// the head (pending, due at $38) if earlier than the new ones. Rows are
+// the head (pending, due at $39) if earlier than the new ones. Rows are
 // ('e', tenant, id) of each new event, ('h', id) of each new head, ('b',
 // key) of each busy chain, and the notify's.
 var writeChainsSQL = strings.NewReplacer(
@@ -423,7 +423,7 @@ var writeChainsSQL = strings.NewReplacer(
 		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
 			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
 			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, NULLIF(y.due_at, '')::timestamptz
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz
 		FROM unnest(`, `), y AS (
 		SELECT y.* FROM unnest(`,
 	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
@@ -436,10 +436,10 @@ var writeChainsSQL = strings.NewReplacer(
 	), o AS (
 		SELECT order_key AS key, min(id) AS id FROM y WHERE order_key <> '' AND state = 'held' GROUP BY order_key
 	), b AS (
-		SELECT ch.key FROM chains ch WHERE $37 AND ch.key IN (SELECT key FROM o) AND ch.head <> ''
+		SELECT ch.key FROM chains ch WHERE $38 AND ch.key IN (SELECT key FROM o) AND ch.head <> ''
 	), a AS (
 		SELECT hd.key, min(hd.id) AS id FROM held hd
-		WHERE $37 AND hd.key IN (SELECT key FROM o) AND hd.key NOT IN (SELECT key FROM b) GROUP BY hd.key
+		WHERE $38 AND hd.key IN (SELECT key FROM o) AND hd.key NOT IN (SELECT key FROM b) GROUP BY hd.key
 	), c AS (
 		INSERT INTO chains (key, head)
 		SELECT o.key, LEAST(o.id, a.id) FROM o LEFT JOIN a ON a.key = o.key
@@ -455,7 +455,7 @@ var writeChainsSQL = strings.NewReplacer(
 			y.run_at::timestamptz, y.last_code, y.last_error, y.internal, y.test,
 			CASE WHEN k.held THEN '' ELSE y.lease_owner END,
 			CASE WHEN k.held THEN NULL ELSE NULLIF(y.locked_until, '')::timestamptz END,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced,
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace,
 			CASE WHEN c.head = y.id THEN CASE WHEN y.lease_owner <> '' THEN NULLIF(y.locked_until, '')::timestamptz ELSE y.run_at::timestamptz END
 				ELSE NULLIF(y.due_at, '')::timestamptz END
 		FROM y LEFT JOIN c ON c.key = y.order_key AND y.state = 'held',
@@ -466,7 +466,7 @@ var writeChainsSQL = strings.NewReplacer(
 		WHERE y.order_key <> '' AND y.state = 'held' AND NOT EXISTS (SELECT 1 FROM c WHERE c.key = y.order_key AND c.head = y.id)
 		ON CONFLICT DO NOTHING
 	), ad AS (
-		UPDATE deliveries x SET state = 'pending', run_at = $38::timestamptz, due_at = $38::timestamptz, updated_at = $38::timestamptz
+		UPDATE deliveries x SET state = 'pending', run_at = $39::timestamptz, due_at = $39::timestamptz, updated_at = $39::timestamptz
 		FROM c JOIN a ON a.key = c.key AND a.id = c.head
 		WHERE x.id = c.head AND x.state = 'held'
 		RETURNING 1
@@ -507,7 +507,7 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 		id, tenant, eventID, entity, name, rule, atype, retry = make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m)
-		ruleID, rerun, okey, coal                                   = make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
+		ruleID, rerun, okey, coal, trace                            = make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
 		state, lastErr, owner, runAt, locked, created, updated, due = make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
 			make([]string, 0, m), make([]string, 0, m)
@@ -535,7 +535,7 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 			aidx, attempts, base, code = append(aidx, int64(dl.ActionIndex)), append(attempts, int64(dl.Attempts)), append(base, int64(dl.RetryBase)), append(code, int64(dl.LastCode))
 			internal, test, ruleID = append(internal, dl.Internal), append(test, dl.Test), append(ruleID, dl.RuleID)
 			rerun = append(rerun, dl.Rerun)
-			okey, coal = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced))
+			okey, coal, trace = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced)), append(trace, text(dl.Trace))
 		}
 	}
 	args := []any{
@@ -544,7 +544,7 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
 		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
 		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
-		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal)}
+		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal), pq.Array(trace)}
 	chained := false
 	for i := range okey {
 		if okey[i] != "" && state[i] == string(engine.StateHeld) {

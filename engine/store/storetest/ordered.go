@@ -49,6 +49,9 @@ func testOrderedChains(t *testing.T, s engine.Store) {
 		if got.State != d.State || got.LeaseOwner != d.LeaseOwner {
 			t.Fatalf("%s stored %s/%q, reported %s/%q", d.ID, got.State, got.LeaseOwner, d.State, d.LeaseOwner)
 		}
+		if got.Trace != testTrace {
+			t.Fatalf("%s stored trace %q, want %q", d.ID, got.Trace, testTrace)
+		}
 	}
 	// k1's preclaimed head runs under its lease; k1's second waits in
 	// its place.

@@ -40,6 +40,9 @@ var t0 = time.Date(2031, 3, 4, 5, 6, 7, 123456000, time.FixedZone("UTC+3", 3*360
 
 var seq atomic.Int64
 
+// testTrace is a Delivery.Trace: a W3C traceparent and a tracestate.
+const testTrace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 vendor=a1,other=b2"
+
 // newID returns a time-sortable delivery id, like the engine's.
 func newID() string { return fmt.Sprintf("dlv_%016d", seq.Add(1)) }
 
@@ -59,6 +62,9 @@ func rec(tenant, id string, n int, runAt time.Time) engine.EventRecord {
 			// Key order and spacing must survive: the log shows what was sent.
 			Payload: json.RawMessage(fmt.Sprintf(`{"url":"https://x.example/%d", "body":{"z":1,  "a":"%s"}}`, i, id)),
 			State:   engine.StatePending, RunAt: runAt, CreatedAt: t0, UpdatedAt: t0,
+			// rule-0's carry the emit's trace context (traceparent and
+			// tracestate), rule-1's none.
+			Trace: [2]string{testTrace, ""}[i%2],
 		})
 	}
 	return r

@@ -514,7 +514,7 @@ func dueAt(d *engine.Delivery) time.Time {
 	return time.Time{}
 }
 
-const nDeliveryCols = 27
+const nDeliveryCols = 28
 
 func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	payload := []byte(d.Payload)
@@ -524,7 +524,7 @@ func (c *Core) deliveryArgs(args []any, d *engine.Delivery) []any {
 	return append(args, d.ID, d.Tenant, d.EventID, d.Entity, d.EventName, d.Rule,
 		d.ActionIndex, d.ActionType, d.Retry, payload, string(d.State), d.Attempts,
 		d.RetryBase, c.t(d.RunAt), d.LastCode, d.LastError, d.Internal, d.Test,
-		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, d.Rerun, d.OrderKey, JoinIDs(d.Coalesced), c.t(dueAt(d)))
+		d.LeaseOwner, c.t(d.LockedUntil), c.t(d.CreatedAt), c.t(d.UpdatedAt), d.RuleID, d.Rerun, d.OrderKey, JoinIDs(d.Coalesced), d.Trace, c.t(dueAt(d)))
 }
 
 var (

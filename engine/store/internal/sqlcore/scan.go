@@ -96,7 +96,7 @@ var deliveryCols = []string{
 	"id", "tenant", "event_id", "entity", "event_name", "rule", "action_index",
 	"action_type", "retry", "payload", "state", "attempts", "retry_base",
 	"run_at", "last_code", "last_error", "internal", "test", "lease_owner",
-	"locked_until", "created_at", "updated_at", "rule_id", "rerun", "order_key", "coalesced",
+	"locked_until", "created_at", "updated_at", "rule_id", "rerun", "order_key", "coalesced", "trace",
 }
 
 // DeliveryCols returns the delivery columns, each prefixed with prefix
@@ -139,7 +139,7 @@ func deliveryScan(d *engine.Delivery) ([]any, func()) {
 	dst := []any{&d.ID, &d.Tenant, &d.EventID, &d.Entity, &d.EventName,
 		&d.Rule, &d.ActionIndex, &d.ActionType, &d.Retry, &payload, &state,
 		&d.Attempts, &d.RetryBase, &runAt, &d.LastCode, &d.LastError,
-		&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID, &d.Rerun, &d.OrderKey, &coalesced}
+		&d.Internal, &d.Test, &d.LeaseOwner, &locked, &created, &updated, &d.RuleID, &d.Rerun, &d.OrderKey, &coalesced, &d.Trace}
 	return dst, func() {
 		d.Coalesced = SplitIDs(coalesced)
 		if payload != nil {
