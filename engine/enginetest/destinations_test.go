@@ -83,9 +83,13 @@ rules:
 		for i := range 3 {
 			emit(fmt.Sprint("f", i))
 		}
+		// Paused, and the three failed attempts recorded: the clock jumps
+		// past their leases below, which would hand unrecorded ones to a
+		// new claim (a second attempt, as after a crash).
 		waitFor(t, 20*time.Second, "the destination paused", func() bool {
 			ds, err := e.Destinations(ctx)
-			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
+			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused &&
+				len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateDead}})) == 3
 		})
 		ds, _ := e.Destinations(ctx)
 		if d := ds[0]; d.Failures != 3 || d.LastCode != 503 || !d.NextProbeAt.Equal(d.PausedAt.Add(time.Minute)) || d.Pauses != 1 {
