@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/erpflow/erpflow/actions"
 	"net/url"
 	"slices"
 	"strings"
@@ -37,6 +38,8 @@ const (
 	destinationEntity = "erpflow.Destination"
 	destinationPaused = "paused"
 	destinationResume = "resumed"
+	ruleEntity        = "erpflow.Rule"
+	ruleDisabled      = "disabled"
 
 	destRefresh = 5 * time.Second  // how often paused states are read from the store
 	rampUp      = time.Minute      // a resumed destination's concurrency ramps up over this
@@ -77,6 +80,10 @@ type CircuitBreaker struct {
 	ProbeMin time.Duration
 	// ProbeMax bounds the wait between probes. Default 1h.
 	ProbeMax time.Duration
+	// DisableAfter disables the rules whose actions all point at a
+	// destination paused this long (raising erpflow.Rule/disabled for
+	// each). Default 120h; negative: never.
+	DisableAfter time.Duration
 }
 
 func (b CircuitBreaker) withDefaults() CircuitBreaker {
@@ -90,6 +97,9 @@ func (b CircuitBreaker) withDefaults() CircuitBreaker {
 		b.ProbeMax = time.Hour
 	}
 	b.ProbeMax = max(b.ProbeMax, b.ProbeMin)
+	if b.DisableAfter == 0 {
+		b.DisableAfter = 120 * time.Hour
+	}
 	return b
 }
 
@@ -170,6 +180,10 @@ type DestinationStore interface {
 	ResumeDestination(ctx context.Context, dest string, now time.Time) (DestinationState, bool, error)
 	// ListDestinations returns every destination ever paused.
 	ListDestinations(ctx context.Context) ([]DestinationState, error)
+	// ClaimDisable records that the rules of dest, paused since before
+	// pausedBefore, are being disabled for this pause; it reports whether
+	// this call did (one process disables them).
+	ClaimDisable(ctx context.Context, dest string, pausedBefore, now time.Time) (bool, error)
 	// WaitFor releases ids (claimed by owner; the attempts not counted),
 	// due at at, as waiting for paused dest, so that WakeDestination finds
 	// them.
@@ -629,12 +643,18 @@ func (d *destinations) wake(dest string) {
 // raiseDestination inserts the internal event erpflow.Destination/name
 // with the deliveries of the rules that match it.
 func (e *Engine) raiseDestination(name, dest, id string, data map[string]any) {
+	e.raiseDestinationEvent(destinationEntity, name, dest, id, data)
+}
+
+// raiseDestinationEvent inserts the internal event entity/name about
+// entityID with the deliveries of the rules that match it.
+func (e *Engine) raiseDestinationEvent(entity, name, entityID, id string, data map[string]any) {
 	if e.store == nil {
 		return // a bare engine (unit tests) has nowhere to record it
 	}
 	now := e.now()
 	raw, _ := json.Marshal(data)
-	ev := Event{ID: id, Entity: destinationEntity, EntityID: dest, Event: name, OccurredAt: now, Actor: "erpflow"}
+	ev := Event{ID: id, Entity: entity, EntityID: entityID, Event: name, OccurredAt: now, Actor: "erpflow"}
 	_ = ev.SetRawData(raw)
 	evRaw, _ := json.Marshal(&ev)
 	rec := EventRecord{Event: ev, Raw: evRaw, ReceivedAt: now, Internal: true}
@@ -642,7 +662,7 @@ func (e *Engine) raiseDestination(name, dest, id string, data map[string]any) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	if _, err := e.store.InsertEvents(ctx, []EventRecord{rec}); err != nil {
-		e.log.Error("erpflow: recording a destination event failed", "event", destinationEntity+"/"+name, "destination", dest, "err", err)
+		e.log.Error("erpflow: recording an event of erpflow failed", "event", entity+"/"+name, "about", entityID, "err", err)
 		return
 	}
 	if countPending([]EventRecord{rec}) > 0 {
@@ -690,6 +710,15 @@ func (d *destinations) refresh(ctx context.Context) error {
 			wakes = append(wakes, st.Destination)
 		}
 	}
+	var disable []DestinationState
+	for _, st := range all {
+		if st.State != DestinationPaused {
+			continue
+		}
+		if b := d.e.breakerFor(d.e.limitFor(st.Destination)); b != nil && b.DisableAfter > 0 && !now.Before(st.PausedAt.Add(b.DisableAfter)) {
+			disable = append(disable, st)
+		}
+	}
 	for dest, in := range d.m {
 		if in.paused || in.failures > 0 || in.slowUntil.After(now) || now.Sub(in.seen) < idleAfter || stored[dest] && in.paused {
 			continue
@@ -706,7 +735,75 @@ func (d *destinations) refresh(ctx context.Context) error {
 	for _, dest := range wakes {
 		d.wake(dest)
 	}
+	for _, st := range disable {
+		if won, err := s.ClaimDisable(ctx, st.Destination, now.Add(-d.e.breakerFor(d.e.limitFor(st.Destination)).DisableAfter), now); err != nil {
+			return err
+		} else if won {
+			d.e.disableRulesOf(ctx, st)
+		}
+	}
 	return nil
+}
+
+// disableRulesOf disables the rules whose actions all send to st's
+// destination (paused longer than disable_after), raising
+// erpflow.Rule/disabled for each. Rules of the API are disabled in the
+// store (every process reads it); rules of files cannot be changed from
+// here: they are reported (the event says so) and stay.
+func (e *Engine) disableRulesOf(ctx context.Context, st DestinationState) {
+	rs := e.rules.Load()
+	if rs == nil {
+		return
+	}
+	var stored map[string]RuleRecord
+	if s, ok := e.store.(RuleStore); ok {
+		if recs, err := s.ListRules(ctx); err == nil {
+			stored = make(map[string]RuleRecord, len(recs))
+			for _, r := range recs {
+				stored[r.Name] = r
+			}
+		}
+	}
+	for _, r := range rs.set.Rules() {
+		infos := rs.acts[r]
+		if len(infos) == 0 {
+			continue
+		}
+		only := true
+		for _, a := range infos {
+			ds, ok := a.cfg.(actions.Destinationer)
+			only = only && ok && ds.Destination(nil) == st.Destination
+		}
+		if !only {
+			continue
+		}
+		rec, isAPI := stored[r.Name]
+		disabled := false
+		if isAPI && rec.Enabled {
+			rec.Enabled = false
+			if _, err := e.store.(RuleStore).PutRule(ctx, rec, rec.Version); err != nil {
+				e.log.Error("erpflow: disabling a rule of a long-paused destination failed", "rule", r.Name, "destination", st.Destination, "err", err)
+				continue
+			}
+			disabled = true
+		}
+		reason := fmt.Sprintf("its destination %s has been paused since %s", st.Destination, st.PausedAt.UTC().Format(time.RFC3339))
+		if !isAPI {
+			reason += "; a rule of a file stays enabled: disable or fix it there"
+		}
+		e.log.Warn("erpflow: rule of a long-paused destination disabled", "rule", r.Name, "destination", st.Destination, "disabled", disabled)
+		e.raiseDestinationEvent(ruleEntity, ruleDisabled, r.Name, fmt.Sprintf("rule-disabled:%s:%d", r.Name, st.PausedAt.UnixNano()), map[string]any{
+			"rule":        r.Name,
+			"rule_id":     r.ID,
+			"destination": st.Destination,
+			"disabled":    disabled,
+			"reason":      reason,
+			"paused_at":   st.PausedAt.UTC().Format(time.RFC3339Nano),
+			"failures":    st.Failures,
+			"last_code":   st.LastCode,
+			"last_error":  st.LastError,
+		})
+	}
 }
 
 // destinationLoop refreshes the paused destinations every destRefresh.

@@ -99,8 +99,8 @@ func withCatalogEnums(schema []byte, cat *catalog.Catalog) ([]byte, error) {
 	}
 	// The engine's own events are valid with any catalog: rules on them
 	// (an email when a delivery dies) must still validate.
-	entities = append(entities, "erpflow.Delivery", triggers.TickEntity, "erpflow.Destination")
-	for _, ev := range []string{"dead", triggers.TickEvent, "paused", "resumed"} {
+	entities = append(entities, "erpflow.Delivery", triggers.TickEntity, "erpflow.Destination", "erpflow.Rule")
+	for _, ev := range []string{"dead", triggers.TickEvent, "paused", "resumed", "disabled"} {
 		if !seen[ev] {
 			events = append(events, ev)
 		}

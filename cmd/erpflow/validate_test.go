@@ -41,7 +41,7 @@ func TestValidateExamples(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
 	want := []string{
-		examplesRules + "/destination-alerts.yaml: 2 rules OK",
+		examplesRules + "/destination-alerts.yaml: 3 rules OK",
 		examplesRules + "/gofive-venio.yaml: 1 rule OK",
 		examplesRules + "/job-management.yaml: 3 rules OK",
 		examplesRules + "/kladana.yaml: 1 rule OK",

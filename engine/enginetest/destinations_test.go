@@ -349,3 +349,74 @@ rules:
 		t.Fatalf("after the probe: %+v", ds[0])
 	}
 }
+
+// TestDisableAfter: a destination paused longer than disable_after
+// disables the API rules whose actions all point at it (in the store,
+// for every process) and raises erpflow.Rule/disabled for each rule
+// pointing only at it — a file rule too, which stays enabled (the event
+// says so); a rule with another destination as well is left alone.
+func TestDisableAfter(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		rv := newDestReceiver(t)
+		alerts := newHookServer(t, func(string, string) int { return 200 })
+		apiRule := fmt.Sprintf(`name: orders-api
+on: {entity: SalesOrder}
+retry: none
+actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
+`, rv.url)
+		src := fmt.Sprintf(`
+rules:
+  - name: orders-api
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%[1]s/orders/{entity_id}"}]
+  - name: orders-file
+    on: {entity: SalesOrder, event: never}
+    actions: [{type: webhook, url: "%[1]s/orders/{entity_id}"}]
+  - name: orders-both
+    on: {entity: SalesOrder, event: never}
+    actions: [{type: webhook, url: "%[1]s/orders/{entity_id}"}, {type: webhook, url: "%[2]s/alerts/copy"}]
+  - name: rule-alert
+    on: {entity: erpflow.Rule, event: disabled}
+    actions: [{type: webhook, url: "%[2]s/alerts/{entity_id}"}]
+`, rv.url, alerts)
+		rs := st.(engine.RuleStore)
+		if _, err := rs.PutRule(context.Background(), engine.RuleRecord{Name: "orders-api", Source: apiRule, Enabled: true}, 0); err != nil {
+			t.Fatal(err)
+		}
+		e := newEngine(t, st, parseRules(t, src), engine.Config{Now: clock.Now,
+			Breaker: &engine.CircuitBreaker{Failures: 3, ProbeMin: time.Hour, ProbeMax: 10 * time.Hour, DisableAfter: 2 * time.Hour}})
+		ctx := context.Background()
+		for i := range 3 {
+			if _, err := e.Emit(ctx, order(fmt.Sprint("d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "paused", func() bool {
+			ds, err := e.Destinations(ctx)
+			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused &&
+				len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders-api", States: []engine.State{engine.StateDead}})) == 3
+		})
+		clock.Set(clock.Now().Add(2*time.Hour + time.Second))
+		waitFor(t, 20*time.Second, "two erpflow.Rule/disabled events delivered", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "rule-alert", States: []engine.State{engine.StateSucceeded}})) == 2
+		})
+		recs, err := rs.ListRules(ctx)
+		if err != nil || len(recs) != 1 || recs[0].Enabled {
+			t.Fatalf("the API rule after disable_after: %v %+v", err, recs)
+		}
+		var got []string
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "rule-alert"}) {
+			ev, err := st.GetEvent(ctx, d.Tenant, d.EventID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, fmt.Sprintf("%s:%v", ev.Event.EntityID, ev.Event.Data["disabled"]))
+		}
+		if s := strings.Join(sortStrings(got), ","); s != "orders-api:true,orders-file:false" {
+			t.Fatalf("events %s, want orders-api disabled and orders-file reported (not orders-both)", s)
+		}
+	})
+}

@@ -744,7 +744,7 @@ func breakerOff(v *yaml.Node) bool {
 // breaker decodes a circuit_breaker mapping.
 func (d *decoder) breaker(n *yaml.Node, path string) *engine.CircuitBreaker {
 	b := &engine.CircuitBreaker{}
-	d.mapping(n, path, []string{"failures", "probe_min", "probe_max"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, path, []string{"failures", "probe_min", "probe_max", "disable_after"}, func(key string, k, v *yaml.Node) {
 		p := path + "." + key
 		switch key {
 		case "failures":
@@ -753,6 +753,12 @@ func (d *decoder) breaker(n *yaml.Node, path string) *engine.CircuitBreaker {
 			b.ProbeMin = d.duration(v, p)
 		case "probe_max":
 			b.ProbeMax = d.duration(v, p)
+		case "disable_after":
+			if v.Kind == yaml.ScalarNode && (v.Value == "0" || v.Value == "0s") {
+				b.DisableAfter = -1 // 0: never
+				return
+			}
+			b.DisableAfter = d.duration(v, p)
 		}
 	})
 	if b.ProbeMin > 0 && b.ProbeMax > 0 && b.ProbeMax < b.ProbeMin {

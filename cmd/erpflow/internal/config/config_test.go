@@ -53,7 +53,7 @@ delivery:
     - match: "*.crm.example"
       rate: 600/m
       circuit_breaker: {failures: 5, probe_min: 30s, probe_max: 10m}
-  circuit_breaker: {failures: 20, probe_min: 1m, probe_max: 1h}
+  circuit_breaker: {failures: 20, probe_min: 1m, probe_max: 1h, disable_after: 0}
 tokens:
   - {name: erp, token: "${ERP_TOKEN}", scopes: [events:write]}
   - name: acme-ops
@@ -83,7 +83,7 @@ log_format: json
 		ds[1].Rate != 10 || ds[1].Breaker == nil || ds[1].Breaker.Failures != 5 || ds[1].Breaker.ProbeMin != 30*time.Second || ds[1].Breaker.ProbeMax != 10*time.Minute {
 		t.Fatalf("destinations %+v", c.Delivery.Destinations)
 	}
-	if b := c.Delivery.CircuitBreaker; b == nil || b.Failures != 20 || b.ProbeMin != time.Minute || b.ProbeMax != time.Hour || c.Delivery.BreakerOff {
+	if b := c.Delivery.CircuitBreaker; b == nil || b.Failures != 20 || b.ProbeMin != time.Minute || b.ProbeMax != time.Hour || b.DisableAfter >= 0 || c.Delivery.BreakerOff {
 		t.Fatalf("circuit_breaker %+v", b)
 	}
 	if c.Tokens[0].Token != "s3cret" || c.Tokens[1].Token != "x-a-y" || c.Tokens[1].Tenant != "acme" ||

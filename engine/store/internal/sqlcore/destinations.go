@@ -26,7 +26,7 @@ func (c *Core) PauseDestination(ctx context.Context, st engine.DestinationState)
 			ON CONFLICT (destination) DO UPDATE SET state = 'paused', failures = excluded.failures,
 				last_code = excluded.last_code, last_error = excluded.last_error, paused_at = excluded.paused_at,
 				next_probe_at = excluded.next_probe_at, interval_ms = excluded.interval_ms,
-				pauses = destinations.pauses + 1, updated_at = excluded.updated_at
+				pauses = destinations.pauses + 1, rules_disabled_at = NULL, updated_at = excluded.updated_at
 			WHERE destinations.state <> 'paused'`),
 			st.Destination, engine.DestinationID(st.Destination), st.Failures, st.LastCode, st.LastError,
 			c.t(Round(st.PausedAt)), c.t(Round(st.NextProbeAt)), st.Interval.Milliseconds(), c.t(Round(st.UpdatedAt)))
@@ -57,6 +57,25 @@ func (c *Core) TakeProbe(ctx context.Context, dest string, now, next time.Time, 
 	})
 	if err != nil {
 		return false, fmt.Errorf("take probe: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ClaimDisable implements engine.DestinationStore.
+func (c *Core) ClaimDisable(ctx context.Context, dest string, pausedBefore, now time.Time) (bool, error) {
+	var n int64
+	err := c.Retry(ctx, func() error {
+		r, err := c.W.ExecContext(ctx, c.Q(`UPDATE destinations SET rules_disabled_at = ?, updated_at = ?
+			WHERE destination = ? AND state = 'paused' AND paused_at <= ? AND rules_disabled_at IS NULL`),
+			c.t(Round(now)), c.t(Round(now)), dest, c.t(Round(pausedBefore)))
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("claim disabling a destination's rules: %w", err)
 	}
 	return n == 1, nil
 }

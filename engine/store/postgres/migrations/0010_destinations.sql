@@ -15,6 +15,7 @@ CREATE TABLE destinations (
 	interval_ms   BIGINT  NOT NULL DEFAULT 0,   -- between probes now
 	resumed_at    TIMESTAMPTZ,
 	pauses        INTEGER NOT NULL DEFAULT 0,
+	rules_disabled_at TIMESTAMPTZ,            -- when disable_after disabled the rules pointing only at it (this pause)
 	updated_at    TIMESTAMPTZ NOT NULL
 );
 CREATE UNIQUE INDEX destinations_id ON destinations (id);

@@ -15,6 +15,7 @@ CREATE TABLE destinations (
 	interval_ms   BIGINT  NOT NULL DEFAULT 0,   -- between probes now
 	resumed_at    INTEGER,
 	pauses        INTEGER NOT NULL DEFAULT 0,
+	rules_disabled_at INTEGER,            -- when disable_after disabled the rules pointing only at it (this pause)
 	updated_at    INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX destinations_id ON destinations (id);
