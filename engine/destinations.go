@@ -456,6 +456,44 @@ func (d *destinations) waitsForProbe(dest, id string) bool {
 	return in != nil && in.paused && in.probeID != id
 }
 
+// holdForProbes makes the new pending deliveries of recs to paused
+// destinations wait for their probe (due then, listed as waiting: see
+// Delivery.WaitsFor) instead of being claimed only to be sent back.
+func (d *destinations) holdForProbes(recs []EventRecord) {
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	any := false
+	for _, in := range d.m {
+		any = any || in.paused
+	}
+	d.mu.Unlock()
+	if !any {
+		return
+	}
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			dl := &recs[i].Deliveries[j]
+			if dl.State != StatePending || dl.Test {
+				continue
+			}
+			cfg, _, _ := d.e.actionFor(dl)
+			ds, ok := cfg.(actions.Destinationer)
+			if !ok {
+				continue
+			}
+			dest := ds.Destination(dl.Payload)
+			d.mu.Lock()
+			in := d.m[dest]
+			if in != nil && in.paused {
+				dl.RunAt, dl.WaitsFor = in.nextProbe, dest
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
 // probeTime is paused dest's next probe time as this process knows it.
 func (d *destinations) probeTime(dest string) time.Time {
 	d.mu.Lock()

@@ -473,6 +473,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			recs = append(recs, r.recs...)
 		}
 	}
+	e.dests.holdForProbes(recs)
 	var run *runner
 	reserved := 0
 	if direct {

@@ -65,6 +65,11 @@ type Delivery struct {
 	LockedUntil time.Time `json:"-" db:"locked_until"`
 	CreatedAt   time.Time `json:"created_at" db:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at" db:"updated_at"`
+	// WaitsFor, set on a new delivery, is the paused destination it waits
+	// for (due at its probe): InsertEvents lists it there in the same
+	// transaction (DestinationStore.WakeDestination finds it). Not stored
+	// in the delivery.
+	WaitsFor string `json:"-" db:"-"`
 }
 
 // URL is the url its payload names: a webhook's, as it is sent (no

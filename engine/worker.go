@@ -473,7 +473,7 @@ func (r *runner) preclaim(recs []EventRecord) int {
 				return got
 			}
 			switch {
-			case d.State == StatePending:
+			case d.State == StatePending && d.WaitsFor == "":
 				d.State, d.Attempts, d.LeaseOwner, d.LockedUntil = StateRunning, 1, e.cfg.Owner, until
 				left--
 			case d.State == StateHeld && heads:

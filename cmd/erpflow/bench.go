@@ -46,6 +46,8 @@ type benchOpts struct {
 	tenantConc    int
 	destRate      float64 // --destination-rate: a rate limit on the bench's destination; 0: none
 	breaker       bool    // --breaker: the circuit breaker on (serve's default)
+	destinations  int     // --destinations: the multi-destination runs (0: off)
+	pausedDests   int     // --paused: how many of them are down in the second run
 	rate          int
 	latencyFor    time.Duration
 	emitters      int
@@ -115,6 +117,8 @@ and a bare HTTP POST loop.`,
 	fs.IntVar(&o.tenantConc, "tenant-concurrency", 0, "attempts at once per tenant (default max(4, workers/2)); the bench has one tenant")
 	fs.Float64Var(&o.destRate, "destination-rate", 0, "a rate limit (attempts per second) on the bench's destination, as delivery.destinations sets one (default none); set it above the throughput to measure the limiter's cost")
 	fs.BoolVar(&o.breaker, "breaker", false, "turn the circuit breaker on, as erpflow serve does by default (its cost when nothing fails)")
+	fs.IntVar(&o.destinations, "destinations", 0, "instead of the runs above: --events events to N destinations (one rule each) with none down, then with --paused of them down and paused; prints the healthy ones' throughput in both")
+	fs.IntVar(&o.pausedDests, "paused", 3, "with --destinations: how many are down (503) and paused in the second run")
 	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
@@ -267,6 +271,11 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if o.breaker {
 		ecfg.Breaker = &engine.CircuitBreaker{}
 	}
+	if o.destinations > 0 {
+		// The down destinations pause after 5 failed attempts and are
+		// not probed during the run.
+		ecfg.Breaker = &engine.CircuitBreaker{Failures: 5, ProbeMin: time.Hour}
+	}
 	eng, err := engine.New(st, ecfg)
 	if err != nil {
 		return err
@@ -298,6 +307,10 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	if o.backlog > 0 {
 		return benchBacklog(ctx, eng, st, rv, o, out)
+	}
+	if o.destinations > 0 {
+		defer stopEngine(eng, slog.New(slog.DiscardHandler))
+		return benchDestinations(ctx, eng, st, dbURL, reg, o, out)
 	}
 	if o.ordered || o.debounce || o.timers > 0 {
 		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)

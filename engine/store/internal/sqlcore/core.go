@@ -332,6 +332,9 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err := c.afterInsert(ctx, tx, evs, inserted, !chained); err != nil {
 		return nil, err
 	}
+	if err := c.insertWaits(ctx, tx, evs, inserted); err != nil {
+		return nil, err
+	}
 	var stored []key
 	for n, i := range uniq {
 		if !inserted[n] {
@@ -369,6 +372,11 @@ func needsTx(recs []engine.EventRecord, writesChains bool) bool {
 	for i := range recs {
 		if len(recs[i].Timers) > 0 || recs[i].TrackLatest {
 			return true
+		}
+		for j := range recs[i].Deliveries {
+			if recs[i].Deliveries[j].WaitsFor != "" {
+				return true
+			}
 		}
 		if writesChains {
 			continue

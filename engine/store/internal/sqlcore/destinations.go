@@ -202,3 +202,39 @@ func scanDestination(row interface{ Scan(...any) error }) (engine.DestinationSta
 	st.Interval = time.Duration(ms) * time.Millisecond
 	return st, err
 }
+
+// insertWaits lists the new deliveries of evs that wait for a paused
+// destination (Delivery.WaitsFor) in destination_waits, in tx.
+func (c *Core) insertWaits(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
+	var args []any
+	rows := 0
+	flush := func() error {
+		if rows == 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, c.Q("INSERT INTO destination_waits (destination, id) VALUES "+placeholders(rows, 2)+" ON CONFLICT DO NOTHING"), args...)
+		args, rows = args[:0], 0
+		return err
+	}
+	per := c.chunk(2)
+	for n := range evs {
+		if !inserted[n] {
+			continue
+		}
+		for _, d := range evs[n].Deliveries {
+			if d.WaitsFor == "" {
+				continue
+			}
+			args, rows = append(args, d.WaitsFor, d.ID), rows+1
+			if rows == per {
+				if err := flush(); err != nil {
+					return fmt.Errorf("wait for destination: %w", err)
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("wait for destination: %w", err)
+	}
+	return nil
+}
