@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -268,9 +269,23 @@ func (b *bucket) idle(now time.Time) bool {
 
 // destinations is the engine's per-destination state.
 type destinations struct {
-	e  *Engine
-	mu sync.Mutex
-	m  map[string]*destInfo
+	e       *Engine
+	mu      sync.Mutex
+	m       map[string]*destInfo
+	npaused atomic.Int64 // entries of m paused: emits look at m only when some are
+}
+
+// setPaused sets in.paused, keeping the count. d.mu is held.
+func (d *destinations) setPaused(in *destInfo, paused bool) {
+	if in.paused == paused {
+		return
+	}
+	in.paused = paused
+	if paused {
+		d.npaused.Add(1)
+	} else {
+		d.npaused.Add(-1)
+	}
 }
 
 func newDestinations(e *Engine) *destinations {
@@ -359,14 +374,14 @@ func (d *destinations) gate(ctx context.Context, dest, id string, actionRate flo
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if !stillPaused {
-			in.paused = false // resumed, or the pause never reached the store
+			d.setPaused(in, false) // resumed, or the pause never reached the store
 			return true, time.Time{}, false
 		}
 		in.nextProbe = at
 		return false, at, true
 	}
 	var wait time.Time
-	for _, r := range [2]float64{d.limitRate(in), actionRate} {
+	for _, r := range [2]float64{in.limitRate(), actionRate} {
 		if r <= 0 {
 			continue
 		}
@@ -382,7 +397,7 @@ func (d *destinations) gate(ctx context.Context, dest, id string, actionRate flo
 }
 
 // limitRate is the rate of in's DestinationLimit, 0 for none.
-func (d *destinations) limitRate(in *destInfo) float64 {
+func (in *destInfo) limitRate() float64 {
 	if in.limit != nil {
 		return in.limit.Rate
 	}
@@ -460,17 +475,8 @@ func (d *destinations) waitsForProbe(dest, id string) bool {
 // destinations wait for their probe (due then, listed as waiting: see
 // Delivery.WaitsFor) instead of being claimed only to be sent back.
 func (d *destinations) holdForProbes(recs []EventRecord) {
-	if d == nil {
-		return
-	}
-	d.mu.Lock()
-	any := false
-	for _, in := range d.m {
-		any = any || in.paused
-	}
-	d.mu.Unlock()
-	if !any {
-		return
+	if d == nil || d.npaused.Load() == 0 {
+		return // the emit's hot path: nothing paused, nothing to look up
 	}
 	for i := range recs {
 		for j := range recs[i].Deliveries {
@@ -577,7 +583,8 @@ func (d *destinations) observe(dest string, c *Completion, now time.Time) {
 		st := DestinationState{ID: DestinationID(dest), Destination: dest, State: DestinationPaused,
 			Failures: in.failures, LastCode: in.lastCode, LastError: in.lastError,
 			PausedAt: now, NextProbeAt: now.Add(b.ProbeMin), Interval: b.ProbeMin, UpdatedAt: now}
-		in.paused, in.nextProbe, in.interval = true, st.NextProbeAt, b.ProbeMin
+		d.setPaused(in, true)
+		in.nextProbe, in.interval = st.NextProbeAt, b.ProbeMin
 		d.mu.Unlock()
 		d.pause(st)
 	default:
@@ -601,7 +608,8 @@ func (d *destinations) pause(st DestinationState) {
 			e.log.Error("erpflow: pausing a destination failed; it stays active", "destination", st.Destination, "err", err)
 			d.mu.Lock()
 			in := d.info(st.Destination)
-			in.paused, in.failures = false, 0
+			d.setPaused(in, false)
+			in.failures = 0
 			d.mu.Unlock()
 			return
 		}
@@ -630,7 +638,8 @@ func (d *destinations) resume(dest string, now time.Time) {
 	e := d.e
 	d.mu.Lock()
 	in := d.info(dest)
-	in.paused, in.failures, in.resumedAt, in.interval = false, 0, now, 0
+	d.setPaused(in, false)
+	in.failures, in.resumedAt, in.interval = 0, now, 0
 	d.mu.Unlock()
 	d.wake(dest)
 	s, ok := e.store.(DestinationStore)
@@ -728,14 +737,13 @@ func (d *destinations) refresh(ctx context.Context) error {
 	now := d.e.now()
 	var wakes []string
 	d.mu.Lock()
-	stored := make(map[string]bool, len(all))
 	for _, st := range all {
-		stored[st.Destination] = true
 		in := d.info(st.Destination)
 		paused := st.State == DestinationPaused
 		switch {
 		case paused && !in.paused:
-			in.paused, in.nextProbe, in.interval, in.probeID = true, st.NextProbeAt, st.Interval, ""
+			d.setPaused(in, true)
+			in.nextProbe, in.interval, in.probeID = st.NextProbeAt, st.Interval, ""
 		case paused && !in.probing(now) && st.NextProbeAt.Before(in.nextProbe):
 			// Its probe moved earlier (the API's :resume in another
 			// process): what waits for it comes due, and one is the probe.
@@ -744,7 +752,8 @@ func (d *destinations) refresh(ctx context.Context) error {
 		case !paused && in.paused:
 			// Another process's probe resumed it: wake what this one sent
 			// back to it since that process woke it.
-			in.paused, in.failures, in.resumedAt, in.probeID = false, 0, st.ResumedAt, ""
+			d.setPaused(in, false)
+			in.failures, in.resumedAt, in.probeID = 0, st.ResumedAt, ""
 			wakes = append(wakes, st.Destination)
 		}
 	}
@@ -758,7 +767,7 @@ func (d *destinations) refresh(ctx context.Context) error {
 		}
 	}
 	for dest, in := range d.m {
-		if in.paused || in.failures > 0 || in.slowUntil.After(now) || now.Sub(in.seen) < idleAfter || stored[dest] && in.paused {
+		if in.paused || in.failures > 0 || in.slowUntil.After(now) || now.Sub(in.seen) < idleAfter {
 			continue
 		}
 		busy := false
@@ -897,7 +906,8 @@ func (e *Engine) ProbeDestination(ctx context.Context, dest string) (bool, error
 		d := e.dests
 		d.mu.Lock()
 		in := d.info(dest)
-		in.paused, in.nextProbe, in.probeID = true, now, ""
+		d.setPaused(in, true)
+		in.nextProbe, in.probeID = now, ""
 		d.mu.Unlock()
 		// What waits for it comes due: one is the probe, the rest wait
 		// again. Other processes do the same when they read the new time.

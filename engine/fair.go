@@ -98,13 +98,18 @@ type ready struct {
 	started time.Time
 }
 
-// destinationOf returns the destination key of j ("" for none: not capped).
-func (r *runner) destinationOf(d *Delivery) string {
+// destinationOf returns the destination key of d ("" for none: not
+// capped) and its action's own rate limit (0: none), from one lookup of
+// the action.
+func (r *runner) destinationOf(d *Delivery) (dest string, rate float64) {
 	cfg, _, _ := r.e.actionFor(d)
 	if ds, ok := cfg.(actions.Destinationer); ok {
-		return ds.Destination(d.Payload)
+		dest = ds.Destination(d.Payload)
 	}
-	return ""
+	if rl, ok := cfg.(actions.RateLimiter); ok {
+		rate = rl.RateLimit()
+	}
+	return dest, rate
 }
 
 // limit is the concurrency cap of a destination or tenant: a
@@ -158,7 +163,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 	// Rate limits, 429 slow-downs and paused destinations send the job
 	// back to the queue, not counted as an attempt.
 	if r.e.dests != nil && j.dest != "" { // (unit tests build bare engines)
-		if ok, at, paused := r.e.dests.gate(r.execCtx, j.dest, j.d.ID, r.actionRate(&j.d), r.e.now()); !ok {
+		if ok, at, paused := r.e.dests.gate(r.execCtx, j.dest, j.d.ID, j.rate, r.e.now()); !ok {
 			pausedDest := ""
 			if paused {
 				pausedDest = j.dest
@@ -402,16 +407,6 @@ func (r *runner) queueBack(id string, delay time.Duration) {
 // waits for, if any.
 func (r *runner) queueBackAt(id, dest string, at time.Time) {
 	r.backs <- sendBack{id: id, at: at, dest: dest}
-}
-
-// actionRate is the rate limit of d's action (actions.RateLimiter), 0 for
-// none.
-func (r *runner) actionRate(d *Delivery) float64 {
-	cfg, _, _ := r.e.actionFor(d)
-	if rl, ok := cfg.(actions.RateLimiter); ok {
-		return rl.RateLimit()
-	}
-	return 0
 }
 
 // parkedJobs empties every FIFO, and the jobs ready for a worker, and

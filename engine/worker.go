@@ -38,6 +38,7 @@ type job struct {
 	claimedAt time.Time // wall clock, for leaseHeld
 	claimed   bool      // by the claim loop (not handed over by an emit)
 	dest      string    // its destination ("" for none), once a worker took it
+	rate      float64   // its action's own rate limit (0: none), with dest
 }
 
 // runner is the delivery machinery of a started engine: one claim loop,
@@ -363,7 +364,7 @@ func (r *runner) worker() {
 			}
 			// A job whose destination or tenant is saturated waits parked
 			// (or in the store), not in this worker.
-			j.dest = r.destinationOf(&j.d)
+			j.dest, j.rate = r.destinationOf(&j.d)
 			started, ok = r.admit(j)
 		}
 		for ok {

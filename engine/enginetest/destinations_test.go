@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,17 +208,7 @@ func TestDestinationLimitMatches(t *testing.T) {
 	}
 }
 
-func sortStrings(s []string) []string {
-	out := append([]string(nil), s...)
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}
+func sortStrings(s []string) []string { return slices.Sorted(slices.Values(s)) }
 
 // TestBreakerSharedAcrossProcesses: two engines on one PostgreSQL. One
 // pauses the destination; the other holds its deliveries too (after at

@@ -825,15 +825,12 @@ func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Att
 // running under owner.
 func (c *Core) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
 	now = Round(now)
-	set := `UPDATE deliveries SET state = 'pending', attempts = attempts - 1, run_at = ?, due_at = ?,
-		lease_owner = '', locked_until = NULL, updated_at = ?
-		WHERE state = 'running' AND lease_owner = ?`
 	err := c.Tx(ctx, func(tx *Tx) error {
 		if len(ids) == 0 {
-			_, err := tx.ExecContext(ctx, c.Q(set), c.t(now), c.t(now), c.t(now), owner)
+			_, err := tx.ExecContext(ctx, c.Q(releaseSQL), c.t(now), c.t(now), c.t(now), owner)
 			return err
 		}
-		if _, err := c.byIDs(ids, set, []any{c.t(now), c.t(now), c.t(now), owner}, execIn(ctx, tx)); err != nil {
+		if err := c.release(ctx, tx, owner, ids, now); err != nil {
 			return err
 		}
 		return c.D.Notify(ctx, tx)
@@ -842,6 +839,18 @@ func (c *Core) Release(ctx context.Context, owner string, ids []string, now time
 		return fmt.Errorf("release: %w", err)
 	}
 	return nil
+}
+
+// releaseSQL gives back a claimed delivery (due at the first argument),
+// undoing the attempt count of its claim: it was never attempted.
+const releaseSQL = `UPDATE deliveries SET state = 'pending', attempts = attempts - 1, run_at = ?, due_at = ?,
+	lease_owner = '', locked_until = NULL, updated_at = ?
+	WHERE state = 'running' AND lease_owner = ?`
+
+// release releases ids of owner in tx, due at at (rounded).
+func (c *Core) release(ctx context.Context, tx *Tx, owner string, ids []string, at time.Time) error {
+	_, err := c.byIDs(ids, releaseSQL, []any{c.t(at), c.t(at), c.t(at), owner}, execIn(ctx, tx))
+	return err
 }
 
 // Renew implements engine.Queue: one UPDATE per chunk of ids (one in

@@ -132,11 +132,8 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 // and their rows in destination_waits, in one transaction.
 func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
 	at = Round(at)
-	set := `UPDATE deliveries SET state = 'pending', attempts = attempts - 1, run_at = ?, due_at = ?,
-		lease_owner = '', locked_until = NULL, updated_at = ?
-		WHERE state = 'running' AND lease_owner = ?`
 	err := c.Tx(ctx, func(tx *Tx) error {
-		if _, err := c.byIDs(ids, set, []any{c.t(at), c.t(at), c.t(at), owner}, execIn(ctx, tx)); err != nil {
+		if err := c.release(ctx, tx, owner, ids, at); err != nil {
 			return err
 		}
 		per := c.chunk(2)

@@ -303,6 +303,11 @@ func (c *Core) CompleteAndClaim(ctx context.Context, cs []engine.Completion, own
 	return n, h.got, nil
 }
 
+// headlessChains selects the chains that have held deliveries but no
+// head (or no row).
+const headlessChains = `SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
+	WHERE COALESCE(ch.head, '') = ''`
+
 // chainCheck looks, after a commit, at the chains of keys that the commit
 // added to without a lock (see chainNew) or left without a head (see
 // chainAdvance), and repairs those that have held deliveries but no head.
@@ -318,8 +323,7 @@ func (c *Core) chainCheck(ctx context.Context, keys []string, now time.Time) {
 	per := c.chunk(1)
 	for lo := 0; lo < len(keys); lo += per {
 		part := keys[lo:min(lo+per, len(keys))]
-		rows, err := c.W.QueryContext(ctx, c.Q(`SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
-			WHERE h.key IN (`+list(len(part))+`) AND COALESCE(ch.head, '') = ''`), anys(part)...)
+		rows, err := c.W.QueryContext(ctx, c.Q(headlessChains+` AND h.key IN (`+list(len(part))+`)`), anys(part)...)
 		if err != nil {
 			return
 		}
@@ -376,8 +380,7 @@ func (c *Core) RepairChains(ctx context.Context) (int, error) {
 	if !c.concurrentWriters() {
 		return 0, nil // nothing locks after its commit (see chainCheck)
 	}
-	rows, err := c.R.QueryContext(ctx, `SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
-		WHERE COALESCE(ch.head, '') = '' LIMIT 1000`)
+	rows, err := c.R.QueryContext(ctx, headlessChains+` LIMIT 1000`)
 	if err != nil {
 		return 0, fmt.Errorf("repair chains: %w", err)
 	}
