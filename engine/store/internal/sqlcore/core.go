@@ -329,7 +329,7 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err != nil {
 		return nil, err
 	}
-	if err := c.afterInsert(ctx, tx, evs, inserted, !chained); err != nil {
+	if err := c.afterInsert(ctx, tx, evs, inserted); err != nil {
 		return nil, err
 	}
 	if err := c.insertWaits(ctx, tx, evs, inserted); err != nil {
@@ -391,47 +391,25 @@ func needsTx(recs []engine.EventRecord, writesChains bool) bool {
 }
 
 // afterInsert writes what comes with the new events of evs besides their
-// rows and deliveries: the timers they arm, the latest event of entities
-// with schedule timers, and the places of ordered deliveries in their
-// chains (updating the states in evs).
-func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool, chains bool) error {
-	var ordered []*engine.Delivery
+// rows and deliveries: the timers they arm and the latest event of
+// entities with schedule timers.
+func (c *Core) afterInsert(ctx context.Context, tx Querier, evs []NewEvent, inserted []bool) error {
 	extra := false
 	for n := range evs {
-		if !inserted[n] {
-			continue
-		}
-		extra = extra || len(evs[n].Rec.Timers) > 0 || evs[n].Rec.TrackLatest
-		for j := range evs[n].Deliveries {
-			if !chains {
-				break // the BatchWriter placed them
-			}
-			if d := &evs[n].Deliveries[j]; d.OrderKey != "" && d.State == engine.StateHeld {
-				ordered = append(ordered, d)
-			}
+		if inserted[n] {
+			extra = extra || len(evs[n].Rec.Timers) > 0 || evs[n].Rec.TrackLatest
 		}
 	}
-	if !extra && len(ordered) == 0 {
+	if !extra {
 		return nil
 	}
-	if extra {
-		// The latest event first: a timer armed by the same event sets
-		// its own latest.
-		ord := emitOrder(evs)
-		if err := c.trackLatest(ctx, tx, evs, inserted, ord); err != nil {
-			return err
-		}
-		if err := c.armTimers(ctx, tx, evs, inserted, ord); err != nil {
-			return err
-		}
-	}
-	if err := c.chainNew(ctx, tx, ordered); err != nil {
+	// The latest event first: a timer armed by the same event sets its
+	// own latest.
+	ord := emitOrder(evs)
+	if err := c.trackLatest(ctx, tx, evs, inserted, ord); err != nil {
 		return err
 	}
-	if len(ordered) > 0 {
-		return c.D.Notify(ctx, tx)
-	}
-	return nil
+	return c.armTimers(ctx, tx, evs, inserted, ord)
 }
 
 // writeEvents is the generic BatchWriter: multi-row INSERTs of events,
@@ -453,11 +431,27 @@ func (c *Core) writeEvents(ctx context.Context, tx Querier, evs []NewEvent) ([]b
 		return nil, err
 	}
 	inserted := make([]bool, len(evs))
+	var ordered []*engine.Delivery
+	for n := range evs {
+		if !isNew[key{evs[n].Rec.Event.Tenant, evs[n].Rec.Event.ID}] {
+			continue
+		}
+		inserted[n] = true
+		for j := range evs[n].Deliveries {
+			if d := &evs[n].Deliveries[j]; d.OrderKey != "" && d.State == engine.StateHeld {
+				ordered = append(ordered, d)
+			}
+		}
+	}
+	// Ordered deliveries get their places first, so that each row is
+	// inserted in its final state.
+	if err := c.chainNew(ctx, tx, ordered); err != nil {
+		return nil, err
+	}
 	var dls []engine.Delivery
-	for n, ev := range evs {
-		if isNew[key{ev.Rec.Event.Tenant, ev.Rec.Event.ID}] {
-			inserted[n] = true
-			dls = append(dls, ev.Deliveries...)
+	for n := range evs {
+		if inserted[n] {
+			dls = append(dls, evs[n].Deliveries...)
 		}
 	}
 	if err := c.insertDeliveries(ctx, tx, dls); err != nil {

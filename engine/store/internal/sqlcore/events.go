@@ -46,14 +46,14 @@ func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine
 		if len(out) == 0 {
 			return nil
 		}
-		if err := c.insertDeliveries(ctx, tx, out); err != nil {
-			return err
-		}
 		ptrs := make([]*engine.Delivery, len(out))
 		for i := range out {
 			ptrs[i] = &out[i]
 		}
 		if err := c.chainNew(ctx, tx, ptrs); err != nil {
+			return err
+		}
+		if err := c.insertDeliveries(ctx, tx, out); err != nil {
 			return err
 		}
 		return c.D.Notify(ctx, tx)

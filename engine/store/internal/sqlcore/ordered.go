@@ -26,10 +26,11 @@ import (
 // what a crash between commit and look left.
 
 // chainNew places new deliveries of ordered chains (OrderKey set, state
-// held as the engine makes them): where a chain has no head, its first
-// new delivery (lowest id) becomes the head and pending; the rest wait in
-// held. It updates the states in dls. (A ChainWriter does this in its
-// WriteEvents.)
+// held as the engine makes them), before they are inserted: where a chain
+// has no head, its first new delivery (lowest id) becomes the head and
+// pending (or running, when preclaimed); the rest wait in held. It sets
+// the states in dls, so that each delivery is inserted as it stays: no
+// second write of its row. (A ChainWriter does this in its WriteEvents.)
 func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery) error {
 	first := map[string]string{} // key → lowest new id
 	var keys []string
@@ -63,7 +64,6 @@ func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery)
 	if err != nil {
 		return fmt.Errorf("ordered chain: %w", err)
 	}
-	var run, claimed, unleased []any
 	var held []engine.Delivery
 	for _, d := range dls {
 		if d.OrderKey == "" || d.State != engine.StateHeld {
@@ -73,39 +73,14 @@ func (c *Core) chainNew(ctx context.Context, tx Querier, dls []*engine.Delivery)
 		case heads[d.OrderKey] == d.ID && d.LeaseOwner != "":
 			// Preclaimed by the emit (engine.HeadPreclaimer): running.
 			d.State, d.Attempts = engine.StateRunning, 1
-			claimed = append(claimed, d.ID)
 		case heads[d.OrderKey] == d.ID:
-			d.State = engine.StatePending
-			run = append(run, d.ID)
+			d.State = engine.StatePending // due when it was created
 		default:
-			if d.LeaseOwner != "" {
-				d.LeaseOwner, d.LockedUntil = "", time.Time{}
-				unleased = append(unleased, d.ID)
-			}
+			d.LeaseOwner, d.LockedUntil = "", time.Time{}
 			held = append(held, *d)
 		}
 	}
-	if err := c.insertHeld(ctx, tx, held); err != nil {
-		return err
-	}
-	for _, u := range []struct {
-		ids []any
-		set string
-	}{
-		{run, "state = 'pending', due_at = run_at"}, // due when they were created
-		{claimed, "state = 'running', attempts = 1, due_at = locked_until"},
-		{unleased, "lease_owner = '', locked_until = NULL"},
-	} {
-		per := c.chunk(1)
-		for lo := 0; lo < len(u.ids); lo += per {
-			part := u.ids[lo:min(lo+per, len(u.ids))]
-			if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET `+u.set+`
-				WHERE state = 'held' AND id IN (`+list(len(part))+`)`), part...); err != nil {
-				return fmt.Errorf("ordered chain: %w", err)
-			}
-		}
-	}
-	return nil
+	return c.insertHeld(ctx, tx, held)
 }
 
 // chainsUpsert opens chains: a chain without a head gets the row's id as
@@ -144,6 +119,9 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		return nil, nil
 	}
 	sort.Slice(ends, func(i, j int) bool { return ends[i].key < ends[j].key })
+	if !c.concurrentWriters() {
+		return c.chainAdvanceSerial(ctx, tx, ends, now, hand)
+	}
 	// 1. Clear the heads that ended, locking their rows.
 	var freed []string
 	per := c.chunk(2)
@@ -224,16 +202,60 @@ func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now
 			idle = append(idle, k)
 		}
 	}
-	if len(next) == 0 {
-		return idle, nil
+	return idle, c.startHeads(ctx, tx, next, true, now, hand)
+}
+
+// chainAdvanceSerial is chainAdvance where one writer runs at a time
+// (SQLite): nothing can change a chain between statements, so each chain
+// whose head ended takes its next held delivery as head in one statement.
+func (c *Core) chainAdvanceSerial(ctx context.Context, tx Querier, ends []chainEnd, now time.Time, hand *handover) ([]string, error) {
+	next := map[string]string{}
+	var idle []string
+	per := c.chunk(2)
+	for lo := 0; lo < len(ends); lo += per {
+		hi := min(lo+per, len(ends))
+		args := make([]any, 0, 2*(hi-lo))
+		for _, e := range ends[lo:hi] {
+			args = append(args, e.key, e.id)
+		}
+		rows, err := tx.QueryContext(ctx, c.Q(`UPDATE chains SET head = COALESCE((SELECT MIN(h.id) FROM held h WHERE h.key = chains.key), '')
+			WHERE (key, head) IN (VALUES `+placeholders(hi-lo, 2)+`) RETURNING key, head`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("ordered chain: advance: %w", err)
+		}
+		for rows.Next() {
+			var k, h string
+			if err := rows.Scan(&k, &h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ordered chain: advance: %w", err)
+			}
+			if h == "" {
+				idle = append(idle, k)
+			} else {
+				next[k] = h
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ordered chain: advance: %w", err)
+		}
 	}
-	// 3. They become the heads, pending and due now.
+	return idle, c.startHeads(ctx, tx, next, false, now, hand)
+}
+
+// startHeads makes the deliveries of next (chain key → id), taken from
+// held, their chains' heads (setting the chains' rows too if setChains),
+// pending and due at now, or handed over per hand.
+func (c *Core) startHeads(ctx context.Context, tx Querier, next map[string]string, setChains bool, now time.Time, hand *handover) error {
+	if len(next) == 0 {
+		return nil
+	}
 	keys := make([]string, 0, len(next))
 	for k := range next {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	per = c.chunk(2)
+	per := c.chunk(2)
 	for lo := 0; lo < len(keys); lo += per {
 		part := keys[lo:min(lo+per, len(keys))]
 		pairs := make([]any, 0, 2*len(part))
@@ -243,11 +265,13 @@ func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now
 			ids = append(ids, next[k])
 		}
 		vals := placeholders(len(part), 2)
-		if _, err := tx.ExecContext(ctx, c.Q("UPDATE chains SET head = v.column2 FROM (VALUES "+vals+") AS v WHERE chains.key = v.column1"), pairs...); err != nil {
-			return nil, fmt.Errorf("ordered chain: head: %w", err)
+		if setChains {
+			if _, err := tx.ExecContext(ctx, c.Q("UPDATE chains SET head = v.column2 FROM (VALUES "+vals+") AS v WHERE chains.key = v.column1"), pairs...); err != nil {
+				return fmt.Errorf("ordered chain: head: %w", err)
+			}
 		}
 		if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM held WHERE (key, id) IN (VALUES "+vals+")"), pairs...); err != nil {
-			return nil, fmt.Errorf("ordered chain: held: %w", err)
+			return fmt.Errorf("ordered chain: held: %w", err)
 		}
 		// The first ones straight to the caller's workers, claimed
 		// (see engine.ChainHandover); the rest pending and due now.
@@ -259,11 +283,11 @@ func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now
 				lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
 				WHERE state = 'held' AND id IN (`+list(n)+`) RETURNING `+DeliveryCols("")), args...)
 			if err != nil {
-				return nil, fmt.Errorf("ordered chain: hand over: %w", err)
+				return fmt.Errorf("ordered chain: hand over: %w", err)
 			}
 			ds, err := ScanDeliveries(rows)
 			if err != nil {
-				return nil, fmt.Errorf("ordered chain: hand over: %w", err)
+				return fmt.Errorf("ordered chain: hand over: %w", err)
 			}
 			hand.got = append(hand.got, ds...)
 			ids = ids[n:]
@@ -274,10 +298,10 @@ func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now
 		args := append([]any{c.t(now), c.t(now), c.t(now)}, ids...)
 		if _, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, updated_at = ?
 			WHERE state = 'held' AND id IN (`+list(len(ids))+`)`), args...); err != nil {
-			return nil, fmt.Errorf("ordered chain: release: %w", err)
+			return fmt.Errorf("ordered chain: release: %w", err)
 		}
 	}
-	return idle, c.D.Notify(ctx, tx)
+	return c.D.Notify(ctx, tx)
 }
 
 // handover asks chainAdvance to claim up to limit released deliveries

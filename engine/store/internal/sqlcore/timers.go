@@ -252,14 +252,14 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 		if len(dls) == 0 {
 			return nil
 		}
-		if err := c.insertDeliveries(ctx, tx, dls); err != nil {
-			return err
-		}
 		ptrs := make([]*engine.Delivery, len(dls))
 		for i := range dls {
 			ptrs[i] = &dls[i]
 		}
 		if err := c.chainNew(ctx, tx, ptrs); err != nil {
+			return err
+		}
+		if err := c.insertDeliveries(ctx, tx, dls); err != nil {
 			return err
 		}
 		return c.D.Notify(ctx, tx)
