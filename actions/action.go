@@ -72,6 +72,12 @@ type Request struct {
 	// Payload is what Config.Render returned when the delivery was created.
 	Payload json.RawMessage
 	Test    bool // a test-fire from the rules "test" command
+	// Failing is set when the last attempt to the delivery's destination
+	// failed (the circuit breaker counts consecutive failures): an action
+	// should then make one try and not retry within the attempt, so that
+	// a receiver that is down is paused after seconds, not minutes of
+	// workers waiting between retries.
+	Failing bool
 }
 
 // Action runs deliveries. Implementations are safe for concurrent use.

@@ -42,11 +42,16 @@ const (
 	ruleEntity        = "erpflow.Rule"
 	ruleDisabled      = "disabled"
 
-	destRefresh = 5 * time.Second  // how often paused states are read from the store
-	rampUp      = time.Minute      // a resumed destination's concurrency ramps up over this
-	probeWait   = 10 * time.Second // deliveries wait this long while a probe runs elsewhere
-	defaultSlow = time.Second      // a 429 without Retry-After slows its destination this long
-	maxSlow     = 10 * time.Minute // the longest a Retry-After slows a destination
+	destRefresh = 5 * time.Second // how often paused states are read from the store
+	// storedTimeSlack is the most a time read back from a store differs
+	// from the one written (stores keep microseconds): a probe time read
+	// back is not "moved earlier" by that much. Before this slack, every
+	// pause woke all its waiting deliveries at the next read.
+	storedTimeSlack = time.Millisecond
+	rampUp          = time.Minute      // a resumed destination's concurrency ramps up over this
+	probeWait       = 10 * time.Second // deliveries wait this long while a probe runs elsewhere
+	defaultSlow     = time.Second      // a 429 without Retry-After slows its destination this long
+	maxSlow         = 10 * time.Minute // the longest a Retry-After slows a destination
 )
 
 // DestinationLimit is one entry of the server config's
@@ -500,6 +505,18 @@ func (d *destinations) holdForProbes(recs []EventRecord) {
 	}
 }
 
+// failing reports whether the breaker counts failed attempts to dest
+// now: its attempts then make one try, without quick retries.
+func (d *destinations) failing(dest string) bool {
+	if d == nil || dest == "" {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	in := d.m[dest]
+	return in != nil && (in.failures > 0 || in.paused)
+}
+
 // probeTime is paused dest's next probe time as this process knows it.
 func (d *destinations) probeTime(dest string) time.Time {
 	d.mu.Lock()
@@ -744,7 +761,7 @@ func (d *destinations) refresh(ctx context.Context) error {
 		case paused && !in.paused:
 			d.setPaused(in, true)
 			in.nextProbe, in.interval, in.probeID = st.NextProbeAt, st.Interval, ""
-		case paused && !in.probing(now) && st.NextProbeAt.Before(in.nextProbe):
+		case paused && !in.probing(now) && st.NextProbeAt.Before(in.nextProbe.Add(-storedTimeSlack)):
 			// Its probe moved earlier (the API's :resume in another
 			// process): what waits for it comes due, and one is the probe.
 			in.nextProbe, in.interval = st.NextProbeAt, st.Interval
@@ -853,10 +870,15 @@ func (e *Engine) disableRulesOf(ctx context.Context, st DestinationState) {
 	}
 }
 
-// destinationLoop refreshes the paused destinations every destRefresh.
+// destinationLoop refreshes the paused destinations every
+// Config.DestinationRefresh.
 func (e *Engine) destinationLoop() {
 	defer e.bg.Done()
-	t := time.NewTicker(destRefresh)
+	every := e.cfg.DestinationRefresh
+	if every <= 0 {
+		every = destRefresh
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)

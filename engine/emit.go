@@ -644,7 +644,8 @@ func anyPending(res []InsertResult) bool {
 			continue
 		}
 		for j := range res[i].Deliveries {
-			if res[i].Deliveries[j].State == StatePending {
+			// Not one waiting for a paused destination's probe: not due.
+			if d := &res[i].Deliveries[j]; d.State == StatePending && d.WaitsFor == "" {
 				return true
 			}
 		}

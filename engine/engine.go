@@ -46,6 +46,10 @@ type Config struct {
 	// Breaker pauses destinations that keep failing (see
 	// DestinationLimit). Default nil: off (erpflow serve turns it on).
 	Breaker *CircuitBreaker
+	// DestinationRefresh is how often this process reads the destinations'
+	// states from the store (pauses, forced probes and resumes by other
+	// processes). Default 5s.
+	DestinationRefresh time.Duration
 	// TenantConcurrency is how many attempts of one tenant run at once,
 	// whatever their destinations, so that a tenant with several slow or
 	// hanging receivers holds part of the workers, not all; a tenant whose

@@ -401,7 +401,7 @@ func (r *runner) attempt(j job) (res result, ran bool) {
 		r.done(1)
 		return result{}, false
 	}
-	c, interrupted := r.e.execute(r.execCtx, &j.d)
+	c, interrupted := r.e.execute(r.execCtx, &j.d, j.dest)
 	if interrupted {
 		r.giveBack(j.d.ID)
 		return result{}, false
@@ -747,7 +747,7 @@ func (r *runner) storeUp() bool {
 // execute runs one attempt of d and returns its completion. interrupted is
 // true when Stop cancelled the action: the attempt does not count and the
 // delivery is released instead.
-func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, interrupted bool) {
+func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Completion, interrupted bool) {
 	started := e.now()
 	t0 := time.Now()
 	var o actions.Outcome
@@ -766,7 +766,8 @@ func (e *Engine) execute(base context.Context, d *Delivery) (c Completion, inter
 		// The action's own timeout bounds the attempt, not the lease: the
 		// runner renews the lease while the attempt runs (lease.go).
 		ctx, cancel := context.WithTimeout(base, attemptTimeout(cfg))
-		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload}
+		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload,
+			Failing: e.dests.failing(dest)}
 		var loadErr error
 		if actions.NeedsEvent(cfg) {
 			// Plugins, and webhooks whose secret URL or headers are

@@ -239,6 +239,9 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	rec, tries := &at.rec, &at.tries
 	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor, secrets: secrets}
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
+	if req.Failing {
+		ctx = context.WithValue(ctx, oneTryKey{}, true)
+	}
 
 	var reqBody any
 	if body != nil {

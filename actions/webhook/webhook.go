@@ -249,8 +249,12 @@ func quickRetryStatus(code int) bool {
 	return false
 }
 
+// oneTryKey marks an attempt's context when the request is Failing: no
+// quick retries.
+type oneTryKey struct{}
+
 func (f *Factory) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || ctx.Value(oneTryKey{}) != nil {
 		return false, nil
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package webhook_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -312,6 +313,23 @@ func TestQuickRetriesExhausted(t *testing.T) {
 		t.Fatalf("%+v %+v", out, rec)
 	}
 	mustContain(t, out.Error, "HTTP 502")
+}
+
+// TestFailingDestinationOneTry: when the engine says the destination is
+// failing (the breaker counts its failures), the attempt makes one try.
+func TestFailingDestinationOneTry(t *testing.T) {
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	f := testFactory(t, rc, nil)
+	cfg := mustDecode(t, f, "url: "+rc.URL+"/x")
+	ev := salesOrder(t)
+	payload, err := cfg.Render(ev, actions.Meta{Rule: "so-released", DeliveryID: "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Rule: "so-released", Event: ev, Payload: payload, Failing: true})
+	if rec := record(t, out); out.Status != actions.Retryable || out.Code != 503 || len(rec.Tries) != 1 || len(rc.requests()) != 1 {
+		t.Fatalf("%d requests: %+v %+v", len(rc.requests()), out, rec)
+	}
 }
 
 func TestGonePermanent(t *testing.T) {

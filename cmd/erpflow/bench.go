@@ -231,7 +231,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	var st engine.Store = st0
 	if o.storeTiming {
 		ts := &timingStore{Store: st0}
-		st = ts
+		st = ts.withCapabilities()
 		defer ts.dump(out)
 	}
 

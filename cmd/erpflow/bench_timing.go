@@ -82,6 +82,33 @@ func (t *timingStore) CompleteAndClaim(ctx context.Context, cs []engine.Completi
 	return n, ds, err
 }
 
+// withCapabilities is t with the optional capabilities of its store that
+// t does not time (the breaker's shared state, wake-ups): hiding them would
+// make a timed run behave unlike an untimed one.
+func (t *timingStore) withCapabilities() engine.Store {
+	ds, dest := t.Store.(engine.DestinationStore)
+	wk, wakes := t.Store.(engine.Waker)
+	switch {
+	case dest && wakes:
+		return struct {
+			*timingStore
+			engine.DestinationStore
+			engine.Waker
+		}{t, ds, wk}
+	case dest:
+		return struct {
+			*timingStore
+			engine.DestinationStore
+		}{t, ds}
+	case wakes:
+		return struct {
+			*timingStore
+			engine.Waker
+		}{t, wk}
+	}
+	return t
+}
+
 // PreclaimsHeads forwards engine.HeadPreclaimer: the bench wraps only the
 // built-in stores, which both are.
 func (t *timingStore) PreclaimsHeads() {}

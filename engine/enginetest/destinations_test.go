@@ -140,6 +140,75 @@ rules:
 	})
 }
 
+// countingDestStore is a real store that counts two of its
+// DestinationStore calls: the engine's reads of the states, and wakes of
+// the deliveries waiting for a destination.
+type countingDestStore struct {
+	engine.Store
+	engine.DestinationStore
+	lists, wakes atomic.Int64
+}
+
+func (s *countingDestStore) ListDestinations(ctx context.Context) ([]engine.DestinationState, error) {
+	s.lists.Add(1)
+	return s.DestinationStore.ListDestinations(ctx)
+}
+
+func (s *countingDestStore) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
+	s.wakes.Add(1)
+	return s.DestinationStore.WakeDestination(ctx, dest, now)
+}
+
+// TestPauseKeepsItsWaitingDeliveries: reading back its own pause (the
+// store keeps microseconds, the engine's clock has nanoseconds) does not
+// look like a probe moved earlier. It did once, and every pause woke all
+// the deliveries waiting for the destination at the next read, each
+// claimed only to be sent back. Real clock: the fake one ticks in whole
+// seconds, which hides the difference.
+func TestPauseKeepsItsWaitingDeliveries(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		real := mustOpen(t, k.newDB(t))
+		st := &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)}
+		rv := newDestReceiver(t)
+		rules := parseRules(t, fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
+`, rv.url))
+		e := newEngine(t, st, rules, engine.Config{DestinationRefresh: 5 * time.Millisecond,
+			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		ctx := context.Background()
+		if _, err := e.Emit(ctx, order("f")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the destination paused", func() bool {
+			ds, err := e.Destinations(ctx)
+			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
+		})
+		for i := range 3 {
+			if _, err := e.Emit(ctx, order(fmt.Sprint("w", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seen := st.lists.Load()
+		waitFor(t, 20*time.Second, "the states read three more times", func() bool { return st.lists.Load() >= seen+3 })
+		if n := st.wakes.Load(); n != 0 {
+			t.Fatalf("the deliveries waiting for the paused destination were woken %d times; its probe did not move", n)
+		}
+		waiting := 0
+		for _, d := range allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending}}) {
+			if d.Attempts == 0 && time.Until(d.RunAt) > 50*time.Minute {
+				waiting++
+			}
+		}
+		if waiting != 3 || rv.count("orders") != 1 {
+			t.Fatalf("%d deliveries wait for the probe (want 3); the receiver got %d attempts (want 1)", waiting, rv.count("orders"))
+		}
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
