@@ -63,6 +63,10 @@ type Timer struct {
 	LeaseOwner  string    `json:"-"`
 	LockedUntil time.Time `json:"-"`
 
+	// Trace is the trace context of the event that last armed it (see
+	// Delivery.Trace): the deliveries it makes continue that trace.
+	Trace string `json:"-"`
+
 	// MaxWait is, when arming a debounce timer, how long after FirstAt
 	// it must fire at the latest (its rule's Debounce.Max); not stored.
 	MaxWait time.Duration `json:"-"`

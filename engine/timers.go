@@ -336,6 +336,9 @@ func (e *Engine) fire(ctx context.Context, t *Timer, now time.Time) (TimerEnd, b
 			return cancel("the condition no longer holds for the latest event %q (%s): %s", latest, rec.Event.Event, reason)
 		}
 		end.State, end.Deliveries = TimerFired, e.render(rs, r, &rec.Event, rec.Internal, now)
+		for i := range end.Deliveries {
+			end.Deliveries[i].Trace = t.Trace // the arming event's, not the latest's
+		}
 		end.Reason = fmt.Sprintf("fired with event %q", latest)
 		return end, true
 	case TimerDebounce:
@@ -353,7 +356,7 @@ func (e *Engine) fire(ctx context.Context, t *Timer, now time.Time) (TimerEnd, b
 		}
 		ds := e.render(rs, r, &rec.Event, rec.Internal, now)
 		for i := range ds {
-			ds[i].Coalesced = coalesced
+			ds[i].Coalesced, ds[i].Trace = coalesced, t.Trace
 		}
 		end.State, end.Deliveries = TimerFired, ds
 		end.Reason = fmt.Sprintf("fired with event %q after %d %s", t.EventID, t.Count, plural(t.Count, "event", "events"))

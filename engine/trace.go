@@ -175,13 +175,16 @@ func withTrace(ctx context.Context, s string) context.Context {
 	return traceContext.Extract(ctx, c)
 }
 
-// stampTrace gives every delivery of rec the trace t.
+// stampTrace gives every delivery and timer of rec the trace t.
 func stampTrace(rec *EventRecord, t string) {
 	if t == "" {
 		return
 	}
 	for i := range rec.Deliveries {
 		rec.Deliveries[i].Trace = t
+	}
+	for i := range rec.Timers {
+		rec.Timers[i].Trace = t
 	}
 }
 

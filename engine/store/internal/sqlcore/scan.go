@@ -204,7 +204,7 @@ func SplitIDs(s string) []string {
 var timerCols = []string{
 	"id", "kind", "rule", "rule_id", "tenant", "entity", "entity_id", "event_id",
 	"latest_id", "fire_at", "first_at", "state", "reason", "events", "count",
-	"deliveries", "spec", "version", "lease_owner", "locked_until", "created_at", "updated_at",
+	"deliveries", "spec", "version", "lease_owner", "locked_until", "created_at", "updated_at", "trace",
 }
 
 // TimerCols returns the timer columns, each prefixed with prefix.
@@ -230,7 +230,7 @@ func ScanTimers(rows *sql.Rows) ([]engine.Timer, error) {
 		var fire, first, locked, created, updated Time
 		if err := rows.Scan(&t.ID, &kind, &t.Rule, &t.RuleID, &t.Tenant, &t.Entity, &t.EntityID, &t.EventID,
 			&t.LatestID, &fire, &first, &state, &t.Reason, &events, &t.Count,
-			&dls, &t.Spec, &t.Version, &t.LeaseOwner, &locked, &created, &updated); err != nil {
+			&dls, &t.Spec, &t.Version, &t.LeaseOwner, &locked, &created, &updated, &t.Trace); err != nil {
 			return nil, err
 		}
 		t.Kind, t.State = engine.TimerKind(kind), engine.TimerState(state)

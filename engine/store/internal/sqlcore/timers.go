@@ -14,7 +14,7 @@ type timerKey struct{ tenant, entity, entityID, rule string }
 
 // armCols are the columns an armed timer is written with.
 const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, latest_id, latest_at, " +
-	"fire_at, first_at, deadline, state, events, count, spec, version, created_at, updated_at"
+	"fire_at, first_at, deadline, state, events, count, spec, version, created_at, updated_at, trace"
 
 // armUpsert arms timers: each created, or the pending one of its key
 // re-armed in place. A re-armed timer takes the new event and fire time (a
@@ -25,7 +25,7 @@ const armCols = "id, kind, rule, rule_id, tenant, entity, entity_id, event_id, l
 // kind (its rule was edited from schedule to debounce, or back) starts
 // afresh: a debounce's first event and deadline are its own. Rows of one
 // statement have distinct keys (armTimers merges a batch's first).
-var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
+var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 21,
 	tail: ` ON CONFLICT (tenant, entity, entity_id, rule) WHERE state = 'pending' DO UPDATE SET
 		kind = excluded.kind, rule_id = excluded.rule_id, event_id = excluded.event_id,
 		latest_id = excluded.latest_id, latest_at = excluded.latest_at,
@@ -39,7 +39,7 @@ var armUpsert = multiRow{head: "INSERT INTO timers (" + armCols + ")", cols: 20,
 			ELSE timers.events || ',' || excluded.events END,
 		count = CASE WHEN timers.kind = excluded.kind THEN timers.count + excluded.count ELSE excluded.count END,
 		spec = excluded.spec, version = timers.version + 1, lease_owner = '', locked_until = NULL,
-		updated_at = excluded.updated_at`}
+		updated_at = excluded.updated_at, trace = excluded.trace`}
 
 // armTimers writes the timers of the new events among evs, in their
 // transaction: per key, the batch's events are merged first (the last
@@ -75,7 +75,7 @@ func (c *Core) armTimers(ctx context.Context, tx Querier, evs []NewEvent, insert
 			}
 			// A later event of the same batch re-arms it.
 			m.EventID, m.LatestID, m.Kind, m.RuleID, m.Spec = t.EventID, t.LatestID, t.Kind, t.RuleID, t.Spec
-			m.FireAt, m.UpdatedAt = t.FireAt, t.UpdatedAt
+			m.FireAt, m.UpdatedAt, m.Trace = t.FireAt, t.UpdatedAt, t.Trace
 			if m.Kind == engine.TimerDebounce && m.FireAt.After(m.FirstAt.Add(m.MaxWait)) {
 				m.FireAt = m.FirstAt.Add(m.MaxWait)
 			}
@@ -153,7 +153,7 @@ func (c *Core) armArgs(t *engine.Timer) []any {
 	}
 	return []any{t.ID, string(t.Kind), t.Rule, t.RuleID, t.Tenant, t.Entity, t.EntityID, t.EventID,
 		t.LatestID, latestAt, c.t(Round(t.FireAt)), c.t(Round(first)), c.t(Round(deadline)), string(engine.TimerPending),
-		JoinIDs(t.Events), count, t.Spec, 1, c.t(Round(t.CreatedAt)), c.t(Round(t.UpdatedAt))}
+		JoinIDs(t.Events), count, t.Spec, 1, c.t(Round(t.CreatedAt)), c.t(Round(t.UpdatedAt)), t.Trace}
 }
 
 // trackLatest makes each new event of evs that asks for it the latest
