@@ -55,6 +55,10 @@ type benchOpts struct {
 	storeTiming   bool
 	backlog       int
 	reuse         bool
+	// --http (bench_http.go): the runs through serve's HTTP API instead.
+	http    bool
+	clients int
+	batch   int
 	// Issue #13's modes (bench_deferred.go): each replaces the runs above.
 	ordered       bool
 	debounce      bool
@@ -122,6 +126,9 @@ and a bare HTTP POST loop.`,
 	fs.IntVar(&o.rate, "rate", 1000, "events per second in the latency run")
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
+	fs.BoolVar(&o.http, "http", false, "instead of the runs above: serve's HTTP API on loopback driven by --clients clients posting --batch events per request (accepted/s, delivered/s, ingest-ack and ingest-to-receive percentiles at half the accepted rate), and the single-row insert ceiling for that concurrency")
+	fs.IntVar(&o.clients, "clients", 16, "--http: concurrent HTTP clients, each waiting for its answer before posting again")
+	fs.IntVar(&o.batch, "batch", 1, "--http: events per request (1: one event per request, as ERPs post)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine runs to this file")
 	fs.BoolVar(&o.storeTiming, "store-timing", false, "print how often and how long the engine called the store")
 	fs.BoolVar(&o.reuse, "reuse", false, "on PostgreSQL, run in the database's own tables as they are (default: in a new schema, dropped afterwards, so runs start alike)")
@@ -259,6 +266,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if len(o.traceSample) > 0 {
 		return benchTracing(ctx, st, rules, dbURL, rv, o, out)
 	}
+
 	ecfg := engine.Config{
 		Workers:                o.workers,
 		DestinationConcurrency: o.destConc,
@@ -311,6 +319,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if o.destinations > 0 {
 		defer stopEngine(eng, slog.New(slog.DiscardHandler))
 		return benchDestinations(ctx, eng, st, dbURL, reg, o, out)
+	}
+	if o.http {
+		return benchHTTP(ctx, eng, st, dbURL, src.String(), reg, rv, o, out)
 	}
 	if o.ordered || o.debounce || o.timers > 0 {
 		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)

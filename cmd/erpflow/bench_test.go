@@ -238,3 +238,45 @@ func benchPostgres(t *testing.T) string {
 	}
 	return storetest.NewPostgresDatabase(t, base, "erpflow_bench_test")
 }
+
+// TestBenchHTTP: --http drives serve's API with single-event requests
+// (and batches), and prints every figure issue #15 asks for, with the
+// ceiling and the ratio, on both stores.
+func TestBenchHTTP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine and the HTTP API")
+	}
+	for _, c := range []struct {
+		name  string
+		db    func(t *testing.T) []string
+		batch string
+		kind  string
+	}{
+		{"sqlite", func(*testing.T) []string { return nil }, "1", "goroutines through one writer"},
+		{"sqlite-batch", func(*testing.T) []string { return nil }, "7", "goroutines through one writer"},
+		{"postgres", func(t *testing.T) []string { return []string{"--database", benchPostgres(t)} }, "1", "connections"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			args := append([]string{"bench", "--http", "--clients", "3", "--batch", c.batch, "--events", "60", "--rules", "2",
+				"--latency-duration", "200ms", "--workers", "4"}, c.db(t)...)
+			if code := run(context.Background(), args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+			}
+			for _, re := range []string{
+				`erpflow bench --http: .* POST /v1/events on loopback, 3 clients, ` + c.batch + ` events per request, 60 events × 2 rules = 120 deliveries, 4 workers`,
+				`\nthroughput: 60 events accepted in .* \(\d+ events/s\); 120 deliveries received and recorded in .*: \d+ events/s delivered end to end \(\d+ deliveries/s\); ingest-ack p50 [\d.]+ms p99 [\d.]+ms`,
+				`\nlatency at \d+ events/s \(half the accepted rate; \d+ achieved\) for 200ms: ingest-ack p50 [\d.]+ms p99 [\d.]+ms; ingest-to-receive p50 [\d.]+ms p99 [\d.]+ms`,
+				`\nceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, 10000 rows from 3 ` + c.kind + `: \d+ rows/s; delivered end to end at [\d.]+ of it \(target >= 0.50: (met|NOT met)\)`,
+			} {
+				if !regexp.MustCompile(re).MatchString(out.String()) {
+					t.Errorf("output lacks %s:\n%s", re, out.String())
+				}
+			}
+		})
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"bench", "--http", "--clients", "0"}, &out, &errOut); code != 2 {
+		t.Fatalf("--clients 0: exit %d, want 2 (%s)", code, errOut.String())
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/lib/pq"  // driver "postgres"
@@ -101,6 +103,96 @@ func BareQueueLoop(ctx context.Context, dbURL string, n, batch int) (perSecond f
 			return 0, fmt.Errorf("bare queue loop: queue empty after %d of %d rows", done, n)
 		}
 		done += got
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// BareInsertLoop measures the ceiling of single-event ingest on the
+// database at dbURL: conns goroutines insert n rows in all into a scratch
+// table shaped like events (same columns and primary key), one row per
+// transaction, with INSERT … ON CONFLICT DO NOTHING, and the table is
+// dropped. On PostgreSQL each goroutine has its own connection; on SQLite
+// they share one writer connection, as the store's writes do, with the
+// store's pragmas. It returns committed rows per second.
+func BareInsertLoop(ctx context.Context, dbURL string, n, conns int) (perSecond float64, err error) {
+	if n <= 0 || conns <= 0 {
+		return 0, fmt.Errorf("bare insert loop: n and conns must be positive")
+	}
+	table := fmt.Sprintf("erpflow_bare_events_%d_%d", os.Getpid(), rand.Uint32())
+	var db *sql.DB
+	var create, insert string
+	now := any(time.Now().UTC())
+	switch Kind(dbURL) {
+	case "postgres":
+		db, err = sql.Open("postgres", dbURL)
+		if db != nil {
+			db.SetMaxOpenConns(conns)
+			db.SetMaxIdleConns(conns)
+		}
+		create = "CREATE TABLE " + table + ` (tenant TEXT NOT NULL, id TEXT NOT NULL, entity TEXT NOT NULL,
+			entity_id TEXT NOT NULL DEFAULT '', event_name TEXT NOT NULL, occurred_at TIMESTAMPTZ,
+			received_at TIMESTAMPTZ NOT NULL, internal BOOLEAN NOT NULL DEFAULT false, raw BYTEA NOT NULL,
+			PRIMARY KEY (tenant, id))`
+		insert = "INSERT INTO " + table + " (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
+	case "sqlite":
+		var path string
+		if path, err = SQLitePath(dbURL); err != nil {
+			return 0, err
+		}
+		if path == ":memory:" {
+			return 0, fmt.Errorf("bare insert loop: needs a database file, not :memory:")
+		}
+		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+		db, err = sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if db != nil {
+			db.SetMaxOpenConns(1)
+		}
+		now = time.Now().UnixMicro()
+		create = "CREATE TABLE " + table + ` (tenant TEXT NOT NULL, id TEXT NOT NULL, entity TEXT NOT NULL,
+			entity_id TEXT NOT NULL DEFAULT '', event_name TEXT NOT NULL, occurred_at INTEGER,
+			received_at INTEGER NOT NULL, internal INTEGER NOT NULL DEFAULT 0, raw BLOB NOT NULL,
+			PRIMARY KEY (tenant, id))`
+		insert = "INSERT INTO " + table + " (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+	default:
+		return 0, fmt.Errorf("%q: %w", Redact(dbURL), ErrBadURL)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bare insert loop: %w", err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, create); err != nil {
+		return 0, fmt.Errorf("bare insert loop: %w", err)
+	}
+	defer db.ExecContext(context.WithoutCancel(ctx), "DROP TABLE "+table)
+	raw := []byte(`{"id":"bench","entity":"BenchOrder","entity_id":"bench","event":"created","data":{"number":"bench","total":125.5}}`)
+	var next atomic.Int64
+	errs := make(chan error, conns)
+	start := time.Now()
+	for range conns {
+		go func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					errs <- nil
+					return
+				}
+				id := "ev-" + strconv.FormatInt(i, 10)
+				if _, err := db.ExecContext(ctx, insert, "", id, "BenchOrder", id, "created", now, now, false, raw); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var first error
+	for range conns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			next.Store(int64(n)) // the others stop
+		}
+	}
+	if first != nil {
+		return 0, fmt.Errorf("bare insert loop: %w", first)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
 }

@@ -398,11 +398,11 @@ var writeSQL = `WITH e AS (
 				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
 				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced, trace)
 		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
-		RETURNING 1
+		RETURNING state
 	)
 	SELECT tenant, id FROM e
 	UNION ALL
-	SELECT NULL, NULL FROM (SELECT pg_notify('` + Channel + `', '') FROM (SELECT 1 FROM d LIMIT 1) one) n`
+	SELECT NULL, NULL FROM (SELECT pg_notify('` + Channel + `', '') FROM (SELECT 1 FROM d WHERE state = 'pending' LIMIT 1) one) n`
 
 // writeChainsSQL is writeSQL for batches with deliveries of ordered
 // chains (state held, order_key set), which it places in their chains in
@@ -427,11 +427,11 @@ var writeChainsSQL = strings.NewReplacer(
 		FROM unnest(`, `), y AS (
 		SELECT y.* FROM unnest(`,
 	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
-		RETURNING 1
+		RETURNING state
 	)
 	SELECT tenant, id FROM e
 	UNION ALL
-	SELECT NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '') FROM (SELECT 1 FROM d LIMIT 1) one) n`,
+	SELECT NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '') FROM (SELECT 1 FROM d WHERE state = 'pending' LIMIT 1) one) n`,
 	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 	), o AS (
 		SELECT order_key AS key, min(id) AS id FROM y WHERE order_key <> '' AND state = 'held' GROUP BY order_key

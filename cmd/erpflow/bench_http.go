@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/httpapi"
+	"github.com/erpflow/erpflow/engine/store"
+)
+
+// benchHTTP is --http (issue #15): serve's HTTP API on loopback, with the
+// bench's rules as a rule file, driven by --clients concurrent clients
+// each posting --batch events per request and waiting for the answer, as
+// an ERP does. (1) Throughput: --events events as fast as the clients
+// go, until every delivery is received and recorded. (2) Latency: an open
+// loop at half the accepted rate for --latency-duration. (3) The ceiling
+// for that concurrency: single-row INSERT … ON CONFLICT DO NOTHING
+// transactions into a table shaped like events, from --clients
+// connections (PostgreSQL) or through one writer (SQLite).
+func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, rulesSrc string, reg *actions.Registry, rv *benchReceiver, o benchOpts, out io.Writer) error {
+	if o.clients <= 0 || o.batch <= 0 {
+		return usageErrorf("--clients and --batch must be positive")
+	}
+	dir, err := os.MkdirTemp("", "erpflow-bench-http")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rulesFile := filepath.Join(dir, "bench.yaml")
+	if err := os.WriteFile(rulesFile, []byte(rulesSrc), 0o600); err != nil {
+		return err
+	}
+	api, err := httpapi.New(ctx, httpapi.Options{Engine: eng, Actions: reg, RulePaths: []string{rulesFile},
+		Logger: slog.New(slog.DiscardHandler), StoreKind: store.Kind(dbURL)})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer stopEngine(eng, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	endpoint := "http://" + ln.Addr().String() + "/v1/events"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: o.clients, MaxIdleConnsPerHost: o.clients}, Timeout: time.Minute}
+	fmt.Fprintf(out, "erpflow bench --http: %s, POST /v1/events on loopback, %d clients, %d events per request, %d events × %d rules = %d deliveries, %d workers\n",
+		store.Redact(dbURL), o.clients, o.batch, o.events, o.rules, o.events*o.rules, o.workers)
+
+	// post sends events first..first+batch-1 of run and returns how long
+	// the answer took.
+	post := func(run string, first int64, n int) (time.Duration, error) {
+		var b bytes.Buffer
+		if n > 1 {
+			b.WriteString(`{"events":[`)
+		}
+		now := time.Now()
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			id := run + "-" + runID + "-" + strconv.FormatInt(first+int64(i), 10)
+			fmt.Fprintf(&b, `{"id":%q,"entity":"BenchOrder","entity_id":%q,"event":"created","occurred_at":%q,"data":{"number":%q,"total":125.5,"t":%d}}`,
+				id, id, now.UTC().Format(time.RFC3339Nano), id, now.UnixNano())
+		}
+		if n > 1 {
+			b.WriteString(`]}`)
+		}
+		resp, err := client.Post(endpoint, "application/json", &b)
+		if err != nil {
+			return 0, err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(now)
+		if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("POST /v1/events: %s: %s", resp.Status, body)
+		}
+		return took, nil
+	}
+	var ackMu sync.Mutex
+	var acks []time.Duration
+	ack := func(d time.Duration) {
+		ackMu.Lock()
+		acks = append(acks, d)
+		ackMu.Unlock()
+	}
+	takeAcks := func() []time.Duration {
+		ackMu.Lock()
+		defer ackMu.Unlock()
+		a := acks
+		acks = nil
+		slices.Sort(a)
+		return a
+	}
+
+	// (1) Throughput.
+	deliveries := int64(o.events * o.rules)
+	var next atomic.Int64
+	var firstErr atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range o.clients {
+		wg.Go(func() {
+			for firstErr.Load() == nil {
+				first := next.Add(int64(o.batch)) - int64(o.batch) + 1
+				if first > int64(o.events) {
+					return
+				}
+				n := int(min(int64(o.batch), int64(o.events)-first+1))
+				d, err := post("tp", first, n)
+				if err != nil {
+					firstErr.Store(&err)
+					return
+				}
+				ack(d)
+			}
+		})
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return *p
+	}
+	accepted := time.Since(start)
+	if err := waitRecorded(ctx, st, rv, deliveries); err != nil {
+		return err
+	}
+	total := time.Since(start)
+	tpAcks := takeAcks()
+	acceptedRate := float64(o.events) / accepted.Seconds()
+	deliveredRate := float64(o.events) / total.Seconds()
+	fmt.Fprintf(out, "throughput: %d events accepted in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f events/s delivered end to end (%.0f deliveries/s); ingest-ack p50 %s p99 %s\n",
+		o.events, accepted.Round(time.Millisecond), acceptedRate, deliveries, total.Round(time.Millisecond), deliveredRate,
+		float64(deliveries)/total.Seconds(), ms(pctOf(tpAcks, 0.50)), ms(pctOf(tpAcks, 0.99)))
+
+	// (2) Latency at half the accepted rate, open loop: request i is due
+	// at start + i × interval however late earlier ones were; at most
+	// --clients are outstanding, as the clients are.
+	rate := max(acceptedRate/2/float64(o.batch), 1) // requests per second
+	n := max(int(rate*o.latencyFor.Seconds()), 1)
+	before := rv.received.Load()
+	rv.mu.Lock()
+	rv.lat = rv.lat[:0]
+	rv.mu.Unlock()
+	rv.record.Store(true)
+	interval := time.Duration(float64(time.Second) / rate)
+	sem := make(chan struct{}, o.clients)
+	lstart := time.Now()
+	for i := range n {
+		if d := time.Until(lstart.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			d, err := post("lat", int64(i*o.batch+1), o.batch)
+			if err != nil {
+				firstErr.Store(&err)
+				return
+			}
+			ack(d)
+		})
+	}
+	achieved := float64(n*o.batch) / time.Since(lstart).Seconds()
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return *p
+	}
+	if err := waitRecorded(ctx, st, rv, before+int64(n*o.batch*o.rules)); err != nil {
+		return err
+	}
+	rv.record.Store(false)
+	latAcks := takeAcks()
+	rv.mu.Lock()
+	e2e := slices.Clone(rv.lat)
+	rv.mu.Unlock()
+	slices.Sort(e2e)
+	fmt.Fprintf(out, "latency at %.0f events/s (half the accepted rate; %.0f achieved) for %s: ingest-ack p50 %s p99 %s; ingest-to-receive p50 %s p99 %s\n",
+		rate*float64(o.batch), achieved, o.latencyFor, ms(pctOf(latAcks, 0.50)), ms(pctOf(latAcks, 0.99)), ms(pctOf(e2e, 0.50)), ms(pctOf(e2e, 0.99)))
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	eng.Stop(sctx)
+	cancel()
+
+	// (3) The ceiling for this concurrency, on the same database.
+	cn := min(max(o.events, 10000), 100000)
+	ceiling, err := store.BareInsertLoop(ctx, dbURL, cn, o.clients)
+	if err != nil {
+		return err
+	}
+	ratio := deliveredRate / ceiling // events per second against single-event commits
+	fmt.Fprintf(out, "ceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, %d rows from %d %s: %.0f rows/s; delivered end to end at %.2f of it (target >= 0.50: %s)\n",
+		cn, o.clients, map[bool]string{true: "connections", false: "goroutines through one writer"}[store.Kind(dbURL) == "postgres"],
+		ceiling, ratio, verdict(ratio >= 0.5))
+	return nil
+}
+
+// pctOf is the p quantile of sorted durations (0 for none).
+func pctOf(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
