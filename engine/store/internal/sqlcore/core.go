@@ -457,7 +457,9 @@ func (c *Core) writeEvents(ctx context.Context, tx Querier, evs []NewEvent) ([]b
 	if err := c.insertDeliveries(ctx, tx, dls); err != nil {
 		return nil, err
 	}
-	if len(dls) > 0 {
+	// Wake claim loops only for work they can claim: deliveries the emit
+	// claimed for its own workers (running) are theirs already.
+	if slices.ContainsFunc(dls, func(d engine.Delivery) bool { return d.State == engine.StatePending }) {
 		if err := c.D.Notify(ctx, tx); err != nil {
 			return nil, err
 		}
