@@ -213,14 +213,11 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 
 	rv := &benchReceiver{delay: o.receiverDelay}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	url, stopReceiver, err := serveLoopback(rv)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: rv, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	url := "http://" + ln.Addr().String()
+	defer stopReceiver()
 
 	if store.Kind(dbURL) == "postgres" && !o.reuse {
 		fresh, drop, err := freshSchema(ctx, dbURL)
@@ -436,6 +433,18 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "ceiling: bare HTTP POST loop (%d requests, %d concurrent, no database): %.0f requests/s; engine at %.0f%%\n", hn, o.workers, hrate, 100*tput/hrate)
 	return nil
+}
+
+// serveLoopback serves h on a free port of 127.0.0.1 and returns its base
+// URL and a function that stops it.
+func serveLoopback(h http.Handler) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -53,14 +52,12 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 		return err
 	}
 	defer stopEngine(eng, slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stopAPI, err := serveLoopback(api)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	endpoint := "http://" + ln.Addr().String() + "/v1/events"
+	defer stopAPI()
+	endpoint := base + "/v1/events"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: o.clients, MaxIdleConnsPerHost: o.clients}, Timeout: time.Minute}
 	fmt.Fprintf(out, "erpflow bench --http: %s, POST /v1/events on loopback, %d clients, %d events per request, %d events × %d rules = %d deliveries, %d workers\n",
 		store.Redact(dbURL), o.clients, o.batch, o.events, o.rules, o.events*o.rules, o.workers)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -52,14 +51,12 @@ type traceRun struct {
 // halves alike; each configuration's throughput is over its two runs.
 func benchTracing(ctx context.Context, st engine.Store, rules []*triggers.Rule, dbURL string, rv *benchReceiver, o benchOpts, out io.Writer) error {
 	sink := &otlpSink{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sinkBase, stopSink, err := serveLoopback(sink)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: sink, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	defer srv.Close()
-	sinkURL := "http://" + ln.Addr().String() + "/v1/traces"
+	defer stopSink()
+	sinkURL := sinkBase + "/v1/traces"
 
 	runs := []traceRun{{name: "off"}, {name: "propagation only", parent: true}}
 	for _, p := range o.traceSample {

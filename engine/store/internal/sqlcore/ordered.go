@@ -148,6 +148,19 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 	return c.chainRelease(ctx, tx, freed, now, hand)
 }
 
+// scanPairs passes each row of two text columns to fn and closes rows.
+func scanPairs(rows *sql.Rows, fn func(a, b string)) error {
+	defer rows.Close()
+	for rows.Next() {
+		var a, b string
+		if err := rows.Scan(&a, &b); err != nil {
+			return err
+		}
+		fn(a, b)
+	}
+	return rows.Err()
+}
+
 // scanKeys reads rows of one text column and closes them.
 func scanKeys(rows *sql.Rows) ([]string, error) {
 	defer rows.Close()
@@ -180,19 +193,10 @@ func (c *Core) chainRelease(ctx context.Context, tx Querier, freed []string, now
 			args[i] = k
 		}
 		rows, err := tx.QueryContext(ctx, c.Q("SELECT key, MIN(id) FROM held WHERE key IN ("+list(len(part))+") GROUP BY key"), args...)
+		if err == nil {
+			err = scanPairs(rows, func(k, id string) { next[k] = id })
+		}
 		if err != nil {
-			return nil, fmt.Errorf("ordered chain: next: %w", err)
-		}
-		for rows.Next() {
-			var k, id string
-			if err := rows.Scan(&k, &id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ordered chain: next: %w", err)
-			}
-			next[k] = id
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("ordered chain: next: %w", err)
 		}
 	}
@@ -220,23 +224,16 @@ func (c *Core) chainAdvanceSerial(ctx context.Context, tx Querier, ends []chainE
 		}
 		rows, err := tx.QueryContext(ctx, c.Q(`UPDATE chains SET head = COALESCE((SELECT MIN(h.id) FROM held h WHERE h.key = chains.key), '')
 			WHERE (key, head) IN (VALUES `+placeholders(hi-lo, 2)+`) RETURNING key, head`), args...)
+		if err == nil {
+			err = scanPairs(rows, func(k, h string) {
+				if h == "" {
+					idle = append(idle, k)
+				} else {
+					next[k] = h
+				}
+			})
+		}
 		if err != nil {
-			return nil, fmt.Errorf("ordered chain: advance: %w", err)
-		}
-		for rows.Next() {
-			var k, h string
-			if err := rows.Scan(&k, &h); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("ordered chain: advance: %w", err)
-			}
-			if h == "" {
-				idle = append(idle, k)
-			} else {
-				next[k] = h
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("ordered chain: advance: %w", err)
 		}
 	}
