@@ -506,15 +506,18 @@ func (d *destinations) holdForProbes(recs []EventRecord) {
 }
 
 // failing reports whether the breaker counts failed attempts to dest
-// now: its attempts then make one try, without quick retries.
-func (d *destinations) failing(dest string) bool {
+// now: its attempts then make one try, without quick retries. Not the
+// probe (delivery id): a receiver that is back may answer its first
+// request with a 502 or 503 while it warms up, and a failed probe keeps
+// the destination paused for another, longer interval.
+func (d *destinations) failing(dest, id string) bool {
 	if d == nil || dest == "" {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	in := d.m[dest]
-	return in != nil && (in.failures > 0 || in.paused)
+	return in != nil && (in.failures > 0 || in.paused) && in.probeID != id
 }
 
 // probeTime is paused dest's next probe time as this process knows it.

@@ -88,9 +88,13 @@ func TestProbeNotAttemptedExpires(t *testing.T) {
 	if ok, at, paused := e.dests.gate(ctx, dest, "a", 0, now.Add(time.Second)); ok || !paused || !at.Equal(now.Add(time.Minute)) {
 		t.Fatalf("paused: %v %v %v", ok, at, paused)
 	}
-	// The probe is taken by "p", which then never runs.
+	// The probe is taken by "p", which then never runs. It alone keeps
+	// its quick retries while the destination is failing.
 	if ok, _, _ := e.dests.gate(ctx, dest, "p", 0, now.Add(time.Minute)); !ok {
 		t.Fatal("no probe at the probe time")
+	}
+	if e.dests.failing(dest, "p") || !e.dests.failing(dest, "q") {
+		t.Fatalf("failing: the probe %v (want false), another delivery %v (want true)", e.dests.failing(dest, "p"), e.dests.failing(dest, "q"))
 	}
 	if ok, _, _ := e.dests.gate(ctx, dest, "q", 0, now.Add(time.Minute+time.Second)); ok {
 		t.Fatal("a second probe while the first runs")

@@ -767,7 +767,7 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 		// runner renews the lease while the attempt runs (lease.go).
 		ctx, cancel := context.WithTimeout(base, attemptTimeout(cfg))
 		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload,
-			Failing: e.dests.failing(dest)}
+			Failing: e.dests.failing(dest, d.ID)}
 		var loadErr error
 		if actions.NeedsEvent(cfg) {
 			// Plugins, and webhooks whose secret URL or headers are
