@@ -627,23 +627,13 @@ func (dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
 	return err
 }
 
-// statsSQL counts the live deliveries by state through the queue table
-// (only due and running ones are there; each one's state looked up by
-// id: deliveries has no index on state, so that claims and completions
-// update it HOT), the held ones in held and the dead ones in their
-// counter (migration 0012): nothing here scans deliveries, whose size
-// grows with the log. The scalar subquery keeps the lookup by id (a join
-// may be planned as a scan). The longest-due waiting delivery is found by
-// walking the queue table's due_at index: the first due row that is
-// pending or failed (running rows wait there for their lease's end) ends
-// the walk.
-const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM
-		(SELECT (SELECT d.state FROM deliveries d WHERE d.id = q.id) AS state FROM queue q) s
-		WHERE state IN ('pending', 'failed', 'running') GROUP BY state
-	UNION ALL
-	SELECT 'held', COUNT(*), NULL FROM held
-	UNION ALL
-	SELECT state, n, NULL FROM delivery_counts WHERE state = 'dead'
+// statsSQL counts deliveries by state (a scan of deliveries, which has no
+// index on state so that claims and completions update it HOT) and finds
+// the longest-due waiting delivery by walking the queue table's due_at
+// index: the first due row that is pending or failed (running rows wait
+// there for their lease's end) ends the walk.
+const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM deliveries
+		WHERE state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state
 	UNION ALL
 	SELECT NULL, 0, (SELECT q.due_at FROM queue q
 		WHERE q.due_at <= $1 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = q.id AND d.state IN ('pending', 'failed'))

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -403,62 +402,5 @@ func TestOrderedOrphans(t *testing.T) {
 	}
 	if n, err := s.RepairChains(ctx); err != nil || n != 0 {
 		t.Fatalf("RepairChains again = %d, %v; want 0", n, err)
-	}
-}
-
-// TestStatsScansNoDeliveries: with a delivery log of 20,000 succeeded
-// deliveries beside a little live work, the plan of Stats (what /metrics
-// and GET /v1/status read) does not scan deliveries: it counts the queue
-// table, held and the dead counter, looking up states by id.
-func TestStatsScansNoDeliveries(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	ctx := context.Background()
-	recs := make([]engine.EventRecord, 20000)
-	for i := range recs {
-		recs[i] = record(fmt.Sprint("old-", i))
-	}
-	for lo := 0; lo < len(recs); lo += 1000 {
-		if _, err := s.InsertEvents(ctx, recs[lo:lo+1000]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `UPDATE deliveries SET state = 'succeeded', due_at = NULL`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("live-1"), record("live-2")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := db.QueryContext(ctx, "EXPLAIN "+postgres.StatsSQL, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan += line + "\n"
-	}
-	if strings.Contains(plan, "Seq Scan on deliveries") {
-		t.Fatalf("Stats scans deliveries:\n%s", plan)
-	}
-	st, err := s.Stats(ctx, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Pending != 2 || st.Dead != 0 || st.Running != 0 {
-		t.Fatalf("stats %+v, want the 2 live deliveries pending", st)
 	}
 }

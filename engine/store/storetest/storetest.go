@@ -1003,32 +1003,6 @@ func testStats(t *testing.T, s engine.Store) {
 	if st.Pending != 3 || st.Running != 2 || !st.OldestPending.Equal(t0.Add(-time.Minute)) {
 		t.Fatalf("stats with an expired lease %+v, want 3 pending, 2 running, oldest pending due %s", st, t0.Add(-time.Minute))
 	}
-	// Dead ones are counted as they die and come back (a replay), also
-	// when written whole (AddAttempt), and test deliveries, never due,
-	// are no queue depth.
-	if n := mv(s.Requeue(ctx, []string{ds[0].ID}, nil, t0)).get(t); n != 1 {
-		t.Fatalf("replayed %d, want the dead one", n)
-	}
-	if st = mv(s.Stats(ctx, t0)).get(t); st.Dead != 0 || st.Pending != 4 {
-		t.Fatalf("stats after the replay %+v, want 0 dead, 4 pending", st)
-	}
-	dead := engine.Delivery{ID: newID(), Tenant: "acme", EventID: "sample", Entity: "SalesOrder", EventName: "updated",
-		Rule: "r", ActionType: "webhook", Payload: json.RawMessage(`{}`), State: engine.StateDead, Attempts: 1,
-		RunAt: t0, Test: true, CreatedAt: t0, UpdatedAt: t0}
-	a := engine.Attempt{N: 1, StartedAt: t0, Outcome: "failure", Code: 500, Test: true}
-	noErr(t, s.AddAttempt(ctx, dead, a))
-	noErr(t, s.AddAttempt(ctx, dead, a)) // the same again: still one
-	test := dead
-	test.ID, test.State = newID(), engine.StatePending
-	noErr(t, s.AddAttempt(ctx, test, a))
-	if st = mv(s.Stats(ctx, t0)).get(t); st.Dead != 1 || st.Pending != 4 {
-		t.Fatalf("stats after a dead and a pending test delivery %+v, want 1 dead, 4 pending", st)
-	}
-	dead.State = engine.StateSucceeded
-	noErr(t, s.AddAttempt(ctx, dead, a))
-	if st = mv(s.Stats(ctx, t0)).get(t); st.Dead != 0 {
-		t.Fatalf("stats after the dead one succeeded %+v, want 0 dead", st)
-	}
 }
 
 func testAddAttempt(t *testing.T, s engine.Store) {

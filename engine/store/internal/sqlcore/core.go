@@ -1190,13 +1190,8 @@ func Count(st *engine.QueueStats, s engine.State, n int) {
 // longest-due waiting delivery.
 func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
 	var st engine.QueueStats
-	// Live work through deliveries_state (test deliveries, never due,
-	// left out), held ones from held, dead ones from their counter
-	// (migration 0012): nothing here grows with the delivery log.
 	rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
-		WHERE state IN ('pending', 'failed', 'running') AND due_at IS NOT NULL GROUP BY state
-		UNION ALL SELECT 'held', COUNT(*) FROM held
-		UNION ALL SELECT state, n FROM delivery_counts WHERE state = 'dead'`))
+		WHERE state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state`))
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
