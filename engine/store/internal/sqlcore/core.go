@@ -1095,19 +1095,45 @@ func requeueStates(f *engine.DeliveryFilter) []engine.State {
 	return states
 }
 
-// Prune implements engine.DeliveryLog.
-func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, error) {
+// Prune implements engine.DeliveryLog: one short transaction per kind, so
+// that on SQLite the one writer never waits for more than one batch of
+// one kind.
+func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) (engine.Pruned, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
+	var p engine.Pruned
+	var err error
+	// Ids sort by creation time, so the (state, id) index (SQLite) or the
+	// primary key (PostgreSQL) yields the oldest first and no index of its
+	// own on created_at or updated_at is kept up to date.
+	if !before.Succeeded.IsZero() {
+		p.Succeeded, err = c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, batch)
+		if err != nil {
+			return p, fmt.Errorf("prune succeeded deliveries: %w", err)
+		}
+	}
+	if !before.Dead.IsZero() {
+		// updated_at is when the last attempt ended: when it died.
+		p.Dead, err = c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, batch)
+		if err != nil {
+			return p, fmt.Errorf("prune dead deliveries: %w", err)
+		}
+	}
+	p.Events, err = c.pruneEvents(ctx, before.Events, batch)
+	if err != nil {
+		return p, fmt.Errorf("prune events: %w", err)
+	}
+	return p, nil
+}
+
+// pruneDeliveries deletes up to batch deliveries matching cond (with one
+// time parameter, at), oldest first, with their attempts.
+func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, batch int) (int, error) {
 	n := 0
 	err := c.Tx(ctx, func(tx *Tx) error {
 		n = 0
-		// Ids sort by creation time, so the (state, id) index yields the
-		// oldest first and no index of its own on created_at is kept up to
-		// date.
-		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries
-			WHERE state = 'succeeded' AND created_at < ? ORDER BY id LIMIT ?`), c.t(before), batch)
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` ORDER BY id LIMIT ?`), c.t(at), batch)
 		if err != nil {
 			return err
 		}
@@ -1124,34 +1150,66 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		per := c.chunk(1)
+		per := c.chunk(1) - 1
 		for lo := 0; lo < len(ids); lo += per {
 			part := ids[lo:min(lo+per, len(ids))]
-			// Attempts first: they have no foreign key to cascade.
-			if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM attempts WHERE delivery_id IN ("+list(len(part))+")"), part...); err != nil {
-				return err
-			}
-			r, err := tx.ExecContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+")"), part...)
+			// cond again, on the rows as deleted: on PostgreSQL a requeue
+			// may have revived one since the SELECT. Their attempts after
+			// them, by the ids deleted (no foreign key cascades).
+			rows, err := tx.QueryContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+") AND "+cond+" RETURNING id"),
+				append(part, c.t(at))...)
 			if err != nil {
 				return err
 			}
-			m, _ := r.RowsAffected()
-			n += int(m)
+			var gone []any
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				gone = append(gone, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			n += len(gone)
+			if len(gone) == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM attempts WHERE delivery_id IN ("+list(len(gone))+")"), gone...); err != nil {
+				return err
+			}
 		}
-		// Chains with nothing open, and timers that ended. head = '' is
-		// tested on the row deleted too: on PostgreSQL a row the
-		// subquery found open-free may have been given a head by an emit
-		// this statement waited for, and only the target's own condition
-		// is checked again on the row as committed.
+		return nil
+	})
+	return n, err
+}
+
+// pruneEvents deletes idle ordered chains and, unless before is zero,
+// timers that ended before before and up to batch events received before
+// it that no delivery and no pending timer needs.
+func (c *Core) pruneEvents(ctx context.Context, before time.Time, batch int) (int, error) {
+	n := 0
+	err := c.Tx(ctx, func(tx *Tx) error {
+		// Chains with nothing open. head = '' is tested on the row deleted
+		// too: on PostgreSQL a row the subquery found open-free may have
+		// been given a head by an emit this statement waited for, and only
+		// the target's own condition is checked again on the row as
+		// committed.
 		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE head = '' AND key IN
 			(SELECT key FROM chains WHERE head = '' LIMIT ?)`), batch); err != nil {
 			return err
+		}
+		if before.IsZero() {
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM timers WHERE id IN
 			(SELECT id FROM timers WHERE state <> 'pending' AND updated_at < ? LIMIT ?)`), c.t(before), batch); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
+		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
 				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
 			 AND NOT EXISTS
@@ -1159,12 +1217,14 @@ func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, err
 					AND t.entity_id = e.entity_id AND t.state = 'pending'
 					AND (t.event_id = e.id OR t.latest_id = e.id))
 			 LIMIT ?)`), c.t(before), batch)
-		return err
+		if err != nil {
+			return err
+		}
+		m, _ := r.RowsAffected()
+		n = int(m)
+		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // Count adds n deliveries in state s to the counts of st.

@@ -1,0 +1,150 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PruneBefore is what one Store.Prune call deletes: each kind older than
+// its time. A zero time keeps that kind.
+type PruneBefore struct {
+	// Succeeded deletes succeeded deliveries created before it.
+	Succeeded time.Time
+	// Dead deletes dead deliveries that died (were last updated) before
+	// it.
+	Dead time.Time
+	// Events deletes events received before it that no delivery and no
+	// pending timer needs any longer, and timers that ended before it.
+	Events time.Time
+}
+
+// Pruned counts what retention deleted.
+type Pruned struct {
+	Succeeded int // succeeded deliveries, with their attempts
+	Dead      int // dead deliveries, with their attempts
+	Events    int // events
+	Batches   int // Store.Prune calls (Prune only)
+	// Longest is the longest Store.Prune call (Prune only): on SQLite the
+	// one writer waits for each of its transactions.
+	Longest time.Duration
+}
+
+// full reports whether a Store.Prune call with batch b may have left
+// more to delete.
+func (p Pruned) full(b int) bool {
+	return p.Succeeded >= b || p.Dead >= b || p.Events >= b
+}
+
+const (
+	// retentionEvery is how often the retention pass runs (and once at
+	// Start).
+	retentionEvery = 10 * time.Minute
+	// pruneBatchTime is what one Store.Prune call should take at most:
+	// on SQLite every write waits for its transactions, so the batch size
+	// follows the time the previous call took.
+	pruneBatchTime = 10 * time.Millisecond
+	pruneBatchMin  = 20
+	pruneBatchMax  = 5000
+	pruneBatchInit = 200
+)
+
+// retains reports whether any retention is configured.
+func (e *Engine) retains() bool {
+	return e.cfg.Retention > 0 || e.cfg.DeadRetention > 0 || e.cfg.EventRetention > 0
+}
+
+// retentionLoop runs a retention pass at start and every 10 minutes.
+func (e *Engine) retentionLoop() {
+	defer e.bg.Done()
+	t := time.NewTicker(retentionEvery)
+	defer t.Stop()
+	for {
+		e.retentionPass()
+		select {
+		case <-e.quit:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (e *Engine) retentionPass() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-e.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p, err := e.Prune(ctx)
+	if err != nil && ctx.Err() == nil {
+		e.log.Error("erpflow: retention failed", "err", err)
+	}
+	if p.Succeeded+p.Dead+p.Events > 0 {
+		e.log.Info("erpflow: retention pruned old deliveries and events",
+			"succeeded", p.Succeeded, "dead", p.Dead, "events", p.Events,
+			"batches", p.Batches, "longest_batch", p.Longest)
+	}
+}
+
+// Prune runs one retention pass now, as the engine does at Start and
+// every 10 minutes when Config sets a retention: it deletes succeeded
+// deliveries older than Config.Retention, dead ones older than
+// Config.DeadRetention, and events older than Config.EventRetention that
+// nothing needs any longer, in batches small enough to keep each
+// transaction short, until none is left or ctx ends. It returns what it
+// deleted, also on error.
+func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
+	var total Pruned
+	if !e.retains() {
+		return total, nil
+	}
+	now := e.now()
+	var before PruneBefore
+	if d := e.cfg.Retention; d > 0 {
+		before.Succeeded = now.Add(-d)
+	}
+	if d := e.cfg.DeadRetention; d > 0 {
+		before.Dead = now.Add(-d)
+	}
+	if d := e.cfg.EventRetention; d > 0 {
+		before.Events = now.Add(-d)
+	}
+	batch := pruneBatchInit
+	for ctx.Err() == nil {
+		start := time.Now()
+		bctx, cancel := context.WithTimeout(ctx, time.Minute)
+		p, err := e.store.Prune(bctx, before, batch)
+		cancel()
+		took := time.Since(start)
+		total.Succeeded += p.Succeeded
+		total.Dead += p.Dead
+		total.Events += p.Events
+		total.Batches++
+		total.Longest = max(total.Longest, took)
+		if err != nil {
+			return total, fmt.Errorf("retention: %w", err)
+		}
+		if !p.full(batch) {
+			return total, nil
+		}
+		batch = nextPruneBatch(batch, took)
+	}
+	return total, ctx.Err()
+}
+
+// nextPruneBatch sizes the next batch by the time the previous one (of
+// size batch) took: proportionally smaller when it took longer than
+// pruneBatchTime, twice as large when it took less than half of it.
+func nextPruneBatch(batch int, took time.Duration) int {
+	switch {
+	case took > pruneBatchTime:
+		batch = int(int64(batch) * int64(pruneBatchTime) / int64(took))
+	case took < pruneBatchTime/2:
+		batch *= 2
+	}
+	return min(max(batch, pruneBatchMin), pruneBatchMax)
+}
