@@ -17,6 +17,11 @@ type PruneBefore struct {
 	// Events deletes events received before it that no delivery and no
 	// pending timer needs any longer, and timers that ended before it.
 	Events time.Time
+	// EventsAfter is where this call's walk over old events starts: the
+	// EventsNext of the previous call of the same pass (nil: the oldest;
+	// at Events: nowhere). The events of the deliveries a call deletes go
+	// with them wherever the walk is.
+	EventsAfter *EventCursor
 }
 
 // Pruned counts what retention deleted.
@@ -24,25 +29,30 @@ type Pruned struct {
 	Succeeded int // succeeded deliveries, with their attempts
 	Dead      int // dead deliveries, with their attempts
 	Events    int // events
-	Batches   int // Store.Prune calls (Prune only)
-	// Longest is the longest Store.Prune call (Prune only): on SQLite the
-	// one writer waits for each of its transactions.
+	// EventsNext is where the next call's walk over old events starts;
+	// nil when this one reached the end.
+	EventsNext *EventCursor
+	Batches    int // Store.Prune calls (Engine.Prune only)
+	// Longest is the longest transaction, from its start (the connection
+	// taken) to its commit: on SQLite every other write waits for it. A
+	// store that does not tell leaves it 0 (Engine.Prune then counts
+	// the whole call).
 	Longest time.Duration
 }
 
-// full reports whether a Store.Prune call with batch b may have left
+// more reports whether a Store.Prune call with batch b may have left
 // more to delete.
-func (p Pruned) full(b int) bool {
-	return p.Succeeded >= b || p.Dead >= b || p.Events >= b
+func (p Pruned) more(b int) bool {
+	return p.Succeeded >= b || p.Dead >= b || p.EventsNext != nil
 }
 
 const (
 	// retentionEvery is how often the retention pass runs (and once at
 	// Start).
 	retentionEvery = 10 * time.Minute
-	// pruneBatchTime is what one Store.Prune call should take at most:
-	// on SQLite every write waits for its transactions, so the batch size
-	// follows the time the previous call took.
+	// pruneBatchTime is what one transaction of a Store.Prune call
+	// should take at most: on SQLite every write waits for it, so the
+	// batch size follows the time the previous call's longest took.
 	pruneBatchTime = 10 * time.Millisecond
 	pruneBatchMin  = 20
 	pruneBatchMax  = 5000
@@ -120,6 +130,9 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		p, err := e.store.Prune(bctx, before, batch)
 		cancel()
 		took := time.Since(start)
+		if p.Longest > 0 {
+			took = p.Longest // waits for the connection are not the batch's
+		}
 		total.Succeeded += p.Succeeded
 		total.Dead += p.Dead
 		total.Events += p.Events
@@ -128,17 +141,34 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		if err != nil {
 			return total, fmt.Errorf("retention: %w", err)
 		}
-		if !p.full(batch) {
+		if !p.more(batch) {
 			return total, nil
 		}
+		before.EventsAfter = p.EventsNext
+		if p.EventsNext == nil {
+			// The walk is done for this pass (a cursor at Events walks
+			// nothing); the events of deliveries deleted from now on go
+			// with them.
+			before.EventsAfter = &EventCursor{ReceivedAt: before.Events}
+		}
 		batch = nextPruneBatch(batch, took)
+		// Leave the database to others for as long as the batch took:
+		// retention is background work, and on SQLite the writes it
+		// makes (WAL, checkpoints) slow every other commit while it runs.
+		pause := time.NewTimer(time.Since(start))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+		case <-pause.C:
+		}
 	}
 	return total, ctx.Err()
 }
 
-// nextPruneBatch sizes the next batch by the time the previous one (of
-// size batch) took: proportionally smaller when it took longer than
-// pruneBatchTime, twice as large when it took less than half of it.
+// nextPruneBatch sizes the next batch by the time the longest transaction
+// of the previous one (of size batch) took: proportionally smaller when it
+// took longer than pruneBatchTime, twice as large when it took less than
+// half of it.
 func nextPruneBatch(batch int, took time.Duration) int {
 	switch {
 	case took > pruneBatchTime:

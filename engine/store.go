@@ -295,11 +295,14 @@ type DeliveryLog interface {
 	// Prune deletes up to batch of each kind before names (a zero time
 	// keeps that kind): succeeded deliveries created before
 	// before.Succeeded and dead ones last updated before before.Dead,
-	// with their attempts; events received before before.Events that no
-	// delivery and no pending timer needs, and timers that ended before
-	// it; and idle ordered chains. Deliveries in other states are never
-	// deleted. Each kind is deleted in a short transaction of its own.
-	// Batches and Longest of the result are not set.
+	// with their attempts, and their events once nothing needs them; of
+	// the events received before before.Events, it walks up to batch
+	// from before.EventsAfter on and deletes those that no delivery and
+	// no pending timer needs (Pruned.EventsNext is where the walk goes
+	// on); timers that ended before before.Events; idle ordered chains.
+	// Deliveries in other states are never deleted. Each kind is deleted
+	// in a short transaction of its own; Pruned.Longest is the longest of
+	// them (Batches is not set).
 	Prune(ctx context.Context, before PruneBefore, batch int) (Pruned, error)
 	Stats(ctx context.Context, now time.Time) (QueueStats, error)
 	// TenantStats is Stats for the deliveries of one tenant.

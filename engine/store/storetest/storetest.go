@@ -971,7 +971,7 @@ func testPruneDead(t *testing.T, s engine.Store) {
 
 	// Not yet: the dead ones died at t0+1h (created at t0), and no dead
 	// or event age is given.
-	if p := mv(s.Prune(ctx, engine.PruneBefore{Dead: t0.Add(time.Hour)}, 10)).get(t); p != (engine.Pruned{}) {
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Dead: t0.Add(time.Hour)}, 10)).get(t); p.Succeeded+p.Dead+p.Events != 0 {
 		t.Fatalf("pruned %+v at the hour they died", p)
 	}
 	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: t0.Add(1000 * time.Hour)}, 10)).get(t); p.Succeeded != 1 || p.Dead != 0 || p.Events != 0 {
@@ -984,16 +984,12 @@ func testPruneDead(t *testing.T, s engine.Store) {
 	}
 
 	// Dead age reached for the first two (batch 1: one per call), not for
-	// the one that died later although it was created as early.
+	// the one that died later although it was created as early. The walk
+	// over old events goes on past those still needed (dead, latedead,
+	// live) to the one of no rule.
 	before := engine.PruneBefore{Dead: t0.Add(2 * time.Hour), Events: t0.Add(2 * time.Hour)}
-	if p := mv(s.Prune(ctx, before, 1)).get(t); p.Dead != 1 || p.Events != 1 {
-		t.Fatalf("first batch: %+v, want 1 dead and 1 event", p)
-	}
-	if p := mv(s.Prune(ctx, before, 1)).get(t); p.Dead != 1 || p.Events != 1 {
-		t.Fatalf("second batch: %+v, want 1 dead and 1 event", p)
-	}
-	if p := mv(s.Prune(ctx, before, 1)).get(t); p != (engine.Pruned{}) {
-		t.Fatalf("third batch: %+v, want nothing", p)
+	if p, calls := pruneAll(t, s, before, 1); p.Dead != 2 || p.Events != 2 || p.Succeeded != 0 || calls < 2 {
+		t.Fatalf("pruned %+v in %d calls of batch 1, want 2 dead and 2 events in 2 or more", p, calls)
 	}
 	for _, d := range dead.Deliveries {
 		if _, _, err := s.GetDelivery(ctx, d.ID); !errors.Is(err, engine.ErrNotFound) {
@@ -1027,13 +1023,39 @@ func testPruneDead(t *testing.T, s engine.Store) {
 	// succeeded); failed and pending ones never.
 	far := t0.Add(10000 * time.Hour)
 	all := engine.PruneBefore{Succeeded: far, Dead: far, Events: far}
-	if p := mv(s.Prune(ctx, all, 10)).get(t); p.Dead != 1 || p.Succeeded != 1 || p.Events != 1 {
+	if p, _ := pruneAll(t, s, all, 10); p.Dead != 1 || p.Succeeded != 1 || p.Events != 1 {
 		t.Fatalf("far prune: %+v, want the late dead one, the test-fire and the late dead one's event", p)
 	}
 	kept(live.Deliveries[0].ID, live.Deliveries[1].ID)
 	if _, err := s.GetEvent(ctx, "ret", "live"); err != nil {
 		t.Errorf("event of failed and pending deliveries pruned: %v", err)
 	}
+}
+
+// pruneAll calls Prune as a retention pass does, until nothing is left
+// (following the walk over old events), and returns the sums and how many
+// calls it took. No call deletes more than batch of a kind of delivery.
+func pruneAll(t *testing.T, s engine.Store, before engine.PruneBefore, batch int) (engine.Pruned, int) {
+	t.Helper()
+	var sum engine.Pruned
+	for calls := 1; calls < 1000; calls++ {
+		p := mv(s.Prune(ctxT(t), before, batch)).get(t)
+		if p.Succeeded > batch || p.Dead > batch {
+			t.Fatalf("one call pruned %+v with batch %d", p, batch)
+		}
+		sum.Succeeded += p.Succeeded
+		sum.Dead += p.Dead
+		sum.Events += p.Events
+		if p.Succeeded < batch && p.Dead < batch && p.EventsNext == nil {
+			return sum, calls
+		}
+		before.EventsAfter = p.EventsNext
+		if p.EventsNext == nil {
+			before.EventsAfter = &engine.EventCursor{ReceivedAt: before.Events}
+		}
+	}
+	t.Fatal("pruning did not end")
+	return sum, 0
 }
 
 func testPrune(t *testing.T, s engine.Store) {
@@ -1055,13 +1077,14 @@ func testPrune(t *testing.T, s engine.Store) {
 		t.Fatalf("completed %d, want 4", n)
 	}
 	before := engine.PruneBefore{Succeeded: t0.Add(24 * time.Hour), Events: t0.Add(24 * time.Hour)}
-	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded != 2 || p.Dead != 0 {
+	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded != 2 || p.Dead != 0 || p.Events != 0 {
 		t.Fatalf("pruned %+v with batch 2", p)
 	}
+	// The third delivery, and its event with it.
 	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded != 1 || p.Events != 1 {
 		t.Fatalf("second prune: %+v, want 1 delivery and its event", p)
 	}
-	if p := mv(s.Prune(ctx, before, 2)).get(t); p != (engine.Pruned{}) {
+	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded+p.Dead+p.Events != 0 {
 		t.Fatalf("third prune: %+v, want nothing", p)
 	}
 	for _, d := range old.Deliveries {

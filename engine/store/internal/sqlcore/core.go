@@ -1103,36 +1103,62 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 		batch = 1000
 	}
 	var p engine.Pruned
-	var err error
 	// Ids sort by creation time, so the (state, id) index (SQLite) or the
 	// primary key (PostgreSQL) yields the oldest first and no index of its
 	// own on created_at or updated_at is kept up to date.
 	if !before.Succeeded.IsZero() {
-		p.Succeeded, err = c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, batch)
+		n, evs, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.Events, batch, &p.Longest)
+		p.Succeeded, p.Events = n, p.Events+evs
 		if err != nil {
 			return p, fmt.Errorf("prune succeeded deliveries: %w", err)
 		}
 	}
 	if !before.Dead.IsZero() {
 		// updated_at is when the last attempt ended: when it died.
-		p.Dead, err = c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, batch)
+		n, evs, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.Events, batch, &p.Longest)
+		p.Dead, p.Events = n, p.Events+evs
 		if err != nil {
 			return p, fmt.Errorf("prune dead deliveries: %w", err)
 		}
 	}
-	p.Events, err = c.pruneEvents(ctx, before.Events, batch)
+	evs, next, err := c.pruneEvents(ctx, before.Events, before.EventsAfter, batch, &p.Longest)
+	p.Events += evs
+	p.EventsNext = next
 	if err != nil {
 		return p, fmt.Errorf("prune events: %w", err)
 	}
 	return p, nil
 }
 
-// pruneDeliveries deletes up to batch deliveries matching cond (with one
-// time parameter, at), oldest first, with their attempts.
-func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, batch int) (int, error) {
-	n := 0
+// pruneTx is Tx raising *longest to how long the transaction held the
+// writer: from its start (the connection taken, BEGIN done) to its
+// commit.
+func (c *Core) pruneTx(ctx context.Context, longest *time.Duration, fn func(tx *Tx) error) error {
+	var began time.Time
 	err := c.Tx(ctx, func(tx *Tx) error {
-		n = 0
+		began = time.Now()
+		return fn(tx)
+	})
+	if !began.IsZero() {
+		*longest = max(*longest, time.Since(began))
+	}
+	return err
+}
+
+// eventFree is true of an event e that no delivery and no pending timer
+// needs.
+const eventFree = `NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
+	AND NOT EXISTS (SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
+		AND t.entity_id = e.entity_id AND t.state = 'pending' AND (t.event_id = e.id OR t.latest_id = e.id))`
+
+// pruneDeliveries deletes up to batch deliveries matching cond (with one
+// time parameter, at), oldest first, with their attempts, and their events
+// received before events (unless it is zero) that nothing else needs. It
+// returns how many deliveries and events it deleted.
+func (c *Core) pruneDeliveries(ctx context.Context, cond string, at, events time.Time, batch int, longest *time.Duration) (int, int, error) {
+	n, evs := 0, 0
+	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
+		n, evs = 0, 0
 		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` ORDER BY id LIMIT ?`), c.t(at), batch)
 		if err != nil {
 			return err
@@ -1150,13 +1176,15 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, b
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		seen := map[key]bool{}
+		var keys []any // tenant, id pairs of their events
 		per := c.chunk(1) - 1
 		for lo := 0; lo < len(ids); lo += per {
 			part := ids[lo:min(lo+per, len(ids))]
 			// cond again, on the rows as deleted: on PostgreSQL a requeue
 			// may have revived one since the SELECT. Their attempts after
 			// them, by the ids deleted (no foreign key cascades).
-			rows, err := tx.QueryContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+") AND "+cond+" RETURNING id"),
+			rows, err := tx.QueryContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+") AND "+cond+" RETURNING id, tenant, event_id"),
 				append(part, c.t(at))...)
 			if err != nil {
 				return err
@@ -1164,11 +1192,16 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, b
 			var gone []any
 			for rows.Next() {
 				var id string
-				if err := rows.Scan(&id); err != nil {
+				var k key
+				if err := rows.Scan(&id, &k.tenant, &k.id); err != nil {
 					rows.Close()
 					return err
 				}
 				gone = append(gone, id)
+				if !seen[k] {
+					seen[k] = true
+					keys = append(keys, k.tenant, k.id)
+				}
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {
@@ -1182,17 +1215,49 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, b
 				return err
 			}
 		}
-		return nil
+		if events.IsZero() {
+			return nil
+		}
+		// Their events now, rather than when the events walk reaches them:
+		// a pass deletes deliveries and events in whatever order they lie.
+		m, err := c.deleteFreeEvents(ctx, tx, keys, events)
+		evs = m
+		return err
 	})
-	return n, err
+	return n, evs, err
+}
+
+// deleteFreeEvents deletes the events of keys (tenant, id pairs) received
+// before before that nothing needs, and returns how many.
+func (c *Core) deleteFreeEvents(ctx context.Context, tx *Tx, keys []any, before time.Time) (int, error) {
+	n := 0
+	per := c.chunk(2) - 1
+	for lo := 0; lo < len(keys)/2; lo += per {
+		part := keys[2*lo : 2*min(lo+per, len(keys)/2)]
+		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
+			(SELECT e.tenant, e.id FROM events e WHERE (e.tenant, e.id) IN (VALUES `+placeholders(len(part)/2, 2)+`)
+				AND e.received_at < ? AND `+eventFree+`)`), append(part, c.t(before))...)
+		if err != nil {
+			return n, err
+		}
+		m, _ := r.RowsAffected()
+		n += int(m)
+	}
+	return n, nil
 }
 
 // pruneEvents deletes idle ordered chains and, unless before is zero,
-// timers that ended before before and up to batch events received before
-// it that no delivery and no pending timer needs.
-func (c *Core) pruneEvents(ctx context.Context, before time.Time, batch int) (int, error) {
+// timers that ended before before, and walks up to batch events received
+// before it, from after on (nil: the oldest), deleting those nothing
+// needs. It returns how many events it deleted and where the next walk
+// starts (nil when it reached the end). A walk that restarted from the
+// oldest every time would read again, every batch, all the old events
+// kept for their deliveries.
+func (c *Core) pruneEvents(ctx context.Context, before time.Time, after *engine.EventCursor, batch int, longest *time.Duration) (int, *engine.EventCursor, error) {
 	n := 0
-	err := c.Tx(ctx, func(tx *Tx) error {
+	var next *engine.EventCursor
+	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
+		n, next = 0, nil
 		// Chains with nothing open. head = '' is tested on the row deleted
 		// too: on PostgreSQL a row the subquery found open-free may have
 		// been given a head by an emit this statement waited for, and only
@@ -1209,22 +1274,44 @@ func (c *Core) pruneEvents(ctx context.Context, before time.Time, batch int) (in
 			(SELECT id FROM timers WHERE state <> 'pending' AND updated_at < ? LIMIT ?)`), c.t(before), batch); err != nil {
 			return err
 		}
-		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
-			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
-				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
-			 AND NOT EXISTS
-				(SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
-					AND t.entity_id = e.entity_id AND t.state = 'pending'
-					AND (t.event_id = e.id OR t.latest_id = e.id))
-			 LIMIT ?)`), c.t(before), batch)
+		// Row values keep the walk on the (received_at, tenant, id) index.
+		cond, args := "e.received_at < ?", []any{c.t(before)}
+		if after != nil {
+			cond += " AND (e.received_at, e.tenant, e.id) > (?, ?, ?)"
+			args = append(args, c.t(after.ReceivedAt), after.Tenant, after.ID)
+		}
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT e.received_at, e.tenant, e.id, CASE WHEN `+eventFree+` THEN 1 ELSE 0 END
+			FROM events e WHERE `+cond+` ORDER BY e.received_at, e.tenant, e.id LIMIT ?`), append(args, batch)...)
 		if err != nil {
 			return err
 		}
-		m, _ := r.RowsAffected()
-		n = int(m)
-		return nil
+		var free []any
+		var last engine.EventCursor
+		walked := 0
+		for rows.Next() {
+			var at Time
+			var isFree int
+			if err := rows.Scan(&at, &last.Tenant, &last.ID, &isFree); err != nil {
+				rows.Close()
+				return err
+			}
+			last.ReceivedAt = at.T
+			walked++
+			if isFree == 1 {
+				free = append(free, last.Tenant, last.ID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if walked == batch {
+			next = &last
+		}
+		n, err = c.deleteFreeEvents(ctx, tx, free, before)
+		return err
 	})
-	return n, err
+	return n, next, err
 }
 
 // Count adds n deliveries in state s to the counts of st.
