@@ -17,11 +17,22 @@ type PruneBefore struct {
 	// Events deletes events received before it that no delivery and no
 	// pending timer needs any longer, and timers that ended before it.
 	Events time.Time
-	// EventsAfter is where this call's walk over old events starts: the
-	// EventsNext of the previous call of the same pass (nil: the oldest;
-	// at Events: nowhere). The events of the deliveries a call deletes go
-	// with them wherever the walk is.
-	EventsAfter *EventCursor
+	// After is where this call's walks start: the Pruned.Next of the
+	// previous call of the same pass (zero: the oldest).
+	After PruneCursor
+}
+
+// PruneCursor is where the walks of a retention pass stand, so that each
+// batch goes on from the previous one instead of reading again, from the
+// oldest, the rows it kept (and, on PostgreSQL, the index entries of the
+// rows it deleted, until they are vacuumed).
+type PruneCursor struct {
+	Succeeded string // the last succeeded delivery id read ("": none)
+	Dead      string // the last dead delivery id read ("": none)
+	// Events is the last old event read (nil: none). One at
+	// PruneBefore.Events itself walks nothing: the events of the
+	// deliveries a call deletes go with them wherever the walk is.
+	Events *EventCursor
 }
 
 // Pruned counts what retention deleted.
@@ -29,10 +40,10 @@ type Pruned struct {
 	Succeeded int // succeeded deliveries, with their attempts
 	Dead      int // dead deliveries, with their attempts
 	Events    int // events
-	// EventsNext is where the next call's walk over old events starts;
-	// nil when this one reached the end.
-	EventsNext *EventCursor
-	Batches    int // Store.Prune calls (Engine.Prune only)
+	// Next is where the next call's walks start. Next.Events is nil when
+	// this call's walk over old events reached their end.
+	Next    PruneCursor
+	Batches int // Store.Prune calls (Engine.Prune only)
 	// Longest is the longest transaction, from its start (the connection
 	// taken) to its commit: on SQLite every other write waits for it. A
 	// store that does not tell leaves it 0 (Engine.Prune then counts
@@ -43,7 +54,7 @@ type Pruned struct {
 // more reports whether a Store.Prune call with batch b may have left
 // more to delete.
 func (p Pruned) more(b int) bool {
-	return p.Succeeded >= b || p.Dead >= b || p.EventsNext != nil
+	return p.Succeeded >= b || p.Dead >= b || p.Next.Events != nil
 }
 
 const (
@@ -96,7 +107,7 @@ func (e *Engine) retentionPass() {
 	if p.Succeeded+p.Dead+p.Events > 0 {
 		e.log.Info("erpflow: retention pruned old deliveries and events",
 			"succeeded", p.Succeeded, "dead", p.Dead, "events", p.Events,
-			"batches", p.Batches, "longest_batch", p.Longest)
+			"batches", p.Batches, "longest_transaction", p.Longest)
 	}
 }
 
@@ -144,12 +155,12 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		if !p.more(batch) {
 			return total, nil
 		}
-		before.EventsAfter = p.EventsNext
-		if p.EventsNext == nil {
+		before.After = p.Next
+		if p.Next.Events == nil {
 			// The walk is done for this pass (a cursor at Events walks
 			// nothing); the events of deliveries deleted from now on go
 			// with them.
-			before.EventsAfter = &EventCursor{ReceivedAt: before.Events}
+			before.After.Events = &EventCursor{ReceivedAt: before.Events}
 		}
 		batch = nextPruneBatch(batch, took)
 		// Leave the database to others for as long as the batch took:

@@ -295,11 +295,12 @@ type DeliveryLog interface {
 	// Prune deletes up to batch of each kind before names (a zero time
 	// keeps that kind): succeeded deliveries created before
 	// before.Succeeded and dead ones last updated before before.Dead,
-	// with their attempts, and their events once nothing needs them; of
-	// the events received before before.Events, it walks up to batch
-	// from before.EventsAfter on and deletes those that no delivery and
-	// no pending timer needs (Pruned.EventsNext is where the walk goes
-	// on); timers that ended before before.Events; idle ordered chains.
+	// with their attempts (each kind walked by id from before.After on),
+	// and their events once nothing needs them; of the events received
+	// before before.Events, it walks up to batch from before.After.Events
+	// on and deletes those that no delivery and no pending timer needs;
+	// timers that ended before before.Events; idle ordered chains.
+	// Pruned.Next is where the walks go on.
 	// Deliveries in other states are never deleted. Each kind is deleted
 	// in a short transaction of its own; Pruned.Longest is the longest of
 	// them (Batches is not set).

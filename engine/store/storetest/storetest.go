@@ -1046,12 +1046,12 @@ func pruneAll(t *testing.T, s engine.Store, before engine.PruneBefore, batch int
 		sum.Succeeded += p.Succeeded
 		sum.Dead += p.Dead
 		sum.Events += p.Events
-		if p.Succeeded < batch && p.Dead < batch && p.EventsNext == nil {
+		if p.Succeeded < batch && p.Dead < batch && p.Next.Events == nil {
 			return sum, calls
 		}
-		before.EventsAfter = p.EventsNext
-		if p.EventsNext == nil {
-			before.EventsAfter = &engine.EventCursor{ReceivedAt: before.Events}
+		before.After = p.Next
+		if p.Next.Events == nil {
+			before.After.Events = &engine.EventCursor{ReceivedAt: before.Events}
 		}
 	}
 	t.Fatal("pruning did not end")

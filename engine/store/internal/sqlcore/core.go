@@ -1107,23 +1107,23 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 	// primary key (PostgreSQL) yields the oldest first and no index of its
 	// own on created_at or updated_at is kept up to date.
 	if !before.Succeeded.IsZero() {
-		n, evs, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.Events, batch, &p.Longest)
-		p.Succeeded, p.Events = n, p.Events+evs
+		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.After.Succeeded, before.Events, batch, &p.Longest)
+		p.Succeeded, p.Events, p.Next.Succeeded = n, p.Events+evs, next
 		if err != nil {
 			return p, fmt.Errorf("prune succeeded deliveries: %w", err)
 		}
 	}
 	if !before.Dead.IsZero() {
 		// updated_at is when the last attempt ended: when it died.
-		n, evs, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.Events, batch, &p.Longest)
-		p.Dead, p.Events = n, p.Events+evs
+		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.After.Dead, before.Events, batch, &p.Longest)
+		p.Dead, p.Events, p.Next.Dead = n, p.Events+evs, next
 		if err != nil {
 			return p, fmt.Errorf("prune dead deliveries: %w", err)
 		}
 	}
-	evs, next, err := c.pruneEvents(ctx, before.Events, before.EventsAfter, batch, &p.Longest)
+	evs, next, err := c.pruneEvents(ctx, before.Events, before.After.Events, batch, &p.Longest)
 	p.Events += evs
-	p.EventsNext = next
+	p.Next.Events = next
 	if err != nil {
 		return p, fmt.Errorf("prune events: %w", err)
 	}
@@ -1152,25 +1152,25 @@ const eventFree = `NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant = e.ten
 		AND t.entity_id = e.entity_id AND t.state = 'pending' AND (t.event_id = e.id OR t.latest_id = e.id))`
 
 // pruneDeliveries deletes up to batch deliveries matching cond (with one
-// time parameter, at), oldest first, with their attempts, and their events
-// received before events (unless it is zero) that nothing else needs. It
-// returns how many deliveries and events it deleted.
-func (c *Core) pruneDeliveries(ctx context.Context, cond string, at, events time.Time, batch int, longest *time.Duration) (int, int, error) {
-	n, evs := 0, 0
+// time parameter, at) with ids after after, oldest first, with their
+// attempts, and their events received before events (unless it is zero)
+// that nothing else needs. It returns how many deliveries and events it
+// deleted, and the last id it read.
+func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, after string, events time.Time, batch int, longest *time.Duration) (int, int, string, error) {
+	n, evs, last := 0, 0, after
 	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
-		n, evs = 0, 0
-		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` ORDER BY id LIMIT ?`), c.t(at), batch)
+		n, evs, last = 0, 0, after
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? ORDER BY id LIMIT ?`), c.t(at), after, batch)
 		if err != nil {
 			return err
 		}
 		var ids []any
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			if err := rows.Scan(&last); err != nil {
 				rows.Close()
 				return err
 			}
-			ids = append(ids, id)
+			ids = append(ids, last)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -1224,7 +1224,7 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at, events time
 		evs = m
 		return err
 	})
-	return n, evs, err
+	return n, evs, last, err
 }
 
 // deleteFreeEvents deletes the events of keys (tenant, id pairs) received
