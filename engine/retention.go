@@ -57,17 +57,25 @@ func (p Pruned) more(b int) bool {
 	return p.Succeeded >= b || p.Dead >= b || p.Next.Events != nil
 }
 
+// PruneTimer is an optional Store capability: a store whose every write
+// waits for a retention transaction (SQLite's one writer) returns how long
+// one may take. The engine then sizes each batch by the time the previous
+// one's longest transaction took (Pruned.Longest) and pauses between
+// batches as long as the batch took. Other stores get batches of 1,000,
+// one after the other.
+type PruneTimer interface {
+	PruneBatchTime() time.Duration
+}
+
 const (
 	// retentionEvery is how often the retention pass runs (and once at
 	// Start).
 	retentionEvery = 10 * time.Minute
-	// pruneBatchTime is what one transaction of a Store.Prune call
-	// should take at most: on SQLite every write waits for it, so the
-	// batch size follows the time the previous call's longest took.
-	pruneBatchTime = 10 * time.Millisecond
 	pruneBatchMin  = 20
 	pruneBatchMax  = 5000
 	pruneBatchInit = 200
+	// pruneBatchFixed is the batch of stores that are no PruneTimer.
+	pruneBatchFixed = 1000
 )
 
 // retains reports whether any retention is configured.
@@ -134,7 +142,10 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 	if d := e.cfg.EventRetention; d > 0 {
 		before.Events = now.Add(-d)
 	}
-	batch := pruneBatchInit
+	batch, target := pruneBatchFixed, time.Duration(0)
+	if pt, ok := e.store.(PruneTimer); ok && pt.PruneBatchTime() > 0 {
+		batch, target = pruneBatchInit, pt.PruneBatchTime()
+	}
 	for ctx.Err() == nil {
 		start := time.Now()
 		bctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -162,7 +173,10 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 			// with them.
 			before.After.Events = &EventCursor{ReceivedAt: before.Events}
 		}
-		batch = nextPruneBatch(batch, took)
+		if target == 0 {
+			continue
+		}
+		batch = nextPruneBatch(batch, took, target)
 		// Leave the database to others for as long as the batch took:
 		// retention is background work, and on SQLite the writes it
 		// makes (WAL, checkpoints) slow every other commit while it runs.
@@ -178,13 +192,13 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 
 // nextPruneBatch sizes the next batch by the time the longest transaction
 // of the previous one (of size batch) took: proportionally smaller when it
-// took longer than pruneBatchTime, twice as large when it took less than
-// half of it.
-func nextPruneBatch(batch int, took time.Duration) int {
+// took longer than target, twice as large when it took less than half of
+// it.
+func nextPruneBatch(batch int, took, target time.Duration) int {
 	switch {
-	case took > pruneBatchTime:
-		batch = int(int64(batch) * int64(pruneBatchTime) / int64(took))
-	case took < pruneBatchTime/2:
+	case took > target:
+		batch = int(int64(batch) * int64(target) / int64(took))
+	case took < target/2:
 		batch *= 2
 	}
 	return min(max(batch, pruneBatchMin), pruneBatchMax)

@@ -186,6 +186,7 @@ func Run(t *testing.T, open Opener) {
 		{"Requeue", testRequeue},
 		{"Prune", testPrune},
 		{"PruneDead", testPruneDead},
+		{"PruneLargeBatch", testPruneLargeBatch},
 		{"Stats", testStats},
 		{"AddAttempt", testAddAttempt},
 		{"Rules", testRules},
@@ -1029,6 +1030,34 @@ func testPruneDead(t *testing.T, s engine.Store) {
 	kept(live.Deliveries[0].ID, live.Deliveries[1].ID)
 	if _, err := s.GetEvent(ctx, "ret", "live"); err != nil {
 		t.Errorf("event of failed and pending deliveries pruned: %v", err)
+	}
+}
+
+// testPruneLargeBatch: a batch larger than one statement's chunk of ids
+// (999) deletes all of them.
+func testPruneLargeBatch(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	const n = 1001
+	var recs []engine.EventRecord
+	for i := range n {
+		recs = append(recs, rec("big", fmt.Sprintf("big%d", i), 1, t0))
+	}
+	insert(t, s, recs...)
+	for done := 0; done < n; {
+		ds := mv(s.Claim(ctx, "w", 500, t0, time.Minute)).get(t)
+		if len(ds) == 0 {
+			t.Fatalf("claimed %d of %d", done, n)
+		}
+		cs := make([]engine.Completion, len(ds))
+		for i, d := range ds {
+			cs[i] = engine.Completion{ID: d.ID, Owner: "w", State: engine.StateSucceeded,
+				Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}}
+		}
+		done += mv(s.Complete(ctx, cs)).get(t)
+	}
+	at := t0.Add(time.Hour)
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: at, Events: at}, 2000)).get(t); p.Succeeded != n || p.Events != n {
+		t.Fatalf("pruned %+v with batch 2000, want %d deliveries and their events", p, n)
 	}
 }
 

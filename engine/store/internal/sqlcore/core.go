@@ -1183,9 +1183,10 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, a
 			part := ids[lo:min(lo+per, len(ids))]
 			// cond again, on the rows as deleted: on PostgreSQL a requeue
 			// may have revived one since the SELECT. Their attempts after
-			// them, by the ids deleted (no foreign key cascades).
+			// them, by the ids deleted (no foreign key cascades). Clip:
+			// appending to part must not overwrite the next chunk's id.
 			rows, err := tx.QueryContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+") AND "+cond+" RETURNING id, tenant, event_id"),
-				append(part, c.t(at))...)
+				append(slices.Clip(part), c.t(at))...)
 			if err != nil {
 				return err
 			}
@@ -1236,7 +1237,7 @@ func (c *Core) deleteFreeEvents(ctx context.Context, tx *Tx, keys []any, before 
 		part := keys[2*lo : 2*min(lo+per, len(keys)/2)]
 		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE (e.tenant, e.id) IN (VALUES `+placeholders(len(part)/2, 2)+`)
-				AND e.received_at < ? AND `+eventFree+`)`), append(part, c.t(before))...)
+				AND e.received_at < ? AND `+eventFree+`)`), append(slices.Clip(part), c.t(before))...)
 		if err != nil {
 			return n, err
 		}
