@@ -64,8 +64,21 @@ type Config struct {
 	// DefaultRetry is the policy of rules that name none. Default
 	// triggers.DefaultRetry ([5s, 5m, 30m, 2h, 5h, 10h, 10h]).
 	DefaultRetry *triggers.Retry
-	// Retention prunes succeeded deliveries older than it. Default 0: keep.
+	// Retention prunes succeeded deliveries (with their attempts) created
+	// longer ago than it. Default 0: keep them.
 	Retention time.Duration
+	// DeadRetention prunes dead deliveries (with their attempts) that died
+	// (were last updated) longer ago than it. Deliveries still pending,
+	// running, failed (waiting for a retry) or held are never pruned.
+	// Default 0: keep them.
+	DeadRetention time.Duration
+	// EventRetention prunes events received longer ago than it once none
+	// of their deliveries remains and no pending timer needs them, and
+	// timers that ended longer ago than it. Default: the larger of
+	// Retention and DeadRetention (0, keep, when both are 0), so that an
+	// event outlives the deliveries retention keeps and a configuration
+	// that sets only Retention prunes events as before.
+	EventRetention time.Duration
 	// Logger receives the engine's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now; tests pass a fake clock.
@@ -203,8 +216,10 @@ func New(store Store, cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: Workers must not be negative")
 	case cfg.ClaimBatch < 0:
 		return nil, errors.New("engine: ClaimBatch must not be negative")
-	case cfg.Lease < 0, cfg.PollInterval < 0, cfg.Retention < 0:
-		return nil, errors.New("engine: Lease, PollInterval and Retention must not be negative")
+	case cfg.Lease < 0, cfg.PollInterval < 0:
+		return nil, errors.New("engine: Lease and PollInterval must not be negative")
+	case cfg.Retention < 0, cfg.DeadRetention < 0, cfg.EventRetention < 0:
+		return nil, errors.New("engine: Retention, DeadRetention and EventRetention must not be negative")
 	case cfg.EmitBatch < 0:
 		return nil, errors.New("engine: EmitBatch must not be negative")
 	case cfg.DestinationConcurrency < 0:
@@ -237,6 +252,9 @@ func New(store Store, cfg Config) (*Engine, error) {
 	}
 	if cfg.DeliveriesPerEvent == 0 {
 		cfg.DeliveriesPerEvent = DefaultDeliveriesPerEvent
+	}
+	if cfg.EventRetention == 0 {
+		cfg.EventRetention = max(cfg.Retention, cfg.DeadRetention)
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()
@@ -305,7 +323,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.run = newRunner(e)
 	e.run.start()
 	e.active.Store(e.run)
-	if e.cfg.Retention > 0 {
+	if e.retains() {
 		e.bg.Add(1)
 		go e.retentionLoop()
 	}
@@ -520,48 +538,5 @@ func (e *Engine) chainRepairLoop() {
 			return
 		case <-t.C:
 		}
-	}
-}
-
-// retentionLoop prunes succeeded deliveries older than cfg.Retention, at
-// start and every 10 minutes, in batches so no transaction grows large.
-func (e *Engine) retentionLoop() {
-	defer e.bg.Done()
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		e.prune()
-		select {
-		case <-e.quit:
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (e *Engine) prune() {
-	const batch = 1000
-	before := e.now().Add(-e.cfg.Retention)
-	total := 0
-	for {
-		select {
-		case <-e.quit:
-			return
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		n, err := e.store.Prune(ctx, before, batch)
-		cancel()
-		total += n
-		if err != nil {
-			e.log.Error("erpflow: pruning old deliveries failed", "err", err)
-			return
-		}
-		if n < batch {
-			break
-		}
-	}
-	if total > 0 {
-		e.log.Info("erpflow: pruned succeeded deliveries", "count", total, "before", before)
 	}
 }

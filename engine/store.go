@@ -292,9 +292,19 @@ type DeliveryLog interface {
 	// not running or held when named by ids) due at now, sets
 	// RetryBase = Attempts so the policy starts over, and returns how many.
 	Requeue(ctx context.Context, ids []string, f *DeliveryFilter, now time.Time) (int, error)
-	// Prune deletes up to batch succeeded deliveries (and their attempts)
-	// created before before, and events left without deliveries.
-	Prune(ctx context.Context, before time.Time, batch int) (int, error)
+	// Prune deletes up to batch of each kind before names (a zero time
+	// keeps that kind): succeeded deliveries created before
+	// before.Succeeded and dead ones last updated before before.Dead,
+	// with their attempts (each kind walked by id from before.After on),
+	// and their events once nothing needs them; of the events received
+	// before before.Events, it walks up to batch from before.After.Events
+	// on and deletes those that no delivery and no pending timer needs;
+	// timers that ended before before.Events; idle ordered chains.
+	// Pruned.Next is where the walks go on.
+	// Deliveries in other states are never deleted. Each kind is deleted
+	// in a short transaction of its own; Pruned.Longest is the longest of
+	// them (Batches is not set).
+	Prune(ctx context.Context, before PruneBefore, batch int) (Pruned, error)
 	Stats(ctx context.Context, now time.Time) (QueueStats, error)
 	// TenantStats is Stats for the deliveries of one tenant.
 	TenantStats(ctx context.Context, tenant string, now time.Time) (QueueStats, error)

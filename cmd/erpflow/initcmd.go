@@ -153,8 +153,9 @@ delivery:
 #   - {name: ops, token: "${OPS_TOKEN}", scopes: [rules:read, rules:write, deliveries:read, deliveries:write]}
 #   - {name: acme, token: "${ACME_TOKEN}", tenant: acme, scopes: [rules:read, deliveries:read]}
 
-# How long the delivery log keeps succeeded deliveries.
-# retention: {succeeded: 720h}
+# How long the delivery log keeps succeeded and dead deliveries, and events
+# none of whose deliveries is left (default: the larger of the two).
+# retention: {succeeded: 720h, dead: 2160h, events: 2160h}
 `
 
 const initRule = `# An example rule: when a SalesOrder's status changes to RELEASED, send the

@@ -187,6 +187,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		DestinationConcurrency: cfg.Delivery.DestinationConcurrency,
 		TenantConcurrency:      cfg.Delivery.TenantConcurrency,
 		Retention:              cfg.Retention.Succeeded,
+		DeadRetention:          cfg.Retention.Dead,
+		EventRetention:         cfg.Retention.Events,
 		Logger:                 logger.With("component", "engine"),
 		Observer:               metrics,
 		ConditionLimits: triggers.ConditionLimits{

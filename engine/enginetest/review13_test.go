@@ -98,7 +98,7 @@ func TestReviewPruneKeepsEventsOfPendingTimers(t *testing.T) {
 		// Retention of one hour, pruned a day later: both events are
 		// older than it, and have no deliveries yet.
 		clock.Set(clock.Now().Add(30 * time.Minute))
-		if _, err := st.Prune(ctx, clock.Now().Add(24*time.Hour), 1000); err != nil {
+		if _, err := st.Prune(ctx, engine.PruneBefore{Events: clock.Now().Add(24 * time.Hour)}, 1000); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := st.GetEvent(ctx, "acme", "o1"); err == nil {
@@ -234,7 +234,7 @@ func TestReviewPruneKeepsAChainAnEmitOpens(t *testing.T) {
 	// … while retention runs: it waits for the chain's row.
 	pruned := make(chan error, 1)
 	go func() {
-		_, err := st.Prune(ctx, time.Now().Add(time.Hour), 1000)
+		_, err := st.Prune(ctx, engine.PruneBefore{Succeeded: time.Now().Add(time.Hour), Events: time.Now().Add(time.Hour)}, 1000)
 		pruned <- err
 	}()
 	waitFor(t, 10*time.Second, "prune waiting for the chain's row lock", func() bool {

@@ -404,3 +404,11 @@ func TestOrderedOrphans(t *testing.T) {
 		t.Fatalf("RepairChains again = %d, %v; want 0", n, err)
 	}
 }
+
+// BenchmarkPrune measures retention over 200,000 deliveries, as on
+// SQLite. Run with -benchtime 1x.
+func BenchmarkPrune(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchPrune(b, s, 200000)
+}

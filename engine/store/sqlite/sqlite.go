@@ -235,6 +235,13 @@ func (s *Store) Wakeups() <-chan struct{} { return s.wake }
 // PreclaimsHeads implements engine.HeadPreclaimer (see sqlcore's chainNew).
 func (*Store) PreclaimsHeads() {}
 
+// PruneBatchTime implements engine.PruneTimer: every write waits for the
+// one writer, so retention keeps each of its transactions near 10 ms
+// (issue #15: the writer never blocked for more than 50 ms).
+func (s *Store) PruneBatchTime() time.Duration { return 10 * time.Millisecond }
+
+var _ engine.PruneTimer = (*Store)(nil)
+
 // Close closes the database.
 func (s *Store) Close() error {
 	var err error

@@ -285,3 +285,15 @@ func TestAttemptSeqWithoutTrigger(t *testing.T) {
 		t.Fatalf("%d triggers on attempts", n)
 	}
 }
+
+// BenchmarkPrune measures retention over 200,000 deliveries (issue #15:
+// no batch may block the writer for more than 50 ms). Run with
+// -benchtime 1x.
+func BenchmarkPrune(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchPrune(b, s, 200000)
+}

@@ -2,7 +2,10 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,4 +119,137 @@ func benchInsert(b *testing.B, s engine.Store, shape func(*engine.EventRecord)) 
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchPrune measures a retention pass (engine.Engine.Prune, which sizes
+// its batches by the time the previous one took) over n deliveries of
+// n/2 events, three in four succeeded and one in four dead, each with one
+// attempt and a payload of about 1 KiB, all past their ages; meanwhile a
+// writer inserts one event of one pending delivery at a time, as a
+// single-event HTTP ingest does. Run it with -benchtime 1x: each
+// iteration fills the store afresh. It reports the longest transaction
+// of retention (longest-tx-ms: on SQLite the one writer waits for it), the writer's longest and 99th-percentile insert
+// (writer-max-ms, writer-p99-ms) and the same for the writer alone for
+// 3 s just before (alone-max-ms, alone-p99-ms: what the machine does
+// without retention), batches and deliveries pruned per second.
+func BenchPrune(b *testing.B, s engine.Store, n int) {
+	ctx := context.Background()
+	pad := strings.Repeat("x", 1000)
+	var longest, writerMax, writerP99, aloneMax, aloneP99 time.Duration
+	var batches, pruned int
+	var took time.Duration
+	for range b.N {
+		b.StopTimer()
+		fillPrune(b, s, n, pad)
+		e, err := engine.New(s, engine.Config{Retention: time.Hour, DeadRetention: time.Hour,
+			Now: func() time.Time { return t0.Add(1000 * time.Hour) }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		alone := make(chan struct{})
+		time.AfterFunc(3*time.Second, func() { close(alone) })
+		if ws := writeWhile(b, s, alone); len(ws) > 0 {
+			slices.Sort(ws)
+			aloneMax = max(aloneMax, ws[len(ws)-1])
+			aloneP99 = max(aloneP99, ws[len(ws)*99/100])
+		}
+		stop := make(chan struct{})
+		waits := make(chan []time.Duration, 1)
+		go func() { waits <- writeWhile(b, s, stop) }()
+		b.StartTimer()
+		start := time.Now()
+		p, err := e.Prune(ctx)
+		took += time.Since(start)
+		b.StopTimer()
+		close(stop)
+		ws := <-waits
+		e.Stop(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if p.Succeeded+p.Dead != n || p.Events != n/2 {
+			b.Fatalf("pruned %+v, want %d deliveries and %d events", p, n, n/2)
+		}
+		pruned += p.Succeeded + p.Dead
+		batches += p.Batches
+		longest = max(longest, p.Longest)
+		if len(ws) > 0 {
+			slices.Sort(ws)
+			writerMax = max(writerMax, ws[len(ws)-1])
+			writerP99 = max(writerP99, ws[len(ws)*99/100])
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(longest), "longest-tx-ms")
+	b.ReportMetric(ms(writerMax), "writer-max-ms")
+	b.ReportMetric(ms(writerP99), "writer-p99-ms")
+	b.ReportMetric(ms(aloneMax), "alone-max-ms")
+	b.ReportMetric(ms(aloneP99), "alone-p99-ms")
+	b.ReportMetric(float64(batches)/float64(b.N), "batches")
+	b.ReportMetric(float64(pruned)/took.Seconds(), "deliveries/s")
+}
+
+// fillPrune stores n deliveries for BenchPrune, completed at t0.
+func fillPrune(b *testing.B, s engine.Store, n int, pad string) {
+	ctx := context.Background()
+	for done := 0; done < n; done += 1000 {
+		recs := make([]engine.EventRecord, 0, 500)
+		for i := 0; i < 500 && done+2*i < n; i++ {
+			r := rec("acme", fmt.Sprintf("prune%d", seq.Add(1)), 2, t0)
+			for j := range r.Deliveries {
+				r.Deliveries[j].Payload = json.RawMessage(`{"url":"https://x.example/","body":{"pad":"` + pad + `"}}`)
+			}
+			recs = append(recs, r)
+		}
+		if _, err := s.InsertEvents(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	detail := json.RawMessage(`{"response":{"body":"` + pad[:300] + `"}}`)
+	for k := 0; ; k++ {
+		ds, err := s.Claim(ctx, "fill", 1000, t0, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ds) == 0 {
+			return
+		}
+		cs := make([]engine.Completion, len(ds))
+		for i, d := range ds {
+			st := engine.StateSucceeded
+			if i%4 == 0 {
+				st = engine.StateDead
+			}
+			cs[i] = engine.Completion{ID: d.ID, Owner: "fill", State: st,
+				Attempt: engine.Attempt{N: d.Attempts, StartedAt: t0, Duration: time.Millisecond, Outcome: "success", Code: 200, Detail: detail}}
+		}
+		if m, err := s.Complete(ctx, cs); err != nil || m != len(cs) {
+			b.Fatalf("complete: %d of %d, %v", m, len(cs), err)
+		}
+	}
+}
+
+// writeWhile inserts one event (one pending delivery) at a time until
+// stop closes and returns how long each insert took.
+func writeWhile(b *testing.B, s engine.Store, stop <-chan struct{}) []time.Duration {
+	ctx := context.Background()
+	var waits []time.Duration
+	for {
+		select {
+		case <-stop:
+			return waits
+		default:
+		}
+		r := rec("acme", fmt.Sprintf("live%d", seq.Add(1)), 1, t0.Add(2000*time.Hour))
+		r.ReceivedAt = t0.Add(2000 * time.Hour)
+		for i := range r.Deliveries {
+			r.Deliveries[i].CreatedAt = r.ReceivedAt
+		}
+		start := time.Now()
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{r}); err != nil {
+			b.Error(err)
+			return waits
+		}
+		waits = append(waits, time.Since(start))
+	}
 }

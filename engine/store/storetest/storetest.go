@@ -185,6 +185,8 @@ func Run(t *testing.T, open Opener) {
 		{"ListDeliveries", testList},
 		{"Requeue", testRequeue},
 		{"Prune", testPrune},
+		{"PruneDead", testPruneDead},
+		{"PruneLargeBatch", testPruneLargeBatch},
 		{"Stats", testStats},
 		{"AddAttempt", testAddAttempt},
 		{"Rules", testRules},
@@ -921,6 +923,170 @@ func testRequeue(t *testing.T, s engine.Store) {
 	}
 }
 
+// testPruneDead: dead deliveries go after the dead age counted from when
+// they died, with their attempts; failed, pending and succeeded ones stay
+// (the latter have an age of their own); events go, at their own age,
+// once none of their deliveries is left.
+func testPruneDead(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	dead := rec("ret", "dead", 2, t0)            // both die at t0+1h
+	lateDead := rec("ret", "latedead", 1, t0)    // dies at t0+10h
+	live := rec("ret", "live", 3, t0)            // failed, pending (never claimed), succeeded
+	live.Deliveries[1].RunAt = t0.Add(time.Hour) // not due when the others are claimed
+	none := rec("ret", "none", 0, t0)            // matched no rule
+	insert(t, s, dead, lateDead, live, none)
+	claimed := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t)
+	if len(claimed) != 5 {
+		t.Fatalf("claimed %d, want 5", len(claimed))
+	}
+	done := func(id string, st engine.State, at time.Time) engine.Completion {
+		return engine.Completion{ID: id, Owner: "w", State: st, RunAt: t0.Add(1000 * time.Hour),
+			Attempt: engine.Attempt{N: 1, StartedAt: at, Outcome: "failure", Code: 500}}
+	}
+	cs := []engine.Completion{
+		done(dead.Deliveries[0].ID, engine.StateDead, t0.Add(time.Hour)),
+		done(dead.Deliveries[1].ID, engine.StateDead, t0.Add(time.Hour)),
+		done(lateDead.Deliveries[0].ID, engine.StateDead, t0.Add(10*time.Hour)),
+		done(live.Deliveries[0].ID, engine.StateFailed, t0.Add(time.Hour)),
+		done(live.Deliveries[2].ID, engine.StateSucceeded, t0.Add(time.Hour)),
+	}
+	if n := mv(s.Complete(ctx, cs)).get(t); n != len(cs) {
+		t.Fatalf("completed %d, want %d", n, len(cs))
+	}
+	kept := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			if _, _, err := s.GetDelivery(ctx, id); err != nil {
+				t.Errorf("delivery %s: %v, want kept", id, err)
+			}
+		}
+	}
+	allIDs := func(recs ...engine.EventRecord) (ids []string) {
+		for _, r := range recs {
+			for _, d := range r.Deliveries {
+				ids = append(ids, d.ID)
+			}
+		}
+		return ids
+	}
+
+	// Not yet: the dead ones died at t0+1h (created at t0), and no dead
+	// or event age is given.
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Dead: t0.Add(time.Hour)}, 10)).get(t); p.Succeeded+p.Dead+p.Events != 0 {
+		t.Fatalf("pruned %+v at the hour they died", p)
+	}
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: t0.Add(1000 * time.Hour)}, 10)).get(t); p.Succeeded != 1 || p.Dead != 0 || p.Events != 0 {
+		t.Fatalf("succeeded-only prune: %+v, want the one succeeded delivery", p)
+	}
+	kept(allIDs(dead, lateDead)...)
+	kept(live.Deliveries[0].ID, live.Deliveries[1].ID)
+	if _, err := s.GetEvent(ctx, "ret", "none"); err != nil {
+		t.Errorf("event without deliveries pruned with no event age: %v", err)
+	}
+
+	// Dead age reached for the first two (batch 1: one per call), not for
+	// the one that died later although it was created as early. The walk
+	// over old events goes on past those still needed (dead, latedead,
+	// live) to the one of no rule.
+	before := engine.PruneBefore{Dead: t0.Add(2 * time.Hour), Events: t0.Add(2 * time.Hour)}
+	if p, calls := pruneAll(t, s, before, 1); p.Dead != 2 || p.Events != 2 || p.Succeeded != 0 || calls < 2 {
+		t.Fatalf("pruned %+v in %d calls of batch 1, want 2 dead and 2 events in 2 or more", p, calls)
+	}
+	for _, d := range dead.Deliveries {
+		if _, _, err := s.GetDelivery(ctx, d.ID); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("dead %s kept: %v", d.ID, err)
+		}
+	}
+	for _, id := range []string{"dead", "none"} {
+		if _, err := s.GetEvent(ctx, "ret", id); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("event %s kept: %v", id, err)
+		}
+	}
+	kept(lateDead.Deliveries[0].ID, live.Deliveries[0].ID, live.Deliveries[1].ID)
+	for _, id := range []string{"latedead", "live"} {
+		if _, err := s.GetEvent(ctx, "ret", id); err != nil {
+			t.Errorf("event %s with a delivery left pruned: %v", id, err)
+		}
+	}
+	// The attempts went with them: a delivery stored again under a pruned
+	// id has only its own.
+	again := dead.Deliveries[0]
+	again.State, again.Test = engine.StateSucceeded, true
+	noErr(t, s.AddAttempt(ctx, again, engine.Attempt{N: 2, StartedAt: t0, Outcome: "success", Test: true}))
+	if _, atts := mv2(s.GetDelivery(ctx, again.ID)).get(t); len(atts) != 1 || atts[0].N != 2 {
+		t.Errorf("pruned dead delivery's attempts kept: %+v", atts)
+	}
+	if _, atts := mv2(s.GetDelivery(ctx, lateDead.Deliveries[0].ID)).get(t); len(atts) != 1 {
+		t.Errorf("kept dead delivery's attempts: %+v", atts)
+	}
+
+	// Far later: the late dead one goes (and the test-fire stored above,
+	// succeeded); failed and pending ones never.
+	far := t0.Add(10000 * time.Hour)
+	all := engine.PruneBefore{Succeeded: far, Dead: far, Events: far}
+	if p, _ := pruneAll(t, s, all, 10); p.Dead != 1 || p.Succeeded != 1 || p.Events != 1 {
+		t.Fatalf("far prune: %+v, want the late dead one, the test-fire and the late dead one's event", p)
+	}
+	kept(live.Deliveries[0].ID, live.Deliveries[1].ID)
+	if _, err := s.GetEvent(ctx, "ret", "live"); err != nil {
+		t.Errorf("event of failed and pending deliveries pruned: %v", err)
+	}
+}
+
+// testPruneLargeBatch: a batch larger than one statement's chunk of ids
+// (999) deletes all of them.
+func testPruneLargeBatch(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	const n = 1001
+	var recs []engine.EventRecord
+	for i := range n {
+		recs = append(recs, rec("big", fmt.Sprintf("big%d", i), 1, t0))
+	}
+	insert(t, s, recs...)
+	for done := 0; done < n; {
+		ds := mv(s.Claim(ctx, "w", 500, t0, time.Minute)).get(t)
+		if len(ds) == 0 {
+			t.Fatalf("claimed %d of %d", done, n)
+		}
+		cs := make([]engine.Completion, len(ds))
+		for i, d := range ds {
+			cs[i] = engine.Completion{ID: d.ID, Owner: "w", State: engine.StateSucceeded,
+				Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "success", Code: 200}}
+		}
+		done += mv(s.Complete(ctx, cs)).get(t)
+	}
+	at := t0.Add(time.Hour)
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: at, Events: at}, 2000)).get(t); p.Succeeded != n || p.Events != n {
+		t.Fatalf("pruned %+v with batch 2000, want %d deliveries and their events", p, n)
+	}
+}
+
+// pruneAll calls Prune as a retention pass does, until nothing is left
+// (following the walk over old events), and returns the sums and how many
+// calls it took. No call deletes more than batch of a kind of delivery.
+func pruneAll(t *testing.T, s engine.Store, before engine.PruneBefore, batch int) (engine.Pruned, int) {
+	t.Helper()
+	var sum engine.Pruned
+	for calls := 1; calls < 1000; calls++ {
+		p := mv(s.Prune(ctxT(t), before, batch)).get(t)
+		if p.Succeeded > batch || p.Dead > batch {
+			t.Fatalf("one call pruned %+v with batch %d", p, batch)
+		}
+		sum.Succeeded += p.Succeeded
+		sum.Dead += p.Dead
+		sum.Events += p.Events
+		if p.Succeeded < batch && p.Dead < batch && p.Next.Events == nil {
+			return sum, calls
+		}
+		before.After = p.Next
+		if p.Next.Events == nil {
+			before.After.Events = &engine.EventCursor{ReceivedAt: before.Events}
+		}
+	}
+	t.Fatal("pruning did not end")
+	return sum, 0
+}
+
 func testPrune(t *testing.T, s engine.Store) {
 	ctx := ctxT(t)
 	old := rec("acme", "old", 3, t0)
@@ -939,15 +1105,16 @@ func testPrune(t *testing.T, s engine.Store) {
 	if n := mv(s.Complete(ctx, cs)).get(t); n != 4 {
 		t.Fatalf("completed %d, want 4", n)
 	}
-	before := t0.Add(24 * time.Hour)
-	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 2 {
-		t.Fatalf("pruned %d with batch 2", n)
+	before := engine.PruneBefore{Succeeded: t0.Add(24 * time.Hour), Events: t0.Add(24 * time.Hour)}
+	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded != 2 || p.Dead != 0 || p.Events != 0 {
+		t.Fatalf("pruned %+v with batch 2", p)
 	}
-	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 1 {
-		t.Fatalf("second prune: %d, want 1", n)
+	// The third delivery, and its event with it.
+	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded != 1 || p.Events != 1 {
+		t.Fatalf("second prune: %+v, want 1 delivery and its event", p)
 	}
-	if n := mv(s.Prune(ctx, before, 2)).get(t); n != 0 {
-		t.Fatalf("third prune: %d, want 0", n)
+	if p := mv(s.Prune(ctx, before, 2)).get(t); p.Succeeded+p.Dead+p.Events != 0 {
+		t.Fatalf("third prune: %+v, want nothing", p)
 	}
 	for _, d := range old.Deliveries {
 		if _, _, err := s.GetDelivery(ctx, d.ID); !errors.Is(err, engine.ErrNotFound) {

@@ -143,10 +143,19 @@ type Console struct {
 	Title string
 }
 
-// Retention prunes old deliveries.
+// Retention prunes old deliveries and events.
 type Retention struct {
-	// Succeeded is how long succeeded deliveries are kept. Default 0: forever.
+	// Succeeded is how long succeeded deliveries are kept (from when they
+	// were created). Default 0: forever.
 	Succeeded time.Duration
+	// Dead is how long dead deliveries are kept (from when they died).
+	// Default 0: forever. Failed (retrying), pending, running and held
+	// deliveries are never pruned.
+	Dead time.Duration
+	// Events is how long events are kept once none of their deliveries is
+	// left and no pending timer needs them. Default 0: the larger of
+	// Succeeded and Dead (forever when both are 0).
+	Events time.Duration
 }
 
 // Limits bounds request sizes and what rule conditions may cost.
@@ -570,17 +579,25 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		case "tokens":
 			d.tokens(v, c)
 		case "retention":
-			d.mapping(v, key, []string{"succeeded"}, func(key string, k, v *yaml.Node) {
-				s := d.str(v, "retention.succeeded")
+			d.mapping(v, key, []string{"succeeded", "dead", "events"}, func(key string, k, v *yaml.Node) {
+				name := "retention." + key
+				s := d.str(v, name)
 				if s == "" {
 					return
 				}
 				dur, err := time.ParseDuration(s)
 				if err != nil || dur < 0 {
-					d.errf(v, "retention.succeeded", "must be a duration such as 720h, not %q", s)
+					d.errf(v, name, "must be a duration such as 720h, not %q", s)
 					return
 				}
-				c.Retention.Succeeded = dur
+				switch key {
+				case "succeeded":
+					c.Retention.Succeeded = dur
+				case "dead":
+					c.Retention.Dead = dur
+				case "events":
+					c.Retention.Events = dur
+				}
 			})
 		case "console":
 			d.mapping(v, key, []string{"enabled", "title"}, func(key string, k, v *yaml.Node) {

@@ -60,7 +60,7 @@ tokens:
     token: "x-${ACME}-y"
     tenant: acme
     scopes: [rules:read, rules:write, deliveries:read, deliveries:write]
-retention: {succeeded: 720h}
+retention: {succeeded: 720h, dead: 2160h, events: 2200h}
 limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms,
   condition_cooldown: 5m, rules_per_tenant: 50, deliveries_per_event: 4, streams: 3}
 log_format: json
@@ -90,7 +90,10 @@ log_format: json
 		!c.Tokens[1].HasScope(ScopeRulesWrite) || c.Tokens[0].HasScope(ScopeRulesRead) {
 		t.Fatalf("tokens %+v", c.Tokens)
 	}
-	if c.Retention.Succeeded != 720*time.Hour || c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.Limits.ActionsPerRule != 4 || c.LogFormat != "json" {
+	if c.Retention.Succeeded != 720*time.Hour || c.Retention.Dead != 2160*time.Hour || c.Retention.Events != 2200*time.Hour {
+		t.Fatalf("retention %+v", c.Retention)
+	}
+	if c.Limits.MaxEventBytes != 2048 || c.Limits.MaxBatchEvents != 10 || c.Limits.ActionsPerRule != 4 || c.LogFormat != "json" {
 		t.Fatalf("%+v", c)
 	}
 	if c.Limits.ConditionMemory != 4<<20 || c.Limits.ConditionTime != 200*time.Millisecond ||
@@ -148,6 +151,9 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"tokens:\n  - {name: a, token: \"${NOPE}\", scopes: [rules:read]}\n", "c.yaml:2:22: tokens[0].token: environment variable NOPE is not set"},
 		{"tokens:\n  - {name: a, token: t, scopes: [rules:read]}\n  - {name: a, token: u, scopes: [rules:read]}\n", `duplicate token name "a"`},
 		{"retention: {succeeded: forever}\n", "c.yaml:1:24: retention.succeeded: must be a duration"},
+		{"retention:\n  dead: -1h\n", `c.yaml:2:9: retention.dead: must be a duration such as 720h, not "-1h"`},
+		{"retention: {succeeded: 1h, events: 90d}\n", `c.yaml:1:36: retention.events: must be a duration such as 720h, not "90d"`},
+		{"retention: {failed: 1h}\n", "c.yaml:1:13: retention.failed: unknown key"},
 		{"database: mysql://x\n", "c.yaml:1:11: database: must be sqlite:PATH or postgres://"},
 		{"listen: 8080\n", "c.yaml:1:9: listen: must be host:port"},
 		{"log_format: xml\n", "log_format: must be text or json"},

@@ -100,7 +100,7 @@ plugins: [{name: csvlog, path: ./bin/csvlog, sha256: "ababababababababababababab
 delivery: {workers: 8, destination_concurrency: 3, tenant_concurrency: 5, allow_http: true, allow_private_networks: false,
   allowed_networks: [10.0.0.0/8], max_response_body: 4096, quick_retries: 0}
 tokens: [{name: erp, token: "${ERP_TOKEN}", tenant: acme, scopes: [events:write]}]
-retention: {succeeded: 720h}
+retention: {succeeded: 720h, dead: 2160h, events: 2160h}
 limits: {max_event_bytes: 2048, max_batch_events: 10, actions_per_rule: 4, condition_memory: 4MiB, condition_time: 200ms,
   condition_cooldown: off, rules_per_tenant: 50, deliveries_per_event: "${PER_EVENT}"}
 log_format: json

@@ -1097,76 +1097,224 @@ func requeueStates(f *engine.DeliveryFilter) []engine.State {
 	return states
 }
 
-// Prune implements engine.DeliveryLog.
-func (c *Core) Prune(ctx context.Context, before time.Time, batch int) (int, error) {
+// Prune implements engine.DeliveryLog: one short transaction per kind, so
+// that on SQLite the one writer never waits for more than one batch of
+// one kind.
+func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) (engine.Pruned, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
-	n := 0
+	var p engine.Pruned
+	// Ids sort by creation time, so the (state, id) index (SQLite) or the
+	// primary key (PostgreSQL) yields the oldest first and no index of its
+	// own on created_at or updated_at is kept up to date.
+	if !before.Succeeded.IsZero() {
+		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.After.Succeeded, before.Events, batch, &p.Longest)
+		p.Succeeded, p.Events, p.Next.Succeeded = n, p.Events+evs, next
+		if err != nil {
+			return p, fmt.Errorf("prune succeeded deliveries: %w", err)
+		}
+	}
+	if !before.Dead.IsZero() {
+		// updated_at is when the last attempt ended: when it died.
+		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.After.Dead, before.Events, batch, &p.Longest)
+		p.Dead, p.Events, p.Next.Dead = n, p.Events+evs, next
+		if err != nil {
+			return p, fmt.Errorf("prune dead deliveries: %w", err)
+		}
+	}
+	evs, next, err := c.pruneEvents(ctx, before.Events, before.After.Events, batch, &p.Longest)
+	p.Events += evs
+	p.Next.Events = next
+	if err != nil {
+		return p, fmt.Errorf("prune events: %w", err)
+	}
+	return p, nil
+}
+
+// pruneTx is Tx raising *longest to how long the transaction held the
+// writer: from its start (the connection taken, BEGIN done) to its
+// commit.
+func (c *Core) pruneTx(ctx context.Context, longest *time.Duration, fn func(tx *Tx) error) error {
+	var began time.Time
 	err := c.Tx(ctx, func(tx *Tx) error {
-		n = 0
-		// Ids sort by creation time, so the (state, id) index yields the
-		// oldest first and no index of its own on created_at is kept up to
-		// date.
-		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries
-			WHERE state = 'succeeded' AND created_at < ? ORDER BY id LIMIT ?`), c.t(before), batch)
+		began = time.Now()
+		return fn(tx)
+	})
+	if !began.IsZero() {
+		*longest = max(*longest, time.Since(began))
+	}
+	return err
+}
+
+// eventFree is true of an event e that no delivery and no pending timer
+// needs.
+const eventFree = `NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
+	AND NOT EXISTS (SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
+		AND t.entity_id = e.entity_id AND t.state = 'pending' AND (t.event_id = e.id OR t.latest_id = e.id))`
+
+// pruneDeliveries deletes up to batch deliveries matching cond (with one
+// time parameter, at) with ids after after, oldest first, with their
+// attempts, and their events received before events (unless it is zero)
+// that nothing else needs. It returns how many deliveries and events it
+// deleted, and the last id it read.
+func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, after string, events time.Time, batch int, longest *time.Duration) (int, int, string, error) {
+	n, evs, last := 0, 0, after
+	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
+		n, evs, last = 0, 0, after
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? ORDER BY id LIMIT ?`), c.t(at), after, batch)
 		if err != nil {
 			return err
 		}
 		var ids []any
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			if err := rows.Scan(&last); err != nil {
 				rows.Close()
 				return err
 			}
-			ids = append(ids, id)
+			ids = append(ids, last)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		per := c.chunk(1)
+		seen := map[key]bool{}
+		var keys []any // tenant, id pairs of their events
+		per := c.chunk(1) - 1
 		for lo := 0; lo < len(ids); lo += per {
 			part := ids[lo:min(lo+per, len(ids))]
-			// Attempts first: they have no foreign key to cascade.
-			if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM attempts WHERE delivery_id IN ("+list(len(part))+")"), part...); err != nil {
-				return err
-			}
-			r, err := tx.ExecContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+")"), part...)
+			// cond again, on the rows as deleted: on PostgreSQL a requeue
+			// may have revived one since the SELECT. Their attempts after
+			// them, by the ids deleted (no foreign key cascades). Clip:
+			// appending to part must not overwrite the next chunk's id.
+			rows, err := tx.QueryContext(ctx, c.Q("DELETE FROM deliveries WHERE id IN ("+list(len(part))+") AND "+cond+" RETURNING id, tenant, event_id"),
+				append(slices.Clip(part), c.t(at))...)
 			if err != nil {
 				return err
 			}
-			m, _ := r.RowsAffected()
-			n += int(m)
+			var gone []any
+			for rows.Next() {
+				var id string
+				var k key
+				if err := rows.Scan(&id, &k.tenant, &k.id); err != nil {
+					rows.Close()
+					return err
+				}
+				gone = append(gone, id)
+				if !seen[k] {
+					seen[k] = true
+					keys = append(keys, k.tenant, k.id)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			n += len(gone)
+			if len(gone) == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, c.Q("DELETE FROM attempts WHERE delivery_id IN ("+list(len(gone))+")"), gone...); err != nil {
+				return err
+			}
 		}
-		// Chains with nothing open, and timers that ended. head = '' is
-		// tested on the row deleted too: on PostgreSQL a row the
-		// subquery found open-free may have been given a head by an emit
-		// this statement waited for, and only the target's own condition
-		// is checked again on the row as committed.
+		if events.IsZero() {
+			return nil
+		}
+		// Their events now, rather than when the events walk reaches them:
+		// a pass deletes deliveries and events in whatever order they lie.
+		m, err := c.deleteFreeEvents(ctx, tx, keys, events)
+		evs = m
+		return err
+	})
+	return n, evs, last, err
+}
+
+// deleteFreeEvents deletes the events of keys (tenant, id pairs) received
+// before before that nothing needs, and returns how many.
+func (c *Core) deleteFreeEvents(ctx context.Context, tx *Tx, keys []any, before time.Time) (int, error) {
+	n := 0
+	per := c.chunk(2) - 1
+	for lo := 0; lo < len(keys)/2; lo += per {
+		part := keys[2*lo : 2*min(lo+per, len(keys)/2)]
+		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
+			(SELECT e.tenant, e.id FROM events e WHERE (e.tenant, e.id) IN (VALUES `+placeholders(len(part)/2, 2)+`)
+				AND e.received_at < ? AND `+eventFree+`)`), append(slices.Clip(part), c.t(before))...)
+		if err != nil {
+			return n, err
+		}
+		m, _ := r.RowsAffected()
+		n += int(m)
+	}
+	return n, nil
+}
+
+// pruneEvents deletes idle ordered chains and, unless before is zero,
+// timers that ended before before, and walks up to batch events received
+// before it, from after on (nil: the oldest), deleting those nothing
+// needs. It returns how many events it deleted and where the next walk
+// starts (nil when it reached the end). A walk that restarted from the
+// oldest every time would read again, every batch, all the old events
+// kept for their deliveries.
+func (c *Core) pruneEvents(ctx context.Context, before time.Time, after *engine.EventCursor, batch int, longest *time.Duration) (int, *engine.EventCursor, error) {
+	n := 0
+	var next *engine.EventCursor
+	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
+		n, next = 0, nil
+		// Chains with nothing open. head = '' is tested on the row deleted
+		// too: on PostgreSQL a row the subquery found open-free may have
+		// been given a head by an emit this statement waited for, and only
+		// the target's own condition is checked again on the row as
+		// committed.
 		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM chains WHERE head = '' AND key IN
 			(SELECT key FROM chains WHERE head = '' LIMIT ?)`), batch); err != nil {
 			return err
+		}
+		if before.IsZero() {
+			return nil
 		}
 		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM timers WHERE id IN
 			(SELECT id FROM timers WHERE state <> 'pending' AND updated_at < ? LIMIT ?)`), c.t(before), batch); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
-			(SELECT e.tenant, e.id FROM events e WHERE e.received_at < ? AND NOT EXISTS
-				(SELECT 1 FROM deliveries d WHERE d.tenant = e.tenant AND d.event_id = e.id)
-			 AND NOT EXISTS
-				(SELECT 1 FROM timers t WHERE t.tenant = e.tenant AND t.entity = e.entity
-					AND t.entity_id = e.entity_id AND t.state = 'pending'
-					AND (t.event_id = e.id OR t.latest_id = e.id))
-			 LIMIT ?)`), c.t(before), batch)
+		// Row values keep the walk on the (received_at, tenant, id) index.
+		cond, args := "e.received_at < ?", []any{c.t(before)}
+		if after != nil {
+			cond += " AND (e.received_at, e.tenant, e.id) > (?, ?, ?)"
+			args = append(args, c.t(after.ReceivedAt), after.Tenant, after.ID)
+		}
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT e.received_at, e.tenant, e.id, CASE WHEN `+eventFree+` THEN 1 ELSE 0 END
+			FROM events e WHERE `+cond+` ORDER BY e.received_at, e.tenant, e.id LIMIT ?`), append(args, batch)...)
+		if err != nil {
+			return err
+		}
+		var free []any
+		var last engine.EventCursor
+		walked := 0
+		for rows.Next() {
+			var at Time
+			var isFree int
+			if err := rows.Scan(&at, &last.Tenant, &last.ID, &isFree); err != nil {
+				rows.Close()
+				return err
+			}
+			last.ReceivedAt = at.T
+			walked++
+			if isFree == 1 {
+				free = append(free, last.Tenant, last.ID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if walked == batch {
+			next = &last
+		}
+		n, err = c.deleteFreeEvents(ctx, tx, free, before)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("prune: %w", err)
-	}
-	return n, nil
+	return n, next, err
 }
 
 // Count adds n deliveries in state s to the counts of st.
