@@ -334,26 +334,8 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 
 	// (1) Throughput.
 	start := time.Now()
-	var seq atomic.Int64
-	var emitErr atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for range o.emitters {
-		wg.Go(func() {
-			for {
-				i := seq.Add(1)
-				if i > int64(o.events) || emitErr.Load() != nil {
-					return
-				}
-				if err := emit(ctx, benchEvent("tp", i)); err != nil {
-					emitErr.Store(&err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if p := emitErr.Load(); p != nil {
-		return fmt.Errorf("emit: %w", *p)
+	if err := emitConcurrently(o.events, o.emitters, func(i int64) error { return emit(ctx, benchEvent("tp", i)) }); err != nil {
+		return err
 	}
 	emitted := time.Since(start)
 	if err := waitRecorded(ctx, st, rv, int64(deliveries)); err != nil {
@@ -372,30 +354,13 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	before := rv.received.Load()
 	rv.record.Store(true)
 	interval := time.Second / time.Duration(o.rate)
-	lstart := time.Now()
-	var lwg sync.WaitGroup
-	sem := make(chan struct{}, 1024)
-	for i := 1; i <= n; i++ {
-		// Open loop: event i is due at start + i×interval, however late
-		// earlier ones were.
-		if d := time.Until(lstart.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		sem <- struct{}{}
-		lwg.Go(func() {
-			defer func() { <-sem }()
-			if err := emit(ctx, benchEvent("lat", int64(i))); err != nil {
-				emitErr.Store(&err)
-			}
-		})
-	}
 	// The rate the emits were issued at (a slow emit delays the next
 	// ones only when 1024 are outstanding).
-	actualRate := float64(n) / time.Since(lstart).Seconds()
-	lwg.Wait()
-	if p := emitErr.Load(); p != nil {
-		return fmt.Errorf("emit: %w", *p)
+	issued, err := openLoop(n, interval, 1024, func(i int) error { return emit(ctx, benchEvent("lat", int64(i+1))) })
+	if err != nil {
+		return fmt.Errorf("emit: %w", err)
 	}
+	actualRate := float64(n) / issued.Seconds()
 	if err := waitRecorded(ctx, st, rv, before+int64(n*o.rules)); err != nil {
 		return err
 	}
@@ -433,6 +398,35 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "ceiling: bare HTTP POST loop (%d requests, %d concurrent, no database): %.0f requests/s; engine at %.0f%%\n", hn, o.workers, hrate, 100*tput/hrate)
 	return nil
+}
+
+// openLoop calls fn for 0..n-1 in goroutines, call i due at start + i ×
+// interval however late earlier ones were (an open loop), at most
+// outstanding at once. It returns how long issuing them took and the
+// first error, once all have returned.
+func openLoop(n int, interval time.Duration, outstanding int, fn func(i int) error) (time.Duration, error) {
+	var wg sync.WaitGroup
+	var first atomic.Pointer[error]
+	sem := make(chan struct{}, outstanding)
+	start := time.Now()
+	for i := range n {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(i); err != nil {
+				first.CompareAndSwap(nil, &err)
+			}
+		})
+	}
+	issued := time.Since(start)
+	wg.Wait()
+	if p := first.Load(); p != nil {
+		return issued, *p
+	}
+	return issued, nil
 }
 
 // serveLoopback serves h on a free port of 127.0.0.1 and returns its base

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/erpflow/erpflow/actions"
@@ -111,30 +110,18 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 
 	// (1) Throughput.
 	deliveries := int64(o.events * o.rules)
-	var next atomic.Int64
-	var firstErr atomic.Pointer[error]
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range o.clients {
-		wg.Go(func() {
-			for firstErr.Load() == nil {
-				first := next.Add(int64(o.batch)) - int64(o.batch) + 1
-				if first > int64(o.events) {
-					return
-				}
-				n := int(min(int64(o.batch), int64(o.events)-first+1))
-				d, err := post("tp", first, n)
-				if err != nil {
-					firstErr.Store(&err)
-					return
-				}
-				ack(d)
-			}
-		})
-	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return *p
+	requests := (o.events + o.batch - 1) / o.batch
+	err = emitConcurrently(requests, o.clients, func(r int64) error {
+		first := (r-1)*int64(o.batch) + 1
+		d, err := post("tp", first, int(min(int64(o.batch), int64(o.events)-first+1)))
+		if err == nil {
+			ack(d)
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
 	accepted := time.Since(start)
 	if err := waitRecorded(ctx, st, rv, deliveries); err != nil {
@@ -159,28 +146,17 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	rv.mu.Unlock()
 	rv.record.Store(true)
 	interval := time.Duration(float64(time.Second) / rate)
-	sem := make(chan struct{}, o.clients)
-	lstart := time.Now()
-	for i := range n {
-		if d := time.Until(lstart.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			d, err := post("lat", int64(i*o.batch+1), o.batch)
-			if err != nil {
-				firstErr.Store(&err)
-				return
-			}
+	issued, err := openLoop(n, interval, o.clients, func(i int) error {
+		d, err := post("lat", int64(i*o.batch+1), o.batch)
+		if err == nil {
 			ack(d)
-		})
+		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	achieved := float64(n*o.batch) / time.Since(lstart).Seconds()
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return *p
-	}
+	achieved := float64(n*o.batch) / issued.Seconds()
 	if err := waitRecorded(ctx, st, rv, before+int64(n*o.batch*o.rules)); err != nil {
 		return err
 	}

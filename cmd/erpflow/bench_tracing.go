@@ -161,17 +161,26 @@ func emitAll(ctx context.Context, eng *engine.Engine, o benchOpts, prefix string
 		ctx = trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
 			TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true}))
 	}
+	return emitConcurrently(o.events, o.emitters, func(i int64) error {
+		_, err := eng.Emit(ctx, benchEvent(prefix, i))
+		return err
+	})
+}
+
+// emitConcurrently calls emit for 1..n from emitters goroutines, each
+// taking the next number, until all are done or one fails.
+func emitConcurrently(n, emitters int, emit func(i int64) error) error {
 	var seq atomic.Int64
 	var emitErr atomic.Pointer[error]
 	var wg sync.WaitGroup
-	for range o.emitters {
+	for range emitters {
 		wg.Go(func() {
 			for {
 				i := seq.Add(1)
-				if i > int64(o.events) || emitErr.Load() != nil {
+				if i > int64(n) || emitErr.Load() != nil {
 					return
 				}
-				if _, err := eng.Emit(ctx, benchEvent(prefix, i)); err != nil {
+				if err := emit(i); err != nil {
 					emitErr.Store(&err)
 					return
 				}
