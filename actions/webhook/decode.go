@@ -108,11 +108,7 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 			continue
 		}
 		if !slices.Contains(knownKeys, k.Value) {
-			msg := "unknown key"
-			if s := didYouMean(k.Value, knownKeys); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			}
-			d.errf(k, k.Value, "%s (known: %s)", msg, strings.Join(knownKeys, ", "))
+			d.unknownKey(k, k.Value, knownKeys)
 			continue
 		}
 		keys[k.Value], keyNodes[k.Value] = v, k
@@ -465,11 +461,7 @@ func (d *decoder) decodeAuth(c *config, n *yaml.Node) {
 		k := v.Content[i]
 		path := "auth." + kind.Value + "." + k.Value
 		if !slices.Contains(want, k.Value) {
-			msg := "unknown key"
-			if s := didYouMean(k.Value, want); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			}
-			d.errf(k, path, "%s (known: %s)", msg, strings.Join(want, ", "))
+			d.unknownKey(k, path, want)
 			continue
 		}
 		fields[k.Value] = v.Content[i+1]
@@ -566,6 +558,16 @@ func (c *config) finishSecrets() {
 
 // didYouMean returns the known key closest to s, or "".
 func didYouMean(s string, known []string) string { return templates.Closest(s, known) }
+
+// unknownKey reports key k (at path), which is not one of known, naming
+// the closest known one.
+func (d *decoder) unknownKey(k *yaml.Node, path string, known []string) {
+	msg := "unknown key"
+	if s := didYouMean(k.Value, known); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	d.errf(k, path, "%s (known: %s)", msg, strings.Join(known, ", "))
+}
 
 // sortedKeys returns a map's keys in order (stable JSON and previews).
 func sortedKeys[V any](m map[string]V) []string {

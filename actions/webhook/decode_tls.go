@@ -33,11 +33,7 @@ func (d *decoder) fields(n *yaml.Node, path string, known []string) (map[string]
 		k := n.Content[i]
 		kp := path + "." + k.Value
 		if !slices.Contains(known, k.Value) {
-			msg := "unknown key"
-			if s := didYouMean(k.Value, known); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			}
-			d.errf(k, kp, "%s (known: %s)", msg, strings.Join(known, ", "))
+			d.unknownKey(k, kp, known)
 			continue
 		}
 		if _, dup := out[k.Value]; dup {

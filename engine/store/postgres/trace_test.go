@@ -1,22 +1,14 @@
 package postgres_test
 
 import (
-	"context"
 	"database/sql"
-	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
-// TestMigrateDeliveryTrace: a database at migration 8 (before deliveries
-// kept their trace) gets the trace column: its deliveries read back with
-// no trace, and new ones keep theirs through insert and claim.
+// TestMigrateDeliveryTrace: see storetest.DeliveryTraceMigration.
 func TestMigrateDeliveryTrace(t *testing.T) {
 	u := freshSchema(t)
 	db, err := sql.Open("postgres", u)
@@ -24,56 +16,9 @@ func TestMigrateDeliveryTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	files, _ := filepath.Glob("migrations/*.sql")
-	sort.Strings(files)
-	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`}
-	for _, f := range files {
-		name := strings.TrimSuffix(filepath.Base(f), ".sql")
-		v, _ := strconv.Atoi(name[:4])
-		if v >= 9 {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stmts = append(stmts, string(b),
-			`INSERT INTO schema_migrations VALUES (`+strconv.Itoa(v)+`, '`+name+`', '2026-01-01T00:00:00Z')`)
-	}
-	stmts = append(stmts, `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
-			VALUES ('dlv_old', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'failed', now(), now(), now(), now())`)
-	for _, q := range stmts {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%v\n%s", err, q)
-		}
-	}
-	s := open(t, u)
-	defer s.Close()
-	ctx := context.Background()
-	d, _, err := s.GetDelivery(ctx, "dlv_old")
-	if err != nil || d.Trace != "" || d.Rule != "a" {
-		t.Fatalf("old delivery %+v, %v; want no trace", d, err)
-	}
-	const tr = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 congo=t61rcWkgMzE"
-	r := record("new")
-	r.Deliveries[0].Trace = tr
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{r}); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := s.Claim(ctx, "w", 10, time.Now().Add(time.Hour), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, d := range ds {
-		if d.ID == "dlv_new" {
-			found = true
-			if d.Trace != tr {
-				t.Fatalf("claimed trace %q, want %q", d.Trace, tr)
-			}
-		}
-	}
-	if !found {
-		t.Fatalf("claimed %+v, want dlv_new among them", ds)
-	}
+	storetest.DeliveryTraceMigration(t, db, "migrations", "now()", func() engine.Store {
+		s := open(t, u)
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
 }
