@@ -127,10 +127,7 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 	per := c.chunk(2)
 	for lo := 0; lo < len(ends); lo += per {
 		hi := min(lo+per, len(ends))
-		args := make([]any, 0, 2*(hi-lo))
-		for _, e := range ends[lo:hi] {
-			args = append(args, e.key, e.id)
-		}
+		args := endArgs(ends[lo:hi])
 		// The rows are locked in key order first where writers run
 		// concurrently: the UPDATE alone locks them in the order of its
 		// plan, and emits lock them in key order.
@@ -146,6 +143,15 @@ func (c *Core) chainAdvance(ctx context.Context, tx Querier, ends []chainEnd, no
 		freed = append(freed, ks...)
 	}
 	return c.chainRelease(ctx, tx, freed, now, hand)
+}
+
+// endArgs are the (key, id) pairs of ends, as statement arguments.
+func endArgs(ends []chainEnd) []any {
+	args := make([]any, 0, 2*len(ends))
+	for _, e := range ends {
+		args = append(args, e.key, e.id)
+	}
+	return args
 }
 
 // scanPairs passes each row of two text columns to fn and closes rows.
@@ -218,10 +224,7 @@ func (c *Core) chainAdvanceSerial(ctx context.Context, tx Querier, ends []chainE
 	per := c.chunk(2)
 	for lo := 0; lo < len(ends); lo += per {
 		hi := min(lo+per, len(ends))
-		args := make([]any, 0, 2*(hi-lo))
-		for _, e := range ends[lo:hi] {
-			args = append(args, e.key, e.id)
-		}
+		args := endArgs(ends[lo:hi])
 		rows, err := tx.QueryContext(ctx, c.Q(`UPDATE chains SET head = COALESCE((SELECT MIN(h.id) FROM held h WHERE h.key = chains.key), '')
 			WHERE (key, head) IN (VALUES `+placeholders(hi-lo, 2)+`) RETURNING key, head`), args...)
 		if err == nil {
