@@ -199,6 +199,9 @@ func Run(t *testing.T, open Opener) {
 			s := open(t)
 			t.Cleanup(func() { s.Close() })
 			tc.fn(t, s)
+			if !t.Failed() {
+				statsAgree(t, s)
+			}
 		})
 	}
 }

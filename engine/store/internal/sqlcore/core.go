@@ -1334,31 +1334,48 @@ func Count(st *engine.QueueStats, s engine.State, n int) {
 	}
 }
 
-// stats implements engine.DeliveryLog. OldestPending is the run_at of the
-// longest-due waiting delivery.
-func (c *Core) stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
+// statsSQL is SQLite's Stats (PostgreSQL has its own): the live
+// deliveries counted through the (state, id) index, one entry each; the
+// dead ones, which stay until retention, from dead_counts (kept by
+// triggers, migration 0012). tenantCond narrows both to a tenant. Test
+// deliveries are not counted.
+func statsSQL(tenantCond string) string {
+	return `SELECT state, COUNT(*) FROM deliveries
+		WHERE state IN ('pending', 'failed', 'running', 'held') AND NOT test` + tenantCond + ` GROUP BY state
+	UNION ALL
+	SELECT 'dead', COALESCE(SUM(n), 0) FROM dead_counts WHERE 1 = 1` + tenantCond
+}
+
+// stats implements engine.DeliveryLog for SQLite, of every tenant when
+// tenant is nil. OldestPending is the run_at of the longest-due waiting
+// delivery.
+func (c *Core) stats(ctx context.Context, now time.Time, tenant *string) (engine.QueueStats, error) {
 	var st engine.QueueStats
-	rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
-		WHERE state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state`))
+	cond, args, dueArgs := "", []any{}, []any{c.t(now)}
+	if tenant != nil {
+		cond, args = " AND tenant = ?", []any{*tenant, *tenant}
+		dueArgs = append(dueArgs, *tenant)
+	}
+	rows, err := c.R.QueryContext(ctx, c.Q(statsSQL(cond)), args...)
 	if err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+		return st, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var s string
 		var n int
 		if err := rows.Scan(&s, &n); err != nil {
-			return st, fmt.Errorf("stats: %w", err)
+			return st, err
 		}
 		Count(&st, engine.State(s), n)
 	}
 	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+		return st, err
 	}
 	var oldest Time
 	if err := c.R.QueryRowContext(ctx, c.Q(`SELECT MIN(due_at) FROM deliveries
-		WHERE due_at <= ? AND state IN ('pending', 'failed')`), c.t(now)).Scan(&oldest); err != nil {
-		return st, fmt.Errorf("stats: %w", err)
+		WHERE due_at <= ? AND state IN ('pending', 'failed')`+cond), dueArgs...).Scan(&oldest); err != nil {
+		return st, err
 	}
 	st.OldestPending = oldest.T
 	return st, nil
@@ -1590,8 +1607,11 @@ func (c *Core) GetEvent(ctx context.Context, tenant, id string) (rec engine.Even
 // Stats implements engine.DeliveryLog. OldestPending is the run_at of the
 // longest-due waiting delivery.
 func (c *Core) Stats(ctx context.Context, now time.Time) (st engine.QueueStats, err error) {
-	err = c.Retry(ctx, func() error { st, err = c.stats(ctx, now); return err })
-	return st, err
+	err = c.Retry(ctx, func() error { st, err = c.stats(ctx, now, nil); return err })
+	if err != nil {
+		return st, fmt.Errorf("stats: %w", err)
+	}
+	return st, nil
 }
 
 // ListRules implements engine.RuleStore.

@@ -183,35 +183,9 @@ func prefixed(prefix, cols string) string {
 }
 
 // TenantStats implements engine.DeliveryLog: Stats over the deliveries
-// of one tenant (the deliveries_tenant index).
+// of one tenant.
 func (c *Core) TenantStats(ctx context.Context, tenant string, now time.Time) (st engine.QueueStats, err error) {
-	err = c.Retry(ctx, func() error {
-		st = engine.QueueStats{}
-		rows, err := c.R.QueryContext(ctx, c.Q(`SELECT state, COUNT(*) FROM deliveries
-			WHERE tenant = ? AND state IN ('pending', 'failed', 'running', 'dead', 'held') GROUP BY state`), tenant)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			var n int
-			if err := rows.Scan(&s, &n); err != nil {
-				return err
-			}
-			Count(&st, engine.State(s), n)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		var oldest Time
-		if err := c.R.QueryRowContext(ctx, c.Q(`SELECT MIN(due_at) FROM deliveries
-			WHERE tenant = ? AND due_at <= ? AND state IN ('pending', 'failed')`), tenant, c.t(now)).Scan(&oldest); err != nil {
-			return err
-		}
-		st.OldestPending = oldest.T
-		return nil
-	})
+	err = c.Retry(ctx, func() error { st, err = c.stats(ctx, now, &tenant); return err })
 	if err != nil {
 		return st, fmt.Errorf("tenant stats: %w", err)
 	}
