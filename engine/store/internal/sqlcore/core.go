@@ -1132,6 +1132,21 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 	return p, nil
 }
 
+// IDBound is the least delivery id of time at: "dlv_" and the ULID's 10
+// characters of milliseconds (see engine/id.go). Every delivery id made
+// before at sorts below it; ids of other shapes sort where they sort.
+func IDBound(at time.Time) string {
+	const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+	ms := uint64(max(at.UnixMilli(), 0))
+	var b [14]byte
+	copy(b[:], "dlv_")
+	for i := 13; i >= 4; i-- {
+		b[i] = crockford[ms&31]
+		ms >>= 5
+	}
+	return string(b[:])
+}
+
 // pruneTx is Tx raising *longest to how long the transaction held the
 // writer: from its start (the connection taken, BEGIN done) to its
 // commit.
@@ -1162,7 +1177,10 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, a
 	n, evs, last := 0, 0, after
 	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
 		n, evs, last = 0, 0, after
-		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? ORDER BY id LIMIT ?`), c.t(at), after, batch)
+		// id < IDBound(at): a delivery created (and so finished) at or
+		// after at has a greater id; without this bound a walk that finds
+		// fewer than batch rows to delete would read on to the newest.
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? AND id < ? ORDER BY id LIMIT ?`), c.t(at), after, IDBound(at), batch)
 		if err != nil {
 			return err
 		}
