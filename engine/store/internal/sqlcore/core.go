@@ -1133,18 +1133,11 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 }
 
 // IDBound is the least delivery id of time at: "dlv_" and the ULID's 10
-// characters of milliseconds (see engine/id.go). Every delivery id made
-// before at sorts below it; ids of other shapes sort where they sort.
+// characters of milliseconds (engine.DeliveryIDAt without its random
+// part). Every delivery id made before at sorts below it; ids of other
+// shapes sort where they sort.
 func IDBound(at time.Time) string {
-	const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-	ms := uint64(max(at.UnixMilli(), 0))
-	var b [14]byte
-	copy(b[:], "dlv_")
-	for i := 13; i >= 4; i-- {
-		b[i] = crockford[ms&31]
-		ms >>= 5
-	}
-	return string(b[:])
+	return engine.DeliveryIDAt(at)[:len("dlv_")+10]
 }
 
 // pruneTx is Tx raising *longest to how long the transaction held the
