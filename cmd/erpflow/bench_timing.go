@@ -151,3 +151,12 @@ func (t *timingStore) NextTimer(ctx context.Context) (time.Time, error) {
 	t.rec("next timer", 1, time.Since(s))
 	return r, err
 }
+
+// PruneBatchTime forwards engine.PruneTimer; 0, as the engine reads it,
+// is "not a PruneTimer".
+func (t *timingStore) PruneBatchTime() time.Duration {
+	if pt, ok := t.Store.(engine.PruneTimer); ok {
+		return pt.PruneBatchTime()
+	}
+	return 0
+}
