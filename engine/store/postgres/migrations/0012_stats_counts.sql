@@ -4,13 +4,14 @@
 -- * Live deliveries (pending, failed, running) are the rows of queue: it
 --   now carries their state too, so they are counted there. Held ones are
 --   the rows of held.
--- * Dead deliveries stay until retention: they are counted by the queue
---   triggers into dead_counts, one row of deltas per statement that
---   changed any, by tenant and by the UTC day in the delivery's id (ids
---   sort by creation time), so that dropping a day of deliveries can drop
---   its counts too. The store folds the rows into one per (tenant, day).
---   Deltas, not one counter row: a counter row would serialise every
---   transaction that kills or replays a delivery.
+-- * Dead deliveries stay until retention: triggers count them into
+--   dead_counts, one row of deltas per insert or delete statement that
+--   changed any and per row an update moved in or out of dead, by tenant
+--   and by the UTC day in the delivery's id (ids sort by creation time),
+--   so that dropping a day of deliveries could drop its counts too. The
+--   store folds the rows into one per (tenant, day). Deltas, not one
+--   counter row: a counter row would serialise every transaction that
+--   kills or replays a delivery.
 -- Test deliveries (test-fires) are not work: neither is counted.
 -- Writers wait for this migration, so that nothing changes between the
 -- new triggers and the counts taken of the rows already there.
@@ -56,13 +57,21 @@ BEGIN
 	INSERT INTO queue (id, due_at, state) SELECT id, due_at, state FROM new_rows WHERE due_at IS NOT NULL
 	ON CONFLICT (id) DO UPDATE SET due_at = EXCLUDED.due_at, state = EXCLUDED.state
 	WHERE queue.due_at IS DISTINCT FROM EXCLUDED.due_at OR queue.state IS DISTINCT FROM EXCLUDED.state;
-	IF EXISTS (SELECT 1 FROM new_rows WHERE state = 'dead') OR EXISTS (SELECT 1 FROM old_rows WHERE state = 'dead') THEN
-		INSERT INTO dead_counts (tenant, day, n)
-		SELECT tenant, delivery_day(id), sum(k) FROM (
-			SELECT tenant, id, 1 AS k FROM new_rows WHERE state = 'dead' AND NOT test
-			UNION ALL
-			SELECT tenant, id, -1 FROM old_rows WHERE state = 'dead' AND NOT test) x
-		GROUP BY 1, 2 HAVING sum(k) <> 0;
+	RETURN NULL;
+END $$;
+
+-- An update changes the dead count only when a row enters or leaves dead
+-- (a completion that kills, a replay): a row trigger whose WHEN the
+-- executor tests on each updated row, with no function call for the
+-- others. A statement trigger would need the old rows of every update (a
+-- copy of each claimed and completed row) to see the few that left dead.
+CREATE FUNCTION dead_upd() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF OLD.state = 'dead' AND NOT OLD.test THEN
+		INSERT INTO dead_counts (tenant, day, n) VALUES (OLD.tenant, delivery_day(OLD.id), -1);
+	END IF;
+	IF NEW.state = 'dead' AND NOT NEW.test THEN
+		INSERT INTO dead_counts (tenant, day, n) VALUES (NEW.tenant, delivery_day(NEW.id), 1);
 	END IF;
 	RETURN NULL;
 END $$;
@@ -78,9 +87,9 @@ BEGIN
 	RETURN NULL;
 END $$;
 
-DROP TRIGGER deliveries_queue_upd ON deliveries;
-CREATE TRIGGER deliveries_queue_upd AFTER UPDATE ON deliveries
-	REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION queue_upd();
+CREATE TRIGGER deliveries_dead_upd AFTER UPDATE ON deliveries FOR EACH ROW
+	WHEN ((OLD.state = 'dead' AND NOT OLD.test) IS DISTINCT FROM (NEW.state = 'dead' AND NOT NEW.test) OR OLD.tenant <> NEW.tenant)
+	EXECUTE FUNCTION dead_upd();
 
 INSERT INTO dead_counts (tenant, day, n)
 SELECT tenant, delivery_day(id), count(*) FROM deliveries WHERE state = 'dead' AND NOT test GROUP BY 1, 2;
