@@ -52,6 +52,23 @@ func (g *idGen) nextAs(prefix string, now time.Time) string {
 	return prefix + encodeULID(&b)
 }
 
+// DeliveryIDAt returns a delivery id for creation time t, as the engine
+// would have given one: "dlv_" and a ULID whose 48-bit millisecond part is
+// t's, with 80 random bits after it. It is for tools that write deliveries
+// of the past (erpflow bench --stored fills a store with days of them):
+// the id is the delivery's creation time wherever the store relies on
+// that (retention and listing walk ids in order; a store may partition by
+// id range). Ids of different milliseconds sort by time; ids of one
+// millisecond are unique (random) but, unlike the engine's own, in no
+// particular order.
+func DeliveryIDAt(t time.Time) string {
+	ms := uint64(t.UnixMilli())
+	var b [16]byte
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	rand.Read(b[6:]) // never fails (crypto/rand panics on failure)
+	return "dlv_" + encodeULID(&b)
+}
+
 // encodeULID encodes 128 bits as 26 Crockford base32 characters (the first
 // carries 3 bits).
 func encodeULID(b *[16]byte) string {

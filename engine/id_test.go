@@ -49,6 +49,32 @@ func TestIDsSortByTimeAndAreUnique(t *testing.T) {
 	}
 }
 
+// DeliveryIDAt's ids carry their time as the engine's do: the same
+// millisecond prefix as an id the engine makes at that time, and they
+// are unique within a millisecond.
+func TestDeliveryIDAt(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 678_900_000, time.UTC)
+	seen := map[string]bool{}
+	for i := range 1000 {
+		at := t0.Add(time.Duration(i/100) * 24 * time.Hour)
+		id := DeliveryIDAt(at)
+		if len(id) != 30 || !strings.HasPrefix(id, "dlv_") {
+			t.Fatalf("id %q: want dlv_ + 26 characters", id)
+		}
+		var g idGen
+		if want := g.next(at); id[:14] != want[:14] {
+			t.Fatalf("DeliveryIDAt(%s) = %q, the engine's id then is %q: want the same time prefix", at, id, want)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+	}
+	if a, b := DeliveryIDAt(t0), DeliveryIDAt(t0.Add(time.Millisecond)); a >= b {
+		t.Fatalf("%q (a millisecond later) should sort after %q", b, a)
+	}
+}
+
 func TestIDsConcurrent(t *testing.T) {
 	var g idGen
 	var mu sync.Mutex
