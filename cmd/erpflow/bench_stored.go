@@ -110,17 +110,28 @@ func benchStored(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 		return err
 	}
 	defer stopEngine(peng, slog.New(slog.DiscardHandler))
+	pctx, cancel := context.WithTimeout(ctx, storedPruneLimit)
+	defer cancel()
 	start = time.Now()
-	p, err := peng.Prune(ctx)
+	p, err := peng.Prune(pctx)
 	took = time.Since(start)
+	stopped := ""
 	if err != nil {
-		return err
+		if ctx.Err() != nil || pctx.Err() == nil {
+			return err
+		}
+		stopped = fmt.Sprintf(", stopped at the bench's limit of %s", storedPruneLimit)
 	}
-	fmt.Fprintf(out, "retention pass over the oldest stored day (before %s UTC): %d of its %d deliveries and %d of its %d events pruned in %s (%d batches, longest transaction %s) (target < 1s: %s)\n",
+	fmt.Fprintf(out, "retention pass over the oldest stored day (before %s UTC): %d of its %d deliveries and %d of its %d events pruned in %s (%d batches, longest transaction %s)%s (target < 1s: %s)\n",
 		plan.cutoff.UTC().Format("2006-01-02 15:04"), p.Succeeded+p.Dead, plan.dueDeliveries, p.Events, plan.dueEvents,
-		took.Round(time.Millisecond), p.Batches, p.Longest.Round(time.Millisecond), verdict(took < time.Second))
+		took.Round(time.Millisecond), p.Batches, p.Longest.Round(time.Millisecond), stopped, verdict(took < time.Second && stopped == ""))
 	return nil
 }
+
+// storedPruneLimit ends a retention pass that has long missed its target
+// of a second: row by row, a day of 5 million deliveries can take an
+// hour, and what was pruned by then gives the rate.
+const storedPruneLimit = 5 * time.Minute
 
 // storedThroughput is the bench's throughput run with events fresh
 // events, labelled by phase: it returns deliveries per second.
@@ -132,13 +143,20 @@ func storedThroughput(ctx context.Context, st engine.Store, rv *benchReceiver, e
 		return 0, err
 	}
 	emitted := time.Since(start)
+	// When the last webhook arrived, apart from when Stats (which
+	// waitRecorded polls) confirmed every attempt recorded: a Stats that
+	// scans the stored deliveries delays the second, not the first.
+	for rv.received.Load() < before+int64(deliveries) && ctx.Err() == nil && time.Since(start) < 10*time.Minute {
+		time.Sleep(5 * time.Millisecond)
+	}
+	received := time.Since(start)
 	if err := waitRecorded(ctx, st, rv, before+int64(deliveries)); err != nil {
 		return 0, fmt.Errorf("%s run: %w", phase, err)
 	}
 	total := time.Since(start)
 	tput := float64(deliveries) / total.Seconds()
-	fmt.Fprintf(out, "%s: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s\n",
-		phase, events, emitted.Round(time.Millisecond), float64(events)/emitted.Seconds(), deliveries, total.Round(time.Millisecond), tput)
+	fmt.Fprintf(out, "%s: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s (the last received after %s)\n",
+		phase, events, emitted.Round(time.Millisecond), float64(events)/emitted.Seconds(), deliveries, total.Round(time.Millisecond), tput, received.Round(time.Millisecond))
 	return tput, nil
 }
 

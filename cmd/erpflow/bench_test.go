@@ -311,10 +311,10 @@ func TestBenchStored(t *testing.T) {
 			}
 			for _, re := range []string{
 				`erpflow bench --stored: .*, 20000 stored deliveries \(2000 events × up to 10, one attempt each\) over 2 days \([\d-]+ 00:00 … [\d-]+ [\d:]+ UTC\); throughput runs: 200 events × 2 rules = 400 deliveries, 8 workers`,
-				`\nempty: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s\n`,
+				`\nempty: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
 				`\nfill: 20000 deliveries, 20000 attempts and 2000 events written in .* \(\d+ deliveries/s\); disk: ` + c.disk,
 				`\nStats with 20000 stored: [\d.]+[µm]?s\n`,
-				`\nstored: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s\n`,
+				`\nstored: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
 				`\nstored/empty throughput: [\d.]+ \(target >= 0.90: (met|NOT met)\)\n`,
 			} {
 				if !regexp.MustCompile(re).MatchString(out.String()) {
