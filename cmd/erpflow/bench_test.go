@@ -338,6 +338,9 @@ func TestBenchStored(t *testing.T) {
 			if regexp.MustCompile(`\nVACUUM \(ANALYZE\) of events, deliveries and attempts after the fill, as autovacuum would have: `).FindString(out.String()) == "" {
 				t.Errorf("output lacks the VACUUM after the fill:\n%s", out.String())
 			}
+			if regexp.MustCompile(`\nCHECKPOINT after the fill: [\d.]+m?s\n`).FindString(out.String()) == "" {
+				t.Errorf("output lacks the CHECKPOINT after the fill:\n%s", out.String())
+			}
 			conn, err := sql.Open("postgres", db)
 			if err != nil {
 				t.Fatal(err)
