@@ -55,6 +55,10 @@ type benchOpts struct {
 	storeTiming   bool
 	backlog       int
 	reuse         bool
+	// --stored (bench_stored.go): the throughput run on the empty
+	// database and again beside this many stored deliveries.
+	stored     int
+	storedDays int
 	// --http (bench_http.go): the runs through serve's HTTP API instead.
 	http    bool
 	clients int
@@ -135,6 +139,8 @@ and a bare HTTP POST loop.`,
 	fs.StringVar(&o.catalogValidation, "catalog-validation", "off", "validate every event against a catalog matching the bench's events before it is emitted, as the server's ingest does: reject, warn or off (no catalog)")
 	fs.Float64SliceVar(&o.traceSample, "trace-sample", nil, "instead of the runs above: the throughput run with tracing off, with propagation only (every event carries a traceparent, no spans), and with spans exported over OTLP/HTTP to a local sink at each of these sampler ratios (e.g. 1.0,0.01); reports each one's overhead")
 	fs.IntVar(&o.backlog, "backlog", 0, "instead of the runs above: queue this many deliveries with the engine stopped, then report memory while it drains them")
+	fs.IntVar(&o.stored, "stored", 0, "instead of the runs above: the throughput run on the empty database, then again with this many succeeded deliveries stored (written straight into the tables, over --stored-days days); the Stats time with them, and a retention pass over the oldest stored day")
+	fs.IntVar(&o.storedDays, "stored-days", 5, "--stored: the days the stored deliveries cover, the last until an hour ago")
 	fs.BoolVar(&o.ordered, "ordered", false, "instead of the runs above: the throughput run with the rules unordered, then ordered (fresh events over --entities), the receiver checking each entity's order")
 	fs.BoolVar(&o.debounce, "debounce", false, "instead of the runs above: --per-entity events to each of --entities entities in bursts into a debounce rule; exactly one webhook per entity, with its latest event")
 	fs.IntVar(&o.timers, "timers", 0, "instead of the runs above: arm this many schedule timers (delay 1h) and queue as many ordinary deliveries with the engine stopped (rates, memory, disk), then measure firing lag with --lag-timers")
@@ -312,6 +318,9 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	if o.backlog > 0 {
 		return benchBacklog(ctx, eng, st, rv, o, out)
+	}
+	if o.stored > 0 {
+		return benchStored(ctx, eng, st, dbURL, rv, emit, o, out)
 	}
 	if o.destinations > 0 {
 		defer stopEngine(eng, slog.New(slog.DiscardHandler))

@@ -32,14 +32,16 @@ import (
 // defaults that depend on the mode.
 func checkDeferredFlags(o *benchOpts) error {
 	modes := 0
-	for _, on := range []bool{o.ordered, o.debounce, o.timers > 0, o.backlog > 0} {
+	for _, on := range []bool{o.ordered, o.debounce, o.timers > 0, o.backlog > 0, o.stored > 0} {
 		if on {
 			modes++
 		}
 	}
 	switch {
 	case modes > 1:
-		return usageErrorf("--ordered, --debounce, --timers and --backlog are separate runs: give one")
+		return usageErrorf("--ordered, --debounce, --timers, --backlog and --stored are separate runs: give one")
+	case o.stored < 0 || o.storedDays <= 0:
+		return usageErrorf("--stored must not be negative, --stored-days must be positive")
 	case o.timers < 0 || o.entities < 0 || o.perEntity <= 0 || o.lagTimers <= 0 || o.lagSpread <= 0:
 		return usageErrorf("--timers and --entities must not be negative, --per-entity, --lag-timers and --lag-spread must be positive")
 	case o.debounceQuiet <= 0 || o.debounceMax < o.debounceQuiet:

@@ -282,3 +282,84 @@ func TestBenchHTTP(t *testing.T) {
 		t.Fatalf("--clients 0: exit %d, want 2 (%s)", code, errOut.String())
 	}
 }
+
+// TestBenchStored: --stored measures throughput empty and beside stored
+// deliveries, fills and times on both stores, and its retention pass
+// prunes the oldest stored day; on PostgreSQL the bench's schema, with
+// the stored rows, is dropped.
+func TestBenchStored(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the engine")
+	}
+	for _, c := range []struct {
+		name string
+		db   func(t *testing.T) string
+		disk string
+	}{
+		{"sqlite", func(*testing.T) string { return "" }, `SQLite file and WAL [\d.]+ MB → [\d.]+ MB \(\+[\d.]+ MB\)`},
+		{"postgres", benchPostgres, `pg_database_size [\d.]+ MB → [\d.]+ MB \(\+[\d.-]+ MB\); the bench's tables and indexes`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db := c.db(t)
+			args := []string{"bench", "--stored", "20000", "--stored-days", "2", "--events", "200", "--rules", "2", "--workers", "8", "--emitters", "8"}
+			if db != "" {
+				args = append(args, "--database", db)
+			}
+			var out, errOut bytes.Buffer
+			if code := run(context.Background(), args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+			}
+			for _, re := range []string{
+				`erpflow bench --stored: .*, 20000 stored deliveries \(2000 events × up to 10, one attempt each\) over 2 days \([\d-]+ 00:00 … [\d-]+ [\d:]+ UTC\); throughput runs: 200 events × 2 rules = 400 deliveries, 8 workers`,
+				`\nempty: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
+				`\nfill: 20000 deliveries, 20000 attempts and 2000 events written in .* \(\d+ deliveries/s\); disk: ` + c.disk,
+				`\nStats with 20000 stored: [\d.]+[µm]?s\n`,
+				`\nstored: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
+				`\nstored/empty throughput: [\d.]+ \(target >= 0.90: (met|NOT met)\)\n`,
+			} {
+				if !regexp.MustCompile(re).MatchString(out.String()) {
+					t.Errorf("output lacks %s:\n%s", re, out.String())
+				}
+			}
+			m := regexp.MustCompile(`\nretention pass over the oldest stored day \(before [\d-]+ 00:00 UTC\): (\d+) of its (\d+) deliveries and (\d+) of its (\d+) events pruned in .* \(\d+ batches, longest transaction .*\) \(target < 1s: (met|NOT met)\)\n`).
+				FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("output lacks the retention pass:\n%s", out.String())
+			}
+			// The oldest of two days is a whole day, about half of the
+			// stored deliveries or more, and today's store prunes every
+			// one of them.
+			if m[1] == "0" || m[1] != m[2] || m[3] != m[4] {
+				t.Errorf("retention pruned %s of %s deliveries and %s of %s events, want all of a non-zero number:\n%s", m[1], m[2], m[3], m[4], out.String())
+			}
+			if db == "" {
+				return
+			}
+			if regexp.MustCompile(`\nVACUUM \(ANALYZE\) of events, deliveries and attempts after the fill, as autovacuum would have: `).FindString(out.String()) == "" {
+				t.Errorf("output lacks the VACUUM after the fill:\n%s", out.String())
+			}
+			if regexp.MustCompile(`\nCHECKPOINT after the fill: [\d.]+m?s\n`).FindString(out.String()) == "" {
+				t.Errorf("output lacks the CHECKPOINT after the fill:\n%s", out.String())
+			}
+			conn, err := sql.Open("postgres", db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			var left, tables int
+			if err := conn.QueryRow(`SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'erpflow_bench_%'),
+				(SELECT count(*) FROM pg_tables WHERE schemaname = 'public')`).Scan(&left, &tables); err != nil {
+				t.Fatal(err)
+			}
+			if left != 0 || tables != 0 {
+				t.Fatalf("after the bench: %d bench schemas and %d tables in public, want none", left, tables)
+			}
+		})
+	}
+	var out, errOut bytes.Buffer
+	for _, args := range [][]string{{"--stored", "-1"}, {"--stored", "10", "--stored-days", "0"}, {"--stored", "10", "--backlog", "10"}} {
+		if code := run(context.Background(), append([]string{"bench"}, args...), &out, &errOut); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut.String())
+		}
+	}
+}
