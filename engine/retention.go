@@ -166,6 +166,15 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		if !p.more(batch) {
 			return total, nil
 		}
+		// A walk that came up short reached its end (its cutoff's least
+		// id): calling it again would read its range again, with nothing
+		// to delete, for every batch of the walks still going.
+		if p.Succeeded < batch {
+			before.Succeeded = time.Time{}
+		}
+		if p.Dead < batch {
+			before.Dead = time.Time{}
+		}
 		before.After = p.Next
 		if p.Next.Events == nil {
 			// The walk is done for this pass (a cursor at Events walks

@@ -165,3 +165,56 @@ func TestRetentionConfig(t *testing.T) {
 		}
 	}
 }
+
+// pruneRecorder is a store whose Prune calls are recorded. It hides the
+// store's PruneTimer: batches are then 1,000.
+type pruneRecorder struct {
+	engine.Store
+	calls []engine.PruneBefore
+}
+
+func (r *pruneRecorder) Prune(ctx context.Context, before engine.PruneBefore, batch int) (engine.Pruned, error) {
+	r.calls = append(r.calls, before)
+	return r.Store.Prune(ctx, before, batch)
+}
+
+// TestRetentionWalksEachKindOnce: within a pass, a kind whose walk came
+// up short of a batch is not walked again while the others go on. 2,500
+// succeeded deliveries and no dead one: the dead walk runs in the first
+// batch only, the succeeded walk in three.
+func TestRetentionWalksEachKindOnce(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		ctx := context.Background()
+		old := time.Now().Add(-100 * time.Hour)
+		for i := range 2500 {
+			d := engine.Delivery{ID: engine.DeliveryIDAt(old), Tenant: "acme", EventID: "e" + itoa(i), Entity: "SalesOrder",
+				EventName: "updated", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), State: engine.StateSucceeded,
+				Attempts: 1, RunAt: old, CreatedAt: old, UpdatedAt: old}
+			if err := st.AddAttempt(ctx, d, engine.Attempt{N: 1, StartedAt: old, Outcome: "success", Code: 200}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec := &pruneRecorder{Store: st}
+		e, err := engine.New(rec, engine.Config{Retention: time.Hour, DeadRetention: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.Prune(ctx)
+		if err != nil || p.Succeeded != 2500 || p.Dead != 0 {
+			t.Fatalf("pruned %+v, %v; want 2,500 succeeded", p, err)
+		}
+		succeeded, dead := 0, 0
+		for _, c := range rec.calls {
+			if !c.Succeeded.IsZero() {
+				succeeded++
+			}
+			if !c.Dead.IsZero() {
+				dead++
+			}
+		}
+		if succeeded != 3 || dead != 1 {
+			t.Fatalf("%d calls: the succeeded walk in %d, the dead walk in %d; want 3 and 1", len(rec.calls), succeeded, dead)
+		}
+	})
+}

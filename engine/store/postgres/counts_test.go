@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// TestDeadCountsFold: each statement that kills or replays deliveries adds
-// a row to dead_counts; once there are 10,000, a Stats call folds them
-// into one per (tenant, day) and counts the same before and after.
+// TestDeadCountsFold: statements that kill or replay deliveries add rows
+// of deltas to dead_counts; once 10,000 have come since the last fold, a
+// Stats call folds them into one per tenant, and counts the same before
+// and after. A store of many tenants is not folded again at every call.
 func TestDeadCountsFold(t *testing.T) {
 	u := freshSchema(t)
 	s := open(t, u)
@@ -19,75 +20,56 @@ func TestDeadCountsFold(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	// 10,000 rows that cancel out, and 7 + 3 that do not.
-	if _, err := db.Exec(`INSERT INTO dead_counts (tenant, day, n)
-		SELECT 'acme', DATE '2026-11-29', CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 10000) g
-		UNION ALL SELECT 'acme', DATE '2026-11-30', 1 FROM generate_series(1, 7)
-		UNION ALL SELECT 'globex', NULL, 1 FROM generate_series(1, 3)`); err != nil {
-		t.Fatal(err)
+	rows := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM dead_counts`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	ctx := context.Background()
-	for i, want := range []int{10, 10} {
-		st, err := s.Stats(ctx, time.Now())
+	dead := func(tenant string) int {
+		t.Helper()
+		st, err := s.Stats(context.Background(), time.Now())
+		if tenant != "" {
+			st, err = s.TenantStats(context.Background(), tenant, time.Now())
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Dead != want {
-			t.Fatalf("Stats call %d: %d dead, want %d", i+1, st.Dead, want)
-		}
+		return st.Dead
 	}
-	var rows int
-	if err := db.QueryRow(`SELECT count(*) FROM dead_counts`).Scan(&rows); err != nil {
+	// 10,000 rows that cancel out, and 7 + 3 that do not.
+	if _, err := db.Exec(`INSERT INTO dead_counts (tenant, n)
+		SELECT 'acme', CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END FROM generate_series(1, 10000) g
+		UNION ALL SELECT 'acme', 1 FROM generate_series(1, 7)
+		UNION ALL SELECT 'globex', 1 FROM generate_series(1, 3)`); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 2 {
-		t.Fatalf("%d rows in dead_counts after the fold, want 2 (acme's day, globex's)", rows)
+	if d := dead(""); d != 10 {
+		t.Fatalf("%d dead, want 10", d)
 	}
-	acme, err := s.TenantStats(ctx, "acme", time.Now())
-	if err != nil || acme.Dead != 7 {
-		t.Fatalf("acme: %d dead, %v; want 7", acme.Dead, err)
+	if n := rows(); n != 2 {
+		t.Fatalf("%d rows in dead_counts after the fold, want 2 (acme's, globex's)", n)
 	}
-}
-
-// TestDeliveryDay: delivery_day reads the UTC day out of a delivery id's
-// ULID time, as the engine writes them, and gives NULL for other ids.
-func TestDeliveryDay(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	db, err := sql.Open("postgres", u)
-	if err != nil {
+	if d, g := dead("acme"), dead("globex"); d != 7 || g != 3 {
+		t.Fatalf("acme %d dead, globex %d; want 7 and 3", d, g)
+	}
+	// 12,000 tenants with one dead delivery each: folded once, to 12,002
+	// rows; the next rows wait for 10,000 more.
+	if _, err := db.Exec(`INSERT INTO dead_counts (tenant, n) SELECT 't' || g, 1 FROM generate_series(1, 12000) g`); err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	midnight := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
-	for _, at := range []time.Time{midnight.Add(-time.Millisecond), midnight, midnight.Add(23*time.Hour + 59*time.Minute), time.Unix(0, 0).UTC()} {
-		id := "dlv_" + ulidTime(at) + "7ZZZZZZZZZZZZZZZ"
-		var day time.Time
-		if err := db.QueryRow(`SELECT delivery_day($1)`, id).Scan(&day); err != nil {
-			t.Fatalf("%s: %v", id, err)
-		}
-		if want := at.Format(time.DateOnly); day.Format(time.DateOnly) != want {
-			t.Errorf("delivery_day(%s) (%s) = %s, want %s", id, at, day.Format(time.DateOnly), want)
-		}
+	if d := dead(""); d != 12010 {
+		t.Fatalf("%d dead, want 12,010", d)
 	}
-	for _, id := range []string{"other", "dlv_00000000", "dlv_short", "dlv_8ZZZZZZZZZ0000000000000000"} {
-		var day sql.NullTime
-		if err := db.QueryRow(`SELECT delivery_day($1)`, id).Scan(&day); err != nil || day.Valid {
-			t.Errorf("delivery_day(%s) = %v, %v; want NULL", id, day, err)
-		}
+	if _, err := db.Exec(`INSERT INTO dead_counts (tenant, n) VALUES ('acme', 1), ('acme', -1)`); err != nil {
+		t.Fatal(err)
 	}
-}
-
-// ulidTime is the 10 Crockford base32 characters of a ULID's millisecond
-// time.
-func ulidTime(at time.Time) string {
-	const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-	ms := uint64(at.UnixMilli())
-	var b [10]byte
-	for i := 9; i >= 0; i-- {
-		b[i] = crockford[ms&31]
-		ms >>= 5
+	if d := dead(""); d != 12010 {
+		t.Fatalf("%d dead, want 12,010", d)
 	}
-	return string(b[:])
+	if n := rows(); n != 12004 {
+		t.Fatalf("%d rows in dead_counts, want 12,004: folded again although only 2 rows came since", n)
+	}
 }

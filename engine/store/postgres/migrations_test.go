@@ -1,10 +1,13 @@
 package postgres_test
 
 import (
+	"context"
 	"database/sql"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
 	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
@@ -28,5 +31,87 @@ func TestMigrations(t *testing.T) {
 				return s
 			})
 		})
+	}
+}
+
+// TestMigrationBesideOldRelease: migration 12 locks deliveries and queue
+// while processes of the previous release go on. One of them is in the
+// middle of a write (it holds both tables); another claims meanwhile
+// (queue first, then deliveries), as their claims do. The claim must not
+// queue up behind the migration, which would deadlock it with the
+// migration's wait for queue, and the migration completes once the
+// write commits.
+func TestMigrationBesideOldRelease(t *testing.T) {
+	u := freshSchema(t)
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	row := func(id string) string {
+		return `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
+			VALUES ('` + id + `', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'pending', now(), now(), now(), now())`
+	}
+	storetest.MigrateBefore(t, db, "migrations", 12, row("dlv_a"), row("dlv_b"))
+	ctx := context.Background()
+	writer, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback()
+	if _, err := writer.Exec(`UPDATE deliveries SET updated_at = now() WHERE id = 'dlv_a'`); err != nil {
+		t.Fatal(err)
+	}
+	migrated := make(chan error, 1)
+	go func() {
+		s, err := postgres.Open(ctx, u, postgres.Options{})
+		if err == nil {
+			s.Close()
+		}
+		migrated <- err
+	}()
+	// Wait until the migration runs (and waits for the tables).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '-- Stats and /metrics without scanning deliveries%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var act string
+			_ = db.QueryRow(`SELECT string_agg(state || ' ' || wait_event_type || ' ' || left(query, 80), E'\n') FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()`).Scan(&act)
+			t.Fatalf("the migration did not start; sessions:\n%s", act)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	claimCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	claim, err := db.BeginTx(claimCtx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claim.Rollback()
+	if _, err := claim.Exec(`SELECT id FROM queue WHERE id = 'dlv_b' FOR UPDATE SKIP LOCKED`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := claim.Exec(`UPDATE deliveries SET state = 'running' WHERE id = 'dlv_b'`); err != nil {
+		t.Fatalf("an old release's claim during the migration: %v (it waited behind the migration's locks)", err)
+	}
+	if err := claim.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-migrated:
+		if err != nil {
+			t.Fatalf("migration: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the migration did not finish after the writer committed")
 	}
 }

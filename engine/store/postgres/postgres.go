@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
@@ -42,6 +43,10 @@ type Store struct {
 	listener *pq.Listener
 	done     chan struct{}
 	closeOne sync.Once
+
+	// foldDeadAt is the number of dead_counts rows at which Stats folds
+	// them (see stats); 0 until the first Stats call sets it.
+	foldDeadAt atomic.Int64
 }
 
 var (
@@ -632,36 +637,43 @@ func (dialect) Notify(ctx context.Context, tx sqlcore.Querier) error {
 // dead ones the sum of dead_counts; the longest-due waiting delivery is
 // the first pending or failed row of the queue's due_at index (running
 // rows wait there for their lease's end). The last row also says how many
-// rows dead_counts has, for folding. With $2 (a tenant) it counts that
-// tenant's: its live rows are found through deliveries' primary key, one
-// lookup per live delivery.
-const statsSQL = `SELECT q.state, COUNT(*), NULL::timestamptz FROM queue q
-		WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.id = q.id AND d.tenant = $2) GROUP BY q.state
+// rows dead_counts has, for folding.
+const statsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM queue GROUP BY state
 	UNION ALL
-	SELECT 'held', COUNT(*), NULL FROM held h
-		WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.id = h.id AND d.tenant = $2)
+	SELECT 'held', COUNT(*), NULL FROM held
 	UNION ALL
-	SELECT 'dead', COALESCE(SUM(n), 0), NULL FROM dead_counts WHERE $2::text IS NULL OR tenant = $2
+	SELECT 'dead', COALESCE(SUM(n), 0), NULL FROM dead_counts
 	UNION ALL
-	SELECT NULL, (SELECT COUNT(*) FROM dead_counts), (SELECT q.due_at FROM queue q
-		WHERE q.due_at <= $1 AND q.state IN ('pending', 'failed')
-			AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.id = q.id AND d.tenant = $2))
-		ORDER BY q.due_at LIMIT 1)`
+	SELECT NULL, (SELECT COUNT(*) FROM dead_counts), (SELECT due_at FROM queue
+		WHERE due_at <= $1 AND state IN ('pending', 'failed') ORDER BY due_at LIMIT 1)`
 
-// foldDeadAt is how many rows of dead_counts make a Stats call fold them
-// into one per (tenant, day): each statement that kills or replays
-// deliveries adds one.
-const foldDeadAt = 10000
+// tenantStatsSQL is statsSQL for tenant $2: queue carries the tenant; a
+// held delivery's is read by the primary key, one lookup per held
+// delivery (a join could read the tenant's whole log instead).
+const tenantStatsSQL = `SELECT state, COUNT(*), NULL::timestamptz FROM queue WHERE tenant = $2 GROUP BY state
+	UNION ALL
+	SELECT 'held', COUNT(*), NULL FROM held h WHERE (SELECT d.tenant FROM deliveries d WHERE d.id = h.id) = $2
+	UNION ALL
+	SELECT 'dead', COALESCE(SUM(n), 0), NULL FROM dead_counts WHERE tenant = $2
+	UNION ALL
+	SELECT NULL, (SELECT COUNT(*) FROM dead_counts), (SELECT due_at FROM queue
+		WHERE due_at <= $1 AND state IN ('pending', 'failed') AND tenant = $2 ORDER BY due_at LIMIT 1)`
+
+// foldDeadEvery is how many rows of deltas dead_counts may gain before a
+// Stats call folds it into one row per tenant: each insert or delete
+// statement that changes dead deliveries adds one, and so does each
+// delivery an update moves in or out of dead.
+const foldDeadEvery = 10000
 
 // foldDeadSQL folds dead_counts. Rows a concurrent statement adds are not
 // in the DELETE's snapshot: they stay as they are.
-const foldDeadSQL = `WITH gone AS (DELETE FROM dead_counts RETURNING tenant, day, n)
-	INSERT INTO dead_counts (tenant, day, n) SELECT tenant, day, SUM(n) FROM gone GROUP BY tenant, day HAVING SUM(n) <> 0`
+const foldDeadSQL = `WITH gone AS (DELETE FROM dead_counts RETURNING tenant, n)
+	INSERT INTO dead_counts (tenant, n) SELECT tenant, SUM(n) FROM gone GROUP BY tenant HAVING SUM(n) <> 0`
 
 // Stats implements engine.DeliveryLog. OldestPending is the run_at of the
 // longest-due waiting delivery.
 func (s *Store) Stats(ctx context.Context, now time.Time) (engine.QueueStats, error) {
-	st, err := s.stats(ctx, now, nil)
+	st, err := s.stats(ctx, statsSQL, now)
 	if err != nil {
 		return st, fmt.Errorf("stats: %w", err)
 	}
@@ -670,41 +682,48 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (engine.QueueStats, er
 
 // TenantStats implements engine.DeliveryLog.
 func (s *Store) TenantStats(ctx context.Context, tenant string, now time.Time) (engine.QueueStats, error) {
-	st, err := s.stats(ctx, now, &tenant)
+	st, err := s.stats(ctx, tenantStatsSQL, now, tenant)
 	if err != nil {
 		return st, fmt.Errorf("tenant stats: %w", err)
 	}
 	return st, nil
 }
 
-func (s *Store) stats(ctx context.Context, now time.Time, tenant *string) (engine.QueueStats, error) {
+func (s *Store) stats(ctx context.Context, q string, now time.Time, tenant ...any) (engine.QueueStats, error) {
 	var st engine.QueueStats
-	var deltas int
+	var deltas int64
 	err := s.Retry(ctx, func() error {
 		st = engine.QueueStats{}
-		rows, err := s.Core.R.QueryContext(ctx, statsSQL, sqlcore.Timestamp(now), tenant)
+		rows, err := s.Core.R.QueryContext(ctx, q, append([]any{sqlcore.Timestamp(now)}, tenant...)...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var state sql.NullString
-			var n int
+			var n int64
 			var oldest sqlcore.Time
 			if err := rows.Scan(&state, &n, &oldest); err != nil {
 				return err
 			}
 			if state.Valid {
-				sqlcore.Count(&st, engine.State(state.String), n)
+				sqlcore.Count(&st, engine.State(state.String), int(n))
 			} else {
 				st.OldestPending, deltas = oldest.T, n
 			}
 		}
 		return rows.Err()
 	})
-	if err == nil && deltas >= foldDeadAt {
-		// Best effort: the counts are right either way.
-		_, _ = s.Core.W.ExecContext(ctx, foldDeadSQL)
+	// Fold once the rows grew by foldDeadEvery since the last fold left
+	// them, so that a store with many tenants does not fold at every
+	// call. Best effort: the counts are right either way.
+	s.foldDeadAt.CompareAndSwap(0, foldDeadEvery)
+	if err == nil && deltas >= s.foldDeadAt.Load() {
+		if r, err := s.Core.W.ExecContext(ctx, foldDeadSQL); err == nil {
+			if left, err := r.RowsAffected(); err == nil {
+				s.foldDeadAt.Store(left + foldDeadEvery)
+			}
+		}
 	}
 	return st, err
 }

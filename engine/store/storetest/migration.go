@@ -22,7 +22,7 @@ import (
 // now is the SQL literal of a time in the dialect's columns.
 func DeliveryTraceMigration(t *testing.T, db *sql.DB, dir, now string, open func() engine.Store) {
 	t.Helper()
-	migrateBefore(t, db, dir, 9, `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
+	MigrateBefore(t, db, dir, 9, `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
 			VALUES ('dlv_old', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'failed', `+now+`, `+now+`, `+now+`, `+now+`)`)
 	s := open()
 	ctx := context.Background()
@@ -57,10 +57,10 @@ func DeliveryTraceMigration(t *testing.T, db *sql.DB, dir, now string, open func
 	t.Fatalf("claimed %+v, want dlv_new among them", ds)
 }
 
-// migrateBefore brings db, a database no store has opened, to the last
+// MigrateBefore brings db, a database no store has opened, to the last
 // migration before version from the migration files in dir, as a store
 // of that release would have, then runs stmts.
-func migrateBefore(t *testing.T, db *sql.DB, dir string, version int, stmts ...string) {
+func MigrateBefore(t *testing.T, db *sql.DB, dir string, version int, stmts ...string) {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "*.sql"))
 	sort.Strings(files)
@@ -95,7 +95,7 @@ func StatsCountsMigration(t *testing.T, db *sql.DB, dir, now string, open func()
 		return `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at, test)
 			VALUES ('` + id + `', '` + tenant + `', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', '` + state + `', ` + now + `, ` + now + `, ` + now + `, ` + due + `, ` + strconv.FormatBool(test) + `)`
 	}
-	migrateBefore(t, db, dir, 12,
+	MigrateBefore(t, db, dir, 12,
 		row("dlv_01KB0000000000000000000001", "acme", "dead", false, "NULL"),
 		row("dlv_01KB0000000000000000000002", "acme", "dead", false, "NULL"),
 		row("dlv_01KB0000000000000000000003", "globex", "dead", false, "NULL"),

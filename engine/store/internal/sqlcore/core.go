@@ -1132,10 +1132,11 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 	return p, nil
 }
 
-// IDBound is the least delivery id of time at: "dlv_" and the ULID's 10
-// characters of milliseconds (engine.DeliveryIDAt without its random
-// part). Every delivery id made before at sorts below it; ids of other
-// shapes sort where they sort.
+// IDBound is the least delivery id of at's millisecond: "dlv_" and the
+// ULID's 10 characters of milliseconds (engine.DeliveryIDAt without its
+// random part). Every delivery id of an earlier millisecond sorts below
+// it, every one of at's millisecond or later not; ids of other shapes
+// sort where they sort.
 func IDBound(at time.Time) string {
 	return engine.DeliveryIDAt(at)[:len("dlv_")+10]
 }
@@ -1170,10 +1171,12 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, a
 	n, evs, last := 0, 0, after
 	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
 		n, evs, last = 0, 0, after
-		// id < IDBound(at): a delivery created (and so finished) at or
-		// after at has a greater id; without this bound a walk that finds
-		// fewer than batch rows to delete would read on to the newest.
-		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? AND id < ? ORDER BY id LIMIT ?`), c.t(at), after, IDBound(at), batch)
+		// id < IDBound(next millisecond): a delivery created (and so
+		// finished) after at's millisecond has a greater id; without this
+		// bound a walk that finds fewer than batch rows to delete would
+		// read on to the newest.
+		rows, err := tx.QueryContext(ctx, c.Q(`SELECT id FROM deliveries WHERE `+cond+` AND id > ? AND id < ? ORDER BY id LIMIT ?`),
+			c.t(at), after, IDBound(at.Add(time.Millisecond)), batch)
 		if err != nil {
 			return err
 		}
@@ -1348,13 +1351,21 @@ func Count(st *engine.QueueStats, s engine.State, n int) {
 // statsSQL is SQLite's Stats (PostgreSQL has its own): the live
 // deliveries counted through the (state, id) index, one entry each; the
 // dead ones, which stay until retention, from dead_counts (kept by
-// triggers, migration 0012). tenantCond narrows both to a tenant. Test
-// deliveries are not counted.
-func statsSQL(tenantCond string) string {
+// triggers, migration 0012). With tenant, both are narrowed to a tenant
+// ("+tenant": a filter on the rows the state index finds, not a walk of
+// the tenant's whole log on deliveries_tenant). Test deliveries are not
+// counted.
+func statsSQL(tenant bool) string {
+	if !tenant {
+		return `SELECT state, COUNT(*) FROM deliveries
+			WHERE state IN ('pending', 'failed', 'running', 'held') AND NOT test GROUP BY state
+		UNION ALL
+		SELECT 'dead', COALESCE(SUM(n), 0) FROM dead_counts`
+	}
 	return `SELECT state, COUNT(*) FROM deliveries
-		WHERE state IN ('pending', 'failed', 'running', 'held') AND NOT test` + tenantCond + ` GROUP BY state
+		WHERE state IN ('pending', 'failed', 'running', 'held') AND NOT test AND +tenant = ? GROUP BY state
 	UNION ALL
-	SELECT 'dead', COALESCE(SUM(n), 0) FROM dead_counts WHERE 1 = 1` + tenantCond
+	SELECT 'dead', COALESCE(SUM(n), 0) FROM dead_counts WHERE tenant = ?`
 }
 
 // stats implements engine.DeliveryLog for SQLite, of every tenant when
@@ -1364,10 +1375,10 @@ func (c *Core) stats(ctx context.Context, now time.Time, tenant *string) (engine
 	var st engine.QueueStats
 	cond, args, dueArgs := "", []any{}, []any{c.t(now)}
 	if tenant != nil {
-		cond, args = " AND tenant = ?", []any{*tenant, *tenant}
+		cond, args = " AND +tenant = ?", []any{*tenant, *tenant}
 		dueArgs = append(dueArgs, *tenant)
 	}
-	rows, err := c.R.QueryContext(ctx, c.Q(statsSQL(cond)), args...)
+	rows, err := c.R.QueryContext(ctx, c.Q(statsSQL(tenant != nil)), args...)
 	if err != nil {
 		return st, err
 	}

@@ -7,8 +7,8 @@ import (
 	"github.com/erpflow/erpflow/engine"
 )
 
-// TestIDBound: every delivery id of a time before at sorts below
-// IDBound(at), every one of at or later not.
+// TestIDBound: every delivery id of a millisecond before at's sorts below
+// IDBound(at), every one of at's millisecond or later not.
 func TestIDBound(t *testing.T) {
 	for _, at := range []time.Time{
 		time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC),
@@ -21,7 +21,7 @@ func TestIDBound(t *testing.T) {
 				t.Errorf("id %s of %s is not below IDBound(%s) = %s", id, at.Add(d), at, b)
 			}
 		}
-		for _, d := range []time.Duration{0, time.Millisecond, time.Hour} {
+		for _, d := range []time.Duration{-time.Duration(at.Nanosecond() % 1e6), 0, time.Millisecond, time.Hour} {
 			if id := engine.DeliveryIDAt(at.Add(d)); id < b {
 				t.Errorf("id %s of %s is below IDBound(%s) = %s", id, at.Add(d), at, b)
 			}
