@@ -377,6 +377,18 @@ func (r *runner) reclassify(d *slotState, lim int, now time.Time) int {
 // a slot is expected to be free for it.
 func (d *slotState) deferDelay(lim int, now time.Time) time.Duration {
 	est := d.estimate(now)
+	if d.avg == 0 {
+		// Nothing finished yet (every destination, after a start): the
+		// jobs it parks are bounded as a slow one's, but the ones beyond
+		// come back when its first attempts are as old as they are now,
+		// not after slowDest times the parked ones (1.5 s for a burst
+		// that met a cold destination). A hanging one's age soon
+		// lengthens the delay.
+		est = 0
+		if len(d.running) > 0 {
+			est = now.Sub(d.running[0])
+		}
+	}
 	return min(max(est*time.Duration(len(d.parked)/lim+1), minDefer), maxDefer)
 }
 

@@ -158,3 +158,31 @@ func TestIdleTenantsAreForgotten(t *testing.T) {
 		t.Fatalf("%d idle tenants kept, want 0", n)
 	}
 }
+
+// TestDeferDelay: a job sent back for a saturated destination is due about
+// when a slot should free up: after the estimate times the parked jobs per
+// slot, within [minDefer, maxDefer]. Before any attempt finished (every
+// destination after a start) there is no estimate yet: the oldest running
+// attempt's age stands for it, so that a burst meeting a cold destination
+// is not held back for slowDest × 3 (1.5 s), while a hanging one's jobs
+// wait longer the longer it hangs.
+func TestDeferDelay(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	parked := func(n int) []job { return make([]job, n) }
+	for _, tc := range []struct {
+		name string
+		d    *slotState
+		want time.Duration
+	}{
+		{"cold, first attempts just started", &slotState{running: []time.Time{now.Add(-5 * time.Millisecond)}, parked: parked(64)}, minDefer},
+		{"cold, nothing running", &slotState{parked: parked(64)}, minDefer},
+		{"cold, first attempt hanging 400ms", &slotState{running: []time.Time{now.Add(-400 * time.Millisecond)}, parked: parked(64)}, 1200 * time.Millisecond},
+		{"quick on average", &slotState{avg: 20 * time.Millisecond, running: []time.Time{now}, parked: parked(64)}, minDefer},
+		{"slow on average", &slotState{avg: time.Second, running: []time.Time{now}, parked: parked(32)}, 2 * time.Second},
+		{"hanging for a minute", &slotState{avg: 20 * time.Millisecond, running: []time.Time{now.Add(-time.Minute)}, parked: parked(64)}, maxDefer},
+	} {
+		if got := tc.d.deferDelay(32, now); got != tc.want {
+			t.Errorf("%s: deferDelay = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
