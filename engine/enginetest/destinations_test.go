@@ -386,14 +386,18 @@ rules:
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "three waiting for the probe in an hour", func() bool {
+	// The worker pauses the destination in memory first and in the store
+	// just after: its deliveries may wait for the probe before the other
+	// process can see the pause.
+	waitFor(t, 20*time.Second, "three waiting for the probe in an hour, the pause in the store", func() bool {
 		n := 0
 		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending}}) {
 			if d.Attempts == 0 && d.RunAt.After(clock.Now().Add(59*time.Minute)) {
 				n++
 			}
 		}
-		return n+rv.count("orders") == 6 && n > 0
+		ds, err := api.Destinations(ctx)
+		return n+rv.count("orders") == 6 && n > 0 && err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
 	})
 	rv.up.Store(true)
 	probed, err := api.ProbeDestination(ctx, func() string { ds, _ := api.Destinations(ctx); return ds[0].Destination }())
