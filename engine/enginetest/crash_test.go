@@ -168,7 +168,19 @@ func TestSurvivorTakesOver(t *testing.T) {
 	}
 	doomed := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=doomed")
 	survivor := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=survivor")
-	waitFor(t, 60*time.Second, "a third delivered", func() bool { return rv.distinct() >= n/3 })
+	// Both at work: on a loaded machine the doomed process may start
+	// claiming only after the survivor delivered a third.
+	waitFor(t, 60*time.Second, "a third delivered, the doomed process holding some", func() bool {
+		if rv.distinct() < n/3 {
+			return false
+		}
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{States: []engine.State{engine.StateRunning}}) {
+			if d.LeaseOwner == "doomed" {
+				return true
+			}
+		}
+		return false
+	})
 	doomed.kill(t)
 	killed := time.Now()
 	held := map[string]bool{}
