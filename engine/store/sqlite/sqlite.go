@@ -164,8 +164,14 @@ func open(ctx context.Context, path string, opts Options, mem bool) (*Store, err
 }
 
 // checkpointInterval is how often the WAL is copied back into the
-// database file.
-const checkpointInterval = 200 * time.Millisecond
+// database file. Each checkpoint's fsync stalls the writer's WAL writes
+// for a while on a journaling filesystem (ext4: the write waits for the
+// journal commit the fsync started), and the stall grows with what the
+// checkpoint copies: every 50 ms rather than 200 ms took the writer's
+// longest stall during a retention pass from 64 ms to 32-38 ms, and
+// single-event ingest's ack p99 from 17-20 ms to 8-9 ms. With nothing
+// to copy a checkpoint does nothing.
+const checkpointInterval = 50 * time.Millisecond
 
 // checkpointer copies the WAL into the database file in the background.
 // The writer's own automatic checkpoints (every 1,000 pages by default)
