@@ -169,7 +169,7 @@ func open(ctx context.Context, path string, opts Options, mem bool) (*Store, err
 // journal commit the fsync started), and the stall grows with what the
 // checkpoint copies: every 50 ms rather than 200 ms took the writer's
 // longest stall during a retention pass from 64 ms to 32-38 ms, and
-// single-event ingest's ack p99 from 17-20 ms to 8-9 ms. With nothing
+// single-event ingest's ack p99 from 17-20 ms to 8-11 ms. With nothing
 // to copy a checkpoint does nothing.
 const checkpointInterval = 50 * time.Millisecond
 
