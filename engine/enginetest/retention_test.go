@@ -187,13 +187,18 @@ func TestRetentionWalksEachKindOnce(t *testing.T) {
 		st := mustOpen(t, k.newDB(t))
 		ctx := context.Background()
 		old := time.Now().Add(-100 * time.Hour)
-		for i := range 2500 {
-			d := engine.Delivery{ID: engine.DeliveryIDAt(old), Tenant: "acme", EventID: "e" + itoa(i), Entity: "SalesOrder",
-				EventName: "updated", Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), State: engine.StateSucceeded,
-				Attempts: 1, RunAt: old, CreatedAt: old, UpdatedAt: old}
-			if err := st.AddAttempt(ctx, d, engine.Attempt{N: 1, StartedAt: old, Outcome: "success", Code: 200}); err != nil {
-				t.Fatal(err)
+		var recs []engine.EventRecord
+		for i := range 25 {
+			r := engine.EventRecord{Event: engine.Event{ID: "e" + itoa(i), Tenant: "acme", Entity: "SalesOrder", Event: "updated"},
+				Raw: []byte(`{}`), ReceivedAt: old}
+			for range 100 {
+				r.Deliveries = append(r.Deliveries, engine.Delivery{ID: engine.DeliveryIDAt(old), Rule: "r", ActionType: "webhook",
+					Payload: []byte(`{}`), State: engine.StateSucceeded, Attempts: 1, RunAt: old, CreatedAt: old, UpdatedAt: old})
 			}
+			recs = append(recs, r)
+		}
+		if _, err := st.InsertEvents(ctx, recs); err != nil {
+			t.Fatal(err)
 		}
 		rec := &pruneRecorder{Store: st}
 		e, err := engine.New(rec, engine.Config{Retention: time.Hour, DeadRetention: time.Hour})
