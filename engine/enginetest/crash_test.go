@@ -148,8 +148,8 @@ func subprocessPG(t *testing.T, why string) string {
 // TestSurvivorTakesOver (PostgreSQL): two engine processes share a
 // backlog; one is killed with SIGKILL and not restarted. The survivor
 // delivers everything, including what the dead one held, within 45 s of
-// the kill (the default 30 s lease, which the dead process no longer
-// renews), and only what the dead one held may arrive twice.
+// the kill (their 5 s leases, which the dead process no longer renews,
+// run out first), and only what the dead one held may arrive twice.
 func TestSurvivorTakesOver(t *testing.T) {
 	db := subprocessPG(t, "two processes need PostgreSQL")
 	const n = 3000
@@ -166,8 +166,11 @@ func TestSurvivorTakesOver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	doomed := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=doomed")
-	survivor := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=survivor")
+	// 5 s leases, not the default 30 s: the survivor takes the killed
+	// process's deliveries over when their leases run out, and this test
+	// waited half a minute for it.
+	doomed := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=doomed", "ENGINETEST_LEASE=5s")
+	survivor := startChild(t, db, rules, "ENGINETEST_WORKERS=16", "ENGINETEST_OWNER=survivor", "ENGINETEST_LEASE=5s")
 	// Both at work: on a loaded machine the doomed process may start
 	// claiming only after the survivor delivered a third.
 	waitFor(t, 60*time.Second, "a third delivered, the doomed process holding some", func() bool {
