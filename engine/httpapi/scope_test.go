@@ -277,6 +277,14 @@ func TestRuleScopeMatrix(t *testing.T) {
 			}{{"unbound", adminTok, tc.admin}, {"acme", acmeTok, tc.acme}, {"globex", globexTok, tc.globex}} {
 				t.Run(o.name+"/"+tc.name+"/"+tok.name, func(t *testing.T) {
 					name := fmt.Sprintf("rule-%d", s.seq.Add(1))
+					// Each case's rules go with it: every rule write reloads
+					// all rules, and a hundred cases' leftovers made each
+					// reload, and the test, slower and slower.
+					t.Cleanup(func() {
+						for _, n := range []string{name, name + "-copy"} {
+							s.do("DELETE", "/v1/rules/"+n, adminTok, nil)
+						}
+					})
 					if !tc.create {
 						def := s.rule(name, map[string]any{"enabled": true})
 						if o.legacy == nil {
