@@ -435,7 +435,7 @@ func benchTimers(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL
 	if err := eng.Reload(rules); err != nil {
 		return err
 	}
-	db, err := rawDB(dbURL)
+	db, err := store.OpenSQL(dbURL)
 	if err != nil {
 		return err
 	}
@@ -640,25 +640,6 @@ func pct(ds []time.Duration, p float64) time.Duration {
 
 func percentiles(ds []time.Duration) string {
 	return fmt.Sprintf("p50 %s  p99 %s  max %s", ms(pct(ds, 0.5)), ms(pct(ds, 0.99)), ms(pct(ds, 1)))
-}
-
-// rawDB opens the bench's database directly, for what the store does not
-// offer: its size, and deleting the timers run's ordinary deliveries.
-func rawDB(dbURL string) (*sql.DB, error) {
-	if store.Kind(dbURL) == "postgres" {
-		return sql.Open("postgres", dbURL)
-	}
-	path, err := store.SQLitePath(dbURL)
-	if err != nil {
-		return nil, err
-	}
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	db, err := sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(30000)")
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	return db, nil
 }
 
 // diskSize is the size of the bench's database: on PostgreSQL the whole

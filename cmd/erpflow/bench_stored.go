@@ -29,7 +29,7 @@ const storedPerEvent = 10
 func benchStored(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL string, rv *benchReceiver,
 	emit func(context.Context, engine.Event) error, o benchOpts, out io.Writer) error {
 	defer stopEngine(eng, slog.New(slog.DiscardHandler))
-	db, err := rawDB(dbURL)
+	db, err := store.OpenSQL(dbURL)
 	if err != nil {
 		return err
 	}

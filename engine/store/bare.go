@@ -15,6 +15,35 @@ import (
 	_ "modernc.org/sqlite" // driver "sqlite"
 )
 
+// OpenSQL opens the database at dbURL as a plain *sql.DB, without the
+// store and its migrations: for tools that read or write its tables
+// directly (erpflow bench's ceilings and fills). An SQLite file gets one
+// connection with the store's pragmas (WAL, synchronous=NORMAL, write
+// transactions that take the lock up front); :memory: is refused, since
+// another connection would see another database.
+func OpenSQL(dbURL string) (*sql.DB, error) {
+	switch Kind(dbURL) {
+	case "postgres":
+		return sql.Open("postgres", dbURL)
+	case "sqlite":
+		path, err := SQLitePath(dbURL)
+		if err != nil {
+			return nil, err
+		}
+		if path == ":memory:" {
+			return nil, fmt.Errorf("%q: needs a database file, not :memory:", Redact(dbURL))
+		}
+		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+		db, err := sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(1)
+		return db, nil
+	}
+	return nil, fmt.Errorf("%q: %w", Redact(dbURL), ErrBadURL)
+}
+
 // BareQueueLoop measures the ceiling of a batched queue on the database at
 // dbURL: it fills a scratch table with n rows, then times one loop that
 // claims and deletes them batch at a time, each batch its own transaction
@@ -25,39 +54,23 @@ func BareQueueLoop(ctx context.Context, dbURL string, n, batch int) (perSecond f
 		return 0, fmt.Errorf("bare queue loop: n and batch must be positive")
 	}
 	table := fmt.Sprintf("erpflow_bare_%d_%d", os.Getpid(), rand.Uint32())
-	var db *sql.DB
+	db, err := OpenSQL(dbURL)
+	if err != nil {
+		return 0, fmt.Errorf("bare queue loop: %w", err)
+	}
+	defer db.Close()
 	var create, fill, take string
-	switch Kind(dbURL) {
-	case "postgres":
-		db, err = sql.Open("postgres", dbURL)
+	if Kind(dbURL) == "postgres" {
 		// A logged table like the real one: UNLOGGED would flatter the loop.
 		create = "CREATE TABLE " + table + " (id BIGSERIAL PRIMARY KEY, run_at TIMESTAMPTZ NOT NULL DEFAULT now(), payload TEXT NOT NULL)"
 		fill = "INSERT INTO " + table + " (payload) SELECT 'job ' || g FROM generate_series(1, $1) g"
 		take = `WITH c AS (SELECT id FROM ` + table + ` WHERE run_at <= now() ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
 			DELETE FROM ` + table + ` t USING c WHERE t.id = c.id RETURNING t.id, t.payload`
-	case "sqlite":
-		var path string
-		if path, err = SQLitePath(dbURL); err != nil {
-			return 0, err
-		}
-		if path == ":memory:" {
-			return 0, fmt.Errorf("bare queue loop: needs a database file, not :memory:")
-		}
-		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-		db, err = sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
-		if db != nil {
-			db.SetMaxOpenConns(1)
-		}
+	} else {
 		create = "CREATE TABLE " + table + " (id INTEGER PRIMARY KEY, run_at INTEGER NOT NULL DEFAULT 0, payload TEXT NOT NULL)"
 		fill = "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < ?) INSERT INTO " + table + " (payload) SELECT 'job ' || i FROM g"
 		take = "DELETE FROM " + table + " WHERE id IN (SELECT id FROM " + table + " WHERE run_at <= ? ORDER BY run_at, id LIMIT ?) RETURNING id, payload"
-	default:
-		return 0, fmt.Errorf("%q: %w", Redact(dbURL), ErrBadURL)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("bare queue loop: %w", err)
-	}
-	defer db.Close()
 	if _, err := db.ExecContext(ctx, create); err != nil {
 		return 0, fmt.Errorf("bare queue loop: %w", err)
 	}
@@ -119,47 +132,29 @@ func BareInsertLoop(ctx context.Context, dbURL string, n, conns int) (perSecond 
 		return 0, fmt.Errorf("bare insert loop: n and conns must be positive")
 	}
 	table := fmt.Sprintf("erpflow_bare_events_%d_%d", os.Getpid(), rand.Uint32())
-	var db *sql.DB
+	db, err := OpenSQL(dbURL)
+	if err != nil {
+		return 0, fmt.Errorf("bare insert loop: %w", err)
+	}
+	defer db.Close()
 	var create, insert string
 	now := any(time.Now().UTC())
-	switch Kind(dbURL) {
-	case "postgres":
-		db, err = sql.Open("postgres", dbURL)
-		if db != nil {
-			db.SetMaxOpenConns(conns)
-			db.SetMaxIdleConns(conns)
-		}
+	if Kind(dbURL) == "postgres" {
+		db.SetMaxOpenConns(conns)
+		db.SetMaxIdleConns(conns)
 		create = "CREATE TABLE " + table + ` (tenant TEXT NOT NULL, id TEXT NOT NULL, entity TEXT NOT NULL,
 			entity_id TEXT NOT NULL DEFAULT '', event_name TEXT NOT NULL, occurred_at TIMESTAMPTZ,
 			received_at TIMESTAMPTZ NOT NULL, internal BOOLEAN NOT NULL DEFAULT false, raw BYTEA NOT NULL,
 			PRIMARY KEY (tenant, id))`
 		insert = "INSERT INTO " + table + " (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"
-	case "sqlite":
-		var path string
-		if path, err = SQLitePath(dbURL); err != nil {
-			return 0, err
-		}
-		if path == ":memory:" {
-			return 0, fmt.Errorf("bare insert loop: needs a database file, not :memory:")
-		}
-		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-		db, err = sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
-		if db != nil {
-			db.SetMaxOpenConns(1)
-		}
+	} else {
 		now = time.Now().UnixMicro()
 		create = "CREATE TABLE " + table + ` (tenant TEXT NOT NULL, id TEXT NOT NULL, entity TEXT NOT NULL,
 			entity_id TEXT NOT NULL DEFAULT '', event_name TEXT NOT NULL, occurred_at INTEGER,
 			received_at INTEGER NOT NULL, internal INTEGER NOT NULL DEFAULT 0, raw BLOB NOT NULL,
 			PRIMARY KEY (tenant, id))`
 		insert = "INSERT INTO " + table + " (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-	default:
-		return 0, fmt.Errorf("%q: %w", Redact(dbURL), ErrBadURL)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("bare insert loop: %w", err)
-	}
-	defer db.Close()
 	if _, err := db.ExecContext(ctx, create); err != nil {
 		return 0, fmt.Errorf("bare insert loop: %w", err)
 	}

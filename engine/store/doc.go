@@ -6,6 +6,8 @@
 //
 // Both adapters (engine/store/sqlite, engine/store/postgres) pass the same
 // suite, engine/store/storetest, and apply their embedded schema
-// migrations when opened. BareQueueLoop measures the database's ceiling for
-// a batched queue, which `erpflow bench` prints beside the engine's figure.
+// migrations when opened. BareQueueLoop and BareInsertLoop measure the
+// database's ceilings for a batched queue and for single-row ingest, which
+// `erpflow bench` prints beside the engine's figures; OpenSQL opens the
+// database as a plain *sql.DB for such tools.
 package store
