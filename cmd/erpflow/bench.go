@@ -342,18 +342,13 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		store.Redact(dbURL), o.events, o.rules, o.extraRules, deliveries, o.workers, o.receiverDelay, o.catalogValidation)
 
 	// (1) Throughput.
-	start := time.Now()
-	if err := emitConcurrently(o.events, o.emitters, func(i int64) error { return emit(ctx, benchEvent("tp", i)) }); err != nil {
+	r, err := throughputRun(ctx, st, rv, emit, "tp", o.events, o)
+	if err != nil {
 		return err
 	}
-	emitted := time.Since(start)
-	if err := waitRecorded(ctx, st, rv, int64(deliveries)); err != nil {
-		return err
-	}
-	total := time.Since(start)
-	tput := float64(deliveries) / total.Seconds()
+	tput := r.rate()
 	fmt.Fprintf(out, "throughput: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s\n",
-		o.events, emitted.Round(time.Millisecond), float64(o.events)/emitted.Seconds(), deliveries, total.Round(time.Millisecond), tput)
+		o.events, r.emitted.Round(time.Millisecond), float64(o.events)/r.emitted.Seconds(), deliveries, r.total.Round(time.Millisecond), tput)
 
 	// (2) Latency at a steady rate.
 	n := int(float64(o.rate) * o.latencyFor.Seconds())
@@ -506,6 +501,41 @@ func freshSchema(ctx context.Context, dbURL string) (string, func(), error) {
 		db.Close()
 	}
 	return u.String(), drop, nil
+}
+
+// runTimes is a throughput run's: from its start until every event was
+// emitted, until the last webhook arrived, and until every attempt was
+// recorded.
+type runTimes struct {
+	deliveries               int
+	emitted, received, total time.Duration
+}
+
+// rate is the run's deliveries per second, received and recorded.
+func (r runTimes) rate() float64 { return float64(r.deliveries) / r.total.Seconds() }
+
+// throughputRun emits events fresh events (ids tagged tag) from
+// o.emitters goroutines and waits until every one of their o.rules
+// deliveries each was received and recorded.
+func throughputRun(ctx context.Context, st engine.Store, rv *benchReceiver, emit func(context.Context, engine.Event) error, tag string, events int, o benchOpts) (runTimes, error) {
+	r := runTimes{deliveries: events * o.rules}
+	want := rv.received.Load() + int64(r.deliveries)
+	start := time.Now()
+	if err := emitConcurrently(events, o.emitters, func(i int64) error { return emit(ctx, benchEvent(tag, i)) }); err != nil {
+		return r, err
+	}
+	r.emitted = time.Since(start)
+	// When the last webhook arrived, apart from when Stats (which
+	// waitRecorded polls) confirmed every attempt recorded.
+	for rv.received.Load() < want && ctx.Err() == nil && time.Since(start) < 10*time.Minute {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.received = time.Since(start)
+	if err := waitRecorded(ctx, st, rv, want); err != nil {
+		return r, err
+	}
+	r.total = time.Since(start)
+	return r, nil
 }
 
 // waitRecorded waits until the receiver has seen want deliveries and the

@@ -148,28 +148,13 @@ const storedPruneLimit = 5 * time.Minute
 // storedThroughput is the bench's throughput run with events fresh
 // events, labelled by phase: it returns deliveries per second.
 func storedThroughput(ctx context.Context, st engine.Store, rv *benchReceiver, emit func(context.Context, engine.Event) error, phase string, events int, o benchOpts, out io.Writer) (float64, error) {
-	deliveries := events * o.rules
-	before := rv.received.Load()
-	start := time.Now()
-	if err := emitConcurrently(events, o.emitters, func(i int64) error { return emit(ctx, benchEvent("st"+phase, i)) }); err != nil {
-		return 0, err
-	}
-	emitted := time.Since(start)
-	// When the last webhook arrived, apart from when Stats (which
-	// waitRecorded polls) confirmed every attempt recorded: a Stats that
-	// scans the stored deliveries delays the second, not the first.
-	for rv.received.Load() < before+int64(deliveries) && ctx.Err() == nil && time.Since(start) < 10*time.Minute {
-		time.Sleep(5 * time.Millisecond)
-	}
-	received := time.Since(start)
-	if err := waitRecorded(ctx, st, rv, before+int64(deliveries)); err != nil {
+	r, err := throughputRun(ctx, st, rv, emit, "st"+phase, events, o)
+	if err != nil {
 		return 0, fmt.Errorf("%s run: %w", phase, err)
 	}
-	total := time.Since(start)
-	tput := float64(deliveries) / total.Seconds()
 	fmt.Fprintf(out, "%s: emitted %d events in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f deliveries/s (the last received after %s)\n",
-		phase, events, emitted.Round(time.Millisecond), float64(events)/emitted.Seconds(), deliveries, total.Round(time.Millisecond), tput, received.Round(time.Millisecond))
-	return tput, nil
+		phase, events, r.emitted.Round(time.Millisecond), float64(events)/r.emitted.Seconds(), r.deliveries, r.total.Round(time.Millisecond), r.rate(), r.received.Round(time.Millisecond))
+	return r.rate(), nil
 }
 
 // storedPlan lays out the stored deliveries in time. They cover days
