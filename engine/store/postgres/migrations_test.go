@@ -14,10 +14,7 @@ import (
 // TestMigrations runs storetest's checks of single migrations on a
 // schema that each brings to the release before its migration.
 func TestMigrations(t *testing.T) {
-	for name, check := range map[string]func(*testing.T, *sql.DB, string, string, func() engine.Store){
-		"DeliveryTrace": storetest.DeliveryTraceMigration,
-		"StatsCounts":   storetest.StatsCountsMigration,
-	} {
+	for name, check := range storetest.Migrations {
 		t.Run(name, func(t *testing.T) {
 			u := freshSchema(t)
 			db, err := sql.Open("postgres", u)

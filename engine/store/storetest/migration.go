@@ -14,6 +14,19 @@ import (
 	"github.com/erpflow/erpflow/engine"
 )
 
+// MigrationCheck checks one migration on a store: db, a database no store
+// has opened, holds the schema files in dir; now is the SQL literal of a
+// time in the dialect's columns; open opens the store on db, which
+// migrates it.
+type MigrationCheck func(t *testing.T, db *sql.DB, dir, now string, open func() engine.Store)
+
+// Migrations are the checks of single migrations every store runs, by
+// name.
+var Migrations = map[string]MigrationCheck{
+	"DeliveryTrace": DeliveryTraceMigration,
+	"StatsCounts":   StatsCountsMigration,
+}
+
 // DeliveryTraceMigration checks migration 9 on a store: db, a database no
 // store has opened, is brought to migration 8 (before deliveries kept their
 // trace) from the migration files in dir and given a delivery; open then
