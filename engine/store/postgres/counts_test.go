@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"database/sql"
 	"testing"
 	"time"
 )
@@ -15,11 +14,7 @@ func TestDeadCountsFold(t *testing.T) {
 	u := freshSchema(t)
 	s := open(t, u)
 	defer s.Close()
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := rawDB(t, u)
 	rows := func() int {
 		t.Helper()
 		var n int

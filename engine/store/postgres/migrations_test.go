@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"database/sql"
 	"testing"
 	"time"
 
@@ -17,11 +16,7 @@ func TestMigrations(t *testing.T) {
 	for name, check := range storetest.Migrations {
 		t.Run(name, func(t *testing.T) {
 			u := freshSchema(t)
-			db, err := sql.Open("postgres", u)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
+			db := rawDB(t, u)
 			check(t, db, "migrations", "now()", func() engine.Store {
 				s := open(t, u)
 				t.Cleanup(func() { s.Close() })
@@ -40,11 +35,7 @@ func TestMigrations(t *testing.T) {
 // write commits.
 func TestMigrationBesideOldRelease(t *testing.T) {
 	u := freshSchema(t)
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := rawDB(t, u)
 	row := func(id string) string {
 		return `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
 			VALUES ('` + id + `', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'pending', now(), now(), now(), now())`

@@ -54,6 +54,17 @@ func freshSchema(t testing.TB) string {
 	return u.String()
 }
 
+// rawDB opens the schema at u as a plain *sql.DB, closed when t ends.
+func rawDB(t testing.TB, u string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 func open(t testing.TB, u string) *postgres.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -148,11 +159,7 @@ func TestInsertEventsTx(t *testing.T) {
 	u := freshSchema(t)
 	s := open(t, u)
 	defer s.Close()
-	host, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
+	host := rawDB(t, u)
 	ctx := context.Background()
 	if _, err := host.ExecContext(ctx, "CREATE TABLE orders (id TEXT PRIMARY KEY, status TEXT)"); err != nil {
 		t.Fatal(err)
@@ -215,11 +222,7 @@ func TestConcurrentMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := rawDB(t, u)
 	// Each migration applied once: as many rows as distinct versions.
 	var n, versions int
 	if err := db.QueryRow("SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&n, &versions); err != nil || n != versions || n < 2 {
@@ -277,11 +280,7 @@ func TestMigrateRuleIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := rawDB(t, u)
 	for _, q := range []string{string(init),
 		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
 		`INSERT INTO schema_migrations VALUES (1, '0001_init', '2026-01-01T00:00:00Z')`,
@@ -330,11 +329,7 @@ func TestOrderedOrphans(t *testing.T) {
 	u := freshSchema(t)
 	s := open(t, u)
 	defer s.Close()
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := rawDB(t, u)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	orphan := func(key string, n int) []string {
