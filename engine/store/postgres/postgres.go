@@ -45,7 +45,7 @@ type Store struct {
 	closeOne sync.Once
 
 	// foldDeadAt is the number of dead_counts rows at which Stats folds
-	// them (see stats); 0 until the first Stats call sets it.
+	// them (see stats).
 	foldDeadAt atomic.Int64
 }
 
@@ -71,6 +71,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	s := &Store{url: url, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.Core = &sqlcore.Core{W: db, R: db, D: dialect{s}, Transient: transient, Unavailable: unavailable}
+	s.foldDeadAt.Store(foldDeadEvery)
 	ms, err := sqlcore.LoadMigrations(migrations, "migrations")
 	if err == nil {
 		err = s.Retry(ctx, func() error {
@@ -717,7 +718,6 @@ func (s *Store) stats(ctx context.Context, q string, now time.Time, tenant ...an
 	// Fold once the rows grew by foldDeadEvery since the last fold left
 	// them, so that a store with many tenants does not fold at every
 	// call. Best effort: the counts are right either way.
-	s.foldDeadAt.CompareAndSwap(0, foldDeadEvery)
 	if err == nil && deltas >= s.foldDeadAt.Load() {
 		if r, err := s.Core.W.ExecContext(ctx, foldDeadSQL); err == nil {
 			if left, err := r.RowsAffected(); err == nil {
