@@ -34,13 +34,16 @@ const DefaultTimeout = 30 * time.Second
 const validateTimeout = 10 * time.Second
 
 // factory decodes the configs of one plugin's action type.
-type factory struct{ p *proc }
+type factory struct {
+	p *proc
+	t *actionType
+}
 
 // Schema implements actions.Schemer: the plugin's JSON Schema with the
 // host's own key "timeout" added.
 func (f *factory) Schema() json.RawMessage {
 	var m map[string]any
-	if json.Unmarshal(f.p.desc.ConfigSchema, &m) != nil || m == nil {
+	if json.Unmarshal(f.t.desc.ConfigSchema, &m) != nil || m == nil {
 		m = map[string]any{"type": "object"}
 	}
 	props, _ := m["properties"].(map[string]any)
@@ -54,7 +57,7 @@ func (f *factory) Schema() json.RawMessage {
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return f.p.desc.ConfigSchema
+		return f.t.desc.ConfigSchema
 	}
 	return b
 }
@@ -64,7 +67,7 @@ func (f *factory) Schema() json.RawMessage {
 func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	node = resolveAlias(node)
 	if node == nil || node.Kind != yaml.MappingNode {
-		return nil, actions.Errorf(node, "", "the config of action type %q must be a mapping", f.p.desc.Type)
+		return nil, actions.Errorf(node, "", "the config of action type %q must be a mapping", f.t.desc.Type)
 	}
 	conv := &yamlJSON{values: map[string]*yaml.Node{}, keys: map[string]*yaml.Node{}}
 	v, err := conv.convert(node, "", 0)
@@ -72,7 +75,7 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 		return nil, err
 	}
 	obj := v.(map[string]any)
-	c := &config{p: f.p, timeout: DefaultTimeout, templates: map[string]*templates.Template{}, secrets: map[string]any{}}
+	c := &config{p: f.p, t: f.t, timeout: DefaultTimeout, templates: map[string]*templates.Template{}, secrets: map[string]any{}}
 
 	if t, ok := obj["timeout"]; ok {
 		n := conv.values["/timeout"]
@@ -87,10 +90,10 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 
 	var errs []error
 	// The plugin's JSON Schema.
-	if f.p.schema != nil {
+	if f.t.schema != nil {
 		raw, _ := json.Marshal(obj)
 		inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-		if verr := f.p.schema.Validate(inst); verr != nil {
+		if verr := f.t.schema.Validate(inst); verr != nil {
 			var ve *jsonschema.ValidationError
 			if !errors.As(verr, &ve) {
 				return nil, actions.Errorf(node, "", "%v", verr)
@@ -115,7 +118,7 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), validateTimeout)
 	defer cancel()
-	resp, err := f.p.validate(ctx, &pb.ValidateRequest{Config: raw})
+	resp, err := f.p.validate(ctx, &pb.ValidateRequest{Config: raw, Type: f.t.desc.Type})
 	if err != nil {
 		return nil, actions.Errorf(node, "", "%v", err)
 	}
@@ -133,6 +136,7 @@ var _ actions.Masker = (*config)(nil)
 // config is one decoded plugin action.
 type config struct {
 	p       *proc
+	t       *actionType
 	timeout time.Duration
 	// cfg is the config without secrets; strings with placeholders are
 	// rendered from templates (keyed by JSON pointer) at Render.
@@ -149,7 +153,7 @@ func (c *config) split(v any, ptr string, conv *yamlJSON, errs *[]error) map[str
 	out := make(map[string]any, len(obj))
 	for k, x := range obj {
 		p := ptr + "/" + escapePointer(k)
-		if c.p.secretPaths[p] {
+		if c.t.secretPaths[p] {
 			c.secrets[p] = x
 			continue
 		}
@@ -206,7 +210,7 @@ func templateError(n *yaml.Node, path string, err error) *actions.FieldError {
 	return fe
 }
 
-func (c *config) Type() string { return c.p.desc.Type }
+func (c *config) Type() string { return c.t.desc.Type }
 
 // Render returns the config with placeholders rendered and without
 // secrets: what the delivery stores and the log shows.
@@ -327,6 +331,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		DeliveryId: req.DeliveryID,
 		Rule:       req.Rule,
 		Test:       req.Test,
+		Type:       c.t.desc.Type,
 	})
 }
 
@@ -534,7 +539,7 @@ func (f *factory) MaskSecrets(node *yaml.Node, fn func(path, value string) strin
 		if n == nil || depth > 64 {
 			return
 		}
-		secret = secret || f.p.secretPaths[ptr]
+		secret = secret || f.t.secretPaths[ptr]
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {

@@ -10,6 +10,8 @@ import (
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/erpflow/erpflow/actions"
 	pb "github.com/erpflow/erpflow/plugin/proto/v1"
@@ -20,11 +22,11 @@ import (
 // client the host uses.
 type actionPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	impl Action
+	srv *actionServer
 }
 
 func (p *actionPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	pb.RegisterActionPluginServer(s, &actionServer{impl: p.impl})
+	pb.RegisterActionPluginServer(s, p.srv)
 	return nil
 }
 
@@ -32,25 +34,73 @@ func (p *actionPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *
 	return pb.NewActionPluginClient(c), nil
 }
 
+// actionServer serves a plugin's actions; requests name theirs by type
+// (protocol 2), or leave it empty for the only one (protocol 1).
 type actionServer struct {
 	pb.UnimplementedActionPluginServer
-	impl Action
+	impls []Action
+	descs []Description // of impls, read once
+}
+
+func newActionServer(impls []Action) (*actionServer, error) {
+	s := &actionServer{impls: impls}
+	seen := map[string]bool{}
+	for i, a := range impls {
+		if a == nil {
+			return nil, fmt.Errorf("action %d is nil", i+1)
+		}
+		d := a.Describe()
+		switch {
+		case d.Type == "":
+			return nil, fmt.Errorf("action %d describes no type", i+1)
+		case seen[d.Type]:
+			return nil, fmt.Errorf("two actions have the type %q", d.Type)
+		}
+		seen[d.Type] = true
+		s.descs = append(s.descs, d)
+	}
+	return s, nil
+}
+
+// impl finds the action a request names.
+func (s *actionServer) impl(typ string) (Action, error) {
+	if typ == "" && len(s.impls) == 1 {
+		return s.impls[0], nil
+	}
+	for i, d := range s.descs {
+		if d.Type == typ {
+			return s.impls[i], nil
+		}
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "this plugin has no action type %q", typ)
 }
 
 func (s *actionServer) Describe(context.Context, *pb.DescribeRequest) (*pb.DescribeResponse, error) {
-	d := s.impl.Describe()
-	return &pb.DescribeResponse{Type: d.Type, Version: d.Version, ConfigSchema: string(d.ConfigSchema)}, nil
+	first := s.descs[0]
+	resp := &pb.DescribeResponse{Type: first.Type, Version: first.Version, ConfigSchema: string(first.ConfigSchema)}
+	for _, d := range s.descs {
+		resp.Actions = append(resp.Actions, &pb.ActionType{Type: d.Type, ConfigSchema: string(d.ConfigSchema), Description: d.Summary})
+	}
+	return resp, nil
 }
 
 func (s *actionServer) Validate(_ context.Context, req *pb.ValidateRequest) (*pb.ValidateResponse, error) {
+	impl, err := s.impl(req.Type)
+	if err != nil {
+		return nil, err
+	}
 	resp := &pb.ValidateResponse{}
-	for _, e := range configErrors(s.impl.Validate(json.RawMessage(req.Config))) {
+	for _, e := range configErrors(impl.Validate(json.RawMessage(req.Config))) {
 		resp.Errors = append(resp.Errors, &pb.ValidationError{Path: e.Path, Message: e.Msg})
 	}
 	return resp, nil
 }
 
 func (s *actionServer) Execute(ctx context.Context, req *pb.ExecuteRequest) (resp *pb.ExecuteResponse, err error) {
+	impl, err := s.impl(req.Type)
+	if err != nil {
+		return nil, err
+	}
 	// A panic in the author's code fails this attempt (retryable) instead
 	// of taking the process and every other attempt in flight with it.
 	defer func() {
@@ -63,7 +113,7 @@ func (s *actionServer) Execute(ctx context.Context, req *pb.ExecuteRequest) (res
 	if len(ev) == 0 {
 		ev = json.RawMessage("{}")
 	}
-	out := s.impl.Execute(ctx, &Delivery{
+	out := impl.Execute(ctx, &Delivery{
 		ID:      req.DeliveryId,
 		Attempt: int(req.Attempt),
 		Rule:    req.Rule,

@@ -91,27 +91,31 @@ func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slo
 		taken[t] = true
 	}
 	for _, p := range h.procs {
-		if taken[p.desc.Type] {
-			_ = h.Close()
-			return nil, p.errorf(fmt.Errorf("action type %q is already registered (by erpflow or another plugin)", p.desc.Type))
+		for _, t := range p.types {
+			if taken[t.desc.Type] {
+				_ = h.Close()
+				return nil, p.errorf(fmt.Errorf("action type %q is already registered (by erpflow or another plugin)", t.desc.Type))
+			}
+			taken[t.desc.Type] = true
 		}
-		taken[p.desc.Type] = true
 	}
 	for _, p := range h.procs {
-		if err := reg.Register(p.desc.Type, &factory{p: p}); err != nil {
-			_ = h.Close()
-			return nil, &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
+		for _, t := range p.types {
+			if err := reg.Register(t.desc.Type, &factory{p: p, t: t}); err != nil {
+				_ = h.Close()
+				return nil, &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
+			}
 		}
-		p.log.Info("plugin started", "type", p.desc.Type, "version", p.desc.Version, "pid", p.pid())
+		p.log.Info("plugin started", "types", p.typeNames(), "version", p.version, "protocol", p.protocol, "pid", p.pid())
 	}
 	return h, nil
 }
 
 // Types returns the action types the plugins provide, in Spec order.
 func (h *Host) Types() []string {
-	out := make([]string, len(h.procs))
-	for i, p := range h.procs {
-		out[i] = p.desc.Type
+	var out []string
+	for _, p := range h.procs {
+		out = append(out, p.typeNames()...)
 	}
 	return out
 }
@@ -146,10 +150,10 @@ type proc struct {
 	log      *slog.Logger
 	checksum []byte
 
-	// Fixed at the first start: the registered type keeps them.
-	desc        Description
-	schema      *jsonschema.Schema
-	secretPaths map[string]bool
+	// Fixed at the first start: the registered types keep them.
+	protocol int // negotiated
+	version  string
+	types    []*actionType
 
 	mu        sync.Mutex
 	cur       *instance
@@ -160,12 +164,59 @@ type proc struct {
 	allPIDs   []int     // every process started (tests)
 }
 
+// actionType is one action type of a plugin, with its compiled schema.
+type actionType struct {
+	desc        Description
+	schema      *jsonschema.Schema // nil: any object
+	secretPaths map[string]bool    // by JSON pointer of the config
+}
+
+// typeNames returns the names of p's action types.
+func (p *proc) typeNames() []string {
+	out := make([]string, len(p.types))
+	for i, t := range p.types {
+		out[i] = t.desc.Type
+	}
+	return out
+}
+
+// describedTypes reads the action types of a Describe answer: the list of
+// a protocol 2 plugin, the single type of a protocol 1 one.
+func describedTypes(protocol int, d *pb.DescribeResponse) []Description {
+	if protocol >= 2 && len(d.Actions) > 0 {
+		out := make([]Description, len(d.Actions))
+		for i, a := range d.Actions {
+			out[i] = Description{Type: a.Type, Version: d.Version, Summary: a.Description, ConfigSchema: json.RawMessage(a.ConfigSchema)}
+		}
+		return out
+	}
+	if d.Type == "" {
+		return nil
+	}
+	return []Description{{Type: d.Type, Version: d.Version, ConfigSchema: json.RawMessage(d.ConfigSchema)}}
+}
+
+// sameTypes reports whether a restarted process describes the types
+// registered at the first start.
+func (p *proc) sameTypes(ds []Description) bool {
+	if len(ds) != len(p.types) {
+		return false
+	}
+	for i, d := range ds {
+		if d.Type != p.types[i].desc.Type {
+			return false
+		}
+	}
+	return true
+}
+
 // instance is one running plugin process.
 type instance struct {
-	client  *goplugin.Client
-	rpc     pb.ActionPluginClient
-	started time.Time
-	pid     int
+	client   *goplugin.Client
+	rpc      pb.ActionPluginClient
+	started  time.Time
+	pid      int
+	protocol int // negotiated
 }
 
 func (p *proc) errorf(err error) *Error {
@@ -184,16 +235,27 @@ func (p *proc) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.Type == "" {
+	p.protocol, p.version = inst.protocol, d.Version
+	ds := describedTypes(inst.protocol, d)
+	if len(ds) == 0 {
 		inst.client.Kill()
 		return p.errorf(errors.New("plugin describes no action type"))
 	}
-	p.desc = Description{Type: d.Type, Version: d.Version, ConfigSchema: json.RawMessage(d.ConfigSchema)}
-	if strings.TrimSpace(d.ConfigSchema) != "" {
-		if p.schema, p.secretPaths, err = compileSchema(d.Type, []byte(d.ConfigSchema)); err != nil {
+	seen := map[string]bool{}
+	for _, desc := range ds {
+		if desc.Type == "" || seen[desc.Type] {
 			inst.client.Kill()
-			return p.errorf(fmt.Errorf("its config schema is invalid: %w", err))
+			return p.errorf(fmt.Errorf("plugin describes an empty or repeated action type %q", desc.Type))
 		}
+		seen[desc.Type] = true
+		t := &actionType{desc: desc}
+		if strings.TrimSpace(string(desc.ConfigSchema)) != "" {
+			if t.schema, t.secretPaths, err = compileSchema(desc.Type, desc.ConfigSchema); err != nil {
+				inst.client.Kill()
+				return p.errorf(fmt.Errorf("the config schema of action type %q is invalid: %w", desc.Type, err))
+			}
+		}
+		p.types = append(p.types, t)
 	}
 	p.cur = inst
 	return nil
@@ -220,6 +282,7 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	}
 	client, raw, err := glue.Start(glue.Launch{
 		Handshake: Handshake,
+		Versions:  glue.ProtocolVersions,
 		Name:      actionPluginName,
 		Plugin:    &actionPlugin{},
 		Cmd:       exec.Command(p.spec.Path),
@@ -230,7 +293,7 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	if err != nil {
 		return nil, nil, p.errorf(err)
 	}
-	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now()}
+	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion()}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
@@ -298,9 +361,15 @@ func (p *proc) instance(ctx context.Context) (*instance, error) {
 	p.mu.Lock()
 	p.starting = nil
 	close(done)
-	if err == nil && d.Type != p.desc.Type {
-		inst.client.Kill()
-		err = p.errorf(fmt.Errorf("restarted plugin describes type %q, not %q: restart erpflow to change a plugin's type", d.Type, p.desc.Type))
+	if err == nil {
+		if ds := describedTypes(inst.protocol, d); !p.sameTypes(ds) {
+			inst.client.Kill()
+			names := make([]string, len(ds))
+			for i, d := range ds {
+				names[i] = d.Type
+			}
+			err = p.errorf(fmt.Errorf("restarted plugin describes the types %q, not %q: restart erpflow to change a plugin's types", names, p.typeNames()))
+		}
 	}
 	if err == nil && p.closed {
 		inst.client.Kill()

@@ -122,7 +122,7 @@ func TestStartChecksum(t *testing.T) {
 
 func TestHandshakeMismatch(t *testing.T) {
 	for _, tc := range []struct{ bin, want string }{
-		{"wrongversion", "protocol version"},
+		{"wrongversion", "the plugin speaks protocol version 3, erpflow speaks 1 and 2"},
 		{"wrongcookie", "not an erpflow action plugin"},
 	} {
 		t.Run(tc.bin, func(t *testing.T) {

@@ -15,6 +15,8 @@ var bins = &ptest.Bins{Pkgs: map[string]string{
 	"echo":         "./internal/testplugins/echo",
 	"wrongversion": "./internal/testplugins/wrongversion",
 	"wrongcookie":  "./internal/testplugins/wrongcookie",
+	"v1only":       "./internal/testplugins/v1only",
+	"multi":        "./internal/testplugins/multi",
 	"email":        "../examples/plugins/email",
 	"csvlog":       "../examples/plugins/csvlog",
 }}

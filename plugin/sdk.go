@@ -33,8 +33,12 @@ type Action interface {
 type Description struct {
 	// Type is what rules write in `type:`. Required.
 	Type string
-	// Version is the plugin's version, for logs.
+	// Version is the plugin's version, for logs. With several actions in
+	// one plugin, the first action's is the plugin's.
 	Version string
+	// Summary says in one line what the action does, for `erpflow plugin
+	// describe` and GET /v1/plugins. Default: none.
+	Summary string
 	// ConfigSchema is the JSON Schema of the config keys (without the
 	// host's own key "timeout"). Properties marked "x-secret": true or
 	// "writeOnly": true are kept out of stored delivery payloads. Empty:
@@ -126,16 +130,37 @@ func configErrors(err error) []*ConfigError {
 	return []*ConfigError{{Msg: err.Error()}}
 }
 
-// Serve runs impl as an erpflow action plugin. Call it from main; it
-// returns only when erpflow ends the plugin. Started by hand (not by
-// erpflow) it prints an explanation and exits with status 1.
-func Serve(impl Action) {
+// Serve runs impl, and any more actions, as an erpflow action plugin. Call
+// it from main; it returns only when erpflow ends the plugin. Started by
+// hand (not by erpflow) it prints an explanation and exits with status 1;
+// actions without a type, or two with the same type, make it exit with
+// status 1 too.
+//
+// A plugin with one action speaks protocol 1 and 2, so that erpflow
+// releases from before protocol 2 run it; one with several needs
+// protocol 2.
+func Serve(impl Action, more ...Action) {
+	srv, err := newActionServer(append([]Action{impl}, more...))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "erpflow plugin:", err)
+		os.Exit(1)
+	}
 	glue.ExitWithParent()
 	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig: Handshake,
-		Plugins:         goplugin.PluginSet{actionPluginName: &actionPlugin{impl: impl}},
-		GRPCServer:      goplugin.DefaultGRPCServer,
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: serverVersions(srv),
+		GRPCServer:       goplugin.DefaultGRPCServer,
 	})
+}
+
+// serverVersions are the protocol versions srv can serve.
+func serverVersions(srv *actionServer) map[int]goplugin.PluginSet {
+	set := goplugin.PluginSet{actionPluginName: &actionPlugin{srv: srv}}
+	versions := map[int]goplugin.PluginSet{ProtocolVersion: set}
+	if len(srv.descs) == 1 {
+		versions[PreviousProtocolVersion] = set
+	}
+	return versions
 }
 
 // logOutput is the process's own stderr, saved before go-plugin's Serve

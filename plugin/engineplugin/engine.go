@@ -28,8 +28,10 @@ import (
 // Handshake is the go-plugin handshake of the engine served as a plugin; its
 // cookie differs from plugin.Handshake's, so that an action plugin cannot
 // be started as an engine nor the other way round.
+// Its protocol version is the engine contract's (engine.proto), which
+// versions apart from the action plugins'.
 var Handshake = goplugin.HandshakeConfig{
-	ProtocolVersion:  plugin.ProtocolVersion,
+	ProtocolVersion:  1,
 	MagicCookieKey:   "ERPFLOW_ENGINE_PLUGIN",
 	MagicCookieValue: "5d1e0b7a-erpflow-engine-plugin",
 }

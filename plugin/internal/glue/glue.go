@@ -13,15 +13,22 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
 )
 
-// ProtocolVersion is the version of the plugin contract (proto package
-// erpflow.plugin.v1).
-const ProtocolVersion = 1
+// ProtocolVersion is the current version of the action-plugin contract
+// (proto package erpflow.plugin.v1; see action.proto for what each version
+// means).
+const ProtocolVersion = 2
+
+// ProtocolVersions are the action-plugin protocol versions erpflow speaks:
+// the current one and the previous one, oldest first.
+var ProtocolVersions = []int{1, 2}
 
 // StartTimeout bounds the start of one plugin process (exec + handshake).
 const StartTimeout = 20 * time.Second
@@ -37,6 +44,10 @@ type Launch struct {
 	Handshake goplugin.HandshakeConfig
 	Name      string          // the plugin's name in the PluginSet
 	Plugin    goplugin.Plugin // its client side
+	// Versions, when set, are the protocol versions offered (the
+	// plugin picks one; Client.NegotiatedVersion says which), each served
+	// by Plugin. Default: only Handshake.ProtocolVersion.
+	Versions []int
 	Cmd       *exec.Cmd
 	Log       *slog.Logger // receives go-plugin's and the plugin's logs
 	Checksum  []byte       // from ParseChecksum; nil: not checked
@@ -61,11 +72,20 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 	if l.Checksum != nil {
 		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: l.Checksum, Hash: sha256.New()}
 	}
+	spoken := []int{int(l.Handshake.ProtocolVersion)}
+	if len(l.Versions) > 0 {
+		spoken = l.Versions
+		cfg.Plugins = nil
+		cfg.VersionedPlugins = map[int]goplugin.PluginSet{}
+		for _, v := range l.Versions {
+			cfg.VersionedPlugins[v] = goplugin.PluginSet{l.Name: l.Plugin}
+		}
+	}
 	client := goplugin.NewClient(cfg)
 	rpcClient, err := client.Client()
 	if err != nil {
 		client.Kill()
-		return nil, nil, explainStart(err, l.Cmd.Path, l.SHA256)
+		return nil, nil, explainStart(err, l.Cmd.Path, l.SHA256, spoken)
 	}
 	raw, err := rpcClient.Dispense(l.Name)
 	if err != nil {
@@ -87,23 +107,43 @@ func ParseChecksum(s string) ([]byte, error) {
 	return sum, nil
 }
 
+// pluginVersionRE finds the version a plugin answered in go-plugin's
+// "incompatible API version" error.
+var pluginVersionRE = regexp.MustCompile(`(?i)plugin version: (\d+)`)
+
 // explainStart turns go-plugin's start errors into ones that say what to
-// do.
-func explainStart(err error, path, configured string) error {
+// do. spoken are the protocol versions offered.
+func explainStart(err error, path, configured string, spoken []int) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
 		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, fileSHA256(path), configured)
 	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
-		return fmt.Errorf("%w: plugin protocol version differs (erpflow speaks %d): %s", ErrHandshake, ProtocolVersion, msg)
+		theirs := "another version"
+		if m := pluginVersionRE.FindStringSubmatch(msg); m != nil {
+			theirs = "version " + m[1]
+		}
+		return fmt.Errorf("%w: the plugin speaks protocol %s, erpflow speaks %s: rebuild the plugin with an erpflow SDK of a supported version", ErrHandshake, theirs, Versions(spoken))
 	case strings.Contains(msg, "exited before we could connect"),
 		strings.Contains(msg, "Unrecognized remote plugin message"),
 		strings.Contains(msg, "timeout while waiting for plugin to start"):
-		return fmt.Errorf("%w: not an erpflow action plugin of protocol %d, or it failed at start (%s); build it with plugin.Serve from github.com/erpflow/erpflow/plugin", ErrHandshake, ProtocolVersion, msg)
+		return fmt.Errorf("%w: not an erpflow action plugin of protocol %s, or it failed at start (%s); build it with plugin.Serve from github.com/erpflow/erpflow/plugin", ErrHandshake, Versions(spoken), msg)
 	case strings.Contains(msg, "Unsupported plugin protocol"):
 		return fmt.Errorf("%w: the plugin does not speak gRPC: %s", ErrHandshake, msg)
 	}
 	return err
+}
+
+// Versions lists protocol versions for messages: "1", "1 and 2", "1, 2 and 3".
+func Versions(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 func fileSHA256(path string) string {
