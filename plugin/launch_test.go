@@ -1,0 +1,60 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/erpflow/erpflow/actions"
+)
+
+// TestLaunchConfigAndRun: one plugin outside a server — configs decoded
+// with file:line:col errors, one attempt run with the secrets kept out of
+// the payload, and the process gone after Close.
+func TestLaunchConfigAndRun(t *testing.T) {
+	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	if p.Protocol() != ProtocolVersion || len(p.Actions()) != 1 || p.Actions()[0].Type != "echo" {
+		t.Fatalf("protocol %d, actions %+v", p.Protocol(), p.Actions())
+	}
+
+	_, err = p.Config("action.yaml", []byte("type: echo\nmessage: forbidden\nhang: yes-please\n"))
+	var cfe *ConfigFileError
+	if !errors.As(err, &cfe) || !strings.Contains(err.Error(), "action.yaml:3:7: hang:") {
+		t.Fatalf("want action.yaml:3:7 naming hang, got %v", err)
+	}
+	_, err = p.Config("action.yaml", []byte("message: forbidden\n"))
+	if err == nil || !strings.Contains(err.Error(), "action.yaml:1:10: message: must not be") {
+		t.Fatalf("the plugin's Validate error at its line:col: %v", err)
+	}
+	_, err = p.Config("action.yaml", []byte("type: other\nmessage: x\n"))
+	if err == nil || !strings.Contains(err.Error(), `action.yaml:1:7: type: this plugin has no action type "other"`) {
+		t.Fatalf("unknown type: %v", err)
+	}
+
+	cfg, err := p.Config("action.yaml", []byte("message: 'order {entity_id}'\ntoken: s3cret\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.Run(context.Background(), cfg, sampleEvent(t), RunOptions{Attempt: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != "succeeded" || a.Attempt != 2 || !strings.HasPrefix(a.DeliveryID, "dlv_run_") || a.Type != "echo" {
+		t.Fatalf("attempt %+v", a)
+	}
+	if strings.Contains(string(a.Payload), "s3cret") || !strings.Contains(string(a.Payload), "order SO1000") {
+		t.Fatalf("payload %s: want rendered, without the secret", a.Payload)
+	}
+
+	cfg, _ = p.Config("action.yaml", []byte("message: no\nfail: retry\n"))
+	a, _ = p.Run(context.Background(), cfg, nil, RunOptions{})
+	if a.Status != actions.Retryable.String() || !a.Retryable || a.Error == "" {
+		t.Fatalf("failed attempt %+v", a)
+	}
+}
