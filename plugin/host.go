@@ -132,6 +132,57 @@ func (h *Host) Close() error {
 	return nil
 }
 
+// Plugin states in Status.State.
+const (
+	StateRunning    = "running"    // a process runs and answers
+	StateRestarting = "restarting" // the process died; the next attempt starts a new one (after a backoff)
+	StateStopped    = "stopped"    // the Host was closed
+)
+
+// Status is the state of one plugin, for GET /v1/plugins and `erpflow
+// plugins list`.
+type Status struct {
+	Name      string
+	Path      string
+	SHA256    string   // hex SHA-256 of the binary the last process started from
+	Types     []string // the action types it provides
+	Version   string   // the plugin's own version
+	Protocol  int      // the negotiated protocol version
+	State     string   // one of the State constants
+	PID       int      // 0 when no process runs
+	StartedAt time.Time
+	Restarts  int // processes started after the first
+	// LastError is the last crash or failed start, with its time; empty
+	// when there was none.
+	LastError   string
+	LastErrorAt time.Time
+}
+
+// Plugins returns the state of every plugin, in Spec order.
+func (h *Host) Plugins() []Status {
+	out := make([]Status, len(h.procs))
+	for i, p := range h.procs {
+		out[i] = p.status()
+	}
+	return out
+}
+
+func (p *proc) status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{Name: p.spec.Name, Path: p.spec.Path, Types: p.typeNames(), Version: p.version, Protocol: p.protocol,
+		Restarts: p.restarts, LastError: p.lastErr, LastErrorAt: p.lastErrAt, SHA256: p.sha256}
+	switch {
+	case p.closed:
+		st.State = StateStopped
+	case p.cur != nil && !p.cur.client.Exited():
+		st.State, st.PID, st.StartedAt = StateRunning, p.cur.pid, p.cur.started
+	default:
+		st.State = StateRestarting
+	}
+	return st
+}
+
 // pids returns the process ids of the running plugins (tests).
 func (h *Host) pids() []int {
 	var out []int
@@ -160,6 +211,10 @@ type proc struct {
 	starting  chan struct{} // closed when a restart in progress ends
 	closed    bool
 	failures  int       // consecutive crashes or failed starts
+	restarts  int       // processes started after the first
+	sha256    string    // of the binary the last process started from
+	lastErr   string    // the last crash or failed start
+	lastErrAt time.Time
 	nextStart time.Time // no restart before
 	allPIDs   []int     // every process started (tests)
 }
@@ -216,7 +271,8 @@ type instance struct {
 	rpc      pb.ActionPluginClient
 	started  time.Time
 	pid      int
-	protocol int // negotiated
+	protocol int    // negotiated
+	sha256   string // of the binary when it started
 }
 
 func (p *proc) errorf(err error) *Error {
@@ -257,7 +313,7 @@ func (p *proc) init(ctx context.Context) error {
 		}
 		p.types = append(p.types, t)
 	}
-	p.cur = inst
+	p.cur, p.sha256 = inst, inst.sha256
 	return nil
 }
 
@@ -293,7 +349,8 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	if err != nil {
 		return nil, nil, p.errorf(err)
 	}
-	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion()}
+	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion(),
+		sha256: glue.FileSHA256(p.spec.Path)}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
@@ -378,10 +435,12 @@ func (p *proc) instance(ctx context.Context) (*instance, error) {
 	if err != nil {
 		p.failures++
 		p.nextStart = time.Now().Add(backoff(p.failures + 1))
+		p.lastErr, p.lastErrAt = err.Error(), time.Now()
 		p.log.Error("plugin restart failed", "error", err, "failures", p.failures)
 		return nil, err
 	}
-	p.cur = inst
+	p.restarts++
+	p.cur, p.sha256 = inst, inst.sha256
 	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
 	return inst, nil
 }
@@ -393,6 +452,7 @@ func (p *proc) fail(inst *instance, cause error) {
 	broken := p.cur == inst
 	if broken {
 		p.failLocked(inst)
+		p.lastErr, p.lastErrAt = cause.Error(), time.Now()
 	}
 	failures := p.failures
 	p.mu.Unlock()

@@ -28,6 +28,11 @@ func TestProtocolNegotiation(t *testing.T) {
 	if p := h.procs[1].protocol; p != 2 {
 		t.Errorf("multi negotiated protocol %d, want 2", p)
 	}
+	sts := h.Plugins()
+	if len(sts) != 2 || sts[1].Name != "multi" || sts[1].State != StateRunning || sts[1].PID == 0 ||
+		strings.Join(sts[1].Types, ",") != "upper,lower" || sts[1].Protocol != 2 || len(sts[1].SHA256) != 64 || sts[1].Version != "2.0.0" {
+		t.Errorf("status %+v", sts)
+	}
 	ev := sampleEvent(t)
 	run := func(typ, src string) map[string]any {
 		t.Helper()

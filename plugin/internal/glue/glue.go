@@ -117,7 +117,7 @@ func explainStart(err error, path, configured string, spoken []int) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, goplugin.ErrChecksumsDoNotMatch):
-		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, fileSHA256(path), configured)
+		return fmt.Errorf("%w: the binary's sha256 is %s, the config says %s", ErrChecksum, FileSHA256(path), configured)
 	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
 		theirs := "another version"
 		if m := pluginVersionRE.FindStringSubmatch(msg); m != nil {
@@ -146,7 +146,9 @@ func Versions(vs []int) string {
 	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
-func fileSHA256(path string) string {
+// FileSHA256 is the hex SHA-256 of the file at path, "unreadable" when it
+// cannot be read.
+func FileSHA256(path string) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return "unreadable"
