@@ -8,6 +8,8 @@
 //
 //	func main() { plugin.Serve(myAction{}) }
 //
+// Several actions go in one plugin as plugin.Serve(a, b, …).
+//
 // Describe names the action type and its config's JSON Schema; Validate
 // checks a config when rules load; Execute runs one attempt and returns
 // Success(), Retry(err, after) or Permanent(err). Authors never touch gRPC:
@@ -15,6 +17,10 @@
 // generated code is committed.
 //
 // # Running plugins
+//
+// The protocol version is negotiated at start: erpflow speaks
+// ProtocolVersion and PreviousProtocolVersion, and refuses a plugin built
+// for any other with an error naming both sides' versions.
 //
 // Start launches the plugins of the server config (with AutoMTLS and, when
 // a sha256 is given, a checksum check), asks each for its type and
@@ -26,6 +32,9 @@
 // and added back only for Execute. The host key `timeout` (default 30s)
 // bounds every attempt. A plugin that crashes fails its attempt as
 // retryable and is restarted with backoff; Host.Close kills them all.
+//
+// Launch runs one plugin on its own, outside a server (what `erpflow
+// plugin run` and package plugintest use).
 //
 // # The engine as a plugin
 //
