@@ -48,10 +48,10 @@ type Launch struct {
 	// plugin picks one; Client.NegotiatedVersion says which), each served
 	// by Plugin. Default: only Handshake.ProtocolVersion.
 	Versions []int
-	Cmd       *exec.Cmd
-	Log       *slog.Logger // receives go-plugin's and the plugin's logs
-	Checksum  []byte       // from ParseChecksum; nil: not checked
-	SHA256    string       // the configured checksum, for the mismatch message
+	Cmd      *exec.Cmd
+	Log      *slog.Logger // receives go-plugin's and the plugin's logs
+	Checksum []byte       // from ParseChecksum; nil: not checked
+	SHA256   string       // the configured checksum, for the mismatch message
 }
 
 // Start starts the process and dispenses the plugin. Errors are the

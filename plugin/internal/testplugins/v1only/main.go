@@ -33,7 +33,9 @@ func (server) Execute(_ context.Context, req *pb.ExecuteRequest) (*pb.ExecuteRes
 		Detail: []byte(fmt.Sprintf(`{"legacy":true,"delivery":%q}`, req.DeliveryId))}}, nil
 }
 
-type grpcPlugin struct{ goplugin.NetRPCUnsupportedPlugin }
+type grpcPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+}
 
 func (grpcPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
 	pb.RegisterActionPluginServer(s, server{})
