@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/plugin/internal/ptest"
+	pb "github.com/erpflow/erpflow/plugin/proto/v1"
 )
 
 // pythonTicket returns the launcher of the Python example plugin, with
@@ -241,4 +245,66 @@ func BenchmarkPythonPluginExecute(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestPythonPluginSpeaksProtocol2: a go-plugin client offering versions 1
+// and 2 (as erpflow's host does with protocol 2) gets version 2, over
+// AutoMTLS; the plugin lists its action type in DescribeResponse.actions
+// and runs an ExecuteRequest naming it, and refuses another type. With
+// only 1 offered it answers 1.
+func TestPythonPluginSpeaksProtocol2(t *testing.T) {
+	launcher := pythonTicket(t)
+	for _, tc := range []struct {
+		offer map[int]goplugin.PluginSet
+		want  int
+	}{
+		{map[int]goplugin.PluginSet{1: {actionPluginName: &actionPlugin{}}, 2: {actionPluginName: &actionPlugin{}}}, 2},
+		{map[int]goplugin.PluginSet{1: {actionPluginName: &actionPlugin{}}}, 1},
+	} {
+		hs := Handshake
+		hs.ProtocolVersion = 0
+		client := goplugin.NewClient(&goplugin.ClientConfig{
+			HandshakeConfig:  hs,
+			VersionedPlugins: tc.offer,
+			Cmd:              exec.Command(launcher),
+			AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+			AutoMTLS:         true,
+			Logger:           hclog.NewNullLogger(),
+		})
+		t.Cleanup(client.Kill)
+		rpc, err := client.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := client.NegotiatedVersion(); v != tc.want {
+			t.Fatalf("offered %v: negotiated %d, want %d", tc.offer, v, tc.want)
+		}
+		raw, err := rpc.Dispense(actionPluginName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := raw.(pb.ActionPluginClient)
+		d, err := c.Describe(context.Background(), &pb.DescribeRequest{})
+		if err != nil || d.Type != "ticket" || len(d.Actions) != 1 || d.Actions[0].Type != "ticket" || d.Actions[0].ConfigSchema != d.ConfigSchema {
+			t.Fatalf("describe %v (%v)", d, err)
+		}
+		api := newTicketAPI(t)
+		cfg := []byte(`{"url":"` + api.URL + `","allow_http":true,"project":"OPS","title":"t"}`)
+		r, err := c.Execute(context.Background(), &pb.ExecuteRequest{Type: "ticket", DeliveryId: "dlv_p2", Attempt: 1, Config: cfg})
+		if err != nil || r.Outcome.Status != pb.Status_STATUS_SUCCEEDED {
+			t.Fatalf("execute ticket: %v (%v)", r, err)
+		}
+		r, err = c.Execute(context.Background(), &pb.ExecuteRequest{Type: "chat", DeliveryId: "dlv_p2", Attempt: 1, Config: cfg})
+		if err != nil || r.Outcome.Status != pb.Status_STATUS_PERMANENT || !strings.Contains(r.Outcome.Error, "unknown action type") {
+			t.Fatalf("execute chat: %v (%v)", r, err)
+		}
+		v, err := c.Validate(context.Background(), &pb.ValidateRequest{Type: "chat", Config: cfg})
+		if err != nil || len(v.Errors) != 1 {
+			t.Fatalf("validate chat: %v (%v)", v, err)
+		}
+		client.Kill()
+		if !client.Exited() {
+			t.Fatal("the plugin did not exit")
+		}
+	}
 }

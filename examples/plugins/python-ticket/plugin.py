@@ -127,8 +127,9 @@ class TicketAction(action_pb2_grpc.ActionPluginServicer):
             event = json.loads(request.event or b"{}")
         except ValueError as e:
             return outcome(action_pb2.STATUS_PERMANENT, error="bad request: %s" % e)
+        # grpcio reports "no deadline" as None or as a huge number.
         remaining = context.time_remaining()
-        timeout = DEFAULT_TIMEOUT if remaining is None else remaining
+        timeout = DEFAULT_TIMEOUT if remaining is None or remaining > 86400 else remaining
         if timeout <= 0:
             return outcome(action_pb2.STATUS_RETRYABLE, error="no time left before the deadline")
         return create_ticket(cfg, event, request, timeout)
