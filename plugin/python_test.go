@@ -108,13 +108,7 @@ func TestPythonPlugin(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := decode(t, reg, "ticket", tc.src)
-			var fe *actions.FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("want *actions.FieldError, got %T %v", err, err)
-			}
-			if fe.Line != tc.line || fe.Column != tc.col || fe.Path != tc.path || !strings.Contains(fe.Msg, tc.msg) {
-				t.Fatalf("got %d:%d %q %q, want %d:%d %q …%s…", fe.Line, fe.Column, fe.Path, fe.Msg, tc.line, tc.col, tc.path, tc.msg)
-			}
+			wantFieldError(t, err, tc.line, tc.col, tc.path, tc.msg)
 		})
 	}
 
@@ -228,23 +222,7 @@ func BenchmarkPythonPluginExecute(b *testing.B) {
 	ev := benchEvent(b)
 	payload, _ := cfg.Render(ev, actions.Meta{DeliveryID: "dlv_b"})
 	req := &actions.Request{DeliveryID: "dlv_b", Attempt: 1, Event: ev, Payload: payload}
-	b.Run("serial", func(b *testing.B) {
-		for b.Loop() {
-			if o := cfg.Execute(context.Background(), req); o.Status != actions.Succeeded {
-				b.Fatal(o)
-			}
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if o := cfg.Execute(context.Background(), req); o.Status != actions.Succeeded {
-					b.Error(o)
-					return
-				}
-			}
-		})
-	})
+	benchExecute(b, cfg, req)
 }
 
 // TestPythonPluginSpeaksProtocol2: a go-plugin client offering versions 1

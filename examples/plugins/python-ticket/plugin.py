@@ -271,33 +271,29 @@ def _varint(n):
             return bytes(out)
 
 
+def _read_varint(data, i):
+    """Returns the varint at data[i:] and the index after it."""
+    n, shift = 0, 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return n, i
+
+
 def _field_string(data, number):
     """The string field `number` of a protobuf message (enough for
     grpc.health.v1.HealthCheckRequest)."""
     i = 0
     while i < len(data):
-        key, shift = 0, 0
-        while True:
-            b = data[i]
-            i += 1
-            key |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
+        key, i = _read_varint(data, i)
         num, wire = key >> 3, key & 7
         if wire == 0:
-            while data[i] & 0x80:
-                i += 1
-            i += 1
+            _, i = _read_varint(data, i)
         elif wire == 2:
-            n, shift = 0, 0
-            while True:
-                b = data[i]
-                i += 1
-                n |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+            n, i = _read_varint(data, i)
             if num == number:
                 return data[i:i + n].decode()
             i += n
