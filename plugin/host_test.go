@@ -479,8 +479,9 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 
 // A plugin whose host was killed (SIGKILL: no chance to end its plugins)
 // exits by itself instead of living on as an orphan.
-func TestPluginExitsWhenHostIsKilled(t *testing.T) {
-	path := bin(t, "echo")
+func TestPluginExitsWhenHostIsKilled(t *testing.T) { exitsWhenHostIsKilled(t, bin(t, "echo")) }
+
+func exitsWhenHostIsKilled(t *testing.T, path string) {
 	// sh stands in for erpflow: it starts the plugin as go-plugin would
 	// (the handshake cookie in the environment) and is then killed.
 	cmd := exec.Command("sh", "-c", `"$0" & echo "pid $!"; wait`, path)

@@ -173,6 +173,10 @@ func TestPythonPlugin(t *testing.T) {
 	}
 }
 
+// TestPythonPluginExitsWhenHostIsKilled: the Python plugin, too, exits
+// once its parent is gone.
+func TestPythonPluginExitsWhenHostIsKilled(t *testing.T) { exitsWhenHostIsKilled(t, pythonTicket(t)) }
+
 // TestPythonPluginRefusesUnknownProtocol: a host offering only protocol
 // versions the plugin does not speak gets exit code 1 and both lists on
 // stderr; without the cookie the plugin says what it is.
@@ -228,8 +232,8 @@ func BenchmarkPythonPluginExecute(b *testing.B) {
 // TestPythonPluginSpeaksProtocol2: a go-plugin client offering versions 1
 // and 2 (as erpflow's host does with protocol 2) gets version 2, over
 // AutoMTLS; the plugin lists its action type in DescribeResponse.actions
-// and runs an ExecuteRequest naming it, and refuses another type. With
-// only 1 offered it answers 1.
+// and runs an ExecuteRequest naming it, and refuses another type; it
+// answers go-plugin's health check. With only 1 offered it answers 1.
 func TestPythonPluginSpeaksProtocol2(t *testing.T) {
 	launcher := pythonTicket(t)
 	for _, tc := range []struct {
@@ -256,6 +260,10 @@ func TestPythonPluginSpeaksProtocol2(t *testing.T) {
 		}
 		if v := client.NegotiatedVersion(); v != tc.want {
 			t.Fatalf("offered %v: negotiated %d, want %d", tc.offer, v, tc.want)
+		}
+		// go-plugin's health check (erpflow's after a timed-out attempt).
+		if err := rpc.Ping(); err != nil {
+			t.Fatalf("ping: %v", err)
 		}
 		raw, err := rpc.Dispense(actionPluginName)
 		if err != nil {
