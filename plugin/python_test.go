@@ -177,6 +177,26 @@ func TestPythonPlugin(t *testing.T) {
 // once its parent is gone.
 func TestPythonPluginExitsWhenHostIsKilled(t *testing.T) { exitsWhenHostIsKilled(t, pythonTicket(t)) }
 
+// TestPythonPluginWithoutGRPCSaysSo: run by a Python that lacks grpc, the
+// plugin's start fails and erpflow's log has an error saying what to
+// install.
+func TestPythonPluginWithoutGRPCSaysSo(t *testing.T) {
+	launcher := pythonTicket(t)
+	// -S: without the site module, no installed packages are importable.
+	py := filepath.Join(t.TempDir(), "python-bare")
+	if err := os.WriteFile(py, []byte("#!/bin/sh\nexec "+os.Getenv("ERPFLOW_PYTHON")+" -S \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ERPFLOW_PYTHON", py)
+	logger, logs := testLogger()
+	if _, err := Start(context.Background(), []Spec{{Name: "ticket", Path: launcher}}, &actions.Registry{}, logger); err == nil {
+		t.Fatal("Start succeeded")
+	}
+	eventually(t, 10*time.Second, "the plugin's error", func() bool {
+		return contains(logs.String(), "level=ERROR", "cannot run the erpflow ticket plugin", "apt-get install python3-grpcio")
+	})
+}
+
 // TestPythonPluginRefusesUnknownProtocol: a host offering only protocol
 // versions the plugin does not speak gets exit code 1 and both lists on
 // stderr; without the cookie the plugin says what it is.

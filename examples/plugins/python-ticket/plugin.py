@@ -24,12 +24,21 @@ import urllib.parse
 import urllib.request
 from concurrent import futures
 
-import grpc
+try:
+    import cryptography  # noqa: F401 (AutoMTLS; imported where used)
+    import grpc
 
-# The generated modules sit next to this file; Python puts the script's
-# directory first on sys.path, so they import from any working directory.
-import action_pb2
-import action_pb2_grpc
+    # The generated modules sit next to this file; Python puts the script's
+    # directory first on sys.path, so they import from any working directory.
+    import action_pb2
+    import action_pb2_grpc
+except ImportError as e:
+    # A JSON log line: erpflow shows it as an error (a plain line would be
+    # logged at debug level only).
+    sys.stderr.write(json.dumps({"@level": "error", "@message": "%s cannot run the erpflow ticket plugin: %s; "
+                                 "apt-get install python3-grpcio python3-protobuf python3-cryptography, "
+                                 "or set ERPFLOW_PYTHON to a Python that has them" % (sys.executable, e)}) + "\n")
+    sys.exit(1)
 
 VERSION = "1.0.0"
 ACTION_TYPE = "ticket"
@@ -489,8 +498,11 @@ def main():
     stdio = Stdio()
     shutdown = threading.Event()
     # Two workers hold the stdio and broker streams; the rest run Execute.
+    # No message size limits, like go-plugin's client (grpcio's default
+    # would refuse an event over 4 MB).
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=34),
-                         handlers=side_services(stdio, shutdown))
+                         handlers=side_services(stdio, shutdown),
+                         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
     action_pb2_grpc.add_ActionPluginServicer_to_server(TicketAction(), server)
 
     creds, cert_field = None, ""
