@@ -65,8 +65,11 @@ func newTicketAPI(t testing.TB, statuses ...int) *ticketAPI {
 			w.Header().Set("Retry-After", "7")
 		}
 		w.WriteHeader(code)
-		if code == http.StatusCreated {
+		switch code {
+		case http.StatusCreated:
 			_ = json.NewEncoder(w).Encode(map[string]any{"id": "T-" + string(rune('0'+n))})
+		case http.StatusBadRequest: // an API that echoes the request
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": "bad request", "headers": r.Header})
 		}
 	}))
 	t.Cleanup(a.Close)
@@ -130,8 +133,11 @@ func TestPythonPlugin(t *testing.T) {
 	if o.Status != actions.Succeeded || o.Code != 201 || json.Unmarshal(o.Detail, &detail) != nil || detail["ticket_id"] != "T-2" {
 		t.Fatalf("201: outcome %+v %s", o, o.Detail)
 	}
-	if o = cfg.Execute(context.Background(), req); o.Status != actions.Permanent || o.Code != 400 {
-		t.Fatalf("400: outcome %+v", o)
+	// The answer to a 4xx is kept in the detail, without the token the
+	// API echoed.
+	if o = cfg.Execute(context.Background(), req); o.Status != actions.Permanent || o.Code != 400 ||
+		!contains(string(o.Detail), "bad request", "Bearer ****") || strings.Contains(string(o.Detail), "s3cret") {
+		t.Fatalf("400: outcome %+v %s", o, o.Detail)
 	}
 	got, bodies := api.requests()
 	if len(got) != 3 {

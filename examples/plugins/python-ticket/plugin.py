@@ -207,7 +207,10 @@ def create_ticket(cfg, event, request, timeout):
             detail["ticket_id"] = ticket
         log("info", "ticket created", delivery=request.delivery_id, ticket_id=ticket, status_code=code)
         return outcome(action_pb2.STATUS_SUCCEEDED, code=code, detail=detail)
-    detail["response"] = payload[:512].decode("utf-8", "replace")
+    text = payload[:512].decode("utf-8", "replace")
+    if cfg.get("token"):
+        text = text.replace(cfg["token"], "****")  # an API that echoes the request
+    detail["response"] = text
     err = "ticket API answered %d" % code
     log("info", "ticket not created", delivery=request.delivery_id, status_code=code)
     if code == 429 or code >= 500:
@@ -252,8 +255,7 @@ def reason(e):
 def safe_url(url):
     # Drops user:password@ and the query, which may carry credentials.
     u = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((u.scheme, u.hostname or "", u.path, "", "")) if u.port is None else \
-        urllib.parse.urlunsplit((u.scheme, "%s:%d" % (u.hostname, u.port), u.path, "", ""))
+    return urllib.parse.urlunsplit((u.scheme, u.netloc.rpartition("@")[2], u.path, "", ""))
 
 
 def outcome(status, code=0, error="", detail=None, retry_after_ms=0):
