@@ -23,6 +23,11 @@ func BenchmarkPluginExecute(b *testing.B) {
 	ev := benchEvent(b)
 	payload, _ := cfg.Render(ev, actions.Meta{DeliveryID: "dlv_b"})
 	req := &actions.Request{DeliveryID: "dlv_b", Attempt: 1, Event: ev, Payload: payload}
+	benchExecute(b, cfg, req)
+}
+
+// benchExecute runs req through cfg serially and in parallel.
+func benchExecute(b *testing.B, cfg actions.Config, req *actions.Request) {
 	b.Run("serial", func(b *testing.B) {
 		for b.Loop() {
 			if o := cfg.Execute(context.Background(), req); o.Status != actions.Succeeded {

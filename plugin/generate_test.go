@@ -66,3 +66,39 @@ func stripVersions(b []byte) []byte {
 	}
 	return bytes.Join(out, []byte("\n"))
 }
+
+// TestGeneratedPythonIsCurrent regenerates the Python example plugin's
+// protobuf code (action_pb2.py, action_pb2_grpc.py) into a temporary
+// directory and compares it with the committed files. It skips when protoc
+// or grpc_tools are absent.
+func TestGeneratedPythonIsCurrent(t *testing.T) {
+	if _, err := exec.LookPath("protoc"); err != nil {
+		t.Skip("protoc not installed (apt-get install protobuf-compiler): cannot check the generated Python code")
+	}
+	py := os.Getenv("ERPFLOW_PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	if exec.Command(py, "-c", "import grpc_tools.protoc").Run() != nil {
+		t.Skipf("%s has no grpc_tools (apt-get install python3-grpc-tools): cannot check the generated Python code", py)
+	}
+	out := t.TempDir()
+	cmd := exec.Command("sh", "../scripts/gen-python-plugin.sh", out)
+	cmd.Env = append(os.Environ(), "ERPFLOW_PYTHON="+py)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gen-python-plugin.sh: %v\n%s", err, b)
+	}
+	for _, name := range []string{"action_pb2.py", "action_pb2_grpc.py"} {
+		want, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join("../examples/plugins/python-ticket", name))
+		if err != nil {
+			t.Fatalf("examples/plugins/python-ticket/%s is not committed: run make generate", name)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("examples/plugins/python-ticket/%s is out of date: run make generate and commit", name)
+		}
+	}
+}

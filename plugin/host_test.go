@@ -175,14 +175,21 @@ func TestDecodeErrorsHavePositions(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := decode(t, reg, "echo", tc.src)
-			var fe *actions.FieldError
-			if !errors.As(err, &fe) {
-				t.Fatalf("want *actions.FieldError, got %T %v", err, err)
-			}
-			if fe.Line != tc.line || fe.Column != tc.col || fe.Path != tc.path || !strings.Contains(fe.Msg, tc.msg) {
-				t.Fatalf("got %d:%d %q %q, want %d:%d %q …%s…", fe.Line, fe.Column, fe.Path, fe.Msg, tc.line, tc.col, tc.path, tc.msg)
-			}
+			wantFieldError(t, err, tc.line, tc.col, tc.path, tc.msg)
 		})
+	}
+}
+
+// wantFieldError fails unless err is an *actions.FieldError at line:col
+// for path whose message contains msg.
+func wantFieldError(t *testing.T, err error, line, col int, path, msg string) {
+	t.Helper()
+	var fe *actions.FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("want *actions.FieldError, got %T %v", err, err)
+	}
+	if fe.Line != line || fe.Column != col || fe.Path != path || !strings.Contains(fe.Msg, msg) {
+		t.Fatalf("got %d:%d %q %q, want %d:%d %q …%s…", fe.Line, fe.Column, fe.Path, fe.Msg, line, col, path, msg)
 	}
 }
 
@@ -472,8 +479,9 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 
 // A plugin whose host was killed (SIGKILL: no chance to end its plugins)
 // exits by itself instead of living on as an orphan.
-func TestPluginExitsWhenHostIsKilled(t *testing.T) {
-	path := bin(t, "echo")
+func TestPluginExitsWhenHostIsKilled(t *testing.T) { exitsWhenHostIsKilled(t, bin(t, "echo")) }
+
+func exitsWhenHostIsKilled(t *testing.T, path string) {
 	// sh stands in for erpflow: it starts the plugin as go-plugin would
 	// (the handshake cookie in the environment) and is then killed.
 	cmd := exec.Command("sh", "-c", `"$0" & echo "pid $!"; wait`, path)

@@ -130,3 +130,21 @@ func (b *Bins) Main(m *testing.M) {
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// PythonGRPC returns a Python interpreter that can run the Python example
+// plugin (grpc, protobuf and cryptography importable): $ERPFLOW_PYTHON,
+// else /usr/bin/python3 (Debian's packages), else python3 on PATH. It
+// skips the test when there is none.
+func PythonGRPC(t testing.TB) string {
+	t.Helper()
+	for _, py := range []string{os.Getenv("ERPFLOW_PYTHON"), "/usr/bin/python3", "python3"} {
+		if py == "" {
+			continue
+		}
+		if exec.Command(py, "-c", "import grpc, google.protobuf, cryptography").Run() == nil {
+			return py
+		}
+	}
+	t.Skip("python3-grpcio missing: apt-get install python3-grpcio python3-protobuf python3-cryptography")
+	return ""
+}
