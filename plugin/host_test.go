@@ -490,9 +490,17 @@ func exitsWhenHostIsKilled(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// stderr is a pipe whose reading end goes with the host, as erpflow's
+	// does: a plugin that logs on its way out must still exit.
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = stderrW
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	stderrW.Close()
 	sc := bufio.NewScanner(stdout)
 	pid := 0
 	for pid == 0 && sc.Scan() {
@@ -512,6 +520,7 @@ func exitsWhenHostIsKilled(t *testing.T, path string) {
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
+	stderrR.Close()
 	waitGone(t, pid)
 }
 

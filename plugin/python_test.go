@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -318,5 +319,22 @@ func TestPythonPluginSpeaksProtocol2(t *testing.T) {
 		if !client.Exited() {
 			t.Fatal("the plugin did not exit")
 		}
+	}
+}
+
+// TestPythonPluginsSideBySide: several Python plugins run at once, each on
+// a port of its own. grpcio binds with SO_REUSEPORT by default, so without
+// turning it off a second plugin bound the first one's port and the kernel
+// split erpflow's connections between the two: TLS then failed against
+// the other process's certificate.
+func TestPythonPluginsSideBySide(t *testing.T) {
+	launcher := pythonTicket(t)
+	for i := range 4 {
+		p, err := Launch(context.Background(), Spec{Name: fmt.Sprintf("ticket-%d", i), Path: launcher}, nil)
+		if err != nil {
+			t.Fatalf("plugin %d beside %d others: %v", i+1, i, err)
+		}
+		pid := p.PID()
+		t.Cleanup(func() { _ = p.Close(); waitGone(t, pid) })
 	}
 }

@@ -85,7 +85,7 @@ func TestServePythonPlugin(t *testing.T) {
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\nrules: [./rules.yaml]\nplugins:\n  - {name: ticket, path: "+strconvQuote(launcher)+"}\n")
 	srv := start(t, dir, []string{"ERPFLOW_PYTHON=" + py, "TICKET_TOKEN=" + token}, "serve", "--config", "erpflow.yaml", "--log-format", "json")
 	base := srv.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)[1]
-	pid, _ := strconv.Atoi(srv.waitOutput(t, `"msg":"plugin started".*"type":"ticket".*"pid":(\d+)`)[1])
+	pid, _ := strconv.Atoi(srv.waitOutput(t, `"msg":"plugin started".*"types":\["ticket"\].*"protocol":2.*"pid":(\d+)`)[1])
 
 	res, err := http.Post(base+"/v1/events", "application/json", strings.NewReader(
 		`{"id":"evt-1","entity":"SalesOrder","entity_id":"SO1000","event":"status_changed","data":{"status":"RELEASED","customer":"Bikes Inc"}}`))

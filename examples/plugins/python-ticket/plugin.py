@@ -467,7 +467,12 @@ def exit_with_parent(ppid):
         while True:
             time.sleep(1)
             if os.getppid() != ppid:
-                log("info", "parent process gone, exiting")
+                # The parent's end of stderr is usually closed by now:
+                # a failed log line must not keep the process alive.
+                try:
+                    log("info", "parent process gone, exiting")
+                except Exception:
+                    pass
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
@@ -504,7 +509,11 @@ def main():
     # would refuse an event over 4 MB).
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=34),
                          handlers=side_services(stdio, shutdown),
-                         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+                         options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                                  # grpcio sets SO_REUSEPORT by default: a second plugin
+                                  # would then bind the port of a running one and the
+                                  # kernel would split connections between the two.
+                                  ("grpc.so_reuseport", 0)])
     action_pb2_grpc.add_ActionPluginServicer_to_server(TicketAction(), server)
 
     creds, cert_field = None, ""
