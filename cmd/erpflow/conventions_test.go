@@ -84,6 +84,7 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		"help nosuch":                          `no help for "nosuch"`,
 		"help rules nosuch":                    `no help for "rules nosuch"`,
 		"rules get a b --server x:1":           "accepts 1 arg(s), received 2",
+		"plugins list extra":                   `unknown command "extra" for "erpflow plugins list"`,
 	} {
 		code, out, errb := runOut(strings.Fields(args)...)
 		first, _, _ := strings.Cut(errb, "\n")
@@ -115,6 +116,10 @@ func TestCompletionScripts(t *testing.T) {
 	code, out, _ := runOut("__complete", "rules", "list", "-o", "")
 	if code != 0 || !strings.Contains(out, "wide") || !strings.Contains(out, "yaml") {
 		t.Errorf("-o completion: exit %d\n%s", code, out)
+	}
+	// Subcommands complete with their summaries.
+	if code, out, _ := runOut("__complete", "plugins", ""); code != 0 || !strings.Contains(out, "list\tList plugins") {
+		t.Errorf("plugins completion: exit %d\n%s", code, out)
 	}
 }
 

@@ -136,6 +136,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		MaxConnsPerHost:      max(64, cfg.Delivery.Workers), // never waits in a worker: the engine caps per destination
 		Logger:               logger.With("component", "webhook"),
 	})
+	var pluginStates func() []httpapi.PluginStatus // GET /v1/plugins
 	if len(cfg.Plugins) > 0 {
 		specs := make([]plugin.Spec, len(cfg.Plugins))
 		for i, p := range cfg.Plugins {
@@ -151,6 +152,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 			}
 		}()
 		logger.Info("plugins started", "types", host.Types())
+		pluginStates = func() []httpapi.PluginStatus { return pluginStatuses(host.Plugins()) }
 	}
 
 	st, err := store.Open(ctx, cfg.Database, store.Options{})
@@ -219,6 +221,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		Version:        moduleVersion(),
 		StoreKind:      store.Kind(cfg.Database),
 		MaxStreams:     cfg.Limits.Streams,
+		Plugins:        pluginStates,
 	})
 	if err != nil {
 		return fmt.Errorf("loading rules: %w", err)

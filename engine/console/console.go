@@ -228,6 +228,8 @@ func (c *Console) shell(w http.ResponseWriter, r *http.Request) {
 		d.Nav = "deliveries"
 	case strings.HasPrefix(rest, "/events"):
 		d.Nav = "events"
+	case strings.HasPrefix(rest, "/plugins"):
+		d.Nav = "plugins"
 	default:
 		d.Nav = "overview"
 	}
@@ -273,6 +275,7 @@ func (c *Console) routes() {
 	c.ruleRoutes(m)
 	c.deliveryRoutes(m)
 	c.eventRoutes(m)
+	m.HandleFunc("GET "+p+"/plugins", c.page(c.pluginsList))
 
 	m.HandleFunc(p+"/", c.page(func(x *exchange) {
 		x.notFound("There is no such page in the console.")

@@ -1,8 +1,8 @@
 // Package console is erpflow's web console: the webhook screens of every
 // vendor page erpflow grew from (rules with an enabled toggle, add, edit,
 // duplicate, test; the Log History of deliveries with every attempt; stored
-// events; an overview), served as an http.Handler a Go host mounts next to
-// the HTTP API of package httpapi.
+// events; an overview; the action plugins and their states), served as an
+// http.Handler a Go host mounts next to the HTTP API of package httpapi.
 //
 // The console has no access of its own to the engine or the database:
 // every screen is rendered from answers of the API handler it is given,

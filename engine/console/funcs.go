@@ -46,6 +46,7 @@ func (c *Console) funcs() template.FuncMap {
 		"pretty":     prettyJSON,
 		"join":       strings.Join,
 		"stateCSS":   stateClass,
+		"pluginCSS":  pluginStateClass,
 		"codeCSS":    codeClass,
 		"add":        func(a, b int) int { return a + b },
 		"pct": func(f float64) string {

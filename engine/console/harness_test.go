@@ -97,6 +97,8 @@ type stackOpts struct {
 	tokens       []httpapi.Token
 	rulePaths    []string
 	catalogPaths []string
+	// plugins is httpapi.Options.Plugins.
+	plugins func() []httpapi.PluginStatus
 }
 
 func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
@@ -116,7 +118,7 @@ func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
 	}
 	api, err := httpapi.New(context.Background(), httpapi.Options{
 		Engine: eng, Actions: reg, Tokens: o.tokens, RulePaths: o.rulePaths, CatalogPaths: o.catalogPaths, Logger: log,
-		Version: "v0.0.0-test", StoreKind: "test", MaxStreams: o.maxStreams,
+		Version: "v0.0.0-test", StoreKind: "test", MaxStreams: o.maxStreams, Plugins: o.plugins,
 	})
 	if err != nil {
 		t.Fatal(err)

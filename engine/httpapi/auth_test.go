@@ -139,6 +139,7 @@ func TestAuthMatrix(t *testing.T) {
 		{name: "resume destination", method: "POST", path: func(t *testing.T) string {
 			return "/v1/destinations/" + pauseDestination(t, st, "https://"+uniq("d")+".example:443").ID + ":resume"
 		}, scope: ScopeDeliveriesWrite, right: admin, ok: 202, other: 404},
+		{name: "list plugins", method: "GET", path: fixed("/v1/plugins"), scope: ScopeRulesRead, right: acme, ok: 200, other: 200},
 		{name: "healthz", method: "GET", path: fixed("/healthz"), right: admin, ok: 200, other: 200},
 		{name: "readyz", method: "GET", path: fixed("/readyz"), right: admin, ok: 200, other: 200},
 		{name: "metrics", method: "GET", path: fixed("/metrics"), right: admin, ok: 200, other: 200},

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -53,4 +54,36 @@ func Example() {
 	// create rule: 201 Created
 	// emit: 202 Accepted
 	// 1 so-released pending
+}
+
+// A Go host that runs action plugins shows them at GET /v1/plugins:
+// Options.Plugins reports their states at each request (erpflow serve
+// converts plugin.Host.Plugins; package httpapi does not import package
+// plugin).
+func ExampleOptions_plugins() {
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite::memory:", store.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer st.Close()
+	eng, _ := engine.New(st, engine.Config{})
+	srv, err := httpapi.New(ctx, httpapi.Options{Engine: eng, Plugins: func() []httpapi.PluginStatus {
+		return []httpapi.PluginStatus{{Name: "tickets", Types: []string{"ticket.create", "ticket.close"}, Version: "0.3.1", Protocol: 2, State: "running"}}
+	}})
+	if err != nil {
+		panic(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+
+	res, err := http.Get(hs.URL + "/v1/plugins")
+	if err != nil {
+		panic(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	fmt.Print(string(b))
+	// Output:
+	// {"plugins":[{"name":"tickets","types":["ticket.create","ticket.close"],"version":"0.3.1","protocol":2,"state":"running","restarts":0}]}
 }

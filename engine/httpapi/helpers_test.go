@@ -145,6 +145,8 @@ type envOpts struct {
 	catalogPaths []string
 	// tracer is engine.Config.TracerProvider (nil: no spans).
 	tracer trace.TracerProvider
+	// plugins is Options.Plugins.
+	plugins func() []PluginStatus
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
@@ -166,7 +168,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: reg, RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
 		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
-		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger, CatalogPaths: o.catalogPaths,
+		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger, CatalogPaths: o.catalogPaths, Plugins: o.plugins,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,10 @@ type Options struct {
 	// MaxStreams is the most live attempt streams open at once; one more
 	// is refused with 503. Default 64.
 	MaxStreams int
+	// Plugins reports the action plugins' states for GET /v1/plugins, in
+	// the order to show them; it is called at every request. Default nil:
+	// the server runs no plugins and the list is empty.
+	Plugins func() []PluginStatus
 }
 
 // Server is the HTTP API. It implements http.Handler.
@@ -263,6 +267,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/rules/{name}/test", s.require(ScopeRulesWrite, s.testRule))
 
 	m.HandleFunc("GET /v1/catalog", s.require(ScopeRulesRead, s.getCatalog))
+	m.HandleFunc("GET /v1/plugins", s.require(ScopeRulesRead, s.listPlugins))
 	m.HandleFunc("PUT /v1/catalog", s.require(ScopeRulesWrite, s.putCatalog))
 
 	m.HandleFunc("GET /v1/deliveries", s.require(ScopeDeliveriesRead, s.listDeliveries))

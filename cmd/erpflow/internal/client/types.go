@@ -52,3 +52,8 @@ type DestinationDetail struct {
 	Destination engine.DestinationView `json:"destination"`
 	Probe       string                 `json:"probe,omitempty"`
 }
+
+// PluginList is GET /v1/plugins.
+type PluginList struct {
+	Plugins []httpapi.PluginStatus `json:"plugins"`
+}

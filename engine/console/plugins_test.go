@@ -1,0 +1,58 @@
+package console_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
+)
+
+// TestPluginsScreen: the Plugins screen lists the API's plugins with their
+// action types, states, restarts and last errors; a tenant's token sees
+// no path, process or error; the page is in the navigation; a server
+// without plugins says so.
+func TestPluginsScreen(t *testing.T) {
+	now := time.Now()
+	plugins := []httpapi.PluginStatus{
+		{Name: "csvlog", Path: "/opt/erpflow/erpflow-csvlog", SHA256: strings.Repeat("ab", 32), Types: []string{"csvlog"},
+			Version: "1.2.0", Protocol: 2, State: "running", PID: 4242, StartedAt: now.Add(-time.Hour)},
+		{Name: "tickets", Path: "/opt/erpflow/erpflow-tickets", Types: []string{"ticket.create", "ticket.close"}, Version: "0.3.1",
+			Protocol: 2, State: "restarting", Restarts: 3, LastError: "plugin exited: /opt/erpflow/erpflow-tickets: signal: killed",
+			LastErrorAt: now.Add(-2 * time.Minute)},
+	}
+	s := newStack(t, openSQLite(t), stackOpts{tokens: testTokens, plugins: func() []httpapi.PluginStatus { return plugins }})
+
+	code, body := s.uiDo("GET", "/ui/plugins", "tok-admin", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /ui/plugins = %d\n%s", code, body)
+	}
+	for _, want := range []string{`id="plugin-csvlog"`, `id="plugin-tickets"`, "<code>ticket.create</code>, <code>ticket.close</code>",
+		"/opt/erpflow/erpflow-csvlog", `title="sha256 ` + plugins[0].SHA256 + `"`, "pid 4242", `class="st st-ok">running`,
+		`class="st st-fail">restarting`, "2m ago", "signal: killed", "protocol 2"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the Plugins screen lacks %q:\n%s", want, body)
+		}
+	}
+
+	code, body = s.uiDo("GET", "/ui/plugins", "tok-acme", nil)
+	if code != http.StatusOK || !strings.Contains(body, "<code>ticket.create</code>") || !strings.Contains(body, `class="st st-fail">restarting`) {
+		t.Fatalf("a tenant's Plugins screen = %d\n%s", code, body)
+	}
+	for _, hidden := range []string{"/opt/erpflow", "pid 4242", "signal: killed", "sha256"} {
+		if strings.Contains(body, hidden) {
+			t.Errorf("a tenant's Plugins screen shows %q:\n%s", hidden, body)
+		}
+	}
+
+	res, shell := get(t, s, "GET", "/ui/plugins")
+	if res.StatusCode != http.StatusOK || !strings.Contains(shell, `href="/ui/plugins" aria-current="page">Plugins</a>`) {
+		t.Fatalf("the page shell = %d\n%s", res.StatusCode, shell)
+	}
+
+	none := newStack(t, openSQLite(t), stackOpts{})
+	if code, body := none.uiDo("GET", "/ui/plugins", "", nil); code != http.StatusOK || !strings.Contains(body, "runs no action plugins") {
+		t.Fatalf("without plugins = %d\n%s", code, body)
+	}
+}
