@@ -8,6 +8,7 @@ package plugin
 
 //go:generate sh -c "PATH=\"$PATH:$(go env GOPATH)/bin\" protoc --proto_path=proto/v1 --go_out=proto/v1 --go_opt=paths=source_relative --go-grpc_out=proto/v1 --go-grpc_opt=paths=source_relative action.proto engine.proto"
 
-// The Python example plugin's code (examples/plugins/python-ticket); the
+// The Python SDK's protobuf code (plugin/python, used by the Python
+// plugins and the `erpflow plugin init --lang python` scaffold); the
 // script says what it needs. TestGeneratedPythonIsCurrent checks it.
 //go:generate sh ../scripts/gen-python-plugin.sh

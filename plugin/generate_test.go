@@ -93,12 +93,12 @@ func TestGeneratedPythonIsCurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join("../examples/plugins/python-ticket", name))
+		got, err := os.ReadFile(filepath.Join("python", name))
 		if err != nil {
-			t.Fatalf("examples/plugins/python-ticket/%s is not committed: run make generate", name)
+			t.Fatalf("plugin/python/%s is not committed: run make generate", name)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("examples/plugins/python-ticket/%s is out of date: run make generate and commit", name)
+			t.Errorf("plugin/python/%s is out of date: run make generate and commit", name)
 		}
 	}
 }

@@ -8,6 +8,6 @@
 # committed code is current).
 set -eu
 root=$(dirname "$0")/..
-out=${1:-$root/examples/plugins/python-ticket}
+out=${1:-$root/plugin/python}
 protoc --proto_path="$root/plugin/proto/v1" --python_out="$out" action.proto
 "${ERPFLOW_PYTHON:-/usr/bin/python3}" -m grpc_tools.protoc --proto_path="$root/plugin/proto/v1" --grpc_python_out="$out" action.proto
