@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/plugin/internal/glue"
+	pb "github.com/erpflow/erpflow/plugin/proto/v1"
 )
 
 // drainGrace is how long past the latest deadline of its in-flight calls
@@ -129,7 +130,13 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		}
 		t.Stop()
 	}
-	inst, d, err := p.startFrom(ctx, s.Path, s.SHA256, sum)
+	var (
+		inst *instance
+		d    *pb.DescribeResponse
+	)
+	if err = ctx.Err(); err == nil { // erpflow is stopping: keep what runs
+		inst, d, err = p.startFrom(ctx, s.Path, s.SHA256, sum)
+	}
 	if err == nil {
 		err = p.checkTypes(inst, d)
 	}
