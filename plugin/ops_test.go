@@ -52,42 +52,32 @@ func replaceBin(t *testing.T, name, path, extra string) {
 	}
 }
 
-func statusOf(h *Host) Status { return h.Plugins()[0] }
-
-// A plugin that keeps crashing is marked failed; its deliveries wait in
-// the queue, not counted as attempts and never dead, and run once erpflow
-// (in the background, with no delivery asking) has brought it back.
-func TestFailedPluginDeliveriesWaitUntilItComesBack(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	path := copyBin(t, "echo", dir)
+// startCopy starts a copy of the echo plugin, named "echo", from a
+// directory of the test's own.
+func startCopy(t *testing.T) (*Host, *actions.Registry, *logBuffer, string) {
+	t.Helper()
+	path := copyBin(t, "echo", t.TempDir())
 	logger, logs := testLogger()
 	reg := &actions.Registry{}
-	h, err := Start(ctx, []Spec{{Name: "echo", Path: path}}, reg, logger)
+	h, err := Start(context.Background(), []Spec{{Name: "echo", Path: path}}, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
+	return h, reg, logs, path
+}
 
-	out := filepath.Join(dir, "out.jsonl")
-	rs, err := triggers.Parse("rules.yaml", []byte(`rules:
-  - name: echo-orders
-    on: {entity: Order, event: picked}
-    retry: none
-    actions:
-      - type: echo
-        message: hi
-        out: `+out+`
-`), triggers.LoadOptions{Actions: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "erpflow.db"), sqlite.Options{})
+// startEngine starts an engine with rules rs over a new SQLite store;
+// both stop at the end of the test.
+func startEngine(t *testing.T, rs []*triggers.Rule, cfg engine.Config) (*engine.Engine, *sqlite.Store) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	eng, err := engine.New(st, engine.Config{Logger: logger, PollInterval: 50 * time.Millisecond})
+	eng, err := engine.New(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +92,34 @@ func TestFailedPluginDeliveriesWaitUntilItComesBack(t *testing.T) {
 		defer cancel()
 		_ = eng.Stop(sctx)
 	})
+	return eng, st
+}
+
+func statusOf(h *Host) Status { return h.Plugins()[0] }
+
+// A plugin that keeps crashing is marked failed; its deliveries wait in
+// the queue, not counted as attempts and never dead, and run once erpflow
+// (in the background, with no delivery asking) has brought it back.
+func TestFailedPluginDeliveriesWaitUntilItComesBack(t *testing.T) {
+	ctx := context.Background()
+	h, reg, logs, path := startCopy(t)
+	dir := filepath.Dir(path)
+
+	out := filepath.Join(dir, "out.jsonl")
+	rs, err := triggers.Parse("rules.yaml", []byte(`rules:
+  - name: echo-orders
+    on: {entity: Order, event: picked}
+    retry: none
+    actions:
+      - type: echo
+        message: hi
+        out: `+out+`
+`), triggers.LoadOptions{Actions: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elog, _ := testLogger()
+	eng, st := startEngine(t, rs, engine.Config{Logger: elog, PollInterval: 50 * time.Millisecond})
 
 	// The binary cannot start any more, and the running process dies
 	// between attempts: erpflow notices and retries with backoff until
@@ -189,16 +207,9 @@ func waitDeliveryState(t *testing.T, st engine.Store, id string, want engine.Sta
 // nothing fails, and the old process is gone.
 func TestReloadReplacedBinaryDrainsInFlightAttempts(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	path := copyBin(t, "echo", dir)
-	logger, logs := testLogger()
-	reg := &actions.Registry{}
+	h, reg, logs, path := startCopy(t)
+	dir := filepath.Dir(path)
 	specs := []Spec{{Name: "echo", Path: path}}
-	h, err := Start(ctx, specs, reg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
 	before := statusOf(h)
 
 	release := filepath.Join(dir, "release")
@@ -283,21 +294,13 @@ func TestReloadReplacedBinaryDrainsInFlightAttempts(t *testing.T) {
 // the configured checksum) is refused: the old process keeps serving.
 func TestReloadRefusesAnotherPluginAndKeepsTheOldProcess(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	path := copyBin(t, "echo", dir)
-	logger, logs := testLogger()
-	reg := &actions.Registry{}
-	h, err := Start(ctx, []Spec{{Name: "echo", Path: path}}, reg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	h, reg, logs, path := startCopy(t)
 	before := statusOf(h)
 	cfg := mustDecode(t, reg, "echo", "message: hi\n")
 	payload, _ := cfg.Render(nil, actions.Meta{})
 
 	replaceBin(t, "multi", path, "")
-	err = h.Reload(ctx, []Spec{{Name: "echo", Path: path}})
+	err := h.Reload(ctx, []Spec{{Name: "echo", Path: path}})
 	if err == nil || !strings.Contains(err.Error(), "restart erpflow to change a plugin's types") {
 		t.Fatalf("Reload to another plugin: %v", err)
 	}

@@ -23,15 +23,7 @@ import (
 func TestServeReloadsReplacedPluginOnSIGHUP(t *testing.T) {
 	erpflowBin(t)
 	dir := t.TempDir()
-	echo := filepath.Join(dir, "erpflow-echo")
-	if out, err := exec.Command("go", "build", "-o", echo, "github.com/erpflow/erpflow/plugin/internal/testplugins/echo").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
-	bin, err := os.ReadFile(echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum1 := fmt.Sprintf("%x", sha256.Sum256(bin))
+	echo, bin, sum1 := buildEcho(t, dir)
 	writeConfig := func(sum string) {
 		writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./erpflow.db\nplugins:\n  - {name: echo, path: ./erpflow-echo, sha256: \""+sum+"\"}\n")
 	}
@@ -99,6 +91,21 @@ func TestServeReloadsReplacedPluginOnSIGHUP(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	pollUntil(t, "the plugin process to exit", func() bool { return gone(newPID) })
+}
+
+// buildEcho builds the echo test plugin into dir as erpflow-echo and
+// returns its path, its bytes and their sha256.
+func buildEcho(t *testing.T, dir string) (path string, bin []byte, sum string) {
+	t.Helper()
+	path = filepath.Join(dir, "erpflow-echo")
+	if out, err := exec.Command("go", "build", "-o", path, "github.com/erpflow/erpflow/plugin/internal/testplugins/echo").CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, bin, fmt.Sprintf("%x", sha256.Sum256(bin))
 }
 
 // gone reports whether no process has pid, or only a zombie does.

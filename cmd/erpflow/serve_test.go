@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -490,15 +489,7 @@ func TestServeSQLiteOneProcess(t *testing.T) {
 func TestServePlugin(t *testing.T) {
 	erpflowBin(t)
 	dir := t.TempDir()
-	echo := filepath.Join(dir, "erpflow-echo")
-	if out, err := exec.Command("go", "build", "-o", echo, "github.com/erpflow/erpflow/plugin/internal/testplugins/echo").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
-	bin, err := os.ReadFile(echo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := fmt.Sprintf("%x", sha256.Sum256(bin))
+	_, _, sum := buildEcho(t, dir)
 
 	writeTestFile(t, filepath.Join(dir, "bad.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./bad.db\nplugins:\n  - {name: echo, path: ./erpflow-echo, sha256: \""+strings.Repeat("0", 64)+"\"}\n")
 	bad := start(t, dir, nil, "serve", "--config", "bad.yaml")
