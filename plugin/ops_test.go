@@ -352,3 +352,41 @@ func pidOf(t *testing.T, o actions.Outcome) int {
 	}
 	return d.PID
 }
+
+// SIGHUP (Reload) starts a failed plugin at once, not at its next try.
+func TestReloadStartsAFailedPluginAtOnce(t *testing.T) {
+	h, reg, logs, path := startCopy(t)
+	cfg := mustDecode(t, reg, "echo", "message: hi\n")
+	payload, _ := cfg.Render(nil, actions.Meta{})
+	down := path + ".down"
+	if err := os.WriteFile(down, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid := statusOf(h).PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the plugin to be failed", func() bool { return statusOf(h).State == StateFailed })
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload}); o.Status != actions.Unavailable || o.RetryAfter < time.Second || !strings.Contains(o.Error, "is failed") {
+		t.Fatalf("attempt while failed %+v", o)
+	}
+	if err := os.Remove(down); err != nil {
+		t.Fatal(err)
+	}
+	if s := statusOf(h); s.State != StateFailed || time.Until(s.RetryAt) < time.Second {
+		t.Skipf("the next background try is too close to tell a reload from it: %+v", s)
+	}
+	if err := h.Reload(context.Background(), []Spec{{Name: "echo", Path: path}}); err != nil {
+		t.Fatal(err)
+	}
+	s := statusOf(h)
+	if s.State != StateRunning || s.PID == 0 || s.PID == pid || s.Failures != 0 {
+		t.Fatalf("after Reload %+v", s)
+	}
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload}); o.Status != actions.Succeeded || pidOf(t, o) != s.PID {
+		t.Fatalf("attempt after Reload %+v", o)
+	}
+	if !contains(logs.String(), "plugin is back after failing", "plugin reloaded") {
+		t.Fatalf("logs:\n%s", logs)
+	}
+}
