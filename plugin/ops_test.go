@@ -95,6 +95,26 @@ func startEngine(t *testing.T, rs []*triggers.Rule, cfg engine.Config) (*engine.
 	return eng, st
 }
 
+// failPlugin makes the echo copy at path fail: its binary cannot start
+// any more (path.down exists) and its running process is killed between
+// attempts; erpflow notices, retries with backoff and gives it up as
+// failed. It returns the file to remove to let it start, and the pid of
+// the killed process.
+func failPlugin(t *testing.T, h *Host, path string) (down string, pid int) {
+	t.Helper()
+	down = path + ".down"
+	if err := os.WriteFile(down, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid = statusOf(h).PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	eventually(t, 60*time.Second, "the plugin to be failed", func() bool { return statusOf(h).State == StateFailed })
+	return down, pid
+}
+
 func statusOf(h *Host) Status { return h.Plugins()[0] }
 
 // A plugin that keeps crashing is marked failed; its deliveries wait in
@@ -121,19 +141,7 @@ func TestFailedPluginDeliveriesWaitUntilItComesBack(t *testing.T) {
 	elog, _ := testLogger()
 	eng, st := startEngine(t, rs, engine.Config{Logger: elog, PollInterval: 50 * time.Millisecond})
 
-	// The binary cannot start any more, and the running process dies
-	// between attempts: erpflow notices and retries with backoff until
-	// it gives the plugin up as failed.
-	down := path + ".down"
-	if err := os.WriteFile(down, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pid := statusOf(h).PID
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitGone(t, pid)
-	eventually(t, 60*time.Second, "the plugin to be failed", func() bool { return statusOf(h).State == StateFailed })
+	down, _ := failPlugin(t, h, path)
 	s := statusOf(h)
 	if s.Failures != FailedAfter || s.PID != 0 || s.RetryAt.IsZero() || !strings.Contains(s.LastError, "failed at start") {
 		t.Fatalf("failed status %+v", s)
@@ -358,15 +366,7 @@ func TestReloadStartsAFailedPluginAtOnce(t *testing.T) {
 	h, reg, logs, path := startCopy(t)
 	cfg := mustDecode(t, reg, "echo", "message: hi\n")
 	payload, _ := cfg.Render(nil, actions.Meta{})
-	down := path + ".down"
-	if err := os.WriteFile(down, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pid := statusOf(h).PID
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 60*time.Second, "the plugin to be failed", func() bool { return statusOf(h).State == StateFailed })
+	down, pid := failPlugin(t, h, path)
 	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 1, Payload: payload}); o.Status != actions.Unavailable || o.RetryAfter < time.Second || !strings.Contains(o.Error, "is failed") {
 		t.Fatalf("attempt while failed %+v", o)
 	}
