@@ -30,6 +30,14 @@ const (
 	// Permanent: the attempt failed and retrying cannot help (HTTP 410,
 	// invalid config); the delivery goes dead at once.
 	Permanent
+	// Unavailable: the action could not be tried at all (its plugin has
+	// crashed and is restarting, has failed, or is being reloaded), so
+	// there was no attempt: the fault is erpflow's side, not the
+	// receiver's. The engine writes no attempt record and puts the
+	// delivery back in the queue with its attempt count unchanged, due
+	// after RetryAfter (default 5s); it never goes dead for this. Return
+	// it only when nothing reached the receiver.
+	Unavailable
 )
 
 func (s Status) String() string {
@@ -40,6 +48,8 @@ func (s Status) String() string {
 		return "retryable"
 	case Permanent:
 		return "permanent"
+	case Unavailable:
+		return "unavailable"
 	}
 	return fmt.Sprintf("Status(%d)", int(s))
 }

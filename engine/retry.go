@@ -40,6 +40,10 @@ func nextStep(p triggers.Retry, d *Delivery, o actions.Outcome, now time.Time, r
 		return StateSucceeded, time.Time{}
 	case actions.Permanent:
 		return StateDead, time.Time{}
+	case actions.Unavailable:
+		// The runner sends such a delivery back un-attempted (see
+		// execute); should one get here, it waits and is never dead.
+		return StateFailed, now.Add(unavailableDelay(o))
 	}
 	n := d.Attempts - d.RetryBase // attempts made in this round, ≥ 1
 	if n < 1 {
@@ -54,6 +58,16 @@ func nextStep(p triggers.Retry, d *Delivery, o actions.Outcome, now time.Time, r
 		delay = min(o.RetryAfter, maxRetryAfter)
 	}
 	return StateFailed, now.Add(delay)
+}
+
+// unavailableDelay is when to look again at a delivery whose action was
+// unavailable (actions.Unavailable): its RetryAfter, 5s by default, at
+// most maxRetryAfter.
+func unavailableDelay(o actions.Outcome) time.Duration {
+	if o.RetryAfter <= 0 {
+		return 5 * time.Second
+	}
+	return min(o.RetryAfter, maxRetryAfter)
 }
 
 // policyDelay returns the wait after the n-th attempt (1-based) of a round,

@@ -127,6 +127,16 @@ func TestRetryAfterAndOutcomes(t *testing.T) {
 	if st, _ := nextStep(p, d, actions.Outcome{Status: actions.Succeeded}, now, noJitter); st != StateSucceeded {
 		t.Fatalf("succeeded: %s", st)
 	}
+	// Unavailable (the runner sends it back un-attempted) is never dead,
+	// even past the policy's last attempt: it waits RetryAfter, 5s by
+	// default.
+	d.RetryBase, d.Attempts = 0, 3
+	if st, at := nextStep(p, d, actions.Outcome{Status: actions.Unavailable}, now, noJitter); st != StateFailed || at.Sub(now) != 5*time.Second {
+		t.Fatalf("unavailable: %s %s", st, at.Sub(now))
+	}
+	if st, at := nextStep(p, d, actions.Outcome{Status: actions.Unavailable, RetryAfter: 30 * time.Second}, now, noJitter); st != StateFailed || at.Sub(now) != 30*time.Second {
+		t.Fatalf("unavailable for 30s: %s %s", st, at.Sub(now))
+	}
 }
 
 func TestPolicyCache(t *testing.T) {

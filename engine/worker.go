@@ -401,9 +401,16 @@ func (r *runner) attempt(j job) (res result, ran bool) {
 		r.done(1)
 		return result{}, false
 	}
-	c, interrupted := r.e.execute(r.execCtx, &j.d, j.dest)
-	if interrupted {
+	c, end := r.e.execute(r.execCtx, &j.d, j.dest)
+	switch {
+	case end.interrupted:
 		r.giveBack(j.d.ID)
+		return result{}, false
+	case end.unavailable:
+		// Not an attempt: back to the queue, its count undone by the
+		// release, with no attempt record.
+		r.queueBack(j.d.ID, end.after)
+		r.done(1)
 		return result{}, false
 	}
 	return result{c: c, d: j.d}, true
@@ -744,10 +751,19 @@ func (r *runner) storeUp() bool {
 	return r.e.store.Ping(ctx) == nil
 }
 
-// execute runs one attempt of d and returns its completion. interrupted is
-// true when Stop cancelled the action: the attempt does not count and the
-// delivery is released instead.
-func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Completion, interrupted bool) {
+// attemptEnd tells the runner about an attempt that does not count.
+type attemptEnd struct {
+	// interrupted: Stop cancelled the action; the delivery is released.
+	interrupted bool
+	// unavailable: the action could not be tried (actions.Unavailable);
+	// the delivery goes back to the queue, due after after.
+	unavailable bool
+	after       time.Duration
+}
+
+// execute runs one attempt of d and returns its completion, or, when the
+// attempt does not count (end says why), no completion.
+func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Completion, end attemptEnd) {
 	started := e.now()
 	t0 := time.Now()
 	var o actions.Outcome
@@ -785,7 +801,12 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 		}
 		cancel()
 		if base.Err() != nil && o.Status != actions.Succeeded {
-			return Completion{}, true
+			return Completion{}, attemptEnd{interrupted: true}
+		}
+		if o.Status == actions.Unavailable {
+			e.log.Debug("erpflow: action unavailable; the delivery waits, not counted as an attempt",
+				"delivery", d.ID, "type", d.ActionType, "reason", o.Error)
+			return Completion{}, attemptEnd{unavailable: true, after: unavailableDelay(o)}
 		}
 	}
 	a := Attempt{
@@ -821,7 +842,7 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 		c.Raise = &rec
 	}
 	d.State, d.RunAt, d.LastCode, d.LastError, d.UpdatedAt = next, runAt, o.Code, o.Error, now
-	return c, false
+	return c, attemptEnd{}
 }
 
 // staleRulesRetry is how soon an attempt is retried whose rule this

@@ -17,7 +17,6 @@ import (
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
-	"github.com/erpflow/erpflow/engine/store/sqlite"
 	"github.com/erpflow/erpflow/templates"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -43,7 +42,7 @@ func TestDeadWebhookSendsEmailThroughPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	t.Cleanup(func() { _ = h.Close() })
 
 	// The email rule is the one of examples/rules, pointed at the test's
 	// mail server.
@@ -75,26 +74,7 @@ func TestDeadWebhookSendsEmailThroughPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	eng, err := engine.New(st, engine.Config{Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Reload(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		_ = eng.Stop(sctx)
-	}()
+	eng, st := startEngine(t, rs, engine.Config{Logger: logger})
 
 	ev, err := templates.DecodeEvent([]byte(`{"id":"ord-12345-picked","tenant":"goods-owner-7","entity":"Order","entity_id":"12345","event":"picked","data":{"orderNumber":"12345"}}`))
 	if err != nil {

@@ -31,7 +31,11 @@
 // "x-secret": true or "writeOnly": true are kept out of stored payloads
 // and added back only for Execute. The host key `timeout` (default 30s)
 // bounds every attempt. A plugin that crashes fails its attempt as
-// retryable and is restarted with backoff; Host.Close kills them all.
+// retryable and is restarted with backoff; after FailedAfter failures in a
+// row it is StateFailed, and while no process runs its attempts are
+// actions.Unavailable: the deliveries wait, not counted. Host.Reload
+// restarts the plugins whose binary changed, after their in-flight
+// attempts; Host.Close kills them all.
 //
 // Launch runs one plugin on its own, outside a server (what `erpflow
 // plugin run` and package plugintest use).

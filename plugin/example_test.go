@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -67,4 +69,49 @@ func ExampleStart() {
 	// {"message":"order SO1000 is RELEASED"}
 	// succeeded
 	// 1:1: the config of action type "echo" must be a mapping
+}
+
+// Reload (SIGHUP in erpflow serve) restarts a plugin whose binary was
+// replaced, after its in-flight attempts; an unchanged one keeps its
+// process.
+func ExampleHost_Reload() {
+	src, err := bins.Build("echo")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	dir, err := os.MkdirTemp("", "erpflow-reload-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	b, _ := os.ReadFile(src)
+	path := filepath.Join(dir, "echo")
+	_ = os.WriteFile(path, b, 0o755)
+	ctx := context.Background()
+	specs := []Spec{{Name: "echo", Path: path}}
+	h, err := Start(ctx, specs, &actions.Registry{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer h.Close()
+	before := h.Plugins()[0]
+
+	_ = h.Reload(ctx, specs)
+	fmt.Println("unchanged, same process:", h.Plugins()[0].PID == before.PID)
+
+	// Deploy a new build: written beside, renamed over the old one.
+	_ = os.WriteFile(path+".new", append(b, "build 2"...), 0o755)
+	_ = os.Rename(path+".new", path)
+	if err := h.Reload(ctx, specs); err != nil {
+		fmt.Println(err)
+		return
+	}
+	after := h.Plugins()[0]
+	fmt.Println(after.State, after.Restarts, after.PID != before.PID, after.SHA256 != before.SHA256)
+	// Output:
+	// unchanged, same process: true
+	// running 1 true true
 }

@@ -127,7 +127,7 @@ func (s *actionServer) Execute(ctx context.Context, req *pb.ExecuteRequest) (res
 func outcomeToPB(o actions.Outcome) *pb.Outcome {
 	st := pb.Status_STATUS_SUCCEEDED
 	switch o.Status {
-	case actions.Retryable:
+	case actions.Retryable, actions.Unavailable: // the protocol has no Unavailable: an attempt was made
 		st = pb.Status_STATUS_RETRYABLE
 	case actions.Permanent:
 		st = pb.Status_STATUS_PERMANENT

@@ -62,7 +62,9 @@ var (
 
 // Host runs action plugins and keeps them running.
 type Host struct {
-	procs []*proc
+	procs  []*proc
+	log    *slog.Logger
+	reload sync.Mutex // one Reload at a time
 }
 
 // Start starts every plugin in specs, asks each for its action type and
@@ -73,16 +75,17 @@ func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slo
 	if logger == nil {
 		logger = slog.Default()
 	}
-	h := &Host{}
+	h := &Host{log: logger}
 	for _, s := range specs {
 		if s.Name == "" {
 			s.Name = filepath.Base(s.Path)
 		}
-		p := &proc{spec: s, log: logger.With("plugin", s.Name)}
+		p := &proc{spec: s, log: logger.With("plugin", s.Name), kick: make(chan struct{}, 1), quit: make(chan struct{}), kept: make(chan struct{})}
 		if err := p.init(ctx); err != nil {
 			_ = h.Close()
 			return nil, err
 		}
+		go p.keep()
 		h.procs = append(h.procs, p)
 	}
 	// Check every type first so that a conflict registers none of them.
@@ -135,9 +138,18 @@ func (h *Host) Close() error {
 // Plugin states in Status.State.
 const (
 	StateRunning    = "running"    // a process runs and answers
-	StateRestarting = "restarting" // the process died; the next attempt starts a new one (after a backoff)
-	StateStopped    = "stopped"    // the Host was closed
+	StateRestarting = "restarting" // the process died; a new one is started after a backoff
+	// StateFailed: FailedAfter crashes or failed starts in a row. Its
+	// deliveries wait in the queue (not counted as attempts) while
+	// erpflow keeps trying to start it, every 30s at most; it is running
+	// again after the first start that succeeds.
+	StateFailed  = "failed"
+	StateStopped = "stopped" // the Host was closed
 )
+
+// FailedAfter is how many crashes or failed starts in a row mark a plugin
+// failed. A process that ran for a minute resets the count.
+const FailedAfter = 5
 
 // Status is the state of one plugin, for GET /v1/plugins and `erpflow
 // plugins list`.
@@ -152,6 +164,11 @@ type Status struct {
 	PID       int      // 0 when no process runs
 	StartedAt time.Time
 	Restarts  int // processes started after the first
+	// Failures counts the crashes and failed starts in a row (reset by a
+	// process that runs for a minute, and by a reload).
+	Failures int
+	// RetryAt is when the next start is tried, while no process runs.
+	RetryAt time.Time
 	// LastError is the last crash or failed start, with its time; empty
 	// when there was none.
 	LastError   string
@@ -171,14 +188,16 @@ func (p *proc) status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := Status{Name: p.spec.Name, Path: p.spec.Path, Types: p.typeNames(), Version: p.version, Protocol: p.protocol,
-		Restarts: p.restarts, LastError: p.lastErr, LastErrorAt: p.lastErrAt, SHA256: p.sha256}
+		Restarts: p.restarts, Failures: p.failures, LastError: p.lastErr, LastErrorAt: p.lastErrAt, SHA256: p.sha256}
 	switch {
 	case p.closed:
 		st.State = StateStopped
 	case p.cur != nil && !p.cur.client.Exited():
 		st.State, st.PID, st.StartedAt = StateRunning, p.cur.pid, p.cur.started
+	case p.failed:
+		st.State, st.RetryAt = StateFailed, p.nextStart
 	default:
-		st.State = StateRestarting
+		st.State, st.RetryAt = StateRestarting, p.nextStart
 	}
 	return st
 }
@@ -209,11 +228,16 @@ type proc struct {
 	mu        sync.Mutex
 	cur       *instance
 	starting  chan struct{} // closed when a restart in progress ends
+	gate      chan struct{} // while Reload drains and switches processes: closed when it is done
 	closed    bool
-	failures  int       // consecutive crashes or failed starts
-	restarts  int       // processes started after the first
-	sha256    string    // of the binary the last process started from
-	lastErr   string    // the last crash or failed start
+	failed    bool          // StateFailed: FailedAfter failures in a row
+	kick      chan struct{} // wakes keep to try a start now (Reload of a plugin that is down)
+	quit      chan struct{} // closed by close: keep returns
+	kept      chan struct{} // closed when keep has returned
+	failures  int           // consecutive crashes or failed starts
+	restarts  int           // processes started after the first
+	sha256    string        // of the binary the last process started from
+	lastErr   string        // the last crash or failed start
 	lastErrAt time.Time
 	nextStart time.Time // no restart before
 	allPIDs   []int     // every process started (tests)
@@ -273,6 +297,12 @@ type instance struct {
 	pid      int
 	protocol int    // negotiated
 	sha256   string // of the binary when it started
+
+	// Under proc.mu: the calls running on it, the latest deadline among
+	// them, and, while Reload drains it, a channel closed when calls is 0.
+	calls int
+	until time.Time
+	idle  chan struct{}
 }
 
 func (p *proc) errorf(err error) *Error {
@@ -327,30 +357,37 @@ func (p *proc) parseChecksum() error {
 	return nil
 }
 
-// start runs a new process and describes it.
+// start runs a new process of p.spec and describes it.
 func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, error) {
-	fi, err := os.Stat(p.spec.Path)
+	return p.startFrom(ctx, p.spec.Path, p.spec.SHA256, p.checksum)
+}
+
+// startFrom runs a new process of the binary at path (whose sha256, when
+// sum is set, must be sum) and describes it.
+func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*instance, *pb.DescribeResponse, error) {
+	errorf := func(err error) *Error { return &Error{Plugin: p.spec.Name, Path: path, Err: err} }
+	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, nil, p.errorf(fmt.Errorf("binary not found: %w", err))
+		return nil, nil, errorf(fmt.Errorf("binary not found: %w", err))
 	}
 	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return nil, nil, p.errorf(errors.New("not an executable file"))
+		return nil, nil, errorf(errors.New("not an executable file"))
 	}
 	client, raw, err := glue.Start(glue.Launch{
 		Handshake: Handshake,
 		Versions:  glue.ProtocolVersions,
 		Name:      actionPluginName,
 		Plugin:    &actionPlugin{},
-		Cmd:       exec.Command(p.spec.Path),
+		Cmd:       exec.Command(path),
 		Log:       p.log,
-		Checksum:  p.checksum,
-		SHA256:    p.spec.SHA256,
+		Checksum:  sum,
+		SHA256:    sha,
 	})
 	if err != nil {
-		return nil, nil, p.errorf(err)
+		return nil, nil, errorf(err)
 	}
 	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion(),
-		sha256: glue.FileSHA256(p.spec.Path)}
+		sha256: glue.FileSHA256(path)}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
@@ -359,7 +396,7 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	d, err := inst.rpc.Describe(dctx, &pb.DescribeRequest{})
 	if err != nil {
 		client.Kill()
-		return nil, nil, p.errorf(fmt.Errorf("describe: %w", err))
+		return nil, nil, errorf(fmt.Errorf("describe: %w", err))
 	}
 	p.mu.Lock()
 	p.allPIDs = append(p.allPIDs, inst.pid)
@@ -380,20 +417,72 @@ func backoff(n int) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-// instance returns the running process, restarting a dead one when its
-// backoff has passed. One caller restarts; the others wait for it.
-func (p *proc) instance(ctx context.Context) (*instance, error) {
+// Waits of attempts that find no process to run on.
+const (
+	// reloadWait bounds how long an attempt waits for a reload to
+	// switch processes before it goes back to the queue.
+	reloadWait = 2 * time.Second
+	// minUnavailable is the shortest wait an unavailable attempt is
+	// given (actions.Outcome.RetryAfter).
+	minUnavailable = time.Second
+	// watchInterval is how often keep checks that the running process
+	// lives, so that one dying between attempts is restarted before the
+	// next one arrives.
+	watchInterval = time.Second
+)
+
+// unavailableError is a call that found no process to run on: the
+// attempt was not made.
+type unavailableError struct {
+	retryIn time.Duration
+	err     error
+}
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+func (p *proc) unavailable(retryIn time.Duration, format string, args ...any) error {
+	return &unavailableError{retryIn: max(retryIn, minUnavailable), err: fmt.Errorf(format, args...)}
+}
+
+// instance returns the running process, counting the call in its calls
+// (the caller ends it with p.done). A dead process is restarted when its
+// backoff has passed; one caller restarts, the others wait for it. While
+// Reload switches processes, the caller waits at most wait for the new
+// one. An error is an *unavailableError: nothing was tried.
+func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var waitEnd <-chan time.Time
 	for {
 		if p.closed {
-			return nil, ErrClosed
+			return nil, p.unavailable(5*time.Second, "%w", ErrClosed)
+		}
+		if p.gate != nil {
+			if waitEnd == nil {
+				t := time.NewTimer(wait)
+				defer t.Stop()
+				waitEnd = t.C
+			}
+			ch := p.gate
+			p.mu.Unlock()
+			select {
+			case <-ch:
+			case <-waitEnd:
+				p.mu.Lock()
+				return nil, p.unavailable(wait, "plugin %q is being reloaded", p.spec.Name)
+			case <-ctx.Done():
+				p.mu.Lock()
+				return nil, p.unavailable(wait, "plugin %q is being reloaded: %w", p.spec.Name, ctx.Err())
+			}
+			p.mu.Lock()
+			continue
 		}
 		if p.cur != nil && !p.cur.client.Exited() {
-			return p.cur, nil
+			return p.cur.begin(ctx), nil
 		}
 		if p.cur != nil { // exited without us noticing a failed call
-			p.failLocked(p.cur)
+			p.failLocked(p.cur, errors.New("the process exited"))
 		}
 		if p.starting == nil {
 			break
@@ -404,30 +493,58 @@ func (p *proc) instance(ctx context.Context) (*instance, error) {
 		case <-ch:
 		case <-ctx.Done():
 			p.mu.Lock()
-			return nil, ctx.Err()
+			return nil, p.unavailable(0, "plugin %q is restarting: %w", p.spec.Name, ctx.Err())
 		}
 		p.mu.Lock()
 	}
-	if wait := time.Until(p.nextStart); wait > 0 {
-		return nil, fmt.Errorf("plugin %q is restarting (next try in %s after %d failures)", p.spec.Name, wait.Round(time.Millisecond), p.failures)
+	if left := time.Until(p.nextStart); left > 0 {
+		what := "restarting"
+		if p.failed {
+			what = "failed"
+		}
+		return nil, p.unavailable(left, "plugin %q is %s (next try in %s after %d failures in a row)", p.spec.Name, what, left.Round(time.Millisecond), p.failures)
 	}
+	inst, err := p.restartLocked(ctx)
+	if err != nil {
+		return nil, p.unavailable(time.Until(p.nextStart), "%w", err)
+	}
+	return inst.begin(ctx), nil
+}
+
+// begin counts a call on inst that ends by ctx's deadline. proc.mu is held.
+func (inst *instance) begin(ctx context.Context) *instance {
+	inst.calls++
+	if dl, ok := ctx.Deadline(); ok && dl.After(inst.until) {
+		inst.until = dl
+	}
+	return inst
+}
+
+// done ends a call that instance counted.
+func (p *proc) done(inst *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	inst.calls--
+	if inst.calls == 0 && inst.idle != nil {
+		close(inst.idle)
+		inst.idle = nil
+	}
+}
+
+// restartLocked starts a new process in place of a dead one. p.mu is
+// held (and released while the process starts); no process runs and no
+// start is in progress.
+func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 	done := make(chan struct{})
 	p.starting = done
 	p.mu.Unlock()
 	inst, d, err := p.start(ctx)
+	if err == nil {
+		err = p.checkTypes(inst, d)
+	}
 	p.mu.Lock()
 	p.starting = nil
 	close(done)
-	if err == nil {
-		if ds := describedTypes(inst.protocol, d); !p.sameTypes(ds) {
-			inst.client.Kill()
-			names := make([]string, len(ds))
-			for i, d := range ds {
-				names[i] = d.Type
-			}
-			err = p.errorf(fmt.Errorf("restarted plugin describes the types %q, not %q: restart erpflow to change a plugin's types", names, p.typeNames()))
-		}
-	}
 	if err == nil && p.closed {
 		inst.client.Kill()
 		err = ErrClosed
@@ -437,22 +554,109 @@ func (p *proc) instance(ctx context.Context) (*instance, error) {
 		p.nextStart = time.Now().Add(backoff(p.failures + 1))
 		p.lastErr, p.lastErrAt = err.Error(), time.Now()
 		p.log.Error("plugin restart failed", "error", err, "failures", p.failures)
+		p.checkFailedLocked()
 		return nil, err
 	}
 	p.restarts++
 	p.cur, p.sha256 = inst, inst.sha256
 	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
+	if p.failed {
+		p.failed = false
+		p.log.Info("plugin is back after failing; its waiting deliveries run now", "pid", inst.pid, "failures", p.failures)
+	}
 	return inst, nil
 }
 
+// checkTypes kills a new process that does not describe the types
+// registered at the first start.
+func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
+	ds := describedTypes(inst.protocol, d)
+	if p.sameTypes(ds) {
+		return nil
+	}
+	inst.client.Kill()
+	names := make([]string, len(ds))
+	for i, d := range ds {
+		names[i] = d.Type
+	}
+	return p.errorf(fmt.Errorf("the new process describes the types %q, not %q: restart erpflow to change a plugin's types", names, p.typeNames()))
+}
+
+// checkFailedLocked marks p failed when it has failed FailedAfter times in
+// a row. p.mu is held.
+func (p *proc) checkFailedLocked() {
+	if p.failed || p.failures < FailedAfter || p.closed {
+		return
+	}
+	p.failed = true
+	p.log.Error(fmt.Sprintf("plugin failed: %d crashes in a row; its deliveries wait until it comes back", p.failures),
+		"error", p.lastErr, "next_try", time.Until(p.nextStart).Round(time.Millisecond))
+}
+
+// keep runs while the Host is open: it notices a process that died
+// between calls and starts a new one after the backoff, so that a plugin
+// comes back (and leaves StateFailed) without waiting for a delivery.
+func (p *proc) keep() {
+	defer close(p.kept)
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		p.mu.Lock()
+		var wait <-chan struct{}
+		var timer *time.Timer
+		switch {
+		case p.closed:
+			p.mu.Unlock()
+			return
+		case p.gate != nil:
+			wait = p.gate
+		case p.starting != nil:
+			wait = p.starting
+		case p.cur != nil && !p.cur.client.Exited():
+		case p.cur != nil:
+			p.failLocked(p.cur, errors.New("the process exited"))
+			p.mu.Unlock()
+			continue
+		case time.Until(p.nextStart) > 0:
+			timer = time.NewTimer(time.Until(p.nextStart))
+		default:
+			_, _ = p.restartLocked(context.Background())
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
+		var fire <-chan time.Time
+		if timer != nil {
+			fire = timer.C
+		}
+		select {
+		case <-p.quit:
+		case <-wait:
+		case <-fire:
+		case <-p.kick:
+		case <-tick.C:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// wake makes keep look at p now.
+func (p *proc) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
 // fail marks inst broken (it crashed or stopped answering): it is killed
-// and the next call starts a new process after the backoff.
+// and a new process is started after the backoff.
 func (p *proc) fail(inst *instance, cause error) {
 	p.mu.Lock()
 	broken := p.cur == inst
 	if broken {
-		p.failLocked(inst)
-		p.lastErr, p.lastErrAt = cause.Error(), time.Now()
+		p.failLocked(inst, cause)
 	}
 	failures := p.failures
 	p.mu.Unlock()
@@ -461,24 +665,34 @@ func (p *proc) fail(inst *instance, cause error) {
 	}
 }
 
-func (p *proc) failLocked(inst *instance) {
+// failLocked drops the current process inst. p.mu is held.
+func (p *proc) failLocked(inst *instance, cause error) {
 	p.cur = nil
 	if time.Since(inst.started) > time.Minute {
 		p.failures = 0 // it ran well for a while: this is a fresh problem
 	}
 	p.failures++
 	p.nextStart = time.Now().Add(backoff(p.failures))
+	p.lastErr, p.lastErrAt = cause.Error(), time.Now()
+	p.checkFailedLocked()
+	p.wake()
 	go inst.client.Kill()
 }
 
 func (p *proc) close() {
 	p.mu.Lock()
+	if !p.closed {
+		close(p.quit)
+	}
 	p.closed = true
 	inst := p.cur
 	p.cur = nil
 	p.mu.Unlock()
 	if inst != nil {
 		inst.client.Kill()
+	}
+	if p.kept != nil {
+		<-p.kept // a start it made meanwhile is killed
 	}
 }
 
@@ -492,10 +706,11 @@ func (p *proc) pid() int {
 }
 
 func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.ValidateResponse, error) {
-	inst, err := p.instance(ctx)
+	inst, err := p.instance(ctx, validateTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
 	}
+	defer p.done(inst)
 	resp, err := inst.rpc.Validate(ctx, req)
 	if err != nil {
 		if ctx.Err() == nil && !cutOff(ctx, err) {
@@ -506,13 +721,21 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 	return resp, nil
 }
 
-// execute calls the plugin. Every failure to get an answer is retryable:
-// the delivery stays queued and nothing is lost.
+// execute calls the plugin. A plugin that could not be called makes the
+// attempt Unavailable (it waits in the queue, not counted); a failure to
+// get an answer is retryable: the delivery stays queued and nothing is
+// lost.
 func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.ExecuteRequest) actions.Outcome {
-	inst, err := p.instance(ctx)
+	inst, err := p.instance(ctx, reloadWait)
 	if err != nil {
-		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q unavailable: %v", p.spec.Name, err)}
+		var ue *unavailableError
+		retryIn := minUnavailable
+		if errors.As(err, &ue) {
+			retryIn = ue.retryIn
+		}
+		return actions.Outcome{Status: actions.Unavailable, RetryAfter: retryIn, Error: fmt.Sprintf("plugin %q unavailable: %v", p.spec.Name, err)}
 	}
+	defer p.done(inst)
 	resp, err := inst.rpc.Execute(ctx, req)
 	if err != nil {
 		switch {

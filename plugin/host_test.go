@@ -472,7 +472,7 @@ func TestCloseLeavesNoProcesses(t *testing.T) {
 	for _, pid := range all {
 		waitGone(t, pid)
 	}
-	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 3, Payload: payload}); o.Status != actions.Retryable || !strings.Contains(o.Error, "closed") {
+	if o := cfg.Execute(context.Background(), &actions.Request{DeliveryID: "d", Attempt: 3, Payload: payload}); o.Status != actions.Unavailable || !strings.Contains(o.Error, "closed") {
 		t.Fatalf("after Close: %+v", o)
 	}
 }
@@ -606,7 +606,7 @@ func TestConcurrentAttemptsAcrossACrash(t *testing.T) {
 		select {
 		case o := <-outs:
 			switch o.Status {
-			case actions.Succeeded:
+			case actions.Succeeded, actions.Unavailable: // waited for the restart, or found it in its backoff
 			case actions.Retryable:
 				retryable++
 			default:

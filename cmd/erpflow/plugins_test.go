@@ -23,8 +23,7 @@ import (
 func TestPluginsCLI(t *testing.T) {
 	erpflowBin(t)
 	dir := t.TempDir()
-	echo := filepath.Join(dir, "erpflow-echo")
-	sum := buildEchoPlugin(t, echo)
+	_, _, sum := buildEcho(t, dir)
 	const admin, acme, erp = "tok-admin-plugins", "tok-acme-plugins", "tok-erp-plugins"
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `listen: 127.0.0.1:0
 database: sqlite:./erpflow.db

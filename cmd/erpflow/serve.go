@@ -51,7 +51,8 @@ func newServeCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Run the engine with its HTTP API (zero-config: SQLite ./erpflow.db on 127.0.0.1:8080)",
-		Long: `Run the engine with its HTTP API until SIGINT/SIGTERM; SIGHUP re-reads the rule files.
+		Long: `Run the engine with its HTTP API until SIGINT/SIGTERM; SIGHUP re-reads the rule
+files and restarts the plugins whose binary or configured sha256 changed.
 
 Without --config, ./erpflow.yaml is read when it exists (erpflow init writes
 one); without either, serve uses SQLite ./erpflow.db and listens on
@@ -136,13 +137,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		MaxConnsPerHost:      max(64, cfg.Delivery.Workers), // never waits in a worker: the engine caps per destination
 		Logger:               logger.With("component", "webhook"),
 	})
+	var host *plugin.Host
 	var pluginStates func() []httpapi.PluginStatus // GET /v1/plugins
 	if len(cfg.Plugins) > 0 {
-		specs := make([]plugin.Spec, len(cfg.Plugins))
-		for i, p := range cfg.Plugins {
-			specs[i] = plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256}
-		}
-		host, err := plugin.Start(ctx, specs, reg, logger.With("component", "plugin"))
+		var err error
+		host, err = plugin.Start(ctx, pluginSpecs(cfg.Plugins), reg, logger.With("component", "plugin"))
 		if err != nil {
 			return err
 		}
@@ -175,6 +174,16 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
+	if host != nil {
+		metrics.WatchPlugins(func() []httpapi.PluginState {
+			ps := host.Plugins()
+			out := make([]httpapi.PluginState, len(ps))
+			for i, p := range ps {
+				out[i] = httpapi.PluginState{Name: p.Name, State: p.State, Restarts: p.Restarts}
+			}
+			return out
+		})
+	}
 	breaker := cfg.Delivery.CircuitBreaker
 	switch {
 	case cfg.Delivery.BreakerOff:
@@ -272,6 +281,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	for running := true; running; {
 		select {
 		case <-hup:
+			// Plugins first: the rules are checked against them.
+			reloadPlugins(ctx, host, cfg.File, logger)
 			// ReloadFiles logs the outcome; a bad file keeps the old rules.
 			_, _ = srv.ReloadFiles(runCtx)
 		case err := <-serveErr:
@@ -298,6 +309,36 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+func pluginSpecs(ps []config.Plugin) []plugin.Spec {
+	specs := make([]plugin.Spec, len(ps))
+	for i, p := range ps {
+		specs[i] = plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256}
+	}
+	return specs
+}
+
+// reloadPlugins reads the config file's `plugins:` again (SIGHUP) and
+// restarts the plugins whose binary or sha256 changed (plugin.Host.Reload
+// logs each outcome). It waits while their in-flight attempts finish;
+// ctx ending (SIGTERM) cuts that short and keeps the old processes.
+func reloadPlugins(ctx context.Context, host *plugin.Host, file string, logger *slog.Logger) {
+	if file == "" {
+		return // no config file, no plugins
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		logger.Error("SIGHUP: the config file has errors; the plugins keep running as they are", "error", err)
+		return
+	}
+	if host == nil {
+		for _, p := range cfg.Plugins {
+			logger.Warn("plugin added to the config: it starts when erpflow is restarted", "component", "plugin", "plugin", p.Name, "path", p.Path)
+		}
+		return
+	}
+	_ = host.Reload(ctx, pluginSpecs(cfg.Plugins))
 }
 
 func stopEngine(eng *engine.Engine, logger *slog.Logger) {

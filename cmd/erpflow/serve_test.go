@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -490,7 +489,7 @@ func TestServeSQLiteOneProcess(t *testing.T) {
 func TestServePlugin(t *testing.T) {
 	erpflowBin(t)
 	dir := t.TempDir()
-	sum := buildEchoPlugin(t, filepath.Join(dir, "erpflow-echo"))
+	_, _, sum := buildEcho(t, dir)
 
 	writeTestFile(t, filepath.Join(dir, "bad.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./bad.db\nplugins:\n  - {name: echo, path: ./erpflow-echo, sha256: \""+strings.Repeat("0", 64)+"\"}\n")
 	bad := start(t, dir, nil, "serve", "--config", "bad.yaml")
@@ -526,20 +525,6 @@ func TestServePlugin(t *testing.T) {
 	if code := srv.wait(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-}
-
-// buildEchoPlugin builds the echo test plugin at path and returns its
-// hex SHA-256.
-func buildEchoPlugin(t *testing.T, path string) string {
-	t.Helper()
-	if out, err := exec.Command("go", "build", "-o", path, "github.com/erpflow/erpflow/plugin/internal/testplugins/echo").CombinedOutput(); err != nil {
-		t.Fatalf("build plugin: %v\n%s", err, out)
-	}
-	bin, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", sha256.Sum256(bin))
 }
 
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }

@@ -292,3 +292,60 @@ func (c *destinationCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.failures, prometheus.GaugeValue, float64(d.Failures), d.Destination)
 	}
 }
+
+// PluginState is what /metrics reports of one action plugin. The engine
+// does not know plugins: the server's main program feeds these from
+// plugin.Host.Plugins.
+type PluginState struct {
+	Name     string
+	State    string // running, restarting, failed or stopped
+	Restarts int    // processes started after the first
+}
+
+// pluginStates are the states erpflow_plugin_state always reports, so
+// that a plugin's series exist (at 0) before it first enters one.
+var pluginStates = []string{"running", "restarting", "failed", "stopped"}
+
+// WatchPlugins adds per-plugin series read from states at each scrape:
+// erpflow_plugin_up{plugin} (1 while a process runs, 0 otherwise),
+// erpflow_plugin_state{plugin,state} (1 for its state, 0 for the others)
+// and erpflow_plugin_restarts_total{plugin}.
+func (m *Metrics) WatchPlugins(states func() []PluginState) {
+	m.reg.MustRegister(&pluginCollector{states: states,
+		up:       prometheus.NewDesc("erpflow_plugin_up", "1 while the action plugin's process runs, 0 while it is restarting, failed or stopped.", []string{"plugin"}, nil),
+		state:    prometheus.NewDesc("erpflow_plugin_state", "1 for the action plugin's state (running, restarting, failed, stopped), 0 for the others. Deliveries of a failed plugin wait in the queue.", []string{"plugin", "state"}, nil),
+		restarts: prometheus.NewDesc("erpflow_plugin_restarts_total", "Processes of the action plugin started after the first (crashes, reloads).", []string{"plugin"}, nil),
+	})
+}
+
+type pluginCollector struct {
+	states              func() []PluginState
+	up, state, restarts *prometheus.Desc
+}
+
+func (c *pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.state
+	ch <- c.restarts
+}
+
+func (c *pluginCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.states() {
+		up := 0.0
+		if p.State == "running" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, p.Name)
+		for _, s := range pluginStates {
+			v := 0.0
+			if s == p.State {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, p.Name, s)
+		}
+		if !slices.Contains(pluginStates, p.State) {
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1, p.Name, p.State)
+		}
+		ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(p.Restarts), p.Name)
+	}
+}

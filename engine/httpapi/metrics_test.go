@@ -3,6 +3,9 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,4 +133,59 @@ func insertPending(t testing.TB, st engine.Store, id string, runAt time.Time) {
 	if _, err := st.InsertEvents(context.Background(), []engine.EventRecord{{Event: ev, Raw: raw, ReceivedAt: runAt, Deliveries: []engine.Delivery{d}}}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Plugin series come from the func at each scrape: up, one state series
+// per known state, and the restarts counter.
+func TestPluginMetrics(t *testing.T) {
+	m := NewMetrics()
+	var mu sync.Mutex
+	states := []PluginState{{Name: "csvlog", State: "running"}, {Name: "email", State: "failed", Restarts: 4}}
+	m.WatchPlugins(func() []PluginState {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]PluginState(nil), states...)
+	})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("scrape: %d %v", resp.StatusCode, err)
+		}
+		return string(b)
+	}
+	want := func(body string, lines ...string) {
+		t.Helper()
+		for _, l := range lines {
+			if !strings.Contains(body, "\n"+l+"\n") {
+				t.Errorf("no line %q in:\n%s", l, body)
+			}
+		}
+	}
+	want(scrape(),
+		`erpflow_plugin_up{plugin="csvlog"} 1`,
+		`erpflow_plugin_up{plugin="email"} 0`,
+		`erpflow_plugin_state{plugin="email",state="failed"} 1`,
+		`erpflow_plugin_state{plugin="email",state="running"} 0`,
+		`erpflow_plugin_state{plugin="csvlog",state="running"} 1`,
+		`erpflow_plugin_state{plugin="csvlog",state="failed"} 0`,
+		`erpflow_plugin_restarts_total{plugin="email"} 4`,
+		`erpflow_plugin_restarts_total{plugin="csvlog"} 0`,
+		"# TYPE erpflow_plugin_restarts_total counter",
+	)
+	mu.Lock()
+	states[1] = PluginState{Name: "email", State: "running", Restarts: 5}
+	mu.Unlock()
+	want(scrape(),
+		`erpflow_plugin_up{plugin="email"} 1`,
+		`erpflow_plugin_state{plugin="email",state="failed"} 0`,
+		`erpflow_plugin_restarts_total{plugin="email"} 5`,
+	)
 }

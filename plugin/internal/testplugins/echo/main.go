@@ -22,6 +22,7 @@ type config struct {
 	Hang      bool   `json:"hang"`       // never answer, ignoring the context
 	Fail      string `json:"fail"`       // "retry", "permanent" or "panic"
 	Out       string `json:"out"`        // append what was received to this file
+	WaitFile  string `json:"wait_file"`  // answer only once this file exists (or the context ends)
 }
 
 func (echo) Describe() plugin.Description {
@@ -37,6 +38,7 @@ func (echo) Describe() plugin.Description {
 				"hang": {"type": "boolean"},
 				"fail": {"enum": ["retry", "permanent", "panic"]},
 				"out": {"type": "string"},
+				"wait_file": {"type": "string"},
 				"tags": {"type": "array", "items": {"type": "string"}}
 			},
 			"required": ["message"],
@@ -70,6 +72,17 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 	if c.Hang {
 		select {} // a plugin that ignores its context
 	}
+	if c.WaitFile != "" {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for _, err := os.Stat(c.WaitFile); err != nil; _, err = os.Stat(c.WaitFile) {
+			select {
+			case <-ctx.Done():
+				return plugin.Retry(ctx.Err(), 0)
+			case <-tick.C:
+			}
+		}
+	}
 	if c.Out != "" {
 		rec, _ := json.Marshal(map[string]any{
 			"id": d.ID, "attempt": d.Attempt, "rule": d.Rule, "test": d.Test,
@@ -102,4 +115,14 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 	return out
 }
 
-func main() { plugin.Serve(echo{}) }
+func main() {
+	// A plugin that cannot start: exits before the handshake while a file
+	// named like the binary plus ".down" exists.
+	if exe, err := os.Executable(); err == nil {
+		if _, err := os.Stat(exe + ".down"); err == nil {
+			fmt.Fprintln(os.Stderr, "echo: down (", exe+".down", "exists)")
+			os.Exit(4)
+		}
+	}
+	plugin.Serve(echo{})
+}

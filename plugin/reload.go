@@ -1,0 +1,189 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/erpflow/erpflow/plugin/internal/glue"
+	pb "github.com/erpflow/erpflow/plugin/proto/v1"
+)
+
+// drainGrace is how long past the latest deadline of its in-flight calls
+// a reload waits for the old process before it is killed.
+const drainGrace = 5 * time.Second
+
+// Reload applies the server config's `plugins:` again (SIGHUP). Each
+// plugin, matched by name, is restarted when the SHA-256 of its binary on
+// disk differs from its running process's (Status.SHA256), or its
+// configured path or sha256 changed:
+//
+//   - new attempts are no longer handed to it: they wait for the new
+//     process (2s at most, then they go back to the queue, not counted);
+//   - its in-flight calls run to their end on the old process, which is
+//     killed once they have, or at the latest 5s after their timeout;
+//   - a new process is started, its checksum checked, and it must
+//     describe the same action types; else the old process keeps running
+//     (Linux keeps a replaced binary's file until it exits), the error is
+//     logged, set as LastError and returned;
+//   - the new process takes over ("plugin reloaded" is logged with the
+//     old and new sha256).
+//
+// A plugin that is down (restarting or failed) is started at once.
+// Plugins added to or removed from specs are logged and left alone: that
+// takes a restart of erpflow. Reload returns the errors of the plugins
+// it could not reload, joined.
+func (h *Host) Reload(ctx context.Context, specs []Spec) error {
+	h.reload.Lock()
+	defer h.reload.Unlock()
+	want := map[string]Spec{}
+	var names []string
+	for _, s := range specs {
+		if s.Name == "" {
+			s.Name = filepath.Base(s.Path)
+		}
+		want[s.Name] = s
+		names = append(names, s.Name)
+	}
+	var errs []error
+	have := map[string]bool{}
+	for _, p := range h.procs {
+		have[p.spec.Name] = true
+		s, ok := want[p.spec.Name]
+		if !ok {
+			h.log.Warn("plugin removed from the config: it keeps running until erpflow is restarted", "plugin", p.spec.Name)
+			continue
+		}
+		if err := p.reload(ctx, s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range names {
+		if !have[name] {
+			h.log.Warn("plugin added to the config: it starts when erpflow is restarted", "plugin", name, "path", want[name].Path)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reload restarts p from s when its binary or config changed, or when no
+// process runs (see Host.Reload).
+func (p *proc) reload(ctx context.Context, s Spec) error {
+	if s.Path == "" {
+		return p.errorf(errors.New("path is required"))
+	}
+	sum, err := glue.ParseChecksum(s.SHA256)
+	if err != nil {
+		return &Error{Plugin: p.spec.Name, Path: s.Path, Err: err}
+	}
+	disk := glue.FileSHA256(s.Path)
+
+	p.mu.Lock()
+	// Become the only one to start a process: restarts wait on the gate.
+	for p.starting != nil {
+		ch := p.starting
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	old := p.cur
+	if old != nil && old.client.Exited() {
+		p.failLocked(old, errors.New("the process exited"))
+		old = nil
+	}
+	changed := s.Path != p.spec.Path || !strings.EqualFold(s.SHA256, p.spec.SHA256)
+	if old != nil && !changed && disk == old.sha256 {
+		p.mu.Unlock()
+		return nil
+	}
+	gate := make(chan struct{})
+	p.gate = gate
+	var idle chan struct{}
+	var until time.Time
+	if old != nil && old.calls > 0 {
+		idle = make(chan struct{})
+		old.idle, until = idle, old.until
+		if until.IsZero() {
+			until = time.Now().Add(DefaultTimeout)
+		}
+	}
+	p.mu.Unlock()
+
+	if idle != nil {
+		t := time.NewTimer(time.Until(until) + drainGrace)
+		select {
+		case <-idle:
+		case <-t.C:
+			p.log.Warn("plugin reload: attempts in flight did not end by their timeout; the old process is killed")
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	var (
+		inst *instance
+		d    *pb.DescribeResponse
+	)
+	if err = ctx.Err(); err == nil { // erpflow is stopping: keep what runs
+		inst, d, err = p.startFrom(ctx, s.Path, s.SHA256, sum)
+	}
+	if err == nil {
+		err = p.checkTypes(inst, d)
+	}
+
+	p.mu.Lock()
+	if err == nil && p.closed {
+		inst.client.Kill()
+		err = ErrClosed
+	}
+	oldSHA := p.sha256
+	switch {
+	case err != nil && old != nil && p.cur == old:
+		p.lastErr, p.lastErrAt = err.Error(), time.Now()
+		p.log.Error("plugin reload failed; the old process keeps running", "error", err, "pid", old.pid, "sha256", oldSHA)
+	case err != nil:
+		// Nothing runs: the new config is the one to bring back.
+		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
+		p.failures++
+		p.nextStart = time.Now().Add(backoff(p.failures + 1))
+		p.lastErr, p.lastErrAt = err.Error(), time.Now()
+		p.log.Error("plugin reload failed; no process runs", "error", err, "failures", p.failures)
+		p.checkFailedLocked()
+	default:
+		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
+		p.cur, p.sha256, p.version = inst, inst.sha256, d.Version
+		p.restarts++
+		p.failures, p.nextStart = 0, time.Time{}
+		if p.failed {
+			p.failed = false
+			p.log.Info("plugin is back after failing; its waiting deliveries run now", "pid", inst.pid)
+		}
+		oldPID := 0
+		if old != nil {
+			oldPID = old.pid
+		}
+		p.log.Info("plugin reloaded", "old_sha256", oldSHA, "new_sha256", inst.sha256, "old_pid", oldPID, "pid", inst.pid)
+	}
+	p.gate = nil
+	close(gate)
+	kill := old != nil && p.cur != old
+	p.mu.Unlock()
+	p.wake()
+	if kill {
+		old.client.Kill()
+	}
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	return nil
+}
