@@ -164,7 +164,7 @@ type Attempt struct {
 	DeliveryID string          `json:"delivery_id"`
 	Attempt    int             `json:"attempt"`
 	Type       string          `json:"type"`
-	Status     string          `json:"status"` // succeeded, retryable or permanent
+	Status     string          `json:"status"` // succeeded, retryable, permanent or unavailable (no process ran it)
 	Retryable  bool            `json:"retryable"`
 	RetryAfter time.Duration   `json:"retry_after,omitempty"`
 	Duration   time.Duration   `json:"duration"`
@@ -202,7 +202,7 @@ func (p *Plugin) Run(ctx context.Context, cfg actions.Config, ev *templates.Even
 		Event: ev, Payload: payload, Test: o.Test})
 	a := Attempt{
 		DeliveryID: o.DeliveryID, Attempt: o.Attempt, Type: cfg.Type(),
-		Status: out.Status.String(), Retryable: out.Status == actions.Retryable, RetryAfter: out.RetryAfter,
+		Status: out.Status.String(), Retryable: out.Status == actions.Retryable || out.Status == actions.Unavailable, RetryAfter: out.RetryAfter,
 		Duration: time.Since(t0), Code: out.Code, Error: out.Error, Output: out.Detail,
 		Payload: compactJSON(payload),
 	}

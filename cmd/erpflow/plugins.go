@@ -25,7 +25,7 @@ func pluginStatuses(ss []plugin.Status) []httpapi.PluginStatus {
 	for i, s := range ss {
 		out[i] = httpapi.PluginStatus{Name: s.Name, Path: s.Path, SHA256: s.SHA256, Types: s.Types, Version: s.Version,
 			Protocol: s.Protocol, State: s.State, PID: s.PID, StartedAt: s.StartedAt, Restarts: s.Restarts,
-			LastError: s.LastError, LastErrorAt: s.LastErrorAt}
+			LastError: s.LastError, LastErrorAt: s.LastErrorAt, Failures: s.Failures, RetryAt: s.RetryAt}
 	}
 	return out
 }

@@ -29,6 +29,11 @@ type PluginStatus struct {
 	Restarts    int       `json:"restarts"` // processes started after the first
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Failures counts the crashes and failed starts in a row (a plugin is
+	// "failed" after 5); RetryAt is the next start try while no process
+	// runs.
+	Failures int       `json:"failures,omitempty"`
+	RetryAt  time.Time `json:"retry_at,omitzero"`
 }
 
 // forTenant is s as a token bound to a tenant sees it.
