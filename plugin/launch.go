@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -143,6 +144,40 @@ func flatten(err error) []error {
 		return []error{fe}
 	}
 	return []error{&actions.FieldError{Line: 1, Column: 1, Msg: err.Error()}}
+}
+
+// DecodeEventFile decodes the event JSON src read from file (for errors:
+// "event.json:3:14: …" for a JSON syntax error, "event.json: event.id:
+// required" for the rest). A missing occurred_at is now, as the engine
+// stamps the time it receives an event.
+func DecodeEventFile(file string, src []byte) (*templates.Event, error) {
+	if !json.Valid(src) {
+		var v any
+		err := json.Unmarshal(src, &v)
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := lineCol(src, se.Offset)
+			return nil, fmt.Errorf("%s:%d:%d: malformed JSON: %w", file, line, col, err)
+		}
+	}
+	ev, err := templates.DecodeEvent(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if ev.OccurredAt.IsZero() {
+		ev.OccurredAt = time.Now().UTC()
+	}
+	return &ev, nil
+}
+
+// lineCol is the 1-based line and column (in characters) of the byte
+// before offset, where encoding/json stopped reading.
+func lineCol(src []byte, offset int64) (int, int) {
+	i := min(max(int(offset)-1, 0), len(src))
+	before := src[:i]
+	line := 1 + bytes.Count(before, []byte("\n"))
+	start := bytes.LastIndexByte(before, '\n') + 1
+	return line, utf8.RuneCount(before[start:]) + 1
 }
 
 // RunOptions are the delivery's details for Run; the zero value means
