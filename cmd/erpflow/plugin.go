@@ -315,4 +315,3 @@ func printAttempt(w io.Writer, out *output, a plugin.Attempt) error {
 	fields(w, kv...)
 	return nil
 }
-
