@@ -171,20 +171,21 @@ func schemaType(p map[string]any) string {
 		}
 		return t
 	case []any:
-		s := make([]string, len(t))
-		for i, x := range t {
-			s[i] = fmt.Sprint(x)
-		}
-		return strings.Join(s, "|")
+		return alternatives(t)
 	}
 	if e, ok := p["enum"].([]any); ok {
-		s := make([]string, len(e))
-		for i, x := range e {
-			s[i] = fmt.Sprint(x)
-		}
-		return "one of " + strings.Join(s, "|")
+		return "one of " + alternatives(e)
 	}
 	return "any"
+}
+
+// alternatives is "a|b|c".
+func alternatives(xs []any) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, "|")
 }
 
 func newPluginRunCmd() *cobra.Command {
