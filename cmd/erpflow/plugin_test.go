@@ -154,3 +154,28 @@ func TestPluginRunEventFromStdin(t *testing.T) {
 		t.Fatalf("exit %d\n%s", cmd.ProcessState.ExitCode(), out)
 	}
 }
+
+// TestPluginSeveralTypes: a protocol 2 plugin with two action types;
+// describe lists both, run needs type: to choose one.
+func TestPluginSeveralTypes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a plugin binary")
+	}
+	bin := plugintest.Build(t, "../../plugin/internal/testplugins/multi")
+	code, out, errb := runOut("plugin", "describe", bin)
+	if code != 0 || !strings.Contains(out, "protocol:  2\n") || !strings.Contains(out, "action type upper: returns the message in upper case\n") ||
+		!strings.Contains(out, "action type lower: returns the message in lower case\n") {
+		t.Fatalf("describe: exit %d\n%s%s", code, out, errb)
+	}
+	dir := t.TempDir()
+	lower, untyped := filepath.Join(dir, "lower.yaml"), filepath.Join(dir, "untyped.yaml")
+	writeTestFile(t, lower, "type: lower\nmessage: HeLLo\n")
+	writeTestFile(t, untyped, "message: HeLLo\n")
+	if code, out, errb := runOut("plugin", "run", bin, "--config", lower); code != 0 || !strings.Contains(out, `output:    {"action":"lower","message":"hello"}`) {
+		t.Fatalf("type lower: exit %d\n%s%s", code, out, errb)
+	}
+	if code, _, errb := runOut("plugin", "run", bin, "--config", untyped); code != 2 ||
+		!strings.Contains(errb, untyped+":1:1: type: required, the plugin has several action types (upper, lower)") {
+		t.Fatalf("no type: exit %d\n%s", code, errb)
+	}
+}
