@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -33,9 +34,22 @@ func init() {
 
 // launchPlugin starts the plugin binary with its log on stderr (level:
 // records below it are dropped).
-func launchPlugin(c *cobra.Command, bin string, level slog.Level) (*plugin.Plugin, error) {
-	logger := slog.New(slog.NewTextHandler(c.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+func launchPlugin(c *cobra.Command, stderr io.Writer, bin string, level slog.Level) (*plugin.Plugin, error) {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	return plugin.Launch(c.Context(), plugin.Spec{Path: bin}, logger)
+}
+
+// lockedWriter serialises writes: the plugin's log arrives on the host's
+// goroutines while the command writes its own messages.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 func newPluginDescribeCmd() *cobra.Command {
@@ -53,7 +67,8 @@ func newPluginDescribeCmd() *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
-			p, err := launchPlugin(c, args[0], slog.LevelWarn)
+			stderr := &lockedWriter{w: c.ErrOrStderr()}
+			p, err := launchPlugin(c, stderr, args[0], slog.LevelWarn)
 			if err != nil {
 				return err
 			}
@@ -222,7 +237,7 @@ did not start): problems are printed as file:line:col.`,
 				return usageErrorf("--attempt must be 1 or more, not %d", o.Attempt)
 			}
 			o.Rule = rule
-			stderr := c.ErrOrStderr()
+			stderr := &lockedWriter{w: c.ErrOrStderr()}
 			fail := func(err error) error {
 				fmt.Fprintln(stderr, err)
 				return exitError{2}
@@ -241,7 +256,7 @@ did not start): problems are printed as file:line:col.`,
 					return fail(err)
 				}
 			}
-			p, err := launchPlugin(c, args[0], slog.LevelInfo)
+			p, err := launchPlugin(c, stderr, args[0], slog.LevelInfo)
 			if err != nil {
 				return fail(fmt.Errorf("%s: %w", c.CommandPath(), err))
 			}
