@@ -102,6 +102,7 @@ type Plugin struct {
 func Start(t TB, bin string) *Plugin {
 	t.Helper()
 	log := &testLog{t: t}
+	t.Cleanup(log.stop) // registered first, so it runs last
 	p, err := plugin.Launch(context.Background(), plugin.Spec{Path: bin}, slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatalf("plugintest: %v", err)
@@ -112,7 +113,6 @@ func Start(t TB, bin string) *Plugin {
 			t.Errorf("plugintest: closing the plugin: %v", err)
 		}
 		ptest.WaitGone(t, pid)
-		log.stop()
 	})
 	return &Plugin{t: t, p: p}
 }
