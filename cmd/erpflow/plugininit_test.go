@@ -45,6 +45,9 @@ func TestPluginInitGo(t *testing.T) {
 	goCmd("test", "./...")
 	t.Logf("scaffold to green test (init, go mod tidy, go test): %s", time.Since(t0).Round(100*time.Millisecond))
 	goCmd("vet", "./...")
+	if out, err := exec.Command("gofmt", "-l", dir).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("gofmt -l: %v\n%s", err, out)
+	}
 	goCmd("build", "-o", "bin/erpflow-ticket", ".")
 
 	t.Chdir(dir)
@@ -66,8 +69,9 @@ func TestPluginInitGo(t *testing.T) {
 	}
 }
 
-// The go directive of a new plugin is erpflow's own.
-func TestPluginGoVersion(t *testing.T) {
+// The go.mod of a new plugin: erpflow's own go directive, and the
+// version of erpflow or a replace.
+func TestPluginInitGoMod(t *testing.T) {
 	gomod, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +79,16 @@ func TestPluginGoVersion(t *testing.T) {
 	if !strings.Contains(string(gomod), "\ngo "+pluginGoVersion+"\n") {
 		t.Fatalf("pluginGoVersion %s is not the go directive of go.mod", pluginGoVersion)
 	}
-	code, _, errb := runOut("plugin", "init", "x", "--dir", t.TempDir(), "--erpflow-replace", t.TempDir())
+	// A development build does not know its version: go.mod gets the
+	// placeholder, and a note says to give a checkout.
+	dir := t.TempDir()
+	code, _, errb := runOut("plugin", "init", "x", "--dir", dir)
+	gomod, _ = os.ReadFile(filepath.Join(dir, "go.mod"))
+	if code != 0 || !strings.Contains(string(gomod), "require github.com/erpflow/erpflow "+placeholderVersion+"\n") ||
+		strings.Contains(string(gomod), "replace") || !strings.Contains(errb, "note: this erpflow is a development build") {
+		t.Fatalf("init without a version: exit %d\n%s\n%s", code, errb, gomod)
+	}
+	code, _, errb = runOut("plugin", "init", "x", "--dir", t.TempDir(), "--erpflow-replace", t.TempDir())
 	if code != 2 || !strings.Contains(errb, "--erpflow-replace: ") || !strings.Contains(errb, "is not an erpflow checkout") {
 		t.Fatalf("--erpflow-replace to a non-checkout: exit %d\n%s", code, errb)
 	}
