@@ -65,7 +65,8 @@ func TestPluginRun(t *testing.T) {
 		return p
 	}
 	seen := filepath.Join(dir, "seen.jsonl")
-	ok := file("action.yaml", "type: echo\nmessage: 'order {id} by {actor}'\ntoken: s3cret-t0ken\nout: "+seen+"\n")
+	t.Setenv("PLUGIN_RUN_TOKEN", "s3cret-t0ken") // ${ENV} as in rules files
+	ok := file("action.yaml", "type: echo\nmessage: 'order {id} by {actor}'\ntoken: ${PLUGIN_RUN_TOKEN}\nout: "+seen+"\n")
 	ev := file("event.json", `{"id":"ev1","entity":"SalesOrder","entity_id":"SO1000","event":"released","actor":"ann","data":{}}`)
 
 	code, out, errb := runOut("plugin", "run", bin, "--config", ok, "--event", ev,
@@ -126,6 +127,8 @@ func TestPluginRun(t *testing.T) {
 			dir + "/bad.json:2:12: malformed JSON: invalid character '\"' after object key"},
 		"event field": {[]string{"--config", ok, "--event", file("noentity.json", `{"id":"e1","event":"x"}`)}, 2, "",
 			dir + "/noentity.json: event.entity: required"},
+		"unset variable": {[]string{"--config", file("unset.yaml", "message: m\ntoken: ${PLUGIN_RUN_UNSET}\n")}, 2, "",
+			dir + "/unset.yaml:2:8: token: environment variable PLUGIN_RUN_UNSET is not set"},
 		"missing file": {[]string{"--config", filepath.Join(dir, "nosuch.yaml")}, 2, "", "erpflow plugin run: open " + dir + "/nosuch.yaml"},
 	} {
 		code, out, errb := runOut(append([]string{"plugin", "run", bin}, c.args...)...)
