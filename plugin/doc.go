@@ -16,6 +16,10 @@
 // the contract is proto/v1/action.proto (package erpflow.plugin.v1), whose
 // generated code is committed.
 //
+// Package plugintest tests a plugin's real binary the way erpflow runs
+// it; `erpflow plugin init` writes a new plugin project, and `erpflow
+// plugin run` tries one action of a binary without a server.
+//
 // # Running plugins
 //
 // The protocol version is negotiated at start: erpflow speaks

@@ -9,9 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -61,8 +65,8 @@ func (p *Plugin) Actions() []Description {
 }
 
 // Config decodes an action config exactly as the rules loader does:
-// the host's key `timeout`, placeholders, the plugin's JSON Schema, then
-// its Validate. src is YAML (or JSON): the action as a rule holds it,
+// ${ENV} references, the host's key `timeout`, placeholders, the plugin's
+// JSON Schema, then its Validate. src is YAML (or JSON): the action as a rule holds it,
 // with or without `type:` (needed only when the plugin has several
 // types). Errors name file:line:col of each problem, one per line.
 func (p *Plugin) Config(file string, src []byte) (actions.Config, error) {
@@ -74,6 +78,9 @@ func (p *Plugin) Config(file string, src []byte) (actions.Config, error) {
 		return nil, fmt.Errorf("%s:1:1: an action config must be a mapping of keys", file)
 	}
 	node := doc.Content[0]
+	if errs := expandEnv(node, ""); len(errs) > 0 {
+		return nil, &ConfigFileError{File: file, Errs: errs}
+	}
 	typ, node, err := p.splitType(file, node)
 	if err != nil {
 		return nil, err
@@ -83,6 +90,67 @@ func (p *Plugin) Config(file string, src []byte) (actions.Config, error) {
 		return nil, &ConfigFileError{File: file, Errs: flatten(err)}
 	}
 	return cfg.(actions.Config), nil
+}
+
+// expandEnv expands ${NAME} in the scalar values below n from the
+// environment, in place, as rules files are ("$${" is a literal "${");
+// an unset variable or a bad reference is an error at its scalar.
+func expandEnv(n *yaml.Node, path string) []error {
+	var errs []error
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			errs = append(errs, expandEnv(n.Content[i], joinPath(path, n.Content[i-1].Value))...)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			errs = append(errs, expandEnv(c, joinPath(path, strconv.Itoa(i)))...)
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return nil
+		}
+		var b strings.Builder
+		for s := n.Value; s != ""; {
+			i := strings.Index(s, "${")
+			if i < 0 {
+				b.WriteString(s)
+				break
+			}
+			if i > 0 && s[i-1] == '$' { // "$${": a literal "${"
+				b.WriteString(s[:i-1] + "${")
+				s = s[i+2:]
+				continue
+			}
+			b.WriteString(s[:i])
+			end := strings.IndexByte(s[i:], '}')
+			if end < 0 || !envName.MatchString(s[i+2:i+end]) {
+				return []error{&actions.FieldError{Line: n.Line, Column: n.Column, Path: path,
+					Msg: `bad "${NAME}" reference (write "$${" for a literal "${")`}}
+			}
+			v, ok := os.LookupEnv(s[i+2 : i+end])
+			if !ok {
+				return []error{&actions.FieldError{Line: n.Line, Column: n.Column, Path: path,
+					Msg: "environment variable " + s[i+2:i+end] + " is not set"}}
+			}
+			b.WriteString(v)
+			s = s[i+end+1:]
+		}
+		n.Value = b.String()
+		if n.Style == 0 {
+			n.Tag = "" // re-resolved from the value: enabled: ${FLAG} is a bool
+		}
+	}
+	return errs
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // splitType reads and removes `type:` from a config's mapping.
@@ -143,6 +211,40 @@ func flatten(err error) []error {
 		return []error{fe}
 	}
 	return []error{&actions.FieldError{Line: 1, Column: 1, Msg: err.Error()}}
+}
+
+// DecodeEventFile decodes the event JSON src read from file (for errors:
+// "event.json:3:14: …" for a JSON syntax error, "event.json: event.id:
+// required" for the rest). A missing occurred_at is now, as the engine
+// stamps the time it receives an event.
+func DecodeEventFile(file string, src []byte) (*templates.Event, error) {
+	if !json.Valid(src) {
+		var v any
+		err := json.Unmarshal(src, &v)
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line, col := lineCol(src, se.Offset)
+			return nil, fmt.Errorf("%s:%d:%d: malformed JSON: %w", file, line, col, err)
+		}
+	}
+	ev, err := templates.DecodeEvent(src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if ev.OccurredAt.IsZero() {
+		ev.OccurredAt = time.Now().UTC()
+	}
+	return &ev, nil
+}
+
+// lineCol is the 1-based line and column (in characters) of the byte
+// before offset, where encoding/json stopped reading.
+func lineCol(src []byte, offset int64) (int, int) {
+	i := min(max(int(offset)-1, 0), len(src))
+	before := src[:i]
+	line := 1 + bytes.Count(before, []byte("\n"))
+	start := bytes.LastIndexByte(before, '\n') + 1
+	return line, utf8.RuneCount(before[start:]) + 1
 }
 
 // RunOptions are the delivery's details for Run; the zero value means

@@ -37,7 +37,13 @@ func TestLaunchConfigAndRun(t *testing.T) {
 		t.Fatalf("unknown type: %v", err)
 	}
 
-	cfg, err := p.Config("action.yaml", []byte("message: 'order {entity_id}'\ntoken: s3cret\n"))
+	// ${ENV} as in rules files: expanded, unset an error.
+	t.Setenv("LAUNCH_TEST_TOKEN", "s3cret")
+	_, err = p.Config("action.yaml", []byte("message: x\ntags: [a, '${LAUNCH_TEST_UNSET}']\n"))
+	if err == nil || err.Error() != "action.yaml:2:11: tags.1: environment variable LAUNCH_TEST_UNSET is not set" {
+		t.Fatalf("unset variable: %v", err)
+	}
+	cfg, err := p.Config("action.yaml", []byte("message: 'order {entity_id}'\ntoken: ${LAUNCH_TEST_TOKEN}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,6 +85,11 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		"help rules nosuch":                    `no help for "rules nosuch"`,
 		"rules get a b --server x:1":           "accepts 1 arg(s), received 2",
 		"plugins list extra":                   `unknown command "extra" for "erpflow plugins list"`,
+		"plugin nosuch":                        `unknown command "nosuch" for "erpflow plugin"`,
+		"plugin run x":                         "--config is required",
+		"plugin run x --config a --attempt 0":  "--attempt must be 1 or more",
+		"plugin init Bad":                      "not a valid action type",
+		"plugin init x --lang ruby":            "--lang ruby: only go",
 	} {
 		code, out, errb := runOut(strings.Fields(args)...)
 		first, _, _ := strings.Cut(errb, "\n")

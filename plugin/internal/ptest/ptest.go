@@ -86,8 +86,15 @@ func Logger() (*slog.Logger, *LogBuffer) {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo})), b
 }
 
+// TB is the part of testing.TB the waits use, so that package plugintest
+// can wait outside a test too.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // Eventually polls cond until it holds or the deadline passes.
-func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+func Eventually(t TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -100,7 +107,7 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 // WaitGone polls until no process has pid (a zombie counts as gone: it
 // has exited and only waits for a parent, maybe init, to reap it).
-func WaitGone(t testing.TB, pid int) {
+func WaitGone(t TB, pid int) {
 	t.Helper()
 	Eventually(t, 15*time.Second, fmt.Sprintf("process %d to exit", pid), func() bool {
 		if errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPluginInitGo: a generated Go plugin tidies, passes its own tests
+// and go vet, and runs under `erpflow plugin run` with its action.yaml
+// and event.json, as generated.
+func TestPluginInitGo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and tests a generated module")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ticket")
+	t0 := time.Now()
+	code, out, errb := runOut("plugin", "init", "ticket", "--dir", dir, "--module", "example.com/acme/ticket", "--erpflow-replace", root)
+	if code != 0 || errb != "" || !strings.Contains(out, "wrote a Go plugin with action type ticket in "+dir) {
+		t.Fatalf("init: exit %d\n%s%s", code, out, errb)
+	}
+	gomod, _ := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if !strings.Contains(string(gomod), "module example.com/acme/ticket\n") ||
+		!strings.Contains(string(gomod), "replace github.com/erpflow/erpflow => "+root+"\n") {
+		t.Fatalf("go.mod:\n%s", gomod)
+	}
+	goCmd := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod "+os.Getenv("GOFLAGS"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	goCmd("mod", "tidy")
+	goCmd("test", "./...")
+	t.Logf("scaffold to green test (init, go mod tidy, go test): %s", time.Since(t0).Round(100*time.Millisecond))
+	goCmd("vet", "./...")
+	if out, err := exec.Command("gofmt", "-l", dir).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("gofmt -l: %v\n%s", err, out)
+	}
+	goCmd("build", "-o", "bin/erpflow-ticket", ".")
+
+	t.Chdir(dir)
+	code, out, errb = runOut("plugin", "run", "bin/erpflow-ticket", "--config", "action.yaml", "--event", "event.json")
+	if code != 0 || !strings.Contains(out, "status:    succeeded\n") ||
+		!strings.Contains(out, `output:    {"message":"Order SO1000 is now RELEASED","sent":false}`) || strings.Contains(out+errb, "not-a-real-key") {
+		t.Fatalf("plugin run: exit %d\n%s%s", code, out, errb)
+	}
+	code, out, _ = runOut("plugin", "describe", "bin/erpflow-ticket")
+	if code != 0 || !regexp.MustCompile(`message +string +yes`).MatchString(out) || !regexp.MustCompile(`api_key +string +yes`).MatchString(out) {
+		t.Fatalf("describe: exit %d\n%s", code, out)
+	}
+
+	// Never over someone's work.
+	main, _ := os.ReadFile("main.go")
+	code, _, errb = runOut("plugin", "init", "ticket", "--dir", dir)
+	if again, _ := os.ReadFile("main.go"); code != 1 || !strings.Contains(errb, dir+" is not empty") || string(again) != string(main) {
+		t.Fatalf("init into the project again: exit %d\n%s", code, errb)
+	}
+}
+
+// The go.mod of a new plugin: erpflow's own go directive, and the
+// version of erpflow or a replace.
+func TestPluginInitGoMod(t *testing.T) {
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(gomod), "\ngo "+pluginGoVersion+"\n") {
+		t.Fatalf("pluginGoVersion %s is not the go directive of go.mod", pluginGoVersion)
+	}
+	// A development build does not know its version: go.mod gets the
+	// placeholder, and a note says to give a checkout.
+	dir := t.TempDir()
+	code, _, errb := runOut("plugin", "init", "x", "--dir", dir)
+	gomod, _ = os.ReadFile(filepath.Join(dir, "go.mod"))
+	if code != 0 || !strings.Contains(string(gomod), "require github.com/erpflow/erpflow "+placeholderVersion+"\n") ||
+		strings.Contains(string(gomod), "replace") || !strings.Contains(errb, "note: this erpflow is a development build") {
+		t.Fatalf("init without a version: exit %d\n%s\n%s", code, errb, gomod)
+	}
+	code, _, errb = runOut("plugin", "init", "x", "--dir", t.TempDir(), "--erpflow-replace", t.TempDir())
+	if code != 2 || !strings.Contains(errb, "--erpflow-replace: ") || !strings.Contains(errb, "is not an erpflow checkout") {
+		t.Fatalf("--erpflow-replace to a non-checkout: exit %d\n%s", code, errb)
+	}
+}
