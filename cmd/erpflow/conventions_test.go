@@ -89,7 +89,7 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		"plugin run x":                         "--config is required",
 		"plugin run x --config a --attempt 0":  "--attempt must be 1 or more",
 		"plugin init Bad":                      "not a valid action type",
-		"plugin init x --lang ruby":            "--lang ruby: only go",
+		"plugin init x --lang ruby":            "--lang ruby: go or python",
 	} {
 		code, out, errb := runOut(strings.Fields(args)...)
 		first, _, _ := strings.Cut(errb, "\n")

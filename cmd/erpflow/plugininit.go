@@ -10,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"text/template"
 
 	"github.com/spf13/cobra"
+
+	pysdk "github.com/erpflow/erpflow/plugin/python"
 )
 
 // pluginTemplates are the files of a new plugin project, per language.
@@ -50,7 +53,8 @@ func newPluginInitCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "init NAME",
 		Short: "Write a new plugin project that builds and passes its own test",
-		Long: `Write a new action plugin project into DIR (default ./NAME), which must be new or empty:
+		Long: `Write a new action plugin project into DIR (default ./NAME), which must be new or empty.
+With --lang go (the default):
 
   go.mod          module PATH (default example.com/NAME), requiring this erpflow's version
   main.go         an action of type NAME: a config schema with one required key
@@ -60,6 +64,12 @@ func newPluginInitCmd() *cobra.Command {
   README.md       the 10-minute path: edit, go test, erpflow plugin run, a rule
   action.yaml     a config and an event for erpflow plugin run
   event.json
+
+With --lang python, the same action in plugin.py, the launcher erpflow-NAME
+(the executable a server config names), erpflow's Python SDK (erpflow_plugin.py
+and the generated action_pb2*.py), and test_plugin.py, which tests the real
+plugin through erpflow plugin run (python3 -m unittest). It needs Debian's
+python3-grpcio, python3-protobuf and python3-cryptography.
 
 NAME is the action type rules write in type: (lowercase letters, digits, _ and -,
 starting with a letter). --erpflow-replace DIR builds against an erpflow checkout
@@ -74,8 +84,14 @@ published. Then: cd DIR && go mod tidy && go test ./...`,
 			if !actionTypeName.MatchString(p.Name) {
 				return usageErrorf("%q is not a valid action type: lowercase letters, digits, _ and -, starting with a letter", p.Name)
 			}
-			if lang != "go" {
-				return usageErrorf("--lang %s: only go is supported", lang)
+			switch lang {
+			case "go":
+			case "python":
+				if module != "" || replace != "" {
+					return usageErrorf("--module and --erpflow-replace apply to --lang go only")
+				}
+			default:
+				return usageErrorf("--lang %s: go or python", lang)
 			}
 			if p.Module == "" {
 				p.Module = "example.com/" + p.Name
@@ -99,19 +115,28 @@ published. Then: cd DIR && go mod tidy && go test ./...`,
 			if dir == "" {
 				dir = p.Name
 			}
-			files, err := renderProject("go", p)
+			files, err := renderProject(lang, p)
 			if err != nil {
 				return err
 			}
 			if err := writeProject(dir, files); err != nil {
 				return err
 			}
+			out := c.OutOrStdout()
+			if lang == "python" {
+				fmt.Fprintf(out, "wrote a Python plugin with action type %s in %s:\n", p.Name, dir)
+				for _, f := range files {
+					fmt.Fprintf(out, "  %s\n", f.name)
+				}
+				fmt.Fprintf(out, "next:\n  cd %s\n  python3 -m unittest -v\n"+
+					"  erpflow plugin run ./erpflow-%s --config action.yaml --event event.json\n", dir, p.Name)
+				return nil
+			}
 			if devel && p.Replace == "" {
 				fmt.Fprintf(c.ErrOrStderr(), "note: this erpflow is a development build (version %s): go.mod requires %s,\n"+
 					"  which builds only with a replace; give --erpflow-replace DIR (an erpflow checkout), or edit go.mod\n",
 					moduleVersion(), placeholderVersion)
 			}
-			out := c.OutOrStdout()
 			fmt.Fprintf(out, "wrote a Go plugin with action type %s in %s:\n", p.Name, dir)
 			for _, f := range files {
 				fmt.Fprintf(out, "  %s\n", f.name)
@@ -122,7 +147,7 @@ published. Then: cd DIR && go mod tidy && go test ./...`,
 		},
 	}
 	fs := c.Flags()
-	fs.StringVar(&lang, "lang", "go", "the plugin's language: go")
+	fs.StringVar(&lang, "lang", "go", "the plugin's language: go or python")
 	fs.StringVar(&dir, "dir", "", "the directory to write, new or empty (default ./NAME)")
 	fs.StringVar(&module, "module", "", "the Go module path (default example.com/NAME)")
 	fs.StringVar(&replace, "erpflow-replace", "", "build against the erpflow checkout in this directory (a replace in go.mod)")
@@ -156,32 +181,52 @@ func erpflowCheckout(dir string) (string, error) {
 type projectFile struct {
 	name string
 	text []byte
+	mode os.FileMode
 }
 
-// renderProject executes the templates of lang: each file.tmpl gives
-// file, gitignore.tmpl gives .gitignore.
+// renderProject executes the templates of lang and the common ones: each
+// file.tmpl gives file, gitignore.tmpl gives .gitignore, launcher.tmpl the
+// executable erpflow-NAME. A Python project gets a copy of the SDK.
 func renderProject(lang string, p pluginProject) ([]projectFile, error) {
-	root := "plugininit/" + lang
-	ents, err := fs.ReadDir(pluginTemplates, root)
-	if err != nil {
-		return nil, err
-	}
 	var files []projectFile
-	for _, e := range ents {
-		t, err := template.ParseFS(pluginTemplates, root+"/"+e.Name())
+	for _, root := range []string{"plugininit/common", "plugininit/" + lang} {
+		ents, err := fs.ReadDir(pluginTemplates, root)
 		if err != nil {
 			return nil, err
 		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, p); err != nil {
+		for _, e := range ents {
+			t, err := template.ParseFS(pluginTemplates, root+"/"+e.Name())
+			if err != nil {
+				return nil, err
+			}
+			var b bytes.Buffer
+			if err := t.Execute(&b, p); err != nil {
+				return nil, err
+			}
+			f := projectFile{name: strings.TrimSuffix(e.Name(), ".tmpl"), text: b.Bytes(), mode: 0o644}
+			switch f.name {
+			case "gitignore":
+				f.name = ".gitignore"
+			case "launcher":
+				f.name, f.mode = "erpflow-"+p.Name, 0o755
+			}
+			files = append(files, f)
+		}
+	}
+	if lang == "python" {
+		ents, err := fs.ReadDir(pysdk.Files, ".")
+		if err != nil {
 			return nil, err
 		}
-		name := strings.TrimSuffix(e.Name(), ".tmpl")
-		if name == "gitignore" {
-			name = ".gitignore"
+		for _, e := range ents {
+			b, err := fs.ReadFile(pysdk.Files, e.Name())
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, projectFile{name: e.Name(), text: b, mode: 0o644})
 		}
-		files = append(files, projectFile{name, b.Bytes()})
 	}
+	slices.SortFunc(files, func(a, b projectFile) int { return strings.Compare(a.name, b.name) })
 	return files, nil
 }
 
@@ -199,7 +244,7 @@ func writeProject(dir string, files []projectFile) error {
 		return err
 	}
 	for _, f := range files {
-		if err := os.WriteFile(filepath.Join(dir, f.name), f.text, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, f.name), f.text, f.mode); err != nil {
 			return err
 		}
 	}

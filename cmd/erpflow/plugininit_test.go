@@ -93,3 +93,40 @@ func TestPluginInitGoMod(t *testing.T) {
 		t.Fatalf("--erpflow-replace to a non-checkout: exit %d\n%s", code, errb)
 	}
 }
+
+// TestPluginInitPython: a generated Python plugin passes its own tests as
+// generated — they run the real plugin through `erpflow plugin run` —
+// and carries the current SDK.
+func TestPluginInitPython(t *testing.T) {
+	py := pythonWithGRPC(t)
+	bin := erpflowBin(t)
+	dir := filepath.Join(t.TempDir(), "crm-note")
+	t0 := time.Now()
+	code, out, errb := runOut("plugin", "init", "crm-note", "--lang", "python", "--dir", dir)
+	if code != 0 || errb != "" || !strings.Contains(out, "wrote a Python plugin with action type crm-note in "+dir) {
+		t.Fatalf("init: exit %d\n%s%s", code, out, errb)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "erpflow-crm-note")); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("the launcher is not an executable file: %v", err)
+	}
+	for _, f := range []string{"erpflow_plugin.py", "action_pb2.py", "action_pb2_grpc.py"} {
+		got, _ := os.ReadFile(filepath.Join(dir, f))
+		want, err := os.ReadFile(filepath.Join("../../plugin/python", f))
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("%s is not the SDK's (%v)", f, err)
+		}
+	}
+	cmd := exec.Command(py, "-B", "-m", "unittest", "-v")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "ERPFLOW="+bin, "ERPFLOW_PYTHON="+py)
+	res, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(res), "Ran 4 tests") || !strings.Contains(string(res), "\nOK\n") || strings.Contains(string(res), "skipped") {
+		t.Fatalf("python3 -m unittest: %v\n%s", err, res)
+	}
+	t.Logf("scaffold to green test (init, python3 -m unittest): %s", time.Since(t0).Round(100*time.Millisecond))
+
+	code, _, errb = runOut("plugin", "init", "x", "--lang", "python", "--module", "example.com/x", "--dir", t.TempDir())
+	if code != 2 || !strings.Contains(errb, "apply to --lang go only") {
+		t.Fatalf("--module with python: exit %d\n%s", code, errb)
+	}
+}
