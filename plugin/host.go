@@ -572,6 +572,15 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
 	ds := describedTypes(inst.protocol, d)
 	if p.sameTypes(ds) {
+		// The registered types keep the first start's schema and secret
+		// keys: a new process must describe the same, or a key it marks
+		// secret would be stored and shown.
+		for i, d := range ds {
+			if !sameJSON(d.ConfigSchema, p.types[i].desc.ConfigSchema) {
+				inst.client.Kill()
+				return p.errorf(fmt.Errorf("the new process describes another config schema for the action type %q: restart erpflow to change a plugin's config schema", d.Type))
+			}
+		}
 		return nil
 	}
 	inst.client.Kill()
@@ -580,6 +589,15 @@ func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
 		names[i] = d.Type
 	}
 	return p.errorf(fmt.Errorf("the new process describes the types %q, not %q: restart erpflow to change a plugin's types", names, p.typeNames()))
+}
+
+// sameJSON reports whether a and b are the same JSON but for spaces.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // checkFailedLocked marks p failed when it has failed FailedAfter times in

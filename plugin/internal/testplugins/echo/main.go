@@ -15,6 +15,11 @@ import (
 
 type echo struct{}
 
+// secretMessage marks "message" x-secret in the schema: set while a file
+// named like the binary plus ".secret-message" exists at start (a new
+// version of the plugin with another config schema).
+var secretMessage bool
+
 type config struct {
 	Message   string `json:"message"`
 	Token     string `json:"token"`
@@ -26,13 +31,17 @@ type config struct {
 }
 
 func (echo) Describe() plugin.Description {
+	message := `{"type": "string"}`
+	if secretMessage {
+		message = `{"type": "string", "x-secret": true}`
+	}
 	return plugin.Description{
 		Type:    "echo",
 		Version: "1.0.0",
 		ConfigSchema: json.RawMessage(`{
 			"type": "object",
 			"properties": {
-				"message": {"type": "string"},
+				"message": `+message+`,
 				"token": {"type": "string", "x-secret": true},
 				"crash_file": {"type": "string"},
 				"hang": {"type": "boolean"},
@@ -123,6 +132,8 @@ func main() {
 			fmt.Fprintln(os.Stderr, "echo: down (", exe+".down", "exists)")
 			os.Exit(4)
 		}
+		_, err := os.Stat(exe + ".secret-message")
+		secretMessage = err == nil
 	}
 	plugin.Serve(echo{})
 }
