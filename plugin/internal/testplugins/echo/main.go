@@ -41,7 +41,7 @@ func (echo) Describe() plugin.Description {
 		ConfigSchema: json.RawMessage(`{
 			"type": "object",
 			"properties": {
-				"message": `+message+`,
+				"message": ` + message + `,
 				"token": {"type": "string", "x-secret": true},
 				"crash_file": {"type": "string"},
 				"hang": {"type": "boolean"},
