@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // A reload to a binary of the same action types but another config
@@ -43,5 +46,47 @@ func TestReloadRefusesAnotherConfigSchema(t *testing.T) {
 		if s := statusOf(h); s.PID != before.PID || s.State != StateRunning {
 			t.Fatalf("after a refused reload %+v, before %+v", s, before)
 		}
+	}
+}
+
+// Test-fire (POST /v1/rules/{name}/test) of a rule whose plugin is down
+// records its attempt with the outcome "unavailable", which is none of
+// the API's outcomes (openapi.json: succeeded, retryable, permanent) and
+// which the attempts metrics and clients do not know. A test attempt
+// is recorded and dead whatever it gives: unavailable is a retryable
+// failure there, with the reason in its error.
+func TestTestFireOfAFailedPluginRecordsAKnownOutcome(t *testing.T) {
+	ctx := context.Background()
+	h, reg, _, path := startCopy(t)
+	rs, err := triggers.Parse("rules.yaml", []byte(`rules:
+  - name: echo-orders
+    on: {entity: Order, event: picked}
+    actions:
+      - type: echo
+        message: hi
+`), triggers.LoadOptions{Actions: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elog, _ := testLogger()
+	eng, st := startEngine(t, rs, engine.Config{Logger: elog})
+	failPlugin(t, h, path)
+
+	ev, err := templates.DecodeEvent([]byte(`{"id":"ord-1","tenant":"acme","entity":"Order","entity_id":"1","event":"picked","data":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := eng.Test(ctx, rs[0], ev)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("test: %+v %v", res, err)
+	}
+	_, atts, err := st.GetDelivery(ctx, res[0].Delivery.ID)
+	if err != nil || len(atts) != 1 {
+		t.Fatalf("stored: %+v %v", atts, err)
+	}
+	switch atts[0].Outcome {
+	case "succeeded", "retryable", "permanent":
+	default:
+		t.Fatalf("test attempt recorded with outcome %q (error %q)", atts[0].Outcome, atts[0].Error)
 	}
 }
