@@ -447,9 +447,9 @@ func (p *proc) unavailable(retryIn time.Duration, format string, args ...any) er
 
 // instance returns the running process, counting the call in its calls
 // (the caller ends it with p.done). A dead process is restarted when its
-// backoff has passed; one caller restarts, the others wait for it. While
-// Reload switches processes, the caller waits at most wait for the new
-// one. An error is an *unavailableError: nothing was tried.
+// backoff has passed; one caller restarts, the others wait for it, as
+// while Reload switches processes, at most wait for the new one. An error
+// is an *unavailableError: nothing was tried.
 func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -487,10 +487,21 @@ func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, err
 		if p.starting == nil {
 			break
 		}
+		// Another caller or keep is starting a process, which may take
+		// up to glue.StartTimeout: wait for it only as for a reload, so
+		// that attempts do not hold every engine worker meanwhile.
+		if waitEnd == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			waitEnd = t.C
+		}
 		ch := p.starting
 		p.mu.Unlock()
 		select {
 		case <-ch:
+		case <-waitEnd:
+			p.mu.Lock()
+			return nil, p.unavailable(wait, "plugin %q is starting", p.spec.Name)
 		case <-ctx.Done():
 			p.mu.Lock()
 			return nil, p.unavailable(0, "plugin %q is restarting: %w", p.spec.Name, ctx.Err())
