@@ -109,7 +109,8 @@ func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slo
 				return nil, &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
 			}
 		}
-		p.log.Info("plugin started", "types", p.typeNames(), "version", p.version, "protocol", p.protocol, "pid", p.pid())
+		st := p.status()
+		p.log.Info("plugin started", "types", st.Types, "version", st.Version, "protocol", st.Protocol, "pid", st.PID)
 	}
 	return h, nil
 }
@@ -221,11 +222,11 @@ type proc struct {
 	checksum []byte
 
 	// Fixed at the first start: the registered types keep them.
-	protocol int // negotiated
-	version  string
-	types    []*actionType
+	types []*actionType
 
 	mu        sync.Mutex
+	protocol  int    // negotiated with the current process
+	version   string // the current process's
 	cur       *instance
 	starting  chan struct{} // closed when a restart in progress ends
 	gate      chan struct{} // while Reload drains and switches processes: closed when it is done
@@ -569,7 +570,7 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 		return nil, err
 	}
 	p.restarts++
-	p.cur, p.sha256 = inst, inst.sha256
+	p.cur, p.sha256, p.version, p.protocol = inst, inst.sha256, d.Version, inst.protocol
 	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
 	if p.failed {
 		p.failed = false

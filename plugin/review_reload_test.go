@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
@@ -88,5 +90,25 @@ func TestTestFireOfAFailedPluginRecordsAKnownOutcome(t *testing.T) {
 	case "succeeded", "retryable", "permanent":
 	default:
 		t.Fatalf("test attempt recorded with outcome %q (error %q)", atts[0].Outcome, atts[0].Error)
+	}
+}
+
+// A process restarted after a crash from a binary replaced meanwhile
+// reports its own version: Status (GET /v1/plugins, `erpflow plugins
+// list`) showed the first process's version (and protocol) for ever.
+func TestRestartedProcessReportsItsVersion(t *testing.T) {
+	h, _, _, path := startCopy(t)
+	if err := os.WriteFile(path+".version", []byte("2.0.0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	replaceBin(t, "echo", path, "\x00v2")
+	pid := statusOf(h).PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid)
+	eventually(t, 15*time.Second, "a new process", func() bool { s := statusOf(h); return s.PID != 0 && s.PID != pid })
+	if s := statusOf(h); s.Version != "2.0.0" || s.SHA256 != fileSHA(t, path) {
+		t.Fatalf("restarted from the new binary: %+v", s)
 	}
 }

@@ -20,6 +20,10 @@ type echo struct{}
 // version of the plugin with another config schema).
 var secretMessage bool
 
+// version is the plugin's version: the content of a file named like the
+// binary plus ".version" at start, else 1.0.0.
+var version = "1.0.0"
+
 type config struct {
 	Message   string `json:"message"`
 	Token     string `json:"token"`
@@ -37,7 +41,7 @@ func (echo) Describe() plugin.Description {
 	}
 	return plugin.Description{
 		Type:    "echo",
-		Version: "1.0.0",
+		Version: version,
 		ConfigSchema: json.RawMessage(`{
 			"type": "object",
 			"properties": {
@@ -134,6 +138,9 @@ func main() {
 		}
 		_, err := os.Stat(exe + ".secret-message")
 		secretMessage = err == nil
+		if b, err := os.ReadFile(exe + ".version"); err == nil {
+			version = string(b)
+		}
 	}
 	plugin.Serve(echo{})
 }
