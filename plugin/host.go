@@ -743,7 +743,7 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 	defer p.done(inst)
 	resp, err := inst.rpc.Validate(ctx, req)
 	if err != nil {
-		if ctx.Err() == nil && !cutOff(ctx, err) {
+		if ctx.Err() == nil && !cutOff(ctx, err) && gone(inst, err) {
 			p.fail(inst, err)
 		}
 		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
@@ -774,11 +774,21 @@ func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.Execu
 			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q did not answer within the timeout of %s", p.spec.Name, timeout)}
 		case ctx.Err() != nil:
 			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q: canceled: %v", p.spec.Name, ctx.Err())}
+		case !gone(inst, err):
+			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q answered with an error: %v", p.spec.Name, grpcMessage(err))}
 		}
 		p.fail(inst, err)
 		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q crashed or failed during the attempt (%v); it is restarted", p.spec.Name, grpcMessage(err))}
 	}
 	return outcomeFromPB(resp.Outcome)
+}
+
+// gone reports whether a call's error means that inst's process crashed
+// or cannot be reached (gRPC Unavailable), rather than an error status
+// the plugin answered with (a Python exception is Unknown): only then is
+// the process killed and restarted.
+func gone(inst *instance, err error) bool {
+	return status.Code(err) == codes.Unavailable || inst.client.Exited()
 }
 
 // cutOff reports whether a call's error means it was cut off at ctx's
