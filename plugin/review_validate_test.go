@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/erpflow/erpflow/actions"
@@ -32,5 +33,21 @@ func TestValidateErrorStatusDoesNotKillThePlugin(t *testing.T) {
 	}
 	if s := statusOf(h); s.PID != before.PID || s.State != StateRunning || s.Failures != 0 {
 		t.Fatalf("after configs whose Validate raised: %+v (before: pid %d)", s, before.PID)
+	}
+}
+
+// A Go plugin's Validate that panics took the whole process down (the
+// SDK recovers panics in Execute only): every attempt in flight on it
+// failed, and a rules:write token could crash the plugin at will. The
+// panic is the config's error; the process lives.
+func TestValidatePanicDoesNotCrashAGoPlugin(t *testing.T) {
+	h, reg, _, _ := startCopy(t)
+	before := statusOf(h)
+	_, err := decode(t, reg, "echo", "message: panic in validate\n")
+	if err == nil || !strings.Contains(err.Error(), "panic") {
+		t.Fatalf("decode: %v", err)
+	}
+	if s := statusOf(h); s.PID != before.PID || s.State != StateRunning || s.Failures != 0 {
+		t.Fatalf("after a Validate that panicked: %+v (before: pid %d)", s, before.PID)
 	}
 }

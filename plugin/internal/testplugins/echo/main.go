@@ -65,6 +65,9 @@ func (echo) Validate(raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return err
 	}
+	if c.Message == "panic in validate" {
+		panic("asked to panic in Validate")
+	}
 	if c.Message == "forbidden" {
 		return errors.Join(plugin.Invalid("message", "must not be %q", c.Message))
 	}
