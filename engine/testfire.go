@@ -66,6 +66,11 @@ func (e *Engine) Test(ctx context.Context, rule *triggers.Rule, ev Event) ([]Tes
 			o = safeExecute(ctx, cfg, &actions.Request{
 				DeliveryID: d.ID, Attempt: 1, Rule: rule.Name, Event: &ev, Payload: p, Test: true,
 			})
+			if o.Status == actions.Unavailable {
+				// Nothing ran, but a test attempt is recorded whatever
+				// it gives, and "unavailable" is no attempt outcome.
+				o.Status = actions.Retryable
+			}
 		}
 		at := Attempt{
 			DeliveryID: d.ID,

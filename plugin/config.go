@@ -98,7 +98,7 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 			if !errors.As(verr, &ve) {
 				return nil, actions.Errorf(node, "", "%v", verr)
 			}
-			errs = append(errs, conv.schemaErrors(ve, node)...)
+			errs = append(errs, conv.schemaErrors(ve, node, f.t.secretPaths)...)
 		}
 	}
 	if len(errs) > 0 {
@@ -446,8 +446,10 @@ func (y *yamlJSON) nodeAt(root *yaml.Node, ptr string) *yaml.Node {
 }
 
 // schemaErrors turns a JSON Schema validation error into field errors, one
-// per failing leaf, deduplicated.
-func (y *yamlJSON) schemaErrors(ve *jsonschema.ValidationError, root *yaml.Node) []error {
+// per failing leaf, deduplicated. The value of a key at or below one of
+// secrets is never in a message (jsonschema quotes it for pattern,
+// format, …): the keyword that failed is named instead.
+func (y *yamlJSON) schemaErrors(ve *jsonschema.ValidationError, root *yaml.Node, secrets map[string]bool) []error {
 	var out []error
 	seen := map[string]bool{}
 	var walk func(e *jsonschema.ValidationError)
@@ -463,6 +465,13 @@ func (y *yamlJSON) schemaErrors(ve *jsonschema.ValidationError, root *yaml.Node)
 			ptr += "/" + escapePointer(t)
 		}
 		msg := e.ErrorKind.LocalizedString(printer)
+		if underSecret(ptr, secrets) {
+			kw := "the schema"
+			if k := e.ErrorKind.KeywordPath(); len(k) > 0 {
+				kw = fmt.Sprintf("%q", k[len(k)-1])
+			}
+			msg = "the value does not satisfy " + kw + " (a secret: its value is not shown)"
+		}
 		node := y.nodeAt(root, ptr)
 		path := pointerToDotted(ptr)
 		// An unknown key is reported at the key itself.
@@ -488,6 +497,17 @@ func (y *yamlJSON) schemaErrors(ve *jsonschema.ValidationError, root *yaml.Node)
 	}
 	walk(ve)
 	return out
+}
+
+// underSecret reports whether the JSON pointer ptr is one of secrets or
+// inside one.
+func underSecret(ptr string, secrets map[string]bool) bool {
+	for ; ptr != ""; ptr = ptr[:strings.LastIndexByte(ptr, '/')] {
+		if secrets[ptr] {
+			return true
+		}
+	}
+	return false
 }
 
 func escapePointer(s string) string {

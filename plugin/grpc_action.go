@@ -84,12 +84,20 @@ func (s *actionServer) Describe(context.Context, *pb.DescribeRequest) (*pb.Descr
 	return resp, nil
 }
 
-func (s *actionServer) Validate(_ context.Context, req *pb.ValidateRequest) (*pb.ValidateResponse, error) {
+func (s *actionServer) Validate(_ context.Context, req *pb.ValidateRequest) (resp *pb.ValidateResponse, err error) {
 	impl, err := s.impl(req.Type)
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.ValidateResponse{}
+	// A panic refuses this config instead of taking the process, and the
+	// attempts in flight on it, down (configs come from rule authors).
+	defer func() {
+		if r := recover(); r != nil {
+			Logger().Error("Validate panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			resp = &pb.ValidateResponse{Errors: []*pb.ValidationError{{Message: fmt.Sprintf("the plugin panicked validating the config: %v", r)}}}
+		}
+	}()
+	resp = &pb.ValidateResponse{}
 	for _, e := range configErrors(impl.Validate(json.RawMessage(req.Config))) {
 		resp.Errors = append(resp.Errors, &pb.ValidationError{Path: e.Path, Message: e.Msg})
 	}

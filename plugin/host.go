@@ -109,7 +109,8 @@ func Start(ctx context.Context, specs []Spec, reg *actions.Registry, logger *slo
 				return nil, &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
 			}
 		}
-		p.log.Info("plugin started", "types", p.typeNames(), "version", p.version, "protocol", p.protocol, "pid", p.pid())
+		st := p.status()
+		p.log.Info("plugin started", "types", st.Types, "version", st.Version, "protocol", st.Protocol, "pid", st.PID)
 	}
 	return h, nil
 }
@@ -221,11 +222,11 @@ type proc struct {
 	checksum []byte
 
 	// Fixed at the first start: the registered types keep them.
-	protocol int // negotiated
-	version  string
-	types    []*actionType
+	types []*actionType
 
 	mu        sync.Mutex
+	protocol  int    // negotiated with the current process
+	version   string // the current process's
 	cur       *instance
 	starting  chan struct{} // closed when a restart in progress ends
 	gate      chan struct{} // while Reload drains and switches processes: closed when it is done
@@ -447,9 +448,9 @@ func (p *proc) unavailable(retryIn time.Duration, format string, args ...any) er
 
 // instance returns the running process, counting the call in its calls
 // (the caller ends it with p.done). A dead process is restarted when its
-// backoff has passed; one caller restarts, the others wait for it. While
-// Reload switches processes, the caller waits at most wait for the new
-// one. An error is an *unavailableError: nothing was tried.
+// backoff has passed; one caller restarts, the others wait for it, as
+// while Reload switches processes, at most wait for the new one. An error
+// is an *unavailableError: nothing was tried.
 func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -487,10 +488,21 @@ func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, err
 		if p.starting == nil {
 			break
 		}
+		// Another caller or keep is starting a process, which may take
+		// up to glue.StartTimeout: wait for it only as for a reload, so
+		// that attempts do not hold every engine worker meanwhile.
+		if waitEnd == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			waitEnd = t.C
+		}
 		ch := p.starting
 		p.mu.Unlock()
 		select {
 		case <-ch:
+		case <-waitEnd:
+			p.mu.Lock()
+			return nil, p.unavailable(wait, "plugin %q is starting", p.spec.Name)
 		case <-ctx.Done():
 			p.mu.Lock()
 			return nil, p.unavailable(0, "plugin %q is restarting: %w", p.spec.Name, ctx.Err())
@@ -558,7 +570,7 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 		return nil, err
 	}
 	p.restarts++
-	p.cur, p.sha256 = inst, inst.sha256
+	p.cur, p.sha256, p.version, p.protocol = inst, inst.sha256, d.Version, inst.protocol
 	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
 	if p.failed {
 		p.failed = false
@@ -572,6 +584,15 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
 	ds := describedTypes(inst.protocol, d)
 	if p.sameTypes(ds) {
+		// The registered types keep the first start's schema and secret
+		// keys: a new process must describe the same, or a key it marks
+		// secret would be stored and shown.
+		for i, d := range ds {
+			if !sameJSON(d.ConfigSchema, p.types[i].desc.ConfigSchema) {
+				inst.client.Kill()
+				return p.errorf(fmt.Errorf("the new process describes another config schema for the action type %q: restart erpflow to change a plugin's config schema", d.Type))
+			}
+		}
 		return nil
 	}
 	inst.client.Kill()
@@ -580,6 +601,15 @@ func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
 		names[i] = d.Type
 	}
 	return p.errorf(fmt.Errorf("the new process describes the types %q, not %q: restart erpflow to change a plugin's types", names, p.typeNames()))
+}
+
+// sameJSON reports whether a and b are the same JSON but for spaces.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }
 
 // checkFailedLocked marks p failed when it has failed FailedAfter times in
@@ -713,7 +743,7 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 	defer p.done(inst)
 	resp, err := inst.rpc.Validate(ctx, req)
 	if err != nil {
-		if ctx.Err() == nil && !cutOff(ctx, err) {
+		if ctx.Err() == nil && !cutOff(ctx, err) && gone(inst, err) {
 			p.fail(inst, err)
 		}
 		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
@@ -744,11 +774,21 @@ func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.Execu
 			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q did not answer within the timeout of %s", p.spec.Name, timeout)}
 		case ctx.Err() != nil:
 			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q: canceled: %v", p.spec.Name, ctx.Err())}
+		case !gone(inst, err):
+			return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q answered with an error: %v", p.spec.Name, grpcMessage(err))}
 		}
 		p.fail(inst, err)
 		return actions.Outcome{Status: actions.Retryable, Error: fmt.Sprintf("plugin %q crashed or failed during the attempt (%v); it is restarted", p.spec.Name, grpcMessage(err))}
 	}
 	return outcomeFromPB(resp.Outcome)
+}
+
+// gone reports whether a call's error means that inst's process crashed
+// or cannot be reached (gRPC Unavailable), rather than an error status
+// the plugin answered with (a Python exception is Unknown): only then is
+// the process killed and restarted.
+func gone(inst *instance, err error) bool {
+	return status.Code(err) == codes.Unavailable || inst.client.Exited()
 }
 
 // cutOff reports whether a call's error means it was cut off at ctx's

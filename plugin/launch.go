@@ -47,10 +47,10 @@ func Launch(ctx context.Context, spec Spec, logger *slog.Logger) (*Plugin, error
 func (p *Plugin) Close() error { return p.h.Close() }
 
 // Protocol is the protocol version the plugin and erpflow agreed on.
-func (p *Plugin) Protocol() int { return p.p.protocol }
+func (p *Plugin) Protocol() int { return p.p.status().Protocol }
 
 // Version is the plugin's own version (Description.Version).
-func (p *Plugin) Version() string { return p.p.version }
+func (p *Plugin) Version() string { return p.p.status().Version }
 
 // PID is the process id of the running plugin, 0 when none runs.
 func (p *Plugin) PID() int { return p.p.pid() }

@@ -161,7 +161,7 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		p.checkFailedLocked()
 	default:
 		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
-		p.cur, p.sha256, p.version = inst, inst.sha256, d.Version
+		p.cur, p.sha256, p.version, p.protocol = inst, inst.sha256, d.Version, inst.protocol
 		p.restarts++
 		p.failures, p.nextStart = 0, time.Time{}
 		if p.failed {

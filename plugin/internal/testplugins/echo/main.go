@@ -15,6 +15,15 @@ import (
 
 type echo struct{}
 
+// secretMessage marks "message" x-secret in the schema: set while a file
+// named like the binary plus ".secret-message" exists at start (a new
+// version of the plugin with another config schema).
+var secretMessage bool
+
+// version is the plugin's version: the content of a file named like the
+// binary plus ".version" at start, else 1.0.0.
+var version = "1.0.0"
+
 type config struct {
 	Message   string `json:"message"`
 	Token     string `json:"token"`
@@ -26,13 +35,17 @@ type config struct {
 }
 
 func (echo) Describe() plugin.Description {
+	message := `{"type": "string"}`
+	if secretMessage {
+		message = `{"type": "string", "x-secret": true}`
+	}
 	return plugin.Description{
 		Type:    "echo",
-		Version: "1.0.0",
+		Version: version,
 		ConfigSchema: json.RawMessage(`{
 			"type": "object",
 			"properties": {
-				"message": {"type": "string"},
+				"message": ` + message + `,
 				"token": {"type": "string", "x-secret": true},
 				"crash_file": {"type": "string"},
 				"hang": {"type": "boolean"},
@@ -51,6 +64,9 @@ func (echo) Validate(raw json.RawMessage) error {
 	var c config
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return err
+	}
+	if c.Message == "panic in validate" {
+		panic("asked to panic in Validate")
 	}
 	if c.Message == "forbidden" {
 		return errors.Join(plugin.Invalid("message", "must not be %q", c.Message))
@@ -122,6 +138,11 @@ func main() {
 		if _, err := os.Stat(exe + ".down"); err == nil {
 			fmt.Fprintln(os.Stderr, "echo: down (", exe+".down", "exists)")
 			os.Exit(4)
+		}
+		_, err := os.Stat(exe + ".secret-message")
+		secretMessage = err == nil
+		if b, err := os.ReadFile(exe + ".version"); err == nil {
+			version = string(b)
 		}
 	}
 	plugin.Serve(echo{})
