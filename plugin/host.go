@@ -229,7 +229,6 @@ type proc struct {
 	version   string // the current process's
 	cur       *instance
 	starting  chan struct{} // closed when a restart in progress ends
-	gate      chan struct{} // while Reload drains and switches processes: closed when it is done
 	closed    bool
 	failed    bool          // StateFailed: FailedAfter failures in a row
 	kick      chan struct{} // wakes keep to try a start now (Reload of a plugin that is down)
@@ -459,26 +458,6 @@ func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, err
 		if p.closed {
 			return nil, p.unavailable(5*time.Second, "%w", ErrClosed)
 		}
-		if p.gate != nil {
-			if waitEnd == nil {
-				t := time.NewTimer(wait)
-				defer t.Stop()
-				waitEnd = t.C
-			}
-			ch := p.gate
-			p.mu.Unlock()
-			select {
-			case <-ch:
-			case <-waitEnd:
-				p.mu.Lock()
-				return nil, p.unavailable(wait, "plugin %q is being reloaded", p.spec.Name)
-			case <-ctx.Done():
-				p.mu.Lock()
-				return nil, p.unavailable(wait, "plugin %q is being reloaded: %w", p.spec.Name, ctx.Err())
-			}
-			p.mu.Lock()
-			continue
-		}
 		if p.cur != nil && !p.cur.client.Exited() {
 			return p.cur.begin(ctx), nil
 		}
@@ -638,8 +617,6 @@ func (p *proc) keep() {
 		case p.closed:
 			p.mu.Unlock()
 			return
-		case p.gate != nil:
-			wait = p.gate
 		case p.starting != nil:
 			wait = p.starting
 		case p.cur != nil && !p.cur.client.Exited():

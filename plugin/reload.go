@@ -21,16 +21,16 @@ const drainGrace = 5 * time.Second
 // disk differs from its running process's (Status.SHA256), or its
 // configured path or sha256 changed:
 //
-//   - new attempts are no longer handed to it: they wait for the new
-//     process (2s at most, then they go back to the queue, not counted);
-//   - its in-flight calls run to their end on the old process, which is
+//   - a new process is started beside the old one, which keeps serving;
+//     its checksum is checked, and it must describe the same action types
+//     and config schemas; else the old process keeps running (Linux keeps
+//     a replaced binary's file until it exits), the error is logged, set
+//     as LastError and returned;
+//   - the new process takes the new attempts ("plugin reloaded" is
+//     logged with the old and new sha256);
+//   - the old one's in-flight calls run to their end on it, and it is
 //     killed once they have, or at the latest 5s after their timeout;
-//   - a new process is started, its checksum checked, and it must
-//     describe the same action types; else the old process keeps running
-//     (Linux keeps a replaced binary's file until it exits), the error is
-//     logged, set as LastError and returned;
-//   - the new process takes over ("plugin reloaded" is logged with the
-//     old and new sha256).
+//     Reload returns then.
 //
 // A plugin that is down (restarting or failed) is started at once.
 // Plugins added to or removed from specs are logged and left alone: that
@@ -82,7 +82,9 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 	disk := glue.FileSHA256(s.Path)
 
 	p.mu.Lock()
-	// Become the only one to start a process: restarts wait on the gate.
+	// Become the only one to start a process: a crash restart (keep, or
+	// an attempt) waits for this one. Attempts meanwhile run on the old
+	// process, which serves until the new one has passed its checks.
 	for p.starting != nil {
 		ch := p.starting
 		p.mu.Unlock()
@@ -107,29 +109,10 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		p.mu.Unlock()
 		return nil
 	}
-	gate := make(chan struct{})
-	p.gate = gate
-	var idle chan struct{}
-	var until time.Time
-	if old != nil && old.calls > 0 {
-		idle = make(chan struct{})
-		old.idle, until = idle, old.until
-		if until.IsZero() {
-			until = time.Now().Add(DefaultTimeout)
-		}
-	}
+	starting := make(chan struct{})
+	p.starting = starting
 	p.mu.Unlock()
 
-	if idle != nil {
-		t := time.NewTimer(time.Until(until) + drainGrace)
-		select {
-		case <-idle:
-		case <-t.C:
-			p.log.Warn("plugin reload: attempts in flight did not end by their timeout; the old process is killed")
-		case <-ctx.Done():
-		}
-		t.Stop()
-	}
 	var (
 		inst *instance
 		d    *pb.DescribeResponse
@@ -174,12 +157,32 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		}
 		p.log.Info("plugin reloaded", "old_sha256", oldSHA, "new_sha256", inst.sha256, "old_pid", oldPID, "pid", inst.pid)
 	}
-	p.gate = nil
-	close(gate)
-	kill := old != nil && p.cur != old
+	p.starting = nil
+	close(starting)
+	retire := old != nil && p.cur != old
+	// The old process finishes the calls it has; new ones go to the new.
+	var idle chan struct{}
+	var until time.Time
+	if retire && old.calls > 0 {
+		idle = make(chan struct{})
+		old.idle, until = idle, old.until
+		if until.IsZero() {
+			until = time.Now().Add(DefaultTimeout)
+		}
+	}
 	p.mu.Unlock()
 	p.wake()
-	if kill {
+	if idle != nil {
+		t := time.NewTimer(time.Until(until) + drainGrace)
+		select {
+		case <-idle:
+		case <-t.C:
+			p.log.Warn("plugin reload: attempts in flight on the old process did not end by their timeout; it is killed")
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	if retire {
 		old.client.Kill()
 	}
 	if err != nil {

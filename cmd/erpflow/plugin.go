@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/plugin"
 	"github.com/erpflow/erpflow/templates"
 )
@@ -272,7 +273,12 @@ did not start): problems are printed as file:line:col.`,
 			if err := printAttempt(c.OutOrStdout(), &out, a); err != nil {
 				return err
 			}
-			if a.Status != "succeeded" {
+			switch a.Status {
+			case "succeeded":
+			case actions.Unavailable.String(): // the process died before the call: nothing was tried
+				fmt.Fprintf(stderr, "%s: no attempt was made: %s\n", c.CommandPath(), a.Error)
+				return exitError{2}
+			default:
 				fmt.Fprintf(stderr, "%s: the attempt failed: %s\n", c.CommandPath(), retryText(a))
 				return exitError{1}
 			}
