@@ -51,6 +51,29 @@ func TestPluginsScreen(t *testing.T) {
 		t.Fatalf("the page shell = %d\n%s", res.StatusCode, shell)
 	}
 
+	// In a real browser: signed in, the page shows both plugins and fits a
+	// phone's width; a tenant's browser shows no path.
+	b := newBrowser(t, 390, 844)
+	b.allowConsoleError("401") // the sign-in page is a 401 answer
+	b.signIn(s.URL, "tok-admin")
+	b.open(s.URL, "/ui/plugins")
+	b.waitPageText("#plugin-tickets", "restarting")
+	if txt := b.text("#plugin-csvlog"); !strings.Contains(txt, "csvlog") || !strings.Contains(txt, "running") {
+		t.Errorf("the csvlog row reads %q", txt)
+	}
+	if w := eval[int](b, overflow); w > 0 {
+		t.Errorf("the Plugins page is %dpx wider than a 390px phone", w)
+	}
+	b.screenshot("plugins-phone")
+	tb := newBrowser(t, 1280, 800)
+	tb.allowConsoleError("401")
+	tb.signIn(s.URL, "tok-acme")
+	tb.open(s.URL, "/ui/plugins")
+	tb.waitPageText("#plugin-tickets", "ticket.create")
+	if txt := tb.pageText(); strings.Contains(txt, "/opt/erpflow") || strings.Contains(txt, "signal: killed") {
+		t.Errorf("a tenant's browser shows the server's internals:\n%s", txt)
+	}
+
 	none := newStack(t, openSQLite(t), stackOpts{})
 	if code, body := none.uiDo("GET", "/ui/plugins", "", nil); code != http.StatusOK || !strings.Contains(body, "runs no action plugins") {
 		t.Fatalf("without plugins = %d\n%s", code, body)
