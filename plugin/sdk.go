@@ -37,7 +37,7 @@ type Description struct {
 	// one plugin, the first action's is the plugin's.
 	Version string
 	// Summary says in one line what the action does, for `erpflow plugin
-	// describe` and GET /v1/plugins. Default: none.
+	// describe`. Default: none.
 	Summary string
 	// ConfigSchema is the JSON Schema of the config keys (without the
 	// host's own key "timeout"). Properties marked "x-secret": true or
