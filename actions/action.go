@@ -213,7 +213,19 @@ type FieldError struct {
 	Line, Column int // 1-based, as yaml.Node reports them
 	Path         string
 	Msg          string
+	// Err is the cause, when there is one (errors.Is finds
+	// ErrUnavailable through it).
+	Err error
 }
+
+// Unwrap returns the cause.
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// ErrUnavailable is in the chain of an error of a Factory that could not
+// check a config because the code that checks it cannot be reached for
+// now (a plugin with no process running). It is not the config's fault:
+// callers may try again later (the HTTP API answers 503).
+var ErrUnavailable = errors.New("the action type is unavailable for now")
 
 func (e *FieldError) Error() string {
 	if e.Path == "" {

@@ -120,7 +120,9 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	defer cancel()
 	resp, err := f.p.validate(ctx, &pb.ValidateRequest{Config: raw, Type: f.t.desc.Type})
 	if err != nil {
-		return nil, actions.Errorf(node, "", "%v", err)
+		fe := actions.Errorf(node, "", "%v", err)
+		fe.Err = err // a plugin with no process: actions.ErrUnavailable
+		return nil, fe
 	}
 	for _, e := range resp.Errors {
 		errs = append(errs, conv.fieldError(node, e.Path, e.Message))

@@ -441,6 +441,9 @@ type unavailableError struct {
 func (e *unavailableError) Error() string { return e.err.Error() }
 func (e *unavailableError) Unwrap() error { return e.err }
 
+// Is makes a plugin with no process an actions.ErrUnavailable.
+func (e *unavailableError) Is(target error) bool { return target == actions.ErrUnavailable }
+
 func (p *proc) unavailable(retryIn time.Duration, format string, args ...any) error {
 	return &unavailableError{retryIn: max(retryIn, minUnavailable), err: fmt.Errorf(format, args...)}
 }
@@ -722,6 +725,7 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 	if err != nil {
 		if ctx.Err() == nil && !cutOff(ctx, err) && gone(inst, err) {
 			p.fail(inst, err)
+			err = &unavailableError{retryIn: minUnavailable, err: err} // it crashed: try again once it is back
 		}
 		return nil, fmt.Errorf("plugin %q cannot validate the config: %w", p.spec.Name, err)
 	}

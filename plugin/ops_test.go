@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -382,5 +383,26 @@ func TestReloadStartsAFailedPluginAtOnce(t *testing.T) {
 	}
 	if !contains(logs.String(), "plugin is back after failing", "plugin reloaded") {
 		t.Fatalf("logs:\n%s", logs)
+	}
+}
+
+// TestRulesOfAFailedPluginAreUnavailable: a rule whose plugin has no
+// process cannot be checked; its load error is actions.ErrUnavailable
+// (the API answers 503, not 400), while a config the running plugin
+// refuses is not.
+func TestRulesOfAFailedPluginAreUnavailable(t *testing.T) {
+	h, reg, _, path := startCopy(t)
+	rule := func(msg string) error {
+		_, err := triggers.Parse("rules.yaml", []byte("rules:\n  - name: r\n    on: {entity: Order}\n    actions:\n      - {type: echo, message: "+msg+"}\n"),
+			triggers.LoadOptions{Actions: reg})
+		return err
+	}
+	if err := rule("forbidden"); err == nil || errors.Is(err, actions.ErrUnavailable) {
+		t.Fatalf("a config the plugin refuses: %v", err)
+	}
+	failPlugin(t, h, path)
+	err := rule("hi")
+	if !errors.Is(err, actions.ErrUnavailable) || !strings.Contains(err.Error(), "rules.yaml:5:9: rules[0].actions[0]: ") || !strings.Contains(err.Error(), "is failed") {
+		t.Fatalf("a rule of a failed plugin: %v", err)
 	}
 }

@@ -16,7 +16,13 @@ type Error struct {
 	Column int    // 1-based; 0 when unknown
 	Path   string // field path, e.g. "rules[0].when"; "" for the document
 	Msg    string
+	// Err is the cause an action type's decoder gave, if any: callers
+	// branch on it (actions.ErrUnavailable: not the rule's fault).
+	Err error
 }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	var b strings.Builder

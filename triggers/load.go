@@ -197,13 +197,15 @@ func newLoader(file string, src []byte, opts LoadOptions) *loader {
 	return &loader{file: file, src: src, opts: opts, names: map[string]*Rule{}}
 }
 
-func (l *loader) errAt(line, col int, path, msg string) {
+func (l *loader) errAt(line, col int, path, msg string) *Error {
 	for _, u := range l.unknown {
 		if u.line == line && u.col == col || path != "" && u.path == path {
-			return
+			return nil
 		}
 	}
-	l.errs = append(l.errs, &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg})
+	e := &Error{File: l.file, Line: line, Column: col, Path: path, Msg: msg}
+	l.errs = append(l.errs, e)
+	return e
 }
 
 func (l *loader) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -815,7 +817,9 @@ func (l *loader) actionErrors(err error, path string, typeNode *yaml.Node) {
 			p = path + "." + f.Field()
 			msg = strings.TrimPrefix(msg, f.Field()+": ")
 		}
-		l.errAt(line, col, p, msg)
+		if e := l.errAt(line, col, p, msg); e != nil {
+			e.Err = err
+		}
 		return
 	}
 	l.errorf(typeNode, path, "%s", err.Error())

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
 )
 
@@ -50,6 +51,11 @@ func notFound(what, id string) *apiError {
 // line per problem.
 func ruleError(err error) *apiError {
 	ae := &apiError{Status: http.StatusBadRequest, Code: "invalid_rule", Message: err.Error()}
+	if errors.Is(err, actions.ErrUnavailable) {
+		// A plugin that checks the config has no process now: not the
+		// rule's fault, and not for ever.
+		ae.Status, ae.Code, ae.RetryAfter = http.StatusServiceUnavailable, "unavailable", unavailableRetry
+	}
 	for _, line := range strings.Split(err.Error(), "\n") {
 		m := errLine.FindStringSubmatch(line)
 		if m == nil {

@@ -335,7 +335,9 @@ func (s *Server) reloadRules(w http.ResponseWriter, r *http.Request) {
 	n, err := s.ReloadFiles(r.Context())
 	if err != nil {
 		ae := ruleError(err)
-		ae.Code = "invalid_rules"
+		if ae.Status == http.StatusBadRequest { // else a plugin is unavailable: 503
+			ae.Code = "invalid_rules"
+		}
 		ae.Message = fmt.Sprintf("the rules were not reloaded; the previous rules stay in force: %v", err)
 		writeError(w, ae)
 		return
