@@ -174,15 +174,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
-	if host != nil {
-		metrics.WatchPlugins(func() []httpapi.PluginState {
-			ps := host.Plugins()
-			out := make([]httpapi.PluginState, len(ps))
-			for i, p := range ps {
-				out[i] = httpapi.PluginState{Name: p.Name, State: p.State, Restarts: p.Restarts}
-			}
-			return out
-		})
+	if pluginStates != nil {
+		metrics.WatchPlugins(pluginStates)
 	}
 	breaker := cfg.Delivery.CircuitBreaker
 	switch {

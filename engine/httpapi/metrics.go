@@ -293,24 +293,16 @@ func (c *destinationCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// PluginState is what /metrics reports of one action plugin. The engine
-// does not know plugins: the server's main program feeds these from
-// plugin.Host.Plugins.
-type PluginState struct {
-	Name     string
-	State    string // running, restarting, failed or stopped
-	Restarts int    // processes started after the first
-}
-
 // pluginStates are the states erpflow_plugin_state always reports, so
 // that a plugin's series exist (at 0) before it first enters one.
 var pluginStates = []string{"running", "restarting", "failed", "stopped"}
 
-// WatchPlugins adds per-plugin series read from states at each scrape:
+// WatchPlugins adds per-plugin series read from states (the source of
+// Options.Plugins) at each scrape:
 // erpflow_plugin_up{plugin} (1 while a process runs, 0 otherwise),
 // erpflow_plugin_state{plugin,state} (1 for its state, 0 for the others)
 // and erpflow_plugin_restarts_total{plugin}.
-func (m *Metrics) WatchPlugins(states func() []PluginState) {
+func (m *Metrics) WatchPlugins(states func() []PluginStatus) {
 	m.reg.MustRegister(&pluginCollector{states: states,
 		up:       prometheus.NewDesc("erpflow_plugin_up", "1 while the action plugin's process runs, 0 while it is restarting, failed or stopped.", []string{"plugin"}, nil),
 		state:    prometheus.NewDesc("erpflow_plugin_state", "1 for the action plugin's state (running, restarting, failed, stopped), 0 for the others. Deliveries of a failed plugin wait in the queue.", []string{"plugin", "state"}, nil),
@@ -319,7 +311,7 @@ func (m *Metrics) WatchPlugins(states func() []PluginState) {
 }
 
 type pluginCollector struct {
-	states              func() []PluginState
+	states              func() []PluginStatus
 	up, state, restarts *prometheus.Desc
 }
 

@@ -140,11 +140,11 @@ func insertPending(t testing.TB, st engine.Store, id string, runAt time.Time) {
 func TestPluginMetrics(t *testing.T) {
 	m := NewMetrics()
 	var mu sync.Mutex
-	states := []PluginState{{Name: "csvlog", State: "running"}, {Name: "email", State: "failed", Restarts: 4}}
-	m.WatchPlugins(func() []PluginState {
+	states := []PluginStatus{{Name: "csvlog", State: "running"}, {Name: "email", State: "failed", Restarts: 4}}
+	m.WatchPlugins(func() []PluginStatus {
 		mu.Lock()
 		defer mu.Unlock()
-		return append([]PluginState(nil), states...)
+		return append([]PluginStatus(nil), states...)
 	})
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -181,7 +181,7 @@ func TestPluginMetrics(t *testing.T) {
 		"# TYPE erpflow_plugin_restarts_total counter",
 	)
 	mu.Lock()
-	states[1] = PluginState{Name: "email", State: "running", Restarts: 5}
+	states[1] = PluginStatus{Name: "email", State: "running", Restarts: 5}
 	mu.Unlock()
 	want(scrape(),
 		`erpflow_plugin_up{plugin="email"} 1`,
