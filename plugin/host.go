@@ -419,9 +419,9 @@ func backoff(n int) time.Duration {
 
 // Waits of attempts that find no process to run on.
 const (
-	// reloadWait bounds how long an attempt waits for a reload to
-	// switch processes before it goes back to the queue.
-	reloadWait = 2 * time.Second
+	// startWait bounds how long an attempt waits for another caller's
+	// start of the plugin before it goes back to the queue.
+	startWait = 2 * time.Second
 	// minUnavailable is the shortest wait an unavailable attempt is
 	// given (actions.Outcome.RetryAfter).
 	minUnavailable = time.Second
@@ -450,9 +450,8 @@ func (p *proc) unavailable(retryIn time.Duration, format string, args ...any) er
 
 // instance returns the running process, counting the call in its calls
 // (the caller ends it with p.done). A dead process is restarted when its
-// backoff has passed; one caller restarts, the others wait for it, as
-// while Reload switches processes, at most wait for the new one. An error
-// is an *unavailableError: nothing was tried.
+// backoff has passed; one caller restarts, the others wait for it at most
+// wait. An error is an *unavailableError: nothing was tried.
 func (p *proc) instance(ctx context.Context, wait time.Duration) (*instance, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -544,21 +543,34 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 		err = ErrClosed
 	}
 	if err != nil {
-		p.failures++
-		p.nextStart = time.Now().Add(backoff(p.failures + 1))
-		p.lastErr, p.lastErrAt = err.Error(), time.Now()
+		p.startFailedLocked(err)
 		p.log.Error("plugin restart failed", "error", err, "failures", p.failures)
-		p.checkFailedLocked()
 		return nil, err
 	}
+	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
+	p.adoptLocked(inst, d)
+	return inst, nil
+}
+
+// startFailedLocked records a start that failed: the next one waits a
+// backoff step longer, and enough of them in a row make p failed. p.mu
+// is held.
+func (p *proc) startFailedLocked(err error) {
+	p.failures++
+	p.nextStart = time.Now().Add(backoff(p.failures + 1))
+	p.lastErr, p.lastErrAt = err.Error(), time.Now()
+	p.checkFailedLocked()
+}
+
+// adoptLocked makes the new process inst (described by d) the one calls
+// go to. p.mu is held.
+func (p *proc) adoptLocked(inst *instance, d *pb.DescribeResponse) {
 	p.restarts++
 	p.cur, p.sha256, p.version, p.protocol = inst, inst.sha256, d.Version, inst.protocol
-	p.log.Info("plugin restarted", "pid", inst.pid, "failures", p.failures)
 	if p.failed {
 		p.failed = false
 		p.log.Info("plugin is back after failing; its waiting deliveries run now", "pid", inst.pid, "failures", p.failures)
 	}
-	return inst, nil
 }
 
 // checkTypes kills a new process that does not describe the types
@@ -737,7 +749,7 @@ func (p *proc) validate(ctx context.Context, req *pb.ValidateRequest) (*pb.Valid
 // get an answer is retryable: the delivery stays queued and nothing is
 // lost.
 func (p *proc) execute(ctx context.Context, timeout time.Duration, req *pb.ExecuteRequest) actions.Outcome {
-	inst, err := p.instance(ctx, reloadWait)
+	inst, err := p.instance(ctx, startWait)
 	if err != nil {
 		var ue *unavailableError
 		retryIn := minUnavailable

@@ -137,20 +137,12 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 	case err != nil:
 		// Nothing runs: the new config is the one to bring back.
 		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
-		p.failures++
-		p.nextStart = time.Now().Add(backoff(p.failures + 1))
-		p.lastErr, p.lastErrAt = err.Error(), time.Now()
+		p.startFailedLocked(err)
 		p.log.Error("plugin reload failed; no process runs", "error", err, "failures", p.failures)
-		p.checkFailedLocked()
 	default:
 		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
-		p.cur, p.sha256, p.version, p.protocol = inst, inst.sha256, d.Version, inst.protocol
-		p.restarts++
 		p.failures, p.nextStart = 0, time.Time{}
-		if p.failed {
-			p.failed = false
-			p.log.Info("plugin is back after failing; its waiting deliveries run now", "pid", inst.pid)
-		}
+		p.adoptLocked(inst, d)
 		oldPID := 0
 		if old != nil {
 			oldPID = old.pid
