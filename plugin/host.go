@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -386,8 +387,12 @@ func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*in
 	if err != nil {
 		return nil, nil, errorf(err)
 	}
-	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion(),
-		sha256: glue.FileSHA256(path)}
+	inst := &instance{client: client, rpc: raw.(pb.ActionPluginClient), started: time.Now(), protocol: client.NegotiatedVersion()}
+	if sum != nil {
+		inst.sha256 = hex.EncodeToString(sum) // go-plugin checked the binary against it before running it
+	} else {
+		inst.sha256 = glue.FileSHA256(path)
+	}
 	if rc := client.ReattachConfig(); rc != nil {
 		inst.pid = rc.Pid
 	}
