@@ -327,7 +327,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		return benchDestinations(ctx, eng, st, dbURL, reg, o, out)
 	}
 	if o.http {
-		return benchHTTP(ctx, eng, st, dbURL, src.String(), reg, rv, o, out)
+		return benchHTTP(ctx, eng, st, dbURL, src.String(), url, reg, rv, o, out)
 	}
 	if o.ordered || o.debounce || o.timers > 0 {
 		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/erpflow/erpflow/actions"
@@ -28,8 +30,11 @@ import (
 // loop at half the accepted rate for --latency-duration. (3) The ceiling
 // for that concurrency: single-row INSERT … ON CONFLICT DO NOTHING
 // transactions into a table shaped like events, from --clients
-// connections (PostgreSQL) or through one writer (SQLite).
-func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, rulesSrc string, reg *actions.Registry, rv *benchReceiver, o benchOpts, out io.Writer) error {
+// connections (PostgreSQL) or through one writer (SQLite). (4) The floor:
+// the same requests and webhooks with no engine and no database (see
+// bareIngest), and what the ceiling and the floor allow together on this
+// machine.
+func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, rulesSrc, hookURL string, reg *actions.Registry, rv *benchReceiver, o benchOpts, out io.Writer) error {
 	if o.clients <= 0 || o.batch <= 0 {
 		return usageErrorf("--clients and --batch must be positive")
 	}
@@ -61,9 +66,9 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	fmt.Fprintf(out, "erpflow bench --http: %s, POST /v1/events on loopback, %d clients, %d events per request, %d events × %d rules = %d deliveries, %d workers\n",
 		store.Redact(dbURL), o.clients, o.batch, o.events, o.rules, o.events*o.rules, o.workers)
 
-	// post sends events first..first+batch-1 of run and returns how long
-	// the answer took.
-	post := func(run string, first int64, n int) (time.Duration, error) {
+	// post sends events first..first+batch-1 of run to endpoint and
+	// returns how long the answer took.
+	postTo := func(endpoint, run string, first int64, n int) (time.Duration, error) {
 		var b bytes.Buffer
 		if n > 1 {
 			b.WriteString(`{"events":[`)
@@ -92,6 +97,7 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 		}
 		return took, nil
 	}
+	post := func(run string, first int64, n int) (time.Duration, error) { return postTo(endpoint, run, first, n) }
 	var ackMu sync.Mutex
 	var acks []time.Duration
 	ack := func(d time.Duration) {
@@ -182,7 +188,107 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	fmt.Fprintf(out, "ceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, %d rows from %d %s: %.0f rows/s; delivered end to end at %.2f of it (target >= 0.50: %s)\n",
 		cn, o.clients, map[bool]string{true: "connections", false: "goroutines through one writer"}[store.Kind(dbURL) == "postgres"],
 		ceiling, ratio, verdict(ratio >= 0.5))
+
+	// (4) The floor: what the HTTP round trips alone cost on this machine.
+	floor, err := bareIngest(ctx, hookURL+"/bare", rv, o, postTo)
+	if err != nil {
+		return fmt.Errorf("bare ingest: %w", err)
+	}
+	// Both run on the same cores: an event costs at least the floor's
+	// round trips plus one ceiling commit.
+	most := 1 / (1/floor + 1/ceiling)
+	fmt.Fprintf(out, "floor: the same requests and webhooks with no engine and no database (%d clients, %d senders): %.0f events/s; with one ceiling commit per event on the same cores, at most %.0f events/s = %.2f of the ceiling; delivered end to end at %.2f of that\n",
+		o.clients, o.workers, floor, most, most/ceiling, deliveredRate/most)
 	return nil
+}
+
+// bareIngest is the floor of --http: a loopback server that decodes each
+// request's events (as POST /v1/events does, one or a batch), answers 202
+// at once and hands each event's --rules webhooks to --workers senders,
+// which POST them to url; --clients clients post --events events through
+// post, --batch per request. It returns events per second, from the first
+// request until the last webhook arrived. Nothing is matched, rendered,
+// signed or stored: no engine can deliver faster over HTTP on this
+// machine.
+func bareIngest(ctx context.Context, url string, rv *benchReceiver, o benchOpts,
+	post func(endpoint, run string, first int64, n int) (time.Duration, error)) (float64, error) {
+	jobs := make(chan []byte, 4*o.workers)
+	ingest := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		body, err := io.ReadAll(r.Body)
+		if err == nil && bytes.HasPrefix(body, []byte(`{"events"`)) {
+			err = json.Unmarshal(body, &batch)
+		} else if err == nil {
+			batch.Events = []json.RawMessage{body}
+		}
+		for _, raw := range batch.Events {
+			var ev map[string]any
+			if err == nil {
+				err = json.Unmarshal(raw, &ev)
+			}
+			for range o.rules {
+				jobs <- raw
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		fmt.Fprintf(w, `{"accepted":%d}`, len(batch.Events))
+	})
+	base, stop, err := serveLoopback(ingest)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.workers, MaxConnsPerHost: o.workers}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	var senders sync.WaitGroup
+	var sendErr atomic.Pointer[error]
+	for range o.workers {
+		senders.Go(func() {
+			for body := range jobs {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					sendErr.Store(&err)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		senders.Wait()
+	}()
+	want := rv.bare.Load() + int64(o.events*o.rules)
+	start := time.Now()
+	requests := (o.events + o.batch - 1) / o.batch
+	err = emitConcurrently(requests, o.clients, func(r int64) error {
+		first := (r-1)*int64(o.batch) + 1
+		_, err := post(base, "floor", first, int(min(int64(o.batch), int64(o.events)-first+1)))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for rv.bare.Load() < want {
+		if p := sendErr.Load(); p != nil {
+			return 0, *p
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return float64(o.events) / time.Since(start).Seconds(), nil
 }
 
 // pctOf is the p quantile of sorted durations (0 for none).
