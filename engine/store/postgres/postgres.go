@@ -47,6 +47,9 @@ type Store struct {
 	// foldDeadAt is the number of dead_counts rows at which Stats folds
 	// them (see stats).
 	foldDeadAt atomic.Int64
+
+	// shapes are writeShape's statements, by shape.
+	shapes [(valuesEvents + 1) * (valuesDeliveries + 1)]atomic.Pointer[string]
 }
 
 var (
@@ -383,11 +386,65 @@ func (d dialect) completeArgs(cs []engine.Completion, now time.Time) (map[string
 
 // writeSQL inserts events, and the deliveries of those that were new, in
 // one statement, and notifies when it wrote deliveries.
-var writeSQL = `WITH e AS (
+var writeSQL = writeFrom(unnestOf(eventTypes, 1), unnestOf(deliveryTypes, len(eventTypes)+1))
+
+// eventTypes and deliveryTypes are the types of writeSQL's parameters: one
+// array of each per column (unnest), or one value of each per row
+// (valuesOf).
+var (
+	eventTypes    = []string{"text", "text", "text", "text", "text", "text", "text", "bool", "bytea"}
+	deliveryTypes = []string{"text", "text", "text", "text", "text", "text", "int", "text", "text", "bytea", "text", "int", "int",
+		"text", "int", "text", "bool", "bool", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text"}
+)
+
+// unnestOf is the row source of one array parameter per column, from $first.
+func unnestOf(types []string, first int) string {
+	var b strings.Builder
+	b.WriteString("unnest(")
+	for i, t := range types {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d::%s[]", first+i, t)
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// valuesOf is the row source of rows rows of one parameter per column,
+// from $first: the same rows as unnestOf without arrays to parse, which
+// PostgreSQL does in a fifth less time for one event (see writeShape).
+func valuesOf(types []string, rows, first int) string {
+	var b strings.Builder
+	b.WriteString("(VALUES ")
+	p := first
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		for i, t := range types {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d::%s", p, t)
+			p++
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+func writeFrom(events, deliveries string) string {
+	return strings.NewReplacer("EVENTS_SOURCE", events, "DELIVERIES_SOURCE", deliveries).Replace(writeTemplate)
+}
+
+var writeTemplate = `WITH e AS (
 		INSERT INTO events (tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw)
 		SELECT x.tenant, x.id, x.entity, x.entity_id, x.event_name, NULLIF(x.occurred_at, '')::timestamptz,
 			x.received_at::timestamptz, x.internal, x.raw
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bytea[])
+		FROM EVENTS_SOURCE
 			AS x(tenant, id, entity, entity_id, event_name, occurred_at, received_at, internal, raw)
 		ON CONFLICT (tenant, id) DO NOTHING
 		RETURNING tenant, id
@@ -397,9 +454,7 @@ var writeSQL = `WITH e AS (
 			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
 			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
 			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz
-		FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::int[],
-			$17::text[], $18::text[], $19::bytea[], $20::text[], $21::int[], $22::int[], $23::text[], $24::int[],
-			$25::text[], $26::bool[], $27::bool[], $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], $34::text[], $35::text[], $36::text[], $37::text[])
+		FROM DELIVERIES_SOURCE
 			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
 				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
 				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced, trace)
@@ -489,6 +544,43 @@ var writeChainsSQL = strings.NewReplacer(
 	SELECT 'n', NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '')
 		FROM (SELECT 1 FROM d WHERE state = 'pending' UNION ALL SELECT 1 FROM ad LIMIT 1) one) n`).Replace(writeSQL)
 
+// Small writes take writeSQL's rows from VALUES instead of arrays: an
+// ERP posting one event per request makes most writes one event of a few
+// deliveries, and PostgreSQL parses 37 one-element arrays in about as
+// long as it inserts the rows. Each shape up to these sizes is prepared
+// once, on its first use.
+const (
+	valuesEvents     = 2
+	valuesDeliveries = 8
+)
+
+// writeShape returns writeSQL for n events and m deliveries from VALUES,
+// prepared, when the shape is small enough.
+func (s *Store) writeShape(ctx context.Context, n, m int) (string, bool) {
+	if n > valuesEvents || m > valuesDeliveries {
+		return "", false
+	}
+	key := n*(valuesDeliveries+1) + m
+	if q := s.shapes[key].Load(); q != nil {
+		return *q, true
+	}
+	dls := valuesOf(deliveryTypes, m, n*len(eventTypes)+1)
+	if m == 0 {
+		// VALUES needs a row: no rows of the same types instead.
+		nulls := make([]string, len(deliveryTypes))
+		for i, t := range deliveryTypes {
+			nulls[i] = "NULL::" + t
+		}
+		dls = "(SELECT " + strings.Join(nulls, ", ") + " WHERE false)"
+	}
+	q := writeFrom(valuesOf(eventTypes, n, 1), dls)
+	if err := s.PrepareMore(ctx, q); err != nil {
+		return "", false // unprepared: writeSQL does as well
+	}
+	s.shapes[key].Store(&q)
+	return q, true
+}
+
 // PreclaimsHeads implements engine.HeadPreclaimer (see writeChainsSQL).
 func (*Store) PreclaimsHeads() {}
 
@@ -560,7 +652,20 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 	}
 	inserted := make([]bool, n)
 	if !chained {
-		rows, err := d.s.Query(ctx, q, writeSQL, args...)
+		query := writeSQL
+		if st, ok := d.s.writeShape(ctx, n, m); ok {
+			query = st
+			args = args[:0:0]
+			for i := range n {
+				args = append(args, eTenant[i], eID[i], eEntity[i], eEntityID[i], eName[i], eOcc[i], eRecv[i], eInternal[i], []byte(eRaw[i]))
+			}
+			for k := range m {
+				args = append(args, id[k], tenant[k], eventID[k], entity[k], name[k], rule[k], aidx[k], atype[k], retry[k], []byte(payload[k]),
+					state[k], attempts[k], base[k], runAt[k], code[k], lastErr[k], internal[k], test[k], owner[k], locked[k], created[k],
+					updated[k], ruleID[k], due[k], rerun[k], okey[k], coal[k], trace[k])
+			}
+		}
+		rows, err := d.s.Query(ctx, q, query, args...)
 		if err != nil {
 			return nil, nil, err
 		}

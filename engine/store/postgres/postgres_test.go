@@ -99,6 +99,12 @@ func BenchmarkInsertEvents(b *testing.B) {
 	storetest.BenchInsertEvents(b, s)
 }
 
+func BenchmarkInsertOne(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchInsertOne(b, s)
+}
+
 func BenchmarkClaimComplete(b *testing.B) {
 	s := open(b, freshSchema(b))
 	defer s.Close()

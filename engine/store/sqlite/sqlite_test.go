@@ -79,6 +79,15 @@ func BenchmarkInsertEvents(b *testing.B) {
 	storetest.BenchInsertEvents(b, s)
 }
 
+func BenchmarkInsertOne(b *testing.B) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchInsertOne(b, s)
+}
+
 func BenchmarkClaimComplete(b *testing.B) {
 	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
 	if err != nil {

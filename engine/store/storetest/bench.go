@@ -32,6 +32,20 @@ func BenchInsertEvents(b *testing.B, s engine.Store) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
+// BenchInsertOne measures InsertEvents of one event of one delivery at a
+// time, as a single-event HTTP ingest with one rule writes when requests
+// do not overlap; b.N counts events (one transaction each).
+func BenchInsertOne(b *testing.B, s engine.Store) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		r := rec("acme", fmt.Sprintf("one%d", seq.Add(1)), 1, t0)
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{r}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchClaimComplete measures the worker loop's store work: claim 100 due
 // deliveries, complete them (one attempt row each); b.N counts deliveries.
 func BenchClaimComplete(b *testing.B, s engine.Store) {
