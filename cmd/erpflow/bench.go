@@ -62,6 +62,7 @@ type benchOpts struct {
 	// --http (bench_http.go): the runs through serve's HTTP API instead.
 	http    bool
 	clients int
+	runs    int
 	batch   int
 	// Issue #13's modes (bench_deferred.go): each replaces the runs above.
 	ordered       bool
@@ -131,6 +132,7 @@ and a bare HTTP POST loop.`,
 	fs.DurationVar(&o.latencyFor, "latency-duration", 5*time.Second, "length of the latency run")
 	fs.IntVar(&o.emitters, "emitters", 64, "goroutines emitting concurrently in the throughput run")
 	fs.BoolVar(&o.http, "http", false, "instead of the runs above: serve's HTTP API on loopback driven by --clients clients posting --batch events per request (accepted/s, delivered/s, ingest-ack and ingest-to-receive percentiles at half the accepted rate), and the single-row insert ceiling for that concurrency")
+	fs.IntVar(&o.runs, "runs", 1, "--http: throughput runs, each followed by its ceiling and floor, and the median of their ratios (the machine's speed moves between runs)")
 	fs.IntVar(&o.clients, "clients", 16, "--http: concurrent HTTP clients, each waiting for its answer before posting again")
 	fs.IntVar(&o.batch, "batch", 1, "--http: events per request (1: one event per request, as ERPs post)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the engine runs to this file")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,8 +36,8 @@ import (
 // bareIngest), and what the ceiling and the floor allow together on this
 // machine.
 func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, rulesSrc, hookURL string, reg *actions.Registry, rv *benchReceiver, o benchOpts, out io.Writer) error {
-	if o.clients <= 0 || o.batch <= 0 {
-		return usageErrorf("--clients and --batch must be positive")
+	if o.clients <= 0 || o.batch <= 0 || o.runs <= 0 {
+		return usageErrorf("--clients, --batch and --runs must be positive")
 	}
 	dir, err := os.MkdirTemp("", "erpflow-bench-http")
 	if err != nil {
@@ -114,32 +115,72 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 		return a
 	}
 
-	// (1) Throughput.
-	deliveries := int64(o.events * o.rules)
-	start := time.Now()
-	requests := (o.events + o.batch - 1) / o.batch
-	err = emitConcurrently(requests, o.clients, func(r int64) error {
-		first := (r-1)*int64(o.batch) + 1
-		d, err := post("tp", first, int(min(int64(o.batch), int64(o.events)-first+1)))
-		if err == nil {
-			ack(d)
+	// limits measures r's ceiling and floor.
+	limits := func(r *httpRun) (err error) {
+		if r.ceiling, err = store.BareInsertLoop(ctx, dbURL, ceilingRows(o), o.clients); err != nil {
+			return err
 		}
-		return err
-	})
-	if err != nil {
-		return err
+		if r.floor, err = bareIngest(ctx, hookURL+"/bare", rv, o, postTo); err != nil {
+			return fmt.Errorf("bare ingest: %w", err)
+		}
+		return nil
 	}
-	accepted := time.Since(start)
-	if err := waitRecorded(ctx, st, rv, deliveries); err != nil {
-		return err
+
+	// (1) Throughput; with --runs N, N times, each followed by (3) and (4):
+	// the machine's speed moves between runs by more than a change
+	// worth measuring, so the median of N ratios is what to compare.
+	deliveries := int64(o.events * o.rules)
+	throughput := func(run string) (acceptedRate, deliveredRate float64, err error) {
+		want := rv.received.Load() + deliveries
+		start := time.Now()
+		requests := (o.events + o.batch - 1) / o.batch
+		err = emitConcurrently(requests, o.clients, func(r int64) error {
+			first := (r-1)*int64(o.batch) + 1
+			d, err := post(run, first, int(min(int64(o.batch), int64(o.events)-first+1)))
+			if err == nil {
+				ack(d)
+			}
+			return err
+		})
+		if err != nil {
+			return 0, 0, err
+		}
+		accepted := time.Since(start)
+		if err := waitRecorded(ctx, st, rv, want); err != nil {
+			return 0, 0, err
+		}
+		total := time.Since(start)
+		tpAcks := takeAcks()
+		acceptedRate = float64(o.events) / accepted.Seconds()
+		deliveredRate = float64(o.events) / total.Seconds()
+		fmt.Fprintf(out, "throughput: %d events accepted in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f events/s delivered end to end (%.0f deliveries/s); ingest-ack p50 %s p99 %s\n",
+			o.events, accepted.Round(time.Millisecond), acceptedRate, deliveries, total.Round(time.Millisecond), deliveredRate,
+			float64(deliveries)/total.Seconds(), ms(pctOf(tpAcks, 0.50)), ms(pctOf(tpAcks, 0.99)))
+		return acceptedRate, deliveredRate, nil
 	}
-	total := time.Since(start)
-	tpAcks := takeAcks()
-	acceptedRate := float64(o.events) / accepted.Seconds()
-	deliveredRate := float64(o.events) / total.Seconds()
-	fmt.Fprintf(out, "throughput: %d events accepted in %s (%.0f events/s); %d deliveries received and recorded in %s: %.0f events/s delivered end to end (%.0f deliveries/s); ingest-ack p50 %s p99 %s\n",
-		o.events, accepted.Round(time.Millisecond), acceptedRate, deliveries, total.Round(time.Millisecond), deliveredRate,
-		float64(deliveries)/total.Seconds(), ms(pctOf(tpAcks, 0.50)), ms(pctOf(tpAcks, 0.99)))
+	var runs []httpRun
+	var acceptedRates []float64
+	for i := range o.runs {
+		run := "tp"
+		if i > 0 {
+			run = fmt.Sprintf("tp%d", i+1)
+		}
+		a, d, err := throughput(run)
+		if err != nil {
+			return err
+		}
+		acceptedRates = append(acceptedRates, a)
+		runs = append(runs, httpRun{delivered: d})
+		if o.runs > 1 {
+			// The engine idles meanwhile: it polls, nothing more.
+			if err := limits(&runs[i]); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "run %d of %d: %s\n", i+1, o.runs, runs[i])
+		}
+	}
+	slices.Sort(acceptedRates)
+	acceptedRate := acceptedRates[len(acceptedRates)/2]
 
 	// (2) Latency at half the accepted rate, open loop: request i is due
 	// at start + i × interval however late earlier ones were; at most
@@ -178,29 +219,49 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	eng.Stop(sctx)
 	cancel()
 
+	if o.runs > 1 {
+		slices.SortFunc(runs, func(a, b httpRun) int { return cmp.Compare(a.ofCeiling(), b.ofCeiling()) })
+		med := runs[len(runs)/2]
+		fmt.Fprintf(out, "median of %d runs (by the share of the ceiling; %.2f to %.2f): %s (target >= 0.50: %s)\n",
+			o.runs, runs[0].ofCeiling(), runs[len(runs)-1].ofCeiling(), med, verdict(med.ofCeiling() >= 0.5))
+		return nil
+	}
+
 	// (3) The ceiling for this concurrency, on the same database.
-	cn := min(max(o.events, 10000), 100000)
-	ceiling, err := store.BareInsertLoop(ctx, dbURL, cn, o.clients)
-	if err != nil {
+	r := &runs[0]
+	if err := limits(r); err != nil {
 		return err
 	}
-	ratio := deliveredRate / ceiling // events per second against single-event commits
 	fmt.Fprintf(out, "ceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, %d rows from %d %s: %.0f rows/s; delivered end to end at %.2f of it (target >= 0.50: %s)\n",
-		cn, o.clients, map[bool]string{true: "connections", false: "goroutines through one writer"}[store.Kind(dbURL) == "postgres"],
-		ceiling, ratio, verdict(ratio >= 0.5))
-
+		ceilingRows(o), o.clients, map[bool]string{true: "connections", false: "goroutines through one writer"}[store.Kind(dbURL) == "postgres"],
+		r.ceiling, r.ofCeiling(), verdict(r.ofCeiling() >= 0.5))
 	// (4) The floor: what the HTTP round trips alone cost on this machine.
-	floor, err := bareIngest(ctx, hookURL+"/bare", rv, o, postTo)
-	if err != nil {
-		return fmt.Errorf("bare ingest: %w", err)
-	}
-	// Both run on the same cores: an event costs at least the floor's
-	// round trips plus one ceiling commit.
-	most := 1 / (1/floor + 1/ceiling)
 	fmt.Fprintf(out, "floor: the same requests and webhooks with no engine and no database (%d clients, %d senders): %.0f events/s; with one ceiling commit per event on the same cores, at most %.0f events/s = %.2f of the ceiling; delivered end to end at %.2f of that\n",
-		o.clients, o.workers, floor, most, most/ceiling, deliveredRate/most)
+		o.clients, o.workers, r.floor, r.bound(), r.bound()/r.ceiling, r.delivered/r.bound())
 	return nil
 }
+
+// httpRun is one throughput run of --http with its limits, measured next.
+type httpRun struct {
+	delivered float64 // events/s delivered end to end
+	ceiling   float64 // single-row commits/s (see store.BareInsertLoop)
+	floor     float64 // events/s through bareIngest
+}
+
+func (r httpRun) ofCeiling() float64 { return r.delivered / r.ceiling }
+
+// bound is what the floor and the ceiling allow together: the floor and
+// the ceiling run on the same cores, so an event costs at least the
+// floor's round trips plus one ceiling commit.
+func (r httpRun) bound() float64 { return 1 / (1/r.floor + 1/r.ceiling) }
+
+func (r httpRun) String() string {
+	return fmt.Sprintf("%.0f events/s delivered end to end, ceiling %.0f rows/s, floor %.0f events/s: %.2f of the ceiling, %.2f of the bound (%.2f of the ceiling)",
+		r.delivered, r.ceiling, r.floor, r.ofCeiling(), r.delivered/r.bound(), r.bound()/r.ceiling)
+}
+
+// ceilingRows is how many rows the ceiling inserts.
+func ceilingRows(o benchOpts) int { return min(max(o.events, 10000), 100000) }
 
 // bareIngest is the floor of --http: a loopback server that decodes each
 // request's events (as POST /v1/events does, one or a batch), answers 202

@@ -278,9 +278,27 @@ func TestBenchHTTP(t *testing.T) {
 			}
 		})
 	}
-	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"bench", "--http", "--clients", "0"}, &out, &errOut); code != 2 {
-		t.Fatalf("--clients 0: exit %d, want 2 (%s)", code, errOut.String())
+	t.Run("runs", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		args := []string{"bench", "--http", "--clients", "3", "--events", "60", "--rules", "2", "--latency-duration", "200ms", "--workers", "4", "--runs", "2"}
+		if code := run(context.Background(), args, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
+		}
+		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s, floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the bound \([\d.]+ of the ceiling\)`
+		for _, re := range []string{
+			`(?s)throughput: 60 events .*\nrun 1 of 2: ` + run + `\nthroughput: 60 events .*\nrun 2 of 2: ` + run + `\nlatency at `,
+			`\nmedian of 2 runs \(by the share of the ceiling; [\d.]+ to [\d.]+\): ` + run + ` \(target >= 0.50: (met|NOT met)\)\n$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(out.String()) {
+				t.Errorf("output lacks %s:\n%s", re, out.String())
+			}
+		}
+	})
+	for _, bad := range [][]string{{"--clients", "0"}, {"--runs", "0"}} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"bench", "--http"}, bad...), &out, &errOut); code != 2 {
+			t.Fatalf("%v: exit %d, want 2 (%s)", bad, code, errOut.String())
+		}
 	}
 }
 
