@@ -565,6 +565,22 @@ func waitRecorded(ctx context.Context, st engine.Store, rv *benchReceiver, want 
 	}
 }
 
+// postJSON posts body to url and reads the answer whole.
+func postJSON(ctx context.Context, client *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return err
+}
+
 // bareHTTP posts n small bodies to url from conc goroutines and returns
 // requests per second: the ceiling of the receiver and the HTTP stack.
 func bareHTTP(ctx context.Context, url string, n, conc int) (float64, error) {
@@ -578,15 +594,10 @@ func bareHTTP(ctx context.Context, url string, n, conc int) (float64, error) {
 	for range conc {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) && firstErr.Load() == nil {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := postJSON(ctx, client, url, body); err != nil {
 					firstErr.Store(&err)
 					return
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
 			}
 		})
 	}

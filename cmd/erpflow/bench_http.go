@@ -300,11 +300,6 @@ func bareIngest(ctx context.Context, url string, rv *benchReceiver, o benchOpts,
 		w.WriteHeader(http.StatusAccepted)
 		fmt.Fprintf(w, `{"accepted":%d}`, len(batch.Events))
 	})
-	base, stop, err := serveLoopback(ingest)
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.workers, MaxConnsPerHost: o.workers}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
 	var senders sync.WaitGroup
@@ -312,15 +307,9 @@ func bareIngest(ctx context.Context, url string, rv *benchReceiver, o benchOpts,
 	for range o.workers {
 		senders.Go(func() {
 			for body := range jobs {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := postJSON(ctx, client, url, body); err != nil {
 					sendErr.Store(&err)
-					continue
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
 			}
 		})
 	}
@@ -328,6 +317,13 @@ func bareIngest(ctx context.Context, url string, rv *benchReceiver, o benchOpts,
 		close(jobs)
 		senders.Wait()
 	}()
+	// Registered after the senders' end, so it runs first: no handler is
+	// left to send on the closed jobs.
+	base, stop, err := serveLoopback(ingest)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	want := rv.bare.Load() + int64(o.events*o.rules)
 	start := time.Now()
 	requests := (o.events + o.batch - 1) / o.batch

@@ -70,50 +70,40 @@ func TestReopen(t *testing.T) {
 	}
 }
 
-func BenchmarkInsertEvents(b *testing.B) {
+// benchStore opens a store in a new file for a benchmark, closed after it.
+func benchStore(b *testing.B) *sqlite.Store {
 	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func BenchmarkInsertEvents(b *testing.B) {
+	s := benchStore(b)
 	storetest.BenchInsertEvents(b, s)
 }
 
 func BenchmarkInsertOne(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
 	storetest.BenchInsertOne(b, s)
 }
 
 func BenchmarkClaimComplete(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
 	storetest.BenchClaimComplete(b, s)
 }
 
 // BenchmarkArmTimer and BenchmarkInsertDelivery compare what a schedule
 // rule and an ordinary rule cost per event at emit (issue #13: at most 2×).
 func BenchmarkArmTimer(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
 	storetest.BenchArmTimer(b, s)
 }
 
 func BenchmarkInsertDelivery(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
 	storetest.BenchInsertDelivery(b, s)
 }
 
@@ -299,10 +289,6 @@ func TestAttemptSeqWithoutTrigger(t *testing.T) {
 // no batch may block the writer for more than 50 ms). Run with
 // -benchtime 1x.
 func BenchmarkPrune(b *testing.B) {
-	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := benchStore(b)
 	storetest.BenchPrune(b, s, 200000)
 }
