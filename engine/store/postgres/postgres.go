@@ -47,9 +47,6 @@ type Store struct {
 	// foldDeadAt is the number of dead_counts rows at which Stats folds
 	// them (see stats).
 	foldDeadAt atomic.Int64
-
-	// shapes are writeShape's statements, by shape.
-	shapes [(valuesEvents + 1) * (valuesDeliveries + 1)]atomic.Pointer[string]
 }
 
 var (
@@ -88,7 +85,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		// Prepared once per connection: no parse, plan or extra round trip
 		// per batch.
 		err = s.Retry(ctx, func() error {
-			return s.Prepare(ctx, false, claimSQL, completeSQL, completeChainSQL, writeSQL, writeChainsSQL)
+			return s.Prepare(ctx, false, append([]string{claimSQL, completeSQL, completeChainSQL, writeSQL, writeChainsSQL}, writeOneSQL...)...)
 		})
 	}
 	if err != nil {
@@ -413,7 +410,7 @@ func unnestOf(types []string, first int) string {
 
 // valuesOf is the row source of rows rows of one parameter per column,
 // from $first: the same rows as unnestOf without arrays to parse, which
-// PostgreSQL does in a fifth less time for one event (see writeShape).
+// PostgreSQL does in a fifth less time for one event (see writeOneSQL).
 func valuesOf(types []string, rows, first int) string {
 	var b strings.Builder
 	b.WriteString("(VALUES ")
@@ -544,42 +541,33 @@ var writeChainsSQL = strings.NewReplacer(
 	SELECT 'n', NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '')
 		FROM (SELECT 1 FROM d WHERE state = 'pending' UNION ALL SELECT 1 FROM ad LIMIT 1) one) n`).Replace(writeSQL)
 
-// Small writes take writeSQL's rows from VALUES instead of arrays: an
-// ERP posting one event per request makes most writes one event of a few
-// deliveries, and PostgreSQL parses 37 one-element arrays in about as
-// long as it inserts the rows. Each shape up to these sizes is prepared
-// once, on its first use.
-const (
-	valuesEvents     = 2
-	valuesDeliveries = 8
-)
+// A write of one event takes writeSQL's rows from VALUES instead of
+// arrays: an ERP posting one event per request makes most writes one
+// event of a few deliveries, and PostgreSQL parses 37 one-element arrays
+// in about as long as it writes the rows. One statement per number of
+// deliveries up to valuesDeliveries, prepared at Open with the others:
+// preparing later could wait for a connection while a transaction holds
+// the last one. Parsed, the five take about 1 MiB on every connection
+// (the five other prepared statements 1.4 MiB).
+const valuesDeliveries = 4
 
-// writeShape returns writeSQL for n events and m deliveries from VALUES,
-// prepared, when the shape is small enough.
-func (s *Store) writeShape(ctx context.Context, n, m int) (string, bool) {
-	if n > valuesEvents || m > valuesDeliveries {
-		return "", false
-	}
-	key := n*(valuesDeliveries+1) + m
-	if q := s.shapes[key].Load(); q != nil {
-		return *q, true
-	}
-	dls := valuesOf(deliveryTypes, m, n*len(eventTypes)+1)
-	if m == 0 {
-		// VALUES needs a row: no rows of the same types instead.
-		nulls := make([]string, len(deliveryTypes))
-		for i, t := range deliveryTypes {
-			nulls[i] = "NULL::" + t
+// writeOneSQL[m] is writeSQL for one event of m deliveries, from VALUES.
+var writeOneSQL = func() []string {
+	out := make([]string, valuesDeliveries+1)
+	for m := range out {
+		dls := valuesOf(deliveryTypes, m, len(eventTypes)+1)
+		if m == 0 {
+			// VALUES needs a row: no rows of the same types instead.
+			nulls := make([]string, len(deliveryTypes))
+			for i, t := range deliveryTypes {
+				nulls[i] = "NULL::" + t
+			}
+			dls = "(SELECT " + strings.Join(nulls, ", ") + " WHERE false)"
 		}
-		dls = "(SELECT " + strings.Join(nulls, ", ") + " WHERE false)"
+		out[m] = writeFrom(valuesOf(eventTypes, 1, 1), dls)
 	}
-	q := writeFrom(valuesOf(eventTypes, n, 1), dls)
-	if err := s.PrepareMore(ctx, q); err != nil {
-		return "", false // unprepared: writeSQL does as well
-	}
-	s.shapes[key].Store(&q)
-	return q, true
-}
+	return out
+}()
 
 // PreclaimsHeads implements engine.HeadPreclaimer (see writeChainsSQL).
 func (*Store) PreclaimsHeads() {}
@@ -653,12 +641,9 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 	inserted := make([]bool, n)
 	if !chained {
 		query := writeSQL
-		if st, ok := d.s.writeShape(ctx, n, m); ok {
-			query = st
-			args = args[:0:0]
-			for i := range n {
-				args = append(args, eTenant[i], eID[i], eEntity[i], eEntityID[i], eName[i], eOcc[i], eRecv[i], eInternal[i], []byte(eRaw[i]))
-			}
+		if n == 1 && m <= valuesDeliveries {
+			query = writeOneSQL[m]
+			args = append(args[:0:0], eTenant[0], eID[0], eEntity[0], eEntityID[0], eName[0], eOcc[0], eRecv[0], eInternal[0], []byte(eRaw[0]))
 			for k := range m {
 				args = append(args, id[k], tenant[k], eventID[k], entity[k], name[k], rule[k], aidx[k], atype[k], retry[k], []byte(payload[k]),
 					state[k], attempts[k], base[k], runAt[k], code[k], lastErr[k], internal[k], test[k], owner[k], locked[k], created[k],

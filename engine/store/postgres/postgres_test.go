@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -412,4 +413,53 @@ func BenchmarkPrune(b *testing.B) {
 	s := open(b, freshSchema(b))
 	defer s.Close()
 	storetest.BenchPrune(b, s, 200000)
+}
+
+// TestSmallWritesInTransactionsOnAFullPool: writes of one event (from
+// VALUES) inside transactions — an entity with schedule rules makes one —
+// while every pooled connection is held by such a transaction. Preparing
+// a statement then could wait for a connection that never comes (the
+// review of the VALUES writes found it hang until the deadline, every
+// time): every statement is prepared at Open.
+func TestSmallWritesInTransactionsOnAFullPool(t *testing.T) {
+	for _, c := range []struct{ conns, writers int }{{1, 1}, {4, 16}} {
+		t.Run(fmt.Sprintf("%d connections, %d writers", c.conns, c.writers), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := postgres.Open(ctx, freshSchema(t), postgres.Options{MaxConns: c.conns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			var wg sync.WaitGroup
+			errs := make(chan error, c.writers)
+			for w := range c.writers {
+				wg.Go(func() {
+					for i := range 6 { // 0 to 5 deliveries: every VALUES shape, and arrays
+						r := record(fmt.Sprintf("w%d-%d", w, i))
+						r.TrackLatest = true
+						r.Deliveries = nil
+						for k := range i {
+							d := record("").Deliveries[0]
+							d.ID = fmt.Sprintf("dlv_w%d-%d-%d", w, i, k)
+							r.Deliveries = append(r.Deliveries, d)
+						}
+						res, err := s.InsertEvents(ctx, []engine.EventRecord{r})
+						if err == nil && len(res[0].Deliveries) != i {
+							err = fmt.Errorf("event %s: %d deliveries, want %d", r.Event.ID, len(res[0].Deliveries), i)
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
 }

@@ -80,21 +80,12 @@ func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 	for _, q := range qs {
 		all = append(all, c.Q(q))
 	}
-	return c.PrepareMore(ctx, all...)
-}
-
-// PrepareMore prepares qs (in the dialect's bind syntax) for reuse, as
-// Prepare does; it may be called while the store is in use.
-func (c *Core) PrepareMore(ctx context.Context, qs ...string) error {
 	c.stmts.mu.Lock()
 	defer c.stmts.mu.Unlock()
 	if c.stmts.m == nil {
 		c.stmts.m = map[string]*sql.Stmt{}
 	}
-	for _, q := range qs {
-		if c.stmts.m[q] != nil {
-			continue
-		}
+	for _, q := range all {
 		st, err := c.W.PrepareContext(ctx, q)
 		if err != nil {
 			return err
