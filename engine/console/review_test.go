@@ -36,9 +36,21 @@ func TestReplayQueuesWhatWasCounted(t *testing.T) {
 		b := newBrowser(t, 1280, 800)
 		b.open(s.URL, "/ui/deliveries")
 		b.waitText("#replay-h", "Replay")
+		// Whether the confirm form htmx swaps in is live at once (a
+		// timer of 0 runs before htmx's default 20 ms settle): a click
+		// on it before then submitted it as a plain form, a GET of the
+		// page (this test failed so, once, on CI).
+		eval[bool](b, `(document.body.addEventListener("htmx:afterSwap", () => setTimeout(() => {
+			const f = document.querySelector(".replay-confirm");
+			if (f) window.confirmLive = !!(f["htmx-internal-data"] || {}).initHash;
+		}, 0)), true)`)
 		b.do(chromedp.SetValue(chromedp.CSS(`#replay input[name=rule]`), "counted"))
 		b.do(chromedp.Click(chromedp.CSS(`#replay button[type=submit]`)))
 		b.waitText("#replay-result", "1 deliveries would be queued")
+		b.waitFor("the confirm form checked", `window.confirmLive !== undefined`)
+		if !eval[bool](b, `window.confirmLive`) {
+			t.Fatal("the confirm form was not live right after it appeared: a click then submits it as a plain form")
+		}
 		// The form changes after the count: the confirm button still
 		// replays what it counted.
 		eval[bool](b, `(document.querySelector("#replay input[name=rule]").value = "") === ""`)
