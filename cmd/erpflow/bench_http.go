@@ -234,7 +234,7 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 		r.ceiling, r.ofCeiling(), verdict(r.ofCeiling() >= 0.5))
 	// (4) The floor: what the HTTP round trips alone cost on this machine.
 	fmt.Fprintf(out, "floor: the same requests and webhooks with no engine and no database (%d clients, %d senders): %.0f events/s; with one ceiling commit per event beside it on the same cores: %.0f events/s = %.2f of the ceiling; delivered end to end at %.2f of that\n",
-		o.clients, o.workers, r.floor, r.bound(), r.bound()/r.ceiling, r.delivered/r.bound())
+		o.clients, o.workers, r.floor, r.reference(), r.reference()/r.ceiling, r.delivered/r.reference())
 	return nil
 }
 
@@ -247,15 +247,15 @@ type httpRun struct {
 
 func (r httpRun) ofCeiling() float64 { return r.delivered / r.ceiling }
 
-// bound is what the floor and the ceiling allow together when both are
+// reference is what the floor and the ceiling allow together when both are
 // bound by the same cores: an event's round trips plus one ceiling
 // commit. An engine that commits once per event cannot beat it; one
 // whose group commits cost less per event than a one-row commit can.
-func (r httpRun) bound() float64 { return 1 / (1/r.floor + 1/r.ceiling) }
+func (r httpRun) reference() float64 { return 1 / (1/r.floor + 1/r.ceiling) }
 
 func (r httpRun) String() string {
-	return fmt.Sprintf("%.0f events/s delivered end to end, ceiling %.0f rows/s, floor %.0f events/s: %.2f of the ceiling, %.2f of the bound (%.2f of the ceiling)",
-		r.delivered, r.ceiling, r.floor, r.ofCeiling(), r.delivered/r.bound(), r.bound()/r.ceiling)
+	return fmt.Sprintf("%.0f events/s delivered end to end, ceiling %.0f rows/s, floor %.0f events/s: %.2f of the ceiling, %.2f of the reference (%.2f of the ceiling)",
+		r.delivered, r.ceiling, r.floor, r.ofCeiling(), r.delivered/r.reference(), r.reference()/r.ceiling)
 }
 
 // ceilingRows is how many rows the ceiling inserts.

@@ -284,7 +284,7 @@ func TestBenchHTTP(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 0 {
 			t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 		}
-		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s, floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the bound \([\d.]+ of the ceiling\)`
+		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s, floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the reference \([\d.]+ of the ceiling\)`
 		for _, re := range []string{
 			`(?s)throughput: 60 events .*\nrun 1 of 2: ` + run + `\nthroughput: 60 events .*\nrun 2 of 2: ` + run + `\nlatency at `,
 			`\nmedian of 2 runs \(by the share of the ceiling; [\d.]+ to [\d.]+\): ` + run + ` \(target >= 0.50: (met|NOT met)\)\n$`,
