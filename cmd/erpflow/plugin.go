@@ -50,7 +50,19 @@ type lockedWriter struct {
 func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.w == nil {
+		return len(b), nil
+	}
 	return l.w.Write(b)
+}
+
+// end drops every later write: go-plugin forwards a plugin's last output
+// on its own goroutine, which may still run after the command returned
+// and its caller read what it wrote (a test's buffer: a data race).
+func (l *lockedWriter) end() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w = nil
 }
 
 func newPluginDescribeCmd() *cobra.Command {
@@ -69,6 +81,7 @@ func newPluginDescribeCmd() *cobra.Command {
 				return err
 			}
 			stderr := &lockedWriter{w: c.ErrOrStderr()}
+			defer stderr.end() // after p.Close
 			p, err := launchPlugin(c, stderr, args[0], slog.LevelWarn)
 			if err != nil {
 				return err
@@ -239,6 +252,7 @@ did not start): problems are printed as file:line:col.`,
 			}
 			o.Rule = rule
 			stderr := &lockedWriter{w: c.ErrOrStderr()}
+			defer stderr.end() // after p.Close
 			fail := func(err error) error {
 				fmt.Fprintln(stderr, err)
 				return exitError{2}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,5 +182,20 @@ func TestPluginSeveralTypes(t *testing.T) {
 	if code, _, errb := runOut("plugin", "run", bin, "--config", untyped); code != 2 ||
 		!strings.Contains(errb, untyped+":1:1: type: required, the plugin has several action types (upper, lower)") {
 		t.Fatalf("no type: exit %d\n%s", code, errb)
+	}
+}
+
+// TestLockedWriterEnd: what a plugin forwards after the command ended is
+// dropped, not written into the caller's writer behind its back.
+func TestLockedWriterEnd(t *testing.T) {
+	var buf bytes.Buffer
+	w := &lockedWriter{w: &buf}
+	fmt.Fprint(w, "before")
+	w.end()
+	if n, err := fmt.Fprint(w, "after"); n != len("after") || err != nil {
+		t.Errorf("a write after end: %d, %v; want it dropped quietly", n, err)
+	}
+	if buf.String() != "before" {
+		t.Errorf("the writer holds %q, want only what came before end", buf.String())
 	}
 }
