@@ -64,6 +64,22 @@ func (p *Plugin) Actions() []Description {
 	return out
 }
 
+// Secret reports whether the host keeps the config value at path (keys
+// from the top: "api_key", or "auth", "token") of action type typ out of
+// stored payloads, as the plugin's schema marks it.
+func (p *Plugin) Secret(typ string, path ...string) bool {
+	ptr := ""
+	for _, k := range path {
+		ptr += "/" + escapePointer(k)
+	}
+	for _, t := range p.p.types {
+		if t.desc.Type == typ {
+			return t.secretPaths[ptr]
+		}
+	}
+	return false
+}
+
 // Config decodes an action config exactly as the rules loader does:
 // ${ENV} references, the host's key `timeout`, placeholders, the plugin's
 // JSON Schema, then its Validate. src is YAML (or JSON): the action as a rule holds it,

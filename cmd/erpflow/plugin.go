@@ -132,7 +132,7 @@ func printDescription(w io.Writer, out *output, bin string, p *plugin.Plugin) er
 		t := newTable(column{name: "KEY", fixed: true}, column{name: "TYPE", fixed: true}, column{name: "REQUIRED", fixed: true},
 			column{name: "SECRET", fixed: true}, column{name: "DESCRIPTION"})
 		for _, k := range schemaKeys(a.ConfigSchema) {
-			t.add(k.name, k.typ, yesOrEmpty(k.required), yesOrEmpty(k.secret), k.description)
+			t.add(k.name, k.typ, yesOrEmpty(k.required), yesOrEmpty(p.Secret(a.Type, k.name)), k.description)
 		}
 		t.write(w, out.wide())
 		fmt.Fprintln(w, "(and erpflow's own key timeout, default 30s)")
@@ -150,7 +150,7 @@ func yesOrEmpty(b bool) string {
 // schemaKey is one top-level property of a config schema.
 type schemaKey struct {
 	name, typ, description string
-	required, secret       bool
+	required               bool
 }
 
 // schemaKeys lists the top-level properties of a JSON Schema in the
@@ -182,7 +182,6 @@ func schemaKeys(schema json.RawMessage) []schemaKey {
 		var p map[string]any
 		_ = props.Content[i+1].Decode(&p)
 		k.typ = schemaType(p)
-		k.secret = p["x-secret"] == true || p["writeOnly"] == true
 		k.description, _ = p["description"].(string)
 		if d, ok := p["default"]; ok {
 			k.description = strings.TrimSpace(fmt.Sprintf("%s (default %v)", k.description, d))
