@@ -122,24 +122,20 @@ published. Then: cd DIR && go mod tidy && go test ./...`,
 			if err := writeProject(dir, files); err != nil {
 				return err
 			}
-			out := c.OutOrStdout()
-			if lang == "python" {
-				fmt.Fprintf(out, "wrote a Python plugin with action type %s in %s:\n", p.Name, dir)
-				for _, f := range files {
-					fmt.Fprintf(out, "  %s\n", f.name)
-				}
-				fmt.Fprintf(out, "next:\n  cd %s\n  python3 -m unittest -v\n"+
-					"  erpflow plugin run ./erpflow-%s --config action.yaml --event event.json\n", dir, p.Name)
-				return nil
-			}
-			if devel && p.Replace == "" {
+			if lang == "go" && devel && p.Replace == "" {
 				fmt.Fprintf(c.ErrOrStderr(), "note: this erpflow is a development build (version %s): go.mod requires %s,\n"+
 					"  which builds only with a replace; give --erpflow-replace DIR (an erpflow checkout), or edit go.mod\n",
 					moduleVersion(), placeholderVersion)
 			}
-			fmt.Fprintf(out, "wrote a Go plugin with action type %s in %s:\n", p.Name, dir)
+			out := c.OutOrStdout()
+			fmt.Fprintf(out, "wrote a %s plugin with action type %s in %s:\n", map[string]string{"go": "Go", "python": "Python"}[lang], p.Name, dir)
 			for _, f := range files {
 				fmt.Fprintf(out, "  %s\n", f.name)
+			}
+			if lang == "python" {
+				fmt.Fprintf(out, "next:\n  cd %s\n  python3 -m unittest -v\n"+
+					"  erpflow plugin run ./erpflow-%s --config action.yaml --event event.json\n", dir, p.Name)
+				return nil
 			}
 			fmt.Fprintf(out, "next:\n  cd %s\n  go mod tidy\n  go test ./...\n  go build -o bin/erpflow-%s .\n"+
 				"  erpflow plugin run bin/erpflow-%s --config action.yaml --event event.json\n", dir, p.Name, p.Name)
