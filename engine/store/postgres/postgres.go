@@ -578,6 +578,26 @@ func (d dialect) WriteEvents(ctx context.Context, q sqlcore.Querier, evs []sqlco
 	return ins, err
 }
 
+// writeNew runs writeSQL (or one of writeOneSQL) and marks in inserted
+// the events of index that were new.
+func (d dialect) writeNew(ctx context.Context, q sqlcore.Querier, query string, args []any, index map[[2]string]int, inserted []bool) ([]bool, []string, error) {
+	rows, err := d.s.Query(ctx, q, query, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t, i sql.NullString
+		if err := rows.Scan(&t, &i); err != nil {
+			return nil, nil, err
+		}
+		if t.Valid {
+			inserted[index[[2]string{t.String, i.String}]] = true
+		}
+	}
+	return inserted, nil, rows.Err()
+}
+
 // WriteChained implements sqlcore.ChainWriter.
 func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent, optimistic bool) ([]bool, []string, error) {
 	n := len(evs)
@@ -624,13 +644,6 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 			okey, coal, trace = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced)), append(trace, text(dl.Trace))
 		}
 	}
-	args := []any{
-		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
-		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
-		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
-		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
-		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
-		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal), pq.Array(trace)}
 	chained := false
 	for i := range okey {
 		if okey[i] != "" && state[i] == string(engine.StateHeld) {
@@ -639,32 +652,27 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 		}
 	}
 	inserted := make([]bool, n)
+	if !chained && n == 1 && m <= valuesDeliveries {
+		// One event: its rows from VALUES, no arrays built.
+		query := writeOneSQL[m]
+		args := make([]any, 0, len(eventTypes)+m*len(deliveryTypes))
+		args = append(args, eTenant[0], eID[0], eEntity[0], eEntityID[0], eName[0], eOcc[0], eRecv[0], eInternal[0], []byte(eRaw[0]))
+		for k := range m {
+			args = append(args, id[k], tenant[k], eventID[k], entity[k], name[k], rule[k], aidx[k], atype[k], retry[k], []byte(payload[k]),
+				state[k], attempts[k], base[k], runAt[k], code[k], lastErr[k], internal[k], test[k], owner[k], locked[k], created[k],
+				updated[k], ruleID[k], due[k], rerun[k], okey[k], coal[k], trace[k])
+		}
+		return d.writeNew(ctx, q, query, args, index, inserted)
+	}
+	args := []any{
+		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
+		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
+		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
+		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
+		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
+		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal), pq.Array(trace)}
 	if !chained {
-		query := writeSQL
-		if n == 1 && m <= valuesDeliveries {
-			query = writeOneSQL[m]
-			args = append(args[:0:0], eTenant[0], eID[0], eEntity[0], eEntityID[0], eName[0], eOcc[0], eRecv[0], eInternal[0], []byte(eRaw[0]))
-			for k := range m {
-				args = append(args, id[k], tenant[k], eventID[k], entity[k], name[k], rule[k], aidx[k], atype[k], retry[k], []byte(payload[k]),
-					state[k], attempts[k], base[k], runAt[k], code[k], lastErr[k], internal[k], test[k], owner[k], locked[k], created[k],
-					updated[k], ruleID[k], due[k], rerun[k], okey[k], coal[k], trace[k])
-			}
-		}
-		rows, err := d.s.Query(ctx, q, query, args...)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var t, i sql.NullString
-			if err := rows.Scan(&t, &i); err != nil {
-				return nil, nil, err
-			}
-			if t.Valid {
-				inserted[index[[2]string{t.String, i.String}]] = true
-			}
-		}
-		return inserted, nil, rows.Err()
+		return d.writeNew(ctx, q, writeSQL, args, index, inserted)
 	}
 	args = append(args, optimistic, ts(sqlcore.Round(time.Now().UTC())))
 	rows, err := d.s.Query(ctx, q, writeChainsSQL, args...)
