@@ -137,22 +137,21 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		MaxConnsPerHost:      max(64, cfg.Delivery.Workers), // never waits in a worker: the engine caps per destination
 		Logger:               logger.With("component", "webhook"),
 	})
-	var host *plugin.Host
-	var pluginStates func() []httpapi.PluginStatus // GET /v1/plugins
-	if len(cfg.Plugins) > 0 {
-		var err error
-		host, err = plugin.Start(ctx, pluginSpecs(cfg.Plugins), reg, logger.With("component", "plugin"))
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := host.Close(); err != nil {
-				logger.Warn("closing plugins", "error", err)
-			}
-		}()
-		logger.Info("plugins started", "types", host.Types())
-		pluginStates = func() []httpapi.PluginStatus { return pluginStatuses(host.Plugins()) }
+	// A host even without plugins: SIGHUP's reload reports plugins added
+	// to the config as it does for one that has some.
+	host, err := plugin.Start(ctx, pluginSpecs(cfg.Plugins), reg, logger.With("component", "plugin"))
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if err := host.Close(); err != nil {
+			logger.Warn("closing plugins", "error", err)
+		}
+	}()
+	if len(cfg.Plugins) > 0 {
+		logger.Info("plugins started", "types", host.Types())
+	}
+	pluginStates := func() []httpapi.PluginStatus { return pluginStatuses(host.Plugins()) } // GET /v1/plugins
 
 	st, err := store.Open(ctx, cfg.Database, store.Options{})
 	if err != nil {
@@ -174,9 +173,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 
 	metrics := httpapi.NewMetrics()
 	metrics.WatchQueue(st)
-	if pluginStates != nil {
-		metrics.WatchPlugins(pluginStates)
-	}
+	metrics.WatchPlugins(pluginStates)
 	breaker := cfg.Delivery.CircuitBreaker
 	switch {
 	case cfg.Delivery.BreakerOff:
@@ -323,12 +320,6 @@ func reloadPlugins(ctx context.Context, host *plugin.Host, file string, logger *
 	cfg, err := config.Load(file)
 	if err != nil {
 		logger.Error("SIGHUP: the config file has errors; the plugins keep running as they are", "error", err)
-		return
-	}
-	if host == nil {
-		for _, p := range cfg.Plugins {
-			logger.Warn("plugin added to the config: it starts when erpflow is restarted", "component", "plugin", "plugin", p.Name, "path", p.Path)
-		}
 		return
 	}
 	_ = host.Reload(ctx, pluginSpecs(cfg.Plugins))
