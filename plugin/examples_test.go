@@ -167,13 +167,7 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 
 func startExample(t *testing.T, name string) *actions.Registry {
 	t.Helper()
-	reg := &actions.Registry{}
-	logger, _ := testLogger()
-	h, err := Start(context.Background(), []Spec{{Name: name, Path: bin(t, name)}}, reg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	_, reg, _ := startHost(t, Spec{Name: name, Path: bin(t, name)})
 	return reg
 }
 

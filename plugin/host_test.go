@@ -28,9 +28,16 @@ import (
 
 func startEcho(t *testing.T) (*Host, *actions.Registry, *logBuffer) {
 	t.Helper()
+	return startHost(t, Spec{Name: "echo-plugin", Path: bin(t, "echo")})
+}
+
+// startHost starts a Host of the one plugin spec, with a registry of its
+// own and its log in a buffer, closed when the test ends.
+func startHost(t testing.TB, spec Spec) (*Host, *actions.Registry, *logBuffer) {
+	t.Helper()
 	logger, logs := testLogger()
 	reg := &actions.Registry{}
-	h, err := Start(context.Background(), []Spec{{Name: "echo-plugin", Path: bin(t, "echo")}}, reg, logger)
+	h, err := Start(context.Background(), []Spec{spec}, reg, logger)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

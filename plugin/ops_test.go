@@ -58,13 +58,7 @@ func replaceBin(t *testing.T, name, path, extra string) {
 func startCopy(t *testing.T) (*Host, *actions.Registry, *logBuffer, string) {
 	t.Helper()
 	path := copyBin(t, "echo", t.TempDir())
-	logger, logs := testLogger()
-	reg := &actions.Registry{}
-	h, err := Start(context.Background(), []Spec{{Name: "echo", Path: path}}, reg, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	h, reg, logs := startHost(t, Spec{Name: "echo", Path: path})
 	return h, reg, logs, path
 }
 

@@ -90,14 +90,7 @@ func (a *ticketAPI) requests() ([]*http.Request, []map[string]any) {
 // Execute's outcomes against a real HTTP API, its logs in ours, and a clean
 // stop that leaves no process.
 func TestPythonPlugin(t *testing.T) {
-	launcher := pythonTicket(t)
-	logger, logs := testLogger()
-	reg := &actions.Registry{}
-	h, err := Start(context.Background(), []Spec{{Name: "ticket", Path: launcher}}, reg, logger)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	h, reg, logs := startHost(t, Spec{Name: "ticket", Path: pythonTicket(t)})
 	if got := h.Types(); len(got) != 1 || got[0] != "ticket" {
 		t.Fatalf("types %v", got)
 	}

@@ -174,14 +174,7 @@ func TestAttemptsDoNotWaitOutAHangingStart(t *testing.T) {
 // deliveries of it wait. The config must be refused and the plugin left
 // running.
 func TestValidateErrorStatusDoesNotKillThePlugin(t *testing.T) {
-	launcher := pythonTicket(t)
-	logger, _ := testLogger()
-	reg := &actions.Registry{}
-	h, err := Start(context.Background(), []Spec{{Name: "ticket", Path: launcher}}, reg, logger)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { _ = h.Close() })
+	h, reg, _ := startHost(t, Spec{Name: "ticket", Path: pythonTicket(t)})
 	before := statusOf(h)
 	for range FailedAfter {
 		if _, err := decode(t, reg, "ticket", "url: 'http://[oops'\nproject: OPS\ntitle: t\n"); err == nil {
