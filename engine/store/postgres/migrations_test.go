@@ -103,3 +103,42 @@ func TestMigrationBesideOldRelease(t *testing.T) {
 		t.Fatal("the migration did not finish after the writer committed")
 	}
 }
+
+// TestOldReleaseWritesAfterMigration13: since migration 13 the statement
+// that writes new deliveries queues them itself, and marks them queued.
+// A process of the previous release, still running, inserts without
+// queueing: its rows must still be queued and their dead ones counted
+// (by the row trigger), or its deliveries would never run.
+func TestOldReleaseWritesAfterMigration13(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	db := rawDB(t, u)
+	old := func(id, state, due string, test bool) {
+		t.Helper()
+		q := `INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at, test)
+			VALUES ($1, 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', $2, now() - interval '1 minute', now(), now(), ` + due + `, $3)`
+		if _, err := db.Exec(q, id, state, test); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("dlv_pending", "pending", "now() - interval '1 minute'", false)
+	old("dlv_dead", "dead", "NULL", false)
+	old("dlv_dead_test", "dead", "NULL", true)
+	old("dlv_done", "succeeded", "NULL", false)
+	ctx := context.Background()
+	st, err := s.Stats(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 1 || st.Dead != 1 || st.Running != 0 {
+		t.Errorf("Stats %+v, want 1 pending and 1 dead", st)
+	}
+	ds, err := s.Claim(ctx, "w1", 10, time.Now(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 1 || ds[0].ID != "dlv_pending" {
+		t.Errorf("claimed %d deliveries (%v), want dlv_pending", len(ds), ds)
+	}
+}
