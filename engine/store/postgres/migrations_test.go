@@ -104,6 +104,88 @@ func TestMigrationBesideOldRelease(t *testing.T) {
 	}
 }
 
+// TestUpgradeFrom11BesideOldRelease: a database at migration 11 gets 12
+// and 13 while the previous release goes on. A reader holds deliveries
+// (a console query), so migration 13 waits for its lock; meanwhile the
+// running release's completion must go through: it did not while 13 ran
+// in the transaction of 12, which held 12's locks, and 13's NOWAIT then
+// failed on the waiting completion until its minute was up.
+func TestUpgradeFrom11BesideOldRelease(t *testing.T) {
+	u := freshSchema(t)
+	db := rawDB(t, u)
+	storetest.MigrateBefore(t, db, "migrations", 12,
+		`INSERT INTO deliveries (id, tenant, event_id, entity, event_name, rule, action_index, action_type, payload, state, run_at, created_at, updated_at, due_at)
+			VALUES ('dlv_a', 'acme', 'ev1', 'SalesOrder', 'updated', 'a', 0, 'webhook', '{}', 'pending', now(), now(), now(), now())`)
+	ctx := context.Background()
+	reader, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback()
+	var n int
+	if err := reader.QueryRow(`SELECT count(*) FROM deliveries`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	migrated := make(chan error, 1)
+	go func() {
+		s, err := postgres.Open(ctx, u, postgres.Options{})
+		if err == nil {
+			s.Close()
+		}
+		migrated <- err
+	}()
+	waitFor(t, "migration 13 to wait for deliveries", func() bool {
+		var k int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+			AND query LIKE '-- The statement that writes new deliveries%' AND pid <> pg_backend_pid()`).Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		return k > 0
+	})
+	completed := make(chan error, 1)
+	go func() {
+		_, err := db.Exec(`UPDATE deliveries SET state = 'succeeded', due_at = NULL, updated_at = now() WHERE id = 'dlv_a'`)
+		completed <- err
+	}()
+	select {
+	case err := <-completed:
+		if err != nil {
+			t.Fatalf("the running release's completion: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the running release's completion waited behind the migration")
+	}
+	if err := reader.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-migrated:
+		if err != nil {
+			t.Fatalf("migration: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the migration did not finish after the reader committed")
+	}
+	var queued int
+	if err := db.QueryRow(`SELECT count(*) FROM queue`).Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if queued != 0 {
+		t.Errorf("%d queue rows after the only delivery succeeded", queued)
+	}
+}
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestOldReleaseWritesAfterMigration13: since migration 13 the statement
 // that writes new deliveries queues them itself, and marks them queued.
 // A process of the previous release, still running, inserts without

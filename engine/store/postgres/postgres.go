@@ -85,7 +85,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		// Prepared once per connection: no parse, plan or extra round trip
 		// per batch.
 		err = s.Retry(ctx, func() error {
-			return s.Prepare(ctx, false, append([]string{claimSQL, completeSQL, completeChainSQL, writeSQL, writeChainsSQL}, writeOneSQL...)...)
+			return s.Prepare(ctx, false, append([]string{claimSQL, completeSQL, completeChainSQL, writeSQL, writeChainsSQL, writeDeliveriesSQL}, writeOneSQL...)...)
 		})
 	}
 	if err != nil {
@@ -446,15 +446,7 @@ var writeTemplate = `WITH e AS (
 		ON CONFLICT (tenant, id) DO NOTHING
 		RETURNING tenant, id
 	), d AS (
-		INSERT INTO deliveries (` + sqlcore.DeliveryCols("") + `, due_at, queued)
-		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
-			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
-			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz, true
-		FROM DELIVERIES_SOURCE
-			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
-				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
-				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced, trace)
+		` + deliveriesFrom + `
 		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 		RETURNING ` + queueCols + `
 	)` + queueNew + `
@@ -462,11 +454,32 @@ var writeTemplate = `WITH e AS (
 	UNION ALL
 	SELECT NULL, NULL FROM (SELECT pg_notify('` + Channel + `', '') FROM (SELECT 1 FROM d WHERE state = 'pending' LIMIT 1) one) n`
 
+// deliveriesFrom inserts deliveries from DELIVERIES_SOURCE (y), queued
+// by queueNew in the same statement.
+var deliveriesFrom = `INSERT INTO deliveries (` + sqlcore.DeliveryCols("") + `, due_at, queued)
+		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
+			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
+			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
+			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz, true
+		FROM DELIVERIES_SOURCE
+			AS y(id, tenant, event_id, entity, event_name, rule, action_index, action_type, retry, payload,
+				state, attempts, retry_base, run_at, last_code, last_error, internal, test, lease_owner,
+				locked_until, created_at, updated_at, rule_id, due_at, rerun, order_key, coalesced, trace)`
+
+// writeDeliveriesSQL inserts deliveries of events already stored (reruns,
+// timers that fire), queued and counted as writeSQL does.
+var writeDeliveriesSQL = strings.Replace(`WITH d AS (
+		`+deliveriesFrom+`
+		RETURNING `+queueCols+`
+	)`+queueNew+`
+	SELECT count(*) FROM d`, "DELIVERIES_SOURCE", unnestOf(deliveryTypes, 1), 1)
+
 // queueNew queues the deliveries that d inserted (queued true) and counts
 // the dead ones among them, which the trigger queue_ins did until
 // migration 13: its call, transition table and three statements cost a
-// write of one event about a sixth of its time in PostgreSQL. d returns
-// queueCols.
+// write of one event about a quarter of its executor time. d returns
+// queueCols. The column queued means something only to the insert
+// trigger, when the row is inserted: later updates carry it over.
 const (
 	queueCols = "id, tenant, state, test, due_at"
 	queueNew  = `, dq AS (
@@ -613,6 +626,78 @@ func (d dialect) writeNew(ctx context.Context, q sqlcore.Querier, query string, 
 	return inserted, nil, rows.Err()
 }
 
+// deliveryRows holds deliveries as the columns of writeSQL's deliveries
+// source (deliveryTypes), one slice per column.
+type deliveryRows struct {
+	id, tenant, eventID, entity, name, rule, atype, retry, ruleID, rerun, okey, coal, trace []string
+	state, lastErr, owner, runAt, locked, created, updated, due                             []string
+	aidx, attempts, base, code                                                              []int64
+	internal, test                                                                          []bool
+	payload                                                                                 pq.ByteaArray
+}
+
+func newDeliveryRows(m int) *deliveryRows {
+	s := func() []string { return make([]string, 0, m) }
+	i := func() []int64 { return make([]int64, 0, m) }
+	return &deliveryRows{
+		id: s(), tenant: s(), eventID: s(), entity: s(), name: s(), rule: s(), atype: s(), retry: s(),
+		ruleID: s(), rerun: s(), okey: s(), coal: s(), trace: s(),
+		state: s(), lastErr: s(), owner: s(), runAt: s(), locked: s(), created: s(), updated: s(), due: s(),
+		aidx: i(), attempts: i(), base: i(), code: i(),
+		internal: make([]bool, 0, m), test: make([]bool, 0, m), payload: make(pq.ByteaArray, 0, m),
+	}
+}
+
+func (r *deliveryRows) add(dl *engine.Delivery) {
+	p := []byte(dl.Payload)
+	if p == nil {
+		p = []byte{}
+	}
+	r.id, r.tenant, r.eventID, r.entity = append(r.id, dl.ID), append(r.tenant, dl.Tenant), append(r.eventID, dl.EventID), append(r.entity, dl.Entity)
+	r.name, r.rule, r.atype, r.retry = append(r.name, dl.EventName), append(r.rule, dl.Rule), append(r.atype, dl.ActionType), append(r.retry, dl.Retry)
+	r.payload, r.state, r.lastErr, r.owner = append(r.payload, p), append(r.state, string(dl.State)), append(r.lastErr, text(dl.LastError)), append(r.owner, dl.LeaseOwner)
+	r.runAt, r.locked, r.created, r.updated = append(r.runAt, ts(dl.RunAt)), append(r.locked, ts(dl.LockedUntil)), append(r.created, ts(dl.CreatedAt)), append(r.updated, ts(dl.UpdatedAt))
+	r.due = append(r.due, ts(sqlcore.DueAt(dl)))
+	r.aidx, r.attempts, r.base, r.code = append(r.aidx, int64(dl.ActionIndex)), append(r.attempts, int64(dl.Attempts)), append(r.base, int64(dl.RetryBase)), append(r.code, int64(dl.LastCode))
+	r.internal, r.test, r.ruleID = append(r.internal, dl.Internal), append(r.test, dl.Test), append(r.ruleID, dl.RuleID)
+	r.rerun = append(r.rerun, dl.Rerun)
+	r.okey, r.coal, r.trace = append(r.okey, dl.OrderKey), append(r.coal, sqlcore.JoinIDs(dl.Coalesced)), append(r.trace, text(dl.Trace))
+}
+
+// appendArrays appends one array parameter per column (unnestOf).
+func (r *deliveryRows) appendArrays(args []any) []any {
+	return append(args, pq.Array(r.id), pq.Array(r.tenant), pq.Array(r.eventID), pq.Array(r.entity), pq.Array(r.name), pq.Array(r.rule),
+		pq.Array(r.aidx), pq.Array(r.atype), pq.Array(r.retry), r.payload, pq.Array(r.state), pq.Array(r.attempts),
+		pq.Array(r.base), pq.Array(r.runAt), pq.Array(r.code), pq.Array(r.lastErr), pq.Array(r.internal), pq.Array(r.test),
+		pq.Array(r.owner), pq.Array(r.locked), pq.Array(r.created), pq.Array(r.updated), pq.Array(r.ruleID), pq.Array(r.due),
+		pq.Array(r.rerun), pq.Array(r.okey), pq.Array(r.coal), pq.Array(r.trace))
+}
+
+// appendRow appends row k's values, one parameter each (valuesOf).
+func (r *deliveryRows) appendRow(args []any, k int) []any {
+	return append(args, r.id[k], r.tenant[k], r.eventID[k], r.entity[k], r.name[k], r.rule[k], r.aidx[k], r.atype[k], r.retry[k], []byte(r.payload[k]),
+		r.state[k], r.attempts[k], r.base[k], r.runAt[k], r.code[k], r.lastErr[k], r.internal[k], r.test[k], r.owner[k], r.locked[k], r.created[k],
+		r.updated[k], r.ruleID[k], r.due[k], r.rerun[k], r.okey[k], r.coal[k], r.trace[k])
+}
+
+// writeDeliveriesRows bounds the deliveries of one writeDeliveriesSQL.
+const writeDeliveriesRows = 1000
+
+// WriteDeliveries implements sqlcore.DeliveryWriter.
+func (d dialect) WriteDeliveries(ctx context.Context, q sqlcore.Querier, dls []engine.Delivery) error {
+	for lo := 0; lo < len(dls); lo += writeDeliveriesRows {
+		part := dls[lo:min(lo+writeDeliveriesRows, len(dls))]
+		ds := newDeliveryRows(len(part))
+		for i := range part {
+			ds.add(&part[i])
+		}
+		if _, err := d.s.Exec(ctx, q, writeDeliveriesSQL, ds.appendArrays(nil)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WriteChained implements sqlcore.ChainWriter.
 func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent, optimistic bool) ([]bool, []string, error) {
 	n := len(evs)
@@ -624,18 +709,7 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 	for _, ev := range evs {
 		m += len(ev.Deliveries)
 	}
-	var (
-		id, tenant, eventID, entity, name, rule, atype, retry = make([]string, 0, m), make([]string, 0, m),
-			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
-			make([]string, 0, m), make([]string, 0, m)
-		ruleID, rerun, okey, coal, trace                            = make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m)
-		state, lastErr, owner, runAt, locked, created, updated, due = make([]string, 0, m), make([]string, 0, m),
-			make([]string, 0, m), make([]string, 0, m), make([]string, 0, m), make([]string, 0, m),
-			make([]string, 0, m), make([]string, 0, m)
-		aidx, attempts, base, code = make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m), make([]int64, 0, m)
-		internal, test             = make([]bool, 0, m), make([]bool, 0, m)
-		payload                    = make(pq.ByteaArray, 0, m)
-	)
+	ds := newDeliveryRows(m)
 	index := make(map[[2]string]int, n)
 	for i, ev := range evs {
 		e := &ev.Rec.Event
@@ -643,25 +717,12 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 		eTenant[i], eID[i], eEntity[i], eEntityID[i], eName[i] = e.Tenant, e.ID, e.Entity, e.EntityID, e.Event
 		eOcc[i], eRecv[i], eInternal[i], eRaw[i] = ts(sqlcore.Round(e.OccurredAt)), ts(sqlcore.Round(ev.ReceivedAt)), ev.Rec.Internal, ev.Raw
 		for k := range ev.Deliveries {
-			dl := &ev.Deliveries[k]
-			p := []byte(dl.Payload)
-			if p == nil {
-				p = []byte{}
-			}
-			id, tenant, eventID, entity = append(id, dl.ID), append(tenant, dl.Tenant), append(eventID, dl.EventID), append(entity, dl.Entity)
-			name, rule, atype, retry = append(name, dl.EventName), append(rule, dl.Rule), append(atype, dl.ActionType), append(retry, dl.Retry)
-			payload, state, lastErr, owner = append(payload, p), append(state, string(dl.State)), append(lastErr, text(dl.LastError)), append(owner, dl.LeaseOwner)
-			runAt, locked, created, updated = append(runAt, ts(dl.RunAt)), append(locked, ts(dl.LockedUntil)), append(created, ts(dl.CreatedAt)), append(updated, ts(dl.UpdatedAt))
-			due = append(due, ts(sqlcore.DueAt(dl)))
-			aidx, attempts, base, code = append(aidx, int64(dl.ActionIndex)), append(attempts, int64(dl.Attempts)), append(base, int64(dl.RetryBase)), append(code, int64(dl.LastCode))
-			internal, test, ruleID = append(internal, dl.Internal), append(test, dl.Test), append(ruleID, dl.RuleID)
-			rerun = append(rerun, dl.Rerun)
-			okey, coal, trace = append(okey, dl.OrderKey), append(coal, sqlcore.JoinIDs(dl.Coalesced)), append(trace, text(dl.Trace))
+			ds.add(&ev.Deliveries[k])
 		}
 	}
 	chained := false
-	for i := range okey {
-		if okey[i] != "" && state[i] == string(engine.StateHeld) {
+	for i := range ds.okey {
+		if ds.okey[i] != "" && ds.state[i] == string(engine.StateHeld) {
 			chained = true
 			break
 		}
@@ -673,19 +734,14 @@ func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlc
 		args := make([]any, 0, len(eventTypes)+m*len(deliveryTypes))
 		args = append(args, eTenant[0], eID[0], eEntity[0], eEntityID[0], eName[0], eOcc[0], eRecv[0], eInternal[0], []byte(eRaw[0]))
 		for k := range m {
-			args = append(args, id[k], tenant[k], eventID[k], entity[k], name[k], rule[k], aidx[k], atype[k], retry[k], []byte(payload[k]),
-				state[k], attempts[k], base[k], runAt[k], code[k], lastErr[k], internal[k], test[k], owner[k], locked[k], created[k],
-				updated[k], ruleID[k], due[k], rerun[k], okey[k], coal[k], trace[k])
+			args = ds.appendRow(args, k)
 		}
 		return d.writeNew(ctx, q, query, args, index, inserted)
 	}
 	args := []any{
 		pq.Array(eTenant), pq.Array(eID), pq.Array(eEntity), pq.Array(eEntityID), pq.Array(eName),
-		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw,
-		pq.Array(id), pq.Array(tenant), pq.Array(eventID), pq.Array(entity), pq.Array(name), pq.Array(rule),
-		pq.Array(aidx), pq.Array(atype), pq.Array(retry), payload, pq.Array(state), pq.Array(attempts),
-		pq.Array(base), pq.Array(runAt), pq.Array(code), pq.Array(lastErr), pq.Array(internal), pq.Array(test),
-		pq.Array(owner), pq.Array(locked), pq.Array(created), pq.Array(updated), pq.Array(ruleID), pq.Array(due), pq.Array(rerun), pq.Array(okey), pq.Array(coal), pq.Array(trace)}
+		pq.Array(eOcc), pq.Array(eRecv), pq.Array(eInternal), eRaw}
+	args = ds.appendArrays(args)
 	if !chained {
 		return d.writeNew(ctx, q, writeSQL, args, index, inserted)
 	}

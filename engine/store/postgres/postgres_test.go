@@ -106,6 +106,17 @@ func BenchmarkInsertOne(b *testing.B) {
 	storetest.BenchInsertOne(b, s)
 }
 
+// BenchmarkAddDeliveries: reruns of one delivery and of 100 at a time.
+func BenchmarkAddDeliveries(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			s := open(b, freshSchema(b))
+			defer s.Close()
+			storetest.BenchAddDeliveries(b, s, n)
+		})
+	}
+}
+
 func BenchmarkClaimComplete(b *testing.B) {
 	s := open(b, freshSchema(b))
 	defer s.Close()

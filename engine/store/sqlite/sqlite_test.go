@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -88,6 +89,15 @@ func BenchmarkInsertEvents(b *testing.B) {
 func BenchmarkInsertOne(b *testing.B) {
 	s := benchStore(b)
 	storetest.BenchInsertOne(b, s)
+}
+
+// BenchmarkAddDeliveries: reruns of one delivery and of 100 at a time.
+func BenchmarkAddDeliveries(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			storetest.BenchAddDeliveries(b, benchStore(b), n)
+		})
+	}
 }
 
 func BenchmarkClaimComplete(b *testing.B) {

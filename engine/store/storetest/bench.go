@@ -46,6 +46,26 @@ func BenchInsertOne(b *testing.B, s engine.Store) {
 	}
 }
 
+// BenchAddDeliveries measures AddDeliveries of n pending deliveries to a
+// stored event, as a rerun writes them (and timers that fire, through
+// the same insert); b.N counts deliveries.
+func BenchAddDeliveries(b *testing.B, s engine.Store, n int) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	id := fmt.Sprintf("rerun%d", seq.Add(1))
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{rec("acme", id, 0, t0)}); err != nil {
+		b.Fatal(err)
+	}
+	for done := 0; done < b.N; done += n {
+		b.StopTimer()
+		ds := rec("acme", id, min(n, b.N-done), t0).Deliveries
+		b.StartTimer()
+		if _, err := s.AddDeliveries(ctx, "acme", id, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchClaimComplete measures the worker loop's store work: claim 100 due
 // deliveries, complete them (one attempt row each); b.N counts deliveries.
 func BenchClaimComplete(b *testing.B, s engine.Store) {

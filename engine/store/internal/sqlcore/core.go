@@ -71,6 +71,15 @@ type ChainWriter interface {
 	WriteChained(ctx context.Context, q Querier, evs []NewEvent, optimistic bool) (inserted []bool, busy []string, err error)
 }
 
+// DeliveryWriter is an optional Dialect capability: insert new
+// deliveries (of events already stored: reruns, timers that fire) in
+// statements that keep what the dialect keeps beside them (PostgreSQL:
+// their queue rows and dead counts, which its row trigger would otherwise
+// keep one row at a time).
+type DeliveryWriter interface {
+	WriteDeliveries(ctx context.Context, q Querier, dls []engine.Delivery) error
+}
+
 // ChainCompleter is an optional Dialect capability: CompleteUpdate and,
 // for the completions that end heads of ordered chains (succeeded or
 // dead), chainAdvance in one statement, which a concurrent emit adding to
@@ -549,9 +558,14 @@ var (
 )
 
 func (c *Core) insertDeliveries(ctx context.Context, tx Querier, dls []engine.Delivery) error {
-	err := c.insert(ctx, tx, deliveriesInsert, len(dls), func(i int, args []any) []any {
-		return c.deliveryArgs(args, &dls[i])
-	}, nil)
+	var err error
+	if w, ok := c.D.(DeliveryWriter); ok {
+		err = w.WriteDeliveries(ctx, tx, dls)
+	} else {
+		err = c.insert(ctx, tx, deliveriesInsert, len(dls), func(i int, args []any) []any {
+			return c.deliveryArgs(args, &dls[i])
+		}, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("insert deliveries: %w", err)
 	}

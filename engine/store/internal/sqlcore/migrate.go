@@ -52,55 +52,72 @@ func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 }
 
 // Migrate applies the migrations not yet recorded in schema_migrations,
-// all in one transaction that lock (called first) serialises against other
-// processes doing the same.
+// in order, each in its own transaction that lock (called first)
+// serialises against other processes doing the same. One transaction each
+// lets go of a migration's table locks before the next one takes its own:
+// on PostgreSQL a lock taken with NOWAIT (migrations 12 and 13, beside a
+// running release) fails while any session waits for that table, and the
+// running release's writes would be waiting for the earlier migration's
+// locks until the whole upgrade committed.
 func Migrate(ctx context.Context, db *sql.DB, ms []Migration, bind int, lock func(ctx context.Context, tx *sql.Tx) error) error {
+	for {
+		applied, err := migrateNext(ctx, db, ms, bind, lock)
+		if err != nil || !applied {
+			return err
+		}
+	}
+}
+
+// migrateNext applies the first migration not yet recorded, if any, and
+// reports whether it applied one.
+func migrateNext(ctx context.Context, db *sql.DB, ms []Migration, bind int, lock func(ctx context.Context, tx *sql.Tx) error) (bool, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return false, fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	if lock != nil {
 		if err := lock(ctx, tx); err != nil {
-			return fmt.Errorf("migrate: lock: %w", err)
+			return false, fmt.Errorf("migrate: lock: %w", err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return false, fmt.Errorf("migrate: %w", err)
 	}
 	done := map[int]bool{}
 	rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return false, fmt.Errorf("migrate: %w", err)
 	}
 	for rows.Next() {
 		var v int
 		if err := rows.Scan(&v); err != nil {
 			rows.Close()
-			return fmt.Errorf("migrate: %w", err)
+			return false, fmt.Errorf("migrate: %w", err)
 		}
 		done[v] = true
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return false, fmt.Errorf("migrate: %w", err)
 	}
 	for _, m := range ms {
 		if done[m.Version] {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-			return fmt.Errorf("migration %s: %w", m.Name, err)
+			return false, fmt.Errorf("migration %s: %w", m.Name, err)
 		}
 		ins := "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"
 		if _, err := tx.ExecContext(ctx, rebind(bind, ins), m.Version, m.Name,
 			time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
-			return fmt.Errorf("migration %s: %w", m.Name, err)
+			return false, fmt.Errorf("migration %s: %w", m.Name, err)
 		}
+		if err := tx.Commit(); err != nil {
+			return false, fmt.Errorf("migration %s: %w", m.Name, err)
+		}
+		return true, nil
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	return nil
+	return false, tx.Commit()
 }

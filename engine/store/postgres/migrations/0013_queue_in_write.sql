@@ -1,14 +1,15 @@
--- The statement that writes new deliveries queues them and counts the dead
--- ones itself (queueNew in postgres.go), instead of the statement trigger
--- queue_ins: its call, its transition table (a copy of every new row) and
--- its three statements cost a write of one event about a sixth of its
--- time in PostgreSQL.
+-- The statements that write new deliveries queue them and count the dead
+-- ones themselves (queueNew in postgres.go), instead of the statement
+-- trigger queue_ins: its call, its transition table (a copy of every new
+-- row) and its three statements cost a write of one event about a quarter
+-- of its executor time.
 --
 -- Processes of the previous release, still running while this one starts,
 -- write deliveries without queueing them. Their rows (and those of any
 -- other statement) have queued false and go through the row trigger below,
 -- whose WHEN the executor tests on each new row, with no function call for
--- the rows that queueNew wrote.
+-- the rows that queueNew wrote. queued means something only here, when a
+-- row is inserted: updates carry it over, and no statement reads it.
 --
 -- The lock is taken without waiting in the lock queue, as migration 12
 -- does: waiting there would hold back every claim and completion of the
