@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"strconv"
 	"testing"
@@ -52,31 +53,7 @@ func TestMigrationBesideOldRelease(t *testing.T) {
 	if _, err := writer.Exec(`UPDATE deliveries SET updated_at = now() WHERE id = 'dlv_a'`); err != nil {
 		t.Fatal(err)
 	}
-	migrated := make(chan error, 1)
-	go func() {
-		s, err := postgres.Open(ctx, u, postgres.Options{})
-		if err == nil {
-			s.Close()
-		}
-		migrated <- err
-	}()
-	// Wait until the migration runs (and waits for the tables).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '-- Stats and /metrics without scanning deliveries%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			var act string
-			_ = db.QueryRow(`SELECT string_agg(state || ' ' || wait_event_type || ' ' || left(query, 80), E'\n') FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()`).Scan(&act)
-			t.Fatalf("the migration did not start; sessions:\n%s", act)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	migrated := migrateUntil(t, db, u, "migrations/0012_stats_counts.sql")
 	claimCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	claim, err := db.BeginTx(claimCtx, nil)
@@ -128,30 +105,7 @@ func TestUpgradeFrom11BesideOldRelease(t *testing.T) {
 	if err := reader.QueryRow(`SELECT count(*) FROM deliveries`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	// Other tests' stores migrate on the same server: this one's sessions
-	// are told apart by their application name.
-	app := "upgrade" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	// pg_stat_activity shows the start of the migration's text.
-	m13, err := os.ReadFile("migrations/0013_queue_in_write.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	migrated := make(chan error, 1)
-	go func() {
-		s, err := postgres.Open(ctx, u+"&application_name="+app, postgres.Options{})
-		if err == nil {
-			s.Close()
-		}
-		migrated <- err
-	}()
-	waitFor(t, "migration 13 to wait for deliveries", func() bool {
-		var k int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
-			AND application_name = $1 AND starts_with(query, $2)`, app, string(m13[:100])).Scan(&k); err != nil {
-			t.Fatal(err)
-		}
-		return k > 0
-	})
+	migrated := migrateUntil(t, db, u, "migrations/0013_queue_in_write.sql")
 	completed := make(chan error, 1)
 	go func() {
 		_, err := db.Exec(`UPDATE deliveries SET state = 'succeeded', due_at = NULL, updated_at = now() WHERE id = 'dlv_a'`)
@@ -185,12 +139,41 @@ func TestUpgradeFrom11BesideOldRelease(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// migrateUntil opens a store on u in the background, which migrates the
+// schema, and returns once its session runs the migration of file (which
+// then waits for its tables). The channel receives Open's error.
+func migrateUntil(t *testing.T, db *sql.DB, u, file string) <-chan error {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); {
+	// pg_stat_activity shows the start of the migration's text; other
+	// tests' stores migrate on the same server, so this one's sessions are
+	// told apart by their application name.
+	text, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := "migrate" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	migrated := make(chan error, 1)
+	go func() {
+		s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
+		if err == nil {
+			s.Close()
+		}
+		migrated <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+			AND application_name = $1 AND starts_with(query, $2)`, app, string(text[:100])).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return migrated
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			var act string
+			_ = db.QueryRow(`SELECT string_agg(state || ' ' || coalesce(wait_event_type, '') || ' ' || left(query, 80), E'\n')
+				FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&act)
+			t.Fatalf("the migration of %s did not start; the store's sessions:\n%s", file, act)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
