@@ -76,6 +76,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err == nil {
 		err = s.Retry(ctx, func() error {
 			return sqlcore.Migrate(ctx, db.DB, ms, sqlx.DOLLAR, func(ctx context.Context, tx *sql.Tx) error {
+				// Read committed whatever the server's default: the
+				// migrations recorded are read after the lock is held, so
+				// that a process that waited sees what the winner applied.
+				if _, err := tx.ExecContext(ctx, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"); err != nil {
+					return err
+				}
 				_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLock)
 				return err
 			})

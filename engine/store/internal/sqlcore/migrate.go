@@ -119,5 +119,8 @@ func migrateNext(ctx context.Context, db *sql.DB, ms []Migration, bind int, lock
 		}
 		return true, nil
 	}
-	return false, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
+	}
+	return false, nil
 }
