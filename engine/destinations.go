@@ -377,12 +377,21 @@ func (d *destinations) gate(ctx context.Context, dest, id string, actionRate flo
 		// wait for the probe time as stored.
 		at, stillPaused := d.storedProbe(ctx, dest, now.Add(probeWait))
 		d.mu.Lock()
-		defer d.mu.Unlock()
 		if !stillPaused {
-			d.setPaused(in, false) // resumed, or the pause never reached the store
+			// Resumed (or the pause never reached the store): as refresh
+			// does, wake what this process sent back to wait for the probe
+			// — the resuming process's wake may have run before those
+			// waits were written, and refresh wakes only on this change.
+			wasPaused := in.paused
+			d.setPaused(in, false)
+			d.mu.Unlock()
+			if wasPaused {
+				d.wake(dest)
+			}
 			return true, time.Time{}, false
 		}
 		in.nextProbe = at
+		d.mu.Unlock()
 		return false, at, true
 	}
 	var wait time.Time
