@@ -453,7 +453,11 @@ var writeTemplate = `WITH e AS (
 		RETURNING tenant, id
 	), d AS (
 		` + deliveriesFrom + `
-		JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
+		` + writeTail
+
+// writeTail ends writeSQL: the deliveries of new events, queued, and the
+// rows returned (writeChainsSQL replaces it).
+var writeTail = `JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 		RETURNING ` + queueCols + `
 	)` + queueNew + `
 	SELECT tenant, id FROM e
@@ -511,19 +515,9 @@ const (
 // key) of each busy chain, and the notify's.
 var writeChainsSQL = strings.NewReplacer(
 	`), d AS (
-		INSERT INTO deliveries (`+sqlcore.DeliveryCols("")+`, due_at, queued)
-		SELECT y.id, y.tenant, y.event_id, y.entity, y.event_name, y.rule, y.action_index, y.action_type,
-			y.retry, y.payload, y.state, y.attempts, y.retry_base, y.run_at::timestamptz, y.last_code,
-			y.last_error, y.internal, y.test, y.lease_owner, NULLIF(y.locked_until, '')::timestamptz,
-			y.created_at::timestamptz, y.updated_at::timestamptz, y.rule_id, y.rerun, y.order_key, y.coalesced, y.trace, NULLIF(y.due_at, '')::timestamptz, true
-		FROM unnest(`, `), y AS (
+		`+deliveriesFrom[:strings.Index(deliveriesFrom, "DELIVERIES_SOURCE")]+`unnest(`, `), y AS (
 		SELECT y.* FROM unnest(`,
-	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
-		RETURNING `+queueCols+`
-	)`+queueNew+`
-	SELECT tenant, id FROM e
-	UNION ALL
-	SELECT NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '') FROM (SELECT 1 FROM d WHERE state = 'pending' LIMIT 1) one) n`,
+	writeTail,
 	`JOIN e ON e.tenant = y.tenant AND e.id = y.event_id
 	), o AS (
 		SELECT order_key AS key, min(id) AS id FROM y WHERE order_key <> '' AND state = 'held' GROUP BY order_key
