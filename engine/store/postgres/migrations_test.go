@@ -73,13 +73,8 @@ func TestMigrationBesideOldRelease(t *testing.T) {
 	if err := writer.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-migrated:
-		if err != nil {
-			t.Fatalf("migration: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("the migration did not finish after the writer committed")
+	if err := within(t, migrated, time.Minute, "the migration did not finish after the writer committed"); err != nil {
+		t.Fatalf("migration: %v", err)
 	}
 }
 
@@ -111,24 +106,14 @@ func TestUpgradeFrom11BesideOldRelease(t *testing.T) {
 		_, err := db.Exec(`UPDATE deliveries SET state = 'succeeded', due_at = NULL, updated_at = now() WHERE id = 'dlv_a'`)
 		completed <- err
 	}()
-	select {
-	case err := <-completed:
-		if err != nil {
-			t.Fatalf("the running release's completion: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the running release's completion waited behind the migration")
+	if err := within(t, completed, 30*time.Second, "the running release's completion waited behind the migration"); err != nil {
+		t.Fatalf("the running release's completion: %v", err)
 	}
 	if err := reader.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-migrated:
-		if err != nil {
-			t.Fatalf("migration: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the migration did not finish after the reader committed")
+	if err := within(t, migrated, 30*time.Second, "the migration did not finish after the reader committed"); err != nil {
+		t.Fatalf("migration: %v", err)
 	}
 	var queued int
 	if err := db.QueryRow(`SELECT count(*) FROM queue`).Scan(&queued); err != nil {
@@ -136,6 +121,18 @@ func TestUpgradeFrom11BesideOldRelease(t *testing.T) {
 	}
 	if queued != 0 {
 		t.Errorf("%d queue rows after the only delivery succeeded", queued)
+	}
+}
+
+// within receives from ch, failing with late if nothing comes within d.
+func within(t *testing.T, ch <-chan error, d time.Duration, late string) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(d):
+		t.Fatal(late)
+		return nil
 	}
 }
 
