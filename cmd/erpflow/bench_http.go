@@ -133,10 +133,8 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	throughput := func(run string) (acceptedRate, deliveredRate float64, err error) {
 		want := rv.received.Load() + deliveries
 		start := time.Now()
-		requests := (o.events + o.batch - 1) / o.batch
-		err = emitConcurrently(requests, o.clients, func(r int64) error {
-			first := (r-1)*int64(o.batch) + 1
-			d, err := post(run, first, int(min(int64(o.batch), int64(o.events)-first+1)))
+		err = postBatches(o, func(first int64, n int) error {
+			d, err := post(run, first, n)
 			if err == nil {
 				ack(d)
 			}
@@ -258,6 +256,16 @@ func (r httpRun) String() string {
 		r.delivered, r.ceiling, r.floor, r.ofCeiling(), r.delivered/r.reference(), r.reference()/r.ceiling)
 }
 
+// postBatches posts --events events, --batch a request (the last one the
+// rest), from --clients clients: post sends events first..first+n-1.
+func postBatches(o benchOpts, post func(first int64, n int) error) error {
+	requests := (o.events + o.batch - 1) / o.batch
+	return emitConcurrently(requests, o.clients, func(r int64) error {
+		first := (r-1)*int64(o.batch) + 1
+		return post(first, int(min(int64(o.batch), int64(o.events)-first+1)))
+	})
+}
+
 // ceilingRows is how many rows the ceiling inserts.
 func ceilingRows(o benchOpts) int { return min(max(o.events, 10000), 100000) }
 
@@ -330,10 +338,8 @@ func bareIngest(ctx context.Context, url string, rv *benchReceiver, o benchOpts,
 	defer stop()
 	want := rv.bare.Load() + int64(o.events*o.rules)
 	start := time.Now()
-	requests := (o.events + o.batch - 1) / o.batch
-	err = emitConcurrently(requests, o.clients, func(r int64) error {
-		first := (r-1)*int64(o.batch) + 1
-		_, err := post(base, "floor", first, int(min(int64(o.batch), int64(o.events)-first+1)))
+	err = postBatches(o, func(first int64, n int) error {
+		_, err := post(base, "floor", first, n)
 		return err
 	})
 	if err != nil {
