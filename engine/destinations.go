@@ -640,6 +640,8 @@ func (d *destinations) pause(st DestinationState) {
 			d.setPaused(in, false)
 			in.failures = 0
 			d.mu.Unlock()
+			// Deliveries gated meanwhile wait for a probe nobody will take.
+			d.wake(st.Destination)
 			return
 		}
 	}
@@ -661,8 +663,10 @@ func (d *destinations) pause(st DestinationState) {
 }
 
 // resume makes dest active after a successful probe: in the store (the
-// process whose call resumes it raises erpflow.Destination/resumed), and
-// wakes the deliveries waiting for it.
+// process whose call resumes it raises erpflow.Destination/resumed), then
+// wakes the deliveries waiting for it. Storing first means another
+// process's gate that still reads the pause sends its delivery to wait
+// before this wake, not after it.
 func (d *destinations) resume(dest string, now time.Time) {
 	e := d.e
 	d.mu.Lock()
@@ -670,14 +674,15 @@ func (d *destinations) resume(dest string, now time.Time) {
 	d.setPaused(in, false)
 	in.failures, in.resumedAt, in.interval = 0, now, 0
 	d.mu.Unlock()
-	d.wake(dest)
 	s, ok := e.store.(DestinationStore)
 	if !ok {
+		d.wake(dest)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 	defer cancel()
 	before, resumed, err := s.ResumeDestination(ctx, dest, now)
+	d.wake(dest)
 	if err != nil {
 		e.log.Error("erpflow: resuming a destination failed", "destination", dest, "err", err)
 		return

@@ -2,6 +2,7 @@ package enginetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -209,6 +210,70 @@ rules:
 	})
 }
 
+// pauseFailsStore is a real store whose PauseDestination fails when the
+// test lets it.
+type pauseFailsStore struct {
+	engine.Store
+	engine.DestinationStore
+	pausing, fail chan struct{}
+}
+
+func (s *pauseFailsStore) PauseDestination(ctx context.Context, st engine.DestinationState) (bool, error) {
+	close(s.pausing)
+	<-s.fail
+	return false, errors.New("the disk is full")
+}
+
+// TestFailedPauseWakesItsWaiters: a pause the store cannot record leaves
+// the destination active; a delivery held for it meanwhile (emitted while
+// the pause was being stored, so written waiting for the probe) runs now,
+// not at the probe time of a pause nobody will probe (an hour here).
+func TestFailedPauseWakesItsWaiters(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		real := mustOpen(t, k.newDB(t))
+		st := &pauseFailsStore{Store: real, DestinationStore: real.(engine.DestinationStore),
+			pausing: make(chan struct{}), fail: make(chan struct{})}
+		failOnce := sync.OnceFunc(func() { close(st.fail) })
+		defer failOnce()
+		rv := newDestReceiver(t)
+		rules := parseRules(t, fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
+`, rv.url))
+		e := newEngine(t, st, rules, engine.Config{
+			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		ctx := context.Background()
+		if _, err := e.Emit(ctx, order("f")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-st.pausing:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the failed attempt did not pause the destination")
+		}
+		rv.up.Store(true)
+		if _, err := e.Emit(ctx, order("w")); err != nil {
+			t.Fatal(err)
+		}
+		held := 0
+		for _, d := range allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending}}) {
+			if time.Until(d.RunAt) > 50*time.Minute {
+				held++
+			}
+		}
+		if held != 1 {
+			t.Fatalf("%d deliveries held for the probe, want the one emitted during the pause", held)
+		}
+		failOnce()
+		waitFor(t, 20*time.Second, "the delivery held during the failed pause delivered", func() bool {
+			return len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 1
+		})
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
@@ -306,6 +371,7 @@ rules:
 	}
 	st := mustOpen(t, db)
 	a := newEngine(t, st, parseRules(t, src), cfg("a"))
+	logDeliveriesOnFailure(t, st, rv, clock)
 	b := newEngine(t, mustOpen(t, db), parseRules(t, src), cfg("b"))
 	ctx := context.Background()
 	for i := range 3 {
@@ -356,6 +422,21 @@ rules:
 	})
 }
 
+// logDeliveriesOnFailure logs the deliveries of rule orders, and what the
+// receiver got, when t fails: these tests run two engines, whose rare
+// failures are hard to reproduce.
+func logDeliveriesOnFailure(t *testing.T, st engine.Store, rv *destReceiver, clock *fakeClock) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders"}) {
+			t.Logf("delivery %s: %s, %d attempts, runs at %v", d.ID, d.State, d.Attempts, d.RunAt)
+		}
+		t.Logf("the receiver got %d requests; the clock says %v", rv.count("orders"), clock.Now())
+	})
+}
+
 // TestResumeFromAnotherProcess: a process other than the one that paused
 // a destination and sent its deliveries back (the API's) makes its probe
 // due now; one of them runs the probe and, the receiver being back, they
@@ -386,6 +467,7 @@ rules:
 			t.Fatal(err)
 		}
 	}
+	logDeliveriesOnFailure(t, st, rv, clock)
 	// The worker pauses the destination in memory first and in the store
 	// just after: its deliveries may wait for the probe before the other
 	// process can see the pause.

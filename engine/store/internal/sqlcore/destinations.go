@@ -156,22 +156,37 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// WakeDestination implements engine.DestinationStore.
+// WakeDestination implements engine.DestinationStore. It deletes the
+// destination's waits first and wakes exactly the deliveries it deleted:
+// updating "every wait" and then deleting "every wait" in two statements
+// would, under read committed, delete a wait committed between them
+// without waking its delivery, which would then sleep until the next probe.
 func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
 	var n int64
 	now = Round(now)
 	err := c.Tx(ctx, func(tx *Tx) error {
-		r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
-			WHERE state = 'pending' AND id IN (SELECT id FROM destination_waits WHERE destination = ?)`),
-			c.t(now), c.t(now), c.t(now), dest)
+		ids, err := c.deleteWaits(ctx, tx, dest)
 		if err != nil {
 			return err
 		}
-		if n, err = r.RowsAffected(); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?`), dest); err != nil {
-			return err
+		per := c.chunk(1)
+		for lo := 0; lo < len(ids); lo += per {
+			part := ids[lo:min(lo+per, len(ids))]
+			args := make([]any, 0, 3+len(part))
+			args = append(args, c.t(now), c.t(now), c.t(now))
+			for _, id := range part {
+				args = append(args, id)
+			}
+			r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
+				WHERE state = 'pending' AND id IN (`+list(len(part))+`)`), args...)
+			if err != nil {
+				return err
+			}
+			k, err := r.RowsAffected()
+			if err != nil {
+				return err
+			}
+			n += k
 		}
 		if n == 0 {
 			return nil
@@ -182,6 +197,25 @@ func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) 
 		return 0, fmt.Errorf("wake a destination's deliveries: %w", err)
 	}
 	return int(n), nil
+}
+
+// deleteWaits deletes dest's rows of destination_waits and returns their
+// delivery ids.
+func (c *Core) deleteWaits(ctx context.Context, tx *Tx, dest string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ? RETURNING id`), dest)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 func (c *Core) destination(ctx context.Context, q Querier, dest string) (engine.DestinationState, error) {

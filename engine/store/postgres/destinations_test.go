@@ -1,0 +1,96 @@
+package postgres_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
+)
+
+// TestWakeDestinationMissesNoWait: a delivery starts to wait for a paused
+// destination (its wait committed) while WakeDestination runs. The wake
+// may leave it to the next wake, but must not delete its wait without
+// waking it: it would then sleep until the destination's next probe.
+//
+// The window is made deterministic with a row lock: the wake blocks on
+// the first waiting delivery, which the concurrent transaction has locked,
+// and that transaction's new wait commits meanwhile.
+func TestWakeDestinationMissesNoWait(t *testing.T) {
+	u := freshSchema(t)
+	app := "wake" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx := context.Background()
+	const dest = "https://api.example.com:443"
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2")}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claimed %d, %v; want 2", len(claimed), err)
+	}
+	probe := now.Add(time.Hour)
+	if err := s.WaitFor(ctx, "w", []string{"dlv_e1", "dlv_e2"}, dest, probe); err != nil {
+		t.Fatal(err)
+	}
+	// dlv_e2 has not started to wait yet: only its release is committed.
+	if _, err := db.Exec(`DELETE FROM destination_waits WHERE id = 'dlv_e2'`); err != nil {
+		t.Fatal(err)
+	}
+	other, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e2')`, dest); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() {
+		_, err := s.WakeDestination(ctx, dest, now)
+		woke <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the wake never waited for the locked delivery")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, woke, 30*time.Second, "the wake did not finish after the lock was released"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WakeDestination(ctx, dest, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"dlv_e1", "dlv_e2"} {
+		d, _, err := s.GetDelivery(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.RunAt.Equal(now) {
+			t.Errorf("%s runs at %v after two wakes, want now (%v): its wait was deleted unwoken", id, d.RunAt, now)
+		}
+	}
+}
