@@ -91,3 +91,37 @@ func testDestinations(t *testing.T, s engine.Store) {
 		t.Fatalf("pauses %d, want 2", all[0].Pauses)
 	}
 }
+
+// A wake of more deliveries than one batch of WakeDestination (1,000)
+// wakes all of them, and a delivery no longer pending is not woken.
+func testWakeManyWaiting(t *testing.T, s engine.Store) {
+	ds, ok := s.(engine.DestinationStore)
+	if !ok {
+		t.Skip("not a DestinationStore")
+	}
+	ctx := ctxT(t)
+	const dest = "https://api.example.com:443"
+	const n = 2500
+	insert(t, s, rec("acme", "big", n, t0))
+	claimed := mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t)
+	if len(claimed) != n {
+		t.Fatalf("claimed %d of %d", len(claimed), n)
+	}
+	// One of them succeeded before its wait was written: the wake deletes
+	// its wait without touching it.
+	mv(s.Complete(ctx, []engine.Completion{{ID: claimed[0].ID, Owner: "w", State: engine.StateSucceeded,
+		Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Millisecond, Outcome: "success", Code: 200}}})).get(t)
+	noErr(t, ds.WaitFor(ctx, "w", ids(claimed), dest, t0.Add(time.Hour)))
+	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != n-1 {
+		t.Fatalf("woke %d, want the %d still pending", woke, n-1)
+	}
+	if got, _, err := s.GetDelivery(ctx, claimed[0].ID); err != nil || got.State != engine.StateSucceeded {
+		t.Fatalf("the succeeded delivery after the wake: %s, %v", got.State, err)
+	}
+	if got := mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t); len(got) != n-1 {
+		t.Fatalf("claimable after the wake: %d, want %d", len(got), n-1)
+	}
+	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != 0 {
+		t.Fatalf("a second wake woke %d", woke)
+	}
+}

@@ -183,6 +183,7 @@ func Run(t *testing.T, open Opener) {
 		{"OrderedChains", testOrderedChains},
 		{"OrderedChainsConcurrent", testOrderedChainsConcurrent},
 		{"Destinations", testDestinations},
+		{"WakeManyWaiting", testWakeManyWaiting},
 		{"ListDeliveries", testList},
 		{"Requeue", testRequeue},
 		{"Prune", testPrune},

@@ -156,53 +156,63 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// WakeDestination implements engine.DestinationStore. It deletes the
-// destination's waits first and wakes exactly the deliveries it deleted:
-// updating "every wait" and then deleting "every wait" in two statements
-// would, under read committed, delete a wait committed between them
-// without waking its delivery, which would then sleep until the next probe.
+// wakeBatch is how many waits WakeDestination deletes and wakes per
+// transaction: a destination may have millions waiting, and neither the
+// ids in memory nor one transaction may grow with them.
+const wakeBatch = 1000
+
+// WakeDestination implements engine.DestinationStore. Each batch deletes
+// waits and wakes exactly the deliveries it deleted: updating "every
+// wait" and then deleting "every wait" in two statements would, under read
+// committed, delete a wait committed between them without waking its
+// delivery, which would then sleep until the next probe. A wait committed
+// meanwhile is left for a later batch or wake.
+//
+// It stops at a batch that deletes nothing: of two processes waking the
+// same destination at once, one may find its batch deleted by the other,
+// but the other then goes on.
 func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
-	var n int64
+	total := 0
 	now = Round(now)
-	err := c.Tx(ctx, func(tx *Tx) error {
-		ids, err := c.deleteWaits(ctx, tx, dest)
-		if err != nil {
-			return err
-		}
-		per := c.chunk(1)
-		for lo := 0; lo < len(ids); lo += per {
-			part := ids[lo:min(lo+per, len(ids))]
-			args := make([]any, 0, 3+len(part))
+	for {
+		deleted := 0
+		var woke int64
+		err := c.Tx(ctx, func(tx *Tx) error {
+			ids, err := c.deleteWaits(ctx, tx, dest, wakeBatch)
+			if err != nil || len(ids) == 0 {
+				return err
+			}
+			deleted = len(ids)
+			args := make([]any, 0, 3+len(ids))
 			args = append(args, c.t(now), c.t(now), c.t(now))
-			for _, id := range part {
+			for _, id := range ids {
 				args = append(args, id)
 			}
 			r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
-				WHERE state = 'pending' AND id IN (`+list(len(part))+`)`), args...)
+				WHERE state = 'pending' AND id IN (`+list(len(ids))+`)`), args...)
 			if err != nil {
 				return err
 			}
-			k, err := r.RowsAffected()
-			if err != nil {
+			if woke, err = r.RowsAffected(); err != nil || woke == 0 {
 				return err
 			}
-			n += k
+			return c.D.Notify(ctx, tx)
+		})
+		if err != nil {
+			return total, fmt.Errorf("wake a destination's deliveries: %w", err)
 		}
-		if n == 0 {
-			return nil
+		total += int(woke)
+		if deleted == 0 {
+			return total, nil
 		}
-		return c.D.Notify(ctx, tx)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("wake a destination's deliveries: %w", err)
 	}
-	return int(n), nil
 }
 
-// deleteWaits deletes dest's rows of destination_waits and returns their
-// delivery ids.
-func (c *Core) deleteWaits(ctx context.Context, tx *Tx, dest string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ? RETURNING id`), dest)
+// deleteWaits deletes up to limit of dest's rows of destination_waits and
+// returns their delivery ids.
+func (c *Core) deleteWaits(ctx context.Context, tx *Tx, dest string, limit int) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?
+		AND id IN (SELECT id FROM destination_waits WHERE destination = ? LIMIT ?) RETURNING id`), dest, dest, limit)
 	if err != nil {
 		return nil, err
 	}
