@@ -698,6 +698,19 @@ func (d dialect) WriteDeliveries(ctx context.Context, q sqlcore.Querier, dls []e
 	return nil
 }
 
+// WakeWaits implements sqlcore.WaitWaker: the UPDATE reads the ids the
+// DELETE returned, so a wait that commits meanwhile is neither deleted
+// nor woken, and is left for the next wake.
+func (d dialect) WakeWaits(ctx context.Context, q sqlcore.Querier, dest string, now time.Time) (int64, error) {
+	r, err := q.ExecContext(ctx, `WITH w AS (DELETE FROM destination_waits WHERE destination = $1 RETURNING id)
+		UPDATE deliveries SET run_at = $2, due_at = $2, updated_at = $2
+		WHERE state = 'pending' AND id IN (SELECT id FROM w)`, dest, d.Time(now))
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
+}
+
 // WriteChained implements sqlcore.ChainWriter.
 func (d dialect) WriteChained(ctx context.Context, q sqlcore.Querier, evs []sqlcore.NewEvent, optimistic bool) ([]bool, []string, error) {
 	n := len(evs)

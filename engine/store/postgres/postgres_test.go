@@ -117,6 +117,14 @@ func BenchmarkAddDeliveries(b *testing.B) {
 	}
 }
 
+// BenchmarkWakeDestination: waking b.N deliveries waiting for a paused
+// destination.
+func BenchmarkWakeDestination(b *testing.B) {
+	s := open(b, freshSchema(b))
+	defer s.Close()
+	storetest.BenchWakeDestination(b, s)
+}
+
 func BenchmarkClaimComplete(b *testing.B) {
 	s := open(b, freshSchema(b))
 	defer s.Close()

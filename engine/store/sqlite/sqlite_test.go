@@ -100,6 +100,12 @@ func BenchmarkAddDeliveries(b *testing.B) {
 	}
 }
 
+// BenchmarkWakeDestination: waking b.N deliveries waiting for a paused
+// destination.
+func BenchmarkWakeDestination(b *testing.B) {
+	storetest.BenchWakeDestination(b, benchStore(b))
+}
+
 func BenchmarkClaimComplete(b *testing.B) {
 	s := benchStore(b)
 	storetest.BenchClaimComplete(b, s)

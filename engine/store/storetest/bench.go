@@ -68,6 +68,41 @@ func BenchAddDeliveries(b *testing.B, s engine.Store, n int) {
 	}
 }
 
+// BenchWakeDestination measures waking a paused destination's waiting
+// deliveries: b.N deliveries wait (claimed, then sent to wait for the
+// probe), and one WakeDestination makes them all due; b.N counts
+// deliveries woken.
+func BenchWakeDestination(b *testing.B, s engine.Store) {
+	ds, ok := s.(engine.DestinationStore)
+	if !ok {
+		b.Skip("not a DestinationStore")
+	}
+	ctx := context.Background()
+	const dest = "https://api.example.com:443"
+	b.StopTimer()
+	for done := 0; done < b.N; done += 500 {
+		recs := make([]engine.EventRecord, 0, 500)
+		for i := 0; i < 500 && done+i < b.N; i++ {
+			recs = append(recs, rec("acme", fmt.Sprintf("wake%d", seq.Add(1)), 1, t0))
+		}
+		if _, err := s.InsertEvents(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+		claimed, err := s.Claim(ctx, "bench", len(recs), t0, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ds.WaitFor(ctx, "bench", ids(claimed), dest, t0.Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StartTimer()
+	n, err := ds.WakeDestination(ctx, dest, t0)
+	if err != nil || n != b.N {
+		b.Fatalf("woke %d of %d: %v", n, b.N, err)
+	}
+}
+
 // BenchClaimComplete measures the worker loop's store work: claim 100 due
 // deliveries, complete them (one attempt row each); b.N counts deliveries.
 func BenchClaimComplete(b *testing.B, s engine.Store) {

@@ -92,8 +92,9 @@ func testDestinations(t *testing.T, s engine.Store) {
 	}
 }
 
-// A wake of more deliveries than one batch of WakeDestination (1,000)
-// wakes all of them, and a delivery no longer pending is not woken.
+// A wake of many deliveries wakes all of them (bound parameters or
+// batches would have limits here), and a delivery no longer pending is
+// not woken: its wait just goes.
 func testWakeManyWaiting(t *testing.T, s engine.Store) {
 	ds, ok := s.(engine.DestinationStore)
 	if !ok {

@@ -80,6 +80,15 @@ type DeliveryWriter interface {
 	WriteDeliveries(ctx context.Context, q Querier, dls []engine.Delivery) error
 }
 
+// WaitWaker is an optional Dialect capability: delete dest's rows of
+// destination_waits and make the pending deliveries among them due at now,
+// in one statement, so that the deliveries woken are exactly those whose
+// waits it deleted even while other transactions add waits (see
+// Core.WakeDestination). It reports how many it woke.
+type WaitWaker interface {
+	WakeWaits(ctx context.Context, q Querier, dest string, now time.Time) (int64, error)
+}
+
 // ChainCompleter is an optional Dialect capability: CompleteUpdate and,
 // for the completions that end heads of ordered chains (succeeded or
 // dead), chainAdvance in one statement, which a concurrent emit adding to

@@ -156,76 +156,50 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// wakeBatch is how many waits WakeDestination deletes and wakes per
-// transaction: a destination may have millions waiting, and neither the
-// ids in memory nor one transaction may grow with them.
-const wakeBatch = 1000
-
-// WakeDestination implements engine.DestinationStore. Each batch deletes
-// waits and wakes exactly the deliveries it deleted: updating "every
-// wait" and then deleting "every wait" in two statements would, under read
-// committed, delete a wait committed between them without waking its
-// delivery, which would then sleep until the next probe. A wait committed
-// meanwhile is left for a later batch or wake.
-//
-// It stops at a batch that deletes nothing: of two processes waking the
-// same destination at once, one may find its batch deleted by the other,
-// but the other then goes on.
+// WakeDestination implements engine.DestinationStore: it deletes dest's
+// waits and makes the pending deliveries among them due now, in one
+// transaction. The deliveries it wakes must be exactly those whose waits
+// it deletes: a wait deleted unwoken would leave its delivery asleep until
+// the next probe. With a dialect's WaitWaker that is one statement. Else
+// it is two (update the deliveries of every wait, then delete every
+// wait), exact only where a wait cannot commit between them: SQLite, whose
+// write transactions run one at a time.
 func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
-	total := 0
+	var n int64
 	now = Round(now)
-	for {
-		deleted := 0
-		var woke int64
-		err := c.Tx(ctx, func(tx *Tx) error {
-			ids, err := c.deleteWaits(ctx, tx, dest, wakeBatch)
-			if err != nil || len(ids) == 0 {
-				return err
-			}
-			deleted = len(ids)
-			args := make([]any, 0, 3+len(ids))
-			args = append(args, c.t(now), c.t(now), c.t(now))
-			for _, id := range ids {
-				args = append(args, id)
-			}
-			r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
-				WHERE state = 'pending' AND id IN (`+list(len(ids))+`)`), args...)
-			if err != nil {
-				return err
-			}
-			if woke, err = r.RowsAffected(); err != nil || woke == 0 {
-				return err
-			}
-			return c.D.Notify(ctx, tx)
-		})
-		if err != nil {
-			return total, fmt.Errorf("wake a destination's deliveries: %w", err)
+	err := c.Tx(ctx, func(tx *Tx) error {
+		var err error
+		if w, ok := c.D.(WaitWaker); ok {
+			n, err = w.WakeWaits(ctx, tx, dest, now)
+		} else {
+			n, err = c.wakeWaits(ctx, tx, dest, now)
 		}
-		total += int(woke)
-		if deleted == 0 {
-			return total, nil
+		if err != nil || n == 0 {
+			return err
 		}
+		return c.D.Notify(ctx, tx)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wake a destination's deliveries: %w", err)
 	}
+	return int(n), nil
 }
 
-// deleteWaits deletes up to limit of dest's rows of destination_waits and
-// returns their delivery ids.
-func (c *Core) deleteWaits(ctx context.Context, tx *Tx, dest string, limit int) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?
-		AND id IN (SELECT id FROM destination_waits WHERE destination = ? LIMIT ?) RETURNING id`), dest, dest, limit)
+// wakeWaits is WakeDestination's two statements for a database with one
+// writer at a time.
+func (c *Core) wakeWaits(ctx context.Context, tx *Tx, dest string, now time.Time) (int64, error) {
+	r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
+		WHERE state = 'pending' AND id IN (SELECT id FROM destination_waits WHERE destination = ?)`),
+		c.t(now), c.t(now), c.t(now), dest)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
+	n, err := r.RowsAffected()
+	if err != nil {
+		return 0, err
 	}
-	return ids, rows.Err()
+	_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?`), dest)
+	return n, err
 }
 
 func (c *Core) destination(ctx context.Context, q Querier, dest string) (engine.DestinationState, error) {
