@@ -488,9 +488,11 @@ func (d *destinations) waitsForProbe(dest, id string) bool {
 // holdForProbes makes the new pending deliveries of recs to paused
 // destinations wait for their probe (due then, listed as waiting: see
 // Delivery.WaitsFor) instead of being claimed only to be sent back.
-func (d *destinations) holdForProbes(recs []EventRecord) {
+//
+// It reports whether it held any: see wakeIfResumed.
+func (d *destinations) holdForProbes(recs []EventRecord) (held bool) {
 	if d == nil || d.npaused.Load() == 0 {
-		return // the emit's hot path: nothing paused, nothing to look up
+		return false // the emit's hot path: nothing paused, nothing to look up
 	}
 	for i := range recs {
 		for j := range recs[i].Deliveries {
@@ -508,8 +510,33 @@ func (d *destinations) holdForProbes(recs []EventRecord) {
 			in := d.m[dest]
 			if in != nil && in.paused {
 				dl.RunAt, dl.WaitsFor = in.nextProbe, dest
+				held = true
 			}
 			d.mu.Unlock()
+		}
+	}
+	return held
+}
+
+// wakeIfResumed wakes the destinations that deliveries of recs were just
+// written waiting for (by holdForProbes) and that are no longer paused
+// here: a resume between holdForProbes and the commit woke the
+// destination before those waits existed, and nothing else would wake
+// them before the next probe time. Resume and refresh clear the pause
+// before they wake, so either this sees the resume or their wake comes
+// after the commit.
+func (d *destinations) wakeIfResumed(recs []EventRecord) {
+	seen := map[string]bool{}
+	for i := range recs {
+		for j := range recs[i].Deliveries {
+			dest := recs[i].Deliveries[j].WaitsFor
+			if dest == "" || seen[dest] {
+				continue
+			}
+			seen[dest] = true
+			if !d.isPaused(dest) {
+				d.wake(dest)
+			}
 		}
 	}
 }
@@ -664,9 +691,10 @@ func (d *destinations) pause(st DestinationState) {
 
 // resume makes dest active after a successful probe: in the store (the
 // process whose call resumes it raises erpflow.Destination/resumed), then
-// wakes the deliveries waiting for it. Storing first means another
-// process's gate that still reads the pause sends its delivery to wait
-// before this wake, not after it.
+// wakes the deliveries waiting for it. Storing first narrows one window:
+// another process whose gate lost this probe reads the stored state
+// (storedProbe), and so sees the resume rather than sending its delivery
+// to wait after this wake (its gate would wake it then, too).
 func (d *destinations) resume(dest string, now time.Time) {
 	e := d.e
 	d.mu.Lock()

@@ -473,7 +473,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			recs = append(recs, r.recs...)
 		}
 	}
-	e.dests.holdForProbes(recs)
+	held := e.dests.holdForProbes(recs)
 	var run *runner
 	reserved := 0
 	if direct {
@@ -501,6 +501,9 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		batch[0].err = fmt.Errorf("engine: emit: %w", err)
 		close(batch[0].done)
 		return
+	}
+	if held {
+		e.dests.wakeIfResumed(recs)
 	}
 	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved)

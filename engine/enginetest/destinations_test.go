@@ -274,6 +274,91 @@ rules:
 	})
 }
 
+// lateInsertStore is a real store that holds the insert of event "late"
+// until the test releases it, and counts the wakes of waiting deliveries.
+type lateInsertStore struct {
+	engine.Store
+	engine.DestinationStore
+	inserting, release chan struct{}
+	wakes              atomic.Int64
+}
+
+func (s *lateInsertStore) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	for _, r := range recs {
+		if r.Event.ID == "late" {
+			close(s.inserting)
+			<-s.release
+		}
+	}
+	return s.Store.InsertEvents(ctx, recs)
+}
+
+func (s *lateInsertStore) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
+	n, err := s.DestinationStore.WakeDestination(ctx, dest, now)
+	s.wakes.Add(1)
+	return n, err
+}
+
+// TestEmitHeldAcrossResume: an event emitted while its destination is
+// paused is written waiting for the probe; should the destination resume
+// (and wake its waiting deliveries) before that write commits, the
+// delivery is woken after it, not left for a probe that nobody will take
+// (an hour here). Found by review.
+func TestEmitHeldAcrossResume(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		real := mustOpen(t, k.newDB(t))
+		st := &lateInsertStore{Store: real, DestinationStore: real.(engine.DestinationStore),
+			inserting: make(chan struct{}), release: make(chan struct{})}
+		released := sync.OnceFunc(func() { close(st.release) })
+		defer released()
+		rv := newDestReceiver(t)
+		rules := parseRules(t, fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
+`, rv.url))
+		e := newEngine(t, st, rules, engine.Config{Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		ctx := context.Background()
+		if _, err := e.Emit(ctx, order("f")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the destination paused", func() bool {
+			ds, err := e.Destinations(ctx)
+			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
+		})
+		if _, err := e.Emit(ctx, order("p")); err != nil { // held: it will be the probe
+			t.Fatal(err)
+		}
+		late := make(chan error, 1)
+		go func() { _, err := e.Emit(ctx, order("late")); late <- err }()
+		select {
+		case <-st.inserting: // held for the probe, not yet written
+		case <-time.After(20 * time.Second):
+			t.Fatal("the late event was never written")
+		}
+		wakes := st.wakes.Load()
+		rv.up.Store(true)
+		ds, _ := e.Destinations(ctx)
+		if _, err := e.ProbeDestination(ctx, ds[0].Destination); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "resumed, the probe delivered, its waiting deliveries woken", func() bool {
+			ds, err := e.Destinations(ctx)
+			return err == nil && ds[0].State == engine.DestinationActive && st.wakes.Load() > wakes &&
+				len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 1
+		})
+		released()
+		if err := <-late; err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the late delivery delivered while the destination is active", func() bool {
+			return len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 2
+		})
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
