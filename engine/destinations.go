@@ -195,7 +195,8 @@ type DestinationStore interface {
 	// them.
 	WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error
 	// WakeDestination makes the deliveries waiting for dest due at now and
-	// returns how many.
+	// returns how many. It may commit in batches: cut short by ctx, it has
+	// woken some of them.
 	WakeDestination(ctx context.Context, dest string, now time.Time) (int, error)
 }
 
@@ -741,7 +742,7 @@ func (d *destinations) wake(dest string) {
 		return
 	}
 	if s, ok := e.store.(DestinationStore); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
 		defer cancel()
 		if _, err := s.WakeDestination(ctx, dest, e.now()); err != nil {
 			e.log.Error("erpflow: waking a destination's deliveries failed; they run at their probe time", "destination", dest, "err", err)

@@ -540,7 +540,7 @@ func (r *runner) wakeDestinations(dests []string) {
 		return
 	}
 	for _, dest := range dests {
-		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
 		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {

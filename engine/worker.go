@@ -26,6 +26,11 @@ const (
 	maxWaitShare   = 10                     // no hand-overs while jobs wait longer than Lease/maxWaitShare for a worker
 )
 
+// wakeTimeout bounds one WakeDestination, which stores do in batches (a
+// million waiting deliveries take about 15 s on the project's
+// PostgreSQL): what it has not woken by then runs at its probe time.
+const wakeTimeout = 2 * time.Minute
+
 // result is a finished attempt on its way to the completer.
 type result struct {
 	c Completion

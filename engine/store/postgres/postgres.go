@@ -701,10 +701,11 @@ func (d dialect) WriteDeliveries(ctx context.Context, q sqlcore.Querier, dls []e
 // WakeWaits implements sqlcore.WaitWaker: the UPDATE reads the ids the
 // DELETE returned, so a wait that commits meanwhile is neither deleted
 // nor woken, and is left for the next wake.
-func (d dialect) WakeWaits(ctx context.Context, q sqlcore.Querier, dest string, now time.Time) (int64, error) {
-	r, err := q.ExecContext(ctx, `WITH w AS (DELETE FROM destination_waits WHERE destination = $1 RETURNING id)
-		UPDATE deliveries SET run_at = $2, due_at = $2, updated_at = $2
-		WHERE state = 'pending' AND id IN (SELECT id FROM w)`, dest, d.Time(now))
+func (d dialect) WakeWaits(ctx context.Context, q sqlcore.Querier, dest, after, last string, now time.Time) (int64, error) {
+	r, err := q.ExecContext(ctx, `WITH w AS (DELETE FROM destination_waits
+			WHERE destination = $1 AND id > $2 AND id <= $3 RETURNING id)
+		UPDATE deliveries SET run_at = $4, due_at = $4, updated_at = $4
+		WHERE state = 'pending' AND id IN (SELECT id FROM w)`, dest, after, last, d.Time(now))
 	if err != nil {
 		return 0, err
 	}

@@ -92,9 +92,9 @@ func testDestinations(t *testing.T, s engine.Store) {
 	}
 }
 
-// A wake of many deliveries wakes all of them (bound parameters or
-// batches would have limits here), and a delivery no longer pending is
-// not woken: its wait just goes.
+// A wake of many deliveries wakes all of them, across the store's
+// batches (5,000 waits a transaction): the first batch holds only waits of
+// deliveries no longer pending, whose waits just go, unwoken.
 func testWakeManyWaiting(t *testing.T, s engine.Store) {
 	ds, ok := s.(engine.DestinationStore)
 	if !ok {
@@ -102,25 +102,32 @@ func testWakeManyWaiting(t *testing.T, s engine.Store) {
 	}
 	ctx := ctxT(t)
 	const dest = "https://api.example.com:443"
-	const n = 2500
-	insert(t, s, rec("acme", "big", n, t0))
-	claimed := mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t)
+	const n, done = 11000, 5001
+	for i := 0; i < n; i += 1000 {
+		insert(t, s, rec("acme", fmt.Sprint("big", i), 1000, t0))
+	}
+	claimed := sortedIDs(mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t))
 	if len(claimed) != n {
 		t.Fatalf("claimed %d of %d", len(claimed), n)
 	}
-	// One of them succeeded before its wait was written: the wake deletes
-	// its wait without touching it.
-	mv(s.Complete(ctx, []engine.Completion{{ID: claimed[0].ID, Owner: "w", State: engine.StateSucceeded,
-		Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Millisecond, Outcome: "success", Code: 200}}})).get(t)
-	noErr(t, ds.WaitFor(ctx, "w", ids(claimed), dest, t0.Add(time.Hour)))
-	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != n-1 {
-		t.Fatalf("woke %d, want the %d still pending", woke, n-1)
+	// The first ones by id succeeded before their waits were written.
+	for lo := 0; lo < done; lo += 500 {
+		var cs []engine.Completion
+		for _, id := range claimed[lo:min(lo+500, done)] {
+			cs = append(cs, engine.Completion{ID: id, Owner: "w", State: engine.StateSucceeded,
+				Attempt: engine.Attempt{N: 1, StartedAt: t0, Duration: time.Millisecond, Outcome: "success", Code: 200}})
+		}
+		mv(s.Complete(ctx, cs)).get(t)
 	}
-	if got, _, err := s.GetDelivery(ctx, claimed[0].ID); err != nil || got.State != engine.StateSucceeded {
-		t.Fatalf("the succeeded delivery after the wake: %s, %v", got.State, err)
+	noErr(t, ds.WaitFor(ctx, "w", claimed, dest, t0.Add(time.Hour)))
+	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != n-done {
+		t.Fatalf("woke %d, want the %d still pending", woke, n-done)
 	}
-	if got := mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t); len(got) != n-1 {
-		t.Fatalf("claimable after the wake: %d, want %d", len(got), n-1)
+	if got, _, err := s.GetDelivery(ctx, claimed[0]); err != nil || got.State != engine.StateSucceeded {
+		t.Fatalf("a succeeded delivery after the wake: %s, %v", got.State, err)
+	}
+	if got := mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t); len(got) != n-done {
+		t.Fatalf("claimable after the wake: %d, want %d", len(got), n-done)
 	}
 	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != 0 {
 		t.Fatalf("a second wake woke %d", woke)

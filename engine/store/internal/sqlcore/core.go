@@ -81,12 +81,13 @@ type DeliveryWriter interface {
 }
 
 // WaitWaker is an optional Dialect capability: delete dest's rows of
-// destination_waits and make the pending deliveries among them due at now,
-// in one statement, so that the deliveries woken are exactly those whose
-// waits it deleted even while other transactions add waits (see
-// Core.WakeDestination). It reports how many it woke.
+// destination_waits with after < id <= last and make the pending
+// deliveries among them due at now, in one statement, so that the
+// deliveries woken are exactly those whose waits it deleted even while
+// other transactions add waits (see Core.WakeDestination). It reports how
+// many it woke.
 type WaitWaker interface {
-	WakeWaits(ctx context.Context, q Querier, dest string, now time.Time) (int64, error)
+	WakeWaits(ctx context.Context, q Querier, dest, after, last string, now time.Time) (int64, error)
 }
 
 // ChainCompleter is an optional Dialect capability: CompleteUpdate and,

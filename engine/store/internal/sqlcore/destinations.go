@@ -156,41 +156,64 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// WakeDestination implements engine.DestinationStore: it deletes dest's
-// waits and makes the pending deliveries among them due now, in one
-// transaction. The deliveries it wakes must be exactly those whose waits
-// it deletes: a wait deleted unwoken would leave its delivery asleep until
+// wakeBatch bounds the waits one transaction of WakeDestination wakes: a
+// destination down for hours may have millions waiting, and one
+// transaction for all of them would hold SQLite's writer (every emit)
+// for seconds, and roll back whole should it time out.
+const wakeBatch = 5000
+
+// WakeDestination implements engine.DestinationStore. It walks dest's
+// waits in id order, a range of the primary key per transaction: each
+// deletes the range's waits and makes the pending deliveries among them
+// due now. The deliveries it wakes must be exactly those whose waits it
+// deletes: a wait deleted unwoken would leave its delivery asleep until
 // the next probe. With a dialect's WaitWaker that is one statement. Else
-// it is two (update the deliveries of every wait, then delete every
-// wait), exact only where a wait cannot commit between them: SQLite, whose
-// write transactions run one at a time.
+// it is two (update the deliveries of the range's waits, then delete
+// them), exact only where a wait cannot commit between them: SQLite,
+// whose write transactions run one at a time. A wait committed into a
+// range already walked is left for the next wake (the engine wakes again
+// when it learns of a resume). A wake cut short by ctx has committed the
+// ranges before: the rest run at their probe time.
 func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
-	var n int64
+	total := 0
 	now = Round(now)
-	err := c.Tx(ctx, func(tx *Tx) error {
-		var err error
-		if w, ok := c.D.(WaitWaker); ok {
-			n, err = w.WakeWaits(ctx, tx, dest, now)
-		} else {
-			n, err = c.wakeWaits(ctx, tx, dest, now)
+	for after := ""; ; {
+		var n int64
+		var last sql.NullString
+		err := c.Tx(ctx, func(tx *Tx) error {
+			err := tx.QueryRowContext(ctx, c.Q(`SELECT max(id) FROM (SELECT id FROM destination_waits
+				WHERE destination = ? AND id > ? ORDER BY id LIMIT ?) w`), dest, after, wakeBatch).Scan(&last)
+			if err != nil || !last.Valid {
+				return err
+			}
+			if w, ok := c.D.(WaitWaker); ok {
+				n, err = w.WakeWaits(ctx, tx, dest, after, last.String, now)
+			} else {
+				n, err = c.wakeWaits(ctx, tx, dest, after, last.String, now)
+			}
+			if err != nil || n == 0 {
+				return err
+			}
+			return c.D.Notify(ctx, tx)
+		})
+		if err != nil {
+			return total, fmt.Errorf("wake a destination's deliveries: %w", err)
 		}
-		if err != nil || n == 0 {
-			return err
+		total += int(n)
+		if !last.Valid {
+			return total, nil
 		}
-		return c.D.Notify(ctx, tx)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("wake a destination's deliveries: %w", err)
+		after = last.String
 	}
-	return int(n), nil
 }
 
-// wakeWaits is WakeDestination's two statements for a database with one
-// writer at a time.
-func (c *Core) wakeWaits(ctx context.Context, tx *Tx, dest string, now time.Time) (int64, error) {
+// wakeWaits is a range of WakeDestination in two statements, for a
+// database with one writer at a time.
+func (c *Core) wakeWaits(ctx context.Context, tx *Tx, dest, after, last string, now time.Time) (int64, error) {
 	r, err := tx.ExecContext(ctx, c.Q(`UPDATE deliveries SET run_at = ?, due_at = ?, updated_at = ?
-		WHERE state = 'pending' AND id IN (SELECT id FROM destination_waits WHERE destination = ?)`),
-		c.t(now), c.t(now), c.t(now), dest)
+		WHERE state = 'pending' AND id IN (SELECT id FROM destination_waits
+			WHERE destination = ? AND id > ? AND id <= ?)`),
+		c.t(now), c.t(now), c.t(now), dest, after, last)
 	if err != nil {
 		return 0, err
 	}
@@ -198,7 +221,7 @@ func (c *Core) wakeWaits(ctx context.Context, tx *Tx, dest string, now time.Time
 	if err != nil {
 		return 0, err
 	}
-	_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ?`), dest)
+	_, err = tx.ExecContext(ctx, c.Q(`DELETE FROM destination_waits WHERE destination = ? AND id > ? AND id <= ?`), dest, after, last)
 	return n, err
 }
 
