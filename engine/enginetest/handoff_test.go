@@ -53,7 +53,17 @@ func TestClaimsProgressUnderHandOff(t *testing.T) {
 		// A slow receiver: 2 workers deliver about 200 a second, far
 		// fewer than the emitter below creates.
 		var got sync.Map
+		// The receiver answers nothing until the emits have begun: on a
+		// loaded machine the backlog was once through before the first
+		// emit committed, which proved nothing.
+		emitting := make(chan struct{})
+		begun := sync.OnceFunc(func() { close(emitting) })
+		defer begun()
 		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-emitting:
+			case <-time.After(30 * time.Second):
+			}
 			time.Sleep(10 * time.Millisecond) // the receiver's latency, not a wait for the test
 			got.Store(r.Header.Get("webhook-id"), true)
 		}))
@@ -87,7 +97,9 @@ func TestClaimsProgressUnderHandOff(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					emitted.Add(1)
+					if emitted.Add(1) >= 10 {
+						begun()
+					}
 				}
 			})
 		}
