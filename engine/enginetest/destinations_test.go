@@ -171,13 +171,7 @@ func TestPauseKeepsItsWaitingDeliveries(t *testing.T) {
 		real := mustOpen(t, k.newDB(t))
 		st := &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)}
 		rv := newDestReceiver(t)
-		rules := parseRules(t, fmt.Sprintf(`
-rules:
-  - name: orders
-    on: {entity: SalesOrder}
-    retry: none
-    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
-`, rv.url))
+		rules := parseRules(t, ordersRules(rv.url))
 		e := newEngine(t, st, rules, engine.Config{DestinationRefresh: 5 * time.Millisecond,
 			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
@@ -236,13 +230,7 @@ func TestFailedPauseWakesItsWaiters(t *testing.T) {
 		failOnce := sync.OnceFunc(func() { close(st.fail) })
 		defer failOnce()
 		rv := newDestReceiver(t)
-		rules := parseRules(t, fmt.Sprintf(`
-rules:
-  - name: orders
-    on: {entity: SalesOrder}
-    retry: none
-    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
-`, rv.url))
+		rules := parseRules(t, ordersRules(rv.url))
 		e := newEngine(t, st, rules, engine.Config{
 			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
@@ -312,13 +300,7 @@ func TestEmitHeldAcrossResume(t *testing.T) {
 		released := sync.OnceFunc(func() { close(st.release) })
 		defer released()
 		rv := newDestReceiver(t)
-		rules := parseRules(t, fmt.Sprintf(`
-rules:
-  - name: orders
-    on: {entity: SalesOrder}
-    retry: none
-    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
-`, rv.url))
+		rules := parseRules(t, ordersRules(rv.url))
 		e := newEngine(t, st, rules, engine.Config{Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
 		if _, err := e.Emit(ctx, order("f")); err != nil {
@@ -510,6 +492,18 @@ rules:
 	})
 }
 
+// ordersRules is rule orders: one webhook per SalesOrder event to url's
+// /orders/{entity_id}, without retries.
+func ordersRules(url string) string {
+	return fmt.Sprintf(`
+rules:
+  - name: orders
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
+`, url)
+}
+
 // logDeliveriesOnFailure logs the deliveries of rule orders, and what the
 // receiver got, when t fails: these tests run two engines, whose rare
 // failures are hard to reproduce.
@@ -536,13 +530,7 @@ func TestResumeFromAnotherProcess(t *testing.T) {
 	db := newPGDatabase(t, os.Getenv("TEST_DATABASE_URL"))
 	clock := newClock()
 	rv := newDestReceiver(t)
-	src := fmt.Sprintf(`
-rules:
-  - name: orders
-    on: {entity: SalesOrder}
-    retry: none
-    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
-`, rv.url)
+	src := ordersRules(rv.url)
 	cfg := func(owner string) engine.Config {
 		// Two workers each: each engine attempts at most its 3 failures
 		// and 1 more in flight before it holds the rest (a destination
