@@ -490,10 +490,23 @@ func (d *destinations) waitsForProbe(dest, id string) bool {
 // destinations wait for their probe (due then, listed as waiting: see
 // Delivery.WaitsFor) instead of being claimed only to be sent back.
 //
-// It reports whether it held any: see wakeIfResumed.
+// It reports whether any delivery of recs is held (see wakeIfResumed),
+// counting those it held before: commitBatch tries the requests of a
+// failed batch again one by one, and the destination may have resumed in
+// between.
 func (d *destinations) holdForProbes(recs []EventRecord) (held bool) {
-	if d == nil || d.npaused.Load() == 0 {
-		return false // the emit's hot path: nothing paused, nothing to look up
+	if d == nil {
+		return false
+	}
+	if d.npaused.Load() == 0 { // the emit's hot path: nothing paused, nothing to look up
+		for i := range recs {
+			for j := range recs[i].Deliveries {
+				if recs[i].Deliveries[j].WaitsFor != "" {
+					return true
+				}
+			}
+		}
+		return false
 	}
 	for i := range recs {
 		for j := range recs[i].Deliveries {
@@ -511,9 +524,9 @@ func (d *destinations) holdForProbes(recs []EventRecord) (held bool) {
 			in := d.m[dest]
 			if in != nil && in.paused {
 				dl.RunAt, dl.WaitsFor = in.nextProbe, dest
-				held = true
 			}
 			d.mu.Unlock()
+			held = held || dl.WaitsFor != ""
 		}
 	}
 	return held

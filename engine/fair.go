@@ -452,6 +452,7 @@ func (r *runner) parkedJobs() []string {
 // their delay; the claim loop is told when the earliest is due.
 func (r *runner) releaser() {
 	defer close(r.backsDone)
+	defer r.wakes.Wait()
 	batch := make([]sendBack, 0, completeBatch)
 	for {
 		select {
@@ -462,16 +463,23 @@ func (r *runner) releaser() {
 			for len(r.backs) > 0 {
 				batch = append(batch, <-r.backs)
 			}
-			r.releaseBatch(batch)
+			r.releaseBatch(batch, true)
 			return
 		}
-		r.releaseBatch(gather(r.backs, batch))
+		r.releaseBatch(gather(r.backs, batch), false)
 	}
 }
 
 // releaseBatch releases bs, one Release per distinct delay. Release
 // undoes the attempt count: a job sent back was never attempted.
-func (r *runner) releaseBatch(bs []sendBack) {
+//
+// The wakes among bs start once the batch's releases are done, so that
+// deliveries sent back to a destination just before its resume are
+// released first. They run beside the releaser: a wake of a large backlog
+// takes seconds, and the releaser must go on draining send-backs (its
+// senders block once r.backs is full). Stopping, they run here, bounded
+// by storeOpTimeout.
+func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 	if len(bs) == 0 {
 		return
 	}
@@ -497,7 +505,15 @@ func (r *runner) releaseBatch(bs []sendBack) {
 		}
 		byTime[k] = append(byTime[k], b.id)
 	}
-	defer r.wakeDestinations(wakes)
+	defer func() {
+		switch {
+		case len(wakes) == 0:
+		case stopping:
+			r.wakeDestinations(context.Background(), storeOpTimeout, wakes)
+		default:
+			r.wakes.Go(func() { r.wakeDestinations(r.claimCtx, wakeTimeout, wakes) })
+		}
+	}()
 	ds, _ := e.store.(DestinationStore)
 	for k, ids := range byTime {
 		at := k.at
@@ -534,13 +550,13 @@ func (r *runner) releaseBatch(bs []sendBack) {
 
 // wakeDestinations makes the deliveries waiting for each of dests due
 // now (see sendBack.wakeDest).
-func (r *runner) wakeDestinations(dests []string) {
+func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration, dests []string) {
 	s, ok := r.e.store.(DestinationStore)
 	if !ok {
 		return
 	}
 	for _, dest := range dests {
-		ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
+		ctx, cancel := context.WithTimeout(parent, timeout)
 		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {

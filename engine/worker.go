@@ -104,6 +104,7 @@ type runner struct {
 	backs     chan sendBack
 	backsQuit chan struct{}
 	backsDone chan struct{}
+	wakes     sync.WaitGroup // wakes of destinations the releaser started (releaseBatch)
 
 	// Hand-overs of released chain heads (complete).
 	handMu     sync.Mutex

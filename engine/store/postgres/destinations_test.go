@@ -17,7 +17,8 @@ import (
 //
 // The window is made deterministic with a row lock: the wake blocks on
 // the first waiting delivery, which the concurrent transaction has locked,
-// and that transaction's new wait commits meanwhile.
+// and that transaction's new wait commits meanwhile. The new wait lies
+// between two others, inside the range of waits the wake walks.
 func TestWakeDestinationMissesNoWait(t *testing.T) {
 	u := freshSchema(t)
 	app := "wake" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -29,16 +30,16 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 	db := rawDB(t, u)
 	ctx := context.Background()
 	const dest = "https://api.example.com:443"
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2")}); err != nil {
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2"), record("e3")}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute)
-	if err != nil || len(claimed) != 2 {
-		t.Fatalf("claimed %d, %v; want 2", len(claimed), err)
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("claimed %d, %v; want 3", len(claimed), err)
 	}
 	probe := now.Add(time.Hour)
-	if err := s.WaitFor(ctx, "w", []string{"dlv_e1", "dlv_e2"}, dest, probe); err != nil {
+	if err := s.WaitFor(ctx, "w", []string{"dlv_e1", "dlv_e2", "dlv_e3"}, dest, probe); err != nil {
 		t.Fatal(err)
 	}
 	// dlv_e2 has not started to wait yet: only its release is committed.
@@ -84,7 +85,7 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 	if _, err := s.WakeDestination(ctx, dest, now); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"dlv_e1", "dlv_e2"} {
+	for _, id := range []string{"dlv_e1", "dlv_e2", "dlv_e3"} {
 		d, _, err := s.GetDelivery(ctx, id)
 		if err != nil {
 			t.Fatal(err)
