@@ -801,7 +801,12 @@ const idleAfter = 10 * time.Minute
 // refresh reads the paused destinations from the store — pauses, forced
 // probes and resumes by other processes (or the API) — and forgets
 // destinations unused for idleAfter.
-func (d *destinations) refresh(ctx context.Context) error {
+//
+// With sweep (its first read after Start) it also wakes every destination
+// stored as active: a process that stopped or crashed between a resume and
+// the end of its wake left deliveries waiting for a probe that will not
+// come. For a destination with nothing waiting that is one index lookup.
+func (d *destinations) refresh(ctx context.Context, sweep bool) error {
 	s, ok := d.e.store.(DestinationStore)
 	if !ok {
 		return nil
@@ -830,6 +835,8 @@ func (d *destinations) refresh(ctx context.Context) error {
 			// back to it since that process woke it.
 			d.setPaused(in, false)
 			in.failures, in.resumedAt, in.probeID = 0, st.ResumedAt, ""
+			wakes = append(wakes, st.Destination)
+		case !paused && sweep:
 			wakes = append(wakes, st.Destination)
 		}
 	}
@@ -930,7 +937,7 @@ func (e *Engine) disableRulesOf(ctx context.Context, st DestinationState) {
 }
 
 // destinationLoop refreshes the paused destinations every
-// Config.DestinationRefresh.
+// Config.DestinationRefresh, the first time with a sweep (see refresh).
 func (e *Engine) destinationLoop() {
 	defer e.bg.Done()
 	every := e.cfg.DestinationRefresh
@@ -939,10 +946,13 @@ func (e *Engine) destinationLoop() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	swept := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-		if err := e.dests.refresh(ctx); err != nil {
+		if err := e.dests.refresh(ctx, !swept); err != nil {
 			e.log.Error("erpflow: reading destination states failed", "err", err)
+		} else {
+			swept = true
 		}
 		cancel()
 		select {

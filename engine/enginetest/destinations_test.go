@@ -341,6 +341,56 @@ func TestEmitHeldAcrossResume(t *testing.T) {
 	})
 }
 
+// TestStartWakesWhatAResumeLeft: a process stored a destination's resume
+// and stopped (or crashed) before it woke the deliveries waiting for it.
+// The next process to start wakes them, instead of leaving them to a
+// probe time nobody will act on (an hour here; the clock never gets
+// there).
+func TestStartWakesWhatAResumeLeft(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		clock := newClock()
+		rv := newDestReceiver(t)
+		rules := parseRules(t, ordersRules(rv.url))
+		cfg := engine.Config{Now: clock.Now, Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}}
+		first := newEngine(t, st, rules, cfg)
+		ctx := context.Background()
+		if _, err := first.Emit(ctx, order("f")); err != nil {
+			t.Fatal(err)
+		}
+		var dest string
+		waitFor(t, 20*time.Second, "the destination paused", func() bool {
+			ds, err := first.Destinations(ctx)
+			if err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused {
+				dest = ds[0].Destination
+				return true
+			}
+			return false
+		})
+		for _, id := range []string{"w1", "w2"} {
+			if _, err := first.Emit(ctx, order(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := first.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waiting := allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StatePending}})
+		if len(waiting) != 2 || !waiting[0].RunAt.After(clock.Now().Add(59*time.Minute)) {
+			t.Fatalf("%d deliveries wait for the probe (want 2, due in an hour)", len(waiting))
+		}
+		// The resume, stored without its wake.
+		if _, resumed, err := st.(engine.DestinationStore).ResumeDestination(ctx, dest, clock.Now()); err != nil || !resumed {
+			t.Fatalf("resume: %v, %v", resumed, err)
+		}
+		rv.up.Store(true)
+		newEngine(t, st, rules, cfg)
+		waitFor(t, 20*time.Second, "the deliveries left waiting delivered by the next process", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 2
+		})
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
