@@ -490,67 +490,58 @@ func (d *destinations) waitsForProbe(dest, id string) bool {
 // destinations wait for their probe (due then, listed as waiting: see
 // Delivery.WaitsFor) instead of being claimed only to be sent back.
 //
-// It reports whether any delivery of recs is held (see wakeIfResumed),
-// counting those it held before: commitBatch tries the requests of a
-// failed batch again one by one, and the destination may have resumed in
-// between.
-func (d *destinations) holdForProbes(recs []EventRecord) (held bool) {
+// It returns the destinations that deliveries of recs wait for (see
+// wakeIfResumed), counting those it held before: commitBatch tries the
+// requests of a failed batch again one by one, and the destination may
+// have resumed in between.
+func (d *destinations) holdForProbes(recs []EventRecord) (held []string) {
 	if d == nil {
-		return false
+		return nil
 	}
-	if d.npaused.Load() == 0 { // the emit's hot path: nothing paused, nothing to look up
-		for i := range recs {
-			for j := range recs[i].Deliveries {
-				if recs[i].Deliveries[j].WaitsFor != "" {
-					return true
-				}
-			}
-		}
-		return false
-	}
+	look := d.npaused.Load() > 0 // the emit's hot path: nothing paused, nothing to look up
 	for i := range recs {
 		for j := range recs[i].Deliveries {
 			dl := &recs[i].Deliveries[j]
-			if dl.State != StatePending || dl.Test {
-				continue
+			if look {
+				d.holdForProbe(dl)
 			}
-			cfg, _, _ := d.e.actionFor(dl)
-			ds, ok := cfg.(actions.Destinationer)
-			if !ok {
-				continue
+			if dl.WaitsFor != "" && !slices.Contains(held, dl.WaitsFor) {
+				held = append(held, dl.WaitsFor)
 			}
-			dest := ds.Destination(dl.Payload)
-			d.mu.Lock()
-			in := d.m[dest]
-			if in != nil && in.paused {
-				dl.RunAt, dl.WaitsFor = in.nextProbe, dest
-			}
-			d.mu.Unlock()
-			held = held || dl.WaitsFor != ""
 		}
 	}
 	return held
 }
 
-// wakeIfResumed wakes the destinations that deliveries of recs were just
-// written waiting for (by holdForProbes) and that are no longer paused
-// here: a resume between holdForProbes and the commit woke the
-// destination before those waits existed, and nothing else would wake
-// them before the next probe time. Resume and refresh clear the pause
-// before they wake, so either this sees the resume or their wake comes
-// after the commit.
-func (d *destinations) wakeIfResumed(recs []EventRecord) {
-	seen := map[string]bool{}
-	for i := range recs {
-		for j := range recs[i].Deliveries {
-			dest := recs[i].Deliveries[j].WaitsFor
-			if dest == "" || seen[dest] {
-				continue
-			}
-			seen[dest] = true
-			if !d.isPaused(dest) {
-				d.wake(dest)
-			}
+// holdForProbe makes dl wait for its destination's probe if it is a new
+// pending delivery to a paused destination.
+func (d *destinations) holdForProbe(dl *Delivery) {
+	if dl.State != StatePending || dl.Test {
+		return
+	}
+	cfg, _, _ := d.e.actionFor(dl)
+	ds, ok := cfg.(actions.Destinationer)
+	if !ok {
+		return
+	}
+	dest := ds.Destination(dl.Payload)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if in := d.m[dest]; in != nil && in.paused {
+		dl.RunAt, dl.WaitsFor = in.nextProbe, dest
+	}
+}
+
+// wakeIfResumed wakes those of dests (deliveries were just written
+// waiting for them: holdForProbes) that are no longer paused here: a
+// resume between holdForProbes and the commit woke the destination before
+// those waits existed, and nothing else would wake them before the next
+// probe time. Resume and refresh clear the pause before they wake, so
+// either this sees the resume or their wake comes after the commit.
+func (d *destinations) wakeIfResumed(dests []string) {
+	for _, dest := range dests {
+		if !d.isPaused(dest) {
+			d.wake(dest)
 		}
 	}
 }

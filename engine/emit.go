@@ -502,8 +502,8 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		close(batch[0].done)
 		return
 	}
-	if held {
-		e.dests.wakeIfResumed(recs)
+	if len(held) > 0 {
+		e.dests.wakeIfResumed(held)
 	}
 	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved)
