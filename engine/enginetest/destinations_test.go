@@ -175,13 +175,7 @@ func TestPauseKeepsItsWaitingDeliveries(t *testing.T) {
 		e := newEngine(t, st, rules, engine.Config{DestinationRefresh: 5 * time.Millisecond,
 			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
-		if _, err := e.Emit(ctx, order("f")); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 20*time.Second, "the destination paused", func() bool {
-			ds, err := e.Destinations(ctx)
-			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
-		})
+		pauseByFailure(t, e)
 		for i := range 3 {
 			if _, err := e.Emit(ctx, order(fmt.Sprint("w", i))); err != nil {
 				t.Fatal(err)
@@ -257,7 +251,7 @@ func TestFailedPauseWakesItsWaiters(t *testing.T) {
 		}
 		failOnce()
 		waitFor(t, 20*time.Second, "the delivery held during the failed pause delivered", func() bool {
-			return len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 1
+			return ordersSucceeded(t, real) == 1
 		})
 	})
 }
@@ -265,10 +259,8 @@ func TestFailedPauseWakesItsWaiters(t *testing.T) {
 // lateInsertStore is a real store that holds the insert of event "late"
 // until the test releases it, and counts the wakes of waiting deliveries.
 type lateInsertStore struct {
-	engine.Store
-	engine.DestinationStore
+	*countingDestStore
 	inserting, release chan struct{}
-	wakes              atomic.Int64
 }
 
 func (s *lateInsertStore) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]engine.InsertResult, error) {
@@ -281,12 +273,6 @@ func (s *lateInsertStore) InsertEvents(ctx context.Context, recs []engine.EventR
 	return s.Store.InsertEvents(ctx, recs)
 }
 
-func (s *lateInsertStore) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
-	n, err := s.DestinationStore.WakeDestination(ctx, dest, now)
-	s.wakes.Add(1)
-	return n, err
-}
-
 // TestEmitHeldAcrossResume: an event emitted while its destination is
 // paused is written waiting for the probe; should the destination resume
 // (and wake its waiting deliveries) before that write commits, the
@@ -295,7 +281,7 @@ func (s *lateInsertStore) WakeDestination(ctx context.Context, dest string, now 
 func TestEmitHeldAcrossResume(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		real := mustOpen(t, k.newDB(t))
-		st := &lateInsertStore{Store: real, DestinationStore: real.(engine.DestinationStore),
+		st := &lateInsertStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)},
 			inserting: make(chan struct{}), release: make(chan struct{})}
 		released := sync.OnceFunc(func() { close(st.release) })
 		defer released()
@@ -303,13 +289,7 @@ func TestEmitHeldAcrossResume(t *testing.T) {
 		rules := parseRules(t, ordersRules(rv.url))
 		e := newEngine(t, st, rules, engine.Config{Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
-		if _, err := e.Emit(ctx, order("f")); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 20*time.Second, "the destination paused", func() bool {
-			ds, err := e.Destinations(ctx)
-			return err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused
-		})
+		pauseByFailure(t, e)
 		if _, err := e.Emit(ctx, order("p")); err != nil { // held: it will be the probe
 			t.Fatal(err)
 		}
@@ -329,14 +309,14 @@ func TestEmitHeldAcrossResume(t *testing.T) {
 		waitFor(t, 20*time.Second, "resumed, the probe delivered, its waiting deliveries woken", func() bool {
 			ds, err := e.Destinations(ctx)
 			return err == nil && ds[0].State == engine.DestinationActive && st.wakes.Load() > wakes &&
-				len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 1
+				ordersSucceeded(t, real) == 1
 		})
 		released()
 		if err := <-late; err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 20*time.Second, "the late delivery delivered while the destination is active", func() bool {
-			return len(allDeliveries(t, real, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 2
+			return ordersSucceeded(t, real) == 2
 		})
 	})
 }
@@ -355,18 +335,7 @@ func TestStartWakesWhatAResumeLeft(t *testing.T) {
 		cfg := engine.Config{Now: clock.Now, Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}}
 		first := newEngine(t, st, rules, cfg)
 		ctx := context.Background()
-		if _, err := first.Emit(ctx, order("f")); err != nil {
-			t.Fatal(err)
-		}
-		var dest string
-		waitFor(t, 20*time.Second, "the destination paused", func() bool {
-			ds, err := first.Destinations(ctx)
-			if err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused {
-				dest = ds[0].Destination
-				return true
-			}
-			return false
-		})
+		dest := pauseByFailure(t, first)
 		for _, id := range []string{"w1", "w2"} {
 			if _, err := first.Emit(ctx, order(id)); err != nil {
 				t.Fatal(err)
@@ -386,7 +355,7 @@ func TestStartWakesWhatAResumeLeft(t *testing.T) {
 		rv.up.Store(true)
 		newEngine(t, st, rules, cfg)
 		waitFor(t, 20*time.Second, "the deliveries left waiting delivered by the next process", func() bool {
-			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}})) == 2
+			return ordersSucceeded(t, st) == 2
 		})
 	})
 }
@@ -552,6 +521,32 @@ rules:
     retry: none
     actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
 `, url)
+}
+
+// pauseByFailure emits an event whose delivery fails (the receiver is
+// down; the breaker's Failures is 1), waits until e lists its destination
+// paused, and returns it.
+func pauseByFailure(t *testing.T, e *engine.Engine) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.Emit(ctx, order("f")); err != nil {
+		t.Fatal(err)
+	}
+	var dest string
+	waitFor(t, 20*time.Second, "the destination paused", func() bool {
+		ds, err := e.Destinations(ctx)
+		if err == nil && len(ds) == 1 && ds[0].State == engine.DestinationPaused {
+			dest = ds[0].Destination
+			return true
+		}
+		return false
+	})
+	return dest
+}
+
+// ordersSucceeded counts the succeeded deliveries of rule orders.
+func ordersSucceeded(t *testing.T, st engine.Store) int {
+	return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "orders", States: []engine.State{engine.StateSucceeded}}))
 }
 
 // logDeliveriesOnFailure logs the deliveries of rule orders, and what the
