@@ -68,6 +68,24 @@ func BenchAddDeliveries(b *testing.B, s engine.Store, n int) {
 	}
 }
 
+// insertSingles inserts n due events of one delivery each, 500 a call,
+// and calls after (if set) with each call's count.
+func insertSingles(b *testing.B, s engine.Store, n int, after func(k int)) {
+	ctx := context.Background()
+	for done := 0; done < n; done += 500 {
+		recs := make([]engine.EventRecord, 0, 500)
+		for i := 0; i < 500 && done+i < n; i++ {
+			recs = append(recs, rec("acme", fmt.Sprintf("bench%d", seq.Add(1)), 1, t0))
+		}
+		if _, err := s.InsertEvents(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+		if after != nil {
+			after(len(recs))
+		}
+	}
+}
+
 // BenchWakeDestination measures waking a paused destination's waiting
 // deliveries: b.N deliveries wait (claimed, then sent to wait for the
 // probe), and one WakeDestination makes them all due; b.N counts
@@ -80,22 +98,15 @@ func BenchWakeDestination(b *testing.B, s engine.Store) {
 	ctx := context.Background()
 	const dest = "https://api.example.com:443"
 	b.StopTimer()
-	for done := 0; done < b.N; done += 500 {
-		recs := make([]engine.EventRecord, 0, 500)
-		for i := 0; i < 500 && done+i < b.N; i++ {
-			recs = append(recs, rec("acme", fmt.Sprintf("wake%d", seq.Add(1)), 1, t0))
-		}
-		if _, err := s.InsertEvents(ctx, recs); err != nil {
-			b.Fatal(err)
-		}
-		claimed, err := s.Claim(ctx, "bench", len(recs), t0, time.Hour)
+	insertSingles(b, s, b.N, func(k int) {
+		claimed, err := s.Claim(ctx, "bench", k, t0, time.Hour)
 		if err != nil {
 			b.Fatal(err)
 		}
 		if err := ds.WaitFor(ctx, "bench", ids(claimed), dest, t0.Add(time.Hour)); err != nil {
 			b.Fatal(err)
 		}
-	}
+	})
 	b.StartTimer()
 	n, err := ds.WakeDestination(ctx, dest, t0)
 	if err != nil || n != b.N {
@@ -110,15 +121,7 @@ func BenchClaimComplete(b *testing.B, s engine.Store) {
 	const batch = 100
 	now := t0.Add(time.Hour)
 	b.StopTimer()
-	for done := 0; done < b.N; done += 500 {
-		recs := make([]engine.EventRecord, 0, 500)
-		for i := 0; i < 500 && done+i < b.N; i++ {
-			recs = append(recs, rec("acme", fmt.Sprintf("bench%d", seq.Add(1)), 1, t0))
-		}
-		if _, err := s.InsertEvents(ctx, recs); err != nil {
-			b.Fatal(err)
-		}
-	}
+	insertSingles(b, s, b.N, nil)
 	b.ReportAllocs()
 	b.StartTimer()
 	for done := 0; done < b.N; {
