@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
@@ -21,7 +20,7 @@ import (
 // between two others, inside the range of waits the wake walks.
 func TestWakeDestinationMissesNoWait(t *testing.T) {
 	u := freshSchema(t)
-	app := "wake" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	app := appName("wake")
 	s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -62,20 +61,7 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 		_, err := s.WakeDestination(ctx, dest, now)
 		woke <- err
 	}()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity
-			WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the wake never waited for the locked delivery")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	untilSession(t, db, app, "the wake never waited for the locked delivery", `wait_event_type = 'Lock'`)
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -141,14 +141,12 @@ func within(t *testing.T, ch <-chan error, d time.Duration, late string) error {
 // then waits for its tables). The channel receives Open's error.
 func migrateUntil(t *testing.T, db *sql.DB, u, file string) <-chan error {
 	t.Helper()
-	// pg_stat_activity shows the start of the migration's text; other
-	// tests' stores migrate on the same server, so this one's sessions are
-	// told apart by their application name.
+	// pg_stat_activity shows the start of the migration's text.
 	text, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := "migrate" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	app := appName("migrate")
 	migrated := make(chan error, 1)
 	go func() {
 		s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
@@ -157,20 +155,36 @@ func migrateUntil(t *testing.T, db *sql.DB, u, file string) <-chan error {
 		}
 		migrated <- err
 	}()
+	untilSession(t, db, app, "the migration of "+file+" did not start",
+		`state = 'active' AND starts_with(query, $2)`, string(text[:100]))
+	return migrated
+}
+
+// appName is a new application name: other tests' stores run on the same
+// server, so a test tells its store's sessions apart by theirs.
+func appName(prefix string) string {
+	return prefix + strconv.FormatInt(time.Now().UnixNano(), 36)
+}
+
+// untilSession polls pg_stat_activity until a session of application app
+// matches cond (SQL over its columns, with args as $2…), and fails with
+// late and those sessions' states after 30 s.
+func untilSession(t *testing.T, db *sql.DB, app, late, cond string, args ...any) {
+	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
-			AND application_name = $1 AND starts_with(query, $2)`, app, string(text[:100])).Scan(&n); err != nil {
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND `+cond,
+			append([]any{app}, args...)...).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {
-			return migrated
+			return
 		}
 		if time.Now().After(deadline) {
 			var act string
 			_ = db.QueryRow(`SELECT string_agg(state || ' ' || coalesce(wait_event_type, '') || ' ' || left(query, 80), E'\n')
 				FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&act)
-			t.Fatalf("the migration of %s did not start; the store's sessions:\n%s", file, act)
+			t.Fatalf("%s; the store's sessions:\n%s", late, act)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
