@@ -514,13 +514,7 @@ rules:
 // ordersRules is rule orders: one webhook per SalesOrder event to url's
 // /orders/{entity_id}, without retries.
 func ordersRules(url string) string {
-	return fmt.Sprintf(`
-rules:
-  - name: orders
-    on: {entity: SalesOrder}
-    retry: none
-    actions: [{type: webhook, url: "%s/orders/{entity_id}"}]
-`, url)
+	return "rules:" + hookRule("orders", url+"/orders/{entity_id}", "none")
 }
 
 // pauseByFailure emits an event whose delivery fails (the receiver is
