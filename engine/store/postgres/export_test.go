@@ -1,0 +1,6 @@
+package postgres
+
+// For TestCachedPlansFollowTheTable.
+var PreparedSQL = preparedSQL
+
+const AnalyzeAt = analyzeAt
