@@ -81,3 +81,97 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitForBesideAWake: a wake locks a wait, then its delivery; WaitFor
+// must lock them in the same order. The window: a wake's statement takes
+// its snapshot while a delivery is pending with a wait left from an
+// earlier hold, and deletes that wait; meanwhile the delivery is claimed,
+// fails, and is sent back to wait (WaitFor). Releasing the delivery first
+// and then inserting its wait, WaitFor waited for the wake's deleted wait
+// while holding the delivery, which the wake then waited for: a deadlock,
+// until PostgreSQL aborted one after deadlock_timeout (a second by
+// default: a stall near a resume, and a retried transaction).
+//
+// The window is made deterministic with a row lock: the wake blocks on
+// dlv_e1 (locked by another transaction, with its queue row) after
+// deleting both waits, while dlv_e2 is claimed and sent back to wait. The
+// wake deletes all its waits before it updates a delivery when it hashes
+// them, as it does for a range of thousands; with two, only when nested
+// loops are off. deadlock_timeout is a minute, so that a deadlock outlasts
+// the test's deadline.
+func TestWaitForBesideAWake(t *testing.T) {
+	u := freshSchema(t)
+	app := appName("waitfor")
+	s, err := postgres.Open(context.Background(), u+"&deadlock_timeout=60s&enable_nestloop=off&application_name="+app, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx := context.Background()
+	const dest = "https://api.example.com:443"
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2")}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if _, err := db.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e1'), ($1, 'dlv_e2')`, dest); err != nil {
+		t.Fatal(err)
+	}
+	other, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	// Its queue row too, so that the claim below skips it.
+	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`SELECT 1 FROM queue WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	woke := make(chan error, 1)
+	go func() {
+		_, err := s.WakeDestination(ctx, dest, now)
+		woke <- err
+	}()
+	untilSession(t, db, app, "the wake never waited for the locked delivery", `wait_event_type = 'Lock'`)
+	claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != "dlv_e2" {
+		t.Fatalf("claimed %v, %v; want dlv_e2 alone", claimed, err)
+	}
+	probe := now.Add(2 * time.Hour)
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e2"}, dest, probe) }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("WaitFor never waited for the wait the wake deleted")
+		}
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, woke, 30*time.Second, "the wake did not finish: it and WaitFor wait for each other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, waited, 30*time.Second, "WaitFor did not finish after the wake"); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := s.GetDelivery(ctx, "dlv_e2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != engine.StatePending || !d.RunAt.Equal(probe) {
+		t.Errorf("dlv_e2 is %s at %v, want pending at the probe (%v)", d.State, d.RunAt, probe)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM destination_waits WHERE id = 'dlv_e2'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("dlv_e2 has %d waits (%v), want 1", n, err)
+	}
+}

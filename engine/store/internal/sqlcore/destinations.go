@@ -129,13 +129,13 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 }
 
 // WaitFor implements engine.DestinationStore: Release of ids due at at,
-// and their rows in destination_waits, in one transaction.
+// and their rows in destination_waits, in one transaction. The waits come
+// first: a wake locks a wait, then its delivery, and a WaitFor that held a
+// delivery while its insert waited for a wake deleting the same wait (one
+// left from an earlier hold) deadlocked with it.
 func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
 	at = Round(at)
 	err := c.Tx(ctx, func(tx *Tx) error {
-		if err := c.release(ctx, tx, owner, ids, at); err != nil {
-			return err
-		}
 		per := c.chunk(2)
 		for lo := 0; lo < len(ids); lo += per {
 			hi := min(lo+per, len(ids))
@@ -148,7 +148,7 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 				return err
 			}
 		}
-		return nil
+		return c.release(ctx, tx, owner, ids, at)
 	})
 	if err != nil {
 		return fmt.Errorf("wait for destination: %w", err)
