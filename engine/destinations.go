@@ -279,6 +279,9 @@ type destinations struct {
 	mu      sync.Mutex
 	m       map[string]*destInfo
 	npaused atomic.Int64 // entries of m paused: emits look at m only when some are
+	// sweep: the next refresh wakes every destination stored as active
+	// (see refresh). Set at Start, and when a wake fails.
+	sweep atomic.Bool
 }
 
 // setPaused sets in.paused, keeping the count. d.mu is held.
@@ -749,7 +752,8 @@ func (d *destinations) wake(dest string) {
 		ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
 		defer cancel()
 		if _, err := s.WakeDestination(ctx, dest, e.now()); err != nil {
-			e.log.Error("erpflow: waking a destination's deliveries failed; they run at their probe time", "destination", dest, "err", err)
+			d.sweep.Store(true)
+			e.log.Error("erpflow: waking a destination's deliveries failed; trying again at the next start", "destination", dest, "err", err)
 		}
 	}
 }
@@ -793,9 +797,10 @@ const idleAfter = 10 * time.Minute
 // probes and resumes by other processes (or the API) — and forgets
 // destinations unused for idleAfter.
 //
-// With sweep (its first read after Start) it also wakes every destination
-// stored as active: a process that stopped or crashed between a resume and
-// the end of its wake left deliveries waiting for a probe that will not
+// With sweep (its first read after Start, and its first read after a wake
+// failed) it also wakes every destination stored as active: a process
+// that stopped or crashed between a resume and the end of its wake, or
+// whose wake failed, left deliveries waiting for a probe that will not
 // come. For a destination with nothing waiting that is one index lookup.
 func (d *destinations) refresh(ctx context.Context, sweep bool) error {
 	s, ok := d.e.store.(DestinationStore)
@@ -928,7 +933,8 @@ func (e *Engine) disableRulesOf(ctx context.Context, st DestinationState) {
 }
 
 // destinationLoop refreshes the paused destinations every
-// Config.DestinationRefresh, the first time with a sweep (see refresh).
+// Config.DestinationRefresh, with a sweep the first time and after a wake
+// failed (see refresh).
 func (e *Engine) destinationLoop() {
 	defer e.bg.Done()
 	every := e.cfg.DestinationRefresh
@@ -937,13 +943,15 @@ func (e *Engine) destinationLoop() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	swept := false
+	e.dests.sweep.Store(true)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-		if err := e.dests.refresh(ctx, !swept); err != nil {
+		sweep := e.dests.sweep.Swap(false)
+		if err := e.dests.refresh(ctx, sweep); err != nil {
+			if sweep {
+				e.dests.sweep.Store(true)
+			}
 			e.log.Error("erpflow: reading destination states failed", "err", err)
-		} else {
-			swept = true
 		}
 		cancel()
 		select {

@@ -560,7 +560,12 @@ func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration,
 		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {
-			r.e.log.Error("erpflow: waking a destination's deliveries failed; they run at its probe time", "destination", dest, "err", err)
+			again := "the next start" // a stop cancelled it
+			if parent.Err() == nil {
+				r.e.dests.sweep.Store(true)
+				again = "the next read of the destination states"
+			}
+			r.e.log.Error("erpflow: waking a destination's deliveries failed; trying again at "+again, "destination", dest, "err", err)
 		} else if n > 0 {
 			r.e.kick()
 		}

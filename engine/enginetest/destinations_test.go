@@ -360,6 +360,55 @@ func TestStartWakesWhatAResumeLeft(t *testing.T) {
 	})
 }
 
+// wakeFailsStore is a real store whose next wake of a destination's
+// deliveries fails, once failNext is set.
+type wakeFailsStore struct {
+	*countingDestStore
+	failNext atomic.Bool
+}
+
+func (s *wakeFailsStore) WakeDestination(ctx context.Context, dest string, now time.Time) (int, error) {
+	if s.failNext.CompareAndSwap(true, false) {
+		return 0, errors.New("the database is away (test)")
+	}
+	return s.countingDestStore.WakeDestination(ctx, dest, now)
+}
+
+// TestFailedWakeIsTriedAgain: a wake that fails (a database error, or its
+// two minutes running out) is tried again at the next read of the
+// destination states, not left to the probe time (an hour here) while the
+// destination is active.
+func TestFailedWakeIsTriedAgain(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		real := mustOpen(t, k.newDB(t))
+		st := &wakeFailsStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)}}
+		clock := newClock()
+		rv := newDestReceiver(t)
+		rules := parseRules(t, ordersRules(rv.url))
+		e := newEngine(t, st, rules, engine.Config{Now: clock.Now, DestinationRefresh: 20 * time.Millisecond,
+			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		ctx := context.Background()
+		dest := pauseByFailure(t, e)
+		for _, id := range []string{"w1", "w2"} {
+			if _, err := e.Emit(ctx, order(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st.failNext.Store(true)
+		rv.up.Store(true)
+		// Another process resumes it: this one wakes at its next read.
+		if _, resumed, err := real.(engine.DestinationStore).ResumeDestination(ctx, dest, clock.Now()); err != nil || !resumed {
+			t.Fatalf("resume: %v, %v", resumed, err)
+		}
+		waitFor(t, 20*time.Second, "the deliveries held for the probe delivered after the failed wake", func() bool {
+			return ordersSucceeded(t, real) == 2
+		})
+		if st.failNext.Load() {
+			t.Fatal("no wake failed: this test proves nothing")
+		}
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
