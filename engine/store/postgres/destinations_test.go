@@ -175,3 +175,88 @@ func TestWaitForBesideAWake(t *testing.T) {
 		t.Errorf("dlv_e2 has %d waits (%v), want 1", n, err)
 	}
 }
+
+// TestWaitForKeepsAStaleWait: a delivery still has a wait left from an
+// earlier hold (it ran at its probe time) when it is sent back to wait
+// again, and the destination resumes meanwhile. The wake must not delete
+// that wait while the delivery is still running (it does not wake it),
+// leaving it released to the probe time with no wait for the next wake
+// to find. Found by review; the same race made
+// TestBreakerSharedAcrossProcesses fail about once in 20 runs.
+//
+// A row lock on the delivery holds WaitFor between its two statements.
+func TestWaitForKeepsAStaleWait(t *testing.T) {
+	u := freshSchema(t)
+	app := appName("stale")
+	s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx := context.Background()
+	const dest = "https://api.example.com:443"
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1")}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if _, err := db.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e1')`, dest); err != nil {
+		t.Fatal(err)
+	}
+	if claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute); err != nil || len(claimed) != 1 {
+		t.Fatalf("claimed %d, %v; want 1", len(claimed), err)
+	}
+	other, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	probe := now.Add(2 * time.Hour)
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e1"}, dest, probe) }()
+	untilSession(t, db, app, "WaitFor never waited for the locked delivery", `wait_event_type = 'Lock'`)
+	woke := make(chan error, 1)
+	go func() {
+		_, err := s.WakeDestination(ctx, dest, now)
+		woke <- err
+	}()
+	// The wake either waits for WaitFor's wait (two sessions waiting) or,
+	// as before the fix, ends at once.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n >= 2 || len(woke) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the wake neither ended nor waited")
+		}
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, waited, 30*time.Second, "WaitFor did not finish"); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(t, woke, 30*time.Second, "the wake did not finish"); err != nil {
+		t.Fatal(err)
+	}
+	// The engine wakes again when it learns of the resume.
+	if _, err := s.WakeDestination(ctx, dest, now); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := s.GetDelivery(ctx, "dlv_e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != engine.StatePending || !d.RunAt.Equal(now) {
+		var waits int
+		db.QueryRow(`SELECT count(*) FROM destination_waits WHERE id = 'dlv_e1'`).Scan(&waits)
+		t.Errorf("dlv_e1 is %s at %v after two wakes, want due now (%v); %d waits left", d.State, d.RunAt, now, waits)
+	}
+}

@@ -781,10 +781,14 @@ func (d dialect) WriteDeliveries(ctx context.Context, q sqlcore.Querier, dls []e
 
 // WakeWaits implements sqlcore.WaitWaker: the UPDATE reads the ids the
 // DELETE returned, so a wait that commits meanwhile is neither deleted
-// nor woken, and is left for the next wake.
+// nor woken, and is left for the next wake. The wait of a delivery that is
+// running stays too: the wake would not wake it, and it may be sent back
+// to wait (WaitFor) right after, with that wait (found by review).
 func (d dialect) WakeWaits(ctx context.Context, q sqlcore.Querier, dest, after, last string, now time.Time) (int64, error) {
-	r, err := q.ExecContext(ctx, `WITH w AS (DELETE FROM destination_waits
-			WHERE destination = $1 AND id > $2 AND id <= $3 RETURNING id)
+	r, err := q.ExecContext(ctx, `WITH w AS (DELETE FROM destination_waits dw
+			WHERE destination = $1 AND id > $2 AND id <= $3
+				AND NOT EXISTS (SELECT 1 FROM deliveries r WHERE r.id = dw.id AND r.state = 'running')
+			RETURNING id)
 		UPDATE deliveries SET run_at = $4, due_at = $4, updated_at = $4
 		WHERE state = 'pending' AND id IN (SELECT id FROM w)`, dest, after, last, d.Time(now))
 	if err != nil {

@@ -129,10 +129,14 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 }
 
 // WaitFor implements engine.DestinationStore: Release of ids due at at,
-// and their rows in destination_waits, in one transaction. The waits come
-// first: a wake locks a wait, then its delivery, and a WaitFor that held a
-// delivery while its insert waited for a wake deleting the same wait (one
-// left from an earlier hold) deadlocked with it.
+// and their rows in destination_waits, in one transaction. A wake locks a
+// wait, then its delivery; WaitFor does the same, so that the two neither
+// deadlock nor miss each other. Its insert locks a wait already there
+// (one left from an earlier hold: the delivery ran at its probe time),
+// which a wake would otherwise delete while the delivery was still
+// running, before WaitFor released it to wait for the probe with no wait
+// left to wake it (found by review). Released first, the delivery was
+// held while the insert waited for a wake deleting that wait: a deadlock.
 func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
 	at = Round(at)
 	err := c.Tx(ctx, func(tx *Tx) error {
@@ -144,7 +148,7 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 				args = append(args, dest, id)
 			}
 			if _, err := tx.ExecContext(ctx, c.Q("INSERT INTO destination_waits (destination, id) VALUES "+placeholders(hi-lo, 2)+
-				" ON CONFLICT DO NOTHING"), args...); err != nil {
+				" ON CONFLICT (destination, id) DO UPDATE SET id = excluded.id"), args...); err != nil {
 				return err
 			}
 		}
