@@ -279,9 +279,9 @@ type destinations struct {
 	mu      sync.Mutex
 	m       map[string]*destInfo
 	npaused atomic.Int64 // entries of m paused: emits look at m only when some are
-	// sweep: the next refresh wakes every destination stored as active
-	// (see refresh). Set at Start, and when a wake fails.
-	sweep atomic.Bool
+	// rewake holds the destinations whose wake failed while the engine
+	// ran: the next refresh wakes them again, paused or not. Under mu.
+	rewake map[string]bool
 }
 
 // setPaused sets in.paused, keeping the count. d.mu is held.
@@ -739,6 +739,16 @@ func (d *destinations) resume(dest string, now time.Time) {
 	})
 }
 
+// wakeLater has the next refresh wake dest again (its wake failed).
+func (d *destinations) wakeLater(dest string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rewake == nil {
+		d.rewake = map[string]bool{}
+	}
+	d.rewake[dest] = true
+}
+
 // wake makes the deliveries waiting for dest due now: through the
 // releaser while the engine runs, so that deliveries it is sending back to
 // dest right now are released first.
@@ -752,7 +762,6 @@ func (d *destinations) wake(dest string) {
 		ctx, cancel := context.WithTimeout(context.Background(), wakeTimeout)
 		defer cancel()
 		if _, err := s.WakeDestination(ctx, dest, e.now()); err != nil {
-			d.sweep.Store(true)
 			e.log.Error("erpflow: waking a destination's deliveries failed; trying again at the next start", "destination", dest, "err", err)
 		}
 	}
@@ -797,11 +806,11 @@ const idleAfter = 10 * time.Minute
 // probes and resumes by other processes (or the API) — and forgets
 // destinations unused for idleAfter.
 //
-// With sweep (its first read after Start, and its first read after a wake
-// failed) it also wakes every destination stored as active: a process
-// that stopped or crashed between a resume and the end of its wake, or
-// whose wake failed, left deliveries waiting for a probe that will not
+// With sweep (its first read after Start) it also wakes every destination
+// stored as active: a process that stopped or crashed between a resume and
+// the end of its wake left deliveries waiting for a probe that will not
 // come. For a destination with nothing waiting that is one index lookup.
+// It wakes again the destinations whose wake failed (rewake).
 func (d *destinations) refresh(ctx context.Context, sweep bool) error {
 	s, ok := d.e.store.(DestinationStore)
 	if !ok {
@@ -836,6 +845,12 @@ func (d *destinations) refresh(ctx context.Context, sweep bool) error {
 			wakes = append(wakes, st.Destination)
 		}
 	}
+	for dest := range d.rewake {
+		if !slices.Contains(wakes, dest) {
+			wakes = append(wakes, dest)
+		}
+	}
+	clear(d.rewake)
 	var disable []DestinationState
 	for _, st := range all {
 		if st.State != DestinationPaused {
@@ -933,8 +948,7 @@ func (e *Engine) disableRulesOf(ctx context.Context, st DestinationState) {
 }
 
 // destinationLoop refreshes the paused destinations every
-// Config.DestinationRefresh, with a sweep the first time and after a wake
-// failed (see refresh).
+// Config.DestinationRefresh, the first time with a sweep (see refresh).
 func (e *Engine) destinationLoop() {
 	defer e.bg.Done()
 	every := e.cfg.DestinationRefresh
@@ -943,15 +957,13 @@ func (e *Engine) destinationLoop() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	e.dests.sweep.Store(true)
+	swept := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-		sweep := e.dests.sweep.Swap(false)
-		if err := e.dests.refresh(ctx, sweep); err != nil {
-			if sweep {
-				e.dests.sweep.Store(true)
-			}
+		if err := e.dests.refresh(ctx, !swept); err != nil {
 			e.log.Error("erpflow: reading destination states failed", "err", err)
+		} else {
+			swept = true
 		}
 		cancel()
 		select {

@@ -509,9 +509,9 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		switch {
 		case len(wakes) == 0:
 		case stopping:
-			r.wakeDestinations(context.Background(), storeOpTimeout, wakes)
+			r.wakeDestinations(context.Background(), storeOpTimeout, wakes, false)
 		default:
-			r.wakes.Go(func() { r.wakeDestinations(r.claimCtx, wakeTimeout, wakes) })
+			r.wakes.Go(func() { r.wakeDestinations(r.claimCtx, wakeTimeout, wakes, true) })
 		}
 	}()
 	ds, _ := e.store.(DestinationStore)
@@ -549,8 +549,9 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 }
 
 // wakeDestinations makes the deliveries waiting for each of dests due
-// now (see sendBack.wakeDest).
-func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration, dests []string) {
+// now (see sendBack.wakeDest). With retry, a wake that fails is tried
+// again at the next refresh (while stopping, the next start's sweep does).
+func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration, dests []string, retry bool) {
 	s, ok := r.e.store.(DestinationStore)
 	if !ok {
 		return
@@ -560,9 +561,9 @@ func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration,
 		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {
-			again := "the next start" // a stop cancelled it
-			if parent.Err() == nil {
-				r.e.dests.sweep.Store(true)
+			again := "the next start" // stopping, or cancelled by the stop
+			if retry && parent.Err() == nil {
+				r.e.dests.wakeLater(dest)
 				again = "the next read of the destination states"
 			}
 			r.e.log.Error("erpflow: waking a destination's deliveries failed; trying again at "+again, "destination", dest, "err", err)

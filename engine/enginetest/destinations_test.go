@@ -409,6 +409,46 @@ func TestFailedWakeIsTriedAgain(t *testing.T) {
 	})
 }
 
+// TestFailedWakeOfAMovedProbeIsTriedAgain: as TestFailedWakeIsTriedAgain
+// for a destination still paused whose probe another process made due now
+// (the API's :resume there): the wake that makes its waiting deliveries
+// due, one of them the probe, fails once. Found by review.
+func TestFailedWakeOfAMovedProbeIsTriedAgain(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		real := mustOpen(t, k.newDB(t))
+		ds := real.(engine.DestinationStore)
+		st := &wakeFailsStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: ds}}
+		clock := newClock()
+		rv := newDestReceiver(t)
+		rules := parseRules(t, ordersRules(rv.url))
+		e := newEngine(t, st, rules, engine.Config{Now: clock.Now, DestinationRefresh: 20 * time.Millisecond,
+			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		ctx := context.Background()
+		dest := pauseByFailure(t, e)
+		for _, id := range []string{"w1", "w2"} {
+			if _, err := e.Emit(ctx, order(id)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		states, err := ds.ListDestinations(ctx)
+		if err != nil || len(states) != 1 {
+			t.Fatalf("destinations: %v, %v", states, err)
+		}
+		st.failNext.Store(true)
+		rv.up.Store(true)
+		// Another process's :resume: the probe is due now.
+		if _, err := ds.TakeProbe(ctx, dest, states[0].NextProbeAt, clock.Now(), states[0].Interval); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the deliveries held for the probe delivered after the failed wake", func() bool {
+			return ordersSucceeded(t, real) == 2
+		})
+		if st.failNext.Load() {
+			t.Fatal("no wake failed: this test proves nothing")
+		}
+	})
+}
+
 // TestRateLimitWaitsInQueue: with a destination limited to 1/s, burst 2,
 // and a clock that does not move, two deliveries run and the others wait
 // in the queue unattempted; each second of the clock lets one more run.
