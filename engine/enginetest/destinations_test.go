@@ -374,26 +374,34 @@ func (s *wakeFailsStore) WakeDestination(ctx context.Context, dest string, now t
 	return s.countingDestStore.WakeDestination(ctx, dest, now)
 }
 
+// heldBehindFailingWake starts an engine on a wakeFailsStore whose
+// destination (rv) is paused by a failure, with probes an hour apart and
+// states read every 20 ms, and emits w1 and w2, held for the probe.
+func heldBehindFailingWake(t *testing.T, k storeKind) (engine.Store, *wakeFailsStore, *fakeClock, *destReceiver, string) {
+	t.Helper()
+	real := mustOpen(t, k.newDB(t))
+	st := &wakeFailsStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)}}
+	clock := newClock()
+	rv := newDestReceiver(t)
+	e := newEngine(t, st, parseRules(t, ordersRules(rv.url)), engine.Config{Now: clock.Now, DestinationRefresh: 20 * time.Millisecond,
+		Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+	dest := pauseByFailure(t, e)
+	for _, id := range []string{"w1", "w2"} {
+		if _, err := e.Emit(context.Background(), order(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return real, st, clock, rv, dest
+}
+
 // TestFailedWakeIsTriedAgain: a wake that fails (a database error, or its
 // two minutes running out) is tried again at the next read of the
 // destination states, not left to the probe time (an hour here) while the
 // destination is active.
 func TestFailedWakeIsTriedAgain(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		real := mustOpen(t, k.newDB(t))
-		st := &wakeFailsStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: real.(engine.DestinationStore)}}
-		clock := newClock()
-		rv := newDestReceiver(t)
-		rules := parseRules(t, ordersRules(rv.url))
-		e := newEngine(t, st, rules, engine.Config{Now: clock.Now, DestinationRefresh: 20 * time.Millisecond,
-			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
+		real, st, clock, rv, dest := heldBehindFailingWake(t, k)
 		ctx := context.Background()
-		dest := pauseByFailure(t, e)
-		for _, id := range []string{"w1", "w2"} {
-			if _, err := e.Emit(ctx, order(id)); err != nil {
-				t.Fatal(err)
-			}
-		}
 		st.failNext.Store(true)
 		rv.up.Store(true)
 		// Another process resumes it: this one wakes at its next read.
@@ -415,21 +423,9 @@ func TestFailedWakeIsTriedAgain(t *testing.T) {
 // due, one of them the probe, fails once. Found by review.
 func TestFailedWakeOfAMovedProbeIsTriedAgain(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		real := mustOpen(t, k.newDB(t))
+		real, st, clock, rv, dest := heldBehindFailingWake(t, k)
 		ds := real.(engine.DestinationStore)
-		st := &wakeFailsStore{countingDestStore: &countingDestStore{Store: real, DestinationStore: ds}}
-		clock := newClock()
-		rv := newDestReceiver(t)
-		rules := parseRules(t, ordersRules(rv.url))
-		e := newEngine(t, st, rules, engine.Config{Now: clock.Now, DestinationRefresh: 20 * time.Millisecond,
-			Breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour}})
 		ctx := context.Background()
-		dest := pauseByFailure(t, e)
-		for _, id := range []string{"w1", "w2"} {
-			if _, err := e.Emit(ctx, order(id)); err != nil {
-				t.Fatal(err)
-			}
-		}
 		states, err := ds.ListDestinations(ctx)
 		if err != nil || len(states) != 1 {
 			t.Fatalf("destinations: %v, %v", states, err)

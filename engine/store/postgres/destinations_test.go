@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -142,18 +143,7 @@ func TestWaitForBesideAWake(t *testing.T) {
 	probe := now.Add(2 * time.Hour)
 	waited := make(chan error, 1)
 	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e2"}, dest, probe) }()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("WaitFor never waited for the wait the wake deleted")
-		}
-	}
+	untilLockWaits(t, db, app, 2, nil, "WaitFor never waited for the wait the wake deleted")
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -223,20 +213,9 @@ func TestWaitForKeepsAStaleWait(t *testing.T) {
 		_, err := s.WakeDestination(ctx, dest, now)
 		woke <- err
 	}()
-	// The wake either waits for WaitFor's wait (two sessions waiting) or,
-	// as before the fix, ends at once.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n >= 2 || len(woke) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the wake neither ended nor waited")
-		}
-	}
+	// The wake either waits for WaitFor's wait (two sessions waiting) or
+	// ends at once.
+	untilLockWaits(t, db, app, 2, woke, "the wake neither ended nor waited")
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -258,5 +237,24 @@ func TestWaitForKeepsAStaleWait(t *testing.T) {
 		var waits int
 		db.QueryRow(`SELECT count(*) FROM destination_waits WHERE id = 'dlv_e1'`).Scan(&waits)
 		t.Errorf("dlv_e1 is %s at %v after two wakes, want due now (%v); %d waits left", d.State, d.RunAt, now, waits)
+	}
+}
+
+// untilLockWaits polls until n sessions of application app wait for a
+// lock, or done (if not nil) holds a result, and fails with late after
+// 30 s.
+func untilLockWaits(t *testing.T, db *sql.DB, app string, n int, done <-chan error, late string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting int
+		if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`, app).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n || done != nil && len(done) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(late)
+		}
 	}
 }
