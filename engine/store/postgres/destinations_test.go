@@ -20,19 +20,8 @@ import (
 // and that transaction's new wait commits meanwhile. The new wait lies
 // between two others, inside the range of waits the wake walks.
 func TestWakeDestinationMissesNoWait(t *testing.T) {
-	u := freshSchema(t)
-	app := appName("wake")
-	s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db := rawDB(t, u)
+	s, db, app := openNamed(t, "wake", "", record("e1"), record("e2"), record("e3"))
 	ctx := context.Background()
-	const dest = "https://api.example.com:443"
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2"), record("e3")}); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute)
 	if err != nil || len(claimed) != 3 {
@@ -101,19 +90,8 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 // loops are off. deadlock_timeout is a minute, so that a deadlock outlasts
 // the test's deadline.
 func TestWaitForBesideAWake(t *testing.T) {
-	u := freshSchema(t)
-	app := appName("waitfor")
-	s, err := postgres.Open(context.Background(), u+"&deadlock_timeout=60s&enable_nestloop=off&application_name="+app, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db := rawDB(t, u)
+	s, db, app := openNamed(t, "waitfor", "&deadlock_timeout=60s&enable_nestloop=off", record("e1"), record("e2"))
 	ctx := context.Background()
-	const dest = "https://api.example.com:443"
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1"), record("e2")}); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	if _, err := db.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e1'), ($1, 'dlv_e2')`, dest); err != nil {
 		t.Fatal(err)
@@ -176,19 +154,8 @@ func TestWaitForBesideAWake(t *testing.T) {
 //
 // A row lock on the delivery holds WaitFor between its two statements.
 func TestWaitForKeepsAStaleWait(t *testing.T) {
-	u := freshSchema(t)
-	app := appName("stale")
-	s, err := postgres.Open(context.Background(), u+"&application_name="+app, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db := rawDB(t, u)
+	s, db, app := openNamed(t, "stale", "", record("e1"))
 	ctx := context.Background()
-	const dest = "https://api.example.com:443"
-	if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("e1")}); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	if _, err := db.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e1')`, dest); err != nil {
 		t.Fatal(err)
@@ -257,4 +224,26 @@ func untilLockWaits(t *testing.T, db *sql.DB, app string, n int, done <-chan err
 			t.Fatal(late)
 		}
 	}
+}
+
+// dest is the destination the tests above pause and wake.
+const dest = "https://api.example.com:443"
+
+// openNamed opens a store on a fresh schema whose sessions are named
+// after prefix (see untilSession), with the URL parameters params
+// ("&name=value…"), and inserts recs. It returns the store (closed when t
+// ends), a plain connection pool to the schema and the sessions' name.
+func openNamed(t *testing.T, prefix, params string, recs ...engine.EventRecord) (*postgres.Store, *sql.DB, string) {
+	t.Helper()
+	u := freshSchema(t)
+	app := appName(prefix)
+	s, err := postgres.Open(context.Background(), u+params+"&application_name="+app, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.InsertEvents(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	return s, rawDB(t, u), app
 }
