@@ -102,13 +102,15 @@ func TestCrashSafety(t *testing.T) {
 			deadline = 45 * time.Second
 		}
 		c2 := startChild(t, db, rules, env...)
-		restarted := time.Now()
 		select {
 		case <-c2.emitted:
 		case <-time.After(deadline):
 			t.Fatalf("second child did not finish emitting within %s", deadline)
 		}
-		waitAllSucceeded(t, st, n, deadline-time.Since(restarted))
+		// The deliveries have their own deadline from there: the re-emit
+		// is the test's work, which -race beside other packages slows (it
+		// once took 8.7 s of SQLite's 10 in CI, leaving 1.3 s).
+		waitAllSucceeded(t, st, n, deadline)
 		c2.stop(t)
 
 		got := rv.snapshot()
