@@ -509,9 +509,9 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		switch {
 		case len(wakes) == 0:
 		case stopping:
-			r.wakeDestinations(context.Background(), storeOpTimeout, wakes, false)
+			r.wakeDestinations(context.Background(), storeOpTimeout, wakes)
 		default:
-			r.wakes.Go(func() { r.wakeDestinations(r.claimCtx, wakeTimeout, wakes, true) })
+			r.wakes.Go(func() { r.wakeDestinations(r.claimCtx, wakeTimeout, wakes) })
 		}
 	}()
 	ds, _ := e.store.(DestinationStore)
@@ -549,9 +549,9 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 }
 
 // wakeDestinations makes the deliveries waiting for each of dests due
-// now (see sendBack.wakeDest). With retry, a wake that fails is tried
-// again at the next refresh (while stopping, the next start's sweep does).
-func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration, dests []string, retry bool) {
+// now (see sendBack.wakeDest). A wake that fails is tried again at the
+// next refresh; once stopping, at the next start (refresh's sweep).
+func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration, dests []string) {
 	s, ok := r.e.store.(DestinationStore)
 	if !ok {
 		return
@@ -561,8 +561,8 @@ func (r *runner) wakeDestinations(parent context.Context, timeout time.Duration,
 		n, err := s.WakeDestination(ctx, dest, r.e.now())
 		cancel()
 		if err != nil {
-			again := "the next start" // stopping, or cancelled by the stop
-			if retry && parent.Err() == nil {
+			again := "the next start"
+			if !r.stopping.Load() {
 				r.e.dests.wakeLater(dest)
 				again = "the next read of the destination states"
 			}

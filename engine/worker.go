@@ -28,7 +28,8 @@ const (
 
 // wakeTimeout bounds one WakeDestination, which stores do in batches (a
 // million waiting deliveries take about 15 s on the project's
-// PostgreSQL): what it has not woken by then runs at its probe time.
+// PostgreSQL): what it has not woken by then is woken at the next refresh
+// (see wakeDestinations).
 const wakeTimeout = 2 * time.Minute
 
 // result is a finished attempt on its way to the completer.

@@ -35,22 +35,9 @@ func TestWakeDestinationMissesNoWait(t *testing.T) {
 	if _, err := db.Exec(`DELETE FROM destination_waits WHERE id = 'dlv_e2'`); err != nil {
 		t.Fatal(err)
 	}
-	other, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Rollback()
-	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e2')`, dest); err != nil {
-		t.Fatal(err)
-	}
-	woke := make(chan error, 1)
-	go func() {
-		_, err := s.WakeDestination(ctx, dest, now)
-		woke <- err
-	}()
+	other := lock(t, db, `SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`,
+		`INSERT INTO destination_waits (destination, id) VALUES ('`+dest+`', 'dlv_e2')`)
+	woke := wakeInBackground(s, now)
 	untilSession(t, db, app, "the wake never waited for the locked delivery", `wait_event_type = 'Lock'`)
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
@@ -96,23 +83,10 @@ func TestWaitForBesideAWake(t *testing.T) {
 	if _, err := db.Exec(`INSERT INTO destination_waits (destination, id) VALUES ($1, 'dlv_e1'), ($1, 'dlv_e2')`, dest); err != nil {
 		t.Fatal(err)
 	}
-	other, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Rollback()
 	// Its queue row too, so that the claim below skips it.
-	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Exec(`SELECT 1 FROM queue WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
-	woke := make(chan error, 1)
-	go func() {
-		_, err := s.WakeDestination(ctx, dest, now)
-		woke <- err
-	}()
+	other := lock(t, db, `SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`,
+		`SELECT 1 FROM queue WHERE id = 'dlv_e1' FOR UPDATE`)
+	woke := wakeInBackground(s, now)
 	untilSession(t, db, app, "the wake never waited for the locked delivery", `wait_event_type = 'Lock'`)
 	claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute)
 	if err != nil || len(claimed) != 1 || claimed[0].ID != "dlv_e2" {
@@ -163,23 +137,12 @@ func TestWaitForKeepsAStaleWait(t *testing.T) {
 	if claimed, err := s.Claim(ctx, "w", 10, now.Add(time.Second), time.Minute); err != nil || len(claimed) != 1 {
 		t.Fatalf("claimed %d, %v; want 1", len(claimed), err)
 	}
-	other, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Rollback()
-	if _, err := other.Exec(`SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	other := lock(t, db, `SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`)
 	probe := now.Add(2 * time.Hour)
 	waited := make(chan error, 1)
 	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e1"}, dest, probe) }()
 	untilSession(t, db, app, "WaitFor never waited for the locked delivery", `wait_event_type = 'Lock'`)
-	woke := make(chan error, 1)
-	go func() {
-		_, err := s.WakeDestination(ctx, dest, now)
-		woke <- err
-	}()
+	woke := wakeInBackground(s, now)
 	// The wake either waits for WaitFor's wait (two sessions waiting) or
 	// ends at once.
 	untilLockWaits(t, db, app, 2, woke, "the wake neither ended nor waited")
@@ -246,4 +209,32 @@ func openNamed(t *testing.T, prefix, params string, recs ...engine.EventRecord) 
 		t.Fatal(err)
 	}
 	return s, rawDB(t, u), app
+}
+
+// lock begins a transaction on db that runs stmts and stays open, holding
+// their locks, until the test commits it (rolled back when t ends).
+func lock(t *testing.T, db *sql.DB, stmts ...string) *sql.Tx {
+	t.Helper()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	for _, q := range stmts {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tx
+}
+
+// wakeInBackground runs s.WakeDestination(dest, now) in a goroutine; the
+// channel receives its error.
+func wakeInBackground(s *postgres.Store, now time.Time) <-chan error {
+	woke := make(chan error, 1)
+	go func() {
+		_, err := s.WakeDestination(context.Background(), dest, now)
+		woke <- err
+	}()
+	return woke
 }

@@ -51,9 +51,6 @@ type Store struct {
 	// analyzeIn counts down the deliveries to write before analyzing a
 	// table that was small at Open (see grew); 0 when it was not.
 	analyzeIn atomic.Int64
-	analyzing sync.WaitGroup
-	closeMu   sync.Mutex // orders analyzing.Go before Close's Wait
-	closed    bool
 }
 
 // analyzeAt is the size up to which the deliveries table counts as small
@@ -163,12 +160,9 @@ func (s *Store) grew(recs []engine.EventRecord) {
 	if left := s.analyzeIn.Add(-int64(n)); left > 0 || left+int64(n) <= 0 {
 		return // not yet, or another write crossed zero
 	}
-	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	if s.closed {
-		return
-	}
-	s.analyzing.Go(func() {
+	go func() {
+		// Best effort: autovacuum analyzes the table later anyway. Close
+		// cancels it, and the pool's Close waits for it to end.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		go func() {
@@ -178,9 +172,8 @@ func (s *Store) grew(recs []engine.EventRecord) {
 			case <-ctx.Done():
 			}
 		}()
-		// Best effort: autovacuum analyzes the table later anyway.
 		s.W.ExecContext(ctx, "ANALYZE deliveries")
-	})
+	}()
 }
 
 // Wakeups implements engine.Waker: it receives when any process commits
@@ -223,7 +216,6 @@ func (s *Store) signal() {
 	}
 }
 
-// Close stops listening and closes the pool.
 // WritesInProgress implements engine.WriteWatcher: the current snapshot,
 // whose in-progress list holds every transaction that may yet commit an
 // attempt with a lower seq.
@@ -246,14 +238,11 @@ func (s *Store) WritesEnded(ctx context.Context, token string) (bool, error) {
 	return ended, nil
 }
 
+// Close stops listening and closes the pool.
 func (s *Store) Close() error {
 	var err error
 	s.closeOne.Do(func() {
-		s.closeMu.Lock()
-		s.closed = true
-		s.closeMu.Unlock()
 		close(s.done)
-		s.analyzing.Wait()
 		s.wakeOnce.Do(func() {}) // no listener from now on
 		if s.listener != nil {
 			s.listener.Close()

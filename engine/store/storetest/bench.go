@@ -91,12 +91,8 @@ func insertSingles(b *testing.B, s engine.Store, n int, after func(k int)) {
 // probe), and one WakeDestination makes them all due; b.N counts
 // deliveries woken.
 func BenchWakeDestination(b *testing.B, s engine.Store) {
-	ds, ok := s.(engine.DestinationStore)
-	if !ok {
-		b.Skip("not a DestinationStore")
-	}
+	ds := destinationStore(b, s)
 	ctx := context.Background()
-	const dest = "https://api.example.com:443"
 	b.StopTimer()
 	insertSingles(b, s, b.N, func(k int) {
 		claimed, err := s.Claim(ctx, "bench", k, t0, time.Hour)

@@ -12,12 +12,8 @@ import (
 // of a paused destination is not one), one probe per due time, one resume,
 // and the deliveries deferred to a probe time woken at once.
 func testDestinations(t *testing.T, s engine.Store) {
-	ds, ok := s.(engine.DestinationStore)
-	if !ok {
-		t.Skip("not a DestinationStore")
-	}
+	ds := destinationStore(t, s)
 	ctx := ctxT(t)
-	const dest = "https://api.example.com:443"
 	probe := t0.Add(time.Minute)
 	st := engine.DestinationState{Destination: dest, Failures: 20, LastCode: 503, LastError: "HTTP 503",
 		PausedAt: t0, NextProbeAt: probe, Interval: time.Minute, UpdatedAt: t0}
@@ -96,12 +92,8 @@ func testDestinations(t *testing.T, s engine.Store) {
 // batches (5,000 waits a transaction): the first batch holds only waits of
 // deliveries no longer pending, whose waits just go, unwoken.
 func testWakeManyWaiting(t *testing.T, s engine.Store) {
-	ds, ok := s.(engine.DestinationStore)
-	if !ok {
-		t.Skip("not a DestinationStore")
-	}
+	ds := destinationStore(t, s)
 	ctx := ctxT(t)
-	const dest = "https://api.example.com:443"
 	const n, done = 11000, 5001
 	for i := 0; i < n; i += 1000 {
 		insert(t, s, rec("acme", fmt.Sprint("big", i), 1000, t0))
@@ -132,4 +124,17 @@ func testWakeManyWaiting(t *testing.T, s engine.Store) {
 	if woke := mv(ds.WakeDestination(ctx, dest, t0)).get(t); woke != 0 {
 		t.Fatalf("a second wake woke %d", woke)
 	}
+}
+
+// dest is the destination the destination cases pause and wake.
+const dest = "https://api.example.com:443"
+
+// destinationStore returns s as an engine.DestinationStore, or skips tb.
+func destinationStore(tb testing.TB, s engine.Store) engine.DestinationStore {
+	tb.Helper()
+	ds, ok := s.(engine.DestinationStore)
+	if !ok {
+		tb.Skip("not a DestinationStore")
+	}
+	return ds
 }
