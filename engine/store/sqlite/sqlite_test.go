@@ -71,6 +71,36 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// The WAL is copied into the database file in the background, write
+// after write: the writer's own checkpoints come only every 10,000 pages
+// (~40 MB), and would stall every Emit behind their fsync.
+func TestCheckpointsInTheBackground(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "erpflow.db")
+	s := open(t, path)
+	defer s.Close()
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	const big = 1 << 20
+	for _, name := range []string{"first", "second", "third"} {
+		before := size()
+		if _, err := s.PutRule(context.Background(), engine.RuleRecord{Name: name, Source: strings.Repeat("x", big)}, 0); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for size() < before+big {
+			if time.Now().After(deadline) {
+				t.Fatalf("rule %s: the database file is %d bytes, %d before the write: its 1 MiB is still only in the WAL", name, size(), before)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
 // benchStore opens a store in a new file for a benchmark, closed after it.
 func benchStore(b *testing.B) *sqlite.Store {
 	s, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{})
