@@ -195,10 +195,11 @@ func (s *Store) checkpointer() {
 		case <-t.C:
 		}
 		// frames: the WAL's length; copied: how much of it is in the
-		// database file. Both unchanged: nothing was written since.
+		// database file. Both unchanged: nothing was written since. A
+		// failing checkpoint (a full disk) backs off too.
 		var busy, frames, copied int
 		err := s.ckpt.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
-		if err == nil && frames == last && copied == frames {
+		if err != nil || frames == last && copied == frames {
 			wait = min(2*wait, checkpointIdle)
 		} else {
 			wait = checkpointEvery
