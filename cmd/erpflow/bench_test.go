@@ -15,14 +15,15 @@ import (
 	"github.com/erpflow/erpflow/engine/store/storetest"
 )
 
-// TestBench runs a small bench end to end and checks every figure is there.
+// TestBench runs a small bench end to end, twice (--runs 2), and checks
+// every figure is there.
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the engine and two ceiling loops")
 	}
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--events", "200", "--rules", "2", "--extra-rules", "3",
-		"--rate", "200", "--latency-duration", "250ms", "--workers", "8", "--store-timing"}, &out, &errOut)
+		"--rate", "200", "--latency-duration", "250ms", "--workers", "8", "--store-timing", "--runs", "2"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
@@ -32,6 +33,10 @@ func TestBench(t *testing.T) {
 		`latency at 200 events/s .* 100 deliveries: p50 [\d.]+ms  p95 [\d.]+ms  p99 [\d.]+ms  max [\d.]+ms`,
 		`ceiling: bare batched queue loop .*: \d+ jobs/s; engine at \d+%`,
 		`ceiling: bare HTTP POST loop .*: \d+ requests/s; engine at \d+%`,
+		`\nceiling: both loops' work for each delivery, 1 / \(1/queue \+ 1/HTTP\): \d+ deliveries/s; engine at [\d.]+ of it \(target >= 0.60: (NOT )?met\)\n`,
+		`\nrun 1 of 2: \d+ deliveries/s, bare queue loop \d+ jobs/s, bare HTTP loop \d+ requests/s, combined ceiling \d+ deliveries/s: engine at [\d.]+ of it\n`,
+		`\nrun 2 of 2: \d+ deliveries/s, .*: engine at [\d.]+ of it\n`,
+		`\nmedian of 2 runs \(by the share of the combined ceiling; [\d.]+ to [\d.]+\): \d+ deliveries/s, .* \(target >= 0.60: (NOT )?met\)\n`,
 		`store insert +\d+ calls`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out.String()) {
@@ -43,8 +48,10 @@ func TestBench(t *testing.T) {
 // TestBenchBadFlags: bad values are usage errors.
 func TestBenchBadFlags(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"bench", "--events", "0"}, &out, &errOut); code != 2 {
-		t.Fatalf("exit %d, want 2", code)
+	for _, bad := range []string{"--events", "--runs"} {
+		if code := run(context.Background(), []string{"bench", bad, "0"}, &out, &errOut); code != 2 {
+			t.Fatalf("%s 0: exit %d, want 2", bad, code)
+		}
 	}
 	if code := run(context.Background(), []string{"bench", "--database", "mysql://x"}, &out, &errOut); code != 1 {
 		t.Fatalf("bad database: exit %d, want 1 (%s)", code, errOut.String())
