@@ -405,12 +405,19 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		}
 	}
 	if o.runs > 1 {
-		slices.SortFunc(runs, func(a, b engineRun) int { return cmp.Compare(a.ofCombined(), b.ofCombined()) })
-		med := runs[(len(runs)-1)/2] // the lower middle one of an even number
-		fmt.Fprintf(out, "median of %d runs (by the share of the combined ceiling; %.2f to %.2f): %s (target >= 0.60: %s)\n",
-			o.runs, runs[0].ofCombined(), runs[len(runs)-1].ofCombined(), med, verdict(med.ofCombined() >= 0.6))
+		printMedian(out, runs, engineRun.ofCombined, "the combined ceiling", 0.6)
 	}
 	return nil
+}
+
+// printMedian prints the median of runs by their share of a ceiling (the
+// lower middle one of an even number), the lowest and highest share, and
+// whether the median meets the target.
+func printMedian[R fmt.Stringer](out io.Writer, runs []R, share func(R) float64, of string, target float64) {
+	slices.SortFunc(runs, func(a, b R) int { return cmp.Compare(share(a), share(b)) })
+	med := runs[(len(runs)-1)/2]
+	fmt.Fprintf(out, "median of %d runs (by the share of %s; %.2f to %.2f): %s (target >= %.2f: %s)\n",
+		len(runs), of, share(runs[0]), share(runs[len(runs)-1]), med, target, verdict(share(med) >= target))
 }
 
 // engineRun is one throughput run of the engine and its ceilings, each

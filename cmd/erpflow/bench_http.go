@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -218,10 +217,7 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	cancel()
 
 	if o.runs > 1 {
-		slices.SortFunc(runs, func(a, b httpRun) int { return cmp.Compare(a.ofCeiling(), b.ofCeiling()) })
-		med := runs[(len(runs)-1)/2] // the lower middle one of an even number
-		fmt.Fprintf(out, "median of %d runs (by the share of the ceiling; %.2f to %.2f): %s (target >= 0.50: %s)\n",
-			o.runs, runs[0].ofCeiling(), runs[len(runs)-1].ofCeiling(), med, verdict(med.ofCeiling() >= 0.5))
+		printMedian(out, runs, httpRun.ofCeiling, "the ceiling", 0.5)
 		return nil
 	}
 
