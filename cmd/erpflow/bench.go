@@ -290,11 +290,15 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		// not probed during the run.
 		ecfg.Breaker = &engine.CircuitBreaker{Failures: 5, ProbeMin: time.Hour}
 	}
-	eng, err := engine.New(st, ecfg)
-	if err != nil {
-		return err
+	newEngine := func() (*engine.Engine, error) {
+		e, err := engine.New(st, ecfg)
+		if err != nil {
+			return nil, err
+		}
+		return e, e.Reload(rules)
 	}
-	if err := eng.Reload(rules); err != nil {
+	eng, err := newEngine()
+	if err != nil {
 		return err
 	}
 	// emit is what POST /v1/events does after decoding: the catalog check,
@@ -335,11 +339,6 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	if o.ordered || o.debounce || o.timers > 0 {
 		return benchDeferred(ctx, eng, st, dbURL, url, rv, reg, o, out)
 	}
-	if err := eng.Start(ctx); err != nil {
-		return err
-	}
-	defer stopEngine(eng, slog.New(slog.DiscardHandler))
-
 	deliveries := o.events * o.rules
 	fmt.Fprintf(out, "erpflow bench: %s, %d events × %d rules (+%d not matching) = %d deliveries, %d workers, receiver delay %s, catalog validation %s\n",
 		store.Redact(dbURL), o.events, o.rules, o.extraRules, deliveries, o.workers, o.receiverDelay, o.catalogValidation)
@@ -354,17 +353,14 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		if i > 0 {
 			// A stopped engine does not start again: a new one, on
 			// the same store (emit calls the new one).
-			if eng, err = engine.New(st, ecfg); err != nil {
+			if eng, err = newEngine(); err != nil {
 				return err
 			}
-			if err := eng.Reload(rules); err != nil {
-				return err
-			}
-			if err := eng.Start(ctx); err != nil {
-				return err
-			}
-			defer stopEngine(eng, slog.New(slog.DiscardHandler))
 		}
+		if err := eng.Start(ctx); err != nil {
+			return err
+		}
+		defer stopEngine(eng, slog.New(slog.DiscardHandler))
 		r, err := throughputRun(ctx, st, rv, emit, "tp"+strconv.Itoa(i+1), o.events, o)
 		if err != nil {
 			return err
