@@ -93,8 +93,7 @@ func TestWaitForBesideAWake(t *testing.T) {
 		t.Fatalf("claimed %v, %v; want dlv_e2 alone", claimed, err)
 	}
 	probe := now.Add(2 * time.Hour)
-	waited := make(chan error, 1)
-	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e2"}, dest, probe) }()
+	waited := waitForInBackground(s, "dlv_e2", probe)
 	untilLockWaits(t, db, app, 2, nil, "WaitFor never waited for the wait the wake deleted")
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
@@ -139,8 +138,7 @@ func TestWaitForKeepsAStaleWait(t *testing.T) {
 	}
 	other := lock(t, db, `SELECT 1 FROM deliveries WHERE id = 'dlv_e1' FOR UPDATE`)
 	probe := now.Add(2 * time.Hour)
-	waited := make(chan error, 1)
-	go func() { waited <- s.WaitFor(ctx, "w", []string{"dlv_e1"}, dest, probe) }()
+	waited := waitForInBackground(s, "dlv_e1", probe)
 	untilSession(t, db, app, "WaitFor never waited for the locked delivery", `wait_event_type = 'Lock'`)
 	woke := wakeInBackground(s, now)
 	// The wake either waits for WaitFor's wait (two sessions waiting) or
@@ -237,4 +235,13 @@ func wakeInBackground(s *postgres.Store, now time.Time) <-chan error {
 		woke <- err
 	}()
 	return woke
+}
+
+// waitForInBackground runs s.WaitFor for delivery id (claimed by "w"),
+// held for dest until probe, in a goroutine; the channel receives its
+// error.
+func waitForInBackground(s *postgres.Store, id string, probe time.Time) <-chan error {
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitFor(context.Background(), "w", []string{id}, dest, probe) }()
+	return waited
 }
