@@ -225,6 +225,15 @@ func dsn(path string, opts Options, readOnly bool) string {
 		// Read-then-write transactions take the write lock up front:
 		// deferred ones fail with SQLITE_BUSY under contention.
 		q.Set("_txlock", "immediate")
+		// Statement journals in memory: a statement that may abort
+		// inside a transaction (the committer's multi-row inserts, the
+		// completions' updates) journals the pages it changes, and past
+		// 64 KiB SQLite moves that journal to a new temporary file,
+		// opened, written and deleted for each such statement: 5% of
+		// in-process bench CPU. The writer's statements are bounded
+		// batches, so the memory is too; readers keep temporary files
+		// for their sorts.
+		q.Add("_pragma", "temp_store(MEMORY)")
 		if path != ":memory:" {
 			// The checkpointer does it (see Store.checkpointer); the
 			// writer checkpoints itself only if that falls far behind

@@ -71,6 +71,26 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// The writer keeps statement journals in memory (see dsn); readers keep
+// the default, temporary files, for sorts of unbounded size.
+func TestWriterTempStoreInMemory(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	defer s.Close()
+	for _, c := range []struct {
+		name string
+		db   interface{ QueryRow(string, ...any) *sql.Row }
+		want int
+	}{{"writer", s.W, 2}, {"reader", s.R, 0}} {
+		var got int
+		if err := c.db.QueryRow("PRAGMA temp_store").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%s: temp_store %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
 // The WAL is copied into the database file in the background, write
 // after write: the writer's own checkpoints come only every 10,000 pages
 // (~40 MB), and would stall every Emit behind their fsync.
