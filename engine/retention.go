@@ -40,6 +40,12 @@ type Pruned struct {
 	Succeeded int // succeeded deliveries, with their attempts
 	Dead      int // dead deliveries, with their attempts
 	Events    int // events
+	// SucceededRead and DeadRead are the deliveries the two walks read,
+	// deleted or not: a walk that read fewer than the batch reached its
+	// end. (On PostgreSQL a row changed by another transaction after the
+	// walk read it is read but not deleted, so fewer deleted than the
+	// batch does not mean the end.)
+	SucceededRead, DeadRead int
 	// Next is where the next call's walks start. Next.Events is nil when
 	// this call's walk over old events reached their end.
 	Next    PruneCursor
@@ -54,7 +60,7 @@ type Pruned struct {
 // more reports whether a Store.Prune call with batch b may have left
 // more to delete.
 func (p Pruned) more(b int) bool {
-	return p.Succeeded >= b || p.Dead >= b || p.Next.Events != nil
+	return p.SucceededRead >= b || p.DeadRead >= b || p.Next.Events != nil
 }
 
 // PruneTimer is an optional Store capability: a store whose every write
@@ -158,6 +164,8 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		total.Succeeded += p.Succeeded
 		total.Dead += p.Dead
 		total.Events += p.Events
+		total.SucceededRead += p.SucceededRead
+		total.DeadRead += p.DeadRead
 		total.Batches++
 		total.Longest = max(total.Longest, took)
 		if err != nil {
@@ -169,10 +177,10 @@ func (e *Engine) Prune(ctx context.Context) (Pruned, error) {
 		// A walk that came up short reached its end (its cutoff's least
 		// id): calling it again would read its range again, with nothing
 		// to delete, for every batch of the walks still going.
-		if p.Succeeded < batch {
+		if p.SucceededRead < batch {
 			before.Succeeded = time.Time{}
 		}
-		if p.Dead < batch {
+		if p.DeadRead < batch {
 			before.Dead = time.Time{}
 		}
 		before.After = p.Next

@@ -1043,7 +1043,7 @@ func testPruneDead(t *testing.T, s engine.Store) {
 	if p := mv(s.Prune(ctx, engine.PruneBefore{Dead: t0.Add(time.Hour)}, 10)).get(t); p.Succeeded+p.Dead+p.Events != 0 {
 		t.Fatalf("pruned %+v at the hour they died", p)
 	}
-	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: t0.Add(1000 * time.Hour)}, 10)).get(t); p.Succeeded != 1 || p.Dead != 0 || p.Events != 0 {
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: t0.Add(1000 * time.Hour)}, 10)).get(t); p.Succeeded != 1 || p.SucceededRead != 1 || p.Dead != 0 || p.Events != 0 {
 		t.Fatalf("succeeded-only prune: %+v, want the one succeeded delivery", p)
 	}
 	kept(allIDs(dead, lateDead)...)
@@ -1124,8 +1124,8 @@ func testPruneLargeBatch(t *testing.T, s engine.Store) {
 		done += mv(s.Complete(ctx, cs)).get(t)
 	}
 	at := t0.Add(time.Hour)
-	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: at, Events: at}, 2000)).get(t); p.Succeeded != n || p.Events != n {
-		t.Fatalf("pruned %+v with batch 2000, want %d deliveries and their events", p, n)
+	if p := mv(s.Prune(ctx, engine.PruneBefore{Succeeded: at, Events: at}, 2000)).get(t); p.Succeeded != n || p.SucceededRead != n || p.Events != n {
+		t.Fatalf("pruned %+v with batch 2000, want %d deliveries read and deleted, and their events", p, n)
 	}
 }
 
@@ -1143,7 +1143,7 @@ func pruneAll(t *testing.T, s engine.Store, before engine.PruneBefore, batch int
 		sum.Succeeded += p.Succeeded
 		sum.Dead += p.Dead
 		sum.Events += p.Events
-		if p.Succeeded < batch && p.Dead < batch && p.Next.Events == nil {
+		if p.SucceededRead < batch && p.DeadRead < batch && p.Next.Events == nil {
 			return sum, calls
 		}
 		before.After = p.Next

@@ -1133,16 +1133,16 @@ func (c *Core) Prune(ctx context.Context, before engine.PruneBefore, batch int) 
 	// primary key (PostgreSQL) yields the oldest first and no index of its
 	// own on created_at or updated_at is kept up to date.
 	if !before.Succeeded.IsZero() {
-		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.After.Succeeded, before.Events, batch, &p.Longest)
-		p.Succeeded, p.Events, p.Next.Succeeded = n, p.Events+evs, next
+		n, read, evs, next, err := c.pruneDeliveries(ctx, `state = 'succeeded' AND created_at < ?`, before.Succeeded, before.After.Succeeded, before.Events, batch, &p.Longest)
+		p.Succeeded, p.SucceededRead, p.Events, p.Next.Succeeded = n, read, p.Events+evs, next
 		if err != nil {
 			return p, fmt.Errorf("prune succeeded deliveries: %w", err)
 		}
 	}
 	if !before.Dead.IsZero() {
 		// updated_at is when the last attempt ended: when it died.
-		n, evs, next, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.After.Dead, before.Events, batch, &p.Longest)
-		p.Dead, p.Events, p.Next.Dead = n, p.Events+evs, next
+		n, read, evs, next, err := c.pruneDeliveries(ctx, `state = 'dead' AND updated_at < ?`, before.Dead, before.After.Dead, before.Events, batch, &p.Longest)
+		p.Dead, p.DeadRead, p.Events, p.Next.Dead = n, read, p.Events+evs, next
 		if err != nil {
 			return p, fmt.Errorf("prune dead deliveries: %w", err)
 		}
@@ -1189,12 +1189,11 @@ const eventFree = `NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tenant = e.ten
 // pruneDeliveries deletes up to batch deliveries matching cond (with one
 // time parameter, at) with ids after after, oldest first, with their
 // attempts, and their events received before events (unless it is zero)
-// that nothing else needs. It returns how many deliveries and events it
-// deleted, and the last id it read.
-func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, after string, events time.Time, batch int, longest *time.Duration) (int, int, string, error) {
-	n, evs, last := 0, 0, after
-	err := c.pruneTx(ctx, longest, func(tx *Tx) error {
-		n, evs, last = 0, 0, after
+// that nothing else needs. It returns how many deliveries it deleted and
+// read, how many events it deleted, and the last id it read.
+func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, after string, events time.Time, batch int, longest *time.Duration) (n, read, evs int, last string, err error) {
+	err = c.pruneTx(ctx, longest, func(tx *Tx) error {
+		n, read, evs, last = 0, 0, 0, after
 		// id < IDBound(next millisecond): a delivery created (and so
 		// finished) after at's millisecond has a greater id; without this
 		// bound a walk that finds fewer than batch rows to delete would
@@ -1216,6 +1215,7 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, a
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		read = len(ids)
 		seen := map[key]bool{}
 		var keys []any // tenant, id pairs of their events
 		per := c.chunk(1) - 1
@@ -1265,7 +1265,7 @@ func (c *Core) pruneDeliveries(ctx context.Context, cond string, at time.Time, a
 		evs = m
 		return err
 	})
-	return n, evs, last, err
+	return n, read, evs, last, err
 }
 
 // deleteFreeEvents deletes the events of keys (tenant, id pairs) received

@@ -1,0 +1,111 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// A delivery that another transaction revives while a retention pass
+// deletes its batch is kept, and the pass goes on past it: the walk read
+// a full batch, so it has not reached its end, whatever it deleted.
+// Before, one revived row in a batch ended the walk for ten minutes.
+func TestPruneWalksPastARevivedDelivery(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// More old succeeded deliveries than the engine's batch on
+	// PostgreSQL (1,000), oldest first.
+	const n = 1005
+	t0 := time.Now().UTC().Add(-48 * time.Hour)
+	recs := make([]engine.EventRecord, n)
+	for i := range recs {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		id := fmt.Sprintf("ev%04d", i)
+		recs[i] = engine.EventRecord{
+			Event:      engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", Event: "updated"},
+			Raw:        []byte(`{"id":"` + id + `","entity":"SalesOrder","event":"updated"}`),
+			ReceivedAt: at,
+			Deliveries: []engine.Delivery{{ID: engine.DeliveryIDAt(at), Tenant: "acme", EventID: id,
+				Entity: "SalesOrder", EventName: "updated", Rule: "r", ActionType: "webhook",
+				Payload: []byte(`{}`), State: engine.StateSucceeded, RunAt: at, CreatedAt: at, UpdatedAt: at}},
+		}
+	}
+	if _, err := s.InsertEvents(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	revived := recs[0].Deliveries[0].ID
+
+	// Another transaction changes the oldest and holds its row lock, so
+	// that the pass's DELETE, which read it as succeeded, waits for it.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'failed' WHERE id = $1`, revived); err != nil {
+		t.Fatal(err)
+	}
+
+	e, err := engine.New(s, engine.Config{Retention: 24 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		p   engine.Pruned
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := e.Prune(ctx)
+		done <- result{p, err}
+	}()
+	for {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM deliveries%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("the pass ended without waiting for the revived row: %+v, %v", r.p, r.err)
+		case <-ctx.Done():
+			t.Fatal("the pass's DELETE never waited for the revived row")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var left []string
+	rows, err := db.QueryContext(ctx, `SELECT id FROM deliveries ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	if r.p.Succeeded != n-1 || len(left) != 1 || left[0] != revived {
+		t.Fatalf("pruned %+v; %d deliveries left (%v), want only the revived %s", r.p, len(left), left, revived)
+	}
+}
