@@ -109,3 +109,94 @@ func TestPruneWalksPastARevivedDelivery(t *testing.T) {
 		t.Fatalf("pruned %+v; %d deliveries left (%v), want only the revived %s", r.p, len(left), left, revived)
 	}
 }
+
+// A rerun of an old event that retention is about to delete (it has no
+// deliveries left) either keeps the event, with the new deliveries, or
+// fails with not found: never deliveries of an event deleted under them.
+// The rerun reads the event, then waits (the test holds the queue table)
+// while a retention pass that finds the event free runs; before, the
+// pass deleted it, and the rerun's deliveries were written for nothing.
+func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	old := time.Now().UTC().Add(-48 * time.Hour)
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{
+		Event:      engine.Event{ID: "old", Tenant: "acme", Entity: "SalesOrder", Event: "updated"},
+		Raw:        []byte(`{"id":"old","entity":"SalesOrder","event":"updated"}`),
+		ReceivedAt: old,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback()
+	if _, err := hold.ExecContext(ctx, `LOCK TABLE queue IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// waiting counts the other sessions waiting for a lock.
+	waiting := func() int {
+		t.Helper()
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	until := func(what string, cond func() bool, done <-chan error) {
+		t.Helper()
+		for !cond() {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: ended first (%v)", what, err)
+			case <-ctx.Done():
+				t.Fatalf("%s: not by the deadline", what)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+
+	rerun := make(chan error, 1)
+	go func() {
+		now := time.Now()
+		_, err := s.AddDeliveries(ctx, "acme", "old", []engine.Delivery{{ID: engine.DeliveryIDAt(now), Rule: "r",
+			ActionType: "webhook", Payload: []byte(`{}`), State: engine.StatePending, RunAt: now, CreatedAt: now}})
+		rerun <- err
+	}()
+	until("the rerun waits for the queue table", func() bool { return waiting() == 1 }, rerun)
+
+	e, err := engine.New(s, engine.Config{EventRetention: 24 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pass := make(chan error, 1)
+	go func() {
+		_, err := e.Prune(ctx)
+		pass <- err
+	}()
+	until("the retention pass waits for the rerun", func() bool { return waiting() == 2 }, pass)
+	if err := hold.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rerun; err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	if err := <-pass; err != nil {
+		t.Fatalf("retention: %v", err)
+	}
+	var events, deliveries int
+	if err := db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM events WHERE id = 'old'),
+		(SELECT count(*) FROM deliveries WHERE event_id = 'old')`).Scan(&events, &deliveries); err != nil {
+		t.Fatal(err)
+	}
+	if events != 1 || deliveries != 1 {
+		t.Fatalf("%d events and %d deliveries of the rerun event, want 1 and 1", events, deliveries)
+	}
+}

@@ -230,6 +230,10 @@ func placeholders(rows, cols int) string {
 	return b.String()
 }
 
+// severalWriters reports whether several transactions may write at once
+// (PostgreSQL), so that row locks matter; SQLite has one writer.
+func (c *Core) severalWriters() bool { return c.D.SkipLocked() != "" }
+
 // chunk is how many rows of cols columns fit in one statement.
 func (c *Core) chunk(cols int) int {
 	n := c.D.MaxParams() / cols
@@ -1275,6 +1279,18 @@ func (c *Core) deleteFreeEvents(ctx context.Context, tx *Tx, keys []any, before 
 	per := c.chunk(2) - 1
 	for lo := 0; lo < len(keys)/2; lo += per {
 		part := keys[2*lo : 2*min(lo+per, len(keys)/2)]
+		if c.severalWriters() {
+			// Lock them first, and tell free from needed in the next
+			// statement: a rerun (AddDeliveries) that read one of them
+			// holds it until it commits, and only a statement begun after
+			// that sees its deliveries (READ COMMITTED; the DELETE below,
+			// waiting for the row alone, would delete it anyway). Key
+			// order, so that two passes do not deadlock.
+			if _, err := tx.ExecContext(ctx, c.Q(`SELECT 1 FROM events WHERE (tenant, id) IN (VALUES `+placeholders(len(part)/2, 2)+`)
+				ORDER BY tenant, id FOR UPDATE`), slices.Clip(part)...); err != nil {
+				return n, err
+			}
+		}
 		r, err := tx.ExecContext(ctx, c.Q(`DELETE FROM events WHERE (tenant, id) IN
 			(SELECT e.tenant, e.id FROM events e WHERE (e.tenant, e.id) IN (VALUES `+placeholders(len(part)/2, 2)+`)
 				AND e.received_at < ? AND `+eventFree+`)`), append(slices.Clip(part), c.t(before))...)

@@ -20,17 +20,22 @@ func listLimit(n int) int {
 	return min(n, 1000)
 }
 
-// AddDeliveries implements engine.EventWriter: the event's row is locked
-// (PostgreSQL: FOR UPDATE would block emits of nothing; a plain read in
-// the transaction is enough, events are never updated) and the deliveries
-// inserted with the event's keys.
+// AddDeliveries implements engine.EventWriter: the event's row is read
+// and, where several writers share the database, locked against
+// retention (FOR KEY SHARE: reruns of one event do not wait for each
+// other; see deleteFreeEvents), and the deliveries inserted with the
+// event's keys.
 func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine.Delivery) ([]engine.Delivery, error) {
 	out := make([]engine.Delivery, len(ds))
+	lock := ""
+	if c.severalWriters() {
+		lock = " FOR KEY SHARE"
+	}
 	err := c.Tx(ctx, func(tx *Tx) error {
 		var entity, name string
 		var received Time
 		var internal bool
-		err := tx.QueryRowContext(ctx, c.Q("SELECT entity, event_name, received_at, internal FROM events WHERE tenant = ? AND id = ?"), tenant, id).
+		err := tx.QueryRowContext(ctx, c.Q("SELECT entity, event_name, received_at, internal FROM events WHERE tenant = ? AND id = ?"+lock), tenant, id).
 			Scan(&entity, &name, &received, &internal)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("event %q of tenant %q: %w", id, tenant, engine.ErrNotFound)
