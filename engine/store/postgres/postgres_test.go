@@ -79,13 +79,59 @@ func open(t testing.TB, u string) *postgres.Store {
 
 func TestStore(t *testing.T) {
 	baseURL(t)
-	storetest.Run(t, func(t *testing.T) engine.Store { return open(t, freshSchema(t)) })
+	storetest.Run(t, func(t *testing.T) engine.Store {
+		u := freshSchema(t)
+		t.Cleanup(func() { queueAgrees(t, u) })
+		return open(t, u)
+	})
+}
+
+// queueAgrees checks, once a test's store is closed, that the queue table
+// holds exactly the deliveries a worker may claim (due_at set: waiting or
+// running, not test-fires), each with its delivery's due time, state and
+// tenant. A delivery missing from it would never be delivered; one too
+// many would be claimed for nothing.
+func queueAgrees(t *testing.T, u string) {
+	if t.Failed() {
+		return
+	}
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT coalesce(d.id, q.id), d.state, d.test, d.due_at, q.state, q.due_at
+		FROM (SELECT * FROM deliveries WHERE due_at IS NOT NULL) d FULL JOIN queue q ON q.id = d.id
+		WHERE d.id IS NULL OR q.id IS NULL OR q.due_at <> d.due_at OR q.state <> d.state OR q.tenant <> d.tenant
+		UNION ALL
+		SELECT id, state, test, due_at, NULL, NULL FROM deliveries
+		WHERE (due_at IS NOT NULL) <> (NOT test AND state IN ('pending', 'failed', 'running'))
+		LIMIT 5`)
+	if err != nil {
+		t.Fatalf("queue check: %v", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var state, qstate sql.NullString
+		var test sql.NullBool
+		var due, qdue sql.NullTime
+		if err := rows.Scan(&id, &state, &test, &due, &qstate, &qdue); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("queue check: delivery %s (state %v, test %v, due %v) has queue row (state %v, due %v)",
+			id, state, test, due, qstate, qdue)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestShared(t *testing.T) {
 	baseURL(t)
 	storetest.RunShared(t, func(t *testing.T, n int) []engine.Store {
 		u := freshSchema(t)
+		t.Cleanup(func() { queueAgrees(t, u) })
 		var ss []engine.Store
 		for i := 0; i < n; i++ {
 			ss = append(ss, open(t, u))
