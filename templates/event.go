@@ -112,7 +112,7 @@ func DecodeEvent(b []byte) (Event, error) {
 	if err := dec.Decode(&top); err != nil {
 		return ev, &EventError{Msg: "malformed JSON: " + jsonErrText(err)}
 	}
-	if dec.More() {
+	if trailing(dec, b) {
 		return ev, &EventError{Msg: "malformed JSON: unexpected data after the event object"}
 	}
 	if top == nil {
@@ -215,12 +215,22 @@ func decodeObject(raw []byte) (map[string]any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, errors.New("malformed JSON: " + jsonErrText(err))
 	}
+	if trailing(dec, raw) {
+		return nil, errors.New("malformed JSON: unexpected data after the object")
+	}
 	m, ok := v.(map[string]any)
 	if !ok {
 		return nil, errors.New("must be a JSON object")
 	}
 	normalizeNumbers(m)
 	return m, nil
+}
+
+// trailing reports whether b holds more than white space after the value
+// dec decoded from it. (Decoder.More is no test of that: it is false
+// before a stray '}' or ']'.)
+func trailing(dec *json.Decoder, b []byte) bool {
+	return len(bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n")) > 0
 }
 
 func normalizeNumbers(v any) any {

@@ -18,6 +18,9 @@ func TestDecodeEventStrict(t *testing.T) {
 		{"bad time", `{"id":"1","entity":"E","event":"x","occurred_at":"yesterday"}`, "occurred_at", "RFC 3339"},
 		{"data not object", `{"id":"1","entity":"E","event":"x","data":[1]}`, "data", "JSON object"},
 		{"trailing", `{"id":"1","entity":"E","event":"x"} {}`, "", "after the event"},
+		// A stray closing brace or bracket, which Decoder.More misses.
+		{"trailing brace", `{"id":"1","entity":"E","event":"x"}}`, "", "after the event"},
+		{"trailing bracket", `{"id":"1","entity":"E","event":"x"} ]`, "", "after the event"},
 		{"id number", `{"id":1,"entity":"E","event":"x"}`, "id", "must be a string"},
 	})
 }

@@ -35,11 +35,17 @@ func checkJSON(doc []byte, prefix string) error {
 		case '[':
 			stack = append(stack, jsonFrame{})
 		case '}', ']':
+			if len(stack) == 0 { // not one JSON document: callers check first
+				return &EventError{Field: prefix, Msg: "malformed JSON: unexpected " + string(doc[i])}
+			}
 			if f := stack[len(stack)-1]; f.obj && f.set == nil {
 				keys = keys[:f.first]
 			}
 			stack = stack[:len(stack)-1]
 		case ',':
+			if len(stack) == 0 {
+				return &EventError{Field: prefix, Msg: "malformed JSON: unexpected ,"}
+			}
 			if f := &stack[len(stack)-1]; f.obj {
 				f.keyNext = true
 			} else {

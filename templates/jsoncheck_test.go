@@ -95,6 +95,26 @@ func TestSetRawDataChecks(t *testing.T) {
 	}
 }
 
+// Data with anything after its object is refused, also a stray closing
+// brace (which once panicked in the check that follows the decoding).
+func TestSetRawDataTrailing(t *testing.T) {
+	for _, raw := range []string{`{"a":1}}`, `{"a":1}]`, `{"a":1} {}`, `{"a":1},`} {
+		var ev Event
+		if err := ev.SetRawData([]byte(raw)); err == nil || !strings.Contains(err.Error(), "after the object") {
+			t.Errorf("%s: err = %v, want one about data after the object", raw, err)
+		}
+		if ev.Data != nil {
+			t.Errorf("%s: data set to %v", raw, ev.Data)
+		}
+	}
+	// checkJSON's own guard, for a caller that did not decode first.
+	for _, doc := range []string{`}`, `{}]`, `,`} {
+		if err := checkJSON([]byte(doc), "data"); err == nil {
+			t.Errorf("checkJSON(%s): no error", doc)
+		}
+	}
+}
+
 // BenchmarkCheckJSON is what the surrogate and duplicate-key checks add to
 // DecodeEvent: one more pass over the bytes of the event.
 func BenchmarkCheckJSON(b *testing.B) {

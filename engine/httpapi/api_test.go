@@ -63,6 +63,8 @@ func TestEmitValidation(t *testing.T) {
 		{"missing entity", `{"id":"1","event":"x"}`, 400, "entity", "entity: required"},
 		{"unknown field", `{"id":"1","entity":"A","event":"x","colour":1}`, 400, "colour", "unknown field"},
 		{"malformed", `{"id":`, 400, "", "malformed JSON"},
+		{"stray brace", `{"id":"1","entity":"A","event":"x"}}`, 400, "", "after the event"},
+		{"stray bracket in batch", `{"events":[{"id":"1","entity":"A","event":"x"}]}]`, 400, "", ""},
 		{"batch field", `{"events":[{"id":"1","entity":"A","event":"x"},{"id":"2","entity":"A","event":"x"},{"id":"3","event":"x"}]}`, 400, "events[2].entity", "events[2].entity: required"},
 		{"batch extra key", `{"events":[],"more":1}`, 400, "more", ""},
 		{"batch not list", `{"events":{}}`, 400, "events", ""},
@@ -327,6 +329,10 @@ func TestDeliveryLogRetryReplay(t *testing.T) {
 		must(t, e.do("POST", "/v1/deliveries/"+ids[0]+"/retry", "", nil), 202)
 		e.waitState(ids[0], "", engine.StateSucceeded)
 		must(t, e.do("POST", "/v1/deliveries/dlv_nope/retry", "", nil), 404)
+		// A body with anything after its object is refused, and replays
+		// nothing (the replay below still finds both dead).
+		must(t, e.do("POST", "/v1/deliveries:replay", "", `{"rule": "dead-end", "status": ["dead"]} and more`), 400)
+		must(t, e.do("POST", "/v1/deliveries:replay", "", `{"rule": "dead-end", "status": ["dead"]}}`), 400)
 		// Replay the other dead ones.
 		r := must(t, e.do("POST", "/v1/deliveries:replay", "", map[string]any{"rule": "dead-end", "status": []string{"dead"}}), 200).json(t)
 		if r["queued"] != float64(2) {
@@ -423,6 +429,8 @@ func TestRulesEdgeCases(t *testing.T) {
 	must(t, e.do("POST", "/v1/rules", "", `{"on":{"entity":"A"},"actions":[{"type":"webhook","url":"https://x.example"}]}`), 400) // no name
 	must(t, e.do("POST", "/v1/rules", "", strings.Repeat("#", 2<<20)), 413)
 	must(t, e.do("POST", "/v1/rules/a1/duplicate", "", `{"nome": "x"}`), 400)
+	must(t, e.do("POST", "/v1/rules/a1/duplicate", "", `{"name": "a1-junk"} junk`), 400)
+	must(t, e.do("GET", "/v1/rules/a1-junk", "", nil), 404)
 	must(t, e.do("POST", "/v1/rules/f1/duplicate", "", nil), 409)
 
 	// A rule stored by another process with an action type this one lacks.

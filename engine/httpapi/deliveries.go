@@ -204,10 +204,8 @@ func (s *Server) replayDeliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	var req replayRequest
 	if len(strings.TrimSpace(string(b))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(b)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, badRequest(jsonField(err), "%v", err))
+		if err := decodeStrict(b, &req); err != nil {
+			writeError(w, err)
 			return
 		}
 	}

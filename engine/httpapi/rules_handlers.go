@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -391,9 +390,7 @@ func (s *Server) duplicateRule(w http.ResponseWriter, r *http.Request) {
 		Name string `json:"name"`
 	}
 	if len(strings.TrimSpace(string(b))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(b)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := decodeStrict(b, &req); err != nil {
 			writeError(w, badRequest("name", "the body must be {\"name\": \"new-name\"} or empty: %v", err))
 			return
 		}

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -324,6 +326,21 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, badRequest("", "reading the request body: %v", err)
 	}
 	return b, nil
+}
+
+// decodeStrict decodes the JSON object b into v, refusing unknown fields
+// and anything after the object, with an error naming the field when
+// there is one.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest(jsonField(err), "%v", err)
+	}
+	if len(bytes.TrimLeft(b[dec.InputOffset():], " \t\r\n")) > 0 {
+		return badRequest("", "unexpected data after the JSON object, at byte %d", dec.InputOffset())
+	}
+	return nil
 }
 
 func (s *Server) reloadRules(w http.ResponseWriter, r *http.Request) {
