@@ -105,9 +105,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(err))
 		return
 	}
-	for i := range ds {
-		s.maskDelivery(&ds[i], nil)
-	}
+	s.maskDeliveries(ds)
 	out["deliveries"] = nonNil(ds)
 	if len(ds) == f.Limit {
 		out["next_cursor"] = ds[len(ds)-1].ID
@@ -137,6 +135,13 @@ func (s *Server) getDelivery(w http.ResponseWriter, r *http.Request) {
 	}
 	s.maskDelivery(&d, as)
 	writeJSON(w, http.StatusOK, map[string]any{"delivery": d, "attempts": nonNil(as)})
+}
+
+// maskDeliveries is maskDelivery for each of ds.
+func (s *Server) maskDeliveries(ds []engine.Delivery) {
+	for i := range ds {
+		s.maskDelivery(&ds[i], nil)
+	}
 }
 
 // maskDelivery shows the values of the ${NAME} references rules read as

@@ -83,6 +83,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, emitError(err, false))
 			return
 		}
+		s.maskDeliveries(res.Deliveries)
 		writeJSON(w, http.StatusAccepted, res)
 		return
 	}
@@ -90,6 +91,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, emitError(err, true))
 		return
+	}
+	for i := range res {
+		s.maskDeliveries(res[i].Deliveries)
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"results": res})
 }
@@ -249,6 +253,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	if len(raw) == 0 {
 		raw, _ = json.Marshal(rec.Event)
 	}
+	s.maskDeliveries(rec.Deliveries)
 	writeJSON(w, http.StatusOK, EventView{
 		Tenant: rec.Event.Tenant, ID: rec.Event.ID, Event: raw,
 		ReceivedAt: rec.ReceivedAt.UTC(),

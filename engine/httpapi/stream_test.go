@@ -465,7 +465,9 @@ func TestStreamMasksEnvValues(t *testing.T) {
 }
 
 // TestDeliveriesMaskEnvValues: GET /v1/deliveries and /v1/deliveries/{id}
-// show a URL built from ${NAME} as ${NAME} too (payload, attempt detail).
+// show a URL built from ${NAME} as ${NAME} too (payload, attempt detail),
+// and so do the answers that carry deliveries: POST /v1/events (one event
+// and a batch), GET /v1/events/{id} and a rule's test-fire.
 func TestDeliveriesMaskEnvValues(t *testing.T) {
 	t.Setenv("DLV_HOOK_PATH", "T000/B000/dlvhooksecret")
 	rv := newReceiver(t)
@@ -477,12 +479,20 @@ func TestDeliveriesMaskEnvValues(t *testing.T) {
 	}
 	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
 	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path}})
-	id := firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202))
-	e.waitState(id, tokAcme, engine.StateSucceeded)
-	for _, p := range []string{"/v1/deliveries/" + id, "/v1/deliveries"} {
-		body := string(must(t, e.do("GET", p, tokAcme, nil), 200).body)
+	masked := func(what, body string) {
+		t.Helper()
 		if strings.Contains(body, "dlvhooksecret") || !strings.Contains(body, "/hooks/${DLV_HOOK_PATH}") {
-			t.Errorf("GET %s: %s", p, body)
+			t.Errorf("%s: %s", what, body)
 		}
 	}
+	emitted := must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202)
+	masked("POST /v1/events", string(emitted.body))
+	id := firstDelivery(t, emitted)
+	e.waitState(id, tokAcme, engine.StateSucceeded)
+	for _, p := range []string{"/v1/deliveries/" + id, "/v1/deliveries", "/v1/events/E1"} {
+		masked("GET "+p, string(must(t, e.do("GET", p, tokAcme, nil), 200).body))
+	}
+	masked("POST /v1/events (a batch)", string(must(t, e.do("POST", "/v1/events", tokAcme,
+		map[string]any{"events": []any{orderEvent("E2", "")}}), 202).body))
+	masked("POST /v1/rules/env-hook/test", string(must(t, e.do("POST", "/v1/rules/env-hook/test", tokAcme, orderEvent("E3", "")), 200).body))
 }
