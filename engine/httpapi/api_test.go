@@ -455,3 +455,39 @@ func TestRulesEdgeCases(t *testing.T) {
 	// Other rules still work and the broken one can be deleted.
 	must(t, e.do("DELETE", "/v1/rules/alien", "", nil), 204)
 }
+
+// TestTextRefused: ids and filters that are no text the stores keep
+// (invalid UTF-8, NUL), in the path, the query or a replay's body, are a
+// 400 naming where, on both stores (PostgreSQL answered 500), and change
+// nothing.
+func TestTextRefused(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		e := newEnv(t, st, envOpts{})
+		for _, c := range []struct{ method, path, field string }{
+			{"GET", "/v1/events/E%FF", "path"},
+			{"GET", "/v1/events/E%00", "path"},
+			{"GET", "/v1/deliveries/dlv_%FF", "path"},
+			{"GET", "/v1/timers/tmr_%00", "path"},
+			{"POST", "/v1/events/E%FF:rerun", "path"},
+			{"GET", "/v1/deliveries?rule=%FF", "rule"},
+			{"GET", "/v1/events?entity=%00", "entity"},
+			{"GET", "/v1/timers?rule=%FF", "rule"},
+			{"GET", "/v1/deliveries?%FF=1", "query parameter"},
+		} {
+			_, field, msg := must(t, e.do(c.method, c.path, "", nil), 400).errInfo(t)
+			if field != c.field || !strings.Contains(msg, c.field+": ") {
+				t.Errorf("%s %s: field %q, message %q; want the field %q named", c.method, c.path, field, msg, c.field)
+			}
+		}
+		for _, field := range []string{"rule", "event_id", "tenant"} {
+			_, got, _ := must(t, e.do("POST", "/v1/deliveries:replay", "", map[string]any{field: "a\u0000b"}), 400).errInfo(t)
+			if got != field {
+				t.Errorf("replay with NUL in %s: field %q", field, got)
+			}
+		}
+		// The same requests with text answer as usual.
+		must(t, e.do("GET", "/v1/events/E1", "", nil), 404)
+		must(t, e.do("GET", "/v1/deliveries?rule=r%C3%A9", "", nil), 200)
+	})
+}

@@ -218,6 +218,12 @@ func (s *Server) replayDeliveries(w http.ResponseWriter, r *http.Request) {
 	if req.Tenant != nil {
 		f.Tenant = *req.Tenant
 	}
+	for _, fv := range [][2]string{{"rule", f.Rule}, {"event_id", f.EventID}, {"tenant", f.Tenant}} {
+		if ae := textError(fv[0], fv[1]); ae != nil {
+			writeError(w, ae)
+			return
+		}
+	}
 	if f.States, err = parseStates("status", req.Status); err != nil {
 		writeError(w, err)
 		return

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
@@ -40,6 +41,38 @@ func errf(status int, code, field, format string, args ...any) *apiError {
 
 func badRequest(field, format string, args ...any) *apiError {
 	return errf(http.StatusBadRequest, "invalid", field, format, args...)
+}
+
+// textError is a 400 naming field when s is no text the stores keep:
+// invalid UTF-8, or NUL (PostgreSQL refuses both in text columns, and
+// SQLite would compare them byte for byte with nothing stored).
+func textError(field, s string) *apiError {
+	if !utf8.ValidString(s) {
+		return badRequest(field, "%s: invalid UTF-8", field)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return badRequest(field, `%s: contains NUL (\u0000)`, field)
+	}
+	return nil
+}
+
+// requestTextError is textError for the path and every query parameter
+// of r: ids, filters and cursors are all text.
+func requestTextError(r *http.Request) *apiError {
+	if ae := textError("path", r.URL.Path); ae != nil {
+		return ae
+	}
+	for k, vs := range r.URL.Query() {
+		if ae := textError("query parameter", k); ae != nil {
+			return ae
+		}
+		for _, v := range vs {
+			if ae := textError(k, v); ae != nil {
+				return ae
+			}
+		}
+	}
+	return nil
 }
 
 func notFound(what, id string) *apiError {

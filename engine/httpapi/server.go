@@ -208,7 +208,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	w.Header().Set(APIHeader, "1") // tells the CLI it reached erpflow, not some other program
-	s.mux.ServeHTTP(rec, r)
+	if ae := requestTextError(r); ae != nil {
+		writeError(rec, ae)
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
 	if s.opts.Metrics != nil {
 		s.opts.Metrics.request(r.Pattern, rec.status, time.Since(start))
 	}
