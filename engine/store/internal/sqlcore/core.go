@@ -230,10 +230,6 @@ func placeholders(rows, cols int) string {
 	return b.String()
 }
 
-// severalWriters reports whether several transactions may write at once
-// (PostgreSQL), so that row locks matter; SQLite has one writer.
-func (c *Core) severalWriters() bool { return c.D.SkipLocked() != "" }
-
 // chunk is how many rows of cols columns fit in one statement.
 func (c *Core) chunk(cols int) int {
 	n := c.D.MaxParams() / cols
@@ -1279,7 +1275,7 @@ func (c *Core) deleteFreeEvents(ctx context.Context, tx *Tx, keys []any, before 
 	per := c.chunk(2) - 1
 	for lo := 0; lo < len(keys)/2; lo += per {
 		part := keys[2*lo : 2*min(lo+per, len(keys)/2)]
-		if c.severalWriters() {
+		if c.concurrentWriters() {
 			// Lock them first, and tell free from needed in the next
 			// statement: a rerun (AddDeliveries) that read one of them
 			// holds it until it commits, and only a statement begun after

@@ -28,7 +28,7 @@ func listLimit(n int) int {
 func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine.Delivery) ([]engine.Delivery, error) {
 	out := make([]engine.Delivery, len(ds))
 	lock := ""
-	if c.severalWriters() {
+	if c.concurrentWriters() {
 		lock = " FOR KEY SHARE"
 	}
 	err := c.Tx(ctx, func(tx *Tx) error {
