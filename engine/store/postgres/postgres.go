@@ -625,7 +625,7 @@ var writeChainsSQL = strings.NewReplacer(
 		UPDATE deliveries x SET state = 'pending', run_at = $39::timestamptz, due_at = $39::timestamptz, updated_at = $39::timestamptz
 		FROM c JOIN a ON a.key = c.key AND a.id = c.head
 		WHERE x.id = c.head AND x.state = 'held'
-		RETURNING 1
+		RETURNING x.id
 	), ah AS (
 		DELETE FROM held hh USING c JOIN a ON a.key = c.key AND a.id = c.head
 		WHERE hh.key = c.key AND hh.id = c.head
@@ -635,6 +635,8 @@ var writeChainsSQL = strings.NewReplacer(
 	SELECT 'h', NULL, head FROM c JOIN o ON o.key = c.key AND o.id = c.head
 	UNION ALL
 	SELECT 'b', NULL, key FROM b
+	UNION ALL
+	SELECT 'b', NULL, c.key FROM c JOIN a ON a.key = c.key AND a.id = c.head WHERE c.head NOT IN (SELECT id FROM ad)
 	UNION ALL
 	SELECT 'n', NULL, NULL FROM (SELECT pg_notify('`+Channel+`', '')
 		FROM (SELECT 1 FROM d WHERE state = 'pending' UNION ALL SELECT 1 FROM ad LIMIT 1) one) n`).Replace(writeSQL)

@@ -402,6 +402,99 @@ func orderedRecord(id, key, owner string) engine.EventRecord {
 	return r
 }
 
+// The stale head: an emit that read a headless chain's held delivery Y
+// (the state TestOrderedOrphans leaves) and then waited for the chain's
+// row while Y became head, ran and ended, found the chain headless again
+// and made Y, now ended, its head: the emit's own delivery and every
+// later one of the chain stayed held for good. The emit now has such a
+// chain checked once it committed, and a head that ended counts as none.
+func TestOrderedStaleHead(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	defer s.Close()
+	db := rawDB(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// stale-0 ended and its completion saw none held: stale-1 (Y) is held
+	// in a chain without a head.
+	for i := range 2 {
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{orderedRecord(fmt.Sprintf("stale-%d", i), "stale", "")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE deliveries SET state = 'succeeded', due_at = NULL WHERE id = 'dlv_stale-0';
+		UPDATE chains SET head = '' WHERE key = 'stale'`); err != nil {
+		t.Fatal(err)
+	}
+	// Another transaction holds the chain's row while the emit of
+	// stale-2 (Z) runs, and meanwhile Y ends: made head, run, completed.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM chains WHERE key = 'stale' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	emitted := make(chan error, 1)
+	go func() {
+		_, err := s.InsertEvents(ctx, []engine.EventRecord{orderedRecord("stale-2", "stale", "")})
+		emitted <- err
+	}()
+	for {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case err := <-emitted:
+			t.Fatalf("the emit did not wait for the chain's row: %v", err)
+		case <-ctx.Done():
+			t.Fatal("the emit never waited for the chain's row")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'succeeded', due_at = NULL WHERE id = 'dlv_stale-1';
+		DELETE FROM held WHERE id = 'dlv_stale-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-emitted; err != nil {
+		t.Fatal(err)
+	}
+	var head string
+	if err := db.QueryRowContext(ctx, `SELECT head FROM chains WHERE key = 'stale'`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	d, _, err := s.GetDelivery(ctx, "dlv_stale-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head != "dlv_stale-2" || d.State != engine.StatePending {
+		t.Fatalf("chain head %q, stale-2 %s; want stale-2, pending", head, d.State)
+	}
+
+	// RepairChains finds a chain whose head ended too (a process that
+	// stopped before its look after the commit).
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{orderedRecord("stale-3", "stale", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE deliveries SET state = 'dead', due_at = NULL WHERE id = 'dlv_stale-2'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.RepairChains(ctx); err != nil || n != 1 {
+		t.Fatalf("RepairChains = %d, %v; want 1", n, err)
+	}
+	if d, _, err := s.GetDelivery(ctx, "dlv_stale-3"); err != nil || d.State != engine.StatePending {
+		t.Fatalf("stale-3 after the repair: %v %v, want pending", d.State, err)
+	}
+}
+
 // A chain left with held deliveries but no head (what a completion that
 // read held before an emit committed leaves, when the process stops
 // before its look after the commit): the next emit to the chain makes the

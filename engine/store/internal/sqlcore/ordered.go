@@ -328,9 +328,27 @@ func (c *Core) CompleteAndClaim(ctx context.Context, cs []engine.Completion, own
 }
 
 // headlessChains selects the chains that have held deliveries but no
-// head (or no row).
-const headlessChains = `SELECT DISTINCT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
-	WHERE COALESCE(ch.head, '') = ''`
+// head (or no row), or a head that ended: a head's completion moves its
+// chain on in its own transaction, so a committed chain whose head
+// succeeded or died was given it from a stale read (writeChainsSQL's a,
+// on PostgreSQL) and would hold the rest for good.
+// The second part reads a row per chain, not per held delivery: a backlog
+// may hold many in few chains. keys, when not "", is a placeholder list
+// the two parts are narrowed to (its arguments are passed twice).
+func headlessChains(keys string) string {
+	held, chains := "", ""
+	if keys != "" {
+		held, chains = " AND h.key IN ("+keys+")", " AND ch.key IN ("+keys+")"
+	}
+	return `SELECT h.key FROM held h LEFT JOIN chains ch ON ch.key = h.key
+		WHERE COALESCE(ch.head, '') = ''` + held + `
+	UNION
+	SELECT ch.key FROM chains ch WHERE ch.head <> '' AND ` + headEnded + chains + `
+		AND EXISTS (SELECT 1 FROM held h WHERE h.key = ch.key)`
+}
+
+// headEnded is true of a chain row ch whose head succeeded or died.
+const headEnded = `EXISTS (SELECT 1 FROM deliveries hd WHERE hd.id = ch.head AND hd.state IN ('succeeded', 'dead'))`
 
 // chainCheck looks, after a commit, at the chains of keys that the commit
 // added to without a lock (see chainNew) or left without a head (see
@@ -347,7 +365,8 @@ func (c *Core) chainCheck(ctx context.Context, keys []string, now time.Time) {
 	per := c.chunk(1)
 	for lo := 0; lo < len(keys); lo += per {
 		part := keys[lo:min(lo+per, len(keys))]
-		rows, err := c.W.QueryContext(ctx, c.Q(headlessChains+` AND h.key IN (`+list(len(part))+`)`), anys(part)...)
+		args := anys(part)
+		rows, err := c.W.QueryContext(ctx, c.Q(headlessChains(list(len(part)))), append(args, args...)...)
 		if err != nil {
 			return
 		}
@@ -392,10 +411,12 @@ func (c *Core) chainRepair(ctx context.Context, keys []string, now time.Time) (i
 	return n, err
 }
 
-// chainsLock locks chain rows whose head is empty, inserting missing ones
-// (Prune deletes idle chains), and returns their keys.
-var chainsLock = multiRow{head: "INSERT INTO chains (key, head)", cols: 2,
-	tail: ` ON CONFLICT (key) DO UPDATE SET head = '' WHERE chains.head = '' RETURNING key`}
+// chainsLock locks chain rows whose head is empty or ended (see
+// headlessChains), inserting missing ones (Prune deletes idle chains),
+// and returns their keys. A head given meanwhile, not yet committed when
+// this statement began, is no row this statement sees ended: it is left.
+var chainsLock = multiRow{head: "INSERT INTO chains AS ch (key, head)", cols: 2,
+	tail: ` ON CONFLICT (key) DO UPDATE SET head = '' WHERE ch.head = '' OR ` + headEnded + ` RETURNING key`}
 
 // RepairChains implements engine.ChainRepairer: it repairs up to 1000
 // chains that have held deliveries but no head (a process stopped between
@@ -404,7 +425,7 @@ func (c *Core) RepairChains(ctx context.Context) (int, error) {
 	if !c.concurrentWriters() {
 		return 0, nil // nothing locks after its commit (see chainCheck)
 	}
-	rows, err := c.R.QueryContext(ctx, headlessChains+` LIMIT 1000`)
+	rows, err := c.R.QueryContext(ctx, headlessChains("")+` LIMIT 1000`)
 	if err != nil {
 		return 0, fmt.Errorf("repair chains: %w", err)
 	}
