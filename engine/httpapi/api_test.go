@@ -491,3 +491,36 @@ func TestTextRefused(t *testing.T) {
 		must(t, e.do("GET", "/v1/deliveries?rule=r%C3%A9", "", nil), 200)
 	})
 }
+
+// TestUnknownParamsRefused: every endpoint names a query parameter it
+// does not take (a misspelt ?tenat= answered as if absent: a misleading
+// 404 or an unfiltered answer), and a rule list's source and a rule's
+// format take their documented values only.
+func TestUnknownParamsRefused(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	rv := newReceiver(t)
+	e := newEnv(t, st, envOpts{})
+	must(t, e.do("POST", "/v1/rules", "", ruleJSON("r1", rv.URL, nil)), 201)
+	for _, c := range []struct{ method, path, field string }{
+		{"GET", "/v1/events/E1?tenat=acme", "tenat"},
+		{"GET", "/v1/rules?sourc=api", "sourc"},
+		{"GET", "/v1/rules/r1?fromat=yaml", "fromat"},
+		{"GET", "/v1/deliveries/dlv_x?tenant=acme", "tenant"},
+		{"GET", "/v1/timers/tmr_x?x=1", "x"},
+		{"GET", "/v1/destinations/dst_x?x=1", "x"},
+		{"POST", "/v1/events:explain?rules=r1", "rules"},
+		{"POST", "/v1/rules/r1/disable?now=1", "now"},
+		{"DELETE", "/v1/rules/r1?force=1", "force"},
+		{"GET", "/v1/rules?source=files", "source"},
+		{"GET", "/v1/rules/r1?format=xml", "format"},
+	} {
+		_, field, msg := must(t, e.do(c.method, c.path, "", nil), 400).errInfo(t)
+		if field != c.field {
+			t.Errorf("%s %s: field %q (%s), want %q", c.method, c.path, field, msg, c.field)
+		}
+	}
+	// None of them acted: the rule is still there, as created.
+	if r := must(t, e.do("GET", "/v1/rules/r1?format=json", "", nil), 200).json(t); r["version"] != float64(1) {
+		t.Fatalf("rule after the refused requests: %v", r)
+	}
+}

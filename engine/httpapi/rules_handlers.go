@@ -46,6 +46,10 @@ func (s *Server) editableRule(w http.ResponseWriter, r *http.Request) (*ruleEntr
 func (s *Server) listRules(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
 	q := r.URL.Query()
+	if src := q.Get("source"); src != "" && src != "file" && src != "api" {
+		writeError(w, badRequest("source", "source: must be file or api"))
+		return
+	}
 	out := []RuleView{}
 	for _, e := range s.rules.list() {
 		if !p.seesRule(e.tens) {
@@ -85,6 +89,10 @@ func shownFile(p *principal, path string) string {
 }
 
 func (s *Server) getRule(w http.ResponseWriter, r *http.Request) {
+	if f := r.URL.Query().Get("format"); f != "" && f != "yaml" && f != "json" {
+		writeError(w, badRequest("format", "format: must be yaml or json"))
+		return
+	}
 	e, ok := s.visibleRule(w, r)
 	if !ok {
 		return

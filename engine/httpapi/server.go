@@ -251,44 +251,44 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 
-	m.HandleFunc("POST /v1/events", s.require(ScopeEventsWrite, s.postEvents))
-	m.HandleFunc("POST /v1/events:explain", s.require(ScopeRulesRead, s.explainEvent))
+	m.HandleFunc("POST /v1/events", s.require(ScopeEventsWrite, onlyParams(s.postEvents)))
+	m.HandleFunc("POST /v1/events:explain", s.require(ScopeRulesRead, onlyParams(s.explainEvent, "rule")))
 	m.HandleFunc("GET /v1/events", s.require(ScopeDeliveriesRead, s.listEvents))
-	m.HandleFunc("GET /v1/events/{id}", s.require(ScopeDeliveriesRead, s.getEvent))
+	m.HandleFunc("GET /v1/events/{id}", s.require(ScopeDeliveriesRead, onlyParams(s.getEvent, "tenant")))
 	m.HandleFunc("POST /v1/events/{id}", s.require(ScopeEventsWrite, s.rerunEvent)) // {id}:rerun
 	m.HandleFunc("GET /v1/status", s.require(ScopeDeliveriesRead, s.status))
 	m.HandleFunc("GET /v1/activity", s.require(ScopeDeliveriesRead, s.activity))
 
-	m.HandleFunc("GET /v1/rules", s.require(ScopeRulesRead, s.listRules))
-	m.HandleFunc("POST /v1/rules", s.require(ScopeRulesWrite, s.createRule))
-	m.HandleFunc("POST /v1/rules:reload", s.require(ScopeRulesWrite, s.reloadRules))
-	m.HandleFunc("POST /v1/rules:validate", s.require(ScopeRulesWrite, s.validateRule))
-	m.HandleFunc("GET /v1/rules/{name}", s.require(ScopeRulesRead, s.getRule))
-	m.HandleFunc("PUT /v1/rules/{name}", s.require(ScopeRulesWrite, s.putRule))
-	m.HandleFunc("PATCH /v1/rules/{name}", s.require(ScopeRulesWrite, s.patchRule))
-	m.HandleFunc("DELETE /v1/rules/{name}", s.require(ScopeRulesWrite, s.deleteRule))
-	m.HandleFunc("POST /v1/rules/{name}/duplicate", s.require(ScopeRulesWrite, s.duplicateRule))
-	m.HandleFunc("POST /v1/rules/{name}/enable", s.require(ScopeRulesWrite, s.enableRule(true)))
-	m.HandleFunc("POST /v1/rules/{name}/disable", s.require(ScopeRulesWrite, s.enableRule(false)))
-	m.HandleFunc("POST /v1/rules/{name}/test", s.require(ScopeRulesWrite, s.testRule))
+	m.HandleFunc("GET /v1/rules", s.require(ScopeRulesRead, onlyParams(s.listRules, "source", "tenant")))
+	m.HandleFunc("POST /v1/rules", s.require(ScopeRulesWrite, onlyParams(s.createRule)))
+	m.HandleFunc("POST /v1/rules:reload", s.require(ScopeRulesWrite, onlyParams(s.reloadRules)))
+	m.HandleFunc("POST /v1/rules:validate", s.require(ScopeRulesWrite, onlyParams(s.validateRule, "name")))
+	m.HandleFunc("GET /v1/rules/{name}", s.require(ScopeRulesRead, onlyParams(s.getRule, "format")))
+	m.HandleFunc("PUT /v1/rules/{name}", s.require(ScopeRulesWrite, onlyParams(s.putRule)))
+	m.HandleFunc("PATCH /v1/rules/{name}", s.require(ScopeRulesWrite, onlyParams(s.patchRule)))
+	m.HandleFunc("DELETE /v1/rules/{name}", s.require(ScopeRulesWrite, onlyParams(s.deleteRule)))
+	m.HandleFunc("POST /v1/rules/{name}/duplicate", s.require(ScopeRulesWrite, onlyParams(s.duplicateRule)))
+	m.HandleFunc("POST /v1/rules/{name}/enable", s.require(ScopeRulesWrite, onlyParams(s.enableRule(true))))
+	m.HandleFunc("POST /v1/rules/{name}/disable", s.require(ScopeRulesWrite, onlyParams(s.enableRule(false))))
+	m.HandleFunc("POST /v1/rules/{name}/test", s.require(ScopeRulesWrite, onlyParams(s.testRule)))
 
-	m.HandleFunc("GET /v1/catalog", s.require(ScopeRulesRead, s.getCatalog))
+	m.HandleFunc("GET /v1/catalog", s.require(ScopeRulesRead, onlyParams(s.getCatalog)))
 	m.HandleFunc("GET /v1/plugins", s.require(ScopeRulesRead, s.listPlugins))
-	m.HandleFunc("PUT /v1/catalog", s.require(ScopeRulesWrite, s.putCatalog))
+	m.HandleFunc("PUT /v1/catalog", s.require(ScopeRulesWrite, onlyParams(s.putCatalog)))
 
 	m.HandleFunc("GET /v1/deliveries", s.require(ScopeDeliveriesRead, s.listDeliveries))
-	m.HandleFunc("GET /v1/deliveries/{id}", s.require(ScopeDeliveriesRead, s.getDelivery))
-	m.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(ScopeDeliveriesWrite, s.retryDelivery))
-	m.HandleFunc("POST /v1/deliveries:replay", s.require(ScopeDeliveriesWrite, s.replayDeliveries))
+	m.HandleFunc("GET /v1/deliveries/{id}", s.require(ScopeDeliveriesRead, onlyParams(s.getDelivery)))
+	m.HandleFunc("POST /v1/deliveries/{id}/retry", s.require(ScopeDeliveriesWrite, onlyParams(s.retryDelivery)))
+	m.HandleFunc("POST /v1/deliveries:replay", s.require(ScopeDeliveriesWrite, onlyParams(s.replayDeliveries)))
 	m.HandleFunc("GET /v1/deliveries:stream", queryToken(s.require(ScopeDeliveriesRead, s.streamAttempts)))
 
 	m.HandleFunc("GET /v1/timers", s.require(ScopeDeliveriesRead, s.listTimers))
-	m.HandleFunc("GET /v1/timers/{id}", s.require(ScopeDeliveriesRead, s.getTimer))
-	m.HandleFunc("DELETE /v1/timers/{id}", s.require(ScopeDeliveriesWrite, s.cancelTimer))
+	m.HandleFunc("GET /v1/timers/{id}", s.require(ScopeDeliveriesRead, onlyParams(s.getTimer)))
+	m.HandleFunc("DELETE /v1/timers/{id}", s.require(ScopeDeliveriesWrite, onlyParams(s.cancelTimer)))
 
 	m.HandleFunc("GET /v1/destinations", s.require(ScopeDeliveriesRead, s.listDestinations))
-	m.HandleFunc("GET /v1/destinations/{id}", s.require(ScopeDeliveriesRead, s.getDestination))
-	m.HandleFunc("POST /v1/destinations/{id}", s.require(ScopeDeliveriesWrite, s.resumeDestination)) // {id}:resume
+	m.HandleFunc("GET /v1/destinations/{id}", s.require(ScopeDeliveriesRead, onlyParams(s.getDestination)))
+	m.HandleFunc("POST /v1/destinations/{id}", s.require(ScopeDeliveriesWrite, onlyParams(s.resumeDestination))) // {id}:resume
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
@@ -330,6 +330,20 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, badRequest("", "reading the request body: %v", err)
 	}
 	return b, nil
+}
+
+// onlyParams refuses, before h, a query parameter not in known (a 400
+// naming it), for the handlers that read no other: a misspelt ?tenat=
+// must not answer as if it were absent. The handlers of lists check
+// their own.
+func onlyParams(h http.HandlerFunc, known ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := checkParams(r.URL.Query(), known...); err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // decodeStrict decodes the JSON object b into v, refusing unknown fields

@@ -19,6 +19,9 @@ func checkParams(q url.Values, known ...string) error {
 		for _, n := range known {
 			ok = ok || k == n
 		}
+		if !ok && len(known) == 0 {
+			return badRequest(k, "unknown parameter (this endpoint takes none)")
+		}
 		if !ok {
 			return badRequest(k, "unknown parameter (known: %s)", strings.Join(known, ", "))
 		}
