@@ -524,3 +524,34 @@ func TestUnknownParamsRefused(t *testing.T) {
 		t.Fatalf("rule after the refused requests: %v", r)
 	}
 }
+
+// TestCrossSiteRefused: a page on another site that the operator opens
+// cannot change anything through a server without tokens on loopback (a
+// form post or no-cors fetch: text/plain, no token needed): a request a
+// browser marks as cross-site, or whose Origin is not the Host, is a 403
+// and stores nothing. Same-origin pages, and clients that send neither
+// header (the CLI, ERPs, curl), are served.
+func TestCrossSiteRefused(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	rv := newReceiver(t)
+	e := newEnv(t, st, envOpts{})
+	rule := "name: exfil\non: {entity: Order}\nactions: [{type: webhook, url: " + rv.URL + "}]\n"
+	for _, hdr := range [][]string{
+		{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
+		{"Content-Type", "text/plain;charset=UTF-8", "Sec-Fetch-Site", "same-site"},
+		{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example"},
+	} {
+		_, _, msg := must(t, e.do("POST", "/v1/rules", "", rule, hdr...), 403).errInfo(t)
+		if !strings.Contains(msg, "cross-origin request refused") {
+			t.Errorf("%v: %s", hdr, msg)
+		}
+		must(t, e.do("POST", "/v1/events", "", orderEvent("X1", ""), hdr...), 403)
+	}
+	must(t, e.do("GET", "/v1/rules/exfil", "", nil), 404)
+	must(t, e.do("GET", "/v1/events/X1", "", nil), 404)
+	// Reads stay open to any page (they change nothing, and CORS keeps
+	// the answer from it); the console's own requests and the CLI's pass.
+	must(t, e.do("GET", "/v1/rules", "", nil, "Sec-Fetch-Site", "cross-site"), 200)
+	must(t, e.do("POST", "/v1/rules", "", rule, "Sec-Fetch-Site", "same-origin"), 201)
+	must(t, e.do("POST", "/v1/events", "", orderEvent("X2", "")), 202)
+}

@@ -84,6 +84,13 @@ type Server struct {
 
 	started time.Time   // for GET /v1/status
 	streams streamState // GET /v1/deliveries:stream
+
+	// crossOrigin refuses state-changing requests that a browser marks
+	// as coming from another site's page (Sec-Fetch-Site, or an Origin
+	// that is not the Host): with no tokens configured, any page the
+	// operator opens could otherwise post rules and events to a server
+	// on loopback. CLIs, ERPs and curl send neither header.
+	crossOrigin http.CrossOriginProtection
 }
 
 // maxBatchBody caps a batch request body whatever the per-event limit.
@@ -208,7 +215,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	w.Header().Set(APIHeader, "1") // tells the CLI it reached erpflow, not some other program
-	if ae := requestTextError(r); ae != nil {
+	if err := s.crossOrigin.Check(r); err != nil {
+		writeError(rec, errf(http.StatusForbidden, "forbidden", "", "cross-origin request refused: the API takes no %s from another site's page (%v)", r.Method, err))
+	} else if ae := requestTextError(r); ae != nil {
 		writeError(rec, ae)
 	} else {
 		s.mux.ServeHTTP(rec, r)
