@@ -166,8 +166,44 @@ func (m *ruleManager) maskedDefinition(src string) map[string]any {
 
 // storedAction is what keepSecrets knows of an action of the stored rule.
 type storedAction struct {
-	typ, url string            // url with its secret values masked
-	values   map[string]string // secret values by path
+	typ    string
+	dest   string            // where it sends (see destinationOf), secret values masked
+	values map[string]string // secret values by path
+}
+
+// destinationKey matches the keys that say where an action sends, and so
+// where its secrets go: a webhook's url and its OAuth2 token_url, a
+// plugin's host, server, endpoint, port…
+var destinationKey = regexp.MustCompile(`(?i)(^|_)(url|uri|host|hostname|endpoint|server|address|addr|port|domain)$`)
+
+// destinationOf lists the values of n's keys that destinationKey matches,
+// at any depth, as sorted "path=value" lines.
+func destinationOf(n *yaml.Node) string {
+	var out []string
+	var walk func(n *yaml.Node, path string, depth int)
+	walk = func(n *yaml.Node, path string, depth int) {
+		if n = deref(n); n == nil || depth > 32 {
+			return
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i].Value, deref(n.Content[i+1])
+				p := joinPath(path, k)
+				if v != nil && v.Kind == yaml.ScalarNode && destinationKey.MatchString(k) {
+					out = append(out, p+"="+v.Value)
+				}
+				walk(v, p, depth+1)
+			}
+		case yaml.SequenceNode:
+			for i, v := range n.Content {
+				walk(v, fmt.Sprintf("%s[%d]", path, i), depth+1)
+			}
+		}
+	}
+	walk(n, "", 0)
+	sort.Strings(out)
+	return strings.Join(out, "\n")
 }
 
 // actionsOf returns the type and url (secrets masked) of each action of
@@ -186,7 +222,7 @@ func (m *ruleManager) actionsOf(rule *yaml.Node) []storedAction {
 		return actions.Mask
 	})
 	for i, a := range list.Content {
-		out[i].typ, out[i].url = scalar(mapValue(a, "type")), scalar(mapValue(a, "url"))
+		out[i].typ, out[i].dest = scalar(mapValue(a, "type")), destinationOf(a)
 	}
 	return out
 }
@@ -194,8 +230,8 @@ func (m *ruleManager) actionsOf(rule *yaml.Node) []storedAction {
 // keepSecrets puts the stored secret values (of the rule's stored source,
 // "" for a new rule) back where body has the mask for a secret: the
 // same path of the action at the same position, of the same type and with
-// the same url (a secret is never sent to a new destination without being
-// sent again). A mask it cannot fill is a 400 naming the field. The body
+// the same destination (url, token_url, host…: a secret is never sent to
+// a new destination without being sent again). A mask it cannot fill is a 400 naming the field. The body
 // keeps its text but for the values put back.
 func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 	if !bytes.Contains(body.src, []byte(actions.Mask)) {
@@ -229,8 +265,8 @@ func (m *ruleManager) keepSecrets(body *ruleBody, stored string) error {
 		case !ok:
 			d.Message = fmt.Sprintf("%q stands for a stored secret, but the stored rule has none here: send the value itself", actions.Mask)
 			details = append(details, d)
-		case old[i].url != cur[i].url:
-			d.Message = fmt.Sprintf("%q stands for the stored secret, but the action's url changed: send the secret again", actions.Mask)
+		case old[i].dest != cur[i].dest:
+			d.Message = fmt.Sprintf("%q stands for the stored secret, but where the action sends changed (its url, token_url, host…): send the secret again", actions.Mask)
 			details = append(details, d)
 		default:
 			kept = append(kept, v)

@@ -279,7 +279,7 @@ func TestRuleMaskRoundTrip(t *testing.T) {
 		bad("POST", "/v1/rules", fresh, "actions[0].url?token", "the stored rule has none here")
 		moved := cloneJSON(t, def)
 		moved["actions"].([]any)[0].(map[string]any)["url"] = "http://elsewhere.example/hook?id={id}&token=****"
-		bad("PUT", "/v1/rules/sec-yaml", moved, "actions[0].url?token", "the action's url changed")
+		bad("PUT", "/v1/rules/sec-yaml", moved, "actions[0].url?token", "where the action sends changed")
 		added := cloneJSON(t, def)
 		acts := added["actions"].([]any)
 		added["actions"] = append(acts, acts[0])
@@ -390,5 +390,15 @@ func TestOAuth2ClientSecretMasked(t *testing.T) {
 	recs, err := st.ListRules(t.Context())
 	if err != nil || len(recs) != 1 || !strings.Contains(recs[0].Source, "cs-Zk81Qw") {
 		t.Fatalf("stored after a PUT with the mask: %v %v", recs, err)
+	}
+	// The mask with another token_url (the same url): the stored secret
+	// would go to whoever answers there. Refused, and nothing changes.
+	moved := strings.Replace(strings.Replace(src, "cs-Zk81Qw", "'****'", 1), "https://idp.example/token", "https://attacker.example/token", 1)
+	_, field, msg := must(t, e.do("PUT", "/v1/rules/gw", "", moved), 400).errInfo(t)
+	if field != "actions[0].auth.oauth2.client_secret" || !strings.Contains(msg, "where the action sends changed") {
+		t.Fatalf("PUT with the mask and a new token_url: field %q, %s", field, msg)
+	}
+	if r, err := st.ListRules(t.Context()); err != nil || !strings.Contains(r[0].Source, "https://idp.example/token") || r[0].Version != recs[0].Version {
+		t.Fatalf("stored after the refused PUT: %v %v", r, err)
 	}
 }
