@@ -27,7 +27,7 @@ type Options struct {
 	QuickRetries         *int          // in-process retries per attempt; default 2 (0 disables)
 	MaxRetryAfter        time.Duration // longest Retry-After waited for in-process; default 30s (longer ones end the attempt and go to the engine)
 	MaxConnsPerHost      int           // concurrent requests (and connections) per destination host; default 64. A backstop that waits in the worker: keep it at or above engine.Config.DestinationConcurrency
-	FollowRedirects      bool          // default false: a 3xx is a failed attempt (Location recorded)
+	FollowRedirects      bool          // default false: a 3xx is a failed attempt (Location recorded); true: up to 5 redirects within the URL's origin
 	Logger               *slog.Logger  // default: discard
 	// QuickRetryWait is the first wait between quick retries, doubling up
 	// to 2s. Default 250ms.
@@ -48,6 +48,12 @@ type Options struct {
 
 const (
 	defaultMaxResponseBody = 64 << 10
+	// maxResponseHeaderBytes bounds a response's status line and headers;
+	// a receiver sending more gets a retryable error.
+	maxResponseHeaderBytes = 64 << 10
+	// maxRecordedText bounds a receiver's text copied into an attempt's
+	// error (a redirect's Location, a status line's reason).
+	maxRecordedText        = 2 << 10
 	defaultQuickRetries    = 2
 	defaultMaxRetryAfter   = 30 * time.Second
 	defaultMaxConnsPerHost = 64
@@ -190,7 +196,11 @@ func (f *Factory) clientFor(ts *tlsSettings) *client {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: ts.certs, ServerName: ts.serverName},
+		// The response headers are recorded with every attempt: Go's
+		// default (10 MiB) would let a receiver write that much into the
+		// log at each try.
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		TLSClientConfig:        &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: ts.certs, ServerName: ts.serverName},
 	}
 	hc := &http.Client{
 		// The wrapper records every try; it deliberately does not
@@ -206,6 +216,12 @@ func (f *Factory) clientFor(ts *tlsSettings) *client {
 			}
 			if req.URL.Scheme != "https" && !f.opts.AllowHTTP {
 				return errors.New("refusing to follow a redirect to a non-https URL")
+			}
+			// Go drops Authorization on a redirect to another host, but
+			// not secret headers, and a 307/308 sends the signed body
+			// again: secrets and signatures go to the rule's origin only.
+			if to := destinationOf(req.URL.Scheme + "://" + req.URL.Host); to != destinationOf(via[0].URL.Scheme+"://"+via[0].URL.Host) {
+				return errors.New("refusing to follow a redirect to another origin (" + to + "): secrets and signatures go to the url's origin only")
 			}
 			return nil
 		}

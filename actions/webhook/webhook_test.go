@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -435,6 +436,73 @@ func TestRedirectNotFollowed(t *testing.T) {
 	}
 	if n := len(rc.requests()); n != 1 {
 		t.Fatalf("redirect followed: %d requests", n)
+	}
+}
+
+// With FollowRedirects (a Go host's option), a redirect within the url's
+// origin is followed, one to another origin is not: Go would send it the
+// secret headers and, for a 307, the signed body again.
+func TestFollowRedirectsWithinOrigin(t *testing.T) {
+	other := newReceiver(t, nil)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/same":
+			http.Redirect(w, r, "/final", http.StatusTemporaryRedirect)
+		case "/other":
+			http.Redirect(w, r, other.URL+"/stolen", http.StatusTemporaryRedirect)
+		default:
+			w.WriteHeader(200)
+		}
+	})
+	f := testFactory(t, rc, func(o *webhook.Options) { o.FollowRedirects = true })
+	src := "url: %s\nheaders: {X-Api-Token: tok-SECRET-1}\nsecret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	if _, out := deliver(t, mustDecode(t, f, fmt.Sprintf(src, rc.URL+"/same")), salesOrder(t), "d1"); out.Status != actions.Succeeded {
+		t.Fatalf("same origin: %s %q", out.Status, out.Error)
+	}
+	_, out := deliver(t, mustDecode(t, f, fmt.Sprintf(src, rc.URL+"/other")), salesOrder(t), "d2")
+	if out.Status == actions.Succeeded || !strings.Contains(out.Error, "another origin") {
+		t.Fatalf("other origin: %s %q", out.Status, out.Error)
+	}
+	if n := len(other.requests()); n != 0 {
+		t.Fatalf("the other origin received %d requests", n)
+	}
+}
+
+// A receiver cannot write megabytes into the delivery log through what
+// is recorded besides the body (kept to 64 KiB): its headers are bounded
+// by the transport (a retryable error past 64 KiB), and its Location and
+// status reason are cut where they are copied into the error.
+func TestResponseTextBounded(t *testing.T) {
+	big := strings.Repeat("x", 200<<10)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/headers":
+			w.Header().Set("X-Big", big)
+			w.WriteHeader(500)
+		case "/location":
+			w.Header().Set("Location", "/next/"+big[:30<<10])
+			w.WriteHeader(302)
+		case "/reason":
+			conn, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			buf.WriteString("HTTP/1.1 500 " + big[:30<<10] + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			buf.Flush()
+		}
+	})
+	f := testFactory(t, rc, nil)
+	for _, path := range []string{"/headers", "/location", "/reason"} {
+		_, out := deliver(t, mustDecode(t, f, "url: "+rc.URL+path), salesOrder(t), "d")
+		if out.Status != actions.Retryable || len(out.Detail) == 0 {
+			t.Errorf("%s: %s %q", path, out.Status, out.Error)
+		}
+		// At most the body's 64 KiB, the headers' 64 KiB and the rest.
+		if len(out.Detail) > 160<<10 || len(out.Error) > 3<<10 {
+			t.Errorf("%s: recorded %d bytes of detail and %d of error", path, len(out.Detail), len(out.Error))
+		}
 	}
 }
 
