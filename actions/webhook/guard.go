@@ -32,7 +32,24 @@ var (
 	ietf4      = netip.MustParsePrefix("192.0.0.0/24")
 	nat64      = netip.MustParsePrefix("64:ff9b::/96")
 	sixToFour  = netip.MustParsePrefix("2002::/16")
+	compat4    = netip.MustParsePrefix("::/96") // IPv4-compatible, deprecated
 	metadata   = netip.MustParseAddr("169.254.169.254")
+	// Ranges no public receiver has, some of which a local network may
+	// route somewhere private (a local NAT64 to the metadata service).
+	special = []struct {
+		p      netip.Prefix
+		reason string
+	}{
+		{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64 address"},
+		{netip.MustParsePrefix("fec0::/10"), "site-local address"},
+		{netip.MustParsePrefix("2001::/32"), "Teredo address"},
+		{netip.MustParsePrefix("100::/64"), "discard-only address"},
+		{netip.MustParsePrefix("2001:db8::/32"), "documentation address"},
+		{netip.MustParsePrefix("192.0.2.0/24"), "documentation address"},
+		{netip.MustParsePrefix("198.51.100.0/24"), "documentation address"},
+		{netip.MustParsePrefix("203.0.113.0/24"), "documentation address"},
+		{netip.MustParsePrefix("192.88.99.0/24"), "reserved address (6to4 relay)"},
+	}
 )
 
 // blockedReason says why ip is not a public unicast address, or "".
@@ -46,6 +63,15 @@ func blockedReason(ip netip.Addr) string {
 	if ip.Is6() && sixToFour.Contains(ip) {
 		b := ip.As16()
 		return blockedReason(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
+	}
+	if ip.Is6() && compat4.Contains(ip) && !ip.IsLoopback() && !ip.IsUnspecified() {
+		b := ip.As16()
+		return blockedReason(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+	}
+	for _, sp := range special {
+		if sp.p.Contains(ip) {
+			return sp.reason
+		}
 	}
 	switch {
 	case !ip.IsValid():

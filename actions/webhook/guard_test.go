@@ -15,7 +15,10 @@ func TestBlockedReason(t *testing.T) {
 		"169.254.169.254": "metadata", "169.254.1.1": "link-local", "fe80::1": "link-local",
 		"100.64.0.1": "carrier-grade", "0.0.0.0": "unspecified", "::": "unspecified",
 		"224.0.0.1": "multicast", "ff02::1": "multicast", "64:ff9b::a00:1": "private", "2002:7f00:1::": "loopback",
-		"8.8.8.8": "", "2606:4700:4700::1111": "", "100.128.0.1": "",
+		"::127.0.0.1": "loopback", "::a9fe:a9fe": "metadata", "64:ff9b:1::a9fe:a9fe": "local-use NAT64",
+		"fec0::1": "site-local", "2001::1": "Teredo", "100::1": "discard-only", "2001:db8::1": "documentation",
+		"192.0.2.1": "documentation", "198.51.100.1": "documentation", "203.0.113.1": "documentation", "192.88.99.1": "6to4 relay",
+		"8.8.8.8": "", "2606:4700:4700::1111": "", "100.128.0.1": "", "::8.8.8.8": "",
 	} {
 		got := blockedReason(netip.MustParseAddr(ip))
 		if want == "" && got != "" || want != "" && !strings.Contains(got, want) {
