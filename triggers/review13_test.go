@@ -42,6 +42,9 @@ func TestReviewCronRepeatedWallTimeFiresOnce(t *testing.T) {
 		{"Europe/Berlin", "30 2 * * *", time.Date(2026, 10, 25, 0, 30, 0, 0, time.UTC)},
 	} {
 		r := &Rule{Name: "r", On: Trigger{Cron: tc.cron, Timezone: tc.zone}}
+		if _, err := ParseCron(tc.cron, tc.zone); err != nil {
+			t.Fatal(err)
+		}
 		if got := r.NextTick(tc.first.Add(-6 * time.Hour)); !got.Equal(tc.first) {
 			t.Errorf("%s: first tick %v, want %v", tc.zone, got, tc.first)
 		}
@@ -50,6 +53,30 @@ func TestReviewCronRepeatedWallTimeFiresOnce(t *testing.T) {
 			if got.Sub(tc.first) < 20*time.Hour {
 				t.Errorf("%s: next tick after %v is %v: the same wall time again", tc.zone, tc.first.Add(after), got)
 			}
+		}
+	}
+}
+
+// Frequent crons inside the second pass of a repeated hour: every tick
+// until its end fired at its first occurrence, so the next is the first
+// wall time past it. Before, next gave up after three ticks: such a cron
+// was refused as "never ticks" at load, and its timer cancelled.
+func TestCronFrequentInRepeatedHour(t *testing.T) {
+	// Europe/Berlin, 2026-10-25: 02:00-03:00 CET repeats 02:00-03:00 CEST;
+	// 01:10Z is 02:10 CET, the second pass; 03:00 CET is 02:00Z.
+	at := time.Date(2026, 10, 25, 1, 10, 0, 0, time.UTC)
+	for cron, want := range map[string]time.Time{
+		"* * * * *":    time.Date(2026, 10, 25, 2, 0, 0, 0, time.UTC),
+		"*/5 * * * *":  time.Date(2026, 10, 25, 2, 0, 0, 0, time.UTC),
+		"*/15 * * * *": time.Date(2026, 10, 25, 2, 0, 0, 0, time.UTC),
+		"7 * * * *":    time.Date(2026, 10, 25, 2, 7, 0, 0, time.UTC),
+	} {
+		c, err := ParseCron(cron, "Europe/Berlin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.next(at); !got.Equal(want) {
+			t.Errorf("%s: next after %v is %v, want %v", cron, at, got, want)
 		}
 	}
 }

@@ -84,7 +84,10 @@ func LoadTimezone(tz string) (*time.Location, error) {
 func (c *cronSchedule) next(t time.Time) time.Time {
 	lt := t.In(c.loc)
 	wall := time.Date(lt.Year(), lt.Month(), lt.Day(), lt.Hour(), lt.Minute(), lt.Second(), lt.Nanosecond(), time.UTC)
-	for range 3 {
+	// Inside the second pass of a repeated hour every tick until its end
+	// fired at its first occurrence: an every-minute cron looks past up
+	// to 120 of them (two hours at Troll).
+	for range 24*60 + 2 {
 		nw := c.sched.Next(wall)
 		if nw.IsZero() {
 			return time.Time{}
