@@ -361,7 +361,11 @@ func (d *destinations) gate(ctx context.Context, dest, id string, actionRate flo
 			return false, at, true
 		}
 		in.probeID = ""
-		interval := min(max(in.interval, time.Second)*2, d.e.breakerFor(in.limit).ProbeMax)
+		probeMax := CircuitBreaker{}.withDefaults().ProbeMax
+		if b := d.e.breakerFor(in.limit); b != nil {
+			probeMax = b.ProbeMax
+		}
+		interval := min(max(in.interval, time.Second)*2, probeMax)
 		next := now.Add(interval)
 		d.mu.Unlock()
 		took := true // without a DestinationStore the breaker is this process's alone
@@ -825,7 +829,11 @@ func (d *destinations) refresh(ctx context.Context, sweep bool) error {
 	d.mu.Lock()
 	for _, st := range all {
 		in := d.info(st.Destination)
-		paused := st.State == DestinationPaused
+		// A process with no breaker for the destination (circuit_breaker:
+		// off) holds nothing for a pause that another process, or this
+		// one before the breaker was turned off, stored: it could not
+		// resume it either.
+		paused := st.State == DestinationPaused && d.e.breakerFor(d.e.limitFor(st.Destination)) != nil
 		switch {
 		case paused && !in.paused:
 			d.setPaused(in, true)

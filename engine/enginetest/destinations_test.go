@@ -764,3 +764,37 @@ rules:
 		}
 	})
 }
+
+// TestStoredPauseWithoutBreaker: a process whose breaker is off
+// (circuit_breaker: off, or no Config.Breaker) delivers to a destination
+// that the store has paused (by another process, or before the breaker
+// was turned off): it holds nothing for a pause it could not resume.
+// Before, its deliveries waited for the probe time, and there the first
+// one crashed the process on the missing breaker's ProbeMax.
+func TestStoredPauseWithoutBreaker(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		for name, probeIn := range map[string]time.Duration{"probe due": -time.Minute, "probe later": time.Hour} {
+			t.Run(name, func(t *testing.T) {
+				st := mustOpen(t, k.newDB(t))
+				clock := newClock()
+				rv := newDestReceiver(t)
+				rv.up.Store(true)
+				ctx := context.Background()
+				now := clock.Now()
+				if ok, err := st.(engine.DestinationStore).PauseDestination(ctx, engine.DestinationState{
+					Destination: rv.url, State: engine.DestinationPaused, Failures: 3,
+					PausedAt: now.Add(-time.Hour), NextProbeAt: now.Add(probeIn), Interval: time.Minute, UpdatedAt: now, ID: "dst_test",
+				}); err != nil || !ok {
+					t.Fatalf("pausing: %v %v", ok, err)
+				}
+				e := newEngine(t, st, parseRules(t, ordersRules(rv.url)), engine.Config{Now: clock.Now})
+				for i := range 3 {
+					if _, err := e.Emit(ctx, order(fmt.Sprint("p", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitFor(t, 30*time.Second, "the three delivered", func() bool { return rv.count("orders") == 3 })
+			})
+		}
+	})
+}
