@@ -54,9 +54,9 @@ func nextStep(p triggers.Retry, d *Delivery, o actions.Outcome, now time.Time, r
 		return StateDead, time.Time{}
 	}
 	delay = jitter(delay, rnd)
-	if o.RetryAfter > delay {
-		delay = min(o.RetryAfter, maxRetryAfter)
-	}
+	// The longer of the policy's delay and the receiver's Retry-After,
+	// which is capped; the cap never shortens the policy's own delay.
+	delay = max(delay, min(o.RetryAfter, maxRetryAfter))
 	return StateFailed, now.Add(delay)
 }
 

@@ -110,6 +110,12 @@ func TestRetryAfterAndOutcomes(t *testing.T) {
 	if at.Sub(now) != 24*time.Hour {
 		t.Fatalf("Retry-After 100h: %s", at.Sub(now))
 	}
+	// The cap never shortens the policy's own delay: 48h against a
+	// Retry-After of 72h (capped at 24h) waits 48h.
+	long := triggers.Retry{Kind: triggers.RetrySchedule, Schedule: []time.Duration{48 * time.Hour}}
+	if _, at = nextStep(long, d, actions.Outcome{Status: actions.Retryable, RetryAfter: 72 * time.Hour}, now, noJitter); at.Sub(now) != 48*time.Hour {
+		t.Fatalf("policy 48h, Retry-After 72h: %s", at.Sub(now))
+	}
 	// Attempts still count: after the last attempt, dead despite Retry-After.
 	d.Attempts = 3
 	if st, _ := nextStep(p, d, actions.Outcome{Status: actions.Retryable, RetryAfter: time.Second}, now, noJitter); st != StateDead {
