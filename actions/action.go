@@ -11,11 +11,26 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/templates"
 )
+
+// ClipText is s cut to at most n bytes, at a character boundary, saying
+// how long it was: for a receiver's or a plugin's text copied into an
+// attempt's error, which the delivery log keeps.
+func ClipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
+}
 
 // Status is how one attempt ended.
 type Status int

@@ -30,6 +30,10 @@ var printer = message.NewPrinter(language.English)
 // no `timeout` key.
 const DefaultTimeout = 30 * time.Second
 
+// MaxTimeout bounds an action's timeout, as for webhooks: an attempt
+// holds a worker and its lease while it runs.
+const MaxTimeout = 10 * time.Minute
+
 // validateTimeout bounds the plugin's Validate call at load.
 const validateTimeout = 10 * time.Second
 
@@ -81,8 +85,8 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 		n := conv.values["/timeout"]
 		s, isStr := t.(string)
 		d, perr := time.ParseDuration(s)
-		if !isStr || perr != nil || d <= 0 {
-			return nil, actions.Errorf(n, "timeout", "must be a positive duration such as 10s or 2m")
+		if !isStr || perr != nil || d <= 0 || d > MaxTimeout {
+			return nil, actions.Errorf(n, "timeout", "must be a positive duration up to %s, such as 10s or 2m", MaxTimeout)
 		}
 		c.timeout = d
 		delete(obj, "timeout")

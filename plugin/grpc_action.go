@@ -149,6 +149,13 @@ func outcomeToPB(o actions.Outcome) *pb.Outcome {
 	}
 }
 
+// What of a plugin's outcome the delivery log keeps per attempt, as for
+// webhooks: the error's first 2 KiB, a detail of up to 64 KiB.
+const (
+	MaxOutcomeError  = 2 << 10
+	MaxOutcomeDetail = 64 << 10
+)
+
 // outcomeFromPB converts a plugin's outcome; an unknown status is a
 // retryable failure so that nothing is lost to a plugin bug.
 func outcomeFromPB(o *pb.Outcome) actions.Outcome {
@@ -158,9 +165,13 @@ func outcomeFromPB(o *pb.Outcome) actions.Outcome {
 	out := actions.Outcome{
 		RetryAfter: time.Duration(o.RetryAfterMs) * time.Millisecond,
 		Code:       int(o.Code),
-		Error:      o.Error,
+		Error:      actions.ClipText(o.Error, MaxOutcomeError),
 	}
-	if len(o.Detail) > 0 && json.Valid(o.Detail) {
+	switch {
+	case len(o.Detail) > MaxOutcomeDetail:
+		// The delivery log keeps every attempt's detail: say what it was.
+		out.Detail = json.RawMessage(fmt.Sprintf(`{"erpflow_detail_dropped":"larger than %d bytes","bytes":%d}`, MaxOutcomeDetail, len(o.Detail)))
+	case len(o.Detail) > 0 && json.Valid(o.Detail):
 		out.Detail = json.RawMessage(o.Detail)
 	}
 	switch o.Status {

@@ -64,3 +64,32 @@ func TestLaunchConfigAndRun(t *testing.T) {
 		t.Fatalf("failed attempt %+v", a)
 	}
 }
+
+// TestPluginAnswersBounded: what a plugin answers is bounded like a
+// webhook's response: the delivery log keeps the error's first 2 KiB and
+// a note for a detail over 64 KiB, and an answer over 4 MiB is a failed
+// call, not 2 GiB held in memory. A timeout over 10 minutes is refused.
+func TestPluginAnswersBounded(t *testing.T) {
+	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	cfg, err := p.Config("action.yaml", []byte("message: x\nbig: 200000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := p.Run(context.Background(), cfg, nil, RunOptions{})
+	if a.Status != actions.Retryable.String() || len(a.Error) > 3<<10 || len(a.Output) > 200 || !strings.Contains(string(a.Output), "erpflow_detail_dropped") {
+		t.Fatalf("a 200 kB answer: %s, %d bytes of error, output %.200s", a.Status, len(a.Error), a.Output)
+	}
+	cfg, _ = p.Config("action.yaml", []byte("message: x\nbig: 5000000\n"))
+	a, _ = p.Run(context.Background(), cfg, nil, RunOptions{})
+	if a.Status == actions.Succeeded.String() || len(a.Error) > 3<<10 || len(a.Output) > 0 {
+		t.Fatalf("a 10 MB answer: %s, %d bytes of error, %d of output", a.Status, len(a.Error), len(a.Output))
+	}
+	if _, err := p.Config("action.yaml", []byte("message: x\ntimeout: 8760h\n")); err == nil || !strings.Contains(err.Error(), "up to 10m") {
+		t.Fatalf("timeout: 8760h: %v", err)
+	}
+}

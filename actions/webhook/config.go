@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/hashicorp/go-retryablehttp"
 
@@ -339,19 +338,6 @@ func (c *config) transportFailure(ctx context.Context, err error) actions.Outcom
 	return actions.Outcome{Status: actions.Retryable, Error: msg}
 }
 
-// clipText is s cut to at most n bytes, at a character boundary, saying
-// how long it was.
-func clipText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
-}
-
 // readResponse classifies the final response and records it, reading at
 // most MaxResponseBody bytes into memory.
 func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome {
@@ -389,12 +375,12 @@ func (c *config) readResponse(resp *http.Response, rec *Record) actions.Outcome 
 		out.Error = "HTTP 410 Gone: the receiver asks to stop sending"
 		return out
 	case code >= 300 && code <= 399:
-		rec.Location = clipText(MaskURL(resp.Header.Get("Location")), maxRecordedText)
+		rec.Location = actions.ClipText(MaskURL(resp.Header.Get("Location")), maxRecordedText)
 		out.Status = actions.Retryable
 		out.Error = fmt.Sprintf("HTTP %d redirect to %s not followed (redirects are refused; update the url)", code, rec.Location)
 	default:
 		out.Status = actions.Retryable
-		out.Error = "HTTP " + clipText(strings.TrimSpace(resp.Status), maxRecordedText)
+		out.Error = "HTTP " + actions.ClipText(strings.TrimSpace(resp.Status), maxRecordedText)
 	}
 	if ra, ok := retryAfter(resp.Header, c.f.now()); ok {
 		out.RetryAfter = ra

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
 )
 
 // ProtocolVersion is the current version of the action-plugin contract
@@ -54,6 +55,10 @@ type Launch struct {
 	SHA256   string       // the configured checksum, for the mismatch message
 }
 
+// MaxMessage bounds one answer of a plugin (an outcome, a validation, its
+// schema): gRPC's own default.
+const MaxMessage = 4 << 20
+
 // Start starts the process and dispenses the plugin. Errors are the
 // causes; callers wrap them with the plugin's name and path.
 func Start(l Launch) (*goplugin.Client, any, error) {
@@ -68,6 +73,9 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 		StartTimeout:     StartTimeout,
 		SyncStdout:       &lineLogger{log: func(s string) { l.Log.Info(s, "stream", "stdout") }},
 		SyncStderr:       &lineLogger{log: func(s string) { l.Log.Info(s, "stream", "stderr") }},
+		// go-plugin lets a plugin answer 2 GiB at a time; a bigger
+		// answer than MaxMessage is a failed call.
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage))},
 	}
 	if l.Checksum != nil {
 		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: l.Checksum, Hash: sha256.New()}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/erpflow/erpflow/plugin"
@@ -32,6 +33,7 @@ type config struct {
 	Fail      string `json:"fail"`       // "retry", "permanent" or "panic"
 	Out       string `json:"out"`        // append what was received to this file
 	WaitFile  string `json:"wait_file"`  // answer only once this file exists (or the context ends)
+	Big       int    `json:"big"`        // fail with an error and a detail of this many bytes
 }
 
 func (echo) Describe() plugin.Description {
@@ -52,6 +54,7 @@ func (echo) Describe() plugin.Description {
 				"fail": {"enum": ["retry", "permanent", "panic"]},
 				"out": {"type": "string"},
 				"wait_file": {"type": "string"},
+				"big": {"type": "integer"},
 				"tags": {"type": "array", "items": {"type": "string"}}
 			},
 			"required": ["message"],
@@ -118,6 +121,11 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 	}
 	plugin.Logger().Info("executed", "delivery", d.ID, "attempt", d.Attempt)
 	fmt.Println("plain stdout line for", d.ID) // synced to erpflow's log
+	if c.Big > 0 {
+		out := plugin.Retry(errors.New(strings.Repeat("e", c.Big)), 0)
+		out.Detail, _ = json.Marshal(map[string]string{"big": strings.Repeat("d", c.Big)})
+		return out
+	}
 	switch c.Fail {
 	case "retry":
 		return plugin.Retry(fmt.Errorf("asked to fail: %s", c.Message), 2*time.Second)
