@@ -363,6 +363,15 @@ func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, erro
 	return p.startFrom(ctx, p.spec.Path, p.spec.SHA256, p.checksum)
 }
 
+// filePath is path as a file path, as os.Stat and the checksum read it:
+// exec.Command would look a bare name up in $PATH and run another file.
+func filePath(path string) string {
+	if strings.ContainsRune(path, filepath.Separator) {
+		return path
+	}
+	return "." + string(filepath.Separator) + path
+}
+
 // startFrom runs a new process of the binary at path (whose sha256, when
 // sum is set, must be sum) and describes it.
 func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*instance, *pb.DescribeResponse, error) {
@@ -379,7 +388,7 @@ func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*in
 		Versions:  glue.ProtocolVersions,
 		Name:      actionPluginName,
 		Plugin:    &actionPlugin{},
-		Cmd:       exec.Command(path),
+		Cmd:       exec.Command(filePath(path)),
 		Log:       p.log,
 		Checksum:  sum,
 		SHA256:    sha,

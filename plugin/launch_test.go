@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -92,4 +94,27 @@ func TestPluginAnswersBounded(t *testing.T) {
 	if _, err := p.Config("action.yaml", []byte("message: x\ntimeout: 8760h\n")); err == nil || !strings.Contains(err.Error(), "up to 10m") {
 		t.Fatalf("timeout: 8760h: %v", err)
 	}
+}
+
+// TestPluginBareNameIsAFile: a path without a slash is the file of that
+// name in the working directory, the one whose checksum is taken, not a
+// program of that name on $PATH.
+func TestPluginBareNameIsAFile(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.ReadFile(bin(t, "echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "erpflow-echo-here"), src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("PATH", t.TempDir()) // nothing of that name there
+	p, err := Launch(context.Background(), Spec{Path: "erpflow-echo-here"}, nil)
+	if err != nil {
+		t.Fatalf("a bare name of a file in the working directory: %v", err)
+	}
+	pid := p.PID()
+	_ = p.Close()
+	waitGone(t, pid)
 }
