@@ -95,6 +95,9 @@ type TimerEnd struct {
 	State  TimerState
 	FireAt time.Time
 	Reason string
+	// Deferred keeps the timer's updated_at (when it was armed) on a
+	// TimerPending end that only puts it off: see staleRulesWindow.
+	Deferred bool
 	// Deliveries are written with it, in the same transaction, for the
 	// stored event (Tenant, EventID) of each (only when the end applies).
 	Deliveries []Delivery

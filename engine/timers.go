@@ -297,11 +297,12 @@ func (e *Engine) fire(ctx context.Context, t *Timer, now time.Time) (TimerEnd, b
 		why = fmt.Sprintf("rule %q no longer has a %s", t.Rule, t.Kind)
 	}
 	if why != "" {
-		if t.UpdatedAt.After(rs.loaded) {
+		if t.UpdatedAt.After(rs.loaded) && now.Sub(t.UpdatedAt) < staleRulesWindow {
 			// Armed after this process last read its rules: another
 			// process may have a newer rule. Look again once they are
-			// read again.
-			end.State, end.FireAt, end.Reason = TimerPending, now.Add(staleRulesRetry), ""
+			// read again, for up to a minute after it was armed (the
+			// deferral keeps updated_at, or it would never end).
+			end.State, end.FireAt, end.Reason, end.Deferred = TimerPending, now.Add(staleRulesRetry), "", true
 			return end, true
 		}
 		return cancel("%s", why)

@@ -776,13 +776,19 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 	var o actions.Outcome
 	cfg, why, stale := e.actionFor(d)
 	switch {
-	case cfg == nil && stale:
+	case cfg == nil && stale && started.Sub(d.CreatedAt) < staleRulesWindow:
 		// Created after this process last loaded its rules: another
 		// process (several share one PostgreSQL) may have created or
 		// replaced the rule, and this one reads the change within
-		// seconds. Try again then rather than give the delivery up.
+		// seconds. The delivery goes back un-attempted, as for an
+		// unavailable action: counted, it would spend an attempt of its
+		// policy (dead at once with retry: none).
+		e.log.Debug("erpflow: delivery newer than this process's rules; it waits for them, not counted as an attempt",
+			"delivery", d.ID, "rule", d.Rule, "reason", why)
+		return Completion{}, attemptEnd{unavailable: true, after: staleRulesRetry}
+	case cfg == nil && stale:
 		o = actions.Outcome{Status: actions.Retryable, RetryAfter: staleRulesRetry,
-			Error: why + " in this process's rules, which are older than the delivery; retrying once they are read again"}
+			Error: why + " in this process's rules, which are older than the delivery, a minute after it was created"}
 	case cfg == nil:
 		o = actions.Outcome{Status: actions.Permanent, Error: why}
 	default:
@@ -856,6 +862,12 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 // process does not have as the delivery expects (see actionFor): about
 // when a server re-reads the rules stored through its API.
 const staleRulesRetry = 5 * time.Second
+
+// staleRulesWindow is how long after its creation a delivery (or after
+// its arming a timer) that this process's rules lack is taken for one
+// that newer rules of another process have: a dozen re-reads of the
+// stored rules. Past it the rule is missing for good here.
+const staleRulesWindow = time.Minute
 
 // actionFor finds the action config of d in the rules in force: only in
 // the rule that created d (same ID; rows from before IDs were kept match

@@ -223,7 +223,7 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 		q := c.Q(`UPDATE timers SET state = ?, reason = ?, fire_at = COALESCE(?, fire_at),
 			deadline = COALESCE(?, deadline), deliveries = ?,
 			version = version + CASE WHEN ? = 'pending' THEN 1 ELSE 0 END,
-			lease_owner = '', locked_until = NULL, updated_at = ?
+			lease_owner = '', locked_until = NULL, updated_at = CASE WHEN ? THEN updated_at ELSE ? END
 			WHERE id = ? AND lease_owner = ? AND version = ? AND state = 'pending'`)
 		for i := range ends {
 			e := &ends[i]
@@ -236,7 +236,7 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 				ids[j] = e.Deliveries[j].ID
 			}
 			r, err := c.Exec(ctx, tx, q, string(e.State), e.Reason, fire, fire, JoinIDs(ids), string(e.State),
-				c.t(now), e.ID, e.Owner, e.Version)
+				e.Deferred, c.t(now), e.ID, e.Owner, e.Version)
 			if err != nil {
 				return err
 			}
