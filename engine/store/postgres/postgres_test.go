@@ -441,22 +441,7 @@ func TestOrderedStaleHead(t *testing.T) {
 		_, err := s.InsertEvents(ctx, []engine.EventRecord{orderedRecord("stale-2", "stale", "")})
 		emitted <- err
 	}()
-	for {
-		var waiting int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		select {
-		case err := <-emitted:
-			t.Fatalf("the emit did not wait for the chain's row: %v", err)
-		case <-ctx.Done():
-			t.Fatal("the emit never waited for the chain's row")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	untilLockWaiters(t, ctx, db, 1, emitted, "the emit waits for the chain's row")
 	if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'succeeded', due_at = NULL WHERE id = 'dlv_stale-1';
 		DELETE FROM held WHERE id = 'dlv_stale-1'`); err != nil {
 		t.Fatal(err)

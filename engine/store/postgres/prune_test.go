@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -68,23 +69,7 @@ func TestPruneWalksPastARevivedDelivery(t *testing.T) {
 		p, err := e.Prune(ctx)
 		done <- result{p, err}
 	}()
-	for {
-		var waiting int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM deliveries%'`).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		select {
-		case r := <-done:
-			t.Fatalf("the pass ended without waiting for the revived row: %+v, %v", r.p, r.err)
-		case <-ctx.Done():
-			t.Fatal("the pass's DELETE never waited for the revived row")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	untilLockWaiters(t, ctx, db, 1, done, "the pass's DELETE waits for the revived row")
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -140,29 +125,6 @@ func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
 	if _, err := hold.ExecContext(ctx, `LOCK TABLE queue IN EXCLUSIVE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	// waiting counts the other sessions waiting for a lock.
-	waiting := func() int {
-		t.Helper()
-		var n int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	until := func(what string, cond func() bool, done <-chan error) {
-		t.Helper()
-		for !cond() {
-			select {
-			case err := <-done:
-				t.Fatalf("%s: ended first (%v)", what, err)
-			case <-ctx.Done():
-				t.Fatalf("%s: not by the deadline", what)
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}
-
 	rerun := make(chan error, 1)
 	go func() {
 		now := time.Now()
@@ -170,7 +132,7 @@ func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
 			ActionType: "webhook", Payload: []byte(`{}`), State: engine.StatePending, RunAt: now, CreatedAt: now}})
 		rerun <- err
 	}()
-	until("the rerun waits for the queue table", func() bool { return waiting() == 1 }, rerun)
+	untilLockWaiters(t, ctx, db, 1, rerun, "the rerun waits for the queue table")
 
 	e, err := engine.New(s, engine.Config{EventRetention: 24 * time.Hour, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -181,7 +143,7 @@ func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
 		_, err := e.Prune(ctx)
 		pass <- err
 	}()
-	until("the retention pass waits for the rerun", func() bool { return waiting() == 2 }, pass)
+	untilLockWaiters(t, ctx, db, 2, pass, "the retention pass waits for the rerun")
 	if err := hold.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -198,5 +160,29 @@ func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
 	}
 	if events != 1 || deliveries != 1 {
 		t.Fatalf("%d events and %d deliveries of the rerun event, want 1 and 1", events, deliveries)
+	}
+}
+
+// untilLockWaiters polls until n other sessions of the test server wait
+// for a lock, failing if done reports first (what it sent is shown) or ctx
+// ends.
+func untilLockWaiters[T any](t *testing.T, ctx context.Context, db *sql.DB, n int, done <-chan T, what string) {
+	t.Helper()
+	for {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+		select {
+		case v := <-done:
+			t.Fatalf("%s: it ended first (%+v)", what, v)
+		case <-ctx.Done():
+			t.Fatalf("%s: not by the deadline", what)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
