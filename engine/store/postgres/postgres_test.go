@@ -66,6 +66,18 @@ func rawDB(t testing.TB, u string) *sql.DB {
 	return db
 }
 
+// openFresh opens a store on a fresh schema, a plain *sql.DB beside it,
+// and a context of two minutes, all ended with t.
+func openFresh(t *testing.T) (*postgres.Store, *sql.DB, context.Context) {
+	t.Helper()
+	u := freshSchema(t)
+	s := open(t, u)
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return s, rawDB(t, u), ctx
+}
+
 func open(t testing.TB, u string) *postgres.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -409,12 +421,7 @@ func orderedRecord(id, key, owner string) engine.EventRecord {
 // later one of the chain stayed held for good. The emit now has such a
 // chain checked once it committed, and a head that ended counts as none.
 func TestOrderedStaleHead(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	db := rawDB(t, u)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	s, db, ctx := openFresh(t)
 	// stale-0 ended and its completion saw none held: stale-1 (Y) is held
 	// in a chain without a head.
 	for i := range 2 {
@@ -486,12 +493,7 @@ func TestOrderedStaleHead(t *testing.T) {
 // earliest held one the head instead of its own, and RepairChains gives a
 // chain that gets no emit its head.
 func TestOrderedOrphans(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	db := rawDB(t, u)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	s, db, ctx := openFresh(t)
 	orphan := func(key string, n int) []string {
 		t.Helper()
 		var out []string

@@ -16,12 +16,7 @@ import (
 // a full batch, so it has not reached its end, whatever it deleted.
 // Before, one revived row in a batch ended the walk for ten minutes.
 func TestPruneWalksPastARevivedDelivery(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	db := rawDB(t, u)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	s, db, ctx := openFresh(t)
 
 	// More old succeeded deliveries than the engine's batch on
 	// PostgreSQL (1,000), oldest first.
@@ -102,12 +97,7 @@ func TestPruneWalksPastARevivedDelivery(t *testing.T) {
 // while a retention pass that finds the event free runs; before, the
 // pass deleted it, and the rerun's deliveries were written for nothing.
 func TestPruneKeepsAnEventBeingRerun(t *testing.T) {
-	u := freshSchema(t)
-	s := open(t, u)
-	defer s.Close()
-	db := rawDB(t, u)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	s, db, ctx := openFresh(t)
 
 	old := time.Now().UTC().Add(-48 * time.Hour)
 	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{
