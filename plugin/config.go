@@ -330,7 +330,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	return c.p.execute(ctx, c.timeout, &pb.ExecuteRequest{
+	out := c.p.execute(ctx, c.timeout, &pb.ExecuteRequest{
 		Event:      ev,
 		Config:     cfg,
 		Attempt:    int32(req.Attempt),
@@ -339,6 +339,37 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		Test:       req.Test,
 		Type:       c.t.desc.Type,
 	})
+	c.maskEchoed(&out)
+	return out
+}
+
+// maskEchoed shows the config's secret values (of 4 bytes or more) as the
+// mask where the plugin's outcome quotes them, as written or JSON-escaped
+// (an HTTP client's error naming its token): the delivery log keeps the
+// outcome.
+func (c *config) maskEchoed(o *actions.Outcome) {
+	var vals []string
+	for _, v := range c.secrets {
+		if s, ok := v.(string); ok && len(s) >= 4 {
+			vals = append(vals, s)
+			if b, err := json.Marshal(s); err == nil && string(b[1:len(b)-1]) != s {
+				vals = append(vals, string(b[1:len(b)-1]))
+			}
+		}
+	}
+	if len(vals) == 0 {
+		return
+	}
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) }) // a secret holding another goes first
+	pairs := make([]string, 0, 2*len(vals))
+	for _, v := range vals {
+		pairs = append(pairs, v, actions.Mask)
+	}
+	r := strings.NewReplacer(pairs...)
+	o.Error = r.Replace(o.Error)
+	if masked := r.Replace(string(o.Detail)); masked != string(o.Detail) && json.Valid([]byte(masked)) {
+		o.Detail = json.RawMessage(masked)
+	}
 }
 
 // yamlJSON converts a YAML mapping to JSON values, remembering where each

@@ -96,6 +96,27 @@ func TestPluginAnswersBounded(t *testing.T) {
 	}
 }
 
+// TestPluginEchoedSecretsMasked: a plugin's outcome that quotes a secret
+// of its config (an HTTP client's error naming the token) is recorded
+// with the mask, as a webhook's echoing receiver is.
+func TestPluginEchoedSecretsMasked(t *testing.T) {
+	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	cfg, err := p.Config("action.yaml", []byte("message: x\ntoken: tok-Sec\\ret-77\nfail: echo-token\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := p.Run(context.Background(), cfg, nil, RunOptions{})
+	if a.Status != actions.Retryable.String() || strings.Contains(a.Error+string(a.Output), "Sec") ||
+		!strings.Contains(a.Error, actions.Mask) || !strings.Contains(string(a.Output), "Bearer "+actions.Mask) {
+		t.Fatalf("%s: error %q, output %s", a.Status, a.Error, a.Output)
+	}
+}
+
 // TestPluginBareNameIsAFile: a path without a slash is the file of that
 // name in the working directory, the one whose checksum is taken, not a
 // program of that name on $PATH.
