@@ -428,7 +428,9 @@ func secretHeaderName(name string) bool {
 			return true
 		}
 	}
-	return false
+	// Subscription and function keys (Azure's Ocp-Apim-Subscription-Key,
+	// X-Functions-Key) and the like; an idempotency key is no credential.
+	return (strings.HasSuffix(l, "-key") || strings.HasSuffix(l, "_key")) && l != "idempotency-key"
 }
 
 func (d *decoder) decodeAuth(c *config, n *yaml.Node) {
