@@ -1079,7 +1079,7 @@ func (e *Engine) DestinationViews(ctx context.Context) ([]DestinationView, error
 		if l := e.limitFor(dest); l != nil {
 			v.Rate, v.Burst = l.Rate, l.Burst
 		}
-		v.Concurrency = d.concurrency(dest, e.cfg.DestinationConcurrency, e.now())
+		v.Concurrency = d.concurrency(dest, e.cfg.DestinationConcurrency, time.Now())
 		out = append(out, *v)
 	}
 	slices.SortFunc(out, func(a, b DestinationView) int { return strings.Compare(a.Destination, b.Destination) })

@@ -119,7 +119,7 @@ func (r *runner) limit(s *slotState) int {
 	if s.tenant {
 		return r.e.cfg.TenantConcurrency
 	}
-	return r.e.dests.concurrency(s.name, r.e.cfg.DestinationConcurrency, r.e.now()) // resumedAt is the engine clock's
+	return r.e.dests.concurrency(s.name, r.e.cfg.DestinationConcurrency, time.Now())
 }
 
 // slots returns the states of j's destination (nil for none) and tenant.

@@ -106,7 +106,7 @@ func TestPluginEchoedSecretsMasked(t *testing.T) {
 	}
 	pid := p.PID()
 	defer func() { _ = p.Close(); waitGone(t, pid) }()
-	cfg, err := p.Config("action.yaml", []byte("message: x\ntoken: tok-Sec\\ret-77\nfail: echo-token\n"))
+	cfg, err := p.Config("action.yaml", []byte("message: x\ntoken: tok-Sec\\ret-77\necho_token: true\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,8 @@ type config struct {
 	Token     string `json:"token"`
 	CrashFile string `json:"crash_file"` // exit at Execute when this file exists (and remove it)
 	Hang      bool   `json:"hang"`       // never answer, ignoring the context
-	Fail      string `json:"fail"`       // "retry", "permanent", "panic" or "echo-token" (retry, quoting the token)
+	Fail      string `json:"fail"`       // "retry", "permanent" or "panic"
+	EchoToken bool   `json:"echo_token"` // fail (retry), quoting the token
 	Out       string `json:"out"`        // append what was received to this file
 	WaitFile  string `json:"wait_file"`  // answer only once this file exists (or the context ends)
 	Big       int    `json:"big"`        // fail with an error and a detail of this many bytes
@@ -51,7 +52,8 @@ func (echo) Describe() plugin.Description {
 				"token": {"type": "string", "x-secret": true},
 				"crash_file": {"type": "string"},
 				"hang": {"type": "boolean"},
-				"fail": {"enum": ["retry", "permanent", "panic", "echo-token"]},
+				"fail": {"enum": ["retry", "permanent", "panic"]},
+				"echo_token": {"type": "boolean"},
 				"out": {"type": "string"},
 				"wait_file": {"type": "string"},
 				"big": {"type": "integer"},
@@ -121,6 +123,11 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 	}
 	plugin.Logger().Info("executed", "delivery", d.ID, "attempt", d.Attempt)
 	fmt.Println("plain stdout line for", d.ID) // synced to erpflow's log
+	if c.EchoToken {
+		out := plugin.Retry(fmt.Errorf("the far end refused the token %q", c.Token), 0)
+		out.Detail, _ = json.Marshal(map[string]string{"sent": "Bearer " + c.Token})
+		return out
+	}
 	if c.Big > 0 {
 		out := plugin.Retry(errors.New(strings.Repeat("e", c.Big)), 0)
 		out.Detail, _ = json.Marshal(map[string]string{"big": strings.Repeat("d", c.Big)})
@@ -133,10 +140,6 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 		return plugin.Permanent(fmt.Errorf("asked to fail: %s", c.Message))
 	case "panic":
 		panic("asked to panic: " + c.Message)
-	case "echo-token":
-		out := plugin.Retry(fmt.Errorf("the far end refused the token %q", c.Token), 0)
-		out.Detail, _ = json.Marshal(map[string]string{"sent": "Bearer " + c.Token})
-		return out
 	}
 	out := plugin.Success()
 	out.Detail, _ = json.Marshal(map[string]any{"message": c.Message, "pid": os.Getpid()})
