@@ -56,6 +56,20 @@ func TestOpenPostgresErrorHidesPassword(t *testing.T) {
 	}
 }
 
+// A password with characters a URL must encode (a secret from the
+// environment put in as is) makes the URL unparsable: the error says how
+// to write it, and quotes none of it (the parser's and lib/pq's messages
+// repeat the URL). It is not an unavailable database, retried as one.
+func TestOpenUnparsablePostgresURLHidesPassword(t *testing.T) {
+	for _, u := range []string{"postgres://app:s3cr%t/x@127.0.0.1:1/erp", "postgres://app:pa#ss3cr@127.0.0.1:1/erp"} {
+		_, err := store.Open(context.Background(), u, store.Options{})
+		if err == nil || strings.Contains(err.Error(), "s3cr") || strings.Contains(err.Error(), "pa#") ||
+			!strings.Contains(err.Error(), "percent-encode") || errors.Is(err, engine.ErrUnavailable) {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}
+
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
 		"postgres://u:pw@h/db?sslmode=disable": "postgres://u:xxxxx@h/db?sslmode=disable",

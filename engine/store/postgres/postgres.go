@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
+	neturl "net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -69,6 +71,13 @@ var (
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 16
+	}
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		if _, err := neturl.Parse(url); err != nil {
+			// Not the parser's message: it quotes the URL, password and
+			// all, and so do lib/pq's errors about it.
+			return nil, errors.New("postgres: the database URL does not parse; percent-encode the special characters of its user and password (% as %25, / as %2F, # as %23, @ as %40)")
+		}
 	}
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
