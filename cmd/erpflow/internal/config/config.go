@@ -609,7 +609,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				}
 			})
 		case "limits":
-			var perEvent *yaml.Node
+			var perEvent, perRuleNode *yaml.Node
 			d.mapping(v, key, []string{"max_event_bytes", "max_batch_events", "actions_per_rule", "condition_memory", "condition_time",
 				"condition_cooldown", "rules_per_tenant", "deliveries_per_event", "streams"}, func(key string, k, v *yaml.Node) {
 				switch key {
@@ -619,6 +619,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 					c.Limits.MaxBatchEvents = int(d.integer(v, "limits."+key, 1))
 				case "actions_per_rule":
 					c.Limits.ActionsPerRule = int(d.integer(v, "limits."+key, 1))
+					perRuleNode = v
 				case "condition_memory":
 					c.Limits.ConditionMemory = d.integer(v, "limits."+key, 1)
 				case "condition_time":
@@ -648,6 +649,9 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			perRule := cmp.Or(c.Limits.ActionsPerRule, DefaultActionsPerRule)
 			if n := c.Limits.DeliveriesPerEvent; perEvent != nil && n > 0 && n < perRule {
 				d.errf(perEvent, "limits.deliveries_per_event", "must be at least limits.actions_per_rule (%d), not %d", perRule, n)
+			} else if perEvent == nil && perRule > DefaultDeliveriesPerEvent {
+				// The default would drop every rule with more actions.
+				d.errf(perRuleNode, "limits.actions_per_rule", "is %d, more than limits.deliveries_per_event (default %d): raise that too", perRule, DefaultDeliveriesPerEvent)
 			}
 		case "log_format":
 			c.LogFormat = d.str(v, key)

@@ -171,6 +171,7 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"limits: {streams: 0}\n", "c.yaml:1:19: limits.streams: must be at least 1"},
 		{"limits: {deliveries_per_event: 10}\n", "c.yaml:1:32: limits.deliveries_per_event: must be at least limits.actions_per_rule (16), not 10"},
 		{"limits:\n  deliveries_per_event: 3\n  actions_per_rule: 4\n", "c.yaml:2:25: limits.deliveries_per_event: must be at least limits.actions_per_rule (4), not 3"},
+		{"limits: {actions_per_rule: 2000}\n", "c.yaml:1:28: limits.actions_per_rule: is 2000, more than limits.deliveries_per_event (default 1000): raise that too"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
 	} {
