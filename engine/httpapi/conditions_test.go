@@ -66,4 +66,11 @@ func TestCostlyConditions(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// A deleted rule's series goes: rules come and go, series must not
+	// grow for ever.
+	must(t, e.do("DELETE", "/v1/rules/costly", acme, nil), 204)
+	m = string(must(t, e.do("GET", "/metrics", "", nil), 200).body)
+	if strings.Contains(m, `rule="costly"`) || !strings.Contains(m, `erpflow_condition_errors_total{rule="slow"} 1`) {
+		t.Errorf("after deleting costly:\n%s", m)
+	}
 }

@@ -30,6 +30,9 @@ type Metrics struct {
 	requests   *prometheus.CounterVec
 	reqLatency *prometheus.HistogramVec
 	invalid    *prometheus.CounterVec
+
+	ruleMu    sync.Mutex
+	ruleNames map[string]bool // the rule label values of evalErrors
 }
 
 var (
@@ -110,7 +113,30 @@ func (m *Metrics) AttemptDone(d *engine.Delivery, a *engine.Attempt, next engine
 }
 
 // EvalError implements engine.Observer.
-func (m *Metrics) EvalError(rule string, err error) { m.evalErrors.WithLabelValues(rule).Inc() }
+func (m *Metrics) EvalError(rule string, err error) {
+	m.ruleMu.Lock()
+	if m.ruleNames == nil {
+		m.ruleNames = map[string]bool{}
+	}
+	m.ruleNames[rule] = true
+	m.ruleMu.Unlock()
+	m.evalErrors.WithLabelValues(rule).Inc()
+}
+
+// forgetRules drops the series of the rules for which loaded is false: a
+// deleted rule's would stay for ever, and rules come and go (a tenant's
+// token may create and delete them in a loop), so the series would grow
+// without bound.
+func (m *Metrics) forgetRules(loaded func(rule string) bool) {
+	m.ruleMu.Lock()
+	defer m.ruleMu.Unlock()
+	for r := range m.ruleNames {
+		if !loaded(r) {
+			m.evalErrors.DeleteLabelValues(r)
+			delete(m.ruleNames, r)
+		}
+	}
+}
 
 // eventInvalid counts an event accepted although it does not fit the
 // catalog; entity and event are catalog names (bounded label values).

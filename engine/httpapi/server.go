@@ -256,7 +256,11 @@ func (s *Server) routes() {
 	})
 	m.HandleFunc("GET /readyz", s.readyz)
 	if s.opts.Metrics != nil {
-		m.Handle("GET /metrics", s.opts.Metrics.Handler())
+		h := s.opts.Metrics.Handler()
+		m.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			s.opts.Metrics.forgetRules(func(name string) bool { return s.eng.Rules().Rule(name) != nil })
+			h.ServeHTTP(w, r)
+		})
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 
