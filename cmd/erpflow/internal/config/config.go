@@ -1,11 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
+	"io"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -262,7 +265,16 @@ func Parse(filename string, src []byte, lookupEnv func(string) (string, bool)) (
 	d := &decoder{file: filename, env: lookupEnv}
 	c := &Config{File: filename}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(src, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, d.yamlErr(err)
+	}
+	// A second document (after ---) would be ignored silently: tokens
+	// written there would not exist.
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, fmt.Errorf("%s:%d:%d: a second YAML document (after ---): the config is one document", filename, more.Line, more.Column)
+	} else if !errors.Is(err, io.EOF) {
 		return nil, d.yamlErr(err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
@@ -397,6 +409,10 @@ func (d *decoder) integer(n *yaml.Node, path string, min int64) int64 {
 	}
 	s := d.str(n, path)
 	v, err := parseSize(s)
+	if errors.Is(err, errTooLarge) {
+		d.errf(n, path, "%q is too large", s)
+		return 0
+	}
 	if err != nil {
 		d.errf(n, path, "must be a whole number, not %q", s)
 		return 0
@@ -422,6 +438,9 @@ func (d *decoder) duration(n *yaml.Node, path string) time.Duration {
 	return dur
 }
 
+// errTooLarge is parseSize's error for a size past int64 (it would wrap).
+var errTooLarge = errors.New("too large")
+
 // parseSize reads an integer, optionally with a KiB/MiB/GiB suffix.
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
@@ -438,6 +457,9 @@ func parseSize(s string) (int64, error) {
 	v, err := strconv.ParseInt(strings.ReplaceAll(s, "_", ""), 10, 64)
 	if err != nil {
 		return 0, err
+	}
+	if v > math.MaxInt64/mult || v < math.MinInt64/mult {
+		return 0, errTooLarge
 	}
 	return v * mult, nil
 }
@@ -775,7 +797,7 @@ func (d *decoder) breaker(n *yaml.Node, path string) *engine.CircuitBreaker {
 		case "probe_max":
 			b.ProbeMax = d.duration(v, p)
 		case "disable_after":
-			if v.Kind == yaml.ScalarNode && (v.Value == "0" || v.Value == "0s") {
+			if dur, err := time.ParseDuration(v.Value); v.Kind == yaml.ScalarNode && (v.Value == "0" || err == nil && dur == 0) {
 				b.DisableAfter = -1 // 0: never
 				return
 			}

@@ -173,11 +173,23 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"limits:\n  deliveries_per_event: 3\n  actions_per_rule: 4\n", "c.yaml:2:25: limits.deliveries_per_event: must be at least limits.actions_per_rule (4), not 3"},
 		{"limits: {actions_per_rule: 2000}\n", "c.yaml:1:28: limits.actions_per_rule: is 2000, more than limits.deliveries_per_event (default 1000): raise that too"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
+		{"limits: {max_event_bytes: 17179869185GiB}\n", `c.yaml:1:27: limits.max_event_bytes: "17179869185GiB" is too large`},
+		{"listen: 127.0.0.1:8080\n---\ntokens:\n  - {name: a, token: t, scopes: [rules:read]}\n", "c.yaml:2:1: a second YAML document (after ---): the config is one document"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
 	} {
 		_, err := Parse("c.yaml", []byte(tc.src), env(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+// disable_after: any zero duration means never, not only 0 and 0s.
+func TestDisableAfterZeroSpellings(t *testing.T) {
+	for _, z := range []string{"0", "0s", "0m", "0h"} {
+		c, err := Parse("c.yaml", []byte("delivery: {circuit_breaker: {disable_after: "+z+"}}\n"), env(nil))
+		if err != nil || c.Delivery.CircuitBreaker == nil || c.Delivery.CircuitBreaker.DisableAfter >= 0 {
+			t.Errorf("disable_after: %s: %v %+v", z, err, c)
 		}
 	}
 }
