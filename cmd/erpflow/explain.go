@@ -220,13 +220,7 @@ func serverExplain(ctx context.Context, cl *client.Client, event []byte, only st
 
 // shownServer is the server's URL as printed where it is not an error of
 // the call: a password in it is shown as "xxxxx".
-func shownServer(cl *client.Client) string {
-	s := serverOf(cl)
-	if u, err := url.Parse(s); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return s
-}
+func shownServer(cl *client.Client) string { return client.Shown(serverOf(cl)) }
 
 func serverOf(cl *client.Client) string {
 	if cl.Server == "" {

@@ -30,7 +30,7 @@ func newStatusCmd() *cobra.Command {
 			}
 			cl, _ := af.client() // callAPI checked it
 			out := c.OutOrStdout()
-			kv := []string{"server", cl.Server, "version", orDash(st.Version), "store", orDash(st.Store),
+			kv := []string{"server", client.Shown(cl.Server), "version", orDash(st.Version), "store", orDash(st.Store),
 				"uptime", (time.Duration(st.UptimeSeconds) * time.Second).String(), "rules", fmt.Sprintf("%d (%d enabled)", st.Rules, st.RulesEnabled)}
 			if st.Tenant != nil {
 				kv = append(kv, "tenant", orDash(*st.Tenant))

@@ -176,7 +176,16 @@ func (c *Client) endpoint(path string, query url.Values) (base, u string) {
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	return base, u
+	return Shown(base), u
+}
+
+// Shown is a server address as messages show it: a password in it
+// (http://user:pw@host) is shown as "xxxxx".
+func Shown(server string) string {
+	if u, err := url.Parse(server); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return server
 }
 
 // notErpflow is a *NotErpflowError when resp lacks APIHeader.

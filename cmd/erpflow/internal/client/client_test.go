@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,19 @@ func TestErrorRetryAfter(t *testing.T) {
 		if err := call(); !errors.As(err, &ce) || ce.Status != 503 || ce.RetryAfter != 7*time.Second || ce.Message != "64 live streams are open" {
 			t.Errorf("%s: %#v", name, err)
 		}
+	}
+}
+
+// A password in --server (http://user:pw@host) is never printed: the
+// errors of a call show the address with "xxxxx" (Go's own error already
+// did; the "calling the erpflow server at" prefix did not).
+func TestServerPasswordNotInErrors(t *testing.T) {
+	c := &client.Client{Server: "http://admin:s3cretPW@127.0.0.1:1"}
+	err := c.Do(context.Background(), http.MethodGet, "/v1/status", nil, nil, "", nil)
+	if err == nil || strings.Contains(err.Error(), "s3cretPW") || !strings.Contains(err.Error(), "admin:xxxxx@127.0.0.1:1") {
+		t.Fatalf("error %v", err)
+	}
+	if got := client.Shown("http://admin:s3cretPW@h:8080/x"); got != "http://admin:xxxxx@h:8080/x" {
+		t.Fatalf("Shown: %s", got)
 	}
 }
