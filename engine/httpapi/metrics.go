@@ -199,7 +199,7 @@ type queueCollector struct {
 
 func newQueueCollector(store engine.Store, now func() time.Time) *queueCollector {
 	return &queueCollector{store: store, now: now, first: make(chan struct{}),
-		depth: prometheus.NewDesc("erpflow_queue_depth", "Deliveries by state: pending (incl. failed awaiting retry), running, dead.", []string{"state"}, nil),
+		depth: prometheus.NewDesc("erpflow_queue_depth", "Deliveries by state: pending (incl. failed awaiting retry), running, held (waiting in an ordered chain), dead.", []string{"state"}, nil),
 		age:   prometheus.NewDesc("erpflow_oldest_pending_age_seconds", "Age of the oldest due delivery not yet done; 0 when none.", nil, nil),
 		up:    prometheus.NewDesc("erpflow_store_up", "1 when the latest read of the queue statistics succeeded.", nil, nil),
 		read:  prometheus.NewDesc("erpflow_queue_stats_age_seconds", "How long ago the queue statistics were read (they are read at most every 15 s).", nil, nil),
