@@ -262,7 +262,14 @@ func Parse(filename string, src []byte, lookupEnv func(string) (string, bool)) (
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
-	d := &decoder{file: filename, env: lookupEnv}
+	d := &decoder{file: filename}
+	d.env = func(name string) (string, bool) {
+		v, ok := lookupEnv(name)
+		if ok && len(v) >= 4 {
+			d.expanded = append(d.expanded, [2]string{v, "${" + name + "}"})
+		}
+		return v, ok
+	}
 	c := &Config{File: filename}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(src))
@@ -298,10 +305,19 @@ type decoder struct {
 	file string
 	env  func(string) (string, bool)
 	errs []error
+	// expanded are the values ${NAME} references expanded to, with the
+	// reference: an error quoting a value shows the reference instead
+	// (a secret in the wrong key must not reach the log).
+	expanded [][2]string
 }
 
 func (d *decoder) errf(n *yaml.Node, key, format string, args ...any) {
-	e := &Error{File: d.file, Key: key, Msg: fmt.Sprintf(format, args...)}
+	msg := fmt.Sprintf(format, args...)
+	slices.SortFunc(d.expanded, func(a, b [2]string) int { return len(b[0]) - len(a[0]) }) // longest first
+	for _, e := range d.expanded {
+		msg = strings.ReplaceAll(msg, e[0], e[1])
+	}
+	e := &Error{File: d.file, Key: key, Msg: msg}
 	if n != nil {
 		e.Line, e.Column = n.Line, n.Column
 	}

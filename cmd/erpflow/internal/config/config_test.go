@@ -203,6 +203,15 @@ func TestConditionCooldownOff(t *testing.T) {
 	}
 }
 
+// An error quoting a value that came from ${NAME} shows the reference:
+// a secret put in the wrong key must not reach the terminal or the log.
+func TestExpandedValueNotInErrors(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("log_format: ${LOG_SECRET}\n"), env(map[string]string{"LOG_SECRET": "hunter2hunter2"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "${LOG_SECRET}") {
+		t.Fatalf("err %v", err)
+	}
+}
+
 func TestSecretNotInErrors(t *testing.T) {
 	src := "tokens:\n  - {name: a, token: hunter2hunter2, scopes: [rules:read]}\n  - {name: b, token: hunter2hunter2, scopes: [rules:read]}\n"
 	_, err := Parse("c.yaml", []byte(src), env(nil))
