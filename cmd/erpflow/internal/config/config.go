@@ -454,6 +454,9 @@ func (d *decoder) duration(n *yaml.Node, path string) time.Duration {
 	return dur
 }
 
+// maxWorkers bounds delivery.workers.
+const maxWorkers = 10_000
+
 // errTooLarge is parseSize's error for a size past int64 (it would wrap).
 var errTooLarge = errors.New("too large")
 
@@ -705,7 +708,12 @@ func (d *decoder) delivery(n *yaml.Node, dl *Delivery) {
 		path := "delivery." + key
 		switch key {
 		case "workers":
-			dl.Workers = int(d.integer(v, path, 1))
+			// Each worker is a goroutine with its share of the claim
+			// batch and queues: a typo of a few zeros would take the
+			// memory of the machine.
+			if dl.Workers = int(d.integer(v, path, 1)); dl.Workers > maxWorkers {
+				d.errf(v, path, "must be at most %d, not %d", maxWorkers, dl.Workers)
+			}
 		case "destination_concurrency":
 			dl.DestinationConcurrency = int(d.integer(v, path, 1))
 		case "tenant_concurrency":

@@ -173,6 +173,7 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"limits:\n  deliveries_per_event: 3\n  actions_per_rule: 4\n", "c.yaml:2:25: limits.deliveries_per_event: must be at least limits.actions_per_rule (4), not 3"},
 		{"limits: {actions_per_rule: 2000}\n", "c.yaml:1:28: limits.actions_per_rule: is 2000, more than limits.deliveries_per_event (default 1000): raise that too"},
 		{"listen: [a\n", "c.yaml:1:1: malformed YAML"},
+		{"delivery: {workers: 100000000000}\n", "c.yaml:1:21: delivery.workers: must be at most 10000, not 100000000000"},
 		{"limits: {max_event_bytes: 17179869185GiB}\n", `c.yaml:1:27: limits.max_event_bytes: "17179869185GiB" is too large`},
 		{"listen: 127.0.0.1:8080\n---\ntokens:\n  - {name: a, token: t, scopes: [rules:read]}\n", "c.yaml:2:1: a second YAML document (after ---): the config is one document"},
 		{"tokens: {a: b}\n", "c.yaml:1:9: tokens: must be a list"},
