@@ -32,6 +32,32 @@ func ClipText(s string, n int) string {
 	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
 }
 
+// ValueReplacer replaces each key of stand (a value not to be shown: a
+// secret, an environment variable's value) with its stand-in, as written
+// and as encoding/json escapes it (receivers, plugins and API answers
+// quote in JSON), longest first so that a value holding another goes
+// whole. Nil when stand is empty.
+func ValueReplacer(stand map[string]string) *strings.Replacer {
+	var pairs [][2]string
+	for v, to := range stand {
+		pairs = append(pairs, [2]string{v, to})
+		if b, err := json.Marshal(v); err == nil {
+			if js := string(b[1 : len(b)-1]); js != v {
+				pairs = append(pairs, [2]string{js, to})
+			}
+		}
+	}
+	if len(pairs) == 0 {
+		return nil
+	}
+	sort.Slice(pairs, func(i, j int) bool { return len(pairs[i][0]) > len(pairs[j][0]) })
+	args := make([]string, 0, 2*len(pairs))
+	for _, p := range pairs {
+		args = append(args, p[0], p[1])
+	}
+	return strings.NewReplacer(args...)
+}
+
 // Status is how one attempt ended.
 type Status int
 

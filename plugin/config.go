@@ -134,6 +134,13 @@ func (f *factory) Decode(node *yaml.Node) (actions.Config, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	echoed := map[string]string{}
+	for _, v := range c.secrets {
+		if s, ok := v.(string); ok && len(s) >= 4 {
+			echoed[s] = actions.Mask
+		}
+	}
+	c.echoMask = actions.ValueReplacer(echoed)
 	return c, nil
 }
 
@@ -150,6 +157,9 @@ type config struct {
 	templates map[string]*templates.Template
 	// secrets are the values kept out of payloads, keyed by JSON pointer.
 	secrets map[string]any
+	// echoMask masks the secrets (of 4 bytes or more) where an outcome
+	// quotes them; nil when there are none.
+	echoMask *strings.Replacer
 }
 
 // split returns v without its secret values, recording them and parsing
@@ -348,26 +358,11 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 // (an HTTP client's error naming its token): the delivery log keeps the
 // outcome.
 func (c *config) maskEchoed(o *actions.Outcome) {
-	var vals []string
-	for _, v := range c.secrets {
-		if s, ok := v.(string); ok && len(s) >= 4 {
-			vals = append(vals, s)
-			if b, err := json.Marshal(s); err == nil && string(b[1:len(b)-1]) != s {
-				vals = append(vals, string(b[1:len(b)-1]))
-			}
-		}
-	}
-	if len(vals) == 0 {
+	if c.echoMask == nil {
 		return
 	}
-	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) }) // a secret holding another goes first
-	pairs := make([]string, 0, 2*len(vals))
-	for _, v := range vals {
-		pairs = append(pairs, v, actions.Mask)
-	}
-	r := strings.NewReplacer(pairs...)
-	o.Error = r.Replace(o.Error)
-	if masked := r.Replace(string(o.Detail)); masked != string(o.Detail) && json.Valid([]byte(masked)) {
+	o.Error = c.echoMask.Replace(o.Error)
+	if masked := c.echoMask.Replace(string(o.Detail)); masked != string(o.Detail) && json.Valid([]byte(masked)) {
 		o.Detail = json.RawMessage(masked)
 	}
 }

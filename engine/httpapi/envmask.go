@@ -1,11 +1,10 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"sort"
 	"strings"
 	"sync"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine/explain"
 )
 
@@ -51,22 +50,11 @@ func (e *envSeen) replacer() *strings.Replacer {
 	if e.repl != nil || len(e.vals) == 0 {
 		return e.repl
 	}
-	vals := make([]string, 0, len(e.vals))
-	for v := range e.vals {
-		vals = append(vals, v)
+	stand := make(map[string]string, len(e.vals))
+	for v, name := range e.vals {
+		stand[v] = "${" + name + "}"
 	}
-	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
-	var pairs []string
-	for _, v := range vals {
-		ref := "${" + e.vals[v] + "}"
-		pairs = append(pairs, v, ref)
-		if b, err := json.Marshal(v); err == nil {
-			if js := string(b[1 : len(b)-1]); js != v {
-				pairs = append(pairs, js, ref)
-			}
-		}
-	}
-	e.repl = strings.NewReplacer(pairs...)
+	e.repl = actions.ValueReplacer(stand)
 	return e.repl
 }
 

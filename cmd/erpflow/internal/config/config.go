@@ -262,11 +262,11 @@ func Parse(filename string, src []byte, lookupEnv func(string) (string, bool)) (
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
-	d := &decoder{file: filename}
+	d := &decoder{file: filename, expanded: map[string]string{}}
 	d.env = func(name string) (string, bool) {
 		v, ok := lookupEnv(name)
 		if ok && len(v) >= 4 {
-			d.expanded = append(d.expanded, [2]string{v, "${" + name + "}"})
+			d.expanded[v] = "${" + name + "}"
 		}
 		return v, ok
 	}
@@ -305,17 +305,16 @@ type decoder struct {
 	file string
 	env  func(string) (string, bool)
 	errs []error
-	// expanded are the values ${NAME} references expanded to, with the
+	// expanded maps the values ${NAME} references expanded to to the
 	// reference: an error quoting a value shows the reference instead
 	// (a secret in the wrong key must not reach the log).
-	expanded [][2]string
+	expanded map[string]string
 }
 
 func (d *decoder) errf(n *yaml.Node, key, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	slices.SortFunc(d.expanded, func(a, b [2]string) int { return len(b[0]) - len(a[0]) }) // longest first
-	for _, e := range d.expanded {
-		msg = strings.ReplaceAll(msg, e[0], e[1])
+	if r := actions.ValueReplacer(d.expanded); r != nil {
+		msg = r.Replace(msg)
 	}
 	e := &Error{File: d.file, Key: key, Msg: msg}
 	if n != nil {
