@@ -62,6 +62,9 @@ func requestTextError(r *http.Request) *apiError {
 	if ae := textError("path", r.URL.Path); ae != nil {
 		return ae
 	}
+	if r.URL.RawQuery == "" {
+		return nil // most requests (an ERP's POST /v1/events): nothing to parse
+	}
 	for k, vs := range r.URL.Query() {
 		if ae := textError("query parameter", k); ae != nil {
 			return ae

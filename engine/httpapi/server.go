@@ -351,9 +351,11 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 // their own.
 func onlyParams(h http.HandlerFunc, known ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := checkParams(r.URL.Query(), known...); err != nil {
-			writeError(w, err)
-			return
+		if r.URL.RawQuery != "" {
+			if err := checkParams(r.URL.Query(), known...); err != nil {
+				writeError(w, err)
+				return
+			}
 		}
 		h(w, r)
 	}
