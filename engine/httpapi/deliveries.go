@@ -157,10 +157,15 @@ func (s *Server) maskDelivery(d *engine.Delivery, as []engine.Attempt) {
 	}
 	d.LastError = r.Replace(d.LastError)
 	for i := range as {
-		as[i].Error = r.Replace(as[i].Error)
-		if len(as[i].Detail) > 0 {
-			as[i].Detail = explain.ReplaceJSON(as[i].Detail, r)
-		}
+		maskAttempt(r, &as[i])
+	}
+}
+
+// maskAttempt is maskDelivery's work on one attempt, with its replacer.
+func maskAttempt(r *strings.Replacer, a *engine.Attempt) {
+	a.Error = r.Replace(a.Error)
+	if len(a.Detail) > 0 {
+		a.Detail = explain.ReplaceJSON(a.Detail, r)
 	}
 }
 

@@ -483,10 +483,11 @@ func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, internal(fmt.Errorf("testing rule %q: %w", e.rule.Name, err)))
 		return
 	}
-	for i := range res {
-		as := []engine.Attempt{res[i].Attempt}
-		s.maskDelivery(&res[i].Delivery, as)
-		res[i].Attempt = as[0]
+	if r := s.env.replacer(); r != nil {
+		for i := range res {
+			s.maskDelivery(&res[i].Delivery, nil)
+			maskAttempt(r, &res[i].Attempt)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"rule": e.rule.Name, "results": nonNil(res)})
 }
