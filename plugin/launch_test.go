@@ -11,21 +11,29 @@ import (
 	"github.com/erpflow/erpflow/actions"
 )
 
-// TestLaunchConfigAndRun: one plugin outside a server — configs decoded
-// with file:line:col errors, one attempt run with the secrets kept out of
-// the payload, and the process gone after Close.
-func TestLaunchConfigAndRun(t *testing.T) {
+// launchEcho launches the echo plugin outside a server; it is closed, and
+// its process gone, when t ends.
+func launchEcho(t *testing.T) *Plugin {
+	t.Helper()
 	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := p.PID()
-	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	t.Cleanup(func() { _ = p.Close(); waitGone(t, pid) })
+	return p
+}
+
+// TestLaunchConfigAndRun: one plugin outside a server — configs decoded
+// with file:line:col errors, one attempt run with the secrets kept out of
+// the payload, and the process gone after Close.
+func TestLaunchConfigAndRun(t *testing.T) {
+	p := launchEcho(t)
 	if p.Protocol() != ProtocolVersion || len(p.Actions()) != 1 || p.Actions()[0].Type != "echo" {
 		t.Fatalf("protocol %d, actions %+v", p.Protocol(), p.Actions())
 	}
 
-	_, err = p.Config("action.yaml", []byte("type: echo\nmessage: forbidden\nhang: yes-please\n"))
+	_, err := p.Config("action.yaml", []byte("type: echo\nmessage: forbidden\nhang: yes-please\n"))
 	var cfe *ConfigFileError
 	if !errors.As(err, &cfe) || !strings.Contains(err.Error(), "action.yaml:3:7: hang:") {
 		t.Fatalf("want action.yaml:3:7 naming hang, got %v", err)
@@ -72,12 +80,7 @@ func TestLaunchConfigAndRun(t *testing.T) {
 // a note for a detail over 64 KiB, and an answer over 4 MiB is a failed
 // call, not 2 GiB held in memory. A timeout over 10 minutes is refused.
 func TestPluginAnswersBounded(t *testing.T) {
-	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := p.PID()
-	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	p := launchEcho(t)
 	cfg, err := p.Config("action.yaml", []byte("message: x\nbig: 200000\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -100,12 +103,7 @@ func TestPluginAnswersBounded(t *testing.T) {
 // of its config (an HTTP client's error naming the token) is recorded
 // with the mask, as a webhook's echoing receiver is.
 func TestPluginEchoedSecretsMasked(t *testing.T) {
-	p, err := Launch(context.Background(), Spec{Path: bin(t, "echo")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := p.PID()
-	defer func() { _ = p.Close(); waitGone(t, pid) }()
+	p := launchEcho(t)
 	cfg, err := p.Config("action.yaml", []byte("message: x\ntoken: tok-Sec\\ret-77\necho_token: true\n"))
 	if err != nil {
 		t.Fatal(err)
