@@ -495,4 +495,12 @@ func TestDeliveriesMaskEnvValues(t *testing.T) {
 	masked("POST /v1/events (a batch)", string(must(t, e.do("POST", "/v1/events", tokAcme,
 		map[string]any{"events": []any{orderEvent("E2", "")}}), 202).body))
 	masked("POST /v1/rules/env-hook/test", string(must(t, e.do("POST", "/v1/rules/env-hook/test", tokAcme, orderEvent("E3", "")), 200).body))
+	// Another tenant's token reaches none of it, masked or not.
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/v1/events/E1"}, {"GET", "/v1/deliveries/" + id}, {"POST", "/v1/rules/env-hook/test"},
+	} {
+		if r := e.do(c.method, c.path, tokGlobex, orderEvent("G1", "")); r.status != 404 || strings.Contains(string(r.body), "dlvhook") {
+			t.Errorf("globex %s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
 }
