@@ -463,32 +463,51 @@ func TestRulesEdgeCases(t *testing.T) {
 func TestTextRefused(t *testing.T) {
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		st, _ := k.open(t)
-		e := newEnv(t, st, envOpts{})
-		for _, c := range []struct{ method, path, field string }{
-			{"GET", "/v1/events/E%FF", "path"},
-			{"GET", "/v1/events/E%00", "path"},
-			{"GET", "/v1/deliveries/dlv_%FF", "path"},
-			{"GET", "/v1/timers/tmr_%00", "path"},
-			{"POST", "/v1/events/E%FF:rerun", "path"},
-			{"GET", "/v1/deliveries?rule=%FF", "rule"},
-			{"GET", "/v1/events?entity=%00", "entity"},
-			{"GET", "/v1/timers?rule=%FF", "rule"},
-			{"GET", "/v1/deliveries?%FF=1", "query parameter"},
-		} {
-			_, field, msg := must(t, e.do(c.method, c.path, "", nil), 400).errInfo(t)
-			if field != c.field || !strings.Contains(msg, c.field+": ") {
-				t.Errorf("%s %s: field %q, message %q; want the field %q named", c.method, c.path, field, msg, c.field)
+		rv := newReceiver(t)
+		e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+		must(t, e.do("POST", "/v1/rules", acmeTok, ruleJSON("r1", rv.URL, map[string]any{"enabled": true})), 201)
+		must(t, e.do("POST", "/v1/events", acmeTok, orderEvent("E1", "")), 202)
+		// Refused alike for the owner and for another tenant: the text is
+		// checked before anything is looked up.
+		for _, tok := range []string{acmeTok, globexTok} {
+			for _, c := range []struct{ method, path, field string }{
+				{"GET", "/v1/events/E%FF", "path"},
+				{"GET", "/v1/events/E%00", "path"},
+				{"GET", "/v1/deliveries/dlv_%FF", "path"},
+				{"GET", "/v1/timers/tmr_%00", "path"},
+				{"POST", "/v1/events/E%FF:rerun", "path"},
+				{"GET", "/v1/deliveries?rule=%FF", "rule"},
+				{"GET", "/v1/events?entity=%00", "entity"},
+				{"GET", "/v1/timers?rule=%FF", "rule"},
+				{"GET", "/v1/deliveries?%FF=1", "query parameter"},
+			} {
+				_, field, msg := must(t, e.do(c.method, c.path, tok, nil), 400).errInfo(t)
+				if field != c.field || !strings.Contains(msg, c.field+": ") {
+					t.Errorf("%s %s: field %q, message %q; want the field %q named", c.method, c.path, field, msg, c.field)
+				}
+			}
+			for _, field := range []string{"rule", "event_id"} {
+				_, got, _ := must(t, e.do("POST", "/v1/deliveries:replay", tok, map[string]any{field: "a\u0000b"}), 400).errInfo(t)
+				if got != field {
+					t.Errorf("replay with NUL in %s: field %q", field, got)
+				}
 			}
 		}
-		for _, field := range []string{"rule", "event_id", "tenant"} {
-			_, got, _ := must(t, e.do("POST", "/v1/deliveries:replay", "", map[string]any{field: "a\u0000b"}), 400).errInfo(t)
-			if got != field {
-				t.Errorf("replay with NUL in %s: field %q", field, got)
-			}
+		_, got, _ := must(t, e.do("POST", "/v1/deliveries:replay", adminTok, map[string]any{"tenant": "a\u0000b"}), 400).errInfo(t)
+		if got != "tenant" {
+			t.Errorf("replay with NUL in tenant: field %q", got)
 		}
-		// The same requests with text answer as usual.
-		must(t, e.do("GET", "/v1/events/E1", "", nil), 404)
-		must(t, e.do("GET", "/v1/deliveries?rule=r%C3%A9", "", nil), 200)
+		// The same requests with text answer as usual, and only to the
+		// event's tenant.
+		must(t, e.do("GET", "/v1/events/E1", acmeTok, nil), 200)
+		must(t, e.do("GET", "/v1/events/E1", globexTok, nil), 404)
+		must(t, e.do("GET", "/v1/deliveries?rule=r%C3%A9", acmeTok, nil), 200)
+		count := func(tok string) int {
+			return len(must(t, e.do("GET", "/v1/deliveries?rule=r1", tok, nil), 200).json(t)["deliveries"].([]any))
+		}
+		if a, g := count(acmeTok), count(globexTok); a != 1 || g != 0 {
+			t.Errorf("deliveries of r1: acme sees %d, globex %d; want 1 and 0", a, g)
+		}
 	})
 }
 
@@ -499,30 +518,35 @@ func TestTextRefused(t *testing.T) {
 func TestUnknownParamsRefused(t *testing.T) {
 	st, _ := dbKinds(t)[0].open(t)
 	rv := newReceiver(t)
-	e := newEnv(t, st, envOpts{})
-	must(t, e.do("POST", "/v1/rules", "", ruleJSON("r1", rv.URL, nil)), 201)
-	for _, c := range []struct{ method, path, field string }{
-		{"GET", "/v1/events/E1?tenat=acme", "tenat"},
-		{"GET", "/v1/rules?sourc=api", "sourc"},
-		{"GET", "/v1/rules/r1?fromat=yaml", "fromat"},
-		{"GET", "/v1/deliveries/dlv_x?tenant=acme", "tenant"},
-		{"GET", "/v1/timers/tmr_x?x=1", "x"},
-		{"GET", "/v1/destinations/dst_x?x=1", "x"},
-		{"POST", "/v1/events:explain?rules=r1", "rules"},
-		{"POST", "/v1/rules/r1/disable?now=1", "now"},
-		{"DELETE", "/v1/rules/r1?force=1", "force"},
-		{"GET", "/v1/rules?source=files", "source"},
-		{"GET", "/v1/rules/r1?format=xml", "format"},
-	} {
-		_, field, msg := must(t, e.do(c.method, c.path, "", nil), 400).errInfo(t)
-		if field != c.field {
-			t.Errorf("%s %s: field %q (%s), want %q", c.method, c.path, field, msg, c.field)
+	e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+	must(t, e.do("POST", "/v1/rules", acmeTok, ruleJSON("r1", rv.URL, map[string]any{"enabled": true})), 201)
+	// Refused alike for the rule's tenant and another one.
+	for _, tok := range []string{acmeTok, globexTok} {
+		for _, c := range []struct{ method, path, field string }{
+			{"GET", "/v1/events/E1?tenat=acme", "tenat"},
+			{"GET", "/v1/rules?sourc=api", "sourc"},
+			{"GET", "/v1/rules/r1?fromat=yaml", "fromat"},
+			{"GET", "/v1/deliveries/dlv_x?tenant=acme", "tenant"},
+			{"GET", "/v1/timers/tmr_x?x=1", "x"},
+			{"GET", "/v1/destinations/dst_x?x=1", "x"},
+			{"POST", "/v1/events:explain?rules=r1", "rules"},
+			{"POST", "/v1/rules/r1/disable?now=1", "now"},
+			{"DELETE", "/v1/rules/r1?force=1", "force"},
+			{"GET", "/v1/rules?source=files", "source"},
+			{"GET", "/v1/rules/r1?format=xml", "format"},
+		} {
+			_, field, msg := must(t, e.do(c.method, c.path, tok, nil), 400).errInfo(t)
+			if field != c.field {
+				t.Errorf("%s %s: field %q (%s), want %q", c.method, c.path, field, msg, c.field)
+			}
 		}
 	}
-	// None of them acted: the rule is still there, as created.
-	if r := must(t, e.do("GET", "/v1/rules/r1?format=json", "", nil), 200).json(t); r["version"] != float64(1) {
+	// None of them acted: the rule is still there, as created (enabled),
+	// and still acme's alone.
+	if r := must(t, e.do("GET", "/v1/rules/r1?format=json", acmeTok, nil), 200).json(t); r["version"] != float64(1) || r["enabled"] != true {
 		t.Fatalf("rule after the refused requests: %v", r)
 	}
+	must(t, e.do("GET", "/v1/rules/r1?format=json", globexTok, nil), 404)
 }
 
 // TestCrossSiteRefused: a page on another site that the operator opens
@@ -534,24 +558,34 @@ func TestUnknownParamsRefused(t *testing.T) {
 func TestCrossSiteRefused(t *testing.T) {
 	st, _ := dbKinds(t)[0].open(t)
 	rv := newReceiver(t)
-	e := newEnv(t, st, envOpts{})
+	e := newEnv(t, st, envOpts{tokens: matrixTokens()})
 	rule := "name: exfil\non: {entity: Order}\nactions: [{type: webhook, url: " + rv.URL + "}]\n"
-	for _, hdr := range [][]string{
-		{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
-		{"Content-Type", "text/plain;charset=UTF-8", "Sec-Fetch-Site", "same-site"},
-		{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example"},
-	} {
-		_, _, msg := must(t, e.do("POST", "/v1/rules", "", rule, hdr...), 403).errInfo(t)
-		if !strings.Contains(msg, "cross-origin request refused") {
-			t.Errorf("%v: %s", hdr, msg)
+	// A token does not open the door: a page cannot send one, and a
+	// browser that holds one (the console's) is the victim.
+	for _, tok := range []string{"", acmeTok, globexTok} {
+		for _, hdr := range [][]string{
+			{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
+			{"Content-Type", "text/plain;charset=UTF-8", "Sec-Fetch-Site", "same-site"},
+			{"Content-Type", "text/plain;charset=UTF-8", "Origin", "https://evil.example"},
+		} {
+			_, _, msg := must(t, e.do("POST", "/v1/rules", tok, rule, hdr...), 403).errInfo(t)
+			if !strings.Contains(msg, "cross-origin request refused") {
+				t.Errorf("%v: %s", hdr, msg)
+			}
+			must(t, e.do("POST", "/v1/events", tok, orderEvent("X1", ""), hdr...), 403)
 		}
-		must(t, e.do("POST", "/v1/events", "", orderEvent("X1", ""), hdr...), 403)
 	}
-	must(t, e.do("GET", "/v1/rules/exfil", "", nil), 404)
-	must(t, e.do("GET", "/v1/events/X1", "", nil), 404)
+	for _, tok := range []string{adminTok, acmeTok, globexTok} {
+		must(t, e.do("GET", "/v1/rules/exfil", tok, nil), 404)
+		must(t, e.do("GET", "/v1/events/X1", tok, nil), 404)
+	}
 	// Reads stay open to any page (they change nothing, and CORS keeps
-	// the answer from it); the console's own requests and the CLI's pass.
-	must(t, e.do("GET", "/v1/rules", "", nil, "Sec-Fetch-Site", "cross-site"), 200)
-	must(t, e.do("POST", "/v1/rules", "", rule, "Sec-Fetch-Site", "same-origin"), 201)
-	must(t, e.do("POST", "/v1/events", "", orderEvent("X2", "")), 202)
+	// the answer from it); the console's own requests and the CLI's pass,
+	// each in its own tenant.
+	must(t, e.do("GET", "/v1/rules", acmeTok, nil, "Sec-Fetch-Site", "cross-site"), 200)
+	must(t, e.do("POST", "/v1/rules", acmeTok, rule, "Sec-Fetch-Site", "same-origin", "Content-Type", "application/yaml"), 201)
+	must(t, e.do("POST", "/v1/events", acmeTok, orderEvent("X2", "")), 202)
+	must(t, e.do("GET", "/v1/rules/exfil", acmeTok, nil), 200)
+	must(t, e.do("GET", "/v1/rules/exfil", globexTok, nil), 404)
+	must(t, e.do("GET", "/v1/events/X2", globexTok, nil), 404)
 }
