@@ -28,6 +28,7 @@ func init() {
 // ruleFlags are the flags of the commands that load rules locally.
 type ruleFlags struct {
 	configFile           string
+	strictEnv            bool // validate --strict-env: the config's unset ${NAME}s are errors too
 	allowHTTP            bool
 	allowPrivateNetworks bool
 	plugins              []string
@@ -103,7 +104,17 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 		}
 	}
 	if cfgFile != "" {
-		cfg, err := config.Load(cfgFile)
+		// The rules are checked, not served: the config's unset ${NAME}s
+		// are notes, as the rules' are, unless --strict-env.
+		load := func(path string) (*config.Config, error) {
+			return config.LoadNoting(path, func(n *config.Error) {
+				env.note(&triggers.Error{File: n.File, Line: n.Line, Column: n.Column, Path: n.Key, Msg: n.Key + ": " + n.Msg})
+			})
+		}
+		if f.strictEnv {
+			load = config.Load
+		}
+		cfg, err := load(cfgFile)
 		if err != nil {
 			return nil, err
 		}
@@ -176,6 +187,7 @@ a known one is a note too (its keys are not checked).`,
 
 func runValidate(c *cobra.Command, rf *ruleFlags, strictEnv bool, paths []string) error {
 	stdout, stderr := c.OutOrStdout(), c.ErrOrStderr()
+	rf.strictEnv = strictEnv
 	env, err := rf.setup(c.Context())
 	if err != nil {
 		return err

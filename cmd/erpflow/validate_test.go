@@ -285,3 +285,53 @@ func TestValidateTimingErrors(t *testing.T) {
 		t.Errorf("--catalog: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
 	}
 }
+
+// TestValidateConfigUnsetEnv: the server config's production secrets are
+// not needed to check rules: validate, explain and schema note an unset
+// ${NAME} of the config (the value holding it is not checked further);
+// validate --strict-env, and serve, refuse it. The config's other settings
+// still apply, and its other mistakes are still errors.
+func TestValidateConfigUnsetEnv(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "plain.yaml")
+	os.WriteFile(rules, []byte("rules:\n  - name: plain\n    on: {entity: X}\n    actions: [{type: webhook, url: \"http://intranet.example/hook\"}]\n"), 0o644)
+	cfg := filepath.Join(dir, "erpflow.yaml")
+	body := "rules: [" + filepath.ToSlash(rules) + "]\n" +
+		"database: \"postgres://erpflow:${ERPFLOW_TEST_UNSET_PW}@db.internal/erpflow\"\n" +
+		"delivery: {allow_http: \"${ERPFLOW_TEST_UNSET_FLAG}\"}\n" +
+		"tokens:\n  - {name: erp, token: \"${ERPFLOW_TEST_UNSET_TOKEN}\", scopes: [events:write]}\n"
+	os.WriteFile(cfg, []byte(body), 0o644)
+
+	code, out, errOut := runCmd(t, "validate", "--config", cfg)
+	// allow_http comes from an unset variable: not set, so the http://
+	// URL is refused, as serve would refuse it if it ran.
+	if code != 1 || !strings.Contains(errOut, "rules[0].actions[0].url: http:// URLs are refused") {
+		t.Errorf("validate: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		cfg + ":2:11: note: database: ${ERPFLOW_TEST_UNSET_PW} is not set; serve will refuse it",
+		cfg + ":3:24: note: delivery.allow_http: ${ERPFLOW_TEST_UNSET_FLAG} is not set",
+		cfg + ":5:24: note: tokens[0].token: ${ERPFLOW_TEST_UNSET_TOKEN} is not set",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate: no %q in\n%s", want, errOut)
+		}
+	}
+	os.WriteFile(cfg, []byte(strings.Replace(body, "\"${ERPFLOW_TEST_UNSET_FLAG}\"", "true", 1)), 0o644)
+	if code, out, errOut := runCmd(t, "validate", "--config", cfg); code != 0 || out != rules+": 1 rule OK\n" || !strings.Contains(errOut, "note: tokens[0].token") {
+		t.Errorf("validate with allow_http: exit %d\n%s%s", code, out, errOut)
+	}
+	ev := filepath.Join(dir, "ev.json")
+	os.WriteFile(ev, []byte(`{"id":"1","entity":"X","event":"e","occurred_at":"2024-01-01T00:00:00Z"}`), 0o644)
+	if code, out, errOut := runCmd(t, "explain", "--config", cfg, ev); code != 0 || !strings.Contains(out, "POST http://intranet.example/hook") {
+		t.Errorf("explain: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, "validate", "--strict-env", "--config", cfg); code == 0 || !strings.Contains(errOut, "database: environment variable ERPFLOW_TEST_UNSET_PW is not set") {
+		t.Errorf("validate --strict-env: exit %d\n%s", code, errOut)
+	}
+	// A mistake beside an unset variable is still one.
+	os.WriteFile(cfg, []byte(body+"limits: {actions_per_rule: -1}\n"), 0o644)
+	if code, _, errOut := runCmd(t, "validate", "--config", cfg); code == 0 || !strings.Contains(errOut, "limits.actions_per_rule") {
+		t.Errorf("a mistake beside: exit %d\n%s", code, errOut)
+	}
+}

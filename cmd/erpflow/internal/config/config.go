@@ -256,13 +256,30 @@ func Load(path string) (*Config, error) {
 	return Parse(path, src, os.LookupEnv)
 }
 
+// LoadNoting is Load for commands that do not run a server (validate,
+// explain, schema): an unset ${NAME} is passed to unset as a note instead
+// of being an error, and the value holding it is not checked further, so
+// that a config whose secrets come from production's environment can be
+// used where they are not set (CI, a designer's machine).
+func LoadNoting(path string, unset func(note *Error)) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, src, os.LookupEnv, unset)
+}
+
 // Parse decodes and validates a config document. lookupEnv resolves ${NAME}
 // (nil: os.LookupEnv).
 func Parse(filename string, src []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parse(filename, src, lookupEnv, nil)
+}
+
+func parse(filename string, src []byte, lookupEnv func(string) (string, bool), unset func(*Error)) (*Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
-	d := &decoder{file: filename, expanded: map[string]string{}}
+	d := &decoder{file: filename, expanded: map[string]string{}, unset: unset, unchecked: map[*yaml.Node]bool{}}
 	d.env = func(name string) (string, bool) {
 		v, ok := lookupEnv(name)
 		if ok && len(v) >= 4 {
@@ -309,9 +326,16 @@ type decoder struct {
 	// reference: an error quoting a value shows the reference instead
 	// (a secret in the wrong key must not reach the log).
 	expanded map[string]string
+	// unset, when set, is told of an unset ${NAME} (LoadNoting); the
+	// node holding it goes to unchecked, whose errors are dropped.
+	unset     func(*Error)
+	unchecked map[*yaml.Node]bool
 }
 
 func (d *decoder) errf(n *yaml.Node, key, format string, args ...any) {
+	if d.unchecked[n] {
+		return
+	}
 	msg := fmt.Sprintf(format, args...)
 	if r := actions.ValueReplacer(d.expanded); r != nil {
 		msg = r.Replace(msg)
@@ -396,12 +420,26 @@ func (d *decoder) str(n *yaml.Node, path string) string {
 		return ""
 	}
 	out, err := expandEnv(n.Value, d.env)
+	var unset errUnset
+	if errors.As(err, &unset) && d.unset != nil {
+		d.unset(&Error{File: d.file, Line: n.Line, Column: n.Column, Key: path,
+			Msg: fmt.Sprintf("${%s} is not set; serve will refuse it", string(unset))})
+		d.unchecked[n] = true
+		// The reference itself stands in: a checked-for-empty value is
+		// not empty, and nothing of the environment is guessed.
+		return n.Value
+	}
 	if err != nil {
 		d.errf(n, path, "%v", err)
 		return ""
 	}
 	return out
 }
+
+// errUnset is expandEnv's error for an unset variable: its name.
+type errUnset string
+
+func (e errUnset) Error() string { return "environment variable " + string(e) + " is not set" }
 
 func (d *decoder) boolean(n *yaml.Node, path string) bool {
 	if isNull(n) {
@@ -921,7 +959,7 @@ func expandEnv(s string, lookup func(string) (string, bool)) (string, error) {
 			}
 			v, ok := lookup(name)
 			if !ok {
-				return "", fmt.Errorf("environment variable %s is not set", name)
+				return "", errUnset(name)
 			}
 			b.WriteString(v)
 			i += 2 + end
