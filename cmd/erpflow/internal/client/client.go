@@ -29,6 +29,10 @@ type Client struct {
 	Token string
 	// HTTP is the client used. Default: a client with a 60 s timeout.
 	HTTP *http.Client
+	// StreamIdle is how long Stream waits for a line (a message or the
+	// server's heartbeat, sent every 15 s) before it takes the connection
+	// for dead and returns ErrStreamIdle. Default 1 minute.
+	StreamIdle time.Duration
 }
 
 // APIHeader is the header every answer of an erpflow server carries: the

@@ -159,3 +159,66 @@ func TestServerPasswordNotInErrors(t *testing.T) {
 		t.Fatalf("Shown: %s", got)
 	}
 }
+
+// sseServer answers a stream with lines, spaced by gap, then holds the
+// connection open without a byte more until the test ends (a connection
+// that died silently), or closes it when hold is false.
+func sseServer(t *testing.T, lines []string, gap time.Duration, hold bool) string {
+	t.Helper()
+	done := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(client.APIHeader, "1")
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		for _, l := range lines {
+			select {
+			case <-time.After(gap):
+			case <-done:
+				return
+			}
+			w.Write([]byte(l))
+			w.(http.Flusher).Flush()
+		}
+		if hold {
+			select {
+			case <-done:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(func() { close(done); hs.Close() })
+	return hs.URL
+}
+
+// TestStreamIdle: a stream that sends nothing, not even the heartbeat,
+// for StreamIdle ends with ErrStreamIdle (deliveries tail reconnects);
+// messages before it arrive, and heartbeats keep a quiet stream open.
+func TestStreamIdle(t *testing.T) {
+	url := sseServer(t, []string{"id: 7\nevent: attempt\ndata: {}\n\n"}, 0, true)
+	c := &client.Client{Server: url, StreamIdle: 200 * time.Millisecond}
+	var got []string
+	err := c.Stream(context.Background(), "/v1/deliveries:stream", nil, "", nil, func(m client.Message) error {
+		got = append(got, m.ID)
+		return nil
+	})
+	if !errors.Is(err, client.ErrStreamIdle) || len(got) != 1 || got[0] != "7" {
+		t.Fatalf("dead connection: %v, messages %v", err, got)
+	}
+
+	// Heartbeats for three times StreamIdle, then a message and the end.
+	beats := make([]string, 30)
+	for i := range beats {
+		beats[i] = ": heartbeat\n\n"
+	}
+	url = sseServer(t, append(beats, "id: 8\nevent: attempt\ndata: {}\n\n"), 30*time.Millisecond, false)
+	c = &client.Client{Server: url, StreamIdle: 300 * time.Millisecond}
+	got = nil
+	err = c.Stream(context.Background(), "/v1/deliveries:stream", nil, "", nil, func(m client.Message) error {
+		got = append(got, m.ID)
+		return nil
+	})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("quiet stream with heartbeats: %v, messages %v", err, got)
+	}
+}

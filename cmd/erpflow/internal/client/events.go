@@ -2,7 +2,9 @@ package client
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -87,8 +89,20 @@ func (c *Client) Stream(ctx context.Context, path string, query url.Values, last
 	if hc == nil {
 		hc = &http.Client{}
 	}
+	// A connection that died silently (a dropped NAT entry, a host gone)
+	// sends nothing, not even the heartbeat: without a deadline the read
+	// would wait for ever. Each line read puts it off.
+	idle := cmp.Or(c.StreamIdle, time.Minute)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	quiet := time.AfterFunc(idle, func() { cancel(fmt.Errorf("%w: nothing for %s", ErrStreamIdle, idle)) })
+	defer quiet.Stop()
+	req = req.WithContext(ctx)
 	resp, err := hc.Do(req)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), ErrStreamIdle) {
+			err = context.Cause(ctx)
+		}
 		return fmt.Errorf("calling the erpflow server at %s: %w", base, err)
 	}
 	defer resp.Body.Close()
@@ -107,6 +121,7 @@ func (c *Client) Stream(ctx context.Context, path string, query url.Values, last
 	var m Message
 	var data []string
 	for sc.Scan() {
+		quiet.Reset(idle)
 		line := sc.Text()
 		if line == "" {
 			if len(data) > 0 {
@@ -135,7 +150,11 @@ func (c *Client) Stream(ctx context.Context, path string, query url.Values, last
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return context.Cause(ctx)
 	}
 	return sc.Err()
 }
+
+// ErrStreamIdle: Stream received nothing, not even a heartbeat, for
+// Client.StreamIdle; the connection is taken for dead (reconnect).
+var ErrStreamIdle = errors.New("the event stream went quiet")
