@@ -109,6 +109,12 @@ type Outcome struct {
 	// try with request and response). It is stored with the attempt and
 	// shown in the delivery log, so it must not contain secrets.
 	Detail json.RawMessage
+	// BeforeSend marks a failure that ended the attempt before anything
+	// was sent to the destination (its OAuth2 token could not be had, its
+	// event is gone): it says nothing of the destination, so the circuit
+	// breaker neither counts it nor takes it for a recovery. Default
+	// false: a failure is the destination's.
+	BeforeSend bool
 }
 
 // Request is one delivery to run.

@@ -633,6 +633,14 @@ func (d *destinations) observe(dest string, c *Completion, now time.Time) {
 	if probe {
 		in.probeID = ""
 	}
+	if c.beforeSend {
+		// Nothing reached the destination (a rule's identity provider
+		// refused its token): that is neither a failure of the
+		// destination, which other tenants' rules share, nor a sign that
+		// it is back. A probe of a paused one is taken again later.
+		d.mu.Unlock()
+		return
+	}
 	if !breakerFailure(c) {
 		in.failures = 0
 		resume := in.paused && probe

@@ -140,6 +140,9 @@ type Completion struct {
 	// retryAfter is the receiver's Retry-After (0: none), for the
 	// destination's slow-down; not stored.
 	retryAfter time.Duration
+	// beforeSend: the attempt failed before reaching the destination
+	// (actions.Outcome.BeforeSend); the breaker ignores it. Not stored.
+	beforeSend bool
 }
 
 // DeliveryFilter selects deliveries. Zero fields do not filter.

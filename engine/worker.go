@@ -787,10 +787,10 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 			"delivery", d.ID, "rule", d.Rule, "reason", why)
 		return Completion{}, attemptEnd{unavailable: true, after: staleRulesRetry}
 	case cfg == nil && stale:
-		o = actions.Outcome{Status: actions.Retryable, RetryAfter: staleRulesRetry,
+		o = actions.Outcome{Status: actions.Retryable, RetryAfter: staleRulesRetry, BeforeSend: true,
 			Error: why + " in this process's rules, which are older than the delivery, a minute after it was created"}
 	case cfg == nil:
-		o = actions.Outcome{Status: actions.Permanent, Error: why}
+		o = actions.Outcome{Status: actions.Permanent, Error: why, BeforeSend: true}
 	default:
 		// The action's own timeout bounds the attempt, not the lease: the
 		// runner renews the lease while the attempt runs (lease.go).
@@ -804,7 +804,7 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 			req.Event, loadErr = e.loadEvent(ctx, d)
 		}
 		if loadErr != nil {
-			o = actions.Outcome{Status: actions.Retryable, Error: "load event: " + loadErr.Error()}
+			o = actions.Outcome{Status: actions.Retryable, Error: "load event: " + loadErr.Error(), BeforeSend: true}
 		} else {
 			// The attempt continues the emit's trace (Delivery.Trace),
 			// however much later and in whichever process it runs.
@@ -849,7 +849,8 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 			d.Entity + " runs now; a replay runs this one outside the order)")
 		o.Error = a.Error
 	}
-	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt, OrderKey: d.OrderKey, retryAfter: o.RetryAfter}
+	c = Completion{ID: d.ID, Owner: e.cfg.Owner, Attempt: a, State: next, RunAt: runAt, OrderKey: d.OrderKey, retryAfter: o.RetryAfter,
+		beforeSend: o.BeforeSend && o.Status != actions.Succeeded}
 	if next == StateDead && !d.Internal {
 		rec := e.deadRecord(d, d.Attempts, o.Code, o.Error)
 		c.Raise = &rec

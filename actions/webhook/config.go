@@ -140,17 +140,17 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	var p Payload
 	rawBody, err := decodePayload(req.Payload, &p)
 	if err != nil {
-		return actions.Outcome{Status: actions.Permanent, Error: "webhook: stored payload is not valid: " + err.Error()}
+		return actions.Outcome{Status: actions.Permanent, BeforeSend: true, Error: "webhook: stored payload is not valid: " + err.Error()}
 	}
 	if !c.sameOrigin(req.Payload, p.URL) {
-		return actions.Outcome{Status: actions.Permanent, Error: fmt.Sprintf(
+		return actions.Outcome{Status: actions.Permanent, BeforeSend: true, Error: fmt.Sprintf(
 			"webhook: the rule's URL changed to another origin (%s) since this delivery was created for %s; nothing was sent, its secrets go to the new URL only: a new event goes there",
 			c.dest, destinationOf(originOf(p.URL)))}
 	}
 	ev := req.Event
 	if ev == nil {
 		if c.needsEvent {
-			return actions.Outcome{Status: actions.Permanent, Error: "webhook: the event is not available (no longer stored?) and this rule renders its secret query values or headers from it when sending"}
+			return actions.Outcome{Status: actions.Permanent, BeforeSend: true, Error: "webhook: the event is not available (no longer stored?) and this rule renders its secret query values or headers from it when sending"}
 		}
 		ev = &noEvent // the secret parts are constant
 	}
@@ -204,7 +204,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 			msg := "webhook: " + secrets.scrub(err.Error())
 			rec := &Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor,
 				secrets: secrets, Error: msg, DurationMS: ms(time.Since(start))}
-			return c.outcome(actions.Outcome{Status: actions.Retryable, Error: msg}, rec, &tryRecorder{})
+			return c.outcome(actions.Outcome{Status: actions.Retryable, BeforeSend: true, Error: msg}, rec, &tryRecorder{})
 		}
 		set("Authorization", "Bearer "+token)
 		secrets = secrets.addAuth("Bearer " + token)

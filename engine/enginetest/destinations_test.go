@@ -798,3 +798,68 @@ func TestStoredPauseWithoutBreaker(t *testing.T) {
 		}
 	})
 }
+
+// TestBreakerIgnoresFailuresBeforeSend: attempts that fail before
+// anything reaches the destination (here a tenant's rule whose identity
+// provider refuses its OAuth2 token) neither pause the destination, which
+// another tenant's rule shares, nor count toward it: only the receiver's
+// own answers do.
+func TestBreakerIgnoresFailuresBeforeSend(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newDestReceiver(t)
+		rv.up.Store(true)
+		var tokenCalls atomic.Int32
+		idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tokenCalls.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			w.Write([]byte(`{"error":"invalid_client"}`))
+		}))
+		t.Cleanup(idp.Close)
+		rules := parseRules(t, fmt.Sprintf(`
+rules:
+  - name: acme-oauth
+    tenants: [acme]
+    on: {entity: SalesOrder}
+    retry: none
+    actions:
+      - type: webhook
+        url: "%[1]s/acme/{entity_id}"
+        auth: {oauth2: {token_url: "%[2]s/token", client_id: acme, client_secret: wrong-secret-123}}
+  - name: globex-plain
+    tenants: [globex]
+    on: {entity: SalesOrder}
+    retry: none
+    actions: [{type: webhook, url: "%[1]s/globex/{entity_id}"}]
+`, rv.url, idp.URL))
+		e := newEngine(t, st, rules, engine.Config{
+			Breaker: &engine.CircuitBreaker{Failures: 3, ProbeMin: time.Hour, ProbeMax: time.Hour}})
+		ctx := context.Background()
+		for i := range 6 {
+			if _, err := e.Emit(ctx, order(fmt.Sprint("a", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "acme's six deliveries dead", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "acme-oauth", States: []engine.State{engine.StateDead}})) == 6
+		})
+		if tokenCalls.Load() == 0 {
+			t.Fatal("the identity provider was never asked (concurrent attempts share one request)")
+		}
+		if ds, err := e.Destinations(ctx); err != nil || len(ds) > 0 && (ds[0].State != engine.DestinationActive || ds[0].Failures != 0) {
+			t.Fatalf("destinations after the token failures: %+v, %v", ds, err)
+		}
+		ev := order("g1")
+		ev.Tenant = "globex"
+		if _, err := e.Emit(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "globex's delivery", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{Rule: "globex-plain", States: []engine.State{engine.StateSucceeded}})) == 1
+		})
+		if rv.count("acme") != 0 || rv.count("globex") != 1 {
+			t.Fatalf("receiver hits: acme %d, globex %d", rv.count("acme"), rv.count("globex"))
+		}
+	})
+}
