@@ -230,7 +230,7 @@ func (f *Factory) Decode(node *yaml.Node) (actions.Config, error) {
 	c.finishSecrets()
 	c.client = f.clientFor(ts)
 	if c.oauth != nil {
-		c.tokens = f.tokenCacheFor(c.oauth, c.client, ts.key)
+		c.tokens = f.tokenCacheFor(c.oauth, f.clientFor(f.forTokens(ts)), ts.key)
 	}
 	return c, nil
 }

@@ -103,6 +103,7 @@ func (d *decoder) decodeTLS(caNode, tlsNode *yaml.Node) *tlsSettings {
 				d.errf(caNode, caPath, "%s holds no PEM certificate", caNode.Value)
 			}
 			caPEM = b
+			ts.caPEM = b
 		}
 	}
 	certNode, hasCert := fields["client_cert"]
@@ -206,7 +207,8 @@ func (d *decoder) decodeOAuth2(c *config, v *yaml.Node) {
 	}
 	c.oauth = s
 	c.authMasked = "Bearer " + masked
-	c.known = c.known.add(s.clientSecret)
+	// An identity provider quoting the request quotes it form-encoded.
+	c.known = c.known.add(s.clientSecret).add(url.QueryEscape(s.clientSecret))
 }
 
 // tokenURLProblem says what is wrong with a token_url, or "": the rules

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/erpflow/erpflow/actions"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 )
@@ -141,12 +142,14 @@ func tokenErrorText(err error) string {
 			msg = "HTTP " + re.Response.Status
 		}
 		if re.ErrorCode != "" {
-			msg += ": " + re.ErrorCode
+			msg += ": " + actions.ClipText(re.ErrorCode, 128)
 			if re.ErrorDescription != "" {
-				msg += " (" + re.ErrorDescription + ")"
+				msg += " (" + actions.ClipText(re.ErrorDescription, 512) + ")"
 			}
 		}
-		return msg
+		// The provider writes it, and every attempt, the delivery and the
+		// destination keep it.
+		return actions.ClipText(msg, 1024)
 	}
 	return redactText(errorText(err))
 }

@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
@@ -381,4 +382,64 @@ func TestOAuth2DecodeErrors(t *testing.T) {
 	}
 	allowed := webhook.New(webhook.Options{AllowHTTP: true})
 	mustDecode(t, allowed, u+"auth: {oauth2: {token_url: http://idp.example/token, client_id: c, client_secret: s, scopes: \"a b\"}}")
+}
+
+// TestOAuth2TokenRequestsIgnoreServerName: a receiver behind a private CA
+// reached under another name (tls.server_name, ca_file) with a public
+// identity provider: the token request verifies the provider by its own
+// name, against the default roots plus the ca_file; server_name and the
+// ca_file alone are the receiver's.
+func TestOAuth2TokenRequestsIgnoreServerName(t *testing.T) {
+	s := newIDP(t) // the "public" provider: its CA is in Options.RootCAs
+	ca := newCA(t, "corp CA")
+	certPEM, keyPEM := ca.issue(t, "gateway", "gateway.corp.test")
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen atomic.Value
+	gw := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	gw.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	gw.StartTLS()
+	t.Cleanup(gw.Close)
+	caFile := writeFile(t, t.TempDir(), "ca.pem", ca.pem)
+
+	f := oauthFactory(t, s, nil)
+	cfg := mustDecode(t, f, "url: "+gw.URL+"/hook\ntls: {server_name: gateway.corp.test, ca_file: "+caFile+"}\n"+
+		"auth: {oauth2: {token_url: "+s.URL+"/token, client_id: "+clientID+", client_secret: "+clientSecret+"}}")
+	_, out := deliver(t, cfg, salesOrder(t), "d1")
+	if out.Status != actions.Succeeded {
+		t.Fatalf("%+v", out)
+	}
+	if got, _ := seen.Load().(string); !strings.HasPrefix(got, "Bearer at-") || s.tokenRequests.Load() != 1 {
+		t.Fatalf("the gateway saw %q after %d token requests", got, s.tokenRequests.Load())
+	}
+}
+
+// TestOAuth2ProviderTextBounded: what an identity provider writes in its
+// refusal reaches the error (every attempt, the delivery, the destination)
+// clipped, and without the client secret, even form-encoded.
+func TestOAuth2ProviderTextBounded(t *testing.T) {
+	const secret = "cs+/Vq=93 mZ7&Tx"
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		desc := "client_secret=" + url.QueryEscape(secret) + " " + strings.Repeat("x", 100<<10)
+		json.NewEncoder(w).Encode(map[string]string{"error": "invalid_client", "error_description": desc})
+	}))
+	t.Cleanup(s.Close)
+	f := testFactory(t, nil, func(o *webhook.Options) { o.RootCAs = newPool(s.Certificate()) })
+	cfg := mustDecode(t, f, "url: "+s.URL+"/hook\nauth: {oauth2: {token_url: "+s.URL+"/token, client_id: c, client_secret: \""+secret+"\", auth_style: params}}")
+	_, out := deliver(t, cfg, salesOrder(t), "d1")
+	if out.Status != actions.Retryable || !strings.Contains(out.Error, "invalid_client (client_secret=****") || len(out.Error) > 1200 {
+		t.Fatalf("%d bytes: %.300s", len(out.Error), out.Error)
+	}
+	noSecrets(t, out, secret)
+	noSecrets(t, out, url.QueryEscape(secret))
+	if len(out.Detail) > 4<<10 {
+		t.Fatalf("the record holds %d bytes", len(out.Detail))
+	}
 }

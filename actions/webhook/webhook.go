@@ -164,9 +164,34 @@ type client struct {
 // default (Options.RootCAs, no client certificate, the URL's host name).
 type tlsSettings struct {
 	pool       *x509.CertPool    // nil: Options.RootCAs
+	caPEM      []byte            // the ca_file's contents behind pool
 	certs      []tls.Certificate // client certificate for mutual TLS
 	serverName string            // SNI and verified name; "": the URL's host
 	key        [32]byte          // hash of the files' contents and serverName; zero: default
+}
+
+// forTokens returns the TLS settings of an action's OAuth2 token
+// requests: its client certificate, the default roots plus its ca_file
+// (an identity provider is often public while the receiver has a private
+// CA, or on the same private CA), and never its server_name, which names
+// the receiver.
+func (f *Factory) forTokens(ts *tlsSettings) *tlsSettings {
+	if ts.pool == nil && ts.serverName == "" {
+		return ts
+	}
+	out := &tlsSettings{certs: ts.certs}
+	if ts.pool != nil {
+		if f.opts.RootCAs != nil {
+			out.pool = f.opts.RootCAs.Clone()
+		} else if sys, err := x509.SystemCertPool(); err == nil {
+			out.pool = sys
+		} else {
+			out.pool = x509.NewCertPool()
+		}
+		out.pool.AppendCertsFromPEM(ts.caPEM)
+	}
+	out.key = sha256.Sum256(append(append([]byte("oauth2 token requests\x00"), ts.key[:]...), ts.caPEM...))
+	return out
 }
 
 // clientFor returns the shared client for a TLS configuration: actions
