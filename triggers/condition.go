@@ -243,11 +243,26 @@ func (p *patcher) Visit(node *ast.Node) {
 		}
 		p.need |= needData | needPrevious
 		ast.Patch(node, repl)
+	case *ast.SliceNode:
+		// expr's error for a bound that is no number quotes it whole.
+		for _, b := range []*ast.Node{&n.From, &n.To} {
+			if *b != nil && !isLiteral(*b) {
+				*b = call(keyFunc, *b)
+				p.guarded = true
+			}
+		}
 	case *ast.MemberNode:
 		if n.Method {
 			return
 		}
 		if _, ok := n.Property.(*ast.StringNode); !ok {
+			if !isLiteral(n.Property) {
+				// A computed index: expr's error for a missing or wrong
+				// one quotes the index whole (a shared nested list
+				// prints as billions of elements).
+				n.Property = call(keyFunc, n.Property)
+				p.guarded = true
+			}
 			return
 		}
 		if t := n.Node.Type(); t != nil && t.Kind() != reflect.Map && t.Kind() != reflect.Interface {
@@ -411,7 +426,7 @@ func friendlyExprMessage(msg string) string {
 	return msg
 }
 
-var hiddenNames = strings.NewReplacer(tickedFunc, "builtin", topFunc, "builtin", shortFunc, "builtin",
+var hiddenNames = strings.NewReplacer(tickedFunc, "builtin", topFunc, "builtin", pairsFunc, "builtin", keyFunc, "index", shortFunc, "builtin",
 	measureFuncs[measureElems], "builtin", measureFuncs[measureText], "builtin", measureFuncs[measureJSON], "builtin",
 	measureFuncs[measureWalk], "builtin", getFunc, "member access", changedFunc, "changed", prevFunc, "previous value",
 	curFunc, "field", hasFunc, "has", eqFunc, "comparison", tickAlloc, "predicate", tickFunc, "predicate", addFunc, "+", matchesFunc, "matches",

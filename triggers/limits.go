@@ -110,6 +110,7 @@ const (
 	equalFunc   = "__equal"     // (a, b) bool: == of values that may be collections
 	chargedFunc = "__charged"   // (v) any: counts what a builtin built
 	tickedFunc  = "__ticked"    // (v) any: looks at the clock after a builtin measured beforehand
+	keyFunc     = "__key"       // (v) any: v, unless a list or map used as an index, slice bound or pair
 )
 
 // measuredBuiltins walk or copy the whole of their first arguments, as the
@@ -123,14 +124,17 @@ var measuredBuiltins = map[string]string{
 	"sum": measureFuncs[measureWalk], "count": measureFuncs[measureWalk],
 	// shallow copies: their arguments' lengths
 	"concat": topFunc, "sort": topFunc, "reverse": topFunc, "keys": topFunc, "values": topFunc,
-	"toPairs": topFunc, "fromPairs": topFunc,
+	"toPairs": topFunc, "fromPairs": pairsFunc,
 }
 
 // Guard functions that measure a builtin's argument: (v) any, v itself.
 var measureFuncs = [...]string{measureElems: "__measureElems", measureText: "__measureText", measureJSON: "__measureJSON",
 	measureWalk: "__measureWalk"}
 
-const topFunc = "__top" // counts elemBytes per element of a collection (not deeper)
+const (
+	topFunc   = "__top"   // counts elemBytes per element of a collection (not deeper)
+	pairsFunc = "__pairs" // topFunc for fromPairs, which must not quote a wrong pair
+)
 
 // parsingBuiltins parse their string arguments, and fail on a long one
 // with an error that quotes it, once per layout tried (a 1 MiB string made
@@ -185,6 +189,8 @@ func guardCompileEnv(env map[string]any) {
 	env[chargedFunc] = func(any) any { panic(notBound) }
 	env[tickedFunc] = func(any) any { panic(notBound) }
 	env[shortFunc] = func(any) any { panic(notBound) }
+	env[keyFunc] = func(any) any { panic(notBound) }
+	env[pairsFunc] = func(any) any { panic(notBound) }
 	env[topFunc] = func(any) any { panic(notBound) }
 	for _, name := range measureFuncs {
 		env[name] = func(any) any { panic(notBound) }
@@ -299,6 +305,27 @@ func (st *evalState) bindGuards(env map[string]any) {
 	env[shortFunc] = func(v any) any {
 		if s, ok := v.(string); ok && len(s) > maxParsedString {
 			panic(fmt.Sprintf("a string of %d bytes cannot be a date, duration, time zone or number (at most %d)", len(s), maxParsedString))
+		}
+		return v
+	}
+	env[keyFunc] = func(v any) any {
+		if isCollection(v) {
+			panic("a list or map cannot be an index or a slice bound")
+		}
+		return v
+	}
+	env[pairsFunc] = func(v any) any {
+		// expr's errors for a wrong pair quote it whole.
+		if l, ok := v.([]any); ok {
+			for _, pair := range l {
+				if p, ok := pair.([]any); !ok || len(p) != 2 || isCollection(p[0]) {
+					panic("fromPairs takes a list of [key, value] pairs whose keys are strings or numbers")
+				}
+			}
+		}
+		g.checkTime()
+		if isCollection(v) {
+			g.charge(sizeOf(v))
 		}
 		return v
 	}

@@ -72,6 +72,10 @@ func (p *patcher) builtin(node *ast.Node, n *ast.BuiltinNode) {
 			p.guarded = true
 		}
 	}
+	if n.Name == "get" && len(n.Arguments) == 2 && !isLiteral(n.Arguments[1]) {
+		n.Arguments[1] = call(keyFunc, n.Arguments[1])
+		p.guarded = true
+	}
 	if parsingBuiltins[n.Name] {
 		for i, a := range n.Arguments {
 			n.Arguments[i] = call(shortFunc, a)

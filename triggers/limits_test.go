@@ -256,3 +256,46 @@ func TestIndentedSize(t *testing.T) {
 		}
 	}
 }
+
+// TestConditionErrorsDoNotQuoteCollections: expr's errors for a wrong
+// index, slice bound or pair quote the value whole; a list nested by
+// sharing (8^10 elements from 80 built) would print for minutes into
+// gigabytes. Such values are refused before expr sees them, with a short
+// error, and the rule's evaluation ends at once.
+func TestConditionErrorsDoNotQuoteCollections(t *testing.T) {
+	const nest = `let a=[id,id,id,id,id,id,id,id]; let b=[a,a,a,a,a,a,a,a]; let c=[b,b,b,b,b,b,b,b]; ` +
+		`let d=[c,c,c,c,c,c,c,c]; let e=[d,d,d,d,d,d,d,d]; let f=[e,e,e,e,e,e,e,e]; ` +
+		`let g=[f,f,f,f,f,f,f,f]; let h=[g,g,g,g,g,g,g,g]; let k=[h,h,h,h,h,h,h,h]; let j=[k,k,k,k,k,k,k,k]; `
+	for _, c := range []struct{ cond, want string }{
+		{nest + `data.nope[j] == 1`, "cannot be an index"},
+		{nest + `data.list[j] == 1`, "cannot be an index"},
+		{nest + `len(data.list[j:2]) > 0`, "cannot be an index or a slice bound"},
+		{nest + `get(data.nope, j) == 1`, "cannot be an index"},
+		{nest + `len(fromPairs([j])) > 0`, "fromPairs takes a list of [key, value] pairs"},
+		{nest + `len(fromPairs([[j, 1]])) > 0`, "fromPairs takes a list of [key, value] pairs"},
+	} {
+		t.Run(c.cond[len(nest):], func(t *testing.T) {
+			clock := &fakeClock{t: time.Unix(0, 0)}
+			ls := newLimitSet(t, c.cond, ConditionLimits{now: clock.now})
+			ev := event("X", "e", map[string]any{"list": []any{"a", "b"}}, nil)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			if got := names(ls.Match(ev, nil)); got != "other" {
+				t.Errorf("matched %q, want only other", got)
+			}
+			runtime.ReadMemStats(&after)
+			if len(ls.errs) != 1 || !strings.Contains(ls.errs[0].Error(), c.want) || len(ls.errs[0].Error()) > 1000 {
+				t.Fatalf("errors %v, want one naming %q", ls.errs, c.want)
+			}
+			if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+				t.Errorf("allocated %d MiB", d>>20)
+			}
+		})
+	}
+	// Indexes and bounds that are no collections work as before.
+	ls := newLimitSet(t, `let i = 1; data.list[i] == "b" && get(data.m, data.k) == 2 && len(data.list[0:i]) == 1 && fromPairs([[data.k, 1]])[data.k] == 1`, ConditionLimits{})
+	if got := names(ls.Match(event("X", "e", map[string]any{"list": []any{"a", "b"}, "m": map[string]any{"q": 2}, "k": "q"}, nil), nil)); got != "c,other" || len(ls.errs) > 0 {
+		t.Fatalf("matched %q, errors %v", got, ls.errs)
+	}
+}
