@@ -327,7 +327,7 @@ func (e *Engine) fire(ctx context.Context, t *Timer, now time.Time) (TimerEnd, b
 			e.log.Warn("erpflow: loading a timer's event failed; it fires once the store answers", "timer", t.ID, "err", err)
 			return end, false
 		}
-		if until := rs.set.CoolingUntil(r); !until.IsZero() {
+		if until := rs.set.CoolingUntil(r, t.Tenant); !until.IsZero() {
 			// Its condition is not evaluated now (it hit a limit): look
 			// again once it is.
 			end.State, end.FireAt, end.Reason = TimerPending, until, ""

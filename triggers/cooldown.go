@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -39,10 +40,12 @@ func (e *CooldownError) Error() string {
 
 func (e *CooldownError) Unwrap() error { return e.Cause }
 
-// cooling is the cool-down state of one rule of a Set: the error of its
-// skipped evaluations while it cools down, nil when it does not.
+// cooling is the cool-down state of one rule of a Set, per tenant: the
+// error of the tenant's skipped evaluations while the rule cools down for
+// it, none when it does not. Per tenant, so that one tenant's costly
+// events cannot switch a rule for all tenants off for the others.
 type cooling struct {
-	skip atomic.Pointer[CooldownError]
+	skip sync.Map // tenant → *CooldownError
 }
 
 // initCooldowns gives every rule with a condition its cool-down state,
@@ -90,53 +93,54 @@ func cooldownKey(r *Rule) string {
 }
 
 // coolingDown returns the error of r's skipped evaluations while r cools
-// down, else nil.
-func (s *Set) coolingDown(r *Rule) *CooldownError {
+// down for tenant, else nil.
+func (s *Set) coolingDown(r *Rule, tenant string) *CooldownError {
 	c := s.cool[r]
 	if c == nil {
 		return nil
 	}
-	ce := c.skip.Load()
-	if ce == nil {
+	v, ok := c.skip.Load(tenant)
+	if !ok {
 		return nil
 	}
+	ce := v.(*CooldownError)
 	if s.limits.now().Before(ce.Until) {
 		return ce
 	}
-	c.skip.CompareAndSwap(ce, nil) // over: evaluated again
+	c.skip.CompareAndDelete(tenant, ce) // over: evaluated again
 	return nil
 }
 
-// evalFailed is the error to report for r's failed evaluation: a
-// *CooldownError when a limit stopped it and it began a cool-down, else
-// err.
-func (s *Set) evalFailed(r *Rule, err error) error {
+// evalFailed is the error to report for r's failed evaluation for
+// tenant: a *CooldownError when a limit stopped it and it began a
+// cool-down, else err.
+func (s *Set) evalFailed(r *Rule, tenant string, err error) error {
 	c := s.cool[r]
 	var le *LimitError
 	if c == nil || !errors.As(err, &le) {
 		return err
 	}
 	now := s.limits.now()
-	old := c.skip.Load()
-	if old != nil && now.Before(old.Until) {
-		return err // another evaluation began the cool-down meanwhile
-	}
 	skip := &CooldownError{Until: now.Add(s.limits.Cooldown), Cause: err, Skipped: true}
-	if !c.skip.CompareAndSwap(old, skip) {
+	if v, ok := c.skip.Load(tenant); ok {
+		if old := v.(*CooldownError); now.Before(old.Until) || !c.skip.CompareAndSwap(tenant, old, skip) {
+			return err // another evaluation began the cool-down meanwhile
+		}
+	} else if _, loaded := c.skip.LoadOrStore(tenant, skip); loaded {
 		return err
 	}
 	s.cooled.Store(true)
 	return &CooldownError{Until: skip.Until, Cause: err}
 }
 
-// CoolingUntil returns when r's cool-down ends, zero when r is not
-// cooling down: a timer due meanwhile waits for it rather than judging
-// the rule by a condition that is not evaluated.
-func (s *Set) CoolingUntil(r *Rule) time.Time {
+// CoolingUntil returns when r's cool-down for tenant ends, zero when r is
+// not cooling down for it: a timer due meanwhile waits for it rather than
+// judging the rule by a condition that is not evaluated.
+func (s *Set) CoolingUntil(r *Rule, tenant string) time.Time {
 	if !s.cooled.Load() {
 		return time.Time{}
 	}
-	if ce := s.coolingDown(r); ce != nil {
+	if ce := s.coolingDown(r, tenant); ce != nil {
 		return ce.Until
 	}
 	return time.Time{}

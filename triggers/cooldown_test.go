@@ -282,3 +282,50 @@ func TestReloadDoesNotKeepPrevious(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+// TestCooldownPerTenant: a rule for all tenants that one tenant's costly
+// events stopped cools down for that tenant only: the others' events are
+// evaluated and match as before (one tenant could otherwise switch the
+// rule off for everybody, every minute), and so is Explain.
+func TestCooldownPerTenant(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ls := newLimitSet(t, costly, ConditionLimits{now: clock.now})
+	big := event("X", "e", costlyEvent(2_000_000), nil)
+	big.Tenant = "mallory"
+	if got := names(ls.Match(big, nil)); got != "other" {
+		t.Fatalf("matched %q", got)
+	}
+	ls.takeErrs()
+	// mallory's next event, even a cheap one, is skipped…
+	cheap := event("X", "e", costlyEvent(3), nil)
+	cheap.Tenant = "mallory"
+	if got := names(ls.Match(cheap, nil)); got != "other" {
+		t.Fatalf("mallory's cheap event matched %q during its cool-down", got)
+	}
+	var ce *CooldownError
+	if errs := ls.takeErrs(); len(errs) != 1 || !errors.As(errs[0], &ce) || !ce.Skipped {
+		t.Fatalf("errors %v, want one skipped evaluation", errs)
+	}
+	// …while acme's is evaluated and matches.
+	other := event("X", "e", costlyEvent(3), nil)
+	if got := names(ls.Match(other, nil)); got != "c,other" {
+		t.Fatalf("acme's event matched %q during mallory's cool-down", got)
+	}
+	if errs := ls.takeErrs(); len(errs) != 0 {
+		t.Fatalf("acme's errors %v", errs)
+	}
+	for _, x := range ls.Explain(other) {
+		if x.Rule.Name == "c" && !x.Matched {
+			t.Errorf("explain for acme: %q", x.Reason)
+		}
+	}
+	var r *Rule
+	for _, x := range ls.Explain(other) {
+		if x.Rule.Name == "c" {
+			r = x.Rule
+		}
+	}
+	if !ls.CoolingUntil(r, "acme").IsZero() || ls.CoolingUntil(r, "mallory").IsZero() {
+		t.Errorf("CoolingUntil: acme %v, mallory %v", ls.CoolingUntil(r, "acme"), ls.CoolingUntil(r, "mallory"))
+	}
+}

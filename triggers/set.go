@@ -310,7 +310,7 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 		}
 		if r.cond != nil {
 			if cooled {
-				if ce := s.coolingDown(r); ce != nil {
+				if ce := s.coolingDown(r, ev.Tenant); ce != nil {
 					s.evalError(r, ce)
 					continue
 				}
@@ -320,7 +320,7 @@ func (s *Set) Match(ev *templates.Event, dst []*Rule) []*Rule {
 			}
 			ok, err := r.cond.eval(st)
 			if err != nil {
-				s.evalError(r, s.evalFailed(r, err))
+				s.evalError(r, s.evalFailed(r, ev.Tenant, err))
 				continue
 			}
 			if !ok {
@@ -358,7 +358,7 @@ func (s *Set) Explain(ev *templates.Event) []Explanation {
 func (s *Set) ExplainRule(ev *templates.Event, r *Rule) Explanation {
 	var ce *CooldownError
 	if s.cooled.Load() {
-		ce = s.coolingDown(r)
+		ce = s.coolingDown(r, ev.Tenant)
 	}
 	return r.explain(ev, s.limits, ce)
 }

@@ -327,7 +327,7 @@ func (s *Set) Holds(r *Rule, ev *templates.Event) (ok bool, reason string) {
 	var x Explanation
 	var ce *CooldownError
 	if s.cooled.Load() {
-		ce = s.coolingDown(r)
+		ce = s.coolingDown(r, ev.Tenant)
 	}
 	r.checkCondition(ev, s.limits, ce, &x)
 	if x.Part == "" {
