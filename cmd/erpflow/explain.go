@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/cmd/erpflow/internal/client"
 	"github.com/erpflow/erpflow/engine/explain"
 	"github.com/erpflow/erpflow/templates"
@@ -153,11 +154,22 @@ func explainFiles(c *cobra.Command, rf *ruleFlags, rulePaths []string, only, inp
 // standIns are the values explain gives unset ${NAME} references: each a
 // valid signing secret (whsec_ and 32 letters and digits, which are
 // base64 of 24 bytes) that needs no escaping in a URL or JSON, so that
-// the rendered request can show ${NAME} where it went.
+// the rendered request can show ${NAME} where it went. The values of set
+// variables are recorded too, and shown as ${NAME} alike, as the server's
+// explain does: a Slack URL's path or a token in a header not named like
+// one must not reach a terminal or a CI log.
 type standIns map[string]string // value → name
+
+// minEnvShown is the shortest set value shown as ${NAME}: shorter ones (a
+// port, "true") are no secret and would mask unrelated text (the
+// server's explain uses the same bound).
+const minEnvShown = 6
 
 func (s standIns) lookup(name string) (string, bool) {
 	if v, ok := os.LookupEnv(name); ok {
+		if len(v) >= minEnvShown {
+			s[v] = name
+		}
 		return v, true
 	}
 	sum := sha256.Sum256([]byte("erpflow explain stand-in " + name))
@@ -168,11 +180,13 @@ func (s standIns) lookup(name string) (string, bool) {
 
 // unmask shows each stand-in in res as ${NAME}.
 func (s standIns) unmask(res *explain.Result) {
-	var pairs []string
+	shown := make(map[string]string, len(s))
 	for v, name := range s {
-		pairs = append(pairs, v, "${"+name+"}")
+		shown[v] = "${" + name + "}"
 	}
-	res.Replace(strings.NewReplacer(pairs...))
+	if r := actions.ValueReplacer(shown); r != nil {
+		res.Replace(r)
+	}
 }
 
 // explainOnServer has the server explain the event in the file input.

@@ -344,3 +344,40 @@ actions:
 		t.Errorf("validate --strict-env: exit %d\n%s", code, errb)
 	}
 }
+
+// TestExplainFilesHidesSetVariables: explain on rule files shows the
+// values of set ${NAME} references as ${NAME}, as the server's explain
+// does, in text and JSON: a URL path or a header not named like a secret
+// must not reach a terminal or a CI log. Short values (a port) are shown.
+func TestExplainFilesHidesSetVariables(t *testing.T) {
+	t.Setenv("EXPLAIN_SET_PATH", "T000/B000/XXXXsecretpath")
+	t.Setenv("EXPLAIN_SET_TOKEN", "pt-9f8e7d6c5b")
+	t.Setenv("EXPLAIN_SET_PORT", "8443")
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "r.yaml")
+	os.WriteFile(rules, []byte(`name: hook
+on: {entity: SalesOrder}
+actions:
+  - type: webhook
+    url: https://hooks.example:${EXPLAIN_SET_PORT}/services/${EXPLAIN_SET_PATH}/{entity_id}
+    headers: {X-Partner: "${EXPLAIN_SET_TOKEN}"}
+    body: template
+    template: {token: "${EXPLAIN_SET_TOKEN}", id: "{entity_id}"}
+`), 0o600)
+	ev := filepath.Join(dir, "e.json")
+	os.WriteFile(ev, []byte(`{"id":"e1","entity":"SalesOrder","entity_id":"SO1","event":"updated"}`), 0o600)
+	for _, args := range [][]string{{"explain", "--rules", rules, ev}, {"explain", "-o", "json", "--rules", rules, ev}} {
+		code, out, errb := runOut(args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, out, errb)
+		}
+		if strings.Contains(out+errb, "XXXXsecretpath") || strings.Contains(out+errb, "pt-9f8e7d6c5b") {
+			t.Errorf("%v shows a value:\n%s%s", args, out, errb)
+		}
+		for _, want := range []string{"hooks.example:8443/services/${EXPLAIN_SET_PATH}/SO1", "${EXPLAIN_SET_TOKEN}"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v lacks %q:\n%s", args, want, out)
+			}
+		}
+	}
+}
