@@ -100,9 +100,17 @@ var eventFields = map[string]bool{
 // or overlong names) are errors of type *EventError naming the field. A
 // missing occurred_at stays zero (the engine stamps the receive time).
 func DecodeEvent(b []byte) (Event, error) {
+	return DecodeEventLimit(b, MaxEventSize)
+}
+
+// DecodeEventLimit is DecodeEvent with another size limit than
+// MaxEventSize: max bytes (max <= 0: none, for a caller that bounded the
+// size already, e.g. by a configured limit, or that reads back what it
+// stored).
+func DecodeEventLimit(b []byte, max int) (Event, error) {
 	var ev Event
-	if len(b) > MaxEventSize {
-		return ev, &EventError{Msg: fmt.Sprintf("event is %d bytes, more than the limit of %d", len(b), MaxEventSize)}
+	if max > 0 && len(b) > max {
+		return ev, &EventError{Msg: fmt.Sprintf("event is %d bytes, more than the limit of %d", len(b), max)}
 	}
 	if !utf8.Valid(b) {
 		return ev, invalidUTF8(b, "")

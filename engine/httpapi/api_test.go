@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -588,4 +589,36 @@ func TestCrossSiteRefused(t *testing.T) {
 	must(t, e.do("GET", "/v1/rules/exfil", acmeTok, nil), 200)
 	must(t, e.do("GET", "/v1/rules/exfil", globexTok, nil), 404)
 	must(t, e.do("GET", "/v1/events/X2", globexTok, nil), 404)
+}
+
+// TestLargeEventLimit: limits.max_event_bytes above the default 1 MiB
+// takes events up to it (emit, explain, test-fire), and they read back
+// exactly (an integer past 2^53 included); above it, 413. Another tenant
+// sees none of it.
+func TestLargeEventLimit(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		rv := newReceiver(t)
+		e := newEnv(t, st, envOpts{tokens: matrixTokens(), maxEvent: 4 << 20})
+		must(t, e.do("POST", "/v1/rules", acmeTok, ruleJSON("big", rv.URL, map[string]any{"enabled": true})), 201)
+		event := func(id string, size int) string {
+			return `{"id":"` + id + `","entity":"SalesOrder","entity_id":"` + id + `","event":"status_changed","data":{"n":9007199254740993,"blob":"` +
+				strings.Repeat("x", size) + `"}}`
+		}
+		two := event("BIG1", 2<<20)
+		must(t, e.do("POST", "/v1/events", acmeTok, two), 202)
+		got := must(t, e.do("GET", "/v1/events/BIG1", acmeTok, nil), 200)
+		if !bytes.Contains(got.body, []byte(`"n":9007199254740993`)) || !bytes.Contains(got.body, []byte(strings.Repeat("x", 2<<20))) {
+			t.Errorf("the event read back is not the event sent (%d bytes)", len(got.body))
+		}
+		must(t, e.do("GET", "/v1/events/BIG1", globexTok, nil), 404)
+		must(t, e.do("POST", "/v1/events", acmeTok, two), 202) // an identical retry is a duplicate, not a 409
+		must(t, e.do("POST", "/v1/events:explain", acmeTok, two), 200)
+		must(t, e.do("POST", "/v1/rules/big/test", acmeTok, two), 200)
+		_, field, _ := must(t, e.do("POST", "/v1/events", acmeTok, event("BIG2", 5<<20)), 413).errInfo(t)
+		if field != "" {
+			t.Errorf("413 names %q", field)
+		}
+		must(t, e.do("GET", "/v1/events/BIG2", acmeTok, nil), 404)
+	})
 }

@@ -103,7 +103,9 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 // of another tenant than a bound token's is a 403, and an event naming no
 // tenant gets the bound token's.
 func decodeEvent(p *principal, raw []byte, field func(string) string) (engine.Event, error) {
-	ev, err := templates.DecodeEvent(raw)
+	// The caller bounded raw by Options.MaxEventBytes (a 413), which may
+	// be above templates.MaxEventSize.
+	ev, err := templates.DecodeEventLimit(raw, 0)
 	if err != nil {
 		var ee *templates.EventError
 		if errors.As(err, &ee) {

@@ -465,7 +465,7 @@ func (s *Server) testRule(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ev, err := templates.DecodeEvent(b)
+	ev, err := templates.DecodeEventLimit(b, 0) // bounded by readBody
 	if err != nil {
 		writeError(w, emitError(err, false))
 		return

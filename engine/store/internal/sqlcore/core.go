@@ -1045,7 +1045,9 @@ func (c *Core) getEvent(ctx context.Context, tenant, id string) (engine.EventRec
 	}
 	rec.Raw = json.RawMessage(raw)
 	rec.ReceivedAt = received.T
-	if ev, err := templates.DecodeEvent(raw); err == nil {
+	// No size limit: what was stored was bounded when it came in (by a
+	// server's limits.max_event_bytes, which may exceed the default).
+	if ev, err := templates.DecodeEventLimit(raw, 0); err == nil {
 		rec.Event = ev
 	} else {
 		// Not a strict event (an internal one, say): take what decodes.
