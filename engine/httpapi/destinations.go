@@ -30,7 +30,7 @@ func (s *Server) listDestinations(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"destinations": out})
 		return
 	}
-	all, err := s.eng.DestinationViews(r.Context())
+	all, err := s.destinationViews(r)
 	if err != nil {
 		writeError(w, internal(err))
 		return
@@ -43,12 +43,28 @@ func (s *Server) listDestinations(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"destinations": out})
 }
 
+// destinationViews are the engine's destinations with the ${NAME}
+// values of the rules masked in their last errors, as in every answer
+// that carries an attempt's error.
+func (s *Server) destinationViews(r *http.Request) ([]engine.DestinationView, error) {
+	all, err := s.eng.DestinationViews(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	if mask := s.env.replacer(); mask != nil {
+		for i := range all {
+			all[i].LastError = mask.Replace(all[i].LastError)
+		}
+	}
+	return all, nil
+}
+
 // visibleDestination finds the destination of the id in the path (its
 // "dst_…" id, or its scheme://host:port escaped): a tenant-bound token
 // finds none.
 func (s *Server) visibleDestination(w http.ResponseWriter, r *http.Request, id string) (engine.DestinationView, bool) {
 	if !principalFrom(r.Context()).Bound {
-		all, err := s.eng.DestinationViews(r.Context())
+		all, err := s.destinationViews(r)
 		if err != nil {
 			writeError(w, internal(err))
 			return engine.DestinationView{}, false

@@ -147,6 +147,8 @@ type envOpts struct {
 	tracer trace.TracerProvider
 	// plugins is Options.Plugins.
 	plugins func() []PluginStatus
+	// breaker is engine.Config.Breaker (nil: none).
+	breaker *engine.CircuitBreaker
 }
 
 func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
@@ -156,7 +158,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	if o.logger == nil {
 		o.logger = testLogger(t)
 	}
-	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: o.logger, Observer: m, TracerProvider: o.tracer})
+	eng, err := engine.New(st, engine.Config{PollInterval: 20 * time.Millisecond, Logger: o.logger, Observer: m, TracerProvider: o.tracer, Breaker: o.breaker})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -501,6 +504,67 @@ func TestDeliveriesMaskEnvValues(t *testing.T) {
 	} {
 		if r := e.do(c.method, c.path, tokGlobex, orderEvent("G1", "")); r.status != 404 || strings.Contains(string(r.body), "dlvhook") {
 			t.Errorf("globex %s %s: %d %s", c.method, c.path, r.status, r.body)
+		}
+	}
+}
+
+// TestDestinationsMaskEnvValues: a destination's last error shows the
+// rules' ${NAME} values as ${NAME}, as every other answer carrying an
+// attempt's error does (here a receiver quoting the request's path in its
+// status line); tenant-bound tokens see no destinations at all.
+func TestDestinationsMaskEnvValues(t *testing.T) {
+	t.Setenv("DST_HOOK_PATH", "T000/B000/dsthooksecret")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					fmt.Fprintf(c, "HTTP/1.1 503 down at %s\r\nContent-Length: 0\r\n\r\n", req.URL.Path)
+				}
+			}()
+		}
+	}()
+	rules := "rules:\n  - name: env-hook\n    tenants: [acme]\n    retry: none\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: http://" +
+		ln.Addr().String() + "/hooks/${DST_HOOK_PATH}\n"
+	path := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(path, []byte(rules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	e := newEnv(t, st, envOpts{tokens: storedTokens(), rulePaths: []string{path},
+		breaker: &engine.CircuitBreaker{Failures: 1, ProbeMin: time.Hour, ProbeMax: time.Hour}})
+	id := firstDelivery(t, must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("E1", "")), 202))
+	e.waitState(id, tokAcme, engine.StateDead)
+	var list string
+	waitFor(t, "the destination's last error", func() bool {
+		list = string(must(t, e.do("GET", "/v1/destinations", tokAdmin, nil), 200).body)
+		return strings.Contains(list, "down at")
+	})
+	if strings.Contains(list, "dsthooksecret") || !strings.Contains(list, "/hooks/${DST_HOOK_PATH}") {
+		t.Errorf("GET /v1/destinations: %s", list)
+	}
+	dst := "http%3A%2F%2F" + url.PathEscape(ln.Addr().String())
+	if one := string(must(t, e.do("GET", "/v1/destinations/"+dst, tokAdmin, nil), 200).body); strings.Contains(one, "dsthooksecret") {
+		t.Errorf("GET /v1/destinations/%s: %s", dst, one)
+	}
+	for _, tok := range []string{tokAcme, tokGlobex} {
+		if body := string(must(t, e.do("GET", "/v1/destinations", tok, nil), 200).body); strings.Contains(body, "dsthook") || strings.Contains(body, "down at") {
+			t.Errorf("a tenant token sees %s", body)
 		}
 	}
 }
