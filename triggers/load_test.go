@@ -73,6 +73,8 @@ func TestParseErrorsPositions(t *testing.T) {
 			`so.yaml:6:18: rules[0].retry.schedule[0]: duration "-5m" must be positive`},
 		{"exponential unknown key", head + act + "    retry: {exponential: {initial: 5s, maxx: 1h, within: 1h}}\n",
 			`so.yaml:5:40: rules[0].retry.exponential: unknown key "maxx" (did you mean "max"?) (known: initial, max, within)`},
+		{"exponential unbounded", head + act + "    retry: {exponential: {initial: 1ms, max: 1ms, within: 43800h}}\n",
+			`so.yaml:5:26: rules[0].retry.exponential: exponential initial=1ms, max=1ms within 43800h0m0s makes more than 1000 retries: raise initial or max, or shorten within`},
 		{"action retry", head + "    actions:\n      - type: log\n        retry: never\n",
 			`so.yaml:6:16: rules[0].actions[0].retry: unknown retry policy "never" (known: none, default, one-day, schedule, exponential)`},
 		{"enabled not bool", head + act + "    enabled: yes please\n",

@@ -14,6 +14,11 @@ import (
 // MaxScheduleLength bounds the delays of a schedule policy.
 const MaxScheduleLength = 50
 
+// MaxExponentialRetries bounds the retries an exponential policy makes:
+// a 1ms delay within a year would be billions of attempts against a
+// failing receiver, each recorded.
+const MaxExponentialRetries = 1000
+
 // String returns the canonical text of the policy, which ParseRetry reads
 // back: "none", "default", "one-day", "schedule:5m0s,10m0s",
 // "exponential:initial=5s,max=1h0m0s,within=24h0m0s". The zero Retry is
@@ -38,7 +43,7 @@ func (r Retry) String() string {
 
 // Validate checks the policy: a known kind, a non-empty schedule of at most
 // MaxScheduleLength positive delays, positive exponential durations with
-// max ≥ initial.
+// max ≥ initial and at most MaxExponentialRetries retries.
 func (r Retry) Validate() error {
 	switch r.Kind {
 	case RetryDefault, "", RetryNone, RetryOneDay:
@@ -68,7 +73,19 @@ func (r Retry) Validate() error {
 		if r.Max < r.Initial {
 			return fmt.Errorf("exponential max (%s) is smaller than initial (%s)", r.Max, r.Initial)
 		}
-		return nil
+		// The delays the engine waits: initial doubling up to max, while
+		// their sum stays within.
+		var total time.Duration
+		d := r.Initial
+		for n := 1; ; n++ {
+			if total += d; total > r.Within {
+				return nil
+			}
+			if n > MaxExponentialRetries {
+				return fmt.Errorf("exponential initial=%s, max=%s within %s makes more than %d retries: raise initial or max, or shorten within", r.Initial, r.Max, r.Within, MaxExponentialRetries)
+			}
+			d = min(2*d, r.Max)
+		}
 	}
 	return fmt.Errorf("unknown retry policy %q (known: none, default, one-day, schedule, exponential)", r.Kind)
 }
