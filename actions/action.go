@@ -135,6 +135,10 @@ type Request struct {
 	// a receiver that is down is paused after seconds, not minutes of
 	// workers waiting between retries.
 	Failing bool
+	// NoRetry is set when the delivery's retry policy is none: the action
+	// makes one try and does not retry within the attempt either (a rule
+	// that says "no retries" sends one request).
+	NoRetry bool
 }
 
 // Action runs deliveries. Implementations are safe for concurrent use.

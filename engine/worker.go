@@ -13,6 +13,7 @@ import (
 
 	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/templates"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // Tuning of the delivery loop.
@@ -774,6 +775,14 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 	started := e.now()
 	t0 := time.Now()
 	var o actions.Outcome
+	p := e.defRetryPo
+	if d.Retry != "" {
+		var err error
+		if p, err = e.policies.get(d.Retry); err != nil {
+			e.log.Warn("erpflow: unreadable retry policy; using the default", "delivery", d.ID, "err", err)
+			p = e.defRetryPo
+		}
+	}
 	cfg, why, stale := e.actionFor(d)
 	switch {
 	case cfg == nil && stale && started.Sub(d.CreatedAt) < staleRulesWindow:
@@ -796,7 +805,7 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 		// runner renews the lease while the attempt runs (lease.go).
 		ctx, cancel := context.WithTimeout(base, attemptTimeout(cfg))
 		req := &actions.Request{DeliveryID: d.ID, Attempt: d.Attempts, Rule: d.Rule, Payload: d.Payload,
-			Failing: e.dests.failing(dest, d.ID)}
+			Failing: e.dests.failing(dest, d.ID), NoRetry: p.Kind == triggers.RetryNone}
 		var loadErr error
 		if actions.NeedsEvent(cfg) {
 			// Plugins, and webhooks whose secret URL or headers are
@@ -831,14 +840,6 @@ func (e *Engine) execute(base context.Context, d *Delivery, dest string) (c Comp
 		Code:       o.Code,
 		Error:      o.Error,
 		Detail:     o.Detail,
-	}
-	p := e.defRetryPo
-	if d.Retry != "" {
-		var err error
-		if p, err = e.policies.get(d.Retry); err != nil {
-			e.log.Warn("erpflow: unreadable retry policy; using the default", "delivery", d.ID, "err", err)
-			p = e.defRetryPo
-		}
 	}
 	now := e.now()
 	next, runAt := nextStep(p, d, o, now, e.rnd)

@@ -239,7 +239,7 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	rec, tries := &at.rec, &at.tries
 	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor, secrets: secrets}
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
-	if req.Failing {
+	if req.Failing || req.NoRetry {
 		ctx = context.WithValue(ctx, oneTryKey{}, true)
 	}
 

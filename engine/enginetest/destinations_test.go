@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/triggers"
 )
@@ -860,6 +862,52 @@ rules:
 		})
 		if rv.count("acme") != 0 || rv.count("globex") != 1 {
 			t.Fatalf("receiver hits: acme %d, globex %d", rv.count("acme"), rv.count("globex"))
+		}
+	})
+}
+
+// TestRetryNoneMakesOneRequest: a rule with retry: none sends one request
+// to a failing receiver, not the webhook's quick retries within the
+// attempt (the seed's "if the retry policy is None, it will simply not
+// retry"); a rule with retries keeps them.
+func TestRetryNoneMakesOneRequest(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newDestReceiver(t) // down: 503 to everything
+		reg := &actions.Registry{}
+		if err := reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetryWait: time.Millisecond})); err != nil {
+			t.Fatal(err)
+		}
+		rules, err := triggers.Parse("test.yaml", []byte(fmt.Sprintf(`
+rules:
+  - name: once
+    on: {entity: SalesOrder, events: [released]}
+    retry: none
+    actions: [{type: webhook, url: "%[1]s/once/{entity_id}"}]
+  - name: twice
+    on: {entity: SalesOrder, events: [cancelled]}
+    retry: {schedule: [1ms]}
+    actions: [{type: webhook, url: "%[1]s/twice/{entity_id}"}]
+`, rv.url)), triggers.LoadOptions{Actions: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEngine(t, st, rules, engine.Config{})
+		ctx := context.Background()
+		cancelled := order("c1")
+		cancelled.Event = "cancelled"
+		for _, ev := range []engine.Event{order("r1"), cancelled} {
+			if _, err := e.Emit(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 20*time.Second, "both deliveries dead", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{States: []engine.State{engine.StateDead}})) == 2
+		})
+		// retry: none: one attempt, one request. The other: two attempts,
+		// each with the webhook's two quick retries.
+		if once, twice := rv.count("once"), rv.count("twice"); once != 1 || twice != 6 {
+			t.Fatalf("requests: retry none %d (want 1), schedule [1ms] %d (want 6)", once, twice)
 		}
 	})
 }
