@@ -203,7 +203,7 @@ func TestServeCatalog(t *testing.T) {
 	var cat struct {
 		Entities []struct{ Entity string }
 	}
-	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 31 {
+	if getJSON(t, base+"/v1/catalog", &cat) != 200 || len(cat.Entities) != 34 {
 		t.Fatalf("catalog: %+v", cat)
 	}
 }

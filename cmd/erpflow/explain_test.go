@@ -145,8 +145,17 @@ func TestExplainExamples(t *testing.T) {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "ev.json"), []byte(`{"id":"v2","entity":"User","event":"Create","data":{}}`), 0o644)
 		code, out, _ := runCmd(t, "explain", "--rules", examplesRules+"/gofive-venio.yaml", filepath.Join(dir, "ev.json"))
-		if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:13): not matched: condition is false: entity == \"Customer\"") {
+		if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:15): not matched: condition is false: entity == \"Customer\"") {
 			t.Errorf("User Create:\n%s", out)
+		}
+		// The page's example payloads beyond its topic list: Sale Order,
+		// Asset, Closed Case.
+		for _, te := range [][2]string{{"SaleOrder", "Completed"}, {"Asset", "Transfer"}, {"Case", "Closed"}} {
+			os.WriteFile(filepath.Join(dir, "ev.json"), []byte(`{"id":"v3","entity":"`+te[0]+`","event":"`+te[1]+`","data":{}}`), 0o644)
+			code, out, _ := runCmd(t, "explain", "--rules", examplesRules+"/gofive-venio.yaml", "--catalog", "../../examples/catalog/gofive-venio.yaml", filepath.Join(dir, "ev.json"))
+			if code != 0 || !strings.Contains(out, "rule venio-integration ("+examplesRules+"/gofive-venio.yaml:15): MATCHED") || !strings.Contains(out, "catalog: fits "+te[0]) {
+				t.Errorf("%s %s:\n%s", te[0], te[1], out)
+			}
 		}
 	})
 
