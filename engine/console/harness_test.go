@@ -37,8 +37,15 @@ type dbKind struct {
 }
 
 // openSQLite opens a store on a new SQLite file.
+// sqliteOpts are the options of this package's SQLite stores:
+// RelaxedSync, since a test's commits need not survive power loss and
+// an fsync per commit costs the suite a tenth of its time; the store's
+// own suite (engine/store/sqlite) and the serve tests run with the
+// default, synchronous=FULL.
+var sqliteOpts = sqlite.Options{RelaxedSync: true}
+
 func openSQLite(t testing.TB) engine.Store {
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqliteOpts)
 	if err != nil {
 		t.Fatal(err)
 	}

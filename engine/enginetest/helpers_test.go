@@ -39,6 +39,13 @@ type storeKind struct {
 }
 
 // kinds lists the stores: SQLite always, PostgreSQL when configured.
+// sqliteOpts are the options of this package's SQLite stores:
+// RelaxedSync, since a test's commits need not survive power loss and
+// an fsync per commit costs the suite a tenth of its time; the store's
+// own suite (engine/store/sqlite) and the serve tests run with the
+// default, synchronous=FULL.
+var sqliteOpts = sqlite.Options{RelaxedSync: true}
+
 func kinds(t testing.TB) []storeKind {
 	ks := []storeKind{{name: "sqlite", newDB: func(t testing.TB) string {
 		return filepath.Join(t.TempDir(), "erpflow.db")
@@ -70,19 +77,19 @@ func openStore(ctx context.Context, db string) (engine.Store, error) {
 	if strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://") {
 		return openPostgres(ctx, db)
 	}
-	return sqlite.Open(ctx, db, sqlite.Options{})
+	return sqlite.Open(ctx, db, sqliteOpts)
 }
 
 func mustOpen(t testing.TB, db string) engine.Store {
 	t.Helper()
-	return mustOpenWith(t, db, sqlite.Options{})
+	return mustOpenWith(t, db, sqliteOpts)
 }
 
 // mustOpenBeside opens db beside the engine process that owns it (a
 // child): on SQLite without the file's process lock, for watching only.
 func mustOpenBeside(t testing.TB, db string) engine.Store {
 	t.Helper()
-	return mustOpenWith(t, db, sqlite.Options{NoLock: true})
+	return mustOpenWith(t, db, sqlite.Options{NoLock: true, RelaxedSync: true})
 }
 
 func mustOpenWith(t testing.TB, db string, opts sqlite.Options) engine.Store {

@@ -34,6 +34,13 @@ type dbKind struct {
 	open func(t testing.TB) (engine.Store, string) // a fresh store and its address
 }
 
+// sqliteOpts are the options of this package's SQLite stores:
+// RelaxedSync, since a test's commits need not survive power loss and
+// an fsync per commit costs the suite a tenth of its time; the store's
+// own suite (engine/store/sqlite) and the serve tests run with the
+// default, synchronous=FULL.
+var sqliteOpts = sqlite.Options{RelaxedSync: true}
+
 func dbKinds(t *testing.T) []dbKind {
 	ks := []dbKind{{name: "sqlite", open: func(t testing.TB) (engine.Store, string) {
 		path := filepath.Join(t.TempDir(), "erpflow.db")
@@ -74,7 +81,7 @@ func openBeside(t testing.TB, addr string) engine.Store {
 	if strings.HasPrefix(addr, "postgres://") || strings.HasPrefix(addr, "postgresql://") {
 		return openAt(t, addr)
 	}
-	st, err := sqlite.Open(context.Background(), addr, sqlite.Options{NoLock: true})
+	st, err := sqlite.Open(context.Background(), addr, sqlite.Options{NoLock: true, RelaxedSync: true})
 	if err != nil {
 		t.Fatalf("open %s: %v", addr, err)
 	}
@@ -86,7 +93,7 @@ func openStore(ctx context.Context, addr string) (engine.Store, error) {
 	if strings.HasPrefix(addr, "postgres://") || strings.HasPrefix(addr, "postgresql://") {
 		return openPostgres(ctx, addr)
 	}
-	return sqlite.Open(ctx, addr, sqlite.Options{})
+	return sqlite.Open(ctx, addr, sqliteOpts)
 }
 
 func newPGDatabase(t testing.TB, base string) string {

@@ -18,7 +18,7 @@ import (
 // OpenSQL opens the database at dbURL as a plain *sql.DB, without the
 // store and its migrations: for tools that read or write its tables
 // directly (erpflow bench's ceilings and fills). An SQLite file gets one
-// connection with the store's pragmas (WAL, synchronous=NORMAL, write
+// connection with the store's pragmas (WAL, synchronous=FULL, write
 // transactions that take the lock up front); :memory: is refused, since
 // another connection would see another database.
 func OpenSQL(dbURL string) (*sql.DB, error) {
@@ -34,7 +34,7 @@ func OpenSQL(dbURL string) (*sql.DB, error) {
 			return nil, fmt.Errorf("%q: needs a database file, not :memory:", Redact(dbURL))
 		}
 		esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-		db, err := sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		db, err := sql.Open("sqlite", "file:"+esc+"?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
 		if err != nil {
 			return nil, err
 		}

@@ -91,6 +91,29 @@ func TestWriterTempStoreInMemory(t *testing.T) {
 	}
 }
 
+// TestWriterDurable: the writer commits with synchronous=FULL (the WAL is
+// on disk before a commit returns: an accepted event survives power
+// loss), unless Options.RelaxedSync asks for NORMAL.
+func TestWriterDurable(t *testing.T) {
+	for _, c := range []struct {
+		relaxed bool
+		want    int
+	}{{false, 2}, {true, 1}} {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{RelaxedSync: c.relaxed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := s.W.QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if got != c.want {
+			t.Errorf("RelaxedSync %v: synchronous %d, want %d", c.relaxed, got, c.want)
+		}
+	}
+}
+
 // The WAL is copied into the database file in the background, write
 // after write: the writer's own checkpoints come only every 10,000 pages
 // (~40 MB), and would stall every Emit behind their fsync.
