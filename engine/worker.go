@@ -70,6 +70,9 @@ type runner struct {
 	queueWait atomic.Int64 // how long the latest job waited for a worker (ns)
 	freed     chan struct{}
 	stopping  atomic.Bool
+	// stopFailed: when (unix ns) attempt records first failed while
+	// stopping; 0 until then (see pastStopGrace).
+	stopFailed atomic.Int64
 
 	claimCtx    context.Context // ends: stop claiming
 	claimCancel context.CancelFunc
@@ -627,9 +630,17 @@ func (r *runner) drainAndFlush(batch []result) {
 
 // flush applies cs, retrying store errors with backoff: the deliveries
 // stay claimed meanwhile (and are not claimed again by this process). When
-// stopping it gives up after a while; the leases then expire and the
-// deliveries run again (at least once).
+// stopping it gives up stopGrace after the first failure at stop, for
+// every batch at once; the leases then expire and the deliveries run
+// again (at least once).
 func (r *runner) flush(rs []result) {
+	r.flushing(rs, true)
+}
+
+// flushing is flush; split allows recording the batch one by one when
+// the database answers but refuses it. It reports whether rs was
+// recorded.
+func (r *runner) flushing(rs []result, split bool) bool {
 	e := r.e
 	cs := make([]Completion, len(rs))
 	for i := range rs {
@@ -644,7 +655,6 @@ func (r *runner) flush(rs []result) {
 		r.unhold(ids...)
 	}()
 	backoff := time.Duration(0)
-	giveUp := time.Time{}
 	for failures := 1; ; failures++ {
 		ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 		err := r.complete(ctx, cs)
@@ -655,33 +665,41 @@ func (r *runner) flush(rs []result) {
 			}
 			break
 		}
+		if r.pastStopGrace() {
+			e.log.Error("erpflow: gave up recording attempts at stop; the deliveries run again after their lease", "count", len(cs), "err", err)
+			return false
+		}
 		// The database answers but refuses this batch: one completion may
 		// be unwritable. Record the others one by one; drop one that still
 		// fails (its lease expires and it runs again) rather than block
 		// every worker behind it.
-		if failures >= 3 && r.storeUp() {
+		if failures >= 3 && split && r.storeUp() {
 			if len(rs) > 1 {
 				e.log.Error("erpflow: recording a batch of attempts keeps failing; recording them one by one", "err", err, "count", len(rs))
+				refused := 0
 				for i := range rs {
-					r.flush(rs[i : i+1])
+					if r.flushing(rs[i:i+1], true) {
+						refused = 0
+						continue
+					}
+					// Three in a row refused: not one bad row but every
+					// write (a full disk, a read-only file) while the
+					// database answers reads. The rest wait for it as
+					// for an outage, neither dropped nor tried alone.
+					if refused++; refused == 3 && i+1 < len(rs) {
+						e.log.Error("erpflow: the database refuses every attempt record; waiting for it", "err", err, "count", len(rs)-i-1)
+						return r.flushing(rs[i+1:], false)
+					}
 				}
-				return
+				return false
 			}
 			if failures >= 5 {
 				e.log.Error("erpflow: cannot record an attempt; the delivery runs again after its lease", "delivery", cs[0].ID, "err", err)
-				return
+				return false
 			}
 		}
 		backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
 		e.log.Error("erpflow: recording attempts failed; retrying", "err", err, "count", len(cs), "in", backoff)
-		if r.stopping.Load() {
-			if giveUp.IsZero() {
-				giveUp = time.Now().Add(stopGrace)
-			} else if time.Now().After(giveUp) {
-				e.log.Error("erpflow: gave up recording attempts at stop; the deliveries run again after their lease", "count", len(cs))
-				return
-			}
-		}
 		time.Sleep(backoff)
 	}
 	select {
@@ -709,6 +727,24 @@ func (r *runner) flush(rs []result) {
 		r.mu.Unlock()
 		e.kick()
 	}
+	return true
+}
+
+// pastStopGrace reports whether the runner is stopping and the store has
+// refused attempt records for stopGrace since the first refusal at stop:
+// then every flush gives up at once (Stop must not wait for a store that
+// refuses writes, batch after batch).
+func (r *runner) pastStopGrace() bool {
+	if !r.stopping.Load() {
+		return false
+	}
+	now := time.Now()
+	first := r.stopFailed.Load()
+	if first == 0 {
+		r.stopFailed.CompareAndSwap(0, now.UnixNano())
+		return false
+	}
+	return now.Sub(time.Unix(0, first)) > stopGrace
 }
 
 // complete records cs. Where completions end heads of ordered chains and
