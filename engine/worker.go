@@ -25,6 +25,7 @@ const (
 	stopGrace      = 10 * time.Second       // how long Stop waits for cancelled actions to return
 	handoffExtra   = 4                      // hand-overs may queue this many times Workers beyond claims
 	maxWaitShare   = 10                     // no hand-overs while jobs wait longer than Lease/maxWaitShare for a worker
+	droppedOutage  = 3                      // attempt records dropped in a row taken for a database refusing every write
 )
 
 // wakeTimeout bounds one WakeDestination, which stores do in batches (a
@@ -73,6 +74,10 @@ type runner struct {
 	// stopFailed: when (unix ns) attempt records first failed while
 	// stopping; 0 until then (see pastStopGrace).
 	stopFailed atomic.Int64
+	// dropped: attempt records given up one by one in a row, over every
+	// flush; reset by any record written. At droppedOutage the database
+	// is taken to refuse every write and nothing more is dropped.
+	dropped atomic.Int32
 
 	claimCtx    context.Context // ends: stop claiming
 	claimCancel context.CancelFunc
@@ -660,6 +665,7 @@ func (r *runner) flushing(rs []result, split bool) bool {
 		err := r.complete(ctx, cs)
 		cancel()
 		if err == nil {
+			r.dropped.Store(0)
 			if backoff > 0 {
 				e.log.Info("erpflow: recording attempts works again")
 			}
@@ -673,20 +679,18 @@ func (r *runner) flushing(rs []result, split bool) bool {
 		// be unwritable. Record the others one by one; drop one that still
 		// fails (its lease expires and it runs again) rather than block
 		// every worker behind it.
-		if failures >= 3 && split && r.storeUp() {
+		if failures >= 3 && split && r.dropped.Load() < droppedOutage && r.storeUp() {
 			if len(rs) > 1 {
 				e.log.Error("erpflow: recording a batch of attempts keeps failing; recording them one by one", "err", err, "count", len(rs))
-				refused := 0
 				for i := range rs {
 					if r.flushing(rs[i:i+1], true) {
-						refused = 0
 						continue
 					}
-					// Three in a row refused: not one bad row but every
+					// Refused again and again: not one bad row but every
 					// write (a full disk, a read-only file) while the
 					// database answers reads. The rest wait for it as
 					// for an outage, neither dropped nor tried alone.
-					if refused++; refused == 3 && i+1 < len(rs) {
+					if r.dropped.Load() >= droppedOutage && i+1 < len(rs) {
 						e.log.Error("erpflow: the database refuses every attempt record; waiting for it", "err", err, "count", len(rs)-i-1)
 						return r.flushing(rs[i+1:], false)
 					}
@@ -694,6 +698,7 @@ func (r *runner) flushing(rs []result, split bool) bool {
 				return false
 			}
 			if failures >= 5 {
+				r.dropped.Add(1)
 				e.log.Error("erpflow: cannot record an attempt; the delivery runs again after its lease", "delivery", cs[0].ID, "err", err)
 				return false
 			}

@@ -30,8 +30,8 @@ func (s *writeRefusingStore) Complete(ctx context.Context, cs []engine.Completio
 }
 
 // TestRefusedRecords: while the database answers but refuses every
-// attempt record, the engine drops at most the three it tried alone
-// before taking it for an outage: the rest wait, recorded once it writes
+// attempt record, the engine drops at most three records in a row, over
+// every batch, before taking it for an outage: the rest wait, recorded once it writes
 // again, each sent once (dropping each after its retries had every
 // webhook sent twice). At stop, a store that keeps refusing is given up
 // on after stopGrace, for every batch at once: Stop returns (it waited
@@ -51,7 +51,13 @@ func TestRefusedRecords(t *testing.T) {
 	ctx := context.Background()
 	st.refuse.Store(true)
 	const n = 40
-	for i := range n {
+	// The first alone, so that its record is a batch of one (as under a
+	// trickle of events): its drop counts with the split batch's.
+	if _, err := e.Emit(ctx, order("a0")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the first record refused", func() bool { return st.refused.Load() >= 1 })
+	for i := 1; i < n; i++ {
 		if _, err := e.Emit(ctx, order(fmt.Sprint("a", i))); err != nil {
 			t.Fatal(err)
 		}
