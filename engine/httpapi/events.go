@@ -71,6 +71,14 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, badRequest(field("entity"), "%s: entity %q is reserved: entities starting with \"erpflow.\" are erpflow's own events", field("entity"), ev.Entity))
 			return
 		}
+		if p := reservedIDPrefix(ev.ID); p != "" {
+			// erpflow's own events have these ids, predictable ones (a
+			// cron rule's tick, a dead delivery's event): one posted first
+			// would make erpflow's a duplicate, and that run or alert
+			// would never happen.
+			writeError(w, badRequest(field("id"), "%s: ids starting with %q are reserved for erpflow's own events", field("id"), p))
+			return
+		}
 		if err := s.validateEvent(&ev, field); err != nil {
 			writeError(w, err)
 			return
@@ -261,4 +269,18 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 		ReceivedAt: rec.ReceivedAt.UTC(),
 		Internal:   rec.Internal, Deliveries: nonNil(rec.Deliveries),
 	})
+}
+
+// reservedIDPrefixes begin the ids of erpflow's own events: cron ticks,
+// dead deliveries, destinations paused and resumed.
+var reservedIDPrefixes = []string{"tick:", "dead:", "paused:", "resumed:"}
+
+// reservedIDPrefix returns the reserved prefix id starts with, "" if none.
+func reservedIDPrefix(id string) string {
+	for _, p := range reservedIDPrefixes {
+		if strings.HasPrefix(id, p) {
+			return p
+		}
+	}
+	return ""
 }

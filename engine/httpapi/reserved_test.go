@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/erpflow/erpflow/engine"
@@ -31,5 +32,35 @@ func TestInternalEntitiesAreReserved(t *testing.T) {
 		if evs, err := st.ListEvents(context.Background(), engine.EventFilter{}); err != nil || len(evs) != 0 {
 			t.Fatalf("stored events %+v, %v", evs, err)
 		}
+	})
+}
+
+// TestInternalIDsAreReserved: the ids of erpflow's own events (a cron
+// rule's tick, predictable; a dead delivery's event; a destination paused
+// or resumed) cannot be taken by a posted event: erpflow's would then be a
+// duplicate, and that cron run or alert would never happen. Refused for
+// every token, with the field named; nothing of the batch is stored; ids
+// that only look alike are taken.
+func TestInternalIDsAreReserved(t *testing.T) {
+	forEachDB(t, func(t *testing.T, k dbKind) {
+		st, _ := k.open(t)
+		e := newEnv(t, st, envOpts{tokens: matrixTokens()})
+		for _, tok := range []string{adminTok, acmeTok, globexTok} {
+			for _, id := range []string{"tick:nightly:1767225600", "dead:dlv_01", "paused:https://x:443:1", "resumed:https://x:443:2"} {
+				r := must(t, e.do("POST", "/v1/events", tok, orderEvent(id, "")), http.StatusBadRequest)
+				if _, field, msg := r.errInfo(t); field != "id" || !strings.Contains(msg, "reserved for erpflow's own events") {
+					t.Fatalf("%s: error field %q, message %q", id, field, msg)
+				}
+				r = must(t, e.do("POST", "/v1/events", tok, map[string]any{"events": []any{orderEvent("o1", ""), orderEvent(id, "")}}), http.StatusBadRequest)
+				if _, field, _ := r.errInfo(t); field != "events[1].id" {
+					t.Fatalf("%s in a batch: error field %q", id, field)
+				}
+			}
+		}
+		if evs, err := st.ListEvents(context.Background(), engine.EventFilter{}); err != nil || len(evs) != 0 {
+			t.Fatalf("stored events %+v, %v", evs, err)
+		}
+		must(t, e.do("POST", "/v1/events", acmeTok, orderEvent("tickets:1", "")), http.StatusAccepted)
+		must(t, e.do("GET", "/v1/events/tickets:1", globexTok, nil), http.StatusNotFound)
 	})
 }
