@@ -214,12 +214,14 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 		set("Content-Type", c.contentType)
 	}
 	setTraceHeaders(ctx, h)
+	var rs *resign
 	if len(c.secrets) > 0 {
 		id := req.DeliveryID
 		if id == "" {
 			id = newMsgID()
 		}
 		ts := strconv.FormatInt(c.f.now().Unix(), 10)
+		rs = &resign{signers: c.secrets, id: id, ts: ts, body: body, now: c.f.now}
 		set(HeaderID, id)
 		set(HeaderTimestamp, ts)
 		sig := signAll(c.secrets, id, ts, body)
@@ -239,6 +241,10 @@ func (c *config) Execute(ctx context.Context, req *actions.Request) actions.Outc
 	rec, tries := &at.rec, &at.tries
 	*rec = Record{Method: p.Method, URL: MaskURL(target), RequestBody: p.Body, rawReqBody: rawBody, reqH: h, mask: c.maskFor, secrets: secrets}
 	ctx = context.WithValue(ctx, recorderKey{}, tries)
+	if rs != nil {
+		rs.rec = rec
+		ctx = context.WithValue(ctx, resignKey{}, rs)
+	}
 	if req.Failing || req.NoRetry {
 		ctx = context.WithValue(ctx, oneTryKey{}, true)
 	}
@@ -403,6 +409,45 @@ func (c *config) maskFor(name string) (string, bool) {
 		return masked, true
 	}
 	return "", false
+}
+
+// resign signs a request again before each quick retry within an
+// attempt: webhook-timestamp is the time of that try, so a receiver's
+// tolerance (commonly 5 minutes) counts from it, not from the first try
+// (an attempt with quick retries may last the rule's whole timeout).
+type resign struct {
+	signers []*signer
+	id, ts  string
+	body    []byte
+	now     func() time.Time
+	rec     *Record // whose secrets mask what a receiver echoes
+}
+
+// resignKey marks an attempt's context with its *resign.
+type resignKey struct{}
+
+// prepareRetry is the retryablehttp.Client's PrepareRetry: it re-signs a
+// signed request whose second has passed.
+func prepareRetry(req *http.Request) error {
+	rs, ok := req.Context().Value(resignKey{}).(*resign)
+	if !ok {
+		return nil
+	}
+	ts := strconv.FormatInt(rs.now().Unix(), 10)
+	if ts == rs.ts {
+		return nil
+	}
+	rs.ts = ts
+	sig := signAll(rs.signers, rs.id, ts, rs.body)
+	req.Header[HeaderTimestamp] = []string{ts}
+	req.Header[HeaderSignature] = []string{sig}
+	for rest := sig; rest != ""; {
+		var one string
+		one, rest, _ = strings.Cut(rest, " ")
+		rs.rec.secrets = rs.rec.secrets.add(one)
+	}
+	rs.rec.secrets = rs.rec.secrets.sorted()
+	return nil
 }
 
 // attempt holds what one Execute records, allocated together.

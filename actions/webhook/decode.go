@@ -305,7 +305,17 @@ func (d *decoder) decodeTemplate(c *config, n, key *yaml.Node) {
 	c.body.Template = t
 }
 
+// maxTemplateJSON bounds a YAML template converted to JSON: YAML aliases
+// are expanded, and ten nested levels of ten aliases each would be 10^10
+// nodes (a "billion laughs" in a rules file).
+const maxTemplateJSON = 1 << 20
+
+var errTemplateTooLarge = fmt.Errorf("larger than %d bytes of JSON once its YAML aliases are expanded", maxTemplateJSON)
+
 func (d *decoder) yamlToJSON(dst []byte, n *yaml.Node, path string) ([]byte, error) {
+	if len(dst) > maxTemplateJSON {
+		return nil, errTemplateTooLarge
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -108,5 +109,33 @@ func TestRateLimitKey(t *testing.T) {
 	}
 	if rl := mustDecode(t, f, "url: https://erp.example/").(actions.RateLimiter); rl.RateLimit() != 0 {
 		t.Errorf("no rate_limit: %v, want 0", rl.RateLimit())
+	}
+}
+
+// TestTemplateAliasesBounded: a YAML template whose aliases nest ten
+// levels of ten (10^10 nodes once expanded, a "billion laughs") is
+// refused at its key once it passes 1 MiB of JSON, instead of eating the
+// loader's memory and a core.
+func TestTemplateAliasesBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("url: https://erp.example/\nbody: template\ntemplate:\n  l0: &l0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n")
+	for i := 1; i <= 10; i++ {
+		b.WriteString("  l" + strconv.Itoa(i) + ": &l" + strconv.Itoa(i) + " [")
+		for j := range 10 {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*l" + strconv.Itoa(i-1))
+		}
+		b.WriteString("]\n")
+	}
+	f := webhook.New(webhook.Options{})
+	_, err := f.Decode(decodeNode(t, b.String()))
+	if err == nil || !strings.Contains(err.Error(), "template: larger than 1048576 bytes of JSON once its YAML aliases are expanded") {
+		t.Fatalf("got %v", err)
+	}
+	// A few aliases stay fine.
+	if _, err := f.Decode(decodeNode(t, "url: https://erp.example/\nbody: template\ntemplate:\n  a: &a {x: \"{data.x}\"}\n  b: *a")); err != nil {
+		t.Fatal(err)
 	}
 }

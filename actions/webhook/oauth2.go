@@ -201,6 +201,15 @@ func (f *Factory) tokenCacheFor(s *oauthSettings, cl *client, clientKey [32]byte
 	if f.opts.Logger != nil {
 		c.log = func(msg string, args ...any) { f.opts.Logger.Debug(msg, args...) }
 	}
+	if len(f.tokens) >= maxTokenCaches {
+		// Start over: configs keep the caches they hold, so only sharing
+		// with later decodes is lost. Rules replaced again and again with
+		// new client secrets would otherwise pile caches up for ever.
+		clear(f.tokens)
+	}
 	f.tokens[key] = c
 	return c
 }
+
+// maxTokenCaches bounds the token caches a Factory keeps for sharing.
+const maxTokenCaches = 4096

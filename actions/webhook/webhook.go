@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -248,6 +249,12 @@ func (f *Factory) clientFor(ts *tlsSettings) *client {
 			if to := destinationOf(req.URL.Scheme + "://" + req.URL.Host); to != destinationOf(via[0].URL.Scheme+"://"+via[0].URL.Host) {
 				return errors.New("refusing to follow a redirect to another origin (" + to + "): secrets and signatures go to the url's origin only")
 			}
+			// A 301/302/303 turns a POST into a GET without the body: a
+			// 200 to that GET is no delivery (and its signature is of a
+			// body it does not carry).
+			if req.Method != via[0].Method {
+				return fmt.Errorf("refusing to follow a redirect that turns %s into %s without the body (HTTP %d): give the rule the new url, or have the receiver answer 307/308", via[0].Method, req.Method, req.Response.StatusCode)
+			}
 			return nil
 		}
 	} else {
@@ -261,6 +268,7 @@ func (f *Factory) clientFor(ts *tlsSettings) *client {
 		CheckRetry:   f.checkRetry,
 		Backoff:      f.backoff,
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		PrepareRetry: prepareRetry,
 	}
 	if f.opts.Logger != nil {
 		rc.Logger = redactingLogger{f.opts.Logger}

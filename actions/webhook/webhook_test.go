@@ -441,7 +441,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 
 // With FollowRedirects (a Go host's option), a redirect within the url's
 // origin is followed, one to another origin is not: Go would send it the
-// secret headers and, for a 307, the signed body again.
+// secret headers and, for a 307, the signed body again. Nor is a 301 that
+// would resend the POST as a GET without its body.
 func TestFollowRedirectsWithinOrigin(t *testing.T) {
 	other := newReceiver(t, nil)
 	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
@@ -450,8 +451,10 @@ func TestFollowRedirectsWithinOrigin(t *testing.T) {
 			http.Redirect(w, r, "/final", http.StatusTemporaryRedirect)
 		case "/other":
 			http.Redirect(w, r, other.URL+"/stolen", http.StatusTemporaryRedirect)
+		case "/moved":
+			http.Redirect(w, r, "/final", http.StatusMovedPermanently)
 		default:
-			w.WriteHeader(200)
+			w.WriteHeader(200) // a GET too, as a page would be
 		}
 	})
 	f := testFactory(t, rc, func(o *webhook.Options) { o.FollowRedirects = true })
@@ -465,6 +468,18 @@ func TestFollowRedirectsWithinOrigin(t *testing.T) {
 	}
 	if n := len(other.requests()); n != 0 {
 		t.Fatalf("the other origin received %d requests", n)
+	}
+	// A 301 turns the POST into a GET without the body: its 200 is no
+	// delivery.
+	before := len(rc.requests())
+	_, out = deliver(t, mustDecode(t, f, fmt.Sprintf(src, rc.URL+"/moved")), salesOrder(t), "d3")
+	if out.Status == actions.Succeeded || !strings.Contains(out.Error, "turns POST into GET") {
+		t.Fatalf("301: %s %q", out.Status, out.Error)
+	}
+	for _, r := range rc.requests()[before:] {
+		if r.Method != http.MethodPost {
+			t.Fatalf("a %s followed the 301", r.Method)
+		}
 	}
 }
 
@@ -699,5 +714,47 @@ func TestRetryAfterForms(t *testing.T) {
 	_, out = deliver(t, mustDecode(t, f, "url: "+rc.URL+"/429"), salesOrder(t), "d")
 	if rec := record(t, out); out.Status != actions.Retryable || out.Code != 429 || len(rec.Tries) != 1 {
 		t.Fatalf("429: %+v %+v", out, rec.Tries)
+	}
+}
+
+// TestQuickRetriesSignedAtTheirTime: each quick retry within an attempt
+// carries the timestamp of its own try, signed again: a receiver that
+// holds the connection for minutes before its 503 does not see the retry
+// fail its 5-minute tolerance.
+func TestQuickRetriesSignedAtTheirTime(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			mu.Lock()
+			now = now.Add(7 * time.Minute) // a slow 503
+			mu.Unlock()
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	f := testFactory(t, rc, func(o *webhook.Options) { o.Now = clock })
+	_, out := deliver(t, mustDecode(t, f, "url: "+rc.URL+"\nsecret: "+secretA), salesOrder(t), "d1")
+	if out.Status != actions.Succeeded {
+		t.Fatalf("%s %q", out.Status, out.Error)
+	}
+	reqs := rc.requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2", len(reqs))
+	}
+	if a, b := reqs[0].Header.Get("webhook-timestamp"), reqs[1].Header.Get("webhook-timestamp"); a != "1700000000" || b != "1700000420" {
+		t.Fatalf("timestamps %s and %s, want 1700000000 and 1700000420", a, b)
+	}
+	opts := webhook.VerifyOptions{Now: clock}
+	if err := webhook.Verify([]string{secretA}, reqs[1].Header, reqs[1].Body, opts); err != nil {
+		t.Fatalf("the retry does not verify at its time: %v", err)
+	}
+	if reqs[0].Header.Get("webhook-id") != reqs[1].Header.Get("webhook-id") {
+		t.Fatal("the retry changed webhook-id")
+	}
+	if rec := record(t, out); strings.Contains(fmt.Sprint(rec), reqs[1].Header.Get("webhook-signature")[3:]) {
+		t.Fatal("the record shows the new signature")
 	}
 }
