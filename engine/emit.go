@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -221,6 +222,9 @@ func (e *Engine) prepare(ctx context.Context, ev *Event) (EventRecord, error) {
 	}
 	raw, err := json.Marshal(ev)
 	if err != nil {
+		if ee := (*templates.EventError)(nil); errors.As(err, &ee) {
+			return EventRecord{}, ee // data or previous: NaN, a channel
+		}
 		return EventRecord{}, &templates.EventError{Msg: err.Error()}
 	}
 	// A cron rule's tick is erpflow's own event, but its deliveries are

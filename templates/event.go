@@ -327,16 +327,36 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		OccurredAt *time.Time      `json:"occurred_at,omitempty"`
 		Actor      string          `json:"actor,omitempty"`
 		Data       json.RawMessage `json:"data,omitempty"`
-		Previous   map[string]any  `json:"previous,omitempty"`
+		// A pointer: an empty previous ({}: sent, holding nothing) is kept,
+		// as it differs from none for field triggers.
+		Previous *map[string]any `json:"previous,omitempty"`
 	}
 	p := plain{ID: e.ID, Tenant: e.Tenant, Entity: e.Entity, EntityID: e.EntityID,
-		Event: e.Event, Actor: e.Actor, Previous: e.Previous}
+		Event: e.Event, Actor: e.Actor}
+	if e.Previous != nil {
+		p.Previous = &e.Previous
+	}
 	if !e.OccurredAt.IsZero() {
 		t := e.OccurredAt
 		p.OccurredAt = &t
 	}
-	if e.Data != nil || len(e.rawData) > 0 {
-		p.Data = e.RawData()
+	switch {
+	case len(e.rawData) > 0:
+		p.Data = e.rawData
+	case e.Data != nil:
+		// Not RawData's "{}": a Go host's NaN or channel in Data is an
+		// error, not an event stored and sent without its data.
+		b, err := json.Marshal(e.Data)
+		if err != nil {
+			return nil, &EventError{Field: "data", Msg: "cannot be encoded as JSON: " + err.Error()}
+		}
+		p.Data = b
 	}
-	return json.Marshal(p)
+	b, err := json.Marshal(p)
+	if err != nil && e.Previous != nil {
+		if _, perr := json.Marshal(e.Previous); perr != nil {
+			return nil, &EventError{Field: "previous", Msg: "cannot be encoded as JSON: " + perr.Error()}
+		}
+	}
+	return b, err
 }

@@ -2,6 +2,8 @@ package templates
 
 import (
 	"encoding/json"
+	"errors"
+	"math"
 	"strings"
 	"testing"
 )
@@ -83,5 +85,56 @@ func TestDecodeEventKeepsDataBytesAndNumbers(t *testing.T) {
 	}
 	if string(back.RawData()) != string(ev.RawData()) || back.Previous["status"] != "DRAFT" || !back.OccurredAt.Equal(ev.OccurredAt) {
 		t.Errorf("round trip changed the event: %s", b)
+	}
+}
+
+// TestEmptyPreviousKept: an explicit empty previous ({}: sent, holding
+// nothing) survives encoding, as the stores keep events: a field trigger
+// sees a field added, on emit and on a rerun or timer alike; a missing
+// previous stays missing.
+func TestEmptyPreviousKept(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want bool // previous present
+	}{
+		{`{"id":"e1","entity":"SalesOrder","event":"created","data":{"status":"NEW"},"previous":{}}`, true},
+		{`{"id":"e1","entity":"SalesOrder","event":"created","data":{"status":"NEW"}}`, false},
+		{`{"id":"e1","entity":"SalesOrder","event":"created","data":{"status":"NEW"},"previous":null}`, false},
+	} {
+		ev, err := DecodeEvent([]byte(c.in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := DecodeEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := again.Previous != nil; got != c.want || strings.Contains(string(b), `"previous"`) != c.want {
+			t.Errorf("%s: stored as %s, previous present %v after, want %v", c.in, b, got, c.want)
+		}
+	}
+}
+
+// TestUnencodableDataRefused: a Go host's Data or Previous holding what
+// JSON cannot hold (NaN, +Inf) is an error naming the field, not an
+// event stored with "{}" for its data.
+func TestUnencodableDataRefused(t *testing.T) {
+	nan := math.NaN()
+	for _, c := range []struct {
+		ev    Event
+		field string
+	}{
+		{Event{ID: "e1", Entity: "SalesOrder", Event: "x", Data: map[string]any{"total": nan}}, "data"},
+		{Event{ID: "e1", Entity: "SalesOrder", Event: "x", Data: map[string]any{"a": 1}, Previous: map[string]any{"total": math.Inf(1)}}, "previous"},
+	} {
+		b, err := json.Marshal(c.ev)
+		var ee *EventError
+		if !errors.As(err, &ee) || ee.Field != c.field || !strings.Contains(ee.Msg, "cannot be encoded as JSON") {
+			t.Errorf("%s: encoded as %s, error %v", c.field, b, err)
+		}
 	}
 }

@@ -299,11 +299,20 @@ type condError struct {
 // then costs no recompilation of unchanged conditions.
 var compiled struct {
 	sync.Mutex
-	m map[string]*condition
+	m     map[string]*condition
+	bytes int // the sources' total length
 }
 
-// maxCompiledCache bounds the cache; when full it starts over.
-const maxCompiledCache = 50000
+// maxCompiledCache and maxCompiledBytes bound the cache (in conditions,
+// and in their sources' bytes: a program's memory grows with its text);
+// when full it starts over. Conditions compiled by requests that then
+// failed (a rule refused for its action) are cached too, so the bytes
+// bound is what keeps a stream of large, distinct conditions from
+// holding memory.
+const (
+	maxCompiledCache = 50000
+	maxCompiledBytes = 4 << 20
+)
 
 func compileCondition(src string) (*condition, *condError) {
 	compiled.Lock()
@@ -317,8 +326,11 @@ func compileCondition(src string) (*condition, *condError) {
 		return nil, cerr
 	}
 	compiled.Lock()
-	if compiled.m == nil || len(compiled.m) >= maxCompiledCache {
-		compiled.m = make(map[string]*condition)
+	if compiled.m == nil || len(compiled.m) >= maxCompiledCache || compiled.bytes+len(src) > maxCompiledBytes {
+		compiled.m, compiled.bytes = make(map[string]*condition), 0
+	}
+	if _, ok := compiled.m[src]; !ok {
+		compiled.bytes += len(src)
 	}
 	compiled.m[src] = c
 	compiled.Unlock()
@@ -327,7 +339,7 @@ func compileCondition(src string) (*condition, *condError) {
 
 func resetCompiledCache() {
 	compiled.Lock()
-	compiled.m = nil
+	compiled.m, compiled.bytes = nil, 0
 	compiled.Unlock()
 }
 

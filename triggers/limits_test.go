@@ -299,3 +299,24 @@ func TestConditionErrorsDoNotQuoteCollections(t *testing.T) {
 		t.Fatalf("matched %q, errors %v", got, ls.errs)
 	}
 }
+
+// TestCompiledCacheBounded: the cache of compiled conditions is bounded
+// in source bytes, not only in count: distinct large conditions (sent by
+// API creates that are then refused for their action) do not pile up
+// 50,000 programs of up to 16 KiB of text each.
+func TestCompiledCacheBounded(t *testing.T) {
+	resetCompiledCache()
+	t.Cleanup(resetCompiledCache)
+	filler := ` && data.status != "` + strings.Repeat("x", 8000) + `"` // about 8 KiB
+	for i := range 1500 {
+		if _, cerr := compileCondition(fmt.Sprintf(`data.n == %d`, i) + filler); cerr != nil {
+			t.Fatal(cerr.msg)
+		}
+	}
+	compiled.Lock()
+	n, b := len(compiled.m), compiled.bytes
+	compiled.Unlock()
+	if b > maxCompiledBytes || n >= 1500 || n == 0 {
+		t.Fatalf("the cache holds %d conditions, %d bytes of source (bound %d)", n, b, maxCompiledBytes)
+	}
+}

@@ -583,6 +583,12 @@ func (l *loader) decodeTrigger(r *Rule, n *yaml.Node, path string) {
 				continue
 			}
 			v := canonicalYAMLScalar(kv.val)
+			if kv.val.Style == 0 && v != kv.val.Value && ambiguousNumber(kv.val.Value) {
+				// YAML reads 007 as 7 and 0x1F as 31: the text the ERP sends
+				// as "007" would never match. Say which was meant.
+				l.errorf(kv.val, yamlx.Join(path, k), "%s is read by YAML as the number %s: quote it (%s: %q) to match that text, or write %s", kv.val.Value, v, k, kv.val.Value, v)
+				continue
+			}
 			if k == "from" {
 				fromKey, t.From = kv.key, &v
 			} else {
@@ -646,6 +652,20 @@ func checkFieldPath(s string) string {
 // canonicalYAMLScalar is the text a from/to value is compared as: strings
 // as written, numbers in canonical form (5.0 and 5 are both "5"), null as
 // "" (absent).
+// ambiguousNumber reports whether a plain YAML number is written other
+// than in plain decimal: a leading zero (007), a base prefix (0x1F, 0o17,
+// 0b11), a digit separator (1_000) or a plus sign.
+func ambiguousNumber(s string) bool {
+	t := strings.TrimLeft(s, "+-")
+	if strings.HasPrefix(s, "+") || strings.Contains(t, "_") {
+		return true
+	}
+	if len(t) > 1 && t[0] == '0' && t[1] != '.' && t[1] != 'e' && t[1] != 'E' {
+		return true // 007, 0x1F, 0o17, 0b11
+	}
+	return false
+}
+
 func canonicalYAMLScalar(n *yaml.Node) string {
 	switch n.ShortTag() {
 	case "!!null":
