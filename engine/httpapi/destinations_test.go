@@ -62,6 +62,15 @@ func TestDestinationsAPI(t *testing.T) {
 		}
 		must(t, e.do("GET", "/v1/destinations/"+p.ID, acmeTok, nil), 404)
 		must(t, e.do("GET", "/v1/destinations/dst_nope", adminTok, nil), 404)
+		// As a user writes it: the default port implied, any case, a path.
+		for _, as := range []string{"https://wms.example", "HTTPS://WMS.Example/hooks/1", "https://wms.example:443/"} {
+			d := must(t, e.do("GET", "/v1/destinations/"+url.PathEscape(as), adminTok, nil), 200).json(t)["destination"].(map[string]any)
+			if d["id"] != p.ID {
+				t.Fatalf("%s: %v", as, d)
+			}
+			must(t, e.do("GET", "/v1/destinations/"+url.PathEscape(as), acmeTok, nil), 404)
+		}
+		must(t, e.do("GET", "/v1/destinations/"+url.PathEscape("http://wms.example"), adminTok, nil), 404)
 
 		// :resume — not by a bound token, not an active one.
 		must(t, e.do("POST", "/v1/destinations/"+p.ID+":resume", acmeTok, nil), 404)
