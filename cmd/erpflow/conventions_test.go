@@ -88,6 +88,7 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		"plugin nosuch":                        `unknown command "nosuch" for "erpflow plugin"`,
 		"plugin run x":                         "--config is required",
 		"plugin run x --config a --attempt 0":  "--attempt must be 1 or more",
+		"plugin run x --config - --event -":    "cannot both read stdin",
 		"plugin init Bad":                      "not a valid action type",
 		"plugin init x --lang ruby":            "--lang ruby: go or python",
 	} {
@@ -103,6 +104,12 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 		t.Errorf("ERPFLOW_SERVER=127.0.0.1:1: exit %d\n%s", code, errb)
 	}
 	t.Setenv("ERPFLOW_SERVER", "")
+	// A server URL that does not parse is refused without its password.
+	for _, srv := range []string{"https://admin:s3cr%zzet@erp.example:8080", "https://admin:s3c/r%et@erp.example"} {
+		if code, _, errb := runOut("rules", "list", "--server", srv); code != 2 || strings.Contains(errb, "s3c") || !strings.Contains(errb, "@erp.example") {
+			t.Errorf("--server %s: exit %d, want 2 and the password hidden\n%s", srv, code, errb)
+		}
+	}
 	// A command that ran and failed exits 1 without usage.
 	code, _, errb := runOut("rules", "list", "--server", "http://127.0.0.1:1")
 	if code != 1 || strings.Contains(errb, "Usage:") || !strings.HasPrefix(errb, "erpflow rules list: ") {

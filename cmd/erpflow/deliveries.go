@@ -103,7 +103,7 @@ func newDeliveriesShowCmd(af *apiFlags) *cobra.Command {
 			if table, err := callAPI(c, af, http.MethodGet, "/v1/deliveries/"+client.PathEscape(args[0]), nil, nil, &dd); !table {
 				return err
 			}
-			printDelivery(c.OutOrStdout(), dd)
+			printDelivery(c.OutOrStdout(), dd, af.wide())
 			return nil
 		},
 	}
@@ -272,8 +272,10 @@ func newDeliveriesTailCmd(af *apiFlags) *cobra.Command {
 					return nil // Ctrl-C
 				}
 				var ce *client.Error
-				if errors.As(err, &ce) && ce.Status < 500 {
-					return apiError(c, err) // no token, bad filter: reconnecting will not help
+				if errors.As(err, &ce) && ce.Status < 500 && ce.Status != http.StatusRequestTimeout && ce.Status != http.StatusTooManyRequests {
+					// No token, a bad filter: reconnecting will not help. A
+					// 408 or 429 (a proxy's idle cut, a rate limit) will.
+					return apiError(c, err)
 				}
 				// Not erpflow (another program at that address): neither will
 				// it, unless a proxy says its upstream is away for now.
@@ -355,7 +357,9 @@ func codeText(c int) string {
 	return strconv.Itoa(c)
 }
 
-func printDelivery(w io.Writer, dd client.DeliveryDetail) {
+// printDelivery prints a delivery and its attempts; wide (-o wide) keeps
+// each attempt's whole error, not cut to the terminal.
+func printDelivery(w io.Writer, dd client.DeliveryDetail, wide bool) {
 	d := dd.Delivery
 	kv := []string{"id", d.ID, "created", fmtTime(d.CreatedAt), "tenant", orDash(d.Tenant),
 		"event", fmt.Sprintf("%s (%s %s)", d.EventID, d.Entity, d.EventName),
@@ -377,9 +381,13 @@ func printDelivery(w io.Writer, dd client.DeliveryDetail) {
 	t := newTable(column{name: "N", fixed: true}, column{name: "STARTED", fixed: true}, column{name: "DURATION", fixed: true},
 		column{name: "OUTCOME", fixed: true}, column{name: "CODE", fixed: true}, column{name: "ERROR"})
 	for _, a := range dd.Attempts {
-		t.add(strconv.Itoa(a.N), fmtTime(a.StartedAt), a.Duration.String(), a.Outcome, codeText(a.Code), orDash(oneLine(a.Error, 200)))
+		msg := strings.Join(strings.Fields(a.Error), " ")
+		if !wide {
+			msg = oneLine(a.Error, 200)
+		}
+		t.add(strconv.Itoa(a.N), fmtTime(a.StartedAt), a.Duration.String(), a.Outcome, codeText(a.Code), orDash(msg))
 	}
-	t.write(w, false)
+	t.write(w, wide)
 	if len(dd.Attempts) == 0 {
 		fmt.Fprintln(w, "  (none yet)")
 	}

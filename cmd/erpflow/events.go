@@ -28,7 +28,8 @@ func newEventsCmd() *cobra.Command {
 
 // callAPI calls the server. With -o json or yaml it prints the answer as
 // the server sent it and returns false; else it decodes the answer into v
-// and returns true: the caller prints it as a table.
+// and returns true: the caller prints it as a table. An answer that does
+// not decode is an error (and false).
 func callAPI(c *cobra.Command, af *apiFlags, method, path string, q url.Values, body []byte, v any) (bool, error) {
 	cl, err := af.client()
 	if err != nil {
@@ -41,7 +42,12 @@ func callAPI(c *cobra.Command, af *apiFlags, method, path string, q url.Values, 
 	if ok, err := af.structured(c.OutOrStdout(), raw); ok {
 		return false, err
 	}
-	return true, json.Unmarshal(raw, v)
+	if err := json.Unmarshal(raw, v); err != nil {
+		// Callers print a table only when true: an answer that does not
+		// decode is a failure, not an empty table and exit 0.
+		return false, fmt.Errorf("%s %s: the answer is not what erpflow expects (is --server an erpflow server of this version?): %w", method, path, err)
+	}
+	return true, nil
 }
 
 // tenantQuery is ?tenant= when --tenant was given (even empty: the

@@ -435,3 +435,79 @@ func TestTailResumesFromWhereItStarted(t *testing.T) {
 	cancel()
 	<-exited
 }
+
+// TestUndecodableAnswerFails: an answer of the wrong shape (another
+// version, a proxy's page with the API header passed on) fails with exit
+// 1 and says so, rather than printing an empty table and exiting 0; with
+// -o json the answer is printed as sent.
+func TestUndecodableAnswerFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(httpapi.APIHeader, "1")
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"events":"none","deliveries":7,"attempts":{},"destinations":false,"timers":"x","plugins":1,"id":3}`)
+	}))
+	defer srv.Close()
+	for _, args := range [][]string{
+		{"events", "list"}, {"events", "show", "e1"}, {"deliveries", "list"}, {"deliveries", "show", "dlv_1"},
+		{"destinations", "list"}, {"timers", "list"}, {"plugins", "list"},
+	} {
+		code, out, errb := runOut(append(args, "--server", srv.URL)...)
+		if code != 1 || !strings.Contains(errb, "not what erpflow expects") {
+			t.Errorf("erpflow %s: exit %d, want 1 and the answer refused\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errb)
+		}
+	}
+	if code, out, _ := runOut("events", "list", "-o", "json", "--server", srv.URL); code != 0 || !strings.Contains(out, `"events": "none"`) {
+		t.Errorf("-o json: exit %d\n%s", code, out)
+	}
+}
+
+// TestTailRetriesTimeoutsAndRateLimits: a 408 (a proxy's idle cut) or a
+// 429 (a rate limit) from the stream is waited out and reconnected, as a
+// 5xx is; a 401 still ends the tail (reconnecting will not help).
+func TestTailRetriesTimeoutsAndRateLimits(t *testing.T) {
+	for _, status := range []int{http.StatusRequestTimeout, http.StatusTooManyRequests} {
+		var calls atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(httpapi.APIHeader, "1")
+			w.Header().Set("Content-Type", "application/json")
+			if calls.Add(1) == 1 {
+				w.Header().Set("Retry-After", "1")
+				w.WriteHeader(status)
+				io.WriteString(w, `{"error":{"code":"busy","message":"try again"}}`)
+				return
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"code":"unauthorized","message":"no token"}}`)
+		}))
+		code, _, errb := runOut("deliveries", "tail", "--server", srv.URL)
+		srv.Close()
+		if code != 1 || calls.Load() != 2 || !strings.Contains(errb, "reconnecting in 1s") || !strings.Contains(errb, "no token") {
+			t.Errorf("HTTP %d then 401: exit %d after %d requests, want 1 after 2\n%s", status, code, calls.Load(), errb)
+		}
+	}
+}
+
+// TestDeliveriesShowWide: -o wide prints each attempt's whole error in
+// the attempts table; the default cuts it.
+func TestDeliveriesShowWide(t *testing.T) {
+	long := "connection refused by the receiver " + strings.Repeat("after many retries ", 20) + "END-OF-ERROR"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(httpapi.APIHeader, "1")
+		w.Header().Set("Content-Type", "application/json")
+		b, _ := json.Marshal(map[string]any{
+			"delivery": map[string]any{"id": "dlv_1", "state": "failed", "rule": "r", "attempts": 1},
+			"attempts": []any{map[string]any{"delivery_id": "dlv_1", "n": 1, "outcome": "retryable", "error": long}},
+		})
+		w.Write(b)
+	}))
+	defer srv.Close()
+	t.Setenv("COLUMNS", "100")
+	_, out, _ := runOut("deliveries", "show", "dlv_1", "--server", srv.URL)
+	if strings.Contains(out, "END-OF-ERROR") {
+		t.Errorf("the default output holds the whole error:\n%s", out)
+	}
+	code, out, errb := runOut("deliveries", "show", "dlv_1", "-o", "wide", "--server", srv.URL)
+	if code != 0 || !strings.Contains(out, "END-OF-ERROR") {
+		t.Errorf("-o wide: exit %d, the whole error missing:\n%s%s", code, out, errb)
+	}
+}

@@ -340,6 +340,8 @@ func (f *apiFlags) client() (*client.Client, error) {
 		shown := srv
 		if err == nil && u.User != nil {
 			shown = u.Redacted()
+		} else if err != nil {
+			shown = maskUserinfo(srv)
 		}
 		return nil, usageErrorf("the server %q is not an http:// or https:// URL (--server or $ERPFLOW_SERVER)", shown)
 	}
@@ -347,6 +349,18 @@ func (f *apiFlags) client() (*client.Client, error) {
 		tok = os.Getenv("ERPFLOW_TOKEN")
 	}
 	return &client.Client{Server: srv, Token: tok}, nil
+}
+
+// maskUserinfo hides what may be a user and password in a URL that does
+// not parse (a password holding '%' or '/'): everything from "://" to the
+// last '@'.
+func maskUserinfo(s string) string {
+	i := strings.Index(s, "://")
+	at := strings.LastIndex(s, "@")
+	if i < 0 || at < i+3 {
+		return s
+	}
+	return s[:i+3] + "xxxxx" + s[at:]
 }
 
 // bodySource names a body read by readInput in error positions.

@@ -256,6 +256,9 @@ did not start): problems are printed as file:line:col.`,
 				fmt.Fprintln(stderr, err)
 				return exitError{2}
 			}
+			if cfgFile == "-" && evFile == "-" {
+				return usageErrorf("--config and --event cannot both read stdin (\"-\"): give one of them as a file")
+			}
 			src, err := readInput(c, cfgFile)
 			if err != nil {
 				return fail(fmt.Errorf("%s: %w", c.CommandPath(), err))

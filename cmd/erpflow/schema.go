@@ -30,6 +30,9 @@ the only names a trigger may use (enums, for completion in editors); erpflow
 validate --catalog checks the rest (which events belong to which entity,
 data paths).
 
+The plugins and catalog of ./erpflow.yaml apply too when it exists, as
+serve and validate take them (said on stderr).
+
 For VS Code's YAML extension, add this line at the top of a rules file:
   # yaml-language-server: $schema=./rules.schema.json`,
 		Example:   "  erpflow schema > rules.schema.json\n  erpflow schema config > config.schema.json\n  erpflow schema --catalog examples/catalog > rules.schema.json",
@@ -57,6 +60,9 @@ For VS Code's YAML extension, add this line at the top of a rules file:
 				return err
 			}
 			defer env.close()
+			if env.implicitConfig {
+				fmt.Fprintf(c.ErrOrStderr(), "(with the plugins and catalog of ./%s)\n", defaultConfigFile)
+			}
 			out := rulesSchema(env.reg)
 			if env.catalog != nil {
 				if out, err = withCatalogEnums(out, env.catalog); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -75,5 +76,27 @@ func TestSchemaValidatesExamples(t *testing.T) {
 		if err := schema.Validate(toJSON([]byte(ok))); err != nil {
 			t.Errorf("rejected: %s: %v", ok, err)
 		}
+	}
+}
+
+// TestSchemaTakesConfigHere: in a folder with erpflow.yaml, its catalog
+// (and plugins) shape the rules schema, as serve and validate take them,
+// and stderr says so.
+func TestSchemaTakesConfigHere(t *testing.T) {
+	dir := t.TempDir()
+	cat, err := os.ReadFile(filepath.Join("..", "..", "examples", "catalog", "velosity.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "velosity.yaml"), cat, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "erpflow.yaml"), []byte("catalog: [./velosity.yaml]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	code, out, errb := runOut("schema")
+	if code != 0 || errb != "(with the plugins and catalog of ./erpflow.yaml)\n" || !strings.Contains(out, `"ProductionOrder"`) {
+		t.Errorf("exit %d, stderr %q, catalog enums in the schema: %v", code, errb, strings.Contains(out, `"ProductionOrder"`))
 	}
 }

@@ -348,6 +348,7 @@ func loopbackHostOnly(h http.Handler) http.Handler {
 			msg := fmt.Sprintf("this server has no tokens and answers only requests addressed to a loopback name (127.0.0.1, ::1, localhost), not %q: configure tokens to serve other names", r.Host)
 			b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": "misdirected", "message": msg, "field": "Host"}})
 			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set(httpapi.APIHeader, "1") // the CLI then shows this message, not "not an erpflow server"
 			w.WriteHeader(http.StatusMisdirectedRequest)
 			w.Write(append(b, '\n'))
 			return

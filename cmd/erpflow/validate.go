@@ -163,7 +163,8 @@ apply when it exists, as serve takes them (delivery, plugins, limits,
 catalog), and its rules are checked when no PATH is given. With --catalog (or the config's catalog:) rules are
 also checked against the event catalog: entity and event names, and the
 data/previous paths of conditions, field triggers and templates. Exit 0 with
-one line per file when every rule is valid, 1 with every problem otherwise.
+one line per file when every rule is valid, 1 with every problem otherwise
+(a directory given that holds no *.yaml/*.yml file is one).
 
 Production secrets are not needed: an unset ${VAR} is a note
 ("file:line:col: note: ${VAR} is not set; serve will refuse it") and the
@@ -195,6 +196,16 @@ func runValidate(c *cobra.Command, rf *ruleFlags, strictEnv bool, paths []string
 	defer env.close()
 	if env.implicitConfig {
 		fmt.Fprintf(stderr, "(with the settings of ./%s)\n", defaultConfigFile)
+	}
+	// A directory given that holds no rules file is most likely the wrong
+	// one (a typo, rules named *.yml.txt): "nothing to check" is not "valid".
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			if fs, err := triggers.Files([]string{p}); err == nil && len(fs) == 0 {
+				fmt.Fprintf(stderr, "%s: no rules files (*.yaml, *.yml) in this directory\n", p)
+				return exitError{1}
+			}
+		}
 	}
 	paths = env.rulePaths(paths)
 	files, err := triggers.Files(paths)

@@ -60,6 +60,21 @@ func TestValidateExamples(t *testing.T) {
 	}
 }
 
+// TestValidateEmptyDirectory: a directory holding no rules file (a typo,
+// files named *.txt) is an error, not "valid" with nothing printed.
+func TestValidateEmptyDirectory(t *testing.T) {
+	empty, other := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "rules.yaml.txt"), []byte("rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{empty, other} {
+		code, out, errOut := runCmd(t, "validate", dir)
+		if code != 1 || out != "" || errOut != dir+": no rules files (*.yaml, *.yml) in this directory\n" {
+			t.Errorf("validate %s: exit %d\nstdout:\n%s\nstderr:\n%s", dir, code, out, errOut)
+		}
+	}
+}
+
 func TestValidateMissingEnv(t *testing.T) {
 	// Without the variables (a fresh clone) the examples validate, with a
 	// note at each variable; --strict-env makes them errors, as serve does.
