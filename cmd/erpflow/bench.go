@@ -381,11 +381,11 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 		cancel()
 
 		// (3) Ceilings on the same database and receiver.
-		qn := min(max(deliveries, 10000), 100000)
+		qn := min(max(deliveries, minCeilingRows), 100000)
 		if run.queue, err = store.BareQueueLoop(ctx, dbURL, qn, 100); err != nil {
 			return fmt.Errorf("bare queue loop: %w", err)
 		}
-		hn := min(max(deliveries, 10000), 100000)
+		hn := min(max(deliveries, minCeilingRows), 100000)
 		if run.http, err = bareHTTP(ctx, url+"/bare", hn, o.workers); err != nil {
 			return fmt.Errorf("bare HTTP loop: %w", err)
 		}

@@ -54,6 +54,7 @@ func erpflowBin(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	minCeilingRows = 1000 // shapes, not figures: ten times faster ceilings
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
