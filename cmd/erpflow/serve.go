@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	pluginStates := func() []httpapi.PluginStatus { return pluginStatuses(host.Plugins()) } // GET /v1/plugins
 
-	st, err := store.Open(ctx, cfg.Database, store.Options{})
+	st, err := store.Open(ctx, cfg.Database, store.Options{RelaxedSync: cfg.SQLiteSync == "normal"})
 	if err != nil {
 		return fmt.Errorf("opening the database: %w", err)
 	}

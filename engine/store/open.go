@@ -17,6 +17,10 @@ type Options struct {
 	// MaxConns caps connections: the PostgreSQL pool (default 16) or the
 	// SQLite read pool (default 4; SQLite always writes through one).
 	MaxConns int
+	// RelaxedSync is sqlite.Options.RelaxedSync: SQLite commits survive a
+	// crash of the process, not a power loss. Default false: every commit
+	// is on disk before it is answered. PostgreSQL ignores it.
+	RelaxedSync bool
 }
 
 // ErrBadURL is returned (wrapped) for a database URL of no known kind.
@@ -56,7 +60,7 @@ func Open(ctx context.Context, dbURL string, opts Options) (engine.Store, error)
 		if err != nil {
 			return nil, err
 		}
-		return sqlite.Open(ctx, path, sqlite.Options{ReadConns: opts.MaxConns})
+		return sqlite.Open(ctx, path, sqlite.Options{ReadConns: opts.MaxConns, RelaxedSync: opts.RelaxedSync})
 	case "postgres":
 		s, err := postgres.Open(ctx, dbURL, postgres.Options{MaxConns: opts.MaxConns})
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store"
+	"github.com/erpflow/erpflow/engine/store/sqlite"
 )
 
 func TestOpenSQLite(t *testing.T) {
@@ -158,4 +159,21 @@ func ExampleOpen() {
 	// Output:
 	// orders 1 <nil>
 	// true
+}
+
+// TestOpenSQLiteSync: Options.RelaxedSync reaches the SQLite writer
+// (synchronous NORMAL = 1); without it every commit is synced (FULL = 2).
+func TestOpenSQLiteSync(t *testing.T) {
+	for relaxed, want := range map[bool]int{false: 2, true: 1} {
+		s, err := store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "e.db"), store.Options{RelaxedSync: relaxed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		err = s.(*sqlite.Store).W.QueryRow("PRAGMA synchronous").Scan(&got)
+		s.Close()
+		if err != nil || got != want {
+			t.Errorf("RelaxedSync %v: synchronous %d (%v), want %d", relaxed, got, err, want)
+		}
+	}
 }

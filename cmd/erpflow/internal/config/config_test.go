@@ -155,6 +155,8 @@ func TestErrorsNamePosition(t *testing.T) {
 		{"retention: {succeeded: 1h, events: 90d}\n", `c.yaml:1:36: retention.events: must be a duration such as 720h, not "90d"`},
 		{"retention: {failed: 1h}\n", "c.yaml:1:13: retention.failed: unknown key"},
 		{"database: mysql://x\n", "c.yaml:1:11: database: must be sqlite:PATH or postgres://"},
+		{"sqlite_sync: off\n", "c.yaml:1:14: sqlite_sync: must be full (the default"},
+		{"sqlite_sync: normal\ndatabase: postgres://db/erp\n", "c.yaml:1:14: sqlite_sync: applies to SQLite only"},
 		{"listen: 8080\n", "c.yaml:1:9: listen: must be host:port"},
 		{"log_format: xml\n", "log_format: must be text or json"},
 		{"plugins:\n  - {name: p}\n", "plugins[0].path: required"},
@@ -181,6 +183,17 @@ func TestErrorsNamePosition(t *testing.T) {
 		_, err := Parse("c.yaml", []byte(tc.src), env(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+// sqlite_sync: full by default (an accepted event survives power loss),
+// normal when asked.
+func TestSQLiteSync(t *testing.T) {
+	for src, want := range map[string]string{"": "full", "sqlite_sync: full\n": "full", "sqlite_sync: normal\n": "normal"} {
+		c, err := Parse("c.yaml", []byte(src), env(nil))
+		if err != nil || c.SQLiteSync != want {
+			t.Errorf("%q: %v, sqlite_sync %q, want %q", src, err, c.SQLiteSync, want)
 		}
 	}
 }
