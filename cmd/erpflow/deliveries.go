@@ -381,11 +381,7 @@ func printDelivery(w io.Writer, dd client.DeliveryDetail, wide bool) {
 	t := newTable(column{name: "N", fixed: true}, column{name: "STARTED", fixed: true}, column{name: "DURATION", fixed: true},
 		column{name: "OUTCOME", fixed: true}, column{name: "CODE", fixed: true}, column{name: "ERROR"})
 	for _, a := range dd.Attempts {
-		msg := strings.Join(strings.Fields(a.Error), " ")
-		if !wide {
-			msg = oneLine(a.Error, 200)
-		}
-		t.add(strconv.Itoa(a.N), fmtTime(a.StartedAt), a.Duration.String(), a.Outcome, codeText(a.Code), orDash(msg))
+		t.add(strconv.Itoa(a.N), fmtTime(a.StartedAt), a.Duration.String(), a.Outcome, codeText(a.Code), errorCell(a.Error, wide))
 	}
 	t.write(w, wide)
 	if len(dd.Attempts) == 0 {

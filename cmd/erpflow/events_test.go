@@ -487,27 +487,37 @@ func TestTailRetriesTimeoutsAndRateLimits(t *testing.T) {
 	}
 }
 
-// TestDeliveriesShowWide: -o wide prints each attempt's whole error in
-// the attempts table; the default cuts it.
-func TestDeliveriesShowWide(t *testing.T) {
+// TestShowWide: -o wide prints each attempt's whole error in the
+// attempts tables of deliveries show and rules test; the default cuts it.
+func TestShowWide(t *testing.T) {
 	long := "connection refused by the receiver " + strings.Repeat("after many retries ", 20) + "END-OF-ERROR"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(httpapi.APIHeader, "1")
 		w.Header().Set("Content-Type", "application/json")
-		b, _ := json.Marshal(map[string]any{
-			"delivery": map[string]any{"id": "dlv_1", "state": "failed", "rule": "r", "attempts": 1},
-			"attempts": []any{map[string]any{"delivery_id": "dlv_1", "n": 1, "outcome": "retryable", "error": long}},
-		})
+		d := map[string]any{"id": "dlv_1", "state": "failed", "rule": "r", "attempts": 1, "action_type": "webhook"}
+		a := map[string]any{"delivery_id": "dlv_1", "n": 1, "outcome": "retryable", "error": long}
+		var b []byte
+		if strings.HasSuffix(r.URL.Path, "/test") {
+			b, _ = json.Marshal(map[string]any{"rule": "r", "results": []any{map[string]any{"delivery": d, "attempt": a}}})
+		} else {
+			b, _ = json.Marshal(map[string]any{"delivery": d, "attempts": []any{a}})
+		}
 		w.Write(b)
 	}))
 	defer srv.Close()
 	t.Setenv("COLUMNS", "100")
-	_, out, _ := runOut("deliveries", "show", "dlv_1", "--server", srv.URL)
-	if strings.Contains(out, "END-OF-ERROR") {
-		t.Errorf("the default output holds the whole error:\n%s", out)
+	ev := filepath.Join(t.TempDir(), "ev.json")
+	if err := os.WriteFile(ev, []byte(`{"id":"e1","entity":"SalesOrder","event":"released","data":{}}`), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	code, out, errb := runOut("deliveries", "show", "dlv_1", "-o", "wide", "--server", srv.URL)
-	if code != 0 || !strings.Contains(out, "END-OF-ERROR") {
-		t.Errorf("-o wide: exit %d, the whole error missing:\n%s%s", code, out, errb)
+	for _, args := range [][]string{{"deliveries", "show", "dlv_1"}, {"rules", "test", "r", ev}} {
+		args = append(args, "--server", srv.URL)
+		if _, out, _ := runOut(args...); strings.Contains(out, "END-OF-ERROR") {
+			t.Errorf("%v: the default output holds the whole error:\n%s", args, out)
+		}
+		code, out, errb := runOut(append(args, "-o", "wide")...)
+		if code != 0 || !strings.Contains(out, "END-OF-ERROR") {
+			t.Errorf("%v -o wide: exit %d, the whole error missing:\n%s%s", args, code, out, errb)
+		}
 	}
 }

@@ -426,4 +426,13 @@ func orDash(s string) string {
 }
 
 // oneLine folds white space and cuts s to n runes.
+// errorCell is an attempt's error in a table cell: on one line, cut to
+// 200 bytes unless wide (-o wide), "-" when empty.
+func errorCell(s string, wide bool) string {
+	if wide {
+		return orDash(strings.Join(strings.Fields(s), " "))
+	}
+	return orDash(oneLine(s, 200))
+}
+
 func oneLine(s string, n int) string { return cut(strings.Join(strings.Fields(s), " "), n) }

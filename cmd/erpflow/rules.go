@@ -138,7 +138,7 @@ func newRulesCmd() *cobra.Command {
 				if err := json.Unmarshal(raw, &tr); err != nil {
 					return err
 				}
-				printTestResults(c.OutOrStdout(), tr)
+				printTestResults(c.OutOrStdout(), tr, af.wide())
 				return nil
 			}),
 		call("delete NAME", "Remove an API rule", cobra.ExactArgs(1),
@@ -188,14 +188,16 @@ func completeRuleNames(c *cobra.Command, af *apiFlags) []string {
 	return names
 }
 
-func printTestResults(w io.Writer, tr client.TestResults) {
+// printTestResults prints a test-fire's attempts; wide (-o wide) keeps
+// their whole errors.
+func printTestResults(w io.Writer, tr client.TestResults, wide bool) {
 	t := newTable(column{name: "ACTION", fixed: true}, column{name: "TYPE", fixed: true}, column{name: "OUTCOME", fixed: true},
 		column{name: "CODE", fixed: true}, column{name: "DURATION", fixed: true}, column{name: "ERROR"})
 	for _, r := range tr.Results {
 		t.add(strconv.Itoa(r.Delivery.ActionIndex), r.Delivery.ActionType, r.Attempt.Outcome,
-			strconv.Itoa(r.Attempt.Code), r.Attempt.Duration.String(), orDash(oneLine(r.Attempt.Error, 200)))
+			strconv.Itoa(r.Attempt.Code), r.Attempt.Duration.String(), errorCell(r.Attempt.Error, wide))
 	}
-	t.write(w, false)
+	t.write(w, wide)
 	for _, r := range tr.Results {
 		fmt.Fprintf(w, "\naction %d payload:\n", r.Delivery.ActionIndex)
 		printJSON(w, r.Delivery.Payload)
