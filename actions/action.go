@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -201,6 +203,25 @@ type Timeouter interface {
 // capped.
 type Destinationer interface {
 	Destination(payload json.RawMessage) string
+}
+
+// URLDestination is the destination key of a URL as Destinationer
+// returns it for webhooks: "scheme://host:port", lowercase, the scheme's
+// default port filled in, no path; "" when u has no host. The API finds a
+// destination by a URL as a user writes it through it too.
+func URLDestination(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Hostname() == "" {
+		return ""
+	}
+	scheme, port := strings.ToLower(p.Scheme), p.Port()
+	if port == "" {
+		port = "443"
+		if scheme == "http" {
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(p.Hostname()), port)
 }
 
 // FileUser is an optional Factory capability: the keys of its config

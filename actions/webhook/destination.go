@@ -3,8 +3,6 @@ package webhook
 import (
 	"bytes"
 	"encoding/json"
-	"net"
-	"net/url"
 	"strings"
 
 	"github.com/erpflow/erpflow/actions"
@@ -80,18 +78,4 @@ func payloadOrigin(p []byte) (string, bool) {
 
 // destinationOf normalises an origin: lowercase scheme and host, the
 // scheme's default port filled in; "" when it does not parse.
-func destinationOf(origin string) string {
-	u, err := url.Parse(origin)
-	if err != nil || u.Hostname() == "" {
-		return ""
-	}
-	scheme := strings.ToLower(u.Scheme)
-	port := u.Port()
-	if port == "" {
-		port = "443"
-		if scheme == "http" {
-			port = "80"
-		}
-	}
-	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
-}
+func destinationOf(origin string) string { return actions.URLDestination(origin) }

@@ -425,14 +425,15 @@ func orDash(s string) string {
 	return s
 }
 
-// oneLine folds white space and cuts s to n runes.
 // errorCell is an attempt's error in a table cell: on one line, cut to
 // 200 bytes unless wide (-o wide), "-" when empty.
 func errorCell(s string, wide bool) string {
+	n := 200
 	if wide {
-		return orDash(strings.Join(strings.Fields(s), " "))
+		n = len(s)
 	}
-	return orDash(oneLine(s, 200))
+	return orDash(oneLine(s, n))
 }
 
+// oneLine folds white space and cuts s to n runes.
 func oneLine(s string, n int) string { return cut(strings.Join(strings.Fields(s), " "), n) }

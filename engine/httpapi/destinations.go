@@ -1,11 +1,10 @@
 package httpapi
 
 import (
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 
+	"github.com/erpflow/erpflow/actions"
 	"github.com/erpflow/erpflow/engine"
 )
 
@@ -71,7 +70,7 @@ func (s *Server) visibleDestination(w http.ResponseWriter, r *http.Request, id s
 			writeError(w, internal(err))
 			return engine.DestinationView{}, false
 		}
-		norm := normalDestination(id)
+		norm := actions.URLDestination(id) // as a user writes it: https://WMS.example/hook
 		for _, d := range all {
 			if d.ID == id || d.Destination == id || d.Destination == norm {
 				return d, true
@@ -114,18 +113,3 @@ func (s *Server) resumeDestination(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"destination": d, "probe": "the next due delivery to it is its probe, now"})
 }
 
-// normalDestination is a destination as written by a user
-// ("https://Hooks.Example", "https://hooks.example/path") in the stored
-// form: lowercase scheme and host, the default port made explicit, no
-// path. "" when it is no URL.
-func normalDestination(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.Hostname() == "" {
-		return ""
-	}
-	scheme, port := strings.ToLower(u.Scheme), u.Port()
-	if port == "" {
-		port = map[string]string{"https": "443", "http": "80"}[scheme]
-	}
-	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
-}
