@@ -112,4 +112,3 @@ func (s *Server) resumeDestination(w http.ResponseWriter, r *http.Request) {
 	d, _ = s.visibleDestination(w, r, d.ID)
 	writeJSON(w, http.StatusAccepted, map[string]any{"destination": d, "probe": "the next due delivery to it is its probe, now"})
 }
-
