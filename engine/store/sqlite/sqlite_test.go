@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/internal/sqlcore"
 	"github.com/erpflow/erpflow/engine/store/sqlite"
 	"github.com/erpflow/erpflow/engine/store/storetest"
 )
@@ -93,24 +94,91 @@ func TestWriterTempStoreInMemory(t *testing.T) {
 
 // TestWriterDurable: the writer commits with synchronous=FULL (the WAL is
 // on disk before a commit returns: an accepted event survives power
-// loss), unless Options.RelaxedSync asks for NORMAL.
+// loss), unless Options.RelaxedSync asks for NORMAL. A transaction of the
+// queue's bookkeeping (sqlcore.Relaxed) commits with NORMAL, and the
+// writer is back to FULL for the next one.
 func TestWriterDurable(t *testing.T) {
+	ctx := context.Background()
 	for _, c := range []struct {
-		relaxed bool
-		want    int
-	}{{false, 2}, {true, 1}} {
-		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{RelaxedSync: c.relaxed})
+		relaxed           bool
+		want, wantRelaxed int
+	}{{false, 2, 1}, {true, 1, 1}} {
+		s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "erpflow.db"), sqlite.Options{RelaxedSync: c.relaxed})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got int
-		if err := s.W.QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+		level := func(ctx context.Context) (got int) {
+			t.Helper()
+			err := s.Tx(ctx, func(tx *sqlcore.Tx) error {
+				return tx.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&got)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return got
+		}
+		before, inRelaxed, after := level(ctx), level(sqlcore.Relaxed(ctx)), level(ctx)
+		var outside int
+		if err := s.W.QueryRow("PRAGMA synchronous").Scan(&outside); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()
-		if got != c.want {
-			t.Errorf("RelaxedSync %v: synchronous %d, want %d", c.relaxed, got, c.want)
+		if before != c.want || after != c.want || outside != c.want || inRelaxed != c.wantRelaxed {
+			t.Errorf("RelaxedSync %v: synchronous %d, in a relaxed transaction %d, then %d and %d; want %d, %d, %d, %d",
+				c.relaxed, before, inRelaxed, after, outside, c.want, c.wantRelaxed, c.want, c.want)
 		}
+	}
+}
+
+// TestBookkeepingRelaxed: claims, completions and releases commit under
+// Core.SyncRelax; an event's insert does not (its commit is the 202's
+// promise). SyncRelax is swapped for a statement that counts its runs
+// on the writer's one connection.
+func TestBookkeepingRelaxed(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "erpflow.db"))
+	defer s.Close()
+	if _, err := s.W.Exec("CREATE TEMP TABLE relaxed (n INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	s.SyncRelax, s.SyncRestore = "INSERT INTO temp.relaxed VALUES (1)", "SELECT 1"
+	count := func() (n int) {
+		t.Helper()
+		if err := s.W.QueryRow("SELECT count(*) FROM temp.relaxed").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	now := time.Now()
+	ev := engine.Event{ID: "ev1", Tenant: "acme", Entity: "SalesOrder", Event: "updated"}
+	var ds []engine.Delivery
+	for _, id := range []string{"dlv_1", "dlv_2"} {
+		ds = append(ds, engine.Delivery{ID: id, Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), RunAt: now})
+	}
+	if _, err := s.InsertEvents(ctx, []engine.EventRecord{{Event: ev, Deliveries: ds}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("an event's insert ran relaxed (%d)", n)
+	}
+	got, err := s.Claim(ctx, "w", 10, now, time.Hour)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("claim: %v %v", got, err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("after a claim: %d relaxed transactions, want 1", n)
+	}
+	if _, err := s.Complete(ctx, []engine.Completion{{ID: "dlv_1", Owner: "w", Attempt: engine.Attempt{N: 1, StartedAt: now, Outcome: "ok"}, State: engine.StateSucceeded}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("after a completion: %d relaxed transactions, want 2", n)
+	}
+	if err := s.Release(ctx, "w", []string{"dlv_2"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("after a release: %d relaxed transactions, want 3", n)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -135,6 +136,17 @@ type Core struct {
 	// now (besides Transient ones, which are so when retries run out); they
 	// come back wrapped in engine.ErrUnavailable.
 	Unavailable func(error) bool
+	// SyncRelax and SyncRestore, when set, switch the writer's connection
+	// to commits that do not wait for the disk and back (SQLite: PRAGMA
+	// synchronous). Transactions under a Relaxed context (the queue's own
+	// bookkeeping: claims, completions with their attempt records,
+	// released leases) commit between them; every other one (an event's
+	// insert, an API's change) still waits, and its sync makes every
+	// earlier commit durable with it. Power lost before such a sync
+	// undoes only bookkeeping, which a restart redoes as after any crash:
+	// a delivery claimed or completed then is sent again. Default: none,
+	// every commit waits as the connection is configured.
+	SyncRelax, SyncRestore string
 
 	stmts stmts
 	multi bool // multi-row statements are prepared in rowSizes (Prepare)
@@ -198,10 +210,50 @@ func (c *Core) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 func (c *Core) tx(ctx context.Context, fn func(tx *Tx) error) error {
+	if c.SyncRelax != "" && ctx.Value(relaxedKey{}) != nil {
+		return c.relaxedTx(ctx, fn)
+	}
 	stx, err := c.W.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
+	return c.run(stx, fn)
+}
+
+type relaxedKey struct{}
+
+// Relaxed marks ctx for the queue's bookkeeping: a write transaction
+// under it may commit without waiting for the disk (see Core.SyncRelax).
+func Relaxed(ctx context.Context) context.Context {
+	return context.WithValue(ctx, relaxedKey{}, true)
+}
+
+// relaxedTx is tx on the writer's connection switched by SyncRelax,
+// switched back by SyncRestore before any other transaction can take it.
+func (c *Core) relaxedTx(ctx context.Context, fn func(tx *Tx) error) error {
+	conn, err := c.W.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), c.SyncRestore); err != nil {
+			// Never handed on relaxed: the pool opens a fresh one.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		_ = conn.Close()
+	}()
+	if _, err := conn.ExecContext(ctx, c.SyncRelax); err != nil {
+		return err
+	}
+	stx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	return c.run(stx, fn)
+}
+
+// run runs fn in stx and commits.
+func (c *Core) run(stx *sql.Tx, fn func(tx *Tx) error) error {
 	tx := &Tx{Tx: stx}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
@@ -615,7 +667,7 @@ func (c *Core) Claim(ctx context.Context, owner string, limit int, now time.Time
 		return nil, nil
 	}
 	now = Round(now)
-	ds, err := c.D.Claim(ctx, owner, limit, now, Round(now.Add(lease)))
+	ds, err := c.D.Claim(Relaxed(ctx), owner, limit, now, Round(now.Add(lease)))
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -734,6 +786,7 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 	if len(cs) == 0 {
 		return 0, nil
 	}
+	ctx = Relaxed(ctx)
 	for i := range cs {
 		switch cs[i].State {
 		case engine.StateSucceeded, engine.StateFailed, engine.StateDead:
@@ -845,6 +898,7 @@ func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Att
 // running under owner.
 func (c *Core) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
 	now = Round(now)
+	ctx = Relaxed(ctx)
 	err := c.Tx(ctx, func(tx *Tx) error {
 		if len(ids) == 0 {
 			_, err := tx.ExecContext(ctx, c.Q(releaseSQL), c.t(now), c.t(now), c.t(now), owner)
