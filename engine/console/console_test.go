@@ -45,6 +45,7 @@ var testTokens = []httpapi.Token{
 // TestServing: where the console is, what every answer carries, and
 // what it refuses, over plain HTTP.
 func TestServing(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{tokens: testTokens})
 
 	res, _ := get(t, s, "GET", "/")
@@ -138,6 +139,7 @@ func TestServing(t *testing.T) {
 // and nothing of another's, in a real browser after signing in; it cannot
 // switch another tenant's rule even by requesting its URL directly.
 func TestTenantPortal(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{tokens: testTokens})
 		s.mustDo("POST", "/v1/rules", "tok-acme", ruleYAML("acme-orders", "Order", "picked", "https://acme.example/orders"), nil)
@@ -193,6 +195,7 @@ func TestTenantPortal(t *testing.T) {
 // TestNoSignInWithoutTokens: with no tokens configured (loopback) the
 // console needs no sign-in.
 func TestNoSignInWithoutTokens(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	b := newBrowser(t, 1280, 800)
 	b.open(s.URL, "/ui/rules")
@@ -204,6 +207,7 @@ func TestNoSignInWithoutTokens(t *testing.T) {
 
 // TestEscaping: what a rule author wrote is shown as text, never run.
 func TestEscaping(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	evil := `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">`
 	body := "name: evil-rule\ndescription: '" + evil + "'\non: {entity: Order, event: picked}\nactions:\n  - {type: webhook, url: 'https://example.com/a?q=\"><script>window.__xss=3</script>'}\n"
@@ -235,6 +239,7 @@ const unlabelled = `[...document.querySelectorAll('#main input:not([type=hidden]
 // switch works from the keyboard. TestEveryScreenFitsAPhone does the
 // other screens.
 func TestPhoneWidth(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("a-rule-with-a-rather-long-name", "SalesOrder", "status_changed", "https://very-long-host-name.example.com/webhooks/erp/salesorders/released"), nil)
 	b := newBrowser(t, 390, 844)
@@ -254,6 +259,7 @@ func TestPhoneWidth(t *testing.T) {
 // whatever the API calls made for it (a rules page makes one per rule),
 // and the live stream's token never reaches the log.
 func TestOneLogLinePerPage(t *testing.T) {
+	t.Parallel()
 	var buf syncBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s := newStack(t, openSQLite(t), stackOpts{tokens: testTokens, logger: log})
@@ -323,6 +329,7 @@ func (s *syncBuffer) Reset() {
 // circuit breaker paused, with their last error and next probe; a
 // tenant's session sees none (destinations are shared).
 func TestOverviewPausedDestinations(t *testing.T) {
+	t.Parallel()
 	st := openSQLite(t)
 	s := newStack(t, st, stackOpts{tokens: testTokens})
 	now := time.Now().UTC()

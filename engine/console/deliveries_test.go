@@ -90,6 +90,7 @@ func (b *browser) acceptConfirms() {
 // response code 200; expanding it shows the attempt with its status, the
 // request headers (signature masked), the response headers and body.
 func TestJobManagementFlow(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
@@ -182,6 +183,7 @@ func (s *stack) flakyLogHistory(page string) (*receiver, *browser) {
 // the count first, then replays, and the row turns succeeded; Retry
 // attempts one delivery again.
 func TestFailingReceiverReplay(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv, b := s.flakyLogHistory("/ui/deliveries?rule=flaky")
@@ -241,6 +243,7 @@ func TestFailingReceiverReplay(t *testing.T) {
 // deliveries; its page shows its JSON; Re-run against the current rules
 // creates a delivery that reaches the receiver and is listed.
 func TestEventsRerun(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
@@ -314,6 +317,7 @@ func (s *stack) uiDo(method, path, token string, form url.Values) (int, string) 
 // page, re-run and the overview show nothing of globex and change
 // nothing of it.
 func TestLogHistoryTenantScope(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		const acme, globex = "tok-acme-0123456789", "tok-globex-0123456789"
 		s := newStack(t, k.open(t), stackOpts{tokens: []httpapi.Token{
@@ -461,6 +465,7 @@ func (s *stack) waitSettled(token, id string) string {
 // response body and a response header is shown as text in the Log
 // History and on the event's page, and nothing of it runs.
 func TestLogHistoryEscaping(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		const evil = `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">`
@@ -510,6 +515,7 @@ func TestLogHistoryEscaping(t *testing.T) {
 // later, and once a stream is free it is live again and shows new
 // attempts.
 func TestLiveAfterStreamRefused(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{maxStreams: 1})
 	rcv := newReceiver(t)
 	s.mustDo("POST", "/v1/rules", "", signedRule("picked", "Order", "picked", rcv.URL+"/picked", "none"), nil)

@@ -285,21 +285,60 @@ type browser struct {
 	allowErrs []string
 }
 
-// newBrowser starts Chromium with a window of width×height pixels.
-func newBrowser(t testing.TB, width, height int) *browser {
-	t.Helper()
-	path := chromiumPath(t)
+// chromium is the one browser of the package's tests, started by the
+// first newBrowser and closed by TestMain: starting one per test cost
+// half a second each, and about one start in ten here failed in
+// crashpad ("chrome failed to start"), which startBrowser retries.
+var chromium struct {
+	once   sync.Once
+	ctx    context.Context // its first tab: tests open theirs beside it
+	cancel func()
+	err    error
+}
+
+// startBrowser starts the shared Chromium at path, trying three times.
+func startBrowser(path string) {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.WindowSize(width, height),
+		chromedp.WindowSize(1280, 800),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("no-first-run", true),
 	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
+	for try := 0; try < 3; try++ {
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancel := chromedp.NewContext(actx)
+		// No timeout on the first run: it would stop the browser with it.
+		if chromium.err = chromedp.Do(ctx); chromium.err == nil {
+			chromium.ctx, chromium.cancel = ctx, func() { cancel(); cancelAlloc() }
+			return
+		}
+		cancel()
+		cancelAlloc()
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if chromium.cancel != nil {
+		chromium.cancel()
+	}
+	os.Exit(code)
+}
+
+// newBrowser opens a tab of width×height pixels in the shared Chromium,
+// in a browser context of its own (its own cookies and storage, as a
+// fresh browser would have), closed with the test.
+func newBrowser(t testing.TB, width, height int) *browser {
+	t.Helper()
+	path := chromiumPath(t)
+	chromium.once.Do(func() { startBrowser(path) })
+	if chromium.err != nil {
+		t.Fatalf("starting %s: %v", path, chromium.err)
+	}
+	ctx, cancel := chromedp.NewContext(chromium.ctx, chromedp.WithNewBrowserContext())
 	b := &browser{t: t, ctx: ctx}
 	// The viewport is set, not only the window: a headless window has a
 	// minimum width wider than a phone.
@@ -309,8 +348,7 @@ func newBrowser(t testing.TB, width, height int) *browser {
 	}
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), int64(height), emulate...)); err != nil {
 		cancel()
-		cancelAlloc()
-		t.Fatalf("starting %s: %v", path, err)
+		t.Fatalf("opening a tab in %s: %v", path, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -328,7 +366,6 @@ func newBrowser(t testing.TB, width, height int) *browser {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		cancelAlloc()
 		<-done
 		b.mu.Lock()
 		defer b.mu.Unlock()

@@ -18,6 +18,7 @@ var (
 // state; the live row URL answers 204 for a delivery the page's filter
 // or page does not show.
 func TestLogHistoryPaging(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		fillDeliveries(t, s.store, 120) // 60 Order, 60 Invoice

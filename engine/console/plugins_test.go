@@ -14,6 +14,7 @@ import (
 // no path, process or error; the page is in the navigation; a server
 // without plugins says so.
 func TestPluginsScreen(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	plugins := []httpapi.PluginStatus{
 		{Name: "csvlog", Path: "/opt/erpflow/erpflow-csvlog", SHA256: strings.Repeat("ab", 32), Types: []string{"csvlog"},

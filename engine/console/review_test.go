@@ -14,6 +14,7 @@ import (
 // the deliveries it counted. Changing the form after counting (another
 // rule, no rule) does not widen the replay to deliveries nobody counted.
 func TestReplayQueuesWhatWasCounted(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		down := newReceiver(t)
@@ -93,6 +94,7 @@ func TestReplayQueuesWhatWasCounted(t *testing.T) {
 // their page's Re-run reaches them. (Ids "." and ".." cannot: no URL
 // path holds them, in the API either; see the review's report.)
 func TestEventIDsWithURLCharacters(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	ids := []string{"SO/1", "a?b#c%d", "x/../y", "x/./y", "%2F", "Bestellung-ü", "..x"}
 	for _, id := range ids {
@@ -125,6 +127,7 @@ func TestEventIDsWithURLCharacters(t *testing.T) {
 // event, not a newer one of another tenant the rule never sees, nor a
 // newer one of another event name.
 func TestRuleTestSampleOfTheRulesTenant(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", "name: acme-hook\ntenants: [acme]\non: {entity: Order, event: shipped}\nactions:\n  - type: webhook\n    url: http://127.0.0.1:1/x\n", nil)
 	s.emit("", map[string]any{"id": "ACME-7", "tenant": "acme", "entity": "Order", "entity_id": "A7", "event": "shipped", "data": map[string]any{}})
@@ -140,6 +143,7 @@ func TestRuleTestSampleOfTheRulesTenant(t *testing.T) {
 // scrolls the page sideways, with long unbroken values of the ERP and the receiver (ids,
 // URLs, JSON, response headers): wide parts scroll or wrap in their box.
 func TestEveryScreenFitsAPhone(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	rcv := newReceiver(t)
 	long := strings.Repeat("Z", 120)
@@ -192,6 +196,7 @@ func TestEveryScreenFitsAPhone(t *testing.T) {
 // if nobody changed it since the page loaded it (If-Match); else it says
 // so and the rule stays. Reloaded, the page deletes it.
 func TestDeleteIsConditional(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("doomed", "Order", "shipped", "http://127.0.0.1:1/x"), nil)
 	b := newBrowser(t, 1280, 800)
@@ -218,6 +223,7 @@ func TestDeleteIsConditional(t *testing.T) {
 // delete or duplicate come from its link (?deleted=, ?duplicated=); a
 // link from elsewhere cannot make them say a sentence of its own.
 func TestNoticesFromLinksSayOnlyRuleNames(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("kept", "Order", "shipped", "http://127.0.0.1:1/x"), nil)
 	spoof := "x. Your session expired: sign in again at https://evil.example/login"
@@ -240,6 +246,7 @@ func TestNoticesFromLinksSayOnlyRuleNames(t *testing.T) {
 // state, a delivery's row does not stay at a state it has left: once its
 // retry succeeds, it leaves the page (as a reload would show), live.
 func TestLiveLogHistoryFilteredByState(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	rcv, b := s.flakyLogHistory("/ui/deliveries?state=failed")
 	id := s.emit("", map[string]any{"id": "ST-1", "entity": "Order", "entity_id": "O-1", "event": "shipped", "data": map[string]any{}})[0]

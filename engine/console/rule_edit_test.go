@@ -70,6 +70,7 @@ func writeCatalog(t testing.TB) string {
 // URL) and sends it: the receiver gets it and the page shows the response
 // code and body; Log History links to the rule's deliveries.
 func TestVelosityFlow(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{catalogPaths: []string{writeCatalog(t)}})
 		rcv := newReceiver(t)
@@ -196,6 +197,7 @@ func TestVelosityFlow(t *testing.T) {
 // is refused (409) with a link to reload; a malformed sample event is
 // refused by Explain and Send test with the API's message, nothing sent.
 func TestYAMLTypoShownAtLine(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
@@ -269,6 +271,7 @@ func TestYAMLTypoShownAtLine(t *testing.T) {
 // switch. Deleting an API rule asks first: dismissed, nothing happens;
 // accepted, the rule is gone and the list says so.
 func TestFileRuleReadOnlyAndDelete(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		dir := t.TempDir()
 		file := filepath.Join(dir, "rules.yaml")
@@ -351,6 +354,7 @@ func tenantTokens() []httpapi.Token {
 // acme's rule is unchanged afterwards; the Add screen creates globex's
 // rule in globex.
 func TestRuleScreensOtherTenant(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{tokens: tenantTokens()})
 		rcv := newReceiver(t)
@@ -431,6 +435,7 @@ func TestRuleScreensOtherTenant(t *testing.T) {
 // data explained against it, holding <script> and <img onerror> are shown
 // as text on the rule's page and its Test screen: nothing runs.
 func TestRuleScreensEscape(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
@@ -470,6 +475,7 @@ func TestRuleScreensEscape(t *testing.T) {
 // YAML read-only, without Save, Delete, Duplicate or the switch, and its
 // Test screen explains but offers no Send test.
 func TestRuleScreensReadOnlyToken(t *testing.T) {
+	t.Parallel()
 	const reader = "tok-reader-0123456789"
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{tokens: []httpapi.Token{
@@ -504,6 +510,7 @@ func TestRuleScreensReadOnlyToken(t *testing.T) {
 // says when its timer would fire, and that its condition is checked
 // again then; of an ordered rule, that it runs one at a time.
 func TestRuleTestShowsTiming(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		src := "name: overdue\nenabled: true\non: {entity: Invoice, event: created}\nschedule: {after: data.due_date, delay: 72h}\nordered: true\n" +

@@ -18,6 +18,7 @@ func ruleYAML(name, entity, event, url string) string {
 // row showed; a click on a row that is stale (the rule changed since) is
 // refused and the row shows the rule as it is.
 func TestRulesSwitch(t *testing.T) {
+	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
 		rcv := newReceiver(t)
@@ -67,6 +68,7 @@ func TestRulesSwitch(t *testing.T) {
 // TestRuleNamedNew: a rule may be called "new" (or "test"): its page is
 // its page, and the Add screen is elsewhere.
 func TestRuleNamedNew(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("new", "Order", "picked", "https://example.com/new"), nil)
 	s.mustDo("POST", "/v1/rules", "", ruleYAML("test", "Order", "picked", "https://example.com/test"), nil)

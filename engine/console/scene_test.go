@@ -10,6 +10,7 @@ import (
 // pictures show: every delivery in the Log History, the dead ones
 // counted in the queue, the failing destination named on the overview.
 func TestBusyInstallation(t *testing.T) {
+	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
 	ok, down := newReceiver(t), newReceiver(t)
 	down.status.Store(503)
