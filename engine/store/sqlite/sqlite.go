@@ -161,7 +161,7 @@ func open(ctx context.Context, path string, opts Options, mem bool) (*Store, err
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
-	if err := s.Prepare(ctx, true, sqlcore.CompleteEachSQL, claimSQL); err != nil {
+	if err := s.Prepare(ctx, true, sqlcore.CompleteEachSQL, claimSQL, sqlcore.ClaimTimersSQL(dialect{}.SkipLocked())); err != nil {
 		s.Core.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}

@@ -89,14 +89,22 @@ func testDestinations(t *testing.T, s engine.Store) {
 }
 
 // A wake of many deliveries wakes all of them, across the store's
-// batches (5,000 waits a transaction): the first batch holds only waits of
-// deliveries no longer pending, whose waits just go, unwoken.
+// batches (5,000 waits a transaction, or what its WakeBatchSize says): the
+// first batch holds only waits of deliveries no longer pending, whose
+// waits just go, unwoken.
 func testWakeManyWaiting(t *testing.T, s engine.Store) {
 	ds := destinationStore(t, s)
 	ctx := ctxT(t)
-	const n, done = 11000, 5001
-	for i := 0; i < n; i += 1000 {
-		insert(t, s, rec("acme", fmt.Sprint("big", i), 1000, t0))
+	batch := 5000
+	if b, ok := s.(wakeBatcher); ok {
+		batch = b.WakeBatchSize()
+	}
+	// Two and a half batches, inserted a tenth of a batch an event; the
+	// first batch and one more delivery are done.
+	per := max(batch/10, 1)
+	n, done := 2*batch+per*5, batch+1
+	for i := 0; i < n; i += per {
+		insert(t, s, rec("acme", fmt.Sprint("big", i), min(per, n-i), t0))
 	}
 	claimed := sortedIDs(mv(s.Claim(ctx, "w", n, t0, time.Minute)).get(t))
 	if len(claimed) != n {
@@ -125,6 +133,11 @@ func testWakeManyWaiting(t *testing.T, s engine.Store) {
 		t.Fatalf("a second wake woke %d", woke)
 	}
 }
+
+// wakeBatcher is a store that says how many waits one transaction of
+// WakeDestination wakes, so that testWakeManyWaiting crosses its batches
+// with as few deliveries as it takes.
+type wakeBatcher interface{ WakeBatchSize() int }
 
 // dest is the destination the destination cases pause and wake.
 const dest = "https://api.example.com:443"

@@ -147,8 +147,13 @@ type Core struct {
 	// a delivery claimed or completed then is sent again. Default: none,
 	// every commit waits as the connection is configured.
 	SyncRelax, SyncRestore string
+	// WakeBatch is how many waits one transaction of WakeDestination
+	// wakes. Default: 5,000 (see DefaultWakeBatch). Tests set a small one
+	// to cross batches with few deliveries.
+	WakeBatch int
 
 	stmts stmts
+	big   bigStmts
 	multi bool // multi-row statements are prepared in rowSizes (Prepare)
 }
 

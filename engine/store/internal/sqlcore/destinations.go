@@ -160,11 +160,20 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// wakeBatch bounds the waits one transaction of WakeDestination wakes: a
-// destination down for hours may have millions waiting, and one
+// DefaultWakeBatch bounds the waits one transaction of WakeDestination
+// wakes: a destination down for hours may have millions waiting, and one
 // transaction for all of them would hold SQLite's writer (every emit)
 // for seconds, and roll back whole should it time out.
-const wakeBatch = 5000
+const DefaultWakeBatch = 5000
+
+// WakeBatchSize is the number of waits one transaction of
+// WakeDestination wakes (Core.WakeBatch, or DefaultWakeBatch).
+func (c *Core) WakeBatchSize() int {
+	if c.WakeBatch > 0 {
+		return c.WakeBatch
+	}
+	return DefaultWakeBatch
+}
 
 // WakeDestination implements engine.DestinationStore. It walks dest's
 // waits in id order, a range of the primary key per transaction: each
@@ -186,7 +195,7 @@ func (c *Core) WakeDestination(ctx context.Context, dest string, now time.Time) 
 		var last sql.NullString
 		err := c.Tx(ctx, func(tx *Tx) error {
 			err := tx.QueryRowContext(ctx, c.Q(`SELECT max(id) FROM (SELECT id FROM destination_waits
-				WHERE destination = ? AND id > ? ORDER BY id LIMIT ?) w`), dest, after, wakeBatch).Scan(&last)
+				WHERE destination = ? AND id > ? ORDER BY id LIMIT ?) w`), dest, after, c.WakeBatchSize()).Scan(&last)
 			if err != nil || !last.Valid {
 				return err
 			}

@@ -176,19 +176,25 @@ func (c *Core) trackLatest(ctx context.Context, tx Querier, evs []NewEvent, inse
 	return nil
 }
 
+// ClaimTimersSQL is the statement of ClaimTimers for a dialect's
+// SkipLocked (for Prepare: the timer loop runs it every poll).
+func ClaimTimersSQL(skipLocked string) string {
+	return `UPDATE timers SET lease_owner = ?, locked_until = ?
+		WHERE id IN (SELECT id FROM timers WHERE state = 'pending' AND fire_at <= ?
+			AND (locked_until IS NULL OR locked_until <= ?) ORDER BY fire_at LIMIT ?` + skipLocked + `)
+		RETURNING ` + TimerCols("")
+}
+
 // ClaimTimers implements engine.TimerStore.
 func (c *Core) ClaimTimers(ctx context.Context, owner string, limit int, now time.Time, lease time.Duration) ([]engine.Timer, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	now = Round(now)
-	q := c.Q(`UPDATE timers SET lease_owner = ?, locked_until = ?
-		WHERE id IN (SELECT id FROM timers WHERE state = 'pending' AND fire_at <= ?
-			AND (locked_until IS NULL OR locked_until <= ?) ORDER BY fire_at LIMIT ?` + c.D.SkipLocked() + `)
-		RETURNING ` + TimerCols(""))
+	q := c.Q(ClaimTimersSQL(c.D.SkipLocked()))
 	var ts []engine.Timer
 	err := c.Retry(ctx, func() error {
-		rows, err := c.W.QueryContext(ctx, q, owner, c.t(now.Add(lease)), c.t(now), c.t(now), limit)
+		rows, err := c.Query(ctx, c.W, q, owner, c.t(now.Add(lease)), c.t(now), c.t(now), limit)
 		if err != nil {
 			return err
 		}
