@@ -123,19 +123,19 @@ func TestBenchDeferred(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"ordered", []string{"--ordered", "--events", "300", "--entities", "30", "--rules", "2"}, []string{
-			`--ordered: .* 300 events × 2 rules = 600 deliveries per run, events round-robin over 30 entities, 8 workers`,
+		{"ordered", []string{"--ordered", "--events", "150", "--entities", "30", "--rules", "2"}, []string{
+			`--ordered: .* 150 events × 2 rules = 300 deliveries per run, events round-robin over 30 entities, 8 workers`,
 			// Four runs: unordered, ordered, ordered, unordered.
-			`\nunordered: emitted 300 events in .*; 600 deliveries received and recorded in .*: \d+ deliveries/s; \d+ arrivals out of entity order[^\n]*` +
-				`\nordered: emitted 300 events in .*; 600 deliveries received and recorded in .*: \d+ deliveries/s; 0 arrivals out of entity order` +
-				`\nordered: emitted 300 events in .*; 0 arrivals out of entity order` +
-				`\nunordered: emitted 300 events in .*; \d+ arrivals out of entity order[^\n]*\n`,
+			`\nunordered: emitted 150 events in .*; 300 deliveries received and recorded in .*: \d+ deliveries/s; \d+ arrivals out of entity order[^\n]*` +
+				`\nordered: emitted 150 events in .*; 300 deliveries received and recorded in .*: \d+ deliveries/s; 0 arrivals out of entity order` +
+				`\nordered: emitted 150 events in .*; 0 arrivals out of entity order` +
+				`\nunordered: emitted 150 events in .*; \d+ arrivals out of entity order[^\n]*\n`,
 			`ordered/unordered throughput: [\d.]+ \(target >= 0.80: (met|NOT met)\); per-entity order at the receiver: 0 violations over 60 chains \(met\)`,
 		}},
-		{"destinations", []string{"--destinations", "4", "--paused", "1", "--events", "200"}, []string{
-			`--destinations: .* 200 events × 4 destinations \(a rule each\), 1 of them down in the some-paused runs`,
-			`\nnone-paused: 600 deliveries to the 3 healthy destinations in .*: \d+ deliveries/s\nsome-paused: 600 .*\nsome-paused: 600 .*\nnone-paused: 600 `,
-			`\n1 of 4 destinations paused \(their attempts in all: \d+, of 400 deliveries\); the healthy 3 kept [\d.]+ of their throughput, comparing the modes' total times \(target >= 0.90: (met|NOT met)\)`,
+		{"destinations", []string{"--destinations", "4", "--paused", "1", "--events", "100"}, []string{
+			`--destinations: .* 100 events × 4 destinations \(a rule each\), 1 of them down in the some-paused runs`,
+			`\nnone-paused: 300 deliveries to the 3 healthy destinations in .*: \d+ deliveries/s\nsome-paused: 300 .*\nsome-paused: 300 .*\nnone-paused: 300 `,
+			`\n1 of 4 destinations paused \(their attempts in all: \d+, of 200 deliveries\); the healthy 3 kept [\d.]+ of their throughput, comparing the modes' total times \(target >= 0.90: (met|NOT met)\)`,
 		}},
 		{"debounce", []string{"--debounce", "--entities", "40", "--per-entity", "10", "--debounce-quiet", "1s", "--debounce-max", "10s"}, []string{
 			`--debounce: .* 40 entities × 10 events = 400 events in per-entity bursts into a debounce rule \(quiet 1s, max 10s\)`,
@@ -143,13 +143,13 @@ func TestBenchDeferred(t *testing.T) {
 			`webhooks: 40 received in .* \(\d+ webhooks/s; .*\); entities with exactly one: 40 of 40, with the latest event's data \(seq 9\): 40; a delivery lists 10 coalesced events`,
 			`exactly 40 webhooks with the latest data: met`,
 		}},
-		{"timers", []string{"--timers", "1500", "--lag-timers", "50", "--lag-spread", "500ms", "--store-timing"}, []string{
-			`--timers: .* 1500 events into a schedule rule \(delay 1h\) and 1500 into an ordinary rule`,
-			`schedule rule: 1500 timers armed in .* \(\d+ events/s, [\d.]+µs each\); ordinary rule: 1500 deliveries queued in .* \(\d+ events/s, [\d.]+µs each\)`,
+		{"timers", []string{"--timers", "700", "--lag-timers", "50", "--lag-spread", "500ms", "--store-timing"}, []string{
+			`--timers: .* 700 events into a schedule rule \(delay 1h\) and 700 into an ordinary rule`,
+			`schedule rule: 700 timers armed in .* \(\d+ events/s, [\d.]+µs each\); ordinary rule: 700 deliveries queued in .* \(\d+ events/s, [\d.]+µs each\)`,
 			`scheduling cost: [\d.]+× an ordinary delivery insert \(target <= 2: (met|NOT met)\)`,
 			`memory: process RSS [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB while arming\), [\d.]+ MB after a GC; Go heap in use [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB\), [\d.]+ MB after a GC`,
 			`disk: SQLite file and WAL [\d.]+ MB → [\d.]+ MB \(\+[\d.]+ MB\)`,
-			`lag run \(1500 ordinary deliveries deleted first in .*; 50 timers armed in .*, \d+ of them after their fire time \(due from their commit\), beside 1500 pending\): delivery created_at − fire_at over 50: p50 [\d.-]+ms  p99 [\d.-]+ms  max [\d.-]+ms; arrival at the receiver − fire_at over 50: p50`,
+			`lag run \(700 ordinary deliveries deleted first in .*; 50 timers armed in .*, \d+ of them after their fire time \(due from their commit\), beside 700 pending\): delivery created_at − fire_at over 50: p50 [\d.-]+ms  p99 [\d.-]+ms  max [\d.-]+ms; arrival at the receiver − fire_at over 50: p50`,
 			`firing lag p99 [\d.-]+ms \(target <= 1s: (met|NOT met)\)`,
 			`store claim timers +\d+ calls`,
 		}},

@@ -58,6 +58,9 @@ func kinds(t testing.TB) []storeKind {
 
 // forEachStore runs fn as a subtest per store.
 func forEachStore(t *testing.T, fn func(t *testing.T, k storeKind)) {
+	// Each test has its own stores and receivers; much of its time is
+	// waiting (for disks, retries, children), which other tests fill.
+	t.Parallel()
 	for _, k := range kinds(t) {
 		t.Run(k.name, func(t *testing.T) { fn(t, k) })
 	}

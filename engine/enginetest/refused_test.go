@@ -40,6 +40,7 @@ func (s *writeRefusingStore) Complete(ctx context.Context, cs []engine.Completio
 // The engine's handling is the same over any store: SQLite only (the
 // test waits out stopGrace).
 func TestRefusedRecords(t *testing.T) {
+	t.Parallel()
 	st := &writeRefusingStore{Store: mustOpen(t, filepath.Join(t.TempDir(), "erpflow.db"))}
 	rv := newReceiver(t)
 	rules := parseRules(t, "rules:"+hookRule("r", rv.URL+"/{entity_id}", ""))

@@ -59,6 +59,15 @@ func dbKinds(t *testing.T) []dbKind {
 
 // forEachDB runs fn per database.
 func forEachDB(t *testing.T, fn func(t *testing.T, k dbKind)) {
+	// Each test has its own stores, servers and receivers, and much of
+	// its time waits for disks and deliveries, which other tests fill.
+	t.Parallel()
+	forEachDBSerial(t, fn)
+}
+
+// forEachDBSerial is forEachDB for a test that sets environment variables
+// (t.Setenv), which parallel tests may not.
+func forEachDBSerial(t *testing.T, fn func(t *testing.T, k dbKind)) {
 	for _, k := range dbKinds(t) {
 		t.Run(k.name, func(t *testing.T) { fn(t, k) })
 	}

@@ -245,7 +245,7 @@ actions:
 // names the rule and the variable, and it never sends the value.
 func TestStoredAPIRuleEnvNotExpanded(t *testing.T) {
 	t.Setenv(reSecretName, reSecretValue)
-	forEachDB(t, func(t *testing.T, k dbKind) {
+	forEachDBSerial(t, func(t *testing.T, k dbKind) {
 		st, addr := k.open(t)
 		logs := &lockedWriter{w: &strings.Builder{}}
 		logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn}))

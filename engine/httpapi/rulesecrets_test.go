@@ -159,7 +159,7 @@ func rsSetup(t *testing.T, k dbKind) (*env, *httptest.Server, chan rsGot) {
 // to writes with each secret masked and ${ENV} as written; another
 // tenant's token gets 404 and sees nothing.
 func TestRuleReadsMaskSecrets(t *testing.T) {
-	forEachDB(t, func(t *testing.T, k dbKind) {
+	forEachDBSerial(t, func(t *testing.T, k dbKind) {
 		e, rv, _ := rsSetup(t, k)
 		for name, tok := range map[string]string{"sec-yaml": acmeTok, "sec-json": adminTok} {
 			r := must(t, e.do("GET", "/v1/rules/"+name, tok, nil), 200)
@@ -226,7 +226,7 @@ func TestRuleReadsMaskSecrets(t *testing.T) {
 // nothing is stored, or for an action whose url changed, is a 400 that
 // changes nothing.
 func TestRuleMaskRoundTrip(t *testing.T) {
-	forEachDB(t, func(t *testing.T, k dbKind) {
+	forEachDBSerial(t, func(t *testing.T, k dbKind) {
 		e, _, got := rsSetup(t, k)
 		var seq atomic.Int64
 		emit := func() {

@@ -16,7 +16,7 @@ import (
 // rule that does not exist.
 func TestRuleSourceYAML(t *testing.T) {
 	t.Setenv(rsEnvName, rsEnvValue)
-	forEachDB(t, func(t *testing.T, k dbKind) {
+	forEachDBSerial(t, func(t *testing.T, k dbKind) {
 		st, _ := k.open(t)
 		dir := t.TempDir()
 		file := filepath.Join(dir, "rules.yaml")
