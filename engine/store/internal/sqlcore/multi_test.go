@@ -28,13 +28,11 @@ func (bareDialect) CompleteUpdate(context.Context, Querier, []engine.Completion,
 	return nil, nil
 }
 
-// TestBigStatementsPreparedWhenNeeded: the multi-row statements of more
-// than eagerRows rows are not prepared at open; the first batch that could
-// use them prepares them in the background, also from inside a
-// transaction holding SQLite's one write connection, and batches use them
-// from then on.
-func TestBigStatementsPreparedWhenNeeded(t *testing.T) {
-	ctx := context.Background()
+// bareCore is a Core on a SQLite file of one table t (a, b) and its one
+// write connection, with m's statements of more than eagerRows rows to be
+// prepared when needed, as Prepare leaves them.
+func bareCore(t *testing.T) (*Core, multiRow) {
+	t.Helper()
 	db, err := sqlx.Open("sqlite", filepath.Join(t.TempDir(), "x.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -44,17 +42,28 @@ func TestBigStatementsPreparedWhenNeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Core{W: db, R: db, D: bareDialect{}}
-	defer c.Close()
 	m := multiRow{head: "INSERT INTO t (a, b)", cols: 2}
 	for _, size := range rowSizes {
 		if size > eagerRows {
 			c.big.queries = append(c.big.queries, m.sql(c, size))
 		}
 	}
-	if err := c.Prepare(ctx, false); err != nil {
+	if err := c.Prepare(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	c.multi = true
+	return c, m
+}
+
+// TestBigStatementsPreparedWhenNeeded: the multi-row statements of more
+// than eagerRows rows are not prepared at open; the first batch that could
+// use them prepares them in the background, also from inside a
+// transaction holding SQLite's one write connection, and batches use them
+// from then on.
+func TestBigStatementsPreparedWhenNeeded(t *testing.T) {
+	ctx := context.Background()
+	c, m := bareCore(t)
+	defer c.Close()
 
 	if got := c.split(10, 2); !slices.Equal(got, []int{4, 4, 1, 1}) {
 		t.Fatalf("split(10) = %v", got)
@@ -102,21 +111,8 @@ func TestBigStatementsPreparedWhenNeeded(t *testing.T) {
 // (held up by a transaction) and leaves no statement behind.
 func TestCloseWhilePreparingBig(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlx.Open("sqlite", filepath.Join(t.TempDir(), "x.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec("CREATE TABLE t (a, b)"); err != nil {
-		t.Fatal(err)
-	}
-	c := &Core{W: db, R: db, D: bareDialect{}}
-	c.big.queries = []string{multiRow{head: "INSERT INTO t (a, b)", cols: 2}.sql(c, 256)}
-	if err := c.Prepare(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	c.multi = true
-	conn, err := db.Conn(ctx) // holds the one connection: the preparer waits
+	c, _ := bareCore(t)
+	conn, err := c.W.Conn(ctx) // holds the one connection: the preparer waits
 	if err != nil {
 		t.Fatal(err)
 	}
