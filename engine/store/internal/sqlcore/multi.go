@@ -67,8 +67,9 @@ func (m multiRow) sql(c *Core, rows int) string {
 }
 
 // stmts caches prepared statements of the write pool (SQLite: its one
-// connection). They must be prepared before a transaction holds that
-// connection, so Core.Prepare prepares the known ones at open; a
+// connection). They must be prepared while no transaction holds that
+// connection, so Core.Prepare prepares the known ones at open, and
+// prepareBig the large ones from a goroutine that waits for it; a
 // transaction then binds them with Tx.StmtContext.
 type stmts struct {
 	mu sync.RWMutex
@@ -131,10 +132,10 @@ const (
 	bigReady
 )
 
-// prepareBig prepares the large multi-row statements in the background,
-// once: it cannot here, as the caller may be in a transaction holding the
-// write pool's one connection (SQLite). Should a prepare fail, a later
-// batch tries again.
+// prepareBig prepares the large multi-row statements, once, in a
+// goroutine of its own: its caller may be in a transaction holding the
+// write pool's one connection (SQLite), which the prepares must wait for.
+// Should a prepare fail, a later batch tries again with the rest.
 func (c *Core) prepareBig() {
 	if !c.big.state.CompareAndSwap(bigIdle, bigPreparing) {
 		return
@@ -158,6 +159,12 @@ func (c *Core) prepareBig() {
 			}
 		}()
 		for _, q := range c.big.queries {
+			c.stmts.mu.RLock()
+			_, done := c.stmts.m[q]
+			c.stmts.mu.RUnlock()
+			if done { // by an earlier try
+				continue
+			}
 			st, err := c.W.PrepareContext(ctx, q)
 			if err != nil {
 				c.big.state.Store(bigIdle)

@@ -128,3 +128,53 @@ func TestCloseWhilePreparingBig(t *testing.T) {
 	}
 	c.split(300, 2) // a closed store starts nothing
 }
+
+// TestPrepareBigRetries: a prepare of the large statements that fails
+// leaves batches at eagerRows, and a later large batch tries again,
+// keeping what the first try prepared.
+func TestPrepareBigRetries(t *testing.T) {
+	ctx := context.Background()
+	c, _ := bareCore(t)
+	defer c.Close()
+	later := multiRow{head: "INSERT INTO later (a, b)", cols: 2}.sql(c, 64) // no such table yet
+	c.big.queries = append(c.big.queries, later)
+	// settled waits for a try to end, and returns whether it succeeded.
+	settled := func() bool {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for c.big.state.Load() == bigPreparing {
+			if time.Now().After(deadline) {
+				t.Fatal("the large statements are still being prepared after a minute")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return c.big.state.Load() == bigReady
+	}
+	c.split(300, 2)
+	if settled() {
+		t.Fatal("prepared a statement of a table that does not exist")
+	}
+	first := c.cached(ctx, c.W, c.big.queries[0])
+	if first == nil {
+		t.Fatal("the statement prepared before the failure was not kept")
+	}
+	if got := c.split(300, 2); slices.Max(got) != eagerRows {
+		t.Fatalf("split(300) after a failed try = %v", got)
+	}
+	if _, err := c.W.ExecContext(ctx, "CREATE TABLE later (a, b)"); err != nil {
+		t.Fatal(err)
+	}
+	// The split above tried again, before the table or after it.
+	if !settled() {
+		c.split(300, 2)
+		if !settled() {
+			t.Fatal("the large statements are not prepared once their table exists")
+		}
+	}
+	if c.cached(ctx, c.W, c.big.queries[0]) != first || c.cached(ctx, c.W, later) == nil {
+		t.Fatal("the second try prepared the first statement again, or not the last")
+	}
+	if got := c.split(300, 2); got[0] != 256 {
+		t.Fatalf("split(300) once prepared = %v", got)
+	}
+}
