@@ -45,7 +45,26 @@ func (e *CooldownError) Unwrap() error { return e.Cause }
 // it, none when it does not. Per tenant, so that one tenant's costly
 // events cannot switch a rule for all tenants off for the others.
 type cooling struct {
-	skip sync.Map // tenant → *CooldownError
+	skip  sync.Map     // tenant → *CooldownError
+	swept atomic.Int64 // when sweep last ran (Unix nanoseconds)
+}
+
+// sweep drops the entries whose cool-down is over, at most once a
+// cool-down. An entry otherwise goes only when its tenant is evaluated
+// again, and tenants that never come back (an admin token's ever-new
+// tenants) would pile up: this keeps the map to the tenants that began
+// a cool-down in about the last two.
+func (c *cooling) sweep(now time.Time, every time.Duration) {
+	last := c.swept.Load()
+	if now.UnixNano()-last < int64(every) || !c.swept.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	c.skip.Range(func(tenant, v any) bool {
+		if ce := v.(*CooldownError); !now.Before(ce.Until) {
+			c.skip.CompareAndDelete(tenant, ce)
+		}
+		return true
+	})
 }
 
 // initCooldowns gives every rule with a condition its cool-down state,
@@ -129,6 +148,7 @@ func (s *Set) evalFailed(r *Rule, tenant string, err error) error {
 	} else if _, loaded := c.skip.LoadOrStore(tenant, skip); loaded {
 		return err
 	}
+	c.sweep(now, s.limits.Cooldown)
 	s.cooled.Store(true)
 	return &CooldownError{Until: skip.Until, Cause: err}
 }

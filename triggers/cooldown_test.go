@@ -2,6 +2,7 @@ package triggers
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
@@ -327,5 +328,54 @@ func TestCooldownPerTenant(t *testing.T) {
 	}
 	if !ls.CoolingUntil(r, "acme").IsZero() || ls.CoolingUntil(r, "mallory").IsZero() {
 		t.Errorf("CoolingUntil: acme %v, mallory %v", ls.CoolingUntil(r, "acme"), ls.CoolingUntil(r, "mallory"))
+	}
+}
+
+// TestCooldownTenantsSwept: the cool-downs of tenants that never send
+// again do not pile up: once a cool-down has passed, the next tenant to
+// begin one drops the entries that are over.
+func TestCooldownTenantsSwept(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ls := newLimitSet(t, costly, ConditionLimits{now: clock.now})
+	var r *Rule
+	for rule := range ls.cool {
+		if rule.Name == "c" {
+			r = rule
+		}
+	}
+	c := ls.cool[r]
+	entries := func() int {
+		n := 0
+		c.skip.Range(func(any, any) bool { n++; return true })
+		return n
+	}
+	trip := func(tenant string) {
+		t.Helper()
+		big := event("X", "e", costlyEvent(2_000_000), nil)
+		big.Tenant = tenant
+		if got := names(ls.Match(big, nil)); got != "other" {
+			t.Fatalf("tenant %s matched %q", tenant, got)
+		}
+		ls.takeErrs()
+	}
+	for i := range 20 {
+		trip(fmt.Sprint("once-", i))
+	}
+	if n := entries(); n != 20 {
+		t.Fatalf("%d entries after 20 tenants began cool-downs", n)
+	}
+	clock.set(clock.now().Add(DefaultConditionCooldown / 2))
+	trip("half-way")
+	if n := entries(); n != 21 {
+		t.Fatalf("%d entries half a cool-down later, want 21: none is over", n)
+	}
+	clock.set(clock.now().Add(DefaultConditionCooldown/2 + time.Second))
+	trip("later")
+	if n := entries(); n != 2 {
+		t.Fatalf("%d entries once the first 20 cool-downs are over, want 2 (half-way, later)", n)
+	}
+	// The ones still cooling keep cooling.
+	if ls.CoolingUntil(r, "half-way").IsZero() || !ls.CoolingUntil(r, "once-0").IsZero() {
+		t.Errorf("CoolingUntil: half-way %v, once-0 %v", ls.CoolingUntil(r, "half-way"), ls.CoolingUntil(r, "once-0"))
 	}
 }
