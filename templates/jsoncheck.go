@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 )
 
@@ -14,9 +16,11 @@ const maxListedKeys = 16
 // checkJSON refuses what encoding/json accepts silently in doc, a valid
 // JSON document: a \u escape of a lone UTF-16 surrogate (\ud800 without
 // its low half), which it decodes to U+FFFD so that different strings
-// collapse into one, and an object holding a key twice, where it keeps the
-// last value while other parsers may keep the first. The error is an
-// *EventError naming the string or key, as a path below prefix.
+// collapse into one; an object holding a key twice, where it keeps the
+// last value while other parsers may keep the first; and a number beyond
+// a float64's range (1e400), which the data's decoding would keep as a
+// string. The error is an *EventError naming the string, key or number,
+// as a path below prefix.
 func checkJSON(doc []byte, prefix string) error {
 	// The open objects and arrays, and the keys seen in the open objects,
 	// outer ones first (an object's keys end where the next open object's
@@ -74,10 +78,45 @@ func checkJSON(doc []byte, prefix string) error {
 			}
 			i = end + 1
 			continue
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			end := i + 1
+			for end < len(doc) && isNumberByte(doc[end]) {
+				end++
+			}
+			if outOfRange(doc[i:end]) {
+				return &EventError{Field: jsonPath(stack, prefix), Msg: "number " + cutNumber(doc[i:end]) +
+					" is out of range (a JSON number must fit a 64-bit float, at most about 1.8e308)"}
+			}
+			i = end
+			continue
 		}
 		i++
 	}
 	return nil
+}
+
+func isNumberByte(b byte) bool {
+	return b >= '0' && b <= '9' || b == '.' || b == 'e' || b == 'E' || b == '+' || b == '-'
+}
+
+// outOfRange reports whether the JSON number n overflows a float64: it
+// would be ±Inf, which the data's decoding kept as a string, so that a
+// condition comparing it with a number failed. Only a number with an
+// exponent or over 308 digits can.
+func outOfRange(n []byte) bool {
+	if len(n) <= 308 && bytes.IndexAny(n, "eE") < 0 {
+		return false
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	return err != nil && math.IsInf(f, 0)
+}
+
+// cutNumber is n for an error message, its middle cut when long.
+func cutNumber(n []byte) string {
+	if len(n) <= 40 {
+		return string(n)
+	}
+	return string(n[:20]) + "…" + string(n[len(n)-12:])
 }
 
 type jsonFrame struct {

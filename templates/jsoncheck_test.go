@@ -125,3 +125,31 @@ func BenchmarkCheckJSON(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeEventRefusesOutOfRangeNumbers: a number beyond a float64's
+// range was kept as a string ("1e400"), so that `data.amount > 0` failed
+// on an event that was accepted. Refused where it is; numbers that fit,
+// however written, and strings that look like numbers are kept.
+func TestDecodeEventRefusesOutOfRangeNumbers(t *testing.T) {
+	ev := func(extra string) string { return `{"id":"n","entity":"E","event":"x"` + extra + `}` }
+	runDecodeCases(t, []decodeCase{
+		{"data", ev(`,"data":{"amount":1e400}`), "data.amount", "number 1e400 is out of range"},
+		{"negative", ev(`,"data":{"amount":-1.5E+309}`), "data.amount", "number -1.5E+309 is out of range"},
+		{"nested in array", ev(`,"data":{"lines":[{"qty":1},{"qty":[2, 9e999]}]}`), "data.lines[1].qty[1]", "out of range"},
+		{"previous", ev(`,"previous":{"total":1e400}`), "previous.total", "out of range"},
+		{"top level", `{"id":"n","entity":"E","event":"x","entity_id":1e400}`, "entity_id", "out of range"},
+		{"many digits", ev(`,"data":{"n":1` + strings.Repeat("0", 400) + `}`), "data.n", "number 10000000000000000000…000000000000 is out of range"},
+	})
+	e, err := DecodeEvent([]byte(ev(`,"data":{"max":1.7976931348623157e308,"tiny":1e-400,"int":` + strings.Repeat("9", 300) +
+		`,"s":"1e400","neg":-0.0e-5}`)))
+	if err != nil {
+		t.Fatalf("numbers in range: %v", err)
+	}
+	if e.Data["max"] != 1.7976931348623157e308 || e.Data["tiny"] != 0.0 || e.Data["s"] != "1e400" {
+		t.Fatalf("decoded %v", e.Data)
+	}
+	var ev2 Event
+	if err := ev2.SetRawData([]byte(`{"x":{"y":-1e400}}`)); err == nil || !strings.Contains(err.Error(), "data.x.y") {
+		t.Fatalf("SetRawData: %v", err)
+	}
+}

@@ -53,6 +53,10 @@ func TestPostEventsIntegrity(t *testing.T) {
 			{"batch duplicate", `{"events":[` + ev("b0", "") + `,` + ev("b1", `,"data":{"lines":[{"sku":"A","sku":"B"}]}`) + `]}`,
 				"events[1].data.lines[0].sku", "events[1].data.lines[0].sku: duplicate key"},
 			{"batch list twice", `{"events":[` + ev("b0", "") + `],"events":[` + ev("b1", "") + `]}`, "events", "events: duplicate key"},
+			// Before: 202, with the number stored as the string "1e400".
+			{"number out of range", ev("d7", `,"data":{"lines":[{"qty":1e400}]}`), "data.lines[0].qty", "number 1e400 is out of range"},
+			{"batch number out of range", `{"events":[` + ev("b0", "") + `,` + ev("b1", `,"previous":{"total":-2e308}`) + `]}`,
+				"events[1].previous.total", "events[1].previous.total: number -2e308 is out of range"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := must(t, e.do("POST", "/v1/events", "", tc.body), 400)
@@ -62,7 +66,7 @@ func TestPostEventsIntegrity(t *testing.T) {
 				}
 			})
 		}
-		for _, id := range []string{"inv%EF%BF%BD", "b0", "b1", "d1", "s%EF%BF%BD", "y", "z", "d3", "d4", "d5", "d6"} {
+		for _, id := range []string{"inv%EF%BF%BD", "b0", "b1", "d1", "s%EF%BF%BD", "y", "z", "d3", "d4", "d5", "d6", "d7"} {
 			must(t, e.do("GET", "/v1/events/"+id+"?tenant=acme", "", nil), 404)
 		}
 		// A valid surrogate pair is one character, distinct from the next.
