@@ -118,7 +118,8 @@ type EventRecord struct {
 // InsertResult tells what InsertEvents did with one record.
 type InsertResult struct {
 	// Duplicate is true when (tenant, event id) existed already; then
-	// nothing was written and Deliveries are the ones stored earlier.
+	// nothing was written and Deliveries are the ones its emit stored
+	// earlier (and its timers since), not those of reruns.
 	Duplicate  bool
 	Deliveries []Delivery
 }

@@ -198,6 +198,17 @@ func TestRerunEndpoint(t *testing.T) {
 		if again["rerun"] == rerun || again["deliveries"].([]any)[0].(map[string]any)["id"] == id {
 			t.Errorf("a second rerun reused ids: %v", again)
 		}
+		// The event posted again is a duplicate answered as the first
+		// post was: no deliveries (the rule was disabled then), not the
+		// reruns'. Another tenant's same id is its own new event.
+		dup := must(t, e.do("POST", "/v1/events", tokAcme, orderEvent("SO1", "")), 202).json(t)
+		if dup["duplicate"] != true || len(dup["deliveries"].([]any)) != 0 {
+			t.Errorf("the duplicate's answer: %v", dup)
+		}
+		g := must(t, e.do("POST", "/v1/events", tokGlobex, orderEvent("SO1", "")), 202).json(t)
+		if g["duplicate"] == true || g["tenant"] != "globex" || len(g["deliveries"].([]any)) != 0 {
+			t.Errorf("globex's SO1: %v", g)
+		}
 	})
 }
 

@@ -129,6 +129,12 @@ func testAddDeliveries(t *testing.T, s engine.Store) {
 	if !reflect.DeepEqual(sortedIDs(got), sortedIDs(stored)) {
 		t.Fatalf("rerun filter listed %v, want %v", ids(got), ids(stored))
 	}
+	// The event posted again is a duplicate answered with what its emit
+	// made, not with the rerun's deliveries.
+	again := insert(t, s, rec("acme", "ev1", 1, t0))
+	if !again[0].Duplicate || !reflect.DeepEqual(ids(again[0].Deliveries), ids(r.Deliveries)) {
+		t.Fatalf("the duplicate's deliveries %v (duplicate %v), want the emitted %v", ids(again[0].Deliveries), again[0].Duplicate, ids(r.Deliveries))
+	}
 	for _, d := range got {
 		sameDelivery(t, "rerun delivery "+d.ID, d, stored[map[bool]int{true: 0, false: 1}[d.ID == stored[0].ID]])
 	}

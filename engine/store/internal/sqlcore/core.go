@@ -423,7 +423,7 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 
 	// Deliveries stored earlier for the duplicates.
 	if len(stored) > 0 {
-		byKey, err := c.deliveriesOf(ctx, tx, stored)
+		byKey, err := c.deliveriesOf(ctx, tx, stored, true)
 		if err != nil {
 			return nil, err
 		}
@@ -639,10 +639,16 @@ func (c *Core) insertDeliveries(ctx context.Context, tx Querier, dls []engine.De
 	return nil
 }
 
-// deliveriesOf loads the deliveries of events, by event, ordered by id.
-func (c *Core) deliveriesOf(ctx context.Context, q Querier, events []key) (map[key][]engine.Delivery, error) {
+// deliveriesOf loads the deliveries of events, by event, ordered by id;
+// with emittedOnly, not those of reruns (a duplicate's answer is the
+// first emit's).
+func (c *Core) deliveriesOf(ctx context.Context, q Querier, events []key, emittedOnly bool) (map[key][]engine.Delivery, error) {
 	out := make(map[key][]engine.Delivery, len(events))
 	per := c.chunk(2)
+	only := ""
+	if emittedOnly {
+		only = " AND rerun = ''"
+	}
 	for lo := 0; lo < len(events); lo += per {
 		hi := min(lo+per, len(events))
 		args := make([]any, 0, (hi-lo)*2)
@@ -650,7 +656,7 @@ func (c *Core) deliveriesOf(ctx context.Context, q Querier, events []key) (map[k
 			args = append(args, k.tenant, k.id)
 		}
 		rows, err := q.QueryContext(ctx, c.Q("SELECT "+DeliveryCols("")+" FROM deliveries WHERE (tenant, event_id) IN (VALUES "+
-			placeholders(hi-lo, 2)+") ORDER BY id"), args...)
+			placeholders(hi-lo, 2)+")"+only+" ORDER BY id"), args...)
 		if err != nil {
 			return nil, err
 		}
@@ -1118,7 +1124,7 @@ func (c *Core) getEvent(ctx context.Context, tenant, id string) (engine.EventRec
 	if rec.Event.OccurredAt.IsZero() {
 		rec.Event.OccurredAt = occurred.T
 	}
-	byKey, err := c.deliveriesOf(ctx, c.R, []key{{tenant, id}})
+	byKey, err := c.deliveriesOf(ctx, c.R, []key{{tenant, id}}, false)
 	if err != nil {
 		return rec, fmt.Errorf("get event: %w", err)
 	}
