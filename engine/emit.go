@@ -477,6 +477,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			recs = append(recs, r.recs...)
 		}
 	}
+	e.attachRaises(recs)
 	held := e.dests.holdForProbes(recs)
 	var run *runner
 	reserved := 0
@@ -524,22 +525,18 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		}
 		k += len(r.recs)
 	}
-	// Deliveries created dead (their payload did not render) raise their
-	// dead events before the callers hear back. The events are already
-	// committed: a failure here is logged, not returned.
-	if raises := e.renderDeadRaises(res); len(raises) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-		if rres, err := e.store.InsertEvents(ctx, raises); err != nil {
-			e.log.Error("erpflow: recording dead events failed", "err", err)
-		} else {
-			for i := range min(len(rres), len(raises)) {
-				e.reportDropped(&raises[i], rres[i])
-			}
-			if countPending(raises) > 0 {
-				e.kick()
-			}
+	// The dead events of deliveries created dead (their payload did not
+	// render) were written with their events (attachRaises).
+	for i := range recs {
+		if res[i].Duplicate || len(recs[i].Raises) == 0 {
+			continue
 		}
-		cancel()
+		for j := range recs[i].Raises {
+			e.reportDropped(&recs[i].Raises[j], InsertResult{})
+		}
+		if countPending(recs[i].Raises) > 0 {
+			e.kick()
+		}
 	}
 	for _, r := range batch {
 		close(r.done)
@@ -551,6 +548,23 @@ func (e *Engine) accepted(rec *EventRecord, r InsertResult) {
 		e.cfg.Observer.EventAccepted(&rec.Event, r.Duplicate, len(r.Deliveries))
 	}
 	e.reportDropped(rec, r)
+}
+
+// attachRaises gives each record of recs that has none yet the dead
+// events of its deliveries created dead (their payload did not render),
+// for the store to write in the event's transaction if it is new.
+func (e *Engine) attachRaises(recs []EventRecord) {
+	for i := range recs {
+		r := &recs[i]
+		if r.Raises != nil || r.Internal {
+			continue
+		}
+		for j := range r.Deliveries {
+			if d := &r.Deliveries[j]; d.State == StateDead && !d.Internal {
+				r.Raises = append(r.Raises, e.deadRecord(d, d.Attempts, d.LastCode, d.LastError))
+			}
+		}
+	}
 }
 
 // renderDeadRaises returns the dead events of deliveries that were created

@@ -111,6 +111,11 @@ type EventRecord struct {
 	// TrackLatest makes the event the latest of its entity on the pending
 	// schedule timers of (tenant, entity, entity_id), when it is new.
 	TrackLatest bool
+	// Raises are internal events (the dead events of its deliveries
+	// created dead, their payload not rendered), written in the same
+	// transaction when the event is new and not at all when it is a
+	// duplicate, so that a crash after the commit cannot lose them.
+	Raises []EventRecord
 
 	dropped *fanOutDrop // what capFanOut left out; nil: nothing
 }

@@ -58,6 +58,46 @@ func TestRenderErrorIsDead(t *testing.T) {
 	})
 }
 
+// oneWriteStore commits one InsertEvents and refuses every later one, as
+// a process that crashed right after an event's commit would write
+// nothing more.
+type oneWriteStore struct {
+	engine.Store
+	writes atomic.Int64
+}
+
+func (s *oneWriteStore) InsertEvents(ctx context.Context, recs []engine.EventRecord) ([]engine.InsertResult, error) {
+	if s.writes.Add(1) > 1 {
+		return nil, errors.New("the process is gone")
+	}
+	return s.Store.InsertEvents(ctx, recs)
+}
+
+// TestRenderErrorDeadEventWithTheEvent: the dead event of a delivery
+// created dead is written in the event's own transaction. It was written
+// in a second one after the commit, which a crash between the two lost:
+// the delivery stayed dead with no alert.
+func TestRenderErrorDeadEventWithTheEvent(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := &oneWriteStore{Store: mustOpen(t, k.newDB(t))}
+		e := newEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
+		ev := order("bad-once")
+		if err := ev.SetRawData(json.RawMessage(`{"fail_render": true}`)); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		res, err := e.Emit(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := res.Deliveries[0]
+		dead, err := st.GetEvent(ctx, "acme", "dead:"+d.ID)
+		if err != nil || dead.Event.Data["delivery_id"] != d.ID || st.writes.Load() != 1 {
+			t.Fatalf("dead event of %s after one write: %v (%d writes)", d.ID, err, st.writes.Load())
+		}
+	})
+}
+
 // TestActionGetsEvent: actions other than webhook get the stored event.
 func TestActionGetsEvent(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {

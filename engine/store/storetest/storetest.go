@@ -178,6 +178,7 @@ func Run(t *testing.T, open Opener) {
 		{"LeaseRenew", testLeaseRenew},
 		{"CompleteFailedRetries", testCompleteFailed},
 		{"CompleteRaise", testCompleteRaise},
+		{"InsertRaises", testInsertRaises},
 		{"CompleteBatch", testCompleteBatch},
 		{"Release", testRelease},
 		{"OrderedChains", testOrderedChains},
@@ -360,7 +361,10 @@ func testInsertShapes(t *testing.T, s engine.Store) {
 			d.RunAt, d.LockedUntil = t0.Add(time.Duration(n)*time.Second), t0.Add(time.Hour+time.Duration(n)*time.Millisecond)
 			d.UpdatedAt = t0.Add(time.Minute)
 			d.LastCode, d.LastError, d.Internal = 400+n, fmt.Sprintf("error %d: \"quoted\", {braced}, back\\slash", n), n%2 == 0
-			d.Rerun, d.Coalesced, d.LeaseOwner = fmt.Sprintf("rrn_%d", n), []string{ev + "-a", ev + "-b"}, "owner, with a comma"
+			d.Coalesced, d.LeaseOwner = []string{ev + "-a", ev + "-b"}, "owner, with a comma"
+			if n%2 == 1 {
+				d.Rerun = fmt.Sprintf("rrn_%d", n)
+			}
 			d.Payload = json.RawMessage(fmt.Sprintf(`{"n": %d, "s": "{\"not\": [an, array]}", "nul": "\u0000"}`, n))
 			// Every state a write may give a new delivery: statsAgree
 			// then checks that each was queued or counted once.
@@ -398,10 +402,17 @@ func testInsertShapes(t *testing.T, s engine.Store) {
 				sameDelivery(t, what+" GetDelivery", d, want)
 			}
 		}
+		// Again: duplicates, answered with the deliveries not of a rerun.
 		again := insert(t, s, recs...)
 		for i := range recs {
-			if !again[i].Duplicate || len(again[i].Deliveries) != len(recs[i].Deliveries) {
-				t.Errorf("%s: repeat of event %d: duplicate %v, %d deliveries", what, i, again[i].Duplicate, len(again[i].Deliveries))
+			emitted := 0
+			for _, d := range recs[i].Deliveries {
+				if d.Rerun == "" {
+					emitted++
+				}
+			}
+			if !again[i].Duplicate || len(again[i].Deliveries) != emitted {
+				t.Errorf("%s: repeat of event %d: duplicate %v, %d deliveries, want %d", what, i, again[i].Duplicate, len(again[i].Deliveries), emitted)
 			}
 		}
 	}
@@ -742,6 +753,47 @@ func deadEvent(id, cause string) *engine.EventRecord {
 		r.Deliveries[i].Rule = "alert"
 	}
 	return &r
+}
+
+// An event's Raises (the dead events of its deliveries created dead) are
+// written in its transaction when it is new, and not at all when it is a
+// duplicate, alone or in a batch.
+func testInsertRaises(t *testing.T, s engine.Store) {
+	ctx := ctxT(t)
+	withRaise := func(id, raiseID string) engine.EventRecord {
+		r := rec("acme", id, 1, t0)
+		r.Deliveries[0].State = engine.StateDead // created dead: not rendered
+		r.Deliveries[0].LastError = "render: boom"
+		r.Raises = []engine.EventRecord{*deadEvent(raiseID, r.Deliveries[0].ID)}
+		return r
+	}
+	r := withRaise("ev1", "dead:ev1")
+	if res := insert(t, s, r); res[0].Duplicate {
+		t.Fatal("a new event is a duplicate")
+	}
+	ev := mv(s.GetEvent(ctx, "acme", "dead:ev1")).get(t)
+	if !ev.Internal || ev.Event.Entity != "erpflow.Delivery" || len(ev.Deliveries) != 1 || !ev.Deliveries[0].Internal {
+		t.Fatalf("raised event %+v", ev)
+	}
+	// The raised delivery is work; the dead one is not.
+	if got := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t); len(got) != 1 || got[0].ID != r.Raises[0].Deliveries[0].ID {
+		t.Fatalf("claimed %v, want the raised delivery", ids(got))
+	}
+	// The event again, with another raise: a duplicate, nothing raised.
+	if res := insert(t, s, withRaise("ev1", "dead:again")); !res[0].Duplicate {
+		t.Fatal("the event again is not a duplicate")
+	}
+	// A batch: a new event beside a repeat of ev1, each with a raise.
+	res := insert(t, s, withRaise("ev2", "dead:ev2"), withRaise("ev1", "dead:repeat"))
+	if res[0].Duplicate || !res[1].Duplicate {
+		t.Fatalf("batch duplicates %v, %v", res[0].Duplicate, res[1].Duplicate)
+	}
+	mv(s.GetEvent(ctx, "acme", "dead:ev2")).get(t)
+	for _, id := range []string{"dead:again", "dead:repeat"} {
+		if _, err := s.GetEvent(ctx, "acme", id); !errors.Is(err, engine.ErrNotFound) {
+			t.Errorf("a duplicate raised %s: %v", id, err)
+		}
+	}
 }
 
 func testCompleteRaise(t *testing.T, s engine.Store) {

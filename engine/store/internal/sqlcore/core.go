@@ -411,6 +411,17 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err := c.insertWaits(ctx, tx, evs, inserted); err != nil {
 		return nil, err
 	}
+	var raises []engine.EventRecord
+	for n, i := range uniq {
+		if inserted[n] {
+			raises = append(raises, recs[i].Raises...)
+		}
+	}
+	if len(raises) > 0 {
+		if _, err := c.insertEventsIn(ctx, tx, raises, busy); err != nil {
+			return nil, fmt.Errorf("raise: %w", err)
+		}
+	}
 	var stored []key
 	for n, i := range uniq {
 		if !inserted[n] {
@@ -446,7 +457,7 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 // one statement needs a transaction around it.
 func needsTx(recs []engine.EventRecord, writesChains bool) bool {
 	for i := range recs {
-		if len(recs[i].Timers) > 0 || recs[i].TrackLatest {
+		if len(recs[i].Timers) > 0 || recs[i].TrackLatest || len(recs[i].Raises) > 0 {
 			return true
 		}
 		for j := range recs[i].Deliveries {
