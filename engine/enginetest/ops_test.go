@@ -21,6 +21,21 @@ const noteRule = `
       - type: note
 `
 
+// emitUnrenderable emits an order whose note the action cannot render
+// (noteRule's only delivery), and returns it and its delivery.
+func emitUnrenderable(t *testing.T, e *engine.Engine, id string) (engine.Event, engine.Delivery) {
+	t.Helper()
+	ev := order(id)
+	if err := ev.SetRawData(json.RawMessage(`{"fail_render": true}`)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Emit(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, res.Deliveries[0]
+}
+
 // TestRenderErrorIsDead: an action whose payload cannot be rendered gives
 // a dead delivery saying why (the event is still accepted) and raises the
 // dead event once, also when the event is emitted again.
@@ -28,16 +43,8 @@ func TestRenderErrorIsDead(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := mustOpen(t, k.newDB(t))
 		e := newEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
-		ev := order("bad")
-		if err := ev.SetRawData(json.RawMessage(`{"fail_render": true}`)); err != nil {
-			t.Fatal(err)
-		}
+		ev, d := emitUnrenderable(t, e, "bad")
 		ctx := context.Background()
-		res, err := e.Emit(ctx, ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := res.Deliveries[0]
 		if d.State != engine.StateDead || !strings.HasPrefix(d.LastError, "render: ") {
 			t.Fatalf("delivery %+v", d)
 		}
@@ -81,17 +88,8 @@ func TestRenderErrorDeadEventWithTheEvent(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := &oneWriteStore{Store: mustOpen(t, k.newDB(t))}
 		e := newEngine(t, st, parseRules(t, "rules:"+noteRule), engine.Config{})
-		ev := order("bad-once")
-		if err := ev.SetRawData(json.RawMessage(`{"fail_render": true}`)); err != nil {
-			t.Fatal(err)
-		}
-		ctx := context.Background()
-		res, err := e.Emit(ctx, ev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := res.Deliveries[0]
-		dead, err := st.GetEvent(ctx, "acme", "dead:"+d.ID)
+		_, d := emitUnrenderable(t, e, "bad-once")
+		dead, err := st.GetEvent(context.Background(), "acme", "dead:"+d.ID)
 		if err != nil || dead.Event.Data["delivery_id"] != d.ID || st.writes.Load() != 1 {
 			t.Fatalf("dead event of %s after one write: %v (%d writes)", d.ID, err, st.writes.Load())
 		}
