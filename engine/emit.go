@@ -165,6 +165,7 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (_ EmitResult
 		return EmitResult{}, err
 	}
 	stampTrace(&rec, traceOf(ctx))
+	e.attachRaises(rec.Deliveries, rec.Internal)
 	span := e.startCommit(ctx, []EventRecord{rec})
 	res, err := tw.InsertEventsTx(ctx, tx, []EventRecord{rec})
 	endSpan(span, err)
@@ -179,10 +180,8 @@ func (e *Engine) EmitTx(ctx context.Context, tx *sql.Tx, ev Event) (_ EmitResult
 			return EmitResult{}, err
 		}
 	}
-	if raises := e.renderDeadRaises(res[:1]); len(raises) > 0 {
-		if _, err := tw.InsertEventsTx(ctx, tx, raises); err != nil {
-			return EmitResult{}, fmt.Errorf("engine: emit: dead event: %w", err)
-		}
+	if !res[0].Duplicate {
+		e.raised(rec.Deliveries)
 	}
 	e.accepted(&rec, res[0])
 	e.kick()
@@ -477,7 +476,9 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			recs = append(recs, r.recs...)
 		}
 	}
-	e.attachRaises(recs)
+	for i := range recs {
+		e.attachRaises(recs[i].Deliveries, recs[i].Internal)
+	}
 	held := e.dests.holdForProbes(recs)
 	var run *runner
 	reserved := 0
@@ -526,16 +527,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		k += len(r.recs)
 	}
 	// The dead events of deliveries created dead (their payload did not
-	// render) were written with their events (attachRaises).
+	// render) were written with them (attachRaises).
 	for i := range recs {
-		if res[i].Duplicate || len(recs[i].Raises) == 0 {
-			continue
-		}
-		for j := range recs[i].Raises {
-			e.reportDropped(&recs[i].Raises[j], InsertResult{})
-		}
-		if countPending(recs[i].Raises) > 0 {
-			e.kick()
+		if !res[i].Duplicate {
+			e.raised(recs[i].Deliveries)
 		}
 	}
 	for _, r := range batch {
@@ -550,39 +545,36 @@ func (e *Engine) accepted(rec *EventRecord, r InsertResult) {
 	e.reportDropped(rec, r)
 }
 
-// attachRaises gives each record of recs that has none yet the dead
-// events of its deliveries created dead (their payload did not render),
-// for the store to write in the event's transaction if it is new.
-func (e *Engine) attachRaises(recs []EventRecord) {
-	for i := range recs {
-		r := &recs[i]
-		if r.Raises != nil || r.Internal {
-			continue
-		}
-		for j := range r.Deliveries {
-			if d := &r.Deliveries[j]; d.State == StateDead && !d.Internal {
-				r.Raises = append(r.Raises, e.deadRecord(d, d.Attempts, d.LastCode, d.LastError))
-			}
+// attachRaises gives each delivery of ds created dead (its payload did
+// not render) its dead event (Delivery.Raise), which the store writes in
+// the transaction that writes the delivery. Deliveries of internal events
+// raise nothing (internal says the event is one, before the store marks
+// its deliveries).
+func (e *Engine) attachRaises(ds []Delivery, internal bool) {
+	if internal {
+		return
+	}
+	for i := range ds {
+		if d := &ds[i]; d.State == StateDead && !d.Internal && d.Raise == nil {
+			raise := e.deadRecord(d, d.Attempts, d.LastCode, d.LastError)
+			d.Raise = &raise
 		}
 	}
 }
 
-// renderDeadRaises returns the dead events of deliveries that were created
-// dead (their payload did not render) by newly inserted events.
-func (e *Engine) renderDeadRaises(res []InsertResult) []EventRecord {
-	var out []EventRecord
-	for _, r := range res {
-		if r.Duplicate {
-			continue
-		}
-		for i := range r.Deliveries {
-			d := &r.Deliveries[i]
-			if d.State == StateDead && !d.Internal {
-				out = append(out, e.deadRecord(d, d.Attempts, d.LastCode, d.LastError))
-			}
+// raised follows up the dead events ds raised, now stored: their fan-out
+// drops, and work for the claim loop.
+func (e *Engine) raised(ds []Delivery) {
+	pending := false
+	for i := range ds {
+		if r := ds[i].Raise; r != nil {
+			e.reportDropped(r, InsertResult{})
+			pending = pending || countPending([]EventRecord{*r}) > 0
 		}
 	}
-	return out
+	if pending {
+		e.kick()
+	}
 }
 
 // deadRecord is the internal event raised when d went dead, with the

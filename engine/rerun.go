@@ -38,6 +38,7 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 		e.reportDropped(&rec, InsertResult{})
 		return res, nil
 	}
+	e.attachRaises(rec.Deliveries, rec.Internal)
 	stored, err := e.store.AddDeliveries(ctx, tenant, id, rec.Deliveries)
 	if err != nil {
 		return RerunResult{}, fmt.Errorf("engine: rerun %q: %w", id, err)
@@ -47,15 +48,9 @@ func (e *Engine) Rerun(ctx context.Context, tenant, id string) (RerunResult, err
 	// The store woke every process's workers (PostgreSQL NOTIFY); this
 	// one's claim loop is told directly.
 	e.kick()
-	// Deliveries created dead (their payload did not render) raise their
-	// dead events, as an emit's do.
-	if raises := e.renderDeadRaises([]InsertResult{{Deliveries: stored}}); len(raises) > 0 {
-		if _, err := e.store.InsertEvents(ctx, raises); err != nil {
-			e.log.Error("erpflow: recording dead events failed", "err", err)
-		} else if countPending(raises) > 0 {
-			e.kick()
-		}
-	}
+	// Deliveries created dead (their payload did not render) raised
+	// their dead events with them, as an emit's do.
+	e.raised(rec.Deliveries)
 	return res, nil
 }
 

@@ -70,6 +70,12 @@ type Delivery struct {
 	// transaction (DestinationStore.WakeDestination finds it). Not stored
 	// in the delivery.
 	WaitsFor string `json:"-" db:"-"`
+	// Raise, set on a new delivery created dead (its payload did not
+	// render), is its dead event: the store writes it in the transaction
+	// that writes the delivery (InsertEvents when the event is new,
+	// AddDeliveries, EndTimers), so that no crash leaves the delivery
+	// dead without its alert. Not stored in the delivery.
+	Raise *EventRecord `json:"-" db:"-"`
 }
 
 // URL is the url its payload names: a webhook's, as it is sent (no
@@ -111,11 +117,6 @@ type EventRecord struct {
 	// TrackLatest makes the event the latest of its entity on the pending
 	// schedule timers of (tenant, entity, entity_id), when it is new.
 	TrackLatest bool
-	// Raises are internal events (the dead events of its deliveries
-	// created dead, their payload not rendered), written in the same
-	// transaction when the event is new and not at all when it is a
-	// duplicate, so that a crash after the commit cannot lose them.
-	Raises []EventRecord
 
 	dropped *fanOutDrop // what capFanOut left out; nil: nothing
 }

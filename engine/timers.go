@@ -246,27 +246,26 @@ func (e *Engine) FireDueTimers(ctx context.Context) (int, error) {
 	if len(ends) == 0 {
 		return len(ts), nil
 	}
+	for i := range ends {
+		e.attachRaises(ends[i].Deliveries, false) // each delivery says whether it is internal
+	}
 	cctx, cancel = context.WithTimeout(ctx, storeOpTimeout)
 	applied, err := e.store.EndTimers(cctx, ends, now)
 	cancel()
 	if err != nil {
 		return len(ts), fmt.Errorf("engine: %w", err)
 	}
-	var made []InsertResult
+	made := false
 	for i := range ends {
 		if applied[i] && len(ends[i].Deliveries) > 0 {
-			made = append(made, InsertResult{Deliveries: ends[i].Deliveries})
+			made = true
+			// Deliveries created dead (their payload did not render)
+			// raised their dead events with them, as an emit's do.
+			e.raised(ends[i].Deliveries)
 		}
 	}
-	if len(made) > 0 {
+	if made {
 		e.kick()
-		// Deliveries created dead (their payload did not render) raise
-		// their dead events, as an emit's do.
-		if raises := e.renderDeadRaises(made); len(raises) > 0 {
-			if _, err := e.store.InsertEvents(ctx, raises); err != nil {
-				e.log.Error("erpflow: recording dead events failed", "err", err)
-			}
-		}
 	}
 	return len(ts), nil
 }

@@ -81,9 +81,10 @@ func (s *oneWriteStore) InsertEvents(ctx context.Context, recs []engine.EventRec
 }
 
 // TestRenderErrorDeadEventWithTheEvent: the dead event of a delivery
-// created dead is written in the event's own transaction. It was written
-// in a second one after the commit, which a crash between the two lost:
-// the delivery stayed dead with no alert.
+// created dead is written in the transaction that writes the delivery, on
+// emit and on rerun. It was written in a second one after the commit,
+// which a crash between the two lost: the delivery stayed dead with no
+// alert.
 func TestRenderErrorDeadEventWithTheEvent(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := &oneWriteStore{Store: mustOpen(t, k.newDB(t))}
@@ -92,6 +93,51 @@ func TestRenderErrorDeadEventWithTheEvent(t *testing.T) {
 		dead, err := st.GetEvent(context.Background(), "acme", "dead:"+d.ID)
 		if err != nil || dead.Event.Data["delivery_id"] != d.ID || st.writes.Load() != 1 {
 			t.Fatalf("dead event of %s after one write: %v (%d writes)", d.ID, err, st.writes.Load())
+		}
+		// A rerun's delivery created dead: its dead event is written with
+		// it, not by a later write (refused here).
+		rr, err := e.Rerun(context.Background(), "acme", "bad-once")
+		if err != nil || len(rr.Deliveries) != 1 {
+			t.Fatalf("rerun: %+v, %v", rr, err)
+		}
+		if _, err := st.GetEvent(context.Background(), "acme", "dead:"+rr.Deliveries[0].ID); err != nil {
+			t.Fatalf("the rerun's dead event: %v", err)
+		}
+	})
+}
+
+// TestRenderErrorDeadEventWithTheTimer: a schedule timer whose delivery
+// is created dead when it fires writes the dead event with the delivery,
+// not in a later write (refused here, as after a crash).
+func TestRenderErrorDeadEventWithTheTimer(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := &oneWriteStore{Store: mustOpen(t, k.newDB(t))}
+		clock := newClock()
+		rules := parseRules(t, `rules:
+  - name: noted-later
+    on: {entity: SalesOrder}
+    schedule: {delay: 1h}
+    actions:
+      - type: note
+`)
+		e := newIdleEngine(t, st, rules, engine.Config{Now: clock.Now})
+		ev := order("bad-later")
+		if err := ev.SetRawData(json.RawMessage(`{"fail_render": true}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Emit(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		clock.Set(clock.Now().Add(time.Hour))
+		if n := fireDue(t, e); n != 1 {
+			t.Fatalf("fired %d timers", n)
+		}
+		ds := allDeliveries(t, st, engine.DeliveryFilter{Rule: "noted-later"})
+		if len(ds) != 1 || ds[0].State != engine.StateDead {
+			t.Fatalf("the timer's deliveries: %+v", ds)
+		}
+		if _, err := st.GetEvent(context.Background(), "acme", "dead:"+ds[0].ID); err != nil || st.writes.Load() != 1 {
+			t.Fatalf("the timer's dead event: %v (%d event writes)", err, st.writes.Load())
 		}
 	})
 }

@@ -755,16 +755,19 @@ func deadEvent(id, cause string) *engine.EventRecord {
 	return &r
 }
 
-// An event's Raises (the dead events of its deliveries created dead) are
-// written in its transaction when it is new, and not at all when it is a
-// duplicate, alone or in a batch.
+// The dead event of a delivery created dead (Delivery.Raise) is written in
+// the transaction that writes the delivery: with its event when the event
+// is new and not at all when it is a duplicate, alone or in a batch, and
+// by AddDeliveries.
 func testInsertRaises(t *testing.T, s engine.Store) {
 	ctx := ctxT(t)
+	deadWith := func(d *engine.Delivery, raiseID string) {
+		d.State, d.LastError = engine.StateDead, "render: boom" // created dead: not rendered
+		d.Raise = deadEvent(raiseID, d.ID)
+	}
 	withRaise := func(id, raiseID string) engine.EventRecord {
 		r := rec("acme", id, 1, t0)
-		r.Deliveries[0].State = engine.StateDead // created dead: not rendered
-		r.Deliveries[0].LastError = "render: boom"
-		r.Raises = []engine.EventRecord{*deadEvent(raiseID, r.Deliveries[0].ID)}
+		deadWith(&r.Deliveries[0], raiseID)
 		return r
 	}
 	r := withRaise("ev1", "dead:ev1")
@@ -776,7 +779,7 @@ func testInsertRaises(t *testing.T, s engine.Store) {
 		t.Fatalf("raised event %+v", ev)
 	}
 	// The raised delivery is work; the dead one is not.
-	if got := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t); len(got) != 1 || got[0].ID != r.Raises[0].Deliveries[0].ID {
+	if got := mv(s.Claim(ctx, "w", 10, t0, time.Minute)).get(t); len(got) != 1 || got[0].ID != r.Deliveries[0].Raise.Deliveries[0].ID {
 		t.Fatalf("claimed %v, want the raised delivery", ids(got))
 	}
 	// The event again, with another raise: a duplicate, nothing raised.
@@ -793,6 +796,14 @@ func testInsertRaises(t *testing.T, s engine.Store) {
 		if _, err := s.GetEvent(ctx, "acme", id); !errors.Is(err, engine.ErrNotFound) {
 			t.Errorf("a duplicate raised %s: %v", id, err)
 		}
+	}
+	// A rerun's delivery created dead.
+	more := rec("acme", "ev1-rerun", 1, t0).Deliveries
+	more[0].Rerun = "rrn_1"
+	deadWith(&more[0], "dead:rerun")
+	mv(s.AddDeliveries(ctx, "acme", "ev1", more)).get(t)
+	if ev := mv(s.GetEvent(ctx, "acme", "dead:rerun")).get(t); len(ev.Deliveries) != 1 {
+		t.Fatalf("the rerun's dead event has %d deliveries", len(ev.Deliveries))
 	}
 }
 

@@ -274,9 +274,15 @@ func testCancelClaimedTimer(t *testing.T, s engine.Store) {
 	endC, endF := dl, dl
 	endC.Tenant, endC.EventID = "acme", "claimed"
 	endF.ID, endF.Tenant, endF.EventID = newID(), "acme", "fires"
+	// Each end has a second delivery, created dead, whose dead event is
+	// written with it (Delivery.Raise): only by the end that applies.
+	deadC, deadF := endC, endF
+	deadC.ID, deadF.ID = newID(), newID()
+	deadC.State, deadF.State = engine.StateDead, engine.StateDead
+	deadC.Raise, deadF.Raise = deadEvent("dead:claimed", deadC.ID), deadEvent("dead:fires", deadF.ID)
 	ok := mv(s.EndTimers(ctx, []engine.TimerEnd{
-		{ID: c.ID, Owner: "w1", Version: c.Version, State: engine.TimerFired, Reason: "fired", Deliveries: []engine.Delivery{endC}},
-		{ID: f.ID, Owner: "w1", Version: f.Version, State: engine.TimerFired, Reason: "fired", Deliveries: []engine.Delivery{endF}},
+		{ID: c.ID, Owner: "w1", Version: c.Version, State: engine.TimerFired, Reason: "fired", Deliveries: []engine.Delivery{endC, deadC}},
+		{ID: f.ID, Owner: "w1", Version: f.Version, State: engine.TimerFired, Reason: "fired", Deliveries: []engine.Delivery{endF, deadF}},
 	}, t0.Add(3*time.Second))).get(t)
 	if !reflect.DeepEqual(ok, []bool{false, true}) {
 		t.Fatalf("ends applied %v, want [false true]", ok)
@@ -286,6 +292,12 @@ func testCancelClaimedTimer(t *testing.T, s engine.Store) {
 	}
 	if _, _, err := s.GetDelivery(ctx, endC.ID); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("the cancelled timer's end wrote its delivery: %v", err)
+	}
+	if _, err := s.GetEvent(ctx, "acme", "dead:claimed"); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("the cancelled timer's end raised its dead event: %v", err)
+	}
+	if ev, err := s.GetEvent(ctx, "acme", "dead:fires"); err != nil || len(ev.Deliveries) != 1 {
+		t.Errorf("the fired timer's dead event: %v", err)
 	}
 	// A fired timer cannot be cancelled: the conflict names its state.
 	if _, err := s.CancelTimer(ctx, f.ID, "too late", t0.Add(4*time.Second)); !errors.Is(err, engine.ErrConflict) || !strings.Contains(err.Error(), "fired") {

@@ -411,15 +411,11 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err := c.insertWaits(ctx, tx, evs, inserted); err != nil {
 		return nil, err
 	}
-	var raises []engine.EventRecord
-	for n, i := range uniq {
+	for n := range uniq {
 		if inserted[n] {
-			raises = append(raises, recs[i].Raises...)
-		}
-	}
-	if len(raises) > 0 {
-		if _, err := c.insertEventsIn(ctx, tx, raises, busy); err != nil {
-			return nil, fmt.Errorf("raise: %w", err)
+			if err := c.insertRaises(ctx, tx, evs[n].Deliveries, busy); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var stored []key
@@ -452,16 +448,34 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	return res, nil
 }
 
+// insertRaises writes the dead events of ds created dead (their Raise),
+// in tx, which writes ds.
+func (c *Core) insertRaises(ctx context.Context, tx Querier, ds []engine.Delivery, busy *[]string) error {
+	var raises []engine.EventRecord
+	for i := range ds {
+		if ds[i].Raise != nil {
+			raises = append(raises, *ds[i].Raise)
+		}
+	}
+	if len(raises) == 0 {
+		return nil
+	}
+	if _, err := c.insertEventsIn(ctx, tx, raises, busy); err != nil {
+		return fmt.Errorf("raise: %w", err)
+	}
+	return nil
+}
+
 // needsTx reports whether writing recs takes more than the events and
 // deliveries (timers, latest events, ordered chains): then a BatchWriter's
 // one statement needs a transaction around it.
 func needsTx(recs []engine.EventRecord, writesChains bool) bool {
 	for i := range recs {
-		if len(recs[i].Timers) > 0 || recs[i].TrackLatest || len(recs[i].Raises) > 0 {
+		if len(recs[i].Timers) > 0 || recs[i].TrackLatest {
 			return true
 		}
 		for j := range recs[i].Deliveries {
-			if recs[i].Deliveries[j].WaitsFor != "" {
+			if recs[i].Deliveries[j].WaitsFor != "" || recs[i].Deliveries[j].Raise != nil {
 				return true
 			}
 		}
