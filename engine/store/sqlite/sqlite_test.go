@@ -226,6 +226,26 @@ func benchStore(b *testing.B) *sqlite.Store {
 	return s
 }
 
+// BenchmarkOpen: opening an existing database and closing it, what every
+// CLI command on SQLite pays (the 64- and 256-row statements are prepared
+// only when a batch needs them).
+func BenchmarkOpen(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "erpflow.db")
+	s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Close()
+	b.ResetTimer()
+	for range b.N {
+		s, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
+	}
+}
+
 func BenchmarkInsertEvents(b *testing.B) {
 	s := benchStore(b)
 	storetest.BenchInsertEvents(b, s)
