@@ -148,7 +148,7 @@ type Core struct {
 	// every commit waits as the connection is configured.
 	SyncRelax, SyncRestore string
 	// WakeBatch is how many waits one transaction of WakeDestination
-	// wakes. Default: 5,000 (see DefaultWakeBatch). Tests set a small one
+	// wakes. Default: 5,000 (defaultWakeBatch). Tests set a small one
 	// to cross batches with few deliveries.
 	WakeBatch int
 
@@ -411,12 +411,14 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	if err := c.insertWaits(ctx, tx, evs, inserted); err != nil {
 		return nil, err
 	}
+	var raises []engine.EventRecord
 	for n := range uniq {
 		if inserted[n] {
-			if err := c.insertRaises(ctx, tx, evs[n].Deliveries, busy); err != nil {
-				return nil, err
-			}
+			raises = appendRaises(raises, evs[n].Deliveries)
 		}
+	}
+	if err := c.insertRaises(ctx, tx, raises, busy); err != nil {
+		return nil, err
 	}
 	var stored []key
 	for n, i := range uniq {
@@ -448,15 +450,19 @@ func (c *Core) insertEventsIn(ctx context.Context, tx Querier, recs []engine.Eve
 	return res, nil
 }
 
-// insertRaises writes the dead events of ds created dead (their Raise),
-// in tx, which writes ds.
-func (c *Core) insertRaises(ctx context.Context, tx Querier, ds []engine.Delivery, busy *[]string) error {
-	var raises []engine.EventRecord
+// appendRaises appends the dead events of ds created dead (their Raise).
+func appendRaises(raises []engine.EventRecord, ds []engine.Delivery) []engine.EventRecord {
 	for i := range ds {
 		if ds[i].Raise != nil {
 			raises = append(raises, *ds[i].Raise)
 		}
 	}
+	return raises
+}
+
+// insertRaises writes raises (see appendRaises) in tx, which writes the
+// deliveries that raise them.
+func (c *Core) insertRaises(ctx context.Context, tx Querier, raises []engine.EventRecord, busy *[]string) error {
 	if len(raises) == 0 {
 		return nil
 	}

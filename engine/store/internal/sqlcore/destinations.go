@@ -160,19 +160,19 @@ func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest str
 	return nil
 }
 
-// DefaultWakeBatch bounds the waits one transaction of WakeDestination
+// defaultWakeBatch bounds the waits one transaction of WakeDestination
 // wakes: a destination down for hours may have millions waiting, and one
 // transaction for all of them would hold SQLite's writer (every emit)
 // for seconds, and roll back whole should it time out.
-const DefaultWakeBatch = 5000
+const defaultWakeBatch = 5000
 
 // WakeBatchSize is the number of waits one transaction of
-// WakeDestination wakes (Core.WakeBatch, or DefaultWakeBatch).
+// WakeDestination wakes (Core.WakeBatch, or defaultWakeBatch).
 func (c *Core) WakeBatchSize() int {
 	if c.WakeBatch > 0 {
 		return c.WakeBatch
 	}
-	return DefaultWakeBatch
+	return defaultWakeBatch
 }
 
 // WakeDestination implements engine.DestinationStore. It walks dest's

@@ -61,7 +61,7 @@ func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine
 		if err := c.insertDeliveries(ctx, tx, out); err != nil {
 			return err
 		}
-		if err := c.insertRaises(ctx, tx, out, nil); err != nil {
+		if err := c.insertRaises(ctx, tx, appendRaises(nil, out), nil); err != nil {
 			return err
 		}
 		return c.D.Notify(ctx, tx)

@@ -105,7 +105,7 @@ func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 	defer c.stmts.mu.Unlock()
 	if c.stmts.m == nil {
 		c.stmts.m = map[string]*sql.Stmt{}
-		c.big.stop = make(chan struct{})
+		c.big.ctx, c.big.cancel = context.WithCancel(context.Background())
 	}
 	for _, q := range all {
 		st, err := c.W.PrepareContext(ctx, q)
@@ -121,8 +121,9 @@ func (c *Core) Prepare(ctx context.Context, multi bool, qs ...string) error {
 // prepared by prepareBig.
 type bigStmts struct {
 	queries []string
-	state   atomic.Int32 // bigIdle, bigPreparing or bigReady
-	stop    chan struct{}
+	state   atomic.Int32    // bigIdle, bigPreparing or bigReady
+	ctx     context.Context // the preparer's, cancelled by closeStmts
+	cancel  context.CancelFunc
 	done    sync.WaitGroup
 }
 
@@ -142,22 +143,13 @@ func (c *Core) prepareBig() {
 	}
 	c.stmts.mu.Lock()
 	defer c.stmts.mu.Unlock()
-	stop := c.big.stop
-	if stop == nil { // closing (closeStmts waits for those started before)
+	ctx := c.big.ctx
+	if ctx == nil || ctx.Err() != nil { // closing (closeStmts waits for those started before)
 		return
 	}
 	c.big.done.Add(1)
 	go func() {
 		defer c.big.done.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		for _, q := range c.big.queries {
 			c.stmts.mu.RLock()
 			_, done := c.stmts.m[q]
@@ -223,9 +215,8 @@ func (c *Core) Query(ctx context.Context, q Querier, query string, args ...any) 
 // closeStmts closes the cached statements.
 func (c *Core) closeStmts() {
 	c.stmts.mu.Lock()
-	if c.big.stop != nil {
-		close(c.big.stop)
-		c.big.stop = nil
+	if c.big.cancel != nil {
+		c.big.cancel()
 	}
 	c.stmts.mu.Unlock()
 	c.big.done.Wait()

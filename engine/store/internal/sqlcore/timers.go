@@ -268,7 +268,7 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 		if err := c.insertDeliveries(ctx, tx, dls); err != nil {
 			return err
 		}
-		if err := c.insertRaises(ctx, tx, dls, nil); err != nil {
+		if err := c.insertRaises(ctx, tx, appendRaises(nil, dls), nil); err != nil {
 			return err
 		}
 		return c.D.Notify(ctx, tx)
