@@ -209,6 +209,15 @@ func TestRerunEndpoint(t *testing.T) {
 		if g["duplicate"] == true || g["tenant"] != "globex" || len(g["deliveries"].([]any)) != 0 {
 			t.Errorf("globex's SO1: %v", g)
 		}
+		// A number out of a float's range is a 400 naming it, for either
+		// tenant's token, and stores nothing.
+		for _, tok := range []string{tokAcme, tokGlobex} {
+			body := `{"id":"BIG","entity":"SalesOrder","event":"status_changed","data":{"total":1e400}}`
+			if _, field, _ := must(t, e.do("POST", "/v1/events", tok, body), 400).errInfo(t); field != "data.total" {
+				t.Errorf("out-of-range number: field %q", field)
+			}
+			must(t, e.do("GET", "/v1/events/BIG", tok, nil), 404)
+		}
 	})
 }
 
