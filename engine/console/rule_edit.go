@@ -1,11 +1,8 @@
 package console
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -16,7 +13,7 @@ import (
 func (c *Console) ruleRoutes(m *http.ServeMux) {
 	p := c.opts.Prefix
 	m.HandleFunc("GET "+p+"/rules:new", c.page(c.ruleNew))
-	m.HandleFunc("POST "+p+"/rules:new", c.action(c.ruleCreate))
+	m.HandleFunc("POST "+p+"/rules:new", c.action(c.ruleNewOrCreate))
 	m.HandleFunc("POST "+p+"/rules/validate", c.action(c.ruleValidate))
 	m.HandleFunc("GET "+p+"/rules/{name}", c.page(c.ruleDetail))
 	m.HandleFunc("PUT "+p+"/rules/{name}", c.action(c.ruleSave))
@@ -49,6 +46,9 @@ type ruleEditor struct {
 	CanWrite bool
 	Notice   string // after create or duplicate
 	Problem  string // the source could not be read
+	// NewSecret: the Add screen generated the signing secret in Source,
+	// which no page shows again once saved.
+	NewSecret bool
 }
 
 // ruleDetail is a rule's page: its header (enabled switch, Duplicate,
@@ -217,91 +217,18 @@ func (c *Console) ruleSave(x *exchange) {
 	}
 }
 
-// newRuleForm is the Add screen: entity and event (from the catalog when
-// one is loaded), name and URL; Continue shows the editor.
-type newRuleForm struct {
-	Entities []catalogEntity // the catalog's; none: free text
-	Entity   string
-	Event    string
-	Name     string
-	URL      string
-	Events   []string // of the chosen entity, when the catalog has it
-	Errors   map[string]string
-}
-
-// ruleNew is the Add screen. Without its fields it asks for them; with
-// them (Continue) it shows the editor holding a rule skeleton.
-func (c *Console) ruleNew(x *exchange) {
-	q := x.r.URL.Query()
-	f := newRuleForm{Entity: strings.TrimSpace(q.Get("entity")), Event: strings.TrimSpace(q.Get("event")),
-		Name: strings.TrimSpace(q.Get("name")), URL: strings.TrimSpace(q.Get("url")), Errors: map[string]string{}}
-	var cat catalogAnswer
-	if a := x.call(http.MethodGet, "/v1/catalog", nil); a.Status == http.StatusUnauthorized {
-		x.fail(a)
-		return
-	} else if a.OK() && a.decode(&cat) == nil {
-		f.Entities = cat.Entities
-	}
-	for _, e := range f.Entities {
-		if e.Entity == f.Entity {
-			f.Events = e.Events
-		}
-	}
-	if !q.Has("continue") {
-		x.render(http.StatusOK, "rule-new", f)
+// ruleNewOrCreate is a POST of the Add screen: its form (the fields, or
+// Continue) or the editor's text to store.
+func (c *Console) ruleNewOrCreate(x *exchange) {
+	if err := x.r.ParseForm(); err != nil {
+		http.Error(x.w, "the form could not be read: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if f.Entity == "" {
-		f.Errors["entity"] = "Pick the entity whose events trigger the webhook."
-	}
-	if f.Name == "" {
-		f.Errors["name"] = "Name the webhook (letters, digits, - and _)."
-	}
-	if f.URL == "" {
-		f.Errors["url"] = "Give the URL the webhook calls."
-	}
-	if len(f.Errors) > 0 {
-		x.render(http.StatusOK, "rule-new", f)
+	if x.r.PostForm.Has("source") {
+		c.ruleCreate(x)
 		return
 	}
-	x.render(http.StatusOK, "rule-edit", ruleEditor{New: true, CanWrite: true, Rule: ruleView{Name: f.Name},
-		Source: ruleSkeleton(f.Name, f.Entity, f.Event, f.URL)})
-}
-
-// ruleSkeleton is the YAML of a new webhook rule.
-func ruleSkeleton(name, entity, event, target string) string {
-	var b strings.Builder
-	b.WriteString("name: " + yamlScalar(name) + "\n")
-	b.WriteString("description: \"\"\n")
-	b.WriteString("on:\n  entity: " + yamlScalar(entity) + "\n")
-	if event != "" {
-		b.WriteString("  event: " + yamlScalar(event) + "\n")
-	}
-	b.WriteString("# when: data.amount > 1000   # a condition (expr), optional\n")
-	b.WriteString("actions:\n  - type: webhook\n    url: " + yamlScalar(target) + "\n")
-	return b.String()
-}
-
-// plainYAML are values written without quotes.
-var plainYAML = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.\-/:]*$`)
-
-// yamlScalar writes s as a YAML scalar: plain when that is safe, else
-// double-quoted (a JSON string).
-func yamlScalar(s string) string {
-	switch strings.ToLower(s) {
-	case "true", "false", "yes", "no", "on", "off", "null", "~", "y", "n":
-	default:
-		if plainYAML.MatchString(s) && !strings.Contains(s, ": ") {
-			if _, err := strconv.ParseFloat(s, 64); err != nil {
-				return s
-			}
-		}
-	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	return strings.TrimSpace(b.String())
+	c.ruleNewPost(x)
 }
 
 // ruleCreate stores the Add screen's text as a new rule (disabled) and

@@ -83,11 +83,10 @@ func TestVelosityFlow(t *testing.T) {
 		b.waitPage("the Add screen", `!!document.querySelector('select#new-entity')`)
 		setValue(b, "#new-entity", "SalesOrder")
 		// The catalog's events of SalesOrder come with the entity.
-		b.waitFor("the entity's events", `!!document.querySelector('select#new-event option[value="updated"]')`)
-		setValue(b, "#new-event", "updated")
+		b.waitFor("the entity's events", `!!document.querySelector('#new-events input[value="updated"]')`)
+		b.do(chromedp.Click(chromedp.CSS(`#new-events input[value="updated"]`)))
 		setValue(b, "#new-name", "so-updated")
 		setValue(b, "#new-url", rcv.URL+"/so")
-		b.screenshot("rule-add")
 		b.do(chromedp.Click(chromedp.CSS("#new-continue")))
 		b.waitPage("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('entity: SalesOrder')`)
 		if src := editorText(b); !strings.Contains(src, "event: updated") || !strings.Contains(src, "url: "+rcv.URL+"/so") {
