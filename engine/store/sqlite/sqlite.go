@@ -44,6 +44,15 @@ type Options struct {
 	// commit is on disk (synchronous=FULL) before Emit returns, as
 	// PostgreSQL's is.
 	RelaxedSync bool
+	// MaxWAL bounds the write-ahead log, in bytes. Checkpoints in the
+	// background copy it into the database file without waiting for
+	// anyone; while readers overlap without pause (a busy console, API
+	// lists, another process) they can never start it over, and it grows
+	// with every write. Past MaxWAL the checkpointer waits up to 100 ms
+	// for the readers and the writer to let go, and truncates it (trying
+	// again later, less and less often, when they do not). A WAL started
+	// over is also cut back to MaxWAL. Default 64 MiB.
+	MaxWAL int64
 }
 
 // Store is an engine.Store in one SQLite file.
@@ -81,6 +90,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 5 * time.Second
+	}
+	if opts.MaxWAL <= 0 {
+		opts.MaxWAL = 64 << 20
 	}
 	mem := path == ":memory:"
 	var lock *os.File
@@ -166,14 +178,18 @@ func open(ctx context.Context, path string, opts Options, mem bool) (*Store, err
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
 	if !mem {
-		s.ckpt, err = sql.Open("sqlite", dsn(path, opts, false))
+		// The checkpointer's busy timeout bounds how long a truncation
+		// holds writers back while it waits for readers.
+		copts := opts
+		copts.BusyTimeout = truncateWait
+		s.ckpt, err = sql.Open("sqlite", dsn(path, copts, false))
 		if err != nil {
 			s.Core.Close()
 			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 		}
 		s.ckpt.SetMaxOpenConns(1)
 		s.stop, s.stopped = make(chan struct{}), make(chan struct{})
-		go s.checkpointer()
+		go s.checkpointer(opts.MaxWAL)
 	}
 	return s, nil
 }
@@ -196,17 +212,33 @@ const checkpointEvery = 50 * time.Millisecond
 // an idle server wakes five times a second, not twenty.
 const checkpointIdle = 200 * time.Millisecond
 
+// truncateWait is how long a truncation of the WAL waits for the writer
+// and the readers to let go, holding new writes back meanwhile.
+const truncateWait = 100 * time.Millisecond
+
+// truncateRetry is the first pause after a truncation that gave up; it
+// doubles up to truncateRetryMax, so that readers that never let go cost
+// the writer at most 100 ms every half minute.
+const (
+	truncateRetry    = time.Second
+	truncateRetryMax = 30 * time.Second
+)
+
 // checkpointer copies the WAL into the database file in the background.
 // The writer's own automatic checkpoints (every 1,000 pages by default)
 // would stall the writer — and every Emit queued behind it — for the
 // checkpoint's fsync.
-// PASSIVE checkpoints never wait for the writer or readers.
-func (s *Store) checkpointer() {
+// PASSIVE checkpoints never wait for the writer or readers. A WAL longer
+// than maxWAL (see Options.MaxWAL) is truncated, which waits for both.
+func (s *Store) checkpointer(maxWAL int64) {
 	defer close(s.stopped)
 	wait := checkpointEvery
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	last := -1
+	var page int64
+	var nextTruncate time.Time
+	retry := truncateRetry
 	for {
 		select {
 		case <-s.stop:
@@ -224,6 +256,22 @@ func (s *Store) checkpointer() {
 			wait = checkpointEvery
 		}
 		last = frames
+		if err == nil && page == 0 {
+			if s.ckpt.QueryRow("PRAGMA page_size").Scan(&page) != nil {
+				page = 0
+			}
+		}
+		// Each frame is a page and a 24-byte header.
+		if err == nil && page > 0 && int64(frames)*(page+24) > maxWAL && !time.Now().Before(nextTruncate) {
+			err = s.ckpt.QueryRow("PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &copied)
+			if err != nil || busy != 0 {
+				nextTruncate = time.Now().Add(retry)
+				retry = min(2*retry, truncateRetryMax)
+			} else {
+				retry = truncateRetry
+				last = -1
+			}
+		}
 		t.Reset(wait)
 	}
 }
@@ -261,7 +309,7 @@ func dsn(path string, opts Options, readOnly bool) string {
 			// writer checkpoints itself only if that falls far behind
 			// (10,000 pages, ~40 MB of WAL).
 			q.Add("_pragma", "wal_autocheckpoint(10000)")
-			q.Add("_pragma", "journal_size_limit(67108864)")
+			q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", opts.MaxWAL))
 		}
 	}
 	if path == ":memory:" {

@@ -193,13 +193,7 @@ func TestCheckpointsInTheBackground(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "erpflow.db")
 	s := open(t, path)
 	defer s.Close()
-	size := func() int64 {
-		fi, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Size()
-	}
+	size := func() int64 { return fileSize(t, path) }
 	const big = 1 << 20
 	for _, name := range []string{"first", "second", "third"} {
 		before := size()
