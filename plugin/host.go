@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,65 @@ type Spec struct {
 	// SHA256 is the hex SHA-256 of the executable; when set, a binary
 	// whose checksum differs is refused. Default: not checked.
 	SHA256 string `yaml:"sha256" json:"sha256,omitempty"`
+	// Env sets environment variables of the plugin's process, beside the
+	// few every program needs, which it gets from erpflow's environment
+	// (see BaseEnv). Nothing else of erpflow's environment reaches it:
+	// not its database URL, tokens or secrets. Default none.
+	Env map[string]string `yaml:"env" json:"env,omitempty"`
+	// InheritEnv gives the plugin all of erpflow's environment (and Env
+	// on top). Default false.
+	InheritEnv bool `yaml:"inherit_env" json:"inherit_env,omitempty"`
+}
+
+// BaseEnv names the variables of erpflow's environment every plugin
+// process gets: where programs, the home directory and temporary files
+// are, the user, the time zone and locale, the CA certificates, the
+// outbound proxies, and the Python that erpflow's Python plugins run
+// with. Any other one reaches a plugin only through Spec.Env (or
+// Spec.InheritEnv).
+var BaseEnv = []string{
+	"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LC_*",
+	"SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+	"http_proxy", "https_proxy", "no_proxy", "SYSTEMROOT", "TEMP", "TMP", "ERPFLOW_PYTHON",
+}
+
+// environ is the environment of the plugin process of spec, from
+// erpflow's own (host).
+func (spec Spec) environ(host []string) []string {
+	var env []string
+	for _, kv := range host {
+		name, _, _ := strings.Cut(kv, "=")
+		if spec.InheritEnv || baseEnv(name) {
+			env = append(env, kv)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(spec.Env)) {
+		env = append(env, name+"="+spec.Env[name]) // the last value of a name wins
+	}
+	if env == nil {
+		env = []string{} // nil would mean erpflow's whole environment
+	}
+	return env
+}
+
+// checkEnv checks the names of Env.
+func (spec Spec) checkEnv() error {
+	for name := range spec.Env {
+		if !envName.MatchString(name) || name == Handshake.MagicCookieKey || strings.HasPrefix(name, "PLUGIN_") {
+			return fmt.Errorf("env: %q is not a variable a plugin may be given (letters, digits and _, not %s or PLUGIN_*, which the handshake sets)", name, Handshake.MagicCookieKey)
+		}
+	}
+	return nil
+}
+
+// baseEnv reports whether name is in BaseEnv.
+func baseEnv(name string) bool {
+	for _, b := range BaseEnv {
+		if prefix, ok := strings.CutSuffix(b, "*"); ok && strings.HasPrefix(name, prefix) || b == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Error is a plugin failing to start or to describe itself.
@@ -318,6 +379,9 @@ func (p *proc) init(ctx context.Context) error {
 	if err := p.parseChecksum(); err != nil {
 		return err
 	}
+	if err := p.spec.checkEnv(); err != nil {
+		return p.errorf(err)
+	}
 	inst, d, err := p.start(ctx)
 	if err != nil {
 		return err
@@ -360,7 +424,7 @@ func (p *proc) parseChecksum() error {
 
 // start runs a new process of p.spec and describes it.
 func (p *proc) start(ctx context.Context) (*instance, *pb.DescribeResponse, error) {
-	return p.startFrom(ctx, p.spec.Path, p.spec.SHA256, p.checksum)
+	return p.startFrom(ctx, p.spec.Path, p.spec.SHA256, p.checksum, p.spec.environ(os.Environ()))
 }
 
 // filePath is path as a file path, as os.Stat and the checksum read it:
@@ -373,8 +437,8 @@ func filePath(path string) string {
 }
 
 // startFrom runs a new process of the binary at path (whose sha256, when
-// sum is set, must be sum) and describes it.
-func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*instance, *pb.DescribeResponse, error) {
+// sum is set, must be sum) in the environment env, and describes it.
+func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte, env []string) (*instance, *pb.DescribeResponse, error) {
 	errorf := func(err error) *Error { return &Error{Plugin: p.spec.Name, Path: path, Err: err} }
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -389,6 +453,7 @@ func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte) (*in
 		Name:      actionPluginName,
 		Plugin:    &actionPlugin{},
 		Cmd:       exec.Command(filePath(path)),
+		Env:       env,
 		Log:       p.log,
 		Checksum:  sum,
 		SHA256:    sha,

@@ -312,6 +312,7 @@ type record struct {
 	Event   map[string]any `json:"event"`
 	Config  map[string]any `json:"config"`
 	PID     int            `json:"pid"`
+	Env     []string       `json:"env"` // the plugin process's environment
 }
 
 func readRecords(t *testing.T, path string) []record {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,7 +21,7 @@ const drainGrace = 5 * time.Second
 // Reload applies the server config's `plugins:` again (SIGHUP). Each
 // plugin, matched by name, is restarted when the SHA-256 of its binary on
 // disk differs from its running process's (Status.SHA256), or its
-// configured path or sha256 changed:
+// configured path, sha256, env or inherit_env changed:
 //
 //   - a new process is started beside the old one, which keeps serving;
 //     its checksum is checked, and it must describe the same action types
@@ -76,6 +78,9 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		return p.errorf(errors.New("path is required"))
 	}
 	sum, err := glue.ParseChecksum(s.SHA256)
+	if err == nil {
+		err = s.checkEnv()
+	}
 	if err != nil {
 		return &Error{Plugin: p.spec.Name, Path: s.Path, Err: err}
 	}
@@ -104,7 +109,8 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		p.failLocked(old, errors.New("the process exited"))
 		old = nil
 	}
-	changed := s.Path != p.spec.Path || !strings.EqualFold(s.SHA256, p.spec.SHA256)
+	changed := s.Path != p.spec.Path || !strings.EqualFold(s.SHA256, p.spec.SHA256) ||
+		!maps.Equal(s.Env, p.spec.Env) || s.InheritEnv != p.spec.InheritEnv
 	if old != nil && !changed && disk == old.sha256 {
 		p.mu.Unlock()
 		return nil
@@ -118,7 +124,7 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		d    *pb.DescribeResponse
 	)
 	if err = ctx.Err(); err == nil { // erpflow is stopping: keep what runs
-		inst, d, err = p.startFrom(ctx, s.Path, s.SHA256, sum)
+		inst, d, err = p.startFrom(ctx, s.Path, s.SHA256, sum, s.environ(os.Environ()))
 	}
 	if err == nil {
 		err = p.checkTypes(inst, d)
@@ -136,11 +142,11 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		p.log.Error("plugin reload failed; the old process keeps running", "error", err, "pid", old.pid, "sha256", oldSHA)
 	case err != nil:
 		// Nothing runs: the new config is the one to bring back.
-		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
+		p.spec.Path, p.spec.SHA256, p.spec.Env, p.spec.InheritEnv, p.checksum = s.Path, s.SHA256, s.Env, s.InheritEnv, sum
 		p.startFailedLocked(err)
 		p.log.Error("plugin reload failed; no process runs", "error", err, "failures", p.failures)
 	default:
-		p.spec.Path, p.spec.SHA256, p.checksum = s.Path, s.SHA256, sum
+		p.spec.Path, p.spec.SHA256, p.spec.Env, p.spec.InheritEnv, p.checksum = s.Path, s.SHA256, s.Env, s.InheritEnv, sum
 		p.failures, p.nextStart = 0, time.Time{}
 		p.adoptLocked(inst, d)
 		oldPID := 0

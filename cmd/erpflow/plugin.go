@@ -33,11 +33,39 @@ func init() {
 	})
 }
 
+// pluginEnvFlags set the environment of the plugin a command starts, as
+// a server config's env and inherit_env do.
+type pluginEnvFlags struct {
+	env     []string // NAME=VALUE
+	inherit bool
+}
+
+func (f *pluginEnvFlags) register(c *cobra.Command) {
+	c.Flags().StringArrayVar(&f.env, "env", nil, "set a variable of the plugin's environment, NAME=VALUE (repeatable); besides these it gets only PATH, HOME, LANG, LC_*, TZ, the proxies… of yours, as under serve")
+	c.Flags().BoolVar(&f.inherit, "inherit-env", false, "give the plugin all of your environment (--env on top), as inherit_env: true does")
+}
+
+// spec is the plugin.Spec of the binary at bin.
+func (f *pluginEnvFlags) spec(bin string) (plugin.Spec, error) {
+	s := plugin.Spec{Path: bin, InheritEnv: f.inherit}
+	for _, kv := range f.env {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return s, usageErrorf("--env %q: want NAME=VALUE", kv)
+		}
+		if s.Env == nil {
+			s.Env = map[string]string{}
+		}
+		s.Env[name] = value
+	}
+	return s, nil
+}
+
 // launchPlugin starts the plugin binary with its log on stderr (level:
 // records below it are dropped).
-func launchPlugin(c *cobra.Command, stderr io.Writer, bin string, level slog.Level) (*plugin.Plugin, error) {
+func launchPlugin(c *cobra.Command, stderr io.Writer, spec plugin.Spec, level slog.Level) (*plugin.Plugin, error) {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return plugin.Launch(c.Context(), plugin.Spec{Path: bin}, logger)
+	return plugin.Launch(c.Context(), spec, logger)
 }
 
 // lockedWriter serialises writes: the plugin's log arrives on the host's
@@ -67,6 +95,7 @@ func (l *lockedWriter) end() {
 
 func newPluginDescribeCmd() *cobra.Command {
 	var out output
+	var envFlags pluginEnvFlags
 	c := &cobra.Command{
 		Use:   "describe BINARY",
 		Short: "Start a plugin and print its action types and their config keys",
@@ -80,9 +109,13 @@ func newPluginDescribeCmd() *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
+			spec, err := envFlags.spec(args[0])
+			if err != nil {
+				return err
+			}
 			stderr := &lockedWriter{w: c.ErrOrStderr()}
 			defer stderr.end() // after p.Close
-			p, err := launchPlugin(c, stderr, args[0], slog.LevelWarn)
+			p, err := launchPlugin(c, stderr, spec, slog.LevelWarn)
 			if err != nil {
 				return err
 			}
@@ -91,6 +124,7 @@ func newPluginDescribeCmd() *cobra.Command {
 		},
 	}
 	addOutputFlag(c, &out, false)
+	envFlags.register(c)
 	return c
 }
 
@@ -220,6 +254,7 @@ func newPluginRunCmd() *cobra.Command {
 	var (
 		out                   output
 		cfgFile, evFile, rule string
+		envFlags              pluginEnvFlags
 		o                     plugin.RunOptions
 	)
 	c := &cobra.Command{
@@ -273,7 +308,11 @@ did not start): problems are printed as file:line:col.`,
 					return fail(err)
 				}
 			}
-			p, err := launchPlugin(c, stderr, args[0], slog.LevelInfo)
+			spec, err := envFlags.spec(args[0])
+			if err != nil {
+				return err
+			}
+			p, err := launchPlugin(c, stderr, spec, slog.LevelInfo)
 			if err != nil {
 				return fail(fmt.Errorf("%s: %w", c.CommandPath(), err))
 			}
@@ -309,6 +348,7 @@ did not start): problems are printed as file:line:col.`,
 	fs.StringVar(&rule, "rule", "", "the rule name the plugin sees (default plugin-run)")
 	fs.BoolVar(&o.Test, "test", false, "mark the attempt as a test-fire of the rule")
 	addOutputFlag(c, &out, false)
+	envFlags.register(c)
 	return c
 }
 

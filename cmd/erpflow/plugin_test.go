@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,6 +54,50 @@ func TestPluginDescribe(t *testing.T) {
 	code, out, errb = runOut("plugin", "describe", notPlugin)
 	if code != 1 || out != "" || !strings.Contains(errb, `erpflow plugin describe: plugin "not-a-plugin" (`+notPlugin+`): handshake failed`) {
 		t.Fatalf("not a plugin: exit %d\n%s%s", code, out, errb)
+	}
+}
+
+// TestPluginRunEnv: plugin run starts the plugin as serve does: with the
+// base variables of the caller's environment and --env, nothing else;
+// --inherit-env passes everything. A malformed --env is a usage error.
+func TestPluginRunEnv(t *testing.T) {
+	bin := echoPlugin(t)
+	dir := t.TempDir()
+	t.Setenv("ERPFLOW_RUN_SECRET", "db-password")
+	for _, tc := range []struct {
+		flags        []string
+		want, absent []string
+	}{
+		{[]string{"--env", "SMTP_HOST=smtp.example", "--env", "EMPTY="}, []string{"SMTP_HOST=smtp.example", "EMPTY=", "PATH=" + os.Getenv("PATH")}, []string{"ERPFLOW_RUN_SECRET="}},
+		{[]string{"--inherit-env", "--env", "SMTP_HOST=smtp.example"}, []string{"SMTP_HOST=smtp.example", "ERPFLOW_RUN_SECRET=db-password"}, nil},
+	} {
+		seen := filepath.Join(dir, fmt.Sprint(len(tc.flags), "seen.jsonl"))
+		cfg := filepath.Join(dir, "action.yaml")
+		writeTestFile(t, cfg, "type: echo\nmessage: hi\nout: "+seen+"\n")
+		code, out, errb := runOut(append([]string{"plugin", "run", bin, "--config", cfg}, tc.flags...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", tc.flags, code, out, errb)
+		}
+		b, err := os.ReadFile(seen)
+		var rec struct {
+			Env []string `json:"env"`
+		}
+		if err != nil || json.Unmarshal(b, &rec) != nil {
+			t.Fatalf("%v: the plugin wrote %s (%v)", tc.flags, b, err)
+		}
+		for _, w := range tc.want {
+			if !slices.Contains(rec.Env, w) {
+				t.Errorf("%v: the plugin's environment lacks %s", tc.flags, w)
+			}
+		}
+		for _, a := range tc.absent {
+			if slices.ContainsFunc(rec.Env, func(kv string) bool { return strings.HasPrefix(kv, a) }) {
+				t.Errorf("%v: the plugin sees %s…", tc.flags, a)
+			}
+		}
+	}
+	if code, _, errb := runOut("plugin", "describe", bin, "--env", "NOEQUALS"); code != 2 || !strings.Contains(errb, `--env "NOEQUALS": want NAME=VALUE`) {
+		t.Fatalf("a malformed --env: exit %d %s", code, errb)
 	}
 }
 

@@ -304,7 +304,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 func pluginSpecs(ps []config.Plugin) []plugin.Spec {
 	specs := make([]plugin.Spec, len(ps))
 	for i, p := range ps {
-		specs[i] = plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256}
+		specs[i] = plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env, InheritEnv: p.InheritEnv}
 	}
 	return specs
 }

@@ -122,7 +122,7 @@ func (f *ruleFlags) setup(ctx context.Context) (*ruleEnv, error) {
 		opts.AllowPrivateNetworks = opts.AllowPrivateNetworks || cfg.Delivery.AllowPrivateNetworks
 		opts.AllowedNetworks = cfg.Delivery.AllowedNetworks
 		for _, p := range cfg.Plugins {
-			specs = append(specs, plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256})
+			specs = append(specs, plugin.Spec{Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env, InheritEnv: p.InheritEnv})
 		}
 		env.configRules = cfg.Rules
 		env.maxActions = cfg.Limits.ActionsPerRule

@@ -50,6 +50,9 @@ type Launch struct {
 	// by Plugin. Default: only Handshake.ProtocolVersion.
 	Versions []int
 	Cmd      *exec.Cmd
+	// Env, when not nil, is the process's whole environment, besides the
+	// handshake variables go-plugin adds. nil: the host's environment.
+	Env      []string
 	Log      *slog.Logger // receives go-plugin's and the plugin's logs
 	Checksum []byte       // from ParseChecksum; nil: not checked
 	SHA256   string       // the configured checksum, for the mismatch message
@@ -76,6 +79,10 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 		// go-plugin lets a plugin answer 2 GiB at a time; a bigger
 		// answer than MaxMessage is a failed call.
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage))},
+	}
+	if l.Env != nil {
+		cfg.SkipHostEnv = true
+		l.Cmd.Env = l.Env
 	}
 	if l.Checksum != nil {
 		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: l.Checksum, Hash: sha256.New()}

@@ -100,6 +100,12 @@ type Plugin struct {
 	Name   string // the plugin's name; required
 	Path   string // its executable; required
 	SHA256 string // hex SHA-256 of the executable; default none (not checked)
+	// Env sets variables of the plugin's environment (plugin.Spec.Env);
+	// default none.
+	Env map[string]string
+	// InheritEnv gives the plugin all of erpflow's environment; default
+	// false (plugin.BaseEnv only).
+	InheritEnv bool
 }
 
 // Delivery configures the delivery workers and the webhook action type.
@@ -597,6 +603,34 @@ func describe(n *yaml.Node) string {
 	return "a mapping"
 }
 
+// pluginEnv reads a plugin's env: a mapping of variable names to
+// strings (which may name erpflow's own variables as ${NAME}).
+func (d *decoder) pluginEnv(n *yaml.Node, path string) map[string]string {
+	env := map[string]string{}
+	if n.Kind != yaml.MappingNode {
+		d.mapping(n, path, nil, nil) // null: none; anything else: "must be a mapping"
+		return env
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		kp := join(path, k.Value)
+		switch _, dup := env[k.Value]; {
+		case !envNameRE.MatchString(k.Value):
+			d.errf(k, kp, "must be an environment variable name (letters, digits and _, not starting with a digit)")
+		case k.Value == "ERPFLOW_PLUGIN" || strings.HasPrefix(k.Value, "PLUGIN_"):
+			d.errf(k, kp, "is set by erpflow for the plugin handshake")
+		case dup:
+			d.errf(k, kp, "duplicate key")
+		default:
+			if v.Kind == yaml.AliasNode {
+				v = v.Alias
+			}
+			env[k.Value] = d.str(v, kp)
+		}
+	}
+	return env
+}
+
 func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 	if isNull(n) {
 		return
@@ -646,8 +680,12 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			d.list(v, key, func(i int, e *yaml.Node) {
 				p := Plugin{}
 				path := fmt.Sprintf("plugins[%d]", i)
-				d.mapping(e, path, []string{"name", "path", "sha256"}, func(key string, k, v *yaml.Node) {
+				d.mapping(e, path, []string{"name", "path", "sha256", "env", "inherit_env"}, func(key string, k, v *yaml.Node) {
 					switch key {
+					case "env":
+						p.Env = d.pluginEnv(v, join(path, key))
+					case "inherit_env":
+						p.InheritEnv = d.boolean(v, join(path, key))
 					case "name":
 						p.Name = d.str(v, join(path, key))
 					case "path":

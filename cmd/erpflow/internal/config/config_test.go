@@ -105,6 +105,37 @@ log_format: json
 	}
 }
 
+// TestPluginEnv: a plugin's env is a mapping of variable names to
+// strings, which may name erpflow's own variables; inherit_env is a
+// boolean. A name that is not one, or that the handshake uses, is an
+// error at its position.
+func TestPluginEnv(t *testing.T) {
+	src := "plugins:\n  - name: email\n    path: ./bin/email\n    env: {SMTP_HOST: smtp.example, SMTP_PASSWORD: \"${SMTP_PW}\", EMPTY: \"\"}\n  - {name: old, path: ./bin/old, inherit_env: true}\n"
+	c, err := Parse("c.yaml", []byte(src), env(map[string]string{"SMTP_PW": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := c.Plugins[0].Env; len(e) != 3 || e["SMTP_HOST"] != "smtp.example" || e["SMTP_PASSWORD"] != "s3cret" || c.Plugins[0].InheritEnv {
+		t.Fatalf("email: %+v", c.Plugins[0])
+	}
+	if !c.Plugins[1].InheritEnv || len(c.Plugins[1].Env) != 0 {
+		t.Fatalf("old: %+v", c.Plugins[1])
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"plugins: [{name: p, path: ./p, env: {2FA: x}}]\n", "c.yaml:1:38: plugins[0].env.2FA: must be an environment variable name"},
+		{"plugins: [{name: p, path: ./p, env: {PLUGIN_MIN_PORT: \"1\"}}]\n", "plugins[0].env.PLUGIN_MIN_PORT: is set by erpflow for the plugin handshake"},
+		{"plugins: [{name: p, path: ./p, env: {ERPFLOW_PLUGIN: x}}]\n", "plugins[0].env.ERPFLOW_PLUGIN: is set by erpflow"},
+		{"plugins: [{name: p, path: ./p, env: [A]}]\n", "c.yaml:1:37: plugins[0].env: must be a mapping"},
+		{"plugins: [{name: p, path: ./p, env: {A: [x]}}]\n", "plugins[0].env.A: must be a string"},
+		{"plugins: [{name: p, path: ./p, env: {A: x, A: y}}]\n", "plugins[0].env.A: duplicate key"},
+		{"plugins: [{name: p, path: ./p, inherit_env: maybe}]\n", "plugins[0].inherit_env"},
+	} {
+		if _, err := Parse("c.yaml", []byte(tc.src), env(nil)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
 // TestAPIRuleEnv: api_rule_env takes names as written (one, a list, or
 // nothing); anything else is an error at its position.
 func TestAPIRuleEnv(t *testing.T) {

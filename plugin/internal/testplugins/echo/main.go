@@ -107,7 +107,7 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 	if c.Out != "" {
 		rec, _ := json.Marshal(map[string]any{
 			"id": d.ID, "attempt": d.Attempt, "rule": d.Rule, "test": d.Test,
-			"event": d.Event, "config": d.Config, "pid": os.Getpid(),
+			"event": d.Event, "config": d.Config, "pid": os.Getpid(), "env": os.Environ(),
 		})
 		f, err := os.OpenFile(c.Out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
