@@ -61,7 +61,7 @@ func (b Body) AppendRender(dst []byte, ev *Event, meta Meta) []byte {
 //
 //	{"id": event id, "webhookName": rule name, "tenant": …, "topic": entity type,
 //	 "event": …, "entityId": …, "occurredAt": RFC 3339 or null,
-//	 "modifiedBy": actor, "data": {…as received…}, "previous": {…} (only when present)}
+//	 "modifiedBy": actor, "data": {…as received…}, "previous": {…as received…} (only when present)}
 func AppendEnvelope(dst []byte, ev *Event, meta Meta) []byte {
 	str := func(key, v string) {
 		dst = append(dst, '"')
@@ -87,9 +87,9 @@ func AppendEnvelope(dst []byte, ev *Event, meta Meta) []byte {
 	str("modifiedBy", ev.Actor)
 	dst = append(dst, `"data":`...)
 	dst = append(dst, ev.RawData()...)
-	if ev.Previous != nil {
+	if prev := ev.RawPrevious(); prev != nil {
 		dst = append(dst, `,"previous":`...)
-		dst = appendJSONValue(dst, ev.Previous)
+		dst = append(dst, prev...)
 	}
 	return append(dst, '}')
 }
@@ -250,17 +250,17 @@ func (t *JSONTemplate) AppendRender(dst []byte, ev *Event, meta Meta) []byte {
 			dst = append(dst, ev.RawData()...)
 			continue
 		}
+		if s.f == fPrevious && s.lit == "" {
+			if prev := ev.RawPrevious(); prev != nil {
+				dst = append(dst, prev...)
+			} else {
+				dst = append(dst, "null"...)
+			}
+			continue
+		}
 		m := ev.Data
 		if s.f == fPrevious {
 			m = ev.Previous
-		}
-		if s.lit == "" {
-			if m == nil {
-				dst = append(dst, "null"...)
-			} else {
-				dst = appendJSONValue(dst, m)
-			}
-			continue
 		}
 		v, ok := Lookup(m, s.lit)
 		if !ok {

@@ -33,21 +33,39 @@ type Event struct {
 	// rawData keeps the bytes of "data" exactly as received, so that the
 	// entity body sends what the ERP sent (key order, number formatting).
 	rawData json.RawMessage
+	// rawPrevious does the same for "previous": the envelope body and the
+	// stored event keep 12.50 as 12.50 and an id past 2^53 intact.
+	rawPrevious json.RawMessage
 }
 
 // RawData returns the JSON of Data: the bytes received when the event was
 // decoded with DecodeEvent, otherwise Data marshalled. It returns "{}" when
 // the event has no data.
 func (e *Event) RawData() json.RawMessage {
-	if len(e.rawData) > 0 {
-		return e.rawData
+	if b := rawOr(e.rawData, e.Data); b != nil {
+		return b
 	}
-	if e.Data == nil {
-		return json.RawMessage("{}")
+	return json.RawMessage("{}")
+}
+
+// RawPrevious returns the JSON of Previous: the bytes received when the
+// event was decoded with DecodeEvent, otherwise Previous marshalled; nil
+// when the event has no previous. Like RawData, it is the bytes received
+// even if Previous was changed since: use SetRawPrevious to change both.
+func (e *Event) RawPrevious() json.RawMessage { return rawOr(e.rawPrevious, e.Previous) }
+
+// rawOr is raw, else m marshalled; nil when both are empty (or m cannot
+// be marshalled).
+func rawOr(raw json.RawMessage, m map[string]any) json.RawMessage {
+	if len(raw) > 0 {
+		return raw
 	}
-	b, err := json.Marshal(e.Data)
+	if m == nil {
+		return nil
+	}
+	b, err := json.Marshal(m)
 	if err != nil {
-		return json.RawMessage("{}")
+		return nil
 	}
 	return b
 }
@@ -57,15 +75,36 @@ func (e *Event) RawData() json.RawMessage {
 // object and no \u escape of a lone UTF-16 surrogate (an *EventError on
 // "data…" says where).
 func (e *Event) SetRawData(raw json.RawMessage) error {
-	m, err := decodeObject(raw)
+	m, err := decodeChecked(raw, "data")
 	if err != nil {
-		return err
-	}
-	if err := checkJSON(raw, "data"); err != nil {
 		return err
 	}
 	e.setRawData(m, raw)
 	return nil
+}
+
+// SetRawPrevious replaces Previous with the decoded form of raw and keeps
+// raw as the bytes RawPrevious returns, as SetRawData does for Data.
+func (e *Event) SetRawPrevious(raw json.RawMessage) error {
+	m, err := decodeChecked(raw, "previous")
+	if err != nil {
+		return err
+	}
+	e.Previous, e.rawPrevious = m, append(json.RawMessage(nil), raw...)
+	return nil
+}
+
+// decodeChecked decodes raw, a JSON object, and checks it as DecodeEvent
+// checks the field named field.
+func decodeChecked(raw json.RawMessage, field string) (map[string]any, error) {
+	m, err := decodeObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkJSON(raw, field); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // setRawData sets the data decoded and checked by the caller.
@@ -187,7 +226,7 @@ func DecodeEventLimit(b []byte, max int) (Event, error) {
 		if err != nil {
 			return Event{}, &EventError{Field: "previous", Msg: err.Error()}
 		}
-		ev.Previous = m
+		ev.Previous, ev.rawPrevious = m, append(json.RawMessage(nil), raw...)
 	}
 	if err := validateNames(&ev); err != nil {
 		return Event{}, err
@@ -327,14 +366,21 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		OccurredAt *time.Time      `json:"occurred_at,omitempty"`
 		Actor      string          `json:"actor,omitempty"`
 		Data       json.RawMessage `json:"data,omitempty"`
-		// A pointer: an empty previous ({}: sent, holding nothing) is kept,
-		// as it differs from none for field triggers.
-		Previous *map[string]any `json:"previous,omitempty"`
+		// Set for an empty previous too ({}: sent, holding nothing), as it
+		// differs from none for field triggers.
+		Previous json.RawMessage `json:"previous,omitempty"`
 	}
 	p := plain{ID: e.ID, Tenant: e.Tenant, Entity: e.Entity, EntityID: e.EntityID,
 		Event: e.Event, Actor: e.Actor}
-	if e.Previous != nil {
-		p.Previous = &e.Previous
+	switch {
+	case len(e.rawPrevious) > 0:
+		p.Previous = e.rawPrevious
+	case e.Previous != nil:
+		b, err := json.Marshal(e.Previous)
+		if err != nil {
+			return nil, &EventError{Field: "previous", Msg: "cannot be encoded as JSON: " + err.Error()}
+		}
+		p.Previous = b
 	}
 	if !e.OccurredAt.IsZero() {
 		t := e.OccurredAt
@@ -352,11 +398,5 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		}
 		p.Data = b
 	}
-	b, err := json.Marshal(p)
-	if err != nil && e.Previous != nil {
-		if _, perr := json.Marshal(e.Previous); perr != nil {
-			return nil, &EventError{Field: "previous", Msg: "cannot be encoded as JSON: " + perr.Error()}
-		}
-	}
-	return b, err
+	return json.Marshal(p)
 }

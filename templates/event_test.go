@@ -138,3 +138,60 @@ func TestUnencodableDataRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPreviousAsReceived: "previous" is kept as the ERP sent it, as "data"
+// is (12.50 stays 12.50, 1e2 stays 1e2, an id past 2^53 keeps its digits,
+// keys keep their order) in the stored event and the envelope body, while
+// conditions read the decoded values.
+func TestPreviousAsReceived(t *testing.T) {
+	const prev = `{"total": 12.50, "id": 12345678901234567890, "qty": 1e2, "b": 1, "a": [1.0]}`
+	ev, err := DecodeEvent([]byte(`{"id":"e1","entity":"Order","event":"updated","data":{"total":13},"previous":` + prev + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Previous["total"] != 12.5 || ev.Previous["qty"] != 100.0 {
+		t.Fatalf("decoded previous %v", ev.Previous)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `"previous":{"total":12.50,"id":12345678901234567890,"qty":1e2,"b":1,"a":[1.0]}` // compacted, as data is
+	if !strings.Contains(string(b), want) {
+		t.Fatalf("stored event: %s", b)
+	}
+	// The stored event read back keeps it, and so does the envelope body.
+	again, err := DecodeEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := string(AppendEnvelope(nil, &again, Meta{Rule: "r"})); !strings.HasSuffix(env, ","+want+"}") {
+		t.Fatalf("envelope: %s", env)
+	}
+
+	// A JSON template's "{previous}" inserts it as received too; a path
+	// inside it, the decoded value.
+	tmpl, err := ParseJSON(`{"before": "{previous}", "total": "{previous.total}"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(tmpl.AppendRender(nil, &again, Meta{})); got != `{"before":{"total":12.50,"id":12345678901234567890,"qty":1e2,"b":1,"a":[1.0]},"total":12.5}` {
+		t.Fatalf("template: %s", got)
+	}
+
+	// Built in Go: marshalled; an empty previous is kept, none is left out.
+	built := Event{ID: "e2", Entity: "Order", Event: "updated", Previous: map[string]any{}}
+	if b, _ := json.Marshal(built); !strings.Contains(string(b), `"previous":{}`) {
+		t.Fatalf("empty previous: %s", b)
+	}
+	built.Previous = nil
+	if b, _ := json.Marshal(built); strings.Contains(string(b), "previous") {
+		t.Fatalf("no previous: %s", b)
+	}
+	if err := built.SetRawPrevious(json.RawMessage(`{"a":1,"a":2}`)); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+		t.Fatalf("SetRawPrevious of a duplicate key: %v", err)
+	}
+	if err := built.SetRawPrevious(json.RawMessage(`{"n": 7.10}`)); err != nil || built.Previous["n"] != 7.1 || string(built.RawPrevious()) != `{"n": 7.10}` {
+		t.Fatalf("SetRawPrevious: %v %v %s", err, built.Previous, built.RawPrevious())
+	}
+}

@@ -293,9 +293,12 @@ func (s *segment) append(dst []byte, ev *Event, meta Meta) []byte {
 		return appendEscaped(dst, string(ev.OccurredAt.UTC().AppendFormat(buf[:0], time.RFC3339Nano)), s.esc)
 	case fData, fPrevious:
 		m := ev.Data
-		if s.f == fPrevious {
+		switch {
+		case s.f == fPrevious && s.lit == "":
+			return appendEscaped(dst, string(ev.RawPrevious()), s.esc)
+		case s.f == fPrevious:
 			m = ev.Previous
-		} else if s.lit == "" {
+		case s.lit == "":
 			return appendEscaped(dst, string(ev.RawData()), s.esc)
 		}
 		if m == nil {

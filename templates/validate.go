@@ -37,6 +37,12 @@ func ValidateEvent(ev *Event) error {
 	} else if err := validateValue(ev.Data, "data"); err != nil {
 		return err
 	}
+	if len(ev.rawPrevious) > 0 {
+		if !utf8.Valid(ev.rawPrevious) {
+			return invalidUTF8(ev.rawPrevious, "previous")
+		}
+		return nil
+	}
 	return validateValue(ev.Previous, "previous")
 }
 

@@ -83,6 +83,14 @@ func TestPostEventsIntegrity(t *testing.T) {
 			t.Fatalf("stored event: %s", got.body)
 		}
 
+		// previous as sent, as data is: before, 12.50 was stored as 12.5,
+		// the id as 12345678901234567000 and the keys sorted.
+		must(t, e.do("POST", "/v1/events", "", ev("prev", `,"data":{"total":13},"previous":{"total":12.50,"id":12345678901234567890,"b":1,"a":[1.0]}`)), 202)
+		got = must(t, e.do("GET", "/v1/events/prev?tenant=acme", "", nil), 200)
+		if !strings.Contains(string(got.body), `"previous":{"total":12.50,"id":12345678901234567890,"b":1,"a":[1.0]}`) {
+			t.Fatalf("stored event: %s", got.body)
+		}
+
 		// Reused ids: same content (spelled differently) is a duplicate,
 		// other content a 409 naming the key; nothing changes.
 		must(t, e.do("POST", "/v1/events", "", ev("c1", `,"occurred_at":"2026-03-01T09:00:00Z","data":{"a":1,"b":[true]}`)), 202)
