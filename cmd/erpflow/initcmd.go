@@ -152,6 +152,7 @@ delivery:
 #   - {name: erp, token: "${ERP_TOKEN}", scopes: [events:write]}
 #   - {name: ops, token: "${OPS_TOKEN}", scopes: [rules:read, rules:write, deliveries:read, deliveries:write]}
 #   - {name: acme, token: "${ACME_TOKEN}", tenant: acme, scopes: [rules:read, deliveries:read]}
+#   - {name: prometheus, token: "${SCRAPE_TOKEN}", scopes: [metrics:read]}   # /metrics, once tokens exist
 
 # How long the delivery log keeps succeeded and dead deliveries, and events
 # none of whose deliveries is left (default: the larger of the two).

@@ -216,6 +216,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		ActionsPerRule: cfg.Limits.ActionsPerRule,
 		RulesPerTenant: cfg.Limits.RulesPerTenant,
 		Metrics:        metrics,
+		PublicMetrics:  cfg.PublicMetrics,
 		Logger:         logger,
 		Version:        moduleVersion(),
 		StoreKind:      store.Kind(cfg.Database),

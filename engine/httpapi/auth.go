@@ -109,3 +109,19 @@ func (s *Server) require(scope string, h http.HandlerFunc) http.HandlerFunc {
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, p)))
 	}
 }
+
+// unbound refuses tokens bound to a tenant (403): h shows every tenant's
+// objects. It runs inside require.
+func unbound(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p, _ := r.Context().Value(ctxKey{}).(*principal); p == nil || p.Bound {
+			name := ""
+			if p != nil {
+				name = p.Name
+			}
+			writeError(w, errf(http.StatusForbidden, "forbidden", "", "token %q is bound to a tenant, and /metrics covers every tenant: use a token not bound to one (a tenant's own figures: GET /v1/status and /v1/activity)", name))
+			return
+		}
+		h(w, r)
+	}
+}

@@ -142,7 +142,12 @@ func TestAuthMatrix(t *testing.T) {
 		{name: "list plugins", method: "GET", path: fixed("/v1/plugins"), scope: ScopeRulesRead, right: acme, ok: 200, other: 200},
 		{name: "healthz", method: "GET", path: fixed("/healthz"), right: admin, ok: 200, other: 200},
 		{name: "readyz", method: "GET", path: fixed("/readyz"), right: admin, ok: 200, other: 200},
-		{name: "metrics", method: "GET", path: fixed("/metrics"), right: admin, ok: 200, other: 200},
+		{name: "metrics", method: "GET", path: fixed("/metrics"), scope: ScopeMetricsRead, right: admin, ok: 200, other: 403,
+			check: func(t *testing.T, r, o resp) {
+				if !strings.Contains(string(r.body), "erpflow_events_received_total") || strings.Contains(string(o.body), "erpflow_") {
+					t.Fatalf("admin %s\nglobex %s", r.body, o.body)
+				}
+			}},
 		{name: "openapi", method: "GET", path: fixed("/v1/openapi.json"), right: admin, ok: 200, other: 200},
 	}
 	body := func(b any) any {
@@ -233,4 +238,31 @@ func TestTokensNotLogged(t *testing.T) {
 	if strings.Contains(out, "tok-admin") || strings.Contains(out, "tok-guess") {
 		t.Fatalf("a token was logged: %s", out)
 	}
+}
+
+// TestMetricsTakeAToken: with tokens, /metrics (every tenant's rule names
+// and destination hosts) takes a token with metrics:read not bound to a
+// tenant: none is a 401, a bound one with every scope a 403 saying where
+// its own figures are; PublicMetrics serves it to anyone.
+func TestMetricsTakeAToken(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	toks := append(matrixTokens(), Token{Name: "scraper", Token: "tok-scraper-0123456789", Scopes: []string{ScopeMetricsRead}})
+	e := newEnv(t, st, envOpts{tokens: toks})
+	must(t, e.do("POST", "/v1/rules", "tok-admin-0123456789", ruleJSON("acme-secret-rule", "https://acme-erp.example/hook", map[string]any{"enabled": true, "tenants": []string{"acme"}})), 201)
+	m := string(must(t, e.do("GET", "/metrics", "tok-scraper-0123456789", nil), 200).body)
+	if !strings.Contains(m, "erpflow_deliveries_created_total") {
+		t.Fatalf("/metrics: %s", m)
+	}
+	must(t, e.do("GET", "/metrics", "", nil), 401)
+	r := must(t, e.do("GET", "/metrics", "tok-acme-0123456789", nil), 403)
+	if _, _, msg := r.errInfo(t); !strings.Contains(msg, "bound to a tenant") || !strings.Contains(msg, "/v1/status") {
+		t.Fatalf("a bound token: %s", r.body)
+	}
+	// The scraper's token reads nothing else.
+	must(t, e.do("GET", "/v1/rules", "tok-scraper-0123456789", nil), 403)
+	must(t, e.do("GET", "/v1/deliveries", "tok-scraper-0123456789", nil), 403)
+
+	pub := newEnv(t, st, envOpts{tokens: toks, publicMetrics: true})
+	must(t, pub.do("GET", "/metrics", "", nil), 200)
+	must(t, pub.do("GET", "/metrics", "tok-acme-0123456789", nil), 200)
 }

@@ -16,8 +16,9 @@ func TestCostlyConditions(t *testing.T) {
 	e := newEnv(t, st, envOpts{tokens: []Token{
 		{Name: "erp", Token: "tok-erp-0123456789", Scopes: []string{ScopeEventsWrite}},
 		{Name: "acme", Token: "tok-acme-0123456789", Tenant: "acme", Scopes: []string{ScopeRulesWrite, ScopeRulesRead}},
+		{Name: "scraper", Token: "tok-scraper-0123456789", Scopes: []string{ScopeMetricsRead}},
 	}})
-	const erp, acme = "tok-erp-0123456789", "tok-acme-0123456789"
+	const erp, acme, scraper = "tok-erp-0123456789", "tok-acme-0123456789", "tok-scraper-0123456789"
 	rv := newReceiver(t)
 
 	for i, tc := range []struct{ when, msg string }{
@@ -60,7 +61,7 @@ func TestCostlyConditions(t *testing.T) {
 	if got := <-rv.received; got.path != "/good" {
 		t.Fatalf("received %s", got.path)
 	}
-	m := string(must(t, e.do("GET", "/metrics", "", nil), 200).body)
+	m := string(must(t, e.do("GET", "/metrics", scraper, nil), 200).body)
 	for _, want := range []string{`erpflow_condition_errors_total{rule="costly"} 1`, `erpflow_condition_errors_total{rule="slow"} 1`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
@@ -69,7 +70,7 @@ func TestCostlyConditions(t *testing.T) {
 	// A deleted rule's series goes: rules come and go, series must not
 	// grow for ever.
 	must(t, e.do("DELETE", "/v1/rules/costly", acme, nil), 204)
-	m = string(must(t, e.do("GET", "/metrics", "", nil), 200).body)
+	m = string(must(t, e.do("GET", "/metrics", scraper, nil), 200).body)
 	if strings.Contains(m, `rule="costly"`) || !strings.Contains(m, `erpflow_condition_errors_total{rule="slow"} 1`) {
 		t.Errorf("after deleting costly:\n%s", m)
 	}

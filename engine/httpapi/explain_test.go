@@ -211,7 +211,7 @@ func TestExplainEndpoint(t *testing.T) {
 		if ds, err := e.store.ListDeliveries(t.Context(), engine.DeliveryFilter{}); err != nil || len(ds) != 0 {
 			t.Errorf("explain created deliveries: %v %v", ds, err)
 		}
-		metrics := string(must(t, e.do("GET", "/metrics", "", nil), 200).body)
+		metrics := string(must(t, e.do("GET", "/metrics", "tok-admin-0123456789", nil), 200).body)
 		if strings.Contains(metrics, "erpflow_events_received_total{") || strings.Contains(metrics, "erpflow_deliveries_created_total 1") {
 			t.Errorf("explain counted an accepted event:\n%s", metrics)
 		}

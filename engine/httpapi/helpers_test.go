@@ -163,6 +163,8 @@ type envOpts struct {
 	tracer trace.TracerProvider
 	// plugins is Options.Plugins.
 	plugins func() []PluginStatus
+	// publicMetrics is Options.PublicMetrics.
+	publicMetrics bool
 	// breaker is engine.Config.Breaker (nil: none).
 	breaker *engine.CircuitBreaker
 }
@@ -186,7 +188,7 @@ func newEnv(t testing.TB, st engine.Store, o envOpts) *env {
 	srv, err := New(context.Background(), Options{
 		Engine: eng, Actions: reg, RulePaths: o.rulePaths, APIRuleEnv: o.apiRuleEnv, Tokens: o.tokens,
 		MaxEventBytes: o.maxEvent, MaxBatchEvents: o.maxBatch, ActionsPerRule: o.actionsPerRule,
-		RulesPerTenant: o.rulesPerTenant, Metrics: m, Logger: o.logger, CatalogPaths: o.catalogPaths, Plugins: o.plugins,
+		RulesPerTenant: o.rulesPerTenant, Metrics: m, PublicMetrics: o.publicMetrics, Logger: o.logger, CatalogPaths: o.catalogPaths, Plugins: o.plugins,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -51,8 +51,14 @@ type Options struct {
 	// RulesPerTenant is the most rules stored through the API per tenant
 	// scope (see ruleManager.reserve). Default 1000.
 	RulesPerTenant int
-	// Metrics, when set, is served at /metrics.
+	// Metrics, when set, is served at /metrics. With Tokens, it takes a
+	// token not bound to a tenant with the scope metrics:read: its labels
+	// name every tenant's rules and destination hosts.
 	Metrics *Metrics
+	// PublicMetrics serves /metrics without a token even with Tokens (a
+	// scraper on a network that only the operator reaches). Default
+	// false.
+	PublicMetrics bool
 	// Logger receives request and reload logs. Default slog.Default().
 	Logger *slog.Logger
 	// Version is the server's version, shown by GET /v1/status. Default "".
@@ -257,10 +263,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /readyz", s.readyz)
 	if s.opts.Metrics != nil {
 		h := s.opts.Metrics.Handler()
-		m.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		metrics := func(w http.ResponseWriter, r *http.Request) {
 			s.opts.Metrics.forgetRules(func(name string) bool { return s.eng.Rules().Rule(name) != nil })
 			h.ServeHTTP(w, r)
-		})
+		}
+		if !s.opts.PublicMetrics {
+			metrics = s.require(ScopeMetricsRead, unbound(metrics))
+		}
+		m.HandleFunc("GET /metrics", metrics)
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
 

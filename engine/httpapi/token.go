@@ -9,10 +9,14 @@ const (
 	ScopeRulesWrite      = "rules:write"
 	ScopeDeliveriesRead  = "deliveries:read"
 	ScopeDeliveriesWrite = "deliveries:write"
+	// ScopeMetricsRead reads /metrics, the whole installation's figures
+	// (rule names and destination hosts of every tenant): tokens not
+	// bound to a tenant only.
+	ScopeMetricsRead = "metrics:read"
 )
 
 // AllScopes lists every scope, in documentation order.
-var AllScopes = []string{ScopeEventsWrite, ScopeRulesRead, ScopeRulesWrite, ScopeDeliveriesRead, ScopeDeliveriesWrite}
+var AllScopes = []string{ScopeEventsWrite, ScopeRulesRead, ScopeRulesWrite, ScopeDeliveriesRead, ScopeDeliveriesWrite, ScopeMetricsRead}
 
 // Token is one API bearer token.
 type Token struct {

@@ -29,6 +29,7 @@ const (
 	ScopeRulesWrite      = httpapi.ScopeRulesWrite
 	ScopeDeliveriesRead  = httpapi.ScopeDeliveriesRead
 	ScopeDeliveriesWrite = httpapi.ScopeDeliveriesWrite
+	ScopeMetricsRead     = httpapi.ScopeMetricsRead
 )
 
 // AllScopes lists every scope, in documentation order.
@@ -86,6 +87,10 @@ type Config struct {
 	Retention Retention
 	// Console configures the web console at /ui/.
 	Console Console
+	// PublicMetrics serves /metrics without a token although tokens are
+	// configured (metrics: {public: true}). Default false: /metrics takes
+	// a token not bound to a tenant with the scope metrics:read.
+	PublicMetrics bool
 	// Limits bounds requests.
 	Limits Limits
 	// LogFormat is "text", "json" or "" (text on a terminal, JSON otherwise).
@@ -648,7 +653,7 @@ func (d *decoder) list(n *yaml.Node, path string, f func(i int, e *yaml.Node)) {
 }
 
 func (d *decoder) top(n *yaml.Node, c *Config) {
-	d.mapping(n, "", []string{"listen", "database", "sqlite_sync", "rules", "catalog", "plugins", "delivery", "tokens", "retention", "console", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
+	d.mapping(n, "", []string{"listen", "database", "sqlite_sync", "rules", "catalog", "plugins", "delivery", "tokens", "retention", "console", "metrics", "limits", "log_format", "api_rule_env"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "listen":
 			c.Listen = d.str(v, key)
@@ -741,6 +746,10 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 				case "title":
 					c.Console.Title = d.str(v, "console.title")
 				}
+			})
+		case "metrics":
+			d.mapping(v, key, []string{"public"}, func(key string, k, v *yaml.Node) {
+				c.PublicMetrics = d.boolean(v, "metrics.public")
 			})
 		case "limits":
 			var perEvent, perRuleNode *yaml.Node

@@ -105,6 +105,26 @@ log_format: json
 	}
 }
 
+// TestMetricsPublic: metrics.public is a boolean, default false; a token
+// may hold metrics:read.
+func TestMetricsPublic(t *testing.T) {
+	c, err := Parse("c.yaml", []byte("tokens: [{name: scraper, token: tok-0123456789abcdef, scopes: [metrics:read]}]\n"), env(nil))
+	if err != nil || c.PublicMetrics || !c.Tokens[0].HasScope(ScopeMetricsRead) {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if c, err = Parse("c.yaml", []byte("metrics: {public: true}\n"), env(nil)); err != nil || !c.PublicMetrics {
+		t.Fatalf("%+v %v", c, err)
+	}
+	for src, want := range map[string]string{
+		"metrics: {public: maybe}\n": "c.yaml:1:19: metrics.public",
+		"metrics: {open: true}\n":    `c.yaml:1:11: metrics.open: unknown key (known: public)`,
+	} {
+		if _, err := Parse("c.yaml", []byte(src), env(nil)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", src, err, want)
+		}
+	}
+}
+
 // TestPluginEnv: a plugin's env is a mapping of variable names to
 // strings, which may name erpflow's own variables; inherit_env is a
 // boolean. A name that is not one, or that the handshake uses, is an
