@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -23,6 +26,11 @@ type apiError struct {
 	Details []errorDetail `json:"details,omitempty"`
 	// RetryAfter, when positive, is sent as the Retry-After header (seconds).
 	RetryAfter int `json:"-"`
+	// cause is the error behind an internal (500) or unavailable (503)
+	// answer: logged with the request under id, which the message names,
+	// and never sent (it may name tables, hosts or files of the server).
+	cause error
+	id    string
 }
 
 // errorDetail is one of several problems (rule validation).
@@ -141,12 +149,21 @@ func internal(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	id := errorID()
 	if errors.Is(err, engine.ErrUnavailable) {
 		// Not the client's fault and not for ever: clients retry later.
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: unavailableRetry,
-			Message: "the database is unavailable, try again later: " + err.Error()}
+			Message: "the database is unavailable, try again later (the server's log has the cause under " + id + ")", cause: err, id: id}
 	}
-	return &apiError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal",
+		Message: "internal error: the server's log has it under " + id, cause: err, id: id}
+}
+
+// errorID names an internal error in the answer and in the log.
+func errorID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "err_" + hex.EncodeToString(b[:])
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -159,6 +176,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, err error) {
 	ae := internal(err)
+	if ae.cause != nil {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.cause, rec.errorID = ae.cause, ae.id
+		} else {
+			slog.Error("erpflow: internal error answered", "error_id", ae.id, "error", ae.cause)
+		}
+	}
 	if ae.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}

@@ -3,9 +3,11 @@ package httpapi
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -121,7 +123,7 @@ func TestPostEventsIntegrity(t *testing.T) {
 // closed underneath the server, a PostgreSQL database dropped with its
 // connections terminated.
 func TestDatabaseOutage(t *testing.T) {
-	check := func(t *testing.T, e *env) {
+	check := func(t *testing.T, e *env, logs *lockedWriter) {
 		t.Helper()
 		for _, req := range []struct{ method, path, body string }{
 			{"POST", "/v1/events", `{"id":"o1","entity":"SalesOrder","event":"released"}`},
@@ -135,18 +137,28 @@ func TestDatabaseOutage(t *testing.T) {
 				body = req.body
 			}
 			r := must(t, e.do(req.method, req.path, "", body), 503)
-			code, _, _ := r.errInfo(t)
+			code, _, msg := r.errInfo(t)
 			if code != "unavailable" || r.header.Get("Retry-After") != "5" {
 				t.Fatalf("%s %s: code %q, Retry-After %q: %s", req.method, req.path, code, r.header.Get("Retry-After"), r.body)
+			}
+			// The cause (a table, the database's host) is in the log under
+			// the id the answer names, not in the answer.
+			m := unavailableText.FindStringSubmatch(msg)
+			if m == nil {
+				t.Fatalf("%s %s: message %q", req.method, req.path, msg)
+			}
+			if line := logLine(logs, m[1]); !strings.Contains(line, "status=503") || !strings.Contains(line, "error=") {
+				t.Fatalf("%s %s: the log has %q under %s:\n%s", req.method, req.path, line, m[1], logs)
 			}
 		}
 	}
 	t.Run("sqlite", func(t *testing.T) {
 		st, _ := dbKinds(t)[0].open(t)
-		e := newEnv(t, st, envOpts{})
+		logs := &lockedWriter{w: &strings.Builder{}}
+		e := newEnv(t, st, envOpts{logger: slog.New(slog.NewTextHandler(logs, nil))})
 		must(t, e.do("POST", "/v1/events", "", orderEvent("before", "")), 202)
 		st.Close()
-		check(t, e)
+		check(t, e, logs)
 	})
 	t.Run("postgres", func(t *testing.T) {
 		base := os.Getenv("TEST_DATABASE_URL")
@@ -155,7 +167,8 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 		db := newPGDatabase(t, base)
 		st := openAt(t, db)
-		e := newEnv(t, st, envOpts{})
+		logs := &lockedWriter{w: &strings.Builder{}}
+		e := newEnv(t, st, envOpts{logger: slog.New(slog.NewTextHandler(logs, nil))})
 		must(t, e.do("POST", "/v1/events", "", orderEvent("before", "")), 202)
 		admin, err := sql.Open("postgres", base)
 		if err != nil {
@@ -170,8 +183,21 @@ func TestDatabaseOutage(t *testing.T) {
 		if _, err := admin.ExecContext(context.Background(), "DROP DATABASE "+strings.TrimPrefix(u.Path, "/")+" WITH (FORCE)"); err != nil {
 			t.Fatal(err)
 		}
-		check(t, e)
+		check(t, e, logs)
 	})
+}
+
+// unavailableText is the message of a 503 for a database that is gone.
+var unavailableText = regexp.MustCompile(`^the database is unavailable, try again later \(the server's log has the cause under (err_[0-9a-f]{12})\)$`)
+
+// logLine is the first line of logs holding s ("" for none).
+func logLine(logs *lockedWriter, s string) string {
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
 }
 
 // TestActionsPerRule: limits.actions_per_rule bounds API rules (a 400

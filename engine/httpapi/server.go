@@ -238,14 +238,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		lvl = slog.LevelInfo
 	}
 	// The Authorization header is never logged; only the token's name.
-	s.log.Log(r.Context(), lvl, "http", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-		"duration", time.Since(start).Round(time.Microsecond), "token", rec.who)
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", rec.status,
+		"duration", time.Since(start).Round(time.Microsecond), "token", rec.who}
+	if rec.cause != nil {
+		// What the answer only names: the client sees the id, the log the cause.
+		attrs = append(attrs, "error_id", rec.errorID, "error", rec.cause)
+	}
+	s.log.Log(r.Context(), lvl, "http", attrs...)
 }
 
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	who    string
+	// cause and errorID: the error behind a 500 or 503 the handler
+	// answered (see apiError.cause).
+	cause   error
+	errorID string
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
