@@ -38,7 +38,7 @@ func TestPluginEnvironment(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.spec.Name, tc.spec.Path = "echo", bin(t, "echo")
 			_, reg, _ := startHost(t, tc.spec)
-			rec := runEcho(t, reg)
+			rec := runEcho(t, reg, "")
 			env := map[string]string{}
 			for _, kv := range rec.Env {
 				k, v, _ := strings.Cut(kv, "=")
@@ -77,17 +77,17 @@ func TestPluginEnvironment(t *testing.T) {
 func TestReloadEnv(t *testing.T) {
 	spec := Spec{Name: "echo", Path: bin(t, "echo"), Env: map[string]string{"SMTP_HOST": "old.example"}}
 	h, reg, _ := startHost(t, spec)
-	first := runEcho(t, reg)
+	first := runEcho(t, reg, "")
 	if err := h.Reload(context.Background(), []Spec{{Name: "echo", Path: spec.Path, Env: map[string]string{"SMTP_HOST": "old.example"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if again := runEcho(t, reg); again.PID != first.PID {
+	if again := runEcho(t, reg, ""); again.PID != first.PID {
 		t.Fatalf("a reload with the same env restarted the plugin (pid %d, then %d)", first.PID, again.PID)
 	}
 	if err := h.Reload(context.Background(), []Spec{{Name: "echo", Path: spec.Path, Env: map[string]string{"SMTP_HOST": "new.example"}}}); err != nil {
 		t.Fatal(err)
 	}
-	second := runEcho(t, reg)
+	second := runEcho(t, reg, "")
 	if second.PID == first.PID || !slices.Contains(second.Env, "SMTP_HOST=new.example") {
 		t.Fatalf("after a reload with a new env: pid %d (was %d), env %v", second.PID, first.PID, second.Env)
 	}
@@ -95,17 +95,17 @@ func TestReloadEnv(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `env: "PLUGIN_X"`) {
 		t.Fatalf("a reload with a reserved name: %v", err)
 	}
-	if third := runEcho(t, reg); third.PID != second.PID {
+	if third := runEcho(t, reg, ""); third.PID != second.PID {
 		t.Fatal("a refused reload replaced the process")
 	}
 }
 
-// runEcho runs one attempt of the echo action of reg and returns what the
-// plugin recorded.
-func runEcho(t *testing.T, reg *actions.Registry) record {
+// runEcho runs one attempt of the echo action of reg (its config: a
+// message, extra's keys) and returns what the plugin recorded.
+func runEcho(t *testing.T, reg *actions.Registry, extra string) record {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "out.jsonl")
-	cfg := mustDecode(t, reg, "echo", "message: hi\nout: "+out+"\n")
+	cfg := mustDecode(t, reg, "echo", "message: hi\n"+extra+"out: "+out+"\n")
 	ev := sampleEvent(t)
 	payload, err := cfg.Render(ev, actions.Meta{})
 	if err != nil {

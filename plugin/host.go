@@ -367,6 +367,13 @@ type instance struct {
 	idle  chan struct{}
 }
 
+// kill ends the process (go-plugin asks it to stop, then kills it) and
+// then what is left of its process group: the processes it started.
+func (inst *instance) kill() {
+	inst.client.Kill()
+	_ = glue.KillGroup(inst.pid)
+}
+
 func (p *proc) errorf(err error) *Error {
 	return &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}
 }
@@ -389,20 +396,20 @@ func (p *proc) init(ctx context.Context) error {
 	p.protocol, p.version = inst.protocol, d.Version
 	ds := describedTypes(inst.protocol, d)
 	if len(ds) == 0 {
-		inst.client.Kill()
+		inst.kill()
 		return p.errorf(errors.New("plugin describes no action type"))
 	}
 	seen := map[string]bool{}
 	for _, desc := range ds {
 		if desc.Type == "" || seen[desc.Type] {
-			inst.client.Kill()
+			inst.kill()
 			return p.errorf(fmt.Errorf("plugin describes an empty or repeated action type %q", desc.Type))
 		}
 		seen[desc.Type] = true
 		t := &actionType{desc: desc}
 		if strings.TrimSpace(string(desc.ConfigSchema)) != "" {
 			if t.schema, t.secretPaths, err = compileSchema(desc.Type, desc.ConfigSchema); err != nil {
-				inst.client.Kill()
+				inst.kill()
 				return p.errorf(fmt.Errorf("the config schema of action type %q is invalid: %w", desc.Type, err))
 			}
 		}
@@ -454,6 +461,7 @@ func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte, env 
 		Plugin:    &actionPlugin{},
 		Cmd:       exec.Command(filePath(path)),
 		Env:       env,
+		OwnGroup:  true,
 		Log:       p.log,
 		Checksum:  sum,
 		SHA256:    sha,
@@ -474,7 +482,7 @@ func (p *proc) startFrom(ctx context.Context, path, sha string, sum []byte, env 
 	defer cancel()
 	d, err := inst.rpc.Describe(dctx, &pb.DescribeRequest{})
 	if err != nil {
-		client.Kill()
+		inst.kill()
 		return nil, nil, errorf(fmt.Errorf("describe: %w", err))
 	}
 	p.mu.Lock()
@@ -618,7 +626,7 @@ func (p *proc) restartLocked(ctx context.Context) (*instance, error) {
 	p.starting = nil
 	close(done)
 	if err == nil && p.closed {
-		inst.client.Kill()
+		inst.kill()
 		err = ErrClosed
 	}
 	if err != nil {
@@ -662,13 +670,13 @@ func (p *proc) checkTypes(inst *instance, d *pb.DescribeResponse) error {
 		// secret would be stored and shown.
 		for i, d := range ds {
 			if !sameJSON(d.ConfigSchema, p.types[i].desc.ConfigSchema) {
-				inst.client.Kill()
+				inst.kill()
 				return p.errorf(fmt.Errorf("the new process describes another config schema for the action type %q: restart erpflow to change a plugin's config schema", d.Type))
 			}
 		}
 		return nil
 	}
-	inst.client.Kill()
+	inst.kill()
 	names := make([]string, len(ds))
 	for i, d := range ds {
 		names[i] = d.Type
@@ -777,7 +785,7 @@ func (p *proc) failLocked(inst *instance, cause error) {
 	p.lastErr, p.lastErrAt = cause.Error(), time.Now()
 	p.checkFailedLocked()
 	p.wake()
-	go inst.client.Kill()
+	go inst.kill()
 }
 
 func (p *proc) close() {
@@ -790,7 +798,7 @@ func (p *proc) close() {
 	p.cur = nil
 	p.mu.Unlock()
 	if inst != nil {
-		inst.client.Kill()
+		inst.kill()
 	}
 	if p.kept != nil {
 		<-p.kept // a start it made meanwhile is killed

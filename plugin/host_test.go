@@ -312,7 +312,8 @@ type record struct {
 	Event   map[string]any `json:"event"`
 	Config  map[string]any `json:"config"`
 	PID     int            `json:"pid"`
-	Env     []string       `json:"env"` // the plugin process's environment
+	Env     []string       `json:"env"`   // the plugin process's environment
+	Child   int            `json:"child"` // the process it started (spawn: true)
 }
 
 func readRecords(t *testing.T, path string) []record {

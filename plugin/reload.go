@@ -132,7 +132,7 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 
 	p.mu.Lock()
 	if err == nil && p.closed {
-		inst.client.Kill()
+		inst.kill()
 		err = ErrClosed
 	}
 	oldSHA := p.sha256
@@ -181,7 +181,7 @@ func (p *proc) reload(ctx context.Context, s Spec) error {
 		t.Stop()
 	}
 	if retire {
-		old.client.Kill()
+		old.kill()
 	}
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)

@@ -52,7 +52,12 @@ type Launch struct {
 	Cmd      *exec.Cmd
 	// Env, when not nil, is the process's whole environment, besides the
 	// handshake variables go-plugin adds. nil: the host's environment.
-	Env      []string
+	Env []string
+	// OwnGroup starts the process as the leader of a process group of
+	// its own (Unix), so that KillGroup(pid) ends the processes it
+	// started too. It then no longer gets the terminal's Ctrl-C: the
+	// host ends it. Default false.
+	OwnGroup bool
 	Log      *slog.Logger // receives go-plugin's and the plugin's logs
 	Checksum []byte       // from ParseChecksum; nil: not checked
 	SHA256   string       // the configured checksum, for the mismatch message
@@ -84,6 +89,9 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 		cfg.SkipHostEnv = true
 		l.Cmd.Env = l.Env
 	}
+	if l.OwnGroup {
+		ownGroup(l.Cmd)
+	}
 	if l.Checksum != nil {
 		cfg.SecureConfig = &goplugin.SecureConfig{Checksum: l.Checksum, Hash: sha256.New()}
 	}
@@ -97,14 +105,20 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 		}
 	}
 	client := goplugin.NewClient(cfg)
+	kill := func() {
+		client.Kill()
+		if l.OwnGroup && l.Cmd.Process != nil {
+			_ = KillGroup(l.Cmd.Process.Pid)
+		}
+	}
 	rpcClient, err := client.Client()
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, nil, explainStart(err, l.Cmd.Path, l.SHA256, spoken)
 	}
 	raw, err := rpcClient.Dispense(l.Name)
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
 	return client, raw, nil

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -35,6 +36,7 @@ type config struct {
 	Out       string `json:"out"`        // append what was received to this file
 	WaitFile  string `json:"wait_file"`  // answer only once this file exists (or the context ends)
 	Big       int    `json:"big"`        // fail with an error and a detail of this many bytes
+	Spawn     bool   `json:"spawn"`      // start a child process (sleep) that outlives the attempt; its pid is recorded as "child"
 }
 
 func (echo) Describe() plugin.Description {
@@ -57,6 +59,7 @@ func (echo) Describe() plugin.Description {
 				"out": {"type": "string"},
 				"wait_file": {"type": "string"},
 				"big": {"type": "integer"},
+				"spawn": {"type": "boolean"},
 				"tags": {"type": "array", "items": {"type": "string"}}
 			},
 			"required": ["message"],
@@ -104,10 +107,19 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 			}
 		}
 	}
+	child := 0
+	if c.Spawn {
+		cmd := exec.Command("sleep", "300")
+		if err := cmd.Start(); err != nil {
+			return plugin.Retry(err, 0)
+		}
+		child = cmd.Process.Pid
+		go cmd.Wait() //nolint:errcheck // reaped when it ends
+	}
 	if c.Out != "" {
 		rec, _ := json.Marshal(map[string]any{
 			"id": d.ID, "attempt": d.Attempt, "rule": d.Rule, "test": d.Test,
-			"event": d.Event, "config": d.Config, "pid": os.Getpid(), "env": os.Environ(),
+			"event": d.Event, "config": d.Config, "pid": os.Getpid(), "env": os.Environ(), "child": child,
 		})
 		f, err := os.OpenFile(c.Out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
