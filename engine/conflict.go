@@ -82,23 +82,12 @@ func conflict(old, ev *Event, s sent, index int) error {
 		field = "actor"
 	case !s.noData && !jsonEqual(canonical(old.RawData()), canonical(ev.RawData())):
 		field = "data"
-	case !jsonEqual(canonicalOf(old.Previous), canonicalOf(ev.Previous)):
+	case !jsonEqual(canonical(old.RawPrevious()), canonical(ev.RawPrevious())):
 		field = "previous"
 	default:
 		return nil
 	}
 	return &EventConflictError{Tenant: ev.Tenant, ID: ev.ID, Field: field, Index: index}
-}
-
-func canonicalOf(m map[string]any) any {
-	if len(m) == 0 {
-		return map[string]any{}
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return m
-	}
-	return canonical(b)
 }
 
 // canonical decodes JSON keeping numbers as written; null is {}, as an

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -88,8 +89,12 @@ func (spec Spec) checkEnv() error {
 	return nil
 }
 
-// baseEnv reports whether name is in BaseEnv.
+// baseEnv reports whether name is in BaseEnv; on Windows, whose
+// variable names ignore case (Path, SystemRoot), in any case.
 func baseEnv(name string) bool {
+	if runtime.GOOS == "windows" {
+		name = strings.ToUpper(name)
+	}
 	for _, b := range BaseEnv {
 		if prefix, ok := strings.CutSuffix(b, "*"); ok && strings.HasPrefix(name, prefix) || b == name {
 			return true

@@ -40,7 +40,7 @@ type Event struct {
 
 // RawData returns the JSON of Data: the bytes received when the event was
 // decoded with DecodeEvent, otherwise Data marshalled. It returns "{}" when
-// the event has no data.
+// the event has no data (Data nil, also when set to nil since).
 func (e *Event) RawData() json.RawMessage {
 	if b := rawOr(e.rawData, e.Data); b != nil {
 		return b
@@ -50,23 +50,33 @@ func (e *Event) RawData() json.RawMessage {
 
 // RawPrevious returns the JSON of Previous: the bytes received when the
 // event was decoded with DecodeEvent, otherwise Previous marshalled; nil
-// when the event has no previous. Like RawData, it is the bytes received
-// even if Previous was changed since: use SetRawPrevious to change both.
+// when Previous is nil (also when it was set to nil since). Like RawData,
+// it is the bytes received even if Previous was changed since: use
+// SetRawPrevious to change both.
 func (e *Event) RawPrevious() json.RawMessage { return rawOr(e.rawPrevious, e.Previous) }
 
-// rawOr is raw, else m marshalled; nil when both are empty (or m cannot
-// be marshalled).
-func rawOr(raw json.RawMessage, m map[string]any) json.RawMessage {
-	if len(raw) > 0 {
-		return raw
-	}
+// fieldJSON is the JSON of data or previous for MarshalJSON: nil when m
+// is nil, the bytes received, else m marshalled. Not rawOr's nil: a Go
+// host's NaN or channel is an error, not an event stored and sent
+// without its data.
+func fieldJSON(raw json.RawMessage, m map[string]any, field string) (json.RawMessage, error) {
 	if m == nil {
-		return nil
+		return nil, nil
+	}
+	if len(raw) > 0 {
+		return raw, nil
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil
+		return nil, &EventError{Field: field, Msg: "cannot be encoded as JSON: " + err.Error()}
 	}
+	return b, nil
+}
+
+// rawOr is raw, else m marshalled; nil when m is nil (a decoded event's
+// field a Go host has removed since) or cannot be marshalled.
+func rawOr(raw json.RawMessage, m map[string]any) json.RawMessage {
+	b, _ := fieldJSON(raw, m, "")
 	return b
 }
 
@@ -372,31 +382,16 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	}
 	p := plain{ID: e.ID, Tenant: e.Tenant, Entity: e.Entity, EntityID: e.EntityID,
 		Event: e.Event, Actor: e.Actor}
-	switch {
-	case len(e.rawPrevious) > 0:
-		p.Previous = e.rawPrevious
-	case e.Previous != nil:
-		b, err := json.Marshal(e.Previous)
-		if err != nil {
-			return nil, &EventError{Field: "previous", Msg: "cannot be encoded as JSON: " + err.Error()}
-		}
-		p.Previous = b
+	var err error
+	if p.Previous, err = fieldJSON(e.rawPrevious, e.Previous, "previous"); err != nil {
+		return nil, err
 	}
 	if !e.OccurredAt.IsZero() {
 		t := e.OccurredAt
 		p.OccurredAt = &t
 	}
-	switch {
-	case len(e.rawData) > 0:
-		p.Data = e.rawData
-	case e.Data != nil:
-		// Not RawData's "{}": a Go host's NaN or channel in Data is an
-		// error, not an event stored and sent without its data.
-		b, err := json.Marshal(e.Data)
-		if err != nil {
-			return nil, &EventError{Field: "data", Msg: "cannot be encoded as JSON: " + err.Error()}
-		}
-		p.Data = b
+	if p.Data, err = fieldJSON(e.rawData, e.Data, "data"); err != nil {
+		return nil, err
 	}
 	return json.Marshal(p)
 }

@@ -179,6 +179,12 @@ func TestPreviousAsReceived(t *testing.T) {
 		t.Fatalf("template: %s", got)
 	}
 
+	// A Go host that removes previous after decoding removes it.
+	again.Previous = nil
+	if b, _ := json.Marshal(again); strings.Contains(string(b), "previous") || again.RawPrevious() != nil {
+		t.Fatalf("previous removed, still written: %s", b)
+	}
+
 	// Built in Go: marshalled; an empty previous is kept, none is left out.
 	built := Event{ID: "e2", Entity: "Order", Event: "updated", Previous: map[string]any{}}
 	if b, _ := json.Marshal(built); !strings.Contains(string(b), `"previous":{}`) {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -236,12 +237,40 @@ func yamlScalar(s string) string {
 	return jsonString(s)
 }
 
-// jsonString writes s as a JSON string, which YAML reads as the same
-// double-quoted string.
+// jsonString writes s as a YAML double-quoted string: a JSON string,
+// which YAML reads the same, with \u escapes for what YAML may not hold
+// as it is (DEL, C1 controls, NEL, which it would read as a line break,
+// the BOM, non-characters). Invalid UTF-8 becomes U+FFFD, as in JSON.
 func jsonString(s string) string {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s)
-	return strings.TrimSpace(b.String())
+	out := strings.TrimSpace(b.String())
+	if strings.IndexFunc(out, yamlUnprintable) < 0 {
+		return out
+	}
+	var e strings.Builder
+	for _, r := range out {
+		if yamlUnprintable(r) {
+			fmt.Fprintf(&e, "\\u%04X", r) // all of them are below U+10000
+		} else {
+			e.WriteRune(r)
+		}
+	}
+	return e.String()
+}
+
+// yamlUnprintable reports whether YAML refuses r in a document, or reads
+// it as something else (NEL: a line break; the BOM).
+func yamlUnprintable(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r':
+		return false
+	case r < 0x20 || r == 0x7F || r >= 0x80 && r <= 0x9F:
+		return true
+	case r == 0xFEFF || r >= 0xD800 && r <= 0xDFFF || r == 0xFFFE || r == 0xFFFF:
+		return true
+	}
+	return false
 }

@@ -52,7 +52,7 @@ func (basicDecoder) Decode(typ string, node *yaml.Node) (any, error) {
 // rule loader as typed, whatever the names, events and credentials hold.
 func TestRuleSkeletonLoads(t *testing.T) {
 	env := func(name string) (string, bool) { return "EXPANDED", true }
-	for _, v := range []string{"plain", "0x1F", "yes", "a: b", "end:", "${HOME}", "$${X}", "-dash", "#hash", "[x]", "{y}", "q\"uote", "tab\there", "ünï", "1e5", "null", "Inf", "~"} {
+	for _, v := range []string{"plain", "0x1F", "yes", "a: b", "end:", "${HOME}", "$${X}", "-dash", "#hash", "[x]", "{y}", "q\"uote", "tab\there", "ünï", "1e5", "null", "Inf", "~", "del\x7f", "nel\u0085x", "c1\u0090", "\ufeffbom", "emoji😀", "ctl\x01"} {
 		f := newRuleForm{Name: "r", Entity: v, Events: []string{v, "other"}, URL: "https://example.com/" + v, Auth: "basic", User: v, Password: v + "!", Tenants: "t1, t2"}
 		rules, err := triggers.Parse("new.yaml", []byte(ruleSkeleton(f, "")), triggers.LoadOptions{Actions: basicDecoder{}, LookupEnv: env})
 		if err != nil {

@@ -67,6 +67,23 @@ func TestEmitConflict(t *testing.T) {
 		prev.Previous = map[string]any{"total": 1}
 		_, err = e.Emit(ctx, prev)
 		wantConflict(err, "previous", 0)
+		// previous ids past 2^53 that differ only in their last digits: one
+		// float64, two events (before, a silent duplicate).
+		big := func(id, prev string) engine.Event {
+			o := ev(id, `{}`)
+			if err := o.SetRawPrevious(json.RawMessage(prev)); err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+		if _, err := e.Emit(ctx, big("p1", `{"id":12345678901234567890}`)); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := e.Emit(ctx, big("p1", `{ "id": 12345678901234567890.0 }`)); err != nil || !r.Duplicate {
+			t.Fatalf("the same previous again: %+v %v", r, err)
+		}
+		_, err = e.Emit(ctx, big("p1", `{"id":12345678901234567891}`))
+		wantConflict(err, "previous", 0)
 
 		// Without occurred_at the engine stamps the receive time: the same
 		// stamped event sent again is a duplicate, not a conflict.

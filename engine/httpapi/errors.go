@@ -149,14 +149,23 @@ func internal(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	id := errorID()
 	if errors.Is(err, engine.ErrUnavailable) {
 		// Not the client's fault and not for ever: clients retry later.
-		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: unavailableRetry,
-			Message: "the database is unavailable, try again later (the server's log has the cause under " + id + ")", cause: err, id: id}
+		ae := hidden(http.StatusServiceUnavailable, "unavailable", "the database is unavailable, try again later", err)
+		ae.RetryAfter = unavailableRetry
+		return ae
 	}
-	return &apiError{Status: http.StatusInternalServerError, Code: "internal",
-		Message: "internal error: the server's log has it under " + id, cause: err, id: id}
+	return hidden(http.StatusInternalServerError, "internal", "internal error", err)
+}
+
+// hidden is an error answer whose cause the client is not shown (it may
+// name tables, hosts or files of the server): the message says what
+// happened (public) and names the id under which the request's log line
+// has the cause.
+func hidden(status int, code, public string, cause error) *apiError {
+	id := errorID()
+	return &apiError{Status: status, Code: code, cause: cause, id: id,
+		Message: public + " (the server's log has the cause under " + id + ")"}
 }
 
 // errorID names an internal error in the answer and in the log.
@@ -177,7 +186,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, err error) {
 	ae := internal(err)
 	if ae.cause != nil {
-		if rec, ok := w.(*statusRecorder); ok {
+		if rec := recorderOf(w); rec != nil {
 			rec.cause, rec.errorID = ae.cause, ae.id
 		} else {
 			slog.Error("erpflow: internal error answered", "error_id", ae.id, "error", ae.cause)
@@ -187,4 +196,20 @@ func writeError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
 	writeJSON(w, ae.Status, map[string]any{"error": ae})
+}
+
+// recorderOf finds the request's *statusRecorder under the writers that
+// wrap it (tracing's): nil when there is none.
+func recorderOf(w http.ResponseWriter) *statusRecorder {
+	for w != nil {
+		if rec, ok := w.(*statusRecorder); ok {
+			return rec
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+	return nil
 }

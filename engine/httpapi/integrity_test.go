@@ -151,11 +151,18 @@ func TestDatabaseOutage(t *testing.T) {
 				t.Fatalf("%s %s: the log has %q under %s:\n%s", req.method, req.path, line, m[1], logs)
 			}
 		}
+		r := must(t, e.do("GET", "/readyz", "", nil), 503)
+		if _, _, msg := r.errInfo(t); !regexp.MustCompile(`^database unreachable \(the server's log has the cause under err_[0-9a-f]{12}\)$`).MatchString(msg) {
+			t.Fatalf("/readyz: %s", r.body)
+		}
 	}
 	t.Run("sqlite", func(t *testing.T) {
 		st, _ := dbKinds(t)[0].open(t)
 		logs := &lockedWriter{w: &strings.Builder{}}
-		e := newEnv(t, st, envOpts{logger: slog.New(slog.NewTextHandler(logs, nil))})
+		// With tracing, as POST /v1/events then answers through a writer
+		// wrapping the request's.
+		_, tp := newExporter(t)
+		e := newEnv(t, st, envOpts{logger: slog.New(slog.NewTextHandler(logs, nil)), tracer: tp})
 		must(t, e.do("POST", "/v1/events", "", orderEvent("before", "")), 202)
 		st.Close()
 		check(t, e, logs)

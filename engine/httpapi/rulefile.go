@@ -229,7 +229,7 @@ func (m *ruleManager) createAll(ctx context.Context, recs []engine.RuleRecord) (
 		return nil, internal(err)
 	}
 	if err := m.Refresh(ctx); err != nil {
-		return stored, internal(fmt.Errorf("the rules are stored but the rule set was not reloaded: %w", err))
+		return stored, hidden(http.StatusInternalServerError, "internal", "the rules are stored but the rule set was not reloaded", err)
 	}
 	return stored, nil
 }

@@ -526,7 +526,7 @@ func (m *ruleManager) put(ctx context.Context, rec engine.RuleRecord, ifVersion 
 		return stored, storeError(err, "rule", rec.Name)
 	}
 	if err := m.Refresh(ctx); err != nil {
-		return stored, internal(fmt.Errorf("rule %q is stored but the rule set was not reloaded: %w", rec.Name, err))
+		return stored, hidden(http.StatusInternalServerError, "internal", fmt.Sprintf("rule %q is stored but the rule set was not reloaded", rec.Name), err)
 	}
 	return stored, nil
 }
@@ -539,7 +539,7 @@ func (m *ruleManager) delete(ctx context.Context, rec engine.RuleRecord) error {
 		return storeError(err, "rule", name)
 	}
 	if err := m.Refresh(ctx); err != nil {
-		return internal(fmt.Errorf("rule %q is deleted but the rule set was not reloaded: %w", name, err))
+		return hidden(http.StatusInternalServerError, "internal", fmt.Sprintf("rule %q is deleted but the rule set was not reloaded", name), err)
 	}
 	return nil
 }

@@ -234,7 +234,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lvl := slog.LevelDebug
 	if rec.status >= 500 {
 		lvl = slog.LevelError
-	} else if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" && !inProcess(r.Context()) {
+	} else if (r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" || rec.status >= 400) && !inProcess(r.Context()) {
 		lvl = slog.LevelInfo
 	}
 	// The Authorization header is never logged; only the token's name.
@@ -345,7 +345,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		writeError(w, errf(http.StatusServiceUnavailable, "unavailable", "", "database unreachable: %v", err))
+		writeError(w, hidden(http.StatusServiceUnavailable, "unavailable", "database unreachable", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

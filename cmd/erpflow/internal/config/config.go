@@ -990,6 +990,13 @@ func (d *decoder) tokens(n *yaml.Node, c *Config) {
 			}
 			d.errf(at, join(path, "scopes"), "at least one scope is required (known: %s)", strings.Join(AllScopes, ", "))
 		}
+		if t.Tenant != "" && t.HasScope(ScopeMetricsRead) {
+			at := e
+			if scopesNode != nil {
+				at = scopesNode
+			}
+			d.errf(at, join(path, "scopes"), "metrics:read is for tokens not bound to a tenant: /metrics covers every tenant (a tenant's own figures: GET /v1/status and /v1/activity)")
+		}
 		c.Tokens = append(c.Tokens, t)
 	})
 }

@@ -118,6 +118,7 @@ func TestMetricsPublic(t *testing.T) {
 	for src, want := range map[string]string{
 		"metrics: {public: maybe}\n": "c.yaml:1:19: metrics.public",
 		"metrics: {open: true}\n":    `c.yaml:1:11: metrics.open: unknown key (known: public)`,
+		"tokens: [{name: acme, token: tok-0123456789abcdef, tenant: acme, scopes: [rules:read, metrics:read]}]\n": "tokens[0].scopes: metrics:read is for tokens not bound to a tenant",
 	} {
 		if _, err := Parse("c.yaml", []byte(src), env(nil)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", src, err, want)
