@@ -49,6 +49,8 @@ type ruleEditor struct {
 	// NewSecret: the Add screen generated the signing secret in Source,
 	// which no page shows again once saved.
 	NewSecret bool
+	// NewEnabled: the Add screen's rule says enabled: true.
+	NewEnabled bool
 }
 
 // ruleDetail is a rule's page: its header (enabled switch, Duplicate,
@@ -61,6 +63,8 @@ func (c *Console) ruleDetail(x *exchange) {
 	}
 	d := ruleEditor{Rule: r, Version: r.Version, CanWrite: x.canWriteRules() && !r.ReadOnly}
 	switch {
+	case x.r.URL.Query().Has("created") && r.Enabled:
+		d.Notice = "Rule created, enabled: it sends from now on."
 	case x.r.URL.Query().Has("created"):
 		d.Notice = "Rule created. New webhooks start deactivated: switch it on when it is ready."
 	case ruleName.MatchString(x.r.URL.Query().Get("duplicated")):

@@ -31,6 +31,7 @@ type newRuleForm struct {
 	Password string // basic; only ever read from a POST body
 	Token    string // bearer; only ever read from a POST body
 	Sign     bool   // generate a signing secret
+	Enabled  bool   // enabled at once (Ongoing WMS's "Enabled" tick); default deactivated
 	Retry    string // one of retryChoices' values
 	Tenants  string // comma-separated; empty: every tenant the token may name
 	Errors   map[string]string
@@ -66,7 +67,7 @@ func readNewRuleForm(v, body url.Values) newRuleForm {
 	f := newRuleForm{
 		Entity: strings.TrimSpace(v.Get("entity")), Name: strings.TrimSpace(v.Get("name")),
 		URL: strings.TrimSpace(v.Get("url")), Auth: v.Get("auth"), User: v.Get("auth_user"),
-		Sign: v.Get("sign") != "", Retry: v.Get("retry"), Tenants: strings.TrimSpace(v.Get("tenants")),
+		Sign: v.Get("sign") != "", Enabled: v.Get("enabled") != "", Retry: v.Get("retry"), Tenants: strings.TrimSpace(v.Get("tenants")),
 		Errors: map[string]string{},
 	}
 	if body != nil {
@@ -150,7 +151,7 @@ func (c *Console) ruleNewForm(x *exchange, f newRuleForm, next bool) {
 		}
 	}
 	x.render(http.StatusOK, "rule-edit", ruleEditor{New: true, CanWrite: true, Rule: ruleView{Name: f.Name},
-		Source: ruleSkeleton(f, secret), NewSecret: secret != ""})
+		Source: ruleSkeleton(f, secret), NewSecret: secret != "", NewEnabled: f.Enabled})
 }
 
 // newSigningSecret is a fresh Standard Webhooks secret: "whsec_" and 32
@@ -168,6 +169,9 @@ func ruleSkeleton(f newRuleForm, secret string) string {
 	var b strings.Builder
 	b.WriteString("name: " + yamlText(f.Name) + "\n")
 	b.WriteString("description: \"\"\n")
+	if f.Enabled {
+		b.WriteString("enabled: true\n")
+	}
 	if t := splitList(f.Tenants); len(t) > 0 {
 		b.WriteString("tenants: " + yamlList(t) + "\n")
 	}

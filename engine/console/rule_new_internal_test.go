@@ -19,7 +19,7 @@ func TestReadNewRuleForm(t *testing.T) {
 	if f.Password != "" || f.Token != "" {
 		t.Fatalf("secrets read from a query: %q %q", f.Password, f.Token)
 	}
-	if f.Entity != "Job" || strings.Join(f.Events, "|") != "Created|Updated|Assigned" || f.Auth != "basic" || f.Retry != "" {
+	if f.Entity != "Job" || strings.Join(f.Events, "|") != "Created|Updated|Assigned" || f.Auth != "basic" || f.Retry != "" || f.Enabled {
 		t.Fatalf("read %+v", f)
 	}
 	f = readNewRuleForm(q, q)

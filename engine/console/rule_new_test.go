@@ -41,8 +41,9 @@ const adminToken = "tok-admin-rules-0123456789"
 // deactivated; switched on, an event of that tenant reaches the receiver
 // with the Basic credentials (a "${" in the password kept literally) and
 // a signature the generated secret verifies, and the delivery keeps the
-// retry policy and no password. Globex's token naming acme is refused:
-// nothing is stored.
+// retry policy and no password. With Enabled ticked (Ongoing WMS) the
+// rule is created enabled. Globex's token naming acme is refused: nothing
+// is stored.
 func TestAddScreenWebhookForm(t *testing.T) {
 	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
@@ -132,6 +133,18 @@ func TestAddScreenWebhookForm(t *testing.T) {
 		s.mustDo("GET", "/v1/deliveries/"+d["id"].(string), adminToken, nil, &detail)
 		if j, _ := json.Marshal(detail); bytes.Contains(j, []byte("w0rd")) || bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString([]byte("erp:pa"))[:8])) || bytes.Contains(j, []byte(secret)) {
 			t.Fatalf("the delivery's record holds a secret: %s", j)
+		}
+
+		// Ongoing WMS's "Enabled" tick: the rule is created enabled.
+		b.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Job"}, "event": {"Created"}, "name": {"job-live"}, "url": {rcv.URL + "/live"},
+			"tenants": {"acme"}, "enabled": {"1"}, "continue": {"1"}}.Encode())
+		b.waitFor("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('enabled: true')`)
+		b.waitText("#new-enabled-note", "enabled")
+		b.do(chromedp.Click(chromedp.CSS("#rule-save")))
+		b.waitPageText("#rule-notice", "Rule created, enabled")
+		var live apiRule
+		if s.mustDo("GET", "/v1/rules/job-live", adminToken, nil, &live); !live.Enabled {
+			t.Fatal("the rule created with Enabled ticked is disabled")
 		}
 
 		// Globex's token naming acme: refused, nothing stored.
