@@ -53,7 +53,9 @@ func nextStep(p triggers.Retry, d *Delivery, o actions.Outcome, now time.Time, r
 	if !ok {
 		return StateDead, time.Time{}
 	}
-	delay = jitter(delay, rnd)
+	if !p.Exact {
+		delay = jitter(delay, rnd)
+	}
 	// The longer of the policy's delay and the receiver's Retry-After,
 	// which is capped; the cap never shortens the policy's own delay.
 	delay = max(delay, min(o.RetryAfter, maxRetryAfter))

@@ -73,6 +73,24 @@ func TestOneDaySpansADay(t *testing.T) {
 	}
 }
 
+// TestExactRetryHasNoJitter: an Exact policy (jitter: false) waits its
+// delays as written, whatever the jitter's random number.
+func TestExactRetryHasNoJitter(t *testing.T) {
+	p := triggers.Retry{Kind: triggers.RetrySchedule, Schedule: []time.Duration{5 * time.Minute, 10 * time.Minute}, Exact: true}
+	now := time.Unix(1000, 0)
+	for n, want := range []time.Duration{5 * time.Minute, 10 * time.Minute} {
+		for _, r := range []float64{0, 0.5, 0.999} {
+			_, at := nextStep(p, &Delivery{Attempts: n + 1}, actions.Outcome{Status: actions.Retryable}, now, func() float64 { return r })
+			if at.Sub(now) != want {
+				t.Fatalf("attempt %d, rnd %v: waits %s, want exactly %s", n+1, r, at.Sub(now), want)
+			}
+		}
+	}
+	if st, _ := nextStep(p, &Delivery{Attempts: 3}, actions.Outcome{Status: actions.Retryable}, now, func() float64 { return 0 }); st != StateDead {
+		t.Fatalf("after the third attempt: %s", st)
+	}
+}
+
 func TestJitterBounds(t *testing.T) {
 	p := triggers.Retry{Kind: triggers.RetrySchedule, Schedule: []time.Duration{100 * time.Second}}
 	d := &Delivery{Attempts: 1}

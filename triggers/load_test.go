@@ -362,6 +362,34 @@ func TestLoadPaths(t *testing.T) {
 	}
 }
 
+// TestRetryJitterKey: jitter: false beside schedule or exponential makes
+// the policy Exact, written with ";exact"; anything else for it is an
+// error at its position, and jitter alone is no policy.
+func TestRetryJitterKey(t *testing.T) {
+	for src, want := range map[string]string{
+		"{schedule: [5m, 10m], jitter: false}":                               "schedule:5m0s,10m0s;exact",
+		"{schedule: [5m, 10m], jitter: true}":                                "schedule:5m0s,10m0s",
+		"{jitter: false, exponential: {initial: 1m, max: 10m, within: 40m}}": "exponential:initial=1m0s,max=10m0s,within=40m0s;exact",
+	} {
+		rules, err := Parse("r.yaml", []byte("name: r\non: {entity: Order}\nretry: "+src+"\nactions: [{type: noop}]\n"), LoadOptions{Actions: nopDecoder{}})
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if got := rules[0].Retry.String(); got != want {
+			t.Errorf("%s: %s, want %s", src, got, want)
+		}
+	}
+	for src, want := range map[string]string{
+		"{schedule: [5m], jitter: maybe}": `r.yaml:3:33: retry.jitter: expected true or false, found "maybe"`,
+		"{jitter: false}":                 "r.yaml:3:8: retry: expected schedule or exponential",
+	} {
+		_, err := Parse("r.yaml", []byte("name: r\non: {entity: Order}\nretry: "+src+"\nactions: [{type: noop}]\n"), LoadOptions{Actions: nopDecoder{}})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", src, err, want)
+		}
+	}
+}
+
 func TestRetryRoundTrip(t *testing.T) {
 	cases := []struct {
 		in, want string
@@ -372,6 +400,8 @@ func TestRetryRoundTrip(t *testing.T) {
 		{"schedule:5m,10m", "schedule:5m0s,10m0s"},
 		{"schedule: 5s, 1h", "schedule:5s,1h0m0s"},
 		{"exponential:initial=5s,max=1h,within=24h", "exponential:initial=5s,max=1h0m0s,within=24h0m0s"},
+		{"schedule:5m,10m;exact", "schedule:5m0s,10m0s;exact"},
+		{"exponential:initial=5s,max=1h,within=24h;exact", "exponential:initial=5s,max=1h0m0s,within=24h0m0s;exact"},
 	}
 	for _, c := range cases {
 		r, err := ParseRetry(c.in)
@@ -394,7 +424,7 @@ func TestRetryRoundTrip(t *testing.T) {
 	if r.Initial != 5*time.Second || r.Max != time.Hour || r.Within != 24*time.Hour {
 		t.Errorf("exponential = %+v", r)
 	}
-	for _, bad := range []string{"", "sometimes", "schedule:", "schedule:0s", "schedule:5x", "none:5m",
+	for _, bad := range []string{"", "sometimes", "schedule:", "schedule:0s", "schedule:5x", "none:5m", "one-day;exact", "none;exact",
 		"exponential:initial=5s", "exponential:initial=1h,max=5s,within=1h", "exponential:initial=5s,max=1h,within=1h,extra=1s",
 		"schedule:" + strings.Repeat("1s,", MaxScheduleLength) + "1s"} {
 		if _, err := ParseRetry(bad); err == nil {

@@ -19,11 +19,19 @@ const MaxScheduleLength = 50
 // failing receiver, each recorded.
 const MaxExponentialRetries = 1000
 
+// exactSuffix marks an Exact policy's text.
+const exactSuffix = ";exact"
+
 // String returns the canonical text of the policy, which ParseRetry reads
 // back: "none", "default", "one-day", "schedule:5m0s,10m0s",
-// "exponential:initial=5s,max=1h0m0s,within=24h0m0s". The zero Retry is
-// "default".
+// "exponential:initial=5s,max=1h0m0s,within=24h0m0s", with ";exact" after
+// an Exact one. The zero Retry is "default".
 func (r Retry) String() string {
+	if r.Exact && (r.Kind == RetrySchedule || r.Kind == RetryExponential) {
+		plain := r
+		plain.Exact = false
+		return plain.String() + exactSuffix
+	}
 	switch r.Kind {
 	case RetryNone, RetryOneDay:
 		return string(r.Kind)
@@ -96,12 +104,13 @@ var retryWords = []string{"none", "default", "one-day", "schedule", "exponential
 // any form time.ParseDuration accepts ("5m" as well as "5m0s").
 func ParseRetry(s string) (Retry, error) {
 	s = strings.TrimSpace(s)
+	s, exact := strings.CutSuffix(s, exactSuffix)
 	kind, rest, hasArgs := strings.Cut(s, ":")
 	kind = strings.TrimSpace(kind)
-	var r Retry
+	r := Retry{Exact: exact}
 	switch RetryKind(kind) {
 	case RetryNone, RetryDefault, RetryOneDay:
-		if hasArgs {
+		if hasArgs || exact {
 			return Retry{}, fmt.Errorf("retry policy %q takes no arguments", kind)
 		}
 		r.Kind = RetryKind(kind)
@@ -185,19 +194,29 @@ func (l *loader) decodeRetry(n *yaml.Node, path string) (Retry, bool) {
 		}
 		return r, true
 	case yaml.MappingNode:
-		kvs := l.mapping(n, path, []string{"schedule", "exponential"})
+		var kvs []keyValue
+		var r Retry
+		ok := true
+		for _, kv := range l.mapping(n, path, []string{"schedule", "exponential", "jitter"}) {
+			if kv.key.Value != "jitter" {
+				kvs = append(kvs, kv)
+				continue
+			}
+			// jitter: false waits the delays as written (the ±10% is the default).
+			jitter, good := l.boolean(kv.val, yamlx.Join(path, "jitter"))
+			ok = ok && good
+			r.Exact = !jitter
+		}
 		if len(kvs) != 1 {
 			if len(kvs) > 1 {
 				l.errorf(n, path, "use one of schedule or exponential")
-			} else if len(n.Content) == 0 {
+			} else {
 				l.errorf(n, path, "expected schedule or exponential")
 			}
 			return Retry{}, false
 		}
 		kv := kvs[0]
 		p := yamlx.Join(path, kv.key.Value)
-		ok := true
-		var r Retry
 		if kv.key.Value == "schedule" {
 			r.Kind = RetrySchedule
 			if kv.val.Kind != yaml.SequenceNode {

@@ -20,18 +20,21 @@ func JSONSchema(actionSchemas map[string]json.RawMessage) []byte {
 		obj{"type": "string", "minLength": 1},
 		obj{"type": "array", "minItems": 1, "items": obj{"type": "string", "minLength": 1}},
 	}}
+	jitterSchema := obj{"type": "boolean", "default": true, "description": "false: wait the delays as written, without the ±10% that spreads the retries of a burst"}
 	duration := obj{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`, "description": "a positive Go duration: 30s, 5m, 1h30m"}
 	defs := obj{
 		"duration": duration,
 		"retry": obj{
-			"description": "retry policy: none (one attempt), default ([5s, 5m, 30m, 2h, 5h, 10h, 10h]), one-day (retries spread over 24h), {schedule: [5m, 10m]} (attempts = delays + 1), {exponential: {initial, max, within}}",
+			"description": "retry policy: none (one attempt), default ([5s, 5m, 30m, 2h, 5h, 10h, 10h]), one-day (retries spread over 24h), {schedule: [5m, 10m]} (attempts = delays + 1), {exponential: {initial, max, within}}; jitter: false beside schedule or exponential waits the delays exactly",
 			"oneOf": []any{
 				obj{"enum": []any{"none", "default", "one-day"}},
 				obj{"type": "string", "pattern": "^(schedule|exponential):"},
 				obj{"type": "object", "additionalProperties": false, "required": []any{"schedule"}, "properties": obj{
 					"schedule": obj{"type": "array", "minItems": 1, "maxItems": MaxScheduleLength, "items": obj{"$ref": "#/$defs/duration"}},
+					"jitter":   jitterSchema,
 				}},
 				obj{"type": "object", "additionalProperties": false, "required": []any{"exponential"}, "properties": obj{
+					"jitter": jitterSchema,
 					"exponential": obj{"type": "object", "additionalProperties": false, "required": []any{"initial", "max", "within"}, "properties": obj{
 						"initial": obj{"$ref": "#/$defs/duration"},
 						"max":     obj{"$ref": "#/$defs/duration"},

@@ -128,4 +128,8 @@ type Retry struct {
 	Initial  time.Duration
 	Max      time.Duration
 	Within   time.Duration
+	// Exact waits the delays as written (jitter: false), without the
+	// ±10% the engine adds by default so that retries of a burst spread
+	// out. Schedule and exponential policies only.
+	Exact bool
 }

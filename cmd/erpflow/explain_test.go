@@ -169,7 +169,7 @@ func TestExplainExamples(t *testing.T) {
 		if !strings.HasPrefix(p.URL, "https://") || p.Headers["Authorization"] != "Basic ****" {
 			t.Errorf("request = %+v", p)
 		}
-		if r.Actions[0].Retry != "schedule:5m0s,10m0s" {
+		if r.Actions[0].Retry != "schedule:5m0s,10m0s;exact" {
 			t.Errorf("retry = %s", r.Actions[0].Retry)
 		}
 		if strings.Contains(out, "jobs-pass-456") {

@@ -43,7 +43,7 @@ type retryChoice struct{ Value, Label, YAML string }
 
 var retryChoices = []retryChoice{
 	{"", "The server's default (8 attempts over about 28 hours)", ""},
-	{"job", "Twice more, after 5 and then 10 minutes (3 attempts)", "{schedule: [5m, 10m]}"},
+	{"job", "Twice more, exactly 5 and then 10 minutes later (3 attempts)", "{schedule: [5m, 10m], jitter: false}"},
 	{"one-day", "Spread over one day (10 attempts)", "one-day"},
 	{"none", "Never retry (1 attempt)", "none"},
 }

@@ -83,7 +83,7 @@ func TestAddScreenWebhookForm(t *testing.T) {
 		b.waitPage("the editor", `!!document.querySelector('#source')`)
 		src := editorText(b)
 		for _, want := range []string{"tenants: [acme]", "entity: Job", "events: [Created, StatusChanged]", "url: " + rcv.URL + "/jobs",
-			`auth: {basic: {username: "erp", password: "pa ss$${HOME}:\"w0rd"}}`, `secret: "whsec_`, "retry: {schedule: [5m, 10m]}"} {
+			`auth: {basic: {username: "erp", password: "pa ss$${HOME}:\"w0rd"}}`, `secret: "whsec_`, "retry: {schedule: [5m, 10m], jitter: false}"} {
 			if !strings.Contains(src, want) {
 				t.Fatalf("the editor lacks %q:\n%s", want, src)
 			}
@@ -126,7 +126,7 @@ func TestAddScreenWebhookForm(t *testing.T) {
 			t.Fatalf("job-hook has %d deliveries, want 1 (StatusChanged of acme): %v", len(dl), raw)
 		}
 		d := dl[0].(map[string]any)
-		if d["event_id"] != "job-1-status" || d["retry"] != "schedule:5m0s,10m0s" {
+		if d["event_id"] != "job-1-status" || d["retry"] != "schedule:5m0s,10m0s;exact" {
 			t.Fatalf("the delivery: event %v retry %v", d["event_id"], d["retry"])
 		}
 		var detail map[string]any
