@@ -12,7 +12,7 @@ import (
 // Schedules of the named policies. The delays are the waits after attempt
 // 1, 2, …; a policy with k delays makes at most k+1 attempts.
 var (
-	// defaultSchedule: 8 attempts over about 33 hours.
+	// defaultSchedule: 8 attempts, the last about 27.6 hours after the first.
 	defaultSchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute,
 		2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 	// oneDaySchedule: 10 attempts, the last 23h51m after the first (Ongoing

@@ -92,11 +92,12 @@ func (spec Spec) checkEnv() error {
 // baseEnv reports whether name is in BaseEnv; on Windows, whose
 // variable names ignore case (Path, SystemRoot), in any case.
 func baseEnv(name string) bool {
+	equal := func(a, b string) bool { return a == b }
 	if runtime.GOOS == "windows" {
-		name = strings.ToUpper(name)
+		equal = strings.EqualFold
 	}
 	for _, b := range BaseEnv {
-		if prefix, ok := strings.CutSuffix(b, "*"); ok && strings.HasPrefix(name, prefix) || b == name {
+		if prefix, ok := strings.CutSuffix(b, "*"); ok && len(name) >= len(prefix) && equal(name[:len(prefix)], prefix) || equal(name, b) {
 			return true
 		}
 	}
@@ -372,11 +373,28 @@ type instance struct {
 	idle  chan struct{}
 }
 
+// killGroupAfter is how long kill lets go-plugin end the process (it
+// asks, then kills it after 2 s) before it kills the process group.
+const killGroupAfter = 2500 * time.Millisecond
+
 // kill ends the process (go-plugin asks it to stop, then kills it) and
-// then what is left of its process group: the processes it started.
+// what is left of its process group: the processes it started. go-plugin
+// reaps the process only once its stdout and stderr are closed, so a
+// child that inherited them would keep Kill waiting for ever: the group
+// is killed once Kill has returned or, at the latest, killGroupAfter.
+// Until the process is reaped its pid, the group's id, cannot be reused.
 func (inst *instance) kill() {
-	inst.client.Kill()
-	_ = glue.KillGroup(inst.pid)
+	done := make(chan struct{})
+	go func() { inst.client.Kill(); close(done) }()
+	t := time.NewTimer(killGroupAfter)
+	defer t.Stop()
+	select {
+	case <-done:
+		_ = glue.KillGroup(inst.pid)
+	case <-t.C:
+		_ = glue.KillGroup(inst.pid)
+		<-done
+	}
 }
 
 func (p *proc) errorf(err error) *Error {

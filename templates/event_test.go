@@ -181,7 +181,7 @@ func TestPreviousAsReceived(t *testing.T) {
 
 	// A Go host that removes previous after decoding removes it.
 	again.Previous = nil
-	if b, _ := json.Marshal(again); strings.Contains(string(b), "previous") || again.RawPrevious() != nil {
+	if b, err := json.Marshal(again); err != nil || strings.Contains(string(b), "previous") || again.RawPrevious() != nil {
 		t.Fatalf("previous removed, still written: %s", b)
 	}
 

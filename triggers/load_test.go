@@ -401,6 +401,7 @@ func TestRetryRoundTrip(t *testing.T) {
 		{"schedule: 5s, 1h", "schedule:5s,1h0m0s"},
 		{"exponential:initial=5s,max=1h,within=24h", "exponential:initial=5s,max=1h0m0s,within=24h0m0s"},
 		{"schedule:5m,10m;exact", "schedule:5m0s,10m0s;exact"},
+		{"schedule: 5m ; exact ", "schedule:5m0s;exact"},
 		{"exponential:initial=5s,max=1h,within=24h;exact", "exponential:initial=5s,max=1h0m0s,within=24h0m0s;exact"},
 	}
 	for _, c := range cases {
@@ -416,6 +417,9 @@ func TestRetryRoundTrip(t *testing.T) {
 		if err != nil || back.String() != r.String() {
 			t.Errorf("round trip of %q: %v, %v", r, back, err)
 		}
+	}
+	if err := (Retry{Kind: RetryOneDay, Exact: true}).Validate(); err == nil {
+		t.Error("one-day without jitter is valid")
 	}
 	if (Retry{}).String() != "default" {
 		t.Error("zero Retry is not default")

@@ -51,10 +51,14 @@ func (r Retry) String() string {
 
 // Validate checks the policy: a known kind, a non-empty schedule of at most
 // MaxScheduleLength positive delays, positive exponential durations with
-// max ≥ initial and at most MaxExponentialRetries retries.
+// max ≥ initial and at most MaxExponentialRetries retries, Exact only for
+// a schedule or an exponential policy.
 func (r Retry) Validate() error {
 	switch r.Kind {
 	case RetryDefault, "", RetryNone, RetryOneDay:
+		if r.Exact {
+			return fmt.Errorf("retry policy %s has no jitter to turn off (jitter: false goes with schedule or exponential)", r)
+		}
 		return nil
 	case RetrySchedule:
 		if len(r.Schedule) == 0 {
@@ -104,7 +108,10 @@ var retryWords = []string{"none", "default", "one-day", "schedule", "exponential
 // any form time.ParseDuration accepts ("5m" as well as "5m0s").
 func ParseRetry(s string) (Retry, error) {
 	s = strings.TrimSpace(s)
-	s, exact := strings.CutSuffix(s, exactSuffix)
+	exact := false
+	if i := strings.LastIndexByte(s, ';'); i >= 0 && strings.TrimSpace(s[i+1:]) == strings.TrimPrefix(exactSuffix, ";") {
+		s, exact = strings.TrimSpace(s[:i]), true
+	}
 	kind, rest, hasArgs := strings.Cut(s, ":")
 	kind = strings.TrimSpace(kind)
 	r := Retry{Exact: exact}

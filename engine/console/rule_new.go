@@ -60,18 +60,22 @@ func (f newRuleForm) Chosen(event string) bool { return slices.Contains(f.Events
 // EventsText is the chosen events as typed in the free-text field.
 func (f newRuleForm) EventsText() string { return strings.Join(f.Events, ", ") }
 
-// readNewRuleForm reads the Add screen's fields from v. Secrets are read
-// from body only (a POST's form), so that they never travel in a URL:
-// the address bar, the history and access logs keep URLs.
+// readNewRuleForm reads the Add screen's fields from v. Secrets and the
+// Enabled tick are read from body only (a POST's form): secrets never
+// travel in a URL, which the address bar, the history and access logs
+// keep, and a link cannot make the webhook live.
 func readNewRuleForm(v, body url.Values) newRuleForm {
 	f := newRuleForm{
 		Entity: strings.TrimSpace(v.Get("entity")), Name: strings.TrimSpace(v.Get("name")),
 		URL: strings.TrimSpace(v.Get("url")), Auth: v.Get("auth"), User: v.Get("auth_user"),
-		Sign: v.Get("sign") != "", Enabled: v.Get("enabled") != "", Retry: v.Get("retry"), Tenants: strings.TrimSpace(v.Get("tenants")),
+		Sign: v.Get("sign") != "", Retry: v.Get("retry"), Tenants: strings.TrimSpace(v.Get("tenants")),
 		Errors: map[string]string{},
 	}
 	if body != nil {
 		f.Password, f.Token = body.Get("auth_password"), body.Get("auth_token")
+		// Nor may a link pre-tick Enabled: a crafted link would put a live
+		// webhook to anywhere one Save away.
+		f.Enabled = body.Get("enabled") != ""
 	}
 	for _, e := range v["event"] {
 		for _, name := range splitList(e) {

@@ -9,12 +9,12 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// TestReadNewRuleForm: a secret in a URL's query is ignored (only a POST
-// body carries one); events come from ticked boxes or a typed list, each
+// TestReadNewRuleForm: a secret or the Enabled tick in a URL's query is
+// ignored (only a POST body carries them); events come from ticked boxes or a typed list, each
 // once; an unknown authentication or retry choice is the default.
 func TestReadNewRuleForm(t *testing.T) {
 	q := url.Values{"entity": {" Job "}, "event": {"Created, Updated", "Created", "Assigned"}, "auth": {"basic"}, "auth_user": {"u"},
-		"auth_password": {"p"}, "auth_token": {"t"}, "retry": {"bogus"}}
+		"auth_password": {"p"}, "auth_token": {"t"}, "retry": {"bogus"}, "enabled": {"1"}}
 	f := readNewRuleForm(q, nil)
 	if f.Password != "" || f.Token != "" {
 		t.Fatalf("secrets read from a query: %q %q", f.Password, f.Token)
@@ -23,7 +23,7 @@ func TestReadNewRuleForm(t *testing.T) {
 		t.Fatalf("read %+v", f)
 	}
 	f = readNewRuleForm(q, q)
-	if f.Password != "p" || f.Token != "t" {
+	if f.Password != "p" || f.Token != "t" || !f.Enabled {
 		t.Fatalf("secrets not read from a body: %q %q", f.Password, f.Token)
 	}
 	if f := readNewRuleForm(url.Values{"auth": {"digest"}}, nil); f.Auth != "none" {

@@ -135,9 +135,15 @@ func TestAddScreenWebhookForm(t *testing.T) {
 			t.Fatalf("the delivery's record holds a secret: %s", j)
 		}
 
-		// Ongoing WMS's "Enabled" tick: the rule is created enabled.
+		// Ongoing WMS's "Enabled" tick: the rule is created enabled. A link
+		// may fill the form, not tick it.
 		b.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Job"}, "event": {"Created"}, "name": {"job-live"}, "url": {rcv.URL + "/live"},
-			"tenants": {"acme"}, "enabled": {"1"}, "continue": {"1"}}.Encode())
+			"tenants": {"acme"}, "enabled": {"1"}}.Encode())
+		b.waitPage("the Add screen", `!!document.querySelector('#new-enabled')`)
+		if eval[bool](b, `document.querySelector('#new-enabled').checked`) {
+			t.Fatal("a link ticked Enabled")
+		}
+		b.do(chromedp.Click(chromedp.CSS("#new-enabled")), chromedp.Click(chromedp.CSS("#new-continue")))
 		b.waitFor("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('enabled: true')`)
 		b.waitText("#new-enabled-note", "enabled")
 		b.do(chromedp.Click(chromedp.CSS("#rule-save")))

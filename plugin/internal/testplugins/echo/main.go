@@ -36,7 +36,7 @@ type config struct {
 	Out       string `json:"out"`        // append what was received to this file
 	WaitFile  string `json:"wait_file"`  // answer only once this file exists (or the context ends)
 	Big       int    `json:"big"`        // fail with an error and a detail of this many bytes
-	Spawn     bool   `json:"spawn"`      // start a child process (sleep) that outlives the attempt; its pid is recorded as "child"
+	Spawn     string `json:"spawn"`      // start a child process (sleep) that outlives the attempt, its pid recorded as "child": "quiet" (no stdio) or "inherit" (the plugin's stdout and stderr)
 }
 
 func (echo) Describe() plugin.Description {
@@ -59,7 +59,7 @@ func (echo) Describe() plugin.Description {
 				"out": {"type": "string"},
 				"wait_file": {"type": "string"},
 				"big": {"type": "integer"},
-				"spawn": {"type": "boolean"},
+				"spawn": {"enum": ["quiet", "inherit"]},
 				"tags": {"type": "array", "items": {"type": "string"}}
 			},
 			"required": ["message"],
@@ -108,8 +108,13 @@ func (echo) Execute(ctx context.Context, d *plugin.Delivery) plugin.Outcome {
 		}
 	}
 	child := 0
-	if c.Spawn {
+	if c.Spawn != "" {
 		cmd := exec.Command("sleep", "300")
+		if c.Spawn == "inherit" {
+			// The process's own descriptors 1 and 2, which erpflow reads
+			// (plugin.Serve points os.Stdout and os.Stderr elsewhere).
+			cmd.Stdout, cmd.Stderr = os.NewFile(1, "stdout"), os.NewFile(2, "stderr")
+		}
 		if err := cmd.Start(); err != nil {
 			return plugin.Retry(err, 0)
 		}
