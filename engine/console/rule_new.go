@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // newRuleForm is the Add screen: what triggers the webhook (an entity and
@@ -34,7 +36,11 @@ type newRuleForm struct {
 	Enabled  bool   // enabled at once (Ongoing WMS's "Enabled" tick); default deactivated
 	Retry    string // one of retryChoices' values
 	Tenants  string // comma-separated; empty: every tenant the token may name
-	Errors   map[string]string
+	// Bound: the token is bound to Tenant (GET /v1/whoami), whose webhooks
+	// it adds: the screen has no tenants field.
+	Bound  bool
+	Tenant string
+	Errors map[string]string
 }
 
 // retryChoice is a retry policy the Add screen offers, with the YAML it
@@ -122,6 +128,12 @@ func (c *Console) ruleNewForm(x *exchange, f newRuleForm, next bool) {
 		if e.Entity == f.Entity {
 			f.Known = e.Events
 		}
+	}
+	var me httpapi.WhoAmI
+	if a := x.call(http.MethodGet, "/v1/whoami", nil); a.OK() && a.decode(&me) == nil && me.Bound {
+		// The API gives a bound token's rule its tenant, and refuses any
+		// other: nothing to choose.
+		f.Bound, f.Tenant, f.Tenants = true, me.Tenant, ""
 	}
 	if !next {
 		x.render(http.StatusOK, "rule-new", f)

@@ -42,8 +42,9 @@ const adminToken = "tok-admin-rules-0123456789"
 // with the Basic credentials (a "${" in the password kept literally) and
 // a signature the generated secret verifies, and the delivery keeps the
 // retry policy and no password. With Enabled ticked (Ongoing WMS) the
-// rule is created enabled. Globex's token naming acme is refused: nothing
-// is stored.
+// rule is created enabled. Globex's token gets a screen without a tenants
+// field: its rule is globex's, whatever a link says, and acme cannot see
+// it.
 func TestAddScreenWebhookForm(t *testing.T) {
 	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
@@ -153,16 +154,30 @@ func TestAddScreenWebhookForm(t *testing.T) {
 			t.Fatal("the rule created with Enabled ticked is disabled")
 		}
 
-		// Globex's token naming acme: refused, nothing stored.
+		// Globex's token: the screen names its tenant and has no tenants
+		// field; a link naming acme changes nothing: the rule is globex's.
 		b2 := newBrowser(t, 1280, 900)
 		b2.allowConsoleError("401")
 		b2.signIn(s.URL, globexToken)
-		b2.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Job"}, "name": {"sneaky"}, "url": {rcv.URL + "/x"}, "tenants": {"acme"}, "continue": {"1"}}.Encode())
-		b2.waitFor("the editor", `!!document.querySelector('#source') && document.querySelector('#source').value.includes('tenants: [acme]')`)
+		b2.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Job"}, "name": {"globex-hook"}, "url": {rcv.URL + "/x"}, "tenants": {"acme"}}.Encode())
+		b2.waitText("#new-tenant", "globex")
+		if eval[bool](b2, `!!document.querySelector('#new-tenants')`) {
+			t.Fatal("a bound token's Add screen has a tenants field")
+		}
+		b2.do(chromedp.Click(chromedp.CSS("#new-continue")))
+		b2.waitPage("the editor", `!!document.querySelector('#source')`)
+		if src := editorText(b2); strings.Contains(src, "tenants:") {
+			t.Fatalf("globex's rule names tenants:\n%s", src)
+		}
 		b2.do(chromedp.Click(chromedp.CSS("#rule-save")))
-		b2.waitText("#save-message", "Not created")
-		if code := s.do("GET", "/v1/rules/sneaky", adminToken, nil, nil); code != 404 {
-			t.Fatalf("globex's rule naming acme was stored (GET answered %d)", code)
+		b2.waitPageText("#rule-notice", "Rule created")
+		var g apiRule
+		s.mustDo("GET", "/v1/rules/globex-hook", globexToken, nil, &g)
+		if len(g.Tenants) != 1 || g.Tenants[0] != "globex" {
+			t.Fatalf("globex's rule has tenants %v", g.Tenants)
+		}
+		if code := s.do("GET", "/v1/rules/globex-hook", acmeToken, nil, nil); code != 404 {
+			t.Fatalf("acme sees globex's rule (GET answered %d)", code)
 		}
 	})
 }

@@ -92,6 +92,17 @@ func principalFrom(ctx context.Context) *principal {
 
 // require wraps h: the caller must hold scope.
 func (s *Server) require(scope string, h http.HandlerFunc) http.HandlerFunc {
+	return s.authenticated(func(w http.ResponseWriter, r *http.Request) {
+		if p := principalFrom(r.Context()); !p.has(scope) {
+			writeError(w, errf(http.StatusForbidden, "forbidden", "", "token %q lacks the scope %s", p.Name, scope))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// authenticated wraps h: the caller must have a valid token (any scope).
+func (s *Server) authenticated(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p := s.auth.authenticate(r)
 		if p == nil {
@@ -102,12 +113,34 @@ func (s *Server) require(scope string, h http.HandlerFunc) http.HandlerFunc {
 		if rec, ok := w.(*statusRecorder); ok {
 			rec.who = p.Name
 		}
-		if !p.has(scope) {
-			writeError(w, errf(http.StatusForbidden, "forbidden", "", "token %q lacks the scope %s", p.Name, scope))
-			return
-		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, p)))
 	}
+}
+
+// WhoAmI is GET /v1/whoami: the request's token as the server sees it
+// (never the token itself). Clients such as the console ask it what to
+// offer: a tenant field, the screens that change things.
+type WhoAmI struct {
+	Name string `json:"name"` // the token's name; "anonymous" without tokens
+	// Tenant is the tenant the token is bound to; Bound says whether it
+	// is (a token may be bound to the "" tenant).
+	Tenant string   `json:"tenant,omitempty"`
+	Bound  bool     `json:"bound"`
+	Scopes []string `json:"scopes"` // in AllScopes order
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	out := WhoAmI{Name: p.Name, Bound: p.Bound, Scopes: []string{}}
+	if p.Bound {
+		out.Tenant = p.Tenant
+	}
+	for _, sc := range AllScopes {
+		if p.has(sc) {
+			out.Scopes = append(out.Scopes, sc)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // unbound refuses tokens bound to a tenant (403): h shows every tenant's

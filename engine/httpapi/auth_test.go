@@ -266,3 +266,33 @@ func TestMetricsTakeAToken(t *testing.T) {
 	must(t, pub.do("GET", "/metrics", "", nil), 200)
 	must(t, pub.do("GET", "/metrics", "tok-acme-0123456789", nil), 200)
 }
+
+// TestWhoAmI: GET /v1/whoami answers any valid token with its name,
+// tenant binding and scopes, never the token; no token is a 401; without
+// tokens configured the caller is anonymous with every scope.
+func TestWhoAmI(t *testing.T) {
+	st, _ := dbKinds(t)[0].open(t)
+	toks := append(matrixTokens(), Token{Name: "scraper", Token: "tok-scraper-0123456789", Scopes: []string{ScopeMetricsRead}})
+	e := newEnv(t, st, envOpts{tokens: toks})
+	for tok, want := range map[string]string{
+		"tok-admin-0123456789":   `{"name":"admin","bound":false,"scopes":["events:write","rules:read","rules:write","deliveries:read","deliveries:write","metrics:read"]}`,
+		"tok-acme-0123456789":    `{"name":"acme","tenant":"acme","bound":true,"scopes":["events:write","rules:read","rules:write","deliveries:read","deliveries:write","metrics:read"]}`,
+		"tok-globex-0123456789":  `{"name":"globex","tenant":"globex","bound":true,"scopes":["events:write","rules:read","rules:write","deliveries:read","deliveries:write","metrics:read"]}`,
+		"tok-scraper-0123456789": `{"name":"scraper","bound":false,"scopes":["metrics:read"]}`,
+	} {
+		r := must(t, e.do("GET", "/v1/whoami", tok, nil), 200)
+		if got := strings.TrimSpace(string(r.body)); got != want {
+			t.Errorf("%s: %s, want %s", tok, got, want)
+		}
+		if strings.Contains(string(r.body), tok) {
+			t.Errorf("the answer holds the token: %s", r.body)
+		}
+	}
+	must(t, e.do("GET", "/v1/whoami", "", nil), 401)
+	must(t, e.do("GET", "/v1/whoami?tenant=x", "tok-admin-0123456789", nil), 400)
+
+	open := newEnv(t, st, envOpts{})
+	if got := strings.TrimSpace(string(must(t, open.do("GET", "/v1/whoami", "", nil), 200).body)); !strings.HasPrefix(got, `{"name":"anonymous","bound":false,"scopes":["events:write"`) {
+		t.Errorf("without tokens: %s", got)
+	}
+}

@@ -56,7 +56,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		"GET /v1/events", "POST /v1/events/{id}:rerun", "GET /v1/deliveries:stream", "GET /v1/status", "GET /v1/activity",
 		"GET /v1/timers", "GET /v1/timers/{id}", "DELETE /v1/timers/{id}",
 		"GET /v1/destinations", "GET /v1/destinations/{id}", "POST /v1/destinations/{id}:resume",
-		"GET /v1/plugins",
+		"GET /v1/plugins", "GET /v1/whoami",
 	}
 	n := 0
 	for _, pi := range doc.Paths.Map() {

@@ -282,6 +282,7 @@ func (s *Server) routes() {
 		m.HandleFunc("GET /metrics", metrics)
 	}
 	m.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+	m.HandleFunc("GET /v1/whoami", s.authenticated(onlyParams(s.whoami)))
 
 	m.HandleFunc("POST /v1/events", s.require(ScopeEventsWrite, onlyParams(s.postEvents)))
 	m.HandleFunc("POST /v1/events:explain", s.require(ScopeRulesRead, onlyParams(s.explainEvent, "rule")))
