@@ -3,8 +3,11 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
 // ruleRoutes are a rule's screens: add, edit, duplicate, delete, test.
@@ -28,12 +31,12 @@ func (c *Console) ruleRoutes(m *http.ServeMux) {
 // ruleAPI is the API path of rule name, with rest appended.
 func ruleAPI(name, rest string) string { return "/v1/rules/" + url.PathEscape(name) + rest }
 
-// canWriteRules reports whether the token may change rules: the API
-// answers an empty validation with 400 when it may, 403 when not (and
-// changes nothing either way).
+// canWriteRules reports whether the token holds rules:write (GET
+// /v1/whoami); when the API cannot say, the page is read-only.
 func (x *exchange) canWriteRules() bool {
-	a := x.call(http.MethodPost, "/v1/rules:validate", "")
-	return a.Status != http.StatusForbidden && a.Status != http.StatusUnauthorized
+	var me httpapi.WhoAmI
+	a := x.call(http.MethodGet, "/v1/whoami", nil)
+	return a.OK() && a.decode(&me) == nil && slices.Contains(me.Scopes, httpapi.ScopeRulesWrite)
 }
 
 // ruleEditor is the editor of a rule's YAML: a rule's page, or the Add
