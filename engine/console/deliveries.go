@@ -239,7 +239,9 @@ func (c *Console) deliveryPage(x *exchange) {
 	if !ok {
 		return
 	}
-	x.render(http.StatusOK, "delivery", map[string]any{"Row": newDeliveryRow(d.Delivery), "Detail": newDeliveryDetail(d)})
+	detail := newDeliveryDetail(d)
+	x.eventTimes(&detail)
+	x.render(http.StatusOK, "delivery", map[string]any{"Row": newDeliveryRow(d.Delivery), "Detail": detail})
 }
 
 // deliveryAttempts is a delivery's expanded row: the payload and every
@@ -249,7 +251,9 @@ func (c *Console) deliveryAttempts(x *exchange) {
 	if !ok {
 		return
 	}
-	x.render(http.StatusOK, "dlv-detail", newDeliveryDetail(d))
+	detail := newDeliveryDetail(d)
+	x.eventTimes(&detail)
+	x.render(http.StatusOK, "dlv-detail", detail)
 }
 
 // deliveryRetry makes the delivery due now; a running one is refused by
@@ -363,6 +367,25 @@ type attemptView struct {
 type deliveryDetail struct {
 	D        engine.Delivery
 	Attempts []attemptView // newest first
+	// When the event happened in the ERP and when erpflow received it
+	// (the job-management page's Date/Time: "the date/time the event was
+	// created"); zero when the event is no longer stored.
+	EventAt, ReceivedAt time.Time
+}
+
+// eventTimes fills in the times of d's event (GET /v1/events/{id}): one
+// call per expanded row, none for the list.
+func (x *exchange) eventTimes(d *deliveryDetail) {
+	var ev struct {
+		Event struct {
+			OccurredAt time.Time `json:"occurred_at"`
+		} `json:"event"`
+		ReceivedAt time.Time `json:"received_at"`
+	}
+	a := x.call(http.MethodGet, "/v1/events/"+url.PathEscape(d.D.EventID)+"?"+url.Values{"tenant": {d.D.Tenant}}.Encode(), nil)
+	if a.OK() && a.decode(&ev) == nil {
+		d.EventAt, d.ReceivedAt = ev.Event.OccurredAt, ev.ReceivedAt
+	}
 }
 
 func newDeliveryDetail(d *deliveryAnswer) deliveryDetail {

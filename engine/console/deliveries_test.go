@@ -112,7 +112,7 @@ func TestJobManagementFlow(t *testing.T) {
 		b.open(s.URL, "/ui/deliveries")
 		b.waitText("#live-status", "Live")
 		ids := s.emit("", map[string]any{"id": "SHP-1001", "entity": "Order", "entity_id": "O-77", "event": "shipped",
-			"data": map[string]any{"number": "O-77", "carrier": "DHL"}})
+			"occurred_at": "2026-03-01T09:00:00Z", "data": map[string]any{"number": "O-77", "carrier": "DHL"}})
 		if len(ids) != 1 {
 			t.Fatalf("the event made %d deliveries, want 1", len(ids))
 		}
@@ -135,6 +135,8 @@ func TestJobManagementFlow(t *testing.T) {
 		b.waitText(det+" .resp-body", `{"received":true,"status":200}`)
 		b.waitText(det+" .payload", rcv.URL+"/hooks/shipped")
 		b.waitText(det+" .req-body", `"carrier": "DHL"`)
+		// The job-management page's Date/Time: when the event was created.
+		b.waitText(det+" .event-time", "Event SHP-1001 created 2026-03-01 09:00:00Z, received ")
 		text := eval[string](b, fmt.Sprintf(`document.querySelector('%s .req-headers').innerText`, det))
 		if !strings.Contains(strings.ToLower(text), "webhook-signature") {
 			t.Errorf("request headers do not show webhook-signature:\n%s", text)
