@@ -79,10 +79,16 @@ func (spec Spec) environ(host []string) []string {
 	return env
 }
 
+// ReservedEnv reports whether name is a variable the plugin handshake
+// sets (ERPFLOW_PLUGIN, PLUGIN_*), which Spec.Env may not set.
+func ReservedEnv(name string) bool {
+	return name == Handshake.MagicCookieKey || strings.HasPrefix(name, "PLUGIN_")
+}
+
 // checkEnv checks the names of Env.
 func (spec Spec) checkEnv() error {
 	for name := range spec.Env {
-		if !envName.MatchString(name) || name == Handshake.MagicCookieKey || strings.HasPrefix(name, "PLUGIN_") {
+		if !envName.MatchString(name) || ReservedEnv(name) {
 			return fmt.Errorf("env: %q is not a variable a plugin may be given (letters, digits and _, not %s or PLUGIN_*, which the handshake sets)", name, Handshake.MagicCookieKey)
 		}
 	}
@@ -373,29 +379,8 @@ type instance struct {
 	idle  chan struct{}
 }
 
-// killGroupAfter is how long kill lets go-plugin end the process (it
-// asks, then kills it after 2 s) before it kills the process group.
-const killGroupAfter = 2500 * time.Millisecond
-
-// kill ends the process (go-plugin asks it to stop, then kills it) and
-// what is left of its process group: the processes it started. go-plugin
-// reaps the process only once its stdout and stderr are closed, so a
-// child that inherited them would keep Kill waiting for ever: the group
-// is killed once Kill has returned or, at the latest, killGroupAfter.
-// Until the process is reaped its pid, the group's id, cannot be reused.
-func (inst *instance) kill() {
-	done := make(chan struct{})
-	go func() { inst.client.Kill(); close(done) }()
-	t := time.NewTimer(killGroupAfter)
-	defer t.Stop()
-	select {
-	case <-done:
-		_ = glue.KillGroup(inst.pid)
-	case <-t.C:
-		_ = glue.KillGroup(inst.pid)
-		<-done
-	}
-}
+// kill ends the process and the processes it started (glue.Kill).
+func (inst *instance) kill() { glue.Kill(inst.client, inst.pid, true) }
 
 func (p *proc) errorf(err error) *Error {
 	return &Error{Plugin: p.spec.Name, Path: p.spec.Path, Err: err}

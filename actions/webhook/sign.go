@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -32,6 +33,16 @@ var (
 )
 
 const secretPrefix = "whsec_"
+
+// NewSecret returns a fresh signing secret: "whsec_" and 32 random bytes
+// in base64 (the specification allows 24 to 64).
+func NewSecret() (string, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	return secretPrefix + base64.StdEncoding.EncodeToString(key), nil
+}
 
 // ParseSecret decodes a Standard Webhooks secret "whsec_<base64>" into the
 // HMAC key (24 to 64 bytes, as the specification requires).

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,20 +9,12 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/erpflow/erpflow/actions/webhook"
 )
 
 func init() {
 	commandBuilders = append(commandBuilders, newInitCmd, newSecretCmd)
-}
-
-// newSecret returns a fresh Standard Webhooks signing secret: "whsec_" and
-// 32 random bytes in base64 (the specification allows 24 to 64).
-func newSecret() (string, error) {
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return "", err
-	}
-	return "whsec_" + base64.StdEncoding.EncodeToString(key), nil
 }
 
 func newSecretCmd() *cobra.Command {
@@ -36,7 +26,7 @@ in base64. Give it to the receiver and put it in a rule's secret: key (or
 better, in an environment variable the rule reads as ${NAME}).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := newSecret()
+			s, err := webhook.NewSecret()
 			if err != nil {
 				return err
 			}
@@ -65,7 +55,7 @@ Existing files are left alone unless --force is given.`,
 			if len(args) == 1 {
 				dir = args[0]
 			}
-			secret, err := newSecret()
+			secret, err := webhook.NewSecret()
 			if err != nil {
 				return err
 			}

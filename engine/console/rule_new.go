@@ -2,8 +2,6 @@ package console
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine/httpapi"
 )
 
@@ -161,23 +160,13 @@ func (c *Console) ruleNewForm(x *exchange, f newRuleForm, next bool) {
 	secret := ""
 	if f.Sign {
 		var err error
-		if secret, err = newSigningSecret(); err != nil {
+		if secret, err = webhook.NewSecret(); err != nil {
 			x.render(http.StatusOK, "rule-new", f)
 			return
 		}
 	}
 	x.render(http.StatusOK, "rule-edit", ruleEditor{New: true, CanWrite: true, Rule: ruleView{Name: f.Name},
 		Source: ruleSkeleton(f, secret), NewSecret: secret != "", NewEnabled: f.Enabled})
-}
-
-// newSigningSecret is a fresh Standard Webhooks secret: "whsec_" and 32
-// random bytes in base64, as `erpflow secret` prints.
-func newSigningSecret() (string, error) {
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return "", err
-	}
-	return "whsec_" + base64.StdEncoding.EncodeToString(key), nil
 }
 
 // ruleSkeleton is the YAML of the webhook rule the Add screen describes.

@@ -106,10 +106,11 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 	}
 	client := goplugin.NewClient(cfg)
 	kill := func() {
-		client.Kill()
-		if l.OwnGroup && l.Cmd.Process != nil {
-			_ = KillGroup(l.Cmd.Process.Pid)
+		pid := 0
+		if l.Cmd.Process != nil {
+			pid = l.Cmd.Process.Pid
 		}
+		Kill(client, pid, l.OwnGroup)
 	}
 	rpcClient, err := client.Client()
 	if err != nil {
@@ -122,6 +123,34 @@ func Start(l Launch) (*goplugin.Client, any, error) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
 	return client, raw, nil
+}
+
+// killGroupAfter is how long Kill lets go-plugin end the process (it
+// asks, then kills it after 2 s) before it kills the process group.
+const killGroupAfter = 2500 * time.Millisecond
+
+// Kill ends a process Start started: go-plugin asks it to stop, then kills
+// it; with group (Launch.OwnGroup), what is left of its process group
+// (the processes it started) is killed too. go-plugin reaps the process
+// only once its stdout and stderr are closed, so a child that inherited
+// them would keep client.Kill waiting for ever: the group is killed once
+// that returns or, at the latest, killGroupAfter. Until the process is
+// reaped its pid, the group's id, cannot be reused.
+func Kill(client *goplugin.Client, pid int, group bool) {
+	if !group {
+		client.Kill()
+		return
+	}
+	done := make(chan struct{})
+	go func() { client.Kill(); close(done) }()
+	t := time.NewTimer(killGroupAfter)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	_ = KillGroup(pid)
+	<-done
 }
 
 // ParseChecksum reads a configured hex SHA-256; "" means not checked.

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/erpflow/erpflow/engine/httpapi"
+	"github.com/erpflow/erpflow/plugin"
 )
 
 // Scopes a token may hold: the HTTP API's (package httpapi).
@@ -622,7 +623,7 @@ func (d *decoder) pluginEnv(n *yaml.Node, path string) map[string]string {
 		switch _, dup := env[k.Value]; {
 		case !envNameRE.MatchString(k.Value):
 			d.errf(k, kp, "must be an environment variable name (letters, digits and _, not starting with a digit)")
-		case k.Value == "ERPFLOW_PLUGIN" || strings.HasPrefix(k.Value, "PLUGIN_"):
+		case plugin.ReservedEnv(k.Value):
 			d.errf(k, kp, "is set by erpflow for the plugin handshake")
 		case dup:
 			d.errf(k, kp, "duplicate key")
@@ -991,11 +992,7 @@ func (d *decoder) tokens(n *yaml.Node, c *Config) {
 			d.errf(at, join(path, "scopes"), "at least one scope is required (known: %s)", strings.Join(AllScopes, ", "))
 		}
 		if t.Tenant != "" && t.HasScope(ScopeMetricsRead) {
-			at := e
-			if scopesNode != nil {
-				at = scopesNode
-			}
-			d.errf(at, join(path, "scopes"), "metrics:read is for tokens not bound to a tenant: /metrics covers every tenant (a tenant's own figures: GET /v1/status and /v1/activity)")
+			d.errf(scopesNode, join(path, "scopes"), "metrics:read is for tokens not bound to a tenant: /metrics covers every tenant (a tenant's own figures: GET /v1/status and /v1/activity)")
 		}
 		c.Tokens = append(c.Tokens, t)
 	})
