@@ -81,7 +81,7 @@ func (d *slotState) end(started time.Time, took time.Duration) {
 
 // sendBack is a job going back to the store, due after delay.
 type sendBack struct {
-	id    string
+	claim claimRef
 	delay time.Duration
 	at    time.Time // when set, due exactly then (a paused destination's probe time) instead of after delay
 	dest  string    // with at: the paused destination it waits for; due now instead if it resumed meanwhile
@@ -168,7 +168,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 			if paused {
 				pausedDest = j.dest
 			}
-			r.queueBackAt(j.d.ID, pausedDest, at)
+			r.queueBackAt(&j.d, pausedDest, at)
 			r.done(1)
 			return time.Time{}, false
 		}
@@ -176,7 +176,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 	r.fmu.Lock()
 	if r.fclosed {
 		r.fmu.Unlock()
-		r.giveBack(j.d.ID)
+		r.giveBack(&j.d)
 		return time.Time{}, false
 	}
 	s := r.blocker(&j, now)
@@ -194,7 +194,7 @@ func (r *runner) park(s *slotState, j job, now time.Time) {
 	bound := r.reclassify(s, lim, now)
 	switch {
 	case len(s.parked) >= bound:
-		r.queueBack(j.d.ID, s.deferDelay(lim, now))
+		r.queueBack(&j.d, s.deferDelay(lim, now))
 		r.done(1)
 	case s.counted:
 		s.parked = append(s.parked, j)
@@ -203,7 +203,7 @@ func (r *runner) park(s *slotState, j job, now time.Time) {
 		r.uncounted++
 		r.done(1) // waits outside inflight
 	default:
-		r.queueBack(j.d.ID, s.deferDelay(lim, now))
+		r.queueBack(&j.d, s.deferDelay(lim, now))
 		r.done(1)
 	}
 }
@@ -273,7 +273,7 @@ func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
 		case b == nil && r.e.dests.waitsForProbe(j.dest, j.d.ID):
 			// Paused while it waited here: it waits for the probe.
 			r.unstart(&j, now)
-			r.queueBackAt(j.d.ID, j.dest, r.e.dests.probeTime(j.dest))
+			r.queueBackAt(&j.d, j.dest, r.e.dests.probeTime(j.dest))
 			r.done(1)
 		case time.Since(j.claimedAt) > r.e.cfg.Lease/2:
 			// Parked so long that too little of its lease is left to
@@ -281,7 +281,7 @@ func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
 			if b == nil {
 				r.unstart(&j, now)
 			}
-			r.queueBack(j.d.ID, 0)
+			r.queueBack(&j.d, 0)
 			r.done(1)
 		case b != nil:
 			r.park(b, j, now)
@@ -360,7 +360,7 @@ func (r *runner) reclassify(d *slotState, lim int, now time.Time) int {
 	if n := len(d.parked); n > bound {
 		delay := d.deferDelay(lim, now)
 		for i := bound; i < n; i++ {
-			r.queueBack(d.parked[i].d.ID, delay)
+			r.queueBack(&d.parked[i].d, delay)
 			d.parked[i] = job{}
 		}
 		d.parked = d.parked[:bound]
@@ -411,14 +411,14 @@ func (r *runner) refresh() {
 
 // queueBack hands id to the releaser. The queue holds at most every job
 // in memory, so it does not block for long.
-func (r *runner) queueBack(id string, delay time.Duration) {
-	r.backs <- sendBack{id: id, delay: delay}
+func (r *runner) queueBack(d *Delivery, delay time.Duration) {
+	r.backs <- sendBack{claim: refOf(d), delay: delay}
 }
 
 // queueBackAt is queueBack due at at; dest is the paused destination it
 // waits for, if any.
-func (r *runner) queueBackAt(id, dest string, at time.Time) {
-	r.backs <- sendBack{id: id, at: at, dest: dest}
+func (r *runner) queueBackAt(d *Delivery, dest string, at time.Time) {
+	r.backs <- sendBack{claim: refOf(d), at: at, dest: dest}
 }
 
 // parkedJobs empties every FIFO, and the jobs ready for a worker, and
@@ -489,7 +489,7 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		at   time.Time
 		dest string // a paused destination's, "" for none
 	}
-	byTime := map[waitKey][]string{}
+	byTime := map[waitKey][]claimRef{}
 	var wakes []string
 	for _, b := range bs {
 		if b.wakeDest != "" {
@@ -503,7 +503,7 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		case k.dest != "" && !e.dests.isPaused(k.dest):
 			k = waitKey{at: now} // resumed since the job was sent back
 		}
-		byTime[k] = append(byTime[k], b.id)
+		byTime[k] = append(byTime[k], b.claim)
 	}
 	defer func() {
 		switch {
@@ -515,8 +515,17 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		}
 	}()
 	ds, _ := e.store.(DestinationStore)
-	for k, ids := range byTime {
+	for k, refs := range byTime {
 		at := k.at
+		ids := make([]string, len(refs))
+		for i := range refs {
+			ids[i] = refs[i].id
+		}
+		// No longer this process's once released (or, should the release
+		// fail, once their leases end). Unheld first: released, one may be
+		// claimed again at once, and this claim's end must not end the
+		// renewal of that one's.
+		r.unhold(refs...)
 		var err error
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
@@ -531,9 +540,6 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 			}
 			time.Sleep(minBackoff << try)
 		}
-		// No longer this process's: released, or (should the release
-		// have failed) left for its lease to end.
-		r.unhold(ids...)
 		if err != nil {
 			// The leases expire and the deliveries are claimed again.
 			e.log.Error("erpflow: returning deliveries of a saturated destination to the queue failed; they run again after their lease", "count", len(ids), "err", err)

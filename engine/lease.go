@@ -33,22 +33,44 @@ func attemptTimeout(cfg actions.Config) time.Duration {
 	return defaultAttemptTimeout + attemptMargin
 }
 
-// hold records that this process holds delivery id: its lease is renewed
+// A claimRef names one claim of a delivery: its id and the attempt number
+// the claim counted. A delivery whose lease lapsed may be claimed again
+// while an earlier claim of it still runs here; the number tells the
+// claims apart.
+type claimRef struct {
+	id string
+	n  int
+}
+
+func refOf(d *Delivery) claimRef { return claimRef{id: d.ID, n: d.Attempts} }
+
+// hold records that this process holds the claim c: its lease is renewed
 // until unhold.
-func (r *runner) hold(id string) {
+func (r *runner) hold(c claimRef) {
 	r.leaseMu.Lock()
-	r.held[id] = struct{}{}
+	r.held[c.id] = c.n
 	r.leaseMu.Unlock()
 }
 
-// unhold ends the renewal of the leases of ids: their attempts were
-// recorded, or they were given back or dropped.
-func (r *runner) unhold(ids ...string) {
+// unhold ends the renewal of the leases of cs: their attempts were
+// recorded, or they were given back or dropped. A delivery held under a
+// later claim (claimed again after its lease lapsed) stays held.
+func (r *runner) unhold(cs ...claimRef) {
 	r.leaseMu.Lock()
-	for _, id := range ids {
-		delete(r.held, id)
+	for _, c := range cs {
+		if n, ok := r.held[c.id]; ok && n == c.n {
+			delete(r.held, c.id)
+		}
 	}
 	r.leaseMu.Unlock()
+}
+
+// heldAs returns the attempt number under which this process holds id.
+func (r *runner) heldAs(id string) (int, bool) {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	n, ok := r.held[id]
+	return n, ok
 }
 
 // leaseHeld reports whether the lease of j is surely still this

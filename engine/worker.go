@@ -98,8 +98,8 @@ type runner struct {
 
 	// Lease renewal (lease.go).
 	leaseMu   sync.Mutex
-	held      map[string]struct{} // deliveries this process holds
-	renewed   atomic.Int64        // wall clock (ns) when the latest successful renewal began
+	held      map[string]int // deliveries this process holds: the attempt number of the claim
+	renewed   atomic.Int64   // wall clock (ns) when the latest successful renewal began
 	renewQuit chan struct{}
 	renewDone chan struct{}
 
@@ -134,7 +134,7 @@ func newRunner(e *Engine) *runner {
 		claimDone:  make(chan struct{}),
 		compQuit:   make(chan struct{}),
 		compDone:   make(chan struct{}),
-		held:       make(map[string]struct{}),
+		held:       make(map[string]int),
 		renewQuit:  make(chan struct{}),
 		renewDone:  make(chan struct{}),
 		dests:      map[string]*slotState{},
@@ -295,7 +295,10 @@ func (r *runner) claimLoop() {
 			if len(ds) > 0 {
 				at := time.Now()
 				for _, d := range ds {
-					r.hold(d.ID)
+					if r.stillRunning(&d) {
+						continue
+					}
+					r.hold(refOf(&d))
 					r.jobs <- job{d: d, claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
@@ -332,6 +335,47 @@ func (r *runner) claimLoop() {
 	}
 }
 
+// stillRunning handles a claim of a delivery this process still holds
+// under the claim before: renewals failed past its lease (the database
+// was out of reach, or the process stalled), and the claim took it again
+// while its attempt runs or waits here. Running it again would send it
+// twice at once, and the earlier attempt's record would be refused (its
+// attempt number is no longer the delivery's). Instead the new claim's
+// count is undone and the earlier attempt goes on under the new lease; it
+// reports true then. The same claim also follows an attempt recorded a
+// moment ago (a retry due at once, claimed before its record's end
+// unheld it): the store finds that attempt's record and undoes nothing,
+// and the claim runs.
+func (r *runner) stillRunning(d *Delivery) bool {
+	n, ok := r.heldAs(d.ID)
+	if !ok || n != d.Attempts-1 {
+		// Not held, or held under an older claim that another process's
+		// attempts have since passed: that one is stale, this one runs.
+		return false
+	}
+	e := r.e
+	u, ok := e.store.(ClaimUndoer)
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+	undone, err := u.UndoClaim(ctx, e.cfg.Owner, d.ID, d.Attempts)
+	cancel()
+	if err != nil {
+		// Run it: should the earlier attempt still run, its record is
+		// refused and the delivery is sent twice (at least once).
+		e.log.Error("erpflow: checking a claim of a delivery this process held failed; running it", "delivery", d.ID, "err", err)
+		return false
+	}
+	if !undone {
+		return false
+	}
+	e.log.Warn("erpflow: claimed a delivery this process still runs (its lease lapsed); kept the running attempt", "delivery", d.ID, "attempt", n)
+	r.claimed.Add(-1)
+	r.done(1)
+	return true
+}
+
 func nextBackoff(cur, limit time.Duration) time.Duration {
 	if cur <= 0 {
 		return minBackoff
@@ -363,7 +407,7 @@ func (r *runner) worker() {
 		case rj := <-r.ready: // admitted already
 			j, started, ok = rj.j, rj.started, true
 			if r.stopping.Load() {
-				r.giveBack(j.d.ID)
+				r.giveBack(&j.d)
 				continue
 			}
 		case j, ok = <-r.jobs:
@@ -375,7 +419,7 @@ func (r *runner) worker() {
 			}
 			r.queueWait.Store(int64(time.Since(j.claimedAt)))
 			if r.stopping.Load() {
-				r.giveBack(j.d.ID)
+				r.giveBack(&j.d)
 				continue
 			}
 			// A job whose destination or tenant is saturated waits parked
@@ -413,19 +457,19 @@ func (r *runner) attempt(j job) (res result, ran bool) {
 		// Renewals failed so long that the lease is (nearly) over: it
 		// may be claimed again already. Leave it to that claim.
 		r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
-		r.unhold(j.d.ID)
+		r.unhold(refOf(&j.d))
 		r.done(1)
 		return result{}, false
 	}
 	c, end := r.e.execute(r.execCtx, &j.d, j.dest)
 	switch {
 	case end.interrupted:
-		r.giveBack(j.d.ID)
+		r.giveBack(&j.d)
 		return result{}, false
 	case end.unavailable:
 		// Not an attempt: back to the queue, its count undone by the
 		// release, with no attempt record.
-		r.queueBack(j.d.ID, end.after)
+		r.queueBack(&j.d, end.after)
 		r.done(1)
 		return result{}, false
 	}
@@ -547,7 +591,7 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		// chain's head (see HeadPreclaimer).
 		for j := range res[i].Deliveries {
 			if d := res[i].Deliveries[j]; d.State == StateRunning && d.LeaseOwner == r.e.cfg.Owner {
-				r.hold(d.ID)
+				r.hold(refOf(&d))
 				r.jobs <- job{d: d, claimedAt: at}
 				sent++
 			}
@@ -559,12 +603,12 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 }
 
 // giveBack marks a claimed delivery for release at stop.
-func (r *runner) giveBack(id string) {
+func (r *runner) giveBack(d *Delivery) {
 	// Renewing stops: should stopping take long, another process may run
 	// it (the release at the end of stop is fenced on the lease).
-	r.unhold(id)
+	r.unhold(refOf(d))
 	r.mu.Lock()
-	r.release = append(r.release, id)
+	r.release = append(r.release, d.ID)
 	r.mu.Unlock()
 	r.done(1)
 }
@@ -653,11 +697,11 @@ func (r *runner) flushing(rs []result, split bool) bool {
 	}
 	// Held until recorded (or given up): the lease covers the retries.
 	defer func() {
-		ids := make([]string, len(cs))
-		for i := range cs {
-			ids[i] = cs[i].ID
+		refs := make([]claimRef, len(rs))
+		for i := range rs {
+			refs[i] = refOf(&rs[i].d)
 		}
-		r.unhold(ids...)
+		r.unhold(refs...)
 	}()
 	backoff := time.Duration(0)
 	for failures := 1; ; failures++ {
@@ -784,7 +828,7 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 	}
 	at := time.Now()
 	for _, d := range got {
-		r.hold(d.ID)
+		r.hold(refOf(&d))
 		r.jobs <- job{d: d, claimedAt: at} // never blocks: reserved
 	}
 	if reserved > len(got) {

@@ -3,6 +3,9 @@ package enginetest
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,16 +66,108 @@ func TestLongAttemptKeepsLease(t *testing.T) {
 			return !d.LockedUntil.Before(first.LockedUntil.Add(3 * lease))
 		})
 		close(release)
-		d := waitDelivery(t, st, id, "succeeded", func(d engine.Delivery) bool { return d.State != engine.StateRunning })
-		_, atts, err := st.GetDelivery(context.Background(), id)
-		if err != nil {
+		succeededOnce(t, st, rv, id)
+	})
+}
+
+// TestLapsedLeaseKeepsRunningAttempt: when a delivery's lease lapses
+// while its attempt still runs here (renewals failed: the database was
+// out of reach, or the process stalled; here the clock jumps past the
+// lease between two renewals), the engine's own claim takes it again. It
+// must not send it a second time beside the running attempt, and that
+// attempt's result must still be recorded: the claim's count is undone
+// and the attempt goes on under the new lease.
+func TestLapsedLeaseKeepsRunningAttempt(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		release := make(chan struct{})
+		arrived := make(chan string, 1)
+		rv.block, rv.notify = release, arrived
+		clock := newClock()
+		var logs lockedBuffer
+		// An hour's lease: the real-time renewal (every 20 minutes) does
+		// not come during the test, so the jump below lapses it.
+		const lease = time.Hour
+		e := newEngine(t, st, parseRules(t, "rules:"+hookRule("slow", rv.URL, "none")), engine.Config{
+			Lease: lease, Workers: 2, Owner: "a", Now: clock.Now,
+			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if _, err := e.Emit(context.Background(), order("lapsed")); err != nil {
 			t.Fatal(err)
 		}
-		if d.State != engine.StateSucceeded || d.Attempts != 1 || len(atts) != 1 || atts[0].Code != 200 {
-			t.Fatalf("delivery %s at attempt %d (%s), attempts %+v: want succeeded at the first", d.State, d.Attempts, d.LastError, atts)
+		var id string
+		select {
+		case id = <-arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the webhook never arrived")
 		}
-		if n := rv.count(id); n != 1 {
-			t.Fatalf("the receiver got the delivery %d times, want once", n)
+		clock.Set(clock.Now().Add(lease + time.Minute))
+		waitFor(t, 30*time.Second, "the claim of the running delivery to be undone", func() bool {
+			if n := rv.total.Load(); n > 1 {
+				t.Fatalf("the receiver got %d requests while the first attempt ran, want 1", n)
+			}
+			return strings.Contains(logs.String(), "kept the running attempt")
+		})
+		if d, _, err := st.GetDelivery(context.Background(), id); err != nil || d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "a" {
+			t.Fatalf("after the claim was undone: %+v, %v; want running at attempt 1 under a", d, err)
+		}
+		close(release)
+		succeededOnce(t, st, rv, id)
+	})
+}
+
+// TestImmediateRetryAfterRecordRuns: a retry due at once may be claimed
+// again before the process has finished with the attempt just recorded
+// (it still holds that claim for a moment). That claim is a new attempt,
+// not a lapsed lease of a running one: it must run at once, not wait for
+// a lease (an hour here) to end. Many deliveries retried at once make the
+// moment likely.
+func TestImmediateRetryAfterRecordRuns(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		rv.status = func(id string, n int) int {
+			if n < 4 {
+				return 503
+			}
+			return 200
+		}
+		e := newEngine(t, st, parseRules(t, "rules:"+hookRule("flaky", rv.URL, "{schedule: [1ms, 1ms, 1ms, 1ms]}")),
+			engine.Config{Lease: time.Hour, Workers: 8})
+		const events = 60
+		for i := range events {
+			if _, err := e.Emit(context.Background(), order(fmt.Sprint("r", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "every delivery to succeed at its fourth attempt", func() bool {
+			return len(allDeliveries(t, st, engine.DeliveryFilter{States: []engine.State{engine.StateSucceeded}})) == events
+		})
+		for _, d := range allDeliveries(t, st, engine.DeliveryFilter{}) {
+			if d.Attempts != 4 {
+				t.Errorf("delivery %s succeeded at attempt %d, want 4", d.ID, d.Attempts)
+			}
+			if n := rv.count(d.ID); n != 4 {
+				t.Errorf("delivery %s reached the receiver %d times, want 4", d.ID, n)
+			}
 		}
 	})
+}
+
+// succeededOnce waits for delivery id to end and checks that it succeeded
+// at its first attempt, one request, one attempt record.
+func succeededOnce(t *testing.T, st engine.Store, rv *receiver, id string) {
+	t.Helper()
+	d := waitDelivery(t, st, id, "succeeded", func(d engine.Delivery) bool { return d.State != engine.StateRunning })
+	_, atts, err := st.GetDelivery(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != engine.StateSucceeded || d.Attempts != 1 || len(atts) != 1 || atts[0].Code != 200 {
+		t.Fatalf("delivery %s at attempt %d (%s), attempts %+v: want succeeded at the first", d.State, d.Attempts, d.LastError, atts)
+	}
+	if n := rv.count(id); n != 1 {
+		t.Fatalf("the receiver got the delivery %d times, want once", n)
+	}
 }

@@ -969,6 +969,25 @@ func (c *Core) release(ctx context.Context, tx *Tx, owner string, ids []string, 
 	return err
 }
 
+// UndoClaim implements engine.ClaimUndoer.
+func (c *Core) UndoClaim(ctx context.Context, owner, id string, n int) (bool, error) {
+	var r sql.Result
+	err := c.Retry(ctx, func() (err error) {
+		r, err = c.W.ExecContext(ctx, c.Q(`UPDATE deliveries SET attempts = attempts - 1
+			WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?
+			AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ? AND n = ?)`), id, owner, n, id, n-1)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("undo claim: %w", err)
+	}
+	k, err := r.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("undo claim: %w", err)
+	}
+	return k == 1, nil
+}
+
 // Renew implements engine.Queue: one UPDATE per chunk of ids (one in
 // practice: a runner holds far fewer deliveries than a statement takes).
 func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time.Time) (int, error) {
