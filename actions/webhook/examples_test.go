@@ -248,6 +248,38 @@ func TestExamplesEndToEnd(t *testing.T) {
 			t.Errorf("envelope keys %v", keys)
 		}
 	})
+	// The example's comment shows how to send Venio's fixed "employee
+	// code of user who created the webhook" instead of the actor: the
+	// lines it shows, in place of body: envelope, must work as written.
+	t.Run("gofive-venio fixed modifiedBy", func(t *testing.T) {
+		src, err := os.ReadFile(filepath.Join(root, "rules", "gofive-venio.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var shown []string
+		for _, l := range strings.Split(string(src), "\n") {
+			if strings.HasPrefix(l, "#   ") {
+				shown = append(shown, "        "+strings.TrimPrefix(l, "#   "))
+			}
+		}
+		if len(shown) < 2 || !strings.Contains(string(src), "        body: envelope\n") {
+			t.Fatalf("the example no longer shows the template variant: %q", shown)
+		}
+		variant := strings.Replace(string(src), "        body: envelope\n", strings.Join(shown, "\n")+"\n", 1)
+		rule, rq := only(t, deliverSource(t, "gofive-venio", []byte(variant)))
+		var env map[string]json.RawMessage
+		if err := json.Unmarshal(rq.Body, &env); err != nil {
+			t.Fatalf("%v: %s", err, rq.Body)
+		}
+		for k, want := range map[string]string{"webhookName": `"` + rule + `"`, "topic": `"Customer"`, "event": `"Merge"`, "modifiedBy": `"E042"`} {
+			if string(env[k]) != want {
+				t.Errorf("%s = %s, want %s", k, env[k], want)
+			}
+		}
+		if !bytes.Equal(env["data"], eventData(t, "gofive-venio")) {
+			t.Errorf("data %s", env["data"])
+		}
+	})
 	t.Run("job-management", func(t *testing.T) {
 		_, rq := only(t, deliverExample(t, "job-management"))
 		want := "Basic " + base64.StdEncoding.EncodeToString([]byte("jobs-hook:s3cret!"))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -49,7 +50,10 @@ func TestAddScreenWebhookForm(t *testing.T) {
 	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		tokens := append(tenantTokens(), httpapi.Token{Name: "admin", Token: adminToken, Scopes: httpapi.AllScopes})
-		s := newStack(t, k.open(t), stackOpts{tokens: tokens, catalogPaths: []string{writeJobCatalog(t)}})
+		// Every log line, debug included, to check that no secret is in one.
+		var logs syncBuffer
+		log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		s := newStack(t, k.open(t), stackOpts{tokens: tokens, catalogPaths: []string{writeJobCatalog(t)}, logger: log})
 		rcv := newReceiver(t)
 		const password = "pa ss${HOME}:\"w0rd"
 
@@ -135,7 +139,6 @@ func TestAddScreenWebhookForm(t *testing.T) {
 		if j, _ := json.Marshal(detail); bytes.Contains(j, []byte("w0rd")) || bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString([]byte("erp:pa"))[:8])) || bytes.Contains(j, []byte(secret)) {
 			t.Fatalf("the delivery's record holds a secret: %s", j)
 		}
-
 		// Ongoing WMS's "Enabled" tick: the rule is created enabled. A link
 		// may fill the form, not tick it.
 		b.open(s.URL, "/ui/rules:new?"+url.Values{"entity": {"Job"}, "event": {"Created"}, "name": {"job-live"}, "url": {rcv.URL + "/live"},
@@ -178,6 +181,18 @@ func TestAddScreenWebhookForm(t *testing.T) {
 		}
 		if code := s.do("GET", "/v1/rules/globex-hook", acmeToken, nil, nil); code != 404 {
 			t.Fatalf("acme sees globex's rule (GET answered %d)", code)
+		}
+
+		// The form's posts were logged (so the check sees them), and no
+		// log line holds the password, the Basic credentials, the signing
+		// secret or a token.
+		if !strings.Contains(logs.String(), `"method":"POST","path":"/ui/rules:new"`) {
+			t.Fatalf("the Add form's post was not logged, so the log check sees nothing:\n%s", logs.String())
+		}
+		for _, v := range []string{"w0rd", base64.StdEncoding.EncodeToString([]byte("erp:pa"))[:8], secret, strings.TrimPrefix(secret, "whsec_"), adminToken, acmeToken, globexToken} {
+			if strings.Contains(logs.String(), v) {
+				t.Fatalf("a log line holds the secret %q:\n%s", v, logs.String())
+			}
 		}
 	})
 }
