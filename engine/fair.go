@@ -168,7 +168,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 			if paused {
 				pausedDest = j.dest
 			}
-			r.queueBackAt(&j.d, pausedDest, at)
+			r.queueBackAt(j.ref, pausedDest, at)
 			r.done(1)
 			return time.Time{}, false
 		}
@@ -176,7 +176,7 @@ func (r *runner) admit(j job) (time.Time, bool) {
 	r.fmu.Lock()
 	if r.fclosed {
 		r.fmu.Unlock()
-		r.giveBack(&j.d)
+		r.giveBack(j.ref)
 		return time.Time{}, false
 	}
 	s := r.blocker(&j, now)
@@ -194,7 +194,7 @@ func (r *runner) park(s *slotState, j job, now time.Time) {
 	bound := r.reclassify(s, lim, now)
 	switch {
 	case len(s.parked) >= bound:
-		r.queueBack(&j.d, s.deferDelay(lim, now))
+		r.queueBack(j.ref, s.deferDelay(lim, now))
 		r.done(1)
 	case s.counted:
 		s.parked = append(s.parked, j)
@@ -203,7 +203,7 @@ func (r *runner) park(s *slotState, j job, now time.Time) {
 		r.uncounted++
 		r.done(1) // waits outside inflight
 	default:
-		r.queueBack(&j.d, s.deferDelay(lim, now))
+		r.queueBack(j.ref, s.deferDelay(lim, now))
 		r.done(1)
 	}
 }
@@ -273,7 +273,7 @@ func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
 		case b == nil && r.e.dests.waitsForProbe(j.dest, j.d.ID):
 			// Paused while it waited here: it waits for the probe.
 			r.unstart(&j, now)
-			r.queueBackAt(&j.d, j.dest, r.e.dests.probeTime(j.dest))
+			r.queueBackAt(j.ref, j.dest, r.e.dests.probeTime(j.dest))
 			r.done(1)
 		case time.Since(j.claimedAt) > r.e.cfg.Lease/2:
 			// Parked so long that too little of its lease is left to
@@ -281,7 +281,7 @@ func (r *runner) unpark(s *slotState, now time.Time) (job, bool) {
 			if b == nil {
 				r.unstart(&j, now)
 			}
-			r.queueBack(&j.d, 0)
+			r.queueBack(j.ref, 0)
 			r.done(1)
 		case b != nil:
 			r.park(b, j, now)
@@ -360,7 +360,7 @@ func (r *runner) reclassify(d *slotState, lim int, now time.Time) int {
 	if n := len(d.parked); n > bound {
 		delay := d.deferDelay(lim, now)
 		for i := bound; i < n; i++ {
-			r.queueBack(&d.parked[i].d, delay)
+			r.queueBack(d.parked[i].ref, delay)
 			d.parked[i] = job{}
 		}
 		d.parked = d.parked[:bound]
@@ -411,14 +411,14 @@ func (r *runner) refresh() {
 
 // queueBack hands id to the releaser. The queue holds at most every job
 // in memory, so it does not block for long.
-func (r *runner) queueBack(d *Delivery, delay time.Duration) {
-	r.backs <- sendBack{claim: refOf(d), delay: delay}
+func (r *runner) queueBack(ref claimRef, delay time.Duration) {
+	r.backs <- sendBack{claim: ref, delay: delay}
 }
 
 // queueBackAt is queueBack due at at; dest is the paused destination it
 // waits for, if any.
-func (r *runner) queueBackAt(d *Delivery, dest string, at time.Time) {
-	r.backs <- sendBack{claim: refOf(d), at: at, dest: dest}
+func (r *runner) queueBackAt(ref claimRef, dest string, at time.Time) {
+	r.backs <- sendBack{claim: ref, at: at, dest: dest}
 }
 
 // parkedJobs empties every FIFO, and the jobs ready for a worker, and
@@ -521,11 +521,6 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		for i := range refs {
 			ids[i] = refs[i].id
 		}
-		// No longer this process's once released (or, should the release
-		// fail, once their leases end). Unheld first: released, one may be
-		// claimed again at once, and this claim's end must not end the
-		// renewal of that one's.
-		r.unhold(refs...)
 		var err error
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
@@ -540,6 +535,11 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 			}
 			time.Sleep(minBackoff << try)
 		}
+		// No longer this process's: released, or (should the release
+		// have failed) left for its lease to end. Held during the release
+		// (renewed should it take long); claimed back meanwhile, one is
+		// held again under another ref, which this does not end.
+		r.unhold(refs...)
 		if err != nil {
 			// The leases expire and the deliveries are claimed again.
 			e.log.Error("erpflow: returning deliveries of a saturated destination to the queue failed; they run again after their lease", "count", len(ids), "err", err)

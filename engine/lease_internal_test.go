@@ -1,20 +1,43 @@
 package engine
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
-// TestUnholdKeepsLaterClaim: the end of an earlier claim of a delivery
-// (its lease lapsed and a later claim took it again) must not stop the
-// renewal of the later claim's lease.
-func TestUnholdKeepsLaterClaim(t *testing.T) {
-	r := &runner{held: map[string]int{}}
-	r.hold(claimRef{id: "d1", n: 1})
-	r.hold(claimRef{id: "d1", n: 3}) // claimed again after another process's attempt 2
-	r.unhold(claimRef{id: "d1", n: 1})
-	if n, ok := r.heldAs("d1"); !ok || n != 3 {
-		t.Fatalf("after the earlier claim ended: held %v at %d, want held at 3", ok, n)
+// TestUnholdKeepsLaterHold: the end of an earlier hold of a delivery
+// (released and claimed back at once, at the same attempt number, or
+// claimed again after its lease lapsed) must not stop the renewal of the
+// later hold's lease.
+func TestUnholdKeepsLaterHold(t *testing.T) {
+	r := &runner{held: map[string]holding{}}
+	d := Delivery{ID: "d1", Attempts: 1, LockedUntil: time.Now().Add(time.Minute)}
+	first := r.hold(&d)
+	second := r.hold(&d) // released, then claimed back: the same count
+	r.unhold(first)
+	if h, ok := r.held["d1"]; !ok || h.seq != second.seq {
+		t.Fatalf("after the earlier hold ended: held %v (%+v), want the later hold", ok, h)
 	}
-	r.unhold(claimRef{id: "d1", n: 3})
-	if _, ok := r.heldAs("d1"); ok {
-		t.Fatal("still held after the later claim ended")
+	r.unhold(second)
+	if _, ok := r.held["d1"]; ok {
+		t.Fatal("still held after the later hold ended")
+	}
+}
+
+// TestLostLeaseSkipsWaitingJob: a hold whose lease renewLapsing found
+// another process's is not this process's to run, however recently the
+// process renewed the rest.
+func TestLostLeaseSkipsWaitingJob(t *testing.T) {
+	r := &runner{e: &Engine{cfg: Config{Lease: time.Minute}}, held: map[string]holding{}}
+	d := Delivery{ID: "d1", Attempts: 1, LockedUntil: time.Now().Add(time.Minute)}
+	j := job{d: d, ref: r.hold(&d), claimedAt: time.Now()}
+	if !r.leaseHeld(&j) {
+		t.Fatal("a job claimed just now does not hold its lease")
+	}
+	h := r.held["d1"]
+	h.lost = true
+	r.held["d1"] = h
+	if r.leaseHeld(&j) {
+		t.Fatal("a job whose lease another process took holds it")
 	}
 }

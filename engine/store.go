@@ -380,17 +380,12 @@ type Waker interface {
 	Wakeups() <-chan struct{}
 }
 
-// ClaimUndoer is an optional Store capability: UndoClaim undoes the
-// attempt count of a claim that owner made of a delivery it was still
-// running (its lease had lapsed unrenewed, so its own claim took it
-// again): when the delivery is still running under owner at attempt n
-// (the number that claim counted) and attempt n-1 has no record (had it
-// one, that attempt was recorded and the claim is a new one's). The
-// claim's new lease stays: the running attempt, counted n-1, goes on
-// under it and its completion matches again. It reports whether it undid
-// the count.
-type ClaimUndoer interface {
-	UndoClaim(ctx context.Context, owner, id string, n int) (bool, error)
+// LeaseRenewer is an optional Store capability (both built-in stores have
+// it): Renew that returns the ids whose leases it extended. The engine
+// uses it to know which of the leases that may have lapsed are still its
+// own.
+type LeaseRenewer interface {
+	RenewIDs(ctx context.Context, owner string, ids []string, until time.Time) ([]string, error)
 }
 
 // ChainHandover is an optional Store capability for ordered chains:

@@ -36,13 +36,15 @@ const wakeTimeout = 2 * time.Minute
 
 // result is a finished attempt on its way to the completer.
 type result struct {
-	c Completion
-	d Delivery // as it is after the attempt (for the Observer)
+	c   Completion
+	d   Delivery // as it is after the attempt (for the Observer)
+	ref claimRef // its hold, ended once recorded
 }
 
 // job is one claimed delivery on its way to a worker.
 type job struct {
 	d         Delivery
+	ref       claimRef  // its hold (lease.go)
 	claimedAt time.Time // wall clock, for leaseHeld
 	claimed   bool      // by the claim loop (not handed over by an emit)
 	dest      string    // its destination ("" for none), once a worker took it
@@ -98,8 +100,10 @@ type runner struct {
 
 	// Lease renewal (lease.go).
 	leaseMu   sync.Mutex
-	held      map[string]int // deliveries this process holds: the attempt number of the claim
-	renewed   atomic.Int64   // wall clock (ns) when the latest successful renewal began
+	lapseMu   sync.Mutex         // one renewLapsing at a time
+	held      map[string]holding // deliveries this process holds
+	holdSeq   uint64             // the latest hold's number
+	renewed   atomic.Int64       // wall clock (ns) when the latest successful renewal began
 	renewQuit chan struct{}
 	renewDone chan struct{}
 
@@ -134,7 +138,7 @@ func newRunner(e *Engine) *runner {
 		claimDone:  make(chan struct{}),
 		compQuit:   make(chan struct{}),
 		compDone:   make(chan struct{}),
-		held:       make(map[string]int),
+		held:       make(map[string]holding),
 		renewQuit:  make(chan struct{}),
 		renewDone:  make(chan struct{}),
 		dests:      map[string]*slotState{},
@@ -268,16 +272,22 @@ func (r *runner) claimLoop() {
 		}
 		if !slotLimited {
 			now := e.now()
-			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-			ds, err := e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
-			cancel()
+			var ds []Delivery
+			err := errLapsing
+			if r.renewLapsing(now) {
+				ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+				ds, err = e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
+				cancel()
+			}
 			// Give back what was not used (or count what a store returned
 			// beyond the limit).
 			r.inflight.Add(int64(len(ds)) - limit)
 			r.claimed.Add(int64(len(ds)) - limit)
 			if err != nil {
 				backoff = nextBackoff(backoff, 5*e.cfg.PollInterval)
-				e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
+				if err != errLapsing { // renewLapsing said why
+					e.log.Error("erpflow: claiming deliveries failed; retrying", "err", err, "in", backoff)
+				}
 				if !r.sleep(backoff) {
 					return
 				}
@@ -295,11 +305,8 @@ func (r *runner) claimLoop() {
 			if len(ds) > 0 {
 				at := time.Now()
 				for _, d := range ds {
-					if r.stillRunning(&d) {
-						continue
-					}
-					r.hold(refOf(&d))
-					r.jobs <- job{d: d, claimedAt: at, claimed: true} // never blocks: reserved
+					ref := r.hold(&d)
+					r.jobs <- job{d: d, ref: ref, claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
 			lastFull = int64(len(ds)) == limit
@@ -335,46 +342,9 @@ func (r *runner) claimLoop() {
 	}
 }
 
-// stillRunning handles a claim of a delivery this process still holds
-// under the claim before: renewals failed past its lease (the database
-// was out of reach, or the process stalled), and the claim took it again
-// while its attempt runs or waits here. Running it again would send it
-// twice at once, and the earlier attempt's record would be refused (its
-// attempt number is no longer the delivery's). Instead the new claim's
-// count is undone and the earlier attempt goes on under the new lease; it
-// reports true then. The same claim also follows an attempt recorded a
-// moment ago (a retry due at once, claimed before its record's end
-// unheld it): the store finds that attempt's record and undoes nothing,
-// and the claim runs.
-func (r *runner) stillRunning(d *Delivery) bool {
-	n, ok := r.heldAs(d.ID)
-	if !ok || n != d.Attempts-1 {
-		// Not held, or held under an older claim that another process's
-		// attempts have since passed: that one is stale, this one runs.
-		return false
-	}
-	e := r.e
-	u, ok := e.store.(ClaimUndoer)
-	if !ok {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-	undone, err := u.UndoClaim(ctx, e.cfg.Owner, d.ID, d.Attempts)
-	cancel()
-	if err != nil {
-		// Run it: should the earlier attempt still run, its record is
-		// refused and the delivery is sent twice (at least once).
-		e.log.Error("erpflow: checking a claim of a delivery this process held failed; running it", "delivery", d.ID, "err", err)
-		return false
-	}
-	if !undone {
-		return false
-	}
-	e.log.Warn("erpflow: claimed a delivery this process still runs (its lease lapsed); kept the running attempt", "delivery", d.ID, "attempt", n)
-	r.claimed.Add(-1)
-	r.done(1)
-	return true
-}
+// errLapsing stands for a claim not made: renewLapsing failed (and said
+// why).
+var errLapsing = errors.New("leases that may have lapsed are not renewed")
 
 func nextBackoff(cur, limit time.Duration) time.Duration {
 	if cur <= 0 {
@@ -407,7 +377,7 @@ func (r *runner) worker() {
 		case rj := <-r.ready: // admitted already
 			j, started, ok = rj.j, rj.started, true
 			if r.stopping.Load() {
-				r.giveBack(&j.d)
+				r.giveBack(j.ref)
 				continue
 			}
 		case j, ok = <-r.jobs:
@@ -419,7 +389,7 @@ func (r *runner) worker() {
 			}
 			r.queueWait.Store(int64(time.Since(j.claimedAt)))
 			if r.stopping.Load() {
-				r.giveBack(&j.d)
+				r.giveBack(j.ref)
 				continue
 			}
 			// A job whose destination or tenant is saturated waits parked
@@ -457,23 +427,23 @@ func (r *runner) attempt(j job) (res result, ran bool) {
 		// Renewals failed so long that the lease is (nearly) over: it
 		// may be claimed again already. Leave it to that claim.
 		r.e.log.Warn("erpflow: claimed delivery waited past its lease; skipped", "delivery", j.d.ID)
-		r.unhold(refOf(&j.d))
+		r.unhold(j.ref)
 		r.done(1)
 		return result{}, false
 	}
 	c, end := r.e.execute(r.execCtx, &j.d, j.dest)
 	switch {
 	case end.interrupted:
-		r.giveBack(&j.d)
+		r.giveBack(j.ref)
 		return result{}, false
 	case end.unavailable:
 		// Not an attempt: back to the queue, its count undone by the
 		// release, with no attempt record.
-		r.queueBack(&j.d, end.after)
+		r.queueBack(j.ref, end.after)
 		r.done(1)
 		return result{}, false
 	}
-	return result{c: c, d: j.d}, true
+	return result{c: c, d: j.d, ref: j.ref}, true
 }
 
 // record hands a finished attempt to the completer. The slot frees once
@@ -591,8 +561,8 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		// chain's head (see HeadPreclaimer).
 		for j := range res[i].Deliveries {
 			if d := res[i].Deliveries[j]; d.State == StateRunning && d.LeaseOwner == r.e.cfg.Owner {
-				r.hold(refOf(&d))
-				r.jobs <- job{d: d, claimedAt: at}
+				ref := r.hold(&d)
+				r.jobs <- job{d: d, ref: ref, claimedAt: at}
 				sent++
 			}
 		}
@@ -603,12 +573,12 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 }
 
 // giveBack marks a claimed delivery for release at stop.
-func (r *runner) giveBack(d *Delivery) {
+func (r *runner) giveBack(ref claimRef) {
 	// Renewing stops: should stopping take long, another process may run
 	// it (the release at the end of stop is fenced on the lease).
-	r.unhold(refOf(d))
+	r.unhold(ref)
 	r.mu.Lock()
-	r.release = append(r.release, d.ID)
+	r.release = append(r.release, ref.id)
 	r.mu.Unlock()
 	r.done(1)
 }
@@ -699,7 +669,7 @@ func (r *runner) flushing(rs []result, split bool) bool {
 	defer func() {
 		refs := make([]claimRef, len(rs))
 		for i := range rs {
-			refs[i] = refOf(&rs[i].d)
+			refs[i] = rs[i].ref
 		}
 		r.unhold(refs...)
 	}()
@@ -828,8 +798,8 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 	}
 	at := time.Now()
 	for _, d := range got {
-		r.hold(refOf(&d))
-		r.jobs <- job{d: d, claimedAt: at} // never blocks: reserved
+		ref := r.hold(&d)
+		r.jobs <- job{d: d, ref: ref, claimedAt: at} // never blocks: reserved
 	}
 	if reserved > len(got) {
 		r.done(reserved - len(got))

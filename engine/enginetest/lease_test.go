@@ -73,10 +73,10 @@ func TestLongAttemptKeepsLease(t *testing.T) {
 // TestLapsedLeaseKeepsRunningAttempt: when a delivery's lease lapses
 // while its attempt still runs here (renewals failed: the database was
 // out of reach, or the process stalled; here the clock jumps past the
-// lease between two renewals), the engine's own claim takes it again. It
-// must not send it a second time beside the running attempt, and that
-// attempt's result must still be recorded: the claim's count is undone
-// and the attempt goes on under the new lease.
+// lease between two renewals), the engine's own claim must not take it
+// and send it a second time beside the running attempt, and that
+// attempt's result must still be recorded: the engine renews such leases
+// before it claims.
 func TestLapsedLeaseKeepsRunningAttempt(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
 		st := mustOpen(t, k.newDB(t))
@@ -103,14 +103,14 @@ func TestLapsedLeaseKeepsRunningAttempt(t *testing.T) {
 			t.Fatal("the webhook never arrived")
 		}
 		clock.Set(clock.Now().Add(lease + time.Minute))
-		waitFor(t, 30*time.Second, "the claim of the running delivery to be undone", func() bool {
+		waitFor(t, 30*time.Second, "the lapsed lease to be renewed", func() bool {
 			if n := rv.total.Load(); n > 1 {
 				t.Fatalf("the receiver got %d requests while the first attempt ran, want 1", n)
 			}
-			return strings.Contains(logs.String(), "kept the running attempt")
+			return strings.Contains(logs.String(), "renewed them before claiming")
 		})
-		if d, _, err := st.GetDelivery(context.Background(), id); err != nil || d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "a" {
-			t.Fatalf("after the claim was undone: %+v, %v; want running at attempt 1 under a", d, err)
+		if d, _, err := st.GetDelivery(context.Background(), id); err != nil || d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "a" || !d.LockedUntil.After(clock.Now()) {
+			t.Fatalf("after the renewal: %+v, %v; want running at attempt 1 under a, its lease ahead of %v", d, err, clock.Now())
 		}
 		close(release)
 		succeededOnce(t, st, rv, id)

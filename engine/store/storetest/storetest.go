@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -176,7 +177,6 @@ func Run(t *testing.T, open Opener) {
 		{"LeaseExpiry", testLeaseExpiry},
 		{"InsertClaimed", testInsertClaimed},
 		{"LeaseRenew", testLeaseRenew},
-		{"UndoClaim", testUndoClaim},
 		{"CompleteFailedRetries", testCompleteFailed},
 		{"CompleteRaise", testCompleteRaise},
 		{"InsertRaises", testInsertRaises},
@@ -673,6 +673,13 @@ func testLeaseRenew(t *testing.T, s engine.Store) {
 	if n := mv(s.Renew(ctx, "me", nil, now.Add(time.Minute))).get(t); n != 0 {
 		t.Fatalf("renewed %d of none", n)
 	}
+	// The same, saying which (engine.LeaseRenewer).
+	if lr, ok := s.(engine.LeaseRenewer); ok {
+		got := mv(lr.RenewIDs(ctx, "me", held, now.Add(time.Minute))).get(t)
+		if want := []string{h.ID, mine[0].ID}; !reflect.DeepEqual(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Fatalf("RenewIDs renewed %v, want %v", got, want)
+		}
+	}
 	// Past the first lease: only the other process's delivery is due.
 	got := mv(s.Claim(ctx, "w2", 10, t0.Add(90*time.Second), time.Minute)).get(t)
 	if len(got) != 1 || got[0].ID != theirs[0].ID {
@@ -695,65 +702,6 @@ func testLeaseRenew(t *testing.T, s engine.Store) {
 	// The old owner's renewal no longer applies.
 	if n := mv(s.Renew(ctx, "me", held, now.Add(time.Hour))).get(t); n != 0 {
 		t.Fatalf("renewed %d leases lost to another owner", n)
-	}
-}
-
-// A process whose lease lapsed and whose own claim took the delivery
-// again undoes that claim's count (engine.ClaimUndoer): only its own
-// running delivery at the count the claim made changes, the new lease
-// stays, and the running attempt's completion (counted before) applies.
-// A claim that follows a recorded attempt is not undone.
-func testUndoClaim(t *testing.T, s engine.Store) {
-	u, ok := s.(engine.ClaimUndoer)
-	if !ok {
-		t.Skip("not an engine.ClaimUndoer")
-	}
-	ctx := ctxT(t)
-	insert(t, s, rec("acme", "ev1", 1, t0))
-	first := mv(s.Claim(ctx, "me", 1, t0, time.Minute)).get(t)
-	again := mv(s.Claim(ctx, "me", 1, t0.Add(2*time.Minute), time.Minute)).get(t)
-	if len(first) != 1 || len(again) != 1 || again[0].Attempts != 2 {
-		t.Fatalf("claimed %+v, then %+v", first, again)
-	}
-	id := first[0].ID
-	for _, c := range []struct {
-		owner string
-		n     int
-	}{{"them", 2}, {"me", 1}, {"me", 3}} {
-		if undone := mv(u.UndoClaim(ctx, c.owner, id, c.n)).get(t); undone {
-			t.Fatalf("undid the claim for %s at %d; the delivery runs under me at 2", c.owner, c.n)
-		}
-	}
-	if undone := mv(u.UndoClaim(ctx, "me", id, 2)).get(t); !undone {
-		t.Fatal("did not undo the lapsed claim")
-	}
-	d, _ := mv2(s.GetDelivery(ctx, id)).get(t)
-	if d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "me" || !d.LockedUntil.Equal(t0.Add(3*time.Minute)) {
-		t.Fatalf("after the undo: %+v; want running at 1 under me until the new lease's end", d)
-	}
-	if undone := mv(u.UndoClaim(ctx, "me", id, 2)).get(t); undone {
-		t.Fatal("undid the same claim twice")
-	}
-	// Not due while the new lease holds; the first attempt's result applies.
-	if got := mv(s.Claim(ctx, "them", 10, t0.Add(2*time.Minute+time.Second), time.Minute)).get(t); len(got) != 0 {
-		t.Fatalf("claimed %v under the kept lease", ids(got))
-	}
-	failed := engine.Completion{ID: id, Owner: "me", State: engine.StateFailed, RunAt: t0.Add(2 * time.Minute),
-		Attempt: engine.Attempt{N: 1, StartedAt: t0, Outcome: "http_error", Code: 503}}
-	if n := mv(s.Complete(ctx, []engine.Completion{failed})).get(t); n != 1 {
-		t.Fatalf("the running attempt's completion applied %d, want 1", n)
-	}
-	// Attempt 1 is recorded: the next claim (its retry, due at once) is a
-	// new attempt's, not one to undo.
-	retry := mv(s.Claim(ctx, "me", 1, t0.Add(2*time.Minute), time.Minute)).get(t)
-	if len(retry) != 1 || retry[0].Attempts != 2 {
-		t.Fatalf("the retry's claim: %+v", retry)
-	}
-	if undone := mv(u.UndoClaim(ctx, "me", id, 2)).get(t); undone {
-		t.Fatal("undid the claim of a retry whose earlier attempt is recorded")
-	}
-	if d, _ := mv2(s.GetDelivery(ctx, id)).get(t); d.State != engine.StateRunning || d.Attempts != 2 {
-		t.Fatalf("the retry after a refused undo: %+v; want running at 2", d)
 	}
 }
 

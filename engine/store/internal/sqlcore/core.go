@@ -969,30 +969,18 @@ func (c *Core) release(ctx context.Context, tx *Tx, owner string, ids []string, 
 	return err
 }
 
-// UndoClaim implements engine.ClaimUndoer.
-func (c *Core) UndoClaim(ctx context.Context, owner, id string, n int) (bool, error) {
-	var r sql.Result
-	err := c.Retry(ctx, func() (err error) {
-		r, err = c.W.ExecContext(ctx, c.Q(`UPDATE deliveries SET attempts = attempts - 1
-			WHERE id = ? AND state = 'running' AND lease_owner = ? AND attempts = ?
-			AND NOT EXISTS (SELECT 1 FROM attempts WHERE delivery_id = ? AND n = ?)`), id, owner, n, id, n-1)
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("undo claim: %w", err)
-	}
-	k, err := r.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("undo claim: %w", err)
-	}
-	return k == 1, nil
+// Renew implements engine.Queue.
+func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time.Time) (int, error) {
+	got, err := c.RenewIDs(ctx, owner, ids, until)
+	return len(got), err
 }
 
-// Renew implements engine.Queue: one UPDATE per chunk of ids (one in
-// practice: a runner holds far fewer deliveries than a statement takes).
-func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time.Time) (int, error) {
+// RenewIDs implements engine.LeaseRenewer: one UPDATE … RETURNING per
+// chunk of ids (one in practice: a runner holds far fewer deliveries than
+// a statement takes).
+func (c *Core) RenewIDs(ctx context.Context, owner string, ids []string, until time.Time) ([]string, error) {
 	if len(ids) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	until = Round(until)
 	// Rows that another statement locks (a completion, on PostgreSQL) are
@@ -1000,20 +988,44 @@ func (c *Core) Renew(ctx context.Context, owner string, ids []string, until time
 	// renewals and completions deadlock. A skipped lease still running is
 	// renewed at the next beat.
 	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'running' AND lease_owner = ?`
+	var got []string
 	// Each chunk retried on its own: no transaction spans them.
-	total, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (r sql.Result, err error) {
-		q += c.D.SkipLocked() + ")"
-		err = c.Retry(ctx, func() error {
-			r, err = c.W.ExecContext(ctx, q, args...)
-			return err
+	_, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (sql.Result, error) {
+		q += c.D.SkipLocked() + ") RETURNING id"
+		var chunk []string
+		err := c.Retry(ctx, func() error {
+			chunk = chunk[:0]
+			rows, err := c.W.QueryContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				chunk = append(chunk, id)
+			}
+			return rows.Err()
 		})
-		return r, err
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, chunk...)
+		return rowCount(len(chunk)), nil
 	})
 	if err != nil {
-		return total, fmt.Errorf("renew leases: %w", err)
+		return got, fmt.Errorf("renew leases: %w", err)
 	}
-	return total, nil
+	return got, nil
 }
+
+// rowCount is a sql.Result of n rows affected.
+type rowCount int64
+
+func (rowCount) LastInsertId() (int64, error)   { return 0, errors.New("no insert id") }
+func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
 
 // byIDs runs stmt restricted to "AND id IN (…)" once per chunk of ids,
 // with lead's arguments before the chunk's, through exec, and returns the
