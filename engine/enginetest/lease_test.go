@@ -171,3 +171,72 @@ func succeededOnce(t *testing.T, st engine.Store, rv *receiver, id string) {
 		t.Fatalf("the receiver got the delivery %d times, want once", n)
 	}
 }
+
+// TestLapsedLeaseTakenByAnotherIsNotRun: renewals stopped (here the
+// clock jumps past the lease between two beats) and another process took
+// two deliveries of this one: one whose attempt runs here, one still
+// waiting for this process's only worker. The renewal before this
+// process's next claim finds neither its own any more; the waiting one is
+// then not sent from here (the other process runs it), and the running
+// one's record is refused.
+func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
+	forEachStore(t, func(t *testing.T, k storeKind) {
+		st := mustOpen(t, k.newDB(t))
+		rv := newReceiver(t)
+		release := make(chan struct{})
+		arrived := make(chan string, 4)
+		rv.block, rv.notify = release, arrived
+		clock := newClock()
+		var logs lockedBuffer
+		const lease = time.Hour
+		e := newEngine(t, st, parseRules(t, "rules:"+hookRule("hook", rv.URL, "none")), engine.Config{
+			Lease: lease, Workers: 1, Owner: "a", Now: clock.Now,
+			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		ctx := context.Background()
+		res, err := e.Emit(ctx, order("running"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		running := res.Deliveries[0].ID
+		select {
+		case <-arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the first webhook never arrived")
+		}
+		res, err = e.Emit(ctx, order("waiting"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiting := res.Deliveries[0].ID
+		waitDelivery(t, st, waiting, "held by a", func(d engine.Delivery) bool {
+			return d.State == engine.StateRunning && d.LeaseOwner == "a"
+		})
+		// The other process claims both once their leases lapsed.
+		later := clock.Now().Add(lease + time.Minute)
+		got, err := st.Claim(ctx, "b", 10, later, lease)
+		if err != nil || len(got) != 2 {
+			t.Fatalf("b claimed %d deliveries (%v), want both", len(got), err)
+		}
+		clock.Set(later)
+		waitFor(t, 30*time.Second, "a to find the lapsed leases no longer its own", func() bool {
+			return strings.Contains(logs.String(), "renewed them before claiming") && strings.Contains(logs.String(), "renewed=0")
+		})
+		close(release)
+		waitFor(t, 30*time.Second, "a to skip the waiting delivery", func() bool {
+			if n := rv.count(waiting); n != 0 {
+				t.Fatalf("a sent the delivery b had taken %d times", n)
+			}
+			return strings.Contains(logs.String(), "waited past its lease; skipped")
+		})
+		if n := rv.count(waiting); n != 0 {
+			t.Fatalf("a sent the delivery b had taken %d times", n)
+		}
+		for _, id := range []string{running, waiting} {
+			d, atts, err := st.GetDelivery(ctx, id)
+			if err != nil || d.State != engine.StateRunning || d.LeaseOwner != "b" || d.Attempts != 2 || len(atts) != 0 {
+				t.Fatalf("%s: %+v, %d attempt records, %v; want running under b at attempt 2, no record of a's", id, d, len(atts), err)
+			}
+		}
+	})
+}
