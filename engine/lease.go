@@ -49,8 +49,8 @@ type holding struct {
 	// until is when its lease ends by the engine's clock (Config.Now), as
 	// the store set it at the claim or last successful renewal.
 	until time.Time
-	// renewed is when (wall clock) renewLapsing last renewed it; zero
-	// when it did not.
+	// renewed is when (wall clock) the latest renewal that extended it
+	// began; zero when none did.
 	renewed time.Time
 	// lost: renewLapsing found its lease no longer this process's
 	// (another process took it): its job, should it still wait, is
@@ -152,18 +152,16 @@ func (r *runner) renewLapsing(now time.Time) bool {
 		e.log.Error("erpflow: renewing leases that may have lapsed failed; claiming waits", "err", err, "count", len(ids))
 		return false
 	}
+	r.extended(got, until, start)
+	// Those not renewed ended meanwhile, or are another process's now.
 	ours := make(map[string]bool, len(got))
 	for _, id := range got {
 		ours[id] = true
 	}
 	r.leaseMu.Lock()
 	for _, id := range ids {
-		if h, ok := r.held[id]; ok {
-			if ours[id] {
-				h.until, h.renewed, h.lost = until, start, false
-			} else {
-				h.lost = true // ended meanwhile, or another process's now
-			}
+		if h, ok := r.held[id]; ok && !ours[id] {
+			h.lost = true
 			r.held[id] = h
 		}
 	}
@@ -171,6 +169,19 @@ func (r *runner) renewLapsing(now time.Time) bool {
 	e.log.Warn("erpflow: leases of deliveries this process still runs may have lapsed (renewals failed or late, or the clock jumped); renewed them before claiming",
 		"count", len(ids), "renewed", len(got))
 	return true
+}
+
+// extended records that a renewal begun at start (wall clock) extended
+// the leases of ids until "until" (engine clock).
+func (r *runner) extended(ids []string, until, start time.Time) {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	for _, id := range ids {
+		if h, ok := r.held[id]; ok && h.until.Before(until) {
+			h.until, h.renewed, h.lost = until, start, false
+			r.held[id] = h
+		}
+	}
 }
 
 // renewIDs renews the leases of ids until "until" and returns the ids it
@@ -237,14 +248,7 @@ func (r *runner) renew() {
 		// Only those renewed: one Renew skipped (locked by its
 		// completion) is ending, one another process took is not this
 		// one's.
-		r.leaseMu.Lock()
-		for _, id := range got {
-			if h, ok := r.held[id]; ok && h.until.Before(until) {
-				h.until, h.lost = until, false
-				r.held[id] = h
-			}
-		}
-		r.leaseMu.Unlock()
+		r.extended(got, until, start)
 	}
 	r.renewed.Store(start.UnixNano())
 }

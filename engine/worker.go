@@ -100,7 +100,7 @@ type runner struct {
 
 	// Lease renewal (lease.go).
 	leaseMu   sync.Mutex
-	lapseMu   sync.Mutex         // one renewLapsing at a time
+	lapseMu   sync.Mutex         // one renewal at a time (renew, renewLapsing)
 	held      map[string]holding // deliveries this process holds
 	holdSeq   uint64             // the latest hold's number
 	renewed   atomic.Int64       // wall clock (ns) when the latest successful renewal began
@@ -305,8 +305,7 @@ func (r *runner) claimLoop() {
 			if len(ds) > 0 {
 				at := time.Now()
 				for _, d := range ds {
-					ref := r.hold(&d)
-					r.jobs <- job{d: d, ref: ref, claimedAt: at, claimed: true} // never blocks: reserved
+					r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at, claimed: true} // never blocks: reserved
 				}
 			}
 			lastFull = int64(len(ds)) == limit
@@ -561,8 +560,7 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		// chain's head (see HeadPreclaimer).
 		for j := range res[i].Deliveries {
 			if d := res[i].Deliveries[j]; d.State == StateRunning && d.LeaseOwner == r.e.cfg.Owner {
-				ref := r.hold(&d)
-				r.jobs <- job{d: d, ref: ref, claimedAt: at}
+				r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at}
 				sent++
 			}
 		}
@@ -798,8 +796,7 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 	}
 	at := time.Now()
 	for _, d := range got {
-		ref := r.hold(&d)
-		r.jobs <- job{d: d, ref: ref, claimedAt: at} // never blocks: reserved
+		r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at} // never blocks: reserved
 	}
 	if reserved > len(got) {
 		r.done(reserved - len(got))

@@ -79,30 +79,18 @@ func TestLongAttemptKeepsLease(t *testing.T) {
 // before it claims.
 func TestLapsedLeaseKeepsRunningAttempt(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		st := mustOpen(t, k.newDB(t))
-		rv := newReceiver(t)
-		release := make(chan struct{})
-		arrived := make(chan string, 1)
-		rv.block, rv.notify = release, arrived
-		clock := newClock()
-		var logs lockedBuffer
-		// An hour's lease: the real-time renewal (every 20 minutes) does
-		// not come during the test, so the jump below lapses it.
-		const lease = time.Hour
-		e := newEngine(t, st, parseRules(t, "rules:"+hookRule("slow", rv.URL, "none")), engine.Config{
-			Lease: lease, Workers: 2, Owner: "a", Now: clock.Now,
-			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn})),
-		})
-		if _, err := e.Emit(context.Background(), order("lapsed")); err != nil {
+		g := newLapseRig(t, k, 2)
+		st, rv, clock, logs := g.st, g.rv, g.clock, g.logs
+		if _, err := g.e.Emit(context.Background(), order("lapsed")); err != nil {
 			t.Fatal(err)
 		}
 		var id string
 		select {
-		case id = <-arrived:
+		case id = <-g.arrived:
 		case <-time.After(30 * time.Second):
 			t.Fatal("the webhook never arrived")
 		}
-		clock.Set(clock.Now().Add(lease + time.Minute))
+		clock.Set(clock.Now().Add(lapseLease + time.Minute))
 		waitFor(t, 30*time.Second, "the lapsed lease to be renewed", func() bool {
 			if n := rv.total.Load(); n > 1 {
 				t.Fatalf("the receiver got %d requests while the first attempt ran, want 1", n)
@@ -112,7 +100,7 @@ func TestLapsedLeaseKeepsRunningAttempt(t *testing.T) {
 		if d, _, err := st.GetDelivery(context.Background(), id); err != nil || d.State != engine.StateRunning || d.Attempts != 1 || d.LeaseOwner != "a" || !d.LockedUntil.After(clock.Now()) {
 			t.Fatalf("after the renewal: %+v, %v; want running at attempt 1 under a, its lease ahead of %v", d, err, clock.Now())
 		}
-		close(release)
+		close(g.release)
 		succeededOnce(t, st, rv, id)
 	})
 }
@@ -181,18 +169,8 @@ func succeededOnce(t *testing.T, st engine.Store, rv *receiver, id string) {
 // one's record is refused.
 func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		st := mustOpen(t, k.newDB(t))
-		rv := newReceiver(t)
-		release := make(chan struct{})
-		arrived := make(chan string, 4)
-		rv.block, rv.notify = release, arrived
-		clock := newClock()
-		var logs lockedBuffer
-		const lease = time.Hour
-		e := newEngine(t, st, parseRules(t, "rules:"+hookRule("hook", rv.URL, "none")), engine.Config{
-			Lease: lease, Workers: 1, Owner: "a", Now: clock.Now,
-			Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn})),
-		})
+		g := newLapseRig(t, k, 1)
+		st, rv, clock, logs, e := g.st, g.rv, g.clock, g.logs, g.e
 		ctx := context.Background()
 		res, err := e.Emit(ctx, order("running"))
 		if err != nil {
@@ -200,7 +178,7 @@ func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
 		}
 		running := res.Deliveries[0].ID
 		select {
-		case <-arrived:
+		case <-g.arrived:
 		case <-time.After(30 * time.Second):
 			t.Fatal("the first webhook never arrived")
 		}
@@ -213,8 +191,8 @@ func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
 			return d.State == engine.StateRunning && d.LeaseOwner == "a"
 		})
 		// The other process claims both once their leases lapsed.
-		later := clock.Now().Add(lease + time.Minute)
-		got, err := st.Claim(ctx, "b", 10, later, lease)
+		later := clock.Now().Add(lapseLease + time.Minute)
+		got, err := st.Claim(ctx, "b", 10, later, lapseLease)
 		if err != nil || len(got) != 2 {
 			t.Fatalf("b claimed %d deliveries (%v), want both", len(got), err)
 		}
@@ -222,7 +200,7 @@ func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
 		waitFor(t, 30*time.Second, "a to find the lapsed leases no longer its own", func() bool {
 			return strings.Contains(logs.String(), "renewed them before claiming") && strings.Contains(logs.String(), "renewed=0")
 		})
-		close(release)
+		close(g.release)
 		waitFor(t, 30*time.Second, "a to skip the waiting delivery", func() bool {
 			if n := rv.count(waiting); n != 0 {
 				t.Fatalf("a sent the delivery b had taken %d times", n)
@@ -239,4 +217,33 @@ func TestLapsedLeaseTakenByAnotherIsNotRun(t *testing.T) {
 			}
 		}
 	})
+}
+
+// lapseLease is the lapse tests' lease: the real-time renewal (every 20
+// minutes) does not come during a test, so a jump of the clock past it
+// lapses it.
+const lapseLease = time.Hour
+
+// lapseRig is an engine "a" on a fake clock with lapseLease, whose
+// receiver holds every request until release closes and tells arrived
+// of each; its warnings are in logs.
+type lapseRig struct {
+	st      engine.Store
+	e       *engine.Engine
+	rv      *receiver
+	release chan struct{}
+	arrived chan string
+	clock   *fakeClock
+	logs    *lockedBuffer
+}
+
+func newLapseRig(t *testing.T, k storeKind, workers int) *lapseRig {
+	g := &lapseRig{st: mustOpen(t, k.newDB(t)), rv: newReceiver(t), release: make(chan struct{}),
+		arrived: make(chan string, 4), clock: newClock(), logs: &lockedBuffer{}}
+	g.rv.block, g.rv.notify = g.release, g.arrived
+	g.e = newEngine(t, g.st, parseRules(t, "rules:"+hookRule("hook", g.rv.URL, "none")), engine.Config{
+		Lease: lapseLease, Workers: workers, Owner: "a", Now: g.clock.Now,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(g.logs, tWriter{t}), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	return g
 }

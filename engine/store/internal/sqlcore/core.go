@@ -990,30 +990,12 @@ func (c *Core) RenewIDs(ctx context.Context, owner string, ids []string, until t
 	set := `UPDATE deliveries SET locked_until = ?, due_at = ? WHERE id IN (SELECT id FROM deliveries WHERE state = 'running' AND lease_owner = ?`
 	var got []string
 	// Each chunk retried on its own: no transaction spans them.
-	_, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (sql.Result, error) {
-		q += c.D.SkipLocked() + ") RETURNING id"
-		var chunk []string
-		err := c.Retry(ctx, func() error {
-			chunk = chunk[:0]
-			rows, err := c.W.QueryContext(ctx, q, args...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				chunk = append(chunk, id)
-			}
-			return rows.Err()
+	_, err := c.byIDs(ids, set, []any{c.t(until), c.t(until), owner}, func(q string, args []any) (int, error) {
+		chunk, err := queryAll(ctx, c, c.W, q+c.D.SkipLocked()+") RETURNING id", args, func(rows *sql.Rows) (id string, err error) {
+			return id, rows.Scan(&id)
 		})
-		if err != nil {
-			return nil, err
-		}
 		got = append(got, chunk...)
-		return rowCount(len(chunk)), nil
+		return len(chunk), err
 	})
 	if err != nil {
 		return got, fmt.Errorf("renew leases: %w", err)
@@ -1021,16 +1003,10 @@ func (c *Core) RenewIDs(ctx context.Context, owner string, ids []string, until t
 	return got, nil
 }
 
-// rowCount is a sql.Result of n rows affected.
-type rowCount int64
-
-func (rowCount) LastInsertId() (int64, error)   { return 0, errors.New("no insert id") }
-func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
-
 // byIDs runs stmt restricted to "AND id IN (…)" once per chunk of ids,
 // with lead's arguments before the chunk's, through exec, and returns the
 // rows affected in all (those of the chunks done when it fails).
-func (c *Core) byIDs(ids []string, stmt string, lead []any, exec func(q string, args []any) (sql.Result, error)) (int, error) {
+func (c *Core) byIDs(ids []string, stmt string, lead []any, exec func(q string, args []any) (int, error)) (int, error) {
 	total := 0
 	per := c.chunk(1) - len(lead)
 	for lo := 0; lo < len(ids); lo += per {
@@ -1039,19 +1015,25 @@ func (c *Core) byIDs(ids []string, stmt string, lead []any, exec func(q string, 
 		for _, id := range ids[lo:hi] {
 			args = append(args, id)
 		}
-		r, err := exec(c.Q(stmt+" AND id IN ("+list(hi-lo)+")"), args)
+		n, err := exec(c.Q(stmt+" AND id IN ("+list(hi-lo)+")"), args)
 		if err != nil {
 			return total, err
 		}
-		n, _ := r.RowsAffected()
-		total += int(n)
+		total += n
 	}
 	return total, nil
 }
 
 // execIn is byIDs' exec in tx.
-func execIn(ctx context.Context, tx *Tx) func(string, []any) (sql.Result, error) {
-	return func(q string, args []any) (sql.Result, error) { return tx.ExecContext(ctx, q, args...) }
+func execIn(ctx context.Context, tx *Tx) func(string, []any) (int, error) {
+	return func(q string, args []any) (int, error) {
+		r, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return 0, err
+		}
+		n, _ := r.RowsAffected()
+		return int(n), nil
+	}
 }
 
 // list returns "?, ?, …" (n of them).

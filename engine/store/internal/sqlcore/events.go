@@ -165,10 +165,16 @@ func (c *Core) ListAttempts(ctx context.Context, f engine.AttemptFilter) (out []
 
 // readAll runs a read query, retrying transient errors, and scans every
 // row with scan.
-func readAll[T any](ctx context.Context, c *Core, q string, args []any, scan func(*sql.Rows) (T, error)) (out []T, err error) {
+func readAll[T any](ctx context.Context, c *Core, q string, args []any, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	return queryAll(ctx, c, c.R, q, args, scan)
+}
+
+// queryAll is readAll on db (c.W for a statement that writes and returns
+// rows).
+func queryAll[T any](ctx context.Context, c *Core, db Querier, q string, args []any, scan func(*sql.Rows) (T, error)) (out []T, err error) {
 	err = c.Retry(ctx, func() error {
 		out = out[:0]
-		rows, err := c.R.QueryContext(ctx, q, args...)
+		rows, err := db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
