@@ -2,6 +2,10 @@
 GO      ?= go
 PKGS    ?= ./...
 BENCH   ?= .
+# PARALLEL: how many parallel tests of one package run at once. Most of
+# their time waits (for children, receivers, retries, disks), so more than
+# the default (GOMAXPROCS, 2 on CI) keeps the cores busy.
+PARALLEL ?= 4
 # BENCHPKGS: where `make bench` looks for benchmarks.
 BENCHPKGS ?= ./...
 
@@ -14,7 +18,7 @@ all: build
 # PostgreSQL cannot start, and the console's browser tests fail (instead of
 # skipping) when no Chromium is installed (apt-get install -y chromium).
 test:
-	ERPFLOW_REQUIRE_CHROMIUM=1 ./scripts/with-postgres.sh $(GO) test -race -timeout 20m $(PKGS)
+	ERPFLOW_REQUIRE_CHROMIUM=1 ./scripts/with-postgres.sh $(GO) test -race -parallel $(PARALLEL) -timeout 20m $(PKGS)
 
 # Quick suite without PostgreSQL (its tests skip).
 test-short:

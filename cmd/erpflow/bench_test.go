@@ -47,6 +47,7 @@ func TestBench(t *testing.T) {
 
 // TestBenchBadFlags: bad values are usage errors.
 func TestBenchBadFlags(t *testing.T) {
+	t.Parallel()
 	var out, errOut bytes.Buffer
 	for _, bad := range []string{"--events", "--runs"} {
 		if code := run(context.Background(), []string{"bench", bad, "0"}, &out, &errOut); code != 2 {
@@ -172,6 +173,7 @@ func TestBenchDeferred(t *testing.T) {
 // TestBenchDeferredBadFlags: the modes are exclusive, and their numbers
 // must make sense.
 func TestBenchDeferredBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--ordered", "--debounce"},
 		{"--timers", "10", "--backlog", "10"},
@@ -211,6 +213,7 @@ func TestBenchTimersPostgres(t *testing.T) {
 // number is not above its chain's last one, and ignores repeats of a
 // webhook id (a re-sent attempt).
 func TestOrderCheckerCatchesDisorder(t *testing.T) {
+	t.Parallel()
 	c := &orderChecker{seen: map[string]bool{}, last: map[string]int{}, outOfOrder: map[string]int{}, example: map[string]string{}}
 	arrive := func(id, path string, seq int) {
 		r := httptest.NewRequest(http.MethodPost, path, nil)

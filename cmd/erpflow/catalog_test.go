@@ -25,6 +25,7 @@ const examplesCatalog = "../../examples/catalog"
 // fit their catalogs, and a misspelt data path is refused at file:line:col
 // with a did-you-mean.
 func TestValidateCatalog(t *testing.T) {
+	t.Parallel()
 	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "JOBS_WEBHOOK_USER=u", "JOBS_WEBHOOK_PASSWORD=p"}
 	out := mustCLI(t, env, "validate", "--catalog", examplesCatalog, examplesRules)
 	if !strings.Contains(out, "velosity.yaml: 1 rule OK") || !strings.Contains(out, "kladana.yaml: 1 rule OK") {
@@ -67,6 +68,7 @@ func TestValidateCatalog(t *testing.T) {
 // the event fits the catalog: in one line near the top, and, for an event
 // ingest would refuse, that nothing would be delivered.
 func TestExplainCatalog(t *testing.T) {
+	t.Parallel()
 	env := []string{"ONGOING_WEBHOOK_USER=u", "ONGOING_WEBHOOK_PASSWORD=p", "ONGOING_WEBHOOK_SECRET=" + quickSecret}
 	out := mustCLI(t, env, "explain", "--catalog", examplesCatalog+"/ongoing-wms.yaml", "--rules", examplesRules+"/ongoing-wms.yaml", "../../examples/events/ongoing-wms.json")
 	if !strings.Contains(out, "\ncatalog: fits Order\n2 of 2 rules matched\n") {
@@ -102,6 +104,7 @@ func badOrderEvent(t *testing.T) string {
 // catalog line included; ingest then refuses the event with the same
 // error; a local --catalog with the server is a usage error.
 func TestExplainCatalogServer(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cat, err := filepath.Abs(examplesCatalog + "/ongoing-wms.yaml")
 	if err != nil {
@@ -173,6 +176,7 @@ func decodeExplain(t *testing.T, out string) *explain.Result {
 // TestServeCatalog: serve with catalog: in its config refuses an event
 // that does not fit (validation reject) and takes one that does.
 func TestServeCatalog(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ev, err := os.ReadFile("../../examples/events/ongoing-wms.json")
 	if err != nil {
@@ -212,6 +216,7 @@ func TestServeCatalog(t *testing.T) {
 // enums (the examples still validate, a misspelt entity does not);
 // schema config prints the config schema.
 func TestSchemaCatalogAndConfig(t *testing.T) {
+	t.Parallel()
 	out := mustCLI(t, nil, "schema", "--catalog", examplesCatalog)
 	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(out))
 	if err != nil {

@@ -81,6 +81,7 @@ func runCLI(t *testing.T, want int, args ...string) string {
 }
 
 func TestRulesAndDeliveriesCLI(t *testing.T) {
+	t.Parallel()
 	base := cliEnv(t, nil)
 	var fail atomic.Bool
 	fail.Store(true)

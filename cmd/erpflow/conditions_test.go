@@ -14,6 +14,7 @@ import (
 // building 2,000 bytes is stopped (a condition error naming the rule, in
 // the log and the metrics) while one building 500 bytes matches.
 func TestServeConditionLimits(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `
 listen: 127.0.0.1:0
@@ -44,6 +45,7 @@ limits: {condition_memory: 1KiB, condition_time: 1s}
 // deliveries and counts one dropped; with cool-downs off a condition
 // stopped at its limit is evaluated (and logged as failing) on each event.
 func TestServeFanOutLimits(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), `
 listen: 127.0.0.1:0

@@ -42,6 +42,7 @@ func commandPaths(c *cobra.Command, prefix []string) [][]string {
 // Help is on stdout with exit 0, for -h, --help and help CMD, on every
 // command and subcommand; nothing goes to stderr.
 func TestHelpEverywhere(t *testing.T) {
+	t.Parallel()
 	paths := commandPaths(newRootCmd(io.Discard, io.Discard), nil)
 	if len(paths) < 20 {
 		t.Fatalf("only %d commands found: %v", len(paths), paths)
@@ -118,6 +119,7 @@ func TestUsageErrorsExit2MessageFirst(t *testing.T) {
 }
 
 func TestCompletionScripts(t *testing.T) {
+	t.Parallel()
 	for shell, want := range map[string]string{"bash": "__start_erpflow", "zsh": "#compdef erpflow", "fish": "complete -c erpflow"} {
 		code, out, errb := runOut("completion", shell)
 		if code != 0 || !strings.Contains(out, want) || errb != "" {
@@ -135,7 +137,7 @@ func TestCompletionScripts(t *testing.T) {
 	}
 }
 
-func TestVersion(t *testing.T) {
+func TestVersion(t *testing.T) { // sets Version: not parallel
 	code, out, _ := runOut("version")
 	if code != 0 || !regexp.MustCompile(`^erpflow \S+ \(.*go1\.\d+.*\)\n$`).MatchString(out) || strings.Contains(out, "erpflow dev ") {
 		t.Fatalf("version: exit %d %q", code, out)
@@ -152,6 +154,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestSecret(t *testing.T) {
+	t.Parallel()
 	code, a, _ := runOut("secret")
 	_, b, _ := runOut("secret")
 	a, b = strings.TrimSpace(a), strings.TrimSpace(b)
@@ -236,6 +239,7 @@ func TestTableFits80Columns(t *testing.T) {
 }
 
 func TestYAMLOutputKeepsOrderAndTypes(t *testing.T) {
+	t.Parallel()
 	var b bytes.Buffer
 	if err := printYAML(&b, []byte(`{"name":"r","enabled":true,"version":"true","n":3,"tags":["a","b"],"on":{"entity":"X"}}`)); err != nil {
 		t.Fatal(err)
@@ -249,6 +253,7 @@ func TestYAMLOutputKeepsOrderAndTypes(t *testing.T) {
 // serve reads ./erpflow.yaml when there is no --config, and says so in
 // its first log line.
 func TestServeFindsConfigInWorkingDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if code, out, errb := runOut("init", dir); code != 0 {
 		t.Fatalf("init: %s%s", out, errb)

@@ -15,6 +15,7 @@ import (
 // TestDestinationsCLI: destinations list, show and resume against a real
 // server; a tenant-bound token sees and resumes none.
 func TestDestinationsCLI(t *testing.T) {
+	t.Parallel()
 	const admin, acme = "tok-admin-dests", "tok-acme-dests"
 	base, st := startCLIServerStore(t, httpapi.Options{Tokens: []config.Token{
 		{Name: "admin", Token: admin, Scopes: httpapi.AllScopes},

@@ -96,6 +96,7 @@ func checkFits(t *testing.T, what, out string) {
 // delivers nothing; after enabling it, `events rerun` delivers the stored
 // event (the receiver gets it) and `events show` shows the rerun.
 func TestEventsCLI(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	s := []string{"--server", e.base}
 	runCLI(t, 0, append([]string{"rules", "create", e.ruleFile(t, "so-released")}, s...)...)
@@ -160,6 +161,7 @@ func TestEventsCLI(t *testing.T) {
 // TestStatusCLI: status shows the server's version, store, rules and
 // queue counts.
 func TestStatusCLI(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	e.status.Store(500)
 	s := []string{"--server", e.base}
@@ -252,6 +254,7 @@ func TestReplayConfirmation(t *testing.T) {
 // TestReplayRefusedByBinary: the real binary with stdin not a terminal
 // (/dev/null, a character device) refuses a replay without a filter.
 func TestReplayRefusedByBinary(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	code, out := cli(t, nil, "deliveries", "replay", "--server", e.base)
 	if code != 2 || !strings.Contains(out, "needs --yes") {
@@ -287,6 +290,7 @@ func streamProxy(t *testing.T, base string, down *atomic.Bool, onStream func(htt
 }
 
 func TestDeliveriesTail(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	var down atomic.Bool
 	var mu sync.Mutex
@@ -348,6 +352,7 @@ func TestDeliveriesTail(t *testing.T) {
 // stream open stops cleanly on SIGTERM: the stream ends, and the HTTP
 // server's graceful shutdown does not wait out its deadline for it.
 func TestServeEndsStreamsOnShutdown(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\ndatabase: sqlite:./e.db\nlimits: {streams: 1}\n")
 	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")
@@ -399,6 +404,7 @@ func (w *positionWriter) Flush() { w.ResponseWriter.(http.Flusher).Flush() }
 // connected (the position message), so an attempt made while it was away
 // is printed, not lost.
 func TestTailResumesFromWhereItStarted(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	var down atomic.Bool
 	positioned := make(chan struct{})
@@ -441,6 +447,7 @@ func TestTailResumesFromWhereItStarted(t *testing.T) {
 // 1 and says so, rather than printing an empty table and exiting 0; with
 // -o json the answer is printed as sent.
 func TestUndecodableAnswerFails(t *testing.T) {
+	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(httpapi.APIHeader, "1")
 		w.Header().Set("Content-Type", "application/json")
@@ -465,6 +472,7 @@ func TestUndecodableAnswerFails(t *testing.T) {
 // 429 (a rate limit) from the stream is waited out and reconnected, as a
 // 5xx is; a 401 still ends the tail (reconnecting will not help).
 func TestTailRetriesTimeoutsAndRateLimits(t *testing.T) {
+	t.Parallel()
 	for _, status := range []int{http.StatusRequestTimeout, http.StatusTooManyRequests} {
 		var calls atomic.Int32
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -122,6 +122,7 @@ func withoutSource(t *testing.T, out string) explain.Result {
 // explanation and sends nothing; emit says in one line why an event
 // created no delivery; and once enabled the rule delivers for real.
 func TestExplainServerCLI(t *testing.T) {
+	t.Parallel()
 	base := cliEnv(t, explainTokens())
 	rv := newHookReceiver(t)
 	f := newExplainFixture(t, rv.URL)
@@ -286,6 +287,7 @@ func TestExplainServerCLITenants(t *testing.T) {
 // TestExplainBinary: the built binary explains against a server, and
 // pointed at something that is not erpflow it fails clearly.
 func TestExplainBinary(t *testing.T) {
+	t.Parallel()
 	bin := erpflowBin(t)
 	base := cliEnv(t, explainTokens())
 	rv := newHookReceiver(t)

@@ -283,6 +283,7 @@ func TestExplainFileFlagsWithoutFiles(t *testing.T) {
 
 // The no-match hint names the server without the password of its URL.
 func TestNoMatchHintHidesPassword(t *testing.T) {
+	t.Parallel()
 	cl := &client.Client{Server: "http://ops:pa55word@127.0.0.1:1", Token: "tok-secret"}
 	line := noMatchLine(t.Context(), cl, []byte(`{"id":"e","entity":"X","event":"e"}`), "ev.json", false)
 	if strings.Contains(line, "pa55word") || strings.Contains(line, "tok-secret") || !strings.Contains(line, "http://ops:xxxxx@127.0.0.1:1") {
@@ -308,6 +309,7 @@ func TestExplainHintsConfigHere(t *testing.T) {
 // The no-match hint enables an API rule with rules enable, and says
 // where to enable a file's rule (rules enable refuses those).
 func TestHowToEnable(t *testing.T) {
+	t.Parallel()
 	file := explain.Rule{Name: "f", Source: "file", File: "/etc/erpflow/rules/a.yaml", Line: 12, WouldMatch: true}
 	api := explain.Rule{Name: "a", Source: "api", WouldMatch: true}
 	for _, c := range []struct {
@@ -328,6 +330,7 @@ func TestHowToEnable(t *testing.T) {
 // a note, and the request renders with ${NAME} where its value would be,
 // signed as it would be.
 func TestExplainFilesWithUnsetVariables(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "r.yaml")
 	os.WriteFile(rules, []byte(`name: hook

@@ -12,6 +12,7 @@ import (
 // target), and --force leaves the secret-holding files 0600 whatever
 // mode the old ones had.
 func TestInitSymlinksAndModes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	outside := filepath.Join(t.TempDir(), "victim.yaml")
 	if err := os.MkdirAll(filepath.Join(dir, "rules"), 0o755); err != nil {

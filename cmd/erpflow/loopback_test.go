@@ -14,6 +14,7 @@ import (
 // carries the API header, so the CLI shows its message rather than "not
 // an erpflow server".
 func TestLoopbackHostOnly(t *testing.T) {
+	t.Parallel()
 	h := loopbackHostOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
 	for host, want := range map[string]int{
 		"127.0.0.1:8080": 204, "localhost:8080": 204, "[::1]:8080": 204, "localhost": 204,

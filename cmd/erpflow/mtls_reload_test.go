@@ -27,6 +27,7 @@ import (
 // read when the rules load, so replacing a client certificate and sending
 // SIGHUP makes the next delivery present the new one (issue #14).
 func TestServeReloadsClientCertificateOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	caCert, caKey := certCA(t)
 	serverPEM, serverKey := certIssue(t, caCert, caKey, "receiver", true)

@@ -10,6 +10,7 @@ import (
 // TestOnTextCron: rules list shows a cron rule's clock, not an empty
 // entity list.
 func TestOnTextCron(t *testing.T) {
+	t.Parallel()
 	to := "RELEASED"
 	for _, c := range []struct {
 		on   *httpapi.TriggerView

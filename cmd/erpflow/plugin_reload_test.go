@@ -21,6 +21,7 @@ import (
 // serve start it in place of the old process, which exits, and the next
 // delivery runs on the new one. /metrics counts the restart.
 func TestServeReloadsReplacedPluginOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	erpflowBin(t)
 	dir := t.TempDir()
 	echo, bin, sum1 := buildEcho(t, dir)

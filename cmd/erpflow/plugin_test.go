@@ -26,6 +26,7 @@ func echoPlugin(t *testing.T) string {
 }
 
 func TestPluginDescribe(t *testing.T) {
+	t.Parallel()
 	bin := echoPlugin(t)
 	code, out, errb := runOut("plugin", "describe", bin)
 	if code != 0 {
@@ -188,6 +189,7 @@ func TestPluginRun(t *testing.T) {
 // TestPluginRunEventFromStdin runs the erpflow binary: --event - reads the
 // event from stdin.
 func TestPluginRunEventFromStdin(t *testing.T) {
+	t.Parallel()
 	bin := echoPlugin(t)
 	cfg := filepath.Join(t.TempDir(), "action.yaml")
 	writeTestFile(t, cfg, "message: 'hello {data.name}'\ntoken: s3cret\n")
@@ -208,6 +210,7 @@ func TestPluginRunEventFromStdin(t *testing.T) {
 // TestPluginSeveralTypes: a protocol 2 plugin with two action types;
 // describe lists both, run needs type: to choose one.
 func TestPluginSeveralTypes(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a plugin binary")
 	}
@@ -233,6 +236,7 @@ func TestPluginSeveralTypes(t *testing.T) {
 // TestLockedWriterEnd: what a plugin forwards after the command ended is
 // dropped, not written into the caller's writer behind its back.
 func TestLockedWriterEnd(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	w := &lockedWriter{w: &buf}
 	fmt.Fprint(w, "before")

@@ -72,6 +72,7 @@ func TestPluginInitGo(t *testing.T) {
 // The go.mod of a new plugin: erpflow's own go directive, and the
 // version of erpflow or a replace.
 func TestPluginInitGoMod(t *testing.T) {
+	t.Parallel()
 	gomod, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +99,7 @@ func TestPluginInitGoMod(t *testing.T) {
 // generated — they run the real plugin through `erpflow plugin run` —
 // and carries the current SDK.
 func TestPluginInitPython(t *testing.T) {
+	t.Parallel()
 	py := pythonWithGRPC(t)
 	bin := erpflowBin(t)
 	dir := filepath.Join(t.TempDir(), "crm-note")

@@ -21,6 +21,7 @@ import (
 // the plugin crashes during an attempt the list shows the restart, the new
 // process (the one that then delivered) and the crash as the last error.
 func TestPluginsCLI(t *testing.T) {
+	t.Parallel()
 	erpflowBin(t)
 	dir := t.TempDir()
 	_, _, sum := buildEcho(t, dir)

@@ -231,6 +231,7 @@ func (r *qsRun) check(b *qsBlock, out string) {
 }
 
 func TestQuickstart(t *testing.T) {
+	t.Parallel()
 	blocks := parseQuickstart(t, filepath.Join("..", "..", "docs", "quickstart.md"))
 	if len(blocks) < 5 {
 		t.Fatalf("docs/quickstart.md has %d sh blocks", len(blocks))
@@ -259,6 +260,7 @@ func TestQuickstart(t *testing.T) {
 // The parser takes heredocs, continuations and checks as the page
 // writes them.
 func TestParseQuickstart(t *testing.T) {
+	t.Parallel()
 	page := filepath.Join(t.TempDir(), "page.md")
 	src := "```console\nnot run\n```\n\n```sh\ncat > a.yaml <<'EOF'\nx: 1\n\nEOF\n./erpflow serve \\\n  --config a.yaml\n\n./erpflow emit e.json\n```\n<!-- expect: ok -->\n<!-- log erpflow serve: serving -->\n"
 	if err := os.WriteFile(page, []byte(src), 0o600); err != nil {

@@ -37,6 +37,7 @@ func (l *lockedBuffer) String() string {
 }
 
 func TestReceive(t *testing.T) {
+	t.Parallel()
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -112,6 +113,7 @@ func TestReceive(t *testing.T) {
 }
 
 func TestReceiveTLS(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pemFile := filepath.Join(t.TempDir(), "receive.pem")

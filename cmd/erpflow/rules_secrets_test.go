@@ -14,6 +14,7 @@ import (
 // so they show no secret; the definition `get -o json` prints goes back
 // with `rules update` and the rule still sends its secrets.
 func TestRulesGetCLIMasksSecrets(t *testing.T) {
+	t.Parallel()
 	base := cliEnv(t, nil)
 	got := make(chan string, 4)
 	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +54,7 @@ func TestRulesGetCLIMasksSecrets(t *testing.T) {
 // TestExplainMasksSecrets: explain's preview of a rule with every kind of
 // webhook secret shows none of them, in text and JSON.
 func TestExplainMasksSecrets(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "rules.yaml")
 	os.WriteFile(rules, []byte(`rules:

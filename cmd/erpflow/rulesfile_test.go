@@ -48,6 +48,7 @@ func TestValidateREADMERule(t *testing.T) {
 // Pointed at a program that is not erpflow (the webhook receiver), the
 // CLI fails and says so; it never prints an empty success.
 func TestCLIAtAReceiver(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rcv := start(t, dir, nil, "receive", "--listen", "127.0.0.1:0")
 	url := rcv.waitOutput(t, `listening on (http://127\.0\.0\.1:\d+)/`)[1]
@@ -68,6 +69,7 @@ func TestCLIAtAReceiver(t *testing.T) {
 // rules create takes a rules file: every rule, or none and why (rule,
 // field, line:col of the file).
 func TestRulesCreateRulesFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\napi_rule_env: [VELOSITY_WEBHOOK_SECRET]\n")
 	srv := start(t, dir, []string{"VELOSITY_WEBHOOK_SECRET=" + quickSecret, "JOBS_WEBHOOK_SECRET=" + quickSecret},
@@ -126,6 +128,7 @@ func TestRulesCreateRulesFile(t *testing.T) {
 
 // validate notes an unset variable; serve still refuses it, at its place.
 func TestServeRefusesUnsetVariables(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "rules")
 	os.Mkdir(rules, 0o755)
@@ -143,6 +146,7 @@ func TestServeRefusesUnsetVariables(t *testing.T) {
 // deliveries tail pointed at a program that is not erpflow fails as the
 // other commands do; it kept reconnecting every 2 s for ever.
 func TestTailAtAReceiver(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rcv := start(t, dir, nil, "receive", "--listen", "127.0.0.1:0")
 	url := rcv.waitOutput(t, `listening on (http://127\.0\.0\.1:\d+)/`)[1]

@@ -15,6 +15,7 @@ import (
 )
 
 func TestSchemaValidatesExamples(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := runCmd(t, "schema")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)

@@ -36,6 +36,7 @@ func pythonWithGRPC(t *testing.T) string {
 // second attempt, with the token in neither its payload nor its attempts;
 // the plugin process is gone after serve stops.
 func TestServePythonPlugin(t *testing.T) {
+	t.Parallel()
 	py := pythonWithGRPC(t)
 	erpflowBin(t)
 	launcher, err := filepath.Abs("../../examples/plugins/python-ticket/erpflow-ticket")

@@ -53,6 +53,11 @@ func erpflowBin(t *testing.T) string {
 	return binPath
 }
 
+// Most tests here run in parallel (t.Parallel): they wait on processes,
+// servers and receivers of their own. Those that set environment
+// variables or change directory (t.Setenv and t.Chdir refuse parallel
+// tests), swap os.Stdin, or run bench (its ceilings want the cores to
+// themselves) run one at a time, before the parallel ones.
 func TestMain(m *testing.M) {
 	minCeilingRows = 1000 // shapes, not figures: ten times faster ceilings
 	code := m.Run()
@@ -212,6 +217,7 @@ const quickSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // signed and `deliveries show` shows it; SIGHUP reloads rule files (a bad
 // file keeps the old rules); SIGTERM stops with exit code 0.
 func TestServeQuickstart(t *testing.T) {
+	t.Parallel()
 	for _, db := range testDatabases(t) {
 		t.Run(db.name, func(t *testing.T) { quickstart(t, db.url(t)) })
 	}
@@ -346,6 +352,7 @@ actions:
 // TestServeAuth: with tokens the CLI needs one; without tokens serve
 // refuses a public address; tokens never reach the log.
 func TestServeAuth(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	code, out := cli(t, nil, "serve", "--listen", "0.0.0.0:0", "--database", "sqlite:"+filepath.Join(dir, "x.db"))
 	if code != 1 || !strings.Contains(out, "refusing to listen on 0.0.0.0:0") {
@@ -384,6 +391,7 @@ tokens:
 // API rule may name a listed variable and not another one of the
 // server's environment.
 func TestServeAPIRuleEnv(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\napi_rule_env: [PARTNER_TOKEN]\n")
 	srv := start(t, dir, []string{"PARTNER_TOKEN=partner-Lq20", "DB_PASSWORD=dbpw-Xe71"}, "serve", "--config", "erpflow.yaml", "--log-format", "json")
@@ -420,6 +428,7 @@ func writeTestFile(t *testing.T, path, content string) {
 // pick up each other's API rule changes (refreshed every 5 s) and share
 // the delivery log.
 func TestServeSharedPostgres(t *testing.T) {
+	t.Parallel()
 	u := os.Getenv("TEST_DATABASE_URL")
 	if u == "" {
 		t.Skip("TEST_DATABASE_URL not set: two processes need a shared PostgreSQL")
@@ -453,6 +462,7 @@ func TestServeSharedPostgres(t *testing.T) {
 // pid, and changes nothing, also when it names the file by a symlink;
 // once the first stops, the file opens again.
 func TestServeSQLiteOneProcess(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	a := start(t, dir, nil, "serve", "--listen", "127.0.0.1:0", "--database", "sqlite:./erpflow.db", "--log-format", "json")
 	a.waitOutput(t, `"addr":"(http://127\.0\.0\.1:\d+)"`)
@@ -488,6 +498,7 @@ func TestServeSQLiteOneProcess(t *testing.T) {
 // verified) and rules use their action types; a wrong checksum stops the
 // start with a message naming the plugin.
 func TestServePlugin(t *testing.T) {
+	t.Parallel()
 	erpflowBin(t)
 	dir := t.TempDir()
 	_, _, sum := buildEcho(t, dir)
@@ -534,6 +545,7 @@ func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 // there, with the title the config gives; `console: {enabled: false}`
 // turns both off.
 func TestServeConsole(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	writeTestFile(t, filepath.Join(dir, "erpflow.yaml"), "listen: 127.0.0.1:0\nconsole: {title: ACME webhooks}\n")
 	srv := start(t, dir, nil, "serve", "--config", "erpflow.yaml", "--log-format", "json")

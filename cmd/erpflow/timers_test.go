@@ -48,6 +48,7 @@ func armCLITimer(t *testing.T, st engine.Store, n int, tenant, rule, entity, ent
 // an unbound and a tenant-bound token; cancel through the built binary
 // with the server and token from the environment.
 func TestTimersCLI(t *testing.T) {
+	t.Parallel()
 	const admin, acme = "tok-admin-timers", "tok-acme-timers"
 	base, st := startCLIServerStore(t, httpapi.Options{Tokens: []config.Token{
 		{Name: "admin", Token: admin, Scopes: httpapi.AllScopes},
@@ -167,6 +168,7 @@ func TestTimersCLI(t *testing.T) {
 // fired, `timers show` the events it coalesced and the delivery it
 // created, and `timers cancel` refuses it naming its state.
 func TestTimersCLIFired(t *testing.T) {
+	t.Parallel()
 	e := newOpsEnv(t)
 	s := []string{"--server", e.base}
 	rule := filepath.Join(t.TempDir(), "sync.yaml")

@@ -28,6 +28,7 @@ func envOf(m map[string]string) func(string) string {
 // TestTracingOff: tracing is off unless OTEL_TRACES_EXPORTER is otlp, and
 // OTEL_SDK_DISABLED=true wins.
 func TestTracingOff(t *testing.T) {
+	t.Parallel()
 	for _, env := range []map[string]string{
 		{},
 		{"OTEL_TRACES_EXPORTER": "none"},
@@ -43,6 +44,7 @@ func TestTracingOff(t *testing.T) {
 // TestTracingBadEnv: an exporter or protocol erpflow does not have is an
 // error naming the variable, not silently no tracing.
 func TestTracingBadEnv(t *testing.T) {
+	t.Parallel()
 	for env, want := range map[*map[string]string]string{
 		{"OTEL_TRACES_EXPORTER": "console"}:                                           "OTEL_TRACES_EXPORTER=\"console\"",
 		{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}:  "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\"",
@@ -168,6 +170,7 @@ func TestTracingOTLPGRPC(t *testing.T) {
 // endpoint of the environment, in the event's trace, and the receiver's
 // webhook carries that trace on; spans left are flushed at SIGTERM.
 func TestServeTracing(t *testing.T) {
+	t.Parallel()
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	var mu sync.Mutex
 	spans := map[string]string{} // span name → its trace id (hex)

@@ -63,6 +63,7 @@ func TestValidateExamples(t *testing.T) {
 // TestValidateEmptyDirectory: a directory holding no rules file (a typo,
 // files named *.txt) is an error, not "valid" with nothing printed.
 func TestValidateEmptyDirectory(t *testing.T) {
+	t.Parallel()
 	empty, other := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(other, "rules.yaml.txt"), []byte("rules: []\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -117,6 +118,7 @@ func TestValidateMissingEnv(t *testing.T) {
 }
 
 func TestValidateReportsEveryProblem(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	src := `rules:
@@ -175,6 +177,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 // TestValidateWithPlugin loads rules that use a plugin's action type; the
 // plugin is the real csvlog example, built here.
 func TestValidateWithPlugin(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds a plugin binary")
 	}
@@ -224,6 +227,7 @@ func TestValidateWithPlugin(t *testing.T) {
 // TestValidateConfig takes the rules paths and delivery settings from the
 // server config.
 func TestValidateConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "plain.yaml")
 	os.WriteFile(rules, []byte("rules:\n  - name: plain\n    on: {entity: X}\n    actions: [{type: webhook, url: \"http://intranet.example/hook\"}]\n"), 0o644)
@@ -259,6 +263,7 @@ func TestValidateConfig(t *testing.T) {
 // debounce and on.cron at file:line:col with their paths, and with a
 // catalog a schedule's date path that is not in the entity's schema.
 func TestValidateTimingErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "timing.yaml")
 	src := `rules:
@@ -307,6 +312,7 @@ func TestValidateTimingErrors(t *testing.T) {
 // validate --strict-env, and serve, refuse it. The config's other settings
 // still apply, and its other mistakes are still errors.
 func TestValidateConfigUnsetEnv(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	rules := filepath.Join(dir, "plain.yaml")
 	os.WriteFile(rules, []byte("rules:\n  - name: plain\n    on: {entity: X}\n    actions: [{type: webhook, url: \"http://intranet.example/hook\"}]\n"), 0o644)

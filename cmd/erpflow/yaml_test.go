@@ -11,6 +11,7 @@ import (
 // reader (PyYAML, yaml.v2, Ruby) would read as booleans, numbers or a
 // merge key; numbers, booleans and null stay plain.
 func TestYAMLStringsStayStrings(t *testing.T) {
+	t.Parallel()
 	in := `{"country":"NO","a":"yes","b":"off","c":"Y","d":"1:20","<<":"x","e":"Norway","n":12,"t":true,"z":null,"s":"123"}`
 	var buf bytes.Buffer
 	if err := printYAML(&buf, json.RawMessage(in)); err != nil {

@@ -199,6 +199,7 @@ func (s *scopeEnv) check(t *testing.T, name string, want scopeOutcome, strict bo
 // what the write may make it, and an event of a tenant outside it never
 // reaches the rule's receiver nor its delivery log.
 func TestRuleScopeMatrix(t *testing.T) {
+	t.Parallel() // its own store, server and receiver
 	st, _ := dbKinds(t)[0].open(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "r.yaml"), "rules:\n  - name: from-file\n    on: {entity: Customer}\n    actions:\n      - {type: webhook, url: \"https://example.com/h\"}\n")

@@ -31,13 +31,17 @@ func open(t *testing.T, path string) *sqlite.Store {
 	return s
 }
 
+// The two suites share nothing and each is most of this package's time:
+// they run side by side.
 func TestStore(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) engine.Store {
 		return open(t, filepath.Join(t.TempDir(), "erpflow.db"))
 	})
 }
 
 func TestStoreInMemory(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("short")
 	}
