@@ -5,10 +5,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"testing"
 	"time"
 
@@ -275,15 +277,21 @@ func TestBenchHTTP(t *testing.T) {
 			if code := run(context.Background(), args, &out, &errOut); code != 0 {
 				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 			}
+			ceilingLine := `\nceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, 1000 rows from 3 ` + c.kind + `: (\d+) rows/s \(the mean of (\d+) just before the run and (\d+) just after\); delivered end to end at [\d.]+ of it \(target >= 0.50: (met|NOT met)\)`
 			for _, re := range []string{
 				`erpflow bench --http: .* POST /v1/events on loopback, 3 clients, ` + c.batch + ` events per request, 60 events × 2 rules = 120 deliveries, 4 workers`,
 				`\nthroughput: 60 events accepted in .* \(\d+ events/s\); 120 deliveries received and recorded in .*: \d+ events/s delivered end to end \(\d+ deliveries/s\); ingest-ack p50 [\d.]+ms p99 [\d.]+ms`,
 				`\nlatency at \d+ events/s \(half the accepted rate; \d+ achieved\) for 200ms: ingest-ack p50 [\d.]+ms p99 [\d.]+ms; ingest-to-receive p50 [\d.]+ms p99 [\d.]+ms`,
-				`\nceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, 1000 rows from 3 ` + c.kind + `: \d+ rows/s; delivered end to end at [\d.]+ of it \(target >= 0.50: (met|NOT met)\)`,
+				ceilingLine,
 				`\nfloor: the same requests and webhooks with no engine and no database \(3 clients, 4 senders\): \d+ events/s; with one ceiling commit per event beside it on the same cores: \d+ events/s = [\d.]+ of the ceiling; delivered end to end at [\d.]+ of that\n`,
 			} {
 				if !regexp.MustCompile(re).MatchString(out.String()) {
 					t.Errorf("output lacks %s:\n%s", re, out.String())
+				}
+			}
+			if m := regexp.MustCompile(ceilingLine).FindStringSubmatch(out.String()); m != nil {
+				if mean, before, after := atof(t, m[1]), atof(t, m[2]), atof(t, m[3]); math.Abs(mean-(before+after)/2) > 1 {
+					t.Errorf("ceiling %s rows/s is not the mean of %s before and %s after the run", m[1], m[2], m[3])
 				}
 			}
 		})
@@ -294,7 +302,7 @@ func TestBenchHTTP(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 0 {
 			t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 		}
-		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s, floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the reference \([\d.]+ of the ceiling\)`
+		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s \((\d+) before, (\d+) after\), floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the reference \([\d.]+ of the ceiling\)`
 		for _, re := range []string{
 			`(?s)throughput: 60 events .*\nrun 1 of 2: ` + run + `\nthroughput: 60 events .*\nrun 2 of 2: ` + run + `\nlatency at `,
 			`\nmedian of 2 runs \(by the share of the ceiling; [\d.]+ to [\d.]+\): ` + run + ` \(target >= 0.50: (met|NOT met)\)\n$`,
@@ -302,6 +310,10 @@ func TestBenchHTTP(t *testing.T) {
 			if !regexp.MustCompile(re).MatchString(out.String()) {
 				t.Errorf("output lacks %s:\n%s", re, out.String())
 			}
+		}
+		// One measurement between the runs: run 1's after is run 2's before.
+		if m := regexp.MustCompile(`(?s)\nrun 1 of 2: ` + run + `\n.*\nrun 2 of 2: ` + run).FindStringSubmatch(out.String()); m != nil && m[2] != m[3] {
+			t.Errorf("run 2's ceiling before it (%s rows/s) is not run 1's after it (%s)", m[3], m[2])
 		}
 	})
 	for _, bad := range [][]string{{"--clients", "0"}, {"--runs", "0"}} {
@@ -393,4 +405,13 @@ func TestBenchStored(t *testing.T) {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut.String())
 		}
 	}
+}
+
+func atof(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
