@@ -289,10 +289,12 @@ func TestBenchHTTP(t *testing.T) {
 					t.Errorf("output lacks %s:\n%s", re, out.String())
 				}
 			}
-			if m := regexp.MustCompile(ceilingLine).FindStringSubmatch(out.String()); m != nil {
-				if mean, before, after := atof(t, m[1]), atof(t, m[2]), atof(t, m[3]); math.Abs(mean-(before+after)/2) > 1 {
-					t.Errorf("ceiling %s rows/s is not the mean of %s before and %s after the run", m[1], m[2], m[3])
-				}
+			m := regexp.MustCompile(ceilingLine).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("output lacks %s:\n%s", ceilingLine, out.String())
+			}
+			if mean, before, after := atof(t, m[1]), atof(t, m[2]), atof(t, m[3]); math.Abs(mean-(before+after)/2) > 1 {
+				t.Errorf("ceiling %s rows/s is not the mean of %s before and %s after the run", m[1], m[2], m[3])
 			}
 		})
 	}
@@ -302,7 +304,7 @@ func TestBenchHTTP(t *testing.T) {
 		if code := run(context.Background(), args, &out, &errOut); code != 0 {
 			t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 		}
-		run := `\d+ events/s delivered end to end, ceiling \d+ rows/s \((\d+) before, (\d+) after\), floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the reference \([\d.]+ of the ceiling\)`
+		run := `\d+ events/s delivered end to end, ceiling (\d+) rows/s \((\d+) before, (\d+) after\), floor \d+ events/s: [\d.]+ of the ceiling, [\d.]+ of the reference \([\d.]+ of the ceiling\)`
 		for _, re := range []string{
 			`(?s)throughput: 60 events .*\nrun 1 of 2: ` + run + `\nthroughput: 60 events .*\nrun 2 of 2: ` + run + `\nlatency at `,
 			`\nmedian of 2 runs \(by the share of the ceiling; [\d.]+ to [\d.]+\): ` + run + ` \(target >= 0.50: (met|NOT met)\)\n$`,
@@ -312,8 +314,17 @@ func TestBenchHTTP(t *testing.T) {
 			}
 		}
 		// One measurement between the runs: run 1's after is run 2's before.
-		if m := regexp.MustCompile(`(?s)\nrun 1 of 2: ` + run + `\n.*\nrun 2 of 2: ` + run).FindStringSubmatch(out.String()); m != nil && m[2] != m[3] {
-			t.Errorf("run 2's ceiling before it (%s rows/s) is not run 1's after it (%s)", m[3], m[2])
+		m := regexp.MustCompile(`(?s)\nrun 1 of 2: ` + run + `\n.*\nrun 2 of 2: ` + run).FindStringSubmatch(out.String())
+		if m == nil {
+			t.Fatalf("output lacks two runs:\n%s", out.String())
+		}
+		for i := 1; i <= 4; i += 3 {
+			if mean, before, after := atof(t, m[i]), atof(t, m[i+1]), atof(t, m[i+2]); math.Abs(mean-(before+after)/2) > 1 {
+				t.Errorf("a run's ceiling %s rows/s is not the mean of %s before and %s after it", m[i], m[i+1], m[i+2])
+			}
+		}
+		if m[3] != m[5] {
+			t.Errorf("run 2's ceiling before it (%s rows/s) is not run 1's after it (%s)", m[5], m[3])
 		}
 	})
 	for _, bad := range [][]string{{"--clients", "0"}, {"--runs", "0"}} {

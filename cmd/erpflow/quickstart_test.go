@@ -230,8 +230,7 @@ func (r *qsRun) check(b *qsBlock, out string) {
 	}
 }
 
-func TestQuickstart(t *testing.T) {
-	t.Parallel()
+func TestQuickstart(t *testing.T) { // serial: freePort's port must stay free until serve binds it
 	blocks := parseQuickstart(t, filepath.Join("..", "..", "docs", "quickstart.md"))
 	if len(blocks) < 5 {
 		t.Fatalf("docs/quickstart.md has %d sh blocks", len(blocks))

@@ -56,8 +56,9 @@ func erpflowBin(t *testing.T) string {
 // Most tests here run in parallel (t.Parallel): they wait on processes,
 // servers and receivers of their own. Those that set environment
 // variables or change directory (t.Setenv and t.Chdir refuse parallel
-// tests), swap os.Stdin, or run bench (its ceilings want the cores to
-// themselves) run one at a time, before the parallel ones.
+// tests), swap os.Stdin, set a package variable, or run a bench (its
+// ceilings want the cores to themselves; a bench's flag errors need not),
+// run one at a time, before the parallel ones.
 func TestMain(m *testing.M) {
 	minCeilingRows = 1000 // shapes, not figures: ten times faster ceilings
 	code := m.Run()

@@ -66,8 +66,8 @@ func TestBacklogBounded(t *testing.T) {
 	}
 	n := 50000
 	if raceEnabled {
-		// Still ten times what the engine may hold (below), at half the
-		// time of 10,000 under -race on SQLite.
+		// Still about nine times what the engine may hold (below), at
+		// half the time of 10,000 under -race on SQLite.
 		n = 5000
 	}
 	forEachStore(t, func(t *testing.T, k storeKind) {

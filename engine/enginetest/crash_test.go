@@ -63,9 +63,6 @@ func TestCrashSafety(t *testing.T) {
 		n = 1500
 	}
 	forEachStore(t, func(t *testing.T, k storeKind) {
-		// The stores' runs share nothing, and each is mostly the
-		// children's work: side by side, the test takes the longer one.
-		t.Parallel()
 		db := k.newDB(t)
 		rv := newReceiver(t)
 		rules := "rules:" + hookRule("crash", rv.URL, "default")
