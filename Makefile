@@ -4,7 +4,8 @@ PKGS    ?= ./...
 BENCH   ?= .
 # PARALLEL: how many parallel tests of one package run at once. Most of
 # their time waits (for children, receivers, retries, disks), so more than
-# the default (GOMAXPROCS, 2 on CI) keeps the cores busy.
+# the default (GOMAXPROCS, 2 on CI) lets a package's tests finish sooner;
+# the whole suite, two packages at a time on two cores, is CPU-bound.
 PARALLEL ?= 4
 # BENCHPKGS: where `make bench` looks for benchmarks.
 BENCHPKGS ?= ./...

@@ -134,7 +134,6 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 			return err
 		}
 		lastCeiling = r.ceilAfter
-		r.ceiling = (r.ceilBefore + r.ceilAfter) / 2
 		if r.floor, err = bareIngest(ctx, hookURL+"/bare", rv, o, postTo); err != nil {
 			return fmt.Errorf("bare ingest: %w", err)
 		}
@@ -240,32 +239,34 @@ func benchHTTP(ctx context.Context, eng *engine.Engine, st engine.Store, dbURL, 
 	r := runs[0]
 	fmt.Fprintf(out, "ceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, %d rows from %d %s: %.0f rows/s (the mean of %.0f just before the run and %.0f just after); delivered end to end at %.2f of it (target >= 0.50: %s)\n",
 		ceilingRows(o), o.clients, map[bool]string{true: "connections", false: "goroutines through one writer"}[store.Kind(dbURL) == "postgres"],
-		r.ceiling, r.ceilBefore, r.ceilAfter, r.ofCeiling(), verdict(r.ofCeiling() >= 0.5))
+		r.ceiling(), r.ceilBefore, r.ceilAfter, r.ofCeiling(), verdict(r.ofCeiling() >= 0.5))
 	// (4) The floor: what the HTTP round trips alone cost on this machine.
 	fmt.Fprintf(out, "floor: the same requests and webhooks with no engine and no database (%d clients, %d senders): %.0f events/s; with one ceiling commit per event beside it on the same cores: %.0f events/s = %.2f of the ceiling; delivered end to end at %.2f of that\n",
-		o.clients, o.workers, r.floor, r.reference(), r.reference()/r.ceiling, r.delivered/r.reference())
+		o.clients, o.workers, r.floor, r.reference(), r.reference()/r.ceiling(), r.delivered/r.reference())
 	return nil
 }
 
 // httpRun is one throughput run of --http with its limits, measured next.
 type httpRun struct {
 	delivered             float64 // events/s delivered end to end
-	ceiling               float64 // single-row commits/s (see store.BareInsertLoop): the mean of
-	ceilBefore, ceilAfter float64 // those measured just before and after the run
+	ceilBefore, ceilAfter float64 // single-row commits/s (see store.BareInsertLoop) just before and after the run
 	floor                 float64 // events/s through bareIngest
 }
 
-func (r httpRun) ofCeiling() float64 { return r.delivered / r.ceiling }
+// ceiling is the run's: the mean of those measured on either side of it.
+func (r httpRun) ceiling() float64 { return (r.ceilBefore + r.ceilAfter) / 2 }
+
+func (r httpRun) ofCeiling() float64 { return r.delivered / r.ceiling() }
 
 // reference is what the floor and the ceiling allow together when both are
 // bound by the same cores: an event's round trips plus one ceiling
 // commit. An engine that commits once per event cannot beat it; one
 // whose group commits cost less per event than a one-row commit can.
-func (r httpRun) reference() float64 { return 1 / (1/r.floor + 1/r.ceiling) }
+func (r httpRun) reference() float64 { return 1 / (1/r.floor + 1/r.ceiling()) }
 
 func (r httpRun) String() string {
 	return fmt.Sprintf("%.0f events/s delivered end to end, ceiling %.0f rows/s (%.0f before, %.0f after), floor %.0f events/s: %.2f of the ceiling, %.2f of the reference (%.2f of the ceiling)",
-		r.delivered, r.ceiling, r.ceilBefore, r.ceilAfter, r.floor, r.ofCeiling(), r.delivered/r.reference(), r.reference()/r.ceiling)
+		r.delivered, r.ceiling(), r.ceilBefore, r.ceilAfter, r.floor, r.ofCeiling(), r.delivered/r.reference(), r.reference()/r.ceiling())
 }
 
 // postBatches posts --events events, --batch a request (the last one the

@@ -293,9 +293,7 @@ func TestBenchHTTP(t *testing.T) {
 			if m == nil {
 				t.Fatalf("output lacks %s:\n%s", ceilingLine, out.String())
 			}
-			if mean, before, after := atof(t, m[1]), atof(t, m[2]), atof(t, m[3]); math.Abs(mean-(before+after)/2) > 1 {
-				t.Errorf("ceiling %s rows/s is not the mean of %s before and %s after the run", m[1], m[2], m[3])
-			}
+			checkMean(t, m[1], m[2], m[3])
 		})
 	}
 	t.Run("runs", func(t *testing.T) {
@@ -318,11 +316,8 @@ func TestBenchHTTP(t *testing.T) {
 		if m == nil {
 			t.Fatalf("output lacks two runs:\n%s", out.String())
 		}
-		for i := 1; i <= 4; i += 3 {
-			if mean, before, after := atof(t, m[i]), atof(t, m[i+1]), atof(t, m[i+2]); math.Abs(mean-(before+after)/2) > 1 {
-				t.Errorf("a run's ceiling %s rows/s is not the mean of %s before and %s after it", m[i], m[i+1], m[i+2])
-			}
-		}
+		checkMean(t, m[1], m[2], m[3])
+		checkMean(t, m[4], m[5], m[6])
 		if m[3] != m[5] {
 			t.Errorf("run 2's ceiling before it (%s rows/s) is not run 1's after it (%s)", m[5], m[3])
 		}
@@ -418,11 +413,18 @@ func TestBenchStored(t *testing.T) {
 	}
 }
 
-func atof(t *testing.T, s string) float64 {
+// checkMean fails t unless the printed ceiling is the mean of those
+// printed before and after its run (to the rows/s printed).
+func checkMean(t *testing.T, ceiling, before, after string) {
 	t.Helper()
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		t.Fatal(err)
+	var f [3]float64
+	for i, s := range []string{ceiling, before, after} {
+		var err error
+		if f[i], err = strconv.ParseFloat(s, 64); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return f
+	if math.Abs(f[0]-(f[1]+f[2])/2) > 1 {
+		t.Errorf("a run's ceiling %s rows/s is not the mean of %s before and %s after it", ceiling, before, after)
+	}
 }
