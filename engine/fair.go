@@ -522,6 +522,10 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 			ids[i] = refs[i].id
 		}
 		var err error
+		// Tries after the first may follow a commit whose reply was
+		// lost: no claim of this process may come between (see
+		// runner.releasing). Its claim loops wait for the tries.
+		r.releasing.Lock()
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 			if k.dest != "" && ds != nil {
@@ -530,11 +534,12 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 				err = e.store.Release(ctx, e.cfg.Owner, ids, at)
 			}
 			cancel()
-			if err == nil {
+			if err == nil || try == 2 {
 				break
 			}
 			time.Sleep(minBackoff << try)
 		}
+		r.releasing.Unlock()
 		// No longer this process's: released, or (should the release
 		// have failed) left for its lease to end. Held during the release
 		// (renewed should it take long); claimed back meanwhile, one is

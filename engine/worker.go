@@ -98,6 +98,15 @@ type runner struct {
 	release  []string  // claimed but not run: give back on stop
 	earliest time.Time // earliest RunAt of a retry this process scheduled
 
+	// releasing keeps this process's claims apart from its releases
+	// while running (claim loops hold it for reading). A release is
+	// fenced on the owner and undoes the claim's attempt count, so a
+	// claim of the same delivery by this process meets its fence again:
+	// should the release's reply be lost after its commit, its retry
+	// would put that new claim, running, back to pending, and the
+	// delivery would be sent twice.
+	releasing sync.RWMutex
+
 	// Lease renewal (lease.go).
 	leaseMu   sync.Mutex
 	lapseMu   sync.Mutex         // one renewal at a time (renew, renewLapsing)
@@ -215,7 +224,8 @@ func (r *runner) stop(ctx context.Context) error {
 		<-r.compDone
 	}
 
-	// Nothing runs any more (or what still does is left to its lease).
+	// Nothing runs any more (or what still does is left to its lease),
+	// and nothing is claimed (so the release needs no r.releasing).
 	r.stopRenewing()
 	r.mu.Lock()
 	ids := append(r.release, parked...)
@@ -276,7 +286,9 @@ func (r *runner) claimLoop() {
 			err := errLapsing
 			if r.renewLapsing(now) {
 				ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
+				r.releasing.RLock()
 				ds, err = e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
+				r.releasing.RUnlock()
 				cancel()
 			}
 			// Give back what was not used (or count what a store returned
