@@ -59,7 +59,9 @@ type Config struct {
 	// EmitBatch is the most events committed in one transaction when many
 	// Emit calls arrive at once (group commit). Default 500.
 	EmitBatch int
-	// Owner names this process in leases. Default host-pid-random.
+	// Owner names this process in leases. Default host-pid-random. Each
+	// engine sharing a database needs its own: leases, releases and
+	// results are told apart by it.
 	Owner string
 	// DefaultRetry is the policy of rules that name none. Default
 	// triggers.DefaultRetry ([5s, 5m, 30m, 2h, 5h, 10h, 10h]).

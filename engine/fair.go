@@ -515,6 +515,11 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		}
 	}()
 	ds, _ := e.store.(DestinationStore)
+	// Tries after the first may follow a commit whose reply was lost: no
+	// claim of this process may come between (see runner.releasing). The
+	// claim loops wait for the whole batch, usually one short
+	// transaction per distinct due time.
+	r.releasing.Lock()
 	for k, refs := range byTime {
 		at := k.at
 		ids := make([]string, len(refs))
@@ -522,10 +527,6 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 			ids[i] = refs[i].id
 		}
 		var err error
-		// Tries after the first may follow a commit whose reply was
-		// lost: no claim of this process may come between (see
-		// runner.releasing). Its claim loops wait for the tries.
-		r.releasing.Lock()
 		for try := range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
 			if k.dest != "" && ds != nil {
@@ -534,16 +535,17 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 				err = e.store.Release(ctx, e.cfg.Owner, ids, at)
 			}
 			cancel()
-			if err == nil || try == 2 {
+			// Once Stop has begun, a claim loop waiting here holds it
+			// up: what failed is left to its lease.
+			if err == nil || try == 2 || !stopping && r.claimCtx.Err() != nil {
 				break
 			}
 			time.Sleep(minBackoff << try)
 		}
-		r.releasing.Unlock()
 		// No longer this process's: released, or (should the release
 		// have failed) left for its lease to end. Held during the release
-		// (renewed should it take long); claimed back meanwhile, one is
-		// held again under another ref, which this does not end.
+		// (renewed should it take long); claimed back later, one is held
+		// again under another ref, which this does not end.
 		r.unhold(refs...)
 		if err != nil {
 			// The leases expire and the deliveries are claimed again.
@@ -556,6 +558,7 @@ func (r *runner) releaseBatch(bs []sendBack, stopping bool) {
 		}
 		r.mu.Unlock()
 	}
+	r.releasing.Unlock()
 	e.kick()
 }
 

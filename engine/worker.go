@@ -281,16 +281,19 @@ func (r *runner) claimLoop() {
 			slotLimited = limit == 0
 		}
 		if !slotLimited {
+			// After a release of this process in progress (see
+			// runner.releasing), and only then the clock: the leases
+			// taken run from the claim, not from before the wait.
+			r.releasing.RLock()
 			now := e.now()
 			var ds []Delivery
 			err := errLapsing
 			if r.renewLapsing(now) {
 				ctx, cancel := context.WithTimeout(context.Background(), storeOpTimeout)
-				r.releasing.RLock()
 				ds, err = e.store.Claim(ctx, e.cfg.Owner, int(limit), now, e.cfg.Lease)
-				r.releasing.RUnlock()
 				cancel()
 			}
+			r.releasing.RUnlock()
 			// Give back what was not used (or count what a store returned
 			// beyond the limit).
 			r.inflight.Add(int64(len(ds)) - limit)
