@@ -279,6 +279,13 @@ func (dialect) MaxParams() int { return 60000 }
 
 func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
+// TxIDSQL implements sqlcore.CommitChecker (txid_current: every
+// supported PostgreSQL has it).
+func (dialect) TxIDSQL() string { return "SELECT txid_current()" }
+
+// TxStatusSQL implements sqlcore.CommitChecker.
+func (dialect) TxStatusSQL() string { return "SELECT txid_status(?)" }
+
 // claimSQL claims in one statement: it picks and locks due rows of the
 // narrow queue table (the wide deliveries table has no index on due_at,
 // so that its updates are HOT), then updates deliveries, whose trigger

@@ -46,11 +46,11 @@ func (c *Core) PutCatalog(ctx context.Context, source string, ifVersion int64) (
 		q = `UPDATE catalog SET source = ?, version = version + 1, updated_at = ? WHERE id = 1 AND version = ? RETURNING version`
 		args = []any{source, c.t(rec.UpdatedAt), ifVersion}
 	}
-	err := c.Retry(ctx, func() error {
-		err := c.W.QueryRowContext(ctx, c.Q(q), args...).Scan(&rec.Version)
+	err := c.TxOnce(ctx, func(tx *Tx) error {
+		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&rec.Version)
 		if errors.Is(err, sql.ErrNoRows) {
 			var v int64
-			if err := c.W.QueryRowContext(ctx, "SELECT version FROM catalog WHERE id = 1").Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			if err := tx.QueryRowContext(ctx, "SELECT version FROM catalog WHERE id = 1").Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
 			return fmt.Errorf("the catalog is at version %d, not %d: %w", v, ifVersion, engine.ErrConflict)

@@ -214,6 +214,98 @@ func (c *Core) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	return c.Retry(ctx, func() error { return c.tx(ctx, fn) })
 }
 
+// execOnce runs one statement in TxOnce and returns how many rows it
+// affected.
+func (c *Core) execOnce(ctx context.Context, q string, args ...any) (int64, error) {
+	var n int64
+	err := c.TxOnce(ctx, func(tx *Tx) error {
+		r, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// CommitChecker is an optional Dialect capability of a database reached
+// over a network, where a connection may drop after the server committed
+// and before its answer arrived. The transaction's id, read inside it,
+// tells afterwards whether it committed.
+type CommitChecker interface {
+	// TxIDSQL reads the current transaction's id, assigning one.
+	TxIDSQL() string
+	// TxStatusSQL reads the status of the transaction id given as its
+	// one parameter: "committed", "aborted", "in progress", or NULL when
+	// too old to tell.
+	TxStatusSQL() string
+}
+
+type onceKey struct{}
+
+// commitCheckFor bounds how long TxOnce looks for the outcome of a
+// commit whose answer was lost while the database is out of reach.
+const commitCheckFor = 15 * time.Second
+
+// TxOnce is Tx for a transaction that must not run again once it has
+// committed: one whose second run would answer differently (a rule
+// created, then "name taken"), or undo what happened in between (a
+// release, then a claim of the same delivery). Tx runs fn again after
+// any transient error, also one that dropped the connection at COMMIT
+// after the server committed. TxOnce reads the transaction's id first
+// and, should COMMIT fail so, asks the database: committed, it returns
+// what the first run did; aborted, it runs fn again; should the database
+// not tell within commitCheckFor (or ctx), it returns an error wrapping
+// engine.ErrUnavailable that says the outcome is unknown. Without a
+// CommitChecker (SQLite: no network between) it is Tx. It costs one
+// statement more, so the hot paths, whose second runs are harmless (an
+// insert of events deduplicated by id, completions fenced on the
+// attempt), keep Tx.
+func (c *Core) TxOnce(ctx context.Context, fn func(tx *Tx) error) error {
+	return c.Tx(context.WithValue(ctx, onceKey{}, true), fn)
+}
+
+// commitLost reports whether err, returned by COMMIT, may have come after
+// the server committed: a dropped connection.
+func (c *Core) commitLost(err error) bool {
+	return c.Transient != nil && c.Transient(err)
+}
+
+// committed asks the database whether transaction xid committed (see
+// TxOnce), waiting while it is in progress or the database out of reach.
+func (c *Core) committed(ctx context.Context, ck CommitChecker, xid int64, commitErr error) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, commitCheckFor)
+	defer cancel()
+	last := commitErr
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		var status sql.NullString
+		err := c.W.QueryRowContext(ctx, c.Q(ck.TxStatusSQL()), xid).Scan(&status)
+		switch {
+		case err == nil && status.String == "committed":
+			return true, nil
+		case err == nil && status.String == "aborted":
+			return false, nil
+		case err == nil && !status.Valid:
+			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and transaction %d is too old to tell whether it committed",
+				engine.ErrUnavailable, commitErr, xid)
+		case err != nil && !c.commitLost(err) && ctx.Err() == nil:
+			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and asking whether it committed failed: %v",
+				engine.ErrUnavailable, commitErr, err)
+		case err != nil:
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			// %v, not %w: a transient cause must not make Retry run fn
+			// again.
+			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and whether it committed could not be told within %s: %v",
+				engine.ErrUnavailable, commitErr, commitCheckFor, last)
+		case <-time.After(wait):
+		}
+	}
+}
+
 func (c *Core) tx(ctx context.Context, fn func(tx *Tx) error) error {
 	if c.SyncRelax != "" && ctx.Value(relaxedKey{}) != nil {
 		return c.relaxedTx(ctx, fn)
@@ -222,7 +314,7 @@ func (c *Core) tx(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return c.run(stx, fn)
+	return c.run(ctx, stx, fn)
 }
 
 type relaxedKey struct{}
@@ -254,18 +346,36 @@ func (c *Core) relaxedTx(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return c.run(stx, fn)
+	return c.run(ctx, stx, fn)
 }
 
 // run runs fn in stx and commits.
-func (c *Core) run(stx *sql.Tx, fn func(tx *Tx) error) error {
+func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) error {
 	tx := &Tx{Tx: stx}
+	ck, once := c.D.(CommitChecker)
+	once = once && ctx.Value(onceKey{}) != nil
+	var xid int64
+	if once {
+		if err := stx.QueryRowContext(ctx, ck.TxIDSQL()).Scan(&xid); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		if !once || !c.commitLost(err) {
+			return err
+		}
+		ok, cerr := c.committed(ctx, ck, xid, err)
+		switch {
+		case cerr != nil:
+			return cerr
+		case !ok:
+			return err // not committed: Retry runs fn again
+		}
 	}
 	if tx.Wake && c.Woken != nil {
 		c.Woken()
@@ -941,7 +1051,7 @@ func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Att
 func (c *Core) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
 	now = Round(now)
 	ctx = Relaxed(ctx)
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		if len(ids) == 0 {
 			_, err := tx.ExecContext(ctx, c.Q(releaseSQL), c.t(now), c.t(now), c.t(now), owner)
 			return err
@@ -1185,7 +1295,7 @@ func (c *Core) Requeue(ctx context.Context, ids []string, f *engine.DeliveryFilt
 	set := `UPDATE deliveries SET state = 'pending', run_at = ?, due_at = ?, retry_base = attempts,
 		lease_owner = '', locked_until = NULL, updated_at = ?`
 	total := 0
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		total = 0
 		if len(ids) > 0 {
 			n, err := c.byIDs(ids, set+" WHERE state NOT IN ('running', 'held') AND NOT test", []any{c.t(now), c.t(now), c.t(now)}, execIn(ctx, tx))
@@ -1574,7 +1684,7 @@ func (c *Core) AddAttempt(ctx context.Context, d engine.Delivery, a engine.Attem
 		sets = append(sets, col+" = excluded."+col)
 	}
 	sets = append(sets, "due_at = excluded.due_at")
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		q := "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at) VALUES " + placeholders(1, nDeliveryCols) +
 			" ON CONFLICT (id) DO UPDATE SET " + strings.Join(sets, ", ")
 		if _, err := tx.ExecContext(ctx, c.Q(q), c.deliveryArgs(nil, &d)...); err != nil {
@@ -1650,7 +1760,7 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 			WHERE name = ? AND (? < 0 OR version = ?) AND (? = '' OR rule_id = ?) RETURNING rule_id, version`
 		args = []any{r.Tenant, r.Source, r.Enabled, c.t(r.UpdatedAt), r.Name, ifVersion, ifVersion, ifID, ifID}
 	}
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		err := tx.QueryRowContext(ctx, c.Q(q), args...).Scan(&r.ID, &r.Version)
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -1685,7 +1795,7 @@ func (c *Core) PutRule(ctx context.Context, r engine.RuleRecord, ifVersion int64
 func (c *Core) CreateRules(ctx context.Context, recs []engine.RuleRecord) ([]engine.RuleRecord, error) {
 	now := Round(time.Now())
 	out := make([]engine.RuleRecord, len(recs))
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		var taken []string
 		for i, r := range recs {
 			if r.Name == "" {
@@ -1717,18 +1827,6 @@ func (c *Core) CreateRules(ctx context.Context, recs []engine.RuleRecord) ([]eng
 		return nil, fmt.Errorf("create rules: %w", err)
 	}
 	return out, nil
-}
-
-// deleteRule implements engine.RuleStore.
-func (c *Core) deleteRule(ctx context.Context, name, ifID string) error {
-	r, err := c.W.ExecContext(ctx, c.Q("DELETE FROM rules WHERE name = ? AND (? = '' OR rule_id = ?)"), name, ifID, ifID)
-	if err != nil {
-		return fmt.Errorf("delete rule %q: %w", name, err)
-	}
-	if n, _ := r.RowsAffected(); n == 0 {
-		return fmt.Errorf("delete rule %q: %w", name, engine.ErrNotFound)
-	}
-	return nil
 }
 
 // Ping implements engine.Store.
@@ -1791,7 +1889,14 @@ func (c *Core) ListRules(ctx context.Context) (rs []engine.RuleRecord, err error
 
 // DeleteRule implements engine.RuleStore.
 func (c *Core) DeleteRule(ctx context.Context, name, ifID string) error {
-	return c.Retry(ctx, func() error { return c.deleteRule(ctx, name, ifID) })
+	n, err := c.execOnce(ctx, c.Q("DELETE FROM rules WHERE name = ? AND (? = '' OR rule_id = ?)"), name, ifID, ifID)
+	if err != nil {
+		return fmt.Errorf("delete rule %q: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete rule %q: %w", name, engine.ErrNotFound)
+	}
+	return nil
 }
 
 // completeChained is complete through a ChainCompleter: one statement,

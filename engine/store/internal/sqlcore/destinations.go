@@ -19,23 +19,15 @@ const destinationCols = "destination, id, state, failures, last_code, last_error
 
 // PauseDestination implements engine.DestinationStore.
 func (c *Core) PauseDestination(ctx context.Context, st engine.DestinationState) (bool, error) {
-	var n int64
-	err := c.Retry(ctx, func() error {
-		r, err := c.W.ExecContext(ctx, c.Q(`INSERT INTO destinations (`+destinationCols+`)
-			VALUES (?, ?, 'paused', ?, ?, ?, ?, ?, ?, NULL, 1, ?)
-			ON CONFLICT (destination) DO UPDATE SET state = 'paused', failures = excluded.failures,
-				last_code = excluded.last_code, last_error = excluded.last_error, paused_at = excluded.paused_at,
-				next_probe_at = excluded.next_probe_at, interval_ms = excluded.interval_ms,
-				pauses = destinations.pauses + 1, rules_disabled_at = NULL, updated_at = excluded.updated_at
-			WHERE destinations.state <> 'paused'`),
-			st.Destination, engine.DestinationID(st.Destination), st.Failures, st.LastCode, st.LastError,
-			c.t(Round(st.PausedAt)), c.t(Round(st.NextProbeAt)), st.Interval.Milliseconds(), c.t(Round(st.UpdatedAt)))
-		if err != nil {
-			return err
-		}
-		n, err = r.RowsAffected()
-		return err
-	})
+	n, err := c.execOnce(ctx, c.Q(`INSERT INTO destinations (`+destinationCols+`)
+		VALUES (?, ?, 'paused', ?, ?, ?, ?, ?, ?, NULL, 1, ?)
+		ON CONFLICT (destination) DO UPDATE SET state = 'paused', failures = excluded.failures,
+			last_code = excluded.last_code, last_error = excluded.last_error, paused_at = excluded.paused_at,
+			next_probe_at = excluded.next_probe_at, interval_ms = excluded.interval_ms,
+			pauses = destinations.pauses + 1, rules_disabled_at = NULL, updated_at = excluded.updated_at
+		WHERE destinations.state <> 'paused'`),
+		st.Destination, engine.DestinationID(st.Destination), st.Failures, st.LastCode, st.LastError,
+		c.t(Round(st.PausedAt)), c.t(Round(st.NextProbeAt)), st.Interval.Milliseconds(), c.t(Round(st.UpdatedAt)))
 	if err != nil {
 		return false, fmt.Errorf("pause destination: %w", err)
 	}
@@ -44,17 +36,9 @@ func (c *Core) PauseDestination(ctx context.Context, st engine.DestinationState)
 
 // TakeProbe implements engine.DestinationStore.
 func (c *Core) TakeProbe(ctx context.Context, dest string, now, next time.Time, interval time.Duration) (bool, error) {
-	var n int64
-	err := c.Retry(ctx, func() error {
-		r, err := c.W.ExecContext(ctx, c.Q(`UPDATE destinations SET next_probe_at = ?, interval_ms = ?, updated_at = ?
-			WHERE destination = ? AND state = 'paused' AND next_probe_at <= ?`),
-			c.t(Round(next)), interval.Milliseconds(), c.t(Round(now)), dest, c.t(Round(now)))
-		if err != nil {
-			return err
-		}
-		n, err = r.RowsAffected()
-		return err
-	})
+	n, err := c.execOnce(ctx, c.Q(`UPDATE destinations SET next_probe_at = ?, interval_ms = ?, updated_at = ?
+		WHERE destination = ? AND state = 'paused' AND next_probe_at <= ?`),
+		c.t(Round(next)), interval.Milliseconds(), c.t(Round(now)), dest, c.t(Round(now)))
 	if err != nil {
 		return false, fmt.Errorf("take probe: %w", err)
 	}
@@ -63,17 +47,9 @@ func (c *Core) TakeProbe(ctx context.Context, dest string, now, next time.Time, 
 
 // ClaimDisable implements engine.DestinationStore.
 func (c *Core) ClaimDisable(ctx context.Context, dest string, pausedBefore, now time.Time) (bool, error) {
-	var n int64
-	err := c.Retry(ctx, func() error {
-		r, err := c.W.ExecContext(ctx, c.Q(`UPDATE destinations SET rules_disabled_at = ?, updated_at = ?
-			WHERE destination = ? AND state = 'paused' AND paused_at <= ? AND rules_disabled_at IS NULL`),
-			c.t(Round(now)), c.t(Round(now)), dest, c.t(Round(pausedBefore)))
-		if err != nil {
-			return err
-		}
-		n, err = r.RowsAffected()
-		return err
-	})
+	n, err := c.execOnce(ctx, c.Q(`UPDATE destinations SET rules_disabled_at = ?, updated_at = ?
+		WHERE destination = ? AND state = 'paused' AND paused_at <= ? AND rules_disabled_at IS NULL`),
+		c.t(Round(now)), c.t(Round(now)), dest, c.t(Round(pausedBefore)))
 	if err != nil {
 		return false, fmt.Errorf("claim disabling a destination's rules: %w", err)
 	}
@@ -84,7 +60,7 @@ func (c *Core) ClaimDisable(ctx context.Context, dest string, pausedBefore, now 
 func (c *Core) ResumeDestination(ctx context.Context, dest string, now time.Time) (engine.DestinationState, bool, error) {
 	var before engine.DestinationState
 	resumed := false
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		resumed = false
 		var err error
 		before, err = c.destination(ctx, tx, dest)
@@ -139,7 +115,7 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 // held while the insert waited for a wake deleting that wait: a deadlock.
 func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
 	at = Round(at)
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		per := c.chunk(2)
 		for lo := 0; lo < len(ids); lo += per {
 			hi := min(lo+per, len(ids))

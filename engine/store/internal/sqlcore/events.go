@@ -31,7 +31,7 @@ func (c *Core) AddDeliveries(ctx context.Context, tenant, id string, ds []engine
 	if c.concurrentWriters() {
 		lock = " FOR KEY SHARE"
 	}
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		var entity, name string
 		var received Time
 		var internal bool

@@ -109,7 +109,7 @@ func (c *Core) getTimer(ctx context.Context, q Querier, id string) (engine.Timer
 func (c *Core) CancelTimer(ctx context.Context, id, reason string, now time.Time) (engine.Timer, error) {
 	now = Round(now)
 	var t engine.Timer
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		rows, err := tx.QueryContext(ctx, c.Q(`UPDATE timers SET state = 'cancelled', reason = ?, updated_at = ?,
 			version = version + 1, lease_owner = '', locked_until = NULL
 			WHERE id = ? AND state = 'pending' RETURNING `+TimerCols("")), reason, c.t(now), id)

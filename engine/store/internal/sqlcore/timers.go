@@ -223,7 +223,7 @@ func (c *Core) EndTimers(ctx context.Context, ends []engine.TimerEnd, now time.T
 	}
 	var ok []bool
 	var dls []engine.Delivery // as written (the last try's)
-	err := c.Tx(ctx, func(tx *Tx) error {
+	err := c.TxOnce(ctx, func(tx *Tx) error {
 		ok = make([]bool, len(ends))
 		dls = nil
 		q := c.Q(`UPDATE timers SET state = ?, reason = ?, fire_at = COALESCE(?, fire_at),

@@ -1,0 +1,328 @@
+package postgres_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/erpflow/erpflow/engine"
+)
+
+// commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
+// lets the next COMMIT through and cuts the connection when the server
+// answers it, before the answer reaches the client: the transaction is
+// committed and the client sees a dropped connection, as when a network
+// or a failover takes the connection at that moment. With before set it
+// cuts the connection instead of passing that COMMIT on: the client sees
+// the same, but the transaction rolls back.
+type commitCutter struct {
+	url   string // the database URL through the proxy
+	armed atomic.Bool
+	// before: the connection is cut before the COMMIT reaches the
+	// server instead (it rolls back).
+	before atomic.Bool
+	cut    atomic.Int32 // commits whose answer was cut off
+}
+
+func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	u.Host = ln.Addr().String()
+	c := &commitCutter{url: u.String()}
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Go(func() { c.relay(client, server) })
+		}
+	}()
+	return c
+}
+
+// relay carries one connection, parsing the protocol's messages (type
+// byte and length; the startup message has no type byte) to find a
+// COMMIT and the server's CommandComplete after it.
+func (c *commitCutter) relay(client net.Conn, server string) {
+	defer client.Close()
+	up, err := net.Dial("tcp", server)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	var cutNext atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer client.Close()
+		for {
+			msg, err := readMessage(up, true)
+			if err != nil {
+				return
+			}
+			if msg[0] == 'C' && cutNext.Load() {
+				c.cut.Add(1)
+				up.Close()
+				return
+			}
+			if _, err := client.Write(msg); err != nil {
+				return
+			}
+		}
+	}()
+	first := true
+	for {
+		msg, err := readMessage(client, !first)
+		if err != nil {
+			break
+		}
+		first = false
+		if msg[0] == 'Q' && bytes.EqualFold(bytes.TrimRight(msg[5:], "\x00; "), []byte("COMMIT")) && c.armed.CompareAndSwap(true, false) {
+			if c.before.Load() {
+				c.cut.Add(1)
+				break
+			}
+			cutNext.Store(true)
+		}
+		if _, err := up.Write(msg); err != nil {
+			break
+		}
+	}
+	up.Close()
+	<-done
+}
+
+// readMessage reads one protocol message, with its type byte when typed.
+func readMessage(r io.Reader, typed bool) ([]byte, error) {
+	head := 4
+	if typed {
+		head = 5
+	}
+	msg := make([]byte, head)
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(msg[head-4:]))
+	if n < 4 || n > 1<<30 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	msg = append(msg, make([]byte, n-4)...)
+	_, err := io.ReadFull(r, msg[head:])
+	return msg, err
+}
+
+// TestCommitAnswerLost: every write whose second run would answer
+// differently, or undo what came between, tells from the database
+// whether a COMMIT whose answer the network lost committed (TxOnce),
+// rather than running again. Before, a rule created so came back as
+// "rule exists" (an API's 409 for its own write), a delete as not found,
+// a rerun's deliveries as a duplicate key, a requeue as 0 requeued, a
+// destination's pause, probe and resume as done by another process.
+func TestCommitAnswerLost(t *testing.T) {
+	u := freshSchema(t)
+	cc := newCommitCutter(t, u)
+	s := open(t, cc.url)
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	now := time.Now().UTC()
+	// lose runs op with the answer to its COMMIT lost after the server
+	// committed (or, with before, the COMMIT lost on its way), and
+	// reports op's error.
+	lose := func(t *testing.T, before bool, op func() error) {
+		t.Helper()
+		cc.before.Store(before)
+		cut := cc.cut.Load()
+		cc.armed.Store(true)
+		err := op()
+		if cc.armed.Swap(false) || cc.cut.Load() != cut+1 {
+			t.Fatal("no commit was cut (the test's proxy missed it)")
+		}
+		if err != nil {
+			t.Errorf("with its commit's answer lost: %v", err)
+		}
+	}
+	// claim claims every due delivery for owner w.
+	claim := func(t *testing.T) []engine.Delivery {
+		t.Helper()
+		now = now.Add(time.Second)
+		ds, err := s.Claim(ctx, "w", 100, now, time.Minute)
+		if err != nil || len(ds) == 0 {
+			t.Fatalf("claim: %d, %v", len(ds), err)
+		}
+		return ds
+	}
+
+	t.Run("create a rule", func(t *testing.T) {
+		var r engine.RuleRecord
+		lose(t, false, func() (err error) {
+			r, err = s.PutRule(ctx, engine.RuleRecord{Name: "created", Source: "x", Enabled: true}, 0)
+			return err
+		})
+		if r.Version != 1 || r.ID == "" {
+			t.Errorf("returned %+v, want version 1 with an id", r)
+		}
+	})
+	t.Run("replace a rule at its version", func(t *testing.T) {
+		r, err := s.PutRule(ctx, engine.RuleRecord{Name: "replaced", Source: "x"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lose(t, false, func() (err error) {
+			r, err = s.PutRule(ctx, engine.RuleRecord{Name: "replaced", Source: "y"}, r.Version)
+			return err
+		})
+		if r.Version != 2 {
+			t.Errorf("version %d, want 2", r.Version)
+		}
+	})
+	t.Run("delete a rule", func(t *testing.T) {
+		r, err := s.PutRule(ctx, engine.RuleRecord{Name: "deleted", Source: "x"}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lose(t, false, func() error { return s.DeleteRule(ctx, "deleted", r.ID) })
+	})
+	t.Run("create rules", func(t *testing.T) {
+		lose(t, false, func() error {
+			_, err := s.CreateRules(ctx, []engine.RuleRecord{{Name: "many1", Source: "x"}, {Name: "many2", Source: "y"}})
+			return err
+		})
+	})
+	t.Run("write the catalog", func(t *testing.T) {
+		var cat engine.CatalogRecord
+		lose(t, false, func() (err error) { cat, err = s.PutCatalog(ctx, "entities: {}", 0); return err })
+		if cat.Version != 1 {
+			t.Errorf("version %d, want 1", cat.Version)
+		}
+	})
+	t.Run("rerun an event", func(t *testing.T) {
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("rerun")}); err != nil {
+			t.Fatal(err)
+		}
+		var added []engine.Delivery
+		lose(t, false, func() (err error) {
+			added, err = s.AddDeliveries(ctx, "acme", "rerun", []engine.Delivery{{ID: "dlv_rerun_2", Rule: "r",
+				ActionType: "webhook", Payload: []byte(`{}`), State: engine.StatePending, RunAt: now, CreatedAt: now}})
+			return err
+		})
+		if len(added) != 1 {
+			t.Errorf("added %d deliveries, want 1", len(added))
+		}
+	})
+	t.Run("requeue", func(t *testing.T) {
+		var cs []engine.Completion
+		for _, d := range claim(t) {
+			cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: engine.StateDead,
+				Attempt: engine.Attempt{DeliveryID: d.ID, N: d.Attempts, StartedAt: now, Outcome: "failed"}})
+		}
+		if n, err := s.Complete(ctx, cs); err != nil || n != len(cs) {
+			t.Fatalf("complete: %d, %v", n, err)
+		}
+		var requeued int
+		lose(t, false, func() (err error) {
+			requeued, err = s.Requeue(ctx, nil, &engine.DeliveryFilter{States: []engine.State{engine.StateDead}}, now)
+			return err
+		})
+		if requeued != len(cs) {
+			t.Errorf("requeue said %d, want %d", requeued, len(cs))
+		}
+	})
+	// A release whose COMMIT is lost on its way rolls back: asked, the
+	// database says so, and it runs again. One whose answer is lost
+	// after the commit does not run again.
+	for _, before := range []bool{true, false} {
+		t.Run(fmt.Sprintf("release, COMMIT lost before the server %v", before), func(t *testing.T) {
+			ds := claim(t)
+			ids := make([]string, len(ds))
+			for i := range ds {
+				ids[i] = ds[i].ID
+			}
+			lose(t, before, func() error { return s.Release(ctx, "w", ids, now) })
+			for _, d := range ds {
+				got, _, err := s.GetDelivery(ctx, d.ID)
+				if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
+					t.Errorf("delivery %s after the release: %s, attempts %d (claimed at %d), %v", d.ID, got.State, got.Attempts, d.Attempts, err)
+				}
+			}
+		})
+	}
+	t.Run("cancel and end timers", func(t *testing.T) {
+		var ids []string
+		for _, id := range []string{"timer1", "timer2"} {
+			r := record(id)
+			r.Event.EntityID = id
+			r.Timers = []engine.Timer{{ID: "tmr_" + id, Kind: engine.TimerSchedule, Rule: "later", RuleID: "rul_later",
+				Tenant: "acme", Entity: "SalesOrder", EntityID: id, EventID: id, FireAt: now, FirstAt: now,
+				State: engine.TimerPending, Count: 1, Events: []string{id}, CreatedAt: now, UpdatedAt: now}}
+			if _, err := s.InsertEvents(ctx, []engine.EventRecord{r}); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, "tmr_"+id)
+		}
+		var cancelled engine.Timer
+		lose(t, false, func() (err error) { cancelled, err = s.CancelTimer(ctx, ids[0], "not wanted", now); return err })
+		if cancelled.State != engine.TimerCancelled {
+			t.Errorf("cancelled timer is %q", cancelled.State)
+		}
+		now = now.Add(time.Second)
+		ts, err := s.ClaimTimers(ctx, "w", 10, now, time.Minute)
+		if err != nil || len(ts) != 1 || ts[0].ID != ids[1] {
+			t.Fatalf("claim timers: %+v, %v", ts, err)
+		}
+		var ended []bool
+		lose(t, false, func() (err error) {
+			ended, err = s.EndTimers(ctx, []engine.TimerEnd{{ID: ts[0].ID, Owner: "w", Version: ts[0].Version,
+				State: engine.TimerFired, Reason: "fired"}}, now)
+			return err
+		})
+		if len(ended) != 1 || !ended[0] {
+			t.Errorf("ended %v, want [true]", ended)
+		}
+	})
+	t.Run("a destination's pause, probe, rules and resume", func(t *testing.T) {
+		dest := "https://hooks.example.com"
+		var did bool
+		lose(t, false, func() (err error) {
+			did, err = s.PauseDestination(ctx, engine.DestinationState{Destination: dest, Failures: 20, PausedAt: now, NextProbeAt: now, UpdatedAt: now})
+			return err
+		})
+		if !did {
+			t.Error("pause: another process paused it, says the store")
+		}
+		lose(t, false, func() (err error) {
+			did, err = s.TakeProbe(ctx, dest, now, now.Add(time.Minute), time.Minute)
+			return err
+		})
+		if !did {
+			t.Error("probe: another process took it, says the store")
+		}
+		lose(t, false, func() (err error) { did, err = s.ClaimDisable(ctx, dest, now.Add(time.Second), now); return err })
+		if !did {
+			t.Error("disabling its rules: another process claimed it, says the store")
+		}
+		lose(t, false, func() (err error) { _, did, err = s.ResumeDestination(ctx, dest, now); return err })
+		if !did {
+			t.Error("resume: another process resumed it, says the store")
+		}
+	})
+}
