@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -17,20 +16,31 @@ import (
 )
 
 // commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
-// lets the next COMMIT through and cuts the connection when the server
-// answers it, before the answer reaches the client: the transaction is
-// committed and the client sees a dropped connection, as when a network
-// or a failover takes the connection at that moment. With before set it
-// cuts the connection instead of passing that COMMIT on: the client sees
-// the same, but the transaction rolls back.
+// cuts the connection at the next COMMIT, as a network or a failover
+// may, in one of three ways (cutMode).
 type commitCutter struct {
 	url   string // the database URL through the proxy
 	armed atomic.Bool
-	// before: the connection is cut before the COMMIT reaches the
-	// server instead (it rolls back).
-	before atomic.Bool
-	cut    atomic.Int32 // commits whose answer was cut off
+	mode  atomic.Int32 // a cutMode
+	cut   atomic.Int32 // commits cut
+	quit  chan struct{}
 }
+
+type cutMode int32
+
+const (
+	// cutAnswer lets the COMMIT through and cuts the connection when the
+	// server answers it, before the answer reaches the client: the
+	// transaction committed, the client sees a dropped connection.
+	cutAnswer cutMode = iota
+	// cutBefore cuts the connection instead of passing the COMMIT on:
+	// the server sees the drop and rolls back.
+	cutBefore
+	// strand closes the client's side instead of passing the COMMIT on
+	// and keeps the server's open, as a network that failed silently
+	// towards the server: its process stays idle in the transaction.
+	strand
+)
 
 func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
 	t.Helper()
@@ -43,10 +53,11 @@ func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := &commitCutter{quit: make(chan struct{})}
 	var conns sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	t.Cleanup(func() { ln.Close(); close(c.quit); conns.Wait() })
 	u.Host = ln.Addr().String()
-	c := &commitCutter{url: u.String()}
+	c.url = u.String()
 	go func() {
 		for {
 			client, err := ln.Accept()
@@ -97,9 +108,20 @@ func (c *commitCutter) relay(client net.Conn, server string) {
 		}
 		first = false
 		if msg[0] == 'Q' && bytes.EqualFold(bytes.TrimRight(msg[5:], "\x00; "), []byte("COMMIT")) && c.armed.CompareAndSwap(true, false) {
-			if c.before.Load() {
+			switch cutMode(c.mode.Load()) {
+			case cutBefore:
 				c.cut.Add(1)
-				break
+				up.Close()
+				<-done
+				return
+			case strand:
+				c.cut.Add(1)
+				client.Close()
+				select {
+				case <-done: // the server ended its process
+				case <-c.quit:
+				}
+				return
 			}
 			cutNext.Store(true)
 		}
@@ -145,12 +167,11 @@ func TestCommitAnswerLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	now := time.Now().UTC()
-	// lose runs op with the answer to its COMMIT lost after the server
-	// committed (or, with before, the COMMIT lost on its way), and
-	// reports op's error.
-	lose := func(t *testing.T, before bool, op func() error) {
+	// lose runs op with its COMMIT cut as mode says, and reports op's
+	// error.
+	lose := func(t *testing.T, mode cutMode, op func() error) {
 		t.Helper()
-		cc.before.Store(before)
+		cc.mode.Store(int32(mode))
 		cut := cc.cut.Load()
 		cc.armed.Store(true)
 		err := op()
@@ -174,7 +195,7 @@ func TestCommitAnswerLost(t *testing.T) {
 
 	t.Run("create a rule", func(t *testing.T) {
 		var r engine.RuleRecord
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			r, err = s.PutRule(ctx, engine.RuleRecord{Name: "created", Source: "x", Enabled: true}, 0)
 			return err
 		})
@@ -187,7 +208,7 @@ func TestCommitAnswerLost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			r, err = s.PutRule(ctx, engine.RuleRecord{Name: "replaced", Source: "y"}, r.Version)
 			return err
 		})
@@ -200,17 +221,17 @@ func TestCommitAnswerLost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lose(t, false, func() error { return s.DeleteRule(ctx, "deleted", r.ID) })
+		lose(t, cutAnswer, func() error { return s.DeleteRule(ctx, "deleted", r.ID) })
 	})
 	t.Run("create rules", func(t *testing.T) {
-		lose(t, false, func() error {
+		lose(t, cutAnswer, func() error {
 			_, err := s.CreateRules(ctx, []engine.RuleRecord{{Name: "many1", Source: "x"}, {Name: "many2", Source: "y"}})
 			return err
 		})
 	})
 	t.Run("write the catalog", func(t *testing.T) {
 		var cat engine.CatalogRecord
-		lose(t, false, func() (err error) { cat, err = s.PutCatalog(ctx, "entities: {}", 0); return err })
+		lose(t, cutAnswer, func() (err error) { cat, err = s.PutCatalog(ctx, "entities: {}", 0); return err })
 		if cat.Version != 1 {
 			t.Errorf("version %d, want 1", cat.Version)
 		}
@@ -220,7 +241,7 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Fatal(err)
 		}
 		var added []engine.Delivery
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			added, err = s.AddDeliveries(ctx, "acme", "rerun", []engine.Delivery{{ID: "dlv_rerun_2", Rule: "r",
 				ActionType: "webhook", Payload: []byte(`{}`), State: engine.StatePending, RunAt: now, CreatedAt: now}})
 			return err
@@ -230,6 +251,9 @@ func TestCommitAnswerLost(t *testing.T) {
 		}
 	})
 	t.Run("requeue", func(t *testing.T) {
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("requeue")}); err != nil {
+			t.Fatal(err)
+		}
 		var cs []engine.Completion
 		for _, d := range claim(t) {
 			cs = append(cs, engine.Completion{ID: d.ID, Owner: "w", State: engine.StateDead,
@@ -239,7 +263,7 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Fatalf("complete: %d, %v", n, err)
 		}
 		var requeued int
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			requeued, err = s.Requeue(ctx, nil, &engine.DeliveryFilter{States: []engine.State{engine.StateDead}}, now)
 			return err
 		})
@@ -250,14 +274,22 @@ func TestCommitAnswerLost(t *testing.T) {
 	// A release whose COMMIT is lost on its way rolls back: asked, the
 	// database says so, and it runs again. One whose answer is lost
 	// after the commit does not run again.
-	for _, before := range []bool{true, false} {
-		t.Run(fmt.Sprintf("release, COMMIT lost before the server %v", before), func(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mode cutMode
+		id   string
+	}{{"its COMMIT cut", cutBefore, "release1"}, {"its answer cut", cutAnswer, "release2"}} {
+		mode, id := c.mode, c.id
+		t.Run("release, "+c.name, func(t *testing.T) {
+			if _, err := s.InsertEvents(ctx, []engine.EventRecord{record(id)}); err != nil {
+				t.Fatal(err)
+			}
 			ds := claim(t)
 			ids := make([]string, len(ds))
 			for i := range ds {
 				ids[i] = ds[i].ID
 			}
-			lose(t, before, func() error { return s.Release(ctx, "w", ids, now) })
+			lose(t, mode, func() error { return s.Release(ctx, "w", ids, now) })
 			for _, d := range ds {
 				got, _, err := s.GetDelivery(ctx, d.ID)
 				if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
@@ -266,6 +298,21 @@ func TestCommitAnswerLost(t *testing.T) {
 			}
 		})
 	}
+	// A COMMIT that never reached a server that did not see the client
+	// go: its process waits in the transaction, holding its locks,
+	// until TCP gives up (hours). The check ends it (only if still idle
+	// in that transaction), the transaction aborts, and the write runs
+	// again.
+	t.Run("a COMMIT stranded", func(t *testing.T) {
+		var r engine.RuleRecord
+		lose(t, strand, func() (err error) {
+			r, err = s.PutRule(ctx, engine.RuleRecord{Name: "stranded", Source: "x"}, 0)
+			return err
+		})
+		if r.Version != 1 {
+			t.Errorf("version %d, want 1", r.Version)
+		}
+	})
 	t.Run("cancel and end timers", func(t *testing.T) {
 		var ids []string
 		for _, id := range []string{"timer1", "timer2"} {
@@ -280,7 +327,7 @@ func TestCommitAnswerLost(t *testing.T) {
 			ids = append(ids, "tmr_"+id)
 		}
 		var cancelled engine.Timer
-		lose(t, false, func() (err error) { cancelled, err = s.CancelTimer(ctx, ids[0], "not wanted", now); return err })
+		lose(t, cutAnswer, func() (err error) { cancelled, err = s.CancelTimer(ctx, ids[0], "not wanted", now); return err })
 		if cancelled.State != engine.TimerCancelled {
 			t.Errorf("cancelled timer is %q", cancelled.State)
 		}
@@ -290,7 +337,7 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Fatalf("claim timers: %+v, %v", ts, err)
 		}
 		var ended []bool
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			ended, err = s.EndTimers(ctx, []engine.TimerEnd{{ID: ts[0].ID, Owner: "w", Version: ts[0].Version,
 				State: engine.TimerFired, Reason: "fired"}}, now)
 			return err
@@ -302,25 +349,25 @@ func TestCommitAnswerLost(t *testing.T) {
 	t.Run("a destination's pause, probe, rules and resume", func(t *testing.T) {
 		dest := "https://hooks.example.com"
 		var did bool
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			did, err = s.PauseDestination(ctx, engine.DestinationState{Destination: dest, Failures: 20, PausedAt: now, NextProbeAt: now, UpdatedAt: now})
 			return err
 		})
 		if !did {
 			t.Error("pause: another process paused it, says the store")
 		}
-		lose(t, false, func() (err error) {
+		lose(t, cutAnswer, func() (err error) {
 			did, err = s.TakeProbe(ctx, dest, now, now.Add(time.Minute), time.Minute)
 			return err
 		})
 		if !did {
 			t.Error("probe: another process took it, says the store")
 		}
-		lose(t, false, func() (err error) { did, err = s.ClaimDisable(ctx, dest, now.Add(time.Second), now); return err })
+		lose(t, cutAnswer, func() (err error) { did, err = s.ClaimDisable(ctx, dest, now.Add(time.Second), now); return err })
 		if !did {
 			t.Error("disabling its rules: another process claimed it, says the store")
 		}
-		lose(t, false, func() (err error) { _, did, err = s.ResumeDestination(ctx, dest, now); return err })
+		lose(t, cutAnswer, func() (err error) { _, did, err = s.ResumeDestination(ctx, dest, now); return err })
 		if !did {
 			t.Error("resume: another process resumed it, says the store")
 		}

@@ -281,10 +281,19 @@ func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
 // TxIDSQL implements sqlcore.CommitChecker (txid_current: every
 // supported PostgreSQL has it).
-func (dialect) TxIDSQL() string { return "SELECT txid_current()" }
+func (dialect) TxIDSQL() string { return "SELECT txid_current(), pg_backend_pid()" }
 
 // TxStatusSQL implements sqlcore.CommitChecker.
 func (dialect) TxStatusSQL() string { return "SELECT txid_status(?)" }
+
+// StrandedSQL implements sqlcore.CommitChecker: the process is ended only
+// while it is idle in that very transaction (backend_xid is the 32-bit
+// xid, the txid without its epoch), never one that took its pid since.
+// A role may end its own sessions' processes.
+func (dialect) StrandedSQL() string {
+	return `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE pid = ? AND state = 'idle in transaction' AND backend_xid::text = ?`
+}
 
 // claimSQL claims in one statement: it picks and locks due rows of the
 // narrow queue table (the wide deliveries table has no index on due_at,

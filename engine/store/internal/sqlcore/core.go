@@ -234,19 +234,31 @@ func (c *Core) execOnce(ctx context.Context, q string, args ...any) (int64, erro
 // and before its answer arrived. The transaction's id, read inside it,
 // tells afterwards whether it committed.
 type CommitChecker interface {
-	// TxIDSQL reads the current transaction's id, assigning one.
+	// TxIDSQL reads the current transaction's id, assigning one, and
+	// the server process that runs it.
 	TxIDSQL() string
 	// TxStatusSQL reads the status of the transaction id given as its
 	// one parameter: "committed", "aborted", "in progress", or NULL when
 	// too old to tell.
 	TxStatusSQL() string
+	// StrandedSQL ends the server process given as its first parameter
+	// if it still waits, idle, in the transaction given as the second:
+	// one whose COMMIT never arrived, left by a client gone without the
+	// server noticing. Its transaction then aborts.
+	StrandedSQL() string
 }
 
 type onceKey struct{}
 
-// commitCheckFor bounds how long TxOnce looks for the outcome of a
-// commit whose answer was lost while the database is out of reach.
-const commitCheckFor = 15 * time.Second
+const (
+	// commitCheckFor bounds how long TxOnce looks for the outcome of a
+	// commit whose answer was lost.
+	commitCheckFor = 15 * time.Second
+	// strandedAfter is how long a transaction may stay in progress
+	// after its connection dropped before TxOnce ends its server process
+	// (if idle in it). A server that saw the drop aborts it at once.
+	strandedAfter = time.Second
+)
 
 // TxOnce is Tx for a transaction that must not run again once it has
 // committed: one whose second run would answer differently (a rule
@@ -254,9 +266,10 @@ const commitCheckFor = 15 * time.Second
 // release, then a claim of the same delivery). Tx runs fn again after
 // any transient error, also one that dropped the connection at COMMIT
 // after the server committed. TxOnce reads the transaction's id first
-// and, should COMMIT fail so, asks the database: committed, it returns
-// what the first run did; aborted, it runs fn again; should the database
-// not tell within commitCheckFor (or ctx), it returns an error wrapping
+// and, should COMMIT fail so (or with ctx ended), asks the database:
+// committed, it returns what the first run did; aborted, it returns the
+// error, and Retry runs fn again if that is transient; should the
+// database not tell within commitCheckFor, it returns an error wrapping
 // engine.ErrUnavailable that says the outcome is unknown. Without a
 // CommitChecker (SQLite: no network between) it is Tx. It costs one
 // statement more, so the hot paths, whose second runs are harmless (an
@@ -267,18 +280,24 @@ func (c *Core) TxOnce(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 // commitLost reports whether err, returned by COMMIT, may have come after
-// the server committed: a dropped connection.
+// the server committed: a dropped connection, or the caller's context
+// ended while COMMIT was under way.
 func (c *Core) commitLost(err error) bool {
-	return c.Transient != nil && c.Transient(err)
+	return c.Transient != nil && c.Transient(err) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// committed asks the database whether transaction xid committed (see
-// TxOnce), waiting while it is in progress or the database out of reach.
-func (c *Core) committed(ctx context.Context, ck CommitChecker, xid int64, commitErr error) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, commitCheckFor)
+// committed asks the database whether transaction xid, run by server
+// process pid, committed (see TxOnce), waiting while it is in progress or
+// the database out of reach. It asks beyond ctx's end (for up to
+// commitCheckFor), since the answer decides what the caller is told.
+func (c *Core) committed(ctx context.Context, ck CommitChecker, xid, pid int64, commitErr error) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitCheckFor)
 	defer cancel()
+	start := time.Now()
+	stranded := false
 	last := commitErr
-	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
 		var status sql.NullString
 		err := c.W.QueryRowContext(ctx, c.Q(ck.TxStatusSQL()), xid).Scan(&status)
 		switch {
@@ -289,6 +308,15 @@ func (c *Core) committed(ctx context.Context, ck CommitChecker, xid int64, commi
 		case err == nil && !status.Valid:
 			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and transaction %d is too old to tell whether it committed",
 				engine.ErrUnavailable, commitErr, xid)
+		case err == nil && !stranded && time.Since(start) >= strandedAfter:
+			// Still in progress: a COMMIT that never arrived leaves the
+			// server's process idle in the transaction, holding its
+			// locks, until TCP gives up on the client (hours by
+			// default). Ended, its transaction aborts.
+			stranded = true
+			if _, err := c.W.ExecContext(ctx, c.Q(ck.StrandedSQL()), pid, strconv.FormatInt(xid%(1<<32), 10)); err != nil {
+				last = err
+			}
 		case err != nil && !c.commitLost(err) && ctx.Err() == nil:
 			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and asking whether it committed failed: %v",
 				engine.ErrUnavailable, commitErr, err)
@@ -354,9 +382,9 @@ func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) erro
 	tx := &Tx{Tx: stx}
 	ck, once := c.D.(CommitChecker)
 	once = once && ctx.Value(onceKey{}) != nil
-	var xid int64
+	var xid, pid int64
 	if once {
-		if err := stx.QueryRowContext(ctx, ck.TxIDSQL()).Scan(&xid); err != nil {
+		if err := stx.QueryRowContext(ctx, ck.TxIDSQL()).Scan(&xid, &pid); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
@@ -369,12 +397,12 @@ func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) erro
 		if !once || !c.commitLost(err) {
 			return err
 		}
-		ok, cerr := c.committed(ctx, ck, xid, err)
+		ok, cerr := c.committed(ctx, ck, xid, pid, err)
 		switch {
 		case cerr != nil:
 			return cerr
 		case !ok:
-			return err // not committed: Retry runs fn again
+			return err // not committed: Retry runs fn again if it may
 		}
 	}
 	if tx.Wake && c.Woken != nil {
