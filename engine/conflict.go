@@ -15,6 +15,14 @@ import (
 // server answers 503 with Retry-After).
 var ErrUnavailable = errors.New("database unavailable")
 
+// ErrOutcomeUnknown is returned (wrapped, with ErrUnavailable) by a write
+// whose connection dropped at COMMIT when the database could not tell
+// whether it committed: it may have been applied, so running it again
+// blindly may do it twice (a rerun) or answer wrongly (a rule created,
+// then "exists"). Look before trying again (the server answers 503
+// outcome_unknown, without Retry-After).
+var ErrOutcomeUnknown = errors.New("whether the write was applied is unknown")
+
 // EventConflictError is returned by Emit, EmitBatch and EmitTx when
 // (Tenant, ID) was accepted before with different content. The id is an
 // idempotency key: a repeat with the same content is a duplicate, a reuse

@@ -149,6 +149,11 @@ func internal(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	if errors.Is(err, engine.ErrOutcomeUnknown) {
+		// Retrying blindly could apply the write twice: no Retry-After.
+		return hidden(http.StatusServiceUnavailable, "outcome_unknown",
+			"the database connection dropped as the write committed, and whether it was applied is unknown: look before trying again", err)
+	}
 	if errors.Is(err, engine.ErrUnavailable) {
 		// Not the client's fault and not for ever: clients retry later.
 		ae := hidden(http.StatusServiceUnavailable, "unavailable", "the database is unavailable, try again later", err)

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/erpflow/erpflow/engine"
+	"github.com/erpflow/erpflow/engine/store/postgres"
 )
 
 // commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
@@ -24,6 +27,27 @@ type commitCutter struct {
 	mode  atomic.Int32 // a cutMode
 	cut   atomic.Int32 // commits cut
 	quit  chan struct{}
+
+	mu      sync.Mutex
+	clients map[net.Conn]bool // open ones
+	dark    bool              // blackout: refusing connections
+}
+
+// lightsOn ends a blackout.
+func (c *commitCutter) lightsOn() {
+	c.mu.Lock()
+	c.dark = false
+	c.mu.Unlock()
+}
+
+// darken cuts every connection and refuses new ones.
+func (c *commitCutter) darken() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dark = true
+	for conn := range c.clients {
+		conn.Close()
+	}
 }
 
 type cutMode int32
@@ -40,6 +64,9 @@ const (
 	// and keeps the server's open, as a network that failed silently
 	// towards the server: its process stays idle in the transaction.
 	strand
+	// blackout is cutAnswer, then every connection cut and new ones
+	// refused until blackout is cleared: the database out of reach.
+	blackout
 )
 
 func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
@@ -48,12 +75,15 @@ func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if u.Query().Get("sslmode") != "disable" {
+		t.Skip("the proxy reads the wire protocol in the clear: TEST_DATABASE_URL needs sslmode=disable")
+	}
 	server := u.Host
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &commitCutter{quit: make(chan struct{})}
+	c := &commitCutter{quit: make(chan struct{}), clients: map[net.Conn]bool{}}
 	var conns sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); close(c.quit); conns.Wait() })
 	u.Host = ln.Addr().String()
@@ -64,7 +94,22 @@ func newCommitCutter(t *testing.T, dbURL string) *commitCutter {
 			if err != nil {
 				return
 			}
-			conns.Go(func() { c.relay(client, server) })
+			c.mu.Lock()
+			dark := c.dark
+			if !dark {
+				c.clients[client] = true
+			}
+			c.mu.Unlock()
+			if dark {
+				client.Close()
+				continue
+			}
+			conns.Go(func() {
+				c.relay(client, server)
+				c.mu.Lock()
+				delete(c.clients, client)
+				c.mu.Unlock()
+			})
 		}
 	}()
 	return c
@@ -93,6 +138,9 @@ func (c *commitCutter) relay(client net.Conn, server string) {
 			if msg[0] == 'C' && cutNext.Load() {
 				c.cut.Add(1)
 				up.Close()
+				if cutMode(c.mode.Load()) == blackout {
+					c.darken()
+				}
 				return
 			}
 			if _, err := client.Write(msg); err != nil {
@@ -313,6 +361,28 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Errorf("version %d, want 1", r.Version)
 		}
 	})
+	// The database out of reach from the drop on: the write fails as
+	// of unknown outcome, and is not run again (run again, it would
+	// have failed as "exists" once the database came back).
+	t.Run("the outcome unknown", func(t *testing.T) {
+		postgres.SetCommitCheckFor(s, 300*time.Millisecond)
+		defer postgres.SetCommitCheckFor(s, 0)
+		defer cc.lightsOn()
+		cc.mode.Store(int32(blackout))
+		cc.armed.Store(true)
+		_, err := s.PutRule(ctx, engine.RuleRecord{Name: "unknown", Source: "x"}, 0)
+		if !errors.Is(err, engine.ErrOutcomeUnknown) || !errors.Is(err, engine.ErrUnavailable) || cc.cut.Load() == 0 {
+			t.Fatalf("put rule with the database gone at its commit: %v, want ErrOutcomeUnknown and ErrUnavailable", err)
+		}
+		cc.lightsOn()
+		rules, err := s.ListRules(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(rules, func(r engine.RuleRecord) bool { return r.Name == "unknown" && r.Version == 1 }) {
+			t.Errorf("rules %+v: the rule committed should be there, once", rules)
+		}
+	})
 	t.Run("cancel and end timers", func(t *testing.T) {
 		var ids []string
 		for _, id := range []string{"timer1", "timer2"} {
@@ -372,4 +442,57 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Error("resume: another process resumed it, says the store")
 		}
 	})
+}
+
+// TestCommitCheckAnswers: the check trusts the mark, not the id alone.
+// After a server crash an id whose records never reached the disk may be
+// given to another transaction: committed, it must not answer for the
+// write whose mark is missing.
+func TestCommitCheckAnswers(t *testing.T) {
+	u := freshSchema(t)
+	s := open(t, u)
+	t.Cleanup(func() { s.Close() })
+	db := rawDB(t, u)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// txid runs a transaction that takes an id and ends with end.
+	txid := func(end string) int64 {
+		t.Helper()
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id int64
+		if err := tx.QueryRowContext(ctx, "SELECT txid_current()").Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if end == "COMMIT" {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if _, err := db.ExecContext(ctx, "INSERT INTO commit_marks (token) VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what  string
+		token int64
+		xid   int64
+		want  bool
+	}{
+		{"marked", 42, txid("COMMIT"), true},
+		{"an id another transaction committed, no mark", 7, txid("COMMIT"), false},
+		{"an id that rolled back", 7, txid("ROLLBACK"), false},
+		{"an id not given out yet", 7, txid("COMMIT") + 1000000, false},
+	} {
+		got, err := postgres.CommitOutcome(ctx, s, c.token, c.xid)
+		if err != nil || got != c.want {
+			t.Errorf("%s: committed %v (%v), want %v", c.what, got, err, c.want)
+		}
+	}
 }

@@ -279,12 +279,26 @@ func (dialect) MaxParams() int { return 60000 }
 
 func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
-// TxIDSQL implements sqlcore.CommitChecker (txid_current: every
-// supported PostgreSQL has it).
-func (dialect) TxIDSQL() string { return "SELECT txid_current(), pg_backend_pid()" }
+// MarkSQL implements sqlcore.CommitChecker (migration 0014; txid_current:
+// every supported PostgreSQL has it). It also deletes marks older than
+// an hour, a few at a time, skipping those another transaction deletes.
+func (dialect) MarkSQL() string {
+	return `WITH old AS (
+			DELETE FROM commit_marks WHERE token IN (SELECT token FROM commit_marks
+				WHERE created_at < now() - interval '1 hour' ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+		), mark AS (INSERT INTO commit_marks (token) VALUES (?))
+		SELECT txid_current(), pg_backend_pid()`
+}
 
-// TxStatusSQL implements sqlcore.CommitChecker.
-func (dialect) TxStatusSQL() string { return "SELECT txid_status(?)" }
+// CheckSQL implements sqlcore.CommitChecker. A txid not below one given
+// out now (txid_current here) was never given out, or not again since a
+// crash lost it: txid_status would fail on it, and the transaction did
+// not commit. (A snapshot's xmax would not do: transactions in progress
+// may be at or above it.)
+func (dialect) CheckSQL() string {
+	return `SELECT EXISTS (SELECT 1 FROM commit_marks WHERE token = ?),
+		CASE WHEN ? < txid_current() THEN txid_status(?) ELSE 'aborted' END`
+}
 
 // StrandedSQL implements sqlcore.CommitChecker: the process is ended only
 // while it is idle in that very transaction (backend_xid is the 32-bit

@@ -5,6 +5,7 @@
 package sqlcore
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -13,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"slices"
 	"sort"
 	"strconv"
@@ -151,6 +153,9 @@ type Core struct {
 	// wakes. Default: 5,000 (defaultWakeBatch). Tests set a small one
 	// to cross batches with few deliveries.
 	WakeBatch int
+	// CommitCheckFor bounds how long TxOnce looks for the outcome of a
+	// commit whose answer was lost. Default 15 s (commitCheckFor).
+	CommitCheckFor time.Duration
 
 	stmts stmts
 	big   bigStmts
@@ -231,16 +236,20 @@ func (c *Core) execOnce(ctx context.Context, q string, args ...any) (int64, erro
 
 // CommitChecker is an optional Dialect capability of a database reached
 // over a network, where a connection may drop after the server committed
-// and before its answer arrived. The transaction's id, read inside it,
-// tells afterwards whether it committed.
+// and before its answer arrived. A mark the transaction writes, and its
+// id, tell afterwards whether it committed.
 type CommitChecker interface {
-	// TxIDSQL reads the current transaction's id, assigning one, and
-	// the server process that runs it.
-	TxIDSQL() string
-	// TxStatusSQL reads the status of the transaction id given as its
-	// one parameter: "committed", "aborted", "in progress", or NULL when
-	// too old to tell.
-	TxStatusSQL() string
+	// MarkSQL writes the token given as its one parameter in the
+	// current transaction and reads the transaction's id (assigning one)
+	// and the server process that runs it.
+	MarkSQL() string
+	// CheckSQL, given the token and the transaction id twice, reads
+	// whether the token is there (committed: definitive) and the
+	// transaction's status: "committed", "aborted", "in progress", or
+	// NULL when too old to tell. After a server crash an id may have
+	// been given to another transaction, so that its status answers for
+	// that one; the token never is.
+	CheckSQL() string
 	// StrandedSQL ends the server process given as its first parameter
 	// if it still waits, idle, in the transaction given as the second:
 	// one whose COMMIT never arrived, left by a client gone without the
@@ -251,8 +260,7 @@ type CommitChecker interface {
 type onceKey struct{}
 
 const (
-	// commitCheckFor bounds how long TxOnce looks for the outcome of a
-	// commit whose answer was lost.
+	// commitCheckFor is Core.CommitCheckFor's default.
 	commitCheckFor = 15 * time.Second
 	// strandedAfter is how long a transaction may stay in progress
 	// after its connection dropped before TxOnce ends its server process
@@ -265,16 +273,17 @@ const (
 // created, then "name taken"), or undo what happened in between (a
 // release, then a claim of the same delivery). Tx runs fn again after
 // any transient error, also one that dropped the connection at COMMIT
-// after the server committed. TxOnce reads the transaction's id first
-// and, should COMMIT fail so (or with ctx ended), asks the database:
-// committed, it returns what the first run did; aborted, it returns the
-// error, and Retry runs fn again if that is transient; should the
-// database not tell within commitCheckFor, it returns an error wrapping
-// engine.ErrUnavailable that says the outcome is unknown. Without a
-// CommitChecker (SQLite: no network between) it is Tx. It costs one
-// statement more, so the hot paths, whose second runs are harmless (an
-// insert of events deduplicated by id, completions fenced on the
-// attempt), keep Tx.
+// after the server committed. TxOnce first writes a mark (a random
+// token) and reads the transaction's id, and, should COMMIT fail so (or
+// with ctx ended), asks the database:
+// committed (its mark is there), it returns what the first run did;
+// aborted, it returns the error, and Retry runs fn again if that is
+// transient; should the database not tell within commitCheckFor, it
+// returns an error wrapping engine.ErrUnavailable and
+// engine.ErrOutcomeUnknown. Without a CommitChecker (SQLite: no network
+// between) it is Tx. It costs one statement more (the mark's), so the
+// hot paths, whose second runs are harmless (an insert of events
+// deduplicated by id, completions fenced on the attempt), keep Tx.
 func (c *Core) TxOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	return c.Tx(context.WithValue(ctx, onceKey{}, true), fn)
 }
@@ -287,51 +296,73 @@ func (c *Core) commitLost(err error) bool {
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// committed asks the database whether transaction xid, run by server
-// process pid, committed (see TxOnce), waiting while it is in progress or
-// the database out of reach. It asks beyond ctx's end (for up to
-// commitCheckFor), since the answer decides what the caller is told.
-func (c *Core) committed(ctx context.Context, ck CommitChecker, xid, pid int64, commitErr error) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitCheckFor)
+// committed asks the database whether the transaction of mark token,
+// xid, run by server process pid, committed (see TxOnce), waiting while
+// it is in progress or the database out of reach. It asks beyond ctx's
+// end (for up to commitCheckFor), since the answer decides what the
+// caller is told.
+func (c *Core) committed(ctx context.Context, ck CommitChecker, token, xid, pid int64, commitErr error) (bool, error) {
+	checkFor := cmp.Or(c.CommitCheckFor, commitCheckFor)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), checkFor)
 	defer cancel()
 	start := time.Now()
-	stranded := false
+	stranded, unmarked := false, 0
 	last := commitErr
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
+		var marked bool
 		var status sql.NullString
-		err := c.W.QueryRowContext(ctx, c.Q(ck.TxStatusSQL()), xid).Scan(&status)
+		err := c.W.QueryRowContext(ctx, c.Q(ck.CheckSQL()), token, xid, xid).Scan(&marked, &status)
 		switch {
-		case err == nil && status.String == "committed":
+		case err == nil && marked:
 			return true, nil
-		case err == nil && status.String == "aborted":
-			return false, nil
-		case err == nil && !status.Valid:
-			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and transaction %d is too old to tell whether it committed",
-				engine.ErrUnavailable, commitErr, xid)
-		case err == nil && !stranded && time.Since(start) >= strandedAfter:
-			// Still in progress: a COMMIT that never arrived leaves the
-			// server's process idle in the transaction, holding its
-			// locks, until TCP gives up on the client (hours by
-			// default). Ended, its transaction aborts.
-			stranded = true
-			if _, err := c.W.ExecContext(ctx, c.Q(ck.StrandedSQL()), pid, strconv.FormatInt(xid%(1<<32), 10)); err != nil {
-				last = err
+		case err == nil && status.String == "committed" && unmarked < 3:
+			// Committed and no mark: the mark may not be visible yet
+			// (the commit is recorded before it shows), or the id is
+			// another transaction's since a crash. Looked at again.
+			unmarked++
+		case err == nil && status.String == "in progress":
+			if !stranded && time.Since(start) >= strandedAfter {
+				// A COMMIT that never arrived leaves the server's
+				// process idle in the transaction, holding its locks,
+				// until TCP gives up on the client (hours by default).
+				// Ended, its transaction aborts. Tried again at the
+				// next look should it fail.
+				_, err := c.W.ExecContext(ctx, c.Q(ck.StrandedSQL()), pid, strconv.FormatInt(xid%(1<<32), 10))
+				stranded = err == nil
+				if err != nil {
+					last = err
+				}
 			}
-		case err != nil && !c.commitLost(err) && ctx.Err() == nil:
-			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and asking whether it committed failed: %v",
-				engine.ErrUnavailable, commitErr, err)
-		case err != nil:
+		case err == nil:
+			return false, nil // aborted, or over without its mark
+		case !c.commitLost(err) && ctx.Err() == nil:
+			return false, unknownOutcome(commitErr, fmt.Sprintf("asking whether it committed failed: %v", err))
+		default:
 			last = err
 		}
 		select {
 		case <-ctx.Done():
-			// %v, not %w: a transient cause must not make Retry run fn
-			// again.
-			return false, fmt.Errorf("%w: the connection dropped at commit (%v), and whether it committed could not be told within %s: %v",
-				engine.ErrUnavailable, commitErr, commitCheckFor, last)
+			return false, unknownOutcome(commitErr, fmt.Sprintf("whether it committed could not be told within %s: %v", checkFor, last))
 		case <-time.After(wait):
 		}
 	}
+}
+
+// CommitOutcome is committed for a dialect's tests: whether the
+// transaction of mark token and id xid committed.
+func (c *Core) CommitOutcome(ctx context.Context, token, xid int64) (bool, error) {
+	ck, ok := c.D.(CommitChecker)
+	if !ok {
+		return false, errors.New("the dialect has no CommitChecker")
+	}
+	return c.committed(ctx, ck, token, xid, 0, errors.New("a test's"))
+}
+
+// unknownOutcome is the error of a write whose COMMIT failed with cause
+// and whose outcome could not be told. The cause is formatted with %v,
+// not wrapped: a transient one must not make Retry run the write again.
+func unknownOutcome(cause error, why string) error {
+	return fmt.Errorf("%w: %w: COMMIT failed (%v), and %s", engine.ErrUnavailable, engine.ErrOutcomeUnknown, cause, why)
 }
 
 func (c *Core) tx(ctx context.Context, fn func(tx *Tx) error) error {
@@ -382,9 +413,10 @@ func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) erro
 	tx := &Tx{Tx: stx}
 	ck, once := c.D.(CommitChecker)
 	once = once && ctx.Value(onceKey{}) != nil
-	var xid, pid int64
+	var token, xid, pid int64
 	if once {
-		if err := stx.QueryRowContext(ctx, ck.TxIDSQL()).Scan(&xid, &pid); err != nil {
+		token = mrand.Int64()
+		if err := stx.QueryRowContext(ctx, c.Q(ck.MarkSQL()), token).Scan(&xid, &pid); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
@@ -397,7 +429,7 @@ func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) erro
 		if !once || !c.commitLost(err) {
 			return err
 		}
-		ok, cerr := c.committed(ctx, ck, xid, pid, err)
+		ok, cerr := c.committed(ctx, ck, token, xid, pid, err)
 		switch {
 		case cerr != nil:
 			return cerr
