@@ -16,8 +16,9 @@ import (
 var ErrUnavailable = errors.New("database unavailable")
 
 // ErrOutcomeUnknown is returned (wrapped, with ErrUnavailable) by a write
-// whose connection dropped at COMMIT when the database could not tell
-// whether it committed: it may have been applied, so running it again
+// whose connection dropped at COMMIT (or whose context ended there) when
+// the database could not tell whether it committed: it may have been
+// applied, so running it again
 // blindly may do it twice (a rerun) or answer wrongly (a rule created,
 // then "exists"). Look before trying again (the server answers 503
 // outcome_unknown, without Retry-After).

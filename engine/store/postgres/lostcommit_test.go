@@ -369,9 +369,10 @@ func TestCommitAnswerLost(t *testing.T) {
 		defer postgres.SetCommitCheckFor(s, 0)
 		defer cc.lightsOn()
 		cc.mode.Store(int32(blackout))
+		cut := cc.cut.Load()
 		cc.armed.Store(true)
 		_, err := s.PutRule(ctx, engine.RuleRecord{Name: "unknown", Source: "x"}, 0)
-		if !errors.Is(err, engine.ErrOutcomeUnknown) || !errors.Is(err, engine.ErrUnavailable) || cc.cut.Load() == 0 {
+		if !errors.Is(err, engine.ErrOutcomeUnknown) || !errors.Is(err, engine.ErrUnavailable) || cc.cut.Load() != cut+1 {
 			t.Fatalf("put rule with the database gone at its commit: %v, want ErrOutcomeUnknown and ErrUnavailable", err)
 		}
 		cc.lightsOn()
@@ -479,6 +480,23 @@ func TestCommitCheckAnswers(t *testing.T) {
 	if _, err := db.ExecContext(ctx, "INSERT INTO commit_marks (token) VALUES (42)"); err != nil {
 		t.Fatal(err)
 	}
+	// A transaction still running (as one whose commit waits for a
+	// synchronous standby: recorded, not yet shown) is not taken for
+	// aborted, however long it takes: the outcome stays unknown.
+	open, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback()
+	var running int64
+	if err := open.QueryRowContext(ctx, "SELECT txid_current()").Scan(&running); err != nil {
+		t.Fatal(err)
+	}
+	postgres.SetCommitCheckFor(s, 300*time.Millisecond)
+	if got, err := postgres.CommitOutcome(ctx, s, 7, running); got || !errors.Is(err, engine.ErrOutcomeUnknown) {
+		t.Errorf("a transaction still running: committed %v (%v), want the outcome unknown", got, err)
+	}
+	postgres.SetCommitCheckFor(s, 0)
 	for _, c := range []struct {
 		what  string
 		token int64

@@ -280,12 +280,13 @@ func (dialect) MaxParams() int { return 60000 }
 func (dialect) Time(t time.Time) any { return sqlcore.Timestamp(t) }
 
 // MarkSQL implements sqlcore.CommitChecker (migration 0014; txid_current:
-// every supported PostgreSQL has it). It also deletes marks older than
-// an hour, a few at a time, skipping those another transaction deletes.
+// every supported PostgreSQL has it). When told to, it also deletes up to
+// 100 marks older than an hour, skipping those another transaction
+// deletes; ANY(ARRAY(…)) keeps the delete on the primary key.
 func (dialect) MarkSQL() string {
 	return `WITH old AS (
-			DELETE FROM commit_marks WHERE token IN (SELECT token FROM commit_marks
-				WHERE created_at < now() - interval '1 hour' ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED)
+			DELETE FROM commit_marks WHERE ? AND token = ANY(ARRAY(SELECT token FROM commit_marks
+				WHERE created_at < now() - interval '1 hour' ORDER BY created_at LIMIT 100 FOR UPDATE SKIP LOCKED))
 		), mark AS (INSERT INTO commit_marks (token) VALUES (?))
 		SELECT txid_current(), pg_backend_pid()`
 }
@@ -294,10 +295,13 @@ func (dialect) MarkSQL() string {
 // out now (txid_current here) was never given out, or not again since a
 // crash lost it: txid_status would fail on it, and the transaction did
 // not commit. (A snapshot's xmax would not do: transactions in progress
-// may be at or above it.)
+// may be at or above it.) Running: a process holds the transaction's
+// lock, which it releases only once its commit shows to new snapshots
+// (a commit waiting for a synchronous standby is recorded, not shown).
 func (dialect) CheckSQL() string {
 	return `SELECT EXISTS (SELECT 1 FROM commit_marks WHERE token = ?),
-		CASE WHEN ? < txid_current() THEN txid_status(?) ELSE 'aborted' END`
+		CASE WHEN ? < txid_current() THEN txid_status(?) ELSE 'aborted' END,
+		EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'transactionid' AND transactionid::text = ? AND granted)`
 }
 
 // StrandedSQL implements sqlcore.CommitChecker: the process is ended only

@@ -239,16 +239,17 @@ func (c *Core) execOnce(ctx context.Context, q string, args ...any) (int64, erro
 // and before its answer arrived. A mark the transaction writes, and its
 // id, tell afterwards whether it committed.
 type CommitChecker interface {
-	// MarkSQL writes the token given as its one parameter in the
-	// current transaction and reads the transaction's id (assigning one)
-	// and the server process that runs it.
+	// MarkSQL, given whether to delete old marks too and a token, writes
+	// the token in the current transaction and reads the transaction's
+	// id (assigning one) and the server process that runs it.
 	MarkSQL() string
-	// CheckSQL, given the token and the transaction id twice, reads
-	// whether the token is there (committed: definitive) and the
-	// transaction's status: "committed", "aborted", "in progress", or
-	// NULL when too old to tell. After a server crash an id may have
-	// been given to another transaction, so that its status answers for
-	// that one; the token never is.
+	// CheckSQL, given the token, the transaction id twice and its low
+	// 32 bits as text, reads whether the token is there (committed:
+	// definitive), the transaction's status ("committed", "aborted",
+	// "in progress", or NULL when too old to tell) and whether it still
+	// runs (its commit not yet shown to new snapshots). After a server
+	// crash an id may have been given to another transaction, so that
+	// its status answers for that one; the token never is.
 	CheckSQL() string
 	// StrandedSQL ends the server process given as its first parameter
 	// if it still waits, idle, in the transaction given as the second:
@@ -266,6 +267,8 @@ const (
 	// after its connection dropped before TxOnce ends its server process
 	// (if idle in it). A server that saw the drop aborts it at once.
 	strandedAfter = time.Second
+	// pruneMarksEvery: one TxOnce write in this many deletes old marks.
+	pruneMarksEvery = 64
 )
 
 // TxOnce is Tx for a transaction that must not run again once it has
@@ -308,33 +311,35 @@ func (c *Core) committed(ctx context.Context, ck CommitChecker, token, xid, pid 
 	start := time.Now()
 	stranded, unmarked := false, 0
 	last := commitErr
+	xid32 := strconv.FormatInt(xid%(1<<32), 10)
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
-		var marked bool
+		var marked, running bool
 		var status sql.NullString
-		err := c.W.QueryRowContext(ctx, c.Q(ck.CheckSQL()), token, xid, xid).Scan(&marked, &status)
+		err := c.W.QueryRowContext(ctx, c.Q(ck.CheckSQL()), token, xid, xid, xid32).Scan(&marked, &status, &running)
 		switch {
 		case err == nil && marked:
 			return true, nil
-		case err == nil && status.String == "committed" && unmarked < 3:
-			// Committed and no mark: the mark may not be visible yet
-			// (the commit is recorded before it shows), or the id is
-			// another transaction's since a crash. Looked at again.
-			unmarked++
-		case err == nil && status.String == "in progress":
+		case err == nil && (running || status.String == "in progress"):
 			if !stranded && time.Since(start) >= strandedAfter {
 				// A COMMIT that never arrived leaves the server's
 				// process idle in the transaction, holding its locks,
 				// until TCP gives up on the client (hours by default).
 				// Ended, its transaction aborts. Tried again at the
 				// next look should it fail.
-				_, err := c.W.ExecContext(ctx, c.Q(ck.StrandedSQL()), pid, strconv.FormatInt(xid%(1<<32), 10))
+				_, err := c.W.ExecContext(ctx, c.Q(ck.StrandedSQL()), pid, xid32)
 				stranded = err == nil
 				if err != nil {
 					last = err
 				}
 			}
+		case err == nil && status.String == "committed" && unmarked == 0:
+			// Over, committed, no mark: the look's snapshot may predate
+			// the end (taken before the lock was released), or the id is
+			// another transaction's since a crash. A later snapshot
+			// tells.
+			unmarked++
 		case err == nil:
-			return false, nil // aborted, or over without its mark
+			return false, nil // over without its mark: aborted, or the id another's
 		case !c.commitLost(err) && ctx.Err() == nil:
 			return false, unknownOutcome(commitErr, fmt.Sprintf("asking whether it committed failed: %v", err))
 		default:
@@ -416,7 +421,12 @@ func (c *Core) run(ctx context.Context, stx *sql.Tx, fn func(tx *Tx) error) erro
 	var token, xid, pid int64
 	if once {
 		token = mrand.Int64()
-		if err := stx.QueryRowContext(ctx, c.Q(ck.MarkSQL()), token).Scan(&xid, &pid); err != nil {
+		// Old marks are deleted by one write in pruneMarksEvery, so
+		// that writes rarely wait on the same rows, and a long
+		// transaction elsewhere (whose snapshot keeps deleted rows)
+		// costs few of them a walk over what it keeps.
+		prune := mrand.IntN(pruneMarksEvery) == 0
+		if err := stx.QueryRowContext(ctx, c.Q(ck.MarkSQL()), prune, token).Scan(&xid, &pid); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
