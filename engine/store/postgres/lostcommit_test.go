@@ -346,6 +346,39 @@ func TestCommitAnswerLost(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wait for a paused destination, its answer cut", func(t *testing.T) {
+		if _, err := s.InsertEvents(ctx, []engine.EventRecord{record("waits")}); err != nil {
+			t.Fatal(err)
+		}
+		ds := claim(t)
+		ids := make([]string, len(ds))
+		for i := range ds {
+			ids[i] = ds[i].ID
+		}
+		dest := "https://paused.example.com"
+		lose(t, cutAnswer, func() error { return s.WaitFor(ctx, "w", ids, dest, now.Add(time.Hour)) })
+		for _, d := range ds {
+			got, _, err := s.GetDelivery(ctx, d.ID)
+			if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
+				t.Errorf("delivery %s after the wait: %s, attempts %d (claimed at %d), %v", d.ID, got.State, got.Attempts, d.Attempts, err)
+			}
+		}
+		if n, err := s.WakeDestination(ctx, dest, now); err != nil || n != len(ids) {
+			t.Errorf("woke %d (%v), want %d", n, err, len(ids))
+		}
+	})
+	// A test-fire's record is an upsert: run again, it changes nothing.
+	t.Run("a test-fire's record, run again", func(t *testing.T) {
+		d := engine.Delivery{ID: "dlv_testfire", Tenant: "acme", EventID: "tf", Entity: "SalesOrder", EventName: "updated",
+			Rule: "r", ActionType: "webhook", Payload: []byte(`{}`), Test: true, Attempts: 1}
+		lose(t, cutAnswer, func() error {
+			return s.AddAttempt(ctx, d, engine.Attempt{N: 1, StartedAt: now, Outcome: "succeeded", Code: 200})
+		})
+		_, atts, err := s.GetDelivery(ctx, d.ID)
+		if err != nil || len(atts) != 1 {
+			t.Errorf("the test-fire has %d attempts (%v), want 1", len(atts), err)
+		}
+	})
 	// A COMMIT that never reached a server that did not see the client
 	// go: its process waits in the transaction, holding its locks,
 	// until TCP gives up (hours). The check ends it (only if still idle

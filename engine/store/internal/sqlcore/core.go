@@ -1754,7 +1754,7 @@ func (c *Core) AddAttempt(ctx context.Context, d engine.Delivery, a engine.Attem
 		sets = append(sets, col+" = excluded."+col)
 	}
 	sets = append(sets, "due_at = excluded.due_at")
-	err := c.TxOnce(ctx, func(tx *Tx) error {
+	err := c.Tx(ctx, func(tx *Tx) error {
 		q := "INSERT INTO deliveries (" + DeliveryCols("") + ", due_at) VALUES " + placeholders(1, nDeliveryCols) +
 			" ON CONFLICT (id) DO UPDATE SET " + strings.Join(sets, ", ")
 		if _, err := tx.ExecContext(ctx, c.Q(q), c.deliveryArgs(nil, &d)...); err != nil {
