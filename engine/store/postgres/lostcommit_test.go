@@ -319,9 +319,11 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Errorf("requeue said %d, want %d", requeued, len(cs))
 		}
 	})
-	// A release whose COMMIT is lost on its way rolls back: asked, the
-	// database says so, and it runs again. One whose answer is lost
-	// after the commit does not run again.
+	// A release (and a wait for a paused destination, below) runs again
+	// after its COMMIT or its answer is lost: run again, it gives its
+	// deliveries back once. What it could undo is a claim of the same
+	// delivery by the same process in between, which the engine keeps
+	// from happening (engine/enginetest TestReleaseRetryNeverUndoesAReclaim).
 	for _, c := range []struct {
 		name string
 		mode cutMode

@@ -273,8 +273,7 @@ const (
 
 // TxOnce is Tx for a transaction that must not run again once it has
 // committed: one whose second run would answer differently (a rule
-// created, then "name taken"), or undo what happened in between (a
-// release, then a claim of the same delivery). Tx runs fn again after
+// created, then "name taken"; a requeue, then 0 requeued). Tx runs fn again after
 // any transient error, also one that dropped the connection at COMMIT
 // after the server committed. TxOnce first writes a mark (a random
 // token) and reads the transaction's id, and, should COMMIT fail so (or
@@ -1117,11 +1116,14 @@ func (c *Core) insertAttempts(ctx context.Context, tx Querier, atts []engine.Att
 }
 
 // Release implements engine.Queue. With no ids it releases every delivery
-// running under owner.
+// running under owner. Run again after a commit whose answer was lost, it
+// changes nothing more, unless a claim of the same delivery by the same
+// owner came between, which the engine keeps from happening (its claim
+// loops wait for its releases): so Tx, not TxOnce. WaitFor likewise.
 func (c *Core) Release(ctx context.Context, owner string, ids []string, now time.Time) error {
 	now = Round(now)
 	ctx = Relaxed(ctx)
-	err := c.TxOnce(ctx, func(tx *Tx) error {
+	err := c.Tx(ctx, func(tx *Tx) error {
 		if len(ids) == 0 {
 			_, err := tx.ExecContext(ctx, c.Q(releaseSQL), c.t(now), c.t(now), c.t(now), owner)
 			return err

@@ -115,7 +115,7 @@ func (c *Core) ListDestinations(ctx context.Context) ([]engine.DestinationState,
 // held while the insert waited for a wake deleting that wait: a deadlock.
 func (c *Core) WaitFor(ctx context.Context, owner string, ids []string, dest string, at time.Time) error {
 	at = Round(at)
-	err := c.TxOnce(ctx, func(tx *Tx) error {
+	err := c.Tx(ctx, func(tx *Tx) error {
 		per := c.chunk(2)
 		for lo := 0; lo < len(ids); lo += per {
 			hi := min(lo+per, len(ids))
