@@ -241,6 +241,25 @@ func TestCommitAnswerLost(t *testing.T) {
 		return ds
 	}
 
+	// givenBack checks that ds, claimed, are pending again, their claims'
+	// attempts undone, once.
+	givenBack := func(t *testing.T, after string, ds []engine.Delivery) {
+		t.Helper()
+		for _, d := range ds {
+			got, _, err := s.GetDelivery(ctx, d.ID)
+			if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
+				t.Errorf("delivery %s after the %s: %s, attempts %d (claimed at %d), %v", d.ID, after, got.State, got.Attempts, d.Attempts, err)
+			}
+		}
+	}
+	idsOf := func(ds []engine.Delivery) []string {
+		ids := make([]string, len(ds))
+		for i := range ds {
+			ids[i] = ds[i].ID
+		}
+		return ids
+	}
+
 	t.Run("create a rule", func(t *testing.T) {
 		var r engine.RuleRecord
 		lose(t, cutAnswer, func() (err error) {
@@ -335,17 +354,8 @@ func TestCommitAnswerLost(t *testing.T) {
 				t.Fatal(err)
 			}
 			ds := claim(t)
-			ids := make([]string, len(ds))
-			for i := range ds {
-				ids[i] = ds[i].ID
-			}
-			lose(t, mode, func() error { return s.Release(ctx, "w", ids, now) })
-			for _, d := range ds {
-				got, _, err := s.GetDelivery(ctx, d.ID)
-				if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
-					t.Errorf("delivery %s after the release: %s, attempts %d (claimed at %d), %v", d.ID, got.State, got.Attempts, d.Attempts, err)
-				}
-			}
+			lose(t, mode, func() error { return s.Release(ctx, "w", idsOf(ds), now) })
+			givenBack(t, "release", ds)
 		})
 	}
 	t.Run("wait for a paused destination, its answer cut", func(t *testing.T) {
@@ -353,20 +363,11 @@ func TestCommitAnswerLost(t *testing.T) {
 			t.Fatal(err)
 		}
 		ds := claim(t)
-		ids := make([]string, len(ds))
-		for i := range ds {
-			ids[i] = ds[i].ID
-		}
 		dest := "https://paused.example.com"
-		lose(t, cutAnswer, func() error { return s.WaitFor(ctx, "w", ids, dest, now.Add(time.Hour)) })
-		for _, d := range ds {
-			got, _, err := s.GetDelivery(ctx, d.ID)
-			if err != nil || got.State != engine.StatePending || got.Attempts != d.Attempts-1 {
-				t.Errorf("delivery %s after the wait: %s, attempts %d (claimed at %d), %v", d.ID, got.State, got.Attempts, d.Attempts, err)
-			}
-		}
-		if n, err := s.WakeDestination(ctx, dest, now); err != nil || n != len(ids) {
-			t.Errorf("woke %d (%v), want %d", n, err, len(ids))
+		lose(t, cutAnswer, func() error { return s.WaitFor(ctx, "w", idsOf(ds), dest, now.Add(time.Hour)) })
+		givenBack(t, "wait", ds)
+		if n, err := s.WakeDestination(ctx, dest, now); err != nil || n != len(ds) {
+			t.Errorf("woke %d (%v), want %d", n, err, len(ds))
 		}
 	})
 	// A test-fire's record is an upsert: run again, it changes nothing.

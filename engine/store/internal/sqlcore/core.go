@@ -311,10 +311,11 @@ func (c *Core) committed(ctx context.Context, ck CommitChecker, token, xid, pid 
 	stranded, unmarked := false, 0
 	last := commitErr
 	xid32 := strconv.FormatInt(xid%(1<<32), 10)
+	check := c.Q(ck.CheckSQL())
 	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 250*time.Millisecond) {
 		var marked, running bool
 		var status sql.NullString
-		err := c.W.QueryRowContext(ctx, c.Q(ck.CheckSQL()), token, xid, xid, xid32).Scan(&marked, &status, &running)
+		err := c.W.QueryRowContext(ctx, check, token, xid, xid, xid32).Scan(&marked, &status, &running)
 		switch {
 		case err == nil && marked:
 			return true, nil
