@@ -493,6 +493,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if err == nil && len(res) != len(recs) {
 		err = fmt.Errorf("store returned %d results for %d events", len(res), len(recs))
 	}
+	var own []bool
+	if err == nil {
+		own = ownEarlierRuns(recs, res)
+	}
 	if err != nil {
 		if reserved > 0 {
 			unclaim(recs)
@@ -511,8 +515,8 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if len(held) > 0 {
 		e.dests.wakeIfResumed(held)
 	}
-	if reserved > 0 {
-		run.dispatchInserted(recs, res, reserved)
+	if reserved > 0 || own != nil && run != nil {
+		run.dispatchInserted(recs, res, reserved, own)
 	}
 	if anyPending(res) {
 		e.kick() // work for the claim loop; preclaimed ones are running already
@@ -536,6 +540,37 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	for _, r := range batch {
 		close(r.done)
 	}
+}
+
+// ownEarlierRuns marks as inserted the results that are duplicates only
+// of an earlier run of this very write: a COMMIT whose answer the network
+// lost, run again by the store's retry or by commitBatch's one by one. It
+// returns which they are (nil: none). Every emit makes new delivery ids,
+// so stored deliveries carrying this write's ids are its own, preclaimed
+// ones included; without this the caller was told duplicate: true for
+// the event it had just created, and its preclaimed deliveries waited
+// for their lease to end.
+func ownEarlierRuns(recs []EventRecord, res []InsertResult) []bool {
+	var own []bool
+	for i := range res {
+		if !res[i].Duplicate || len(recs[i].Deliveries) == 0 || len(res[i].Deliveries) == 0 {
+			continue
+		}
+		mine := make(map[string]bool, len(recs[i].Deliveries))
+		for j := range recs[i].Deliveries {
+			mine[recs[i].Deliveries[j].ID] = true
+		}
+		for j := range res[i].Deliveries {
+			if mine[res[i].Deliveries[j].ID] {
+				if own == nil {
+					own = make([]bool, len(res))
+				}
+				res[i].Duplicate, own[i] = false, true
+				break
+			}
+		}
+	}
+	return own
 }
 
 func (e *Engine) accepted(rec *EventRecord, r InsertResult) {

@@ -564,17 +564,41 @@ func unclaim(recs []EventRecord) {
 // were inserted (not duplicates) to the workers, and frees the slots of
 // the rest. The committer runs it, and Stop stops the committer before
 // the runner, so jobs is still open.
-func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int) {
+//
+// The records own marks were inserted by an earlier run of the write,
+// whose answer was lost (ownEarlierRuns): their deliveries are as that
+// run stored them, and this run may have reserved fewer slots. Each is
+// handed over only while still as preclaimed (attempt 1, under this
+// owner's lease with at least half of it left, so that no claim can have
+// taken it or take it before it is held), taking a slot if there is
+// room; otherwise it runs after its lease, as after a crash.
+func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int, own []bool) {
 	at := time.Now()
+	fresh := r.e.now().Add(r.e.cfg.Lease / 2)
 	sent := 0
-	for i := range recs {
-		if res[i].Duplicate {
-			continue
+	// This run's own first: the slots were reserved for them.
+	for _, earlier := range []bool{false, true} {
+		if earlier && own == nil {
+			break
 		}
-		// As stored: a preclaimed held one runs if it became its
-		// chain's head (see HeadPreclaimer).
-		for j := range res[i].Deliveries {
-			if d := res[i].Deliveries[j]; d.State == StateRunning && d.LeaseOwner == r.e.cfg.Owner {
+		for i := range recs {
+			if res[i].Duplicate || earlier != (own != nil && own[i]) {
+				continue
+			}
+			// As stored: a preclaimed held one runs if it became its
+			// chain's head (see HeadPreclaimer).
+			for j := range res[i].Deliveries {
+				d := res[i].Deliveries[j]
+				if d.State != StateRunning || d.LeaseOwner != r.e.cfg.Owner ||
+					earlier && (d.Attempts != 1 || d.LockedUntil.Before(fresh)) {
+					continue
+				}
+				if sent == reserved {
+					if r.reserve(1, r.handoffCap) == 0 {
+						continue
+					}
+					reserved++
+				}
 				r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at}
 				sent++
 			}

@@ -6,16 +6,23 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/erpflow/erpflow/actions"
+	"github.com/erpflow/erpflow/actions/webhook"
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/postgres"
+	"github.com/erpflow/erpflow/triggers"
 )
 
 // commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
@@ -25,6 +32,10 @@ type commitCutter struct {
 	url   string // the database URL through the proxy
 	armed atomic.Bool
 	mode  atomic.Int32 // a cutMode
+	// stmt, when set, arms the cut for the answer of the next statement
+	// whose text holds it (run alone, it commits before its answer)
+	// instead of a COMMIT; only cutAnswer.
+	stmt atomic.Pointer[string]
 	cut   atomic.Int32 // commits cut
 	quit  chan struct{}
 
@@ -149,13 +160,27 @@ func (c *commitCutter) relay(client net.Conn, server string) {
 		}
 	}()
 	first := true
+	parsed := map[string]string{} // statement name → text
 	for {
 		msg, err := readMessage(client, !first)
 		if err != nil {
 			break
 		}
 		first = false
-		if msg[0] == 'Q' && bytes.EqualFold(bytes.TrimRight(msg[5:], "\x00; "), []byte("COMMIT")) && c.armed.CompareAndSwap(true, false) {
+		stmt := c.stmt.Load()
+		switch {
+		case msg[0] == 'P': // Parse: name, text
+			f := bytes.SplitN(msg[5:], []byte{0}, 3)
+			if len(f) == 3 {
+				parsed[string(f[0])] = string(f[1])
+			}
+		case msg[0] == 'B' && stmt != nil: // Bind: portal, statement
+			f := bytes.SplitN(msg[5:], []byte{0}, 3)
+			if len(f) == 3 && strings.Contains(parsed[string(f[1])], *stmt) && c.armed.CompareAndSwap(true, false) {
+				cutNext.Store(true)
+			}
+		}
+		if msg[0] == 'Q' && stmt == nil && bytes.EqualFold(bytes.TrimRight(msg[5:], "\x00; "), []byte("COMMIT")) && c.armed.CompareAndSwap(true, false) {
 			switch cutMode(c.mode.Load()) {
 			case cutBefore:
 				c.cut.Add(1)
@@ -548,5 +573,91 @@ func TestCommitCheckAnswers(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("%s: committed %v (%v), want %v", c.what, got, err, c.want)
 		}
+	}
+}
+
+// TestEmitAnswerLost: an event's insert is run again when its answer is
+// lost (a second run creates nothing). The engine tells its own earlier
+// run from another emit of the same event by the delivery ids it made:
+// the caller is told the event was created, not "duplicate: true", and
+// the deliveries the lost run took for this process's workers run now,
+// once, not after their lease (ten minutes here).
+func TestEmitAnswerLost(t *testing.T) {
+	u := freshSchema(t)
+	cc := newCommitCutter(t, u)
+	s := open(t, cc.url)
+	t.Cleanup(func() { s.Close() })
+	got := make(chan string, 10)
+	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("webhook-id")
+	}))
+	t.Cleanup(rv.Close)
+	zero := 0
+	reg := &actions.Registry{}
+	if err := reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := triggers.Parse("test.yaml", []byte("rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: "+rv.URL+"\n"),
+		triggers.LoadOptions{Actions: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(s, engine.Config{Lease: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(rules); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Stop(context.Background()) })
+
+	stmt := "INSERT INTO events"
+	cc.stmt.Store(&stmt)
+	cc.armed.Store(true)
+	res, err := e.Emit(ctx, engine.Event{ID: "o1", Tenant: "acme", Entity: "SalesOrder", Event: "updated", Data: map[string]any{"n": 1}})
+	if cc.armed.Swap(false) || cc.cut.Load() != 1 {
+		t.Fatal("no insert's answer was cut (the test's proxy missed it)")
+	}
+	if err != nil || len(res.Deliveries) != 1 {
+		t.Fatalf("emit: %+v, %v", res, err)
+	}
+	if res.Duplicate {
+		t.Error("the emit whose first run's answer was lost says duplicate: true")
+	}
+	id := res.Deliveries[0].ID
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the delivery was not sent (it waits for its lease)")
+	}
+	for {
+		d, _, err := s.GetDelivery(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.State == engine.StateSucceeded {
+			if d.Attempts != 1 {
+				t.Errorf("succeeded at attempt %d, want 1", d.Attempts)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("delivery %s: %s", id, d.State)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if n := len(got); n != 0 {
+		t.Errorf("sent %d more times", n)
+	}
+	// Another emit of the same event is still a duplicate.
+	again, err := e.Emit(ctx, engine.Event{ID: "o1", Tenant: "acme", Entity: "SalesOrder", Event: "updated", Data: map[string]any{"n": 1}})
+	if err != nil || !again.Duplicate || len(again.Deliveries) != 1 || again.Deliveries[0].ID != id {
+		t.Errorf("the event emitted again: %+v, %v; want a duplicate with %s", again, err, id)
 	}
 }
