@@ -503,8 +503,12 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			run.done(reserved)
 		}
 		if len(batch) > 1 {
+			// Alone, without hand-overs: should the batch have committed
+			// after all (its answer lost), what it preclaimed runs after
+			// its lease, and no delivery it stored pending, claimed
+			// since, can pass for one preclaimed here (dispatchInserted).
 			for _, r := range batch {
-				e.commitBatch([]*emitReq{r}, direct)
+				e.commitBatch([]*emitReq{r}, false)
 			}
 			return
 		}
@@ -515,7 +519,7 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 	if len(held) > 0 {
 		e.dests.wakeIfResumed(held)
 	}
-	if reserved > 0 || own != nil && run != nil {
+	if reserved > 0 {
 		run.dispatchInserted(recs, res, reserved, own)
 	}
 	if anyPending(res) {
@@ -546,10 +550,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 // of an earlier run of this very write: a COMMIT whose answer the network
 // lost, run again by the store's retry or by commitBatch's one by one. It
 // returns which they are (nil: none). Every emit makes new delivery ids,
-// so stored deliveries carrying this write's ids are its own, preclaimed
-// ones included; without this the caller was told duplicate: true for
-// the event it had just created, and its preclaimed deliveries waited
-// for their lease to end.
+// so stored deliveries carrying this write's ids are its own. Without
+// this the caller was told duplicate: true for the event it had just
+// created, and the deliveries it preclaimed waited for their lease (now
+// handed over: dispatchInserted).
 func ownEarlierRuns(recs []EventRecord, res []InsertResult) []bool {
 	var own []bool
 	for i := range res {

@@ -565,43 +565,45 @@ func unclaim(recs []EventRecord) {
 // the rest. The committer runs it, and Stop stops the committer before
 // the runner, so jobs is still open.
 //
-// The records own marks were inserted by an earlier run of the write,
-// whose answer was lost (ownEarlierRuns): their deliveries are as that
-// run stored them, and this run may have reserved fewer slots. Each is
-// handed over only while still as preclaimed (attempt 1, under this
-// owner's lease with at least half of it left, so that no claim can have
-// taken it or take it before it is held), taking a slot if there is
-// room; otherwise it runs after its lease, as after a crash.
+// The records own marks were inserted by an earlier run of this write
+// whose answer was lost (ownEarlierRuns): the store ran the same records
+// again, so the deliveries this write preclaimed were stored so by that
+// run. Only those are handed over, as stored by it (attempt 1, this
+// owner, the preclaim's lease, at least half of it left): a delivery
+// stored pending may have been claimed since, by this process's claim
+// loop too, and is that claim's.
 func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int, own []bool) {
 	at := time.Now()
 	fresh := r.e.now().Add(r.e.cfg.Lease / 2)
 	sent := 0
-	// This run's own first: the slots were reserved for them.
-	for _, earlier := range []bool{false, true} {
-		if earlier && own == nil {
-			break
+	for i := range recs {
+		if res[i].Duplicate {
+			continue
 		}
-		for i := range recs {
-			if res[i].Duplicate || earlier != (own != nil && own[i]) {
+		var preclaimed map[string]time.Time // own: id → the preclaim's lease end
+		if own != nil && own[i] {
+			preclaimed = map[string]time.Time{}
+			for _, m := range recs[i].Deliveries {
+				if m.State == StateRunning && m.LeaseOwner == r.e.cfg.Owner {
+					preclaimed[m.ID] = m.LockedUntil.UTC().Truncate(time.Microsecond)
+				}
+			}
+		}
+		// As stored: a preclaimed held one runs if it became its
+		// chain's head (see HeadPreclaimer).
+		for j := range res[i].Deliveries {
+			d := res[i].Deliveries[j]
+			if d.State != StateRunning || d.LeaseOwner != r.e.cfg.Owner || sent == reserved {
 				continue
 			}
-			// As stored: a preclaimed held one runs if it became its
-			// chain's head (see HeadPreclaimer).
-			for j := range res[i].Deliveries {
-				d := res[i].Deliveries[j]
-				if d.State != StateRunning || d.LeaseOwner != r.e.cfg.Owner ||
-					earlier && (d.Attempts != 1 || d.LockedUntil.Before(fresh)) {
+			if preclaimed != nil {
+				until, ok := preclaimed[d.ID]
+				if !ok || d.Attempts != 1 || !d.LockedUntil.Equal(until) || d.LockedUntil.Before(fresh) {
 					continue
 				}
-				if sent == reserved {
-					if r.reserve(1, r.handoffCap) == 0 {
-						continue
-					}
-					reserved++
-				}
-				r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at}
-				sent++
 			}
+			r.jobs <- job{d: d, ref: r.hold(&d), claimedAt: at}
+			sent++
 		}
 	}
 	if sent < reserved {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -132,8 +134,10 @@ type qsRun struct {
 func (r *qsRun) localize(cmd string) string {
 	return portRE.ReplaceAllStringFunc(cmd, func(s string) string {
 		port := strings.TrimPrefix(s, "127.0.0.1:")
-		if r.ports[port] == "" {
-			r.ports[port] = freePort(r.t)
+		for r.ports[port] == "" {
+			if p := freePort(r.t); !slices.Contains(slices.Collect(maps.Values(r.ports)), p) {
+				r.ports[port] = p
+			}
 		}
 		return "127.0.0.1:" + r.ports[port]
 	})
@@ -151,6 +155,9 @@ func freePort(t *testing.T) string {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		var first, last int
 		if _, err := fmt.Sscan(string(b), &first, &last); err == nil {
+			if first <= lo {
+				lo = 1024
+			}
 			hi = min(hi, first)
 		}
 	}

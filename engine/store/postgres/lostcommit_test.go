@@ -3,8 +3,10 @@ package postgres_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -36,8 +38,11 @@ type commitCutter struct {
 	// whose text holds it (run alone, it commits before its answer)
 	// instead of a COMMIT; only cutAnswer.
 	stmt atomic.Pointer[string]
-	cut   atomic.Int32 // commits cut
-	quit  chan struct{}
+	// gate, when set with stmt, holds the next run of that statement
+	// after the cut (the store's retry) until it is closed.
+	gate atomic.Pointer[chan struct{}]
+	cut  atomic.Int32 // commits cut
+	quit chan struct{}
 
 	mu      sync.Mutex
 	clients map[net.Conn]bool // open ones
@@ -176,8 +181,13 @@ func (c *commitCutter) relay(client net.Conn, server string) {
 			}
 		case msg[0] == 'B' && stmt != nil: // Bind: portal, statement
 			f := bytes.SplitN(msg[5:], []byte{0}, 3)
-			if len(f) == 3 && strings.Contains(parsed[string(f[1])], *stmt) && c.armed.CompareAndSwap(true, false) {
+			if len(f) != 3 || !strings.Contains(parsed[string(f[1])], *stmt) {
+				break
+			}
+			if c.armed.CompareAndSwap(true, false) {
 				cutNext.Store(true)
+			} else if g := c.gate.Load(); g != nil && c.cut.Load() > 0 {
+				<-*g
 			}
 		}
 		if msg[0] == 'Q' && stmt == nil && bytes.EqualFold(bytes.TrimRight(msg[5:], "\x00; "), []byte("COMMIT")) && c.armed.CompareAndSwap(true, false) {
@@ -576,20 +586,46 @@ func TestCommitCheckAnswers(t *testing.T) {
 	}
 }
 
-// TestEmitAnswerLost: an event's insert is run again when its answer is
-// lost (a second run creates nothing). The engine tells its own earlier
-// run from another emit of the same event by the delivery ids it made:
-// the caller is told the event was created, not "duplicate: true", and
-// the deliveries the lost run took for this process's workers run now,
-// once, not after their lease (ten minutes here).
-func TestEmitAnswerLost(t *testing.T) {
+// emitRig is an engine over a store behind a commitCutter, whose rule
+// posts each SalesOrder event to a receiver hooks times (one webhook
+// action each); the receiver records each webhook's id, answering once
+// open is closed.
+type emitRig struct {
+	e     *engine.Engine
+	s     *postgres.Store
+	cc    *commitCutter
+	db    *sql.DB // straight to the database, not through the proxy
+	open  chan struct{}
+	first chan struct{} // a webhook arrived (buffered: the first)
+
+	mu   sync.Mutex
+	sent map[string]int // webhook-id → requests
+}
+
+func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
+	t.Helper()
 	u := freshSchema(t)
-	cc := newCommitCutter(t, u)
-	s := open(t, cc.url)
-	t.Cleanup(func() { s.Close() })
-	got := make(chan string, 10)
-	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Header.Get("webhook-id")
+	r := &emitRig{cc: newCommitCutter(t, u), open: make(chan struct{}), first: make(chan struct{}, 1), sent: map[string]int{}}
+	r.s = open(t, r.cc.url)
+	t.Cleanup(func() { r.s.Close() })
+	db, err := sql.Open("postgres", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	r.db = db
+	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		r.sent[req.Header.Get("webhook-id")]++
+		r.mu.Unlock()
+		select {
+		case r.first <- struct{}{}:
+		default:
+		}
+		select {
+		case <-r.open:
+		case <-req.Context().Done():
+		}
 	}))
 	t.Cleanup(rv.Close)
 	zero := 0
@@ -597,67 +633,162 @@ func TestEmitAnswerLost(t *testing.T) {
 	if err := reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})); err != nil {
 		t.Fatal(err)
 	}
-	rules, err := triggers.Parse("test.yaml", []byte("rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    actions:\n      - type: webhook\n        url: "+rv.URL+"\n"),
-		triggers.LoadOptions{Actions: reg})
+	src := "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    actions:\n"
+	for range hooks {
+		src += "      - type: webhook\n        url: " + rv.URL + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" // signed: webhook-id
+	}
+	rules, err := triggers.Parse("test.yaml", []byte(src), triggers.LoadOptions{Actions: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(s, engine.Config{Lease: 10 * time.Minute, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
+	cfg.Lease = 10 * time.Minute // what waits for its lease is never sent within the test
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if r.e, err = engine.New(r.s, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Reload(rules); err != nil {
+	if err := r.e.Reload(rules); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.Start(ctx); err != nil {
+	if err := r.e.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Stop(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r.e.Stop(ctx)
+	})
+	return r
+}
 
+// cutInsert arms the cut for the answer of the next event insert.
+func (r *emitRig) cutInsert() {
 	stmt := "INSERT INTO events"
-	cc.stmt.Store(&stmt)
-	cc.armed.Store(true)
-	res, err := e.Emit(ctx, engine.Event{ID: "o1", Tenant: "acme", Entity: "SalesOrder", Event: "updated", Data: map[string]any{"n": 1}})
-	if cc.armed.Swap(false) || cc.cut.Load() != 1 {
-		t.Fatal("no insert's answer was cut (the test's proxy missed it)")
-	}
-	if err != nil || len(res.Deliveries) != 1 {
-		t.Fatalf("emit: %+v, %v", res, err)
-	}
-	if res.Duplicate {
-		t.Error("the emit whose first run's answer was lost says duplicate: true")
-	}
-	id := res.Deliveries[0].ID
-	select {
-	case <-got:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the delivery was not sent (it waits for its lease)")
-	}
+	r.cc.stmt.Store(&stmt)
+	r.cc.armed.Store(true)
+}
+
+// until polls query (one integer) on the database until it is at least
+// want.
+func (r *emitRig) until(t *testing.T, ctx context.Context, want int, what, query string, args ...any) {
+	t.Helper()
 	for {
-		d, _, err := s.GetDelivery(ctx, id)
-		if err != nil {
-			t.Fatal(err)
+		var n int
+		if err := r.db.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
-		if d.State == engine.StateSucceeded {
-			if d.Attempts != 1 {
-				t.Errorf("succeeded at attempt %d, want 1", d.Attempts)
-			}
-			break
+		if n >= want {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("delivery %s: %s", id, d.State)
+			t.Fatalf("%s: %d, want %d", what, n, want)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if n := len(got); n != 0 {
-		t.Errorf("sent %d more times", n)
+}
+
+// sentOnce checks that each of ids was sent once, and nothing else.
+func (r *emitRig) sentOnce(t *testing.T, ids []string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if r.sent[id] != 1 {
+			t.Errorf("delivery %s sent %d times, want 1", id, r.sent[id])
+		}
 	}
-	// Another emit of the same event is still a duplicate.
-	again, err := e.Emit(ctx, engine.Event{ID: "o1", Tenant: "acme", Entity: "SalesOrder", Event: "updated", Data: map[string]any{"n": 1}})
-	if err != nil || !again.Duplicate || len(again.Deliveries) != 1 || again.Deliveries[0].ID != id {
-		t.Errorf("the event emitted again: %+v, %v; want a duplicate with %s", again, err, id)
+	if len(r.sent) != len(ids) {
+		t.Errorf("%d deliveries sent, want %d", len(r.sent), len(ids))
 	}
+}
+
+// TestEmitAnswerLost: an event's insert is run again when its answer is
+// lost (a second run creates nothing). The engine tells its own earlier
+// run from another emit of the same event by the delivery ids it made:
+// the caller is told the event was created, not "duplicate: true", and
+// the deliveries the lost run took for this process's workers run now,
+// once, not after their lease (ten minutes here).
+func TestEmitAnswerLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ev := engine.Event{ID: "o1", Tenant: "acme", Entity: "SalesOrder", Event: "updated", Data: map[string]any{"n": 1}}
+
+	t.Run("preclaimed", func(t *testing.T) {
+		r := newEmitRig(t, 1, engine.Config{})
+		close(r.open)
+		r.cutInsert()
+		res, err := r.e.Emit(ctx, ev)
+		if r.cc.armed.Swap(false) || r.cc.cut.Load() != 1 {
+			t.Fatal("no insert's answer was cut (the test's proxy missed it)")
+		}
+		if err != nil || len(res.Deliveries) != 1 {
+			t.Fatalf("emit: %+v, %v", res, err)
+		}
+		if res.Duplicate {
+			t.Error("the emit whose first run's answer was lost says duplicate: true")
+		}
+		id := res.Deliveries[0].ID
+		r.until(t, ctx, 1, "the delivery succeeded (it waits for its lease)",
+			"SELECT count(*) FROM deliveries WHERE id = $1 AND state = 'succeeded' AND attempts = 1", id)
+		r.sentOnce(t, []string{id})
+		// Another emit of the same event is still a duplicate.
+		again, err := r.e.Emit(ctx, ev)
+		if err != nil || !again.Duplicate || len(again.Deliveries) != 1 || again.Deliveries[0].ID != id {
+			t.Errorf("the event emitted again: %+v, %v; want a duplicate with %s", again, err, id)
+		}
+	})
+
+	// The lost run stored the deliveries it had no hand-over room for
+	// pending, and this process's claim loop claimed one (attempt 1, this
+	// owner, a fresh lease) before the insert ran again: that one is the
+	// claim's, and only the preclaimed ones are handed over.
+	t.Run("claimed since", func(t *testing.T) {
+		// Whether a claimed one would be handed over again depends on
+		// room the fair scheduler frees as it parks jobs: a few runs.
+		for run := range 4 {
+			t.Run(fmt.Sprint(run), func(t *testing.T) {
+				// One worker and claims of ten: hand-overs take at most
+				// 15 of 16 (a rule's most actions), and the claim loop
+				// has room for at least one more (the jobs queue holds
+				// 16).
+				r := newEmitRig(t, 16, engine.Config{Workers: 1, ClaimBatch: 10})
+				gate := make(chan struct{})
+				var opened sync.Once
+				openGate := func() { opened.Do(func() { close(gate) }) }
+				t.Cleanup(openGate) // before the engine's Stop, which waits for the emit
+				r.cc.gate.Store(&gate)
+				r.cutInsert()
+				type emitted struct {
+					res engine.EmitResult
+					err error
+				}
+				done := make(chan emitted, 1)
+				go func() {
+					res, err := r.e.Emit(ctx, ev)
+					done <- emitted{res, err}
+				}()
+				// The preclaimed ones are handed over only when the emit
+				// returns: a webhook before is of a delivery claimed since.
+				select {
+				case <-r.first:
+				case <-ctx.Done():
+					t.Fatal("no delivery of the lost run was claimed")
+				}
+				openGate()
+				got := <-done
+				if got.err != nil || len(got.res.Deliveries) != 16 || got.res.Duplicate {
+					t.Fatalf("emit: %+v, %v", got.res, got.err)
+				}
+				close(r.open)
+				ids := make([]string, len(got.res.Deliveries))
+				for i, d := range got.res.Deliveries {
+					ids[i] = d.ID
+				}
+				// The claim loop takes the pending ones as room frees.
+				r.until(t, ctx, 16, "every delivery succeeded",
+					"SELECT count(*) FROM deliveries WHERE event_id = 'o1' AND state = 'succeeded'")
+				r.sentOnce(t, ids)
+			})
+		}
+	})
 }
