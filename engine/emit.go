@@ -460,7 +460,8 @@ func (e *Engine) committer() {
 
 // commitBatch commits the requests in one transaction and answers them. If
 // the transaction fails and holds several requests, each is tried alone so
-// that one bad event fails only its own caller.
+// that one bad event fails only its own caller; unless the database is
+// out of reach (ErrUnavailable), which fails them all at once.
 //
 // direct (the committer only) lets this process's workers take the new
 // deliveries straight away, as far as the runner's hand-over room allows
@@ -502,7 +503,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			unclaim(recs)
 			run.done(reserved)
 		}
-		if len(batch) > 1 {
+		// A database out of reach fails every request alike: tried one
+		// by one, each would wait for the store's retries in turn, and
+		// callers further down would meet their own deadline first.
+		if len(batch) > 1 && !errors.Is(err, ErrUnavailable) {
 			// Alone, without hand-overs: should the batch have committed
 			// after all (its answer lost), what it preclaimed runs after
 			// its lease, and no delivery it stored pending, claimed
@@ -512,8 +516,10 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 			}
 			return
 		}
-		batch[0].err = fmt.Errorf("engine: emit: %w", err)
-		close(batch[0].done)
+		for _, r := range batch {
+			r.err = fmt.Errorf("engine: emit: %w", err)
+			close(r.done)
+		}
 		return
 	}
 	if len(held) > 0 {

@@ -792,3 +792,45 @@ func TestEmitAnswerLost(t *testing.T) {
 		}
 	})
 }
+
+// TestEmitBatchInOutage: a batch of emits that fails because the
+// database is out of reach fails every caller at once, with
+// engine.ErrUnavailable (the API's 503). Written one by one instead
+// (which is right when one event of the batch is refused), each waited
+// for the store's retries of about five seconds in turn, and callers
+// further down the batch met their own deadline first.
+func TestEmitBatchInOutage(t *testing.T) {
+	r := newEmitRig(t, 1, engine.Config{})
+	close(r.open)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r.cc.darken()
+	const callers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			// A caller that gives up, as an HTTP client does.
+			cctx, cancel := context.WithTimeout(ctx, 12*time.Second)
+			defer cancel()
+			_, err := r.e.Emit(cctx, engine.Event{ID: fmt.Sprintf("out%d", i), Tenant: "acme", Entity: "SalesOrder", Event: "updated"})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, engine.ErrUnavailable) {
+			t.Errorf("an emit with the database out of reach: %v, want engine.ErrUnavailable", err)
+		}
+	}
+	r.cc.lightsOn()
+	// The database is back: an emit gets through, not behind the
+	// abandoned ones.
+	actx, cancel := context.WithTimeout(ctx, 12*time.Second)
+	defer cancel()
+	res, err := r.e.Emit(actx, engine.Event{ID: "after", Tenant: "acme", Entity: "SalesOrder", Event: "updated"})
+	if err != nil || len(res.Deliveries) != 1 {
+		t.Fatalf("the first emit after the outage: %+v, %v", res, err)
+	}
+}
