@@ -461,7 +461,8 @@ func (e *Engine) committer() {
 // commitBatch commits the requests in one transaction and answers them. If
 // the transaction fails and holds several requests, each is tried alone so
 // that one bad event fails only its own caller; unless the database is
-// out of reach (ErrUnavailable), which fails them all at once.
+// out of reach (ErrUnavailable, and a ping unanswered), which fails them
+// all at once.
 //
 // direct (the committer only) lets this process's workers take the new
 // deliveries straight away, as far as the runner's hand-over room allows
@@ -505,8 +506,11 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		}
 		// A database out of reach fails every request alike: tried one
 		// by one, each would wait for the store's retries in turn, and
-		// callers further down would meet their own deadline first.
-		if len(batch) > 1 && !errors.Is(err, ErrUnavailable) {
+		// callers further down would meet their own deadline first. An
+		// error the stores also call unavailable but one event may cause
+		// (a lock wait on its id until the commit timeout, a statement
+		// timeout) leaves the database answering: split then.
+		if len(batch) > 1 && (!errors.Is(err, ErrUnavailable) || e.storeUp()) {
 			// Alone, without hand-overs: should the batch have committed
 			// after all (its answer lost), what it preclaimed runs after
 			// its lease, and no delivery it stored pending, claimed
@@ -581,6 +585,14 @@ func ownEarlierRuns(recs []EventRecord, res []InsertResult) []bool {
 		}
 	}
 	return own
+}
+
+// storeUp reports whether the database answers at all (a ping within
+// 5 s).
+func (e *Engine) storeUp() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return e.store.Ping(ctx) == nil
 }
 
 func (e *Engine) accepted(rec *EventRecord, r InsertResult) {

@@ -846,11 +846,7 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 }
 
 // storeUp reports whether the database answers at all.
-func (r *runner) storeUp() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return r.e.store.Ping(ctx) == nil
-}
+func (r *runner) storeUp() bool { return r.e.storeUp() }
 
 // attemptEnd tells the runner about an attempt that does not count.
 type attemptEnd struct {

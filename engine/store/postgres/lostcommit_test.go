@@ -798,20 +798,21 @@ func TestEmitAnswerLost(t *testing.T) {
 // engine.ErrUnavailable (the API's 503). Written one by one instead
 // (which is right when one event of the batch is refused), each waited
 // for the store's retries of about five seconds in turn, and callers
-// further down the batch met their own deadline first.
+// further down the batch met their own deadline first (TestBatchFailure
+// covers a batch split while the database answers).
 func TestEmitBatchInOutage(t *testing.T) {
 	r := newEmitRig(t, 1, engine.Config{})
 	close(r.open)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r.cc.darken()
-	const callers = 8
+	const callers = 16
 	var wg sync.WaitGroup
 	errs := make(chan error, callers)
 	for i := range callers {
 		wg.Go(func() {
 			// A caller that gives up, as an HTTP client does.
-			cctx, cancel := context.WithTimeout(ctx, 12*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 			defer cancel()
 			_, err := r.e.Emit(cctx, engine.Event{ID: fmt.Sprintf("out%d", i), Tenant: "acme", Entity: "SalesOrder", Event: "updated"})
 			errs <- err
