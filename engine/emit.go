@@ -509,21 +509,27 @@ func (e *Engine) commitBatch(batch []*emitReq, direct bool) {
 		// callers further down would meet their own deadline first. An
 		// error the stores also call unavailable but one event may cause
 		// (a lock wait on its id until the commit timeout, a statement
-		// timeout) leaves the database answering: split then.
+		// timeout) leaves the database answering: split then, until a
+		// second request alone fails so too (then it is not one event:
+		// a table locked, every statement timing out).
 		if len(batch) > 1 && (!errors.Is(err, ErrUnavailable) || e.storeUp()) {
 			// Alone, without hand-overs: should the batch have committed
 			// after all (its answer lost), what it preclaimed runs after
 			// its lease, and no delivery it stored pending, claimed
 			// since, can pass for one preclaimed here (dispatchInserted).
-			for _, r := range batch {
+			unavailable := 0
+			for i, r := range batch {
 				e.commitBatch([]*emitReq{r}, false)
+				if errors.Is(r.err, ErrUnavailable) {
+					if unavailable++; unavailable == 2 {
+						failAll(batch[i+1:], r.err)
+						return
+					}
+				}
 			}
 			return
 		}
-		for _, r := range batch {
-			r.err = fmt.Errorf("engine: emit: %w", err)
-			close(r.done)
-		}
+		failAll(batch, fmt.Errorf("engine: emit: %w", err))
 		return
 	}
 	if len(held) > 0 {
@@ -587,12 +593,28 @@ func ownEarlierRuns(recs []EventRecord, res []InsertResult) []bool {
 	return own
 }
 
-// storeUp reports whether the database answers at all (a ping within
-// 5 s).
+// failAll answers every request of batch with err.
+func failAll(batch []*emitReq, err error) {
+	for _, r := range batch {
+		r.err = err
+		close(r.done)
+	}
+}
+
+// storeUp reports whether the database answers at all: a ping within
+// 5 s. The wait is bounded here: on a connection whose packets are
+// dropped, lib/pq's ping reads until TCP gives up, whatever its ctx.
 func (e *Engine) storeUp() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return e.store.Ping(ctx) == nil
+	answered := make(chan error, 1)
+	go func() { answered <- e.store.Ping(ctx) }()
+	select {
+	case err := <-answered:
+		return err == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (e *Engine) accepted(rec *EventRecord, r InsertResult) {
