@@ -79,10 +79,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 			return nil, errors.New("postgres: the database URL does not parse; percent-encode the special characters of its user and password (% as %25, / as %2F, # as %23, @ as %40)")
 		}
 	}
-	db, err := sqlx.Open("postgres", url)
+	conn, err := pq.NewConnector(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	conn.Dialer(newDialer())
+	db := sqlx.NewDb(sql.OpenDB(conn), "postgres")
 	db.SetMaxOpenConns(opts.MaxConns)
 	db.SetMaxIdleConns(opts.MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -195,7 +197,7 @@ func (s *Store) Wakeups() <-chan struct{} {
 }
 
 func (s *Store) listen() {
-	l := pq.NewListener(s.url, 100*time.Millisecond, 5*time.Second, nil)
+	l := pq.NewDialListener(newDialer(), s.url, 100*time.Millisecond, 5*time.Second, nil)
 	s.listener = l
 	go func() {
 		// Listen waits for a connection: do it here, not in Wakeups.
