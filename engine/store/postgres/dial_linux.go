@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"errors"
 	"strings"
 	"syscall"
 	"time"
@@ -9,7 +10,8 @@ import (
 )
 
 // setUserTimeout returns a net.Dialer Control that sets TCP_USER_TIMEOUT
-// on TCP sockets (not on Unix sockets).
+// on TCP sockets (not on Unix sockets). A kernel or sandbox without the
+// option (WSL1, some gVisor builds) connects without it.
 func setUserTimeout(t time.Duration) func(network, address string, c syscall.RawConn) error {
 	return func(network, address string, c syscall.RawConn) error {
 		if !strings.HasPrefix(network, "tcp") {
@@ -21,6 +23,9 @@ func setUserTimeout(t time.Duration) func(network, address string, c syscall.Raw
 		})
 		if err != nil {
 			return err
+		}
+		if errors.Is(serr, unix.ENOPROTOOPT) || errors.Is(serr, unix.EINVAL) {
+			return nil
 		}
 		return serr
 	}
