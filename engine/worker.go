@@ -574,7 +574,7 @@ func unclaim(recs []EventRecord) {
 // loop too, and is that claim's.
 func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserved int, own []bool) {
 	at := time.Now()
-	fresh := r.e.now().Add(r.e.cfg.Lease / 2)
+	var fresh time.Time // own: the least lease left to hand one over
 	sent := 0
 	for i := range recs {
 		if res[i].Duplicate {
@@ -582,6 +582,7 @@ func (r *runner) dispatchInserted(recs []EventRecord, res []InsertResult, reserv
 		}
 		var preclaimed map[string]time.Time // own: id → the preclaim's lease end
 		if own != nil && own[i] {
+			fresh = r.e.now().Add(r.e.cfg.Lease / 2)
 			preclaimed = map[string]time.Time{}
 			for _, m := range recs[i].Deliveries {
 				if m.State == StateRunning && m.LeaseOwner == r.e.cfg.Owner {
@@ -732,7 +733,7 @@ func (r *runner) flushing(rs []result, split bool) bool {
 		// be unwritable. Record the others one by one; drop one that still
 		// fails (its lease expires and it runs again) rather than block
 		// every worker behind it.
-		if failures >= 3 && split && r.dropped.Load() < droppedOutage && r.storeUp() {
+		if failures >= 3 && split && r.dropped.Load() < droppedOutage && r.e.storeUp() {
 			if len(rs) > 1 {
 				e.log.Error("erpflow: recording a batch of attempts keeps failing; recording them one by one", "err", err, "count", len(rs))
 				for i := range rs {
@@ -844,9 +845,6 @@ func (r *runner) complete(ctx context.Context, cs []Completion) error {
 	}
 	return err
 }
-
-// storeUp reports whether the database answers at all.
-func (r *runner) storeUp() bool { return r.e.storeUp() }
 
 // attemptEnd tells the runner about an attempt that does not count.
 type attemptEnd struct {

@@ -17,23 +17,17 @@ import (
 // by Go's keepalives (15 s).
 const userTimeout = 30 * time.Second
 
-// dialer is lib/pq's dialer with the connection's user timeout set.
-type dialer struct{ d net.Dialer }
+// dialer is lib/pq's dialer (pq.Dialer and pq.DialerContext: net.Dialer's
+// Dial and DialContext) with the connection's user timeout set.
+type dialer struct{ net.Dialer }
 
-func newDialer() dialer {
-	return dialer{d: net.Dialer{Control: setUserTimeout(userTimeout)}}
+func newDialer() *dialer {
+	return &dialer{net.Dialer{Control: setUserTimeout(userTimeout)}}
 }
 
-func (d dialer) Dial(network, address string) (net.Conn, error) {
-	return d.d.Dial(network, address)
-}
-
-func (d dialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+// DialTimeout completes pq.Dialer.
+func (d *dialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return d.d.DialContext(ctx, network, address)
-}
-
-func (d dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	return d.d.DialContext(ctx, network, address)
+	return d.DialContext(ctx, network, address)
 }

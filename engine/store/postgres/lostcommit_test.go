@@ -608,12 +608,7 @@ func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
 	r := &emitRig{cc: newCommitCutter(t, u), open: make(chan struct{}), first: make(chan struct{}, 1), sent: map[string]int{}}
 	r.s = open(t, r.cc.url)
 	t.Cleanup(func() { r.s.Close() })
-	db, err := sql.Open("postgres", u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	r.db = db
+	r.db = rawDB(t, u)
 	rv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.sent[req.Header.Get("webhook-id")]++
@@ -769,11 +764,7 @@ func TestEmitAnswerLost(t *testing.T) {
 				}()
 				// The preclaimed ones are handed over only when the emit
 				// returns: a webhook before is of a delivery claimed since.
-				select {
-				case <-r.first:
-				case <-ctx.Done():
-					t.Fatal("no delivery of the lost run was claimed")
-				}
+				wait(t, r.first, "no delivery of the lost run was claimed")
 				openGate()
 				got := <-done
 				if got.err != nil || len(got.res.Deliveries) != 16 || got.res.Duplicate {
