@@ -1,0 +1,93 @@
+package postgres_test
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestStoreConnectionsCarryUserTimeout: every connection the store
+// opens, its pool's and its listener's, carries TCP_USER_TIMEOUT (see
+// TestDialerSetsUserTimeout for the dialer itself). The store's sessions
+// are found by their application name on the server, and their sockets
+// in this process by the client ports the server reports.
+func TestStoreConnectionsCarryUserTimeout(t *testing.T) {
+	s, db, app := openNamed(t, "dial", "")
+	s.Wakeups() // starts the listener's connection
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ports map[int]bool
+	for {
+		ports = map[int]bool{}
+		var listening bool
+		rows, err := db.QueryContext(ctx, `SELECT client_port, coalesce(query, '') FROM pg_stat_activity WHERE application_name = $1`, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var port int
+			var query string
+			if err := rows.Scan(&port, &query); err != nil {
+				t.Fatal(err)
+			}
+			if port < 0 {
+				t.Skip("the server reports no client port: TEST_DATABASE_URL connects through a Unix socket")
+			}
+			ports[port] = true
+			listening = listening || query == `LISTEN "erpflow_deliveries"`
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if listening && len(ports) >= 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the store's pool and listener sessions did not show (ports %v, listening %v)", ports, listening)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	found := 0
+	for _, f := range fds {
+		fd, err := strconv.Atoi(f.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := unix.Getsockname(fd)
+		if err != nil {
+			continue // not a socket, or closed since
+		}
+		var port int
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			port = a.Port
+		case *unix.SockaddrInet6:
+			port = a.Port
+		default:
+			continue
+		}
+		if !ports[port] {
+			continue
+		}
+		found++
+		ms, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms != 30000 {
+			t.Errorf("the store's connection from port %d has TCP_USER_TIMEOUT %d ms, want 30000", port, ms)
+		}
+	}
+	if found != len(ports) {
+		t.Errorf("found %d of the store's %d connections among this process's sockets", found, len(ports))
+	}
+}
