@@ -36,9 +36,11 @@ func TestBench(t *testing.T) {
 		`ceiling: bare batched queue loop .*: \d+ jobs/s; engine at \d+%`,
 		`ceiling: bare HTTP POST loop .*: \d+ requests/s; engine at \d+%`,
 		`\nceiling: both loops' work for each delivery, 1 / \(1/queue \+ 1/HTTP\): \d+ deliveries/s; engine at [\d.]+ of it \(target >= 0.60: (NOT )?met\)\n`,
-		`\nrun 1 of 2: \d+ deliveries/s, bare queue loop \d+ jobs/s, bare HTTP loop \d+ requests/s, combined ceiling \d+ deliveries/s: engine at [\d.]+ of it\n`,
-		`\nrun 2 of 2: \d+ deliveries/s, .*: engine at [\d.]+ of it\n`,
+		`\nreference: bare durable log loop \(\d+ jobs written, claimed and marked done, batch 100, (one writer|\d+ connections); no HTTP\): \d+ jobs/s; with the HTTP loop, 1 / \(1/log \+ 1/HTTP\): \d+ deliveries/s; engine at [\d.]+ of it \(no target\)\n`,
+		`\nrun 1 of 2: \d+ deliveries/s, bare queue loop \d+ jobs/s, bare HTTP loop \d+ requests/s, combined ceiling \d+ deliveries/s: engine at [\d.]+ of it; durable log loop \d+ jobs/s: engine at [\d.]+ of the reference\n`,
+		`\nrun 2 of 2: \d+ deliveries/s, .*: engine at [\d.]+ of the reference\n`,
 		`\nmedian of 2 runs \(by the share of the combined ceiling; [\d.]+ to [\d.]+\): \d+ deliveries/s, .* \(target >= 0.60: (NOT )?met\)\n`,
+		`\nmedian of 2 runs' share of the durable log reference: [\d.]+ \([\d.]+ to [\d.]+\)\n`,
 		`store insert +\d+ calls`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out.String()) {

@@ -120,6 +120,43 @@ func TestBareQueueLoop(t *testing.T) {
 	}
 }
 
+// TestBareLogLoop: the durable log loop runs on both databases (on
+// PostgreSQL, its loops side by side) and leaves no table behind.
+func TestBareLogLoop(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bare.db")
+	urls := []string{"sqlite:" + path}
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		urls = append(urls, u)
+	}
+	ctx := context.Background()
+	for _, u := range urls {
+		rate, err := store.BareLogLoop(ctx, u, 2000, 100)
+		if err != nil || rate <= 0 {
+			t.Fatalf("%s: rate %v, %v", store.Redact(u), rate, err)
+		}
+		db, err := store.OpenSQL(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		q := "SELECT count(*) FROM sqlite_master WHERE name LIKE 'erpflow_bare_log_%'"
+		if store.Kind(u) == "postgres" {
+			q = "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'erpflow_bare_log_%'"
+		}
+		err = db.QueryRowContext(ctx, q).Scan(&n)
+		db.Close()
+		if err != nil || n != 0 {
+			t.Fatalf("%s: %d scratch tables left (%v)", store.Redact(u), n, err)
+		}
+	}
+	if _, err := store.BareLogLoop(ctx, "sqlite::memory:", 10, 1); err == nil {
+		t.Error("log loop on :memory: did not fail")
+	}
+	if _, err := store.BareLogLoop(ctx, "sqlite:"+path, 0, 1); err == nil {
+		t.Error("log loop of no jobs did not fail")
+	}
+}
+
 // benchBare runs one loop over b.N jobs (setup not timed by the loop
 // itself, which reports its own rate).
 func benchBare(b *testing.B, u string) {
