@@ -25,6 +25,7 @@ import (
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/postgres"
 	"github.com/erpflow/erpflow/triggers"
+	"github.com/lib/pq"
 )
 
 // commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
@@ -604,6 +605,19 @@ type emitRig struct {
 
 func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
 	t.Helper()
+	return newRuleRig(t, func(url string) string {
+		src := "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    actions:\n"
+		for range hooks {
+			src += "      - type: webhook\n        url: " + url + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" // signed: webhook-id
+		}
+		return src
+	}, cfg)
+}
+
+// newRuleRig is newEmitRig with the rules rules returns for the
+// receiver's URL (its webhooks signed, for their webhook-id).
+func newRuleRig(t *testing.T, rules func(url string) string, cfg engine.Config) *emitRig {
+	t.Helper()
 	u := freshSchema(t)
 	r := &emitRig{cc: newCommitCutter(t, u), open: make(chan struct{}), first: make(chan struct{}, 1), sent: map[string]int{}}
 	r.s = open(t, r.cc.url)
@@ -628,11 +642,7 @@ func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
 	if err := reg.Register("webhook", webhook.New(webhook.Options{AllowHTTP: true, AllowPrivateNetworks: true, QuickRetries: &zero})); err != nil {
 		t.Fatal(err)
 	}
-	src := "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    actions:\n"
-	for range hooks {
-		src += "      - type: webhook\n        url: " + rv.URL + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n" // signed: webhook-id
-	}
-	rules, err := triggers.Parse("test.yaml", []byte(src), triggers.LoadOptions{Actions: reg})
+	parsed, err := triggers.Parse("test.yaml", []byte(rules(rv.URL)), triggers.LoadOptions{Actions: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +651,7 @@ func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
 	if r.e, err = engine.New(r.s, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.e.Reload(rules); err != nil {
+	if err := r.e.Reload(parsed); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.e.Start(context.Background()); err != nil {
@@ -782,6 +792,43 @@ func TestEmitAnswerLost(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestCompletionAnswerLost: an ordered delivery's completion, one
+// statement that also makes the chain's next delivery its head and claims
+// it for this process, is run again when its answer is lost. Run again,
+// the completion is fenced out and moves the chain on no further: the
+// next delivery, claimed by the lost run, is found by that run's lease
+// end and handed to the workers now, not after its lease (ten minutes
+// here).
+func TestCompletionAnswerLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := newRuleRig(t, func(url string) string {
+		return "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    ordered: true\n    actions:\n" +
+			"      - type: webhook\n        url: " + url + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+	}, engine.Config{})
+	var ids []string
+	for _, id := range []string{"o1", "o2"} {
+		res, err := r.e.Emit(ctx, engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", EntityID: "42", Event: "updated"})
+		if err != nil || len(res.Deliveries) != 1 {
+			t.Fatalf("emit %s: %+v, %v", id, res, err)
+		}
+		ids = append(ids, res.Deliveries[0].ID)
+	}
+	// o1's delivery is at the receiver, o2's waits behind it.
+	wait(t, r.first, "the chain's head was not sent")
+	r.until(t, ctx, 1, "the second delivery held", "SELECT count(*) FROM deliveries WHERE id = $1 AND state = 'held'", ids[1])
+	stmt := "), ends AS ("
+	r.cc.stmt.Store(&stmt)
+	r.cc.armed.Store(true)
+	close(r.open)
+	r.until(t, ctx, 2, "both deliveries succeeded (the second waits for its lease)",
+		"SELECT count(*) FROM deliveries WHERE id = ANY($1) AND state = 'succeeded' AND attempts = 1", pq.Array(ids))
+	if r.cc.armed.Load() || r.cc.cut.Load() != 1 {
+		t.Fatal("no completion's answer was cut (the test's proxy missed it)")
+	}
+	r.sentOnce(t, ids)
 }
 
 // TestEmitBatchInOutage: a batch of emits that fails because the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -434,8 +435,47 @@ func (d dialect) CompleteChained(ctx context.Context, q sqlcore.Querier, cs []en
 			r.Idle = append(r.Idle, v)
 		}
 	}
-	return r, rows.Err()
+	if err := rows.Err(); err != nil {
+		return r, err
+	}
+	rows.Close()
+	if hand.Again && hand.Limit > len(r.Handed) {
+		// An earlier run whose answer was lost may have committed: the
+		// heads it claimed for hand.Owner are running with this call's
+		// lease end and updated at its at, which no claim (its own now
+		// for both) nor emit sets together. Run again, the completions
+		// fence themselves out and move no chain on: without these the
+		// heads would wait for their lease.
+		keys := make([]string, 0, len(cs))
+		for i := range cs {
+			if cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+				keys = append(keys, cs[i].OrderKey)
+			}
+		}
+		earlier, err := d.s.Query(ctx, q, handedBeforeSQL, pq.Array(keys), hand.Owner, until, ts(sqlcore.Round(at)))
+		if err != nil {
+			return r, err
+		}
+		defer earlier.Close()
+		for earlier.Next() {
+			var id string
+			if err := earlier.Scan(&id); err != nil {
+				return r, err
+			}
+			if !slices.Contains(r.Handed, id) && len(r.Handed) < hand.Limit {
+				r.Handed = append(r.Handed, id)
+			}
+		}
+		return r, earlier.Err()
+	}
+	return r, nil
 }
+
+// handedBeforeSQL finds the heads of chains $1 that an earlier run of a
+// completion claimed for $2 (see CompleteChained).
+const handedBeforeSQL = `SELECT c.head FROM chains c JOIN deliveries d ON d.id = c.head
+	WHERE c.key = ANY($1::text[]) AND d.state = 'running' AND d.lease_owner = $2
+		AND d.locked_until = $3::timestamptz AND d.updated_at = $4::timestamptz`
 
 func ts(t time.Time) string {
 	if t.IsZero() {

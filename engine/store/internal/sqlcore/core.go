@@ -98,7 +98,10 @@ type WaitWaker interface {
 // dead), chainAdvance in one statement, which a concurrent emit adding to
 // a busy chain does not wait for (see ChainWriter). Of the next heads, it
 // claims up to hand.Limit for hand.Owner and makes the others pending and
-// due at at.
+// due at at. With hand.Again, an earlier run of the same call (same now,
+// at and hand) may have committed without its answer: Handed then also
+// holds the heads that run claimed, which the statement run again, its
+// completions no longer applying, does not move on.
 type ChainCompleter interface {
 	CompleteChained(ctx context.Context, q Querier, cs []engine.Completion, now, at time.Time, hand Handover) (ChainedResult, error)
 }
@@ -108,6 +111,7 @@ type Handover struct {
 	Owner string
 	Limit int
 	Lease time.Duration
+	Again bool // run again after an error: see ChainCompleter
 }
 
 // ChainedResult is what CompleteChained did: which completions applied
@@ -1994,8 +1998,11 @@ func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engi
 		h = Handover{Owner: hand.owner, Limit: hand.limit, Lease: hand.lease}
 	}
 	var r ChainedResult
+	tries := 0
 	err := c.Retry(ctx, func() error {
 		var err error
+		h.Again = tries > 0
+		tries++
 		r, err = cc.CompleteChained(ctx, c.W, cs, now, at, h)
 		return err
 	})
