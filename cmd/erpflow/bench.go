@@ -407,9 +407,7 @@ func bench(ctx context.Context, o benchOpts, out io.Writer) error {
 	}
 	if o.runs > 1 {
 		printMedian(out, runs, engineRun.ofCombined, "the combined ceiling", 0.6)
-		slices.SortFunc(runs, func(a, b engineRun) int { return cmp.Compare(a.ofWithLog(), b.ofWithLog()) })
-		fmt.Fprintf(out, "median of %d runs' share of the durable log reference: %.2f (%.2f to %.2f)\n",
-			len(runs), runs[(len(runs)-1)/2].ofWithLog(), runs[0].ofWithLog(), runs[len(runs)-1].ofWithLog())
+		printMedian(out, runs, engineRun.ofWithLog, "the durable log reference", 0)
 	}
 	return nil
 }
@@ -424,12 +422,16 @@ func logLoops(dbURL string) string {
 
 // printMedian prints the median of runs by their share of a ceiling (the
 // lower middle one of an even number), the lowest and highest share, and
-// whether the median meets the target.
+// whether the median meets the target (0: none).
 func printMedian[R fmt.Stringer](out io.Writer, runs []R, share func(R) float64, of string, target float64) {
 	slices.SortFunc(runs, func(a, b R) int { return cmp.Compare(share(a), share(b)) })
 	med := runs[(len(runs)-1)/2]
-	fmt.Fprintf(out, "median of %d runs (by the share of %s; %.2f to %.2f): %s (target >= %.2f: %s)\n",
-		len(runs), of, share(runs[0]), share(runs[len(runs)-1]), med, target, verdict(share(med) >= target))
+	met := "no target"
+	if target > 0 {
+		met = fmt.Sprintf("target >= %.2f: %s", target, verdict(share(med) >= target))
+	}
+	fmt.Fprintf(out, "median of %d runs (by the share of %s; %.2f to %.2f): %s (%s)\n",
+		len(runs), of, share(runs[0]), share(runs[len(runs)-1]), med, met)
 }
 
 // engineRun is one throughput run of the engine and its ceilings, each

@@ -40,12 +40,15 @@ func newLostReply(st engine.Store) lostReply {
 
 // release runs call, a release of ids. The first one's reply is lost:
 // claims of its first id count as reclaims from its commit until the
-// reply, which comes after between (if set) and a claim of it, or
-// reclaimWindow.
+// retry begins. The reply comes after between (if set) and a claim of
+// it, or reclaimWindow.
 func (s *lostReply) release(ids []string, call func() error, between func() error) error {
 	n := s.calls.Add(1)
-	if n == 1 {
+	switch n {
+	case 1:
 		s.target.Store(ids[0])
+	case 2:
+		s.between.Store(false)
 	}
 	err := call()
 	switch {
@@ -60,7 +63,6 @@ func (s *lostReply) release(ids []string, call func() error, between func() erro
 		case <-s.claimed:
 		case <-time.After(reclaimWindow):
 		}
-		s.between.Store(false)
 		return errors.New("read tcp: connection reset by peer (the commit's reply was lost)")
 	case n == 2:
 		close(s.retried)

@@ -139,11 +139,12 @@ func TestBareLogLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 		var n int
-		q := "SELECT count(*) FROM sqlite_master WHERE name LIKE 'erpflow_bare_log_%'"
+		mine := fmt.Sprintf("erpflow_bare_log_%d_%%", os.Getpid())
+		q := "SELECT count(*) FROM sqlite_master WHERE name LIKE ?"
 		if store.Kind(u) == "postgres" {
-			q = "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'erpflow_bare_log_%'"
+			q = "SELECT count(*) FROM pg_tables WHERE tablename LIKE $1"
 		}
-		err = db.QueryRowContext(ctx, q).Scan(&n)
+		err = db.QueryRowContext(ctx, q, mine).Scan(&n)
 		db.Close()
 		if err != nil || n != 0 {
 			t.Fatalf("%s: %d scratch tables left (%v)", store.Redact(u), n, err)
@@ -154,6 +155,9 @@ func TestBareLogLoop(t *testing.T) {
 	}
 	if _, err := store.BareLogLoop(ctx, "sqlite:"+path, 0, 1); err == nil {
 		t.Error("log loop of no jobs did not fail")
+	}
+	if _, err := store.BareLogLoop(ctx, "sqlite:"+path, 10, 20000); err == nil {
+		t.Error("log loop of batches beyond a statement's parameters did not fail")
 	}
 }
 

@@ -10,6 +10,9 @@ var PreparedSQL = preparedSQL
 
 const AnalyzeAt = analyzeAt
 
+// UserTimeout is the connections' TCP_USER_TIMEOUT.
+const UserTimeout = userTimeout
+
 // SetCommitCheckFor shortens how long TxOnce asks after a lost COMMIT.
 func SetCommitCheckFor(s *Store, d time.Duration) { s.Core.CommitCheckFor = d }
 

@@ -599,8 +599,26 @@ type emitRig struct {
 	open  chan struct{}
 	first chan struct{} // a webhook arrived (buffered: the first)
 
-	mu   sync.Mutex
-	sent map[string]int // webhook-id → requests
+	mu     sync.Mutex
+	sent   map[string]int // webhook-id → requests
+	handed []string       // deliveries completions handed to the workers
+}
+
+// handRecorder is the rig's store: it records the deliveries that
+// completions hand over.
+type handRecorder struct {
+	*postgres.Store
+	r *emitRig
+}
+
+func (h handRecorder) CompleteAndClaim(ctx context.Context, cs []engine.Completion, owner string, limit int, lease time.Duration) (int, []engine.Delivery, error) {
+	n, got, err := h.Store.CompleteAndClaim(ctx, cs, owner, limit, lease)
+	h.r.mu.Lock()
+	for _, d := range got {
+		h.r.handed = append(h.r.handed, d.ID)
+	}
+	h.r.mu.Unlock()
+	return n, got, err
 }
 
 func newEmitRig(t *testing.T, hooks int, cfg engine.Config) *emitRig {
@@ -648,7 +666,7 @@ func newRuleRig(t *testing.T, rules func(url string) string, cfg engine.Config) 
 	}
 	cfg.Lease = 10 * time.Minute // what waits for its lease is never sent within the test
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	if r.e, err = engine.New(r.s, cfg); err != nil {
+	if r.e, err = engine.New(handRecorder{r.s, r}, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.e.Reload(parsed); err != nil {
@@ -829,6 +847,11 @@ func TestCompletionAnswerLost(t *testing.T) {
 		t.Fatal("no completion's answer was cut (the test's proxy missed it)")
 	}
 	r.sentOnce(t, ids)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !slices.Equal(r.handed, ids[1:]) {
+		t.Errorf("completions handed over %v, want the second delivery (else it was claimed, and the lost run took none)", r.handed)
+	}
 }
 
 // TestEmitBatchInOutage: a batch of emits that fails because the

@@ -439,34 +439,41 @@ func (d dialect) CompleteChained(ctx context.Context, q sqlcore.Querier, cs []en
 		return r, err
 	}
 	rows.Close()
-	if hand.Again && hand.Limit > len(r.Handed) {
-		// An earlier run whose answer was lost may have committed: the
-		// heads it claimed for hand.Owner are running with this call's
-		// lease end and updated at its at, which no claim (its own now
-		// for both) nor emit sets together. Run again, the completions
-		// fence themselves out and move no chain on: without these the
-		// heads would wait for their lease.
-		keys := make([]string, 0, len(cs))
+	// A completion of a chain's head that no longer applies was applied
+	// by an earlier run of this call whose answer was lost (Core.Retry
+	// runs it again, and so does database/sql when the connection
+	// closed before any answer), or its lease was lost. In the first
+	// case that run claimed the chain's next head for hand.Owner: it is
+	// running with this call's lease end, updated at its at. A claim
+	// sets both from its own clock reading (its now and now plus the
+	// lease), and so does an emit's preclaim: they match only if that
+	// reading equals at and at equals now, to the microsecond, while at
+	// is when the attempt ended, before now was read. Renewals do not
+	// set updated_at. Without this the head would wait for its lease.
+	if hand.Limit > len(r.Handed) {
+		var keys []string
 		for i := range cs {
-			if cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+			if !r.OK[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
 				keys = append(keys, cs[i].OrderKey)
 			}
 		}
-		earlier, err := d.s.Query(ctx, q, handedBeforeSQL, pq.Array(keys), hand.Owner, until, ts(sqlcore.Round(at)))
-		if err != nil {
-			return r, err
-		}
-		defer earlier.Close()
-		for earlier.Next() {
-			var id string
-			if err := earlier.Scan(&id); err != nil {
+		if len(keys) > 0 {
+			earlier, err := d.s.Query(ctx, q, handedBeforeSQL, pq.Array(keys), hand.Owner, until, ts(sqlcore.Round(at)))
+			if err != nil {
 				return r, err
 			}
-			if !slices.Contains(r.Handed, id) && len(r.Handed) < hand.Limit {
-				r.Handed = append(r.Handed, id)
+			defer earlier.Close()
+			for earlier.Next() {
+				var id string
+				if err := earlier.Scan(&id); err != nil {
+					return r, err
+				}
+				if !slices.Contains(r.Handed, id) && len(r.Handed) < hand.Limit {
+					r.Handed = append(r.Handed, id)
+				}
 			}
+			return r, earlier.Err()
 		}
-		return r, earlier.Err()
 	}
 	return r, nil
 }

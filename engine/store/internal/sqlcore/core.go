@@ -98,10 +98,9 @@ type WaitWaker interface {
 // dead), chainAdvance in one statement, which a concurrent emit adding to
 // a busy chain does not wait for (see ChainWriter). Of the next heads, it
 // claims up to hand.Limit for hand.Owner and makes the others pending and
-// due at at. With hand.Again, an earlier run of the same call (same now,
-// at and hand) may have committed without its answer: Handed then also
-// holds the heads that run claimed, which the statement run again, its
-// completions no longer applying, does not move on.
+// due at at. Handed also holds the heads of the chains of completions
+// that no longer applied which an earlier run of the same call (same now,
+// at and hand) claimed: one that committed but whose answer was lost.
 type ChainCompleter interface {
 	CompleteChained(ctx context.Context, q Querier, cs []engine.Completion, now, at time.Time, hand Handover) (ChainedResult, error)
 }
@@ -111,7 +110,6 @@ type Handover struct {
 	Owner string
 	Limit int
 	Lease time.Duration
-	Again bool // run again after an error: see ChainCompleter
 }
 
 // ChainedResult is what CompleteChained did: which completions applied
@@ -1998,11 +1996,8 @@ func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engi
 		h = Handover{Owner: hand.owner, Limit: hand.limit, Lease: hand.lease}
 	}
 	var r ChainedResult
-	tries := 0
 	err := c.Retry(ctx, func() error {
 		var err error
-		h.Again = tries > 0
-		tries++
 		r, err = cc.CompleteChained(ctx, c.W, cs, now, at, h)
 		return err
 	})
