@@ -25,7 +25,6 @@ import (
 	"github.com/erpflow/erpflow/engine"
 	"github.com/erpflow/erpflow/engine/store/postgres"
 	"github.com/erpflow/erpflow/triggers"
-	"github.com/lib/pq"
 )
 
 // commitCutter is a TCP proxy in front of PostgreSQL that, when armed,
@@ -598,6 +597,8 @@ type emitRig struct {
 	db    *sql.DB // straight to the database, not through the proxy
 	open  chan struct{}
 	first chan struct{} // a webhook arrived (buffered: the first)
+	// failFirst, when set, fails the next webhook (500), once.
+	failFirst atomic.Bool
 
 	mu     sync.Mutex
 	sent   map[string]int // webhook-id → requests
@@ -652,6 +653,9 @@ func newRuleRig(t *testing.T, rules func(url string) string, cfg engine.Config) 
 		select {
 		case <-r.open:
 		case <-req.Context().Done():
+		}
+		if r.failFirst.CompareAndSwap(true, false) {
+			w.WriteHeader(http.StatusInternalServerError)
 		}
 	}))
 	t.Cleanup(rv.Close)
@@ -812,45 +816,62 @@ func TestEmitAnswerLost(t *testing.T) {
 	})
 }
 
-// TestCompletionAnswerLost: an ordered delivery's completion, one
-// statement that also makes the chain's next delivery its head and claims
-// it for this process, is run again when its answer is lost. Run again,
-// the completion is fenced out and moves the chain on no further: the
-// next delivery, claimed by the lost run, is found by that run's lease
-// end and handed to the workers now, not after its lease (ten minutes
-// here).
+// TestCompletionAnswerLost: an ordered delivery's completion, which also
+// makes the chain's next delivery its head and claims it for this
+// process, is run again when its answer is lost. Run again, the
+// completion is fenced out and moves the chain on no further: the next
+// delivery, claimed by the lost run, is found by that run's lease end
+// and handed to the workers now, not after its lease (ten minutes here).
+// A success completes in one statement ("succeeded"); a dead delivery,
+// which raises an event, in a transaction ("dead", its COMMIT's answer
+// cut).
 func TestCompletionAnswerLost(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := newRuleRig(t, func(url string) string {
-		return "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    ordered: true\n    actions:\n" +
-			"      - type: webhook\n        url: " + url + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
-	}, engine.Config{})
-	var ids []string
-	for _, id := range []string{"o1", "o2"} {
-		res, err := r.e.Emit(ctx, engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", EntityID: "42", Event: "updated"})
-		if err != nil || len(res.Deliveries) != 1 {
-			t.Fatalf("emit %s: %+v, %v", id, res, err)
-		}
-		ids = append(ids, res.Deliveries[0].ID)
-	}
-	// o1's delivery is at the receiver, o2's waits behind it.
-	wait(t, r.first, "the chain's head was not sent")
-	r.until(t, ctx, 1, "the second delivery held", "SELECT count(*) FROM deliveries WHERE id = $1 AND state = 'held'", ids[1])
-	stmt := "), ends AS ("
-	r.cc.stmt.Store(&stmt)
-	r.cc.armed.Store(true)
-	close(r.open)
-	r.until(t, ctx, 2, "both deliveries succeeded (the second waits for its lease)",
-		"SELECT count(*) FROM deliveries WHERE id = ANY($1) AND state = 'succeeded' AND attempts = 1", pq.Array(ids))
-	if r.cc.armed.Load() || r.cc.cut.Load() != 1 {
-		t.Fatal("no completion's answer was cut (the test's proxy missed it)")
-	}
-	r.sentOnce(t, ids)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !slices.Equal(r.handed, ids[1:]) {
-		t.Errorf("completions handed over %v, want the second delivery (else it was claimed, and the lost run took none)", r.handed)
+	for _, tc := range []struct {
+		name  string
+		dead  bool
+		state string // the first delivery's
+	}{
+		{"succeeded", false, "succeeded"},
+		{"dead", true, "dead"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			r := newRuleRig(t, func(url string) string {
+				return "rules:\n  - name: hook\n    on: {entity: SalesOrder}\n    ordered: true\n    retry: none\n    actions:\n" +
+					"      - type: webhook\n        url: " + url + "\n        secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
+			}, engine.Config{})
+			r.failFirst.Store(tc.dead)
+			var ids []string
+			for _, id := range []string{"o1", "o2"} {
+				res, err := r.e.Emit(ctx, engine.Event{ID: id, Tenant: "acme", Entity: "SalesOrder", EntityID: "42", Event: "updated"})
+				if err != nil || len(res.Deliveries) != 1 {
+					t.Fatalf("emit %s: %+v, %v", id, res, err)
+				}
+				ids = append(ids, res.Deliveries[0].ID)
+			}
+			// o1's delivery is at the receiver, o2's waits behind it.
+			wait(t, r.first, "the chain's head was not sent")
+			r.until(t, ctx, 1, "the second delivery held", "SELECT count(*) FROM deliveries WHERE id = $1 AND state = 'held'", ids[1])
+			if !tc.dead {
+				stmt := "), ends AS ("
+				r.cc.stmt.Store(&stmt)
+			}
+			r.cc.armed.Store(true)
+			close(r.open)
+			r.until(t, ctx, 1, "the first delivery ended", "SELECT count(*) FROM deliveries WHERE id = $1 AND state = $2", ids[0], tc.state)
+			r.until(t, ctx, 1, "the second delivery succeeded (it waits for its lease)",
+				"SELECT count(*) FROM deliveries WHERE id = $1 AND state = 'succeeded' AND attempts = 1", ids[1])
+			if r.cc.armed.Load() || r.cc.cut.Load() != 1 {
+				t.Fatal("no completion's answer was cut (the test's proxy missed it)")
+			}
+			r.sentOnce(t, ids)
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if !slices.Equal(r.handed, ids[1:]) {
+				t.Errorf("completions handed over %v, want the second delivery (else it was claimed, and the lost run took none)", r.handed)
+			}
+		})
 	}
 }
 

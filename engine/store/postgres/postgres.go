@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -412,8 +411,11 @@ var completeChainSQL = strings.NewReplacer(
 // CompleteChained implements sqlcore.ChainCompleter.
 func (d dialect) CompleteChained(ctx context.Context, q sqlcore.Querier, cs []engine.Completion, now, at time.Time, hand sqlcore.Handover) (r sqlcore.ChainedResult, err error) {
 	first, args := d.completeArgs(cs, now)
-	until := ts(sqlcore.Round(now.Add(hand.Lease)))
-	rows, err := d.s.Query(ctx, q, completeChainSQL, append(args, ts(sqlcore.Round(at)), max(hand.Limit, 0), hand.Owner, until)...)
+	until := hand.Until
+	if until.IsZero() { // no hand-over (Limit 0): a value all the same
+		until = sqlcore.Round(now)
+	}
+	rows, err := d.s.Query(ctx, q, completeChainSQL, append(args, ts(sqlcore.Round(at)), max(hand.Limit, 0), hand.Owner, ts(until))...)
 	if err != nil {
 		return r, err
 	}
@@ -435,54 +437,8 @@ func (d dialect) CompleteChained(ctx context.Context, q sqlcore.Querier, cs []en
 			r.Idle = append(r.Idle, v)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return r, err
-	}
-	rows.Close()
-	// A completion of a chain's head that no longer applies was applied
-	// by an earlier run of this call whose answer was lost (Core.Retry
-	// runs it again, and so does database/sql when the connection
-	// closed before any answer), or its lease was lost. In the first
-	// case that run claimed the chain's next head for hand.Owner: it is
-	// running with this call's lease end, updated at its at. A claim
-	// sets both from its own clock reading (its now and now plus the
-	// lease), and so does an emit's preclaim: they match only if that
-	// reading equals at and at equals now, to the microsecond, while at
-	// is when the attempt ended, before now was read. Renewals do not
-	// set updated_at. Without this the head would wait for its lease.
-	if hand.Limit > len(r.Handed) {
-		var keys []string
-		for i := range cs {
-			if !r.OK[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
-				keys = append(keys, cs[i].OrderKey)
-			}
-		}
-		if len(keys) > 0 {
-			earlier, err := d.s.Query(ctx, q, handedBeforeSQL, pq.Array(keys), hand.Owner, until, ts(sqlcore.Round(at)))
-			if err != nil {
-				return r, err
-			}
-			defer earlier.Close()
-			for earlier.Next() {
-				var id string
-				if err := earlier.Scan(&id); err != nil {
-					return r, err
-				}
-				if !slices.Contains(r.Handed, id) && len(r.Handed) < hand.Limit {
-					r.Handed = append(r.Handed, id)
-				}
-			}
-			return r, earlier.Err()
-		}
-	}
-	return r, nil
+	return r, rows.Err()
 }
-
-// handedBeforeSQL finds the heads of chains $1 that an earlier run of a
-// completion claimed for $2 (see CompleteChained).
-const handedBeforeSQL = `SELECT c.head FROM chains c JOIN deliveries d ON d.id = c.head
-	WHERE c.key = ANY($1::text[]) AND d.state = 'running' AND d.lease_owner = $2
-		AND d.locked_until = $3::timestamptz AND d.updated_at = $4::timestamptz`
 
 func ts(t time.Time) string {
 	if t.IsZero() {

@@ -98,9 +98,8 @@ type WaitWaker interface {
 // dead), chainAdvance in one statement, which a concurrent emit adding to
 // a busy chain does not wait for (see ChainWriter). Of the next heads, it
 // claims up to hand.Limit for hand.Owner and makes the others pending and
-// due at at. Handed also holds the heads of the chains of completions
-// that no longer applied which an earlier run of the same call (same now,
-// at and hand) claimed: one that committed but whose answer was lost.
+// due at at; those it claims are running until hand.Until and updated at
+// at (Core.handedBefore tells an earlier run's by both).
 type ChainCompleter interface {
 	CompleteChained(ctx context.Context, q Querier, cs []engine.Completion, now, at time.Time, hand Handover) (ChainedResult, error)
 }
@@ -109,7 +108,7 @@ type ChainCompleter interface {
 type Handover struct {
 	Owner string
 	Limit int
-	Lease time.Duration
+	Until time.Time // the lease end of the heads claimed
 }
 
 // ChainedResult is what CompleteChained did: which completions applied
@@ -1045,12 +1044,16 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 		}
 		return count(ok), nil
 	}
+	at := chainsDueAt(cs, now)
+	if hand != nil {
+		// Once per call: every run of it hands over with this lease end.
+		hand.until = Round(now.Add(hand.lease))
+	}
 	if cc, ok := c.D.(ChainCompleter); ok && !raise {
-		return c.completeChained(ctx, cc, cs, now, hand)
+		return c.completeChained(ctx, cc, cs, now, at, hand)
 	}
 	applied := 0
 	var recheck []string
-	var at time.Time
 	err := c.Tx(ctx, func(tx *Tx) error {
 		if hand != nil {
 			hand.got = hand.got[:0] // a retried transaction starts again
@@ -1073,26 +1076,20 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 			}
 		}
 		var ends []chainEnd
-		at = time.Time{}
 		for i := range cs {
 			if ok[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
 				ends = append(ends, chainEnd{cs[i].OrderKey, cs[i].ID})
-				// The engine's clock (tests use fake ones): the next one
-				// is due when this one finished.
-				if f := Finished(&cs[i], now); f.After(at) {
-					at = f
-				}
 			}
 		}
 		idle, err := c.chainAdvance(ctx, tx, ends, at, hand)
 		recheck = append(recheck, idle...)
-		return err
+		if err != nil {
+			return err
+		}
+		return c.handedBefore(ctx, tx, cs, ok, at, hand)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("complete: %w", err)
-	}
-	if at.IsZero() {
-		at = now
 	}
 	c.chainCheck(ctx, recheck, at)
 	return applied, nil
@@ -1977,23 +1974,10 @@ func (c *Core) DeleteRule(ctx context.Context, name, ifID string) error {
 // completeChained is complete through a ChainCompleter: one statement,
 // then the released heads claimed for hand (as far as its limit goes) in
 // a second, and chainCheck.
-func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engine.Completion, now time.Time, hand *handover) (int, error) {
-	var at time.Time
-	for i := range cs {
-		if cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
-			// The engine's clock (tests use fake ones): the next one is
-			// due when this one finished.
-			if f := Finished(&cs[i], now); f.After(at) {
-				at = f
-			}
-		}
-	}
-	if at.IsZero() {
-		at = now
-	}
+func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engine.Completion, now, at time.Time, hand *handover) (int, error) {
 	var h Handover
 	if hand != nil {
-		h = Handover{Owner: hand.owner, Limit: hand.limit, Lease: hand.lease}
+		h = Handover{Owner: hand.owner, Limit: hand.limit, Until: hand.until}
 	}
 	var r ChainedResult
 	err := c.Retry(ctx, func() error {
@@ -2018,6 +2002,11 @@ func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engi
 			hand.got = got
 		}
 	}
+	if hand != nil {
+		// As with the read above, should this fail, the heads run after
+		// their lease.
+		_ = c.handedBefore(ctx, c.W, cs, r.OK, at, hand)
+	}
 	if len(r.Released) > 0 {
 		// Wake the claim loops (of every process). A failure leaves them
 		// to the loops' polling.
@@ -2025,6 +2014,25 @@ func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engi
 	}
 	c.chainCheck(ctx, r.Idle, at)
 	return applied, nil
+}
+
+// chainsDueAt is when the next deliveries of the chains whose heads cs
+// end are due: when the last of those attempts finished, on the engine's
+// clock (tests use fake ones), or now if none ends a chain. Every run of
+// one call computes the same.
+func chainsDueAt(cs []engine.Completion, now time.Time) time.Time {
+	var at time.Time
+	for i := range cs {
+		if cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+			if f := Finished(&cs[i], now); f.After(at) {
+				at = f
+			}
+		}
+	}
+	if at.IsZero() {
+		return now
+	}
+	return at
 }
 
 // readIDs reads the deliveries of ids.

@@ -277,7 +277,10 @@ func (c *Core) startHeads(ctx context.Context, tx Querier, next map[string]strin
 		// (see engine.ChainHandover); the rest pending and due now.
 		if hand != nil && len(hand.got) < hand.limit {
 			n := min(hand.limit-len(hand.got), len(ids))
-			until := Round(now.Add(hand.lease))
+			until := hand.until
+			if until.IsZero() {
+				until = Round(now.Add(hand.lease))
+			}
 			args := append([]any{hand.owner, c.t(until), c.t(until), c.t(now)}, ids[:n]...)
 			rows, err := tx.QueryContext(ctx, c.Q(`UPDATE deliveries SET state = 'running', attempts = attempts + 1,
 				lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
@@ -310,6 +313,10 @@ type handover struct {
 	owner string
 	limit int
 	lease time.Duration
+	// until is the hand-overs' lease end: set once per call, so that a
+	// run again after a lost answer can tell the earlier run's (see
+	// Core.handedBefore).
+	until time.Time
 	got   []engine.Delivery
 }
 
@@ -460,4 +467,47 @@ func (c *Core) lockInOrder(col string) string {
 		return ""
 	}
 	return " ORDER BY " + col + " FOR UPDATE"
+}
+
+// handedBefore adds to hand.got the heads of the chains of cs's
+// completions that did not apply (not ok) which an earlier run of this
+// call claimed for hand.owner: one that committed but whose answer was
+// lost (run again by Core.Retry, or by database/sql itself when the
+// connection closed before any answer), after which the completions
+// fence themselves out and move no chain on. Those heads are running with hand.until and updated at at; a
+// claim or an emit's preclaim sets both from one clock reading of its
+// own (now, and now plus the lease), which matches only if it equals at
+// and at equals the now hand.until was taken at, while at is when the
+// attempts ended, before that. Without this they would wait for their
+// lease.
+func (c *Core) handedBefore(ctx context.Context, tx Querier, cs []engine.Completion, ok []bool, at time.Time, hand *handover) error {
+	if hand == nil || hand.until.IsZero() || len(hand.got) >= hand.limit {
+		return nil
+	}
+	var keys []any
+	for i := range cs {
+		if !ok[i] && cs[i].OrderKey != "" && cs[i].State != engine.StateFailed {
+			keys = append(keys, cs[i].OrderKey)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	args := append([]any{hand.owner, c.t(hand.until), c.t(at)}, keys...)
+	rows, err := tx.QueryContext(ctx, c.Q(`SELECT `+DeliveryCols("d.")+` FROM chains c JOIN deliveries d ON d.id = c.head
+		WHERE d.state = 'running' AND d.lease_owner = ? AND d.locked_until = ? AND d.updated_at = ?
+			AND c.key IN (`+list(len(keys))+`) ORDER BY d.id`), args...)
+	if err != nil {
+		return fmt.Errorf("ordered chain: earlier hand-overs: %w", err)
+	}
+	ds, err := ScanDeliveries(rows)
+	if err != nil {
+		return fmt.Errorf("ordered chain: earlier hand-overs: %w", err)
+	}
+	for _, d := range ds {
+		if len(hand.got) < hand.limit && !slices.ContainsFunc(hand.got, func(g engine.Delivery) bool { return g.ID == d.ID }) {
+			hand.got = append(hand.got, d)
+		}
+	}
+	return nil
 }
