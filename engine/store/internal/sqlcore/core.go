@@ -1046,8 +1046,11 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 	}
 	at := chainsDueAt(cs, now)
 	if hand != nil {
-		// Once per call: every run of it hands over with this lease end.
-		hand.until = Round(now.Add(hand.lease))
+		// The same for every run of the call, on the engine's clock, and
+		// a microsecond longer than a lease: a claim's lease end is its
+		// updated_at plus the lease exactly, so no claim has both this
+		// and updated_at at (see handedBefore).
+		hand.until = Round(at.Add(hand.lease)).Add(time.Microsecond)
 	}
 	if cc, ok := c.D.(ChainCompleter); ok && !raise {
 		return c.completeChained(ctx, cc, cs, now, at, hand)
@@ -2005,7 +2008,7 @@ func (c *Core) completeChained(ctx context.Context, cc ChainCompleter, cs []engi
 	if hand != nil {
 		// As with the read above, should this fail, the heads run after
 		// their lease.
-		_ = c.handedBefore(ctx, c.W, cs, r.OK, at, hand)
+		_ = c.Retry(ctx, func() error { return c.handedBefore(ctx, c.W, cs, r.OK, at, hand) })
 	}
 	if len(r.Released) > 0 {
 		// Wake the claim loops (of every process). A failure leaves them

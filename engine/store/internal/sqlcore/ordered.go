@@ -277,11 +277,7 @@ func (c *Core) startHeads(ctx context.Context, tx Querier, next map[string]strin
 		// (see engine.ChainHandover); the rest pending and due now.
 		if hand != nil && len(hand.got) < hand.limit {
 			n := min(hand.limit-len(hand.got), len(ids))
-			until := hand.until
-			if until.IsZero() {
-				until = Round(now.Add(hand.lease))
-			}
-			args := append([]any{hand.owner, c.t(until), c.t(until), c.t(now)}, ids[:n]...)
+			args := append([]any{hand.owner, c.t(hand.until), c.t(hand.until), c.t(now)}, ids[:n]...)
 			rows, err := tx.QueryContext(ctx, c.Q(`UPDATE deliveries SET state = 'running', attempts = attempts + 1,
 				lease_owner = ?, locked_until = ?, due_at = ?, updated_at = ?
 				WHERE state = 'held' AND id IN (`+list(n)+`) RETURNING `+DeliveryCols("")), args...)
@@ -313,9 +309,8 @@ type handover struct {
 	owner string
 	limit int
 	lease time.Duration
-	// until is the hand-overs' lease end: set once per call, so that a
-	// run again after a lost answer can tell the earlier run's (see
-	// Core.handedBefore).
+	// until is the hand-overs' lease end, set once per call (see
+	// Core.complete and Core.handedBefore).
 	until time.Time
 	got   []engine.Delivery
 }
@@ -474,12 +469,12 @@ func (c *Core) lockInOrder(col string) string {
 // call claimed for hand.owner: one that committed but whose answer was
 // lost (run again by Core.Retry, or by database/sql itself when the
 // connection closed before any answer), after which the completions
-// fence themselves out and move no chain on. Those heads are running with hand.until and updated at at; a
-// claim or an emit's preclaim sets both from one clock reading of its
-// own (now, and now plus the lease), which matches only if it equals at
-// and at equals the now hand.until was taken at, while at is when the
-// attempts ended, before that. Without this they would wait for their
-// lease.
+// fence themselves out and move no chain on. Without this those heads
+// would wait for their lease. They are running until hand.until and
+// were updated at at. A claim's lease end is its updated_at plus the
+// lease exactly, never hand.until's extra microsecond; an emit's preclaim
+// takes the two from separate clock readings, which would have to fall
+// on at and at plus the lease and that microsecond.
 func (c *Core) handedBefore(ctx context.Context, tx Querier, cs []engine.Completion, ok []bool, at time.Time, hand *handover) error {
 	if hand == nil || hand.until.IsZero() || len(hand.got) >= hand.limit {
 		return nil
