@@ -200,7 +200,7 @@ func BareInsertLoop(ctx context.Context, dbURL string, n, conns int) (perSecond 
 // scratch table. Unlike BareQueueLoop it times the jobs' writing and
 // keeps them, which an engine that accepts work durably and logs its
 // deliveries must do. It returns jobs completed per second. The jobs
-// carry a payload of the size of the bench's webhook (about 200 bytes).
+// carry a payload of the size of the bench's webhook (about 150 bytes).
 //
 // On PostgreSQL BareLogLoops loops run, each on its own connection,
 // whose commits share the WAL's flushes as an engine's concurrent
