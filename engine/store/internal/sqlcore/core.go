@@ -1045,14 +1045,24 @@ func (c *Core) complete(ctx context.Context, cs []engine.Completion, hand *hando
 		return count(ok), nil
 	}
 	at := chainsDueAt(cs, now)
+	cc, chained := c.D.(ChainCompleter)
+	chained = chained && !raise
 	if hand != nil {
-		// The same for every run of the call, on the engine's clock, and
-		// a microsecond longer than a lease: a claim's lease end is its
-		// updated_at plus the lease exactly, so no claim has both this
-		// and updated_at at (see handedBefore).
-		hand.until = Round(at.Add(hand.lease)).Add(time.Microsecond)
+		// The hand-overs' lease end, the same for every run of the call
+		// and a microsecond past a lease from its base: a claim's lease
+		// end is its updated_at plus the lease exactly, so no claim has
+		// both this and updated_at at (see handedBefore). The base is as
+		// it was in each path: the call's time for the statement, which
+		// keeps a hand-over's lease whole when the completion comes late
+		// (a flush retried after an outage), and the attempts' end, on
+		// the engine's clock, in the transaction.
+		base := at
+		if chained {
+			base = now
+		}
+		hand.until = Round(base.Add(hand.lease)).Add(time.Microsecond)
 	}
-	if cc, ok := c.D.(ChainCompleter); ok && !raise {
+	if chained {
 		return c.completeChained(ctx, cc, cs, now, at, hand)
 	}
 	applied := 0

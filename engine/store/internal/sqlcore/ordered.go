@@ -472,9 +472,9 @@ func (c *Core) lockInOrder(col string) string {
 // fence themselves out and move no chain on. Without this those heads
 // would wait for their lease. They are running until hand.until and
 // were updated at at. A claim's lease end is its updated_at plus the
-// lease exactly, never hand.until's extra microsecond; an emit's preclaim
-// takes the two from separate clock readings, which would have to fall
-// on at and at plus the lease and that microsecond.
+// lease exactly, never hand.until's extra microsecond past a lease from
+// its base (Core.complete); an emit's preclaim takes the two from
+// separate clock readings, which would both have to fall on them.
 func (c *Core) handedBefore(ctx context.Context, tx Querier, cs []engine.Completion, ok []bool, at time.Time, hand *handover) error {
 	if hand == nil || hand.until.IsZero() || len(hand.got) >= hand.limit {
 		return nil
