@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq"  // driver "postgres"
 	_ "modernc.org/sqlite" // driver "sqlite"
 )
@@ -294,14 +295,17 @@ func (l *logLoop) run(ctx context.Context) error {
 		}
 		k := min(l.batch, l.n-lo)
 		args := make([]any, 0, 1+2*k)
-		insert := "INSERT INTO " + l.table + " (id, payload, state, due_at) SELECT v.id, v.payload, 'pending', now() FROM (VALUES " + l.rows(k, 2) + ") v(id, payload)"
+		due := "now()"
 		if !l.pg {
-			insert = "INSERT INTO " + l.table + " (id, payload, state, due_at) SELECT column1, column2, 'pending', ? FROM (VALUES " + l.rows(k, 2) + ")"
+			due = "?"
 			args = append(args, time.Now().UnixMicro())
 		}
 		for i := range k {
 			args = append(args, "job-"+strconv.Itoa(lo+i), bareLogPayload)
 		}
+		pair := "(?, ?)"
+		insert := l.q("INSERT INTO " + l.table + " (id, payload, state, due_at) SELECT column1, column2, 'pending', " + due +
+			" FROM (VALUES " + pair + strings.Repeat(", "+pair, k-1) + ") v")
 		if _, err := l.db.ExecContext(ctx, insert, args...); err != nil {
 			return fmt.Errorf("insert: %w", err)
 		}
@@ -328,8 +332,8 @@ func (l *logLoop) take(ctx context.Context, k int) (int, error) {
 	var rows *sql.Rows
 	var err error
 	if l.pg {
-		rows, err = l.db.QueryContext(ctx, `UPDATE `+l.table+` SET state = 'running', attempts = attempts + 1, due_at = now() + interval '30 seconds'
-			WHERE id IN (SELECT id FROM `+l.table+` WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id, payload`, k)
+		rows, err = l.db.QueryContext(ctx, l.q(`UPDATE `+l.table+` SET state = 'running', attempts = attempts + 1, due_at = now() + interval '30 seconds'
+			WHERE id IN (SELECT id FROM `+l.table+` WHERE due_at <= now() ORDER BY due_at LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id, payload`), k)
 	} else {
 		now := time.Now().UnixMicro()
 		rows, err = l.db.QueryContext(ctx, `UPDATE `+l.table+` SET state = 'running', attempts = attempts + 1, due_at = ?
@@ -354,37 +358,19 @@ func (l *logLoop) take(ctx context.Context, k int) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	if _, err := l.db.ExecContext(ctx, "UPDATE "+l.table+" SET state = 'succeeded', due_at = NULL WHERE id IN ("+l.rows(len(ids), 1)+")", ids...); err != nil {
+	done := l.q("UPDATE " + l.table + " SET state = 'succeeded', due_at = NULL WHERE id IN (?" + strings.Repeat(", ?", len(ids)-1) + ")")
+	if _, err := l.db.ExecContext(ctx, done, ids...); err != nil {
 		return 0, fmt.Errorf("complete: %w", err)
 	}
 	l.completed.Add(int64(len(ids)))
 	return len(ids), nil
 }
 
-// rows is the placeholders of k rows of per columns ("(?, ?), (?, ?)";
-// numbered on PostgreSQL), without parentheses for one column.
-func (l *logLoop) rows(k, per int) string {
-	var b strings.Builder
-	for i := range k {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		if per > 1 {
-			b.WriteString("(")
-		}
-		for j := range per {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			if l.pg {
-				b.WriteString("$" + strconv.Itoa(1+i*per+j))
-			} else {
-				b.WriteString("?")
-			}
-		}
-		if per > 1 {
-			b.WriteString(")")
-		}
+// q is query for l's database: its ? placeholders numbered on
+// PostgreSQL, as the stores' own statements are.
+func (l *logLoop) q(query string) string {
+	if l.pg {
+		return sqlx.Rebind(sqlx.DOLLAR, query)
 	}
-	return b.String()
+	return query
 }

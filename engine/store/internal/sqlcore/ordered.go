@@ -476,7 +476,7 @@ func (c *Core) lockInOrder(col string) string {
 // its base (Core.complete); an emit's preclaim takes the two from
 // separate clock readings, which would both have to fall on them.
 func (c *Core) handedBefore(ctx context.Context, tx Querier, cs []engine.Completion, ok []bool, at time.Time, hand *handover) error {
-	if hand == nil || hand.until.IsZero() || len(hand.got) >= hand.limit {
+	if hand == nil || len(hand.got) >= hand.limit {
 		return nil
 	}
 	var keys []any
