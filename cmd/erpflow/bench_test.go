@@ -128,33 +128,33 @@ func TestBenchDeferred(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"ordered", []string{"--ordered", "--events", "150", "--entities", "30", "--rules", "2"}, []string{
-			`--ordered: .* 150 events × 2 rules = 300 deliveries per run, events round-robin over 30 entities, 8 workers`,
+		{"ordered", []string{"--ordered", "--events", "80", "--entities", "20", "--rules", "2"}, []string{
+			`--ordered: .* 80 events × 2 rules = 160 deliveries per run, events round-robin over 20 entities, 8 workers`,
 			// Four runs: unordered, ordered, ordered, unordered.
-			`\nunordered: emitted 150 events in .*; 300 deliveries received and recorded in .*: \d+ deliveries/s; \d+ arrivals out of entity order[^\n]*` +
-				`\nordered: emitted 150 events in .*; 300 deliveries received and recorded in .*: \d+ deliveries/s; 0 arrivals out of entity order` +
-				`\nordered: emitted 150 events in .*; 0 arrivals out of entity order` +
-				`\nunordered: emitted 150 events in .*; \d+ arrivals out of entity order[^\n]*\n`,
-			`ordered/unordered throughput: [\d.]+ \(target >= 0.80: (met|NOT met)\); per-entity order at the receiver: 0 violations over 60 chains \(met\)`,
+			`\nunordered: emitted 80 events in .*; 160 deliveries received and recorded in .*: \d+ deliveries/s; \d+ arrivals out of entity order[^\n]*` +
+				`\nordered: emitted 80 events in .*; 160 deliveries received and recorded in .*: \d+ deliveries/s; 0 arrivals out of entity order` +
+				`\nordered: emitted 80 events in .*; 0 arrivals out of entity order` +
+				`\nunordered: emitted 80 events in .*; \d+ arrivals out of entity order[^\n]*\n`,
+			`ordered/unordered throughput: [\d.]+ \(target >= 0.80: (met|NOT met)\); per-entity order at the receiver: 0 violations over 40 chains \(met\)`,
 		}},
-		{"destinations", []string{"--destinations", "4", "--paused", "1", "--events", "100"}, []string{
-			`--destinations: .* 100 events × 4 destinations \(a rule each\), 1 of them down in the some-paused runs`,
-			`\nnone-paused: 300 deliveries to the 3 healthy destinations in .*: \d+ deliveries/s\nsome-paused: 300 .*\nsome-paused: 300 .*\nnone-paused: 300 `,
-			`\n1 of 4 destinations paused \(their attempts in all: \d+, of 200 deliveries\); the healthy 3 kept [\d.]+ of their throughput, comparing the modes' total times \(target >= 0.90: (met|NOT met)\)`,
+		{"destinations", []string{"--destinations", "4", "--paused", "1", "--events", "60"}, []string{
+			`--destinations: .* 60 events × 4 destinations \(a rule each\), 1 of them down in the some-paused runs`,
+			`\nnone-paused: 180 deliveries to the 3 healthy destinations in .*: \d+ deliveries/s\nsome-paused: 180 .*\nsome-paused: 180 .*\nnone-paused: 180 `,
+			`\n1 of 4 destinations paused \(their attempts in all: \d+, of 120 deliveries\); the healthy 3 kept [\d.]+ of their throughput, comparing the modes' total times \(target >= 0.90: (met|NOT met)\)`,
 		}},
-		{"debounce", []string{"--debounce", "--entities", "40", "--per-entity", "10", "--debounce-quiet", "1s", "--debounce-max", "10s"}, []string{
-			`--debounce: .* 40 entities × 10 events = 400 events in per-entity bursts into a debounce rule \(quiet 1s, max 10s\)`,
-			`emitted 400 events in .* \(\d+ events/s\); longest wait between two events of an entity \d`,
-			`webhooks: 40 received in .* \(\d+ webhooks/s; .*\); entities with exactly one: 40 of 40, with the latest event's data \(seq 9\): 40; a delivery lists 10 coalesced events`,
-			`exactly 40 webhooks with the latest data: met`,
+		{"debounce", []string{"--debounce", "--entities", "20", "--per-entity", "10", "--debounce-quiet", "1s", "--debounce-max", "10s"}, []string{
+			`--debounce: .* 20 entities × 10 events = 200 events in per-entity bursts into a debounce rule \(quiet 1s, max 10s\)`,
+			`emitted 200 events in .* \(\d+ events/s\); longest wait between two events of an entity \d`,
+			`webhooks: 20 received in .* \(\d+ webhooks/s; .*\); entities with exactly one: 20 of 20, with the latest event's data \(seq 9\): 20; a delivery lists 10 coalesced events`,
+			`exactly 20 webhooks with the latest data: met`,
 		}},
-		{"timers", []string{"--timers", "700", "--lag-timers", "50", "--lag-spread", "500ms", "--store-timing"}, []string{
-			`--timers: .* 700 events into a schedule rule \(delay 1h\) and 700 into an ordinary rule`,
-			`schedule rule: 700 timers armed in .* \(\d+ events/s, [\d.]+µs each\); ordinary rule: 700 deliveries queued in .* \(\d+ events/s, [\d.]+µs each\)`,
+		{"timers", []string{"--timers", "300", "--lag-timers", "50", "--lag-spread", "500ms", "--store-timing"}, []string{
+			`--timers: .* 300 events into a schedule rule \(delay 1h\) and 300 into an ordinary rule`,
+			`schedule rule: 300 timers armed in .* \(\d+ events/s, [\d.]+µs each\); ordinary rule: 300 deliveries queued in .* \(\d+ events/s, [\d.]+µs each\)`,
 			`scheduling cost: [\d.]+× an ordinary delivery insert \(target <= 2: (met|NOT met)\)`,
 			`memory: process RSS [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB while arming\), [\d.]+ MB after a GC; Go heap in use [\d.]+ MB before, [\d.]+ MB after arming \(at most [\d.]+ MB\), [\d.]+ MB after a GC`,
 			`disk: SQLite file and WAL [\d.]+ MB → [\d.]+ MB \(\+[\d.]+ MB\)`,
-			`lag run \(700 ordinary deliveries deleted first in .*; 50 timers armed in .*, \d+ of them after their fire time \(due from their commit\), beside 700 pending\): delivery created_at − fire_at over 50: p50 [\d.-]+ms  p99 [\d.-]+ms  max [\d.-]+ms; arrival at the receiver − fire_at over 50: p50`,
+			`lag run \(300 ordinary deliveries deleted first in .*; 50 timers armed in .*, \d+ of them after their fire time \(due from their commit\), beside 300 pending\): delivery created_at − fire_at over 50: p50 [\d.-]+ms  p99 [\d.-]+ms  max [\d.-]+ms; arrival at the receiver − fire_at over 50: p50`,
 			`firing lag p99 [\d.-]+ms \(target <= 1s: (met|NOT met)\)`,
 			`store claim timers +\d+ calls`,
 		}},
@@ -279,7 +279,7 @@ func TestBenchHTTP(t *testing.T) {
 			if code := run(context.Background(), args, &out, &errOut); code != 0 {
 				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 			}
-			ceilingLine := `\nceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, 1000 rows from 3 ` + c.kind + `: (\d+) rows/s \(the mean of (\d+) just before the run and (\d+) just after\); delivered end to end at [\d.]+ of it \(target >= 0.50: (met|NOT met)\)`
+			ceilingLine := `\nceiling: single-row INSERT … ON CONFLICT DO NOTHING transactions into a table shaped like events, ` + strconv.Itoa(minCeilingRows) + ` rows from 3 ` + c.kind + `: (\d+) rows/s \(the mean of (\d+) just before the run and (\d+) just after\); delivered end to end at [\d.]+ of it \(target >= 0.50: (met|NOT met)\)`
 			for _, re := range []string{
 				`erpflow bench --http: .* POST /v1/events on loopback, 3 clients, ` + c.batch + ` events per request, 60 events × 2 rules = 120 deliveries, 4 workers`,
 				`\nthroughput: 60 events accepted in .* \(\d+ events/s\); 120 deliveries received and recorded in .*: \d+ events/s delivered end to end \(\d+ deliveries/s\); ingest-ack p50 [\d.]+ms p99 [\d.]+ms`,
@@ -350,9 +350,9 @@ func TestBenchStored(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			db := c.db(t)
-			// 2,000 stored: under -race SQLite writes and prunes them about
-			// 15 times slower than without, and 20,000 took a minute.
-			args := []string{"bench", "--stored", "2000", "--stored-days", "2", "--events", "200", "--rules", "2", "--workers", "8", "--emitters", "8"}
+			// 600 stored: under -race SQLite writes and prunes them about
+			// 15 times slower than without (2,000 took 14s, 20,000 a minute).
+			args := []string{"bench", "--stored", "600", "--stored-days", "2", "--events", "100", "--rules", "2", "--workers", "8", "--emitters", "8"}
 			if db != "" {
 				args = append(args, "--database", db)
 			}
@@ -361,11 +361,11 @@ func TestBenchStored(t *testing.T) {
 				t.Fatalf("exit %d: %s\n%s", code, errOut.String(), out.String())
 			}
 			for _, re := range []string{
-				`erpflow bench --stored: .*, 2000 stored deliveries \(200 events × up to 10, one attempt each\) over 2 days \([\d-]+ 00:00 … [\d-]+ [\d:]+ UTC\); throughput runs: 200 events × 2 rules = 400 deliveries, 8 workers`,
-				`\nempty: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
-				`\nfill: 2000 deliveries, 2000 attempts and 200 events written in .* \(\d+ deliveries/s\); disk: ` + c.disk,
-				`\nStats with 2000 stored: [\d.]+[µm]?s\n`,
-				`\nstored: emitted 200 events in .*; 400 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
+				`erpflow bench --stored: .*, 600 stored deliveries \(60 events × up to 10, one attempt each\) over 2 days \([\d-]+ 00:00 … [\d-]+ [\d:]+ UTC\); throughput runs: 100 events × 2 rules = 200 deliveries, 8 workers`,
+				`\nempty: emitted 100 events in .*; 200 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
+				`\nfill: 600 deliveries, 600 attempts and 60 events written in .* \(\d+ deliveries/s\); disk: ` + c.disk,
+				`\nStats with 600 stored: [\d.]+[µm]?s\n`,
+				`\nstored: emitted 100 events in .*; 200 deliveries received and recorded in .*: \d+ deliveries/s \(the last received after [\d.]+m?s\)\n`,
 				`\nstored/empty throughput: [\d.]+ \(target >= 0.90: (met|NOT met)\)\n`,
 			} {
 				if !regexp.MustCompile(re).MatchString(out.String()) {

@@ -60,7 +60,7 @@ func erpflowBin(t *testing.T) string {
 // ceilings want the cores to themselves; a bench's flag errors need not),
 // run one at a time, before the parallel ones.
 func TestMain(m *testing.M) {
-	minCeilingRows = 1000 // shapes, not figures: ten times faster ceilings
+	minCeilingRows = 200 // shapes, not figures: fifty times faster ceilings
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -161,7 +161,19 @@ func sameDelivery(t *testing.T, what string, got, want engine.Delivery) {
 }
 
 // Run runs the suite; open must return a fresh, empty store each call.
-func Run(t *testing.T, open Opener) {
+func Run(t *testing.T, open Opener) { run(t, open, true) }
+
+// RunBasic is Run without the tests that load the store with volume (a
+// large batch, many concurrent chains, a mass wake, a large prune): for a
+// second configuration of a store that Run already covers (SQLite in
+// memory beside its file), on which they would run the same statements
+// at the same volume again.
+func RunBasic(t *testing.T, open Opener) { run(t, open, false) }
+
+// volume names Run's tests that RunBasic leaves out.
+var volume = map[string]bool{"InsertLargeBatch": true, "OrderedChainsConcurrent": true, "WakeManyWaiting": true, "PruneLargeBatch": true}
+
+func run(t *testing.T, open Opener, withVolume bool) {
 	tests := []struct {
 		name string
 		fn   func(*testing.T, engine.Store)
@@ -199,6 +211,9 @@ func Run(t *testing.T, open Opener) {
 		{"NotFound", testNotFound},
 	}
 	for _, tc := range append(append(tests, eventTests...), timerLogTests...) {
+		if volume[tc.name] && !withVolume {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
 			t.Cleanup(func() { s.Close() })
