@@ -241,7 +241,10 @@ func (c *Console) deliveryPage(x *exchange) {
 	}
 	detail := newDeliveryDetail(d)
 	x.eventTimes(&detail)
-	x.render(http.StatusOK, "delivery", map[string]any{"Row": newDeliveryRow(d.Delivery), "Detail": detail})
+	// Live as the Log History, on its rule's attempts (data-delivery keeps
+	// this delivery's): a running delivery's page shows how it ends.
+	x.render(http.StatusOK, "delivery", map[string]any{"Row": newDeliveryRow(d.Delivery), "Detail": detail,
+		"Live": url.Values{"rule": {d.Delivery.Rule}}.Encode(), "RowURL": c.path("/deliveries/{id}/row")})
 }
 
 // deliveryAttempts is a delivery's expanded row: the payload and every

@@ -106,6 +106,9 @@ type stackOpts struct {
 	catalogPaths []string
 	// plugins is httpapi.Options.Plugins.
 	plugins func() []httpapi.PluginStatus
+	// wrap, when set, wraps the server's handler (the console with the
+	// API), to watch or hold requests.
+	wrap func(http.Handler) http.Handler
 }
 
 func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
@@ -137,7 +140,11 @@ func newStack(t testing.TB, st engine.Store, o stackOpts) *stack {
 	if err := eng.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewUnstartedServer(ui.WithAPI())
+	h := ui.WithAPI()
+	if o.wrap != nil {
+		h = o.wrap(h)
+	}
+	hs := httptest.NewUnstartedServer(h)
 	hs.Config.RegisterOnShutdown(api.EndStreams)
 	hs.Start()
 	t.Cleanup(func() {

@@ -60,7 +60,9 @@
   // Live: an element with data-live="<stream query>" follows the attempt
   // stream; each attempt's delivery row is fetched again (data-row="<row
   // URL with {id}>") and replaces its row, or is added on top of the
-  // element's tbody when it is new and the row URL answers one.
+  // element's tbody when it is new and the row URL answers one. With
+  // data-delivery="<delivery id>" (a delivery's own page), only that
+  // delivery's attempts count.
   var source = null;
   var backoff = 0; // ms before the next reload after a closed stream
   var pending = {};
@@ -70,6 +72,7 @@
   function openLive(el) {
     closeLive();
     var q = el.getAttribute('data-live') || '';
+    var only = el.getAttribute('data-delivery');
     var t = token();
     var url = prefix + '/live' + (q ? '?' + q : '');
     if (t) { url += (q ? '&' : '?') + 'access_token=' + encodeURIComponent(t); }
@@ -79,6 +82,16 @@
     source.addEventListener('open', function () {
       backoff = 0;
       if (status) { status.textContent = 'Live'; status.className = 'live on'; }
+      // An attempt that ended after the page was read but before the
+      // stream started is in no message: the rows not final when read
+      // (data-state) are read again, now that the stream follows them.
+      el.querySelectorAll('tr[data-state]').forEach(function (r) {
+        var st = r.getAttribute('data-state');
+        var id = r.id.replace(/^dlv-/, '');
+        if (st === 'succeeded' || st === 'dead' || pending[id]) { return; }
+        pending[id] = true;
+        window.setTimeout(function () { refreshRow(el, id); }, 0);
+      });
     });
     source.addEventListener('error', function () {
       if (status) { status.textContent = 'Reconnecting…'; status.className = 'live off'; }
@@ -94,7 +107,7 @@
     source.addEventListener('attempt', function (m) {
       var a;
       try { a = JSON.parse(m.data); } catch (err) { return; }
-      if (!a.delivery_id || pending[a.delivery_id]) { return; }
+      if (!a.delivery_id || pending[a.delivery_id] || (only && a.delivery_id !== only)) { return; }
       pending[a.delivery_id] = true;
       window.setTimeout(function () { refreshRow(el, a.delivery_id); }, 150);
     });
