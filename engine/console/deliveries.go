@@ -241,10 +241,12 @@ func (c *Console) deliveryPage(x *exchange) {
 	}
 	detail := newDeliveryDetail(d)
 	x.eventTimes(&detail)
-	// Live as the Log History, on its rule's attempts (data-delivery keeps
-	// this delivery's): a running delivery's page shows how it ends.
+	// Live as the Log History, on the attempts of its rule, entity and
+	// tenant (data-delivery keeps this delivery's): a running delivery's
+	// page shows how it ends.
+	live := url.Values{"rule": {d.Delivery.Rule}, "entity": {d.Delivery.Entity}, "tenant": {d.Delivery.Tenant}}
 	x.render(http.StatusOK, "delivery", map[string]any{"Row": newDeliveryRow(d.Delivery), "Detail": detail,
-		"Live": url.Values{"rule": {d.Delivery.Rule}}.Encode(), "RowURL": c.path("/deliveries/{id}/row")})
+		"Live": live.Encode(), "RowURL": c.path("/deliveries/{id}/row")})
 }
 
 // deliveryAttempts is a delivery's expanded row: the payload and every

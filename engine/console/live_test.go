@@ -36,14 +36,22 @@ func TestDeliveryPageLive(t *testing.T) {
 				wait := hold
 				mu.Unlock()
 				if wait != nil {
-					held <- struct{}{}
-					<-wait
+					select {
+					case held <- struct{}{}:
+					default:
+					}
+					select {
+					case <-wait:
+					case <-r.Context().Done():
+						return
+					}
 				}
 			}
 			h.ServeHTTP(w, r)
 		})
 	}
 	s := newStack(t, dbKinds(t)[0].open(t), stackOpts{wrap: wrap})
+	b := newBrowser(t, 1280, 800)
 	// The receiver answers one request per token sent on allow.
 	allow := make(chan struct{}, 4)
 	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -54,7 +62,9 @@ func TestDeliveryPageLive(t *testing.T) {
 		}
 	}))
 	t.Cleanup(rcv.Close)
-	s.mustDo("POST", "/v1/rules", "", signedRule("gate", "Invoice", "posted", rcv.URL+"/gate", "none"), nil)
+	// A minute to answer: the receiver holds each request while the test
+	// drives the browser, longer than the default 15 s under load.
+	s.mustDo("POST", "/v1/rules", "", strings.Replace(signedRule("gate", "Invoice", "posted", rcv.URL+"/gate", "none"), "    secret:", "    timeout: 60s\n    secret:", 1), nil)
 	s.mustDo("POST", "/v1/rules/gate/enable", "", nil, nil)
 	emit := func(id string) string {
 		t.Helper()
@@ -82,7 +92,6 @@ func TestDeliveryPageLive(t *testing.T) {
 	// Live: the attempt ends with the page open.
 	first := emit("INV-1")
 	waitState(first, "running")
-	b := newBrowser(t, 1280, 800)
 	b.open(s.URL, "/ui/deliveries/"+first)
 	b.waitText("#dlv-"+first, "running")
 	b.waitText("#live-status", "Live")
@@ -113,6 +122,9 @@ func TestDeliveryPageLive(t *testing.T) {
 	late := emit("INV-3")
 	waitState(late, "running")
 	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // a failure below must not leave the stream held
 	mu.Lock()
 	hold = release
 	mu.Unlock()
@@ -128,7 +140,7 @@ func TestDeliveryPageLive(t *testing.T) {
 	mu.Lock()
 	hold = nil
 	mu.Unlock()
-	close(release)
+	free()
 	b.waitText("#live-status", "Live")
 	b.waitText("#dlv-"+late, "succeeded")
 	b.waitText("#detail-"+late, "Attempt 1")

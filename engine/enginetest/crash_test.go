@@ -61,8 +61,8 @@ func TestCrashSafety(t *testing.T) {
 	n := 3000
 	if raceEnabled {
 		// Still over a hundred in flight at the kill (176 and 123 on a
-		// try), at two thirds of the CPU of 1,500 (this test was the
-		// suite's costliest under -race).
+		// try), with 60% of the events of before (1,500: this test was
+		// the suite's costliest under -race).
 		n = 900
 	}
 	forEachStore(t, func(t *testing.T, k storeKind) {

@@ -610,16 +610,16 @@ func TestLargeEventLimit(t *testing.T) {
 			return `{"id":"` + id + `","entity":"SalesOrder","entity_id":"` + id + `","event":"status_changed","data":{"n":9007199254740993,"blob":"` +
 				strings.Repeat("x", size) + `"}}`
 		}
-		two := event("BIG1", 9<<17)
-		must(t, e.do("POST", "/v1/events", acmeTok, two), 202)
+		big := event("BIG1", 9<<17)
+		must(t, e.do("POST", "/v1/events", acmeTok, big), 202)
 		got := must(t, e.do("GET", "/v1/events/BIG1", acmeTok, nil), 200)
 		if !bytes.Contains(got.body, []byte(`"n":9007199254740993`)) || !bytes.Contains(got.body, []byte(strings.Repeat("x", 9<<17))) {
 			t.Errorf("the event read back is not the event sent (%d bytes)", len(got.body))
 		}
 		must(t, e.do("GET", "/v1/events/BIG1", globexTok, nil), 404)
-		must(t, e.do("POST", "/v1/events", acmeTok, two), 202) // an identical retry is a duplicate, not a 409
-		must(t, e.do("POST", "/v1/events:explain", acmeTok, two), 200)
-		must(t, e.do("POST", "/v1/rules/big/test", acmeTok, two), 200)
+		must(t, e.do("POST", "/v1/events", acmeTok, big), 202) // an identical retry is a duplicate, not a 409
+		must(t, e.do("POST", "/v1/events:explain", acmeTok, big), 200)
+		must(t, e.do("POST", "/v1/rules/big/test", acmeTok, big), 200)
 		_, field, _ := must(t, e.do("POST", "/v1/events", acmeTok, event("BIG2", 11<<17)), 413).errInfo(t)
 		if field != "" {
 			t.Errorf("413 names %q", field)

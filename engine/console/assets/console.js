@@ -79,12 +79,16 @@
     source = new EventSource(url);
     var status = document.getElementById('live-status');
     var es = source;
+    var opened = false;
     source.addEventListener('open', function () {
       backoff = 0;
       if (status) { status.textContent = 'Live'; status.className = 'live on'; }
       // An attempt that ended after the page was read but before the
       // stream started is in no message: the rows not final when read
       // (data-state) are read again, now that the stream follows them.
+      // Only at the first open: a reconnection resumes with Last-Event-ID.
+      if (opened) { return; }
+      opened = true;
       el.querySelectorAll('tr[data-state]').forEach(function (r) {
         var st = r.getAttribute('data-state');
         var id = r.id.replace(/^dlv-/, '');
