@@ -167,17 +167,23 @@ func TestJobManagementFlow(t *testing.T) {
 }
 
 // flakyLogHistory enables rule flaky (Order shipped, one retry after 1s)
-// to a receiver answering 503, and opens the Log History page, live.
-func (s *stack) flakyLogHistory(page string) (*receiver, *browser) {
+// to a receiver answering 503, and opens the Log History page, live. The
+// receiver holds the second request (the retry) until release is called:
+// on a loaded machine the retry came before the page had shown the first
+// failure. A minute to answer, so that a held retry never times out.
+func (s *stack) flakyLogHistory(page string) (rcv *receiver, b *browser, release func()) {
 	s.t.Helper()
-	rcv := newReceiver(s.t)
+	rcv = newReceiver(s.t)
 	rcv.status.Store(503)
-	s.mustDo("POST", "/v1/rules", "", signedRule("flaky", "Order", "shipped", rcv.URL+"/flaky", "{schedule: [1s]}"), nil)
+	release = rcv.holdAfter(1)
+	s.t.Cleanup(release)
+	rule := strings.Replace(signedRule("flaky", "Order", "shipped", rcv.URL+"/flaky", "{schedule: [1s]}"), "    secret:", "    timeout: 60s\n    secret:", 1)
+	s.mustDo("POST", "/v1/rules", "", rule, nil)
 	s.mustDo("POST", "/v1/rules/flaky/enable", "", nil, nil)
-	b := newBrowser(s.t, 1280, 800)
+	b = newBrowser(s.t, 1280, 800)
 	b.open(s.URL, page)
 	b.waitText("#live-status", "Live")
-	return rcv, b
+	return rcv, b, release
 }
 
 // TestFailingReceiverReplay: a receiver answering 503 makes the attempts
@@ -188,9 +194,10 @@ func TestFailingReceiverReplay(t *testing.T) {
 	t.Parallel()
 	forEachDB(t, func(t *testing.T, k dbKind) {
 		s := newStack(t, k.open(t), stackOpts{})
-		rcv, b := s.flakyLogHistory("/ui/deliveries?rule=flaky")
+		rcv, b, release := s.flakyLogHistory("/ui/deliveries?rule=flaky")
 		id := s.emit("", map[string]any{"id": "SHP-2", "entity": "Order", "entity_id": "O-2", "event": "shipped", "data": map[string]any{}})[0]
 		b.waitRow(id, "failed", "503", "1")
+		release()
 		b.waitRow(id, "dead", "503", "2")
 		if st, n := s.delivery(id); st != "dead" || n != 2 {
 			t.Fatalf("delivery %s: %s after %d attempts, want dead after 2", id, st, n)

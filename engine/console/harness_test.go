@@ -211,6 +211,25 @@ type receiver struct {
 	mu     sync.Mutex
 	got    []receivedRequest
 	seen   chan struct{} // receives after every request
+	// gate, when set, holds the requests after its first `after` until
+	// its channel closes: a test sees what the page shows between two
+	// attempts, however long the page takes.
+	gate atomic.Pointer[receiverGate]
+}
+
+type receiverGate struct {
+	after int
+	open  chan struct{}
+}
+
+// holdAfter makes the receiver hold every request after the first n
+// until the returned function is called.
+func (r *receiver) holdAfter(n int) (release func()) {
+	g := &receiverGate{after: n, open: make(chan struct{})}
+	r.gate.Store(g)
+	var once sync.Once
+	release = func() { once.Do(func() { close(g.open) }) }
+	return release
 }
 
 type receivedRequest struct {
@@ -226,7 +245,15 @@ func newReceiver(t testing.TB) *receiver {
 		b, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
 		r.got = append(r.got, receivedRequest{Path: req.URL.Path, Header: req.Header.Clone(), Body: string(b)})
+		n := len(r.got)
 		r.mu.Unlock()
+		if g := r.gate.Load(); g != nil && n > g.after {
+			select {
+			case <-g.open:
+			case <-req.Context().Done():
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Receiver", "test")
 		code := int(r.status.Load())

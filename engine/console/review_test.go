@@ -248,10 +248,11 @@ func TestNoticesFromLinksSayOnlyRuleNames(t *testing.T) {
 func TestLiveLogHistoryFilteredByState(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, openSQLite(t), stackOpts{})
-	rcv, b := s.flakyLogHistory("/ui/deliveries?state=failed")
+	rcv, b, release := s.flakyLogHistory("/ui/deliveries?state=failed")
 	id := s.emit("", map[string]any{"id": "ST-1", "entity": "Order", "entity_id": "O-1", "event": "shipped", "data": map[string]any{}})[0]
 	b.waitRow(id, "failed", "503")
 	rcv.status.Store(200)
+	release()
 	if st := s.waitSettled("", id); st != "succeeded" {
 		t.Fatalf("the retry: %s", st)
 	}

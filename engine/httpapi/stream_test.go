@@ -228,6 +228,11 @@ func TestStreamAttempts(t *testing.T) {
 		if s := openStream(t, e.http.URL, "/v1/deliveries:stream?tenant=acme", tokGlobex); s.status != 403 {
 			t.Errorf("globex asking for acme's stream: %d %s", s.status, s.body)
 		}
+		// Naming its own tenant is no error (the console's delivery page
+		// does).
+		if s := openStream(t, e.http.URL, "/v1/deliveries:stream?tenant=acme", tokAcme); s.status != 200 {
+			t.Errorf("acme asking for acme's stream: %d %s", s.status, s.body)
+		}
 		if s := openStream(t, e.http.URL, "/v1/deliveries:stream?access_token=wrong", ""); s.status != 401 {
 			t.Errorf("a wrong access_token: %d", s.status)
 		}

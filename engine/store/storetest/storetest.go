@@ -210,8 +210,10 @@ func run(t *testing.T, open Opener, withVolume bool) {
 		{"Waker", testWaker},
 		{"NotFound", testNotFound},
 	}
+	skipped := 0
 	for _, tc := range append(append(tests, eventTests...), timerLogTests...) {
 		if volume[tc.name] && !withVolume {
+			skipped++
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,6 +224,9 @@ func run(t *testing.T, open Opener, withVolume bool) {
 				statsAgree(t, s)
 			}
 		})
+	}
+	if !withVolume && skipped != len(volume) {
+		t.Errorf("RunBasic left out %d tests, want the %d named in volume: a name there matches no test", skipped, len(volume))
 	}
 }
 
