@@ -228,17 +228,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.mux.ServeHTTP(rec, r)
 	}
+	status := rec.status
+	if status >= 500 && errors.Is(rec.cause, context.Canceled) && r.Context().Err() != nil {
+		// The client went away first (a closed tab, a refresh that
+		// replaced this one): its context failed, not the server, and
+		// no one reads the answer. Logged and counted as 499, as nginx
+		// does, not as an internal error.
+		status = statusClientClosed
+	}
 	if s.opts.Metrics != nil {
-		s.opts.Metrics.request(r.Pattern, rec.status, time.Since(start))
+		s.opts.Metrics.request(r.Pattern, status, time.Since(start))
 	}
 	lvl := slog.LevelDebug
-	if rec.status >= 500 {
+	if status >= 500 {
 		lvl = slog.LevelError
-	} else if (r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" || rec.status >= 400) && !inProcess(r.Context()) {
+	} else if (r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics" || status >= 400) && !inProcess(r.Context()) {
 		lvl = slog.LevelInfo
 	}
 	// The Authorization header is never logged; only the token's name.
-	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", rec.status,
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status,
 		"duration", time.Since(start).Round(time.Microsecond), "token", rec.who}
 	if rec.cause != nil {
 		// What the answer only names: the client sees the id, the log the cause.
@@ -246,6 +254,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Log(r.Context(), lvl, "http", attrs...)
 }
+
+// statusClientClosed is the status logged and counted for a request whose
+// client went away before its answer (nginx's 499).
+const statusClientClosed = 499
 
 type statusRecorder struct {
 	http.ResponseWriter
